@@ -1,0 +1,40 @@
+# sockact: `make run` runs the main job, `make test` installs what the tests need and runs them all.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Debian packages the tests need: the parser and systemd bindings that the .deb runs on (the system
+# tests use them under /usr/bin/python3), headers to build systemd-python in the venv, the load
+# generator, and systemd-nspawn/debootstrap for the containers.
+APT_TEST_DEPS := python3-httptools python3-systemd python3-venv libsystemd-dev pkg-config gcc \
+	curl wrk systemd-container debootstrap
+
+.PHONY: run test deps apt-deps lint clean
+
+run: deps
+	$(VENV)/bin/python -m sockact.devrun
+
+test: deps
+	$(VENV)/bin/ruff check sockact tests
+	$(PY) -m pytest -q -p no:cacheprovider
+
+apt-deps:
+	@missing=$$(for p in $(APT_TEST_DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+		| grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+deps: apt-deps $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+lint: deps
+	$(VENV)/bin/ruff check sockact tests
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

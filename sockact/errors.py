@@ -1,0 +1,37 @@
+"""The error tree. Each exception carries its outcome: an exit code or an HTTP status.
+
+Callers never map exception types to outcomes with isinstance chains; they read
+``exc.exit_code`` or ``exc.status``.
+"""
+
+from __future__ import annotations
+
+# Exit codes: the contract between worker and supervisor, and between sockact and systemd.
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2  # bad command line or configuration
+EXIT_NO_LISTENERS = 3  # nothing to listen on, or a bad inherited fd, or the address is in use
+WORKER_BOOT_ERROR = 4  # a worker failed before it could serve (import error, bad virtualenv)
+APP_LOAD_ERROR = 5  # the app could not be imported; the supervisor halts rather than respawn forever
+
+
+class SockactError(Exception):
+    """A fatal start-up error; the message is one line for the operator."""
+
+    exit_code = EXIT_FAILURE
+
+
+class ConfigError(SockactError):
+    exit_code = EXIT_USAGE
+
+
+class ListenerError(SockactError):
+    exit_code = EXIT_NO_LISTENERS
+
+
+class AppLoadError(SockactError):
+    exit_code = APP_LOAD_ERROR
+
+
+class HandoffError(Exception):
+    """A malformed message on a supervisor<->worker channel: the peer is not a sockact process."""

@@ -8,10 +8,15 @@ PY := $(VENV)/bin/python
 APT_TEST_DEPS := python3-httptools python3-systemd python3-venv libsystemd-dev pkg-config gcc \
 	curl wrk systemd-container debootstrap
 
-.PHONY: run test deps apt-deps lint clean
+.PHONY: run dev test deps apt-deps lint clean
 
-run: deps
-	$(VENV)/bin/python -m sockact.devrun
+run: dev
+
+# Dev mode: systemd-socket-activate holds 127.0.0.1:8000 and passes it exactly as a .socket unit would.
+dev: deps
+	@echo "sockact on http://127.0.0.1:8000/ (Ctrl-C stops it)"
+	systemd-socket-activate -l 127.0.0.1:8000 --fdname=http -E PATH \
+		$(VENV)/bin/sockact run sockact.apps.demo:app --workers 2
 
 test: deps
 	$(VENV)/bin/ruff check sockact tests

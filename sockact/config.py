@@ -138,6 +138,16 @@ class Setting:
         return ENV_PREFIX + self.name.upper()
 
     @property
+    def boolean(self) -> bool:
+        """A switch: --flag / --no-flag on the command line."""
+        return self.parse is _bool
+
+    @property
+    def repeatable(self) -> bool:
+        """May be given several times on the command line (a list)."""
+        return self.parse is _binds
+
+    @property
     def kind(self) -> str:
         return (self.parse.__doc__ or "").strip()
 

@@ -1,0 +1,136 @@
+"""The supervisor<->worker channel: one AF_UNIX SOCK_SEQPACKET socketpair per worker.
+
+Each datagram is one message: a fixed binary header, then the peer's raw address,
+then optional bytes already read from the connection. A connection's fd rides along
+as SCM_RIGHTS. SEQPACKET keeps message boundaries, so no framing is needed, and an
+empty read means the other end has gone (EOF).
+
+Messages:
+    CONN   supervisor -> worker, with fd: serve this connection
+    PARK   worker -> supervisor, with fd: response done, connection idle at a request boundary
+    DONE   worker -> supervisor: the worker closed the connection and is idle
+    READY  worker -> supervisor: the app is loaded, send work
+
+Ownership of a connection's fd: the sender closes its copy right after a successful send,
+so at any moment exactly one process holds it open (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import socket
+import struct
+from dataclasses import dataclass
+
+from .errors import HandoffError
+
+CONN, PARK, DONE, READY = 1, 2, 3, 4
+_KINDS = frozenset((CONN, PARK, DONE, READY))
+
+# kind, address family, listener index, connection id, dispatch count, requests served, peer port
+_HEADER = struct.Struct("!BBHQIIH")
+_ADDR_LEN = {socket.AF_INET: 4, socket.AF_INET6: 16, socket.AF_UNIX: 0}
+_FD_SIZE = array.array("i").itemsize
+# Room for the header, an IPv6 address and a full read buffer of pending bytes.
+MAX_MESSAGE = _HEADER.size + 16 + 65536
+_ANC_SPACE = socket.CMSG_SPACE(_FD_SIZE)
+
+
+@dataclass(slots=True)
+class Message:
+    kind: int
+    conn_id: int = 0
+    listener: int = 0
+    family: int = socket.AF_UNIX
+    peer: tuple[str, int] | None = None  # (host, port) for TCP; None for Unix sockets
+    hops: int = 0  # how many times this connection has been dispatched, for the demo and logs
+    requests: int = 0  # requests served on the connection during this hand-off
+    data: bytes = b""  # bytes read from the connection but not yet parsed
+    fd: int = -1
+
+
+def encode(msg: Message) -> bytes:
+    """The datagram for ``msg``, without its fd."""
+    port, raw = 0, b""
+    if msg.peer is not None and msg.family in (socket.AF_INET, socket.AF_INET6):
+        raw = socket.inet_pton(msg.family, msg.peer[0])
+        port = msg.peer[1]
+    header = _HEADER.pack(msg.kind, msg.family, msg.listener, msg.conn_id, msg.hops, msg.requests, port)
+    return header + raw + msg.data
+
+
+def decode(buf: bytes | memoryview, fd: int = -1) -> Message:
+    """Parse one datagram. Raises HandoffError on anything malformed."""
+    if len(buf) < _HEADER.size:
+        raise HandoffError(f"short message ({len(buf)} bytes)")
+    kind, family, listener, conn_id, hops, requests, port = _HEADER.unpack_from(buf)
+    if kind not in _KINDS or family not in _ADDR_LEN:
+        raise HandoffError(f"bad message kind {kind} or family {family}")
+    end = _HEADER.size + _ADDR_LEN[family]
+    if len(buf) < end:
+        raise HandoffError("truncated peer address")
+    peer = (socket.inet_ntop(family, bytes(buf[_HEADER.size:end])), port) if end > _HEADER.size else None
+    return Message(kind, conn_id, listener, family, peer, hops, requests, bytes(buf[end:]), fd)
+
+
+def channel_pair() -> tuple[socket.socket, socket.socket]:
+    """(supervisor end, worker end). Both close-on-exec, so an app's subprocesses never hold them."""
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+
+def send(chan: socket.socket, msg: Message) -> None:
+    """Send ``msg`` and its fd, if any. The caller still owns (and must close) its copy of the fd."""
+    payload = encode(msg)
+    if msg.fd >= 0:
+        socket.send_fds(chan, [payload], [msg.fd])
+    else:
+        chan.send(payload)
+
+
+class Receiver:
+    """Reads messages from one channel into a reused buffer."""
+
+    def __init__(self, chan: socket.socket) -> None:
+        self.chan = chan
+        self._buf = bytearray(MAX_MESSAGE)
+        self._view = memoryview(self._buf)
+
+    def recv(self) -> Message | None:
+        """The next message; None at EOF. BlockingIOError propagates on a non-blocking channel."""
+        nbytes, ancdata, flags, _ = self.chan.recvmsg_into([self._view], _ANC_SPACE)
+        fds = _fds_from(ancdata)
+        if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
+            # A cut control message may have dropped fds in flight; a cut payload lost bytes.
+            # Either way the message cannot be trusted: close what did arrive and say so.
+            _close_all(fds)
+            raise HandoffError("message truncated (MSG_CTRUNC/MSG_TRUNC); fds dropped")
+        if nbytes == 0 and not fds:
+            return None
+        if len(fds) > 1:
+            _close_all(fds)
+            raise HandoffError(f"expected at most one fd, got {len(fds)}")
+        try:
+            msg = decode(self._view[:nbytes], fds[0] if fds else -1)
+        except HandoffError:
+            _close_all(fds)
+            raise
+        if (msg.kind in (CONN, PARK)) != (msg.fd >= 0):
+            _close_all(fds)
+            raise HandoffError(f"message kind {msg.kind} arrived with {len(fds)} fds")
+        return msg
+
+
+def _fds_from(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    fds: list[int] = []
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(data) - len(data) % _FD_SIZE
+            fds.extend(array.array("i", data[:usable]))
+    return fds
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            socket.close(fd)

@@ -1,0 +1,154 @@
+"""The worker process's own main loop, after the fork.
+
+A worker loads its apps, says READY, then serves one connection at a time: it receives
+the fd over its channel, serves requests synchronously until the connection is idle at a
+request boundary, and hands it back (PARK) or reports it closed (DONE). It never waits
+on an idle client. An empty read on the channel means the supervisor wants it gone (or
+has died): it exits once the connection in hand is finished.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from . import handoff, notify
+from .apploader import WSGIApp, add_virtualenv, load_all
+from .errors import EXIT_OK, WORKER_BOOT_ERROR, HandoffError, SockactError
+from .http import Limits, Outcome, Site, serve_connection
+from .scoreboard import SlotWriter
+
+log = logging.getLogger("sockact.worker")
+
+
+class WorkerLoop:
+    """Serves connections handed over ``chan`` until the supervisor closes it."""
+
+    def __init__(self, chan: socket.socket, config: Any, listener_names: Sequence[str],
+                 slot: SlotWriter, apps: Mapping[str, WSGIApp] | None) -> None:
+        # Nothing here touches the process: this object is built before the fork.
+        self.chan = chan
+        self.config = config
+        self.listener_names = list(listener_names)
+        self.slot = slot
+        self.preloaded = apps
+        self.stopping = False
+        self.pid = 0
+        self.sites: list[Site] = []
+
+    def run(self) -> int:
+        """The worker's whole life; returns its exit code."""
+        self.pid = os.getpid()
+        self._setup_process()
+        try:
+            self.sites = self._build_sites()
+        except SockactError as exc:
+            log.error("worker %d cannot start: %s", self.pid, exc, extra={"SOCKACT_WORKER_PID": self.pid})
+            return exc.exit_code
+        except Exception:
+            log.exception("worker %d failed while loading the app", self.pid, extra={"SOCKACT_WORKER_PID": self.pid})
+            return WORKER_BOOT_ERROR
+        try:
+            handoff.send(self.chan, handoff.Message(handoff.READY))
+        except OSError:
+            return EXIT_OK  # the supervisor is gone already
+        receiver = handoff.Receiver(self.chan)
+        while True:
+            try:
+                msg = receiver.recv()
+            except HandoffError as exc:
+                log.error("worker %d: bad message from the supervisor: %s", self.pid, exc)
+                continue
+            except OSError:
+                return EXIT_OK
+            if msg is None:
+                return EXIT_OK
+            if msg.kind == handoff.CONN:
+                self.serve(msg)
+
+    def serve(self, msg: handoff.Message) -> None:
+        """Serve one handed-over connection, then park it or report it closed."""
+        sock = socket.socket(msg.family, socket.SOCK_STREAM, 0, fileno=msg.fd)
+        self.slot.progress()
+        before = self.slot.requests
+        site = self.sites[msg.listener]
+        extra = {
+            "sockact.worker_pid": self.pid,
+            "sockact.conn_id": msg.conn_id,
+            "sockact.hops": msg.hops,
+            "sockact.listener": site.listener,
+        }
+        outcome = Outcome.CLOSE
+        try:
+            outcome = serve_connection(
+                sock, site, peer=msg.peer, conn_id=msg.conn_id, pending=msg.data,
+                environ_extra=extra, stopping=self._is_stopping, progress=self.slot.progress)
+        except Exception:
+            log.exception("worker %d: error serving connection %d", self.pid, msg.conn_id)
+        reply = handoff.Message(
+            handoff.PARK if outcome is Outcome.PARK else handoff.DONE,
+            conn_id=msg.conn_id, listener=msg.listener, family=msg.family, peer=msg.peer,
+            hops=msg.hops, requests=self.slot.requests - before,
+            fd=sock.fileno() if outcome is Outcome.PARK else -1)
+        try:
+            handoff.send(self.chan, reply)
+        except OSError as exc:
+            log.debug("worker %d: cannot report to the supervisor: %s", self.pid, exc)
+        finally:
+            sock.close()  # parked or not, our copy goes: the supervisor holds it now
+            self.slot.idle()
+
+    def _is_stopping(self) -> bool:
+        return self.stopping
+
+    def _setup_process(self) -> None:
+        # The supervisor's wakeup fd and handlers came across the fork; none of them are ours.
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, _quick_exit)
+        signal.signal(signal.SIGQUIT, _quick_exit)
+        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(sig, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        # SIGABRT (sent for --timeout) first dumps where the worker is stuck, then kills it.
+        faulthandler.register(signal.SIGABRT, all_threads=True, chain=True)
+        notify.forget(os.environ)
+
+    def _on_term(self, signum: int, frame: object) -> None:
+        # Graceful stop: finish the request in hand, answer it with Connection: close.
+        self.stopping = True
+
+    def _build_sites(self) -> list[Site]:
+        apps = self.preloaded
+        if apps is None:
+            add_virtualenv(self.config.virtualenv)
+            apps = load_all(self.config.listener(name).app for name in self.listener_names)
+        return [self._site(self.config.listener(name), apps) for name in self.listener_names]
+
+    def _site(self, lc: Any, apps: Mapping[str, WSGIApp]) -> Site:
+        limits = Limits(
+            request_line=lc.limit_request_line, header_fields=lc.limit_request_fields,
+            header_field_size=lc.limit_request_field_size, head=lc.limit_request_head,
+            body=lc.limit_request_body)
+        return Site(app=_tracked(apps[lc.app], self.slot), limits=limits, header_timeout=lc.header_timeout,
+                    io_timeout=self.config.timeout, access_log=lc.access_log, listener=lc.name)
+
+
+def _tracked(app: WSGIApp, slot: SlotWriter) -> WSGIApp:
+    """Wrap an app so the scoreboard names the request in hand (for --timeout logs) and counts it."""
+
+    def tracked(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        slot.requests += 1
+        slot.progress(f"{environ.get('REQUEST_METHOD', '')} {environ.get('PATH_INFO', '')}")
+        return app(environ, start_response)
+
+    return tracked
+
+
+def _quick_exit(signum: int, frame: object) -> None:
+    os._exit(EXIT_OK)

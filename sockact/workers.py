@@ -1,0 +1,97 @@
+"""The supervisor's handle on one worker process: fork it, signal it, note how it ended.
+
+Fork discipline: everything a worker needs is built before the fork and touches nothing.
+In the child, the supervisor's own descriptors (listeners, other channels, parked and
+queued connections, the selector, the wakeup socket) are closed first, and the child's
+branch always leaves through os._exit() in a finally, so it can never fall back into
+the supervisor's code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import handoff
+from .errors import EXIT_FAILURE
+
+log = logging.getLogger("sockact.workers")
+
+BOOTING, READY, RETIRING = "booting", "ready", "retiring"
+
+
+@dataclass(eq=False)
+class WorkerProcess:
+    pid: int
+    chan: socket.socket  # the supervisor's end of the channel
+    slot: int  # scoreboard slot
+    generation: int
+    max_requests: int  # 0: never recycled
+    state: str = BOOTING
+    spawned_at: float = field(default_factory=time.monotonic)
+    requests: int = 0
+    aborted_at: float = 0.0  # when SIGABRT was sent for --timeout
+    receiver: handoff.Receiver = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.chan.setblocking(False)
+        self.receiver = handoff.Receiver(self.chan)
+
+    def signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):  # already gone: SIGCHLD will tell
+            os.kill(self.pid, signum)
+
+    def retire(self) -> None:
+        """Ask the worker to exit once its connection in hand is done: EOF on its channel."""
+        self.state = RETIRING
+        with contextlib.suppress(OSError):
+            self.chan.shutdown(socket.SHUT_WR)
+
+
+def spawn(child_main: Callable[[socket.socket], int], close_in_child: Callable[[], None],
+          slot: int, generation: int, max_requests: int) -> WorkerProcess:
+    """Fork a worker that runs ``child_main(channel)`` and exits with its return value."""
+    parent_end, child_end = handoff.channel_pair()
+    # Unflushed buffers would be written twice, once by each process.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = EXIT_FAILURE
+        try:
+            parent_end.close()
+            close_in_child()
+            code = child_main(child_end)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else EXIT_FAILURE
+        except BaseException:
+            log.exception("worker %d crashed", os.getpid())
+        finally:
+            try:
+                logging.shutdown()
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+    child_end.close()
+    return WorkerProcess(pid, parent_end, slot, generation, max_requests)
+
+
+def describe_status(status: int) -> tuple[str, int | None, int | None]:
+    """('exited with code 3' | 'killed by SIGKILL', exit code, signal number) from a wait status."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = str(sig)
+        return f"killed by {name}", None, sig
+    code = os.waitstatus_to_exitcode(status)
+    return f"exited with code {code}", code, None

@@ -44,8 +44,8 @@ class WorkerLoop:
     def run(self) -> int:
         """The worker's whole life; returns its exit code."""
         self.pid = os.getpid()
-        self._setup_process()
         try:
+            self._setup_process()
             self.sites = self._build_sites()
         except SockactError as exc:
             log.error("worker %d cannot start: %s", self.pid, exc, extra={"SOCKACT_WORKER_PID": self.pid})
@@ -115,8 +115,8 @@ class WorkerLoop:
         for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(sig, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        # SIGABRT (sent for --timeout) first dumps where the worker is stuck, then kills it.
-        faulthandler.register(signal.SIGABRT, all_threads=True, chain=True)
+        # SIGABRT (sent for --timeout) first dumps where the worker is stuck to stderr, then kills it.
+        faulthandler.enable(all_threads=True)
         notify.forget(os.environ)
 
     def _on_term(self, signum: int, frame: object) -> None:

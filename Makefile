@@ -2,13 +2,14 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' sockact/__init__.py)
 # Debian packages the tests need: the parser and systemd bindings that the .deb runs on (the system
 # tests use them under /usr/bin/python3), headers to build systemd-python in the venv, the load
 # generator, and systemd-nspawn/debootstrap for the containers.
 APT_TEST_DEPS := python3-httptools python3-systemd python3-venv libsystemd-dev pkg-config gcc \
-	curl wrk systemd-container debootstrap
+	curl wrk systemd-container debootstrap lintian
 
-.PHONY: run dev test deps apt-deps lint clean
+.PHONY: run dev test deps apt-deps lint clean deb lintian
 
 run: dev
 
@@ -37,6 +38,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -U pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
+
+# dist/sockact_<version>_all.deb, built by Debian's tools from a clean copy of the tree; installs the
+# build dependencies with apt first.
+deb:
+	packaging/build-deb.sh dist
+
+lintian: deb
+	lintian -I --pedantic dist/sockact_$(VERSION)_*.changes
 
 lint: deps
 	$(VENV)/bin/ruff check sockact tests

@@ -50,12 +50,14 @@ EVENTS: dict[str, Event] = {
         "7a1c2e9b44f04a8fb1d3e6c5a2f70b22",
         "sockact is reloading",
         "The sockact supervisor received SIGHUP (systemctl reload) and reported RELOADING=1.\n"
-        "It re-reads its configuration, starts a new generation of workers that import the\n"
-        "application afresh, and lets the old generation finish the requests it holds. The\n"
+        "It starts a new generation of workers, which import the application afresh; each new\n"
+        "worker that is ready retires an old one once that one has finished its request. The\n"
         "listening sockets stay open throughout, so no connection is refused.\n"
         "\n"
-        "When the new generation serves, READY=1 is sent again. If the new configuration is\n"
-        "invalid, the old generation keeps serving and the error is logged.",
+        "When the new generation serves, READY=1 is sent again. If its workers fail to start\n"
+        "(the new code does not import), the old generation keeps serving and the status line\n"
+        "says the reload failed. The configuration file and environment are read at start only:\n"
+        "restart the service to change them.",
     ),
     "stop": Event(
         "c4e8a1b7d9024f35a0b6e3d1f8c27c33",

@@ -1,0 +1,277 @@
+"""Boot a real systemd as PID 1 in a systemd-nspawn container, run commands in it, tear it down.
+
+The test machines run as root, but their PID 1 is not systemd, so unit files, socket activation,
+sd_notify, the watchdog and journald are tested inside a container:
+
+- ``Container()`` boots an overlay of the host's root: the container sees the host's files
+  (its Python, its packages), and whatever it writes goes to a tmpfs that vanishes at power-off.
+- ``Container(root=DIR)`` boots another root file system, e.g. a debootstrapped Debian; with
+  ``overlay=True`` the directory stays untouched, with ``overlay=False`` writes persist in it.
+
+The container shares the host's network, so a socket unit listening on 127.0.0.1:PORT inside is
+reachable from the test process; pick free ports with ``free_port()``. Its /tmp is private: share
+files under /opt or /srv. Commands run through nsenter on the container's PID 1, with a clean
+environment. A container is always powered off (killed if need be) by ``close()``, which the
+context manager calls; nspawn also gets SIGTERM if the test process dies, so none is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+HOST_ROOT = "/srv/hostroot"
+NSPAWN_RUNTIME = "/run/systemd/nspawn"
+# The environment of commands run inside: nothing of the test process's leaks in (a pyenv
+# python3 earlier on the host's PATH would shadow the system's /usr/bin/python3).
+INSIDE_ENV: Mapping[str, str] = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+    "SYSTEMD_PAGER": "",
+    "SYSTEMD_COLORS": "0",
+    "TERM": "dumb",
+}
+_PR_SET_PDEATHSIG = 1
+
+
+class ContainerError(RuntimeError):
+    """The container failed to boot or a command in it failed; the message has its output."""
+
+
+def missing_prerequisite() -> str | None:
+    """Why containers cannot run here, or None if they can."""
+    if os.geteuid() != 0:
+        return "system tests need root (systemd-nspawn)"
+    for tool in ("systemd-nspawn", "nsenter"):
+        if shutil.which(tool) is None:
+            return f"system tests need {tool} (apt-get install systemd-container util-linux)"
+    return None
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (the container shares the host's network)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the nspawn child: get SIGTERM (nspawn's cue to power the container off) if we die."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def _ensure_mount(target: str, args: Sequence[str]) -> bool:
+    """Mount at ``target`` unless something is mounted there already; True if we mounted it."""
+    os.makedirs(target, exist_ok=True)
+    if subprocess.run(["mountpoint", "-q", target], check=False).returncode == 0:
+        return False
+    subprocess.run(["mount", *args, target], check=True)
+    return True
+
+
+class Container:
+    """One booted container. Use as a context manager, or call start() and close()."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None, *, overlay: bool = True,
+                 name: str | None = None, boot_timeout: float = 60.0,
+                 nspawn_args: Sequence[str] = ()) -> None:
+        # Nothing happens here: start() boots, so a constructed container needs no clean-up.
+        self.root = None if root is None else os.fspath(root)
+        self.overlay = overlay or root is None  # the host's root is never booted writable
+        self.name = name or f"sockact-{uuid.uuid4().hex[:10]}"  # nspawn needs a fresh name each time
+        self.boot_timeout = boot_timeout
+        self.nspawn_args = tuple(nspawn_args)
+        self.leader: int | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: tempfile._TemporaryFileWrapper[bytes] | None = None
+        self._mounted: list[str] = []
+
+    # -- life cycle
+
+    def start(self) -> Container:
+        """Boot the container and wait until systemd reports running (or degraded)."""
+        try:
+            self._boot()
+            self.wait_until_running()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _boot(self) -> None:
+        directory = self.root
+        if directory is None:
+            # nspawn cannot boot "/" itself; a non-recursive bind of it shows the root file
+            # system alone, without the host's /proc, /sys, /dev and /run.
+            if _ensure_mount(HOST_ROOT, ["--bind", "/"]):
+                self._mounted.append(HOST_ROOT)
+            directory = HOST_ROOT
+        # nspawn cleans up its propagation directory under here, and refuses to unless it is a
+        # tmpfs ("Attempted to remove disk file system").
+        if _ensure_mount(NSPAWN_RUNTIME, ["-t", "tmpfs", "tmpfs"]):
+            self._mounted.append(NSPAWN_RUNTIME)
+        argv = ["systemd-nspawn", "-q", "-D", directory, "-M", self.name,
+                # --register=no and --keep-unit: there is no systemd on the host to register with
+                "--register=no", "--keep-unit", "-b", "--console=pipe",
+                *(["--volatile=overlay"] if self.overlay else []), *self.nspawn_args]
+        # kept open for the life of the container, closed in close()
+        self._log = tempfile.NamedTemporaryFile(prefix=f"{self.name}-", suffix=".log")  # noqa: SIM115
+        # The death signal follows the thread that forks: start containers from the main thread.
+        self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log,
+                                      stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + self.boot_timeout
+        while self.leader is None:
+            if self._proc.poll() is not None:
+                raise ContainerError(f"systemd-nspawn exited with {self._proc.returncode}:\n{self.console_log()}")
+            if time.monotonic() > deadline:
+                raise ContainerError(f"container {self.name} did not start:\n{self.console_log()}")
+            self.leader = self._find_leader(self._proc.pid)
+            time.sleep(0.05)
+
+    @staticmethod
+    def _find_leader(nspawn_pid: int) -> int | None:
+        """The container's PID 1 as the host sees it: nspawn's child once it runs systemd."""
+        try:
+            children = Path(f"/proc/{nspawn_pid}/task/{nspawn_pid}/children").read_text().split()
+        except OSError:
+            return None
+        for child in children:
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{child}/comm").read_text().strip() == "systemd":
+                    return int(child)
+        return None
+
+    def wait_until_running(self, timeout: float | None = None) -> str:
+        """Wait until ``systemctl is-system-running`` says running or degraded; returns which."""
+        deadline = time.monotonic() + (self.boot_timeout if timeout is None else timeout)
+        state = ""
+        while time.monotonic() < deadline:
+            state = self.run(["systemctl", "is-system-running"], check=False, timeout=10).stdout.strip()
+            if state in ("running", "degraded"):
+                return state
+            if self._proc is not None and self._proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise ContainerError(f"container {self.name} is {state or 'unreachable'}, not running:\n"
+                             f"{self.console_log()}")
+
+    def close(self, timeout: float = 20.0) -> None:
+        """Power off and wait; SIGTERM nspawn, then SIGKILL it, if the container does not stop.
+
+        Safe to call more than once, and on a container that never booted.
+        """
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            if self.leader is not None:
+                with contextlib.suppress(subprocess.SubprocessError, OSError):
+                    self.run(["systemctl", "--no-block", "poweroff"], check=False, timeout=5)
+            for sig, wait in ((None, timeout), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+                if sig is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.send_signal(sig)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(wait)
+                    break
+        self.leader = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        self._unmount_if_unused()
+
+    def _unmount_if_unused(self) -> None:
+        """Undo the host mounts this container made, unless another container still needs them."""
+        if not self._mounted:
+            return
+        if subprocess.run(["pgrep", "-x", "systemd-nspawn"], capture_output=True, check=False).returncode == 0:
+            return  # another container (of this or another test run) may be using them
+        for target in reversed(self._mounted):
+            subprocess.run(["umount", target], check=False, capture_output=True)
+        self._mounted.clear()
+
+    def __enter__(self) -> Container:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def console_log(self) -> str:
+        """What nspawn and the container's console printed so far."""
+        if self._log is None:
+            return ""
+        return Path(self._log.name).read_text(errors="replace")
+
+    # -- commands and files
+
+    def run(self, argv: Sequence[str] | str, *, check: bool = True, input: str | None = None,
+            timeout: float = 60.0, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run a command in the container (a string runs under sh -c); returns the completed process."""
+        if self.leader is None:
+            raise ContainerError(f"container {self.name} is not running")
+        if isinstance(argv, str):
+            argv = ["sh", "-c", argv]
+        full = ["nsenter", "-t", str(self.leader), "-a", "env", "-i",
+                *(f"{k}={v}" for k, v in {**INSIDE_ENV, **(env or {})}.items()), *argv]
+        result = subprocess.run(full, input=input, capture_output=True, text=True, timeout=timeout,
+                                check=False)
+        if check and result.returncode != 0:
+            raise ContainerError(f"in {self.name}: {shlex.join(argv)} exited with {result.returncode}\n"
+                                 f"stdout: {result.stdout}\nstderr: {result.stderr}")
+        return result
+
+    def path(self, inside: str) -> Path:
+        """The host's view of a path inside the container (through its PID 1's root)."""
+        if self.leader is None:
+            raise ContainerError(f"container {self.name} is not running")
+        return Path(f"/proc/{self.leader}/root") / inside.lstrip("/")
+
+    def write(self, inside: str, text: str | bytes, mode: int = 0o644) -> None:
+        """Create or replace a file inside, with its parent directories."""
+        target = self.path(inside)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(text, str):
+            text = text.encode()
+        target.write_bytes(text)
+        target.chmod(mode)
+
+    def remove(self, inside: str) -> None:
+        """Remove a file or a directory tree inside; missing is fine."""
+        target = self.path(inside)
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+
+    def copy_in(self, source: str | os.PathLike[str], inside: str, *, ignore: Sequence[str] = ()) -> None:
+        """Copy a file or directory tree from the host to a path inside, replacing what is there."""
+        target = self.path(inside)
+        if Path(source).is_dir():
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns(*ignore) if ignore else None)
+            # readable by every user, as files installed by a package would be
+            subprocess.run(["chmod", "-R", "u=rwX,go=rX", str(target)], check=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            target.chmod(0o644)
+
+    def systemctl(self, *args: str, check: bool = True, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """``systemctl ARGS`` inside."""
+        return self.run(["systemctl", *args], check=check, timeout=timeout)
+
+    def show(self, unit: str, prop: str) -> str:
+        """One property of a unit, e.g. show('sockact.service', 'MainPID')."""
+        return self.systemctl("show", "-P", prop, unit).stdout.strip()
+

@@ -1,0 +1,231 @@
+"""The Debian package on a clean Debian 12, under a real systemd.
+
+The package is built twice from this tree (its version, and the same code with a bumped version
+for the upgrade) and installed with apt into a fresh overlay of a cached debootstrapped bookworm
+(see debroot.py). The tests follow a package's life, in file order, each starting from the state
+the one before leaves, and each making sure of the state it needs: install, first request,
+drop-in, upgrade under load, a template instance, remove, purge.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from debroot import RootfsError, ensure_rootfs
+from nspawn import Container, free_port, missing_prerequisite
+from sysclient import Load, Response, http_get, wait_for
+
+import sockact
+
+pytestmark = [pytest.mark.system, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+VERSION = sockact.__version__
+UPGRADE_VERSION = f"{VERSION}+upgradetest1"  # sorts after VERSION for dpkg, a valid PEP 440 local version
+DEBS = "/opt/sockact-debs"  # the container's /tmp is private
+PORT = 8080  # what packaging/systemd/sockact.socket listens on
+DEMO_PAGE = "Served by sockact"
+CATALOG = REPO / "packaging" / "systemd" / "sockact.catalog"
+APT = "DEBIAN_FRONTEND=noninteractive apt-get -y -q"
+# A second app, as an admin would add one: a module in /usr/local, on Debian's python3 path.
+DEMO2_APP = '''\
+def app(environ, start_response):
+    body = b"demo2 says hello\\n"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+def _build(outdir: Path, version: str | None = None) -> Path:
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
+    if version:
+        env["SOCKACT_DEB_VERSION"] = version
+    done = subprocess.run([str(REPO / "packaging" / "build-deb.sh"), str(outdir)], env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, f"build-deb.sh failed:\n{done.stdout}\n{done.stderr}"
+    deb = outdir / f"sockact_{version or VERSION}_all.deb"
+    assert deb.is_file(), done.stdout
+    return deb
+
+
+@pytest.fixture(scope="module")
+def debs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """{version: .deb} for this tree's version and the upgrade's."""
+    if missing_prerequisite():
+        pytest.skip(missing_prerequisite() or "")
+    out = tmp_path_factory.mktemp("debs")
+    return {VERSION: _build(out), UPGRADE_VERSION: _build(out, UPGRADE_VERSION)}
+
+
+@pytest.fixture(scope="module")
+def box(debs: dict[str, Path]) -> Iterator[Container]:
+    """A fresh overlay of the clean bookworm root, booted, with both .debs under /opt and apt's lists fresh."""
+    if shutil.which("debootstrap") is None:
+        pytest.skip("the .deb tests need debootstrap (apt-get install debootstrap)")
+    try:
+        root = ensure_rootfs()
+    except RootfsError as exc:
+        pytest.fail(f"no clean Debian root: {exc}")
+    with Container(root, overlay=True) as booted:
+        for deb in debs.values():
+            booted.copy_in(deb, f"{DEBS}/{deb.name}")
+        booted.run("apt-get update -q", timeout=300)
+        yield booted
+
+
+@pytest.fixture(autouse=True)
+def journal_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Print sockact's journal after each test; pytest shows it only for a failed test."""
+    yield
+    if "box" in request.fixturenames:
+        box: Container = request.getfixturevalue("box")
+        if box.leader is not None:
+            print(box.run("journalctl -q --no-pager -n 60 -u 'sockact*'", check=False).stdout)
+
+
+def _deb(version: str) -> str:
+    return f"{DEBS}/sockact_{version}_all.deb"
+
+
+def _status(box: Container) -> str:
+    """dpkg's status of sockact: 'ii 0.1.0', 'rc 0.1.0', or '' when dpkg knows nothing of it."""
+    done = box.run("dpkg-query -W -f='${db:Status-Abbrev}${Version}' sockact", check=False)
+    return " ".join(done.stdout.split()) if done.returncode == 0 else ""
+
+
+def _ensure_installed(box: Container) -> None:
+    """Installed, at whichever version: a test that needs it does not depend on the one before."""
+    if not _status(box).startswith("ii "):
+        box.run(f"{APT} install {_deb(VERSION)}", timeout=300)
+
+
+def _active(box: Container, unit: str) -> str:
+    return box.systemctl("is-active", unit, check=False).stdout.strip()
+
+
+def test_fresh_install_pulls_the_dependencies_and_starts_the_socket_only(box: Container) -> None:
+    assert _status(box) == ""
+    done = box.run(f"{APT} install {_deb(VERSION)}", timeout=300)
+    # apt fetched Debian's own packages; the .deb bundles no virtualenv
+    for dependency in ("python3-systemd", "python3-httptools"):
+        assert f"Setting up {dependency}" in done.stdout, done.stdout
+    assert _status(box) == f"ii {VERSION}"
+    assert box.systemctl("is-enabled", "sockact.socket").stdout.strip() == "enabled"
+    assert _active(box, "sockact.socket") == "active"
+    assert _active(box, "sockact.service") == "inactive"
+    # the service has no [Install]: it starts only by activation; templates are not enabled
+    assert box.systemctl("is-enabled", "sockact.service", check=False).stdout.strip() == "static"
+    assert not list(box.path("/etc/systemd/system").glob("*.wants/sockact@*"))
+    assert "/etc/sockact/sockact.toml" in box.run("dpkg-query -W -f='${Conffiles}' sockact").stdout
+    # the CLI runs on Debian's python3 and accepts the shipped configuration
+    box.run("sockact check --config /etc/sockact/sockact.toml")
+    for page in ("/usr/share/man/man1/sockact.1.gz", "/usr/share/man/man5/sockact.toml.5.gz"):
+        assert box.path(page).is_file(), page
+    # systemd's dpkg trigger rebuilt the journal catalog with sockact's entries
+    first_id = next(line.split()[1] for line in CATALOG.read_text().splitlines() if line.startswith("-- "))
+    assert first_id in box.run("journalctl --list-catalog").stdout
+
+
+def test_first_request_activates_the_service_and_gets_the_demo_page(box: Container) -> None:
+    _ensure_installed(box)
+    response = wait_for(lambda: _get_or_none(PORT), timeout=30, what="a response on the socket")
+    assert response.status == 200 and DEMO_PAGE in response.text, response
+    assert _active(box, "sockact.service") == "active"
+
+
+def _get_or_none(port: int, path: str = "/") -> Response | None:
+    try:
+        return http_get(port, path, timeout=10)
+    except OSError:
+        return None
+
+
+def test_a_drop_in_moves_the_socket(box: Container) -> None:
+    _ensure_installed(box)
+    port = free_port()
+    drop_in = "/etc/systemd/system/sockact.socket.d/port.conf"
+    # an empty ListenStream= first resets the list, as `systemctl edit` users are told
+    box.write(drop_in, f"[Socket]\nListenStream=\nListenStream=127.0.0.1:{port}\n")
+    try:
+        box.run("systemctl daemon-reload && systemctl restart sockact.socket")
+        response = wait_for(lambda: _get_or_none(port), timeout=30, what=f"a response on port {port}")
+        assert DEMO_PAGE in response.text
+        with pytest.raises(ConnectionRefusedError):
+            http_get(PORT, timeout=5)
+    finally:
+        box.remove(drop_in.rsplit("/", 1)[0])
+        box.run("systemctl daemon-reload && systemctl restart sockact.socket")
+    assert DEMO_PAGE in wait_for(lambda: _get_or_none(PORT), timeout=30, what="the default port back").text
+
+
+def test_upgrade_under_load_fails_no_request(box: Container) -> None:
+    _ensure_installed(box)
+    assert DEMO_PAGE in wait_for(lambda: _get_or_none(PORT), timeout=30, what="the service up").text
+    old_pid = box.show("sockact.service", "MainPID")
+    with Load(PORT, threads=4, max_requests=20000, max_seconds=120) as load:
+        wait_for(lambda: load.outcomes["ok"] >= 20, timeout=30, what="load to get going")
+        box.run(f"{APT} install {_deb(UPGRADE_VERSION)}", timeout=300)
+        # keep the load on while the restarted service takes over
+        wait_for(lambda: box.show("sockact.service", "MainPID") not in ("0", old_pid), timeout=30,
+                 what="the restarted service")
+        served = load.outcomes["ok"]
+        wait_for(lambda: load.outcomes["ok"] >= served + 20, timeout=30, what="requests served by the new service")
+        outcomes = load.stop()
+    assert _status(box) == f"ii {UPGRADE_VERSION}"
+    assert load.failures == 0, f"{dict(outcomes)}: {load.errors}"
+    assert _active(box, "sockact.socket") == "active" and _active(box, "sockact.service") == "active"
+
+
+def test_a_template_instance_serves_a_second_app_beside_the_first(box: Container) -> None:
+    _ensure_installed(box)
+    site = box.run(["python3", "-c", "import site; print(site.getsitepackages()[0])"]).stdout.strip()
+    box.write(f"{site}/demo2app.py", DEMO2_APP)
+    box.write("/etc/sockact/demo2.toml", 'app = "demo2app:app"\nworkers = 1\n')
+    box.systemctl("enable", "--now", "sockact@demo2.socket")
+    second = box.run("curl -sS --retry 5 --retry-connrefused --unix-socket /run/sockact/demo2.sock http://demo2/",
+                     timeout=60)
+    assert second.stdout == "demo2 says hello\n"
+    assert _active(box, "sockact@demo2.service") == "active"
+    assert DEMO_PAGE in http_get(PORT).text  # the first app is still there
+
+
+def test_remove_stops_both_units_and_keeps_the_conffile(box: Container) -> None:
+    _ensure_installed(box)
+    wait_for(lambda: _get_or_none(PORT), timeout=30, what="the service up")
+    box.run(f"{APT} remove sockact", timeout=300)
+    assert _status(box).startswith("rc ")
+    for unit in ("sockact.socket", "sockact.service", "sockact@demo2.socket", "sockact@demo2.service"):
+        assert _active(box, unit) in ("inactive", "unknown"), unit
+    with pytest.raises(ConnectionRefusedError):
+        http_get(PORT, timeout=5)
+    assert box.path("/etc/sockact/sockact.toml").is_file()
+    assert not box.path("/usr/bin/sockact").exists()
+
+
+def test_purge_leaves_nothing_behind(box: Container) -> None:
+    _ensure_installed(box)
+    # what an admin and the service leave around: a drop-in, an enabled instance, its config,
+    # and state of a DynamicUser service that was given StateDirectory=
+    box.write("/etc/systemd/system/sockact.socket.d/override.conf", "[Socket]\nBacklog=64\n")
+    box.write("/etc/sockact/demo2.toml", 'app = "demo2app:app"\n')
+    box.systemctl("enable", "sockact@demo2.socket")
+    box.run("mkdir -p /var/lib/private/sockact && ln -sfn private/sockact /var/lib/sockact")
+    box.run(f"{APT} purge sockact", timeout=300)
+    assert _status(box) == ""
+    left = box.run("find /etc /usr /var /lib /opt -path /opt/sockact-debs -prune -o -name '*sockact*' -print",
+                   check=False).stdout.split()
+    assert left == [], left
+
+
+def test_lintian_is_clean(debs: dict[str, Path]) -> None:
+    if shutil.which("lintian") is None:
+        pytest.skip("lintian is not installed (make test installs it)")
+    changes = next(debs[VERSION].parent.glob(f"sockact_{VERSION}_*.changes"))
+    done = subprocess.run(["lintian", "-I", "--pedantic", str(changes)], capture_output=True, text=True,
+                          timeout=300, check=False)
+    tags = [line for line in (done.stdout + done.stderr).splitlines() if "root privileges" not in line]
+    assert done.returncode == 0 and tags == [], "\n".join(tags)

@@ -9,9 +9,19 @@ VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' sockact/__init__.py)
 APT_TEST_DEPS := python3-httptools python3-systemd python3-venv libsystemd-dev pkg-config gcc \
 	curl wrk systemd-container debootstrap lintian
 
-.PHONY: run dev test deps apt-deps lint clean deb lintian
+.PHONY: run run-shell run-stop dev test deps apt-deps lint clean deb lintian
 
-run: dev
+# Build the .deb, install it under systemd, start sockact.socket and show the first response. Where PID 1
+# is not systemd, all that happens in a throwaway Debian 12 container: run-shell enters it, run-stop
+# powers it off. Debian's python3 runs the tool: it is the interpreter the package targets.
+run: apt-deps
+	/usr/bin/python3 tools/debrun.py start
+
+run-shell:
+	/usr/bin/python3 tools/debrun.py shell
+
+run-stop:
+	/usr/bin/python3 tools/debrun.py stop
 
 # Dev mode: systemd-socket-activate holds 127.0.0.1:8000 and passes it exactly as a .socket unit would.
 dev: deps

@@ -1,0 +1,12 @@
+"""sockact's HTTP/1.1 layer: a sans-I/O engine over httptools, the WSGI adapter, and the loop between them.
+
+The public API, used by the worker loop:
+``serve_connection(sock, site, ...) -> Outcome`` with ``Site``, ``Limits`` and ``Outcome``.
+"""
+
+from .engine import Connection
+from .errors import InvalidResponse, ProtocolError
+from .limits import Limits
+from .server import Outcome, Site, serve_connection
+
+__all__ = ["Connection", "InvalidResponse", "Limits", "Outcome", "ProtocolError", "Site", "serve_connection"]

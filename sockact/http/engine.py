@@ -1,0 +1,419 @@
+"""The sans-I/O HTTP/1.1 server side of one connection. No socket or select here.
+
+Feed bytes with ``receive_data`` (``b""`` means the client closed), pull events with
+``next_event``: a ``Request`` head, ``Data`` of its body, ``END_OF_MESSAGE``, or
+``NEED_DATA`` / ``PAUSED`` / ``CONNECTION_CLOSED``. A client's error raises
+ProtocolError, whose status is the answer. The response goes the other way:
+``start_response`` / ``send_data`` / ``end_response`` return the bytes to send and
+decide framing and persistence. After both messages end, ``start_next_cycle``.
+
+States of the request side, in order: IDLE (waiting for a head, maybe part of one
+buffered) -> BODY -> DONE (paused until the response ends) -> IDLE again, or ERROR.
+
+httptools parses. It reports no byte offsets, so the engine itself finds where each
+message ends and feeds httptools exactly one message: the head up to its empty line
+(found by search, checked by rules.check_head), then a Content-Length body counted
+by the engine, or a chunked body walked by chunked.ChunkedFraming. A fresh parser
+serves each message, so nothing of one request's parse state leaks into the next.
+This is also why a connection is only handed back between messages with nothing
+buffered: a partial head cannot be split off and handed on.
+"""
+
+from __future__ import annotations
+
+import http
+
+import httptools
+
+from .chunked import ChunkedFraming
+from .errors import ProtocolError
+from .limits import DRAIN_LIMIT, Limits
+from .rules import VERSIONS, FieldRules, check_head, check_partial_head, check_target, is_token
+
+IDLE, BODY, DONE, ERROR = "IDLE", "BODY", "DONE", "ERROR"
+
+
+class _Sentinel:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+NEED_DATA = _Sentinel("NEED_DATA")  # feed more bytes (or b"" at EOF)
+PAUSED = _Sentinel("PAUSED")  # the request ended; finish the response, then start_next_cycle()
+END_OF_MESSAGE = _Sentinel("END_OF_MESSAGE")  # the request body is complete
+CONNECTION_CLOSED = _Sentinel("CONNECTION_CLOSED")  # the client closed between requests
+
+
+class Request:
+    """A request head. Field names are upper-cased (as CGI/WSGI use them), values stripped."""
+
+    __slots__ = ("chunked", "content_length", "expect_continue", "headers", "keep_alive", "method",
+                 "path", "query", "target", "upgrade", "version")
+
+    def __init__(self, method: bytes, target: bytes, version: str, headers: list[tuple[bytes, bytes]],
+                 content_length: int | None, chunked: bool, keep_alive: bool, expect_continue: bool,
+                 upgrade: bool) -> None:
+        self.method = method
+        self.target = target
+        self.version = version  # "1.0" or "1.1"
+        self.headers = headers
+        self.content_length = content_length
+        self.chunked = chunked
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+        self.upgrade = upgrade  # Upgrade or CONNECT: answered, then the connection closes
+        self.path, self.query = _split_target(target)
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method.decode()} {self.target!r} HTTP/{self.version}>"
+
+
+class Data:
+    """A piece of the request body."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"<Data {len(self.data)}B>"
+
+
+def has_body(method: bytes, code: int) -> bool:
+    """Whether a response to ``method`` with status ``code`` carries a body (RFC 9110 6.4.1)."""
+    return method != b"HEAD" and code >= 200 and code != 204 and code != 304
+
+
+def _split_target(target: bytes) -> tuple[bytes, bytes]:
+    if target[:1] == b"/":
+        path, _, query = target.partition(b"?")
+        return path, query.partition(b"#")[0]
+    if b"://" in target:
+        url = httptools.parse_url(target)
+        return url.path or b"/", url.query or b""
+    return b"", b""  # '*' or an authority: no path
+
+
+class _Message:
+    """The httptools callback sink for one message: collects the head, then body pieces."""
+
+    __slots__ = ("body", "complete", "headers", "rules", "url")
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.rules: FieldRules | None = FieldRules()
+        self.body: list[bytes] = []
+        self.complete = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.rules is None:
+            return  # a trailer field: ChunkedFraming has checked it, and WSGI has no trailers
+        if not is_token(name):
+            # 0.1.1 accepts spaces and other separators in names; llhttp does not.
+            raise ProtocolError(400, "invalid header field name")
+        name = name.upper()
+        value = value.rstrip(b" \t")  # both parsers keep trailing whitespace (RFC 9112 5: OWS)
+        self.headers.append((name, value))
+        self.rules.field(name, value)
+
+    def on_body(self, data: bytes) -> None:
+        self.body.append(data)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+class Connection:
+    """One HTTP/1.x server connection, as a state machine fed with bytes."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.state = IDLE
+        self._buf = b""
+        self._eof = False
+        self._scanned = 0  # how far the current partial head has been searched
+        self._crlf_skipped = False
+        self.request: Request | None = None
+        self._parser: httptools.HttpRequestParser | None = None
+        self._message: _Message | None = None
+        self._framing: ChunkedFraming | None = None
+        self._remaining = 0  # Content-Length body still to come
+        self._reset_response()
+
+    def _reset_response(self) -> None:
+        self.response_started = False
+        self.response_ended = False
+        self.continue_sent = False
+        self.keep_alive = False
+        self._mode = ""
+        self._length = 0
+        self._sent = 0
+
+    # -- request side
+
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes received from the client; ``b""`` means it closed its side."""
+        if not data:
+            self._eof = True
+        elif self._buf:
+            self._buf += data
+        else:
+            self._buf = data
+
+    @property
+    def idle(self) -> bool:
+        """Between messages with nothing buffered: the connection may be handed back."""
+        return self.state == IDLE and not self._buf and not self._eof
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet turned into events."""
+        return len(self._buf)
+
+    def next_event(self) -> object:
+        """The next event; raises ProtocolError when the client broke the protocol."""
+        try:
+            if self.state == IDLE:
+                return self._next_head()
+            if self.state == BODY:
+                return self._next_body()
+        except ProtocolError:
+            self.state = ERROR
+            raise
+        if self.state == DONE:
+            return PAUSED
+        raise ProtocolError(400, "connection already failed")
+
+    def _next_head(self) -> object:
+        buf = self._buf
+        if not self._crlf_skipped and buf[:2] == b"\r\n":
+            # RFC 9112 2.2: ignore one empty line before a request (some clients add one after a body).
+            buf = self._buf = buf[2:]
+            self._crlf_skipped = True
+        end = buf.find(b"\r\n\r\n", self._scanned)
+        if end < 0:
+            if self._eof:
+                if buf:
+                    raise ProtocolError(400, "connection closed in the middle of a request head")
+                return CONNECTION_CLOSED
+            if buf:
+                check_partial_head(buf, max(0, self._scanned - 1), self.limits)
+            self._scanned = max(0, len(buf) - 3)
+            return NEED_DATA
+        end += 4
+        head, self._buf = buf[:end], buf[end:]
+        self._scanned = 0
+        self._crlf_skipped = False
+        check_head(head, self.limits)
+        return self._parse_head(head)
+
+    def _parse_head(self, head: bytes) -> Request:
+        message = _Message()
+        parser = httptools.HttpRequestParser(message)
+        upgrade = False
+        try:
+            parser.feed_data(head)
+        except httptools.HttpParserUpgrade:
+            upgrade = True  # Upgrade or CONNECT; served as a plain request, then closed
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            if isinstance(cause, ProtocolError):
+                raise cause from None
+            raise ProtocolError(400, f"malformed request: {exc}") from None
+        version = parser.get_http_version()
+        if version not in VERSIONS:
+            raise ProtocolError(400, "unsupported HTTP version")
+        method = parser.get_method()
+        target = message.url
+        check_target(method, target)
+        rules = message.rules
+        assert rules is not None
+        length, chunked = rules.framing(version, self.limits)
+        if upgrade and chunked:
+            raise ProtocolError(400, "chunked body on an upgrade request")
+        message.rules = None  # from here on, fields are trailers
+        request = Request(method, target, version, message.headers, length, chunked,
+                          rules.keep_alive(version) and not upgrade, rules.expects_continue(version), upgrade)
+        self.request = request
+        self.state = BODY
+        if chunked:
+            self._parser, self._message = parser, message
+            self._framing = ChunkedFraming(self.limits)
+        else:
+            self._remaining = length or 0
+        return request
+
+    def _next_body(self) -> object:
+        framing = self._framing
+        if framing is None:
+            if not self._remaining:
+                self.state = DONE
+                return END_OF_MESSAGE
+            buf = self._buf
+            if not buf:
+                return self._starved()
+            if len(buf) <= self._remaining:
+                self._buf = b""
+            else:
+                buf, self._buf = buf[: self._remaining], buf[self._remaining :]
+            self._remaining -= len(buf)
+            return Data(buf)
+        while True:
+            if framing.done:
+                self._parser = self._message = self._framing = None
+                self.state = DONE
+                return END_OF_MESSAGE
+            buf = self._buf
+            if not buf:
+                return self._starved()
+            n = framing.scan(buf)
+            if not n:
+                return self._starved()
+            piece, self._buf = (buf, b"") if n == len(buf) else (buf[:n], buf[n:])
+            assert self._parser is not None and self._message is not None
+            try:
+                self._parser.feed_data(piece)
+            except httptools.HttpParserError as exc:
+                raise ProtocolError(400, f"malformed chunked body: {exc}") from None
+            if framing.done != self._message.complete:
+                raise ProtocolError(400, "chunked body framing is ambiguous")
+            if self._message.body:
+                data = b"".join(self._message.body)
+                self._message.body.clear()
+                return Data(data)
+
+    def _starved(self) -> object:
+        if self._eof:
+            raise ProtocolError(400, "connection closed in the middle of a request body")
+        return NEED_DATA
+
+    @property
+    def unread_body(self) -> int | None:
+        """Body bytes still to come: 0 when complete, None when unknown (chunked)."""
+        if self.state != BODY:
+            return 0
+        return None if self._framing is not None else self._remaining - min(len(self._buf), self._remaining)
+
+    # -- response side
+
+    def send_continue(self) -> bytes:
+        """The interim 100 response, if the client waits for one and nothing was sent yet."""
+        request = self.request
+        if request is None or not request.expect_continue or self.continue_sent or self.response_started:
+            return b""
+        if self.state != BODY:
+            return b""
+        self.continue_sent = True
+        return b"HTTP/1.1 100 Continue\r\n\r\n"
+
+    def start_response(self, status: str, headers: list[tuple[str, str]], *, content_length: int | None,
+                       close: bool, date: str) -> bytes:
+        """The response head. ``headers`` are already checked (PEP 3333 str, no hop-by-hop).
+
+        Decides framing: no body (HEAD, 1xx, 204, 304), Content-Length, chunked (an
+        HTTP/1.1 request without a length) or close-delimited (HTTP/1.0 without one),
+        and whether the connection persists.
+        """
+        request = self.request
+        assert request is not None and not self.response_started
+        self.response_started = True
+        code = int(status[:3])
+        keep = request.keep_alive and not close
+        unread = self.unread_body
+        # Drain a small unread body afterwards; a large one, or one the client is
+        # holding back until it sees 100 Continue, means closing.
+        if unread != 0 and ((unread or 0) > DRAIN_LIMIT or (request.expect_continue and not self.continue_sent)):
+            keep = False
+        lines = ["HTTP/1.1 ", status, "\r\n"]
+        for name, value in headers:
+            lines += (name, ": ", value, "\r\n")
+        if not has_body(request.method, code):
+            self._mode = "none"
+        elif content_length is not None:
+            self._mode, self._length = "length", content_length
+        elif request.version == "1.1":
+            self._mode = "chunked"
+            lines.append("Transfer-Encoding: chunked\r\n")
+        else:
+            self._mode = "close"
+            keep = False
+        if not keep:
+            lines.append("Connection: close\r\n")
+        elif request.version == "1.0":
+            lines.append("Connection: keep-alive\r\n")
+        lines += ("Date: ", date, "\r\nServer: sockact\r\n\r\n")
+        self.keep_alive = keep
+        return "".join(lines).encode("latin-1")
+
+    def send_data(self, data: bytes) -> bytes:
+        """The bytes that carry ``data`` in the chosen framing (b"" for a body-less response)."""
+        mode = self._mode
+        if mode == "length":
+            room = self._length - self._sent
+            if len(data) > room:
+                # More than Content-Length promised: the rest would be read as a new response.
+                data = data[:room]
+                self.keep_alive = False
+            self._sent += len(data)
+            return data
+        if mode == "chunked":
+            self._sent += len(data)
+            return b"%x\r\n%b\r\n" % (len(data), data) if data else b""
+        if mode == "close":
+            self._sent += len(data)
+            return data
+        return b""
+
+    def count_sent(self, n: int) -> None:
+        """Record ``n`` body bytes sent without send_data (sendfile); only for length framing."""
+        assert self._mode in ("length", "close")
+        self._sent += n
+
+    @property
+    def body_sent(self) -> int:
+        """Body bytes passed to send_data so far (without chunk framing)."""
+        return self._sent
+
+    @property
+    def length_left(self) -> int | None:
+        """Bytes still promised by Content-Length, or None when the framing is not by length."""
+        return self._length - self._sent if self._mode == "length" else None
+
+    def end_response(self) -> bytes:
+        """The bytes that end the response body."""
+        self.response_ended = True
+        if self._mode == "chunked":
+            return b"0\r\n\r\n"
+        if self._mode == "length" and self._sent < self._length:
+            self.keep_alive = False  # the client still waits for bytes that will never come
+        return b""
+
+    def error_response(self, status: int, date: str) -> bytes:
+        """A complete plain-text error response; the connection then closes."""
+        phrase = http.HTTPStatus(status).phrase
+        body = f"{status} {phrase}\n".encode()
+        head_only = self.request is not None and self.request.method == b"HEAD" and self.state != ERROR
+        self.response_started = self.response_ended = True
+        self.keep_alive = False
+        self.state = ERROR
+        head = (f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\nDate: {date}\r\nServer: sockact\r\n\r\n")
+        return head.encode("latin-1") + (b"" if head_only else body)
+
+    def start_next_cycle(self) -> None:
+        """After a complete request and response on a persistent connection: expect the next request."""
+        if self.state != DONE or not self.response_ended or not self.keep_alive:
+            raise RuntimeError("start_next_cycle() before both messages ended on a persistent connection")
+        self.state = IDLE
+        self.request = None
+        self._reset_response()

@@ -1,0 +1,50 @@
+"""The limits a request must fit in, and the fixed sizes the HTTP layer works with.
+
+``Limits`` is per listener (built from the settings); the module constants are
+fixed, each with the precedent it follows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-listener request limits. Each names the status a request over it gets."""
+
+    request_line: int = 8190  # -> 414; gunicorn's limit_request_line default
+    header_fields: int = 100  # -> 431; gunicorn's limit_request_fields default
+    header_field_size: int = 8190  # -> 431; one field line, name and value
+    head: int = 65536  # -> 431; request line and all fields together
+    body: int = 0  # -> 413; 0 = unlimited
+
+
+# Longest chunk-size line (size and extensions). Go's net/http uses the same bound
+# (maxLineLength in net/http/internal/chunked.go); extensions are never that long.
+CHUNK_LINE_MAX = 4096
+
+# Hex digits of a chunk size: 16 fill 64 bits, which is where llhttp overflows.
+CHUNK_SIZE_DIGITS = 16
+
+# An unread request body up to this size is read and dropped after the response,
+# so the connection stays usable; a larger one closes it. gunicorn drains without a
+# bound, h11 never drains; a bound keeps a worker from reading a large upload for nothing.
+DRAIN_LIMIT = 64 * 1024
+
+# Bytes asked of one recv(). 64 KiB matches the default TCP receive window on loopback
+# and uvicorn's read size; a typical request head arrives in one call.
+RECV_SIZE = 64 * 1024
+
+# Before closing a connection whose client may still be sending (an error answered
+# before its body was read), read and drop what arrives for this long, at most this
+# much, so the kernel does not reset the connection before the client reads the
+# answer. nginx calls this lingering close (lingering_time 30 s; ours is short, since
+# it holds a worker).
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 256 * 1024
+
+# A response body the app returns in one piece is sent with its head in one
+# sendall() when it is at most this large; a larger one goes in its own call,
+# which avoids copying it.
+COALESCE_MAX = 64 * 1024

@@ -1,0 +1,200 @@
+"""sockact's own request rules, enforced on top of httptools.
+
+httptools does the parsing. Its two supported generations differ: 0.1.1 (Debian 12,
+http-parser) accepts bare LF, obs-fold, spaces in field names, non-ASCII targets and
+any HTTP/x.y version, where the llhttp-based releases reject them. So every rule that
+guards against request smuggling or that sockact documents (docs/http.md) is checked
+here, the same way for both, and raises ProtocolError with its status.
+
+Two kinds of check:
+- ``check_head`` looks at the raw bytes of a complete head before httptools sees them
+  (line endings, folding, NUL, sizes): the parsed fields no longer show these.
+- ``FieldRules`` looks at the parsed fields (framing, duplicates, targets).
+
+The raw checks use bytes.count/find/translate, which run in C, and no regex.
+"""
+
+from __future__ import annotations
+
+import string
+
+from .errors import ProtocolError
+from .limits import Limits
+
+# RFC 9110 5.6.2: tchar. bytes.translate(None, _TCHAR) deletes them; anything left is not a token.
+_TCHAR = (string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~").encode()
+_HEXDIG = string.hexdigits.encode()
+# Bytes never allowed in a request target: controls, space, DEL and non-ASCII
+# (RFC 3986 has no raw non-ASCII; llhttp rejects it and 0.1.1 does not).
+_TARGET_OK = bytes(range(0x21, 0x7F))
+
+VERSIONS = {"1.1": b"HTTP/1.1", "1.0": b"HTTP/1.0"}
+
+# Trailer fields that would change framing or routing if a later hop merged them
+# into the head (RFC 9110 6.5.1).
+FORBIDDEN_TRAILERS = frozenset({b"CONTENT-LENGTH", b"TRANSFER-ENCODING", b"HOST"})
+
+# Upper-cased field names FieldRules looks at; all others pass untouched.
+_FRAMING = frozenset({b"CONTENT-LENGTH", b"TRANSFER-ENCODING", b"CONNECTION", b"EXPECT", b"HOST", b"CONTENT-TYPE"})
+
+
+def is_token(name: bytes) -> bool:
+    """True if ``name`` is a non-empty RFC 9110 token (a valid field name or method)."""
+    return bool(name) and not name.translate(None, _TCHAR)
+
+
+def is_hex(digits: bytes) -> bool:
+    """True if ``digits`` is 1..n hex digits and nothing else."""
+    return bool(digits) and not digits.translate(None, _HEXDIG)
+
+
+def check_partial_head(buf: bytes, start: int, limits: Limits) -> None:
+    """Checks on a head that has not ended yet, so a bad client is answered without waiting.
+
+    ``start`` is where the bytes not yet checked begin (less one, so a CRLF split
+    across reads is seen whole); a slow client then costs linear time, not quadratic.
+    """
+    if len(buf) > limits.head:
+        raise ProtocolError(431, "request head too large")
+    if len(buf) > limits.request_line + 1 and buf.find(b"\r\n", 0, limits.request_line + 2) < 0:
+        raise ProtocolError(414, "request line too long")  # +1: its CR may be here already
+    fresh = buf[start:]
+    lfs = fresh.count(b"\n") - (fresh[:1] == b"\n")  # an LF at ``start`` was checked last time
+    if lfs != fresh.count(b"\r\n"):
+        raise ProtocolError(400, "bare LF in request head")
+
+
+def check_head(head: bytes, limits: Limits) -> None:
+    """Raw-byte rules for a complete head (request line through the empty line).
+
+    Statuses: 414 request line too long; 431 too many fields, a field too long or the
+    head too large; 400 for NUL, a bare CR or LF, an obs-fold or an empty line first.
+    """
+    line_end = head.find(b"\r\n")
+    if line_end > limits.request_line:
+        raise ProtocolError(414, "request line too long")
+    if len(head) > limits.head:
+        raise ProtocolError(431, "request head too large")
+    if line_end == 0 or head[0] in b" \t":
+        # One empty line before a request is skipped by the engine; a second is an error.
+        raise ProtocolError(400, "request line missing")
+    if b"\0" in head:
+        raise ProtocolError(400, "NUL in request head")
+    crlf = head.count(b"\r\n")
+    if head.count(b"\n") != crlf:
+        raise ProtocolError(400, "bare LF in request head")
+    if head.count(b"\r") != crlf:
+        raise ProtocolError(400, "bare CR in request head")
+    if b"\r\n " in head or b"\r\n\t" in head:
+        raise ProtocolError(400, "obsolete line folding in request head")
+    if crlf - 2 > limits.header_fields:
+        raise ProtocolError(431, "too many header fields")
+    # Only a head whose fields are longer in total than one field may hold one too long.
+    if len(head) - line_end - 4 > limits.header_field_size:
+        longest = max(map(len, head[line_end + 2 : -4].split(b"\r\n")))
+        if longest > limits.header_field_size:
+            raise ProtocolError(431, "header field too large")
+
+
+def check_target(method: bytes, target: bytes) -> None:
+    """RFC 9112 3.2: which request-target form each method may use, and its bytes."""
+    if target.translate(None, _TARGET_OK):
+        raise ProtocolError(400, "invalid character in request target")
+    if target[:1] == b"/":
+        if method == b"CONNECT":
+            raise ProtocolError(400, "CONNECT needs an authority-form target")
+        return
+    if target == b"*":
+        if method != b"OPTIONS":
+            raise ProtocolError(400, "asterisk-form target is only for OPTIONS")
+        return
+    if method == b"CONNECT":
+        if b"/" in target or b":" not in target:
+            raise ProtocolError(400, "CONNECT needs an authority-form target")
+        return
+    scheme, sep, _ = target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        raise ProtocolError(400, "request target is neither origin-form nor absolute-form")
+
+
+class FieldRules:
+    """Collects what the framing rules need from the fields, one field at a time."""
+
+    __slots__ = ("connection", "content_length", "expect", "hosts", "transfer_encoding", "types")
+
+    def __init__(self) -> None:
+        self.content_length: list[bytes] = []
+        self.transfer_encoding: list[bytes] = []
+        self.connection: list[bytes] = []
+        self.expect: list[bytes] = []
+        self.hosts = 0
+        self.types = 0
+
+    def field(self, name: bytes, value: bytes) -> None:
+        """Record one field; ``name`` is upper-cased. Cheap for fields that do not matter."""
+        if name not in _FRAMING:
+            return
+        if name == b"CONTENT-LENGTH":
+            self.content_length.append(value)
+        elif name == b"TRANSFER-ENCODING":
+            self.transfer_encoding.append(value)
+        elif name == b"CONNECTION":
+            self.connection.append(value)
+        elif name == b"EXPECT":
+            self.expect.append(value)
+        elif name == b"HOST":
+            self.hosts += 1
+        else:
+            self.types += 1
+
+    def framing(self, version: str, limits: Limits) -> tuple[int | None, bool]:
+        """(content length or None, chunked) of the request body; raises ProtocolError."""
+        if self.hosts > 1:
+            raise ProtocolError(400, "more than one Host field")
+        if self.types > 1:
+            raise ProtocolError(400, "more than one Content-Type field")
+        if self.transfer_encoding:
+            if self.content_length:
+                raise ProtocolError(400, "both Content-Length and Transfer-Encoding")
+            if version != "1.1":
+                raise ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request")
+            _check_codings(self.transfer_encoding)
+            return None, True
+        if not self.content_length:
+            return None, False
+        if len(self.content_length) > 1:
+            # Even identical copies: llhttp rejects them, and one answer for both parsers is simpler.
+            raise ProtocolError(400, "more than one Content-Length field")
+        value = self.content_length[0]
+        if not value.isdigit():
+            raise ProtocolError(400, "Content-Length is not a number")
+        length = int(value)
+        if limits.body and length > limits.body:
+            raise ProtocolError(413, "request body too large")
+        return length, False
+
+    def keep_alive(self, version: str) -> bool:
+        """RFC 9112 9.3: 1.1 persists unless 'close'; 1.0 only with 'keep-alive'."""
+        tokens = _tokens(self.connection)
+        if b"close" in tokens:
+            return False
+        return version == "1.1" or b"keep-alive" in tokens
+
+    def expects_continue(self, version: str) -> bool:
+        """RFC 9110 10.1.1: only an HTTP/1.1 client waits for 100 Continue."""
+        return version == "1.1" and b"100-continue" in _tokens(self.expect)
+
+
+def _tokens(values: list[bytes]) -> set[bytes]:
+    return {t.strip(b" \t").lower() for v in values for t in v.split(b",")}
+
+
+def _check_codings(values: list[bytes]) -> None:
+    codings = [c for c in (t.strip(b" \t").lower() for v in values for t in v.split(b",")) if c]
+    if not codings or codings[-1] != b"chunked":
+        raise ProtocolError(400, "Transfer-Encoding does not end with chunked")
+    if codings.count(b"chunked") > 1:
+        raise ProtocolError(400, "chunked applied more than once")
+    # 'identity' is a no-op some clients still send; any other coding sockact cannot undo.
+    if any(c != b"identity" for c in codings[:-1]):
+        raise ProtocolError(501, "unsupported transfer coding")

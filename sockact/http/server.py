@@ -1,0 +1,344 @@
+"""Serve one connection: the thin blocking loop around the engine and the WSGI app.
+
+``serve_connection`` reads, feeds the engine, runs the app for each request, writes
+the response, and returns what the caller should do with the connection next:
+PARK (hand it back; it is between requests with nothing buffered) or CLOSE. It never
+closes the socket and never raises for what a client sends or an app does.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import socket
+import stat
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from typing import Any
+
+from .engine import CONNECTION_CLOSED, DONE, NEED_DATA, Connection, Data, Request, has_body
+from .errors import InvalidResponse, ProtocolError
+from .limits import COALESCE_MAX, DRAIN_LIMIT, Limits
+from .wire import ClientGone, Wire
+from .wsgi import (
+    FileWrapper,
+    InputStream,
+    StartResponse,
+    close_iterable,
+    connection_environ,
+    request_environ,
+    site_environ,
+)
+
+log = logging.getLogger("sockact.http")
+access_log = logging.getLogger("sockact.access")
+
+
+@dataclass(frozen=True)
+class Site:
+    """Everything per listener the HTTP layer needs; built once in the worker before serving."""
+
+    app: Callable[..., Any]  # the WSGI application
+    limits: Limits
+    header_timeout: float  # seconds for a whole request head to arrive (deadline, not per recv)
+    io_timeout: float  # per blocking send/recv while reading a body or writing a response
+    access_log: bool
+    listener: str  # listener name, e.g. "http"
+    url_scheme: str = "http"
+    environ: dict[str, Any] = field(init=False, repr=False, compare=False)  # constant keys, built once
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "environ", site_environ(self.url_scheme))
+
+
+class Outcome(enum.Enum):
+    """What the caller does with the connection when serve_connection returns."""
+
+    PARK = "park"  # between requests, keep-alive, nothing buffered: hand the fd back
+    CLOSE = "close"  # close it
+
+
+_date = [0, ""]
+
+
+def http_date() -> str:
+    """The Date field value, formatted once a second."""
+    now = int(time.time())
+    if now != _date[0]:
+        _date[:] = [now, formatdate(now, usegmt=True)]
+    return _date[1]
+
+
+def serve_connection(sock: socket.socket, site: Site, *, peer: tuple[Any, ...] | str | None, conn_id: int,
+                     pending: bytes = b"", environ_extra: Mapping[str, Any] | None = None,
+                     stopping: Callable[[], bool] = lambda: False,
+                     progress: Callable[[], None] = lambda: None) -> Outcome:
+    """Serve requests on ``sock`` until it must be parked or closed; see the module docstring.
+
+    ``pending`` are bytes already read from ``sock``. The first request may not have
+    arrived yet: ``site.header_timeout`` bounds the wait for each request head.
+    """
+    engine = Connection(site.limits)
+    wire = Wire(sock, site.io_timeout)
+    conn = _Conn(sock, site, wire, engine, peer, conn_id, environ_extra, stopping, progress)
+    if pending:
+        engine.receive_data(pending)
+    served = 0
+    deadline = time.monotonic() + site.header_timeout
+    try:
+        while True:
+            try:
+                event = engine.next_event()
+            except ProtocolError as exc:
+                conn.refuse(exc)
+                return Outcome.CLOSE
+            if event is NEED_DATA:
+                if served and engine.idle:
+                    # Only a clean boundary can be handed on: httptools gives no offsets,
+                    # so a partial head stays here and is read to its end (or the deadline).
+                    return Outcome.PARK
+                try:
+                    data = wire.recv(deadline - time.monotonic())
+                except ClientGone:
+                    if engine.buffered:
+                        conn.refuse(ProtocolError(408, "request head timed out"), linger=False)
+                    return Outcome.CLOSE
+                engine.receive_data(data)
+                continue
+            if event is CONNECTION_CLOSED or not isinstance(event, Request):
+                return Outcome.CLOSE
+            served += 1
+            if not conn.serve(event):
+                return Outcome.CLOSE
+            engine.start_next_cycle()
+            deadline = time.monotonic() + site.header_timeout
+    except ClientGone as exc:
+        log.debug("conn %d: client gone: %s", conn_id, exc)
+        return Outcome.CLOSE
+
+
+class _Conn:
+    """Per-connection state shared by its requests, and the serving of one request."""
+
+    def __init__(self, sock: socket.socket, site: Site, wire: Wire, engine: Connection,
+                 peer: tuple[Any, ...] | str | None, conn_id: int, extra: Mapping[str, Any] | None,
+                 stopping: Callable[[], bool], progress: Callable[[], None]) -> None:
+        self.sock = sock
+        self.site = site
+        self.wire = wire
+        self.engine = engine
+        self.conn_id = conn_id
+        self.env = connection_environ(site.environ, peer, extra)
+        self.stopping = stopping
+        self.progress = progress
+        self.log_access = site.access_log and access_log.isEnabledFor(logging.INFO)
+        self.pid = os.getpid() if self.log_access else 0
+        # per request
+        self.start: StartResponse | None = None
+        self.body_error: ProtocolError | None = None
+        self.wire_failed = False
+        self.status = 0
+
+    def local_address(self) -> tuple[str, str]:
+        """SERVER_NAME and SERVER_PORT from the socket, for a request without Host."""
+        try:
+            name = self.sock.getsockname()
+        except OSError:
+            return "", ""
+        if isinstance(name, tuple):
+            return str(name[0]), str(name[1])
+        return name.decode() if isinstance(name, bytes) else str(name), ""  # Unix: the path, as gunicorn
+
+    def refuse(self, exc: ProtocolError, linger: bool = True) -> None:
+        """Answer a client's protocol error and let the connection close."""
+        log.debug("conn %d: %s", self.conn_id, exc)
+        started = time.perf_counter()
+        try:
+            self.wire.send(self.engine.error_response(exc.status, http_date()))
+            if linger:
+                self.wire.linger()
+        except ClientGone:
+            pass
+        self._access(self.engine.request, exc.status, started)
+
+    # -- one request
+
+    def serve(self, request: Request) -> bool:
+        """Run the app for ``request`` and send its response; True if the connection persists."""
+        self.progress()
+        started = time.perf_counter()
+        self.start = start = StartResponse(self.write)
+        self.body_error = None
+        self.wire_failed = False
+        self.status = 0
+        environ = request_environ(self.env, request, InputStream(self.pull_body), self.local_address)
+        try:
+            result = self.site.app(environ, start)
+            try:
+                self._send_result(result, request)
+            finally:
+                close_iterable(result)
+            if not start.headers_sent:
+                if start.status is not None and start.content_length is None and has_body(
+                        request.method, int(start.status[:3])):
+                    start.headers.append(("Content-Length", "0"))  # an empty body, known to be whole
+                    start.content_length = 0
+                self._send_head(b"")
+            self._guarded_send(self.engine.end_response())
+            keep = self.engine.keep_alive and not self.wire_failed and self._drain()
+        except Exception as exc:  # the app's, or ours while sending; never the client's to see
+            keep = self._failed(exc)
+        self._access(request, self.status, started)
+        self.progress()
+        return keep
+
+    def _send_result(self, result: Any, request: Request) -> None:
+        start = self.start
+        assert start is not None
+        if isinstance(result, FileWrapper) and self._send_file(result):
+            return
+        if (type(result) in (list, tuple) and len(result) == 1 and start.content_length is None
+                and start.status is not None and not start.headers_sent
+                and has_body(b"GET", int(start.status[:3]))):  # HEAD too: its length is the GET's
+            # The whole body is known: send it with a length rather than chunked.
+            start.content_length = len(result[0])
+            start.headers.append(("Content-Length", str(start.content_length)))
+        for chunk in result:
+            if chunk:
+                self.write(chunk)
+
+    def write(self, data: bytes) -> None:
+        """PEP 3333 write(): send ``data`` now, after the head if it is not sent yet."""
+        if type(data) is not bytes:
+            raise InvalidResponse(f"response body must be bytes, not {type(data).__name__}")
+        start = self.start
+        assert start is not None
+        if start.headers_sent:
+            self._guarded_send(self.engine.send_data(data))
+        else:
+            self._send_head(data)
+
+    def _send_head(self, first: bytes) -> None:
+        start = self.start
+        assert start is not None
+        if start.status is None:
+            raise InvalidResponse("the application sent a body before calling start_response()")
+        self.status = int(start.status[:3])
+        head = self.engine.start_response(start.status, start.headers, content_length=start.content_length,
+                                          close=start.close or self.stopping(), date=http_date())
+        start.headers_sent = True
+        body = self.engine.send_data(first) if first else b""
+        if len(body) <= COALESCE_MAX:
+            self._guarded_send(head + body if body else head)
+        else:
+            self._guarded_send(head, body)
+
+    def _guarded_send(self, *parts: bytes) -> None:
+        try:
+            self.wire.send(*parts)
+        except ClientGone:
+            self.wire_failed = True
+            raise
+
+    def _send_file(self, wrapper: FileWrapper) -> bool:
+        """Send a regular file with sendfile(); False to fall back to iterating it."""
+        start = self.start
+        assert start is not None
+        try:
+            fd = wrapper.filelike.fileno()
+            st = os.fstat(fd)
+            offset = os.lseek(fd, 0, os.SEEK_CUR)
+        except (AttributeError, OSError, ValueError):
+            return False
+        if not stat.S_ISREG(st.st_mode) or start.status is None:
+            return False
+        size = max(0, st.st_size - offset)
+        if start.content_length is None:
+            start.content_length = size
+            start.headers.append(("Content-Length", str(size)))
+        self._send_head(b"")
+        count = self.engine.length_left
+        if count:
+            self.engine.count_sent(self._wire_sendfile(fd, offset, min(count, size)))
+        return True
+
+    def _wire_sendfile(self, fd: int, offset: int, count: int) -> int:
+        try:
+            return self.wire.sendfile(fd, offset, count)
+        except ClientGone:
+            self.wire_failed = True
+            raise
+
+    def pull_body(self) -> bytes:
+        """The next piece of the request body for wsgi.input; b"" at its end."""
+        engine = self.engine
+        while True:
+            try:
+                event = engine.next_event()
+            except ProtocolError as exc:
+                self.body_error = exc
+                raise
+            if isinstance(event, Data):
+                return event.data
+            if event is not NEED_DATA:
+                return b""
+            interim = engine.send_continue()
+            if interim:
+                self._guarded_send(interim)
+            try:
+                engine.receive_data(self.wire.recv(self.site.io_timeout))
+            except ClientGone:
+                self.wire_failed = True
+                raise
+
+    def _drain(self) -> bool:
+        """Read and drop what is left of the request body, if small; True if that worked."""
+        if self.engine.state == DONE:
+            return True
+        dropped = 0
+        try:
+            while dropped <= DRAIN_LIMIT:
+                data = self.pull_body()
+                if not data:
+                    return True
+                dropped += len(data)
+        except (ProtocolError, ClientGone):
+            pass
+        return False
+
+    def _failed(self, exc: Exception) -> bool:
+        """After the app or the response failed: answer if still possible; always close."""
+        start = self.start
+        if self.wire_failed:
+            log.debug("conn %d: client gone while serving: %s", self.conn_id, exc)
+            return False
+        if self.body_error is not None:
+            status = self.body_error.status
+            log.debug("conn %d: bad request body: %s", self.conn_id, exc)
+        else:
+            status = 500
+            log.error("conn %d: application error", self.conn_id, exc_info=exc)
+        if start is not None and start.headers_sent:
+            return False  # the client sees a response cut short, which is the truth
+        self.status = status
+        try:
+            self.wire.send(self.engine.error_response(status, http_date()))
+            self.wire.linger()
+        except ClientGone:
+            pass
+        return False
+
+    def _access(self, request: Request | None, status: int, started: float) -> None:
+        if not self.log_access:
+            return
+        method = request.method.decode("ascii") if request else "-"
+        path = request.target.decode("latin-1") if request else "-"
+        duration = int((time.perf_counter() - started) * 1e6)
+        sent = self.engine.body_sent
+        access_log.info("%s %s %d %dB %dus pid=%d", method, path, status, sent, duration, self.pid, extra={
+            "SOCKACT_CONN_ID": self.conn_id, "REMOTE_ADDR": self.env.get("REMOTE_ADDR", ""),
+            "HTTP_METHOD": method, "HTTP_PATH": path, "HTTP_STATUS": status, "DURATION_US": duration,
+            "BYTES_SENT": sent, "SOCKACT_LISTENER": self.site.listener})

@@ -1,0 +1,202 @@
+"""Start the real `sockact` process, under systemd-socket-activate or with --bind, and talk to it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent.parent
+SOCKACT = [sys.executable, "-m", "sockact"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def http_get(port: int, path: str = "/", host: str = "127.0.0.1", timeout: float = 10.0,
+             unix: str | None = None) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 request on a new connection with Connection: close: (status, headers, body)."""
+    if unix:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.settimeout(timeout)
+        sock.connect(unix)
+    else:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    with sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return parse_response(data)
+
+
+def parse_response(data: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, body
+
+
+class KeepAliveClient:
+    """A raw HTTP/1.1 keep-alive connection: one request at a time, Content-Length bodies."""
+
+    def __init__(self, port: int, timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+
+    def request(self, path: str = "/") -> tuple[int, dict[str, str], bytes]:
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+        return self.read_response()
+
+    def read_response(self) -> tuple[int, dict[str, str], bytes]:
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        status, headers, _ = parse_response(head + b"\r\n\r\n")
+        length = int(headers.get("content-length", "0"))
+        while len(self.buf) < length:
+            self._fill()
+        body, self.buf = self.buf[:length], self.buf[length:]
+        return status, headers, body
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        self.buf += chunk
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Server:
+    """A running sockact (or gunicorn) process for one test."""
+
+    def __init__(self, argv: list[str], port: int, env: dict[str, str], unix: str | None = None) -> None:
+        self.port = port
+        self.unix = unix
+        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"sockact-test-{port}.log"
+        self.log = open(self.log_path, "w+b")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(argv, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_ready(self, workers: int | None = None, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.output()}")
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                status, _, _ = http_get(self.port, "/", timeout=2, unix=self.unix)
+                if status and (workers is None or len(children(self.pid)) >= workers):
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"server not ready in {timeout}s:\n{self.output()}")
+
+    def workers(self) -> list[int]:
+        return children(self.pid)
+
+    def get_json(self, path: str) -> dict:
+        status, _, body = http_get(self.port, path, unix=self.unix)
+        assert status == 200, body
+        return json.loads(body)
+
+    def send(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.pid, signal.SIGKILL)
+                self.proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)  # stray workers, if any
+        return self.proc.returncode
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOCKACT_", "LISTEN_", "NOTIFY_", "WATCHDOG_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(TESTS.parent)])
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def start_sockact(tmp_path) -> Iterator:
+    """start_sockact(*args, activation=True, unix=None, env={}) -> a ready Server.
+
+    With activation, systemd-socket-activate holds the socket and passes it with LISTEN_FDS
+    and LISTEN_FDNAMES=http, exactly as a .socket unit does; otherwise sockact --binds.
+    """
+    raise_fd_limit()
+    servers: list[Server] = []
+
+    def start(*args: str, activation: bool = True, env: dict[str, str] | None = None,
+              wait: bool = True, workers: int | None = None) -> Server:
+        port = free_port()
+        full_env = base_env(**(env or {}))
+        cmd = [*SOCKACT, "run", *args]
+        if activation:
+            if not shutil.which("systemd-socket-activate"):
+                pytest.skip("systemd-socket-activate is not installed")
+            passthrough = [f"-E{k}" for k in full_env if k not in ("_",)]
+            cmd = ["systemd-socket-activate", "-l", f"127.0.0.1:{port}", "--fdname=http", *passthrough, *cmd]
+        elif not any(a.startswith("--bind") for a in args):
+                cmd += ["--bind", f"127.0.0.1:{port}"]
+        server = Server(cmd, port, full_env)
+        servers.append(server)
+        if wait:
+            server.wait_ready(workers)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop(signal.SIGKILL if server.proc.poll() is None else signal.SIGTERM, timeout=5)
+        server.log.close()

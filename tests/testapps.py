@@ -1,0 +1,68 @@
+"""WSGI apps the integration tests serve. Each is wrapped in wsgiref's PEP 3333 validator."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from urllib.parse import parse_qs
+from wsgiref.validate import validator
+
+VERSION_FILE = os.environ.get("TESTAPP_VERSION_FILE", "")
+# Read once at import: a reload must re-import the module to see a new version.
+VERSION = Path(VERSION_FILE).read_text().strip() if VERSION_FILE else "0"
+
+
+def _respond(start_response, body: bytes, status: str = "200 OK", ctype: str = "application/json"):
+    start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def _echo(environ, start_response):
+    """The request as the app saw it: the fields the differential tests compare."""
+    # The validator allows read(n) only; wsgi.input_terminated lets us read to the end.
+    body = b"".join(iter(lambda: environ["wsgi.input"].read(65536), b""))
+    headers = {k: v for k, v in environ.items() if k.startswith("HTTP_") or k in ("CONTENT_TYPE", "CONTENT_LENGTH")}
+    seen = {
+        "method": environ["REQUEST_METHOD"],
+        "script_name": environ["SCRIPT_NAME"],
+        "path": environ["PATH_INFO"],
+        "query": environ["QUERY_STRING"],
+        "protocol": environ["SERVER_PROTOCOL"],
+        "scheme": environ["wsgi.url_scheme"],
+        "headers": headers,
+        "body": body.decode("latin-1"),
+    }
+    return _respond(start_response, json.dumps(seen, sort_keys=True).encode())
+
+
+def _pid(environ, start_response):
+    info = {"pid": os.getpid(), "version": VERSION, "hops": environ.get("sockact.hops"),
+            "conn": environ.get("sockact.conn_id"), "listener": environ.get("sockact.listener"),
+            "inherited": sorted(k for k in os.environ if k.startswith(("LISTEN_", "NOTIFY_", "WATCHDOG_")))}
+    return _respond(start_response, json.dumps(info).encode())
+
+
+def _slow(environ, start_response):
+    seconds = float(parse_qs(environ["QUERY_STRING"]).get("s", ["1"])[0])
+    time.sleep(seconds)
+    return _respond(start_response, json.dumps({"pid": os.getpid(), "slept": seconds}).encode())
+
+
+def _hang(environ, start_response):
+    if environ["PATH_INFO"] == "/hang":
+        while True:  # a bug: an endless loop, for --timeout
+            pass
+    return _pid(environ, start_response)
+
+
+def _boom(environ, start_response):
+    raise RuntimeError("a bug in the app")
+
+
+echo = validator(_echo)
+pid = validator(_pid)
+slow = validator(_slow)
+hang = validator(_hang)
+boom = validator(_boom)

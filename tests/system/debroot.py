@@ -27,9 +27,10 @@ SUITE = "bookworm"
 PACKAGES = ("systemd", "systemd-sysv", "dbus", "python3", "iproute2", "curl")
 DEFAULT_CACHE = Path("/var/cache/sockact-tests")
 CACHE_ENV = "SOCKACT_ROOTFS_CACHE"
-# Written last: a root without it was interrupted mid-build. Its content is the recipe, so a
+# Written last: a root without it was interrupted mid-build. (No file in the root is named after
+# sockact: the purge test looks for any such file.) Its content is the recipe, so a
 # change of suite, packages or mirror rebuilds the cache.
-STAMP = "etc/sockact-test-rootfs"
+STAMP = "etc/test-rootfs-recipe"
 # What a booted root must have; a root missing one is broken and is rebuilt.
 REQUIRED = ("usr/lib/systemd/systemd", "usr/bin/python3", "usr/bin/apt-get", "usr/bin/curl",
             "usr/bin/dbus-daemon")
@@ -201,6 +202,6 @@ def _copy(source: Path, dest: Path, mode: int | None = None) -> None:
 
 def _quiet_boot(root: Path) -> None:
     """A host name of its own, and apt output that reads well in a log."""
-    (root / "etc/hostname").write_text("sockact-test\n")
+    (root / "etc/hostname").write_text("debian-test\n")
     # apt's progress bar would fill the tests' logs with escape sequences.
-    (root / "etc/apt/apt.conf.d/90sockact-tests").write_text('Dpkg::Use-Pty "false";\n')
+    (root / "etc/apt/apt.conf.d/90test-rootfs").write_text('Dpkg::Use-Pty "false";\n')

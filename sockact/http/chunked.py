@@ -10,11 +10,17 @@ httptools exactly those. It skips chunk data by counting, without looking at it.
 
 from __future__ import annotations
 
+import re
+
 from .errors import ProtocolError
 from .limits import CHUNK_LINE_MAX, CHUNK_SIZE_DIGITS, Limits
 from .rules import FORBIDDEN_TRAILERS, is_hex, is_token
 
 _SIZE, _DATA, _DATA_END, _TRAILER, _DONE = range(5)
+_TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+_QUOTED = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
+# RFC 9112 7.1.1 chunk-ext without BWS, which llhttp refuses and 0.1.1 accepts.
+_EXTENSIONS = re.compile(rb"(?:;" + _TOKEN + rb"(?:=(?:" + _TOKEN + rb"|" + _QUOTED + rb"))?)*")
 # Bytes not allowed in a chunk extension or trailer value: controls except HTAB, and DEL.
 _CTL = bytes(range(0x00, 0x09)) + bytes(range(0x0A, 0x20)) + b"\x7f"
 _NOT_CTL = bytes(b for b in range(256) if b not in _CTL)
@@ -79,7 +85,7 @@ class ChunkedFraming:
         """
         nl = data.find(b"\n", pos)
         limit = CHUNK_LINE_MAX if self._state == _SIZE else self._limits.header_field_size
-        if (nl if nl >= 0 else len(data)) - pos > limit + 1:
+        if (nl + 1 if nl >= 0 else len(data)) - pos > limit:  # the line with its CRLF, as for head fields
             raise ProtocolError(400 if self._state == _SIZE else 431, "chunk framing line too long")
         if nl < 0:
             return -1
@@ -93,11 +99,11 @@ class ChunkedFraming:
         return nl + 1
 
     def _size_line(self, line: bytes) -> None:
-        size, _, ext = line.partition(b";")
-        # No whitespace around the size: RFC 9112 allows BWS before ';' but llhttp does not.
+        size, semicolon, _ = line.partition(b";")
+        # No whitespace around the size or in extensions: RFC 9112 allows BWS there, llhttp does not.
         if not is_hex(size) or len(size) > CHUNK_SIZE_DIGITS:
             raise ProtocolError(400, "invalid chunk size")
-        if ext.translate(None, _NOT_CTL):
+        if semicolon and not _EXTENSIONS.fullmatch(line, len(size)):
             raise ProtocolError(400, "invalid chunk extension")
         n = int(size, 16)
         self.body_size += n

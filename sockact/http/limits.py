@@ -15,7 +15,7 @@ class Limits:
 
     request_line: int = 8190  # -> 414; gunicorn's limit_request_line default
     header_fields: int = 100  # -> 431; gunicorn's limit_request_fields default
-    header_field_size: int = 8190  # -> 431; one field line, name and value
+    header_field_size: int = 8190  # -> 431; one field line with its CRLF, as gunicorn counts
     head: int = 65536  # -> 431; request line and all fields together
     body: int = 0  # -> 413; 0 = unlimited
 

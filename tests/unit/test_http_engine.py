@@ -1,0 +1,354 @@
+"""The sans-I/O engine fed bytes, with no sockets: whole, byte by byte, and in random pieces."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import pytest
+
+from sockact.http.engine import CONNECTION_CLOSED, END_OF_MESSAGE, NEED_DATA, PAUSED, Connection, Data, Request
+from sockact.http.errors import ProtocolError
+from sockact.http.limits import DRAIN_LIMIT, Limits
+
+
+@dataclass
+class Seen:
+    """What the engine made of one request."""
+
+    method: bytes
+    target: bytes
+    version: str
+    headers: list[tuple[bytes, bytes]]
+    body: bytes = b""
+    keep_alive: bool = False
+    head: bytes = b""  # the response head the engine wrote
+
+
+@dataclass
+class Replay:
+    requests: list[Seen] = field(default_factory=list)
+    status: int | None = None  # the ProtocolError status, if one ended it
+    end: str = ""  # "closed", "error" or "close" (the engine chose not to persist)
+
+
+def splits(data: bytes, seed: int = 1) -> dict[str, list[bytes]]:
+    """The same input whole, byte by byte and in seeded random pieces."""
+    rng = random.Random(seed)
+    pieces, pos = [], 0
+    while pos < len(data):
+        n = rng.randint(1, max(1, len(data) // 10))
+        pieces.append(data[pos : pos + n])
+        pos += n
+    return {"whole": [data], "bytes": [data[i : i + 1] for i in range(len(data))], "random": pieces}
+
+
+def drive(pieces: list[bytes], limits: Limits | None = None) -> Replay:
+    """Feed ``pieces`` then EOF; answer each request with an empty 200 and go on while it persists."""
+    conn = Connection(limits or Limits())
+    feed = iter([*pieces, b""])
+    out = Replay()
+    seen: Seen | None = None
+    while True:
+        try:
+            event = conn.next_event()
+        except ProtocolError as exc:
+            out.status, out.end = exc.status, "error"
+            return out
+        if event is NEED_DATA:
+            conn.receive_data(next(feed))
+        elif isinstance(event, Request):
+            seen = Seen(event.method, event.target, event.version, event.headers)
+            out.requests.append(seen)
+        elif isinstance(event, Data):
+            assert seen is not None
+            seen.body += event.data
+        elif event is END_OF_MESSAGE:
+            pass
+        elif event is PAUSED:
+            assert seen is not None
+            seen.head = conn.start_response("200 OK", [("Content-Length", "0")], content_length=0, close=False,
+                                            date="-")
+            conn.end_response()
+            seen.keep_alive = conn.keep_alive
+            if not conn.keep_alive:
+                out.end = "close"
+                return out
+            conn.start_next_cycle()
+        else:
+            assert event is CONNECTION_CLOSED
+            out.end = "closed"
+            return out
+
+
+def replay_all(data: bytes, limits: Limits | None = None) -> Replay:
+    """drive() over every split of ``data``; asserts they all agree, returns one."""
+    results = {name: drive(pieces, limits) for name, pieces in splits(data).items()}
+    first = results["whole"]
+    for name, other in results.items():
+        if first.status is None:
+            assert other == first, f"{name} split differs"
+        else:  # the body streamed before the error depends on the split; the rest may not
+            assert (other.status, [r.target for r in other.requests]) == (
+                first.status, [r.target for r in first.requests]), f"{name} split differs"
+    return first
+
+
+def status_of(data: bytes, limits: Limits | None = None) -> int | None:
+    return replay_all(data, limits).status
+
+
+# -- request smuggling shapes: each is refused with 400 on both httptools generations
+
+SMUGGLING = {
+    "cl_and_te": b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "te_and_cl": b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+    "cl_differing": b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+    "cl_identical": b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+    "cl_list": b"POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\nhello",
+    "cl_plus": b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\nhello",
+    "cl_negative": b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+    "cl_hex": b"POST / HTTP/1.1\r\nContent-Length: 0x5\r\n\r\nhello",
+    "cl_space_inside": b"POST / HTTP/1.1\r\nContent-Length: 1 2\r\n\r\nhello",
+    "te_not_final": b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+    "te_gzip_only": b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+    "te_chunked_twice": b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "te_http10": b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "obs_fold": b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n",
+    "obs_fold_tab": b"GET / HTTP/1.1\r\nX: a\r\n\tb\r\n\r\n",
+    "space_before_colon": b"GET / HTTP/1.1\r\nContent-Length : 0\r\n\r\n",
+    "tab_before_colon": b"GET / HTTP/1.1\r\nHost\t: a\r\n\r\n",
+    "space_in_name": b"GET / HTTP/1.1\r\nX Y: a\r\n\r\n",
+    "leading_space_field": b"GET / HTTP/1.1\r\n Host: a\r\n\r\n",
+    "cr_in_value": b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n",
+    "lf_in_value": b"GET / HTTP/1.1\r\nX: a\nb\r\n\r\n",
+    "nul_in_value": b"GET / HTTP/1.1\r\nX: a\0b\r\n\r\n",
+    "ctl_in_value": b"GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n",
+    "bare_lf_lines": b"GET / HTTP/1.1\nHost: a\n\n",
+    "bare_lf_end": b"GET / HTTP/1.1\r\nHost: a\r\n\n",
+    "two_hosts": b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    "chunk_size_space": b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n",
+    "chunk_bare_lf": b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n",
+    "chunk_last_bare_lf": b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\n",
+    "chunk_data_no_crlf": b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloX\r\n0\r\n\r\n",
+    "chunk_size_overflow": b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1" + b"0" * 16 + b"\r\n",
+    "chunk_ext_ctl": b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;a=\x01\r\nhello\r\n0\r\n\r\n",
+    "trailer_cl": b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nContent-Length: 5\r\n\r\n",
+    "upgrade_chunked": (b"POST / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: h2c\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        b"0\r\n\r\n"),
+    "version_12": b"GET / HTTP/1.2\r\n\r\n",
+    "version_20": b"GET / HTTP/2.0\r\n\r\n",
+    "target_non_ascii": b"GET /\xc3\xa0 HTTP/1.1\r\n\r\n",
+    "target_tab": b"GET /a\tb HTTP/1.1\r\n\r\n",
+    "target_relative": b"GET a/b HTTP/1.1\r\n\r\n",
+    "asterisk_not_options": b"GET * HTTP/1.1\r\n\r\n",
+    "two_empty_lines_first": b"\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+    "unknown_method": b"FOO / HTTP/1.1\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMUGGLING))
+def test_smuggling_shapes_are_refused(name: str) -> None:
+    result = replay_all(SMUGGLING[name])
+    assert result.status == 400, result
+    assert result.end == "error"
+
+
+def test_other_transfer_codings_are_not_implemented() -> None:
+    assert status_of(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n") == 501
+
+
+def test_identity_before_chunked_is_a_no_op() -> None:
+    result = replay_all(b"POST / HTTP/1.1\r\nTransfer-Encoding: identity, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+    assert result.requests[0].body == b"abc"
+
+
+# -- limits
+
+
+@pytest.mark.parametrize(("data", "limits", "status"), [
+    (b"GET /" + b"a" * 100 + b" HTTP/1.1\r\n\r\n", Limits(request_line=100), 414),
+    (b"GET /" + b"a" * 100, Limits(request_line=100), 414),  # refused before the line ends
+    (b"GET / HTTP/1.1\r\n" + b"".join(b"X%d: y\r\n" % i for i in range(4)) + b"\r\n", Limits(header_fields=3), 431),
+    (b"GET / HTTP/1.1\r\nX: " + b"y" * 50 + b"\r\n\r\n", Limits(header_field_size=40), 431),
+    (b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 60 + b"\r\n", Limits(head=300), 431),
+    (b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 60, Limits(head=300), 431),  # refused before the head ends
+    (b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n", Limits(body=10), 413),  # before any body byte
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello!\r\n5\r\nhello\r\n0\r\n\r\n",
+     Limits(body=10), 413),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n" + b"X: y\r\n" * 5 + b"\r\n",
+     Limits(header_fields=4), 431),
+])
+def test_limits(data: bytes, limits: Limits, status: int) -> None:
+    assert status_of(data, limits) == status
+
+
+def test_limits_are_inclusive() -> None:
+    line = b"GET /" + b"a" * 86 + b" HTTP/1.1"  # 100 bytes
+    assert len(line) == 100
+    assert status_of(line + b"\r\n\r\n", Limits(request_line=100)) is None
+    assert status_of(line + b"\r\n\r\n", Limits(request_line=99)) == 414
+    body = b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n" + b"x" * 10
+    assert replay_all(body, Limits(body=10)).requests[0].body == b"x" * 10
+
+
+def test_default_limits() -> None:
+    assert Limits() == Limits(request_line=8190, header_fields=100, header_field_size=8190, head=65536, body=0)
+    assert status_of(b"GET /" + b"a" * 8190 + b" HTTP/1.1\r\n\r\n") == 414
+    assert status_of(b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 101 + b"\r\n") == 431
+
+
+# -- pipelining, keep-alive, bodies
+
+PIPELINE = (b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"POST /2 HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
+            b"POST /3 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nT: x\r\n\r\n"
+            b"\r\n"  # one empty line between requests is allowed
+            b"GET /4 HTTP/1.1\r\nConnection: close\r\n\r\n"
+            b"GET /never HTTP/1.1\r\n\r\n")
+
+
+def test_pipelined_requests_in_order() -> None:
+    result = replay_all(PIPELINE)
+    assert [r.target for r in result.requests] == [b"/1", b"/2", b"/3", b"/4"]
+    assert [r.body for r in result.requests] == [b"", b"hello", b"hello world", b""]
+    assert [r.keep_alive for r in result.requests] == [True, True, True, False]
+    assert result.end == "close"
+
+
+@pytest.mark.parametrize(("request_head", "keep_alive", "connection"), [
+    (b"GET / HTTP/1.1\r\n\r\n", True, None),
+    (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", False, b"close"),
+    (b"GET / HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n", False, b"close"),
+    (b"GET / HTTP/1.0\r\n\r\n", False, b"close"),
+    (b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", True, b"keep-alive"),
+    (b"GET / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n", False, b"close"),
+])
+def test_keep_alive_rules(request_head: bytes, keep_alive: bool, connection: bytes | None) -> None:
+    seen = replay_all(request_head).requests[0]
+    assert seen.keep_alive is keep_alive
+    fields = dict(line.split(b": ", 1) for line in seen.head.split(b"\r\n")[1:] if b": " in line)
+    assert fields.get(b"Connection") == connection
+
+
+def test_eof_between_requests_and_inside_one() -> None:
+    assert replay_all(b"GET / HTTP/1.1\r\n\r\n").end == "closed"
+    assert status_of(b"GET / HTTP/1.1\r\nHost") == 400
+    assert status_of(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhel") == 400
+    assert status_of(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n") == 400
+
+
+def test_idle_only_at_a_clean_boundary() -> None:
+    conn = Connection(Limits())
+    assert conn.idle
+    conn.receive_data(b"GET / HTTP/1.1\r\n\r\nGE")
+    assert isinstance(conn.next_event(), Request)
+    assert conn.next_event() is END_OF_MESSAGE
+    conn.start_response("200 OK", [], content_length=0, close=False, date="-")
+    conn.end_response()
+    conn.start_next_cycle()
+    assert conn.next_event() is NEED_DATA
+    assert not conn.idle and conn.buffered == 2  # part of a next request: not handed back
+
+
+def test_absolute_form_and_fragment() -> None:
+    conn = Connection(Limits())
+    conn.receive_data(b"GET http://example.com:8080/a%20b?x=1#frag HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    request = conn.next_event()
+    assert isinstance(request, Request)
+    assert (request.path, request.query) == (b"/a%20b", b"x=1")
+    conn = Connection(Limits())
+    conn.receive_data(b"GET /p?q=1#frag HTTP/1.1\r\n\r\n")
+    request = conn.next_event()
+    assert isinstance(request, Request)
+    assert (request.path, request.query) == (b"/p", b"q=1")
+
+
+def test_header_values_are_trimmed_and_names_upper_cased() -> None:
+    seen = replay_all(b"GET / HTTP/1.1\r\nx-Thing: \t value \t \r\nEmpty:\r\n\r\n").requests[0]
+    assert seen.headers == [(b"X-THING", b"value"), (b"EMPTY", b"")]
+
+
+# -- 100-continue and response framing
+
+
+def _head_of(data: bytes) -> Connection:
+    conn = Connection(Limits())
+    conn.receive_data(data)
+    assert isinstance(conn.next_event(), Request)
+    return conn
+
+
+def test_continue_is_offered_once_while_the_body_is_unread() -> None:
+    conn = _head_of(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+    assert conn.next_event() is NEED_DATA
+    assert conn.send_continue() == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert conn.send_continue() == b""
+    conn.receive_data(b"abc")
+    assert isinstance(conn.next_event(), Data)
+
+
+def test_no_continue_for_http10_or_after_the_response_started() -> None:
+    conn = _head_of(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+    assert conn.send_continue() == b""
+    conn = _head_of(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+    conn.start_response("200 OK", [], content_length=0, close=False, date="-")
+    assert conn.send_continue() == b""
+    assert not conn.keep_alive  # the client may still hold the body back: the connection closes
+
+
+def test_unread_body_small_is_drained_large_closes() -> None:
+    small = _head_of(b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % DRAIN_LIMIT)
+    small.start_response("200 OK", [], content_length=0, close=False, date="-")
+    assert small.keep_alive
+    large = _head_of(b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % (DRAIN_LIMIT + 1))
+    large.start_response("200 OK", [], content_length=0, close=False, date="-")
+    assert not large.keep_alive
+
+
+@pytest.mark.parametrize(("request_head", "status", "length", "framing", "body"), [
+    (b"GET / HTTP/1.1\r\n\r\n", "200 OK", None, b"Transfer-Encoding: chunked", b"5\r\nhello\r\n0\r\n\r\n"),
+    (b"GET / HTTP/1.1\r\n\r\n", "200 OK", 5, None, b"hello"),
+    (b"GET / HTTP/1.0\r\n\r\n", "200 OK", None, b"Connection: close", b"hello"),
+    (b"HEAD / HTTP/1.1\r\n\r\n", "200 OK", 5, None, b""),
+    (b"GET / HTTP/1.1\r\n\r\n", "204 No Content", None, None, b""),
+    (b"GET / HTTP/1.1\r\n\r\n", "304 Not Modified", None, None, b""),
+])
+def test_response_framing(request_head: bytes, status: str, length: int | None, framing: bytes | None,
+                          body: bytes) -> None:
+    conn = _head_of(request_head)
+    headers = [] if length is None else [("Content-Length", str(length))]
+    head = conn.start_response(status, headers, content_length=length, close=False, date="D")
+    sent = conn.send_data(b"hello") + conn.end_response()
+    assert head.startswith(b"HTTP/1.1 " + status.encode() + b"\r\n")
+    assert head.endswith(b"Date: D\r\nServer: sockact\r\n\r\n")
+    if framing:
+        assert framing in head
+    assert b"Transfer-Encoding" not in head or framing == b"Transfer-Encoding: chunked"
+    assert sent == body
+
+
+def test_body_longer_than_content_length_is_cut_and_closes() -> None:
+    conn = _head_of(b"GET / HTTP/1.1\r\n\r\n")
+    conn.start_response("200 OK", [("Content-Length", "3")], content_length=3, close=False, date="-")
+    assert conn.send_data(b"hello") == b"hel"
+    conn.end_response()
+    assert not conn.keep_alive
+
+
+def test_body_shorter_than_content_length_closes() -> None:
+    conn = _head_of(b"GET / HTTP/1.1\r\n\r\n")
+    conn.start_response("200 OK", [("Content-Length", "3")], content_length=3, close=False, date="-")
+    conn.send_data(b"he")
+    conn.end_response()
+    assert not conn.keep_alive
+
+
+def test_error_response_is_complete_and_closes() -> None:
+    conn = Connection(Limits())
+    data = conn.error_response(431, "D")
+    head, body = data.split(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    assert b"Connection: close" in head and b"Content-Length: %d" % len(body) in head
+    assert not conn.keep_alive

@@ -23,6 +23,8 @@ class Seen:
     body: bytes = b""
     keep_alive: bool = False
     head: bytes = b""  # the response head the engine wrote
+    path: bytes = b""
+    query: bytes = b""
 
 
 @dataclass
@@ -58,7 +60,7 @@ def drive(pieces: list[bytes], limits: Limits | None = None) -> Replay:
         if event is NEED_DATA:
             conn.receive_data(next(feed))
         elif isinstance(event, Request):
-            seen = Seen(event.method, event.target, event.version, event.headers)
+            seen = Seen(event.method, event.target, event.version, event.headers, path=event.path, query=event.query)
             out.requests.append(seen)
         elif isinstance(event, Data):
             assert seen is not None

@@ -82,6 +82,10 @@ class Deployment:
     def write(self, path: str, text: str, mode: int = 0o644) -> None:
         """Write a file inside that reset() removes again."""
         self.c.write(path, text, mode)
+        self.track(path)
+
+    def track(self, path: str) -> None:
+        """Have reset() remove ``path`` inside (a file or a tree) that the test created."""
         self._files.append(path)
 
     def dropin(self, unit: str, name: str, text: str) -> None:

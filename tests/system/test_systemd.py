@@ -1,0 +1,348 @@
+"""sockact under a real systemd: activation, status, journal, reload, watchdog, timeouts, stop, drop-ins.
+
+Each test gets sockact.socket on a free loopback port (``sockact`` fixture) and leaves the
+container as it found it. Load is a bounded loop on loopback (sysclient.Load).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from typing import Any
+
+import pytest
+from nspawn import free_port
+from sysclient import Load, Response, http_get, wait_for
+from sysdeploy import REPO, Deployment, cookbook, messages
+
+from sockact.journal import MESSAGE_IDS
+
+TEST_APP = '''
+"""An app for the system tests: its version, a slow request, an endless loop, an outbound connect."""
+import os
+import socket
+import time
+from urllib.parse import parse_qs
+
+VERSION = "{version}"
+
+
+def app(environ, start_response):
+    path = environ.get("PATH_INFO", "/")
+    query = parse_qs(environ.get("QUERY_STRING", ""))
+    if path == "/slow":
+        time.sleep(float(query.get("s", ["3"])[0]))
+        body = "slow done"
+    elif path == "/spin":
+        while True:
+            pass
+    elif path == "/net":
+        try:
+            socket.create_connection(("127.0.0.1", int(query["port"][0])), timeout=2).close()
+            body = "connected"
+        except OSError as exc:
+            body = f"no network: {{exc}}"
+    else:
+        body = f"{{VERSION}} pid={{os.getpid()}}"
+    data = body.encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(data)))])
+    return [data]
+'''
+
+ACCESS_FIELDS = ("SOCKACT_CONN_ID", "REMOTE_ADDR", "HTTP_METHOD", "HTTP_PATH", "HTTP_STATUS",
+                 "DURATION_US", "BYTES_SENT")
+COMMON_FIELDS = ("PRIORITY", "SYSLOG_IDENTIFIER", "SOCKACT_WORKER_PID", "SOCKACT_LISTENER")
+
+
+def serve_test_app(sockact: Deployment, version: str = "v1", *, unit: str = "sockact.service",
+                   config: str = "", **env: str) -> None:
+    """Configure sockact.service to serve TEST_APP (module sockact_testapp) and start the socket."""
+    sockact.app("sockact_testapp", TEST_APP.format(version=version))
+    sockact.use_test_apps(unit, **env)
+    sockact.config(f'app = "sockact_testapp:app"\n{config}')
+    sockact.start()
+
+
+def sockact_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records sockact sent through the journal API (not systemd's own, not raw stderr)."""
+    return [r for r in records if r.get("SYSLOG_IDENTIFIER") == "sockact" and r.get("_TRANSPORT") == "journal"]
+
+
+def with_message_id(records: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("MESSAGE_ID") == MESSAGE_IDS[event]]
+
+
+def pid_of(response: Response) -> int:
+    return int(re.search(r"pid=(\d+)", response.text).group(1))
+
+
+# -- activation and status
+
+
+def test_first_request_activates_the_service(sockact: Deployment):
+    sockact.start()
+    assert sockact.show("ActiveState") == "inactive", "the service must wait for a connection"
+    response = sockact.get("/")
+    assert response.status == 200
+    assert "Served by sockact" in response.text  # the shipped config serves the demo app
+    assert (sockact.show("ActiveState"), sockact.show("SubState")) == ("active", "running")
+    status = wait_for(lambda: sockact.show("StatusText"), 5, what="a STATUS= line")
+    assert re.search(r"\d+ workers", status), status
+    out = sockact.c.systemctl("status", "--no-pager", "--lines=0", "sockact.service", check=False).stdout
+    assert "Active: active (running)" in out
+    assert f'Status: "{sockact.show("StatusText")}' in out or "Status: " in out, out
+    # every request counts: the status reaches the number served (updated at most once a second)
+    for _ in range(4):
+        sockact.get("/")
+    wait_for(lambda: re.search(r"([5-9]|\d\d+) requests", sockact.show("StatusText")), 5,
+             what="the request count in STATUS=")
+
+
+def test_journal_holds_structured_fields(sockact: Deployment):
+    serve_test_app(sockact)
+    worker_pid = pid_of(sockact.get("/hello?x=1"))
+    main_pid = sockact.main_pid()
+
+    def access_record() -> dict[str, Any] | None:
+        found = [r for r in sockact_records(sockact.journal()) if r.get("HTTP_PATH") == "/hello?x=1"]
+        return found[0] if found else None
+
+    access = wait_for(access_record, 5, what="an access record for /hello")
+    for field in ACCESS_FIELDS:
+        assert field in access, f"access record lacks {field}: {access}"
+    assert (access["HTTP_METHOD"], access["HTTP_STATUS"], access["REMOTE_ADDR"]) == ("GET", "200", "127.0.0.1")
+    assert int(access["BYTES_SENT"]) > 0 and int(access["DURATION_US"]) >= 0
+    assert access["SOCKACT_WORKER_PID"] == str(worker_pid) == access["_PID"]
+    assert access["SOCKACT_LISTENER"] == "http"
+    assert access["PRIORITY"] == "6"
+
+    records = sockact_records(sockact.journal())
+    assert records
+    for record in records:
+        for field in COMMON_FIELDS:
+            assert field in record, f"{field} missing from {record}"
+    ready = with_message_id(records, "ready")
+    assert ready and ready[0]["SOCKACT_WORKER_PID"] == str(main_pid)
+
+    # the catalog explains the lifecycle messages in journalctl -x
+    explained = sockact.c.run(["journalctl", "-x", "--no-pager", "-u", "sockact.service",
+                               f"MESSAGE_ID={MESSAGE_IDS['ready']}"]).stdout
+    assert "Subject: sockact is ready and serving" in explained
+    assert "Defined-By: sockact" in explained
+
+
+# -- reload, watchdog, timeout, stop
+
+
+def test_reload_serves_new_code_without_failing_a_request(sockact: Deployment):
+    serve_test_app(sockact, "v1", config="workers = 3\n")
+    assert sockact.get("/").text.startswith("v1")
+    main_pid = sockact.main_pid()
+    with Load(sockact.port, threads=4, max_requests=4000, max_seconds=30) as load:
+        wait_for(lambda: load.outcomes["ok"] >= 50, 10, what="the load to get going")
+        sockact.app("sockact_testapp", TEST_APP.format(version="v2"))
+        sockact.c.systemctl("reload", "sockact.service")
+        wait_for(lambda: sockact.get("/").text.startswith("v2"), 15, what="v2 to be served")
+        served = load.total
+        wait_for(lambda: load.total >= served + 50, 10, what="more load after the reload")
+    print(f"reload: load {dict(load.outcomes)}, first {load.bodies[0]!r}, last {load.bodies[-1]!r}")
+    assert load.failures == 0, (load.outcomes, load.errors)
+    assert load.bodies[0].startswith("v1") and load.bodies[-1].startswith("v2")
+    assert sockact.main_pid() == main_pid, "a reload must not restart the supervisor"
+    assert with_message_id(sockact_records(sockact.journal()), "reload")
+
+
+def test_watchdog_restarts_a_stopped_supervisor_and_no_connection_is_refused(sockact: Deployment):
+    watchdog_sec = 3
+    sockact.dropin("sockact.service", "50-test-watchdog.conf", f"[Service]\nWatchdogSec={watchdog_sec}s\n")
+    serve_test_app(sockact)
+    sockact.get("/")
+    old_pid = sockact.main_pid()
+    with Load(sockact.port, threads=3, max_requests=3000, max_seconds=30, timeout=20) as load:
+        wait_for(lambda: load.outcomes["ok"] >= 20, 10, what="the load to get going")
+        sockact.c.run(["kill", "-STOP", str(old_pid)])
+        stopped_at = time.monotonic()
+
+        def restarted() -> bool:
+            pid = sockact.main_pid()
+            return pid not in (0, old_pid) and sockact.show("SubState") == "running"
+
+        wait_for(restarted, watchdog_sec + 10, interval=0.05, what="the watchdog restart")
+        took = time.monotonic() - stopped_at
+        served = load.outcomes["ok"]
+        wait_for(lambda: load.outcomes["ok"] >= served + 20, 10, what="load served after the restart")
+    print(f"watchdog: restarted {took:.2f}s after SIGSTOP; load {dict(load.outcomes)}")
+    assert took <= watchdog_sec + 2, f"restarted {took:.1f}s after SIGSTOP"
+    assert load.outcomes["refused"] == 0, (load.outcomes, load.errors)
+    # only requests already inside the frozen supervisor may be lost, at most one per client
+    assert load.failures <= 3, (load.outcomes, load.errors)
+    assert sockact.show("NRestarts") == "1"
+    systemd_says = messages(sockact.journal())
+    assert "Watchdog timeout" in systemd_says, systemd_says
+
+
+def test_a_worker_stuck_past_timeout_is_killed_and_the_others_serve(sockact: Deployment):
+    serve_test_app(sockact, SOCKACT_TIMEOUT="2", SOCKACT_WORKERS="3")
+    sockact.get("/")
+    main_pid = sockact.main_pid()
+    stuck: dict[str, Any] = {}
+
+    def spin() -> None:
+        began = time.monotonic()
+        try:
+            stuck["response"] = http_get(sockact.port, "/spin", timeout=20)
+        except OSError as exc:
+            stuck["error"] = exc
+        stuck["after"] = time.monotonic() - began
+
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    others = []
+    while thread.is_alive() and len(others) < 200:
+        others.append(sockact.get("/").status)
+        time.sleep(0.02)
+    thread.join(25)
+    print(f"timeout: stuck request ended after {stuck['after']:.2f}s: {stuck}; {len(others)} others served")
+    assert others and set(others) == {200}, others
+    assert stuck["after"] <= 2 + 4, f"the stuck request ended after {stuck['after']:.1f}s"
+    if "response" in stuck:
+        assert stuck["response"].status >= 500, stuck["response"]
+    killed = wait_for(lambda: with_message_id(sockact_records(sockact.journal()), "worker_timeout"), 5,
+                      what="the worker_timeout record")
+    assert "/spin" in killed[0]["MESSAGE"], "the log names the request the worker was stuck on"
+    assert sockact.main_pid() == main_pid and sockact.show("NRestarts") == "0"
+    assert pid_of(sockact.get("/")) != int(killed[0]["SOCKACT_WORKER_PID"])
+
+
+def test_stop_lets_a_slow_request_finish(sockact: Deployment):
+    serve_test_app(sockact)
+    sockact.get("/")
+    result: dict[str, Any] = {}
+
+    def slow() -> None:
+        try:
+            result["response"] = http_get(sockact.port, "/slow?s=3", timeout=20)
+        except OSError as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=slow, daemon=True)
+    thread.start()
+    time.sleep(0.7)  # the request is in the app's sleep now
+    began = time.monotonic()
+    sockact.c.systemctl("stop", "sockact.service")
+    stop_took = time.monotonic() - began
+    thread.join(20)
+    print(f"stop: took {stop_took:.2f}s; {result}")
+    assert "error" not in result, result
+    assert (result["response"].status, result["response"].text) == (200, "slow done")
+    assert stop_took >= 1.5, "stop returned before the request could have finished"
+    assert sockact.show("Result") == "success"
+    assert with_message_id(sockact_records(sockact.journal()), "stop")
+
+
+# -- the drop-in cookbook, docs/drop-ins.md
+
+
+@pytest.fixture(scope="module")
+def recipes() -> dict[str, str]:
+    return cookbook()
+
+
+def install_recipe(sockact: Deployment, recipes: dict[str, str], path: str, **ports: int) -> str:
+    """Write a recipe's file inside, its documented ports replaced by free ones."""
+    text = recipes[path]
+    for documented, port in ports.items():
+        text = text.replace(f"127.0.0.1:{documented.removeprefix('port')}", f"127.0.0.1:{port}")
+    sockact.write(path, text)
+    return text
+
+
+def test_cookbook_lists_every_recipe(recipes: dict[str, str]):
+    assert set(recipes) == {
+        "/etc/systemd/system/sockact.socket.d/listen.conf",
+        "/etc/systemd/system/sockact.service.d/workers.conf",
+        "/etc/systemd/system/sockact.service.d/watchdog.conf",
+        "/etc/systemd/system/sockact.service.d/private-network.conf",
+        "/etc/sockact/blog.toml",
+        "/etc/systemd/system/sockact@blog.socket.d/listen.conf",
+    }
+
+
+def test_recipe_listen_on_another_port_and_a_unix_socket(sockact: Deployment, recipes: dict[str, str]):
+    port = free_port()
+    install_recipe(sockact, recipes, "/etc/systemd/system/sockact.socket.d/listen.conf", port9000=port)
+    sockact.start()
+    assert http_get(port, "/").status == 200
+    with pytest.raises(ConnectionRefusedError):
+        http_get(sockact.port, "/")  # the empty ListenStream= dropped the earlier address
+    over_unix = sockact.c.run(["curl", "-sS", "--max-time", "10", "--unix-socket", "/run/sockact/sockact.sock",
+                               "http://localhost/"]).stdout
+    assert "Served by sockact" in over_unix
+
+
+def test_recipe_more_workers(sockact: Deployment, recipes: dict[str, str]):
+    install_recipe(sockact, recipes, "/etc/systemd/system/sockact.service.d/workers.conf")
+    sockact.start()
+    sockact.get("/")
+    wait_for(lambda: sockact.show("StatusText").startswith("8 workers"), 10, what="8 workers in STATUS=")
+    children = sockact.c.run(["pgrep", "-c", "-P", str(sockact.main_pid())]).stdout.strip()
+    assert children == "8"
+
+
+def test_recipe_watchdog(sockact: Deployment, recipes: dict[str, str]):
+    install_recipe(sockact, recipes, "/etc/systemd/system/sockact.service.d/watchdog.conf")
+    sockact.start()
+    assert sockact.get("/").status == 200
+    assert sockact.show("WatchdogUSec") == "1min"
+    assert sockact.show("SubState") == "running"
+
+
+def test_recipe_private_network(sockact: Deployment, recipes: dict[str, str]):
+    path = "/etc/systemd/system/sockact.service.d/private-network.conf"
+    assert recipes[path] == f"# {path}\n" + (REPO / "packaging/systemd/examples/private-network.conf").read_text(), \
+        "the cookbook and the shipped example differ"
+    with socket.create_server(("127.0.0.1", 0)) as outside:
+        probe = f"/net?port={outside.getsockname()[1]}"
+        serve_test_app(sockact)
+        assert sockact.get(probe).text == "connected"  # without the drop-in the app reaches the host
+        sockact.c.systemctl("stop", "sockact.service")
+        install_recipe(sockact, recipes, path)
+        sockact.daemon_reload()
+        response = sockact.get(probe)  # served through the socket passed in from the host's network
+    assert response.status == 200 and response.text.startswith("no network"), response.text
+    assert sockact.show("PrivateNetwork") == "yes"
+
+
+def test_recipe_second_app_as_template_instance(sockact: Deployment, recipes: dict[str, str]):
+    # the blog in its own virtualenv, built with the system's Python as the recipe says
+    venv = "/srv/blog/.venv"
+    sockact.c.run(["python3", "-m", "venv", "--without-pip", venv])
+    sockact.track("/srv/blog")
+    site = sockact.c.run([f"{venv}/bin/python", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"])
+    sockact.write(f"{site.stdout.strip()}/blog/__init__.py", "")
+    sockact.write(f"{site.stdout.strip()}/blog/wsgi.py", BLOG_APP)
+    install_recipe(sockact, recipes, "/etc/sockact/blog.toml")
+    # by default the instance listens on /run/sockact/blog.sock
+    sockact.start("sockact@blog.socket")
+    over_unix = sockact.c.run(["curl", "-sS", "--max-time", "10", "--unix-socket", "/run/sockact/blog.sock",
+                               "http://localhost/"]).stdout
+    assert over_unix == "the blog"
+    sockact.c.systemctl("stop", "sockact@blog.service", "sockact@blog.socket")
+    port = free_port()
+    install_recipe(sockact, recipes, "/etc/systemd/system/sockact@blog.socket.d/listen.conf", port8081=port)
+    sockact.daemon_reload()
+    sockact.c.systemctl("enable", "--now", "sockact@blog.socket")
+    sockact.track("/etc/systemd/system/sockets.target.wants/sockact@blog.socket")
+    assert http_get(port, "/").text == "the blog"
+    assert sockact.show("SubState", "sockact@blog.service") == "running"
+    assert sockact.show("ActiveState", "sockact.service") == "inactive", "instances are independent"
+    assert sockact_records(sockact.journal("sockact@blog.service"))
+
+
+BLOG_APP = '''
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "8")])
+    return [b"the blog"]
+'''

@@ -37,11 +37,13 @@ DRAIN_LIMIT = 64 * 1024
 RECV_SIZE = 64 * 1024
 
 # Before closing a connection whose client may still be sending (an error answered
-# before its body was read), read and drop what arrives for this long, at most this
-# much, so the kernel does not reset the connection before the client reads the
-# answer. nginx calls this lingering close (lingering_time 30 s; ours is short, since
-# it holds a worker).
+# before its body was read), read and drop what arrives, so the kernel does not reset
+# the connection before the client reads the answer. nginx calls this lingering close
+# (lingering_time 30 s, lingering_timeout 5 s); Apache waits 2 s per read. Ours are
+# short, since a worker waits: at most this long in all, this long for each read
+# (a client that has stopped sending is not waited for), and this many bytes.
 LINGER_SECONDS = 1.0
+LINGER_IDLE = 0.2
 LINGER_BYTES = 256 * 1024
 
 # A response body the app returns in one piece is sent with its head in one

@@ -324,9 +324,11 @@ class _Conn:
         if start is not None and start.headers_sent:
             return False  # the client sees a response cut short, which is the truth
         self.status = status
+        unread = self.engine.unread_body != 0 or self.engine.buffered
         try:
             self.wire.send(self.engine.error_response(status, http_date()))
-            self.wire.linger()
+            if unread:
+                self.wire.linger()
         except ClientGone:
             pass
         return False

@@ -17,7 +17,7 @@ import socket
 import struct
 import time
 
-from .limits import LINGER_BYTES, LINGER_SECONDS, RECV_SIZE
+from .limits import LINGER_BYTES, LINGER_IDLE, LINGER_SECONDS, RECV_SIZE
 
 _POLLIN = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
 _POLLOUT = select.POLLOUT | select.POLLERR | select.POLLHUP
@@ -125,7 +125,7 @@ class Wire:
             deadline = time.monotonic() + LINGER_SECONDS
             dropped = 0
             while dropped < LINGER_BYTES:
-                data = self.recv(deadline - time.monotonic())
+                data = self.recv(min(LINGER_IDLE, deadline - time.monotonic()))
                 if not data:
                     return
                 dropped += len(data)

@@ -1,0 +1,343 @@
+"""serve_connection over real sockets (a socketpair and TCP loopback), with raw client bytes."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from sockact.http import Limits, Outcome, Site, serve_connection
+
+Response = tuple[int, dict[str, str], bytes]
+
+
+def parse_responses(data: bytes) -> list[Response]:
+    """Split raw bytes into (status, fields, body) by Content-Length, chunked, or to the end."""
+    out = []
+    while data:
+        head, _, data = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        fields = {k.lower(): v for k, _, v in (line.partition(": ") for line in lines[1:])}
+        if status < 200:
+            continue
+        if "content-length" in fields:
+            n = int(fields["content-length"])
+            body, data = data[:n], data[n:]
+        elif fields.get("transfer-encoding") == "chunked":
+            body = b""
+            while True:
+                size, _, data = data.partition(b"\r\n")
+                n = int(size, 16)
+                body, data = body + data[:n], data[n + 2 :]
+                if not n:
+                    break
+        else:
+            body, data = data, b""
+        out.append((status, fields, body))
+    return out
+
+
+@pytest.fixture(params=["socketpair", "tcp"])
+def pair(request: pytest.FixtureRequest) -> Iterator[tuple[socket.socket, socket.socket, Any]]:
+    """(server side, client side, peer) of a connected stream socket."""
+    if request.param == "socketpair":
+        server, client = socket.socketpair()
+        peer: Any = None
+    else:
+        listener = socket.create_server(("127.0.0.1", 0))
+        client = socket.create_connection(listener.getsockname())
+        server, peer = listener.accept()
+        listener.close()
+    client.settimeout(5)
+    yield server, client, peer
+    server.close()
+    client.close()
+
+
+class Served:
+    """serve_connection running in a thread on the server side of ``pair``."""
+
+    def __init__(self, pair: tuple[socket.socket, socket.socket, Any], app: Callable[..., Any],
+                 **kwargs: Any) -> None:
+        self.server, self.client, peer = pair
+        limits = kwargs.pop("limits", Limits())
+        self.site = Site(app=app, limits=limits, header_timeout=kwargs.pop("header_timeout", 0.3),
+                         io_timeout=1.0, access_log=kwargs.pop("access_log", False), listener="test")
+        self.outcome: Outcome | None = None
+        self.thread = threading.Thread(target=self._run, args=(peer, kwargs), daemon=True)
+        self.thread.start()
+
+    def _run(self, peer: Any, kwargs: dict[str, Any]) -> None:
+        self.outcome = serve_connection(self.server, self.site, peer=peer, conn_id=7, **kwargs)
+
+    def finish(self) -> tuple[Outcome | None, bytes]:
+        """Wait for the outcome, then read everything the server sent."""
+        self.thread.join(5)
+        assert not self.thread.is_alive()
+        self.server.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := self.client.recv(65536):
+            data += chunk
+        return self.outcome, data
+
+
+def hello(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    body = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']} ".encode() + body]
+
+
+def test_keep_alive_request_parks(pair: Any) -> None:
+    pair[1].sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    outcome, data = Served(pair, hello).finish()
+    assert outcome is Outcome.PARK
+    [(status, fields, body)] = parse_responses(data)
+    assert (status, body) == (200, b"GET /a ")
+    assert fields["content-length"] == "7" and "connection" not in fields
+    assert fields["server"] == "sockact" and fields["date"].endswith(" GMT")
+
+
+def test_pipelined_requests_then_park(pair: Any) -> None:
+    pair[1].sendall(b"GET /1 HTTP/1.1\r\n\r\nPOST /2 HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi"
+                    b"POST /3 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nyo\r\n0\r\n\r\n")
+    outcome, data = Served(pair, hello).finish()
+    assert outcome is Outcome.PARK
+    assert [r[2] for r in parse_responses(data)] == [b"GET /1 ", b"POST /2 hi", b"POST /3 yo"]
+
+
+@pytest.mark.parametrize("request_head", [b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", b"GET / HTTP/1.0\r\n\r\n"])
+def test_close_requested(pair: Any, request_head: bytes) -> None:
+    pair[1].sendall(request_head)
+    outcome, data = Served(pair, hello).finish()
+    assert outcome is Outcome.CLOSE
+    assert parse_responses(data)[0][1]["connection"] == "close"
+
+
+def test_partial_next_request_is_read_not_parked(pair: Any) -> None:
+    pair[1].sendall(b"GET /1 HTTP/1.1\r\n\r\nGET /2 HT")
+    served = Served(pair, hello)
+    time.sleep(0.1)
+    pair[1].sendall(b"TP/1.1\r\n\r\n")
+    outcome, data = served.finish()
+    assert outcome is Outcome.PARK
+    assert [r[2] for r in parse_responses(data)] == [b"GET /1 ", b"GET /2 "]
+
+
+def test_pending_bytes_are_served_first(pair: Any) -> None:
+    outcome, data = Served(pair, hello, pending=b"GET /pending HTTP/1.1\r\n\r\n").finish()
+    assert outcome is Outcome.PARK
+    assert parse_responses(data)[0][2] == b"GET /pending "
+
+
+def test_header_timeout_silent_without_bytes(pair: Any) -> None:
+    started = time.monotonic()
+    outcome, data = Served(pair, hello).finish()
+    assert outcome is Outcome.CLOSE and data == b""
+    assert 0.25 < time.monotonic() - started < 2
+
+
+def test_header_timeout_is_a_deadline_408(pair: Any) -> None:
+    served = Served(pair, hello)
+    for byte in b"GET / HTTP/1.1\r\n":  # trickling bytes does not extend the deadline
+        pair[1].sendall(bytes([byte]))
+        time.sleep(0.03)
+    outcome, data = served.finish()
+    assert outcome is Outcome.CLOSE
+    assert parse_responses(data)[0][0] == 408
+
+
+def test_garbage_gets_400_and_close(pair: Any) -> None:
+    pair[1].sendall(b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n")
+    outcome, data = Served(pair, hello).finish()
+    assert outcome is Outcome.CLOSE
+    status, fields, _ = parse_responses(data)[0]
+    assert status == 400 and fields["connection"] == "close"
+
+
+def test_body_over_limit_is_413_before_reading(pair: Any) -> None:
+    pair[1].sendall(b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n")
+    outcome, data = Served(pair, hello, limits=Limits(body=10)).finish()
+    assert outcome is Outcome.CLOSE
+    assert parse_responses(data)[0][0] == 413
+
+
+def test_chunked_body_over_limit_is_413_while_reading(pair: Any) -> None:
+    pair[1].sendall(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n8\r\n12345678\r\n0\r\n\r\n")
+    outcome, data = Served(pair, hello, limits=Limits(body=10)).finish()
+    assert outcome is Outcome.CLOSE
+    assert parse_responses(data)[0][0] == 413
+
+
+def test_100_continue_sent_when_the_app_reads(pair: Any) -> None:
+    client = pair[1]
+    client.sendall(b"POST /up HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+    served = Served(pair, hello)
+    assert client.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    client.sendall(b"data")
+    outcome, data = served.finish()
+    assert outcome is Outcome.PARK
+    assert parse_responses(data)[0][2] == b"POST /up data"
+
+
+def test_no_100_continue_when_the_app_does_not_read(pair: Any) -> None:
+    def ignores_body(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        start_response("403 Forbidden", [])
+        return [b"no"]
+
+    pair[1].sendall(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+    outcome, data = Served(pair, ignores_body).finish()
+    assert outcome is Outcome.CLOSE
+    assert not data.startswith(b"HTTP/1.1 100")
+    status, fields, body = parse_responses(data)[0]
+    assert (status, fields["connection"], body) == (403, "close", b"no")
+
+
+def test_small_unread_body_is_drained_and_parks(pair: Any) -> None:
+    def ignores_body(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    pair[1].sendall(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /next HTTP/1.1\r\n\r\n")
+    outcome, data = Served(pair, ignores_body).finish()
+    assert outcome is Outcome.PARK
+    assert len(parse_responses(data)) == 2
+
+
+def test_file_wrapper_uses_sendfile(pair: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "blob"
+    path.write_bytes(os.urandom(300_000))
+    calls = []
+    real = os.sendfile
+
+    def counting(*args: Any) -> int:
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(os, "sendfile", counting)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        f = open(path, "rb")  # noqa: SIM115 -- the wrapper's close() closes it
+        f.seek(1000)
+        return environ["wsgi.file_wrapper"](f)
+
+    pair[1].sendall(b"GET / HTTP/1.1\r\n\r\n")
+    served = Served(pair, app)
+    data = b""
+    while len(data) < 299_000:  # read while it is sent: the file is larger than the socket buffers
+        data += pair[1].recv(65536)
+    outcome, rest = served.finish()
+    assert outcome is Outcome.PARK and calls
+    [(_, fields, body)] = parse_responses(data + rest)
+    assert fields["content-length"] == "299000"
+    assert body == path.read_bytes()[1000:]
+
+
+def test_file_wrapper_without_a_file_iterates(pair: Any) -> None:
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        start_response("200 OK", [])
+        return environ["wsgi.file_wrapper"](io.BytesIO(b"x" * 20000), 4096)
+
+    pair[1].sendall(b"GET / HTTP/1.1\r\n\r\n")
+    _, data = Served(pair, app).finish()
+    [(_, fields, body)] = parse_responses(data)
+    assert fields["transfer-encoding"] == "chunked" and body == b"x" * 20000
+
+
+def test_app_error_before_headers_is_500(pair: Any, caplog: pytest.LogCaptureFixture) -> None:
+    def broken(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        raise RuntimeError("boom")
+
+    pair[1].sendall(b"GET / HTTP/1.1\r\n\r\n")
+    outcome, data = Served(pair, broken).finish()
+    assert outcome is Outcome.CLOSE
+    assert parse_responses(data)[0][0] == 500
+    assert any(r.name == "sockact.http" and r.exc_info for r in caplog.records)
+
+
+def test_app_error_after_headers_closes(pair: Any) -> None:
+    def broken(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
+        start_response("200 OK", [])
+        yield b"partial"
+        raise RuntimeError("boom")
+
+    pair[1].sendall(b"GET / HTTP/1.1\r\n\r\n")
+    outcome, data = Served(pair, broken).finish()
+    assert outcome is Outcome.CLOSE
+    assert data.startswith(b"HTTP/1.1 200 OK") and data.endswith(b"7\r\npartial\r\n")  # no last chunk
+
+
+def test_invalid_response_header_is_500(pair: Any) -> None:
+    def bad(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        start_response("200 OK", [("X-Bad", "a\r\nInjected: 1")])
+        return [b"x"]
+
+    pair[1].sendall(b"GET / HTTP/1.1\r\n\r\n")
+    outcome, data = Served(pair, bad).finish()
+    assert outcome is Outcome.CLOSE
+    assert parse_responses(data)[0][0] == 500 and b"Injected" not in data
+
+
+def test_stopping_closes_after_the_response(pair: Any) -> None:
+    pair[1].sendall(b"GET / HTTP/1.1\r\n\r\n")
+    outcome, data = Served(pair, hello, stopping=lambda: True).finish()
+    assert outcome is Outcome.CLOSE
+    assert parse_responses(data)[0][1]["connection"] == "close"
+
+
+def test_progress_and_access_log(pair: Any, caplog: pytest.LogCaptureFixture) -> None:
+    ticks = []
+    caplog.set_level(logging.INFO, logger="sockact.access")
+    pair[1].sendall(b"GET /p?q=1 HTTP/1.1\r\n\r\n")
+    Served(pair, hello, access_log=True, progress=lambda: ticks.append(1)).finish()
+    assert len(ticks) == 2
+    [record] = [r for r in caplog.records if r.name == "sockact.access"]
+    assert record.getMessage().startswith("GET /p?q=1 200 7B ")
+    fields = {k: getattr(record, k) for k in ("SOCKACT_CONN_ID", "HTTP_METHOD", "HTTP_PATH", "HTTP_STATUS",
+                                               "BYTES_SENT", "SOCKACT_LISTENER")}
+    assert fields == {"SOCKACT_CONN_ID": 7, "HTTP_METHOD": "GET", "HTTP_PATH": "/p?q=1", "HTTP_STATUS": 200,
+                      "BYTES_SENT": 7, "SOCKACT_LISTENER": "test"}
+    assert record.DURATION_US >= 0 and isinstance(record.REMOTE_ADDR, str)
+
+
+def test_environ_addresses(pair: Any) -> None:
+    seen = {}
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        seen.update(environ)
+        start_response("200 OK", [])
+        return []
+
+    pair[1].sendall(b"GET / HTTP/1.1\r\nHost: example.com:8080\r\n\r\nGET / HTTP/1.0\r\n\r\n")
+    Served(pair, app, environ_extra={"sockact.conn_id": 7}).finish()
+    assert seen["sockact.conn_id"] == 7
+    assert seen["SERVER_PROTOCOL"] == "HTTP/1.0"  # the second request, without Host
+    if pair[2] is None:
+        assert seen["REMOTE_ADDR"] == "" and "REMOTE_PORT" not in seen
+        assert seen["SERVER_PORT"] == ""
+    else:
+        assert (seen["REMOTE_ADDR"], seen["REMOTE_PORT"]) == ("127.0.0.1", str(pair[2][1]))
+        assert (seen["SERVER_NAME"], seen["SERVER_PORT"]) == ("127.0.0.1", str(pair[0].getsockname()[1]))
+
+
+def test_client_reset_returns_close(pair: Any) -> None:
+    def slow(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
+        start_response("200 OK", [])
+        for _ in range(200):
+            yield b"x" * 65536
+
+    pair[1].sendall(b"GET / HTTP/1.1\r\n\r\n")
+    served = Served(pair, slow)
+    pair[1].recv(1000)
+    pair[1].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+    pair[1].close()
+    served.thread.join(5)
+    assert served.outcome is Outcome.CLOSE

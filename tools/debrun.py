@@ -91,7 +91,8 @@ def listen_port(listen: str) -> int:
 
 def start_on_host(deb: Path) -> None:
     say("PID 1 is systemd: installing the package on this machine.")
-    subprocess.run(["apt-get", "install", "-y", f"./{deb.relative_to(REPO)}"], cwd=REPO, check=True,
+    # --reinstall: a rebuild of the installed version replaces it too (and restarts the service)
+    subprocess.run(["apt-get", "install", "-y", "--reinstall", f"./{deb.relative_to(REPO)}"], cwd=REPO, check=True,
                    env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     subprocess.run(["systemctl", "start", "sockact.socket"], check=True)
     listen = subprocess.run(["systemctl", "show", "-P", "Listen", "sockact.socket"], check=True,

@@ -112,6 +112,10 @@ def start_on_host(deb: Path) -> None:
 def start_in_container(deb: Path) -> None:
     pid1 = Path("/proc/1/comm").read_text().strip()
     say(f"PID 1 here is {pid1!r}, not systemd: booting a throwaway Debian 12 container with systemd-nspawn.")
+    if not (shutil.which("systemd-nspawn") and shutil.which("debootstrap")):
+        say("Installing systemd-container and debootstrap with apt...")
+        subprocess.run("apt-get update -qq && apt-get install -y -qq systemd-container debootstrap >/dev/null",
+                       shell=True, check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     why = nspawn.missing_prerequisite()
     if why:
         raise SystemExit(f"debrun: {why}")

@@ -13,8 +13,9 @@ APT_TEST_DEPS := python3-httptools python3-systemd python3-venv libsystemd-dev p
 
 # Build the .deb, install it under systemd, start sockact.socket and show the first response. Where PID 1
 # is not systemd, all that happens in a throwaway Debian 12 container: run-shell enters it, run-stop
-# powers it off. Debian's python3 runs the tool: it is the interpreter the package targets.
-run: apt-deps
+# powers it off. Debian's python3 runs the tool: it is the interpreter the package targets. The tool
+# installs with apt what it needs (build dependencies; systemd-container and debootstrap), nothing more.
+run:
 	/usr/bin/python3 tools/debrun.py start
 
 run-shell:

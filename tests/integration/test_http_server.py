@@ -187,11 +187,12 @@ def test_100_continue_sent_when_the_app_reads(pair: Any) -> None:
     assert parse_responses(data)[0][2] == b"POST /up data"
 
 
-def test_no_100_continue_when_the_app_does_not_read(pair: Any) -> None:
-    def ignores_body(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        start_response("403 Forbidden", [])
-        return [b"no"]
+def ignores_body(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    start_response("403 Forbidden", [])
+    return [b"no"]
 
+
+def test_no_100_continue_when_the_app_does_not_read(pair: Any) -> None:
     pair[1].sendall(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
     outcome, data = Served(pair, ignores_body).finish()
     assert outcome is Outcome.CLOSE
@@ -201,10 +202,6 @@ def test_no_100_continue_when_the_app_does_not_read(pair: Any) -> None:
 
 
 def test_small_unread_body_is_drained_and_parks(pair: Any) -> None:
-    def ignores_body(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        start_response("200 OK", [])
-        return [b"ok"]
-
     pair[1].sendall(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /next HTTP/1.1\r\n\r\n")
     outcome, data = Served(pair, ignores_body).finish()
     assert outcome is Outcome.PARK

@@ -151,6 +151,17 @@ def test_verify(container: Container):
     assert instances.returncode == 0, instances.stdout + instances.stderr
 
 
+def test_catalog_is_accepted(container: Container):
+    """journalctl compiles the installed catalog without complaint and knows every event."""
+    from sockact.journal import EVENTS
+
+    result = container.run(["journalctl", "--update-catalog"])
+    assert not result.stderr.strip(), result.stderr
+    listed = container.run(["journalctl", "--list-catalog"]).stdout
+    for event in EVENTS.values():
+        assert f"{event.message_id} sockact: {event.subject}" in listed
+
+
 def test_verify_catches_a_broken_unit(container: Container):
     container.write("/srv/sockact-tests/broken.service", "[Service]\nType=notify\nExecStart=/usr/bin/nonexistent\n")
     try:

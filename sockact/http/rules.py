@@ -176,6 +176,8 @@ class FieldRules:
 
     def keep_alive(self, version: str) -> bool:
         """RFC 9112 9.3: 1.1 persists unless 'close'; 1.0 only with 'keep-alive'."""
+        if not self.connection:
+            return version == "1.1"
         tokens = _tokens(self.connection)
         if b"close" in tokens:
             return False
@@ -183,7 +185,7 @@ class FieldRules:
 
     def expects_continue(self, version: str) -> bool:
         """RFC 9110 10.1.1: only an HTTP/1.1 client waits for 100 Continue."""
-        return version == "1.1" and b"100-continue" in _tokens(self.expect)
+        return bool(self.expect) and version == "1.1" and b"100-continue" in _tokens(self.expect)
 
 
 def _tokens(values: list[bytes]) -> set[bytes]:

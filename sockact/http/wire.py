@@ -71,7 +71,7 @@ class Wire:
     def send(self, *parts: bytes) -> None:
         """Send all of ``parts``; with several, in one sendmsg() where the kernel takes them."""
         sock = self.sock
-        buffers: list[bytes | memoryview] = list(parts)
+        buffers: list[bytes | memoryview] = [part for part in parts if part]
         try:
             while buffers:
                 try:

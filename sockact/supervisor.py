@@ -17,6 +17,7 @@ import errno
 import logging
 import os
 import random
+import select
 import selectors
 import signal
 import socket
@@ -54,7 +55,7 @@ class Conn:
     """A client connection while the supervisor holds it (accepted, queued or parked)."""
 
     id: int
-    sock: socket.socket
+    fd: int  # a raw fd, not a socket object: wrapping one costs a getsockname() per connection
     listener: int
     family: int
     peer: tuple[str, int] | None
@@ -176,7 +177,7 @@ class Supervisor:
         self._set_accepting(False)
         self._close_parked(serve_readable=False)
         for conn in self.dispatcher.take_queued():
-            conn.sock.close()
+            os.close(conn.fd)
         for w in self.workers.values():
             w.signal(signal.SIGQUIT)
 
@@ -273,39 +274,39 @@ class Supervisor:
             w.chan.close()
         for table in self.parked:
             for conn in table.values():
-                conn.sock.close()
+                os.close(conn.fd)
         for conn in self.dispatcher.take_queued():
-            conn.sock.close()
+            os.close(conn.fd)
 
     def _retire(self, w: WorkerProcess) -> None:
         self.dispatcher.worker_gone(w.pid)
         w.retire()
 
     def _on_channel(self, w: WorkerProcess) -> None:
-        while True:
-            try:
-                msg = w.receiver.recv()
-            except BlockingIOError:
-                return
-            except HandoffError as exc:
-                log.error("worker %d sent a bad message (%s); killing it", w.pid, exc)
-                w.signal(signal.SIGKILL)
-                return
-            except OSError:
-                msg = None
-            if msg is None:  # the worker is exiting; SIGCHLD will reap it
-                self._unregister(w.chan)
-                self.dispatcher.worker_gone(w.pid)
-                return
-            if msg.kind == handoff.READY:
-                self._worker_ready(w)
-            elif msg.kind in (handoff.PARK, handoff.DONE):
-                self.requests += msg.requests
-                w.requests += msg.requests
-                if msg.kind == handoff.PARK:
-                    sock = socket.socket(msg.family, socket.SOCK_STREAM, 0, fileno=msg.fd)
-                    self._park(Conn(msg.conn_id, sock, msg.listener, msg.family, msg.peer, msg.hops))
-                self._worker_idle(w)
+        # One message per wakeup: the selector is level-triggered, so another pending message wakes
+        # us again, and the common case (one reply) saves a recvmsg() that would fail with EAGAIN.
+        try:
+            msg = w.receiver.recv()
+        except BlockingIOError:
+            return
+        except HandoffError as exc:
+            log.error("worker %d sent a bad message (%s); killing it", w.pid, exc)
+            w.signal(signal.SIGKILL)
+            return
+        except OSError:
+            msg = None
+        if msg is None:  # the worker is exiting; SIGCHLD will reap it
+            self._unregister(w.chan)
+            self.dispatcher.worker_gone(w.pid)
+            return
+        if msg.kind == handoff.READY:
+            self._worker_ready(w)
+        elif msg.kind in (handoff.PARK, handoff.DONE):
+            self.requests += msg.requests
+            w.requests += msg.requests
+            if msg.kind == handoff.PARK:
+                self._park(Conn(msg.conn_id, msg.fd, msg.listener, msg.family, msg.peer, msg.hops))
+            self._worker_idle(w)
 
     def _worker_ready(self, w: WorkerProcess) -> None:
         if w.state == RETIRING:
@@ -416,7 +417,8 @@ class Supervisor:
         lsock = self.listeners[index].sock
         while self.dispatcher.accepting:
             try:
-                sock, addr = lsock.accept()
+                # _accept() is accept4(SOCK_CLOEXEC) without wrapping the fd in a socket object.
+                fd, addr = lsock._accept()
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -425,8 +427,9 @@ class Supervisor:
                     self._set_accepting(False)  # the next tick accepts again
                     return
                 continue  # ECONNABORTED and friends: that client is gone, take the next one
-            peer = (addr[0], addr[1]) if sock.family != socket.AF_UNIX else None
-            conn = Conn(self._next_conn_id, sock, index, sock.family, peer)
+            family = lsock.family
+            peer = (addr[0], addr[1]) if family != socket.AF_UNIX else None
+            conn = Conn(self._next_conn_id, fd, index, family, peer)
             self._next_conn_id += 1
             self._route(conn)
         self._set_accepting(False)  # the queue is full: let the kernel backlog hold clients
@@ -440,7 +443,7 @@ class Supervisor:
         w = self.workers[pid]
         conn.hops += 1
         msg = handoff.Message(handoff.CONN, conn.id, conn.listener, conn.family, conn.peer, conn.hops,
-                              data=conn.data, fd=conn.sock.fileno())
+                              data=conn.data, fd=conn.fd)
         try:
             handoff.send(w.chan, msg)
         except OSError as exc:
@@ -450,33 +453,32 @@ class Supervisor:
             conn.hops -= 1
             self._route(conn)
             return
-        conn.sock.close()  # the worker owns it now
+        os.close(conn.fd)  # the worker owns it now
 
     def _park(self, conn: Conn) -> None:
         if self.stopping:
-            conn.sock.close()
+            os.close(conn.fd)
             return
         conn.idle_since = time.monotonic()
         self.parked[conn.listener][conn.id] = conn
-        self._register(conn.sock, self._on_parked, conn)
+        self._register(conn.fd, self._on_parked, conn)
 
     def _on_parked(self, conn: Conn) -> None:
-        self._unregister(conn.sock)
+        # Readable: a request, or the client hanging up. Either way a worker reads it; peeking
+        # here first would cost a syscall on every keep-alive request to save one on the last.
+        self._unregister(conn.fd)
         del self.parked[conn.listener][conn.id]
-        if _peek(conn.sock) is _CLOSED:
-            conn.sock.close()  # no need to wake a worker just to read EOF
-            return
         self._route(conn)
 
     def _close_parked(self, serve_readable: bool) -> None:
         for table in self.parked:
             for conn in list(table.values()):
-                self._unregister(conn.sock)
+                self._unregister(conn.fd)
                 del table[conn.id]
-                if serve_readable and _peek(conn.sock) is _DATA:
-                    self._route(conn)  # a request is already on its way: serve it, then close
+                if serve_readable and _readable(conn.fd):
+                    self._route(conn)  # a request may be on its way: serve it, then close
                 else:
-                    conn.sock.close()
+                    os.close(conn.fd)
 
     def _retire_idle_when_drained(self) -> None:
         if self.stopping != "graceful" or self.dispatcher.queued:
@@ -533,8 +535,8 @@ class Supervisor:
                 if conn.idle_since > limit:
                     break
                 del table[conn.id]
-                self._unregister(conn.sock)
-                conn.sock.close()
+                self._unregister(conn.fd)
+                os.close(conn.fd)
 
     def _check_timeouts(self, now: float) -> bool:
         """Abort workers stuck past --timeout; True when no busy worker is overdue."""
@@ -566,11 +568,11 @@ class Supervisor:
 
     # ------------------------------------------------------------------ plumbing
 
-    def _register(self, sock: socket.socket, handler: Callable[[Any], None], arg: Any) -> None:
+    def _register(self, sock: socket.socket | int, handler: Callable[[Any], None], arg: Any) -> None:
         assert self._selector is not None
         self._selector.register(sock, selectors.EVENT_READ, (handler, arg))
 
-    def _unregister(self, sock: socket.socket) -> None:
+    def _unregister(self, sock: socket.socket | int) -> None:
         assert self._selector is not None
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(sock)
@@ -578,7 +580,7 @@ class Supervisor:
     def _close_all(self) -> None:
         self._close_parked(serve_readable=False)
         for conn in self.dispatcher.take_queued():
-            conn.sock.close()
+            os.close(conn.fd)
         for w in self.workers.values():
             w.signal(signal.SIGKILL)
             w.chan.close()
@@ -594,17 +596,11 @@ class Supervisor:
             self._scoreboard.close()
 
 
-_DATA, _CLOSED, _NOTHING = "data", "closed", "nothing"
-
-
-def _peek(sock: socket.socket) -> str:
-    """Whether a parked client has sent a request, hung up, or neither; consumes nothing."""
-    try:
-        return _DATA if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) else _CLOSED
-    except BlockingIOError:
-        return _NOTHING
-    except OSError:
-        return _CLOSED
+def _readable(fd: int) -> bool:
+    """Whether a parked connection has something to read (a request, or end-of-file)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _wake_only(signum: int, frame: object) -> None:

@@ -134,6 +134,16 @@ class Server:
     def workers(self) -> list[int]:
         return children(self.pid)
 
+    def wait_workers(self, count: int, timeout: float = 10.0, without: int | None = None) -> list[int]:
+        """Wait until exactly ``count`` workers run (none of them ``without``); returns their pids."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            workers = self.workers()
+            if len(workers) == count and without not in workers:
+                return workers
+            time.sleep(0.05)
+        raise AssertionError(f"expected {count} workers, have {self.workers()}:\n{self.output()}")
+
     def get_json(self, path: str) -> dict:
         status, _, body = http_get(self.port, path, unix=self.unix)
         assert status == 200, body

@@ -111,13 +111,7 @@ def test_killed_worker_is_replaced(start_sockact):
     server = start_sockact("testapps:pid", "--workers", "2", workers=2)
     victim = server.workers()[0]
     os.kill(victim, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        workers = server.workers()
-        if victim not in workers and len(workers) == 2:
-            break
-        time.sleep(0.05)
-    assert victim not in server.workers() and len(server.workers()) == 2
+    server.wait_workers(2, without=victim)
     for _ in range(10):
         assert http_get(server.port, "/")[0] == 200
 
@@ -192,19 +186,12 @@ def test_hup_serves_new_code_without_a_failed_request(start_sockact, tmp_path):
 
 def test_ttin_and_ttou_change_the_worker_count(start_sockact):
     server = start_sockact("testapps:pid", "--workers", "2", workers=2)
-
-    def wait_for(n):
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and len(server.workers()) != n:
-            time.sleep(0.05)
-        assert len(server.workers()) == n
-
     server.send(signal.SIGTTIN)
-    wait_for(3)
+    server.wait_workers(3)
     server.send(signal.SIGTTOU)
-    wait_for(2)  # one at a time: the kernel merges a signal that is already pending
+    server.wait_workers(2)  # one at a time: the kernel merges a signal that is already pending
     server.send(signal.SIGTTOU)
-    wait_for(1)
+    server.wait_workers(1)
     assert http_get(server.port, "/")[0] == 200
 
 
@@ -234,7 +221,7 @@ def test_stuck_worker_is_killed_and_others_serve(start_sockact):
     while "stuck" not in server.output() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert "GET /hang" in server.output()
-    assert len(server.workers()) == 2
+    server.wait_workers(2)
     assert http_get(server.port, "/")[0] == 200
 
 

@@ -95,7 +95,11 @@ def _split_target(target: bytes) -> tuple[bytes, bytes]:
         path, _, query = target.partition(b"?")
         return path, query.partition(b"#")[0]
     if b"://" in target:
-        url = httptools.parse_url(target)
+        try:
+            url = httptools.parse_url(target)
+        except httptools.HttpParserError:
+            # The request parser checks targets less strictly than parse_url ("http://a:b/").
+            raise ProtocolError(400, "invalid absolute-form target") from None
         return url.path or b"/", url.query or b""
     return b"", b""  # '*' or an authority: no path
 

@@ -118,6 +118,10 @@ def serve_connection(sock: socket.socket, site: Site, *, peer: tuple[Any, ...] |
     except ClientGone as exc:
         log.debug("conn %d: client gone: %s", conn_id, exc)
         return Outcome.CLOSE
+    except Exception:
+        # A bug of sockact's own: the worker lives on, this connection does not.
+        log.exception("conn %d: internal error", conn_id)
+        return Outcome.CLOSE
 
 
 class _Conn:

@@ -256,7 +256,7 @@ def check_response(status: Any, headers: Any) -> tuple[str, list[tuple[str, str]
     "Connection: close" is honoured (sockact writes its own Connection field); every
     other hop-by-hop field is an error, since sockact owns the framing.
     """
-    if (not isinstance(status, str) or len(status) < 5 or status[3] != " " or not status[:3].isdigit()
+    if (not isinstance(status, str) or len(status) < 4 or status[3] != " " or not status[:3].isdigit()
             or int(status[:3]) < 100 or _bad_value(status)):
         raise InvalidResponse(f"invalid status {status!r}: expected a str like '200 OK'")
     if not isinstance(headers, list):

@@ -338,3 +338,21 @@ def test_client_reset_returns_close(pair: Any) -> None:
     pair[1].close()
     served.thread.join(5)
     assert served.outcome is Outcome.CLOSE
+
+
+def test_validated_app_with_write_over_the_wire(pair: Any) -> None:
+    from wsgiref.validate import validator
+
+    @validator
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"<" + environ["wsgi.input"].read(100) + b">")
+        yield b"!"
+
+    pair[1].sendall(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+                    b"HEAD / HTTP/1.1\r\n\r\n")
+    outcome, data = Served(pair, app).finish()
+    assert outcome is Outcome.PARK
+    first, rest = data.split(b"\r\n0\r\n\r\n", 1)
+    assert first.endswith(b"5\r\n<abc>\r\n1\r\n!")  # chunked: write() and the iterable, each sent at once
+    assert rest.startswith(b"HTTP/1.1 200 OK\r\n") and rest.endswith(b"\r\n\r\n")  # HEAD: no body

@@ -143,6 +143,8 @@ SMUGGLING = {
     "target_non_ascii": b"GET /\xc3\xa0 HTTP/1.1\r\n\r\n",
     "target_tab": b"GET /a\tb HTTP/1.1\r\n\r\n",
     "target_relative": b"GET a/b HTTP/1.1\r\n\r\n",
+    "target_absolute_bad_port": b"GET http://a:b/ HTTP/1.1\r\n\r\n",
+    "target_absolute_no_host": b"GET http:// HTTP/1.1\r\n\r\n",
     "asterisk_not_options": b"GET * HTTP/1.1\r\n\r\n",
     "two_empty_lines_first": b"\r\n\r\nGET / HTTP/1.1\r\n\r\n",
     "unknown_method": b"FOO / HTTP/1.1\r\n\r\n",

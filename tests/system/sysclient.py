@@ -140,3 +140,31 @@ class Load:
                 self._record("ok", body=response.text)
             else:
                 self._record(f"http {response.status}", repr(response))
+
+
+class Background:
+    """One GET in a thread of its own: afterwards ``response`` or ``error``, and ``seconds`` taken."""
+
+    def __init__(self, port: int, path: str, *, timeout: float = 20.0) -> None:
+        self.response: Response | None = None
+        self.error: OSError | None = None
+        self.seconds = 0.0
+        self._thread = threading.Thread(target=self._get, args=(port, path, timeout), daemon=True)
+        self._thread.start()
+
+    def _get(self, port: int, path: str, timeout: float) -> None:
+        began = time.monotonic()
+        try:
+            self.response = http_get(port, path, timeout=timeout)
+        except OSError as exc:
+            self.error = exc
+        self.seconds = time.monotonic() - began
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float = 30.0) -> Background:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the background request is still running"
+        return self

@@ -114,10 +114,11 @@ class Supervisor:
         return self.exit_code
 
     def _loop_once(self) -> None:
-        assert self._selector is not None
+        assert self._selector is not None and self._scoreboard is not None
         for key, _ in self._selector.select(max(0.0, self._next_tick - time.monotonic())):
             handler, arg = key.data
             handler(arg)
+        self._scoreboard.set_waiting(self.dispatcher.queued)
         now = time.monotonic()
         if now >= self._next_tick:
             self._tick(now)

@@ -1,7 +1,7 @@
 """The error tree. Each exception carries its outcome: an exit code or an HTTP status.
 
 Callers never map exception types to outcomes with isinstance chains; they read
-``exc.exit_code`` or ``exc.status``.
+``exc.exit_code`` (start-up errors) or ``exc.status`` (HTTP errors).
 """
 
 from __future__ import annotations
@@ -31,6 +31,21 @@ class ListenerError(SockactError):
 
 class AppLoadError(SockactError):
     exit_code = APP_LOAD_ERROR
+
+
+class ProtocolError(Exception):
+    """The client broke HTTP/1.1 or one of sockact's limits: answer ``status`` and close."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class InvalidResponse(ValueError):
+    """The application called start_response (or wrote) in a way PEP 3333 forbids: a 500."""
+
+    status = 500
 
 
 class HandoffError(Exception):

@@ -4,8 +4,8 @@ The public API, used by the worker loop:
 ``serve_connection(sock, site, ...) -> Outcome`` with ``Site``, ``Limits`` and ``Outcome``.
 """
 
+from ..errors import InvalidResponse, ProtocolError
 from .engine import Connection
-from .errors import InvalidResponse, ProtocolError
 from .limits import Limits
 from .server import Outcome, Site, serve_connection
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import ProtocolError
+from ..errors import ProtocolError
 from .limits import CHUNK_LINE_MAX, CHUNK_SIZE_DIGITS, Limits
 from .rules import FORBIDDEN_TRAILERS, is_hex, is_token
 

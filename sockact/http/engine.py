@@ -25,8 +25,8 @@ import http
 
 import httptools
 
+from ..errors import ProtocolError
 from .chunked import ChunkedFraming
-from .errors import ProtocolError
 from .limits import DRAIN_LIMIT, Limits
 from .rules import VERSIONS, FieldRules, check_head, check_partial_head, check_target, is_token
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import string
 
-from .errors import ProtocolError
+from ..errors import ProtocolError
 from .limits import Limits
 
 # RFC 9110 5.6.2: tchar. bytes.translate(None, _TCHAR) deletes them; anything left is not a token.

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
+from ..errors import InvalidResponse, ProtocolError
 from .engine import CONNECTION_CLOSED, DONE, NEED_DATA, Connection, Data, Request, has_body
-from .errors import InvalidResponse, ProtocolError
 from .limits import COALESCE_MAX, DRAIN_LIMIT, Limits
 from .wire import ClientGone, Wire
 from .wsgi import (

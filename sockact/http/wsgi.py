@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from ..errors import InvalidResponse
 from .engine import Request
-from .errors import InvalidResponse
 from .rules import is_token
 
 # RFC 9110 7.6.1 plus those wsgiref.util.is_hop_by_hop names: an application may not set them.

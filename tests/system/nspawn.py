@@ -200,6 +200,11 @@ class Container:
             subprocess.run(["umount", target], check=False, capture_output=True)
         self._mounted.clear()
 
+    @property
+    def nspawn_pid(self) -> int | None:
+        """The host pid of the systemd-nspawn process, while it runs."""
+        return self._proc.pid if self._proc is not None else None
+
     def __enter__(self) -> Container:
         return self.start()
 

@@ -65,8 +65,10 @@ def serve_test_app(sockact: Deployment, version: str = "v1", *, unit: str = "soc
 
 
 def sockact_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The records sockact sent through the journal API (not systemd's own, not raw stderr)."""
-    return [r for r in records if r.get("SYSLOG_IDENTIFIER") == "sockact" and r.get("_TRANSPORT") == "journal"]
+    """The records the service's processes sent through the journal API (not systemd's own about
+    the unit, which come from init.scope, nor raw stderr lines)."""
+    return [r for r in records
+            if r.get("_TRANSPORT") == "journal" and r.get("_SYSTEMD_UNIT", "").startswith("sockact")]
 
 
 def with_message_id(records: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
@@ -126,6 +128,7 @@ def test_journal_holds_structured_fields(sockact: Deployment):
     for record in records:
         for field in COMMON_FIELDS:
             assert field in record, f"{field} missing from {record}"
+        assert record["SYSLOG_IDENTIFIER"] == "sockact"
     # with stderr connected to the journal, nothing falls back to plain stderr lines
     plain = [r for r in sockact.journal() if r.get("_TRANSPORT") == "stdout"]
     assert not plain, messages(plain)

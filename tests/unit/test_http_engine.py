@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from sockact.errors import ProtocolError
 from sockact.http.engine import CONNECTION_CLOSED, END_OF_MESSAGE, NEED_DATA, PAUSED, Connection, Data, Request
-from sockact.http.errors import ProtocolError
 from sockact.http.limits import DRAIN_LIMIT, Limits
 
 

@@ -10,8 +10,8 @@ from wsgiref.validate import validator
 
 import pytest
 
+from sockact.errors import InvalidResponse
 from sockact.http.engine import Connection, Data, Request
-from sockact.http.errors import InvalidResponse
 from sockact.http.limits import Limits
 from sockact.http.wsgi import (
     FileWrapper,

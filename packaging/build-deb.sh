@@ -7,7 +7,7 @@
 # SOCKACT_DEB_VERSION=V builds the same tree as version V (no dash: the source format is
 # native). Only the temporary copy changes, never the working tree; the upgrade test uses it.
 #
-# The build runs in a fresh copy of the tracked and not-ignored files, so build litter never
+# The build runs in a fresh copy of the files git tracks, so build litter never
 # lands in the working tree, and with Debian's /usr/bin/python3 first on PATH: the package is
 # built for, and its unit tests run on, the interpreter it will run on. Missing build
 # dependencies are installed with apt first (as root); the build itself needs no network.
@@ -28,9 +28,10 @@ mkdir "$src"
 
 # -- a clean copy of the tree
 if git -C "$repo" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-	# Working-tree contents of tracked files plus new files not yet added; skip files deleted
-	# but not yet committed.
-	git -C "$repo" ls-files -z --cached --others --exclude-standard |
+	# The tracked files, with their working-tree contents: local tools and scratch files (say a
+	# virtualenv under bench/) never reach the source package. Add a new file (git add -N is
+	# enough) to build it. Files deleted but not yet committed are skipped.
+	git -C "$repo" ls-files -z --cached |
 		while IFS= read -r -d '' f; do [ -e "$repo/$f" ] && printf '%s\0' "$f"; done |
 		tar -C "$repo" --null --no-recursion -T - -cf - | tar -C "$src" -xf -
 else

@@ -35,8 +35,8 @@ dev: deps
 
 test: deps
 	$(VENV)/bin/ruff check sockact tests
-	PYTHONPATH=$(CURDIR) /usr/bin/python3 -m pytest -q -p no:cacheprovider $(HTTP_TESTS)
 	$(PY) -m pytest -q -p no:cacheprovider
+	PYTHONPATH=$(CURDIR) /usr/bin/python3 -m pytest -q -p no:cacheprovider $(HTTP_TESTS)
 
 apt-deps:
 	@missing=$$(for p in $(APT_TEST_DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \

@@ -1,0 +1,77 @@
+"""sd_notify through systemd-python, against a real datagram socket standing in for systemd's."""
+
+import socket
+
+import pytest
+
+from sockact.notify import Notifier, forget
+
+
+@pytest.fixture
+def notify_socket(tmp_path, monkeypatch):
+    path = str(tmp_path / "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(2)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    yield sock
+    sock.close()
+
+
+def messages(sock: socket.socket) -> list[str]:
+    out = []
+    sock.settimeout(0.2)
+    try:
+        while True:
+            out.append(sock.recv(4096).decode())
+    except TimeoutError:
+        return out
+
+
+def test_lifecycle_messages(notify_socket, monkeypatch):
+    import os
+
+    n = Notifier(os.environ, os.getpid())
+    assert n.enabled
+    n.ready("2 workers")
+    n.status("busy")
+    n.status("busy")  # unchanged: not sent again
+    n.reloading()
+    n.stopping()
+    n.extend_timeout(5)
+    n.watchdog()
+    got = messages(notify_socket)
+    assert got[0] == "READY=1\nSTATUS=2 workers"
+    assert got[1] == "STATUS=busy"
+    assert got[2].startswith("RELOADING=1\nMONOTONIC_USEC=") and int(got[2].split("=")[-1]) > 0
+    assert got[3:] == ["STOPPING=1", "EXTEND_TIMEOUT_USEC=5000000", "WATCHDOG=1"]
+
+
+def test_no_notify_socket_is_a_no_op():
+    n = Notifier({}, 123)
+    assert not n.enabled and n.watchdog_interval is None
+    n.ready()
+    n.watchdog()
+
+
+def test_unreachable_socket_never_raises(tmp_path):
+    n = Notifier({"NOTIFY_SOCKET": str(tmp_path / "gone")}, 1)
+    n.ready()
+    n.stopping()
+
+
+@pytest.mark.parametrize(("env", "interval"), [
+    ({"WATCHDOG_USEC": "10000000"}, 5.0),
+    ({"WATCHDOG_USEC": "10000000", "WATCHDOG_PID": "42"}, 5.0),
+    ({"WATCHDOG_USEC": "10000000", "WATCHDOG_PID": "43"}, None),  # meant for another process
+    ({"WATCHDOG_USEC": "0"}, None),
+    ({"WATCHDOG_USEC": "junk"}, None),
+])
+def test_watchdog_interval_is_half_for_this_pid_only(env, interval):
+    assert Notifier(env, 42).watchdog_interval == interval
+
+
+def test_workers_forget_the_variables():
+    env = {"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "1", "WATCHDOG_PID": "2", "OTHER": "kept"}
+    forget(env)
+    assert env == {"OTHER": "kept"}

@@ -25,7 +25,7 @@ def test_progress_idle_and_waiting_across_fork():
     writer.progress()  # restamps the time, keeps the line
     assert board.read(slot)[2] == "GET /stuck"
     writer.idle()
-    assert board.read(slot) == (0.0, 7, "")
+    assert board.read(slot)[0::2] == (0.0, "")
     board.set_waiting(0)
     assert not writer.others_waiting()
 

@@ -238,7 +238,7 @@ def stop() -> None:
             if not Path(f"/proc/{pid}").exists():
                 break
         say(f"Container {state['name']} is powered off.")
-    STATE.unlink(missing_ok=True)
+    shutil.rmtree(STATE_DIR, ignore_errors=True)  # the record and the console log
     # Leave no mount behind, unless another container (a test run) still uses it.
     busy = subprocess.run(["pgrep", "-x", "systemd-nspawn"], capture_output=True, check=False).returncode == 0
     if not busy:

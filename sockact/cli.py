@@ -103,6 +103,7 @@ def run(cfg: Any) -> int:
     """Start serving ``cfg`` until stopped; returns the exit code."""
     from .activation import bind_all, from_systemd
     from .apploader import add_virtualenv, load_all
+    from .config import check_virtualenv
     from .journal import setup_logging
     from .notify import Notifier
     from .supervisor import Supervisor
@@ -114,6 +115,8 @@ def run(cfg: Any) -> int:
     listeners = from_systemd(os.environ)
     if listeners is None:
         listeners = bind_all(cfg.bind, cfg.backlog)
+    if cfg.virtualenv:
+        check_virtualenv(cfg.virtualenv)  # fail here, once, rather than in every worker
     apps = None
     if cfg.preload:
         add_virtualenv(cfg.virtualenv)

@@ -20,7 +20,7 @@ from typing import Any
 
 from . import handoff, notify
 from .apploader import WSGIApp, add_virtualenv, load_all
-from .errors import EXIT_OK, WORKER_BOOT_ERROR, HandoffError, SockactError
+from .errors import APP_LOAD_ERROR, EXIT_OK, WORKER_BOOT_ERROR, HandoffError, SockactError
 from .http import Limits, Outcome, Site, serve_connection
 from .scoreboard import SlotWriter
 
@@ -54,7 +54,8 @@ class WorkerLoop:
             self.sites = self._build_sites()
         except SockactError as exc:
             log.error("worker %d cannot start: %s", self.pid, exc, extra={"SOCKACT_WORKER_PID": self.pid})
-            return exc.exit_code
+            # Any start-up error is fatal to the worker; the supervisor tells the two kinds apart.
+            return exc.exit_code if exc.exit_code == APP_LOAD_ERROR else WORKER_BOOT_ERROR
         except Exception:
             log.exception("worker %d failed while loading the app", self.pid, extra={"SOCKACT_WORKER_PID": self.pid})
             return WORKER_BOOT_ERROR

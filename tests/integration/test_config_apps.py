@@ -1,0 +1,54 @@
+"""Listener names map to apps; an app can come from its own virtualenv."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import venv
+
+from conftest import SOCKACT, Server, base_env, free_port, http_get
+
+
+def test_two_named_sockets_serve_two_apps(tmp_path):
+    cfg = tmp_path / "sockact.toml"
+    cfg.write_text('app = "testapps:pid"\nworkers = 2\n\n[listeners.api]\napp = "testapps:echo"\n'
+                   "limit_request_line = 100\n")
+    web, api = free_port(), free_port()
+    env = base_env()
+    cmd = ["systemd-socket-activate", "-l", f"127.0.0.1:{web}", "-l", f"127.0.0.1:{api}",
+           "--fdname=http:api", *[f"-E{k}" for k in env], *SOCKACT, "run", "--config", str(cfg)]
+    server = Server(cmd, web, env)
+    try:
+        server.wait_ready()
+        assert json.loads(http_get(web, "/")[2])["listener"] == "http"
+        assert json.loads(http_get(api, "/x?y")[2])["path"] == "/x"
+        # the api listener's own limit applies there, and only there
+        assert http_get(api, "/" + "a" * 200)[0] == 414
+        assert http_get(web, "/" + "a" * 200)[0] == 200
+    finally:
+        server.stop()
+        server.log.close()
+
+
+def test_app_from_its_own_virtualenv(tmp_path, start_sockact):
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    site = env_dir / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    (site / "venvapp.py").write_text(
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [b'from the venv']\n")
+    server = start_sockact("venvapp:app", "--virtualenv", str(env_dir), "--workers", "1")
+    assert http_get(server.port, "/")[2] == b"from the venv"
+
+
+def test_virtualenv_of_another_python_is_a_clear_error(tmp_path):
+    env_dir = tmp_path / "oldvenv"
+    (env_dir / "lib" / "python3.7" / "site-packages").mkdir(parents=True)
+    (env_dir / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    result = subprocess.run([*SOCKACT, "run", "x:app", "--virtualenv", str(env_dir),
+                             "--bind", f"127.0.0.1:{free_port()}"], env=base_env(), capture_output=True,
+                            text=True, timeout=20)
+    assert result.returncode == 2
+    assert "built for python3.7" in result.stderr and "recreate it" in result.stderr

@@ -17,6 +17,7 @@ import errno
 import logging
 import os
 import random
+import resource
 import select
 import selectors
 import signal
@@ -96,6 +97,7 @@ class Supervisor:
         self._next_ping = 0.0
         self._unhealthy_logged = False
         self._last_progress = (0, 0)
+        self._fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -103,6 +105,7 @@ class Supervisor:
         """Serve until stopped; returns the process exit code."""
         self._selector = selectors.DefaultSelector()
         self._scoreboard = Scoreboard(SCOREBOARD_SLOTS)
+        self._fd_limit = _raise_fd_limit()
         self._install_signals()
         try:
             self._set_accepting(True)
@@ -264,6 +267,8 @@ class Supervisor:
         for sig in HANDLED_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        # A worker holds a handful of fds; the app may still use select(), which breaks above 1024.
+        resource.setrlimit(resource.RLIMIT_NOFILE, self._fd_limit)
         if self._selector is not None:
             self._selector.close()
         for sock in (self._wake_r, self._wake_w):
@@ -602,6 +607,21 @@ def _readable(fd: int) -> bool:
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     return bool(poller.poll(0))
+
+
+def _raise_fd_limit() -> tuple[int, int]:
+    """Lift the soft fd limit to the hard one: every parked keep-alive client holds one fd here.
+
+    systemd gives services a soft limit of 1024 and a hard one far above it, expecting programs
+    that need more (and do not use select()) to raise it themselves. Returns the old limits.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit from %d: %s", soft, exc)
+    return soft, hard
 
 
 def _wake_only(signum: int, frame: object) -> None:

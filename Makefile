@@ -12,7 +12,7 @@ APT_TEST_DEPS := python3-httptools python3-systemd python3-venv libsystemd-dev p
 HTTP_TESTS := tests/unit/test_http_engine.py tests/unit/test_http_vectors.py tests/unit/test_wsgi_adapter.py \
 	tests/integration/test_http_server.py
 
-.PHONY: run run-shell run-stop dev test deps apt-deps lint clean deb lintian
+.PHONY: run run-shell run-stop dev test deps apt-deps lint clean deb lintian bench bench-apt-deps
 
 # Build the .deb, install it under systemd, start sockact.socket and show the first response. Where PID 1
 # is not systemd, all that happens in a throwaway Debian 12 container: run-shell enters it, run-stop
@@ -52,6 +52,26 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
 	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+# The benchmark against gunicorn, granian, uWSGI and nginx; rewrites docs/benchmarks.md and the chart.
+# Its Debian packages: the load generator, nginx (the machine's limit), systemd-socket-activate, and a
+# compiler and Python headers to build uWSGI. The peers go into their own venv, built on the project's
+# interpreter so that every server runs the same Python; sockact itself runs from the project's venv.
+APT_BENCH_DEPS := wrk nginx systemd gcc python3-dev
+BENCH_VENV := bench/.venv
+
+bench: deps $(BENCH_VENV)/.installed
+	$(VENV)/bin/ruff check bench
+	$(BENCH_VENV)/bin/python -m bench
+
+bench-apt-deps:
+	@$(MAKE) --no-print-directory apt-deps APT_TEST_DEPS="$(APT_BENCH_DEPS)"
+
+$(BENCH_VENV)/.installed: bench/requirements.txt | bench-apt-deps $(VENV)/.installed
+	$(PY) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q -U pip
+	$(BENCH_VENV)/bin/python -m pip install -q -r bench/requirements.txt
 	touch $@
 
 # dist/sockact_<version>_all.deb, built by Debian's tools from a clean copy of the tree; installs the

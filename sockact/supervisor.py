@@ -268,7 +268,9 @@ class Supervisor:
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         # A worker holds a handful of fds; the app may still use select(), which breaks above 1024.
-        resource.setrlimit(resource.RLIMIT_NOFILE, self._fd_limit)
+        if resource.getrlimit(resource.RLIMIT_NOFILE) != self._fd_limit:
+            with contextlib.suppress(ValueError, OSError):  # a seccomp filter may forbid it
+                resource.setrlimit(resource.RLIMIT_NOFILE, self._fd_limit)
         if self._selector is not None:
             self._selector.close()
         for sock in (self._wake_r, self._wake_w):
@@ -620,7 +622,8 @@ def _raise_fd_limit() -> tuple[int, int]:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         except (ValueError, OSError) as exc:
-            log.warning("cannot raise the open-files limit from %d: %s", soft, exc)
+            log.warning("open-files limit stays at %d (%s); set LimitNOFILE= in the unit for more "
+                        "parked clients", soft, exc)
     return soft, hard
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import os
 import shlex
 import shutil
@@ -28,7 +29,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 HOST_ROOT = "/srv/hostroot"
@@ -72,31 +73,75 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
-def _ensure_mount(target: str, args: Sequence[str]) -> bool:
-    """Mount at ``target`` unless something is mounted there already; True if we mounted it."""
-    os.makedirs(target, exist_ok=True)
-    if subprocess.run(["mountpoint", "-q", target], check=False).returncode == 0:
-        return False
-    subprocess.run(["mount", *args, target], check=True)
-    return True
+# The host mounts containers need are shared by every test process on the machine. A container
+# holds a shared lock on USERS_LOCK while it runs; mounting and unmounting happen under the
+# exclusive MUTEX, and the last container out (no shared holder left) undoes the mounts that the
+# harness made, as listed in MOUNTS_MADE. Mounts that were there before are left alone.
+MUTEX = "/run/sockact-nspawn.mutex"
+USERS_LOCK = "/run/sockact-nspawn.users"
+MOUNTS_MADE = "/run/sockact-nspawn.mounts"
+
+
+@contextlib.contextmanager
+def _flocked(path: str, operation: int) -> Iterator[int]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, operation)
+        yield fd
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _take_host_mounts(mounts: Sequence[tuple[str, Sequence[str]]]) -> int:
+    """Make sure the mounts exist; returns the fd that holds our shared lock on them."""
+    with _flocked(MUTEX, fcntl.LOCK_EX):
+        for target, args in mounts:
+            os.makedirs(target, exist_ok=True)
+            if subprocess.run(["mountpoint", "-q", target], check=False).returncode != 0:
+                subprocess.run(["mount", *args, target], check=True)
+                with open(MOUNTS_MADE, "a") as made:
+                    made.write(target + "\n")
+        users = os.open(USERS_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(users, fcntl.LOCK_SH)
+        return users
+
+
+def _release_host_mounts(users: int) -> None:
+    """Drop our shared lock; if no container anywhere still holds one, undo the harness's mounts."""
+    with _flocked(MUTEX, fcntl.LOCK_EX):
+        os.close(users)
+        try:
+            with _flocked(USERS_LOCK, fcntl.LOCK_EX | fcntl.LOCK_NB):
+                with contextlib.suppress(FileNotFoundError), open(MOUNTS_MADE) as made:
+                    for target in reversed(made.read().split()):
+                        subprocess.run(["umount", target], check=False, capture_output=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(MOUNTS_MADE)
+        except BlockingIOError:
+            pass  # another container is running
 
 
 class Container:
     """One booted container. Use as a context manager, or call start() and close()."""
 
     def __init__(self, root: str | os.PathLike[str] | None = None, *, overlay: bool = True,
-                 name: str | None = None, boot_timeout: float = 60.0,
+                 name: str | None = None, boot_timeout: float = 60.0, target: str | None = None,
                  nspawn_args: Sequence[str] = ()) -> None:
         # Nothing happens here: start() boots, so a constructed container needs no clean-up.
         self.root = None if root is None else os.fspath(root)
         self.overlay = overlay or root is None  # the host's root is never booted writable
+        # The unit to boot into. The host's root has whatever services the host enabled (a web
+        # server, a database, ...); on the shared network they would fight over ports with the
+        # host and with other containers, so it boots only to basic.target by default. Another
+        # root boots to its default target, as a real machine would.
+        self.target = target or ("basic.target" if root is None else None)
         self.name = name or f"sockact-{uuid.uuid4().hex[:10]}"  # nspawn needs a fresh name each time
         self.boot_timeout = boot_timeout
         self.nspawn_args = tuple(nspawn_args)
         self.leader: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: tempfile._TemporaryFileWrapper[bytes] | None = None
-        self._mounted: list[str] = []
+        self._users_lock: int | None = None
 
     # -- life cycle
 
@@ -111,21 +156,20 @@ class Container:
         return self
 
     def _boot(self) -> None:
-        directory = self.root
-        if directory is None:
+        directory = self.root or HOST_ROOT
+        self._users_lock = _take_host_mounts([
             # nspawn cannot boot "/" itself; a non-recursive bind of it shows the root file
             # system alone, without the host's /proc, /sys, /dev and /run.
-            if _ensure_mount(HOST_ROOT, ["--bind", "/"]):
-                self._mounted.append(HOST_ROOT)
-            directory = HOST_ROOT
-        # nspawn cleans up its propagation directory under here, and refuses to unless it is a
-        # tmpfs ("Attempted to remove disk file system").
-        if _ensure_mount(NSPAWN_RUNTIME, ["-t", "tmpfs", "tmpfs"]):
-            self._mounted.append(NSPAWN_RUNTIME)
+            (HOST_ROOT, ["--bind", "/"]),
+            # nspawn cleans up its propagation directory under here, and refuses to unless it
+            # is a tmpfs ("Attempted to remove disk file system").
+            (NSPAWN_RUNTIME, ["-t", "tmpfs", "tmpfs"]),
+        ])
         argv = ["systemd-nspawn", "-q", "-D", directory, "-M", self.name,
                 # --register=no and --keep-unit: there is no systemd on the host to register with
                 "--register=no", "--keep-unit", "-b", "--console=pipe",
-                *(["--volatile=overlay"] if self.overlay else []), *self.nspawn_args]
+                *(["--volatile=overlay"] if self.overlay else []), *self.nspawn_args,
+                *([f"systemd.unit={self.target}"] if self.target else [])]  # passed on to systemd
         # kept open for the life of the container, closed in close()
         self._log = tempfile.NamedTemporaryFile(prefix=f"{self.name}-", suffix=".log")  # noqa: SIM115
         # The death signal follows the thread that forks: start containers from the main thread.
@@ -188,17 +232,9 @@ class Container:
         if self._log is not None:
             self._log.close()
             self._log = None
-        self._unmount_if_unused()
-
-    def _unmount_if_unused(self) -> None:
-        """Undo the host mounts this container made, unless another container still needs them."""
-        if not self._mounted:
-            return
-        if subprocess.run(["pgrep", "-x", "systemd-nspawn"], capture_output=True, check=False).returncode == 0:
-            return  # another container (of this or another test run) may be using them
-        for target in reversed(self._mounted):
-            subprocess.run(["umount", target], check=False, capture_output=True)
-        self._mounted.clear()
+        users, self._users_lock = self._users_lock, None
+        if users is not None:
+            _release_host_mounts(users)
 
     @property
     def nspawn_pid(self) -> int | None:

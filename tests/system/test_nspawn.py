@@ -26,15 +26,19 @@ def gone(pid: int, within: float = 15.0) -> bool:
     return True
 
 
+class SimulatedFailure(Exception):
+    pass
+
+
 def test_a_failing_test_still_powers_the_container_off():
     marker = "/srv/sockact-nspawn-selftest"
-    with pytest.raises(RuntimeError), Container() as container:
+    with pytest.raises(SimulatedFailure), Container() as container:
         pid = container.nspawn_pid
         assert container.run(["systemctl", "is-system-running"], check=False).stdout.strip() in (
             "running", "degraded")
         container.write(marker, "only inside")
         assert container.run(["cat", marker]).stdout == "only inside"
-        raise RuntimeError("the test failed")
+        raise SimulatedFailure
     assert pid is not None and gone(pid)
     assert not os.path.exists(marker), "the overlay leaked a write to the host"
     assert not Path(f"/run/systemd/nspawn/propagate/{container.name}").exists()

@@ -85,19 +85,22 @@ def allow_quick_restarts(container: Container, service: str) -> None:
     container.write(f"/etc/systemd/system/{service}.d/bench-start-limit.conf", "[Unit]\nStartLimitIntervalSec=0\n")
 
 
-def measure(container: Container, service: str, port: int, runs: int) -> dict[str, float | list[float]]:
-    socket_unit = service.replace(".service", ".socket")
-    container.systemctl("start", socket_unit)
-    samples = []
+def measure(container: Container, services: dict[str, str], ports: dict[str, int],
+            runs: int) -> dict[str, dict[str, float]]:
+    """Cold samples of each server, interleaved so that drift in the machine hits both alike."""
+    sockets = [service.replace(".service", ".socket") for service in services.values()]
+    container.systemctl("start", *sockets)
+    cold: dict[str, list[float]] = {name: [] for name in services}
     for _ in range(runs):
-        container.systemctl("stop", service)
-        time.sleep(0.3)  # let the stop settle, so the socket is idle
-        samples.append(first_byte_latency(port))
-    warm = [first_byte_latency(port) for _ in range(runs)]
-    container.systemctl("stop", service, socket_unit)
-    return {"median_ms": statistics.median(samples) * 1000, "min_ms": min(samples) * 1000,
-            "max_ms": max(samples) * 1000, "warm_median_ms": statistics.median(warm) * 1000,
-            "samples_ms": [round(s * 1000, 2) for s in samples]}
+        for name, service in services.items():
+            container.systemctl("stop", service)
+            time.sleep(0.3)  # let the stop settle, so the socket is idle
+            cold[name].append(first_byte_latency(ports[name]))
+    warm = {name: [first_byte_latency(ports[name]) for _ in range(runs)] for name in services}
+    container.systemctl("stop", *services.values(), *sockets)
+    return {name: {"median_ms": statistics.median(samples) * 1000, "min_ms": min(samples) * 1000,
+                   "max_ms": max(samples) * 1000, "warm_median_ms": statistics.median(warm[name]) * 1000}
+            for name, samples in cold.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,7 +115,6 @@ def main(argv: list[str] | None = None) -> int:
     if importlib.util.find_spec("gunicorn") is None:
         print("cannot run: gunicorn is not importable here; run with the venv's python", file=sys.stderr)
         return 2
-    results = {}
     with Container() as container:
         install(container)
         ports = {"sockact": free_port(), "gunicorn": free_port()}
@@ -121,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         for service in services.values():
             allow_quick_restarts(container, service)
         container.systemctl("daemon-reload")
-        for name, service in services.items():
-            results[name] = measure(container, service, ports[name], args.runs)
+        results = measure(container, services, ports, args.runs)
         versions = container.run(["sh", "-c", f"PYTHONPATH={SITE} python3 -c 'import sys, gunicorn, sockact; "
                                   f"print(sys.version.split()[0], gunicorn.__version__, sockact.__version__)'"])
     python, gunicorn_version, sockact_version = versions.stdout.split()

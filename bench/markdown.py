@@ -7,10 +7,10 @@ from typing import Any
 from bench.report import (
     BASE,
     MB,
-    TIMES,
     Round,
     errors,
     fast_latency_ms,
+    fmt_ratio,
     idle_fraction,
     median,
     median_throughput,
@@ -70,7 +70,7 @@ def _cell(value: float | None, base: float | None, rounds: list[Round], unit: st
         return "failed"
     flag = " ⚠" if any(errors(r) for r in rounds) else ""
     times = ratio(value, base)
-    return f"{value:,.0f}{unit} ({times:.2f}{TIMES}){flag}" if times is not None else f"{value:,.0f}{unit}{flag}"
+    return f"{value:,.0f}{unit} ({fmt_ratio(times)}){flag}" if times is not None else f"{value:,.0f}{unit}{flag}"
 
 
 def _throughput_table(results: dict[str, Any]) -> str:
@@ -117,8 +117,7 @@ def _mixed_table(results: dict[str, Any]) -> str:
     rows = []
     for server, rounds in mixed.items():
         p50, p99 = fast_latency_ms(rounds, 50), fast_latency_ms(rounds, 99)
-        times = ratio(p99, base99)
-        rows.append([server, _ms(p50), _ms(p99), "n/a" if times is None else f"{times:.2f}{TIMES}",
+        rows.append([server, _ms(p50), _ms(p99), fmt_ratio(ratio(p99, base99)),
                      _cell(median_throughput(rounds), None, rounds)])
     return _table(["Server", "Fast p50", "Fast p99", "p99 / sockact's", "Req/s (all)"], rows)
 
@@ -161,7 +160,9 @@ METHOD = """## How it is measured
   `--worker-class gthread --threads 4`; granian `--interface wsgi --workers 2`; uWSGI
   `--http-socket --master --processes 2`. Of these, sockact and uWSGI log every request by default,
   gunicorn and granian do not. Logs go to files. uWSGI's `--http-socket` does not keep connections
-  alive by default, so its keep-alive figures are in fact new connections.
+  alive by default: it closes each connection after its response without announcing it, which wrk
+  counts as a read error (its ⚠), so its keep-alive figures are in fact new connections. gunicorn's
+  sync worker closes each connection too, but says so (`Connection: close`).
 - **nginx** is the machine's limit, not a peer: Debian's nginx, 2 workers, `return 200` from memory
   (the JSON and the file from disk), no access log, and `worker_connections 16384` so that it can
   hold the idle clients.

@@ -65,14 +65,17 @@ class Target:
     met: bool | None  # None: reported for scale, no target
 
 
-def _fmt_ratio(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}{TIMES}"
+def fmt_ratio(value: float | None) -> str:
+    """2 decimals; 3 below 0.1, so that a small ratio does not read as zero."""
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}{TIMES}" if value < 0.1 else f"{value:.2f}{TIMES}"
 
 
 def _at_least(scenario: str, peer: str, minimum: float, figures: dict[str, float | None]) -> Target:
     """sockact's throughput must be at least ``minimum`` times ``peer``'s."""
     times = ratio(figures.get(BASE), figures.get(peer))
-    return Target(scenario, f"≥ {minimum:g}{TIMES} {peer}", f"{_fmt_ratio(times)} {peer}",
+    return Target(scenario, f"≥ {minimum:g}{TIMES} {peer}", f"{fmt_ratio(times)} {peer}",
                   None if times is None else times >= minimum)
 
 
@@ -91,7 +94,7 @@ def targets(results: dict[str, Any]) -> list[Target]:
         _at_least("Keep-alive hello world", "gunicorn gthread", 6, keepalive),
         _at_least("Keep-alive hello world", "granian", 0.7, keepalive),
         Target("Keep-alive hello world", "how far from nginx",
-               f"{_fmt_ratio(ratio(keepalive.get(BASE), keepalive.get('nginx')))} nginx", None),
+               f"{fmt_ratio(ratio(keepalive.get(BASE), keepalive.get('nginx')))} nginx", None),
         _at_least("`Connection: close`", "gunicorn sync", 2.5, close),
         _at_least("`Connection: close`", "granian", 0.9, close),
     ]
@@ -102,7 +105,7 @@ def targets(results: dict[str, Any]) -> list[Target]:
     mixed = load.get("mixed", {})
     p99 = ratio(fast_latency_ms(mixed.get(BASE, []), 99), fast_latency_ms(mixed.get("gunicorn gthread", []), 99))
     found.append(Target("Mixed load, p99 of fast requests", f"≤ 0.5{TIMES} gunicorn gthread's",
-                        f"{_fmt_ratio(p99)} gunicorn gthread's", None if p99 is None else p99 <= 0.5))
+                        f"{fmt_ratio(p99)} gunicorn gthread's", None if p99 is None else p99 <= 0.5))
     rate = results.get("handoff", {}).get("streaming_per_s")
     found.append(Target("Handoffs", "≥ 50,000/s", "n/a" if rate is None else f"{rate:,.0f}/s",
                         None if rate is None else rate >= 50_000))

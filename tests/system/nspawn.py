@@ -5,6 +5,7 @@ sd_notify, the watchdog and journald are tested inside a container:
 
 - ``Container()`` boots an overlay of the host's root: the container sees the host's files
   (its Python, its packages), and whatever it writes goes to a tmpfs that vanishes at power-off.
+  It boots to basic.target (in well under a second), so the host's own services stay off.
 - ``Container(root=DIR)`` boots another root file system, e.g. a debootstrapped Debian; with
   ``overlay=True`` the directory stays untouched, with ``overlay=False`` writes persist in it.
 

@@ -129,6 +129,9 @@ def test_journal_holds_structured_fields(sockact: Deployment):
         for field in COMMON_FIELDS:
             assert field in record, f"{field} missing from {record}"
         assert record["SYSLOG_IDENTIFIER"] == "sockact"
+    # a normal start raises no warning (such as a sandbox that forbids what sockact needs)
+    warnings = [r for r in records if int(r["PRIORITY"]) <= 4]
+    assert not warnings, messages(warnings)
     # with stderr connected to the journal, nothing falls back to plain stderr lines
     plain = [r for r in sockact.journal() if r.get("_TRANSPORT") == "stdout"]
     assert not plain, messages(plain)
@@ -320,7 +323,9 @@ def test_recipe_private_network(sockact: Deployment, recipes: dict[str, str]):
         sockact.daemon_reload()
         response = sockact.get(probe)  # served through the socket passed in from the host's network
     assert response.status == 200 and response.text.startswith("no network"), response.text
+    assert "Address family not supported" in response.text  # not even a socket() of its own
     assert sockact.show("PrivateNetwork") == "yes"
+    assert sockact.show("RestrictAddressFamilies") == "AF_UNIX"
 
 
 def test_recipe_second_app_as_template_instance(sockact: Deployment, recipes: dict[str, str]):

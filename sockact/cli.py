@@ -6,7 +6,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import __version__, config
@@ -90,8 +90,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         print("\n".join(config.describe(cfg)))
         return EXIT_OK
+    def reload_config() -> Any:
+        fresh = config.build(cli_values, os.environ, args.config)
+        if fresh.virtualenv:
+            config.check_virtualenv(fresh.virtualenv)
+        return fresh
+
     try:
-        return run(cfg)
+        return run(cfg, reload_config)
     except SockactError as exc:
         log.error("%s", exc)
         return exc.exit_code
@@ -99,8 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
 
-def run(cfg: Any) -> int:
-    """Start serving ``cfg`` until stopped; returns the exit code."""
+def run(cfg: Any, reload_config: Callable[[], Any] | None = None) -> int:
+    """Start serving ``cfg`` until stopped; returns the exit code. HUP calls ``reload_config``."""
     from .activation import bind_all, from_systemd
     from .apploader import add_virtualenv, load_all
     from .config import check_virtualenv
@@ -124,4 +130,4 @@ def run(cfg: Any) -> int:
     notifier = Notifier(os.environ, os.getpid())
     log.info("sockact %s: %d workers, listening on %s", __version__, cfg.workers,
              ", ".join(f"{lst.name}={lst.address}" for lst in listeners))
-    return Supervisor(cfg, listeners, notifier, apps).run()
+    return Supervisor(cfg, listeners, notifier, apps, reload_config).run()

@@ -32,7 +32,7 @@ from . import handoff
 from .activation import Listener
 from .apploader import WSGIApp
 from .dispatch import Dispatcher
-from .errors import APP_LOAD_ERROR, EXIT_OK, WORKER_BOOT_ERROR, HandoffError
+from .errors import APP_LOAD_ERROR, EXIT_OK, WORKER_BOOT_ERROR, HandoffError, SockactError
 from .journal import lifecycle
 from .notify import Notifier
 from .scoreboard import Scoreboard
@@ -67,8 +67,10 @@ class Conn:
 
 class Supervisor:
     def __init__(self, config: Any, listeners: list[Listener], notifier: Notifier,
-                 apps: Mapping[str, WSGIApp] | None = None) -> None:
+                 apps: Mapping[str, WSGIApp] | None = None,
+                 reload_config: Callable[[], Any] | None = None) -> None:
         self.config = config
+        self.reload_config = reload_config  # re-reads the settings' sources at HUP
         self.listeners = listeners
         self.notifier = notifier
         self.apps = apps  # preloaded apps, or None to import in each worker
@@ -191,6 +193,7 @@ class Supervisor:
         """Reload: start a new generation; each new worker that is ready retires an old one."""
         if self.stopping:
             return
+        self._reread_config()
         self.generation += 1
         self.reloading = True
         self._boot_failures = 0
@@ -198,6 +201,24 @@ class Supervisor:
         self.notifier.reloading()
         lifecycle(log, "reload", "reloading: starting generation %d of %d workers", self.generation, self.target)
         self._maintain()
+
+    def _reread_config(self) -> None:
+        """Take the settings anew for the next generation; a bad file keeps the running ones.
+
+        Listening sockets, preloaded apps and logging stay as they are: they belong to the
+        supervisor, which a reload does not restart.
+        """
+        if self.reload_config is None:
+            return
+        try:
+            config = self.reload_config()
+        except SockactError as exc:
+            log.error("reload: %s; keeping the running settings", exc)
+            return
+        self.config = config
+        self.target = config.workers
+        self.keepalive = [config.listener(lst.name).keepalive for lst in self.listeners]
+        self.dispatcher.queue_size = config.queue_size
 
     def handle_ttin(self) -> None:
         self.target += 1
@@ -259,7 +280,7 @@ class Supervisor:
         self.workers[w.pid] = w
         self._register(w.chan, self._on_channel, w)
         lifecycle(log, "worker_spawned", "worker %d started (generation %d)", w.pid, w.generation,
-                  level=logging.DEBUG, sockact_worker_pid=w.pid)
+                  sockact_worker_pid=w.pid)
 
     def _close_in_child(self) -> None:
         """In a new worker: drop every descriptor that belongs to the supervisor."""

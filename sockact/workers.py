@@ -10,6 +10,7 @@ the supervisor's code.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -62,6 +63,9 @@ def spawn(child_main: Callable[[socket.socket], int], close_in_child: Callable[[
     # Unflushed buffers would be written twice, once by each process.
     sys.stdout.flush()
     sys.stderr.flush()
+    # Objects alive now (a preloaded app above all) move out of the collector's reach, so the
+    # child's collections never write to their headers and the pages stay shared copy-on-write.
+    gc.freeze()
     pid = os.fork()
     if pid == 0:  # the child
         code = EXIT_FAILURE

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import venv
 
 from conftest import SOCKACT, Server, base_env, free_port, http_get
@@ -52,3 +53,23 @@ def test_virtualenv_of_another_python_is_a_clear_error(tmp_path):
                             text=True, timeout=20)
     assert result.returncode == 2
     assert "built for python3.7" in result.stderr and "recreate it" in result.stderr
+
+
+def test_reload_rereads_the_settings_and_keeps_them_when_broken(start_sockact, tmp_path):
+    import signal
+
+    cfg = tmp_path / "sockact.toml"
+    cfg.write_text('app = "testapps:pid"\nworkers = 1\n')
+    server = start_sockact("--config", str(cfg), workers=1)
+    cfg.write_text('app = "testapps:pid"\nworkers = 3\n')
+    server.send(signal.SIGHUP)
+    server.wait_workers(3)
+    cfg.write_text('app = "testapps:pid"\nworkers = "three"\n')
+    server.send(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "keeping the running settings" not in server.output() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "reload: environment" not in server.output()
+    assert "key 'workers'" in server.output()
+    server.wait_workers(3)
+    assert http_get(server.port, "/")[0] == 200

@@ -56,8 +56,9 @@ EVENTS: dict[str, Event] = {
         "\n"
         "When the new generation serves, READY=1 is sent again. If its workers fail to start\n"
         "(the new code does not import), the old generation keeps serving and the status line\n"
-        "says the reload failed. The configuration file and environment are read at start only:\n"
-        "restart the service to change them.",
+        "says the reload failed. The configuration file is read again for the new generation\n"
+        "(a file with an error is logged and the running settings kept); listening addresses,\n"
+        "logging and preloaded apps change only with a restart of the service.",
     ),
     "stop": Event(
         "c4e8a1b7d9024f35a0b6e3d1f8c27c33",

@@ -1,0 +1,79 @@
+"""Nothing a client sends may kill a worker or the supervisor, or lose another client's request."""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+import time
+
+from conftest import KeepAliveClient, http_get
+
+VALID = b"POST /p?q=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"
+CHUNKED = b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+
+
+def blobs(rng: random.Random) -> list[bytes]:
+    out = [bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 600))) for _ in range(60)]
+    for base in (VALID, CHUNKED):
+        out += [base[:cut] for cut in range(1, len(base), 7)]  # cut off anywhere, then hang up
+        for _ in range(40):  # one byte flipped anywhere
+            i = rng.randrange(len(base))
+            out.append(base[:i] + bytes([rng.getrandbits(8)]) + base[i + 1:])
+    out += [b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 200 + b"\r\n", b"GET /" + b"a" * 10000 + b" HTTP/1.1\r\n\r\n",
+            b"\r\n" * 100, b"GET / HTTP/9.9\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"]
+    return out
+
+
+def throw(port: int, data: bytes) -> None:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(65536):
+                pass
+    except OSError:
+        pass  # the server may reset a connection it refused; that is its right
+
+
+def test_garbage_kills_no_worker_and_loses_no_request(start_sockact):
+    server = start_sockact("testapps:echo", "--workers", "2", "--header-timeout", "1", workers=2)
+    workers = sorted(server.workers())
+    rng = random.Random(20261124)
+    failures: list[object] = []
+    stop = threading.Event()
+
+    def good_client():
+        client = KeepAliveClient(server.port)
+        while not stop.is_set():
+            try:
+                status, _, _ = client.request("/fine")
+                if status != 200:
+                    failures.append(status)
+            except OSError as exc:
+                failures.append(exc)
+                client = KeepAliveClient(server.port)
+
+    good = threading.Thread(target=good_client)
+    good.start()
+    try:
+        for data in blobs(rng):
+            throw(server.port, data)
+        # slowloris: heads that never finish are cut off by the header timeout
+        stalled = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(4)]
+        for sock in stalled:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: ")
+        time.sleep(1.5)
+        for sock in stalled:
+            sock.settimeout(2)
+            answer = sock.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 408"), answer
+            sock.close()
+    finally:
+        stop.set()
+        good.join(10)
+    assert failures == []
+    assert sorted(server.workers()) == workers
+    assert server.proc.poll() is None
+    assert http_get(server.port, "/")[0] == 200
+    assert "Traceback" not in server.output()

@@ -23,9 +23,7 @@ import selectors
 import signal
 import socket
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from . import handoff
@@ -35,6 +33,7 @@ from .dispatch import Dispatcher
 from .errors import APP_LOAD_ERROR, EXIT_OK, WORKER_BOOT_ERROR, HandoffError, SockactError
 from .journal import lifecycle
 from .notify import Notifier
+from .parking import Conn, ParkingLot
 from .scoreboard import Scoreboard
 from .worker import WorkerLoop
 from .workers import BOOTING, READY, RETIRING, WorkerProcess, describe_status, spawn
@@ -51,20 +50,6 @@ MAX_BACKOFF = 10.0  # seconds between respawns when workers keep dying at start-
 SCOREBOARD_SLOTS = 1024  # most workers alive at once, old and new generations together
 
 
-@dataclass(eq=False, slots=True)
-class Conn:
-    """A client connection while the supervisor holds it (accepted, queued or parked)."""
-
-    id: int
-    fd: int  # a raw fd, not a socket object: wrapping one costs a getsockname() per connection
-    listener: int
-    family: int
-    peer: tuple[str, int] | None
-    hops: int = 0
-    data: bytes = b""
-    idle_since: float = 0.0
-
-
 class Supervisor:
     def __init__(self, config: Any, listeners: list[Listener], notifier: Notifier,
                  apps: Mapping[str, WSGIApp] | None = None,
@@ -76,8 +61,7 @@ class Supervisor:
         self.apps = apps  # preloaded apps, or None to import in each worker
         self.dispatcher: Dispatcher[int, Conn] = Dispatcher(config.queue_size)
         self.workers: dict[int, WorkerProcess] = {}
-        self.parked: list[OrderedDict[int, Conn]] = [OrderedDict() for _ in listeners]
-        self.keepalive = [config.listener(lst.name).keepalive for lst in listeners]
+        self.parked = ParkingLot([config.listener(lst.name).keepalive for lst in listeners])
         self.target = config.workers
         self.generation = 0
         self.requests = 0
@@ -217,7 +201,7 @@ class Supervisor:
             return
         self.config = config
         self.target = config.workers
-        self.keepalive = [config.listener(lst.name).keepalive for lst in self.listeners]
+        self.parked.keepalive = [config.listener(lst.name).keepalive for lst in self.listeners]
         self.dispatcher.queue_size = config.queue_size
 
     def handle_ttin(self) -> None:
@@ -301,9 +285,8 @@ class Supervisor:
             lst.sock.close()
         for w in self.workers.values():
             w.chan.close()
-        for table in self.parked:
-            for conn in table.values():
-                os.close(conn.fd)
+        for conn in self.parked:
+            os.close(conn.fd)
         for conn in self.dispatcher.take_queued():
             os.close(conn.fd)
 
@@ -488,26 +471,23 @@ class Supervisor:
         if self.stopping:
             os.close(conn.fd)
             return
-        conn.idle_since = time.monotonic()
-        self.parked[conn.listener][conn.id] = conn
+        self.parked.park(conn, time.monotonic())
         self._register(conn.fd, self._on_parked, conn)
 
     def _on_parked(self, conn: Conn) -> None:
         # Readable: a request, or the client hanging up. Either way a worker reads it; peeking
         # here first would cost a syscall on every keep-alive request to save one on the last.
         self._unregister(conn.fd)
-        del self.parked[conn.listener][conn.id]
+        self.parked.unpark(conn)
         self._route(conn)
 
     def _close_parked(self, serve_readable: bool) -> None:
-        for table in self.parked:
-            for conn in list(table.values()):
-                self._unregister(conn.fd)
-                del table[conn.id]
-                if serve_readable and _readable(conn.fd):
-                    self._route(conn)  # a request may be on its way: serve it, then close
-                else:
-                    os.close(conn.fd)
+        for conn in self.parked.take_all():
+            self._unregister(conn.fd)
+            if serve_readable and _readable(conn.fd):
+                self._route(conn)  # a request may be on its way: serve it, then close
+            else:
+                os.close(conn.fd)
 
     def _retire_idle_when_drained(self) -> None:
         if self.stopping != "graceful" or self.dispatcher.queued:
@@ -523,7 +503,9 @@ class Supervisor:
         if self.stopping:
             self._tick_stopping(now)
             return
-        self._expire_parked(now)
+        for conn in self.parked.expired(now):
+            self._unregister(conn.fd)
+            os.close(conn.fd)
         healthy = self._check_timeouts(now)
         if self.notifier.watchdog_interval and now >= self._next_ping:
             if healthy:
@@ -556,17 +538,6 @@ class Supervisor:
             self.notifier.extend_timeout(min(self._stop_deadline - now, 5.0) + 1.0)
         self.notifier.status(f"stopping: {len(self.workers)} workers left, {self.dispatcher.busy} busy")
 
-    def _expire_parked(self, now: float) -> None:
-        for index, table in enumerate(self.parked):
-            limit = now - self.keepalive[index]
-            while table:
-                conn = next(iter(table.values()))
-                if conn.idle_since > limit:
-                    break
-                del table[conn.id]
-                self._unregister(conn.fd)
-                os.close(conn.fd)
-
     def _check_timeouts(self, now: float) -> bool:
         """Abort workers stuck past --timeout; True when no busy worker is overdue."""
         assert self._scoreboard is not None
@@ -590,7 +561,7 @@ class Supervisor:
         return healthy
 
     def status_line(self) -> str:
-        parked = sum(len(t) for t in self.parked)
+        parked = len(self.parked)
         ready = sum(1 for w in self.workers.values() if w.state == READY)
         return (f"{ready} workers ({self.dispatcher.busy} busy), {parked} parked, "
                 f"{self.dispatcher.queued} queued, {self.requests} requests served")

@@ -186,20 +186,17 @@ def boot_detached(root: Path) -> nspawn.Container:
         os.makedirs(nspawn.NSPAWN_RUNTIME, exist_ok=True)
         subprocess.run(["mount", "-t", "tmpfs", "tmpfs", nspawn.NSPAWN_RUNTIME], check=True)
     log = open(STATE_DIR / "console.log", "wb")  # noqa: SIM115 - handed to the detached nspawn
-    argv = ["systemd-nspawn", "-q", "-D", str(root), "-M", box.name, "--register=no", "--keep-unit",
-            "-b", "--console=pipe", "--volatile=overlay"]
+    argv = nspawn.nspawn_argv(str(root), box.name, overlay=True)
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     log.close()
     STATE.write_text(json.dumps({"nspawn_pid": proc.pid, "name": box.name}))
-    deadline = time.monotonic() + 60
-    while box.leader is None:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            tail = (STATE_DIR / "console.log").read_text(errors="replace")[-3000:]
-            stop()
-            raise SystemExit(f"debrun: the container did not boot:\n{tail}")
-        box.leader = nspawn.Container._find_leader(proc.pid)
-        time.sleep(0.05)
+    try:
+        box.leader = nspawn.wait_for_leader(proc, box.name, 60)
+    except nspawn.ContainerError:
+        tail = (STATE_DIR / "console.log").read_text(errors="replace")[-3000:]
+        stop()
+        raise SystemExit(f"debrun: the container did not boot:\n{tail}") from None
     STATE.write_text(json.dumps({"nspawn_pid": proc.pid, "name": box.name, "leader": box.leader}))
     box.wait_until_running()
     return box

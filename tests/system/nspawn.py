@@ -122,6 +122,43 @@ def _release_host_mounts(users: int) -> None:
             pass  # another container is running
 
 
+def nspawn_argv(directory: str, name: str, *, overlay: bool, target: str | None = None,
+                extra: Sequence[str] = ()) -> list[str]:
+    """The systemd-nspawn command that boots ``directory`` as machine ``name``."""
+    return ["systemd-nspawn", "-q", "-D", directory, "-M", name,
+            # --register=no and --keep-unit: there is no systemd on the host to register with
+            "--register=no", "--keep-unit", "-b", "--console=pipe",
+            *(["--volatile=overlay"] if overlay else []), *extra,
+            *([f"systemd.unit={target}"] if target else [])]  # passed on to systemd
+
+
+def find_leader(nspawn_pid: int) -> int | None:
+    """The container's PID 1 as the host sees it: nspawn's child once it runs systemd."""
+    try:
+        children = Path(f"/proc/{nspawn_pid}/task/{nspawn_pid}/children").read_text().split()
+    except OSError:
+        return None
+    for child in children:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{child}/comm").read_text().strip() == "systemd":
+                return int(child)
+    return None
+
+
+def wait_for_leader(proc: subprocess.Popen[bytes], name: str, timeout: float) -> int:
+    """Wait for a starting nspawn's systemd; raises ContainerError if nspawn dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise ContainerError(f"systemd-nspawn exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise ContainerError(f"container {name} did not start")
+        leader = find_leader(proc.pid)
+        if leader is not None:
+            return leader
+        time.sleep(0.05)
+
+
 class Container:
     """One booted container. Use as a context manager, or call start() and close()."""
 
@@ -166,37 +203,16 @@ class Container:
             # is a tmpfs ("Attempted to remove disk file system").
             (NSPAWN_RUNTIME, ["-t", "tmpfs", "tmpfs"]),
         ])
-        argv = ["systemd-nspawn", "-q", "-D", directory, "-M", self.name,
-                # --register=no and --keep-unit: there is no systemd on the host to register with
-                "--register=no", "--keep-unit", "-b", "--console=pipe",
-                *(["--volatile=overlay"] if self.overlay else []), *self.nspawn_args,
-                *([f"systemd.unit={self.target}"] if self.target else [])]  # passed on to systemd
+        argv = nspawn_argv(directory, self.name, overlay=self.overlay, target=self.target, extra=self.nspawn_args)
         # kept open for the life of the container, closed in close()
         self._log = tempfile.NamedTemporaryFile(prefix=f"{self.name}-", suffix=".log")  # noqa: SIM115
         # The death signal follows the thread that forks: start containers from the main thread.
         self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log,
                                       stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-        deadline = time.monotonic() + self.boot_timeout
-        while self.leader is None:
-            if self._proc.poll() is not None:
-                raise ContainerError(f"systemd-nspawn exited with {self._proc.returncode}:\n{self.console_log()}")
-            if time.monotonic() > deadline:
-                raise ContainerError(f"container {self.name} did not start:\n{self.console_log()}")
-            self.leader = self._find_leader(self._proc.pid)
-            time.sleep(0.05)
-
-    @staticmethod
-    def _find_leader(nspawn_pid: int) -> int | None:
-        """The container's PID 1 as the host sees it: nspawn's child once it runs systemd."""
         try:
-            children = Path(f"/proc/{nspawn_pid}/task/{nspawn_pid}/children").read_text().split()
-        except OSError:
-            return None
-        for child in children:
-            with contextlib.suppress(OSError):
-                if Path(f"/proc/{child}/comm").read_text().strip() == "systemd":
-                    return int(child)
-        return None
+            self.leader = wait_for_leader(self._proc, self.name, self.boot_timeout)
+        except ContainerError as exc:
+            raise ContainerError(f"{exc}:\n{self.console_log()}") from None
 
     def wait_until_running(self, timeout: float | None = None) -> str:
         """Wait until ``systemctl is-system-running`` says running or degraded; returns which."""

@@ -82,22 +82,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli_values = {s.name: getattr(args, s.name) for s in config.SETTINGS}
     if args.app_arg:
         cli_values["app"] = args.app_arg
-    try:
+
+    def load_config() -> Any:
+        """The settings from every source, checked; called at start and again at each reload."""
         cfg = config.build(cli_values, os.environ, args.config)
+        if cfg.virtualenv:
+            config.check_virtualenv(cfg.virtualenv)  # once here, rather than in every worker
+        return cfg
+
+    try:
+        cfg = load_config()
     except SockactError as exc:
         print(f"sockact: error: {exc}", file=sys.stderr)
         return exc.exit_code
     if args.command == "check":
         print("\n".join(config.describe(cfg)))
         return EXIT_OK
-    def reload_config() -> Any:
-        fresh = config.build(cli_values, os.environ, args.config)
-        if fresh.virtualenv:
-            config.check_virtualenv(fresh.virtualenv)
-        return fresh
-
     try:
-        return run(cfg, reload_config)
+        return run(cfg, load_config)
     except SockactError as exc:
         log.error("%s", exc)
         return exc.exit_code
@@ -109,7 +111,6 @@ def run(cfg: Any, reload_config: Callable[[], Any] | None = None) -> int:
     """Start serving ``cfg`` until stopped; returns the exit code. HUP calls ``reload_config``."""
     from .activation import bind_all, from_systemd
     from .apploader import add_virtualenv, load_all
-    from .config import check_virtualenv
     from .journal import setup_logging
     from .notify import Notifier
     from .supervisor import Supervisor
@@ -121,8 +122,6 @@ def run(cfg: Any, reload_config: Callable[[], Any] | None = None) -> int:
     listeners = from_systemd(os.environ)
     if listeners is None:
         listeners = bind_all(cfg.bind, cfg.backlog)
-    if cfg.virtualenv:
-        check_virtualenv(cfg.virtualenv)  # fail here, once, rather than in every worker
     apps = None
     if cfg.preload:
         add_virtualenv(cfg.virtualenv)

@@ -83,7 +83,7 @@ class Supervisor:
         self._next_ping = 0.0
         self._unhealthy_logged = False
         self._last_progress = (0, 0)
-        self._fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self._fd_limit: tuple[int, int] | None = None  # the limits before run() raised them
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -165,9 +165,7 @@ class Supervisor:
         self.notifier.stopping()
         lifecycle(log, "stop", "quick stop")
         self._set_accepting(False)
-        self._close_parked(serve_readable=False)
-        for conn in self.dispatcher.take_queued():
-            os.close(conn.fd)
+        self._close_held()
         for w in self.workers.values():
             w.signal(signal.SIGQUIT)
 
@@ -257,8 +255,7 @@ class Supervisor:
         jitter = random.randint(0, self.config.max_requests_jitter) if self.config.max_requests else 0
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
         try:
-            w = spawn(child_main, self._close_in_child, slot, self.generation,
-                      self.config.max_requests + jitter if self.config.max_requests else 0)
+            w = spawn(child_main, self._close_in_child, slot, self.generation, self.config.max_requests + jitter)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         self.workers[w.pid] = w
@@ -273,7 +270,7 @@ class Supervisor:
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         # A worker holds a handful of fds; the app may still use select(), which breaks above 1024.
-        if resource.getrlimit(resource.RLIMIT_NOFILE) != self._fd_limit:
+        if self._fd_limit and resource.getrlimit(resource.RLIMIT_NOFILE) != self._fd_limit:
             with contextlib.suppress(ValueError, OSError):  # a seccomp filter may forbid it
                 resource.setrlimit(resource.RLIMIT_NOFILE, self._fd_limit)
         if self._selector is not None:
@@ -577,10 +574,14 @@ class Supervisor:
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(sock)
 
-    def _close_all(self) -> None:
+    def _close_held(self) -> None:
+        """Close every connection the supervisor holds, parked or queued."""
         self._close_parked(serve_readable=False)
         for conn in self.dispatcher.take_queued():
             os.close(conn.fd)
+
+    def _close_all(self) -> None:
+        self._close_held()
         for w in self.workers.values():
             w.signal(signal.SIGKILL)
             w.chan.close()

@@ -264,11 +264,11 @@ class Supervisor:
                   sockact_worker_pid=w.pid)
 
     def _close_in_child(self) -> None:
-        """In a new worker: drop every descriptor that belongs to the supervisor."""
+        """In a new worker: drop every descriptor that belongs to the supervisor.
+
+        Signals stay blocked until the worker has installed its own handlers (WorkerLoop).
+        """
         signal.set_wakeup_fd(-1)
-        for sig in HANDLED_SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, set())
         # A worker holds a handful of fds; the app may still use select(), which breaks above 1024.
         if self._fd_limit and resource.getrlimit(resource.RLIMIT_NOFILE) != self._fd_limit:
             with contextlib.suppress(ValueError, OSError):  # a seccomp filter may forbid it

@@ -135,14 +135,15 @@ class WorkerLoop:
         return self.stopping
 
     def _setup_process(self) -> None:
-        # The supervisor's wakeup fd and handlers came across the fork; none of them are ours.
-        signal.set_wakeup_fd(-1)
+        # The supervisor's handlers came across the fork; replace every one of them, then let the
+        # signals it blocked around fork() through (the supervisor already dropped its wakeup fd).
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, _quick_exit)
         signal.signal(signal.SIGQUIT, _quick_exit)
         for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(sig, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
         # SIGABRT (sent for --timeout) first dumps where the worker is stuck to stderr, then kills it.
         faulthandler.enable(all_threads=True)
         notify.forget(os.environ)

@@ -45,7 +45,7 @@ def test_bind_tcp_and_unix(start_sockact, tmp_path):
 
 
 def test_keepalive_connection_is_parked_and_redispatched(start_sockact):
-    server = start_sockact("testapps:pid", "--workers", "2", workers=2)
+    server = start_sockact("testapps:pid", "--workers", "2", "--park-after", "0.01", workers=2)
     client = KeepAliveClient(server.port)
     seen = []
     for _ in range(6):
@@ -53,7 +53,7 @@ def test_keepalive_connection_is_parked_and_redispatched(start_sockact):
         assert status == 200 and "close" not in headers.get("connection", "")
         info = json.loads(body)
         seen.append((info["pid"], info["hops"], info["conn"]))
-        time.sleep(0.02)  # the worker parks the connection before the next request arrives
+        time.sleep(0.2)  # the worker parks the connection (after 10 ms) before the next request arrives
     client.close()
     pids = {pid for pid, _, _ in seen}
     assert len(pids) == 2, seen  # one keep-alive client, served by both workers

@@ -48,6 +48,7 @@ from .scoreboard import SlotWriter
 log = logging.getLogger("sockact.worker")
 
 TICK = 0.05  # seconds: the longest the loop sleeps without looking at its timers
+TIMER_INTERVAL = 0.01  # seconds between looks at every held connection's deadlines
 SEND_WAIT = 5.0  # seconds a report to the supervisor may wait for room in the channel
 
 
@@ -94,6 +95,7 @@ class EventLoop:
         self.ready: deque[Held] = deque()  # parsed requests waiting for an app thread
         self.in_call = 0  # app calls running
         self.call_started: list[float] = [0.0] * self.threads
+        self._next_timers = 0.0
         self._done: queue.SimpleQueue[tuple[Held, bool]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = socket.socketpair()
         self._work: queue.SimpleQueue[tuple[int, Held] | None] = queue.SimpleQueue()
@@ -140,7 +142,10 @@ class EventLoop:
             else:
                 self._read(key.data)
         self._dispatch_ready()
-        self._timers(time.monotonic())
+        now = time.monotonic()
+        if now >= self._next_timers:
+            self._next_timers = now + TIMER_INTERVAL
+            self._timers(now)
 
     # ------------------------------------------------------------------ the channel
 
@@ -179,7 +184,10 @@ class EventLoop:
                               environ_extra=extra, stopping=self._is_stopping)
         held = Held(msg, sock, http, site, time.monotonic())
         self.held[msg.conn_id] = held
-        self._advance(held)
+        if not msg.data:
+            self._read(held)  # a new client's request is usually there already: no wait in the selector
+        else:
+            self._advance(held)
 
     # ------------------------------------------------------------------ connections
 
@@ -189,6 +197,7 @@ class EventLoop:
         try:
             data = held.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
         except BlockingIOError:
+            self._watch(held)
             return
         except OSError:
             data = b""

@@ -49,7 +49,10 @@ TICK = 0.5  # seconds between timer checks (keep-alive expiry, timeouts, STATUS)
 STATUS_INTERVAL = 1.0  # systemd asks for STATUS= no more than about once a second
 QUICK_STOP_GRACE = 1.0
 SCOREBOARD_SLOTS = 1024  # most workers alive at once, old and new generations together
-WORKER_CAPACITY = 1000  # connections one worker holds at most, as gunicorn's worker_connections
+# Connections one worker holds at most. A connection waiting for its head costs a worker one fd
+# and a little memory, so this is high: slow heads must not fill the workers (gunicorn's
+# worker_connections is 1000, but its async workers hold a greenlet per connection).
+WORKER_CAPACITY = 10000
 CHANNEL_BATCH = 64  # messages read from one channel per wakeup before others get a turn
 
 

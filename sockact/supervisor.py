@@ -199,9 +199,9 @@ class Supervisor:
             try:
                 config = self.reload_config()
             except SockactError as exc:
-                error = f"reload failed: {exc}; keeping the running settings"
+                error = f"{exc}; keeping the running settings and workers"
         if error is None and self.apps is not None and _apps(config, self.listeners) != set(self.apps):
-            error = "reload failed: with preload on, a changed app needs a restart; keeping the running settings"
+            error = "with preload on, a changed app needs a restart; keeping the running settings and workers"
         if error is None:
             lifecycle(log, "reload", "reloading: starting generation %d of %d workers",
                       self.pool.current.number + 1, config.workers)
@@ -253,7 +253,7 @@ class Supervisor:
                 self.notifier.ready(self.status_line())
                 lifecycle(log, "ready", "reload done: generation %d serving", action.generation)
             elif isinstance(action, ReloadFailed):
-                log.error("%s", action.reason)
+                log.error("reload failed: %s", action.reason)
                 self.notifier.ready(self.status_line() + " (reload failed)")
 
     def _apply_settings(self) -> None:

@@ -173,9 +173,8 @@ class Supervisor:
 
     def handle_hup(self) -> None:
         """Reload: start a new generation; each new worker that is ready retires an old one."""
-        if self.stopping:
+        if self.stopping or not self._reread_config():
             return
-        self._reread_config()
         self.generation += 1
         self.reloading = True
         self._boot_failures = 0
@@ -184,23 +183,25 @@ class Supervisor:
         lifecycle(log, "reload", "reloading: starting generation %d of %d workers", self.generation, self.target)
         self._maintain()
 
-    def _reread_config(self) -> None:
-        """Take the settings anew for the next generation; a bad file keeps the running ones.
+    def _reread_config(self) -> bool:
+        """Take the settings anew for the next generation; False if a bad file fails the reload.
 
         Listening sockets, preloaded apps and logging stay as they are: they belong to the
         supervisor, which a reload does not restart.
         """
         if self.reload_config is None:
-            return
+            return True
         try:
             config = self.reload_config()
         except SockactError as exc:
-            log.error("reload: %s; keeping the running settings", exc)
-            return
+            log.error("reload failed: %s; keeping the running settings and workers", exc)
+            self.notifier.reload_finished(False, str(exc))
+            return False
         self.config = config
         self.target = config.workers
         self.parked.keepalive = [config.listener(lst.name).keepalive for lst in self.listeners]
         self.dispatcher.queue_size = config.queue_size
+        return True
 
     def handle_ttin(self) -> None:
         self.target += 1
@@ -344,7 +345,7 @@ class Supervisor:
                       ", ".join(f"{lst.name}={lst.address}" for lst in self.listeners))
         elif self.reloading:
             self.reloading = False
-            self.notifier.ready(self.status_line())
+            self.notifier.reload_finished(True, "")
             lifecycle(log, "ready", "reload done: generation %d serving", self.generation)
 
     def _worker_idle(self, w: WorkerProcess) -> None:
@@ -400,7 +401,8 @@ class Supervisor:
 
     def _abort_reload(self) -> None:
         """A new generation cannot load the app: keep serving with the workers we have."""
-        log.error("reload failed: the new code does not load; keeping generation %d", self.generation - 1)
+        reason = f"the new code does not load; keeping generation {self.generation - 1}"
+        log.error("reload failed: %s", reason)
         for w in list(self.workers.values()):
             if w.state == BOOTING and w.generation == self.generation:
                 self._retire(w)
@@ -408,7 +410,7 @@ class Supervisor:
             elif w.state != RETIRING:
                 w.generation = self.generation  # adopt the old workers into the current generation
         self.reloading = False
-        self.notifier.ready(self.status_line() + " (reload failed)")
+        self.notifier.reload_finished(False, reason)
 
     # ------------------------------------------------------------------ connections
 

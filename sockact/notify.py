@@ -87,6 +87,7 @@ class Notifier:
         self._pid = pid
         self._runtime_dir = runtime_dir(environ)
         self._reloads = 0  # finished reloads, the sequence number of the last published outcome
+        self._ready_sent = False
         self._send = None
         if self._socket:
             try:
@@ -114,6 +115,7 @@ class Notifier:
             log.debug("sd_notify failed: %s", exc)
 
     def ready(self, status: str | None = None) -> None:
+        self._ready_sent = True
         self._notify("READY=1" + (f"\nSTATUS={status}" if status else ""))
 
     def reloading(self) -> None:
@@ -122,13 +124,17 @@ class Notifier:
         self._notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
 
     def reload_finished(self, ok: bool, reason: str) -> None:
-        """End a reload (READY=1, and the reason in STATUS= if it failed) and publish its outcome."""
-        state = "READY=1"
+        """End a reload (READY=1, and the reason in STATUS= if it failed) and publish its outcome.
+
+        A SIGHUP before the first READY=1 never sends it: the start is not over.
+        """
+        states = ["READY=1"] if self._ready_sent else []
         if not ok:
             # The periodic status() replaces this line on its next change.
             self._last_status = f"reload failed: {reason}"
-            state += f"\nSTATUS={self._last_status}"
-        self._notify(state)  # before the outcome: systemd sees READY=1 before `sockact reload` exits
+            states.append(f"STATUS={self._last_status}")
+        if states:  # before the outcome: systemd sees READY=1 before `sockact reload` exits
+            self._notify("\n".join(states))
         self._reloads += 1
         self._publish(ReloadOutcome(self._reloads, self._pid, ok, reason))
 

@@ -306,7 +306,8 @@ def test_a_broken_app_fails_the_service_but_not_the_socket(box: Container, shipp
     # fixed: the next connection is served, with no reset-failed
     box.write(CONFIG, shipped_config)
     assert DEMO_PAGE in http_get(PORT, timeout=30).text
-    assert _active(box, "sockact.service") == "active"
+    # a first worker may answer before the last is ready and READY=1 is sent
+    wait_for(lambda: _active(box, "sockact.service") == "active", timeout=30, what="the service active")
 
 
 def test_a_crashing_supervisor_restarts_with_a_pause_and_the_socket_stays(box: Container,
@@ -327,7 +328,7 @@ def test_a_crashing_supervisor_restarts_with_a_pause_and_the_socket_stays(box: C
     # fixed: a following restart serves, with no reset-failed
     box.write(CONFIG, shipped_config)
     assert DEMO_PAGE in wait_for(lambda: _get_or_none(PORT), timeout=30, what="the fixed app served").text
-    assert _active(box, "sockact.service") == "active"
+    wait_for(lambda: _active(box, "sockact.service") == "active", timeout=30, what="the service active")
 
 
 def test_remove_stops_both_units_and_keeps_the_conffile(box: Container) -> None:

@@ -88,12 +88,13 @@ def test_reload_finished_sends_ready_and_publishes_numbered_outcomes(notify_sock
     run = tmp_path / "run"
     run.mkdir()
     n = Notifier({"NOTIFY_SOCKET": os.environ["NOTIFY_SOCKET"], "RUNTIME_DIRECTORY": f"{run}:/elsewhere"}, 4242)
+    n.ready()
     assert read_reload_outcome(str(run)) is None
     n.reload_finished(False, "line 2: bad value")
     assert read_reload_outcome(str(run)) == ReloadOutcome(1, 4242, False, "line 2: bad value")
     n.reload_finished(True, "")
     assert read_reload_outcome(str(run)) == ReloadOutcome(2, 4242, True, "")
-    assert messages(notify_socket) == ["READY=1\nSTATUS=reload failed: line 2: bad value", "READY=1"]
+    assert messages(notify_socket) == ["READY=1", "READY=1\nSTATUS=reload failed: line 2: bad value", "READY=1"]
     assert [p.name for p in run.iterdir()] == ["reload"]  # no partial file left behind
 
 
@@ -101,10 +102,20 @@ def test_the_failure_status_gives_way_to_the_next_status(notify_socket, tmp_path
     import os
 
     n = Notifier({"NOTIFY_SOCKET": os.environ["NOTIFY_SOCKET"]}, 1)
+    n.ready()
     n.status("2 workers")
     n.reload_finished(False, "no such module")
     n.status("2 workers")  # the same line as before the reload: sent again, replacing the failure
     assert messages(notify_socket)[-1] == "STATUS=2 workers"
+
+
+def test_a_reload_that_ends_before_the_start_does_not_say_ready(notify_socket, tmp_path):
+    import os
+
+    n = Notifier({"NOTIFY_SOCKET": os.environ["NOTIFY_SOCKET"], "RUNTIME_DIRECTORY": str(tmp_path)}, 1)
+    n.reload_finished(True, "")
+    n.reload_finished(False, "bad file")
+    assert messages(notify_socket) == ["STATUS=reload failed: bad file"]
 
 
 def test_publishing_where_it_cannot_write_never_raises(tmp_path):

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import __version__, config
+from . import __version__, config, reloadctl
 from .errors import EXIT_OK, SockactError
 
 log = logging.getLogger("sockact")
@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate the settings and print the effective ones",
                            description="Validate the configuration (file, environment and flags) and "
                                        "print the effective settings as TOML. Exits 2 on an error.")
+    reload = sub.add_parser("reload", help="reload a running supervisor and wait for the outcome",
+                            description=reloadctl.DESCRIPTION)
+    reloadctl.add_arguments(reload)
     for p in (run, check):
         p.add_argument("app_arg", nargs="?", metavar="APP",
                        help="the WSGI app as module:callable (same as --app)")
@@ -79,6 +82,8 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "reload":
+        return reloadctl.main(args.pid, args.config, args.max_wait)
     cli_values = {s.name: getattr(args, s.name) for s in config.SETTINGS}
     if args.app_arg:
         cli_values["app"] = args.app_arg

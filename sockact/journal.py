@@ -54,11 +54,11 @@ EVENTS: dict[str, Event] = {
         "worker that is ready retires an old one once that one has finished its request. The\n"
         "listening sockets stay open throughout, so no connection is refused.\n"
         "\n"
-        "When the new generation serves, READY=1 is sent again. If its workers fail to start\n"
-        "(the new code does not import), the old generation keeps serving and the status line\n"
-        "says the reload failed. The configuration file is read again for the new generation\n"
-        "(a file with an error is logged and the running settings kept); listening addresses,\n"
-        "logging and preloaded apps change only with a restart of the service.",
+        "When the new generation serves, READY=1 is sent again. The configuration file is read\n"
+        "again for the new generation: if it has an error, no new worker is started; if the new\n"
+        "workers cannot import the app, they are stopped. Either way the old generation keeps\n"
+        "serving, and systemctl reload (which runs sockact reload) fails with the reason.\n"
+        "Listening addresses, logging and preloaded apps change only with a restart of the service.",
     ),
     "stop": Event(
         "c4e8a1b7d9024f35a0b6e3d1f8c27c33",

@@ -222,6 +222,9 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("run", "Serve the application. The app named on the command line wins over the one in the settings."),
     ("check", "Read the settings from every source, validate them, print the effective settings as TOML "
               "and exit; the exit status says whether they are valid."),
+    ("reload", "Reload the running supervisor PID (SIGHUP) and wait until its new generation of workers "
+               "serves; exit 1 with the reason if the reload failed (the old workers keep serving). "
+               "sockact.service runs it as ExecReload=, so systemctl reload tells the truth."),
 )
 
 

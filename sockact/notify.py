@@ -1,20 +1,73 @@
-"""sd_notify for Type=notify: READY, STATUS, RELOADING, STOPPING, EXTEND_TIMEOUT_USEC and the watchdog.
+"""sd_notify for Type=notify: READY, STATUS, RELOADING, STOPPING, EXTEND_TIMEOUT_USEC and the watchdog,
+and the outcome of each reload, published for `sockact reload` (reloadctl.py).
 
 Every call is a no-op when NOTIFY_SOCKET is unset, and none of them ever raises:
 a failing notification must not take the server down.
+
+sd_notify cannot say that a reload failed: READY=1 ends it either way. So the supervisor also
+writes the outcome of each reload to $RUNTIME_DIRECTORY/reload (RuntimeDirectory= in the unit),
+replacing the file atomically. Each outcome carries the supervisor's pid and a sequence number
+that grows by one per finished reload, so a reader that saw number N before its SIGHUP knows that
+N+1 or later answers it, and a file left by another process is never taken for this one's.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import os
 import time
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
 
 log = logging.getLogger("sockact.notify")
 
 # systemd-python reads NOTIFY_SOCKET from the C environment, so the supervisor keeps these;
 # workers drop them after the fork (NotifyAccess=main would ignore their messages anyway).
 _NOTIFY_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
+RELOAD_FILE = "reload"  # under $RUNTIME_DIRECTORY
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    """How the supervisor's reload number ``seq`` ended: ``ok``, or failed with ``reason``."""
+
+    seq: int
+    pid: int
+    ok: bool
+    reason: str = ""
+
+    def to_text(self) -> str:
+        return json.dumps(dataclasses.asdict(self)) + "\n"
+
+    @classmethod
+    def from_text(cls, text: str) -> ReloadOutcome | None:
+        """The outcome in ``text``, or None if it is not one (empty, cut short, foreign)."""
+        try:
+            fields = json.loads(text)
+            outcome = cls(**fields)
+        except (ValueError, TypeError):
+            return None
+        valid = (type(outcome.seq) is int and type(outcome.pid) is int and isinstance(outcome.ok, bool)
+                 and isinstance(outcome.reason, str))
+        return outcome if valid else None
+
+
+def runtime_dir(environ: Mapping[str, str]) -> str | None:
+    """The service's runtime directory: the first of $RUNTIME_DIRECTORY's colon-separated paths."""
+    return environ.get("RUNTIME_DIRECTORY", "").split(":")[0] or None
+
+
+def read_reload_outcome(directory: str) -> ReloadOutcome | None:
+    """The last reload outcome published in ``directory``, or None if there is none yet."""
+    try:
+        with open(os.path.join(directory, RELOAD_FILE), encoding="utf-8") as f:
+            return ReloadOutcome.from_text(f.read())
+    except OSError:
+        return None
 
 
 def forget(environ: MutableMapping[str, str]) -> None:
@@ -31,6 +84,10 @@ class Notifier:
         self._socket = values["NOTIFY_SOCKET"]
         self.watchdog_usec = _watchdog_usec(values["WATCHDOG_USEC"], values["WATCHDOG_PID"], pid)
         self._last_status = ""
+        self._pid = pid
+        self._runtime_dir = runtime_dir(environ)
+        self._reloads = 0  # finished reloads, the sequence number of the last published outcome
+        self._ready_sent = False
         self._send = None
         if self._socket:
             try:
@@ -58,12 +115,40 @@ class Notifier:
             log.debug("sd_notify failed: %s", exc)
 
     def ready(self, status: str | None = None) -> None:
+        self._ready_sent = True
         self._notify("READY=1" + (f"\nSTATUS={status}" if status else ""))
 
     def reloading(self) -> None:
         # MONOTONIC_USEC lets systemd (253+) match the reload to this notification.
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         self._notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
+
+    def reload_finished(self, ok: bool, reason: str) -> None:
+        """End a reload (READY=1, and the reason in STATUS= if it failed) and publish its outcome.
+
+        A SIGHUP before the first READY=1 never sends it: the start is not over.
+        """
+        states = ["READY=1"] if self._ready_sent else []
+        if not ok:
+            # The periodic status() replaces this line on its next change.
+            self._last_status = f"reload failed: {reason}"
+            states.append(f"STATUS={self._last_status}")
+        if states:  # before the outcome: systemd sees READY=1 before `sockact reload` exits
+            self._notify("\n".join(states))
+        self._reloads += 1
+        self._publish(ReloadOutcome(self._reloads, self._pid, ok, reason))
+
+    def _publish(self, outcome: ReloadOutcome) -> None:
+        if self._runtime_dir is None:
+            return
+        path = os.path.join(self._runtime_dir, RELOAD_FILE)
+        partial = f"{path}.{self._pid}.tmp"
+        try:
+            with open(partial, "w", encoding="utf-8") as f:
+                f.write(outcome.to_text())
+            os.replace(partial, path)  # a reader sees the old outcome or the new one, never half of one
+        except OSError as exc:
+            log.warning("cannot publish the reload outcome in %s: %s", self._runtime_dir, exc)
 
     def stopping(self) -> None:
         self._notify("STOPPING=1")

@@ -321,7 +321,9 @@ class WorkerPool:
             return [Halt(code if code in (APP_LOAD_ERROR, WORKER_BOOT_ERROR) else APP_LOAD_ERROR,
                          f"the app failed to load ({reason}); stopping")]
         if app_broken and self.phase is Phase.RELOADING and m.generation == self.current.number:
-            return self._abort_reload(f"the new generation does not start ({reason})", now)
+            what = "the new workers did not start in time" if m.killed else "the new code does not load"
+            kept = self.previous.number if self.previous else 0
+            return self._abort_reload(f"{what} ({reason}); keeping generation {kept}", now)
         self.boot_failures += 1
         delay = min(MAX_BACKOFF, 0.1 * 2 ** self.boot_failures)
         self.spawn_after = now + delay

@@ -250,11 +250,11 @@ class Supervisor:
                           ", ".join(f"{lst.name}={lst.address}" for lst in self.listeners))
             elif isinstance(action, Reloaded):
                 self._apply_settings()
-                self.notifier.ready(self.status_line())
                 lifecycle(log, "ready", "reload done: generation %d serving", action.generation)
+                self.notifier.reload_finished(True, "")
             elif isinstance(action, ReloadFailed):
                 log.error("reload failed: %s", action.reason)
-                self.notifier.ready(self.status_line() + " (reload failed)")
+                self.notifier.reload_finished(False, action.reason)
 
     def _apply_settings(self) -> None:
         """The supervisor's own share of a new generation's settings."""

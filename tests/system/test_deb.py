@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -197,6 +198,137 @@ def test_a_template_instance_serves_a_second_app_beside_the_first(box: Container
     assert second.stdout == "demo2 says hello\n"
     assert _active(box, "sockact@demo2.service") == "active"
     assert DEMO_PAGE in http_get(PORT).text  # the first app is still there
+
+
+# -- reload and restart, as an operator runs them; a broken app and a crashing one
+
+
+CONFIG = "/etc/sockact/sockact.toml"
+# An app whose import kills its worker's parent, the supervisor: a crash systemd sees, again and again.
+CRASHER_APP = """\
+import os
+import signal
+
+os.kill(os.getppid(), signal.SIGKILL)
+"""
+
+
+def _cursor(box: Container) -> str:
+    """Where the journal stands now, for _journal()."""
+    out = box.run("journalctl -n 0 --show-cursor -q").stdout.strip()
+    return out.removeprefix("-- cursor: ")
+
+
+def _journal(box: Container, cursor: str, *match: str) -> str:
+    """The messages of sockact.service (its processes' and systemd's about it) since ``cursor``."""
+    return box.run(["journalctl", "-u", "sockact.service", "-o", "cat", "--no-pager", f"--after-cursor={cursor}",
+                    *match]).stdout
+
+
+def _workers(box: Container, pid: str) -> list[str]:
+    # no ps on a minimal Debian: procps is not a dependency
+    return box.run(["cat", f"/proc/{pid}/task/{pid}/children"]).stdout.split()
+
+
+def _serving(box: Container) -> Response:
+    return wait_for(lambda: _get_or_none(PORT), timeout=30, what="the service serving")
+
+
+@pytest.fixture
+def shipped_config(box: Container) -> Iterator[str]:
+    """The shipped sockact.toml, put back after the test however it ends."""
+    _ensure_installed(box)
+    shipped = box.path(CONFIG).read_text()
+    yield shipped
+    box.write(CONFIG, shipped)
+    box.run("rm -f /usr/local/lib/python3*/dist-packages/sockact_crasher.py")
+
+
+def test_reload_returns_once_the_new_generation_serves(box: Container, shipped_config: str) -> None:
+    _serving(box)
+    pid = box.show("sockact.service", "MainPID")
+    cursor = _cursor(box)
+    done = box.systemctl("reload", "sockact.service", check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # `systemctl reload` came back only after the supervisor said so: nothing to wait for here
+    assert "reload done: generation" in _journal(box, cursor)
+    assert box.show("sockact.service", "MainPID") == pid and _active(box, "sockact.service") == "active"
+    assert DEMO_PAGE in http_get(PORT).text
+
+
+def test_reload_with_a_broken_file_fails_with_the_reason_and_keeps_serving(box: Container,
+                                                                            shipped_config: str) -> None:
+    pid = _serving(box).text.split("supervisor_pid: ")[1].split()[0]
+    assert pid == box.show("sockact.service", "MainPID")
+    workers = _workers(box, pid)
+    box.write(CONFIG, 'workers = "many"\n' + shipped_config)
+    cursor = _cursor(box)
+    done = box.systemctl("reload", "sockact.service", check=False)
+    assert done.returncode != 0, done.stdout + done.stderr
+    said = _journal(box, cursor)
+    assert "sockact: reload failed: " in said and "'workers'" in said, said
+    # the old settings, the old workers, the same supervisor: still serving
+    assert _active(box, "sockact.service") == "active" and box.show("sockact.service", "MainPID") == pid
+    assert sorted(_workers(box, pid)) == sorted(workers)
+    assert DEMO_PAGE in http_get(PORT).text
+    box.write(CONFIG, shipped_config)
+    assert box.systemctl("reload", "sockact.service", check=False).returncode == 0
+
+
+def test_restarts_in_a_row_leave_the_socket_listening(box: Container, shipped_config: str) -> None:
+    _serving(box)
+    for _ in range(10):  # more than the 5 in 10 s of systemd's default start limit
+        box.systemctl("restart", "sockact.service")
+    assert _active(box, "sockact.socket") == "active" and _active(box, "sockact.service") == "active"
+    assert DEMO_PAGE in http_get(PORT).text
+
+
+def test_a_broken_app_fails_the_service_but_not_the_socket(box: Container, shipped_config: str) -> None:
+    _serving(box)
+    box.systemctl("stop", "sockact.service")
+    box.write(CONFIG, shipped_config.replace('app = "sockact.apps.demo:app"', 'app = "sockact_no_such_app:app"'))
+    cursor = _cursor(box)
+    attempts = 6  # more than the 5 starts in 10 s of systemd's default start limit
+    for _ in range(attempts):  # each connection starts the service, which fails and closes it
+        try:
+            answer = http_get(PORT, timeout=10)
+        except OSError:
+            answer = None
+        assert answer is None or answer.status >= 500, answer
+        wait_for(lambda: _active(box, "sockact.service") == "failed", timeout=30, what="the service failed")
+    assert box.show("sockact.service", "ExecMainStatus") == "5"
+    said = _journal(box, cursor, "-p", "err")
+    assert "sockact_no_such_app" in said, said
+    # the socket listens still, and the service started once per connection, not in a loop
+    assert _active(box, "sockact.socket") == "active", box.show("sockact.socket", "Result")
+    starts = _journal(box, cursor).count("Starting sockact.service")
+    assert 1 <= starts <= attempts, _journal(box, cursor)
+    # fixed: the next connection is served, with no reset-failed
+    box.write(CONFIG, shipped_config)
+    assert DEMO_PAGE in http_get(PORT, timeout=30).text
+    # a first worker may answer before the last is ready and READY=1 is sent
+    wait_for(lambda: _active(box, "sockact.service") == "active", timeout=30, what="the service active")
+
+
+def test_a_crashing_supervisor_restarts_with_a_pause_and_the_socket_stays(box: Container,
+                                                                          shipped_config: str) -> None:
+    _serving(box)
+    site = box.run(["python3", "-c", "import site; print(site.getsitepackages()[0])"]).stdout.strip()
+    box.write(f"{site}/sockact_crasher.py", CRASHER_APP)
+    box.write(CONFIG, shipped_config.replace('app = "sockact.apps.demo:app"', 'app = "sockact_crasher:app"'))
+    pause = float(box.show("sockact.service", "RestartUSec").removesuffix("s"))
+    started = time.monotonic()
+    box.systemctl("restart", "sockact.service", check=False)  # fails: the supervisor is killed
+    restarts = 3
+    wait_for(lambda: int(box.show("sockact.service", "NRestarts")) >= restarts, timeout=60,
+             what=f"{restarts} automatic restarts")
+    took = time.monotonic() - started
+    assert took >= restarts * pause, f"{restarts} restarts in {took:.1f}s: no pause between them"
+    assert _active(box, "sockact.socket") == "active", box.show("sockact.socket", "Result")
+    # fixed: a following restart serves, with no reset-failed
+    box.write(CONFIG, shipped_config)
+    assert DEMO_PAGE in wait_for(lambda: _get_or_none(PORT), timeout=30, what="the fixed app served").text
+    wait_for(lambda: _active(box, "sockact.service") == "active", timeout=30, what="the service active")
 
 
 def test_remove_stops_both_units_and_keeps_the_conffile(box: Container) -> None:

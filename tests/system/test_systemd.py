@@ -88,7 +88,9 @@ def test_first_request_activates_the_service(sockact: Deployment):
     response = sockact.get("/")
     assert response.status == 200
     assert "Served by sockact" in response.text  # the shipped config serves the demo app
-    assert (sockact.show("ActiveState"), sockact.show("SubState")) == ("active", "running")
+    # a first worker may answer before the last is ready and READY=1 is sent
+    wait_for(lambda: (sockact.show("ActiveState"), sockact.show("SubState")) == ("active", "running"), 10,
+             what="the service active (running)")
     status = wait_for(lambda: sockact.show("StatusText"), 5, what="a STATUS= line")
     assert re.search(r"\d+ workers", status), status
     out = sockact.c.systemctl("status", "--no-pager", "--lines=0", "sockact.service", check=False).stdout
@@ -186,7 +188,9 @@ def test_watchdog_restarts_a_stopped_supervisor_and_no_connection_is_refused(soc
         served = load.outcomes["ok"]
         wait_for(lambda: load.outcomes["ok"] >= served + 20, 10, what="load served after the restart")
     print(f"watchdog: restarted {took:.2f}s after SIGSTOP; load {dict(load.outcomes)}")
-    assert took <= watchdog_sec + 2, f"restarted {took:.1f}s after SIGSTOP"
+    # the watchdog's interval, TimeoutAbortSec=1s to kill the stopped supervisor, RestartSec=, a boot
+    restart_sec = float(sockact.show("RestartUSec").removesuffix("s"))
+    assert took <= watchdog_sec + 1 + restart_sec + 1, f"restarted {took:.1f}s after SIGSTOP"
     assert load.outcomes["refused"] == 0, (load.outcomes, load.errors)
     # only requests already inside the frozen supervisor may be lost, at most one per client
     assert load.failures <= 3, (load.outcomes, load.errors)

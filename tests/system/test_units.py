@@ -17,6 +17,8 @@ import pytest
 from nspawn import Container
 from sysdeploy import REPO, UNIT_DIR, UNITS
 
+from sockact.errors import APP_LOAD_ERROR, EXIT_FAILURE, EXIT_USAGE, WORKER_BOOT_ERROR
+
 UNITS_SRC = REPO / "packaging" / "systemd"
 SECURITY_THRESHOLD = 1.5  # the highest exposure level sockact.service may score
 HARDENING = {
@@ -66,9 +68,19 @@ def test_service_unit():
     assert one(unit, "Service", "Type") == "notify"
     assert one(unit, "Service", "NotifyAccess") == "main"
     assert one(unit, "Service", "ExecStart") == "/usr/bin/sockact run --config /etc/sockact/sockact.toml"
-    assert one(unit, "Service", "ExecReload") == "/bin/kill -HUP $MAINPID"
+    # sockact itself, which waits for the outcome: no /bin/kill (procps is not a dependency)
+    assert one(unit, "Service", "ExecReload") == ("/usr/bin/sockact reload --pid $MAINPID "
+                                                  "--config /etc/sockact/sockact.toml")
+    assert one(unit, "Service", "RuntimeDirectory") == "sockact/%n"  # where the outcome is published
     assert one(unit, "Service", "KillMode") == "mixed"
     assert one(unit, "Service", "Restart") == "on-failure"
+    # the socket outlives the service: no start limit to take it down, no restart of what only an
+    # operator can fix, and a pause between the restarts of a crash
+    assert one(unit, "Unit", "StartLimitIntervalSec") == "0"
+    prevented = one(unit, "Service", "RestartPreventExitStatus").split()
+    assert {str(EXIT_USAGE), str(APP_LOAD_ERROR), str(WORKER_BOOT_ERROR)} <= set(prevented)
+    assert str(EXIT_FAILURE) not in prevented
+    assert re.fullmatch(r"[1-9]\d*s", one(unit, "Service", "RestartSec"))
     assert re.fullmatch(r"\d+s", one(unit, "Service", "WatchdogSec"))
     assert one(unit, "Unit", "Requires") == one(unit, "Unit", "After") == "sockact.socket"
     assert unit["Unit"]["Documentation"]
@@ -88,13 +100,15 @@ def test_templates_differ_from_the_units_only_by_instance():
         assert template.keys() == plain.keys()
         for section, keys in plain.items():
             for key, values in keys.items():
-                if key in ("Description", "Requires", "After", "ExecStart", "ListenStream"):
+                if key in ("Description", "Requires", "After", "ExecStart", "ExecReload", "ListenStream"):
                     continue
                 if name == "socket" and key in ("SocketMode", "NoDelay"):
                     continue  # Unix-socket settings in place of TCP ones
                 assert template[section][key] == values, f"sockact@.{name} [{section}] {key}"
     service = parse_unit(UNITS_SRC / "sockact@.service")
     assert one(service, "Service", "ExecStart") == "/usr/bin/sockact run --config /etc/sockact/%i.toml"
+    assert one(service, "Service", "ExecReload") == ("/usr/bin/sockact reload --pid $MAINPID "
+                                                     "--config /etc/sockact/%i.toml")
     assert one(service, "Unit", "Requires") == one(service, "Unit", "After") == "sockact@%i.socket"
     socket_unit = parse_unit(UNITS_SRC / "sockact@.socket")
     assert socket_unit["Socket"]["ListenStream"] == ["/run/sockact/%i.sock"]

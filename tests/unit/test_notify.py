@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from sockact.notify import Notifier, forget
+from sockact.notify import Notifier, ReloadOutcome, forget
 
 
 @pytest.fixture
@@ -75,3 +75,62 @@ def test_workers_forget_the_variables():
     env = {"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "1", "WATCHDOG_PID": "2", "OTHER": "kept"}
     forget(env)
     assert env == {"OTHER": "kept"}
+
+
+# -- the outcome of a reload, for `sockact reload`
+
+
+def test_reload_finished_sends_ready_and_publishes_numbered_outcomes(notify_socket, tmp_path):
+    import os
+
+    from sockact.notify import read_reload_outcome
+
+    run = tmp_path / "run"
+    run.mkdir()
+    n = Notifier({"NOTIFY_SOCKET": os.environ["NOTIFY_SOCKET"], "RUNTIME_DIRECTORY": f"{run}:/elsewhere"}, 4242)
+    n.ready()
+    assert read_reload_outcome(str(run)) is None
+    n.reload_finished(False, "line 2: bad value")
+    assert read_reload_outcome(str(run)) == ReloadOutcome(1, 4242, False, "line 2: bad value")
+    n.reload_finished(True, "")
+    assert read_reload_outcome(str(run)) == ReloadOutcome(2, 4242, True, "")
+    assert messages(notify_socket) == ["READY=1", "READY=1\nSTATUS=reload failed: line 2: bad value", "READY=1"]
+    assert [p.name for p in run.iterdir()] == ["reload"]  # no partial file left behind
+
+
+def test_the_failure_status_gives_way_to_the_next_status(notify_socket, tmp_path):
+    import os
+
+    n = Notifier({"NOTIFY_SOCKET": os.environ["NOTIFY_SOCKET"]}, 1)
+    n.ready()
+    n.status("2 workers")
+    n.reload_finished(False, "no such module")
+    n.status("2 workers")  # the same line as before the reload: sent again, replacing the failure
+    assert messages(notify_socket)[-1] == "STATUS=2 workers"
+
+
+def test_a_reload_that_ends_before_the_start_does_not_say_ready(notify_socket, tmp_path):
+    import os
+
+    n = Notifier({"NOTIFY_SOCKET": os.environ["NOTIFY_SOCKET"], "RUNTIME_DIRECTORY": str(tmp_path)}, 1)
+    n.reload_finished(True, "")
+    n.reload_finished(False, "bad file")
+    assert messages(notify_socket) == ["STATUS=reload failed: bad file"]
+
+
+def test_publishing_where_it_cannot_write_never_raises(tmp_path):
+    n = Notifier({"RUNTIME_DIRECTORY": str(tmp_path / "gone")}, 1)
+    n.reload_finished(True, "")  # no NOTIFY_SOCKET and no directory: nothing to do, nothing raised
+
+
+@pytest.mark.parametrize("text", [
+    "", "{", "[]", '{"seq": 1}', '{"seq": "1", "pid": 2, "ok": true, "reason": ""}',
+    '{"seq": 1, "pid": 2, "ok": 1, "reason": ""}', '{"seq": 1, "pid": 2, "ok": true, "reason": "", "x": 0}',
+])
+def test_anything_but_an_outcome_reads_as_none(text):
+    assert ReloadOutcome.from_text(text) is None
+
+
+def test_outcome_round_trip():
+    outcome = ReloadOutcome(7, 99, False, 'key "workers": expected an integer\nsecond line')
+    assert ReloadOutcome.from_text(outcome.to_text()) == outcome

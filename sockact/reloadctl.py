@@ -1,0 +1,128 @@
+"""`sockact reload --pid PID`: reload a running supervisor and wait for the outcome (for ExecReload=).
+
+It sends SIGHUP, then waits until the supervisor publishes how that reload ended in
+$RUNTIME_DIRECTORY/reload (notify.Notifier.reload_finished). It exits 0 once the new generation
+is serving. It exits 1, with the reason on stderr, if the reload failed (a bad configuration
+file, an app that does not load: the old generation keeps serving), if the supervisor exits
+first, or if no outcome comes within the bound.
+
+The bound is the new settings' ``timeout`` (how long a worker may take to boot) plus
+``graceful_timeout``, read from the same sources as the supervisor reads them. When it runs out,
+the command gives up waiting and says so; the supervisor carries on with the reload, which
+still ends in the journal either way. systemd bounds the whole command by TimeoutStartSec=.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TextIO
+
+from . import config
+from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError
+from .notify import ReloadOutcome, read_reload_outcome, runtime_dir
+
+POLL = 0.05  # seconds between looks at the outcome file while waiting
+
+DESCRIPTION = """\
+Reload the sockact supervisor PID (SIGHUP) and wait until the new generation of workers serves
+or the reload fails. Exits 0 on success, 1 with the reason otherwise. The supervisor publishes
+the outcome in $RUNTIME_DIRECTORY, which systemd sets from RuntimeDirectory= for both
+ExecStart= and ExecReload=."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `reload` subcommand's options (cli.py builds the subparser)."""
+    parser.add_argument("--pid", type=_supervisor_pid, required=True,
+                        help="the supervisor's process id ($MAINPID in ExecReload=)")
+    parser.add_argument("-c", "--config", metavar="FILE",
+                        help="the TOML settings file the supervisor re-reads, for the bound of the wait")
+    parser.add_argument("--max-wait", type=float, metavar="SECONDS",
+                        help="give up waiting after this long [default: timeout + graceful_timeout "
+                             "from the settings]")
+
+
+def _supervisor_pid(text: str) -> int:
+    pid = int(text)
+    if pid <= 1:  # kill(0) would signal our own process group, kill(-1) everyone, 1 is init
+        raise argparse.ArgumentTypeError(f"not a supervisor's pid: {text}")
+    return pid
+
+
+@dataclass(frozen=True)
+class Verdict:
+    exit_code: int
+    message: str  # empty on success: like `nginx -s reload`, quiet when it worked
+
+
+def judge(pid: int, before: int, outcome: ReloadOutcome | None, alive: bool, waited: float,
+          bound: float) -> Verdict | None:
+    """What the wait has come to, or None to keep waiting.
+
+    ``before`` is the sequence number of the outcome the supervisor had published before the
+    SIGHUP (0 if none): only a later one answers this reload.
+    """
+    if outcome is not None and outcome.pid == pid and outcome.seq > before:
+        if outcome.ok:
+            return Verdict(EXIT_OK, "")
+        return Verdict(EXIT_FAILURE, f"reload failed: {outcome.reason}; the running workers keep serving")
+    if not alive:
+        return Verdict(EXIT_FAILURE, f"reload failed: process {pid} exited before the reload finished")
+    if waited >= bound:
+        return Verdict(EXIT_FAILURE, f"no outcome from process {pid} within {bound:g}s: the new workers may "
+                                     "still be starting while the old ones serve; the journal tells the end")
+    return None
+
+
+def wait_bound(environ: Mapping[str, str], config_file: str | None) -> float:
+    """timeout + graceful_timeout of the settings the supervisor will read (the defaults if those
+    do not load: then the supervisor fails the reload at once, and the bound does not matter)."""
+    try:
+        cfg = config.build({}, environ, config_file)
+    except ConfigError:
+        cfg = config.Config()
+    return cfg.timeout + cfg.graceful_timeout
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists; we may not signal it (we could not have sent the HUP either)
+    return True
+
+
+def main(pid: int, config_file: str | None = None, max_wait: float | None = None,
+         environ: Mapping[str, str] | None = None, *, err: TextIO | None = None,
+         clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> int:
+    """Reload supervisor ``pid`` and wait for the outcome; returns the exit code."""
+    environ = os.environ if environ is None else environ
+    err = sys.stderr if err is None else err
+    directory = runtime_dir(environ)
+    if directory is None:
+        print("sockact: reload: RUNTIME_DIRECTORY is not set, so the outcome cannot be read; run it "
+              "from ExecReload= of a unit with RuntimeDirectory=, or send SIGHUP yourself", file=err)
+        return EXIT_USAGE
+    bound = max_wait if max_wait is not None else wait_bound(environ, config_file)
+    previous = read_reload_outcome(directory)
+    before = previous.seq if previous is not None and previous.pid == pid else 0
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:
+        print(f"sockact: reload: cannot signal process {pid}: {exc.strerror}", file=err)
+        return EXIT_FAILURE
+    started = clock()
+    while True:
+        verdict = judge(pid, before, read_reload_outcome(directory), _alive(pid), clock() - started, bound)
+        if verdict is not None:
+            if verdict.message:
+                print(f"sockact: {verdict.message}", file=err)
+            return verdict.exit_code
+        sleep(POLL)

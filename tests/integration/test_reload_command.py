@@ -1,0 +1,45 @@
+"""`sockact reload --pid` against the real supervisor: exit 0 once the new generation serves, 1 with
+the reason when the file is broken or the new code does not load, and the old workers keep serving."""
+
+from __future__ import annotations
+
+import subprocess
+
+from conftest import SOCKACT, base_env, http_get
+
+
+def reload(pid: int, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SOCKACT, "reload", "--pid", str(pid), "--max-wait", "30"], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_reload_waits_for_the_new_generation_and_tells_the_truth(start_sockact, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    env = {"RUNTIME_DIRECTORY": str(run_dir)}
+    cfg = tmp_path / "sockact.toml"
+    cfg.write_text('app = "testapps:pid"\nworkers = 1\n')
+    server = start_sockact("--config", str(cfg), env=env, workers=1)
+    (old,) = server.workers()
+
+    cfg.write_text('app = "testapps:pid"\nworkers = 2\n')
+    done = reload(server.pid, base_env(**env))
+    assert (done.returncode, done.stderr) == (0, "")
+    # when the command returns, the new generation serves: no waiting here
+    for _ in range(4):
+        assert server.get_json("/")["pid"] != old
+
+    serving = server.wait_workers(2, without=old)
+    cfg.write_text('app = "testapps:pid"\nworkers = "two"\n')
+    done = reload(server.pid, base_env(**env))
+    assert done.returncode == 1
+    assert done.stderr.startswith("sockact: reload failed: ") and "'workers'" in done.stderr, done.stderr
+    assert sorted(server.workers()) == sorted(serving), "a broken file must not start a generation"
+    assert http_get(server.port, "/")[0] == 200
+
+    cfg.write_text('app = "no_such_module_here:app"\nworkers = 2\n')
+    done = reload(server.pid, base_env(**env))
+    assert done.returncode == 1
+    assert "the new code does not load" in done.stderr, done.stderr
+    assert sorted(server.wait_workers(2)) == sorted(serving)
+    assert http_get(server.port, "/")[0] == 200

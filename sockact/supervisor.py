@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import handoff
+from .accesslog import escape
 from .activation import Listener
 from .apploader import WSGIApp
 from .dispatch import Dispatcher
@@ -542,7 +543,8 @@ class Supervisor:
         for w in self.workers.values():
             if not self.dispatcher.is_busy(w.pid) and not w.aborted_at:
                 continue
-            started, _, line = self._scoreboard.read(w.slot)
+            started, _, raw = self._scoreboard.read(w.slot)
+            line = escape(raw)  # the client's path: it must not forge a log line
             if w.aborted_at:
                 healthy = False
                 if now - w.aborted_at > ABORT_GRACE:

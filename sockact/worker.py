@@ -19,9 +19,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import handoff, notify
+from .accesslog import AccessLog
 from .apploader import WSGIApp, add_virtualenv, load_all
 from .errors import APP_LOAD_ERROR, EXIT_OK, WORKER_BOOT_ERROR, HandoffError, SockactError
 from .http import Limits, Outcome, Site, serve_connection
+from .journal import installed_sendv
 from .scoreboard import SlotWriter
 
 log = logging.getLogger("sockact.worker")
@@ -45,6 +47,7 @@ class WorkerLoop:
         self.stopping = False
         self.pid = 0
         self.sites: list[Site] = []
+        self.access: AccessLog | None = None
 
     def run(self) -> int:
         """The worker's whole life; returns its exit code."""
@@ -76,6 +79,8 @@ class WorkerLoop:
                 return EXIT_OK
             if msg.kind == handoff.CONN:
                 self.serve(msg)
+                if self.access is not None and not select.select([self.chan], [], [], 0)[0]:
+                    self.access.flush()  # going idle; while busy, AccessLog.log() writes what is due
 
     def serve(self, msg: handoff.Message) -> None:
         """Serve one handed-over connection, then park it or report it closed."""
@@ -157,6 +162,8 @@ class WorkerLoop:
         if apps is None:
             add_virtualenv(self.config.virtualenv)
             apps = load_all(self.config.listener(name).app for name in self.listener_names)
+        if any(self.config.listener(name).access_log for name in self.listener_names):
+            self.access = AccessLog(self.config.access_logformat, self.config.access_logfile, installed_sendv())
         return [self._site(self.config.listener(name), apps) for name in self.listener_names]
 
     def _site(self, lc: Any, apps: Mapping[str, WSGIApp]) -> Site:
@@ -165,7 +172,8 @@ class WorkerLoop:
             header_field_size=lc.limit_request_field_size, head=lc.limit_request_head,
             body=lc.limit_request_body)
         return Site(app=_tracked(apps[lc.app], self.slot), limits=limits, header_timeout=lc.header_timeout,
-                    io_timeout=self.config.timeout, access_log=lc.access_log, listener=lc.name)
+                    io_timeout=self.config.timeout, access_log=lc.access_log, listener=lc.name,
+                    access=self.access)
 
 
 def _tracked(app: WSGIApp, slot: SlotWriter) -> WSGIApp:

@@ -229,15 +229,14 @@ def check_file(path: str | None) -> None:
     """Raise ConfigError if ``access_logfile`` could not be written; creates nothing.
 
     Run as the configuring user, which may not be the service's: it can only catch what is wrong
-    for everyone (a missing directory, a directory in its place).
+    for everyone (a directory in its place, an existing file this user cannot append to).
     """
     if not path or path == STDERR:
         return
     if os.path.isdir(path):
         raise ConfigError(f"access_logfile {path}: is a directory")
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise ConfigError(f"access_logfile {path}: directory {parent} does not exist")
+    # A missing directory is no error here: systemd creates LogsDirectory= when the service starts,
+    # after `sockact check`. The workers open the file, and fail to boot with this message if they cannot.
     if os.path.exists(path):
         try:
             os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC))

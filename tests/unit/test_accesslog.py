@@ -189,7 +189,8 @@ def test_stderr_target_writes_timestamped_lines(capfd: pytest.CaptureFixture[str
 def test_check_file(tmp_path: Path):
     accesslog.check_file(str(tmp_path / "new.log"))
     assert not (tmp_path / "new.log").exists()  # checking creates nothing
-    with pytest.raises(ConfigError, match=r"access_logfile .*does not exist"):
-        accesslog.check_file(str(tmp_path / "nodir" / "a.log"))
+    accesslog.check_file(str(tmp_path / "nodir" / "a.log"))  # LogsDirectory= comes at the service's start
+    with pytest.raises(ConfigError, match=r"access_logfile .*No such file"):
+        AccessLog(GUNICORN_FORMAT, str(tmp_path / "nodir" / "a.log"))
     with pytest.raises(ConfigError, match="is a directory"):
         accesslog.check_file(str(tmp_path))

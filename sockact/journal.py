@@ -300,25 +300,24 @@ class ErrorStream:
     Each ``write()`` logs the complete lines it ends, and ``flush()`` the rest, as one record: a
     logging.StreamHandler (Flask's default one writes here) writes a traceback in one call, so it
     lands as one journal entry at PRIORITY=3, not one entry per line at info as raw stderr would.
-    Records carry SOCKACT_CONN_ID and the request line the server set in ``request``.
+    Records carry SOCKACT_CONN_ID and the request line that ``request_line()`` gives.
     """
 
     encoding = "utf-8"
     errors = "replace"
 
-    def __init__(self, logger: logging.Logger, conn_id: int, listener: str) -> None:
+    def __init__(self, logger: logging.Logger, conn_id: int, listener: str,
+                 request_line: Callable[[], str] = lambda: "") -> None:
         self._log = logger
         self._buf = ""
-        self.fields: dict[str, Any] = {"SOCKACT_CONN_ID": conn_id, "SOCKACT_LISTENER": listener,
-                                       "HTTP_REQUEST": ""}
+        self._conn_id = conn_id
+        self._listener = listener
+        self._request_line = request_line  # asked only when something is logged
 
-    @property
-    def request(self) -> str:
-        return str(self.fields["HTTP_REQUEST"])
-
-    @request.setter
-    def request(self, line: str) -> None:
-        self.fields["HTTP_REQUEST"] = line
+    def fields(self) -> dict[str, Any]:
+        """The journal fields that say which connection and request a record belongs to."""
+        return {"SOCKACT_CONN_ID": self._conn_id, "SOCKACT_LISTENER": self._listener,
+                "HTTP_REQUEST": self._request_line()}
 
     def write(self, text: str) -> int:
         if not isinstance(text, str):
@@ -341,7 +340,7 @@ class ErrorStream:
             self._emit(whole)
 
     def _emit(self, text: str) -> None:
-        self._log.error("%s", text, extra=self.fields)
+        self._log.error("%s", text, extra=self.fields())
 
 
 def lifecycle(logger: logging.Logger, event: str, message: str, *args: Any,

@@ -140,7 +140,8 @@ class _Conn:
         self.wire = wire
         self.engine = engine
         self.conn_id = conn_id
-        self.errors = ErrorStream(app_log, conn_id, site.listener)
+        self.request: Request | None = None
+        self.errors = ErrorStream(app_log, conn_id, site.listener, self.request_line)
         self.env = connection_environ(site.environ, peer, extra)
         self.env["wsgi.errors"] = self.errors
         self.stopping = stopping
@@ -158,6 +159,14 @@ class _Conn:
         self.body_error: ProtocolError | None = None
         self.wire_failed = False
         self.status = 0
+
+    def request_line(self) -> str:
+        """The request in hand as logs quote it: client text escaped (see accesslog.escape)."""
+        request = self.request
+        if request is None:
+            return "-"
+        return escape(f"{request.method.decode('latin-1')} {request.target.decode('latin-1')} "
+                      f"{PROTOCOLS[request.version]}")
 
     def local_address(self) -> tuple[str, str]:
         """SERVER_NAME and SERVER_PORT from the socket, for a request without Host."""
@@ -192,7 +201,7 @@ class _Conn:
         self.body_error = None
         self.wire_failed = False
         self.status = 0
-        self.errors.request = request_line(request)
+        self.request = request
         environ = request_environ(self.env, request, InputStream(self.pull_body), self.local_address)
         try:
             result = self.site.app(environ, start)
@@ -341,8 +350,8 @@ class _Conn:
         else:
             status = 500
             # One record, traceback included: one journal entry at PRIORITY=3 (err).
-            log.error("conn %d: application error on %s", self.conn_id, self.errors.request, exc_info=exc,
-                      extra=self.errors.fields)
+            log.error("conn %d: application error on %s", self.conn_id, self.request_line(), exc_info=exc,
+                      extra=self.errors.fields())
         if start is not None and start.headers_sent:
             return False  # the client sees a response cut short, which is the truth
         self.status = status
@@ -373,8 +382,3 @@ class _Conn:
                           response_headers=start.headers if start is not None else ())
         self.access.log(entry)
 
-
-def request_line(request: Request) -> str:
-    """The request line as logs quote it: client text escaped (see accesslog.escape)."""
-    return escape(f"{request.method.decode('latin-1')} {request.target.decode('latin-1')} "
-                  f"{PROTOCOLS[request.version]}")

@@ -214,8 +214,7 @@ def test_catalog_command(capsys):
 def test_wsgi_errors_logs_a_traceback_as_one_error_record(logger):
     rec = Recorder()
     attach(logger, rec)
-    stream = journal.ErrorStream(logger, 7, "http")
-    stream.request = "GET /x HTTP/1.1"
+    stream = journal.ErrorStream(logger, 7, "http", lambda: "GET /x HTTP/1.1")
     # what Flask's default handler, a logging.StreamHandler on wsgi.errors, does for an exception
     app_logger = logging.getLogger("sockact.test_journal.app")
     app_logger.propagate = False

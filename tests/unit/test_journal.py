@@ -248,11 +248,15 @@ def test_wsgi_errors_logs_complete_lines_and_the_rest_on_flush(logger):
 
 def test_error_logfile_writes_timestamped_lines(tmp_path):
     path = tmp_path / "error.log"
+    sockact_logger = logging.getLogger(journal.LOGGER_NAME)
+    saved = (sockact_logger.handlers[:], sockact_logger.level, sockact_logger.propagate)
     try:
         assert journal.setup_logging("info", "auto", {}, str(path)) == "file"
         logging.getLogger("sockact.test").warning("to the file")
     finally:
-        journal.setup_logging("info", "stderr", {})
+        for handler in sockact_logger.handlers:
+            handler.close()
+        sockact_logger.handlers[:], sockact_logger.level, sockact_logger.propagate = saved
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \[\d+\] WARNING sockact.test: to the file\n",
                         path.read_text())
     with pytest.raises(journal.ConfigError, match="error_logfile"):

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import __version__, config, reloadctl
+from .accesslog import check_file
 from .errors import EXIT_OK, SockactError
 
 log = logging.getLogger("sockact")
@@ -93,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = config.build(cli_values, os.environ, args.config)
         if cfg.virtualenv:
             config.check_virtualenv(cfg.virtualenv)  # once here, rather than in every worker
+        check_file(cfg.access_logfile)
         return cfg
 
     try:
@@ -120,7 +122,7 @@ def run(cfg: Any, reload_config: Callable[[], Any] | None = None) -> int:
     from .notify import Notifier
     from .supervisor import Supervisor
 
-    setup_logging(cfg.log_level, cfg.log_target, os.environ)
+    setup_logging(cfg.log_level, cfg.log_target, os.environ, cfg.error_logfile)
     # Like `python -m`, import the app from the working directory first.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .accesslog import GUNICORN_FORMAT, check_format
 from .errors import ConfigError
 
 ENV_PREFIX = "SOCKACT_"
@@ -213,6 +214,17 @@ SETTINGS: tuple[Setting, ...] = (
             metavar="BYTES"),
     Setting("access_log", _bool, True,
             "Log one line per request.", section="logging", per_listener=True),
+    Setting("access_logfile", _path, None,
+            "Write access lines to this file (opened with O_APPEND, reopened when rotated away), or "
+            "'-' for stderr; unset, they go where the other logs go (log_target).",
+            section="logging", metavar="PATH"),
+    Setting("access_logformat", check_format, GUNICORN_FORMAT,
+            "Access line format with gunicorn's atoms (%(h)s client, %(r)s request line, %(s)s status, "
+            "%(b)s bytes, %(D)s microseconds, %({header}i)s, ...), or 'json' for one JSON object per line.",
+            section="logging", metavar="FORMAT"),
+    Setting("error_logfile", _path, None,
+            "Write sockact's own log lines to this file, or '-' for stderr; unset, log_target decides.",
+            section="logging", metavar="PATH"),
     Setting("log_level", _choice("debug", "info", "warning", "error"), "info",
             "Least severe level logged.", section="logging", metavar="LEVEL"),
     Setting("log_target", _choice("auto", "journal", "stderr"), "auto",

@@ -37,8 +37,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
 from . import handoff
+from .accesslog import AccessLog
 from .errors import HandoffError
 from .http import HTTPConnection, Site, Step
 from .http.engine import Request
@@ -73,8 +75,7 @@ class EventLoop:
 
     def __init__(self, chan: socket.socket, sites: Sequence[Site], slots: Sequence[SlotWriter], *,
                  park_after: Sequence[float], handback_after: float, max_requests: int,
-                 extra: dict[str, object],
-                 after_call: Callable[[], None] = lambda: None) -> None:
+                 extra: dict[str, object], access: AccessLog | None = None) -> None:
         self.chan = chan
         self.sites = list(sites)
         self.slots = list(slots)
@@ -82,7 +83,7 @@ class EventLoop:
         self.park_after = list(park_after)
         self.handback_after = handback_after
         self.extra = extra  # environ keys every request gets (worker pid)
-        self.after_call = after_call
+        self.access = access  # written when the loop goes idle, and at least every FLUSH interval
         self.stopping = False  # SIGTERM: answer with Connection: close, park nothing
         self.retiring = False  # EOF on the channel: hand everything back, then exit
         self.max_requests = max_requests  # 0: never recycled
@@ -134,7 +135,10 @@ class EventLoop:
         return threads
 
     def _turn(self) -> None:
-        for key, _ in self.selector.select(TICK):
+        events = self.selector.select(TICK)
+        if not events and self.access is not None:
+            self.access.flush()  # idle: write the lines out
+        for key, _ in events:
             if key.fileobj is self.chan:
                 self._read_channel()
             elif key.fileobj is self._wake_r:
@@ -146,6 +150,8 @@ class EventLoop:
         if now >= self._next_timers:
             self._next_timers = now + TIMER_INTERVAL
             self._timers(now)
+            if self.access is not None:
+                self.access.flush_if_due(now)
 
     # ------------------------------------------------------------------ the channel
 
@@ -265,12 +271,12 @@ class EventLoop:
         assert request is not None
         held.request = None
         slot = self.slots[index]
-        slot.begin(f"{request.method.decode('latin-1')} {request.target.decode('latin-1')}")
+        # The path as the app sees it (PATH_INFO, decoded); the supervisor escapes it when it logs it.
+        slot.begin(f"{request.method.decode('latin-1')} {unquote_to_bytes(request.path).decode('latin-1')}")
         try:
             return held.http.serve(request)
         finally:
             slot.end()
-            self.after_call()
 
     def _after(self, held: Held, keep: bool) -> None:
         held.in_call = False

@@ -16,11 +16,14 @@ packaging/systemd/sockact.catalog.
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
+
+from .errors import ConfigError
 
 IDENTIFIER = "sockact"
 LOGGER_NAME = "sockact"
@@ -191,12 +194,12 @@ class JournalHandler(logging.Handler):
 
     def __init__(self, sendv: Callable[..., Any]) -> None:
         super().__init__()
-        self._sendv = sendv
+        self.sendv = sendv
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = _format_with_exception(self.formatter or logging.Formatter(), record)
-            self._sendv(*journal_fields(record, message))
+            self.sendv(*journal_fields(record, message))
         except Exception:
             self.handleError(record)
 
@@ -253,23 +256,91 @@ def _journal_sendv() -> Callable[..., Any] | None:
     return journal.sendv
 
 
-def setup_logging(level: str, target: str, environ: Mapping[str, str]) -> str:
-    """Configure the 'sockact' loggers; returns the target chosen: 'journal' or 'stderr'.
+def setup_logging(level: str, target: str, environ: Mapping[str, str], logfile: str | None = None) -> str:
+    """Configure the 'sockact' loggers; returns the target chosen: 'journal', 'stderr' or 'file'.
 
     ``target`` is 'journal', 'stderr' or 'auto' (journal when stderr is connected to it).
     Without the systemd bindings, 'journal' falls back to stderr rather than failing to start.
+    ``logfile`` (error_logfile) overrides it: '-' for stderr, else a file of timestamped lines.
     """
     sendv = None
-    if target == "journal" or (target == "auto" and stderr_is_journal(environ)):
+    if logfile is None and (target == "journal" or (target == "auto" and stderr_is_journal(environ))):
         sendv = _journal_sendv()
-    handler: logging.Handler = JournalHandler(sendv) if sendv else StderrHandler()
+    handler: logging.Handler
+    if sendv:
+        handler = JournalHandler(sendv)
+    elif logfile and logfile != "-":
+        try:
+            handler = logging.handlers.WatchedFileHandler(logfile)
+        except OSError as exc:
+            raise ConfigError(f"error_logfile {logfile}: {exc.strerror}") from None
+        handler.setFormatter(logging.Formatter("%(asctime)s " + STDERR_FORMAT))
+    else:
+        handler = StderrHandler()
     logger = logging.getLogger(LOGGER_NAME)
     for old in logger.handlers:
         old.close()
     logger.handlers[:] = [handler]
     logger.setLevel(level.upper())
     logger.propagate = False
-    return "journal" if sendv else "stderr"
+    return "journal" if sendv else "file" if logfile and logfile != "-" else "stderr"
+
+
+def installed_sendv() -> Callable[..., Any] | None:
+    """The journal sender of the installed 'sockact' handler, None when logs go elsewhere."""
+    for handler in logging.getLogger(LOGGER_NAME).handlers:
+        if isinstance(handler, JournalHandler):
+            return handler.sendv
+    return None
+
+
+class ErrorStream:
+    """``wsgi.errors``: what the app writes there, logged as whole records at ERROR.
+
+    Each ``write()`` logs the complete lines it ends, and ``flush()`` the rest, as one record: a
+    logging.StreamHandler (Flask's default one writes here) writes a traceback in one call, so it
+    lands as one journal entry at PRIORITY=3, not one entry per line at info as raw stderr would.
+    Records carry SOCKACT_CONN_ID and the request line that ``request_line()`` gives.
+    """
+
+    encoding = "utf-8"
+    errors = "replace"
+
+    def __init__(self, logger: logging.Logger, conn_id: int, listener: str,
+                 request_line: Callable[[], str] = lambda: "") -> None:
+        self._log = logger
+        self._buf = ""
+        self._conn_id = conn_id
+        self._listener = listener
+        self._request_line = request_line  # asked only when something is logged
+
+    def fields(self) -> dict[str, Any]:
+        """The journal fields that say which connection and request a record belongs to."""
+        return {"SOCKACT_CONN_ID": self._conn_id, "SOCKACT_LISTENER": self._listener,
+                "HTTP_REQUEST": self._request_line()}
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self._buf += text
+        end = self._buf.rfind("\n")
+        if end >= 0:
+            whole, self._buf = self._buf[:end], self._buf[end + 1:]
+            if whole:
+                self._emit(whole)
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        whole, self._buf = self._buf, ""
+        if whole:
+            self._emit(whole)
+
+    def _emit(self, text: str) -> None:
+        self._log.error("%s", text, extra=self.fields())
 
 
 def lifecycle(logger: logging.Logger, event: str, message: str, *args: Any,

@@ -28,6 +28,7 @@ from typing import Any
 
 from . import handoff
 from .acceptor import Acceptor, raise_fd_limit
+from .accesslog import escape
 from .activation import Listener
 from .apploader import WSGIApp
 from .dispatch import Dispatcher
@@ -523,8 +524,8 @@ class Supervisor:
             elif timeout and view.oldest and now - view.oldest > timeout:
                 healthy = False
                 lifecycle(log, "worker_timeout", "worker %d stuck for %.1fs on %s; killing it", w.pid,
-                          now - view.oldest, _quote(view.line) or "a request", level=logging.ERROR,
-                          sockact_worker_pid=w.pid, http_request=_quote(view.line))
+                          now - view.oldest, escape(view.line) or "a request", level=logging.ERROR,
+                          sockact_worker_pid=w.pid, http_request=escape(view.line))
                 self._carry_out(self.pool.timed_out(w.pid, now))
         return healthy
 
@@ -583,11 +584,6 @@ _FD_RESERVE = 64
 
 def _apps(config: Any, listeners: list[Listener]) -> set[str]:
     return {config.listener(lst.name).app for lst in listeners}
-
-
-def _quote(text: str) -> str:
-    """A client's string made safe for a log line: control characters escaped."""
-    return "".join(c if " " <= c < "\x7f" or c > "\x9f" else f"\\x{ord(c):02x}" for c in text)
 
 
 def _readable(fd: int) -> bool:

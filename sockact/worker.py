@@ -18,10 +18,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import handoff, notify
+from .accesslog import AccessLog
 from .apploader import WSGIApp, add_virtualenv, load_all
 from .errors import APP_LOAD_ERROR, EXIT_OK, WORKER_BOOT_ERROR, SockactError
 from .eventloop import EventLoop
 from .http import Limits, Site
+from .journal import installed_sendv
 from .scoreboard import Scoreboard
 
 log = logging.getLogger("sockact.worker")
@@ -42,6 +44,7 @@ class WorkerShell:
         self.max_requests = max_requests  # with its jitter; 0: never recycled
         self.pid = 0
         self.runner: EventLoop | None = None
+        self.access: AccessLog | None = None
 
     def run(self) -> int:
         """The worker's whole life; returns its exit code."""
@@ -61,12 +64,14 @@ class WorkerShell:
             self.chan, sites, [self.scoreboard.writer(self.slot, i) for i in range(threads)],
             park_after=[self.config.listener(name).park_after for name in self.listener_names],
             handback_after=self.config.handback_after, max_requests=self.max_requests,
-            extra={"sockact.worker_pid": self.pid})
+            extra={"sockact.worker_pid": self.pid}, access=self.access)
         try:
             handoff.send(self.chan, handoff.Message(handoff.READY))
         except OSError:
             return EXIT_OK  # the supervisor is gone already
         self.runner.run()
+        if self.access is not None:
+            self.access.flush()
         return EXIT_OK
 
     def _setup_process(self) -> None:
@@ -93,6 +98,8 @@ class WorkerShell:
         if apps is None:
             add_virtualenv(self.config.virtualenv)
             apps = load_all(self.config.listener(name).app for name in self.listener_names)
+        if any(self.config.listener(name).access_log for name in self.listener_names):
+            self.access = AccessLog(self.config.access_logformat, self.config.access_logfile, installed_sendv())
         return [self._site(self.config.listener(name), apps) for name in self.listener_names]
 
     def _site(self, lc: Any, apps: Mapping[str, WSGIApp]) -> Site:
@@ -101,7 +108,8 @@ class WorkerShell:
             header_field_size=lc.limit_request_field_size, head=lc.limit_request_head,
             body=lc.limit_request_body)
         return Site(app=apps[lc.app], limits=limits, header_timeout=lc.header_timeout,
-                    io_timeout=self.config.timeout or IO_TIMEOUT_OFF, access_log=lc.access_log, listener=lc.name)
+                    io_timeout=self.config.timeout or IO_TIMEOUT_OFF, access_log=lc.access_log, listener=lc.name,
+                    access=self.access)
 
 
 # With timeout = 0 (no timeout), a blocking send or body read still gives up on a client after this long.

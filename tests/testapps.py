@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -51,7 +52,7 @@ def _slow(environ, start_response):
 
 
 def _hang(environ, start_response):
-    if environ["PATH_INFO"] == "/hang":
+    if environ["PATH_INFO"].startswith("/hang"):
         while True:  # a bug: an endless loop, for --timeout
             pass
     return _pid(environ, start_response)
@@ -61,8 +62,21 @@ def _boom(environ, start_response):
     raise RuntimeError("a bug in the app")
 
 
+def _errlog(environ, start_response):
+    """Like Flask: the app catches its own exception and logs it, traceback included, to wsgi.errors."""
+    logger = logging.getLogger("testapps.errlog")
+    logger.propagate = False
+    logger.handlers[:] = [logging.StreamHandler(environ["wsgi.errors"])]
+    try:
+        raise ValueError("a handled bug")
+    except ValueError:
+        logger.exception("Exception on %s [%s]", environ["PATH_INFO"], environ["REQUEST_METHOD"])
+    return _respond(start_response, b"oops", "500 Internal Server Error", "text/plain")
+
+
 echo = validator(_echo)
 pid = validator(_pid)
 slow = validator(_slow)
 hang = validator(_hang)
 boom = validator(_boom)
+errlog = validator(_errlog)

@@ -423,6 +423,7 @@ class Connection:
         self.response_started = self.response_ended = True
         self.keep_alive = False
         self.state = ERROR
+        self._sent = 0 if head_only else len(body)  # the access log counts this body too
         head = (f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\nDate: {date}\r\nServer: sockact\r\n\r\n")
         return head.encode("latin-1") + (b"" if head_only else body)

@@ -19,22 +19,26 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
+from ..accesslog import AccessLog, Entry, escape, unix_peer
 from ..errors import InvalidResponse, ProtocolError
+from ..journal import ErrorStream
 from .engine import DONE, NEED_DATA, Connection, Data, Request, has_body
 from .limits import COALESCE_MAX, DRAIN_LIMIT, Limits
 from .wire import ClientGone, Wire
 from .wsgi import (
+    PROTOCOLS,
     FileWrapper,
     InputStream,
     StartResponse,
     close_iterable,
     connection_environ,
+    path_info,
     request_environ,
     site_environ,
 )
 
 log = logging.getLogger("sockact.http")
-access_log = logging.getLogger("sockact.access")
+app_log = logging.getLogger("sockact.app")  # what the app writes to wsgi.errors
 
 
 @dataclass(frozen=True)
@@ -45,9 +49,10 @@ class Site:
     limits: Limits
     header_timeout: float  # seconds for a whole request head to arrive (deadline, not per recv)
     io_timeout: float  # per blocking send/recv while reading a body or writing a response
-    access_log: bool
+    access_log: bool  # this listener's switch
     listener: str  # listener name, e.g. "http"
     url_scheme: str = "http"
+    access: AccessLog | None = None  # the worker's access log, shared by its sites
     environ: dict[str, Any] = field(init=False, repr=False, compare=False)  # constant keys, built once
 
     def __post_init__(self) -> None:
@@ -184,16 +189,33 @@ class _Conn:
         self.wire = wire
         self.engine = engine
         self.conn_id = conn_id
+        self.request: Request | None = None
+        self.errors = ErrorStream(app_log, conn_id, site.listener, self.request_line)
         self.env = connection_environ(site.environ, peer, extra)
+        self.env["wsgi.errors"] = self.errors
         self.stopping = stopping
         self.progress = progress
-        self.log_access = site.access_log and access_log.isEnabledFor(logging.INFO)
-        self.pid = os.getpid() if self.log_access else 0
+        self.access = site.access if site.access_log else None
+        self.pid = os.getpid()
+        self.remote = ""
+        if self.access is not None:
+            if isinstance(peer, tuple):
+                self.remote = str(peer[0])
+            else:
+                self.remote = peer or (unix_peer(sock) if sock.family == socket.AF_UNIX else "")
         # per request
         self.start: StartResponse | None = None
         self.body_error: ProtocolError | None = None
         self.wire_failed = False
         self.status = 0
+
+    def request_line(self) -> str:
+        """The request in hand as logs quote it: client text escaped (see accesslog.escape)."""
+        request = self.request
+        if request is None:
+            return "-"
+        return escape(f"{request.method.decode('latin-1')} {request.target.decode('latin-1')} "
+                      f"{PROTOCOLS[request.version]}")
 
     def local_address(self) -> tuple[str, str]:
         """SERVER_NAME and SERVER_PORT from the socket, for a request without Host."""
@@ -208,6 +230,7 @@ class _Conn:
     def refuse(self, exc: ProtocolError, linger: bool = True) -> None:
         """Answer a client's protocol error and let the connection close."""
         log.debug("conn %d: %s", self.conn_id, exc)
+        self.start = None  # no response of the app's goes with this one
         started = time.perf_counter()
         try:
             self.wire.send(self.engine.error_response(exc.status, http_date()))
@@ -227,6 +250,7 @@ class _Conn:
         self.body_error = None
         self.wire_failed = False
         self.status = 0
+        self.request = request
         environ = request_environ(self.env, request, InputStream(self.pull_body), self.local_address)
         try:
             result = self.site.app(environ, start)
@@ -244,6 +268,7 @@ class _Conn:
             keep = self.engine.keep_alive and not self.wire_failed and self._drain()
         except Exception as exc:  # the app's, or ours while sending; never the client's to see
             keep = self._failed(exc)
+        self.errors.flush()
         self._access(request, self.status, started)
         self.progress()
         return keep
@@ -373,7 +398,9 @@ class _Conn:
             log.debug("conn %d: bad request body: %s", self.conn_id, exc)
         else:
             status = 500
-            log.error("conn %d: application error", self.conn_id, exc_info=exc)
+            # One record, traceback included: one journal entry at PRIORITY=3 (err).
+            log.error("conn %d: application error on %s", self.conn_id, self.request_line(), exc_info=exc,
+                      extra=self.errors.fields())
         if start is not None and start.headers_sent:
             return False  # the client sees a response cut short, which is the truth
         self.status = status
@@ -387,13 +414,20 @@ class _Conn:
         return False
 
     def _access(self, request: Request | None, status: int, started: float) -> None:
-        if not self.log_access:
+        if self.access is None:
             return
-        method = request.method.decode("ascii") if request else "-"
-        path = request.target.decode("latin-1") if request else "-"
         duration = int((time.perf_counter() - started) * 1e6)
-        sent = self.engine.body_sent
-        access_log.info("%s %s %d %dB %dus pid=%d", method, path, status, sent, duration, self.pid, extra={
-            "SOCKACT_CONN_ID": self.conn_id, "REMOTE_ADDR": self.env.get("REMOTE_ADDR", ""),
-            "HTTP_METHOD": method, "HTTP_PATH": path, "HTTP_STATUS": status, "DURATION_US": duration,
-            "BYTES_SENT": sent, "SOCKACT_LISTENER": self.site.listener})
+        start = self.start
+        if request is None:
+            entry = Entry(remote=self.remote, method="", target="", path="", query="", protocol="",
+                          status=status, sent=self.engine.body_sent, duration_us=duration, pid=self.pid,
+                          conn_id=self.conn_id, listener=self.site.listener)
+        else:
+            entry = Entry(remote=self.remote, method=request.method.decode("latin-1"),
+                          target=request.target.decode("latin-1"), path=path_info(request.path),
+                          query=request.query.decode("latin-1"), protocol=PROTOCOLS[request.version],
+                          status=status, sent=self.engine.body_sent, duration_us=duration, pid=self.pid,
+                          conn_id=self.conn_id, listener=self.site.listener, headers=request.headers,
+                          response_headers=start.headers if start is not None else ())
+        self.access.log(entry)
+

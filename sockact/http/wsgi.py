@@ -25,7 +25,7 @@ HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy
                         "trailer", "trailers", "transfer-encoding", "upgrade"})
 # A field value may hold HTAB, SP, VCHAR and obs-text (RFC 9110 5.5); translate() deletes those.
 _VALUE_OK = b"\t" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
-_PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
+PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 
 # Upper-cased field name -> environ key; None for names with "_", which are dropped:
 # "Content_Length" would otherwise land on the same key as "Content-Length" (RFC 9110 17.10).
@@ -74,6 +74,7 @@ def site_environ(url_scheme: str) -> dict[str, Any]:
         "wsgi.run_once": False,
         "wsgi.input_terminated": True,  # the stream ends at the body's end, chunked or not
         "wsgi.file_wrapper": FileWrapper,
+        "wsgi.errors": sys.stderr,  # the server gives each connection a stream that logs whole records
         "SCRIPT_NAME": "",
         "SERVER_SOFTWARE": "sockact",
     }
@@ -106,9 +107,8 @@ def request_environ(conn_env: Mapping[str, Any], request: Request, body: Any,
     env["PATH_INFO"] = path_info(request.path)
     env["QUERY_STRING"] = request.query.decode("latin-1")
     env["RAW_URI"] = request.target.decode("latin-1")
-    env["SERVER_PROTOCOL"] = _PROTOCOLS[request.version]
+    env["SERVER_PROTOCOL"] = PROTOCOLS[request.version]
     env["wsgi.input"] = body
-    env["wsgi.errors"] = sys.stderr
     for name, value in request.headers:
         key = _env_key(name)
         if key is None:

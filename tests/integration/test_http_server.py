@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import logging
 import os
 import socket
 import threading
@@ -13,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from sockact.accesslog import GUNICORN_FORMAT, AccessLog
 from sockact.http import Limits, Outcome, Site, serve_connection
 
 Response = tuple[int, dict[str, str], bytes]
@@ -69,8 +69,9 @@ class Served:
                  **kwargs: Any) -> None:
         self.server, self.client, peer = pair
         limits = kwargs.pop("limits", Limits())
+        access = kwargs.pop("access", None)
         self.site = Site(app=app, limits=limits, header_timeout=kwargs.pop("header_timeout", 0.3),
-                         io_timeout=1.0, access_log=kwargs.pop("access_log", False), listener="test")
+                         io_timeout=1.0, access_log=access is not None, listener="test", access=access)
         self.outcome: Outcome | None = None
         self.thread = threading.Thread(target=self._run, args=(peer, kwargs), daemon=True)
         self.thread.start()
@@ -290,19 +291,24 @@ def test_stopping_closes_after_the_response(pair: Any) -> None:
     assert parse_responses(data)[0][1]["connection"] == "close"
 
 
-def test_progress_and_access_log(pair: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_progress_and_access_log(pair: Any) -> None:
     ticks = []
-    caplog.set_level(logging.INFO, logger="sockact.access")
-    pair[1].sendall(b"GET /p?q=1 HTTP/1.1\r\n\r\n")
-    Served(pair, hello, access_log=True, progress=lambda: ticks.append(1)).finish()
+    records: list[tuple[str, ...]] = []
+    access = AccessLog(GUNICORN_FORMAT, None, lambda *fields: records.append(fields))
+    pair[1].sendall(b"GET /p?q=1 HTTP/1.1\r\nUser-Agent: t/1\r\n\r\n")
+    Served(pair, hello, access=access, progress=lambda: ticks.append(1)).finish()
     assert len(ticks) == 2
-    [record] = [r for r in caplog.records if r.name == "sockact.access"]
-    assert record.getMessage().startswith("GET /p?q=1 200 7B ")
-    fields = {k: getattr(record, k) for k in ("SOCKACT_CONN_ID", "HTTP_METHOD", "HTTP_PATH", "HTTP_STATUS",
-                                               "BYTES_SENT", "SOCKACT_LISTENER")}
-    assert fields == {"SOCKACT_CONN_ID": 7, "HTTP_METHOD": "GET", "HTTP_PATH": "/p?q=1", "HTTP_STATUS": 200,
-                      "BYTES_SENT": 7, "SOCKACT_LISTENER": "test"}
-    assert record.DURATION_US >= 0 and isinstance(record.REMOTE_ADDR, str)
+    access.flush()
+    [record] = records
+    fields = dict(item.split("=", 1) for item in record)
+    took = fields["DURATION_US"]
+    assert fields["MESSAGE"].endswith(f'"GET /p?q=1 HTTP/1.1" 200 7B {took}us pid={os.getpid()}')
+    assert {k: fields[k] for k in ("SOCKACT_CONN_ID", "HTTP_METHOD", "HTTP_PATH", "HTTP_STATUS", "BYTES_SENT",
+                                   "SOCKACT_LISTENER", "HTTP_PROTOCOL", "HTTP_USER_AGENT", "PRIORITY")} == {
+        "SOCKACT_CONN_ID": "7", "HTTP_METHOD": "GET", "HTTP_PATH": "/p?q=1", "HTTP_STATUS": "200",
+        "BYTES_SENT": "7", "SOCKACT_LISTENER": "test", "HTTP_PROTOCOL": "HTTP/1.1", "HTTP_USER_AGENT": "t/1",
+        "PRIORITY": "6"}
+    assert int(fields["DURATION_US"]) >= 0 and "REMOTE_ADDR" in fields
 
 
 def test_environ_addresses(pair: Any) -> None:

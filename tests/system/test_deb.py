@@ -9,6 +9,7 @@ drop-in, upgrade under load, a template instance, remove, purge.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ from nspawn import Container, free_port, missing_prerequisite
 from sysclient import Load, Response, http_get, wait_for
 
 import sockact
+from sockact.journal import MESSAGE_IDS
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
@@ -137,6 +139,49 @@ def test_first_request_activates_the_service_and_gets_the_demo_page(box: Contain
     response = wait_for(lambda: _get_or_none(PORT), timeout=30, what="a response on the socket")
     assert response.status == 200 and DEMO_PAGE in response.text, response
     assert _active(box, "sockact.service") == "active"
+
+
+def test_a_burst_leaves_a_line_per_request_in_the_file_and_every_reload_line_in_the_journal(box: Container) -> None:
+    """Bug C: access lines under load must not take the lifecycle lines down with them.
+
+    journald keeps 10,000 lines per 30 s per priority group of a unit; the packaged config sends
+    access lines to /var/log/sockact/access.log instead, so a reload right after a burst is logged whole.
+    """
+    _ensure_installed(box)
+    wait_for(lambda: _get_or_none(PORT), timeout=30, what="the service up")
+    access = box.path("/var/log/private/sockact/access.log")
+    before = _lines(access)
+    wrk = subprocess.run(["wrk", "-t2", "-c50", "-d10s", f"http://127.0.0.1:{PORT}/"], capture_output=True,
+                         text=True, timeout=60, check=True)
+    served = int(re.search(r"(\d+) requests in", wrk.stdout).group(1))
+    assert served > 10_000, f"the burst must exceed journald's default burst:\n{wrk.stdout}"
+    cursor = box.run("journalctl -n 0 --show-cursor -q").stdout.strip().removeprefix("-- cursor: ")
+    main_pid = box.show("sockact.service", "MainPID")
+    box.systemctl("kill", "--kill-whom=main", "-s", "HUP", "sockact.service")  # what `systemctl reload` sends
+
+    def reload_lines() -> list[dict] | None:
+        out = box.run(["journalctl", "-q", "-o", "json", "--after-cursor", cursor, "-u", "sockact.service"]).stdout
+        records = [json.loads(line) for line in out.splitlines()]
+        ids = [r.get("MESSAGE_ID") for r in records]
+        reloaded = MESSAGE_IDS["reload"] in ids and MESSAGE_IDS["ready"] in ids[ids.index(MESSAGE_IDS["reload"]):]
+        return records if reloaded else None
+
+    records = wait_for(reload_lines, timeout=30, what="the reload's lifecycle lines in the journal")
+    spawned = [r for r in records if r.get("MESSAGE_ID") == MESSAGE_IDS["worker_spawned"]]
+    assert len(spawned) >= 2, [r.get("MESSAGE") for r in records]  # the new generation, whole
+    assert box.show("sockact.service", "MainPID") == main_pid
+    assert not [r for r in records if r.get("HTTP_STATUS")], "access lines went to the journal"
+    suppressed = box.run("journalctl -q -u systemd-journald.service --grep 'Suppressed.*sockact'", check=False)
+    assert "Suppressed" not in suppressed.stdout, suppressed.stdout
+    # every request has its line in the file (wrk counts the responses it completed)
+    wait_for(lambda: _lines(access) - before >= served, timeout=10, what=f"{served} access lines")
+    assert _lines(access) - before <= served + 100
+    last = access.read_text().splitlines()[-1]
+    assert re.fullmatch(r'127\.0\.0\.1 - - \[[^]]+\] "GET / HTTP/1\.1" 200 \d+ "-" "-"', last), last
+
+
+def _lines(path: Path) -> int:
+    return path.read_text().count("\n") if path.exists() else 0
 
 
 def _get_or_none(port: int, path: str = "/") -> Response | None:

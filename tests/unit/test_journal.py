@@ -209,3 +209,55 @@ def test_catalog_command(capsys):
     assert journal.main(["--catalog"]) == 0
     assert capsys.readouterr().out == journal.catalog()
     assert journal.main([]) == 2
+
+
+def test_wsgi_errors_logs_a_traceback_as_one_error_record(logger):
+    rec = Recorder()
+    attach(logger, rec)
+    stream = journal.ErrorStream(logger, 7, "http", lambda: "GET /x HTTP/1.1")
+    # what Flask's default handler, a logging.StreamHandler on wsgi.errors, does for an exception
+    app_logger = logging.getLogger("sockact.test_journal.app")
+    app_logger.propagate = False
+    app_logger.handlers[:] = [logging.StreamHandler(stream)]
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        app_logger.exception("Exception on /x [GET]")
+    app_logger.handlers.clear()
+    (fields,) = rec.records
+    assert fields["PRIORITY"] == "3"
+    assert fields["MESSAGE"].startswith("Exception on /x [GET]\nTraceback (most recent call last):")
+    assert fields["MESSAGE"].endswith("RuntimeError: boom")
+    assert (fields["SOCKACT_CONN_ID"], fields["HTTP_REQUEST"], fields["SOCKACT_LISTENER"]) == (
+        "7", "GET /x HTTP/1.1", "http")
+
+
+def test_wsgi_errors_logs_complete_lines_and_the_rest_on_flush(logger):
+    rec = Recorder()
+    attach(logger, rec)
+    stream = journal.ErrorStream(logger, 1, "http")
+    print("one", file=stream)  # two writes: the text, then the newline
+    stream.write("two\nthree\npart")
+    assert [r["MESSAGE"] for r in rec.records] == ["one", "two\nthree"]
+    stream.flush()
+    stream.flush()
+    assert [r["MESSAGE"] for r in rec.records] == ["one", "two\nthree", "part"]
+    with pytest.raises(TypeError):
+        stream.write(b"bytes")
+
+
+def test_error_logfile_writes_timestamped_lines(tmp_path):
+    path = tmp_path / "error.log"
+    sockact_logger = logging.getLogger(journal.LOGGER_NAME)
+    saved = (sockact_logger.handlers[:], sockact_logger.level, sockact_logger.propagate)
+    try:
+        assert journal.setup_logging("info", "auto", {}, str(path)) == "file"
+        logging.getLogger("sockact.test").warning("to the file")
+    finally:
+        for handler in sockact_logger.handlers:
+            handler.close()
+        sockact_logger.handlers[:], sockact_logger.level, sockact_logger.propagate = saved
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \[\d+\] WARNING sockact.test: to the file\n",
+                        path.read_text())
+    with pytest.raises(journal.ConfigError, match="error_logfile"):
+        journal.setup_logging("info", "auto", {}, str(tmp_path / "no" / "such.log"))

@@ -1,0 +1,126 @@
+"""The access log and the error records of the real sockact process: targets, fields, escaping."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import socket
+import time
+from pathlib import Path
+
+from conftest import free_port, http_get
+
+# A path that decodes to CR, LF, ESC and NUL: a log line that quotes it must not break.
+HOSTILE_PATH = "/hang%0d%0aFORGED%20CRITICAL%1b[31m%00"
+FORGED = re.compile(r"[\r\x1b\x00]|\nFORGED")
+
+
+def wait_for_text(read, pattern: str, timeout: float = 10.0) -> str:
+    """Poll ``read()`` until ``pattern`` matches; returns the text."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = read()
+        if re.search(pattern, text):
+            return text
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{pattern!r} not found in:\n{text}")
+        time.sleep(0.05)
+
+
+def raw_request(port: int, head: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def test_access_logfile_gets_gunicorns_format_with_the_client_fields(start_sockact, tmp_path: Path):
+    path = tmp_path / "access.log"
+    server = start_sockact("testapps:pid", "--access-logfile", str(path))
+    raw_request(server.port, b"GET /x?y=1 HTTP/1.1\r\nHost: h.test\r\nUser-Agent: ua/1\r\nReferer: http://r/\r\n"
+                             b"Connection: close\r\n\r\n")
+    text = wait_for_text(path.read_text, r"GET /x\?y=1")
+    line = next(ln for ln in text.splitlines() if "/x?y=1" in ln)
+    assert re.fullmatch(r'127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:[\d:]{8} [+-]\d{4}\] "GET /x\?y=1 HTTP/1\.1" 200 \d+ '
+                        r'"http://r/" "ua/1"', line), line
+    assert "GET /x?y=1" not in server.output()  # the file only
+
+
+def test_json_lines(start_sockact, tmp_path: Path):
+    path = tmp_path / "access.json"
+    server = start_sockact("testapps:pid", "--access-logfile", str(path), "--access-logformat", "json")
+    http_get(server.port, "/j?k=v")
+    text = wait_for_text(path.read_text, r'"path":"/j"')
+    record = next(json.loads(ln) for ln in text.splitlines() if '"/j"' in ln)
+    assert (record["method"], record["query"], record["status"], record["protocol"]) == ("GET", "k=v", 200, "HTTP/1.1")
+    assert record["remote_addr"] == "127.0.0.1" and record["host"] == "test" and record["bytes"] > 0
+
+
+def test_stderr_access_lines_have_a_timestamp(start_sockact):
+    server = start_sockact("testapps:pid", "--access-logfile", "-")
+    http_get(server.port, "/stamped")
+    wait_for_text(server.output, r'\] "GET /stamped HTTP/1\.1" 200 ')
+    # without a file and without a journal, access lines go to stderr the same way
+    plain = start_sockact("testapps:pid")
+    http_get(plain.port, "/stamped")
+    wait_for_text(plain.output, r'127\.0\.0\.1 - - \[[^]]+\] "GET /stamped HTTP/1\.1" 200 ')
+
+
+def test_a_unix_socket_peer_is_logged_with_its_credentials(start_sockact, tmp_path: Path):
+    sock_path = str(tmp_path / "app.sock")
+    log_path = tmp_path / "access.log"
+    port = free_port()
+    server = start_sockact("--bind", f"127.0.0.1:{port}", "--bind", f"unix:{sock_path}", "testapps:pid",
+                           "--access-logfile", str(log_path), activation=False, wait=False)
+    server.port = port
+    server.wait_ready()
+    assert http_get(0, "/via-unix", unix=sock_path)[0] == 200
+    text = wait_for_text(log_path.read_text, "/via-unix")
+    line = next(ln for ln in text.splitlines() if "/via-unix" in ln)
+    assert line.startswith(f"unix:pid={os.getpid()},uid={os.getuid()} - - ["), line
+
+
+def test_an_app_error_is_one_record_with_the_request_and_counts_its_error_page(start_sockact):
+    server = start_sockact("testapps:boom", "--workers", "1", "--access-logfile", "-", wait=False)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            status, _, body = http_get(server.port, "/broken")
+            break
+        except OSError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    assert status == 500
+    out = wait_for_text(server.output, r'"GET /broken HTTP/1\.1" 500 ')
+    assert f'"GET /broken HTTP/1.1" 500 {len(body)} ' in out  # the error page's bytes, not 0
+    assert re.search(r"ERROR sockact\.http: conn \d+: application error on GET /broken HTTP/1\.1\n"
+                     r"Traceback \(most recent call last\):", out), out
+
+
+def test_wsgi_errors_writes_are_error_records(start_sockact):
+    server = start_sockact("testapps:errlog", "--workers", "1")
+    http_get(server.port, "/e")
+    out = wait_for_text(server.output, r"ValueError: a handled bug")
+    assert re.search(r"ERROR sockact\.app: Exception on /e \[GET\]\nTraceback", out), out
+
+
+def test_no_line_that_quotes_a_request_can_be_forged(start_sockact, tmp_path: Path):
+    path = tmp_path / "access.log"
+    server = start_sockact("testapps:hang", "--workers", "2", "--timeout", "1", "--access-logfile", str(path),
+                           "--access-logformat", '%(h)s "%(r)s" %(U)s', workers=2)
+    # the access line: the decoded path (httptools refuses these bytes raw, in the head)
+    http_get(server.port, f"/ok{HOSTILE_PATH[5:]}")
+    text = wait_for_text(path.read_text, "/ok")
+    assert not FORGED.search(text), text
+    assert "/ok\\x0d\\x0aFORGED CRITICAL\\x1b[31m\\x00" in text
+    # the timeout line: the worker is killed while on the hostile path
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        http_get(server.port, HOSTILE_PATH, timeout=10)  # the killed worker's connection just closes
+    out = wait_for_text(server.output, r"stuck for [\d.]+s on GET /hang")
+    stuck = out[out.index("stuck for"):]
+    assert stuck.startswith("stuck for") and "on GET /hang\\x0d\\x0aFORGED CRITICAL\\x1b[31m\\x00;" in stuck, stuck
+    assert not FORGED.search(out), out

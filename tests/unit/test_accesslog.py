@@ -1,0 +1,196 @@
+"""sockact.accesslog without a server: every atom, the escaping, JSON lines, batching, rotation."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from sockact import accesslog, config
+from sockact.accesslog import GUNICORN_FORMAT, AccessLog, Entry, compile_format, escape
+from sockact.errors import ConfigError
+
+WHEN = 1_700_000_000.25
+HOSTILE = "/a\r\nFORGED CRITICAL\x1b[31m\x00\"\\\x7f\xe9"
+
+
+def entry(**overrides: object) -> Entry:
+    values: dict = {
+        "remote": "192.0.2.7", "method": "GET", "target": "/p%20q?x=1", "path": "/p q", "query": "x=1",
+        "protocol": "HTTP/1.1", "status": 200, "sent": 14, "duration_us": 2_345_678, "pid": 4242,
+        "conn_id": 9, "listener": "http", "when": WHEN,
+        "headers": [(b"HOST", b"example.test"), (b"USER-AGENT", b"curl/8"), (b"REFERER", b"http://r/"),
+                    (b"X-REQUEST-ID", b"abc")],
+        "response_headers": [("Content-Type", "text/plain")],
+    }
+    values.update(overrides)
+    return Entry(**values)
+
+
+def test_the_default_format_is_gunicorns():
+    assert config.BY_NAME["access_logformat"].default == GUNICORN_FORMAT
+    line = compile_format(GUNICORN_FORMAT)(entry())
+    stamp = accesslog.clf_time(WHEN)
+    assert line == f'192.0.2.7 - - {stamp} "GET /p%20q?x=1 HTTP/1.1" 200 14 "http://r/" "curl/8"'
+    assert re.fullmatch(r"\[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\]", stamp)
+
+
+@pytest.mark.parametrize(("atom", "expected"), [
+    ("h", "192.0.2.7"), ("l", "-"), ("u", "-"), ("r", "GET /p%20q?x=1 HTTP/1.1"), ("m", "GET"), ("U", "/p q"),
+    ("q", "x=1"), ("H", "HTTP/1.1"), ("s", "200"), ("B", "14"), ("b", "14"), ("f", "http://r/"),
+    ("a", "curl/8"), ("T", "2"), ("M", "2345"), ("D", "2345678"), ("L", "2.345678"), ("p", "<4242>"),
+    ("conn", "9"), ("listener", "http"), ("{x-request-id}i", "abc"), ("{content-type}o", "text/plain"),
+    ("{missing}i", "-"),
+])
+def test_every_atom(atom: str, expected: str):
+    assert compile_format(f"%({atom})s")(entry()) == expected
+
+
+def test_empty_values_and_a_bad_request_line():
+    bad = entry(method="", target="", path="", query="", protocol="", status=400, sent=0, headers=[])
+    assert compile_format('%(r)s %(b)s %(B)s "%(f)s" "%(a)s" %(m)s %(H)s')(bad) == '- - 0 "-" "-" - -'
+
+
+def test_basic_auth_user():
+    token = base64.b64encode(b"alice:secret").decode()
+    assert compile_format("%(u)s")(entry(headers=[(b"AUTHORIZATION", f"Basic {token}".encode())])) == "alice"
+    assert compile_format("%(u)s")(entry(headers=[(b"AUTHORIZATION", b"Basic !!")])) == "-"
+
+
+def test_literal_percent_and_format_errors():
+    assert compile_format("100%% %(s)s")(entry()) == "100% 200"
+    with pytest.raises(ValueError, match="unknown atom"):
+        compile_format("%(zz)s")
+    with pytest.raises(ValueError, match="stray"):
+        compile_format("%(s)d")
+    with pytest.raises(ConfigError, match=r"access-logformat.*unknown atom %\(nope\)s"):
+        config.build({"access_logformat": "%(nope)s"}, {}, None)
+
+
+def test_escape_makes_control_bytes_visible():
+    assert escape("/plain/path?x=1") == "/plain/path?x=1"
+    assert escape(HOSTILE) == '/a\\x0d\\x0aFORGED CRITICAL\\x1b[31m\\x00\\x22\\x5c\\x7f\\xe9'
+
+
+def test_no_client_text_reaches_a_line_unescaped():
+    hostile = entry(remote=HOSTILE, method=HOSTILE, target=HOSTILE, path=HOSTILE, query=HOSTILE,
+                    headers=[(b"USER-AGENT", HOSTILE.encode("latin-1")), (b"REFERER", HOSTILE.encode("latin-1")),
+                             (b"AUTHORIZATION", b"Basic " + base64.b64encode(HOSTILE.encode("latin-1") + b":x"))])
+    spec = " ".join(f"%({a})s" for a in accesslog.ATOMS) + " %({user-agent}i)s"
+    line = compile_format(spec)(hostile)
+    assert not re.search(r'[\x00-\x1f\x7f-\xff"]', line), line
+    fields = accesslog.journal_fields(hostile, line)
+    for item in fields:
+        assert not re.search(r"[\x00-\x1f\x7f-\xff]", item), item
+
+
+def test_json_lines_are_lossless_and_one_per_line():
+    headers = [(b"HOST", b"example.test"), (b"USER-AGENT", b"x\ny")]
+    line = compile_format("json")(entry(target=HOSTILE, headers=headers))
+    assert "\n" not in line and "\r" not in line
+    record = json.loads(line)
+    assert record["path"] == "/p q" and record["user_agent"] == "x\ny"
+    assert record["status"] == 200 and record["bytes"] == 14 and record["duration_us"] == 2_345_678
+    assert record["remote_addr"] == "192.0.2.7" and record["host"] == "example.test"
+    assert record["pid"] == 4242 and record["conn_id"] == 9 and record["listener"] == "http"
+    assert record["time"].startswith("2023-11-1")
+
+
+def test_lines_are_buffered_until_flushed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    now = [100.0]
+    monkeypatch.setattr(accesslog.time, "monotonic", lambda: now[0])
+    path = tmp_path / "access.log"
+    log = AccessLog("%(s)s %(U)s", str(path), None)
+    log.log(entry(path="/1"))
+    log.log(entry(path="/2"))
+    assert path.read_text() == ""
+    assert not log.due(now[0])
+    log.flush()  # the worker goes idle
+    assert path.read_text() == "200 /1\n200 /2\n"
+    log.flush()
+    assert path.read_text() == "200 /1\n200 /2\n"
+
+
+def test_a_line_waits_at_most_the_flush_interval(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    now = [100.0]
+    monkeypatch.setattr(accesslog.time, "monotonic", lambda: now[0])
+    path = tmp_path / "access.log"
+    log = AccessLog("%(U)s", str(path), None)
+    log.log(entry(path="/1"))
+    now[0] += accesslog.FLUSH_INTERVAL
+    assert log.due(now[0])
+    log.flush_if_due(now[0])
+    assert path.read_text() == "/1\n"
+    log.log(entry(path="/2"))
+    now[0] += accesslog.FLUSH_INTERVAL
+    log.log(entry(path="/3"))  # a busy worker writes what is due as it logs
+    assert path.read_text() == "/1\n/2\n/3\n"
+
+
+def test_a_full_buffer_is_written_at_once(tmp_path: Path):
+    path = tmp_path / "access.log"
+    log = AccessLog("%(s)s", str(path), None)
+    for _ in range(accesslog.MAX_BUFFERED):
+        log.log(entry())
+    assert path.read_text().count("\n") == accesslog.MAX_BUFFERED
+
+
+def test_a_rotated_file_is_reopened(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    now = [100.0]
+    monkeypatch.setattr(accesslog.time, "monotonic", lambda: now[0])
+    path = tmp_path / "access.log"
+    log = AccessLog("%(U)s", str(path), None)
+    log.log(entry(path="/before"))
+    log.flush()
+    os.rename(path, tmp_path / "access.log.1")  # what logrotate does
+    now[0] += accesslog.REOPEN_CHECK
+    log.log(entry(path="/after"))
+    log.flush()
+    assert (tmp_path / "access.log.1").read_text() == "/before\n"
+    assert path.read_text() == "/after\n"
+    log.close()
+
+
+def test_journal_target_sends_one_record_per_line():
+    records: list[tuple[str, ...]] = []
+    log = AccessLog(GUNICORN_FORMAT, None, lambda *fields: records.append(fields))
+    log.log(entry())
+    log.log(entry(status=404))
+    assert records == []
+    log.flush()
+    assert len(records) == 2
+    first = dict(item.split("=", 1) for item in records[0])
+    assert first["MESSAGE"] == '192.0.2.7 "GET /p%20q?x=1 HTTP/1.1" 200 14B 2345678us pid=4242'
+    assert (first["PRIORITY"], first["HTTP_HOST"], first["HTTP_USER_AGENT"], first["HTTP_REFERER"]) == (
+        "6", "example.test", "curl/8", "http://r/")
+    assert (first["REMOTE_ADDR"], first["HTTP_PROTOCOL"], first["SOCKACT_CONN_ID"]) == ("192.0.2.7", "HTTP/1.1", "9")
+
+
+def test_a_failing_target_loses_lines_but_never_raises():
+    def broken(*fields: str) -> None:
+        raise OSError("journal socket gone")
+
+    log = AccessLog(GUNICORN_FORMAT, None, broken)
+    log.log(entry())
+    log.flush()
+
+
+def test_stderr_target_writes_timestamped_lines(capfd: pytest.CaptureFixture[str]):
+    log = AccessLog(GUNICORN_FORMAT, "-", None)
+    log.log(entry())
+    log.flush()
+    assert re.fullmatch(r'192\.0\.2\.7 - - \[[^]]+\] "GET /p%20q\?x=1 HTTP/1\.1" 200 14 .*\n', capfd.readouterr().err)
+
+
+def test_check_file(tmp_path: Path):
+    accesslog.check_file(str(tmp_path / "new.log"))
+    assert not (tmp_path / "new.log").exists()  # checking creates nothing
+    accesslog.check_file(str(tmp_path / "nodir" / "a.log"))  # LogsDirectory= comes at the service's start
+    with pytest.raises(ConfigError, match=r"access_logfile .*No such file"):
+        AccessLog(GUNICORN_FORMAT, str(tmp_path / "nodir" / "a.log"))
+    with pytest.raises(ConfigError, match="is a directory"):
+        accesslog.check_file(str(tmp_path))

@@ -67,6 +67,7 @@ def _boom(environ, start_response):
 
 
 echo = validator(_echo)
+echo_bare = _echo  # for a server whose environ the validator would refuse (see test_differential.py)
 pid = validator(_pid)
 slow = validator(_slow)
 hang = validator(_hang)

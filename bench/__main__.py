@@ -1,4 +1,4 @@
-"""Run the whole benchmark and write docs/benchmarks.md and docs/benchmarks.png (`make bench`).
+"""Run the whole benchmark and write docs/benchmarks.{json,md,png} (`make bench`).
 
     bench/.venv/bin/python -m bench [--rounds 3] [--seconds 3] [--quick]
 
@@ -22,13 +22,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import chart, cold, load, markdown, memory
+from bench import chart, cold, load, markdown, memory, report
 from bench.servers import PROJECT_BIN, REPO, Fleet, Process, Server, lineup, server_env, wait_ready
 
 DOCS = REPO / "docs"
 RESULTS = REPO / "bench" / "results"
 RUNDIR = RESULTS / "run"
 CHART = "benchmarks.png"
+SUMMARY = "benchmarks.json"
 STATIC_SIZE = 1 << 20
 WARM_SECONDS = 1
 
@@ -157,11 +158,18 @@ def run(args: argparse.Namespace, rundir: Path) -> dict[str, Any]:
 
 
 def write(results: dict[str, Any], docs: Path) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=1))
+    render(report.summarize(results), docs)
+
+
+def render(summary: dict[str, Any], docs: Path) -> None:
+    """The summary beside the doc, and the doc and chart from the summary alone."""
     docs.mkdir(exist_ok=True)
-    (docs / "benchmarks.md").write_text(markdown.render(results, CHART))
-    chart.draw(results, docs / CHART)
-    log(f"wrote {docs / 'benchmarks.md'} and {docs / CHART}")
+    (docs / SUMMARY).write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
+    (docs / "benchmarks.md").write_text(markdown.render(summary, CHART))
+    chart.draw(summary, docs / CHART)
+    log(f"wrote {docs / SUMMARY}, {docs / 'benchmarks.md'} and {docs / CHART}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,10 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3, help="seconds per wrk run (default 3)")
     parser.add_argument("--cold-runs", type=int, default=20, help="cold activations per server (default 20)")
     parser.add_argument("--docs", type=Path, default=DOCS, help="where benchmarks.md and the chart go")
-    parser.add_argument("--from-json", type=Path, help="re-render the docs from a saved run; measure nothing")
+    parser.add_argument("--from-json", type=Path, help="re-render the docs from a saved run (raw results, or "
+                        "a summary such as docs/benchmarks.json); measure nothing")
     args = parser.parse_args(argv)
     if args.from_json:
-        write(json.loads(args.from_json.read_text()), args.docs)
+        saved = json.loads(args.from_json.read_text())
+        render(saved if saved.get("schema") == report.SCHEMA else report.summarize(saved), args.docs)
         return 0
     # The servers' logs and files stay there after the run, for a look at what went wrong.
     shutil.rmtree(RUNDIR, ignore_errors=True)

@@ -354,8 +354,7 @@ class Supervisor:
 
     def _returned(self, w: WorkerProcess) -> None:
         self._give_queued(self.dispatcher.returned(w.pid))
-        if self.pool.state(w.pid) is WorkerState.BUSY:
-            self._check_stall(w, time.monotonic())  # it may be moving again
+        self._check_stall(w, time.monotonic())  # it may be moving again
         self._retire_when_drained()
         self._update_accepting()
 
@@ -508,6 +507,9 @@ class Supervisor:
             self.dispatcher.pause(w.pid)
         elif not stalled and state is WorkerState.BUSY:
             self.pool.stalled(w.pid, False)
+            self._give_queued(self.dispatcher.resume(w.pid))
+        elif not stalled and not self.dispatcher.is_available(w.pid) and not w.retired:
+            # Paused because its channel was full: it has had time to read it.
             self._give_queued(self.dispatcher.resume(w.pid))
 
     def _check_workers(self, now: float) -> bool:

@@ -13,6 +13,8 @@ from wsgiref.validate import validator
 VERSION_FILE = os.environ.get("TESTAPP_VERSION_FILE", "")
 # Read once at import: a reload must re-import the module to see a new version.
 VERSION = Path(VERSION_FILE).read_text().strip() if VERSION_FILE else "0"
+# The process that imported this module: the supervisor under --preload, else each worker.
+LOADED_BY = os.getpid()
 
 
 def _respond(start_response, body: bytes, status: str = "200 OK", ctype: str = "application/json"):
@@ -39,14 +41,17 @@ def _echo(environ, start_response):
 
 
 def _pid(environ, start_response):
-    info = {"pid": os.getpid(), "version": VERSION, "hops": environ.get("sockact.hops"),
+    info = {"pid": os.getpid(), "loaded_by": LOADED_BY, "version": VERSION, "hops": environ.get("sockact.hops"),
             "conn": environ.get("sockact.conn_id"), "listener": environ.get("sockact.listener"),
             "inherited": sorted(k for k in os.environ if k.startswith(("LISTEN_", "NOTIFY_", "WATCHDOG_")))}
     return _respond(start_response, json.dumps(info).encode())
 
 
 def _slow(environ, start_response):
-    seconds = float(parse_qs(environ["QUERY_STRING"]).get("s", ["1"])[0])
+    query = parse_qs(environ["QUERY_STRING"])
+    seconds = float(query.get("s", ["1"])[0])
+    if "started" in query:  # a file to create once the request is in the app, for tests to wait on
+        Path(query["started"][0]).touch()
     time.sleep(seconds)
     return _respond(start_response, json.dumps({"pid": os.getpid(), "slept": seconds}).encode())
 
@@ -75,6 +80,7 @@ def _errlog(environ, start_response):
 
 
 echo = validator(_echo)
+echo_bare = _echo  # for a server whose environ the validator would refuse (see test_differential.py)
 pid = validator(_pid)
 slow = validator(_slow)
 hang = validator(_hang)

@@ -12,11 +12,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
+T = TypeVar("T")
 TESTS = Path(__file__).resolve().parent.parent
 SOCKACT = [sys.executable, "-m", "sockact"]
 
@@ -42,6 +44,28 @@ def children(pid: int) -> list[int]:
 
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def wait_until(check: Callable[[], T], what: str, timeout: float = 10.0) -> T:
+    """Poll ``check`` until it returns something true, and return that; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+    return result
+
+
+def raw_exchange(sock: socket.socket, data: bytes) -> bytes:
+    """Send ``data`` and read until the server closes; a reset counts as a close."""
+    sock.sendall(data)
+    out = b""
+    try:
+        while chunk := sock.recv(65536):
+            out += chunk
+    except ConnectionResetError:
+        pass
+    return out
 
 
 def http_get(port: int, path: str = "/", host: str = "127.0.0.1", timeout: float = 10.0,
@@ -138,13 +162,21 @@ class Server:
 
     def wait_workers(self, count: int, timeout: float = 10.0, without: int | None = None) -> list[int]:
         """Wait until exactly ``count`` workers run (none of them ``without``); returns their pids."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def settled() -> list[int]:
             workers = self.workers()
-            if len(workers) == count and without not in workers:
-                return workers
-            time.sleep(0.05)
-        raise AssertionError(f"expected {count} workers, have {self.workers()}:\n{self.output()}")
+            return workers if len(workers) == count and without not in workers else []
+        return self.waiting(settled, f"{count} workers, none of them {without}", timeout)
+
+    def wait_for_log(self, text: str, timeout: float = 10.0) -> str:
+        """Wait until ``text`` appears in the server's output; returns the output."""
+        return self.waiting(lambda: text in (out := self.output()) and out, repr(text) + " in the log", timeout)
+
+    def waiting(self, check: Callable[[], T], what: str, timeout: float = 10.0) -> T:
+        """wait_until, with the server's output in the failure."""
+        try:
+            return wait_until(check, what, timeout)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}:\n{self.output()}") from None
 
     def get_json(self, path: str) -> dict:
         status, _, body = http_get(self.port, path, unix=self.unix)

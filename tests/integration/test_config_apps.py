@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import venv
 
 from conftest import SOCKACT, Server, base_env, free_port, http_get
@@ -66,10 +65,8 @@ def test_reload_rereads_the_settings_and_keeps_them_when_broken(start_sockact, t
     server.wait_workers(3)
     cfg.write_text('app = "testapps:pid"\nworkers = "three"\n')
     server.send(signal.SIGHUP)
-    deadline = time.monotonic() + 10
-    while "keeping the running settings" not in server.output() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert "reload: environment" not in server.output()
-    assert "key 'workers'" in server.output()
+    output = server.wait_for_log("keeping the running settings")
+    assert "reload: environment" not in output
+    assert "key 'workers'" in output
     server.wait_workers(3)
     assert http_get(server.port, "/")[0] == 200

@@ -1,5 +1,6 @@
 """The supervisor<->worker channel: message format, fd passing, and its failure checks."""
 
+import array
 import os
 import socket
 
@@ -73,16 +74,36 @@ def test_conn_without_fd_is_refused():
     wrk.close()
 
 
-def test_truncated_control_message_closes_what_arrived(monkeypatch):
-    # MSG_CTRUNC cannot be provoked through Receiver's own buffer size, so shrink the room it leaves
-    # for control data: the kernel then cuts the SCM_RIGHTS message, as it would under RLIMIT_NOFILE.
-    monkeypatch.setattr(handoff, "_ANC_SPACE", 1)
+def send_three_fds(sup: socket.socket) -> list[tuple[socket.socket, socket.socket]]:
+    """A CONN message carrying three fds, where the protocol allows one."""
+    conns = [socket.socketpair() for _ in range(3)]
+    socket.send_fds(sup, [handoff.encode(handoff.Message(handoff.CONN))], [a.fileno() for a, _ in conns])
+    return conns
+
+
+def test_kernel_cuts_an_oversized_fd_list_and_delivers_part_of_it():
+    # What the next test relies on: with room for one fd, the kernel sets MSG_CTRUNC and still
+    # installs the fds that fit (two: CMSG_SPACE pads one 4-byte fd to 8), closing only the rest.
     sup, wrk = handoff.channel_pair()
-    a, b = socket.socketpair()
+    conns = send_three_fds(sup)
+    _, ancdata, flags, _ = wrk.recvmsg(handoff.MAX_MESSAGE, socket.CMSG_SPACE(array.array("i").itemsize))
+    fds = [fd for _, _, data in ancdata for fd in array.array("i", data[: len(data) - len(data) % 4])]
+    assert flags & socket.MSG_CTRUNC
+    assert fds and all(os.fstat(fd) for fd in fds)
+    for fd in fds:
+        os.close(fd)
+    for s in (sup, wrk, *(s for pair in conns for s in pair)):
+        s.close()
+
+
+def test_truncated_control_message_closes_what_arrived():
+    sup, wrk = handoff.channel_pair()
     before = fd_count()
-    handoff.send(sup, handoff.Message(handoff.CONN, fd=a.fileno()))
+    conns = send_three_fds(sup)
+    for a, _ in conns:
+        a.close()  # in flight, the kernel holds them; only the receiver can leak them now
     with pytest.raises(HandoffError, match="truncated"):
         handoff.Receiver(wrk).recv()
-    assert fd_count() == before
-    for s in (a, b, sup, wrk):
+    assert fd_count() == before + 3  # the three peers (b), and nothing that arrived
+    for s in (sup, wrk, *(b for _, b in conns)):
         s.close()

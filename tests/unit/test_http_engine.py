@@ -187,11 +187,68 @@ def test_limits(data: bytes, limits: Limits, status: int) -> None:
     assert status_of(data, limits) == status
 
 
-def test_limits_are_inclusive() -> None:
-    line = b"GET /" + b"a" * 86 + b" HTTP/1.1"  # 100 bytes
-    assert len(line) == 100
-    assert status_of(line + b"\r\n\r\n", Limits(request_line=100)) is None
-    assert status_of(line + b"\r\n\r\n", Limits(request_line=99)) == 414
+def request_line(size: int) -> bytes:
+    """A request line of exactly ``size`` bytes, without its CRLF."""
+    line = b"GET /" + b"a" * (size - 14) + b" HTTP/1.1"
+    assert len(line) == size
+    return line
+
+
+def field(size: int, name: bytes = b"X") -> bytes:
+    """One field line of exactly ``size`` bytes, its CRLF included (as the limit counts it)."""
+    line = name + b": " + b"v" * (size - len(name) - 4) + b"\r\n"
+    assert len(line) == size
+    return line
+
+
+def head_of(size: int) -> bytes:
+    """A complete head of exactly ``size`` bytes: request line, padding fields, empty line."""
+    fields, left = [], size - 18
+    while left > 4000:
+        fields.append(field(2000))  # each well inside the default field size
+        left -= 2000
+    head = b"GET / HTTP/1.1\r\n" + b"".join(fields) + field(left) + b"\r\n"
+    assert len(head) == size
+    return head
+
+
+# name -> (the limit, the request exactly at it, one over it (a byte, or a field), the status). Each
+# limit is checked twice: on a complete head, and before the head has ended (the partial-head check,
+# which answers a client that is still sending); EOF there gives 400 unless the limit fired first.
+BOUNDARIES: dict[str, tuple[Limits, bytes, bytes, int]] = {
+    "request_line": (Limits(request_line=100), request_line(100) + b"\r\n\r\n",
+                     request_line(101) + b"\r\n\r\n", 414),
+    "request_line_default": (Limits(), request_line(8190) + b"\r\n\r\n", request_line(8191) + b"\r\n\r\n", 414),
+    "request_line_unfinished": (Limits(request_line=100), request_line(100) + b"\r", request_line(101) + b"\r", 414),
+    "field_size": (Limits(header_field_size=40), b"GET / HTTP/1.1\r\n" + field(40) + b"\r\n",
+                   b"GET / HTTP/1.1\r\n" + field(41) + b"\r\n", 431),
+    "field_size_among_others": (Limits(header_field_size=40),
+                                b"GET / HTTP/1.1\r\nA: 1\r\n" + field(40) + b"B: 2\r\n\r\n",
+                                b"GET / HTTP/1.1\r\nA: 1\r\n" + field(41) + b"B: 2\r\n\r\n", 431),
+    "field_size_default": (Limits(), b"GET / HTTP/1.1\r\n" + field(8190) + b"\r\n",
+                           b"GET / HTTP/1.1\r\n" + field(8191) + b"\r\n", 431),
+    "field_count": (Limits(header_fields=5), b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 5 + b"\r\n",
+                    b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 6 + b"\r\n", 431),
+    "field_count_default": (Limits(), b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 100 + b"\r\n",
+                            b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 101 + b"\r\n", 431),
+    "head": (Limits(head=300), head_of(300), head_of(301), 431),
+    "head_default": (Limits(), head_of(65536), head_of(65537), 431),
+    "head_unfinished": (Limits(head=300), head_of(300)[:-4] + b"\r\nXY", head_of(301)[:-4] + b"\r\nXY", 431),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BOUNDARIES))
+def test_limits_at_their_boundary(name: str) -> None:
+    limits, at, over, status = BOUNDARIES[name]
+    if name.endswith("_unfinished"):  # the head never ends: EOF ends it with 400 unless a limit fired
+        assert status_of(at, limits) == 400
+    else:
+        result = replay_all(at, limits)
+        assert result.status is None and len(result.requests) == 1, result
+    assert status_of(over, limits) == status
+
+
+def test_body_limit_is_inclusive() -> None:
     body = b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n" + b"x" * 10
     assert replay_all(body, Limits(body=10)).requests[0].body == b"x" * 10
 

@@ -54,10 +54,16 @@ def test_no_notify_socket_is_a_no_op():
     n.watchdog()
 
 
-def test_unreachable_socket_never_raises(tmp_path):
-    n = Notifier({"NOTIFY_SOCKET": str(tmp_path / "gone")}, 1)
-    n.ready()
-    n.stopping()
+@pytest.mark.parametrize("kind", ["missing", "closed"])
+def test_unreachable_socket_never_raises(tmp_path, monkeypatch, kind):
+    path = tmp_path / "gone"
+    if kind == "closed":  # a socket file nobody reads any more: connection refused
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as dead:
+            dead.bind(str(path))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))  # systemd-python sends to the process's own variable
+    n = Notifier({"NOTIFY_SOCKET": str(path)}, 1)
+    assert n.enabled  # so the sends below really try, and fail, rather than being no-ops
+    assert [n.ready(), n.status("x"), n.watchdog(), n.stopping()] == [None] * 4
 
 
 @pytest.mark.parametrize(("env", "interval"), [

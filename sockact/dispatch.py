@@ -1,14 +1,17 @@
 """Dispatch policy: which worker gets a connection. Pure: no sockets, no processes, no clock.
 
 Rules:
-- A connection goes only to an idle worker; among idle workers, the one idle longest
-  (FIFO), which spreads load like round-robin and keeps every worker warm.
-- When every worker is busy, connections wait in a bounded FIFO queue. When the queue is
-  full, the supervisor stops accepting and the kernel's backlog holds new clients.
-- A worker that is retiring (old generation, recycled, scaled down) gets no new work.
+- A worker holds many connections at once, up to its capacity. A connection goes to the
+  available worker holding the fewest; among equals, the one given work longest ago, which
+  spreads load like round-robin and keeps every worker warm.
+- A worker is available while it is ready and moving (not stalled) and below capacity.
+  A booting, stalled, retiring or aborted worker gets no new work.
+- When no worker is available, connections wait in a bounded FIFO queue, served first when
+  a worker has room again. When the queue is full, the supervisor stops accepting and the
+  kernel's backlog holds new clients.
 
-The supervisor feeds events (worker ready, worker idle, worker gone, connection ready)
-and acts on the assignments returned. Tests drive this object directly.
+The supervisor feeds events (a worker added or removed, stalled or moving again, a
+connection handed back) and acts on the assignments returned. Tests drive this directly.
 """
 
 from __future__ import annotations
@@ -22,13 +25,15 @@ W = TypeVar("W", bound=Hashable)  # a worker id
 
 
 class Dispatcher(Generic[W, C]):
-    def __init__(self, queue_size: int) -> None:
-        if queue_size < 1:
-            raise ValueError("queue_size must be >= 1")
+    def __init__(self, queue_size: int, capacity: int) -> None:
+        if queue_size < 1 or capacity < 1:
+            raise ValueError("queue_size and capacity must be >= 1")
         self.queue_size = queue_size
-        self._idle: deque[W] = deque()
-        self._idle_set: set[W] = set()
-        self._busy: set[W] = set()
+        self.capacity = capacity
+        self._load: dict[W, int] = {}  # connections each worker holds, for every known worker
+        self._available: set[W] = set()  # ready and moving
+        self._last: dict[W, int] = {}  # when each was last given work (a counter, not a clock)
+        self._clock = 0
         self._queue: deque[C] = deque()
 
     # -- what the supervisor asks
@@ -43,52 +48,96 @@ class Dispatcher(Generic[W, C]):
         return len(self._queue)
 
     @property
-    def idle(self) -> int:
-        return len(self._idle)
+    def held(self) -> int:
+        """Connections held by workers, all together."""
+        return sum(self._load.values())
 
-    @property
-    def busy(self) -> int:
-        return len(self._busy)
+    def load(self, worker: W) -> int:
+        return self._load.get(worker, 0)
 
-    def is_busy(self, worker: W) -> bool:
-        return worker in self._busy
+    def is_available(self, worker: W) -> bool:
+        return worker in self._available
 
     # -- events
+
+    def add(self, worker: W) -> list[tuple[W, C]]:
+        """A worker is ready for work: maybe queued connections for it."""
+        self._load.setdefault(worker, 0)
+        if worker not in self._last:
+            self._clock += 1
+            self._last[worker] = self._clock  # a new worker queues behind the others for ties
+        self._available.add(worker)
+        return self._drain()
+
+    def pause(self, worker: W) -> None:
+        """A worker stalled: no new work until ``resume``; it keeps what it holds."""
+        self._available.discard(worker)
+
+    def resume(self, worker: W) -> list[tuple[W, C]]:
+        if worker not in self._load:
+            return []
+        self._available.add(worker)
+        return self._drain()
+
+    def remove(self, worker: W) -> None:
+        """A worker is retiring, aborted or gone: no more work. Its load is forgotten when gone."""
+        self._available.discard(worker)
+
+    def forget(self, worker: W) -> int:
+        """A worker exited: drop it; returns how many connections it still held (now lost)."""
+        self._available.discard(worker)
+        self._last.pop(worker, None)
+        return self._load.pop(worker, 0)
 
     def offer(self, conn: C) -> tuple[W, C] | None:
         """A connection needs a worker: the assignment, or None if it was queued.
 
         Queued connections are served first, so an offer never overtakes the queue.
         """
-        if self._idle and not self._queue:
-            return self._assign(self._idle.popleft(), conn)
+        if not self._queue:
+            worker = self._pick()
+            if worker is not None:
+                return self._assign(worker, conn)
         self._queue.append(conn)
         return None
 
-    def worker_ready(self, worker: W) -> tuple[W, C] | None:
-        """A worker became idle (booted, or finished a connection): maybe its next connection."""
-        self._busy.discard(worker)
-        if self._queue:
-            return self._assign(worker, self._queue.popleft())
-        if worker not in self._idle_set:
-            self._idle.append(worker)
-            self._idle_set.add(worker)
-        return None
-
-    def worker_gone(self, worker: W) -> None:
-        """A worker died or is retiring: it gets no more work."""
-        self._busy.discard(worker)
-        if worker in self._idle_set:
-            self._idle_set.discard(worker)
-            self._idle.remove(worker)
+    def returned(self, worker: W) -> list[tuple[W, C]]:
+        """``worker`` handed a connection back or closed it: it has room for queued ones."""
+        if worker in self._load and self._load[worker] > 0:
+            self._load[worker] -= 1
+        return self._drain()
 
     def take_queued(self) -> list[C]:
-        """Empty the queue (quick shutdown)."""
+        """Empty the queue (stopping)."""
         conns = list(self._queue)
         self._queue.clear()
         return conns
 
+    # -- internals
+
+    def _pick(self) -> W | None:
+        best: W | None = None
+        best_key = (0, 0)
+        for worker in self._available:
+            load = self._load[worker]
+            if load >= self.capacity:
+                continue
+            key = (load, self._last[worker])
+            if best is None or key < best_key:
+                best, best_key = worker, key
+        return best
+
+    def _drain(self) -> list[tuple[W, C]]:
+        out = []
+        while self._queue:
+            worker = self._pick()
+            if worker is None:
+                break
+            out.append(self._assign(worker, self._queue.popleft()))
+        return out
+
     def _assign(self, worker: W, conn: C) -> tuple[W, C]:
-        self._idle_set.discard(worker)
-        self._busy.add(worker)
+        self._clock += 1
+        self._last[worker] = self._clock
+        self._load[worker] += 1
         return worker, conn

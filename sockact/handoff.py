@@ -10,6 +10,7 @@ Messages:
     PARK   worker -> supervisor, with fd: response done, connection idle at a request boundary
     DONE   worker -> supervisor: the worker closed the connection and is idle
     READY  worker -> supervisor: the app is loaded, send work
+    RECYCLE worker -> supervisor: max_requests reached; retire me (the worker takes nothing new)
 
 Ownership of a connection's fd: the sender closes its copy right after a successful send,
 so at any moment exactly one process holds it open (see docs/architecture.md).
@@ -19,14 +20,15 @@ from __future__ import annotations
 
 import array
 import contextlib
+import select
 import socket
 import struct
 from dataclasses import dataclass
 
 from .errors import HandoffError
 
-CONN, PARK, DONE, READY = 1, 2, 3, 4
-_KINDS = frozenset((CONN, PARK, DONE, READY))
+CONN, PARK, DONE, READY, RECYCLE = 1, 2, 3, 4, 5
+_KINDS = frozenset((CONN, PARK, DONE, READY, RECYCLE))
 
 # kind, address family, listener index, connection id, dispatch count, requests served, peer port
 _HEADER = struct.Struct("!BBHQIIH")
@@ -79,13 +81,35 @@ def channel_pair() -> tuple[socket.socket, socket.socket]:
     return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
 
-def send(chan: socket.socket, msg: Message) -> None:
-    """Send ``msg`` and its fd, if any. The caller still owns (and must close) its copy of the fd."""
+class FdsLost(HandoffError):
+    """A message arrived whole, but its fd did not (MSG_CTRUNC: no fd slot free in the receiver).
+
+    Not the sender's fault: the receiver ran out of descriptors. ``message`` says which
+    connection was lost, so the books can be kept straight.
+    """
+
+    def __init__(self, message: Message) -> None:
+        super().__init__(f"control message truncated (MSG_CTRUNC): connection {message.conn_id} lost its fd")
+        self.message = message
+
+
+def send(chan: socket.socket, msg: Message, wait: float = 0.0) -> None:
+    """Send ``msg`` and its fd, if any. The caller still owns (and must close) its copy of the fd.
+
+    On a non-blocking channel whose buffer is full, waits up to ``wait`` seconds for room,
+    then raises BlockingIOError.
+    """
     payload = encode(msg)
-    if msg.fd >= 0:
-        socket.send_fds(chan, [payload], [msg.fd])
-    else:
-        chan.send(payload)
+    while True:
+        try:
+            if msg.fd >= 0:
+                socket.send_fds(chan, [payload], [msg.fd])
+            else:
+                chan.send(payload)
+            return
+        except BlockingIOError:
+            if wait <= 0 or not select.select([], [chan], [], wait)[1]:
+                raise
 
 
 class Receiver:
@@ -102,9 +126,11 @@ class Receiver:
         fds = _fds_from(ancdata)
         if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
             # A cut control message may have dropped fds in flight; a cut payload lost bytes.
-            # Either way the message cannot be trusted: close what did arrive and say so.
+            # Either way the fds cannot be trusted: close what did arrive and say so.
             _close_all(fds)
-            raise HandoffError("message truncated (MSG_CTRUNC/MSG_TRUNC); fds dropped")
+            if flags & socket.MSG_TRUNC:
+                raise HandoffError("message truncated (MSG_TRUNC)")
+            raise FdsLost(decode(self._view[:nbytes]))
         if nbytes == 0 and not fds:
             return None
         if len(fds) > 1:

@@ -1,13 +1,16 @@
-"""Shared-memory scoreboard: each worker's progress, readable by the supervisor without a syscall.
+"""Shared-memory scoreboard: what each worker's app threads are doing, readable without a syscall.
 
-One anonymous MAP_SHARED mapping is made before the first fork; each worker owns one slot.
-A worker stamps its slot when a request starts and when it ends, so the supervisor can
-tell a busy worker that is making progress from one stuck past --timeout, and log the
-request it is stuck on. Writes are plain memory stores: no message, no wakeup.
-Torn reads are possible and harmless: a watchdog needs a hint, not a transaction.
+One anonymous MAP_SHARED mapping is made before the first fork; each worker owns one slot,
+and each of its app threads one line of that slot. A thread stamps its line when an app
+call starts (with the request line) and when it ends (counting the request). Writes are
+plain memory stores: no message, no wakeup. From the stamps the supervisor tells
 
-The first bytes of the mapping are the supervisor's: how many connections wait in its queue,
-so a worker can decide, without asking, whether it may linger on its keep-alive connection.
+- a worker that is moving from one whose every app thread has sat in one call longer
+  than handback_after (stalled: it gets no new connections), and
+- a call stuck past timeout (the worker is aborted, and the log names the request).
+
+Each line has one writer, so nothing is locked. Torn reads are possible and harmless:
+these are hints for timers, not transactions.
 """
 
 from __future__ import annotations
@@ -15,21 +18,35 @@ from __future__ import annotations
 import mmap
 import struct
 import time
+from dataclasses import dataclass
 
-# started (monotonic seconds, 0.0 when idle), requests served, request line length
-_SLOT = struct.Struct("=dQH")
-_STAMP = struct.Struct("=dQ")  # the first two fields only: keeps the request line
-SLOT_SIZE = 256
-_LINE_MAX = SLOT_SIZE - _SLOT.size
-_WAITING = struct.Struct("=I")  # connections queued in the supervisor
-_HEADER = 64  # the supervisor's part, one cache line, before the slots
+MAX_THREADS = 64  # app threads per worker that the scoreboard can follow
+# started (monotonic seconds, 0.0 when not in a call), requests finished, request line length
+_LINE = struct.Struct("=dQH")
+LINE_SIZE = 128
+_LINE_MAX = LINE_SIZE - _LINE.size
+SLOT_SIZE = MAX_THREADS * LINE_SIZE
+
+
+@dataclass(frozen=True, slots=True)
+class SlotView:
+    """A worker's slot, summed over its threads."""
+
+    requests: int  # requests finished
+    busy: int  # threads inside an app call
+    oldest: float  # start of the longest-running call (0.0: none)
+    newest: float  # start of the most recent call still running (0.0: none)
+    line: str  # the request line of the longest-running call
+
+    def stalled(self, threads: int, now: float, after: float) -> bool:
+        """Every app thread has been in one call for longer than ``after``."""
+        return self.busy >= threads and now - self.newest > after
 
 
 class Scoreboard:
     def __init__(self, slots: int) -> None:
         self.slots = slots
-        self._map = mmap.mmap(-1, _HEADER + slots * SLOT_SIZE, flags=mmap.MAP_SHARED)
-        self._waiting = 0
+        self._map = mmap.mmap(-1, slots * SLOT_SIZE, flags=mmap.MAP_SHARED)
         self._free = list(range(slots - 1, -1, -1))
 
     # -- supervisor side
@@ -37,63 +54,58 @@ class Scoreboard:
     def allocate(self) -> int:
         """A free slot for a new worker; raises IndexError when all are taken."""
         slot = self._free.pop()
-        base = _HEADER + slot * SLOT_SIZE
+        base = slot * SLOT_SIZE
         self._map[base:base + SLOT_SIZE] = bytes(SLOT_SIZE)
         return slot
 
     def release(self, slot: int) -> None:
         self._free.append(slot)
 
-    def read(self, slot: int) -> tuple[float, int, str]:
-        """(started, requests, request line) of a slot; started is 0.0 when the worker is idle."""
-        started, requests, length = _SLOT.unpack_from(self._map, _HEADER + slot * SLOT_SIZE)
-        base = _HEADER + slot * SLOT_SIZE + _SLOT.size
-        line = self._map[base:base + min(length, _LINE_MAX)].decode("latin-1")
-        return started, requests, line
-
-    def set_waiting(self, count: int) -> None:
-        """Publish the length of the supervisor's queue (a store only when it changed)."""
-        if count != self._waiting:
-            self._waiting = count
-            _WAITING.pack_into(self._map, 0, min(count, 0xFFFFFFFF))
+    def read(self, slot: int, threads: int) -> SlotView:
+        requests = busy = 0
+        oldest = newest = 0.0
+        oldest_at = -1
+        base = slot * SLOT_SIZE
+        for i in range(min(threads, MAX_THREADS)):
+            started, count, _ = _LINE.unpack_from(self._map, base + i * LINE_SIZE)
+            requests += count
+            if started:
+                busy += 1
+                if not oldest or started < oldest:
+                    oldest, oldest_at = started, i
+                newest = max(newest, started)
+        line = ""
+        if oldest_at >= 0:
+            at = base + oldest_at * LINE_SIZE
+            length = min(_LINE.unpack_from(self._map, at)[2], _LINE_MAX)
+            line = self._map[at + _LINE.size:at + _LINE.size + length].decode("latin-1")
+        return SlotView(requests, busy, oldest, newest, line)
 
     # -- worker side
 
-    def writer(self, slot: int) -> SlotWriter:
-        return SlotWriter(self._map, slot)
+    def writer(self, slot: int, thread: int) -> SlotWriter:
+        return SlotWriter(self._map, slot * SLOT_SIZE + min(thread, MAX_THREADS - 1) * LINE_SIZE)
 
     def close(self) -> None:
         self._map.close()
 
 
 class SlotWriter:
-    """The worker's handle on its own slot.
+    """One app thread's line: ``begin`` when a call starts, ``end`` when it ends."""
 
-    A worker is busy from the hand-off of a connection until it parks or closes it. While
-    busy, every sign of progress (a request starting or ending) restamps the slot, so the
-    supervisor measures time since the last progress, not the age of a keep-alive connection.
-    """
+    __slots__ = ("_at", "_map", "requests")
 
-    __slots__ = ("_base", "_map", "requests")
-
-    def __init__(self, mapping: mmap.mmap, slot: int) -> None:
+    def __init__(self, mapping: mmap.mmap, at: int) -> None:
         self._map = mapping
-        self._base = _HEADER + slot * SLOT_SIZE
+        self._at = at
         self.requests = 0
 
-    def progress(self, line: str | None = None) -> None:
-        """Busy and making progress; ``line`` names the request being served, when known."""
-        if line is None:
-            _STAMP.pack_into(self._map, self._base, time.monotonic(), self.requests)
-            return
+    def begin(self, line: str) -> None:
         raw = line.encode("latin-1", "replace")[:_LINE_MAX]
-        _SLOT.pack_into(self._map, self._base, time.monotonic(), self.requests, len(raw))
-        start = self._base + _SLOT.size
+        _LINE.pack_into(self._map, self._at, time.monotonic(), self.requests, len(raw))
+        start = self._at + _LINE.size
         self._map[start:start + len(raw)] = raw
 
-    def others_waiting(self) -> bool:
-        """Whether connections wait in the supervisor's queue for a free worker."""
-        return _WAITING.unpack_from(self._map, 0)[0] > 0
-
-    def idle(self) -> None:
-        _SLOT.pack_into(self._map, self._base, 0.0, self.requests, 0)
+    def end(self) -> None:
+        self.requests += 1
+        _LINE.pack_into(self._map, self._at, 0.0, self.requests, 0)

@@ -1,8 +1,10 @@
-"""The supervisor's event loop: listeners, worker channels, parked connections, signals, timers.
+"""The supervisor's event loop: it carries out what the pool and the dispatcher decide.
 
 One thread, one selector. Signal handlers do nothing but let the C-level wakeup fd wake
-the loop; the loop then calls ``handle_<signal>()``. Decisions about which worker gets a
-connection belong to dispatch.Dispatcher; this module only moves fds and processes.
+the loop; the loop then calls ``handle_<signal>()``, and tests call ``dispatch_signal``.
+Which workers exist is pool.WorkerPool's decision, which worker gets a connection is
+dispatch.Dispatcher's, and accepting is acceptor.Acceptor's; this module moves fds and
+processes and keeps the timers.
 
 Who owns a connection's fd, state by state (exactly one owner at a time):
     accepted / queued   the supervisor (in the dispatcher's queue)
@@ -13,12 +15,10 @@ Who owns a connection's fd, state by state (exactly one owner at a time):
 from __future__ import annotations
 
 import contextlib
-import errno
+import gc
 import logging
 import os
 import random
-import resource
-import select
 import selectors
 import signal
 import socket
@@ -27,63 +27,70 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import handoff
+from .acceptor import Acceptor, raise_fd_limit
 from .activation import Listener
 from .apploader import WSGIApp
 from .dispatch import Dispatcher
-from .errors import APP_LOAD_ERROR, EXIT_OK, WORKER_BOOT_ERROR, HandoffError, SockactError
+from .errors import EXIT_OK, HandoffError, SockactError
 from .journal import lifecycle
 from .notify import Notifier
 from .parking import Conn, ParkingLot
+from .pool import Halt, Kill, Ready, Reloaded, ReloadFailed, Retire, Spawn, WorkerPool
 from .scoreboard import Scoreboard
-from .worker import WorkerLoop
-from .workers import BOOTING, READY, RETIRING, WorkerProcess, describe_status, spawn
+from .states import Phase, WorkerState
+from .worker import WorkerShell
+from .workers import WorkerProcess, describe_status, spawn
 
 log = logging.getLogger("sockact.supervisor")
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
                    signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
-TICK = 0.5  # seconds between timer checks (keep-alive expiry, --timeout, STATUS)
+TICK = 0.5  # seconds between timer checks (keep-alive expiry, timeouts, STATUS)
 STATUS_INTERVAL = 1.0  # systemd asks for STATUS= no more than about once a second
-ABORT_GRACE = 2.0  # after SIGABRT for --timeout, SIGKILL if the worker is still there
 QUICK_STOP_GRACE = 1.0
-MAX_BACKOFF = 10.0  # seconds between respawns when workers keep dying at start-up
 SCOREBOARD_SLOTS = 1024  # most workers alive at once, old and new generations together
+# Connections one worker holds at most. A connection waiting for its head costs a worker one fd
+# and a little memory, so this is high: slow heads must not fill the workers (gunicorn's
+# worker_connections is 1000, but its async workers hold a greenlet per connection).
+WORKER_CAPACITY = 10000
+CHANNEL_BATCH = 64  # messages read from one channel per wakeup before others get a turn
 
 
 class Supervisor:
     def __init__(self, config: Any, listeners: list[Listener], notifier: Notifier,
                  apps: Mapping[str, WSGIApp] | None = None,
                  reload_config: Callable[[], Any] | None = None) -> None:
-        self.config = config
         self.reload_config = reload_config  # re-reads the settings' sources at HUP
         self.listeners = listeners
         self.notifier = notifier
         self.apps = apps  # preloaded apps, or None to import in each worker
-        self.dispatcher: Dispatcher[int, Conn] = Dispatcher(config.queue_size)
+        self.pool = WorkerPool(config)
+        self.dispatcher: Dispatcher[int, Conn] = Dispatcher(config.queue_size, WORKER_CAPACITY)
         self.workers: dict[int, WorkerProcess] = {}
         self.parked = ParkingLot([config.listener(lst.name).keepalive for lst in listeners])
-        self.target = config.workers
-        self.generation = 0
+        self.acceptor = Acceptor(listeners, self._route, self._register, self._unregister)
         self.requests = 0
-        self.stopping: str | None = None  # None, "graceful" or "quick"
         self.exit_code = EXIT_OK
-        self.ever_ready = False
-        self.reloading = False
         self._selector: selectors.BaseSelector | None = None
         self._scoreboard: Scoreboard | None = None
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
-        self._accepting = False
-        self._next_conn_id = 1
         self._stop_deadline = 0.0
-        self._spawn_after = 0.0
-        self._boot_failures = 0
         self._next_tick = 0.0
         self._next_status = 0.0
         self._next_ping = 0.0
+        self._next_stall_check = 0.0
         self._unhealthy_logged = False
         self._last_progress = (0, 0)
         self._fd_limit: tuple[int, int] | None = None  # the limits before run() raised them
+
+    @property
+    def config(self) -> Any:
+        return self.pool.serving_config
+
+    @property
+    def stopping(self) -> bool:
+        return self.pool.phase in (Phase.DRAINING, Phase.STOPPING)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -91,11 +98,17 @@ class Supervisor:
         """Serve until stopped; returns the process exit code."""
         self._selector = selectors.DefaultSelector()
         self._scoreboard = Scoreboard(SCOREBOARD_SLOTS)
-        self._fd_limit = _raise_fd_limit()
+        self._fd_limit = raise_fd_limit()
+        self.acceptor.budget = self._fd_limit_now() - _FD_RESERVE
+        if self.apps is not None:
+            # A preloaded app moves out of the collector's reach once, so the workers' collections
+            # never write to its objects and the pages stay shared (CPython's gc.freeze() advice).
+            gc.collect()
+            gc.freeze()
         self._install_signals()
         try:
-            self._set_accepting(True)
-            self._maintain()
+            self._carry_out(self.pool.start(time.monotonic()))
+            self._update_accepting()
             while not (self.stopping and not self.workers):
                 self._loop_once()
         finally:
@@ -103,12 +116,17 @@ class Supervisor:
         return self.exit_code
 
     def _loop_once(self) -> None:
-        assert self._selector is not None and self._scoreboard is not None
-        for key, _ in self._selector.select(max(0.0, self._next_tick - time.monotonic())):
+        assert self._selector is not None
+        now = time.monotonic()
+        wait = self._next_tick - now
+        if self.dispatcher.held or self.dispatcher.queued:
+            wait = min(wait, self._next_stall_check - now)
+        for key, _ in self._selector.select(max(0.0, wait)):
             handler, arg = key.data
             handler(arg)
-        self._scoreboard.set_waiting(self.dispatcher.queued)
         now = time.monotonic()
+        if now >= self._next_stall_check:
+            self._check_stalls(now)
         if now >= self._next_tick:
             self._tick(now)
 
@@ -145,26 +163,26 @@ class Supervisor:
         """Graceful stop: stop accepting, finish in-flight and queued requests, then exit."""
         if self.stopping:
             return
-        self.stopping = "graceful"
+        self._carry_out(self.pool.term())
         self._stop_deadline = time.monotonic() + self.config.graceful_timeout
         self.notifier.stopping()
-        lifecycle(log, "stop", "stopping: draining %d busy workers (graceful timeout %.0fs)",
-                  self.dispatcher.busy, self.config.graceful_timeout)
-        self._set_accepting(False)
+        lifecycle(log, "stop", "stopping: draining %d connections held by workers (graceful timeout %.0fs)",
+                  self.dispatcher.held, self.config.graceful_timeout)
+        self._update_accepting()
         self._close_parked(serve_readable=True)
         for w in self.workers.values():
             w.signal(signal.SIGTERM)  # in-flight responses will carry Connection: close
-        self._retire_idle_when_drained()
+        self._retire_when_drained()
 
     def handle_int(self) -> None:
         """Quick stop: close everything, give workers a moment, then kill them."""
-        if self.stopping == "quick":
+        if self.pool.phase is Phase.STOPPING and self._stop_deadline:
             return
-        self.stopping = "quick"
+        self._carry_out(self.pool.quick())
         self._stop_deadline = time.monotonic() + QUICK_STOP_GRACE
         self.notifier.stopping()
         lifecycle(log, "stop", "quick stop")
-        self._set_accepting(False)
+        self._update_accepting()
         self._close_held()
         for w in self.workers.values():
             w.signal(signal.SIGQUIT)
@@ -172,45 +190,30 @@ class Supervisor:
     handle_quit = handle_int
 
     def handle_hup(self) -> None:
-        """Reload: start a new generation; each new worker that is ready retires an old one."""
+        """Reload: a new generation with the settings read anew; a bad file fails the reload at once."""
         if self.stopping:
             return
-        self._reread_config()
-        self.generation += 1
-        self.reloading = True
-        self._boot_failures = 0
-        self._spawn_after = 0.0
         self.notifier.reloading()
-        lifecycle(log, "reload", "reloading: starting generation %d of %d workers", self.generation, self.target)
-        self._maintain()
-
-    def _reread_config(self) -> None:
-        """Take the settings anew for the next generation; a bad file keeps the running ones.
-
-        Listening sockets, preloaded apps and logging stay as they are: they belong to the
-        supervisor, which a reload does not restart.
-        """
-        if self.reload_config is None:
-            return
-        try:
-            config = self.reload_config()
-        except SockactError as exc:
-            log.error("reload: %s; keeping the running settings", exc)
-            return
-        self.config = config
-        self.target = config.workers
-        self.parked.keepalive = [config.listener(lst.name).keepalive for lst in self.listeners]
-        self.dispatcher.queue_size = config.queue_size
+        config, error = self.config, None
+        if self.reload_config is not None:
+            try:
+                config = self.reload_config()
+            except SockactError as exc:
+                error = f"{exc}; keeping the running settings and workers"
+        if error is None and self.apps is not None and _apps(config, self.listeners) != set(self.apps):
+            error = "with preload on, a changed app needs a restart; keeping the running settings and workers"
+        if error is None:
+            lifecycle(log, "reload", "reloading: starting generation %d of %d workers",
+                      self.pool.current.number + 1, config.workers)
+        self._carry_out(self.pool.hup(config, error, time.monotonic()))
 
     def handle_ttin(self) -> None:
-        self.target += 1
-        log.info("one worker more: %d", self.target)
-        self._maintain()
+        self._carry_out(self.pool.resize(+1, time.monotonic()))
+        log.info("one worker more: %d", self.pool.current.target)
 
     def handle_ttou(self) -> None:
-        self.target = max(1, self.target - 1)
-        log.info("one worker fewer: %d", self.target)
-        self._maintain()
+        self._carry_out(self.pool.resize(-1, time.monotonic()))
+        log.info("one worker fewer: %d", self.pool.current.target)
 
     def handle_chld(self) -> None:
         while True:
@@ -222,24 +225,44 @@ class Supervisor:
                 return
             self._worker_exited(pid, status)
 
-    # ------------------------------------------------------------------ workers
+    # ------------------------------------------------------------------ the pool's actions
 
-    def _maintain(self) -> None:
-        """Spawn or retire workers of the current generation to reach the target count."""
-        if self.stopping:
-            return
-        current = [w for w in self.workers.values() if w.generation == self.generation and w.state != RETIRING]
-        missing = self.target - len(current)
-        if missing > 0 and time.monotonic() >= self._spawn_after:
-            for _ in range(missing):
-                self._spawn()
-        elif missing < 0:
-            # Retire the least useful first: booting, then idle, then busy.
-            current.sort(key=lambda w: (w.state != BOOTING, self.dispatcher.is_busy(w.pid)))
-            for w in current[:-missing]:
-                self._retire(w)
+    def _carry_out(self, actions: list[Any]) -> None:
+        for action in actions:
+            if isinstance(action, Spawn):
+                self._spawn(action.generation, action.config)
+            elif isinstance(action, Retire):
+                self.dispatcher.remove(action.pid)
+                if action.pid in self.workers:
+                    self.workers[action.pid].retire()
+            elif isinstance(action, Kill):
+                self.dispatcher.remove(action.pid)
+                if action.pid in self.workers:
+                    self.workers[action.pid].signal(action.signum)
+            elif isinstance(action, Halt):
+                log.error("%s", action.reason)
+                self.exit_code = action.exit_code
+                self._stop_deadline = 0.0
+                self.handle_int()
+            elif isinstance(action, Ready):
+                self.notifier.ready(self.status_line())
+                lifecycle(log, "ready", "ready: %d workers serving on %s", self.pool.current.target,
+                          ", ".join(f"{lst.name}={lst.address}" for lst in self.listeners))
+            elif isinstance(action, Reloaded):
+                self._apply_settings()
+                self.notifier.ready(self.status_line())
+                lifecycle(log, "ready", "reload done: generation %d serving", action.generation)
+            elif isinstance(action, ReloadFailed):
+                log.error("reload failed: %s", action.reason)
+                self.notifier.ready(self.status_line() + " (reload failed)")
 
-    def _spawn(self) -> None:
+    def _apply_settings(self) -> None:
+        """The supervisor's own share of a new generation's settings."""
+        config = self.config
+        self.parked.keepalive = [config.listener(lst.name).keepalive for lst in self.listeners]
+        self.dispatcher.queue_size = config.queue_size
+
+    def _spawn(self, generation: int, config: Any) -> None:
         assert self._scoreboard is not None
         try:
             slot = self._scoreboard.allocate()
@@ -247,32 +270,36 @@ class Supervisor:
             log.error("cannot start a worker: %d workers alive already", SCOREBOARD_SLOTS)
             return
         names = [lst.name for lst in self.listeners]
-        scoreboard, config, apps = self._scoreboard, self.config, self.apps
+        scoreboard, apps = self._scoreboard, self.apps
+
+        jitter = random.randint(0, config.max_requests_jitter) if config.max_requests else 0
+        max_requests = config.max_requests + jitter
 
         def child_main(chan: socket.socket) -> int:
-            return WorkerLoop(chan, config, names, scoreboard.writer(slot), apps).run()
+            return WorkerShell(chan, config, names, scoreboard, slot, apps, max_requests).run()
 
-        jitter = random.randint(0, self.config.max_requests_jitter) if self.config.max_requests else 0
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
         try:
-            w = spawn(child_main, self._close_in_child, slot, self.generation, self.config.max_requests + jitter)
+            w = spawn(child_main, self._close_in_child, slot, generation, config.threads)
+        except OSError as exc:
+            # Out of fds or processes: not the app's fault. The pool tries again at the next tick.
+            self._scoreboard.release(slot)
+            log.error("cannot start a worker: %s", exc.strerror or exc)
+            return
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         self.workers[w.pid] = w
+        self.pool.spawned(w.pid, generation, time.monotonic())
         self._register(w.chan, self._on_channel, w)
-        lifecycle(log, "worker_spawned", "worker %d started (generation %d)", w.pid, w.generation,
+        lifecycle(log, "worker_spawned", "worker %d started (generation %d)", w.pid, generation,
                   sockact_worker_pid=w.pid)
 
     def _close_in_child(self) -> None:
         """In a new worker: drop every descriptor that belongs to the supervisor.
 
-        Signals stay blocked until the worker has installed its own handlers (WorkerLoop).
+        Signals stay blocked until the worker has installed its own handlers (WorkerShell).
         """
         signal.set_wakeup_fd(-1)
-        # A worker holds a handful of fds; the app may still use select(), which breaks above 1024.
-        if self._fd_limit and resource.getrlimit(resource.RLIMIT_NOFILE) != self._fd_limit:
-            with contextlib.suppress(ValueError, OSError):  # a seccomp filter may forbid it
-                resource.setrlimit(resource.RLIMIT_NOFILE, self._fd_limit)
         if self._selector is not None:
             self._selector.close()
         for sock in (self._wake_r, self._wake_w):
@@ -287,80 +314,49 @@ class Supervisor:
         for conn in self.dispatcher.take_queued():
             os.close(conn.fd)
 
-    def _retire(self, w: WorkerProcess) -> None:
-        self.dispatcher.worker_gone(w.pid)
-        w.retire()
-
     def _on_channel(self, w: WorkerProcess) -> None:
-        # One message per wakeup: the selector is level-triggered, so another pending message wakes
-        # us again, and the common case (one reply) saves a recvmsg() that would fail with EAGAIN.
-        try:
-            msg = w.receiver.recv()
-        except BlockingIOError:
-            return
-        except HandoffError as exc:
-            log.error("worker %d sent a bad message (%s); killing it", w.pid, exc)
-            w.signal(signal.SIGKILL)
-            return
-        except OSError:
-            msg = None
-        if msg is None:  # the worker is exiting; SIGCHLD will reap it
-            self._unregister(w.chan)
-            self.dispatcher.worker_gone(w.pid)
-            return
-        if msg.kind == handoff.READY:
-            self._worker_ready(w)
-        elif msg.kind in (handoff.PARK, handoff.DONE):
-            self.requests += msg.requests
-            w.requests += msg.requests
-            if msg.kind == handoff.PARK:
-                self._park(Conn(msg.conn_id, msg.fd, msg.listener, msg.family, msg.peer, msg.hops))
-            self._worker_idle(w)
+        for _ in range(CHANNEL_BATCH):
+            try:
+                msg = w.receiver.recv()
+            except BlockingIOError:
+                return
+            except handoff.FdsLost as exc:
+                # Out of fds here: the connection is lost, but the worker did nothing wrong.
+                self.acceptor.out_of_fds(f"a connection from worker {w.pid} was dropped ({exc})")
+                self._returned(w)
+                continue
+            except HandoffError as exc:
+                log.error("worker %d sent a bad message (%s); killing it", w.pid, exc)
+                w.signal(signal.SIGKILL)
+                return
+            except OSError:
+                msg = None
+            if msg is None:  # the worker is exiting; SIGCHLD will reap it
+                self._unregister(w.chan)
+                self.dispatcher.remove(w.pid)
+                return
+            if msg.kind == handoff.READY:
+                self._carry_out(self.pool.ready(w.pid, time.monotonic()))
+                self._give_queued(self.dispatcher.add(w.pid) if self.pool.assignable(w.pid) else [])
+            elif msg.kind == handoff.PARK:
+                conn = Conn(msg.conn_id, msg.fd, msg.listener, msg.family, msg.peer, msg.hops, msg.data)
+                if conn.data:
+                    self._route(conn)  # handed back with a request already read: serve it elsewhere
+                else:
+                    self._park(conn)
+                self._returned(w)
+            elif msg.kind == handoff.DONE:
+                self._returned(w)
+            elif msg.kind == handoff.RECYCLE:
+                log.info("worker %d served its max_requests: recycling it", w.pid)
+                self._carry_out(self.pool.recycle(w.pid, time.monotonic()))
 
-    def _worker_ready(self, w: WorkerProcess) -> None:
-        if w.state == RETIRING:
-            return
-        w.state = READY
-        self._boot_failures = 0
-        if w.generation < self.generation:
-            self._retire(w)  # an old worker finished booting after a reload began
-            return
-        # Rolling reload: each worker of the new generation that is ready replaces one old worker.
-        old = next((o for o in self.workers.values() if o.generation < self.generation and o.state != RETIRING),
-                   None)
-        if old is not None:
-            self._retire(old)
-        self._worker_idle(w)
-        self._check_ready()
-
-    def _check_ready(self) -> None:
-        ready = sum(1 for o in self.workers.values() if o.state == READY and o.generation == self.generation)
-        if ready < self.target:
-            return
-        if not self.ever_ready:
-            self.ever_ready = True
-            self.notifier.ready(self.status_line())
-            lifecycle(log, "ready", "ready: %d workers serving on %s", ready,
-                      ", ".join(f"{lst.name}={lst.address}" for lst in self.listeners))
-        elif self.reloading:
-            self.reloading = False
-            self.notifier.ready(self.status_line())
-            lifecycle(log, "ready", "reload done: generation %d serving", self.generation)
-
-    def _worker_idle(self, w: WorkerProcess) -> None:
-        if w.state != READY:
-            return
-        if w.max_requests and w.requests >= w.max_requests:
-            log.info("worker %d served %d requests: recycling it", w.pid, w.requests)
-            self._retire(w)
-            self._maintain()
-            return
-        assignment = self.dispatcher.worker_ready(w.pid)
-        if assignment is not None:
-            self._hand_off(*assignment)
-        self._retire_idle_when_drained()
-        if not self._accepting and not self.stopping and self.dispatcher.accepting:
-            self._set_accepting(True)
+    def _returned(self, w: WorkerProcess) -> None:
+        self._give_queued(self.dispatcher.returned(w.pid))
+        if self.pool.state(w.pid) is WorkerState.BUSY:
+            self._check_stall(w, time.monotonic())  # it may be moving again
+        self._retire_when_drained()
+        self._update_accepting()
 
     def _worker_exited(self, pid: int, status: int) -> None:
         w = self.workers.pop(pid, None)
@@ -370,83 +366,33 @@ class Supervisor:
         self._unregister(w.chan)
         w.chan.close()
         self._scoreboard.release(w.slot)
-        self.dispatcher.worker_gone(pid)
+        lost = self.dispatcher.forget(pid)
         how, code, _ = describe_status(status)
-        expected = w.state == RETIRING or self.stopping
-        lifecycle(log, "worker_exited", "worker %d %s", pid, how,
+        expected = self.pool.state(pid) is WorkerState.RETIRING or self.stopping
+        lifecycle(log, "worker_exited", "worker %d %s%s", pid, how,
+                  f" with {lost} connections" if lost else "",
                   level=logging.INFO if expected else logging.WARNING,
                   sockact_worker_pid=pid, exit_status=code if code is not None else -1)
-        if self.stopping:
-            return
-        if w.state == BOOTING:
-            self._boot_failed(w, code)
-        self._maintain()
-
-    def _boot_failed(self, w: WorkerProcess, code: int | None) -> None:
-        app_broken = code in (APP_LOAD_ERROR, WORKER_BOOT_ERROR)
-        if app_broken and not self.ever_ready:
-            # The app cannot load at all: respawning would loop forever. Halt with the worker's code.
-            log.error("the app failed to load (worker exit code %s); stopping", code)
-            self.exit_code = code or APP_LOAD_ERROR
-            self.handle_int()
-            return
-        if app_broken and self.reloading:
-            self._abort_reload()
-            return
-        self._boot_failures += 1
-        delay = min(MAX_BACKOFF, 0.1 * 2 ** self._boot_failures)
-        self._spawn_after = time.monotonic() + delay
-        log.warning("worker died while starting (%d in a row); next start in %.1fs", self._boot_failures, delay)
-
-    def _abort_reload(self) -> None:
-        """A new generation cannot load the app: keep serving with the workers we have."""
-        log.error("reload failed: the new code does not load; keeping generation %d", self.generation - 1)
-        for w in list(self.workers.values()):
-            if w.state == BOOTING and w.generation == self.generation:
-                self._retire(w)
-                w.signal(signal.SIGKILL)
-            elif w.state != RETIRING:
-                w.generation = self.generation  # adopt the old workers into the current generation
-        self.reloading = False
-        self.notifier.ready(self.status_line() + " (reload failed)")
+        self._carry_out(self.pool.exited(pid, code, time.monotonic()))
+        self._update_accepting()
 
     # ------------------------------------------------------------------ connections
 
-    def _set_accepting(self, on: bool) -> None:
-        if on == self._accepting:
-            return
-        self._accepting = on
-        for index, lst in enumerate(self.listeners):
-            if on:
-                self._register(lst.sock, self._on_listener, index)
-            else:
-                self._unregister(lst.sock)
-
-    def _on_listener(self, index: int) -> None:
-        lsock = self.listeners[index].sock
-        while self.dispatcher.accepting:
-            try:
-                # _accept() is accept4(SOCK_CLOEXEC) without wrapping the fd in a socket object.
-                fd, addr = lsock._accept()
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.error("accept: %s; leaving new clients in the backlog for a moment", exc.strerror)
-                    self._set_accepting(False)  # the next tick accepts again
-                    return
-                continue  # ECONNABORTED and friends: that client is gone, take the next one
-            family = lsock.family
-            peer = (addr[0], addr[1]) if family != socket.AF_UNIX else None
-            conn = Conn(self._next_conn_id, fd, index, family, peer)
-            self._next_conn_id += 1
-            self._route(conn)
-        self._set_accepting(False)  # the queue is full: let the kernel backlog hold clients
+    def _update_accepting(self) -> None:
+        held = len(self.parked) + self.dispatcher.queued + self.dispatcher.held
+        on = not self.stopping and self.dispatcher.accepting
+        self.acceptor.set_accepting(on, held, time.monotonic())
 
     def _route(self, conn: Conn) -> None:
         assignment = self.dispatcher.offer(conn)
         if assignment is not None:
             self._hand_off(*assignment)
+        elif not self.dispatcher.accepting:
+            self._update_accepting()
+
+    def _give_queued(self, assignments: list[tuple[int, Conn]]) -> None:
+        for pid, conn in assignments:
+            self._hand_off(pid, conn)
 
     def _hand_off(self, pid: int, conn: Conn) -> None:
         w = self.workers[pid]
@@ -455,9 +401,17 @@ class Supervisor:
                               data=conn.data, fd=conn.fd)
         try:
             handoff.send(w.chan, msg)
+        except BlockingIOError:
+            # Its channel is full: it is behind on reading. It gets nothing more until it reports back.
+            self.dispatcher.returned(pid)
+            self.dispatcher.pause(pid)
+            conn.hops -= 1
+            self._route(conn)
+            return
         except OSError as exc:
             log.warning("cannot hand connection %d to worker %d (%s); trying another", conn.id, pid, exc)
-            self.dispatcher.worker_gone(pid)
+            self.dispatcher.returned(pid)
+            self.dispatcher.remove(pid)
             w.signal(signal.SIGKILL)
             conn.hops -= 1
             self._route(conn)
@@ -486,12 +440,13 @@ class Supervisor:
             else:
                 os.close(conn.fd)
 
-    def _retire_idle_when_drained(self) -> None:
-        if self.stopping != "graceful" or self.dispatcher.queued:
+    def _retire_when_drained(self) -> None:
+        """Draining: a worker that holds nothing more retires."""
+        if self.pool.phase is not Phase.DRAINING or self.dispatcher.queued:
             return
         for w in list(self.workers.values()):
-            if w.state != RETIRING and not self.dispatcher.is_busy(w.pid):
-                self._retire(w)
+            if not w.retired and not self.dispatcher.load(w.pid):
+                w.retire()
 
     # ------------------------------------------------------------------ timers
 
@@ -503,7 +458,8 @@ class Supervisor:
         for conn in self.parked.expired(now):
             self._unregister(conn.fd)
             os.close(conn.fd)
-        healthy = self._check_timeouts(now)
+        healthy = self._check_workers(now) and not self.pool.boot_overdue(now)
+        self._carry_out(self.pool.tick(now))
         if self.notifier.watchdog_interval and now >= self._next_ping:
             if healthy:
                 self.notifier.watchdog()
@@ -511,59 +467,83 @@ class Supervisor:
                 self._unhealthy_logged = False
             elif not self._unhealthy_logged:
                 self._unhealthy_logged = True
-                lifecycle(log, "watchdog_unhealthy", "unhealthy: a worker is stuck past --timeout; "
+                lifecycle(log, "watchdog_unhealthy", "unhealthy: a worker is stuck past its timeout; "
                           "withholding watchdog pings", level=logging.WARNING)
         if now >= self._next_status:
             self._next_status = now + STATUS_INTERVAL
             self.notifier.status(self.status_line())
-        if not self._accepting and self.dispatcher.accepting:
-            self._set_accepting(True)
-        self._maintain()
+        self._update_accepting()
 
     def _tick_stopping(self, now: float) -> None:
         if now >= self._stop_deadline:
             for w in self.workers.values():
-                if not w.aborted_at:
+                if not w.killed:
                     log.warning("worker %d did not finish in time; killing it", w.pid)
                     w.signal(signal.SIGKILL)
-                    w.aborted_at = now
+                    w.killed = True
             return
-        progress = (self.requests, len(self.workers))
+        progress = (self._requests_now(), len(self.workers))
         if progress != self._last_progress:
             # Still draining and moving: ask systemd for more time, a little at a time.
             self._last_progress = progress
             self.notifier.extend_timeout(min(self._stop_deadline - now, 5.0) + 1.0)
-        self.notifier.status(f"stopping: {len(self.workers)} workers left, {self.dispatcher.busy} busy")
+        self.notifier.status(f"stopping: {len(self.workers)} workers left, {self.dispatcher.held} connections")
 
-    def _check_timeouts(self, now: float) -> bool:
-        """Abort workers stuck past --timeout; True when no busy worker is overdue."""
+    def _check_stalls(self, now: float) -> None:
+        """Workers whose every app thread sits in one call get no new connections until they move."""
+        assert self._scoreboard is not None
+        self._next_stall_check = now + self.config.handback_after / 2
+        for w in list(self.workers.values()):
+            self._check_stall(w, now)
+
+    def _check_stall(self, w: WorkerProcess, now: float) -> None:
+        assert self._scoreboard is not None
+        state = self.pool.state(w.pid)
+        if state not in (WorkerState.READY, WorkerState.BUSY):
+            return
+        stalled = self._scoreboard.read(w.slot, w.threads).stalled(w.threads, now, self.config.handback_after)
+        if stalled and state is WorkerState.READY:
+            self.pool.stalled(w.pid, True)
+            self.dispatcher.pause(w.pid)
+        elif not stalled and state is WorkerState.BUSY:
+            self.pool.stalled(w.pid, False)
+            self._give_queued(self.dispatcher.resume(w.pid))
+
+    def _check_workers(self, now: float) -> bool:
+        """Abort calls stuck past timeout; True when none is overdue."""
         assert self._scoreboard is not None
         healthy = True
-        for w in self.workers.values():
-            if not self.dispatcher.is_busy(w.pid) and not w.aborted_at:
-                continue
-            started, _, line = self._scoreboard.read(w.slot)
-            if w.aborted_at:
+        timeout = self.config.timeout
+        for w in list(self.workers.values()):
+            view = self._scoreboard.read(w.slot, w.threads)
+            w.requests = view.requests
+            state = self.pool.state(w.pid)
+            if state is WorkerState.ABORTED:
                 healthy = False
-                if now - w.aborted_at > ABORT_GRACE:
-                    w.signal(signal.SIGKILL)
-            elif started and now - started > self.config.timeout:
+            elif timeout and view.oldest and now - view.oldest > timeout:
                 healthy = False
-                w.aborted_at = now
                 lifecycle(log, "worker_timeout", "worker %d stuck for %.1fs on %s; killing it", w.pid,
-                          now - started, line or "a request", level=logging.ERROR,
-                          sockact_worker_pid=w.pid, http_request=line)
-                self.dispatcher.worker_gone(w.pid)
-                w.signal(signal.SIGABRT)
+                          now - view.oldest, _quote(view.line) or "a request", level=logging.ERROR,
+                          sockact_worker_pid=w.pid, http_request=_quote(view.line))
+                self._carry_out(self.pool.timed_out(w.pid, now))
         return healthy
 
+    def _requests_now(self) -> int:
+        return sum(w.requests for w in self.workers.values())
+
     def status_line(self) -> str:
-        parked = len(self.parked)
-        ready = sum(1 for w in self.workers.values() if w.state == READY)
-        return (f"{ready} workers ({self.dispatcher.busy} busy), {parked} parked, "
-                f"{self.dispatcher.queued} queued, {self.requests} requests served")
+        ready = self.pool.count(WorkerState.READY, WorkerState.BUSY)
+        busy = self.pool.count(WorkerState.BUSY)
+        return (f"{ready} workers ({busy} stalled), {self.dispatcher.held} connections in workers, "
+                f"{len(self.parked)} parked, {self.dispatcher.queued} queued, "
+                f"{self._requests_now()} requests served")
 
     # ------------------------------------------------------------------ plumbing
+
+    def _fd_limit_now(self) -> int:
+        import resource
+
+        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
     def _register(self, sock: socket.socket | int, handler: Callable[[Any], None], arg: Any) -> None:
         assert self._selector is not None
@@ -597,27 +577,26 @@ class Supervisor:
             self._scoreboard.close()
 
 
+# fds the supervisor keeps free for itself: channels of new workers, the journal, a reload's files.
+_FD_RESERVE = 64
+
+
+def _apps(config: Any, listeners: list[Listener]) -> set[str]:
+    return {config.listener(lst.name).app for lst in listeners}
+
+
+def _quote(text: str) -> str:
+    """A client's string made safe for a log line: control characters escaped."""
+    return "".join(c if " " <= c < "\x7f" or c > "\x9f" else f"\\x{ord(c):02x}" for c in text)
+
+
 def _readable(fd: int) -> bool:
     """Whether a parked connection has something to read (a request, or end-of-file)."""
+    import select
+
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     return bool(poller.poll(0))
-
-
-def _raise_fd_limit() -> tuple[int, int]:
-    """Lift the soft fd limit to the hard one: every parked keep-alive client holds one fd here.
-
-    systemd gives services a soft limit of 1024 and a hard one far above it, expecting programs
-    that need more (and do not use select()) to raise it themselves. Returns the old limits.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError) as exc:
-            log.warning("open-files limit stays at %d (%s); set LimitNOFILE= in the unit for more "
-                        "parked clients", soft, exc)
-    return soft, hard
 
 
 def _wake_only(signum: int, frame: object) -> None:

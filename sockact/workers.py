@@ -10,13 +10,11 @@ the supervisor's code.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import os
 import signal
 import socket
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -25,20 +23,16 @@ from .errors import EXIT_FAILURE
 
 log = logging.getLogger("sockact.workers")
 
-BOOTING, READY, RETIRING = "booting", "ready", "retiring"
-
-
 @dataclass(eq=False)
 class WorkerProcess:
     pid: int
     chan: socket.socket  # the supervisor's end of the channel
     slot: int  # scoreboard slot
     generation: int
-    max_requests: int  # 0: never recycled
-    state: str = BOOTING
-    spawned_at: float = field(default_factory=time.monotonic)
-    requests: int = 0
-    aborted_at: float = 0.0  # when SIGABRT was sent for --timeout
+    threads: int  # app threads, each with a line on the scoreboard
+    requests: int = 0  # as last read from the scoreboard
+    retired: bool = False  # EOF sent on its channel
+    killed: bool = False  # SIGKILL sent
     receiver: handoff.Receiver = field(init=False)
 
     def __post_init__(self) -> None:
@@ -50,22 +44,19 @@ class WorkerProcess:
             os.kill(self.pid, signum)
 
     def retire(self) -> None:
-        """Ask the worker to exit once its connection in hand is done: EOF on its channel."""
-        self.state = RETIRING
+        """Ask the worker to hand back what it holds and exit: EOF on its channel."""
+        self.retired = True
         with contextlib.suppress(OSError):
             self.chan.shutdown(socket.SHUT_WR)
 
 
 def spawn(child_main: Callable[[socket.socket], int], close_in_child: Callable[[], None],
-          slot: int, generation: int, max_requests: int) -> WorkerProcess:
+          slot: int, generation: int, threads: int) -> WorkerProcess:
     """Fork a worker that runs ``child_main(channel)`` and exits with its return value."""
     parent_end, child_end = handoff.channel_pair()
     # Unflushed buffers would be written twice, once by each process.
     sys.stdout.flush()
     sys.stderr.flush()
-    # Objects alive now (a preloaded app above all) move out of the collector's reach, so the
-    # child's collections never write to their headers and the pages stay shared copy-on-write.
-    gc.freeze()
     pid = os.fork()
     if pid == 0:  # the child
         code = EXIT_FAILURE
@@ -85,7 +76,7 @@ def spawn(child_main: Callable[[socket.socket], int], close_in_child: Callable[[
             finally:
                 os._exit(code)
     child_end.close()
-    return WorkerProcess(pid, parent_end, slot, generation, max_requests)
+    return WorkerProcess(pid, parent_end, slot, generation, threads)
 
 
 def describe_status(status: int) -> tuple[str, int | None, int | None]:

@@ -7,6 +7,7 @@ The public API, used by the worker loop:
 from ..errors import InvalidResponse, ProtocolError
 from .engine import Connection
 from .limits import Limits
-from .server import Outcome, Site, serve_connection
+from .server import HTTPConnection, Outcome, Site, Step, serve_connection
 
-__all__ = ["Connection", "InvalidResponse", "Limits", "Outcome", "ProtocolError", "Site", "serve_connection"]
+__all__ = ["Connection", "HTTPConnection", "InvalidResponse", "Limits", "Outcome", "ProtocolError", "Site", "Step",
+           "serve_connection"]

@@ -152,6 +152,7 @@ class Connection:
         self._message: _Message | None = None
         self._framing: ChunkedFraming | None = None
         self._remaining = 0  # Content-Length body still to come
+        self._head: bytes | None = None  # the current head, until its body is first read
         self._reset_response()
 
     def _reset_response(self) -> None:
@@ -178,6 +179,16 @@ class Connection:
     def idle(self) -> bool:
         """Between messages with nothing buffered: the connection may be handed back."""
         return self.state == IDLE and not self._buf and not self._eof
+
+    def unparsed(self) -> bytes:
+        """The bytes a new owner of the connection must be given to carry on where this one stops.
+
+        Between requests, whatever is buffered; after a request head that nobody has begun
+        to serve (no body event pulled), that head again as well.
+        """
+        if self.state == BODY and self._head is not None:
+            return self._head + self._buf
+        return self._buf
 
     @property
     def buffered(self) -> int:
@@ -216,6 +227,7 @@ class Connection:
             return NEED_DATA
         end += 4
         head, self._buf = buf[:end], buf[end:]
+        self._head = head
         self._scanned = 0
         self._crlf_skipped = False
         check_head(head, self.limits)
@@ -258,6 +270,7 @@ class Connection:
         return request
 
     def _next_body(self) -> object:
+        self._head = None
         framing = self._framing
         if framing is None:
             if not self._remaining:

@@ -20,7 +20,7 @@ from email.utils import formatdate
 from typing import Any
 
 from ..errors import InvalidResponse, ProtocolError
-from .engine import CONNECTION_CLOSED, DONE, NEED_DATA, Connection, Data, Request, has_body
+from .engine import DONE, NEED_DATA, Connection, Data, Request, has_body
 from .limits import COALESCE_MAX, DRAIN_LIMIT, Limits
 from .wire import ClientGone, Wire
 from .wsgi import (
@@ -72,56 +72,105 @@ def http_date() -> str:
     return _date[1]
 
 
+class Step(enum.Enum):
+    """Where a connection stands when no request is ready to serve."""
+
+    IDLE = "idle"  # between requests with nothing buffered: may be parked
+    PARTIAL = "partial"  # part of a request head is buffered: keep reading until header_timeout
+    CLOSE = "close"  # finished: close it
+
+
+class HTTPConnection:
+    """One client connection driven from outside: feed bytes, take requests, serve them.
+
+    The event loop that owns the socket reads it (``receive``) and asks ``next_request``;
+    an app thread then runs ``serve`` for the request, which reads the body and writes
+    the response with blocking waits bounded by ``site.io_timeout``. Nothing here closes
+    the socket, and nothing a client sends or an app does raises out of it.
+    """
+
+    def __init__(self, sock: socket.socket, site: Site, *, peer: tuple[Any, ...] | str | None, conn_id: int,
+                 pending: bytes = b"", environ_extra: Mapping[str, Any] | None = None,
+                 stopping: Callable[[], bool] = lambda: False,
+                 progress: Callable[[], None] = lambda: None) -> None:
+        self.engine = Connection(site.limits)
+        self.wire = Wire(sock, site.io_timeout)
+        self.conn_id = conn_id
+        self._conn = _Conn(sock, site, self.wire, self.engine, peer, conn_id, environ_extra, stopping, progress)
+        if pending:
+            self.engine.receive_data(pending)
+
+    def receive(self, data: bytes) -> None:
+        """Bytes read from the client; b"" when it closed its side."""
+        self.engine.receive_data(data)
+
+    def next_request(self) -> Request | Step:
+        """The next complete request head, or where the connection stands."""
+        try:
+            event = self.engine.next_event()
+        except ProtocolError as exc:
+            self._conn.refuse(exc)
+            return Step.CLOSE
+        if event is NEED_DATA:
+            return Step.IDLE if self.engine.idle else Step.PARTIAL
+        if isinstance(event, Request):
+            return event
+        return Step.CLOSE
+
+    def serve(self, request: Request) -> bool:
+        """Run the app for ``request`` and answer it; True when the connection persists."""
+        try:
+            keep = self._conn.serve(request)
+            if keep:
+                self.engine.start_next_cycle()
+            return keep
+        except ClientGone as exc:
+            log.debug("conn %d: client gone: %s", self.conn_id, exc)
+        except Exception:
+            # A bug of sockact's own: the worker lives on, this connection does not.
+            log.exception("conn %d: internal error", self.conn_id)
+        return False
+
+    def head_timed_out(self) -> None:
+        """The head did not arrive in time: 408 if part of one came, then the caller closes."""
+        if self.engine.buffered:
+            self._conn.refuse(ProtocolError(408, "request head timed out"), linger=False)
+
+    def unparsed(self) -> bytes:
+        """Bytes received and not yet parsed: what a new owner must be given with the socket."""
+        return self.engine.unparsed()
+
+
 def serve_connection(sock: socket.socket, site: Site, *, peer: tuple[Any, ...] | str | None, conn_id: int,
                      pending: bytes = b"", environ_extra: Mapping[str, Any] | None = None,
                      stopping: Callable[[], bool] = lambda: False,
                      progress: Callable[[], None] = lambda: None) -> Outcome:
-    """Serve requests on ``sock`` until it must be parked or closed; see the module docstring.
+    """Serve requests on a blocking ``sock`` until it must be parked or closed.
 
-    ``pending`` are bytes already read from ``sock``. The first request may not have
-    arrived yet: ``site.header_timeout`` bounds the wait for each request head.
+    The first request may not have arrived yet: ``site.header_timeout`` bounds the wait
+    for each request head. Used where one thread owns one connection (tests, tools).
     """
-    engine = Connection(site.limits)
-    wire = Wire(sock, site.io_timeout)
-    conn = _Conn(sock, site, wire, engine, peer, conn_id, environ_extra, stopping, progress)
-    if pending:
-        engine.receive_data(pending)
-    served = 0
+    http = HTTPConnection(sock, site, peer=peer, conn_id=conn_id, pending=pending, environ_extra=environ_extra,
+                          stopping=stopping, progress=progress)
     deadline = time.monotonic() + site.header_timeout
-    try:
-        while True:
-            try:
-                event = engine.next_event()
-            except ProtocolError as exc:
-                conn.refuse(exc)
-                return Outcome.CLOSE
-            if event is NEED_DATA:
-                if served and engine.idle:
-                    # Only a clean boundary can be handed on: httptools gives no offsets,
-                    # so a partial head stays here and is read to its end (or the deadline).
-                    return Outcome.PARK
-                try:
-                    data = wire.recv(deadline - time.monotonic())
-                except ClientGone:
-                    if engine.buffered:
-                        conn.refuse(ProtocolError(408, "request head timed out"), linger=False)
-                    return Outcome.CLOSE
-                engine.receive_data(data)
-                continue
-            if event is CONNECTION_CLOSED or not isinstance(event, Request):
-                return Outcome.CLOSE
+    served = 0
+    while True:
+        step = http.next_request()
+        if isinstance(step, Request):
             served += 1
-            if not conn.serve(event):
+            if not http.serve(step):
                 return Outcome.CLOSE
-            engine.start_next_cycle()
             deadline = time.monotonic() + site.header_timeout
-    except ClientGone as exc:
-        log.debug("conn %d: client gone: %s", conn_id, exc)
-        return Outcome.CLOSE
-    except Exception:
-        # A bug of sockact's own: the worker lives on, this connection does not.
-        log.exception("conn %d: internal error", conn_id)
-        return Outcome.CLOSE
+            continue
+        if step is Step.CLOSE:
+            return Outcome.CLOSE
+        if step is Step.IDLE and served:
+            return Outcome.PARK
+        try:
+            http.receive(http.wire.recv(deadline - time.monotonic()))
+        except ClientGone:
+            http.head_timed_out()
+            return Outcome.CLOSE
 
 
 class _Conn:

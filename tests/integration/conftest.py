@@ -150,7 +150,9 @@ class Server:
                 raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.output()}")
             with contextlib.suppress(OSError, IndexError, ValueError):
                 status, _, _ = http_get(self.port, "/", timeout=2, unix=self.unix)
-                if status and (workers is None or len(children(self.pid)) >= workers):
+                # With a worker count, also wait for the supervisor's "ready:" line: every worker is serving.
+                if status and (workers is None or (len(children(self.pid)) >= workers
+                                                   and b"ready:" in self.output().encode())):
                     return
             time.sleep(0.05)
         raise AssertionError(f"server not ready in {timeout}s:\n{self.output()}")

@@ -57,7 +57,7 @@ def test_bind_tcp_and_unix(start_sockact, tmp_path):
 
 
 def test_keepalive_connection_is_parked_and_redispatched(start_sockact):
-    server = start_sockact("testapps:pid", "--workers", "2", workers=2)
+    server = start_sockact("testapps:pid", "--workers", "2", "--park-after", "0.01", workers=2)
     idle = fd_count(server.pid)
     client = KeepAliveClient(server.port)
     seen = []
@@ -66,7 +66,8 @@ def test_keepalive_connection_is_parked_and_redispatched(start_sockact):
         assert status == 200 and "close" not in headers.get("connection", "")
         info = json.loads(body)
         seen.append((info["pid"], info["hops"], info["conn"]))
-        # The worker hands the idle connection back: the supervisor holds it, parked, before the next request.
+        # The worker hands the idle connection back (after 10 ms): the supervisor holds it, parked,
+        # before the next request.
         wait_until(lambda: fd_count(server.pid) == idle + 1, "the connection parked in the supervisor")
     client.close()
     pids = {pid for pid, _, _ in seen}
@@ -345,14 +346,18 @@ def test_version_and_help():
 
 @pytest.mark.parametrize("preload", [True, False])
 def test_preload_imports_the_app_once_for_all_workers(start_sockact, preload):
-    server = start_sockact("testapps:pid", "--workers", "2", *(["--preload"] if preload else []), workers=2)
+    server = start_sockact("testapps:pid", "--workers", "2", "--park-after", "0.01",
+                           *(["--preload"] if preload else []), workers=2)
     workers = set(server.workers())
+    idle = fd_count(server.pid)
     loaded_by = {}
-    client = KeepAliveClient(server.port)  # the idle-longest worker serves each request: both take turns
+    # A keep-alive client parked between requests is dispatched again each time: both workers take turns.
+    client = KeepAliveClient(server.port)
 
     def both_answered() -> bool:
         info = json.loads(client.request("/")[2])
         loaded_by[info["pid"]] = info["loaded_by"]
+        wait_until(lambda: fd_count(server.pid) == idle + 1, "the connection parked in the supervisor")
         return set(loaded_by) == workers
 
     wait_until(both_answered, "both workers to answer")

@@ -1,62 +1,70 @@
 """The dispatch policy, driven by events with no sockets or processes."""
 
-import pytest
+from __future__ import annotations
 
 from sockact.dispatch import Dispatcher
 
 
-def test_connection_goes_to_the_worker_idle_longest():
-    d: Dispatcher[str, str] = Dispatcher(queue_size=4)
-    for w in ("a", "b", "c"):
-        assert d.worker_ready(w) is None
-    assert d.offer("c1") == ("a", "c1")
-    assert d.offer("c2") == ("b", "c2")
-    assert d.worker_ready("a") is None  # a is idle again, behind c
-    assert d.offer("c3") == ("c", "c3")
-    assert d.offer("c4") == ("a", "c4")
+def test_connections_go_to_the_least_loaded_worker_then_round_robin():
+    d: Dispatcher[str, str] = Dispatcher(queue_size=4, capacity=10)
+    d.add("a")
+    d.add("b")
+    got = [d.offer(f"c{i}") for i in range(4)]
+    assert [w for w, _ in got] == ["a", "b", "a", "b"]
+    assert d.load("a") == d.load("b") == 2 and d.held == 4
+    d.returned("b")
+    d.returned("b")
+    assert d.offer("c4") == ("b", "c4")  # b holds fewest
 
 
-def test_only_idle_workers_get_work_and_the_queue_is_fifo():
-    d: Dispatcher[str, str] = Dispatcher(queue_size=2)
-    d.worker_ready("a")
+def test_a_busy_worker_still_gets_work_up_to_its_capacity():
+    d: Dispatcher[str, str] = Dispatcher(queue_size=2, capacity=2)
+    d.add("a")
     assert d.offer("c1") == ("a", "c1")
-    assert d.offer("c2") is None
-    assert d.offer("c3") is None
-    assert d.queued == 2 and not d.accepting
-    assert d.worker_ready("a") == ("a", "c2")
+    assert d.offer("c2") == ("a", "c2")
+    assert d.offer("c3") is None and d.queued == 1  # full: queued
     assert d.accepting
-    assert d.worker_ready("a") == ("a", "c3")
-    assert d.worker_ready("a") is None
-    assert d.idle == 1 and d.busy == 0
+    assert d.offer("c4") is None and not d.accepting  # the queue is full: stop accepting
+    assert d.returned("a") == [("a", "c3")]  # room again: the oldest queued goes first
+
+
+def test_a_paused_worker_gets_nothing_until_it_resumes():
+    d: Dispatcher[str, str] = Dispatcher(queue_size=8, capacity=10)
+    d.add("a")
+    d.add("b")
+    d.pause("a")
+    assert [d.offer(c)[0] for c in ("c1", "c2")] == ["b", "b"]  # type: ignore[index]
+    d.pause("b")
+    assert d.offer("c3") is None  # nobody is moving: queued
+    assert d.resume("a") == [("a", "c3")]
+    assert d.is_available("a") and not d.is_available("b")
 
 
 def test_an_offer_never_overtakes_the_queue():
-    d: Dispatcher[str, str] = Dispatcher(queue_size=8)
-    d.offer("early")
-    d.worker_ready("a")  # takes "early" at once
-    d.worker_ready("b")
-    assert d.offer("late") == ("b", "late")
+    d: Dispatcher[str, str] = Dispatcher(queue_size=8, capacity=1)
+    d.add("a")
+    d.offer("c1")
+    d.offer("c2")  # queued
+    d.add("b")  # b takes the queued c2 first
+    assert d.queued == 0 and d.load("b") == 1
+    assert d.offer("c3") is None
 
 
-def test_gone_and_retiring_workers_get_nothing():
-    d: Dispatcher[str, str] = Dispatcher(queue_size=8)
-    d.worker_ready("a")
-    d.worker_ready("b")
-    d.worker_gone("a")
-    assert d.offer("c1") == ("b", "c1")
-    d.worker_gone("b")  # died while busy
-    assert d.busy == 0
-    assert d.offer("c2") is None
-    assert d.take_queued() == ["c2"]
+def test_removed_and_forgotten_workers():
+    d: Dispatcher[str, str] = Dispatcher(queue_size=8, capacity=10)
+    d.add("a")
+    d.add("b")
+    d.offer("c1")
+    d.remove("a")  # retiring: keeps its load until it reports back, gets nothing new
+    assert d.offer("c2")[0] == "b"  # type: ignore[index]
+    assert d.forget("a") == 1  # it exited holding one connection
+    assert d.held == 1
+    assert d.returned("a") == []  # a late message from a forgotten worker changes nothing
+    assert d.take_queued() == []
 
 
-def test_worker_ready_twice_is_counted_once():
-    d: Dispatcher[str, str] = Dispatcher(queue_size=1)
-    d.worker_ready("a")
-    d.worker_ready("a")
-    assert d.idle == 1
+def test_bad_sizes_are_refused():
+    import pytest
 
-
-def test_queue_size_must_be_positive():
     with pytest.raises(ValueError):
-        Dispatcher(queue_size=0)
+        Dispatcher(queue_size=0, capacity=1)

@@ -1,40 +1,52 @@
-"""The shared scoreboard: what a worker stamps is what the supervisor reads, across a fork."""
+"""The scoreboard across a real fork: app threads stamp their lines, the parent reads them."""
+
+from __future__ import annotations
 
 import os
 import time
 
-from sockact.scoreboard import Scoreboard
+from sockact.scoreboard import SLOT_SIZE, Scoreboard
 
 
-def test_progress_idle_and_waiting_across_fork():
+def test_calls_stamped_in_a_child_are_read_by_the_parent():
     board = Scoreboard(4)
     slot = board.allocate()
-    writer = board.writer(slot)
-    board.set_waiting(3)
-    before = time.monotonic()
     pid = os.fork()
     if pid == 0:
         try:
-            writer.requests = 7
-            writer.progress("GET /stuck")
-            os._exit(0 if writer.others_waiting() else 1)
+            first, second = board.writer(slot, 0), board.writer(slot, 1)
+            first.begin("GET /a")
+            first.end()
+            first.begin("GET /slow\x1b")
+            time.sleep(0.01)
+            second.begin("POST /b")
         finally:
-            os._exit(2)
-    assert os.waitpid(pid, 0)[1] == 0
-    started, requests, line = board.read(slot)
-    assert requests == 7 and line == "GET /stuck" and before <= started <= time.monotonic()
-    writer.progress()  # restamps the time, keeps the line
-    assert board.read(slot)[2] == "GET /stuck"
-    writer.idle()
-    assert board.read(slot)[0::2] == (0.0, "")
-    board.set_waiting(0)
-    assert not writer.others_waiting()
+            os._exit(0)
+    os.waitpid(pid, 0)
+    view = board.read(slot, threads=2)
+    assert view.requests == 1 and view.busy == 2
+    assert view.line == "GET /slow\x1b"  # the longest-running call
+    assert view.oldest < view.newest
+    now = time.monotonic()
+    assert view.stalled(2, now + 1.0, 0.5) and not view.stalled(3, now + 1.0, 0.5)
+    assert not view.stalled(2, view.newest + 0.1, 0.5)
+    board.close()
 
 
 def test_slots_are_reused_clean():
-    board = Scoreboard(1)
+    board = Scoreboard(2)
     slot = board.allocate()
-    board.writer(slot).progress("POST /x")
+    board.writer(slot, 0).begin("GET /")
     board.release(slot)
     again = board.allocate()
-    assert again == slot and board.read(again) == (0.0, 0, "")
+    assert again == slot and board.read(slot, 1).busy == 0
+    other = board.allocate()
+    assert other != slot
+    try:
+        board.allocate()
+    except IndexError:
+        pass
+    else:
+        raise AssertionError("a full scoreboard must refuse")
+    assert SLOT_SIZE > 0
+    board.close()

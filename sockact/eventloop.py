@@ -1,0 +1,403 @@
+"""The worker's runner: one event loop over many connections, the app in one or more app threads.
+
+The loop (the worker's main thread) watches the channel and every connection the worker
+holds that is waiting for a request. It reads whatever arrives, feeds each connection's
+HTTP engine, and gives each complete request head to an app thread, which runs the app,
+reads the body, writes the response and gives the connection back to the loop. Around it:
+
+- A connection idle at a request boundary for ``park_after`` goes back to the supervisor
+  (PARK). A partial head stays until ``header_timeout``, then gets its 408 and is closed.
+- When every app thread has been in one call for longer than ``handback_after``, the
+  worker is stalled: every connection it holds that is not in a call goes back to the
+  supervisor at once, with the bytes it has read and not yet served, and so does any
+  connection that arrives meanwhile. The supervisor sees the stall on the scoreboard and
+  gives the worker nothing new until it moves again.
+
+Who may touch a connection's fd (docs/architecture.md has the whole table):
+    waiting   the loop thread, under ``lock`` (the fd is in the selector)
+    in a call its app thread alone (the fd is out of the selector)
+    handed back / closed   nobody: the loop sent or closed it and dropped it from its books
+
+With one app thread the call runs on the loop thread itself, which releases ``lock`` for
+the call's duration; a small monitor thread takes the lock when the call stalls and hands
+the waiting connections back. With several app threads the loop stays on its thread and
+does the stall check itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from . import handoff
+from .errors import HandoffError
+from .http import HTTPConnection, Site, Step
+from .http.engine import Request
+from .http.limits import RECV_SIZE
+from .scoreboard import SlotWriter
+
+log = logging.getLogger("sockact.worker")
+
+TICK = 0.05  # seconds: the longest the loop sleeps without looking at its timers
+TIMER_INTERVAL = 0.01  # seconds between looks at every held connection's deadlines
+SEND_WAIT = 5.0  # seconds a report to the supervisor may wait for room in the channel
+
+
+@dataclass(eq=False, slots=True)
+class Held:
+    """A connection the worker holds."""
+
+    msg: handoff.Message  # how it came: id, listener, peer, hops
+    sock: socket.socket
+    http: HTTPConnection
+    site: Site
+    since: float  # when it last became idle, or its head started to arrive
+    partial: bool = False  # part of a head is buffered: the deadline is header_timeout
+    request: Request | None = None  # parsed, waiting for an app thread
+    in_call: bool = False  # an app thread is serving it
+    served: int = 0  # requests served on it in this worker
+    watched: bool = False  # in the selector
+
+
+class EventLoop:
+    """Serves connections from ``chan`` until the supervisor closes it, then exits."""
+
+    def __init__(self, chan: socket.socket, sites: Sequence[Site], slots: Sequence[SlotWriter], *,
+                 park_after: Sequence[float], handback_after: float, max_requests: int,
+                 extra: dict[str, object],
+                 after_call: Callable[[], None] = lambda: None) -> None:
+        self.chan = chan
+        self.sites = list(sites)
+        self.slots = list(slots)
+        self.threads = len(slots)
+        self.park_after = list(park_after)
+        self.handback_after = handback_after
+        self.extra = extra  # environ keys every request gets (worker pid)
+        self.after_call = after_call
+        self.stopping = False  # SIGTERM: answer with Connection: close, park nothing
+        self.retiring = False  # EOF on the channel: hand everything back, then exit
+        self.max_requests = max_requests  # 0: never recycled
+        self.requests = 0
+        self.recycling = False  # max_requests reached: take nothing new, wait to be retired
+        self.lock = threading.Lock()
+        self.selector = selectors.DefaultSelector()
+        self.receiver = handoff.Receiver(chan)
+        self.held: dict[int, Held] = {}  # conn id -> every connection in the worker's books
+        self.ready: deque[Held] = deque()  # parsed requests waiting for an app thread
+        self.in_call = 0  # app calls running
+        self.call_started: list[float] = [0.0] * self.threads
+        self._next_timers = 0.0
+        self._done: queue.SimpleQueue[tuple[Held, bool]] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._work: queue.SimpleQueue[tuple[int, Held] | None] = queue.SimpleQueue()
+
+    # ------------------------------------------------------------------ main
+
+    def run(self) -> None:
+        self.chan.setblocking(False)
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.selector.register(self.chan, selectors.EVENT_READ, None)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        helpers = self._start_threads()
+        self.lock.acquire()
+        try:
+            while not (self.retiring and not self.held):
+                self._turn()
+        finally:
+            self.lock.release()
+            for _ in range(self.threads if self.threads > 1 else 0):
+                self._work.put(None)
+            for t in helpers:
+                t.join(timeout=1.0)
+            self.selector.close()
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _start_threads(self) -> list[threading.Thread]:
+        if self.threads == 1:
+            target: list[Callable[[], None]] = [self._monitor]
+        else:
+            target = [lambda i=i: self._app_thread(i) for i in range(self.threads)]  # type: ignore[misc]
+        threads = [threading.Thread(target=t, name="sockact-app", daemon=True) for t in target]
+        for t in threads:
+            t.start()
+        return threads
+
+    def _turn(self) -> None:
+        for key, _ in self.selector.select(TICK):
+            if key.fileobj is self.chan:
+                self._read_channel()
+            elif key.fileobj is self._wake_r:
+                self._take_done()
+            else:
+                self._read(key.data)
+        self._dispatch_ready()
+        now = time.monotonic()
+        if now >= self._next_timers:
+            self._next_timers = now + TIMER_INTERVAL
+            self._timers(now)
+
+    # ------------------------------------------------------------------ the channel
+
+    def _read_channel(self) -> None:
+        for _ in range(64):  # a batch, then let connections have their turn
+            try:
+                msg = self.receiver.recv()
+            except BlockingIOError:
+                return
+            except handoff.FdsLost as exc:
+                log.warning("worker %d: a connection was lost on its way in (%s)", os.getpid(), exc)
+                self._send(handoff.Message(handoff.DONE, conn_id=exc.message.conn_id, listener=exc.message.listener))
+                continue
+            except HandoffError as exc:
+                log.error("worker %d: bad message from the supervisor: %s", os.getpid(), exc)
+                continue
+            except OSError:
+                msg = None
+            if msg is None:
+                self._retire()
+                return
+            if msg.kind == handoff.CONN:
+                self._adopt(msg)
+
+    def _adopt(self, msg: handoff.Message) -> None:
+        sock = socket.socket(msg.family, socket.SOCK_STREAM, 0, fileno=msg.fd)
+        if self._stalled() or self.retiring or self.recycling:
+            self._hand_back(msg, sock, msg.data)
+            return
+        site = self.sites[msg.listener]
+        extra = dict(self.extra)
+        extra["sockact.conn_id"] = msg.conn_id
+        extra["sockact.hops"] = msg.hops
+        extra["sockact.listener"] = site.listener
+        http = HTTPConnection(sock, site, peer=msg.peer, conn_id=msg.conn_id, pending=msg.data,
+                              environ_extra=extra, stopping=self._is_stopping)
+        held = Held(msg, sock, http, site, time.monotonic())
+        self.held[msg.conn_id] = held
+        if not msg.data:
+            self._read(held)  # a new client's request is usually there already: no wait in the selector
+        else:
+            self._advance(held)
+
+    # ------------------------------------------------------------------ connections
+
+    def _read(self, held: Held) -> None:
+        if held.in_call or held.request is not None:
+            return  # its app thread reads it
+        try:
+            data = held.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            self._watch(held)
+            return
+        except OSError:
+            data = b""
+        held.http.receive(data)
+        self._advance(held)
+
+    def _advance(self, held: Held) -> None:
+        """Decide what comes next for a connection after it was read or served."""
+        step = held.http.next_request()
+        if isinstance(step, Request):
+            held.request = step
+            self.ready.append(held)
+            if self.threads > 1:
+                self._unwatch(held)  # its app thread reads the body; the loop must not
+            return
+        if step is Step.CLOSE:
+            self._close(held)
+            return
+        if step is Step.IDLE and (self.retiring or self.recycling or self._stalled()):
+            self._release(held)
+            return
+        if step is Step.PARTIAL and not held.partial:
+            held.partial, held.since = True, time.monotonic()
+        elif step is Step.IDLE and held.partial:
+            held.partial, held.since = False, time.monotonic()
+        self._watch(held)
+
+    def _watch(self, held: Held) -> None:
+        if not held.watched:
+            self.selector.register(held.sock, selectors.EVENT_READ, held)
+            held.watched = True
+
+    def _unwatch(self, held: Held) -> None:
+        if held.watched:
+            self.selector.unregister(held.sock)
+            held.watched = False
+
+    def _dispatch_ready(self) -> None:
+        while self.ready:
+            if self.threads == 1:
+                self._call_inline(self.ready.popleft())
+            elif self.in_call < self.threads:
+                held = self.ready.popleft()
+                held.in_call = True
+                self.in_call += 1
+                self._work.put((0, held))
+            else:
+                return
+
+    def _call_inline(self, held: Held) -> None:
+        self.in_call = 1
+        held.in_call = True
+        self.call_started[0] = time.monotonic()
+        self.lock.release()  # the monitor may hand the other connections back meanwhile
+        try:
+            keep = self._call(0, held)
+        finally:
+            self.lock.acquire()
+            self.in_call = 0
+            self.call_started[0] = 0.0
+        self._after(held, keep)
+
+    def _call(self, index: int, held: Held) -> bool:
+        request = held.request
+        assert request is not None
+        held.request = None
+        slot = self.slots[index]
+        slot.begin(f"{request.method.decode('latin-1')} {request.target.decode('latin-1')}")
+        try:
+            return held.http.serve(request)
+        finally:
+            slot.end()
+            self.after_call()
+
+    def _after(self, held: Held, keep: bool) -> None:
+        held.in_call = False
+        held.served += 1
+        self.requests += 1
+        if self.max_requests and self.requests >= self.max_requests and not self.recycling:
+            self.recycling = True
+            self._send(handoff.Message(handoff.RECYCLE))
+        if not keep:
+            self._close(held)
+            return
+        held.since = time.monotonic()
+        held.partial = False
+        self._advance(held)  # a pipelined request may be buffered already
+
+    # ------------------------------------------------------------------ app threads
+
+    def _app_thread(self, index: int) -> None:
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            _, held = item
+            self.call_started[index] = time.monotonic()
+            try:
+                keep = self._call(index, held)
+            finally:
+                self.call_started[index] = 0.0
+            self._done.put((held, keep))
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"x")
+
+    def _take_done(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_r.recv(4096)
+        while True:
+            try:
+                held, keep = self._done.get_nowait()
+            except queue.Empty:
+                return
+            self.in_call -= 1
+            self._after(held, keep)
+
+    def _monitor(self) -> None:
+        """With one app thread: while its call stalls, hand back whatever waits or arrives."""
+        interval = max(0.005, self.handback_after / 2)
+        while True:
+            time.sleep(interval)
+            if self.retiring and not self.held:
+                return
+            # The lock is free only while the loop thread is inside the app call.
+            if self.in_call and self._stalled() and self.lock.acquire(blocking=False):
+                try:
+                    if self.in_call:
+                        self._hand_back_waiting()
+                finally:
+                    self.lock.release()
+
+    # ------------------------------------------------------------------ hand-back and timers
+
+    def _stalled(self) -> bool:
+        if self.in_call < self.threads:
+            return False
+        now = time.monotonic()
+        return all(started and now - started > self.handback_after for started in self.call_started)
+
+    def _timers(self, now: float) -> None:
+        if self.threads > 1 and self._stalled():
+            self._hand_back_waiting()
+        for held in list(self.held.values()):
+            if held.request is not None or held.in_call:
+                continue  # waiting for, or inside, an app call
+            if held.partial:
+                if now - held.since > held.site.header_timeout:
+                    held.http.head_timed_out()
+                    self._close(held)
+            elif now - held.since > self.park_after[held.msg.listener] or (self.stopping and held.served):
+                self._release(held)
+
+    def _hand_back_waiting(self) -> None:
+        """Stalled: every connection not in a call goes back, with what it has read."""
+        for held in list(self.held.values()):
+            if held.in_call:
+                continue
+            if held.request is not None:
+                self.ready.remove(held)
+            self._unwatch(held)
+            del self.held[held.msg.conn_id]
+            self._hand_back(held.msg, held.sock, held.http.unparsed())
+        # Connections already on their way in go straight back too.
+        self._read_channel()
+
+    def _release(self, held: Held) -> None:
+        """Idle at a request boundary: park it in the supervisor (or close it when stopping)."""
+        if self.stopping:
+            self._close(held)
+            return
+        self._unwatch(held)
+        del self.held[held.msg.conn_id]
+        self._hand_back(held.msg, held.sock, held.http.unparsed())
+
+    def _hand_back(self, msg: handoff.Message, sock: socket.socket, data: bytes) -> None:
+        reply = handoff.Message(handoff.PARK, conn_id=msg.conn_id, listener=msg.listener, family=msg.family,
+                                peer=msg.peer, hops=msg.hops, data=data, fd=sock.fileno())
+        self._send(reply)
+        sock.close()  # the supervisor holds it now
+
+    def _close(self, held: Held) -> None:
+        self._unwatch(held)
+        self.held.pop(held.msg.conn_id, None)
+        held.sock.close()
+        self._send(handoff.Message(handoff.DONE, conn_id=held.msg.conn_id, listener=held.msg.listener))
+
+    def _send(self, msg: handoff.Message) -> None:
+        try:
+            handoff.send(self.chan, msg, wait=SEND_WAIT)
+        except OSError as exc:
+            log.debug("worker %d: cannot report to the supervisor: %s", os.getpid(), exc)
+
+    def _retire(self) -> None:
+        """EOF on the channel: hand back what waits, finish what is in calls, then exit."""
+        self.retiring = True
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(self.chan)
+        for held in list(self.held.values()):
+            if not (held.in_call or held.partial or held.request is not None):
+                self._release(held)
+
+    def _is_stopping(self) -> bool:
+        return self.stopping

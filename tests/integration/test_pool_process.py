@@ -1,0 +1,137 @@
+"""The pool's and the acceptor's rules with the real process: reloads, boot deadlines, the fd limit."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import SOCKACT, KeepAliveClient, base_env, free_port, http_get
+
+
+def _wait_for(predicate, timeout: float = 15.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_a_reload_to_fewer_workers_retires_every_old_one(start_sockact, tmp_path):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('app = "testapps:pid"\nworkers = 3\n')
+    server = start_sockact("--config", str(cfg), workers=3)
+    old = set(server.workers())
+    cfg.write_text('app = "testapps:pid"\nworkers = 1\n')
+    server.send(signal.SIGHUP)
+    _wait_for(lambda: "reload done" in server.output(), what="the reload")
+    _wait_for(lambda: len(server.workers()) == 1, what="one worker")
+    assert not set(server.workers()) & old
+
+
+def test_a_failed_reload_keeps_every_setting(start_sockact, tmp_path):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('app = "testapps:pid"\nworkers = 2\n')
+    server = start_sockact("--config", str(cfg), workers=2)
+    cfg.write_text('app = "testapps:pid"\nworkers = 4\nno_such_key = 1\n')
+    server.send(signal.SIGHUP)
+    _wait_for(lambda: "reload failed" in server.output(), what="the failed reload")
+    assert "no_such_key" in server.output()
+    victim = server.workers()[0]
+    os.kill(victim, signal.SIGKILL)
+    server.wait_workers(2, without=victim)
+    time.sleep(0.5)
+    assert len(server.workers()) == 2 and "died while starting" not in server.output()
+    assert http_get(server.port, "/")[0] == 200
+
+
+def test_a_boot_past_timeout_is_killed_and_the_old_generation_serves(start_sockact, tmp_path):
+    flag = tmp_path / "hang-at-import"
+    (tmp_path / "bootapp.py").write_text(
+        "import os, time\n"
+        f"if os.path.exists({str(flag)!r}):\n"
+        "    time.sleep(60)\n"
+        "from testapps import pid as app\n")
+    server = start_sockact("bootapp:app", "--workers", "1", "--timeout", "2", workers=1,
+                           env={"PYTHONPATH": os.pathsep.join([str(tmp_path), *base_env()["PYTHONPATH"].split(
+                               os.pathsep)])})
+    (old,) = server.workers()
+    flag.write_text("")
+    server.send(signal.SIGHUP)
+    _wait_for(lambda: "did not start within" in server.output(), timeout=10, what="the boot deadline")
+    _wait_for(lambda: "reload failed" in server.output(), timeout=10, what="the abandoned reload:\n" + server.output())
+    assert server.workers() == [old]
+    assert http_get(server.port, "/")[0] == 200
+
+
+def test_at_its_fd_limit_the_supervisor_degrades_and_recovers(tmp_path):
+    port = free_port()
+    log = tmp_path / "out.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(["prlimit", "--nofile=256:256", *SOCKACT, "run", "testapps:pid", "--workers", "2",
+                                 "--bind", f"127.0.0.1:{port}", "--no-access-log"],
+                                env=base_env(), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_for(lambda: b"ready:" in log.read_bytes(), what="ready")
+        clients: list[socket.socket] = []
+        for _ in range(300):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            clients.append(s)
+        answered = 0
+        pending = set(clients)
+        deadline = time.monotonic() + 3
+        while pending and time.monotonic() < deadline:
+            for s in select.select(list(pending), [], [], 0.2)[0]:
+                pending.discard(s)
+                with contextlib.suppress(OSError):
+                    answered += s.recv(4096).startswith(b"HTTP/1.1 200")
+        assert proc.poll() is None  # alive, and every worker with it
+        assert answered >= 150  # those within the budget; the rest wait in the backlog
+        for s in clients:
+            s.close()
+        _wait_for(lambda: http_get(port, "/", timeout=2)[0] == 200, what="service after the clients left")
+        text = log.read_text()
+        assert text.count("open-files limit allows") <= 2  # once per interval, not per accept
+        assert "sent a bad message" not in text and "killing it" not in text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+
+
+def test_the_supervisor_stays_flat_over_200_recycles(start_sockact):
+    server = start_sockact("sockact.apps.hello:app", "--workers", "2", "--max-requests", "1", "--no-access-log",
+                           workers=2)
+    rss = Path(f"/proc/{server.pid}/status")
+
+    def kib() -> int:
+        line = next(x for x in rss.read_text().splitlines() if x.startswith("VmRSS:"))
+        return int(line.split()[1])
+
+    for _ in range(20):
+        assert http_get(server.port, "/")[0] == 200
+    before = kib()
+    for _ in range(200):
+        assert http_get(server.port, "/")[0] == 200
+    assert kib() - before < 2048, (before, kib())
+    assert server.output().count("recycling it") >= 200
+
+
+def test_keepalive_clients_on_one_worker_are_not_kept_from_the_others(start_sockact):
+    # 50 keep-alive clients spread over both workers: neither holds them all.
+    server = start_sockact("testapps:pid", "--workers", "2", "--park-after", "30", workers=2)
+    clients = [KeepAliveClient(server.port) for _ in range(50)]
+    pids = [int(__import__("json").loads(c.request("/")[2])["pid"]) for c in clients]
+    assert len(set(pids)) == 2 and min(pids.count(p) for p in set(pids)) >= 15
+    for c in clients:
+        c.close()
+
+
+if __name__ == "__main__":
+    sys.exit("run with pytest")

@@ -1,0 +1,106 @@
+"""The worker's event loop with the real process: many connections per worker, app threads,
+stall hand-back, slow clients. Bounds here are generous: they are the behaviour, not a speed."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+from conftest import KeepAliveClient, http_get
+
+
+def _two_on_one_worker(port: int) -> tuple[KeepAliveClient, KeepAliveClient, int, int]:
+    """Two keep-alive clients held by one worker, and (that worker's pid, the other's)."""
+    clients: dict[int, list[KeepAliveClient]] = {}
+    while True:
+        client = KeepAliveClient(port)
+        clients.setdefault(_pid_of(client), []).append(client)
+        for pid, held in clients.items():
+            if len(held) == 2 and len(clients) == 2:
+                other = next(p for p in clients if p != pid)
+                return held[0], held[1], pid, other
+
+
+def _pid_of(client: KeepAliveClient) -> int:
+    status, _, body = client.request("/?s=0")
+    assert status == 200
+    return json.loads(body)["pid"]
+
+
+def test_a_slow_request_does_not_hold_up_the_other_connections_of_its_worker(start_sockact):
+    server = start_sockact("testapps:slow", "--workers", "2", "--park-after", "30", workers=2)
+    a, c, shared, other = _two_on_one_worker(server.port)
+    slow = threading.Thread(target=a.request, args=("/?s=2",))
+    slow.start()
+    time.sleep(0.2)  # a's worker is inside the 2 s call now
+    started = time.monotonic()
+    status, _, body = c.request("/?s=0")
+    elapsed = time.monotonic() - started
+    assert status == 200
+    assert json.loads(body)["pid"] == other != shared  # handed back, and served by the other worker
+    assert elapsed < 1.0
+    slow.join(5)
+
+
+def test_a_partial_head_is_handed_back_with_its_bytes_and_answered_once(start_sockact):
+    server = start_sockact("testapps:slow", "--workers", "2", "--park-after", "30", workers=2)
+    a, c_client, first, _ = _two_on_one_worker(server.port)
+    c = c_client.sock  # its worker is a's; from here on, raw bytes
+    c.sendall(b"GET /?s=0 HTTP/1.1\r\nHo")
+    time.sleep(0.2)
+    slow = threading.Thread(target=a.request, args=("/?s=1.5",))
+    slow.start()
+    time.sleep(0.3)  # a's worker is stalled: c went back with the two lines it had read
+    c.sendall(b"st: t\r\nConnection: close\r\n\r\n")
+    data = b""
+    while chunk := c.recv(65536):
+        data += chunk
+    assert data.count(b"HTTP/1.1 200") == 1
+    body = json.loads(data.split(b"\r\n\r\n", 1)[1])
+    assert body["pid"] != first  # answered once, by the worker it was handed on to
+    slow.join(5)
+
+
+def test_four_threads_run_four_slow_requests_at_once(start_sockact):
+    server = start_sockact("testapps:slow", "--workers", "1", "--threads", "4", workers=1)
+    results: list[int] = []
+    started = time.monotonic()
+    threads = [threading.Thread(target=lambda: results.append(http_get(server.port, "/?s=1")[0]))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert results == [200] * 4
+    assert time.monotonic() - started < 3.5  # one after the other would take 4 s and more
+
+
+def test_slow_heads_hold_no_worker_and_each_gets_its_408(start_sockact):
+    server = start_sockact("testapps:slow", "--workers", "2", "--header-timeout", "3", workers=2)
+    trickling = []
+    for _ in range(2000):
+        s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        s.sendall(b"GET / HTTP/1.1\r\n")
+        trickling.append(s)
+    opened = time.monotonic()
+    for _ in range(5):  # a normal client on fresh connections is answered as without them
+        t = time.monotonic()
+        assert http_get(server.port, "/?s=0")[0] == 200
+        assert time.monotonic() - t < 0.5
+    for s in trickling:
+        s.sendall(b"X-A: b\r\n")
+    answered = 0
+    for s in trickling:
+        s.settimeout(max(0.1, opened + 3 + 2 - time.monotonic()))
+        try:
+            data = s.recv(4096)
+        except TimeoutError:
+            data = b"still open"
+        except ConnectionResetError:
+            data = b""
+        answered += data.startswith(b"HTTP/1.1 408") or data == b""
+        s.close()
+    assert answered == len(trickling)
+    assert time.monotonic() - opened < 3 + 2 + 1  # header_timeout plus a margin, for all of them

@@ -169,7 +169,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("backlog", _int(1), 1024,
             "listen() backlog for sockets bound with --bind.", section="listeners", metavar="N"),
     Setting("workers", _int(1), 2,
-            "Number of worker processes; each serves one connection at a time.", section="workers", metavar="N"),
+            "Number of worker processes; each holds many connections and serves `threads` requests at a time.", section="workers", metavar="N"),
     Setting("threads", _int(1), 1,
             "App threads per worker; 1 serves one request at a time per worker, as a sync worker.",
             section="workers", metavar="N"),

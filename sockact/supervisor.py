@@ -535,10 +535,12 @@ class Supervisor:
         return sum(w.requests for w in self.workers.values())
 
     def status_line(self) -> str:
+        assert self._scoreboard is not None
         ready = self.pool.count(WorkerState.READY, WorkerState.BUSY)
-        busy = self.pool.count(WorkerState.BUSY)
-        return (f"{ready} workers ({busy} stalled), {self.dispatcher.held} connections in workers, "
-                f"{len(self.parked)} parked, {self.dispatcher.queued} queued, "
+        stalled = self.pool.count(WorkerState.BUSY)
+        busy = sum(self._scoreboard.read(w.slot, w.threads).busy for w in self.workers.values())
+        return (f"{ready} workers ({busy} busy), {stalled} stalled, {self.dispatcher.held} connections in "
+                f"workers, {len(self.parked)} parked, {self.dispatcher.queued} queued, "
                 f"{self._requests_now()} requests served")
 
     # ------------------------------------------------------------------ plumbing

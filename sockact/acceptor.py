@@ -115,17 +115,19 @@ class Acceptor:
         self._logged[key] = self._now
 
 
-def raise_fd_limit() -> tuple[int, int]:
+def raise_fd_limit() -> int:
     """Lift the soft fd limit to the hard one: every parked keep-alive client holds one fd here.
 
     systemd gives services a soft limit of 1024 and a hard one far above it, expecting programs
-    that need more (and do not use select()) to raise it themselves. Returns the old limits.
+    that need more (and do not use select()) to raise it themselves. Workers inherit the raised
+    limit: each holds many connections. Returns the soft limit now in force.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            return hard
         except (ValueError, OSError) as exc:
             log.warning("open-files limit stays at %d (%s); set LimitNOFILE= in the unit for more "
                         "parked clients", soft, exc)
-    return soft, hard
+    return soft

@@ -99,7 +99,7 @@ class EventLoop:
         self._next_timers = 0.0
         self._done: queue.SimpleQueue[tuple[Held, bool]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = socket.socketpair()
-        self._work: queue.SimpleQueue[tuple[int, Held] | None] = queue.SimpleQueue()
+        self._work: queue.SimpleQueue[Held | None] = queue.SimpleQueue()
 
     # ------------------------------------------------------------------ main
 
@@ -249,7 +249,7 @@ class EventLoop:
                 held = self.ready.popleft()
                 held.in_call = True
                 self.in_call += 1
-                self._work.put((0, held))
+                self._work.put(held)
             else:
                 return
 
@@ -296,10 +296,9 @@ class EventLoop:
 
     def _app_thread(self, index: int) -> None:
         while True:
-            item = self._work.get()
-            if item is None:
+            held = self._work.get()
+            if held is None:
                 return
-            _, held = item
             self.call_started[index] = time.monotonic()
             try:
                 keep = self._call(index, held)

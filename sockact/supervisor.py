@@ -19,6 +19,7 @@ import gc
 import logging
 import os
 import random
+import select
 import selectors
 import signal
 import socket
@@ -83,7 +84,6 @@ class Supervisor:
         self._next_stall_check = 0.0
         self._unhealthy_logged = False
         self._last_progress = (0, 0)
-        self._fd_limit: tuple[int, int] | None = None  # the limits before run() raised them
 
     @property
     def config(self) -> Any:
@@ -99,8 +99,7 @@ class Supervisor:
         """Serve until stopped; returns the process exit code."""
         self._selector = selectors.DefaultSelector()
         self._scoreboard = Scoreboard(SCOREBOARD_SLOTS)
-        self._fd_limit = raise_fd_limit()
-        self.acceptor.budget = self._fd_limit_now() - _FD_RESERVE
+        self.acceptor.budget = raise_fd_limit() - _FD_RESERVE
         if self.apps is not None:
             # A preloaded app moves out of the collector's reach once, so the workers' collections
             # never write to its objects and the pages stay shared (CPython's gc.freeze() advice).
@@ -354,7 +353,8 @@ class Supervisor:
 
     def _returned(self, w: WorkerProcess) -> None:
         self._give_queued(self.dispatcher.returned(w.pid))
-        self._check_stall(w, time.monotonic())  # it may be moving again
+        if not self.dispatcher.is_available(w.pid):
+            self._check_stall(w, time.monotonic())  # paused: it may be moving again
         self._retire_when_drained()
         self._update_accepting()
 
@@ -545,11 +545,6 @@ class Supervisor:
 
     # ------------------------------------------------------------------ plumbing
 
-    def _fd_limit_now(self) -> int:
-        import resource
-
-        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
     def _register(self, sock: socket.socket | int, handler: Callable[[Any], None], arg: Any) -> None:
         assert self._selector is not None
         self._selector.register(sock, selectors.EVENT_READ, (handler, arg))
@@ -592,8 +587,6 @@ def _apps(config: Any, listeners: list[Listener]) -> set[str]:
 
 def _readable(fd: int) -> bool:
     """Whether a parked connection has something to read (a request, or end-of-file)."""
-    import select
-
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     return bool(poller.poll(0))

@@ -30,8 +30,8 @@ from .errors import HandoffError
 CONN, PARK, DONE, READY, RECYCLE = 1, 2, 3, 4, 5
 _KINDS = frozenset((CONN, PARK, DONE, READY, RECYCLE))
 
-# kind, address family, listener index, connection id, dispatch count, requests served, peer port
-_HEADER = struct.Struct("!BBHQIIH")
+# kind, address family, listener index, connection id, dispatch count, peer port
+_HEADER = struct.Struct("!BBHQIH")
 _ADDR_LEN = {socket.AF_INET: 4, socket.AF_INET6: 16, socket.AF_UNIX: 0}
 _FD_SIZE = array.array("i").itemsize
 # Room for the header, an IPv6 address and a full read buffer of pending bytes.
@@ -47,7 +47,6 @@ class Message:
     family: int = socket.AF_UNIX
     peer: tuple[str, int] | None = None  # (host, port) for TCP; None for Unix sockets
     hops: int = 0  # how many times this connection has been dispatched, for the demo and logs
-    requests: int = 0  # requests served on the connection during this hand-off
     data: bytes = b""  # bytes read from the connection but not yet parsed
     fd: int = -1
 
@@ -58,7 +57,7 @@ def encode(msg: Message) -> bytes:
     if msg.peer is not None and msg.family in (socket.AF_INET, socket.AF_INET6):
         raw = socket.inet_pton(msg.family, msg.peer[0])
         port = msg.peer[1]
-    header = _HEADER.pack(msg.kind, msg.family, msg.listener, msg.conn_id, msg.hops, msg.requests, port)
+    header = _HEADER.pack(msg.kind, msg.family, msg.listener, msg.conn_id, msg.hops, port)
     return header + raw + msg.data
 
 
@@ -66,14 +65,14 @@ def decode(buf: bytes | memoryview, fd: int = -1) -> Message:
     """Parse one datagram. Raises HandoffError on anything malformed."""
     if len(buf) < _HEADER.size:
         raise HandoffError(f"short message ({len(buf)} bytes)")
-    kind, family, listener, conn_id, hops, requests, port = _HEADER.unpack_from(buf)
+    kind, family, listener, conn_id, hops, port = _HEADER.unpack_from(buf)
     if kind not in _KINDS or family not in _ADDR_LEN:
         raise HandoffError(f"bad message kind {kind} or family {family}")
     end = _HEADER.size + _ADDR_LEN[family]
     if len(buf) < end:
         raise HandoffError("truncated peer address")
     peer = (socket.inet_ntop(family, bytes(buf[_HEADER.size:end])), port) if end > _HEADER.size else None
-    return Message(kind, conn_id, listener, family, peer, hops, requests, bytes(buf[end:]), fd)
+    return Message(kind, conn_id, listener, family, peer, hops, bytes(buf[end:]), fd)
 
 
 def channel_pair() -> tuple[socket.socket, socket.socket]:

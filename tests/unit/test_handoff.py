@@ -17,12 +17,13 @@ from sockact.errors import HandoffError
 ])
 def test_encode_decode_round_trip(family, peer):
     msg = handoff.Message(handoff.CONN, conn_id=2**40 + 5, listener=3, family=family, peer=peer,
-                          hops=7, requests=9, data=b"GET / HT")
+                          hops=7, data=b"GET / HT")
     back = handoff.decode(handoff.encode(msg))
     assert back == msg
 
 
-@pytest.mark.parametrize("raw", [b"", b"\x01" * 5, b"\x09" + b"\x00" * 40, b"\x01\x02" + b"\x00" * 20])
+# The last: a whole 18-byte header for an AF_INET peer, with no address after it.
+@pytest.mark.parametrize("raw", [b"", b"\x01" * 5, b"\x09" + b"\x00" * 40, b"\x01\x02" + b"\x00" * 16])
 def test_malformed_messages_are_rejected(raw):
     with pytest.raises(HandoffError):
         handoff.decode(raw)

@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from conftest import SOCKACT, KeepAliveClient, base_env, free_port, http_get
-
-
-def _wait_for(predicate, timeout: float = 15.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+from conftest import SOCKACT, KeepAliveClient, base_env, free_port, http_get, wait_until
 
 
 def test_a_reload_to_fewer_workers_retires_every_old_one(start_sockact, tmp_path):
@@ -30,8 +22,8 @@ def test_a_reload_to_fewer_workers_retires_every_old_one(start_sockact, tmp_path
     old = set(server.workers())
     cfg.write_text('app = "testapps:pid"\nworkers = 1\n')
     server.send(signal.SIGHUP)
-    _wait_for(lambda: "reload done" in server.output(), what="the reload")
-    _wait_for(lambda: len(server.workers()) == 1, what="one worker")
+    wait_until(lambda: "reload done" in server.output(), "the reload")
+    wait_until(lambda: len(server.workers()) == 1, "one worker")
     assert not set(server.workers()) & old
 
 
@@ -41,7 +33,7 @@ def test_a_failed_reload_keeps_every_setting(start_sockact, tmp_path):
     server = start_sockact("--config", str(cfg), workers=2)
     cfg.write_text('app = "testapps:pid"\nworkers = 4\nno_such_key = 1\n')
     server.send(signal.SIGHUP)
-    _wait_for(lambda: "reload failed" in server.output(), what="the failed reload")
+    wait_until(lambda: "reload failed" in server.output(), "the failed reload")
     assert "no_such_key" in server.output()
     victim = server.workers()[0]
     os.kill(victim, signal.SIGKILL)
@@ -64,8 +56,8 @@ def test_a_boot_past_timeout_is_killed_and_the_old_generation_serves(start_socka
     (old,) = server.workers()
     flag.write_text("")
     server.send(signal.SIGHUP)
-    _wait_for(lambda: "did not start within" in server.output(), timeout=10, what="the boot deadline")
-    _wait_for(lambda: "reload failed" in server.output(), timeout=10, what="the abandoned reload:\n" + server.output())
+    wait_until(lambda: "did not start within" in server.output(), "the boot deadline", timeout=10)
+    wait_until(lambda: "reload failed" in server.output(), "the abandoned reload", timeout=10)
     assert server.workers() == [old]
     assert http_get(server.port, "/")[0] == 200
 
@@ -78,7 +70,7 @@ def test_at_its_fd_limit_the_supervisor_degrades_and_recovers(tmp_path):
                                  "--bind", f"127.0.0.1:{port}", "--no-access-log"],
                                 env=base_env(), stdout=out, stderr=subprocess.STDOUT)
     try:
-        _wait_for(lambda: b"ready:" in log.read_bytes(), what="ready")
+        wait_until(lambda: b"ready:" in log.read_bytes(), "ready")
         clients: list[socket.socket] = []
         for _ in range(300):
             s = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -96,7 +88,7 @@ def test_at_its_fd_limit_the_supervisor_degrades_and_recovers(tmp_path):
         assert answered >= 150  # those within the budget; the rest wait in the backlog
         for s in clients:
             s.close()
-        _wait_for(lambda: http_get(port, "/", timeout=2)[0] == 200, what="service after the clients left")
+        wait_until(lambda: http_get(port, "/", timeout=2)[0] == 200, "service after the clients left")
         text = log.read_text()
         assert text.count("open-files limit allows") <= 2  # once per interval, not per accept
         assert "sent a bad message" not in text and "killing it" not in text
@@ -127,11 +119,8 @@ def test_keepalive_clients_on_one_worker_are_not_kept_from_the_others(start_sock
     # 50 keep-alive clients spread over both workers: neither holds them all.
     server = start_sockact("testapps:pid", "--workers", "2", "--park-after", "30", workers=2)
     clients = [KeepAliveClient(server.port) for _ in range(50)]
-    pids = [int(__import__("json").loads(c.request("/")[2])["pid"]) for c in clients]
+    pids = [json.loads(c.request("/")[2])["pid"] for c in clients]
     assert len(set(pids)) == 2 and min(pids.count(p) for p in set(pids)) >= 15
     for c in clients:
         c.close()
 
-
-if __name__ == "__main__":
-    sys.exit("run with pytest")

@@ -164,8 +164,12 @@ class WorkerLoop:
             request_line=lc.limit_request_line, header_fields=lc.limit_request_fields,
             header_field_size=lc.limit_request_field_size, head=lc.limit_request_head,
             body=lc.limit_request_body)
-        return Site(app=_tracked(apps[lc.app], self.slot), limits=limits, header_timeout=lc.header_timeout,
-                    io_timeout=self.config.timeout, access_log=lc.access_log, listener=lc.name)
+        # timeout = 0 turns the request timeout off, but each send or recv still needs a bound.
+        io_timeout = self.config.timeout or 30.0
+        site = Site(app=_tracked(apps[lc.app], self.slot), limits=limits, header_timeout=lc.header_timeout,
+                    io_timeout=io_timeout, access_log=lc.access_log, listener=lc.name)
+        site.environ["SCRIPT_NAME"] = lc.root_path  # the mount prefix; request_environ cuts it from PATH_INFO
+        return site
 
 
 def _tracked(app: WSGIApp, slot: SlotWriter) -> WSGIApp:

@@ -25,9 +25,18 @@ def test_readme_settings_table_matches_the_code():
         setting = config.BY_NAME[name]
         value = setting.default
         shown = default.strip("`")
-        if isinstance(value, bool):
+        if value in (None, (), ""):
+            assert shown in ("unset", "none"), name
+        elif isinstance(value, bool):
             assert shown == str(value).lower(), name
         elif isinstance(value, float):
             assert float(shown) == value, name
         else:
             assert shown == str(value), name
+
+
+def test_drop_ins_say_a_reload_rereads_the_file_but_not_the_environment():
+    # tests/integration/test_config_apps.py shows a reload re-reading the file.
+    text = " ".join((ROOT / "docs" / "drop-ins.md").read_text().split())
+    assert "settings the service started with" not in text
+    assert "re-reads the configuration file" in text

@@ -276,7 +276,8 @@ class ListenerSettings:
     limit_request_fields: int = _opt(
         _int(1), 100, "Most header fields in a request (else 431).", "http", metavar="N")
     limit_request_field_size: int = _opt(
-        _int(16), 8190, "Longest header field, name and value, in bytes (else 431).", "http", metavar="BYTES")
+        _int(16), 8190, "Longest header field, name and value, in bytes (else 431).", "http", metavar="BYTES",
+        aliases=("--limit-request-field_size",))  # gunicorn's spelling
     limit_request_head: int = _opt(
         _int(256), 65536, "Largest request head in total, in bytes (else 431).", "http", metavar="BYTES")
     limit_request_body: int = _opt(
@@ -356,7 +357,7 @@ class Config(ListenerSettings):
         "%(s)s status, %(b)s body bytes, %(f)s referer, %(a)s user agent...", "logging", metavar="FORMAT")
     error_logfile: str | None = _opt(
         _log_file, None, "Write sockact's own log to this file ('-': stderr) instead of the log target.",
-        "logging", metavar="FILE")
+        "logging", metavar="FILE", aliases=("--log-file",))
     log_level: str = _opt(
         _choice("debug", "info", "warning", "error"), "info", "Least severe level logged.", "logging",
         metavar="LEVEL")

@@ -35,6 +35,7 @@ dev: deps
 
 test: deps
 	$(VENV)/bin/ruff check sockact tests
+	$(VENV)/bin/mypy sockact/
 	$(PY) -m pytest -q -p no:cacheprovider
 	PYTHONPATH=$(CURDIR) /usr/bin/python3 -m pytest -q -p no:cacheprovider $(HTTP_TESTS)
 

@@ -104,19 +104,35 @@ class Entry:
 # -- the text atoms: each a function of an Entry; client text goes through escape()
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_stamp: list[Any] = [0, ""]
 
 
-def clf_time(when: float) -> str:
-    """``[10/Oct/2000:13:55:36 +0000]`` in local time, formatted once a second (locale-free)."""
-    second = int(when)
-    if second != _stamp[0]:
-        t = time.localtime(second)
-        offset = t.tm_gmtoff // 60
-        sign = "-" if offset < 0 else "+"
-        _stamp[:] = [second, f"[{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:{t.tm_hour:02d}:"
-                             f"{t.tm_min:02d}:{t.tm_sec:02d} {sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}]"]
-    return _stamp[1]
+class PerSecond:
+    """A time format remade at most once a second: these run once per request."""
+
+    __slots__ = ("_make", "_second", "_text")
+
+    def __init__(self, make: Callable[[int], str]) -> None:
+        self._make = make
+        self._second = -1
+        self._text = ""
+
+    def __call__(self, when: float) -> str:
+        second = int(when)
+        if second != self._second:
+            self._second, self._text = second, self._make(second)
+        return self._text
+
+
+def _clf(second: int) -> str:
+    t = time.localtime(second)
+    offset = t.tm_gmtoff // 60
+    sign = "-" if offset < 0 else "+"
+    return (f"[{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:{t.tm_hour:02d}:{t.tm_min:02d}:"
+            f"{t.tm_sec:02d} {sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}]")
+
+
+# ``[10/Oct/2000:13:55:36 +0000]`` in local time (locale-free).
+clf_time = PerSecond(_clf)
 
 
 def _or_dash(text: str) -> str:

@@ -64,8 +64,13 @@ def from_systemd(environ: MutableMapping[str, str]) -> list[Listener] | None:
         return None
     from systemd import daemon  # imported late: dev mode and `sockact check` need no libsystemd
 
+    passed = environ.get("LISTEN_FDS")
     try:
         fds = daemon.listen_fds_with_names(unset_environment=True)
+    except OSError as exc:
+        # "abc", a negative count, or more fds than are open: libsystemd says EINVAL or EBADF.
+        raise ListenerError(f"LISTEN_FDS={passed!r}: {exc.strerror or exc}; expected the number of sockets "
+                            "passed from fd 3 on, as systemd sets it") from None
     finally:
         for var in _ACTIVATION_VARS:
             environ.pop(var, None)
@@ -99,7 +104,7 @@ def _adopt(fd: int, name: str) -> Listener:
     return Listener(sock, name, owned=False)
 
 
-def parse_bind(spec: str) -> tuple[str, int, object]:
+def parse_bind(spec: str) -> tuple[str, int, str | tuple[str, int]]:
     """Parse '[NAME=]ADDR' into (name, family, address). ADDR: HOST:PORT, [V6]:PORT, :PORT, unix:PATH."""
     name, sep, addr = spec.partition("=")
     if not sep:

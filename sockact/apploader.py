@@ -1,17 +1,38 @@
-"""Import WSGI apps named 'module:callable', optionally from a virtualenv's site-packages."""
+"""Import WSGI apps named 'module:callable': the import path, the working directory and the
+environment they are imported with, and a virtualenv's site-packages."""
 
 from __future__ import annotations
 
 import importlib
+import os
 import site
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from typing import Any
 
 from .config import check_virtualenv
-from .errors import AppLoadError
+from .errors import AppLoadError, ConfigError
 
 WSGIApp = Callable[..., Any]
+
+
+def prepare(chdir: str | None, pythonpath: Sequence[str], env: Sequence[str],
+            environ: MutableMapping[str, str] = os.environ) -> None:
+    """Apply the settings that shape an import, as gunicorn does: KEY=VALUE pairs into the
+    environment, change to ``chdir``, and put ``pythonpath`` then the working directory in
+    front of sys.path. Run in the supervisor before workers fork, so they inherit it all.
+    """
+    for pair in env:
+        key, _, value = pair.partition("=")
+        environ[key] = value
+    if chdir:
+        try:
+            os.chdir(chdir)
+        except OSError as exc:
+            raise ConfigError(f"chdir {chdir}: {exc.strerror}") from None
+    # Like `python -m`, the app is imported from the working directory first.
+    front = [os.path.abspath(p) for p in (*pythonpath, os.getcwd())]
+    sys.path[:] = list(dict.fromkeys(front)) + [p for p in sys.path if p not in front]
 
 
 def add_virtualenv(path: str | None) -> None:
@@ -30,14 +51,21 @@ def add_virtualenv(path: str | None) -> None:
 def load(spec: str) -> WSGIApp:
     """Import ``module:callable``. Raises AppLoadError with a one-line reason."""
     module_name, _, attr = spec.partition(":")
+    attr = attr or "application"
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
         # The module itself missing is the user's typo; anything deeper is the app's own import error.
-        if getattr(exc, "name", None) == module_name:
-            raise AppLoadError(f"app '{spec}': no module named '{module_name}' "
-                               f"(is it on the path? sys.path[0] is {sys.path[0]!r})") from exc
+        missing = exc.name or ""
+        if missing and (module_name == missing or module_name.startswith(missing + ".")):
+            raise AppLoadError(f"app '{spec}': no module named '{missing}' (the working directory is "
+                               f"{os.getcwd()!r}; set 'chdir' to the project's directory, or add the "
+                               f"directory that holds it to 'pythonpath')") from exc
         raise AppLoadError(f"app '{spec}': importing {module_name} failed: {exc}") from exc
+    except SystemExit as exc:
+        # sys.exit("DATABASE_URL not set") at import: the app refuses to start, say why.
+        why = f": {exc.code}" if isinstance(exc.code, str) else f" with code {exc.code}"
+        raise AppLoadError(f"app '{spec}': importing {module_name} exited{why}") from None
     except Exception as exc:
         raise AppLoadError(f"app '{spec}': importing {module_name} raised "
                            f"{type(exc).__name__}: {exc}") from exc
@@ -48,7 +76,8 @@ def load(spec: str) -> WSGIApp:
             raise AppLoadError(f"app '{spec}': module '{module_name}' has no attribute '{attr}'") from None
     if not callable(obj):
         raise AppLoadError(f"app '{spec}': {attr} is not callable")
-    return obj
+    app: WSGIApp = obj
+    return app
 
 
 def load_all(specs: Iterable[str]) -> dict[str, WSGIApp]:

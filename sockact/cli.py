@@ -11,7 +11,8 @@ from typing import Any
 
 from . import __version__, config, reloadctl
 from .accesslog import check_file
-from .errors import EXIT_OK, SockactError
+from .config import Config
+from .errors import APP_LOAD_ERROR, EXIT_FAILURE, EXIT_OK, SockactError
 
 log = logging.getLogger("sockact")
 
@@ -23,13 +24,20 @@ connections wait in the supervisor, never in a worker."""
 
 EPILOG = """\
 Settings come from, in order, later winning: defaults, the TOML file (--config or
-$SOCKACT_CONFIG), SOCKACT_<NAME> environment variables, and these flags.
+$SOCKACT_CONFIG), SOCKACT_<NAME> environment variables, and these flags. The flags
+gunicorn users know (-w, -b, -t, -e, --chdir, --pythonpath...) mean what they mean
+there, and "sockact -w 4 app:app" is "sockact run -w 4 app:app".
 
 examples:
   sockact run myproject.wsgi:application --workers 4
-  sockact run --bind 127.0.0.1:8000 --bind unix:/run/app.sock app:application
+  sockact run -w 4 -b 127.0.0.1:8000 -b unix:/run/app.sock app:application
   systemd-socket-activate -l 127.0.0.1:8000 sockact run app:application
   sockact check --config /etc/sockact/sockact.toml
+
+Check the app inside the service's own sandbox (the same properties as its unit):
+  systemd-run --pipe --wait --collect -p DynamicUser=yes -p ProtectSystem=strict \\
+      -p ProtectHome=yes -p PrivateTmp=yes -p WorkingDirectory=/srv/myapp \\
+      sockact check --config /etc/sockact/sockact.toml
 """
 
 _SECTIONS = {
@@ -38,7 +46,11 @@ _SECTIONS = {
     "workers": "workers",
     "http": "HTTP",
     "logging": "logging",
+    "development": "development",
 }
+COMMANDS = ("run", "check")
+# First arguments that stay with the top-level parser instead of meaning "run".
+_TOP_LEVEL = frozenset({"-h", "--help", "--version"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,16 +63,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     run = sub.add_parser("run", help="serve an app", description=DESCRIPTION, epilog=EPILOG,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    check = sub.add_parser("check", help="validate the settings and print the effective ones",
-                           description="Validate the configuration (file, environment and flags) and "
-                                       "print the effective settings as TOML. Exits 2 on an error.")
+    check = sub.add_parser(
+        "check", help="validate the settings, print them and import the app",
+        description="Validate the configuration (file, environment and flags), print the effective "
+                    "settings as TOML, then import each app in a child process with the settings "
+                    "applied (env, chdir, pythonpath, virtualenv). Exits 2 on a bad setting and 5 when "
+                    "an app does not import.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     reload = sub.add_parser("reload", help="reload a running supervisor and wait for the outcome",
                             description=reloadctl.DESCRIPTION)
     reloadctl.add_arguments(reload)
     for p in (run, check):
         p.add_argument("app_arg", nargs="?", metavar="APP",
-                       help="the WSGI app as module:callable (same as --app)")
+                       help="the WSGI app as module:callable, or module for module:application (same as --app)")
         p.add_argument("-c", "--config", metavar="FILE", help="TOML settings file (also $SOCKACT_CONFIG)")
+        p.add_argument("--check-config", action="store_true",
+                       help="do what 'sockact check' does, then exit (as gunicorn's --check-config)")
+        p.add_argument("--print-config", action="store_true",
+                       help="print the effective settings as TOML and exit, without importing the app")
         _add_settings(p)
     return parser
 
@@ -76,20 +95,33 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
             if s.repeatable:
                 kwargs["action"] = "append"
         default = s.default if not isinstance(s.default, tuple) else " ".join(s.default)
-        kwargs["help"] = f"{s.help} [{s.env}; default: {default if default is not None else 'unset'}]"
+        kwargs["help"] = f"{s.help} [{s.env}; default: {default if default not in (None, '') else 'unset'}]"
         kwargs["help"] = kwargs["help"].replace("%", "%%")
-        groups[s.section].add_argument(s.flag, **kwargs)
+        groups[s.section].add_argument(*s.flags, **kwargs)
+
+
+def implicit_run(argv: Sequence[str]) -> list[str]:
+    """``sockact -w 4 app:app`` as gunicorn takes it: ``sockact run -w 4 app:app``.
+
+    Only when the first argument cannot be anything else: an option other than --help and
+    --version, or an app written 'module:callable'. A bare word stays a (maybe mistyped) command.
+    """
+    args = list(argv)
+    if args and args[0] not in COMMANDS and args[0] not in _TOP_LEVEL and (
+            args[0].startswith("-") or ":" in args[0]):
+        return ["run", *args]
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(implicit_run(sys.argv[1:] if argv is None else argv))
     if args.command == "reload":
         return reloadctl.main(args.pid, args.config, args.max_wait)
     cli_values = {s.name: getattr(args, s.name) for s in config.SETTINGS}
     if args.app_arg:
         cli_values["app"] = args.app_arg
 
-    def load_config() -> Any:
+    def load_config() -> Config:
         """The settings from every source, checked; called at start and again at each reload."""
         cfg = config.build(cli_values, os.environ, args.config)
         if cfg.virtualenv:
@@ -102,11 +134,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SockactError as exc:
         print(f"sockact: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    if args.command == "check":
+    if args.print_config:
         print("\n".join(config.describe(cfg)))
         return EXIT_OK
+    if args.command == "check" or args.check_config:
+        print("\n".join(config.describe(cfg)))
+        return check_apps(cfg)
+
+    def reload_config() -> Config:
+        new = load_config()
+        _prepare(new)  # a reload applies a changed env, chdir or pythonpath, as a restart would
+        return new
+
     try:
-        return run(cfg, load_config)
+        return run(cfg, reload_config)
     except SockactError as exc:
         log.error("%s", exc)
         return exc.exit_code
@@ -114,18 +155,65 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
 
-def run(cfg: Any, reload_config: Callable[[], Any] | None = None) -> int:
+def app_specs(cfg: Config) -> list[str]:
+    """Every app the settings name: the default one and each listener table's own."""
+    specs = [cfg.app, *(table["app"] for table in cfg.listeners.values() if "app" in table)]
+    return list(dict.fromkeys(specs))
+
+
+def check_apps(cfg: Config) -> int:
+    """Import each app in a child process with the service's settings applied; the exit code says
+    whether they all load (5 when one does not), and stderr says exactly what failed."""
+    from .apploader import add_virtualenv, load_all
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: it may chdir, change sys.path and run the app's import-time code
+        code = EXIT_FAILURE
+        try:
+            _prepare(cfg)
+            add_virtualenv(cfg.virtualenv)
+            apps = load_all(app_specs(cfg))
+            for spec in apps:
+                print(f"# app {spec}: imports and is callable")
+            code = EXIT_OK
+        except SockactError as exc:
+            print(f"sockact: error: {exc}", file=sys.stderr)
+            code = exc.exit_code
+        except BaseException as exc:
+            print(f"sockact: error: importing the app: {type(exc).__name__}: {exc}", file=sys.stderr)
+            code = APP_LOAD_ERROR
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        print(f"sockact: error: importing the app killed the process ({os.WTERMSIG(status)})", file=sys.stderr)
+        return APP_LOAD_ERROR
+    return os.waitstatus_to_exitcode(status)
+
+
+def _prepare(cfg: Config) -> None:
+    from .apploader import prepare
+
+    prepare(cfg.chdir, cfg.pythonpath, cfg.env)
+
+
+def run(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
     """Start serving ``cfg`` until stopped; returns the exit code. HUP calls ``reload_config``."""
     from .activation import bind_all, from_systemd
     from .apploader import add_virtualenv, load_all
     from .journal import setup_logging
     from .notify import Notifier
+    from .proctitle import supervisor_title
     from .supervisor import Supervisor
 
     setup_logging(cfg.log_level, cfg.log_target, os.environ, cfg.error_logfile)
-    # Like `python -m`, import the app from the working directory first.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    supervisor_title(os.environ, cfg.app)
+    # env, chdir and pythonpath apply here, before any worker forks, so every worker inherits them.
+    _prepare(cfg)
     listeners = from_systemd(os.environ)
     if listeners is None:
         listeners = bind_all(cfg.bind, cfg.backlog)
@@ -133,7 +221,21 @@ def run(cfg: Any, reload_config: Callable[[], Any] | None = None) -> int:
     if cfg.preload:
         add_virtualenv(cfg.virtualenv)
         apps = load_all(cfg.listener(lst.name).app for lst in listeners)
+    if cfg.reload:
+        _watch_for_changes(cfg)
     notifier = Notifier(os.environ, os.getpid())
     log.info("sockact %s: %d workers, listening on %s", __version__, cfg.workers,
              ", ".join(f"{lst.name}={lst.address}" for lst in listeners))
     return Supervisor(cfg, listeners, notifier, apps, reload_config).run()
+
+
+def _watch_for_changes(cfg: Config) -> None:
+    """--reload: a thread that sends this process SIGHUP when the app's source files change."""
+    from .autoreload import Watcher, app_roots
+    from .config import check_virtualenv
+
+    search = list(sys.path)
+    if cfg.virtualenv:
+        search.insert(0, check_virtualenv(cfg.virtualenv))
+    extra = [cfg.config_file] if cfg.config_file else []
+    Watcher(app_roots(app_specs(cfg), search), extra, os.getpid()).start()

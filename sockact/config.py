@@ -1,18 +1,19 @@
-"""The one list of settings, and the frozen Config built from it.
+"""The one list of settings, and the frozen Config that declares it.
 
-Every option is declared once in SETTINGS, with its type, default, flag,
-environment variable and help. The CLI, the environment (SOCKACT_*), the TOML
-file, ``sockact check`` and the man pages all read this list, so they cannot
-drift. Sources are merged in this order, later ones winning:
-defaults < TOML file < environment < command line.
+Every option is declared once, as a field of Config (or of ListenerSettings, for the ones a
+[listeners.NAME] table may override) whose metadata holds its Setting: parser, default, help,
+flags. SETTINGS is derived from those fields, and the CLI, the environment (SOCKACT_*), the TOML
+file, ``sockact check`` and the man pages all read it, so they cannot drift. Sources are merged
+in this order, later ones winning: defaults < TOML file < environment < command line.
 
-Nothing here reads the environment at import time, logs, or exits: callers
-pass the environment in and catch ConfigError.
+Nothing here reads the environment at import time, logs, or exits: callers pass the environment
+in and catch ConfigError.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import sys
@@ -26,8 +27,10 @@ from .errors import ConfigError
 
 ENV_PREFIX = "SOCKACT_"
 DEFAULT_APP = "sockact.apps.demo:app"
+# gunicorn's default access log format, with its atoms.
 
-_APP_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_APP_RE = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$")
+_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 # -- value parsers: each takes a TOML value or a string, returns the value or raises ValueError
@@ -49,19 +52,34 @@ def _int(minimum: int) -> Callable[[Any], int]:
     return parse
 
 
-def _seconds(value: Any) -> float:
+def _number(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a number of seconds")
     if isinstance(value, str):
         value = float(value.strip())
     if not isinstance(value, (int, float)):
         raise ValueError("expected a number of seconds")
-    if value <= 0:
-        raise ValueError("must be > 0 seconds")
     return float(value)
 
 
+def _seconds(value: Any) -> float:
+    seconds = _number(value)
+    if seconds <= 0:
+        raise ValueError("must be > 0 seconds")
+    return seconds
+
+
 _seconds.__doc__ = "seconds (> 0)"
+
+
+def _seconds_or_off(value: Any) -> float:
+    seconds = _number(value)
+    if seconds < 0:
+        raise ValueError("must be >= 0 seconds (0 turns it off)")
+    return seconds
+
+
+_seconds_or_off.__doc__ = "seconds (0: off)"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -80,8 +98,10 @@ _bool.__doc__ = "boolean"
 
 def _app(value: Any) -> str:
     if not isinstance(value, str) or not _APP_RE.match(value.strip()):
-        raise ValueError("expected 'module:callable', e.g. 'myproject.wsgi:application'")
-    return value.strip()
+        raise ValueError("expected 'module:callable' or 'module', e.g. 'myproject.wsgi:application'")
+    spec = value.strip()
+    # As gunicorn: a bare module serves its 'application'.
+    return spec if ":" in spec else spec + ":application"
 
 
 _app.__doc__ = "module:callable"
@@ -97,29 +117,89 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
-def _binds(value: Any) -> tuple[str, ...]:
+def _strings(value: Any, split: str) -> list[str]:
+    """A TOML list of strings, or a string split on ``split`` (a regex)."""
     if isinstance(value, str):
-        value = [v for v in re.split(r"[,\s]+", value) if v]
+        value = [v for v in re.split(split, value) if v]
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ValueError("expected a list of addresses like '127.0.0.1:8000' or 'unix:/run/app.sock'")
-    return tuple(value)
+        raise ValueError("expected a list of strings")
+    return value
+
+
+def _binds(value: Any) -> tuple[str, ...]:
+    try:
+        return tuple(_strings(value, r"[,\s]+"))
+    except ValueError:
+        raise ValueError("expected a list of addresses like '127.0.0.1:8000' or 'unix:/run/app.sock'") from None
 
 
 _binds.__doc__ = "address list"
 
 
-def _path(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError("expected a path")
-    return value
+def _dirs(value: Any) -> tuple[str, ...]:
+    # gunicorn's --pythonpath is one comma-separated string.
+    return tuple(d.strip() for d in _strings(value, r",") if d.strip())
 
 
-_path.__doc__ = "path"
+_dirs.__doc__ = "comma-separated directories"
+
+
+def _env_pairs(value: Any) -> tuple[str, ...]:
+    pairs = _strings(value, r"\s+")
+    for pair in pairs:
+        key, sep, _ = pair.partition("=")
+        if not sep or not _ENV_KEY_RE.match(key):
+            raise ValueError(f"expected KEY=VALUE, got {pair!r}")
+    return tuple(pairs)
+
+
+_env_pairs.__doc__ = "KEY=VALUE list"
+
+
+def _string(kind: str, expected: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"expected {expected}")
+        return value
+
+    parse.__doc__ = kind
+    return parse
+
+
+_path = _string("path", "a path")
+_log_file = _string("path, or - for stderr", "a path, or '-' for stderr")
+
+
+def _mount(value: Any) -> str:
+    if not isinstance(value, str) or (value and not value.startswith("/")):
+        raise ValueError("expected a path prefix starting with '/', e.g. '/app'")
+    return value.rstrip("/")
+
+
+_mount.__doc__ = "URL path prefix"
+
+
+def _networks(value: Any) -> str:
+    items = _strings(value, r"[,\s]+")
+    for item in items:
+        if item != "*":
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"expected IP addresses or networks separated by commas, or '*'; "
+                                 f"got {item!r}") from None
+    return ",".join(items)
+
+
+_networks.__doc__ = "comma-separated addresses"
+
+
+_REPEATABLE = (_binds, _env_pairs)
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One option. ``name`` is the TOML key and the Config attribute."""
+    """One option. ``name`` is the TOML key and the Config attribute (filled in from the field)."""
 
     name: str
     parse: Callable[[Any], Any]
@@ -129,10 +209,17 @@ class Setting:
     per_listener: bool = False  # may also be set in a [listeners.NAME] table
     metavar: str = ""
     cli: bool = True
+    aliases: tuple[str, ...] = ()  # more command-line spellings, e.g. gunicorn's "-w"
 
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """Every command-line spelling: short aliases first, as --help shows them."""
+        return (*sorted(a for a in self.aliases if not a.startswith("--")), self.flag,
+                *(a for a in self.aliases if a.startswith("--")))
 
     @property
     def env(self) -> str:
@@ -146,125 +233,176 @@ class Setting:
     @property
     def repeatable(self) -> bool:
         """May be given several times on the command line (a list)."""
-        return self.parse is _binds
+        return self.parse in _REPEATABLE
 
     @property
     def kind(self) -> str:
         return (self.parse.__doc__ or "").strip()
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("app", _app, DEFAULT_APP,
-            "The WSGI application to serve, as 'module:callable'. A listener without its own "
-            "[listeners.NAME] table serves this one.", section="app", per_listener=True, metavar="MODULE:CALLABLE"),
-    Setting("virtualenv", _path, None,
-            "A virtualenv whose site-packages are added to the path before the app is imported. "
-            "Its Python version must match sockact's.", section="app", metavar="DIR"),
-    Setting("preload", _bool, False,
-            "Import the app once in the supervisor before forking workers (less memory per worker; "
-            "a reload then re-forks but does not re-import).", section="app"),
-    Setting("bind", _binds, ("127.0.0.1:8000",),
-            "Addresses to listen on when systemd passes no sockets: HOST:PORT, [V6]:PORT or unix:PATH. "
-            "Ignored under socket activation.", section="listeners", metavar="ADDR"),
-    Setting("backlog", _int(1), 1024,
-            "listen() backlog for sockets bound with --bind.", section="listeners", metavar="N"),
-    Setting("workers", _int(1), 2,
-            "Number of worker processes; each holds many connections and serves `threads` requests at a time.",
-            section="workers", metavar="N"),
-    Setting("threads", _int(1), 1,
-            "App threads per worker; 1 serves one request at a time per worker, as a sync worker.",
-            section="workers", metavar="N"),
-    Setting("handback_after", _seconds, 0.05,
-            "When every app thread of a worker has been in one call this long, its other connections "
-            "go back to the supervisor.", section="workers", metavar="SECONDS"),
-    Setting("max_requests", _int(0), 0,
-            "Recycle a worker after this many requests (0: never).", section="workers", metavar="N"),
-    Setting("max_requests_jitter", _int(0), 0,
-            "Add a random 0..N to max_requests per worker, so workers do not recycle together.",
-            section="workers", metavar="N"),
-    Setting("queue_size", _int(1), 1024,
-            "Connections held in the supervisor while every worker is busy. When full, sockact stops "
-            "accepting and the kernel backlog holds new clients.", section="workers", metavar="N"),
-    Setting("timeout", _seconds, 30.0,
-            "A worker busy on one request for longer is killed (SIGABRT, then SIGKILL) and replaced; "
-            "the watchdog stops while one is overdue.", section="workers", metavar="SECONDS"),
-    Setting("graceful_timeout", _seconds, 30.0,
-            "On stop or reload, how long in-flight requests may take to finish.", section="workers",
-            metavar="SECONDS"),
-    Setting("keepalive", _seconds, 75.0,
-            "Close a parked keep-alive connection after this many idle seconds.", section="http",
-            per_listener=True, metavar="SECONDS"),
-    Setting("park_after", _seconds, 0.1,
-            "A connection idle at a request boundary this long goes back to the supervisor.",
-            section="http", per_listener=True, metavar="SECONDS"),
-    Setting("header_timeout", _seconds, 10.0,
-            "A request head must arrive within this many seconds (slowloris guard).", section="http",
-            per_listener=True, metavar="SECONDS"),
-    Setting("limit_request_line", _int(16), 8190,
-            "Longest request line in bytes (else 414).", section="http", per_listener=True, metavar="BYTES"),
-    Setting("limit_request_fields", _int(1), 100,
-            "Most header fields in a request (else 431).", section="http", per_listener=True, metavar="N"),
-    Setting("limit_request_field_size", _int(16), 8190,
-            "Longest header field, name and value, in bytes (else 431).", section="http", per_listener=True,
-            metavar="BYTES"),
-    Setting("limit_request_head", _int(256), 65536,
-            "Largest request head in total, in bytes (else 431).", section="http", per_listener=True,
-            metavar="BYTES"),
-    Setting("limit_request_body", _int(0), 100 * 1024 * 1024,
-            "Largest request body in bytes (else 413); 0 means no limit.", section="http", per_listener=True,
-            metavar="BYTES"),
-    Setting("access_log", _bool, True,
-            "Log one line per request.", section="logging", per_listener=True),
-    Setting("access_logfile", _path, None,
-            "Write access lines to this file (opened with O_APPEND, reopened when rotated away), or "
-            "'-' for stderr; unset, they go where the other logs go (log_target).",
-            section="logging", metavar="PATH"),
-    Setting("access_logformat", check_format, GUNICORN_FORMAT,
-            "Access line format with gunicorn's atoms (%(h)s client, %(r)s request line, %(s)s status, "
-            "%(b)s bytes, %(D)s microseconds, %({header}i)s, ...), or 'json' for one JSON object per line.",
-            section="logging", metavar="FORMAT"),
-    Setting("error_logfile", _path, None,
-            "Write sockact's own log lines to this file, or '-' for stderr; unset, log_target decides.",
-            section="logging", metavar="PATH"),
-    Setting("log_level", _choice("debug", "info", "warning", "error"), "info",
-            "Least severe level logged.", section="logging", metavar="LEVEL"),
-    Setting("log_target", _choice("auto", "journal", "stderr"), "auto",
-            "Where logs go: 'auto' uses journald when stderr is connected to it, else stderr.",
-            section="logging", metavar="TARGET"),
-)
+def _opt(parse: Callable[[Any], Any], default: Any, help: str, section: str, *, metavar: str = "",
+         aliases: tuple[str, ...] = (), cli: bool = True) -> Any:
+    """A Config field that declares its setting; the name and per_listener come from the field."""
+    setting = Setting("", parse, default, help, section, metavar=metavar, aliases=aliases, cli=cli)
+    return field(default=default, metadata={"setting": setting})
 
+
+@dataclass(frozen=True)
+class ListenerSettings:
+    """The settings a [listeners.NAME] table may override; Config and ListenerConfig share them."""
+
+    app: str = _opt(
+        _app, DEFAULT_APP,
+        "The WSGI application to serve, as 'module:callable'; a bare 'module' means 'module:application'. "
+        "A listener without its own [listeners.NAME] table serves this one.", "app", metavar="MODULE:CALLABLE")
+    root_path: str = _opt(
+        _mount, "",
+        "The URL prefix the app is mounted under, e.g. '/app' behind a proxy that forwards /app/...: it "
+        "becomes SCRIPT_NAME and is cut from PATH_INFO. Unset, the SCRIPT_NAME environment variable gives "
+        "it, as with gunicorn.", "app", metavar="PREFIX")
+    keepalive: float = _opt(
+        _seconds, 75.0, "Close a parked keep-alive connection after this many idle seconds.", "http",
+        metavar="SECONDS", aliases=("--keep-alive",))
+    header_timeout: float = _opt(
+        _seconds, 10.0, "A request head must arrive within this many seconds (slowloris guard).", "http",
+        metavar="SECONDS")
+    park_after: float = _opt(
+        _seconds, 0.1,
+        "A connection idle at a request boundary this long goes back to the supervisor.", "http",
+        metavar="SECONDS")
+    limit_request_line: int = _opt(
+        _int(16), 8190, "Longest request line in bytes (else 414).", "http", metavar="BYTES")
+    limit_request_fields: int = _opt(
+        _int(1), 100, "Most header fields in a request (else 431).", "http", metavar="N")
+    limit_request_field_size: int = _opt(
+        _int(16), 8190, "Longest header field, name and value, in bytes (else 431).", "http", metavar="BYTES",
+        aliases=("--limit-request-field_size",))  # gunicorn's spelling
+    limit_request_head: int = _opt(
+        _int(256), 65536, "Largest request head in total, in bytes (else 431).", "http", metavar="BYTES")
+    limit_request_body: int = _opt(
+        _int(0), 100 * 1024 * 1024, "Largest request body in bytes (else 413); 0 means no limit.", "http",
+        metavar="BYTES")
+    forwarded_allow_ips: str = _opt(
+        _networks, "127.0.0.1,::1",
+        "Front-end proxies trusted to set X-Forwarded-* headers: comma-separated addresses or networks, "
+        "or '*' for any.", "http", metavar="ADDRS")
+    access_log: bool = _opt(_bool, True, "Log one line per request.", "logging")
+
+
+@dataclass(frozen=True)
+class Config(ListenerSettings):
+    """The effective settings: every source merged. Fields after the listener ones are global."""
+
+    virtualenv: str | None = _opt(
+        _path, None,
+        "A virtualenv whose site-packages are added to the path before the app is imported. "
+        "Its Python version must match sockact's.", "app", metavar="DIR")
+    chdir: str | None = _opt(
+        _path, None,
+        "Change to this directory before the app is imported (the project's directory), and put it on "
+        "the import path.", "app", metavar="DIR")
+    pythonpath: tuple[str, ...] = _opt(
+        _dirs, (),
+        "Directories, separated by commas, put in front of the import path before the app is imported.",
+        "app", metavar="DIRS")
+    env: tuple[str, ...] = _opt(
+        _env_pairs, (),
+        "Set an environment variable, as KEY=VALUE, before the app is imported. In SOCKACT_ENV, pairs are "
+        "separated by spaces.", "app", metavar="KEY=VALUE", aliases=("-e",))
+    preload: bool = _opt(
+        _bool, False,
+        "Import the app once in the supervisor before forking workers (less memory per worker; "
+        "a reload then re-forks but does not re-import).", "app")
+    bind: tuple[str, ...] = _opt(
+        _binds, ("127.0.0.1:8000",),
+        "Addresses to listen on when systemd passes no sockets: HOST:PORT, [V6]:PORT or unix:PATH. "
+        "Ignored under socket activation.", "listeners", metavar="ADDR", aliases=("-b",))
+    backlog: int = _opt(
+        _int(1), 1024, "listen() backlog for sockets bound with --bind.", "listeners", metavar="N")
+    workers: int = _opt(
+        _int(1), 2, "Number of worker processes.", "workers", metavar="N", aliases=("-w",))
+    threads: int = _opt(
+        _int(1), 1,
+        "App threads per worker; 1 serves one request at a time per worker, as a sync worker.", "workers",
+        metavar="N")
+    max_requests: int = _opt(
+        _int(0), 0, "Recycle a worker after this many requests (0: never).", "workers", metavar="N")
+    max_requests_jitter: int = _opt(
+        _int(0), 0, "Add a random 0..N to max_requests per worker, so workers do not recycle together.",
+        "workers", metavar="N")
+    queue_size: int = _opt(
+        _int(1), 1024,
+        "Connections held in the supervisor while every worker is busy. When full, sockact stops "
+        "accepting and the kernel backlog holds new clients.", "workers", metavar="N")
+    timeout: float = _opt(
+        _seconds_or_off, 30.0,
+        "A worker busy on one request for longer is killed (SIGABRT, then SIGKILL) and replaced; "
+        "the watchdog stops while one is overdue. 0 turns the timeout off.", "workers", metavar="SECONDS",
+        aliases=("-t",))
+    graceful_timeout: float = _opt(
+        _seconds, 30.0, "On stop or reload, how long in-flight requests may take to finish.", "workers",
+        metavar="SECONDS")
+    handback_after: float = _opt(
+        _seconds, 0.05,
+        "When every app thread of a worker has been in one call this long, its other connections go back "
+        "to the supervisor.", "workers", metavar="SECONDS")
+    access_logfile: str | None = _opt(
+        _log_file, None,
+        "Write the access log to this file ('-': stderr) instead of the log target.", "logging",
+        metavar="FILE")
+    access_logformat: str = _opt(
+        check_format, GUNICORN_FORMAT,
+        "The access log line, with gunicorn's atoms: %(h)s client, %(t)s time, %(r)s request line, "
+        "%(s)s status, %(b)s body bytes, %(f)s referer, %(a)s user agent, %(D)s microseconds, "
+        "%({header}i)s...; or 'json' for one JSON object per line.", "logging", metavar="FORMAT")
+    error_logfile: str | None = _opt(
+        _log_file, None, "Write sockact's own log to this file ('-': stderr) instead of the log target.",
+        "logging", metavar="FILE", aliases=("--log-file",))
+    log_level: str = _opt(
+        _choice("debug", "info", "warning", "error"), "info", "Least severe level logged.", "logging",
+        metavar="LEVEL")
+    log_target: str = _opt(
+        _choice("auto", "journal", "stderr"), "auto",
+        "Where logs go: 'auto' uses journald when stderr is connected to it, else stderr.", "logging",
+        metavar="TARGET")
+    reload: bool = _opt(
+        _bool, False,
+        "Development only: restart the workers when a source file of the app changes. Refused under "
+        "systemd (INVOCATION_ID set) unless --reload-under-systemd, and with preload.", "development")
+    reload_under_systemd: bool = _opt(
+        _bool, False, "Allow reload even when systemd runs sockact.", "development")
+    # per-listener overrides by fd name, e.g. {"api": {"app": "api.wsgi:app", "keepalive": 5.0}}
+    listeners: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    config_file: str | None = None
+
+    def listener(self, name: str) -> ListenerConfig:
+        """The effective settings of the listener called ``name`` (fd name or bind address)."""
+        values = {key: getattr(self, key) for key in LISTENER_KEYS}
+        values.update(self.listeners.get(name, {}))
+        return ListenerConfig(name=name, **values)
+
+
+@dataclass(frozen=True)
+class ListenerConfig(ListenerSettings):
+    """Settings of one named listener: the defaults overlaid with its [listeners.NAME] table."""
+
+    name: str = field(default="", kw_only=True)
+
+
+# The order settings are presented in (--help, man pages, ``describe``): by section, then as declared.
+SECTIONS = ("app", "listeners", "workers", "http", "logging", "development")
+
+
+def _settings() -> tuple[Setting, ...]:
+    per_listener = {f.name for f in dataclasses.fields(ListenerSettings)}
+    declared = [dataclasses.replace(f.metadata["setting"], name=f.name, per_listener=f.name in per_listener)
+                for f in dataclasses.fields(Config) if "setting" in f.metadata]
+    return tuple(sorted(declared, key=lambda s: SECTIONS.index(s.section)))
+
+
+SETTINGS: tuple[Setting, ...] = _settings()
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 LISTENER_KEYS: frozenset[str] = frozenset(s.name for s in SETTINGS if s.per_listener)
-
-
-def _listener(self: Any, name: str) -> Any:
-    """The effective settings of the listener called ``name`` (fd name or bind address)."""
-    values = {key: getattr(self, key) for key in LISTENER_KEYS}
-    values.update(self.listeners.get(name, {}))
-    return ListenerConfig(name=name, **values)
-
-
-# Both classes are generated from SETTINGS, so a setting is declared in exactly one place.
-Config = dataclasses.make_dataclass(
-    "Config",
-    [(s.name, Any, field(default=s.default)) for s in SETTINGS]
-    + [
-        # per-listener overrides by fd name, e.g. {"api": {"app": "api.wsgi:app", "keepalive": 5.0}}
-        ("listeners", Mapping[str, Mapping[str, Any]], field(default_factory=dict)),
-        ("config_file", "str | None", field(default=None)),
-    ],
-    frozen=True,
-    namespace={"listener": _listener, "__module__": __name__},
-)
-Config.__doc__ = "The effective settings: SETTINGS merged from every source."
-
-ListenerConfig = dataclasses.make_dataclass(
-    "ListenerConfig",
-    [("name", str)] + [(s.name, Any) for s in SETTINGS if s.per_listener],
-    frozen=True,
-    namespace={"__module__": __name__},
-)
-ListenerConfig.__doc__ = "Settings of one named listener: the defaults overlaid with its [listeners.NAME] table."
 
 
 def _parse(setting: Setting, raw: Any, where: str) -> Any:
@@ -349,7 +487,22 @@ def build(cli_values: Mapping[str, Any], environ: Mapping[str, str], config_file
     for key, raw in cli_values.items():
         if raw is not None:
             values[key] = _parse(BY_NAME[key], raw, f"option {BY_NAME[key].flag}")
-    return Config(**values, listeners=listeners, config_file=path)
+    if "root_path" not in values and environ.get("SCRIPT_NAME"):
+        # gunicorn's way to give the mount prefix; the setting, from any source, wins.
+        values["root_path"] = _parse(BY_NAME["root_path"], environ["SCRIPT_NAME"], "environment: SCRIPT_NAME")
+    cfg = Config(**values, listeners=listeners, config_file=path)
+    _check_together(cfg, environ)
+    return cfg
+
+
+def _check_together(cfg: Config, environ: Mapping[str, str]) -> None:
+    """Settings that are each valid but not together."""
+    if cfg.reload and cfg.preload:
+        raise ConfigError("reload: cannot be combined with preload (a reload re-forks a preloaded app "
+                          "without re-importing it)")
+    if cfg.reload and environ.get("INVOCATION_ID") and not cfg.reload_under_systemd:
+        raise ConfigError("reload: is for development, and systemd runs this sockact (INVOCATION_ID is "
+                          "set); deploy with 'systemctl reload', or pass --reload-under-systemd")
 
 
 def describe(config: Config) -> Iterable[str]:

@@ -253,7 +253,8 @@ def _journal_sendv() -> Callable[..., Any] | None:
         from systemd import journal
     except ImportError:
         return None
-    return journal.sendv
+    sendv: Callable[..., Any] = journal.sendv
+    return sendv
 
 
 def setup_logging(level: str, target: str, environ: Mapping[str, str], logfile: str | None = None) -> str:

@@ -30,6 +30,7 @@ SECTION_TITLES: dict[str, str] = {
     "workers": "Worker processes",
     "http": "HTTP limits and timeouts",
     "logging": "Logging",
+    "development": "Development",
 }
 
 # The supervisor's own exit codes; the numbers come from sockact.errors so they cannot drift.
@@ -220,8 +221,10 @@ which is handy for development.
 
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("run", "Serve the application. The app named on the command line wins over the one in the settings."),
-    ("check", "Read the settings from every source, validate them, print the effective settings as TOML "
-              "and exit; the exit status says whether they are valid."),
+    ("check", "Read the settings from every source, validate them and print the effective settings as TOML; "
+              "then import each app in a child process with the settings applied (env, chdir, pythonpath, "
+              "virtualenv) and say exactly what fails. The exit status says whether all is well: 2 for a bad "
+              "setting, 5 for an app that does not import."),
     ("reload", "Reload the running supervisor PID (SIGHUP) and wait until its new generation of workers "
                "serves; exit 1 with the reason if the reload failed (the old workers keep serving). "
                "sockact.service runs it as ExecReload=, so systemctl reload tells the truth."),
@@ -273,6 +276,12 @@ def render_sockact_1(parser: argparse.ArgumentParser, environ: Mapping[str, str]
     out += _example("Serve your own app on a port of its own, without systemd:",
                     "sockact run myproject.wsgi:application \\-\\-bind 127.0.0.1:8080 \\-\\-workers 4")
     out += _example("Validate the installed configuration:", f"sockact check \\-\\-config {literal(CONFIG_FILE)}")
+    out += _example("Import the app inside the same sandbox as the service (give the properties of its unit):",
+                    "systemd\\-run \\-\\-pipe \\-\\-wait \\-\\-collect \\-p DynamicUser=yes "
+                    "\\-p ProtectSystem=strict \\-p ProtectHome=yes \\-p WorkingDirectory=/srv/myapp "
+                    f"sockact check \\-\\-config {literal(CONFIG_FILE)}")
+    out += _example("Serve as a gunicorn command line would (run is implied):",
+                    "sockact \\-w 4 \\-b 127.0.0.1:8080 \\-\\-chdir /srv/myapp myproject.wsgi")
     out += _example("Move the socket to another port:", "systemctl edit sockact.socket")
     out += [".SH SEE ALSO", "sockact.toml(5), systemd.socket(5), systemd.service(5), systemctl(1), journalctl(1)"]
     return "\n".join(out) + "\n"

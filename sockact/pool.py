@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import signal
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from .errors import APP_LOAD_ERROR, WORKER_BOOT_ERROR
 from .states import (
@@ -96,18 +96,31 @@ class Member:
     booted: bool = False  # has been ready once
 
 
+class PoolSettings(Protocol):
+    """What the pool reads of a generation's settings."""
+
+    @property
+    def workers(self) -> int: ...
+
+    @property
+    def timeout(self) -> float: ...  # 0: no boot deadline
+
+
+C = TypeVar("C", bound=PoolSettings)
+
+
 @dataclass
-class Generation:
+class Generation(Generic[C]):
     number: int
-    config: Any
+    config: C
     target: int
 
 
 @dataclass
-class WorkerPool:
-    """See the module docstring. ``config`` needs ``workers`` and ``timeout`` (0: no deadline)."""
+class WorkerPool(Generic[C]):
+    """See the module docstring; ``config`` is the first generation's settings."""
 
-    config: Any
+    config: C
     phase: Phase = Phase.STARTING
     members: dict[int, Member] = field(default_factory=dict)
     boot_failures: int = 0
@@ -116,12 +129,12 @@ class WorkerPool:
 
     def __post_init__(self) -> None:
         self.current = Generation(0, self.config, self.config.workers)
-        self.previous: Generation | None = None  # the serving generation while a reload runs
+        self.previous: Generation[C] | None = None  # the serving generation while a reload runs
 
     # -- what the supervisor asks
 
     @property
-    def serving_config(self) -> Any:
+    def serving_config(self) -> C:
         """The settings in force: the old generation's until a reload has completed."""
         return (self.previous or self.current).config
 
@@ -174,12 +187,12 @@ class WorkerPool:
         m = self.members.pop(pid, None)
         if m is None or self.phase in (Phase.DRAINING, Phase.STOPPING):
             return []
-        actions: list[Action] = []
         if not m.booted and m.state is not WorkerState.RETIRING:
-            actions += self._boot_failed(m, code, now)
-        if self.phase is Phase.STOPPING:
-            return actions
-        return actions + self._maintain(now)
+            actions = self._boot_failed(m, code, now)
+            if any(isinstance(a, Halt) for a in actions):
+                return actions
+            return actions + self._maintain(now)
+        return self._maintain(now)
 
     def timed_out(self, pid: int, now: float) -> list[Action]:
         """A busy worker is stuck past timeout: abort it (SIGABRT dumps its stack)."""
@@ -196,12 +209,12 @@ class WorkerPool:
             return []
         return [self._retire(m), *self._maintain(now)]
 
-    def hup(self, config: Any, error: str | None, now: float) -> list[Action]:
+    def hup(self, config: C | None, error: str | None, now: float) -> list[Action]:
         """Reload with ``config`` (read anew), or fail at once with ``error`` (it could not be read)."""
         if self.phase not in (Phase.SERVING, Phase.RELOADING, Phase.STARTING):
             return []
-        if error is not None:
-            return [ReloadFailed(error)]
+        if error is not None or config is None:
+            return [ReloadFailed(error or "no settings to reload with")]
         actions: list[Action] = []
         if self.phase is Phase.RELOADING:
             # A reload during a reload: the half-started generation is dropped for the newer one.
@@ -274,7 +287,7 @@ class WorkerPool:
         return [m for m in self.members.values() if m.generation == self.current.number
                 and (m.state in LIVE or (m.state is WorkerState.ABORTED and not m.booted))]
 
-    def _generation_config(self, m: Member) -> Any:
+    def _generation_config(self, m: Member) -> C:
         if m.generation == self.current.number:
             return self.current.config
         return (self.previous or self.current).config
@@ -294,7 +307,8 @@ class WorkerPool:
         if self.phase is Phase.RELOADING:
             self.phase = advance(PHASE_TRANSITIONS, self.phase, "reloaded")
             self.previous = None
-            return [self._retire(m) for m in self._old_members()] + [Reloaded(self.current.number)]
+            retired: list[Action] = [self._retire(m) for m in self._old_members()]
+            return [*retired, Reloaded(self.current.number)]
         return []
 
     def _maintain(self, now: float) -> list[Action]:

@@ -32,12 +32,13 @@ from .acceptor import Acceptor, raise_fd_limit
 from .accesslog import escape
 from .activation import Listener
 from .apploader import WSGIApp
+from .config import Config
 from .dispatch import Dispatcher
 from .errors import EXIT_OK, HandoffError, SockactError
 from .journal import lifecycle
 from .notify import Notifier
 from .parking import Conn, ParkingLot
-from .pool import Halt, Kill, Ready, Reloaded, ReloadFailed, Retire, Spawn, WorkerPool
+from .pool import Action, Halt, Kill, Ready, Reloaded, ReloadFailed, Retire, Spawn, WorkerPool
 from .scoreboard import Scoreboard
 from .states import Phase, WorkerState
 from .worker import WorkerShell
@@ -59,14 +60,14 @@ CHANNEL_BATCH = 64  # messages read from one channel per wakeup before others ge
 
 
 class Supervisor:
-    def __init__(self, config: Any, listeners: list[Listener], notifier: Notifier,
+    def __init__(self, config: Config, listeners: list[Listener], notifier: Notifier,
                  apps: Mapping[str, WSGIApp] | None = None,
-                 reload_config: Callable[[], Any] | None = None) -> None:
+                 reload_config: Callable[[], Config] | None = None) -> None:
         self.reload_config = reload_config  # re-reads the settings' sources at HUP
         self.listeners = listeners
         self.notifier = notifier
         self.apps = apps  # preloaded apps, or None to import in each worker
-        self.pool = WorkerPool(config)
+        self.pool: WorkerPool[Config] = WorkerPool(config)
         self.dispatcher: Dispatcher[int, Conn] = Dispatcher(config.queue_size, WORKER_CAPACITY)
         self.workers: dict[int, WorkerProcess] = {}
         self.parked = ParkingLot([config.listener(lst.name).keepalive for lst in listeners])
@@ -86,7 +87,7 @@ class Supervisor:
         self._last_progress = (0, 0)
 
     @property
-    def config(self) -> Any:
+    def config(self) -> Config:
         return self.pool.serving_config
 
     @property
@@ -227,7 +228,7 @@ class Supervisor:
 
     # ------------------------------------------------------------------ the pool's actions
 
-    def _carry_out(self, actions: list[Any]) -> None:
+    def _carry_out(self, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, Spawn):
                 self._spawn(action.generation, action.config)
@@ -262,7 +263,7 @@ class Supervisor:
         self.parked.keepalive = [config.listener(lst.name).keepalive for lst in self.listeners]
         self.dispatcher.queue_size = config.queue_size
 
-    def _spawn(self, generation: int, config: Any) -> None:
+    def _spawn(self, generation: int, config: Config) -> None:
         assert self._scoreboard is not None
         try:
             slot = self._scoreboard.allocate()
@@ -581,7 +582,7 @@ class Supervisor:
 _FD_RESERVE = 64
 
 
-def _apps(config: Any, listeners: list[Listener]) -> set[str]:
+def _apps(config: Config, listeners: list[Listener]) -> set[str]:
     return {config.listener(lst.name).app for lst in listeners}
 
 

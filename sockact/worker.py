@@ -15,15 +15,16 @@ import os
 import signal
 import socket
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from . import handoff, notify
 from .accesslog import AccessLog
 from .apploader import WSGIApp, add_virtualenv, load_all
+from .config import Config, ListenerConfig
 from .errors import APP_LOAD_ERROR, EXIT_OK, WORKER_BOOT_ERROR, SockactError
 from .eventloop import EventLoop
 from .http import Limits, Site
 from .journal import installed_sendv
+from .proctitle import worker_title
 from .scoreboard import Scoreboard
 
 log = logging.getLogger("sockact.worker")
@@ -32,7 +33,7 @@ log = logging.getLogger("sockact.worker")
 class WorkerShell:
     """One worker's life after the fork; built in the child (construction touches nothing)."""
 
-    def __init__(self, chan: socket.socket, config: Any, listener_names: Sequence[str],
+    def __init__(self, chan: socket.socket, config: Config, listener_names: Sequence[str],
                  scoreboard: Scoreboard, slot: int, apps: Mapping[str, WSGIApp] | None,
                  max_requests: int) -> None:
         self.chan = chan
@@ -51,6 +52,7 @@ class WorkerShell:
         self.pid = os.getpid()
         try:
             self._setup_process()
+            worker_title(self.slot + 1, self.config.app)
             sites = self._build_sites()
         except SockactError as exc:
             log.error("worker %d cannot start: %s", self.pid, exc, extra={"SOCKACT_WORKER_PID": self.pid})
@@ -102,18 +104,20 @@ class WorkerShell:
             self.access = AccessLog(self.config.access_logformat, self.config.access_logfile, installed_sendv())
         return [self._site(self.config.listener(name), apps) for name in self.listener_names]
 
-    def _site(self, lc: Any, apps: Mapping[str, WSGIApp]) -> Site:
+    def _site(self, lc: ListenerConfig, apps: Mapping[str, WSGIApp]) -> Site:
         limits = Limits(
             request_line=lc.limit_request_line, header_fields=lc.limit_request_fields,
             header_field_size=lc.limit_request_field_size, head=lc.limit_request_head,
             body=lc.limit_request_body)
-        return Site(app=apps[lc.app], limits=limits, header_timeout=lc.header_timeout,
+        site = Site(app=apps[lc.app], limits=limits, header_timeout=lc.header_timeout,
                     io_timeout=self.config.timeout or IO_TIMEOUT_OFF, access_log=lc.access_log, listener=lc.name,
                     access=self.access)
+        site.environ["SCRIPT_NAME"] = lc.root_path  # the mount prefix; request_environ cuts it from PATH_INFO
+        return site
 
 
 # With timeout = 0 (no timeout), a blocking send or body read still gives up on a client after this long.
-IO_TIMEOUT_OFF = 300.0
+IO_TIMEOUT_OFF = 30.0
 
 
 def _quick_exit(signum: int, frame: object) -> None:

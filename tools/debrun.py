@@ -14,6 +14,7 @@ The container shares this machine's network, so the URL works from here.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -32,7 +33,16 @@ import debroot  # noqa: E402
 import nspawn  # noqa: E402
 from sysclient import Response, http_get, wait_for  # noqa: E402
 
-STATE_DIR = Path("/run/sockact-run")  # forgotten at reboot, like the container itself
+
+def state_dir(checkout: Path) -> Path:
+    """Where `start` records its container: one directory per checkout, so that a second
+    checkout's `make run` neither finds nor powers off the first one's container. Under /run,
+    forgotten at reboot like the container itself."""
+    key = hashlib.sha256(str(checkout.resolve()).encode()).hexdigest()[:12]
+    return Path("/run/sockact-run") / f"{checkout.resolve().name}-{key}"
+
+
+STATE_DIR = state_dir(REPO)
 STATE = STATE_DIR / "container.json"
 DEFAULT_PORT = 8080  # what packaging/systemd/sockact.socket listens on
 DEB_DIR = "/opt/sockact-deb"  # the container's /tmp is private
@@ -120,7 +130,7 @@ def start_in_container(deb: Path) -> None:
     if why:
         raise SystemExit(f"debrun: {why}")
     if STATE.exists():
-        say("Powering off the container of the previous `make run` first.")
+        say("Powering off the container of this checkout's previous `make run` first.")
         stop()
     if not (debroot.cache_dir() / f"{debroot.SUITE}-rootfs").exists():
         say("Building the clean Debian 12 root with debootstrap (once per machine, about a minute)...")
@@ -165,7 +175,10 @@ def how_to_leave(box: nspawn.Container) -> None:
 
 
 def port_is_free(port: int) -> bool:
+    """Whether a listener could bind 127.0.0.1:``port`` now. With SO_REUSEADDR, as sockact.socket
+    and every server bind: a port left in TIME-WAIT by an earlier test run is free."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
-from ..accesslog import AccessLog, Entry, escape, unix_peer
+from ..accesslog import AccessLog, Entry, PerSecond, escape, unix_peer
 from ..errors import InvalidResponse, ProtocolError
 from ..journal import ErrorStream
 from .engine import DONE, NEED_DATA, Connection, Data, Request, has_body
@@ -66,15 +66,12 @@ class Outcome(enum.Enum):
     CLOSE = "close"  # close it
 
 
-_date = [0, ""]
+_date = PerSecond(lambda second: formatdate(second, usegmt=True))
 
 
 def http_date() -> str:
     """The Date field value, formatted once a second."""
-    now = int(time.time())
-    if now != _date[0]:
-        _date[:] = [now, formatdate(now, usegmt=True)]
-    return _date[1]
+    return _date(time.time())
 
 
 class Step(enum.Enum):

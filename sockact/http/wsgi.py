@@ -64,8 +64,12 @@ class FileWrapper:
             close()
 
 
-def site_environ(url_scheme: str) -> dict[str, Any]:
-    """The environ keys that are the same for every request on a listener."""
+def site_environ(url_scheme: str, root_path: str = "") -> dict[str, Any]:
+    """The environ keys that are the same for every request on a listener.
+
+    ``root_path`` is the prefix the app is mounted under; it is SCRIPT_NAME, and
+    ``request_environ`` cuts it from the front of PATH_INFO.
+    """
     return {
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": url_scheme,
@@ -75,7 +79,7 @@ def site_environ(url_scheme: str) -> dict[str, Any]:
         "wsgi.input_terminated": True,  # the stream ends at the body's end, chunked or not
         "wsgi.file_wrapper": FileWrapper,
         "wsgi.errors": sys.stderr,  # the server gives each connection a stream that logs whole records
-        "SCRIPT_NAME": "",
+        "SCRIPT_NAME": root_path,
         "SERVER_SOFTWARE": "sockact",
     }
 
@@ -104,7 +108,15 @@ def request_environ(conn_env: Mapping[str, Any], request: Request, body: Any,
     """The environ of one request. ``local_address()`` is asked only when there is no Host."""
     env = dict(conn_env)
     env["REQUEST_METHOD"] = request.method.decode("ascii")
-    env["PATH_INFO"] = path_info(request.path)
+    path = env["PATH_INFO"] = path_info(request.path)
+    root = env["SCRIPT_NAME"]
+    if root:
+        # /app/env under root /app: SCRIPT_NAME "/app", PATH_INFO "/env". A path outside the mount
+        # (/other, or /application) reaches the app whole, with an empty SCRIPT_NAME.
+        if path.startswith(root) and path[len(root):len(root) + 1] in ("", "/"):
+            env["PATH_INFO"] = path[len(root):]
+        else:
+            env["SCRIPT_NAME"] = ""
     env["QUERY_STRING"] = request.query.decode("latin-1")
     env["RAW_URI"] = request.target.decode("latin-1")
     env["SERVER_PROTOCOL"] = PROTOCOLS[request.version]

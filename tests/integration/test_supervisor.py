@@ -305,7 +305,7 @@ def test_bad_settings_give_one_line_and_exit_2(tmp_path):
 
 def test_check_prints_the_effective_settings(tmp_path):
     good = tmp_path / "good.toml"
-    good.write_text('workers = 3\n[listeners.api]\napp = "api:app"\n')
+    good.write_text('app = "testapps:pid"\nworkers = 3\n[listeners.api]\napp = "testapps:echo"\n')
     result = run_cli("check", "--config", str(good), env={"SOCKACT_KEEPALIVE": "9"})
     assert result.returncode == 0
     assert "workers = 3" in result.stdout and "keepalive = 9.0" in result.stdout

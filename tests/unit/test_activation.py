@@ -65,3 +65,17 @@ def test_listen_pid_of_another_process_is_ignored_and_cleared():
     env = {"LISTEN_FDS": "1", "LISTEN_PID": "1", "LISTEN_FDNAMES": "http"}
     assert from_systemd(env) is None
     assert env == {}
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "500"])
+def test_bad_listen_fds_is_a_one_line_listener_error(monkeypatch, value):
+    import os
+
+    # libsystemd reads the process environment itself, so the test sets it there.
+    monkeypatch.setenv("LISTEN_FDS", value)
+    monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
+    with pytest.raises(ListenerError) as err:
+        from_systemd(os.environ)
+    assert str(err.value).startswith(f"LISTEN_FDS={value!r}: ") and "\n" not in str(err.value)
+    assert err.value.exit_code == 3
+    assert "LISTEN_FDS" not in os.environ

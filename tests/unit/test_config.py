@@ -41,7 +41,7 @@ def test_config_file_from_environment(tmp_path):
     ("preload = 3\n", "key 'preload'"),
     ('app = "no-colon"\n', "key 'app'"),
     ("[listeners.api]\nworkers = 2\n", "unknown key 'listeners.api.workers'"),
-    ('[listeners.api]\napp = "x"\n', "key 'listeners.api.app'"),
+    ('[listeners.api]\napp = "x y"\n', "key 'listeners.api.app'"),
     ("workers = [\n", "not valid TOML"),
 ])
 def test_bad_files_name_the_key(tmp_path, text, needle):
@@ -57,7 +57,7 @@ def test_bad_environment_and_flags():
     with pytest.raises(ConfigError, match="unknown variable SOCKACT_WORKER "):
         config.build({}, {"SOCKACT_WORKER": "2"}, None)
     with pytest.raises(ConfigError, match="--timeout"):
-        config.build({"timeout": "0"}, {}, None)
+        config.build({"timeout": "-1"}, {}, None)
 
 
 def test_missing_file():
@@ -101,3 +101,71 @@ def test_virtualenv_checks(tmp_path):
     (tmp_path / "lib" / "python2.7" / "site-packages").mkdir(parents=True)
     with pytest.raises(ConfigError, match=r"built for python2\.7"):
         config.check_virtualenv(str(tmp_path))
+
+
+def test_config_is_a_typed_dataclass_whose_fields_declare_the_settings():
+    import dataclasses
+    import typing
+
+    fields = {f.name: f for f in dataclasses.fields(config.Config)}
+    hints = typing.get_type_hints(config.Config)
+    assert {s.name for s in config.SETTINGS} == {n for n, f in fields.items() if "setting" in f.metadata}
+    for s in config.SETTINGS:
+        assert fields[s.name].metadata["setting"].help == s.help and fields[s.name].default == s.default
+    for s in config.SETTINGS:
+        assert hints[s.name] is not typing.Any, s.name
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.Config().workers = 3  # type: ignore[misc]
+    # A listener's settings are exactly the per-listener ones, plus its name, with the same types.
+    listener_hints = typing.get_type_hints(config.ListenerConfig)
+    assert set(listener_hints) == set(config.LISTENER_KEYS) | {"name"}
+    assert all(listener_hints[k] == hints[k] for k in config.LISTENER_KEYS)
+
+
+def test_settings_other_engineers_build_are_declared():
+    cfg = config.build({}, {}, None)
+    assert cfg.threads == 1 and cfg.handback_after == 0.05
+    assert cfg.access_logfile is None and cfg.error_logfile is None and cfg.root_path == ""
+    assert cfg.access_logformat == '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+    assert cfg.listener("http").park_after == 0.1
+    assert cfg.listener("http").forwarded_allow_ips == "127.0.0.1,::1"
+    for bad in ({"threads": "0"}, {"park_after": "0"}, {"handback_after": "-1"}, {"forwarded_allow_ips": "x"}):
+        with pytest.raises(ConfigError, match="--" + next(iter(bad)).replace("_", "-")):
+            config.build(bad, {}, None)
+
+
+def test_timeout_zero_turns_it_off():
+    assert config.build({"timeout": "0"}, {}, None).timeout == 0
+    assert "0 turns the timeout off" in config.BY_NAME["timeout"].help
+
+
+@pytest.mark.parametrize(("spec", "app"), [
+    ("myproject.wsgi", "myproject.wsgi:application"),
+    ("app:app", "app:app"),
+    ("pkg.mod:factory.app", "pkg.mod:factory.app"),
+])
+def test_a_bare_module_means_its_application(spec, app):
+    assert config.build({"app": spec}, {}, None).app == app
+
+
+def test_script_name_gives_root_path_unless_set():
+    assert config.build({}, {"SCRIPT_NAME": "/app/"}, None).root_path == "/app"
+    assert config.build({"root_path": "/x"}, {"SCRIPT_NAME": "/app"}, None).root_path == "/x"
+    with pytest.raises(ConfigError, match="SCRIPT_NAME"):
+        config.build({}, {"SCRIPT_NAME": "app"}, None)
+
+
+def test_env_pythonpath_and_chdir():
+    cfg = config.build({"env": ["A=1", "B=two words"], "pythonpath": "/a, /b", "chdir": "/srv"}, {}, None)
+    assert cfg.env == ("A=1", "B=two words") and cfg.pythonpath == ("/a", "/b") and cfg.chdir == "/srv"
+    assert config.build({}, {"SOCKACT_ENV": "A=1 B=2"}, None).env == ("A=1", "B=2")
+    with pytest.raises(ConfigError, match=r"option --env: .*expected KEY=VALUE"):
+        config.build({"env": ["NOEQUALS"]}, {}, None)
+
+
+def test_reload_is_refused_with_preload_and_under_systemd():
+    with pytest.raises(ConfigError, match=r"^reload: cannot be combined with preload"):
+        config.build({"reload": True, "preload": True}, {}, None)
+    with pytest.raises(ConfigError, match=r"^reload: .*--reload-under-systemd"):
+        config.build({"reload": True}, {"INVOCATION_ID": "abc"}, None)
+    assert config.build({"reload": True, "reload_under_systemd": True}, {"INVOCATION_ID": "abc"}, None).reload

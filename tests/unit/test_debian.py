@@ -49,3 +49,9 @@ def test_every_lintian_override_says_why() -> None:
     for i, line in enumerate(lines):
         if line.strip() and not line.startswith("#"):
             assert i > 0 and lines[i - 1].startswith("#"), f"override without a reason: {line}"
+
+
+def test_process_titles_are_recommended() -> None:
+    control = (DEBIAN / "control").read_text()
+    recommends = re.search(r"^Recommends:\n((?: .*\n)+)", control, re.M)
+    assert recommends and "python3-setproctitle" in recommends.group(1)

@@ -58,7 +58,7 @@ def test_options_come_from_the_parser_when_there_is_one() -> None:
 def test_subcommands_with_the_same_options_are_documented_once() -> None:
     page = manpage.render_sockact_1(manpage.load_parser(), ENV)
     assert page.count("\n.SH OPTIONS OF RUN AND CHECK\n") == 1
-    assert page.count(".TP\n\\fB\\-\\-workers\\fR") == 1
+    assert page.count(".TP\n\\fB\\-w\\fR \\fIN\\fR, \\fB\\-\\-workers\\fR") == 1
 
 
 def test_roff_escapes_requests_and_backslashes() -> None:

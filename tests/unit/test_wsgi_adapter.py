@@ -42,9 +42,9 @@ def _pull(conn: Connection) -> Callable[[], bytes]:
 
 
 def environ_for(raw: bytes, peer: Any = ("10.0.0.1", 4321), scheme: str = "http",
-                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                extra: dict[str, Any] | None = None, root_path: str = "") -> dict[str, Any]:
     conn, request = _request(raw)
-    conn_env = connection_environ(site_environ(scheme), peer, extra)
+    conn_env = connection_environ(site_environ(scheme, root_path), peer, extra)
     return request_environ(conn_env, request, InputStream(_pull(conn)), lambda: ("local.example", "8000"))
 
 
@@ -87,6 +87,19 @@ def test_path_info_is_decoded_bytes_in_latin1() -> None:
     assert env["PATH_INFO"] == "/caf\u00c3\u00a9//x"
     assert env["PATH_INFO"].encode("latin-1").decode("utf-8") == "/café//x"
     assert env["RAW_URI"] == "/caf%C3%A9/%2Fx"
+
+
+@pytest.mark.parametrize(("target", "script_name", "path_info"), [
+    ("/app/env", "/app", "/env"),
+    ("/app", "/app", ""),
+    ("/app/", "/app", "/"),
+    ("/app%2Fenv", "/app", "/env"),  # PATH_INFO is decoded before the prefix is cut, as gunicorn does
+    ("/application", "", "/application"),  # not under the mount: the app sees the whole path
+    ("/other", "", "/other"),
+])
+def test_root_path_is_script_name_and_cut_from_path_info(target: str, script_name: str, path_info: str) -> None:
+    env = environ_for(f"GET {target}?q=1 HTTP/1.1\r\nHost: x\r\n\r\n".encode(), root_path="/app")
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"], env["QUERY_STRING"]) == (script_name, path_info, "q=1")
 
 
 def test_absolute_form_target() -> None:

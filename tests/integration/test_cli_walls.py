@@ -1,0 +1,142 @@
+"""The command line as a user coming from gunicorn meets it, against the real sockact process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from conftest import SOCKACT, base_env, free_port, http_get
+
+ENV_APP = """\
+import json, os
+
+def application(environ, start_response):
+    body = json.dumps({"script_name": environ["SCRIPT_NAME"], "path_info": environ["PATH_INFO"],
+                       "greeting": os.environ.get("GREETING"), "cwd": os.getcwd(),
+                       "version": VERSION}).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+VERSION = 1
+"""
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: str | None = None,
+            timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run([*SOCKACT, *args], env=base_env(**(env or {})), capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd)
+
+
+def project(tmp_path: Path, source: str = ENV_APP, name: str = "projapp") -> Path:
+    """A project directory that is not on the import path: only --chdir or --pythonpath find it."""
+    root = tmp_path / "project"
+    root.mkdir(exist_ok=True)
+    (root / f"{name}.py").write_text(source)
+    return root
+
+
+def test_app_calling_sys_exit_at_import_is_an_app_load_error(tmp_path):
+    root = project(tmp_path, 'import sys\nsys.exit("DATABASE_URL not set")\n', name="needsdb")
+    result = run_cli("run", "needsdb:app", "--pythonpath", str(root), "--workers", "2",
+                     "--bind", f"127.0.0.1:{free_port()}")
+    assert result.returncode == 5, result.stderr
+    assert "importing needsdb exited: DATABASE_URL not set" in result.stderr
+    # halted on the first failed boots, without a respawn loop
+    assert "next start in" not in result.stderr
+    result = run_cli("run", "needsdb:app", "--pythonpath", str(root), "--preload",
+                     "--bind", f"127.0.0.1:{free_port()}")
+    assert result.returncode == 5 and "DATABASE_URL not set" in result.stderr
+
+
+def test_bad_listen_fds_is_one_line_and_exit_3():
+    for value in ("abc", "7"):
+        env = base_env(LISTEN_FDS=value, LISTEN_FDNAMES="http")
+        cmd = " ".join(SOCKACT)
+        result = subprocess.run(["sh", "-c", f"LISTEN_PID=$$ exec {cmd} run"], env=env, capture_output=True,
+                                text=True, timeout=20)
+        assert result.returncode == 3, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"LISTEN_FDS='{value}'" in lines[0], result.stderr
+
+
+def test_check_imports_the_app_with_the_settings_applied(tmp_path):
+    result = run_cli("check", "nosuchmod:app")
+    assert result.returncode == 5
+    assert "no module named 'nosuchmod'" in result.stderr and "'chdir'" in result.stderr
+    root = project(tmp_path)
+    # A bare module means module:application, imported from the --chdir directory.
+    result = run_cli("check", "projapp", "--chdir", str(root))
+    assert result.returncode == 0, result.stderr
+    assert 'app = "projapp:application"' in result.stdout and "imports and is callable" in result.stdout
+    # and the same through gunicorn's --check-config, without the subcommand
+    result = run_cli("--check-config", "--chdir", str(root), "projapp:nosuch")
+    assert result.returncode == 5 and "has no attribute 'nosuch'" in result.stderr
+    # the app sees -e before it is imported
+    (root / "needsenv.py").write_text("import os\nTOKEN = os.environ['TOKEN']\napplication = lambda e, s: []\n")
+    assert run_cli("check", "needsenv", "--chdir", str(root)).returncode == 5
+    assert run_cli("check", "needsenv", "--chdir", str(root), "-e", "TOKEN=x").returncode == 0
+
+
+def test_gunicorn_command_line_serves(tmp_path, start_sockact):
+    root = project(tmp_path)
+    port = free_port()
+    server = start_sockact("-w", "3", "-b", f"127.0.0.1:{port}", "--chdir", str(root), "-e", "GREETING=hi there",
+                           "--keep-alive", "5", "projapp", activation=False, workers=3)
+    seen = server.get_json("/env")  # on the fixture's own --bind, which -b adds to
+    assert seen["greeting"] == "hi there" and seen["cwd"] == str(root)
+    assert json.loads(http_get(port, "/")[2])["greeting"] == "hi there"
+    assert len(server.wait_workers(3)) == 3
+
+
+def test_script_name_is_the_mount_prefix(tmp_path, start_sockact):
+    root = project(tmp_path)
+    server = start_sockact("--chdir", str(root), "projapp", env={"SCRIPT_NAME": "/app"})
+    seen = server.get_json("/app/env")
+    assert (seen["script_name"], seen["path_info"]) == ("/app", "/env")
+
+
+def test_process_titles(start_sockact):
+    import pytest
+
+    pytest.importorskip("setproctitle")
+    server = start_sockact("testapps:pid", "--workers", "1", workers=1)
+    title = Path(f"/proc/{server.pid}/cmdline").read_bytes().replace(b"\0", b" ").strip()
+    assert title == b"sockact: supervisor [testapps:pid]"
+
+
+def test_reload_flag_restarts_workers_when_a_source_file_changes(tmp_path, start_sockact):
+    root = project(tmp_path)
+    server = start_sockact("--chdir", str(root), "--reload", "--workers", "1", "projapp", workers=1)
+    assert server.get_json("/")["version"] == 1
+    source = root / "projapp.py"
+    source.write_text(ENV_APP.replace("VERSION = 1", "VERSION = 2"))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if json.loads(http_get(server.port, "/")[2])["version"] == 2:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(server.output())
+    assert "projapp.py changed" in server.output()
+
+
+def test_reload_is_refused_under_systemd():
+    result = run_cli("run", "--reload", "--bind", f"127.0.0.1:{free_port()}", env={"INVOCATION_ID": "1"})
+    assert result.returncode == 2 and "--reload-under-systemd" in result.stderr
+
+
+def test_print_config_without_run(tmp_path):
+    result = run_cli("--print-config", "-w", "5", "-t", "0", "app")
+    assert result.returncode == 0
+    assert "workers = 5" in result.stdout and "timeout = 0.0" in result.stdout
+    assert 'app = "app:application"' in result.stdout
+
+
+def test_help_shows_gunicorn_flags():
+    helptext = run_cli("run", "--help").stdout
+    for flag in ("-w N, --workers N", "-b ADDR, --bind ADDR", "-t SECONDS, --timeout SECONDS", "--keep-alive",
+                 "-e KEY=VALUE, --env KEY=VALUE", "--chdir", "--pythonpath", "--check-config", "--print-config",
+                 "--reload", "systemd-run"):
+        assert flag in helptext, flag

@@ -1,0 +1,54 @@
+"""The command line: gunicorn's flags under their names, all from the one settings list."""
+
+from __future__ import annotations
+
+import pytest
+
+from sockact import cli, config
+
+
+def parse(*argv: str):
+    return cli.build_parser().parse_args(cli.implicit_run(list(argv)))
+
+
+def test_a_gunicorn_command_line():
+    args = parse("run", "-w", "4", "-b", "127.0.0.1:8001", "-b", "unix:/run/a.sock", "-t", "0",
+                 "--keep-alive", "5", "-e", "A=1", "-e", "B=2", "--chdir", "/srv/app", "--pythonpath", "/x,/y",
+                 "--threads", "2", "--max-requests", "100", "--max-requests-jitter", "10", "--preload",
+                 "--graceful-timeout", "5", "--log-level", "debug", "app:app")
+    assert args.app_arg == "app:app"  # not the 4 after -w
+    assert (args.workers, args.bind, args.timeout, args.keepalive) == ("4", ["127.0.0.1:8001", "unix:/run/a.sock"],
+                                                                      "0", "5")
+    assert (args.env, args.chdir, args.pythonpath, args.threads) == (["A=1", "B=2"], "/srv/app", "/x,/y", "2")
+    assert args.preload is True and args.log_level == "debug"
+    cfg = config.build({s.name: getattr(args, s.name) for s in config.SETTINGS}, {}, None)
+    assert cfg.workers == 4 and cfg.bind == ("127.0.0.1:8001", "unix:/run/a.sock") and cfg.timeout == 0
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["-w", "4", "app:app"], ["run", "-w", "4", "app:app"]),
+    (["app:app"], ["run", "app:app"]),
+    (["check", "app"], ["check", "app"]),
+    (["--version"], ["--version"]),
+    (["--help"], ["--help"]),
+    (["chek"], ["chek"]),  # a mistyped command stays one, and argparse says so
+    ([], []),
+])
+def test_run_is_implied_only_when_unambiguous(argv, expected):
+    assert cli.implicit_run(argv) == expected
+
+
+def test_every_setting_and_alias_is_a_flag_of_run_and_check():
+    parser = cli.build_parser()
+    for command in ("run", "check"):
+        sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+        flags = {opt for action in sub._actions for opt in action.option_strings}
+        for s in config.SETTINGS:
+            assert set(s.flags) <= flags, (command, s.name)
+        assert {"--check-config", "--print-config", "--config"} <= flags
+
+
+def test_print_config(capsys):
+    assert cli.main(["run", "-w", "3", "--print-config", "myproject.wsgi"]) == 0
+    out = capsys.readouterr().out
+    assert "workers = 3" in out and 'app = "myproject.wsgi:application"' in out

@@ -235,7 +235,10 @@ class Supervisor:
             elif isinstance(action, Retire):
                 self.dispatcher.remove(action.pid)
                 if action.pid in self.workers:
-                    self.workers[action.pid].retire()
+                    w = self.workers[action.pid]
+                    w.retire()
+                    for conn in self._take_outbox(w):
+                        self._route(conn)
             elif isinstance(action, Kill):
                 self.dispatcher.remove(action.pid)
                 if action.pid in self.workers:
@@ -310,12 +313,16 @@ class Supervisor:
             lst.sock.close()
         for w in self.workers.values():
             w.chan.close()
+            for conn in w.outbox:
+                os.close(conn.fd)
         for conn in self.parked:
             os.close(conn.fd)
         for conn in self.dispatcher.take_queued():
             os.close(conn.fd)
 
     def _on_channel(self, w: WorkerProcess) -> None:
+        if w.outbox:
+            self._flush_outbox(w)
         for _ in range(CHANNEL_BATCH):
             try:
                 msg = w.receiver.recv()
@@ -367,6 +374,7 @@ class Supervisor:
         self._unregister(w.chan)
         w.chan.close()
         self._scoreboard.release(w.slot)
+        waiting = self._take_outbox(w)
         lost = self.dispatcher.forget(pid)
         how, code, _ = describe_status(status)
         expected = self.pool.state(pid) is WorkerState.RETIRING or self.stopping
@@ -375,6 +383,8 @@ class Supervisor:
                   level=logging.INFO if expected else logging.WARNING,
                   sockact_worker_pid=pid, exit_status=code if code is not None else -1)
         self._carry_out(self.pool.exited(pid, code, time.monotonic()))
+        for conn in waiting:
+            self._route(conn)  # they never reached it
         self._update_accepting()
 
     # ------------------------------------------------------------------ connections
@@ -397,27 +407,56 @@ class Supervisor:
 
     def _hand_off(self, pid: int, conn: Conn) -> None:
         w = self.workers[pid]
-        conn.hops += 1
-        msg = handoff.Message(handoff.CONN, conn.id, conn.listener, conn.family, conn.peer, conn.hops,
+        if w.outbox:
+            w.outbox.append(conn)  # behind the ones already waiting: the order holds
+            return
+        self._send_conn(w, conn)
+
+    def _send_conn(self, w: WorkerProcess, conn: Conn) -> bool:
+        """Send ``conn`` to ``w``; False when its channel is full (``conn`` then waits in its outbox)."""
+        msg = handoff.Message(handoff.CONN, conn.id, conn.listener, conn.family, conn.peer, conn.hops + 1,
                               data=conn.data, fd=conn.fd)
         try:
             handoff.send(w.chan, msg)
         except BlockingIOError:
-            # Its channel is full: it is behind on reading. It gets nothing more until it reports back.
-            self.dispatcher.returned(pid)
-            self.dispatcher.pause(pid)
-            conn.hops -= 1
-            self._route(conn)
-            return
+            # The worker is behind on reading its channel: keep the connection until it has room.
+            if not w.outbox:
+                self._watch_channel(w, writable=True)
+            w.outbox.append(conn)
+            return False
         except OSError as exc:
-            log.warning("cannot hand connection %d to worker %d (%s); trying another", conn.id, pid, exc)
-            self.dispatcher.returned(pid)
-            self.dispatcher.remove(pid)
+            log.warning("cannot hand connection %d to worker %d (%s); trying another", conn.id, w.pid, exc)
+            self.dispatcher.returned(w.pid)
+            self.dispatcher.remove(w.pid)
             w.signal(signal.SIGKILL)
-            conn.hops -= 1
             self._route(conn)
-            return
+            return True
+        conn.hops += 1
         os.close(conn.fd)  # the worker owns it now
+        return True
+
+    def _flush_outbox(self, w: WorkerProcess) -> None:
+        while w.outbox:
+            conn = w.outbox.popleft()
+            if not self._send_conn(w, conn):
+                w.outbox.pop()  # _send_conn put it back at the end; it belongs at the front
+                w.outbox.appendleft(conn)
+                return
+        self._watch_channel(w, writable=False)
+
+    def _take_outbox(self, w: WorkerProcess) -> list[Conn]:
+        """A worker that retires or died never gets its waiting connections: they go elsewhere."""
+        conns = list(w.outbox)
+        w.outbox.clear()
+        for _ in conns:
+            self.dispatcher.returned(w.pid)
+        return conns
+
+    def _watch_channel(self, w: WorkerProcess, writable: bool) -> None:
+        assert self._selector is not None
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if writable else 0)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.modify(w.chan, events, (self._on_channel, w))
 
     def _park(self, conn: Conn) -> None:
         if self.stopping:
@@ -509,9 +548,7 @@ class Supervisor:
         elif not stalled and state is WorkerState.BUSY:
             self.pool.stalled(w.pid, False)
             self._give_queued(self.dispatcher.resume(w.pid))
-        elif not stalled and not self.dispatcher.is_available(w.pid) and not w.retired:
-            # Paused because its channel was full: it has had time to read it.
-            self._give_queued(self.dispatcher.resume(w.pid))
+
 
     def _check_workers(self, now: float) -> bool:
         """Abort calls stuck past timeout; True when none is overdue."""
@@ -566,6 +603,8 @@ class Supervisor:
         for w in self.workers.values():
             w.signal(signal.SIGKILL)
             w.chan.close()
+            for conn in w.outbox:
+                os.close(conn.fd)
         signal.set_wakeup_fd(-1)
         for lst in self.listeners:
             lst.close()

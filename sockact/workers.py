@@ -15,8 +15,10 @@ import os
 import signal
 import socket
 import sys
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import handoff
 from .errors import EXIT_FAILURE
@@ -34,6 +36,9 @@ class WorkerProcess:
     retired: bool = False  # EOF sent on its channel
     killed: bool = False  # SIGKILL sent
     receiver: handoff.Receiver = field(init=False)
+    # Connections given to this worker that its full channel could not take yet, in order. The
+    # supervisor still owns their fds; they go out when the channel is writable again.
+    outbox: deque[Any] = field(init=False, default_factory=deque)
 
     def __post_init__(self) -> None:
         self.chan.setblocking(False)

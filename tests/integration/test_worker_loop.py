@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 
-from conftest import KeepAliveClient, http_get
+from conftest import KeepAliveClient, fd_count, http_get, wait_until
 
 
 def _two_on_one_worker(port: int) -> tuple[KeepAliveClient, KeepAliveClient, int, int]:
@@ -104,3 +104,18 @@ def test_slow_heads_hold_no_worker_and_each_gets_its_408(start_sockact):
         s.close()
     assert answered == len(trickling)
     assert time.monotonic() - opened < 3 + 2 + 1  # header_timeout plus a margin, for all of them
+
+
+def test_thousands_of_parked_clients_hanging_up_at_once_leave_it_serving(start_sockact):
+    # Each hang-up wakes the supervisor and goes to a worker; more than a channel holds at once.
+    server = start_sockact("testapps:slow", "--workers", "2", "--park-after", "0.01", "--no-access-log", workers=2)
+    idle = fd_count(server.pid)
+    clients = [KeepAliveClient(server.port) for _ in range(5000)]
+    for client in clients:
+        client.sock.sendall(b"GET /?s=0 HTTP/1.1\r\nHost: t\r\n\r\n")
+    for client in clients:
+        assert client.read_response()[0] == 200
+    for client in clients:
+        client.close()
+    assert http_get(server.port, "/?s=0", timeout=10)[0] == 200
+    wait_until(lambda: fd_count(server.pid) <= idle + 1, "the supervisor to close what it held", timeout=20)

@@ -22,7 +22,7 @@ def render(summary: dict[str, Any], chart_name: str) -> str:
         "Do not edit: the next run rewrites this file, and `benchmarks.json` beside it holds the run's "
         "figures, rounds and errors.\n",
         _machine(meta),
-        "## Issue 5 targets\n",
+        "## Targets\n",
         _targets_table(summary),
         f"![Throughput relative to sockact]({chart_name})\n",
         "## Throughput\n",

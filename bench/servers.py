@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.apps import HELLO, JSON_BODY, STATIC_FILE_ENV
+from bench.report import THREADED
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_BIN = REPO / ".venv" / "bin"  # sockact runs from the project's own venv, as a user runs it
@@ -107,6 +108,7 @@ def lineup(rundir: Path, static_file: Path) -> list[Server]:
     return [
         Server("sockact", sockact_argv()),
         Server("sockact (no access log)", sockact_argv("--no-access-log")),
+        Server(THREADED, sockact_argv("--threads", "4")),
         Server("gunicorn sync", gunicorn_argv()),
         Server("gunicorn gthread", gunicorn_argv("--worker-class", "gthread", "--threads", "4")),
         Server("granian", granian_argv),

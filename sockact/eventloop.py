@@ -256,14 +256,12 @@ class EventLoop:
     def _call_inline(self, held: Held) -> None:
         self.in_call = 1
         held.in_call = True
-        self.call_started[0] = time.monotonic()
         self.lock.release()  # the monitor may hand the other connections back meanwhile
         try:
             keep = self._call(0, held)
         finally:
             self.lock.acquire()
             self.in_call = 0
-            self.call_started[0] = 0.0
         self._after(held, keep)
 
     def _call(self, index: int, held: Held) -> bool:
@@ -273,9 +271,11 @@ class EventLoop:
         slot = self.slots[index]
         # The path as the app sees it (PATH_INFO, decoded); the supervisor escapes it when it logs it.
         slot.begin(f"{request.method.decode('latin-1')} {unquote_to_bytes(request.path).decode('latin-1')}")
+        self.call_started[index] = time.monotonic()
         try:
             return held.http.serve(request)
         finally:
+            self.call_started[index] = 0.0
             slot.end()
 
     def _after(self, held: Held, keep: bool) -> None:
@@ -299,11 +299,7 @@ class EventLoop:
             held = self._work.get()
             if held is None:
                 return
-            self.call_started[index] = time.monotonic()
-            try:
-                keep = self._call(index, held)
-            finally:
-                self.call_started[index] = 0.0
+            keep = self._call(index, held)
             self._done.put((held, keep))
             with contextlib.suppress(OSError):
                 self._wake_w.send(b"x")

@@ -303,9 +303,13 @@ class Supervisor:
 
         Signals stay blocked until the worker has installed its own handlers (WorkerShell).
         """
+        self._release_fds()
+
+    def _release_fds(self) -> None:
+        """Close every descriptor the supervisor holds but the scoreboard: in a new worker, and at exit."""
         signal.set_wakeup_fd(-1)
         if self._selector is not None:
-            self._selector.close()
+            self._selector.close()  # first: the fds below need no unregistering one by one
         for sock in (self._wake_r, self._wake_w):
             if sock is not None:
                 sock.close()
@@ -407,47 +411,30 @@ class Supervisor:
 
     def _hand_off(self, pid: int, conn: Conn) -> None:
         w = self.workers[pid]
-        if w.outbox:
-            w.outbox.append(conn)  # behind the ones already waiting: the order holds
-            return
-        self._send_conn(w, conn)
-
-    def _send_conn(self, w: WorkerProcess, conn: Conn) -> bool:
-        """Send ``conn`` to ``w``; False when its channel is full (``conn`` then waits in its outbox)."""
-        msg = handoff.Message(handoff.CONN, conn.id, conn.listener, conn.family, conn.peer, conn.hops + 1,
-                              data=conn.data, fd=conn.fd)
         try:
-            handoff.send(w.chan, msg)
-        except BlockingIOError:
-            # The worker is behind on reading its channel: keep the connection until it has room.
-            if not w.outbox:
-                self._watch_channel(w, writable=True)
-            w.outbox.append(conn)
-            return False
+            if not w.give(conn) and len(w.outbox) == 1:
+                self._watch_channel(w, writable=True)  # behind on reading: send the rest when it has room
         except OSError as exc:
-            log.warning("cannot hand connection %d to worker %d (%s); trying another", conn.id, w.pid, exc)
-            self.dispatcher.returned(w.pid)
-            self.dispatcher.remove(w.pid)
-            w.signal(signal.SIGKILL)
-            self._route(conn)
-            return True
-        conn.hops += 1
-        os.close(conn.fd)  # the worker owns it now
-        return True
+            self.dispatcher.returned(pid)
+            self._channel_broken(w, exc, conn)
 
     def _flush_outbox(self, w: WorkerProcess) -> None:
-        while w.outbox:
-            conn = w.outbox.popleft()
-            if not self._send_conn(w, conn):
-                w.outbox.pop()  # _send_conn put it back at the end; it belongs at the front
-                w.outbox.appendleft(conn)
-                return
-        self._watch_channel(w, writable=False)
+        try:
+            if w.flush():
+                self._watch_channel(w, writable=False)
+        except OSError as exc:
+            self._channel_broken(w, exc)
+
+    def _channel_broken(self, w: WorkerProcess, exc: OSError, *conns: Conn) -> None:
+        log.warning("cannot hand connections to worker %d (%s); killing it, trying others", w.pid, exc)
+        self.dispatcher.remove(w.pid)
+        w.signal(signal.SIGKILL)
+        for conn in (*conns, *self._take_outbox(w)):
+            self._route(conn)
 
     def _take_outbox(self, w: WorkerProcess) -> list[Conn]:
         """A worker that retires or died never gets its waiting connections: they go elsewhere."""
-        conns = list(w.outbox)
-        w.outbox.clear()
+        conns = w.take_outbox()
         for _ in conns:
             self.dispatcher.returned(w.pid)
         return conns
@@ -599,20 +586,11 @@ class Supervisor:
             os.close(conn.fd)
 
     def _close_all(self) -> None:
-        self._close_held()
         for w in self.workers.values():
             w.signal(signal.SIGKILL)
-            w.chan.close()
-            for conn in w.outbox:
-                os.close(conn.fd)
-        signal.set_wakeup_fd(-1)
         for lst in self.listeners:
-            lst.close()
-        for sock in (self._wake_r, self._wake_w):
-            if sock is not None:
-                sock.close()
-        if self._selector is not None:
-            self._selector.close()
+            lst.close()  # also unlinks a Unix socket path that sockact bound itself
+        self._release_fds()
         if self._scoreboard is not None:
             self._scoreboard.close()
 

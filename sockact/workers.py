@@ -18,10 +18,10 @@ import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from . import handoff
 from .errors import EXIT_FAILURE
+from .parking import Conn
 
 log = logging.getLogger("sockact.workers")
 
@@ -38,7 +38,7 @@ class WorkerProcess:
     receiver: handoff.Receiver = field(init=False)
     # Connections given to this worker that its full channel could not take yet, in order. The
     # supervisor still owns their fds; they go out when the channel is writable again.
-    outbox: deque[Any] = field(init=False, default_factory=deque)
+    outbox: deque[Conn] = field(init=False, default_factory=deque)
 
     def __post_init__(self) -> None:
         self.chan.setblocking(False)
@@ -47,6 +47,41 @@ class WorkerProcess:
     def signal(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):  # already gone: SIGCHLD will tell
             os.kill(self.pid, signum)
+
+    def give(self, conn: Conn) -> bool:
+        """Hand ``conn`` over; False when the channel is full and it waits in the outbox instead.
+
+        Once sent, the worker owns it and our copy of the fd is closed. Raises OSError when the
+        channel is broken (the worker is gone): ``conn`` is then still the caller's.
+        """
+        if not self.outbox and self._send(conn):
+            return True
+        self.outbox.append(conn)
+        return False
+
+    def flush(self) -> bool:
+        """Send what waits in the outbox, in order; True once it is empty. Raises OSError like give()."""
+        while self.outbox:
+            if not self._send(self.outbox[0]):
+                return False
+            self.outbox.popleft()
+        return True
+
+    def take_outbox(self) -> list[Conn]:
+        conns = list(self.outbox)
+        self.outbox.clear()
+        return conns
+
+    def _send(self, conn: Conn) -> bool:
+        msg = handoff.Message(handoff.CONN, conn.id, conn.listener, conn.family, conn.peer, conn.hops + 1,
+                              data=conn.data, fd=conn.fd)
+        try:
+            handoff.send(self.chan, msg)
+        except BlockingIOError:
+            return False
+        conn.hops += 1
+        os.close(conn.fd)  # the worker owns it now
+        return True
 
     def retire(self) -> None:
         """Ask the worker to hand back what it holds and exit: EOF on its channel."""

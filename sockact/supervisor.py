@@ -19,7 +19,6 @@ import gc
 import logging
 import os
 import random
-import select
 import selectors
 import signal
 import socket
@@ -28,7 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import handoff
-from .acceptor import Acceptor, raise_fd_limit
+from .acceptor import raise_fd_limit
 from .accesslog import escape
 from .activation import Listener
 from .apploader import WSGIApp
@@ -41,6 +40,7 @@ from .parking import Conn, ParkingLot
 from .pool import Action, Halt, Kill, Ready, Reloaded, ReloadFailed, Retire, Spawn, WorkerPool
 from .scoreboard import Scoreboard
 from .states import Phase, WorkerState
+from .switchboard import Switchboard
 from .worker import WorkerShell
 from .workers import WorkerProcess, describe_status, spawn
 
@@ -71,7 +71,9 @@ class Supervisor:
         self.dispatcher: Dispatcher[int, Conn] = Dispatcher(config.queue_size, WORKER_CAPACITY)
         self.workers: dict[int, WorkerProcess] = {}
         self.parked = ParkingLot([config.listener(lst.name).keepalive for lst in listeners])
-        self.acceptor = Acceptor(listeners, self._route, self._register, self._unregister)
+        self.switchboard = Switchboard(self.dispatcher, self.parked, self.workers, listeners,
+                                       self._register, self._unregister, self._watch_channel)
+        self.acceptor = self.switchboard.acceptor
         self.requests = 0
         self.exit_code = EXIT_OK
         self._selector: selectors.BaseSelector | None = None
@@ -109,7 +111,7 @@ class Supervisor:
         self._install_signals()
         try:
             self._carry_out(self.pool.start(time.monotonic()))
-            self._update_accepting()
+            self.switchboard.update_accepting(self.stopping)
             while not (self.stopping and not self.workers):
                 self._loop_once()
         finally:
@@ -169,8 +171,8 @@ class Supervisor:
         self.notifier.stopping()
         lifecycle(log, "stop", "stopping: draining %d connections held by workers (graceful timeout %.0fs)",
                   self.dispatcher.held, self.config.graceful_timeout)
-        self._update_accepting()
-        self._close_parked(serve_readable=True)
+        self.switchboard.update_accepting(self.stopping)
+        self.switchboard.close_parked(serve_readable=True)
         for w in self.workers.values():
             w.signal(signal.SIGTERM)  # in-flight responses will carry Connection: close
         self._retire_when_drained()
@@ -183,8 +185,9 @@ class Supervisor:
         self._stop_deadline = time.monotonic() + QUICK_STOP_GRACE
         self.notifier.stopping()
         lifecycle(log, "stop", "quick stop")
-        self._update_accepting()
-        self._close_held()
+        self.switchboard.update_accepting(self.stopping)
+        self.switchboard.close_parked(serve_readable=False)
+        self.switchboard.close_queued()
         for w in self.workers.values():
             w.signal(signal.SIGQUIT)
 
@@ -237,8 +240,8 @@ class Supervisor:
                 if action.pid in self.workers:
                     w = self.workers[action.pid]
                     w.retire()
-                    for conn in self._take_outbox(w):
-                        self._route(conn)
+                    for conn in self.switchboard.take_outbox(w):
+                        self.switchboard.route(conn)
             elif isinstance(action, Kill):
                 self.dispatcher.remove(action.pid)
                 if action.pid in self.workers:
@@ -321,12 +324,11 @@ class Supervisor:
                 os.close(conn.fd)
         for conn in self.parked:
             os.close(conn.fd)
-        for conn in self.dispatcher.take_queued():
-            os.close(conn.fd)
+        self.switchboard.close_queued()
 
     def _on_channel(self, w: WorkerProcess) -> None:
         if w.outbox:
-            self._flush_outbox(w)
+            self.switchboard.flush_outbox(w)
         for _ in range(CHANNEL_BATCH):
             try:
                 msg = w.receiver.recv()
@@ -349,13 +351,13 @@ class Supervisor:
                 return
             if msg.kind == handoff.READY:
                 self._carry_out(self.pool.ready(w.pid, time.monotonic()))
-                self._give_queued(self.dispatcher.add(w.pid) if self.pool.assignable(w.pid) else [])
+                self.switchboard.give(self.dispatcher.add(w.pid) if self.pool.assignable(w.pid) else [])
             elif msg.kind == handoff.PARK:
                 conn = Conn(msg.conn_id, msg.fd, msg.listener, msg.family, msg.peer, msg.hops, msg.data)
                 if conn.data:
-                    self._route(conn)  # handed back with a request already read: serve it elsewhere
+                    self.switchboard.route(conn)  # handed back with a request already read: serve it elsewhere
                 else:
-                    self._park(conn)
+                    self.switchboard.park(conn, self.stopping)
                 self._returned(w)
             elif msg.kind == handoff.DONE:
                 self._returned(w)
@@ -364,11 +366,11 @@ class Supervisor:
                 self._carry_out(self.pool.recycle(w.pid, time.monotonic()))
 
     def _returned(self, w: WorkerProcess) -> None:
-        self._give_queued(self.dispatcher.returned(w.pid))
+        self.switchboard.give(self.dispatcher.returned(w.pid))
         if not self.dispatcher.is_available(w.pid):
             self._check_stall(w, time.monotonic())  # paused: it may be moving again
         self._retire_when_drained()
-        self._update_accepting()
+        self.switchboard.update_accepting(self.stopping)
 
     def _worker_exited(self, pid: int, status: int) -> None:
         w = self.workers.pop(pid, None)
@@ -378,7 +380,7 @@ class Supervisor:
         self._unregister(w.chan)
         w.chan.close()
         self._scoreboard.release(w.slot)
-        waiting = self._take_outbox(w)
+        waiting = self.switchboard.take_outbox(w)
         lost = self.dispatcher.forget(pid)
         how, code, _ = describe_status(status)
         expected = self.pool.state(pid) is WorkerState.RETIRING or self.stopping
@@ -388,84 +390,10 @@ class Supervisor:
                   sockact_worker_pid=pid, exit_status=code if code is not None else -1)
         self._carry_out(self.pool.exited(pid, code, time.monotonic()))
         for conn in waiting:
-            self._route(conn)  # they never reached it
-        self._update_accepting()
+            self.switchboard.route(conn)  # they never reached it
+        self.switchboard.update_accepting(self.stopping)
 
     # ------------------------------------------------------------------ connections
-
-    def _update_accepting(self) -> None:
-        held = len(self.parked) + self.dispatcher.queued + self.dispatcher.held
-        on = not self.stopping and self.dispatcher.accepting
-        self.acceptor.set_accepting(on, held, time.monotonic())
-
-    def _route(self, conn: Conn) -> None:
-        assignment = self.dispatcher.offer(conn)
-        if assignment is not None:
-            self._hand_off(*assignment)
-        elif not self.dispatcher.accepting:
-            self._update_accepting()
-
-    def _give_queued(self, assignments: list[tuple[int, Conn]]) -> None:
-        for pid, conn in assignments:
-            self._hand_off(pid, conn)
-
-    def _hand_off(self, pid: int, conn: Conn) -> None:
-        w = self.workers[pid]
-        try:
-            if not w.give(conn) and len(w.outbox) == 1:
-                self._watch_channel(w, writable=True)  # behind on reading: send the rest when it has room
-        except OSError as exc:
-            self.dispatcher.returned(pid)
-            self._channel_broken(w, exc, conn)
-
-    def _flush_outbox(self, w: WorkerProcess) -> None:
-        try:
-            if w.flush():
-                self._watch_channel(w, writable=False)
-        except OSError as exc:
-            self._channel_broken(w, exc)
-
-    def _channel_broken(self, w: WorkerProcess, exc: OSError, *conns: Conn) -> None:
-        log.warning("cannot hand connections to worker %d (%s); killing it, trying others", w.pid, exc)
-        self.dispatcher.remove(w.pid)
-        w.signal(signal.SIGKILL)
-        for conn in (*conns, *self._take_outbox(w)):
-            self._route(conn)
-
-    def _take_outbox(self, w: WorkerProcess) -> list[Conn]:
-        """A worker that retires or died never gets its waiting connections: they go elsewhere."""
-        conns = w.take_outbox()
-        for _ in conns:
-            self.dispatcher.returned(w.pid)
-        return conns
-
-    def _watch_channel(self, w: WorkerProcess, writable: bool) -> None:
-        assert self._selector is not None
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if writable else 0)
-        with contextlib.suppress(KeyError, ValueError):
-            self._selector.modify(w.chan, events, (self._on_channel, w))
-
-    def _park(self, conn: Conn) -> None:
-        if self.stopping:
-            os.close(conn.fd)
-            return
-        self.parked.park(conn, time.monotonic())
-        self._register(conn.fd, self._on_parked, conn)
-
-    def _on_parked(self, conn: Conn) -> None:
-        # Readable: a request, or the client hanging up. Either way a worker reads it; peeking
-        # here first would cost a syscall on every keep-alive request to save one on the last.
-        self._unregister(conn.fd)
-        self.parked.unpark(conn)
-        self._route(conn)
-
-    def _close_parked(self, serve_readable: bool) -> None:
-        for conn in self.parked.take_all():
-            self._unregister(conn.fd)
-            if serve_readable and _readable(conn.fd):
-                self._route(conn)  # a request may be on its way: serve it, then close
-            else:
-                os.close(conn.fd)
 
     def _retire_when_drained(self) -> None:
         """Draining: a worker that holds nothing more retires."""
@@ -482,9 +410,7 @@ class Supervisor:
         if self.stopping:
             self._tick_stopping(now)
             return
-        for conn in self.parked.expired(now):
-            self._unregister(conn.fd)
-            os.close(conn.fd)
+        self.switchboard.expire(now)
         healthy = self._check_workers(now) and not self.pool.boot_overdue(now)
         self._carry_out(self.pool.tick(now))
         if self.notifier.watchdog_interval and now >= self._next_ping:
@@ -499,7 +425,7 @@ class Supervisor:
         if now >= self._next_status:
             self._next_status = now + STATUS_INTERVAL
             self.notifier.status(self.status_line())
-        self._update_accepting()
+        self.switchboard.update_accepting(self.stopping)
 
     def _tick_stopping(self, now: float) -> None:
         if now >= self._stop_deadline:
@@ -534,7 +460,7 @@ class Supervisor:
             self.dispatcher.pause(w.pid)
         elif not stalled and state is WorkerState.BUSY:
             self.pool.stalled(w.pid, False)
-            self._give_queued(self.dispatcher.resume(w.pid))
+            self.switchboard.give(self.dispatcher.resume(w.pid))
 
 
     def _check_workers(self, now: float) -> bool:
@@ -570,6 +496,13 @@ class Supervisor:
 
     # ------------------------------------------------------------------ plumbing
 
+    def _watch_channel(self, w: WorkerProcess, writable: bool) -> None:
+        """Also wake for room in ``w``'s channel while its outbox holds connections."""
+        assert self._selector is not None
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if writable else 0)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.modify(w.chan, events, (self._on_channel, w))
+
     def _register(self, sock: socket.socket | int, handler: Callable[[Any], None], arg: Any) -> None:
         assert self._selector is not None
         self._selector.register(sock, selectors.EVENT_READ, (handler, arg))
@@ -578,12 +511,6 @@ class Supervisor:
         assert self._selector is not None
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(sock)
-
-    def _close_held(self) -> None:
-        """Close every connection the supervisor holds, parked or queued."""
-        self._close_parked(serve_readable=False)
-        for conn in self.dispatcher.take_queued():
-            os.close(conn.fd)
 
     def _close_all(self) -> None:
         for w in self.workers.values():
@@ -601,13 +528,6 @@ _FD_RESERVE = 64
 
 def _apps(config: Config, listeners: list[Listener]) -> set[str]:
     return {config.listener(lst.name).app for lst in listeners}
-
-
-def _readable(fd: int) -> bool:
-    """Whether a parked connection has something to read (a request, or end-of-file)."""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(0))
 
 
 def _wake_only(signum: int, frame: object) -> None:

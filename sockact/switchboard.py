@@ -1,0 +1,127 @@
+"""Moving connection fds: from the listeners to workers, into the parking lot and out of it.
+
+The supervisor's loop calls in here for every connection it touches; which worker gets one
+is dispatch.Dispatcher's decision, when a parked one expires parking.ParkingLot's, and when
+to accept acceptor.Acceptor's. This module only carries their decisions out, and keeps
+each fd with exactly one owner:
+
+    accepted / queued / in an outbox   the supervisor (the dispatcher's queue, a worker's outbox)
+    handed off                         the worker (our copy is closed once the send succeeds)
+    parked                             the supervisor (in the selector, closed after keepalive)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import time
+from collections.abc import Callable
+
+from .acceptor import Acceptor, Register, Unregister
+from .activation import Listener
+from .dispatch import Dispatcher
+from .parking import Conn, ParkingLot
+from .workers import WorkerProcess
+
+log = logging.getLogger("sockact.supervisor")
+
+
+class Switchboard:
+    def __init__(self, dispatcher: Dispatcher[int, Conn], parked: ParkingLot, workers: dict[int, WorkerProcess],
+                 listeners: list[Listener], register: Register, unregister: Unregister,
+                 watch_channel: Callable[[WorkerProcess, bool], None]) -> None:
+        self.dispatcher = dispatcher
+        self.parked = parked
+        self.workers = workers  # the supervisor's own table, shared
+        self._register = register
+        self._unregister = unregister
+        self._watch_channel = watch_channel  # wake when a worker's full channel has room again
+        self.acceptor = Acceptor(listeners, self.route, register, unregister)
+
+    def update_accepting(self, stopping: bool) -> None:
+        held = len(self.parked) + self.dispatcher.queued + self.dispatcher.held
+        self.acceptor.set_accepting(not stopping and self.dispatcher.accepting, held, time.monotonic())
+
+    def route(self, conn: Conn) -> None:
+        """A connection needs a worker: hand it off, or let it wait in the dispatcher's queue."""
+        assignment = self.dispatcher.offer(conn)
+        if assignment is not None:
+            self._hand_off(*assignment)
+        elif not self.dispatcher.accepting:
+            self.acceptor.set_accepting(False, self.acceptor.held, time.monotonic())
+
+    def give(self, assignments: list[tuple[int, Conn]]) -> None:
+        """Carry out the dispatcher's assignments of queued connections."""
+        for pid, conn in assignments:
+            self._hand_off(pid, conn)
+
+    def _hand_off(self, pid: int, conn: Conn) -> None:
+        w = self.workers[pid]
+        try:
+            if not w.give(conn) and len(w.outbox) == 1:
+                self._watch_channel(w, True)  # behind on reading: send the rest when it has room
+        except OSError as exc:
+            self.dispatcher.returned(pid)
+            self._channel_broken(w, exc, conn)
+
+    def flush_outbox(self, w: WorkerProcess) -> None:
+        try:
+            if w.flush():
+                self._watch_channel(w, False)
+        except OSError as exc:
+            self._channel_broken(w, exc)
+
+    def _channel_broken(self, w: WorkerProcess, exc: OSError, *conns: Conn) -> None:
+        log.warning("cannot hand connections to worker %d (%s); killing it, trying others", w.pid, exc)
+        self.dispatcher.remove(w.pid)
+        w.signal(signal.SIGKILL)
+        for conn in (*conns, *self.take_outbox(w)):
+            self.route(conn)
+
+    def take_outbox(self, w: WorkerProcess) -> list[Conn]:
+        """A worker that retires or died never gets its waiting connections: they go elsewhere."""
+        conns = w.take_outbox()
+        for _ in conns:
+            self.dispatcher.returned(w.pid)
+        return conns
+
+    def park(self, conn: Conn, stopping: bool) -> None:
+        """A worker handed back an idle connection: watch it until the client speaks again."""
+        if stopping:
+            os.close(conn.fd)
+            return
+        self.parked.park(conn, time.monotonic())
+        self._register(conn.fd, self._on_parked, conn)
+
+    def _on_parked(self, conn: Conn) -> None:
+        # Readable: a request, or the client hanging up. Either way a worker reads it; peeking
+        # here first would cost a syscall on every keep-alive request to save one on the last.
+        self._unregister(conn.fd)
+        self.parked.unpark(conn)
+        self.route(conn)
+
+    def expire(self, now: float) -> None:
+        for conn in self.parked.expired(now):
+            self._unregister(conn.fd)
+            os.close(conn.fd)
+
+    def close_parked(self, serve_readable: bool) -> None:
+        for conn in self.parked.take_all():
+            self._unregister(conn.fd)
+            if serve_readable and _readable(conn.fd):
+                self.route(conn)  # a request may be on its way: serve it, then close
+            else:
+                os.close(conn.fd)
+
+    def close_queued(self) -> None:
+        for conn in self.dispatcher.take_queued():
+            os.close(conn.fd)
+
+
+def _readable(fd: int) -> bool:
+    """Whether a parked connection has something to read (a request, or end-of-file)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))

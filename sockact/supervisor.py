@@ -3,13 +3,9 @@
 One thread, one selector. Signal handlers do nothing but let the C-level wakeup fd wake
 the loop; the loop then calls ``handle_<signal>()``, and tests call ``dispatch_signal``.
 Which workers exist is pool.WorkerPool's decision, which worker gets a connection is
-dispatch.Dispatcher's, and accepting is acceptor.Acceptor's; this module moves fds and
-processes and keeps the timers.
-
-Who owns a connection's fd, state by state (exactly one owner at a time):
-    accepted / queued   the supervisor (in the dispatcher's queue)
-    handed off          the worker (the supervisor closes its copy once the send succeeds)
-    parked              the supervisor (registered in the selector, closed after --keepalive)
+dispatch.Dispatcher's; switchboard.Switchboard moves the connections (and says who owns
+each fd when). This module runs the loop, carries out the pool's actions on processes,
+reads the workers' channels and keeps the timers: stalls, timeouts, the watchdog, STATUS=.
 """
 
 from __future__ import annotations
@@ -461,7 +457,6 @@ class Supervisor:
         elif not stalled and state is WorkerState.BUSY:
             self.pool.stalled(w.pid, False)
             self.switchboard.give(self.dispatcher.resume(w.pid))
-
 
     def _check_workers(self, now: float) -> bool:
         """Abort calls stuck past timeout; True when none is overdue."""

@@ -1,0 +1,49 @@
+"""Signals fed straight into the supervisor's dispatch, as its loop does: no process, no fork."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+import pytest
+
+from sockact import config
+from sockact.errors import ConfigError
+from sockact.notify import Notifier
+from sockact.states import Phase
+from sockact.supervisor import Supervisor
+
+
+def supervisor(reload_error: str | None = None) -> Supervisor:
+    def reload_config() -> config.Config:
+        if reload_error:
+            raise ConfigError(reload_error)
+        return config.build({}, {}, None)
+
+    return Supervisor(config.build({}, {}, None), [], Notifier({}, os.getpid()), None, reload_config)
+
+
+def test_term_drains(caplog: pytest.LogCaptureFixture) -> None:
+    sup = supervisor()
+    with caplog.at_level(logging.INFO):
+        sup.dispatch_signal(signal.SIGTERM)
+    assert sup.pool.phase is Phase.DRAINING and sup.stopping
+    assert "stopping: draining" in caplog.text
+    sup.dispatch_signal(signal.SIGTTIN)  # a drain starts nothing, not even a worker asked for
+    assert not sup.workers and not sup.pool.members
+
+
+def test_hup_with_a_broken_file_fails_the_reload_and_keeps_the_generation(caplog: pytest.LogCaptureFixture) -> None:
+    sup = supervisor(reload_error="key 'workers': invalid value")
+    sup.pool.phase = Phase.SERVING  # as after the first READY
+    with caplog.at_level(logging.ERROR):
+        sup.dispatch_signal(signal.SIGHUP)
+    assert "reload failed: key 'workers': invalid value" in caplog.text
+    assert sup.pool.current.number == 0 and sup.pool.phase is Phase.SERVING
+
+
+def test_a_signal_without_a_handler_is_ignored() -> None:
+    sup = supervisor()
+    sup.dispatch_signal(signal.SIGUSR1)
+    assert sup.pool.phase is Phase.STARTING

@@ -333,13 +333,16 @@ class Connection:
         self.continue_sent = True
         return b"HTTP/1.1 100 Continue\r\n\r\n"
 
-    def start_response(self, status: str, headers: list[tuple[str, str]], *, content_length: int | None,
-                       close: bool, date: str) -> bytes:
-        """The response head. ``headers`` are already checked (PEP 3333 str, no hop-by-hop).
+    def start_response(self, status: str, headers: list[tuple[str, str]], *, date: str, close: bool = False,
+                       whole: int | None = None) -> bytes:
+        """The response head. ``headers`` are already checked (PEP 3333 str, no hop-by-hop but
+        "Connection: close"); the framing comes from them, here and nowhere else.
 
-        Decides framing: no body (HEAD, 1xx, 204, 304), Content-Length, chunked (an
-        HTTP/1.1 request without a length) or close-delimited (HTTP/1.0 without one),
-        and whether the connection persists.
+        A Content-Length field is the length. Without one, ``whole`` (the server knows the whole
+        body is that long) adds it, for HEAD too when the status allows a body. Otherwise the
+        body is chunked (HTTP/1.1) or close-delimited (HTTP/1.0); no body at all for HEAD, 1xx,
+        204 and 304. The app's "Connection: close", or ``close`` (the server is stopping), ends
+        the connection after this response; the Connection field itself is the engine's.
         """
         request = self.request
         assert request is not None and not self.response_started
@@ -351,9 +354,19 @@ class Connection:
         # holding back until it sees 100 Continue, means closing.
         if unread != 0 and ((unread or 0) > DRAIN_LIMIT or (request.expect_continue and not self.continue_sent)):
             keep = False
+        content_length: int | None = None
         lines = ["HTTP/1.1 ", status, "\r\n"]
         for name, value in headers:
+            lower = name.lower()
+            if lower == "connection":
+                keep = False  # check_response lets only "close" through
+                continue
+            if lower == "content-length":
+                content_length = int(value)
             lines += (name, ": ", value, "\r\n")
+        if content_length is None and whole is not None and has_body(b"GET", code):
+            content_length = whole
+            lines += ("Content-Length: ", str(whole), "\r\n")
         if not has_body(request.method, code):
             self._mode = "none"
         elif content_length is not None:

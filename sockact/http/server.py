@@ -22,7 +22,7 @@ from typing import Any
 from ..accesslog import AccessLog, Entry, PerSecond, escape, unix_peer
 from ..errors import InvalidResponse, ProtocolError
 from ..journal import ErrorStream
-from .engine import DONE, NEED_DATA, Connection, Data, Request, has_body
+from .engine import DONE, NEED_DATA, Connection, Data, Request
 from .limits import COALESCE_MAX, DRAIN_LIMIT, Limits
 from .wire import ClientGone, Wire
 from .wsgi import (
@@ -143,6 +143,12 @@ class HTTPConnection:
         return self.engine.unparsed()
 
 
+def _body(data: Any) -> bytes:
+    if type(data) is not bytes:
+        raise InvalidResponse(f"response body must be bytes, not {type(data).__name__}")
+    return data
+
+
 def serve_connection(sock: socket.socket, site: Site, *, peer: tuple[Any, ...] | str | None, conn_id: int,
                      pending: bytes = b"", environ_extra: Mapping[str, Any] | None = None,
                      stopping: Callable[[], bool] = lambda: False,
@@ -256,11 +262,9 @@ class _Conn:
             finally:
                 close_iterable(result)
             if not start.headers_sent:
-                if start.status is not None and start.content_length is None and has_body(
-                        request.method, int(start.status[:3])):
-                    start.headers.append(("Content-Length", "0"))  # an empty body, known to be whole
-                    start.content_length = 0
-                self._send_head(b"")
+                # Nothing was written: the body is whole and empty, unless this is HEAD, whose
+                # app may leave out a body of any length.
+                self._send_head(b"", whole=None if request.method == b"HEAD" else 0)
             self._guarded_send(self.engine.end_response())
             keep = self.engine.keep_alive and not self.wire_failed and self._drain()
         except Exception as exc:  # the app's, or ours while sending; never the client's to see
@@ -275,35 +279,32 @@ class _Conn:
         assert start is not None
         if isinstance(result, FileWrapper) and self._send_file(result):
             return
-        if (type(result) in (list, tuple) and len(result) == 1 and start.content_length is None
-                and start.status is not None and not start.headers_sent
-                and has_body(b"GET", int(start.status[:3]))):  # HEAD too: its length is the GET's
-            # The whole body is known: send it with a length rather than chunked.
-            start.content_length = len(result[0])
-            start.headers.append(("Content-Length", str(start.content_length)))
+        if type(result) in (list, tuple) and len(result) == 1 and not start.headers_sent:
+            # The whole body is known: the engine can frame it with a length rather than chunked.
+            self._send_head(_body(result[0]), whole=len(result[0]))
+            return
         for chunk in result:
             if chunk:
                 self.write(chunk)
 
     def write(self, data: bytes) -> None:
         """PEP 3333 write(): send ``data`` now, after the head if it is not sent yet."""
-        if type(data) is not bytes:
-            raise InvalidResponse(f"response body must be bytes, not {type(data).__name__}")
         start = self.start
         assert start is not None
         if start.headers_sent:
-            self._guarded_send(self.engine.send_data(data))
+            self._guarded_send(self.engine.send_data(_body(data)))
         else:
-            self._send_head(data)
+            self._send_head(_body(data))
 
-    def _send_head(self, first: bytes) -> None:
+    def _send_head(self, first: bytes, whole: int | None = None) -> None:
+        """The head, with the first piece of body; ``whole``: the body is known to be that long."""
         start = self.start
         assert start is not None
         if start.status is None:
             raise InvalidResponse("the application sent a body before calling start_response()")
         self.status = int(start.status[:3])
-        head = self.engine.start_response(start.status, start.headers, content_length=start.content_length,
-                                          close=start.close or self.stopping(), date=http_date())
+        head = self.engine.start_response(start.status, start.headers, close=self.stopping(), date=http_date(),
+                                          whole=whole)
         start.headers_sent = True
         body = self.engine.send_data(first) if first else b""
         if len(body) <= COALESCE_MAX:
@@ -331,10 +332,7 @@ class _Conn:
         if not stat.S_ISREG(st.st_mode) or start.status is None:
             return False
         size = max(0, st.st_size - offset)
-        if start.content_length is None:
-            start.content_length = size
-            start.headers.append(("Content-Length", str(size)))
-        self._send_head(b"")
+        self._send_head(b"", whole=size)
         count = self.engine.length_left
         if count:
             self.engine.count_sent(self._wire_sendfile(fd, offset, min(count, size)))

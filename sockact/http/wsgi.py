@@ -236,14 +236,12 @@ class StartResponse:
     application's traceback shows where; the server answers 500 if the app goes on.
     """
 
-    __slots__ = ("close", "content_length", "headers", "headers_sent", "status", "write")
+    __slots__ = ("headers", "headers_sent", "status", "write")
 
     def __init__(self, write: Callable[[bytes], None]) -> None:
         self.write = write
         self.status: str | None = None
         self.headers: list[tuple[str, str]] = []
-        self.content_length: int | None = None
-        self.close = False  # the app sent "Connection: close"
         self.headers_sent = False
 
     def __call__(self, status: str, headers: list[tuple[str, str]],
@@ -257,16 +255,16 @@ class StartResponse:
         elif self.status is not None:
             raise InvalidResponse("start_response() called a second time without exc_info")
         self.status = None  # invalid until checked
-        self.status, self.headers, self.content_length, self.close = check_response(status, headers)
+        self.status, self.headers = check_response(status, headers)
         return self.write
 
 
-def check_response(status: Any, headers: Any) -> tuple[str, list[tuple[str, str]], int | None, bool]:
-    """Check a status and headers per PEP 3333 and RFC 9110.
+def check_response(status: Any, headers: Any) -> tuple[str, list[tuple[str, str]]]:
+    """Check a status and headers per PEP 3333 and RFC 9110: (status, headers to give the engine).
 
-    Returns (status, headers to send, Content-Length or None, app asked to close).
-    "Connection: close" is honoured (sockact writes its own Connection field); every
-    other hop-by-hop field is an error, since sockact owns the framing.
+    "Connection: close" passes (the engine honours it and writes its own Connection field);
+    every other hop-by-hop field is an error, since the engine owns the framing. Copies of
+    one Content-Length become one; differing ones are an error.
     """
     if (not isinstance(status, str) or len(status) < 4 or status[3] != " " or not status[:3].isdigit()
             or int(status[:3]) < 100 or _bad_value(status)):
@@ -275,7 +273,6 @@ def check_response(status: Any, headers: Any) -> tuple[str, list[tuple[str, str]
         raise InvalidResponse(f"response headers must be a list, not {type(headers).__name__}")
     out: list[tuple[str, str]] = []
     length: int | None = None
-    close = False
     for item in headers:
         if not (isinstance(item, tuple) and len(item) == 2 and type(item[0]) is str and type(item[1]) is str):
             raise InvalidResponse(f"response header {item!r} is not a (str, str) tuple")
@@ -287,7 +284,7 @@ def check_response(status: Any, headers: Any) -> tuple[str, list[tuple[str, str]
         lower = name.lower()
         if lower in HOP_BY_HOP:
             if lower == "connection" and value.strip().lower() == "close":
-                close = True
+                out.append((name, value))
                 continue
             raise InvalidResponse(f"hop-by-hop response header {name!r} is not allowed (PEP 3333)")
         if lower == "content-length":
@@ -298,7 +295,7 @@ def check_response(status: Any, headers: Any) -> tuple[str, list[tuple[str, str]
                 continue  # an identical copy: send one
             length = int(value)
         out.append((name, value))
-    return status, out, length, close
+    return status, out
 
 
 def _bad_value(value: str) -> bool:

@@ -69,8 +69,7 @@ def drive(pieces: list[bytes], limits: Limits | None = None) -> Replay:
             pass
         elif event is PAUSED:
             assert seen is not None
-            seen.head = conn.start_response("200 OK", [("Content-Length", "0")], content_length=0, close=False,
-                                            date="-")
+            seen.head = conn.start_response("200 OK", [("Content-Length", "0")], date="-")
             conn.end_response()
             seen.keep_alive = conn.keep_alive
             if not conn.keep_alive:
@@ -306,7 +305,7 @@ def test_idle_only_at_a_clean_boundary() -> None:
     conn.receive_data(b"GET / HTTP/1.1\r\n\r\nGE")
     assert isinstance(conn.next_event(), Request)
     assert conn.next_event() is END_OF_MESSAGE
-    conn.start_response("200 OK", [], content_length=0, close=False, date="-")
+    conn.start_response("200 OK", [], whole=0, date="-")
     conn.end_response()
     conn.start_next_cycle()
     assert conn.next_event() is NEED_DATA
@@ -354,17 +353,17 @@ def test_no_continue_for_http10_or_after_the_response_started() -> None:
     conn = _head_of(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
     assert conn.send_continue() == b""
     conn = _head_of(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
-    conn.start_response("200 OK", [], content_length=0, close=False, date="-")
+    conn.start_response("200 OK", [], whole=0, date="-")
     assert conn.send_continue() == b""
     assert not conn.keep_alive  # the client may still hold the body back: the connection closes
 
 
 def test_unread_body_small_is_drained_large_closes() -> None:
     small = _head_of(b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % DRAIN_LIMIT)
-    small.start_response("200 OK", [], content_length=0, close=False, date="-")
+    small.start_response("200 OK", [], whole=0, date="-")
     assert small.keep_alive
     large = _head_of(b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % (DRAIN_LIMIT + 1))
-    large.start_response("200 OK", [], content_length=0, close=False, date="-")
+    large.start_response("200 OK", [], whole=0, date="-")
     assert not large.keep_alive
 
 
@@ -380,7 +379,7 @@ def test_response_framing(request_head: bytes, status: str, length: int | None, 
                           body: bytes) -> None:
     conn = _head_of(request_head)
     headers = [] if length is None else [("Content-Length", str(length))]
-    head = conn.start_response(status, headers, content_length=length, close=False, date="D")
+    head = conn.start_response(status, headers, date="D")
     sent = conn.send_data(b"hello") + conn.end_response()
     assert head.startswith(b"HTTP/1.1 " + status.encode() + b"\r\n")
     assert head.endswith(b"Date: D\r\nServer: sockact\r\n\r\n")
@@ -390,9 +389,40 @@ def test_response_framing(request_head: bytes, status: str, length: int | None, 
     assert sent == body
 
 
+@pytest.mark.parametrize(("request_head", "status", "headers", "whole", "expect", "mode_body"), [
+    # A Content-Length from the app wins over what the server knows.
+    (b"GET / HTTP/1.1\r\n\r\n", "200 OK", [("Content-Length", "5")], 9, b"Content-Length: 5\r\n", b"hello"),
+    # The server knows the whole body: a length rather than chunked.
+    (b"GET / HTTP/1.1\r\n\r\n", "200 OK", [], 5, b"Content-Length: 5\r\n", b"hello"),
+    # HEAD: the GET's length, and no body.
+    (b"HEAD / HTTP/1.1\r\n\r\n", "200 OK", [], 5, b"Content-Length: 5\r\n", b""),
+    # A status without a body gets no length from what the server knows.
+    (b"GET / HTTP/1.1\r\n\r\n", "204 No Content", [], 0, None, b""),
+])
+def test_the_engine_derives_framing_from_the_headers(request_head: bytes, status: str, headers: list,
+                                                     whole: int, expect: bytes | None, mode_body: bytes) -> None:
+    conn = _head_of(request_head)
+    head = conn.start_response(status, headers, date="D", whole=whole)
+    assert head.count(b"Content-Length") == (1 if expect else 0)
+    if expect:
+        assert expect in head
+    assert b"Transfer-Encoding" not in head
+    assert conn.send_data(b"hello") + conn.end_response() == mode_body
+    assert conn.keep_alive
+
+
+@pytest.mark.parametrize(("headers", "close"), [([("Connection", "close")], False), ([], True)])
+def test_connection_close_from_the_app_or_the_server(headers: list, close: bool) -> None:
+    conn = _head_of(b"GET / HTTP/1.1\r\n\r\n")
+    head = conn.start_response("200 OK", [*headers, ("Content-Length", "0")], date="D", close=close)
+    assert head.count(b"Connection:") == 1 and b"Connection: close\r\n" in head
+    conn.end_response()
+    assert not conn.keep_alive
+
+
 def test_body_longer_than_content_length_is_cut_and_closes() -> None:
     conn = _head_of(b"GET / HTTP/1.1\r\n\r\n")
-    conn.start_response("200 OK", [("Content-Length", "3")], content_length=3, close=False, date="-")
+    conn.start_response("200 OK", [("Content-Length", "3")], date="-")
     assert conn.send_data(b"hello") == b"hel"
     conn.end_response()
     assert not conn.keep_alive
@@ -400,7 +430,7 @@ def test_body_longer_than_content_length_is_cut_and_closes() -> None:
 
 def test_body_shorter_than_content_length_closes() -> None:
     conn = _head_of(b"GET / HTTP/1.1\r\n\r\n")
-    conn.start_response("200 OK", [("Content-Length", "3")], content_length=3, close=False, date="-")
+    conn.start_response("200 OK", [("Content-Length", "3")], date="-")
     conn.send_data(b"he")
     conn.end_response()
     assert not conn.keep_alive

@@ -93,12 +93,11 @@ class HTTPConnection:
 
     def __init__(self, sock: socket.socket, site: Site, *, peer: tuple[Any, ...] | str | None, conn_id: int,
                  pending: bytes = b"", environ_extra: Mapping[str, Any] | None = None,
-                 stopping: Callable[[], bool] = lambda: False,
-                 progress: Callable[[], None] = lambda: None) -> None:
+                 stopping: Callable[[], bool] = lambda: False) -> None:
         self.engine = Connection(site.limits)
         self.wire = Wire(sock, site.io_timeout)
         self.conn_id = conn_id
-        self._conn = _Conn(sock, site, self.wire, self.engine, peer, conn_id, environ_extra, stopping, progress)
+        self._conn = _Conn(sock, site, self.wire, self.engine, peer, conn_id, environ_extra, stopping)
         if pending:
             self.engine.receive_data(pending)
 
@@ -151,15 +150,14 @@ def _body(data: Any) -> bytes:
 
 def serve_connection(sock: socket.socket, site: Site, *, peer: tuple[Any, ...] | str | None, conn_id: int,
                      pending: bytes = b"", environ_extra: Mapping[str, Any] | None = None,
-                     stopping: Callable[[], bool] = lambda: False,
-                     progress: Callable[[], None] = lambda: None) -> Outcome:
+                     stopping: Callable[[], bool] = lambda: False) -> Outcome:
     """Serve requests on a blocking ``sock`` until it must be parked or closed.
 
     The first request may not have arrived yet: ``site.header_timeout`` bounds the wait
     for each request head. Used where one thread owns one connection (tests, tools).
     """
     http = HTTPConnection(sock, site, peer=peer, conn_id=conn_id, pending=pending, environ_extra=environ_extra,
-                          stopping=stopping, progress=progress)
+                          stopping=stopping)
     deadline = time.monotonic() + site.header_timeout
     served = 0
     while True:
@@ -186,7 +184,7 @@ class _Conn:
 
     def __init__(self, sock: socket.socket, site: Site, wire: Wire, engine: Connection,
                  peer: tuple[Any, ...] | str | None, conn_id: int, extra: Mapping[str, Any] | None,
-                 stopping: Callable[[], bool], progress: Callable[[], None]) -> None:
+                 stopping: Callable[[], bool]) -> None:
         self.sock = sock
         self.site = site
         self.wire = wire
@@ -197,7 +195,6 @@ class _Conn:
         self.env = connection_environ(site.environ, peer, extra)
         self.env["wsgi.errors"] = self.errors
         self.stopping = stopping
-        self.progress = progress
         self.access = site.access if site.access_log else None
         self.pid = os.getpid()
         self.remote = ""
@@ -247,7 +244,6 @@ class _Conn:
 
     def serve(self, request: Request) -> bool:
         """Run the app for ``request`` and send its response; True if the connection persists."""
-        self.progress()
         started = time.perf_counter()
         self.start = start = StartResponse(self.write)
         self.body_error = None
@@ -271,7 +267,6 @@ class _Conn:
             keep = self._failed(exc)
         self.errors.flush()
         self._access(request, self.status, started)
-        self.progress()
         return keep
 
     def _send_result(self, result: Any, request: Request) -> None:

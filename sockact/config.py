@@ -13,7 +13,6 @@ in and catch ConfigError.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 import re
 import sys
@@ -22,179 +21,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import parsers
 from .accesslog import GUNICORN_FORMAT, check_format
 from .errors import ConfigError
 
 ENV_PREFIX = "SOCKACT_"
 DEFAULT_APP = "sockact.apps.demo:app"
-# gunicorn's default access log format, with its atoms.
 
-_APP_RE = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$")
-_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-# -- value parsers: each takes a TOML value or a string, returns the value or raises ValueError
-
-
-def _int(minimum: int) -> Callable[[Any], int]:
-    def parse(value: Any) -> int:
-        if isinstance(value, bool):
-            raise ValueError("expected an integer")
-        if isinstance(value, str):
-            value = int(value.strip(), 0)
-        if not isinstance(value, int):
-            raise ValueError("expected an integer")
-        if value < minimum:
-            raise ValueError(f"must be >= {minimum}")
-        return value
-
-    parse.__doc__ = f"integer >= {minimum}"
-    return parse
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError("expected a number of seconds")
-    if isinstance(value, str):
-        value = float(value.strip())
-    if not isinstance(value, (int, float)):
-        raise ValueError("expected a number of seconds")
-    return float(value)
-
-
-def _seconds(value: Any) -> float:
-    seconds = _number(value)
-    if seconds <= 0:
-        raise ValueError("must be > 0 seconds")
-    return seconds
-
-
-_seconds.__doc__ = "seconds (> 0)"
-
-
-def _seconds_or_off(value: Any) -> float:
-    seconds = _number(value)
-    if seconds < 0:
-        raise ValueError("must be >= 0 seconds (0 turns it off)")
-    return seconds
-
-
-_seconds_or_off.__doc__ = "seconds (0: off)"
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ValueError("expected true or false")
-
-
-_bool.__doc__ = "boolean"
-
-
-def _app(value: Any) -> str:
-    if not isinstance(value, str) or not _APP_RE.match(value.strip()):
-        raise ValueError("expected 'module:callable' or 'module', e.g. 'myproject.wsgi:application'")
-    spec = value.strip()
-    # As gunicorn: a bare module serves its 'application'.
-    return spec if ":" in spec else spec + ":application"
-
-
-_app.__doc__ = "module:callable"
-
-
-def _choice(*choices: str) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        if not isinstance(value, str) or value.strip().lower() not in choices:
-            raise ValueError("expected one of " + ", ".join(choices))
-        return value.strip().lower()
-
-    parse.__doc__ = "|".join(choices)
-    return parse
-
-
-def _strings(value: Any, split: str) -> list[str]:
-    """A TOML list of strings, or a string split on ``split`` (a regex)."""
-    if isinstance(value, str):
-        value = [v for v in re.split(split, value) if v]
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ValueError("expected a list of strings")
-    return value
-
-
-def _binds(value: Any) -> tuple[str, ...]:
-    try:
-        return tuple(_strings(value, r"[,\s]+"))
-    except ValueError:
-        raise ValueError("expected a list of addresses like '127.0.0.1:8000' or 'unix:/run/app.sock'") from None
-
-
-_binds.__doc__ = "address list"
-
-
-def _dirs(value: Any) -> tuple[str, ...]:
-    # gunicorn's --pythonpath is one comma-separated string.
-    return tuple(d.strip() for d in _strings(value, r",") if d.strip())
-
-
-_dirs.__doc__ = "comma-separated directories"
-
-
-def _env_pairs(value: Any) -> tuple[str, ...]:
-    pairs = _strings(value, r"\s+")
-    for pair in pairs:
-        key, sep, _ = pair.partition("=")
-        if not sep or not _ENV_KEY_RE.match(key):
-            raise ValueError(f"expected KEY=VALUE, got {pair!r}")
-    return tuple(pairs)
-
-
-_env_pairs.__doc__ = "KEY=VALUE list"
-
-
-def _string(kind: str, expected: str) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"expected {expected}")
-        return value
-
-    parse.__doc__ = kind
-    return parse
-
-
-_path = _string("path", "a path")
-_log_file = _string("path, or - for stderr", "a path, or '-' for stderr")
-
-
-def _mount(value: Any) -> str:
-    if not isinstance(value, str) or (value and not value.startswith("/")):
-        raise ValueError("expected a path prefix starting with '/', e.g. '/app'")
-    return value.rstrip("/")
-
-
-_mount.__doc__ = "URL path prefix"
-
-
-def _networks(value: Any) -> str:
-    items = _strings(value, r"[,\s]+")
-    for item in items:
-        if item != "*":
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"expected IP addresses or networks separated by commas, or '*'; "
-                                 f"got {item!r}") from None
-    return ",".join(items)
-
-
-_networks.__doc__ = "comma-separated addresses"
-
-
-_REPEATABLE = (_binds, _env_pairs)
 
 
 @dataclass(frozen=True)
@@ -228,12 +61,12 @@ class Setting:
     @property
     def boolean(self) -> bool:
         """A switch: --flag / --no-flag on the command line."""
-        return self.parse is _bool
+        return self.parse is parsers.boolean
 
     @property
     def repeatable(self) -> bool:
         """May be given several times on the command line (a list)."""
-        return self.parse in _REPEATABLE
+        return self.parse in parsers.REPEATABLE
 
     @property
     def kind(self) -> str:
@@ -252,41 +85,41 @@ class ListenerSettings:
     """The settings a [listeners.NAME] table may override; Config and ListenerConfig share them."""
 
     app: str = _opt(
-        _app, DEFAULT_APP,
+        parsers.app_spec, DEFAULT_APP,
         "The WSGI application to serve, as 'module:callable'; a bare 'module' means 'module:application'. "
         "A listener without its own [listeners.NAME] table serves this one.", "app", metavar="MODULE:CALLABLE")
     root_path: str = _opt(
-        _mount, "",
+        parsers.mount, "",
         "The URL prefix the app is mounted under, e.g. '/app' behind a proxy that forwards /app/...: it "
         "becomes SCRIPT_NAME and is cut from PATH_INFO. Unset, the SCRIPT_NAME environment variable gives "
         "it, as with gunicorn.", "app", metavar="PREFIX")
     keepalive: float = _opt(
-        _seconds, 75.0, "Close a parked keep-alive connection after this many idle seconds.", "http",
+        parsers.seconds, 75.0, "Close a parked keep-alive connection after this many idle seconds.", "http",
         metavar="SECONDS", aliases=("--keep-alive",))
     header_timeout: float = _opt(
-        _seconds, 10.0, "A request head must arrive within this many seconds (slowloris guard).", "http",
+        parsers.seconds, 10.0, "A request head must arrive within this many seconds (slowloris guard).", "http",
         metavar="SECONDS")
     park_after: float = _opt(
-        _seconds, 0.1,
+        parsers.seconds, 0.1,
         "A connection idle at a request boundary this long goes back to the supervisor.", "http",
         metavar="SECONDS")
     limit_request_line: int = _opt(
-        _int(16), 8190, "Longest request line in bytes (else 414).", "http", metavar="BYTES")
+        parsers.integer(16), 8190, "Longest request line in bytes (else 414).", "http", metavar="BYTES")
     limit_request_fields: int = _opt(
-        _int(1), 100, "Most header fields in a request (else 431).", "http", metavar="N")
+        parsers.integer(1), 100, "Most header fields in a request (else 431).", "http", metavar="N")
     limit_request_field_size: int = _opt(
-        _int(16), 8190, "Longest header field, name and value, in bytes (else 431).", "http", metavar="BYTES",
-        aliases=("--limit-request-field_size",))  # gunicorn's spelling
+        parsers.integer(16), 8190, "Longest header field, name and value, in bytes (else 431).", "http",
+        metavar="BYTES", aliases=("--limit-request-field_size",))  # gunicorn's spelling
     limit_request_head: int = _opt(
-        _int(256), 65536, "Largest request head in total, in bytes (else 431).", "http", metavar="BYTES")
+        parsers.integer(256), 65536, "Largest request head in total, in bytes (else 431).", "http", metavar="BYTES")
     limit_request_body: int = _opt(
-        _int(0), 100 * 1024 * 1024, "Largest request body in bytes (else 413); 0 means no limit.", "http",
+        parsers.integer(0), 100 * 1024 * 1024, "Largest request body in bytes (else 413); 0 means no limit.", "http",
         metavar="BYTES")
     forwarded_allow_ips: str = _opt(
-        _networks, "127.0.0.1,::1",
+        parsers.networks, "127.0.0.1,::1",
         "Front-end proxies trusted to set X-Forwarded-* headers: comma-separated addresses or networks, "
         "or '*' for any.", "http", metavar="ADDRS")
-    access_log: bool = _opt(_bool, True, "Log one line per request.", "logging")
+    access_log: bool = _opt(parsers.boolean, True, "Log one line per request.", "logging")
 
 
 @dataclass(frozen=True)
@@ -294,60 +127,60 @@ class Config(ListenerSettings):
     """The effective settings: every source merged. Fields after the listener ones are global."""
 
     virtualenv: str | None = _opt(
-        _path, None,
+        parsers.path, None,
         "A virtualenv whose site-packages are added to the path before the app is imported. "
         "Its Python version must match sockact's.", "app", metavar="DIR")
     chdir: str | None = _opt(
-        _path, None,
+        parsers.path, None,
         "Change to this directory before the app is imported (the project's directory), and put it on "
         "the import path.", "app", metavar="DIR")
     pythonpath: tuple[str, ...] = _opt(
-        _dirs, (),
+        parsers.dirs, (),
         "Directories, separated by commas, put in front of the import path before the app is imported.",
         "app", metavar="DIRS")
     env: tuple[str, ...] = _opt(
-        _env_pairs, (),
+        parsers.env_pairs, (),
         "Set an environment variable, as KEY=VALUE, before the app is imported. In SOCKACT_ENV, pairs are "
         "separated by spaces.", "app", metavar="KEY=VALUE", aliases=("-e",))
     preload: bool = _opt(
-        _bool, False,
+        parsers.boolean, False,
         "Import the app once in the supervisor before forking workers (less memory per worker; "
         "a reload then re-forks but does not re-import).", "app")
     bind: tuple[str, ...] = _opt(
-        _binds, ("127.0.0.1:8000",),
+        parsers.binds, ("127.0.0.1:8000",),
         "Addresses to listen on when systemd passes no sockets: HOST:PORT, [V6]:PORT or unix:PATH. "
         "Ignored under socket activation.", "listeners", metavar="ADDR", aliases=("-b",))
     backlog: int = _opt(
-        _int(1), 1024, "listen() backlog for sockets bound with --bind.", "listeners", metavar="N")
+        parsers.integer(1), 1024, "listen() backlog for sockets bound with --bind.", "listeners", metavar="N")
     workers: int = _opt(
-        _int(1), 2, "Number of worker processes.", "workers", metavar="N", aliases=("-w",))
+        parsers.integer(1), 2, "Number of worker processes.", "workers", metavar="N", aliases=("-w",))
     threads: int = _opt(
-        _int(1), 1,
+        parsers.integer(1), 1,
         "App threads per worker; 1 serves one request at a time per worker, as a sync worker.", "workers",
         metavar="N")
     max_requests: int = _opt(
-        _int(0), 0, "Recycle a worker after this many requests (0: never).", "workers", metavar="N")
+        parsers.integer(0), 0, "Recycle a worker after this many requests (0: never).", "workers", metavar="N")
     max_requests_jitter: int = _opt(
-        _int(0), 0, "Add a random 0..N to max_requests per worker, so workers do not recycle together.",
+        parsers.integer(0), 0, "Add a random 0..N to max_requests per worker, so workers do not recycle together.",
         "workers", metavar="N")
     queue_size: int = _opt(
-        _int(1), 1024,
+        parsers.integer(1), 1024,
         "Connections held in the supervisor while every worker is busy. When full, sockact stops "
         "accepting and the kernel backlog holds new clients.", "workers", metavar="N")
     timeout: float = _opt(
-        _seconds_or_off, 30.0,
+        parsers.seconds_or_off, 30.0,
         "A worker busy on one request for longer is killed (SIGABRT, then SIGKILL) and replaced; "
         "the watchdog stops while one is overdue. 0 turns the timeout off.", "workers", metavar="SECONDS",
         aliases=("-t",))
     graceful_timeout: float = _opt(
-        _seconds, 30.0, "On stop or reload, how long in-flight requests may take to finish.", "workers",
+        parsers.seconds, 30.0, "On stop or reload, how long in-flight requests may take to finish.", "workers",
         metavar="SECONDS")
     handback_after: float = _opt(
-        _seconds, 0.05,
+        parsers.seconds, 0.05,
         "When every app thread of a worker has been in one call this long, its other connections go back "
         "to the supervisor.", "workers", metavar="SECONDS")
     access_logfile: str | None = _opt(
-        _log_file, None,
+        parsers.log_file, None,
         "Write the access log to this file ('-': stderr) instead of the log target.", "logging",
         metavar="FILE")
     access_logformat: str = _opt(
@@ -356,21 +189,21 @@ class Config(ListenerSettings):
         "%(s)s status, %(b)s body bytes, %(f)s referer, %(a)s user agent, %(D)s microseconds, "
         "%({header}i)s...; or 'json' for one JSON object per line.", "logging", metavar="FORMAT")
     error_logfile: str | None = _opt(
-        _log_file, None, "Write sockact's own log to this file ('-': stderr) instead of the log target.",
+        parsers.log_file, None, "Write sockact's own log to this file ('-': stderr) instead of the log target.",
         "logging", metavar="FILE", aliases=("--log-file",))
     log_level: str = _opt(
-        _choice("debug", "info", "warning", "error"), "info", "Least severe level logged.", "logging",
+        parsers.choice("debug", "info", "warning", "error"), "info", "Least severe level logged.", "logging",
         metavar="LEVEL")
     log_target: str = _opt(
-        _choice("auto", "journal", "stderr"), "auto",
+        parsers.choice("auto", "journal", "stderr"), "auto",
         "Where logs go: 'auto' uses journald when stderr is connected to it, else stderr.", "logging",
         metavar="TARGET")
     reload: bool = _opt(
-        _bool, False,
+        parsers.boolean, False,
         "Development only: restart the workers when a source file of the app changes. Refused under "
         "systemd (INVOCATION_ID set) unless --reload-under-systemd, and with preload.", "development")
     reload_under_systemd: bool = _opt(
-        _bool, False, "Allow reload even when systemd runs sockact.", "development")
+        parsers.boolean, False, "Allow reload even when systemd runs sockact.", "development")
     # per-listener overrides by fd name, e.g. {"api": {"app": "api.wsgi:app", "keepalive": 5.0}}
     listeners: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     config_file: str | None = None

@@ -1,0 +1,178 @@
+"""How a setting's value is read: each parser takes a TOML value or a string (environment,
+command line) and returns the value, or raises ValueError saying what was expected.
+
+A parser's docstring names its kind for --help and the man page. config.SETTINGS pairs each
+setting with one of these.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from typing import Any
+
+_APP_RE = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$")
+_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+
+def integer(minimum: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueError("expected an integer")
+        if isinstance(value, str):
+            value = int(value.strip(), 0)
+        if not isinstance(value, int):
+            raise ValueError("expected an integer")
+        if value < minimum:
+            raise ValueError(f"must be >= {minimum}")
+        return value
+
+    parse.__doc__ = f"integer >= {minimum}"
+    return parse
+
+
+def number(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number of seconds")
+    if isinstance(value, str):
+        value = float(value.strip())
+    if not isinstance(value, (int, float)):
+        raise ValueError("expected a number of seconds")
+    return float(value)
+
+
+def seconds(value: Any) -> float:
+    seconds = number(value)
+    if seconds <= 0:
+        raise ValueError("must be > 0 seconds")
+    return seconds
+
+
+seconds.__doc__ = "seconds (> 0)"
+
+
+def seconds_or_off(value: Any) -> float:
+    seconds = number(value)
+    if seconds < 0:
+        raise ValueError("must be >= 0 seconds (0 turns it off)")
+    return seconds
+
+
+seconds_or_off.__doc__ = "seconds (0: off)"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError("expected true or false")
+
+
+boolean.__doc__ = "boolean"
+
+
+def app_spec(value: Any) -> str:
+    if not isinstance(value, str) or not _APP_RE.match(value.strip()):
+        raise ValueError("expected 'module:callable' or 'module', e.g. 'myproject.wsgi:application'")
+    spec = value.strip()
+    # As gunicorn: a bare module serves its 'application'.
+    return spec if ":" in spec else spec + ":application"
+
+
+app_spec.__doc__ = "module:callable"
+
+
+def choice(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if not isinstance(value, str) or value.strip().lower() not in choices:
+            raise ValueError("expected one of " + ", ".join(choices))
+        return value.strip().lower()
+
+    parse.__doc__ = "|".join(choices)
+    return parse
+
+
+def _strings(value: Any, split: str) -> list[str]:
+    """A TOML list of strings, or a string split on ``split`` (a regex)."""
+    if isinstance(value, str):
+        value = [v for v in re.split(split, value) if v]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError("expected a list of strings")
+    return value
+
+
+def binds(value: Any) -> tuple[str, ...]:
+    try:
+        return tuple(_strings(value, r"[,\s]+"))
+    except ValueError:
+        raise ValueError("expected a list of addresses like '127.0.0.1:8000' or 'unix:/run/app.sock'") from None
+
+
+binds.__doc__ = "address list"
+
+
+def dirs(value: Any) -> tuple[str, ...]:
+    # gunicorn's --pythonpath is one comma-separated string.
+    return tuple(d.strip() for d in _strings(value, r",") if d.strip())
+
+
+dirs.__doc__ = "comma-separated directories"
+
+
+def env_pairs(value: Any) -> tuple[str, ...]:
+    pairs = _strings(value, r"\s+")
+    for pair in pairs:
+        key, sep, _ = pair.partition("=")
+        if not sep or not _ENV_KEY_RE.match(key):
+            raise ValueError(f"expected KEY=VALUE, got {pair!r}")
+    return tuple(pairs)
+
+
+env_pairs.__doc__ = "KEY=VALUE list"
+
+
+def _string(kind: str, expected: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"expected {expected}")
+        return value
+
+    parse.__doc__ = kind
+    return parse
+
+
+path = _string("path", "a path")
+log_file = _string("path, or - for stderr", "a path, or '-' for stderr")
+
+
+def mount(value: Any) -> str:
+    if not isinstance(value, str) or (value and not value.startswith("/")):
+        raise ValueError("expected a path prefix starting with '/', e.g. '/app'")
+    return value.rstrip("/")
+
+
+mount.__doc__ = "URL path prefix"
+
+
+def networks(value: Any) -> str:
+    items = _strings(value, r"[,\s]+")
+    for item in items:
+        if item != "*":
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"expected IP addresses or networks separated by commas, or '*'; "
+                                 f"got {item!r}") from None
+    return ",".join(items)
+
+
+networks.__doc__ = "comma-separated addresses"
+
+
+REPEATABLE = (binds, env_pairs)

@@ -35,6 +35,7 @@ from .notify import Notifier
 from .parking import Conn, ParkingLot
 from .pool import Action, Halt, Kill, Ready, Reloaded, ReloadFailed, Retire, Spawn, WorkerPool
 from .scoreboard import Scoreboard
+from .signals import SignalWakeup
 from .states import Phase, WorkerState
 from .switchboard import Switchboard
 from .worker import WorkerShell
@@ -70,12 +71,10 @@ class Supervisor:
         self.switchboard = Switchboard(self.dispatcher, self.parked, self.workers, listeners,
                                        self._register, self._unregister, self._watch_channel)
         self.acceptor = self.switchboard.acceptor
-        self.requests = 0
         self.exit_code = EXIT_OK
         self._selector: selectors.BaseSelector | None = None
         self._scoreboard: Scoreboard | None = None
-        self._wake_r: socket.socket | None = None
-        self._wake_w: socket.socket | None = None
+        self._signals = SignalWakeup(HANDLED_SIGNALS)
         self._stop_deadline = 0.0
         self._next_tick = 0.0
         self._next_status = 0.0
@@ -104,7 +103,7 @@ class Supervisor:
             # never write to its objects and the pages stay shared (CPython's gc.freeze() advice).
             gc.collect()
             gc.freeze()
-        self._install_signals()
+        self._register(self._signals.install(), self._on_wakeup, None)
         try:
             self._carry_out(self.pool.start(time.monotonic()))
             self.switchboard.update_accepting(self.stopping)
@@ -131,25 +130,9 @@ class Supervisor:
 
     # ------------------------------------------------------------------ signals
 
-    def _install_signals(self) -> None:
-        self._wake_r, self._wake_w = socket.socketpair()
-        for sock in (self._wake_r, self._wake_w):
-            sock.setblocking(False)
-        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
-        for sig in HANDLED_SIGNALS:
-            # A Python-level handler is needed for the wakeup fd to be written; it does nothing else.
-            signal.signal(sig, _wake_only)
-        self._register(self._wake_r, self._on_wakeup, None)
-
     def _on_wakeup(self, _: None) -> None:
-        assert self._wake_r is not None
-        while True:
-            try:
-                data = self._wake_r.recv(512)
-            except BlockingIOError:
-                return
-            for signum in data:
-                self.dispatch_signal(signum)
+        for signum in self._signals.read():
+            self.dispatch_signal(signum)
 
     def dispatch_signal(self, signum: int) -> None:
         """Run ``handle_<name>`` for a signal number (tests feed signals here directly)."""
@@ -306,12 +289,9 @@ class Supervisor:
 
     def _release_fds(self) -> None:
         """Close every descriptor the supervisor holds but the scoreboard: in a new worker, and at exit."""
-        signal.set_wakeup_fd(-1)
+        self._signals.close()
         if self._selector is not None:
             self._selector.close()  # first: the fds below need no unregistering one by one
-        for sock in (self._wake_r, self._wake_w):
-            if sock is not None:
-                sock.close()
         for lst in self.listeners:
             lst.sock.close()
         for w in self.workers.values():
@@ -523,7 +503,3 @@ _FD_RESERVE = 64
 
 def _apps(config: Config, listeners: list[Listener]) -> set[str]:
     return {config.listener(lst.name).app for lst in listeners}
-
-
-def _wake_only(signum: int, frame: object) -> None:
-    """Signal handler: the wakeup fd has already woken the loop; nothing to do here."""

@@ -142,6 +142,11 @@ class HTTPConnection:
         return self.engine.unparsed()
 
 
+# This process's pid for the access log, without a getpid() per connection; a forked child renews it.
+_pid = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
+
+
 def _body(data: Any) -> bytes:
     if type(data) is not bytes:
         raise InvalidResponse(f"response body must be bytes, not {type(data).__name__}")
@@ -196,7 +201,7 @@ class _Conn:
         self.env["wsgi.errors"] = self.errors
         self.stopping = stopping
         self.access = site.access if site.access_log else None
-        self.pid = os.getpid()
+        self.pid = _pid[0]
         self.remote = ""
         if self.access is not None:
             if isinstance(peer, tuple):

@@ -59,7 +59,7 @@ $(VENV)/.installed: pyproject.toml
 # Its Debian packages: the load generator, nginx (the machine's limit), systemd-socket-activate, and a
 # compiler and Python headers to build uWSGI. The peers go into their own venv, built on the project's
 # interpreter so that every server runs the same Python; sockact itself runs from the project's venv.
-APT_BENCH_DEPS := wrk nginx systemd gcc python3-dev
+APT_BENCH_DEPS := wrk nginx systemd gcc python3-dev strace
 BENCH_VENV := bench/.venv
 
 bench: deps $(BENCH_VENV)/.installed

@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import chart, cold, load, markdown, memory, report
+from bench import chart, cold, costs, load, markdown, memory, report
 from bench.servers import PROJECT_BIN, REPO, Fleet, Process, Server, lineup, server_env, wait_ready
 
 DOCS = REPO / "docs"
@@ -148,6 +148,7 @@ def run(args: argparse.Namespace, rundir: Path) -> dict[str, Any]:
         results["load"] = timed("load", lambda: run_load(fleet, lineup(rundir, rundir / "static.bin"),
                                                          args.rounds, args.idle_rounds, args.seconds))
         results["handoff"] = timed("hand-offs", handoff)
+        results["costs"] = timed("per-request costs", lambda: costs.measure(fleet))
         results["memory"] = timed("memory", lambda: memory.measure(fleet))
         results["cold"] = timed("cold activation", lambda: cold.measure(fleet, args.cold_runs))
     results["meta"] = {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),

@@ -31,6 +31,8 @@ def render(summary: dict[str, Any], chart_name: str) -> str:
         _idle_table(summary),
         "## Mixed load\n",
         _mixed_table(summary),
+        "## Where a request's time goes in sockact\n",
+        _costs_table(summary),
         "## Hand-offs, memory, cold activation\n",
         _other_tables(summary),
         METHOD.format(rounds=meta["rounds"], seconds=meta["seconds"], idle_rounds=meta["idle_rounds"],
@@ -117,6 +119,27 @@ def _mixed_table(summary: dict[str, Any]) -> str:
 
 def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f} ms"
+
+
+def _costs_table(summary: dict[str, Any]) -> str:
+    """CPU and system calls per request, worker side and supervisor side (bench/costs.py)."""
+    costs = summary.get("costs", {})
+    if not costs:
+        return "Not measured in this run.\n"
+    titles = summary["scenario_titles"]
+    rows = []
+    for variant, per in costs.items():
+        for key, c in per.items():
+            if "error" in c:
+                rows.append([titles.get(key, key), variant, f"✗ {c['error']}", "", "", ""])
+                continue
+            rows.append([titles.get(key, key), variant, f"{c['worker_cpu_us']:.1f} µs",
+                         f"{c['supervisor_cpu_us']:.1f} µs", f"{c['worker_syscalls']:.2f}",
+                         f"{c['supervisor_syscalls']:.2f}"])
+    return ("CPU time and system calls per request, summed over the workers and for the supervisor. "
+            "CPU from /proc across one wrk run, calls from `strace -c` across another.\n\n"
+            + _table(["Load", "sockact", "Worker CPU", "Supervisor CPU", "Worker syscalls",
+                      "Supervisor syscalls"], rows))
 
 
 def _other_tables(summary: dict[str, Any]) -> str:

@@ -102,6 +102,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         "mixed": {server: {"fast_p50_ms": fast_latency_ms(rounds, 50), "fast_p99_ms": fast_latency_ms(rounds, 99)}
                   for server, rounds in mixed.items()},
         "handoff": results.get("handoff", {}),
+        "costs": results.get("costs", {}),
         "memory": results.get("memory", {}),
         "cold": {server: _cold(samples) for server, samples in results.get("cold", {}).items() if samples},
     }

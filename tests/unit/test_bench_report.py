@@ -160,3 +160,24 @@ def test_committed_doc_matches_its_summary():
     if not saved.exists():
         pytest.skip("no docs/benchmarks.json yet: the next `make bench` writes it")
     assert (DOCS / "benchmarks.md").read_text() == markdown.render(json.loads(saved.read_text()), "benchmarks.png")
+
+
+def test_strace_totals_and_the_costs_table():
+    from bench import costs
+
+    summary_text = ("% time     seconds  usecs/call     calls    errors syscall\n"
+                    "------ ----------- ----------- --------- --------- ----------------\n"
+                    " 60.00    0.006000           2      3000       100 recvfrom\n"
+                    " 40.00    0.004000           1      4000           sendto\n"
+                    "------ ----------- ----------- --------- --------- ----------------\n"
+                    "100.00    0.010000           1      7000       100 total\n")
+    assert costs.strace_total(summary_text) == 7000
+    with pytest.raises(ValueError):
+        costs.strace_total("nothing traced\n")
+    res = results()
+    res["costs"] = {"access log on": {"keepalive": {"requests": 9, "worker_cpu_us": 21.5, "supervisor_cpu_us": 0.1,
+                                                    "worker_syscalls": 3.0, "supervisor_syscalls": 0.0},
+                                      "close": {"error": "no requests"}}}
+    text = markdown.render(summary(res), "chart.png")
+    assert "| Keepalive | access log on | 21.5 µs | 0.1 µs | 3.00 | 0.00 |" in text
+    assert "| Close | access log on | ✗ no requests |" in text

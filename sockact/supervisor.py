@@ -30,6 +30,7 @@ from .apploader import WSGIApp
 from .config import Config
 from .dispatch import Dispatcher
 from .errors import EXIT_OK, HandoffError, SockactError
+from .health import Health
 from .journal import lifecycle
 from .notify import Notifier
 from .parking import Conn, ParkingLot
@@ -46,7 +47,6 @@ log = logging.getLogger("sockact.supervisor")
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
                    signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
 TICK = 0.5  # seconds between timer checks (keep-alive expiry, timeouts, STATUS)
-STATUS_INTERVAL = 1.0  # systemd asks for STATUS= no more than about once a second
 QUICK_STOP_GRACE = 1.0
 SCOREBOARD_SLOTS = 1024  # most workers alive at once, old and new generations together
 # Connections one worker holds at most. A connection waiting for its head costs a worker one fd
@@ -74,13 +74,11 @@ class Supervisor:
         self.exit_code = EXIT_OK
         self._selector: selectors.BaseSelector | None = None
         self._scoreboard: Scoreboard | None = None
+        self._health: Health | None = None
         self._signals = SignalWakeup(HANDLED_SIGNALS)
         self._stop_deadline = 0.0
         self._next_tick = 0.0
-        self._next_status = 0.0
-        self._next_ping = 0.0
         self._next_stall_check = 0.0
-        self._unhealthy_logged = False
         self._last_progress = (0, 0)
 
     @property
@@ -97,6 +95,7 @@ class Supervisor:
         """Serve until stopped; returns the process exit code."""
         self._selector = selectors.DefaultSelector()
         self._scoreboard = Scoreboard(SCOREBOARD_SLOTS)
+        self._health = Health(self._scoreboard, self.workers, self.notifier)
         self.acceptor.budget = raise_fd_limit() - _FD_RESERVE
         if self.apps is not None:
             # A preloaded app moves out of the collector's reach once, so the workers' collections
@@ -382,25 +381,23 @@ class Supervisor:
     # ------------------------------------------------------------------ timers
 
     def _tick(self, now: float) -> None:
+        assert self._health is not None
         self._next_tick = now + min(TICK, self.notifier.watchdog_interval or TICK)
         if self.stopping:
             self._tick_stopping(now)
             return
         self.switchboard.expire(now)
-        healthy = self._check_workers(now) and not self.pool.boot_overdue(now)
+        healthy = not self.pool.boot_overdue(now) and not self.pool.count(WorkerState.ABORTED)
+        for w, view in self._health.overdue(now, self.config.timeout):
+            if self.pool.state(w.pid) is WorkerState.ABORTED:
+                continue
+            healthy = False
+            lifecycle(log, "worker_timeout", "worker %d stuck for %.1fs on %s; killing it", w.pid,
+                      now - view.oldest, escape(view.line) or "a request", level=logging.ERROR,
+                      sockact_worker_pid=w.pid, http_request=escape(view.line))
+            self._carry_out(self.pool.timed_out(w.pid, now))
         self._carry_out(self.pool.tick(now))
-        if self.notifier.watchdog_interval and now >= self._next_ping:
-            if healthy:
-                self.notifier.watchdog()
-                self._next_ping = now + self.notifier.watchdog_interval
-                self._unhealthy_logged = False
-            elif not self._unhealthy_logged:
-                self._unhealthy_logged = True
-                lifecycle(log, "watchdog_unhealthy", "unhealthy: a worker is stuck past its timeout; "
-                          "withholding watchdog pings", level=logging.WARNING)
-        if now >= self._next_status:
-            self._next_status = now + STATUS_INTERVAL
-            self.notifier.status(self.status_line())
+        self._health.report(now, healthy, self.status_line())
         self.switchboard.update_accepting(self.stopping)
 
     def _tick_stopping(self, now: float) -> None:
@@ -411,7 +408,8 @@ class Supervisor:
                     w.signal(signal.SIGKILL)
                     w.killed = True
             return
-        progress = (self._requests_now(), len(self.workers))
+        assert self._health is not None
+        progress = (self._health.requests(), len(self.workers))
         if progress != self._last_progress:
             # Still draining and moving: ask systemd for more time, a little at a time.
             self._last_progress = progress
@@ -420,17 +418,16 @@ class Supervisor:
 
     def _check_stalls(self, now: float) -> None:
         """Workers whose every app thread sits in one call get no new connections until they move."""
-        assert self._scoreboard is not None
         self._next_stall_check = now + self.config.handback_after / 2
         for w in list(self.workers.values()):
             self._check_stall(w, now)
 
     def _check_stall(self, w: WorkerProcess, now: float) -> None:
-        assert self._scoreboard is not None
+        assert self._health is not None
         state = self.pool.state(w.pid)
         if state not in (WorkerState.READY, WorkerState.BUSY):
             return
-        stalled = self._scoreboard.read(w.slot, w.threads).stalled(w.threads, now, self.config.handback_after)
+        stalled = self._health.view(w).stalled(w.threads, now, self.config.handback_after)
         if stalled and state is WorkerState.READY:
             self.pool.stalled(w.pid, True)
             self.dispatcher.pause(w.pid)
@@ -438,36 +435,12 @@ class Supervisor:
             self.pool.stalled(w.pid, False)
             self.switchboard.give(self.dispatcher.resume(w.pid))
 
-    def _check_workers(self, now: float) -> bool:
-        """Abort calls stuck past timeout; True when none is overdue."""
-        assert self._scoreboard is not None
-        healthy = True
-        timeout = self.config.timeout
-        for w in list(self.workers.values()):
-            view = self._scoreboard.read(w.slot, w.threads)
-            w.requests = view.requests
-            state = self.pool.state(w.pid)
-            if state is WorkerState.ABORTED:
-                healthy = False
-            elif timeout and view.oldest and now - view.oldest > timeout:
-                healthy = False
-                lifecycle(log, "worker_timeout", "worker %d stuck for %.1fs on %s; killing it", w.pid,
-                          now - view.oldest, escape(view.line) or "a request", level=logging.ERROR,
-                          sockact_worker_pid=w.pid, http_request=escape(view.line))
-                self._carry_out(self.pool.timed_out(w.pid, now))
-        return healthy
-
-    def _requests_now(self) -> int:
-        return sum(w.requests for w in self.workers.values())
-
     def status_line(self) -> str:
-        assert self._scoreboard is not None
+        assert self._health is not None
         ready = self.pool.count(WorkerState.READY, WorkerState.BUSY)
-        stalled = self.pool.count(WorkerState.BUSY)
-        busy = sum(self._scoreboard.read(w.slot, w.threads).busy for w in self.workers.values())
-        return (f"{ready} workers ({busy} busy), {stalled} stalled, {self.dispatcher.held} connections in "
-                f"workers, {len(self.parked)} parked, {self.dispatcher.queued} queued, "
-                f"{self._requests_now()} requests served")
+        return (f"{ready} workers ({self._health.busy()} busy), {self.pool.count(WorkerState.BUSY)} stalled, "
+                f"{self.dispatcher.held} connections in workers, {len(self.parked)} parked, "
+                f"{self.dispatcher.queued} queued, {self._health.requests()} requests served")
 
     # ------------------------------------------------------------------ plumbing
 

@@ -43,7 +43,7 @@ from . import handoff
 from .accesslog import AccessLog
 from .errors import HandoffError
 from .http import HTTPConnection, Site, Step
-from .http.engine import Request
+from .http.events import Request
 from .http.limits import RECV_SIZE
 from .scoreboard import SlotWriter
 

@@ -14,9 +14,10 @@ httptools parses. It reports no byte offsets, so the engine itself finds where e
 message ends and feeds httptools exactly one message: the head up to its empty line
 (found by search, checked by rules.check_head), then a Content-Length body counted
 by the engine, or a chunked body walked by chunked.ChunkedFraming. A fresh parser
-serves each message, so nothing of one request's parse state leaks into the next.
-This is also why a connection is only handed back between messages with nothing
-buffered: a partial head cannot be split off and handed on.
+serves each message, so nothing of one request's parse state leaks into the next,
+and a connection can be handed on with its unparsed bytes (``unparsed``) between
+messages, in a partial head, or after a head nobody has begun to serve.
+The events are defined in events.py.
 """
 
 from __future__ import annotations
@@ -27,81 +28,11 @@ import httptools
 
 from ..errors import ProtocolError
 from .chunked import ChunkedFraming
+from .events import CONNECTION_CLOSED, END_OF_MESSAGE, NEED_DATA, PAUSED, Data, Request, has_body
 from .limits import DRAIN_LIMIT, Limits
 from .rules import VERSIONS, FieldRules, check_head, check_partial_head, check_target, is_token
 
 IDLE, BODY, DONE, ERROR = "IDLE", "BODY", "DONE", "ERROR"
-
-
-class _Sentinel:
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-NEED_DATA = _Sentinel("NEED_DATA")  # feed more bytes (or b"" at EOF)
-PAUSED = _Sentinel("PAUSED")  # the request ended; finish the response, then start_next_cycle()
-END_OF_MESSAGE = _Sentinel("END_OF_MESSAGE")  # the request body is complete
-CONNECTION_CLOSED = _Sentinel("CONNECTION_CLOSED")  # the client closed between requests
-
-
-class Request:
-    """A request head. Field names are upper-cased (as CGI/WSGI use them), values stripped."""
-
-    __slots__ = ("chunked", "content_length", "expect_continue", "headers", "keep_alive", "method",
-                 "path", "query", "target", "upgrade", "version")
-
-    def __init__(self, method: bytes, target: bytes, version: str, headers: list[tuple[bytes, bytes]],
-                 content_length: int | None, chunked: bool, keep_alive: bool, expect_continue: bool,
-                 upgrade: bool) -> None:
-        self.method = method
-        self.target = target
-        self.version = version  # "1.0" or "1.1"
-        self.headers = headers
-        self.content_length = content_length
-        self.chunked = chunked
-        self.keep_alive = keep_alive
-        self.expect_continue = expect_continue
-        self.upgrade = upgrade  # Upgrade or CONNECT: answered, then the connection closes
-        self.path, self.query = _split_target(target)
-
-    def __repr__(self) -> str:
-        return f"<Request {self.method.decode()} {self.target!r} HTTP/{self.version}>"
-
-
-class Data:
-    """A piece of the request body."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def __repr__(self) -> str:
-        return f"<Data {len(self.data)}B>"
-
-
-def has_body(method: bytes, code: int) -> bool:
-    """Whether a response to ``method`` with status ``code`` carries a body (RFC 9110 6.4.1)."""
-    return method != b"HEAD" and code >= 200 and code != 204 and code != 304
-
-
-def _split_target(target: bytes) -> tuple[bytes, bytes]:
-    if target[:1] == b"/":
-        path, _, query = target.partition(b"?")
-        return path, query.partition(b"#")[0]
-    if b"://" in target:
-        try:
-            url = httptools.parse_url(target)
-        except httptools.HttpParserError:
-            # The request parser checks targets less strictly than parse_url ("http://a:b/").
-            raise ProtocolError(400, "invalid absolute-form target") from None
-        return url.path or b"/", url.query or b""
-    return b"", b""  # '*' or an authority: no path
 
 
 class _Message:

@@ -22,7 +22,8 @@ from typing import Any
 from ..accesslog import AccessLog, Entry, PerSecond, escape, unix_peer
 from ..errors import InvalidResponse, ProtocolError
 from ..journal import ErrorStream
-from .engine import DONE, NEED_DATA, Connection, Data, Request
+from .engine import DONE, Connection
+from .events import NEED_DATA, Data, Request
 from .limits import COALESCE_MAX, DRAIN_LIMIT, Limits
 from .wire import ClientGone, Wire
 from .wsgi import (

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from ..errors import InvalidResponse
-from .engine import Request
+from .events import Request
 from .rules import is_token
 
 # RFC 9110 7.6.1 plus those wsgiref.util.is_hop_by_hop names: an application may not set them.

@@ -46,6 +46,9 @@ class Acceptor:
         self.resume_at = 0.0  # backing off until then
         self._backoff = 0.0
         self._next_id = 1
+        self.accepted = [0] * len(listeners)  # connections accepted, by listener
+        self.errors = 0  # accept() calls that failed
+        self._excluded: set[int] = set()  # listeners another part of the supervisor answers
         self._logged: dict[str, float] = {}  # trouble -> when it was last logged
         self._suppressed: dict[str, int] = {}
         self._now = 0.0
@@ -66,10 +69,18 @@ class Acceptor:
             return
         self.watching = on
         for index, lst in enumerate(self.listeners):
+            if index in self._excluded:
+                continue
             if on:
                 self._register(lst.sock, self.accept, index)
             else:
                 self._unregister(lst.sock)
+
+    def exclude(self, index: int) -> None:
+        """Never accept on listener ``index`` (the metrics listener: the supervisor answers it itself)."""
+        if self.watching:
+            self._unregister(self.listeners[index].sock)
+        self._excluded.add(index)
 
     def accept(self, index: int) -> None:
         """The listener is readable: accept a batch, until EAGAIN or the budget."""
@@ -83,6 +94,7 @@ class Acceptor:
                 self._backoff = 0.0
                 return
             except OSError as exc:
+                self.errors += 1
                 if exc.errno in _CLIENT_ERRORS:
                     continue
                 self._back_off(exc)
@@ -90,6 +102,7 @@ class Acceptor:
             peer = (addr[0], addr[1]) if family != socket.AF_UNIX else None
             conn = Conn(self._next_id, fd, index, family, peer)
             self._next_id += 1
+            self.accepted[index] += 1
             self.held += 1
             self.route(conn)
 

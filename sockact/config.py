@@ -152,6 +152,12 @@ class Config(ListenerSettings):
         "Ignored under socket activation.", "listeners", metavar="ADDR", aliases=("-b",))
     backlog: int = _opt(
         parsers.integer(1), 1024, "listen() backlog for sockets bound with --bind.", "listeners", metavar="N")
+    metrics_listener: str = _opt(
+        parsers.listener_name, "metrics",
+        "The listener (socket FileDescriptorName=, or NAME= of a --bind address) on which the supervisor "
+        "answers GET /metrics with Prometheus metrics instead of serving the app; needs prometheus_client "
+        "(python3-prometheus-client). Without such a listener there are no metrics and nothing is counted. "
+        "Read at start.", "listeners", metavar="NAME")
     workers: int = _opt(
         parsers.integer(1), 2, "Number of worker processes.", "workers", metavar="N", aliases=("-w",))
     threads: int = _opt(

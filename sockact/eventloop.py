@@ -46,6 +46,7 @@ from .http import HTTPConnection, Site, Step
 from .http.events import Request
 from .http.limits import RECV_SIZE
 from .scoreboard import SlotWriter
+from .tally import TallyWriter
 
 log = logging.getLogger("sockact.worker")
 
@@ -75,11 +76,13 @@ class EventLoop:
 
     def __init__(self, chan: socket.socket, sites: Sequence[Site], slots: Sequence[SlotWriter], *,
                  park_after: Sequence[float], handback_after: float, max_requests: int,
-                 extra: dict[str, object], access: AccessLog | None = None) -> None:
+                 extra: dict[str, object], access: AccessLog | None = None,
+                 tallies: Sequence[TallyWriter] | None = None) -> None:
         self.chan = chan
         self.sites = list(sites)
         self.slots = list(slots)
         self.threads = len(slots)
+        self.tallies = list(tallies) if tallies else None  # one per app thread, for the metrics
         self.park_after = list(park_after)
         self.handback_after = handback_after
         self.extra = extra  # environ keys every request gets (worker pid)
@@ -271,12 +274,15 @@ class EventLoop:
         slot = self.slots[index]
         # The path as the app sees it (PATH_INFO, decoded); the supervisor escapes it when it logs it.
         slot.begin(f"{request.method.decode('latin-1')} {unquote_to_bytes(request.path).decode('latin-1')}")
-        self.call_started[index] = time.monotonic()
+        self.call_started[index] = started = time.monotonic()
         try:
             return held.http.serve(request)
         finally:
             self.call_started[index] = 0.0
             slot.end()
+            if self.tallies is not None:
+                self.tallies[index].record(held.msg.listener, request.method, held.http.status,
+                                           time.monotonic() - started)
 
     def _after(self, held: Held, keep: bool) -> None:
         held.in_call = False

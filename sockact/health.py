@@ -30,6 +30,7 @@ class Health:
         self._next_ping = 0.0
         self._next_status = 0.0
         self._unhealthy_logged = False
+        self.pings = 0  # WATCHDOG=1 sent
 
     def view(self, w: WorkerProcess) -> SlotView:
         return self.scoreboard.read(w.slot, w.threads)
@@ -55,6 +56,7 @@ class Health:
         if self.notifier.watchdog_interval and now >= self._next_ping:
             if healthy:
                 self.notifier.watchdog()
+                self.pings += 1
                 self._next_ping = now + self.notifier.watchdog_interval
                 self._unhealthy_logged = False
             elif not self._unhealthy_logged:

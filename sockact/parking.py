@@ -25,6 +25,7 @@ class Conn:
     hops: int = 0
     data: bytes = b""
     idle_since: float = 0.0
+    ready_at: float = 0.0  # when it last needed a worker: the start of its hand-off latency
 
 
 class ParkingLot:

@@ -149,6 +149,7 @@ def _string(kind: str, expected: str) -> Callable[[Any], str]:
 
 path = _string("path", "a path")
 log_file = _string("path, or - for stderr", "a path, or '-' for stderr")
+listener_name = _string("listener name", "a listener name")
 
 
 def mount(value: Any) -> str:

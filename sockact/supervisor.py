@@ -32,6 +32,8 @@ from .dispatch import Dispatcher
 from .errors import EXIT_OK, HandoffError, SockactError
 from .health import Health
 from .journal import lifecycle
+from .metrics import Snapshot, SupervisorCounters, count_states, restart_reason
+from .metricserver import MetricsServer
 from .notify import Notifier
 from .parking import Conn, ParkingLot
 from .pool import Action, Halt, Kill, Ready, Reloaded, ReloadFailed, Retire, Spawn, WorkerPool
@@ -39,6 +41,7 @@ from .scoreboard import Scoreboard
 from .signals import SignalWakeup
 from .states import Phase, WorkerState
 from .switchboard import Switchboard
+from .tally import Tally
 from .worker import WorkerShell
 from .workers import WorkerProcess, describe_status, spawn
 
@@ -75,6 +78,9 @@ class Supervisor:
         self._selector: selectors.BaseSelector | None = None
         self._scoreboard: Scoreboard | None = None
         self._health: Health | None = None
+        self.counters = SupervisorCounters()
+        self._tally: Tally | None = None  # the workers' request counts; None: no metrics listener
+        self._metrics: MetricsServer | None = None
         self._signals = SignalWakeup(HANDLED_SIGNALS)
         self._stop_deadline = 0.0
         self._next_tick = 0.0
@@ -96,6 +102,7 @@ class Supervisor:
         self._selector = selectors.DefaultSelector()
         self._scoreboard = Scoreboard(SCOREBOARD_SLOTS)
         self._health = Health(self._scoreboard, self.workers, self.notifier)
+        self._start_metrics()
         self.acceptor.budget = raise_fd_limit() - _FD_RESERVE
         if self.apps is not None:
             # A preloaded app moves out of the collector's reach once, so the workers' collections
@@ -234,10 +241,12 @@ class Supervisor:
                 lifecycle(log, "ready", "ready: %d workers serving on %s", self.pool.current.target,
                           ", ".join(f"{lst.name}={lst.address}" for lst in self.listeners))
             elif isinstance(action, Reloaded):
+                self.counters.reloads["succeeded"] += 1
                 self._apply_settings()
                 lifecycle(log, "ready", "reload done: generation %d serving", action.generation)
                 self.notifier.reload_finished(True, "")
             elif isinstance(action, ReloadFailed):
+                self.counters.reloads["failed"] += 1
                 log.error("reload failed: %s", action.reason)
                 self.notifier.reload_finished(False, action.reason)
 
@@ -255,13 +264,15 @@ class Supervisor:
             log.error("cannot start a worker: %d workers alive already", SCOREBOARD_SLOTS)
             return
         names = [lst.name for lst in self.listeners]
-        scoreboard, apps = self._scoreboard, self.apps
+        scoreboard, apps, tally = self._scoreboard, self.apps, self._tally
+        if tally is not None:
+            tally.clear(slot)
 
         jitter = random.randint(0, config.max_requests_jitter) if config.max_requests else 0
         max_requests = config.max_requests + jitter
 
         def child_main(chan: socket.socket) -> int:
-            return WorkerShell(chan, config, names, scoreboard, slot, apps, max_requests).run()
+            return WorkerShell(chan, config, names, scoreboard, slot, apps, max_requests, tally).run()
 
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
         try:
@@ -273,6 +284,8 @@ class Supervisor:
             return
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        if tally is not None:
+            w.on_sent = self.counters.handed_off
         self.workers[w.pid] = w
         self.pool.spawned(w.pid, generation, time.monotonic())
         self._register(w.chan, self._on_channel, w)
@@ -289,6 +302,8 @@ class Supervisor:
     def _release_fds(self) -> None:
         """Close every descriptor the supervisor holds but the scoreboard: in a new worker, and at exit."""
         self._signals.close()
+        if self._metrics is not None:
+            self._metrics.close_clients()
         if self._selector is not None:
             self._selector.close()  # first: the fds below need no unregistering one by one
         for lst in self.listeners:
@@ -330,6 +345,7 @@ class Supervisor:
             elif msg.kind == handoff.PARK:
                 conn = Conn(msg.conn_id, msg.fd, msg.listener, msg.family, msg.peer, msg.hops, msg.data)
                 if conn.data:
+                    self.counters.handbacks += 1
                     self.switchboard.route(conn)  # handed back with a request already read: serve it elsewhere
                 else:
                     self.switchboard.park(conn, self.stopping)
@@ -338,6 +354,7 @@ class Supervisor:
                 self._returned(w)
             elif msg.kind == handoff.RECYCLE:
                 log.info("worker %d served its max_requests: recycling it", w.pid)
+                w.recycled = True
                 self._carry_out(self.pool.recycle(w.pid, time.monotonic()))
 
     def _returned(self, w: WorkerProcess) -> None:
@@ -354,11 +371,16 @@ class Supervisor:
         assert self._scoreboard is not None
         self._unregister(w.chan)
         w.chan.close()
+        if self._tally is not None:
+            self._tally.retire(w.slot, w.threads)  # its counts outlive it
         self._scoreboard.release(w.slot)
         waiting = self.switchboard.take_outbox(w)
         lost = self.dispatcher.forget(pid)
         how, code, _ = describe_status(status)
-        expected = self.pool.state(pid) is WorkerState.RETIRING or self.stopping
+        state = self.pool.state(pid)
+        expected = state is WorkerState.RETIRING or self.stopping
+        self.counters.worker_exited(restart_reason(state, w.recycled, w.generation != self.pool.current.number,
+                                                   self.stopping))
         lifecycle(log, "worker_exited", "worker %d %s%s", pid, how,
                   f" with {lost} connections" if lost else "",
                   level=logging.INFO if expected else logging.WARNING,
@@ -387,6 +409,8 @@ class Supervisor:
             self._tick_stopping(now)
             return
         self.switchboard.expire(now)
+        if self._metrics is not None:
+            self._metrics.expire(now)
         healthy = not self.pool.boot_overdue(now) and not self.pool.count(WorkerState.ABORTED)
         for w, view in self._health.overdue(now, self.config.timeout):
             if self.pool.state(w.pid) is WorkerState.ABORTED:
@@ -442,6 +466,48 @@ class Supervisor:
                 f"{self.dispatcher.held} connections in workers, {len(self.parked)} parked, "
                 f"{self.dispatcher.queued} queued, {self._health.requests()} requests served")
 
+    # ------------------------------------------------------------------ metrics
+
+    def _start_metrics(self) -> None:
+        """Answer scrapes on the metrics listener, if there is one; the workers count only then."""
+        assert self._selector is not None
+        from .apps import metrics as exposition
+
+        name = self.config.metrics_listener
+        index = next((i for i, lst in enumerate(self.listeners) if lst.name == name), None)
+        if index is None:
+            return
+        if not exposition.available:
+            log.warning("listener %r: %s; it answers 503 until then", name, exposition.MISSING)
+        self._tally = Tally(SCOREBOARD_SLOTS, len(self.listeners))
+        self.acceptor.exclude(index)
+        self._metrics = MetricsServer(self.listeners[index], self._selector, self._render_metrics)
+        self._metrics.start(time.monotonic())
+
+    def _render_metrics(self) -> tuple[int, str, bytes]:
+        from .apps import metrics as exposition
+
+        try:
+            return 200, exposition.CONTENT_TYPE, exposition.exposition(self.metrics_snapshot())
+        except RuntimeError as exc:
+            return 503, exposition.CONTENT_TYPE, f"{exc}\n".encode()
+
+    def metrics_snapshot(self) -> Snapshot:
+        """Everything a scrape shows, as of now."""
+        assert self._tally is not None and self._health is not None and self._metrics is not None
+        return Snapshot(
+            listeners={i: lst.name for i, lst in enumerate(self.listeners) if lst is not self._metrics.listener},
+            layout=self._tally.layout,
+            tally=self._tally.total([(w.slot, w.threads) for w in self.workers.values()]),
+            in_flight=self._health.busy(),
+            connections={"worker": self.dispatcher.held, "parked": len(self.parked),
+                         "queued": self.dispatcher.queued},
+            workers=count_states(m.state for m in self.pool.members.values()),
+            accepted=list(self.acceptor.accepted), accept_errors=self.acceptor.errors,
+            handoff=self.counters.handoff, handbacks=self.counters.handbacks, restarts=self.counters.restarts,
+            reloads=self.counters.reloads, watchdog_pings=self._health.pings,
+            start_time=self.counters.start_time)
+
     # ------------------------------------------------------------------ plumbing
 
     def _watch_channel(self, w: WorkerProcess, writable: bool) -> None:
@@ -468,6 +534,8 @@ class Supervisor:
         self._release_fds()
         if self._scoreboard is not None:
             self._scoreboard.close()
+        if self._tally is not None:
+            self._tally.close()
 
 
 # fds the supervisor keeps free for itself: channels of new workers, the journal, a reload's files.

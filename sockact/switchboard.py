@@ -46,6 +46,7 @@ class Switchboard:
 
     def route(self, conn: Conn) -> None:
         """A connection needs a worker: hand it off, or let it wait in the dispatcher's queue."""
+        conn.ready_at = time.monotonic()
         assignment = self.dispatcher.offer(conn)
         if assignment is not None:
             self._hand_off(*assignment)

@@ -26,6 +26,7 @@ from .http import Limits, Site
 from .journal import installed_sendv
 from .proctitle import worker_title
 from .scoreboard import Scoreboard
+from .tally import Tally
 
 log = logging.getLogger("sockact.worker")
 
@@ -35,7 +36,7 @@ class WorkerShell:
 
     def __init__(self, chan: socket.socket, config: Config, listener_names: Sequence[str],
                  scoreboard: Scoreboard, slot: int, apps: Mapping[str, WSGIApp] | None,
-                 max_requests: int) -> None:
+                 max_requests: int, tally: Tally | None = None) -> None:
         self.chan = chan
         self.config = config
         self.listener_names = list(listener_names)
@@ -43,6 +44,7 @@ class WorkerShell:
         self.slot = slot
         self.preloaded = apps
         self.max_requests = max_requests  # with its jitter; 0: never recycled
+        self.tally = tally  # request counts for the metrics; None: none are kept
         self.pid = 0
         self.runner: EventLoop | None = None
         self.access: AccessLog | None = None
@@ -64,6 +66,7 @@ class WorkerShell:
         threads = self.config.threads
         self.runner = EventLoop(
             self.chan, sites, [self.scoreboard.writer(self.slot, i) for i in range(threads)],
+            tallies=[self.tally.writer(self.slot, i) for i in range(threads)] if self.tally else None,
             park_after=[self.config.listener(name).park_after for name in self.listener_names],
             handback_after=self.config.handback_after, max_requests=self.max_requests,
             extra={"sockact.worker_pid": self.pid}, access=self.access)

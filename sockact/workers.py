@@ -35,6 +35,8 @@ class WorkerProcess:
     requests: int = 0  # as last read from the scoreboard
     retired: bool = False  # EOF sent on its channel
     killed: bool = False  # SIGKILL sent
+    recycled: bool = False  # it served its max_requests
+    on_sent: Callable[[Conn], None] | None = None  # told of each connection sent (the metrics)
     receiver: handoff.Receiver = field(init=False)
     # Connections given to this worker that its full channel could not take yet, in order. The
     # supervisor still owns their fds; they go out when the channel is writable again.
@@ -81,6 +83,8 @@ class WorkerProcess:
             return False
         conn.hops += 1
         os.close(conn.fd)  # the worker owns it now
+        if self.on_sent is not None:
+            self.on_sent(conn)
         return True
 
     def retire(self) -> None:

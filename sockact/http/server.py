@@ -138,6 +138,11 @@ class HTTPConnection:
         if self.engine.buffered:
             self._conn.refuse(ProtocolError(408, "request head timed out"), linger=False)
 
+    @property
+    def status(self) -> int:
+        """The status of the last response sent (0: none was sent)."""
+        return self._conn.status
+
     def unparsed(self) -> bytes:
         """Bytes received and not yet parsed: what a new owner must be given with the socket."""
         return self.engine.unparsed()

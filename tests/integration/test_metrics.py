@@ -1,0 +1,130 @@
+"""The metrics listener of the real sockact, scraped and read with prometheus_client's own parser."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+
+import pytest
+from conftest import base_env, free_port, http_get, parse_response, raw_exchange
+
+parser = pytest.importorskip("prometheus_client.parser")
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(port: int) -> Samples:
+    status, headers, body = http_get(port, "/metrics")
+    assert status == 200, body
+    assert headers["content-type"].startswith("text/plain; version=")
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in parser.text_string_to_metric_families(body.decode()) for s in family.samples}
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def request(port: int, method: str, path: str = "/") -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        raw = f"{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        return parse_response(raw_exchange(sock, raw.encode()))[0]
+
+
+def start(start_sockact, *args: str, env: dict[str, str] | None = None, workers: int = 2):
+    port, metrics = free_port(), free_port()
+    server = start_sockact("testapps:echo", "--workers", str(workers), "--bind", f"http=127.0.0.1:{port}",
+                           "--bind", f"metrics=127.0.0.1:{metrics}", *args, activation=False, wait=False, env=env)
+    server.port = port
+    server.wait_ready(workers)
+    return server, metrics
+
+
+def test_a_scrape_counts_the_requests_sent(start_sockact):
+    server, metrics = start(start_sockact)
+    before = scrape(metrics)
+    for _ in range(5):
+        assert request(server.port, "GET") == 200
+    for _ in range(2):
+        assert request(server.port, "POST", "/form") == 200
+    assert request(server.port, "PROPFIND") == 200  # a method outside the fixed set counts as "other"
+    after = scrape(metrics)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("sockact_requests_total", listener="http", method="GET", code="2xx") == 5
+    assert delta("sockact_requests_total", listener="http", method="POST", code="2xx") == 2
+    assert delta("sockact_requests_total", listener="http", method="other", code="2xx") == 1
+    assert delta("sockact_request_duration_seconds_count", listener="http") == 8
+    assert delta("sockact_request_duration_seconds_bucket", listener="http", le="+Inf") == 8
+    assert delta("sockact_request_duration_seconds_sum", listener="http") > 0
+    assert delta("sockact_connections_accepted_total", listener="http") == 8
+    assert delta("sockact_connections_handed_off_total") == 8
+    assert delta("sockact_handoff_latency_seconds_count") == 8
+    assert value(after, "sockact_workers", state="ready") == 2
+    assert value(after, "sockact_requests_in_flight") == 0
+    # The scrapes themselves are the supervisor's, not the app's: no label names the metrics listener.
+    assert not any(("listener", "metrics") in labels for _, labels in after)
+    assert value(after, "sockact_start_time_seconds") > 0
+
+
+def test_counters_survive_a_killed_worker(start_sockact):
+    server, metrics = start(start_sockact)
+    for _ in range(6):
+        assert request(server.port, "GET") == 200
+    before = scrape(metrics)
+    victim = server.workers()[0]
+    os.kill(victim, signal.SIGKILL)
+    server.wait_workers(2, without=victim)
+    after = server.waiting(lambda: (s := scrape(metrics)) and value(s, "sockact_workers", state="ready") == 2 and s,
+                           "a replacement worker ready")
+    for key, count in before.items():
+        if key[0] in ("sockact_requests_total", "sockact_request_duration_seconds_count",
+                      "sockact_connections_accepted_total"):
+            assert after.get(key) == count, key  # the dead worker's requests are still counted
+    assert value(after, "sockact_worker_restarts_total", reason="exit") == 1
+    assert request(server.port, "GET") == 200
+    again = scrape(metrics)
+    assert (value(again, "sockact_requests_total", listener="http", method="GET", code="2xx")
+            == value(after, "sockact_requests_total", listener="http", method="GET", code="2xx") + 1)
+
+
+def test_restarts_by_max_requests_and_reload_and_the_reloads(start_sockact):
+    server, metrics = start(start_sockact, "--max-requests", "3", workers=1)
+    for _ in range(4):
+        assert request(server.port, "GET") == 200
+    server.waiting(lambda: value(scrape(metrics), "sockact_worker_restarts_total", reason="max-requests") >= 1,
+                   "a restart for max-requests")
+    server.send(signal.SIGHUP)
+    server.wait_for_log("reload done")
+    samples = server.waiting(
+        lambda: (s := scrape(metrics)) and value(s, "sockact_worker_restarts_total", reason="reload") == 1 and s,
+        "the old generation's worker counted as restarted by the reload")
+    assert value(samples, "sockact_reloads_total", result="succeeded") == 1
+    assert value(samples, "sockact_reloads_total", result="failed") == 0
+    assert value(samples, "sockact_worker_restarts_total", reason="exit") == 0
+
+
+def test_the_metrics_listener_answers_get_metrics_only(start_sockact):
+    _, metrics = start(start_sockact, workers=1)
+    assert http_get(metrics, "/other")[0] == 404
+    assert request(metrics, "POST", "/metrics") == 405
+    status, _, body = http_get(metrics, "/")
+    assert status == 200 and b"sockact_requests_total" in body
+    with socket.create_connection(("127.0.0.1", metrics), timeout=10) as sock:
+        assert parse_response(raw_exchange(sock, b"GET /metrics HTTP/1.1\r\nHost: \x01\r\n\r\n"))[0] == 400
+
+
+def test_without_prometheus_client_the_listener_says_what_to_install(start_sockact, tmp_path):
+    shadow = tmp_path / "prometheus_client"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('not installed here')\n")
+    env = {"PYTHONPATH": f"{tmp_path}:{base_env()['PYTHONPATH']}"}
+    server, metrics = start(start_sockact, env=env, workers=1)
+    status, _, body = http_get(metrics, "/metrics")
+    assert status == 503
+    assert b"python3-prometheus-client" in body
+    assert "python3-prometheus-client" in server.output()
+    assert request(server.port, "GET") == 200  # the app is served all the same

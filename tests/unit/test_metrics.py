@@ -1,0 +1,78 @@
+"""The supervisor's metrics: restart reasons, histograms, and the exposition read back by prometheus_client."""
+
+import pytest
+
+from sockact.metrics import HANDOFF_BUCKETS, Histogram, Snapshot, count_states, restart_reason
+from sockact.states import WorkerState
+from sockact.tally import Tally
+
+parser = pytest.importorskip("prometheus_client.parser")
+from sockact.apps import metrics as exposition  # noqa: E402 - after the skip
+
+
+@pytest.mark.parametrize(("state", "recycled", "old", "stopping", "reason"), [
+    (WorkerState.READY, False, False, False, "exit"),  # died on its own
+    (WorkerState.BUSY, False, False, False, "exit"),
+    (WorkerState.ABORTED, False, False, False, "timeout"),
+    (WorkerState.RETIRING, True, False, False, "max-requests"),
+    (WorkerState.RETIRING, False, True, False, "reload"),
+    (WorkerState.RETIRING, False, False, False, None),  # one worker fewer (TTOU): not replaced
+    (WorkerState.READY, False, False, True, None),  # stopping
+])
+def test_restart_reason(state, recycled, old, stopping, reason):
+    assert restart_reason(state, recycled, old, stopping) == reason
+
+
+def test_histogram_buckets_are_upper_bounds():
+    h = Histogram((0.1, 1.0))
+    for v in (0.1, 0.5, 2.0):
+        h.observe(v)
+    assert h.counts == [1, 1, 1]
+    assert h.sum == pytest.approx(2.6)
+
+
+def snapshot() -> Snapshot:
+    tally = Tally(slots=1, listeners=2)
+    tally.writer(0, 0).record(0, b"GET", 200, 0.002)
+    tally.writer(0, 0).record(0, b"GET", 404, 0.2)
+    handoff = Histogram(HANDOFF_BUCKETS)
+    handoff.observe(0.0001)
+    cells = tally.read(0, 1)
+    layout = tally.layout
+    tally.close()
+    return Snapshot(
+        listeners={0: "http"}, layout=layout, tally=cells, in_flight=1,
+        connections={"worker": 3, "parked": 2, "queued": 0},
+        workers=count_states([WorkerState.READY, WorkerState.READY, WorkerState.BOOTING]),
+        accepted=[5, 7], accept_errors=1, handoff=handoff, handbacks=2,
+        restarts={"exit": 1, "timeout": 0, "max-requests": 0, "reload": 2},
+        reloads={"succeeded": 1, "failed": 1}, watchdog_pings=9, start_time=1700000000.0)
+
+
+def test_the_exposition_reads_back_with_prometheus_clients_parser():
+    text = exposition.exposition(snapshot()).decode()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in parser.text_string_to_metric_families(text) for s in family.samples}
+
+    def get(name, **labels):
+        return samples[(name, tuple(sorted(labels.items())))]
+
+    assert get("sockact_requests_total", listener="http", method="GET", code="2xx") == 1
+    assert get("sockact_requests_total", listener="http", method="GET", code="4xx") == 1
+    assert get("sockact_request_duration_seconds_bucket", listener="http", le="0.0025") == 1
+    assert get("sockact_request_duration_seconds_bucket", listener="http", le="0.25") == 2  # cumulative
+    assert get("sockact_request_duration_seconds_count", listener="http") == 2
+    assert get("sockact_request_duration_seconds_sum", listener="http") == pytest.approx(0.202)
+    assert get("sockact_connections", state="parked") == 2
+    assert get("sockact_workers", state="ready") == 2 and get("sockact_workers", state="retiring") == 0
+    assert get("sockact_connections_accepted_total", listener="http") == 5
+    assert ("sockact_connections_accepted_total", (("listener", "metrics"),)) not in samples
+    assert get("sockact_connections_handed_off_total") == 1
+    assert get("sockact_handoff_latency_seconds_bucket", le="0.0001") == 1
+    assert get("sockact_worker_restarts_total", reason="reload") == 2
+    assert get("sockact_reloads_total", result="failed") == 1
+    assert get("sockact_watchdog_pings_total") == 9
+    assert get("sockact_accept_errors_total") == 1
+    assert get("sockact_handbacks_total") == 2
+    assert get("sockact_requests_in_flight") == 1
+    assert get("sockact_start_time_seconds") == 1700000000.0

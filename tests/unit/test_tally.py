@@ -1,0 +1,47 @@
+"""The workers' request tally: cells written by app threads, summed and kept by the supervisor."""
+
+from sockact.tally import CLASSES, DURATION_BUCKETS, METHODS, Tally
+
+
+def request_count(tally: Tally, cells: list[int], listener: int, method: str, klass: str) -> int:
+    return cells[tally.layout.request_cell(listener, METHODS.index(method), CLASSES.index(klass))]
+
+
+def test_a_request_is_counted_by_listener_method_class_and_duration_bucket():
+    tally = Tally(slots=4, listeners=2)
+    tally.clear(1)
+    tally.writer(1, 0).record(1, b"GET", 204, 0.003)
+    cells = tally.read(1, threads=1)
+    assert request_count(tally, cells, 1, "GET", "2xx") == 1
+    assert sum(cells[:tally.layout.stride]) == 0  # listener 0 saw nothing
+    bucket = DURATION_BUCKETS.index(0.005)  # 3 ms falls in the le=0.005 bucket
+    assert cells[tally.layout.bucket_cell(1, bucket)] == 1
+    assert cells[tally.layout.sum_cell(1)] == 3000  # microseconds
+    tally.close()
+
+
+def test_unknown_methods_and_statuses_fall_in_their_catch_alls():
+    tally = Tally(slots=1, listeners=1)
+    writer = tally.writer(0, 0)
+    writer.record(0, b"PROPFIND", 207, 0.0)
+    writer.record(0, b"GET", 0, 0.0)  # the client left before a response
+    writer.record(0, b"GET", 999, 99.0)  # past the last bound: +Inf
+    cells = tally.read(0, threads=1)
+    assert request_count(tally, cells, 0, "other", "2xx") == 1
+    assert request_count(tally, cells, 0, "GET", "none") == 2
+    assert cells[tally.layout.bucket_cell(0, len(DURATION_BUCKETS))] == 1
+    tally.close()
+
+
+def test_the_threads_lines_are_summed_and_a_retired_worker_is_kept():
+    tally = Tally(slots=2, listeners=1)
+    for thread in range(3):
+        tally.writer(0, thread).record(0, b"POST", 500, 0.01)
+    assert request_count(tally, tally.read(0, threads=3), 0, "POST", "5xx") == 3
+    tally.retire(0, threads=3)
+    tally.clear(0)  # the slot goes to a new worker
+    tally.writer(0, 0).record(0, b"POST", 500, 0.01)
+    tally.writer(1, 0).record(0, b"POST", 500, 0.01)
+    total = tally.total([(0, 1), (1, 1)])
+    assert request_count(tally, total, 0, "POST", "5xx") == 5
+    tally.close()

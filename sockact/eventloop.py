@@ -123,6 +123,7 @@ class EventLoop:
                 self._work.put(None)
             for t in helpers:
                 t.join(timeout=1.0)
+            self._flush_tallies()
             self.selector.close()
             self._wake_r.close()
             self._wake_w.close()
@@ -155,6 +156,12 @@ class EventLoop:
             self._timers(now)
             if self.access is not None:
                 self.access.flush_if_due(now)
+            self._flush_tallies()
+
+    def _flush_tallies(self) -> None:
+        """Publish the request counts to the supervisor (a copy to shared memory; no syscall)."""
+        for tally in self.tallies or ():
+            tally.flush()
 
     # ------------------------------------------------------------------ the channel
 

@@ -2,10 +2,11 @@
 
 Like the scoreboard (scoreboard.py), one anonymous MAP_SHARED mapping is made before the
 first fork; each worker owns one slot, and each of its app threads one line of that slot.
-At the end of every app call the thread adds one to two plain integer cells of its line
-(requests by listener, method and status class, and the duration's histogram bucket) and
-the duration, in microseconds, to a third. No message, no lock, no prometheus object: each line has
-one writer, and the supervisor only reads.
+At the end of every app call the thread adds one to two integers (requests by listener,
+method and status class, and the duration's histogram bucket) and the duration, in
+microseconds, to a third: slots of a plain list of its own, copied to its line of the
+mapping every few milliseconds by the worker's loop. No message, no lock, no prometheus
+object: each line has one writer, and the supervisor only reads.
 
 The supervisor sums the lines of the live workers when it is scraped, and when a worker
 exits it folds that worker's lines into totals of its own (``retire``), so the counters
@@ -14,6 +15,7 @@ survive the death of the process that counted.
 
 from __future__ import annotations
 
+import array
 import bisect
 import mmap
 from collections.abc import Sequence
@@ -22,10 +24,11 @@ from .scoreboard import MAX_THREADS
 
 # The methods counted by name; any other is counted as "other" (a client cannot grow the label set).
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other")
-_METHOD_INDEX = {m.encode(): i for i, m in enumerate(METHODS[:-1])}
-_OTHER = len(METHODS) - 1
 # Status classes; "none": the client left before any response was sent.
 CLASSES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
+_METHOD_OFFSET = {m.encode(): i * len(CLASSES) for i, m in enumerate(METHODS[:-1])}
+_OTHER_OFFSET = (len(METHODS) - 1) * len(CLASSES)
+_bucket = bisect.bisect_left
 # Upper bounds of the request duration histogram, in seconds: prometheus_client's defaults, with
 # finer steps below 5 ms (where a fast app's calls fall) and room up to the default timeout.
 DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -109,23 +112,33 @@ class Tally:
 
 
 class TallyWriter:
-    """One app thread's line: ``record`` once per request, at the end of its app call."""
+    """One app thread's line: ``record`` once per request, ``flush`` now and then.
 
-    __slots__ = ("_base", "_cells", "_layout", "_sums_base")
+    ``record`` adds to a plain list of this process's own (three list slots per request);
+    ``flush`` copies the list to the thread's line in the shared mapping, where the
+    supervisor reads it. The worker's loop flushes every few milliseconds and at exit, so
+    a worker killed outright loses only what it counted since its last flush.
+    """
 
-    def __init__(self, cells: memoryview, base: int, layout: Layout) -> None:
+    __slots__ = ("_at", "_bases", "_cells", "_requests", "_sums", "counts")
+
+    def __init__(self, cells: memoryview, at: int, layout: Layout) -> None:
         self._cells = cells
-        self._base = base
-        self._sums_base = base + layout.counts
-        self._layout = layout
+        self._at = at  # the first cell of this thread's line
+        self.counts = [0] * layout.cells
+        self._bases = [layout.request_cell(i, 0, 0) for i in range(layout.listeners)]
+        self._requests = layout.requests
+        self._sums = layout.counts
 
     def record(self, listener: int, method: bytes, status: int, seconds: float) -> None:
         klass = status // 100
         if klass > 5:
             klass = 0
-        layout = self._layout
-        cells = self._cells
-        base = self._base + listener * layout.stride
-        cells[base + _METHOD_INDEX.get(method, _OTHER) * len(CLASSES) + klass] += 1
-        cells[base + layout.requests + bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
-        cells[self._sums_base + listener] += int(seconds * 1e6)
+        counts = self.counts
+        base = self._bases[listener]
+        counts[base + _METHOD_OFFSET.get(method, _OTHER_OFFSET) + klass] += 1
+        counts[base + self._requests + _bucket(DURATION_BUCKETS, seconds)] += 1
+        counts[self._sums + listener] += int(seconds * 1e6)
+
+    def flush(self) -> None:
+        self._cells[self._at:self._at + len(self.counts)] = array.array("Q", self.counts)

@@ -49,7 +49,10 @@ def test_a_scrape_counts_the_requests_sent(start_sockact):
     for _ in range(2):
         assert request(server.port, "POST", "/form") == 200
     assert request(server.port, "PROPFIND") == 200  # a method outside the fixed set counts as "other"
-    after = scrape(metrics)
+    after = server.waiting(lambda: (s := scrape(metrics))
+                           and value(s, "sockact_request_duration_seconds_count", listener="http")
+                           - value(before, "sockact_request_duration_seconds_count", listener="http") >= 8 and s,
+                           "the requests counted")
 
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
@@ -72,9 +75,12 @@ def test_a_scrape_counts_the_requests_sent(start_sockact):
 
 def test_counters_survive_a_killed_worker(start_sockact):
     server, metrics = start(start_sockact)
+    wanted = value(scrape(metrics), "sockact_requests_total", listener="http", method="GET", code="2xx") + 6
     for _ in range(6):
         assert request(server.port, "GET") == 200
-    before = scrape(metrics)
+    # The workers publish their counts every few milliseconds: wait for these six to show.
+    before = server.waiting(lambda: (s := scrape(metrics)) and value(
+        s, "sockact_requests_total", listener="http", method="GET", code="2xx") == wanted and s, "the requests counted")
     victim = server.workers()[0]
     os.kill(victim, signal.SIGKILL)
     server.wait_workers(2, without=victim)
@@ -86,9 +92,9 @@ def test_counters_survive_a_killed_worker(start_sockact):
             assert after.get(key) == count, key  # the dead worker's requests are still counted
     assert value(after, "sockact_worker_restarts_total", reason="exit") == 1
     assert request(server.port, "GET") == 200
-    again = scrape(metrics)
-    assert (value(again, "sockact_requests_total", listener="http", method="GET", code="2xx")
-            == value(after, "sockact_requests_total", listener="http", method="GET", code="2xx") + 1)
+    counted = value(after, "sockact_requests_total", listener="http", method="GET", code="2xx") + 1
+    server.waiting(lambda: value(scrape(metrics), "sockact_requests_total", listener="http", method="GET",
+                                 code="2xx") == counted, "the new worker's request added to the old counts")
 
 
 def test_restarts_by_max_requests_and_reload_and_the_reloads(start_sockact):

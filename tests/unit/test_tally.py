@@ -10,7 +10,10 @@ def request_count(tally: Tally, cells: list[int], listener: int, method: str, kl
 def test_a_request_is_counted_by_listener_method_class_and_duration_bucket():
     tally = Tally(slots=4, listeners=2)
     tally.clear(1)
-    tally.writer(1, 0).record(1, b"GET", 204, 0.003)
+    writer = tally.writer(1, 0)
+    writer.record(1, b"GET", 204, 0.003)
+    assert sum(tally.read(1, threads=1)) == 0  # counted in the thread's own list, not yet published
+    writer.flush()
     cells = tally.read(1, threads=1)
     assert request_count(tally, cells, 1, "GET", "2xx") == 1
     assert sum(cells[:tally.layout.stride]) == 0  # listener 0 saw nothing
@@ -26,6 +29,7 @@ def test_unknown_methods_and_statuses_fall_in_their_catch_alls():
     writer.record(0, b"PROPFIND", 207, 0.0)
     writer.record(0, b"GET", 0, 0.0)  # the client left before a response
     writer.record(0, b"GET", 999, 99.0)  # past the last bound: +Inf
+    writer.flush()
     cells = tally.read(0, threads=1)
     assert request_count(tally, cells, 0, "other", "2xx") == 1
     assert request_count(tally, cells, 0, "GET", "none") == 2
@@ -36,12 +40,16 @@ def test_unknown_methods_and_statuses_fall_in_their_catch_alls():
 def test_the_threads_lines_are_summed_and_a_retired_worker_is_kept():
     tally = Tally(slots=2, listeners=1)
     for thread in range(3):
-        tally.writer(0, thread).record(0, b"POST", 500, 0.01)
+        writer = tally.writer(0, thread)
+        writer.record(0, b"POST", 500, 0.01)
+        writer.flush()
     assert request_count(tally, tally.read(0, threads=3), 0, "POST", "5xx") == 3
     tally.retire(0, threads=3)
     tally.clear(0)  # the slot goes to a new worker
-    tally.writer(0, 0).record(0, b"POST", 500, 0.01)
-    tally.writer(1, 0).record(0, b"POST", 500, 0.01)
+    for slot in (0, 1):
+        writer = tally.writer(slot, 0)
+        writer.record(0, b"POST", 500, 0.01)
+        writer.flush()
     total = tally.total([(0, 1), (1, 1)])
     assert request_count(tally, total, 0, "POST", "5xx") == 5
     tally.close()

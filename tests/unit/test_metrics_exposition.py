@@ -33,8 +33,10 @@ def test_histogram_buckets_are_upper_bounds():
 
 def snapshot() -> Snapshot:
     tally = Tally(slots=1, listeners=2)
-    tally.writer(0, 0).record(0, b"GET", 200, 0.002)
-    tally.writer(0, 0).record(0, b"GET", 404, 0.2)
+    writer = tally.writer(0, 0)
+    writer.record(0, b"GET", 200, 0.002)
+    writer.record(0, b"GET", 404, 0.2)
+    writer.flush()
     handoff = Histogram(HANDOFF_BUCKETS)
     handoff.observe(0.0001)
     cells = tally.read(0, 1)

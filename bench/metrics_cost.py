@@ -3,7 +3,9 @@
 Two sockact processes serve the hello-world app with 2 workers and no access log, one of
 them with a metrics listener (so its workers count every request in the tally). Short
 ``wrk -t1 -c50`` runs alternate between them, the order flipped each round, and the medians
-are compared; the machine is shared, so single runs say little. A scrape between rounds
+are compared; the machine is shared, so single runs say little. The CPU time the
+supervisor and its workers spent per request (utime + stime from /proc) is compared too:
+other load on the machine moves it far less than it moves throughput. A scrape at the end
 checks that the counting side really counted.
 
     python -m bench.metrics_cost [--rounds 8] [--seconds 3]
@@ -47,12 +49,28 @@ def start(port: int, metrics: int | None) -> subprocess.Popen[bytes]:
     raise SystemExit(f"sockact on port {port} did not start")
 
 
-def wrk(port: int, seconds: float) -> float:
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` and its children (the workers), in seconds."""
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        pids = [pid, *map(int, f.read().split())]
+    ticks = 0
+    for p in pids:
+        with open(f"/proc/{p}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(port: int, seconds: float, pid: int) -> tuple[float, float]:
+    """One run: (requests per second, CPU microseconds per request)."""
+    cpu = cpu_seconds(pid)
     out = subprocess.run(["wrk", "-t1", "-c50", f"-d{seconds:g}s", f"http://127.0.0.1:{port}/"],
                          capture_output=True, text=True, check=True).stdout
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    assert match, out
-    return float(match.group(1))
+    cpu = cpu_seconds(pid) - cpu
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    count = re.search(r"(\d+) requests in", out)
+    assert rate and count, out
+    return float(rate.group(1)), cpu * 1e6 / int(count.group(1))
 
 
 def counted(metrics: int) -> float:
@@ -69,13 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     off_port, on_port, metrics = free_port(), free_port(), free_port()
     procs = [start(off_port, None), start(on_port, metrics)]
     runs: dict[str, list[float]] = {"off": [], "on": []}
+    cpu: dict[str, list[float]] = {"off": [], "on": []}
     try:
-        for port in (off_port, on_port):
-            wrk(port, 1)  # warm up
+        for port, proc in zip((off_port, on_port), procs, strict=True):
+            wrk(port, 1, proc.pid)  # warm up
         for i in range(args.rounds):
-            order = [("off", off_port), ("on", on_port)]
-            for name, port in order if i % 2 == 0 else reversed(order):
-                runs[name].append(wrk(port, args.seconds))
+            order = [("off", off_port, procs[0].pid), ("on", on_port, procs[1].pid)]
+            for name, port, pid in order if i % 2 == 0 else reversed(order):
+                rate, us = wrk(port, args.seconds, pid)
+                runs[name].append(rate)
+                cpu[name].append(us)
         assert counted(metrics) > 0, "the metrics side counted nothing"
     finally:
         for proc in procs:
@@ -83,10 +104,13 @@ def main(argv: list[str] | None = None) -> int:
             proc.wait(15)
     off, on = statistics.median(runs["off"]), statistics.median(runs["on"])
     for name in ("off", "on"):
-        print(f"metrics {name:3}: median {statistics.median(runs[name]):9.0f} req/s  runs "
+        print(f"metrics {name:3}: median {statistics.median(runs[name]):9.0f} req/s, "
+              f"{statistics.median(cpu[name]):5.1f} CPU us/request;  runs "
               + " ".join(f"{r:.0f}" for r in runs[name]))
-    print(f"cost: {100 * (off - on) / off:+.1f}% of keep-alive throughput ({args.rounds} interleaved rounds "
-          f"of {args.seconds:g}s, wrk -t1 -c50, 2 workers; a shared machine: medians)")
+    cpu_off, cpu_on = statistics.median(cpu["off"]), statistics.median(cpu["on"])
+    print(f"cost: {100 * (off - on) / off:+.1f}% of keep-alive throughput, {100 * (cpu_on - cpu_off) / cpu_off:+.1f}% "
+          f"CPU per request ({args.rounds} interleaved rounds of {args.seconds:g}s, wrk -t1 -c50, 2 workers; "
+          "a shared machine: medians)")
     return 0
 
 

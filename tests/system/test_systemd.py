@@ -280,6 +280,8 @@ def test_cookbook_lists_every_recipe(recipes: dict[str, str]):
         "/etc/systemd/system/sockact.service.d/workers.conf",
         "/etc/systemd/system/sockact.service.d/watchdog.conf",
         "/etc/systemd/system/sockact.service.d/private-network.conf",
+        "/etc/systemd/system/sockact-metrics.socket",
+        "/etc/systemd/system/sockact.service.d/metrics.conf",
         "/etc/sockact/blog.toml",
         "/etc/systemd/system/sockact@blog.socket.d/listen.conf",
     }
@@ -330,6 +332,36 @@ def test_recipe_private_network(sockact: Deployment, recipes: dict[str, str]):
     assert "Address family not supported" in response.text  # not even a socket() of its own
     assert sockact.show("PrivateNetwork") == "yes"
     assert sockact.show("RestrictAddressFamilies") == "AF_UNIX"
+
+
+def test_recipe_metrics_socket(sockact: Deployment, recipes: dict[str, str]):
+    parser = pytest.importorskip("prometheus_client.parser")
+    examples = REPO / "packaging/systemd/examples"
+    socket_unit = "/etc/systemd/system/sockact-metrics.socket"
+    dropin = "/etc/systemd/system/sockact.service.d/metrics.conf"
+    for path, shipped in ((socket_unit, "sockact-metrics.socket"), (dropin, "metrics.conf")):
+        assert recipes[path] == f"# {path}\n" + (examples / shipped).read_text(), f"the cookbook and {shipped} differ"
+    port = free_port()
+    install_recipe(sockact, recipes, socket_unit, port9101=port)
+    install_recipe(sockact, recipes, dropin)
+    try:
+        sockact.start()
+        for _ in range(3):
+            assert sockact.get("/").status == 200
+
+        def served() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+            response = http_get(port, "/metrics")
+            assert response.status == 200, response.text
+            samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                       for family in parser.text_string_to_metric_families(response.text) for s in family.samples}
+            key = ("sockact_requests_total", (("code", "2xx"), ("listener", "http"), ("method", "GET")))
+            return samples if samples.get(key) == 3 else None
+
+        samples = wait_for(served, 10, what="the three requests in the scrape")
+        assert samples[("sockact_workers", (("state", "ready"),))] >= 1
+        assert samples[("sockact_watchdog_pings_total", ())] >= 1  # the shipped unit sets WatchdogSec=
+    finally:
+        sockact.c.systemctl("stop", "sockact-metrics.socket", check=False)
 
 
 def test_recipe_second_app_as_template_instance(sockact: Deployment, recipes: dict[str, str]):

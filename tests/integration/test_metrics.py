@@ -32,10 +32,10 @@ def request(port: int, method: str, path: str = "/") -> int:
         return parse_response(raw_exchange(sock, raw.encode()))[0]
 
 
-def start(start_sockact, *args: str, env: dict[str, str] | None = None, workers: int = 2):
+def start(start_sockact, *args: str, env: dict[str, str] | None = None, workers: int = 2, app: str = "testapps:echo"):
     """sockact with listeners http (the readiness checks'), api (the tests' requests alone) and metrics."""
     port, api, metrics = free_port(), free_port(), free_port()
-    server = start_sockact("testapps:echo", "--workers", str(workers), "--bind", f"http=127.0.0.1:{port}",
+    server = start_sockact(app, "--workers", str(workers), "--bind", f"http=127.0.0.1:{port}",
                            "--bind", f"api=127.0.0.1:{api}", "--bind", f"metrics=127.0.0.1:{metrics}", *args,
                            activation=False, wait=False, env=env)
     server.port = port
@@ -132,3 +132,24 @@ def test_without_prometheus_client_the_listener_says_what_to_install(start_socka
     assert b"python3-prometheus-client" in body
     assert "python3-prometheus-client" in server.output()
     assert request(api, "GET") == 200  # the app is served all the same
+
+
+def test_a_scrape_is_answered_while_every_worker_is_busy(start_sockact, tmp_path):
+    server, api, metrics = start(start_sockact, workers=1, app="testapps:slow")
+    started = tmp_path / "started"
+    with socket.create_connection(("127.0.0.1", api), timeout=10) as slow:
+        slow.sendall(f"GET /?s=2&started={started} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+        server.waiting(started.exists, "the slow request inside the app")
+        samples = scrape(metrics)  # the supervisor answers; the only worker is in the app
+        assert value(samples, "sockact_requests_in_flight") == 1
+        assert value(samples, "sockact_connections", state="worker") == 1
+
+
+def test_metrics_on_a_unix_socket(start_sockact, tmp_path):
+    port, path = free_port(), str(tmp_path / "metrics.sock")
+    server = start_sockact("testapps:echo", "--bind", f"http=127.0.0.1:{port}", "--bind", f"metrics=unix:{path}",
+                           activation=False, wait=False)
+    server.port = port
+    server.wait_ready()
+    status, _, body = http_get(0, "/metrics", unix=path)
+    assert status == 200 and b"sockact_workers" in body

@@ -83,6 +83,7 @@ class EventLoop:
         self.slots = list(slots)
         self.threads = len(slots)
         self.tallies = list(tallies) if tallies else None  # one per app thread, for the metrics
+        self._tally_lines = list(dict.fromkeys(self.tallies or ()))  # each shared writer flushed once
         self.park_after = list(park_after)
         self.handback_after = handback_after
         self.extra = extra  # environ keys every request gets (worker pid)
@@ -160,7 +161,7 @@ class EventLoop:
 
     def _flush_tallies(self) -> None:
         """Publish the request counts to the supervisor (a copy to shared memory; no syscall)."""
-        for tally in self.tallies or ():
+        for tally in self._tally_lines:
             tally.flush()
 
     # ------------------------------------------------------------------ the channel

@@ -106,6 +106,12 @@ class Tally:
         line = slot * self.slot_size + min(thread, MAX_THREADS - 1) * self.layout.line_size
         return TallyWriter(self._cells, line // _CELL, self.layout)
 
+    def writers(self, slot: int, threads: int) -> list[TallyWriter]:
+        """One writer per app thread. Threads past MAX_THREADS share the last one: a line must have
+        one writer, or each flush would overwrite the other's counts."""
+        own = [self.writer(slot, i) for i in range(min(threads, MAX_THREADS))]
+        return own + [own[-1]] * (threads - len(own))
+
     def close(self) -> None:
         self._cells.release()
         self._map.close()

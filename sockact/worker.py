@@ -66,7 +66,7 @@ class WorkerShell:
         threads = self.config.threads
         self.runner = EventLoop(
             self.chan, sites, [self.scoreboard.writer(self.slot, i) for i in range(threads)],
-            tallies=[self.tally.writer(self.slot, i) for i in range(threads)] if self.tally else None,
+            tallies=self.tally.writers(self.slot, threads) if self.tally else None,
             park_after=[self.config.listener(name).park_after for name in self.listener_names],
             handback_after=self.config.handback_after, max_requests=self.max_requests,
             extra={"sockact.worker_pid": self.pid}, access=self.access)

@@ -1,5 +1,6 @@
 """The workers' request tally: cells written by app threads, summed and kept by the supervisor."""
 
+from sockact.scoreboard import MAX_THREADS
 from sockact.tally import CLASSES, DURATION_BUCKETS, METHODS, Tally
 
 
@@ -52,4 +53,13 @@ def test_the_threads_lines_are_summed_and_a_retired_worker_is_kept():
         writer.flush()
     total = tally.total([(0, 1), (1, 1)])
     assert request_count(tally, total, 0, "POST", "5xx") == 5
+    tally.close()
+
+
+def test_threads_past_the_lines_share_the_last_writer():
+    tally = Tally(slots=1, listeners=1)
+    writers = tally.writers(0, MAX_THREADS + 2)
+    assert len(writers) == MAX_THREADS + 2
+    assert writers[-1] is writers[-2] is writers[MAX_THREADS - 1]
+    assert len(set(writers)) == MAX_THREADS
     tally.close()

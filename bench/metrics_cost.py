@@ -6,7 +6,9 @@ them with a metrics listener (so its workers count every request in the tally). 
 are compared; the machine is shared, so single runs say little. The CPU time the
 supervisor and its workers spent per request (utime + stime from /proc) is compared too:
 other load on the machine moves it far less than it moves throughput. A scrape at the end
-checks that the counting side really counted.
+checks that the counting side really counted. Last, the worker's added work per request
+(TallyWriter.record and its clock read) is timed alone, in this process: on a busy machine
+that is the steadiest figure.
 
     python -m bench.metrics_cost [--rounds 8] [--seconds 3]
 """
@@ -22,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+import timeit
 import urllib.request
 
 APP = "sockact.apps.hello:app"
@@ -79,6 +82,24 @@ def counted(metrics: int) -> float:
     return sum(float(m) for m in re.findall(r'^sockact_requests_total\{[^}]*\} (\S+)$', text, re.M))
 
 
+def hot_path_ns(n: int = 1_000_000) -> float:
+    """Nanoseconds a worker adds per request with metrics on: the clock read and record()."""
+    from sockact.tally import Tally
+
+    tally = Tally(slots=1, listeners=1)
+    writer = tally.writer(0, 0)
+
+    def request() -> None:
+        writer.record(0, b"GET", 200, time.monotonic() - 0.0001)
+
+    def nothing() -> None:
+        pass
+
+    spent = min(timeit.repeat(request, number=n, repeat=3)) - min(timeit.repeat(nothing, number=n, repeat=3))
+    tally.close()
+    return spent / n * 1e9
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=8)
@@ -111,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cost: {100 * (off - on) / off:+.1f}% of keep-alive throughput, {100 * (cpu_on - cpu_off) / cpu_off:+.1f}% "
           f"CPU per request ({args.rounds} interleaved rounds of {args.seconds:g}s, wrk -t1 -c50, 2 workers; "
           "a shared machine: medians)")
+    added = hot_path_ns()
+    print(f"a worker's added work per request: {added:.0f} ns, {added / 10 / cpu_off:.1f}% of the "
+          f"{cpu_off:.1f} us of CPU a request costs without metrics")
     return 0
 
 

@@ -153,3 +153,19 @@ def test_metrics_on_a_unix_socket(start_sockact, tmp_path):
     server.wait_ready()
     status, _, body = http_get(0, "/metrics", unix=path)
     assert status == 200 and b"sockact_workers" in body
+
+
+def test_silent_scrapers_beyond_the_limit_wait_in_the_backlog(start_sockact):
+    from sockact.metricserver import MAX_CLIENTS
+
+    _, _, metrics = start(start_sockact, workers=1)
+    silent = [socket.create_connection(("127.0.0.1", metrics), timeout=10) for _ in range(MAX_CLIENTS)]
+    try:
+        with socket.create_connection(("127.0.0.1", metrics), timeout=10) as late:
+            late.sendall(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+            silent.pop().close()  # one slot frees: the supervisor accepts the waiting one
+            status, _, body = parse_response(raw_exchange(late, b""))
+        assert status == 200 and b"sockact_workers" in body
+    finally:
+        for sock in silent:
+            sock.close()

@@ -471,12 +471,12 @@ class Supervisor:
     def _start_metrics(self) -> None:
         """Answer scrapes on the metrics listener, if there is one; the workers count only then."""
         assert self._selector is not None
-        from .apps import metrics as exposition
-
         name = self.config.metrics_listener
         index = next((i for i, lst in enumerate(self.listeners) if lst.name == name), None)
         if index is None:
             return
+        from .apps import metrics as exposition  # here: prometheus_client is imported only when needed
+
         if not exposition.available:
             log.warning("listener %r: %s; it answers 503 until then", name, exposition.MISSING)
         self._tally = Tally(SCOREBOARD_SLOTS, len(self.listeners))

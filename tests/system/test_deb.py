@@ -209,6 +209,32 @@ def test_a_drop_in_moves_the_socket(box: Container) -> None:
     assert DEMO_PAGE in wait_for(lambda: _get_or_none(PORT), timeout=30, what="the default port back").text
 
 
+def test_the_shipped_metrics_example_serves_prometheus_metrics(box: Container) -> None:
+    _ensure_installed(box)
+    # prometheus_client came along as a Recommends
+    assert box.run("dpkg-query -W -f='${db:Status-Abbrev}' python3-prometheus-client").stdout.startswith("ii")
+    port = free_port()
+    examples = "/usr/share/doc/sockact/examples"
+    socket_unit = "/etc/systemd/system/sockact-metrics.socket"
+    drop_ins = "/etc/systemd/system/sockact.service.d"
+    box.run(f"sed 's/127.0.0.1:9101/127.0.0.1:{port}/' {examples}/sockact-metrics.socket > {socket_unit}")
+    box.run(f"mkdir -p {drop_ins} && cp {examples}/metrics.conf {drop_ins}/metrics.conf")
+    try:
+        box.run("systemctl daemon-reload && systemctl enable --now sockact-metrics.socket "
+                "&& systemctl restart sockact.service")
+        assert DEMO_PAGE in wait_for(lambda: _get_or_none(PORT), timeout=30, what="the app served").text
+        scrape = wait_for(lambda: (r := _get_or_none(port, "/metrics")) and 'listener="http"' in r.text and r,
+                          timeout=30, what="the request in the metrics")
+        assert scrape.status == 200
+        assert 'sockact_requests_total{code="2xx",listener="http",method="GET"}' in scrape.text
+    finally:
+        box.run("systemctl disable --now sockact-metrics.socket", check=False)
+        box.remove(socket_unit)
+        box.remove(drop_ins)
+        box.run("systemctl daemon-reload && systemctl restart sockact.service")
+    assert DEMO_PAGE in wait_for(lambda: _get_or_none(PORT), timeout=30, what="the app without metrics").text
+
+
 def test_upgrade_under_load_fails_no_request(box: Container) -> None:
     _ensure_installed(box)
     assert DEMO_PAGE in wait_for(lambda: _get_or_none(PORT), timeout=30, what="the service up").text

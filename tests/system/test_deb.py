@@ -220,8 +220,11 @@ def test_the_shipped_metrics_example_serves_prometheus_metrics(box: Container) -
     box.run(f"sed 's/127.0.0.1:9101/127.0.0.1:{port}/' {examples}/sockact-metrics.socket > {socket_unit}")
     box.run(f"mkdir -p {drop_ins} && cp {examples}/metrics.conf {drop_ins}/metrics.conf")
     try:
-        box.run("systemctl daemon-reload && systemctl enable --now sockact-metrics.socket "
-                "&& systemctl restart sockact.service")
+        # as the example says: systemd starts no socket unit for a running service
+        box.run("systemctl daemon-reload && systemctl stop sockact.service "
+                "&& systemctl enable --now sockact-metrics.socket")
+        first = wait_for(lambda: _get_or_none(port, "/metrics"), timeout=30, what="a scrape starting the service")
+        assert first.status == 200 and "sockact_workers" in first.text, first.text
         assert DEMO_PAGE in wait_for(lambda: _get_or_none(PORT), timeout=30, what="the app served").text
         scrape = wait_for(lambda: (r := _get_or_none(port, "/metrics")) and 'listener="http"' in r.text and r,
                           timeout=30, what="the request in the metrics")

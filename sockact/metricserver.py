@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import http
+import logging
 import selectors
 import socket
 from collections.abc import Callable
@@ -24,6 +25,8 @@ from .http.engine import Connection
 from .http.events import NEED_DATA, Request
 from .http.limits import Limits
 from .http.server import http_date
+
+log = logging.getLogger("sockact.supervisor")
 
 CLIENT_TIMEOUT = 10.0  # seconds a scrape connection may take, request and response together
 MAX_CLIENTS = 16  # scrape connections held at once; Prometheus makes one per target at a time
@@ -102,7 +105,12 @@ class MetricsServer:
             return engine.error_response(405, http_date())
         if request.path not in PATHS:
             return engine.error_response(404, http_date())
-        status, content_type, body = self.render()
+        try:
+            status, content_type, body = self.render()
+        except Exception:
+            # A bug in the metrics must never take the supervisor down: say so, answer 500.
+            log.exception("metrics: cannot render the exposition")
+            return engine.error_response(500, http_date())
         line = f"{status} {http.HTTPStatus(status).phrase}"
         head = engine.start_response(line, [("Content-Type", content_type)], date=http_date(), close=True,
                                      whole=len(body))

@@ -1,0 +1,60 @@
+"""The supervisor's metrics answer, driven in this process over real loopback sockets."""
+
+from __future__ import annotations
+
+import selectors
+import socket
+
+from conftest import parse_response
+
+from sockact.activation import Listener
+from sockact.metricserver import MetricsServer
+
+
+def serve_one(server: MetricsServer, selector: selectors.BaseSelector, request: bytes) -> bytes:
+    """Send ``request`` and turn the supervisor's side of the loop until the answer is whole."""
+    address = server.listener.sock.getsockname()
+    with socket.create_connection(address, timeout=5) as client:
+        client.sendall(request)
+        client.setblocking(False)
+        out = b""
+        for _ in range(1000):
+            for key, _ in selector.select(0.01):
+                handler, arg = key.data
+                handler(arg)
+            try:
+                chunk = client.recv(65536)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                return out
+            out += chunk
+    raise AssertionError(f"no whole answer: {out!r}")
+
+
+def test_a_failing_render_answers_500_and_the_next_scrape_is_served():
+    calls = []
+
+    def render() -> tuple[int, str, bytes]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyError("a bug")
+        return 200, "text/plain", b"sockact_up 1\n"
+
+    sock = socket.create_server(("127.0.0.1", 0))
+    selector = selectors.DefaultSelector()
+    server = MetricsServer(Listener(sock, "metrics", owned=True), selector, render)
+    server.start(0.0)
+    try:
+        get = b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n"
+        assert parse_response(serve_one(server, selector, get))[0] == 500
+        status, headers, body = parse_response(serve_one(server, selector, get))
+        assert (status, body) == (200, b"sockact_up 1\n")
+        assert headers["connection"] == "close"
+        head = parse_response(serve_one(server, selector, b"HEAD /metrics HTTP/1.1\r\nHost: t\r\n\r\n"))
+        assert head[0] == 200 and head[2] == b""
+        assert not server.clients  # every connection answered once and closed
+    finally:
+        server.close_clients()
+        selector.close()
+        sock.close()

@@ -1,85 +1,41 @@
 """The cost of the metrics on keep-alive throughput: the same sockact with and without a metrics listener.
 
-Two sockact processes serve the hello-world app with 2 workers and no access log, one of
-them with a metrics listener (so its workers count every request in the tally). Short
-``wrk -t1 -c50`` runs alternate between them, the order flipped each round, and the medians
-are compared; the machine is shared, so single runs say little. The CPU time the
-supervisor and its workers spent per request (utime + stime from /proc) is compared too:
-other load on the machine moves it far less than it moves throughput. A scrape at the end
-checks that the counting side really counted. Last, the worker's added work per request
-(TallyWriter.record and its clock read) is timed alone, in this process: on a busy machine
-that is the steadiest figure.
+Two sockact processes serve the benchmark's hello world (``make bench``'s keep-alive scenario,
+2 workers, wrk -t1 -c50), one of them with a metrics listener, so its workers count every
+request in the tally. Short runs alternate between them, the order flipped each round, and
+the medians are compared; the machine may be shared, so single runs say little. The CPU time
+the supervisor and its workers spent per request (costs.cpu_seconds) is compared too, and
+last the worker's added work per request (the clock read and TallyWriter.record) is timed
+alone in this process: on a busy machine that is the steadiest figure.
 
-    python -m bench.metrics_cost [--rounds 8] [--seconds 3]
+    .venv/bin/python -m bench.metrics_cost [--rounds 16] [--seconds 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import signal
-import socket
 import statistics
-import subprocess
-import sys
+import tempfile
 import time
 import timeit
-import urllib.request
+from pathlib import Path
 
-APP = "sockact.apps.hello:app"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from bench import load
+from bench.costs import cpu_seconds
+from bench.memory import children
+from bench.servers import HOST, Fleet, Server, free_port, get, server_env, sockact_argv
 
 
-def start(port: int, metrics: int | None) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "sockact", "run", APP, "--workers", "2", "--no-access-log",
-            "--log-level", "warning", "--bind", f"http=127.0.0.1:{port}"]
-    if metrics is not None:
-        argv += ["--bind", f"metrics=127.0.0.1:{metrics}"]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1):
-                return proc
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"sockact on port {port} did not start")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` and its children (the workers), in seconds."""
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        pids = [pid, *map(int, f.read().split())]
-    ticks = 0
-    for p in pids:
-        with open(f"/proc/{p}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def wrk(port: int, seconds: float, pid: int) -> tuple[float, float]:
-    """One run: (requests per second, CPU microseconds per request)."""
-    cpu = cpu_seconds(pid)
-    out = subprocess.run(["wrk", "-t1", "-c50", f"-d{seconds:g}s", f"http://127.0.0.1:{port}/"],
-                         capture_output=True, text=True, check=True).stdout
-    cpu = cpu_seconds(pid) - cpu
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    count = re.search(r"(\d+) requests in", out)
-    assert rate and count, out
-    return float(rate.group(1)), cpu * 1e6 / int(count.group(1))
-
-
-def counted(metrics: int) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    return sum(float(m) for m in re.findall(r'^sockact_requests_total\{[^}]*\} (\S+)$', text, re.M))
+def run(port: int, supervisor: int, seconds: float) -> tuple[float, float]:
+    """One keep-alive wrk run: (requests per second, CPU microseconds per request)."""
+    pids = [supervisor, *children(supervisor)]
+    before = sum(cpu_seconds(pid) for pid in pids)
+    result = load.run_wrk(load.scenarios()[0], port, seconds)
+    spent = sum(cpu_seconds(pid) for pid in pids) - before
+    requests = int(result.get("requests", 0))
+    if not requests:
+        raise RuntimeError(f"wrk: {result.get('error', 'no requests')}")
+    return requests / (result["duration_us"] / 1e6), spent * 1e6 / requests
 
 
 def hot_path_ns(n: int = 1_000_000) -> float:
@@ -102,36 +58,34 @@ def hot_path_ns(n: int = 1_000_000) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=3)
     args = parser.parse_args(argv)
-    off_port, on_port, metrics = free_port(), free_port(), free_port()
-    procs = [start(off_port, None), start(on_port, metrics)]
-    runs: dict[str, list[float]] = {"off": [], "on": []}
+    metrics = free_port()
+    rates: dict[str, list[float]] = {"off": [], "on": []}
     cpu: dict[str, list[float]] = {"off": [], "on": []}
-    try:
-        for port, proc in zip((off_port, on_port), procs, strict=True):
-            wrk(port, 1, proc.pid)  # warm up
+    with tempfile.TemporaryDirectory() as logs, Fleet(Path(logs), server_env(None)) as fleet:
+        off = fleet.serve(Server("metrics off", sockact_argv("--no-access-log")))
+        on = fleet.serve(Server("metrics on", sockact_argv("--no-access-log", "--bind", f"metrics={HOST}:{metrics}")))
+        sides = {"off": (off[1], off[0].pid), "on": (on[1], on[0].pid)}
+        for port, pid in sides.values():
+            run(port, pid, 1)  # warm up
         for i in range(args.rounds):
-            order = [("off", off_port, procs[0].pid), ("on", on_port, procs[1].pid)]
-            for name, port, pid in order if i % 2 == 0 else reversed(order):
-                rate, us = wrk(port, args.seconds, pid)
-                runs[name].append(rate)
+            for name in ("off", "on") if i % 2 == 0 else ("on", "off"):
+                rate, us = run(*sides[name], args.seconds)
+                rates[name].append(rate)
                 cpu[name].append(us)
-        assert counted(metrics) > 0, "the metrics side counted nothing"
-    finally:
-        for proc in procs:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(15)
-    off, on = statistics.median(runs["off"]), statistics.median(runs["on"])
+        scrape = get(metrics, "/metrics", timeout=5.0)
+        assert b"sockact_requests_total{" in scrape, "the metrics side counted nothing"
     for name in ("off", "on"):
-        print(f"metrics {name:3}: median {statistics.median(runs[name]):9.0f} req/s, "
+        print(f"metrics {name:3}: median {statistics.median(rates[name]):7.0f} req/s, "
               f"{statistics.median(cpu[name]):5.1f} CPU us/request;  runs "
-              + " ".join(f"{r:.0f}" for r in runs[name]))
+              + " ".join(f"{r:.0f}" for r in rates[name]))
+    rate_off, rate_on = statistics.median(rates["off"]), statistics.median(rates["on"])
     cpu_off, cpu_on = statistics.median(cpu["off"]), statistics.median(cpu["on"])
-    print(f"cost: {100 * (off - on) / off:+.1f}% of keep-alive throughput, {100 * (cpu_on - cpu_off) / cpu_off:+.1f}% "
-          f"CPU per request ({args.rounds} interleaved rounds of {args.seconds:g}s, wrk -t1 -c50, 2 workers; "
-          "a shared machine: medians)")
+    print(f"cost: {100 * (rate_off - rate_on) / rate_off:+.1f}% of keep-alive throughput, "
+          f"{100 * (cpu_on - cpu_off) / cpu_off:+.1f}% CPU per request ({args.rounds} interleaved rounds of "
+          f"{args.seconds:g}s, wrk -t1 -c50, 2 workers; medians)")
     added = hot_path_ns()
     print(f"a worker's added work per request: {added:.0f} ns, {added / 10 / cpu_off:.1f}% of the "
           f"{cpu_off:.1f} us of CPU a request costs without metrics")

@@ -328,7 +328,8 @@ class Supervisor:
                 self._carry_out(self.pool.ready(w.pid, time.monotonic()))
                 self.switchboard.give(self.dispatcher.add(w.pid) if self.pool.assignable(w.pid) else [])
             elif msg.kind == handoff.PARK:
-                conn = Conn(msg.conn_id, msg.fd, msg.listener, msg.family, msg.peer, msg.hops, msg.data)
+                conn = Conn(msg.conn_id, msg.fd, msg.listener, msg.family, msg.peer, msg.hops, msg.data,
+                            proxy=msg.proxy)
                 if conn.data:
                     self.switchboard.route(conn)  # handed back with a request already read: serve it elsewhere
                 else:

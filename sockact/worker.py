@@ -23,6 +23,7 @@ from .config import Config, ListenerConfig
 from .errors import APP_LOAD_ERROR, EXIT_OK, WORKER_BOOT_ERROR, SockactError
 from .eventloop import EventLoop
 from .http import Limits, Site
+from .http.forwarded import Trust
 from .journal import installed_sendv
 from .proctitle import worker_title
 from .scoreboard import Scoreboard
@@ -111,7 +112,8 @@ class WorkerShell:
             body=lc.limit_request_body)
         site = Site(app=apps[lc.app], limits=limits, header_timeout=lc.header_timeout,
                     io_timeout=self.config.timeout or IO_TIMEOUT_OFF, access_log=lc.access_log, listener=lc.name,
-                    access=self.access)
+                    access=self.access, trust=Trust.parse(lc.forwarded_allow_ips),
+                    health_path=lc.health_path.encode("ascii"), proxy_protocol=lc.proxy_protocol)
         site.environ["SCRIPT_NAME"] = lc.root_path  # the mount prefix; request_environ cuts it from PATH_INFO
         return site
 

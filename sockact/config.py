@@ -187,6 +187,12 @@ class Config(ListenerSettings):
     graceful_timeout: float = _opt(
         parsers.seconds, 30.0, "On stop or reload, how long in-flight requests may take to finish.", "workers",
         metavar="SECONDS")
+    drain_delay: float = _opt(
+        parsers.seconds_or_off, 0.0,
+        "On a graceful stop, first serve this many seconds more with the health path answering 503 and "
+        "responses closing their connections, so load balancers take this host out before it stops "
+        "accepting. Set it above the balancer's time to mark a server down (checks x interval).",
+        "workers", metavar="SECONDS")
     handback_after: float = _opt(
         parsers.seconds, 0.05,
         "When every app thread of a worker has been in one call this long, its other connections go back "

@@ -83,7 +83,8 @@ class WorkerShell:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, _quick_exit)
         signal.signal(signal.SIGQUIT, _quick_exit)
-        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(signal.SIGUSR1, self._on_drain)
+        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2):
             signal.signal(sig, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
@@ -95,6 +96,11 @@ class WorkerShell:
         # Graceful stop: finish the calls in hand, answer them with Connection: close.
         if self.runner is not None:
             self.runner.stopping = True
+
+    def _on_drain(self, signum: int, frame: object) -> None:
+        # A stop is coming (drain_delay): the health path answers 503, responses close their connections.
+        if self.runner is not None:
+            self.runner.draining = True
 
     def _build_sites(self) -> list[Site]:
         apps = self.preloaded

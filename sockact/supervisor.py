@@ -338,6 +338,8 @@ class Supervisor:
                 self.dispatcher.remove(w.pid)
                 return
             if msg.kind == handoff.READY:
+                if self._drain_until:
+                    w.signal(signal.SIGUSR1)  # born during drain_delay: its health says 503 too
                 self._carry_out(self.pool.ready(w.pid, time.monotonic()))
                 self.switchboard.give(self.dispatcher.add(w.pid) if self.pool.assignable(w.pid) else [])
             elif msg.kind == handoff.PARK:

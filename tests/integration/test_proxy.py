@@ -10,7 +10,7 @@ import struct
 import time
 
 import pytest
-from conftest import KeepAliveClient, http_get, parse_response, raw_exchange, wait_until
+from conftest import KeepAliveClient, free_port, http_get, parse_response, raw_exchange, wait_until
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 
@@ -143,9 +143,10 @@ def test_health_path_is_answered_without_the_app(start_sockact):
     assert server.output().count("application error") == 1  # the health answers never called the app
 
 
-def _get(port: int, path: str):
+def _get(port: int, path: str, unix: str | None = None):
+    """A GET's answer, or None while the server is not there yet."""
     with contextlib.suppress(OSError, IndexError, ValueError):
-        return http_get(port, path, timeout=2)
+        return http_get(port, path, timeout=2, unix=unix)
     return None
 
 
@@ -160,3 +161,29 @@ def test_health_turns_503_during_drain_delay_then_the_server_stops(start_sockact
     assert http_get(server.port, "/")[0] == 200  # still serving meanwhile
     wait_until(lambda: server.proc.poll() is not None, "the stop after the delay", timeout=15)
     keep.close()
+
+
+def unix_request(path: str, headers: str) -> dict:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(path)
+        answer = raw_exchange(sock, f"GET / HTTP/1.1\r\nHost: app.test\r\n{headers}Connection: close\r\n\r\n".encode())
+    status, _, body = parse_response(answer)
+    assert status == 200, body
+    return json.loads(body)
+
+
+def test_unix_socket_peers_are_trusted_unless_a_listener_says_otherwise(start_sockact, tmp_path):
+    conf = tmp_path / "sockact.toml"
+    conf.write_text('[listeners.strict]\nforwarded_allow_ips = "127.0.0.1,::1"\n')
+    trusting, strict = str(tmp_path / "trusting.sock"), str(tmp_path / "strict.sock")
+    server = start_sockact("testapps:whoami", "--config", str(conf), "--bind", f"127.0.0.1:{free_port()}",
+                           "--bind", f"trusting=unix:{trusting}", "--bind", f"strict=unix:{strict}",
+                           activation=False, wait=False)
+    server.waiting(lambda: _get(0, "/", unix=strict), "sockact to serve")
+    forwarded = "X-Forwarded-For: 198.51.100.7\r\nX-Forwarded-Proto: https\r\n"
+    seen = unix_request(trusting, forwarded)
+    assert (seen["REMOTE_ADDR"], seen["scheme"]) == ("198.51.100.7", "https")
+    seen = unix_request(strict, forwarded)
+    assert (seen["REMOTE_ADDR"], seen["scheme"]) == ("", "http")
+    assert seen["HTTP_X_FORWARDED_FOR"] == "198.51.100.7"

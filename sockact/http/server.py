@@ -217,13 +217,14 @@ class _Conn:
         self.stopping = stopping
         self.access = site.access if site.access_log else None
         self.pid = _pid[0]
-        self.remote = ""
+        self.peer_remote = ""  # the client as the access log names it, from the connection
         if self.access is not None:
             if isinstance(peer, tuple):
-                self.remote = str(peer[0])
+                self.peer_remote = str(peer[0])
             else:
-                self.remote = peer or (unix_peer(sock) if sock.family == socket.AF_UNIX else "")
+                self.peer_remote = peer or (unix_peer(sock) if sock.family == socket.AF_UNIX else "")
         # per request
+        self.remote = self.peer_remote  # or as a trusted proxy told it
         self.start: StartResponse | None = None
         self.body_error: ProtocolError | None = None
         self.wire_failed = False
@@ -274,7 +275,8 @@ class _Conn:
             return self._health(request, started)
         environ = request_environ(self.env, request, InputStream(self.pull_body), self.local_address, self.trust)
         if self.trust is not None and self.access is not None:
-            self.remote = environ["REMOTE_ADDR"]  # as a trusted proxy told it
+            told = environ["REMOTE_ADDR"]
+            self.remote = told if told != self.env["REMOTE_ADDR"] else self.peer_remote
         try:
             result = self.site.app(environ, start)
             try:

@@ -67,6 +67,7 @@ def test_trusted_proxy_sets_client_scheme_and_host(start_sockact):
     assert status == 200
     assert (seen["REMOTE_ADDR"], seen["scheme"], seen["HTTP_HOST"], seen["SERVER_PORT"]) == (
         "198.51.100.7", "https", "shop.example", "443")
+    server.wait_for_log('198.51.100.7 - - [')  # the access log names the client too
 
 
 def test_an_untrusted_peer_cannot_forward(start_sockact):
@@ -104,6 +105,7 @@ def test_a_missing_or_malformed_header_closes_with_one_log_line(start_sockact):
     server.wait_for_log("no PROXY protocol v2 header")
     assert server.output().count("PROXY protocol") == 2
     assert whoami(server.port, v2_tcp4("198.51.100.7", 9))["REMOTE_ADDR"] == "198.51.100.7"  # still serving
+    server.wait_for_log('198.51.100.7 - - [')  # the access log names the client too
 
 
 def test_a_header_that_never_completes_is_dropped_at_header_timeout(start_sockact):

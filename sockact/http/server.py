@@ -302,15 +302,34 @@ class _Conn:
     def _health(self, request: Request, started: float) -> bool:
         """The load balancer's question, answered without the app: 503 once stopping."""
         stopping = self.stopping()
+        whole_request = self._body_buffered()
         self.status = 503 if stopping else 200
         body = b"stopping\n" if stopping else b"ok\n"
         head = self.engine.start_response(
             "503 Service Unavailable" if stopping else "200 OK",
-            [("Content-Type", "text/plain"), ("Cache-Control", "no-store")], close=stopping, date=http_date(),
-            whole=len(body))
+            [("Content-Type", "text/plain"), ("Cache-Control", "no-store")], close=stopping or not whole_request,
+            date=http_date(), whole=len(body))
         self._guarded_send(head + self.engine.send_data(body) + self.engine.end_response())
         self._access(request, self.status, started)
-        return self.engine.keep_alive and self._drain()
+        return self.engine.keep_alive
+
+    def _body_buffered(self) -> bool:
+        """Drop a request body already received whole; False if more is to come.
+
+        The health answer runs on the worker's loop thread, which must never wait for a client:
+        a health check with a body still on its way is closed instead.
+        """
+        engine = self.engine
+        while engine.state != DONE:
+            try:
+                event = engine.next_event()
+            except ProtocolError:
+                return False
+            if event is NEED_DATA:
+                return False
+            if not isinstance(event, Data):
+                break
+        return engine.state == DONE
 
     def _send_result(self, result: Any, request: Request) -> None:
         start = self.start

@@ -189,3 +189,13 @@ def test_unix_socket_peers_are_trusted_unless_a_listener_says_otherwise(start_so
     seen = unix_request(strict, forwarded)
     assert (seen["REMOTE_ADDR"], seen["scheme"]) == ("", "http")
     assert seen["HTTP_X_FORWARDED_FOR"] == "198.51.100.7"
+
+
+def test_a_health_check_with_a_body_on_its_way_never_holds_the_loop(start_sockact):
+    server = start_sockact("testapps:whoami", "--health-path", "/-/health", "--threads", "1", "--workers", "1",
+                           workers=1)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow:
+        slow.sendall(b"GET /-/health HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nab")  # 998 bytes never come
+        status, headers, body = parse_response(raw_exchange(slow, b""))
+        assert (status, headers["connection"], body) == (200, "close", b"ok\n")
+    assert http_get(server.port, "/")[0] == 200

@@ -135,8 +135,10 @@ def _walk(addresses: list[str], trust: Trust) -> tuple[str | None, int]:
     so the last trusted proxy seen is the best answer.
     """
     last = None
-    for hops, address in enumerate(reversed(addresses)):
-        if _ip(address) is None:
+    for hops, item in enumerate(reversed(addresses)):
+        # Some proxies add the port: "192.0.2.1:4711", "[2001:db8::1]:4711".
+        address = item if _ip(item) is not None else _node(item)[0]
+        if address is None:
             return last, max(0, hops - 1)
         if not trust.trusts(address):
             return address, hops

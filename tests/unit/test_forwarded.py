@@ -73,6 +73,9 @@ def test_no_forwarding_fields_means_nothing_to_do() -> None:
     ("198.51.100.7, garbage, 10.0.0.9", "10.0.0.9"),
     ("garbage", None),
     ("2001:db8::1, 2001:db9::7", "2001:db9::7"),
+    # with ports, as some proxies write them
+    ("198.51.100.7:4711, 10.0.0.9:80", "198.51.100.7"),
+    ("[2001:db9::7]:4711", "2001:db9::7"),
 ])
 def test_x_forwarded_for(chain: str, client: str | None) -> None:
     origin = resolve(("10.0.0.1", 1), fields(x_forwarded_for=chain), BALANCERS)

@@ -142,7 +142,7 @@ def request_environ(conn_env: Mapping[str, Any], request: Request, body: Any,
         else:
             env[key] = text
     port = None
-    if trust is not None and any(key in env for key in _FORWARDED_KEYS):
+    if trust is not None and not env.keys().isdisjoint(_FORWARDED_KEYS):
         port = _apply_forwarded(env, trust)
     host = env.get("HTTP_HOST")
     if host:

@@ -12,6 +12,8 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from .proxyprotocol import Header
+
 
 @dataclass(eq=False, slots=True)
 class Conn:
@@ -25,6 +27,7 @@ class Conn:
     hops: int = 0
     data: bytes = b""
     idle_since: float = 0.0
+    proxy: Header | None = None  # the PROXY protocol header a worker read, travelling with the connection
 
 
 class ParkingLot:

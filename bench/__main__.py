@@ -32,6 +32,7 @@ CHART = "benchmarks.png"
 SUMMARY = "benchmarks.json"
 STATIC_SIZE = 1 << 20
 WARM_SECONDS = 1
+QUIET_TICKS = 5  # CPU ticks (1/100 s) all servers together may use in half a second and count as quiet
 
 
 def log(message: str) -> None:
@@ -85,9 +86,24 @@ def run_load(fleet: Fleet, servers: list[Server], rounds: int, idle_rounds: int,
             log(f"{scenario.key}: round {n + 1}")
             for server in chosen:
                 proc, port = started[server.name]
+                wait_quiet([p for p, _ in started.values()])
                 results[scenario.key][server.name].append(one_round(scenario, port, seconds))
                 settle(proc, port)
     return results
+
+
+def wait_quiet(procs: list[Process], timeout: float = 60.0) -> None:
+    """Until no server burns CPU: a server still draining the last idle round's backlog would take the
+    core from the next server's round (the servers stay up side by side)."""
+    deadline = time.monotonic() + timeout
+    before = sum(p.cpu_ticks() for p in procs)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = sum(p.cpu_ticks() for p in procs)
+        if now - before <= QUIET_TICKS:
+            return
+        before = now
+    log(f"warning: the servers did not go quiet within {timeout:.0f} s")
 
 
 def settle(proc: Process, port: int) -> None:

@@ -164,7 +164,8 @@ METHOD = """## How it is measured
 - **One run, interleaved.** Every server is started once (its defaults, 2 workers) and warmed for a
   second; then each scenario runs {rounds} rounds of {seconds} s per server, interleaved (A B C … A B C …;
   the idle scenario {idle_rounds} rounds), and the report gives medians. Absolute figures drift on a shared
-  2-core machine, so compare ratios, which come from the same run.
+  2-core machine, so compare ratios, which come from the same run. Before each round the harness waits
+  until no server uses CPU, so a server still draining the idle scenario's backlog does not slow the next.
 - **Load.** `wrk` on 127.0.0.1, `-t1 -c50`, with `bench/wrk_report.lua` reporting its figures as
   JSON. wrk takes one of the two cores, so the servers share the other with wrk's leftovers.
 - **The app.** The same WSGI app everywhere (`bench/apps.py`): 14-byte hello world, 4 KiB JSON, a

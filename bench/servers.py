@@ -148,6 +148,18 @@ class Process:
     def pid(self) -> int:
         return self.popen.pid
 
+    def cpu_ticks(self) -> int:
+        """CPU time (clock ticks) used so far by the live processes of its process group."""
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # gone meanwhile
+            if int(fields[2]) == self.pid:  # pgrp: the session leader's pid (start_new_session)
+                total += int(fields[11]) + int(fields[12])
+        return total
+
     def alive(self) -> bool:
         return self.popen.poll() is None
 

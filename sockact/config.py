@@ -116,9 +116,21 @@ class ListenerSettings:
         parsers.integer(0), 100 * 1024 * 1024, "Largest request body in bytes (else 413); 0 means no limit.", "http",
         metavar="BYTES")
     forwarded_allow_ips: str = _opt(
-        parsers.networks, "127.0.0.1,::1",
-        "Front-end proxies trusted to set X-Forwarded-* headers: comma-separated addresses or networks, "
-        "or '*' for any.", "http", metavar="ADDRS")
+        parsers.networks, "127.0.0.1,::1,unix",
+        "Front-end proxies trusted to set X-Forwarded-For/-Proto/-Host/-Port and Forwarded (RFC 7239): "
+        "comma-separated addresses or networks, 'unix' for Unix-socket peers, or '*' for any. From them "
+        "these fields set REMOTE_ADDR (the right-most untrusted address), the URL scheme, the host and "
+        "the port; from anyone else they reach the app untouched.", "http", metavar="ADDRS")
+    proxy_protocol: str = _opt(
+        parsers.choice("off", "v1", "v2", "auto"), "off",
+        "Expect a PROXY protocol header (HAProxy's) before each connection's first request: 'v1' (text), "
+        "'v2' (binary) or 'auto' (either). Its client address becomes REMOTE_ADDR; a connection without "
+        "a valid header within header_timeout is closed.", "http", metavar="VERSION")
+    health_path: str = _opt(
+        parsers.url_path, "",
+        "Answer GET or HEAD of this exact path, e.g. '/-/health', without calling the app: 200 while "
+        "serving, 503 once stopping, for a load balancer's health check. Empty: off.", "http",
+        metavar="PATH")
     access_log: bool = _opt(parsers.boolean, True, "Log one line per request.", "logging")
 
 
@@ -181,6 +193,12 @@ class Config(ListenerSettings):
     graceful_timeout: float = _opt(
         parsers.seconds, 30.0, "On stop or reload, how long in-flight requests may take to finish.", "workers",
         metavar="SECONDS")
+    drain_delay: float = _opt(
+        parsers.seconds_or_off, 0.0,
+        "On a graceful stop, first serve this many seconds more with the health path answering 503 and "
+        "responses closing their connections, so load balancers take this host out before it stops "
+        "accepting. Set it above the balancer's time to mark a server down (checks x interval).",
+        "workers", metavar="SECONDS")
     handback_after: float = _opt(
         parsers.seconds, 0.05,
         "When every app thread of a worker has been in one call this long, its other connections go back "

@@ -7,6 +7,11 @@ reads the body, writes the response and gives the connection back to the loop. A
 
 - A connection idle at a request boundary for ``park_after`` goes back to the supervisor
   (PARK). A partial head stays until ``header_timeout``, then gets its 408 and is closed.
+- On a listener with ``proxy_protocol``, a new connection's first bytes are its PROXY
+  header (sockact/proxyprotocol.py), read within ``header_timeout`` before any HTTP; the
+  header travels with the connection when it is handed back, so it is read only once.
+- A request for the listener's health path is answered on the loop thread, never by the
+  app: the answer must come even while every app thread is busy.
 - When every app thread has been in one call for longer than ``handback_after``, the
   worker is stalled: every connection it holds that is not in a call goes back to the
   supervisor at once, with the bytes it has read and not yet served, and so does any
@@ -39,12 +44,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
-from . import handoff
+from . import handoff, proxyprotocol
 from .accesslog import AccessLog
 from .errors import HandoffError
 from .http import HTTPConnection, Site, Step
 from .http.events import Request
 from .http.limits import RECV_SIZE
+from .proxyprotocol import ProxyProtocolError
 from .scoreboard import SlotWriter
 from .tally import TallyWriter
 
@@ -69,6 +75,7 @@ class Held:
     in_call: bool = False  # an app thread is serving it
     served: int = 0  # requests served on it in this worker
     watched: bool = False  # in the selector
+    preface: bytearray | None = None  # the PROXY header's bytes so far, until it is whole
 
 
 class EventLoop:
@@ -89,6 +96,7 @@ class EventLoop:
         self.extra = extra  # environ keys every request gets (worker pid)
         self.access = access  # written when the loop goes idle, and at least every FLUSH interval
         self.stopping = False  # SIGTERM: answer with Connection: close, park nothing
+        self.draining = False  # a stop is coming (SIGUSR1): health says 503, answers close their connections
         self.retiring = False  # EOF on the channel: hand everything back, then exit
         self.max_requests = max_requests  # 0: never recycled
         self.requests = 0
@@ -193,18 +201,58 @@ class EventLoop:
             self._hand_back(msg, sock, msg.data)
             return
         site = self.sites[msg.listener]
-        extra = dict(self.extra)
-        extra["sockact.conn_id"] = msg.conn_id
-        extra["sockact.hops"] = msg.hops
-        extra["sockact.listener"] = site.listener
-        http = HTTPConnection(sock, site, peer=msg.peer, conn_id=msg.conn_id, pending=msg.data,
-                              environ_extra=extra, stopping=self._is_stopping)
-        held = Held(msg, sock, http, site, time.monotonic())
+        if site.proxy_protocol != "off" and msg.proxy is None:
+            # The PROXY header comes first; HTTP waits for it. Until then the head's deadline runs.
+            held = Held(msg, sock, self._http(msg, sock, site, b""), site, time.monotonic(), partial=True,
+                        preface=bytearray(msg.data))
+            self.held[msg.conn_id] = held
+            self._read_preface(held, b"")
+            return
+        held = Held(msg, sock, self._http(msg, sock, site, msg.data), site, time.monotonic())
         self.held[msg.conn_id] = held
         if not msg.data:
             self._read(held)  # a new client's request is usually there already: no wait in the selector
         else:
             self._advance(held)
+
+    def _http(self, msg: handoff.Message, sock: socket.socket, site: Site, pending: bytes) -> HTTPConnection:
+        extra = dict(self.extra)
+        extra["sockact.conn_id"] = msg.conn_id
+        extra["sockact.hops"] = msg.hops
+        extra["sockact.listener"] = site.listener
+        return HTTPConnection(sock, site, peer=msg.peer, conn_id=msg.conn_id, pending=pending, environ_extra=extra,
+                              stopping=self._is_stopping, client=msg.proxy.client if msg.proxy else None)
+
+    def _read_preface(self, held: Held, data: bytes) -> None:
+        """Bytes of a connection whose PROXY header is not whole yet (b"" when none came now)."""
+        preface = held.preface
+        assert preface is not None
+        preface += data
+        try:
+            parsed = proxyprotocol.parse(bytes(preface), held.site.proxy_protocol)
+        except ProxyProtocolError as exc:
+            self._refuse_preface(held, str(exc))
+            return
+        if parsed is None:
+            if data or not preface:
+                self._watch(held)
+            else:
+                self._read(held)
+            return
+        header, size = parsed
+        held.msg.proxy = header
+        held.http = self._http(held.msg, held.sock, held.site, bytes(preface[size:]))
+        held.preface = None
+        held.partial, held.since = False, time.monotonic()
+        if size == len(preface):
+            self._read(held)  # the request usually came in the same segment; if not, wait for it
+        else:
+            self._advance(held)
+
+    def _refuse_preface(self, held: Held, reason: str) -> None:
+        peer = held.msg.peer[0] if held.msg.peer else "a Unix socket"
+        log.warning("conn %d from %s on %s: %s; closing it", held.msg.conn_id, peer, held.site.listener, reason)
+        self._close(held)
 
     # ------------------------------------------------------------------ connections
 
@@ -218,6 +266,15 @@ class EventLoop:
             return
         except OSError:
             data = b""
+        if held.preface is not None:
+            if not data:
+                if held.preface:
+                    self._refuse_preface(held, "closed in the middle of its PROXY header")
+                else:
+                    self._close(held)  # a balancer's TCP check: connected, said nothing, left
+                return
+            self._read_preface(held, data)
+            return
         held.http.receive(data)
         self._advance(held)
 
@@ -225,6 +282,9 @@ class EventLoop:
         """Decide what comes next for a connection after it was read or served."""
         step = held.http.next_request()
         if isinstance(step, Request):
+            if held.http.is_health(step):
+                self._answer_health(held, step)
+                return
             held.request = step
             self.ready.append(held)
             if self.threads > 1:
@@ -251,6 +311,14 @@ class EventLoop:
         if held.watched:
             self.selector.unregister(held.sock)
             held.watched = False
+
+    def _answer_health(self, held: Held, request: Request) -> None:
+        """On the loop thread, not counted as a request: the app is not called."""
+        if held.http.serve(request):
+            held.since, held.partial = time.monotonic(), False
+            self._advance(held)
+        else:
+            self._close(held)
 
     def _dispatch_ready(self) -> None:
         while self.ready:
@@ -360,6 +428,9 @@ class EventLoop:
                 continue  # waiting for, or inside, an app call
             if held.partial:
                 if now - held.since > held.site.header_timeout:
+                    if held.preface is not None:
+                        self._refuse_preface(held, "no whole PROXY header within header_timeout")
+                        continue
                     held.http.head_timed_out()
                     self._close(held)
             elif now - held.since > self.park_after[held.msg.listener] or (self.stopping and held.served):
@@ -374,7 +445,7 @@ class EventLoop:
                 self.ready.remove(held)
             self._unwatch(held)
             del self.held[held.msg.conn_id]
-            self._hand_back(held.msg, held.sock, held.http.unparsed())
+            self._hand_back(held.msg, held.sock, self._unparsed(held))
         # Connections already on their way in go straight back too.
         self._read_channel()
 
@@ -385,11 +456,15 @@ class EventLoop:
             return
         self._unwatch(held)
         del self.held[held.msg.conn_id]
-        self._hand_back(held.msg, held.sock, held.http.unparsed())
+        self._hand_back(held.msg, held.sock, self._unparsed(held))
+
+    @staticmethod
+    def _unparsed(held: Held) -> bytes:
+        return bytes(held.preface) if held.preface is not None else held.http.unparsed()
 
     def _hand_back(self, msg: handoff.Message, sock: socket.socket, data: bytes) -> None:
         reply = handoff.Message(handoff.PARK, conn_id=msg.conn_id, listener=msg.listener, family=msg.family,
-                                peer=msg.peer, hops=msg.hops, data=data, fd=sock.fileno())
+                                peer=msg.peer, hops=msg.hops, data=data, fd=sock.fileno(), proxy=msg.proxy)
         self._send(reply)
         sock.close()  # the supervisor holds it now
 
@@ -415,4 +490,4 @@ class EventLoop:
                 self._release(held)
 
     def _is_stopping(self) -> bool:
-        return self.stopping
+        return self.stopping or self.draining

@@ -1,7 +1,8 @@
 """The supervisor<->worker channel: one AF_UNIX SOCK_SEQPACKET socketpair per worker.
 
 Each datagram is one message: a fixed binary header, then the peer's raw address,
-then optional bytes already read from the connection. A connection's fd rides along
+then the PROXY protocol client if one was read (its raw address and port), then
+optional bytes already read from the connection. A connection's fd rides along
 as SCM_RIGHTS. SEQPACKET keeps message boundaries, so no framing is needed, and an
 empty read means the other end has gone (EOF).
 
@@ -26,16 +27,21 @@ import struct
 from dataclasses import dataclass
 
 from .errors import HandoffError
+from .proxyprotocol import Header
 
 CONN, PARK, DONE, READY, RECYCLE = 1, 2, 3, 4, 5
 _KINDS = frozenset((CONN, PARK, DONE, READY, RECYCLE))
 
-# kind, address family, listener index, connection id, dispatch count, peer port
-_HEADER = struct.Struct("!BBHQIH")
+# kind, address family, listener index, connection id, dispatch count, peer port, PROXY header's client family
+_HEADER = struct.Struct("!BBHQIHB")
 _ADDR_LEN = {socket.AF_INET: 4, socket.AF_INET6: 16, socket.AF_UNIX: 0}
+# The PROXY header's client: NO_PROXY (no header read yet), AF_UNSPEC (read; keep the socket's peer),
+# or the client's family, followed by its raw address and port.
+NO_PROXY = 0xFF
+_PROXY_LEN = {NO_PROXY: 0, socket.AF_UNSPEC: 0, socket.AF_INET: 4 + 2, socket.AF_INET6: 16 + 2}
 _FD_SIZE = array.array("i").itemsize
 # Room for the header, an IPv6 address and a full read buffer of pending bytes.
-MAX_MESSAGE = _HEADER.size + 16 + 65536
+MAX_MESSAGE = _HEADER.size + 16 + 18 + 65536
 _ANC_SPACE = socket.CMSG_SPACE(_FD_SIZE)
 
 
@@ -49,6 +55,7 @@ class Message:
     hops: int = 0  # how many times this connection has been dispatched, for the demo and logs
     data: bytes = b""  # bytes read from the connection but not yet parsed
     fd: int = -1
+    proxy: Header | None = None  # the PROXY protocol header once read, so it is never read twice
 
 
 def encode(msg: Message) -> bytes:
@@ -57,22 +64,35 @@ def encode(msg: Message) -> bytes:
     if msg.peer is not None and msg.family in (socket.AF_INET, socket.AF_INET6):
         raw = socket.inet_pton(msg.family, msg.peer[0])
         port = msg.peer[1]
-    header = _HEADER.pack(msg.kind, msg.family, msg.listener, msg.conn_id, msg.hops, port)
-    return header + raw + msg.data
+    proxy, client = NO_PROXY, b""
+    if msg.proxy is not None:
+        proxy = msg.proxy.family
+        if msg.proxy.client is not None:
+            host, client_port = msg.proxy.client
+            client = socket.inet_pton(proxy, host) + client_port.to_bytes(2, "big")
+    header = _HEADER.pack(msg.kind, msg.family, msg.listener, msg.conn_id, msg.hops, port, proxy)
+    return header + raw + client + msg.data
 
 
 def decode(buf: bytes | memoryview, fd: int = -1) -> Message:
     """Parse one datagram. Raises HandoffError on anything malformed."""
     if len(buf) < _HEADER.size:
         raise HandoffError(f"short message ({len(buf)} bytes)")
-    kind, family, listener, conn_id, hops, port = _HEADER.unpack_from(buf)
-    if kind not in _KINDS or family not in _ADDR_LEN:
-        raise HandoffError(f"bad message kind {kind} or family {family}")
+    kind, family, listener, conn_id, hops, port, proxy_family = _HEADER.unpack_from(buf)
+    if kind not in _KINDS or family not in _ADDR_LEN or proxy_family not in _PROXY_LEN:
+        raise HandoffError(f"bad message kind {kind}, family {family} or PROXY family {proxy_family}")
     end = _HEADER.size + _ADDR_LEN[family]
-    if len(buf) < end:
+    proxy_end = end + _PROXY_LEN[proxy_family]
+    if len(buf) < proxy_end:
         raise HandoffError("truncated peer address")
     peer = (socket.inet_ntop(family, bytes(buf[_HEADER.size:end])), port) if end > _HEADER.size else None
-    return Message(kind, conn_id, listener, family, peer, hops, bytes(buf[end:]), fd)
+    proxy = None
+    if proxy_family == socket.AF_UNSPEC:
+        proxy = Header(None)
+    elif proxy_family != NO_PROXY:
+        raw = bytes(buf[end:proxy_end])
+        proxy = Header((socket.inet_ntop(proxy_family, raw[:-2]), int.from_bytes(raw[-2:], "big")))
+    return Message(kind, conn_id, listener, family, peer, hops, bytes(buf[proxy_end:]), fd, proxy)
 
 
 def channel_pair() -> tuple[socket.socket, socket.socket]:

@@ -12,6 +12,8 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from .proxyprotocol import Header
+
 
 @dataclass(eq=False, slots=True)
 class Conn:
@@ -26,6 +28,7 @@ class Conn:
     data: bytes = b""
     idle_since: float = 0.0
     ready_at: float = 0.0  # when it last needed a worker: the start of its hand-off latency
+    proxy: Header | None = None  # the PROXY protocol header a worker read, travelling with the connection
 
 
 class ParkingLot:

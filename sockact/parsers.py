@@ -161,14 +161,25 @@ def mount(value: Any) -> str:
 mount.__doc__ = "URL path prefix"
 
 
+def url_path(value: Any) -> str:
+    """One exact request path, or "" for none."""
+    if not isinstance(value, str) or (value and (not value.startswith("/") or not value.isascii()
+                                                 or any(c in value for c in " ?#%") or not value.isprintable())):
+        raise ValueError("expected a path starting with '/', without spaces, '?', '#' or '%', e.g. '/-/health'")
+    return value
+
+
+url_path.__doc__ = "URL path"
+
+
 def networks(value: Any) -> str:
     items = _strings(value, r"[,\s]+")
     for item in items:
-        if item != "*":
+        if item not in ("*", "unix"):
             try:
                 ipaddress.ip_network(item, strict=False)
             except ValueError:
-                raise ValueError(f"expected IP addresses or networks separated by commas, or '*'; "
+                raise ValueError(f"expected IP addresses or networks separated by commas, 'unix' or '*'; "
                                  f"got {item!r}") from None
     return ",".join(items)
 

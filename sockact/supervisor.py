@@ -83,6 +83,7 @@ class Supervisor:
         self._metrics: MetricsServer | None = None
         self._signals = SignalWakeup(HANDLED_SIGNALS)
         self._stop_deadline = 0.0
+        self._drain_until = 0.0  # a stop was asked; until then the workers serve, their health says 503
         self._next_tick = 0.0
         self._next_stall_check = 0.0
         self._last_progress = (0, 0)
@@ -151,6 +152,9 @@ class Supervisor:
         """Graceful stop: stop accepting, finish in-flight and queued requests, then exit."""
         if self.stopping:
             return
+        if self.config.drain_delay and not self._drain_until:
+            self._announce_stop(self.config.drain_delay)
+            return
         self._carry_out(self.pool.term())
         self._stop_deadline = time.monotonic() + self.config.graceful_timeout
         self.notifier.stopping()
@@ -161,6 +165,15 @@ class Supervisor:
         for w in self.workers.values():
             w.signal(signal.SIGTERM)  # in-flight responses will carry Connection: close
         self._retire_when_drained()
+
+    def _announce_stop(self, delay: float) -> None:
+        """drain_delay: load balancers see 503 on the health path and take this host out, then the stop."""
+        self._drain_until = time.monotonic() + delay
+        self.notifier.stopping()
+        self.notifier.extend_timeout(delay + self.config.graceful_timeout + 5.0)
+        lifecycle(log, "stop", "stopping in %.1fs: serving meanwhile, the health path answers 503", delay)
+        for w in self.workers.values():
+            w.signal(signal.SIGUSR1)  # the worker's health answer turns to 503
 
     def handle_int(self) -> None:
         """Quick stop: close everything, give workers a moment, then kill them."""
@@ -180,7 +193,7 @@ class Supervisor:
 
     def handle_hup(self) -> None:
         """Reload: a new generation with the settings read anew; a bad file fails the reload at once."""
-        if self.stopping:
+        if self.stopping or self._drain_until:
             return
         self.notifier.reloading()
         config, error = self.config, None
@@ -340,10 +353,13 @@ class Supervisor:
                 self.dispatcher.remove(w.pid)
                 return
             if msg.kind == handoff.READY:
+                if self._drain_until:
+                    w.signal(signal.SIGUSR1)  # born during drain_delay: its health says 503 too
                 self._carry_out(self.pool.ready(w.pid, time.monotonic()))
                 self.switchboard.give(self.dispatcher.add(w.pid) if self.pool.assignable(w.pid) else [])
             elif msg.kind == handoff.PARK:
-                conn = Conn(msg.conn_id, msg.fd, msg.listener, msg.family, msg.peer, msg.hops, msg.data)
+                conn = Conn(msg.conn_id, msg.fd, msg.listener, msg.family, msg.peer, msg.hops, msg.data,
+                            proxy=msg.proxy)
                 if conn.data:
                     self.counters.handbacks += 1
                     self.switchboard.route(conn)  # handed back with a request already read: serve it elsewhere
@@ -407,6 +423,9 @@ class Supervisor:
         self._next_tick = now + min(TICK, self.notifier.watchdog_interval or TICK)
         if self.stopping:
             self._tick_stopping(now)
+            return
+        if self._drain_until and now >= self._drain_until:
+            self.handle_term()
             return
         self.switchboard.expire(now)
         if self._metrics is not None:

@@ -23,6 +23,7 @@ from .config import Config, ListenerConfig
 from .errors import APP_LOAD_ERROR, EXIT_OK, WORKER_BOOT_ERROR, SockactError
 from .eventloop import EventLoop
 from .http import Limits, Site
+from .http.forwarded import Trust
 from .journal import installed_sendv
 from .proctitle import worker_title
 from .scoreboard import Scoreboard
@@ -85,7 +86,8 @@ class WorkerShell:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, _quick_exit)
         signal.signal(signal.SIGQUIT, _quick_exit)
-        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(signal.SIGUSR1, self._on_drain)
+        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2):
             signal.signal(sig, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
@@ -97,6 +99,11 @@ class WorkerShell:
         # Graceful stop: finish the calls in hand, answer them with Connection: close.
         if self.runner is not None:
             self.runner.stopping = True
+
+    def _on_drain(self, signum: int, frame: object) -> None:
+        # A stop is coming (drain_delay): the health path answers 503, responses close their connections.
+        if self.runner is not None:
+            self.runner.draining = True
 
     def _build_sites(self) -> list[Site]:
         apps = self.preloaded
@@ -114,7 +121,8 @@ class WorkerShell:
             body=lc.limit_request_body)
         site = Site(app=apps[lc.app], limits=limits, header_timeout=lc.header_timeout,
                     io_timeout=self.config.timeout or IO_TIMEOUT_OFF, access_log=lc.access_log, listener=lc.name,
-                    access=self.access)
+                    access=self.access, trust=Trust.parse(lc.forwarded_allow_ips),
+                    health_path=lc.health_path.encode("ascii"), proxy_protocol=lc.proxy_protocol)
         site.environ["SCRIPT_NAME"] = lc.root_path  # the mount prefix; request_environ cuts it from PATH_INFO
         return site
 

@@ -63,6 +63,14 @@ def _hang(environ, start_response):
     return _pid(environ, start_response)
 
 
+def _whoami(environ, start_response):
+    """Who the app believes the client is: what proxies and PROXY headers are meant to set."""
+    keys = ("REMOTE_ADDR", "REMOTE_PORT", "HTTP_HOST", "SERVER_NAME", "SERVER_PORT", "HTTP_X_FORWARDED_FOR")
+    info = {key: environ.get(key) for key in keys}
+    info.update(scheme=environ["wsgi.url_scheme"], pid=os.getpid(), hops=environ.get("sockact.hops"))
+    return _respond(start_response, json.dumps(info).encode())
+
+
 def _boom(environ, start_response):
     raise RuntimeError("a bug in the app")
 
@@ -84,5 +92,6 @@ echo_bare = _echo  # for a server whose environ the validator would refuse (see 
 pid = validator(_pid)
 slow = validator(_slow)
 hang = validator(_hang)
+whoami = validator(_whoami)
 boom = validator(_boom)
 errlog = validator(_errlog)

@@ -24,6 +24,7 @@ from ..errors import InvalidResponse, ProtocolError
 from ..journal import ErrorStream
 from .engine import DONE, Connection
 from .events import NEED_DATA, Data, Request
+from .forwarded import NOBODY, Trust
 from .limits import COALESCE_MAX, DRAIN_LIMIT, Limits
 from .wire import ClientGone, Wire
 from .wsgi import (
@@ -54,6 +55,9 @@ class Site:
     listener: str  # listener name, e.g. "http"
     url_scheme: str = "http"
     access: AccessLog | None = None  # the worker's access log, shared by its sites
+    trust: Trust = NOBODY  # forwarded_allow_ips: whose X-Forwarded-* and Forwarded count
+    health_path: bytes = b""  # answered here, never by the app; b"": none
+    proxy_protocol: str = "off"  # "v1", "v2" or "auto": a PROXY header precedes HTTP (the loop reads it)
     environ: dict[str, Any] = field(init=False, repr=False, compare=False)  # constant keys, built once
 
     def __post_init__(self) -> None:
@@ -94,11 +98,12 @@ class HTTPConnection:
 
     def __init__(self, sock: socket.socket, site: Site, *, peer: tuple[Any, ...] | str | None, conn_id: int,
                  pending: bytes = b"", environ_extra: Mapping[str, Any] | None = None,
-                 stopping: Callable[[], bool] = lambda: False) -> None:
+                 stopping: Callable[[], bool] = lambda: False, client: tuple[str, int] | None = None) -> None:
+        """``peer`` is the socket's peer; ``client`` the one a PROXY protocol header named, if any."""
         self.engine = Connection(site.limits)
         self.wire = Wire(sock, site.io_timeout)
         self.conn_id = conn_id
-        self._conn = _Conn(sock, site, self.wire, self.engine, peer, conn_id, environ_extra, stopping)
+        self._conn = _Conn(sock, site, self.wire, self.engine, peer, conn_id, environ_extra, stopping, client)
         if pending:
             self.engine.receive_data(pending)
 
@@ -119,8 +124,13 @@ class HTTPConnection:
             return event
         return Step.CLOSE
 
+    def is_health(self, request: Request) -> bool:
+        """Whether ``request`` asks for the listener's health path, which the app never sees."""
+        return self._conn.is_health(request)
+
     def serve(self, request: Request) -> bool:
-        """Run the app for ``request`` and answer it; True when the connection persists."""
+        """Run the app for ``request`` (or answer the health path) and answer it; True when the
+        connection persists."""
         try:
             keep = self._conn.serve(request)
             if keep:
@@ -195,7 +205,7 @@ class _Conn:
 
     def __init__(self, sock: socket.socket, site: Site, wire: Wire, engine: Connection,
                  peer: tuple[Any, ...] | str | None, conn_id: int, extra: Mapping[str, Any] | None,
-                 stopping: Callable[[], bool]) -> None:
+                 stopping: Callable[[], bool], client: tuple[str, int] | None = None) -> None:
         self.sock = sock
         self.site = site
         self.wire = wire
@@ -203,18 +213,23 @@ class _Conn:
         self.conn_id = conn_id
         self.request: Request | None = None
         self.errors = ErrorStream(app_log, conn_id, site.listener, self.request_line)
+        # The socket's peer is the one that wrote the fields, so it is the one trusted, or not.
+        self.trust = site.trust if site.trust.trusts_peer(peer) else None
+        if client is not None:
+            peer = client
         self.env = connection_environ(site.environ, peer, extra)
         self.env["wsgi.errors"] = self.errors
         self.stopping = stopping
         self.access = site.access if site.access_log else None
         self.pid = _pid[0]
-        self.remote = ""
+        self.peer_remote = ""  # the client as the access log names it, from the connection
         if self.access is not None:
             if isinstance(peer, tuple):
-                self.remote = str(peer[0])
+                self.peer_remote = str(peer[0])
             else:
-                self.remote = peer or (unix_peer(sock) if sock.family == socket.AF_UNIX else "")
+                self.peer_remote = peer or (unix_peer(sock) if sock.family == socket.AF_UNIX else "")
         # per request
+        self.remote = self.peer_remote  # or as a trusted proxy told it
         self.start: StartResponse | None = None
         self.body_error: ProtocolError | None = None
         self.wire_failed = False
@@ -261,7 +276,12 @@ class _Conn:
         self.wire_failed = False
         self.status = 0
         self.request = request
-        environ = request_environ(self.env, request, InputStream(self.pull_body), self.local_address)
+        if self.is_health(request):
+            return self._health(request, started)
+        environ = request_environ(self.env, request, InputStream(self.pull_body), self.local_address, self.trust)
+        if self.trust is not None and self.access is not None:
+            told = environ["REMOTE_ADDR"]
+            self.remote = told if told != self.env["REMOTE_ADDR"] else self.peer_remote
         try:
             result = self.site.app(environ, start)
             try:
@@ -279,6 +299,42 @@ class _Conn:
         self.errors.flush()
         self._access(request, self.status, started)
         return keep
+
+    def is_health(self, request: Request) -> bool:
+        health = self.site.health_path
+        return bool(health) and request.path == health and request.method in (b"GET", b"HEAD")
+
+    def _health(self, request: Request, started: float) -> bool:
+        """The load balancer's question, answered without the app: 503 once stopping."""
+        stopping = self.stopping()
+        whole_request = self._body_buffered()
+        self.status = 503 if stopping else 200
+        body = b"stopping\n" if stopping else b"ok\n"
+        head = self.engine.start_response(
+            "503 Service Unavailable" if stopping else "200 OK",
+            [("Content-Type", "text/plain"), ("Cache-Control", "no-store")], close=stopping or not whole_request,
+            date=http_date(), whole=len(body))
+        self._guarded_send(head + self.engine.send_data(body) + self.engine.end_response())
+        self._access(request, self.status, started)
+        return self.engine.keep_alive
+
+    def _body_buffered(self) -> bool:
+        """Drop a request body already received whole; False if more is to come.
+
+        The health answer runs on the worker's loop thread, which must never wait for a client:
+        a health check with a body still on its way is closed instead.
+        """
+        engine = self.engine
+        while engine.state != DONE:
+            try:
+                event = engine.next_event()
+            except ProtocolError:
+                return False
+            if event is NEED_DATA:
+                return False
+            if not isinstance(event, Data):
+                break
+        return engine.state == DONE
 
     def _send_result(self, result: Any, request: Request) -> None:
         start = self.start

@@ -18,6 +18,7 @@ from urllib.parse import unquote_to_bytes
 
 from ..errors import InvalidResponse
 from .events import Request
+from .forwarded import FIELDS, Trust, from_fields
 from .rules import is_token
 
 # RFC 9110 7.6.1 plus those wsgiref.util.is_hop_by_hop names: an application may not set them.
@@ -31,6 +32,10 @@ PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 # "Content_Length" would otherwise land on the same key as "Content-Length" (RFC 9110 17.10).
 _ENV_KEYS: dict[bytes, str | None] = {b"CONTENT-TYPE": "CONTENT_TYPE", b"CONTENT-LENGTH": "CONTENT_LENGTH"}
 _ENV_KEYS_MAX = 1024  # the cache stops growing here, so odd clients cannot inflate it
+
+
+# The environ keys of forwarded.FIELDS, in the same order.
+_FORWARDED_KEYS = tuple("HTTP_" + name.upper().replace("-", "_") for name in FIELDS)
 
 
 def _env_key(name: bytes) -> str | None:
@@ -104,8 +109,13 @@ def connection_environ(site_env: Mapping[str, Any], peer: tuple[Any, ...] | str 
 
 
 def request_environ(conn_env: Mapping[str, Any], request: Request, body: Any,
-                    local_address: Callable[[], tuple[str, str]]) -> dict[str, Any]:
-    """The environ of one request. ``local_address()`` is asked only when there is no Host."""
+                    local_address: Callable[[], tuple[str, str]], trust: Trust | None = None) -> dict[str, Any]:
+    """The environ of one request. ``local_address()`` is asked only when there is no Host.
+
+    ``trust`` is given when the connection's peer is a trusted proxy: its X-Forwarded-* or
+    Forwarded fields then set REMOTE_ADDR, the scheme, HTTP_HOST and SERVER_PORT. The fields
+    themselves stay in the environ either way.
+    """
     env = dict(conn_env)
     env["REQUEST_METHOD"] = request.method.decode("ascii")
     path = env["PATH_INFO"] = path_info(request.path)
@@ -131,12 +141,36 @@ def request_environ(conn_env: Mapping[str, Any], request: Request, body: Any,
             env[key] += ("; " if key == "HTTP_COOKIE" else ", ") + text
         else:
             env[key] = text
+    port = None
+    if trust is not None and not env.keys().isdisjoint(_FORWARDED_KEYS):
+        port = _apply_forwarded(env, trust)
     host = env.get("HTTP_HOST")
     if host:
         env["SERVER_NAME"], env["SERVER_PORT"] = _split_host(host, env["wsgi.url_scheme"])
     else:
         env["SERVER_NAME"], env["SERVER_PORT"] = local_address()
+    if port is not None:
+        env["SERVER_PORT"] = port
     return env
+
+
+def _apply_forwarded(env: dict[str, Any], trust: Trust) -> str | None:
+    """Put what trusted proxies told into ``env``; returns the forwarded port, if any."""
+    origin = from_fields({name: env[key] for name, key in zip(FIELDS, _FORWARDED_KEYS, strict=True)
+                           if key in env}, trust)
+    if origin is None:
+        return None
+    if origin.client is not None:
+        env["REMOTE_ADDR"] = origin.client
+        if origin.client_port is not None:
+            env["REMOTE_PORT"] = origin.client_port
+        else:
+            env.pop("REMOTE_PORT", None)  # the proxy's own port would mislead
+    if origin.scheme is not None:
+        env["wsgi.url_scheme"] = origin.scheme
+    if origin.host is not None:
+        env["HTTP_HOST"] = origin.host
+    return origin.port
 
 
 def path_info(path: bytes) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 import threading
 import time
 from collections import Counter
@@ -31,10 +32,21 @@ class Response:
         return f"<Response {self.status} {self.body[:60]!r}>"
 
 
-def http_get(port: int, path: str = "/", *, timeout: float = 10.0, host: str = "127.0.0.1") -> Response:
-    """GET ``path`` with Connection: close and read the whole response. Raises OSError on failure."""
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+def http_get(port: int, path: str = "/", *, timeout: float = 10.0, host: str = "127.0.0.1", source: str = "",
+             tls: bool = False, headers: str = "") -> Response:
+    """GET ``path`` with Connection: close and read the whole response. Raises OSError on failure.
+
+    ``source``: the local address to connect from; ``tls``: over TLS, the certificate unchecked;
+    ``headers``: more header lines, each ending in CRLF.
+    """
+    sock = socket.create_connection((host, port), timeout=timeout, source_address=(source, 0) if source else None)
+    if tls:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        sock = context.wrap_socket(sock)
+    with sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{headers}Connection: close\r\n\r\n".encode())
         chunks = []
         while chunk := sock.recv(65536):
             chunks.append(chunk)

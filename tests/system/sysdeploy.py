@@ -50,11 +50,11 @@ def install(container: Container, repo: Path = REPO) -> None:
 
 # -- the cookbook: docs/drop-ins.md holds the drop-ins that the tests install
 
-_BLOCK_RE = re.compile(r"^```(?:ini|toml)\n# (/\S+)\n(.*?)^```$", re.M | re.S)
+_BLOCK_RE = re.compile(r"^```(?:ini|toml|haproxy)\n# (/\S+)\n(.*?)^```$", re.M | re.S)
 
 
 def cookbook(path: Path = REPO / "docs" / "drop-ins.md") -> dict[str, str]:
-    """The files of the drop-in cookbook: {path inside: content}, from fenced ini/toml blocks
+    """The files of a cookbook: {path inside: content}, from fenced ini, toml or haproxy blocks
     whose first line is a comment naming the file."""
     return {m.group(1): f"# {m.group(1)}\n{m.group(2)}" for m in _BLOCK_RE.finditer(path.read_text())}
 

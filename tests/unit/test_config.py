@@ -128,7 +128,7 @@ def test_settings_other_engineers_build_are_declared():
     assert cfg.access_logfile is None and cfg.error_logfile is None and cfg.root_path == ""
     assert cfg.access_logformat == '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
     assert cfg.listener("http").park_after == 0.1
-    assert cfg.listener("http").forwarded_allow_ips == "127.0.0.1,::1"
+    assert cfg.listener("http").forwarded_allow_ips == "127.0.0.1,::1,unix"
     for bad in ({"threads": "0"}, {"park_after": "0"}, {"handback_after": "-1"}, {"forwarded_allow_ips": "x"}):
         with pytest.raises(ConfigError, match="--" + next(iter(bad)).replace("_", "-")):
             config.build(bad, {}, None)

@@ -22,8 +22,10 @@ def test_encode_decode_round_trip(family, peer):
     assert back == msg
 
 
-# The last: a whole 18-byte header for an AF_INET peer, with no address after it.
-@pytest.mark.parametrize("raw", [b"", b"\x01" * 5, b"\x09" + b"\x00" * 40, b"\x01\x02" + b"\x00" * 16])
+# The last two: a whole 19-byte header for an AF_INET peer with no address after it, and one that
+# announces a PROXY client of an unknown family.
+@pytest.mark.parametrize("raw", [b"", b"\x01" * 5, b"\x09" + b"\x00" * 40, b"\x01\x02" + b"\x00" * 16 + b"\xff",
+                                 b"\x01\x01" + b"\x00" * 16 + b"\x07"])
 def test_malformed_messages_are_rejected(raw):
     with pytest.raises(HandoffError):
         handoff.decode(raw)

@@ -15,13 +15,13 @@ from sockact.states import Phase
 from sockact.supervisor import Supervisor
 
 
-def supervisor(reload_error: str | None = None) -> Supervisor:
+def supervisor(reload_error: str | None = None, **settings: str) -> Supervisor:
     def reload_config() -> config.Config:
         if reload_error:
             raise ConfigError(reload_error)
-        return config.build({}, {}, None)
+        return config.build(settings, {}, None)
 
-    return Supervisor(config.build({}, {}, None), [], Notifier({}, os.getpid()), None, reload_config)
+    return Supervisor(config.build(settings, {}, None), [], Notifier({}, os.getpid()), None, reload_config)
 
 
 def test_term_drains(caplog: pytest.LogCaptureFixture) -> None:
@@ -32,6 +32,19 @@ def test_term_drains(caplog: pytest.LogCaptureFixture) -> None:
     assert "stopping: draining" in caplog.text
     sup.dispatch_signal(signal.SIGTTIN)  # a drain starts nothing, not even a worker asked for
     assert not sup.workers and not sup.pool.members
+
+
+def test_term_with_drain_delay_serves_on_until_the_delay_is_over(caplog: pytest.LogCaptureFixture) -> None:
+    sup = supervisor(drain_delay="5")
+    sup.pool.phase = Phase.SERVING
+    with caplog.at_level(logging.INFO):
+        sup.dispatch_signal(signal.SIGTERM)
+    assert sup.pool.phase is Phase.SERVING and not sup.stopping
+    assert "stopping in 5.0s" in caplog.text
+    sup.dispatch_signal(signal.SIGHUP)  # no reload of a host on its way out
+    assert sup.pool.current.number == 0
+    sup.dispatch_signal(signal.SIGTERM)  # a second TERM: the stop proper, at once
+    assert sup.pool.phase is Phase.DRAINING and sup.stopping
 
 
 def test_hup_with_a_broken_file_fails_the_reload_and_keeps_the_generation(caplog: pytest.LogCaptureFixture) -> None:

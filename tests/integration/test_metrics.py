@@ -169,3 +169,13 @@ def test_silent_scrapers_beyond_the_limit_wait_in_the_backlog(start_sockact):
     finally:
         for sock in silent:
             sock.close()
+
+
+def test_the_health_path_is_not_counted_as_the_apps(start_sockact):
+    server, api, metrics = start(start_sockact, "--health-path", "/-/health", workers=1)
+    assert request(api, "GET", "/-/health") == 200
+    assert request(api, "GET", "/") == 200
+    samples = server.waiting(lambda: (s := scrape(metrics)) and value(
+        s, "sockact_request_duration_seconds_count", listener="api") >= 1 and s, "the app's request counted")
+    assert value(samples, "sockact_requests_total", listener="api", method="GET", code="2xx") == 1
+    assert value(samples, "sockact_connections_accepted_total", listener="api") == 2

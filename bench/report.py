@@ -14,6 +14,7 @@ from typing import Any
 
 BASE = "sockact"
 THREADED = "sockact (4 threads)"  # against gunicorn gthread with --threads 4, in the mixed load
+WITH_METRICS = "sockact (metrics on)"  # what counting for Prometheus costs
 MB = 1_000_000
 TIMES = "\N{MULTIPLICATION SIGN}"
 ERROR_KINDS = ("connect", "read", "write", "status", "timeout")
@@ -176,6 +177,7 @@ def targets(summary: dict[str, Any]) -> list[Target]:
         Target("Keep-alive hello world", "how far from nginx",
                f"{fmt_ratio(ratio(req_s(summary, 'keepalive', BASE), req_s(summary, 'keepalive', 'nginx')))} nginx",
                None),
+        _metrics_cost(summary),
         _at_least("`Connection: close`", "gunicorn sync", 1.5, summary, "close"),
         _at_least("`Connection: close`", "granian", 0.6, summary, "close"),
     ]
@@ -193,6 +195,13 @@ def targets(summary: dict[str, Any]) -> list[Target]:
     found.extend(_memory_targets(summary["memory"]))
     found.append(_cold_target(summary["cold"]))
     return found
+
+
+def _metrics_cost(summary: dict[str, Any]) -> Target:
+    """Keep-alive throughput lost to counting for Prometheus (a metrics listener on), in percent."""
+    kept = ratio(req_s(summary, "keepalive", WITH_METRICS), req_s(summary, "keepalive", BASE))
+    return Target("Keep-alive hello world, metrics on", "costs < 5%",
+                  "n/a" if kept is None else f"{(1 - kept) * 100:.1f}%", None if kept is None else kept > 0.95)
 
 
 def _memory_targets(memory: dict[str, Any]) -> list[Target]:

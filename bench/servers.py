@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.apps import HELLO, JSON_BODY, STATIC_FILE_ENV
-from bench.report import THREADED
+from bench.report import THREADED, WITH_METRICS
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_BIN = REPO / ".venv" / "bin"  # sockact runs from the project's own venv, as a user runs it
@@ -44,6 +44,11 @@ def sockact_argv(*extra: str, workers: int = WORKERS) -> Argv:
         bind = ["--bind", f"{HOST}:{port}"] if port else []
         return [str(PROJECT_BIN / "sockact"), "run", APP, "--workers", str(workers), *bind, *extra]
     return argv
+
+
+def sockact_with_metrics(port: int) -> list[str]:
+    """sockact with a metrics listener beside its own, as the metrics example drop-in sets it up."""
+    return [*sockact_argv()(port), "--bind", f"metrics={HOST}:{free_port()}"]
 
 
 def gunicorn_argv(*extra: str) -> Argv:
@@ -109,6 +114,7 @@ def lineup(rundir: Path, static_file: Path) -> list[Server]:
         Server("sockact", sockact_argv()),
         Server("sockact (no access log)", sockact_argv("--no-access-log")),
         Server(THREADED, sockact_argv("--threads", "4")),
+        Server(WITH_METRICS, sockact_with_metrics),
         Server("gunicorn sync", gunicorn_argv()),
         Server("gunicorn gthread", gunicorn_argv("--worker-class", "gthread", "--threads", "4")),
         Server("granian", granian_argv),

@@ -1,0 +1,172 @@
+"""docs/deploy.md, "Serve your app", followed step by step on a clean Debian 12 with the .deb.
+
+One container serves both of the page's apps. The fixture installs the package with apt, then
+walks the page in order: it writes each file that a block names in its first line, and runs
+each ``sh`` block as root. The tests then use what the page says is served: the Flask app on
+127.0.0.1:8080 writes to and reads from sqlite, the Django admin takes a login with a CSRF POST
+over the instance's Unix socket, a deploy is reloaded, and the page's sandboxed check tells an
+app under /home apart.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import urllib.parse
+from collections.abc import Iterator
+from http.cookies import SimpleCookie
+from pathlib import Path
+
+import pytest
+from debpkg import APT, build_deb
+from debroot import RootfsError, ensure_rootfs
+from nspawn import Container, missing_prerequisite
+from sysclient import UnixHTTPConnection
+from sysdeploy import steps
+
+pytestmark = [pytest.mark.system, pytest.mark.slow]
+
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "deploy.md"
+PORT = 8080  # where the page's Flask app is served: the packaged sockact.socket
+DJANGO_SOCKET = "/run/sockact/mysite.sock"
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+    """A clean bookworm with the .deb installed and every step of the page done."""
+    if missing_prerequisite():
+        pytest.skip(missing_prerequisite() or "")
+    deb = build_deb(tmp_path_factory.mktemp("deb"))
+    try:
+        root = ensure_rootfs()
+    except RootfsError as exc:
+        pytest.fail(f"no clean Debian root: {exc}")
+    with Container(root, overlay=True) as booted:
+        booted.copy_in(deb, f"/opt/sockact-debs/{deb.name}")
+        booted.run("apt-get update -q", timeout=300)
+        booted.run(f"{APT} install /opt/sockact-debs/{deb.name}", timeout=300)
+        for where, text in steps(PAGE):
+            if where == "sh":
+                booted.run(["sh", "-ec", text], env={"DEBIAN_FRONTEND": "noninteractive"}, timeout=600)
+            else:
+                booted.write(where, text)
+        yield booted
+
+
+@pytest.fixture(autouse=True)
+def journal_on_failure(box: Container) -> Iterator[None]:
+    """sockact's journal after each test; pytest shows it only for a failed test."""
+    yield
+    if box.leader is not None:
+        print(box.run("journalctl -q --no-pager -n 60 -u 'sockact*'", check=False).stdout)
+
+
+def _flask(method: str, path: str, body: str | None = None) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers={"Content-Type": "text/plain"} if body else {})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+    finally:
+        conn.close()
+
+
+def test_the_flask_app_writes_to_sqlite_in_its_state_directory(box: Container) -> None:
+    status, created = _flask("POST", "/notes", "written by the test")
+    assert status == 201, created
+    assert _flask("GET", f"/notes/{created['id']}") == (200, {"id": created["id"], "text": "written by the test"})
+    assert _flask("GET", "/notes/99999")[0] == 404
+    # the page's own curl wrote note 1 during the walk
+    assert _flask("GET", "/notes/1") == (200, {"id": 1, "text": "first note"})
+    # the database is where StateDirectory= put it, owned by the service's dynamic user
+    db = box.path("/var/lib/private/flaskapp/notes.db")
+    assert db.is_file() and db.stat().st_uid != 0
+
+
+def test_a_deploy_is_served_after_a_reload(box: Container) -> None:
+    app = "/srv/flaskapp/app.py"
+    code = box.path(app).read_text()
+    try:
+        box.write(app, code + '\n\n@app.get("/version")\ndef version():\n    return {"version": 2}\n')
+        assert _flask("GET", "/version")[0] == 404  # the running workers have the old code
+        box.systemctl("reload", "sockact.service")  # returns once the new workers serve
+        assert _flask("GET", "/version") == (200, {"version": 2})
+        assert _flask("GET", "/notes/1")[0] == 200  # the data stayed
+    finally:
+        box.write(app, code)
+
+
+def _django(box: Container, method: str, path: str, *, cookies: SimpleCookie,
+            form: dict[str, str] | None = None) -> tuple[http.client.HTTPResponse, str]:
+    """One request to the Django instance over its Unix socket; its cookies are kept in ``cookies``."""
+    conn = UnixHTTPConnection(str(box.path(DJANGO_SOCKET)), timeout=30)
+    headers = {"Host": "localhost"}
+    if cookies:
+        headers["Cookie"] = "; ".join(f"{k}={m.value}" for k, m in cookies.items())
+    body = None
+    if form is not None:
+        body = urllib.parse.urlencode(form)
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        text = response.read().decode()
+    finally:
+        conn.close()
+    for value in response.headers.get_all("Set-Cookie") or []:
+        cookies.load(value)
+    return response, text
+
+
+def test_the_django_admin_takes_a_login_with_a_csrf_post(box: Container) -> None:
+    cookies: SimpleCookie = SimpleCookie()
+    page, html = _django(box, "GET", "/admin/login/?next=/admin/", cookies=cookies)
+    assert page.status == 200, html
+    assert "csrftoken" in cookies, page.headers
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html)
+    assert token, html
+    # the page created the administrator with this password
+    password = re.search(r"DJANGO_SUPERUSER_PASSWORD='([^']+)'", PAGE.read_text())
+    assert password
+    form = {"csrfmiddlewaretoken": token.group(1), "username": "admin", "password": password.group(1),
+            "next": "/admin/"}
+    login, html = _django(box, "POST", "/admin/login/?next=/admin/", cookies=cookies, form=form)
+    assert login.status == 302, html
+    assert login.headers["Location"] == "/admin/"
+    assert "sessionid" in cookies, login.headers
+    admin, html = _django(box, "GET", "/admin/", cookies=cookies)
+    assert admin.status == 200 and "Site administration" in html, html
+    # the session row went to the database in the writable data directory, as user mysite
+    db = box.path("/srv/mysite/data/db.sqlite3")
+    assert db.stat().st_uid == int(box.run("id -u mysite").stdout)
+
+
+def _sandboxed_check(page_line: str, config: str) -> str:
+    return page_line.replace("/etc/sockact/sockact.toml", config)
+
+
+HOME_APP = """\
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"served from a home directory\\n"]
+"""
+
+
+def test_the_sandboxed_check_fails_an_app_under_home_with_a_clear_reason(box: Container) -> None:
+    check = next(text for where, text in steps(PAGE) if where == "sh" and "systemd-run" in text)
+    box.run("mkdir -p /home/alice/site && python3 -m venv /home/alice/site/.venv")
+    box.write("/home/alice/site/hello.py", HOME_APP)
+    config = "/etc/sockact/homeapp.toml"
+    box.write(config, 'app = "hello:app"\nchdir = "/home/alice/site"\nvirtualenv = "/home/alice/site/.venv"\n')
+    # as root, outside the sandbox, the check passes
+    assert "# app hello:app: imports and is callable" in box.run(["sockact", "check", "--config", config]).stdout
+    # inside the service's sandbox /home is empty, and the check says so
+    hidden = box.run(["sh", "-c", _sandboxed_check(check, config)], check=False)
+    assert hidden.returncode != 0, hidden.stdout
+    assert "ProtectHome=yes" in hidden.stderr and "/home" in hidden.stderr, hidden.stderr
+    # with the home visible read-only, as the page suggests, it passes
+    visible = box.run(["sh", "-c", _sandboxed_check(check, config).replace("ProtectHome=yes", "ProtectHome=read-only")],
+                      check=False)
+    assert visible.returncode == 0, visible.stdout + visible.stderr
+    assert "# app hello:app: imports and is callable" in visible.stdout

@@ -198,17 +198,16 @@ class _Conn:
         self.conn_id = conn_id
         self.request: Request | None = None
         self.errors = ErrorStream(app_log, conn_id, site.listener, self.request_line)
+        # An unnamed Unix-socket peer (the usual case) is known by its credentials, for the app and
+        # the access log alike: REMOTE_ADDR "unix:pid=N,uid=N" rather than gunicorn's "".
+        if not isinstance(peer, tuple) and not peer and sock.family == socket.AF_UNIX:
+            peer = unix_peer(sock)
         self.env = connection_environ(site.environ, peer, extra)
         self.env["wsgi.errors"] = self.errors
         self.stopping = stopping
         self.access = site.access if site.access_log else None
         self.pid = _pid[0]
-        self.remote = ""
-        if self.access is not None:
-            if isinstance(peer, tuple):
-                self.remote = str(peer[0])
-            else:
-                self.remote = peer or (unix_peer(sock) if sock.family == socket.AF_UNIX else "")
+        self.remote = self.env["REMOTE_ADDR"]
         # per request
         self.start: StartResponse | None = None
         self.body_error: ProtocolError | None = None

@@ -17,6 +17,7 @@ import urllib.parse
 from collections.abc import Iterator
 from http.cookies import SimpleCookie
 from pathlib import Path
+from typing import Any
 
 import pytest
 from debpkg import APT, build_deb
@@ -62,14 +63,16 @@ def journal_on_failure(box: Container) -> Iterator[None]:
         print(box.run("journalctl -q --no-pager -n 60 -u 'sockact*'", check=False).stdout)
 
 
-def _flask(method: str, path: str, body: str | None = None) -> tuple[int, dict]:
+def _flask(method: str, path: str, body: str | None = None) -> tuple[int, Any]:
+    """Status and JSON body (the text when it is not JSON) of one request to the Flask app."""
     conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
     try:
         conn.request(method, path, body=body, headers={"Content-Type": "text/plain"} if body else {})
         response = conn.getresponse()
-        return response.status, json.loads(response.read() or b"{}")
+        text = response.read().decode()
     finally:
         conn.close()
+    return response.status, json.loads(text) if response.getheader("Content-Type") == "application/json" else text
 
 
 def test_the_flask_app_writes_to_sqlite_in_its_state_directory(box: Container) -> None:

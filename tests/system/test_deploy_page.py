@@ -149,6 +149,22 @@ def _sandboxed_check(page_line: str, config: str) -> str:
     return page_line.replace("/etc/sockact/sockact.toml", config)
 
 
+def _page_check() -> str:
+    """The page's systemd-run line for the Flask app."""
+    return next(text for where, text in steps(PAGE) if where == "sh" and "systemd-run" in text)
+
+
+def test_the_sandboxed_check_passes_the_django_instance_with_its_own_lines(box: Container) -> None:
+    # as the page says: the drop-in's user and writable directory instead of the dynamic user
+    check = (_page_check().replace("-p DynamicUser=yes -p User=sockact", "-p User=mysite -p Group=mysite")
+             .replace("-p LogsDirectory=sockact -p StateDirectory=flaskapp",
+                      "-p ReadWritePaths=/srv/mysite/data -p LogsDirectory=sockact-mysite")
+             .replace("/etc/sockact/sockact.toml", "/etc/sockact/mysite.toml"))
+    done = box.run(["sh", "-c", check], check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "# app mysite.wsgi:application: imports and is callable" in done.stdout
+
+
 HOME_APP = """\
 def app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
@@ -157,7 +173,6 @@ def app(environ, start_response):
 
 
 def test_the_sandboxed_check_fails_an_app_under_home_with_a_clear_reason(box: Container) -> None:
-    check = next(text for where, text in steps(PAGE) if where == "sh" and "systemd-run" in text)
     box.run("mkdir -p /home/alice/site && python3 -m venv /home/alice/site/.venv")
     box.write("/home/alice/site/hello.py", HOME_APP)
     config = "/etc/sockact/homeapp.toml"
@@ -165,11 +180,13 @@ def test_the_sandboxed_check_fails_an_app_under_home_with_a_clear_reason(box: Co
     # as root, outside the sandbox, the check passes
     assert "# app hello:app: imports and is callable" in box.run(["sockact", "check", "--config", config]).stdout
     # inside the service's sandbox /home is empty, and the check says so
-    hidden = box.run(["sh", "-c", _sandboxed_check(check, config)], check=False)
-    assert hidden.returncode != 0, hidden.stdout
-    assert "ProtectHome=yes" in hidden.stderr and "/home" in hidden.stderr, hidden.stderr
-    # with the home visible read-only, as the page suggests, it passes
-    visible = box.run(["sh", "-c", _sandboxed_check(check, config).replace("ProtectHome=yes", "ProtectHome=read-only")],
-                      check=False)
+    check = _sandboxed_check(_page_check(), config)
+    hidden = box.run(["sh", "-c", check], check=False)
+    assert hidden.returncode == 2, hidden.stdout + hidden.stderr
+    assert ("virtualenv /home/alice/site/.venv: /home/alice is not there; in the service's sandbox "
+            "(ProtectHome=yes) /home is empty") in hidden.stderr, hidden.stderr
+    # with ProtectHome=read-only after the others, as the page suggests, it passes
+    read_only = check.replace("/usr/bin/sockact check", "-p ProtectHome=read-only /usr/bin/sockact check")
+    visible = box.run(["sh", "-c", read_only], check=False)
     assert visible.returncode == 0, visible.stdout + visible.stderr
     assert "# app hello:app: imports and is callable" in visible.stdout

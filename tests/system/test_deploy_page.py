@@ -14,6 +14,7 @@ import http.client
 import json
 import re
 import urllib.parse
+import uuid
 from collections.abc import Iterator
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -23,7 +24,7 @@ import pytest
 from debpkg import APT, build_deb
 from debroot import RootfsError, ensure_rootfs
 from nspawn import Container, missing_prerequisite
-from sysclient import UnixHTTPConnection
+from sysclient import UnixHTTPConnection, wait_for
 from sysdeploy import steps
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
@@ -190,3 +191,27 @@ def test_the_sandboxed_check_fails_an_app_under_home_with_a_clear_reason(box: Co
     visible = box.run(["sh", "-c", read_only], check=False)
     assert visible.returncode == 0, visible.stdout + visible.stderr
     assert "# app hello:app: imports and is callable" in visible.stdout
+
+
+def test_a_django_error_is_one_journal_entry_at_err(box: Container) -> None:
+    # a Host that is not in ALLOWED_HOSTS: Django answers 400 and logs an error. The name is this
+    # test's own, so that the journal is searched without a cursor (journalctl 252 skips matching
+    # entries after a cursor when -p is given).
+    host = f"evil-{uuid.uuid4().hex[:8]}.example"
+    conn = UnixHTTPConnection(str(box.path(DJANGO_SOCKET)), timeout=30)
+    try:
+        conn.request("GET", "/admin/login/", headers={"Host": host})
+        assert conn.getresponse().status == 400
+    finally:
+        conn.close()
+
+    def logged() -> list[dict]:
+        out = box.run(["journalctl", "-u", "sockact@mysite.service", "-p", "err", "-o", "json"]).stdout
+        return [r for r in map(json.loads, out.splitlines()) if host in str(r.get("MESSAGE"))]
+
+    records = wait_for(logged, timeout=30, what="Django's DisallowedHost error in the journal")
+    assert len(records) == 1, records
+    record = records[0]
+    assert (record["PRIORITY"], record["SYSLOG_IDENTIFIER"], record["LOGGER"]) == (
+        "3", "mysite", "django.security.DisallowedHost"), record
+    assert record["MESSAGE"].startswith(f"Invalid HTTP_HOST header: '{host}'."), record

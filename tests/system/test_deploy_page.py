@@ -101,6 +101,30 @@ def test_a_deploy_is_served_after_a_reload(box: Container) -> None:
         box.write(app, code)
 
 
+def test_a_flask_traceback_is_one_journal_entry_at_err(box: Container) -> None:
+    app = "/srv/flaskapp/app.py"
+    code = box.path(app).read_text()
+    marker = f"broken-{uuid.uuid4().hex[:8]}"
+    try:
+        box.write(app, code + f'\n\n@app.get("/broken")\ndef broken():\n    raise RuntimeError("{marker}")\n')
+        box.systemctl("reload", "sockact.service")
+        assert _flask("GET", "/broken")[0] == 500  # Flask's own error page
+    finally:
+        box.write(app, code)
+        box.systemctl("reload", "sockact.service")
+
+    def logged() -> list[dict]:
+        out = box.run(["journalctl", "-u", "sockact.service", "-p", "err", "-o", "json"]).stdout
+        return [r for r in map(json.loads, out.splitlines()) if marker in str(r.get("MESSAGE"))]
+
+    # Flask logs the exception to wsgi.errors: the whole traceback in one entry, at priority 3
+    records = wait_for(logged, timeout=30, what="Flask's traceback in the journal")
+    assert len(records) == 1, records
+    assert records[0]["PRIORITY"] == "3", records
+    message = records[0]["MESSAGE"]
+    assert "Traceback (most recent call last)" in message and f"RuntimeError: {marker}" in message, message
+
+
 def _django(box: Container, method: str, path: str, *, cookies: SimpleCookie,
             form: dict[str, str] | None = None) -> tuple[http.client.HTTPResponse, str]:
     """One request to the Django instance over its Unix socket; its cookies are kept in ``cookies``."""

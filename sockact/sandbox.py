@@ -17,16 +17,21 @@ HIDDEN_HOMES = ("/home", "/root", "/run/user")
 
 
 def explain_missing(path: str) -> str:
-    """A clause for an error about ``path``, which does not exist: which directory is missing, and
-    why a service might not see it."""
+    """A clause for an error about ``path``, which this process cannot find: which directory is
+    missing or closed to it, and why a service might not see it."""
     path = os.path.abspath(path)
     missing = path
     while os.path.dirname(missing) != missing and not os.path.exists(os.path.dirname(missing)):
         missing = os.path.dirname(missing)
+    parent = os.path.dirname(missing)
     home = next((h for h in HIDDEN_HOMES if path == h or path.startswith(h + "/")), None)
-    if home is not None:
+    if home is not None and (parent == home or os.access(parent, os.X_OK)):
+        # ProtectHome=yes puts an empty directory, closed to all, over each home
         return (f"{missing} is not there; in the service's sandbox (ProtectHome=yes) {home} is empty: "
                 f"keep the app under /srv, or give the service ProtectHome=read-only in a drop-in")
+    if not os.access(parent, os.X_OK):
+        return (f"{parent} is closed to this user (uid {os.getuid()}): the service's user must be "
+                f"able to enter every directory on the way (chmod o+x), or keep the app under /srv")
     return f"{missing} does not exist"
 
 

@@ -215,6 +215,12 @@ def test_the_sandboxed_check_fails_an_app_under_home_with_a_clear_reason(box: Co
     visible = box.run(["sh", "-c", read_only], check=False)
     assert visible.returncode == 0, visible.stdout + visible.stderr
     assert "# app hello:app: imports and is callable" in visible.stdout
+    # a home closed to other users (mode 0700, as many systems create them) is named as such
+    box.run("chmod 0700 /home/alice")
+    closed = box.run(["sh", "-c", read_only], check=False)
+    assert closed.returncode == 2, closed.stdout + closed.stderr
+    assert "virtualenv /home/alice/site/.venv: /home/alice is closed to this user (uid " in closed.stderr, \
+        closed.stderr
 
 
 def test_a_django_error_is_one_journal_entry_at_err(box: Container) -> None:

@@ -373,7 +373,7 @@ def _toml_value(value: Any) -> str:
 def check_virtualenv(path: str) -> str:
     """The site-packages directory of a virtualenv, checked against this interpreter's version."""
     cfg = os.path.join(path, "pyvenv.cfg")
-    if not os.path.isdir(path):
+    if not os.path.exists(path):
         raise ConfigError(f"virtualenv {path}: {explain_missing(path)}")
     if not os.path.isfile(cfg):
         raise ConfigError(f"virtualenv {path}: no pyvenv.cfg there; point 'virtualenv' at the venv's root")

@@ -12,6 +12,7 @@ from typing import Any
 
 from .config import check_virtualenv
 from .errors import AppLoadError, ConfigError
+from .sandbox import explain_missing
 
 WSGIApp = Callable[..., Any]
 
@@ -28,6 +29,8 @@ def prepare(chdir: str | None, pythonpath: Sequence[str], env: Sequence[str],
     if chdir:
         try:
             os.chdir(chdir)
+        except FileNotFoundError:
+            raise ConfigError(f"chdir {chdir}: {explain_missing(chdir)}") from None
         except OSError as exc:
             raise ConfigError(f"chdir {chdir}: {exc.strerror}") from None
     # Like `python -m`, the app is imported from the working directory first.

@@ -13,6 +13,7 @@ from . import __version__, config, reloadctl
 from .accesslog import check_file
 from .config import Config
 from .errors import APP_LOAD_ERROR, EXIT_FAILURE, EXIT_OK, SockactError
+from .sandbox import sandboxed_check_line
 
 log = logging.getLogger("sockact")
 
@@ -34,11 +35,10 @@ examples:
   systemd-socket-activate -l 127.0.0.1:8000 sockact run app:application
   sockact check --config /etc/sockact/sockact.toml
 
-Check the app inside the service's own sandbox (the same properties as its unit):
-  systemd-run --pipe --wait --collect -p DynamicUser=yes -p ProtectSystem=strict \\
-      -p ProtectHome=yes -p PrivateTmp=yes -p WorkingDirectory=/srv/myapp \\
-      sockact check --config /etc/sockact/sockact.toml
-"""
+Check the app inside the service's own sandbox (the properties of its unit; add your
+drop-in's lines as more -p, e.g. -p StateDirectory=myapp; see docs/deploy.md):
+  {sandboxed_check}
+""".format(sandboxed_check=sandboxed_check_line("/etc/sockact/sockact.toml", width=86).replace("\n", "\n  "))
 
 _SECTIONS = {
     "app": "application",

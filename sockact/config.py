@@ -24,6 +24,7 @@ from typing import Any
 from . import parsers
 from .accesslog import GUNICORN_FORMAT, check_format
 from .errors import ConfigError
+from .sandbox import explain_missing
 
 ENV_PREFIX = "SOCKACT_"
 DEFAULT_APP = "sockact.apps.demo:app"
@@ -396,6 +397,8 @@ def _toml_value(value: Any) -> str:
 def check_virtualenv(path: str) -> str:
     """The site-packages directory of a virtualenv, checked against this interpreter's version."""
     cfg = os.path.join(path, "pyvenv.cfg")
+    if not os.path.exists(path):
+        raise ConfigError(f"virtualenv {path}: {explain_missing(path)}")
     if not os.path.isfile(cfg):
         raise ConfigError(f"virtualenv {path}: no pyvenv.cfg there; point 'virtualenv' at the venv's root")
     want = f"python{sys.version_info.major}.{sys.version_info.minor}"

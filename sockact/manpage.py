@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from . import __version__, errors
 from .config import ENV_PREFIX, LISTENER_KEYS, SETTINGS, Config, Setting, describe
+from .sandbox import sandboxed_check_line
 
 # Headings of the settings sections, in the order the pages present them.
 SECTION_TITLES: dict[str, str] = {
@@ -276,10 +277,9 @@ def render_sockact_1(parser: argparse.ArgumentParser, environ: Mapping[str, str]
     out += _example("Serve your own app on a port of its own, without systemd:",
                     "sockact run myproject.wsgi:application \\-\\-bind 127.0.0.1:8080 \\-\\-workers 4")
     out += _example("Validate the installed configuration:", f"sockact check \\-\\-config {literal(CONFIG_FILE)}")
-    out += _example("Import the app inside the same sandbox as the service (give the properties of its unit):",
-                    "systemd\\-run \\-\\-pipe \\-\\-wait \\-\\-collect \\-p DynamicUser=yes "
-                    "\\-p ProtectSystem=strict \\-p ProtectHome=yes \\-p WorkingDirectory=/srv/myapp "
-                    f"sockact check \\-\\-config {literal(CONFIG_FILE)}")
+    out += _example("Import the app inside the same sandbox as the service (the properties of its unit; "
+                    "add those of your drop-ins):",
+                    literal(sandboxed_check_line(CONFIG_FILE, width=80)))
     out += _example("Serve as a gunicorn command line would (run is implied):",
                     "sockact \\-w 4 \\-b 127.0.0.1:8080 \\-\\-chdir /srv/myapp myproject.wsgi")
     out += _example("Move the socket to another port:", "systemctl edit sockact.socket")

@@ -215,6 +215,10 @@ class _Conn:
         self.errors = ErrorStream(app_log, conn_id, site.listener, self.request_line)
         # The socket's peer is the one that wrote the fields, so it is the one trusted, or not.
         self.trust = site.trust if site.trust.trusts_peer(peer) else None
+        # An unnamed Unix-socket peer (the usual case) is known by its credentials, for the app and
+        # the access log alike: REMOTE_ADDR "unix:pid=N,uid=N" rather than gunicorn's "".
+        if not isinstance(peer, tuple) and not peer and sock.family == socket.AF_UNIX:
+            peer = unix_peer(sock)
         if client is not None:
             peer = client
         self.env = connection_environ(site.environ, peer, extra)
@@ -222,12 +226,7 @@ class _Conn:
         self.stopping = stopping
         self.access = site.access if site.access_log else None
         self.pid = _pid[0]
-        self.peer_remote = ""  # the client as the access log names it, from the connection
-        if self.access is not None:
-            if isinstance(peer, tuple):
-                self.peer_remote = str(peer[0])
-            else:
-                self.peer_remote = peer or (unix_peer(sock) if sock.family == socket.AF_UNIX else "")
+        self.peer_remote = self.env["REMOTE_ADDR"]  # the client as the access log names it, from the connection
         # per request
         self.remote = self.peer_remote  # or as a trusted proxy told it
         self.start: StartResponse | None = None

@@ -93,9 +93,8 @@ def connection_environ(site_env: Mapping[str, Any], peer: tuple[Any, ...] | str 
                        extra: Mapping[str, Any] | None) -> dict[str, Any]:
     """Site keys plus the peer's address and the caller's extras.
 
-    A TCP peer gives REMOTE_ADDR and REMOTE_PORT. A Unix-socket peer, as with gunicorn,
-    gives REMOTE_ADDR as the peer's address string (usually "", clients rarely bind)
-    and no REMOTE_PORT.
+    A TCP peer gives REMOTE_ADDR and REMOTE_PORT. A Unix-socket peer gives REMOTE_ADDR as
+    its address string (the server passes "unix:pid=N,uid=N" for an unnamed one) and no REMOTE_PORT.
     """
     env = dict(site_env)
     if isinstance(peer, tuple):

@@ -6,6 +6,7 @@ or a short response shows up as exactly one failed request.
 
 from __future__ import annotations
 
+import http.client
 import re
 import socket
 import ssl
@@ -51,6 +52,20 @@ def http_get(port: int, path: str = "/", *, timeout: float = 10.0, host: str = "
         while chunk := sock.recv(65536):
             chunks.append(chunk)
     return parse_response(b"".join(chunks))
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a Unix socket (e.g. one inside the container, through Container.path())."""
+
+    def __init__(self, path: str, *, timeout: float = 10.0) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.unix_path)
+        self.sock = sock
 
 
 def parse_response(raw: bytes) -> Response:

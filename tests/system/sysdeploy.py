@@ -48,15 +48,31 @@ def install(container: Container, repo: Path = REPO) -> None:
     container.systemctl("daemon-reload")
 
 
-# -- the cookbook: docs/drop-ins.md holds the drop-ins that the tests install
+# -- the pages that tests follow: docs/drop-ins.md holds the drop-ins that the tests install,
+# docs/deploy.md the files and commands of a deployment
 
-_BLOCK_RE = re.compile(r"^```(?:ini|toml|haproxy)\n# (/\S+)\n(.*?)^```$", re.M | re.S)
+_BLOCK_RE = re.compile(r"^```(\w+)\n(.*?)^```$", re.M | re.S)
+_FILE_RE = re.compile(r"# (/\S+)\n")
+FILE_LANGUAGES = ("ini", "toml", "python", "haproxy")
+
+
+def steps(path: Path) -> list[tuple[str, str]]:
+    """A page's fenced blocks in order: ("sh", commands) for a ``sh`` block, (path inside, content)
+    for an ini/toml/python/haproxy block whose first line is a comment naming the file; others are left out."""
+    found: list[tuple[str, str]] = []
+    for m in _BLOCK_RE.finditer(path.read_text()):
+        language, body = m.groups()
+        named = _FILE_RE.match(body)
+        if language == "sh":
+            found.append(("sh", body))
+        elif language in FILE_LANGUAGES and named:
+            found.append((named.group(1), body))
+    return found
 
 
 def cookbook(path: Path = REPO / "docs" / "drop-ins.md") -> dict[str, str]:
-    """The files of a cookbook: {path inside: content}, from fenced ini, toml or haproxy blocks
-    whose first line is a comment naming the file."""
-    return {m.group(1): f"# {m.group(1)}\n{m.group(2)}" for m in _BLOCK_RE.finditer(path.read_text())}
+    """The files of a page: {path inside: content}."""
+    return {where: body for where, body in steps(path) if where != "sh"}
 
 
 # -- one test's deployment

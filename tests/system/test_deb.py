@@ -18,23 +18,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from debpkg import APT, VERSION, build_deb
 from debroot import RootfsError, ensure_rootfs
 from nspawn import Container, free_port, missing_prerequisite
 from sysclient import Load, Response, http_get, wait_for
 
-import sockact
 from sockact.journal import MESSAGE_IDS
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-VERSION = sockact.__version__
 UPGRADE_VERSION = f"{VERSION}+upgradetest1"  # sorts after VERSION for dpkg, a valid PEP 440 local version
 DEBS = "/opt/sockact-debs"  # the container's /tmp is private
 PORT = 8080  # what packaging/systemd/sockact.socket listens on
 DEMO_PAGE = "Served by sockact"
 CATALOG = REPO / "packaging" / "systemd" / "sockact.catalog"
-APT = "DEBIAN_FRONTEND=noninteractive apt-get -y -q"
 # A second app, as an admin would add one: a module in /usr/local, on Debian's python3 path.
 DEMO2_APP = '''\
 def app(environ, start_response):
@@ -44,27 +42,13 @@ def app(environ, start_response):
 '''
 
 
-def _build(outdir: Path, version: str | None = None) -> Path:
-    # nocheck: the unit tests the package build would run are part of this same `make test`
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8",
-           "DEB_BUILD_OPTIONS": "nocheck"}
-    if version:
-        env["SOCKACT_DEB_VERSION"] = version
-    done = subprocess.run([str(REPO / "packaging" / "build-deb.sh"), str(outdir)], env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
-    assert done.returncode == 0, f"build-deb.sh failed:\n{done.stdout}\n{done.stderr}"
-    deb = outdir / f"sockact_{version or VERSION}_all.deb"
-    assert deb.is_file(), done.stdout
-    return deb
-
-
 @pytest.fixture(scope="module")
 def debs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """{version: .deb} for this tree's version and the upgrade's."""
     if missing_prerequisite():
         pytest.skip(missing_prerequisite() or "")
     out = tmp_path_factory.mktemp("debs")
-    return {VERSION: _build(out), UPGRADE_VERSION: _build(out, UPGRADE_VERSION)}
+    return {VERSION: build_deb(out), UPGRADE_VERSION: build_deb(out, UPGRADE_VERSION)}
 
 
 @pytest.fixture(scope="module")

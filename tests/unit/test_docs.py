@@ -80,3 +80,20 @@ def test_from_gunicorn_table_covers_every_gunicorn_setting():
     gunicorn_config = pytest.importorskip("gunicorn.config")
     names = [name for name, _, _ in from_gunicorn_rows()]
     assert sorted(names) == sorted(s.name for s in gunicorn_config.KNOWN_SETTINGS)
+
+
+def test_the_sandboxed_check_has_the_units_lines_and_the_deploy_page_shows_it():
+    from sockact.sandbox import CHECK_PROPERTIES, sandboxed_check_line
+
+    unit = (ROOT / "packaging" / "systemd" / "sockact.service").read_text().splitlines()
+    # every property but the dynamic user's name is a line of the unit ...
+    assert [p for p in CHECK_PROPERTIES if p not in unit] == ["User=sockact"]
+    # ... and every unit line that shapes what an app sees at import is a property
+    shaping = ("DynamicUser=", "ProtectSystem=", "ProtectHome=", "PrivateTmp=", "PrivateUsers=",
+               "MemoryDenyWriteExecute=", "LogsDirectory=", "Environment=", "ReadOnlyPaths=", "InaccessiblePaths=")
+    assert [line for line in unit if line.startswith(shaping) and line not in CHECK_PROPERTIES] == []
+    page = (ROOT / "docs" / "deploy.md").read_text()
+    block = re.search(r"^```sh\n(systemd-run .*?)^```$", page, re.M | re.S)
+    assert block, "docs/deploy.md shows no systemd-run line"
+    shown = " ".join(block.group(1).replace("\\\n", " ").split())
+    assert shown == sandboxed_check_line("/etc/sockact/sockact.toml", ["StateDirectory=flaskapp"])

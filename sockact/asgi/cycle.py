@@ -1,0 +1,196 @@
+"""One HTTP request-response cycle of an ASGI app: the ``receive`` and ``send`` it is given.
+
+The request body comes from the connection's engine as the app asks for it (http.request
+with more_body, 100 Continue sent on the first ask); once the body is read and the
+response is sent, or the client has gone, ``receive`` answers http.disconnect. The
+response head waits for the first body message, so a whole body given at once gets a
+Content-Length; the engine decides framing and persistence, as for WSGI. Headers pass the
+same checks as a WSGI app's (wsgi.check_response); hop-by-hop fields are the server's and are
+dropped, except "Connection: close". Trailers are not offered (no "http.response.trailers"
+extension): an app that asks for them gets a 500 that says so.
+
+Outcomes: an exception before the response starts is a 500; after it, the connection is
+closed, so the client sees the response cut short, which is the truth.
+"""
+
+from __future__ import annotations
+
+import http
+import logging
+from typing import Any
+
+from ..errors import InvalidResponse, ProtocolError
+from ..http.events import END_OF_MESSAGE, NEED_DATA, Data, Request
+from ..http.limits import DRAIN_LIMIT
+from ..http.server import http_date
+from ..http.wsgi import HOP_BY_HOP, check_response
+from .conn import Conn
+
+log = logging.getLogger("sockact.http")
+
+DISCONNECT = {"type": "http.disconnect"}
+
+
+class HttpCycle:
+    def __init__(self, conn: Conn, request: Request, scope: dict[str, Any], stopping: bool) -> None:
+        self.conn = conn
+        self.engine = conn.engine
+        self.request = request
+        self.scope = scope
+        self.stopping = stopping  # answer with Connection: close
+        self.status = 0
+        self.headers: list[tuple[str, str]] | None = None  # from http.response.start, checked
+        self.started = False  # the head is on its way
+        self.complete = False  # the whole response is on its way
+        self.answered = False  # sockact answered in the app's stead (an error); the app's sends are dropped
+        self.body_done = False
+
+    async def run(self, app: Any) -> bool:
+        """Call the app and finish the response; True when the connection persists."""
+        try:
+            await app(self.scope, self.receive, self.send)
+        except Exception as exc:
+            if not self.answered:
+                log.error("conn %d: application error on %s", self.conn.msg.conn_id, self.line(), exc_info=exc)
+            return self._fail()
+        if self.answered:
+            return False
+        if not self.started:
+            log.error("conn %d: the application returned without a response to %s", self.conn.msg.conn_id,
+                      self.line())
+            return self._fail()
+        if not self.complete:
+            return False  # the app stopped in the middle of its body
+        return self.engine.keep_alive and not self.conn.gone and await self._drain()
+
+    def line(self) -> str:
+        request = self.request
+        return f"{request.method.decode('latin-1')} {request.target.decode('latin-1')!r}"
+
+    def _fail(self) -> bool:
+        if not self.started and not self.answered:
+            self.answer(500)
+        return False
+
+    def answer(self, status: int) -> None:
+        """sockact's own plain-text error response; the connection then closes."""
+        self.answered = True
+        self.status = status
+        if not self.conn.gone:
+            self.conn.write(self.engine.error_response(status, http_date()))
+
+    # -- receive
+
+    async def receive(self) -> dict[str, Any]:
+        while not (self.body_done or self.answered or self.conn.gone):
+            try:
+                event = self.engine.next_event()
+            except ProtocolError as exc:
+                if self.conn.eof:
+                    break  # the client went away in the middle of the body
+                log.debug("conn %d: bad request body: %s", self.conn.msg.conn_id, exc)
+                if not self.started:
+                    self.answer(exc.status)
+                break
+            if isinstance(event, Data):
+                more = self.engine.unread_body != 0
+                if not more:
+                    self.engine.next_event()  # END_OF_MESSAGE: say so with this piece
+                    self.body_done = True
+                self.conn.resume_reading()
+                return {"type": "http.request", "body": event.data, "more_body": more}
+            if event is END_OF_MESSAGE:
+                self.body_done = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            if event is not NEED_DATA:
+                self.body_done = True  # PAUSED: the body was read already
+                break
+            interim = self.engine.send_continue()
+            if interim:
+                self.conn.write(interim)
+            await self.conn.wait_input()
+        # The body is read (or never will be): the next message is the client leaving.
+        while not (self.complete or self.answered or self.conn.gone or self.conn.eof or self.conn.closed):
+            await self.conn.wait_input()
+        return DISCONNECT
+
+    # -- send
+
+    async def send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if self.answered or self.conn.gone:
+            if kind not in ("http.response.start", "http.response.body"):
+                raise InvalidResponse(f"unexpected ASGI message {kind!r}")
+            return  # the client is gone, or sockact answered: nobody to tell
+        if kind == "http.response.start":
+            if self.headers is not None:
+                raise InvalidResponse("http.response.start sent twice")
+            if message.get("trailers"):
+                raise InvalidResponse("http.response.start asks for trailers, which sockact does not send "
+                                      "(no 'http.response.trailers' extension in the scope)")
+            self.status, self.headers = _check_start(message)
+            return
+        if kind != "http.response.body":
+            raise InvalidResponse(f"unexpected ASGI message {kind!r}")
+        if self.headers is None:
+            raise InvalidResponse("http.response.body before http.response.start")
+        if self.complete:
+            raise InvalidResponse("http.response.body after the response ended")
+        body = message.get("body", b"")
+        if not isinstance(body, (bytes, bytearray, memoryview)):
+            raise InvalidResponse(f"http.response.body's body must be bytes, not {type(body).__name__}")
+        body = bytes(body)
+        more = bool(message.get("more_body", False))
+        engine = self.engine
+        parts = []
+        if not self.started:
+            self.started = True
+            status = f"{self.status} {_phrase(self.status)}"
+            parts.append(engine.start_response(status, self.headers, close=self.stopping, date=http_date(),
+                                               whole=None if more else len(body)))
+        if body:
+            parts.append(engine.send_data(body))
+        if not more:
+            parts.append(engine.end_response())
+            self.complete = True
+        self.conn.write(*parts)
+        if more:
+            await self.conn.drain()
+
+    async def _drain(self) -> bool:
+        """Read and drop what is left of the request body, if small; True if that worked."""
+        dropped = 0
+        while not self.body_done and dropped <= DRAIN_LIMIT:
+            if self.conn.eof or self.conn.gone:
+                return False
+            message = await self.receive()
+            if message["type"] != "http.request":
+                return False
+            dropped += len(message["body"])
+        return self.body_done
+
+
+def _check_start(message: dict[str, Any]) -> tuple[int, list[tuple[str, str]]]:
+    status = message.get("status")
+    if type(status) is not int or not 100 <= status <= 999:
+        raise InvalidResponse(f"http.response.start: invalid status {status!r}")
+    headers = []
+    for item in message.get("headers", ()):
+        try:
+            name, value = item
+            name, value = bytes(name).decode("latin-1"), bytes(value).decode("latin-1")
+        except (TypeError, ValueError):
+            raise InvalidResponse(f"http.response.start: header {item!r} is not a pair of bytes") from None
+        lower = name.lower()
+        if lower in HOP_BY_HOP and not (lower == "connection" and value.strip().lower() == "close"):
+            continue  # framing and persistence are the engine's
+        headers.append((name, value))
+    _, checked = check_response(f"{status} {_phrase(status)}", headers)
+    return status, checked
+
+
+def _phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"

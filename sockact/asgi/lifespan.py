@@ -1,9 +1,10 @@
 """The ASGI lifespan protocol: the app's startup before a worker serves, its shutdown when it stops.
 
-``lifespan = on`` requires it: an app that fails or refuses startup stops the worker's boot with
-AppLoadError, which halts sockact as an app that cannot import does. ``auto`` runs it when the
-app takes part, and goes on without it when the app raises before its first message (the app
-does not do lifespan, as the spec allows). ``off`` never calls the app with a lifespan scope.
+An app that answers lifespan.startup.failed stops the worker's boot with AppLoadError, which
+halts sockact as an app that cannot import does. ``lifespan = on`` also takes an exception or a
+wrong answer for a failure; ``auto``, as uvicorn's, takes them for an app that does not do
+lifespan, and goes on without it (Starlette and FastAPI turn a failing startup handler into
+lifespan.startup.failed). ``off`` never calls the app with a lifespan scope.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ class Lifespan:
         self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._replies: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
-        self._spoken = False  # the app has received or sent a lifespan message
         self._running = False  # startup completed: shutdown is due
 
     async def startup(self) -> None:
@@ -38,18 +38,19 @@ class Lifespan:
         self._task = asyncio.get_running_loop().create_task(self._main(scope))
         await self._inbox.put({"type": "lifespan.startup"})
         reply = await self._reply()
-        if reply is None:
-            exc = self._task.exception() if self._task.done() and not self._task.cancelled() else None
-            if self.mode == "auto" and not self._spoken:
-                log.debug("app '%s' does not do lifespan (%r); going on without it", self.spec, exc)
-                return
-            raise AppLoadError(f"app '{self.spec}': lifespan startup failed: "
-                               f"{_describe(exc) if exc else 'the app returned without answering'}")
-        if reply["type"] == "lifespan.startup.failed":
+        if reply is not None and reply["type"] == "lifespan.startup.failed":
             why = reply.get("message") or "no reason given"
             raise AppLoadError(f"app '{self.spec}': lifespan startup failed: {why}")
-        if reply["type"] != "lifespan.startup.complete":
-            raise AppLoadError(f"app '{self.spec}': lifespan startup answered {reply['type']!r}")
+        if reply is None or reply["type"] != "lifespan.startup.complete":
+            exc = self._task.exception() if self._task.done() and not self._task.cancelled() else None
+            what = (_describe(exc) if exc else "the app returned without answering") if reply is None \
+                else f"the app answered {reply['type']!r}"
+            self._task.cancel()
+            if self.mode == "auto":
+                # As uvicorn's auto: an app that fails the lifespan scope does not do lifespan.
+                log.info("app '%s' does not do lifespan (%s); going on without it", self.spec, what)
+                return
+            raise AppLoadError(f"app '{self.spec}': lifespan startup failed: {what}")
         self._running = True
 
     async def shutdown(self, timeout: float) -> None:
@@ -82,16 +83,14 @@ class Lifespan:
         try:
             await self.app(scope, self._receive, self._send)
         except BaseException as exc:
-            if self._spoken or self.mode == "on":
+            if self.mode == "on" or self._running:
                 log.error("app '%s': lifespan raised %s", self.spec, _describe(exc), exc_info=exc)
             raise
 
     async def _receive(self) -> dict[str, Any]:
-        self._spoken = True
         return await self._inbox.get()
 
     async def _send(self, message: dict[str, Any]) -> None:
-        self._spoken = True
         await self._replies.put(message)
 
 

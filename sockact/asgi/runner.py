@@ -172,9 +172,15 @@ class AsgiRunner:
         scope = request_scope(conn.scope, request)
         cycle = HttpCycle(conn, request, scope, self.stopping)
         conn.busy = True
-        self.calls[conn] = (time.monotonic(), cycle.line())
+        self._call_started(conn, cycle.line())
         task = self.loop.create_task(cycle.run(site.app))
         task.add_done_callback(lambda t: self._after(conn, cycle, t))
+
+    def _call_started(self, conn: Conn, line: str) -> None:
+        first = not self.calls
+        self.calls[conn] = (time.monotonic(), line)
+        if first:
+            self._stamp()  # the app may block the loop before the next beat: be seen busy from now
 
     def _after(self, conn: Conn, cycle: HttpCycle, task: asyncio.Task[bool]) -> None:
         self.calls.pop(conn, None)
@@ -198,7 +204,7 @@ class AsgiRunner:
         from .websocket import serve_websocket  # wsproto is needed only once a WebSocket comes
 
         conn.busy = conn.websocket = True
-        self.calls[conn] = (time.monotonic(), f"WEBSOCKET {request.target.decode('latin-1')!r}")
+        self._call_started(conn, f"WEBSOCKET {request.target.decode('latin-1')!r}")
         scope = request_scope(conn.scope, request, websocket=True)
         task = self.loop.create_task(serve_websocket(conn, request, scope, conn.site.app, self))
         task.add_done_callback(lambda t: self._after_websocket(conn))

@@ -1,0 +1,216 @@
+"""ASGI apps served by the real sockact: the http scope, message order, failures, lifespan, the pool."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+from conftest import SOCKACT, KeepAliveClient, base_env, free_port, http_get, parse_response, raw_exchange
+
+
+def request(port: int, data: bytes, timeout: float = 10.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        return raw_exchange(sock, data)
+
+
+def echo(port: int, data: bytes) -> dict:
+    status, _, body = parse_response(request(port, data))
+    assert status == 200, body
+    return json.loads(body)
+
+
+def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run([*SOCKACT, *args], env=base_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def serving(start_sockact, app: str, *args: str):
+    """A sockact serving ``app`` whose "/" need not answer 200: ready once its log says so."""
+    server = start_sockact(app, "--workers", "1", *args, activation=False, wait=False)
+    server.waiting(lambda: "ready:" in server.output(), "ready")
+    return server
+
+
+def test_an_asgi_app_is_detected_and_gets_the_http_scope(start_sockact):
+    server = start_sockact("asgiapps:echo", "--workers", "1", workers=1)
+    seen = echo(server.port, b"GET /a%20b/c?x=1&y HTTP/1.1\r\nHost: test\r\nX-Thing: one\r\nConnection: close\r\n\r\n")
+    assert "serves asgiapps:echo as ASGI (detected)" in server.output()
+    assert seen["type"] == "http" and seen["asgi"]["version"] == "3.0"
+    assert (seen["method"], seen["http_version"], seen["scheme"]) == ("GET", "1.1", "http")
+    assert (seen["path"], seen["raw_path"], seen["query_string"]) == ("/a b/c", "/a%20b/c", "x=1&y")
+    assert seen["root_path"] == ""
+    assert ["x-thing", "one"] in seen["headers"] and ["host", "test"] in seen["headers"]
+    assert seen["client"][0] == "127.0.0.1" and seen["server"] == ["127.0.0.1", server.port]
+    assert seen["messages"] == [["http.request", 0, False]]
+    # The lifespan startup ran in this very worker, and its state reaches the request.
+    assert seen["state"] == {"started_by": seen["pid"]}
+
+
+def test_a_streamed_body_comes_in_order_and_ends_once(start_sockact):
+    server = start_sockact("asgiapps:echo", "--workers", "1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        for piece in (b"first", b"second", b"third"):
+            sock.sendall(b"%x\r\n%b\r\n" % (len(piece), piece))
+            time.sleep(0.05)  # separate reads, so separate messages
+        answer = raw_exchange(sock, b"0\r\n\r\n")
+    seen = json.loads(parse_response(answer)[2])
+    assert seen["body"] == "firstsecondthird"
+    kinds = seen["messages"]
+    assert all(kind == "http.request" for kind, _, _ in kinds)
+    assert [more for _, _, more in kinds][-1] is False and all(more for _, _, more in kinds[:-1])
+    # A large body with a length, read with backpressure, arrives whole.
+    big = b"x" * (3 * 1024 * 1024)
+    seen = echo(server.port, b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%b"
+                % (len(big), big))
+    assert len(seen["body"]) == len(big) and seen["messages"][-1][2] is False
+
+
+def test_root_path_is_the_mount_prefix(start_sockact):
+    server = start_sockact("asgiapps:echo", "--workers", "1", "--root-path", "/app")
+    inside = echo(server.port, b"GET /app/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert (inside["root_path"], inside["path"]) == ("/app", "/app/x")
+    outside = echo(server.port, b"GET /application HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert (outside["root_path"], outside["path"]) == ("", "/application")
+
+
+def test_a_keepalive_connection_is_parked_between_requests_and_served_again(start_sockact):
+    server = start_sockact("asgiapps:echo", "--workers", "2", "--park-after", "0.05", workers=2)
+    client = KeepAliveClient(server.port)
+    try:
+        hops = []
+        for _ in range(3):
+            status, headers, body = client.request("/")
+            assert status == 200 and "connection" not in headers
+            hops.append(json.loads(body)["hops"])
+            time.sleep(0.3)  # idle past park_after: back to the supervisor
+        assert hops == sorted(hops) and hops[-1] > hops[0]  # dispatched anew each time
+    finally:
+        client.close()
+
+
+def test_a_streaming_response_is_chunked_and_the_connection_persists(start_sockact):
+    server = start_sockact("asgiapps:stream", "--workers", "1")
+    client = KeepAliveClient(server.port)
+    try:
+        client.sock.sendall(b"GET /?n=3 HTTP/1.1\r\nHost: t\r\n\r\n")
+        while not client.buf.endswith(b"0\r\n\r\n"):
+            client._fill()
+        head, _, body = client.buf.partition(b"\r\n\r\n")
+        assert b"Transfer-Encoding: chunked" in head
+        assert body == b"8\r\npiece 0\n\r\n8\r\npiece 1\n\r\n8\r\npiece 2\n\r\n0\r\n\r\n"
+        client.buf = b""
+        client.sock.sendall(b"HEAD /?n=1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        while b"\r\n\r\n" not in client.buf:
+            client._fill()
+        assert client.buf.startswith(b"HTTP/1.1 200")
+    finally:
+        client.close()
+
+
+def test_app_errors_before_the_response_are_500s_and_after_it_cut_the_connection(start_sockact):
+    server = serving(start_sockact, "asgiapps:boom_before")
+    assert http_get(server.port, "/")[0] == 500
+    assert "failed before the response" in server.wait_for_log("RuntimeError")
+    for app, status in (("asgiapps:no_response", 500), ("asgiapps:trailers", 500)):
+        other = serving(start_sockact, app)
+        assert http_get(other.port, "/")[0] == status
+    assert "trailers" in other.wait_for_log("trailers")
+    after = serving(start_sockact, "asgiapps:boom_after")
+    answer = request(after.port, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    # The head and the first piece went out; the chunked body never ends: the client sees it cut short.
+    assert answer.startswith(b"HTTP/1.1 200") and b"the start of it" in answer
+    assert not answer.endswith(b"0\r\n\r\n")
+    assert http_get(after.port, "/")[0] == 200  # the worker lives on
+
+
+def test_a_client_leaving_mid_body_is_an_http_disconnect(start_sockact):
+    server = serving(start_sockact, "asgiapps:watch_disconnect")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n" + b"y" * 1000)
+        time.sleep(0.2)
+    server.wait_for_log("DISCONNECT after 1000 bytes")
+    # After a complete response, the next receive() is the client leaving.
+    answer = request(server.port, b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
+    assert json.loads(parse_response(answer)[2]) == {"got": 3}
+    server.wait_for_log("AFTER RESPONSE http.disconnect")
+
+
+def test_the_same_engine_refuses_what_it_refuses_for_wsgi(start_sockact):
+    server = start_sockact("asgiapps:echo", "--workers", "1")
+    smuggle = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    assert parse_response(request(server.port, smuggle))[0] == 400
+    assert parse_response(request(server.port, b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: t\r\n\r\n"))[0] == 414
+
+
+def test_lifespan_startup_failure_halts_like_an_app_that_cannot_import():
+    result = run_cli("run", "asgiapps:startup_fails", "--workers", "2", "--bind", f"127.0.0.1:{free_port()}")
+    assert result.returncode == 5, result.stderr
+    assert "lifespan startup failed: the database is not there" in result.stderr
+    result = run_cli("run", "asgiapps:startup_raises", "--lifespan", "on", "--bind", f"127.0.0.1:{free_port()}")
+    assert result.returncode == 5, result.stderr
+    assert "lifespan startup failed: ConnectionError: the database is not there" in result.stderr
+
+
+def test_lifespan_auto_goes_on_without_an_app_that_does_not_do_it_and_on_requires_it(start_sockact):
+    server = start_sockact("asgiapps:no_lifespan", "--workers", "1")
+    assert json.loads(http_get(server.port, "/")[2]) == {"state": {}}
+    assert "does not do lifespan" in server.output()
+    result = run_cli("run", "asgiapps:no_lifespan", "--lifespan", "on", "--bind", f"127.0.0.1:{free_port()}")
+    assert result.returncode == 5 and "lifespan startup failed" in result.stderr
+
+
+def test_lifespan_shutdown_runs_on_term_and_on_recycling(start_sockact):
+    server = start_sockact("asgiapps:echo", "--workers", "1", "--max-requests", "3", workers=1)
+    pids = {echo(server.port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")["pid"] for _ in range(7)}
+    assert len(pids) >= 2  # recycled after 3 requests
+    first = min(pids)
+    server.wait_for_log(f"LIFESPAN SHUTDOWN {first}")
+    workers = server.workers()
+    assert server.stop(signal.SIGTERM) == 0
+    for pid in workers:
+        assert f"LIFESPAN SHUTDOWN {pid}" in server.output()
+
+
+def test_one_worker_serves_many_requests_at_once(start_sockact):
+    server = start_sockact("asgiapps:sleepy", "--workers", "1")
+    results: list[int] = []
+
+    def one() -> None:
+        results.append(http_get(server.port, "/?s=1")[0])
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=one) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert results == [200] * 20
+    assert time.monotonic() - started < 10  # one after another would take 20 s
+
+
+def test_a_blocked_loop_stalls_its_worker_and_the_others_serve(start_sockact):
+    server = start_sockact("asgiapps:blocking", "--workers", "2", workers=2)
+    box: dict = {}
+    blocked = threading.Thread(target=lambda: box.update(answer=http_get(server.port, "/?s=3")))
+    blocked.start()
+    time.sleep(0.3)  # its worker sits in time.sleep now
+    for _ in range(10):
+        started = time.monotonic()
+        assert http_get(server.port, "/")[0] == 200 and time.monotonic() - started < 2.5
+    blocked.join(10)
+    assert box["answer"][0] == 200
+
+
+def test_timeout_kills_a_worker_whose_loop_is_stuck(start_sockact):
+    server = start_sockact("asgiapps:blocking", "--workers", "2", "--timeout", "1", workers=2)
+    before = set(server.workers())
+    threading.Thread(target=lambda: request(server.port, b"GET /?s=60 HTTP/1.1\r\nHost: t\r\n\r\n", timeout=30),
+                     daemon=True).start()
+    server.waiting(lambda: len(before - set(server.workers())) == 1 and len(server.workers()) == 2,
+                   "the stuck worker to be killed and replaced", timeout=20)
+    assert "GET '/?s=60'" in server.output() or "/?s=60" in server.output()
+    assert http_get(server.port, "/")[0] == 200

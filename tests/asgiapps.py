@@ -140,3 +140,24 @@ async def no_lifespan(scope, receive, send) -> None:
     """An app that does not do lifespan, as many small ones: it raises on any other scope type."""
     assert scope["type"] == "http", "only http"
     await _respond(send, _json({"state": scope["state"]}))
+
+
+async def ws_echo(scope, receive, send) -> None:
+    """A WebSocket echo; /reject closes before accepting; the code of each disconnect is printed."""
+    if scope["type"] != "websocket":
+        await _respond(send, b"plain http", ctype=b"text/plain")
+        return
+    assert (await receive())["type"] == "websocket.connect"
+    if scope["path"] == "/reject":
+        await send({"type": "websocket.close"})
+        return
+    await send({"type": "websocket.accept", "subprotocol": (scope["subprotocols"] or [None])[0]})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            print(f"WS DISCONNECT {message['code']}", flush=True)
+            return
+        if message.get("text") is not None:
+            await send({"type": "websocket.send", "text": message["text"]})
+        else:
+            await send({"type": "websocket.send", "bytes": message["bytes"]})

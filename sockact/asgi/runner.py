@@ -75,6 +75,8 @@ class AsgiRunner:
         self.receiver = handoff.Receiver(chan)
         self.held: dict[int, Conn] = {}
         self.calls: dict[Conn, tuple[float, str]] = {}  # connections in an app call: since, request line
+        self.websockets: dict[Conn, Any] = {}  # open WebSockets (websocket.WebSocket), closed with 1001 on drain
+        self.drain_started = 0.0  # when stopping or retiring began
         self._done: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ life
@@ -201,12 +203,16 @@ class AsgiRunner:
         self._advance(conn)  # a pipelined request may be buffered already
 
     def _start_websocket(self, conn: Conn, request: Request) -> None:
-        from .websocket import serve_websocket  # wsproto is needed only once a WebSocket comes
-
+        try:
+            from .websocket import serve_websocket  # wsproto: needed once a WebSocket comes, and optional
+        except ImportError:
+            log.warning("conn %d: a WebSocket request, and wsproto is not installed", conn.msg.conn_id)
+            self._start_http(conn, request)  # the app's own answer to a plain request, then closed
+            return
         conn.busy = conn.websocket = True
         self._call_started(conn, f"WEBSOCKET {request.target.decode('latin-1')!r}")
         scope = request_scope(conn.scope, request, websocket=True)
-        task = self.loop.create_task(serve_websocket(conn, request, scope, conn.site.app, self))
+        task = self.loop.create_task(serve_websocket(conn, scope, conn.site.app, self.websockets))
         task.add_done_callback(lambda t: self._after_websocket(conn))
 
     def _after_websocket(self, conn: Conn) -> None:
@@ -236,6 +242,8 @@ class AsgiRunner:
                 slot.idle()
 
     def _timers(self, now: float) -> None:
+        if (self.stopping or self.retiring) and self.websockets:
+            self._drain_websockets(now)
         for conn in list(self.held.values()):
             if conn.closing_at:
                 if conn.expire_close(now):
@@ -251,6 +259,15 @@ class AsgiRunner:
             elif now - conn.since > self.park_after[conn.msg.listener] or (self.stopping and conn.served):
                 self._release(conn)
         self._check_done()
+
+    def _drain_websockets(self, now: float) -> None:
+        """Draining: WebSockets may go on for graceful_timeout, less a margin for their close frames
+        to go out before the supervisor's kill; then each is closed with 1001."""
+        if not self.drain_started:
+            self.drain_started = now
+        if now - self.drain_started >= self.graceful_timeout - min(1.0, self.graceful_timeout / 10):
+            for ws in list(self.websockets.values()):
+                ws.close_going_away()
 
     # ------------------------------------------------------------------ leaving
 

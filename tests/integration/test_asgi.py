@@ -214,3 +214,48 @@ def test_timeout_kills_a_worker_whose_loop_is_stuck(start_sockact):
                    "the stuck worker to be killed and replaced", timeout=20)
     assert "GET '/?s=60'" in server.output() or "/?s=60" in server.output()
     assert http_get(server.port, "/")[0] == 200
+
+
+def test_a_websocket_echoes_is_never_parked_and_ends_with_the_clients_close(start_sockact):
+    from websockets.sync.client import connect
+
+    server = start_sockact("asgiapps:ws_echo", "--workers", "2", "--park-after", "0.05", workers=2)
+    with connect(f"ws://127.0.0.1:{server.port}/", subprotocols=["chat"]) as ws:
+        assert ws.subprotocol == "chat"
+        ws.send("hello")
+        assert ws.recv() == "hello"
+        time.sleep(0.5)  # idle far past park_after: a WebSocket stays with its worker
+        ws.send(b"\x00\x01" * 40000)
+        assert ws.recv() == b"\x00\x01" * 40000
+    server.wait_for_log("WS DISCONNECT 1000")
+    assert http_get(server.port, "/")[2] == b"plain http"
+
+
+def test_a_websocket_closed_before_accept_is_a_403(start_sockact):
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    server = start_sockact("asgiapps:ws_echo", "--workers", "1")
+    try:
+        connect(f"ws://127.0.0.1:{server.port}/reject")
+        raise AssertionError("the handshake was accepted")
+    except InvalidStatus as exc:
+        assert exc.response.status_code == 403
+
+
+def test_a_drain_closes_websockets_with_1001(start_sockact):
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    server = start_sockact("asgiapps:ws_echo", "--workers", "1", "--graceful-timeout", "2")
+    with connect(f"ws://127.0.0.1:{server.port}/") as ws:
+        ws.send("before")
+        assert ws.recv() == "before"
+        server.send(signal.SIGTERM)
+        try:
+            while True:
+                ws.recv(timeout=10)
+        except ConnectionClosed as exc:
+            assert exc.rcvd is not None and exc.rcvd.code == 1001
+    server.wait_for_log("WS DISCONNECT 1001")
+    assert server.proc.wait(10) == 0

@@ -17,7 +17,7 @@ from .errors import APP_LOAD_ERROR, EXIT_FAILURE, EXIT_OK, SockactError
 log = logging.getLogger("sockact")
 
 DESCRIPTION = """\
-sockact serves a WSGI app with a pool of forked worker processes. The supervisor
+sockact serves a WSGI or ASGI app with a pool of forked worker processes. The supervisor
 accepts every connection on sockets it gets from systemd (socket activation) or
 binds itself (--bind), and hands each one to an idle worker. Idle keep-alive
 connections wait in the supervisor, never in a worker."""
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     reloadctl.add_arguments(reload)
     for p in (run, check):
         p.add_argument("app_arg", nargs="?", metavar="APP",
-                       help="the WSGI app as module:callable, or module for module:application (same as --app)")
+                       help="the WSGI or ASGI app as module:callable, or module for module:application (same as --app)")
         p.add_argument("-c", "--config", metavar="FILE", help="TOML settings file (also $SOCKACT_CONFIG)")
         p.add_argument("--check-config", action="store_true",
                        help="do what 'sockact check' does, then exit (as gunicorn's --check-config)")

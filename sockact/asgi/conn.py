@@ -47,6 +47,7 @@ class Conn:
         self.busy = False  # an app call (HTTP cycle or WebSocket) owns it
         self.websocket = False
         self.served = 0
+        self.remote = ""  # the client as the access log names it, found on its first line
         self.eof = False  # the client closed its side
         self.gone = False  # a write failed: the client is gone
         self.closing_at = 0.0  # closing once the output is flushed; the deadline to give up

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import http
 import logging
+import time
 from typing import Any
 
 from ..errors import InvalidResponse, ProtocolError
@@ -44,6 +45,7 @@ class HttpCycle:
         self.complete = False  # the whole response is on its way
         self.answered = False  # sockact answered in the app's stead (an error); the app's sends are dropped
         self.body_done = False
+        self.started_at = time.perf_counter()  # for the access log
 
     async def run(self, app: Any) -> bool:
         """Call the app and finish the response; True when the connection persists."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import time
 from collections.abc import Sequence
@@ -31,7 +32,7 @@ from ..errors import ProtocolError
 from ..eventloop import TIMER_INTERVAL, conn_extra, hand_back, read_channel, report
 from ..http import Site
 from ..http.events import NEED_DATA, Request
-from ..http.server import http_date
+from ..http.server import access_entry, access_remote, http_date
 from ..scoreboard import SlotWriter
 from .conn import Conn
 from .cycle import HttpCycle
@@ -72,6 +73,7 @@ class AsgiRunner:
         self.recycling = False
         self.requests = 0
         self.loop = new_loop()
+        self.pid = os.getpid()
         self.receiver = handoff.Receiver(chan)
         self.held: dict[int, Conn] = {}
         self.calls: dict[Conn, tuple[float, str]] = {}  # connections in an app call: since, request line
@@ -147,7 +149,9 @@ class AsgiRunner:
             event = conn.engine.next_event()
         except ProtocolError as exc:
             log.debug("conn %d: %s", conn.msg.conn_id, exc)
+            started = time.perf_counter()
             conn.write(conn.engine.error_response(exc.status, http_date()))
+            self._access(conn, conn.engine.request, exc.status, started)
             self._close(conn, linger=True)
             return
         if isinstance(event, Request):
@@ -193,6 +197,7 @@ class AsgiRunner:
         if self.max_requests and self.requests >= self.max_requests and not self.recycling:
             self.recycling = True
             report(self.chan, handoff.Message(handoff.RECYCLE))
+        self._access(conn, cycle.request, cycle.status, cycle.started_at, cycle.headers or ())
         keep = not task.cancelled() and task.exception() is None and task.result()
         if not keep or conn.closed:
             self._close(conn)
@@ -219,6 +224,15 @@ class AsgiRunner:
         self.calls.pop(conn, None)
         conn.busy = False
         self._close(conn)
+
+    def _access(self, conn: Conn, request: Request | None, status: int, started: float,
+                response_headers: Sequence[tuple[str, str]] = ()) -> None:
+        if self.access is None or not conn.site.access_log:
+            return
+        if not conn.remote:
+            conn.remote = access_remote(conn.sock, conn.msg.peer)
+        self.access.log(access_entry(conn.remote, request, status, conn.engine.body_sent, started, self.pid,
+                                     conn.msg.conn_id, conn.site.listener, response_headers))
 
     # ------------------------------------------------------------------ the beat
 

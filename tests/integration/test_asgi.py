@@ -259,3 +259,12 @@ def test_a_drain_closes_websockets_with_1001(start_sockact):
             assert exc.rcvd is not None and exc.rcvd.code == 1001
     server.wait_for_log("WS DISCONNECT 1001")
     assert server.proc.wait(10) == 0
+
+
+def test_asgi_requests_are_in_the_access_log(start_sockact):
+    server = start_sockact("asgiapps:echo", "--workers", "1", "--access-logfile", "-")
+    http_get(server.port, "/logged?x=1")
+    line = server.wait_for_log('"GET /logged?x=1 HTTP/1.1" 200')
+    assert "127.0.0.1 - - [" in line
+    request(server.port, b"GET /bad\x01 HTTP/1.1\r\nHost: t\r\n\r\n")
+    server.wait_for_log('" 400 ')

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -9,7 +10,17 @@ import subprocess
 import threading
 import time
 
-from conftest import SOCKACT, KeepAliveClient, base_env, free_port, http_get, parse_response, raw_exchange
+from conftest import (
+    SOCKACT,
+    KeepAliveClient,
+    base_env,
+    fd_count,
+    free_port,
+    http_get,
+    parse_response,
+    raw_exchange,
+    wait_until,
+)
 
 
 def request(port: int, data: bytes, timeout: float = 10.0) -> bytes:
@@ -268,3 +279,38 @@ def test_asgi_requests_are_in_the_access_log(start_sockact):
     assert "127.0.0.1 - - [" in line
     request(server.port, b"GET /bad\x01 HTTP/1.1\r\nHost: t\r\n\r\n")
     server.wait_for_log('" 400 ')
+
+
+def test_fd_counts_stay_flat_over_every_way_a_connection_ends(start_sockact):
+    from websockets.sync.client import connect
+
+    server = start_sockact("asgiapps:ws_echo", "--workers", "2", "--no-access-log", workers=2)
+    procs = [server.pid, *server.workers()]
+    before = {p: fd_count(p) for p in procs}
+    for i in range(600):
+        kind = i % 5
+        if kind == 0:
+            assert http_get(server.port, "/")[0] == 200
+        elif kind == 1:
+            client = KeepAliveClient(server.port)
+            client.request("/")
+            client.request("/")
+            client.close()
+        elif kind == 2:
+            request(server.port, b"GET /\x01 HTTP/1.1\r\n\r\n")  # refused by the engine
+        elif kind == 3:
+            with socket.create_connection(("127.0.0.1", server.port)) as sock:
+                sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 50\r\n\r\nshort")
+        elif i % 25 == 4:
+            with connect(f"ws://127.0.0.1:{server.port}/") as ws:
+                ws.send("x")
+                assert ws.recv() == "x"
+    counts: dict[int, int] = {}
+
+    def flat() -> bool:
+        counts.update({p: fd_count(p) for p in procs})
+        return counts == before
+
+    with contextlib.suppress(AssertionError):
+        wait_until(flat, "fd counts back to where they started")
+    assert counts == before

@@ -94,3 +94,19 @@ def test_the_websocket_scope():
     scope = request_scope(base, request, websocket=True)
     assert scope["type"] == "websocket" and scope["scheme"] == "ws" and "method" not in scope
     assert scope["subprotocols"] == ["chat", "superchat"]
+
+
+def test_interface_and_lifespan_are_settings_and_interface_is_per_listener(tmp_path):
+    from sockact import config
+    from sockact.errors import ConfigError
+
+    path = tmp_path / "sockact.toml"
+    path.write_text('interface = "asgi"\nlifespan = "on"\n[listeners.api]\ninterface = "auto"\n')
+    cfg = config.build({}, {}, str(path))
+    assert (cfg.interface, cfg.lifespan) == ("asgi", "on")
+    assert cfg.listener("api").interface == "auto" and cfg.listener("http").interface == "asgi"
+    assert config.build({"interface": "WSGI"}, {}, None).interface == "wsgi"
+    with pytest.raises(ConfigError, match="--interface: invalid value 'rsgi'"):
+        config.build({"interface": "rsgi"}, {}, None)
+    with pytest.raises(ConfigError, match="SOCKACT_LIFESPAN"):
+        config.build({}, {"SOCKACT_LIFESPAN": "maybe"}, None)

@@ -15,6 +15,7 @@ closed, so the client sees the response cut short, which is the truth.
 
 from __future__ import annotations
 
+import functools
 import http
 import logging
 import time
@@ -147,9 +148,8 @@ class HttpCycle:
         parts = []
         if not self.started:
             self.started = True
-            status = f"{self.status} {_phrase(self.status)}"
-            parts.append(engine.start_response(status, self.headers, close=self.stopping, date=http_date(),
-                                               whole=None if more else len(body)))
+            parts.append(engine.start_response(_status_line(self.status), self.headers, close=self.stopping,
+                                               date=http_date(), whole=None if more else len(body)))
         if body:
             parts.append(engine.send_data(body))
         if not more:
@@ -172,7 +172,27 @@ class HttpCycle:
         return self.body_done
 
 
+# Checked starts by (status, headers): an app sends the same few again and again. Bounded, so an app
+# that varies its headers per request (cookies, ids) only fills it once and then checks each anew.
+_CHECKED: dict[tuple[Any, ...], tuple[int, list[tuple[str, str]]]] = {}
+_CHECKED_MAX = 256
+
+
 def _check_start(message: dict[str, Any]) -> tuple[int, list[tuple[str, str]]]:
+    try:
+        key = (message.get("status"), *map(tuple, message.get("headers", ())))
+        hit = _CHECKED.get(key)
+    except TypeError:  # an unhashable header (not bytes): checked below, and refused there
+        key, hit = (), None
+    if hit is not None:
+        return hit
+    checked = _check(message)
+    if key and len(_CHECKED) < _CHECKED_MAX:
+        _CHECKED[key] = checked
+    return checked
+
+
+def _check(message: dict[str, Any]) -> tuple[int, list[tuple[str, str]]]:
     status = message.get("status")
     if type(status) is not int or not 100 <= status <= 999:
         raise InvalidResponse(f"http.response.start: invalid status {status!r}")
@@ -187,12 +207,14 @@ def _check_start(message: dict[str, Any]) -> tuple[int, list[tuple[str, str]]]:
         if lower in HOP_BY_HOP and not (lower == "connection" and value.strip().lower() == "close"):
             continue  # framing and persistence are the engine's
         headers.append((name, value))
-    _, checked = check_response(f"{status} {_phrase(status)}", headers)
+    _, checked = check_response(_status_line(status), headers)
     return status, checked
 
 
-def _phrase(status: int) -> str:
+@functools.lru_cache(maxsize=64)
+def _status_line(status: int) -> str:
+    """"200 OK" for 200; a status without a registered phrase gets "Unknown"."""
     try:
-        return http.HTTPStatus(status).phrase
+        return f"{status} {http.HTTPStatus(status).phrase}"
     except ValueError:
-        return "Unknown"
+        return f"{status} Unknown"

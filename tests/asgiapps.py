@@ -161,3 +161,11 @@ async def ws_echo(scope, receive, send) -> None:
             await send({"type": "websocket.send", "text": message["text"]})
         else:
             await send({"type": "websocket.send", "bytes": message["bytes"]})
+
+
+async def pathsend(scope, receive, send) -> None:
+    """The file named by ``?path=``, sent by the server (the http.response.pathsend extension)."""
+    assert "http.response.pathsend" in scope["extensions"]
+    path = parse_qs(scope["query_string"].decode())["path"][0]
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.pathsend", "path": path})

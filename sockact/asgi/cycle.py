@@ -7,7 +7,8 @@ response head waits for the first body message, so a whole body given at once ge
 Content-Length; the engine decides framing and persistence, as for WSGI. Headers pass the
 same checks as a WSGI app's (wsgi.check_response); hop-by-hop fields are the server's and are
 dropped, except "Connection: close". Trailers are not offered (no "http.response.trailers"
-extension): an app that asks for them gets a 500 that says so.
+extension): an app that asks for them gets a 500 that says so. "http.response.pathsend" is
+offered: the body is a file, given by its path.
 
 Outcomes: an exception before the response starts is a 500; after it, the connection is
 closed, so the client sees the response cut short, which is the truth.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import functools
 import http
 import logging
+import os
 import time
 from typing import Any
 
@@ -31,6 +33,7 @@ from .conn import Conn
 log = logging.getLogger("sockact.http")
 
 DISCONNECT = {"type": "http.disconnect"}
+PATHSEND_PIECE = 256 * 1024  # bytes of a file read at a time for http.response.pathsend
 
 
 class HttpCycle:
@@ -133,6 +136,9 @@ class HttpCycle:
                                       "(no 'http.response.trailers' extension in the scope)")
             self.status, self.headers = _check_start(message)
             return
+        if kind == "http.response.pathsend":
+            await self._send_path(message)
+            return
         if kind != "http.response.body":
             raise InvalidResponse(f"unexpected ASGI message {kind!r}")
         if self.headers is None:
@@ -158,6 +164,27 @@ class HttpCycle:
         self.conn.write(*parts)
         if more:
             await self.conn.drain()
+
+    async def _send_path(self, message: dict[str, Any]) -> None:
+        """http.response.pathsend: the whole body is the file at ``path``, read in pieces as the client takes them."""
+        if self.headers is None or self.started:
+            raise InvalidResponse("http.response.pathsend must follow http.response.start, and be the whole body")
+        path = message.get("path")
+        if not isinstance(path, str) or not os.path.isabs(path):
+            raise InvalidResponse(f"http.response.pathsend: path must be an absolute path, not {path!r}")
+        with open(path, "rb") as fh:  # a missing file raises here: a 500, since nothing is sent yet
+            size = os.fstat(fh.fileno()).st_size
+            self.started = True
+            self.conn.write(self.engine.start_response(_status_line(self.status), self.headers,
+                                                       close=self.stopping, date=http_date(), whole=size))
+            while not self.conn.gone:
+                piece = fh.read(PATHSEND_PIECE)
+                if not piece:
+                    break
+                self.conn.write(self.engine.send_data(piece))
+                await self.conn.drain()
+        self.conn.write(self.engine.end_response())
+        self.complete = True
 
     async def _drain(self) -> bool:
         """Read and drop what is left of the request body, if small; True if that worked."""

@@ -20,7 +20,7 @@ def conn_scope(peer: tuple[Any, ...] | str | None, server: tuple[str, int] | Non
     """The keys that are the same for every request on one connection."""
     client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
     return {"asgi": ASGI_VERSION, "client": client, "server": server, "root_path": root_path,
-            "state": state, "extensions": {"sockact": extra}}
+            "state": state, "extensions": {"sockact": extra, "http.response.pathsend": {}}}
 
 
 def request_scope(base: dict[str, Any], request: Request, websocket: bool = False) -> dict[str, Any]:

@@ -314,3 +314,18 @@ def test_fd_counts_stay_flat_over_every_way_a_connection_ends(start_sockact):
     with contextlib.suppress(AssertionError):
         wait_until(flat, "fd counts back to where they started")
     assert counts == before
+
+
+def test_pathsend_sends_the_file_with_its_length(start_sockact, tmp_path):
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(bytes(range(256)) * 4000)
+    server = serving(start_sockact, "asgiapps:pathsend")
+    client = KeepAliveClient(server.port)
+    try:
+        for _ in range(2):  # the connection persists after it
+            status, headers, body = client.request(f"/?path={blob}")
+            assert status == 200 and int(headers["content-length"]) == 1_024_000
+            assert body == blob.read_bytes()
+    finally:
+        client.close()
+    assert http_get(server.port, f"/?path={tmp_path}/missing")[0] == 500

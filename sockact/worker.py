@@ -92,7 +92,8 @@ class WorkerShell:
         by_app: dict[str, Lifespan] = {}
         lifespans = [by_app.setdefault(lc.app, Lifespan(site.app, self.config.lifespan, lc.app))
                      for lc, site in zip(listeners, sites, strict=True)]
-        runner = AsgiRunner(self.chan, sites, slots, park_after=park_after, max_requests=self.max_requests,
+        runner = AsgiRunner(self.chan, sites, slots, park_after=park_after,
+                            handback_after=self.config.handback_after, max_requests=self.max_requests,
                             extra=extra, lifespans=lifespans, graceful_timeout=self.config.graceful_timeout,
                             access=self.access)
         runner.startup()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,8 +31,9 @@ READ_HIGH = 256 * 1024  # bytes of body buffered for the app before the loop sto
 
 class Conn:
     def __init__(self, loop: asyncio.AbstractEventLoop, msg: handoff.Message, sock: socket.socket, site: Site,
-                 scope: dict[str, Any], on_input: Callable[[Conn], None]) -> None:
+                 scope: dict[str, Any], on_input: Callable[[Conn], None], lock: threading.Lock) -> None:
         self.loop = loop
+        self.lock = lock  # the runner's: held while the loop reads, so a stall hand-back can take the connection
         self.msg = msg
         self.sock = sock
         self.fd = sock.fileno()
@@ -52,6 +54,7 @@ class Conn:
         self.gone = False  # a write failed: the client is gone
         self.closing_at = 0.0  # closing once the output is flushed; the deadline to give up
         self.lingering = False
+        self.handed = False  # handed back while the loop was blocked: the loop only closes its copy
         self._reading = False
         self._out = bytearray()
         self._writing = False
@@ -68,13 +71,20 @@ class Conn:
 
     def resume_reading(self) -> None:
         if not self._reading and not self.eof and self.fd >= 0:
-            self.loop.add_reader(self.fd, self._on_readable)
+            self.loop.add_reader(self.fd, self._readable)
             self._reading = True
 
     def pause_reading(self) -> None:
         if self._reading:
             self.loop.remove_reader(self.fd)
             self._reading = False
+
+    def _readable(self) -> None:
+        with self.lock:
+            if self.handed:
+                self.drop()
+            else:
+                self._on_readable()
 
     def _on_readable(self) -> None:
         try:
@@ -204,6 +214,11 @@ class Conn:
             self.resume_reading()
             return
         self._finish_close()
+
+    def drop(self) -> None:
+        """Close this worker's copy of a connection handed back to the supervisor."""
+        if not self.closed:
+            self._finish_close()
 
     def _finish_close(self) -> None:
         self.detach()

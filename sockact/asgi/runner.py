@@ -11,8 +11,10 @@ hand, with the oldest request's line. A loop blocked by the app (a sync call in 
 stops beating, so the supervisor sees the worker stall after ``handback_after`` and sends it
 nothing new, and aborts it after ``timeout``, as it does a stuck WSGI call.
 
-Who touches a connection's fd: only the loop thread, from adoption until it is closed or
-handed back; then nobody in this worker.
+Who touches a connection's fd: the loop thread, from adoption until it is closed or handed
+back; then nobody in this worker. The one exception is a stall: the monitor thread, holding
+``lock`` while the app blocks the loop, sends duplicates of the waiting connections back and
+marks them handed; the loop closes its copies, unread, when it runs again.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -57,7 +60,7 @@ class AsgiRunner:
     """Serves connections from ``chan`` with ASGI apps until the supervisor closes it."""
 
     def __init__(self, chan: socket.socket, sites: Sequence[Site], slots: Sequence[SlotWriter], *,
-                 park_after: Sequence[float], max_requests: int, extra: dict[str, Any],
+                 park_after: Sequence[float], handback_after: float, max_requests: int, extra: dict[str, Any],
                  lifespans: Sequence[Lifespan], graceful_timeout: float, access: AccessLog | None = None) -> None:
         self.chan = chan
         self.sites = list(sites)
@@ -80,6 +83,15 @@ class AsgiRunner:
         self.websockets: dict[Conn, Any] = {}  # open WebSockets (websocket.WebSocket), closed with 1001 on drain
         self.drain_started = 0.0  # when stopping or retiring began
         self._done: asyncio.Future[None] | None = None
+        # The loop's bookkeeping (the held connections, the channel) is done under ``lock``, which is
+        # free while the app runs; when the loop has not beaten for handback_after with requests in
+        # hand, the monitor thread takes it and hands the waiting connections back.
+        self.lock = threading.Lock()
+        self.handback_after = handback_after
+        self.last_beat = time.monotonic()
+        self.handing_back = False
+        self._orphans: list[Conn] = []  # handed back by the monitor; the loop closes its copies
+        self._stop_monitor = threading.Event()
 
     # ------------------------------------------------------------------ life
 
@@ -99,10 +111,14 @@ class AsgiRunner:
         self._done = self.loop.create_future()
         self.loop.add_reader(self.chan.fileno(), self._read_channel)
         beat = self.loop.create_task(self._beat())
+        monitor = threading.Thread(target=self._monitor, name="sockact-monitor", daemon=True)
+        monitor.start()
         try:
             await self._done
         finally:
             beat.cancel()
+            self._stop_monitor.set()
+            monitor.join(timeout=1.0)
             with contextlib.suppress(ValueError, OSError):
                 self.loop.remove_reader(self.chan.fileno())
             for slot in self.slots:
@@ -117,11 +133,12 @@ class AsgiRunner:
     # ------------------------------------------------------------------ the channel
 
     def _read_channel(self) -> None:
-        read_channel(self.receiver, self.chan, self._adopt, self._retire)
+        with self.lock:
+            read_channel(self.receiver, self.chan, self._adopt, self._retire)
 
     def _adopt(self, msg: handoff.Message) -> None:
         sock = socket.socket(msg.family, socket.SOCK_STREAM, 0, fileno=msg.fd)
-        if self.retiring or self.recycling:
+        if self.retiring or self.recycling or self.handing_back:
             hand_back(self.chan, msg, sock, msg.data)
             return
         site = self.sites[msg.listener]
@@ -132,7 +149,7 @@ class AsgiRunner:
             server = None
         state = self.lifespans[msg.listener].state if self.lifespans else {}
         scope = conn_scope(msg.peer, server, site.environ["SCRIPT_NAME"], state, conn_extra(self.extra, msg, site))
-        conn = Conn(self.loop, msg, sock, site, scope, self._advance)
+        conn = Conn(self.loop, msg, sock, site, scope, self._advance, self.lock)
         self.held[msg.conn_id] = conn
         if msg.data:
             self._advance(conn)
@@ -180,7 +197,11 @@ class AsgiRunner:
         conn.busy = True
         self._call_started(conn, cycle.line())
         task = self.loop.create_task(cycle.run(site.app))
-        task.add_done_callback(lambda t: self._after(conn, cycle, t))
+        task.add_done_callback(lambda t: self._locked(self._after, conn, cycle, t))
+
+    def _locked(self, call: Any, *args: Any) -> None:
+        with self.lock:
+            call(*args)
 
     def _call_started(self, conn: Conn, line: str) -> None:
         first = not self.calls
@@ -218,7 +239,7 @@ class AsgiRunner:
         self._call_started(conn, f"WEBSOCKET {request.target.decode('latin-1')!r}")
         scope = request_scope(conn.scope, request, websocket=True)
         task = self.loop.create_task(serve_websocket(conn, scope, conn.site.app, self.websockets))
-        task.add_done_callback(lambda t: self._after_websocket(conn))
+        task.add_done_callback(lambda t: self._locked(self._after_websocket, conn))
 
     def _after_websocket(self, conn: Conn) -> None:
         self.calls.pop(conn, None)
@@ -238,9 +259,10 @@ class AsgiRunner:
 
     async def _beat(self) -> None:
         while True:
-            now = time.monotonic()
-            self._stamp()
-            self._timers(now)
+            now = self.last_beat = time.monotonic()
+            with self.lock:
+                self._stamp()
+                self._timers(now)
             if self.access is not None:
                 self.access.flush_if_due(now)
             await asyncio.sleep(BEAT)
@@ -256,6 +278,9 @@ class AsgiRunner:
                 slot.idle()
 
     def _timers(self, now: float) -> None:
+        for conn in self._orphans:
+            conn.drop()
+        self._orphans.clear()
         if (self.stopping or self.retiring) and self.websockets:
             self._drain_websockets(now)
         for conn in list(self.held.values()):
@@ -282,6 +307,40 @@ class AsgiRunner:
         if now - self.drain_started >= self.graceful_timeout - min(1.0, self.graceful_timeout / 10):
             for ws in list(self.websockets.values()):
                 ws.close_going_away()
+
+    # ------------------------------------------------------------------ stalls
+
+    def _monitor(self) -> None:
+        """While the app blocks the loop, hand back whatever waits or arrives (as eventloop's monitor)."""
+        interval = max(0.005, self.handback_after / 2)
+        while not self._stop_monitor.wait(interval):
+            if self._stalled() and self.lock.acquire(blocking=False):
+                try:
+                    if self._stalled():
+                        self._hand_back_waiting()
+                finally:
+                    self.lock.release()
+
+    def _stalled(self) -> bool:
+        return bool(self.calls) and time.monotonic() - self.last_beat > self.handback_after
+
+    def _hand_back_waiting(self) -> None:
+        """On the monitor thread, the loop blocked: every connection not in a call goes back with what it
+        has read. The loop still watches their fds, so they go as copies; the loop closes its own."""
+        self.handing_back = True
+        try:
+            for conn in list(self.held.values()):
+                if conn.busy or conn.closing_at or not conn.flushed:
+                    continue
+                conn.handed = True
+                del self.held[conn.msg.conn_id]
+                copy = socket.socket(conn.msg.family, socket.SOCK_STREAM, 0, fileno=os.dup(conn.fd))
+                hand_back(self.chan, conn.msg, copy, conn.engine.unparsed())
+                self._orphans.append(conn)
+            # Arrivals go straight back; an EOF is left for the loop, which sees it again when it runs.
+            read_channel(self.receiver, self.chan, self._adopt, lambda: None)
+        finally:
+            self.handing_back = False
 
     # ------------------------------------------------------------------ leaving
 

@@ -329,3 +329,22 @@ def test_pathsend_sends_the_file_with_its_length(start_sockact, tmp_path):
     finally:
         client.close()
     assert http_get(server.port, f"/?path={tmp_path}/missing")[0] == 500
+
+
+
+def test_a_blocked_loop_hands_its_waiting_keepalive_connections_back(start_sockact):
+    from test_worker_loop import _two_on_one_worker
+
+    server = start_sockact("asgiapps:blocking", "--workers", "2", "--park-after", "30", workers=2)
+    a, c, _, other = _two_on_one_worker(server.port)
+    blocked = threading.Thread(target=a.request, args=("/?s=2",))
+    blocked.start()
+    time.sleep(0.3)  # a's worker sits in time.sleep now, holding c, which idles with park_after 30
+    started = time.monotonic()
+    status, _, body = c.request("/?s=0")
+    assert status == 200 and json.loads(body)["pid"] == other  # handed back, served by the other worker
+    assert time.monotonic() - started < 1.5
+    blocked.join(5)
+    for client in (a, c):  # both go on serving afterwards
+        assert client.request("/?s=0")[0] == 200
+        client.close()

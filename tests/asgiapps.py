@@ -169,3 +169,14 @@ async def pathsend(scope, receive, send) -> None:
     path = parse_qs(scope["query_string"].decode())["path"][0]
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.pathsend", "path": path})
+
+
+async def big(scope, receive, send) -> None:
+    """``?mb=N`` MiB of body in 64 KiB pieces: more than the kernel's buffers, so writes must wait."""
+    mib = int(parse_qs(scope["query_string"].decode()).get("mb", ["8"])[0])
+    piece = b"z" * 65536
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(mib * 1024 * 1024).encode())]})
+    for _ in range(mib * 16):
+        await send({"type": "http.response.body", "body": piece, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})

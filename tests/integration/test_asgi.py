@@ -348,3 +348,25 @@ def test_a_blocked_loop_hands_its_waiting_keepalive_connections_back(start_socka
     for client in (a, c):  # both go on serving afterwards
         assert client.request("/?s=0")[0] == 200
         client.close()
+
+
+def test_a_large_response_to_a_slow_reader_arrives_whole(start_sockact):
+    server = start_sockact("asgiapps:big", "--workers", "1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        sock.sendall(b"GET /?mb=16 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        time.sleep(0.5)  # the server has filled every buffer by now and waits for the client
+        received = 0
+        while chunk := sock.recv(65536):
+            received += len(chunk)
+    assert received > 16 * 1024 * 1024  # the head, then every byte of the body
+
+
+def test_expect_100_continue_is_answered_when_the_app_reads_the_body(start_sockact):
+    server = start_sockact("asgiapps:echo", "--workers", "1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n"
+                     b"Connection: close\r\n\r\n")
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        answer = raw_exchange(sock, b"hello")
+    assert json.loads(parse_response(answer)[2])["body"] == "hello"

@@ -370,3 +370,12 @@ def test_expect_100_continue_is_answered_when_the_app_reads_the_body(start_socka
         assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
         answer = raw_exchange(sock, b"hello")
     assert json.loads(parse_response(answer)[2])["body"] == "hello"
+
+
+def test_check_says_which_interface_each_app_is_served_with():
+    result = run_cli("check", "asgiapps:echo")
+    assert result.returncode == 0, result.stderr
+    assert "# app asgiapps:echo: imports and is callable; served as ASGI" in result.stdout
+    result = run_cli("check", "testapps:echo")
+    assert "served as WSGI" in result.stdout
+    assert "served as ASGI" in run_cli("check", "testapps:echo", "--interface", "asgi").stdout

@@ -180,3 +180,15 @@ async def big(scope, receive, send) -> None:
     for _ in range(mib * 16):
         await send({"type": "http.response.body", "body": piece, "more_body": True})
     await send({"type": "http.response.body", "body": b""})
+
+
+async def endless(scope, receive, send) -> None:
+    """Streams until send() raises because the client left (ASGI 2.4), then says so."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    try:
+        while True:
+            await send({"type": "http.response.body", "body": b"tick\n", "more_body": True})
+            await asyncio.sleep(0.01)
+    except OSError as exc:
+        print(f"ENDLESS STOPPED: {type(exc).__name__}", flush=True)
+        raise

@@ -58,8 +58,10 @@ class Conn:
         self._reading = False
         self._out = bytearray()
         self._writing = False
-        self._input: asyncio.Future[None] | None = None
-        self._drained: asyncio.Future[None] | None = None
+        # Tasks waiting for input, or for room to write: an app may await receive() in two tasks at
+        # once (Starlette listens for the disconnect while it streams), so each waits on its own future.
+        self._input: list[asyncio.Future[None]] = []
+        self._drained: list[asyncio.Future[None]] = []
 
     # -- reading
 
@@ -107,7 +109,7 @@ class Conn:
             if self.busy and self.engine.buffered > READ_HIGH:
                 self.pause_reading()  # the app reads slower than the client sends
         if self.busy:
-            self._wake_input()
+            self.wake()
         else:
             self.on_input(self)
 
@@ -116,15 +118,16 @@ class Conn:
         if self.eof:
             return
         self.resume_reading()
-        self._input = self.loop.create_future()
-        try:
-            await self._input
-        finally:
-            self._input = None
+        await self._wait(self._input)
 
-    def _wake_input(self) -> None:
-        if self._input is not None and not self._input.done():
-            self._input.set_result(None)
+    def wake(self) -> None:
+        """Wake the tasks waiting for input, to look again at what they wait for."""
+        _wake(self._input)
+
+    def _wait(self, waiters: list[asyncio.Future[None]]) -> asyncio.Future[None]:
+        future = self.loop.create_future()
+        waiters.append(future)
+        return future
 
     # -- writing
 
@@ -158,11 +161,7 @@ class Conn:
     async def drain(self) -> None:
         """Wait while more than WRITE_HIGH is buffered for the client (write backpressure)."""
         while len(self._out) > WRITE_HIGH and not self.gone:
-            self._drained = self.loop.create_future()
-            try:
-                await self._drained
-            finally:
-                self._drained = None
+            await self._wait(self._drained)
 
     def _on_writable(self) -> None:
         try:
@@ -173,8 +172,8 @@ class Conn:
             self._lost()
             return
         del self._out[:sent]
-        if len(self._out) <= WRITE_HIGH and self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
+        if len(self._out) <= WRITE_HIGH:
+            _wake(self._drained)
         if not self._out:
             self.loop.remove_writer(self.fd)
             self._writing = False
@@ -187,9 +186,8 @@ class Conn:
         if self._writing:
             self.loop.remove_writer(self.fd)
             self._writing = False
-        for fut in (self._drained, self._input):
-            if fut is not None and not fut.done():
-                fut.set_result(None)
+        _wake(self._drained)
+        _wake(self._input)
         if self.closing_at:
             self._finish_close()
 
@@ -202,7 +200,7 @@ class Conn:
             return
         self.closing_at = time.monotonic() + timeout
         self.lingering = linger
-        self._wake_input()
+        self.wake()
         if not self._out:
             self._after_flush()
 
@@ -233,7 +231,7 @@ class Conn:
             self.loop.remove_writer(self.fd)
             self._writing = False
         self.fd = -1
-        self._wake_input()
+        self.wake()
 
     @property
     def closed(self) -> bool:
@@ -244,3 +242,11 @@ class Conn:
         if self.closing_at and not self.closed and now > self.closing_at:
             self._finish_close()
         return self.closed
+
+
+def _wake(waiters: list[asyncio.Future[None]]) -> None:
+    """Resolve every waiting future (a cancelled waiter's is done already) and forget them."""
+    for future in waiters:
+        if not future.done():
+            future.set_result(None)
+    waiters.clear()

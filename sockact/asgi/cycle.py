@@ -2,17 +2,18 @@
 
 The request body comes from the connection's engine as the app asks for it (http.request
 with more_body, 100 Continue sent on the first ask); once the body is read and the
-response is sent, or the client has gone, ``receive`` answers http.disconnect. The
-response head waits for the first body message, so a whole body given at once gets a
-Content-Length; the engine decides framing and persistence, as for WSGI. Headers pass the
-same checks as a WSGI app's (wsgi.check_response); hop-by-hop fields are the server's and are
-dropped, except "Connection: close". Trailers are not offered (no "http.response.trailers"
-extension): an app that asks for them gets a 500 that says so. "http.response.pathsend" is
-offered: the body is a file, given by its path.
+response is sent, or the client has gone, ``receive`` answers http.disconnect. Once the
+client has gone, ``send`` raises ClientDisconnected (an OSError, as ASGI 2.4 asks), so an
+app streaming an endless response stops. The response head waits for the first body
+message, so a whole body given at once gets a Content-Length; the engine decides framing
+and persistence, as for WSGI. Headers pass the same checks as a WSGI app's
+(wsgi.check_response); hop-by-hop fields are the server's and are dropped, except
+"Connection: close". Trailers are not offered (no "http.response.trailers" extension): an
+app that asks for them gets a 500 that says so. "http.response.pathsend" is offered: the
+body is a file, given by its path.
 
 Outcomes: an exception before the response starts is a 500; after it, the connection is
-closed, so the client sees the response cut short, which is the truth.
-"""
+closed, so the client sees the response cut short, which is the truth."""
 
 from __future__ import annotations
 
@@ -33,6 +34,11 @@ from .conn import Conn
 log = logging.getLogger("sockact.http")
 
 DISCONNECT = {"type": "http.disconnect"}
+
+
+class ClientDisconnected(OSError):
+    """send() after the client went away: ASGI spec 2.4 asks for an OSError, so a streaming app stops."""
+
 PATHSEND_PIECE = 256 * 1024  # bytes of a file read at a time for http.response.pathsend
 
 
@@ -56,7 +62,9 @@ class HttpCycle:
         try:
             await app(self.scope, self.receive, self.send)
         except Exception as exc:
-            if not self.answered:
+            if self.answered or self.client_left:
+                log.debug("conn %d: the app stopped after the client left: %r", self.conn.msg.conn_id, exc)
+            else:
                 log.error("conn %d: application error on %s", self.conn.msg.conn_id, self.line(), exc_info=exc)
             return self._fail()
         if self.answered:
@@ -68,6 +76,10 @@ class HttpCycle:
         if not self.complete:
             return False  # the app stopped in the middle of its body
         return self.engine.keep_alive and not self.conn.gone and await self._drain()
+
+    @property
+    def client_left(self) -> bool:
+        return self.conn.gone or self.conn.eof
 
     def line(self) -> str:
         request = self.request
@@ -124,10 +136,10 @@ class HttpCycle:
 
     async def send(self, message: dict[str, Any]) -> None:
         kind = message["type"]
-        if self.answered or self.conn.gone:
-            if kind not in ("http.response.start", "http.response.body"):
-                raise InvalidResponse(f"unexpected ASGI message {kind!r}")
-            return  # the client is gone, or sockact answered: nobody to tell
+        if self.answered:
+            return  # sockact answered in the app's stead: the app's response goes nowhere
+        if self.client_left:
+            raise ClientDisconnected(f"conn {self.conn.msg.conn_id}: the client has gone")
         if kind == "http.response.start":
             if self.headers is not None:
                 raise InvalidResponse("http.response.start sent twice")
@@ -161,6 +173,7 @@ class HttpCycle:
         if not more:
             parts.append(engine.end_response())
             self.complete = True
+            self.conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
         self.conn.write(*parts)
         if more:
             await self.conn.drain()
@@ -185,6 +198,7 @@ class HttpCycle:
                 await self.conn.drain()
         self.conn.write(self.engine.end_response())
         self.complete = True
+        self.conn.wake()
 
     async def _drain(self) -> bool:
         """Read and drop what is left of the request body, if small; True if that worked."""

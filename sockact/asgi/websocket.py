@@ -29,6 +29,7 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from ..errors import InvalidResponse
 from .conn import Conn
+from .cycle import ClientDisconnected
 
 log = logging.getLogger("sockact.http")
 
@@ -132,7 +133,7 @@ class WebSocket:
         if not self.accepted:
             raise InvalidResponse("websocket.send before websocket.accept")
         if self.closed or self.conn.gone:
-            return  # the client is gone: nobody to tell
+            raise ClientDisconnected(f"conn {self.conn.msg.conn_id}: the websocket is closed")
         if message.get("bytes") is not None:
             self._out(BytesMessage(data=bytes(message["bytes"])))
         else:
@@ -157,7 +158,10 @@ async def serve_websocket(conn: Conn, scope: dict[str, Any], app: Any, sessions:
     try:
         await app(scope, ws.receive, ws.send)
     except Exception as exc:
-        log.error("conn %d: application error on websocket %r", conn.msg.conn_id, scope["path"], exc_info=exc)
+        if ws.closed or conn.gone:
+            log.debug("conn %d: the app stopped after its websocket closed: %r", conn.msg.conn_id, exc)
+        else:
+            log.error("conn %d: application error on websocket %r", conn.msg.conn_id, scope["path"], exc_info=exc)
         if not ws.accepted and not ws.closed:
             ws.closed = True
             ws._out(RejectConnection(status_code=500))

@@ -379,3 +379,12 @@ def test_check_says_which_interface_each_app_is_served_with():
     result = run_cli("check", "testapps:echo")
     assert "served as WSGI" in result.stdout
     assert "served as ASGI" in run_cli("check", "testapps:echo", "--interface", "asgi").stdout
+
+
+def test_an_endless_stream_stops_when_its_client_leaves(start_sockact):
+    server = serving(start_sockact, "asgiapps:endless")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert b"tick" in sock.recv(65536)
+    server.wait_for_log("ENDLESS STOPPED: ClientDisconnected")
+    assert "application error" not in server.output()  # a client leaving is no error of the app's

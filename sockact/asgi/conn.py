@@ -113,12 +113,21 @@ class Conn:
         else:
             self.on_input(self)
 
-    async def wait_input(self) -> None:
-        """Until more input (or EOF) arrives."""
+    async def wait_input(self, timeout: float | None = None) -> None:
+        """Until more input (or EOF) arrives; a client silent for ``timeout`` seconds is taken for gone."""
         if self.eof:
             return
         self.resume_reading()
-        await self._wait(self._input)
+        await self._bounded(self._wait(self._input), timeout)
+
+    async def _bounded(self, future: asyncio.Future[None], timeout: float | None) -> None:
+        if timeout is None:
+            await future
+            return
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            self._lost()  # as a blocking read or write gives up after io_timeout for WSGI
 
     def wake(self) -> None:
         """Wake the tasks waiting for input, to look again at what they wait for."""
@@ -159,9 +168,10 @@ class Conn:
         return not self._out
 
     async def drain(self) -> None:
-        """Wait while more than WRITE_HIGH is buffered for the client (write backpressure)."""
+        """Wait while more than WRITE_HIGH is buffered for the client (write backpressure); a client that
+        takes nothing for the listener's io_timeout is taken for gone."""
         while len(self._out) > WRITE_HIGH and not self.gone:
-            await self._wait(self._drained)
+            await self._bounded(self._wait(self._drained), self.site.io_timeout)
 
     def _on_writable(self) -> None:
         try:

@@ -388,3 +388,11 @@ def test_an_endless_stream_stops_when_its_client_leaves(start_sockact):
         assert b"tick" in sock.recv(65536)
     server.wait_for_log("ENDLESS STOPPED: ClientDisconnected")
     assert "application error" not in server.output()  # a client leaving is no error of the app's
+
+
+def test_a_client_that_stops_sending_its_body_is_let_go_after_the_io_timeout(start_sockact):
+    server = serving(start_sockact, "asgiapps:watch_disconnect", "--timeout", "1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n" + b"y" * 1000)
+        server.wait_for_log("DISCONNECT after 1000 bytes")  # the socket is still open: the silence did it
+        assert sock.recv(100) == b""  # and the connection is closed

@@ -247,8 +247,7 @@ class EventLoop:
         assert request is not None
         held.request = None
         slot = self.slots[index]
-        # The path as the app sees it (PATH_INFO, decoded); the supervisor escapes it when it logs it.
-        slot.begin(f"{request.method.decode('latin-1')} {unquote_to_bytes(request.path).decode('latin-1')}")
+        slot.begin(call_line(request))
         self.call_started[index] = time.monotonic()
         try:
             return held.http.serve(request)
@@ -398,6 +397,12 @@ def read_channel(receiver: handoff.Receiver, chan: socket.socket, adopt: Callabl
             return
         if msg.kind == handoff.CONN:
             adopt(msg)
+
+
+def call_line(request: Request) -> str:
+    """The scoreboard's line for a call: the path as the app sees it (PATH_INFO, decoded); the
+    supervisor escapes it when it logs it."""
+    return f"{request.method.decode('latin-1')} {unquote_to_bytes(request.path).decode('latin-1')}"
 
 
 def conn_extra(extra: dict[str, object], msg: handoff.Message, site: Site) -> dict[str, object]:

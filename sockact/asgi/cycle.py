@@ -27,7 +27,7 @@ from typing import Any
 from ..errors import InvalidResponse, ProtocolError
 from ..http.events import END_OF_MESSAGE, NEED_DATA, Data, Request
 from ..http.limits import DRAIN_LIMIT
-from ..http.server import http_date
+from ..http.server import http_date, quoted_request_line
 from ..http.wsgi import HOP_BY_HOP, check_response
 from .conn import Conn
 
@@ -82,8 +82,7 @@ class HttpCycle:
         return self.conn.gone or self.conn.eof
 
     def line(self) -> str:
-        request = self.request
-        return f"{request.method.decode('latin-1')} {request.target.decode('latin-1')!r}"
+        return quoted_request_line(self.request)
 
     def _fail(self) -> bool:
         if not self.started and not self.answered:

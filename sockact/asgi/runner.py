@@ -32,7 +32,7 @@ from typing import Any
 from .. import handoff
 from ..accesslog import AccessLog
 from ..errors import ProtocolError
-from ..eventloop import TIMER_INTERVAL, conn_extra, hand_back, read_channel, report
+from ..eventloop import TIMER_INTERVAL, call_line, conn_extra, hand_back, read_channel, report
 from ..http import Site
 from ..http.events import NEED_DATA, Request
 from ..http.server import access_entry, access_remote, http_date
@@ -195,7 +195,7 @@ class AsgiRunner:
         scope = request_scope(conn.scope, request)
         cycle = HttpCycle(conn, request, scope, self.stopping)
         conn.busy = True
-        self._call_started(conn, cycle.line())
+        self._call_started(conn, call_line(request))
         task = self.loop.create_task(cycle.run(site.app))
         task.add_done_callback(lambda t: self._locked(self._after, conn, cycle, t))
 
@@ -236,7 +236,7 @@ class AsgiRunner:
             self._start_http(conn, request)  # the app's own answer to a plain request, then closed
             return
         conn.busy = conn.websocket = True
-        self._call_started(conn, f"WEBSOCKET {request.target.decode('latin-1')!r}")
+        self._call_started(conn, call_line(request))
         scope = request_scope(conn.scope, request, websocket=True)
         task = self.loop.create_task(serve_websocket(conn, scope, conn.site.app, self.websockets))
         task.add_done_callback(lambda t: self._locked(self._after_websocket, conn))

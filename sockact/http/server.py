@@ -212,11 +212,7 @@ class _Conn:
 
     def request_line(self) -> str:
         """The request in hand as logs quote it: client text escaped (see accesslog.escape)."""
-        request = self.request
-        if request is None:
-            return "-"
-        return escape(f"{request.method.decode('latin-1')} {request.target.decode('latin-1')} "
-                      f"{PROTOCOLS[request.version]}")
+        return quoted_request_line(self.request)
 
     def local_address(self) -> tuple[str, str]:
         """SERVER_NAME and SERVER_PORT from the socket, for a request without Host."""
@@ -411,6 +407,14 @@ class _Conn:
         self.access.log(access_entry(self.remote, request, status, self.engine.body_sent, started, self.pid,
                                      self.conn_id, self.site.listener,
                                      start.headers if start is not None else ()))
+
+
+def quoted_request_line(request: Request | None) -> str:
+    """A request as logs quote it: client text escaped (see accesslog.escape); "-" for none."""
+    if request is None:
+        return "-"
+    return escape(f"{request.method.decode('latin-1')} {request.target.decode('latin-1')} "
+                  f"{PROTOCOLS[request.version]}")
 
 
 def access_remote(sock: socket.socket, peer: tuple[Any, ...] | str | None) -> str:

@@ -168,7 +168,8 @@ class Config(ListenerSettings):
         parsers.integer(1), 2, "Number of worker processes.", "workers", metavar="N", aliases=("-w",))
     threads: int = _opt(
         parsers.integer(1), 1,
-        "App threads per worker; 1 serves one request at a time per worker, as a sync worker.", "workers",
+        "App threads per worker; 1 serves one request at a time per worker, as a sync worker. An ASGI app "
+        "runs on its worker's event loop instead, many requests at a time.", "workers",
         metavar="N")
     max_requests: int = _opt(
         parsers.integer(0), 0, "Recycle a worker after this many requests (0: never).", "workers", metavar="N")

@@ -396,3 +396,12 @@ def test_a_client_that_stops_sending_its_body_is_let_go_after_the_io_timeout(sta
         sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n" + b"y" * 1000)
         server.wait_for_log("DISCONNECT after 1000 bytes")  # the socket is still open: the silence did it
         assert sock.recv(100) == b""  # and the connection is closed
+
+
+def test_a_reload_retires_the_old_workers_through_their_lifespan_shutdown(start_sockact):
+    server = start_sockact("asgiapps:echo", "--workers", "1", workers=1)
+    [old] = server.workers()
+    server.send(signal.SIGHUP)
+    server.wait_workers(1, without=old)
+    server.wait_for_log(f"LIFESPAN SHUTDOWN {old}")
+    assert echo(server.port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")["pid"] != old

@@ -46,13 +46,13 @@ class WebSocket:
         head = conn.engine.unparsed()  # the upgrade request's head, and any frames after it
         conn.engine.next_event()  # END_OF_MESSAGE: an upgrade request has no body
         self.ws = WSConnection(ConnectionType.SERVER)
-        self.ws.receive_data(head)
-        conn.feed = self._feed
         self.connected = False  # websocket.connect delivered
         self.accepted = False
         self.closed = False  # a close was sent or received: no more messages either way
         self.close_code = ABNORMAL
         self._parts: list[Any] = []
+        self._feed(head)  # a handshake wsproto refuses is answered (400) and closed here
+        conn.feed = self._feed
 
     def _feed(self, data: bytes) -> None:
         try:
@@ -154,6 +154,8 @@ class WebSocket:
 async def serve_websocket(conn: Conn, scope: dict[str, Any], app: Any, sessions: dict[Conn, WebSocket]) -> None:
     """Run the app for one WebSocket until it returns; the caller closes the connection."""
     ws = WebSocket(conn, scope)
+    if ws.closed:
+        return  # the handshake was refused; the app never hears of it
     sessions[conn] = ws
     try:
         await app(scope, ws.receive, ws.send)

@@ -405,3 +405,10 @@ def test_a_reload_retires_the_old_workers_through_their_lifespan_shutdown(start_
     server.wait_workers(1, without=old)
     server.wait_for_log(f"LIFESPAN SHUTDOWN {old}")
     assert echo(server.port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")["pid"] != old
+
+
+def test_a_websocket_handshake_wsproto_refuses_is_a_400(start_sockact):
+    server = start_sockact("asgiapps:ws_echo", "--workers", "1")
+    answer = request(server.port, b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+    assert http_get(server.port, "/")[2] == b"plain http"

@@ -13,6 +13,7 @@ import time
 from conftest import (
     SOCKACT,
     KeepAliveClient,
+    Server,
     base_env,
     fd_count,
     free_port,
@@ -412,3 +413,25 @@ def test_a_websocket_handshake_wsproto_refuses_is_a_400(start_sockact):
     answer = request(server.port, b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400"), answer
     assert http_get(server.port, "/")[2] == b"plain http"
+
+
+def test_listeners_mixing_wsgi_and_asgi_apps_halt_with_one_line(tmp_path):
+    cfg = tmp_path / "sockact.toml"
+    cfg.write_text('app = "testapps:echo"\n\n[listeners.api]\napp = "asgiapps:echo"\n')
+    web, api = free_port(), free_port()
+    env = base_env()
+    cmd = ["systemd-socket-activate", "-l", f"127.0.0.1:{web}", "-l", f"127.0.0.1:{api}", "--fdname=http:api",
+           *[f"-E{k}" for k in env], *SOCKACT, "run", "--config", str(cfg)]
+    server = Server(cmd, web, env)
+    try:
+        def connected() -> bool:  # the first connection starts it, once the activator listens
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", web), timeout=5):
+                return True
+            return False
+
+        wait_until(connected, "the socket activator to listen")
+        assert server.proc.wait(20) == 5, server.output()
+        assert "the listeners mix WSGI and ASGI apps (http (wsgi), api (asgi))" in server.output()
+    finally:
+        server.stop()
+        server.log.close()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 
 import pytest
 
 from sockact.asgi.interface import ASGI, WSGI, choose, is_asgi, one_interface
+from sockact.asgi.lifespan import Lifespan
 from sockact.asgi.scope import conn_scope, request_scope
 from sockact.errors import AppLoadError
 from sockact.http.events import Request
@@ -110,3 +112,64 @@ def test_interface_and_lifespan_are_settings_and_interface_is_per_listener(tmp_p
         config.build({"interface": "rsgi"}, {}, None)
     with pytest.raises(ConfigError, match="SOCKACT_LIFESPAN"):
         config.build({}, {"SOCKACT_LIFESPAN": "maybe"}, None)
+
+
+# -- the lifespan protocol, driven on a plain asyncio loop
+
+
+def _lifespan_app(startup: str = "complete", shutdown: str = "complete", seen: list | None = None):
+    async def app(scope, receive, send):
+        assert scope["type"] == "lifespan"
+        message = await receive()
+        (seen if seen is not None else []).append(message["type"])
+        if startup == "raise":
+            raise ConnectionError("no database")
+        await send({"type": f"lifespan.startup.{startup}", "message": "no database"})
+        if startup != "complete":
+            return
+        scope["state"]["db"] = "up"
+        message = await receive()
+        (seen if seen is not None else []).append(message["type"])
+        if shutdown == "hang":
+            await asyncio.sleep(60)
+        await send({"type": "lifespan.shutdown.complete"})
+    return app
+
+
+def test_lifespan_startup_and_shutdown_in_order_with_state():
+    seen: list[str] = []
+    lifespan = Lifespan(_lifespan_app(seen=seen), "auto", "m:app")
+
+    async def life():
+        await lifespan.startup()
+        assert lifespan.state == {"db": "up"}
+        await lifespan.shutdown(5)
+
+    asyncio.run(life())
+    assert seen == ["lifespan.startup", "lifespan.shutdown"]
+
+
+@pytest.mark.parametrize(("mode", "startup", "fails"), [
+    ("auto", "failed", "lifespan startup failed: no database"),
+    ("on", "failed", "lifespan startup failed: no database"),
+    ("on", "raise", "lifespan startup failed: ConnectionError: no database"),
+    ("auto", "raise", None),  # as uvicorn's auto: the app does not do lifespan
+])
+def test_lifespan_startup_failures(mode, startup, fails):
+    lifespan = Lifespan(_lifespan_app(startup), mode, "m:app")
+    if fails is None:
+        asyncio.run(lifespan.startup())
+        return
+    with pytest.raises(AppLoadError, match=fails):
+        asyncio.run(lifespan.startup())
+
+
+def test_lifespan_off_never_calls_the_app_and_a_hung_shutdown_is_bounded():
+    asyncio.run(Lifespan(_lifespan_app("raise"), "off", "m:app").startup())
+    lifespan = Lifespan(_lifespan_app(shutdown="hang"), "on", "m:app")
+
+    async def life():
+        await lifespan.startup()
+        await lifespan.shutdown(0.1)  # returns, having given up on the app
+
+    asyncio.run(life())

@@ -192,3 +192,11 @@ async def endless(scope, receive, send) -> None:
     except OSError as exc:
         print(f"ENDLESS STOPPED: {type(exc).__name__}", flush=True)
         raise
+
+
+async def empty_pieces(scope, receive, send) -> None:
+    """Empty body messages with more_body, before, between and after the real pieces."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    for body in (b"", b"a", b"", b"b", b""):
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+    await send({"type": "http.response.body"})

@@ -144,7 +144,7 @@ class Conn:
         """Send ``parts`` now, or buffer what the kernel does not take yet; dropped once the client is gone."""
         if self.gone or self.fd < 0:
             return
-        data = b"".join(parts) if len(parts) > 1 else parts[0]
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
         if not data:
             return
         if not self._out:

@@ -435,3 +435,9 @@ def test_listeners_mixing_wsgi_and_asgi_apps_halt_with_one_line(tmp_path):
     finally:
         server.stop()
         server.log.close()
+
+
+def test_empty_body_messages_are_no_chunks(start_sockact):
+    server = serving(start_sockact, "asgiapps:empty_pieces")
+    answer = request(server.port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert answer.endswith(b"\r\n\r\n1\r\na\r\n1\r\nb\r\n0\r\n\r\n"), answer

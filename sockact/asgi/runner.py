@@ -79,7 +79,7 @@ class AsgiRunner:
         self.pid = os.getpid()
         self.receiver = handoff.Receiver(chan)
         self.held: dict[int, Conn] = {}
-        self.calls: dict[Conn, tuple[float, str]] = {}  # connections in an app call: since, request line
+        self.calls: dict[Conn, tuple[float, Request]] = {}  # connections in an app call: since, request
         self.websockets: dict[Conn, Any] = {}  # open WebSockets (websocket.WebSocket), closed with 1001 on drain
         self.drain_started = 0.0  # when stopping or retiring began
         self._done: asyncio.Future[None] | None = None
@@ -195,7 +195,7 @@ class AsgiRunner:
         scope = request_scope(conn.scope, request)
         cycle = HttpCycle(conn, request, scope, self.stopping)
         conn.busy = True
-        self._call_started(conn, call_line(request))
+        self._call_started(conn, request)
         task = self.loop.create_task(cycle.run(site.app))
         task.add_done_callback(lambda t: self._locked(self._after, conn, cycle, t))
 
@@ -203,9 +203,9 @@ class AsgiRunner:
         with self.lock:
             call(*args)
 
-    def _call_started(self, conn: Conn, line: str) -> None:
+    def _call_started(self, conn: Conn, request: Request) -> None:
         first = not self.calls
-        self.calls[conn] = (time.monotonic(), line)
+        self.calls[conn] = (time.monotonic(), request)
         if first:
             self._stamp()  # the app may block the loop before the next beat: be seen busy from now
 
@@ -236,7 +236,7 @@ class AsgiRunner:
             self._start_http(conn, request)  # the app's own answer to a plain request, then closed
             return
         conn.busy = conn.websocket = True
-        self._call_started(conn, call_line(request))
+        self._call_started(conn, request)
         scope = request_scope(conn.scope, request, websocket=True)
         task = self.loop.create_task(serve_websocket(conn, scope, conn.site.app, self.websockets))
         task.add_done_callback(lambda t: self._locked(self._after_websocket, conn))
@@ -270,7 +270,7 @@ class AsgiRunner:
     def _stamp(self) -> None:
         """The scoreboard: busy with the oldest request while any is in hand, stamped now."""
         if self.calls:
-            line = min(self.calls.values())[1]
+            line = call_line(min(self.calls.values(), key=lambda call: call[0])[1])
             for slot in self.slots:
                 slot.begin(line)
         else:

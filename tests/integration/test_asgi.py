@@ -441,3 +441,20 @@ def test_empty_body_messages_are_no_chunks(start_sockact):
     server = serving(start_sockact, "asgiapps:empty_pieces")
     answer = request(server.port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
     assert answer.endswith(b"\r\n\r\n1\r\na\r\n1\r\nb\r\n0\r\n\r\n"), answer
+
+
+def test_pipelined_requests_are_answered_in_order(start_sockact):
+    server = start_sockact("asgiapps:echo", "--workers", "1")
+    requests = b"".join(b"GET /%d HTTP/1.1\r\nHost: t\r\n\r\n" % i for i in range(5))
+    answer = request(server.port, requests + b"GET /last HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    paths = [json.loads(body)["path"] for body in
+             (part.split(b"\r\n\r\n", 1)[1] for part in answer.split(b"HTTP/1.1 200 OK\r\n")[1:])]
+    assert paths == ["/0", "/1", "/2", "/3", "/4", "/last"]
+
+
+def test_a_partial_head_gets_its_408_after_header_timeout(start_sockact):
+    server = start_sockact("asgiapps:echo", "--workers", "1", "--header-timeout", "0.5", "--park-after", "30")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")  # and nothing more
+        answer = raw_exchange(sock, b"")
+    assert parse_response(answer)[0] == 408

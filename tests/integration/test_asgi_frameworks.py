@@ -99,3 +99,31 @@ def test_sockact_and_uvicorn_answer_fastapi_alike(start_sockact):
         theirs.stop(signal.SIGTERM)
         theirs.log.close()
 
+
+
+def _websocket_shapes(port: int) -> list[object]:
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    out: list[object] = []
+    with connect(f"ws://127.0.0.1:{port}/", subprotocols=["chat"]) as ws:
+        out.append(ws.subprotocol)
+        for message in ("text", b"\x00bytes", "x" * 70000):
+            ws.send(message)
+            out.append(ws.recv())
+    try:
+        connect(f"ws://127.0.0.1:{port}/reject")
+    except InvalidStatus as exc:
+        out.append(exc.response.status_code)
+    return out
+
+
+def test_sockact_and_uvicorn_answer_websockets_alike(start_sockact):
+    ours = start_sockact("asgiapps:ws_echo", "--workers", "1")
+    theirs = _uvicorn("asgiapps:ws_echo")
+    try:
+        assert _websocket_shapes(ours.port) == _websocket_shapes(theirs.port) == [
+            "chat", "text", b"\x00bytes", "x" * 70000, 403]
+    finally:
+        theirs.stop(signal.SIGTERM)
+        theirs.log.close()

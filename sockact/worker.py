@@ -1,10 +1,11 @@
 """The worker process's shell, after the fork: set the process up, load the app, say READY.
 
 The shell owns the channel and the process: signals, the app, READY. Serving belongs to
-a runner; today there is one, eventloop.EventLoop, which holds many connections at once
-and runs the app in ``threads`` app threads. An empty read on the channel means the
-supervisor wants the worker gone (or has died): the runner hands back what it holds,
-finishes the calls in progress, and returns.
+a runner, chosen by the apps' interface: eventloop.EventLoop holds many connections at once
+and runs a WSGI app in ``threads`` app threads; asgi.runner.AsgiRunner runs an ASGI app on an
+asyncio loop, after the app's lifespan startup, before READY. An empty read on the channel
+means the supervisor wants the worker gone (or has died): the runner hands back what it
+holds, finishes the calls in progress, and returns.
 """
 
 from __future__ import annotations

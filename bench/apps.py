@@ -1,4 +1,5 @@
-"""The one WSGI app every server in the benchmark serves, so they all run the same Python.
+"""The one WSGI app every server in the benchmark serves, so they all run the same Python (and asgi_app,
+the ASGI one, for bench/asgi.py).
 
     /        hello world, 14 bytes with Content-Length (the same bytes as sockact.apps.hello)
     /json    a 4 KiB JSON document, built once at import
@@ -66,3 +67,20 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
     if path == "/sleep":
         time.sleep(SLEEP_SECONDS)
     return _respond(start_response, HELLO, "text/plain")
+
+
+_ASGI_HEAD = {"type": "http.response.start", "status": 200,
+              "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(HELLO)).encode())]}
+_ASGI_BODY = {"type": "http.response.body", "body": HELLO}
+
+
+async def asgi_app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+    """The ASGI benchmark's app (bench/asgi.py): hello world over HTTP, and a WebSocket echo."""
+    if scope["type"] == "http":
+        await send(_ASGI_HEAD)
+        await send(_ASGI_BODY)
+    elif scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        while (message := await receive())["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": message.get("text"), "bytes": message.get("bytes")})

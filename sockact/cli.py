@@ -18,7 +18,7 @@ from .sandbox import sandboxed_check_line
 log = logging.getLogger("sockact")
 
 DESCRIPTION = """\
-sockact serves a WSGI app with a pool of forked worker processes. The supervisor
+sockact serves a WSGI or ASGI app with a pool of forked worker processes. The supervisor
 accepts every connection on sockets it gets from systemd (socket activation) or
 binds itself (--bind), and hands each one to an idle worker. Idle keep-alive
 connections wait in the supervisor, never in a worker."""
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     reloadctl.add_arguments(reload)
     for p in (run, check):
         p.add_argument("app_arg", nargs="?", metavar="APP",
-                       help="the WSGI app as module:callable, or module for module:application (same as --app)")
+                       help="the WSGI or ASGI app as module:callable, or module for module:application (same as --app)")
         p.add_argument("-c", "--config", metavar="FILE", help="TOML settings file (also $SOCKACT_CONFIG)")
         p.add_argument("--check-config", action="store_true",
                        help="do what 'sockact check' does, then exit (as gunicorn's --check-config)")
@@ -165,6 +165,7 @@ def check_apps(cfg: Config) -> int:
     """Import each app in a child process with the service's settings applied; the exit code says
     whether they all load (5 when one does not), and stderr says exactly what failed."""
     from .apploader import add_virtualenv, load_all
+    from .asgi.interface import choose
 
     sys.stdout.flush()
     sys.stderr.flush()
@@ -175,8 +176,9 @@ def check_apps(cfg: Config) -> int:
             _prepare(cfg)
             add_virtualenv(cfg.virtualenv)
             apps = load_all(app_specs(cfg))
-            for spec in apps:
-                print(f"# app {spec}: imports and is callable")
+            for spec, app in apps.items():
+                kind = choose(_interface_of(cfg, spec), app).upper()
+                print(f"# app {spec}: imports and is callable; served as {kind}")
             code = EXIT_OK
         except SockactError as exc:
             print(f"sockact: error: {exc}", file=sys.stderr)
@@ -193,6 +195,14 @@ def check_apps(cfg: Config) -> int:
         print(f"sockact: error: importing the app killed the process ({os.WTERMSIG(status)})", file=sys.stderr)
         return APP_LOAD_ERROR
     return os.waitstatus_to_exitcode(status)
+
+
+def _interface_of(cfg: Config, spec: str) -> str:
+    """The interface setting that applies to ``spec``: its listener's own, else the global one."""
+    for table in cfg.listeners.values():
+        if table.get("app", cfg.app) == spec and "interface" in table:
+            return str(table["interface"])
+    return cfg.interface
 
 
 def _prepare(cfg: Config) -> None:

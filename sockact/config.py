@@ -87,8 +87,14 @@ class ListenerSettings:
 
     app: str = _opt(
         parsers.app_spec, DEFAULT_APP,
-        "The WSGI application to serve, as 'module:callable'; a bare 'module' means 'module:application'. "
+        "The WSGI or ASGI application to serve, as 'module:callable'; a bare 'module' means 'module:application'. "
         "A listener without its own [listeners.NAME] table serves this one.", "app", metavar="MODULE:CALLABLE")
+    interface: str = _opt(
+        parsers.choice("auto", "wsgi", "asgi"), "auto",
+        "How the app is called: 'wsgi' (PEP 3333), 'asgi' (ASGI 3, on an asyncio loop per worker, uvloop "
+        "where installed), or 'auto', which takes an async callable of (scope, receive, send) for ASGI and "
+        "anything else for WSGI, and logs which it chose. The listeners of one sockact share one interface.",
+        "app", metavar="INTERFACE")
     root_path: str = _opt(
         parsers.mount, "",
         "The URL prefix the app is mounted under, e.g. '/app' behind a proxy that forwards /app/...: it "
@@ -159,6 +165,12 @@ class Config(ListenerSettings):
         parsers.boolean, False,
         "Import the app once in the supervisor before forking workers (less memory per worker; "
         "a reload then re-forks but does not re-import).", "app")
+    lifespan: str = _opt(
+        parsers.choice("auto", "on", "off"), "auto",
+        "ASGI lifespan protocol: 'on' runs the app's startup in each worker before it serves (a failed "
+        "startup halts like an app that cannot import) and its shutdown when the worker stops, within "
+        "graceful_timeout; 'auto' does so unless the app refuses lifespan; 'off' never.", "app",
+        metavar="MODE")
     bind: tuple[str, ...] = _opt(
         parsers.binds, ("127.0.0.1:8000",),
         "Addresses to listen on when systemd passes no sockets: HOST:PORT, [V6]:PORT or unix:PATH. "
@@ -175,7 +187,8 @@ class Config(ListenerSettings):
         parsers.integer(1), 2, "Number of worker processes.", "workers", metavar="N", aliases=("-w",))
     threads: int = _opt(
         parsers.integer(1), 1,
-        "App threads per worker; 1 serves one request at a time per worker, as a sync worker.", "workers",
+        "App threads per worker; 1 serves one request at a time per worker, as a sync worker. An ASGI app "
+        "runs on its worker's event loop instead, many requests at a time.", "workers",
         metavar="N")
     max_requests: int = _opt(
         parsers.integer(0), 0, "Recycle a worker after this many requests (0: never).", "workers", metavar="N")

@@ -175,30 +175,12 @@ class EventLoop:
     # ------------------------------------------------------------------ the channel
 
     def _read_channel(self) -> None:
-        for _ in range(64):  # a batch, then let connections have their turn
-            try:
-                msg = self.receiver.recv()
-            except BlockingIOError:
-                return
-            except handoff.FdsLost as exc:
-                log.warning("worker %d: a connection was lost on its way in (%s)", os.getpid(), exc)
-                self._send(handoff.Message(handoff.DONE, conn_id=exc.message.conn_id, listener=exc.message.listener))
-                continue
-            except HandoffError as exc:
-                log.error("worker %d: bad message from the supervisor: %s", os.getpid(), exc)
-                continue
-            except OSError:
-                msg = None
-            if msg is None:
-                self._retire()
-                return
-            if msg.kind == handoff.CONN:
-                self._adopt(msg)
+        read_channel(self.receiver, self.chan, self._adopt, self._retire)
 
     def _adopt(self, msg: handoff.Message) -> None:
         sock = socket.socket(msg.family, socket.SOCK_STREAM, 0, fileno=msg.fd)
         if self._stalled() or self.retiring or self.recycling:
-            self._hand_back(msg, sock, msg.data)
+            hand_back(self.chan, msg, sock, msg.data)
             return
         site = self.sites[msg.listener]
         if site.proxy_protocol != "off" and msg.proxy is None:
@@ -216,12 +198,9 @@ class EventLoop:
             self._advance(held)
 
     def _http(self, msg: handoff.Message, sock: socket.socket, site: Site, pending: bytes) -> HTTPConnection:
-        extra = dict(self.extra)
-        extra["sockact.conn_id"] = msg.conn_id
-        extra["sockact.hops"] = msg.hops
-        extra["sockact.listener"] = site.listener
-        return HTTPConnection(sock, site, peer=msg.peer, conn_id=msg.conn_id, pending=pending, environ_extra=extra,
-                              stopping=self._is_stopping, client=msg.proxy.client if msg.proxy else None)
+        return HTTPConnection(sock, site, peer=msg.peer, conn_id=msg.conn_id, pending=pending,
+                              environ_extra=conn_extra(self.extra, msg, site), stopping=self._is_stopping,
+                              client=msg.proxy.client if msg.proxy else None)
 
     def _read_preface(self, held: Held, data: bytes) -> None:
         """Bytes of a connection whose PROXY header is not whole yet (b"" when none came now)."""
@@ -348,8 +327,7 @@ class EventLoop:
         assert request is not None
         held.request = None
         slot = self.slots[index]
-        # The path as the app sees it (PATH_INFO, decoded); the supervisor escapes it when it logs it.
-        slot.begin(f"{request.method.decode('latin-1')} {unquote_to_bytes(request.path).decode('latin-1')}")
+        slot.begin(call_line(request))
         self.call_started[index] = started = time.monotonic()
         try:
             return held.http.serve(request)
@@ -445,7 +423,7 @@ class EventLoop:
                 self.ready.remove(held)
             self._unwatch(held)
             del self.held[held.msg.conn_id]
-            self._hand_back(held.msg, held.sock, self._unparsed(held))
+            hand_back(self.chan, held.msg, held.sock, self._unparsed(held))
         # Connections already on their way in go straight back too.
         self._read_channel()
 
@@ -456,17 +434,11 @@ class EventLoop:
             return
         self._unwatch(held)
         del self.held[held.msg.conn_id]
-        self._hand_back(held.msg, held.sock, self._unparsed(held))
+        hand_back(self.chan, held.msg, held.sock, self._unparsed(held))
 
     @staticmethod
     def _unparsed(held: Held) -> bytes:
         return bytes(held.preface) if held.preface is not None else held.http.unparsed()
-
-    def _hand_back(self, msg: handoff.Message, sock: socket.socket, data: bytes) -> None:
-        reply = handoff.Message(handoff.PARK, conn_id=msg.conn_id, listener=msg.listener, family=msg.family,
-                                peer=msg.peer, hops=msg.hops, data=data, fd=sock.fileno(), proxy=msg.proxy)
-        self._send(reply)
-        sock.close()  # the supervisor holds it now
 
     def _close(self, held: Held) -> None:
         self._unwatch(held)
@@ -475,10 +447,7 @@ class EventLoop:
         self._send(handoff.Message(handoff.DONE, conn_id=held.msg.conn_id, listener=held.msg.listener))
 
     def _send(self, msg: handoff.Message) -> None:
-        try:
-            handoff.send(self.chan, msg, wait=SEND_WAIT)
-        except OSError as exc:
-            log.debug("worker %d: cannot report to the supervisor: %s", os.getpid(), exc)
+        report(self.chan, msg)
 
     def _retire(self) -> None:
         """EOF on the channel: hand back what waits, finish what is in calls, then exit."""
@@ -491,3 +460,60 @@ class EventLoop:
 
     def _is_stopping(self) -> bool:
         return self.stopping or self.draining
+
+
+# ---------------------------------------------------------------------- shared with the ASGI runner
+
+
+def read_channel(receiver: handoff.Receiver, chan: socket.socket, adopt: Callable[[handoff.Message], None],
+                 retire: Callable[[], None]) -> None:
+    """Take the connections waiting on the channel, a batch at most; ``retire`` at EOF."""
+    for _ in range(64):  # a batch, then let connections have their turn
+        try:
+            msg = receiver.recv()
+        except BlockingIOError:
+            return
+        except handoff.FdsLost as exc:
+            log.warning("worker %d: a connection was lost on its way in (%s)", os.getpid(), exc)
+            report(chan, handoff.Message(handoff.DONE, conn_id=exc.message.conn_id, listener=exc.message.listener))
+            continue
+        except HandoffError as exc:
+            log.error("worker %d: bad message from the supervisor: %s", os.getpid(), exc)
+            continue
+        except OSError:
+            msg = None
+        if msg is None:
+            retire()
+            return
+        if msg.kind == handoff.CONN:
+            adopt(msg)
+
+
+def call_line(request: Request) -> str:
+    """The scoreboard's line for a call: the path as the app sees it (PATH_INFO, decoded); the
+    supervisor escapes it when it logs it."""
+    return f"{request.method.decode('latin-1')} {unquote_to_bytes(request.path).decode('latin-1')}"
+
+
+def conn_extra(extra: dict[str, object], msg: handoff.Message, site: Site) -> dict[str, object]:
+    """The worker's extras plus this connection's: its id, hand-off count and listener."""
+    out = dict(extra)
+    out["sockact.conn_id"] = msg.conn_id
+    out["sockact.hops"] = msg.hops
+    out["sockact.listener"] = site.listener
+    return out
+
+
+def hand_back(chan: socket.socket, msg: handoff.Message, sock: socket.socket, data: bytes) -> None:
+    """Give a connection back to the supervisor (PARK) with the bytes read and not served; closes ours."""
+    report(chan, handoff.Message(handoff.PARK, conn_id=msg.conn_id, listener=msg.listener, family=msg.family,
+                                 peer=msg.peer, hops=msg.hops, data=data, fd=sock.fileno(), proxy=msg.proxy))
+    sock.close()  # the supervisor holds it now
+
+
+def report(chan: socket.socket, msg: handoff.Message) -> None:
+    """Send ``msg`` to the supervisor, waiting a little for room; a gone supervisor is not an error."""
+    try:
+        handoff.send(chan, msg, wait=SEND_WAIT)
+    except OSError as exc:
+        log.debug("worker %d: cannot report to the supervisor: %s", os.getpid(), exc)

@@ -205,7 +205,7 @@ def _paragraphs(text: str) -> list[str]:
 # -- sockact(1)
 
 SOCKACT_1_DESCRIPTION = """
-sockact serves a Python WSGI application over HTTP/1.1 with a pool of worker processes. It is
+sockact serves a Python WSGI or ASGI application over HTTP/1.1 with a pool of worker processes. It is
 made to run under systemd: the listening sockets belong to a socket unit and are passed to
 sockact when the first connection arrives (socket activation), so sockact.service can restart,
 or the package be upgraded, while clients wait in the socket's queue instead of being refused.
@@ -235,7 +235,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
 def render_sockact_1(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> str:
     options = cli_options(parser)
     out = header("sockact", 1, "User Commands", environ)
-    out += [".SH NAME", "sockact \\- socket\\-activated process supervisor for Python WSGI apps"]
+    out += [".SH NAME", "sockact \\- socket\\-activated process supervisor for Python WSGI and ASGI apps"]
     out += [".SH SYNOPSIS"]
     for name, opts in options.items():
         positional = "".join(f" [{o.synopsis}]" for o in opts if o.positional)

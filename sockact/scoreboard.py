@@ -109,3 +109,7 @@ class SlotWriter:
     def end(self) -> None:
         self.requests += 1
         _LINE.pack_into(self._map, self._at, 0.0, self.requests, 0)
+
+    def idle(self) -> None:
+        """Not in a call, counting nothing new (the ASGI loop's beat, between requests)."""
+        _LINE.pack_into(self._map, self._at, 0.0, self.requests, 0)

@@ -1,10 +1,11 @@
 """The worker process's shell, after the fork: set the process up, load the app, say READY.
 
 The shell owns the channel and the process: signals, the app, READY. Serving belongs to
-a runner; today there is one, eventloop.EventLoop, which holds many connections at once
-and runs the app in ``threads`` app threads. An empty read on the channel means the
-supervisor wants the worker gone (or has died): the runner hands back what it holds,
-finishes the calls in progress, and returns.
+a runner, chosen by the apps' interface: eventloop.EventLoop holds many connections at once
+and runs a WSGI app in ``threads`` app threads; asgi.runner.AsgiRunner runs an ASGI app on an
+asyncio loop, after the app's lifespan startup, before READY. An empty read on the channel
+means the supervisor wants the worker gone (or has died): the runner hands back what it
+holds, finishes the calls in progress, and returns.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from collections.abc import Mapping, Sequence
 from . import handoff, notify
 from .accesslog import AccessLog
 from .apploader import WSGIApp, add_virtualenv, load_all
+from .asgi.interface import WSGI, choose, one_interface
+from .asgi.lifespan import Lifespan
+from .asgi.runner import AsgiRunner
 from .config import Config, ListenerConfig
 from .errors import APP_LOAD_ERROR, EXIT_OK, WORKER_BOOT_ERROR, SockactError
 from .eventloop import EventLoop
@@ -47,7 +51,7 @@ class WorkerShell:
         self.max_requests = max_requests  # with its jitter; 0: never recycled
         self.tally = tally  # request counts for the metrics; None: none are kept
         self.pid = 0
-        self.runner: EventLoop | None = None
+        self.runner: EventLoop | AsgiRunner | None = None
         self.access: AccessLog | None = None
 
     def run(self) -> int:
@@ -57,6 +61,7 @@ class WorkerShell:
             self._setup_process()
             worker_title(self.slot + 1, self.config.app)
             sites = self._build_sites()
+            self.runner = self._build_runner(sites)
         except SockactError as exc:
             log.error("worker %d cannot start: %s", self.pid, exc, extra={"SOCKACT_WORKER_PID": self.pid})
             # Any start-up error is fatal to the worker; the supervisor tells the two kinds apart.
@@ -64,13 +69,6 @@ class WorkerShell:
         except Exception:
             log.exception("worker %d failed while loading the app", self.pid, extra={"SOCKACT_WORKER_PID": self.pid})
             return WORKER_BOOT_ERROR
-        threads = self.config.threads
-        self.runner = EventLoop(
-            self.chan, sites, [self.scoreboard.writer(self.slot, i) for i in range(threads)],
-            tallies=self.tally.writers(self.slot, threads) if self.tally else None,
-            park_after=[self.config.listener(name).park_after for name in self.listener_names],
-            handback_after=self.config.handback_after, max_requests=self.max_requests,
-            extra={"sockact.worker_pid": self.pid}, access=self.access)
         try:
             handoff.send(self.chan, handoff.Message(handoff.READY))
         except OSError:
@@ -79,6 +77,32 @@ class WorkerShell:
         if self.access is not None:
             self.access.flush()
         return EXIT_OK
+
+    def _build_runner(self, sites: list[Site]) -> EventLoop | AsgiRunner:
+        """The runner for the listeners' interface; an ASGI app's lifespan startup runs here, before READY."""
+        listeners = [self.config.listener(name) for name in self.listener_names]
+        chosen = [(lc.name, choose(lc.interface, site.app)) for lc, site in zip(listeners, sites, strict=True)]
+        interface = one_interface(chosen)
+        for lc, (_, kind) in zip(listeners, chosen, strict=True):
+            how = "detected" if lc.interface == "auto" else "set"
+            log.info("worker %d: listener %s serves %s as %s (%s)", self.pid, lc.name, lc.app, kind.upper(), how)
+        slots = [self.scoreboard.writer(self.slot, i) for i in range(self.config.threads)]
+        park_after = [lc.park_after for lc in listeners]
+        extra: dict[str, object] = {"sockact.worker_pid": self.pid}
+        if interface == WSGI:
+            return EventLoop(self.chan, sites, slots, park_after=park_after,
+                             tallies=self.tally.writers(self.slot, self.config.threads) if self.tally else None,
+                             handback_after=self.config.handback_after, max_requests=self.max_requests,
+                             extra=extra, access=self.access)
+        by_app: dict[str, Lifespan] = {}
+        lifespans = [by_app.setdefault(lc.app, Lifespan(site.app, self.config.lifespan, lc.app))
+                     for lc, site in zip(listeners, sites, strict=True)]
+        runner = AsgiRunner(self.chan, sites, slots, park_after=park_after,
+                            handback_after=self.config.handback_after, max_requests=self.max_requests,
+                            extra=extra, lifespans=lifespans, graceful_timeout=self.config.graceful_timeout,
+                            access=self.access)
+        runner.startup()
+        return runner
 
     def _setup_process(self) -> None:
         # The supervisor's handlers came across the fork; replace every one of them, then let the

@@ -14,7 +14,7 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
@@ -236,11 +236,7 @@ class _Conn:
 
     def request_line(self) -> str:
         """The request in hand as logs quote it: client text escaped (see accesslog.escape)."""
-        request = self.request
-        if request is None:
-            return "-"
-        return escape(f"{request.method.decode('latin-1')} {request.target.decode('latin-1')} "
-                      f"{PROTOCOLS[request.version]}")
+        return quoted_request_line(self.request)
 
     def local_address(self) -> tuple[str, str]:
         """SERVER_NAME and SERVER_PORT from the socket, for a request without Host."""
@@ -472,18 +468,37 @@ class _Conn:
     def _access(self, request: Request | None, status: int, started: float) -> None:
         if self.access is None:
             return
-        duration = int((time.perf_counter() - started) * 1e6)
         start = self.start
-        if request is None:
-            entry = Entry(remote=self.remote, method="", target="", path="", query="", protocol="",
-                          status=status, sent=self.engine.body_sent, duration_us=duration, pid=self.pid,
-                          conn_id=self.conn_id, listener=self.site.listener)
-        else:
-            entry = Entry(remote=self.remote, method=request.method.decode("latin-1"),
-                          target=request.target.decode("latin-1"), path=path_info(request.path),
-                          query=request.query.decode("latin-1"), protocol=PROTOCOLS[request.version],
-                          status=status, sent=self.engine.body_sent, duration_us=duration, pid=self.pid,
-                          conn_id=self.conn_id, listener=self.site.listener, headers=request.headers,
-                          response_headers=start.headers if start is not None else ())
-        self.access.log(entry)
+        self.access.log(access_entry(self.remote, request, status, self.engine.body_sent, started, self.pid,
+                                     self.conn_id, self.site.listener,
+                                     start.headers if start is not None else ()))
+
+
+def quoted_request_line(request: Request | None) -> str:
+    """A request as logs quote it: client text escaped (see accesslog.escape); "-" for none."""
+    if request is None:
+        return "-"
+    return escape(f"{request.method.decode('latin-1')} {request.target.decode('latin-1')} "
+                  f"{PROTOCOLS[request.version]}")
+
+
+def access_remote(sock: socket.socket, peer: tuple[Any, ...] | str | None) -> str:
+    """The client as the access log names it: the TCP peer's address, or a Unix peer's path."""
+    if isinstance(peer, tuple):
+        return str(peer[0])
+    return peer or (unix_peer(sock) if sock.family == socket.AF_UNIX else "")
+
+
+def access_entry(remote: str, request: Request | None, status: int, sent: int, started: float, pid: int,
+                 conn_id: int, listener: str, response_headers: Sequence[tuple[str, str]] = ()) -> Entry:
+    """The access log's entry for one request (None: the request line itself was bad) begun at ``started``
+    (time.perf_counter())."""
+    duration = int((time.perf_counter() - started) * 1e6)
+    if request is None:
+        return Entry(remote=remote, method="", target="", path="", query="", protocol="", status=status,
+                     sent=sent, duration_us=duration, pid=pid, conn_id=conn_id, listener=listener)
+    return Entry(remote=remote, method=request.method.decode("latin-1"), target=request.target.decode("latin-1"),
+                 path=path_info(request.path), query=request.query.decode("latin-1"),
+                 protocol=PROTOCOLS[request.version], status=status, sent=sent, duration_us=duration, pid=pid,
+                 conn_id=conn_id, listener=listener, headers=request.headers, response_headers=response_headers)
 

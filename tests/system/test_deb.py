@@ -41,6 +41,22 @@ def app(environ, start_response):
     return [body]
 '''
 
+# An ASGI app that says which event loop serves it, and whether wsproto (for WebSockets) is there.
+ASGI_APP = '''\
+import asyncio
+import importlib.util
+
+
+async def app(scope, receive, send):
+    assert scope["type"] == "http"
+    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    ws = "wsproto" if importlib.util.find_spec("wsproto") else "no wsproto"
+    body = f"asgi on {loop} with {ws}\\n".encode()
+    length = str(len(body)).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", length)]})
+    await send({"type": "http.response.body", "body": body})
+'''
+
 
 @pytest.fixture(scope="module")
 def debs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
@@ -99,7 +115,7 @@ def test_fresh_install_pulls_the_dependencies_and_starts_the_socket_only(box: Co
     assert _status(box) == ""
     done = box.run(f"{APT} install {_deb(VERSION)}", timeout=300)
     # apt fetched Debian's own packages; the .deb bundles no virtualenv
-    for dependency in ("python3-systemd", "python3-httptools"):
+    for dependency in ("python3-systemd", "python3-httptools", "python3-uvloop", "python3-wsproto"):
         assert f"Setting up {dependency}" in done.stdout, done.stdout
     assert _status(box) == f"ii {VERSION}"
     assert box.systemctl("is-enabled", "sockact.socket").stdout.strip() == "enabled"
@@ -256,6 +272,22 @@ def test_a_template_instance_serves_a_second_app_beside_the_first(box: Container
     assert second.stdout == "demo2 says hello\n"
     assert _active(box, "sockact@demo2.service") == "active"
     assert DEMO_PAGE in http_get(PORT).text  # the first app is still there
+
+
+def test_an_asgi_app_runs_on_debians_uvloop_with_wsproto_at_hand(box: Container) -> None:
+    _ensure_installed(box)
+    site = box.run(["python3", "-c", "import site; print(site.getsitepackages()[0])"]).stdout.strip()
+    box.write(f"{site}/asgiapp.py", ASGI_APP)
+    box.write("/etc/sockact/asgi.toml", 'app = "asgiapp:app"\nworkers = 1\n')
+    box.systemctl("start", "sockact@asgi.socket")
+    try:
+        answer = box.run("curl -sS --retry 5 --retry-connrefused --unix-socket /run/sockact/asgi.sock http://asgi/",
+                         timeout=60)
+        assert answer.stdout == "asgi on uvloop with wsproto\n"
+        log = box.run("journalctl -u sockact@asgi.service -o cat --no-pager").stdout
+        assert "serves asgiapp:app as ASGI (detected)" in log, log
+    finally:
+        box.systemctl("stop", "sockact@asgi.socket", "sockact@asgi.service", check=False)
 
 
 # -- reload and restart, as an operator runs them; a broken app and a crashing one

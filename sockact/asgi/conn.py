@@ -1,0 +1,262 @@
+"""One client connection on the worker's asyncio loop: its fd, read and write buffers, and engine.
+
+The loop reads the socket when it is readable (``add_reader``) and feeds the HTTP engine,
+or a WebSocket's protocol once one is open; writes go straight out when the kernel takes
+them and are buffered when it does not, and ``drain`` makes a writer wait while more than
+WRITE_HIGH is buffered. Reading pauses while more than READ_HIGH of a request body waits
+for the app (backpressure). The socket stays in blocking mode and every call passes
+MSG_DONTWAIT, so it can be handed back to the supervisor as it came.
+
+Nothing here decides what a connection does next; the runner does (runner.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .. import handoff
+from ..http import Site
+from ..http.engine import Connection
+from ..http.limits import LINGER_SECONDS, RECV_SIZE
+
+WRITE_HIGH = 64 * 1024  # bytes buffered for the client before a writer waits (uvicorn's high-water mark)
+READ_HIGH = 256 * 1024  # bytes of body buffered for the app before the loop stops reading
+
+
+class Conn:
+    def __init__(self, loop: asyncio.AbstractEventLoop, msg: handoff.Message, sock: socket.socket, site: Site,
+                 scope: dict[str, Any], on_input: Callable[[Conn], None], lock: threading.Lock) -> None:
+        self.loop = loop
+        self.lock = lock  # the runner's: held while the loop reads, so a stall hand-back can take the connection
+        self.msg = msg
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.site = site
+        self.scope = scope  # the connection's scope keys
+        self.engine = Connection(site.limits)
+        if msg.data:
+            self.engine.receive_data(msg.data)
+        self.on_input = on_input  # called with new input while no app call owns the connection
+        self.feed: Callable[[bytes], None] | None = None  # a WebSocket takes the bytes instead of the engine
+        self.since = time.monotonic()  # idle since, or head started at
+        self.partial = False
+        self.busy = False  # an app call (HTTP cycle or WebSocket) owns it
+        self.websocket = False
+        self.served = 0
+        self.remote = ""  # the client as the access log names it, found on its first line
+        self.eof = False  # the client closed its side
+        self.gone = False  # a write failed: the client is gone
+        self.closing_at = 0.0  # closing once the output is flushed; the deadline to give up
+        self.lingering = False
+        self.handed = False  # handed back while the loop was blocked: the loop only closes its copy
+        self._reading = False
+        self._out = bytearray()
+        self._writing = False
+        # Tasks waiting for input, or for room to write: an app may await receive() in two tasks at
+        # once (Starlette listens for the disconnect while it streams), so each waits on its own future.
+        self._input: list[asyncio.Future[None]] = []
+        self._drained: list[asyncio.Future[None]] = []
+
+    # -- reading
+
+    def read_now(self) -> None:
+        """Read what is there (a new connection's first request usually is), then watch the socket."""
+        self._on_readable()
+        if not self.eof:
+            self.resume_reading()
+
+    def resume_reading(self) -> None:
+        if not self._reading and not self.eof and self.fd >= 0:
+            self.loop.add_reader(self.fd, self._readable)
+            self._reading = True
+
+    def pause_reading(self) -> None:
+        if self._reading:
+            self.loop.remove_reader(self.fd)
+            self._reading = False
+
+    def _readable(self) -> None:
+        with self.lock:
+            if self.handed:
+                self.drop()
+            else:
+                self._on_readable()
+
+    def _on_readable(self) -> None:
+        try:
+            data = self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.eof = True
+            self.pause_reading()
+        if self.lingering:
+            if not data:
+                self._finish_close()
+            return
+        if self.feed is not None:
+            self.feed(data)
+        else:
+            self.engine.receive_data(data)
+            if self.busy and self.engine.buffered > READ_HIGH:
+                self.pause_reading()  # the app reads slower than the client sends
+        if self.busy:
+            self.wake()
+        else:
+            self.on_input(self)
+
+    async def wait_input(self, timeout: float | None = None) -> None:
+        """Until more input (or EOF) arrives; a client silent for ``timeout`` seconds is taken for gone."""
+        if self.eof:
+            return
+        self.resume_reading()
+        await self._bounded(self._wait(self._input), timeout)
+
+    async def _bounded(self, future: asyncio.Future[None], timeout: float | None) -> None:
+        if timeout is None:
+            await future
+            return
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            self._lost()  # as a blocking read or write gives up after io_timeout for WSGI
+
+    def wake(self) -> None:
+        """Wake the tasks waiting for input, to look again at what they wait for."""
+        _wake(self._input)
+
+    def _wait(self, waiters: list[asyncio.Future[None]]) -> asyncio.Future[None]:
+        future = self.loop.create_future()
+        waiters.append(future)
+        return future
+
+    # -- writing
+
+    def write(self, *parts: bytes) -> None:
+        """Send ``parts`` now, or buffer what the kernel does not take yet; dropped once the client is gone."""
+        if self.gone or self.fd < 0:
+            return
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        if not data:
+            return
+        if not self._out:
+            try:
+                sent = self.sock.send(data, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self._lost()
+                return
+            if sent == len(data):
+                return
+            data = data[sent:]
+        self._out += data
+        if not self._writing:
+            self.loop.add_writer(self.fd, self._on_writable)
+            self._writing = True
+
+    @property
+    def flushed(self) -> bool:
+        return not self._out
+
+    async def drain(self) -> None:
+        """Wait while more than WRITE_HIGH is buffered for the client (write backpressure); a client that
+        takes nothing for the listener's io_timeout is taken for gone."""
+        while len(self._out) > WRITE_HIGH and not self.gone:
+            await self._bounded(self._wait(self._drained), self.site.io_timeout)
+
+    def _on_writable(self) -> None:
+        try:
+            sent = self.sock.send(self._out, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._lost()
+            return
+        del self._out[:sent]
+        if len(self._out) <= WRITE_HIGH:
+            _wake(self._drained)
+        if not self._out:
+            self.loop.remove_writer(self.fd)
+            self._writing = False
+            if self.closing_at:
+                self._after_flush()
+
+    def _lost(self) -> None:
+        self.gone = True
+        self._out.clear()
+        if self._writing:
+            self.loop.remove_writer(self.fd)
+            self._writing = False
+        _wake(self._drained)
+        _wake(self._input)
+        if self.closing_at:
+            self._finish_close()
+
+    # -- leaving: closed, or handed to the supervisor
+
+    def close(self, linger: bool = False, timeout: float = 5.0) -> None:
+        """Close once the output is flushed (within ``timeout``); ``linger``: first read and drop what
+        the client still sends, so its kernel does not reset the connection before it reads the answer."""
+        if self.closing_at:
+            return
+        self.closing_at = time.monotonic() + timeout
+        self.lingering = linger
+        self.wake()
+        if not self._out:
+            self._after_flush()
+
+    def _after_flush(self) -> None:
+        if self.lingering and not self.eof and not self.gone:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_WR)
+            self.closing_at = min(self.closing_at, time.monotonic() + LINGER_SECONDS)
+            self.resume_reading()
+            return
+        self._finish_close()
+
+    def drop(self) -> None:
+        """Close this worker's copy of a connection handed back to the supervisor."""
+        if not self.closed:
+            self._finish_close()
+
+    def _finish_close(self) -> None:
+        self.detach()
+        self.sock.close()
+
+    def detach(self) -> None:
+        """Stop watching the fd (before it is closed or sent away)."""
+        if self.fd < 0:
+            return
+        self.pause_reading()
+        if self._writing:
+            self.loop.remove_writer(self.fd)
+            self._writing = False
+        self.fd = -1
+        self.wake()
+
+    @property
+    def closed(self) -> bool:
+        return self.fd < 0
+
+    def expire_close(self, now: float) -> bool:
+        """A close whose flush or linger outlasted its deadline: drop it now. True if closed."""
+        if self.closing_at and not self.closed and now > self.closing_at:
+            self._finish_close()
+        return self.closed
+
+
+def _wake(waiters: list[asyncio.Future[None]]) -> None:
+    """Resolve every waiting future (a cancelled waiter's is done already) and forget them."""
+    for future in waiters:
+        if not future.done():
+            future.set_result(None)
+    waiters.clear()

@@ -1,0 +1,260 @@
+"""One HTTP request-response cycle of an ASGI app: the ``receive`` and ``send`` it is given.
+
+The request body comes from the connection's engine as the app asks for it (http.request
+with more_body, 100 Continue sent on the first ask); once the body is read and the
+response is sent, or the client has gone, ``receive`` answers http.disconnect. Once the
+client has gone, ``send`` raises ClientDisconnected (an OSError, as ASGI 2.4 asks), so an
+app streaming an endless response stops. The response head waits for the first body
+message, so a whole body given at once gets a Content-Length; the engine decides framing
+and persistence, as for WSGI. Headers pass the same checks as a WSGI app's
+(wsgi.check_response); hop-by-hop fields are the server's and are dropped, except
+"Connection: close". Trailers are not offered (no "http.response.trailers" extension): an
+app that asks for them gets a 500 that says so. "http.response.pathsend" is offered: the
+body is a file, given by its path.
+
+Outcomes: an exception before the response starts is a 500; after it, the connection is
+closed, so the client sees the response cut short, which is the truth."""
+
+from __future__ import annotations
+
+import functools
+import http
+import logging
+import os
+import time
+from typing import Any
+
+from ..errors import InvalidResponse, ProtocolError
+from ..http.events import END_OF_MESSAGE, NEED_DATA, Data, Request
+from ..http.limits import DRAIN_LIMIT
+from ..http.server import http_date, quoted_request_line
+from ..http.wsgi import HOP_BY_HOP, check_response
+from .conn import Conn
+
+log = logging.getLogger("sockact.http")
+
+DISCONNECT = {"type": "http.disconnect"}
+
+
+class ClientDisconnected(OSError):
+    """send() after the client went away: ASGI spec 2.4 asks for an OSError, so a streaming app stops."""
+
+PATHSEND_PIECE = 256 * 1024  # bytes of a file read at a time for http.response.pathsend
+
+
+class HttpCycle:
+    def __init__(self, conn: Conn, request: Request, scope: dict[str, Any], stopping: bool) -> None:
+        self.conn = conn
+        self.engine = conn.engine
+        self.request = request
+        self.scope = scope
+        self.stopping = stopping  # answer with Connection: close
+        self.status = 0
+        self.headers: list[tuple[str, str]] | None = None  # from http.response.start, checked
+        self.started = False  # the head is on its way
+        self.complete = False  # the whole response is on its way
+        self.answered = False  # sockact answered in the app's stead (an error); the app's sends are dropped
+        self.body_done = False
+        self.started_at = time.perf_counter()  # for the access log
+
+    async def run(self, app: Any) -> bool:
+        """Call the app and finish the response; True when the connection persists."""
+        try:
+            await app(self.scope, self.receive, self.send)
+        except Exception as exc:
+            if self.answered or self.client_left:
+                log.debug("conn %d: the app stopped after the client left: %r", self.conn.msg.conn_id, exc)
+            else:
+                log.error("conn %d: application error on %s", self.conn.msg.conn_id, self.line(), exc_info=exc)
+            return self._fail()
+        if self.answered:
+            return False
+        if not self.started:
+            log.error("conn %d: the application returned without a response to %s", self.conn.msg.conn_id,
+                      self.line())
+            return self._fail()
+        if not self.complete:
+            return False  # the app stopped in the middle of its body
+        return self.engine.keep_alive and not self.conn.gone and await self._drain()
+
+    @property
+    def client_left(self) -> bool:
+        return self.conn.gone or self.conn.eof
+
+    def line(self) -> str:
+        return quoted_request_line(self.request)
+
+    def _fail(self) -> bool:
+        if not self.started and not self.answered:
+            self.answer(500)
+        return False
+
+    def answer(self, status: int) -> None:
+        """sockact's own plain-text error response; the connection then closes."""
+        self.answered = True
+        self.status = status
+        if not self.conn.gone:
+            self.conn.write(self.engine.error_response(status, http_date()))
+
+    # -- receive
+
+    async def receive(self) -> dict[str, Any]:
+        while not (self.body_done or self.answered or self.conn.gone):
+            try:
+                event = self.engine.next_event()
+            except ProtocolError as exc:
+                if self.conn.eof:
+                    break  # the client went away in the middle of the body
+                log.debug("conn %d: bad request body: %s", self.conn.msg.conn_id, exc)
+                if not self.started:
+                    self.answer(exc.status)
+                break
+            if isinstance(event, Data):
+                more = self.engine.unread_body != 0
+                if not more:
+                    self.engine.next_event()  # END_OF_MESSAGE: say so with this piece
+                    self.body_done = True
+                self.conn.resume_reading()
+                return {"type": "http.request", "body": event.data, "more_body": more}
+            if event is END_OF_MESSAGE:
+                self.body_done = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            if event is not NEED_DATA:
+                self.body_done = True  # PAUSED: the body was read already
+                break
+            interim = self.engine.send_continue()
+            if interim:
+                self.conn.write(interim)
+            await self.conn.wait_input(self.conn.site.io_timeout)
+        # The body is read (or never will be): the next message is the client leaving.
+        while not (self.complete or self.answered or self.conn.gone or self.conn.eof or self.conn.closed):
+            await self.conn.wait_input()
+        return DISCONNECT
+
+    # -- send
+
+    async def send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if self.answered:
+            return  # sockact answered in the app's stead: the app's response goes nowhere
+        if self.client_left:
+            raise ClientDisconnected(f"conn {self.conn.msg.conn_id}: the client has gone")
+        if kind == "http.response.start":
+            if self.headers is not None:
+                raise InvalidResponse("http.response.start sent twice")
+            if message.get("trailers"):
+                raise InvalidResponse("http.response.start asks for trailers, which sockact does not send "
+                                      "(no 'http.response.trailers' extension in the scope)")
+            self.status, self.headers = _check_start(message)
+            return
+        if kind == "http.response.pathsend":
+            await self._send_path(message)
+            return
+        if kind != "http.response.body":
+            raise InvalidResponse(f"unexpected ASGI message {kind!r}")
+        if self.headers is None:
+            raise InvalidResponse("http.response.body before http.response.start")
+        if self.complete:
+            raise InvalidResponse("http.response.body after the response ended")
+        body = message.get("body", b"")
+        if not isinstance(body, (bytes, bytearray, memoryview)):
+            raise InvalidResponse(f"http.response.body's body must be bytes, not {type(body).__name__}")
+        body = bytes(body)
+        more = bool(message.get("more_body", False))
+        engine = self.engine
+        parts = []
+        if not self.started:
+            self.started = True
+            parts.append(engine.start_response(_status_line(self.status), self.headers, close=self.stopping,
+                                               date=http_date(), whole=None if more else len(body)))
+        if body:
+            parts.append(engine.send_data(body))
+        if not more:
+            parts.append(engine.end_response())
+            self.complete = True
+            self.conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
+        self.conn.write(*parts)
+        if more:
+            await self.conn.drain()
+
+    async def _send_path(self, message: dict[str, Any]) -> None:
+        """http.response.pathsend: the whole body is the file at ``path``, read in pieces as the client takes them."""
+        if self.headers is None or self.started:
+            raise InvalidResponse("http.response.pathsend must follow http.response.start, and be the whole body")
+        path = message.get("path")
+        if not isinstance(path, str) or not os.path.isabs(path):
+            raise InvalidResponse(f"http.response.pathsend: path must be an absolute path, not {path!r}")
+        with open(path, "rb") as fh:  # a missing file raises here: a 500, since nothing is sent yet
+            size = os.fstat(fh.fileno()).st_size
+            self.started = True
+            self.conn.write(self.engine.start_response(_status_line(self.status), self.headers,
+                                                       close=self.stopping, date=http_date(), whole=size))
+            while not self.conn.gone:
+                piece = fh.read(PATHSEND_PIECE)
+                if not piece:
+                    break
+                self.conn.write(self.engine.send_data(piece))
+                await self.conn.drain()
+        self.conn.write(self.engine.end_response())
+        self.complete = True
+        self.conn.wake()
+
+    async def _drain(self) -> bool:
+        """Read and drop what is left of the request body, if small; True if that worked."""
+        dropped = 0
+        while not self.body_done and dropped <= DRAIN_LIMIT:
+            if self.conn.eof or self.conn.gone:
+                return False
+            message = await self.receive()
+            if message["type"] != "http.request":
+                return False
+            dropped += len(message["body"])
+        return self.body_done
+
+
+# Checked starts by (status, headers): an app sends the same few again and again. Bounded, so an app
+# that varies its headers per request (cookies, ids) only fills it once and then checks each anew.
+_CHECKED: dict[tuple[Any, ...], tuple[int, list[tuple[str, str]]]] = {}
+_CHECKED_MAX = 256
+
+
+def _check_start(message: dict[str, Any]) -> tuple[int, list[tuple[str, str]]]:
+    try:
+        key = (message.get("status"), *map(tuple, message.get("headers", ())))
+        hit = _CHECKED.get(key)
+    except TypeError:  # an unhashable header (not bytes): checked below, and refused there
+        key, hit = (), None
+    if hit is not None:
+        return hit
+    checked = _check(message)
+    if key and len(_CHECKED) < _CHECKED_MAX:
+        _CHECKED[key] = checked
+    return checked
+
+
+def _check(message: dict[str, Any]) -> tuple[int, list[tuple[str, str]]]:
+    status = message.get("status")
+    if type(status) is not int or not 100 <= status <= 999:
+        raise InvalidResponse(f"http.response.start: invalid status {status!r}")
+    headers = []
+    for item in message.get("headers", ()):
+        try:
+            name, value = item
+            name, value = bytes(name).decode("latin-1"), bytes(value).decode("latin-1")
+        except (TypeError, ValueError):
+            raise InvalidResponse(f"http.response.start: header {item!r} is not a pair of bytes") from None
+        lower = name.lower()
+        if lower in HOP_BY_HOP and not (lower == "connection" and value.strip().lower() == "close"):
+            continue  # framing and persistence are the engine's
+        headers.append((name, value))
+    _, checked = check_response(_status_line(status), headers)
+    return status, checked
+
+
+@functools.lru_cache(maxsize=64)
+def _status_line(status: int) -> str:
+    """"200 OK" for 200; a status without a registered phrase gets "Unknown"."""
+    try:
+        return f"{status} {http.HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"{status} Unknown"

@@ -1,0 +1,49 @@
+"""Which interface an app speaks: ``interface = auto | wsgi | asgi`` resolved against the callable.
+
+An ASGI 3 app is an async callable of (scope, receive, send): a coroutine function, or an
+object whose ``__call__`` is one (Starlette, FastAPI and Django's ASGIHandler are instances).
+Anything else callable is taken for WSGI, as gunicorn and granian's ``auto`` do.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable
+from typing import Any
+
+from ..errors import AppLoadError
+
+WSGI, ASGI = "wsgi", "asgi"
+
+
+def is_asgi(app: Any) -> bool:
+    """Whether ``app`` looks like an ASGI 3 application."""
+    if inspect.isclass(app):
+        return False  # an ASGI 2 class or a WSGI class: calling it builds an instance
+    method = getattr(app, "__call__", None)  # noqa: B004 - the method itself, async or not
+    if not (inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(method)):
+        return False
+    try:
+        params = list(inspect.signature(app).parameters.values())
+    except (TypeError, ValueError):
+        return True  # async, and its signature cannot be read: ASGI is the only async interface
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) == 3 or any(p.kind is p.VAR_POSITIONAL for p in params)
+
+
+def choose(setting: str, app: Any) -> str:
+    """The interface to serve ``app`` with: the setting, or for ``auto``, what the app looks like."""
+    if setting != "auto":
+        return setting
+    return ASGI if is_asgi(app) else WSGI
+
+
+def one_interface(chosen: Iterable[tuple[str, str]]) -> str:
+    """The one interface of a worker's listeners, given (listener, interface) pairs; AppLoadError if mixed."""
+    pairs = list(chosen)
+    kinds = {kind for _, kind in pairs}
+    if len(kinds) > 1:
+        listed = ", ".join(f"{name} ({kind})" for name, kind in pairs)
+        raise AppLoadError(f"interface: the listeners mix WSGI and ASGI apps ({listed}); one sockact serves "
+                          "one interface, so run one sockact per interface")
+    return kinds.pop() if kinds else WSGI

@@ -1,0 +1,383 @@
+"""The worker's runner for ASGI apps: one asyncio loop (uvloop where installed) over many connections.
+
+The asyncio counterpart of eventloop.EventLoop, with the same contract towards the supervisor:
+connections come in on the channel (CONN), idle keep-alive ones go back after ``park_after``
+(PARK), closed ones are reported (DONE), and ``max_requests`` sends RECYCLE. A head that does
+not arrive within ``header_timeout`` gets its 408. Each request is a task running the app
+(cycle.py); a WebSocket is one too (websocket.py), and is never parked.
+
+The scoreboard: the loop stamps its line on a beat (BEAT seconds) while any request is in
+hand, with the oldest request's line. A loop blocked by the app (a sync call in an async view)
+stops beating, so the supervisor sees the worker stall after ``handback_after`` and sends it
+nothing new, and aborts it after ``timeout``, as it does a stuck WSGI call.
+
+Who touches a connection's fd: the loop thread, from adoption until it is closed or handed
+back; then nobody in this worker. The one exception is a stall: the monitor thread, holding
+``lock`` while the app blocks the loop, sends duplicates of the waiting connections back and
+marks them handed; the loop closes its copies, unread, when it runs again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .. import handoff
+from ..accesslog import AccessLog
+from ..errors import ProtocolError
+from ..eventloop import TIMER_INTERVAL, call_line, conn_extra, hand_back, read_channel, report
+from ..http import Site
+from ..http.events import NEED_DATA, Request
+from ..http.server import access_entry, access_remote, http_date
+from ..scoreboard import SlotWriter
+from .conn import Conn
+from .cycle import HttpCycle
+from .lifespan import Lifespan
+from .scope import conn_scope, request_scope
+
+log = logging.getLogger("sockact.worker")
+
+BEAT = TIMER_INTERVAL  # seconds between the loop's scoreboard stamps and looks at every connection's deadlines
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when it is installed, else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+class AsgiRunner:
+    """Serves connections from ``chan`` with ASGI apps until the supervisor closes it."""
+
+    def __init__(self, chan: socket.socket, sites: Sequence[Site], slots: Sequence[SlotWriter], *,
+                 park_after: Sequence[float], handback_after: float, max_requests: int, extra: dict[str, Any],
+                 lifespans: Sequence[Lifespan], graceful_timeout: float, access: AccessLog | None = None) -> None:
+        self.chan = chan
+        self.sites = list(sites)
+        self.slots = list(slots)
+        self.park_after = list(park_after)
+        self.max_requests = max_requests
+        self.extra = extra
+        self.lifespans = list(lifespans)
+        self.graceful_timeout = graceful_timeout
+        self.access = access
+        self.stopping = False  # SIGTERM: answer with Connection: close, park nothing
+        self.draining = False  # a stop is coming (drain_delay): responses close their connections
+        self.retiring = False
+        self.recycling = False
+        self.requests = 0
+        self.loop = new_loop()
+        self.pid = os.getpid()
+        self.receiver = handoff.Receiver(chan)
+        self.held: dict[int, Conn] = {}
+        self.calls: dict[Conn, tuple[float, Request]] = {}  # connections in an app call: since, request
+        self.websockets: dict[Conn, Any] = {}  # open WebSockets (websocket.WebSocket), closed with 1001 on drain
+        self.drain_started = 0.0  # when stopping or retiring began
+        self._done: asyncio.Future[None] | None = None
+        # The loop's bookkeeping (the held connections, the channel) is done under ``lock``, which is
+        # free while the app runs; when the loop has not beaten for handback_after with requests in
+        # hand, the monitor thread takes it and hands the waiting connections back.
+        self.lock = threading.Lock()
+        self.handback_after = handback_after
+        self.last_beat = time.monotonic()
+        self.handing_back = False
+        self._orphans: list[Conn] = []  # handed back by the monitor; the loop closes its copies
+        self._stop_monitor = threading.Event()
+
+    # ------------------------------------------------------------------ life
+
+    def startup(self) -> None:
+        """The apps' lifespan startup, before READY; raises AppLoadError when one fails."""
+        for lifespan in dict.fromkeys(self.lifespans):
+            self.loop.run_until_complete(lifespan.startup())
+
+    def run(self) -> None:
+        try:
+            self.loop.run_until_complete(self._main())
+        finally:
+            self.loop.close()
+
+    async def _main(self) -> None:
+        self.chan.setblocking(False)
+        self._done = self.loop.create_future()
+        self.loop.add_reader(self.chan.fileno(), self._read_channel)
+        beat = self.loop.create_task(self._beat())
+        monitor = threading.Thread(target=self._monitor, name="sockact-monitor", daemon=True)
+        monitor.start()
+        try:
+            await self._done
+        finally:
+            beat.cancel()
+            self._stop_monitor.set()
+            monitor.join(timeout=1.0)
+            with contextlib.suppress(ValueError, OSError):
+                self.loop.remove_reader(self.chan.fileno())
+            for slot in self.slots:
+                slot.idle()
+        for lifespan in dict.fromkeys(self.lifespans):
+            await lifespan.shutdown(self.graceful_timeout)
+
+    def _check_done(self) -> None:
+        if self.retiring and not self.held and self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    # ------------------------------------------------------------------ the channel
+
+    def _read_channel(self) -> None:
+        with self.lock:
+            read_channel(self.receiver, self.chan, self._adopt, self._retire)
+
+    def _adopt(self, msg: handoff.Message) -> None:
+        sock = socket.socket(msg.family, socket.SOCK_STREAM, 0, fileno=msg.fd)
+        if self.retiring or self.recycling or self.handing_back:
+            hand_back(self.chan, msg, sock, msg.data)
+            return
+        site = self.sites[msg.listener]
+        try:
+            name = sock.getsockname()
+            server = (str(name[0]), int(name[1])) if isinstance(name, tuple) else None
+        except OSError:
+            server = None
+        state = self.lifespans[msg.listener].state if self.lifespans else {}
+        scope = conn_scope(msg.peer, server, site.environ["SCRIPT_NAME"], state, conn_extra(self.extra, msg, site))
+        conn = Conn(self.loop, msg, sock, site, scope, self._advance, self.lock)
+        self.held[msg.conn_id] = conn
+        if msg.data:
+            self._advance(conn)
+        else:
+            conn.read_now()
+
+    # ------------------------------------------------------------------ connections
+
+    def _advance(self, conn: Conn) -> None:
+        """Decide what comes next for a connection after it was read or served."""
+        if conn.busy or conn.closing_at:
+            return
+        try:
+            event = conn.engine.next_event()
+        except ProtocolError as exc:
+            log.debug("conn %d: %s", conn.msg.conn_id, exc)
+            started = time.perf_counter()
+            conn.write(conn.engine.error_response(exc.status, http_date()))
+            self._access(conn, conn.engine.request, exc.status, started)
+            self._close(conn, linger=True)
+            return
+        if isinstance(event, Request):
+            if event.upgrade and _is_websocket(event):
+                self._start_websocket(conn, event)
+            else:
+                self._start_http(conn, event)
+            return
+        if event is not NEED_DATA:
+            self._close(conn)  # the client closed between requests
+            return
+        if conn.engine.idle:
+            if conn.partial:
+                conn.partial, conn.since = False, time.monotonic()
+            if self.retiring or self.recycling:
+                self._release(conn)
+                return
+        elif not conn.partial:
+            conn.partial, conn.since = True, time.monotonic()
+        conn.resume_reading()
+
+    def _start_http(self, conn: Conn, request: Request) -> None:
+        site = conn.site
+        scope = request_scope(conn.scope, request)
+        cycle = HttpCycle(conn, request, scope, self.stopping)
+        conn.busy = True
+        self._call_started(conn, request)
+        task = self.loop.create_task(cycle.run(site.app))
+        task.add_done_callback(lambda t: self._locked(self._after, conn, cycle, t))
+
+    def _locked(self, call: Any, *args: Any) -> None:
+        with self.lock:
+            call(*args)
+
+    def _call_started(self, conn: Conn, request: Request) -> None:
+        first = not self.calls
+        self.calls[conn] = (time.monotonic(), request)
+        if first:
+            self._stamp()  # the app may block the loop before the next beat: be seen busy from now
+
+    def _after(self, conn: Conn, cycle: HttpCycle, task: asyncio.Task[bool]) -> None:
+        self.calls.pop(conn, None)
+        conn.busy = False
+        conn.served += 1
+        self.requests += 1
+        self.slots[0].requests = self.requests
+        if self.max_requests and self.requests >= self.max_requests and not self.recycling:
+            self.recycling = True
+            report(self.chan, handoff.Message(handoff.RECYCLE))
+        self._access(conn, cycle.request, cycle.status, cycle.started_at, cycle.headers or ())
+        keep = not task.cancelled() and task.exception() is None and task.result()
+        if not keep or conn.closed:
+            self._close(conn)
+            return
+        conn.engine.start_next_cycle()
+        conn.since = time.monotonic()
+        conn.partial = False
+        self._advance(conn)  # a pipelined request may be buffered already
+
+    def _start_websocket(self, conn: Conn, request: Request) -> None:
+        try:
+            from .websocket import serve_websocket  # wsproto: needed once a WebSocket comes, and optional
+        except ImportError:
+            log.warning("conn %d: a WebSocket request, and wsproto is not installed", conn.msg.conn_id)
+            self._start_http(conn, request)  # the app's own answer to a plain request, then closed
+            return
+        conn.busy = conn.websocket = True
+        self._call_started(conn, request)
+        scope = request_scope(conn.scope, request, websocket=True)
+        task = self.loop.create_task(serve_websocket(conn, scope, conn.site.app, self.websockets))
+        task.add_done_callback(lambda t: self._locked(self._after_websocket, conn))
+
+    def _after_websocket(self, conn: Conn) -> None:
+        self.calls.pop(conn, None)
+        conn.busy = False
+        self._close(conn)
+
+    def _access(self, conn: Conn, request: Request | None, status: int, started: float,
+                response_headers: Sequence[tuple[str, str]] = ()) -> None:
+        if self.access is None or not conn.site.access_log:
+            return
+        if not conn.remote:
+            conn.remote = access_remote(conn.sock, conn.msg.peer)
+        self.access.log(access_entry(conn.remote, request, status, conn.engine.body_sent, started, self.pid,
+                                     conn.msg.conn_id, conn.site.listener, response_headers))
+
+    # ------------------------------------------------------------------ the beat
+
+    async def _beat(self) -> None:
+        while True:
+            now = self.last_beat = time.monotonic()
+            with self.lock:
+                self._stamp()
+                self._timers(now)
+            if self.access is not None:
+                self.access.flush_if_due(now)
+            await asyncio.sleep(BEAT)
+
+    def _stamp(self) -> None:
+        """The scoreboard: busy with the oldest request while any is in hand, stamped now."""
+        if self.calls:
+            line = call_line(min(self.calls.values(), key=lambda call: call[0])[1])
+            for slot in self.slots:
+                slot.begin(line)
+        else:
+            for slot in self.slots:
+                slot.idle()
+
+    def _timers(self, now: float) -> None:
+        for conn in self._orphans:
+            conn.drop()
+        self._orphans.clear()
+        if (self.stopping or self.retiring) and self.websockets:
+            self._drain_websockets(now)
+        for conn in list(self.held.values()):
+            if conn.closing_at:
+                if conn.expire_close(now):
+                    self._closed(conn)
+                continue
+            if conn.busy:
+                continue
+            if conn.partial:
+                if now - conn.since > conn.site.header_timeout:
+                    if conn.engine.buffered:
+                        conn.write(conn.engine.error_response(408, http_date()))
+                    self._close(conn)
+            elif now - conn.since > self.park_after[conn.msg.listener] or (self.stopping and conn.served):
+                self._release(conn)
+        self._check_done()
+
+    def _drain_websockets(self, now: float) -> None:
+        """Draining: WebSockets may go on for graceful_timeout, less a margin for their close frames
+        to go out before the supervisor's kill; then each is closed with 1001."""
+        if not self.drain_started:
+            self.drain_started = now
+        if now - self.drain_started >= self.graceful_timeout - min(1.0, self.graceful_timeout / 10):
+            for ws in list(self.websockets.values()):
+                ws.close_going_away()
+
+    # ------------------------------------------------------------------ stalls
+
+    def _monitor(self) -> None:
+        """While the app blocks the loop, hand back whatever waits or arrives (as eventloop's monitor)."""
+        interval = max(0.005, self.handback_after / 2)
+        while not self._stop_monitor.wait(interval):
+            if self._stalled() and self.lock.acquire(blocking=False):
+                try:
+                    if self._stalled():
+                        self._hand_back_waiting()
+                finally:
+                    self.lock.release()
+
+    def _stalled(self) -> bool:
+        return bool(self.calls) and time.monotonic() - self.last_beat > self.handback_after
+
+    def _hand_back_waiting(self) -> None:
+        """On the monitor thread, the loop blocked: every connection not in a call goes back with what it
+        has read. The loop still watches their fds, so they go as copies; the loop closes its own."""
+        self.handing_back = True
+        try:
+            for conn in list(self.held.values()):
+                if conn.busy or conn.closing_at or not conn.flushed:
+                    continue
+                conn.handed = True
+                del self.held[conn.msg.conn_id]
+                copy = socket.socket(conn.msg.family, socket.SOCK_STREAM, 0, fileno=os.dup(conn.fd))
+                hand_back(self.chan, conn.msg, copy, conn.engine.unparsed())
+                self._orphans.append(conn)
+            # Arrivals go straight back; an EOF is left for the loop, which sees it again when it runs.
+            read_channel(self.receiver, self.chan, self._adopt, lambda: None)
+        finally:
+            self.handing_back = False
+
+    # ------------------------------------------------------------------ leaving
+
+    def _release(self, conn: Conn) -> None:
+        """Idle at a request boundary: park it in the supervisor (or close it when stopping)."""
+        if self.stopping:
+            self._close(conn)
+            return
+        if not conn.flushed:
+            return  # the last response is still going out; the next look parks it
+        conn.detach()
+        del self.held[conn.msg.conn_id]
+        hand_back(self.chan, conn.msg, conn.sock, conn.engine.unparsed())
+        self._check_done()
+
+    def _close(self, conn: Conn, linger: bool = False) -> None:
+        conn.close(linger=linger, timeout=conn.site.io_timeout)
+        if conn.closed:
+            self._closed(conn)
+
+    def _closed(self, conn: Conn) -> None:
+        if self.held.pop(conn.msg.conn_id, None) is not None:
+            report(self.chan, handoff.Message(handoff.DONE, conn_id=conn.msg.conn_id, listener=conn.msg.listener))
+        self._check_done()
+
+    def _retire(self) -> None:
+        """EOF on the channel: hand back what waits, finish what is in calls, then exit."""
+        self.retiring = True
+        with contextlib.suppress(ValueError, OSError):
+            self.loop.remove_reader(self.chan.fileno())
+        for conn in list(self.held.values()):
+            if not (conn.busy or conn.partial or conn.closing_at):
+                self._release(conn)
+        self._check_done()
+
+
+def _is_websocket(request: Request) -> bool:
+    return any(name == b"UPGRADE" and value.lower() == b"websocket" for name, value in request.headers) \
+        and request.method == b"GET"

@@ -1,0 +1,202 @@
+"""ASGI apps the integration tests serve (tests/integration/test_asgi.py).
+
+Each records what it saw so the tests can check the message order the ASGI spec requires;
+a few print a marker line, which the server's output shows, for what happens after the
+client can no longer see it (a disconnect, a shutdown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from urllib.parse import parse_qs
+
+
+def _json(obj: object) -> bytes:
+    return json.dumps(obj).encode()
+
+
+async def _lifespan(scope, receive, send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            scope["state"]["started_by"] = os.getpid()
+            await send({"type": "lifespan.startup.complete"})
+        else:
+            print(f"LIFESPAN SHUTDOWN {os.getpid()}", flush=True)
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _respond(send, body: bytes, status: int = 200, ctype: bytes = b"application/json") -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def echo(scope, receive, send) -> None:
+    """The scope, and every message received until the body ended, as JSON."""
+    if scope["type"] == "lifespan":
+        await _lifespan(scope, receive, send)
+        return
+    messages = []
+    body = b""
+    while True:
+        message = await receive()
+        messages.append([message["type"], len(message.get("body", b"")), message.get("more_body", False)])
+        body += message.get("body", b"")
+        if message["type"] != "http.request" or not message["more_body"]:
+            break
+    seen = {key: scope[key] for key in ("type", "http_version", "method", "scheme", "path", "root_path",
+                                        "query_string", "raw_path", "client", "server")}
+    seen["query_string"] = seen["query_string"].decode()
+    seen["raw_path"] = seen["raw_path"].decode()
+    seen["headers"] = [[k.decode(), v.decode()] for k, v in scope["headers"]]
+    seen["state"] = scope["state"]
+    seen["asgi"] = scope["asgi"]
+    seen["pid"] = os.getpid()
+    seen["hops"] = scope["extensions"]["sockact"]["sockact.hops"]
+    seen["messages"] = messages
+    seen["body"] = body.decode("latin-1")
+    await _respond(send, _json(seen))
+
+
+async def stream(scope, receive, send) -> None:
+    """``?n=N`` pieces of body, each sent with more_body, then an empty last one."""
+    n = int(parse_qs(scope["query_string"].decode()).get("n", ["3"])[0])
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    for i in range(n):
+        await send({"type": "http.response.body", "body": f"piece {i}\n".encode(), "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def boom_before(scope, receive, send) -> None:
+    raise RuntimeError("failed before the response")
+
+
+async def boom_after(scope, receive, send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"the start of it", "more_body": True})
+    raise RuntimeError("failed in the middle of the body")
+
+
+async def no_response(scope, receive, send) -> None:
+    return None
+
+
+async def trailers(scope, receive, send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
+    await send({"type": "http.response.body", "body": b"x"})
+
+
+async def watch_disconnect(scope, receive, send) -> None:
+    """Reads the body; prints how much arrived when http.disconnect comes instead."""
+    got = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            print(f"DISCONNECT after {got} bytes", flush=True)
+            return
+        got += len(message["body"])
+        if not message["more_body"]:
+            break
+    await _respond(send, _json({"got": got}))
+    message = await receive()  # the response is complete: the next message is the client's leaving
+    print(f"AFTER RESPONSE {message['type']}", flush=True)
+
+
+async def blocking(scope, receive, send) -> None:
+    """``?s=SECONDS`` of time.sleep() inside the async app: the loop is blocked meanwhile."""
+    seconds = float(parse_qs(scope["query_string"].decode()).get("s", ["0"])[0])
+    time.sleep(seconds)  # the point: a sync call in an async view
+    await _respond(send, _json({"pid": os.getpid()}))
+
+
+async def sleepy(scope, receive, send) -> None:
+    """``?s=SECONDS`` of asyncio.sleep: the loop serves others meanwhile."""
+    seconds = float(parse_qs(scope["query_string"].decode()).get("s", ["0"])[0])
+    await asyncio.sleep(seconds)
+    await _respond(send, _json({"pid": os.getpid()}))
+
+
+async def startup_fails(scope, receive, send) -> None:
+    if scope["type"] == "lifespan":
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "the database is not there"})
+        return
+    await _respond(send, b"{}")
+
+
+async def startup_raises(scope, receive, send) -> None:
+    if scope["type"] == "lifespan":
+        await receive()
+        raise ConnectionError("the database is not there")
+    await _respond(send, b"{}")
+
+
+async def no_lifespan(scope, receive, send) -> None:
+    """An app that does not do lifespan, as many small ones: it raises on any other scope type."""
+    assert scope["type"] == "http", "only http"
+    await _respond(send, _json({"state": scope["state"]}))
+
+
+async def ws_echo(scope, receive, send) -> None:
+    """A WebSocket echo; /reject closes before accepting; the code of each disconnect is printed."""
+    if scope["type"] != "websocket":
+        await _respond(send, b"plain http", ctype=b"text/plain")
+        return
+    assert (await receive())["type"] == "websocket.connect"
+    if scope["path"] == "/reject":
+        await send({"type": "websocket.close"})
+        return
+    await send({"type": "websocket.accept", "subprotocol": (scope["subprotocols"] or [None])[0]})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            print(f"WS DISCONNECT {message['code']}", flush=True)
+            return
+        if message.get("text") is not None:
+            await send({"type": "websocket.send", "text": message["text"]})
+        else:
+            await send({"type": "websocket.send", "bytes": message["bytes"]})
+
+
+async def pathsend(scope, receive, send) -> None:
+    """The file named by ``?path=``, sent by the server (the http.response.pathsend extension)."""
+    assert "http.response.pathsend" in scope["extensions"]
+    path = parse_qs(scope["query_string"].decode())["path"][0]
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.pathsend", "path": path})
+
+
+async def big(scope, receive, send) -> None:
+    """``?mb=N`` MiB of body in 64 KiB pieces: more than the kernel's buffers, so writes must wait."""
+    mib = int(parse_qs(scope["query_string"].decode()).get("mb", ["8"])[0])
+    piece = b"z" * 65536
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(mib * 1024 * 1024).encode())]})
+    for _ in range(mib * 16):
+        await send({"type": "http.response.body", "body": piece, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def endless(scope, receive, send) -> None:
+    """Streams until send() raises because the client left (ASGI 2.4), then says so."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    try:
+        while True:
+            await send({"type": "http.response.body", "body": b"tick\n", "more_body": True})
+            await asyncio.sleep(0.01)
+    except OSError as exc:
+        print(f"ENDLESS STOPPED: {type(exc).__name__}", flush=True)
+        raise
+
+
+async def empty_pieces(scope, receive, send) -> None:
+    """Empty body messages with more_body, before, between and after the real pieces."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    for body in (b"", b"a", b"", b"b", b""):
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+    await send({"type": "http.response.body"})

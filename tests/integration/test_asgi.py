@@ -1,0 +1,460 @@
+"""ASGI apps served by the real sockact: the http scope, message order, failures, lifespan, the pool."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+from conftest import (
+    SOCKACT,
+    KeepAliveClient,
+    Server,
+    base_env,
+    fd_count,
+    free_port,
+    http_get,
+    parse_response,
+    raw_exchange,
+    wait_until,
+)
+
+
+def request(port: int, data: bytes, timeout: float = 10.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        return raw_exchange(sock, data)
+
+
+def echo(port: int, data: bytes) -> dict:
+    status, _, body = parse_response(request(port, data))
+    assert status == 200, body
+    return json.loads(body)
+
+
+def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run([*SOCKACT, *args], env=base_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def serving(start_sockact, app: str, *args: str):
+    """A sockact serving ``app`` whose "/" need not answer 200: ready once its log says so."""
+    server = start_sockact(app, "--workers", "1", *args, activation=False, wait=False)
+    server.waiting(lambda: "ready:" in server.output(), "ready")
+    return server
+
+
+def test_an_asgi_app_is_detected_and_gets_the_http_scope(start_sockact):
+    server = start_sockact("asgiapps:echo", "--workers", "1", workers=1)
+    seen = echo(server.port, b"GET /a%20b/c?x=1&y HTTP/1.1\r\nHost: test\r\nX-Thing: one\r\nConnection: close\r\n\r\n")
+    assert "serves asgiapps:echo as ASGI (detected)" in server.output()
+    assert seen["type"] == "http" and seen["asgi"]["version"] == "3.0"
+    assert (seen["method"], seen["http_version"], seen["scheme"]) == ("GET", "1.1", "http")
+    assert (seen["path"], seen["raw_path"], seen["query_string"]) == ("/a b/c", "/a%20b/c", "x=1&y")
+    assert seen["root_path"] == ""
+    assert ["x-thing", "one"] in seen["headers"] and ["host", "test"] in seen["headers"]
+    assert seen["client"][0] == "127.0.0.1" and seen["server"] == ["127.0.0.1", server.port]
+    assert seen["messages"] == [["http.request", 0, False]]
+    # The lifespan startup ran in this very worker, and its state reaches the request.
+    assert seen["state"] == {"started_by": seen["pid"]}
+
+
+def test_a_streamed_body_comes_in_order_and_ends_once(start_sockact):
+    server = start_sockact("asgiapps:echo", "--workers", "1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        for piece in (b"first", b"second", b"third"):
+            sock.sendall(b"%x\r\n%b\r\n" % (len(piece), piece))
+            time.sleep(0.05)  # separate reads, so separate messages
+        answer = raw_exchange(sock, b"0\r\n\r\n")
+    seen = json.loads(parse_response(answer)[2])
+    assert seen["body"] == "firstsecondthird"
+    kinds = seen["messages"]
+    assert all(kind == "http.request" for kind, _, _ in kinds)
+    assert [more for _, _, more in kinds][-1] is False and all(more for _, _, more in kinds[:-1])
+    # A large body with a length, read with backpressure, arrives whole.
+    big = b"x" * (3 * 1024 * 1024)
+    seen = echo(server.port, b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%b"
+                % (len(big), big))
+    assert len(seen["body"]) == len(big) and seen["messages"][-1][2] is False
+
+
+def test_root_path_is_the_mount_prefix(start_sockact):
+    server = start_sockact("asgiapps:echo", "--workers", "1", "--root-path", "/app")
+    inside = echo(server.port, b"GET /app/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert (inside["root_path"], inside["path"]) == ("/app", "/app/x")
+    outside = echo(server.port, b"GET /application HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert (outside["root_path"], outside["path"]) == ("", "/application")
+
+
+def test_a_keepalive_connection_is_parked_between_requests_and_served_again(start_sockact):
+    server = start_sockact("asgiapps:echo", "--workers", "2", "--park-after", "0.05", workers=2)
+    client = KeepAliveClient(server.port)
+    try:
+        hops = []
+        for _ in range(3):
+            status, headers, body = client.request("/")
+            assert status == 200 and "connection" not in headers
+            hops.append(json.loads(body)["hops"])
+            time.sleep(0.3)  # idle past park_after: back to the supervisor
+        assert hops == sorted(hops) and hops[-1] > hops[0]  # dispatched anew each time
+    finally:
+        client.close()
+
+
+def test_a_streaming_response_is_chunked_and_the_connection_persists(start_sockact):
+    server = start_sockact("asgiapps:stream", "--workers", "1")
+    client = KeepAliveClient(server.port)
+    try:
+        client.sock.sendall(b"GET /?n=3 HTTP/1.1\r\nHost: t\r\n\r\n")
+        while not client.buf.endswith(b"0\r\n\r\n"):
+            client._fill()
+        head, _, body = client.buf.partition(b"\r\n\r\n")
+        assert b"Transfer-Encoding: chunked" in head
+        assert body == b"8\r\npiece 0\n\r\n8\r\npiece 1\n\r\n8\r\npiece 2\n\r\n0\r\n\r\n"
+        client.buf = b""
+        client.sock.sendall(b"HEAD /?n=1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        while b"\r\n\r\n" not in client.buf:
+            client._fill()
+        assert client.buf.startswith(b"HTTP/1.1 200")
+    finally:
+        client.close()
+
+
+def test_app_errors_before_the_response_are_500s_and_after_it_cut_the_connection(start_sockact):
+    server = serving(start_sockact, "asgiapps:boom_before")
+    assert http_get(server.port, "/")[0] == 500
+    assert "failed before the response" in server.wait_for_log("RuntimeError")
+    for app, status in (("asgiapps:no_response", 500), ("asgiapps:trailers", 500)):
+        other = serving(start_sockact, app)
+        assert http_get(other.port, "/")[0] == status
+    assert "trailers" in other.wait_for_log("trailers")
+    after = serving(start_sockact, "asgiapps:boom_after")
+    answer = request(after.port, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    # The head and the first piece went out; the chunked body never ends: the client sees it cut short.
+    assert answer.startswith(b"HTTP/1.1 200") and b"the start of it" in answer
+    assert not answer.endswith(b"0\r\n\r\n")
+    assert http_get(after.port, "/")[0] == 200  # the worker lives on
+
+
+def test_a_client_leaving_mid_body_is_an_http_disconnect(start_sockact):
+    server = serving(start_sockact, "asgiapps:watch_disconnect")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n" + b"y" * 1000)
+        time.sleep(0.2)
+    server.wait_for_log("DISCONNECT after 1000 bytes")
+    # After a complete response, the next receive() is the client leaving.
+    answer = request(server.port, b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
+    assert json.loads(parse_response(answer)[2]) == {"got": 3}
+    server.wait_for_log("AFTER RESPONSE http.disconnect")
+
+
+def test_the_same_engine_refuses_what_it_refuses_for_wsgi(start_sockact):
+    server = start_sockact("asgiapps:echo", "--workers", "1")
+    smuggle = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    assert parse_response(request(server.port, smuggle))[0] == 400
+    assert parse_response(request(server.port, b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: t\r\n\r\n"))[0] == 414
+
+
+def test_lifespan_startup_failure_halts_like_an_app_that_cannot_import():
+    result = run_cli("run", "asgiapps:startup_fails", "--workers", "2", "--bind", f"127.0.0.1:{free_port()}")
+    assert result.returncode == 5, result.stderr
+    assert "lifespan startup failed: the database is not there" in result.stderr
+    result = run_cli("run", "asgiapps:startup_raises", "--lifespan", "on", "--bind", f"127.0.0.1:{free_port()}")
+    assert result.returncode == 5, result.stderr
+    assert "lifespan startup failed: ConnectionError: the database is not there" in result.stderr
+
+
+def test_lifespan_auto_goes_on_without_an_app_that_does_not_do_it_and_on_requires_it(start_sockact):
+    server = start_sockact("asgiapps:no_lifespan", "--workers", "1")
+    assert json.loads(http_get(server.port, "/")[2]) == {"state": {}}
+    assert "does not do lifespan" in server.output()
+    result = run_cli("run", "asgiapps:no_lifespan", "--lifespan", "on", "--bind", f"127.0.0.1:{free_port()}")
+    assert result.returncode == 5 and "lifespan startup failed" in result.stderr
+
+
+def test_lifespan_shutdown_runs_on_term_and_on_recycling(start_sockact):
+    server = start_sockact("asgiapps:echo", "--workers", "1", "--max-requests", "3", workers=1)
+    pids = {echo(server.port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")["pid"] for _ in range(7)}
+    assert len(pids) >= 2  # recycled after 3 requests
+    first = min(pids)
+    server.wait_for_log(f"LIFESPAN SHUTDOWN {first}")
+    workers = server.workers()
+    assert server.stop(signal.SIGTERM) == 0
+    for pid in workers:
+        assert f"LIFESPAN SHUTDOWN {pid}" in server.output()
+
+
+def test_one_worker_serves_many_requests_at_once(start_sockact):
+    server = start_sockact("asgiapps:sleepy", "--workers", "1")
+    results: list[int] = []
+
+    def one() -> None:
+        results.append(http_get(server.port, "/?s=1")[0])
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=one) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert results == [200] * 20
+    assert time.monotonic() - started < 10  # one after another would take 20 s
+
+
+def test_a_blocked_loop_stalls_its_worker_and_the_others_serve(start_sockact):
+    server = start_sockact("asgiapps:blocking", "--workers", "2", workers=2)
+    box: dict = {}
+    blocked = threading.Thread(target=lambda: box.update(answer=http_get(server.port, "/?s=3")))
+    blocked.start()
+    time.sleep(0.3)  # its worker sits in time.sleep now
+    for _ in range(10):
+        started = time.monotonic()
+        assert http_get(server.port, "/")[0] == 200 and time.monotonic() - started < 2.5
+    blocked.join(10)
+    assert box["answer"][0] == 200
+
+
+def test_timeout_kills_a_worker_whose_loop_is_stuck(start_sockact):
+    server = start_sockact("asgiapps:blocking", "--workers", "2", "--timeout", "1", workers=2)
+    before = set(server.workers())
+    threading.Thread(target=lambda: request(server.port, b"GET /stuck?s=60 HTTP/1.1\r\nHost: t\r\n\r\n", timeout=30),
+                     daemon=True).start()
+    server.waiting(lambda: len(before - set(server.workers())) == 1 and len(server.workers()) == 2,
+                   "the stuck worker to be killed and replaced", timeout=20)
+    assert "GET /stuck" in server.wait_for_log("GET /stuck")  # the log names the request the loop was stuck on
+    assert http_get(server.port, "/")[0] == 200
+
+
+def test_a_websocket_echoes_is_never_parked_and_ends_with_the_clients_close(start_sockact):
+    from websockets.sync.client import connect
+
+    server = start_sockact("asgiapps:ws_echo", "--workers", "2", "--park-after", "0.05", workers=2)
+    with connect(f"ws://127.0.0.1:{server.port}/", subprotocols=["chat"]) as ws:
+        assert ws.subprotocol == "chat"
+        ws.send("hello")
+        assert ws.recv() == "hello"
+        time.sleep(0.5)  # idle far past park_after: a WebSocket stays with its worker
+        ws.send(b"\x00\x01" * 40000)
+        assert ws.recv() == b"\x00\x01" * 40000
+    server.wait_for_log("WS DISCONNECT 1000")
+    assert http_get(server.port, "/")[2] == b"plain http"
+
+
+def test_a_websocket_closed_before_accept_is_a_403(start_sockact):
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    server = start_sockact("asgiapps:ws_echo", "--workers", "1")
+    try:
+        connect(f"ws://127.0.0.1:{server.port}/reject")
+        raise AssertionError("the handshake was accepted")
+    except InvalidStatus as exc:
+        assert exc.response.status_code == 403
+
+
+def test_a_drain_closes_websockets_with_1001(start_sockact):
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    server = start_sockact("asgiapps:ws_echo", "--workers", "1", "--graceful-timeout", "2")
+    with connect(f"ws://127.0.0.1:{server.port}/") as ws:
+        ws.send("before")
+        assert ws.recv() == "before"
+        server.send(signal.SIGTERM)
+        try:
+            while True:
+                ws.recv(timeout=10)
+        except ConnectionClosed as exc:
+            assert exc.rcvd is not None and exc.rcvd.code == 1001
+    server.wait_for_log("WS DISCONNECT 1001")
+    assert server.proc.wait(10) == 0
+
+
+def test_asgi_requests_are_in_the_access_log(start_sockact):
+    server = start_sockact("asgiapps:echo", "--workers", "1", "--access-logfile", "-")
+    http_get(server.port, "/logged?x=1")
+    line = server.wait_for_log('"GET /logged?x=1 HTTP/1.1" 200')
+    assert "127.0.0.1 - - [" in line
+    request(server.port, b"GET /bad\x01 HTTP/1.1\r\nHost: t\r\n\r\n")
+    server.wait_for_log('" 400 ')
+
+
+def test_fd_counts_stay_flat_over_every_way_a_connection_ends(start_sockact):
+    from websockets.sync.client import connect
+
+    server = start_sockact("asgiapps:ws_echo", "--workers", "2", "--no-access-log", workers=2)
+    procs = [server.pid, *server.workers()]
+    before = {p: fd_count(p) for p in procs}
+    for i in range(600):
+        kind = i % 5
+        if kind == 0:
+            assert http_get(server.port, "/")[0] == 200
+        elif kind == 1:
+            client = KeepAliveClient(server.port)
+            client.request("/")
+            client.request("/")
+            client.close()
+        elif kind == 2:
+            request(server.port, b"GET /\x01 HTTP/1.1\r\n\r\n")  # refused by the engine
+        elif kind == 3:
+            with socket.create_connection(("127.0.0.1", server.port)) as sock:
+                sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 50\r\n\r\nshort")
+        elif i % 25 == 4:
+            with connect(f"ws://127.0.0.1:{server.port}/") as ws:
+                ws.send("x")
+                assert ws.recv() == "x"
+    counts: dict[int, int] = {}
+
+    def flat() -> bool:
+        counts.update({p: fd_count(p) for p in procs})
+        return counts == before
+
+    with contextlib.suppress(AssertionError):
+        wait_until(flat, "fd counts back to where they started")
+    assert counts == before
+
+
+def test_pathsend_sends_the_file_with_its_length(start_sockact, tmp_path):
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(bytes(range(256)) * 4000)
+    server = serving(start_sockact, "asgiapps:pathsend")
+    client = KeepAliveClient(server.port)
+    try:
+        for _ in range(2):  # the connection persists after it
+            status, headers, body = client.request(f"/?path={blob}")
+            assert status == 200 and int(headers["content-length"]) == 1_024_000
+            assert body == blob.read_bytes()
+    finally:
+        client.close()
+    assert http_get(server.port, f"/?path={tmp_path}/missing")[0] == 500
+
+
+
+def test_a_blocked_loop_hands_its_waiting_keepalive_connections_back(start_sockact):
+    from test_worker_loop import _two_on_one_worker
+
+    server = start_sockact("asgiapps:blocking", "--workers", "2", "--park-after", "30", workers=2)
+    a, c, _, other = _two_on_one_worker(server.port)
+    blocked = threading.Thread(target=a.request, args=("/?s=2",))
+    blocked.start()
+    time.sleep(0.3)  # a's worker sits in time.sleep now, holding c, which idles with park_after 30
+    started = time.monotonic()
+    status, _, body = c.request("/?s=0")
+    assert status == 200 and json.loads(body)["pid"] == other  # handed back, served by the other worker
+    assert time.monotonic() - started < 1.5
+    blocked.join(5)
+    for client in (a, c):  # both go on serving afterwards
+        assert client.request("/?s=0")[0] == 200
+        client.close()
+
+
+def test_a_large_response_to_a_slow_reader_arrives_whole(start_sockact):
+    server = start_sockact("asgiapps:big", "--workers", "1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        sock.sendall(b"GET /?mb=16 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        time.sleep(0.5)  # the server has filled every buffer by now and waits for the client
+        received = 0
+        while chunk := sock.recv(65536):
+            received += len(chunk)
+    assert received > 16 * 1024 * 1024  # the head, then every byte of the body
+
+
+def test_expect_100_continue_is_answered_when_the_app_reads_the_body(start_sockact):
+    server = start_sockact("asgiapps:echo", "--workers", "1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n"
+                     b"Connection: close\r\n\r\n")
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        answer = raw_exchange(sock, b"hello")
+    assert json.loads(parse_response(answer)[2])["body"] == "hello"
+
+
+def test_check_says_which_interface_each_app_is_served_with():
+    result = run_cli("check", "asgiapps:echo")
+    assert result.returncode == 0, result.stderr
+    assert "# app asgiapps:echo: imports and is callable; served as ASGI" in result.stdout
+    result = run_cli("check", "testapps:echo")
+    assert "served as WSGI" in result.stdout
+    assert "served as ASGI" in run_cli("check", "testapps:echo", "--interface", "asgi").stdout
+
+
+def test_an_endless_stream_stops_when_its_client_leaves(start_sockact):
+    server = serving(start_sockact, "asgiapps:endless")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert b"tick" in sock.recv(65536)
+    server.wait_for_log("ENDLESS STOPPED: ClientDisconnected")
+    assert "application error" not in server.output()  # a client leaving is no error of the app's
+
+
+def test_a_client_that_stops_sending_its_body_is_let_go_after_the_io_timeout(start_sockact):
+    server = serving(start_sockact, "asgiapps:watch_disconnect", "--timeout", "1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n" + b"y" * 1000)
+        server.wait_for_log("DISCONNECT after 1000 bytes")  # the socket is still open: the silence did it
+        assert sock.recv(100) == b""  # and the connection is closed
+
+
+def test_a_reload_retires_the_old_workers_through_their_lifespan_shutdown(start_sockact):
+    server = start_sockact("asgiapps:echo", "--workers", "1", workers=1)
+    [old] = server.workers()
+    server.send(signal.SIGHUP)
+    server.wait_workers(1, without=old)
+    server.wait_for_log(f"LIFESPAN SHUTDOWN {old}")
+    assert echo(server.port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")["pid"] != old
+
+
+def test_a_websocket_handshake_wsproto_refuses_is_a_400(start_sockact):
+    server = start_sockact("asgiapps:ws_echo", "--workers", "1")
+    answer = request(server.port, b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+    assert http_get(server.port, "/")[2] == b"plain http"
+
+
+def test_listeners_mixing_wsgi_and_asgi_apps_halt_with_one_line(tmp_path):
+    cfg = tmp_path / "sockact.toml"
+    cfg.write_text('app = "testapps:echo"\n\n[listeners.api]\napp = "asgiapps:echo"\n')
+    web, api = free_port(), free_port()
+    env = base_env()
+    cmd = ["systemd-socket-activate", "-l", f"127.0.0.1:{web}", "-l", f"127.0.0.1:{api}", "--fdname=http:api",
+           *[f"-E{k}" for k in env], *SOCKACT, "run", "--config", str(cfg)]
+    server = Server(cmd, web, env)
+    try:
+        def connected() -> bool:  # the first connection starts it, once the activator listens
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", web), timeout=5):
+                return True
+            return False
+
+        wait_until(connected, "the socket activator to listen")
+        assert server.proc.wait(20) == 5, server.output()
+        assert "the listeners mix WSGI and ASGI apps (http (wsgi), api (asgi))" in server.output()
+    finally:
+        server.stop()
+        server.log.close()
+
+
+def test_empty_body_messages_are_no_chunks(start_sockact):
+    server = serving(start_sockact, "asgiapps:empty_pieces")
+    answer = request(server.port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert answer.endswith(b"\r\n\r\n1\r\na\r\n1\r\nb\r\n0\r\n\r\n"), answer
+
+
+def test_pipelined_requests_are_answered_in_order(start_sockact):
+    server = start_sockact("asgiapps:echo", "--workers", "1")
+    requests = b"".join(b"GET /%d HTTP/1.1\r\nHost: t\r\n\r\n" % i for i in range(5))
+    answer = request(server.port, requests + b"GET /last HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    paths = [json.loads(body)["path"] for body in
+             (part.split(b"\r\n\r\n", 1)[1] for part in answer.split(b"HTTP/1.1 200 OK\r\n")[1:])]
+    assert paths == ["/0", "/1", "/2", "/3", "/4", "/last"]
+
+
+def test_a_partial_head_gets_its_408_after_header_timeout(start_sockact):
+    server = start_sockact("asgiapps:echo", "--workers", "1", "--header-timeout", "0.5", "--park-after", "30")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")  # and nothing more
+        answer = raw_exchange(sock, b"")
+    assert parse_response(answer)[0] == 408

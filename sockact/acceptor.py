@@ -50,6 +50,12 @@ class Acceptor:
         self._suppressed: dict[str, int] = {}
         self._now = 0.0
 
+    def reserve_ids(self, count: int) -> int:
+        """The first of ``count`` connection ids for connections not accepted here (the fd store's)."""
+        first = self._next_id
+        self._next_id += count
+        return first
+
     def set_accepting(self, on: bool, held: int, now: float) -> None:
         """Watch the listeners when ``on``, within the budget and outside a back-off."""
         self._now, self.held = now, held

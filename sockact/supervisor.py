@@ -30,6 +30,7 @@ from .apploader import WSGIApp
 from .config import Config
 from .dispatch import Dispatcher
 from .errors import EXIT_OK, HandoffError, SockactError
+from .fdstore import conn_name, take_back
 from .health import Health
 from .journal import lifecycle
 from .notify import Notifier
@@ -54,13 +55,17 @@ SCOREBOARD_SLOTS = 1024  # most workers alive at once, old and new generations t
 # worker_connections is 1000, but its async workers hold a greenlet per connection).
 WORKER_CAPACITY = 10000
 CHANNEL_BATCH = 64  # messages read from one channel per wakeup before others get a turn
+STORE_BARRIER_TIMEOUT = 5.0  # seconds to wait for systemd to read the stored fds before exiting
 
 
 class Supervisor:
     def __init__(self, config: Config, listeners: list[Listener], notifier: Notifier,
                  apps: Mapping[str, WSGIApp] | None = None,
-                 reload_config: Callable[[], Config] | None = None) -> None:
+                 reload_config: Callable[[], Config] | None = None,
+                 stored: list[tuple[int, str]] | None = None) -> None:
         self.reload_config = reload_config  # re-reads the settings' sources at HUP
+        self._from_store = stored or []  # (fd, name) of connections a previous instance stored
+        self._stored = 0  # connections given to systemd's fd store at this stop
         self.listeners = listeners
         self.notifier = notifier
         self.apps = apps  # preloaded apps, or None to import in each worker
@@ -104,10 +109,16 @@ class Supervisor:
             gc.freeze()
         self._register(self._signals.install(), self._on_wakeup, None)
         try:
+            self._take_back_stored()
             self._carry_out(self.pool.start(time.monotonic()))
             self.switchboard.update_accepting(self.stopping)
             while not (self.stopping and not self.workers):
                 self._loop_once()
+            if self._stored:
+                # The stored fds must reach systemd while this process is still the service's main one.
+                self.notifier.barrier(STORE_BARRIER_TIMEOUT)
+                lifecycle(log, "stop", "stopped: %d keep-alive connections left in systemd's fd store "
+                          "for the next instance", self._stored)
         finally:
             self._close_all()
         return self.exit_code
@@ -150,9 +161,12 @@ class Supervisor:
         lifecycle(log, "stop", "stopping: draining %d connections held by workers (graceful timeout %.0fs)",
                   self.dispatcher.held, self.config.graceful_timeout)
         self.switchboard.update_accepting(self.stopping)
-        self.switchboard.close_parked(serve_readable=True)
-        for w in self.workers.values():
-            w.signal(signal.SIGTERM)  # in-flight responses will carry Connection: close
+        if self._keeping:
+            self._store_all()
+        else:
+            self.switchboard.close_parked(serve_readable=True)
+            for w in self.workers.values():
+                w.signal(signal.SIGTERM)  # in-flight responses will carry Connection: close
         self._retire_when_drained()
 
     def handle_int(self) -> None:
@@ -170,6 +184,51 @@ class Supervisor:
             w.signal(signal.SIGQUIT)
 
     handle_quit = handle_int
+
+    # ------------------------------------------------------------------ systemd's fd store
+
+    @property
+    def _keeping(self) -> bool:
+        """Whether a graceful stop leaves idle keep-alive connections in systemd's fd store."""
+        return self.config.fd_store and self.notifier.can_store_fds
+
+    def _store_all(self) -> None:
+        """Stopping: parked and queued connections go to the store now; workers hand theirs back.
+
+        A retired worker finishes its calls with keep-alive responses and hands every connection
+        back at its next request boundary (PARK), where _store() takes it.
+        """
+        for conn in self.parked.take_all():
+            self._unregister(conn.fd)
+            self._store(conn)
+        for conn in self.dispatcher.take_queued():
+            self._store(conn)
+        for w in self.workers.values():
+            self.dispatcher.remove(w.pid)
+            w.retire()
+            for conn in self.switchboard.take_outbox(w):
+                self._store(conn)
+
+    def _store(self, conn: Conn) -> None:
+        """Give ``conn`` to systemd's fd store and close our copy (a request already read cannot go)."""
+        if not conn.data and self.notifier.store_fd(conn.fd, conn_name(self.listeners[conn.listener].name)):
+            self._stored += 1
+        elif conn.data:
+            log.warning("closing connection %d at stop: its request was read but not served", conn.id)
+        os.close(conn.fd)
+
+    def _take_back_stored(self) -> None:
+        """Park the connections the previous instance stored, and empty the store: they are ours alone now."""
+        if not self._from_store:
+            return
+        found = take_back(self._from_store, [lst.name for lst in self.listeners],
+                          self.acceptor.reserve_ids(len(self._from_store)))
+        self._from_store = []
+        for name in sorted(found.names):
+            self.notifier.remove_stored(name)
+        for conn in found.conns:
+            self.switchboard.park(conn, False)
+        log.log(logging.WARNING if found.closed else logging.INFO, "%s", found.summary())
 
     def handle_hup(self) -> None:
         """Reload: a new generation with the settings read anew; a bad file fails the reload at once."""
@@ -329,7 +388,9 @@ class Supervisor:
                 self.switchboard.give(self.dispatcher.add(w.pid) if self.pool.assignable(w.pid) else [])
             elif msg.kind == handoff.PARK:
                 conn = Conn(msg.conn_id, msg.fd, msg.listener, msg.family, msg.peer, msg.hops, msg.data)
-                if conn.data:
+                if self.stopping and self._keeping:
+                    self._store(conn)
+                elif conn.data:
                     self.switchboard.route(conn)  # handed back with a request already read: serve it elsewhere
                 else:
                     self.switchboard.park(conn, self.stopping)

@@ -270,10 +270,11 @@ class EventLoop:
         held.request = None
         slot = self.slots[index]
         # The path as the app sees it (PATH_INFO, decoded); the supervisor escapes it when it logs it.
-        slot.begin(f"{request.method.decode('latin-1')} {unquote_to_bytes(request.path).decode('latin-1')}")
+        slot.begin(f"{request.method.decode('latin-1')} {unquote_to_bytes(request.path).decode('latin-1')}",
+                   held.msg.conn_id)
         self.call_started[index] = time.monotonic()
         try:
-            return held.http.serve(request)
+            return held.http.serve(request, slot.responded)
         finally:
             self.call_started[index] = 0.0
             slot.end()
@@ -382,6 +383,10 @@ class EventLoop:
     def _close(self, held: Held) -> None:
         self._unwatch(held)
         self.held.pop(held.msg.conn_id, None)
+        # The supervisor holds a copy of every connection a worker holds, so close() alone would not
+        # end it: shutdown() sends the client its FIN now.
+        with contextlib.suppress(OSError):
+            held.sock.shutdown(socket.SHUT_RDWR)
         held.sock.close()
         self._send(handoff.Message(handoff.DONE, conn_id=held.msg.conn_id, listener=held.msg.listener))
 

@@ -20,9 +20,10 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Mapping
+from http import HTTPStatus
 from typing import Any
 
-from . import handoff
+from . import handoff, orphans
 from .acceptor import raise_fd_limit
 from .accesslog import escape
 from .activation import Listener
@@ -55,6 +56,7 @@ SCOREBOARD_SLOTS = 1024  # most workers alive at once, old and new generations t
 # worker_connections is 1000, but its async workers hold a greenlet per connection).
 WORKER_CAPACITY = 10000
 CHANNEL_BATCH = 64  # messages read from one channel per wakeup before others get a turn
+CHANNEL_DRAIN = 1 << 20  # a dead worker's channel is read to its end
 STORE_BARRIER_TIMEOUT = 5.0  # seconds to wait for systemd to read the stored fds before exiting
 
 
@@ -354,24 +356,32 @@ class Supervisor:
             lst.sock.close()
         for w in self.workers.values():
             w.chan.close()
-            for conn in w.outbox:
+            for conn in (*w.outbox, *w.holding.values()):
                 os.close(conn.fd)
         for conn in self.parked:
             os.close(conn.fd)
         self.switchboard.close_queued()
 
-    def _on_channel(self, w: WorkerProcess) -> None:
+    def _on_channel(self, w: WorkerProcess, batch: int = CHANNEL_BATCH) -> None:
         if w.outbox:
             self.switchboard.flush_outbox(w)
-        for _ in range(CHANNEL_BATCH):
+        for _ in range(batch):
             try:
                 msg = w.receiver.recv()
             except BlockingIOError:
                 return
             except handoff.FdsLost as exc:
-                # Out of fds here: the connection is lost, but the worker did nothing wrong.
-                self.acceptor.out_of_fds(f"a connection from worker {w.pid} was dropped ({exc})")
-                self._returned(w)
+                # Out of fds here: the copy in flight is lost, but the worker did nothing wrong, and
+                # our own copy of the connection carries on in its place.
+                kept = w.holding.pop(exc.message.conn_id, None)
+                if kept is not None and exc.message.kind == handoff.PARK:
+                    kept.data = exc.message.data
+                    self._parked_by(w, kept)
+                else:
+                    if kept is not None:
+                        os.close(kept.fd)
+                    self.acceptor.out_of_fds(f"a connection from worker {w.pid} was dropped ({exc})")
+                    self._returned(w)
                 continue
             except HandoffError as exc:
                 log.error("worker %d sent a bad message (%s); killing it", w.pid, exc)
@@ -387,19 +397,25 @@ class Supervisor:
                 self._carry_out(self.pool.ready(w.pid, time.monotonic()))
                 self.switchboard.give(self.dispatcher.add(w.pid) if self.pool.assignable(w.pid) else [])
             elif msg.kind == handoff.PARK:
-                conn = Conn(msg.conn_id, msg.fd, msg.listener, msg.family, msg.peer, msg.hops, msg.data)
-                if self.stopping and self._keeping:
-                    self._store(conn)
-                elif conn.data:
-                    self.switchboard.route(conn)  # handed back with a request already read: serve it elsewhere
-                else:
-                    self.switchboard.park(conn, self.stopping)
-                self._returned(w)
+                w.done_with(msg.conn_id)
+                self._parked_by(w, Conn(msg.conn_id, msg.fd, msg.listener, msg.family, msg.peer, msg.hops,
+                                        msg.data))
             elif msg.kind == handoff.DONE:
+                w.done_with(msg.conn_id)
                 self._returned(w)
             elif msg.kind == handoff.RECYCLE:
                 log.info("worker %d served its max_requests: recycling it", w.pid)
                 self._carry_out(self.pool.recycle(w.pid, time.monotonic()))
+
+    def _parked_by(self, w: WorkerProcess, conn: Conn) -> None:
+        """``w`` handed ``conn`` back: park it, serve it elsewhere, or at a stop store or close it."""
+        if self.stopping and self._keeping:
+            self._store(conn)
+        elif conn.data:
+            self.switchboard.route(conn)  # handed back with a request already read: serve it elsewhere
+        else:
+            self.switchboard.park(conn, self.stopping)
+        self._returned(w)
 
     def _returned(self, w: WorkerProcess) -> None:
         self.switchboard.give(self.dispatcher.returned(w.pid))
@@ -409,14 +425,18 @@ class Supervisor:
         self.switchboard.update_accepting(self.stopping)
 
     def _worker_exited(self, pid: int, status: int) -> None:
-        w = self.workers.pop(pid, None)
+        w = self.workers.get(pid)
         if w is None:
             return  # a child of the app's, not a worker
         assert self._scoreboard is not None
+        self.dispatcher.remove(pid)  # nothing more goes its way, not even what its last reports reroute
+        waiting = self.switchboard.take_outbox(w)
+        self._on_channel(w, CHANNEL_DRAIN)  # what it reported before it died: PARK and DONE
+        del self.workers[pid]
         self._unregister(w.chan)
         w.chan.close()
+        self._answer_orphans(w, status)
         self._scoreboard.release(w.slot)
-        waiting = self.switchboard.take_outbox(w)
         lost = self.dispatcher.forget(pid)
         how, code, _ = describe_status(status)
         expected = self.pool.state(pid) is WorkerState.RETIRING or self.stopping
@@ -430,6 +450,25 @@ class Supervisor:
         self.switchboard.update_accepting(self.stopping)
 
     # ------------------------------------------------------------------ connections
+
+    def _answer_orphans(self, w: WorkerProcess, status: int) -> None:
+        """A worker died: its clients still in a call get a 502 or 504 if no byte of the response went out."""
+        assert self._scoreboard is not None
+        conns = w.take_holding()
+        if not conns:
+            return
+        timed_out = self.pool.state(w.pid) is WorkerState.ABORTED and self.config.timeout
+        overdue_before = time.monotonic() - self.config.timeout if timed_out else None
+        how = describe_status(status)[0]
+        for verdict in orphans.verdicts(conns, self._scoreboard.calls(w.slot, w.threads), overdue_before):
+            orphans.answer(verdict)
+            if verdict.status is not None:
+                phrase = HTTPStatus(verdict.status).phrase
+                log.error("worker %d %s before answering %s: %d %s sent", w.pid, how, escape(verdict.line),
+                          verdict.status, phrase, extra={"HTTP_REQUEST": escape(verdict.line)})
+            elif verdict.line:
+                log.warning("worker %d %s in the middle of the response to %s: connection closed", w.pid, how,
+                            escape(verdict.line), extra={"HTTP_REQUEST": escape(verdict.line)})
 
     def _retire_when_drained(self) -> None:
         """Draining: a worker that holds nothing more retires."""

@@ -63,6 +63,17 @@ def _hang(environ, start_response):
     return _pid(environ, start_response)
 
 
+def _stream(environ, start_response):
+    """The first part of the body at once, the rest after ?s= seconds (a worker killed meanwhile)."""
+    query = parse_qs(environ["QUERY_STRING"])
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    yield b"first part\n"
+    if "started" in query:  # the first part has been written: for tests to wait on
+        Path(query["started"][0]).touch()
+    time.sleep(float(query.get("s", ["1"])[0]))
+    yield b"second part\n"
+
+
 def _boom(environ, start_response):
     raise RuntimeError("a bug in the app")
 
@@ -84,5 +95,6 @@ echo_bare = _echo  # for a server whose environ the validator would refuse (see 
 pid = validator(_pid)
 slow = validator(_slow)
 hang = validator(_hang)
+stream = validator(_stream)
 boom = validator(_boom)
 errlog = validator(_errlog)

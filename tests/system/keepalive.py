@@ -3,6 +3,8 @@
 ``KeepAlive`` is one such connection, for a test that watches it across a restart. ``KeepAliveLoad``
 runs several, each in its thread, in a loop bounded in requests and in time; a client whose
 connection fails records the failure and stops, as a client that does not retry would.
+``under_load`` restarts or reloads a unit while both kinds of clients run (the system test, and
+bench/restarts.py for the documented figures).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import threading
 import time
 from collections import Counter
 
-from sysclient import Response, parse_response
+from nspawn import Container
+from sysclient import Load, Response, parse_response, wait_for
 
 
 class KeepAlive:
@@ -124,3 +127,25 @@ class KeepAliveLoad:
                     self._stop.wait(self.pause)
         finally:
             client.close()
+
+
+def under_load(box: Container, unit: str, actions: list[str], port: int, *, fresh_clients: int = 4,
+               kept_clients: int = 8, max_requests: int = 10_000_000) -> tuple[Load, KeepAliveLoad]:
+    """``systemctl ACTION unit`` for each of ``actions`` in turn while two loads run on ``port``.
+
+    New-connection clients (Load: a connection per request) and keep-alive clients that never
+    reconnect (idle a moment between requests, so that their connections are parked at a stop) run
+    throughout; after each action both must be served again before the next one.
+    """
+    with Load(port, threads=fresh_clients, max_requests=max_requests, max_seconds=1800) as fresh, \
+            KeepAliveLoad(port, clients=kept_clients, max_requests=max_requests, max_seconds=1800,
+                          pause=0.02) as kept:
+        for action in actions:
+            served = fresh.outcomes["ok"], kept.outcomes["ok"]
+            box.systemctl(action, unit, timeout=120)
+            wait_for(lambda s=served: fresh.outcomes["ok"] > s[0] + 20 and (kept.outcomes["ok"] > s[1] + 20
+                                                                          or not kept.alive),
+                     timeout=60, what=f"both loads served after the {action}")
+        fresh.stop()
+        kept.stop()
+    return fresh, kept

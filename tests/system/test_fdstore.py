@@ -16,9 +16,9 @@ from collections.abc import Iterator
 
 import pytest
 from debroot import RootfsError, ensure_rootfs
-from keepalive import KeepAlive, KeepAliveLoad
+from keepalive import KeepAlive, under_load
 from nspawn import Container, missing_prerequisite
-from sysclient import Load, wait_for
+from sysclient import wait_for
 from test_deb import APT, DEBS, DEMO_PAGE, PORT, VERSION, _build, _get_or_none
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
@@ -163,28 +163,8 @@ def test_stop_then_start_loses_the_store_on_systemd_252(box: Container) -> None:
         client.close()
 
 
-def restarts_and_reloads_under_load(box: Container, restarts: int, reloads: int,
-                                    max_requests: int) -> tuple[Load, KeepAliveLoad]:
-    """``restarts`` restarts then ``reloads`` reloads of sockact.service while both loads run.
-
-    New-connection clients (Load: a connection per request) and keep-alive clients that never
-    reconnect (KeepAliveLoad, idle a moment between requests so that their connections are parked
-    at stop) run throughout; each step waits for both to have been served again before the next.
-    """
-    with Load(PORT, threads=4, max_requests=max_requests, max_seconds=600) as fresh, \
-            KeepAliveLoad(PORT, clients=8, max_requests=max_requests, max_seconds=600, pause=0.02) as kept:
-        for action in ["restart"] * restarts + ["reload"] * reloads:
-            served = fresh.outcomes["ok"], kept.outcomes["ok"]
-            box.systemctl(action, SERVICE, timeout=120)
-            wait_for(lambda s=served: fresh.outcomes["ok"] > s[0] + 20 and kept.outcomes["ok"] > s[1] + 20,
-                     timeout=60, what=f"both loads served after the {action}")
-        fresh.stop()
-        kept.stop()
-    return fresh, kept
-
-
 def test_restarts_and_reloads_under_load_fail_no_request(box: Container) -> None:
-    fresh, kept = restarts_and_reloads_under_load(box, restarts=3, reloads=3, max_requests=1_000_000)
+    fresh, kept = under_load(box, SERVICE, ["restart"] * 3 + ["reload"] * 3, PORT)
     print(f"3 restarts + 3 reloads: new connections {dict(fresh.outcomes)}, keep-alive {dict(kept.outcomes)}")
     assert fresh.failures == 0, f"{dict(fresh.outcomes)}: {fresh.errors}"
     assert kept.failures == 0, f"{dict(kept.outcomes)}: {kept.errors}"

@@ -37,8 +37,10 @@ APP = "sockact.apps.demo:app"
 WORKERS = 2
 # gunicorn in place of sockact: the same socket unit, the same hardening, the same app and workers.
 # gthread workers keep connections alive (sync ones close after each response). gunicorn's reload
-# is SIGHUP; it sends no watchdog pings.
+# is SIGHUP; it sends no watchdog pings. Debian's gunicorn (20.1) calls setuid() with its own uid
+# in each worker, which the unit's ~@privileged filter refuses: that one group is allowed back.
 GUNICORN_DROP_IN = f"""[Service]
+SystemCallFilter=@setuid
 ExecStart=
 ExecStart=/usr/bin/python3 -m gunicorn --worker-class gthread --threads 4 --workers {WORKERS} {APP}
 ExecReload=
@@ -90,25 +92,29 @@ def main(argv: list[str] | None = None) -> int:
             box.run(f"{APT} install /opt/{deb.name} python3-gunicorn", timeout=600)
             versions = box.run(["python3", "-c", "import gunicorn, sockact; print(gunicorn.__version__, "
                                 "sockact.__version__)"]).stdout.split()
+            if not args.json:
+                print(f"gunicorn {versions[0]}, sockact {versions[1]}; Debian 12, one socket unit, {WORKERS} workers")
             results = {"sockact": run_actions(box, args.restarts, args.reloads)}
+            if not args.json:
+                print_figures("sockact", results["sockact"])
             box.write("/etc/systemd/system/sockact.service.d/gunicorn.conf", GUNICORN_DROP_IN)
             box.run("systemctl daemon-reload && systemctl restart sockact.service")
             results["gunicorn"] = run_actions(box, args.restarts, args.reloads)
-    report = {"versions": {"gunicorn": versions[0], "sockact": versions[1]}, "restarts": args.restarts,
-              "reloads": args.reloads, "results": results}
+            if not args.json:
+                print_figures("gunicorn", results["gunicorn"])
     if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    print(f"gunicorn {versions[0]}, sockact {versions[1]}; Debian 12, one socket unit, {WORKERS} workers")
-    for server, by_action in results.items():
-        for action, by_client in by_action.items():
-            count = args.restarts if action == "restart" else args.reloads
-            for client, outcomes in by_client.items():
-                total = sum(outcomes.values())
-                failed = total - outcomes.get("ok", 0)
-                print(f"{server:8} {action} x{count:<3} {client:32} {total:7} requests, {failed:5} failed"
-                      f"{'  ' + str({k: v for k, v in outcomes.items() if k != 'ok'}) if failed else ''}")
+        print(json.dumps({"versions": {"gunicorn": versions[0], "sockact": versions[1]}, "restarts": args.restarts,
+                          "reloads": args.reloads, "results": results}, indent=2))
     return 0
+
+
+def print_figures(server: str, by_action: dict[str, dict[str, dict[str, int]]]) -> None:
+    for action, by_client in by_action.items():
+        for client, outcomes in by_client.items():
+            total = sum(outcomes.values())
+            failed = total - outcomes.get("ok", 0)
+            how = {k: v for k, v in outcomes.items() if k != "ok"}
+            print(f"{server:8} {action:8} {client:32} {total:7} requests, {failed:5} failed", how or "", flush=True)
 
 
 if __name__ == "__main__":

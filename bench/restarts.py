@@ -37,14 +37,15 @@ APP = "sockact.apps.demo:app"
 WORKERS = 2
 # gunicorn in place of sockact: the same socket unit, the same hardening, the same app and workers.
 # gthread workers keep connections alive (sync ones close after each response). gunicorn's reload
-# is SIGHUP; it sends no watchdog pings. Debian's gunicorn (20.1) calls setuid() with its own uid
-# in each worker, which the unit's ~@privileged filter refuses: that one group is allowed back.
+# is SIGHUP (the shell's kill: a minimal Debian has no procps); it sends no watchdog pings.
+# Debian's gunicorn (20.1) calls setuid() with its own uid in each worker, which the unit's
+# ~@privileged filter refuses: that one group is allowed back.
 GUNICORN_DROP_IN = f"""[Service]
 SystemCallFilter=@setuid
 ExecStart=
 ExecStart=/usr/bin/python3 -m gunicorn --worker-class gthread --threads 4 --workers {WORKERS} {APP}
 ExecReload=
-ExecReload=/bin/kill -HUP $MAINPID
+ExecReload=/bin/sh -c "kill -HUP $MAINPID"
 WatchdogSec=0
 """
 
@@ -64,13 +65,16 @@ def serving(box: Container) -> None:
     wait_for(up, timeout=60, what="the service serving")
 
 
-def run_actions(box: Container, restarts: int, reloads: int) -> dict[str, dict[str, dict[str, int]]]:
+def run_actions(box: Container, server: str, restarts: int, reloads: int,
+                quiet: bool) -> dict[str, dict[str, dict[str, int]]]:
     figures = {}
     for action, count in (("restart", restarts), ("reload", reloads)):
         serving(box)
         fresh, kept = under_load(box, SERVICE, [action] * count, PORT)
         figures[action] = {"new connections": dict(fresh.outcomes),
                            "keep-alive, never reconnecting": dict(kept.outcomes)}
+        if not quiet:
+            print_figures(server, f"{action} x{count}", figures[action])
     return figures
 
 
@@ -94,27 +98,22 @@ def main(argv: list[str] | None = None) -> int:
                                 "sockact.__version__)"]).stdout.split()
             if not args.json:
                 print(f"gunicorn {versions[0]}, sockact {versions[1]}; Debian 12, one socket unit, {WORKERS} workers")
-            results = {"sockact": run_actions(box, args.restarts, args.reloads)}
-            if not args.json:
-                print_figures("sockact", results["sockact"])
+            results = {"sockact": run_actions(box, "sockact", args.restarts, args.reloads, args.json)}
             box.write("/etc/systemd/system/sockact.service.d/gunicorn.conf", GUNICORN_DROP_IN)
             box.run("systemctl daemon-reload && systemctl restart sockact.service")
-            results["gunicorn"] = run_actions(box, args.restarts, args.reloads)
-            if not args.json:
-                print_figures("gunicorn", results["gunicorn"])
+            results["gunicorn"] = run_actions(box, "gunicorn", args.restarts, args.reloads, args.json)
     if args.json:
         print(json.dumps({"versions": {"gunicorn": versions[0], "sockact": versions[1]}, "restarts": args.restarts,
                           "reloads": args.reloads, "results": results}, indent=2))
     return 0
 
 
-def print_figures(server: str, by_action: dict[str, dict[str, dict[str, int]]]) -> None:
-    for action, by_client in by_action.items():
-        for client, outcomes in by_client.items():
-            total = sum(outcomes.values())
-            failed = total - outcomes.get("ok", 0)
-            how = {k: v for k, v in outcomes.items() if k != "ok"}
-            print(f"{server:8} {action:8} {client:32} {total:7} requests, {failed:5} failed", how or "", flush=True)
+def print_figures(server: str, action: str, by_client: dict[str, dict[str, int]]) -> None:
+    for client, outcomes in by_client.items():
+        total = sum(outcomes.values())
+        failed = total - outcomes.get("ok", 0)
+        how = {k: v for k, v in outcomes.items() if k != "ok"}
+        print(f"{server:8} {action:11} {client:32} {total:7} requests, {failed:5} failed", how or "", flush=True)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,9 +71,11 @@ def run_actions(box: Container, server: str, restarts: int, reloads: int,
     figures = {}
     for action, count in (("restart", restarts), ("reload", reloads)):
         serving(box)
+        began = time.monotonic()
         fresh, kept = under_load(box, SERVICE, [action] * count, PORT)
         figures[action] = {"new connections": dict(fresh.outcomes),
-                           "keep-alive, never reconnecting": dict(kept.outcomes)}
+                           "keep-alive, never reconnecting": dict(kept.outcomes),
+                           "seconds": {"total": round(time.monotonic() - began)}}
         if not quiet:
             print_figures(server, f"{action} x{count}", figures[action])
     return figures
@@ -109,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_figures(server: str, action: str, by_client: dict[str, dict[str, int]]) -> None:
+    print(f"{server:8} {action:11} took {by_client['seconds']['total']} s", flush=True)
     for client, outcomes in by_client.items():
+        if client == "seconds":
+            continue
         total = sum(outcomes.values())
         failed = total - outcomes.get("ok", 0)
         how = {k: v for k, v in outcomes.items() if k != "ok"}

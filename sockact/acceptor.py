@@ -1,8 +1,9 @@
 """Accepting on the listeners, within the fd budget, backing off from errors that recur.
 
-The supervisor holds a connection's fd while it is queued or parked, and must have a
-free slot for every connection a worker may hand back. So it accepts only while the
-connections it and its workers hold stay below its budget (the open-files limit less
+The supervisor holds an fd for every connection: queued or parked, and also its own copy of
+each one a worker holds (for a 502/504 if the worker dies), and a hand-back briefly needs
+one more, until the old copy is closed. So it accepts only while the connections it and its
+workers hold stay below its budget (the open-files limit less
 a reserve); above it, new clients wait in the kernel's backlog, and accepting resumes on
 its own when connections close. An accept that fails for want of fds or memory (EMFILE,
 ENFILE, ENOBUFS, ENOMEM) or for a reason not known to be the client's stops accepting

@@ -3,7 +3,7 @@
 The test holds the listening socket and a datagram socket in NOTIFY_SOCKET's place, reads the
 supervisor's FDSTORE=1 / BARRIER=1 / FDSTOREREMOVE=1 messages as systemd would, and starts the
 next instance with the listener and the stored connections at fd 3 on, LISTEN_FDS and
-LISTEN_FDNAMES set as systemd sets them. (tests/system/test_fdstore.py does the same under a real
+LISTEN_FDNAMES set as systemd sets them. (tests/system/test_restarts.py does the same under a real
 systemd, with the .deb.)
 """
 

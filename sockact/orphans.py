@@ -57,7 +57,13 @@ def verdicts(conns: Iterable[Conn], calls: Iterable[Call], overdue_before: float
 
 def answer(verdict: Verdict) -> None:
     """Send the verdict's response, if any, without blocking, then end the connection (our copy is the last)."""
-    with socket.socket(fileno=verdict.conn.fd) as sock, contextlib.suppress(OSError):
-        if verdict.status is not None:
-            sock.send(error_message(verdict.status, http_date()), socket.MSG_DONTWAIT)
+    last_word(verdict.conn.fd, verdict.status)
+
+
+def last_word(fd: int, status: int | None) -> None:
+    """An error response with ``status`` (None: none) sent without blocking, then the connection ended
+    and ``fd`` closed. Never raises: the client may be gone already."""
+    with socket.socket(fileno=fd) as sock, contextlib.suppress(OSError):
+        if status is not None:
+            sock.send(error_message(status, http_date()), socket.MSG_DONTWAIT)
         sock.shutdown(socket.SHUT_RDWR)

@@ -57,6 +57,7 @@ SCOREBOARD_SLOTS = 1024  # most workers alive at once, old and new generations t
 WORKER_CAPACITY = 10000
 CHANNEL_BATCH = 64  # messages read from one channel per wakeup before others get a turn
 CHANNEL_DRAIN = 1 << 20  # a dead worker's channel is read to its end
+SERVICE_UNAVAILABLE = 503  # for clients still in the backlog when sockact halts
 STORE_BARRIER_TIMEOUT = 5.0  # seconds to wait for systemd to read the stored fds before exiting
 
 
@@ -116,6 +117,10 @@ class Supervisor:
             self.switchboard.update_accepting(self.stopping)
             while not (self.stopping and not self.workers):
                 self._loop_once()
+            if self.exit_code != EXIT_OK:
+                refused = self.acceptor.refuse_pending(SERVICE_UNAVAILABLE)
+                if refused:
+                    log.warning("answered %d waiting connections with 503 Service Unavailable", refused)
             if self._stored:
                 # The stored fds must reach systemd while this process is still the service's main one.
                 self.notifier.barrier(STORE_BARRIER_TIMEOUT)

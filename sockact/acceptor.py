@@ -1,8 +1,9 @@
 """Accepting on the listeners, within the fd budget, backing off from errors that recur.
 
-The supervisor holds a connection's fd while it is queued or parked, and must have a
-free slot for every connection a worker may hand back. So it accepts only while the
-connections it and its workers hold stay below its budget (the open-files limit less
+The supervisor holds an fd for every connection: queued or parked, and also its own copy of
+each one a worker holds (for a 502/504 if the worker dies), and a hand-back briefly needs
+one more, until the old copy is closed. So it accepts only while the connections it and its
+workers hold stay below its budget (the open-files limit less
 a reserve); above it, new clients wait in the kernel's backlog, and accepting resumes on
 its own when connections close. An accept that fails for want of fds or memory (EMFILE,
 ENFILE, ENOBUFS, ENOMEM) or for a reason not known to be the client's stops accepting
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .activation import Listener
+from .orphans import last_word
 from .parking import Conn
 
 log = logging.getLogger("sockact.supervisor")
@@ -52,6 +54,12 @@ class Acceptor:
         self._logged: dict[str, float] = {}  # trouble -> when it was last logged
         self._suppressed: dict[str, int] = {}
         self._now = 0.0
+
+    def reserve_ids(self, count: int) -> int:
+        """The first of ``count`` connection ids for connections not accepted here (the fd store's)."""
+        first = self._next_id
+        self._next_id += count
+        return first
 
     def set_accepting(self, on: bool, held: int, now: float) -> None:
         """Watch the listeners when ``on``, within the budget and outside a back-off."""
@@ -105,6 +113,23 @@ class Acceptor:
             self.accepted[index] += 1
             self.held += 1
             self.route(conn)
+
+    def refuse_pending(self, status: int) -> int:
+        """Accept what waits in the listeners' backlogs, answer each with ``status`` and close it.
+
+        At a halt (the app cannot load): a connection left in the backlog would start the service
+        again as soon as it exits, and again, for as long as the client waits. Returns how many.
+        """
+        refused = 0
+        for lst in self.listeners:
+            while True:
+                try:
+                    fd, _ = lst.sock._accept()  # type: ignore[attr-defined]
+                except OSError:  # BlockingIOError: the backlog is empty
+                    break
+                last_word(fd, status)
+                refused += 1
+        return refused
 
     def _back_off(self, exc: OSError) -> None:
         self._backoff = min(BACKOFF_MAX, max(BACKOFF_FIRST, self._backoff * 2))

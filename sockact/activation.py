@@ -16,6 +16,7 @@ from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
 
 from .errors import ListenerError
+from .fdstore import listener_of
 
 SUPPORTED_FAMILIES = (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
 # systemd's default fd name when a socket unit sets no FileDescriptorName=
@@ -54,8 +55,12 @@ def format_address(family: int, addr: object) -> str:
     return f"{addr[0]}:{addr[1]}"  # type: ignore[index]
 
 
-def from_systemd(environ: MutableMapping[str, str]) -> list[Listener] | None:
+def from_systemd(environ: MutableMapping[str, str],
+                 stored: list[tuple[int, str]] | None = None) -> list[Listener] | None:
     """The sockets systemd passed to this process, or None when it passed none.
+
+    Connections a previous instance left in systemd's fd store (named by fdstore.conn_name) are
+    not listeners: their ``(fd, name)`` pairs go into ``stored``, or are closed without it.
 
     Drops LISTEN_* from ``environ`` too: systemd-python clears only the C environment,
     and forked workers or the app's subprocesses must not see stale values.
@@ -77,7 +82,15 @@ def from_systemd(environ: MutableMapping[str, str]) -> list[Listener] | None:
     if not fds:
         # LISTEN_PID named another process (a parent's leftover): not ours, fall back to --bind.
         return None
-    return [_adopt(fd, name or DEFAULT_NAME) for fd, name in sorted(fds.items())]
+    listeners: list[Listener] = []
+    for fd, name in sorted(fds.items()):
+        if listener_of(name or "") is None:
+            listeners.append(_adopt(fd, name or DEFAULT_NAME))
+        elif stored is not None:
+            stored.append((fd, name))
+        else:
+            os.close(fd)
+    return listeners
 
 
 def _adopt(fd: int, name: str) -> Listener:

@@ -224,7 +224,8 @@ def run(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
     supervisor_title(os.environ, cfg.app)
     # env, chdir and pythonpath apply here, before any worker forks, so every worker inherits them.
     _prepare(cfg)
-    listeners = from_systemd(os.environ)
+    stored: list[tuple[int, str]] = []  # connections a previous instance left in systemd's fd store
+    listeners = from_systemd(os.environ, stored)
     if listeners is None:
         listeners = bind_all(cfg.bind, cfg.backlog)
     apps = None
@@ -236,7 +237,7 @@ def run(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
     notifier = Notifier(os.environ, os.getpid())
     log.info("sockact %s: %d workers, listening on %s", __version__, cfg.workers,
              ", ".join(f"{lst.name}={lst.address}" for lst in listeners))
-    return Supervisor(cfg, listeners, notifier, apps, reload_config).run()
+    return Supervisor(cfg, listeners, notifier, apps, reload_config, stored).run()
 
 
 def _watch_for_changes(cfg: Config) -> None:

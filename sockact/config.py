@@ -213,6 +213,12 @@ class Config(ListenerSettings):
         "responses closing their connections, so load balancers take this host out before it stops "
         "accepting. Set it above the balancer's time to mark a server down (checks x interval).",
         "workers", metavar="SECONDS")
+    fd_store: bool = _opt(
+        parsers.boolean, True,
+        "On a graceful stop under systemd, give idle keep-alive connections to systemd's fd store "
+        "instead of closing them, and serve them again after the restart. Needs FileDescriptorStoreMax= "
+        "in the service unit; without it, turn this off so that a stop answers with Connection: close.",
+        "workers")
     handback_after: float = _opt(
         parsers.seconds, 0.05,
         "When every app thread of a worker has been in one call this long, its other connections go back "

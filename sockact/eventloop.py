@@ -327,10 +327,10 @@ class EventLoop:
         assert request is not None
         held.request = None
         slot = self.slots[index]
-        slot.begin(call_line(request))
+        slot.begin(call_line(request), held.msg.conn_id)
         self.call_started[index] = started = time.monotonic()
         try:
-            return held.http.serve(request)
+            return held.http.serve(request, slot.responded)
         finally:
             self.call_started[index] = 0.0
             slot.end()
@@ -443,6 +443,10 @@ class EventLoop:
     def _close(self, held: Held) -> None:
         self._unwatch(held)
         self.held.pop(held.msg.conn_id, None)
+        # The supervisor holds a copy of every connection a worker holds, so close() alone would not
+        # end it: shutdown() sends the client its FIN now.
+        with contextlib.suppress(OSError):
+            held.sock.shutdown(socket.SHUT_RDWR)
         held.sock.close()
         self._send(handoff.Message(handoff.DONE, conn_id=held.msg.conn_id, listener=held.msg.listener))
 

@@ -13,8 +13,9 @@ Messages:
     READY  worker -> supervisor: the app is loaded, send work
     RECYCLE worker -> supervisor: max_requests reached; retire me (the worker takes nothing new)
 
-Ownership of a connection's fd: the sender closes its copy right after a successful send,
-so at any moment exactly one process holds it open (see docs/architecture.md).
+Ownership of a connection's fd (see docs/architecture.md): a worker closes its copy right after
+a successful PARK. The supervisor, after a CONN, keeps its copy untouched until the worker's PARK
+or DONE for that connection id, so that it can still answer the client (502/504) if the worker dies.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import logging
 import os
+import select
 import time
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
@@ -88,6 +89,8 @@ class Notifier:
         self._runtime_dir = runtime_dir(environ)
         self._reloads = 0  # finished reloads, the sequence number of the last published outcome
         self._ready_sent = False
+        # systemd 254+ says how many fds it would keep (FileDescriptorStoreMax=); 252 says nothing.
+        self._fdstore_max = environ.get("FDSTORE")
         self._send = None
         if self._socket:
             try:
@@ -102,17 +105,25 @@ class Notifier:
         return self._send is not None
 
     @property
+    def can_store_fds(self) -> bool:
+        """Whether fds sent with FDSTORE=1 may be kept: notifying, and no FDSTORE=0 from systemd."""
+        return self.enabled and self._fdstore_max != "0"
+
+    @property
     def watchdog_interval(self) -> float | None:
         """Seconds between pings: half the interval systemd expects, as sd_watchdog_enabled advises."""
         return self.watchdog_usec / 2e6 if self.watchdog_usec else None
 
-    def _notify(self, state: str) -> None:
+    def _notify(self, state: str, fds: list[int] | None = None) -> bool:
         if self._send is None:
-            return
+            return False
         try:
-            self._send(state, unset_environment=False)
+            if fds:
+                return bool(self._send(state, unset_environment=False, fds=fds))
+            return bool(self._send(state, unset_environment=False))
         except Exception as exc:
             log.debug("sd_notify failed: %s", exc)
+            return False
 
     def ready(self, status: str | None = None) -> None:
         self._ready_sent = True
@@ -163,6 +174,41 @@ class Notifier:
 
     def extend_timeout(self, seconds: float) -> None:
         self._notify(f"EXTEND_TIMEOUT_USEC={int(seconds * 1e6)}")
+
+    def store_fd(self, fd: int, name: str) -> bool:
+        """Give systemd a duplicate of ``fd`` to keep under ``name`` (FDSTORE=1); True if sent.
+
+        The caller still owns ``fd``. Whether systemd kept it (FileDescriptorStoreMax= not reached)
+        is not said back: a refused fd is closed by systemd and logged in its journal.
+        """
+        return self._notify(f"FDSTORE=1\nFDNAME={name}", [fd])
+
+    def remove_stored(self, name: str) -> None:
+        """Close systemd's duplicates of every fd stored under ``name`` (FDSTOREREMOVE=1)."""
+        self._notify(f"FDSTOREREMOVE=1\nFDNAME={name}")
+
+    def barrier(self, timeout: float) -> bool:
+        """Wait until systemd has read every notification sent before (BARRIER=1, sd_notify_barrier(3)).
+
+        Sent before exiting, so that the fds just stored reach systemd while this process is still
+        its main process. False when not notifying, or when systemd did not answer in ``timeout``.
+        """
+        if self._send is None:
+            return False
+        try:
+            r, w = os.pipe()
+        except OSError:
+            return False
+        try:
+            sent = self._notify("BARRIER=1", [w])
+            os.close(w)
+            w = -1
+            # systemd closes its copy of the pipe's write end once it has read the message: POLLHUP.
+            return sent and bool(select.select([r], [], [], timeout)[0])
+        finally:
+            os.close(r)
+            if w >= 0:
+                os.close(w)
 
 
 def _watchdog_usec(usec: str | None, wpid: str | None, pid: int) -> int | None:

@@ -2,12 +2,15 @@
 
 One anonymous MAP_SHARED mapping is made before the first fork; each worker owns one slot,
 and each of its app threads one line of that slot. A thread stamps its line when an app
-call starts (with the request line) and when it ends (counting the request). Writes are
-plain memory stores: no message, no wakeup. From the stamps the supervisor tells
+call starts (with the request line and the connection), when its response begins, and when
+it ends (counting the request). Writes are plain memory stores: no message, no wakeup. From
+the stamps the supervisor tells
 
 - a worker that is moving from one whose every app thread has sat in one call longer
-  than handback_after (stalled: it gets no new connections), and
-- a call stuck past timeout (the worker is aborted, and the log names the request).
+  than handback_after (stalled: it gets no new connections),
+- a call stuck past timeout (the worker is aborted, and the log names the request), and
+- when a worker has died, which of its clients can still get a clean 502 or 504 (no byte
+  of their response went out) and which must see the connection close.
 
 Each line has one writer, so nothing is locked. Torn reads are possible and harmless:
 these are hints for timers, not transactions.
@@ -21,8 +24,10 @@ import time
 from dataclasses import dataclass
 
 MAX_THREADS = 64  # app threads per worker that the scoreboard can follow
-# started (monotonic seconds, 0.0 when not in a call), requests finished, request line length
-_LINE = struct.Struct("=dQH")
+# started (monotonic seconds, 0.0 when not in a call), requests finished, request line length,
+# the connection in the call, whether its response has begun (a byte of it was handed to the kernel)
+_LINE = struct.Struct("=dQHQB")
+_RESPONDED_AT = _LINE.size - 1
 LINE_SIZE = 128
 _LINE_MAX = LINE_SIZE - _LINE.size
 SLOT_SIZE = MAX_THREADS * LINE_SIZE
@@ -41,6 +46,16 @@ class SlotView:
     def stalled(self, threads: int, now: float, after: float) -> bool:
         """Every app thread has been in one call for longer than ``after``."""
         return self.busy >= threads and now - self.newest > after
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One app call in progress: on which connection, for which request, and whether it has answered."""
+
+    conn_id: int
+    line: str
+    responded: bool
+    started: float  # monotonic seconds
 
 
 class Scoreboard:
@@ -67,7 +82,7 @@ class Scoreboard:
         oldest_at = -1
         base = slot * SLOT_SIZE
         for i in range(min(threads, MAX_THREADS)):
-            started, count, _ = _LINE.unpack_from(self._map, base + i * LINE_SIZE)
+            started, count, *_ = _LINE.unpack_from(self._map, base + i * LINE_SIZE)
             requests += count
             if started:
                 busy += 1
@@ -80,6 +95,18 @@ class Scoreboard:
             length = min(_LINE.unpack_from(self._map, at)[2], _LINE_MAX)
             line = self._map[at + _LINE.size:at + _LINE.size + length].decode("latin-1")
         return SlotView(requests, busy, oldest, newest, line)
+
+    def calls(self, slot: int, threads: int) -> list[Call]:
+        """The calls in progress in a worker's slot: read when the worker has died, to answer its clients."""
+        calls = []
+        base = slot * SLOT_SIZE
+        for i in range(min(threads, MAX_THREADS)):
+            at = base + i * LINE_SIZE
+            started, _, length, conn_id, responded = _LINE.unpack_from(self._map, at)
+            if started:
+                line = self._map[at + _LINE.size:at + _LINE.size + min(length, _LINE_MAX)].decode("latin-1")
+                calls.append(Call(conn_id, line, bool(responded), started))
+        return calls
 
     # -- worker side
 
@@ -100,16 +127,20 @@ class SlotWriter:
         self._at = at
         self.requests = 0
 
-    def begin(self, line: str) -> None:
+    def begin(self, line: str, conn_id: int = 0) -> None:
         raw = line.encode("latin-1", "replace")[:_LINE_MAX]
-        _LINE.pack_into(self._map, self._at, time.monotonic(), self.requests, len(raw))
+        _LINE.pack_into(self._map, self._at, time.monotonic(), self.requests, len(raw), conn_id, 0)
         start = self._at + _LINE.size
         self._map[start:start + len(raw)] = raw
 
+    def responded(self) -> None:
+        """The call's response has begun: from now on only closing the connection tells the truth."""
+        self._map[self._at + _RESPONDED_AT] = 1
+
     def end(self) -> None:
         self.requests += 1
-        _LINE.pack_into(self._map, self._at, 0.0, self.requests, 0)
+        _LINE.pack_into(self._map, self._at, 0.0, self.requests, 0, 0, 0)
 
     def idle(self) -> None:
         """Not in a call, counting nothing new (the ASGI loop's beat, between requests)."""
-        _LINE.pack_into(self._map, self._at, 0.0, self.requests, 0)
+        _LINE.pack_into(self._map, self._at, 0.0, self.requests, 0, 0, 0)

@@ -20,9 +20,10 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Mapping
+from http import HTTPStatus
 from typing import Any
 
-from . import handoff
+from . import handoff, orphans
 from .acceptor import raise_fd_limit
 from .accesslog import escape
 from .activation import Listener
@@ -30,6 +31,7 @@ from .apploader import WSGIApp
 from .config import Config
 from .dispatch import Dispatcher
 from .errors import EXIT_OK, HandoffError, SockactError
+from .fdstore import conn_name, take_back
 from .health import Health
 from .journal import lifecycle
 from .metrics import Snapshot, SupervisorCounters, count_states, restart_reason
@@ -57,13 +59,19 @@ SCOREBOARD_SLOTS = 1024  # most workers alive at once, old and new generations t
 # worker_connections is 1000, but its async workers hold a greenlet per connection).
 WORKER_CAPACITY = 10000
 CHANNEL_BATCH = 64  # messages read from one channel per wakeup before others get a turn
+CHANNEL_DRAIN = 1 << 20  # a dead worker's channel is read to its end
+SERVICE_UNAVAILABLE = 503  # for clients still in the backlog when sockact halts
+STORE_BARRIER_TIMEOUT = 5.0  # seconds to wait for systemd to read the stored fds before exiting
 
 
 class Supervisor:
     def __init__(self, config: Config, listeners: list[Listener], notifier: Notifier,
                  apps: Mapping[str, WSGIApp] | None = None,
-                 reload_config: Callable[[], Config] | None = None) -> None:
+                 reload_config: Callable[[], Config] | None = None,
+                 stored: list[tuple[int, str]] | None = None) -> None:
         self.reload_config = reload_config  # re-reads the settings' sources at HUP
+        self._from_store = stored or []  # (fd, name) of connections a previous instance stored
+        self._stored = 0  # connections given to systemd's fd store at this stop
         self.listeners = listeners
         self.notifier = notifier
         self.apps = apps  # preloaded apps, or None to import in each worker
@@ -112,10 +120,20 @@ class Supervisor:
             gc.freeze()
         self._register(self._signals.install(), self._on_wakeup, None)
         try:
+            self._take_back_stored()
             self._carry_out(self.pool.start(time.monotonic()))
             self.switchboard.update_accepting(self.stopping)
             while not (self.stopping and not self.workers):
                 self._loop_once()
+            if self.exit_code != EXIT_OK:
+                refused = self.acceptor.refuse_pending(SERVICE_UNAVAILABLE)
+                if refused:
+                    log.warning("answered %d waiting connections with 503 Service Unavailable", refused)
+            if self._stored:
+                # The stored fds must reach systemd while this process is still the service's main one.
+                self.notifier.barrier(STORE_BARRIER_TIMEOUT)
+                lifecycle(log, "stop", "stopped: %d keep-alive connections left in systemd's fd store "
+                          "for the next instance", self._stored)
         finally:
             self._close_all()
         return self.exit_code
@@ -161,9 +179,12 @@ class Supervisor:
         lifecycle(log, "stop", "stopping: draining %d connections held by workers (graceful timeout %.0fs)",
                   self.dispatcher.held, self.config.graceful_timeout)
         self.switchboard.update_accepting(self.stopping)
-        self.switchboard.close_parked(serve_readable=True)
-        for w in self.workers.values():
-            w.signal(signal.SIGTERM)  # in-flight responses will carry Connection: close
+        if self._keeping:
+            self._store_all()
+        else:
+            self.switchboard.close_parked(serve_readable=True)
+            for w in self.workers.values():
+                w.signal(signal.SIGTERM)  # in-flight responses will carry Connection: close
         self._retire_when_drained()
 
     def _announce_stop(self, delay: float) -> None:
@@ -190,6 +211,53 @@ class Supervisor:
             w.signal(signal.SIGQUIT)
 
     handle_quit = handle_int
+
+    # ------------------------------------------------------------------ systemd's fd store
+
+    @property
+    def _keeping(self) -> bool:
+        """Whether a graceful stop leaves idle keep-alive connections in systemd's fd store."""
+        return self.config.fd_store and self.notifier.can_store_fds
+
+    def _store_all(self) -> None:
+        """Stopping: parked and queued connections go to the store now; workers hand theirs back.
+
+        A retired worker finishes its calls with keep-alive responses and hands every connection
+        back at its next request boundary (PARK), where _store() takes it.
+        """
+        for conn in self.parked.take_all():
+            self._unregister(conn.fd)
+            self._store(conn)
+        for conn in self.dispatcher.take_queued():
+            self._store(conn)
+        for w in self.workers.values():
+            self.dispatcher.remove(w.pid)
+            w.retire()
+            for conn in self.switchboard.take_outbox(w):
+                self._store(conn)
+
+    def _store(self, conn: Conn) -> None:
+        """Give ``conn`` to systemd's fd store and close our copy (a request already read cannot go)."""
+        if conn.proxy is not None:
+            pass  # its PROXY header would be looked for again after the restart: the balancer reconnects
+        elif not conn.data and self.notifier.store_fd(conn.fd, conn_name(self.listeners[conn.listener].name)):
+            self._stored += 1
+        elif conn.data:
+            log.warning("closing connection %d at stop: its request was read but not served", conn.id)
+        os.close(conn.fd)
+
+    def _take_back_stored(self) -> None:
+        """Park the connections the previous instance stored, and empty the store: they are ours alone now."""
+        if not self._from_store:
+            return
+        found = take_back(self._from_store, [lst.name for lst in self.listeners],
+                          self.acceptor.reserve_ids(len(self._from_store)))
+        self._from_store = []
+        for name in sorted(found.names):
+            self.notifier.remove_stored(name)
+        for conn in found.conns:
+            self.switchboard.park(conn, False)
+        log.log(logging.WARNING if found.closed else logging.INFO, "%s", found.summary())
 
     def handle_hup(self) -> None:
         """Reload: a new generation with the settings read anew; a bad file fails the reload at once."""
@@ -323,24 +391,32 @@ class Supervisor:
             lst.sock.close()
         for w in self.workers.values():
             w.chan.close()
-            for conn in w.outbox:
+            for conn in (*w.outbox, *w.holding.values()):
                 os.close(conn.fd)
         for conn in self.parked:
             os.close(conn.fd)
         self.switchboard.close_queued()
 
-    def _on_channel(self, w: WorkerProcess) -> None:
+    def _on_channel(self, w: WorkerProcess, batch: int = CHANNEL_BATCH) -> None:
         if w.outbox:
             self.switchboard.flush_outbox(w)
-        for _ in range(CHANNEL_BATCH):
+        for _ in range(batch):
             try:
                 msg = w.receiver.recv()
             except BlockingIOError:
                 return
             except handoff.FdsLost as exc:
-                # Out of fds here: the connection is lost, but the worker did nothing wrong.
-                self.acceptor.out_of_fds(f"a connection from worker {w.pid} was dropped ({exc})")
-                self._returned(w)
+                # Out of fds here: the copy in flight is lost, but the worker did nothing wrong, and
+                # our own copy of the connection carries on in its place.
+                kept = w.holding.pop(exc.message.conn_id, None)
+                if kept is not None and exc.message.kind == handoff.PARK:
+                    kept.data = exc.message.data
+                    self._parked_by(w, kept)
+                else:
+                    if kept is not None:
+                        os.close(kept.fd)
+                    self.acceptor.out_of_fds(f"a connection from worker {w.pid} was dropped ({exc})")
+                    self._returned(w)
                 continue
             except HandoffError as exc:
                 log.error("worker %d sent a bad message (%s); killing it", w.pid, exc)
@@ -358,20 +434,27 @@ class Supervisor:
                 self._carry_out(self.pool.ready(w.pid, time.monotonic()))
                 self.switchboard.give(self.dispatcher.add(w.pid) if self.pool.assignable(w.pid) else [])
             elif msg.kind == handoff.PARK:
-                conn = Conn(msg.conn_id, msg.fd, msg.listener, msg.family, msg.peer, msg.hops, msg.data,
-                            proxy=msg.proxy)
-                if conn.data:
-                    self.counters.handbacks += 1
-                    self.switchboard.route(conn)  # handed back with a request already read: serve it elsewhere
-                else:
-                    self.switchboard.park(conn, self.stopping)
-                self._returned(w)
+                w.done_with(msg.conn_id)
+                self._parked_by(w, Conn(msg.conn_id, msg.fd, msg.listener, msg.family, msg.peer, msg.hops,
+                                        msg.data, proxy=msg.proxy))
             elif msg.kind == handoff.DONE:
+                w.done_with(msg.conn_id)
                 self._returned(w)
             elif msg.kind == handoff.RECYCLE:
                 log.info("worker %d served its max_requests: recycling it", w.pid)
                 w.recycled = True
                 self._carry_out(self.pool.recycle(w.pid, time.monotonic()))
+
+    def _parked_by(self, w: WorkerProcess, conn: Conn) -> None:
+        """``w`` handed ``conn`` back: park it, serve it elsewhere, or at a stop store or close it."""
+        if self.stopping and self._keeping:
+            self._store(conn)
+        elif conn.data:
+            self.counters.handbacks += 1
+            self.switchboard.route(conn)  # handed back with a request already read: serve it elsewhere
+        else:
+            self.switchboard.park(conn, self.stopping)
+        self._returned(w)
 
     def _returned(self, w: WorkerProcess) -> None:
         self.switchboard.give(self.dispatcher.returned(w.pid))
@@ -381,16 +464,20 @@ class Supervisor:
         self.switchboard.update_accepting(self.stopping)
 
     def _worker_exited(self, pid: int, status: int) -> None:
-        w = self.workers.pop(pid, None)
+        w = self.workers.get(pid)
         if w is None:
             return  # a child of the app's, not a worker
         assert self._scoreboard is not None
+        self.dispatcher.remove(pid)  # nothing more goes its way, not even what its last reports reroute
+        waiting = self.switchboard.take_outbox(w)
+        self._on_channel(w, CHANNEL_DRAIN)  # what it reported before it died: PARK and DONE
+        del self.workers[pid]
         self._unregister(w.chan)
         w.chan.close()
         if self._tally is not None:
             self._tally.retire(w.slot, w.threads)  # its counts outlive it
+        self._answer_orphans(w, status)
         self._scoreboard.release(w.slot)
-        waiting = self.switchboard.take_outbox(w)
         lost = self.dispatcher.forget(pid)
         how, code, _ = describe_status(status)
         state = self.pool.state(pid)
@@ -407,6 +494,25 @@ class Supervisor:
         self.switchboard.update_accepting(self.stopping)
 
     # ------------------------------------------------------------------ connections
+
+    def _answer_orphans(self, w: WorkerProcess, status: int) -> None:
+        """A worker died: its clients still in a call get a 502 or 504 if no byte of the response went out."""
+        assert self._scoreboard is not None
+        conns = w.take_holding()
+        if not conns:
+            return
+        timed_out = self.pool.state(w.pid) is WorkerState.ABORTED and self.config.timeout
+        overdue_before = time.monotonic() - self.config.timeout if timed_out else None
+        how = describe_status(status)[0]
+        for verdict in orphans.verdicts(conns, self._scoreboard.calls(w.slot, w.threads), overdue_before):
+            orphans.answer(verdict)
+            if verdict.status is not None:
+                phrase = HTTPStatus(verdict.status).phrase
+                log.error("worker %d %s before answering %s: %d %s sent", w.pid, how, escape(verdict.line),
+                          verdict.status, phrase, extra={"HTTP_REQUEST": escape(verdict.line)})
+            elif verdict.line:
+                log.warning("worker %d %s in the middle of the response to %s: connection closed", w.pid, how,
+                            escape(verdict.line), extra={"HTTP_REQUEST": escape(verdict.line)})
 
     def _retire_when_drained(self) -> None:
         """Draining: a worker that holds nothing more retires."""

@@ -6,7 +6,8 @@ to accept acceptor.Acceptor's. This module only carries their decisions out, and
 each fd with exactly one owner:
 
     accepted / queued / in an outbox   the supervisor (the dispatcher's queue, a worker's outbox)
-    handed off                         the worker (our copy is closed once the send succeeds)
+    handed off                         the worker (our copy waits in WorkerProcess.holding, untouched,
+                                       until the worker's PARK or DONE; orphans.py if the worker dies)
     parked                             the supervisor (in the selector, closed after keepalive)
 """
 

@@ -41,6 +41,10 @@ class WorkerProcess:
     # Connections given to this worker that its full channel could not take yet, in order. The
     # supervisor still owns their fds; they go out when the channel is writable again.
     outbox: deque[Conn] = field(init=False, default_factory=deque)
+    # The supervisor's own copy of each connection this worker holds, by id: if the worker dies
+    # before answering, the supervisor still can (502/504). Closed when the worker hands the
+    # connection back (PARK) or reports it closed (DONE).
+    holding: dict[int, Conn] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.chan.setblocking(False)
@@ -53,8 +57,9 @@ class WorkerProcess:
     def give(self, conn: Conn) -> bool:
         """Hand ``conn`` over; False when the channel is full and it waits in the outbox instead.
 
-        Once sent, the worker owns it and our copy of the fd is closed. Raises OSError when the
-        channel is broken (the worker is gone): ``conn`` is then still the caller's.
+        Once sent, the worker serves it; our copy of the fd stays in ``holding`` until the worker
+        is done with it. Raises OSError when the channel is broken (the worker is gone): ``conn``
+        is then still the caller's.
         """
         if not self.outbox and self._send(conn):
             return True
@@ -82,10 +87,22 @@ class WorkerProcess:
         except BlockingIOError:
             return False
         conn.hops += 1
-        os.close(conn.fd)  # the worker owns it now
+        self.holding[conn.id] = conn
         if self.on_sent is not None:
             self.on_sent(conn)
         return True
+
+    def done_with(self, conn_id: int) -> None:
+        """The worker handed the connection back or closed it: close our copy."""
+        conn = self.holding.pop(conn_id, None)
+        if conn is not None:
+            os.close(conn.fd)
+
+    def take_holding(self) -> list[Conn]:
+        """The connections the worker held when it died; the caller answers or closes them."""
+        conns = list(self.holding.values())
+        self.holding.clear()
+        return conns
 
     def retire(self) -> None:
         """Ask the worker to hand back what it holds and exit: EOF on its channel."""

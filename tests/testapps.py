@@ -71,6 +71,17 @@ def _whoami(environ, start_response):
     return _respond(start_response, json.dumps(info).encode())
 
 
+def _stream(environ, start_response):
+    """The first part of the body at once, the rest after ?s= seconds (a worker killed meanwhile)."""
+    query = parse_qs(environ["QUERY_STRING"])
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    yield b"first part\n"
+    if "started" in query:  # the first part has been written: for tests to wait on
+        Path(query["started"][0]).touch()
+    time.sleep(float(query.get("s", ["1"])[0]))
+    yield b"second part\n"
+
+
 def _boom(environ, start_response):
     raise RuntimeError("a bug in the app")
 
@@ -93,5 +104,6 @@ pid = validator(_pid)
 slow = validator(_slow)
 hang = validator(_hang)
 whoami = validator(_whoami)
+stream = validator(_stream)
 boom = validator(_boom)
 errlog = validator(_errlog)

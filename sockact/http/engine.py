@@ -361,16 +361,13 @@ class Connection:
 
     def error_response(self, status: int, date: str) -> bytes:
         """A complete plain-text error response; the connection then closes."""
-        phrase = http.HTTPStatus(status).phrase
-        body = f"{status} {phrase}\n".encode()
         head_only = self.request is not None and self.request.method == b"HEAD" and self.state != ERROR
         self.response_started = self.response_ended = True
         self.keep_alive = False
         self.state = ERROR
-        self._sent = 0 if head_only else len(body)  # the access log counts this body too
-        head = (f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\nDate: {date}\r\nServer: sockact\r\n\r\n")
-        return head.encode("latin-1") + (b"" if head_only else body)
+        message = error_message(status, date, head_only)
+        self._sent = len(message) - message.index(b"\r\n\r\n") - 4  # the access log counts the body too
+        return message
 
     def start_next_cycle(self) -> None:
         """After a complete request and response on a persistent connection: expect the next request."""
@@ -379,3 +376,12 @@ class Connection:
         self.state = IDLE
         self.request = None
         self._reset_response()
+
+
+def error_message(status: int, date: str, head_only: bool = False) -> bytes:
+    """A complete plain-text error response with Connection: close (the supervisor's 502/504 too)."""
+    phrase = http.HTTPStatus(status).phrase
+    body = f"{status} {phrase}\n".encode()
+    head = (f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\nDate: {date}\r\nServer: sockact\r\n\r\n")
+    return head.encode("latin-1") + (b"" if head_only else body)

@@ -128,9 +128,13 @@ class HTTPConnection:
         """Whether ``request`` asks for the listener's health path, which the app never sees."""
         return self._conn.is_health(request)
 
-    def serve(self, request: Request) -> bool:
+    def serve(self, request: Request, responding: Callable[[], None] | None = None) -> bool:
         """Run the app for ``request`` (or answer the health path) and answer it; True when the
-        connection persists."""
+        connection persists.
+
+        ``responding`` is called once, just before the first byte of the response is sent.
+        """
+        self._conn.responding = responding
         try:
             keep = self._conn.serve(request)
             if keep:
@@ -224,6 +228,7 @@ class _Conn:
         self.env = connection_environ(site.environ, peer, extra)
         self.env["wsgi.errors"] = self.errors
         self.stopping = stopping
+        self.responding: Callable[[], None] | None = None  # told before the first byte of a response
         self.access = site.access if site.access_log else None
         self.pid = _pid[0]
         self.peer_remote = self.env["REMOTE_ADDR"]  # the client as the access log names it, from the connection
@@ -363,6 +368,8 @@ class _Conn:
         head = self.engine.start_response(start.status, start.headers, close=self.stopping(), date=http_date(),
                                           whole=whole)
         start.headers_sent = True
+        if self.responding is not None:
+            self.responding()
         body = self.engine.send_data(first) if first else b""
         if len(body) <= COALESCE_MAX:
             self._guarded_send(head + body if body else head)
@@ -457,6 +464,8 @@ class _Conn:
             return False  # the client sees a response cut short, which is the truth
         self.status = status
         unread = self.engine.unread_body != 0 or self.engine.buffered
+        if self.responding is not None:
+            self.responding()
         try:
             self.wire.send(self.engine.error_response(status, http_date()))
             if unread:

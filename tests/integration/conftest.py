@@ -131,13 +131,14 @@ class KeepAliveClient:
 class Server:
     """A running sockact (or gunicorn) process for one test."""
 
-    def __init__(self, argv: list[str], port: int, env: dict[str, str], unix: str | None = None) -> None:
+    def __init__(self, argv: list[str], port: int, env: dict[str, str], unix: str | None = None,
+                 pass_fds: tuple[int, ...] | list[int] = ()) -> None:
         self.port = port
         self.unix = unix
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"sockact-test-{port}.log"
         self.log = open(self.log_path, "w+b")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(argv, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, pass_fds=pass_fds)
 
     @property
     def pid(self) -> int:

@@ -242,7 +242,7 @@ def test_upgrade_under_load_fails_no_request(box: Container) -> None:
     _ensure_installed(box)
     assert DEMO_PAGE in wait_for(lambda: _get_or_none(PORT), timeout=30, what="the service up").text
     old_pid = box.show("sockact.service", "MainPID")
-    with Load(PORT, threads=4, max_requests=20000, max_seconds=120) as load:
+    with Load(PORT, threads=4, max_requests=1_000_000, max_seconds=120) as load:
         wait_for(lambda: load.outcomes["ok"] >= 20, timeout=30, what="load to get going")
         box.run(f"{APT} install {_deb(UPGRADE_VERSION)}", timeout=300)
         # keep the load on while the restarted service takes over

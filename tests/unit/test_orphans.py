@@ -1,0 +1,53 @@
+"""What a dead worker's clients get, decided from its connections and its scoreboard lines: no I/O."""
+
+from __future__ import annotations
+
+import socket
+
+from sockact.orphans import Verdict, answer, verdicts
+from sockact.parking import Conn
+from sockact.scoreboard import Call, Scoreboard
+
+
+def conn(conn_id: int, fd: int = -1) -> Conn:
+    return Conn(conn_id, fd, 0, socket.AF_INET, ("127.0.0.1", 40000 + conn_id))
+
+
+def test_each_connection_gets_what_its_call_allows() -> None:
+    conns = [conn(1), conn(2), conn(3), conn(4)]
+    calls = [Call(2, "GET /slow", False, 100.0), Call(3, "GET /stream", True, 100.0), Call(4, "GET /new", False, 140.0)]
+    got = {v.conn.id: (v.status, v.line) for v in verdicts(conns, calls, overdue_before=None)}
+    # 1: idle, closed as its worker would have; 3: its response had begun, so it is cut, not replaced
+    assert got == {1: (None, ""), 2: (502, "GET /slow"), 3: (None, "GET /stream"), 4: (502, "GET /new")}
+
+
+def test_killed_for_timeout_the_overdue_call_gets_504_and_a_younger_one_502() -> None:
+    calls = [Call(2, "GET /hang", False, 100.0), Call(4, "GET /new", False, 140.0)]
+    got = {v.conn.id: v.status for v in verdicts([conn(2), conn(4)], calls, overdue_before=130.0)}
+    assert got == {2: 504, 4: 502}
+
+
+def test_the_scoreboard_tells_which_connection_a_call_serves_and_whether_it_answered() -> None:
+    board = Scoreboard(2)
+    slot = board.allocate()
+    first, second = board.writer(slot, 0), board.writer(slot, 1)
+    first.begin("GET /a", 11)
+    second.begin("POST /b", 12)
+    second.responded()
+    assert [(c.conn_id, c.line, c.responded) for c in board.calls(slot, 2)] == [(11, "GET /a", False),
+                                                                              (12, "POST /b", True)]
+    first.end()
+    assert [c.conn_id for c in board.calls(slot, 2)] == [12]
+    board.close()
+
+
+def test_answer_sends_the_status_and_ends_the_connection() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server, \
+            socket.create_connection(server.getsockname(), timeout=5) as client:
+        accepted, _ = server.accept()
+        answer(Verdict(conn(1, accepted.detach()), 502, "GET /"))
+        data = b""
+        while chunk := client.recv(4096):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 502 Bad Gateway\r\n") and b"Connection: close\r\n" in data
+    assert data.endswith(b"\r\n\r\n502 Bad Gateway\n")

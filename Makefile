@@ -56,7 +56,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-# The benchmark against gunicorn, granian, uWSGI and nginx; rewrites docs/benchmarks.md and the chart.
+# The benchmark against gunicorn, granian, uWSGI, uvicorn (ASGI) and nginx; rewrites docs/benchmarks.md and the chart.
 # Its Debian packages: the load generator, nginx (the machine's limit), systemd-socket-activate, and a
 # compiler and Python headers to build uWSGI. The peers go into their own venv, built on the project's
 # interpreter so that every server runs the same Python; sockact itself runs from the project's venv.

@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import chart, cold, costs, load, markdown, memory, report
+from bench import asgi, chart, cold, costs, load, markdown, memory, report
 from bench.servers import PROJECT_BIN, REPO, Fleet, Process, Server, lineup, server_env, wait_ready
 
 DOCS = REPO / "docs"
@@ -135,7 +135,7 @@ def machine() -> dict[str, Any]:
 
 def versions() -> dict[str, str]:
     found = {"sockact": tool_version([str(PROJECT_BIN / "sockact"), "--version"]).split()[-1]}
-    for name in ("gunicorn", "granian", "uWSGI"):
+    for name in ("gunicorn", "granian", "uWSGI", "uvicorn"):
         found[name] = metadata.version(name)
     found["nginx"] = tool_version(["nginx", "-v"]).split("/")[-1]
     found["wrk"] = tool_version(["wrk", "-v"]).split()[1]
@@ -159,10 +159,13 @@ def handoff() -> dict[str, Any]:
 def run(args: argparse.Namespace, rundir: Path) -> dict[str, Any]:
     began = time.monotonic()
     raise_fd_limit()
-    results: dict[str, Any] = {"scenario_titles": {s.key: s.title for s in load.scenarios()}}
+    results: dict[str, Any] = {"scenario_titles": {s.key: s.title for s in (*load.scenarios(), load.ASGI_HELLO)}}
     with Fleet(rundir, server_env(static_file(rundir))) as fleet:
         results["load"] = timed("load", lambda: run_load(fleet, lineup(rundir, rundir / "static.bin"),
                                                          args.rounds, args.idle_rounds, args.seconds))
+        served = timed("ASGI", lambda: asgi.measure(fleet, args.rounds, args.seconds, WARM_SECONDS, wait_quiet))
+        results["load"][load.ASGI_HELLO.key] = served["load"]
+        results["websocket"] = served["websocket"]
         results["handoff"] = timed("hand-offs", handoff)
         results["costs"] = timed("per-request costs", lambda: costs.measure(fleet))
         results["memory"] = timed("memory", lambda: memory.measure(fleet))

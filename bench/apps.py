@@ -1,5 +1,5 @@
 """The one WSGI app every server in the benchmark serves, so they all run the same Python (and asgi_app,
-the ASGI one, for bench/asgi.py).
+the ASGI one, for the ASGI lineup of bench/asgi.py).
 
     /        hello world, 14 bytes with Content-Length (the same bytes as sockact.apps.hello)
     /json    a 4 KiB JSON document, built once at import
@@ -75,7 +75,7 @@ _ASGI_BODY = {"type": "http.response.body", "body": HELLO}
 
 
 async def asgi_app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
-    """The ASGI benchmark's app (bench/asgi.py): hello world over HTTP, and a WebSocket echo."""
+    """The ASGI lineup's app (bench/asgi.py): hello world over HTTP, and a WebSocket echo."""
     if scope["type"] == "http":
         await send(_ASGI_HEAD)
         await send(_ASGI_BODY)

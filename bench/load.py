@@ -52,6 +52,10 @@ def scenarios() -> list[Scenario]:
     ]
 
 
+# The ASGI lineup's (bench/asgi.py): the keep-alive hello world, from the ASGI app.
+ASGI_HELLO = Scenario("asgi", "ASGI keep-alive hello world")
+
+
 def wrk_argv(scenario: Scenario, port: int, seconds: float) -> list[str]:
     headers = [arg for h in scenario.headers for arg in ("-H", h)]
     return ["wrk", f"-t{scenario.threads}", f"-c{scenario.connections}", f"-d{seconds:g}s",

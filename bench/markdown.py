@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.report import BASE, MB, fmt_ratio, idle_cell, ratio, req_s, targets
+from bench.report import ASGI, BASE, MB, fmt_ratio, idle_cell, ratio, req_s, targets
 
 MET = {True: "met", False: "**not met**", None: "—"}
 THROUGHPUT_SCENARIOS = ("keepalive", "close", "json", "static")
@@ -29,6 +29,8 @@ def render(summary: dict[str, Any], chart_name: str) -> str:
         _throughput_table(summary),
         "## 10,000 idle keep-alive clients\n",
         _idle_table(summary),
+        "## ASGI\n",
+        _asgi_tables(summary),
         "## Mixed load\n",
         _mixed_table(summary),
         "## Where a request's time goes in sockact\n",
@@ -104,6 +106,24 @@ def _idle_table(summary: dict[str, Any]) -> str:
     note = ("A server holds the idle clients if every one of them is still open after every round; the share "
             "of its keep-alive throughput is given only for those that did.\n")
     return note + "\n" + _table(header, rows)
+
+
+def _asgi_tables(summary: dict[str, Any]) -> str:
+    """The ASGI lineup's hello world, then the WebSocket echo, both relative to sockact's."""
+    per = summary["load"].get(ASGI)
+    if not per:
+        return "Not measured in this run.\n"
+    base = req_s(summary, ASGI, BASE)
+    rows = [[server, _cell(summary, ASGI, server, base)] for server in per]
+    text = ("Requests per second, median of the rounds, and the ratio to sockact's ASGI median of the same run. "
+            "The last row is sockact serving the WSGI hello world in the same rounds.\n\n"
+            + _table(["Server", summary["scenario_titles"][ASGI]], rows))
+    echo = summary.get("websocket", {})
+    ours = echo.get(BASE, {}).get("per_s")
+    rows = [[server, "failed" + rounds_note(fig) if fig["per_s"] is None else
+             f"{fig['per_s']:,.0f} ({fmt_ratio(ratio(fig['per_s'], ours))}){rounds_note(fig)}"]
+            for server, fig in echo.items()]
+    return text + "\n" + _table(["Server", "WebSocket echo, round trips/s (one client)"], rows)
 
 
 def _mixed_table(summary: dict[str, Any]) -> str:
@@ -189,6 +209,12 @@ METHOD = """## How it is measured
   while the keep-alive scenario runs. Servers that cannot hold them are reported as they fail
   (connections closed, refused, or unanswered after 10 s), not skipped. The file-descriptor limit
   is raised to its hard limit for the harness and every server.
+- **ASGI** (`bench/asgi.py`): after the WSGI scenarios, sockact `--interface asgi`, uvicorn
+  `--http httptools --loop uvloop` and granian `--interface asgi`, 2 workers each and none logging
+  requests, serve `bench/apps.py`'s ASGI hello world (the same 14 bytes) to `wrk -t1 -c50`, rounds
+  interleaved as above, beside sockact serving the WSGI hello world `--no-access-log` in the same
+  rounds. Then one WebSocket client (the `websockets` package) sends a 32-byte text message and waits
+  for its echo, again and again for {seconds} s, against sockact and uvicorn in turn, {rounds} rounds.
 - **Mixed load.** Each of 10 connections (one per wrk thread) sends every tenth request to `/sleep`
   (50 ms) and the rest to `/`: exactly 10% slow requests, on the same connections, so a server that
   queues fast requests behind slow ones shows it. The Lua script times each request from its

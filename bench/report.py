@@ -15,6 +15,8 @@ from typing import Any
 BASE = "sockact"
 THREADED = "sockact (4 threads)"  # against gunicorn gthread with --threads 4, in the mixed load
 WITH_METRICS = "sockact (metrics on)"  # what counting for Prometheus costs
+ASGI_WSGI = "sockact (WSGI)"  # in the ASGI scenario: sockact's WSGI hello world, in the same rounds
+ASGI = "asgi"  # the ASGI scenario's key
 MB = 1_000_000
 TIMES = "\N{MULTIPLICATION SIGN}"
 ERROR_KINDS = ("connect", "read", "write", "status", "timeout")
@@ -86,6 +88,14 @@ def _idle(rounds: Sequence[Round]) -> dict[str, Any]:
             "failed_to_open": failed, "held": held}
 
 
+def _echo(rounds: Sequence[Round]) -> dict[str, Any]:
+    """WebSocket echo: the median round trips per second of the rounds that finished, which failed
+    (an echo has no error counts of wrk's: a failed exchange fails its round)."""
+    failed = [n for n, rnd in enumerate(rounds, 1) if "error" in rnd]
+    return {"per_s": median([r["per_s"] for r in rounds if "error" not in r]), "rounds": len(rounds),
+            "used": len(rounds) - len(failed), "failed": failed, "errors": [0] * len(rounds)}
+
+
 def _cold(samples: Sequence[float]) -> dict[str, Any]:
     return {"median_ms": median(samples), "min_ms": min(samples), "max_ms": max(samples), "runs": len(samples)}
 
@@ -102,6 +112,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         "idle": {server: _idle(rounds) for server, rounds in load.get("idle", {}).items()},
         "mixed": {server: {"fast_p50_ms": fast_latency_ms(rounds, 50), "fast_p99_ms": fast_latency_ms(rounds, 99)}
                   for server, rounds in mixed.items()},
+        "websocket": {server: _echo(rounds) for server, rounds in results.get("websocket", {}).items()},
         "handoff": results.get("handoff", {}),
         "costs": results.get("costs", {}),
         "memory": results.get("memory", {}),
@@ -192,9 +203,26 @@ def targets(summary: dict[str, Any]) -> list[Target]:
     rate = summary["handoff"].get("round_trip_per_s")
     found.append(Target("Hand-offs, round trip", "≥ 50,000/s", "n/a" if rate is None else f"{rate:,.0f}/s",
                         None if rate is None else rate >= 50_000))
+    found.extend(asgi_targets(summary))
     found.extend(_memory_targets(summary["memory"]))
     found.append(_cold_target(summary["cold"]))
     return found
+
+
+def asgi_targets(summary: dict[str, Any]) -> list[Target]:
+    """The ASGI issue's: against uvicorn and granian, and for scale, the WSGI hello world and WebSocket echo."""
+    scenario = "ASGI keep-alive hello world"
+    wsgi = ratio(req_s(summary, ASGI, BASE), req_s(summary, ASGI, ASGI_WSGI))
+    echo = summary.get("websocket", {})
+    ours, theirs = (echo.get(name, {}).get("per_s") for name in (BASE, "uvicorn"))
+    return [
+        _at_least(scenario, "uvicorn", 1.0, summary, ASGI),
+        _at_least(scenario, "granian", 0.6, summary, ASGI),
+        Target(scenario, "next to sockact's WSGI hello world", f"{fmt_ratio(wsgi)} WSGI", None),
+        Target("WebSocket echo, one client", "next to uvicorn's",
+               "n/a" if ours is None else f"{ours:,.0f} round trips/s ({fmt_ratio(ratio(ours, theirs))} uvicorn)",
+               None),
+    ]
 
 
 def _metrics_cost(summary: dict[str, Any]) -> Target:

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.apps import HELLO, JSON_BODY, STATIC_FILE_ENV
-from bench.report import THREADED, WITH_METRICS
+from bench.report import ASGI_WSGI, THREADED, WITH_METRICS
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_BIN = REPO / ".venv" / "bin"  # sockact runs from the project's own venv, as a user runs it
 PEERS_BIN = REPO / "bench" / ".venv" / "bin"
 APP = "bench.apps:app"
+ASGI_APP = "bench.apps:asgi_app"
 WORKERS = 2
 HOST = "127.0.0.1"
 STOP_GRACE = 5.0
@@ -38,11 +39,11 @@ class Server:
     wsgi: bool = True  # False for nginx, which answers from its config and runs no Python
 
 
-def sockact_argv(*extra: str, workers: int = WORKERS) -> Argv:
+def sockact_argv(*extra: str, workers: int = WORKERS, app: str = APP) -> Argv:
     """sockact with its defaults and ``workers`` workers; no --bind under socket activation."""
     def argv(port: int) -> list[str]:
         bind = ["--bind", f"{HOST}:{port}"] if port else []
-        return [str(PROJECT_BIN / "sockact"), "run", APP, "--workers", str(workers), *bind, *extra]
+        return [str(PROJECT_BIN / "sockact"), "run", app, "--workers", str(workers), *bind, *extra]
     return argv
 
 
@@ -58,9 +59,17 @@ def gunicorn_argv(*extra: str) -> Argv:
     return argv
 
 
-def granian_argv(port: int) -> list[str]:
-    return [str(PEERS_BIN / "granian"), "--interface", "wsgi", "--workers", str(WORKERS),
-            "--host", HOST, "--port", str(port), APP]
+def granian_argv(interface: str, app: str, *extra: str) -> Argv:
+    def argv(port: int) -> list[str]:
+        return [str(PEERS_BIN / "granian"), "--interface", interface, "--workers", str(WORKERS),
+                "--host", HOST, "--port", str(port), *extra, app]
+    return argv
+
+
+def uvicorn_argv(port: int) -> list[str]:
+    """uvicorn with its fast parts, as its documentation recommends for production."""
+    return [str(PEERS_BIN / "uvicorn"), ASGI_APP, "--workers", str(WORKERS), "--host", HOST, "--port", str(port),
+            "--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning"]
 
 
 def uwsgi_argv(port: int) -> list[str]:
@@ -117,9 +126,20 @@ def lineup(rundir: Path, static_file: Path) -> list[Server]:
         Server(WITH_METRICS, sockact_with_metrics),
         Server("gunicorn sync", gunicorn_argv()),
         Server("gunicorn gthread", gunicorn_argv("--worker-class", "gthread", "--threads", "4")),
-        Server("granian", granian_argv),
+        Server("granian", granian_argv("wsgi", APP)),
         Server("uWSGI", uwsgi_argv),
         Server("nginx", nginx_argv(rundir, static_file), wsgi=False),
+    ]
+
+
+def asgi_lineup() -> list[Server]:
+    """The ASGI scenario's servers (bench/asgi.py), none logging requests; sockact first. The last row is
+    sockact serving the WSGI hello world in the same rounds: the cost of the asyncio loop, if any."""
+    return [
+        Server("sockact", sockact_argv("--interface", "asgi", "--no-access-log", app=ASGI_APP)),
+        Server("uvicorn", uvicorn_argv),
+        Server("granian", granian_argv("asgi", ASGI_APP, "--no-ws")),
+        Server(ASGI_WSGI, sockact_argv("--no-access-log")),
     ]
 
 

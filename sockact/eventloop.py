@@ -188,7 +188,7 @@ class EventLoop:
             held = Held(msg, sock, self._http(msg, sock, site, b""), site, time.monotonic(), partial=True,
                         preface=bytearray(msg.data))
             self.held[msg.conn_id] = held
-            self._read_preface(held, b"")
+            self._read_preface(held, b"", eof=False)
             return
         held = Held(msg, sock, self._http(msg, sock, site, msg.data), site, time.monotonic())
         self.held[msg.conn_id] = held
@@ -202,13 +202,13 @@ class EventLoop:
                               environ_extra=conn_extra(self.extra, msg, site), stopping=self._is_stopping,
                               client=msg.proxy.client if msg.proxy else None)
 
-    def _read_preface(self, held: Held, data: bytes) -> None:
+    def _read_preface(self, held: Held, data: bytes, eof: bool) -> None:
         """Bytes of a connection whose PROXY header is not whole yet (b"" when none came now)."""
         preface = held.preface
         assert preface is not None
         preface += data
         try:
-            parsed = proxyprotocol.parse(bytes(preface), held.site.proxy_protocol)
+            parsed = preface_header(bytes(preface), held.site.proxy_protocol, eof)
         except ProxyProtocolError as exc:
             self._refuse_preface(held, str(exc))
             return
@@ -229,8 +229,7 @@ class EventLoop:
             self._advance(held)
 
     def _refuse_preface(self, held: Held, reason: str) -> None:
-        peer = held.msg.peer[0] if held.msg.peer else "a Unix socket"
-        log.warning("conn %d from %s on %s: %s; closing it", held.msg.conn_id, peer, held.site.listener, reason)
+        preface_refused(held.msg, held.site, reason)
         self._close(held)
 
     # ------------------------------------------------------------------ connections
@@ -246,13 +245,10 @@ class EventLoop:
         except OSError:
             data = b""
         if held.preface is not None:
-            if not data:
-                if held.preface:
-                    self._refuse_preface(held, "closed in the middle of its PROXY header")
-                else:
-                    self._close(held)  # a balancer's TCP check: connected, said nothing, left
-                return
-            self._read_preface(held, data)
+            if not data and not held.preface:
+                self._close(held)  # a balancer's TCP check: connected, said nothing, left
+            else:
+                self._read_preface(held, data, eof=not data)
             return
         held.http.receive(data)
         self._advance(held)
@@ -491,6 +487,21 @@ def read_channel(receiver: handoff.Receiver, chan: socket.socket, adopt: Callabl
             return
         if msg.kind == handoff.CONN:
             adopt(msg)
+
+
+def preface_header(preface: bytes, mode: str, eof: bool) -> tuple[proxyprotocol.Header, int] | None:
+    """The PROXY header and its length once it is whole, None while more may come (see
+    proxyprotocol.parse); ProxyProtocolError also for a client that closed (``eof``) in its middle."""
+    parsed = proxyprotocol.parse(preface, mode)
+    if parsed is None and eof and preface:
+        raise ProxyProtocolError("closed in the middle of its PROXY header")
+    return parsed
+
+
+def preface_refused(msg: handoff.Message, site: Site, reason: str) -> None:
+    """Say why a connection's PROXY header was refused; the caller closes the connection."""
+    peer = msg.peer[0] if msg.peer else "a Unix socket"
+    log.warning("conn %d from %s on %s: %s; closing it", msg.conn_id, peer, site.listener, reason)
 
 
 def call_line(request: Request) -> str:

@@ -100,7 +100,7 @@ class WorkerShell:
         runner = AsgiRunner(self.chan, sites, slots, park_after=park_after,
                             handback_after=self.config.handback_after, max_requests=self.max_requests,
                             extra=extra, lifespans=lifespans, graceful_timeout=self.config.graceful_timeout,
-                            access=self.access)
+                            access=self.access, tally=self.tally.writer(self.slot, 0) if self.tally else None)
         runner.startup()
         return runner
 

@@ -31,7 +31,8 @@ READ_HIGH = 256 * 1024  # bytes of body buffered for the app before the loop sto
 
 class Conn:
     def __init__(self, loop: asyncio.AbstractEventLoop, msg: handoff.Message, sock: socket.socket, site: Site,
-                 scope: dict[str, Any], on_input: Callable[[Conn], None], lock: threading.Lock) -> None:
+                 scope: dict[str, Any], on_input: Callable[[Conn], None], lock: threading.Lock,
+                 preface: bool = False) -> None:
         self.loop = loop
         self.lock = lock  # the runner's: held while the loop reads, so a stall hand-back can take the connection
         self.msg = msg
@@ -39,8 +40,12 @@ class Conn:
         self.fd = sock.fileno()
         self.site = site
         self.scope = scope  # the connection's scope keys
+        # The socket's peer wrote any forwarded fields, so it is the one trusted, or not.
+        self.trust = site.trust if site.trust.trusts_peer(msg.peer) else None
         self.engine = Connection(site.limits)
-        if msg.data:
+        # ``preface``: a PROXY header comes first; its bytes gather here until the runner has it whole.
+        self.preface = bytearray(msg.data) if preface else None
+        if msg.data and not preface:
             self.engine.receive_data(msg.data)
         self.on_input = on_input  # called with new input while no app call owns the connection
         self.feed: Callable[[bytes], None] | None = None  # a WebSocket takes the bytes instead of the engine
@@ -104,6 +109,8 @@ class Conn:
             return
         if self.feed is not None:
             self.feed(data)
+        elif self.preface is not None:
+            self.preface += data
         else:
             self.engine.receive_data(data)
             if self.busy and self.engine.buffered > READ_HIGH:
@@ -162,6 +169,10 @@ class Conn:
         if not self._writing:
             self.loop.add_writer(self.fd, self._on_writable)
             self._writing = True
+
+    def unparsed(self) -> bytes:
+        """What a new owner must be given with the socket: the PROXY header so far, or the HTTP bytes."""
+        return bytes(self.preface) if self.preface is not None else self.engine.unparsed()
 
     @property
     def flushed(self) -> bool:

@@ -32,11 +32,22 @@ from typing import Any
 from .. import handoff
 from ..accesslog import AccessLog
 from ..errors import ProtocolError
-from ..eventloop import TIMER_INTERVAL, call_line, conn_extra, hand_back, read_channel, report
+from ..eventloop import (
+    TIMER_INTERVAL,
+    call_line,
+    conn_extra,
+    hand_back,
+    preface_header,
+    preface_refused,
+    read_channel,
+    report,
+)
 from ..http import Site
 from ..http.events import NEED_DATA, Request
-from ..http.server import access_entry, access_remote, http_date
+from ..http.server import access_entry, access_remote, health_response, http_date, is_health
+from ..proxyprotocol import ProxyProtocolError
 from ..scoreboard import SlotWriter
+from ..tally import TallyWriter
 from .conn import Conn
 from .cycle import HttpCycle
 from .lifespan import Lifespan
@@ -61,7 +72,8 @@ class AsgiRunner:
 
     def __init__(self, chan: socket.socket, sites: Sequence[Site], slots: Sequence[SlotWriter], *,
                  park_after: Sequence[float], handback_after: float, max_requests: int, extra: dict[str, Any],
-                 lifespans: Sequence[Lifespan], graceful_timeout: float, access: AccessLog | None = None) -> None:
+                 lifespans: Sequence[Lifespan], graceful_timeout: float, access: AccessLog | None = None,
+                 tally: TallyWriter | None = None) -> None:
         self.chan = chan
         self.sites = list(sites)
         self.slots = list(slots)
@@ -71,6 +83,7 @@ class AsgiRunner:
         self.lifespans = list(lifespans)
         self.graceful_timeout = graceful_timeout
         self.access = access
+        self.tally = tally  # the request counts for the metrics; None: none are kept
         self.stopping = False  # SIGTERM: answer with Connection: close, park nothing
         self.draining = False  # a stop is coming (drain_delay): responses close their connections
         self.retiring = False
@@ -124,6 +137,8 @@ class AsgiRunner:
                 self.loop.remove_reader(self.chan.fileno())
             for slot in self.slots:
                 slot.idle()
+            if self.tally is not None:
+                self.tally.flush()
         for lifespan in dict.fromkeys(self.lifespans):
             await lifespan.shutdown(self.graceful_timeout)
 
@@ -149,8 +164,13 @@ class AsgiRunner:
         except OSError:
             server = None
         state = self.lifespans[msg.listener].state if self.lifespans else {}
-        scope = conn_scope(msg.peer, server, site.environ["SCRIPT_NAME"], state, conn_extra(self.extra, msg, site))
-        conn = Conn(self.loop, msg, sock, site, scope, self._advance, self.lock)
+        client = msg.proxy.client if msg.proxy is not None and msg.proxy.client is not None else msg.peer
+        scope = conn_scope(client, server, site.environ["SCRIPT_NAME"], state, conn_extra(self.extra, msg, site))
+        # A PROXY header, unless one was read before this connection was parked, comes before HTTP.
+        preface = site.proxy_protocol != "off" and msg.proxy is None
+        conn = Conn(self.loop, msg, sock, site, scope, self._advance, self.lock, preface=preface)
+        if preface:
+            conn.partial = True  # the header_timeout runs for the PROXY header too
         self.held[msg.conn_id] = conn
         if msg.data:
             self._advance(conn)
@@ -163,6 +183,9 @@ class AsgiRunner:
         """Decide what comes next for a connection after it was read or served."""
         if conn.busy or conn.closing_at:
             return
+        if conn.preface is not None:
+            self._read_preface(conn)
+            return
         try:
             event = conn.engine.next_event()
         except ProtocolError as exc:
@@ -173,7 +196,9 @@ class AsgiRunner:
             self._close(conn, linger=True)
             return
         if isinstance(event, Request):
-            if event.upgrade and _is_websocket(event):
+            if is_health(conn.site, event):
+                self._answer_health(conn, event)
+            elif event.upgrade and _is_websocket(event):
                 self._start_websocket(conn, event)
             else:
                 self._start_http(conn, event)
@@ -191,10 +216,54 @@ class AsgiRunner:
             conn.partial, conn.since = True, time.monotonic()
         conn.resume_reading()
 
+    def _read_preface(self, conn: Conn) -> None:
+        """Look at what came of a connection's PROXY header; once it is whole, HTTP may start."""
+        preface = conn.preface
+        assert preface is not None
+        try:
+            parsed = preface_header(bytes(preface), conn.site.proxy_protocol, conn.eof)
+        except ProxyProtocolError as exc:
+            self._refuse_preface(conn, str(exc))
+            return
+        if parsed is None:
+            if conn.eof:
+                self._close(conn)  # a balancer's TCP check: connected, said nothing, left
+            else:
+                conn.resume_reading()
+            return
+        header, size = parsed
+        conn.msg.proxy = header  # it travels with the connection when it is parked or handed back
+        if header.client is not None:
+            conn.scope["client"] = header.client
+        conn.preface = None
+        if size < len(preface):
+            conn.engine.receive_data(bytes(preface[size:]))
+        if conn.eof:
+            conn.engine.receive_data(b"")
+        conn.partial, conn.since = False, time.monotonic()
+        self._advance(conn)
+
+    def _refuse_preface(self, conn: Conn, reason: str) -> None:
+        preface_refused(conn.msg, conn.site, reason)
+        self._close(conn)
+
+    def _answer_health(self, conn: Conn, request: Request) -> None:
+        """On the loop, never by the app, and not counted as a request."""
+        started = time.perf_counter()
+        status, answer = health_response(conn.engine, self.stopping or self.draining)
+        conn.write(answer)
+        self._access(conn, request, status, started)
+        if not conn.engine.keep_alive:
+            self._close(conn)
+            return
+        conn.engine.start_next_cycle()
+        conn.since, conn.partial = time.monotonic(), False
+        self._advance(conn)
+
     def _start_http(self, conn: Conn, request: Request) -> None:
         site = conn.site
-        scope = request_scope(conn.scope, request)
-        cycle = HttpCycle(conn, request, scope, self.stopping)
+        scope = request_scope(conn.scope, request, trust=conn.trust)
+        cycle = HttpCycle(conn, request, scope, self.stopping or self.draining)
         conn.busy = True
         self._call_started(conn, request)
         task = self.loop.create_task(cycle.run(site.app))
@@ -219,7 +288,11 @@ class AsgiRunner:
         if self.max_requests and self.requests >= self.max_requests and not self.recycling:
             self.recycling = True
             report(self.chan, handoff.Message(handoff.RECYCLE))
-        self._access(conn, cycle.request, cycle.status, cycle.started_at, cycle.headers or ())
+        if self.tally is not None:
+            self.tally.record(conn.msg.listener, cycle.request.method, cycle.status,
+                              time.perf_counter() - cycle.started_at)
+        self._access(conn, cycle.request, cycle.status, cycle.started_at, cycle.headers or (),
+                     cycle.scope["client"])
         keep = not task.cancelled() and task.exception() is None and task.result()
         if not keep or conn.closed:
             self._close(conn)
@@ -238,7 +311,7 @@ class AsgiRunner:
             return
         conn.busy = conn.websocket = True
         self._call_started(conn, request)
-        scope = request_scope(conn.scope, request, websocket=True)
+        scope = request_scope(conn.scope, request, websocket=True, trust=conn.trust)
         task = self.loop.create_task(serve_websocket(conn, scope, conn.site.app, self.websockets))
         task.add_done_callback(lambda t: self._locked(self._after_websocket, conn))
 
@@ -248,12 +321,14 @@ class AsgiRunner:
         self._close(conn)
 
     def _access(self, conn: Conn, request: Request | None, status: int, started: float,
-                response_headers: Sequence[tuple[str, str]] = ()) -> None:
+                response_headers: Sequence[tuple[str, str]] = (), client: Any = None) -> None:
+        """``client``: the request's scope client, which trusted proxies may have told."""
         if self.access is None or not conn.site.access_log:
             return
         if not conn.remote:
-            conn.remote = access_remote(conn.sock, conn.msg.peer)
-        self.access.log(access_entry(conn.remote, request, status, conn.engine.body_sent, started, self.pid,
+            conn.remote = access_remote(conn.sock, conn.scope["client"] or conn.msg.peer)
+        remote = conn.remote if client is None or client is conn.scope["client"] else str(client[0])
+        self.access.log(access_entry(remote, request, status, conn.engine.body_sent, started, self.pid,
                                      conn.msg.conn_id, conn.site.listener, response_headers))
 
     # ------------------------------------------------------------------ the beat
@@ -266,6 +341,8 @@ class AsgiRunner:
                 self._timers(now)
             if self.access is not None:
                 self.access.flush_if_due(now)
+            if self.tally is not None:
+                self.tally.flush()  # a copy to shared memory, where the supervisor reads it
             await asyncio.sleep(BEAT)
 
     def _stamp(self) -> None:
@@ -293,6 +370,9 @@ class AsgiRunner:
                 continue
             if conn.partial:
                 if now - conn.since > conn.site.header_timeout:
+                    if conn.preface is not None:
+                        self._refuse_preface(conn, "no whole PROXY header within header_timeout")
+                        continue
                     if conn.engine.buffered:
                         conn.write(conn.engine.error_response(408, http_date()))
                     self._close(conn)
@@ -336,7 +416,7 @@ class AsgiRunner:
                 conn.handed = True
                 del self.held[conn.msg.conn_id]
                 copy = socket.socket(conn.msg.family, socket.SOCK_STREAM, 0, fileno=os.dup(conn.fd))
-                hand_back(self.chan, conn.msg, copy, conn.engine.unparsed())
+                hand_back(self.chan, conn.msg, copy, conn.unparsed())
                 self._orphans.append(conn)
             # Arrivals go straight back; an EOF is left for the loop, which sees it again when it runs.
             read_channel(self.receiver, self.chan, self._adopt, lambda: None)
@@ -354,7 +434,7 @@ class AsgiRunner:
             return  # the last response is still going out; the next look parks it
         conn.detach()
         del self.held[conn.msg.conn_id]
-        hand_back(self.chan, conn.msg, conn.sock, conn.engine.unparsed())
+        hand_back(self.chan, conn.msg, conn.sock, conn.unparsed())
         self._check_done()
 
     def _close(self, conn: Conn, linger: bool = False) -> None:

@@ -3,6 +3,12 @@
 ``path`` is the whole request path, percent-decoded as UTF-8 (the prefix included, as
 uvicorn and Starlette expect since ASGI spec 2.4 / Starlette 0.33); ``root_path`` is the
 mount prefix when the path lies under it, as SCRIPT_NAME is for WSGI.
+
+Behind a trusted proxy (forwarded.py decides whom to believe, for WSGI and ASGI alike),
+the forwarded fields set ``client`` (port 0 when the proxy names none, as uvicorn's
+ProxyHeadersMiddleware does), ``scheme`` (ws/wss for a WebSocket), the Host header and
+``server``, as they set REMOTE_ADDR, wsgi.url_scheme, HTTP_HOST and SERVER_PORT for WSGI.
+The fields themselves stay in ``headers`` either way.
 """
 
 from __future__ import annotations
@@ -11,8 +17,12 @@ from typing import Any
 from urllib.parse import unquote
 
 from ..http.events import Request
+from ..http.forwarded import FIELDS, Origin, Trust, collect, from_fields
+from ..http.wsgi import split_host
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
+_FORWARDED = frozenset(name.encode() for name in FIELDS)
+_WS_SCHEMES = {"http": "ws", "https": "wss"}
 
 
 def conn_scope(peer: tuple[Any, ...] | str | None, server: tuple[str, int] | None, root_path: str,
@@ -23,8 +33,10 @@ def conn_scope(peer: tuple[Any, ...] | str | None, server: tuple[str, int] | Non
             "state": state, "extensions": {"sockact": extra, "http.response.pathsend": {}}}
 
 
-def request_scope(base: dict[str, Any], request: Request, websocket: bool = False) -> dict[str, Any]:
-    """The scope of one request (``websocket``: of the WebSocket it opens)."""
+def request_scope(base: dict[str, Any], request: Request, websocket: bool = False,
+                  trust: Trust | None = None) -> dict[str, Any]:
+    """The scope of one request (``websocket``: of the WebSocket it opens). ``trust`` is given when
+    the connection's peer is a trusted proxy, whose forwarded fields then count."""
     scope = dict(base)
     raw = request.path or b"/"
     path = unquote(raw.decode("latin-1"))
@@ -38,10 +50,35 @@ def request_scope(base: dict[str, Any], request: Request, websocket: bool = Fals
     scope["path"] = path
     scope["raw_path"] = raw
     scope["query_string"] = request.query
-    scope["headers"] = [(name.lower(), value) for name, value in request.headers]
+    scope["headers"] = headers = [(name.lower(), value) for name, value in request.headers]
+    if trust is not None and any(name in _FORWARDED for name, _ in headers):
+        origin = from_fields(collect(headers), trust)
+        if origin is not None:
+            _apply_origin(scope, origin, websocket)
     if websocket:
         scope["subprotocols"] = [p.strip().decode("latin-1") for name, value in request.headers
                                  if name == b"SEC-WEBSOCKET-PROTOCOL" for p in value.split(b",") if p.strip()]
     else:
         scope["method"] = request.method.decode("ascii")
     return scope
+
+
+def _apply_origin(scope: dict[str, Any], origin: Origin, websocket: bool) -> None:
+    """Put what trusted proxies told into ``scope``."""
+    if origin.client is not None:
+        scope["client"] = (origin.client, int(origin.client_port or 0))
+    if origin.scheme is not None:
+        scope["scheme"] = _WS_SCHEMES[origin.scheme] if websocket else origin.scheme
+    if origin.host is None and origin.port is None:
+        return
+    scheme = "https" if scope["scheme"] in ("https", "wss") else "http"
+    if origin.host is not None:
+        host = origin.host.encode("latin-1")
+        scope["headers"] = [(name, host if name == b"host" else value) for name, value in scope["headers"]]
+        if not any(name == b"host" for name, _ in scope["headers"]):
+            scope["headers"].append((b"host", host))
+        name, port = split_host(origin.host, scheme)
+    else:
+        server = scope["server"]
+        name, port = (server[0] if server else ""), split_host("", scheme)[1]
+    scope["server"] = (name, int(origin.port or port))

@@ -126,7 +126,7 @@ class HTTPConnection:
 
     def is_health(self, request: Request) -> bool:
         """Whether ``request`` asks for the listener's health path, which the app never sees."""
-        return self._conn.is_health(request)
+        return is_health(self._conn.site, request)
 
     def serve(self, request: Request, responding: Callable[[], None] | None = None) -> bool:
         """Run the app for ``request`` (or answer the health path) and answer it; True when the
@@ -276,7 +276,7 @@ class _Conn:
         self.wire_failed = False
         self.status = 0
         self.request = request
-        if self.is_health(request):
+        if is_health(self.site, request):
             return self._health(request, started)
         environ = request_environ(self.env, request, InputStream(self.pull_body), self.local_address, self.trust)
         if self.trust is not None and self.access is not None:
@@ -300,41 +300,12 @@ class _Conn:
         self._access(request, self.status, started)
         return keep
 
-    def is_health(self, request: Request) -> bool:
-        health = self.site.health_path
-        return bool(health) and request.path == health and request.method in (b"GET", b"HEAD")
-
     def _health(self, request: Request, started: float) -> bool:
         """The load balancer's question, answered without the app: 503 once stopping."""
-        stopping = self.stopping()
-        whole_request = self._body_buffered()
-        self.status = 503 if stopping else 200
-        body = b"stopping\n" if stopping else b"ok\n"
-        head = self.engine.start_response(
-            "503 Service Unavailable" if stopping else "200 OK",
-            [("Content-Type", "text/plain"), ("Cache-Control", "no-store")], close=stopping or not whole_request,
-            date=http_date(), whole=len(body))
-        self._guarded_send(head + self.engine.send_data(body) + self.engine.end_response())
+        self.status, answer = health_response(self.engine, self.stopping())
+        self._guarded_send(answer)
         self._access(request, self.status, started)
         return self.engine.keep_alive
-
-    def _body_buffered(self) -> bool:
-        """Drop a request body already received whole; False if more is to come.
-
-        The health answer runs on the worker's loop thread, which must never wait for a client:
-        a health check with a body still on its way is closed instead.
-        """
-        engine = self.engine
-        while engine.state != DONE:
-            try:
-                event = engine.next_event()
-            except ProtocolError:
-                return False
-            if event is NEED_DATA:
-                return False
-            if not isinstance(event, Data):
-                break
-        return engine.state == DONE
 
     def _send_result(self, result: Any, request: Request) -> None:
         start = self.start
@@ -481,6 +452,42 @@ class _Conn:
         self.access.log(access_entry(self.remote, request, status, self.engine.body_sent, started, self.pid,
                                      self.conn_id, self.site.listener,
                                      start.headers if start is not None else ()))
+
+
+def is_health(site: Site, request: Request) -> bool:
+    """Whether ``request`` asks for the listener's health path, which the app never sees."""
+    health = site.health_path
+    return bool(health) and request.path == health and request.method in (b"GET", b"HEAD")
+
+
+def health_response(engine: Connection, stopping: bool) -> tuple[int, bytes]:
+    """The health path's whole answer, and its status: 200, or 503 once stopping or draining.
+
+    It is answered on the worker's loop, which must never wait for a client: a request body
+    already received whole is dropped, and one still on its way closes the connection.
+    """
+    whole_request = _body_buffered(engine)
+    status = 503 if stopping else 200
+    body = b"stopping\n" if stopping else b"ok\n"
+    head = engine.start_response(
+        "503 Service Unavailable" if stopping else "200 OK",
+        [("Content-Type", "text/plain"), ("Cache-Control", "no-store")], close=stopping or not whole_request,
+        date=http_date(), whole=len(body))
+    return status, head + engine.send_data(body) + engine.end_response()
+
+
+def _body_buffered(engine: Connection) -> bool:
+    """Drop a request body already received whole; False if more is to come."""
+    while engine.state != DONE:
+        try:
+            event = engine.next_event()
+        except ProtocolError:
+            return False
+        if event is NEED_DATA:
+            return False
+        if not isinstance(event, Data):
+            break
+    return engine.state == DONE
 
 
 def quoted_request_line(request: Request | None) -> str:

@@ -145,7 +145,7 @@ def request_environ(conn_env: Mapping[str, Any], request: Request, body: Any,
         port = _apply_forwarded(env, trust)
     host = env.get("HTTP_HOST")
     if host:
-        env["SERVER_NAME"], env["SERVER_PORT"] = _split_host(host, env["wsgi.url_scheme"])
+        env["SERVER_NAME"], env["SERVER_PORT"] = split_host(host, env["wsgi.url_scheme"])
     else:
         env["SERVER_NAME"], env["SERVER_PORT"] = local_address()
     if port is not None:
@@ -179,7 +179,8 @@ def path_info(path: bytes) -> str:
     return path.decode("latin-1")
 
 
-def _split_host(host: str, scheme: str) -> tuple[str, str]:
+def split_host(host: str, scheme: str) -> tuple[str, str]:
+    """A Host value as (name, port), the port the scheme's default when it names none."""
     name, colon, port = host.rpartition(":")
     if colon and port.isdigit() and not name.endswith(":"):  # "[::1]" has colons but no port
         return name, port

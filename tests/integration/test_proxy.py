@@ -47,8 +47,8 @@ def whoami(port: int, preface: bytes, **kwargs: object) -> dict:
     return json.loads(body)
 
 
-def start_proxied(start_sockact, *args: str, mode: str = "auto"):
-    server = start_sockact("testapps:whoami", "--proxy-protocol", mode, *args, wait=False)
+def start_proxied(start_sockact, *args: str, mode: str = "auto", app: str = "testapps:whoami"):
+    server = start_sockact(app, "--proxy-protocol", mode, *args, wait=False)
     server.waiting(lambda: _answer(server.port, V2_LOCAL).startswith(b"HTTP/1.1 200"), "sockact to serve")
     return server
 
@@ -116,10 +116,11 @@ def test_a_header_that_never_completes_is_dropped_at_header_timeout(start_sockac
     server.wait_for_log("no whole PROXY header within header_timeout")
 
 
-def test_the_client_travels_when_parked_and_handed_back(start_sockact):
-    server = start_proxied(start_sockact, "--workers", "2", "--park-after", "0.05")
+def parked_and_handed_back(server, preface: bytes) -> list[dict]:
+    """The app's JSON for three requests on one connection after ``preface``: the first, one after
+    the connection was parked (park_after well below 0.5 s), one after a reload handed it back."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(v2_tcp4("198.51.100.7", 4242))
+        sock.sendall(preface)
         client = KeepAliveClient.__new__(KeepAliveClient)
         client.sock, client.buf = sock, b""
         first = json.loads(client.request("/")[2])
@@ -131,8 +132,13 @@ def test_the_client_travels_when_parked_and_handed_back(start_sockact):
         server.waiting(lambda: not old & set(server.workers()), "the old generation to exit", timeout=20)
         third = json.loads(client.request("/")[2])
         assert third["pid"] not in old
-        for seen in (first, second, third):
-            assert (seen["REMOTE_ADDR"], seen["REMOTE_PORT"]) == ("198.51.100.7", "4242")
+        return [first, second, third]
+
+
+def test_the_client_travels_when_parked_and_handed_back(start_sockact):
+    server = start_proxied(start_sockact, "--workers", "2", "--park-after", "0.05")
+    for seen in parked_and_handed_back(server, v2_tcp4("198.51.100.7", 4242)):
+        assert (seen["REMOTE_ADDR"], seen["REMOTE_PORT"]) == ("198.51.100.7", "4242")
 
 
 def test_health_path_is_answered_without_the_app(start_sockact):

@@ -12,6 +12,7 @@ from sockact.asgi.lifespan import Lifespan
 from sockact.asgi.scope import conn_scope, request_scope
 from sockact.errors import AppLoadError
 from sockact.http.events import Request
+from sockact.http.forwarded import Trust
 
 
 async def asgi_function(scope, receive, send):
@@ -96,6 +97,39 @@ def test_the_websocket_scope():
     scope = request_scope(base, request, websocket=True)
     assert scope["type"] == "websocket" and scope["scheme"] == "ws" and "method" not in scope
     assert scope["subprotocols"] == ["chat", "superchat"]
+
+
+FORWARDED = [(b"HOST", b"inner:8000"), (b"X-FORWARDED-FOR", b"198.51.100.7, 10.0.0.1"),
+             (b"X-FORWARDED-PROTO", b"https"), (b"X-FORWARDED-HOST", b"shop.example")]
+
+
+def test_a_trusted_proxy_sets_client_scheme_host_and_server():
+    base = conn_scope(("10.0.0.1", 5000), ("127.0.0.1", 8000), "", {}, {})
+    scope = request_scope(base, _request(b"/", FORWARDED), trust=Trust.parse("10.0.0.0/8"))
+    assert scope["client"] == ("198.51.100.7", 0)  # the proxy names no port: 0, as uvicorn says
+    assert scope["scheme"] == "https" and scope["server"] == ("shop.example", 443)
+    assert (b"host", b"shop.example") in scope["headers"] and (b"host", b"inner:8000") not in scope["headers"]
+    assert (b"x-forwarded-for", b"198.51.100.7, 10.0.0.1") in scope["headers"]  # the fields stay
+    assert base["client"] == ("10.0.0.1", 5000)  # the connection's keys are untouched
+    ws = request_scope(base, _request(b"/ws", FORWARDED), websocket=True, trust=Trust.parse("10.0.0.0/8"))
+    assert ws["scheme"] == "wss" and ws["client"] == ("198.51.100.7", 0)
+
+
+def test_rfc7239_forwarded_and_a_forwarded_port():
+    base = conn_scope(("10.0.0.1", 5000), ("127.0.0.1", 8000), "", {}, {})
+    trust = Trust.parse("10.0.0.1")
+    field = (b"FORWARDED", b'for="198.51.100.7:4711";proto=https;host="a.test:8443"')
+    scope = request_scope(base, _request(b"/", [field]), trust=trust)
+    assert (scope["client"], scope["scheme"], scope["server"]) == (("198.51.100.7", 4711), "https", ("a.test", 8443))
+    scope = request_scope(base, _request(b"/", [(b"HOST", b"x"), (b"X-FORWARDED-PORT", b"9443")]), trust=trust)
+    assert scope["server"] == ("127.0.0.1", 9443) and scope["client"] == ("10.0.0.1", 5000)
+
+
+def test_forwarded_fields_count_only_with_trust():
+    base = conn_scope(("10.0.0.1", 5000), ("127.0.0.1", 8000), "", {}, {})
+    scope = request_scope(base, _request(b"/", FORWARDED))
+    assert (scope["client"], scope["scheme"], scope["server"]) == (("10.0.0.1", 5000), "http", ("127.0.0.1", 8000))
+    assert (b"host", b"inner:8000") in scope["headers"]
 
 
 def test_interface_and_lifespan_are_settings_and_interface_is_per_listener(tmp_path):

@@ -85,6 +85,33 @@ def test_targets_are_judged_from_ratios_of_the_same_run():
     assert found[("Keep-alive hello world", "how far from nginx")].met is None
 
 
+def asgi_results() -> dict:
+    res = results()
+    res["load"]["asgi"] = {"sockact": [wrk(1100)] * 3, "uvicorn": [wrk(1000)] * 3, "granian": [wrk(2000)] * 3,
+                           report.ASGI_WSGI: [wrk(1000), {"error": "wrk did not finish"}, wrk(1000)]}
+    res["websocket"] = {"sockact": [{"round_trips": 9, "per_s": 9000.0}] * 3,
+                        "uvicorn": [{"round_trips": 6, "per_s": 6000.0}, {"error": "ConnectionClosedError"}]}
+    res["scenario_titles"]["asgi"] = "ASGI keep-alive hello world"
+    return res
+
+
+def test_the_asgi_targets_and_tables():
+    found = {t.goal: t for t in report.targets(summary(asgi_results())) if t.scenario.startswith(("ASGI", "WebSocket"))}
+    assert found["≥ 1\N{MULTIPLICATION SIGN} uvicorn"].met is True  # 1.1x
+    assert found["≥ 0.6\N{MULTIPLICATION SIGN} granian"].met is False  # 0.55x
+    assert found["next to sockact's WSGI hello world"].measured == "1.10\N{MULTIPLICATION SIGN} WSGI"
+    assert found["next to uvicorn's"].measured == "9,000 round trips/s (1.50\N{MULTIPLICATION SIGN} uvicorn)"
+    text = markdown.render(summary(asgi_results()), "c.png")
+    assert "| sockact (WSGI) | 1,000 (0.91\N{MULTIPLICATION SIGN}) [2/3] ✗ round 2 failed |" in text
+    assert "| uvicorn | 6,000 (0.67\N{MULTIPLICATION SIGN}) [1/2] ✗ round 2 failed |" in text
+
+
+def test_a_run_without_the_asgi_lineup_says_so():
+    s = summary()
+    assert "## ASGI\n\nNot measured in this run." in markdown.render(s, "c.png")
+    assert all(t.met is None for t in report.asgi_targets(s))
+
+
 def test_the_handoff_target_is_judged_on_the_round_trip():
     res = results()
     res["handoff"] = {"streaming_per_s": 200_000, "round_trip_per_s": 45_000}

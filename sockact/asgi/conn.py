@@ -232,6 +232,13 @@ class Conn:
             self.closing_at = min(self.closing_at, time.monotonic() + LINGER_SECONDS)
             self.resume_reading()
             return
+        self._end()
+
+    def _end(self) -> None:
+        # The supervisor holds a copy of every connection a worker holds, so close() alone would not
+        # end it: shutdown() sends the client its FIN now.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self._finish_close()
 
     def drop(self) -> None:
@@ -261,7 +268,7 @@ class Conn:
     def expire_close(self, now: float) -> bool:
         """A close whose flush or linger outlasted its deadline: drop it now. True if closed."""
         if self.closing_at and not self.closed and now > self.closing_at:
-            self._finish_close()
+            self._end()
         return self.closed
 
 

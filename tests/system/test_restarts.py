@@ -15,11 +15,12 @@ import struct
 from collections.abc import Iterator
 
 import pytest
+from debpkg import APT, VERSION, build_deb
 from debroot import RootfsError, ensure_rootfs
 from keepalive import KeepAlive, under_load
 from nspawn import Container, missing_prerequisite
 from sysclient import wait_for
-from test_deb import APT, DEBS, DEMO_PAGE, PORT, VERSION, _build, _get_or_none
+from test_deb import DEBS, DEMO_PAGE, PORT, _get_or_none
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
@@ -35,7 +36,7 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
     """A fresh overlay of the clean bookworm root with this tree's .deb installed and serving on PORT."""
     if missing_prerequisite():
         pytest.skip(missing_prerequisite() or "")
-    deb = _build(tmp_path_factory.mktemp("debs"))
+    deb = build_deb(tmp_path_factory.mktemp("debs"))
     try:
         root = ensure_rootfs()
     except RootfsError as exc:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "system"))
 
+from debpkg import APT, build_deb  # noqa: E402
 from debroot import ensure_rootfs  # noqa: E402
 from keepalive import under_load  # noqa: E402
 from nspawn import Container, missing_prerequisite  # noqa: E402
@@ -33,7 +33,6 @@ from sysclient import wait_for  # noqa: E402
 
 PORT = 8080  # sockact.socket's
 SERVICE = "sockact.service"
-APT = "DEBIAN_FRONTEND=noninteractive apt-get -y -q"
 APP = "sockact.apps.demo:app"
 WORKERS = 2
 # gunicorn in place of sockact: the same socket unit, the same hardening, the same app and workers.
@@ -51,12 +50,6 @@ WatchdogSec=0
 """
 
 
-def build_deb(outdir: Path) -> Path:
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8", "DEB_BUILD_OPTIONS": "nocheck"}
-    subprocess.run([str(REPO / "packaging" / "build-deb.sh"), str(outdir)], env=env, check=True,
-                   capture_output=True, timeout=600)
-    [deb] = outdir.glob("sockact_*_all.deb")
-    return deb
 
 
 def serving(box: Container) -> None:

@@ -304,7 +304,10 @@ class Supervisor:
     def _on_channel(self, w: WorkerProcess) -> None:
         if w.outbox:
             self.switchboard.flush_outbox(w)
-        for _ in range(CHANNEL_BATCH):
+        self._read_channel(w, CHANNEL_BATCH)
+
+    def _read_channel(self, w: WorkerProcess, batch: int) -> None:
+        for _ in range(batch):
             try:
                 msg = w.receiver.recv()
             except BlockingIOError:
@@ -352,6 +355,9 @@ class Supervisor:
         if w is None:
             return  # a child of the app's, not a worker
         assert self._scoreboard is not None
+        # Its last messages may still wait in the channel (SIGCHLD can come first): a PARK there
+        # carries a client's connection, which closing the channel unread would drop.
+        self._read_channel(w, 1 << 30)
         self._unregister(w.chan)
         w.chan.close()
         self._scoreboard.release(w.slot)

@@ -1,7 +1,7 @@
 """Random and mutated requests over real sockets, many connections at once, and what came back.
 
 ``cases`` yields seeded hostile inputs: valid requests of every framing cut, flipped, stretched and
-repeated, random bytes, and heads past each limit. ``throw`` sends them on up to ``parallel``
+repeated, random bytes, and heads past each limit. ``throw`` sends them (or any such source) on up to ``parallel``
 connections at a time from one selector loop (raw sockets, no client library in the way) and
 sorts each connection's outcome into a ``Tally``. A connection answered by nothing, neither bytes
 nor a close, within ``bound`` seconds is a hang.
@@ -119,10 +119,10 @@ class _Case:
         self.reset = False
 
 
-def throw(port: int, count: int, seed: int = 1, parallel: int = 100, bound: float = 15.0) -> Tally:
-    """Send ``count`` cases to 127.0.0.1:``port``, ``parallel`` connections at a time."""
+def throw(port: int, count: int, source: Iterator[tuple[bytes, bool]], parallel: int = 100,
+          bound: float = 15.0) -> Tally:
+    """Send ``count`` cases from ``source`` to 127.0.0.1:``port``, ``parallel`` connections at a time."""
     tally = Tally()
-    source = cases(seed)
     sel = selectors.DefaultSelector()
     started = time.monotonic()
     sent = 0

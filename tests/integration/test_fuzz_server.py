@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from conftest import http_get
-from netfuzz import throw
+from netfuzz import cases, throw
 
 CASES = int(os.environ.get("SOCKACT_FUZZ_CASES", "20000"))
 SEED = int(os.environ.get("SOCKACT_FUZZ_SEED", "20261126"))
@@ -21,7 +21,7 @@ def test_fuzzed_requests_kill_no_worker_and_get_no_5xx(start_sockact):
     server = start_sockact("testapps:echo", "--workers", "2", "--threads", "4", "--header-timeout", "2",
                            "--keepalive", "2", "--timeout", "2", "--no-access-log", workers=2)
     workers = sorted(server.workers())
-    tally = throw(server.port, CASES, SEED)
+    tally = throw(server.port, CASES, cases(SEED))
     print(tally.summary())
     assert tally.cases == CASES
     assert (tally.hangs, tally.server_errors) == (0, 0), (tally.summary(), tally.examples[:5])

@@ -3,8 +3,8 @@
 The load is mixed: wrk on keep-alive connections, wrk with "Connection: close" (a connection per
 request), and raw-socket clients that pipeline one to three requests and hang up. Halfway through,
 HUP reloads every worker; --max-requests recycles a worker about every fiftieth of the run.
-SOCKACT_SOAK_REQUESTS sets the size (300,000 in CI); tools/soak.py runs the long version
-(docs/robustness.md has its figures).
+SOCKACT_SOAK_REQUESTS and SOCKACT_SOAK_CONNECTIONS set the size (300,000 requests on at least
+100,000 new connections in CI); tools/soak.py runs the long version (docs/robustness.md has its figures).
 
 At rest before and after: the supervisor holds the same fds, every worker as many as a fresh one,
 and no socket is held by two processes (issue 9: one owner per fd).
@@ -24,6 +24,7 @@ from conftest import fd_count, http_get, wait_until
 from netfuzz import throw
 
 REQUESTS = int(os.environ.get("SOCKACT_SOAK_REQUESTS", "300000"))
+CONNECTIONS = int(os.environ.get("SOCKACT_SOAK_CONNECTIONS", str(REQUESTS // 3)))
 RECYCLES = 50
 # Supervisor RSS may grow by this much: allocator arenas and the caches of the first few thousand
 # connections settle early (measured: under 1 MiB), and a leak of even 100 bytes per request
@@ -99,17 +100,17 @@ def test_fd_counts_and_memory_stay_flat_under_endurance_load(start_sockact):
     worker_rss_before = max(rss_kib(w) for w in server.workers())
     total, connections, reloaded, problems = 0, 0, False, []
     seed = 0
-    while total < REQUESTS or not reloaded:
+    while total < REQUESTS or connections < CONNECTIONS or not reloaded:
         if not reloaded and total >= REQUESTS // 2:
             old = set(server.workers())
             server.send(signal.SIGHUP)
             server.waiting(lambda old=old: not old & set(server.workers()) and len(server.workers()) == 2,
                            "a new generation after HUP", timeout=30)
             reloaded = True
-        done, errors = wrk(server.port, 2, close=False)
+        done, errors = wrk(server.port, 1, close=False)
         problems += [errors.format(total)] if errors else []
         total += done
-        done, errors = wrk(server.port, 1, close=True)
+        done, errors = wrk(server.port, 2, close=True)
         problems += [errors.format(total)] if errors else []
         total, connections = total + done, connections + done
         seed += 1
@@ -118,6 +119,7 @@ def test_fd_counts_and_memory_stay_flat_under_endurance_load(start_sockact):
         connections += tally.cases
         if tally.hangs or set(tally.statuses) - {200} or tally.silent:
             problems.append(tally.summary())
+    assert connections >= CONNECTIONS
     print(f"{total} requests, {connections} new connections, "
           f"{server.output().count('recycling it')} recycles, problems: {problems}")
     assert problems == []

@@ -7,8 +7,9 @@ the client's EOF; a split never changes which requests are seen or whether one f
 requests come out as they went in.
 
 SOCKACT_FUZZ_PROFILE picks the examples per test: ``ci`` (the default) keeps `make test` short,
-``long`` is the run documented in docs/robustness.md. Neither keeps an example database in the
-tree: a failure prints the blob that reproduces it (``@reproduce_failure``).
+``long`` is the run documented in docs/robustness.md; SOCKACT_FUZZ_EXAMPLES overrides the count.
+Neither keeps an example database in the tree: a failure prints the blob that reproduces it
+(``@reproduce_failure``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ _COMMON = {"deadline": None, "database": None, "print_blob": True,
 settings.register_profile("ci", max_examples=400, **_COMMON)
 settings.register_profile("long", max_examples=50_000, **_COMMON)
 settings.load_profile(os.environ.get("SOCKACT_FUZZ_PROFILE", "ci"))
+if os.environ.get("SOCKACT_FUZZ_EXAMPLES"):  # a profile's size, changed for one run
+    settings.register_profile("sized", settings(max_examples=int(os.environ["SOCKACT_FUZZ_EXAMPLES"])))
+    settings.load_profile("sized")
 
 DEFAULT = Limits()
 SMALL = Limits(request_line=64, header_fields=4, header_field_size=64, head=256, body=16)

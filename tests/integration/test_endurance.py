@@ -20,7 +20,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from conftest import fd_count, http_get, wait_until
+from conftest import KeepAliveClient, fd_count, http_get, wait_until
 from netfuzz import throw
 
 REQUESTS = int(os.environ.get("SOCKACT_SOAK_REQUESTS", "300000"))
@@ -140,3 +140,22 @@ def test_fd_counts_and_memory_stay_flat_under_endurance_load(start_sockact):
     assert server.proc.poll() is None
     assert "Traceback" not in server.output()
 
+
+
+def test_a_recycled_worker_hands_back_its_keepalive_connections(start_sockact):
+    # Each worker serves one request, then is retired: it PARKs its client's connection and exits
+    # at once, so its SIGCHLD and that PARK reach the supervisor together. The connection must
+    # still be served, not closed with the channel.
+    server = start_sockact("sockact.apps.hello:app", "--workers", "2", "--max-requests", "1", "--park-after", "30",
+                           "--no-access-log", workers=2)
+    lost = 0
+    for _ in range(100):
+        client = KeepAliveClient(server.port)
+        try:
+            client.request("/")
+            client.request("/")
+        except ConnectionError:
+            lost += 1
+        finally:
+            client.close()
+    assert lost == 0

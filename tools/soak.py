@@ -3,6 +3,7 @@
     .venv/bin/python tools/soak.py fuzz         the running server, SOCKACT_FUZZ_CASES cases (default 1,000,000)
     .venv/bin/python tools/soak.py endurance    SOCKACT_SOAK_REQUESTS requests (default 5,000,000)
     .venv/bin/python tools/soak.py engine       the HTTP engine, hypothesis's ``long`` profile
+                                                (SOCKACT_FUZZ_EXAMPLES examples per test, default 50,000)
 
 Each runs the same test as CI, with the size raised, and prints its figures; docs/robustness.md
 records the last ones. Set SOCKACT_FUZZ_SEED for another sequence of fuzz cases.

@@ -8,9 +8,9 @@ VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' sockact/__init__.py)
 # generator, systemd-nspawn/debootstrap for the containers, HAProxy for the fleet test, and
 # prometheus_client for the metrics listener.
 APT_TEST_DEPS := python3-httptools python3-systemd python3-venv libsystemd-dev pkg-config gcc \
-	curl wrk systemd-container debootstrap lintian python3-pytest haproxy python3-prometheus-client
-# The HTTP engine's tests, run again on Debian's own python3 and its httptools 0.1.1 (the .deb's).
-HTTP_TESTS := tests/unit/test_http_engine.py tests/unit/test_http_vectors.py tests/unit/test_wsgi_adapter.py \
+	curl wrk systemd-container debootstrap lintian python3-pytest haproxy python3-prometheus-client python3-hypothesis
+# The HTTP engine's tests and its fuzzing, run again on Debian's own python3 and its httptools 0.1.1 (the .deb's).
+HTTP_TESTS := tests/unit/test_http_engine.py tests/unit/test_http_vectors.py tests/unit/test_http_fuzz.py tests/unit/test_wsgi_adapter.py \
 	tests/integration/test_http_server.py
 
 .PHONY: run run-shell run-stop dev test deps apt-deps lint clean deb lintian bench bench-apt-deps

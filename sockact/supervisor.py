@@ -42,6 +42,7 @@ from .signals import SignalWakeup
 from .states import Phase, WorkerState
 from .switchboard import Switchboard
 from .tally import Tally
+from .turnaway import app_failed, turn_away
 from .worker import WorkerShell
 from .workers import WorkerProcess, describe_status, spawn
 
@@ -87,6 +88,7 @@ class Supervisor:
         self._next_tick = 0.0
         self._next_stall_check = 0.0
         self._last_progress = (0, 0)
+        self._halted = False  # the app failed to load: clients waiting for it get a 503
 
     @property
     def config(self) -> Config:
@@ -116,6 +118,8 @@ class Supervisor:
             self.switchboard.update_accepting(self.stopping)
             while not (self.stopping and not self.workers):
                 self._loop_once()
+            if self._halted:
+                self._turn_away()  # whoever came during the quick stop
         finally:
             self._close_all()
         return self.exit_code
@@ -248,6 +252,8 @@ class Supervisor:
                 log.error("%s", action.reason)
                 self.exit_code = action.exit_code
                 self._stop_deadline = 0.0
+                self._halted = True
+                self._turn_away()
                 self.handle_int()
             elif isinstance(action, Ready):
                 self.notifier.ready(self.status_line())
@@ -407,6 +413,17 @@ class Supervisor:
         self.switchboard.update_accepting(self.stopping)
 
     # ------------------------------------------------------------------ connections
+
+    def _turn_away(self) -> None:
+        """Answer each client queued or in a backlog with a 503 and close it.
+
+        Under systemd, a client left in the backlog of a passed listener would start the
+        service again as soon as it exits: one connection, a loop of failing starts.
+        """
+        queued = [conn.fd for conn in self.dispatcher.take_queued()]
+        answered = turn_away(queued, [lst.sock for lst in self.listeners], app_failed())
+        if answered:
+            log.warning("answered %d waiting connections 503: the app failed to load", answered)
 
     def _retire_when_drained(self) -> None:
         """Draining: a worker that holds nothing more retires."""

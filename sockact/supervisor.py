@@ -421,9 +421,7 @@ class Supervisor:
         service again as soon as it exits: one connection, a loop of failing starts.
         """
         queued = [conn.fd for conn in self.dispatcher.take_queued()]
-        answered = turn_away(queued, [lst.sock for lst in self.listeners], app_failed())
-        if answered:
-            log.warning("answered %d waiting connections 503: the app failed to load", answered)
+        turn_away(queued, [lst.sock for lst in self.listeners], app_failed())
 
     def _retire_when_drained(self) -> None:
         """Draining: a worker that holds nothing more retires."""

@@ -11,6 +11,7 @@ connections at most, and LINGER_SECONDS in all for the clients to read the answe
 from __future__ import annotations
 
 import contextlib
+import logging
 import select
 import socket
 import time
@@ -18,6 +19,8 @@ from collections.abc import Iterable
 from email.utils import formatdate
 
 from .http.limits import LINGER_BYTES, LINGER_SECONDS
+
+log = logging.getLogger("sockact.supervisor")
 
 MOST = 4096  # connections answered at most in one turn-away; the rest see the socket closed
 BATCH = 256  # fds held at once: accepted, answered, closed, then the next batch
@@ -50,7 +53,10 @@ def turn_away(fds: Iterable[int], listeners: Iterable[socket.socket], response: 
             if len(batch) >= BATCH:
                 answered += _answer(batch, response, deadline)
                 batch = []
-    return answered + _answer(batch, response, deadline)
+    answered += _answer(batch, response, deadline)
+    if answered:
+        log.warning("answered %d waiting connections: %s", answered, response.split(b"\r\n", 1)[0].decode())
+    return answered
 
 
 def _accept(listener: socket.socket, most: int) -> tuple[list[socket.socket], bool]:

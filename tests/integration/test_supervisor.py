@@ -314,9 +314,10 @@ def _turned_away(sock: socket.socket) -> None:
     assert b"the app failed to load" in body and len(body) == int(headers["content-length"])
 
 
-def test_clients_in_the_backlog_when_the_app_fails_to_load_get_a_503(start_sockact):
+@pytest.mark.parametrize("preload", [False, True], ids=["in-the-workers", "preloaded"])
+def test_clients_in_the_backlog_when_the_app_fails_to_load_get_a_503(start_sockact, preload):
     """Under systemd a client left in the backlog would start the failed service again at once."""
-    server = start_sockact("no_such_module:app", "--workers", "2", wait=False)
+    server = start_sockact("no_such_module:app", "--workers", "2", *(["--preload"] if preload else []), wait=False)
     # systemd-socket-activate starts sockact at the first connection, as a .socket unit does
     first = wait_until(lambda: _connect(server.port), "the socket listening")
     clients = [first, *(socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(3))]
@@ -325,7 +326,7 @@ def test_clients_in_the_backlog_when_the_app_fails_to_load_get_a_503(start_socka
     for sock in clients:
         _turned_away(sock)
     assert server.proc.wait(timeout=20) == 5
-    assert "answered" in server.output() and "503" in server.output()
+    assert "waiting connections: HTTP/1.1 503 Service Unavailable" in server.output()
 
 
 def test_a_client_queued_when_the_app_fails_to_load_gets_a_503(start_sockact, tmp_path):

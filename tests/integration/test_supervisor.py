@@ -315,17 +315,24 @@ def _turned_away(sock: socket.socket) -> None:
 
 
 @pytest.mark.parametrize("preload", [False, True], ids=["in-the-workers", "preloaded"])
-def test_clients_in_the_backlog_when_the_app_fails_to_load_get_a_503(start_sockact, preload):
+def test_clients_in_the_backlog_when_the_app_fails_to_load_get_a_503(start_sockact, tmp_path, preload):
     """Under systemd a client left in the backlog would start the failed service again at once."""
-    server = start_sockact("no_such_module:app", "--workers", "2", *(["--preload"] if preload else []), wait=False)
+    gate = tmp_path / "gate"
+    (tmp_path / "gatedapp.py").write_text(GATED_APP)
+    # a queue of 1: the supervisor takes one client at most, the others wait in the socket's backlog
+    server = start_sockact("gatedapp:app", "--pythonpath", str(tmp_path), "--workers", "2", "--queue-size", "1",
+                           *(["--preload"] if preload else []), wait=False, env={"GATE_FILE": str(gate)})
     # systemd-socket-activate starts sockact at the first connection, as a .socket unit does
     first = wait_until(lambda: _connect(server.port), "the socket listening")
     clients = [first, *(socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(3))]
     for sock in clients:
         sock.sendall(REQUEST)
+    silent = socket.create_connection(("127.0.0.1", server.port), timeout=10)  # sends nothing, reads late
+    gate.touch()  # now the app fails to load
     for sock in clients:
         _turned_away(sock)
-    assert server.proc.wait(timeout=20) == 5
+    assert server.proc.wait(timeout=20) == 5  # the silent client does not hold the exit up
+    _turned_away(silent)
     assert "waiting connections: HTTP/1.1 503 Service Unavailable" in server.output()
 
 

@@ -185,6 +185,16 @@ def _lines(path: Path) -> int:
     return path.read_text().count("\n") if path.exists() else 0
 
 
+def _refused(port: int) -> bool:
+    try:
+        http_get(port, timeout=5)
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        pass
+    return False
+
+
 def _get_or_none(port: int, path: str = "/") -> Response | None:
     try:
         return http_get(port, path, timeout=10)
@@ -465,6 +475,9 @@ def test_make_run_on_a_fresh_debian_booted_with_systemd() -> None:
     """
     if missing_prerequisite():
         pytest.skip(missing_prerequisite() or "")
+    # The container shares this machine's network: the page must come from it, not from a sockact
+    # left listening by a test above or by a `make run` container.
+    wait_for(lambda: _refused(PORT), timeout=30, what=f"127.0.0.1:{PORT} free for the fresh container")
     with Container(ensure_rootfs(), overlay=True) as fresh:
         # no git inside: build-deb.sh copies the tree as it is, minus what the ignore list names here
         fresh.copy_in(REPO, "/opt/src", ignore=(".git", ".venv", "dist", "build", "__pycache__", ".*_cache"))

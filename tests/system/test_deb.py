@@ -175,7 +175,7 @@ def test_a_burst_leaves_a_line_per_request_in_the_file_and_every_reload_line_in_
     suppressed = box.run("journalctl -q -u systemd-journald.service --grep 'Suppressed.*sockact'", check=False)
     assert "Suppressed" not in suppressed.stdout, suppressed.stdout
     # every request has its line in the file (wrk counts the responses it completed)
-    wait_for(lambda: _lines(access) - before >= served, timeout=10, what=f"{served} access lines")
+    wait_for(lambda: _lines(access) - before >= served, timeout=30, what=f"{served} access lines")
     assert _lines(access) - before <= served + 100
     last = access.read_text().splitlines()[-1]
     assert re.fullmatch(r'127\.0\.0\.1 - - \[[^]]+\] "GET / HTTP/1\.1" 200 \d+ "-" "-"', last), last

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import Any
 
 from .activation import Listener
-from .orphans import last_word
 from .parking import Conn
 
 log = logging.getLogger("sockact.supervisor")
@@ -113,23 +112,6 @@ class Acceptor:
             self.accepted[index] += 1
             self.held += 1
             self.route(conn)
-
-    def refuse_pending(self, status: int) -> int:
-        """Accept what waits in the listeners' backlogs, answer each with ``status`` and close it.
-
-        At a halt (the app cannot load): a connection left in the backlog would start the service
-        again as soon as it exits, and again, for as long as the client waits. Returns how many.
-        """
-        refused = 0
-        for lst in self.listeners:
-            while True:
-                try:
-                    fd, _ = lst.sock._accept()  # type: ignore[attr-defined]
-                except OSError:  # BlockingIOError: the backlog is empty
-                    break
-                last_word(fd, status)
-                refused += 1
-        return refused
 
     def _back_off(self, exc: OSError) -> None:
         self._backoff = min(BACKOFF_MAX, max(BACKOFF_FIRST, self._backoff * 2))

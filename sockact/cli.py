@@ -12,7 +12,7 @@ from typing import Any
 from . import __version__, config, reloadctl
 from .accesslog import check_file
 from .config import Config
-from .errors import APP_LOAD_ERROR, EXIT_FAILURE, EXIT_OK, SockactError
+from .errors import APP_LOAD_ERROR, EXIT_FAILURE, EXIT_OK, AppLoadError, SockactError
 from .sandbox import sandboxed_check_line
 
 log = logging.getLogger("sockact")
@@ -219,6 +219,7 @@ def run(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
     from .notify import Notifier
     from .proctitle import supervisor_title
     from .supervisor import Supervisor
+    from .turnaway import app_failed, turn_away
 
     setup_logging(cfg.log_level, cfg.log_target, os.environ, cfg.error_logfile)
     supervisor_title(os.environ, cfg.app)
@@ -231,7 +232,13 @@ def run(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
     apps = None
     if cfg.preload:
         add_virtualenv(cfg.virtualenv)
-        apps = load_all(cfg.listener(lst.name).app for lst in listeners)
+        try:
+            apps = load_all(cfg.listener(lst.name).app for lst in listeners)
+        except AppLoadError as exc:
+            # As the supervisor does when its workers cannot load the app: no client stays in a backlog.
+            log.error("%s", exc)
+            turn_away([], [lst.sock for lst in listeners], app_failed())
+            return exc.exit_code
     if cfg.reload:
         _watch_for_changes(cfg)
     notifier = Notifier(os.environ, os.getpid())

@@ -44,6 +44,7 @@ from .signals import SignalWakeup
 from .states import Phase, WorkerState
 from .switchboard import Switchboard
 from .tally import Tally
+from .turnaway import app_failed, turn_away
 from .worker import WorkerShell
 from .workers import WorkerProcess, describe_status, spawn
 
@@ -60,7 +61,6 @@ SCOREBOARD_SLOTS = 1024  # most workers alive at once, old and new generations t
 WORKER_CAPACITY = 10000
 CHANNEL_BATCH = 64  # messages read from one channel per wakeup before others get a turn
 CHANNEL_DRAIN = 1 << 20  # a dead worker's channel is read to its end
-SERVICE_UNAVAILABLE = 503  # for clients still in the backlog when sockact halts
 STORE_BARRIER_TIMEOUT = 5.0  # seconds to wait for systemd to read the stored fds before exiting
 
 
@@ -95,6 +95,7 @@ class Supervisor:
         self._next_tick = 0.0
         self._next_stall_check = 0.0
         self._last_progress = (0, 0)
+        self._halted = False  # the app failed to load: clients waiting for it get a 503
 
     @property
     def config(self) -> Config:
@@ -125,10 +126,8 @@ class Supervisor:
             self.switchboard.update_accepting(self.stopping)
             while not (self.stopping and not self.workers):
                 self._loop_once()
-            if self.exit_code != EXIT_OK:
-                refused = self.acceptor.refuse_pending(SERVICE_UNAVAILABLE)
-                if refused:
-                    log.warning("answered %d waiting connections with 503 Service Unavailable", refused)
+            if self._halted:
+                self._turn_away()  # whoever came during the quick stop
             if self._stored:
                 # The stored fds must reach systemd while this process is still the service's main one.
                 self.notifier.barrier(STORE_BARRIER_TIMEOUT)
@@ -316,6 +315,8 @@ class Supervisor:
                 log.error("%s", action.reason)
                 self.exit_code = action.exit_code
                 self._stop_deadline = 0.0
+                self._halted = True
+                self._turn_away()
                 self.handle_int()
             elif isinstance(action, Ready):
                 self.notifier.ready(self.status_line())
@@ -513,6 +514,15 @@ class Supervisor:
             elif verdict.line:
                 log.warning("worker %d %s in the middle of the response to %s: connection closed", w.pid, how,
                             escape(verdict.line), extra={"HTTP_REQUEST": escape(verdict.line)})
+
+    def _turn_away(self) -> None:
+        """Answer each client queued or in a backlog with a 503 and close it.
+
+        Under systemd, a client left in the backlog of a passed listener would start the
+        service again as soon as it exits: one connection, a loop of failing starts.
+        """
+        queued = [conn.fd for conn in self.dispatcher.take_queued()]
+        turn_away(queued, [lst.sock for lst in self.listeners], app_failed())
 
     def _retire_when_drained(self) -> None:
         """Draining: a worker that holds nothing more retires."""

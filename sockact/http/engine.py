@@ -378,10 +378,11 @@ class Connection:
         self._reset_response()
 
 
-def error_message(status: int, date: str, head_only: bool = False) -> bytes:
-    """A complete plain-text error response with Connection: close (the supervisor's 502/504 too)."""
+def error_message(status: int, date: str, head_only: bool = False, *, detail: str = "", headers: str = "") -> bytes:
+    """A complete plain-text error response with Connection: close (the supervisor's 502/503/504 too);
+    ``detail`` follows the status in the body, ``headers`` are extra CRLF-ended header lines."""
     phrase = http.HTTPStatus(status).phrase
-    body = f"{status} {phrase}\n".encode()
+    body = f"{status} {phrase}{': ' + detail if detail else ''}\n".encode()
     head = (f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\nDate: {date}\r\nServer: sockact\r\n\r\n")
+            f"Content-Length: {len(body)}\r\n{headers}Connection: close\r\nDate: {date}\r\nServer: sockact\r\n\r\n")
     return head.encode("latin-1") + (b"" if head_only else body)

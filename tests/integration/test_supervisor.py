@@ -358,6 +358,73 @@ def test_app_that_cannot_load_halts_with_its_exit_code():
     assert "no module named 'no_such_module'" in result.stderr
 
 
+# An app whose import waits for a file to appear, then fails: the test decides when the app fails.
+GATED_APP = """\
+import os
+import time
+
+while not os.path.exists(os.environ["GATE_FILE"]):
+    time.sleep(0.01)
+raise RuntimeError("this app does not load")
+"""
+REQUEST = b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+
+
+def _turned_away(sock: socket.socket) -> None:
+    """The whole answer of a sockact whose app failed to load: a 503 that says so, then EOF."""
+    with sock:
+        answer = raw_exchange(sock, b"")
+    assert answer, "closed without an answer"
+    status, headers, body = parse_response(answer)
+    assert status == 503 and headers["connection"] == "close" and "retry-after" in headers, (status, headers)
+    assert b"the app failed to load" in body and len(body) == int(headers["content-length"])
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["in-the-workers", "preloaded"])
+def test_clients_in_the_backlog_when_the_app_fails_to_load_get_a_503(start_sockact, tmp_path, preload):
+    """Under systemd a client left in the backlog would start the failed service again at once."""
+    gate = tmp_path / "gate"
+    (tmp_path / "gatedapp.py").write_text(GATED_APP)
+    # a queue of 1: the supervisor takes one client at most, the others wait in the socket's backlog
+    server = start_sockact("gatedapp:app", "--pythonpath", str(tmp_path), "--workers", "2", "--queue-size", "1",
+                           *(["--preload"] if preload else []), wait=False, env={"GATE_FILE": str(gate)})
+    # systemd-socket-activate starts sockact at the first connection, as a .socket unit does
+    first = wait_until(lambda: _connect(server.port), "the socket listening")
+    clients = [first, *(socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(3))]
+    for sock in clients:
+        sock.sendall(REQUEST)
+    silent = socket.create_connection(("127.0.0.1", server.port), timeout=10)  # sends nothing, reads late
+    gate.touch()  # now the app fails to load
+    for sock in clients:
+        _turned_away(sock)
+    assert server.proc.wait(timeout=20) == 5  # the silent client does not hold the exit up
+    _turned_away(silent)
+    assert "waiting connections: HTTP/1.1 503 Service Unavailable" in server.output()
+
+
+def test_a_client_queued_when_the_app_fails_to_load_gets_a_503(start_sockact, tmp_path):
+    gate = tmp_path / "gate"
+    (tmp_path / "gatedapp.py").write_text(GATED_APP)
+    server = start_sockact("gatedapp:app", "--pythonpath", str(tmp_path), "--workers", "1", activation=False,
+                           wait=False, env={"GATE_FILE": str(gate)})
+    server.wait_workers(1)
+    before = fd_count(server.pid)
+    client = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    client.sendall(REQUEST)
+    # accepted: the supervisor holds it in its queue, no worker being ready
+    server.waiting(lambda: fd_count(server.pid) == before + 1, "the connection accepted")
+    gate.touch()
+    _turned_away(client)
+    assert server.proc.wait(timeout=20) == 5
+
+
+def _connect(port: int) -> socket.socket | None:
+    try:
+        return socket.create_connection(("127.0.0.1", port), timeout=10)
+    except ConnectionRefusedError:
+        return None
+
+
 def test_bad_settings_give_one_line_and_exit_2(tmp_path):
     result = run_cli("run", "--workers", "0")
     assert result.returncode == 2

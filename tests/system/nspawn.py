@@ -219,7 +219,10 @@ class Container:
         deadline = time.monotonic() + (self.boot_timeout if timeout is None else timeout)
         state = ""
         while time.monotonic() < deadline:
-            state = self.run(["systemctl", "is-system-running"], check=False, timeout=10).stdout.strip()
+            try:
+                state = self.run(["systemctl", "is-system-running"], check=False, timeout=10).stdout.strip()
+            except subprocess.TimeoutExpired:
+                continue  # a busy machine in the middle of a boot: ask again, until the deadline
             if state in ("running", "degraded"):
                 return state
             if self._proc is not None and self._proc.poll() is not None:

@@ -385,7 +385,9 @@ def test_recipe_second_app_as_template_instance(sockact: Deployment, recipes: di
     sockact.c.systemctl("enable", "--now", "sockact@blog.socket")
     sockact.track("/etc/systemd/system/sockets.target.wants/sockact@blog.socket")
     assert http_get(port, "/").text == "the blog"
-    assert sockact.show("SubState", "sockact@blog.service") == "running"
+    # a first worker may answer before the last is ready and READY=1 is sent
+    wait_for(lambda: sockact.show("SubState", "sockact@blog.service") == "running", timeout=30,
+             what="sockact@blog.service running")
     assert sockact.show("ActiveState", "sockact.service") == "inactive", "instances are independent"
     assert sockact_records(sockact.journal("sockact@blog.service"))
 

@@ -17,7 +17,7 @@ import os
 import re
 import sys
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -238,6 +238,14 @@ class Config(ListenerSettings):
         values = {key: getattr(self, key) for key in LISTENER_KEYS}
         values.update(self.listeners.get(name, {}))
         return ListenerConfig(name=name, **values)
+
+    def check_tables(self, names: Sequence[str]) -> None:
+        """Each [listeners.NAME] table must name one of the listeners: a mistyped name would
+        leave its settings (trust, PROXY protocol, app) silently unapplied. Raises ConfigError."""
+        for name in self.listeners:
+            if name not in names:
+                raise ConfigError(f"{self.config_file}: table 'listeners.{name}': no listener is named "
+                                  f"{name!r} (the listeners: {', '.join(names)})")
 
 
 @dataclass(frozen=True)

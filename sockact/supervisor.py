@@ -200,7 +200,7 @@ class Supervisor:
         if self.reload_config is not None:
             try:
                 config = self.reload_config()
-                config.check_tables([lst.name for lst in self.listeners])
+                config.check_names([lst.name for lst in self.listeners])
             except SockactError as exc:
                 error = f"{exc}; keeping the running settings and workers"
         if error is None and self.apps is not None and _apps(config, self.listeners) != set(self.apps):

@@ -93,6 +93,8 @@ class MetricsServer:
         return next((c for c in self.clients if not c.out), None)
 
     def _read(self, client: _Client) -> None:
+        if client not in self.clients:
+            return  # closed to make room earlier in the same batch of events
         try:
             data = client.sock.recv(4096)
         except BlockingIOError:
@@ -133,6 +135,8 @@ class MetricsServer:
         self._write(client)
 
     def _write(self, client: _Client) -> None:
+        if client not in self.clients:
+            return
         try:
             sent = client.sock.send(client.out)
         except BlockingIOError:

@@ -194,6 +194,7 @@ class Supervisor:
     def handle_hup(self) -> None:
         """Reload: a new generation with the settings read anew; a bad file fails the reload at once."""
         if self.stopping or self._drain_until:
+            log.warning("reload ignored: stopping")  # `sockact reload` waits, then says the process exited
             return
         self.notifier.reloading()
         config, error = self.config, None

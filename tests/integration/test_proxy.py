@@ -161,6 +161,8 @@ def test_health_turns_503_during_drain_delay_then_the_server_stops(start_sockact
         lambda: (answer := _get(server.port, "/-/health")) and answer[0] == 503 and answer, "health to say 503")
     assert headers["connection"] == "close"
     assert http_get(server.port, "/")[0] == 200  # still serving meanwhile
+    server.send(signal.SIGHUP)  # a reload in the middle of the drain is refused, and says so
+    server.wait_for_log("reload ignored: stopping")
     wait_until(lambda: server.proc.poll() is not None, "the stop after the delay", timeout=15)
     keep.close()
 

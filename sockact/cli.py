@@ -229,6 +229,7 @@ def run(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
     listeners = from_systemd(os.environ, stored)
     if listeners is None:
         listeners = bind_all(cfg.bind, cfg.backlog)
+    cfg.check_names([lst.name for lst in listeners])
     apps = None
     if cfg.preload:
         add_virtualenv(cfg.virtualenv)

@@ -17,7 +17,7 @@ import os
 import re
 import sys
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,8 +181,8 @@ class Config(ListenerSettings):
         parsers.listener_name, "metrics",
         "The listener (socket FileDescriptorName=, or NAME= of a --bind address) on which the supervisor "
         "answers GET /metrics with Prometheus metrics instead of serving the app; needs prometheus_client "
-        "(python3-prometheus-client). Without such a listener there are no metrics and nothing is counted. "
-        "Read at start.", "listeners", metavar="NAME")
+        "(python3-prometheus-client). Without such a listener there are no metrics and nothing is counted; "
+        "a name other than the default must name a listener. Read at start.", "listeners", metavar="NAME")
     workers: int = _opt(
         parsers.integer(1), 2, "Number of worker processes.", "workers", metavar="N", aliases=("-w",))
     threads: int = _opt(
@@ -257,6 +257,17 @@ class Config(ListenerSettings):
         values = {key: getattr(self, key) for key in LISTENER_KEYS}
         values.update(self.listeners.get(name, {}))
         return ListenerConfig(name=name, **values)
+
+    def check_names(self, names: Sequence[str]) -> None:
+        """The listener names the settings give must be among ``names``: a mistyped one would leave
+        its table (trust, PROXY protocol, app) or the metrics silently unapplied. Raises ConfigError.
+        Only a metrics_listener other than the default must exist: without it, no metrics is the rule."""
+        have = f"(the listeners: {', '.join(names)})"
+        for name in self.listeners:
+            if name not in names:
+                raise ConfigError(f"{self.config_file}: table 'listeners.{name}': no listener is named {name!r} {have}")
+        if self.metrics_listener not in names and self.metrics_listener != BY_NAME["metrics_listener"].default:
+            raise ConfigError(f"metrics_listener: no listener is named {self.metrics_listener!r} {have}")
 
 
 @dataclass(frozen=True)

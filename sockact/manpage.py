@@ -337,8 +337,10 @@ Run "sockact check --config FILE" to validate a file and see the effective setti
 LISTENERS_TEXT = """
 A socket unit may hold several sockets, each named by its FileDescriptorName=. A
 [listeners.NAME] table gives the socket NAME settings of its own, for example another
-application. Without socket activation, NAME is the bind address as written. Only the settings
-that "may be set per listener" are allowed in a listener table.
+application. Without socket activation, NAME is the one a --bind address gives as NAME=ADDR
+("http" when it gives none). Only the settings that "may be set per listener" are allowed in a
+listener table, and a table must name a listener that exists: otherwise sockact does not start
+(exit code 2), and a reload fails and keeps the running settings.
 """
 
 EXAMPLE_TOML = """\

@@ -5,8 +5,10 @@ answers scrapes itself instead of giving a worker a copy: a scrape works while e
 worker is busy, and its connections never enter the dispatcher, the workers' books or
 the access log. Each connection is read and written without blocking through the
 sans-I/O engine (http/engine.py), answered once and closed; one that is not done within
-CLIENT_TIMEOUT is closed at the next tick. At most MAX_CLIENTS are held at once: more
-wait in the listener's backlog.
+CLIENT_TIMEOUT is closed at the next tick. At most MAX_CLIENTS are held at once. When they
+are all held, a new connection takes the place of the oldest one that has not sent its
+request yet: clients that connect and say nothing must not keep a scrape waiting until
+their timeout. Only when every one is being answered do new ones wait in the backlog.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class MetricsServer:
         self.listener = listener
         self.selector = selector
         self.render = render
-        self.clients: set[_Client] = set()
+        self.clients: dict[_Client, None] = {}  # in the order they came: the oldest first
         self._accepting = False
         self._now = 0.0  # as of the last tick: deadlines need no finer clock
 
@@ -68,20 +70,31 @@ class MetricsServer:
                 self.selector.unregister(self.listener.sock)
 
     def _accept(self, _: None) -> None:
-        while len(self.clients) < MAX_CLIENTS:
+        for _turn in range(MAX_CLIENTS):  # then the loop's other work, before more of the backlog
+            silent = self._oldest_silent() if len(self.clients) >= MAX_CLIENTS else None
+            if len(self.clients) >= MAX_CLIENTS and silent is None:
+                self._watch_listener(False)  # all being answered: the backlog holds the rest until one closes
+                return
             try:
                 sock, _addr = self.listener.sock.accept()
             except BlockingIOError:
                 return
             except OSError:
                 return  # the client gave up, or no fds: the next readiness tries again
+            if silent is not None:
+                self._close(silent)  # the newcomer takes its place
             sock.setblocking(False)
             client = _Client(sock, Connection(_LIMITS), self._now + CLIENT_TIMEOUT)
-            self.clients.add(client)
+            self.clients[client] = None
             self.selector.register(sock, selectors.EVENT_READ, (self._read, client))
-        self._watch_listener(False)  # full: the backlog holds the rest until one closes
+
+    def _oldest_silent(self) -> _Client | None:
+        """The connection that has waited longest for its request, if any is still waiting."""
+        return next((c for c in self.clients if not c.out), None)
 
     def _read(self, client: _Client) -> None:
+        if client not in self.clients:
+            return  # closed to make room earlier in the same batch of events
         try:
             data = client.sock.recv(4096)
         except BlockingIOError:
@@ -122,6 +135,8 @@ class MetricsServer:
         self._write(client)
 
     def _write(self, client: _Client) -> None:
+        if client not in self.clients:
+            return
         try:
             sent = client.sock.send(client.out)
         except BlockingIOError:
@@ -133,7 +148,7 @@ class MetricsServer:
             self._close(client)
 
     def _close(self, client: _Client) -> None:
-        self.clients.discard(client)
+        self.clients.pop(client, None)
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(client.sock)
         client.sock.close()

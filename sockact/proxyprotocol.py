@@ -83,6 +83,9 @@ def _parse_v1(buf: bytes) -> tuple[Header, int] | None:
     if len(parts) != 5 or parts[0] not in (b"TCP4", b"TCP6"):
         raise ProxyProtocolError(f"PROXY v1 line malformed: {bytes(buf[:end])!r}")
     family = ipaddress.IPv4Address if parts[0] == b"TCP4" else ipaddress.IPv6Address
+    if b"%" in line:
+        # ipaddress takes any text after an IPv6 zone's "%"; the specification has no zones
+        raise ProxyProtocolError(f"PROXY v1 address with a zone: {bytes(buf[:end])!r}")
     try:
         source = family(parts[1].decode("ascii"))
         family(parts[2].decode("ascii"))

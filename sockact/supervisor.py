@@ -261,12 +261,14 @@ class Supervisor:
     def handle_hup(self) -> None:
         """Reload: a new generation with the settings read anew; a bad file fails the reload at once."""
         if self.stopping or self._drain_until:
+            log.warning("reload ignored: stopping")  # `sockact reload` waits, then says the process exited
             return
         self.notifier.reloading()
         config, error = self.config, None
         if self.reload_config is not None:
             try:
                 config = self.reload_config()
+                config.check_names([lst.name for lst in self.listeners])
             except SockactError as exc:
                 error = f"{exc}; keeping the running settings and workers"
         if error is None and self.apps is not None and _apps(config, self.listeners) != set(self.apps):

@@ -137,7 +137,7 @@ def _walk(addresses: list[str], trust: Trust) -> tuple[str | None, int]:
     last = None
     for hops, item in enumerate(reversed(addresses)):
         # Some proxies add the port: "192.0.2.1:4711", "[2001:db8::1]:4711".
-        address = item if _ip(item) is not None else _node(item)[0]
+        address = item if _told_ip(item) is not None else _node(item)[0]
         if address is None:
             return last, max(0, hops - 1)
         if not trust.trusts(address):
@@ -219,13 +219,19 @@ def _node(node: str) -> tuple[str | None, str | None]:
     else:
         address, _, port_text = node.partition(":")
         port = port_text or None
-    if _ip(address) is None or (port is not None and not _is_port(port)):
+    if _told_ip(address) is None or (port is not None and not _is_port(port)):
         return None, None
     return address, port
 
 
 def _is_port(text: str) -> bool:
     return text.isascii() and text.isdigit() and 0 < int(text) < 65536
+
+
+def _told_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address as a proxy tells it. A zone ("fe80::1%eth0") means nothing past that proxy, and
+    ipaddress takes any text after the "%": it would reach REMOTE_ADDR and the access log."""
+    return None if "%" in text else _ip(text)
 
 
 @lru_cache(maxsize=256)

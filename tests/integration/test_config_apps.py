@@ -70,3 +70,20 @@ def test_reload_rereads_the_settings_and_keeps_them_when_broken(start_sockact, t
     assert "key 'workers'" in output
     server.wait_workers(3)
     assert http_get(server.port, "/")[0] == 200
+
+
+def test_a_listener_table_that_names_no_listener_is_refused_at_start_and_at_reload(start_sockact, tmp_path):
+    import signal
+
+    cfg = tmp_path / "sockact.toml"
+    cfg.write_text('app = "testapps:pid"\n[listeners.htpp]\nproxy_protocol = "v2"\n')
+    result = subprocess.run([*SOCKACT, "run", "--config", str(cfg), "--bind", f"127.0.0.1:{free_port()}"],
+                            env=base_env(), capture_output=True, text=True, timeout=20)
+    assert result.returncode == 2
+    assert "table 'listeners.htpp': no listener is named 'htpp' (the listeners: http)" in result.stderr
+    cfg.write_text('app = "testapps:pid"\nworkers = 1\n')
+    server = start_sockact("--config", str(cfg), workers=1)
+    cfg.write_text('app = "testapps:pid"\nworkers = 2\n[listeners.htpp]\nproxy_protocol = "v2"\n')
+    server.send(signal.SIGHUP)
+    assert "table 'listeners.htpp'" in server.wait_for_log("keeping the running settings")
+    assert http_get(server.port, "/")[0] == 200  # no PROXY header asked of anyone

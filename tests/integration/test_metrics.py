@@ -155,19 +155,38 @@ def test_metrics_on_a_unix_socket(start_sockact, tmp_path):
     assert status == 200 and b"sockact_workers" in body
 
 
-def test_silent_scrapers_beyond_the_limit_wait_in_the_backlog(start_sockact):
+def test_silent_clients_holding_every_slot_do_not_keep_a_scrape_waiting(start_sockact):
+    from sockact.metricserver import CLIENT_TIMEOUT, MAX_CLIENTS
+
+    _, api, metrics = start(start_sockact, workers=1)
+    silent = [socket.create_connection(("127.0.0.1", metrics), timeout=10) for _ in range(MAX_CLIENTS + 4)]
+    try:
+        # the scrape must not wait for the silent ones' timeout: it takes the place of the oldest
+        with socket.create_connection(("127.0.0.1", metrics), timeout=CLIENT_TIMEOUT / 2) as late:
+            late.sendall(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+            status, _, body = parse_response(raw_exchange(late, b""))
+        assert status == 200 and b"sockact_workers" in body
+        assert silent[0].recv(1) == b""  # the oldest silent one was closed to make room
+        assert request(api, "GET") == 200  # and the app was served throughout
+    finally:
+        for sock in silent:
+            sock.close()
+
+
+def test_answers_never_read_do_not_hold_the_slots(start_sockact):
     from sockact.metricserver import MAX_CLIENTS
 
     _, _, metrics = start(start_sockact, workers=1)
-    silent = [socket.create_connection(("127.0.0.1", metrics), timeout=10) for _ in range(MAX_CLIENTS)]
+    unread = []
+    for _ in range(MAX_CLIENTS * 2):
+        sock = socket.create_connection(("127.0.0.1", metrics), timeout=10)
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n" * 3)  # pipelined, and never read
+        unread.append(sock)
     try:
-        with socket.create_connection(("127.0.0.1", metrics), timeout=10) as late:
-            late.sendall(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
-            silent.pop().close()  # one slot frees: the supervisor accepts the waiting one
-            status, _, body = parse_response(raw_exchange(late, b""))
+        status, _, body = http_get(metrics, "/metrics")
         assert status == 200 and b"sockact_workers" in body
     finally:
-        for sock in silent:
+        for sock in unread:
             sock.close()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import selectors
 import socket
 
@@ -55,6 +56,46 @@ def test_a_failing_render_answers_500_and_the_next_scrape_is_served():
         assert head[0] == 200 and head[2] == b""
         assert not server.clients  # every connection answered once and closed
     finally:
+        server.close_clients()
+        selector.close()
+        sock.close()
+
+
+def test_a_connection_closed_to_make_room_ignores_its_event_in_the_same_batch():
+    from sockact.metricserver import MAX_CLIENTS
+
+    sock = socket.create_server(("127.0.0.1", 0))
+    selector = selectors.DefaultSelector()
+    server = MetricsServer(Listener(sock, "metrics", owned=True), selector, lambda: (200, "text/plain", b"x\n"))
+    server.start(0.0)
+    address = sock.getsockname()
+    clients = [socket.create_connection(address, timeout=5) for _ in range(MAX_CLIENTS)]
+    try:
+        while len(server.clients) < MAX_CLIENTS:
+            for key, _ in selector.select(1):
+                key.data[0](key.data[1])
+        oldest = next(iter(server.clients))
+        clients[0].sendall(b"GET /metrics HTTP/1.1\r\n")  # part of a head: the oldest is still silent
+        while not oldest.engine.buffered:
+            for key, _ in selector.select(1):
+                key.data[0](key.data[1])
+        # In one batch: a newcomer on the listener, and the oldest silent client's next bytes. The
+        # listener comes first, and closes the oldest to make room; then comes that one's stale event.
+        clients.append(socket.create_connection(address, timeout=5))
+        clients[0].sendall(b"Host: t\r\n")
+        batch: list = []
+        while len(batch) < 2:
+            batch = selector.select(1)
+        batch.sort(key=lambda event: event[0].fileobj is not sock)
+        for key, _ in batch:
+            key.data[0](key.data[1])
+        assert len(server.clients) == MAX_CLIENTS
+        # closed, with no answer (a reset, as its bytes were left unread)
+        with contextlib.suppress(ConnectionResetError):
+            assert clients[0].recv(1) == b""
+    finally:
+        for client in clients:
+            client.close()
         server.close_clients()
         selector.close()
         sock.close()

@@ -167,6 +167,8 @@ def test_health_turns_503_during_drain_delay_then_the_server_stops(start_sockact
         lambda: (answer := _get(server.port, "/-/health")) and answer[0] == 503 and answer, "health to say 503")
     assert headers["connection"] == "close"
     assert http_get(server.port, "/")[0] == 200  # still serving meanwhile
+    server.send(signal.SIGHUP)  # a reload in the middle of the drain is refused, and says so
+    server.wait_for_log("reload ignored: stopping")
     wait_until(lambda: server.proc.poll() is not None, "the stop after the delay", timeout=15)
     keep.close()
 
@@ -193,7 +195,7 @@ def test_unix_socket_peers_are_trusted_unless_a_listener_says_otherwise(start_so
     seen = unix_request(trusting, forwarded)
     assert (seen["REMOTE_ADDR"], seen["scheme"]) == ("198.51.100.7", "https")
     seen = unix_request(strict, forwarded)
-    assert seen["REMOTE_ADDR"].startswith("unix:pid=") and seen["scheme"] == "http"
+    assert seen["REMOTE_ADDR"].startswith("unix:pid=") and seen["scheme"] == "http"  # the socket's own peer
     assert seen["HTTP_X_FORWARDED_FOR"] == "198.51.100.7"
 
 

@@ -169,3 +169,14 @@ def test_reload_is_refused_with_preload_and_under_systemd():
     with pytest.raises(ConfigError, match=r"^reload: .*--reload-under-systemd"):
         config.build({"reload": True}, {"INVOCATION_ID": "abc"}, None)
     assert config.build({"reload": True, "reload_under_systemd": True}, {"INVOCATION_ID": "abc"}, None).reload
+
+
+def test_the_listener_names_the_settings_give_must_exist(tmp_path):
+    cfg = config.build({}, {}, write(tmp_path, '[listeners.api]\nkeepalive = 5\n'))
+    cfg.check_names(["http", "api"])
+    with pytest.raises(ConfigError, match=r"table 'listeners.api': no listener is named 'api' "
+                                          r"\(the listeners: http, metrics\)"):
+        cfg.check_names(["http", "metrics"])
+    config.Config().check_names(["http"])  # no metrics listener: no metrics, as the default says
+    with pytest.raises(ConfigError, match="metrics_listener: no listener is named 'prom'"):
+        config.build({"metrics_listener": "prom"}, {}, None).check_names(["http", "metrics"])

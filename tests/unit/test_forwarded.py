@@ -76,6 +76,9 @@ def test_no_forwarding_fields_means_nothing_to_do() -> None:
     # with ports, as some proxies write them
     ("198.51.100.7:4711, 10.0.0.9:80", "198.51.100.7"),
     ("[2001:db9::7]:4711", "2001:db9::7"),
+    # a zone is no address past the proxy that wrote it, and any text may follow its "%"
+    ('198.51.100.7, fe80::1%x" 200 "forged', None),
+    ("fe80::1%eth0, 10.0.0.9", "10.0.0.9"),
 ])
 def test_x_forwarded_for(chain: str, client: str | None) -> None:
     origin = resolve(("10.0.0.1", 1), fields(x_forwarded_for=chain), BALANCERS)
@@ -110,6 +113,7 @@ def test_bad_values_are_ignored(name: str, value: str) -> None:
      Origin("198.51.100.7", None, "https")),
     ('for=unknown;proto=https', Origin(None, None, "https")),
     ('for=_hidden, for=10.0.0.9', Origin("10.0.0.9")),
+    ('for="[fe80::1%x y]:80", for=10.0.0.9', Origin("10.0.0.9")),
     ('for=198.51.100.7;by=10.0.0.1;host="a.example:8443"', Origin("198.51.100.7", None, None, "a.example:8443")),
 ])
 def test_rfc7239_forwarded(value: str, origin: Origin) -> None:

@@ -84,6 +84,8 @@ def test_v1_longest_line_is_the_limit() -> None:
     (b"PROXY TCP4 198.51.100.7  10.0.0.2 51234 80\r\n", "v1"),
     (b"PROXY TCP4 2001:db8::7 10.0.0.2 51234 80\r\n", "v1"),
     (b"PROXY TCP6 198.51.100.7 ::1 1 2\r\n", "v1"),
+    (b'PROXY TCP6 fe80::1%"x ::1 1 2\r\n', "v1"),  # a zone: any text would reach REMOTE_ADDR
+    (b'PROXY TCP6 fe80::1%eth0 ::1 1 2\r\n', "v1"),
     (b"PROXY TCP4 198.51.100.7 10.0.0.2 051234 80\r\n", "v1"),
     (b"PROXY TCP4 198.51.100.7 10.0.0.2 65536 80\r\n", "v1"),
     (b"PROXY UDP4 198.51.100.7 10.0.0.2 1 2\r\n", "v1"),

@@ -56,6 +56,20 @@ def wait_until(check: Callable[[], T], what: str, timeout: float = 10.0) -> T:
     return result
 
 
+def steady(read: Callable[[], T], what: str, calm: float = 0.2, timeout: float = 10.0) -> T:
+    """What ``read()`` returns once it has stayed the same for ``calm`` seconds: a baseline that a
+    connection still closing (the readiness probe's, a warm-up's) does not skew."""
+    seen: list[T] = []
+
+    def settled() -> bool:
+        seen.append(read())
+        window = int(calm / 0.02)
+        return len(seen) >= window and all(v == seen[-1] for v in seen[-window:])
+
+    wait_until(settled, what, timeout)
+    return seen[-1]
+
+
 def raw_exchange(sock: socket.socket, data: bytes) -> bytes:
     """Send ``data`` and read until the server closes; a reset counts as a close."""
     sock.sendall(data)

@@ -20,6 +20,7 @@ from conftest import (
     http_get,
     parse_response,
     raw_exchange,
+    steady,
     wait_until,
 )
 
@@ -292,18 +293,6 @@ def test_fd_counts_stay_flat_over_every_way_a_connection_ends(start_sockact):
         for i in range(times):
             one_way(i)
 
-    def settled() -> dict[int, int]:
-        # The readiness probe's connection, and the loop's own lazily made fds (first WebSocket,
-        # first 400), must be in the baseline: a round of every kind first, then counts that stay put.
-        seen: list[dict[int, int]] = []
-
-        def steady() -> bool:
-            seen.append({p: fd_count(p) for p in procs})
-            return len(seen) >= 10 and all(counts == seen[-1] for counts in seen[-10:])  # 0.2 s unchanged
-
-        wait_until(steady, "fd counts to settle")
-        return seen[-1]
-
     def one_way(i: int) -> None:
         kind = i % 5
         if kind == 0:
@@ -324,7 +313,8 @@ def test_fd_counts_stay_flat_over_every_way_a_connection_ends(start_sockact):
                 assert ws.recv() == "x"
 
     every_way(50)
-    before = settled()
+    # After a round of every kind: the loop's lazily made fds (first WebSocket, first 400) are in it.
+    before = steady(lambda: {p: fd_count(p) for p in procs}, "fd counts to settle")
     every_way(600)
     counts: dict[int, int] = {}
 

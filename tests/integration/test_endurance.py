@@ -20,7 +20,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from conftest import KeepAliveClient, fd_count, http_get, wait_until
+from conftest import KeepAliveClient, fd_count, http_get, steady, wait_until
 from netfuzz import throw
 
 REQUESTS = int(os.environ.get("SOCKACT_SOAK_REQUESTS", "300000"))
@@ -95,7 +95,7 @@ def test_fd_counts_and_memory_stay_flat_under_endurance_load(start_sockact):
     for _ in range(200):  # warm up: imports, allocator, caches
         assert http_get(server.port, "/")[0] == 200
     wait_until(lambda: len(server.workers()) == 2, "2 workers")
-    before = snapshot(server.pid, server.workers())
+    before = steady(lambda: snapshot(server.pid, server.workers()), "fd counts to settle")
     rss_before = rss_kib(server.pid)
     worker_rss_before = max(rss_kib(w) for w in server.workers())
     total, connections, reloaded, problems = 0, 0, False, []

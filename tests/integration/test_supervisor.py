@@ -21,6 +21,7 @@ from conftest import (
     http_get,
     parse_response,
     raw_exchange,
+    steady,
     wait_until,
 )
 
@@ -142,7 +143,7 @@ def test_parked_connection_is_closed_after_keepalive(start_sockact):
 def test_fd_counts_stay_flat(start_sockact):
     server = start_sockact("sockact.apps.hello:app", "--workers", "2", "--no-access-log", workers=2)
     procs = [server.pid, *server.workers()]
-    before = {p: fd_count(p) for p in procs}
+    before = steady(lambda: {p: fd_count(p) for p in procs}, "fd counts to settle")
     for i in range(3000):
         if i % 2:
             assert http_get(server.port, "/")[0] == 200

@@ -16,13 +16,12 @@ import os
 import signal
 import socket
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from . import handoff, notify
 from .accesslog import AccessLog
 from .apploader import WSGIApp, add_virtualenv, load_all
 from .asgi.interface import WSGI, choose, one_interface
-from .asgi.lifespan import Lifespan
-from .asgi.runner import AsgiRunner
 from .config import Config, ListenerConfig
 from .errors import APP_LOAD_ERROR, EXIT_OK, WORKER_BOOT_ERROR, SockactError
 from .eventloop import EventLoop
@@ -32,6 +31,9 @@ from .journal import installed_sendv
 from .proctitle import worker_title
 from .scoreboard import Scoreboard
 from .tally import Tally
+
+if TYPE_CHECKING:
+    from .asgi.runner import AsgiRunner
 
 log = logging.getLogger("sockact.worker")
 
@@ -94,6 +96,11 @@ class WorkerShell:
                              tallies=self.tally.writers(self.slot, self.config.threads) if self.tally else None,
                              handback_after=self.config.handback_after, max_requests=self.max_requests,
                              extra=extra, access=self.access)
+        # asyncio and the ASGI runner only where an ASGI app runs: the supervisor (and a WSGI
+        # worker) stays without them, and smaller.
+        from .asgi.lifespan import Lifespan
+        from .asgi.runner import AsgiRunner
+
         by_app: dict[str, Lifespan] = {}
         lifespans = [by_app.setdefault(lc.app, Lifespan(site.app, self.config.lifespan, lc.app))
                      for lc, site in zip(listeners, sites, strict=True)]

@@ -54,13 +54,16 @@ def static_file(rundir: Path) -> Path:
     return path
 
 
-def one_round(scenario: load.Scenario, port: int, seconds: float) -> dict[str, Any]:
+def one_round(scenario: load.Scenario, proc: Process, port: int, seconds: float) -> dict[str, Any]:
     """One wrk run; for the idle scenario, with the idle clients held open around it."""
     if not scenario.idle:
         return load.run_wrk(scenario, port, seconds)
     clients = load.IdleClients(port, scenario.idle)
     try:
         opened = clients.opened()
+        # Idle clients, not an accept burst: the server first finishes taking them in (sockact parks
+        # them in its supervisor), so the figure is what holding them costs.
+        wait_quiet([proc], timeout=10)
         result = load.run_wrk(scenario, port, seconds)
         result["idle"] = {"opened": opened, "released": clients.release()}
         return result
@@ -87,7 +90,7 @@ def run_load(fleet: Fleet, servers: list[Server], rounds: int, idle_rounds: int,
             for server in chosen:
                 proc, port = started[server.name]
                 wait_quiet([p for p, _ in started.values()])
-                results[scenario.key][server.name].append(one_round(scenario, port, seconds))
+                results[scenario.key][server.name].append(one_round(scenario, proc, port, seconds))
                 settle(proc, port)
     return results
 

@@ -186,6 +186,8 @@ METHOD = """## How it is measured
   the idle scenario {idle_rounds} rounds), and the report gives medians. Absolute figures drift on a shared
   2-core machine, so compare ratios, which come from the same run. Before each round the harness waits
   until no server uses CPU, so a server still draining the idle scenario's backlog does not slow the next.
+  In the idle scenario, wrk starts once the server has gone quiet after the 10,000 clients opened:
+  the figure is what holding idle clients costs, not what taking in a burst of them costs.
 - **Load.** `wrk` on 127.0.0.1, `-t1 -c50`, with `bench/wrk_report.lua` reporting its figures as
   JSON. wrk takes one of the two cores, so the servers share the other with wrk's leftovers.
 - **The app.** The same WSGI app everywhere (`bench/apps.py`): 14-byte hello world, 4 KiB JSON, a

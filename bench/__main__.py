@@ -87,7 +87,7 @@ def run_load(fleet: Fleet, servers: list[Server], rounds: int, idle_rounds: int,
         results[scenario.key] = {s.name: [] for s in chosen}
         for n in range(idle_rounds if scenario.idle else rounds):
             log(f"{scenario.key}: round {n + 1}")
-            for server in chosen:
+            for server in load.rotated(chosen, n):
                 proc, port = started[server.name]
                 wait_quiet([p for p, _ in started.values()])
                 results[scenario.key][server.name].append(one_round(scenario, proc, port, seconds))

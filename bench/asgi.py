@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.load import ASGI_HELLO, run_wrk
+from bench.load import ASGI_HELLO, rotated, run_wrk
 from bench.servers import HOST, Fleet, Process, asgi_lineup
 
 ECHO_MESSAGE = "x" * 32
@@ -50,12 +50,12 @@ def measure(fleet: Fleet, rounds: int, seconds: float, warm: float,
             run_wrk(ASGI_HELLO, port, warm)
         load: dict[str, list[dict[str, Any]]] = {name: [] for name in started}
         websocket: dict[str, list[dict[str, Any]]] = {name: [] for name in ECHO_SERVERS if name in started}
-        for _ in range(rounds):
-            for name, (_, port) in started.items():
+        for n in range(rounds):
+            for name in rotated(list(started), n):
                 wait_quiet(procs)
-                load[name].append(run_wrk(ASGI_HELLO, port, seconds))
-        for _ in range(rounds):
-            for name in websocket:
+                load[name].append(run_wrk(ASGI_HELLO, started[name][1], seconds))
+        for n in range(rounds):
+            for name in rotated(list(websocket), n):
                 wait_quiet(procs)
                 websocket[name].append(echo_rate(started[name][1], seconds))
     finally:

@@ -12,10 +12,12 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench.apps import SLEEP_SECONDS
 from bench.servers import HOST, REPO
+
+T = TypeVar("T")
 
 WRK_SCRIPT = Path(__file__).with_name("wrk_report.lua")
 WRK_TIMEOUT = "5s"  # wrk's per-request timeout; a request slower than this counts as an error
@@ -54,6 +56,13 @@ def scenarios() -> list[Scenario]:
 
 # The ASGI lineup's (bench/asgi.py): the keep-alive hello world, from the ASGI app.
 ASGI_HELLO = Scenario("asgi", "ASGI keep-alive hello world")
+
+
+def rotated(items: list[T], n: int) -> list[T]:
+    """Round ``n``'s order: each round starts one server later (A B C, B C A, ...), so that no
+    server always runs first, or right after the same neighbour."""
+    k = n % len(items) if items else 0
+    return items[k:] + items[:k]
 
 
 def wrk_argv(scenario: Scenario, port: int, seconds: float) -> list[str]:

@@ -182,10 +182,11 @@ def _other_tables(summary: dict[str, Any]) -> str:
 METHOD = """## How it is measured
 
 - **One run, interleaved.** Every server is started once (its defaults, 2 workers) and warmed for a
-  second; then each scenario runs {rounds} rounds of {seconds} s per server, interleaved (A B C … A B C …;
-  the idle scenario {idle_rounds} rounds), and the report gives medians. Absolute figures drift on a shared
-  2-core machine, so compare ratios, which come from the same run. Before each round the harness waits
-  until no server uses CPU, so a server still draining the idle scenario's backlog does not slow the next.
+  second; then each scenario runs {rounds} rounds of {seconds} s per server, interleaved and rotated
+  (A B C …, then B C … A, …; the idle scenario {idle_rounds} rounds), and the report gives medians.
+  Absolute figures drift on a shared 2-core machine, so compare ratios, which come from the same run.
+  Before each round the harness waits until no server uses CPU, so a server still draining the idle
+  scenario's backlog does not slow the next.
   In the idle scenario, wrk starts once the server has gone quiet after the 10,000 clients opened:
   the figure is what holding idle clients costs, not what taking in a burst of them costs.
 - **Load.** `wrk` on 127.0.0.1, `-t1 -c50`, with `bench/wrk_report.lua` reporting its figures as

@@ -266,8 +266,16 @@ class AsgiRunner:
         cycle = HttpCycle(conn, request, scope, self.stopping or self.draining)
         conn.busy = True
         self._call_started(conn, request)
-        task = self.loop.create_task(cycle.run(site.app))
+        task = self.loop.create_task(self._run(cycle, site.app))
         task.add_done_callback(lambda t: self._locked(self._after, conn, cycle, t))
+
+    async def _run(self, cycle: HttpCycle, app: Any) -> bool:
+        # From here to its first await this task holds the loop. An app that blocks the loop here
+        # must be the one the scoreboard names (and the timeout kill logs), not the oldest call.
+        line = call_line(cycle.request)
+        for slot in self.slots:
+            slot.begin(line)
+        return await cycle.run(app)
 
     def _locked(self, call: Any, *args: Any) -> None:
         with self.lock:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+
+from debroot import RootfsError, ensure_rootfs
+from nspawn import Container, missing_prerequisite
 
 import sockact
 
 REPO = Path(__file__).resolve().parents[2]
 VERSION = sockact.__version__
 APT = "DEBIAN_FRONTEND=noninteractive apt-get -y -q"
+DEBS = "/opt/sockact-debs"  # where the .deb goes in a container, whose /tmp is private
 
 
 def build_deb(outdir: Path, version: str | None = None) -> Path:
@@ -25,3 +31,24 @@ def build_deb(outdir: Path, version: str | None = None) -> Path:
     deb = outdir / f"sockact_{version or VERSION}_all.deb"
     assert deb.is_file(), done.stdout
     return deb
+
+
+@contextlib.contextmanager
+def installed(outdir: Path) -> Iterator[Container]:
+    """A booted overlay of the clean bookworm root with this tree's .deb installed by apt, as a
+    new user installs it; skips where containers cannot run, fails where no root can be built."""
+    import pytest  # only the tests need it, not bench/restarts.py
+
+    reason = missing_prerequisite()
+    if reason:
+        pytest.skip(reason)
+    deb = build_deb(outdir)
+    try:
+        root = ensure_rootfs()
+    except RootfsError as exc:
+        pytest.fail(f"no clean Debian root: {exc}")
+    with Container(root, overlay=True) as booted:
+        booted.copy_in(deb, f"{DEBS}/{deb.name}")
+        booted.run("apt-get update -q", timeout=300)
+        booted.run(f"{APT} install {DEBS}/{deb.name}", timeout=300)
+        yield booted

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from debpkg import APT, VERSION, build_deb
+from debpkg import APT, DEBS, VERSION, build_deb
 from debroot import RootfsError, ensure_rootfs
 from nspawn import Container, free_port, missing_prerequisite
 from sysclient import Load, Response, http_get, wait_for
@@ -29,7 +29,6 @@ pytestmark = [pytest.mark.system, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 UPGRADE_VERSION = f"{VERSION}+upgradetest1"  # sorts after VERSION for dpkg, a valid PEP 440 local version
-DEBS = "/opt/sockact-debs"  # the container's /tmp is private
 PORT = 8080  # what packaging/systemd/sockact.socket listens on
 DEMO_PAGE = "Served by sockact"
 CATALOG = REPO / "packaging" / "systemd" / "sockact.catalog"

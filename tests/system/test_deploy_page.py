@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from debpkg import APT, build_deb
-from debroot import RootfsError, ensure_rootfs
-from nspawn import Container, missing_prerequisite
+from debpkg import installed
+from nspawn import Container
 from sysclient import UnixHTTPConnection, wait_for
 from sysdeploy import steps
 
@@ -37,17 +36,7 @@ DJANGO_SOCKET = "/run/sockact/mysite.sock"
 @pytest.fixture(scope="module")
 def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
     """A clean bookworm with the .deb installed and every step of the page done."""
-    if missing_prerequisite():
-        pytest.skip(missing_prerequisite() or "")
-    deb = build_deb(tmp_path_factory.mktemp("deb"))
-    try:
-        root = ensure_rootfs()
-    except RootfsError as exc:
-        pytest.fail(f"no clean Debian root: {exc}")
-    with Container(root, overlay=True) as booted:
-        booted.copy_in(deb, f"/opt/sockact-debs/{deb.name}")
-        booted.run("apt-get update -q", timeout=300)
-        booted.run(f"{APT} install /opt/sockact-debs/{deb.name}", timeout=300)
+    with installed(tmp_path_factory.mktemp("deb")) as booted:
         for where, text in steps(PAGE):
             if where == "sh":
                 booted.run(["sh", "-ec", text], env={"DEBIAN_FRONTEND": "noninteractive"}, timeout=600)

@@ -15,12 +15,11 @@ import struct
 from collections.abc import Iterator
 
 import pytest
-from debpkg import APT, VERSION, build_deb
-from debroot import RootfsError, ensure_rootfs
+from debpkg import installed
 from keepalive import KeepAlive, under_load
-from nspawn import Container, missing_prerequisite
+from nspawn import Container
 from sysclient import wait_for
-from test_deb import DEBS, DEMO_PAGE, PORT, _get_or_none
+from test_deb import DEMO_PAGE, PORT, _get_or_none
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
@@ -34,17 +33,7 @@ GATE_DROP_IN = "/etc/systemd/system/sockact.service.d/gate.conf"
 @pytest.fixture(scope="module")
 def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
     """A fresh overlay of the clean bookworm root with this tree's .deb installed and serving on PORT."""
-    if missing_prerequisite():
-        pytest.skip(missing_prerequisite() or "")
-    deb = build_deb(tmp_path_factory.mktemp("debs"))
-    try:
-        root = ensure_rootfs()
-    except RootfsError as exc:
-        pytest.fail(f"no clean Debian root: {exc}")
-    with Container(root, overlay=True) as booted:
-        booted.copy_in(deb, f"{DEBS}/{deb.name}")
-        booted.run("apt-get update -q", timeout=300)
-        booted.run(f"{APT} install {DEBS}/sockact_{VERSION}_all.deb", timeout=300)
+    with installed(tmp_path_factory.mktemp("debs")) as booted:
         wait_for(lambda: _get_or_none(PORT), timeout=30, what="the service serving")
         yield booted
 

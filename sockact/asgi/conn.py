@@ -52,6 +52,7 @@ class Conn:
         self.since = time.monotonic()  # idle since, or head started at
         self.partial = False
         self.busy = False  # an app call (HTTP cycle or WebSocket) owns it
+        self.call_pending = False  # its HTTP call is created and the loop has not begun it
         self.websocket = False
         self.served = 0
         self.remote = ""  # the client as the access log names it, found on its first line

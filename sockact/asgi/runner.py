@@ -264,12 +264,16 @@ class AsgiRunner:
         site = conn.site
         scope = request_scope(conn.scope, request, trust=conn.trust)
         cycle = HttpCycle(conn, request, scope, self.stopping or self.draining)
-        conn.busy = True
+        conn.busy = conn.call_pending = True
         self._call_started(conn, request)
         task = self.loop.create_task(self._run(cycle, site.app))
         task.add_done_callback(lambda t: self._locked(self._after, conn, cycle, t))
 
     async def _run(self, cycle: HttpCycle, app: Any) -> bool:
+        with self.lock:  # the monitor may have handed the connection back while this task waited
+            if cycle.conn.handed:
+                return False
+            cycle.conn.call_pending = False
         # From here to its first await this task holds the loop. An app that blocks the loop here
         # must be the one the scoreboard names (and the timeout kill logs), not the oldest call.
         line = call_line(cycle.request)
@@ -289,6 +293,8 @@ class AsgiRunner:
 
     def _after(self, conn: Conn, cycle: HttpCycle, task: asyncio.Task[bool]) -> None:
         self.calls.pop(conn, None)
+        if conn.handed:
+            return  # never begun; its request went back to the supervisor, and the loop drops its copy
         conn.busy = False
         conn.served += 1
         self.requests += 1
@@ -415,12 +421,15 @@ class AsgiRunner:
 
     def _hand_back_waiting(self) -> None:
         """On the monitor thread, the loop blocked: every connection not in a call goes back with what it
-        has read. The loop still watches their fds, so they go as copies; the loop closes its own."""
+        has read. The loop still watches their fds, so they go as copies; the loop closes its own.
+        A call the loop has not begun yet (created in the same turn as the one that blocks) goes back
+        too, its request head with it; its task ends without calling the app."""
         self.handing_back = True
         try:
             for conn in list(self.held.values()):
-                if conn.busy or conn.closing_at or not conn.flushed:
+                if (conn.busy and not conn.call_pending) or conn.closing_at or not conn.flushed:
                     continue
+                self.calls.pop(conn, None)
                 conn.handed = True
                 del self.held[conn.msg.conn_id]
                 copy = socket.socket(conn.msg.family, socket.SOCK_STREAM, 0, fileno=os.dup(conn.fd))

@@ -229,6 +229,21 @@ def test_timeout_kills_a_worker_whose_loop_is_stuck(start_sockact):
     assert http_get(server.port, "/")[0] == 200
 
 
+def test_a_request_behind_a_stuck_one_in_the_same_loop_turn_is_handed_back_not_lost(start_sockact):
+    # Both requests are there when the worker adopts both connections, so both calls are created in
+    # one turn of its loop; the stuck one runs first. The other, not begun, must go back to the
+    # supervisor and be served by the stuck worker's replacement, not die with it.
+    server = start_sockact("asgiapps:blocking", "--workers", "1", "--timeout", "1")
+    for attempt in range(3):
+        stuck = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+        other = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+        stuck.sendall(b"GET /stuck?s=60 HTTP/1.1\r\nHost: t\r\n\r\n")
+        other.sendall(b"GET /other HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        with stuck, other:
+            status, _, _ = parse_response(raw_exchange(other, b""))
+            assert status == 200, f"attempt {attempt}"
+
+
 def test_a_websocket_echoes_is_never_parked_and_ends_with_the_clients_close(start_sockact):
     from websockets.sync.client import connect
 

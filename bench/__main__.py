@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import asgi, chart, cold, costs, load, markdown, memory, report
+from bench import asgi, chart, cold, costs, load, markdown, memory, metrics_cost, report
 from bench.servers import PROJECT_BIN, REPO, Fleet, Process, Server, lineup, server_env, wait_ready
 
 DOCS = REPO / "docs"
@@ -169,6 +169,9 @@ def run(args: argparse.Namespace, rundir: Path) -> dict[str, Any]:
         served = timed("ASGI", lambda: asgi.measure(fleet, args.rounds, args.seconds, WARM_SECONDS, wait_quiet))
         results["load"][load.ASGI_HELLO.key] = served["load"]
         results["websocket"] = served["websocket"]
+        # The matrix's few rounds per server are too noisy for a 5% question: paired rounds answer it.
+        results["metrics_cost"] = timed("metrics cost", lambda: metrics_cost.measure(
+            fleet, args.metrics_rounds, args.seconds, wait_quiet))
         results["handoff"] = timed("hand-offs", handoff)
         results["costs"] = timed("per-request costs", lambda: costs.measure(fleet))
         results["memory"] = timed("memory", lambda: memory.measure(fleet))
@@ -176,6 +179,7 @@ def run(args: argparse.Namespace, rundir: Path) -> dict[str, Any]:
     results["meta"] = {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
                        "machine": machine(), "versions": versions(), "rounds": args.rounds,
                        "idle_rounds": args.idle_rounds, "seconds": args.seconds, "cold_runs": args.cold_runs,
+                       "metrics_rounds": args.metrics_rounds,
                        "elapsed_s": round(time.monotonic() - began)}
     return results
 
@@ -200,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds per scenario and server (default 3)")
     parser.add_argument("--idle-rounds", type=int, default=2, help="rounds of the idle-clients scenario (2)")
     parser.add_argument("--seconds", type=float, default=3, help="seconds per wrk run (default 3)")
+    parser.add_argument("--metrics-rounds", type=int, default=10,
+                        help="paired rounds of sockact with and without metrics (default 10)")
     parser.add_argument("--cold-runs", type=int, default=20, help="cold activations per server (default 20)")
     parser.add_argument("--docs", type=Path, default=DOCS, help="where benchmarks.md and the chart go")
     parser.add_argument("--from-json", type=Path, help="re-render the docs from a saved run (raw results, or "

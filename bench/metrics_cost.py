@@ -18,12 +18,14 @@ import statistics
 import tempfile
 import time
 import timeit
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bench import load
 from bench.costs import cpu_seconds
 from bench.memory import children
-from bench.servers import HOST, Fleet, Server, free_port, get, server_env, sockact_argv
+from bench.servers import Fleet, Process, Server, get, server_env, sockact_argv, sockact_with_metrics
 
 
 def run(port: int, supervisor: int, seconds: float) -> tuple[float, float]:
@@ -56,38 +58,57 @@ def hot_path_ns(n: int = 1_000_000) -> float:
     return spent / n * 1e9
 
 
+def measure(fleet: Fleet, rounds: int, seconds: float, quiet: Callable[[list[Process]], None],
+            *extra: str) -> dict[str, Any]:
+    """Paired keep-alive runs of sockact with and without a metrics listener, the order flipped each
+    round: {"off"/"on": [req/s per run], "cpu_off"/"cpu_on": [CPU us per request per run]}."""
+    off = fleet.serve(Server("metrics off", sockact_argv(*extra)))
+    on = fleet.serve(Server("metrics on", sockact_with_metrics(*extra)))
+    sides = {"off": (off[1], off[0].pid), "on": (on[1], on[0].pid)}
+    for port, pid in sides.values():
+        run(port, pid, 1)  # warm up
+    out: dict[str, Any] = {"rounds": rounds, "seconds": seconds, "off": [], "on": [], "cpu_off": [], "cpu_on": []}
+    for i in range(rounds):
+        for name in ("off", "on") if i % 2 == 0 else ("on", "off"):
+            quiet([off[0], on[0]])
+            rate, us = run(*sides[name], seconds)
+            out[name].append(rate)
+            out[f"cpu_{name}"].append(us)
+    scrape = get(int(metrics_port(on[0].argv)), "/metrics", timeout=5.0)
+    assert b"sockact_requests_total{" in scrape, "the metrics side counted nothing"
+    for proc, _ in (off, on):
+        fleet.stop(proc)
+    return out
+
+
+def metrics_port(argv: list[str]) -> str:
+    return next(a for a in argv if a.startswith("metrics=")).rsplit(":", 1)[1]
+
+
+def cost(measured: dict[str, Any]) -> tuple[float, float]:
+    """(throughput lost, CPU per request added), in percent, from the medians of ``measure``."""
+    rate_off, rate_on = statistics.median(measured["off"]), statistics.median(measured["on"])
+    cpu_off, cpu_on = statistics.median(measured["cpu_off"]), statistics.median(measured["cpu_on"])
+    return 100 * (rate_off - rate_on) / rate_off, 100 * (cpu_on - cpu_off) / cpu_off
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=3)
     args = parser.parse_args(argv)
-    metrics = free_port()
-    rates: dict[str, list[float]] = {"off": [], "on": []}
-    cpu: dict[str, list[float]] = {"off": [], "on": []}
     with tempfile.TemporaryDirectory() as logs, Fleet(Path(logs), server_env(None)) as fleet:
-        off = fleet.serve(Server("metrics off", sockact_argv("--no-access-log")))
-        on = fleet.serve(Server("metrics on", sockact_argv("--no-access-log", "--bind", f"metrics={HOST}:{metrics}")))
-        sides = {"off": (off[1], off[0].pid), "on": (on[1], on[0].pid)}
-        for port, pid in sides.values():
-            run(port, pid, 1)  # warm up
-        for i in range(args.rounds):
-            for name in ("off", "on") if i % 2 == 0 else ("on", "off"):
-                rate, us = run(*sides[name], args.seconds)
-                rates[name].append(rate)
-                cpu[name].append(us)
-        scrape = get(metrics, "/metrics", timeout=5.0)
-        assert b"sockact_requests_total{" in scrape, "the metrics side counted nothing"
+        measured = measure(fleet, args.rounds, args.seconds, lambda procs: None, "--no-access-log")
     for name in ("off", "on"):
-        print(f"metrics {name:3}: median {statistics.median(rates[name]):7.0f} req/s, "
-              f"{statistics.median(cpu[name]):5.1f} CPU us/request;  runs "
-              + " ".join(f"{r:.0f}" for r in rates[name]))
-    rate_off, rate_on = statistics.median(rates["off"]), statistics.median(rates["on"])
-    cpu_off, cpu_on = statistics.median(cpu["off"]), statistics.median(cpu["on"])
-    print(f"cost: {100 * (rate_off - rate_on) / rate_off:+.1f}% of keep-alive throughput, "
-          f"{100 * (cpu_on - cpu_off) / cpu_off:+.1f}% CPU per request ({args.rounds} interleaved rounds of "
-          f"{args.seconds:g}s, wrk -t1 -c50, 2 workers; medians)")
-    added = hot_path_ns()
-    print(f"a worker's added work per request: {added:.0f} ns, {added / 10 / cpu_off:.1f}% of the "
+        print(f"metrics {name:3}: median {statistics.median(measured[name]):7.0f} req/s, "
+              f"{statistics.median(measured[f'cpu_{name}']):5.1f} CPU us/request;  runs "
+              + " ".join(f"{r:.0f}" for r in measured[name]))
+    lost, added = cost(measured)
+    print(f"cost: {lost:+.1f}% of keep-alive throughput, {added:+.1f}% CPU per request ({args.rounds} "
+          f"interleaved rounds of {args.seconds:g}s, wrk -t1 -c50, 2 workers; medians)")
+    cpu_off = statistics.median(measured["cpu_off"])
+    work = hot_path_ns()
+    print(f"a worker's added work per request: {work:.0f} ns, {work / 10 / cpu_off:.1f}% of the "
           f"{cpu_off:.1f} us of CPU a request costs without metrics")
     return 0
 

@@ -47,9 +47,11 @@ def sockact_argv(*extra: str, workers: int = WORKERS, app: str = APP) -> Argv:
     return argv
 
 
-def sockact_with_metrics(port: int) -> list[str]:
+def sockact_with_metrics(*extra: str) -> Argv:
     """sockact with a metrics listener beside its own, as the metrics example drop-in sets it up."""
-    return [*sockact_argv()(port), "--bind", f"metrics={HOST}:{free_port()}"]
+    def argv(port: int) -> list[str]:
+        return [*sockact_argv(*extra)(port), "--bind", f"metrics={HOST}:{free_port()}"]
+    return argv
 
 
 def gunicorn_argv(*extra: str) -> Argv:
@@ -123,7 +125,7 @@ def lineup(rundir: Path, static_file: Path) -> list[Server]:
         Server("sockact", sockact_argv()),
         Server("sockact (no access log)", sockact_argv("--no-access-log")),
         Server(THREADED, sockact_argv("--threads", "4")),
-        Server(WITH_METRICS, sockact_with_metrics),
+        Server(WITH_METRICS, sockact_with_metrics()),
         Server("gunicorn sync", gunicorn_argv()),
         Server("gunicorn gthread", gunicorn_argv("--worker-class", "gthread", "--threads", "4")),
         Server("granian", granian_argv("wsgi", APP)),

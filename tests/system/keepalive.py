@@ -10,9 +10,7 @@ bench/restarts.py for the documented figures).
 from __future__ import annotations
 
 import socket
-import threading
 import time
-from collections import Counter
 
 from nspawn import Container
 from sysclient import Load, Response, parse_response, wait_for
@@ -59,55 +57,19 @@ class KeepAlive:
         self.sock.close()
 
 
-class KeepAliveLoad:
+class KeepAliveLoad(Load):
     """``clients`` threads, each on one connection for its whole life; ``outcomes`` counts results."""
 
     def __init__(self, port: int, path: str = "/", *, clients: int = 4, max_requests: int = 3000,
                  max_seconds: float = 30.0, pause: float = 0.0) -> None:
-        self.port = port
-        self.path = path
-        self.max_requests = max_requests
-        self.max_seconds = max_seconds
+        super().__init__(port, path, threads=clients, max_requests=max_requests, max_seconds=max_seconds,
+                         timeout=25.0)
         self.pause = pause  # seconds idle between two requests: the connection sits parked meanwhile
-        self.outcomes: Counter[str] = Counter()
-        self.errors: list[str] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(clients)]
-
-    def __enter__(self) -> KeepAliveLoad:
-        self._deadline = time.monotonic() + self.max_seconds
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> Counter[str]:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
-        return self.outcomes
-
-    @property
-    def total(self) -> int:
-        return sum(self.outcomes.values())
-
-    @property
-    def failures(self) -> int:
-        return self.total - self.outcomes["ok"]
 
     @property
     def alive(self) -> int:
         """Clients still on their first connection."""
         return sum(thread.is_alive() for thread in self._threads)
-
-    def _record(self, outcome: str, detail: str = "") -> None:
-        with self._lock:
-            self.outcomes[outcome] += 1
-            if detail and len(self.errors) < 20:
-                self.errors.append(detail)
 
     def _loop(self) -> None:
         try:

@@ -14,7 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Self
 
 
 class Response:
@@ -120,7 +120,7 @@ class Load:
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(threads)]
 
-    def __enter__(self) -> Load:
+    def __enter__(self) -> Self:
         self._deadline = time.monotonic() + self.max_seconds
         for thread in self._threads:
             thread.start()

@@ -1,8 +1,9 @@
 """What the clients of a dead worker get: a 502 or 504 when no byte of their response went out.
 
 The supervisor keeps its own copy of each connection a worker holds (workers.WorkerProcess.holding),
-and each app thread stamps on the scoreboard which connection its call serves and whether the
-response has begun (scoreboard.Call). When a worker dies, those copies are all that is left of
+and each app call is stamped on the scoreboard with the connection it serves and whether the
+response has begun (scoreboard.Call): by its app thread in a WSGI worker, on a line of its own in
+an ASGI worker's (asgi/runner.py). When a worker dies, those copies are all that is left of
 its connections, and ``verdicts`` decides, with no I/O, what each client gets:
 
     in a call, no response byte sent, the call ran past timeout   504 Gateway Timeout, then close

@@ -96,11 +96,12 @@ class Scoreboard:
             line = self._map[at + _LINE.size:at + _LINE.size + length].decode("latin-1")
         return SlotView(requests, busy, oldest, newest, line)
 
-    def calls(self, slot: int, threads: int) -> list[Call]:
-        """The calls in progress in a worker's slot: read when the worker has died, to answer its clients."""
+    def calls(self, slot: int) -> list[Call]:
+        """The calls in progress in a worker's slot: read when the worker has died, to answer its clients.
+        Every line is read: an ASGI worker keeps a line per HTTP call beyond its loop's (asgi/runner.py)."""
         calls = []
         base = slot * SLOT_SIZE
-        for i in range(min(threads, MAX_THREADS)):
+        for i in range(MAX_THREADS):
             at = base + i * LINE_SIZE
             started, _, length, conn_id, responded = _LINE.unpack_from(self._map, at)
             if started:

@@ -507,7 +507,7 @@ class Supervisor:
         timed_out = self.pool.state(w.pid) is WorkerState.ABORTED and self.config.timeout
         overdue_before = time.monotonic() - self.config.timeout if timed_out else None
         how = describe_status(status)[0]
-        for verdict in orphans.verdicts(conns, self._scoreboard.calls(w.slot, w.threads), overdue_before):
+        for verdict in orphans.verdicts(conns, self._scoreboard.calls(w.slot), overdue_before):
             orphans.answer(verdict)
             if verdict.status is not None:
                 phrase = HTTPStatus(verdict.status).phrase

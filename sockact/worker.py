@@ -29,7 +29,7 @@ from .http import Limits, Site
 from .http.forwarded import Trust
 from .journal import installed_sendv
 from .proctitle import worker_title
-from .scoreboard import Scoreboard
+from .scoreboard import MAX_THREADS, Scoreboard
 from .tally import Tally
 
 if TYPE_CHECKING:
@@ -107,7 +107,9 @@ class WorkerShell:
         runner = AsgiRunner(self.chan, sites, slots, park_after=park_after,
                             handback_after=self.config.handback_after, max_requests=self.max_requests,
                             extra=extra, lifespans=lifespans, graceful_timeout=self.config.graceful_timeout,
-                            access=self.access, tally=self.tally.writer(self.slot, 0) if self.tally else None)
+                            access=self.access, tally=self.tally.writer(self.slot, 0) if self.tally else None,
+                            call_lines=[self.scoreboard.writer(self.slot, i)
+                                        for i in range(self.config.threads, MAX_THREADS)])
         runner.startup()
         return runner
 

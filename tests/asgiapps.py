@@ -200,3 +200,15 @@ async def empty_pieces(scope, receive, send) -> None:
     for body in (b"", b"a", b"", b"b", b""):
         await send({"type": "http.response.body", "body": body, "more_body": True})
     await send({"type": "http.response.body"})
+
+
+async def hang(scope, receive, send) -> None:
+    """Touches the file ``?started=PATH``, then waits a minute; with ``&head=1``, after sending its
+    response head and a first piece (a worker killed meanwhile has begun this response)."""
+    query = parse_qs(scope["query_string"].decode())
+    if query.get("head"):
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"first part\n", "more_body": True})
+    with open(query["started"][0], "a"):
+        pass
+    await asyncio.sleep(60)

@@ -24,6 +24,7 @@ from .. import handoff
 from ..http import Site
 from ..http.engine import Connection
 from ..http.limits import LINGER_SECONDS, RECV_SIZE
+from ..scoreboard import SlotWriter
 
 WRITE_HIGH = 64 * 1024  # bytes buffered for the client before a writer waits (uvicorn's high-water mark)
 READ_HIGH = 256 * 1024  # bytes of body buffered for the app before the loop stops reading
@@ -52,6 +53,10 @@ class Conn:
         self.since = time.monotonic()  # idle since, or head started at
         self.partial = False
         self.busy = False  # an app call (HTTP cycle or WebSocket) owns it
+        # The scoreboard line of its HTTP call, until a byte of the response is written: then it is told
+        # that the response has begun, so a dead worker's client gets no 502 after part of an answer.
+        self.call_line: SlotWriter | None = None
+        self.answering: SlotWriter | None = None
         self.call_pending = False  # its HTTP call is created and the loop has not begun it
         self.websocket = False
         self.served = 0
@@ -155,6 +160,9 @@ class Conn:
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         if not data:
             return
+        if self.answering is not None:
+            self.answering.responded()
+            self.answering = None
         if not self._out:
             try:
                 sent = self.sock.send(data, socket.MSG_DONTWAIT)

@@ -73,10 +73,14 @@ class AsgiRunner:
     def __init__(self, chan: socket.socket, sites: Sequence[Site], slots: Sequence[SlotWriter], *,
                  park_after: Sequence[float], handback_after: float, max_requests: int, extra: dict[str, Any],
                  lifespans: Sequence[Lifespan], graceful_timeout: float, access: AccessLog | None = None,
-                 tally: TallyWriter | None = None) -> None:
+                 tally: TallyWriter | None = None, call_lines: Sequence[SlotWriter] = ()) -> None:
         self.chan = chan
         self.sites = list(sites)
-        self.slots = list(slots)
+        self.slots = list(slots)  # the loop's line(s): busy with the oldest call, for stalls and timeout
+        # Free scoreboard lines for single HTTP calls: a call holds one (its connection, whether its
+        # response has begun), so the clients of a dead worker get a 502 or 504, as from a WSGI worker's
+        # threads. More calls at once than lines: the others are closed, as before.
+        self.call_lines = list(call_lines)
         self.park_after = list(park_after)
         self.max_requests = max_requests
         self.extra = extra
@@ -266,20 +270,30 @@ class AsgiRunner:
         cycle = HttpCycle(conn, request, scope, self.stopping or self.draining)
         conn.busy = conn.call_pending = True
         self._call_started(conn, request)
-        task = self.loop.create_task(self._run(cycle, site.app))
+        line = call_line(request)
+        if self.call_lines:
+            conn.call_line = conn.answering = self.call_lines.pop()
+            conn.call_line.begin(line, conn.msg.conn_id)
+        task = self.loop.create_task(self._run(cycle, site.app, line))
         task.add_done_callback(lambda t: self._locked(self._after, conn, cycle, t))
 
-    async def _run(self, cycle: HttpCycle, app: Any) -> bool:
+    async def _run(self, cycle: HttpCycle, app: Any, line: str) -> bool:
         with self.lock:  # the monitor may have handed the connection back while this task waited
             if cycle.conn.handed:
                 return False
             cycle.conn.call_pending = False
         # From here to its first await this task holds the loop. An app that blocks the loop here
         # must be the one the scoreboard names (and the timeout kill logs), not the oldest call.
-        line = call_line(cycle.request)
         for slot in self.slots:
             slot.begin(line)
         return await cycle.run(app)
+
+    def _free_call_line(self, conn: Conn) -> None:
+        line = conn.call_line
+        if line is not None:
+            line.idle()
+            self.call_lines.append(line)
+            conn.call_line = conn.answering = None
 
     def _locked(self, call: Any, *args: Any) -> None:
         with self.lock:
@@ -293,6 +307,7 @@ class AsgiRunner:
 
     def _after(self, conn: Conn, cycle: HttpCycle, task: asyncio.Task[bool]) -> None:
         self.calls.pop(conn, None)
+        self._free_call_line(conn)
         if conn.handed:
             return  # never begun; its request went back to the supervisor, and the loop drops its copy
         conn.busy = False
@@ -430,6 +445,7 @@ class AsgiRunner:
                 if (conn.busy and not conn.call_pending) or conn.closing_at or not conn.flushed:
                     continue
                 self.calls.pop(conn, None)
+                self._free_call_line(conn)
                 conn.handed = True
                 del self.held[conn.msg.conn_id]
                 copy = socket.socket(conn.msg.family, socket.SOCK_STREAM, 0, fileno=os.dup(conn.fd))

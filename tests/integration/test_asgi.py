@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -221,12 +222,45 @@ def test_a_blocked_loop_stalls_its_worker_and_the_others_serve(start_sockact):
 def test_timeout_kills_a_worker_whose_loop_is_stuck(start_sockact):
     server = start_sockact("asgiapps:blocking", "--workers", "2", "--timeout", "1", workers=2)
     before = set(server.workers())
-    threading.Thread(target=lambda: request(server.port, b"GET /stuck?s=60 HTTP/1.1\r\nHost: t\r\n\r\n", timeout=30),
-                     daemon=True).start()
+    box: dict = {}
+    stuck = threading.Thread(target=lambda: box.update(
+        answer=request(server.port, b"GET /stuck?s=60 HTTP/1.1\r\nHost: t\r\n\r\n", timeout=30)))
+    stuck.start()
     server.waiting(lambda: len(before - set(server.workers())) == 1 and len(server.workers()) == 2,
                    "the stuck worker to be killed and replaced", timeout=20)
     assert "GET /stuck" in server.wait_for_log("GET /stuck")  # the log names the request the loop was stuck on
     assert http_get(server.port, "/")[0] == 200
+    stuck.join(20)
+    status, headers, _ = parse_response(box["answer"])
+    assert (status, headers["connection"]) == (504, "close"), box["answer"]
+    assert "before answering GET /stuck: 504 Gateway Timeout sent" in server.wait_for_log("504 Gateway")
+
+
+def test_a_killed_worker_answers_each_call_that_had_not_begun_with_a_502(start_sockact, tmp_path):
+    # One loop, three calls at once; the third has sent part of its response, so it is cut, not replaced.
+    server = start_sockact("asgiapps:hang", "--workers", "1", workers=1)
+    calls = {"a": "", "b": "", "c": "&head=1"}
+    answers: dict[str, bytes] = {}
+
+    def exchange(name: str) -> None:
+        target = f"/{name}?started={tmp_path / name}{calls[name]}"
+        answers[name] = request(server.port, f"GET {target} HTTP/1.1\r\nHost: t\r\n\r\n".encode(), timeout=20)
+
+    threads = [threading.Thread(target=exchange, args=(name,)) for name in calls]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: all((tmp_path / name).exists() for name in calls), "the three calls to reach the app")
+    [victim] = server.workers()
+    os.kill(victim, signal.SIGKILL)
+    for thread in threads:
+        thread.join(20)
+    for name in "ab":
+        status, headers, body = parse_response(answers[name])
+        assert (status, headers["connection"], body) == (502, "close", b"502 Bad Gateway\n"), answers[name]
+    assert answers["c"].startswith(b"HTTP/1.1 200 OK\r\n") and b"first part" in answers["c"], answers["c"]
+    assert b"502" not in answers["c"]
+    said = server.wait_for_log("in the middle of the response")
+    assert f"worker {victim} killed by SIGKILL before answering GET /a: 502 Bad Gateway sent" in said, said
 
 
 def test_a_request_behind_a_stuck_one_in_the_same_loop_turn_is_handed_back_not_lost(start_sockact):

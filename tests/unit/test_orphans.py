@@ -34,10 +34,10 @@ def test_the_scoreboard_tells_which_connection_a_call_serves_and_whether_it_answ
     first.begin("GET /a", 11)
     second.begin("POST /b", 12)
     second.responded()
-    assert [(c.conn_id, c.line, c.responded) for c in board.calls(slot, 2)] == [(11, "GET /a", False),
+    assert [(c.conn_id, c.line, c.responded) for c in board.calls(slot)] == [(11, "GET /a", False),
                                                                               (12, "POST /b", True)]
     first.end()
-    assert [c.conn_id for c in board.calls(slot, 2)] == [12]
+    assert [c.conn_id for c in board.calls(slot)] == [12]
     board.close()
 
 

@@ -504,10 +504,10 @@ def preface_refused(msg: handoff.Message, site: Site, reason: str) -> None:
     log.warning("conn %d from %s on %s: %s; closing it", msg.conn_id, peer, site.listener, reason)
 
 
-def call_line(request: Request) -> str:
+def call_line(request: Request) -> bytes:
     """The scoreboard's line for a call: the path as the app sees it (PATH_INFO, decoded); the
     supervisor escapes it when it logs it."""
-    return f"{request.method.decode('latin-1')} {unquote_to_bytes(request.path).decode('latin-1')}"
+    return request.method + b" " + unquote_to_bytes(request.path)
 
 
 def conn_extra(extra: dict[str, object], msg: handoff.Message, site: Site) -> dict[str, object]:

@@ -30,6 +30,8 @@ _LINE = struct.Struct("=dQHQB")
 _RESPONDED_AT = _LINE.size - 1
 LINE_SIZE = 128
 _LINE_MAX = LINE_SIZE - _LINE.size
+_WHOLE = struct.Struct(f"=dQHQB{_LINE_MAX}s")  # the fields, then the request line: a call's one write
+_STARTED = struct.Struct("=d")
 SLOT_SIZE = MAX_THREADS * LINE_SIZE
 
 
@@ -128,11 +130,10 @@ class SlotWriter:
         self._at = at
         self.requests = 0
 
-    def begin(self, line: str, conn_id: int = 0) -> None:
-        raw = line.encode("latin-1", "replace")[:_LINE_MAX]
-        _LINE.pack_into(self._map, self._at, time.monotonic(), self.requests, len(raw), conn_id, 0)
-        start = self._at + _LINE.size
-        self._map[start:start + len(raw)] = raw
+    def begin(self, line: bytes, conn_id: int = 0) -> None:
+        """A call starts; ``line`` names its request (read back as latin-1, cut to fit)."""
+        line = line[:_LINE_MAX]
+        _WHOLE.pack_into(self._map, self._at, time.monotonic(), self.requests, len(line), conn_id, 0, line)
 
     def responded(self) -> None:
         """The call's response has begun: from now on only closing the connection tells the truth."""
@@ -145,3 +146,7 @@ class SlotWriter:
     def idle(self) -> None:
         """Not in a call, counting nothing new (the ASGI loop's beat, between requests)."""
         _LINE.pack_into(self._map, self._at, 0.0, self.requests, 0, 0, 0)
+
+    def clear(self) -> None:
+        """Not in a call, touching nothing else (an ASGI call's own line, which counts nothing)."""
+        _STARTED.pack_into(self._map, self._at, 0.0)

@@ -277,7 +277,7 @@ class AsgiRunner:
         task = self.loop.create_task(self._run(cycle, site.app, line))
         task.add_done_callback(lambda t: self._locked(self._after, conn, cycle, t))
 
-    async def _run(self, cycle: HttpCycle, app: Any, line: str) -> bool:
+    async def _run(self, cycle: HttpCycle, app: Any, line: bytes) -> bool:
         with self.lock:  # the monitor may have handed the connection back while this task waited
             if cycle.conn.handed:
                 return False
@@ -291,7 +291,7 @@ class AsgiRunner:
     def _free_call_line(self, conn: Conn) -> None:
         line = conn.call_line
         if line is not None:
-            line.idle()
+            line.clear()
             self.call_lines.append(line)
             conn.call_line = conn.answering = None
 

@@ -31,8 +31,8 @@ def test_the_scoreboard_tells_which_connection_a_call_serves_and_whether_it_answ
     board = Scoreboard(2)
     slot = board.allocate()
     first, second = board.writer(slot, 0), board.writer(slot, 1)
-    first.begin("GET /a", 11)
-    second.begin("POST /b", 12)
+    first.begin(b"GET /a", 11)
+    second.begin(b"POST /b", 12)
     second.responded()
     assert [(c.conn_id, c.line, c.responded) for c in board.calls(slot)] == [(11, "GET /a", False),
                                                                               (12, "POST /b", True)]

@@ -15,11 +15,11 @@ def test_calls_stamped_in_a_child_are_read_by_the_parent():
     if pid == 0:
         try:
             first, second = board.writer(slot, 0), board.writer(slot, 1)
-            first.begin("GET /a")
+            first.begin(b"GET /a")
             first.end()
-            first.begin("GET /slow\x1b")
+            first.begin(b"GET /slow\x1b")
             time.sleep(0.01)
-            second.begin("POST /b")
+            second.begin(b"POST /b")
         finally:
             os._exit(0)
     os.waitpid(pid, 0)
@@ -36,7 +36,7 @@ def test_calls_stamped_in_a_child_are_read_by_the_parent():
 def test_slots_are_reused_clean():
     board = Scoreboard(2)
     slot = board.allocate()
-    board.writer(slot, 0).begin("GET /")
+    board.writer(slot, 0).begin(b"GET /")
     board.release(slot)
     again = board.allocate()
     assert again == slot and board.read(slot, 1).busy == 0

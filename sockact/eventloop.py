@@ -104,6 +104,7 @@ class EventLoop:
         self.lock = threading.Lock()
         self.selector = selectors.DefaultSelector()
         self.receiver = handoff.Receiver(chan)
+        self.closed = Closed(chan)
         self.held: dict[int, Held] = {}  # conn id -> every connection in the worker's books
         self.ready: deque[Held] = deque()  # parsed requests waiting for an app thread
         self.in_call = 0  # app calls running
@@ -132,6 +133,7 @@ class EventLoop:
                 self._work.put(None)
             for t in helpers:
                 t.join(timeout=1.0)
+            self.closed.report()
             self._flush_tallies()
             self.selector.close()
             self._wake_r.close()
@@ -158,6 +160,8 @@ class EventLoop:
                 self._take_done()
             else:
                 self._read(key.data)
+        if self.closed.ids:
+            self.closed.report()  # before an app call that may take long
         self._dispatch_ready()
         now = time.monotonic()
         if now >= self._next_timers:
@@ -166,6 +170,8 @@ class EventLoop:
             if self.access is not None:
                 self.access.flush_if_due(now)
             self._flush_tallies()
+        if self.closed.ids:
+            self.closed.report()
 
     def _flush_tallies(self) -> None:
         """Publish the request counts to the supervisor (a copy to shared memory; no syscall)."""
@@ -444,7 +450,7 @@ class EventLoop:
         with contextlib.suppress(OSError):
             held.sock.shutdown(socket.SHUT_RDWR)
         held.sock.close()
-        self._send(handoff.Message(handoff.DONE, conn_id=held.msg.conn_id, listener=held.msg.listener))
+        self.closed.add(held.msg.conn_id)
 
     def _send(self, msg: handoff.Message) -> None:
         report(self.chan, msg)
@@ -524,6 +530,25 @@ def hand_back(chan: socket.socket, msg: handoff.Message, sock: socket.socket, da
     report(chan, handoff.Message(handoff.PARK, conn_id=msg.conn_id, listener=msg.listener, family=msg.family,
                                  peer=msg.peer, hops=msg.hops, data=data, fd=sock.fileno(), proxy=msg.proxy))
     sock.close()  # the supervisor holds it now
+
+
+class Closed:
+    """The connections a loop closed in one turn, reported to the supervisor in one DONE at its end:
+    one send for all of them, and the supervisor reads one message."""
+
+    __slots__ = ("chan", "ids")
+
+    def __init__(self, chan: socket.socket) -> None:
+        self.chan = chan
+        self.ids: list[int] = []
+
+    def add(self, conn_id: int) -> None:
+        self.ids.append(conn_id)
+
+    def report(self) -> None:
+        ids, self.ids = self.ids, []
+        for at in range(0, len(ids), handoff.MAX_DONE):
+            report(self.chan, handoff.done(ids[at:at + handoff.MAX_DONE]))
 
 
 def report(chan: socket.socket, msg: handoff.Message) -> None:

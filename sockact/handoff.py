@@ -9,7 +9,8 @@ empty read means the other end has gone (EOF).
 Messages:
     CONN   supervisor -> worker, with fd: serve this connection
     PARK   worker -> supervisor, with fd: response done, connection idle at a request boundary
-    DONE   worker -> supervisor: the worker closed the connection and is idle
+    DONE   worker -> supervisor: the worker closed the connection; the connections a worker closed
+           in one turn of its loop travel in one DONE, the first in the header, the rest as data
     READY  worker -> supervisor: the app is loaded, send work
     RECYCLE worker -> supervisor: max_requests reached; retire me (the worker takes nothing new)
 
@@ -25,6 +26,7 @@ import contextlib
 import select
 import socket
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import HandoffError
@@ -44,6 +46,8 @@ _FD_SIZE = array.array("i").itemsize
 # Room for the header, an IPv6 address and a full read buffer of pending bytes.
 MAX_MESSAGE = _HEADER.size + 16 + 18 + 65536
 _ANC_SPACE = socket.CMSG_SPACE(_FD_SIZE)
+_ID = 8  # bytes of a connection id in a DONE's data
+MAX_DONE = 4096  # connection ids in one DONE message, well within MAX_MESSAGE
 
 
 @dataclass(slots=True)
@@ -75,6 +79,19 @@ def encode(msg: Message) -> bytes:
     return header + raw + client + msg.data
 
 
+def done(conn_ids: Sequence[int]) -> Message:
+    """One DONE for up to MAX_DONE connections a worker closed."""
+    rest = conn_ids[1:]
+    return Message(DONE, conn_id=conn_ids[0], data=struct.pack(f"!{len(rest)}Q", *rest) if rest else b"")
+
+
+def done_ids(msg: Message) -> tuple[int, ...]:
+    """The connections a DONE reports (decode has checked its data's length)."""
+    if not msg.data:
+        return (msg.conn_id,)
+    return (msg.conn_id, *struct.unpack(f"!{len(msg.data) // _ID}Q", msg.data))
+
+
 def decode(buf: bytes | memoryview, fd: int = -1) -> Message:
     """Parse one datagram. Raises HandoffError on anything malformed."""
     if len(buf) < _HEADER.size:
@@ -93,7 +110,10 @@ def decode(buf: bytes | memoryview, fd: int = -1) -> Message:
     elif proxy_family != NO_PROXY:
         raw = bytes(buf[end:proxy_end])
         proxy = Header((socket.inet_ntop(proxy_family, raw[:-2]), int.from_bytes(raw[-2:], "big")))
-    return Message(kind, conn_id, listener, family, peer, hops, bytes(buf[proxy_end:]), fd, proxy)
+    data = bytes(buf[proxy_end:])
+    if kind == DONE and len(data) % _ID:
+        raise HandoffError(f"a DONE whose data is not connection ids ({len(data)} bytes)")
+    return Message(kind, conn_id, listener, family, peer, hops, data, fd, proxy)
 
 
 def channel_pair() -> tuple[socket.socket, socket.socket]:

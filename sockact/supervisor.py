@@ -441,8 +441,9 @@ class Supervisor:
                 self._parked_by(w, Conn(msg.conn_id, msg.fd, msg.listener, msg.family, msg.peer, msg.hops,
                                         msg.data, proxy=msg.proxy))
             elif msg.kind == handoff.DONE:
-                w.done_with(msg.conn_id)
-                self._returned(w)
+                for conn_id in handoff.done_ids(msg):
+                    w.done_with(conn_id)
+                    self._returned(w)
             elif msg.kind == handoff.RECYCLE:
                 log.info("worker %d served its max_requests: recycling it", w.pid)
                 w.recycled = True

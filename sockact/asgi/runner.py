@@ -34,6 +34,7 @@ from ..accesslog import AccessLog
 from ..errors import ProtocolError
 from ..eventloop import (
     TIMER_INTERVAL,
+    Closed,
     call_line,
     conn_extra,
     hand_back,
@@ -96,6 +97,7 @@ class AsgiRunner:
         self.loop = new_loop()
         self.pid = os.getpid()
         self.receiver = handoff.Receiver(chan)
+        self.closed = Closed(chan)
         self.held: dict[int, Conn] = {}
         self.calls: dict[Conn, tuple[float, Request]] = {}  # connections in an app call: since, request
         self.websockets: dict[Conn, Any] = {}  # open WebSockets (websocket.WebSocket), closed with 1001 on drain
@@ -141,10 +143,15 @@ class AsgiRunner:
                 self.loop.remove_reader(self.chan.fileno())
             for slot in self.slots:
                 slot.idle()
+            self.closed.report()
             if self.tally is not None:
                 self.tally.flush()
         for lifespan in dict.fromkeys(self.lifespans):
             await lifespan.shutdown(self.graceful_timeout)
+
+    def _report_closed(self) -> None:
+        with self.lock:
+            self.closed.report()
 
     def _check_done(self) -> None:
         if self.retiring and not self.held and self._done is not None and not self._done.done():
@@ -477,7 +484,9 @@ class AsgiRunner:
 
     def _closed(self, conn: Conn) -> None:
         if self.held.pop(conn.msg.conn_id, None) is not None:
-            report(self.chan, handoff.Message(handoff.DONE, conn_id=conn.msg.conn_id, listener=conn.msg.listener))
+            if not self.closed.ids:
+                self.loop.call_soon(self._report_closed)  # once this turn of the loop is done
+            self.closed.add(conn.msg.conn_id)
         self._check_done()
 
     def _retire(self) -> None:

@@ -22,6 +22,19 @@ def test_encode_decode_round_trip(family, peer):
     assert back == msg
 
 
+@pytest.mark.parametrize("ids", [[7], [7, 2**40 + 1, 9], list(range(1, handoff.MAX_DONE + 1))])
+def test_one_done_carries_every_connection_closed_in_a_turn(ids):
+    msg = handoff.done(ids)
+    assert len(handoff.encode(msg)) <= handoff.MAX_MESSAGE
+    assert handoff.done_ids(handoff.decode(handoff.encode(msg))) == tuple(ids)
+
+
+def test_a_done_whose_data_is_not_whole_ids_is_rejected():
+    raw = handoff.encode(handoff.done([1, 2]))
+    with pytest.raises(HandoffError, match="not connection ids"):
+        handoff.decode(raw[:-1])
+
+
 # The last two: a whole 19-byte header for an AF_INET peer with no address after it, and one that
 # announces a PROXY client of an unknown family.
 @pytest.mark.parametrize("raw", [b"", b"\x01" * 5, b"\x09" + b"\x00" * 40, b"\x01\x02" + b"\x00" * 16 + b"\xff",

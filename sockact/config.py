@@ -122,6 +122,12 @@ class ListenerSettings:
     limit_request_body: int = _opt(
         parsers.integer(0), 100 * 1024 * 1024, "Largest request body in bytes (else 413); 0 means no limit.", "http",
         metavar="BYTES")
+    body_buffer: int = _opt(
+        parsers.integer(0), 64 * 1024,
+        "A WSGI request body of up to this many bytes (by Content-Length) is read whole before the app is "
+        "called, so a client that sends its body slowly holds no app thread meanwhile; a body that stops "
+        "coming for the timeout gets 408. Larger and chunked bodies are read by the app as they come. "
+        "0: off.", "http", metavar="BYTES")
     forwarded_allow_ips: str = _opt(
         parsers.networks, "127.0.0.1,::1,unix",
         "Front-end proxies trusted to set X-Forwarded-For/-Proto/-Host/-Port and Forwarded (RFC 7239): "

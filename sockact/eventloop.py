@@ -72,6 +72,7 @@ class Held:
     since: float  # when it last became idle, or its head started to arrive
     partial: bool = False  # part of a head is buffered: the deadline is header_timeout
     request: Request | None = None  # parsed, waiting for an app thread
+    body_for: Request | None = None  # parsed, its body still coming: the loop reads it (body_buffer)
     in_call: bool = False  # an app thread is serving it
     served: int = 0  # requests served on it in this worker
     watched: bool = False  # in the selector
@@ -257,6 +258,9 @@ class EventLoop:
                 self._read_preface(held, data, eof=not data)
             return
         held.http.receive(data)
+        if held.body_for is not None:
+            self._buffer_body(held, eof=not data)
+            return
         self._advance(held)
 
     def _advance(self, held: Held) -> None:
@@ -266,10 +270,14 @@ class EventLoop:
             if held.http.is_health(step):
                 self._answer_health(held, step)
                 return
-            held.request = step
-            self.ready.append(held)
-            if self.threads > 1:
-                self._unwatch(held)  # its app thread reads the body; the loop must not
+            if held.http.body_to_buffer():
+                # A slow body must not hold an app thread: the loop reads it first, as any other input.
+                held.body_for, held.since = step, time.monotonic()
+                with contextlib.suppress(OSError):
+                    held.sock.send(held.http.continue_now(), socket.MSG_DONTWAIT)
+                self._watch(held)
+                return
+            self._ready(held, step)
             return
         if step is Step.CLOSE:
             self._close(held)
@@ -282,6 +290,23 @@ class EventLoop:
         elif step is Step.IDLE and held.partial:
             held.partial, held.since = False, time.monotonic()
         self._watch(held)
+
+    def _ready(self, held: Held, request: Request) -> None:
+        held.request = request
+        self.ready.append(held)
+        if self.threads > 1:
+            self._unwatch(held)  # its app thread reads the body; the loop must not
+
+    def _buffer_body(self, held: Held, eof: bool) -> None:
+        # Whole, or cut short by the client: the call goes ahead, and a cut body is answered as any
+        # other (400, from the app's read of wsgi.input).
+        if eof or not held.http.body_to_buffer():
+            request, held.body_for = held.body_for, None
+            assert request is not None
+            self._ready(held, request)
+        else:
+            held.since = time.monotonic()  # the deadline is io_timeout with nothing new
+            self._watch(held)
 
     def _watch(self, held: Held) -> None:
         if not held.watched:
@@ -406,6 +431,11 @@ class EventLoop:
         for held in list(self.held.values()):
             if held.request is not None or held.in_call:
                 continue  # waiting for, or inside, an app call
+            if held.body_for is not None:
+                if now - held.since > held.site.io_timeout:
+                    held.http.body_timed_out()
+                    self._close(held)
+                continue
             if held.partial:
                 if now - held.since > held.site.header_timeout:
                     if held.preface is not None:
@@ -461,7 +491,7 @@ class EventLoop:
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(self.chan)
         for held in list(self.held.values()):
-            if not (held.in_call or held.partial or held.request is not None):
+            if not (held.in_call or held.partial or held.request is not None or held.body_for is not None):
                 self._release(held)
 
     def _is_stopping(self) -> bool:

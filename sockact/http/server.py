@@ -58,6 +58,7 @@ class Site:
     trust: Trust = NOBODY  # forwarded_allow_ips: whose X-Forwarded-* and Forwarded count
     health_path: bytes = b""  # answered here, never by the app; b"": none
     proxy_protocol: str = "off"  # "v1", "v2" or "auto": a PROXY header precedes HTTP (the loop reads it)
+    body_buffer: int = 0  # bodies up to this size are read whole by the loop before the app's call
     environ: dict[str, Any] = field(init=False, repr=False, compare=False)  # constant keys, built once
 
     def __post_init__(self) -> None:
@@ -146,6 +147,23 @@ class HTTPConnection:
             # A bug of sockact's own: the worker lives on, this connection does not.
             log.exception("conn %d: internal error", self.conn_id)
         return False
+
+    def body_to_buffer(self) -> int:
+        """After a request head: the body bytes still to come, if the loop should read them before the
+        app's call (a Content-Length body within the site's body_buffer); else 0."""
+        engine = self.engine
+        unread = engine.unread_body
+        if not unread or unread + engine.buffered > self._conn.site.body_buffer:
+            return 0
+        return unread
+
+    def continue_now(self) -> bytes:
+        """The 100 Continue a client waiting for one needs before it sends the body the loop buffers."""
+        return self.engine.send_continue()
+
+    def body_timed_out(self) -> None:
+        """The buffered body stopped coming for io_timeout: 408, then the caller closes."""
+        self._conn.refuse(ProtocolError(408, "request body timed out"), linger=False)
 
     def head_timed_out(self) -> None:
         """The head did not arrive in time: 408 if part of one came, then the caller closes."""

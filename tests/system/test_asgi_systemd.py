@@ -5,11 +5,10 @@ so this is also asyncio's own loop serving."""
 from __future__ import annotations
 
 import re
-import time
 
 from sysclient import Background, wait_for
 from sysdeploy import Deployment, messages
-from test_systemd import sockact_records, with_message_id
+from test_systemd import served_meanwhile, sockact_records, with_message_id
 
 ASGI_APP = '''
 """An ASGI app for the system tests: lifespan, its worker's pid, an endless loop."""
@@ -73,11 +72,7 @@ def test_an_asgi_loop_stuck_past_timeout_is_killed_and_the_others_serve(sockact:
     serve_asgi_app(sockact, SOCKACT_TIMEOUT="2", SOCKACT_WORKERS="3")
     sockact.get("/")
     stuck = Background(sockact.port, "/spin")
-    others = []
-    while stuck.running and len(others) < 200:
-        others.append(sockact.get("/").status)
-        time.sleep(0.02)
-    stuck.join()
+    others = served_meanwhile(sockact, stuck)
     assert others and set(others) == {200}, others
     assert stuck.seconds <= 2 + 4, f"the stuck request ended after {stuck.seconds:.1f}s"
     killed = wait_for(lambda: with_message_id(sockact_records(sockact.journal()), "worker_timeout"), 5,

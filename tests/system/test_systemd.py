@@ -199,16 +199,22 @@ def test_watchdog_restarts_a_stopped_supervisor_and_no_connection_is_refused(soc
     assert "Watchdog timeout" in systemd_says, systemd_says
 
 
-def test_a_worker_stuck_past_timeout_is_killed_and_the_others_serve(sockact: Deployment):
-    serve_test_app(sockact, SOCKACT_TIMEOUT="2", SOCKACT_WORKERS="3")
-    sockact.get("/")
-    main_pid = sockact.main_pid()
-    stuck = Background(sockact.port, "/spin")
+def served_meanwhile(sockact: Deployment, stuck: Background) -> list[int]:
+    """The statuses of GET / sent one after another while ``stuck`` waits for its answer (at most 200)."""
     others = []
     while stuck.running and len(others) < 200:
         others.append(sockact.get("/").status)
         time.sleep(0.02)
     stuck.join()
+    return others
+
+
+def test_a_worker_stuck_past_timeout_is_killed_and_the_others_serve(sockact: Deployment):
+    serve_test_app(sockact, SOCKACT_TIMEOUT="2", SOCKACT_WORKERS="3")
+    sockact.get("/")
+    main_pid = sockact.main_pid()
+    stuck = Background(sockact.port, "/spin")
+    others = served_meanwhile(sockact, stuck)
     print(f"timeout: stuck request ended after {stuck.seconds:.2f}s: {stuck.response or stuck.error!r}; "
           f"{len(others)} others served")
     assert others and set(others) == {200}, others

@@ -14,7 +14,8 @@ reads the body, writes the response and gives the connection back to the loop. A
   app: the answer must come even while every app thread is busy.
 - When every app thread has been in one call for longer than ``handback_after``, the
   worker is stalled: every connection it holds that is not in a call goes back to the
-  supervisor at once, with the bytes it has read and not yet served, and so does any
+  supervisor at once, with the bytes it has read and not yet served (one that has read more
+  than a hand-off message carries waits for a free thread), and so does any
   connection that arrives meanwhile. The supervisor sees the stall on the scoreboard and
   gives the worker nothing new until it moves again.
 
@@ -447,15 +448,19 @@ class EventLoop:
                 self._release(held)
 
     def _hand_back_waiting(self) -> None:
-        """Stalled: every connection not in a call goes back, with what it has read."""
+        """Stalled: every connection not in a call goes back, with what it has read; one that has read
+        more than a message carries (a body the loop buffered, with its head) stays for a free thread."""
         for held in list(self.held.values()):
             if held.in_call:
+                continue
+            data = self._unparsed(held)
+            if not handoff.fits(data):
                 continue
             if held.request is not None:
                 self.ready.remove(held)
             self._unwatch(held)
             del self.held[held.msg.conn_id]
-            hand_back(self.chan, held.msg, held.sock, self._unparsed(held))
+            hand_back(self.chan, held.msg, held.sock, data)
         # Connections already on their way in go straight back too.
         self._read_channel()
 

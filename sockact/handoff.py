@@ -43,8 +43,11 @@ _ADDR_LEN = {socket.AF_INET: 4, socket.AF_INET6: 16, socket.AF_UNIX: 0}
 NO_PROXY = 0xFF
 _PROXY_LEN = {NO_PROXY: 0, socket.AF_UNSPEC: 0, socket.AF_INET: 4 + 2, socket.AF_INET6: 16 + 2}
 _FD_SIZE = array.array("i").itemsize
+# The most bytes read from a connection and not yet served that one message carries with it: a
+# connection holding more cannot be handed over (see fits).
+MAX_DATA = 65536
 # Room for the header, an IPv6 address and a full read buffer of pending bytes.
-MAX_MESSAGE = _HEADER.size + 16 + 18 + 65536
+MAX_MESSAGE = _HEADER.size + 16 + 18 + MAX_DATA
 _ANC_SPACE = socket.CMSG_SPACE(_FD_SIZE)
 _ID = 8  # bytes of a connection id in a DONE's data
 MAX_DONE = 4096  # connection ids in one DONE message, well within MAX_MESSAGE
@@ -77,6 +80,12 @@ def encode(msg: Message) -> bytes:
             client = socket.inet_pton(proxy, host) + client_port.to_bytes(2, "big")
     header = _HEADER.pack(msg.kind, msg.family, msg.listener, msg.conn_id, msg.hops, port, proxy)
     return header + raw + client + msg.data
+
+
+def fits(data: bytes) -> bool:
+    """Whether a connection's unserved bytes can travel with it; a longer message would be cut at the
+    receiver (MSG_TRUNC), which takes the sender for broken."""
+    return len(data) <= MAX_DATA
 
 
 def done(conn_ids: Sequence[int]) -> Message:

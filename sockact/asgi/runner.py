@@ -451,12 +451,15 @@ class AsgiRunner:
             for conn in list(self.held.values()):
                 if (conn.busy and not conn.call_pending) or conn.closing_at or not conn.flushed:
                     continue
+                data = conn.unparsed()
+                if not handoff.fits(data):
+                    continue  # more than a hand-off message carries: it waits for the loop
                 self.calls.pop(conn, None)
                 self._free_call_line(conn)
                 conn.handed = True
                 del self.held[conn.msg.conn_id]
                 copy = socket.socket(conn.msg.family, socket.SOCK_STREAM, 0, fileno=os.dup(conn.fd))
-                hand_back(self.chan, conn.msg, copy, conn.unparsed())
+                hand_back(self.chan, conn.msg, copy, data)
                 self._orphans.append(conn)
             # Arrivals go straight back; an EOF is left for the loop, which sees it again when it runs.
             read_channel(self.receiver, self.chan, self._adopt, lambda: None)

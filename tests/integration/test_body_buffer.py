@@ -79,3 +79,23 @@ def test_a_body_cut_short_by_the_client_is_answered_400(start_sockact):
         answer = b"".join(iter(lambda: sock.recv(65536), b""))
         status, _, _ = parse_response(answer)
     assert status == 400
+
+
+def test_a_buffered_body_too_big_to_hand_back_waits_for_the_stalled_worker(start_sockact):
+    # A head and 64 KiB of body less one byte, all buffered by the loop: more than one hand-off message
+    # carries. When the worker stalls, the other connections go back to the supervisor; this one must
+    # stay, not go in a message the supervisor reads cut short (and kills the worker for).
+    server = start_sockact("testapps:slow", "--workers", "1", "--threads", "1", workers=1)
+    (worker,) = server.workers()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as upload:
+        upload.sendall(b"POST /?s=0 HTTP/1.1\r\nHost: t\r\nContent-Length: 65536\r\nConnection: close\r\n\r\n"
+                       + b"x" * 65535)
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow:
+            slow.sendall(b"GET /?s=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            time.sleep(0.5)  # the worker is stalled in the slow call
+            upload.sendall(b"x")
+            assert parse_response(b"".join(iter(lambda: slow.recv(65536), b"")))[0] == 200
+        assert parse_response(b"".join(iter(lambda: upload.recv(65536), b"")))[0] == 200
+    assert server.workers() == [worker]
+    assert b"bad message" not in server.log_path.read_bytes()

@@ -202,6 +202,17 @@ async def empty_pieces(scope, receive, send) -> None:
     await send({"type": "http.response.body"})
 
 
+async def whole_or_hang(scope, receive, send) -> None:
+    """``/whole?bytes=N``: N bytes of body in one message (so the call ends before they are all out);
+    any other path: ``hang``."""
+    if scope["path"] != "/whole":
+        await hang(scope, receive, send)
+        return
+    size = int(parse_qs(scope["query_string"].decode())["bytes"][0])
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(size).encode())]})
+    await send({"type": "http.response.body", "body": b"w" * size})
+
+
 async def hang(scope, receive, send) -> None:
     """Touches the file ``?started=PATH``, then waits a minute; with ``&head=1``, after sending its
     response head and a first piece (a worker killed meanwhile has begun this response)."""

@@ -281,6 +281,10 @@ class AsgiRunner:
         if self.call_lines:
             conn.call_line = conn.answering = self.call_lines.pop()
             conn.call_line.begin(line, conn.msg.conn_id)
+            if not conn.flushed:
+                # The last response (pipelining) is still going out: a 502 now would land inside it.
+                conn.call_line.responded()
+                conn.answering = None
         task = self.loop.create_task(self._run(cycle, site.app, line))
         task.add_done_callback(lambda t: self._locked(self._after, conn, cycle, t))
 

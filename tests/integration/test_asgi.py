@@ -263,6 +263,27 @@ def test_a_killed_worker_answers_each_call_that_had_not_begun_with_a_502(start_s
     assert f"worker {victim} killed by SIGKILL before answering GET /a: 502 Bad Gateway sent" in said, said
 
 
+def test_a_killed_worker_sends_no_502_into_the_last_response_of_a_pipelined_connection(start_sockact, tmp_path):
+    # The first response is one big message: its call ends while most of it waits in the loop's buffer,
+    # and the pipelined second call begins. When the worker dies, the client has part of the first
+    # response: only a close tells the truth, a 502 would land in the middle of that body.
+    server = start_sockact("asgiapps:whole_or_hang", "--workers", "1", workers=1)
+    started = tmp_path / "second"
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        sock.settimeout(20)
+        sock.sendall(b"GET /whole?bytes=8000000 HTTP/1.1\r\nHost: t\r\n\r\n"
+                     + f"GET /hang?started={started} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        wait_until(started.exists, "the second call to reach the app")
+        [victim] = server.workers()
+        os.kill(victim, signal.SIGKILL)
+        answer = b"".join(iter(lambda: sock.recv(1 << 20), b""))
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer[:200]
+    assert b"502 Bad Gateway" not in answer
+    assert "in the middle of the response to GET /hang" in server.wait_for_log("in the middle of the response")
+
+
 def test_a_request_behind_a_stuck_one_in_the_same_loop_turn_is_handed_back_not_lost(start_sockact):
     # Both requests are there when the worker adopts both connections, so both calls are created in
     # one turn of its loop; the stuck one runs first. The other, not begun, must go back to the

@@ -153,15 +153,17 @@ class Conn:
 
     # -- writing
 
-    def write(self, *parts: bytes) -> None:
-        """Send ``parts`` now, or buffer what the kernel does not take yet; dropped once the client is gone."""
+    def write(self, *parts: bytes, interim: bool = False) -> None:
+        """Send ``parts`` now, or buffer what the kernel does not take yet; dropped once the client is gone.
+        ``interim``: a 1xx response, after which the real one has not begun, once it is out whole."""
         if self.gone or self.fd < 0:
             return
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         if not data:
             return
-        if self.answering is not None:
-            self.answering.responded()
+        answering = self.answering
+        if answering is not None:
+            answering.responded()  # before the first byte goes: a worker killed meanwhile closes, sends no 502
             self.answering = None
         if not self._out:
             try:
@@ -172,6 +174,9 @@ class Conn:
                 self._lost()
                 return
             if sent == len(data):
+                if interim and answering is not None:
+                    answering.responded(begun=False)  # a whole 100 Continue: a 502 may still follow it
+                    self.answering = answering
                 return
             data = data[sent:]
         self._out += data

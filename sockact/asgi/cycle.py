@@ -124,7 +124,7 @@ class HttpCycle:
                 break
             interim = self.engine.send_continue()
             if interim:
-                self.conn.write(interim)
+                self.conn.write(interim, interim=True)
             await self.conn.wait_input(self.conn.site.io_timeout)
         # The body is read (or never will be): the next message is the client leaving.
         while not (self.complete or self.answered or self.conn.gone or self.conn.eof or self.conn.closed):

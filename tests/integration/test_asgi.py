@@ -284,6 +284,17 @@ def test_a_killed_worker_sends_no_502_into_the_last_response_of_a_pipelined_conn
     assert "in the middle of the response to GET /hang" in server.wait_for_log("in the middle of the response")
 
 
+def test_a_killed_worker_answers_a_call_that_sent_only_100_continue_with_a_502(start_sockact):
+    server = start_sockact("asgiapps:echo", "--workers", "1", workers=1)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n")
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        [victim] = server.workers()
+        os.kill(victim, signal.SIGKILL)
+        status, headers, _ = parse_response(b"".join(iter(lambda: sock.recv(65536), b"")))
+    assert (status, headers["connection"]) == (502, "close")
+
+
 def test_a_request_behind_a_stuck_one_in_the_same_loop_turn_is_handed_back_not_lost(start_sockact):
     # Both requests are there when the worker adopts both connections, so both calls are created in
     # one turn of its loop; the stuck one runs first. The other, not begun, must go back to the

@@ -50,7 +50,7 @@ from .accesslog import AccessLog
 from .errors import HandoffError
 from .http import HTTPConnection, Site, Step
 from .http.events import Request
-from .http.limits import RECV_SIZE
+from .http.limits import LINGER_BYTES, LINGER_SECONDS, RECV_SIZE
 from .proxyprotocol import ProxyProtocolError
 from .scoreboard import SlotWriter
 from .tally import TallyWriter
@@ -78,6 +78,8 @@ class Held:
     served: int = 0  # requests served on it in this worker
     watched: bool = False  # in the selector
     preface: bytearray | None = None  # the PROXY header's bytes so far, until it is whole
+    linger_until: float = 0.0  # an error was answered: what the client still sends is dropped until then
+    lingered: int = 0  # bytes dropped meanwhile
 
 
 class EventLoop:
@@ -252,6 +254,13 @@ class EventLoop:
             return
         except OSError:
             data = b""
+        if held.linger_until:
+            held.lingered += len(data)
+            if not data or held.lingered >= LINGER_BYTES:
+                self._close(held)
+            else:
+                self._watch(held)
+            return
         if held.preface is not None:
             if not data and not held.preface:
                 self._close(held)  # a balancer's TCP check: connected, said nothing, left
@@ -282,6 +291,14 @@ class EventLoop:
             return
         if step is Step.CLOSE:
             self._close(held)
+            return
+        if step is Step.LINGER:
+            # Dropped, not blocked on: unread input would make the kernel reset the connection
+            # before the client reads its error, and the loop serves others meanwhile.
+            with contextlib.suppress(OSError):
+                held.sock.shutdown(socket.SHUT_WR)
+            held.linger_until = time.monotonic() + LINGER_SECONDS
+            self._watch(held)
             return
         if step is Step.IDLE and (self.retiring or self.recycling or self._stalled()):
             self._release(held)
@@ -430,6 +447,10 @@ class EventLoop:
         if self.threads > 1 and self._stalled():
             self._hand_back_waiting()
         for held in list(self.held.values()):
+            if held.linger_until:
+                if now > held.linger_until:
+                    self._close(held)
+                continue
             if held.request is not None or held.in_call:
                 continue  # waiting for, or inside, an app call
             if held.body_for is not None:
@@ -451,7 +472,7 @@ class EventLoop:
         """Stalled: every connection not in a call goes back, with what it has read; one that has read
         more than a message carries (a body the loop buffered, with its head) stays for a free thread."""
         for held in list(self.held.values()):
-            if held.in_call:
+            if held.in_call or held.linger_until:
                 continue
             data = self._unparsed(held)
             if not handoff.fits(data):
@@ -496,7 +517,8 @@ class EventLoop:
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(self.chan)
         for held in list(self.held.values()):
-            if not (held.in_call or held.partial or held.request is not None or held.body_for is not None):
+            if not (held.in_call or held.partial or held.request is not None or held.body_for is not None
+                    or held.linger_until):
                 self._release(held)
 
     def _is_stopping(self) -> bool:

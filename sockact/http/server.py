@@ -86,6 +86,7 @@ class Step(enum.Enum):
     IDLE = "idle"  # between requests with nothing buffered: may be parked
     PARTIAL = "partial"  # part of a request head is buffered: keep reading until header_timeout
     CLOSE = "close"  # finished: close it
+    LINGER = "linger"  # a protocol error was answered: read and drop what still comes, then close
 
 
 class HTTPConnection:
@@ -117,8 +118,8 @@ class HTTPConnection:
         try:
             event = self.engine.next_event()
         except ProtocolError as exc:
-            self._conn.refuse(exc)
-            return Step.CLOSE
+            self._conn.refuse(exc, linger=False)  # the caller lingers, in its own way of waiting
+            return Step.LINGER
         if event is NEED_DATA:
             return Step.IDLE if self.engine.idle else Step.PARTIAL
         if isinstance(event, Request):
@@ -211,6 +212,9 @@ def serve_connection(sock: socket.socket, site: Site, *, peer: tuple[Any, ...] |
                 return Outcome.CLOSE
             deadline = time.monotonic() + site.header_timeout
             continue
+        if step is Step.LINGER:
+            http.wire.linger()
+            return Outcome.CLOSE
         if step is Step.CLOSE:
             return Outcome.CLOSE
         if step is Step.IDLE and served:

@@ -73,6 +73,11 @@ def steady(read: Callable[[], T], what: str, calm: float = 0.2, timeout: float =
 def raw_exchange(sock: socket.socket, data: bytes) -> bytes:
     """Send ``data`` and read until the server closes; a reset counts as a close."""
     sock.sendall(data)
+    return read_to_close(sock)
+
+
+def read_to_close(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes; a reset counts as a close."""
     out = b""
     try:
         while chunk := sock.recv(65536):

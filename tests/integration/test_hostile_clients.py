@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import threading
+import time
 
-from conftest import KeepAliveClient, http_get
+from conftest import KeepAliveClient, http_get, read_to_close
 
 VALID = b"POST /p?q=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"
 CHUNKED = b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
@@ -75,3 +77,36 @@ def test_garbage_kills_no_worker_and_loses_no_request(start_sockact):
     assert server.proc.poll() is None
     assert http_get(server.port, "/")[0] == 200
     assert "Traceback" not in server.output()
+
+
+def test_clients_that_keep_sending_after_their_400_do_not_hold_up_the_loop(start_sockact):
+    # The worker reads and drops what a refused client still sends (so its kernel does not reset
+    # the connection before the client reads its 400), without waiting for it on the loop: with
+    # one worker of one thread, 10 such clients would otherwise hold everyone up for 10 s.
+    server = start_sockact("testapps:echo", "--workers", "1", "--threads", "1", workers=1)
+    refused = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(10)]
+    for sock in refused:
+        sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+    stop = threading.Event()
+
+    def trickle() -> None:
+        while not stop.wait(0.1):
+            for sock in refused:
+                with contextlib.suppress(OSError):
+                    sock.send(b"x")
+
+    trickler = threading.Thread(target=trickle)
+    trickler.start()
+    try:
+        time.sleep(0.3)
+        for _ in range(5):
+            started = time.monotonic()
+            assert http_get(server.port, "/", timeout=10)[0] == 200
+            assert time.monotonic() - started < 1.0
+    finally:
+        stop.set()
+        trickler.join()
+    for sock in refused:
+        with sock:
+            answer = read_to_close(sock)
+        assert answer.startswith(b"HTTP/1.1 400 "), answer

@@ -389,7 +389,7 @@ class EventLoop:
         self.requests += 1
         if self.max_requests and self.requests >= self.max_requests and not self.recycling:
             self.recycling = True
-            self._send(handoff.Message(handoff.RECYCLE))
+            report(self.chan, handoff.Message(handoff.RECYCLE))
         if not keep:
             self._close(held)
             return
@@ -508,9 +508,6 @@ class EventLoop:
         held.sock.close()
         self.closed.add(held.msg.conn_id)
 
-    def _send(self, msg: handoff.Message) -> None:
-        report(self.chan, msg)
-
     def _retire(self) -> None:
         """EOF on the channel: hand back what waits, finish what is in calls, then exit."""
         self.retiring = True
@@ -538,7 +535,7 @@ def read_channel(receiver: handoff.Receiver, chan: socket.socket, adopt: Callabl
             return
         except handoff.FdsLost as exc:
             log.warning("worker %d: a connection was lost on its way in (%s)", os.getpid(), exc)
-            report(chan, handoff.Message(handoff.DONE, conn_id=exc.message.conn_id, listener=exc.message.listener))
+            report(chan, handoff.done([exc.message.conn_id]))
             continue
         except HandoffError as exc:
             log.error("worker %d: bad message from the supervisor: %s", os.getpid(), exc)

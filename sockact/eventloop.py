@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
 import selectors
 import socket
@@ -42,12 +41,21 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from urllib.parse import unquote_to_bytes
 
-from . import handoff, proxyprotocol
+from . import handoff
 from .accesslog import AccessLog
-from .errors import HandoffError
+from .conns.channel import (
+    Closed,
+    call_line,
+    conn_extra,
+    hand_back,
+    preface_header,
+    preface_refused,
+    read_channel,
+    report,
+)
+from .conns.owner import Due, Owned, Owner
+from .conns.states import ConnState
 from .http import HTTPConnection, Site, Step
 from .http.events import Request
 from .http.limits import LINGER_BYTES, LINGER_SECONDS, RECV_SIZE
@@ -59,27 +67,29 @@ log = logging.getLogger("sockact.worker")
 
 TICK = 0.05  # seconds: the longest the loop sleeps without looking at its timers
 TIMER_INTERVAL = 0.01  # seconds between looks at every held connection's deadlines
-SEND_WAIT = 5.0  # seconds a report to the supervisor may wait for room in the channel
+
+_S = ConnState
 
 
-@dataclass(eq=False, slots=True)
-class Held:
-    """A connection the worker holds."""
+class Held(Owned):
+    """A connection the WSGI runner holds: the owner's books (owner.Owned), its socket and its engine."""
 
-    msg: handoff.Message  # how it came: id, listener, peer, hops
-    sock: socket.socket
-    http: HTTPConnection
-    site: Site
-    since: float  # when it last became idle, or its head started to arrive
-    partial: bool = False  # part of a head is buffered: the deadline is header_timeout
-    request: Request | None = None  # parsed, waiting for an app thread
-    body_for: Request | None = None  # parsed, its body still coming: the loop reads it (body_buffer)
-    in_call: bool = False  # an app thread is serving it
-    served: int = 0  # requests served on it in this worker
-    watched: bool = False  # in the selector
-    preface: bytearray | None = None  # the PROXY header's bytes so far, until it is whole
-    linger_until: float = 0.0  # an error was answered: what the client still sends is dropped until then
-    lingered: int = 0  # bytes dropped meanwhile
+    __slots__ = ("http", "linger_until", "lingered", "preface", "request", "sock", "watched")
+
+    def __init__(self, msg: handoff.Message, sock: socket.socket, site: Site, state: ConnState, now: float,
+                 http: HTTPConnection) -> None:
+        super().__init__(msg, site, state, now)
+        self.sock = sock
+        self.http = http
+        self.request: Request | None = None  # parsed: its body coming (BODY) or waiting for a thread (QUEUED)
+        self.watched = False  # in the selector
+        # The PROXY header's bytes so far, until it is whole (PREFACE).
+        self.preface: bytearray | None = bytearray(msg.data) if state is _S.PREFACE else None
+        self.linger_until = 0.0  # CLOSING: what the client still sends is dropped until then
+        self.lingered = 0  # bytes dropped meanwhile
+
+    def unparsed(self) -> bytes:
+        return bytes(self.preface) if self.preface is not None else self.http.unparsed()
 
 
 class EventLoop:
@@ -95,21 +105,17 @@ class EventLoop:
         self.threads = len(slots)
         self.tallies = list(tallies) if tallies else None  # one per app thread, for the metrics
         self._tally_lines = list(dict.fromkeys(self.tallies or ()))  # each shared writer flushed once
-        self.park_after = list(park_after)
         self.handback_after = handback_after
         self.extra = extra  # environ keys every request gets (worker pid)
         self.access = access  # written when the loop goes idle, and at least every FLUSH interval
         self.stopping = False  # SIGTERM: answer with Connection: close, park nothing
         self.draining = False  # a stop is coming (SIGUSR1): health says 503, answers close their connections
-        self.retiring = False  # EOF on the channel: hand everything back, then exit
-        self.max_requests = max_requests  # 0: never recycled
-        self.requests = 0
-        self.recycling = False  # max_requests reached: take nothing new, wait to be retired
         self.lock = threading.Lock()
         self.selector = selectors.DefaultSelector()
         self.receiver = handoff.Receiver(chan)
-        self.closed = Closed(chan)
-        self.held: dict[int, Held] = {}  # conn id -> every connection in the worker's books
+        # Every connection in the worker's books, their states and deadlines, retiring and max_requests.
+        self.owner: Owner[Held] = Owner(Closed(chan), park_after, max_requests)
+        self.closed = self.owner.closed
         self.ready: deque[Held] = deque()  # parsed requests waiting for an app thread
         self.in_call = 0  # app calls running
         self.call_started: list[float] = [0.0] * self.threads
@@ -129,7 +135,7 @@ class EventLoop:
         helpers = self._start_threads()
         self.lock.acquire()
         try:
-            while not (self.retiring and not self.held):
+            while not self.owner.done:
                 self._turn()
         finally:
             self.lock.release()
@@ -189,23 +195,20 @@ class EventLoop:
 
     def _adopt(self, msg: handoff.Message) -> None:
         sock = socket.socket(msg.family, socket.SOCK_STREAM, 0, fileno=msg.fd)
-        if self._stalled() or self.retiring or self.recycling:
+        if not self.owner.takes(self._stalled()):
             hand_back(self.chan, msg, sock, msg.data)
             return
         site = self.sites[msg.listener]
-        if site.proxy_protocol != "off" and msg.proxy is None:
-            # The PROXY header comes first; HTTP waits for it. Until then the head's deadline runs.
-            held = Held(msg, sock, self._http(msg, sock, site, b""), site, time.monotonic(), partial=True,
-                        preface=bytearray(msg.data))
-            self.held[msg.conn_id] = held
+        state = Owner.first_state(msg, site)
+        # Until its PROXY header is whole, a connection's engine has no bytes: HTTP waits for the header.
+        pending = b"" if state is _S.PREFACE else msg.data
+        held = self.owner.add(Held(msg, sock, site, state, time.monotonic(), self._http(msg, sock, site, pending)))
+        if state is _S.PREFACE:
             self._read_preface(held, b"", eof=False)
-            return
-        held = Held(msg, sock, self._http(msg, sock, site, msg.data), site, time.monotonic())
-        self.held[msg.conn_id] = held
-        if not msg.data:
-            self._read(held)  # a new client's request is usually there already: no wait in the selector
-        else:
+        elif msg.data:
             self._advance(held)
+        else:
+            self._read(held)  # a new client's request is usually there already: no wait in the selector
 
     def _http(self, msg: handoff.Message, sock: socket.socket, site: Site, pending: bytes) -> HTTPConnection:
         return HTTPConnection(sock, site, peer=msg.peer, conn_id=msg.conn_id, pending=pending,
@@ -232,7 +235,7 @@ class EventLoop:
         held.msg.proxy = header
         held.http = self._http(held.msg, held.sock, held.site, bytes(preface[size:]))
         held.preface = None
-        held.partial, held.since = False, time.monotonic()
+        held.to("preface")
         if size == len(preface):
             self._read(held)  # the request usually came in the same segment; if not, wait for it
         else:
@@ -245,7 +248,8 @@ class EventLoop:
     # ------------------------------------------------------------------ connections
 
     def _read(self, held: Held) -> None:
-        if held.in_call or held.request is not None:
+        state = held.state
+        if state is _S.QUEUED or state is _S.CALL:
             return  # its app thread reads it
         try:
             data = held.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
@@ -254,21 +258,21 @@ class EventLoop:
             return
         except OSError:
             data = b""
-        if held.linger_until:
+        if state is _S.CLOSING:
             held.lingered += len(data)
             if not data or held.lingered >= LINGER_BYTES:
                 self._close(held)
             else:
                 self._watch(held)
             return
-        if held.preface is not None:
+        if state is _S.PREFACE:
             if not data and not held.preface:
                 self._close(held)  # a balancer's TCP check: connected, said nothing, left
             else:
                 self._read_preface(held, data, eof=not data)
             return
         held.http.receive(data)
-        if held.body_for is not None:
+        if state is _S.BODY:
             self._buffer_body(held, eof=not data)
             return
         self._advance(held)
@@ -282,11 +286,13 @@ class EventLoop:
                 return
             if held.http.body_to_buffer():
                 # A slow body must not hold an app thread: the loop reads it first, as any other input.
-                held.body_for, held.since = step, time.monotonic()
+                held.request = step
+                held.to("buffer")
                 with contextlib.suppress(OSError):
                     held.sock.send(held.http.continue_now(), socket.MSG_DONTWAIT)
                 self._watch(held)
                 return
+            held.to("head")
             self._ready(held, step)
             return
         if step is Step.CLOSE:
@@ -297,16 +303,18 @@ class EventLoop:
             # before the client reads its error, and the loop serves others meanwhile.
             with contextlib.suppress(OSError):
                 held.sock.shutdown(socket.SHUT_WR)
+            held.to("closing")
             held.linger_until = time.monotonic() + LINGER_SECONDS
             self._watch(held)
             return
-        if step is Step.IDLE and (self.retiring or self.recycling or self._stalled()):
+        if step is Step.PARTIAL:
+            if held.state is not _S.HEAD:
+                held.to("bytes")
+        elif held.state is _S.HEAD:
+            held.to("idle")  # only the empty lines allowed between requests came
+        if step is Step.IDLE and (self.owner.retiring or self.owner.recycling or self._stalled()):
             self._release(held)
             return
-        if step is Step.PARTIAL and not held.partial:
-            held.partial, held.since = True, time.monotonic()
-        elif step is Step.IDLE and held.partial:
-            held.partial, held.since = False, time.monotonic()
         self._watch(held)
 
     def _ready(self, held: Held, request: Request) -> None:
@@ -317,13 +325,13 @@ class EventLoop:
 
     def _buffer_body(self, held: Held, eof: bool) -> None:
         # Whole, or cut short by the client: the call goes ahead, and a cut body is answered as any
-        # other (400, from the app's read of wsgi.input).
+        # other (400, from the app's read of wsgi.input). Its deadline runs from the head, in total.
         if eof or not held.http.body_to_buffer():
-            request, held.body_for = held.body_for, None
+            request = held.request
             assert request is not None
+            held.to("body")
             self._ready(held, request)
         else:
-            held.since = time.monotonic()  # the deadline is io_timeout with nothing new
             self._watch(held)
 
     def _watch(self, held: Held) -> None:
@@ -339,7 +347,7 @@ class EventLoop:
     def _answer_health(self, held: Held, request: Request) -> None:
         """On the loop thread, not counted as a request: the app is not called."""
         if held.http.serve(request):
-            held.since, held.partial = time.monotonic(), False
+            held.to("answer")
             self._advance(held)
         else:
             self._close(held)
@@ -350,7 +358,7 @@ class EventLoop:
                 self._call_inline(self.ready.popleft())
             elif self.in_call < self.threads:
                 held = self.ready.popleft()
-                held.in_call = True
+                held.to("call")
                 self.in_call += 1
                 self._work.put(held)
             else:
@@ -358,7 +366,7 @@ class EventLoop:
 
     def _call_inline(self, held: Held) -> None:
         self.in_call = 1
-        held.in_call = True
+        held.to("call")
         self.lock.release()  # the monitor may hand the other connections back meanwhile
         try:
             keep = self._call(0, held)
@@ -384,17 +392,12 @@ class EventLoop:
                                            time.monotonic() - started)
 
     def _after(self, held: Held, keep: bool) -> None:
-        held.in_call = False
-        held.served += 1
-        self.requests += 1
-        if self.max_requests and self.requests >= self.max_requests and not self.recycling:
-            self.recycling = True
+        if self.owner.count(held):
             report(self.chan, handoff.Message(handoff.RECYCLE))
         if not keep:
             self._close(held)
             return
-        held.since = time.monotonic()
-        held.partial = False
+        held.to("served")
         self._advance(held)  # a pipelined request may be buffered already
 
     # ------------------------------------------------------------------ app threads
@@ -425,7 +428,7 @@ class EventLoop:
         interval = max(0.005, self.handback_after / 2)
         while True:
             time.sleep(interval)
-            if self.retiring and not self.held:
+            if self.owner.done:
                 return
             # The lock is free only while the loop thread is inside the app call.
             if self.in_call and self._stalled() and self.lock.acquire(blocking=False):
@@ -446,41 +449,28 @@ class EventLoop:
     def _timers(self, now: float) -> None:
         if self.threads > 1 and self._stalled():
             self._hand_back_waiting()
-        for held in list(self.held.values()):
-            if held.linger_until:
+        for held, what in self.owner.expired(now, self.stopping):
+            if what is Due.CLOSING:
                 if now > held.linger_until:
                     self._close(held)
-                continue
-            if held.request is not None or held.in_call:
-                continue  # waiting for, or inside, an app call
-            if held.body_for is not None:
-                if now - held.since > held.site.io_timeout:
-                    held.http.body_timed_out()
-                    self._close(held)
-                continue
-            if held.partial:
-                if now - held.since > held.site.header_timeout:
-                    if held.preface is not None:
-                        self._refuse_preface(held, "no whole PROXY header within header_timeout")
-                        continue
-                    held.http.head_timed_out()
-                    self._close(held)
-            elif now - held.since > self.park_after[held.msg.listener] or (self.stopping and held.served):
+            elif what is Due.PARK:
                 self._release(held)
+            elif what is Due.REFUSE_PREFACE:
+                self._refuse_preface(held, "no whole PROXY header within header_timeout")
+            else:
+                if what is Due.HEAD_TIMEOUT:
+                    held.http.head_timed_out()
+                elif what is Due.BODY_TIMEOUT:
+                    held.http.body_timed_out()
+                self._close(held)  # DROP: it sent nothing, and is told nothing
 
     def _hand_back_waiting(self) -> None:
-        """Stalled: every connection not in a call goes back, with what it has read; one that has read
-        more than a message carries (a body the loop buffered, with its head) stays for a free thread."""
-        for held in list(self.held.values()):
-            if held.in_call or held.linger_until:
-                continue
-            data = self._unparsed(held)
-            if not handoff.fits(data):
-                continue
-            if held.request is not None:
+        """Stalled: every connection not in a call goes back, with what it has read (owner.stall_hand_backs)."""
+        for held, data in self.owner.stall_hand_backs():
+            if held.state is _S.QUEUED:
                 self.ready.remove(held)
             self._unwatch(held)
-            del self.held[held.msg.conn_id]
+            self.owner.gone(held, "hand_back")
             hand_back(self.chan, held.msg, held.sock, data)
         # Connections already on their way in go straight back too.
         self._read_channel()
@@ -491,123 +481,24 @@ class EventLoop:
             self._close(held)
             return
         self._unwatch(held)
-        del self.held[held.msg.conn_id]
-        hand_back(self.chan, held.msg, held.sock, self._unparsed(held))
-
-    @staticmethod
-    def _unparsed(held: Held) -> bytes:
-        return bytes(held.preface) if held.preface is not None else held.http.unparsed()
+        self.owner.gone(held, "park")
+        hand_back(self.chan, held.msg, held.sock, held.unparsed())
 
     def _close(self, held: Held) -> None:
         self._unwatch(held)
-        self.held.pop(held.msg.conn_id, None)
         # The supervisor holds a copy of every connection a worker holds, so close() alone would not
         # end it: shutdown() sends the client its FIN now.
         with contextlib.suppress(OSError):
             held.sock.shutdown(socket.SHUT_RDWR)
         held.sock.close()
-        self.closed.add(held.msg.conn_id)
+        self.owner.gone(held, "close")
 
     def _retire(self) -> None:
         """EOF on the channel: hand back what waits, finish what is in calls, then exit."""
-        self.retiring = True
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(self.chan)
-        for held in list(self.held.values()):
-            if not (held.in_call or held.partial or held.request is not None or held.body_for is not None
-                    or held.linger_until):
-                self._release(held)
+        for held in self.owner.retire():
+            self._release(held)
 
     def _is_stopping(self) -> bool:
         return self.stopping or self.draining
-
-
-# ---------------------------------------------------------------------- shared with the ASGI runner
-
-
-def read_channel(receiver: handoff.Receiver, chan: socket.socket, adopt: Callable[[handoff.Message], None],
-                 retire: Callable[[], None]) -> None:
-    """Take the connections waiting on the channel, a batch at most; ``retire`` at EOF."""
-    for _ in range(64):  # a batch, then let connections have their turn
-        try:
-            msg = receiver.recv()
-        except BlockingIOError:
-            return
-        except handoff.FdsLost as exc:
-            log.warning("worker %d: a connection was lost on its way in (%s)", os.getpid(), exc)
-            report(chan, handoff.done([exc.message.conn_id]))
-            continue
-        except HandoffError as exc:
-            log.error("worker %d: bad message from the supervisor: %s", os.getpid(), exc)
-            continue
-        except OSError:
-            msg = None
-        if msg is None:
-            retire()
-            return
-        if msg.kind == handoff.CONN:
-            adopt(msg)
-
-
-def preface_header(preface: bytes, mode: str, eof: bool) -> tuple[proxyprotocol.Header, int] | None:
-    """The PROXY header and its length once it is whole, None while more may come (see
-    proxyprotocol.parse); ProxyProtocolError also for a client that closed (``eof``) in its middle."""
-    parsed = proxyprotocol.parse(preface, mode)
-    if parsed is None and eof and preface:
-        raise ProxyProtocolError("closed in the middle of its PROXY header")
-    return parsed
-
-
-def preface_refused(msg: handoff.Message, site: Site, reason: str) -> None:
-    """Say why a connection's PROXY header was refused; the caller closes the connection."""
-    peer = msg.peer[0] if msg.peer else "a Unix socket"
-    log.warning("conn %d from %s on %s: %s; closing it", msg.conn_id, peer, site.listener, reason)
-
-
-def call_line(request: Request) -> bytes:
-    """The scoreboard's line for a call: the path as the app sees it (PATH_INFO, decoded); the
-    supervisor escapes it when it logs it."""
-    return request.method + b" " + unquote_to_bytes(request.path)
-
-
-def conn_extra(extra: dict[str, object], msg: handoff.Message, site: Site) -> dict[str, object]:
-    """The worker's extras plus this connection's: its id, hand-off count and listener."""
-    out = dict(extra)
-    out["sockact.conn_id"] = msg.conn_id
-    out["sockact.hops"] = msg.hops
-    out["sockact.listener"] = site.listener
-    return out
-
-
-def hand_back(chan: socket.socket, msg: handoff.Message, sock: socket.socket, data: bytes) -> None:
-    """Give a connection back to the supervisor (PARK) with the bytes read and not served; closes ours."""
-    report(chan, handoff.Message(handoff.PARK, conn_id=msg.conn_id, listener=msg.listener, family=msg.family,
-                                 peer=msg.peer, hops=msg.hops, data=data, fd=sock.fileno(), proxy=msg.proxy))
-    sock.close()  # the supervisor holds it now
-
-
-class Closed:
-    """The connections a loop closed in one turn, reported to the supervisor in one DONE at its end:
-    one send for all of them, and the supervisor reads one message."""
-
-    __slots__ = ("chan", "ids")
-
-    def __init__(self, chan: socket.socket) -> None:
-        self.chan = chan
-        self.ids: list[int] = []
-
-    def add(self, conn_id: int) -> None:
-        self.ids.append(conn_id)
-
-    def report(self) -> None:
-        ids, self.ids = self.ids, []
-        for at in range(0, len(ids), handoff.MAX_DONE):
-            report(self.chan, handoff.done(ids[at:at + handoff.MAX_DONE]))
-
-
-def report(chan: socket.socket, msg: handoff.Message) -> None:
-    """Send ``msg`` to the supervisor, waiting a little for room; a gone supervisor is not an error."""
-    try:
-        handoff.send(chan, msg, wait=SEND_WAIT)
-    except OSError as exc:
-        log.debug("worker %d: cannot report to the supervisor: %s", os.getpid(), exc)

@@ -1,0 +1,230 @@
+"""The worker's connection owner with no sockets and no clock: its state table, every transition and a
+refused event in every state, and what is due at each deadline."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from sockact import handoff
+from sockact.conns.channel import Closed
+from sockact.conns.owner import Due, Owned, Owner, due
+from sockact.conns.states import CONN_TRANSITIONS, ConnState, InvalidTransition
+
+C = ConnState
+SITE = SimpleNamespace(header_timeout=10.0, io_timeout=30.0, proxy_protocol="off")
+PROXY_SITE = SimpleNamespace(header_timeout=10.0, io_timeout=30.0, proxy_protocol="v1")
+EVENTS = sorted({event for _, event in CONN_TRANSITIONS})
+
+
+class Conn(Owned):
+    __slots__ = ("data", "out")
+
+    def __init__(self, conn_id: int = 1, state: ConnState = C.FRESH, since: float = 0.0, data: bytes = b"",
+                 out: bool = False) -> None:
+        super().__init__(handoff.Message(handoff.CONN, conn_id=conn_id), SITE, state, since)  # type: ignore[arg-type]
+        self.data = data
+        self.out = out  # output still going out (the ASGI runner's buffer)
+
+    def unparsed(self) -> bytes:
+        return self.data
+
+    @property
+    def flushed(self) -> bool:
+        return not self.out
+
+
+class NoChannel:
+    def fileno(self) -> int:
+        raise AssertionError("nothing is sent in these tests")
+
+
+def owner(park_after: float = 0.1, max_requests: int = 0) -> Owner[Conn]:
+    return Owner(Closed(NoChannel()), [park_after], max_requests)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------- the table
+
+
+@pytest.mark.parametrize(("state", "event"), sorted(CONN_TRANSITIONS, key=lambda k: (k[0].value, k[1])))
+def test_every_transition_in_the_table_is_taken(state, event):
+    conn = Conn(state=state)
+    assert conn.to(event, now=5.0) is CONN_TRANSITIONS[state, event]
+
+
+@pytest.mark.parametrize("state", list(ConnState))
+def test_each_state_refuses_the_events_it_has_no_row_for(state):
+    refused = [event for event in EVENTS if (state, event) not in CONN_TRANSITIONS]
+    assert refused, f"{state} accepts every event"
+    for event in refused:
+        conn = Conn(state=state)
+        with pytest.raises(InvalidTransition):
+            conn.to(event)
+        assert conn.state is state  # nothing changed
+
+
+def test_handed_and_closed_are_ends():
+    for state in (C.HANDED, C.CLOSED):
+        assert not [event for (s, event) in CONN_TRANSITIONS if s is state]
+
+
+def test_a_call_cannot_be_handed_back_or_parked():
+    assert (C.CALL, "hand_back") not in CONN_TRANSITIONS
+    assert (C.CALL, "park") not in CONN_TRANSITIONS
+    assert (C.CLOSING, "hand_back") not in CONN_TRANSITIONS
+
+
+def test_a_whole_request_goes_round_and_its_clock_restarts_where_it_should():
+    conn = Conn(state=C.FRESH, since=0.0)
+    conn.to("bytes", now=1.0)
+    assert (conn.state, conn.since) == (C.HEAD, 0.0)  # one head, one deadline from the connection's start
+    conn.to("bytes", now=2.0)
+    assert conn.since == 0.0
+    conn.to("buffer", now=3.0)
+    assert (conn.state, conn.since) == (C.BODY, 3.0)
+    conn.to("body", now=4.0)
+    conn.to("call", now=5.0)
+    conn.to("served", now=6.0)
+    assert (conn.state, conn.since) == (C.IDLE, 6.0)
+    conn.to("bytes", now=7.0)
+    assert (conn.state, conn.since) == (C.HEAD, 7.0)  # the next head's deadline starts with its first byte
+
+
+# ---------------------------------------------------------------------- deadlines
+
+
+def test_a_client_that_sent_nothing_is_dropped_at_header_timeout_not_kept_for_park_after():
+    conn = Conn(state=C.FRESH, since=0.0)
+    assert due(conn, 9.9, park_after=0.1, stopping=False) is None
+    assert due(conn, 10.1, park_after=0.1, stopping=False) is Due.DROP
+    assert due(conn, 10.1, park_after=60.0, stopping=False) is Due.DROP
+
+
+def test_a_keepalive_connection_idle_after_a_request_is_parked_after_park_after():
+    conn = Conn(state=C.IDLE, since=0.0)
+    assert due(conn, 0.05, park_after=0.1, stopping=False) is None
+    assert due(conn, 0.2, park_after=0.1, stopping=False) is Due.PARK
+    assert due(conn, 20.0, park_after=30.0, stopping=False) is None  # not header_timeout: it asked nothing
+
+
+def test_stopping_parks_a_served_idle_connection_at_once():
+    conn = Conn(state=C.IDLE, since=0.0)
+    assert due(conn, 0.0, park_after=5.0, stopping=True) is None  # nothing served here yet
+    conn.served = 1
+    assert due(conn, 0.0, park_after=5.0, stopping=True) is Due.PARK
+
+
+def test_a_partial_head_gets_its_408_at_header_timeout():
+    conn = Conn(state=C.HEAD, since=0.0)
+    assert due(conn, 9.0, park_after=0.1, stopping=False) is None
+    assert due(conn, 10.5, park_after=0.1, stopping=False) is Due.HEAD_TIMEOUT
+
+
+def test_a_buffered_body_has_a_total_deadline_that_bytes_do_not_move():
+    conn = Conn(state=C.HEAD, since=0.0)
+    conn.to("buffer", now=1.0)
+    for second in range(2, 31, 2):  # a byte every 2 s: no state change, no new clock
+        assert due(conn, float(second), park_after=0.1, stopping=False) is None
+    assert due(conn, 31.5, park_after=0.1, stopping=False) is Due.BODY_TIMEOUT
+
+
+def test_a_proxy_header_has_header_timeout():
+    conn = Conn(state=C.PREFACE, since=0.0)
+    assert due(conn, 10.5, park_after=0.1, stopping=False) is Due.REFUSE_PREFACE
+
+
+@pytest.mark.parametrize("state", [C.QUEUED, C.CALL, C.HANDED, C.CLOSED])
+def test_states_without_a_deadline_here(state):
+    assert due(Conn(state=state, since=0.0), 1e9, park_after=0.1, stopping=True) is None
+
+
+def test_a_closing_connection_is_looked_at_on_every_pass():
+    assert due(Conn(state=C.CLOSING, since=0.0), 0.0, park_after=0.1, stopping=False) is Due.CLOSING
+
+
+def test_expired_lists_each_due_connection_once():
+    o = owner(park_after=0.1)
+    fresh = o.add(Conn(1, C.FRESH, since=0.0))
+    idle = o.add(Conn(2, C.IDLE, since=0.0))
+    o.add(Conn(3, C.CALL, since=0.0))
+    assert sorted(((c.msg.conn_id, what) for c, what in o.expired(0.5, stopping=False)),
+                  key=lambda x: x[0]) == [(2, Due.PARK)]
+    assert sorted(((c.msg.conn_id, what) for c, what in o.expired(11.0, stopping=False)),
+                  key=lambda x: x[0]) == [(1, Due.DROP), (2, Due.PARK)]
+    assert fresh.state is C.FRESH and idle.state is C.IDLE  # deciding changes nothing
+
+
+# ---------------------------------------------------------------------- arriving and leaving
+
+
+def test_first_state():
+    plain = handoff.Message(handoff.CONN, conn_id=1)
+    assert Owner.first_state(plain, SITE) is C.FRESH  # type: ignore[arg-type]
+    assert Owner.first_state(handoff.Message(handoff.CONN, conn_id=1, data=b"GE"), SITE) is C.HEAD  # type: ignore[arg-type]
+    assert Owner.first_state(plain, PROXY_SITE) is C.PREFACE  # type: ignore[arg-type]
+
+
+def test_a_stalled_retiring_or_recycling_worker_takes_nothing_new():
+    o = owner()
+    assert o.takes(stalled=False)
+    assert not o.takes(stalled=True)
+    o.retiring = True
+    assert not o.takes(stalled=False)
+    o = owner()
+    o.recycling = True
+    assert not o.takes(stalled=False)
+
+
+def test_a_stall_sends_back_all_but_calls_closes_unflushed_and_what_does_not_fit():
+    o = owner()
+    for conn_id, state in enumerate(ConnState, 1):
+        o.add(Conn(conn_id, state, data=b"x"))
+    o.add(Conn(50, C.IDLE, out=True))  # its last response is still going out
+    o.add(Conn(51, C.BODY, data=b"x" * (handoff.MAX_DATA + 1)))  # more than a message carries
+    chosen = {conn.state for conn, data in o.stall_hand_backs()}
+    assert chosen == {C.PREFACE, C.FRESH, C.HEAD, C.BODY, C.QUEUED, C.IDLE}
+    assert all(data == b"x" for _, data in o.stall_hand_backs())
+    assert len(list(o.stall_hand_backs())) == 6
+
+
+def test_retiring_parks_the_idle_and_fresh_and_lets_the_rest_finish():
+    o = owner()
+    for conn_id, state in enumerate((C.FRESH, C.IDLE, C.HEAD, C.BODY, C.QUEUED, C.CALL, C.CLOSING), 1):
+        o.add(Conn(conn_id, state))
+    parked = o.retire()
+    assert o.retiring
+    assert sorted(c.state.value for c in parked) == ["fresh", "idle"]
+    for conn in parked:
+        o.gone(conn, "park")
+    assert not o.done
+    assert all(c.state is C.HANDED for c in parked)
+
+
+def test_closed_connections_are_batched_for_one_done_and_handed_ones_are_not():
+    o = owner()
+    a, b, c = (o.add(Conn(i, C.IDLE)) for i in (1, 2, 3))
+    o.gone(a, "close")
+    o.gone(b, "park")
+    o.gone(c, "close")
+    assert o.closed.ids == [1, 3]
+    assert not o.held
+    o.retiring = True
+    assert o.done
+
+
+def test_max_requests_says_recycle_once():
+    o = owner(max_requests=2)
+    conn = o.add(Conn(1, C.CALL))
+    assert not o.count(conn)
+    assert o.count(conn)
+    assert o.recycling
+    assert not o.count(conn)
+    assert conn.served == 3
+
+
+def test_max_requests_zero_never_recycles():
+    o = owner(max_requests=0)
+    conn = o.add(Conn(1, C.CALL))
+    assert not any(o.count(conn) for _ in range(1000))
+

@@ -116,7 +116,7 @@ def test_clients_that_keep_sending_after_their_400_do_not_hold_up_the_loop(start
 ECHO = {"wsgi": "testapps:echo", "asgi": "asgiapps:echo"}
 
 
-@pytest.mark.parametrize("interface", ["wsgi"])
+@pytest.mark.parametrize("interface", sorted(ECHO))
 def test_a_client_that_sends_nothing_is_closed_at_header_timeout(start_sockact, interface):
     # Not parked after park_after and then kept for keepalive (75 s): it never asked anything.
     server = start_sockact(ECHO[interface], "--workers", "1", "--header-timeout", "1", "--park-after", "0.05",

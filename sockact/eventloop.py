@@ -3,10 +3,13 @@
 The loop (the worker's main thread) watches the channel and every connection the worker
 holds that is waiting for a request. It reads whatever arrives, feeds each connection's
 HTTP engine, and gives each complete request head to an app thread, which runs the app,
-reads the body, writes the response and gives the connection back to the loop. Around it:
+reads the body, writes the response and gives the connection back to the loop. Each
+connection is a Held, whose state, deadlines and hand-backs the connection owner decides
+(sockact/conns/owner.py, shared with the ASGI runner); this runner carries them out. Around it:
 
 - A connection idle at a request boundary for ``park_after`` goes back to the supervisor
-  (PARK). A partial head stays until ``header_timeout``, then gets its 408 and is closed.
+  (PARK). A partial head stays until ``header_timeout``, then gets its 408 and is closed; a
+  connection that has sent nothing is closed then too.
 - On a listener with ``proxy_protocol``, a new connection's first bytes are its PROXY
   header (sockact/proxyprotocol.py), read within ``header_timeout`` before any HTTP; the
   header travels with the connection when it is handed back, so it is read only once.
@@ -19,10 +22,10 @@ reads the body, writes the response and gives the connection back to the loop. A
   connection that arrives meanwhile. The supervisor sees the stall on the scoreboard and
   gives the worker nothing new until it moves again.
 
-Who may touch a connection's fd (docs/architecture.md has the whole table):
-    waiting   the loop thread, under ``lock`` (the fd is in the selector)
-    in a call its app thread alone (the fd is out of the selector)
-    handed back / closed   nobody: the loop sent or closed it and dropped it from its books
+Who may touch a connection's fd, by its state (docs/architecture.md has the whole table):
+    PREFACE, FRESH, HEAD, BODY, IDLE, CLOSING   the loop thread, under ``lock`` (the fd is in the selector)
+    QUEUED, CALL   its app thread alone (the fd is out of the selector)
+    HANDED, CLOSED   nobody: the loop sent or closed it and dropped it from its books
 
 With one app thread the call runs on the loop thread itself, which releases ``lock`` for
 the call's duration; a small monitor thread takes the lock when the call stalls and hands

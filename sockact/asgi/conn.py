@@ -33,7 +33,6 @@ WRITE_HIGH = 64 * 1024  # bytes buffered for the client before a writer waits (u
 READ_HIGH = 256 * 1024  # bytes of body buffered for the app before the loop stops reading
 
 _S = ConnState
-_APP = frozenset({_S.QUEUED, _S.CALL})  # an app call (HTTP cycle or WebSocket) owns it, or will
 
 
 class Conn(Owned):
@@ -112,15 +111,17 @@ class Conn(Owned):
             if not data:
                 self._finish_close()
             return
+        # An app call (HTTP cycle or WebSocket) owns it, or will: the call reads what came.
+        called = self.state is _S.CALL or self.state is _S.QUEUED
         if self.feed is not None:
             self.feed(data)
         elif self.preface is not None:
             self.preface += data
         else:
             self.engine.receive_data(data)
-            if self.state in _APP and self.engine.buffered > READ_HIGH:
+            if called and self.engine.buffered > READ_HIGH:
                 self.pause_reading()  # the app reads slower than the client sends
-        if self.state in _APP:
+        if called:
             self.wake()
         else:
             self.on_input(self)

@@ -60,7 +60,6 @@ log = logging.getLogger("sockact.worker")
 BEAT = 0.01  # seconds between the loop's scoreboard stamps and looks at every connection's deadlines
 
 _S = ConnState
-_READING = frozenset({_S.PREFACE, _S.FRESH, _S.HEAD, _S.IDLE})  # no call owns it, and it is not closing
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
@@ -188,7 +187,8 @@ class AsgiRunner:
 
     def _advance(self, conn: Conn) -> None:
         """Decide what comes next for a connection after it was read or served."""
-        if conn.state not in _READING or conn.closing_at:
+        state = conn.state  # reading, not in a call, not closing (``is``: an Enum hashes in Python)
+        if not (state is _S.IDLE or state is _S.HEAD or state is _S.FRESH or state is _S.PREFACE) or conn.closing_at:
             return
         if conn.preface is not None:
             self._read_preface(conn)

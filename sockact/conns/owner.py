@@ -30,7 +30,7 @@ from typing import Generic, TypeVar
 from .. import handoff
 from ..http import Site
 from .channel import Closed
-from .states import CONN_TRANSITIONS, KEEP_CLOCK, ConnState, advance
+from .states import ConnState, InvalidTransition
 
 _C = ConnState
 # A stall sends these back to the supervisor: no app call owns them and none is closing them.
@@ -52,11 +52,14 @@ class Owned:
         self.served = 0  # requests served on it in this worker
 
     def to(self, event: str, now: float | None = None) -> ConnState:
-        """Move along the table (InvalidTransition if ``event`` is not accepted here); a new state
-        starts its deadline's clock, except a head that grows (KEEP_CLOCK)."""
-        old = self.state
-        new = self.state = advance(CONN_TRANSITIONS, old, event)
-        if (old, new) not in KEEP_CLOCK:
+        """Move along the table (InvalidTransition if ``event`` is not accepted here); a state with a
+        deadline starts its clock, except a head that grows (states.KEEP_CLOCK)."""
+        try:
+            new, clock = self.state.moves[event]
+        except KeyError:
+            raise InvalidTransition(f"{event!r} in state {self.state.value}") from None
+        self.state = new
+        if clock:
             self.since = time.monotonic() if now is None else now
         return new
 

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import enum
 
-from ..states import InvalidTransition, advance
+from ..states import InvalidTransition
 
-__all__ = ["CONN_TRANSITIONS", "ConnState", "InvalidTransition", "advance"]
+__all__ = ["CONN_TRANSITIONS", "ConnState", "InvalidTransition"]
 
 
 class ConnState(enum.Enum):
@@ -37,6 +37,10 @@ class ConnState(enum.Enum):
     CLOSING = "closing"  # its last answer goes out, then what the client still sends is dropped
     HANDED = "handed"  # back with the supervisor (parked or handed back): no longer this worker's
     CLOSED = "closed"  # closed by this worker, reported in a DONE
+
+    # Its row of the table as the owner walks it: event -> (next state, whether that state's clock
+    # starts). On the member itself: an Enum hashes in Python, too slow for a lookup per request.
+    moves: dict[str, tuple[ConnState, bool]]
 
 
 _C = ConnState
@@ -62,6 +66,11 @@ CONN_TRANSITIONS: dict[tuple[ConnState, str], ConnState] = {
     (_C.IDLE, "park"): _C.HANDED,
 }
 
-# Moves that keep the deadline's clock running: one head's deadline counts from its connection's
-# first moment, and a head or body that grows is the same head or body.
+# The states whose deadline (owner.due) runs from the moment they are entered, except along KEEP_CLOCK:
+# one head's deadline counts from its connection's first moment, and a head that grows is the same head.
+CLOCKED = frozenset({_C.PREFACE, _C.FRESH, _C.HEAD, _C.BODY, _C.IDLE, _C.CLOSING})
 KEEP_CLOCK = frozenset({(_C.FRESH, _C.HEAD), (_C.HEAD, _C.HEAD)})
+
+for _state in ConnState:
+    _state.moves = {event: (after, after in CLOCKED and (_state, after) not in KEEP_CLOCK)
+                    for (before, event), after in CONN_TRANSITIONS.items() if before is _state}

@@ -252,8 +252,8 @@ class EventLoop:
 
     def _read(self, held: Held) -> None:
         state = held.state
-        if state is _S.QUEUED or state is _S.CALL:
-            return  # its app thread reads it
+        if not (state.reading or state is _S.CLOSING):
+            return  # its app thread reads it, or it left in this turn of the loop (a stale event)
         try:
             data = held.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
         except BlockingIOError:

@@ -187,8 +187,7 @@ class AsgiRunner:
 
     def _advance(self, conn: Conn) -> None:
         """Decide what comes next for a connection after it was read or served."""
-        state = conn.state  # reading, not in a call, not closing (``is``: an Enum hashes in Python)
-        if not (state is _S.IDLE or state is _S.HEAD or state is _S.FRESH or state is _S.PREFACE) or conn.closing_at:
+        if not conn.state.reading or conn.closing_at:
             return
         if conn.preface is not None:
             self._read_preface(conn)
@@ -326,7 +325,7 @@ class AsgiRunner:
         self._access(conn, cycle.request, cycle.status, cycle.started_at, cycle.headers or (),
                      cycle.scope["client"])
         keep = not task.cancelled() and task.exception() is None and task.result()
-        if not keep or conn.closed:
+        if not keep or conn.closed or conn.state is not _S.CALL:  # not CALL: its task never began it
             self._close(conn)
             return
         conn.engine.start_next_cycle()

@@ -41,6 +41,7 @@ class ConnState(enum.Enum):
     # Its row of the table as the owner walks it: event -> (next state, whether that state's clock
     # starts). On the member itself: an Enum hashes in Python, too slow for a lookup per request.
     moves: dict[str, tuple[ConnState, bool]]
+    reading: bool  # the loop reads it for a request: no call owns it, it is not closing, it is still ours
 
 
 _C = ConnState
@@ -72,5 +73,6 @@ CLOCKED = frozenset({_C.PREFACE, _C.FRESH, _C.HEAD, _C.BODY, _C.IDLE, _C.CLOSING
 KEEP_CLOCK = frozenset({(_C.FRESH, _C.HEAD), (_C.HEAD, _C.HEAD)})
 
 for _state in ConnState:
+    _state.reading = _state in (_C.PREFACE, _C.FRESH, _C.HEAD, _C.BODY, _C.IDLE)
     _state.moves = {event: (after, after in CLOCKED and (_state, after) not in KEEP_CLOCK)
                     for (before, event), after in CONN_TRANSITIONS.items() if before is _state}

@@ -228,3 +228,7 @@ def test_max_requests_zero_never_recycles():
     conn = o.add(Conn(1, C.CALL))
     assert not any(o.count(conn) for _ in range(1000))
 
+
+
+def test_the_states_the_loop_reads_for_a_request():
+    assert {state for state in ConnState if state.reading} == {C.PREFACE, C.FRESH, C.HEAD, C.BODY, C.IDLE}

@@ -7,6 +7,7 @@ import importlib
 import os
 import site
 import sys
+import traceback
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from typing import Any
 
@@ -52,7 +53,8 @@ def add_virtualenv(path: str | None) -> None:
 
 
 def load(spec: str) -> WSGIApp:
-    """Import ``module:callable``. Raises AppLoadError with a one-line reason."""
+    """Import ``module:callable``. Raises AppLoadError with a one-line reason that names the
+    innermost frame of the app's code, and the app's traceback."""
     module_name, _, attr = spec.partition(":")
     attr = attr or "application"
     try:
@@ -60,18 +62,18 @@ def load(spec: str) -> WSGIApp:
     except ImportError as exc:
         # The module itself missing is the user's typo; anything deeper is the app's own import error.
         missing = exc.name or ""
-        if missing and (module_name == missing or module_name.startswith(missing + ".")):
+        if missing and (module_name == missing or module_name.startswith(missing + ".")) and \
+                not _app_frames(exc):
             raise AppLoadError(f"app '{spec}': no module named '{missing}' (the working directory is "
                                f"{os.getcwd()!r}; set 'chdir' to the project's directory, or add the "
                                f"directory that holds it to 'pythonpath')") from exc
-        raise AppLoadError(f"app '{spec}': importing {module_name} failed: {exc}") from exc
+        raise _failed(spec, f"importing {module_name} failed: {exc}", exc) from exc
     except SystemExit as exc:
         # sys.exit("DATABASE_URL not set") at import: the app refuses to start, say why.
         why = f": {exc.code}" if isinstance(exc.code, str) else f" with code {exc.code}"
-        raise AppLoadError(f"app '{spec}': importing {module_name} exited{why}") from None
+        raise _failed(spec, f"importing {module_name} exited{why}", exc) from None
     except Exception as exc:
-        raise AppLoadError(f"app '{spec}': importing {module_name} raised "
-                           f"{type(exc).__name__}: {exc}") from exc
+        raise _failed(spec, f"importing {module_name} raised {type(exc).__name__}: {exc}", exc) from exc
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
@@ -81,6 +83,34 @@ def load(spec: str) -> WSGIApp:
         raise AppLoadError(f"app '{spec}': {attr} is not callable")
     app: WSGIApp = obj
     return app
+
+
+def _app_frames(exc: BaseException) -> traceback.StackSummary:
+    """The frames of ``exc``'s traceback that are the app's: not this module's, not importlib's."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return traceback.StackSummary.from_list([f for f in frames if f.filename not in _IMPORTING
+                                             and not f.filename.startswith("<frozen importlib")])
+
+
+# Files whose frames are the import's, not the app's.
+_IMPORTING = frozenset({__file__, importlib.__file__})
+
+
+def _failed(spec: str, what: str, exc: BaseException) -> AppLoadError:
+    """The AppLoadError for ``exc``: where in the app it happened, on the one line that the log, `sockact
+    check` and `sockact reload` show, and the app's traceback (gunicorn's log ends with the same)."""
+    frames = _app_frames(exc)
+    if isinstance(exc, SyntaxError) and exc.filename:
+        # The innermost frame of a SyntaxError is the import system's: the error itself says where.
+        where = f"{exc.filename}, line {exc.lineno}: {(exc.text or '').strip()}"
+    elif frames:
+        where = f"{frames[-1].filename}, line {frames[-1].lineno}: {frames[-1].line}"
+    else:
+        where = ""
+    shown = traceback.TracebackException.from_exception(exc)
+    shown.stack = frames
+    text = "".join(shown.format()).rstrip("\n") if where else ""
+    return AppLoadError(f"app '{spec}': {what}" + (f"; at {where}" if where else ""), text)
 
 
 def load_all(specs: Iterable[str]) -> dict[str, WSGIApp]:

@@ -181,6 +181,8 @@ def check_apps(cfg: Config) -> int:
                 print(f"# app {spec}: imports and is callable; served as {kind}")
             code = EXIT_OK
         except SockactError as exc:
+            if exc.traceback:
+                print(exc.traceback, file=sys.stderr)
             print(f"sockact: error: {exc}", file=sys.stderr)
             code = exc.exit_code
         except BaseException as exc:
@@ -237,7 +239,7 @@ def run(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
             apps = load_all(cfg.listener(lst.name).app for lst in listeners)
         except AppLoadError as exc:
             # As the supervisor does when its workers cannot load the app: no client stays in a backlog.
-            log.error("%s", exc)
+            log.error("%s", exc.explained())
             turn_away([], [lst.sock for lst in listeners], app_failed())
             return exc.exit_code
     if cfg.reload:

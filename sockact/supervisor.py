@@ -444,6 +444,8 @@ class Supervisor:
                 for conn_id in handoff.done_ids(msg):
                     w.done_with(conn_id)
                     self._returned(w)
+            elif msg.kind == handoff.FAILED:
+                w.failure = handoff.failure_reason(msg)
             elif msg.kind == handoff.RECYCLE:
                 log.info("worker %d served its max_requests: recycling it", w.pid)
                 w.recycled = True
@@ -492,7 +494,7 @@ class Supervisor:
                   f" with {lost} connections" if lost else "",
                   level=logging.INFO if expected else logging.WARNING,
                   sockact_worker_pid=pid, exit_status=code if code is not None else -1)
-        self._carry_out(self.pool.exited(pid, code, time.monotonic()))
+        self._carry_out(self.pool.exited(pid, code, time.monotonic(), w.failure))
         for conn in waiting:
             self.switchboard.route(conn)  # they never reached it
         self.switchboard.update_accepting(self.stopping)

@@ -10,6 +10,7 @@ holds, finishes the calls in progress, and returns.
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import logging
 import os
@@ -65,7 +66,9 @@ class WorkerShell:
             sites = self._build_sites()
             self.runner = self._build_runner(sites)
         except SockactError as exc:
-            log.error("worker %d cannot start: %s", self.pid, exc, extra={"SOCKACT_WORKER_PID": self.pid})
+            log.error("worker %d cannot start: %s", self.pid, exc.explained(),
+                      extra={"SOCKACT_WORKER_PID": self.pid})
+            _tell_why(self.chan, str(exc))
             # Any start-up error is fatal to the worker; the supervisor tells the two kinds apart.
             return exc.exit_code if exc.exit_code == APP_LOAD_ERROR else WORKER_BOOT_ERROR
         except Exception:
@@ -163,6 +166,12 @@ class WorkerShell:
 
 # With timeout = 0 (no timeout), a blocking send or body read still gives up on a client after this long.
 IO_TIMEOUT_OFF = 30.0
+
+
+def _tell_why(chan: socket.socket, reason: str) -> None:
+    """Give the supervisor the one-line reason this worker cannot start, for a failed reload's outcome."""
+    with contextlib.suppress(OSError):  # the supervisor is gone; the log has the reason
+        handoff.send(chan, handoff.failed(reason))
 
 
 def _quick_exit(signum: int, frame: object) -> None:

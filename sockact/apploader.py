@@ -4,6 +4,7 @@ environment they are imported with, and a virtualenv's site-packages."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import site
 import sys
@@ -52,35 +53,37 @@ def add_virtualenv(path: str | None) -> None:
         sys.path[:] = added + before
 
 
-def load(spec: str) -> WSGIApp:
-    """Import ``module:callable``. Raises AppLoadError with a one-line reason that names the
-    innermost frame of the app's code, and the app's traceback."""
+def load(spec: str, what: str = "app") -> WSGIApp:
+    """Import ``module:callable`` (or ``path/to/file.py:callable``). Raises AppLoadError with a one-line
+    reason that names the innermost frame of the app's code, and the app's traceback. ``what`` names
+    the setting in the reason: the app, or a hook."""
     module_name, _, attr = spec.partition(":")
     attr = attr or "application"
     try:
-        obj: Any = importlib.import_module(module_name)
+        obj: Any = _import(module_name)
     except ImportError as exc:
         # The module itself missing is the user's typo; anything deeper is the app's own import error.
         missing = exc.name or ""
         if missing and (module_name == missing or module_name.startswith(missing + ".")) and \
                 not _app_frames(exc):
-            raise AppLoadError(f"app '{spec}': no module named '{missing}' (the working directory is "
+            raise AppLoadError(f"{what} '{spec}': no module named '{missing}' (the working directory is "
                                f"{os.getcwd()!r}; set 'chdir' to the project's directory, or add the "
                                f"directory that holds it to 'pythonpath')") from exc
-        raise _failed(spec, f"importing {module_name} failed: {exc}", exc) from exc
+        raise _failed(f"{what} '{spec}'", f"importing {module_name} failed: {exc}", exc) from exc
     except SystemExit as exc:
         # sys.exit("DATABASE_URL not set") at import: the app refuses to start, say why.
         why = f": {exc.code}" if isinstance(exc.code, str) else f" with code {exc.code}"
-        raise _failed(spec, f"importing {module_name} exited{why}", exc) from None
+        raise _failed(f"{what} '{spec}'", f"importing {module_name} exited{why}", exc) from None
     except Exception as exc:
-        raise _failed(spec, f"importing {module_name} raised {type(exc).__name__}: {exc}", exc) from exc
+        raise _failed(f"{what} '{spec}'", f"importing {module_name} raised {type(exc).__name__}: {exc}",
+                      exc) from exc
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise AppLoadError(f"app '{spec}': module '{module_name}' has no attribute '{attr}'") from None
+            raise AppLoadError(f"{what} '{spec}': module '{module_name}' has no attribute '{attr}'") from None
     if not callable(obj):
-        raise AppLoadError(f"app '{spec}': {attr} is not callable")
+        raise AppLoadError(f"{what} '{spec}': {attr} is not callable")
     app: WSGIApp = obj
     return app
 
@@ -96,7 +99,26 @@ def _app_frames(exc: BaseException) -> traceback.StackSummary:
 _IMPORTING = frozenset({__file__, importlib.__file__})
 
 
-def _failed(spec: str, what: str, exc: BaseException) -> AppLoadError:
+def _import(module_name: str) -> Any:
+    """The module, imported by name or, for a name ending in .py, from that file (once per file)."""
+    if not module_name.endswith(".py"):
+        return importlib.import_module(module_name)
+    path = os.path.abspath(module_name)
+    name = "sockact_file_" + "".join(c if c.isalnum() else "_" for c in path)
+    if name not in sys.modules:
+        found = importlib.util.spec_from_file_location(name, path)
+        assert found is not None and found.loader is not None  # a .py path always has a source loader
+        module = importlib.util.module_from_spec(found)
+        sys.modules[name] = module
+        try:
+            found.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name]
+
+
+def _failed(setting: str, why: str, exc: BaseException) -> AppLoadError:
     """The AppLoadError for ``exc``: where in the app it happened, on the one line that the log, `sockact
     check` and `sockact reload` show, and the app's traceback (gunicorn's log ends with the same)."""
     frames = _app_frames(exc)
@@ -110,7 +132,7 @@ def _failed(spec: str, what: str, exc: BaseException) -> AppLoadError:
     shown = traceback.TracebackException.from_exception(exc)
     shown.stack = frames
     text = "".join(shown.format()).rstrip("\n") if where else ""
-    return AppLoadError(f"app '{spec}': {what}" + (f"; at {where}" if where else ""), text)
+    return AppLoadError(f"{setting}: {why}" + (f"; at {where}" if where else ""), text)
 
 
 def load_all(specs: Iterable[str]) -> dict[str, WSGIApp]:

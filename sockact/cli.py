@@ -13,6 +13,8 @@ from . import __version__, config, reloadctl
 from .accesslog import check_file
 from .config import Config
 from .errors import APP_LOAD_ERROR, EXIT_FAILURE, EXIT_OK, AppLoadError, SockactError
+from .hooks import Loaded, Server
+from .hooks import load as load_hooks
 from .sandbox import sandboxed_check_line
 
 log = logging.getLogger("sockact")
@@ -87,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_settings(parser: argparse.ArgumentParser) -> None:
     groups = {key: parser.add_argument_group(f"{title} settings") for key, title in _SECTIONS.items()}
     for s in config.SETTINGS:
+        if not s.cli:
+            continue  # a file key and a variable only
         kwargs: dict[str, Any] = {"dest": s.name, "default": None}
         if s.boolean:
             kwargs["action"] = argparse.BooleanOptionalAction
@@ -117,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(implicit_run(sys.argv[1:] if argv is None else argv))
     if args.command == "reload":
         return reloadctl.main(args.pid, args.config, args.max_wait)
-    cli_values = {s.name: getattr(args, s.name) for s in config.SETTINGS}
+    cli_values = {s.name: getattr(args, s.name) for s in config.SETTINGS if s.cli}
     if args.app_arg:
         cli_values["app"] = args.app_arg
 
@@ -149,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(cfg, reload_config)
     except SockactError as exc:
-        log.error("%s", exc)
+        log.error("%s", exc.explained())
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_OK
@@ -175,6 +179,9 @@ def check_apps(cfg: Config) -> int:
         try:
             _prepare(cfg)
             add_virtualenv(cfg.virtualenv)
+            load_hooks(cfg.hooks)  # first, as at start
+            for name, spec in cfg.hooks.items():
+                print(f"# hook {name} {spec}: imports and is callable")
             apps = load_all(app_specs(cfg))
             for spec, app in apps.items():
                 kind = choose(_interface_of(cfg, spec), app).upper()
@@ -227,6 +234,8 @@ def run(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
     supervisor_title(os.environ, cfg.app)
     # env, chdir and pythonpath apply here, before any worker forks, so every worker inherits them.
     _prepare(cfg)
+    hooks = _load_hooks(cfg)
+    hooks.call("on_starting", Server(os.getpid(), cfg))
     stored: list[tuple[int, str]] = []  # connections a previous instance left in systemd's fd store
     listeners = from_systemd(os.environ, stored)
     if listeners is None:
@@ -247,7 +256,16 @@ def run(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
     notifier = Notifier(os.environ, os.getpid())
     log.info("sockact %s: %d workers, listening on %s", __version__, cfg.workers,
              ", ".join(f"{lst.name}={lst.address}" for lst in listeners))
-    return Supervisor(cfg, listeners, notifier, apps, reload_config, stored).run()
+    return Supervisor(cfg, listeners, notifier, apps, reload_config, stored, hooks).run()
+
+
+def _load_hooks(cfg: Config) -> Loaded:
+    """Import the hooks (from the virtualenv too, as the app); AppLoadError when one does not import."""
+    from .apploader import add_virtualenv
+
+    if cfg.hooks.items():
+        add_virtualenv(cfg.virtualenv)
+    return load_hooks(cfg.hooks)
 
 
 def _watch_for_changes(cfg: Config) -> None:

@@ -24,6 +24,8 @@ from typing import Any
 from . import parsers
 from .accesslog import GUNICORN_FORMAT, check_format
 from .errors import ConfigError
+from .hooks import Hooks
+from .hooks import parse as parse_hooks
 from .sandbox import explain_missing
 
 ENV_PREFIX = "SOCKACT_"
@@ -254,6 +256,14 @@ class Config(ListenerSettings):
         "systemd (INVOCATION_ID set) unless --reload-under-systemd, and with preload.", "development")
     reload_under_systemd: bool = _opt(
         parsers.boolean, False, "Allow reload even when systemd runs sockact.", "development")
+    hooks: Hooks = _opt(  # noqa: RUF009 - Hooks is a frozen dataclass
+        parse_hooks, Hooks(),
+        "Python functions called at points of the service's life, as gunicorn's server hooks, each set as "
+        "'module:callable' in a [hooks] table: on_starting(server) and when_ready(server) in the supervisor "
+        "at start and once the workers serve, on_reload(server) at each reload, post_fork(server, worker) in "
+        "each worker before it imports the app, worker_exit(server, worker) in each worker as it exits "
+        "cleanly. A hook that does not import stops the start. In SOCKACT_HOOKS, NAME=module:callable pairs "
+        "separated by spaces. Read at start.", "hooks", metavar="TABLE", cli=False)
     # per-listener overrides by fd name, e.g. {"api": {"app": "api.wsgi:app", "keepalive": 5.0}}
     listeners: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     config_file: str | None = None
@@ -284,7 +294,7 @@ class ListenerConfig(ListenerSettings):
 
 
 # The order settings are presented in (--help, man pages, ``describe``): by section, then as declared.
-SECTIONS = ("app", "listeners", "workers", "http", "logging", "development")
+SECTIONS = ("app", "listeners", "workers", "http", "logging", "development", "hooks")
 
 
 def _settings() -> tuple[Setting, ...]:
@@ -420,6 +430,8 @@ def _toml_key(name: str) -> str:
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, Hooks):
+        return "{" + ", ".join(f"{name} = {_toml_value(spec)}" for name, spec in value.items()) + "}"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):

@@ -26,6 +26,9 @@ from .asgi.interface import WSGI, choose, one_interface
 from .config import Config, ListenerConfig
 from .errors import APP_LOAD_ERROR, EXIT_OK, WORKER_BOOT_ERROR, SockactError
 from .eventloop import EventLoop
+from .hooks import Loaded
+from .hooks import Server as HookServer
+from .hooks import Worker as HookWorker
 from .http import Limits, Site
 from .http.forwarded import Trust
 from .journal import installed_sendv
@@ -44,7 +47,7 @@ class WorkerShell:
 
     def __init__(self, chan: socket.socket, config: Config, listener_names: Sequence[str],
                  scoreboard: Scoreboard, slot: int, apps: Mapping[str, WSGIApp] | None,
-                 max_requests: int, tally: Tally | None = None) -> None:
+                 max_requests: int, tally: Tally | None = None, hooks: Loaded | None = None) -> None:
         self.chan = chan
         self.config = config
         self.listener_names = list(listener_names)
@@ -53,6 +56,7 @@ class WorkerShell:
         self.preloaded = apps
         self.max_requests = max_requests  # with its jitter; 0: never recycled
         self.tally = tally  # request counts for the metrics; None: none are kept
+        self.hooks = hooks or Loaded({})
         self.pid = 0
         self.runner: EventLoop | AsgiRunner | None = None
         self.access: AccessLog | None = None
@@ -63,6 +67,7 @@ class WorkerShell:
         try:
             self._setup_process()
             worker_title(self.slot + 1, self.config.app)
+            self.hooks.call_or_raise("post_fork", *self._hook_args())
             sites = self._build_sites()
             self.runner = self._build_runner(sites)
         except SockactError as exc:
@@ -81,7 +86,11 @@ class WorkerShell:
         self.runner.run()
         if self.access is not None:
             self.access.flush()
+        self.hooks.call("worker_exit", *self._hook_args())
         return EXIT_OK
+
+    def _hook_args(self) -> tuple[HookServer, HookWorker]:
+        return HookServer(os.getppid(), self.config), HookWorker(self.pid, self.slot + 1)
 
     def _build_runner(self, sites: list[Site]) -> EventLoop | AsgiRunner:
         """The runner for the listeners' interface; an ASGI app's lifespan startup runs here, before READY."""

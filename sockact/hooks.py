@@ -83,7 +83,7 @@ class Worker:
     """What post_fork and worker_exit learn of their worker."""
 
     pid: int
-    number: int  # 1..workers, as its process title shows ("sockact: worker N")
+    number: int  # from 1, as its process title shows ("sockact: worker N"); reused once free
     log: logging.Logger = log
 
 

@@ -59,24 +59,7 @@ def load(spec: str, what: str = "app") -> WSGIApp:
     the setting in the reason: the app, or a hook."""
     module_name, _, attr = spec.partition(":")
     attr = attr or "application"
-    try:
-        obj: Any = _import(module_name)
-    except ImportError as exc:
-        # The module itself missing is the user's typo; anything deeper is the app's own import error.
-        missing = exc.name or ""
-        if missing and (module_name == missing or module_name.startswith(missing + ".")) and \
-                not _app_frames(exc):
-            raise AppLoadError(f"{what} '{spec}': no module named '{missing}' (the working directory is "
-                               f"{os.getcwd()!r}; set 'chdir' to the project's directory, or add the "
-                               f"directory that holds it to 'pythonpath')") from exc
-        raise _failed(f"{what} '{spec}'", f"importing {module_name} failed: {exc}", exc) from exc
-    except SystemExit as exc:
-        # sys.exit("DATABASE_URL not set") at import: the app refuses to start, say why.
-        why = f": {exc.code}" if isinstance(exc.code, str) else f" with code {exc.code}"
-        raise _failed(f"{what} '{spec}'", f"importing {module_name} exited{why}", exc) from None
-    except Exception as exc:
-        raise _failed(f"{what} '{spec}'", f"importing {module_name} raised {type(exc).__name__}: {exc}",
-                      exc) from exc
+    obj: Any = load_module(module_name, f"{what} '{spec}'")
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
@@ -97,6 +80,27 @@ def _app_frames(exc: BaseException) -> traceback.StackSummary:
 
 # Files whose frames are the import's, not the app's.
 _IMPORTING = frozenset({__file__, importlib.__file__})
+
+
+def load_module(module_name: str, what: str) -> Any:
+    """Import a module by name, or a Python file by its path (``what`` names it in the AppLoadError)."""
+    try:
+        return _import(module_name)
+    except ImportError as exc:
+        # The module itself missing is the user's typo; anything deeper is the app's own import error.
+        missing = exc.name or ""
+        if missing and (module_name == missing or module_name.startswith(missing + ".")) and \
+                not _app_frames(exc):
+            raise AppLoadError(f"{what}: no module named '{missing}' (the working directory is "
+                               f"{os.getcwd()!r}; set 'chdir' to the project's directory, or add the "
+                               f"directory that holds it to 'pythonpath')") from exc
+        raise _failed(what, f"importing {module_name} failed: {exc}", exc) from exc
+    except SystemExit as exc:
+        # sys.exit("DATABASE_URL not set") at import: the app refuses to start, say why.
+        why = f": {exc.code}" if isinstance(exc.code, str) else f" with code {exc.code}"
+        raise _failed(what, f"importing {module_name} exited{why}", exc) from None
+    except Exception as exc:
+        raise _failed(what, f"importing {module_name} raised {type(exc).__name__}: {exc}", exc) from exc
 
 
 def _import(module_name: str) -> Any:

@@ -273,7 +273,7 @@ class Supervisor:
                 config = self.reload_config()
                 config.check_names([lst.name for lst in self.listeners])
             except SockactError as exc:
-                error = f"{exc}; keeping the running settings and workers"
+                error = "; ".join([*str(exc).splitlines(), "keeping the running settings and workers"])
         if error is None and self.apps is not None and _apps(config, self.listeners) != set(self.apps):
             error = "with preload on, a changed app needs a restart; keeping the running settings and workers"
         if error is None:

@@ -76,8 +76,9 @@ class WorkerShell:
             _tell_why(self.chan, str(exc))
             # Any start-up error is fatal to the worker; the supervisor tells the two kinds apart.
             return exc.exit_code if exc.exit_code == APP_LOAD_ERROR else WORKER_BOOT_ERROR
-        except Exception:
-            log.exception("worker %d failed while loading the app", self.pid, extra={"SOCKACT_WORKER_PID": self.pid})
+        except Exception as exc:  # from the post_fork hook, or building the runner
+            log.exception("worker %d failed to start", self.pid, extra={"SOCKACT_WORKER_PID": self.pid})
+            _tell_why(self.chan, f"{type(exc).__name__}: {exc}")
             return WORKER_BOOT_ERROR
         try:
             handoff.send(self.chan, handoff.Message(handoff.READY))

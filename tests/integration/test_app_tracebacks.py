@@ -85,3 +85,47 @@ def test_a_failed_reload_names_the_file_and_line(start_sockact, tmp_path):
     assert f"at {path}, line 5: LIMIT = helper() / 0" in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     server.wait_for_log("ZeroDivisionError: division by zero")
+
+
+# Stands in for journald (the system test sees the real one): systemd.journal.sendv, writing each
+# record's fields as one JSON line.
+FAKE_JOURNAL = '''\
+import json, os
+
+def sendv(*items):
+    fields = dict(item.split("=", 1) for item in items if isinstance(item, str))
+    with open(os.environ["JOURNAL_RECORDS"], "a") as fh:
+        fh.write(json.dumps(fields) + "\\n")
+'''
+
+
+def test_the_journal_gets_the_traceback_as_one_entry_at_error_priority(tmp_path):
+    import json
+
+    root = project(tmp_path, MODELS)
+    fake = tmp_path / "fake" / "systemd"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "journal.py").write_text(FAKE_JOURNAL)
+    records = tmp_path / "journal.jsonl"
+    env = base_env()
+    env["PYTHONPATH"] = f"{fake.parent}:{env['PYTHONPATH']}"
+    env["JOURNAL_RECORDS"] = str(records)
+    result = subprocess.run([*SOCKACT, "run", "mysite.wsgi", "--chdir", str(root), "--workers", "1",
+                             "--log-target", "journal", "--bind", f"127.0.0.1:{free_port()}"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 5, result.stderr
+    entries = [json.loads(line) for line in records.read_text().splitlines()]
+    failed = [e for e in entries if "cannot start" in e["MESSAGE"]]
+    assert len(failed) == 1, entries
+    (entry,) = failed
+    path = root / "mysite" / "models.py"
+    assert entry["PRIORITY"] == "3" and entry["SOCKACT_WORKER_PID"] != ""
+    first, *rest = entry["MESSAGE"].splitlines()
+    assert first.endswith(f"; at {path}, line 5: LIMIT = helper() / 0")
+    assert rest[0] == "Traceback (most recent call last):" and rest[-1] == "ZeroDivisionError: division by zero"
+    assert f'  File "{path}", line 5, in <module>' in rest
+    # and the supervisor's own error, on which it stops, says where too
+    halted = [e for e in entries if "the app failed to load" in e["MESSAGE"]]
+    assert len(halted) == 1 and halted[0]["PRIORITY"] == "3"
+    assert f"at {path}, line 5: LIMIT = helper() / 0" in halted[0]["MESSAGE"]

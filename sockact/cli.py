@@ -36,6 +36,7 @@ examples:
   sockact run -w 4 -b 127.0.0.1:8000 -b unix:/run/app.sock app:application
   systemd-socket-activate -l 127.0.0.1:8000 sockact run app:application
   sockact check --config /etc/sockact/sockact.toml
+  sockact convert gunicorn.conf.py > sockact.toml
 
 Check the app inside the service's own sandbox (the properties of its unit; add your
 drop-in's lines as more -p, e.g. -p StateDirectory=myapp; see docs/deploy.md):

@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import handoff
 from ..conns.owner import Owned
-from ..conns.states import ConnState
+from ..conns.states import CALL, HANDED, PREFACE, QUEUED, ConnState
 from ..http import Site
 from ..http.engine import Connection
 from ..http.limits import LINGER_SECONDS, RECV_SIZE
@@ -32,7 +32,6 @@ from ..scoreboard import SlotWriter
 WRITE_HIGH = 64 * 1024  # bytes buffered for the client before a writer waits (uvicorn's high-water mark)
 READ_HIGH = 256 * 1024  # bytes of body buffered for the app before the loop stops reading
 
-_S = ConnState
 
 
 class Conn(Owned):
@@ -40,7 +39,7 @@ class Conn(Owned):
                  scope: dict[str, Any], on_input: Callable[[Conn], None], lock: threading.Lock,
                  state: ConnState, now: float) -> None:
         super().__init__(msg, site, state, now)
-        preface = state is _S.PREFACE
+        preface = state is PREFACE
         self.loop = loop
         self.lock = lock  # the runner's: held while the loop reads, so a stall hand-back can take the connection
         self.sock = sock
@@ -92,7 +91,7 @@ class Conn(Owned):
 
     def _readable(self) -> None:
         with self.lock:
-            if self.state is _S.HANDED:
+            if self.state is HANDED:
                 self.drop()  # handed back while the loop was blocked: the loop only closes its copy
             else:
                 self._on_readable()
@@ -112,7 +111,7 @@ class Conn(Owned):
                 self._finish_close()
             return
         # An app call (HTTP cycle or WebSocket) owns it, or will: the call reads what came.
-        called = self.state is _S.CALL or self.state is _S.QUEUED
+        called = self.state is CALL or self.state is QUEUED
         if self.feed is not None:
             self.feed(data)
         elif self.preface is not None:

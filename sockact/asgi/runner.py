@@ -42,7 +42,7 @@ from ..conns.channel import (
     report,
 )
 from ..conns.owner import Due, Owner
-from ..conns.states import ConnState
+from ..conns.states import CALL, CLOSING, HANDED, HEAD
 from ..errors import ProtocolError
 from ..http import Site
 from ..http.events import NEED_DATA, Request
@@ -59,7 +59,6 @@ log = logging.getLogger("sockact.worker")
 
 BEAT = 0.01  # seconds between the loop's scoreboard stamps and looks at every connection's deadlines
 
-_S = ConnState
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
@@ -213,12 +212,12 @@ class AsgiRunner:
             self._close(conn)  # the client closed between requests
             return
         if conn.engine.idle:
-            if conn.state is _S.HEAD:
+            if conn.state is HEAD:
                 conn.to("idle")  # only the empty lines allowed between requests came
             if self.owner.retiring or self.owner.recycling:
                 self._release(conn)
                 return
-        elif conn.state is not _S.HEAD:
+        elif conn.state is not HEAD:
             conn.to("bytes")
         conn.resume_reading()
 
@@ -285,7 +284,7 @@ class AsgiRunner:
 
     async def _run(self, cycle: HttpCycle, app: Any, line: bytes) -> bool:
         with self.lock:  # the monitor may have handed the connection back while this task waited
-            if cycle.conn.state is _S.HANDED:
+            if cycle.conn.state is HANDED:
                 return False
             cycle.conn.to("call")
         # From here to its first await this task holds the loop. An app that blocks the loop here
@@ -314,7 +313,7 @@ class AsgiRunner:
     def _after(self, conn: Conn, cycle: HttpCycle, task: asyncio.Task[bool]) -> None:
         self.calls.pop(conn, None)
         self._free_call_line(conn)
-        if conn.state is _S.HANDED:
+        if conn.state is HANDED:
             return  # never begun; its request went back to the supervisor, and the loop drops its copy
         if self.owner.count(conn):
             report(self.chan, handoff.Message(handoff.RECYCLE))
@@ -325,7 +324,7 @@ class AsgiRunner:
         self._access(conn, cycle.request, cycle.status, cycle.started_at, cycle.headers or (),
                      cycle.scope["client"])
         keep = not task.cancelled() and task.exception() is None and task.result()
-        if not keep or conn.closed or conn.state is not _S.CALL:  # not CALL: its task never began it
+        if not keep or conn.closed or conn.state is not CALL:  # not CALL: its task never began it
             self._close(conn)
             return
         conn.engine.start_next_cycle()
@@ -470,7 +469,7 @@ class AsgiRunner:
         conn.close(linger=linger, timeout=conn.site.io_timeout)
         if conn.closed:
             self._closed(conn)
-        elif conn.state is not _S.CLOSING:
+        elif conn.state is not CLOSING:
             conn.to("closing")
 
     def _closed(self, conn: Conn) -> None:

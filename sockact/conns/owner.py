@@ -30,7 +30,7 @@ from typing import Generic, TypeVar
 from .. import handoff
 from ..http import Site
 from .channel import Closed
-from .states import ConnState, InvalidTransition
+from .states import BODY, CLOSING, FRESH, HEAD, IDLE, PREFACE, ConnState, InvalidTransition
 
 _C = ConnState
 # A stall sends these back to the supervisor: no app call owns them and none is closing them.
@@ -87,17 +87,17 @@ class Due(enum.Enum):
 def due(conn: Owned, now: float, park_after: float, stopping: bool) -> Due | None:
     """What is due for ``conn`` at ``now``, None while its deadline (if any) is ahead."""
     state, waited = conn.state, now - conn.since
-    if state is _C.IDLE:
+    if state is IDLE:
         return Due.PARK if waited > park_after or (stopping and conn.served > 0) else None
-    if state is _C.HEAD:
+    if state is HEAD:
         return Due.HEAD_TIMEOUT if waited > conn.site.header_timeout else None
-    if state is _C.FRESH:
+    if state is FRESH:
         return Due.DROP if waited > conn.site.header_timeout else None
-    if state is _C.BODY:
+    if state is BODY:
         return Due.BODY_TIMEOUT if waited > conn.site.io_timeout else None
-    if state is _C.PREFACE:
+    if state is PREFACE:
         return Due.REFUSE_PREFACE if waited > conn.site.header_timeout else None
-    if state is _C.CLOSING:
+    if state is CLOSING:
         return Due.CLOSING
     return None
 

@@ -23,7 +23,8 @@ import enum
 
 from ..states import InvalidTransition
 
-__all__ = ["CONN_TRANSITIONS", "ConnState", "InvalidTransition"]
+__all__ = ["BODY", "CALL", "CLOSED", "CLOSING", "CONN_TRANSITIONS", "FRESH", "HANDED", "HEAD", "IDLE", "PREFACE",
+           "QUEUED", "ConnState", "InvalidTransition"]
 
 
 class ConnState(enum.Enum):
@@ -43,6 +44,10 @@ class ConnState(enum.Enum):
     moves: dict[str, tuple[ConnState, bool]]
     reading: bool  # the loop reads it for a request: no call owns it, it is not closing, it is still ours
 
+
+# The members as plain module names, for the per-request path: on Python 3.11 ``ConnState.CALL`` costs
+# 0.3 µs (the Enum class's attribute machinery), a module name a twentieth of that.
+PREFACE, FRESH, HEAD, BODY, QUEUED, CALL, IDLE, CLOSING, HANDED, CLOSED = ConnState
 
 _C = ConnState
 _OPEN = (_C.PREFACE, _C.FRESH, _C.HEAD, _C.BODY, _C.QUEUED, _C.CALL, _C.IDLE)

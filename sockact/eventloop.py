@@ -57,7 +57,7 @@ from .conns.channel import (
     read_channel,
     report,
 )
-from .conns.owner import Due, Owned, Owner
+from .conns.owner import TIMER_INTERVAL, Due, Owned, Owner
 from .conns.states import BODY, CLOSING, HEAD, PREFACE, QUEUED, ConnState
 from .http import HTTPConnection, Site, Step
 from .http.events import Request
@@ -69,7 +69,6 @@ from .tally import TallyWriter
 log = logging.getLogger("sockact.worker")
 
 TICK = 0.05  # seconds: the longest the loop sleeps without looking at its timers
-TIMER_INTERVAL = 0.01  # seconds between looks at every held connection's deadlines
 
 # Step's members as module names: on Python 3.11 ``Step.IDLE`` costs 0.3 µs (the Enum class's attribute
 # machinery), and a served request passes four of these.

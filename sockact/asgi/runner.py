@@ -41,7 +41,7 @@ from ..conns.channel import (
     read_channel,
     report,
 )
-from ..conns.owner import Due, Owner
+from ..conns.owner import TIMER_INTERVAL, Due, Owner
 from ..conns.states import CALL, CLOSING, HANDED, HEAD
 from ..errors import ProtocolError
 from ..http import Site
@@ -57,8 +57,7 @@ from .scope import conn_scope, request_scope
 
 log = logging.getLogger("sockact.worker")
 
-BEAT = 0.01  # seconds between the loop's scoreboard stamps and looks at every connection's deadlines
-
+BEAT = TIMER_INTERVAL  # seconds between the loop's scoreboard stamps and looks at every connection's deadlines
 
 
 def new_loop() -> asyncio.AbstractEventLoop:

@@ -32,6 +32,8 @@ from ..http import Site
 from .channel import Closed
 from .states import BODY, CLOSING, FRESH, HEAD, IDLE, PREFACE, ConnState, InvalidTransition
 
+TIMER_INTERVAL = 0.01  # seconds between a runner's looks at every held connection's deadlines
+
 _C = ConnState
 # A stall sends these back to the supervisor: no app call owns them and none is closing them.
 HAND_BACK = frozenset({_C.PREFACE, _C.FRESH, _C.HEAD, _C.IDLE, _C.BODY, _C.QUEUED})

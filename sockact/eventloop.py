@@ -53,11 +53,10 @@ from .conns.channel import (
     conn_extra,
     hand_back,
     preface_header,
-    preface_refused,
     read_channel,
     report,
 )
-from .conns.owner import TIMER_INTERVAL, Due, Owned, Owner
+from .conns.owner import TIMER_INTERVAL, Carrier, Due, Owned, Owner
 from .conns.states import BODY, CLOSING, HEAD, PREFACE, QUEUED, ConnState
 from .http import HTTPConnection, Site, Step
 from .http.events import Request
@@ -97,7 +96,7 @@ class Held(Owned):
         return bytes(self.preface) if self.preface is not None else self.http.unparsed()
 
 
-class EventLoop:
+class EventLoop(Carrier[Held]):
     """Serves connections from ``chan`` until the supervisor closes it, then exits."""
 
     def __init__(self, chan: socket.socket, sites: Sequence[Site], slots: Sequence[SlotWriter], *,
@@ -245,10 +244,6 @@ class EventLoop:
             self._read(held)  # the request usually came in the same segment; if not, wait for it
         else:
             self._advance(held)
-
-    def _refuse_preface(self, held: Held, reason: str) -> None:
-        preface_refused(held.msg, held.site, reason)
-        self._close(held)
 
     # ------------------------------------------------------------------ connections
 
@@ -454,20 +449,18 @@ class EventLoop:
     def _timers(self, now: float) -> None:
         if self.threads > 1 and self._stalled():
             self._hand_back_waiting()
-        for held, what in self.owner.expired(now, self.stopping):
-            if what is Due.CLOSING:
-                if now > held.linger_until:
-                    self._close(held)
-            elif what is Due.PARK:
-                self._release(held)
-            elif what is Due.REFUSE_PREFACE:
-                self._refuse_preface(held, "no whole PROXY header within header_timeout")
-            else:
-                if what is Due.HEAD_TIMEOUT:
-                    held.http.head_timed_out()
-                elif what is Due.BODY_TIMEOUT:
-                    held.http.body_timed_out()
-                self._close(held)  # DROP: it sent nothing, and is told nothing
+        self._carry_out_deadlines(now)
+
+    def _time_out(self, held: Held, what: Due) -> None:
+        if what is Due.HEAD_TIMEOUT:
+            held.http.head_timed_out()
+        elif what is Due.BODY_TIMEOUT:
+            held.http.body_timed_out()
+        self._close(held)  # DROP: it sent nothing, and is told nothing
+
+    def _closing(self, held: Held, now: float) -> None:
+        if now > held.linger_until:
+            self._close(held)  # the linger is over
 
     def _hand_back_waiting(self) -> None:
         """Stalled: every connection not in a call goes back, with what it has read (owner.stall_hand_backs)."""
@@ -481,7 +474,6 @@ class EventLoop:
         self._read_channel()
 
     def _release(self, held: Held) -> None:
-        """Idle at a request boundary: park it in the supervisor (or close it when stopping)."""
         if self.stopping:
             self._close(held)
             return
@@ -502,8 +494,7 @@ class EventLoop:
         """EOF on the channel: hand back what waits, finish what is in calls, then exit."""
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(self.chan)
-        for held in self.owner.retire():
-            self._release(held)
+        self._park_on_retire()
 
     def _is_stopping(self) -> bool:
         return self.stopping or self.draining

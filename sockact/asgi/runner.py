@@ -37,11 +37,10 @@ from ..conns.channel import (
     conn_extra,
     hand_back,
     preface_header,
-    preface_refused,
     read_channel,
     report,
 )
-from ..conns.owner import TIMER_INTERVAL, Due, Owner
+from ..conns.owner import TIMER_INTERVAL, Carrier, Due, Owner
 from ..conns.states import CALL, CLOSING, HANDED, HEAD
 from ..errors import ProtocolError
 from ..http import Site
@@ -69,7 +68,7 @@ def new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-class AsgiRunner:
+class AsgiRunner(Carrier[Conn]):
     """Serves connections from ``chan`` with ASGI apps until the supervisor closes it."""
 
     def __init__(self, chan: socket.socket, sites: Sequence[Site], slots: Sequence[SlotWriter], *,
@@ -247,10 +246,6 @@ class AsgiRunner:
         conn.to("preface")
         self._advance(conn)
 
-    def _refuse_preface(self, conn: Conn, reason: str) -> None:
-        preface_refused(conn.msg, conn.site, reason)
-        self._close(conn)
-
     def _answer_health(self, conn: Conn, request: Request) -> None:
         """On the loop, never by the app, and not counted as a request."""
         started = time.perf_counter()
@@ -389,19 +384,17 @@ class AsgiRunner:
         self._orphans.clear()
         if (self.stopping or self.owner.retiring) and self.websockets:
             self._drain_websockets(now)
-        for conn, what in self.owner.expired(now, self.stopping):
-            if what is Due.CLOSING:
-                if conn.expire_close(now):
-                    self._closed(conn)
-            elif what is Due.PARK:
-                self._release(conn)
-            elif what is Due.REFUSE_PREFACE:
-                self._refuse_preface(conn, "no whole PROXY header within header_timeout")
-            else:
-                if what is Due.HEAD_TIMEOUT and conn.engine.buffered:
-                    conn.write(conn.engine.error_response(408, http_date()))
-                self._close(conn)  # DROP: it sent nothing, and is told nothing
+        self._carry_out_deadlines(now)
         self._check_done()
+
+    def _time_out(self, conn: Conn, what: Due) -> None:
+        if what is Due.HEAD_TIMEOUT and conn.engine.buffered:
+            conn.write(conn.engine.error_response(408, http_date()))
+        self._close(conn)  # DROP: it sent nothing, and is told nothing
+
+    def _closing(self, conn: Conn, now: float) -> None:
+        if conn.expire_close(now):
+            self._closed(conn)  # its output went out, or its time to go out is over
 
     def _drain_websockets(self, now: float) -> None:
         """Draining: WebSockets may go on for graceful_timeout, less a margin for their close frames
@@ -452,7 +445,6 @@ class AsgiRunner:
     # ------------------------------------------------------------------ leaving
 
     def _release(self, conn: Conn) -> None:
-        """Idle at a request boundary: park it in the supervisor (or close it when stopping)."""
         if self.stopping:
             self._close(conn)
             return
@@ -482,8 +474,7 @@ class AsgiRunner:
         """EOF on the channel: hand back what waits, finish what is in calls, then exit."""
         with contextlib.suppress(ValueError, OSError):
             self.loop.remove_reader(self.chan.fileno())
-        for conn in self.owner.retire():
-            self._release(conn)
+        self._park_on_retire()
         self._check_done()
 
 

@@ -18,6 +18,9 @@ reads, writes or closes a socket; the runners carry the decisions out. The owner
 - which connections go back when the worker stalls (any not in a call, not closing, whose
   output is flushed and whose unserved bytes fit in a message), and which when it retires;
 - when max_requests is reached (RECYCLE), once.
+
+Carrier is the part of a runner that carries the owner's decisions out, the same for both: a runner
+subclasses it and says how its connections are parked, closed, told 408, and when a close is over.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Generic, TypeVar
 
 from .. import handoff
 from ..http import Site
-from .channel import Closed
+from .channel import Closed, preface_refused
 from .states import BODY, CLOSING, FRESH, HEAD, IDLE, PREFACE, ConnState, InvalidTransition
 
 TIMER_INTERVAL = 0.01  # seconds between a runner's looks at every held connection's deadlines
@@ -84,6 +87,11 @@ class Due(enum.Enum):
     BODY_TIMEOUT = "body_timeout"  # a buffered body not whole within io_timeout: 408, closed
     PARK = "park"  # idle at a request boundary: back to the supervisor (closed when stopping)
     CLOSING = "closing"  # closing: the runner looks whether its close is over, or overdue
+
+
+# As module names, for the loop over every held connection: an Enum member read through its class
+# costs 0.3 µs on Python 3.11.
+_PARK, _CLOSING, _REFUSE_PREFACE = Due.PARK, Due.CLOSING, Due.REFUSE_PREFACE
 
 
 def due(conn: Owned, now: float, park_after: float, stopping: bool) -> Due | None:
@@ -185,3 +193,49 @@ class Owner(Generic[T]):
             self.recycling = True
             return True
         return False
+
+
+class Carrier(Generic[T]):
+    """What both runners do with the owner's decisions. A runner subclasses it, sets ``owner`` and
+    ``stopping``, and says how one of its connections is parked (``_release``), closed (``_close``),
+    timed out (``_time_out``: a 408 for a head or body begun, nothing for a client that sent nothing)
+    and whether its close is over (``_closing``)."""
+
+    owner: Owner[T]
+    stopping: bool
+
+    def _carry_out_deadlines(self, now: float) -> None:
+        """What is due for each held connection at ``now``, done."""
+        for conn, what in self.owner.expired(now, self.stopping):
+            if what is _CLOSING:
+                self._closing(conn, now)
+            elif what is _PARK:
+                self._release(conn)
+            elif what is _REFUSE_PREFACE:
+                self._refuse_preface(conn, "no whole PROXY header within header_timeout")
+            else:
+                self._time_out(conn, what)
+
+    def _refuse_preface(self, conn: T, reason: str) -> None:
+        preface_refused(conn.msg, conn.site, reason)
+        self._close(conn)
+
+    def _park_on_retire(self) -> None:
+        """EOF on the channel: the idle connections go back now; the others finish first."""
+        for conn in self.owner.retire():
+            self._release(conn)
+
+    # -- the runner's own
+
+    def _release(self, conn: T) -> None:
+        """Idle at a request boundary: park it in the supervisor (or close it when stopping)."""
+        raise NotImplementedError
+
+    def _close(self, conn: T) -> None:
+        raise NotImplementedError
+
+    def _time_out(self, conn: T, what: Due) -> None:
+        raise NotImplementedError
+
+    def _closing(self, conn: T, now: float) -> None:
+        raise NotImplementedError

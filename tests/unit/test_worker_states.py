@@ -9,11 +9,11 @@ import pytest
 
 from sockact import handoff
 from sockact.conns.channel import Closed
-from sockact.conns.owner import Due, Owned, Owner, due
+from sockact.conns.owner import Carrier, Due, Owned, Owner, due
 from sockact.conns.states import CONN_TRANSITIONS, ConnState, InvalidTransition
 
 C = ConnState
-SITE = SimpleNamespace(header_timeout=10.0, io_timeout=30.0, proxy_protocol="off")
+SITE = SimpleNamespace(header_timeout=10.0, io_timeout=30.0, proxy_protocol="off", listener="http")
 PROXY_SITE = SimpleNamespace(header_timeout=10.0, io_timeout=30.0, proxy_protocol="v1")
 EVENTS = sorted({event for _, event in CONN_TRANSITIONS})
 
@@ -232,3 +232,45 @@ def test_max_requests_zero_never_recycles():
 
 def test_the_states_the_loop_reads_for_a_request():
     assert {state for state in ConnState if state.reading} == {C.PREFACE, C.FRESH, C.HEAD, C.BODY, C.IDLE}
+
+
+class Recorder(Carrier[Conn]):
+    """A runner that only notes what the owner's decisions made it do."""
+
+    def __init__(self, o: Owner[Conn], stopping: bool = False) -> None:
+        self.owner, self.stopping, self.did = o, stopping, []
+
+    def _release(self, conn: Conn) -> None:
+        self.did.append(("release", conn.msg.conn_id))
+
+    def _close(self, conn: Conn) -> None:
+        self.did.append(("close", conn.msg.conn_id))
+
+    def _time_out(self, conn: Conn, what: Due) -> None:
+        self.did.append((what.value, conn.msg.conn_id))
+
+    def _closing(self, conn: Conn, now: float) -> None:
+        self.did.append(("closing", conn.msg.conn_id))
+
+
+def test_a_runner_carries_out_what_is_due_and_nothing_else():
+    o = owner(park_after=0.1)
+    for conn_id, state in enumerate((C.PREFACE, C.FRESH, C.HEAD, C.BODY, C.QUEUED, C.CALL, C.IDLE, C.CLOSING), 1):
+        o.add(Conn(conn_id, state, since=0.0))
+    runner = Recorder(o)
+    runner._carry_out_deadlines(5.0)  # past park_after only
+    assert sorted(runner.did) == [("closing", 8), ("release", 7)]
+    runner.did.clear()
+    runner._carry_out_deadlines(40.0)  # past header_timeout and io_timeout too
+    assert sorted(runner.did) == sorted([("close", 1), ("drop", 2), ("head_timeout", 3), ("body_timeout", 4),
+                                         ("release", 7), ("closing", 8)])  # a refused PROXY header: closed
+
+
+def test_retiring_releases_only_what_the_owner_chose():
+    o = owner()
+    for conn_id, state in enumerate((C.FRESH, C.IDLE, C.HEAD, C.CALL), 1):
+        o.add(Conn(conn_id, state))
+    runner = Recorder(o)
+    runner._park_on_retire()
+    assert sorted(runner.did) == [("release", 1), ("release", 2)]
+    assert o.retiring

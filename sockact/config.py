@@ -229,6 +229,21 @@ class Config(ListenerSettings):
         parsers.seconds, 0.05,
         "When every app thread of a worker has been in one call this long, its other connections go back "
         "to the supervisor.", "workers", metavar="SECONDS")
+    send_timeout: float = _opt(
+        parsers.seconds, 10.0,
+        "A client that takes no byte of its response for this many seconds, while more than the output "
+        "bound (64 KiB) waits for it, is let go: its connection is closed, with one line in the log. With "
+        "ASGI an app's send() waits while that much is unsent, and a pipelined request waits for the "
+        "response before it.", "http", metavar="SECONDS")
+    ws: str = _opt(
+        parsers.choice("auto", "websockets", "wsproto"), "auto",
+        "The WebSocket library of ASGI apps: 'auto' takes websockets (11 or later) if it is installed, else "
+        "wsproto, as uvicorn does. Without either, a WebSocket request reaches the app as plain HTTP, and "
+        "the log says what to install.", "http", metavar="LIBRARY")
+    ws_max_size: int = _opt(
+        parsers.integer(1), 16 * 1024 * 1024,
+        "Largest WebSocket message in bytes (uvicorn's setting and default); a larger one closes the "
+        "WebSocket with 1009.", "http", metavar="BYTES")
     access_logfile: str | None = _opt(
         parsers.log_file, None,
         "Write the access log to this file ('-': stderr) instead of the log target.", "logging",

@@ -107,6 +107,7 @@ class WorkerShell:
         runner = AsgiRunner(self.chan, sites, slots, park_after=park_after,
                             handback_after=self.config.handback_after, max_requests=self.max_requests,
                             extra=extra, lifespans=lifespans, graceful_timeout=self.config.graceful_timeout,
+                            ws=self.config.ws, ws_max_size=self.config.ws_max_size,
                             access=self.access, tally=self.tally.writer(self.slot, 0) if self.tally else None,
                             call_lines=[self.scoreboard.writer(self.slot, i)
                                         for i in range(self.config.threads, MAX_THREADS)])
@@ -153,7 +154,8 @@ class WorkerShell:
             header_field_size=lc.limit_request_field_size, head=lc.limit_request_head,
             body=lc.limit_request_body)
         site = Site(app=apps[lc.app], limits=limits, header_timeout=lc.header_timeout,
-                    io_timeout=self.config.timeout or IO_TIMEOUT_OFF, access_log=lc.access_log, listener=lc.name,
+                    io_timeout=self.config.timeout or IO_TIMEOUT_OFF, send_timeout=self.config.send_timeout,
+                    access_log=lc.access_log, listener=lc.name,
                     access=self.access, trust=Trust.parse(lc.forwarded_allow_ips),
                     health_path=lc.health_path.encode("ascii"), proxy_protocol=lc.proxy_protocol,
                     body_buffer=lc.body_buffer)

@@ -51,6 +51,7 @@ class Site:
     limits: Limits
     header_timeout: float  # seconds for a whole request head to arrive (deadline, not per recv)
     io_timeout: float  # per blocking send/recv while reading a body or writing a response
+    send_timeout: float  # a client that takes no byte of a response for this long is let go
     access_log: bool  # this listener's switch
     listener: str  # listener name, e.g. "http"
     url_scheme: str = "http"

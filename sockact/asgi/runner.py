@@ -367,10 +367,13 @@ class AsgiRunner:
         task.add_done_callback(lambda t: self._locked(self._after_websocket, conn, request, t))
 
     def _after_websocket(self, conn: Conn, request: Request, task: asyncio.Task[Any]) -> None:
+        from .websocket import release_memory
+
         self.calls.pop(conn, None)
         conn.busy = False
         if not task.cancelled() and task.exception() is None:
             ws = task.result()
+            release_memory(ws)
             if self.access is not None and conn.site.access_log:
                 entry = access_entry(self._remote(conn, ws.scope["client"]), request, ws.status, ws.bytes_out,
                                      ws.started, self.pid, conn.msg.conn_id, conn.site.listener)

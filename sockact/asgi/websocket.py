@@ -16,6 +16,7 @@ Memory is bounded, whatever the client does:
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +33,7 @@ GOING_AWAY = 1001
 ABNORMAL = 1006  # the client went away without a close frame (RFC 6455 7.4.1)
 INVALID_DATA = 1007  # a text message that is not UTF-8
 UNEXPECTED = 1011  # the app failed
+TRIM_AFTER = 1024 * 1024  # bytes: a session that held a message this large gives memory back when it ends
 
 
 class WebSocket:
@@ -52,6 +54,7 @@ class WebSocket:
         self.status = 400 if self.proto.refused else 0  # the handshake's answer, for the access log
         self.close_code = ABNORMAL
         self.bytes_in = self.bytes_out = 0  # message payload, for the access log
+        self.largest = 0  # the largest message (or part of one) it held, in bytes
         self._message = bytearray()  # the pieces of a message so far
         self._events: Iterator[Event] | None = None  # the library's events, taken one at a time
         self._unread = 0  # bytes fed since the app last took every event
@@ -100,7 +103,9 @@ class WebSocket:
                 self.closed = True
                 self.close_code = event.code
                 return {"type": "websocket.disconnect", "code": event.code, "reason": event.reason}
-            if len(self._message) + len(event.data) > self.max_size:
+            size = len(self._message) + len(event.data)
+            self.largest = max(self.largest, size)
+            if size > self.max_size:
                 return self._fail(MESSAGE_TOO_BIG, f"message larger than ws_max_size ({self.max_size} bytes)")
             if event.last and not self._message:
                 data = event.data  # a message in one piece, as most are: no copy
@@ -200,6 +205,20 @@ class WebSocket:
         self.closed = True
         self.close_code = GOING_AWAY
         self.conn.close()
+
+
+def release_memory(ws: WebSocket) -> None:
+    """After a session that held a large message: give the allocator's free memory back to the system.
+    glibc keeps freed heap memory, and raises its mmap threshold after a large buffer is freed, so the
+    next large ones stay in the heap too; without this, a worker stays at its peak after the session.
+    Sessions end rarely next to requests, and only those with a message over TRIM_AFTER pay for it."""
+    if ws.largest < TRIM_AFTER:
+        return
+    try:
+        libc = ctypes.CDLL(None)
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to ask
 
 
 async def serve_websocket(conn: Conn, scope: dict[str, Any], app: Any, sessions: dict[Conn, WebSocket],

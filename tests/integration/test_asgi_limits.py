@@ -19,6 +19,7 @@ from test_metrics import scrape, start, value
 
 MIB = 1024 * 1024
 BOUND = 64 * MIB  # the bound on a worker's growth
+NEAR = 16 * MIB  # how far above where it was a worker's memory may stay once the client is gone
 
 
 def memory(pid: int) -> dict[str, int]:
@@ -117,6 +118,7 @@ def test_a_websocket_client_that_never_reads_is_closed_and_the_worker_stays_smal
     peak = memory(worker)["VmHWM"]
     assert peak - before < BOUND, f"worker grew by {(peak - before) / MIB:.0f} MiB"
     assert server.workers() == [worker]
+    server.waiting(lambda: memory(worker)["VmRSS"] - before < NEAR, "the worker's memory back near where it was")
 
 
 def test_a_message_over_ws_max_size_is_refused_with_1009(start_sockact, ws_library):
@@ -135,6 +137,7 @@ def test_a_message_over_ws_max_size_is_refused_with_1009(start_sockact, ws_libra
     server.wait_for_log("WS DISCONNECT 1009")
     peak = memory(worker)["VmHWM"]
     assert peak - before < BOUND, f"worker grew by {(peak - before) / MIB:.0f} MiB"
+    server.waiting(lambda: memory(worker)["VmRSS"] - before < NEAR, "the worker's memory back near where it was")
     # A message at the limit still passes.
     with ws_open(server.port) as sock:
         sock.sendall(frame(0x2, b"m" * 1000))
@@ -231,3 +234,21 @@ def test_a_websocket_session_is_one_access_line_when_it_closes(start_sockact, ws
     opened, refused = server.waiting(lambda: len(found := entries()) == 2 and found, "two websocket lines")
     assert (opened["status"], opened["websocket"]) == (101, {"close_code": 1001, "bytes_in": 0, "bytes_out": 0})
     assert (refused["status"], refused["path"], refused["websocket"]["close_code"]) == (403, "/reject", None)
+
+
+@pytest.mark.slow
+def test_a_message_in_a_million_one_byte_fragments_costs_its_size_not_a_million_objects(start_sockact, ws_library):
+    server = start_sockact("asgiapps:ws_echo", "--workers", "1", "--ws", ws_library, workers=1)
+    [worker] = server.workers()
+    before = memory(worker)["VmRSS"]
+    count = 1_000_000
+    with ws_open(server.port) as sock:
+        sock.sendall(bytes([0x02, 0x81]) + b"\0\0\0\0f")  # a binary message's first byte, not the last
+        piece = bytes([0x00, 0x81]) + b"\0\0\0\0f"  # a continuation of one byte
+        assert flood(sock, piece * 100_000, (count - 2) // 100_000 * 100_000 * len(piece)) is None
+        sock.sendall(piece * ((count - 2) % 100_000) + bytes([0x80, 0x81]) + b"\0\0\0\0f")
+        sock.settimeout(60)
+        assert read_frame(sock) == (0x2, b"f" * count)
+    peak = memory(worker)["VmHWM"]
+    assert peak - before < BOUND, f"worker grew by {(peak - before) / MIB:.0f} MiB"
+    server.waiting(lambda: memory(worker)["VmRSS"] - before < NEAR, "the worker's memory back near where it was")

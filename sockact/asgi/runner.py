@@ -354,8 +354,8 @@ class AsgiRunner:
             self._ws_library = find(self.ws) or False
             if not self._ws_library:
                 wanted = "no WebSocket library is installed" if self.ws == "auto" else f"{self.ws} is not installed"
-                log.warning("a WebSocket request, and %s: the app gets WebSocket requests as plain HTTP until "
-                            "%s (ws = %r)", wanted, INSTALL_HINT, self.ws)
+                log.warning("a WebSocket request, and %s (ws = %r): the app gets WebSocket requests as plain HTTP. "
+                            "To serve them: %s", wanted, self.ws, INSTALL_HINT[self.ws])
         if not self._ws_library:
             self._start_http(conn, request)  # the app's own answer to a plain request, then closed
             return

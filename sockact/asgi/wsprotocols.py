@@ -21,8 +21,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-# What fixes a missing library, named in the one warning a WebSocket request without it gets.
-INSTALL_HINT = "pip install websockets (Debian: apt install python3-websockets), or wsproto"
+# What fixes a missing library, named in the one warning a WebSocket request without it gets. Debian 12's
+# python3-websockets (10.4) predates ServerProtocol; its python3-wsproto serves, as Debian 13's packages do.
+INSTALL_HINT = {
+    "auto": "pip install websockets, or on Debian: apt install python3-wsproto",
+    "websockets": "pip install 'websockets>=11'",
+    "wsproto": "pip install wsproto, or on Debian: apt install python3-wsproto",
+}
 
 MESSAGE_TOO_BIG = 1009  # RFC 6455 7.4.1
 

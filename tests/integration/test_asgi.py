@@ -552,3 +552,19 @@ def test_a_partial_head_gets_its_408_after_header_timeout(start_sockact):
         sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")  # and nothing more
         answer = raw_exchange(sock, b"")
     assert parse_response(answer)[0] == 408
+
+
+def test_a_websocket_request_without_a_library_says_once_what_to_install(start_sockact, tmp_path):
+    # Neither library importable: stand-ins earlier on the path that refuse to import.
+    for name in ("websockets", "wsproto"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(f"raise ImportError('no {name} here')\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), base_env()["PYTHONPATH"]])}
+    server = start_sockact("asgiapps:ws_echo", "--workers", "1", env=env, workers=1)
+    upgrade = b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" \
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    for _ in range(3):
+        status, _, body = parse_response(request(server.port, upgrade))
+        assert (status, body) == (200, b"plain http")  # the app's answer to a plain request
+    said = server.wait_for_log("pip install websockets")
+    assert said.count("no WebSocket library is installed") == 1, said

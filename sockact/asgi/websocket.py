@@ -82,7 +82,7 @@ class WebSocket:
             self.connected = True
             return {"type": "websocket.connect"}
         while True:
-            message = self._next_message()
+            message = None if self.closed else self._next_message()
             if message is not None:
                 return message
             if self.closed or self.conn.eof or self.conn.gone or self.conn.closed:

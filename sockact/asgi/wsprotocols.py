@@ -79,35 +79,33 @@ class WsprotoProtocol:
         self.receive_data(head)
 
     def receive_data(self, data: bytes) -> None:
-        from wsproto.utilities import RemoteProtocolError
+        from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
         try:
             self.ws.receive_data(data or None)
         except RemoteProtocolError as exc:  # a handshake wsproto refuses; its hint is the 400
             self.refused = True
             self._send(exc.event_hint)
+        except LocalProtocolError:
+            pass  # bytes after the close: nothing to read any more
 
     def events(self) -> Iterator[Event]:
         from wsproto.connection import ConnectionState
         from wsproto.events import CloseConnection, Message, Ping, TextMessage
-        from wsproto.utilities import RemoteProtocolError
 
-        try:
-            for event in self.ws.events():
-                if isinstance(event, Message):
-                    data = event.data.encode() if isinstance(event, TextMessage) else event.data
-                    yield Part(data, isinstance(event, TextMessage), event.message_finished)
-                elif isinstance(event, Ping):
+        for event in self.ws.events():
+            if isinstance(event, Message):
+                data = event.data.encode() if isinstance(event, TextMessage) else event.data
+                yield Part(data, isinstance(event, TextMessage), event.message_finished)
+            elif isinstance(event, Ping):
+                self._send(event.response())
+            elif isinstance(event, CloseConnection):
+                # The client's close (REMOTE_CLOSING) is answered; so is a bad frame, which wsproto
+                # reports as the close it wants sent, the connection still OPEN.
+                if self.ws.state in (ConnectionState.REMOTE_CLOSING, ConnectionState.OPEN):
                     self._send(event.response())
-                elif isinstance(event, CloseConnection):
-                    if self.ws.state is ConnectionState.REMOTE_CLOSING:
-                        self._send(event.response())
-                    yield Closed(event.code, event.reason or "")
-                    return
-        except RemoteProtocolError as exc:  # a bad frame: wsproto names the close that answers it
-            hint = exc.event_hint
-            self._send(hint)
-            yield Closed(getattr(hint, "code", 1002), str(exc))
+                yield Closed(event.code, event.reason or "")
+                return
 
     def take_output(self) -> bytes:
         out = bytes(self._out)

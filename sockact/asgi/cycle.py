@@ -85,7 +85,8 @@ class HttpCycle:
             return False
         # A pipelined request waits until this response is out: a client that sends and never reads
         # holds one response in memory, not one per request (a close flushes within its own deadline).
-        await self.conn.drain(0)
+        if not self.conn.flushed:
+            await self.conn.drain(0)
         return not self.conn.gone
 
     @property
@@ -186,7 +187,8 @@ class HttpCycle:
             self.complete = True
             self.conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
         self.conn.write(*parts)
-        await self.conn.drain()
+        if not self.conn.writable:
+            await self.conn.drain()
 
     async def _send_path(self, message: dict[str, Any]) -> None:
         """http.response.pathsend: the whole body is the file at ``path``, read in pieces as the client takes them."""

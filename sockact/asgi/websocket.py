@@ -89,7 +89,8 @@ class WebSocket:
                 self.closed = True
                 return {"type": "websocket.disconnect", "code": self.close_code}
             self._unread = 0
-            await self.conn.drain()  # the pongs (and close replies) a client leaves unread stop here
+            if not self.conn.writable:
+                await self.conn.drain()  # the pongs (and close replies) a client leaves unread stop here
             if not self.conn.gone:
                 await self.conn.wait_input()
 
@@ -175,7 +176,8 @@ class WebSocket:
             self.bytes_out += len(data.encode())
         self.proto.send_message(data)
         self._flush()
-        await self.conn.drain()
+        if not self.conn.writable:
+            await self.conn.drain()
 
     def _refuse(self, status: int) -> None:
         self.closed = True

@@ -26,7 +26,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import handoff
@@ -53,6 +53,8 @@ from .conn import Conn
 from .cycle import HttpCycle
 from .lifespan import Lifespan
 from .scope import conn_scope, request_scope
+from .websocket import release_memory, serve_websocket
+from .wsprotocols import INSTALL_HINT, WsProtocol, find
 
 log = logging.getLogger("sockact.worker")
 
@@ -90,7 +92,9 @@ class AsgiRunner:
         self.graceful_timeout = graceful_timeout
         self.ws = ws  # the ws setting: which WebSocket library
         self.ws_max_size = ws_max_size
-        self._ws_library: Any = None  # found at the first WebSocket (wsprotocols.find); False: none installed
+        # The WebSocket library, looked for at the first WebSocket: an HTTP-only app never imports one.
+        self._ws_library: Callable[[bytes, int], WsProtocol] | None = None
+        self._ws_looked = False
         self.access = access
         self.tally = tally  # the request counts for the metrics; None: none are kept
         self.stopping = False  # SIGTERM: answer with Connection: close, park nothing
@@ -347,16 +351,14 @@ class AsgiRunner:
         self._advance(conn)  # a pipelined request may be buffered already
 
     def _start_websocket(self, conn: Conn, request: Request) -> None:
-        from .websocket import serve_websocket
-        from .wsprotocols import INSTALL_HINT, find
-
-        if self._ws_library is None:  # looked for once: an HTTP-only app never imports a WebSocket library
-            self._ws_library = find(self.ws) or False
-            if not self._ws_library:
+        if not self._ws_looked:
+            self._ws_looked = True
+            self._ws_library = find(self.ws)
+            if self._ws_library is None:
                 wanted = "no WebSocket library is installed" if self.ws == "auto" else f"{self.ws} is not installed"
                 log.warning("a WebSocket request, and %s (ws = %r): the app gets WebSocket requests as plain HTTP. "
                             "To serve them: %s", wanted, self.ws, INSTALL_HINT[self.ws])
-        if not self._ws_library:
+        if self._ws_library is None:
             self._start_http(conn, request)  # the app's own answer to a plain request, then closed
             return
         conn.busy = conn.websocket = True
@@ -367,8 +369,6 @@ class AsgiRunner:
         task.add_done_callback(lambda t: self._locked(self._after_websocket, conn, request, t))
 
     def _after_websocket(self, conn: Conn, request: Request, task: asyncio.Task[Any]) -> None:
-        from .websocket import release_memory
-
         self.calls.pop(conn, None)
         conn.busy = False
         if not task.cancelled() and task.exception() is None:

@@ -84,6 +84,7 @@ class WebSocket:
         while True:
             message = None if self.closed else self._next_message()
             if message is not None:
+                self._flush()  # the pongs the library wrote while parsing up to this message
                 return message
             if self.closed or self.conn.eof or self.conn.gone or self.conn.closed:
                 self.closed = True
@@ -100,7 +101,6 @@ class WebSocket:
             self._events = self.proto.events()
         for event in self._events:
             if isinstance(event, Closed):
-                self._flush()  # the library's reply to the client's close
                 self.closed = True
                 self.close_code = event.code
                 return {"type": "websocket.disconnect", "code": event.code, "reason": event.reason}

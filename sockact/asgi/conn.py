@@ -206,7 +206,7 @@ class Conn:
         """Wait while more than ``high`` is buffered for the client (write backpressure; 0: until all of it
         is out). A client that takes no byte for the site's send_timeout is let go."""
         timeout = self.site.send_timeout
-        while len(self._out) > high and not self.gone:
+        while len(self._out) > high and not (self.gone or self.closed):
             waited = time.monotonic()
             try:
                 await asyncio.wait_for(self._wait(self._drained), timeout)
@@ -294,6 +294,7 @@ class Conn:
             self._writing = False
         self.fd = -1
         self.wake()
+        _wake(self._drained)
 
     @property
     def closed(self) -> bool:

@@ -167,11 +167,10 @@ class WorkerShell:
             header_field_size=lc.limit_request_field_size, head=lc.limit_request_head,
             body=lc.limit_request_body)
         site = Site(app=apps[lc.app], limits=limits, header_timeout=lc.header_timeout,
-                    io_timeout=self.config.timeout or IO_TIMEOUT_OFF, send_timeout=self.config.send_timeout,
-                    access_log=lc.access_log, listener=lc.name,
+                    io_timeout=self.config.timeout or IO_TIMEOUT_OFF, access_log=lc.access_log, listener=lc.name,
                     access=self.access, trust=Trust.parse(lc.forwarded_allow_ips),
                     health_path=lc.health_path.encode("ascii"), proxy_protocol=lc.proxy_protocol,
-                    body_buffer=lc.body_buffer)
+                    body_buffer=lc.body_buffer, send_timeout=self.config.send_timeout)
         site.environ["SCRIPT_NAME"] = lc.root_path  # the mount prefix; request_environ cuts it from PATH_INFO
         return site
 

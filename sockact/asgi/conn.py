@@ -205,7 +205,7 @@ class Conn:
     async def drain(self, high: int = WRITE_HIGH) -> None:
         """Wait while more than ``high`` is buffered for the client (write backpressure; 0: until all of it
         is out). A client that takes no byte for the site's send_timeout is let go."""
-        timeout = self.site.send_timeout
+        timeout = self.site.send_timeout or self.site.io_timeout
         while len(self._out) > high and not (self.gone or self.closed):
             waited = time.monotonic()
             try:

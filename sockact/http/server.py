@@ -51,7 +51,6 @@ class Site:
     limits: Limits
     header_timeout: float  # seconds for a whole request head to arrive (deadline, not per recv)
     io_timeout: float  # per blocking send/recv while reading a body or writing a response
-    send_timeout: float  # a client that takes no byte of a response for this long is let go
     access_log: bool  # this listener's switch
     listener: str  # listener name, e.g. "http"
     url_scheme: str = "http"
@@ -60,6 +59,7 @@ class Site:
     health_path: bytes = b""  # answered here, never by the app; b"": none
     proxy_protocol: str = "off"  # "v1", "v2" or "auto": a PROXY header precedes HTTP (the loop reads it)
     body_buffer: int = 0  # bodies up to this size are read whole by the loop before the app's call
+    send_timeout: float = 0.0  # per response write that makes no progress (send_timeout); 0.0: io_timeout
     environ: dict[str, Any] = field(init=False, repr=False, compare=False)  # constant keys, built once
 
     def __post_init__(self) -> None:

@@ -77,8 +77,7 @@ class Served:
         limits = kwargs.pop("limits", Limits())
         access = kwargs.pop("access", None)
         self.site = Site(app=app, limits=limits, header_timeout=kwargs.pop("header_timeout", 0.3),
-                         io_timeout=1.0, send_timeout=1.0, access_log=access is not None, listener="test",
-                         access=access)
+                         io_timeout=1.0, access_log=access is not None, listener="test", access=access)
         self.outcome: Outcome | None = None
         self.thread = threading.Thread(target=self._run, args=(peer, kwargs), daemon=True)
         self.thread.start()

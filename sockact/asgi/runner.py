@@ -59,6 +59,9 @@ from .wsprotocols import INSTALL_HINT, WsProtocol, find
 log = logging.getLogger("sockact.worker")
 
 BEAT = TIMER_INTERVAL  # seconds between the loop's scoreboard stamps and looks at every connection's deadlines
+# Said once per worker, at the first WebSocket request that finds no library: the fix, for either install.
+NO_WEBSOCKET_LIBRARY = ("WebSocket requests get the app's plain HTTP answer: no WebSocket library is installed; "
+                        "install one with: pip install 'sockact[asgi]' (a virtualenv), or: apt install python3-wsproto")
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
@@ -354,10 +357,11 @@ class AsgiRunner:
         if not self._ws_looked:
             self._ws_looked = True
             self._ws_library = find(self.ws)
-            if self._ws_library is None:
-                wanted = "no WebSocket library is installed" if self.ws == "auto" else f"{self.ws} is not installed"
-                log.warning("a WebSocket request, and %s (ws = %r): the app gets WebSocket requests as plain HTTP. "
-                            "To serve them: %s", wanted, self.ws, INSTALL_HINT[self.ws])
+            if self._ws_library is None and self.ws == "auto":
+                log.warning(NO_WEBSOCKET_LIBRARY)
+            elif self._ws_library is None:
+                log.warning("WebSocket requests get the app's plain HTTP answer: ws = %r, and %s is not installed; "
+                            "install it with: %s", self.ws, self.ws, INSTALL_HINT[self.ws])
         if self._ws_library is None:
             self._start_http(conn, request)  # the app's own answer to a plain request, then closed
             return

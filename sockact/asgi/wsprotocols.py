@@ -21,12 +21,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-# What fixes a missing library, named in the one warning a WebSocket request without it gets. Debian 12's
-# python3-websockets (10.4) predates ServerProtocol; its python3-wsproto serves, as Debian 13's packages do.
+# What installs the library the ws setting names, for the one warning a WebSocket request without it
+# gets ('auto': runner.NO_WEBSOCKET_LIBRARY). Debian 12's python3-websockets (10.4) predates ServerProtocol.
 INSTALL_HINT = {
-    "auto": "pip install websockets, or on Debian: apt install python3-wsproto",
-    "websockets": "pip install 'websockets>=11'",
-    "wsproto": "pip install wsproto, or on Debian: apt install python3-wsproto",
+    "websockets": "pip install 'websockets>=11' (a virtualenv), or on Debian 13: apt install python3-websockets",
+    "wsproto": "pip install wsproto (a virtualenv), or: apt install python3-wsproto",
 }
 
 MESSAGE_TOO_BIG = 1009  # RFC 6455 7.4.1

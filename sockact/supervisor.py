@@ -24,7 +24,7 @@ from http import HTTPStatus
 from typing import Any
 
 from . import handoff, orphans
-from .acceptor import raise_fd_limit
+from .acceptor import fd_budget
 from .accesslog import escape
 from .activation import Listener
 from .apploader import WSGIApp
@@ -109,11 +109,11 @@ class Supervisor:
 
     def run(self) -> int:
         """Serve until stopped; returns the process exit code."""
+        self.acceptor.budget = fd_budget(_FD_RESERVE)  # first: a limit too low is a start-up error
         self._selector = selectors.DefaultSelector()
         self._scoreboard = Scoreboard(SCOREBOARD_SLOTS)
         self._health = Health(self._scoreboard, self.workers, self.notifier)
         self._start_metrics()
-        self.acceptor.budget = raise_fd_limit() - _FD_RESERVE
         if self.apps is not None:
             # A preloaded app moves out of the collector's reach once, so the workers' collections
             # never write to its objects and the pages stay shared (CPython's gc.freeze() advice).

@@ -437,9 +437,12 @@ class Supervisor:
                 self._carry_out(self.pool.ready(w.pid, time.monotonic()))
                 self.switchboard.give(self.dispatcher.add(w.pid) if self.pool.assignable(w.pid) else [])
             elif msg.kind == handoff.PARK:
-                w.done_with(msg.conn_id)
-                self._parked_by(w, Conn(msg.conn_id, msg.fd, msg.listener, msg.family, msg.peer, msg.hops,
-                                        msg.data, proxy=msg.proxy))
+                held = w.done_with(msg.conn_id)
+                conn = Conn(msg.conn_id, msg.fd, msg.listener, msg.family, msg.peer, msg.hops, msg.data,
+                            proxy=msg.proxy)
+                if held is not None and msg.data:
+                    conn.since = held.since  # its request is still the one that waits: it keeps its place
+                self._parked_by(w, conn)
             elif msg.kind == handoff.DONE:
                 for conn_id in handoff.done_ids(msg):
                     w.done_with(conn_id)

@@ -48,7 +48,9 @@ class Switchboard:
     def route(self, conn: Conn) -> None:
         """A connection needs a worker: hand it off, or let it wait in the dispatcher's queue."""
         conn.ready_at = time.monotonic()
-        assignment = self.dispatcher.offer(conn)
+        if not conn.since:
+            conn.since = conn.ready_at
+        assignment = self.dispatcher.offer(conn, conn.since)
         if assignment is not None:
             self._hand_off(*assignment)
         elif not self.dispatcher.accepting:
@@ -94,6 +96,7 @@ class Switchboard:
         if stopping:
             os.close(conn.fd)
             return
+        conn.since = 0.0  # its next request's wait starts when the client speaks again
         self.parked.park(conn, time.monotonic())
         self._register(conn.fd, self._on_parked, conn)
 

@@ -92,11 +92,13 @@ class WorkerProcess:
             self.on_sent(conn)
         return True
 
-    def done_with(self, conn_id: int) -> None:
-        """The worker handed the connection back or closed it: close our copy."""
+    def done_with(self, conn_id: int) -> Conn | None:
+        """The worker handed the connection back or closed it: close our copy, and return it (None:
+        we held none)."""
         conn = self.holding.pop(conn_id, None)
         if conn is not None:
             os.close(conn.fd)
+        return conn
 
     def take_holding(self) -> list[Conn]:
         """The connections the worker held when it died; the caller answers or closes them."""

@@ -100,7 +100,7 @@ class EventLoop:
         self.extra = extra  # environ keys every request gets (worker pid)
         self.access = access  # written when the loop goes idle, and at least every FLUSH interval
         self.stopping = False  # SIGTERM: answer with Connection: close, park nothing
-        self.draining = False  # a stop is coming (SIGUSR1): health says 503, answers close their connections
+        self.draining = False  # a stop is coming (drain_delay): health says 503, answers close their connections
         self.retiring = False  # EOF on the channel: hand everything back, then exit
         self.max_requests = max_requests  # 0: never recycled
         self.requests = 0

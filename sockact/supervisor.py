@@ -33,7 +33,7 @@ from .dispatch import Dispatcher
 from .errors import EXIT_OK, HandoffError, SockactError
 from .fdstore import conn_name, take_back
 from .health import Health
-from .journal import lifecycle
+from .journal import lifecycle, reopen_files
 from .metrics import Snapshot, SupervisorCounters, count_states, restart_reason
 from .metricserver import MetricsServer
 from .notify import Notifier
@@ -45,13 +45,14 @@ from .states import Phase, WorkerState
 from .switchboard import Switchboard
 from .tally import Tally
 from .turnaway import app_failed, turn_away
-from .worker import WorkerShell
+from .worker import DRAIN_SIGNAL, REOPEN_SIGNAL, WorkerShell
 from .workers import WorkerProcess, describe_status, spawn
 
 log = logging.getLogger("sockact.supervisor")
 
-HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
-                   signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
+# Every signal a gunicorn user sends is handled, so that none kills the supervisor unannounced.
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN,
+                   signal.SIGTTOU, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
 TICK = 0.5  # seconds between timer checks (keep-alive expiry, timeouts, STATUS)
 QUICK_STOP_GRACE = 1.0
 SCOREBOARD_SLOTS = 1024  # most workers alive at once, old and new generations together
@@ -193,7 +194,7 @@ class Supervisor:
         self.notifier.extend_timeout(delay + self.config.graceful_timeout + 5.0)
         lifecycle(log, "stop", "stopping in %.1fs: serving meanwhile, the health path answers 503", delay)
         for w in self.workers.values():
-            w.signal(signal.SIGUSR1)  # the worker's health answer turns to 503
+            w.signal(DRAIN_SIGNAL)  # the worker's health answer turns to 503
 
     def handle_int(self) -> None:
         """Quick stop: close everything, give workers a moment, then kill them."""
@@ -278,6 +279,23 @@ class Supervisor:
                       self.pool.current.number + 1, config.workers)
         self._carry_out(self.pool.hup(config, error, time.monotonic()))
 
+    def handle_usr1(self) -> None:
+        """gunicorn's meaning: reopen the log files, here and in every worker (logrotate's postrotate)."""
+        log.info("reopening log files")
+        reopen_files()
+        for w in self.workers.values():
+            w.signal(REOPEN_SIGNAL)
+
+    def handle_usr2(self) -> None:
+        # gunicorn's USR2 starts a new master on the same sockets. Under systemd the socket unit
+        # holds them and a restart keeps the clients waiting; without it, HUP reloads the app.
+        log.warning("SIGUSR2 ignored: sockact does not re-execute itself; HUP reloads the app, "
+                    "and under systemd a restart keeps the sockets and their clients")
+
+    def handle_winch(self) -> None:
+        # gunicorn's daemon mode stops its workers at WINCH; in a terminal it is a window resize.
+        log.debug("SIGWINCH ignored")
+
     def handle_ttin(self) -> None:
         self._carry_out(self.pool.resize(+1, time.monotonic()))
         log.info("one worker more: %d", self.pool.current.target)
@@ -358,7 +376,7 @@ class Supervisor:
         def child_main(chan: socket.socket) -> int:
             return WorkerShell(chan, config, names, scoreboard, slot, apps, max_requests, tally).run()
 
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, (*HANDLED_SIGNALS, DRAIN_SIGNAL))
         try:
             w = spawn(child_main, self._close_in_child, slot, generation, config.threads)
         except OSError as exc:
@@ -433,7 +451,7 @@ class Supervisor:
                 return
             if msg.kind == handoff.READY:
                 if self._drain_until:
-                    w.signal(signal.SIGUSR1)  # born during drain_delay: its health says 503 too
+                    w.signal(DRAIN_SIGNAL)  # born during drain_delay: its health says 503 too
                 self._carry_out(self.pool.ready(w.pid, time.monotonic()))
                 self.switchboard.give(self.dispatcher.add(w.pid) if self.pool.assignable(w.pid) else [])
             elif msg.kind == handoff.PARK:

@@ -37,6 +37,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sockact.worker")
 
+# The supervisor tells its workers that a stop is coming (drain_delay) with a signal no operator
+# sends by hand: USR1 keeps gunicorn's meaning, reopen the log files, in every process of the
+# service (`systemctl kill -s USR1` reaches the workers too).
+DRAIN_SIGNAL = signal.SIGRTMIN
+REOPEN_SIGNAL = signal.SIGUSR1
+
 
 class WorkerShell:
     """One worker's life after the fork; built in the child (construction touches nothing)."""
@@ -119,8 +125,9 @@ class WorkerShell:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, _quick_exit)
         signal.signal(signal.SIGQUIT, _quick_exit)
-        signal.signal(signal.SIGUSR1, self._on_drain)
-        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2):
+        signal.signal(DRAIN_SIGNAL, self._on_drain)
+        signal.signal(REOPEN_SIGNAL, self._on_reopen)
+        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2, signal.SIGWINCH):
             signal.signal(sig, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
@@ -137,6 +144,12 @@ class WorkerShell:
         # A stop is coming (drain_delay): the health path answers 503, responses close their connections.
         if self.runner is not None:
             self.runner.draining = True
+
+    def _on_reopen(self, signum: int, frame: object) -> None:
+        # USR1, as gunicorn's: the access log file is opened anew before its next line (the error
+        # log's handler notices a rotated file at each line by itself).
+        if self.access is not None:
+            self.access.reopen()
 
     def _build_sites(self) -> list[Site]:
         apps = self.preloaded

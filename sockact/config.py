@@ -389,6 +389,19 @@ def build(cli_values: Mapping[str, Any], environ: Mapping[str, str], config_file
     return cfg
 
 
+def check_reload(running: Config, new: Config, names: Sequence[str]) -> None:
+    """Settings read anew at a reload that are each valid but would quietly swap what serves: a
+    config file found empty (an editor truncating it as it saves), or an app that vanished from the
+    settings, which would put the built-in demo app in production's place. Raises ConfigError."""
+    if new.config_file and read_toml(new.config_file) == ({}, {}):
+        raise ConfigError(f"config file {new.config_file}: empty (truncated while being saved?)")
+    for name in names:
+        was, now = running.listener(name).app, new.listener(name).app
+        if now == DEFAULT_APP and was != DEFAULT_APP:
+            raise ConfigError(f"app: the settings read anew name no app for listener {name!r}, which serves "
+                              f"{was!r}; set app again to serve it, or to {DEFAULT_APP!r} for the demo")
+
+
 def _check_together(cfg: Config, environ: Mapping[str, str]) -> None:
     """Settings that are each valid but not together."""
     if cfg.reload and cfg.preload:

@@ -28,7 +28,7 @@ from .acceptor import fd_budget
 from .accesslog import escape
 from .activation import Listener
 from .apploader import WSGIApp
-from .config import Config
+from .config import Config, check_reload
 from .dispatch import Dispatcher
 from .errors import EXIT_OK, HandoffError, SockactError
 from .fdstore import conn_name, take_back
@@ -270,6 +270,7 @@ class Supervisor:
             try:
                 config = self.reload_config()
                 config.check_names([lst.name for lst in self.listeners])
+                check_reload(self.config, config, [lst.name for lst in self.listeners])
             except SockactError as exc:
                 error = f"{exc}; keeping the running settings and workers"
         if error is None and self.apps is not None and _apps(config, self.listeners) != set(self.apps):

@@ -522,7 +522,8 @@ class Supervisor:
     # ------------------------------------------------------------------ connections
 
     def _answer_orphans(self, w: WorkerProcess, status: int) -> None:
-        """A worker died: its clients still in a call get a 502 or 504 if no byte of the response went out."""
+        """A worker died: connections it never read go to another worker; its clients still in a call
+        get a 502 or 504 if no byte of the response went out."""
         assert self._scoreboard is not None
         conns = w.take_holding()
         if not conns:
@@ -530,7 +531,13 @@ class Supervisor:
         timed_out = self.pool.state(w.pid) is WorkerState.ABORTED and self.config.timeout
         overdue_before = time.monotonic() - self.config.timeout if timed_out else None
         how = describe_status(status)[0]
-        for verdict in orphans.verdicts(conns, self._scoreboard.calls(w.slot), overdue_before):
+        unread = {conn.id for conn in conns if orphans.unread_bytes(conn.fd)}
+        again = 0
+        for verdict in orphans.verdicts(conns, self._scoreboard.calls(w.slot), overdue_before, unread):
+            if verdict.again:
+                again += 1
+                self.switchboard.route(verdict.conn)  # it keeps its place in line (Conn.since)
+                continue
             orphans.answer(verdict)
             if verdict.status is not None:
                 phrase = HTTPStatus(verdict.status).phrase
@@ -539,6 +546,8 @@ class Supervisor:
             elif verdict.line:
                 log.warning("worker %d %s in the middle of the response to %s: connection closed", w.pid, how,
                             escape(verdict.line), extra={"HTTP_REQUEST": escape(verdict.line)})
+        if again:
+            log.warning("worker %d %s before reading %d requests: they go to other workers", w.pid, how, again)
 
     def _turn_away(self) -> None:
         """Answer each client queued or in a backlog with a 503 and close it.

@@ -207,8 +207,9 @@ class Config(ListenerSettings):
         "accepting and the kernel backlog holds new clients.", "workers", metavar="N")
     timeout: float = _opt(
         parsers.seconds_or_off, 30.0,
-        "A worker busy on one request for longer is killed (SIGABRT, then SIGKILL) and replaced; "
-        "the watchdog stops while one is overdue. 0 turns the timeout off.", "workers", metavar="SECONDS",
+        "A worker busy on one request for longer, or whose loop stops turning for as long (stopped, or "
+        "blocked outside a request), is killed (SIGABRT, then SIGKILL) and replaced; the watchdog stops "
+        "while one is overdue. 0 turns the timeout off.", "workers", metavar="SECONDS",
         aliases=("-t",))
     graceful_timeout: float = _opt(
         parsers.seconds, 30.0, "On stop or reload, how long in-flight requests may take to finish.", "workers",

@@ -154,6 +154,7 @@ class EventLoop:
         return threads
 
     def _turn(self) -> None:
+        self.slots[0].beat()  # the supervisor kills a worker whose loop stops turning for timeout
         events = self.selector.select(TICK)
         if not events and self.access is not None:
             self.access.flush()  # idle: write the lines out

@@ -26,7 +26,7 @@ import contextlib
 import select
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .errors import HandoffError
@@ -162,16 +162,27 @@ def send(chan: socket.socket, msg: Message, wait: float = 0.0) -> None:
 
 
 class Receiver:
-    """Reads messages from one channel into a reused buffer."""
+    """Reads messages from one channel into a reused buffer.
+
+    ``count``, when set, is told how many messages have arrived so far, each time one does, before
+    anything is done with it: a worker publishes that on the scoreboard, so that if it dies, the
+    supervisor knows which of the connections it sent never arrived (and can go elsewhere whole).
+    """
 
     def __init__(self, chan: socket.socket) -> None:
         self.chan = chan
         self._buf = bytearray(MAX_MESSAGE)
         self._view = memoryview(self._buf)
+        self.received = 0
+        self.count: Callable[[int], None] | None = None
 
     def recv(self) -> Message | None:
         """The next message; None at EOF. BlockingIOError propagates on a non-blocking channel."""
         nbytes, ancdata, flags, _ = self.chan.recvmsg_into([self._view], _ANC_SPACE)
+        if nbytes:
+            self.received += 1
+            if self.count is not None:
+                self.count(self.received)
         fds = _fds_from(ancdata)
         if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
             # A cut control message may have dropped fds in flight; a cut payload lost bytes.

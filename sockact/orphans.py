@@ -10,15 +10,19 @@ its connections, and ``verdicts`` decides, with no I/O, what each client gets:
     in a call, no response byte sent, the call ran past timeout   504 Gateway Timeout, then close
     in a call, no response byte sent, otherwise                   502 Bad Gateway, then close
     in a call whose response has begun                            close: a cut response is the truth
+    sent, but never taken from the channel by the worker           dispatched again, with the bytes
+                                                                    that went with it
     not in a call, handed over with no bytes of its own, and      dispatched again: another worker
       bytes wait unread in the kernel                               reads them as if new
     not in a call, otherwise (idle, a head read in part, or a     close, as when the worker closes it
       request read and not begun)
 
-Bytes waiting in the kernel with no call line mean the worker never read the connection: a
-stopped or busy worker, or one that died before its channel delivered the connection. The
-bytes that went with the hand-over (a hand-back's) are another matter: nothing tells whether the
-worker consumed them, and replaying a request it had served would run it twice, so such a
+The worker counts the messages it takes from its channel on the scoreboard before it looks at
+them, and the supervisor numbers the ones it sends: those past the count never arrived, so all of
+such a connection is still in the supervisor's hands. Bytes waiting in the kernel with no call
+line mean a worker that did receive the connection never read it (stopped, or busy). The bytes
+that went with a hand-over it received (a hand-back's) are another matter: nothing tells whether
+the worker consumed them, and replaying a request it had served would run it twice, so such a
 connection is closed. One case stays out of sight: a worker that read part of a request and died
 before reading the rest. The next worker then reads the rest as a request of its own, and
 answers it (a 400, as a rule) instead of leaving the client with nothing.
@@ -55,15 +59,18 @@ class Verdict:
 
 
 def verdicts(conns: Iterable[Conn], calls: Iterable[Call], overdue_before: float | None,
-             unread: Collection[int] = ()) -> list[Verdict]:
+             unread: Collection[int] = (), unreceived: Collection[int] = ()) -> list[Verdict]:
     """What each of a dead worker's connections gets. ``overdue_before``: the worker was killed for
     timeout, and calls started before this (monotonic) moment are the ones that ran past it.
-    ``unread``: the connections with bytes waiting in the kernel (``unread_bytes``)."""
+    ``unread``: the connections with bytes waiting in the kernel (``unread_bytes``); ``unreceived``:
+    those whose hand-over message the worker never took from its channel."""
     by_conn = {call.conn_id: call for call in calls}
     out = []
     for conn in conns:
         call = by_conn.get(conn.id)
-        if call is None:
+        if conn.id in unreceived:
+            out.append(Verdict(conn, None, "", again=True))  # it never arrived: all of it is still here
+        elif call is None:
             out.append(Verdict(conn, None, "", again=not conn.data and conn.id in unread))
         elif call.responded:
             out.append(Verdict(conn, None, call.line))

@@ -525,7 +525,7 @@ class Supervisor:
         """A worker died: connections it never read go to another worker; its clients still in a call
         get a 502 or 504 if no byte of the response went out."""
         assert self._scoreboard is not None
-        conns = w.take_holding()
+        conns, unreceived = w.take_holding(self._scoreboard.received(w.slot))
         if not conns:
             return
         timed_out = self.pool.state(w.pid) is WorkerState.ABORTED and self.config.timeout
@@ -533,7 +533,7 @@ class Supervisor:
         how = describe_status(status)[0]
         unread = {conn.id for conn in conns if orphans.unread_bytes(conn.fd)}
         again = 0
-        for verdict in orphans.verdicts(conns, self._scoreboard.calls(w.slot), overdue_before, unread):
+        for verdict in orphans.verdicts(conns, self._scoreboard.calls(w.slot), overdue_before, unread, unreceived):
             if verdict.again:
                 again += 1
                 self.switchboard.route(verdict.conn)  # it keeps its place in line (Conn.since)
@@ -582,13 +582,23 @@ class Supervisor:
             self._metrics.expire(now)
         healthy = not self.pool.boot_overdue(now) and not self.pool.count(WorkerState.ABORTED)
         for w, view in self._health.overdue(now, self.config.timeout):
-            if self.pool.state(w.pid) is WorkerState.ABORTED:
-                continue
+            state = self.pool.state(w.pid)
+            stuck = view.stuck(now, self.config.timeout)
+            if state is WorkerState.ABORTED or not (stuck or state in (WorkerState.READY, WorkerState.BUSY)):
+                continue  # a retiring worker's loop may have ended: only its calls count, until graceful_timeout
             healthy = False
-            lifecycle(log, "worker_timeout", "worker %d stuck for %.1fs on %s; killing it", w.pid,
-                      now - view.oldest, escape(view.line) or "a request", level=logging.ERROR,
-                      sockact_worker_pid=w.pid, http_request=escape(view.line))
+            if stuck:
+                lifecycle(log, "worker_timeout", "worker %d stuck for %.1fs on %s; killing it", w.pid,
+                          now - view.oldest, escape(view.line) or "a request", level=logging.ERROR,
+                          sockact_worker_pid=w.pid, http_request=escape(view.line))
+            else:
+                lifecycle(log, "worker_timeout", "worker %d frozen: its loop has not turned for %.1fs; killing it",
+                          w.pid, now - view.beat, level=logging.ERROR, sockact_worker_pid=w.pid)
             self._carry_out(self.pool.timed_out(w.pid, now))
+            if w.stopped():
+                # Resumed to take its SIGABRT, it could read requests before it dies, and they
+                # would be lost; killed as it is, they still wait unread for another worker.
+                w.signal(signal.SIGKILL)
         self._carry_out(self.pool.tick(now))
         self._health.report(now, healthy, self.status_line())
         self.switchboard.update_accepting(self.stopping)

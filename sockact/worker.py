@@ -77,7 +77,10 @@ class WorkerShell:
         except Exception:
             log.exception("worker %d failed while loading the app", self.pid, extra={"SOCKACT_WORKER_PID": self.pid})
             return WORKER_BOOT_ERROR
+        head = self.scoreboard.writer(self.slot, 0)
+        self.runner.receiver.count = head.received  # which connections reached it, should it die
         try:
+            head.beat()  # from READY on, a heartbeat that stops is a frozen worker
             handoff.send(self.chan, handoff.Message(handoff.READY))
         except OSError:
             return EXIT_OK  # the supervisor is gone already

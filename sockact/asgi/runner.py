@@ -376,6 +376,7 @@ class AsgiRunner:
     async def _beat(self) -> None:
         while True:
             now = self.last_beat = time.monotonic()
+            self.slots[0].beat()  # the supervisor kills a worker whose loop stops beating for timeout
             with self.lock:
                 self._stamp()
                 self._timers(now)

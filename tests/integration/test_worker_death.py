@@ -7,8 +7,11 @@ import json
 import os
 import signal
 import socket
+import threading
+import time
 
-from conftest import fd_count, parse_response, read_to_close, steady, wait_until
+import pytest
+from conftest import fd_count, parse_response, raw_exchange, read_to_close, steady, wait_until
 
 
 def test_requests_a_dead_worker_never_read_are_served_by_another(start_sockact):
@@ -33,3 +36,44 @@ def test_requests_a_dead_worker_never_read_are_served_by_another(start_sockact):
     said = server.wait_for_log("they go to other workers")
     assert f"worker {stopped} killed by SIGKILL before reading 3 requests" in said, said
     wait_until(lambda: not os.path.exists(f"/proc/{stopped}"), "the stopped worker to be gone")
+
+
+@pytest.mark.parametrize(("app", "path"), [("testapps:slow", "/slow?s=0.3"), ("asgiapps:sleepy", "/?s=0.3")],
+                         ids=["wsgi", "asgi"])
+def test_a_stopped_worker_is_found_out_and_replaced_and_no_request_waits_for_it(start_sockact, app, path):
+    timeout = 2.0
+    server = start_sockact(app, "--workers", "2", "--timeout", str(timeout), workers=2)
+    frozen, other = server.workers()
+    os.kill(frozen, signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    took: list[float] = []
+    answers: list[bytes] = []
+
+    request = f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode()
+
+    def client() -> None:
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+            answers.append(raw_exchange(sock, request))
+        took.append(time.monotonic() - started)
+
+    # Four at once: while the live worker is busy with its first, the frozen one, which holds
+    # fewer, gets some too.
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    for thread in clients:
+        thread.start()
+    server.waiting(lambda: frozen not in server.workers() and len(server.workers()) == 2,
+                   "the frozen worker to be replaced", timeout=timeout + 10)
+    replaced = time.monotonic() - stopped_at
+    for thread in clients:
+        thread.join(20)
+    statuses = [parse_response(answer)[0] if answer else None for answer in answers]
+    print(f"frozen worker replaced {replaced:.2f}s after SIGSTOP; requests took {sorted(took)}")
+    assert statuses == [200] * 4, server.output()
+    assert replaced <= timeout + 2, replaced
+    assert max(took) <= timeout + 2, took
+    said = server.wait_for_log("killing it")
+    # Frozen, as a rule; stuck when SIGSTOP caught the line of a call that was just ending.
+    assert f"worker {frozen} frozen: its loop has not turned for" in said or f"worker {frozen} stuck" in said, said
+    assert "they go to other workers" in said, said  # it had been handed some
+    assert other in server.workers()

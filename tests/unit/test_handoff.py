@@ -123,3 +123,28 @@ def test_truncated_control_message_closes_what_arrived():
     assert fd_count() == before + 3  # the three peers (b), and nothing that arrived
     for s in (sup, wrk, *(b for _, b in conns)):
         s.close()
+
+
+def test_the_receiver_counts_each_message_before_it_is_looked_at():
+    sup, worker = handoff.channel_pair()
+    seen: list[int] = []
+    receiver = handoff.Receiver(worker)
+    receiver.count = seen.append
+    with sup, worker:
+        for conn_id in (7, 8):
+            r, w = socket.socketpair()
+            handoff.send(sup, handoff.Message(handoff.CONN, conn_id, fd=r.fileno()))
+            r.close()
+            w.close()
+        sup.send(b"\xff" * 30)  # a malformed one counts too: it was taken from the channel
+        first = receiver.recv()
+        assert first is not None and seen == [1]
+        os.close(first.fd)
+        second = receiver.recv()
+        assert second is not None and seen == [1, 2]
+        os.close(second.fd)
+        with pytest.raises(HandoffError):
+            receiver.recv()
+        assert seen == [1, 2, 3]
+        sup.shutdown(socket.SHUT_WR)
+        assert receiver.recv() is None and seen == [1, 2, 3]  # EOF is no message

@@ -33,6 +33,15 @@ def test_a_connection_never_read_goes_to_another_worker() -> None:
     assert got == {1: (True, None), 2: (False, None), 3: (False, None), 4: (False, 502)}
 
 
+def test_a_connection_that_never_reached_the_worker_goes_elsewhere_with_its_bytes() -> None:
+    # Sent after the messages the worker took from its channel: it never arrived, so even a
+    # hand-back's bytes are still whole in the supervisor's hands.
+    handed_back = conn(2)
+    handed_back.data = b"GET / HTTP/1.1\r\n\r\n"
+    got = {v.conn.id: v.again for v in verdicts([conn(1), handed_back], [], overdue_before=None, unreceived={2})}
+    assert got == {1: False, 2: True}
+
+
 def test_unread_bytes_counts_what_waits_in_the_kernel() -> None:
     ours, theirs = socket.socketpair()
     with ours, theirs:

@@ -50,3 +50,18 @@ def test_slots_are_reused_clean():
         raise AssertionError("a full scoreboard must refuse")
     assert SLOT_SIZE > 0
     board.close()
+
+
+def test_a_loop_that_stops_beating_is_frozen_unless_a_call_started_since():
+    board = Scoreboard(1)
+    slot = board.allocate()
+    assert board.read(slot, 1).beat == 0.0 and not board.read(slot, 1).frozen(time.monotonic() + 100, 1.0)
+    loop = board.writer(slot, 0)
+    loop.beat()
+    view = board.read(slot, 1)
+    assert not view.frozen(view.beat + 0.5, 1.0) and view.frozen(view.beat + 1.5, 1.0)
+    loop.begin(b"GET /slow")  # one app thread: the call runs on the loop's thread, and its timeout counts
+    view = board.read(slot, 1)
+    assert not view.frozen(view.newest + 0.5, 1.0) and not view.stuck(view.newest + 0.5, 1.0)
+    assert view.stuck(view.newest + 1.5, 1.0)
+    board.close()

@@ -191,17 +191,18 @@ class EventLoop:
     def _adopt(self, msg: handoff.Message) -> None:
         sock = socket.socket(msg.family, socket.SOCK_STREAM, 0, fileno=msg.fd)
         if self._stalled() or self.retiring or self.recycling:
-            hand_back(self.chan, msg, sock, msg.data)
+            hand_back(self.chan, msg, sock, msg.data, msg.head_started)
             return
         site = self.sites[msg.listener]
         if site.proxy_protocol != "off" and msg.proxy is None:
             # The PROXY header comes first; HTTP waits for it. Until then the head's deadline runs.
-            held = Held(msg, sock, self._http(msg, sock, site, b""), site, time.monotonic(), partial=True,
-                        preface=bytearray(msg.data))
+            held = Held(msg, sock, self._http(msg, sock, site, b""), site, msg.head_started or time.monotonic(),
+                        partial=True, preface=bytearray(msg.data))
             self.held[msg.conn_id] = held
             self._read_preface(held, b"", eof=False)
             return
-        held = Held(msg, sock, self._http(msg, sock, site, msg.data), site, time.monotonic())
+        held = Held(msg, sock, self._http(msg, sock, site, msg.data), site, msg.head_started or time.monotonic(),
+                    partial=bool(msg.head_started))  # a head begun elsewhere keeps its deadline
         self.held[msg.conn_id] = held
         if not msg.data:
             self._read(held)  # a new client's request is usually there already: no wait in the selector
@@ -482,7 +483,7 @@ class EventLoop:
                 self.ready.remove(held)
             self._unwatch(held)
             del self.held[held.msg.conn_id]
-            hand_back(self.chan, held.msg, held.sock, data)
+            hand_back(self.chan, held.msg, held.sock, data, held.since if held.partial else 0.0)
         # Connections already on their way in go straight back too.
         self._read_channel()
 
@@ -580,10 +581,13 @@ def conn_extra(extra: dict[str, object], msg: handoff.Message, site: Site) -> di
     return out
 
 
-def hand_back(chan: socket.socket, msg: handoff.Message, sock: socket.socket, data: bytes) -> None:
-    """Give a connection back to the supervisor (PARK) with the bytes read and not served; closes ours."""
+def hand_back(chan: socket.socket, msg: handoff.Message, sock: socket.socket, data: bytes,
+              head_started: float = 0.0) -> None:
+    """Give a connection back to the supervisor (PARK) with the bytes read and not served, and when the
+    head among them began to arrive (0.0: none has); closes ours."""
     report(chan, handoff.Message(handoff.PARK, conn_id=msg.conn_id, listener=msg.listener, family=msg.family,
-                                 peer=msg.peer, hops=msg.hops, data=data, fd=sock.fileno(), proxy=msg.proxy))
+                                 peer=msg.peer, hops=msg.hops, data=data, fd=sock.fileno(), proxy=msg.proxy,
+                                 head_started=head_started))
     sock.close()  # the supervisor holds it now
 
 

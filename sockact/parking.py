@@ -32,6 +32,7 @@ class Conn:
     # queue, kept when a worker hands the request back unserved or dies before beginning it.
     since: float = 0.0
     proxy: Header | None = None  # the PROXY protocol header a worker read, travelling with the connection
+    head_started: float = 0.0  # when the head in ``data`` began to arrive (handoff.Message.head_started)
 
 
 class ParkingLot:

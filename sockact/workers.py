@@ -94,7 +94,7 @@ class WorkerProcess:
 
     def _send(self, conn: Conn) -> bool:
         msg = handoff.Message(handoff.CONN, conn.id, conn.listener, conn.family, conn.peer, conn.hops + 1,
-                              data=conn.data, fd=conn.fd, proxy=conn.proxy)
+                              data=conn.data, fd=conn.fd, proxy=conn.proxy, head_started=conn.head_started)
         try:
             handoff.send(self.chan, msg)
         except BlockingIOError:

@@ -214,6 +214,11 @@ class Config(ListenerSettings):
         "blocked outside a request), is killed (SIGABRT, then SIGKILL) and replaced; the watchdog stops "
         "while one is overdue. 0 turns the timeout off.", "workers", metavar="SECONDS",
         aliases=("-t",))
+    send_timeout: float = _opt(
+        parsers.seconds, 10.0,
+        "Seconds a response write may make no progress (the client reads nothing) before the connection "
+        "is closed, with one log line. Keep it below timeout: a WSGI app thread waits in the write, and "
+        "past timeout its worker is killed.", "http", metavar="SECONDS")
     graceful_timeout: float = _opt(
         parsers.seconds, 30.0, "On stop or reload, how long in-flight requests may take to finish.", "workers",
         metavar="SECONDS")

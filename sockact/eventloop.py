@@ -483,7 +483,8 @@ class EventLoop:
                 self.ready.remove(held)
             self._unwatch(held)
             del self.held[held.msg.conn_id]
-            hand_back(self.chan, held.msg, held.sock, data, held.since if held.partial else 0.0)
+            head = held.partial and held.request is None and held.body_for is None  # a head, still coming
+            hand_back(self.chan, held.msg, held.sock, data, held.since if head else 0.0)
         # Connections already on their way in go straight back too.
         self._read_channel()
 

@@ -83,9 +83,9 @@ class Supervisor:
         self.dispatcher: Dispatcher[int, Conn] = Dispatcher(config.queue_size, WORKER_CAPACITY)
         self.workers: dict[int, WorkerProcess] = {}
         self.parked = ParkingLot([config.listener(lst.name).keepalive for lst in listeners])
-        self._head_limits = _head_limits(config, listeners)  # by listener: header_timeout, PROXY protocol on
         self.switchboard = Switchboard(self.dispatcher, self.parked, self.workers, listeners,
                                        self._register, self._unregister, self._watch_channel)
+        self.switchboard.head_limits = _head_limits(config, listeners)
         self.acceptor = self.switchboard.acceptor
         self.exit_code = EXIT_OK
         self._selector: selectors.BaseSelector | None = None
@@ -363,7 +363,7 @@ class Supervisor:
         """The supervisor's own share of a new generation's settings."""
         config = self.config
         self.parked.keepalive = [config.listener(lst.name).keepalive for lst in self.listeners]
-        self._head_limits = _head_limits(config, self.listeners)
+        self.switchboard.head_limits = _head_limits(config, self.listeners)
         self.dispatcher.queue_size = config.queue_size
 
     def _spawn(self, generation: int, config: Config) -> None:
@@ -484,30 +484,12 @@ class Supervisor:
         """``w`` handed ``conn`` back: park it, serve it elsewhere, or at a stop store or close it."""
         if self.stopping and self._keeping:
             self._store(conn)
-        elif conn.data and self._head_overdue(conn, time.monotonic()):
-            pass
         elif conn.data:
             self.counters.handbacks += 1
             self.switchboard.route(conn)  # handed back with a request already read: serve it elsewhere
         else:
             self.switchboard.park(conn, self.stopping)
         self._returned(w)
-
-    def _head_overdue(self, conn: Conn, now: float) -> bool:
-        """A head handed back past its header_timeout gets its 408 here, and the connection ends.
-
-        Handed from one stalled worker to the next, a partial head may never meet a worker's
-        timers: with one app thread, a worker's loop looks at them only between calls, and a
-        stalled worker hands its waiting connections back first. Its deadline travels with it
-        (Conn.head_started), so it is kept here. A PROXY header not yet read is closed without a
-        word, as a worker does, since the peer is a balancer, not an HTTP client.
-        """
-        timeout, proxied = self._head_limits[conn.listener]
-        if not conn.head_started or now - conn.head_started <= timeout:
-            return False
-        orphans.last_word(conn.fd, 408 if conn.proxy is not None or not proxied else None)
-        log.debug("connection %d: no whole request head within header_timeout, handed back: 408", conn.id)
-        return True
 
     def _returned(self, w: WorkerProcess) -> None:
         self.switchboard.give(self.dispatcher.returned(w.pid))

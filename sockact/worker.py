@@ -185,7 +185,7 @@ class WorkerShell:
                     io_timeout=self.config.timeout or IO_TIMEOUT_OFF, access_log=lc.access_log, listener=lc.name,
                     access=self.access, trust=Trust.parse(lc.forwarded_allow_ips),
                     health_path=lc.health_path.encode("ascii"), proxy_protocol=lc.proxy_protocol,
-                    body_buffer=lc.body_buffer)
+                    body_buffer=lc.body_buffer, send_timeout=self.config.send_timeout)
         site.environ["SCRIPT_NAME"] = lc.root_path  # the mount prefix; request_environ cuts it from PATH_INFO
         return site
 

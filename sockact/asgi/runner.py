@@ -465,7 +465,7 @@ class AsgiRunner:
                 conn.handed = True
                 del self.held[conn.msg.conn_id]
                 copy = socket.socket(conn.msg.family, socket.SOCK_STREAM, 0, fileno=os.dup(conn.fd))
-                hand_back(self.chan, conn.msg, copy, data, conn.since if conn.partial else 0.0)
+                hand_back(self.chan, conn.msg, copy, data, conn.since if conn.partial and not conn.busy else 0.0)
                 self._orphans.append(conn)
             # Arrivals go straight back; an EOF is left for the loop, which sees it again when it runs.
             read_channel(self.receiver, self.chan, self._adopt, lambda: None)

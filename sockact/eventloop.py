@@ -52,7 +52,7 @@ from .http import HTTPConnection, Site, Step
 from .http.events import Request
 from .http.limits import LINGER_BYTES, LINGER_SECONDS, RECV_SIZE
 from .proxyprotocol import ProxyProtocolError
-from .scoreboard import SlotWriter
+from .scoreboard import SlotWriter, Waiting
 from .tally import TallyWriter
 
 log = logging.getLogger("sockact.worker")
@@ -88,7 +88,7 @@ class EventLoop:
     def __init__(self, chan: socket.socket, sites: Sequence[Site], slots: Sequence[SlotWriter], *,
                  park_after: Sequence[float], handback_after: float, max_requests: int,
                  extra: dict[str, object], access: AccessLog | None = None,
-                 tallies: Sequence[TallyWriter] | None = None) -> None:
+                 tallies: Sequence[TallyWriter] | None = None, waiting: Waiting | None = None) -> None:
         self.chan = chan
         self.sites = list(sites)
         self.slots = list(slots)
@@ -111,6 +111,7 @@ class EventLoop:
         self.closed = Closed(chan)
         self.held: dict[int, Held] = {}  # conn id -> every connection in the worker's books
         self.ready: deque[Held] = deque()  # parsed requests waiting for an app thread
+        self.waiting = waiting or Waiting([])  # the same, on the scoreboard: a 502 if the worker dies
         self.in_call = 0  # app calls running
         self.call_started: list[float] = [0.0] * self.threads
         self._next_timers = 0.0
@@ -314,6 +315,7 @@ class EventLoop:
     def _ready(self, held: Held, request: Request) -> None:
         held.request = request
         self.ready.append(held)
+        self.waiting.add(held.msg.conn_id, call_line(request))
         if self.threads > 1:
             self._unwatch(held)  # its app thread reads the body; the loop must not
 
@@ -349,14 +351,19 @@ class EventLoop:
     def _dispatch_ready(self) -> None:
         while self.ready:
             if self.threads == 1:
-                self._call_inline(self.ready.popleft())
+                self._call_inline(self._next_ready())
             elif self.in_call < self.threads:
-                held = self.ready.popleft()
+                held = self._next_ready()
                 held.in_call = True
                 self.in_call += 1
                 self._work.put(held)
             else:
                 return
+
+    def _next_ready(self) -> Held:
+        held = self.ready.popleft()
+        self.waiting.remove(held.msg.conn_id)  # its call's line names it from now on
+        return held
 
     def _call_inline(self, held: Held) -> None:
         self.in_call = 1
@@ -481,6 +488,7 @@ class EventLoop:
                 continue
             if held.request is not None:
                 self.ready.remove(held)
+                self.waiting.remove(held.msg.conn_id)
             self._unwatch(held)
             del self.held[held.msg.conn_id]
             head = held.partial and held.request is None and held.body_for is None  # a head, still coming

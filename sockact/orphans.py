@@ -9,6 +9,8 @@ its connections, and ``verdicts`` decides, with no I/O, what each client gets:
 
     in a call, no response byte sent, the call ran past timeout   504 Gateway Timeout, then close
     in a call, no response byte sent, otherwise                   502 Bad Gateway, then close
+      (a WSGI worker's request read and waiting for an app
+      thread counts as such a call: scoreboard.Waiting)
     in a call whose response has begun                            close: a cut response is the truth
     sent, but never taken from the channel by the worker           dispatched again, with the bytes
                                                                     that went with it

@@ -10,7 +10,9 @@ the stamps the supervisor tells
   than handback_after (stalled: it gets no new connections),
 - a call stuck past timeout (the worker is aborted, and the log names the request), and
 - when a worker has died, which of its clients can still get a clean 502 or 504 (no byte
-  of their response went out) and which must see the connection close, and
+  of their response went out) and which must see the connection close; a WSGI worker also
+  names, on its lines past its app threads', the requests it has read that wait for an app
+  thread (``Waiting``): lost with the worker, they get a 502 rather than a silent close, and
 - a worker frozen outside any call (stopped, or its loop blocked): each slot starts with a
   heartbeat that the worker's loop stamps at every turn (``SlotWriter.beat``), and one that has
   not moved for timeout, with no call started since, is killed like a stuck call; and
@@ -186,3 +188,30 @@ class SlotWriter:
     def clear(self) -> None:
         """Not in a call, touching nothing else (an ASGI call's own line, which counts nothing)."""
         _STARTED.pack_into(self._map, self._at, 0.0)
+
+
+class Waiting:
+    """A WSGI worker's requests read and waiting for an app thread, each on a line of its own past
+    the app threads' lines (which the ASGI runner uses for its calls instead).
+
+    Read when the worker dies, such a line is a call whose response has not begun: its client gets
+    a 502, not a silent close, since its request was read and is lost with the worker. Lines run
+    out past 64 in all; a request waiting without one is closed, as before. One writer: the
+    worker's loop thread, holding its lock.
+    """
+
+    def __init__(self, lines: list[SlotWriter]) -> None:
+        self._free = lines[::-1]
+        self._taken: dict[int, SlotWriter] = {}
+
+    def add(self, conn_id: int, line: bytes) -> None:
+        if self._free and conn_id not in self._taken:
+            writer = self._taken[conn_id] = self._free.pop()
+            writer.begin(line, conn_id)
+
+    def remove(self, conn_id: int) -> None:
+        """Its call begins (and its thread's line names it from now on), or it leaves the worker."""
+        writer = self._taken.pop(conn_id, None)
+        if writer is not None:
+            writer.clear()
+            self._free.append(writer)

@@ -33,7 +33,7 @@ from .http import Limits, Site
 from .http.forwarded import Trust
 from .journal import installed_sendv
 from .proctitle import worker_title
-from .scoreboard import MAX_THREADS, Scoreboard
+from .scoreboard import MAX_THREADS, Scoreboard, Waiting
 from .tally import Tally
 
 if TYPE_CHECKING:
@@ -117,7 +117,9 @@ class WorkerShell:
             return EventLoop(self.chan, sites, slots, park_after=park_after,
                              tallies=self.tally.writers(self.slot, self.config.threads) if self.tally else None,
                              handback_after=self.config.handback_after, max_requests=self.max_requests,
-                             extra=extra, access=self.access)
+                             extra=extra, access=self.access,
+                             waiting=Waiting([self.scoreboard.writer(self.slot, i)
+                                              for i in range(self.config.threads, MAX_THREADS)]))
         # asyncio and the ASGI runner only where an ASGI app runs: the supervisor (and a WSGI
         # worker) stays without them, and smaller.
         from .asgi.lifespan import Lifespan

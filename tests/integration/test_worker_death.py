@@ -9,6 +9,7 @@ import signal
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from conftest import fd_count, parse_response, raw_exchange, read_to_close, steady, wait_until
@@ -77,3 +78,38 @@ def test_a_stopped_worker_is_found_out_and_replaced_and_no_request_waits_for_it(
     assert f"worker {frozen} frozen: its loop has not turned for" in said or f"worker {frozen} stuck" in said, said
     assert "they go to other workers" in said, said  # it had been handed some
     assert other in server.workers()
+
+
+def _server_rx_queue(port: int, client_port: int) -> int | None:
+    """Bytes the server side of the connection from ``client_port`` has not read (/proc/net/tcp)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = fields[1], fields[2]
+        if int(local.split(":")[1], 16) == port and int(remote.split(":")[1], 16) == client_port:
+            return int(fields[4].split(":")[1], 16)
+    return None
+
+
+def test_a_request_read_but_not_begun_gets_a_502_not_silence(start_sockact, tmp_path):
+    # Two app threads, both in long calls, and a third request the loop has read: it waits for a
+    # thread (never handed back: handback_after is long). When the worker dies, its request is lost
+    # with it, and it cannot go elsewhere; its client must still hear so.
+    server = start_sockact("testapps:slow", "--workers", "1", "--threads", "2", "--handback-after", "60", workers=1)
+    [victim] = server.workers()
+    clients = []
+    for name in ("a", "b"):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+        sock.sendall(f"GET /slow?s=60&started={tmp_path / name} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+        clients.append(sock)
+    wait_until(lambda: (tmp_path / "a").exists() and (tmp_path / "b").exists(), "both calls to start")
+    waiting = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+    waiting.sendall(b"GET /slow?s=0 HTTP/1.1\r\nHost: test\r\n\r\n")
+    server.waiting(lambda: _server_rx_queue(server.port, waiting.getsockname()[1]) == 0,
+                   "the worker to read the third request")
+    os.kill(victim, signal.SIGKILL)
+    for sock in (*clients, waiting):
+        with sock:
+            answer = read_to_close(sock)
+        assert answer.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), answer
+    said = server.wait_for_log("before answering GET /slow: 502 Bad Gateway sent")
+    assert said.count(f"worker {victim} killed by SIGKILL before answering GET /slow: 502") == 3, said

@@ -56,6 +56,7 @@ log = logging.getLogger("sockact.supervisor")
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN,
                    signal.SIGTTOU, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
 TICK = 0.5  # seconds between timer checks (keep-alive expiry, timeouts, STATUS)
+RESUMED_AFTER = 2.0  # seconds a tick may come late before the supervisor takes itself for stopped, then resumed
 QUICK_STOP_GRACE = 1.0
 SCOREBOARD_SLOTS = 1024  # most workers alive at once, old and new generations together
 # Connections one worker holds at most. A connection waiting for its head costs a worker one fd
@@ -579,6 +580,9 @@ class Supervisor:
 
     def _tick(self, now: float) -> None:
         assert self._health is not None
+        # This process stood still (stopped with its workers, as by a terminal's Ctrl-Z, or a paused
+        # VM): the workers' heartbeats stood still with it, so none is judged frozen until they beat.
+        resumed = now - self._next_tick > RESUMED_AFTER
         self._next_tick = now + min(TICK, self.notifier.watchdog_interval or TICK)
         if self.stopping:
             self._tick_stopping(now)
@@ -595,6 +599,8 @@ class Supervisor:
             stuck = view.stuck(now, self.config.timeout)
             if state is WorkerState.ABORTED or not (stuck or state in (WorkerState.READY, WorkerState.BUSY)):
                 continue  # a retiring worker's loop may have ended: only its calls count, until graceful_timeout
+            if not stuck and resumed:
+                continue
             healthy = False
             if stuck:
                 lifecycle(log, "worker_timeout", "worker %d stuck for %.1fs on %s; killing it", w.pid,

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import fd_count, parse_response, raw_exchange, read_to_close, steady, wait_until
+from conftest import fd_count, http_get, parse_response, raw_exchange, read_to_close, steady, wait_until
 
 
 def test_requests_a_dead_worker_never_read_are_served_by_another(start_sockact):
@@ -113,3 +113,17 @@ def test_a_request_read_but_not_begun_gets_a_502_not_silence(start_sockact, tmp_
         assert answer.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), answer
     said = server.wait_for_log("before answering GET /slow: 502 Bad Gateway sent")
     assert said.count(f"worker {victim} killed by SIGKILL before answering GET /slow: 502") == 3, said
+
+
+def test_workers_stopped_along_with_the_supervisor_are_not_taken_for_frozen(start_sockact):
+    # A terminal's Ctrl-Z stops the whole process group, then fg resumes it: every heartbeat stood
+    # still, but so did the supervisor, and nobody was frozen on their own.
+    server = start_sockact("testapps:pid", "--workers", "2", "--timeout", "1", workers=2)
+    workers = sorted(server.workers())
+    os.killpg(server.pid, signal.SIGSTOP)
+    time.sleep(2.5)  # the stop itself: longer than timeout
+    os.killpg(server.pid, signal.SIGCONT)
+    until = time.monotonic() + 2.0  # a few of the supervisor's ticks
+    while time.monotonic() < until:
+        assert http_get(server.port, "/")[0] == 200
+    assert sorted(server.workers()) == workers and "frozen" not in server.output(), server.output()

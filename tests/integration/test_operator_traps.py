@@ -75,6 +75,7 @@ def test_usr1_reopens_the_log_files_under_load_and_no_signal_kills_the_superviso
         wait_until(lambda: load.ok > served + 20, "requests after the signals")
     finally:
         load.stop()
+    print(f"USR1, USR2 and WINCH under load: {load.ok} requests served, {len(load.failed)} failed")
     assert load.failed == [] and server.proc.poll() is None, load.failed
     assert "reopening log files" in errors.read_text()
     wait_until(lambda: access.exists() and '"GET / HTTP/1.1" 200' in access.read_text(), "the new access log")

@@ -131,6 +131,7 @@ class WorkerShell:
         runner = AsgiRunner(self.chan, sites, slots, park_after=park_after,
                             handback_after=self.config.handback_after, max_requests=self.max_requests,
                             extra=extra, lifespans=lifespans, graceful_timeout=self.config.graceful_timeout,
+                            ws=self.config.ws, ws_max_size=self.config.ws_max_size,
                             access=self.access, tally=self.tally.writer(self.slot, 0) if self.tally else None,
                             call_lines=[self.scoreboard.writer(self.slot, i)
                                         for i in range(self.config.threads, MAX_THREADS)])

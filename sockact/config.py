@@ -219,8 +219,9 @@ class Config(ListenerSettings):
         "accepting and the kernel backlog holds new clients.", "workers", metavar="N")
     timeout: float = _opt(
         parsers.seconds_or_off, 30.0,
-        "A worker busy on one request for longer is killed (SIGABRT, then SIGKILL) and replaced; "
-        "the watchdog stops while one is overdue. 0 turns the timeout off.", "workers", metavar="SECONDS",
+        "A worker busy on one request for longer, or whose loop stops turning for as long (stopped, or "
+        "blocked outside a request), is killed (SIGABRT, then SIGKILL) and replaced; the watchdog stops "
+        "while one is overdue. 0 turns the timeout off.", "workers", metavar="SECONDS",
         aliases=("-t",))
     send_timeout: float = _opt(
         parsers.seconds, 10.0,
@@ -444,6 +445,19 @@ def build(cli_values: Mapping[str, Any], environ: Mapping[str, str], config_file
     cfg = Config(**values, listeners=listeners, config_file=path, given=frozenset(values))
     _check_together(cfg, environ)
     return cfg
+
+
+def check_reload(running: Config, new: Config, names: Sequence[str]) -> None:
+    """Settings read anew at a reload that are each valid but would quietly swap what serves: a
+    config file found empty (an editor truncating it as it saves), or an app that vanished from the
+    settings, which would put the built-in demo app in production's place. Raises ConfigError."""
+    if new.config_file and read_toml(new.config_file) == ({}, {}):
+        raise ConfigError(f"config file {new.config_file}: empty (truncated while being saved?)")
+    for name in names:
+        was, now = running.listener(name).app, new.listener(name).app
+        if now == DEFAULT_APP and was != DEFAULT_APP:
+            raise ConfigError(f"app: the settings read anew name no app for listener {name!r}, which serves "
+                              f"{was!r}; set app again to serve it, or to {DEFAULT_APP!r} for the demo")
 
 
 def _check_together(cfg: Config, environ: Mapping[str, str]) -> None:

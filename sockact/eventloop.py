@@ -62,7 +62,7 @@ from .http import HTTPConnection, Site, Step
 from .http.events import Request
 from .http.limits import LINGER_BYTES, LINGER_SECONDS, RECV_SIZE
 from .proxyprotocol import ProxyProtocolError
-from .scoreboard import SlotWriter
+from .scoreboard import SlotWriter, Waiting
 from .tally import TallyWriter
 
 log = logging.getLogger("sockact.worker")
@@ -102,7 +102,7 @@ class EventLoop(Carrier[Held]):
     def __init__(self, chan: socket.socket, sites: Sequence[Site], slots: Sequence[SlotWriter], *,
                  park_after: Sequence[float], handback_after: float, max_requests: int,
                  extra: dict[str, object], access: AccessLog | None = None,
-                 tallies: Sequence[TallyWriter] | None = None) -> None:
+                 tallies: Sequence[TallyWriter] | None = None, waiting: Waiting | None = None) -> None:
         self.chan = chan
         self.sites = list(sites)
         self.slots = list(slots)
@@ -113,7 +113,7 @@ class EventLoop(Carrier[Held]):
         self.extra = extra  # environ keys every request gets (worker pid)
         self.access = access  # written when the loop goes idle, and at least every FLUSH interval
         self.stopping = False  # SIGTERM: answer with Connection: close, park nothing
-        self.draining = False  # a stop is coming (SIGUSR1): health says 503, answers close their connections
+        self.draining = False  # a stop is coming (drain_delay): health says 503, answers close their connections
         self.lock = threading.Lock()
         self.selector = selectors.DefaultSelector()
         self.receiver = handoff.Receiver(chan)
@@ -121,6 +121,7 @@ class EventLoop(Carrier[Held]):
         self.owner: Owner[Held] = Owner(Closed(chan), park_after, max_requests)
         self.closed = self.owner.closed
         self.ready: deque[Held] = deque()  # parsed requests waiting for an app thread
+        self.waiting = waiting or Waiting([])  # the same, on the scoreboard: a 502 if the worker dies
         self.in_call = 0  # app calls running
         self.call_started: list[float] = [0.0] * self.threads
         self._next_timers = 0.0
@@ -164,6 +165,7 @@ class EventLoop(Carrier[Held]):
         return threads
 
     def _turn(self) -> None:
+        self.slots[0].beat()  # the supervisor kills a worker whose loop stops turning for timeout
         events = self.selector.select(TICK)
         if not events and self.access is not None:
             self.access.flush()  # idle: write the lines out
@@ -200,13 +202,13 @@ class EventLoop(Carrier[Held]):
     def _adopt(self, msg: handoff.Message) -> None:
         sock = socket.socket(msg.family, socket.SOCK_STREAM, 0, fileno=msg.fd)
         if not self.owner.takes(self._stalled()):
-            hand_back(self.chan, msg, sock, msg.data)
+            hand_back(self.chan, msg, sock, msg.data, msg.head_started)
             return
         site = self.sites[msg.listener]
-        state = Owner.first_state(msg, site)
+        state, since = Owner.arrival(msg, site, time.monotonic())
         # Until its PROXY header is whole, a connection's engine has no bytes: HTTP waits for the header.
         pending = b"" if state is PREFACE else msg.data
-        held = self.owner.add(Held(msg, sock, site, state, time.monotonic(), self._http(msg, sock, site, pending)))
+        held = self.owner.add(Held(msg, sock, site, state, since, self._http(msg, sock, site, pending)))
         if state is PREFACE:
             self._read_preface(held, b"", eof=False)
         elif msg.data:
@@ -320,6 +322,7 @@ class EventLoop(Carrier[Held]):
     def _ready(self, held: Held, request: Request) -> None:
         held.request = request
         self.ready.append(held)
+        self.waiting.add(held.msg.conn_id, call_line(request))
         if self.threads > 1:
             self._unwatch(held)  # its app thread reads the body; the loop must not
 
@@ -355,14 +358,19 @@ class EventLoop(Carrier[Held]):
     def _dispatch_ready(self) -> None:
         while self.ready:
             if self.threads == 1:
-                self._call_inline(self.ready.popleft())
+                self._call_inline(self._next_ready())
             elif self.in_call < self.threads:
-                held = self.ready.popleft()
+                held = self._next_ready()
                 held.to("call")
                 self.in_call += 1
                 self._work.put(held)
             else:
                 return
+
+    def _next_ready(self) -> Held:
+        held = self.ready.popleft()
+        self.waiting.remove(held.msg.conn_id)  # its call's line names it from now on
+        return held
 
     def _call_inline(self, held: Held) -> None:
         self.in_call = 1
@@ -467,9 +475,10 @@ class EventLoop(Carrier[Held]):
         for held, data in self.owner.stall_hand_backs():
             if held.state is QUEUED:
                 self.ready.remove(held)
+                self.waiting.remove(held.msg.conn_id)
             self._unwatch(held)
             self.owner.gone(held, "hand_back")
-            hand_back(self.chan, held.msg, held.sock, data)
+            hand_back(self.chan, held.msg, held.sock, data, held.head_started)
         # Connections already on their way in go straight back too.
         self._read_channel()
 

@@ -36,11 +36,12 @@ class Health:
         return self.scoreboard.read(w.slot, w.threads)
 
     def overdue(self, now: float, timeout: float) -> Iterator[tuple[WorkerProcess, SlotView]]:
-        """Workers with a call running longer than ``timeout`` (0: never); their request counts kept."""
+        """Workers with a call running longer than ``timeout`` (0: never), or whose loop has not beaten
+        for that long (frozen); their request counts kept."""
         for w in list(self.workers.values()):
             view = self.view(w)
             w.requests = view.requests
-            if timeout and view.oldest and now - view.oldest > timeout:
+            if timeout and (view.stuck(now, timeout) or view.frozen(now, timeout)):
                 yield w, view
 
     def busy(self) -> int:

@@ -82,6 +82,14 @@ def _stream(environ, start_response):
     yield b"second part\n"
 
 
+def _big(environ, start_response):
+    """?mb= MiB of body (default 1), in 64 KiB pieces: more than socket buffers hold."""
+    mebibytes = int(parse_qs(environ["QUERY_STRING"]).get("mb", ["1"])[0])
+    start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(mebibytes << 20))])
+    piece = b"x" * 65536
+    return (piece for _ in range(mebibytes * 16))
+
+
 def _boom(environ, start_response):
     raise RuntimeError("a bug in the app")
 
@@ -105,5 +113,6 @@ slow = validator(_slow)
 hang = validator(_hang)
 whoami = validator(_whoami)
 stream = validator(_stream)
+big = validator(_big)
 boom = validator(_boom)
 errlog = validator(_errlog)

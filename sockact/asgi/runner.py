@@ -173,7 +173,7 @@ class AsgiRunner(Carrier[Conn]):
     def _adopt(self, msg: handoff.Message) -> None:
         sock = socket.socket(msg.family, socket.SOCK_STREAM, 0, fileno=msg.fd)
         if not self.owner.takes(self.handing_back):
-            hand_back(self.chan, msg, sock, msg.data)
+            hand_back(self.chan, msg, sock, msg.data, msg.head_started)
             return
         site = self.sites[msg.listener]
         try:
@@ -184,8 +184,8 @@ class AsgiRunner(Carrier[Conn]):
         shared = self.lifespans[msg.listener].state if self.lifespans else {}
         client = msg.proxy.client if msg.proxy is not None and msg.proxy.client is not None else msg.peer
         scope = conn_scope(client, server, site.environ["SCRIPT_NAME"], shared, conn_extra(self.extra, msg, site))
-        conn = self.owner.add(Conn(self.loop, msg, sock, site, scope, self._advance, self.lock,
-                                   Owner.first_state(msg, site), time.monotonic()))
+        state, since = Owner.arrival(msg, site, time.monotonic())
+        conn = self.owner.add(Conn(self.loop, msg, sock, site, scope, self._advance, self.lock, state, since))
         if msg.data:
             self._advance(conn)
         else:
@@ -387,6 +387,7 @@ class AsgiRunner(Carrier[Conn]):
     async def _beat(self) -> None:
         while True:
             now = self.last_beat = time.monotonic()
+            self.slots[0].beat()  # the supervisor kills a worker whose loop stops beating for timeout
             with self.lock:
                 self._stamp()
                 self._timers(now)
@@ -463,7 +464,7 @@ class AsgiRunner(Carrier[Conn]):
                 self._free_call_line(conn)
                 self.owner.gone(conn, "hand_back")
                 copy = socket.socket(conn.msg.family, socket.SOCK_STREAM, 0, fileno=os.dup(conn.fd))
-                hand_back(self.chan, conn.msg, copy, data)
+                hand_back(self.chan, conn.msg, copy, data, conn.head_started)
                 self._orphans.append(conn)
             # Arrivals go straight back; an EOF is left for the loop, which sees it again when it runs.
             read_channel(self.receiver, self.chan, self._adopt, lambda: None)

@@ -50,10 +50,13 @@ def read_channel(receiver: handoff.Receiver, chan: socket.socket, adopt: Callabl
             adopt(msg)
 
 
-def hand_back(chan: socket.socket, msg: handoff.Message, sock: socket.socket, data: bytes) -> None:
-    """Give a connection back to the supervisor (PARK) with the bytes read and not served; closes ours."""
+def hand_back(chan: socket.socket, msg: handoff.Message, sock: socket.socket, data: bytes,
+              head_started: float = 0.0) -> None:
+    """Give a connection back to the supervisor (PARK) with the bytes read and not served, and when the
+    head among them began to arrive (0.0: none has); closes ours."""
     report(chan, handoff.Message(handoff.PARK, conn_id=msg.conn_id, listener=msg.listener, family=msg.family,
-                                 peer=msg.peer, hops=msg.hops, data=data, fd=sock.fileno(), proxy=msg.proxy))
+                                 peer=msg.peer, hops=msg.hops, data=data, fd=sock.fileno(), proxy=msg.proxy,
+                                 head_started=head_started))
     sock.close()  # the supervisor holds it now
 
 

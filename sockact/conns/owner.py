@@ -73,6 +73,13 @@ class Owned:
         raise NotImplementedError
 
     @property
+    def head_started(self) -> float:
+        """When its head (or PROXY header) still coming began to arrive, 0.0 when none is: the deadline
+        that travels with it when it is handed back, so a stall does not restart it."""
+        state = self.state
+        return self.since if state is HEAD or state is PREFACE else 0.0
+
+    @property
     def flushed(self) -> bool:
         """Nothing of its output waits to go out (the ASGI runner buffers; the WSGI runner does not)."""
         return True
@@ -134,12 +141,14 @@ class Owner(Generic[T]):
         return not (stalled or self.retiring or self.recycling)
 
     @staticmethod
-    def first_state(msg: handoff.Message, site: Site) -> ConnState:
-        """A PROXY header first (unless one was read before it was parked), else HTTP: a head begun if
-        bytes came with it, else none yet."""
+    def arrival(msg: handoff.Message, site: Site, now: float) -> tuple[ConnState, float]:
+        """The state a connection starts in, and since when its deadline runs: a PROXY header first
+        (unless one was read before it was parked), else HTTP: a head begun if bytes came with it, else
+        none yet. A head handed back by a stalled worker keeps the deadline it had there."""
+        since = msg.head_started or now
         if site.proxy_protocol != "off" and msg.proxy is None:
-            return _C.PREFACE
-        return _C.HEAD if msg.data else _C.FRESH
+            return _C.PREFACE, since
+        return (_C.HEAD if msg.data or msg.head_started else _C.FRESH), since
 
     def add(self, conn: T) -> T:
         self.held[conn.msg.conn_id] = conn

@@ -180,3 +180,17 @@ def test_the_listener_names_the_settings_give_must_exist(tmp_path):
     config.Config().check_names(["http"])  # no metrics listener: no metrics, as the default says
     with pytest.raises(ConfigError, match="metrics_listener: no listener is named 'prom'"):
         config.build({"metrics_listener": "prom"}, {}, None).check_names(["http", "metrics"])
+
+
+def test_a_reload_refuses_an_empty_file_and_an_app_that_vanished(tmp_path):
+    path = write(tmp_path, 'app = "myapp:app"\n')
+    running = config.build({}, {}, path)
+    config.check_reload(running, config.build({}, {}, path), ["http"])  # unchanged: fine
+    path = write(tmp_path, "")
+    with pytest.raises(ConfigError, match="empty"):
+        config.check_reload(running, config.build({}, {}, path), ["http"])
+    path = write(tmp_path, "workers = 3\n")
+    with pytest.raises(ConfigError, match="name no app for listener 'http', which serves 'myapp:app'"):
+        config.check_reload(running, config.build({}, {}, path), ["http"])
+    demo = config.build({}, {}, None)
+    config.check_reload(demo, config.build({}, {}, path), ["http"])  # the demo before and after: fine

@@ -158,11 +158,25 @@ def test_expired_lists_each_due_connection_once():
 # ---------------------------------------------------------------------- arriving and leaving
 
 
-def test_first_state():
+def test_arrival():
     plain = handoff.Message(handoff.CONN, conn_id=1)
-    assert Owner.first_state(plain, SITE) is C.FRESH  # type: ignore[arg-type]
-    assert Owner.first_state(handoff.Message(handoff.CONN, conn_id=1, data=b"GE"), SITE) is C.HEAD  # type: ignore[arg-type]
-    assert Owner.first_state(plain, PROXY_SITE) is C.PREFACE  # type: ignore[arg-type]
+    assert Owner.arrival(plain, SITE, 5.0) == (C.FRESH, 5.0)  # type: ignore[arg-type]
+    assert Owner.arrival(handoff.Message(handoff.CONN, conn_id=1, data=b"GE"), SITE, 5.0) == (C.HEAD, 5.0)  # type: ignore[arg-type]
+    assert Owner.arrival(plain, PROXY_SITE, 5.0) == (C.PREFACE, 5.0)  # type: ignore[arg-type]
+
+
+def test_a_head_handed_back_keeps_its_deadline_in_the_next_worker():
+    begun = handoff.Message(handoff.CONN, conn_id=1, data=b"GET / HTTP/1.1\r\nHo", head_started=2.0)
+    state, since = Owner.arrival(begun, SITE, 9.0)  # type: ignore[arg-type]
+    assert (state, since) == (C.HEAD, 2.0)
+    assert due(Conn(state=state, since=since), 12.5, park_after=0.1, stopping=False) is Due.HEAD_TIMEOUT
+
+
+def test_what_travels_with_a_connection_handed_back_is_the_start_of_a_head_still_coming():
+    assert Conn(state=C.HEAD, since=3.0).head_started == 3.0
+    assert Conn(state=C.PREFACE, since=3.0).head_started == 3.0
+    for state in (C.FRESH, C.IDLE, C.BODY, C.QUEUED):
+        assert Conn(state=state, since=3.0).head_started == 0.0
 
 
 def test_a_stalled_retiring_or_recycling_worker_takes_nothing_new():

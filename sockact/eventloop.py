@@ -472,13 +472,13 @@ class EventLoop(Carrier[Held]):
 
     def _hand_back_waiting(self) -> None:
         """Stalled: every connection not in a call goes back, with what it has read (owner.stall_hand_backs)."""
-        for held, data in self.owner.stall_hand_backs():
+        for held, data, head_started in self.owner.stall_hand_backs():
             if held.state is QUEUED:
                 self.ready.remove(held)
                 self.waiting.remove(held.msg.conn_id)
             self._unwatch(held)
             self.owner.gone(held, "hand_back")
-            hand_back(self.chan, held.msg, held.sock, data, held.head_started)
+            hand_back(self.chan, held.msg, held.sock, data, head_started)
         # Connections already on their way in go straight back too.
         self._read_channel()
 

@@ -457,14 +457,14 @@ class AsgiRunner(Carrier[Conn]):
         too, its request head with it; its task ends without calling the app."""
         self.handing_back = True
         try:
-            for conn, data in self.owner.stall_hand_backs():
+            for conn, data, head_started in self.owner.stall_hand_backs():
                 if conn.closing_at:
                     continue  # a WebSocket's task is closing it
                 self.calls.pop(conn, None)
                 self._free_call_line(conn)
                 self.owner.gone(conn, "hand_back")
                 copy = socket.socket(conn.msg.family, socket.SOCK_STREAM, 0, fileno=os.dup(conn.fd))
-                hand_back(self.chan, conn.msg, copy, data, conn.head_started)
+                hand_back(self.chan, conn.msg, copy, data, head_started)
                 self._orphans.append(conn)
             # Arrivals go straight back; an EOF is left for the loop, which sees it again when it runs.
             read_channel(self.receiver, self.chan, self._adopt, lambda: None)

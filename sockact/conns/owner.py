@@ -166,14 +166,15 @@ class Owner(Generic[T]):
 
     # -- leaving
 
-    def stall_hand_backs(self) -> Iterator[tuple[T, bytes]]:
-        """The worker is stalled: each connection to send back now, with its unserved bytes. One that has
-        read more than a hand-off message carries stays, for a free thread."""
+    def stall_hand_backs(self) -> Iterator[tuple[T, bytes, float]]:
+        """The worker is stalled: each connection to send back now, with its unserved bytes and when its
+        head began (Owned.head_started, read before it leaves). One that has read more than a hand-off
+        message carries stays, for a free thread."""
         for conn in list(self.held.values()):
             if conn.state in HAND_BACK and conn.flushed:
                 data = conn.unparsed()
                 if handoff.fits(data):
-                    yield conn, data
+                    yield conn, data, conn.head_started
 
     def retire(self) -> list[T]:
         """EOF on the channel: the connections to park at once."""

@@ -172,6 +172,17 @@ def test_a_head_handed_back_keeps_its_deadline_in_the_next_worker():
     assert due(Conn(state=state, since=since), 12.5, park_after=0.1, stopping=False) is Due.HEAD_TIMEOUT
 
 
+def test_a_stall_hand_back_carries_when_a_head_began_even_after_the_connection_has_left():
+    o = owner()
+    o.add(Conn(1, C.HEAD, since=3.0, data=b"GET / HTTP/1.1\r\n"))
+    o.add(Conn(2, C.QUEUED, since=4.0, data=b"GET / HTTP/1.1\r\n\r\n"))
+    sent = []
+    for conn, _, head_started in o.stall_hand_backs():
+        o.gone(conn, "hand_back")  # as a runner does before it sends
+        sent.append((conn.msg.conn_id, head_started))
+    assert sorted(sent) == [(1, 3.0), (2, 0.0)]
+
+
 def test_what_travels_with_a_connection_handed_back_is_the_start_of_a_head_still_coming():
     assert Conn(state=C.HEAD, since=3.0).head_started == 3.0
     assert Conn(state=C.PREFACE, since=3.0).head_started == 3.0
@@ -196,9 +207,9 @@ def test_a_stall_sends_back_all_but_calls_closes_unflushed_and_what_does_not_fit
         o.add(Conn(conn_id, state, data=b"x"))
     o.add(Conn(50, C.IDLE, out=True))  # its last response is still going out
     o.add(Conn(51, C.BODY, data=b"x" * (handoff.MAX_DATA + 1)))  # more than a message carries
-    chosen = {conn.state for conn, data in o.stall_hand_backs()}
+    chosen = {conn.state for conn, _, _ in o.stall_hand_backs()}
     assert chosen == {C.PREFACE, C.FRESH, C.HEAD, C.BODY, C.QUEUED, C.IDLE}
-    assert all(data == b"x" for _, data in o.stall_hand_backs())
+    assert all(data == b"x" for _, data, _ in o.stall_hand_backs())
     assert len(list(o.stall_hand_backs())) == 6
 
 

@@ -123,3 +123,22 @@ def test_truncated_control_message_closes_what_arrived():
     assert fd_count() == before + 3  # the three peers (b), and nothing that arrived
     for s in (sup, wrk, *(b for _, b in conns)):
         s.close()
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_a_message_cut_inside_its_proxy_client_is_refused_and_its_fd_closed(family):
+    client = ("192.0.2.9", 4000) if family == socket.AF_INET else ("2001:db8::9", 4000)
+    whole = handoff.encode(handoff.Message(handoff.CONN, conn_id=3, family=socket.AF_INET, peer=("192.0.2.7", 80),
+                                           proxy=handoff.Header(client)))
+    cut = whole[:-3]  # the peer address is whole; the PROXY client's address is not
+    with pytest.raises(HandoffError, match="truncated"):
+        handoff.decode(cut)
+    sup, wrk = handoff.channel_pair()
+    a, b = socket.socketpair()
+    before = fd_count()
+    socket.send_fds(sup, [cut], [a.fileno()])
+    with pytest.raises(HandoffError):
+        handoff.Receiver(wrk).recv()
+    assert fd_count() == before  # the fd that came with it was closed, not leaked
+    for s in (a, b, sup, wrk):
+        s.close()

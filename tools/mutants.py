@@ -81,7 +81,7 @@ MUTANTS = (
            (UNIT + "test_config.py::test_bad_files_name_the_key",)),
     Mutant("done-loses-an-id", "sockact/eventloop.py", "range(0, len(ids), handoff.MAX_DONE)",
            "range(0, len(ids), handoff.MAX_DONE + 1)",
-           (INTEG + "test_worker_loop.py::test_a_turn_that_closes_more_than_a_done_holds_reports_every_id",)),
+           (UNIT + "test_handoff.py::test_a_turn_that_closes_more_than_a_done_holds_reports_every_id",)),
     Mutant("outbox-overtaken", "sockact/workers.py", "if not self.outbox and self._send(conn):",
            "if self._send(conn):",
            (UNIT + "test_outbox.py::test_a_new_connection_waits_behind_those_queued_for_room",)),

@@ -99,3 +99,27 @@ def test_a_connection_closed_to_make_room_ignores_its_event_in_the_same_batch():
         server.close_clients()
         selector.close()
         sock.close()
+
+
+def test_at_most_16_scrape_connections_are_held():
+    # 16 is the number docs/metrics.md gives; the 17th silent client takes the oldest one's place.
+    sock = socket.create_server(("127.0.0.1", 0), backlog=64)
+    selector = selectors.DefaultSelector()
+    server = MetricsServer(Listener(sock, "metrics", owned=True), selector, lambda: (200, "text/plain", b"x\n"))
+    server.start(0.0)
+    clients = []
+    try:
+        for count in range(1, 18):
+            clients.append(socket.create_connection(sock.getsockname(), timeout=5))
+            while len(server.clients) < min(count, 16) or selector.select(0.05):
+                for key, _ in selector.select(1):
+                    key.data[0](key.data[1])
+        assert len(server.clients) == 16
+        with contextlib.suppress(ConnectionResetError):
+            assert clients[0].recv(1) == b""  # the oldest was closed to make room
+    finally:
+        for client in clients:
+            client.close()
+        server.close_clients()
+        selector.close()
+        sock.close()

@@ -1,6 +1,7 @@
 """The supervisor<->worker channel: message format, fd passing, and its failure checks."""
 
 import array
+import contextlib
 import os
 import socket
 
@@ -142,3 +143,23 @@ def test_a_message_cut_inside_its_proxy_client_is_refused_and_its_fd_closed(fami
     assert fd_count() == before  # the fd that came with it was closed, not leaked
     for s in (a, b, sup, wrk):
         s.close()
+
+
+def test_a_turn_that_closes_more_than_a_done_holds_reports_every_id():
+    from sockact.eventloop import Closed
+
+    sup, wrk = handoff.channel_pair()
+    sup.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * handoff.MAX_MESSAGE)
+    closed = Closed(wrk)
+    ids = list(range(1, 2 * handoff.MAX_DONE + 3))  # two full messages and part of a third
+    for conn_id in ids:
+        closed.add(conn_id)
+    closed.report()
+    sup.setblocking(False)
+    receiver, reported = handoff.Receiver(sup), []
+    with contextlib.suppress(BlockingIOError):
+        while (msg := receiver.recv()) is not None:
+            reported += handoff.done_ids(msg)
+    assert reported == ids and closed.ids == []
+    sup.close()
+    wrk.close()

@@ -143,7 +143,8 @@ async def no_lifespan(scope, receive, send) -> None:
 
 
 async def ws_echo(scope, receive, send) -> None:
-    """A WebSocket echo; /reject closes before accepting; the code of each disconnect is printed."""
+    """A WebSocket echo; /reject closes before accepting; the text "raise" makes the app fail; the code
+    of each disconnect is printed."""
     if scope["type"] != "websocket":
         await _respond(send, b"plain http", ctype=b"text/plain")
         return
@@ -157,6 +158,8 @@ async def ws_echo(scope, receive, send) -> None:
         if message["type"] == "websocket.disconnect":
             print(f"WS DISCONNECT {message['code']}", flush=True)
             return
+        if message.get("text") == "raise":
+            raise RuntimeError("the app failed on an open websocket")
         if message.get("text") is not None:
             await send({"type": "websocket.send", "text": message["text"]})
         else:

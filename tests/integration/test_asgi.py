@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 
+import pytest
 from conftest import (
     SOCKACT,
     KeepAliveClient,
@@ -335,6 +336,20 @@ def test_a_websocket_closed_before_accept_is_a_403(start_sockact):
         raise AssertionError("the handshake was accepted")
     except InvalidStatus as exc:
         assert exc.response.status_code == 403
+
+
+def test_an_app_error_on_an_accepted_websocket_closes_it_with_1011(start_sockact):
+    from websockets.exceptions import ConnectionClosedError
+    from websockets.sync.client import connect
+
+    server = start_sockact("asgiapps:ws_echo", "--workers", "1", workers=1)
+    with connect(f"ws://127.0.0.1:{server.port}/") as ws:
+        ws.send("raise")
+        with pytest.raises(ConnectionClosedError) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011  # RFC 6455: an unexpected condition
+    server.wait_for_log("application error on websocket")
+    assert http_get(server.port, "/")[2] == b"plain http"  # the worker lives on
 
 
 def test_a_drain_closes_websockets_with_1001(start_sockact):

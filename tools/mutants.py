@@ -47,7 +47,7 @@ MUTANTS = (
            (INTEG + "test_worker_loop.py::test_a_stalled_worker_hands_back_a_request_parsed_and_waiting",)),
     Mutant("refused-closed-at-once", "sockact/eventloop.py",
            "held.linger_until = time.monotonic() + LINGER_SECONDS", "return self._close(held)",
-           (INTEG + "test_worker_loop.py::test_a_refused_request_is_answered_and_the_rest_of_its_input_dropped",)),
+           (INTEG + "test_hostile_clients.py::test_a_refused_request_is_answered_and_the_rest_of_its_input_dropped",)),
     Mutant("accept-ignores-budget", "sockact/acceptor.py", "while self.watching and self.held < self.budget:",
            "while self.watching:", (UNIT + "test_acceptor.py",)),
     Mutant("stop-loses-a-parked-one", "sockact/supervisor.py", "for conn in self.parked.take_all():\n"

@@ -52,7 +52,12 @@ def _slow(environ, start_response):
     seconds = float(query.get("s", ["1"])[0])
     if "started" in query:  # a file to create once the request is in the app, for tests to wait on
         Path(query["started"][0]).touch()
-    time.sleep(seconds)
+    if "until" in query:  # return once this file exists (a test's release), or after s seconds at most
+        release, deadline = Path(query["until"][0]), time.monotonic() + seconds
+        while not release.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    else:
+        time.sleep(seconds)
     return _respond(start_response, json.dumps({"pid": os.getpid(), "slept": seconds}).encode())
 
 

@@ -23,6 +23,18 @@ def _two_on_one_worker(port: int) -> tuple[KeepAliveClient, KeepAliveClient, int
                 return held[0], held[1], pid, other
 
 
+def _on_one_worker(port: int, count: int) -> tuple[list[KeepAliveClient], int, int]:
+    """``count`` keep-alive clients held by one worker (park_after must keep them there), that
+    worker's pid and another's."""
+    clients: dict[int, list[KeepAliveClient]] = {}
+    while True:
+        client = KeepAliveClient(port)
+        pid = _pid_of(client)
+        clients.setdefault(pid, []).append(client)
+        if len(clients[pid]) == count and len(clients) >= 2:
+            return clients[pid], pid, next(p for p in clients if p != pid)
+
+
 def _pid_of(client: KeepAliveClient) -> int:
     status, _, body = client.request("/?s=0")
     assert status == 200
@@ -119,3 +131,29 @@ def test_thousands_of_parked_clients_hanging_up_at_once_leave_it_serving(start_s
         client.close()
     assert http_get(server.port, "/?s=0", timeout=10)[0] == 200
     wait_until(lambda: fd_count(server.pid) <= idle + 1, "the supervisor to close what it held", timeout=20)
+
+
+def test_a_stalled_worker_hands_back_a_request_parsed_and_waiting(start_sockact, tmp_path):
+    # Both app threads of one worker are in long calls; its third client's request arrives, is
+    # parsed, and waits for a thread. Once the worker is stalled, that request goes back with its
+    # bytes and the other worker answers it, while both calls still run. (handback_after is long
+    # enough for the request to come before the stall, so it is parsed and waiting by then.)
+    server = start_sockact("testapps:slow", "--workers", "2", "--threads", "2", "--park-after", "30",
+                           "--handback-after", "1", workers=2)
+    (a, b, waiting), stalled, other = _on_one_worker(server.port, 3)
+    release = tmp_path / "release"
+    calls = []
+    for i, client in enumerate((a, b)):
+        started = tmp_path / f"started{i}"
+        call = threading.Thread(target=client.request, args=(f"/?s=30&until={release}&started={started}",))
+        call.start()
+        calls.append(call)
+        wait_until(started.exists, f"call {i} inside the app")
+    try:
+        status, _, body = waiting.request("/?s=0")
+        assert status == 200 and json.loads(body)["pid"] == other != stalled
+        assert all(call.is_alive() for call in calls)  # answered while both calls still run
+    finally:
+        release.touch()
+        for call in calls:
+            call.join(10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import resource
@@ -14,13 +15,30 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from types import ModuleType
+from typing import NoReturn, TypeVar
 
 import pytest
 
 T = TypeVar("T")
 TESTS = Path(__file__).resolve().parent.parent
 SOCKACT = [sys.executable, "-m", "sockact"]
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip a test that cannot run here for want of a tool or module; under CI (CI=true), fail it:
+    a green CI run must not hide a test that never ran."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason}; under CI=true a test that cannot run fails")
+    pytest.skip(reason)
+
+
+def need_module(name: str) -> ModuleType:
+    """``name`` imported, or the test skipped (failed under CI) for want of it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        unavailable(f"{name} is not installed (make test installs it)")
 
 
 def free_port() -> int:
@@ -249,7 +267,7 @@ def start_sockact(tmp_path) -> Iterator:
         cmd = [*SOCKACT, "run", *args]
         if activation:
             if not shutil.which("systemd-socket-activate"):
-                pytest.skip("systemd-socket-activate is not installed")
+                unavailable("systemd-socket-activate is not installed")
             passthrough = [f"-E{k}" for k in full_env if k not in ("_",)]
             cmd = ["systemd-socket-activate", "-l", f"127.0.0.1:{port}", "--fdname=http", *passthrough, *cmd]
         elif not any(a.startswith("--bind") for a in args):

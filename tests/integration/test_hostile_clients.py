@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import select
 import socket
 import threading
 import time
@@ -120,7 +121,9 @@ def test_a_refused_request_is_answered_and_the_rest_of_its_input_dropped(start_s
     idle = steady(lambda: fd_count(server.pid), "the supervisor's idle fd count")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(b"NOT HTTP AT ALL\r\n\r\n" + b"x" * 200_000)  # more than one read takes
-        # Read nothing until the server has let go of the connection (the supervisor's copy too).
+        # Read nothing until the server has answered and let go of the connection (the supervisor's
+        # copy too): a reset, if one comes, has come by then.
+        assert select.select([sock], [], [], 10)[0], "no answer"
         wait_until(lambda: fd_count(server.pid) <= idle, "the server to close the connection")
         answer = b""
         while chunk := sock.recv(65536):

@@ -108,9 +108,12 @@ async def watch_disconnect(scope, receive, send) -> None:
 
 
 async def blocking(scope, receive, send) -> None:
-    """``?s=SECONDS`` of time.sleep() inside the async app: the loop is blocked meanwhile."""
-    seconds = float(parse_qs(scope["query_string"].decode()).get("s", ["0"])[0])
-    time.sleep(seconds)  # the point: a sync call in an async view
+    """``?s=SECONDS`` of time.sleep() inside the async app: the loop is blocked meanwhile. With
+    ``started=PATH``, that file is created first, for a test to wait on."""
+    query = parse_qs(scope["query_string"].decode())
+    if "started" in query:
+        open(query["started"][0], "w").close()
+    time.sleep(float(query.get("s", ["0"])[0]))  # the point: a sync call in an async view
     await _respond(send, _json({"pid": os.getpid()}))
 
 

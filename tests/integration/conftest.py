@@ -88,6 +88,42 @@ def steady(read: Callable[[], T], what: str, calm: float = 0.2, timeout: float =
     return seen[-1]
 
 
+def tcp_queues(sock: socket.socket) -> dict[str, int]:
+    """The kernel's view of a loopback TCP connection, from ``sock``'s (the client's) end: bytes the
+    client has sent that the server has not acknowledged (client_tx) and the server has not read
+    yet (server_rx); bytes the server sent that are not acknowledged (server_tx); the inode of the
+    server's socket (server_inode). From /proc/net/tcp."""
+    client, server = sock.getsockname()[1], sock.getpeername()[1]
+    queues = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        ports = (int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16))
+        tx, rx = (int(q, 16) for q in fields[4].split(":"))
+        if ports == (client, server):
+            queues["client_tx"] = tx
+        elif ports == (server, client):
+            queues.update(server_tx=tx, server_rx=rx, server_inode=int(fields[9]))
+    return queues
+
+
+def held_by(pid: int, sock: socket.socket) -> bool:
+    """Whether process ``pid`` holds the server's end of the client ``sock``'s connection."""
+    inode = tcp_queues(sock).get("server_inode")
+    target = f"socket:[{inode}]"
+    with contextlib.suppress(FileNotFoundError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(FileNotFoundError):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                    return True
+    return False
+
+
+def server_has_read(sock: socket.socket) -> bool:
+    """Whether the server has read every byte the client ``sock`` sent."""
+    queues = tcp_queues(sock)
+    return queues.get("client_tx") == 0 and queues.get("server_rx") == 0
+
+
 def raw_exchange(sock: socket.socket, data: bytes) -> bytes:
     """Send ``data`` and read until the server closes; a reset counts as a close."""
     sock.sendall(data)

@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 
-from conftest import KeepAliveClient, fd_count, http_get, wait_until
+from conftest import KeepAliveClient, fd_count, http_get, server_has_read, steady, wait_until
 
 
 def _two_on_one_worker(port: int) -> tuple[KeepAliveClient, KeepAliveClient, int, int]:
@@ -41,12 +41,13 @@ def _pid_of(client: KeepAliveClient) -> int:
     return json.loads(body)["pid"]
 
 
-def test_a_slow_request_does_not_hold_up_the_other_connections_of_its_worker(start_sockact):
+def test_a_slow_request_does_not_hold_up_the_other_connections_of_its_worker(start_sockact, tmp_path):
     server = start_sockact("testapps:slow", "--workers", "2", "--park-after", "30", workers=2)
     a, c, shared, other = _two_on_one_worker(server.port)
-    slow = threading.Thread(target=a.request, args=("/?s=2",))
+    inside = tmp_path / "inside"
+    slow = threading.Thread(target=a.request, args=(f"/?s=2&started={inside}",))
     slow.start()
-    time.sleep(0.2)  # a's worker is inside the 2 s call now
+    wait_until(inside.exists, "a's worker inside the 2 s call")
     started = time.monotonic()
     status, _, body = c.request("/?s=0")
     elapsed = time.monotonic() - started
@@ -56,15 +57,19 @@ def test_a_slow_request_does_not_hold_up_the_other_connections_of_its_worker(sta
     slow.join(5)
 
 
-def test_a_partial_head_is_handed_back_with_its_bytes_and_answered_once(start_sockact):
+def test_a_partial_head_is_handed_back_with_its_bytes_and_answered_once(start_sockact, tmp_path):
     server = start_sockact("testapps:slow", "--workers", "2", "--park-after", "30", workers=2)
     a, c_client, first, _ = _two_on_one_worker(server.port)
     c = c_client.sock  # its worker is a's; from here on, raw bytes
+    holding = steady(lambda: fd_count(first), "the worker's fd count")
     c.sendall(b"GET /?s=0 HTTP/1.1\r\nHo")
-    time.sleep(0.2)
-    slow = threading.Thread(target=a.request, args=("/?s=1.5",))
+    wait_until(lambda: server_has_read(c), "the worker to read the two lines")
+    inside = tmp_path / "inside"
+    slow = threading.Thread(target=a.request, args=(f"/?s=1.5&started={inside}",))
     slow.start()
-    time.sleep(0.3)  # a's worker is stalled: c went back with the two lines it had read
+    wait_until(inside.exists, "a's worker inside the call")
+    # a's worker stalls, and c goes back with the two lines it had read: the worker holds one fd less.
+    wait_until(lambda: fd_count(first) < holding, "c handed back")
     c.sendall(b"st: t\r\nConnection: close\r\n\r\n")
     data = b""
     while chunk := c.recv(65536):

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
-from . import handoff, orphans
+from . import handoff, memory, orphans
 from .acceptor import raise_fd_limit
 from .accesslog import escape
 from .activation import Listener
@@ -53,6 +53,7 @@ log = logging.getLogger("sockact.supervisor")
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
                    signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
 TICK = 0.5  # seconds between timer checks (keep-alive expiry, timeouts, STATUS)
+MEMORY_INTERVAL = 1.0  # seconds between two reads of the workers' memory (max_worker_memory)
 QUICK_STOP_GRACE = 1.0
 SCOREBOARD_SLOTS = 1024  # most workers alive at once, old and new generations together
 # Connections one worker holds at most. A connection waiting for its head costs a worker one fd
@@ -94,6 +95,7 @@ class Supervisor:
         self._drain_until = 0.0  # a stop was asked; until then the workers serve, their health says 503
         self._next_tick = 0.0
         self._next_stall_check = 0.0
+        self._next_memory_check = 0.0
         self._last_progress = (0, 0)
         self._halted = False  # the app failed to load: clients waiting for it get a 503
 
@@ -446,7 +448,7 @@ class Supervisor:
                     self._returned(w)
             elif msg.kind == handoff.RECYCLE:
                 log.info("worker %d served its max_requests: recycling it", w.pid)
-                w.recycled = True
+                w.recycled = "max-requests"
                 self._carry_out(self.pool.recycle(w.pid, time.monotonic()))
 
     def _parked_by(self, w: WorkerProcess, conn: Conn) -> None:
@@ -558,9 +560,26 @@ class Supervisor:
                       now - view.oldest, escape(view.line) or "a request", level=logging.ERROR,
                       sockact_worker_pid=w.pid, http_request=escape(view.line))
             self._carry_out(self.pool.timed_out(w.pid, now))
+        if self.config.max_worker_memory and now >= self._next_memory_check:
+            self._next_memory_check = now + MEMORY_INTERVAL
+            self._check_memory(now)
         self._carry_out(self.pool.tick(now))
         self._health.report(now, healthy, self.status_line())
         self.switchboard.update_accepting(self.stopping)
+
+    def _check_memory(self, now: float) -> None:
+        """Recycle, successor first, each serving worker whose own memory passed max_worker_memory."""
+        limit = self.config.max_worker_memory
+        for w in list(self.workers.values()):
+            if w.recycled or self.pool.state(w.pid) not in (WorkerState.READY, WorkerState.BUSY):
+                continue
+            used = memory.uss(w.pid)
+            if used is not None and used > limit:
+                log.warning("worker %d holds %s of its own memory (USS), past max_worker_memory %s: recycling it "
+                            "once its successor is ready", w.pid, memory.megabytes(used), memory.megabytes(limit),
+                            extra={"SOCKACT_RECYCLED_PID": w.pid, "SOCKACT_WORKER_USS": used})
+                w.recycled = "memory"
+                self._carry_out(self.pool.recycle(w.pid, now, successor_first=True))
 
     def _tick_stopping(self, now: float) -> None:
         if now >= self._stop_deadline:

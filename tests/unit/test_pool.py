@@ -208,3 +208,27 @@ def test_a_stalled_worker_that_moves_again_gets_work_again():
     assert h.pool.state(a) is WorkerState.BUSY
     h.pool.stalled(a, False)
     assert h.pool.state(a) is WorkerState.READY and h.pool.assignable(a)
+
+
+def test_a_memory_recycle_starts_the_successor_first_then_retires_the_old_one():
+    h = Harness(Cfg(workers=2))
+    a, b = h.start_all()
+    actions = h.run(h.pool.recycle(a, 1.0, successor_first=True))
+    assert [type(x) for x in actions] == [Spawn]  # no Retire yet: a serves on meanwhile
+    assert h.pool.assignable(a)
+    assert h.pool.recycle(a, 1.1, successor_first=True) == []  # asked again at the next look: nothing more
+    (successor,) = h.booting()
+    assert h.pool.ready(successor, 1.5) == [Retire(a)]  # one in, one out
+    assert h.pool.state(a) is WorkerState.RETIRING and h.pool.assignable(b)
+    assert h.pool.exited(a, 0, 2.0) == []  # its successor already serves: nothing to start
+
+
+def test_a_memory_recycle_whose_successor_cannot_start_keeps_the_old_worker_serving():
+    h = Harness(Cfg(workers=1))
+    (a,) = h.start_all()
+    h.run(h.pool.recycle(a, 1.0, successor_first=True))
+    (successor,) = h.booting()
+    assert h.pool.exited(successor, 1, 1.2) == []  # died while booting: back off, a still serves
+    assert h.pool.assignable(a)
+    (again,) = [x for x in h.run(h.pool.tick(5.0)) if isinstance(x, Spawn)]
+    assert again.generation == 0

@@ -103,6 +103,16 @@ def _errlog(environ, start_response):
     return _respond(start_response, b"oops", "500 Internal Server Error", "text/plain")
 
 
+_LEAKED: list[bytearray] = []
+
+
+def _leak(environ, start_response):
+    """``/leak?mb=N`` keeps N MiB more for good (a leak, for max_worker_memory); any other path: _pid."""
+    if environ["PATH_INFO"] == "/leak":
+        _LEAKED.append(bytearray(int(parse_qs(environ["QUERY_STRING"])["mb"][0]) << 20))
+    return _pid(environ, start_response)
+
+
 echo = validator(_echo)
 echo_bare = _echo  # for a server whose environ the validator would refuse (see test_differential.py)
 pid = validator(_pid)
@@ -112,3 +122,4 @@ whoami = validator(_whoami)
 stream = validator(_stream)
 boom = validator(_boom)
 errlog = validator(_errlog)
+leak = validator(_leak)

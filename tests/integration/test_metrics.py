@@ -204,3 +204,13 @@ def test_the_health_path_is_not_counted_as_the_apps(start_sockact):
         s, "sockact_request_duration_seconds_count", listener="api") >= 1 and s, "the app's request counted")
     assert value(samples, "sockact_requests_total", listener="api", method="GET", code="2xx") == 1
     assert value(samples, "sockact_connections_accepted_total", listener="api") == 2
+
+
+def test_a_memory_recycle_is_counted_by_its_reason(start_sockact):
+    server, api, metrics = start(start_sockact, "--max-worker-memory", "100M", workers=1, app="testapps:leak")
+    (victim,) = server.workers()
+    assert request(api, "GET", "/leak?mb=150") == 200
+    server.wait_workers(1, without=victim)
+    server.waiting(lambda: value(scrape(metrics), "sockact_worker_restarts_total", reason="memory") == 1,
+                   "the recycle counted")
+    assert value(scrape(metrics), "sockact_worker_restarts_total", reason="exit") == 0

@@ -9,13 +9,28 @@ PSS rises when a sibling exits and falls when one is born: with a limit close to
 one worker could push the others over. USS moves only with what the worker itself does.
 (A shared page a worker writes to becomes private, copy-on-write, and counts from then on.)
 
-smaps_rollup (Linux 4.14) sums every mapping in the kernel, one read per worker; the supervisor
-reads it on its timer, never on the path of a request.
+smaps_rollup (Linux 4.14) sums every mapping in the kernel, one read per worker, but that read
+walks the worker's pages: about 50 us per resident MiB, 10 ms for a 200 MiB worker, on the
+supervisor's one thread. So the supervisor first reads RSS from /proc/PID/statm, a constant-time
+counter: USS is never more than RSS, so a worker whose RSS is within the limit needs no closer look.
 """
 
 from __future__ import annotations
 
+import os
+
 _USS_FIELDS = (b"Private_Clean:", b"Private_Dirty:", b"SwapPss:")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss(pid: int) -> int | None:
+    """Bytes of ``pid`` resident in memory, shared pages included (an upper bound of its USS, but for
+    swapped-out pages); None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def uss(pid: int) -> int | None:

@@ -96,6 +96,7 @@ class Supervisor:
         self._next_tick = 0.0
         self._next_stall_check = 0.0
         self._next_memory_check = 0.0
+        self._memory_last = 0  # the worker whose USS was read last: the next look reads the next one
         self._last_progress = (0, 0)
         self._halted = False  # the app failed to load: clients waiting for it get a 503
 
@@ -568,12 +569,20 @@ class Supervisor:
         self.switchboard.update_accepting(self.stopping)
 
     def _check_memory(self, now: float) -> None:
-        """Recycle, successor first, each serving worker whose own memory passed max_worker_memory."""
+        """Recycle, successor first, a serving worker whose own memory passed max_worker_memory.
+
+        RSS first, for every worker (constant time); USS, whose read costs time in proportion to
+        the worker's size, for one worker past the limit by RSS per look, in turn.
+        """
         limit = self.config.max_worker_memory
-        for w in list(self.workers.values()):
-            if w.recycled or self.pool.state(w.pid) not in (WorkerState.READY, WorkerState.BUSY):
-                continue
-            used = memory.uss(w.pid)
+        over = sorted(w.pid for w in self.workers.values()
+                      if not w.recycled and self.pool.state(w.pid) in (WorkerState.READY, WorkerState.BUSY)
+                      and (memory.rss(w.pid) or 0) > limit)
+        if over:
+            pid = next((p for p in over if p > self._memory_last), over[0])
+            self._memory_last = pid
+            w = self.workers[pid]
+            used = memory.uss(pid)
             if used is not None and used > limit:
                 log.warning("worker %d holds %s of its own memory (USS), past max_worker_memory %s: recycling it "
                             "once its successor is ready", w.pid, memory.megabytes(used), memory.megabytes(limit),

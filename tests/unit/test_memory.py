@@ -15,12 +15,14 @@ def test_uss_grows_with_what_the_process_writes_and_a_gone_process_has_none():
     block = bytearray(64 << 20)  # zero-filled: every page written, so private
     after = memory.uss(os.getpid())
     assert after is not None and after - before >= 60 << 20
+    rss = memory.rss(os.getpid())
+    assert rss is not None and rss >= after  # the cheap bound the supervisor reads first
     del block
     child = os.fork()
     if child == 0:
         os._exit(0)
     os.waitpid(child, 0)
-    assert memory.uss(child) is None
+    assert memory.uss(child) is None and memory.rss(child) is None
 
 
 @pytest.mark.parametrize(("value", "size"), [

@@ -104,12 +104,16 @@ def _errlog(environ, start_response):
 
 
 _LEAKED: list[bytearray] = []
+# Written at import: with --preload, pages every worker shares with the supervisor (RSS, not USS).
+_SHARED = bytearray(b"\1") * (int(os.environ.get("TESTAPP_SHARED_MB", "0")) << 20)
 
 
 def _leak(environ, start_response):
-    """``/leak?mb=N`` keeps N MiB more for good (a leak, for max_worker_memory); any other path: _pid."""
-    if environ["PATH_INFO"] == "/leak":
-        _LEAKED.append(bytearray(int(parse_qs(environ["QUERY_STRING"])["mb"][0]) << 20))
+    """``/leak?mb=N`` keeps N MiB more for good (a leak, for max_worker_memory), in any worker or, with
+    ``pid=``, in that one only; any other path: _pid."""
+    query = parse_qs(environ["QUERY_STRING"])
+    if environ["PATH_INFO"] == "/leak" and int(query.get("pid", [os.getpid()])[0]) == os.getpid():
+        _LEAKED.append(bytearray(b"\1") * (int(query["mb"][0]) << 20))
     return _pid(environ, start_response)
 
 

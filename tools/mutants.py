@@ -85,6 +85,30 @@ MUTANTS = (
     Mutant("outbox-overtaken", "sockact/workers.py", "if not self.outbox and self._send(conn):",
            "if self._send(conn):",
            (UNIT + "test_outbox.py::test_a_new_connection_waits_behind_those_queued_for_room",)),
+    # The code added with max_worker_memory, audited the same way.
+    Mutant("memory-recycle-retires-at-once", "sockact/pool.py", "if successor_first:", "if False:",
+           (UNIT + "test_pool.py::test_a_memory_recycle_starts_the_successor_first_then_retires_the_old_one",)),
+    Mutant("memory-replaced-still-counted", "sockact/pool.py",
+           "m.generation == self.current.number and not m.replaced", "m.generation == self.current.number",
+           (UNIT + "test_pool.py::test_a_memory_recycle_starts_the_successor_first_then_retires_the_old_one",)),
+    Mutant("memory-replaced-never-retired", "sockact/pool.py",
+           "old = [x for x in self.members.values() if x.replaced and x.state in LIVE] or self._old_members()",
+           "old = self._old_members()",
+           (UNIT + "test_pool.py::test_a_memory_recycle_starts_the_successor_first_then_retires_the_old_one",)),
+    Mutant("memory-uss-misses-dirty-pages", "sockact/memory.py", 'b"Private_Clean:", b"Private_Dirty:", ',
+           'b"Private_Clean:", ', (UNIT + "test_memory.py",)),
+    Mutant("memory-rss-gate-inverted", "sockact/supervisor.py", "and (memory.rss(w.pid) or 0) > limit)",
+           "and (memory.rss(w.pid) or 0) < limit)",
+           (INTEG + "test_memory_recycle.py",)),
+    Mutant("memory-reason-lost", "sockact/metrics.py", "        return recycled\n", '        return "max-requests"\n',
+           (UNIT + "test_metrics_exposition.py::test_restart_reason",)),
+    Mutant("memory-measures-rss", "sockact/supervisor.py", "used = memory.uss(pid)", "used = memory.rss(pid)",
+           (INTEG + "test_memory_recycle.py::test_pages_shared_with_a_preloaded_app_do_not_count_and_every_"
+            "worker_is_looked_at",)),
+    Mutant("size-units-decimal", "sockact/parsers.py", '"M": 1 << 20', '"M": 10 ** 6', (UNIT + "test_memory.py",)),
+    Mutant("memory-check-on-old-pid-only", "sockact/supervisor.py",
+           "pid = next((p for p in over if p > self._memory_last), over[0])", "pid = over[0]",
+           (INTEG + "test_memory_recycle.py",)),
 )
 
 

@@ -56,3 +56,24 @@ def test_a_worker_past_max_worker_memory_is_recycled_under_load_and_no_request_f
     log = server.output()
     assert f"worker {victim} holds " in log and "past max_worker_memory 100.0M" in log
     assert [pid for pid in first if pid != victim] == [pid for pid in successor if pid in first]  # one recycled
+
+
+def test_pages_shared_with_a_preloaded_app_do_not_count_and_every_worker_is_looked_at(start_sockact):
+    # Each worker maps the preloaded app's 150 MiB: RSS past the limit, USS far below. Only the worker
+    # that leaks on top of it is recycled, whichever of the two it is.
+    server = start_sockact("testapps:leak", "--preload", "--workers", "2", "--max-worker-memory", "100M",
+                           env={"TESTAPP_SHARED_MB": "150"}, workers=2)
+    low, high = sorted(server.workers())
+    assert (memory.rss(low) or 0) > 100 << 20 and (memory.uss(low) or 0) < 100 << 20
+    client = KeepAliveClient(server.port)
+
+    def leaked_in_high() -> bool:  # the request leaks only where it reaches the higher pid
+        status, _, body = client.request(f"/leak?mb=120&pid={high}")
+        return status == 200 and json.loads(body)["pid"] == high
+
+    wait_until(leaked_in_high, "a request served by the worker with the higher pid")
+    wait_until(lambda: high not in server.workers(), "the leaking worker recycled", timeout=20)
+    server.wait_workers(2, without=high)
+    assert low in server.workers()  # over the limit by RSS only: kept
+    assert client.request("/")[0] == 200
+    client.close()

@@ -92,7 +92,7 @@ def test_a_bad_settings_file_fails_the_reload_at_once():
 
 
 def test_a_boot_past_timeout_is_killed_and_the_reload_abandoned():  # bug 3
-    h = Harness(Cfg(workers=1, timeout=2.0))
+    h = Harness(Cfg(workers=1, timeout=30.0))  # the new generation's own timeout is the one that counts
     h.start_all()
     h.now = 10.0
     h.run(h.pool.hup(Cfg(workers=1, timeout=2.0, name="new"), None, 10.0))

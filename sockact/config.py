@@ -213,6 +213,12 @@ class Config(ListenerSettings):
     max_requests_jitter: int = _opt(
         parsers.integer(0), 0, "Add a random 0..N to max_requests per worker, so workers do not recycle together.",
         "workers", metavar="N")
+    max_worker_memory: int = _opt(
+        parsers.size_or_off, 0,
+        "Recycle a worker whose memory of its own (USS: its private pages, as /proc/PID/smaps_rollup counts "
+        "them) passes this size, e.g. '512M': its successor starts first, then it finishes its calls and "
+        "exits, and no client sees an error. Read on the supervisor's timer, about once a second. 0: off.",
+        "workers", metavar="SIZE")
     queue_size: int = _opt(
         parsers.integer(1), 1024,
         "Connections held in the supervisor while every worker is busy. When full, sockact stops "

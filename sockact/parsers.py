@@ -62,6 +62,23 @@ def seconds_or_off(value: Any) -> float:
 
 seconds_or_off.__doc__ = "seconds (0: off)"
 
+_SIZE_RE = re.compile(r"(\d+)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def size_or_off(value: Any) -> int:
+    """Bytes, from an integer or a size with a binary unit such as '512M' or '2G' (as systemd's
+    MemoryMax=); 0 for off."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _SIZE_RE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError("expected a size such as '512M' or '2G' (K, M, G, T: powers of 1024), or 0 for off")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
+
+
+size_or_off.__doc__ = "size, e.g. 512M (0: off)"
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 

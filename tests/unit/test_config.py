@@ -43,6 +43,9 @@ def test_config_file_from_environment(tmp_path):
     ("[listeners.api]\nworkers = 2\n", "unknown key 'listeners.api.workers'"),
     ('[listeners.api]\napp = "x y"\n', "key 'listeners.api.app'"),
     ("workers = [\n", "not valid TOML"),
+    ('access_log = "ture"\n', "key 'access_log'"),  # a typo is refused, never taken for false
+    ('preload = "flase"\n', "key 'preload'"),
+    ('health_path = "health"\n', "key 'health_path'"),  # it would never match a request's path
 ])
 def test_bad_files_name_the_key(tmp_path, text, needle):
     with pytest.raises(ConfigError) as err:

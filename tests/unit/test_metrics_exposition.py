@@ -11,13 +11,15 @@ from sockact.apps import metrics as exposition  # noqa: E402 - after the skip
 
 
 @pytest.mark.parametrize(("state", "recycled", "old", "stopping", "reason"), [
-    (WorkerState.READY, False, False, False, "exit"),  # died on its own
-    (WorkerState.BUSY, False, False, False, "exit"),
-    (WorkerState.ABORTED, False, False, False, "timeout"),
-    (WorkerState.RETIRING, True, False, False, "max-requests"),
-    (WorkerState.RETIRING, False, True, False, "reload"),
-    (WorkerState.RETIRING, False, False, False, None),  # one worker fewer (TTOU): not replaced
-    (WorkerState.READY, False, False, True, None),  # stopping
+    (WorkerState.READY, None, False, False, "exit"),  # died on its own
+    (WorkerState.BUSY, None, False, False, "exit"),
+    (WorkerState.ABORTED, None, False, False, "timeout"),
+    (WorkerState.RETIRING, "max-requests", False, False, "max-requests"),
+    (WorkerState.RETIRING, "memory", False, False, "memory"),
+    (WorkerState.READY, "memory", False, False, "memory"),  # died before its successor was ready
+    (WorkerState.RETIRING, None, True, False, "reload"),
+    (WorkerState.RETIRING, None, False, False, None),  # one worker fewer (TTOU): not replaced
+    (WorkerState.READY, None, False, True, None),  # stopping
 ])
 def test_restart_reason(state, recycled, old, stopping, reason):
     assert restart_reason(state, recycled, old, stopping) == reason

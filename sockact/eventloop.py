@@ -47,6 +47,7 @@ from urllib.parse import unquote_to_bytes
 
 from . import handoff, proxyprotocol
 from .accesslog import AccessLog
+from .appthreads import AppThreads
 from .errors import HandoffError
 from .http import HTTPConnection, Site, Step
 from .http.events import Request
@@ -60,6 +61,11 @@ log = logging.getLogger("sockact.worker")
 TICK = 0.05  # seconds: the longest the loop sleeps without looking at its timers
 TIMER_INTERVAL = 0.01  # seconds between looks at every held connection's deadlines
 SEND_WAIT = 5.0  # seconds a report to the supervisor may wait for room in the channel
+# With a pool that may grow: how long the loop thread's own call may last before the monitor takes the
+# loop's role (and starts threads for what is waiting), and how often it looks meanwhile. A call this
+# short is over before a thread could start; a waiting fast request pays at most about twice this.
+GROW_AFTER = 0.001
+QUIET_LOOKS = 100  # looks at a worker that serves nothing before the monitor sleeps until a call starts
 
 
 @dataclass(eq=False, slots=True)
@@ -88,11 +94,20 @@ class EventLoop:
     def __init__(self, chan: socket.socket, sites: Sequence[Site], slots: Sequence[SlotWriter], *,
                  park_after: Sequence[float], handback_after: float, max_requests: int,
                  extra: dict[str, object], access: AccessLog | None = None,
-                 tallies: Sequence[TallyWriter] | None = None) -> None:
+                 tallies: Sequence[TallyWriter] | None = None, floor: int = 1,
+                 thread_idle_timeout: float = 30.0) -> None:
         self.chan = chan
         self.sites = list(sites)
-        self.slots = list(slots)
-        self.threads = len(slots)
+        self.slots = list(slots)  # one scoreboard line per app thread up to the ceiling
+        self.ceiling = len(slots)  # the most app calls at once
+        # With a floor of 1 the loop thread is app thread 0 and runs a call itself (no hand-off: the
+        # cheapest path); other threads are started only while it is in a call and more requests wait.
+        self.inline = floor == 1
+        self.pool: AppThreads[Held, bool] | None = None
+        if self.ceiling > 1:
+            lines = range(1, self.ceiling) if self.inline else range(self.ceiling)
+            self.pool = AppThreads(lines, 0 if self.inline else floor, thread_idle_timeout, self._call,
+                                   self._finished, alive=self._thread_alive)
         self.tallies = list(tallies) if tallies else None  # one per app thread, for the metrics
         self._tally_lines = list(dict.fromkeys(self.tallies or ()))  # each shared writer flushed once
         self.park_after = list(park_after)
@@ -112,11 +127,14 @@ class EventLoop:
         self.held: dict[int, Held] = {}  # conn id -> every connection in the worker's books
         self.ready: deque[Held] = deque()  # parsed requests waiting for an app thread
         self.in_call = 0  # app calls running
-        self.call_started: list[float] = [0.0] * self.threads
+        self.call_started: list[float] = [0.0] * self.ceiling  # by line: when its call started, 0.0 if none
         self._next_timers = 0.0
         self._done: queue.SimpleQueue[tuple[Held, bool]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = socket.socketpair()
-        self._work: queue.SimpleQueue[Held | None] = queue.SimpleQueue()
+        self._inline_held: Held | None = None  # in a call on the loop thread
+        self._standby = False  # the monitor holds the loop's role: the loop thread is in its call
+        self._monitor_asleep = False  # nothing served lately: the monitor waits for a call to start
+        self._call_begun = threading.Event()  # wakes it
 
     # ------------------------------------------------------------------ main
 
@@ -133,8 +151,9 @@ class EventLoop:
                 self._turn()
         finally:
             self.lock.release()
-            for _ in range(self.threads if self.threads > 1 else 0):
-                self._work.put(None)
+            self._call_begun.set()
+            if self.pool is not None:
+                self.pool.stop()
             for t in helpers:
                 t.join(timeout=1.0)
             self.closed.report()
@@ -144,14 +163,18 @@ class EventLoop:
             self._wake_w.close()
 
     def _start_threads(self) -> list[threading.Thread]:
-        if self.threads == 1:
-            target: list[Callable[[], None]] = [self._monitor]
-        else:
-            target = [lambda i=i: self._app_thread(i) for i in range(self.threads)]  # type: ignore[misc]
-        threads = [threading.Thread(target=t, name="sockact-app", daemon=True) for t in target]
-        for t in threads:
-            t.start()
-        return threads
+        """The pool's floor, and with the loop thread as app thread 0, the monitor."""
+        if self.pool is not None:
+            self.pool.start()
+        if not self.inline:
+            return []
+        self._thread_alive(0, True)
+        monitor = threading.Thread(target=self._monitor, name="sockact-monitor", daemon=True)
+        monitor.start()
+        return [monitor]
+
+    def _thread_alive(self, line: int, alive: bool) -> None:
+        self.slots[line].alive(alive)
 
     def _turn(self) -> None:
         events = self.selector.select(TICK)
@@ -312,8 +335,6 @@ class EventLoop:
     def _ready(self, held: Held, request: Request) -> None:
         held.request = request
         self.ready.append(held)
-        if self.threads > 1:
-            self._unwatch(held)  # its app thread reads the body; the loop must not
 
     def _buffer_body(self, held: Held, eof: bool) -> None:
         # Whole, or cut short by the client: the call goes ahead, and a cut body is answered as any
@@ -345,26 +366,47 @@ class EventLoop:
             self._close(held)
 
     def _dispatch_ready(self) -> None:
-        while self.ready:
-            if self.threads == 1:
-                self._call_inline(self.ready.popleft())
-            elif self.in_call < self.threads:
-                held = self.ready.popleft()
-                held.in_call = True
-                self.in_call += 1
-                self._work.put(held)
+        """Give each ready request an app thread. The loop thread, when it is app thread 0, keeps the
+        last one for itself (the others go to the pool first, and to it when the pool is full);
+        what finds no thread waits, out of the selector, for a call to end or for the stall hand-back."""
+        ready = self.ready
+        while ready:
+            held = ready[0]
+            inline = self.inline and not self._standby
+            if (len(ready) > 1 or not inline) and self._submit(held):
+                ready.popleft()
+            elif inline:
+                self._call_inline(ready.popleft())
             else:
+                for waiting in ready:
+                    self._unwatch(waiting)  # its app thread will read it; the loop must not meanwhile
                 return
 
-    def _call_inline(self, held: Held) -> None:
-        self.in_call = 1
+    def _submit(self, held: Held) -> bool:
+        """Hand ``held`` to a pool thread (an idle one, or one started for it); False when all are in calls."""
+        if self.pool is None or not self.pool.submit(held):
+            return False
         held.in_call = True
-        self.lock.release()  # the monitor may hand the other connections back meanwhile
+        self.in_call += 1
+        self._unwatch(held)  # its app thread reads the body; the loop must not
+        return True
+
+    def _call_inline(self, held: Held) -> None:
+        self.in_call += 1
+        held.in_call = True
+        self._inline_held = held
+        if self._monitor_asleep:
+            self._call_begun.set()
+        self.lock.release()  # the monitor may take the loop's role meanwhile
         try:
             keep = self._call(0, held)
         finally:
+            if self._standby:  # the monitor is the loop now: wake it, so that it gives the role back
+                with contextlib.suppress(OSError):
+                    self._wake_w.send(b"x")
             self.lock.acquire()
-            self.in_call = 0
+            self.in_call -= 1
+            self._inline_held = None
         self._after(held, keep)
 
     def _call(self, index: int, held: Held) -> bool:
@@ -399,15 +441,11 @@ class EventLoop:
 
     # ------------------------------------------------------------------ app threads
 
-    def _app_thread(self, index: int) -> None:
-        while True:
-            held = self._work.get()
-            if held is None:
-                return
-            keep = self._call(index, held)
-            self._done.put((held, keep))
-            with contextlib.suppress(OSError):
-                self._wake_w.send(b"x")
+    def _finished(self, held: Held, keep: bool) -> None:
+        """On a pool thread, its call over: the loop takes it from here."""
+        self._done.put((held, keep))
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
 
     def _take_done(self) -> None:
         with contextlib.suppress(OSError):
@@ -421,30 +459,63 @@ class EventLoop:
             self._after(held, keep)
 
     def _monitor(self) -> None:
-        """With one app thread: while its call stalls, hand back whatever waits or arrives."""
-        interval = max(0.005, self.handback_after / 2)
-        while True:
-            time.sleep(interval)
-            if self.retiring and not self.held:
-                return
-            # The lock is free only while the loop thread is inside the app call.
-            if self.in_call and self._stalled() and self.lock.acquire(blocking=False):
+        """With the loop thread as app thread 0: once its call has lasted a while, take the loop's role
+        until the call ends. As the loop, it starts pool threads for the requests that wait (a pool
+        that may grow takes over after GROW_AFTER), or, with none to start, hands them back when the
+        worker stalls (handback_after)."""
+        slow = max(0.005, self.handback_after / 2)
+        after = GROW_AFTER if self.pool is not None else self.handback_after
+        interval = min(after, slow)
+        quiet, seen = 0, -1
+        while not (self.retiring and not self.held):
+            if quiet >= QUIET_LOOKS:
+                # Nothing served for a while: sleep until a call starts (the loop sets the event), not
+                # waking every GROW_AFTER on an idle worker.
+                self._monitor_asleep = True
+                if not self.call_started[0]:
+                    self._call_begun.wait(slow)
+                self._call_begun.clear()
+                self._monitor_asleep, quiet = False, 0
+            else:
+                time.sleep(interval)
+            started = self.call_started[0]
+            if not started:
+                quiet = quiet + 1 if self.requests == seen else 0
+                seen = self.requests
+                continue
+            quiet = 0
+            # The lock is free only while the loop thread is inside its call.
+            if time.monotonic() - started >= after and self.lock.acquire(blocking=False):
                 try:
-                    if self.in_call:
-                        self._hand_back_waiting()
+                    self._take_over()
                 finally:
                     self.lock.release()
+
+    def _take_over(self) -> None:
+        """The monitor, holding the lock while the loop thread is in its call: be the loop until it ends."""
+        self._standby = True
+        try:
+            if not self.call_started[0]:
+                return  # it ended meanwhile, and the loop thread waits for the lock
+            if self._inline_held is not None:
+                self._unwatch(self._inline_held)  # its call reads it; this loop must not
+            self._timers(time.monotonic())  # a stalled worker hands back at once
+            while self.call_started[0]:
+                self._turn()
+        finally:
+            self._standby = False
 
     # ------------------------------------------------------------------ hand-back and timers
 
     def _stalled(self) -> bool:
-        if self.in_call < self.threads:
+        """Every app thread up to the ceiling has been in one call for longer than handback_after."""
+        if self.in_call < self.ceiling:
             return False
         now = time.monotonic()
         return all(started and now - started > self.handback_after for started in self.call_started)
 
     def _timers(self, now: float) -> None:
-        if self.threads > 1 and self._stalled():
+        if self._stalled():
             self._hand_back_waiting()
         for held in list(self.held.values()):
             if held.linger_until:

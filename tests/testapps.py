@@ -60,6 +60,8 @@ def _hang(environ, start_response):
     if environ["PATH_INFO"].startswith("/hang"):
         while True:  # a bug: an endless loop, for --timeout
             pass
+    if environ["PATH_INFO"].startswith("/slow"):
+        return _slow(environ, start_response)
     return _pid(environ, start_response)
 
 

@@ -65,6 +65,13 @@ SEND_WAIT = 5.0  # seconds a report to the supervisor may wait for room in the c
 # loop's role (and starts threads for what is waiting), and how often it looks meanwhile. A call this
 # short is over before a thread could start; a waiting fast request pays at most about twice this.
 GROW_AFTER = 0.001
+# When at least one call in SLOW_SHARE lasted GROW_AFTER or more over the last HANDOFF_WINDOW, the loop
+# thread hands the next window's requests to pool threads instead of serving them itself: while slow
+# calls are common, it stays free to read, and a fast request does not wait for the monitor. A hand-off
+# costs two thread switches per request, so a worker whose calls are short (a rare one made long by the
+# scheduler) keeps serving them itself.
+HANDOFF_WINDOW = 1.0
+SLOW_SHARE = 50
 QUIET_LOOKS = 100  # looks at a worker that serves nothing before the monitor sleeps until a call starts
 
 
@@ -134,6 +141,8 @@ class EventLoop:
         self._inline_held: Held | None = None  # in a call on the loop thread
         self._standby = False  # the monitor holds the loop's role: the loop thread is in its call
         self._monitor_asleep = False  # nothing served lately: the monitor waits for a call to start
+        self._hand_off = False  # slow calls are common lately: the loop thread gives calls to the pool
+        self._slow_calls = 0  # calls of GROW_AFTER or more, counted since the monitor last judged
         self._call_begun = threading.Event()  # wakes it
 
     # ------------------------------------------------------------------ main
@@ -366,16 +375,17 @@ class EventLoop:
             self._close(held)
 
     def _dispatch_ready(self) -> None:
-        """Give each ready request an app thread. The loop thread, when it is app thread 0, keeps the
-        last one for itself (the others go to the pool first, and to it when the pool is full);
-        what finds no thread waits, out of the selector, for a call to end or for the stall hand-back."""
+        """Give each ready request an app thread. The loop thread, when it is app thread 0, serves them
+        itself one after the other (no hand-off: most calls are short), unless calls were slow lately;
+        the monitor, holding the loop's role while the loop thread is in a slow call, gives them to the
+        pool. What finds no thread waits, out of the selector, for a call to end or for the stall
+        hand-back."""
         ready = self.ready
         while ready:
-            held = ready[0]
-            inline = self.inline and not self._standby
-            if (len(ready) > 1 or not inline) and self._submit(held):
+            on_loop = self.inline and not self._standby  # the loop thread itself, free to serve
+            if (not on_loop or self._hand_off) and self._submit(ready[0]):
                 ready.popleft()
-            elif inline:
+            elif on_loop:
                 self._call_inline(ready.popleft())
             else:
                 for waiting in ready:
@@ -421,9 +431,11 @@ class EventLoop:
         finally:
             self.call_started[index] = 0.0
             slot.end()
+            ended = time.monotonic()
+            if ended - started >= GROW_AFTER:
+                self._slow_calls += 1  # a hint: a count lost to a race between threads does not matter
             if self.tallies is not None:
-                self.tallies[index].record(held.msg.listener, request.method, held.http.status,
-                                           time.monotonic() - started)
+                self.tallies[index].record(held.msg.listener, request.method, held.http.status, ended - started)
 
     def _after(self, held: Held, keep: bool) -> None:
         held.in_call = False
@@ -467,6 +479,7 @@ class EventLoop:
         after = GROW_AFTER if self.pool is not None else self.handback_after
         interval = min(after, slow)
         quiet, seen = 0, -1
+        judged, judged_at = self.requests, time.monotonic()
         while not (self.retiring and not self.held):
             if quiet >= QUIET_LOOKS:
                 # Nothing served for a while: sleep until a call starts (the loop sets the event), not
@@ -478,6 +491,10 @@ class EventLoop:
                 self._monitor_asleep, quiet = False, 0
             else:
                 time.sleep(interval)
+            if self.pool is not None and time.monotonic() - judged_at >= HANDOFF_WINDOW:
+                calls, slow = self.requests - judged, self._slow_calls
+                self._hand_off = slow > 0 and slow * SLOW_SHARE >= calls
+                judged, judged_at, self._slow_calls = self.requests, time.monotonic(), 0
             started = self.call_started[0]
             if not started:
                 quiet = quiet + 1 if self.requests == seen else 0

@@ -39,8 +39,9 @@ def slow_calls(port: int, count: int, seconds: float, started: Path,
     return clients, finished
 
 
-def test_a_fast_request_is_answered_while_twelve_slow_calls_fill_its_worker(start_sockact, tmp_path):
-    server = start_sockact("testapps:slow", "--workers", "1", "--max-threads", "16", workers=1)
+@pytest.mark.parametrize("floor", ["1", "4"])  # the loop thread serving calls itself, or a pool of four
+def test_a_fast_request_is_answered_while_twelve_slow_calls_fill_its_worker(start_sockact, tmp_path, floor):
+    server = start_sockact("testapps:slow", "--workers", "1", "--threads", floor, "--max-threads", "16", workers=1)
     [worker] = server.workers()
     clients, finished = slow_calls(server.port, 12, 1.0, tmp_path / "in")
     started = time.monotonic()

@@ -239,8 +239,8 @@ class Config(ListenerSettings):
         "workers")
     handback_after: float = _opt(
         parsers.seconds, 0.05,
-        "When every app thread of a worker has been in one call this long, its other connections go back "
-        "to the supervisor.", "workers", metavar="SECONDS")
+        "When every app thread of a worker, up to max_threads, has been in one call this long, its other "
+        "connections go back to the supervisor.", "workers", metavar="SECONDS")
     access_logfile: str | None = _opt(
         parsers.log_file, None,
         "Write the access log to this file ('-': stderr) instead of the log target.", "logging",

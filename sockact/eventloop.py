@@ -492,8 +492,8 @@ class EventLoop:
             else:
                 time.sleep(interval)
             if self.pool is not None and time.monotonic() - judged_at >= HANDOFF_WINDOW:
-                calls, slow = self.requests - judged, self._slow_calls
-                self._hand_off = slow > 0 and slow * SLOW_SHARE >= calls
+                calls, slow_calls = self.requests - judged, self._slow_calls
+                self._hand_off = slow_calls > 0 and slow_calls * SLOW_SHARE >= calls
                 judged, judged_at, self._slow_calls = self.requests, time.monotonic(), 0
             started = self.call_started[0]
             if not started:

@@ -485,10 +485,10 @@ class EventLoop:
                 # Nothing served for a while: sleep until a call starts (the loop sets the event), not
                 # waking every GROW_AFTER on an idle worker.
                 self._monitor_asleep = True
-                if not self.call_started[0]:
-                    self._call_begun.wait(slow)
+                if self.call_started[0] or self._call_begun.wait(slow):
+                    quiet = 0  # serving again: look every GROW_AFTER
                 self._call_begun.clear()
-                self._monitor_asleep, quiet = False, 0
+                self._monitor_asleep = False
             else:
                 time.sleep(interval)
             if self.pool is not None and time.monotonic() - judged_at >= HANDOFF_WINDOW:

@@ -24,10 +24,13 @@ Who may touch a connection's fd (docs/architecture.md has the whole table):
     in a call its app thread alone (the fd is out of the selector)
     handed back / closed   nobody: the loop sent or closed it and dropped it from its books
 
-With one app thread the call runs on the loop thread itself, which releases ``lock`` for
-the call's duration; a small monitor thread takes the lock when the call stalls and hands
-the waiting connections back. With several app threads the loop stays on its thread and
-does the stall check itself.
+App threads come from appthreads.AppThreads: ``threads`` of them always, more up to
+``max_threads`` while every one is in a call. With ``threads = 1`` the loop thread is app
+thread 0 and runs calls itself, releasing ``lock`` for each; a monitor thread takes the lock
+once such a call has lasted a while (GROW_AFTER with room to grow, else handback_after) and
+is the loop until it ends: it gives waiting requests to new pool threads, or hands them back
+when the worker stalls. With ``threads`` above 1 the loop never runs the app, and does all
+of that itself.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SOCKACT, base_env, http_get, parse_response, raw_exchange, steady, wait_until
+from conftest import SOCKACT, KeepAliveClient, base_env, http_get, parse_response, raw_exchange, steady, wait_until
 
 
 def tasks(pid: int) -> int:
@@ -137,3 +137,28 @@ def test_sockact_check_names_the_thread_mode():
                             capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
     assert result.stderr.strip() == "sockact: error: option --threads: invalid value '65': must be <= 64"
+
+
+def test_at_the_ceiling_a_stalled_worker_still_hands_its_other_connections_back(start_sockact, tmp_path):
+    server = start_sockact("testapps:slow", "--workers", "2", "--max-threads", "2", "--park-after", "30", workers=2)
+    held: dict[int, list[KeepAliveClient]] = {}
+    while not any(len(clients) == 3 for clients in held.values()):
+        client = KeepAliveClient(server.port)
+        status, _, body = client.request("/?s=0")
+        assert status == 200
+        held.setdefault(json.loads(body)["pid"], []).append(client)
+    shared = next(pid for pid, clients in held.items() if len(clients) == 3)
+    a, b, c = held[shared]
+    # Both of its threads (the loop thread, and the one started beside it) in long calls: the ceiling.
+    slow = [threading.Thread(target=client.request, args=(f"/?s=2&started={tmp_path}/{name}",))
+            for client, name in ((a, "a"), (b, "b"))]
+    for t in slow:
+        t.start()
+    wait_until(lambda: (tmp_path / "a").exists() and (tmp_path / "b").exists(), "two calls in the worker")
+    started = time.monotonic()
+    status, _, body = c.request("/?s=0")
+    assert status == 200
+    assert json.loads(body)["pid"] != shared  # handed back, and served by the other worker
+    assert time.monotonic() - started < 1.0
+    for t in slow:
+        t.join(5)

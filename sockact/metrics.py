@@ -85,6 +85,8 @@ class Snapshot:
     layout: Layout
     tally: list[int]  # the workers' cells, summed: requests, duration buckets and sums (tally.Layout)
     in_flight: int  # app calls running
+    app_threads: Mapping[str, int]  # WSGI app threads alive: busy (in a call), idle
+    app_threads_max: int  # the most app threads the live workers may run: their ceilings summed
     connections: Mapping[str, int]  # by state: in a worker, parked, queued
     workers: Mapping[str, int]  # by WorkerState value
     accepted: list[int]  # by listener

@@ -17,7 +17,7 @@ _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 
-def integer(minimum: int) -> Callable[[Any], int]:
+def integer(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         if isinstance(value, bool):
             raise ValueError("expected an integer")
@@ -27,9 +27,11 @@ def integer(minimum: int) -> Callable[[Any], int]:
             raise ValueError("expected an integer")
         if value < minimum:
             raise ValueError(f"must be >= {minimum}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"must be <= {maximum}")
         return value
 
-    parse.__doc__ = f"integer >= {minimum}"
+    parse.__doc__ = f"integer >= {minimum}" if maximum is None else f"integer {minimum}..{maximum}"
     return parse
 
 

@@ -390,7 +390,7 @@ class Supervisor:
 
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, (*HANDLED_SIGNALS, DRAIN_SIGNAL))
         try:
-            w = spawn(child_main, self._close_in_child, slot, generation, config.threads)
+            w = spawn(child_main, self._close_in_child, slot, generation, config.thread_ceiling)
         except OSError as exc:
             # Out of fds or processes: not the app's fault. The pool tries again at the next tick.
             self._scoreboard.release(slot)
@@ -722,6 +722,8 @@ class Supervisor:
             layout=self._tally.layout,
             tally=self._tally.total([(w.slot, w.threads) for w in self.workers.values()]),
             in_flight=self._health.busy(),
+            app_threads=dict(zip(("busy", "idle"), self._health.threads(), strict=True)),
+            app_threads_max=sum(w.threads for w in self.workers.values()),
             connections={"worker": self.dispatcher.held, "parked": len(self.parked),
                          "queued": self.dispatcher.queued},
             workers=count_states(m.state for m in self.pool.members.values()),

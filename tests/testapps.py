@@ -43,6 +43,7 @@ def _echo(environ, start_response):
 def _pid(environ, start_response):
     info = {"pid": os.getpid(), "loaded_by": LOADED_BY, "version": VERSION, "hops": environ.get("sockact.hops"),
             "conn": environ.get("sockact.conn_id"), "listener": environ.get("sockact.listener"),
+            "multithread": environ["wsgi.multithread"],
             "inherited": sorted(k for k in os.environ if k.startswith(("LISTEN_", "NOTIFY_", "WATCHDOG_")))}
     return _respond(start_response, json.dumps(info).encode())
 
@@ -65,6 +66,8 @@ def _hang(environ, start_response):
     if environ["PATH_INFO"].startswith("/hang"):
         while True:  # a bug: an endless loop, for --timeout
             pass
+    if environ["PATH_INFO"].startswith("/slow"):
+        return _slow(environ, start_response)
     return _pid(environ, start_response)
 
 

@@ -46,6 +46,7 @@ def snapshot() -> Snapshot:
     tally.close()
     return Snapshot(
         listeners={0: "http"}, layout=layout, tally=cells, in_flight=1,
+        app_threads={"busy": 1, "idle": 3}, app_threads_max=32,
         connections={"worker": 3, "parked": 2, "queued": 0},
         workers=count_states([WorkerState.READY, WorkerState.READY, WorkerState.BOOTING]),
         accepted=[5, 7], accept_errors=1, handoff=handoff, handbacks=2,
@@ -79,4 +80,6 @@ def test_the_exposition_reads_back_with_prometheus_clients_parser():
     assert get("sockact_accept_errors_total") == 1
     assert get("sockact_handbacks_total") == 2
     assert get("sockact_requests_in_flight") == 1
+    assert get("sockact_app_threads", state="busy") == 1 and get("sockact_app_threads", state="idle") == 3
+    assert get("sockact_app_threads_max") == 32
     assert get("sockact_start_time_seconds") == 1700000000.0

@@ -27,10 +27,13 @@ Who may touch a connection's fd, by its state (docs/architecture.md has the whol
     QUEUED, CALL   its app thread alone (the fd is out of the selector)
     HANDED, CLOSED   nobody: the loop sent or closed it and dropped it from its books
 
-With one app thread the call runs on the loop thread itself, which releases ``lock`` for
-the call's duration; a small monitor thread takes the lock when the call stalls and hands
-the waiting connections back. With several app threads the loop stays on its thread and
-does the stall check itself.
+App threads come from appthreads.AppThreads: ``threads`` of them always, more up to
+``max_threads`` while every one is in a call. With ``threads = 1`` the loop thread is app
+thread 0 and runs calls itself, releasing ``lock`` for each; a monitor thread takes the lock
+once such a call has lasted a while (GROW_AFTER with room to grow, else handback_after) and
+is the loop until it ends: it gives waiting requests to new pool threads, or hands them back
+when the worker stalls. With ``threads`` above 1 the loop never runs the app, and does all
+of that itself.
 """
 
 from __future__ import annotations
@@ -43,19 +46,12 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from . import handoff
 from .accesslog import AccessLog
-from .conns.channel import (
-    Closed,
-    call_line,
-    conn_extra,
-    hand_back,
-    preface_header,
-    read_channel,
-    report,
-)
+from .appthreads import AppThreads
+from .conns.channel import Closed, call_line, conn_extra, hand_back, preface_header, read_channel, report
 from .conns.owner import TIMER_INTERVAL, Carrier, Due, Owned, Owner
 from .conns.states import BODY, CLOSING, HEAD, PREFACE, QUEUED, ConnState
 from .http import HTTPConnection, Site, Step
@@ -68,11 +64,23 @@ from .tally import TallyWriter
 log = logging.getLogger("sockact.worker")
 
 TICK = 0.05  # seconds: the longest the loop sleeps without looking at its timers
+# With a pool that may grow: how long the loop thread's own call may last before the monitor takes the
+# loop's role (and starts threads for what is waiting), and how often it looks meanwhile. A call this
+# short is over before a thread could start; a waiting fast request pays at most about twice this.
+GROW_AFTER = 0.001
+# When at least one call in SLOW_SHARE lasted GROW_AFTER or more over the last HANDOFF_WINDOW, the loop
+# thread hands the next window's requests to pool threads instead of serving them itself: while slow
+# calls are common, it stays free to read, and a fast request does not wait for the monitor. A hand-off
+# costs two thread switches per request, so a worker whose calls are short (a rare one made long by the
+# scheduler) keeps serving them itself.
+HANDOFF_WINDOW = 1.0
+SLOW_SHARE = 50
+QUIET_LOOKS = 100  # looks at a worker that serves nothing before the monitor sleeps until a call starts
+
 
 # Step's members as module names: on Python 3.11 ``Step.IDLE`` costs 0.3 µs (the Enum class's attribute
 # machinery), and a served request passes four of these.
 _CLOSE, _LINGER, _PARTIAL, _IDLE = Step.CLOSE, Step.LINGER, Step.PARTIAL, Step.IDLE
-
 
 
 class Held(Owned):
@@ -102,11 +110,20 @@ class EventLoop(Carrier[Held]):
     def __init__(self, chan: socket.socket, sites: Sequence[Site], slots: Sequence[SlotWriter], *,
                  park_after: Sequence[float], handback_after: float, max_requests: int,
                  extra: dict[str, object], access: AccessLog | None = None,
-                 tallies: Sequence[TallyWriter] | None = None, waiting: Waiting | None = None) -> None:
+                 tallies: Sequence[TallyWriter] | None = None, floor: int = 1,
+                 thread_idle_timeout: float = 30.0, waiting: Waiting | None = None) -> None:
         self.chan = chan
         self.sites = list(sites)
-        self.slots = list(slots)
-        self.threads = len(slots)
+        self.slots = list(slots)  # one scoreboard line per app thread up to the ceiling
+        self.ceiling = len(slots)  # the most app calls at once
+        # With a floor of 1 the loop thread is app thread 0 and runs a call itself (no hand-off: the
+        # cheapest path); other threads are started only while it is in a call and more requests wait.
+        self.inline = floor == 1
+        self.pool: AppThreads[Held, bool] | None = None
+        if self.ceiling > 1:
+            lines = range(1, self.ceiling) if self.inline else range(self.ceiling)
+            self.pool = AppThreads(lines, 0 if self.inline else floor, thread_idle_timeout, self._call,
+                                   self._finished, alive=self._thread_alive)
         self.tallies = list(tallies) if tallies else None  # one per app thread, for the metrics
         self._tally_lines = list(dict.fromkeys(self.tallies or ()))  # each shared writer flushed once
         self.handback_after = handback_after
@@ -123,11 +140,16 @@ class EventLoop(Carrier[Held]):
         self.ready: deque[Held] = deque()  # parsed requests waiting for an app thread
         self.waiting = waiting or Waiting([])  # the same, on the scoreboard: a 502 if the worker dies
         self.in_call = 0  # app calls running
-        self.call_started: list[float] = [0.0] * self.threads
+        self.call_started: list[float] = [0.0] * self.ceiling  # by line: when its call started, 0.0 if none
         self._next_timers = 0.0
         self._done: queue.SimpleQueue[tuple[Held, bool]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = socket.socketpair()
-        self._work: queue.SimpleQueue[Held | None] = queue.SimpleQueue()
+        self._inline_held: Held | None = None  # in a call on the loop thread
+        self._standby = False  # the monitor holds the loop's role: the loop thread is in its call
+        self._monitor_asleep = False  # nothing served lately: the monitor waits for a call to start
+        self._hand_off = False  # slow calls are common lately: the loop thread gives calls to the pool
+        self._slow_calls = 0  # calls of GROW_AFTER or more, counted since the monitor last judged
+        self._call_begun = threading.Event()  # wakes it
 
     # ------------------------------------------------------------------ main
 
@@ -144,8 +166,9 @@ class EventLoop(Carrier[Held]):
                 self._turn()
         finally:
             self.lock.release()
-            for _ in range(self.threads if self.threads > 1 else 0):
-                self._work.put(None)
+            self._call_begun.set()
+            if self.pool is not None:
+                self.pool.stop()
             for t in helpers:
                 t.join(timeout=1.0)
             self.closed.report()
@@ -155,14 +178,18 @@ class EventLoop(Carrier[Held]):
             self._wake_w.close()
 
     def _start_threads(self) -> list[threading.Thread]:
-        if self.threads == 1:
-            target: list[Callable[[], None]] = [self._monitor]
-        else:
-            target = [lambda i=i: self._app_thread(i) for i in range(self.threads)]  # type: ignore[misc]
-        threads = [threading.Thread(target=t, name="sockact-app", daemon=True) for t in target]
-        for t in threads:
-            t.start()
-        return threads
+        """The pool's floor, and with the loop thread as app thread 0, the monitor."""
+        if self.pool is not None:
+            self.pool.start()
+        if not self.inline:
+            return []
+        self._thread_alive(0, True)
+        monitor = threading.Thread(target=self._monitor, name="sockact-monitor", daemon=True)
+        monitor.start()
+        return [monitor]
+
+    def _thread_alive(self, line: int, alive: bool) -> None:
+        self.slots[line].alive(alive)
 
     def _turn(self) -> None:
         self.slots[0].beat()  # the supervisor kills a worker whose loop stops turning for timeout
@@ -323,8 +350,6 @@ class EventLoop(Carrier[Held]):
         held.request = request
         self.ready.append(held)
         self.waiting.add(held.msg.conn_id, call_line(request))
-        if self.threads > 1:
-            self._unwatch(held)  # its app thread reads the body; the loop must not
 
     def _buffer_body(self, held: Held, eof: bool) -> None:
         # Whole, or cut short by the client: the call goes ahead, and a cut body is answered as any
@@ -356,15 +381,21 @@ class EventLoop(Carrier[Held]):
             self._close(held)
 
     def _dispatch_ready(self) -> None:
-        while self.ready:
-            if self.threads == 1:
+        """Give each ready request an app thread. The loop thread, when it is app thread 0, serves them
+        itself one after the other (no hand-off: most calls are short), unless calls were slow lately;
+        the monitor, holding the loop's role while the loop thread is in a slow call, gives them to the
+        pool. What finds no thread waits, out of the selector, for a call to end or for the stall
+        hand-back."""
+        ready = self.ready
+        while ready:
+            on_loop = self.inline and not self._standby  # the loop thread itself, free to serve
+            if (not on_loop or self._hand_off) and self._submit(ready[0]):
+                ready.popleft()
+            elif on_loop:
                 self._call_inline(self._next_ready())
-            elif self.in_call < self.threads:
-                held = self._next_ready()
-                held.to("call")
-                self.in_call += 1
-                self._work.put(held)
             else:
+                for waiting in ready:
+                    self._unwatch(waiting)  # its app thread will read it; the loop must not meanwhile
                 return
 
     def _next_ready(self) -> Held:
@@ -372,15 +403,38 @@ class EventLoop(Carrier[Held]):
         self.waiting.remove(held.msg.conn_id)  # its call's line names it from now on
         return held
 
-    def _call_inline(self, held: Held) -> None:
-        self.in_call = 1
+    def _submit(self, held: Held) -> bool:
+        """Hand ``held`` to a pool thread (an idle one, or one started for it); False when all are in calls."""
+        if self.pool is None:
+            return False
+        # Its waiting line goes first: once submitted, its thread's line names it, and a dead worker's
+        # books must not show the call twice.
+        self.waiting.remove(held.msg.conn_id)
+        if not self.pool.submit(held):
+            assert held.request is not None
+            self.waiting.add(held.msg.conn_id, call_line(held.request))
+            return False
         held.to("call")
-        self.lock.release()  # the monitor may hand the other connections back meanwhile
+        self.in_call += 1
+        self._unwatch(held)  # its app thread reads the body; the loop must not
+        return True
+
+    def _call_inline(self, held: Held) -> None:
+        self.in_call += 1
+        held.to("call")
+        self._inline_held = held
+        if self._monitor_asleep:
+            self._call_begun.set()
+        self.lock.release()  # the monitor may take the loop's role meanwhile
         try:
             keep = self._call(0, held)
         finally:
+            if self._standby:  # the monitor is the loop now: wake it, so that it gives the role back
+                with contextlib.suppress(OSError):
+                    self._wake_w.send(b"x")
             self.lock.acquire()
-            self.in_call = 0
+            self.in_call -= 1
+            self._inline_held = None
         self._after(held, keep)
 
     def _call(self, index: int, held: Held) -> bool:
@@ -395,9 +449,11 @@ class EventLoop(Carrier[Held]):
         finally:
             self.call_started[index] = 0.0
             slot.end()
+            ended = time.monotonic()
+            if ended - started >= GROW_AFTER:
+                self._slow_calls += 1  # a hint: a count lost to a race between threads does not matter
             if self.tallies is not None:
-                self.tallies[index].record(held.msg.listener, request.method, held.http.status,
-                                           time.monotonic() - started)
+                self.tallies[index].record(held.msg.listener, request.method, held.http.status, ended - started)
 
     def _after(self, held: Held, keep: bool) -> None:
         if self.owner.count(held):
@@ -410,15 +466,11 @@ class EventLoop(Carrier[Held]):
 
     # ------------------------------------------------------------------ app threads
 
-    def _app_thread(self, index: int) -> None:
-        while True:
-            held = self._work.get()
-            if held is None:
-                return
-            keep = self._call(index, held)
-            self._done.put((held, keep))
-            with contextlib.suppress(OSError):
-                self._wake_w.send(b"x")
+    def _finished(self, held: Held, keep: bool) -> None:
+        """On a pool thread, its call over: the loop takes it from here."""
+        self._done.put((held, keep))
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
 
     def _take_done(self) -> None:
         with contextlib.suppress(OSError):
@@ -432,30 +484,69 @@ class EventLoop(Carrier[Held]):
             self._after(held, keep)
 
     def _monitor(self) -> None:
-        """With one app thread: while its call stalls, hand back whatever waits or arrives."""
-        interval = max(0.005, self.handback_after / 2)
-        while True:
-            time.sleep(interval)
-            if self.owner.done:
-                return
-            # The lock is free only while the loop thread is inside the app call.
-            if self.in_call and self._stalled() and self.lock.acquire(blocking=False):
+        """With the loop thread as app thread 0: once its call has lasted a while, take the loop's role
+        until the call ends. As the loop, it starts pool threads for the requests that wait (a pool
+        that may grow takes over after GROW_AFTER), or, with none to start, hands them back when the
+        worker stalls (handback_after)."""
+        slow = max(0.005, self.handback_after / 2)
+        after = GROW_AFTER if self.pool is not None else self.handback_after
+        interval = min(after, slow)
+        quiet, seen = 0, -1
+        owner = self.owner
+        judged, judged_at = owner.requests, time.monotonic()
+        while not owner.done:
+            if quiet >= QUIET_LOOKS:
+                # Nothing served for a while: sleep until a call starts (the loop sets the event), not
+                # waking every GROW_AFTER on an idle worker.
+                self._monitor_asleep = True
+                if self.call_started[0] or self._call_begun.wait(slow):
+                    quiet = 0  # serving again: look every GROW_AFTER
+                self._call_begun.clear()
+                self._monitor_asleep = False
+            else:
+                time.sleep(interval)
+            if self.pool is not None and time.monotonic() - judged_at >= HANDOFF_WINDOW:
+                calls, slow_calls = owner.requests - judged, self._slow_calls
+                self._hand_off = slow_calls > 0 and slow_calls * SLOW_SHARE >= calls
+                judged, judged_at, self._slow_calls = owner.requests, time.monotonic(), 0
+            started = self.call_started[0]
+            if not started:
+                quiet = quiet + 1 if owner.requests == seen else 0
+                seen = owner.requests
+                continue
+            quiet = 0
+            # The lock is free only while the loop thread is inside its call.
+            if time.monotonic() - started >= after and self.lock.acquire(blocking=False):
                 try:
-                    if self.in_call:
-                        self._hand_back_waiting()
+                    self._take_over()
                 finally:
                     self.lock.release()
+
+    def _take_over(self) -> None:
+        """The monitor, holding the lock while the loop thread is in its call: be the loop until it ends."""
+        self._standby = True
+        try:
+            if not self.call_started[0]:
+                return  # it ended meanwhile, and the loop thread waits for the lock
+            if self._inline_held is not None:
+                self._unwatch(self._inline_held)  # its call reads it; this loop must not
+            self._timers(time.monotonic())  # a stalled worker hands back at once
+            while self.call_started[0]:
+                self._turn()
+        finally:
+            self._standby = False
 
     # ------------------------------------------------------------------ hand-back and timers
 
     def _stalled(self) -> bool:
-        if self.in_call < self.threads:
+        """Every app thread up to the ceiling has been in one call for longer than handback_after."""
+        if self.in_call < self.ceiling:
             return False
         now = time.monotonic()
         return all(started and now - started > self.handback_after for started in self.call_started)
 
     def _timers(self, now: float) -> None:
-        if self.threads > 1 and self._stalled():
+        if self._stalled():
             self._hand_back_waiting()
         self._carry_out_deadlines(now)
 

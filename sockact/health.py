@@ -48,6 +48,12 @@ class Health:
         """App calls running, in all workers."""
         return sum(self.view(w).busy for w in self.workers.values())
 
+    def threads(self) -> tuple[int, int]:
+        """WSGI app threads alive, in all workers: (in a call, waiting for one)."""
+        views = [self.view(w) for w in self.workers.values()]
+        busy = sum(v.threads_busy for v in views)
+        return busy, sum(v.threads for v in views) - busy
+
     def requests(self) -> int:
         """Requests served by the workers alive, as last read."""
         return sum(w.requests for w in self.workers.values())

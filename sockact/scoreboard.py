@@ -31,13 +31,14 @@ import struct
 import time
 from dataclasses import dataclass
 
-MAX_THREADS = 64  # app threads per worker that the scoreboard can follow
+MAX_THREADS = 64  # app threads per worker that the scoreboard can follow: the bound of threads and max_threads
 # started (monotonic seconds, 0.0 when not in a call), requests finished, request line length,
 # the connection in the call, whether its response has begun (a byte of it was handed to the kernel)
 _LINE = struct.Struct("=dQHQB")
 _RESPONDED_AT = _LINE.size - 1
 LINE_SIZE = 128
-_LINE_MAX = LINE_SIZE - _LINE.size
+_ALIVE_AT = LINE_SIZE - 1  # the line's last byte: 1 while a WSGI app thread owns the line (threads come and go)
+_LINE_MAX = _ALIVE_AT - _LINE.size
 _WHOLE = struct.Struct(f"=dQHQB{_LINE_MAX}s")  # the fields, then the request line: a call's one write
 _STARTED = struct.Struct("=d")
 _HEAD = 64  # a slot's first bytes, before its lines: the loop's heartbeat, then messages received
@@ -52,6 +53,8 @@ class SlotView:
 
     requests: int  # requests finished
     busy: int  # threads inside an app call
+    threads: int  # WSGI app threads alive (an ASGI worker's lines are its loop's and calls': 0)
+    threads_busy: int  # of those, the ones inside an app call
     oldest: float  # start of the longest-running call (0.0: none)
     newest: float  # start of the most recent call still running (0.0: none)
     line: str  # the request line of the longest-running call
@@ -104,7 +107,7 @@ class Scoreboard:
         self._free.append(slot)
 
     def read(self, slot: int, threads: int) -> SlotView:
-        requests = busy = 0
+        requests = busy = alive = alive_busy = 0
         oldest = newest = 0.0
         oldest_at = -1
         beat = _STARTED.unpack_from(self._map, slot * SLOT_SIZE)[0]
@@ -112,8 +115,11 @@ class Scoreboard:
         for i in range(min(threads, MAX_THREADS)):
             started, count, *_ = _LINE.unpack_from(self._map, base + i * LINE_SIZE)
             requests += count
+            live = self._map[base + i * LINE_SIZE + _ALIVE_AT]
+            alive += live
             if started:
                 busy += 1
+                alive_busy += live
                 if not oldest or started < oldest:
                     oldest, oldest_at = started, i
                 newest = max(newest, started)
@@ -122,7 +128,7 @@ class Scoreboard:
             at = base + oldest_at * LINE_SIZE
             length = min(_LINE.unpack_from(self._map, at)[2], _LINE_MAX)
             line = self._map[at + _LINE.size:at + _LINE.size + length].decode("latin-1")
-        return SlotView(requests, busy, oldest, newest, line, beat)
+        return SlotView(requests, busy, alive, alive_busy, oldest, newest, line, beat)
 
     def calls(self, slot: int) -> list[Call]:
         """The calls in progress in a worker's slot: read when the worker has died, to answer its clients.
@@ -187,6 +193,10 @@ class SlotWriter:
     def clear(self) -> None:
         """Not in a call, touching nothing else (an ASGI call's own line, which counts nothing)."""
         _STARTED.pack_into(self._map, self._at, 0.0)
+
+    def alive(self, on: bool) -> None:
+        """A WSGI app thread takes this line (``on``) or leaves it: for the metrics' thread count."""
+        self._map[self._at + _ALIVE_AT] = 1 if on else 0
 
 
 class Waiting:

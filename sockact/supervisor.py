@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
-from . import handoff, orphans
+from . import handoff, memory, orphans
 from .acceptor import fd_budget
 from .accesslog import escape
 from .activation import Listener
@@ -57,6 +57,7 @@ HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
                    signal.SIGTTOU, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
 TICK = 0.5  # seconds between timer checks (keep-alive expiry, timeouts, STATUS)
 RESUMED_AFTER = 2.0  # seconds a tick may come late before the supervisor takes itself for stopped, then resumed
+MEMORY_INTERVAL = 1.0  # seconds between two reads of the workers' memory (max_worker_memory)
 QUICK_STOP_GRACE = 1.0
 SCOREBOARD_SLOTS = 1024  # most workers alive at once, old and new generations together
 # Connections one worker holds at most. A connection waiting for its head costs a worker one fd
@@ -100,6 +101,8 @@ class Supervisor:
         self._drain_until = 0.0  # a stop was asked; until then the workers serve, their health says 503
         self._next_tick = 0.0
         self._next_stall_check = 0.0
+        self._next_memory_check = 0.0
+        self._memory_last = 0  # the worker whose USS was read last: the next look reads the next one
         self._last_progress = (0, 0)
         self._halted = False  # the app failed to load: clients waiting for it get a 503
 
@@ -387,7 +390,7 @@ class Supervisor:
 
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, (*HANDLED_SIGNALS, DRAIN_SIGNAL))
         try:
-            w = spawn(child_main, self._close_in_child, slot, generation, config.threads)
+            w = spawn(child_main, self._close_in_child, slot, generation, config.thread_ceiling)
         except OSError as exc:
             # Out of fds or processes: not the app's fault. The pool tries again at the next tick.
             self._scoreboard.release(slot)
@@ -478,7 +481,7 @@ class Supervisor:
                 w.failure = handoff.failure_reason(msg)
             elif msg.kind == handoff.RECYCLE:
                 log.info("worker %d served its max_requests: recycling it", w.pid)
-                w.recycled = True
+                w.recycled = "max-requests"
                 self._carry_out(self.pool.recycle(w.pid, time.monotonic()))
 
     def _parked_by(self, w: WorkerProcess, conn: Conn) -> None:
@@ -614,9 +617,34 @@ class Supervisor:
                 # Resumed to take its SIGABRT, it could read requests before it dies, and they
                 # would be lost; killed as it is, they still wait unread for another worker.
                 w.signal(signal.SIGKILL)
+        if self.config.max_worker_memory and now >= self._next_memory_check:
+            self._next_memory_check = now + MEMORY_INTERVAL
+            self._check_memory(now)
         self._carry_out(self.pool.tick(now))
         self._health.report(now, healthy, self.status_line())
         self.switchboard.update_accepting(self.stopping)
+
+    def _check_memory(self, now: float) -> None:
+        """Recycle, successor first, a serving worker whose own memory passed max_worker_memory.
+
+        RSS first, for every worker (constant time); USS, whose read costs time in proportion to
+        the worker's size, for one worker past the limit by RSS per look, in turn.
+        """
+        limit = self.config.max_worker_memory
+        over = sorted(w.pid for w in self.workers.values()
+                      if not w.recycled and self.pool.state(w.pid) in (WorkerState.READY, WorkerState.BUSY)
+                      and (memory.rss(w.pid) or 0) > limit)
+        if over:
+            pid = next((p for p in over if p > self._memory_last), over[0])
+            self._memory_last = pid
+            w = self.workers[pid]
+            used = memory.uss(pid)
+            if used is not None and used > limit:
+                log.warning("worker %d holds %s of its own memory (USS), past max_worker_memory %s: recycling it "
+                            "once its successor is ready", w.pid, memory.megabytes(used), memory.megabytes(limit),
+                            extra={"SOCKACT_RECYCLED_PID": w.pid, "SOCKACT_WORKER_USS": used})
+                w.recycled = "memory"
+                self._carry_out(self.pool.recycle(w.pid, now, successor_first=True))
 
     def _tick_stopping(self, now: float) -> None:
         if now >= self._stop_deadline:
@@ -694,6 +722,8 @@ class Supervisor:
             layout=self._tally.layout,
             tally=self._tally.total([(w.slot, w.threads) for w in self.workers.values()]),
             in_flight=self._health.busy(),
+            app_threads=dict(zip(("busy", "idle"), self._health.threads(), strict=True)),
+            app_threads_max=sum(w.threads for w in self.workers.values()),
             connections={"worker": self.dispatcher.held, "parked": len(self.parked),
                          "queued": self.dispatcher.queued},
             workers=count_states(m.state for m in self.pool.members.values()),

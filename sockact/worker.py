@@ -110,16 +110,20 @@ class WorkerShell:
         for lc, (_, kind) in zip(listeners, chosen, strict=True):
             how = "detected" if lc.interface == "auto" else "set"
             log.info("worker %d: listener %s serves %s as %s (%s)", self.pid, lc.name, lc.app, kind.upper(), how)
-        slots = [self.scoreboard.writer(self.slot, i) for i in range(self.config.threads)]
+        # A line per app thread up to the ceiling: the supervisor reads that many (workers.py).
+        lines = self.config.thread_ceiling
+        slots = [self.scoreboard.writer(self.slot, i) for i in range(lines)]
         park_after = [lc.park_after for lc in listeners]
         extra: dict[str, object] = {"sockact.worker_pid": self.pid}
         if interface == WSGI:
+            log.info("worker %d: %s", self.pid, self.config.thread_mode())
             return EventLoop(self.chan, sites, slots, park_after=park_after,
-                             tallies=self.tally.writers(self.slot, self.config.threads) if self.tally else None,
+                             tallies=self.tally.writers(self.slot, lines) if self.tally else None,
                              handback_after=self.config.handback_after, max_requests=self.max_requests,
-                             extra=extra, access=self.access,
+                             extra=extra, access=self.access, floor=self.config.threads,
+                             thread_idle_timeout=self.config.thread_idle_timeout,
                              waiting=Waiting([self.scoreboard.writer(self.slot, i)
-                                              for i in range(self.config.threads, MAX_THREADS)]))
+                                              for i in range(lines, MAX_THREADS)]))
         # asyncio and the ASGI runner only where an ASGI app runs: the supervisor (and a WSGI
         # worker) stays without them, and smaller.
         from .asgi.lifespan import Lifespan
@@ -134,7 +138,7 @@ class WorkerShell:
                             ws=self.config.ws, ws_max_size=self.config.ws_max_size,
                             access=self.access, tally=self.tally.writer(self.slot, 0) if self.tally else None,
                             call_lines=[self.scoreboard.writer(self.slot, i)
-                                        for i in range(self.config.threads, MAX_THREADS)])
+                                        for i in range(lines, MAX_THREADS)])
         runner.startup()
         return runner
 
@@ -190,6 +194,7 @@ class WorkerShell:
                     health_path=lc.health_path.encode("ascii"), proxy_protocol=lc.proxy_protocol,
                     body_buffer=lc.body_buffer, send_timeout=self.config.send_timeout)
         site.environ["SCRIPT_NAME"] = lc.root_path  # the mount prefix; request_environ cuts it from PATH_INFO
+        site.environ["wsgi.multithread"] = self.config.thread_ceiling > 1
         return site
 
 

@@ -35,7 +35,7 @@ class WorkerProcess:
     requests: int = 0  # as last read from the scoreboard
     retired: bool = False  # EOF sent on its channel
     killed: bool = False  # SIGKILL sent
-    recycled: bool = False  # it served its max_requests
+    recycled: str | None = None  # why it is recycled: "max-requests" or "memory" (a restart reason)
     failure: str = ""  # why it could not start, as it said (FAILED) before it exited
     on_sent: Callable[[Conn], None] | None = None  # told of each connection sent (the metrics)
     receiver: handoff.Receiver = field(init=False)

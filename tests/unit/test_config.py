@@ -43,6 +43,9 @@ def test_config_file_from_environment(tmp_path):
     ("[listeners.api]\nworkers = 2\n", "unknown key 'listeners.api.workers'"),
     ('[listeners.api]\napp = "x y"\n', "key 'listeners.api.app'"),
     ("workers = [\n", "not valid TOML"),
+    ('access_log = "ture"\n', "key 'access_log'"),  # a typo is refused, never taken for false
+    ('preload = "flase"\n', "key 'preload'"),
+    ('health_path = "health"\n', "key 'health_path'"),  # it would never match a request's path
 ])
 def test_bad_files_name_the_key(tmp_path, text, needle):
     with pytest.raises(ConfigError) as err:
@@ -132,6 +135,34 @@ def test_settings_other_engineers_build_are_declared():
     for bad in ({"threads": "0"}, {"park_after": "0"}, {"handback_after": "-1"}, {"forwarded_allow_ips": "x"}):
         with pytest.raises(ConfigError, match="--" + next(iter(bad)).replace("_", "-")):
             config.build(bad, {}, None)
+
+
+def test_thread_counts_are_bounded_by_the_scoreboard_and_the_ceiling_by_the_floor():
+    from sockact.scoreboard import MAX_THREADS
+
+    assert config.build({"threads": str(MAX_THREADS), "max_threads": str(MAX_THREADS)}, {}, None).threads == 64
+    # A line per thread on the scoreboard: beyond it, one line naming the key (no silent clamp).
+    with pytest.raises(ConfigError, match=r"^option --threads: invalid value '65': must be <= 64$"):
+        config.build({"threads": "65"}, {}, None)
+    with pytest.raises(ConfigError, match=r"^environment: SOCKACT_MAX_THREADS: .*must be <= 64$"):
+        config.build({}, {"SOCKACT_MAX_THREADS": "100"}, None)
+    with pytest.raises(ConfigError, match=r"^max_threads: 2 is below threads \(4\)"):
+        config.build({"threads": "4", "max_threads": "2"}, {}, None)
+    assert config.BY_NAME["threads"].kind == "integer 1..64"
+
+
+def test_the_thread_mode_says_how_a_wsgi_app_runs():
+    def mode(**values: str) -> str:
+        return config.build(values, {}, None).thread_mode()
+
+    assert config.build({}, {}, None).thread_ceiling == 1
+    assert mode() == "one request at a time per worker (1 app thread, as gunicorn's sync worker)"
+    assert mode(threads="4").startswith("4 app threads per worker, a fixed pool")
+    assert config.build({"threads": "4"}, {}, None).thread_ceiling == 4
+    grows = config.build({"max_threads": "16", "thread_idle_timeout": "5"}, {}, None)
+    assert grows.thread_ceiling == 16
+    assert grows.thread_mode().startswith("1 to 16 app threads per worker: one more starts while every "
+                                          "thread is in a call, and those beyond 1 exit after 5 s idle")
 
 
 def test_timeout_zero_turns_it_off():

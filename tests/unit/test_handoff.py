@@ -1,6 +1,7 @@
 """The supervisor<->worker channel: message format, fd passing, and its failure checks."""
 
 import array
+import contextlib
 import os
 import socket
 
@@ -157,3 +158,42 @@ def test_the_receiver_counts_each_message_before_it_is_looked_at():
         assert seen == [1, 2, 3]
         sup.shutdown(socket.SHUT_WR)
         assert receiver.recv() is None and seen == [1, 2, 3]  # EOF is no message
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_a_message_cut_inside_its_proxy_client_is_refused_and_its_fd_closed(family):
+    client = ("192.0.2.9", 4000) if family == socket.AF_INET else ("2001:db8::9", 4000)
+    whole = handoff.encode(handoff.Message(handoff.CONN, conn_id=3, family=socket.AF_INET, peer=("192.0.2.7", 80),
+                                           proxy=handoff.Header(client)))
+    cut = whole[:-3]  # the peer address is whole; the PROXY client's address is not
+    with pytest.raises(HandoffError, match="truncated"):
+        handoff.decode(cut)
+    sup, wrk = handoff.channel_pair()
+    a, b = socket.socketpair()
+    before = fd_count()
+    socket.send_fds(sup, [cut], [a.fileno()])
+    with pytest.raises(HandoffError):
+        handoff.Receiver(wrk).recv()
+    assert fd_count() == before  # the fd that came with it was closed, not leaked
+    for s in (a, b, sup, wrk):
+        s.close()
+
+
+def test_a_turn_that_closes_more_than_a_done_holds_reports_every_id():
+    from sockact.eventloop import Closed
+
+    sup, wrk = handoff.channel_pair()
+    sup.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * handoff.MAX_MESSAGE)
+    closed = Closed(wrk)
+    ids = list(range(1, 2 * handoff.MAX_DONE + 3))  # two full messages and part of a third
+    for conn_id in ids:
+        closed.add(conn_id)
+    closed.report()
+    sup.setblocking(False)
+    receiver, reported = handoff.Receiver(sup), []
+    with contextlib.suppress(BlockingIOError):
+        while (msg := receiver.recv()) is not None:
+            reported += handoff.done_ids(msg)
+    assert reported == ids and closed.ids == []
+    sup.close()
+    wrk.close()

@@ -309,12 +309,15 @@ class _Conn:
             try:
                 self._send_result(result, request)
             finally:
-                close_iterable(result)
+                if type(result) is not list:  # a list has no close(): skip the look-up
+                    close_iterable(result)
             if not start.headers_sent:
                 # Nothing was written: the body is whole and empty, unless this is HEAD, whose
                 # app may leave out a body of any length.
                 self._send_head(b"", whole=None if request.method == b"HEAD" else 0)
-            self._guarded_send(self.engine.end_response())
+            end = self.engine.end_response()
+            if end:
+                self._guarded_send(end)
             keep = self.engine.keep_alive and not self.wire_failed and self._drain()
         except Exception as exc:  # the app's, or ours while sending; never the client's to see
             keep = self._failed(exc)

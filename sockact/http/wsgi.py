@@ -300,9 +300,12 @@ def check_response(status: Any, headers: Any) -> tuple[str, list[tuple[str, str]
     every other hop-by-hop field is an error, since the engine owns the framing. Copies of
     one Content-Length become one; differing ones are an error.
     """
-    if (not isinstance(status, str) or len(status) < 4 or status[3] != " " or not status[:3].isdigit()
-            or int(status[:3]) < 100 or _bad_value(status)):
-        raise InvalidResponse(f"invalid status {status!r}: expected a str like '200 OK'")
+    if type(status) is not str or status not in _CHECKED_STATUSES:
+        if (not isinstance(status, str) or len(status) < 4 or status[3] != " " or not status[:3].isdigit()
+                or int(status[:3]) < 100 or _bad_value(status)):
+            raise InvalidResponse(f"invalid status {status!r}: expected a str like '200 OK'")
+        if type(status) is str and len(_CHECKED_STATUSES) < _CHECKED_MAX:
+            _CHECKED_STATUSES.add(status)
     if not isinstance(headers, list):
         raise InvalidResponse(f"response headers must be a list, not {type(headers).__name__}")
     out: list[tuple[str, str]] = []
@@ -310,6 +313,9 @@ def check_response(status: Any, headers: Any) -> tuple[str, list[tuple[str, str]
     for item in headers:
         if not (isinstance(item, tuple) and len(item) == 2 and type(item[0]) is str and type(item[1]) is str):
             raise InvalidResponse(f"response header {item!r} is not a (str, str) tuple")
+        if item in _CHECKED_FIELDS:
+            out.append(item)  # passed every check below before, and is not one that needs more
+            continue
         name, value = item
         if not name.isascii() or not is_token(name.encode("ascii")):
             raise InvalidResponse(f"invalid response header name {name!r}")
@@ -328,8 +334,18 @@ def check_response(status: Any, headers: Any) -> tuple[str, list[tuple[str, str]
             if length is not None:
                 continue  # an identical copy: send one
             length = int(value)
+        elif lower not in HOP_BY_HOP and len(_CHECKED_FIELDS) < _CHECKED_MAX:
+            _CHECKED_FIELDS.add(item)
         out.append((name, value))
     return status, out
+
+
+# Statuses and (name, value) fields that passed check_response: an app sends the same few again
+# and again, and a set look-up is cheaper than the checks. Content-Length and hop-by-hop fields
+# are never kept (they need more than a yes). Bounded, so varying values cannot inflate it.
+_CHECKED_STATUSES: set[str] = set()
+_CHECKED_FIELDS: set[tuple[str, str]] = set()
+_CHECKED_MAX = 1024
 
 
 def _bad_value(value: str) -> bool:

@@ -65,7 +65,7 @@ def escape(text: str) -> str:
     return _UNSAFE.sub(_hex, text)
 
 
-@dataclass(slots=True, kw_only=True)
+@dataclass(slots=True)
 class Entry:
     """What one request leaves for the access log. Text is as received (latin-1), not escaped."""
 

@@ -35,6 +35,12 @@ from .rules import VERSIONS, FieldRules, check_head, check_partial_head, check_t
 IDLE, BODY, DONE, ERROR = "IDLE", "BODY", "DONE", "ERROR"
 
 
+# Field names seen to be tokens: clients send the same few names on every request. Bounded, so odd
+# clients cannot inflate it.
+_GOOD_NAMES: set[bytes] = set()
+_GOOD_NAMES_MAX = 1024
+
+
 class _Message:
     """The httptools callback sink for one message: collects the head, then body pieces."""
 
@@ -53,9 +59,12 @@ class _Message:
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.rules is None:
             return  # a trailer field: ChunkedFraming has checked it, and WSGI has no trailers
-        if not is_token(name):
-            # 0.1.1 accepts spaces and other separators in names; llhttp does not.
-            raise ProtocolError(400, "invalid header field name")
+        if name not in _GOOD_NAMES:
+            if not is_token(name):
+                # 0.1.1 accepts spaces and other separators in names; llhttp does not.
+                raise ProtocolError(400, "invalid header field name")
+            if len(_GOOD_NAMES) < _GOOD_NAMES_MAX:
+                _GOOD_NAMES.add(name)
         name = name.upper()
         value = value.rstrip(b" \t")  # both parsers keep trailing whitespace (RFC 9112 5: OWS)
         self.headers.append((name, value))

@@ -536,10 +536,9 @@ def access_entry(remote: str, request: Request | None, status: int, sent: int, s
     (time.perf_counter())."""
     duration = int((time.perf_counter() - started) * 1e6)
     if request is None:
-        return Entry(remote=remote, method="", target="", path="", query="", protocol="", status=status,
-                     sent=sent, duration_us=duration, pid=pid, conn_id=conn_id, listener=listener)
-    return Entry(remote=remote, method=request.method.decode("latin-1"), target=request.target.decode("latin-1"),
-                 path=path_info(request.path), query=request.query.decode("latin-1"),
-                 protocol=PROTOCOLS[request.version], status=status, sent=sent, duration_us=duration, pid=pid,
-                 conn_id=conn_id, listener=listener, headers=request.headers, response_headers=response_headers)
+        return Entry(remote, "", "", "", "", "", status, sent, duration, pid, conn_id, listener)
+    # Positional: this runs once a request. The fields' order is Entry's.
+    return Entry(remote, request.method.decode("latin-1"), request.target.decode("latin-1"), path_info(request.path),
+                 request.query.decode("latin-1"), PROTOCOLS[request.version], status, sent, duration, pid, conn_id,
+                 listener, request.headers, response_headers)
 

@@ -97,3 +97,21 @@ def test_the_sandboxed_check_has_the_units_lines_and_the_deploy_page_shows_it():
     assert block, "docs/deploy.md shows no systemd-run line"
     shown = " ".join(block.group(1).replace("\\\n", " ").split())
     assert shown == sandboxed_check_line("/etc/sockact/sockact.toml", ["StateDirectory=flaskapp"])
+
+
+def test_from_gunicorn_table_agrees_with_sockact_convert():
+    from sockact import fromgunicorn
+    from sockact.hooks import HOOK_NAMES
+
+    for line in (ROOT / "docs" / "from-gunicorn.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or not re.fullmatch(r"`\w+`", cells[0]):
+            continue
+        name, ours = cells[0].strip("`"), cells[2]
+        setting = re.match(r"`(\w+)`:", ours)
+        if setting:  # a setting sockact has: convert carries it there
+            assert fromgunicorn.RENAMED.get(name) == setting.group(1), name
+        elif ours == f"`hooks.{name}`":
+            assert name in HOOK_NAMES, name
+        else:  # none, or a flag with no setting (--check-config): convert names it as not carried
+            assert name in fromgunicorn.NOT_CARRIED, name

@@ -313,8 +313,16 @@ def check_response(status: Any, headers: Any) -> tuple[str, list[tuple[str, str]
     for item in headers:
         if not (isinstance(item, tuple) and len(item) == 2 and type(item[0]) is str and type(item[1]) is str):
             raise InvalidResponse(f"response header {item!r} is not a (str, str) tuple")
-        if item in _CHECKED_FIELDS:
-            out.append(item)  # passed every check below before, and is not one that needs more
+        known = _CHECKED_FIELDS.get(item)
+        if known is not None:
+            # Passed every check below before: an ordinary field (-1), or a Content-Length of that value.
+            if known >= 0:
+                if length is not None:
+                    if known != length:
+                        raise InvalidResponse(f"invalid Content-Length {item[1]!r}")
+                    continue  # an identical copy: send one
+                length = known
+            out.append(item)
             continue
         name, value = item
         if not name.isascii() or not is_token(name.encode("ascii")):
@@ -334,17 +342,20 @@ def check_response(status: Any, headers: Any) -> tuple[str, list[tuple[str, str]
             if length is not None:
                 continue  # an identical copy: send one
             length = int(value)
+            if value == item[1] and len(_CHECKED_FIELDS) < _CHECKED_MAX:
+                _CHECKED_FIELDS[item] = length
         elif lower not in HOP_BY_HOP and len(_CHECKED_FIELDS) < _CHECKED_MAX:
-            _CHECKED_FIELDS.add(item)
+            _CHECKED_FIELDS[item] = -1
         out.append((name, value))
     return status, out
 
 
 # Statuses and (name, value) fields that passed check_response: an app sends the same few again
-# and again, and a set look-up is cheaper than the checks. Content-Length and hop-by-hop fields
-# are never kept (they need more than a yes). Bounded, so varying values cannot inflate it.
+# and again, and a look-up is cheaper than the checks. A field maps to -1, or for a Content-Length
+# to its length (copies must agree); hop-by-hop fields are never kept. Bounded, so varying values
+# cannot inflate it.
 _CHECKED_STATUSES: set[str] = set()
-_CHECKED_FIELDS: set[tuple[str, str]] = set()
+_CHECKED_FIELDS: dict[tuple[str, str], int] = {}
 _CHECKED_MAX = 1024
 
 

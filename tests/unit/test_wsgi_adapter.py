@@ -231,6 +231,11 @@ def test_a_response_checked_before_is_checked_alike_again() -> None:
         with pytest.raises(InvalidResponse):
             check_response("200 OK", [("X-A", "1"), ("Content-Length", "3"), ("Content-Length", "4")])
         with pytest.raises(InvalidResponse):
+            check_response("200 OK", [("Content-Length", "4"), ("Content-Length", "3")])
+        assert check_response("200 OK", [("Content-Length", "3"), ("Content-Length", " 3")]) == (
+            "200 OK", [("Content-Length", "3")])
+        assert check_response("200 OK", [("Content-Length", " 3")]) == ("200 OK", [("Content-Length", "3")])
+        with pytest.raises(InvalidResponse):
             check_response("200 OK", [("X-A", "1"), ("Connection", "keep-alive")])
         with pytest.raises(InvalidResponse):
             check_response("200 OK", [["X-A", "1"]])

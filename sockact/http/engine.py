@@ -34,6 +34,9 @@ from .rules import VERSIONS, FieldRules, check_head, check_partial_head, check_t
 
 IDLE, BODY, DONE, ERROR = "IDLE", "BODY", "DONE", "ERROR"
 
+# Lengths of the response field names start_response looks at: "Connection", "Content-Length".
+_FRAMING_NAME_LENGTHS = frozenset((len("connection"), len("content-length")))
+
 
 # Field names seen to be tokens: clients send the same few names on every request. Bounded, so odd
 # clients cannot inflate it.
@@ -297,12 +300,13 @@ class Connection:
         content_length: int | None = None
         lines = ["HTTP/1.1 ", status, "\r\n"]
         for name, value in headers:
-            lower = name.lower()
-            if lower == "connection":
-                keep = False  # check_response lets only "close" through
-                continue
-            if lower == "content-length":
-                content_length = int(value)
+            if len(name) in _FRAMING_NAME_LENGTHS:  # only then may it be one of the two below
+                lower = name.lower()
+                if lower == "connection":
+                    keep = False  # check_response lets only "close" through
+                    continue
+                if lower == "content-length":
+                    content_length = int(value)
             lines += (name, ": ", value, "\r\n")
         if content_length is None and whole is not None and has_body(b"GET", code):
             content_length = whole

@@ -128,7 +128,8 @@ class HTTPConnection:
 
     def is_health(self, request: Request) -> bool:
         """Whether ``request`` asks for the listener's health path, which the app never sees."""
-        return is_health(self._conn.site, request)
+        site = self._conn.site
+        return bool(site.health_path) and is_health(site, request)
 
     def serve(self, request: Request, responding: Callable[[], None] | None = None) -> bool:
         """Run the app for ``request`` (or answer the health path) and answer it; True when the
@@ -152,9 +153,12 @@ class HTTPConnection:
     def body_to_buffer(self) -> int:
         """After a request head: the body bytes still to come, if the loop should read them before the
         app's call (a Content-Length body within the site's body_buffer); else 0."""
+        limit = self._conn.site.body_buffer
+        if not limit:
+            return 0
         engine = self.engine
         unread = engine.unread_body
-        if not unread or unread + engine.buffered > self._conn.site.body_buffer:
+        if not unread or unread + engine.buffered > limit:
             return 0
         return unread
 
@@ -260,6 +264,10 @@ class _Conn:
         self.body_error: ProtocolError | None = None
         self.wire_failed = False
         self.status = 0
+        # Bound once, not on every request.
+        self._write = self.write
+        self._pull_body = self.pull_body
+        self._local_address = self.local_address
 
     def request_line(self) -> str:
         """The request in hand as logs quote it: client text escaped (see accesslog.escape)."""
@@ -293,14 +301,14 @@ class _Conn:
     def serve(self, request: Request) -> bool:
         """Run the app for ``request`` and send its response; True if the connection persists."""
         started = time.perf_counter()
-        self.start = start = StartResponse(self.write)
+        self.start = start = StartResponse(self._write)
         self.body_error = None
         self.wire_failed = False
         self.status = 0
         self.request = request
-        if is_health(self.site, request):
+        if self.site.health_path and is_health(self.site, request):
             return self._health(request, started)
-        environ = request_environ(self.env, request, InputStream(self.pull_body), self.local_address, self.trust)
+        environ = request_environ(self.env, request, InputStream(self._pull_body), self._local_address, self.trust)
         if self.trust is not None and self.access is not None:
             told = environ["REMOTE_ADDR"]
             self.remote = told if told != self.env["REMOTE_ADDR"] else self.peer_remote

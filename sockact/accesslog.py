@@ -145,6 +145,8 @@ def _or_dash(text: str) -> str:
 def _user(e: Entry) -> str:
     """The user name of Basic authentication, as gunicorn logs it."""
     auth = e.header(b"AUTHORIZATION")
+    if not auth:
+        return "-"
     scheme, _, token = auth.partition(" ")
     if scheme.lower() != "basic":
         return "-"

@@ -115,13 +115,16 @@ class HTTPConnection:
 
     def next_request(self) -> Request | Step:
         """The next complete request head, or where the connection stands."""
+        engine = self.engine
+        if engine.idle:
+            return Step.IDLE  # nothing buffered between requests: nothing to parse (after most responses)
         try:
-            event = self.engine.next_event()
+            event = engine.next_event()
         except ProtocolError as exc:
             self._conn.refuse(exc, linger=False)  # the caller lingers, in its own way of waiting
             return Step.LINGER
         if event is NEED_DATA:
-            return Step.IDLE if self.engine.idle else Step.PARTIAL
+            return Step.IDLE if engine.idle else Step.PARTIAL
         if isinstance(event, Request):
             return event
         return Step.CLOSE

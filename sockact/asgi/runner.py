@@ -26,7 +26,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import handoff
@@ -53,10 +53,15 @@ from .conn import Conn
 from .cycle import HttpCycle
 from .lifespan import Lifespan
 from .scope import conn_scope, request_scope
+from .websocket import release_memory, serve_websocket
+from .wsprotocols import INSTALL_HINT, WsProtocol, find
 
 log = logging.getLogger("sockact.worker")
 
 BEAT = TIMER_INTERVAL  # seconds between the loop's scoreboard stamps and looks at every connection's deadlines
+# Said once per worker, at the first WebSocket request that finds no library: the fix, for either install.
+NO_WEBSOCKET_LIBRARY = ("WebSocket requests get the app's plain HTTP answer: no WebSocket library is installed; "
+                        "install one with: pip install 'sockact[asgi]' (a virtualenv), or: apt install python3-wsproto")
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
@@ -73,8 +78,9 @@ class AsgiRunner:
 
     def __init__(self, chan: socket.socket, sites: Sequence[Site], slots: Sequence[SlotWriter], *,
                  park_after: Sequence[float], handback_after: float, max_requests: int, extra: dict[str, Any],
-                 lifespans: Sequence[Lifespan], graceful_timeout: float, access: AccessLog | None = None,
-                 tally: TallyWriter | None = None, call_lines: Sequence[SlotWriter] = ()) -> None:
+                 lifespans: Sequence[Lifespan], graceful_timeout: float, ws: str, ws_max_size: int,
+                 access: AccessLog | None = None, tally: TallyWriter | None = None,
+                 call_lines: Sequence[SlotWriter] = ()) -> None:
         self.chan = chan
         self.sites = list(sites)
         self.slots = list(slots)  # the loop's line(s): busy with the oldest call, for stalls and timeout
@@ -87,6 +93,11 @@ class AsgiRunner:
         self.extra = extra
         self.lifespans = list(lifespans)
         self.graceful_timeout = graceful_timeout
+        self.ws = ws  # the ws setting: which WebSocket library
+        self.ws_max_size = ws_max_size
+        # The WebSocket library, looked for at the first WebSocket: an HTTP-only app never imports one.
+        self._ws_library: Callable[[bytes, int], WsProtocol] | None = None
+        self._ws_looked = False
         self.access = access
         self.tally = tally  # the request counts for the metrics; None: none are kept
         self.stopping = False  # SIGTERM: answer with Connection: close, park nothing
@@ -166,7 +177,7 @@ class AsgiRunner:
     def _adopt(self, msg: handoff.Message) -> None:
         sock = socket.socket(msg.family, socket.SOCK_STREAM, 0, fileno=msg.fd)
         if self.retiring or self.recycling or self.handing_back:
-            hand_back(self.chan, msg, sock, msg.data)
+            hand_back(self.chan, msg, sock, msg.data, msg.head_started)
             return
         site = self.sites[msg.listener]
         try:
@@ -180,8 +191,9 @@ class AsgiRunner:
         # A PROXY header, unless one was read before this connection was parked, comes before HTTP.
         preface = site.proxy_protocol != "off" and msg.proxy is None
         conn = Conn(self.loop, msg, sock, site, scope, self._advance, self.lock, preface=preface)
-        if preface:
+        if preface or msg.head_started:
             conn.partial = True  # the header_timeout runs for the PROXY header too
+            conn.since = msg.head_started or conn.since  # and on from where it began, for a head handed back
         self.held[msg.conn_id] = conn
         if msg.data:
             self._advance(conn)
@@ -343,39 +355,57 @@ class AsgiRunner:
         self._advance(conn)  # a pipelined request may be buffered already
 
     def _start_websocket(self, conn: Conn, request: Request) -> None:
-        try:
-            from .websocket import serve_websocket  # wsproto: needed once a WebSocket comes, and optional
-        except ImportError:
-            log.warning("conn %d: a WebSocket request, and wsproto is not installed", conn.msg.conn_id)
+        if not self._ws_looked:
+            self._ws_looked = True
+            self._ws_library = find(self.ws)
+            if self._ws_library is None and self.ws == "auto":
+                log.warning(NO_WEBSOCKET_LIBRARY)
+            elif self._ws_library is None:
+                log.warning("WebSocket requests get the app's plain HTTP answer: ws = %r, and %s is not installed; "
+                            "install it with: %s", self.ws, self.ws, INSTALL_HINT[self.ws])
+        if self._ws_library is None:
             self._start_http(conn, request)  # the app's own answer to a plain request, then closed
             return
         conn.busy = conn.websocket = True
         self._call_started(conn, request)
         scope = request_scope(conn.scope, request, websocket=True, trust=conn.trust)
-        task = self.loop.create_task(serve_websocket(conn, scope, conn.site.app, self.websockets))
-        task.add_done_callback(lambda t: self._locked(self._after_websocket, conn))
+        task = self.loop.create_task(serve_websocket(conn, scope, conn.site.app, self.websockets, self._ws_library,
+                                                     self.ws_max_size))
+        task.add_done_callback(lambda t: self._locked(self._after_websocket, conn, request, t))
 
-    def _after_websocket(self, conn: Conn) -> None:
+    def _after_websocket(self, conn: Conn, request: Request, task: asyncio.Task[Any]) -> None:
         self.calls.pop(conn, None)
         conn.busy = False
-        self._close(conn)
+        if not task.cancelled() and task.exception() is None:
+            ws = task.result()
+            release_memory(ws)
+            if self.access is not None and conn.site.access_log:
+                entry = access_entry(self._remote(conn, ws.scope["client"]), request, ws.status, ws.bytes_out,
+                                     ws.started, self.pid, conn.msg.conn_id, conn.site.listener)
+                self.access.log_websocket(entry, ws.close_code if ws.status == 101 else 0, ws.bytes_in)
+        # Lingering: a client still sending (a message over ws_max_size) reads the close frame before a reset.
+        self._close(conn, linger=True)
 
     def _access(self, conn: Conn, request: Request | None, status: int, started: float,
                 response_headers: Sequence[tuple[str, str]] = (), client: Any = None) -> None:
         """``client``: the request's scope client, which trusted proxies may have told."""
         if self.access is None or not conn.site.access_log:
             return
+        self.access.log(access_entry(self._remote(conn, client), request, status, conn.engine.body_sent, started,
+                                     self.pid, conn.msg.conn_id, conn.site.listener, response_headers))
+
+    @staticmethod
+    def _remote(conn: Conn, client: Any = None) -> str:
         if not conn.remote:
             conn.remote = access_remote(conn.sock, conn.scope["client"] or conn.msg.peer)
-        remote = conn.remote if client is None or client is conn.scope["client"] else str(client[0])
-        self.access.log(access_entry(remote, request, status, conn.engine.body_sent, started, self.pid,
-                                     conn.msg.conn_id, conn.site.listener, response_headers))
+        return conn.remote if client is None or client is conn.scope["client"] else str(client[0])
 
     # ------------------------------------------------------------------ the beat
 
     async def _beat(self) -> None:
         while True:
             now = self.last_beat = time.monotonic()
+            self.slots[0].beat()  # the supervisor kills a worker whose loop stops beating for timeout
             with self.lock:
                 self._stamp()
                 self._timers(now)
@@ -463,7 +493,7 @@ class AsgiRunner:
                 conn.handed = True
                 del self.held[conn.msg.conn_id]
                 copy = socket.socket(conn.msg.family, socket.SOCK_STREAM, 0, fileno=os.dup(conn.fd))
-                hand_back(self.chan, conn.msg, copy, data)
+                hand_back(self.chan, conn.msg, copy, data, conn.since if conn.partial and not conn.busy else 0.0)
                 self._orphans.append(conn)
             # Arrivals go straight back; an EOF is left for the loop, which sees it again when it runs.
             read_channel(self.receiver, self.chan, self._adopt, lambda: None)

@@ -59,6 +59,7 @@ class Site:
     health_path: bytes = b""  # answered here, never by the app; b"": none
     proxy_protocol: str = "off"  # "v1", "v2" or "auto": a PROXY header precedes HTTP (the loop reads it)
     body_buffer: int = 0  # bodies up to this size are read whole by the loop before the app's call
+    send_timeout: float = 0.0  # per response write that makes no progress (send_timeout); 0.0: io_timeout
     environ: dict[str, Any] = field(init=False, repr=False, compare=False)  # constant keys, built once
 
     def __post_init__(self) -> None:
@@ -103,7 +104,7 @@ class HTTPConnection:
                  stopping: Callable[[], bool] = lambda: False, client: tuple[str, int] | None = None) -> None:
         """``peer`` is the socket's peer; ``client`` the one a PROXY protocol header named, if any."""
         self.engine = Connection(site.limits)
-        self.wire = Wire(sock, site.io_timeout)
+        self.wire = Wire(sock, site.io_timeout, site.send_timeout or site.io_timeout)
         self.conn_id = conn_id
         self._conn = _Conn(sock, site, self.wire, self.engine, peer, conn_id, environ_extra, stopping, client)
         if pending:
@@ -456,6 +457,10 @@ class _Conn:
     def _failed(self, exc: Exception) -> bool:
         """After the app or the response failed: answer if still possible; always close."""
         start = self.start
+        if self.wire.send_stalled:
+            log.info("conn %d: the client took no bytes of the response to %s for %gs (send_timeout): "
+                     "connection closed", self.conn_id, self.request_line(), self.wire.send_timeout)
+            return False
         if self.wire_failed:
             log.debug("conn %d: client gone while serving: %s", self.conn_id, exc)
             return False

@@ -131,7 +131,7 @@ def request_environ(conn_env: Mapping[str, Any], request: Request, body: Any,
     env["SERVER_PROTOCOL"] = PROTOCOLS[request.version]
     env["wsgi.input"] = body
     for name, value in request.headers:
-        key = _env_key(name)
+        key = _ENV_KEYS.get(name) or _env_key(name)  # the cache first, without a call
         if key is None:
             continue
         text = value.decode("latin-1")

@@ -220,21 +220,26 @@ def compile_format(spec: str, atoms: dict[str, Callable[[Entry], str]] = ATOMS) 
     leftover = _ATOM_RE.sub("", spec).replace("%%", "")
     if "%" in leftover:
         raise ValueError(f"stray '%' in {spec!r}: atoms look like %(h)s, %({{header}}i)s")
-    # One %-template for the literal text, and the atoms' functions in order: a line is one
-    # formatting of a tuple. Atoms that never vary ("l") go into the template.
-    template: list[str] = []
-    atoms_used: list[Callable[[Entry], str]] = []
+    # The builder is made once, as one generated function that calls the atoms in order and joins
+    # them with the literal text: a loop over the parts on every request costs as much as the atoms.
+    # Literal text enters the source only through repr(); atoms that never vary ("l") are literals.
+    pieces: list[str] = []
+    namespace: dict[str, Any] = {}
+    literal = ""
     for p in parts:
         if isinstance(p, str) or p in _CONSTANT:
-            template.append((p if isinstance(p, str) else _CONSTANT[p]).replace("%", "%%"))
-        else:
-            template.append("%s")
-            atoms_used.append(p)
-    text, funcs = "".join(template), tuple(atoms_used)
-
-    def line(entry: Entry) -> str:
-        return text % tuple([f(entry) for f in funcs])
-
+            literal += p if isinstance(p, str) else _CONSTANT[p]
+            continue
+        if literal:
+            pieces.append(repr(literal))
+            literal = ""
+        name = f"atom{len(namespace)}"
+        namespace[name] = p
+        pieces.append(f"{name}(e)")
+    if literal:
+        pieces.append(repr(literal))
+    exec(f"def line(e):\n    return ''.join(({', '.join(pieces)},))\n", namespace)
+    line: Callable[[Entry], str] = namespace["line"]
     return line
 
 

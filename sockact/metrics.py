@@ -24,7 +24,7 @@ from .tally import Layout
 # pool hands off in tens of microseconds; a queue behind busy workers takes up to seconds.
 HANDOFF_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                    0.5, 1.0, 2.5, 5.0)
-RESTART_REASONS = ("exit", "timeout", "max-requests", "memory", "reload")
+RESTART_REASONS = ("exit", "timeout", "max-requests", "memory", "memory-limit", "reload")
 
 
 @dataclass
@@ -97,6 +97,10 @@ class Snapshot:
     reloads: Mapping[str, int]
     watchdog_pings: int
     start_time: float
+    # Each worker's cgroup (worker_memory_limit), by (slot, pid): memory.current in bytes, and CPU
+    # seconds from cpu.stat. Empty without worker cgroups.
+    worker_memory: Mapping[tuple[int, int], int] = field(default_factory=dict)
+    worker_cpu: Mapping[tuple[int, int], float] = field(default_factory=dict)
 
 
 def count_states(states: Iterable[WorkerState]) -> dict[str, int]:

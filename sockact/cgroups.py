@@ -90,6 +90,9 @@ class WorkerGroups:
             raise CgroupError(f"worker_memory_limit: cannot read {proc} ({exc.strerror}); {REMEDY}") from None
         if path == "/":
             raise CgroupError(f"worker_memory_limit: sockact runs in the root cgroup, not in a service's own; {REMEDY}")
+        if not (Path(root) / "cgroup.controllers").exists():
+            raise CgroupError(f"worker_memory_limit: {root} is not a cgroup v2 (unified) hierarchy, so the memory "
+                              "controller is cgroup v1's here; boot with systemd.unified_cgroup_hierarchy=1")
         service = Path(root) / path.lstrip("/")
         if service.name == SUPERVISOR:
             service = service.parent  # moved there already (tests that start twice in one process)

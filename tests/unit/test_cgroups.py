@@ -19,6 +19,7 @@ def fake_service(tmp_path, controllers="cpuset cpu io memory pids", procs="100\n
     """A delegated service cgroup, and a /proc/self/cgroup that names it."""
     service = tmp_path / "fs" / "system.slice" / "sockact.service"
     service.mkdir(parents=True)
+    (tmp_path / "fs" / "cgroup.controllers").write_text(controllers + "\n")
     (service / "cgroup.controllers").write_text(controllers + "\n")
     (service / "cgroup.procs").write_text(procs)
     (service / "cgroup.subtree_control").write_text("")
@@ -69,7 +70,17 @@ def test_no_memory_controller_is_refused_with_the_reason(tmp_path, controllers, 
     assert exc.value.exit_code == 2
 
 
+def test_a_hybrid_hierarchy_is_refused(tmp_path):
+    """Debian 12 and 13 boot unified; a host booted hybrid keeps the memory controller on cgroup v1."""
+    _, proc = fake_service(tmp_path)
+    (tmp_path / "fs" / "cgroup.controllers").unlink()
+    with pytest.raises(cgroups.CgroupError, match=r"^worker_memory_limit: \S+ is not a cgroup v2 \(unified\) "
+                                                  r"hierarchy.*systemd.unified_cgroup_hierarchy=1$"):
+        cgroups.WorkerGroups.delegate(str(tmp_path / "fs"), str(proc))
+
+
 def test_a_missing_cgroup_is_refused(tmp_path):
+    fake_service(tmp_path)
     proc = tmp_path / "cgroup"
     proc.write_text("0::/nowhere.service\n")
     with pytest.raises(cgroups.CgroupError, match=r"^worker_memory_limit: cannot set up worker cgroups in "

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
-from . import cgroups, handoff, memory, orphans
+from . import cgroups, handoff, memory, orphans, pressure
 from .acceptor import fd_budget
 from .accesslog import escape
 from .activation import Listener
@@ -47,7 +47,7 @@ from .states import Phase, WorkerState
 from .switchboard import Switchboard
 from .tally import Tally
 from .turnaway import app_failed, turn_away
-from .worker import DRAIN_SIGNAL, REOPEN_SIGNAL, WorkerShell
+from .worker import COLLECT_SIGNAL, DRAIN_SIGNAL, REOPEN_SIGNAL, WorkerShell
 from .workers import WorkerProcess, describe_status, spawn
 
 log = logging.getLogger("sockact.supervisor")
@@ -104,6 +104,7 @@ class Supervisor:
         self._next_memory_check = 0.0
         self._memory_last = 0  # the worker whose USS was read last: the next look reads the next one
         self._cgroups: cgroups.WorkerGroups | None = None  # a cgroup per worker (worker_memory_limit)
+        self._pressure: pressure.PressureWatch | None = None  # systemd's MemoryPressureWatch=
         self._last_progress = (0, 0)
         self._halted = False  # the app failed to load: clients waiting for it get a 503
 
@@ -125,6 +126,7 @@ class Supervisor:
         self._scoreboard = Scoreboard(SCOREBOARD_SLOTS)
         self._health = Health(self._scoreboard, self.workers, self.notifier)
         self._start_metrics()
+        self._watch_pressure()
         if self.apps is not None:
             # A preloaded app moves out of the collector's reach once, so the workers' collections
             # never write to its objects and the pages stay shared (CPython's gc.freeze() advice).
@@ -393,7 +395,7 @@ class Supervisor:
                 cgroups.enter(group)  # before the app's first page: a page is charged where it was faulted
             return WorkerShell(chan, config, names, scoreboard, slot, apps, max_requests, tally, hooks).run()
 
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, (*HANDLED_SIGNALS, DRAIN_SIGNAL))
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, (*HANDLED_SIGNALS, DRAIN_SIGNAL, COLLECT_SIGNAL))
         try:
             group = self._cgroups.prepare(slot, config.worker_memory_limit) if self._cgroups else None
             w = spawn(child_main, self._close_in_child, slot, generation, config.thread_ceiling)
@@ -426,6 +428,8 @@ class Supervisor:
             self._metrics.close_clients()
         if self._selector is not None:
             self._selector.close()  # first: the fds below need no unregistering one by one
+        if self._pressure is not None:
+            self._pressure.close()  # a worker must not hold the PSI trigger
         for lst in self.listeners:
             lst.sock.close()
         for w in self.workers.values():
@@ -672,6 +676,44 @@ class Supervisor:
                             extra={"SOCKACT_RECYCLED_PID": w.pid, "SOCKACT_WORKER_USS": used})
                 w.recycled = "memory"
                 self._carry_out(self.pool.recycle(w.pid, now, successor_first=True))
+
+    def _watch_pressure(self) -> None:
+        """MemoryPressureWatch= (systemd 254+): wake the loop when systemd reports memory pressure."""
+        try:
+            watch = pressure.PressureWatch.from_environ(os.environ)
+        except (OSError, ValueError) as exc:
+            log.warning("memory pressure not watched (%s): %s", pressure.describe(os.environ), exc)
+            return
+        if watch is not None:
+            self._pressure = watch
+            self._register(watch.fileno(), self._on_pressure, watch)
+            log.info("watching memory pressure: %s", pressure.describe(os.environ))
+
+    def _on_pressure(self, watch: pressure.PressureWatch) -> None:
+        """Memory pressure on the service: every worker collects its garbage, and the largest serving
+        worker is recycled, its successor first; one at a time, so pressure that lasts does not churn."""
+        if not watch.fired() or self.stopping:
+            return
+        for w in self.workers.values():
+            w.signal(COLLECT_SIGNAL)
+        if any(w.recycled for w in self.workers.values()):
+            return
+        sizes = {w.pid: self._memory_of(w) for w in self.workers.values()
+                 if self.pool.state(w.pid) in (WorkerState.READY, WorkerState.BUSY)}
+        if not sizes:
+            return
+        largest = self.workers[max(sizes, key=lambda pid: sizes[pid])]
+        log.warning("memory pressure: the workers collect their garbage; recycling worker %d, the largest (%s), "
+                    "once its successor is ready", largest.pid, memory.megabytes(sizes[largest.pid]),
+                    extra={"SOCKACT_RECYCLED_PID": largest.pid})
+        largest.recycled = "pressure"
+        self._carry_out(self.pool.recycle(largest.pid, time.monotonic(), successor_first=True))
+
+    def _memory_of(self, w: WorkerProcess) -> int:
+        """What ``w`` holds, cheaply: its cgroup's memory.current, else its RSS (the shared pages count
+        alike in every worker, so the largest is still the largest)."""
+        used = self._cgroups.usage(w.slot) if self._cgroups is not None else None
+        return used.memory if used is not None else memory.rss(w.pid) or 0
 
     def _tick_stopping(self, now: float) -> None:
         if now >= self._stop_deadline:

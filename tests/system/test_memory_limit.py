@@ -234,3 +234,33 @@ def _killed_for_limit(box: Container, cursor: str) -> str | None:
         if found and m.get("PRIORITY") == "3":
             return found.group(1)
     return None
+
+
+def test_memory_pressure_is_watched_where_systemd_offers_it(box: Container) -> None:
+    """systemd 254+ (Debian 13) passes MemoryPressureWatch='s file, which the supervisor watches in the
+    packaged unit's sandbox; systemd 252 (Debian 12) passes none, and sockact serves as before. (What
+    an event does is tests/integration/test_memory_recycle.py's.) The drop-in turns the watch on where
+    auto would leave it off: a host booted hybrid gives the unit no memory accounting."""
+    box.write(CONFIG, 'app = "sockact_leak:app"\nworkers = 2\n')
+    box.run(f"rm -f {DROP_INS}/memory-limit.conf")
+    box.write(f"{DROP_INS}/pressure.conf", "[Service]\nMemoryPressureWatch=on\n")
+    try:
+        box.run("systemctl daemon-reload && systemctl stop sockact.service && systemctl reset-failed sockact.service",
+                check=False)
+        cursor = _cursor(box)
+        port, _ = PORTS[box.name]
+        assert wait_for(lambda: _get(port), timeout=30, what="the service serving").status == 200
+        systemd = int(box.run("systemctl --version").stdout.split()[1])
+        env = box.run(f"cat /proc/{box.show('sockact.service', 'MainPID')}/environ").stdout.split("\0")
+        lines = [str(m.get("MESSAGE")) for m in _messages(box, cursor) if "memory pressure" in str(m.get("MESSAGE"))]
+        watch = next((v.split("=", 1)[1] for v in env if v.startswith("MEMORY_PRESSURE_WATCH=")), None)
+        if systemd < 254:
+            assert watch is None and lines == []
+            return
+        if watch is None and box.run("test -e /sys/fs/cgroup/cgroup.controllers", check=False).returncode:
+            unavailable(f"systemd {systemd} passes no MemoryPressureWatch= on a host booted hybrid (cgroup v1 "
+                        "controllers): the watch cannot be tested here")
+        assert lines == [f"watching memory pressure: {watch} (some 200000 2000000)"], lines
+    finally:
+        box.remove(f"{DROP_INS}/pressure.conf")
+        box.run("systemctl daemon-reload && systemctl stop sockact.service", check=False)

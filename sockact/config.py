@@ -237,7 +237,8 @@ class Config(ListenerSettings):
         "cgroup of its own with this memory.max, and a worker that passes it is killed by the kernel "
         "alone (its clients in a call get a 502) and replaced. Needs systemd with Delegate=yes and "
         "ProtectControlGroups=no (the memory-limit.conf drop-in); sockact refuses to start without "
-        "them. Set it above max_worker_memory, which recycles gracefully first. 0: off.",
+        "them. Set it above max_worker_memory, which recycles gracefully first. A reload applies it to "
+        "the new workers. 0: off.",
         "workers", metavar="SIZE")
     queue_size: int = _opt(
         parsers.integer(1), 1024,

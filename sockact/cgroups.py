@@ -28,6 +28,7 @@ from pathlib import Path
 from .errors import ConfigError
 
 CGROUP_FS = "/sys/fs/cgroup"
+PROC_CGROUP = "/proc/self/cgroup"
 SUPERVISOR = "supervisor"  # the supervisor's own group, beside the workers'
 REMEDY = "run it under systemd with Delegate=yes and ProtectControlGroups=no (the memory-limit.conf drop-in)"
 
@@ -82,8 +83,9 @@ class WorkerGroups:
     _oom_before: dict[int, int] = field(default_factory=dict)  # each slot's oom_kill count when it was made
 
     @classmethod
-    def delegate(cls, root: str = CGROUP_FS, proc: str = "/proc/self/cgroup") -> WorkerGroups:
+    def delegate(cls, root: str | None = None, proc: str | None = None) -> WorkerGroups:
         """Take the service's cgroup for the workers; raises CgroupError with the reason it cannot."""
+        root, proc = root or CGROUP_FS, proc or PROC_CGROUP
         try:
             path = own_cgroup(Path(proc).read_text(encoding="ascii"))
         except OSError as exc:

@@ -112,7 +112,7 @@ def test_memory_pressure_collects_in_every_worker_and_recycles_the_largest_and_n
             reply = json.loads(client.request("/gc")[2])
             client.close()
             return (reply["collections"],) if reply["pid"] == pid else None
-        return wait_until(answer, f"an answer from worker {pid}")[0]
+        return wait_until(answer, f"an answer from worker {pid}", timeout=30)[0]
 
     leaker = KeepAliveClient(server.port)
     victim = json.loads(leaker.request("/leak?mb=60")[2])["pid"]

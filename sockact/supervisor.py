@@ -803,12 +803,12 @@ class Supervisor:
 
     def _cgroup_usage(self) -> dict[str, dict[tuple[int, int], Any]]:
         """The worker_memory and worker_cpu of a Snapshot, from the workers' cgroups."""
-        memory, cpu = {}, {}
+        held, cpu = {}, {}
         for w in self.workers.values():
             used = self._cgroups.usage(w.slot) if self._cgroups is not None else None
             if used is not None:
-                memory[w.slot, w.pid], cpu[w.slot, w.pid] = used.memory, used.cpu
-        return {"worker_memory": memory, "worker_cpu": cpu}
+                held[w.slot, w.pid], cpu[w.slot, w.pid] = used.memory, used.cpu
+        return {"worker_memory": held, "worker_cpu": cpu}
 
     # ------------------------------------------------------------------ plumbing
 

@@ -108,8 +108,11 @@ class WorkerGroups:
             # Every process of the service's group: a cgroup with controllers for its children holds none.
             for pid in _read(service / "cgroup.procs").split():
                 _write(service / SUPERVISOR / "cgroup.procs", pid)
-            wanted = [c for c in ("memory", "cpu") if c in available]
-            _write(service / "cgroup.subtree_control", " ".join(f"+{c}" for c in wanted))
+            try:
+                _write(service / "cgroup.subtree_control", "+memory +cpu" if "cpu" in available else "+memory")
+            except OSError:
+                # cpu is only measured (the metrics), never limited: it is not worth a refusal
+                _write(service / "cgroup.subtree_control", "+memory")
         except OSError as exc:
             raise CgroupError(f"worker_memory_limit: cannot set up worker cgroups in {path} "
                               f"({exc.strerror or exc}); {REMEDY}") from None

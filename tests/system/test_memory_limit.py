@@ -203,8 +203,10 @@ def test_a_worker_past_the_limit_is_killed_by_the_kernel_alone(box: Container) -
     assert box.show("sockact.service", "MainPID") == main and box.show("sockact.service", "ActiveState") == "active"
     # The load's only failures are the dead worker's own clients in a call: the journal names each 502.
     dead_502s = [m for m in _messages(box, cursor)
-                 if re.match(rf"worker {dead} killed by SIGKILL before answering GET / HTTP/1\.1: 502",
+                 if re.match(rf"worker {dead} killed by SIGKILL before answering GET /: 502 Bad Gateway sent",
                              str(m.get("MESSAGE")))]
+    print(f"requests across the kernel kill: {load.total} sent, {load.failures} failed, all of them the dead "
+          f"worker's ({len(dead_502s)} 502s in the journal)")
     assert load.failures == load.outcomes["http 502"] == len(dead_502s), (load.outcomes, load.errors)
     assert load.outcomes["ok"] > 100
 

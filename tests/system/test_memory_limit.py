@@ -151,6 +151,7 @@ def test_the_drop_in_keeps_the_security_score(box: Container) -> None:
     _configure(box, drop_in=True)
     out = box.run("systemd-analyze security --no-pager sockact.service", check=False).stdout
     score = float(re.search(r"Overall exposure level for sockact.service: (\d+\.\d)", out).group(1))
+    print(f"security score of sockact.service with memory-limit.conf: {score}")
     assert score <= SECURITY_THRESHOLD, out
     assert re.search(r"✗ Delegate=", out), out  # the drop-in is in effect
 

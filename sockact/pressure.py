@@ -67,6 +67,9 @@ class PressureWatch:
     def fired(self) -> bool:
         """Whether pressure was signalled since the last call; takes the event (and any bytes) in."""
         events = self._epoll.poll(0)
+        if any(mask & (select.EPOLLERR | select.EPOLLHUP) for _, mask in events):
+            self._epoll.unregister(self._fd)  # the file went away: stop watching, rather than wake for ever
+            return False
         if events and self._readable:
             with contextlib.suppress(OSError):
                 while os.read(self._fd, 4096):

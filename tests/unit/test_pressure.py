@@ -73,3 +73,16 @@ def test_what_cannot_be_watched_raises(environ, error):
 def test_the_log_line_names_the_file_and_the_trigger():
     assert describe({"MEMORY_PRESSURE_WATCH": "/sys/fs/cgroup/x/memory.pressure", "MEMORY_PRESSURE_WRITE": TRIGGER}) \
         == "/sys/fs/cgroup/x/memory.pressure (some 200000 2000000)"
+
+
+def test_a_watched_file_that_hangs_up_is_dropped_rather_than_waking_the_loop_for_ever():
+    read_end, write_end = os.pipe()
+    watch = PressureWatch(read_end, select.EPOLLIN)
+    outer = select.epoll()
+    outer.register(watch.fileno(), select.EPOLLIN)
+    os.close(write_end)  # a pipe whose writer is gone: hung up, for good
+    assert outer.poll(1.0)
+    assert not watch.fired()
+    assert outer.poll(0) == []  # nothing wakes the loop any more
+    outer.close()
+    watch.close()

@@ -57,6 +57,9 @@ from .scope import conn_scope, request_scope
 log = logging.getLogger("sockact.worker")
 
 BEAT = TIMER_INTERVAL  # seconds between the loop's scoreboard stamps and looks at every connection's deadlines
+# Said once per worker, at the first WebSocket request that finds no library: the fix, for either install.
+NO_WEBSOCKET_LIBRARY = ("WebSocket requests get the app's plain HTTP answer: no WebSocket library is installed; "
+                        "install one with: pip install 'sockact[asgi]' (a virtualenv), or: apt install python3-wsproto")
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
@@ -94,6 +97,7 @@ class AsgiRunner:
         self.retiring = False
         self.recycling = False
         self.requests = 0
+        self.told_no_websocket_library = False  # NO_WEBSOCKET_LIBRARY said
         self.loop = new_loop()
         self.pid = os.getpid()
         self.receiver = handoff.Receiver(chan)
@@ -346,7 +350,9 @@ class AsgiRunner:
         try:
             from .websocket import serve_websocket  # wsproto: needed once a WebSocket comes, and optional
         except ImportError:
-            log.warning("conn %d: a WebSocket request, and wsproto is not installed", conn.msg.conn_id)
+            if not self.told_no_websocket_library:
+                self.told_no_websocket_library = True
+                log.warning(NO_WEBSOCKET_LIBRARY)
             self._start_http(conn, request)  # the app's own answer to a plain request, then closed
             return
         conn.busy = conn.websocket = True

@@ -1,4 +1,4 @@
-"""docs/deploy.md, "Serve your app", followed step by step on a clean Debian 12 with the .deb.
+"""docs/deploy.md, "Serve your app", followed step by step on a clean Debian 12 and 13 with the .deb.
 
 One container serves both of the page's apps. The fixture installs the package with apt, then
 walks the page in order: it writes each file that a block names in its first line, and runs
@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from debpkg import installed
+from debroot import SUITES
 from nspawn import Container
 from sysclient import UnixHTTPConnection, wait_for
 from sysdeploy import steps
@@ -33,10 +34,10 @@ PORT = 8080  # where the page's Flask app is served: the packaged sockact.socket
 DJANGO_SOCKET = "/run/sockact/mysite.sock"
 
 
-@pytest.fixture(scope="module")
-def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
-    """A clean bookworm with the .deb installed and every step of the page done."""
-    with installed(tmp_path_factory.mktemp("deb")) as booted:
+@pytest.fixture(scope="module", params=SUITES)
+def box(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+    """A clean Debian root with the .deb installed and every step of the page done."""
+    with installed(tmp_path_factory.mktemp("deb"), request.param) as booted:
         for where, text in steps(PAGE):
             if where == "sh":
                 booted.run(["sh", "-ec", text], env={"DEBIAN_FRONTEND": "noninteractive"}, timeout=600)

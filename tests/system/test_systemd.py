@@ -154,7 +154,8 @@ def test_reload_serves_new_code_without_failing_a_request(sockact: Deployment):
     serve_test_app(sockact, "v1", config="workers = 3\n")
     assert sockact.get("/").text.startswith("v1")
     main_pid = sockact.main_pid()
-    with Load(sockact.port, threads=4, max_requests=4000, max_seconds=30) as load:
+    # The load outlives the waits below (10 + 15 + 10 s) on a slow machine; the test stops it itself.
+    with Load(sockact.port, threads=4, max_requests=20000, max_seconds=60) as load:
         wait_for(lambda: load.outcomes["ok"] >= 50, 10, what="the load to get going")
         sockact.app("sockact_testapp", TEST_APP.format(version="v2"))
         sockact.c.systemctl("reload", "sockact.service")

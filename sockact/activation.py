@@ -12,7 +12,7 @@ import errno
 import os
 import socket
 import stat
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 
 from .errors import ListenerError
@@ -91,6 +91,39 @@ def from_systemd(environ: MutableMapping[str, str],
         else:
             os.close(fd)
     return listeners
+
+
+def describe_passed(environ: Mapping[str, str], pid: int) -> list[str] | None:
+    """What systemd passed, for `sockact check`: one 'NAME=ADDRESS (fd N)' per socket, None without
+    LISTEN_FDS. Only looks: the fds stay open and the variables set, for the process they are for."""
+    if "LISTEN_FDS" not in environ:
+        return None
+    target = environ.get("LISTEN_PID", "")
+    if target and target != str(pid):
+        return [f"LISTEN_PID={target} names another process: none of these sockets is this one's"]
+    try:
+        count = int(environ["LISTEN_FDS"])
+    except ValueError:
+        return [f"LISTEN_FDS={environ['LISTEN_FDS']!r} is not a number"]
+    names = environ.get("LISTEN_FDNAMES", "").split(":")
+    out = []
+    for i, fd in enumerate(range(3, 3 + max(count, 0))):
+        name = names[i] if i < len(names) and names[i] else DEFAULT_NAME
+        if listener_of(name) is not None:
+            out.append(f"{name} (fd {fd}): a connection kept in the fd store, not a socket to listen on")
+            continue
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError as exc:
+            out.append(f"{name} (fd {fd}): {exc.strerror or exc}")
+            continue
+        try:
+            out.append(f"{name}={format_address(sock.family, sock.getsockname())} (fd {fd})")
+        except OSError as exc:
+            out.append(f"{name} (fd {fd}): {exc.strerror or exc}")
+        finally:
+            sock.detach()
+    return out
 
 
 def _adopt(fd: int, name: str) -> Listener:

@@ -4,9 +4,11 @@ environment they are imported with, and a virtualenv's site-packages."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import site
 import sys
+import traceback
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from typing import Any
 
@@ -51,36 +53,90 @@ def add_virtualenv(path: str | None) -> None:
         sys.path[:] = added + before
 
 
-def load(spec: str) -> WSGIApp:
-    """Import ``module:callable``. Raises AppLoadError with a one-line reason."""
+def load(spec: str, what: str = "app") -> WSGIApp:
+    """Import ``module:callable`` (or ``path/to/file.py:callable``). Raises AppLoadError with a one-line
+    reason that names the innermost frame of the app's code, and the app's traceback. ``what`` names
+    the setting in the reason: the app, or a hook."""
     module_name, _, attr = spec.partition(":")
     attr = attr or "application"
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        # The module itself missing is the user's typo; anything deeper is the app's own import error.
-        missing = exc.name or ""
-        if missing and (module_name == missing or module_name.startswith(missing + ".")):
-            raise AppLoadError(f"app '{spec}': no module named '{missing}' (the working directory is "
-                               f"{os.getcwd()!r}; set 'chdir' to the project's directory, or add the "
-                               f"directory that holds it to 'pythonpath')") from exc
-        raise AppLoadError(f"app '{spec}': importing {module_name} failed: {exc}") from exc
-    except SystemExit as exc:
-        # sys.exit("DATABASE_URL not set") at import: the app refuses to start, say why.
-        why = f": {exc.code}" if isinstance(exc.code, str) else f" with code {exc.code}"
-        raise AppLoadError(f"app '{spec}': importing {module_name} exited{why}") from None
-    except Exception as exc:
-        raise AppLoadError(f"app '{spec}': importing {module_name} raised "
-                           f"{type(exc).__name__}: {exc}") from exc
+    obj: Any = load_module(module_name, f"{what} '{spec}'")
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise AppLoadError(f"app '{spec}': module '{module_name}' has no attribute '{attr}'") from None
+            raise AppLoadError(f"{what} '{spec}': module '{module_name}' has no attribute '{attr}'") from None
     if not callable(obj):
-        raise AppLoadError(f"app '{spec}': {attr} is not callable")
+        raise AppLoadError(f"{what} '{spec}': {attr} is not callable")
     app: WSGIApp = obj
     return app
+
+
+def _app_frames(exc: BaseException) -> traceback.StackSummary:
+    """The frames of ``exc``'s traceback that are the app's: not this module's, not importlib's."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return traceback.StackSummary.from_list([f for f in frames if f.filename not in _IMPORTING
+                                             and not f.filename.startswith("<frozen importlib")])
+
+
+# Files whose frames are the import's, not the app's.
+_IMPORTING = frozenset({__file__, importlib.__file__})
+
+
+def load_module(module_name: str, what: str) -> Any:
+    """Import a module by name, or a Python file by its path (``what`` names it in the AppLoadError)."""
+    try:
+        return _import(module_name)
+    except ImportError as exc:
+        # The module itself missing is the user's typo; anything deeper is the app's own import error.
+        missing = exc.name or ""
+        if missing and (module_name == missing or module_name.startswith(missing + ".")) and \
+                not _app_frames(exc):
+            raise AppLoadError(f"{what}: no module named '{missing}' (the working directory is "
+                               f"{os.getcwd()!r}; set 'chdir' to the project's directory, or add the "
+                               f"directory that holds it to 'pythonpath')") from exc
+        raise _failed(what, f"importing {module_name} failed: {exc}", exc) from exc
+    except SystemExit as exc:
+        # sys.exit("DATABASE_URL not set") at import: the app refuses to start, say why.
+        why = f": {exc.code}" if isinstance(exc.code, str) else f" with code {exc.code}"
+        raise _failed(what, f"importing {module_name} exited{why}", exc) from None
+    except Exception as exc:
+        raise _failed(what, f"importing {module_name} raised {type(exc).__name__}: {exc}", exc) from exc
+
+
+def _import(module_name: str) -> Any:
+    """The module, imported by name or, for a name ending in .py, from that file (once per file)."""
+    if not module_name.endswith(".py"):
+        return importlib.import_module(module_name)
+    path = os.path.abspath(module_name)
+    name = "sockact_file_" + "".join(c if c.isalnum() else "_" for c in path)
+    if name not in sys.modules:
+        found = importlib.util.spec_from_file_location(name, path)
+        assert found is not None and found.loader is not None  # a .py path always has a source loader
+        module = importlib.util.module_from_spec(found)
+        sys.modules[name] = module
+        try:
+            found.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name]
+
+
+def _failed(setting: str, why: str, exc: BaseException) -> AppLoadError:
+    """The AppLoadError for ``exc``: where in the app it happened, on the one line that the log, `sockact
+    check` and `sockact reload` show, and the app's traceback (gunicorn's log ends with the same)."""
+    frames = _app_frames(exc)
+    if isinstance(exc, SyntaxError) and exc.filename:
+        # The innermost frame of a SyntaxError is the import system's: the error itself says where.
+        where = f"{exc.filename}, line {exc.lineno}: {(exc.text or '').strip()}"
+    elif frames:
+        where = f"{frames[-1].filename}, line {frames[-1].lineno}: {frames[-1].line}"
+    else:
+        where = ""
+    shown = traceback.TracebackException.from_exception(exc)
+    shown.stack = frames
+    text = "".join(shown.format()).rstrip("\n") if where else ""
+    return AppLoadError(f"{setting}: {why}" + (f"; at {where}" if where else ""), text)
 
 
 def load_all(specs: Iterable[str]) -> dict[str, WSGIApp]:

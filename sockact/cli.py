@@ -13,6 +13,8 @@ from . import __version__, config, reloadctl
 from .accesslog import check_file
 from .config import Config
 from .errors import APP_LOAD_ERROR, EXIT_FAILURE, EXIT_OK, AppLoadError, SockactError
+from .hooks import Loaded, Server
+from .hooks import load as load_hooks
 from .sandbox import sandboxed_check_line
 
 log = logging.getLogger("sockact")
@@ -34,6 +36,7 @@ examples:
   sockact run -w 4 -b 127.0.0.1:8000 -b unix:/run/app.sock app:application
   systemd-socket-activate -l 127.0.0.1:8000 sockact run app:application
   sockact check --config /etc/sockact/sockact.toml
+  sockact convert gunicorn.conf.py > sockact.toml
 
 Check the app inside the service's own sandbox (the properties of its unit; add your
 drop-in's lines as more -p, e.g. -p StateDirectory=myapp; see docs/deploy.md):
@@ -48,7 +51,7 @@ _SECTIONS = {
     "logging": "logging",
     "development": "development",
 }
-COMMANDS = ("run", "check")
+COMMANDS = ("run", "check", "convert", "reload")
 # First arguments that stay with the top-level parser instead of meaning "run".
 _TOP_LEVEL = frozenset({"-h", "--help", "--version"})
 
@@ -69,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "settings as TOML, then import each app in a child process with the settings "
                     "applied (env, chdir, pythonpath, virtualenv). Exits 2 on a bad setting and 5 when "
                     "an app does not import.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    convert = sub.add_parser(
+        "convert", help="print a gunicorn.conf.py as sockact TOML, naming what it cannot carry",
+        description="Run a gunicorn settings file as gunicorn does and print it as sockact TOML: each "
+                    "setting sockact has under sockact's name, each hook sockact has in a [hooks] table "
+                    "that names the function in that file, and, as comments at the top and on stderr, "
+                    "each setting it does not carry over and why (docs/from-gunicorn.md). Save it with "
+                    "'sockact convert gunicorn.conf.py > sockact.toml', then check it with "
+                    "'sockact check -c sockact.toml'.")
+    convert.add_argument("gunicorn_conf", metavar="GUNICORN_CONF", help="gunicorn's settings file (Python)")
     reload = sub.add_parser("reload", help="reload a running supervisor and wait for the outcome",
                             description=reloadctl.DESCRIPTION)
     reloadctl.add_arguments(reload)
@@ -87,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_settings(parser: argparse.ArgumentParser) -> None:
     groups = {key: parser.add_argument_group(f"{title} settings") for key, title in _SECTIONS.items()}
     for s in config.SETTINGS:
+        if not s.cli:
+            continue  # a file key and a variable only
         kwargs: dict[str, Any] = {"dest": s.name, "default": None}
         if s.boolean:
             kwargs["action"] = argparse.BooleanOptionalAction
@@ -117,7 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(implicit_run(sys.argv[1:] if argv is None else argv))
     if args.command == "reload":
         return reloadctl.main(args.pid, args.config, args.max_wait)
-    cli_values = {s.name: getattr(args, s.name) for s in config.SETTINGS}
+    if args.command == "convert":
+        return convert_gunicorn(args.gunicorn_conf)
+    cli_values = {s.name: getattr(args, s.name) for s in config.SETTINGS if s.cli}
     if args.app_arg:
         cli_values["app"] = args.app_arg
 
@@ -132,13 +148,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_config()
     except SockactError as exc:
-        print(f"sockact: error: {exc}", file=sys.stderr)
+        _print_error(exc)
         return exc.exit_code
     if args.print_config:
         print("\n".join(config.describe(cfg)))
         return EXIT_OK
     if args.command == "check" or args.check_config:
+        for warning in config.warnings(cfg, os.environ, os.getcwd(), os.getpid()):
+            print(f"sockact: warning: {warning}", file=sys.stderr)
         print("\n".join(config.describe(cfg)))
+        _print_passed_sockets()
         return check_apps(cfg)
 
     def reload_config() -> Config:
@@ -149,10 +168,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(cfg, reload_config)
     except SockactError as exc:
-        log.error("%s", exc)
+        log.error("%s", exc.explained())
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_OK
+
+
+def _print_error(exc: SockactError) -> None:
+    """The error's lines (several when a file has several bad keys), then its traceback if it has one."""
+    if exc.traceback:
+        print(exc.traceback, file=sys.stderr)
+    for line in str(exc).splitlines():
+        print(f"sockact: error: {line}", file=sys.stderr)
+
+
+def _print_passed_sockets() -> None:
+    """Under systemd, the sockets `run` would serve, in place of the bind addresses."""
+    from .activation import describe_passed
+
+    passed = describe_passed(os.environ, os.getpid())
+    if passed is not None:
+        print("# sockets from systemd (LISTEN_FDS), served instead of 'bind':")
+        print("\n".join(f"#   {line}" for line in passed))
+
+
+def convert_gunicorn(path: str) -> int:
+    """``sockact convert``: the TOML on stdout; what is not carried over on stderr too."""
+    from . import fromgunicorn
+
+    try:
+        names = fromgunicorn.run_file(path)
+    except SockactError as exc:
+        _print_error(exc)
+        return exc.exit_code
+    parsers = {s.name: s.parse for s in config.SETTINGS}
+    conversion = fromgunicorn.convert(path, names, parsers)
+    print("\n".join(fromgunicorn.lines(conversion, path, config.toml_value)))
+    for name, why in conversion.not_carried:
+        print(f"sockact: convert: {name} is not carried over: {why}", file=sys.stderr)
+    return EXIT_OK
 
 
 def app_specs(cfg: Config) -> list[str]:
@@ -175,13 +229,16 @@ def check_apps(cfg: Config) -> int:
         try:
             _prepare(cfg)
             add_virtualenv(cfg.virtualenv)
+            load_hooks(cfg.hooks)  # first, as at start
+            for name, spec in cfg.hooks.items():
+                print(f"# hook {name} {spec}: imports and is callable")
             apps = load_all(app_specs(cfg))
             for spec, app in apps.items():
                 kind = choose(_interface_of(cfg, spec), app).upper()
                 print(f"# app {spec}: imports and is callable; served as {kind}")
             code = EXIT_OK
         except SockactError as exc:
-            print(f"sockact: error: {exc}", file=sys.stderr)
+            _print_error(exc)
             code = exc.exit_code
         except BaseException as exc:
             print(f"sockact: error: importing the app: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -222,9 +279,13 @@ def run(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
     from .turnaway import app_failed, turn_away
 
     setup_logging(cfg.log_level, cfg.log_target, os.environ, cfg.error_logfile)
+    for warning in config.warnings(cfg, os.environ, os.getcwd(), os.getpid()):
+        log.warning("%s", warning)
     supervisor_title(os.environ, cfg.app)
     # env, chdir and pythonpath apply here, before any worker forks, so every worker inherits them.
     _prepare(cfg)
+    hooks = _load_hooks(cfg)
+    hooks.call("on_starting", Server(os.getpid(), cfg))
     stored: list[tuple[int, str]] = []  # connections a previous instance left in systemd's fd store
     listeners = from_systemd(os.environ, stored)
     if listeners is None:
@@ -237,7 +298,7 @@ def run(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
             apps = load_all(cfg.listener(lst.name).app for lst in listeners)
         except AppLoadError as exc:
             # As the supervisor does when its workers cannot load the app: no client stays in a backlog.
-            log.error("%s", exc)
+            log.error("%s", exc.explained())
             turn_away([], [lst.sock for lst in listeners], app_failed())
             return exc.exit_code
     if cfg.reload:
@@ -245,7 +306,16 @@ def run(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
     notifier = Notifier(os.environ, os.getpid())
     log.info("sockact %s: %d workers, listening on %s", __version__, cfg.workers,
              ", ".join(f"{lst.name}={lst.address}" for lst in listeners))
-    return Supervisor(cfg, listeners, notifier, apps, reload_config, stored).run()
+    return Supervisor(cfg, listeners, notifier, apps, reload_config, stored, hooks).run()
+
+
+def _load_hooks(cfg: Config) -> Loaded:
+    """Import the hooks (from the virtualenv too, as the app); AppLoadError when one does not import."""
+    from .apploader import add_virtualenv
+
+    if cfg.hooks.items():
+        add_virtualenv(cfg.virtualenv)
+    return load_hooks(cfg.hooks)
 
 
 def _watch_for_changes(cfg: Config) -> None:

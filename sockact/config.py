@@ -12,18 +12,21 @@ in and catch ConfigError.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
 import sys
 import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import parsers
 from .accesslog import GUNICORN_FORMAT, check_format
 from .errors import ConfigError
+from .hooks import Hooks
+from .hooks import parse as parse_hooks
 from .sandbox import explain_missing
 
 ENV_PREFIX = "SOCKACT_"
@@ -254,9 +257,18 @@ class Config(ListenerSettings):
         "systemd (INVOCATION_ID set) unless --reload-under-systemd, and with preload.", "development")
     reload_under_systemd: bool = _opt(
         parsers.boolean, False, "Allow reload even when systemd runs sockact.", "development")
+    hooks: Hooks = _opt(  # noqa: RUF009 - Hooks is a frozen dataclass
+        parse_hooks, Hooks(),
+        "Python functions called at points of the service's life, as gunicorn's server hooks, each set as "
+        "'module:callable' in a [hooks] table: on_starting(server) and when_ready(server) in the supervisor "
+        "at start and once the workers serve, on_reload(server) at each reload, post_fork(server, worker) in "
+        "each worker before it imports the app, worker_exit(server, worker) in each worker as it exits "
+        "cleanly. A hook that does not import stops the start. In SOCKACT_HOOKS, NAME=module:callable pairs "
+        "separated by spaces. Read at start.", "hooks", metavar="TABLE", cli=False)
     # per-listener overrides by fd name, e.g. {"api": {"app": "api.wsgi:app", "keepalive": 5.0}}
     listeners: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     config_file: str | None = None
+    given: frozenset[str] = frozenset()  # the settings a file, the environment or a flag set
 
     def listener(self, name: str) -> ListenerConfig:
         """The effective settings of the listener called ``name`` (fd name or bind address)."""
@@ -284,7 +296,7 @@ class ListenerConfig(ListenerSettings):
 
 
 # The order settings are presented in (--help, man pages, ``describe``): by section, then as declared.
-SECTIONS = ("app", "listeners", "workers", "http", "logging", "development")
+SECTIONS = ("app", "listeners", "workers", "http", "logging", "development", "hooks")
 
 
 def _settings() -> tuple[Setting, ...]:
@@ -307,7 +319,11 @@ def _parse(setting: Setting, raw: Any, where: str) -> Any:
 
 
 def read_toml(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """Read a config file: (top-level values, {listener name: values}). Raises ConfigError."""
+    """Read a config file: (top-level values, {listener name: values}). Raises ConfigError, one line
+    per bad key, naming every bad key of the file at once."""
+    if path.endswith(".py"):
+        raise ConfigError(f"config file {path}: is Python, as gunicorn's is; sockact reads TOML: run "
+                          f"'sockact convert {path} > sockact.toml', then pass -c sockact.toml")
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -319,29 +335,47 @@ def read_toml(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
     values: dict[str, Any] = {}
     listeners: dict[str, dict[str, Any]] = {}
+    errors: list[str] = []
     for key, raw in data.items():
         if key == "listeners":
             if not isinstance(raw, dict):
-                raise ConfigError(f"{path}: 'listeners' must be a table of [listeners.NAME] tables")
+                errors.append(f"{path}: 'listeners' must be a table of [listeners.NAME] tables")
+                continue
             for name, table in raw.items():
-                listeners[name] = _read_listener(path, name, table)
+                listeners[name] = _read_listener(path, name, table, errors)
             continue
         setting = BY_NAME.get(key)
         if setting is None:
-            raise ConfigError(f"{path}: unknown key '{key}'{_suggest(key)}")
-        values[key] = _parse(setting, raw, f"{path}: key '{key}'")
+            errors.append(f"{path}: unknown key '{key}'{_suggest(key)}")
+            continue
+        with _collect(errors):
+            values[key] = _parse(setting, raw, f"{path}: key '{key}'")
+    if errors:
+        raise ConfigError("\n".join(errors))
     return values, listeners
 
 
-def _read_listener(path: str, name: str, table: Any) -> dict[str, Any]:
+@contextlib.contextmanager
+def _collect(errors: list[str]) -> Iterator[None]:
+    """Note a ConfigError and go on, so that one run names every bad key."""
+    try:
+        yield
+    except ConfigError as exc:
+        errors.append(str(exc))
+
+
+def _read_listener(path: str, name: str, table: Any, errors: list[str]) -> dict[str, Any]:
     if not isinstance(table, dict):
-        raise ConfigError(f"{path}: 'listeners.{name}' must be a table")
+        errors.append(f"{path}: 'listeners.{name}' must be a table")
+        return {}
     out = {}
     for key, raw in table.items():
         if key not in LISTENER_KEYS:
             allowed = ", ".join(sorted(LISTENER_KEYS))
-            raise ConfigError(f"{path}: unknown key 'listeners.{name}.{key}' (allowed: {allowed})")
-        out[key] = _parse(BY_NAME[key], raw, f"{path}: key 'listeners.{name}.{key}'")
+            errors.append(f"{path}: unknown key 'listeners.{name}.{key}' (allowed: {allowed})")
+            continue
+        with _collect(errors):
+            out[key] = _parse(BY_NAME[key], raw, f"{path}: key 'listeners.{name}.{key}'")
     return out
 
 
@@ -364,10 +398,19 @@ _ENV_NOT_SETTINGS = frozenset({ENV_PREFIX + "CONFIG"})
 
 
 def _suggest(key: str) -> str:
+    """A hint for an unknown key: gunicorn's name for a setting first, else the closest name or flag."""
     import difflib
 
-    close = difflib.get_close_matches(key.lower(), list(BY_NAME), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    from .fromgunicorn import hint
+
+    known = hint(key.lower())
+    if known:
+        return f" ({known})"
+    # flag aliases too, as names: keep_alive -> keepalive
+    names = {a.lstrip("-").replace("-", "_"): s.name for s in SETTINGS for a in s.aliases if a.startswith("--")}
+    names.update({name: name for name in BY_NAME})
+    close = difflib.get_close_matches(key.lower(), list(names), n=1)
+    return f" (did you mean '{names[close[0]]}'?)" if close else ""
 
 
 def build(cli_values: Mapping[str, Any], environ: Mapping[str, str], config_file: str | None) -> Config:
@@ -384,7 +427,7 @@ def build(cli_values: Mapping[str, Any], environ: Mapping[str, str], config_file
     if "root_path" not in values and environ.get("SCRIPT_NAME"):
         # gunicorn's way to give the mount prefix; the setting, from any source, wins.
         values["root_path"] = _parse(BY_NAME["root_path"], environ["SCRIPT_NAME"], "environment: SCRIPT_NAME")
-    cfg = Config(**values, listeners=listeners, config_file=path)
+    cfg = Config(**values, listeners=listeners, config_file=path, given=frozenset(values))
     _check_together(cfg, environ)
     return cfg
 
@@ -399,6 +442,19 @@ def _check_together(cfg: Config, environ: Mapping[str, str]) -> None:
                           "set); deploy with 'systemctl reload', or pass --reload-under-systemd")
 
 
+def warnings(cfg: Config, environ: Mapping[str, str], cwd: str, pid: int) -> list[str]:
+    """What loads but will not do what it says here: said at start, and by ``sockact check``."""
+    out = []
+    activated = "LISTEN_FDS" in environ and environ.get("LISTEN_PID", str(pid)) == str(pid)
+    if activated and "bind" in cfg.given:
+        out.append("bind: ignored under socket activation (LISTEN_FDS is set): the sockets come from systemd; "
+                   "the addresses belong in the .socket unit's ListenStream=")
+    if cfg.config_file is None and os.path.isfile(os.path.join(cwd, "gunicorn.conf.py")):
+        out.append("gunicorn.conf.py in the working directory is gunicorn's settings file, and sockact does not "
+                   "read it: run 'sockact convert gunicorn.conf.py > sockact.toml', then pass -c sockact.toml")
+    return out
+
+
 def describe(config: Config) -> Iterable[str]:
     """The effective settings as TOML lines, for ``sockact check``."""
     yield f"# effective settings (file: {config.config_file or 'none'})"
@@ -407,25 +463,27 @@ def describe(config: Config) -> Iterable[str]:
         if value is None:
             yield f"# {s.name} is not set"
         else:
-            yield f"{s.name} = {_toml_value(value)}"
+            yield f"{s.name} = {toml_value(value)}"
     for name, table in sorted(config.listeners.items()):
         yield ""
         yield f"[listeners.{_toml_key(name)}]"
         for key, value in sorted(table.items()):
-            yield f"{key} = {_toml_value(value)}"
+            yield f"{key} = {toml_value(value)}"
 
 
 def _toml_key(name: str) -> str:
-    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else _toml_value(name)
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else toml_value(name)
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    if isinstance(value, Hooks):
+        return "{" + ", ".join(f"{name} = {toml_value(spec)}" for name, spec in value.items()) + "}"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, (tuple, list)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'
 

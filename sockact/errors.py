@@ -19,6 +19,11 @@ class SockactError(Exception):
     """A fatal start-up error; the message is one line for the operator."""
 
     exit_code = EXIT_FAILURE
+    traceback = ""  # the lines that explain it further (an app's traceback), logged with it
+
+    def explained(self) -> str:
+        """The message followed by its traceback: one log record, one journal entry."""
+        return f"{self}\n{self.traceback}" if self.traceback else str(self)
 
 
 class ConfigError(SockactError):
@@ -31,6 +36,10 @@ class ListenerError(SockactError):
 
 class AppLoadError(SockactError):
     exit_code = APP_LOAD_ERROR
+
+    def __init__(self, message: str, traceback: str = "") -> None:
+        super().__init__(message)
+        self.traceback = traceback
 
 
 class ProtocolError(Exception):

@@ -13,6 +13,7 @@ Messages:
            in one turn of its loop travel in one DONE, the first in the header, the rest as data
     READY  worker -> supervisor: the app is loaded, send work
     RECYCLE worker -> supervisor: max_requests reached; retire me (the worker takes nothing new)
+    FAILED worker -> supervisor, before it exits: it cannot start; the data is the one-line reason
 
 Ownership of a connection's fd (see docs/architecture.md): a worker closes its copy right after
 a successful PARK. The supervisor, after a CONN, keeps its copy untouched until the worker's PARK
@@ -32,8 +33,8 @@ from dataclasses import dataclass
 from .errors import HandoffError
 from .proxyprotocol import Header
 
-CONN, PARK, DONE, READY, RECYCLE = 1, 2, 3, 4, 5
-_KINDS = frozenset((CONN, PARK, DONE, READY, RECYCLE))
+CONN, PARK, DONE, READY, RECYCLE, FAILED = 1, 2, 3, 4, 5, 6
+_KINDS = frozenset((CONN, PARK, DONE, READY, RECYCLE, FAILED))
 
 # kind, address family, listener index, connection id, dispatch count, peer port, PROXY header's client family
 _HEADER = struct.Struct("!BBHQIHB")
@@ -51,6 +52,7 @@ MAX_MESSAGE = _HEADER.size + 16 + 18 + MAX_DATA
 _ANC_SPACE = socket.CMSG_SPACE(_FD_SIZE)
 _ID = 8  # bytes of a connection id in a DONE's data
 MAX_DONE = 4096  # connection ids in one DONE message, well within MAX_MESSAGE
+MAX_REASON = 4096  # bytes of a FAILED's reason: a line for a status and a reload's outcome, not a dump
 
 
 @dataclass(slots=True)
@@ -99,6 +101,16 @@ def done_ids(msg: Message) -> tuple[int, ...]:
     if not msg.data:
         return (msg.conn_id,)
     return (msg.conn_id, *struct.unpack(f"!{len(msg.data) // _ID}Q", msg.data))
+
+
+def failed(reason: str) -> Message:
+    """The FAILED a worker that cannot start sends before it exits."""
+    return Message(FAILED, data=reason.encode("utf-8", "replace")[:MAX_REASON])
+
+
+def failure_reason(msg: Message) -> str:
+    """The reason a FAILED carries."""
+    return msg.data.decode("utf-8", "replace")
 
 
 def decode(buf: bytes | memoryview, fd: int = -1) -> Message:

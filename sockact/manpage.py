@@ -32,6 +32,7 @@ SECTION_TITLES: dict[str, str] = {
     "http": "HTTP limits and timeouts",
     "logging": "Logging",
     "development": "Development",
+    "hooks": "Server hooks",
 }
 
 # The supervisor's own exit codes; the numbers come from sockact.errors so they cannot drift.

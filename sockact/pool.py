@@ -183,12 +183,14 @@ class WorkerPool(Generic[C]):
         if m is not None and m.state in (WorkerState.READY, WorkerState.BUSY):
             self._move(m, "stall" if stalled else "resume")
 
-    def exited(self, pid: int, code: int | None, now: float) -> list[Action]:
+    def exited(self, pid: int, code: int | None, now: float, failure: str = "") -> list[Action]:
+        """Worker ``pid`` exited with ``code`` (None: killed by a signal); ``failure`` is why it could not
+        start, as it said before it went."""
         m = self.members.pop(pid, None)
         if m is None or self.phase in (Phase.DRAINING, Phase.STOPPING):
             return []
         if not m.booted and m.state is not WorkerState.RETIRING:
-            actions = self._boot_failed(m, code, now)
+            actions = self._boot_failed(m, code, now, failure)
             if any(isinstance(a, Halt) for a in actions):
                 return actions
             return actions + self._maintain(now)
@@ -326,10 +328,12 @@ class WorkerPool(Generic[C]):
             return [self._retire(m) for m in live[:-missing]]
         return self._check_complete()
 
-    def _boot_failed(self, m: Member, code: int | None, now: float) -> list[Action]:
+    def _boot_failed(self, m: Member, code: int | None, now: float, failure: str) -> list[Action]:
         app_broken = code in (APP_LOAD_ERROR, WORKER_BOOT_ERROR) or m.killed
         reason = (f"worker exit code {code}" if code is not None else "worker did not start in time"
                   if m.killed else "worker killed while starting")
+        if failure:
+            reason = f"{reason}: {failure}"
         if app_broken and not self.ever_ready:
             self.phase = advance(PHASE_TRANSITIONS, self.phase, "quick")
             return [Halt(code if code in (APP_LOAD_ERROR, WORKER_BOOT_ERROR) else APP_LOAD_ERROR,

@@ -33,6 +33,8 @@ from .dispatch import Dispatcher
 from .errors import EXIT_OK, HandoffError, SockactError
 from .fdstore import conn_name, take_back
 from .health import Health
+from .hooks import Loaded
+from .hooks import Server as HookServer
 from .journal import lifecycle
 from .metrics import Snapshot, SupervisorCounters, count_states, restart_reason
 from .metricserver import MetricsServer
@@ -68,8 +70,9 @@ class Supervisor:
     def __init__(self, config: Config, listeners: list[Listener], notifier: Notifier,
                  apps: Mapping[str, WSGIApp] | None = None,
                  reload_config: Callable[[], Config] | None = None,
-                 stored: list[tuple[int, str]] | None = None) -> None:
+                 stored: list[tuple[int, str]] | None = None, hooks: Loaded | None = None) -> None:
         self.reload_config = reload_config  # re-reads the settings' sources at HUP
+        self.hooks = hooks or Loaded({})  # the user's server hooks, imported at start
         self._from_store = stored or []  # (fd, name) of connections a previous instance stored
         self._stored = 0  # connections given to systemd's fd store at this stop
         self.listeners = listeners
@@ -270,10 +273,11 @@ class Supervisor:
                 config = self.reload_config()
                 config.check_names([lst.name for lst in self.listeners])
             except SockactError as exc:
-                error = f"{exc}; keeping the running settings and workers"
+                error = "; ".join([*str(exc).splitlines(), "keeping the running settings and workers"])
         if error is None and self.apps is not None and _apps(config, self.listeners) != set(self.apps):
             error = "with preload on, a changed app needs a restart; keeping the running settings and workers"
         if error is None:
+            self.hooks.call("on_reload", HookServer(os.getpid(), config))
             lifecycle(log, "reload", "reloading: starting generation %d of %d workers",
                       self.pool.current.number + 1, config.workers)
         self._carry_out(self.pool.hup(config, error, time.monotonic()))
@@ -324,6 +328,7 @@ class Supervisor:
                 self.notifier.ready(self.status_line())
                 lifecycle(log, "ready", "ready: %d workers serving on %s", self.pool.current.target,
                           ", ".join(f"{lst.name}={lst.address}" for lst in self.listeners))
+                self.hooks.call("when_ready", HookServer(os.getpid(), self.config))
             elif isinstance(action, Reloaded):
                 self.counters.reloads["succeeded"] += 1
                 self._apply_settings()
@@ -348,7 +353,7 @@ class Supervisor:
             log.error("cannot start a worker: %d workers alive already", SCOREBOARD_SLOTS)
             return
         names = [lst.name for lst in self.listeners]
-        scoreboard, apps, tally = self._scoreboard, self.apps, self._tally
+        scoreboard, apps, tally, hooks = self._scoreboard, self.apps, self._tally, self.hooks
         if tally is not None:
             tally.clear(slot)
 
@@ -356,7 +361,7 @@ class Supervisor:
         max_requests = config.max_requests + jitter
 
         def child_main(chan: socket.socket) -> int:
-            return WorkerShell(chan, config, names, scoreboard, slot, apps, max_requests, tally).run()
+            return WorkerShell(chan, config, names, scoreboard, slot, apps, max_requests, tally, hooks).run()
 
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
         try:
@@ -444,6 +449,8 @@ class Supervisor:
                 for conn_id in handoff.done_ids(msg):
                     w.done_with(conn_id)
                     self._returned(w)
+            elif msg.kind == handoff.FAILED:
+                w.failure = handoff.failure_reason(msg)
             elif msg.kind == handoff.RECYCLE:
                 log.info("worker %d served its max_requests: recycling it", w.pid)
                 w.recycled = True
@@ -492,7 +499,7 @@ class Supervisor:
                   f" with {lost} connections" if lost else "",
                   level=logging.INFO if expected else logging.WARNING,
                   sockact_worker_pid=pid, exit_status=code if code is not None else -1)
-        self._carry_out(self.pool.exited(pid, code, time.monotonic()))
+        self._carry_out(self.pool.exited(pid, code, time.monotonic(), w.failure))
         for conn in waiting:
             self.switchboard.route(conn)  # they never reached it
         self.switchboard.update_accepting(self.stopping)

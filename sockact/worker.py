@@ -10,6 +10,7 @@ holds, finishes the calls in progress, and returns.
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import logging
 import os
@@ -25,6 +26,9 @@ from .asgi.interface import WSGI, choose, one_interface
 from .config import Config, ListenerConfig
 from .errors import APP_LOAD_ERROR, EXIT_OK, WORKER_BOOT_ERROR, SockactError
 from .eventloop import EventLoop
+from .hooks import Loaded
+from .hooks import Server as HookServer
+from .hooks import Worker as HookWorker
 from .http import Limits, Site
 from .http.forwarded import Trust
 from .journal import installed_sendv
@@ -43,7 +47,7 @@ class WorkerShell:
 
     def __init__(self, chan: socket.socket, config: Config, listener_names: Sequence[str],
                  scoreboard: Scoreboard, slot: int, apps: Mapping[str, WSGIApp] | None,
-                 max_requests: int, tally: Tally | None = None) -> None:
+                 max_requests: int, tally: Tally | None = None, hooks: Loaded | None = None) -> None:
         self.chan = chan
         self.config = config
         self.listener_names = list(listener_names)
@@ -52,6 +56,7 @@ class WorkerShell:
         self.preloaded = apps
         self.max_requests = max_requests  # with its jitter; 0: never recycled
         self.tally = tally  # request counts for the metrics; None: none are kept
+        self.hooks = hooks or Loaded({})
         self.pid = 0
         self.runner: EventLoop | AsgiRunner | None = None
         self.access: AccessLog | None = None
@@ -62,14 +67,18 @@ class WorkerShell:
         try:
             self._setup_process()
             worker_title(self.slot + 1, self.config.app)
+            self.hooks.call_or_raise("post_fork", *self._hook_args())
             sites = self._build_sites()
             self.runner = self._build_runner(sites)
         except SockactError as exc:
-            log.error("worker %d cannot start: %s", self.pid, exc, extra={"SOCKACT_WORKER_PID": self.pid})
+            log.error("worker %d cannot start: %s", self.pid, exc.explained(),
+                      extra={"SOCKACT_WORKER_PID": self.pid})
+            _tell_why(self.chan, str(exc))
             # Any start-up error is fatal to the worker; the supervisor tells the two kinds apart.
             return exc.exit_code if exc.exit_code == APP_LOAD_ERROR else WORKER_BOOT_ERROR
-        except Exception:
-            log.exception("worker %d failed while loading the app", self.pid, extra={"SOCKACT_WORKER_PID": self.pid})
+        except Exception as exc:  # from the post_fork hook, or building the runner
+            log.exception("worker %d failed to start", self.pid, extra={"SOCKACT_WORKER_PID": self.pid})
+            _tell_why(self.chan, f"{type(exc).__name__}: {exc}")
             return WORKER_BOOT_ERROR
         try:
             handoff.send(self.chan, handoff.Message(handoff.READY))
@@ -78,7 +87,11 @@ class WorkerShell:
         self.runner.run()
         if self.access is not None:
             self.access.flush()
+        self.hooks.call("worker_exit", *self._hook_args())
         return EXIT_OK
+
+    def _hook_args(self) -> tuple[HookServer, HookWorker]:
+        return HookServer(os.getppid(), self.config), HookWorker(self.pid, self.slot + 1)
 
     def _build_runner(self, sites: list[Site]) -> EventLoop | AsgiRunner:
         """The runner for the listeners' interface; an ASGI app's lifespan startup runs here, before READY."""
@@ -163,6 +176,12 @@ class WorkerShell:
 
 # With timeout = 0 (no timeout), a blocking send or body read still gives up on a client after this long.
 IO_TIMEOUT_OFF = 30.0
+
+
+def _tell_why(chan: socket.socket, reason: str) -> None:
+    """Give the supervisor the one-line reason this worker cannot start, for a failed reload's outcome."""
+    with contextlib.suppress(OSError):  # the supervisor is gone; the log has the reason
+        handoff.send(chan, handoff.failed(reason))
 
 
 def _quick_exit(signum: int, frame: object) -> None:

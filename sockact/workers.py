@@ -36,6 +36,7 @@ class WorkerProcess:
     retired: bool = False  # EOF sent on its channel
     killed: bool = False  # SIGKILL sent
     recycled: bool = False  # it served its max_requests
+    failure: str = ""  # why it could not start, as it said (FAILED) before it exited
     on_sent: Callable[[Conn], None] | None = None  # told of each connection sent (the metrics)
     receiver: handoff.Receiver = field(init=False)
     # Connections given to this worker that its full channel could not take yet, in order. The

@@ -27,7 +27,8 @@ def test_sys_exit_at_import_is_an_app_load_error(isolated):
     prepare(None, [str(isolated)], [])
     with pytest.raises(AppLoadError) as err:
         load("exits_app:app")
-    assert str(err.value) == "app 'exits_app:app': importing exits_app exited: DATABASE_URL not set"
+    assert str(err.value) == ("app 'exits_app:app': importing exits_app exited: DATABASE_URL not set; at "
+                              f"{isolated / 'exits_app.py'}, line 2: sys.exit(\"DATABASE_URL not set\")")
     assert err.value.exit_code == APP_LOAD_ERROR
     (isolated / "exits_code.py").write_text("raise SystemExit(3)\n")
     with pytest.raises(AppLoadError, match="exited with code 3"):

@@ -107,7 +107,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 NOT_SETTINGS = {"add_reader", "more_body", "query_string", "raw_path", "serve_connection", "start_response",
                 "prometheus_client", "sd_listen_fds_with_names", "sd_notify", "set_wakeup_fd", "proxy_pass"}
 _SNAKE = re.compile(r"`([a-z][a-z0-9]*(?:_[a-z0-9]+)+)`")
-_ASSIGNED = re.compile(r"`([a-z][a-z0-9_]*) = [^`]+`")
+_ASSIGNED = re.compile(r"`([a-z][a-z0-9_]*) = (?:\"[^\"`]*\"|'[^'`]*'|-?[0-9][0-9.]*|true|false|\[[^`]*\])`")
 _ENV_ASSIGNED = re.compile(r"\bSOCKACT_([A-Z][A-Z0-9_]*)=")
 _TOML_BLOCK = re.compile(r"^```toml\n(.*?)^```$", re.M | re.S)
 
@@ -155,7 +155,7 @@ def test_the_packaged_config_shows_each_setting_once_with_its_default():
     import tomllib
 
     text = (ROOT / "packaging" / "sockact.toml").read_text()
-    top = text.split("\n# [listeners.", 1)[0]  # the listener example after it sets its own values
+    top = text.split("\n# [", 1)[0]  # the tables' examples after it ([hooks], [listeners.NAME]) set their own
     shown = re.findall(r"^# ([a-z_]+) = (.+)$", top, re.M)
     names = [name for name, _ in shown]
     assert sorted({n for n in names if names.count(n) > 1}) == []
@@ -206,3 +206,21 @@ def test_from_gunicorn_calls_no_asgi_setting_wsgi_only():
     rows = [line for line in (ROOT / "docs" / "from-gunicorn.md").read_text().splitlines()
             if re.match(r"^\| `(asgi|websocket)_\w+` \|", line)]
     assert len(rows) == 4 and not [row for row in rows if "WSGI only" in row], rows
+
+
+def test_from_gunicorn_table_agrees_with_sockact_convert():
+    from sockact import fromgunicorn
+    from sockact.hooks import HOOK_NAMES
+
+    for line in (ROOT / "docs" / "from-gunicorn.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or not re.fullmatch(r"`\w+`", cells[0]):
+            continue
+        name, ours = cells[0].strip("`"), cells[2]
+        setting = re.match(r"`(\w+)`:", ours)
+        if setting:  # a setting sockact has: convert carries it there
+            assert fromgunicorn.RENAMED.get(name) == setting.group(1), name
+        elif ours == f"`hooks.{name}`":
+            assert name in HOOK_NAMES, name
+        else:  # none, or a flag with no setting (--check-config): convert names it as not carried
+            assert name in fromgunicorn.NOT_CARRIED, name

@@ -29,6 +29,14 @@ def test_one_done_carries_every_connection_closed_in_a_turn(ids):
     assert handoff.done_ids(handoff.decode(handoff.encode(msg))) == tuple(ids)
 
 
+def test_a_failed_worker_says_why_in_one_bounded_message():
+    msg = handoff.decode(handoff.encode(handoff.failed("app 'x': importing x raised ValueError: é")))
+    assert msg.kind == handoff.FAILED
+    assert handoff.failure_reason(msg) == "app 'x': importing x raised ValueError: é"
+    long = handoff.decode(handoff.encode(handoff.failed("x" * 10 * handoff.MAX_REASON)))
+    assert len(handoff.failure_reason(long)) == handoff.MAX_REASON
+
+
 def test_a_done_whose_data_is_not_whole_ids_is_rejected():
     raw = handoff.encode(handoff.done([1, 2]))
     with pytest.raises(HandoffError, match="not connection ids"):

@@ -1,0 +1,131 @@
+"""An app that fails at import shows where: its file, line and code in `sockact check`, in the log (one
+record, with the traceback) and in a failed `sockact reload`, against the real sockact process."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import SOCKACT, base_env, free_port
+
+# A Django-like project whose app's models.py fails at import, two modules below the WSGI module.
+WSGI = ("from mysite import models\n\ndef application(environ, start_response):\n"
+        "    start_response('200 OK', [])\n    return [b'ok']\n")
+MODELS = "def helper():\n    return 1\n\n\nLIMIT = helper() / 0\n"
+BROKEN = {
+    "division": (MODELS, 'line 5: LIMIT = helper() / 0', "ZeroDivisionError: division by zero"),
+    "syntax": ("def helper(:\n    return 1\n", "line 1: def helper(:", "SyntaxError: "),
+    "missing module": ("import nosuchthing_here\n", "line 1: import nosuchthing_here",
+                       "ModuleNotFoundError: No module named 'nosuchthing_here'"),
+}
+
+
+def project(tmp_path: Path, models: str) -> Path:
+    root = tmp_path / "project"
+    (root / "mysite").mkdir(parents=True, exist_ok=True)
+    (root / "mysite" / "__init__.py").write_text("")
+    (root / "mysite" / "wsgi.py").write_text(WSGI)
+    (root / "mysite" / "models.py").write_text(models)
+    return root
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SOCKACT, *args], env=base_env(**(env or {})), capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN))
+def test_check_shows_the_traceback_and_the_innermost_frame(tmp_path, kind):
+    models, where, error = BROKEN[kind]
+    root = project(tmp_path, models)
+    result = run_cli("check", "mysite.wsgi", "--chdir", str(root))
+    assert result.returncode == 5, result.stderr
+    path = root / "mysite" / "models.py"
+    # the traceback as Python prints it, then sockact's one line, which names the frame too
+    assert f'File "{path}", line' in result.stderr, result.stderr
+    assert error in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("sockact: error: app 'mysite.wsgi:application': importing mysite.wsgi ")
+    assert last.endswith(f"; at {path}, {where}"), last
+
+
+def test_the_log_has_the_traceback_in_one_record(tmp_path):
+    root = project(tmp_path, MODELS)
+    for extra in ((), ("--preload",)):
+        result = run_cli("run", "mysite.wsgi", "--chdir", str(root), "--workers", "1",
+                         "--bind", f"127.0.0.1:{free_port()}", *extra)
+        assert result.returncode == 5, result.stderr
+        path = root / "mysite" / "models.py"
+        # one record: its header line, then the traceback's lines, with no record header among them
+        record = re.search(r"^\[\d+\] ERROR sockact(\.worker)?: (worker \d+ cannot start: )?app 'mysite.wsgi:"
+                           r"application': .*; at (?P<at>.*)\nTraceback \(most recent call last\):\n"
+                           r"(?P<tb>(?:(?!\[\d+\] ).*\n)*?)ZeroDivisionError: division by zero$",
+                           result.stderr, re.M)
+        assert record, result.stderr
+        assert record["at"] == f"{path}, line 5: LIMIT = helper() / 0"
+        assert f'File "{path}", line 5, in <module>' in record["tb"]
+        assert f'File "{root / "mysite" / "wsgi.py"}", line 1, in <module>' in record["tb"]
+        assert "importlib" not in record["tb"] and "apploader" not in record["tb"]
+
+
+def test_a_failed_reload_names_the_file_and_line(start_sockact, tmp_path):
+    root = project(tmp_path, "LIMIT = 1\n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    env = {"RUNTIME_DIRECTORY": str(run_dir)}
+    server = start_sockact("mysite.wsgi", "--chdir", str(root), "--workers", "1", env=env, workers=1)
+    (root / "mysite" / "models.py").write_text(MODELS)
+    done = subprocess.run([*SOCKACT, "reload", "--pid", str(server.pid), "--max-wait", "30"],
+                          env=base_env(**env), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    path = root / "mysite" / "models.py"
+    assert "the new code does not load" in done.stderr, done.stderr
+    assert f"at {path}, line 5: LIMIT = helper() / 0" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    server.wait_for_log("ZeroDivisionError: division by zero")
+
+
+# Stands in for journald (the system test sees the real one): systemd.journal.sendv, writing each
+# record's fields as one JSON line.
+FAKE_JOURNAL = '''\
+import json, os
+
+def sendv(*items):
+    fields = dict(item.split("=", 1) for item in items if isinstance(item, str))
+    with open(os.environ["JOURNAL_RECORDS"], "a") as fh:
+        fh.write(json.dumps(fields) + "\\n")
+'''
+
+
+def test_the_journal_gets_the_traceback_as_one_entry_at_error_priority(tmp_path):
+    import json
+
+    root = project(tmp_path, MODELS)
+    fake = tmp_path / "fake" / "systemd"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "journal.py").write_text(FAKE_JOURNAL)
+    records = tmp_path / "journal.jsonl"
+    env = base_env()
+    env["PYTHONPATH"] = f"{fake.parent}:{env['PYTHONPATH']}"
+    env["JOURNAL_RECORDS"] = str(records)
+    result = subprocess.run([*SOCKACT, "run", "mysite.wsgi", "--chdir", str(root), "--workers", "1",
+                             "--log-target", "journal", "--bind", f"127.0.0.1:{free_port()}"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 5, result.stderr
+    entries = [json.loads(line) for line in records.read_text().splitlines()]
+    failed = [e for e in entries if "cannot start" in e["MESSAGE"]]
+    assert len(failed) == 1, entries
+    (entry,) = failed
+    path = root / "mysite" / "models.py"
+    assert entry["PRIORITY"] == "3" and entry["SOCKACT_WORKER_PID"] != ""
+    first, *rest = entry["MESSAGE"].splitlines()
+    assert first.endswith(f"; at {path}, line 5: LIMIT = helper() / 0")
+    assert rest[0] == "Traceback (most recent call last):" and rest[-1] == "ZeroDivisionError: division by zero"
+    assert f'  File "{path}", line 5, in <module>' in rest
+    # and the supervisor's own error, on which it stops, says where too
+    halted = [e for e in entries if "the app failed to load" in e["MESSAGE"]]
+    assert len(halted) == 1 and halted[0]["PRIORITY"] == "3"
+    assert f"at {path}, line 5: LIMIT = helper() / 0" in halted[0]["MESSAGE"]

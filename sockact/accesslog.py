@@ -4,11 +4,12 @@ Contract:
 - ``compile_format(spec)`` turns an ``access_logformat`` into a function of one ``Entry``, once.
   The spec uses gunicorn's atoms (``%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"``
   is its default, and ours for files), or is ``"json"`` for one JSON object per line.
-- ``AccessLog.log(entry)`` formats the line and buffers it. ``flush()`` writes the buffer: one
-  ``write()`` of whole lines to the file or stderr (an ``O_APPEND`` file keeps each batch
-  together, whichever worker writes), or one journal record per line. The worker calls ``flush()``
-  when its loop goes idle and ``flush_if_due(now)`` at least every FLUSH_INTERVAL; ``log()`` also
-  flushes a buffer that is due or full.
+- ``AccessLog.log(entry)`` formats the line and buffers it; ``log_websocket`` writes the one line
+  of a WebSocket session when it ends (its close code, message bytes in and out, duration).
+  ``flush()`` writes the buffer: one ``write()`` of whole lines to the file or stderr (an
+  ``O_APPEND`` file keeps each batch together, whichever worker writes), or one journal record per
+  line. The worker calls ``flush()`` when its loop goes idle and ``flush_if_due(now)`` at least
+  every FLUSH_INTERVAL; ``log()`` also flushes a buffer that is due or full.
 - What a crash can lose: only lines still in a worker's buffer. Every line is written before the
   worker blocks for more work, so a worker that exits, recycles or is stopped loses nothing. A
   worker killed outright (SIGKILL after ``timeout``, the OOM killer, a crash in C) loses the lines
@@ -309,6 +310,23 @@ class AccessLog:
                 self._entries.append(entry)
         if len(self._lines) >= MAX_BUFFERED or time.monotonic() >= self._deadline:
             self.flush()
+
+    def log_websocket(self, entry: Entry, close_code: int, received: int) -> None:
+        """The line of a WebSocket session that ended: its upgrade request's, then the close code (0: it
+        never opened), the message bytes in and out (``entry.sent``) and the duration. Written at once:
+        a session ends rarely next to requests, and may have lasted hours."""
+        line = self.format(entry)
+        if self.format is json_line:  # one more key in the object, rather than a second builder
+            code = close_code or "null"
+            line = f'{line[:-1]},"websocket":{{"close_code":{code},"bytes_in":{received},"bytes_out":{entry.sent}}}}}'
+        else:
+            line += (f" websocket close={close_code or '-'} in={received} out={entry.sent} "
+                     f"duration={entry.duration_us / 1e6:.3f}s")
+        with self._lock:
+            self._lines.append(line)
+            if self.sendv is not None:
+                self._entries.append(entry)
+        self.flush()
 
     def due(self, now: float) -> bool:
         """True when a buffered line has waited FLUSH_INTERVAL (``now`` from time.monotonic())."""

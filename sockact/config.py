@@ -180,6 +180,15 @@ class Config(ListenerSettings):
         "startup halts like an app that cannot import) and its shutdown when the worker stops, within "
         "graceful_timeout; 'auto' does so unless the app refuses lifespan; 'off' never.", "app",
         metavar="MODE")
+    ws: str = _opt(
+        parsers.choice("auto", "websockets", "wsproto"), "auto",
+        "The WebSocket library of ASGI apps: 'auto' takes websockets (11 or later) if it is installed, else "
+        "wsproto, as uvicorn does. Without either, a WebSocket request reaches the app as plain HTTP, and "
+        "the log says what to install.", "http", metavar="LIBRARY")
+    ws_max_size: int = _opt(
+        parsers.integer(1), 16 * 1024 * 1024,
+        "Largest WebSocket message in bytes (uvicorn's setting and default); a larger one closes the "
+        "WebSocket with 1009.", "http", metavar="BYTES")
     bind: tuple[str, ...] = _opt(
         parsers.binds, ("127.0.0.1:8000",),
         "Addresses to listen on when systemd passes no sockets: HOST:PORT, [V6]:PORT or unix:PATH. "
@@ -213,6 +222,11 @@ class Config(ListenerSettings):
         "A worker busy on one request for longer is killed (SIGABRT, then SIGKILL) and replaced; "
         "the watchdog stops while one is overdue. 0 turns the timeout off.", "workers", metavar="SECONDS",
         aliases=("-t",))
+    send_timeout: float = _opt(
+        parsers.seconds, 10.0,
+        "Seconds a response write may make no progress (the client reads nothing) before the connection "
+        "is closed, with one log line. Keep it below timeout: a WSGI app thread waits in the write, and "
+        "past timeout its worker is killed.", "http", metavar="SECONDS")
     graceful_timeout: float = _opt(
         parsers.seconds, 30.0, "On stop or reload, how long in-flight requests may take to finish.", "workers",
         metavar="SECONDS")

@@ -223,3 +223,17 @@ async def hang(scope, receive, send) -> None:
     with open(query["started"][0], "a"):
         pass
     await asyncio.sleep(60)
+
+
+async def send_after_disconnect(scope, receive, send) -> None:
+    """/late: reads the body, waits for http.disconnect, then answers anyway (ASGI: the send raises
+    OSError); any other path (the readiness checks'): answered at once."""
+    if scope["type"] != "http":
+        return
+    if scope["path"] != "/late":
+        await _respond(send, b"now")
+        return
+    while (await receive())["type"] == "http.request":
+        pass
+    print("GOT DISCONNECT", flush=True)
+    await _respond(send, b"too late")

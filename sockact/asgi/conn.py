@@ -3,7 +3,8 @@
 The loop reads the socket when it is readable (``add_reader``) and feeds the HTTP engine,
 or a WebSocket's protocol once one is open; writes go straight out when the kernel takes
 them and are buffered when it does not, and ``drain`` makes a writer wait while more than
-WRITE_HIGH is buffered. Reading pauses while more than READ_HIGH of a request body waits
+WRITE_HIGH is buffered; a client that takes no byte for the site's ``send_timeout`` meanwhile is
+let go, with one line in the log. Reading pauses while more than READ_HIGH of a request body waits
 for the app (backpressure). The socket stays in blocking mode and every call passes
 MSG_DONTWAIT, so it can be handed back to the supervisor as it came.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -25,6 +27,8 @@ from ..http import Site
 from ..http.engine import Connection
 from ..http.limits import LINGER_SECONDS, RECV_SIZE
 from ..scoreboard import SlotWriter
+
+log = logging.getLogger("sockact.http")
 
 WRITE_HIGH = 64 * 1024  # bytes buffered for the client before a writer waits (uvicorn's high-water mark)
 READ_HIGH = 256 * 1024  # bytes of body buffered for the app before the loop stops reading
@@ -69,6 +73,7 @@ class Conn:
         self._reading = False
         self._out = bytearray()
         self._writing = False
+        self._sent_at = 0.0  # when the client last took a byte of the buffered output
         # Tasks waiting for input, or for room to write: an app may await receive() in two tasks at
         # once (Starlette listens for the disconnect while it streams), so each waits on its own future.
         self._input: list[asyncio.Future[None]] = []
@@ -192,11 +197,25 @@ class Conn:
     def flushed(self) -> bool:
         return not self._out
 
-    async def drain(self) -> None:
-        """Wait while more than WRITE_HIGH is buffered for the client (write backpressure); a client that
-        takes nothing for the listener's io_timeout is taken for gone."""
-        while len(self._out) > WRITE_HIGH and not self.gone:
-            await self._bounded(self._wait(self._drained), self.site.io_timeout)
+    @property
+    def writable(self) -> bool:
+        """At most WRITE_HIGH waits for the client: a writer may go on."""
+        return len(self._out) <= WRITE_HIGH
+
+    async def drain(self, high: int = WRITE_HIGH) -> None:
+        """Wait while more than ``high`` is buffered for the client (write backpressure; 0: until all of it
+        is out). A client that takes no byte for the site's send_timeout is let go."""
+        timeout = self.site.send_timeout or self.site.io_timeout
+        while len(self._out) > high and not (self.gone or self.closed):
+            waited = time.monotonic()
+            try:
+                await asyncio.wait_for(self._wait(self._drained), timeout)
+            except TimeoutError:
+                if self._sent_at > waited:
+                    continue  # slow, but taking bytes
+                log.info("conn %d: the client took nothing for send_timeout (%gs) with %d bytes waiting for it; "
+                         "closed", self.msg.conn_id, timeout, len(self._out))
+                self._lost()
 
     def _on_writable(self) -> None:
         try:
@@ -207,6 +226,7 @@ class Conn:
             self._lost()
             return
         del self._out[:sent]
+        self._sent_at = time.monotonic()
         if len(self._out) <= WRITE_HIGH:
             _wake(self._drained)
         if not self._out:
@@ -274,6 +294,7 @@ class Conn:
             self._writing = False
         self.fd = -1
         self.wake()
+        _wake(self._drained)
 
     @property
     def closed(self) -> bool:

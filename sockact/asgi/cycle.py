@@ -12,8 +12,14 @@ and persistence, as for WSGI. Headers pass the same checks as a WSGI app's
 app that asks for them gets a 500 that says so. "http.response.pathsend" is offered: the
 body is a file, given by its path.
 
-Outcomes: an exception before the response starts is a 500; after it, the connection is
-closed, so the client sees the response cut short, which is the truth."""
+Each send waits while the connection's unsent bytes are over conn.WRITE_HIGH, and a pipelined
+request starts only once the last response is out (conn.drain), so a client that never reads
+holds one response in memory, until send_timeout lets it go.
+
+Outcomes: an exception before the response starts is a 500, unless the client has left (the
+app's send to a gone client raised): then nothing is written, and no 5xx is counted. After the
+response starts, the connection is closed, so the client sees the response cut short, which is
+the truth. A body the client cut short (a half-close mid-body) is a 400, as for WSGI."""
 
 from __future__ import annotations
 
@@ -75,7 +81,13 @@ class HttpCycle:
             return self._fail()
         if not self.complete:
             return False  # the app stopped in the middle of its body
-        return self.engine.keep_alive and not self.conn.gone and await self._drain()
+        if not (self.engine.keep_alive and not self.conn.gone and await self._drain()):
+            return False
+        # A pipelined request waits until this response is out: a client that sends and never reads
+        # holds one response in memory, not one per request (a close flushes within its own deadline).
+        if not self.conn.flushed:
+            await self.conn.drain(0)
+        return not self.conn.gone
 
     @property
     def client_left(self) -> bool:
@@ -85,7 +97,8 @@ class HttpCycle:
         return quoted_request_line(self.request)
 
     def _fail(self) -> bool:
-        if not self.started and not self.answered:
+        # A client that has left gets no 500 (nor counts one): the app's failure was to send to it.
+        if not self.started and not self.answered and not self.client_left:
             self.answer(500)
         return False
 
@@ -103,8 +116,8 @@ class HttpCycle:
             try:
                 event = self.engine.next_event()
             except ProtocolError as exc:
-                if self.conn.eof:
-                    break  # the client went away in the middle of the body
+                # A bad body, or one the client stopped in the middle of (a half-close): a 400-class
+                # answer, as WSGI gives, which a client that only half-closed can still read.
                 log.debug("conn %d: bad request body: %s", self.conn.msg.conn_id, exc)
                 if not self.started:
                     self.answer(exc.status)
@@ -174,7 +187,7 @@ class HttpCycle:
             self.complete = True
             self.conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
         self.conn.write(*parts)
-        if more:
+        if not self.conn.writable:
             await self.conn.drain()
 
     async def _send_path(self, message: dict[str, Any]) -> None:

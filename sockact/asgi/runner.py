@@ -26,7 +26,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import handoff
@@ -53,6 +53,8 @@ from .conn import Conn
 from .cycle import HttpCycle
 from .lifespan import Lifespan
 from .scope import conn_scope, request_scope
+from .websocket import release_memory, serve_websocket
+from .wsprotocols import INSTALL_HINT, WsProtocol, find
 
 log = logging.getLogger("sockact.worker")
 
@@ -76,8 +78,9 @@ class AsgiRunner:
 
     def __init__(self, chan: socket.socket, sites: Sequence[Site], slots: Sequence[SlotWriter], *,
                  park_after: Sequence[float], handback_after: float, max_requests: int, extra: dict[str, Any],
-                 lifespans: Sequence[Lifespan], graceful_timeout: float, access: AccessLog | None = None,
-                 tally: TallyWriter | None = None, call_lines: Sequence[SlotWriter] = ()) -> None:
+                 lifespans: Sequence[Lifespan], graceful_timeout: float, ws: str, ws_max_size: int,
+                 access: AccessLog | None = None, tally: TallyWriter | None = None,
+                 call_lines: Sequence[SlotWriter] = ()) -> None:
         self.chan = chan
         self.sites = list(sites)
         self.slots = list(slots)  # the loop's line(s): busy with the oldest call, for stalls and timeout
@@ -90,6 +93,11 @@ class AsgiRunner:
         self.extra = extra
         self.lifespans = list(lifespans)
         self.graceful_timeout = graceful_timeout
+        self.ws = ws  # the ws setting: which WebSocket library
+        self.ws_max_size = ws_max_size
+        # The WebSocket library, looked for at the first WebSocket: an HTTP-only app never imports one.
+        self._ws_library: Callable[[bytes, int], WsProtocol] | None = None
+        self._ws_looked = False
         self.access = access
         self.tally = tally  # the request counts for the metrics; None: none are kept
         self.stopping = False  # SIGTERM: answer with Connection: close, park nothing
@@ -97,7 +105,6 @@ class AsgiRunner:
         self.retiring = False
         self.recycling = False
         self.requests = 0
-        self.told_no_websocket_library = False  # NO_WEBSOCKET_LIBRARY said
         self.loop = new_loop()
         self.pid = os.getpid()
         self.receiver = handoff.Receiver(chan)
@@ -347,35 +354,50 @@ class AsgiRunner:
         self._advance(conn)  # a pipelined request may be buffered already
 
     def _start_websocket(self, conn: Conn, request: Request) -> None:
-        try:
-            from .websocket import serve_websocket  # wsproto: needed once a WebSocket comes, and optional
-        except ImportError:
-            if not self.told_no_websocket_library:
-                self.told_no_websocket_library = True
+        if not self._ws_looked:
+            self._ws_looked = True
+            self._ws_library = find(self.ws)
+            if self._ws_library is None and self.ws == "auto":
                 log.warning(NO_WEBSOCKET_LIBRARY)
+            elif self._ws_library is None:
+                log.warning("WebSocket requests get the app's plain HTTP answer: ws = %r, and %s is not installed; "
+                            "install it with: %s", self.ws, self.ws, INSTALL_HINT[self.ws])
+        if self._ws_library is None:
             self._start_http(conn, request)  # the app's own answer to a plain request, then closed
             return
         conn.busy = conn.websocket = True
         self._call_started(conn, request)
         scope = request_scope(conn.scope, request, websocket=True, trust=conn.trust)
-        task = self.loop.create_task(serve_websocket(conn, scope, conn.site.app, self.websockets))
-        task.add_done_callback(lambda t: self._locked(self._after_websocket, conn))
+        task = self.loop.create_task(serve_websocket(conn, scope, conn.site.app, self.websockets, self._ws_library,
+                                                     self.ws_max_size))
+        task.add_done_callback(lambda t: self._locked(self._after_websocket, conn, request, t))
 
-    def _after_websocket(self, conn: Conn) -> None:
+    def _after_websocket(self, conn: Conn, request: Request, task: asyncio.Task[Any]) -> None:
         self.calls.pop(conn, None)
         conn.busy = False
-        self._close(conn)
+        if not task.cancelled() and task.exception() is None:
+            ws = task.result()
+            release_memory(ws)
+            if self.access is not None and conn.site.access_log:
+                entry = access_entry(self._remote(conn, ws.scope["client"]), request, ws.status, ws.bytes_out,
+                                     ws.started, self.pid, conn.msg.conn_id, conn.site.listener)
+                self.access.log_websocket(entry, ws.close_code if ws.status == 101 else 0, ws.bytes_in)
+        # Lingering: a client still sending (a message over ws_max_size) reads the close frame before a reset.
+        self._close(conn, linger=True)
 
     def _access(self, conn: Conn, request: Request | None, status: int, started: float,
                 response_headers: Sequence[tuple[str, str]] = (), client: Any = None) -> None:
         """``client``: the request's scope client, which trusted proxies may have told."""
         if self.access is None or not conn.site.access_log:
             return
+        self.access.log(access_entry(self._remote(conn, client), request, status, conn.engine.body_sent, started,
+                                     self.pid, conn.msg.conn_id, conn.site.listener, response_headers))
+
+    @staticmethod
+    def _remote(conn: Conn, client: Any = None) -> str:
         if not conn.remote:
             conn.remote = access_remote(conn.sock, conn.scope["client"] or conn.msg.peer)
-        remote = conn.remote if client is None or client is conn.scope["client"] else str(client[0])
-        self.access.log(access_entry(remote, request, status, conn.engine.body_sent, started, self.pid,
-                                     conn.msg.conn_id, conn.site.listener, response_headers))
+        return conn.remote if client is None or client is conn.scope["client"] else str(client[0])
 
     # ------------------------------------------------------------------ the beat
 

@@ -1,74 +1,79 @@
-"""The ASGI websocket scope over wsproto: the handshake and the frames are wsproto's, not ours.
+"""The ASGI websocket scope: the handshake and the frames are a library's (wsprotocols.py), not ours.
 
 The HTTP engine has parsed the upgrade request (same limits and refusals as any request);
-its head, and whatever the client sent after it, go to wsproto as they came. The app then
+its head, and whatever the client sent after it, go to the library as they came. The app then
 gets websocket.connect, and answers websocket.accept (101) or websocket.close (403 before
-accept). Messages are reassembled whole; pings are answered. A WebSocket is never parked and
-counts against its worker's capacity for as long as it is open; when the worker drains,
-``close_going_away`` ends it with 1001.
+accept). Pings are answered. A WebSocket is never parked and counts against its worker's
+capacity for as long as it is open; when the worker drains, ``close_going_away`` ends it with 1001.
+
+Memory is bounded, whatever the client does:
+- a message is at most ``ws_max_size`` bytes; a larger one is refused with 1009;
+- reading pauses once READ_HIGH bytes came in that the app has not taken, or while more than
+  the output bound waits for the client (pongs a client does not read);
+- the app's sends wait, as an HTTP response's do, while more than WRITE_HIGH waits for the client,
+  and a client that takes nothing for ``send_timeout`` is let go (conn.py).
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Message,
-    Ping,
-    RejectConnection,
-    Request,
-    TextMessage,
-)
-from wsproto.utilities import LocalProtocolError, RemoteProtocolError
-
 from ..errors import InvalidResponse
-from .conn import Conn
+from .conn import READ_HIGH, Conn
 from .cycle import ClientDisconnected
+from .wsprotocols import MESSAGE_TOO_BIG, Closed, Event, WsProtocol
 
 log = logging.getLogger("sockact.http")
 
 GOING_AWAY = 1001
 ABNORMAL = 1006  # the client went away without a close frame (RFC 6455 7.4.1)
+INVALID_DATA = 1007  # a text message that is not UTF-8
+UNEXPECTED = 1011  # the app failed
+TRIM_AFTER = 1024 * 1024  # bytes: a session that held a message this large gives memory back when it ends
 
 
 class WebSocket:
-    """One WebSocket: the ``receive`` and ``send`` its app is given."""
+    """One WebSocket: the ``receive`` and ``send`` its app is given, and what the access log says of it."""
 
-    def __init__(self, conn: Conn, scope: dict[str, Any]) -> None:
+    def __init__(self, conn: Conn, scope: dict[str, Any], library: Callable[[bytes, int], WsProtocol],
+                 max_size: int) -> None:
         self.conn = conn
         self.scope = scope
+        self.started = time.perf_counter()  # for the access log
+        self.max_size = max_size
         head = conn.engine.unparsed()  # the upgrade request's head, and any frames after it
         conn.engine.next_event()  # END_OF_MESSAGE: an upgrade request has no body
-        self.ws = WSConnection(ConnectionType.SERVER)
+        self.proto = library(head, max_size)
         self.connected = False  # websocket.connect delivered
         self.accepted = False
-        self.closed = False  # a close was sent or received: no more messages either way
+        self.closed = self.proto.refused  # a close was sent or received: no more messages either way
+        self.status = 400 if self.proto.refused else 0  # the handshake's answer, for the access log
         self.close_code = ABNORMAL
-        self._parts: list[Any] = []
-        self._feed(head)  # a handshake wsproto refuses is answered (400) and closed here
+        self.bytes_in = self.bytes_out = 0  # message payload, for the access log
+        self.largest = 0  # the largest message (or part of one) it held, in bytes
+        self._message = bytearray()  # the pieces of a message so far
+        self._events: Iterator[Event] | None = None  # the library's events, taken one at a time
+        self._unread = 0  # bytes fed since the app last took every event
+        self._flush()  # a refused handshake's 400
         conn.feed = self._feed
 
     def _feed(self, data: bytes) -> None:
-        try:
-            self.ws.receive_data(data or None)
-        except RemoteProtocolError as exc:
-            log.debug("conn %d: websocket: %s", self.conn.msg.conn_id, exc)
-            self._out(exc.event_hint)
-            self.closed = True
+        if self.closed and data:
+            return  # the session is over: what the client still sends is dropped
+        self._unread += len(data)
+        self.proto.receive_data(data)
+        self._flush()  # what the library answers by itself (websockets answers a ping as it parses it)
+        if self._unread > READ_HIGH or not self.conn.writable:
+            self.conn.pause_reading()  # until the app takes what came, or the client what went
 
-    def _out(self, event: Any) -> None:
-        if event is None:
-            return
-        try:
-            self.conn.write(self.ws.send(event))
-        except LocalProtocolError as exc:
-            log.debug("conn %d: websocket: %s", self.conn.msg.conn_id, exc)
+    def _flush(self) -> None:
+        out = self.proto.take_output()
+        if out:
+            self.conn.write(out)
 
     # -- receive
 
@@ -77,36 +82,60 @@ class WebSocket:
             self.connected = True
             return {"type": "websocket.connect"}
         while True:
-            for event in self.ws.events():
-                message = self._on_event(event)
-                if message is not None:
-                    return message
+            message = None if self.closed else self._next_message()
+            if message is not None:
+                self._flush()  # the pongs the library wrote while parsing up to this message
+                return message
             if self.closed or self.conn.eof or self.conn.gone or self.conn.closed:
                 self.closed = True
                 return {"type": "websocket.disconnect", "code": self.close_code}
-            await self.conn.wait_input()
+            self._unread = 0
+            if not self.conn.writable:
+                await self.conn.drain()  # the pongs (and close replies) a client leaves unread stop here
+            if not self.conn.gone:
+                await self.conn.wait_input()
 
-    def _on_event(self, event: Any) -> dict[str, Any] | None:
-        if isinstance(event, Request):
-            return None  # the handshake itself, answered by the app's accept or close
-        if isinstance(event, Message):
-            self._parts.append(event.data)
-            if not event.message_finished:
-                return None
-            parts, self._parts = self._parts, []
-            if isinstance(event, TextMessage):
-                return {"type": "websocket.receive", "text": "".join(parts)}
-            return {"type": "websocket.receive", "bytes": b"".join(parts)}
-        if isinstance(event, Ping):
-            self._out(event.response())
-            return None
-        if isinstance(event, CloseConnection):
-            self.close_code = event.code
-            if self.ws.state is ConnectionState.REMOTE_CLOSING:
-                self._out(event.response())
-            self.closed = True
-            return {"type": "websocket.disconnect", "code": event.code, "reason": event.reason or ""}
-        return None  # Pong
+    def _next_message(self) -> dict[str, Any] | None:
+        """The app's next message from what the library parsed; None when it needs more input."""
+        if self._events is None:
+            self._events = self.proto.events()
+        for event in self._events:
+            if isinstance(event, Closed):
+                self.closed = True
+                self.close_code = event.code
+                return {"type": "websocket.disconnect", "code": event.code, "reason": event.reason}
+            size = len(self._message) + len(event.data)
+            self.largest = max(self.largest, size)
+            if size > self.max_size:
+                return self._fail(MESSAGE_TOO_BIG, f"message larger than ws_max_size ({self.max_size} bytes)")
+            if event.last and not self._message:
+                data = event.data  # a message in one piece, as most are: no copy
+            else:
+                self._message += event.data
+                if not event.last:
+                    continue
+                data, self._message = bytes(self._message), bytearray()
+            self.bytes_in += len(data)
+            if not event.text:
+                return {"type": "websocket.receive", "bytes": data}
+            try:
+                return {"type": "websocket.receive", "text": data.decode()}
+            except UnicodeDecodeError:
+                return self._fail(INVALID_DATA, "a text message that is not UTF-8")
+        self._events = None
+        self._flush()
+        return None
+
+    def _fail(self, code: int, reason: str) -> dict[str, Any]:
+        """The client broke a rule: close with ``code``, and the app hears of it as a disconnect."""
+        log.info("conn %d: websocket closed with %d: %s", self.conn.msg.conn_id, code, reason)
+        self.proto.close(code, reason)
+        self._flush()
+        self.closed = True
+        self.close_code = code
+        self._message = bytearray()
+        self._events = None
+        return {"type": "websocket.disconnect", "code": code, "reason": reason}
 
     # -- send
 
@@ -116,17 +145,21 @@ class WebSocket:
             if self.accepted or self.closed:
                 raise InvalidResponse("websocket.accept twice, or after close")
             headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", ())]
-            self._out(AcceptConnection(subprotocol=message.get("subprotocol"), extra_headers=headers))
+            self.proto.accept(message.get("subprotocol"), headers)
+            self._flush()
             self.accepted = True
+            self.status = 101
             return
         if kind == "websocket.close":
             if self.closed:
                 return
             self.closed = True
             if not self.accepted:
-                self._out(RejectConnection(status_code=403))  # RFC 6455 4.2.2: the handshake is refused
+                self._refuse(403)  # RFC 6455 4.2.2: the handshake is refused
             else:
-                self._out(CloseConnection(code=message.get("code", 1000), reason=message.get("reason") or None))
+                self.close_code = message.get("code", 1000)
+                self.proto.close(self.close_code, message.get("reason") or "")
+                self._flush()
             return
         if kind != "websocket.send":
             raise InvalidResponse(f"unexpected ASGI message {kind!r} on a websocket")
@@ -134,47 +167,79 @@ class WebSocket:
             raise InvalidResponse("websocket.send before websocket.accept")
         if self.closed or self.conn.gone:
             raise ClientDisconnected(f"conn {self.conn.msg.conn_id}: the websocket is closed")
-        if message.get("bytes") is not None:
-            self._out(BytesMessage(data=bytes(message["bytes"])))
+        data = message.get("bytes")
+        if data is not None:
+            data = bytes(data)
+            self.bytes_out += len(data)
         else:
-            self._out(TextMessage(data=str(message.get("text", ""))))
-        await self.conn.drain()
+            data = str(message.get("text", ""))
+            self.bytes_out += len(data.encode())
+        self.proto.send_message(data)
+        self._flush()
+        if not self.conn.writable:
+            await self.conn.drain()
+
+    def _refuse(self, status: int) -> None:
+        self.closed = True
+        self.status = status
+        self.proto.reject(status)
+        self._flush()
+
+    def end(self, failed: bool) -> None:
+        """The app returned (or raised): end the session the way the app left it."""
+        if self.closed:
+            return
+        if not self.accepted:
+            self._refuse(500)
+        else:
+            self.close_code = UNEXPECTED if failed else 1000  # RFC 6455 7.4.1
+            self.proto.close(self.close_code)
+            self._flush()
+            self.closed = True
 
     def close_going_away(self) -> None:
         """The worker drains: close with 1001, and the app's next receive() says so."""
         if self.closed:
             return
         if self.accepted:
-            self._out(CloseConnection(code=GOING_AWAY))
+            self.proto.close(GOING_AWAY)
+            self._flush()
         self.closed = True
         self.close_code = GOING_AWAY
         self.conn.close()
 
 
-async def serve_websocket(conn: Conn, scope: dict[str, Any], app: Any, sessions: dict[Conn, WebSocket]) -> None:
+def release_memory(ws: WebSocket) -> None:
+    """After a session that held a large message: give the allocator's free memory back to the system.
+    glibc keeps freed heap memory, and raises its mmap threshold after a large buffer is freed, so the
+    next large ones stay in the heap too; without this, a worker stays at its peak after the session.
+    Sessions end rarely next to requests, and only those with a message over TRIM_AFTER pay for it."""
+    if ws.largest < TRIM_AFTER:
+        return
+    try:
+        libc = ctypes.CDLL(None)
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to ask
+
+
+async def serve_websocket(conn: Conn, scope: dict[str, Any], app: Any, sessions: dict[Conn, WebSocket],
+                          library: Callable[[bytes, int], WsProtocol], max_size: int) -> WebSocket:
     """Run the app for one WebSocket until it returns; the caller closes the connection."""
-    ws = WebSocket(conn, scope)
+    ws = WebSocket(conn, scope, library, max_size)
     if ws.closed:
-        return  # the handshake was refused; the app never hears of it
+        return ws  # the handshake was refused; the app never hears of it
     sessions[conn] = ws
+    failed = False
     try:
         await app(scope, ws.receive, ws.send)
     except Exception as exc:
+        failed = True
         if ws.closed or conn.gone:
             log.debug("conn %d: the app stopped after its websocket closed: %r", conn.msg.conn_id, exc)
         else:
             log.error("conn %d: application error on websocket %r", conn.msg.conn_id, scope["path"], exc_info=exc)
-        if not ws.accepted and not ws.closed:
-            ws.closed = True
-            ws._out(RejectConnection(status_code=500))
-        elif not ws.closed:
-            ws._out(CloseConnection(code=1011))  # RFC 6455 7.4.1: an unexpected condition
-    else:
-        if not ws.accepted and not ws.closed:
-            ws._out(RejectConnection(status_code=500))
-        elif not ws.closed:
-            ws._out(CloseConnection(code=1000))
     finally:
         sessions.pop(conn, None)
-
-
+    ws.end(failed)
+    return ws

@@ -59,6 +59,7 @@ class Site:
     health_path: bytes = b""  # answered here, never by the app; b"": none
     proxy_protocol: str = "off"  # "v1", "v2" or "auto": a PROXY header precedes HTTP (the loop reads it)
     body_buffer: int = 0  # bodies up to this size are read whole by the loop before the app's call
+    send_timeout: float = 0.0  # per response write that makes no progress (send_timeout); 0.0: io_timeout
     environ: dict[str, Any] = field(init=False, repr=False, compare=False)  # constant keys, built once
 
     def __post_init__(self) -> None:

@@ -264,3 +264,9 @@ def start_sockact(tmp_path) -> Iterator:
     for server in servers:
         server.stop(signal.SIGKILL if server.proc.poll() is None else signal.SIGTERM, timeout=5)
         server.log.close()
+
+
+@pytest.fixture(params=["websockets", "wsproto"])
+def ws_library(request) -> str:
+    """A WebSocket library for the ws setting: a test that takes this runs once with each."""
+    return request.param

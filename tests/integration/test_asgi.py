@@ -266,9 +266,10 @@ def test_a_killed_worker_answers_each_call_that_had_not_begun_with_a_502(start_s
 
 
 def test_a_killed_worker_sends_no_502_into_the_last_response_of_a_pipelined_connection(start_sockact, tmp_path):
-    # The first response is one big message: its call ends while most of it waits in the loop's buffer,
-    # and the pipelined second call begins. When the worker dies, the client has part of the first
-    # response: only a close tells the truth, a 502 would land in the middle of that body.
+    # The first response is one big message: the app's call has sent it all while most of it waits in
+    # the loop's buffer. The pipelined second call does not begin until it is out (the output bound),
+    # so when the worker dies, the client has part of the first response: only a close tells the
+    # truth, a 502 would land in the middle of that body.
     server = start_sockact("asgiapps:whole_or_hang", "--workers", "1", workers=1)
     started = tmp_path / "second"
     with socket.socket() as sock:
@@ -277,13 +278,14 @@ def test_a_killed_worker_sends_no_502_into_the_last_response_of_a_pipelined_conn
         sock.settimeout(20)
         sock.sendall(b"GET /whole?bytes=8000000 HTTP/1.1\r\nHost: t\r\n\r\n"
                      + f"GET /hang?started={started} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
-        wait_until(started.exists, "the second call to reach the app")
+        first = sock.recv(4096)
+        assert first.startswith(b"HTTP/1.1 200 OK\r\n"), first[:200]
         [victim] = server.workers()
         os.kill(victim, signal.SIGKILL)
-        answer = b"".join(iter(lambda: sock.recv(1 << 20), b""))
-    assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer[:200]
-    assert b"502 Bad Gateway" not in answer
-    assert "in the middle of the response to GET /hang" in server.wait_for_log("in the middle of the response")
+        answer = first + b"".join(iter(lambda: sock.recv(1 << 20), b""))
+    assert not started.exists(), "the second call began before the first response was out"
+    assert 0 < len(answer) < 8_000_000 and b"502 Bad Gateway" not in answer
+    assert "in the middle of the response to GET /whole" in server.wait_for_log("in the middle of the response")
 
 
 def test_a_killed_worker_answers_a_call_that_sent_only_100_continue_with_a_502(start_sockact):
@@ -312,10 +314,11 @@ def test_a_request_behind_a_stuck_one_in_the_same_loop_turn_is_handed_back_not_l
             assert status == 200, f"attempt {attempt}"
 
 
-def test_a_websocket_echoes_is_never_parked_and_ends_with_the_clients_close(start_sockact):
+def test_a_websocket_echoes_is_never_parked_and_ends_with_the_clients_close(start_sockact, ws_library):
     from websockets.sync.client import connect
 
-    server = start_sockact("asgiapps:ws_echo", "--workers", "2", "--park-after", "0.05", workers=2)
+    server = start_sockact("asgiapps:ws_echo", "--workers", "2", "--park-after", "0.05", "--ws", ws_library,
+                           workers=2)
     with connect(f"ws://127.0.0.1:{server.port}/", subprotocols=["chat"]) as ws:
         assert ws.subprotocol == "chat"
         ws.send("hello")
@@ -327,11 +330,11 @@ def test_a_websocket_echoes_is_never_parked_and_ends_with_the_clients_close(star
     assert http_get(server.port, "/")[2] == b"plain http"
 
 
-def test_a_websocket_closed_before_accept_is_a_403(start_sockact):
+def test_a_websocket_closed_before_accept_is_a_403(start_sockact, ws_library):
     from websockets.exceptions import InvalidStatus
     from websockets.sync.client import connect
 
-    server = start_sockact("asgiapps:ws_echo", "--workers", "1")
+    server = start_sockact("asgiapps:ws_echo", "--workers", "1", "--ws", ws_library)
     try:
         connect(f"ws://127.0.0.1:{server.port}/reject")
         raise AssertionError("the handshake was accepted")
@@ -339,11 +342,11 @@ def test_a_websocket_closed_before_accept_is_a_403(start_sockact):
         assert exc.response.status_code == 403
 
 
-def test_a_drain_closes_websockets_with_1001(start_sockact):
+def test_a_drain_closes_websockets_with_1001(start_sockact, ws_library):
     from websockets.exceptions import ConnectionClosed
     from websockets.sync.client import connect
 
-    server = start_sockact("asgiapps:ws_echo", "--workers", "1", "--graceful-timeout", "2")
+    server = start_sockact("asgiapps:ws_echo", "--workers", "1", "--graceful-timeout", "2", "--ws", ws_library)
     with connect(f"ws://127.0.0.1:{server.port}/") as ws:
         ws.send("before")
         assert ws.recv() == "before"
@@ -501,8 +504,8 @@ def test_a_reload_retires_the_old_workers_through_their_lifespan_shutdown(start_
     assert echo(server.port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")["pid"] != old
 
 
-def test_a_websocket_handshake_wsproto_refuses_is_a_400(start_sockact):
-    server = start_sockact("asgiapps:ws_echo", "--workers", "1")
+def test_a_websocket_handshake_the_library_refuses_is_a_400(start_sockact, ws_library):
+    server = start_sockact("asgiapps:ws_echo", "--workers", "1", "--ws", ws_library)
     answer = request(server.port, b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400"), answer
     assert http_get(server.port, "/")[2] == b"plain http"
@@ -551,3 +554,19 @@ def test_a_partial_head_gets_its_408_after_header_timeout(start_sockact):
         sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")  # and nothing more
         answer = raw_exchange(sock, b"")
     assert parse_response(answer)[0] == 408
+
+
+def test_a_websocket_request_without_a_library_says_once_what_to_install(start_sockact, tmp_path):
+    # Neither library importable: stand-ins earlier on the path that refuse to import.
+    for name in ("websockets", "wsproto"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(f"raise ImportError('no {name} here')\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), base_env()["PYTHONPATH"]])}
+    server = start_sockact("asgiapps:ws_echo", "--workers", "1", env=env, workers=1)
+    upgrade = b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" \
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    for _ in range(3):
+        status, _, body = parse_response(request(server.port, upgrade))
+        assert (status, body) == (200, b"plain http")  # the app's answer to a plain request
+    said = server.wait_for_log("install one with: pip install 'sockact[asgi]'")
+    assert said.count("no WebSocket library is installed") == 1, said

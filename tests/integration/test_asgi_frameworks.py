@@ -118,8 +118,8 @@ def _websocket_shapes(port: int) -> list[object]:
     return out
 
 
-def test_sockact_and_uvicorn_answer_websockets_alike(start_sockact):
-    ours = start_sockact("asgiapps:ws_echo", "--workers", "1")
+def test_sockact_and_uvicorn_answer_websockets_alike(start_sockact, ws_library):
+    ours = start_sockact("asgiapps:ws_echo", "--workers", "1", "--ws", ws_library)
     theirs = _uvicorn("asgiapps:ws_echo")
     try:
         assert _websocket_shapes(ours.port) == _websocket_shapes(theirs.port) == [

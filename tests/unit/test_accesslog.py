@@ -194,3 +194,23 @@ def test_check_file(tmp_path: Path):
         AccessLog(GUNICORN_FORMAT, str(tmp_path / "nodir" / "a.log"))
     with pytest.raises(ConfigError, match="is a directory"):
         accesslog.check_file(str(tmp_path))
+
+
+def test_a_websocket_session_is_one_line_written_at_once(tmp_path: Path):
+    records: list[tuple[str, ...]] = []
+    journal = AccessLog(GUNICORN_FORMAT, None, lambda *fields: records.append(fields))
+    journal.log(entry())  # a request's line, buffered: it goes out first
+    journal.log_websocket(entry(status=101), 1000, 5)
+    assert [dict(item.split("=", 1) for item in r)["MESSAGE"] for r in records] == [
+        '192.0.2.7 "GET /p%20q?x=1 HTTP/1.1" 200 14B 2345678us pid=4242',
+        '192.0.2.7 "GET /p%20q?x=1 HTTP/1.1" 101 14B 2345678us pid=4242 websocket close=1000 in=5 out=14 '
+        'duration=2.346s']
+    path = tmp_path / "access.log"
+    for spec in ("json", GUNICORN_FORMAT):
+        log = AccessLog(spec, str(path))
+        log.log_websocket(entry(status=403), 0, 0)
+        log.close()
+    first, second = path.read_text().splitlines()
+    assert json.loads(first)["status"] == 403
+    assert json.loads(first)["websocket"] == {"close_code": None, "bytes_in": 0, "bytes_out": 14}
+    assert second.endswith('" 403 14 "http://r/" "curl/8" websocket close=- in=0 out=14 duration=2.346s')

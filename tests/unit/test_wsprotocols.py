@@ -1,0 +1,104 @@
+"""The two WebSocket libraries behind sockact's one sans-I/O interface: fed bytes, they say the same."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from sockact.asgi.wsprotocols import LIBRARIES, Closed, Part, find
+
+HEAD = (b"GET /chat HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Protocol: chat, other\r\n\r\n")
+
+
+def frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """A masked client frame, zero key."""
+    first = (0x80 if fin else 0) | opcode
+    if len(payload) < 126:
+        return bytes([first, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
+    return bytes([first, 0x80 | 126]) + struct.pack("!H", len(payload)) + b"\0\0\0\0" + payload
+
+
+@pytest.fixture(params=sorted(LIBRARIES))
+def library(request):
+    name = request.param
+    pytest.importorskip(LIBRARIES[name][0])
+    return LIBRARIES[name][1]
+
+
+def opened(library, max_size: int = 1 << 20):
+    proto = library(HEAD, max_size)
+    assert not proto.refused
+    proto.accept("chat", [(b"x-extra", b"1")])
+    answer = proto.take_output()
+    assert answer.startswith(b"HTTP/1.1 101 ")
+    assert b"Sec-WebSocket-Protocol: chat\r\n" in answer and b"x-extra: 1\r\n" in answer.lower()
+    assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in answer
+    return proto
+
+
+def test_messages_come_as_parts_text_utf8_encoded(library):
+    proto = opened(library)
+    proto.receive_data(frame(0x1, "é".encode()) + frame(0x2, b"ab", fin=False) + frame(0x0, b"cd"))
+    parts = list(proto.events())
+    assert b"".join(p.data for p in parts if not p.text) == b"abcd" and parts[-1].last
+    assert parts[0] == Part("é".encode(), True, True)
+
+
+def test_a_ping_is_answered_by_the_library(library):
+    proto = opened(library)
+    proto.receive_data(frame(0x9, b"hi"))
+    assert list(proto.events()) == []
+    assert proto.take_output() == b"\x8a\x02hi"
+
+
+def test_the_clients_close_is_answered_and_said(library):
+    proto = opened(library)
+    proto.receive_data(frame(0x8, struct.pack("!H", 1000) + b"bye"))
+    assert list(proto.events()) == [Closed(1000, "bye")]
+    assert proto.take_output().startswith(b"\x88\x05\x03\xe8bye")
+
+
+def test_sends_and_closes_are_frames(library):
+    proto = opened(library)
+    proto.send_message("hi")
+    proto.send_message(b"\x00")
+    proto.close(1009, "too big")
+    assert proto.take_output() == b"\x81\x02hi" + b"\x82\x01\x00" + b"\x88\x09\x03\xf1too big"
+
+
+def test_a_bad_handshake_is_refused_with_a_400(library):
+    proto = library(b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", 1000)
+    assert proto.refused
+    assert proto.take_output().startswith(b"HTTP/1.1 400 ")
+
+
+def test_a_rejection_before_accept_is_an_http_answer(library):
+    proto = library(HEAD, 1000)
+    proto.reject(403)
+    assert proto.take_output().startswith(b"HTTP/1.1 403")
+
+
+def test_an_unmasked_frame_closes_with_1002(library):
+    proto = opened(library)
+    proto.receive_data(b"\x81\x02hi")
+    [event] = list(proto.events())
+    assert isinstance(event, Closed) and event.code == 1002
+    assert proto.take_output().startswith(b"\x88")
+
+
+def test_auto_takes_websockets_first_as_uvicorn_does():
+    pytest.importorskip("websockets.server")
+    assert find("auto") is LIBRARIES["websockets"][1]
+    assert find("wsproto") is LIBRARIES["wsproto"][1]
+
+
+def test_bytes_after_the_close_are_dropped(library):
+    proto = opened(library)
+    proto.receive_data(frame(0x8, struct.pack("!H", 1000)))
+    assert list(proto.events()) == [Closed(1000, "")]
+    proto.receive_data(frame(0x1, b"late"))
+    proto.receive_data(b"")
+    assert [e for e in proto.events() if isinstance(e, Part)] == []

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.apps import HELLO, JSON_BODY, STATIC_FILE_ENV
-from bench.report import ASGI_WSGI, THREADED, WITH_METRICS
+from bench.report import ASGI_WSGI, GROWING, THREADED, WITH_METRICS
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_BIN = REPO / ".venv" / "bin"  # sockact runs from the project's own venv, as a user runs it
@@ -125,6 +125,7 @@ def lineup(rundir: Path, static_file: Path) -> list[Server]:
         Server("sockact", sockact_argv()),
         Server("sockact (no access log)", sockact_argv("--no-access-log")),
         Server(THREADED, sockact_argv("--threads", "4")),
+        Server(GROWING, sockact_argv("--max-threads", "16")),
         Server(WITH_METRICS, sockact_with_metrics()),
         Server("gunicorn sync", gunicorn_argv()),
         Server("gunicorn gthread", gunicorn_argv("--worker-class", "gthread", "--threads", "4")),

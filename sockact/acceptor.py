@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .activation import Listener
+from .errors import ConfigError
 from .parking import Conn
 
 log = logging.getLogger("sockact.supervisor")
@@ -151,3 +152,15 @@ def raise_fd_limit() -> int:
             log.warning("open-files limit stays at %d (%s); set LimitNOFILE= in the unit for more "
                         "parked clients", soft, exc)
     return soft
+
+
+def fd_budget(reserve: int) -> int:
+    """Connections the supervisor may hold: the open-files limit, raised as far as it goes, less the
+    ``reserve`` it keeps for itself. None left is a start-up error: sockact would say ready and never
+    accept (a unit's LimitNOFILE= set too low)."""
+    limit = raise_fd_limit()
+    budget = limit - reserve
+    if budget < 1:
+        raise ConfigError(f"open-files limit {limit} leaves no file descriptor for clients: sockact keeps "
+                          f"{reserve} for itself; raise LimitNOFILE= (ulimit -n) above {reserve}")
+    return budget

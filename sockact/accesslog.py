@@ -15,7 +15,8 @@ Contract:
   worker killed outright (SIGKILL after ``timeout``, the OOM killer, a crash in C) loses the lines
   of requests it finished in the last FLUSH_INTERVAL, at most MAX_BUFFERED of them.
 - A file target is reopened when its path no longer names the open file (checked at most once a
-  REOPEN_CHECK), so logrotate may simply move it away.
+  REOPEN_CHECK), so logrotate may simply move it away; after ``reopen()`` (SIGUSR1) it is checked
+  before the next line.
 - ``escape(text)`` is the one escape for client-controlled text in any log line: control bytes,
   DEL, bytes above 0x7f, ``"`` and ``\\`` become ``\\xHH``, so a request cannot forge a line.
 """
@@ -353,6 +354,11 @@ class AccessLog:
                 _write_all(self.fd, ("\n".join(lines) + "\n").encode("utf-8", "replace"))
         except Exception:
             pass  # a full disk or a gone journal must not fail requests
+
+    def reopen(self) -> None:
+        """Check for a rotated file before the next line, not within REOPEN_CHECK. Safe in a signal
+        handler: it only forgets when the file was last checked."""
+        self._checked = -REOPEN_CHECK
 
     def _reopen_if_moved(self) -> None:
         now = time.monotonic()

@@ -219,7 +219,7 @@ def check_apps(cfg: Config) -> int:
     """Import each app in a child process with the service's settings applied; the exit code says
     whether they all load (5 when one does not), and stderr says exactly what failed."""
     from .apploader import add_virtualenv, load_all
-    from .asgi.interface import choose
+    from .asgi.interface import WSGI, choose
 
     sys.stdout.flush()
     sys.stderr.flush()
@@ -234,8 +234,9 @@ def check_apps(cfg: Config) -> int:
                 print(f"# hook {name} {spec}: imports and is callable")
             apps = load_all(app_specs(cfg))
             for spec, app in apps.items():
-                kind = choose(_interface_of(cfg, spec), app).upper()
-                print(f"# app {spec}: imports and is callable; served as {kind}")
+                kind = choose(_interface_of(cfg, spec), app)
+                how = cfg.thread_mode() if kind == WSGI else "on each worker's asyncio loop, many requests at a time"
+                print(f"# app {spec}: imports and is callable; served as {kind.upper()}, {how}")
             code = EXIT_OK
         except SockactError as exc:
             _print_error(exc)

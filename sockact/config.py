@@ -28,6 +28,7 @@ from .errors import ConfigError
 from .hooks import Hooks
 from .hooks import parse as parse_hooks
 from .sandbox import explain_missing
+from .scoreboard import MAX_THREADS
 
 ENV_PREFIX = "SOCKACT_"
 DEFAULT_APP = "sockact.apps.demo:app"
@@ -204,23 +205,41 @@ class Config(ListenerSettings):
     workers: int = _opt(
         parsers.integer(1), 2, "Number of worker processes.", "workers", metavar="N", aliases=("-w",))
     threads: int = _opt(
-        parsers.integer(1), 1,
-        "App threads per worker; 1 serves one request at a time per worker, as a sync worker. An ASGI app "
-        "runs on its worker's event loop instead, many requests at a time.", "workers",
-        metavar="N")
+        parsers.integer(1, MAX_THREADS), 1,
+        "App threads per worker that are always there; 1 serves one request at a time per worker, as a "
+        "sync worker, unless max_threads lets the worker grow. An ASGI app runs on its worker's event "
+        "loop instead, many requests at a time.", "workers", metavar="N")
+    max_threads: int = _opt(
+        parsers.integer(0, MAX_THREADS), 0,
+        "The most app threads a worker runs: when every thread is in a call and another request is "
+        "ready, the worker starts one more, up to this many, so a fast request does not wait behind "
+        "slow ones; the threads beyond 'threads' exit after thread_idle_timeout. 0: as many as "
+        "'threads' (a fixed pool). Only for an app that is thread-safe (Django and Flask are): 16 "
+        "suits most.", "workers", metavar="N")
+    thread_idle_timeout: float = _opt(
+        parsers.seconds, 30.0,
+        "An app thread beyond 'threads' that has had no request for this long exits.", "workers",
+        metavar="SECONDS")
     max_requests: int = _opt(
         parsers.integer(0), 0, "Recycle a worker after this many requests (0: never).", "workers", metavar="N")
     max_requests_jitter: int = _opt(
         parsers.integer(0), 0, "Add a random 0..N to max_requests per worker, so workers do not recycle together.",
         "workers", metavar="N")
+    max_worker_memory: int = _opt(
+        parsers.size_or_off, 0,
+        "Recycle a worker whose memory of its own (USS: its private pages, as /proc/PID/smaps_rollup counts "
+        "them) passes this size, e.g. '512M': its successor starts first, then it finishes its calls and "
+        "exits, and no client sees an error. Read on the supervisor's timer, about once a second. 0: off.",
+        "workers", metavar="SIZE")
     queue_size: int = _opt(
         parsers.integer(1), 1024,
         "Connections held in the supervisor while every worker is busy. When full, sockact stops "
         "accepting and the kernel backlog holds new clients.", "workers", metavar="N")
     timeout: float = _opt(
         parsers.seconds_or_off, 30.0,
-        "A worker busy on one request for longer is killed (SIGABRT, then SIGKILL) and replaced; "
-        "the watchdog stops while one is overdue. 0 turns the timeout off.", "workers", metavar="SECONDS",
+        "A worker busy on one request for longer, or whose loop stops turning for as long (stopped, or "
+        "blocked outside a request), is killed (SIGABRT, then SIGKILL) and replaced; the watchdog stops "
+        "while one is overdue. 0 turns the timeout off.", "workers", metavar="SECONDS",
         aliases=("-t",))
     send_timeout: float = _opt(
         parsers.seconds, 10.0,
@@ -244,8 +263,8 @@ class Config(ListenerSettings):
         "workers")
     handback_after: float = _opt(
         parsers.seconds, 0.05,
-        "When every app thread of a worker has been in one call this long, its other connections go back "
-        "to the supervisor.", "workers", metavar="SECONDS")
+        "When every app thread of a worker, up to max_threads, has been in one call this long, its other "
+        "connections go back to the supervisor.", "workers", metavar="SECONDS")
     access_logfile: str | None = _opt(
         parsers.log_file, None,
         "Write the access log to this file ('-': stderr) instead of the log target.", "logging",
@@ -289,6 +308,21 @@ class Config(ListenerSettings):
         values = {key: getattr(self, key) for key in LISTENER_KEYS}
         values.update(self.listeners.get(name, {}))
         return ListenerConfig(name=name, **values)
+
+    @property
+    def thread_ceiling(self) -> int:
+        """The most app threads a worker may run (``max_threads``, or ``threads`` for a fixed pool)."""
+        return max(self.threads, self.max_threads)
+
+    def thread_mode(self) -> str:
+        """How a WSGI app runs in each worker, in words, for ``sockact check`` and the worker's log."""
+        if self.thread_ceiling == 1:
+            return "one request at a time per worker (1 app thread, as gunicorn's sync worker)"
+        if self.thread_ceiling == self.threads:
+            return f"{self.threads} app threads per worker, a fixed pool (the app must be thread-safe)"
+        return (f"{self.threads} to {self.thread_ceiling} app threads per worker: one more starts while "
+                f"every thread is in a call, and those beyond {self.threads} exit after "
+                f"{self.thread_idle_timeout:g} s idle (the app must be thread-safe)")
 
     def check_names(self, names: Sequence[str]) -> None:
         """The listener names the settings give must be among ``names``: a mistyped one would leave
@@ -446,8 +480,24 @@ def build(cli_values: Mapping[str, Any], environ: Mapping[str, str], config_file
     return cfg
 
 
+def check_reload(running: Config, new: Config, names: Sequence[str]) -> None:
+    """Settings read anew at a reload that are each valid but would quietly swap what serves: a
+    config file found empty (an editor truncating it as it saves), or an app that vanished from the
+    settings, which would put the built-in demo app in production's place. Raises ConfigError."""
+    if new.config_file and read_toml(new.config_file) == ({}, {}):
+        raise ConfigError(f"config file {new.config_file}: empty (truncated while being saved?)")
+    for name in names:
+        was, now = running.listener(name).app, new.listener(name).app
+        if now == DEFAULT_APP and was != DEFAULT_APP:
+            raise ConfigError(f"app: the settings read anew name no app for listener {name!r}, which serves "
+                              f"{was!r}; set app again to serve it, or to {DEFAULT_APP!r} for the demo")
+
+
 def _check_together(cfg: Config, environ: Mapping[str, str]) -> None:
     """Settings that are each valid but not together."""
+    if cfg.max_threads and cfg.max_threads < cfg.threads:
+        raise ConfigError(f"max_threads: {cfg.max_threads} is below threads ({cfg.threads}); it is the "
+                          "ceiling the pool grows to (0: as many as threads)")
     if cfg.reload and cfg.preload:
         raise ConfigError("reload: cannot be combined with preload (a reload re-forks a preloaded app "
                           "without re-importing it)")

@@ -6,9 +6,11 @@ Rules:
   spreads load like round-robin and keeps every worker warm.
 - A worker is available while it is ready and moving (not stalled) and below capacity.
   A booting, stalled, retiring or aborted worker gets no new work.
-- When no worker is available, connections wait in a bounded FIFO queue, served first when
-  a worker has room again. When the queue is full, the supervisor stops accepting and the
-  kernel's backlog holds new clients.
+- When no worker is available, connections wait in a bounded queue, served first when a
+  worker has room again, oldest first. A connection's age is when its request first needed a
+  worker, so one handed back with its request read, or left by a worker that died, keeps its
+  place in line instead of going to the back each time. When the queue is full, the
+  supervisor stops accepting and the kernel's backlog holds new clients.
 
 The supervisor feeds events (a worker added or removed, stalled or moving again, a
 connection handed back) and acts on the assignments returned. Tests drive this directly.
@@ -16,7 +18,8 @@ connection handed back) and acts on the assignments returned. Tests drive this d
 
 from __future__ import annotations
 
-from collections import deque
+import heapq
+import math
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
@@ -34,7 +37,8 @@ class Dispatcher(Generic[W, C]):
         self._available: set[W] = set()  # ready and moving
         self._last: dict[W, int] = {}  # when each was last given work (a counter, not a clock)
         self._clock = 0
-        self._queue: deque[C] = deque()
+        self._queue: list[tuple[float, int, C]] = []  # a heap: (age, arrival, connection)
+        self._arrivals = 0  # ties of age are served in order of arrival
 
     # -- what the supervisor asks
 
@@ -89,16 +93,19 @@ class Dispatcher(Generic[W, C]):
         self._last.pop(worker, None)
         return self._load.pop(worker, 0)
 
-    def offer(self, conn: C) -> tuple[W, C] | None:
+    def offer(self, conn: C, age: float = math.inf) -> tuple[W, C] | None:
         """A connection needs a worker: the assignment, or None if it was queued.
 
-        Queued connections are served first, so an offer never overtakes the queue.
+        Queued connections are served first, so an offer never overtakes the queue; among the
+        queued, the smallest ``age`` (when its request first needed a worker, on any one clock)
+        goes first. The default is a newcomer's: behind everything already queued.
         """
         if not self._queue:
             worker = self._pick()
             if worker is not None:
                 return self._assign(worker, conn)
-        self._queue.append(conn)
+        self._arrivals += 1
+        heapq.heappush(self._queue, (age, self._arrivals, conn))
         return None
 
     def returned(self, worker: W) -> list[tuple[W, C]]:
@@ -108,8 +115,8 @@ class Dispatcher(Generic[W, C]):
         return self._drain()
 
     def take_queued(self) -> list[C]:
-        """Empty the queue (stopping)."""
-        conns = list(self._queue)
+        """Empty the queue (stopping), oldest first."""
+        conns = [conn for _, _, conn in sorted(self._queue)]
         self._queue.clear()
         return conns
 
@@ -133,7 +140,7 @@ class Dispatcher(Generic[W, C]):
             worker = self._pick()
             if worker is None:
                 break
-            out.append(self._assign(worker, self._queue.popleft()))
+            out.append(self._assign(worker, heapq.heappop(self._queue)[2]))
         return out
 
     def _assign(self, worker: W, conn: C) -> tuple[W, C]:

@@ -24,10 +24,13 @@ Who may touch a connection's fd (docs/architecture.md has the whole table):
     in a call its app thread alone (the fd is out of the selector)
     handed back / closed   nobody: the loop sent or closed it and dropped it from its books
 
-With one app thread the call runs on the loop thread itself, which releases ``lock`` for
-the call's duration; a small monitor thread takes the lock when the call stalls and hands
-the waiting connections back. With several app threads the loop stays on its thread and
-does the stall check itself.
+App threads come from appthreads.AppThreads: ``threads`` of them always, more up to
+``max_threads`` while every one is in a call. With ``threads = 1`` the loop thread is app
+thread 0 and runs calls itself, releasing ``lock`` for each; a monitor thread takes the lock
+once such a call has lasted a while (GROW_AFTER with room to grow, else handback_after) and
+is the loop until it ends: it gives waiting requests to new pool threads, or hands them back
+when the worker stalls. With ``threads`` above 1 the loop never runs the app, and does all
+of that itself.
 """
 
 from __future__ import annotations
@@ -47,12 +50,13 @@ from urllib.parse import unquote_to_bytes
 
 from . import handoff, proxyprotocol
 from .accesslog import AccessLog
+from .appthreads import AppThreads
 from .errors import HandoffError
 from .http import HTTPConnection, Site, Step
 from .http.events import Request
 from .http.limits import LINGER_BYTES, LINGER_SECONDS, RECV_SIZE
 from .proxyprotocol import ProxyProtocolError
-from .scoreboard import SlotWriter
+from .scoreboard import SlotWriter, Waiting
 from .tally import TallyWriter
 
 log = logging.getLogger("sockact.worker")
@@ -60,6 +64,18 @@ log = logging.getLogger("sockact.worker")
 TICK = 0.05  # seconds: the longest the loop sleeps without looking at its timers
 TIMER_INTERVAL = 0.01  # seconds between looks at every held connection's deadlines
 SEND_WAIT = 5.0  # seconds a report to the supervisor may wait for room in the channel
+# With a pool that may grow: how long the loop thread's own call may last before the monitor takes the
+# loop's role (and starts threads for what is waiting), and how often it looks meanwhile. A call this
+# short is over before a thread could start; a waiting fast request pays at most about twice this.
+GROW_AFTER = 0.001
+# When at least one call in SLOW_SHARE lasted GROW_AFTER or more over the last HANDOFF_WINDOW, the loop
+# thread hands the next window's requests to pool threads instead of serving them itself: while slow
+# calls are common, it stays free to read, and a fast request does not wait for the monitor. A hand-off
+# costs two thread switches per request, so a worker whose calls are short (a rare one made long by the
+# scheduler) keeps serving them itself.
+HANDOFF_WINDOW = 1.0
+SLOW_SHARE = 50
+QUIET_LOOKS = 100  # looks at a worker that serves nothing before the monitor sleeps until a call starts
 
 
 @dataclass(eq=False, slots=True)
@@ -88,11 +104,20 @@ class EventLoop:
     def __init__(self, chan: socket.socket, sites: Sequence[Site], slots: Sequence[SlotWriter], *,
                  park_after: Sequence[float], handback_after: float, max_requests: int,
                  extra: dict[str, object], access: AccessLog | None = None,
-                 tallies: Sequence[TallyWriter] | None = None) -> None:
+                 tallies: Sequence[TallyWriter] | None = None, floor: int = 1,
+                 thread_idle_timeout: float = 30.0, waiting: Waiting | None = None) -> None:
         self.chan = chan
         self.sites = list(sites)
-        self.slots = list(slots)
-        self.threads = len(slots)
+        self.slots = list(slots)  # one scoreboard line per app thread up to the ceiling
+        self.ceiling = len(slots)  # the most app calls at once
+        # With a floor of 1 the loop thread is app thread 0 and runs a call itself (no hand-off: the
+        # cheapest path); other threads are started only while it is in a call and more requests wait.
+        self.inline = floor == 1
+        self.pool: AppThreads[Held, bool] | None = None
+        if self.ceiling > 1:
+            lines = range(1, self.ceiling) if self.inline else range(self.ceiling)
+            self.pool = AppThreads(lines, 0 if self.inline else floor, thread_idle_timeout, self._call,
+                                   self._finished, alive=self._thread_alive)
         self.tallies = list(tallies) if tallies else None  # one per app thread, for the metrics
         self._tally_lines = list(dict.fromkeys(self.tallies or ()))  # each shared writer flushed once
         self.park_after = list(park_after)
@@ -100,7 +125,7 @@ class EventLoop:
         self.extra = extra  # environ keys every request gets (worker pid)
         self.access = access  # written when the loop goes idle, and at least every FLUSH interval
         self.stopping = False  # SIGTERM: answer with Connection: close, park nothing
-        self.draining = False  # a stop is coming (SIGUSR1): health says 503, answers close their connections
+        self.draining = False  # a stop is coming (drain_delay): health says 503, answers close their connections
         self.retiring = False  # EOF on the channel: hand everything back, then exit
         self.max_requests = max_requests  # 0: never recycled
         self.requests = 0
@@ -111,12 +136,18 @@ class EventLoop:
         self.closed = Closed(chan)
         self.held: dict[int, Held] = {}  # conn id -> every connection in the worker's books
         self.ready: deque[Held] = deque()  # parsed requests waiting for an app thread
+        self.waiting = waiting or Waiting([])  # the same, on the scoreboard: a 502 if the worker dies
         self.in_call = 0  # app calls running
-        self.call_started: list[float] = [0.0] * self.threads
+        self.call_started: list[float] = [0.0] * self.ceiling  # by line: when its call started, 0.0 if none
         self._next_timers = 0.0
         self._done: queue.SimpleQueue[tuple[Held, bool]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = socket.socketpair()
-        self._work: queue.SimpleQueue[Held | None] = queue.SimpleQueue()
+        self._inline_held: Held | None = None  # in a call on the loop thread
+        self._standby = False  # the monitor holds the loop's role: the loop thread is in its call
+        self._monitor_asleep = False  # nothing served lately: the monitor waits for a call to start
+        self._hand_off = False  # slow calls are common lately: the loop thread gives calls to the pool
+        self._slow_calls = 0  # calls of GROW_AFTER or more, counted since the monitor last judged
+        self._call_begun = threading.Event()  # wakes it
 
     # ------------------------------------------------------------------ main
 
@@ -133,8 +164,9 @@ class EventLoop:
                 self._turn()
         finally:
             self.lock.release()
-            for _ in range(self.threads if self.threads > 1 else 0):
-                self._work.put(None)
+            self._call_begun.set()
+            if self.pool is not None:
+                self.pool.stop()
             for t in helpers:
                 t.join(timeout=1.0)
             self.closed.report()
@@ -144,16 +176,21 @@ class EventLoop:
             self._wake_w.close()
 
     def _start_threads(self) -> list[threading.Thread]:
-        if self.threads == 1:
-            target: list[Callable[[], None]] = [self._monitor]
-        else:
-            target = [lambda i=i: self._app_thread(i) for i in range(self.threads)]  # type: ignore[misc]
-        threads = [threading.Thread(target=t, name="sockact-app", daemon=True) for t in target]
-        for t in threads:
-            t.start()
-        return threads
+        """The pool's floor, and with the loop thread as app thread 0, the monitor."""
+        if self.pool is not None:
+            self.pool.start()
+        if not self.inline:
+            return []
+        self._thread_alive(0, True)
+        monitor = threading.Thread(target=self._monitor, name="sockact-monitor", daemon=True)
+        monitor.start()
+        return [monitor]
+
+    def _thread_alive(self, line: int, alive: bool) -> None:
+        self.slots[line].alive(alive)
 
     def _turn(self) -> None:
+        self.slots[0].beat()  # the supervisor kills a worker whose loop stops turning for timeout
         events = self.selector.select(TICK)
         if not events and self.access is not None:
             self.access.flush()  # idle: write the lines out
@@ -190,17 +227,18 @@ class EventLoop:
     def _adopt(self, msg: handoff.Message) -> None:
         sock = socket.socket(msg.family, socket.SOCK_STREAM, 0, fileno=msg.fd)
         if self._stalled() or self.retiring or self.recycling:
-            hand_back(self.chan, msg, sock, msg.data)
+            hand_back(self.chan, msg, sock, msg.data, msg.head_started)
             return
         site = self.sites[msg.listener]
         if site.proxy_protocol != "off" and msg.proxy is None:
             # The PROXY header comes first; HTTP waits for it. Until then the head's deadline runs.
-            held = Held(msg, sock, self._http(msg, sock, site, b""), site, time.monotonic(), partial=True,
-                        preface=bytearray(msg.data))
+            held = Held(msg, sock, self._http(msg, sock, site, b""), site, msg.head_started or time.monotonic(),
+                        partial=True, preface=bytearray(msg.data))
             self.held[msg.conn_id] = held
             self._read_preface(held, b"", eof=False)
             return
-        held = Held(msg, sock, self._http(msg, sock, site, msg.data), site, time.monotonic())
+        held = Held(msg, sock, self._http(msg, sock, site, msg.data), site, msg.head_started or time.monotonic(),
+                    partial=bool(msg.head_started))  # a head begun elsewhere keeps its deadline
         self.held[msg.conn_id] = held
         if not msg.data:
             self._read(held)  # a new client's request is usually there already: no wait in the selector
@@ -312,8 +350,7 @@ class EventLoop:
     def _ready(self, held: Held, request: Request) -> None:
         held.request = request
         self.ready.append(held)
-        if self.threads > 1:
-            self._unwatch(held)  # its app thread reads the body; the loop must not
+        self.waiting.add(held.msg.conn_id, call_line(request))
 
     def _buffer_body(self, held: Held, eof: bool) -> None:
         # Whole, or cut short by the client: the call goes ahead, and a cut body is answered as any
@@ -345,26 +382,60 @@ class EventLoop:
             self._close(held)
 
     def _dispatch_ready(self) -> None:
-        while self.ready:
-            if self.threads == 1:
-                self._call_inline(self.ready.popleft())
-            elif self.in_call < self.threads:
-                held = self.ready.popleft()
-                held.in_call = True
-                self.in_call += 1
-                self._work.put(held)
+        """Give each ready request an app thread. The loop thread, when it is app thread 0, serves them
+        itself one after the other (no hand-off: most calls are short), unless calls were slow lately;
+        the monitor, holding the loop's role while the loop thread is in a slow call, gives them to the
+        pool. What finds no thread waits, out of the selector, for a call to end or for the stall
+        hand-back."""
+        ready = self.ready
+        while ready:
+            on_loop = self.inline and not self._standby  # the loop thread itself, free to serve
+            if (not on_loop or self._hand_off) and self._submit(ready[0]):
+                ready.popleft()
+            elif on_loop:
+                self._call_inline(self._next_ready())
             else:
+                for waiting in ready:
+                    self._unwatch(waiting)  # its app thread will read it; the loop must not meanwhile
                 return
 
-    def _call_inline(self, held: Held) -> None:
-        self.in_call = 1
+    def _next_ready(self) -> Held:
+        held = self.ready.popleft()
+        self.waiting.remove(held.msg.conn_id)  # its call's line names it from now on
+        return held
+
+    def _submit(self, held: Held) -> bool:
+        """Hand ``held`` to a pool thread (an idle one, or one started for it); False when all are in calls."""
+        if self.pool is None:
+            return False
+        # Its waiting line goes first: once submitted, its thread's line names it, and a dead worker's
+        # books must not show the call twice.
+        self.waiting.remove(held.msg.conn_id)
+        if not self.pool.submit(held):
+            assert held.request is not None
+            self.waiting.add(held.msg.conn_id, call_line(held.request))
+            return False
         held.in_call = True
-        self.lock.release()  # the monitor may hand the other connections back meanwhile
+        self.in_call += 1
+        self._unwatch(held)  # its app thread reads the body; the loop must not
+        return True
+
+    def _call_inline(self, held: Held) -> None:
+        self.in_call += 1
+        held.in_call = True
+        self._inline_held = held
+        if self._monitor_asleep:
+            self._call_begun.set()
+        self.lock.release()  # the monitor may take the loop's role meanwhile
         try:
             keep = self._call(0, held)
         finally:
+            if self._standby:  # the monitor is the loop now: wake it, so that it gives the role back
+                with contextlib.suppress(OSError):
+                    self._wake_w.send(b"x")
             self.lock.acquire()
-            self.in_call = 0
+            self.in_call -= 1
+            self._inline_held = None
         self._after(held, keep)
 
     def _call(self, index: int, held: Held) -> bool:
@@ -379,9 +450,11 @@ class EventLoop:
         finally:
             self.call_started[index] = 0.0
             slot.end()
+            ended = time.monotonic()
+            if ended - started >= GROW_AFTER:
+                self._slow_calls += 1  # a hint: a count lost to a race between threads does not matter
             if self.tallies is not None:
-                self.tallies[index].record(held.msg.listener, request.method, held.http.status,
-                                           time.monotonic() - started)
+                self.tallies[index].record(held.msg.listener, request.method, held.http.status, ended - started)
 
     def _after(self, held: Held, keep: bool) -> None:
         held.in_call = False
@@ -399,15 +472,11 @@ class EventLoop:
 
     # ------------------------------------------------------------------ app threads
 
-    def _app_thread(self, index: int) -> None:
-        while True:
-            held = self._work.get()
-            if held is None:
-                return
-            keep = self._call(index, held)
-            self._done.put((held, keep))
-            with contextlib.suppress(OSError):
-                self._wake_w.send(b"x")
+    def _finished(self, held: Held, keep: bool) -> None:
+        """On a pool thread, its call over: the loop takes it from here."""
+        self._done.put((held, keep))
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
 
     def _take_done(self) -> None:
         with contextlib.suppress(OSError):
@@ -421,30 +490,68 @@ class EventLoop:
             self._after(held, keep)
 
     def _monitor(self) -> None:
-        """With one app thread: while its call stalls, hand back whatever waits or arrives."""
-        interval = max(0.005, self.handback_after / 2)
-        while True:
-            time.sleep(interval)
-            if self.retiring and not self.held:
-                return
-            # The lock is free only while the loop thread is inside the app call.
-            if self.in_call and self._stalled() and self.lock.acquire(blocking=False):
+        """With the loop thread as app thread 0: once its call has lasted a while, take the loop's role
+        until the call ends. As the loop, it starts pool threads for the requests that wait (a pool
+        that may grow takes over after GROW_AFTER), or, with none to start, hands them back when the
+        worker stalls (handback_after)."""
+        slow = max(0.005, self.handback_after / 2)
+        after = GROW_AFTER if self.pool is not None else self.handback_after
+        interval = min(after, slow)
+        quiet, seen = 0, -1
+        judged, judged_at = self.requests, time.monotonic()
+        while not (self.retiring and not self.held):
+            if quiet >= QUIET_LOOKS:
+                # Nothing served for a while: sleep until a call starts (the loop sets the event), not
+                # waking every GROW_AFTER on an idle worker.
+                self._monitor_asleep = True
+                if self.call_started[0] or self._call_begun.wait(slow):
+                    quiet = 0  # serving again: look every GROW_AFTER
+                self._call_begun.clear()
+                self._monitor_asleep = False
+            else:
+                time.sleep(interval)
+            if self.pool is not None and time.monotonic() - judged_at >= HANDOFF_WINDOW:
+                calls, slow_calls = self.requests - judged, self._slow_calls
+                self._hand_off = slow_calls > 0 and slow_calls * SLOW_SHARE >= calls
+                judged, judged_at, self._slow_calls = self.requests, time.monotonic(), 0
+            started = self.call_started[0]
+            if not started:
+                quiet = quiet + 1 if self.requests == seen else 0
+                seen = self.requests
+                continue
+            quiet = 0
+            # The lock is free only while the loop thread is inside its call.
+            if time.monotonic() - started >= after and self.lock.acquire(blocking=False):
                 try:
-                    if self.in_call:
-                        self._hand_back_waiting()
+                    self._take_over()
                 finally:
                     self.lock.release()
+
+    def _take_over(self) -> None:
+        """The monitor, holding the lock while the loop thread is in its call: be the loop until it ends."""
+        self._standby = True
+        try:
+            if not self.call_started[0]:
+                return  # it ended meanwhile, and the loop thread waits for the lock
+            if self._inline_held is not None:
+                self._unwatch(self._inline_held)  # its call reads it; this loop must not
+            self._timers(time.monotonic())  # a stalled worker hands back at once
+            while self.call_started[0]:
+                self._turn()
+        finally:
+            self._standby = False
 
     # ------------------------------------------------------------------ hand-back and timers
 
     def _stalled(self) -> bool:
-        if self.in_call < self.threads:
+        """Every app thread up to the ceiling has been in one call for longer than handback_after."""
+        if self.in_call < self.ceiling:
             return False
         now = time.monotonic()
         return all(started and now - started > self.handback_after for started in self.call_started)
 
     def _timers(self, now: float) -> None:
-        if self.threads > 1 and self._stalled():
+        if self._stalled():
             self._hand_back_waiting()
         for held in list(self.held.values()):
             if held.linger_until:
@@ -479,9 +586,11 @@ class EventLoop:
                 continue
             if held.request is not None:
                 self.ready.remove(held)
+                self.waiting.remove(held.msg.conn_id)
             self._unwatch(held)
             del self.held[held.msg.conn_id]
-            hand_back(self.chan, held.msg, held.sock, data)
+            head = held.partial and held.request is None and held.body_for is None  # a head, still coming
+            hand_back(self.chan, held.msg, held.sock, data, held.since if head else 0.0)
         # Connections already on their way in go straight back too.
         self._read_channel()
 
@@ -579,10 +688,13 @@ def conn_extra(extra: dict[str, object], msg: handoff.Message, site: Site) -> di
     return out
 
 
-def hand_back(chan: socket.socket, msg: handoff.Message, sock: socket.socket, data: bytes) -> None:
-    """Give a connection back to the supervisor (PARK) with the bytes read and not served; closes ours."""
+def hand_back(chan: socket.socket, msg: handoff.Message, sock: socket.socket, data: bytes,
+              head_started: float = 0.0) -> None:
+    """Give a connection back to the supervisor (PARK) with the bytes read and not served, and when the
+    head among them began to arrive (0.0: none has); closes ours."""
     report(chan, handoff.Message(handoff.PARK, conn_id=msg.conn_id, listener=msg.listener, family=msg.family,
-                                 peer=msg.peer, hops=msg.hops, data=data, fd=sock.fileno(), proxy=msg.proxy))
+                                 peer=msg.peer, hops=msg.hops, data=data, fd=sock.fileno(), proxy=msg.proxy,
+                                 head_started=head_started))
     sock.close()  # the supervisor holds it now
 
 

@@ -27,7 +27,7 @@ import contextlib
 import select
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .errors import HandoffError
@@ -36,8 +36,9 @@ from .proxyprotocol import Header
 CONN, PARK, DONE, READY, RECYCLE, FAILED = 1, 2, 3, 4, 5, 6
 _KINDS = frozenset((CONN, PARK, DONE, READY, RECYCLE, FAILED))
 
-# kind, address family, listener index, connection id, dispatch count, peer port, PROXY header's client family
-_HEADER = struct.Struct("!BBHQIHB")
+# kind, address family, listener index, connection id, dispatch count, peer port, PROXY header's client
+# family, when the request head in the data started to arrive (0.0: no head begun)
+_HEADER = struct.Struct("!BBHQIHBd")
 _ADDR_LEN = {socket.AF_INET: 4, socket.AF_INET6: 16, socket.AF_UNIX: 0}
 # The PROXY header's client: NO_PROXY (no header read yet), AF_UNSPEC (read; keep the socket's peer),
 # or the client's family, followed by its raw address and port.
@@ -66,6 +67,10 @@ class Message:
     data: bytes = b""  # bytes read from the connection but not yet parsed
     fd: int = -1
     proxy: Header | None = None  # the PROXY protocol header once read, so it is never read twice
+    # When the head in ``data`` (or the PROXY header) began to arrive, in time.monotonic() seconds, which
+    # every process on the host shares; 0.0 when none has. Its header_timeout runs on from there in
+    # the next worker, so a head handed back again and again still gets its 408 on time.
+    head_started: float = 0.0
 
 
 def encode(msg: Message) -> bytes:
@@ -80,7 +85,7 @@ def encode(msg: Message) -> bytes:
         if msg.proxy.client is not None:
             host, client_port = msg.proxy.client
             client = socket.inet_pton(proxy, host) + client_port.to_bytes(2, "big")
-    header = _HEADER.pack(msg.kind, msg.family, msg.listener, msg.conn_id, msg.hops, port, proxy)
+    header = _HEADER.pack(msg.kind, msg.family, msg.listener, msg.conn_id, msg.hops, port, proxy, msg.head_started)
     return header + raw + client + msg.data
 
 
@@ -117,7 +122,7 @@ def decode(buf: bytes | memoryview, fd: int = -1) -> Message:
     """Parse one datagram. Raises HandoffError on anything malformed."""
     if len(buf) < _HEADER.size:
         raise HandoffError(f"short message ({len(buf)} bytes)")
-    kind, family, listener, conn_id, hops, port, proxy_family = _HEADER.unpack_from(buf)
+    kind, family, listener, conn_id, hops, port, proxy_family, head_started = _HEADER.unpack_from(buf)
     if kind not in _KINDS or family not in _ADDR_LEN or proxy_family not in _PROXY_LEN:
         raise HandoffError(f"bad message kind {kind}, family {family} or PROXY family {proxy_family}")
     end = _HEADER.size + _ADDR_LEN[family]
@@ -134,7 +139,7 @@ def decode(buf: bytes | memoryview, fd: int = -1) -> Message:
     data = bytes(buf[proxy_end:])
     if kind == DONE and len(data) % _ID:
         raise HandoffError(f"a DONE whose data is not connection ids ({len(data)} bytes)")
-    return Message(kind, conn_id, listener, family, peer, hops, data, fd, proxy)
+    return Message(kind, conn_id, listener, family, peer, hops, data, fd, proxy, head_started)
 
 
 def channel_pair() -> tuple[socket.socket, socket.socket]:
@@ -174,16 +179,27 @@ def send(chan: socket.socket, msg: Message, wait: float = 0.0) -> None:
 
 
 class Receiver:
-    """Reads messages from one channel into a reused buffer."""
+    """Reads messages from one channel into a reused buffer.
+
+    ``count``, when set, is told how many messages have arrived so far, each time one does, before
+    anything is done with it: a worker publishes that on the scoreboard, so that if it dies, the
+    supervisor knows which of the connections it sent never arrived (and can go elsewhere whole).
+    """
 
     def __init__(self, chan: socket.socket) -> None:
         self.chan = chan
         self._buf = bytearray(MAX_MESSAGE)
         self._view = memoryview(self._buf)
+        self.received = 0
+        self.count: Callable[[int], None] | None = None
 
     def recv(self) -> Message | None:
         """The next message; None at EOF. BlockingIOError propagates on a non-blocking channel."""
         nbytes, ancdata, flags, _ = self.chan.recvmsg_into([self._view], _ANC_SPACE)
+        if nbytes:
+            self.received += 1
+            if self.count is not None:
+                self.count(self.received)
         fds = _fds_from(ancdata)
         if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
             # A cut control message may have dropped fds in flight; a cut payload lost bytes.

@@ -36,16 +36,23 @@ class Health:
         return self.scoreboard.read(w.slot, w.threads)
 
     def overdue(self, now: float, timeout: float) -> Iterator[tuple[WorkerProcess, SlotView]]:
-        """Workers with a call running longer than ``timeout`` (0: never); their request counts kept."""
+        """Workers with a call running longer than ``timeout`` (0: never), or whose loop has not beaten
+        for that long (frozen); their request counts kept."""
         for w in list(self.workers.values()):
             view = self.view(w)
             w.requests = view.requests
-            if timeout and view.oldest and now - view.oldest > timeout:
+            if timeout and (view.stuck(now, timeout) or view.frozen(now, timeout)):
                 yield w, view
 
     def busy(self) -> int:
         """App calls running, in all workers."""
         return sum(self.view(w).busy for w in self.workers.values())
+
+    def threads(self) -> tuple[int, int]:
+        """WSGI app threads alive, in all workers: (in a call, waiting for one)."""
+        views = [self.view(w) for w in self.workers.values()]
+        busy = sum(v.threads_busy for v in views)
+        return busy, sum(v.threads for v in views) - busy
 
     def requests(self) -> int:
         """Requests served by the workers alive, as last read."""

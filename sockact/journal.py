@@ -295,6 +295,14 @@ def installed_sendv() -> Callable[..., Any] | None:
     return None
 
 
+def reopen_files() -> None:
+    """SIGUSR1: the error log file opened anew if rotation moved it away (between signals, each
+    line checks that by itself)."""
+    for handler in logging.getLogger(LOGGER_NAME).handlers:
+        if isinstance(handler, logging.handlers.WatchedFileHandler):
+            handler.reopenIfNeeded()
+
+
 class ErrorStream:
     """``wsgi.errors``: what the app writes there, logged as whole records at ERROR.
 

@@ -24,7 +24,7 @@ from .tally import Layout
 # pool hands off in tens of microseconds; a queue behind busy workers takes up to seconds.
 HANDOFF_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                    0.5, 1.0, 2.5, 5.0)
-RESTART_REASONS = ("exit", "timeout", "max-requests", "reload")
+RESTART_REASONS = ("exit", "timeout", "max-requests", "memory", "reload")
 
 
 @dataclass
@@ -62,14 +62,16 @@ class SupervisorCounters:
             self.restarts[reason] += 1
 
 
-def restart_reason(state: WorkerState | None, recycled: bool, old_generation: bool, stopping: bool) -> str | None:
-    """Why a worker that exited is replaced, or None when it is not (stopping, or one worker fewer)."""
+def restart_reason(state: WorkerState | None, recycled: str | None, old_generation: bool,
+                   stopping: bool) -> str | None:
+    """Why a worker that exited is replaced, or None when it is not (stopping, or one worker fewer);
+    ``recycled`` is the reason it was recycled for, if it was."""
     if stopping:
         return None
     if state is WorkerState.ABORTED:
         return "timeout"  # stuck in a call past timeout, or not booted within it
     if recycled:
-        return "max-requests"
+        return recycled
     if state is WorkerState.RETIRING:
         return "reload" if old_generation else None
     return "exit"
@@ -83,6 +85,8 @@ class Snapshot:
     layout: Layout
     tally: list[int]  # the workers' cells, summed: requests, duration buckets and sums (tally.Layout)
     in_flight: int  # app calls running
+    app_threads: Mapping[str, int]  # WSGI app threads alive: busy (in a call), idle
+    app_threads_max: int  # the most app threads the live workers may run: their ceilings summed
     connections: Mapping[str, int]  # by state: in a worker, parked, queued
     workers: Mapping[str, int]  # by WorkerState value
     accepted: list[int]  # by listener

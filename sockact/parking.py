@@ -28,7 +28,11 @@ class Conn:
     data: bytes = b""
     idle_since: float = 0.0
     ready_at: float = 0.0  # when it last needed a worker: the start of its hand-off latency
+    # When its current request first needed a worker (0.0: not yet): its place in the dispatcher's
+    # queue, kept when a worker hands the request back unserved or dies before beginning it.
+    since: float = 0.0
     proxy: Header | None = None  # the PROXY protocol header a worker read, travelling with the connection
+    head_started: float = 0.0  # when the head in ``data`` began to arrive (handoff.Message.head_started)
 
 
 class ParkingLot:

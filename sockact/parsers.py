@@ -17,7 +17,7 @@ _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 
-def integer(minimum: int) -> Callable[[Any], int]:
+def integer(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         if isinstance(value, bool):
             raise ValueError("expected an integer")
@@ -27,9 +27,11 @@ def integer(minimum: int) -> Callable[[Any], int]:
             raise ValueError("expected an integer")
         if value < minimum:
             raise ValueError(f"must be >= {minimum}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"must be <= {maximum}")
         return value
 
-    parse.__doc__ = f"integer >= {minimum}"
+    parse.__doc__ = f"integer >= {minimum}" if maximum is None else f"integer {minimum}..{maximum}"
     return parse
 
 
@@ -61,6 +63,23 @@ def seconds_or_off(value: Any) -> float:
 
 
 seconds_or_off.__doc__ = "seconds (0: off)"
+
+_SIZE_RE = re.compile(r"(\d+)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def size_or_off(value: Any) -> int:
+    """Bytes, from an integer or a size with a binary unit such as '512M' or '2G' (as systemd's
+    MemoryMax=); 0 for off."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _SIZE_RE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError("expected a size such as '512M' or '2G' (K, M, G, T: powers of 1024), or 0 for off")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
+
+
+size_or_off.__doc__ = "size, e.g. 512M (0: off)"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}

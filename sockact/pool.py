@@ -13,6 +13,8 @@ Rules:
 - A worker not ready within its generation's ``timeout`` is killed and counts as a failed
   boot. Failed boots before the first ready worker halt the supervisor when the app cannot
   load (no respawn loop); during a reload they abandon the reload; otherwise they back off.
+- A recycle retires a worker and starts its successor: at once for max_requests (the worker
+  takes no more work), or successor first for max_worker_memory, one in, one out, as a reload.
 - An aborted worker (stuck past timeout) never gets work again; it is killed with SIGABRT,
   then SIGKILL after ABORT_GRACE.
 """
@@ -94,6 +96,7 @@ class Member:
     aborted_at: float = 0.0
     killed: bool = False  # SIGKILL sent; waiting to be reaped
     booted: bool = False  # has been ready once
+    replaced: bool = False  # serves on until its successor is ready, then retires (max_worker_memory)
 
 
 class PoolSettings(Protocol):
@@ -173,7 +176,7 @@ class WorkerPool(Generic[C]):
         if m.generation != self.current.number:
             return [self._retire(m)]  # an old worker finished booting after a reload began
         actions: list[Action] = []
-        old = self._old_members()
+        old = [x for x in self.members.values() if x.replaced and x.state in LIVE] or self._old_members()
         if old:
             actions.append(self._retire(old[0]))  # rolling: one in, one out
         return actions + self._check_complete()
@@ -204,11 +207,16 @@ class WorkerPool(Generic[C]):
         m.aborted_at = now
         return [Kill(pid, signal.SIGABRT), *self._maintain(now)]
 
-    def recycle(self, pid: int, now: float) -> list[Action]:
-        """A worker served its max_requests: retire it and start its successor."""
+    def recycle(self, pid: int, now: float, successor_first: bool = False) -> list[Action]:
+        """Retire a worker and start its successor: at once (it served its max_requests, and takes no
+        more work), or, ``successor_first``, once the successor is ready, as a reload does, so the
+        pool never serves with one worker fewer (max_worker_memory)."""
         m = self.members.get(pid)
-        if m is None or m.state not in (WorkerState.READY, WorkerState.BUSY):
+        if m is None or m.state not in (WorkerState.READY, WorkerState.BUSY) or m.replaced:
             return []
+        if successor_first:
+            m.replaced = True  # no longer counted: _maintain starts its successor
+            return self._maintain(now)
         return [self._retire(m), *self._maintain(now)]
 
     def hup(self, config: C | None, error: str | None, now: float) -> list[Action]:
@@ -286,7 +294,7 @@ class WorkerPool(Generic[C]):
 
     def _current_live(self) -> list[Member]:
         # A worker killed for an overdue boot still counts until reaped: its exit decides what follows.
-        return [m for m in self.members.values() if m.generation == self.current.number
+        return [m for m in self.members.values() if m.generation == self.current.number and not m.replaced
                 and (m.state in LIVE or (m.state is WorkerState.ABORTED and not m.booted))]
 
     def _generation_config(self, m: Member) -> C:

@@ -23,19 +23,19 @@ from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
-from . import handoff, orphans
-from .acceptor import raise_fd_limit
+from . import handoff, memory, orphans
+from .acceptor import fd_budget
 from .accesslog import escape
 from .activation import Listener
 from .apploader import WSGIApp
-from .config import Config
+from .config import Config, check_reload
 from .dispatch import Dispatcher
 from .errors import EXIT_OK, HandoffError, SockactError
 from .fdstore import conn_name, take_back
 from .health import Health
 from .hooks import Loaded
 from .hooks import Server as HookServer
-from .journal import lifecycle
+from .journal import lifecycle, reopen_files
 from .metrics import Snapshot, SupervisorCounters, count_states, restart_reason
 from .metricserver import MetricsServer
 from .notify import Notifier
@@ -47,14 +47,17 @@ from .states import Phase, WorkerState
 from .switchboard import Switchboard
 from .tally import Tally
 from .turnaway import app_failed, turn_away
-from .worker import WorkerShell
+from .worker import DRAIN_SIGNAL, REOPEN_SIGNAL, WorkerShell
 from .workers import WorkerProcess, describe_status, spawn
 
 log = logging.getLogger("sockact.supervisor")
 
-HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
-                   signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
+# Every signal a gunicorn user sends is handled, so that none kills the supervisor unannounced.
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN,
+                   signal.SIGTTOU, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
 TICK = 0.5  # seconds between timer checks (keep-alive expiry, timeouts, STATUS)
+RESUMED_AFTER = 2.0  # seconds a tick may come late before the supervisor takes itself for stopped, then resumed
+MEMORY_INTERVAL = 1.0  # seconds between two reads of the workers' memory (max_worker_memory)
 QUICK_STOP_GRACE = 1.0
 SCOREBOARD_SLOTS = 1024  # most workers alive at once, old and new generations together
 # Connections one worker holds at most. A connection waiting for its head costs a worker one fd
@@ -84,6 +87,7 @@ class Supervisor:
         self.parked = ParkingLot([config.listener(lst.name).keepalive for lst in listeners])
         self.switchboard = Switchboard(self.dispatcher, self.parked, self.workers, listeners,
                                        self._register, self._unregister, self._watch_channel)
+        self.switchboard.head_limits = _head_limits(config, listeners)
         self.acceptor = self.switchboard.acceptor
         self.exit_code = EXIT_OK
         self._selector: selectors.BaseSelector | None = None
@@ -97,6 +101,8 @@ class Supervisor:
         self._drain_until = 0.0  # a stop was asked; until then the workers serve, their health says 503
         self._next_tick = 0.0
         self._next_stall_check = 0.0
+        self._next_memory_check = 0.0
+        self._memory_last = 0  # the worker whose USS was read last: the next look reads the next one
         self._last_progress = (0, 0)
         self._halted = False  # the app failed to load: clients waiting for it get a 503
 
@@ -112,11 +118,11 @@ class Supervisor:
 
     def run(self) -> int:
         """Serve until stopped; returns the process exit code."""
+        self.acceptor.budget = fd_budget(_FD_RESERVE)  # first: a limit too low is a start-up error
         self._selector = selectors.DefaultSelector()
         self._scoreboard = Scoreboard(SCOREBOARD_SLOTS)
         self._health = Health(self._scoreboard, self.workers, self.notifier)
         self._start_metrics()
-        self.acceptor.budget = raise_fd_limit() - _FD_RESERVE
         if self.apps is not None:
             # A preloaded app moves out of the collector's reach once, so the workers' collections
             # never write to its objects and the pages stay shared (CPython's gc.freeze() advice).
@@ -196,7 +202,7 @@ class Supervisor:
         self.notifier.extend_timeout(delay + self.config.graceful_timeout + 5.0)
         lifecycle(log, "stop", "stopping in %.1fs: serving meanwhile, the health path answers 503", delay)
         for w in self.workers.values():
-            w.signal(signal.SIGUSR1)  # the worker's health answer turns to 503
+            w.signal(DRAIN_SIGNAL)  # the worker's health answer turns to 503
 
     def handle_int(self) -> None:
         """Quick stop: close everything, give workers a moment, then kill them."""
@@ -272,6 +278,7 @@ class Supervisor:
             try:
                 config = self.reload_config()
                 config.check_names([lst.name for lst in self.listeners])
+                check_reload(self.config, config, [lst.name for lst in self.listeners])
             except SockactError as exc:
                 error = "; ".join([*str(exc).splitlines(), "keeping the running settings and workers"])
         if error is None and self.apps is not None and _apps(config, self.listeners) != set(self.apps):
@@ -281,6 +288,23 @@ class Supervisor:
             lifecycle(log, "reload", "reloading: starting generation %d of %d workers",
                       self.pool.current.number + 1, config.workers)
         self._carry_out(self.pool.hup(config, error, time.monotonic()))
+
+    def handle_usr1(self) -> None:
+        """gunicorn's meaning: reopen the log files, here and in every worker (logrotate's postrotate)."""
+        log.info("reopening log files")
+        reopen_files()
+        for w in self.workers.values():
+            w.signal(REOPEN_SIGNAL)
+
+    def handle_usr2(self) -> None:
+        # gunicorn's USR2 starts a new master on the same sockets. Under systemd the socket unit
+        # holds them and a restart keeps the clients waiting; without it, HUP reloads the app.
+        log.warning("SIGUSR2 ignored: sockact does not re-execute itself; HUP reloads the app, "
+                    "and under systemd a restart keeps the sockets and their clients")
+
+    def handle_winch(self) -> None:
+        # gunicorn's daemon mode stops its workers at WINCH; in a terminal it is a window resize.
+        log.debug("SIGWINCH ignored")
 
     def handle_ttin(self) -> None:
         self._carry_out(self.pool.resize(+1, time.monotonic()))
@@ -343,6 +367,7 @@ class Supervisor:
         """The supervisor's own share of a new generation's settings."""
         config = self.config
         self.parked.keepalive = [config.listener(lst.name).keepalive for lst in self.listeners]
+        self.switchboard.head_limits = _head_limits(config, self.listeners)
         self.dispatcher.queue_size = config.queue_size
 
     def _spawn(self, generation: int, config: Config) -> None:
@@ -363,9 +388,9 @@ class Supervisor:
         def child_main(chan: socket.socket) -> int:
             return WorkerShell(chan, config, names, scoreboard, slot, apps, max_requests, tally, hooks).run()
 
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, (*HANDLED_SIGNALS, DRAIN_SIGNAL))
         try:
-            w = spawn(child_main, self._close_in_child, slot, generation, config.threads)
+            w = spawn(child_main, self._close_in_child, slot, generation, config.thread_ceiling)
         except OSError as exc:
             # Out of fds or processes: not the app's fault. The pool tries again at the next tick.
             self._scoreboard.release(slot)
@@ -418,7 +443,7 @@ class Supervisor:
                 # our own copy of the connection carries on in its place.
                 kept = w.holding.pop(exc.message.conn_id, None)
                 if kept is not None and exc.message.kind == handoff.PARK:
-                    kept.data = exc.message.data
+                    kept.data, kept.head_started = exc.message.data, exc.message.head_started
                     self._parked_by(w, kept)
                 else:
                     if kept is not None:
@@ -438,13 +463,16 @@ class Supervisor:
                 return
             if msg.kind == handoff.READY:
                 if self._drain_until:
-                    w.signal(signal.SIGUSR1)  # born during drain_delay: its health says 503 too
+                    w.signal(DRAIN_SIGNAL)  # born during drain_delay: its health says 503 too
                 self._carry_out(self.pool.ready(w.pid, time.monotonic()))
                 self.switchboard.give(self.dispatcher.add(w.pid) if self.pool.assignable(w.pid) else [])
             elif msg.kind == handoff.PARK:
-                w.done_with(msg.conn_id)
-                self._parked_by(w, Conn(msg.conn_id, msg.fd, msg.listener, msg.family, msg.peer, msg.hops,
-                                        msg.data, proxy=msg.proxy))
+                held = w.done_with(msg.conn_id)
+                conn = Conn(msg.conn_id, msg.fd, msg.listener, msg.family, msg.peer, msg.hops, msg.data,
+                            proxy=msg.proxy, head_started=msg.head_started)
+                if held is not None and msg.data:
+                    conn.since = held.since  # its request is still the one that waits: it keeps its place
+                self._parked_by(w, conn)
             elif msg.kind == handoff.DONE:
                 for conn_id in handoff.done_ids(msg):
                     w.done_with(conn_id)
@@ -453,7 +481,7 @@ class Supervisor:
                 w.failure = handoff.failure_reason(msg)
             elif msg.kind == handoff.RECYCLE:
                 log.info("worker %d served its max_requests: recycling it", w.pid)
-                w.recycled = True
+                w.recycled = "max-requests"
                 self._carry_out(self.pool.recycle(w.pid, time.monotonic()))
 
     def _parked_by(self, w: WorkerProcess, conn: Conn) -> None:
@@ -507,15 +535,22 @@ class Supervisor:
     # ------------------------------------------------------------------ connections
 
     def _answer_orphans(self, w: WorkerProcess, status: int) -> None:
-        """A worker died: its clients still in a call get a 502 or 504 if no byte of the response went out."""
+        """A worker died: connections it never read go to another worker; its clients still in a call
+        get a 502 or 504 if no byte of the response went out."""
         assert self._scoreboard is not None
-        conns = w.take_holding()
+        conns, unreceived = w.take_holding(self._scoreboard.received(w.slot))
         if not conns:
             return
         timed_out = self.pool.state(w.pid) is WorkerState.ABORTED and self.config.timeout
         overdue_before = time.monotonic() - self.config.timeout if timed_out else None
         how = describe_status(status)[0]
-        for verdict in orphans.verdicts(conns, self._scoreboard.calls(w.slot), overdue_before):
+        unread = {conn.id for conn in conns if orphans.unread_bytes(conn.fd)}
+        again = 0
+        for verdict in orphans.verdicts(conns, self._scoreboard.calls(w.slot), overdue_before, unread, unreceived):
+            if verdict.again:
+                again += 1
+                self.switchboard.route(verdict.conn)  # it keeps its place in line (Conn.since)
+                continue
             orphans.answer(verdict)
             if verdict.status is not None:
                 phrase = HTTPStatus(verdict.status).phrase
@@ -524,6 +559,8 @@ class Supervisor:
             elif verdict.line:
                 log.warning("worker %d %s in the middle of the response to %s: connection closed", w.pid, how,
                             escape(verdict.line), extra={"HTTP_REQUEST": escape(verdict.line)})
+        if again:
+            log.warning("worker %d %s before reading %d requests: they go to other workers", w.pid, how, again)
 
     def _turn_away(self) -> None:
         """Answer each client queued or in a backlog with a 503 and close it.
@@ -546,6 +583,9 @@ class Supervisor:
 
     def _tick(self, now: float) -> None:
         assert self._health is not None
+        # This process stood still (stopped with its workers, as by a terminal's Ctrl-Z, or a paused
+        # VM): the workers' heartbeats stood still with it, so none is judged frozen until they beat.
+        resumed = now - self._next_tick > RESUMED_AFTER
         self._next_tick = now + min(TICK, self.notifier.watchdog_interval or TICK)
         if self.stopping:
             self._tick_stopping(now)
@@ -558,16 +598,53 @@ class Supervisor:
             self._metrics.expire(now)
         healthy = not self.pool.boot_overdue(now) and not self.pool.count(WorkerState.ABORTED)
         for w, view in self._health.overdue(now, self.config.timeout):
-            if self.pool.state(w.pid) is WorkerState.ABORTED:
+            state = self.pool.state(w.pid)
+            stuck = view.stuck(now, self.config.timeout)
+            if state is WorkerState.ABORTED or not (stuck or state in (WorkerState.READY, WorkerState.BUSY)):
+                continue  # a retiring worker's loop may have ended: only its calls count, until graceful_timeout
+            if not stuck and resumed:
                 continue
             healthy = False
-            lifecycle(log, "worker_timeout", "worker %d stuck for %.1fs on %s; killing it", w.pid,
-                      now - view.oldest, escape(view.line) or "a request", level=logging.ERROR,
-                      sockact_worker_pid=w.pid, http_request=escape(view.line))
+            if stuck:
+                lifecycle(log, "worker_timeout", "worker %d stuck for %.1fs on %s; killing it", w.pid,
+                          now - view.oldest, escape(view.line) or "a request", level=logging.ERROR,
+                          sockact_worker_pid=w.pid, http_request=escape(view.line))
+            else:
+                lifecycle(log, "worker_timeout", "worker %d frozen: its loop has not turned for %.1fs; killing it",
+                          w.pid, now - view.beat, level=logging.ERROR, sockact_worker_pid=w.pid)
             self._carry_out(self.pool.timed_out(w.pid, now))
+            if w.stopped():
+                # Resumed to take its SIGABRT, it could read requests before it dies, and they
+                # would be lost; killed as it is, they still wait unread for another worker.
+                w.signal(signal.SIGKILL)
+        if self.config.max_worker_memory and now >= self._next_memory_check:
+            self._next_memory_check = now + MEMORY_INTERVAL
+            self._check_memory(now)
         self._carry_out(self.pool.tick(now))
         self._health.report(now, healthy, self.status_line())
         self.switchboard.update_accepting(self.stopping)
+
+    def _check_memory(self, now: float) -> None:
+        """Recycle, successor first, a serving worker whose own memory passed max_worker_memory.
+
+        RSS first, for every worker (constant time); USS, whose read costs time in proportion to
+        the worker's size, for one worker past the limit by RSS per look, in turn.
+        """
+        limit = self.config.max_worker_memory
+        over = sorted(w.pid for w in self.workers.values()
+                      if not w.recycled and self.pool.state(w.pid) in (WorkerState.READY, WorkerState.BUSY)
+                      and (memory.rss(w.pid) or 0) > limit)
+        if over:
+            pid = next((p for p in over if p > self._memory_last), over[0])
+            self._memory_last = pid
+            w = self.workers[pid]
+            used = memory.uss(pid)
+            if used is not None and used > limit:
+                log.warning("worker %d holds %s of its own memory (USS), past max_worker_memory %s: recycling it "
+                            "once its successor is ready", w.pid, memory.megabytes(used), memory.megabytes(limit),
+                            extra={"SOCKACT_RECYCLED_PID": w.pid, "SOCKACT_WORKER_USS": used})
+                w.recycled = "memory"
+                self._carry_out(self.pool.recycle(w.pid, now, successor_first=True))
 
     def _tick_stopping(self, now: float) -> None:
         if now >= self._stop_deadline:
@@ -645,6 +722,8 @@ class Supervisor:
             layout=self._tally.layout,
             tally=self._tally.total([(w.slot, w.threads) for w in self.workers.values()]),
             in_flight=self._health.busy(),
+            app_threads=dict(zip(("busy", "idle"), self._health.threads(), strict=True)),
+            app_threads_max=sum(w.threads for w in self.workers.values()),
             connections={"worker": self.dispatcher.held, "parked": len(self.parked),
                          "queued": self.dispatcher.queued},
             workers=count_states(m.state for m in self.pool.members.values()),
@@ -685,6 +764,10 @@ class Supervisor:
 
 # fds the supervisor keeps free for itself: channels of new workers, the journal, a reload's files.
 _FD_RESERVE = 64
+
+
+def _head_limits(config: Config, listeners: list[Listener]) -> list[tuple[float, bool]]:
+    return [(lc.header_timeout, lc.proxy_protocol != "off") for lc in (config.listener(lst.name) for lst in listeners)]
 
 
 def _apps(config: Config, listeners: list[Listener]) -> set[str]:

@@ -18,11 +18,13 @@ import os
 import select
 import signal
 import time
+from collections import deque
 from collections.abc import Callable
 
 from .acceptor import Acceptor, Register, Unregister
 from .activation import Listener
 from .dispatch import Dispatcher
+from .orphans import last_word
 from .parking import Conn, ParkingLot
 from .workers import WorkerProcess
 
@@ -40,6 +42,8 @@ class Switchboard:
         self._unregister = unregister
         self._watch_channel = watch_channel  # wake when a worker's full channel has room again
         self.acceptor = Acceptor(listeners, self.route, register, unregister)
+        # By listener: header_timeout, and whether a PROXY header comes first (the supervisor's settings).
+        self.head_limits: list[tuple[float, bool]] = [(0.0, False)] * len(listeners)
 
     def update_accepting(self, stopping: bool) -> None:
         held = len(self.parked) + self.dispatcher.queued + self.dispatcher.held
@@ -47,8 +51,12 @@ class Switchboard:
 
     def route(self, conn: Conn) -> None:
         """A connection needs a worker: hand it off, or let it wait in the dispatcher's queue."""
+        if conn.head_started and self._head_overdue(conn):
+            return
         conn.ready_at = time.monotonic()
-        assignment = self.dispatcher.offer(conn)
+        if not conn.since:
+            conn.since = conn.ready_at
+        assignment = self.dispatcher.offer(conn, conn.since)
         if assignment is not None:
             self._hand_off(*assignment)
         elif not self.dispatcher.accepting:
@@ -56,8 +64,29 @@ class Switchboard:
 
     def give(self, assignments: list[tuple[int, Conn]]) -> None:
         """Carry out the dispatcher's assignments of queued connections."""
-        for pid, conn in assignments:
+        waiting = deque(assignments)
+        while waiting:
+            pid, conn = waiting.popleft()
+            if conn.head_started and self._head_overdue(conn):
+                waiting.extend(self.dispatcher.returned(pid))  # its place goes to the next in line
+                continue
             self._hand_off(pid, conn)
+
+    def _head_overdue(self, conn: Conn) -> bool:
+        """A head handed back past its header_timeout gets its 408 here, and the connection ends.
+
+        Handed from one stalled worker to the next, or waiting in the queue for one, a partial head
+        may never meet a worker's timers: with one app thread, a worker's loop looks at them only
+        between calls, and a stalled worker hands its waiting connections back first. Its deadline
+        travels with it (Conn.head_started), so it is kept here too. A PROXY header not yet read is
+        closed without a word, as a worker does: the peer is a balancer, not an HTTP client.
+        """
+        timeout, proxied = self.head_limits[conn.listener]
+        if time.monotonic() - conn.head_started <= timeout:
+            return False
+        last_word(conn.fd, 408 if conn.proxy is not None or not proxied else None)
+        log.debug("connection %d: no whole request head within header_timeout: 408", conn.id)
+        return True
 
     def _hand_off(self, pid: int, conn: Conn) -> None:
         w = self.workers[pid]
@@ -94,6 +123,7 @@ class Switchboard:
         if stopping:
             os.close(conn.fd)
             return
+        conn.since = 0.0  # its next request's wait starts when the client speaks again
         self.parked.park(conn, time.monotonic())
         self._register(conn.fd, self._on_parked, conn)
 

@@ -33,13 +33,19 @@ from .http import Limits, Site
 from .http.forwarded import Trust
 from .journal import installed_sendv
 from .proctitle import worker_title
-from .scoreboard import MAX_THREADS, Scoreboard
+from .scoreboard import MAX_THREADS, Scoreboard, Waiting
 from .tally import Tally
 
 if TYPE_CHECKING:
     from .asgi.runner import AsgiRunner
 
 log = logging.getLogger("sockact.worker")
+
+# The supervisor tells its workers that a stop is coming (drain_delay) with a signal no operator
+# sends by hand: USR1 keeps gunicorn's meaning, reopen the log files, in every process of the
+# service (`systemctl kill -s USR1` reaches the workers too).
+DRAIN_SIGNAL = signal.SIGRTMIN
+REOPEN_SIGNAL = signal.SIGUSR1
 
 
 class WorkerShell:
@@ -80,7 +86,10 @@ class WorkerShell:
             log.exception("worker %d failed to start", self.pid, extra={"SOCKACT_WORKER_PID": self.pid})
             _tell_why(self.chan, f"{type(exc).__name__}: {exc}")
             return WORKER_BOOT_ERROR
+        head = self.scoreboard.writer(self.slot, 0)
+        self.runner.receiver.count = head.received  # which connections reached it, should it die
         try:
+            head.beat()  # from READY on, a heartbeat that stops is a frozen worker
             handoff.send(self.chan, handoff.Message(handoff.READY))
         except OSError:
             return EXIT_OK  # the supervisor is gone already
@@ -101,14 +110,20 @@ class WorkerShell:
         for lc, (_, kind) in zip(listeners, chosen, strict=True):
             how = "detected" if lc.interface == "auto" else "set"
             log.info("worker %d: listener %s serves %s as %s (%s)", self.pid, lc.name, lc.app, kind.upper(), how)
-        slots = [self.scoreboard.writer(self.slot, i) for i in range(self.config.threads)]
+        # A line per app thread up to the ceiling: the supervisor reads that many (workers.py).
+        lines = self.config.thread_ceiling
+        slots = [self.scoreboard.writer(self.slot, i) for i in range(lines)]
         park_after = [lc.park_after for lc in listeners]
         extra: dict[str, object] = {"sockact.worker_pid": self.pid}
         if interface == WSGI:
+            log.info("worker %d: %s", self.pid, self.config.thread_mode())
             return EventLoop(self.chan, sites, slots, park_after=park_after,
-                             tallies=self.tally.writers(self.slot, self.config.threads) if self.tally else None,
+                             tallies=self.tally.writers(self.slot, lines) if self.tally else None,
                              handback_after=self.config.handback_after, max_requests=self.max_requests,
-                             extra=extra, access=self.access)
+                             extra=extra, access=self.access, floor=self.config.threads,
+                             thread_idle_timeout=self.config.thread_idle_timeout,
+                             waiting=Waiting([self.scoreboard.writer(self.slot, i)
+                                              for i in range(lines, MAX_THREADS)]))
         # asyncio and the ASGI runner only where an ASGI app runs: the supervisor (and a WSGI
         # worker) stays without them, and smaller.
         from .asgi.lifespan import Lifespan
@@ -123,7 +138,7 @@ class WorkerShell:
                             ws=self.config.ws, ws_max_size=self.config.ws_max_size,
                             access=self.access, tally=self.tally.writer(self.slot, 0) if self.tally else None,
                             call_lines=[self.scoreboard.writer(self.slot, i)
-                                        for i in range(self.config.threads, MAX_THREADS)])
+                                        for i in range(lines, MAX_THREADS)])
         runner.startup()
         return runner
 
@@ -133,8 +148,9 @@ class WorkerShell:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, _quick_exit)
         signal.signal(signal.SIGQUIT, _quick_exit)
-        signal.signal(signal.SIGUSR1, self._on_drain)
-        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2):
+        signal.signal(DRAIN_SIGNAL, self._on_drain)
+        signal.signal(REOPEN_SIGNAL, self._on_reopen)
+        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2, signal.SIGWINCH):
             signal.signal(sig, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
@@ -151,6 +167,12 @@ class WorkerShell:
         # A stop is coming (drain_delay): the health path answers 503, responses close their connections.
         if self.runner is not None:
             self.runner.draining = True
+
+    def _on_reopen(self, signum: int, frame: object) -> None:
+        # USR1, as gunicorn's: the access log file is opened anew before its next line (the error
+        # log's handler notices a rotated file at each line by itself).
+        if self.access is not None:
+            self.access.reopen()
 
     def _build_sites(self) -> list[Site]:
         apps = self.preloaded
@@ -172,6 +194,7 @@ class WorkerShell:
                     health_path=lc.health_path.encode("ascii"), proxy_protocol=lc.proxy_protocol,
                     body_buffer=lc.body_buffer, send_timeout=self.config.send_timeout)
         site.environ["SCRIPT_NAME"] = lc.root_path  # the mount prefix; request_environ cuts it from PATH_INFO
+        site.environ["wsgi.multithread"] = self.config.thread_ceiling > 1
         return site
 
 

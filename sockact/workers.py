@@ -35,7 +35,7 @@ class WorkerProcess:
     requests: int = 0  # as last read from the scoreboard
     retired: bool = False  # EOF sent on its channel
     killed: bool = False  # SIGKILL sent
-    recycled: bool = False  # it served its max_requests
+    recycled: str | None = None  # why it is recycled: "max-requests" or "memory" (a restart reason)
     failure: str = ""  # why it could not start, as it said (FAILED) before it exited
     on_sent: Callable[[Conn], None] | None = None  # told of each connection sent (the metrics)
     receiver: handoff.Receiver = field(init=False)
@@ -46,6 +46,8 @@ class WorkerProcess:
     # before answering, the supervisor still can (502/504). Closed when the worker hands the
     # connection back (PARK) or reports it closed (DONE).
     holding: dict[int, Conn] = field(init=False, default_factory=dict)
+    sent: int = 0  # messages sent on the channel, all of them CONNs
+    _order: dict[int, int] = field(init=False, default_factory=dict)  # each held connection's number among them
 
     def __post_init__(self) -> None:
         self.chan.setblocking(False)
@@ -54,6 +56,16 @@ class WorkerProcess:
     def signal(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):  # already gone: SIGCHLD will tell
             os.kill(self.pid, signum)
+
+    def stopped(self) -> bool:
+        """Whether the process is stopped (SIGSTOP, a debugger), as /proc says."""
+        try:
+            with open(f"/proc/{self.pid}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            return False
+        # "pid (comm) state ...": comm may hold spaces and parentheses, so the state follows the last ")".
+        return stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] in (b"T", b"t")
 
     def give(self, conn: Conn) -> bool:
         """Hand ``conn`` over; False when the channel is full and it waits in the outbox instead.
@@ -82,28 +94,36 @@ class WorkerProcess:
 
     def _send(self, conn: Conn) -> bool:
         msg = handoff.Message(handoff.CONN, conn.id, conn.listener, conn.family, conn.peer, conn.hops + 1,
-                              data=conn.data, fd=conn.fd, proxy=conn.proxy)
+                              data=conn.data, fd=conn.fd, proxy=conn.proxy, head_started=conn.head_started)
         try:
             handoff.send(self.chan, msg)
         except BlockingIOError:
             return False
         conn.hops += 1
+        self.sent += 1
         self.holding[conn.id] = conn
+        self._order[conn.id] = self.sent
         if self.on_sent is not None:
             self.on_sent(conn)
         return True
 
-    def done_with(self, conn_id: int) -> None:
-        """The worker handed the connection back or closed it: close our copy."""
+    def done_with(self, conn_id: int) -> Conn | None:
+        """The worker handed the connection back or closed it: close our copy, and return it (None:
+        we held none)."""
         conn = self.holding.pop(conn_id, None)
+        self._order.pop(conn_id, None)
         if conn is not None:
             os.close(conn.fd)
+        return conn
 
-    def take_holding(self) -> list[Conn]:
-        """The connections the worker held when it died; the caller answers or closes them."""
+    def take_holding(self, received: int) -> tuple[list[Conn], set[int]]:
+        """The connections the worker held when it died, and which of them never reached it, by id:
+        those sent after the first ``received`` messages. The caller answers, closes or reroutes them."""
         conns = list(self.holding.values())
+        unreceived = {conn_id for conn_id, number in self._order.items() if number > received}
         self.holding.clear()
-        return conns
+        self._order.clear()
+        return conns, unreceived
 
     def retire(self) -> None:
         """Ask the worker to hand back what it holds and exit: EOF on its channel."""

@@ -108,9 +108,12 @@ async def watch_disconnect(scope, receive, send) -> None:
 
 
 async def blocking(scope, receive, send) -> None:
-    """``?s=SECONDS`` of time.sleep() inside the async app: the loop is blocked meanwhile."""
-    seconds = float(parse_qs(scope["query_string"].decode()).get("s", ["0"])[0])
-    time.sleep(seconds)  # the point: a sync call in an async view
+    """``?s=SECONDS`` of time.sleep() inside the async app: the loop is blocked meanwhile. With
+    ``started=PATH``, that file is created first, for a test to wait on."""
+    query = parse_qs(scope["query_string"].decode())
+    if "started" in query:
+        open(query["started"][0], "w").close()
+    time.sleep(float(query.get("s", ["0"])[0]))  # the point: a sync call in an async view
     await _respond(send, _json({"pid": os.getpid()}))
 
 
@@ -143,7 +146,8 @@ async def no_lifespan(scope, receive, send) -> None:
 
 
 async def ws_echo(scope, receive, send) -> None:
-    """A WebSocket echo; /reject closes before accepting; the code of each disconnect is printed."""
+    """A WebSocket echo; /reject closes before accepting; the text "raise" makes the app fail; the code
+    of each disconnect is printed."""
     if scope["type"] != "websocket":
         await _respond(send, b"plain http", ctype=b"text/plain")
         return
@@ -157,6 +161,8 @@ async def ws_echo(scope, receive, send) -> None:
         if message["type"] == "websocket.disconnect":
             print(f"WS DISCONNECT {message['code']}", flush=True)
             return
+        if message.get("text") == "raise":
+            raise RuntimeError("the app failed on an open websocket")
         if message.get("text") is not None:
             await send({"type": "websocket.send", "text": message["text"]})
         else:

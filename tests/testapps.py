@@ -43,6 +43,7 @@ def _echo(environ, start_response):
 def _pid(environ, start_response):
     info = {"pid": os.getpid(), "loaded_by": LOADED_BY, "version": VERSION, "hops": environ.get("sockact.hops"),
             "conn": environ.get("sockact.conn_id"), "listener": environ.get("sockact.listener"),
+            "multithread": environ["wsgi.multithread"],
             "inherited": sorted(k for k in os.environ if k.startswith(("LISTEN_", "NOTIFY_", "WATCHDOG_")))}
     return _respond(start_response, json.dumps(info).encode())
 
@@ -52,7 +53,12 @@ def _slow(environ, start_response):
     seconds = float(query.get("s", ["1"])[0])
     if "started" in query:  # a file to create once the request is in the app, for tests to wait on
         Path(query["started"][0]).touch()
-    time.sleep(seconds)
+    if "until" in query:  # return once this file exists (a test's release), or after s seconds at most
+        release, deadline = Path(query["until"][0]), time.monotonic() + seconds
+        while not release.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    else:
+        time.sleep(seconds)
     return _respond(start_response, json.dumps({"pid": os.getpid(), "slept": seconds}).encode())
 
 
@@ -60,6 +66,8 @@ def _hang(environ, start_response):
     if environ["PATH_INFO"].startswith("/hang"):
         while True:  # a bug: an endless loop, for --timeout
             pass
+    if environ["PATH_INFO"].startswith("/slow"):
+        return _slow(environ, start_response)
     return _pid(environ, start_response)
 
 
@@ -82,6 +90,14 @@ def _stream(environ, start_response):
     yield b"second part\n"
 
 
+def _big(environ, start_response):
+    """?mb= MiB of body (default 1), in 64 KiB pieces: more than socket buffers hold."""
+    mebibytes = int(parse_qs(environ["QUERY_STRING"]).get("mb", ["1"])[0])
+    start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(mebibytes << 20))])
+    piece = b"x" * 65536
+    return (piece for _ in range(mebibytes * 16))
+
+
 def _boom(environ, start_response):
     raise RuntimeError("a bug in the app")
 
@@ -98,6 +114,20 @@ def _errlog(environ, start_response):
     return _respond(start_response, b"oops", "500 Internal Server Error", "text/plain")
 
 
+_LEAKED: list[bytearray] = []
+# Written at import: with --preload, pages every worker shares with the supervisor (RSS, not USS).
+_SHARED = bytearray(b"\1") * (int(os.environ.get("TESTAPP_SHARED_MB", "0")) << 20)
+
+
+def _leak(environ, start_response):
+    """``/leak?mb=N`` keeps N MiB more for good (a leak, for max_worker_memory), in any worker or, with
+    ``pid=``, in that one only; any other path: _pid."""
+    query = parse_qs(environ["QUERY_STRING"])
+    if environ["PATH_INFO"] == "/leak" and int(query.get("pid", [os.getpid()])[0]) == os.getpid():
+        _LEAKED.append(bytearray(b"\1") * (int(query["mb"][0]) << 20))
+    return _pid(environ, start_response)
+
+
 echo = validator(_echo)
 echo_bare = _echo  # for a server whose environ the validator would refuse (see test_differential.py)
 pid = validator(_pid)
@@ -105,5 +135,7 @@ slow = validator(_slow)
 hang = validator(_hang)
 whoami = validator(_whoami)
 stream = validator(_stream)
+big = validator(_big)
 boom = validator(_boom)
 errlog = validator(_errlog)
+leak = validator(_leak)

@@ -65,6 +65,10 @@ class _Collector:
         yield requests
         yield duration
         yield _gauge("sockact_requests_in_flight", "App calls running now, in all workers.", s.in_flight)
+        yield _by(GaugeMetricFamily, "sockact_app_threads", "WSGI app threads alive now, in all workers: busy "
+                  "(in an app call) or idle.", "state", s.app_threads)
+        yield _gauge("sockact_app_threads_max", "The most app threads the workers alive may run (max_threads, "
+                     "or threads, summed over them).", s.app_threads_max)
         yield _by(GaugeMetricFamily, "sockact_connections", "Client connections held now: in a worker, parked in "
                   "the supervisor (idle keep-alive), or queued for a worker.", "state", s.connections)
         yield _by(GaugeMetricFamily, "sockact_workers", "Worker processes by state.", "state", s.workers)

@@ -177,7 +177,7 @@ class AsgiRunner:
     def _adopt(self, msg: handoff.Message) -> None:
         sock = socket.socket(msg.family, socket.SOCK_STREAM, 0, fileno=msg.fd)
         if self.retiring or self.recycling or self.handing_back:
-            hand_back(self.chan, msg, sock, msg.data)
+            hand_back(self.chan, msg, sock, msg.data, msg.head_started)
             return
         site = self.sites[msg.listener]
         try:
@@ -191,8 +191,9 @@ class AsgiRunner:
         # A PROXY header, unless one was read before this connection was parked, comes before HTTP.
         preface = site.proxy_protocol != "off" and msg.proxy is None
         conn = Conn(self.loop, msg, sock, site, scope, self._advance, self.lock, preface=preface)
-        if preface:
+        if preface or msg.head_started:
             conn.partial = True  # the header_timeout runs for the PROXY header too
+            conn.since = msg.head_started or conn.since  # and on from where it began, for a head handed back
         self.held[msg.conn_id] = conn
         if msg.data:
             self._advance(conn)
@@ -404,6 +405,7 @@ class AsgiRunner:
     async def _beat(self) -> None:
         while True:
             now = self.last_beat = time.monotonic()
+            self.slots[0].beat()  # the supervisor kills a worker whose loop stops beating for timeout
             with self.lock:
                 self._stamp()
                 self._timers(now)
@@ -491,7 +493,7 @@ class AsgiRunner:
                 conn.handed = True
                 del self.held[conn.msg.conn_id]
                 copy = socket.socket(conn.msg.family, socket.SOCK_STREAM, 0, fileno=os.dup(conn.fd))
-                hand_back(self.chan, conn.msg, copy, data)
+                hand_back(self.chan, conn.msg, copy, data, conn.since if conn.partial and not conn.busy else 0.0)
                 self._orphans.append(conn)
             # Arrivals go straight back; an EOF is left for the loop, which sees it again when it runs.
             read_channel(self.receiver, self.chan, self._adopt, lambda: None)

@@ -104,7 +104,7 @@ class HTTPConnection:
                  stopping: Callable[[], bool] = lambda: False, client: tuple[str, int] | None = None) -> None:
         """``peer`` is the socket's peer; ``client`` the one a PROXY protocol header named, if any."""
         self.engine = Connection(site.limits)
-        self.wire = Wire(sock, site.io_timeout)
+        self.wire = Wire(sock, site.io_timeout, site.send_timeout or site.io_timeout)
         self.conn_id = conn_id
         self._conn = _Conn(sock, site, self.wire, self.engine, peer, conn_id, environ_extra, stopping, client)
         if pending:
@@ -443,6 +443,10 @@ class _Conn:
     def _failed(self, exc: Exception) -> bool:
         """After the app or the response failed: answer if still possible; always close."""
         start = self.start
+        if self.wire.send_stalled:
+            log.info("conn %d: the client took no bytes of the response to %s for %gs (send_timeout): "
+                     "connection closed", self.conn_id, self.request_line(), self.wire.send_timeout)
+            return False
         if self.wire_failed:
             log.debug("conn %d: client gone while serving: %s", self.conn_id, exc)
             return False

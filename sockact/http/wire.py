@@ -32,11 +32,15 @@ class ClientGone(OSError):
 class Wire:
     """I/O on one connected stream socket (TCP or Unix) that this object does not own."""
 
-    def __init__(self, sock: socket.socket, io_timeout: float) -> None:
+    def __init__(self, sock: socket.socket, io_timeout: float, send_timeout: float | None = None) -> None:
         if sock.gettimeout() is not None:
             sock.settimeout(None)  # our waits are explicit; keep the fd in blocking mode
         self.sock = sock
         self.io_timeout = io_timeout
+        # A send that makes no progress for this long gives up: shorter than the app call's timeout,
+        # so a client that never reads costs its connection, not the worker.
+        self.send_timeout = send_timeout or io_timeout
+        self.send_stalled = False  # a send gave up for send_timeout
         self._poll = select.poll()
         self._events = 0
         self._sndtimeo = False
@@ -84,11 +88,18 @@ class Wire:
                 if buffers:
                     if sent:
                         buffers[0] = memoryview(buffers[0])[sent:]
-                    self._wait(_POLLOUT, self.io_timeout)
+                    self._wait_to_send()
         except ClientGone:
             raise
         except OSError as exc:
             raise ClientGone(str(exc)) from exc
+
+    def _wait_to_send(self) -> None:
+        try:
+            self._wait(_POLLOUT, self.send_timeout)
+        except ClientGone:
+            self.send_stalled = True
+            raise
 
     def sendfile(self, fd: int, offset: int, count: int) -> int:
         """Send ``count`` bytes of file ``fd`` from ``offset`` with os.sendfile; bytes sent.
@@ -97,8 +108,8 @@ class Wire:
         """
         if not self._sndtimeo:
             # sendfile() cannot be told not to wait, so bound each call's wait in the kernel.
-            sec = int(self.io_timeout)
-            usec = int((self.io_timeout - sec) * 1e6)
+            sec = int(self.send_timeout)
+            usec = int((self.send_timeout - sec) * 1e6)
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", sec, usec))
             self._sndtimeo = True
         done = 0
@@ -109,6 +120,7 @@ class Wire:
                     break  # end of file
                 done += n
         except BlockingIOError:
+            self.send_stalled = True
             raise ClientGone("timed out") from None
         except OSError as exc:
             raise ClientGone(str(exc)) from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import resource
@@ -14,13 +15,30 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from types import ModuleType
+from typing import NoReturn, TypeVar
 
 import pytest
 
 T = TypeVar("T")
 TESTS = Path(__file__).resolve().parent.parent
 SOCKACT = [sys.executable, "-m", "sockact"]
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip a test that cannot run here for want of a tool or module; under CI (CI=true), fail it:
+    a green CI run must not hide a test that never ran."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason}; under CI=true a test that cannot run fails")
+    pytest.skip(reason)
+
+
+def need_module(name: str) -> ModuleType:
+    """``name`` imported, or the test skipped (failed under CI) for want of it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        unavailable(f"{name} is not installed (make test installs it)")
 
 
 def free_port() -> int:
@@ -68,6 +86,42 @@ def steady(read: Callable[[], T], what: str, calm: float = 0.2, timeout: float =
 
     wait_until(settled, what, timeout)
     return seen[-1]
+
+
+def tcp_queues(sock: socket.socket) -> dict[str, int]:
+    """The kernel's view of a loopback TCP connection, from ``sock``'s (the client's) end: bytes the
+    client has sent that the server has not acknowledged (client_tx) and the server has not read
+    yet (server_rx); bytes the server sent that are not acknowledged (server_tx); the inode of the
+    server's socket (server_inode). From /proc/net/tcp."""
+    client, server = sock.getsockname()[1], sock.getpeername()[1]
+    queues = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        ports = (int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16))
+        tx, rx = (int(q, 16) for q in fields[4].split(":"))
+        if ports == (client, server):
+            queues["client_tx"] = tx
+        elif ports == (server, client):
+            queues.update(server_tx=tx, server_rx=rx, server_inode=int(fields[9]))
+    return queues
+
+
+def held_by(pid: int, sock: socket.socket) -> bool:
+    """Whether process ``pid`` holds the server's end of the client ``sock``'s connection."""
+    inode = tcp_queues(sock).get("server_inode")
+    target = f"socket:[{inode}]"
+    with contextlib.suppress(FileNotFoundError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(FileNotFoundError):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                    return True
+    return False
+
+
+def server_has_read(sock: socket.socket) -> bool:
+    """Whether the server has read every byte the client ``sock`` sent."""
+    queues = tcp_queues(sock)
+    return queues.get("client_tx") == 0 and queues.get("server_rx") == 0
 
 
 def raw_exchange(sock: socket.socket, data: bytes) -> bytes:
@@ -249,7 +303,7 @@ def start_sockact(tmp_path) -> Iterator:
         cmd = [*SOCKACT, "run", *args]
         if activation:
             if not shutil.which("systemd-socket-activate"):
-                pytest.skip("systemd-socket-activate is not installed")
+                unavailable("systemd-socket-activate is not installed")
             passthrough = [f"-E{k}" for k in full_env if k not in ("_",)]
             cmd = ["systemd-socket-activate", "-l", f"127.0.0.1:{port}", "--fdname=http", *passthrough, *cmd]
         elif not any(a.startswith("--bind") for a in args):

@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 
+import pytest
 from conftest import (
     SOCKACT,
     KeepAliveClient,
@@ -18,10 +19,13 @@ from conftest import (
     base_env,
     fd_count,
     free_port,
+    held_by,
     http_get,
     parse_response,
     raw_exchange,
+    server_has_read,
     steady,
+    tcp_queues,
     wait_until,
 )
 
@@ -69,7 +73,7 @@ def test_a_streamed_body_comes_in_order_and_ends_once(start_sockact):
         sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
         for piece in (b"first", b"second", b"third"):
             sock.sendall(b"%x\r\n%b\r\n" % (len(piece), piece))
-            time.sleep(0.05)  # separate reads, so separate messages
+            wait_until(lambda: server_has_read(sock), "the piece read")  # separate reads, so separate messages
         answer = raw_exchange(sock, b"0\r\n\r\n")
     seen = json.loads(parse_response(answer)[2])
     assert seen["body"] == "firstsecondthird"
@@ -100,7 +104,8 @@ def test_a_keepalive_connection_is_parked_between_requests_and_served_again(star
             status, headers, body = client.request("/")
             assert status == 200 and "connection" not in headers
             hops.append(json.loads(body)["hops"])
-            time.sleep(0.3)  # idle past park_after: back to the supervisor
+            # Idle past park_after, it goes back to the supervisor: no worker holds it.
+            wait_until(lambda: not any(held_by(w, client.sock) for w in server.workers()), "the connection parked")
         assert hops == sorted(hops) and hops[-1] > hops[0]  # dispatched anew each time
     finally:
         client.close()
@@ -145,7 +150,7 @@ def test_a_client_leaving_mid_body_is_an_http_disconnect(start_sockact):
     server = serving(start_sockact, "asgiapps:watch_disconnect")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n" + b"y" * 1000)
-        time.sleep(0.2)
+        wait_until(lambda: server_has_read(sock), "the head and the 1000 bytes read")
     server.wait_for_log("DISCONNECT after 1000 bytes")
     # After a complete response, the next receive() is the client leaving.
     answer = request(server.port, b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
@@ -206,12 +211,13 @@ def test_one_worker_serves_many_requests_at_once(start_sockact):
     assert time.monotonic() - started < 10  # one after another would take 20 s
 
 
-def test_a_blocked_loop_stalls_its_worker_and_the_others_serve(start_sockact):
+def test_a_blocked_loop_stalls_its_worker_and_the_others_serve(start_sockact, tmp_path):
     server = start_sockact("asgiapps:blocking", "--workers", "2", workers=2)
     box: dict = {}
-    blocked = threading.Thread(target=lambda: box.update(answer=http_get(server.port, "/?s=3")))
+    inside = tmp_path / "inside"
+    blocked = threading.Thread(target=lambda: box.update(answer=http_get(server.port, f"/?s=3&started={inside}")))
     blocked.start()
-    time.sleep(0.3)  # its worker sits in time.sleep now
+    wait_until(inside.exists, "its worker in time.sleep")
     for _ in range(10):
         started = time.monotonic()
         assert http_get(server.port, "/")[0] == 200 and time.monotonic() - started < 2.5
@@ -323,7 +329,13 @@ def test_a_websocket_echoes_is_never_parked_and_ends_with_the_clients_close(star
         assert ws.subprotocol == "chat"
         ws.send("hello")
         assert ws.recv() == "hello"
-        time.sleep(0.5)  # idle far past park_after: a WebSocket stays with its worker
+        # Idle far past park_after (the other connections' parking shows the time has passed),
+        # a WebSocket stays with its worker.
+        probe = KeepAliveClient(server.port)
+        assert probe.request("/")[0] == 200
+        wait_until(lambda: not any(held_by(w, probe.sock) for w in server.workers()), "the probe parked")
+        probe.close()
+        assert any(held_by(w, ws.socket) for w in server.workers())
         ws.send(b"\x00\x01" * 40000)
         assert ws.recv() == b"\x00\x01" * 40000
     server.wait_for_log("WS DISCONNECT 1000")
@@ -340,6 +352,20 @@ def test_a_websocket_closed_before_accept_is_a_403(start_sockact, ws_library):
         raise AssertionError("the handshake was accepted")
     except InvalidStatus as exc:
         assert exc.response.status_code == 403
+
+
+def test_an_app_error_on_an_accepted_websocket_closes_it_with_1011(start_sockact, ws_library):
+    from websockets.exceptions import ConnectionClosedError
+    from websockets.sync.client import connect
+
+    server = start_sockact("asgiapps:ws_echo", "--workers", "1", "--ws", ws_library, workers=1)
+    with connect(f"ws://127.0.0.1:{server.port}/") as ws:
+        ws.send("raise")
+        with pytest.raises(ConnectionClosedError) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011  # RFC 6455: an unexpected condition
+    server.wait_for_log("application error on websocket")
+    assert http_get(server.port, "/")[2] == b"plain http"  # the worker lives on
 
 
 def test_a_drain_closes_websockets_with_1001(start_sockact, ws_library):
@@ -429,14 +455,15 @@ def test_pathsend_sends_the_file_with_its_length(start_sockact, tmp_path):
 
 
 
-def test_a_blocked_loop_hands_its_waiting_keepalive_connections_back(start_sockact):
+def test_a_blocked_loop_hands_its_waiting_keepalive_connections_back(start_sockact, tmp_path):
     from test_worker_loop import _two_on_one_worker
 
     server = start_sockact("asgiapps:blocking", "--workers", "2", "--park-after", "30", workers=2)
     a, c, _, other = _two_on_one_worker(server.port)
-    blocked = threading.Thread(target=a.request, args=("/?s=2",))
+    inside = tmp_path / "inside"
+    blocked = threading.Thread(target=a.request, args=(f"/?s=2&started={inside}",))
     blocked.start()
-    time.sleep(0.3)  # a's worker sits in time.sleep now, holding c, which idles with park_after 30
+    wait_until(inside.exists, "a's worker in time.sleep, holding c, which idles with park_after 30")
     started = time.monotonic()
     status, _, body = c.request("/?s=0")
     assert status == 200 and json.loads(body)["pid"] == other  # handed back, served by the other worker
@@ -452,7 +479,8 @@ def test_a_large_response_to_a_slow_reader_arrives_whole(start_sockact):
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
         sock.sendall(b"GET /?mb=16 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        time.sleep(0.5)  # the server has filled every buffer by now and waits for the client
+        # The server fills every buffer and waits for the client: its bytes queue up unacknowledged.
+        wait_until(lambda: tcp_queues(sock).get("server_tx", 0) > 0, "the server blocked on the slow reader")
         received = 0
         while chunk := sock.recv(65536):
             received += len(chunk)

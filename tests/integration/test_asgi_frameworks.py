@@ -8,10 +8,9 @@ import signal
 import sys
 
 import httpx
-import pytest
-from conftest import Server, base_env, free_port
+from conftest import Server, base_env, free_port, need_module
 
-pytest.importorskip("fastapi")
+need_module("fastapi")
 
 
 def test_fastapi_json_api_upload_streaming_and_websocket(start_sockact):
@@ -89,7 +88,7 @@ def _responses(port: int) -> list[tuple[int, dict[str, str], bytes]]:
 
 
 def test_sockact_and_uvicorn_answer_fastapi_alike(start_sockact):
-    pytest.importorskip("uvicorn")
+    need_module("uvicorn")
     ours = start_sockact("asgiframeworks:fastapi_app", "--workers", "1")
     theirs = _uvicorn("asgiframeworks:fastapi_app")
     try:

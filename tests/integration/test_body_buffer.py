@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 
-from conftest import http_get, parse_response, raw_exchange
+from conftest import http_get, parse_response, raw_exchange, server_has_read, wait_until
 
 HEAD = b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 20\r\nConnection: close\r\n"
 
@@ -25,7 +25,7 @@ def test_a_slow_body_holds_no_app_thread_and_arrives_whole(start_sockact):
     # wsgi.input.read() and every other request would wait for this client.
     server = start_sockact("testapps:echo", "--workers", "1", "--threads", "1", workers=1)
     with slow_upload(server.port) as sock:
-        time.sleep(0.3)
+        wait_until(lambda: server_has_read(sock), "the loop to read the head and half the body")
         for _ in range(5):
             started = time.monotonic()
             assert http_get(server.port, "/other", timeout=5)[0] == 200
@@ -62,10 +62,10 @@ def test_a_stop_while_a_body_is_coming_finishes_that_request(start_sockact):
     server = start_sockact("testapps:echo", "--workers", "1", workers=1)
     box: dict = {}
     with slow_upload(server.port) as sock:
-        time.sleep(0.3)
+        wait_until(lambda: server_has_read(sock), "the loop to read the head and half the body")
         stopper = threading.Thread(target=server.stop)
         stopper.start()
-        time.sleep(0.5)  # the stop has begun: the listener is closed, the worker drains
+        server.wait_for_log("stopping: draining")  # the listener is closed, the worker drains
         box["answer"] = raw_exchange(sock, b"abcdefghij")
         stopper.join(30)
     status, _, body = parse_response(box["answer"])
@@ -81,7 +81,7 @@ def test_a_body_cut_short_by_the_client_is_answered_400(start_sockact):
     assert status == 400
 
 
-def test_a_buffered_body_too_big_to_hand_back_waits_for_the_stalled_worker(start_sockact):
+def test_a_buffered_body_too_big_to_hand_back_waits_for_the_stalled_worker(start_sockact, tmp_path):
     # A head and 64 KiB of body less one byte, all buffered by the loop: more than one hand-off message
     # carries. When the worker stalls, the other connections go back to the supervisor; this one must
     # stay, not go in a message the supervisor reads cut short (and kills the worker for).
@@ -90,10 +90,12 @@ def test_a_buffered_body_too_big_to_hand_back_waits_for_the_stalled_worker(start
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as upload:
         upload.sendall(b"POST /?s=0 HTTP/1.1\r\nHost: t\r\nContent-Length: 65536\r\nConnection: close\r\n\r\n"
                        + b"x" * 65535)
-        time.sleep(0.3)
+        wait_until(lambda: server_has_read(upload), "the loop to buffer the body")
+        inside = tmp_path / "inside"
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow:
-            slow.sendall(b"GET /?s=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            time.sleep(0.5)  # the worker is stalled in the slow call
+            slow.sendall(f"GET /?s=1&started={inside} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+            wait_until(inside.exists, "the worker in the slow call")
+            # Stalled once the call outlasts handback_after; the upload must stay whatever the order.
             upload.sendall(b"x")
             assert parse_response(b"".join(iter(lambda: slow.recv(65536), b"")))[0] == 200
         assert parse_response(b"".join(iter(lambda: upload.recv(65536), b"")))[0] == 200

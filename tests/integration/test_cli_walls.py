@@ -98,9 +98,9 @@ def test_script_name_is_the_mount_prefix(tmp_path, start_sockact):
 
 
 def test_process_titles(start_sockact):
-    import pytest
+    from conftest import need_module
 
-    pytest.importorskip("setproctitle")
+    need_module("setproctitle")
     server = start_sockact("testapps:pid", "--workers", "1", workers=1)
     title = Path(f"/proc/{server.pid}/cmdline").read_bytes().replace(b"\0", b" ").strip()
     assert title == b"sockact: supervisor [testapps:pid]"

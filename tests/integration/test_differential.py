@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Server, base_env, free_port, parse_response
+from conftest import Server, base_env, free_port, parse_response, unavailable
 
 REQUESTS = {
     "simple": b"GET /hello?name=world&x=1 HTTP/1.1\r\nHost: example.com\r\n\r\n",
@@ -89,7 +89,7 @@ def dechunk(body: bytes) -> bytes:
 def servers():
     gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent))
     if gunicorn is None:
-        pytest.skip("gunicorn is not installed (make test installs it)")
+        unavailable("gunicorn is not installed (make test installs it)")
     env = base_env()
     gport, sport = free_port(), free_port()
     g = Server([gunicorn, "--workers", "1", "--bind", f"127.0.0.1:{gport}", "testapps:echo_bare"], gport, env)

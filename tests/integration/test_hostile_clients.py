@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import random
+import select
 import socket
 import threading
 import time
 
-from conftest import KeepAliveClient, http_get, read_to_close
+from conftest import KeepAliveClient, fd_count, http_get, parse_response, read_to_close, steady, wait_until
 
 VALID = b"POST /p?q=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"
 CHUNKED = b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
@@ -110,3 +111,24 @@ def test_clients_that_keep_sending_after_their_400_do_not_hold_up_the_loop(start
         with sock:
             answer = read_to_close(sock)
         assert answer.startswith(b"HTTP/1.1 400 "), answer
+
+
+def test_a_refused_request_is_answered_and_the_rest_of_its_input_dropped(start_sockact):
+    # The 400 goes out while more of the client's input waits unread: closing then would make the
+    # kernel reset the connection, and a client still sending its request would fail on the reset
+    # and never read the 400. The loop reads and drops that input first, then closes cleanly.
+    server = start_sockact("testapps:echo", "--workers", "1", workers=1)
+    idle = steady(lambda: fd_count(server.pid), "the supervisor's idle fd count")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"NOT HTTP AT ALL\r\n\r\n" + b"x" * 200_000)  # more than one read takes
+        # Read nothing until the server has answered and let go of the connection (the supervisor's
+        # copy too): a reset, if one comes, has come by then.
+        assert select.select([sock], [], [], 10)[0], "no answer"
+        wait_until(lambda: fd_count(server.pid) <= idle, "the server to close the connection")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0  # EPIPE or ECONNRESET: a reset came
+    status, headers, body = parse_response(answer)
+    assert status == 400 and len(body) == int(headers["content-length"])
+    assert http_get(server.port, "/")[0] == 200

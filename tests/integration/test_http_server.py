@@ -383,3 +383,45 @@ def test_validated_app_with_write_over_the_wire(pair: Any) -> None:
     first, rest = data.split(b"\r\n0\r\n\r\n", 1)
     assert first.endswith(b"5\r\n<abc>\r\n1\r\n!")  # chunked: write() and the iterable, each sent at once
     assert rest.startswith(b"HTTP/1.1 200 OK\r\n") and rest.endswith(b"\r\n\r\n")  # HEAD: no body
+
+
+def test_an_error_answer_to_head_has_no_body(pair: Any) -> None:
+    def broken(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        raise RuntimeError("a bug")
+
+    pair[1].sendall(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n")
+    _, data = Served(pair, broken).finish()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 500 ") and b"Content-Length: " in head  # the GET's length
+    assert body == b""  # and no body: the client would read it as the next response
+
+
+def test_a_head_whose_app_wrote_nothing_says_no_length(pair: Any) -> None:
+    # The app may leave out a HEAD's body of any length: "Content-Length: 0" would be a claim
+    # about the GET that the app never made.
+    def head_only(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return []
+
+    pair[1].sendall(b"HEAD / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    _, data = Served(pair, head_only).finish()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and body == b""
+    assert b"content-length" not in head.lower()
+
+
+@pytest.mark.parametrize(("length", "sent", "to_buffer"), [
+    (20, 10, 10),  # 20 bytes in all, within the buffer: the loop reads the 10 still to come
+    (30, 15, 0),  # 15 to come is within it, but the body is 30 in all: the app streams it
+    (21, 0, 0),
+])
+def test_body_buffer_counts_the_body_bytes_already_read(pair: Any, length: int, sent: int, to_buffer: int) -> None:
+    from sockact.http import HTTPConnection
+    from sockact.http.events import Request
+
+    site = Site(app=hello, limits=Limits(), header_timeout=1.0, io_timeout=1.0, access_log=False, listener="test",
+                body_buffer=20)
+    http = HTTPConnection(pair[0], site, peer=None, conn_id=1)
+    http.receive(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % length + b"x" * sent)
+    assert isinstance(http.next_request(), Request)
+    assert http.body_to_buffer() == to_buffer

@@ -10,7 +10,7 @@ import socket
 import time
 from pathlib import Path
 
-from conftest import free_port, http_get
+from conftest import base_env, free_port, http_get
 
 # A path that decodes to CR, LF, ESC and NUL: a log line that quotes it must not break.
 HOSTILE_PATH = "/hang%0d%0aFORGED%20CRITICAL%1b[31m%00"
@@ -124,6 +124,41 @@ def test_no_line_that_quotes_a_request_can_be_forged(start_sockact, tmp_path: Pa
     stuck = out[out.index("stuck for"):]
     assert stuck.startswith("stuck for") and "on GET /hang\\x0d\\x0aFORGED CRITICAL\\x1b[31m\\x00;" in stuck, stuck
     assert not FORGED.search(out), out
+
+
+# Stands in for python-systemd's journal module: each record's fields, one JSON line per record.
+FAKE_JOURNAL = """
+import json, os
+
+def sendv(*fields):
+    pairs = (f.decode("utf-8", "replace") if isinstance(f, bytes) else f for f in fields)
+    line = json.dumps(dict(p.split("=", 1) for p in pairs)) + "\\n"
+    fd = os.open(os.environ["FAKE_JOURNAL"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(fd, line.encode())
+    os.close(fd)
+"""
+
+
+def test_the_timeout_records_journal_field_is_escaped(start_sockact, tmp_path: Path):
+    from sockact.journal import MESSAGE_IDS
+
+    (tmp_path / "systemd").mkdir()
+    # The real package's other modules (daemon: socket activation) stay in reach.
+    (tmp_path / "systemd" / "__init__.py").write_text(
+        "import pkgutil\n__path__ = pkgutil.extend_path(__path__, __name__)\n")
+    (tmp_path / "systemd" / "journal.py").write_text(FAKE_JOURNAL)
+    records = tmp_path / "journal.jsonl"
+    records.touch()
+    env = {"PYTHONPATH": f"{tmp_path}:{base_env()['PYTHONPATH']}", "FAKE_JOURNAL": str(records)}
+    server = start_sockact("testapps:hang", "--workers", "1", "--timeout", "1", "--log-target", "journal",
+                           env=env)  # its "ready:" line goes to the journal, not to the output
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        http_get(server.port, HOSTILE_PATH, timeout=10)  # the killed worker's client gets its 504
+    wait_for_text(records.read_text, MESSAGE_IDS["worker_timeout"])
+    (record,) = [r for line in records.read_text().splitlines()
+                 if (r := json.loads(line)).get("MESSAGE_ID") == MESSAGE_IDS["worker_timeout"]]
+    assert record["HTTP_REQUEST"] == "GET /hang\\x0d\\x0aFORGED CRITICAL\\x1b[31m\\x00"
+    assert record["SOCKACT_WORKER_PID"]
 
 
 def test_a_unix_socket_peer_is_known_to_the_app_by_its_credentials(start_sockact, tmp_path: Path):

@@ -6,15 +6,14 @@ import os
 import signal
 import socket
 
-import pytest
-from conftest import base_env, free_port, http_get, parse_response, raw_exchange
-
-parser = pytest.importorskip("prometheus_client.parser")
+from conftest import base_env, free_port, http_get, need_module, parse_response, raw_exchange
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def scrape(port: int) -> Samples:
+    # Imported here, not at the top: the test of a missing prometheus_client must run without it.
+    parser = need_module("prometheus_client.parser")
     status, headers, body = http_get(port, "/metrics")
     assert status == 200, body
     assert headers["content-type"].startswith("text/plain; version=")
@@ -75,24 +74,31 @@ def test_a_scrape_counts_the_requests_sent(start_sockact):
     assert value(after, "sockact_start_time_seconds") > 0
 
 
-def test_counters_survive_a_killed_worker(start_sockact):
+def test_counters_survive_killed_workers(start_sockact):
+    # Two deaths, one after the other: each dead worker's counts add to those of the ones before.
     server, api, metrics = start(start_sockact)
-    for _ in range(6):
-        assert request(api, "GET") == 200
-    before = server.waiting(lambda: (s := scrape(metrics)) and value(
-        s, "sockact_requests_total", listener="api", method="GET", code="2xx") == 6 and s, "the requests counted")
-    victim = server.workers()[0]
-    os.kill(victim, signal.SIGKILL)
-    server.wait_workers(2, without=victim)
-    after = server.waiting(lambda: (s := scrape(metrics)) and value(s, "sockact_workers", state="ready") == 2 and s,
-                           "a replacement worker ready")
-    for key, count in before.items():
-        if ("listener", "api") in key[1]:
-            assert after.get(key) == count, key  # the dead worker's requests are still counted
-    assert value(after, "sockact_worker_restarts_total", reason="exit") == 1
+
+    def get_count(samples: Samples) -> float:
+        return value(samples, "sockact_requests_total", listener="api", method="GET", code="2xx")
+
+    served = 0
+    for death in (1, 2):
+        for _ in range(3):
+            assert request(api, "GET") == 200
+        served += 3
+        before = server.waiting(lambda n=served: (s := scrape(metrics)) and get_count(s) == n and s,
+                                "the requests counted")
+        victim = server.workers()[0]
+        os.kill(victim, signal.SIGKILL)
+        server.wait_workers(2, without=victim)
+        after = server.waiting(lambda: (s := scrape(metrics)) and value(s, "sockact_workers", state="ready") == 2
+                               and s, "a replacement worker ready")
+        for key, count in before.items():
+            if ("listener", "api") in key[1]:
+                assert after.get(key) == count, key  # the dead workers' requests are still counted
+        assert value(after, "sockact_worker_restarts_total", reason="exit") == death
     assert request(api, "GET") == 200
-    server.waiting(lambda: value(scrape(metrics), "sockact_requests_total", listener="api", method="GET",
-                                 code="2xx") == 7, "the new worker's request added to the old counts")
+    server.waiting(lambda: get_count(scrape(metrics)) == served + 1, "the new worker's request added to the old counts")
 
 
 def test_restarts_by_max_requests_and_reload_and_the_reloads(start_sockact):
@@ -198,3 +204,13 @@ def test_the_health_path_is_not_counted_as_the_apps(start_sockact):
         s, "sockact_request_duration_seconds_count", listener="api") >= 1 and s, "the app's request counted")
     assert value(samples, "sockact_requests_total", listener="api", method="GET", code="2xx") == 1
     assert value(samples, "sockact_connections_accepted_total", listener="api") == 2
+
+
+def test_a_memory_recycle_is_counted_by_its_reason(start_sockact):
+    server, api, metrics = start(start_sockact, "--max-worker-memory", "100M", workers=1, app="testapps:leak")
+    (victim,) = server.workers()
+    assert request(api, "GET", "/leak?mb=150") == 200
+    server.wait_workers(1, without=victim)
+    server.waiting(lambda: value(scrape(metrics), "sockact_worker_restarts_total", reason="memory") == 1,
+                   "the recycle counted")
+    assert value(scrape(metrics), "sockact_worker_restarts_total", reason="exit") == 0

@@ -13,13 +13,18 @@ def reload(pid: int, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60)
 
 
-def test_reload_waits_for_the_new_generation_and_tells_the_truth(start_sockact, tmp_path):
+def serve_from_file(start_sockact, tmp_path):
+    """A sockact with one worker serving testapps:pid from a config file: (server, the file, its env)."""
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     env = {"RUNTIME_DIRECTORY": str(run_dir)}
     cfg = tmp_path / "sockact.toml"
     cfg.write_text('app = "testapps:pid"\nworkers = 1\n')
-    server = start_sockact("--config", str(cfg), env=env, workers=1)
+    return start_sockact("--config", str(cfg), env=env, workers=1), cfg, env
+
+
+def test_reload_waits_for_the_new_generation_and_tells_the_truth(start_sockact, tmp_path):
+    server, cfg, env = serve_from_file(start_sockact, tmp_path)
     (old,) = server.workers()
 
     cfg.write_text('app = "testapps:pid"\nworkers = 2\n')
@@ -43,3 +48,19 @@ def test_reload_waits_for_the_new_generation_and_tells_the_truth(start_sockact, 
     assert "the new code does not load" in done.stderr, done.stderr
     assert sorted(server.wait_workers(2)) == sorted(serving)
     assert http_get(server.port, "/")[0] == 200
+
+
+def test_a_reload_that_finds_the_file_empty_or_the_app_gone_fails_and_the_app_serves_on(start_sockact, tmp_path):
+    server, cfg, env = serve_from_file(start_sockact, tmp_path)
+    (old,) = server.workers()
+
+    cfg.write_text("")  # an editor truncated it, and HUP came before it was written again
+    done = reload(server.pid, base_env(**env))
+    assert done.returncode == 1
+    assert done.stderr.startswith("sockact: reload failed: ") and "empty" in done.stderr, done.stderr
+    assert server.workers() == [old] and server.get_json("/")["pid"] == old
+
+    cfg.write_text("workers = 1\n")  # the app's line lost
+    done = reload(server.pid, base_env(**env))
+    assert done.returncode == 1 and "name no app" in done.stderr, done.stderr
+    assert server.workers() == [old] and server.get_json("/")["pid"] == old

@@ -89,11 +89,11 @@ def systemd(tmp_path: Path) -> Iterator[FakeSystemd]:
     fake.close()
 
 
-def launch(listener: socket.socket, stored: list[tuple[str, int]], notify: str) -> Server:
+def launch(listener: socket.socket, stored: list[tuple[str, int]], notify: str, app: str = "testapps:pid") -> Server:
     """sockact started as systemd starts it: the listener, then the stored fds, named."""
     fds = [listener.fileno(), *(fd for _, fd in stored)]
     names = ":".join(["http", *(name for name, _ in stored)])
-    argv = [sys.executable, "-c", LAUNCH, ",".join(map(str, fds)), names, *SOCKACT, "run", "testapps:pid",
+    argv = [sys.executable, "-c", LAUNCH, ",".join(map(str, fds)), names, *SOCKACT, "run", app,
             "--workers", "1"]
     env = base_env(NOTIFY_SOCKET=notify)
     server = Server(argv, listener.getsockname()[1], env, pass_fds=fds)
@@ -127,6 +127,54 @@ def test_a_stopping_supervisor_stores_its_keepalive_connections_and_the_next_ser
         assert systemd.stored == []
     finally:
         client.close()
+        for server in servers:
+            server.stop(signal.SIGKILL)
+            server.log.close()
+        listener.close()
+
+
+def test_every_way_a_connection_waits_at_a_stop_is_stored(systemd: FakeSystemd, tmp_path: Path) -> None:
+    # Several parked clients, one queued (its worker is stalled in a call), and one in that call,
+    # handed back by its retiring worker once answered: each is stored, and each is served after.
+    listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+    first = launch(listener, [], systemd.path, app="testapps:slow")
+    servers = [first]
+    parked = [KeepAliveClient(first.port) for _ in range(3)]
+    busy = KeepAliveClient(first.port)
+    queued = None
+    release, started = tmp_path / "release", tmp_path / "started"
+    call = threading.Thread(target=busy.request, args=(f"/?s=30&until={release}&started={started}",))
+    try:
+        for client in parked:
+            assert client.request("/?s=0")[0] == 200
+        call.start()
+        wait_until(started.exists, "the call inside the app")
+        wait_until(lambda: systemd.said("1 stalled, 1 connections in workers, 3 parked"), "the worker stalled")
+        queued = socket.create_connection(("127.0.0.1", first.port), timeout=10)
+        wait_until(lambda: systemd.said("3 parked, 1 queued"), "the new client queued")
+        first.send(signal.SIGTERM)
+        wait_until(lambda: len(systemd.stored) == 4, "the parked and queued connections stored")
+        release.touch()  # the call ends; its connection goes back and is stored too
+        call.join(10)
+        assert first.proc.wait(15) == 0
+        assert "5 keep-alive connections left in systemd's fd store" in first.output()
+        assert len(systemd.stored) == 5
+        second = launch(listener, list(systemd.stored), systemd.path, app="testapps:slow")
+        servers.append(second)
+        for client in (*parked, busy):
+            status, _, body = client.request("/?s=0")
+            assert status == 200 and json.loads(body)["pid"] in second.workers()
+        queued.sendall(b"GET /?s=0 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := queued.recv(65536):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 ")
+    finally:
+        release.touch()
+        for client in (*parked, busy):
+            client.close()
+        if queued is not None:
+            queued.close()
         for server in servers:
             server.stop(signal.SIGKILL)
             server.log.close()

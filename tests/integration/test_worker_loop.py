@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 
-from conftest import KeepAliveClient, fd_count, http_get, wait_until
+from conftest import KeepAliveClient, fd_count, http_get, server_has_read, steady, wait_until
 
 
 def _two_on_one_worker(port: int) -> tuple[KeepAliveClient, KeepAliveClient, int, int]:
@@ -23,18 +23,31 @@ def _two_on_one_worker(port: int) -> tuple[KeepAliveClient, KeepAliveClient, int
                 return held[0], held[1], pid, other
 
 
+def _on_one_worker(port: int, count: int) -> tuple[list[KeepAliveClient], int, int]:
+    """``count`` keep-alive clients held by one worker (park_after must keep them there), that
+    worker's pid and another's."""
+    clients: dict[int, list[KeepAliveClient]] = {}
+    while True:
+        client = KeepAliveClient(port)
+        pid = _pid_of(client)
+        clients.setdefault(pid, []).append(client)
+        if len(clients[pid]) == count and len(clients) >= 2:
+            return clients[pid], pid, next(p for p in clients if p != pid)
+
+
 def _pid_of(client: KeepAliveClient) -> int:
     status, _, body = client.request("/?s=0")
     assert status == 200
     return json.loads(body)["pid"]
 
 
-def test_a_slow_request_does_not_hold_up_the_other_connections_of_its_worker(start_sockact):
+def test_a_slow_request_does_not_hold_up_the_other_connections_of_its_worker(start_sockact, tmp_path):
     server = start_sockact("testapps:slow", "--workers", "2", "--park-after", "30", workers=2)
     a, c, shared, other = _two_on_one_worker(server.port)
-    slow = threading.Thread(target=a.request, args=("/?s=2",))
+    inside = tmp_path / "inside"
+    slow = threading.Thread(target=a.request, args=(f"/?s=2&started={inside}",))
     slow.start()
-    time.sleep(0.2)  # a's worker is inside the 2 s call now
+    wait_until(inside.exists, "a's worker inside the 2 s call")
     started = time.monotonic()
     status, _, body = c.request("/?s=0")
     elapsed = time.monotonic() - started
@@ -44,15 +57,19 @@ def test_a_slow_request_does_not_hold_up_the_other_connections_of_its_worker(sta
     slow.join(5)
 
 
-def test_a_partial_head_is_handed_back_with_its_bytes_and_answered_once(start_sockact):
+def test_a_partial_head_is_handed_back_with_its_bytes_and_answered_once(start_sockact, tmp_path):
     server = start_sockact("testapps:slow", "--workers", "2", "--park-after", "30", workers=2)
     a, c_client, first, _ = _two_on_one_worker(server.port)
     c = c_client.sock  # its worker is a's; from here on, raw bytes
+    holding = steady(lambda: fd_count(first), "the worker's fd count")
     c.sendall(b"GET /?s=0 HTTP/1.1\r\nHo")
-    time.sleep(0.2)
-    slow = threading.Thread(target=a.request, args=("/?s=1.5",))
+    wait_until(lambda: server_has_read(c), "the worker to read the two lines")
+    inside = tmp_path / "inside"
+    slow = threading.Thread(target=a.request, args=(f"/?s=1.5&started={inside}",))
     slow.start()
-    time.sleep(0.3)  # a's worker is stalled: c went back with the two lines it had read
+    wait_until(inside.exists, "a's worker inside the call")
+    # a's worker stalls, and c goes back with the two lines it had read: the worker holds one fd less.
+    wait_until(lambda: fd_count(first) < holding, "c handed back")
     c.sendall(b"st: t\r\nConnection: close\r\n\r\n")
     data = b""
     while chunk := c.recv(65536):
@@ -119,3 +136,29 @@ def test_thousands_of_parked_clients_hanging_up_at_once_leave_it_serving(start_s
         client.close()
     assert http_get(server.port, "/?s=0", timeout=10)[0] == 200
     wait_until(lambda: fd_count(server.pid) <= idle + 1, "the supervisor to close what it held", timeout=20)
+
+
+def test_a_stalled_worker_hands_back_a_request_parsed_and_waiting(start_sockact, tmp_path):
+    # Both app threads of one worker are in long calls; its third client's request arrives, is
+    # parsed, and waits for a thread. Once the worker is stalled, that request goes back with its
+    # bytes and the other worker answers it, while both calls still run. (handback_after is long
+    # enough for the request to come before the stall, so it is parsed and waiting by then.)
+    server = start_sockact("testapps:slow", "--workers", "2", "--threads", "2", "--park-after", "30",
+                           "--handback-after", "1", workers=2)
+    (a, b, waiting), stalled, other = _on_one_worker(server.port, 3)
+    release = tmp_path / "release"
+    calls = []
+    for i, client in enumerate((a, b)):
+        started = tmp_path / f"started{i}"
+        call = threading.Thread(target=client.request, args=(f"/?s=30&until={release}&started={started}",))
+        call.start()
+        calls.append(call)
+        wait_until(started.exists, f"call {i} inside the app")
+    try:
+        status, _, body = waiting.request("/?s=0")
+        assert status == 200 and json.loads(body)["pid"] == other != stalled
+        assert all(call.is_alive() for call in calls)  # answered while both calls still run
+    finally:
+        release.touch()
+        for call in calls:
+            call.join(10)

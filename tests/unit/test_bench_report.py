@@ -221,3 +221,15 @@ def test_the_metrics_cost_is_judged_on_the_paired_rounds():
     del res["metrics_cost"]
     [cost] = [t for t in report.targets(summary(res)) if t.scenario.endswith("metrics on")]
     assert (cost.measured, cost.met) == ("10.0% (throughput table)", False)
+
+
+def test_growing_threads_are_judged_on_fast_p99_and_on_the_hello_world_they_cost():
+    res = results()
+    res["load"]["mixed"][report.GROWING] = [{**wrk(100), "fast_us": [300] * 98 + [1500] * 2}]
+    res["load"]["keepalive"][report.GROWING] = [wrk(980)] * 3  # 2% fewer than sockact's 1000
+    found = {t.scenario: t for t in report.growing_targets(summary(res))}
+    p99 = found[f"Mixed load, p99 of fast requests, {report.GROWING}"]
+    assert (p99.measured, p99.met) == ("1.50 ms", True)
+    kept = found[f"Keep-alive hello world, {report.GROWING}"]
+    assert (kept.measured, kept.met) == ("2.0%", True)
+    assert all(t.met is None for t in report.growing_targets(summary()))  # not in the run: not judged

@@ -43,6 +43,9 @@ def test_config_file_from_environment(tmp_path):
     ("[listeners.api]\nworkers = 2\n", "unknown key 'listeners.api.workers'"),
     ('[listeners.api]\napp = "x y"\n', "key 'listeners.api.app'"),
     ("workers = [\n", "not valid TOML"),
+    ('access_log = "ture"\n', "key 'access_log'"),  # a typo is refused, never taken for false
+    ('preload = "flase"\n', "key 'preload'"),
+    ('health_path = "health"\n', "key 'health_path'"),  # it would never match a request's path
 ])
 def test_bad_files_name_the_key(tmp_path, text, needle):
     with pytest.raises(ConfigError) as err:
@@ -134,6 +137,34 @@ def test_settings_other_engineers_build_are_declared():
             config.build(bad, {}, None)
 
 
+def test_thread_counts_are_bounded_by_the_scoreboard_and_the_ceiling_by_the_floor():
+    from sockact.scoreboard import MAX_THREADS
+
+    assert config.build({"threads": str(MAX_THREADS), "max_threads": str(MAX_THREADS)}, {}, None).threads == 64
+    # A line per thread on the scoreboard: beyond it, one line naming the key (no silent clamp).
+    with pytest.raises(ConfigError, match=r"^option --threads: invalid value '65': must be <= 64$"):
+        config.build({"threads": "65"}, {}, None)
+    with pytest.raises(ConfigError, match=r"^environment: SOCKACT_MAX_THREADS: .*must be <= 64$"):
+        config.build({}, {"SOCKACT_MAX_THREADS": "100"}, None)
+    with pytest.raises(ConfigError, match=r"^max_threads: 2 is below threads \(4\)"):
+        config.build({"threads": "4", "max_threads": "2"}, {}, None)
+    assert config.BY_NAME["threads"].kind == "integer 1..64"
+
+
+def test_the_thread_mode_says_how_a_wsgi_app_runs():
+    def mode(**values: str) -> str:
+        return config.build(values, {}, None).thread_mode()
+
+    assert config.build({}, {}, None).thread_ceiling == 1
+    assert mode() == "one request at a time per worker (1 app thread, as gunicorn's sync worker)"
+    assert mode(threads="4").startswith("4 app threads per worker, a fixed pool")
+    assert config.build({"threads": "4"}, {}, None).thread_ceiling == 4
+    grows = config.build({"max_threads": "16", "thread_idle_timeout": "5"}, {}, None)
+    assert grows.thread_ceiling == 16
+    assert grows.thread_mode().startswith("1 to 16 app threads per worker: one more starts while every "
+                                          "thread is in a call, and those beyond 1 exit after 5 s idle")
+
+
 def test_timeout_zero_turns_it_off():
     assert config.build({"timeout": "0"}, {}, None).timeout == 0
     assert "0 turns the timeout off" in config.BY_NAME["timeout"].help
@@ -180,3 +211,17 @@ def test_the_listener_names_the_settings_give_must_exist(tmp_path):
     config.Config().check_names(["http"])  # no metrics listener: no metrics, as the default says
     with pytest.raises(ConfigError, match="metrics_listener: no listener is named 'prom'"):
         config.build({"metrics_listener": "prom"}, {}, None).check_names(["http", "metrics"])
+
+
+def test_a_reload_refuses_an_empty_file_and_an_app_that_vanished(tmp_path):
+    path = write(tmp_path, 'app = "myapp:app"\n')
+    running = config.build({}, {}, path)
+    config.check_reload(running, config.build({}, {}, path), ["http"])  # unchanged: fine
+    path = write(tmp_path, "")
+    with pytest.raises(ConfigError, match="empty"):
+        config.check_reload(running, config.build({}, {}, path), ["http"])
+    path = write(tmp_path, "workers = 3\n")
+    with pytest.raises(ConfigError, match="name no app for listener 'http', which serves 'myapp:app'"):
+        config.check_reload(running, config.build({}, {}, path), ["http"])
+    demo = config.build({}, {}, None)
+    config.check_reload(demo, config.build({}, {}, path), ["http"])  # the demo before and after: fine

@@ -68,3 +68,27 @@ def test_bad_sizes_are_refused():
 
     with pytest.raises(ValueError):
         Dispatcher(queue_size=0, capacity=1)
+
+
+def test_a_connection_handed_back_keeps_its_place_in_line():
+    # Overload: every worker is full, and connections queue. One is handed back with its request
+    # read: its age (when its request first needed a worker), not its return, orders it.
+    d: Dispatcher[str, str] = Dispatcher(queue_size=8, capacity=1)
+    d.add("a")
+    assert d.offer("old", 1.0) == ("a", "old")
+    for age, conn in ((2.0, "c2"), (3.0, "c3"), (4.0, "c4")):
+        assert d.offer(conn, age) is None
+    assert d.returned("a") == [("a", "c2")]  # a hands "old" back unserved...
+    assert d.offer("old", 1.0) is None  # ...and it queues ahead of the younger ones
+    assert d.returned("a") == [("a", "old")]
+    assert d.offer("newcomer") is None  # no age: behind everything queued
+    assert d.take_queued() == ["c3", "c4", "newcomer"]
+
+
+def test_equal_ages_are_served_in_order_of_arrival():
+    d: Dispatcher[str, str] = Dispatcher(queue_size=8, capacity=1)
+    for conn in ("c1", "c2", "c3"):
+        assert d.offer(conn, 5.0) is None
+    assert d.add("a") == [("a", "c1")]
+    assert d.returned("a") == [("a", "c2")]
+    assert d.take_queued() == ["c3"]

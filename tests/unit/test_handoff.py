@@ -1,6 +1,7 @@
 """The supervisor<->worker channel: message format, fd passing, and its failure checks."""
 
 import array
+import contextlib
 import os
 import socket
 
@@ -17,7 +18,7 @@ from sockact.errors import HandoffError
 ])
 def test_encode_decode_round_trip(family, peer):
     msg = handoff.Message(handoff.CONN, conn_id=2**40 + 5, listener=3, family=family, peer=peer,
-                          hops=7, data=b"GET / HT")
+                          hops=7, data=b"GET / HT", head_started=12345.678)  # a head begun elsewhere keeps its start
     back = handoff.decode(handoff.encode(msg))
     assert back == msg
 
@@ -43,10 +44,11 @@ def test_a_done_whose_data_is_not_whole_ids_is_rejected():
         handoff.decode(raw[:-1])
 
 
-# The last two: a whole 19-byte header for an AF_INET peer with no address after it, and one that
+# The last two: a whole 27-byte header for an AF_INET peer with no address after it, and one that
 # announces a PROXY client of an unknown family.
-@pytest.mark.parametrize("raw", [b"", b"\x01" * 5, b"\x09" + b"\x00" * 40, b"\x01\x02" + b"\x00" * 16 + b"\xff",
-                                 b"\x01\x01" + b"\x00" * 16 + b"\x07"])
+@pytest.mark.parametrize("raw", [b"", b"\x01" * 5, b"\x09" + b"\x00" * 40,
+                                 b"\x01\x02" + b"\x00" * 16 + b"\xff" + bytes(8),
+                                 b"\x01\x01" + b"\x00" * 16 + b"\x07" + bytes(8)])
 def test_malformed_messages_are_rejected(raw):
     with pytest.raises(HandoffError):
         handoff.decode(raw)
@@ -131,3 +133,67 @@ def test_truncated_control_message_closes_what_arrived():
     assert fd_count() == before + 3  # the three peers (b), and nothing that arrived
     for s in (sup, wrk, *(b for _, b in conns)):
         s.close()
+
+
+def test_the_receiver_counts_each_message_before_it_is_looked_at():
+    sup, worker = handoff.channel_pair()
+    seen: list[int] = []
+    receiver = handoff.Receiver(worker)
+    receiver.count = seen.append
+    with sup, worker:
+        for conn_id in (7, 8):
+            r, w = socket.socketpair()
+            handoff.send(sup, handoff.Message(handoff.CONN, conn_id, fd=r.fileno()))
+            r.close()
+            w.close()
+        sup.send(b"\xff" * 30)  # a malformed one counts too: it was taken from the channel
+        first = receiver.recv()
+        assert first is not None and seen == [1]
+        os.close(first.fd)
+        second = receiver.recv()
+        assert second is not None and seen == [1, 2]
+        os.close(second.fd)
+        with pytest.raises(HandoffError):
+            receiver.recv()
+        assert seen == [1, 2, 3]
+        sup.shutdown(socket.SHUT_WR)
+        assert receiver.recv() is None and seen == [1, 2, 3]  # EOF is no message
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_a_message_cut_inside_its_proxy_client_is_refused_and_its_fd_closed(family):
+    client = ("192.0.2.9", 4000) if family == socket.AF_INET else ("2001:db8::9", 4000)
+    whole = handoff.encode(handoff.Message(handoff.CONN, conn_id=3, family=socket.AF_INET, peer=("192.0.2.7", 80),
+                                           proxy=handoff.Header(client)))
+    cut = whole[:-3]  # the peer address is whole; the PROXY client's address is not
+    with pytest.raises(HandoffError, match="truncated"):
+        handoff.decode(cut)
+    sup, wrk = handoff.channel_pair()
+    a, b = socket.socketpair()
+    before = fd_count()
+    socket.send_fds(sup, [cut], [a.fileno()])
+    with pytest.raises(HandoffError):
+        handoff.Receiver(wrk).recv()
+    assert fd_count() == before  # the fd that came with it was closed, not leaked
+    for s in (a, b, sup, wrk):
+        s.close()
+
+
+def test_a_turn_that_closes_more_than_a_done_holds_reports_every_id():
+    from sockact.eventloop import Closed
+
+    sup, wrk = handoff.channel_pair()
+    sup.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * handoff.MAX_MESSAGE)
+    closed = Closed(wrk)
+    ids = list(range(1, 2 * handoff.MAX_DONE + 3))  # two full messages and part of a third
+    for conn_id in ids:
+        closed.add(conn_id)
+    closed.report()
+    sup.setblocking(False)
+    receiver, reported = handoff.Receiver(sup), []
+    with contextlib.suppress(BlockingIOError):
+        while (msg := receiver.recv()) is not None:
+            reported += handoff.done_ids(msg)
+    assert reported == ids and closed.ids == []
+    sup.close()
+    wrk.close()

@@ -11,13 +11,15 @@ from sockact.apps import metrics as exposition  # noqa: E402 - after the skip
 
 
 @pytest.mark.parametrize(("state", "recycled", "old", "stopping", "reason"), [
-    (WorkerState.READY, False, False, False, "exit"),  # died on its own
-    (WorkerState.BUSY, False, False, False, "exit"),
-    (WorkerState.ABORTED, False, False, False, "timeout"),
-    (WorkerState.RETIRING, True, False, False, "max-requests"),
-    (WorkerState.RETIRING, False, True, False, "reload"),
-    (WorkerState.RETIRING, False, False, False, None),  # one worker fewer (TTOU): not replaced
-    (WorkerState.READY, False, False, True, None),  # stopping
+    (WorkerState.READY, None, False, False, "exit"),  # died on its own
+    (WorkerState.BUSY, None, False, False, "exit"),
+    (WorkerState.ABORTED, None, False, False, "timeout"),
+    (WorkerState.RETIRING, "max-requests", False, False, "max-requests"),
+    (WorkerState.RETIRING, "memory", False, False, "memory"),
+    (WorkerState.READY, "memory", False, False, "memory"),  # died before its successor was ready
+    (WorkerState.RETIRING, None, True, False, "reload"),
+    (WorkerState.RETIRING, None, False, False, None),  # one worker fewer (TTOU): not replaced
+    (WorkerState.READY, None, False, True, None),  # stopping
 ])
 def test_restart_reason(state, recycled, old, stopping, reason):
     assert restart_reason(state, recycled, old, stopping) == reason
@@ -44,6 +46,7 @@ def snapshot() -> Snapshot:
     tally.close()
     return Snapshot(
         listeners={0: "http"}, layout=layout, tally=cells, in_flight=1,
+        app_threads={"busy": 1, "idle": 3}, app_threads_max=32,
         connections={"worker": 3, "parked": 2, "queued": 0},
         workers=count_states([WorkerState.READY, WorkerState.READY, WorkerState.BOOTING]),
         accepted=[5, 7], accept_errors=1, handoff=handoff, handbacks=2,
@@ -77,4 +80,6 @@ def test_the_exposition_reads_back_with_prometheus_clients_parser():
     assert get("sockact_accept_errors_total") == 1
     assert get("sockact_handbacks_total") == 2
     assert get("sockact_requests_in_flight") == 1
+    assert get("sockact_app_threads", state="busy") == 1 and get("sockact_app_threads", state="idle") == 3
+    assert get("sockact_app_threads_max") == 32
     assert get("sockact_start_time_seconds") == 1700000000.0

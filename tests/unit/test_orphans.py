@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from sockact.orphans import Verdict, answer, verdicts
+from sockact.orphans import Verdict, answer, unread_bytes, verdicts
 from sockact.parking import Conn
 from sockact.scoreboard import Call, Scoreboard
 
@@ -19,6 +19,37 @@ def test_each_connection_gets_what_its_call_allows() -> None:
     got = {v.conn.id: (v.status, v.line) for v in verdicts(conns, calls, overdue_before=None)}
     # 1: idle, closed as its worker would have; 3: its response had begun, so it is cut, not replaced
     assert got == {1: (None, ""), 2: (502, "GET /slow"), 3: (None, "GET /stream"), 4: (502, "GET /new")}
+
+
+def test_a_connection_never_read_goes_to_another_worker() -> None:
+    # 1: bytes wait unread and no call: never read, so served elsewhere. 2: the same, but it came
+    # with bytes of its own (a hand-back), which the worker may have served: closed, never replayed.
+    # 3: nothing waits: idle, or read in part; closed. 4: in a call: its 502, whatever waits behind.
+    handed_back = conn(2)
+    handed_back.data = b"GET / HTTP/1.1\r\n\r\n"
+    calls = [Call(4, "GET /slow", False, 100.0)]
+    got = {v.conn.id: (v.again, v.status) for v in verdicts([conn(1), handed_back, conn(3), conn(4)], calls,
+                                                             overdue_before=None, unread={1, 2, 4})}
+    assert got == {1: (True, None), 2: (False, None), 3: (False, None), 4: (False, 502)}
+
+
+def test_a_connection_that_never_reached_the_worker_goes_elsewhere_with_its_bytes() -> None:
+    # Sent after the messages the worker took from its channel: it never arrived, so even a
+    # hand-back's bytes are still whole in the supervisor's hands.
+    handed_back = conn(2)
+    handed_back.data = b"GET / HTTP/1.1\r\n\r\n"
+    got = {v.conn.id: v.again for v in verdicts([conn(1), handed_back], [], overdue_before=None, unreceived={2})}
+    assert got == {1: False, 2: True}
+
+
+def test_unread_bytes_counts_what_waits_in_the_kernel() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        assert unread_bytes(ours.fileno()) == 0
+        theirs.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        assert unread_bytes(ours.fileno()) == 18
+        ours.recv(4)
+        assert unread_bytes(ours.fileno()) == 14
 
 
 def test_killed_for_timeout_the_overdue_call_gets_504_and_a_younger_one_502() -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from itertools import count
 
 from sockact.errors import APP_LOAD_ERROR
-from sockact.pool import Halt, Kill, Ready, Reloaded, ReloadFailed, Retire, Spawn, WorkerPool
+from sockact.pool import MAX_BACKOFF, Halt, Kill, Ready, Reloaded, ReloadFailed, Retire, Spawn, WorkerPool
 from sockact.states import Phase, WorkerState
 
 
@@ -92,7 +92,7 @@ def test_a_bad_settings_file_fails_the_reload_at_once():
 
 
 def test_a_boot_past_timeout_is_killed_and_the_reload_abandoned():  # bug 3
-    h = Harness(Cfg(workers=1, timeout=2.0))
+    h = Harness(Cfg(workers=1, timeout=30.0))  # the new generation's own timeout is the one that counts
     h.start_all()
     h.now = 10.0
     h.run(h.pool.hup(Cfg(workers=1, timeout=2.0, name="new"), None, 10.0))
@@ -152,3 +152,83 @@ def test_term_stops_spawning():
     h.pool.term()
     assert h.pool.phase is Phase.DRAINING
     assert h.pool.exited(a, 0, 1.0) == [] and h.pool.tick(2.0) == []
+
+
+def test_a_new_generation_boots_within_its_own_timeout():
+    # Two timeouts, so that a deadline taken from the wrong generation shows.
+    h = Harness(Cfg(workers=1, timeout=2.0))
+    h.start_all()
+    h.now = 10.0
+    h.run(h.pool.hup(Cfg(workers=1, timeout=20.0, name="new"), None, 10.0))
+    (new,) = h.booting()
+    assert not h.pool.boot_overdue(15.0) and h.pool.tick(15.0) == []  # past the old 2 s, within its 20 s
+    assert h.pool.state(new) is WorkerState.BOOTING
+    assert h.pool.boot_overdue(30.5)
+    assert h.pool.tick(30.5) == [Kill(new, signal.SIGKILL)]
+
+
+def test_a_shorter_new_timeout_is_the_new_generations_deadline():
+    h = Harness(Cfg(workers=1, timeout=20.0))
+    h.start_all()
+    h.now = 10.0
+    h.run(h.pool.hup(Cfg(workers=1, timeout=2.0, name="new"), None, 10.0))
+    (new,) = h.booting()
+    assert h.pool.tick(11.0) == []
+    assert h.pool.tick(12.5) == [Kill(new, signal.SIGKILL)]
+
+
+def test_the_respawn_backoff_doubles_up_to_its_cap():
+    h = Harness(Cfg(workers=1))
+    (a,) = h.start_all()
+    h.run(h.pool.exited(a, None, 0.0))  # a crash after serving: replaced at once, no backoff
+    delays = []
+    for _ in range(10):
+        (b,) = h.booting()
+        assert h.pool.exited(b, 1, h.now) == []  # died while booting: no respawn yet
+        delays.append(round(h.pool.spawn_after - h.now, 3))
+        assert h.pool.tick(h.pool.spawn_after - 0.01) == []
+        h.now = h.pool.spawn_after
+        assert [type(x) for x in h.run(h.pool.tick(h.now))] == [Spawn]
+    assert delays[:6] == [0.2, 0.4, 0.8, 1.6, 3.2, 6.4]
+    assert delays[6:] == [MAX_BACKOFF] * 4
+    (c,) = h.booting()
+    h.run(h.pool.ready(c, h.now))  # a worker that starts resets the count
+    h.run(h.pool.exited(c, None, h.now))
+    (d,) = h.booting()
+    h.pool.exited(d, 1, h.now)
+    assert round(h.pool.spawn_after - h.now, 3) == 0.2
+
+
+def test_a_stalled_worker_that_moves_again_gets_work_again():
+    h = Harness(Cfg(workers=2))
+    a, b = h.start_all()
+    h.pool.stalled(a, True)
+    assert h.pool.state(a) is WorkerState.BUSY and not h.pool.assignable(a) and h.pool.assignable(b)
+    h.pool.stalled(a, True)  # still stalled at the next look
+    assert h.pool.state(a) is WorkerState.BUSY
+    h.pool.stalled(a, False)
+    assert h.pool.state(a) is WorkerState.READY and h.pool.assignable(a)
+
+
+def test_a_memory_recycle_starts_the_successor_first_then_retires_the_old_one():
+    h = Harness(Cfg(workers=2))
+    a, b = h.start_all()
+    actions = h.run(h.pool.recycle(a, 1.0, successor_first=True))
+    assert [type(x) for x in actions] == [Spawn]  # no Retire yet: a serves on meanwhile
+    assert h.pool.assignable(a)
+    assert h.pool.recycle(a, 1.1, successor_first=True) == []  # asked again at the next look: nothing more
+    (successor,) = h.booting()
+    assert h.pool.ready(successor, 1.5) == [Retire(a)]  # one in, one out
+    assert h.pool.state(a) is WorkerState.RETIRING and h.pool.assignable(b)
+    assert h.pool.exited(a, 0, 2.0) == []  # its successor already serves: nothing to start
+
+
+def test_a_memory_recycle_whose_successor_cannot_start_keeps_the_old_worker_serving():
+    h = Harness(Cfg(workers=1))
+    (a,) = h.start_all()
+    h.run(h.pool.recycle(a, 1.0, successor_first=True))
+    (successor,) = h.booting()
+    assert h.pool.exited(successor, 1, 1.2) == []  # died while booting: back off, a still serves
+    assert h.pool.assignable(a)
+    (again,) = [x for x in h.run(h.pool.tick(5.0)) if isinstance(x, Spawn)]
+    assert again.generation == 0

@@ -50,3 +50,36 @@ def test_slots_are_reused_clean():
         raise AssertionError("a full scoreboard must refuse")
     assert SLOT_SIZE > 0
     board.close()
+
+
+def test_a_loop_that_stops_beating_is_frozen_unless_a_call_started_since():
+    board = Scoreboard(1)
+    slot = board.allocate()
+    assert board.read(slot, 1).beat == 0.0 and not board.read(slot, 1).frozen(time.monotonic() + 100, 1.0)
+    loop = board.writer(slot, 0)
+    loop.beat()
+    view = board.read(slot, 1)
+    assert not view.frozen(view.beat + 0.5, 1.0) and view.frozen(view.beat + 1.5, 1.0)
+    loop.begin(b"GET /slow")  # one app thread: the call runs on the loop's thread, and its timeout counts
+    view = board.read(slot, 1)
+    assert not view.frozen(view.newest + 0.5, 1.0) and not view.stuck(view.newest + 0.5, 1.0)
+    assert view.stuck(view.newest + 1.5, 1.0)
+    board.close()
+
+
+def test_requests_waiting_for_an_app_thread_read_as_calls_not_yet_answered():
+    from sockact.scoreboard import Waiting
+
+    board = Scoreboard(1)
+    slot = board.allocate()
+    waiting = Waiting([board.writer(slot, 1), board.writer(slot, 2)])  # line 0 is the app thread's
+    waiting.add(11, b"GET /a")
+    waiting.add(12, b"GET /b")
+    waiting.add(13, b"GET /c")  # no line left: it goes unnamed
+    assert sorted((c.conn_id, c.line, c.responded) for c in board.calls(slot)) == [(11, "GET /a", False),
+                                                                                   (12, "GET /b", False)]
+    assert board.read(slot, 1).busy == 0  # not app calls: no stall, no timeout
+    waiting.remove(11)  # its call begins
+    waiting.add(13, b"GET /c")
+    assert sorted(c.conn_id for c in board.calls(slot)) == [12, 13]
+    board.close()

@@ -58,5 +58,25 @@ def test_hup_with_a_broken_file_fails_the_reload_and_keeps_the_generation(caplog
 
 def test_a_signal_without_a_handler_is_ignored() -> None:
     sup = supervisor()
-    sup.dispatch_signal(signal.SIGUSR1)
+    sup.dispatch_signal(signal.SIGALRM)
     assert sup.pool.phase is Phase.STARTING
+
+
+def test_usr1_reopens_the_logs_and_usr2_and_winch_are_ignored_with_a_word(caplog: pytest.LogCaptureFixture) -> None:
+    sup = supervisor()
+    sup.pool.phase = Phase.SERVING
+    with caplog.at_level(logging.DEBUG, logger="sockact"):
+        for signum in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH):
+            sup.dispatch_signal(signum)
+    assert "reopening log files" in caplog.text
+    assert "SIGUSR2 ignored" in caplog.text and "SIGWINCH ignored" in caplog.text
+    assert sup.pool.phase is Phase.SERVING and not sup.stopping
+
+
+def test_every_signal_a_gunicorn_user_sends_has_a_handler() -> None:
+    from sockact.supervisor import HANDLED_SIGNALS
+
+    sup = supervisor()
+    for name in ("HUP", "TERM", "INT", "QUIT", "USR1", "USR2", "TTIN", "TTOU", "WINCH"):
+        assert getattr(signal, f"SIG{name}") in HANDLED_SIGNALS, name
+        assert callable(getattr(sup, f"handle_{name.lower()}")), name

@@ -63,3 +63,17 @@ def test_threads_past_the_lines_share_the_last_writer():
     assert writers[-1] is writers[-2] is writers[MAX_THREADS - 1]
     assert len(set(writers)) == MAX_THREADS
     tally.close()
+
+
+def test_each_retired_worker_adds_to_the_totals():
+    tally = Tally(slots=1, listeners=1)
+    for served in (2, 3, 4):  # three workers in turn on one slot, each retired
+        tally.clear(0)
+        writer = tally.writer(0, 0)
+        for _ in range(served):
+            writer.record(0, b"GET", 200, 0.001)
+        writer.flush()
+        tally.retire(0, threads=1)
+    tally.clear(0)
+    assert request_count(tally, tally.total([(0, 1)]), 0, "GET", "2xx") == 9
+    tally.close()

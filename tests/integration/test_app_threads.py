@@ -1,0 +1,164 @@
+"""App threads that grow on demand (max_threads), with the real process: a fast request does not wait
+behind slow ones, the threads beyond the floor go away when idle, and a thread that came and stuck
+is killed by timeout like any other. Bounds are generous: they are the behaviour, not a speed."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import SOCKACT, KeepAliveClient, base_env, http_get, parse_response, raw_exchange, steady, wait_until
+
+
+def tasks(pid: int) -> int:
+    """Threads of a process, as the kernel counts them."""
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def slow_calls(port: int, count: int, seconds: float, started: Path,
+               path: str = "/") -> tuple[list[threading.Thread], list[float]]:
+    """``count`` clients each in a ``seconds`` call, returned once all of them are inside the app;
+    and the list their answers' arrival times go to."""
+    finished: list[float] = []
+
+    def one(i: int) -> None:
+        status = http_get(port, f"{path}?s={seconds}&started={started}-{i}", timeout=30)[0]
+        assert status == 200
+        finished.append(time.monotonic())
+
+    clients = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for t in clients:
+        t.start()
+    wait_until(lambda: all(Path(f"{started}-{i}").exists() for i in range(count)), f"{count} calls in the app")
+    return clients, finished
+
+
+@pytest.mark.parametrize("floor", ["1", "4"])  # the loop thread serving calls itself, or a pool of four
+def test_a_fast_request_is_answered_while_twelve_slow_calls_fill_its_worker(start_sockact, tmp_path, floor):
+    server = start_sockact("testapps:slow", "--workers", "1", "--threads", floor, "--max-threads", "16", workers=1)
+    [worker] = server.workers()
+    clients, finished = slow_calls(server.port, 12, 1.0, tmp_path / "in")
+    started = time.monotonic()
+    status, _, body = http_get(server.port, "/?s=0")
+    answered = time.monotonic()
+    assert status == 200 and json.loads(body)["pid"] == worker  # the one worker served it, beside the twelve
+    assert answered - started < 0.2
+    assert not finished or min(finished) > answered  # while the slow calls were still in the app
+    for t in clients:
+        t.join(10)
+    assert len(finished) == 12
+
+
+def test_threads_beyond_the_floor_exit_after_their_idle_timeout(start_sockact, tmp_path):
+    server = start_sockact("testapps:slow", "--workers", "1", "--max-threads", "8",
+                           "--thread-idle-timeout", "1", workers=1)
+    [worker] = server.workers()
+    floor = steady(lambda: tasks(worker), "the worker's threads at rest")
+    clients, _ = slow_calls(server.port, 6, 0.5, tmp_path / "in")
+    grown = tasks(worker)
+    assert grown >= floor + 5  # the loop thread serves one call itself; a thread each for the other five
+    for t in clients:
+        t.join(10)
+    # Idle: back to the floor after thread_idle_timeout, and the worker still serves.
+    server.waiting(lambda: tasks(worker) == floor, "the threads beyond the floor to exit", timeout=10)
+    assert http_get(server.port, "/?s=0")[0] == 200
+
+
+def test_the_metrics_show_threads_in_use_and_the_ceiling(start_sockact, tmp_path):
+    parser = pytest.importorskip("prometheus_client.parser")
+    from conftest import free_port
+
+    port, metrics = free_port(), free_port()
+    server = start_sockact("testapps:slow", "--workers", "2", "--max-threads", "8", "--thread-idle-timeout", "1",
+                           "--bind", f"http=127.0.0.1:{port}", "--bind", f"metrics=127.0.0.1:{metrics}",
+                           activation=False, wait=False)
+    server.port = port
+    server.wait_ready(2)
+
+    def threads() -> dict[str, float]:
+        _, _, body = http_get(metrics, "/metrics")
+        return {s.name + "".join(s.labels.values()): s.value
+                for family in parser.text_string_to_metric_families(body.decode()) for s in family.samples
+                if s.name.startswith("sockact_app_threads")}
+
+    assert threads() == {"sockact_app_threadsbusy": 0, "sockact_app_threadsidle": 2, "sockact_app_threads_max": 16}
+    clients, _ = slow_calls(port, 6, 1.0, tmp_path / "in")
+    during = threads()
+    assert during["sockact_app_threadsbusy"] == 6 and during["sockact_app_threads_max"] == 16
+    for t in clients:
+        t.join(10)
+    server.waiting(lambda: threads()["sockact_app_threadsidle"] == 2 and threads()["sockact_app_threadsbusy"] == 0,
+                   "the extra threads gone", timeout=10)
+
+
+def test_a_grown_thread_stuck_past_timeout_gets_its_worker_killed_and_its_client_a_504(start_sockact, tmp_path):
+    server = start_sockact("testapps:hang", "--workers", "1", "--max-threads", "4", "--timeout", "3", workers=1)
+    [worker] = server.workers()
+    # The loop thread is in a call of its own, so the hanging request runs on a thread started for it.
+    clients, finished = slow_calls(server.port, 1, 1.5, tmp_path / "in", path="/slow")
+    box: dict[str, bytes] = {}
+
+    def hang() -> None:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            box["answer"] = raw_exchange(sock, b"GET /hang HTTP/1.1\r\nHost: test\r\n\r\n")
+
+    stuck = threading.Thread(target=hang)
+    stuck.start()
+    for t in clients:
+        t.join(10)
+    assert len(finished) == 1  # the loop thread's call was answered; the hang goes on
+    server.waiting(lambda: worker not in server.workers() and len(server.workers()) == 1,
+                   "the stuck worker to be killed and replaced", timeout=20)
+    stuck.join(20)
+    status, headers, _ = parse_response(box["answer"])
+    assert (status, headers["connection"]) == (504, "close"), box["answer"]
+    said = server.wait_for_log("504 Gateway Timeout sent")
+    assert "before answering GET /hang: 504 Gateway Timeout sent" in said, said
+    assert server.get_json("/")["multithread"] is True  # the new worker serves, and tells the app it may
+
+
+def test_sockact_check_names_the_thread_mode():
+    def check(*args: str) -> str:
+        result = subprocess.run([*SOCKACT, "check", "testapps:pid", *args], env=base_env(), capture_output=True,
+                                text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    assert "served as WSGI, one request at a time per worker (1 app thread" in check()
+    assert "served as WSGI, 1 to 16 app threads per worker: one more starts" in check("--max-threads", "16")
+    assert "served as WSGI, 4 app threads per worker, a fixed pool" in check("--threads", "4")
+    result = subprocess.run([*SOCKACT, "check", "testapps:pid", "--threads", "65"], env=base_env(),
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert result.stderr.strip() == "sockact: error: option --threads: invalid value '65': must be <= 64"
+
+
+def test_at_the_ceiling_a_stalled_worker_still_hands_its_other_connections_back(start_sockact, tmp_path):
+    server = start_sockact("testapps:slow", "--workers", "2", "--max-threads", "2", "--park-after", "30", workers=2)
+    held: dict[int, list[KeepAliveClient]] = {}
+    while not any(len(clients) == 3 for clients in held.values()):
+        client = KeepAliveClient(server.port)
+        status, _, body = client.request("/?s=0")
+        assert status == 200
+        held.setdefault(json.loads(body)["pid"], []).append(client)
+    shared = next(pid for pid, clients in held.items() if len(clients) == 3)
+    a, b, c = held[shared]
+    # Both of its threads (the loop thread, and the one started beside it) in long calls: the ceiling.
+    slow = [threading.Thread(target=client.request, args=(f"/?s=2&started={tmp_path}/{name}",))
+            for client, name in ((a, "a"), (b, "b"))]
+    for t in slow:
+        t.start()
+    wait_until(lambda: (tmp_path / "a").exists() and (tmp_path / "b").exists(), "two calls in the worker")
+    started = time.monotonic()
+    status, _, body = c.request("/?s=0")
+    assert status == 200
+    assert json.loads(body)["pid"] != shared  # handed back, and served by the other worker
+    assert time.monotonic() - started < 1.0
+    for t in slow:
+        t.join(5)

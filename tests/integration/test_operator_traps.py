@@ -1,0 +1,87 @@
+"""What a clumsy operator does to the real sockact process: signals gunicorn users send, a config
+file truncated under a reload, a unit whose open-files limit leaves nothing for clients."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import threading
+
+from conftest import SOCKACT, KeepAliveClient, base_env, free_port, http_get, wait_until
+
+
+def test_an_fd_limit_that_leaves_no_room_for_clients_is_a_start_up_error():
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))  # LimitNOFILE=64: soft and hard alike
+
+    result = subprocess.run([*SOCKACT, "run", "testapps:pid", "--bind", f"127.0.0.1:{free_port()}"],
+                            env=base_env(), capture_output=True, text=True, timeout=20, preexec_fn=low_limit)
+    assert result.returncode == 2, result.stderr
+    assert "LimitNOFILE=" in result.stderr and "ready" not in result.stderr, result.stderr
+
+
+class Load:
+    """Clients that make requests until stopped, each on a new connection, counting what failed."""
+
+    def __init__(self, port: int, clients: int = 4) -> None:
+        self.port = port
+        self.done = threading.Event()
+        self.ok = 0
+        self.failed: list[str] = []
+        self.threads = [threading.Thread(target=self._client) for _ in range(clients)]
+        for thread in self.threads:
+            thread.start()
+
+    def _client(self) -> None:
+        while not self.done.is_set():
+            try:
+                status = http_get(self.port, "/", timeout=10)[0]
+            except OSError as exc:
+                self.failed.append(repr(exc))
+                continue
+            if status == 200:
+                self.ok += 1
+            else:
+                self.failed.append(str(status))
+
+    def stop(self) -> None:
+        self.done.set()
+        for thread in self.threads:
+            thread.join(20)
+
+
+def test_usr1_reopens_the_log_files_under_load_and_no_signal_kills_the_supervisor(start_sockact, tmp_path):
+    access, errors = tmp_path / "access.log", tmp_path / "error.log"
+    server = start_sockact("testapps:pid", "--workers", "2", "--access-logfile", str(access),
+                           "--error-logfile", str(errors))
+    workers = set(server.wait_workers(2))
+    keepalive = KeepAliveClient(server.port)
+    assert keepalive.request()[0] == 200
+    load = Load(server.port)
+    try:
+        wait_until(lambda: load.ok > 20, "requests under load")
+        access.rename(tmp_path / "access.log.1")
+        errors.rename(tmp_path / "error.log.1")
+        # logrotate's postrotate, and `systemctl kill -s USR1`, which reaches every process of the unit.
+        server.send(signal.SIGUSR1)
+        for pid in workers:
+            os.kill(pid, signal.SIGUSR1)
+        for signum in (signal.SIGUSR2, signal.SIGWINCH):
+            server.send(signum)
+        wait_until(lambda: errors.exists() and "SIGUSR2 ignored" in errors.read_text(), "the new error log")
+        served = load.ok
+        wait_until(lambda: load.ok > served + 20, "requests after the signals")
+    finally:
+        load.stop()
+    print(f"USR1, USR2 and WINCH under load: {load.ok} requests served, {len(load.failed)} failed")
+    assert load.failed == [] and server.proc.poll() is None, load.failed
+    assert "reopening log files" in errors.read_text()
+    wait_until(lambda: access.exists() and '"GET / HTTP/1.1" 200' in access.read_text(), "the new access log")
+    # The workers took USR1 as gunicorn's workers do (reopen), not as a stop to come: they live
+    # on, and their responses keep the connection open.
+    assert workers <= set(server.workers())
+    status, headers, _ = keepalive.request()
+    assert status == 200 and headers.get("connection") != "close", headers
+    keepalive.close()

@@ -1,0 +1,129 @@
+"""A worker that dies or freezes, against the real sockact process: requests it never read go to
+another worker, and a frozen worker is found out and replaced."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import fd_count, http_get, parse_response, raw_exchange, read_to_close, steady, wait_until
+
+
+def test_requests_a_dead_worker_never_read_are_served_by_another(start_sockact):
+    server = start_sockact("testapps:pid", "--workers", "1", workers=1)
+    [stopped] = server.workers()
+    held = steady(lambda: fd_count(server.pid), "the supervisor's fd count")
+    os.kill(stopped, signal.SIGSTOP)
+    clients = [socket.create_connection(("127.0.0.1", server.port), timeout=20) for _ in range(3)]
+    for sock in clients:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+    # Handed to the stopped worker: the supervisor keeps its own copy of each, and their requests
+    # sit unread in the kernel.
+    server.waiting(lambda: fd_count(server.pid) >= held + 3, "the 3 connections to be handed over")
+    os.kill(stopped, signal.SIGKILL)
+    answers = [read_to_close(sock) for sock in clients]
+    for sock in clients:
+        sock.close()
+    for answer in answers:
+        assert answer, "a client got EOF with no response"
+        status, _, body = parse_response(answer)
+        assert status == 200 and json.loads(body)["pid"] != stopped, answer
+    said = server.wait_for_log("they go to other workers")
+    assert f"worker {stopped} killed by SIGKILL before reading 3 requests" in said, said
+    wait_until(lambda: not os.path.exists(f"/proc/{stopped}"), "the stopped worker to be gone")
+
+
+@pytest.mark.parametrize(("app", "path"), [("testapps:slow", "/slow?s=0.3"), ("asgiapps:sleepy", "/?s=0.3")],
+                         ids=["wsgi", "asgi"])
+def test_a_stopped_worker_is_found_out_and_replaced_and_no_request_waits_for_it(start_sockact, app, path):
+    timeout = 2.0
+    server = start_sockact(app, "--workers", "2", "--timeout", str(timeout), workers=2)
+    frozen, other = server.workers()
+    os.kill(frozen, signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    took: list[float] = []
+    answers: list[bytes] = []
+
+    request = f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode()
+
+    def client() -> None:
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+            answers.append(raw_exchange(sock, request))
+        took.append(time.monotonic() - started)
+
+    # Four at once: while the live worker is busy with its first, the frozen one, which holds
+    # fewer, gets some too.
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    for thread in clients:
+        thread.start()
+    server.waiting(lambda: frozen not in server.workers() and len(server.workers()) == 2,
+                   "the frozen worker to be replaced", timeout=timeout + 10)
+    replaced = time.monotonic() - stopped_at
+    for thread in clients:
+        thread.join(20)
+    statuses = [parse_response(answer)[0] if answer else None for answer in answers]
+    print(f"frozen worker replaced {replaced:.2f}s after SIGSTOP; requests took {sorted(took)}")
+    assert statuses == [200] * 4, server.output()
+    assert replaced <= timeout + 2, replaced
+    assert max(took) <= timeout + 2, took
+    said = server.wait_for_log("killing it")
+    # Frozen, as a rule; stuck when SIGSTOP caught the line of a call that was just ending.
+    assert f"worker {frozen} frozen: its loop has not turned for" in said or f"worker {frozen} stuck" in said, said
+    assert "they go to other workers" in said, said  # it had been handed some
+    assert other in server.workers()
+
+
+def _server_rx_queue(port: int, client_port: int) -> int | None:
+    """Bytes the server side of the connection from ``client_port`` has not read (/proc/net/tcp)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = fields[1], fields[2]
+        if int(local.split(":")[1], 16) == port and int(remote.split(":")[1], 16) == client_port:
+            return int(fields[4].split(":")[1], 16)
+    return None
+
+
+def test_a_request_read_but_not_begun_gets_a_502_not_silence(start_sockact, tmp_path):
+    # Two app threads, both in long calls, and a third request the loop has read: it waits for a
+    # thread (never handed back: handback_after is long). When the worker dies, its request is lost
+    # with it, and it cannot go elsewhere; its client must still hear so.
+    server = start_sockact("testapps:slow", "--workers", "1", "--threads", "2", "--handback-after", "60", workers=1)
+    [victim] = server.workers()
+    clients = []
+    for name in ("a", "b"):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+        sock.sendall(f"GET /slow?s=60&started={tmp_path / name} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+        clients.append(sock)
+    wait_until(lambda: (tmp_path / "a").exists() and (tmp_path / "b").exists(), "both calls to start")
+    waiting = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+    waiting.sendall(b"GET /slow?s=0 HTTP/1.1\r\nHost: test\r\n\r\n")
+    server.waiting(lambda: _server_rx_queue(server.port, waiting.getsockname()[1]) == 0,
+                   "the worker to read the third request")
+    os.kill(victim, signal.SIGKILL)
+    for sock in (*clients, waiting):
+        with sock:
+            answer = read_to_close(sock)
+        assert answer.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), answer
+    said = server.wait_for_log("before answering GET /slow: 502 Bad Gateway sent")
+    assert said.count(f"worker {victim} killed by SIGKILL before answering GET /slow: 502") == 3, said
+
+
+def test_workers_stopped_along_with_the_supervisor_are_not_taken_for_frozen(start_sockact):
+    # A terminal's Ctrl-Z stops the whole process group, then fg resumes it: every heartbeat stood
+    # still, but so did the supervisor, and nobody was frozen on their own.
+    server = start_sockact("testapps:pid", "--workers", "2", "--timeout", "1", workers=2)
+    workers = sorted(server.workers())
+    os.killpg(server.pid, signal.SIGSTOP)
+    time.sleep(2.5)  # the stop itself: longer than timeout
+    os.killpg(server.pid, signal.SIGCONT)
+    until = time.monotonic() + 2.0  # a few of the supervisor's ticks
+    while time.monotonic() < until:
+        assert http_get(server.port, "/")[0] == 200
+    assert sorted(server.workers()) == workers and "frozen" not in server.output(), server.output()

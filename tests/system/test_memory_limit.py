@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from debpkg import APT, DEBS, build_deb
-from debroot import cache_dir, ensure_rootfs
+from debroot import ensure_rootfs
 from nspawn import Container, free_port, missing_prerequisite
 from sysclient import Background, Load, Response, http_get, wait_for
 
@@ -56,13 +56,8 @@ def app(environ, start_response):
 
 
 def _root(suite: str) -> Path:
-    """The cached clean root of ``suite``: bookworm is built when missing; trixie must exist."""
-    if suite == "bookworm":
-        return ensure_rootfs()
-    root = cache_dir() / f"{suite}-rootfs"
-    if not (root / "usr/bin/python3").exists():
-        pytest.fail(f"no clean {suite} root in {root}")
-    return root
+    """The cached clean root of ``suite``, built first when missing."""
+    return ensure_rootfs(suite=suite)
 
 
 @pytest.fixture(scope="module")

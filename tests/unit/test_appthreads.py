@@ -100,6 +100,8 @@ def test_threads_beyond_the_floor_exit_after_the_idle_timeout_and_their_lines_ar
         assert pool.submit(item)
     wait_until(lambda: sum(1 for i in more if i in calls.lines) == 6, "six calls again")
     assert sorted(calls.lines[i] for i in more) == list(range(6))
+    grown = [calls.lines[i] for i in more[2:]]  # the floor's two idle threads took the first two
+    assert grown == sorted(grown)  # each new thread on the lowest free line
     for item in more:
         item.set()
     pool.stop()

@@ -45,6 +45,19 @@ def test_delegate_moves_the_service_s_processes_out_and_enables_memory_and_cpu(t
     assert (service / "cgroup.subtree_control").read_text() == "+memory +cpu"
 
 
+def test_delegate_moves_every_process_of_the_service_s_group(tmp_path):
+    # A FIFO for the supervisor group's cgroup.procs keeps every write, in order (a plain file keeps the last).
+    service, proc = fake_service(tmp_path)
+    (service / "supervisor").mkdir()
+    os.mkfifo(service / "supervisor" / "cgroup.procs")
+    written = os.open(service / "supervisor" / "cgroup.procs", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        cgroups.WorkerGroups.delegate(str(tmp_path / "fs"), str(proc))
+        assert os.read(written, 4096) == b"1004242"  # 100, then 4242: none is left behind
+    finally:
+        os.close(written)
+
+
 def test_delegate_without_cpu_enables_memory_alone(tmp_path):
     service, proc = fake_service(tmp_path, controllers="memory pids")
     cgroups.WorkerGroups.delegate(str(tmp_path / "fs"), str(proc))

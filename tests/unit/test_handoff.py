@@ -100,10 +100,10 @@ def test_conn_without_fd_is_refused():
     wrk.close()
 
 
-def send_three_fds(sup: socket.socket) -> list[tuple[socket.socket, socket.socket]]:
+def send_three_fds(sup: socket.socket, conn_id: int = 0) -> list[tuple[socket.socket, socket.socket]]:
     """A CONN message carrying three fds, where the protocol allows one."""
     conns = [socket.socketpair() for _ in range(3)]
-    socket.send_fds(sup, [handoff.encode(handoff.Message(handoff.CONN))], [a.fileno() for a, _ in conns])
+    socket.send_fds(sup, [handoff.encode(handoff.Message(handoff.CONN, conn_id))], [a.fileno() for a, _ in conns])
     return conns
 
 
@@ -132,6 +132,23 @@ def test_truncated_control_message_closes_what_arrived():
         handoff.Receiver(wrk).recv()
     assert fd_count() == before + 3  # the three peers (b), and nothing that arrived
     for s in (sup, wrk, *(b for _, b in conns)):
+        s.close()
+
+
+def test_a_connection_whose_fd_is_lost_on_its_way_into_a_worker_is_reported_done():
+    # The supervisor holds its own copy until a DONE (or a PARK) says the worker is through with it.
+    from sockact.conns.channel import read_channel
+
+    sup, wrk = handoff.channel_pair()
+    conns = send_three_fds(sup, conn_id=9)  # MSG_CTRUNC in the worker: the message came, its fd did not
+    wrk.setblocking(False)
+    adopted: list[handoff.Message] = []
+    read_channel(handoff.Receiver(wrk), wrk, adopted.append, lambda: None)
+    assert adopted == []
+    sup.setblocking(False)  # no DONE: BlockingIOError, not a wait for ever
+    reported = handoff.Receiver(sup).recv()
+    assert reported is not None and list(handoff.done_ids(reported)) == [9]
+    for s in (sup, wrk, *(s for pair in conns for s in pair)):
         s.close()
 
 

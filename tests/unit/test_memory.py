@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 
 import pytest
 
 from sockact import memory, parsers
+
+
+def vm_rss(pid: int) -> int:
+    """VmRSS from /proc/PID/status, in bytes: the kernel's own figure for what statm's second field counts."""
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmRSS:"))
 
 
 def test_uss_grows_with_what_the_process_writes_and_a_gone_process_has_none():
@@ -15,8 +22,11 @@ def test_uss_grows_with_what_the_process_writes_and_a_gone_process_has_none():
     block = bytearray(64 << 20)  # zero-filled: every page written, so private
     after = memory.uss(os.getpid())
     assert after is not None and after - before >= 60 << 20
+    reserved = mmap.mmap(-1, 256 << 20)  # address space never touched: not resident
     rss = memory.rss(os.getpid())
     assert rss is not None and rss >= after  # the cheap bound the supervisor reads first
+    assert abs(rss - vm_rss(os.getpid())) < 4 << 20  # resident pages, not the address space's size
+    reserved.close()
     del block
     child = os.fork()
     if child == 0:

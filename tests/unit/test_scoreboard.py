@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from sockact.scoreboard import SLOT_SIZE, Scoreboard
+from sockact.scoreboard import SLOT_SIZE, Scoreboard, SlotView
 
 
 def test_calls_stamped_in_a_child_are_read_by_the_parent():
@@ -65,6 +65,15 @@ def test_a_loop_that_stops_beating_is_frozen_unless_a_call_started_since():
     assert not view.frozen(view.newest + 0.5, 1.0) and not view.stuck(view.newest + 0.5, 1.0)
     assert view.stuck(view.newest + 1.5, 1.0)
     board.close()
+
+
+def test_a_call_that_started_after_the_last_beat_is_not_a_frozen_loop():
+    # The loop's thread runs the call (one app thread): it beats no more meanwhile, and the call's own
+    # timeout (stuck) is what counts, from when the call started.
+    view = SlotView(requests=1, busy=1, threads=1, threads_busy=1, oldest=105.0, newest=105.0, line="GET /slow",
+                    beat=100.0)
+    assert not view.frozen(105.5, 1.0) and not view.stuck(105.5, 1.0)
+    assert view.frozen(106.5, 1.0) and view.stuck(106.5, 1.0)
 
 
 def test_requests_waiting_for_an_app_thread_read_as_calls_not_yet_answered():

@@ -228,10 +228,11 @@ def test_retiring_parks_the_idle_and_fresh_and_lets_the_rest_finish():
 
 def test_closed_connections_are_batched_for_one_done_and_handed_ones_are_not():
     o = owner()
-    a, b, c = (o.add(Conn(i, C.IDLE)) for i in (1, 2, 3))
+    a, b, c, d = (o.add(Conn(i, C.IDLE)) for i in (1, 2, 3, 4))
     o.gone(a, "close")
     o.gone(b, "park")
     o.gone(c, "close")
+    o.gone(d, "hand_back")  # a stall's: the supervisor holds it again, it is not done
     assert o.closed.ids == [1, 3]
     assert not o.held
     o.retiring = True

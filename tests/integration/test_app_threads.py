@@ -70,12 +70,14 @@ def test_threads_beyond_the_floor_exit_after_their_idle_timeout(start_sockact, t
     assert http_get(server.port, "/?s=0")[0] == 200
 
 
-def test_the_metrics_show_threads_in_use_and_the_ceiling(start_sockact, tmp_path):
+@pytest.mark.parametrize("floor", [1, 3])  # the loop thread as app thread 0, or a pool whose floor stays
+def test_the_metrics_show_threads_in_use_and_the_ceiling(start_sockact, tmp_path, floor):
     parser = pytest.importorskip("prometheus_client.parser")
     from conftest import free_port
 
     port, metrics = free_port(), free_port()
-    server = start_sockact("testapps:slow", "--workers", "2", "--max-threads", "8", "--thread-idle-timeout", "1",
+    server = start_sockact("testapps:slow", "--workers", "2", "--threads", str(floor), "--max-threads", "8",
+                           "--thread-idle-timeout", "1",
                            "--bind", f"http=127.0.0.1:{port}", "--bind", f"metrics=127.0.0.1:{metrics}",
                            activation=False, wait=False)
     server.port = port
@@ -87,14 +89,16 @@ def test_the_metrics_show_threads_in_use_and_the_ceiling(start_sockact, tmp_path
                 for family in parser.text_string_to_metric_families(body.decode()) for s in family.samples
                 if s.name.startswith("sockact_app_threads")}
 
-    assert threads() == {"sockact_app_threadsbusy": 0, "sockact_app_threadsidle": 2, "sockact_app_threads_max": 16}
+    idle = 2 * floor  # each worker's floor, started with it (each thread marks its line as it begins)
+    at_rest = {"sockact_app_threadsbusy": 0, "sockact_app_threadsidle": idle, "sockact_app_threads_max": 16}
+    server.waiting(lambda: threads() == at_rest, "each worker's floor of threads, idle")
     clients, _ = slow_calls(port, 6, 1.0, tmp_path / "in")
     during = threads()
     assert during["sockact_app_threadsbusy"] == 6 and during["sockact_app_threads_max"] == 16
     for t in clients:
         t.join(10)
-    server.waiting(lambda: threads()["sockact_app_threadsidle"] == 2 and threads()["sockact_app_threadsbusy"] == 0,
-                   "the extra threads gone", timeout=10)
+    server.waiting(lambda: threads()["sockact_app_threadsidle"] == idle and threads()["sockact_app_threadsbusy"] == 0,
+                   "the extra threads gone, the floor left", timeout=10)
 
 
 def test_a_grown_thread_stuck_past_timeout_gets_its_worker_killed_and_its_client_a_504(start_sockact, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import select
@@ -200,7 +201,9 @@ def convert_gunicorn(path: str) -> int:
     from . import fromgunicorn
 
     try:
-        names = fromgunicorn.run_file(path)
+        # stdout is the TOML file: what the conf (or what it imports) prints goes with the notes.
+        with contextlib.redirect_stdout(sys.stderr):
+            names = fromgunicorn.run_file(path)
     except SockactError as exc:
         _print_error(exc)
         return exc.exit_code

@@ -8,6 +8,10 @@ For the keep-alive and `Connection: close` hello-world loads, with the access lo
   run each. strace slows the traced process down, but not what each request asks of the kernel.
 
 These figures say where a request's time goes, so the next step to take is visible.
+
+The same loads run against the Python floor (bench/floor.py: one process, the least a Python server does
+per request), WSGI and ASGI, in the same run, each just before sockact's variants of its interface:
+report.py gives sockact's worker CPU per request as a multiple of the floor's.
 """
 
 from __future__ import annotations
@@ -22,13 +26,21 @@ from typing import Any
 
 from bench import load
 from bench.memory import children
-from bench.servers import Fleet, Server, sockact_argv
+from bench.report import variant_name
+from bench.servers import ASGI_APP, PROJECT_BIN, Argv, Fleet, Server, sockact_argv
 
 SECONDS = 5.0  # the CPU run
 STRACE_SECONDS = 3.0  # each traced run
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SCENARIOS = ("keepalive", "close")
 VARIANTS = (("access log on", ()), ("access log off", ("--no-access-log",)))
+ASGI_ARGS = ("--interface", "asgi")
+INTERFACES = ("wsgi", "asgi")
+
+
+def floor_argv(interface: str) -> Argv:
+    """The floor runs under the project's Python, with the httptools (and uvloop) sockact uses."""
+    return lambda port: [str(PROJECT_BIN / "python"), "-m", "bench.floor", str(port), interface]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -77,13 +89,34 @@ def measure_one(port: int, supervisor: int, scenario: load.Scenario) -> dict[str
     }
 
 
+def floor_one(port: int, pid: int, scenario: load.Scenario) -> dict[str, Any]:
+    """The floor's CPU per request across one wrk run (one process: no workers, no strace)."""
+    before = cpu_seconds(pid)
+    result = load.run_wrk(scenario, port, SECONDS)
+    requests = int(result.get("requests", 0))
+    if not requests:
+        return {"error": result.get("error", "no requests")}
+    return {"requests": requests, "cpu_us": round((cpu_seconds(pid) - before) * 1e6 / requests, 1)}
+
+
 def measure(fleet: Fleet) -> dict[str, Any]:
+    """{variant: {scenario: figures}} for sockact's variants, and under "floor" {interface: {scenario: figures}}."""
     scenarios = {s.key: s for s in load.scenarios()}
-    found: dict[str, Any] = {}
-    for label, extra in VARIANTS:
-        proc, port = fleet.serve(Server(f"sockact costs, {label}", sockact_argv(*extra)))
+    found: dict[str, Any] = {"floor": {}}
+    for interface in INTERFACES:
+        proc, port = fleet.serve(Server(f"python floor, {interface}", floor_argv(interface)))
         try:
-            found[label] = {key: measure_one(port, proc.pid, scenarios[key]) for key in SCENARIOS}
+            load.run_wrk(scenarios["keepalive"], port, 1)  # warm, as sockact's workers are by wait_ready's GET
+            found["floor"][interface] = {key: floor_one(port, proc.pid, scenarios[key]) for key in SCENARIOS}
         finally:
             fleet.stop(proc)
+        for label, extra in VARIANTS:
+            name = variant_name(interface, label)
+            args = (*extra, *ASGI_ARGS) if interface == "asgi" else extra
+            argv = sockact_argv(*args, app=ASGI_APP) if interface == "asgi" else sockact_argv(*args)
+            proc, port = fleet.serve(Server(f"sockact costs, {name}", argv))
+            try:
+                found[name] = {key: measure_one(port, proc.pid, scenarios[key]) for key in SCENARIOS}
+            finally:
+                fleet.stop(proc)
     return found

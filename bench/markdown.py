@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.report import ASGI, BASE, MB, fmt_ratio, idle_cell, ratio, req_s, targets
+from bench.report import ASGI, BASE, FLOOR, MB, TIMES, floor_times, fmt_ratio, idle_cell, ratio, req_s, targets
 
 MET = {True: "met", False: "**not met**", None: "—"}
 THROUGHPUT_SCENARIOS = ("keepalive", "close", "json", "static")
@@ -149,17 +149,26 @@ def _costs_table(summary: dict[str, Any]) -> str:
     titles = summary["scenario_titles"]
     rows = []
     for variant, per in costs.items():
+        if variant == FLOOR:
+            continue
         for key, c in per.items():
             if "error" in c:
-                rows.append([titles.get(key, key), variant, f"✗ {c['error']}", "", "", ""])
+                rows.append([titles.get(key, key), variant, f"✗ {c['error']}", "", "", "", ""])
                 continue
             rows.append([titles.get(key, key), variant, f"{c['worker_cpu_us']:.1f} µs",
-                         f"{c['supervisor_cpu_us']:.1f} µs", f"{c['worker_syscalls']:.2f}",
-                         f"{c['supervisor_syscalls']:.2f}"])
+                         fmt_ratio(floor_times(costs, variant, key)), f"{c['supervisor_cpu_us']:.1f} µs",
+                         f"{c['worker_syscalls']:.2f}", f"{c['supervisor_syscalls']:.2f}"])
+    floors = [f"{interface.upper()} {titles.get(key, key)}: "
+              + (f"{c['cpu_us']:.1f} µs" if "cpu_us" in c else f"✗ {c.get('error')}")
+              for interface, per in costs.get(FLOOR, {}).items() for key, c in per.items()]
+    floor = ("The Python floor (`bench/floor.py`: one process, a `selectors` loop over httptools for WSGI, an "
+             "asyncio protocol for ASGI, no limits, logs or timeouts), CPU per request in the same run: "
+             + "; ".join(floors) + ".\n\n") if floors else ""
     return ("CPU time and system calls per request, summed over the workers and for the supervisor. "
-            "CPU from /proc across one wrk run, calls from `strace -c` across another.\n\n"
-            + _table(["Load", "sockact", "Worker CPU", "Supervisor CPU", "Worker syscalls",
-                      "Supervisor syscalls"], rows))
+            "CPU from /proc across one wrk run, calls from `strace -c` across another. "
+            f"{TIMES} floor: the worker CPU as a multiple of the Python floor's, same interface and load.\n\n"
+            + floor + _table(["Load", "sockact", "Worker CPU", f"{TIMES} floor", "Supervisor CPU", "Worker syscalls",
+                              "Supervisor syscalls"], rows))
 
 
 def _other_tables(summary: dict[str, Any]) -> str:

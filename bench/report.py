@@ -21,6 +21,9 @@ ASGI = "asgi"  # the ASGI scenario's key
 MB = 1_000_000
 TIMES = "\N{MULTIPLICATION SIGN}"
 ERROR_KINDS = ("connect", "read", "write", "status", "timeout")
+FLOOR = "floor"  # in the costs: the Python floor's figures (bench/floor.py), per interface
+# Worker CPU per keep-alive request, at most this many times the floor's: access log off, and on.
+FLOOR_LIMITS = (("access log off", 1.3), ("access log on", 1.5))
 Round = dict[str, Any]
 
 
@@ -207,6 +210,7 @@ def targets(summary: dict[str, Any]) -> list[Target]:
     found.append(Target("Hand-offs, round trip", "≥ 50,000/s", "n/a" if rate is None else f"{rate:,.0f}/s",
                         None if rate is None else rate >= 50_000))
     found.extend(asgi_targets(summary))
+    found.extend(cost_targets(summary))
     found.extend(_memory_targets(summary["memory"]))
     found.append(_cold_target(summary["cold"]))
     return found
@@ -236,6 +240,31 @@ def asgi_targets(summary: dict[str, Any]) -> list[Target]:
                "n/a" if ours is None else f"{ours:,.0f} round trips/s ({fmt_ratio(ratio(ours, theirs))} uvicorn)",
                None),
     ]
+
+
+def variant_name(interface: str, label: str) -> str:
+    """The key of one of sockact's cost variants (bench/costs.py): "access log on", "ASGI, access log on"."""
+    return label if interface == "wsgi" else f"ASGI, {label}"
+
+
+def floor_times(costs: dict[str, Any], variant: str, scenario: str) -> float | None:
+    """sockact's worker CPU per request as a multiple of the Python floor's, same interface, same load."""
+    interface = "asgi" if variant.startswith("ASGI") else "wsgi"
+    ours = costs.get(variant, {}).get(scenario, {}).get("worker_cpu_us")
+    floor = costs.get(FLOOR, {}).get(interface, {}).get(scenario, {}).get("cpu_us")
+    return ratio(ours, floor)
+
+
+def cost_targets(summary: dict[str, Any]) -> list[Target]:
+    """The cost targets: keep-alive worker CPU per request against the floor of the same interface."""
+    costs = summary.get("costs", {})
+    found = []
+    for interface, title in (("wsgi", "Keep-alive"), ("asgi", "ASGI keep-alive")):
+        for label, limit in FLOOR_LIMITS:
+            times = floor_times(costs, variant_name(interface, label), "keepalive")
+            found.append(Target(f"{title} CPU per request, {label}", f"≤ {limit:g}{TIMES} the Python floor",
+                                f"{fmt_ratio(times)} the floor", None if times is None else times <= limit))
+    return found
 
 
 def _paired(measured: dict[str, Any] | None) -> dict[str, Any]:

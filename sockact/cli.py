@@ -25,9 +25,8 @@ log = logging.getLogger("sockact")
 DESCRIPTION = """\
 sockact serves a WSGI or ASGI app with a pool of forked worker processes. The supervisor
 accepts every connection on sockets it gets from systemd (socket activation) or
-binds itself (--bind), and hands each one to the worker holding the fewest
-connections among those not stuck in calls. Idle keep-alive connections wait in the
-supervisor, never in a worker."""
+binds itself (--bind), and hands each one to the least-loaded worker that is not
+stalled. Idle keep-alive connections wait in the supervisor, never in a worker."""
 
 EPILOG = """\
 Settings come from, in order, later winning: defaults, the TOML file (--config or

@@ -231,6 +231,15 @@ class Config(ListenerSettings):
         "them) passes this size, e.g. '512M': its successor starts first, then it finishes its calls and "
         "exits, and no client sees an error. Read on the supervisor's timer, about once a second. 0: off.",
         "workers", metavar="SIZE")
+    worker_memory_limit: int = _opt(
+        parsers.size_or_off, 0,
+        "A hard memory limit per worker, e.g. '1G', that the kernel enforces: each worker runs in a "
+        "cgroup of its own with this memory.max, and a worker that passes it is killed by the kernel "
+        "alone (its clients in a call get a 502) and replaced. Needs systemd with Delegate=yes and "
+        "ProtectControlGroups=no (the memory-limit.conf drop-in); sockact refuses to start without "
+        "them. Set it above max_worker_memory, which recycles gracefully first. A reload applies it to "
+        "the new workers. 0: off.",
+        "workers", metavar="SIZE")
     queue_size: int = _opt(
         parsers.integer(1), 1024,
         "Connections held in the supervisor while every worker is busy. When full, sockact stops "

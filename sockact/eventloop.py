@@ -676,7 +676,8 @@ def preface_refused(msg: handoff.Message, site: Site, reason: str) -> None:
 def call_line(request: Request) -> bytes:
     """The scoreboard's line for a call: the path as the app sees it (PATH_INFO, decoded); the
     supervisor escapes it when it logs it."""
-    return request.method + b" " + unquote_to_bytes(request.path)
+    path = request.path
+    return request.method + b" " + (unquote_to_bytes(path) if path.find(b"%") >= 0 else path)
 
 
 def conn_extra(extra: dict[str, object], msg: handoff.Message, site: Site) -> dict[str, object]:

@@ -77,8 +77,8 @@ EVENTS: dict[str, Event] = {
         "1f6d3a8c5b9e4e07b2a4c6d8e0f13d44",
         "A sockact worker was started",
         "The sockact supervisor forked a worker process (its pid is in SOCKACT_WORKER_PID). Each\n"
-        "worker serves one connection at a time, so the number of workers bounds the number of\n"
-        "requests served concurrently.",
+        "worker holds many connections and serves `threads` requests at a time (an ASGI app,\n"
+        "many), so workers times threads bounds the WSGI requests served concurrently.",
     ),
     "worker_exited": Event(
         "9b2e4c6a8d0f4f19a3b5c7e9d1f24e55",

@@ -211,11 +211,13 @@ made to run under systemd: the listening sockets belong to a socket unit and are
 sockact when the first connection arrives (socket activation), so sockact.service can restart,
 or the package be upgraded, while clients wait in the socket's queue instead of being refused.
 
-The supervisor process accepts connections and hands each to the worker holding the fewest, among
-those whose app threads are not all stuck in calls. While every worker is busy it holds connections
-in a bounded queue. It replaces workers that exit, and kills and replaces a worker stuck on one
-request for longer than the timeout. It reports readiness, reloads and its health to systemd
-(sd_notify and the watchdog) and logs to the journal with structured fields.
+The supervisor process accepts connections and hands each to the least-loaded worker that is not
+stalled; a worker holds many connections, and serves threads WSGI requests at a time, or many ASGI
+ones. While every worker
+is busy it holds connections in a bounded queue. It replaces workers that exit, and kills and
+replaces a worker stuck on one request for longer than the timeout. It reports readiness,
+reloads and its health to systemd (sd_notify and the watchdog) and logs to the journal with
+structured fields.
 
 Without sockets from systemd, sockact binds the addresses given by the bind setting itself,
 which is handy for development.

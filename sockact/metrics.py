@@ -3,7 +3,7 @@
 The supervisor counts what it sees itself (hand-offs and their latency, hand-backs, worker
 restarts by reason, reloads) in plain attributes here; the acceptor counts accepts and
 accept errors, health.Health the watchdog pings, and the workers their requests in the
-tally (tally.py). ``gather`` reads all of that into a Snapshot, which apps/metrics.py turns
+tally (tally.py). Supervisor.metrics_snapshot reads all of that into a Snapshot, which apps/metrics.py turns
 into the Prometheus exposition. Nothing here does I/O, and nothing is counted per request
 in the supervisor beyond an integer and a histogram slot per hand-off.
 """
@@ -24,7 +24,7 @@ from .tally import Layout
 # pool hands off in tens of microseconds; a queue behind busy workers takes up to seconds.
 HANDOFF_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                    0.5, 1.0, 2.5, 5.0)
-RESTART_REASONS = ("exit", "timeout", "max-requests", "memory", "reload")
+RESTART_REASONS = ("exit", "timeout", "max-requests", "memory", "memory-limit", "pressure", "reload")
 
 
 @dataclass
@@ -97,6 +97,10 @@ class Snapshot:
     reloads: Mapping[str, int]
     watchdog_pings: int
     start_time: float
+    # Each worker's cgroup (worker_memory_limit), by (slot, pid): memory.current in bytes, and CPU
+    # seconds from cpu.stat. Empty without worker cgroups.
+    worker_memory: Mapping[tuple[int, int], int] = field(default_factory=dict)
+    worker_cpu: Mapping[tuple[int, int], float] = field(default_factory=dict)
 
 
 def count_states(states: Iterable[WorkerState]) -> dict[str, int]:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
-from . import handoff, memory, orphans
+from . import cgroups, handoff, memory, orphans, pressure
 from .acceptor import fd_budget
 from .accesslog import escape
 from .activation import Listener
@@ -47,7 +47,7 @@ from .states import Phase, WorkerState
 from .switchboard import Switchboard
 from .tally import Tally
 from .turnaway import app_failed, turn_away
-from .worker import DRAIN_SIGNAL, REOPEN_SIGNAL, WorkerShell
+from .worker import COLLECT_SIGNAL, DRAIN_SIGNAL, REOPEN_SIGNAL, WorkerShell
 from .workers import WorkerProcess, describe_status, spawn
 
 log = logging.getLogger("sockact.supervisor")
@@ -103,6 +103,8 @@ class Supervisor:
         self._next_stall_check = 0.0
         self._next_memory_check = 0.0
         self._memory_last = 0  # the worker whose USS was read last: the next look reads the next one
+        self._cgroups: cgroups.WorkerGroups | None = None  # a cgroup per worker (worker_memory_limit)
+        self._pressure: pressure.PressureWatch | None = None  # systemd's MemoryPressureWatch=
         self._last_progress = (0, 0)
         self._halted = False  # the app failed to load: clients waiting for it get a 503
 
@@ -119,10 +121,12 @@ class Supervisor:
     def run(self) -> int:
         """Serve until stopped; returns the process exit code."""
         self.acceptor.budget = fd_budget(_FD_RESERVE)  # first: a limit too low is a start-up error
+        self._delegate(self.config)
         self._selector = selectors.DefaultSelector()
         self._scoreboard = Scoreboard(SCOREBOARD_SLOTS)
         self._health = Health(self._scoreboard, self.workers, self.notifier)
         self._start_metrics()
+        self._watch_pressure()
         if self.apps is not None:
             # A preloaded app moves out of the collector's reach once, so the workers' collections
             # never write to its objects and the pages stay shared (CPython's gc.freeze() advice).
@@ -279,6 +283,7 @@ class Supervisor:
                 config = self.reload_config()
                 config.check_names([lst.name for lst in self.listeners])
                 check_reload(self.config, config, [lst.name for lst in self.listeners])
+                self._delegate(config)
             except SockactError as exc:
                 error = "; ".join([*str(exc).splitlines(), "keeping the running settings and workers"])
         if error is None and self.apps is not None and _apps(config, self.listeners) != set(self.apps):
@@ -386,10 +391,13 @@ class Supervisor:
         max_requests = config.max_requests + jitter
 
         def child_main(chan: socket.socket) -> int:
+            if group is not None:
+                cgroups.enter(group)  # before the app's first page: a page is charged where it was faulted
             return WorkerShell(chan, config, names, scoreboard, slot, apps, max_requests, tally, hooks).run()
 
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, (*HANDLED_SIGNALS, DRAIN_SIGNAL))
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, (*HANDLED_SIGNALS, DRAIN_SIGNAL, COLLECT_SIGNAL))
         try:
+            group = self._cgroups.prepare(slot, config.worker_memory_limit) if self._cgroups else None
             w = spawn(child_main, self._close_in_child, slot, generation, config.thread_ceiling)
         except OSError as exc:
             # Out of fds or processes: not the app's fault. The pool tries again at the next tick.
@@ -420,6 +428,8 @@ class Supervisor:
             self._metrics.close_clients()
         if self._selector is not None:
             self._selector.close()  # first: the fds below need no unregistering one by one
+        if self._pressure is not None:
+            self._pressure.close()  # a worker must not hold the PSI trigger
         for lst in self.listeners:
             lst.sock.close()
         for w in self.workers.values():
@@ -515,10 +525,12 @@ class Supervisor:
         w.chan.close()
         if self._tally is not None:
             self._tally.retire(w.slot, w.threads)  # its counts outlive it
+        oom = self._killed_for_memory(w) if self._cgroups is not None else None  # said before its 502s
         self._answer_orphans(w, status)
         self._scoreboard.release(w.slot)
         lost = self.dispatcher.forget(pid)
         how, code, _ = describe_status(status)
+        how = oom or how
         state = self.pool.state(pid)
         expected = state is WorkerState.RETIRING or self.stopping
         self.counters.worker_exited(restart_reason(state, w.recycled, w.generation != self.pool.current.number,
@@ -531,6 +543,25 @@ class Supervisor:
         for conn in waiting:
             self.switchboard.route(conn)  # they never reached it
         self.switchboard.update_accepting(self.stopping)
+
+    def _delegate(self, config: Config) -> None:
+        """worker_memory_limit: take the service's cgroup for the workers, once; raises CgroupError."""
+        if config.worker_memory_limit and self._cgroups is None:
+            self._cgroups = cgroups.WorkerGroups.delegate()
+            log.info("each worker runs in a cgroup of its own under %s", self._cgroups.service)
+
+    def _killed_for_memory(self, w: WorkerProcess) -> str | None:
+        """Why ``w`` died, if the kernel killed it for its cgroup's memory.max; logged, and counted."""
+        assert self._cgroups is not None
+        killed = self._cgroups.oom_killed(w.slot)
+        self._cgroups.remove(w.slot)
+        if not killed:
+            return None
+        w.recycled = "memory-limit"
+        how = "killed by the kernel for worker_memory_limit (out of memory in its cgroup)"
+        log.error("worker %d %s: its clients in a call get a 502; a new worker takes its place", w.pid, how,
+                  extra={"SOCKACT_WORKER_PID": w.pid, "SOCKACT_CGROUP": str(self._cgroups.group(w.slot))})
+        return how
 
     # ------------------------------------------------------------------ connections
 
@@ -647,6 +678,44 @@ class Supervisor:
                 w.recycled = "memory"
                 self._carry_out(self.pool.recycle(w.pid, now, successor_first=True))
 
+    def _watch_pressure(self) -> None:
+        """MemoryPressureWatch= (systemd 254+): wake the loop when systemd reports memory pressure."""
+        try:
+            watch = pressure.PressureWatch.from_environ(os.environ)
+        except (OSError, ValueError) as exc:
+            log.warning("memory pressure not watched (%s): %s", pressure.describe(os.environ), exc)
+            return
+        if watch is not None:
+            self._pressure = watch
+            self._register(watch.fileno(), self._on_pressure, watch)
+            log.info("watching memory pressure: %s", pressure.describe(os.environ))
+
+    def _on_pressure(self, watch: pressure.PressureWatch) -> None:
+        """Memory pressure on the service: every worker collects its garbage, and the largest serving
+        worker is recycled, its successor first; one at a time, so pressure that lasts does not churn."""
+        if not watch.fired() or self.stopping:
+            return
+        for w in self.workers.values():
+            w.signal(COLLECT_SIGNAL)
+        if any(w.recycled for w in self.workers.values()):
+            return
+        sizes = {w.pid: self._memory_of(w) for w in self.workers.values()
+                 if self.pool.state(w.pid) in (WorkerState.READY, WorkerState.BUSY)}
+        if not sizes:
+            return
+        largest = self.workers[max(sizes, key=lambda pid: sizes[pid])]
+        log.warning("memory pressure: the workers collect their garbage; recycling worker %d, the largest (%s), "
+                    "once its successor is ready", largest.pid, memory.megabytes(sizes[largest.pid]),
+                    extra={"SOCKACT_RECYCLED_PID": largest.pid})
+        largest.recycled = "pressure"
+        self._carry_out(self.pool.recycle(largest.pid, time.monotonic(), successor_first=True))
+
+    def _memory_of(self, w: WorkerProcess) -> int:
+        """What ``w`` holds, cheaply: its cgroup's memory.current, else its RSS (the shared pages count
+        alike in every worker, so the largest is still the largest)."""
+        used = self._cgroups.usage(w.slot) if self._cgroups is not None else None
+        return used.memory if used is not None else memory.rss(w.pid) or 0
+
     def _tick_stopping(self, now: float) -> None:
         if now >= self._stop_deadline:
             for w in self.workers.values():
@@ -731,7 +800,16 @@ class Supervisor:
             accepted=list(self.acceptor.accepted), accept_errors=self.acceptor.errors,
             handoff=self.counters.handoff, handbacks=self.counters.handbacks, restarts=self.counters.restarts,
             reloads=self.counters.reloads, watchdog_pings=self._health.pings,
-            start_time=self.counters.start_time)
+            start_time=self.counters.start_time, **self._cgroup_usage())
+
+    def _cgroup_usage(self) -> dict[str, dict[tuple[int, int], Any]]:
+        """The worker_memory and worker_cpu of a Snapshot, from the workers' cgroups."""
+        held, cpu = {}, {}
+        for w in self.workers.values():
+            used = self._cgroups.usage(w.slot) if self._cgroups is not None else None
+            if used is not None:
+                held[w.slot, w.pid], cpu[w.slot, w.pid] = used.memory, used.cpu
+        return {"worker_memory": held, "worker_cpu": cpu}
 
     # ------------------------------------------------------------------ plumbing
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import gc
 import logging
 import os
 import signal
@@ -46,6 +47,7 @@ log = logging.getLogger("sockact.worker")
 # service (`systemctl kill -s USR1` reaches the workers too).
 DRAIN_SIGNAL = signal.SIGRTMIN
 REOPEN_SIGNAL = signal.SIGUSR1
+COLLECT_SIGNAL = signal.SIGRTMIN + 1  # the service is under memory pressure: collect garbage now
 
 
 class WorkerShell:
@@ -150,6 +152,9 @@ class WorkerShell:
         signal.signal(signal.SIGQUIT, _quick_exit)
         signal.signal(DRAIN_SIGNAL, self._on_drain)
         signal.signal(REOPEN_SIGNAL, self._on_reopen)
+        # Here, not by waking the loop: CPython collects at any allocation anyway, so a collection
+        # between two bytecodes of the loop's thread is nothing new.
+        signal.signal(COLLECT_SIGNAL, lambda signum, frame: gc.collect())
         for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2, signal.SIGWINCH):
             signal.signal(sig, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)

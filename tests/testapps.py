@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -121,10 +122,13 @@ _SHARED = bytearray(b"\1") * (int(os.environ.get("TESTAPP_SHARED_MB", "0")) << 2
 
 def _leak(environ, start_response):
     """``/leak?mb=N`` keeps N MiB more for good (a leak, for max_worker_memory), in any worker or, with
-    ``pid=``, in that one only; any other path: _pid."""
+    ``pid=``, in that one only; ``/gc``: its full garbage collections so far; any other path: _pid."""
     query = parse_qs(environ["QUERY_STRING"])
     if environ["PATH_INFO"] == "/leak" and int(query.get("pid", [os.getpid()])[0]) == os.getpid():
         _LEAKED.append(bytearray(b"\1") * (int(query["mb"][0]) << 20))
+    if environ["PATH_INFO"] == "/gc":  # the collections of the oldest generation so far (memory pressure)
+        body = {"pid": os.getpid(), "collections": gc.get_stats()[2]["collections"]}
+        return _respond(start_response, json.dumps(body).encode())
     return _pid(environ, start_response)
 
 

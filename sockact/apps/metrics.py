@@ -87,6 +87,16 @@ class _Collector:
         yield _by(CounterMetricFamily, "sockact_worker_restarts", "Workers replaced, by reason.", "reason",
                   s.restarts)
         yield _by(CounterMetricFamily, "sockact_reloads", "Reloads (SIGHUP), by result.", "result", s.reloads)
+        memory = GaugeMetricFamily("sockact_worker_memory_bytes", "Memory charged to each worker's cgroup "
+                                   "(memory.current; worker_memory_limit).", labels=["worker", "pid"])
+        cpu = CounterMetricFamily("sockact_worker_cpu_seconds", "CPU time of each worker's cgroup, user and "
+                                  "system (cpu.stat; worker_memory_limit).", labels=["worker", "pid"])
+        for (slot, pid), used in s.worker_memory.items():
+            memory.add_metric([str(slot), str(pid)], used)
+        for (slot, pid), seconds in s.worker_cpu.items():
+            cpu.add_metric([str(slot), str(pid)], seconds)
+        yield memory
+        yield cpu
         yield _counter("sockact_watchdog_pings", "WATCHDOG=1 notifications sent to systemd.", s.watchdog_pings)
         yield _gauge("sockact_start_time_seconds", "When the supervisor started, in seconds since the epoch.",
                      s.start_time)

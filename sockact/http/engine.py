@@ -34,6 +34,15 @@ from .rules import VERSIONS, FieldRules, check_head, check_partial_head, check_t
 
 IDLE, BODY, DONE, ERROR = "IDLE", "BODY", "DONE", "ERROR"
 
+# Lengths of the response field names start_response looks at: "Connection", "Content-Length".
+_FRAMING_NAME_LENGTHS = frozenset((len("connection"), len("content-length")))
+
+
+# Field names seen to be tokens: clients send the same few names on every request. Bounded, so odd
+# clients cannot inflate it.
+_GOOD_NAMES: set[bytes] = set()
+_GOOD_NAMES_MAX = 1024
+
 
 class _Message:
     """The httptools callback sink for one message: collects the head, then body pieces."""
@@ -53,9 +62,12 @@ class _Message:
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.rules is None:
             return  # a trailer field: ChunkedFraming has checked it, and WSGI has no trailers
-        if not is_token(name):
-            # 0.1.1 accepts spaces and other separators in names; llhttp does not.
-            raise ProtocolError(400, "invalid header field name")
+        if name not in _GOOD_NAMES:
+            if not is_token(name):
+                # 0.1.1 accepts spaces and other separators in names; llhttp does not.
+                raise ProtocolError(400, "invalid header field name")
+            if len(_GOOD_NAMES) < _GOOD_NAMES_MAX:
+                _GOOD_NAMES.add(name)
         name = name.upper()
         value = value.rstrip(b" \t")  # both parsers keep trailing whitespace (RFC 9112 5: OWS)
         self.headers.append((name, value))
@@ -288,12 +300,13 @@ class Connection:
         content_length: int | None = None
         lines = ["HTTP/1.1 ", status, "\r\n"]
         for name, value in headers:
-            lower = name.lower()
-            if lower == "connection":
-                keep = False  # check_response lets only "close" through
-                continue
-            if lower == "content-length":
-                content_length = int(value)
+            if len(name) in _FRAMING_NAME_LENGTHS:  # only then may it be one of the two below
+                lower = name.lower()
+                if lower == "connection":
+                    keep = False  # check_response lets only "close" through
+                    continue
+                if lower == "content-length":
+                    content_length = int(value)
             lines += (name, ": ", value, "\r\n")
         if content_length is None and whole is not None and has_body(b"GET", code):
             content_length = whole

@@ -116,20 +116,24 @@ class HTTPConnection:
 
     def next_request(self) -> Request | Step:
         """The next complete request head, or where the connection stands."""
+        engine = self.engine
+        if engine.idle:
+            return Step.IDLE  # nothing buffered between requests: nothing to parse (after most responses)
         try:
-            event = self.engine.next_event()
+            event = engine.next_event()
         except ProtocolError as exc:
             self._conn.refuse(exc, linger=False)  # the caller lingers, in its own way of waiting
             return Step.LINGER
         if event is NEED_DATA:
-            return Step.IDLE if self.engine.idle else Step.PARTIAL
+            return Step.IDLE if engine.idle else Step.PARTIAL
         if isinstance(event, Request):
             return event
         return Step.CLOSE
 
     def is_health(self, request: Request) -> bool:
         """Whether ``request`` asks for the listener's health path, which the app never sees."""
-        return is_health(self._conn.site, request)
+        site = self._conn.site
+        return bool(site.health_path) and is_health(site, request)
 
     def serve(self, request: Request, responding: Callable[[], None] | None = None) -> bool:
         """Run the app for ``request`` (or answer the health path) and answer it; True when the
@@ -153,9 +157,12 @@ class HTTPConnection:
     def body_to_buffer(self) -> int:
         """After a request head: the body bytes still to come, if the loop should read them before the
         app's call (a Content-Length body within the site's body_buffer); else 0."""
+        limit = self._conn.site.body_buffer
+        if not limit:
+            return 0
         engine = self.engine
         unread = engine.unread_body
-        if not unread or unread + engine.buffered > self._conn.site.body_buffer:
+        if not unread or unread + engine.buffered > limit:
             return 0
         return unread
 
@@ -261,6 +268,10 @@ class _Conn:
         self.body_error: ProtocolError | None = None
         self.wire_failed = False
         self.status = 0
+        # Bound once, not on every request.
+        self._write = self.write
+        self._pull_body = self.pull_body
+        self._local_address = self.local_address
 
     def request_line(self) -> str:
         """The request in hand as logs quote it: client text escaped (see accesslog.escape)."""
@@ -294,14 +305,14 @@ class _Conn:
     def serve(self, request: Request) -> bool:
         """Run the app for ``request`` and send its response; True if the connection persists."""
         started = time.perf_counter()
-        self.start = start = StartResponse(self.write)
+        self.start = start = StartResponse(self._write)
         self.body_error = None
         self.wire_failed = False
         self.status = 0
         self.request = request
-        if is_health(self.site, request):
+        if self.site.health_path and is_health(self.site, request):
             return self._health(request, started)
-        environ = request_environ(self.env, request, InputStream(self.pull_body), self.local_address, self.trust)
+        environ = request_environ(self.env, request, InputStream(self._pull_body), self._local_address, self.trust)
         if self.trust is not None and self.access is not None:
             told = environ["REMOTE_ADDR"]
             self.remote = told if told != self.env["REMOTE_ADDR"] else self.peer_remote
@@ -310,12 +321,15 @@ class _Conn:
             try:
                 self._send_result(result, request)
             finally:
-                close_iterable(result)
+                if type(result) is not list:  # a list has no close(): skip the look-up
+                    close_iterable(result)
             if not start.headers_sent:
                 # Nothing was written: the body is whole and empty, unless this is HEAD, whose
                 # app may leave out a body of any length.
                 self._send_head(b"", whole=None if request.method == b"HEAD" else 0)
-            self._guarded_send(self.engine.end_response())
+            end = self.engine.end_response()
+            if end:
+                self._guarded_send(end)
             keep = self.engine.keep_alive and not self.wire_failed and self._drain()
         except Exception as exc:  # the app's, or ours while sending; never the client's to see
             keep = self._failed(exc)
@@ -538,10 +552,9 @@ def access_entry(remote: str, request: Request | None, status: int, sent: int, s
     (time.perf_counter())."""
     duration = int((time.perf_counter() - started) * 1e6)
     if request is None:
-        return Entry(remote=remote, method="", target="", path="", query="", protocol="", status=status,
-                     sent=sent, duration_us=duration, pid=pid, conn_id=conn_id, listener=listener)
-    return Entry(remote=remote, method=request.method.decode("latin-1"), target=request.target.decode("latin-1"),
-                 path=path_info(request.path), query=request.query.decode("latin-1"),
-                 protocol=PROTOCOLS[request.version], status=status, sent=sent, duration_us=duration, pid=pid,
-                 conn_id=conn_id, listener=listener, headers=request.headers, response_headers=response_headers)
+        return Entry(remote, "", "", "", "", "", status, sent, duration, pid, conn_id, listener)
+    # Positional: this runs once a request. The fields' order is Entry's.
+    return Entry(remote, request.method.decode("latin-1"), request.target.decode("latin-1"), path_info(request.path),
+                 request.query.decode("latin-1"), PROTOCOLS[request.version], status, sent, duration, pid, conn_id,
+                 listener, request.headers, response_headers)
 

@@ -72,9 +72,21 @@ class Wire:
         except OSError as exc:
             raise ClientGone(str(exc)) from exc
 
-    def send(self, *parts: bytes) -> None:
+    def send(self, *parts: bytes | memoryview) -> None:
         """Send all of ``parts``; with several, in one sendmsg() where the kernel takes them."""
         sock = self.sock
+        if len(parts) == 1:
+            # The usual case: one piece, which the kernel takes whole in one call.
+            data = parts[0]
+            try:
+                sent = sock.send(data, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise ClientGone(str(exc)) from exc
+            if sent == len(data):
+                return
+            parts = (memoryview(data)[sent:],)
         buffers: list[bytes | memoryview] = [part for part in parts if part]
         try:
             while buffers:

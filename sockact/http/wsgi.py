@@ -131,7 +131,7 @@ def request_environ(conn_env: Mapping[str, Any], request: Request, body: Any,
     env["SERVER_PROTOCOL"] = PROTOCOLS[request.version]
     env["wsgi.input"] = body
     for name, value in request.headers:
-        key = _env_key(name)
+        key = _ENV_KEYS.get(name) or _env_key(name)  # the cache first, without a call
         if key is None:
             continue
         text = value.decode("latin-1")
@@ -174,7 +174,7 @@ def _apply_forwarded(env: dict[str, Any], trust: Trust) -> str | None:
 
 def path_info(path: bytes) -> str:
     """PEP 3333: PATH_INFO is the percent-decoded path, as bytes carried in a latin-1 str."""
-    if b"%" in path:
+    if path.find(b"%") >= 0:  # not ``in``: see rules.py
         path = unquote_to_bytes(path)
     return path.decode("latin-1")
 
@@ -300,9 +300,12 @@ def check_response(status: Any, headers: Any) -> tuple[str, list[tuple[str, str]
     every other hop-by-hop field is an error, since the engine owns the framing. Copies of
     one Content-Length become one; differing ones are an error.
     """
-    if (not isinstance(status, str) or len(status) < 4 or status[3] != " " or not status[:3].isdigit()
-            or int(status[:3]) < 100 or _bad_value(status)):
-        raise InvalidResponse(f"invalid status {status!r}: expected a str like '200 OK'")
+    if type(status) is not str or status not in _CHECKED_STATUSES:
+        if (not isinstance(status, str) or len(status) < 4 or status[3] != " " or not status[:3].isdigit()
+                or int(status[:3]) < 100 or _bad_value(status)):
+            raise InvalidResponse(f"invalid status {status!r}: expected a str like '200 OK'")
+        if type(status) is str and len(_CHECKED_STATUSES) < _CHECKED_MAX:
+            _CHECKED_STATUSES.add(status)
     if not isinstance(headers, list):
         raise InvalidResponse(f"response headers must be a list, not {type(headers).__name__}")
     out: list[tuple[str, str]] = []
@@ -310,6 +313,17 @@ def check_response(status: Any, headers: Any) -> tuple[str, list[tuple[str, str]
     for item in headers:
         if not (isinstance(item, tuple) and len(item) == 2 and type(item[0]) is str and type(item[1]) is str):
             raise InvalidResponse(f"response header {item!r} is not a (str, str) tuple")
+        known = _CHECKED_FIELDS.get(item)
+        if known is not None:
+            # Passed every check below before: an ordinary field (-1), or a Content-Length of that value.
+            if known >= 0:
+                if length is not None:
+                    if known != length:
+                        raise InvalidResponse(f"invalid Content-Length {item[1]!r}")
+                    continue  # an identical copy: send one
+                length = known
+            out.append(item)
+            continue
         name, value = item
         if not name.isascii() or not is_token(name.encode("ascii")):
             raise InvalidResponse(f"invalid response header name {name!r}")
@@ -328,8 +342,21 @@ def check_response(status: Any, headers: Any) -> tuple[str, list[tuple[str, str]
             if length is not None:
                 continue  # an identical copy: send one
             length = int(value)
+            if value == item[1] and len(_CHECKED_FIELDS) < _CHECKED_MAX:
+                _CHECKED_FIELDS[item] = length
+        elif lower not in HOP_BY_HOP and len(_CHECKED_FIELDS) < _CHECKED_MAX:
+            _CHECKED_FIELDS[item] = -1
         out.append((name, value))
     return status, out
+
+
+# Statuses and (name, value) fields that passed check_response: an app sends the same few again
+# and again, and a look-up is cheaper than the checks. A field maps to -1, or for a Content-Length
+# to its length (copies must agree); hop-by-hop fields are never kept. Bounded, so varying values
+# cannot inflate it.
+_CHECKED_STATUSES: set[str] = set()
+_CHECKED_FIELDS: dict[tuple[str, str], int] = {}
+_CHECKED_MAX = 1024
 
 
 def _bad_value(value: str) -> bool:

@@ -3,7 +3,9 @@ client, keep-alive ones included, sees an error across the recycle."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import threading
 
 from conftest import KeepAliveClient, wait_until
@@ -11,32 +13,46 @@ from conftest import KeepAliveClient, wait_until
 from sockact import memory
 
 
+class KeepAsking:
+    """Keep-alive clients that ask for / until stopped, counting what they sent and what failed."""
+
+    def __init__(self, port: int, clients: int = 4) -> None:
+        self.port = port
+        self.sent = [0]  # a list, so that a test reads the count as it grows
+        self.failed: list[object] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._ask) for _ in range(clients)]
+        for t in self._threads:
+            t.start()
+
+    def _ask(self) -> None:
+        client = KeepAliveClient(self.port)
+        try:
+            while not self._stop.is_set():
+                self.sent[0] += 1
+                try:
+                    status, _, _ = client.request("/")
+                    if status != 200:
+                        self.failed.append(status)
+                except OSError as exc:
+                    self.failed.append(repr(exc))
+                    client.close()
+                    client = KeepAliveClient(self.port)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(10)
+
+
 def test_a_worker_past_max_worker_memory_is_recycled_under_load_and_no_request_fails(start_sockact):
     server = start_sockact("testapps:leak", "--workers", "2", "--max-worker-memory", "100M", workers=2)
     first = sorted(server.workers())
     assert all((memory.uss(pid) or 0) < 100 << 20 for pid in first)
-    stop = threading.Event()
-    sent, failed = [0], []
-
-    def keep_asking() -> None:
-        client = KeepAliveClient(server.port)
-        try:
-            while not stop.is_set():
-                sent[0] += 1
-                try:
-                    status, _, _ = client.request("/")
-                    if status != 200:
-                        failed.append(status)
-                except OSError as exc:
-                    failed.append(repr(exc))
-                    client.close()
-                    client = KeepAliveClient(server.port)
-        finally:
-            client.close()
-
-    clients = [threading.Thread(target=keep_asking) for _ in range(4)]
-    for t in clients:
-        t.start()
+    load = KeepAsking(server.port)
+    sent, failed = load.sent, load.failed
     try:
         leaker = KeepAliveClient(server.port)
         status, _, body = leaker.request("/leak?mb=150")  # past the limit, for good
@@ -48,9 +64,7 @@ def test_a_worker_past_max_worker_memory_is_recycled_under_load_and_no_request_f
         mark = sent[0]
         wait_until(lambda: sent[0] > mark + 200, "the clients served on after the recycle")
     finally:
-        stop.set()
-        for t in clients:
-            t.join(10)
+        load.stop()
     print(f"requests across the recycle: {sent[0]} sent, {len(failed)} failed")
     assert failed == [] and sent[0] > 100
     log = server.output()
@@ -77,3 +91,51 @@ def test_pages_shared_with_a_preloaded_app_do_not_count_and_every_worker_is_look
     assert low in server.workers()  # over the limit by RSS only: kept
     assert client.request("/")[0] == 200
     client.close()
+
+
+def test_memory_pressure_collects_in_every_worker_and_recycles_the_largest_and_no_request_fails(start_sockact,
+                                                                                             tmp_path):
+    """MemoryPressureWatch= (systemd 254+) as systemd passes it, with a FIFO for the PSI file: a byte
+    written to it is a pressure event, as sd-event takes it."""
+    fifo = tmp_path / "memory.pressure"
+    os.mkfifo(fifo)
+    env = {"MEMORY_PRESSURE_WATCH": str(fifo),
+           "MEMORY_PRESSURE_WRITE": base64.b64encode(b"some 200000 2000000\0").decode()}
+    server = start_sockact("testapps:leak", "--workers", "2", env=env, workers=2)
+    server.wait_for_log(f"watching memory pressure: {fifo}")
+    first = sorted(server.workers())
+
+    def collections_of(pid: int) -> int:
+        """Asked while the clients keep both workers busy, so that the answer comes from each in turn."""
+        def answer() -> tuple[int] | None:
+            client = KeepAliveClient(server.port)
+            reply = json.loads(client.request("/gc")[2])
+            client.close()
+            return (reply["collections"],) if reply["pid"] == pid else None
+        return wait_until(answer, f"an answer from worker {pid}", timeout=30)[0]
+
+    leaker = KeepAliveClient(server.port)
+    victim = json.loads(leaker.request("/leak?mb=60")[2])["pid"]
+    leaker.close()
+    survivor = next(pid for pid in first if pid != victim)
+    load = KeepAsking(server.port)
+    sent, failed = load.sent, load.failed
+    try:
+        wait_until(lambda: sent[0] > 50, "the clients going")
+        before = collections_of(survivor)
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        os.write(fd, b"!")
+        os.close(fd)
+        wait_until(lambda: victim not in server.workers(), "the largest worker recycled", timeout=20)
+        successor = server.wait_workers(2, without=victim)
+        mark = sent[0]
+        wait_until(lambda: sent[0] > mark + 200, "the clients served on after the recycle")
+        after = collections_of(survivor)
+    finally:
+        load.stop()
+    print(f"requests across the pressure recycle: {sent[0]} sent, {len(failed)} failed")
+    assert failed == [] and sent[0] > 100
+    assert survivor in successor  # only the largest was recycled
+    assert after > before  # and the others collected their garbage
+    log = server.output()
+    assert f"memory pressure: the workers collect their garbage; recycling worker {victim}, the largest" in log

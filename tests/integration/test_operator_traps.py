@@ -85,3 +85,14 @@ def test_usr1_reopens_the_log_files_under_load_and_no_signal_kills_the_superviso
     status, headers, _ = keepalive.request()
     assert status == 200 and headers.get("connection") != "close", headers
     keepalive.close()
+
+
+def test_a_worker_memory_limit_without_a_delegated_cgroup_is_refused_at_start():
+    """Not under systemd with Delegate=yes: the hard limit cannot be enforced, so sockact says why in
+    one line and exits 2 (RestartPreventExitStatus=), rather than serve without it."""
+    result = subprocess.run([*SOCKACT, "run", "testapps:pid", "--bind", f"127.0.0.1:{free_port()}",
+                             "--worker-memory-limit", "256M"],
+                            env=base_env(), capture_output=True, text=True, timeout=20)
+    assert result.returncode == 2, result.stderr
+    line = next(x for x in result.stderr.splitlines() if "worker_memory_limit" in x)
+    assert "Delegate=yes" in line and "ready" not in result.stderr, result.stderr

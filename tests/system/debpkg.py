@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from debroot import RootfsError, ensure_rootfs
+from debroot import SUITE, RootfsError, ensure_rootfs, pip_files
 from nspawn import Container, missing_prerequisite
 
 import sockact
@@ -34,9 +35,10 @@ def build_deb(outdir: Path, version: str | None = None) -> Path:
 
 
 @contextlib.contextmanager
-def installed(outdir: Path) -> Iterator[Container]:
-    """A booted overlay of the clean bookworm root with this tree's .deb installed by apt, as a
-    new user installs it; skips where containers cannot run, fails where no root can be built."""
+def installed(outdir: Path, suite: str = SUITE) -> Iterator[Container]:
+    """A booted overlay of the clean root of ``suite`` with this tree's .deb installed by apt, as a
+    new user installs it, and the host's pip options (for what a page installs with pip); skips
+    where containers cannot run, fails where no root can be built."""
     import pytest  # only the tests need it, not bench/restarts.py
 
     reason = missing_prerequisite()
@@ -44,10 +46,12 @@ def installed(outdir: Path) -> Iterator[Container]:
         pytest.skip(reason)
     deb = build_deb(outdir)
     try:
-        root = ensure_rootfs()
+        root = ensure_rootfs(suite)
     except RootfsError as exc:
         pytest.fail(f"no clean Debian root: {exc}")
     with Container(root, overlay=True) as booted:
+        for inside, content in pip_files(os.environ).items():
+            booted.write(inside, content)
         booted.copy_in(deb, f"{DEBS}/{deb.name}")
         booted.run("apt-get update -q", timeout=300)
         booted.run(f"{APT} install {DEBS}/{deb.name}", timeout=300)

@@ -22,7 +22,7 @@ from sysclient import Response, http_get
 REPO = Path(__file__).resolve().parents[2]
 UNIT_DIR = "/lib/systemd/system"  # where the .deb installs them
 ADMIN_DIR = "/etc/systemd/system"  # where admins put drop-ins
-UNITS = ("sockact.socket", "sockact.service", "sockact@.socket", "sockact@.service")
+UNITS = ("sockact.socket", "sockact.service", "sockact-metrics.socket", "sockact@.socket", "sockact@.service")
 CONFIG = "/etc/sockact/sockact.toml"
 CATALOG_DIR = "/usr/lib/systemd/catalog"
 APPS_DIR = "/srv/sockact-tests"  # the container's /tmp is private; /srv is shared and readable
@@ -56,11 +56,24 @@ _FILE_RE = re.compile(r"# (/\S+)\n")
 FILE_LANGUAGES = ("ini", "toml", "python", "haproxy")
 
 
-def steps(path: Path) -> list[tuple[str, str]]:
+def section(text: str, heading: str) -> str:
+    """The part of a Markdown page under ``heading`` (e.g. "## With pip"), up to the next heading
+    of that level or above."""
+    level = len(heading.split(" ", 1)[0])
+    start = text.index(f"\n{heading}\n") + 1
+    # a heading, or a fenced block skipped whole: its comment lines start with "#" too
+    marks = re.finditer(rf"^```.*?^```$|^(#{{1,{level}}}) ", text[start:], re.M | re.S)
+    ends = [m.start() for m in marks if m.group(1)][1:]
+    return text[start:start + ends[0]] if ends else text[start:]
+
+
+def steps(path: Path, heading: str | None = None) -> list[tuple[str, str]]:
     """A page's fenced blocks in order: ("sh", commands) for a ``sh`` block, (path inside, content)
-    for an ini/toml/python/haproxy block whose first line is a comment naming the file; others are left out."""
+    for an ini/toml/python/haproxy block whose first line is a comment naming the file; others are left out.
+    With ``heading``, only the blocks of that section."""
     found: list[tuple[str, str]] = []
-    for m in _BLOCK_RE.finditer(path.read_text()):
+    text = path.read_text()
+    for m in _BLOCK_RE.finditer(section(text, heading) if heading else text):
         language, body = m.groups()
         named = _FILE_RE.match(body)
         if language == "sh":
@@ -148,7 +161,7 @@ class Deployment:
 
     def reset(self) -> None:
         """Stop every sockact unit, remove this test's files, restore the config, reload systemd."""
-        self.c.systemctl("stop", "sockact.socket", "sockact.service", "sockact@*.socket",
+        self.c.systemctl("stop", "sockact.socket", "sockact-metrics.socket", "sockact.service", "sockact@*.socket",
                          "sockact@*.service", check=False)
         for path in reversed(self._files):
             self.c.remove(path)

@@ -1,10 +1,11 @@
-"""The Debian package on a clean Debian 12, under a real systemd.
+"""The Debian package on a clean Debian 12 and a clean Debian 13, under a real systemd.
 
 The package is built twice from this tree (its version, and the same code with a bumped version
-for the upgrade) and installed with apt into a fresh overlay of a cached debootstrapped bookworm
-(see debroot.py). The tests follow a package's life, in file order, each starting from the state
-the one before leaves, and each making sure of the state it needs: install, first request,
-drop-in, upgrade under load, a template instance, remove, purge.
+for the upgrade) and installed with apt into a fresh overlay of a cached debootstrapped bookworm,
+then of a trixie (see debroot.py): one .deb for both. The tests follow a package's life, in file
+order, each starting from the state the one before leaves, and each making sure of the state it
+needs: install, first request, drop-in, upgrade under load, a template instance, remove, purge.
+pytest runs the whole life on one release, then on the other.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from debpkg import APT, DEBS, VERSION, build_deb
-from debroot import RootfsError, ensure_rootfs
+from debroot import SUITES, RootfsError, ensure_rootfs
 from nspawn import Container, free_port, missing_prerequisite
 from sysclient import Load, Response, http_get, wait_for
 
@@ -66,11 +67,11 @@ def debs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {VERSION: build_deb(out), UPGRADE_VERSION: build_deb(out, UPGRADE_VERSION)}
 
 
-@pytest.fixture(scope="module")
-def box(debs: dict[str, Path]) -> Iterator[Container]:
-    """A fresh overlay of the clean bookworm root, booted, with both .debs under /opt and apt's lists fresh."""
+@pytest.fixture(scope="module", params=SUITES)
+def box(request: pytest.FixtureRequest, debs: dict[str, Path]) -> Iterator[Container]:
+    """A fresh overlay of a clean Debian root, booted, with both .debs under /opt and apt's lists fresh."""
     try:
-        root = ensure_rootfs()
+        root = ensure_rootfs(request.param)
     except RootfsError as exc:
         pytest.fail(f"no clean Debian root: {exc}")
     with Container(root, overlay=True) as booted:
@@ -219,20 +220,30 @@ def test_a_drop_in_moves_the_socket(box: Container) -> None:
     assert DEMO_PAGE in wait_for(lambda: _get_or_none(PORT), timeout=30, what="the default port back").text
 
 
-def test_the_shipped_metrics_example_serves_prometheus_metrics(box: Container) -> None:
+def _metrics_on(box: Container, port: int) -> str:
+    """The shipped sockact-metrics.socket moved to ``port`` by a drop-in, as docs/drop-ins.md says,
+    and enabled; returns the drop-in's directory."""
+    drop_ins = "/etc/systemd/system/sockact-metrics.socket.d"
+    box.write(f"{drop_ins}/port.conf", f"[Socket]\nListenStream=\nListenStream=127.0.0.1:{port}\n")
+    # as the unit says: systemd starts no socket unit for a running service
+    box.run("systemctl daemon-reload && systemctl stop sockact.service "
+            "&& systemctl enable --now sockact-metrics.socket")
+    return drop_ins
+
+
+def _failed_units(box: Container) -> list[str]:
+    return box.systemctl("list-units", "--failed", "--all", "--plain", "--no-legend").stdout.split()
+
+
+def test_the_shipped_metrics_socket_serves_prometheus_metrics(box: Container) -> None:
     _ensure_installed(box)
-    # prometheus_client came along as a Recommends
+    # prometheus_client came along as a Recommends; the socket ships disabled
     assert box.run("dpkg-query -W -f='${db:Status-Abbrev}' python3-prometheus-client").stdout.startswith("ii")
+    assert box.systemctl("is-enabled", "sockact-metrics.socket", check=False).stdout.strip() == "disabled"
+    assert _active(box, "sockact-metrics.socket") == "inactive"
     port = free_port()
-    examples = "/usr/share/doc/sockact/examples"
-    socket_unit = "/etc/systemd/system/sockact-metrics.socket"
-    drop_ins = "/etc/systemd/system/sockact.service.d"
-    box.run(f"sed 's/127.0.0.1:9101/127.0.0.1:{port}/' {examples}/sockact-metrics.socket > {socket_unit}")
-    box.run(f"mkdir -p {drop_ins} && cp {examples}/metrics.conf {drop_ins}/metrics.conf")
+    drop_ins = _metrics_on(box, port)
     try:
-        # as the example says: systemd starts no socket unit for a running service
-        box.run("systemctl daemon-reload && systemctl stop sockact.service "
-                "&& systemctl enable --now sockact-metrics.socket")
         first = wait_for(lambda: _get_or_none(port, "/metrics"), timeout=30, what="a scrape starting the service")
         assert first.status == 200 and "sockact_workers" in first.text, first.text
         assert DEMO_PAGE in wait_for(lambda: _get_or_none(PORT), timeout=30, what="the app served").text
@@ -244,7 +255,6 @@ def test_the_shipped_metrics_example_serves_prometheus_metrics(box: Container) -
         assert scrape.status == 200
     finally:
         box.run("systemctl disable --now sockact-metrics.socket", check=False)
-        box.remove(socket_unit)
         box.remove(drop_ins)
         box.run("systemctl daemon-reload && systemctl restart sockact.service")
     assert DEMO_PAGE in wait_for(lambda: _get_or_none(PORT), timeout=30, what="the app without metrics").text
@@ -447,32 +457,51 @@ def test_a_crashing_supervisor_restarts_with_a_pause_and_the_socket_stays(box: C
     wait_for(lambda: _active(box, "sockact.service") == "active", timeout=30, what="the service active")
 
 
-def test_remove_stops_both_units_and_keeps_the_conffile(box: Container) -> None:
+def test_remove_stops_every_unit_leaves_none_failed_and_keeps_the_conffile(box: Container) -> None:
     _ensure_installed(box)
     wait_for(lambda: _get_or_none(PORT), timeout=30, what="the service up")
+    metrics_port = free_port()
+    _metrics_on(box, metrics_port)
+    assert _get_or_none(metrics_port, "/metrics") is not None
     box.run(f"{APT} remove sockact", timeout=300)
     assert _status(box).startswith("rc ")
-    for unit in ("sockact.socket", "sockact.service", "sockact@demo2.socket", "sockact@demo2.service"):
+    for unit in ("sockact.socket", "sockact-metrics.socket", "sockact.service", "sockact@demo2.socket",
+                 "sockact@demo2.service"):
         assert _active(box, unit) in ("inactive", "unknown"), unit
-    with pytest.raises(ConnectionRefusedError):
-        http_get(PORT, timeout=5)
+    assert _failed_units(box) == []
+    for port in (PORT, metrics_port):
+        with pytest.raises(ConnectionRefusedError):
+            http_get(port, timeout=5)
     assert box.path("/etc/sockact/sockact.toml").is_file()
     assert not box.path("/usr/bin/sockact").exists()
 
 
-def test_purge_leaves_nothing_behind(box: Container) -> None:
+def test_purge_removes_what_the_package_made_and_keeps_the_admins_files(box: Container) -> None:
     _ensure_installed(box)
-    # what an admin and the service leave around: a drop-in, an enabled instance, its config,
-    # and state of a DynamicUser service that was given StateDirectory=
-    box.write("/etc/systemd/system/sockact.socket.d/override.conf", "[Socket]\nBacklog=64\n")
-    box.write("/etc/sockact/demo2.toml", 'app = "demo2app:app"\n')
-    box.systemctl("enable", "sockact@demo2.socket")
+    # what an admin and the service leave around: drop-ins, an enabled instance and its config, the
+    # enabled metrics socket, and state of a DynamicUser service that was given StateDirectory=
+    admins = {"/etc/systemd/system/sockact.socket.d/override.conf": "[Socket]\nBacklog=64\n",
+              "/etc/sockact/demo2.toml": 'app = "demo2app:app"\n'}
+    for path, text in admins.items():
+        box.write(path, text)
+    box.systemctl("enable", "--now", "sockact@demo2.socket")
+    metrics_drop_ins = _metrics_on(box, free_port())
+    admins[f"{metrics_drop_ins}/port.conf"] = box.path(f"{metrics_drop_ins}/port.conf").read_text()
     box.run("mkdir -p /var/lib/private/sockact && ln -sfn private/sockact /var/lib/sockact")
     box.run(f"{APT} purge sockact", timeout=300)
     assert _status(box) == ""
+    assert _failed_units(box) == []
+    # the admin's own files are still there, unchanged; nothing else named sockact is
+    for path, text in admins.items():
+        assert box.path(path).read_text() == text, path
     left = box.run("find /etc /usr /var /lib /opt -path /opt/sockact-debs -prune -o -name '*sockact*' -print",
                    check=False).stdout.split()
-    assert left == [], left
+    theirs = {p for path in admins for p in (path, path.rsplit("/", 1)[0]) if "sockact" in p.rsplit("/", 1)[1]}
+    assert sorted(left) == sorted(theirs), left
+    # the next install finds them: the instance's config is there for sockact@demo2
+    box.run(f"{APT} install {_deb(VERSION)}", timeout=300)
+    assert box.run("sockact check --config /etc/sockact/demo2.toml", check=False).returncode == 0
+    box.run(f"{APT} purge sockact", timeout=300)  # 127.0.0.1:8080 free again, for make run below
 
 
 def test_lintian_is_clean(debs: dict[str, Path]) -> None:

@@ -1,11 +1,12 @@
-"""docs/deploy.md, "Serve your app", followed step by step on a clean Debian 12 with the .deb.
+"""docs/deploy.md, "Serve your app", followed step by step on a clean Debian 12 and 13 with the .deb.
 
 One container serves both of the page's apps. The fixture installs the package with apt, then
 walks the page in order: it writes each file that a block names in its first line, and runs
 each ``sh`` block as root. The tests then use what the page says is served: the Flask app on
 127.0.0.1:8080 writes to and reads from sqlite, the Django admin takes a login with a CSRF POST
-over the instance's Unix socket, a deploy is reloaded, and the page's sandboxed check tells an
-app under /home apart.
+over the instance's Unix socket, a deploy is reloaded, the page's sandboxed check tells an
+app under /home apart, and an app of the Django project that fails at import is named by file
+and line in `sockact check`, a failed reload and `journalctl -u`, while the old workers serve.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 import pytest
 from debpkg import installed
+from debroot import SUITES
 from nspawn import Container
 from sysclient import UnixHTTPConnection, wait_for
 from sysdeploy import steps
@@ -33,10 +35,10 @@ PORT = 8080  # where the page's Flask app is served: the packaged sockact.socket
 DJANGO_SOCKET = "/run/sockact/mysite.sock"
 
 
-@pytest.fixture(scope="module")
-def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
-    """A clean bookworm with the .deb installed and every step of the page done."""
-    with installed(tmp_path_factory.mktemp("deb")) as booted:
+@pytest.fixture(scope="module", params=SUITES)
+def box(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+    """A clean Debian root with the .deb installed and every step of the page done."""
+    with installed(tmp_path_factory.mktemp("deb"), request.param) as booted:
         for where, text in steps(PAGE):
             if where == "sh":
                 booted.run(["sh", "-ec", text], env={"DEBIAN_FRONTEND": "noninteractive"}, timeout=600)
@@ -234,3 +236,41 @@ def test_a_django_error_is_one_journal_entry_at_err(box: Container) -> None:
     assert (record["PRIORITY"], record["SYSLOG_IDENTIFIER"], record["LOGGER"]) == (
         "3", "mysite", "django.security.DisallowedHost"), record
     assert record["MESSAGE"].startswith(f"Invalid HTTP_HOST header: '{host}'."), record
+
+
+BROKEN_MODELS = "def helper():\n    return 1\n\n\nLIMIT = helper() / 0\n"
+MODELS = "/srv/mysite/notes/models.py"
+WHERE = f"{MODELS}, line 5: LIMIT = helper() / 0"
+
+
+def test_an_import_time_error_in_a_django_models_py_is_named_by_file_and_line(box: Container) -> None:
+    # the page's project, with an app whose models.py fails at import, as most failed Django deploys do
+    settings = "/srv/mysite/mysite/production.py"
+    production = box.path(settings).read_text()
+    cookies: SimpleCookie = SimpleCookie()
+    assert _django(box, "GET", "/admin/login/", cookies=cookies)[0].status == 200
+    cursor = box.run("journalctl -n 0 --show-cursor -q").stdout.strip().removeprefix("-- cursor: ")
+    box.write("/srv/mysite/notes/__init__.py", "")
+    box.write(MODELS, BROKEN_MODELS)
+    box.write(settings, production + '\nINSTALLED_APPS = [*INSTALLED_APPS, "notes"]\n')
+    try:
+        check = box.run(["sockact", "check", "--config", "/etc/sockact/mysite.toml"], check=False)
+        assert check.returncode == 5, check.stdout + check.stderr
+        assert f'File "{MODELS}", line 5, in <module>' in check.stderr, check.stderr
+        reload = box.systemctl("reload", "sockact@mysite.service", check=False)
+        assert reload.returncode != 0
+        assert _django(box, "GET", "/admin/login/", cookies=cookies)[0].status == 200, "the old workers serve"
+        status = box.show("sockact@mysite.service", "StatusText")
+        assert WHERE in status, status
+
+        def logged() -> str | None:
+            text = box.run(["journalctl", "-u", "sockact@mysite.service", "--no-pager",
+                            f"--after-cursor={cursor}"]).stdout
+            return text if f'File "{MODELS}", line 5' in text and "reload failed" in text else None
+
+        text = wait_for(logged, timeout=30, what="the file and line in journalctl -u")
+        assert WHERE in text, text
+    finally:
+        box.write(settings, production)
+        box.remove("/srv/mysite/notes")
+    assert box.systemctl("reload", "sockact@mysite.service", check=False).returncode == 0

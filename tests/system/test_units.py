@@ -150,6 +150,19 @@ def test_private_network_drop_in_scores_lower(tmp_path):
 
 
 @needs_analyze
+@pytest.mark.parametrize("unit", ["sockact.service", "sockact@.service"])
+def test_the_memory_limit_drop_in_keeps_the_score(tmp_path, unit):
+    """Delegate=yes and ProtectControlGroups=no (worker_memory_limit) cost a little, within the gate."""
+    system = tmp_path / "etc" / "systemd" / "system"
+    (system / f"{unit}.d").mkdir(parents=True)
+    shutil.copy(UNITS_SRC / unit, system)
+    shutil.copy(UNITS_SRC / "examples" / "memory-limit.conf", system / f"{unit}.d")
+    name = unit.replace("@.", "@x.")  # an instance of the template
+    delegated = exposure(f"--root={tmp_path}", name)
+    assert exposure(str(UNITS_SRC / unit)) < delegated <= SECURITY_THRESHOLD
+
+
+@needs_analyze
 def test_security_gate_can_fail(tmp_path):
     """An unhardened copy fails the gate, so a passing gate means something."""
     bare = tmp_path / "bare.service"

@@ -214,3 +214,11 @@ def test_a_websocket_session_is_one_line_written_at_once(tmp_path: Path):
     assert json.loads(first)["status"] == 403
     assert json.loads(first)["websocket"] == {"close_code": None, "bytes_in": 0, "bytes_out": 14}
     assert second.endswith('" 403 14 "http://r/" "curl/8" websocket close=- in=0 out=14 duration=2.346s')
+
+
+def test_literal_text_of_any_kind_passes_verbatim():
+    # The line builder is generated source (accesslog.compile_format): literal text must reach it as data.
+    spec = "a'b\"c\\d{x}%%\t''' %(s)s\"\"\" %(l)s%(l)s end"
+    assert compile_format(spec)(entry()) == "a'b\"c\\d{x}%\t''' 200\"\"\" -- end"
+    assert compile_format("no atoms")(entry()) == "no atoms"
+    assert compile_format("%(s)s%(b)s")(entry()) == "20014"

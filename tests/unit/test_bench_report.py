@@ -206,8 +206,32 @@ def test_strace_totals_and_the_costs_table():
                                                     "worker_syscalls": 3.0, "supervisor_syscalls": 0.0},
                                       "close": {"error": "no requests"}}}
     text = markdown.render(summary(res), "chart.png")
-    assert "| Keepalive | access log on | 21.5 µs | 0.1 µs | 3.00 | 0.00 |" in text
+    assert "| Keepalive | access log on | 21.5 µs | n/a | 0.1 µs | 3.00 | 0.00 |" in text
     assert "| Close | access log on | ✗ no requests |" in text
+
+
+def test_costs_are_judged_against_the_python_floor_of_the_same_interface():
+    res = results()
+    res["costs"] = {
+        "floor": {"wsgi": {"keepalive": {"requests": 9, "cpu_us": 10.0}, "close": {"error": "no requests"}},
+                  "asgi": {"keepalive": {"requests": 9, "cpu_us": 20.0}}},
+        "access log off": {"keepalive": {"requests": 9, "worker_cpu_us": 12.0, "supervisor_cpu_us": 0.1,
+                                         "worker_syscalls": 2.0, "supervisor_syscalls": 0.0}},
+        "access log on": {"keepalive": {"requests": 9, "worker_cpu_us": 16.0, "supervisor_cpu_us": 0.1,
+                                        "worker_syscalls": 2.0, "supervisor_syscalls": 0.0}},
+        "ASGI, access log off": {"keepalive": {"requests": 9, "worker_cpu_us": 30.0, "supervisor_cpu_us": 0.1,
+                                               "worker_syscalls": 2.0, "supervisor_syscalls": 0.0}},
+    }
+    found = {t.scenario: t for t in report.targets(summary(res))}
+    assert (found["Keep-alive CPU per request, access log off"].measured,
+            found["Keep-alive CPU per request, access log off"].met) == ("1.20\N{MULTIPLICATION SIGN} the floor", True)
+    assert found["Keep-alive CPU per request, access log on"].met is False  # 1.6x > 1.5x
+    assert found["ASGI keep-alive CPU per request, access log off"].met is False  # 1.5x of the ASGI floor
+    assert found["ASGI keep-alive CPU per request, access log on"].met is None  # not measured: not invented
+    text = markdown.render(summary(res), "chart.png")
+    assert "| Keepalive | ASGI, access log off | 30.0 µs | 1.50\N{MULTIPLICATION SIGN} | 0.1 µs |" in text
+    assert "WSGI Keepalive: 10.0 µs; WSGI Close: ✗ no requests; ASGI Keepalive: 20.0 µs." in text
+    assert "| Keepalive | floor |" not in text
 
 
 def test_the_metrics_cost_is_judged_on_the_paired_rounds():

@@ -99,6 +99,121 @@ def test_the_sandboxed_check_has_the_units_lines_and_the_deploy_page_shows_it():
     assert shown == sandboxed_check_line("/etc/sockact/sockact.toml", ["StateDirectory=flaskapp"])
 
 
+# -- every setting a page names exists, and no page says what --help contradicts
+
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+# Names in backquotes that are not settings: the Python, WSGI and ASGI APIs and the C and systemd calls
+# the pages explain, nginx's directive, the access log's JSON keys; gunicorn's settings in
+# docs/http.md are allowed as rows of from-gunicorn.md.
+NOT_SETTINGS = {"add_reader", "more_body", "query_string", "raw_path", "serve_connection", "start_response",
+                "prometheus_client", "sd_listen_fds_with_names", "sd_notify", "set_wakeup_fd", "malloc_trim",
+                "proxy_pass", "close_code", "bytes_in", "bytes_out"}
+_SNAKE = re.compile(r"`([a-z][a-z0-9]*(?:_[a-z0-9]+)+)`")
+_ASSIGNED = re.compile(r"`([a-z][a-z0-9_]*) = (?:\"[^\"`]*\"|'[^'`]*'|-?[0-9][0-9.]*|true|false|\[[^`]*\])`")
+_ENV_ASSIGNED = re.compile(r"\bSOCKACT_([A-Z][A-Z0-9_]*)=")
+_TOML_BLOCK = re.compile(r"^```toml\n(.*?)^```$", re.M | re.S)
+
+
+def _prose(page: Path) -> str:
+    """A page without the gunicorn side of from-gunicorn.md's table (gunicorn's names, not ours)."""
+    if page.name != "from-gunicorn.md":
+        return page.read_text()
+    return "\n".join("|".join(line.split("|")[3:]) if re.match(r"^\| `\w+` \|", line) else line
+                     for line in page.read_text().splitlines())
+
+
+def test_every_setting_a_page_names_exists():
+    metrics_code = (ROOT / "sockact" / "apps" / "metrics.py").read_text()
+    gunicorn_names = {name for name, _, _ in from_gunicorn_rows()}
+    not_ours = set()
+    for page in PAGES:
+        text = _prose(page)
+        for name in _SNAKE.findall(text):
+            if name.startswith("sockact_"):  # a metric, as apps/metrics.py names it
+                known = f'"{name.removesuffix("_total")}"' in metrics_code
+            else:
+                known = name in config.BY_NAME or name in NOT_SETTINGS or name in gunicorn_names
+            if not known:
+                not_ours.add((page.name, name))
+        not_ours |= {(page.name, n) for n in _ASSIGNED.findall(text) if n not in config.BY_NAME.keys() | gunicorn_names}
+        # Environment=SOCKACT_WORKERS=8 and the like; the tests' own knobs are no settings
+        not_ours |= {(page.name, f"SOCKACT_{n}") for n in _ENV_ASSIGNED.findall(text)
+                     if n.lower() not in config.BY_NAME and not n.startswith(("FUZZ_", "SOAK_", "CONN_ID"))}
+    assert sorted(not_ours) == []
+
+
+def test_every_toml_block_of_a_page_is_a_file_sockact_reads(tmp_path: Path):
+    for page in PAGES:
+        for n, block in enumerate(_TOML_BLOCK.findall(page.read_text())):
+            path = tmp_path / f"{page.stem}-{n}.toml"
+            path.write_text(block)
+            try:
+                config.read_toml(str(path))
+            except config.ConfigError as exc:
+                pytest.fail(f"{page.name}, TOML block {n + 1}: {exc}")
+
+
+def test_the_packaged_config_shows_each_setting_once_with_its_default():
+    import tomllib
+
+    text = (ROOT / "packaging" / "sockact.toml").read_text()
+    top = text.split("\n# [", 1)[0]  # the tables' examples after it ([hooks], [listeners.NAME]) set their own
+    shown: list[tuple[str, object]] = []
+    for name, value in re.findall(r"^# ([a-z_]+) = (.+)$", top, re.M):
+        try:
+            shown.append((name, tomllib.loads(f"v = {value}")["v"]))
+        except tomllib.TOMLDecodeError:
+            continue  # prose that happens to read "name = ..."
+    names = [name for name, _ in shown]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
+    for name, raw in shown:
+        setting = config.BY_NAME[name]
+        if setting.default in (None, "", ()):
+            continue  # unset by default: the line shows an example value
+        assert setting.parse(raw) == setting.default, name
+
+
+def _help_text() -> str:
+    from sockact import cli
+
+    parser = cli.build_parser()
+    run = next(a for a in parser._actions if a.dest == "command").choices["run"]
+    return " ".join((parser.format_help() + run.format_help()).split())
+
+
+# What pages once said, each beside what --help says instead; the first must be in no page, unit
+# or man page, the second must still be in --help (else the pair is stale and must be redone).
+CONTRADICTED_BY_HELP = (
+    ("to an idle worker", "hands each one to the least-loaded worker that is not stalled"),
+    ("serves one connection at a time", "1 serves one request at a time per worker"),
+)
+
+
+def _said_anywhere() -> dict[str, str]:
+    from sockact import manpage
+
+    texts = {page.name: page.read_text() for page in PAGES}
+    for path in [*(ROOT / "packaging" / "systemd").glob("sockact*"), ROOT / "packaging" / "sockact.toml",
+                 ROOT / "debian" / "control"]:
+        texts[path.name] = path.read_text()
+    texts["man pages"] = manpage.SOCKACT_1_DESCRIPTION
+    return {name: " ".join(text.split()) for name, text in texts.items()}
+
+
+@pytest.mark.parametrize(("wrong", "helps"), CONTRADICTED_BY_HELP)
+def test_no_page_says_what_help_contradicts(wrong: str, helps: str):
+    assert helps in _help_text()
+    assert [name for name, text in _said_anywhere().items() if wrong in text] == []
+
+
+def test_from_gunicorn_calls_no_asgi_setting_wsgi_only():
+    # --help: interface 'asgi' is served; gunicorn's ASGI settings map to sockact's or say why not
+    assert "'asgi' (ASGI 3" in _help_text()
+    rows = [line for line in (ROOT / "docs" / "from-gunicorn.md").read_text().splitlines()
+            if re.match(r"^\| `(asgi|websocket)_\w+` \|", line)]
+    assert len(rows) == 4 and not [row for row in rows if "WSGI only" in row], rows
+
+
 def test_from_gunicorn_table_agrees_with_sockact_convert():
     from sockact import fromgunicorn
     from sockact.hooks import HOOK_NAMES

@@ -443,3 +443,17 @@ def test_error_response_is_complete_and_closes() -> None:
     assert head.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
     assert b"Connection: close" in head and b"Content-Length: %d" % len(body) in head
     assert not conn.keep_alive
+
+
+def test_a_field_name_is_judged_alike_after_it_was_seen() -> None:
+    # Names that passed as tokens are remembered (engine._GOOD_NAMES); a bad one must fail every time.
+    for _ in range(2):
+        good = Connection(Limits())
+        good.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\nX-Seen: 1\r\n\r\n")
+        event = good.next_event()
+        assert isinstance(event, Request) and event.headers == [(b"HOST", b"a"), (b"X-SEEN", b"1")]
+        bad = Connection(Limits())
+        bad.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\nX(Seen): 1\r\n\r\n")
+        with pytest.raises(ProtocolError) as caught:
+            bad.next_event()
+        assert caught.value.status == 400

@@ -51,7 +51,8 @@ def snapshot() -> Snapshot:
         workers=count_states([WorkerState.READY, WorkerState.READY, WorkerState.BOOTING]),
         accepted=[5, 7], accept_errors=1, handoff=handoff, handbacks=2,
         restarts={"exit": 1, "timeout": 0, "max-requests": 0, "reload": 2},
-        reloads={"succeeded": 1, "failed": 1}, watchdog_pings=9, start_time=1700000000.0)
+        reloads={"succeeded": 1, "failed": 1}, watchdog_pings=9, start_time=1700000000.0,
+        worker_memory={(0, 101): 52428800, (3, 104): 1 << 30}, worker_cpu={(0, 101): 1.5, (3, 104): 0.25})
 
 
 def test_the_exposition_reads_back_with_prometheus_clients_parser():
@@ -83,3 +84,6 @@ def test_the_exposition_reads_back_with_prometheus_clients_parser():
     assert get("sockact_app_threads", state="busy") == 1 and get("sockact_app_threads", state="idle") == 3
     assert get("sockact_app_threads_max") == 32
     assert get("sockact_start_time_seconds") == 1700000000.0
+    assert get("sockact_worker_memory_bytes", worker="0", pid="101") == 52428800
+    assert get("sockact_worker_memory_bytes", worker="3", pid="104") == 1 << 30
+    assert get("sockact_worker_cpu_seconds_total", worker="0", pid="101") == 1.5

@@ -80,3 +80,27 @@ def test_every_signal_a_gunicorn_user_sends_has_a_handler() -> None:
     for name in ("HUP", "TERM", "INT", "QUIT", "USR1", "USR2", "TTIN", "TTOU", "WINCH"):
         assert getattr(signal, f"SIG{name}") in HANDLED_SIGNALS, name
         assert callable(getattr(sup, f"handle_{name.lower()}")), name
+
+
+def test_hup_to_a_worker_memory_limit_that_cannot_be_enforced_fails_the_reload(
+        tmp_path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A cgroup tree in a tmp dir whose memory controller is not delegated (the real one is the
+    service's; see tests/unit/test_cgroups.py)."""
+    from sockact import cgroups
+
+    service = tmp_path / "system.slice" / "sockact.service"
+    service.mkdir(parents=True)
+    for where in (tmp_path, service):
+        (where / "cgroup.controllers").write_text("cpu pids\n")
+    (tmp_path / "cgroup").write_text("0::/system.slice/sockact.service\n")
+    monkeypatch.setattr(cgroups, "CGROUP_FS", str(tmp_path))
+    monkeypatch.setattr(cgroups, "PROC_CGROUP", str(tmp_path / "cgroup"))
+    sup = Supervisor(config.build({}, {}, None), [], Notifier({}, os.getpid()), None,
+                     lambda: config.build({"worker_memory_limit": "1G"}, {}, None))
+    sup.pool.phase = Phase.SERVING
+    with caplog.at_level(logging.ERROR):
+        sup.dispatch_signal(signal.SIGHUP)
+    assert ("reload failed: worker_memory_limit: the memory controller is not delegated to "
+            "/system.slice/sockact.service") in caplog.text
+    assert sup.pool.current.number == 0 and sup.pool.phase is Phase.SERVING
+    assert not (service / "supervisor").exists()  # nothing moved

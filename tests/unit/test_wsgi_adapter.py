@@ -222,6 +222,25 @@ def test_connection_close_passes_to_the_engine_and_length_copies_become_one() ->
     assert (status, headers) == ("200 OK", [("Connection", "close"), ("Content-Length", "3"), ("X-Y", "é")])
 
 
+def test_a_response_checked_before_is_checked_alike_again() -> None:
+    # What passed is remembered (wsgi._CHECKED_*), so the second answer must equal the first, and the
+    # fields that need more than a yes are checked again each time.
+    for _ in range(2):
+        assert check_response("200 OK", [("X-A", "1"), ("Content-Length", "3"), ("Connection", "close")]) == (
+            "200 OK", [("X-A", "1"), ("Content-Length", "3"), ("Connection", "close")])
+        with pytest.raises(InvalidResponse):
+            check_response("200 OK", [("X-A", "1"), ("Content-Length", "3"), ("Content-Length", "4")])
+        with pytest.raises(InvalidResponse):
+            check_response("200 OK", [("Content-Length", "4"), ("Content-Length", "3")])
+        assert check_response("200 OK", [("Content-Length", "3"), ("Content-Length", " 3")]) == (
+            "200 OK", [("Content-Length", "3")])
+        assert check_response("200 OK", [("Content-Length", " 3")]) == ("200 OK", [("Content-Length", "3")])
+        with pytest.raises(InvalidResponse):
+            check_response("200 OK", [("X-A", "1"), ("Connection", "keep-alive")])
+        with pytest.raises(InvalidResponse):
+            check_response("200 OK", [["X-A", "1"]])
+
+
 def test_close_is_called_even_when_iteration_fails() -> None:
     closed = []
 

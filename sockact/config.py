@@ -129,8 +129,8 @@ class ListenerSettings:
     body_buffer: int = _opt(
         parsers.integer(0), 64 * 1024,
         "A WSGI request body of up to this many bytes (by Content-Length) is read whole before the app is "
-        "called, so a client that sends its body slowly holds no app thread meanwhile; a body that stops "
-        "coming for the timeout gets 408. Larger and chunked bodies are read by the app as they come. "
+        "called, so a client that sends its body slowly holds no app thread meanwhile; a body not whole "
+        "within the timeout of its head gets 408. Larger and chunked bodies are read by the app as they come. "
         "0: off.", "http", metavar="BYTES")
     forwarded_allow_ips: str = _opt(
         parsers.networks, "127.0.0.1,::1,unix",

@@ -3,10 +3,13 @@
 The loop (the worker's main thread) watches the channel and every connection the worker
 holds that is waiting for a request. It reads whatever arrives, feeds each connection's
 HTTP engine, and gives each complete request head to an app thread, which runs the app,
-reads the body, writes the response and gives the connection back to the loop. Around it:
+reads the body, writes the response and gives the connection back to the loop. Each
+connection is a Held, whose state, deadlines and hand-backs the connection owner decides
+(sockact/conns/owner.py, shared with the ASGI runner); this runner carries them out. Around it:
 
 - A connection idle at a request boundary for ``park_after`` goes back to the supervisor
-  (PARK). A partial head stays until ``header_timeout``, then gets its 408 and is closed.
+  (PARK). A partial head stays until ``header_timeout``, then gets its 408 and is closed; a
+  connection that has sent nothing is closed then too.
 - On a listener with ``proxy_protocol``, a new connection's first bytes are its PROXY
   header (sockact/proxyprotocol.py), read within ``header_timeout`` before any HTTP; the
   header travels with the connection when it is handed back, so it is read only once.
@@ -19,10 +22,10 @@ reads the body, writes the response and gives the connection back to the loop. A
   connection that arrives meanwhile. The supervisor sees the stall on the scoreboard and
   gives the worker nothing new until it moves again.
 
-Who may touch a connection's fd (docs/architecture.md has the whole table):
-    waiting   the loop thread, under ``lock`` (the fd is in the selector)
-    in a call its app thread alone (the fd is out of the selector)
-    handed back / closed   nobody: the loop sent or closed it and dropped it from its books
+Who may touch a connection's fd, by its state (docs/architecture.md has the whole table):
+    PREFACE, FRESH, HEAD, BODY, IDLE, CLOSING   the loop thread, under ``lock`` (the fd is in the selector)
+    QUEUED, CALL   its app thread alone (the fd is out of the selector)
+    HANDED, CLOSED   nobody: the loop sent or closed it and dropped it from its books
 
 App threads come from appthreads.AppThreads: ``threads`` of them always, more up to
 ``max_threads`` while every one is in a call. With ``threads = 1`` the loop thread is app
@@ -37,21 +40,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
 import selectors
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from urllib.parse import unquote_to_bytes
+from collections.abc import Sequence
 
-from . import handoff, proxyprotocol
+from . import handoff
 from .accesslog import AccessLog
 from .appthreads import AppThreads
-from .errors import HandoffError
+from .conns.channel import Closed, call_line, conn_extra, hand_back, preface_header, read_channel, report
+from .conns.owner import TIMER_INTERVAL, Carrier, Due, Owned, Owner
+from .conns.states import BODY, CLOSING, HEAD, PREFACE, QUEUED, ConnState
 from .http import HTTPConnection, Site, Step
 from .http.events import Request
 from .http.limits import LINGER_BYTES, LINGER_SECONDS, RECV_SIZE
@@ -62,8 +64,6 @@ from .tally import TallyWriter
 log = logging.getLogger("sockact.worker")
 
 TICK = 0.05  # seconds: the longest the loop sleeps without looking at its timers
-TIMER_INTERVAL = 0.01  # seconds between looks at every held connection's deadlines
-SEND_WAIT = 5.0  # seconds a report to the supervisor may wait for room in the channel
 # With a pool that may grow: how long the loop thread's own call may last before the monitor takes the
 # loop's role (and starts threads for what is waiting), and how often it looks meanwhile. A call this
 # short is over before a thread could start; a waiting fast request pays at most about twice this.
@@ -78,27 +78,33 @@ SLOW_SHARE = 50
 QUIET_LOOKS = 100  # looks at a worker that serves nothing before the monitor sleeps until a call starts
 
 
-@dataclass(eq=False, slots=True)
-class Held:
-    """A connection the worker holds."""
-
-    msg: handoff.Message  # how it came: id, listener, peer, hops
-    sock: socket.socket
-    http: HTTPConnection
-    site: Site
-    since: float  # when it last became idle, or its head started to arrive
-    partial: bool = False  # part of a head is buffered: the deadline is header_timeout
-    request: Request | None = None  # parsed, waiting for an app thread
-    body_for: Request | None = None  # parsed, its body still coming: the loop reads it (body_buffer)
-    in_call: bool = False  # an app thread is serving it
-    served: int = 0  # requests served on it in this worker
-    watched: bool = False  # in the selector
-    preface: bytearray | None = None  # the PROXY header's bytes so far, until it is whole
-    linger_until: float = 0.0  # an error was answered: what the client still sends is dropped until then
-    lingered: int = 0  # bytes dropped meanwhile
+# Step's members as module names: on Python 3.11 ``Step.IDLE`` costs 0.3 µs (the Enum class's attribute
+# machinery), and a served request passes four of these.
+_CLOSE, _LINGER, _PARTIAL, _IDLE = Step.CLOSE, Step.LINGER, Step.PARTIAL, Step.IDLE
 
 
-class EventLoop:
+class Held(Owned):
+    """A connection the WSGI runner holds: the owner's books (owner.Owned), its socket and its engine."""
+
+    __slots__ = ("http", "linger_until", "lingered", "preface", "request", "sock", "watched")
+
+    def __init__(self, msg: handoff.Message, sock: socket.socket, site: Site, state: ConnState, now: float,
+                 http: HTTPConnection) -> None:
+        super().__init__(msg, site, state, now)
+        self.sock = sock
+        self.http = http
+        self.request: Request | None = None  # parsed: its body coming (BODY) or waiting for a thread (QUEUED)
+        self.watched = False  # in the selector
+        # The PROXY header's bytes so far, until it is whole (PREFACE).
+        self.preface: bytearray | None = bytearray(msg.data) if state is PREFACE else None
+        self.linger_until = 0.0  # CLOSING: what the client still sends is dropped until then
+        self.lingered = 0  # bytes dropped meanwhile
+
+    def unparsed(self) -> bytes:
+        return bytes(self.preface) if self.preface is not None else self.http.unparsed()
+
+
+class EventLoop(Carrier[Held]):
     """Serves connections from ``chan`` until the supervisor closes it, then exits."""
 
     def __init__(self, chan: socket.socket, sites: Sequence[Site], slots: Sequence[SlotWriter], *,
@@ -120,21 +126,17 @@ class EventLoop:
                                    self._finished, alive=self._thread_alive)
         self.tallies = list(tallies) if tallies else None  # one per app thread, for the metrics
         self._tally_lines = list(dict.fromkeys(self.tallies or ()))  # each shared writer flushed once
-        self.park_after = list(park_after)
         self.handback_after = handback_after
         self.extra = extra  # environ keys every request gets (worker pid)
         self.access = access  # written when the loop goes idle, and at least every FLUSH interval
         self.stopping = False  # SIGTERM: answer with Connection: close, park nothing
         self.draining = False  # a stop is coming (drain_delay): health says 503, answers close their connections
-        self.retiring = False  # EOF on the channel: hand everything back, then exit
-        self.max_requests = max_requests  # 0: never recycled
-        self.requests = 0
-        self.recycling = False  # max_requests reached: take nothing new, wait to be retired
         self.lock = threading.Lock()
         self.selector = selectors.DefaultSelector()
         self.receiver = handoff.Receiver(chan)
-        self.closed = Closed(chan)
-        self.held: dict[int, Held] = {}  # conn id -> every connection in the worker's books
+        # Every connection in the worker's books, their states and deadlines, retiring and max_requests.
+        self.owner: Owner[Held] = Owner(Closed(chan), park_after, max_requests)
+        self.closed = self.owner.closed
         self.ready: deque[Held] = deque()  # parsed requests waiting for an app thread
         self.waiting = waiting or Waiting([])  # the same, on the scoreboard: a 502 if the worker dies
         self.in_call = 0  # app calls running
@@ -160,7 +162,7 @@ class EventLoop:
         helpers = self._start_threads()
         self.lock.acquire()
         try:
-            while not (self.retiring and not self.held):
+            while not self.owner.done:
                 self._turn()
         finally:
             self.lock.release()
@@ -226,24 +228,20 @@ class EventLoop:
 
     def _adopt(self, msg: handoff.Message) -> None:
         sock = socket.socket(msg.family, socket.SOCK_STREAM, 0, fileno=msg.fd)
-        if self._stalled() or self.retiring or self.recycling:
+        if not self.owner.takes(self._stalled()):
             hand_back(self.chan, msg, sock, msg.data, msg.head_started)
             return
         site = self.sites[msg.listener]
-        if site.proxy_protocol != "off" and msg.proxy is None:
-            # The PROXY header comes first; HTTP waits for it. Until then the head's deadline runs.
-            held = Held(msg, sock, self._http(msg, sock, site, b""), site, msg.head_started or time.monotonic(),
-                        partial=True, preface=bytearray(msg.data))
-            self.held[msg.conn_id] = held
+        state, since = Owner.arrival(msg, site, time.monotonic())
+        # Until its PROXY header is whole, a connection's engine has no bytes: HTTP waits for the header.
+        pending = b"" if state is PREFACE else msg.data
+        held = self.owner.add(Held(msg, sock, site, state, since, self._http(msg, sock, site, pending)))
+        if state is PREFACE:
             self._read_preface(held, b"", eof=False)
-            return
-        held = Held(msg, sock, self._http(msg, sock, site, msg.data), site, msg.head_started or time.monotonic(),
-                    partial=bool(msg.head_started))  # a head begun elsewhere keeps its deadline
-        self.held[msg.conn_id] = held
-        if not msg.data:
-            self._read(held)  # a new client's request is usually there already: no wait in the selector
-        else:
+        elif msg.data:
             self._advance(held)
+        else:
+            self._read(held)  # a new client's request is usually there already: no wait in the selector
 
     def _http(self, msg: handoff.Message, sock: socket.socket, site: Site, pending: bytes) -> HTTPConnection:
         return HTTPConnection(sock, site, peer=msg.peer, conn_id=msg.conn_id, pending=pending,
@@ -270,21 +268,18 @@ class EventLoop:
         held.msg.proxy = header
         held.http = self._http(held.msg, held.sock, held.site, bytes(preface[size:]))
         held.preface = None
-        held.partial, held.since = False, time.monotonic()
+        held.to("preface")
         if size == len(preface):
             self._read(held)  # the request usually came in the same segment; if not, wait for it
         else:
             self._advance(held)
 
-    def _refuse_preface(self, held: Held, reason: str) -> None:
-        preface_refused(held.msg, held.site, reason)
-        self._close(held)
-
     # ------------------------------------------------------------------ connections
 
     def _read(self, held: Held) -> None:
-        if held.in_call or held.request is not None:
-            return  # its app thread reads it
+        state = held.state
+        if not (state.reading or state is CLOSING):
+            return  # its app thread reads it, or it left in this turn of the loop (a stale event)
         try:
             data = held.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
         except BlockingIOError:
@@ -292,21 +287,21 @@ class EventLoop:
             return
         except OSError:
             data = b""
-        if held.linger_until:
+        if state is CLOSING:
             held.lingered += len(data)
             if not data or held.lingered >= LINGER_BYTES:
                 self._close(held)
             else:
                 self._watch(held)
             return
-        if held.preface is not None:
+        if state is PREFACE:
             if not data and not held.preface:
                 self._close(held)  # a balancer's TCP check: connected, said nothing, left
             else:
                 self._read_preface(held, data, eof=not data)
             return
         held.http.receive(data)
-        if held.body_for is not None:
+        if state is BODY:
             self._buffer_body(held, eof=not data)
             return
         self._advance(held)
@@ -320,31 +315,35 @@ class EventLoop:
                 return
             if held.http.body_to_buffer():
                 # A slow body must not hold an app thread: the loop reads it first, as any other input.
-                held.body_for, held.since = step, time.monotonic()
+                held.request = step
+                held.to("buffer")
                 with contextlib.suppress(OSError):
                     held.sock.send(held.http.continue_now(), socket.MSG_DONTWAIT)
                 self._watch(held)
                 return
+            held.to("head")
             self._ready(held, step)
             return
-        if step is Step.CLOSE:
+        if step is _CLOSE:
             self._close(held)
             return
-        if step is Step.LINGER:
+        if step is _LINGER:
             # Dropped, not blocked on: unread input would make the kernel reset the connection
             # before the client reads its error, and the loop serves others meanwhile.
             with contextlib.suppress(OSError):
                 held.sock.shutdown(socket.SHUT_WR)
+            held.to("closing")
             held.linger_until = time.monotonic() + LINGER_SECONDS
             self._watch(held)
             return
-        if step is Step.IDLE and (self.retiring or self.recycling or self._stalled()):
+        if step is _PARTIAL:
+            if held.state is not HEAD:
+                held.to("bytes")
+        elif held.state is HEAD:
+            held.to("idle")  # only the empty lines allowed between requests came
+        if step is _IDLE and (self.owner.retiring or self.owner.recycling or self._stalled()):
             self._release(held)
             return
-        if step is Step.PARTIAL and not held.partial:
-            held.partial, held.since = True, time.monotonic()
-        elif step is Step.IDLE and held.partial:
-            held.partial, held.since = False, time.monotonic()
         self._watch(held)
 
     def _ready(self, held: Held, request: Request) -> None:
@@ -354,13 +353,13 @@ class EventLoop:
 
     def _buffer_body(self, held: Held, eof: bool) -> None:
         # Whole, or cut short by the client: the call goes ahead, and a cut body is answered as any
-        # other (400, from the app's read of wsgi.input).
+        # other (400, from the app's read of wsgi.input). Its deadline runs from the head, in total.
         if eof or not held.http.body_to_buffer():
-            request, held.body_for = held.body_for, None
+            request = held.request
             assert request is not None
+            held.to("body")
             self._ready(held, request)
         else:
-            held.since = time.monotonic()  # the deadline is io_timeout with nothing new
             self._watch(held)
 
     def _watch(self, held: Held) -> None:
@@ -376,7 +375,7 @@ class EventLoop:
     def _answer_health(self, held: Held, request: Request) -> None:
         """On the loop thread, not counted as a request: the app is not called."""
         if held.http.serve(request):
-            held.since, held.partial = time.monotonic(), False
+            held.to("answer")
             self._advance(held)
         else:
             self._close(held)
@@ -415,14 +414,14 @@ class EventLoop:
             assert held.request is not None
             self.waiting.add(held.msg.conn_id, call_line(held.request))
             return False
-        held.in_call = True
+        held.to("call")
         self.in_call += 1
         self._unwatch(held)  # its app thread reads the body; the loop must not
         return True
 
     def _call_inline(self, held: Held) -> None:
         self.in_call += 1
-        held.in_call = True
+        held.to("call")
         self._inline_held = held
         if self._monitor_asleep:
             self._call_begun.set()
@@ -457,17 +456,12 @@ class EventLoop:
                 self.tallies[index].record(held.msg.listener, request.method, held.http.status, ended - started)
 
     def _after(self, held: Held, keep: bool) -> None:
-        held.in_call = False
-        held.served += 1
-        self.requests += 1
-        if self.max_requests and self.requests >= self.max_requests and not self.recycling:
-            self.recycling = True
+        if self.owner.count(held):
             report(self.chan, handoff.Message(handoff.RECYCLE))
         if not keep:
             self._close(held)
             return
-        held.since = time.monotonic()
-        held.partial = False
+        held.to("served")
         self._advance(held)  # a pipelined request may be buffered already
 
     # ------------------------------------------------------------------ app threads
@@ -498,8 +492,9 @@ class EventLoop:
         after = GROW_AFTER if self.pool is not None else self.handback_after
         interval = min(after, slow)
         quiet, seen = 0, -1
-        judged, judged_at = self.requests, time.monotonic()
-        while not (self.retiring and not self.held):
+        owner = self.owner
+        judged, judged_at = owner.requests, time.monotonic()
+        while not owner.done:
             if quiet >= QUIET_LOOKS:
                 # Nothing served for a while: sleep until a call starts (the loop sets the event), not
                 # waking every GROW_AFTER on an idle worker.
@@ -511,13 +506,13 @@ class EventLoop:
             else:
                 time.sleep(interval)
             if self.pool is not None and time.monotonic() - judged_at >= HANDOFF_WINDOW:
-                calls, slow_calls = self.requests - judged, self._slow_calls
+                calls, slow_calls = owner.requests - judged, self._slow_calls
                 self._hand_off = slow_calls > 0 and slow_calls * SLOW_SHARE >= calls
-                judged, judged_at, self._slow_calls = self.requests, time.monotonic(), 0
+                judged, judged_at, self._slow_calls = owner.requests, time.monotonic(), 0
             started = self.call_started[0]
             if not started:
-                quiet = quiet + 1 if self.requests == seen else 0
-                seen = self.requests
+                quiet = quiet + 1 if owner.requests == seen else 0
+                seen = owner.requests
                 continue
             quiet = 0
             # The lock is free only while the loop thread is inside its call.
@@ -553,174 +548,53 @@ class EventLoop:
     def _timers(self, now: float) -> None:
         if self._stalled():
             self._hand_back_waiting()
-        for held in list(self.held.values()):
-            if held.linger_until:
-                if now > held.linger_until:
-                    self._close(held)
-                continue
-            if held.request is not None or held.in_call:
-                continue  # waiting for, or inside, an app call
-            if held.body_for is not None:
-                if now - held.since > held.site.io_timeout:
-                    held.http.body_timed_out()
-                    self._close(held)
-                continue
-            if held.partial:
-                if now - held.since > held.site.header_timeout:
-                    if held.preface is not None:
-                        self._refuse_preface(held, "no whole PROXY header within header_timeout")
-                        continue
-                    held.http.head_timed_out()
-                    self._close(held)
-            elif now - held.since > self.park_after[held.msg.listener] or (self.stopping and held.served):
-                self._release(held)
+        self._carry_out_deadlines(now)
+
+    def _time_out(self, held: Held, what: Due) -> None:
+        if what is Due.HEAD_TIMEOUT:
+            held.http.head_timed_out()
+        elif what is Due.BODY_TIMEOUT:
+            held.http.body_timed_out()
+        self._close(held)  # DROP: it sent nothing, and is told nothing
+
+    def _closing(self, held: Held, now: float) -> None:
+        if now > held.linger_until:
+            self._close(held)  # the linger is over
 
     def _hand_back_waiting(self) -> None:
-        """Stalled: every connection not in a call goes back, with what it has read; one that has read
-        more than a message carries (a body the loop buffered, with its head) stays for a free thread."""
-        for held in list(self.held.values()):
-            if held.in_call or held.linger_until:
-                continue
-            data = self._unparsed(held)
-            if not handoff.fits(data):
-                continue
-            if held.request is not None:
+        """Stalled: every connection not in a call goes back, with what it has read (owner.stall_hand_backs)."""
+        for held, data, head_started in self.owner.stall_hand_backs():
+            if held.state is QUEUED:
                 self.ready.remove(held)
                 self.waiting.remove(held.msg.conn_id)
             self._unwatch(held)
-            del self.held[held.msg.conn_id]
-            head = held.partial and held.request is None and held.body_for is None  # a head, still coming
-            hand_back(self.chan, held.msg, held.sock, data, held.since if head else 0.0)
+            self.owner.gone(held, "hand_back")
+            hand_back(self.chan, held.msg, held.sock, data, head_started)
         # Connections already on their way in go straight back too.
         self._read_channel()
 
     def _release(self, held: Held) -> None:
-        """Idle at a request boundary: park it in the supervisor (or close it when stopping)."""
         if self.stopping:
             self._close(held)
             return
         self._unwatch(held)
-        del self.held[held.msg.conn_id]
-        hand_back(self.chan, held.msg, held.sock, self._unparsed(held))
-
-    @staticmethod
-    def _unparsed(held: Held) -> bytes:
-        return bytes(held.preface) if held.preface is not None else held.http.unparsed()
+        self.owner.gone(held, "park")
+        hand_back(self.chan, held.msg, held.sock, held.unparsed())
 
     def _close(self, held: Held) -> None:
         self._unwatch(held)
-        self.held.pop(held.msg.conn_id, None)
         # The supervisor holds a copy of every connection a worker holds, so close() alone would not
         # end it: shutdown() sends the client its FIN now.
         with contextlib.suppress(OSError):
             held.sock.shutdown(socket.SHUT_RDWR)
         held.sock.close()
-        self.closed.add(held.msg.conn_id)
+        self.owner.gone(held, "close")
 
     def _retire(self) -> None:
         """EOF on the channel: hand back what waits, finish what is in calls, then exit."""
-        self.retiring = True
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(self.chan)
-        for held in list(self.held.values()):
-            if not (held.in_call or held.partial or held.request is not None or held.body_for is not None
-                    or held.linger_until):
-                self._release(held)
+        self._park_on_retire()
 
     def _is_stopping(self) -> bool:
         return self.stopping or self.draining
-
-
-# ---------------------------------------------------------------------- shared with the ASGI runner
-
-
-def read_channel(receiver: handoff.Receiver, chan: socket.socket, adopt: Callable[[handoff.Message], None],
-                 retire: Callable[[], None]) -> None:
-    """Take the connections waiting on the channel, a batch at most; ``retire`` at EOF."""
-    for _ in range(64):  # a batch, then let connections have their turn
-        try:
-            msg = receiver.recv()
-        except BlockingIOError:
-            return
-        except handoff.FdsLost as exc:
-            log.warning("worker %d: a connection was lost on its way in (%s)", os.getpid(), exc)
-            report(chan, handoff.done([exc.message.conn_id]))
-            continue
-        except HandoffError as exc:
-            log.error("worker %d: bad message from the supervisor: %s", os.getpid(), exc)
-            continue
-        except OSError:
-            msg = None
-        if msg is None:
-            retire()
-            return
-        if msg.kind == handoff.CONN:
-            adopt(msg)
-
-
-def preface_header(preface: bytes, mode: str, eof: bool) -> tuple[proxyprotocol.Header, int] | None:
-    """The PROXY header and its length once it is whole, None while more may come (see
-    proxyprotocol.parse); ProxyProtocolError also for a client that closed (``eof``) in its middle."""
-    parsed = proxyprotocol.parse(preface, mode)
-    if parsed is None and eof and preface:
-        raise ProxyProtocolError("closed in the middle of its PROXY header")
-    return parsed
-
-
-def preface_refused(msg: handoff.Message, site: Site, reason: str) -> None:
-    """Say why a connection's PROXY header was refused; the caller closes the connection."""
-    peer = msg.peer[0] if msg.peer else "a Unix socket"
-    log.warning("conn %d from %s on %s: %s; closing it", msg.conn_id, peer, site.listener, reason)
-
-
-def call_line(request: Request) -> bytes:
-    """The scoreboard's line for a call: the path as the app sees it (PATH_INFO, decoded); the
-    supervisor escapes it when it logs it."""
-    path = request.path
-    return request.method + b" " + (unquote_to_bytes(path) if path.find(b"%") >= 0 else path)
-
-
-def conn_extra(extra: dict[str, object], msg: handoff.Message, site: Site) -> dict[str, object]:
-    """The worker's extras plus this connection's: its id, hand-off count and listener."""
-    out = dict(extra)
-    out["sockact.conn_id"] = msg.conn_id
-    out["sockact.hops"] = msg.hops
-    out["sockact.listener"] = site.listener
-    return out
-
-
-def hand_back(chan: socket.socket, msg: handoff.Message, sock: socket.socket, data: bytes,
-              head_started: float = 0.0) -> None:
-    """Give a connection back to the supervisor (PARK) with the bytes read and not served, and when the
-    head among them began to arrive (0.0: none has); closes ours."""
-    report(chan, handoff.Message(handoff.PARK, conn_id=msg.conn_id, listener=msg.listener, family=msg.family,
-                                 peer=msg.peer, hops=msg.hops, data=data, fd=sock.fileno(), proxy=msg.proxy,
-                                 head_started=head_started))
-    sock.close()  # the supervisor holds it now
-
-
-class Closed:
-    """The connections a loop closed in one turn, reported to the supervisor in one DONE at its end:
-    one send for all of them, and the supervisor reads one message."""
-
-    __slots__ = ("chan", "ids")
-
-    def __init__(self, chan: socket.socket) -> None:
-        self.chan = chan
-        self.ids: list[int] = []
-
-    def add(self, conn_id: int) -> None:
-        self.ids.append(conn_id)
-
-    def report(self) -> None:
-        ids, self.ids = self.ids, []
-        for at in range(0, len(ids), handoff.MAX_DONE):
-            report(self.chan, handoff.done(ids[at:at + handoff.MAX_DONE]))
-
-
-def report(chan: socket.socket, msg: handoff.Message) -> None:
-    """Send ``msg`` to the supervisor, waiting a little for room; a gone supervisor is not an error."""
-    try:
-        handoff.send(chan, msg, wait=SEND_WAIT)
-    except OSError as exc:
-        log.debug("worker %d: cannot report to the supervisor: %s", os.getpid(), exc)

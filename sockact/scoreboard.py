@@ -178,10 +178,9 @@ class SlotWriter:
         line = line[:_LINE_MAX]
         _WHOLE.pack_into(self._map, self._at, time.monotonic(), self.requests, len(line), conn_id, 0, line)
 
-    def responded(self, begun: bool = True) -> None:
-        """The call's response has begun: from now on only closing the connection tells the truth.
-        ``begun=False`` takes it back (an interim response that went out whole)."""
-        self._map[self._at + _RESPONDED_AT] = 1 if begun else 0
+    def responded(self) -> None:
+        """The call's response has begun: from now on only closing the connection tells the truth."""
+        self._map[self._at + _RESPONDED_AT] = 1
 
     def end(self) -> None:
         self.requests += 1

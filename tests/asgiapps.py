@@ -58,6 +58,7 @@ async def echo(scope, receive, send) -> None:
     seen["asgi"] = scope["asgi"]
     seen["pid"] = os.getpid()
     seen["hops"] = scope["extensions"]["sockact"]["sockact.hops"]
+    seen["conn"] = scope["extensions"]["sockact"]["sockact.conn_id"]
     seen["messages"] = messages
     seen["body"] = body.decode("latin-1")
     await _respond(send, _json(seen))

@@ -8,7 +8,8 @@ let go, with one line in the log. Reading pauses while more than READ_HIGH of a 
 for the app (backpressure). The socket stays in blocking mode and every call passes
 MSG_DONTWAIT, so it can be handed back to the supervisor as it came.
 
-Nothing here decides what a connection does next; the runner does (runner.py).
+Nothing here decides what a connection does next; the runner does (runner.py), and a Conn's state
+(conns/owner.py's Owned) moves only there.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import handoff
+from ..conns.owner import Owned
+from ..conns.states import CALL, HANDED, PREFACE, QUEUED, ConnState
 from ..http import Site
 from ..http.engine import Connection
 from ..http.limits import LINGER_SECONDS, RECV_SIZE
@@ -34,16 +37,17 @@ WRITE_HIGH = 64 * 1024  # bytes buffered for the client before a writer waits (u
 READ_HIGH = 256 * 1024  # bytes of body buffered for the app before the loop stops reading
 
 
-class Conn:
+
+class Conn(Owned):
     def __init__(self, loop: asyncio.AbstractEventLoop, msg: handoff.Message, sock: socket.socket, site: Site,
                  scope: dict[str, Any], on_input: Callable[[Conn], None], lock: threading.Lock,
-                 preface: bool = False) -> None:
+                 state: ConnState, now: float) -> None:
+        super().__init__(msg, site, state, now)
+        preface = state is PREFACE
         self.loop = loop
         self.lock = lock  # the runner's: held while the loop reads, so a stall hand-back can take the connection
-        self.msg = msg
         self.sock = sock
         self.fd = sock.fileno()
-        self.site = site
         self.scope = scope  # the connection's scope keys
         # The socket's peer wrote any forwarded fields, so it is the one trusted, or not.
         self.trust = site.trust if site.trust.trusts_peer(msg.peer) else None
@@ -54,22 +58,15 @@ class Conn:
             self.engine.receive_data(msg.data)
         self.on_input = on_input  # called with new input while no app call owns the connection
         self.feed: Callable[[bytes], None] | None = None  # a WebSocket takes the bytes instead of the engine
-        self.since = time.monotonic()  # idle since, or head started at
-        self.partial = False
-        self.busy = False  # an app call (HTTP cycle or WebSocket) owns it
         # The scoreboard line of its HTTP call, until a byte of the response is written: then it is told
         # that the response has begun, so a dead worker's client gets no 502 after part of an answer.
         self.call_line: SlotWriter | None = None
         self.answering: SlotWriter | None = None
-        self.call_pending = False  # its HTTP call is created and the loop has not begun it
-        self.websocket = False
-        self.served = 0
         self.remote = ""  # the client as the access log names it, found on its first line
         self.eof = False  # the client closed its side
         self.gone = False  # a write failed: the client is gone
         self.closing_at = 0.0  # closing once the output is flushed; the deadline to give up
         self.lingering = False
-        self.handed = False  # handed back while the loop was blocked: the loop only closes its copy
         self._reading = False
         self._out = bytearray()
         self._writing = False
@@ -99,8 +96,8 @@ class Conn:
 
     def _readable(self) -> None:
         with self.lock:
-            if self.handed:
-                self.drop()
+            if self.state is HANDED:
+                self.drop()  # handed back while the loop was blocked: the loop only closes its copy
             else:
                 self._on_readable()
 
@@ -118,15 +115,17 @@ class Conn:
             if not data:
                 self._finish_close()
             return
+        # An app call (HTTP cycle or WebSocket) owns it, or will: the call reads what came.
+        called = self.state is CALL or self.state is QUEUED
         if self.feed is not None:
             self.feed(data)
         elif self.preface is not None:
             self.preface += data
         else:
             self.engine.receive_data(data)
-            if self.busy and self.engine.buffered > READ_HIGH:
+            if called and self.engine.buffered > READ_HIGH:
                 self.pause_reading()  # the app reads slower than the client sends
-        if self.busy:
+        if called:
             self.wake()
         else:
             self.on_input(self)
@@ -160,14 +159,14 @@ class Conn:
 
     def write(self, *parts: bytes, interim: bool = False) -> None:
         """Send ``parts`` now, or buffer what the kernel does not take yet; dropped once the client is gone.
-        ``interim``: a 1xx response, after which the real one has not begun, once it is out whole."""
+        ``interim``: a 1xx response, after which the real one has not begun if it goes out whole."""
         if self.gone or self.fd < 0:
             return
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         if not data:
             return
         answering = self.answering
-        if answering is not None:
+        if answering is not None and not interim:
             answering.responded()  # before the first byte goes: a worker killed meanwhile closes, sends no 502
             self.answering = None
         if not self._out:
@@ -179,11 +178,12 @@ class Conn:
                 self._lost()
                 return
             if sent == len(data):
-                if interim and answering is not None:
-                    answering.responded(begun=False)  # a whole 100 Continue: a 502 may still follow it
-                    self.answering = answering
-                return
+                return  # a whole 100 Continue left the response unbegun: a 502 may still follow it
             data = data[sent:]
+        if self.answering is not None:
+            # An interim response the kernel did not take whole: a 502 after its first part would be garbled.
+            self.answering.responded()
+            self.answering = None
         self._out += data
         if not self._writing:
             self.loop.add_writer(self.fd, self._on_writable)

@@ -1,10 +1,10 @@
 """The worker's runner for ASGI apps: one asyncio loop (uvloop where installed) over many connections.
 
-The asyncio counterpart of eventloop.EventLoop, with the same contract towards the supervisor:
-connections come in on the channel (CONN), idle keep-alive ones go back after ``park_after``
-(PARK), closed ones are reported (DONE), and ``max_requests`` sends RECYCLE. A head that does
-not arrive within ``header_timeout`` gets its 408. Each request is a task running the app
-(cycle.py); a WebSocket is one too (websocket.py), and is never parked.
+The asyncio counterpart of eventloop.EventLoop, on the same connection owner (sockact/conns/): the
+owner keeps each connection's state and deadlines, chooses what goes back to the supervisor and
+counts max_requests; this runner carries that out on the loop. What is its own: each request is
+a task running the app (cycle.py), a WebSocket is one too (websocket.py) and is never parked,
+and output is buffered (conn.py), so a connection leaves only once its output is out.
 
 The scoreboard: the loop stamps its line on a beat (BEAT seconds) while any request is in
 hand, with the oldest request's line. A loop blocked by the app (a sync call in an async view)
@@ -31,18 +31,18 @@ from typing import Any
 
 from .. import handoff
 from ..accesslog import AccessLog
-from ..errors import ProtocolError
-from ..eventloop import (
-    TIMER_INTERVAL,
+from ..conns.channel import (
     Closed,
     call_line,
     conn_extra,
     hand_back,
     preface_header,
-    preface_refused,
     read_channel,
     report,
 )
+from ..conns.owner import TIMER_INTERVAL, Carrier, Due, Owner
+from ..conns.states import CALL, CLOSING, HANDED, HEAD
+from ..errors import ProtocolError
 from ..http import Site
 from ..http.events import NEED_DATA, Request
 from ..http.server import access_entry, access_remote, health_response, http_date, is_health
@@ -73,7 +73,7 @@ def new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-class AsgiRunner:
+class AsgiRunner(Carrier[Conn]):
     """Serves connections from ``chan`` with ASGI apps until the supervisor closes it."""
 
     def __init__(self, chan: socket.socket, sites: Sequence[Site], slots: Sequence[SlotWriter], *,
@@ -88,8 +88,6 @@ class AsgiRunner:
         # response has begun), so the clients of a dead worker get a 502 or 504, as from a WSGI worker's
         # threads. More calls at once than lines: the others are closed, as before.
         self.call_lines = list(call_lines)
-        self.park_after = list(park_after)
-        self.max_requests = max_requests
         self.extra = extra
         self.lifespans = list(lifespans)
         self.graceful_timeout = graceful_timeout
@@ -102,14 +100,12 @@ class AsgiRunner:
         self.tally = tally  # the request counts for the metrics; None: none are kept
         self.stopping = False  # SIGTERM: answer with Connection: close, park nothing
         self.draining = False  # a stop is coming (drain_delay): responses close their connections
-        self.retiring = False
-        self.recycling = False
-        self.requests = 0
         self.loop = new_loop()
         self.pid = os.getpid()
         self.receiver = handoff.Receiver(chan)
-        self.closed = Closed(chan)
-        self.held: dict[int, Conn] = {}
+        # Every connection in the worker's books, their states and deadlines, retiring and max_requests.
+        self.owner: Owner[Conn] = Owner(Closed(chan), park_after, max_requests)
+        self.closed = self.owner.closed
         self.calls: dict[Conn, tuple[float, Request]] = {}  # connections in an app call: since, request
         self.websockets: dict[Conn, Any] = {}  # open WebSockets (websocket.WebSocket), closed with 1001 on drain
         self.drain_started = 0.0  # when stopping or retiring began
@@ -165,7 +161,7 @@ class AsgiRunner:
             self.closed.report()
 
     def _check_done(self) -> None:
-        if self.retiring and not self.held and self._done is not None and not self._done.done():
+        if self.owner.done and self._done is not None and not self._done.done():
             self._done.set_result(None)
 
     # ------------------------------------------------------------------ the channel
@@ -176,7 +172,7 @@ class AsgiRunner:
 
     def _adopt(self, msg: handoff.Message) -> None:
         sock = socket.socket(msg.family, socket.SOCK_STREAM, 0, fileno=msg.fd)
-        if self.retiring or self.recycling or self.handing_back:
+        if not self.owner.takes(self.handing_back):
             hand_back(self.chan, msg, sock, msg.data, msg.head_started)
             return
         site = self.sites[msg.listener]
@@ -185,16 +181,11 @@ class AsgiRunner:
             server = (str(name[0]), int(name[1])) if isinstance(name, tuple) else None
         except OSError:
             server = None
-        state = self.lifespans[msg.listener].state if self.lifespans else {}
+        shared = self.lifespans[msg.listener].state if self.lifespans else {}
         client = msg.proxy.client if msg.proxy is not None and msg.proxy.client is not None else msg.peer
-        scope = conn_scope(client, server, site.environ["SCRIPT_NAME"], state, conn_extra(self.extra, msg, site))
-        # A PROXY header, unless one was read before this connection was parked, comes before HTTP.
-        preface = site.proxy_protocol != "off" and msg.proxy is None
-        conn = Conn(self.loop, msg, sock, site, scope, self._advance, self.lock, preface=preface)
-        if preface or msg.head_started:
-            conn.partial = True  # the header_timeout runs for the PROXY header too
-            conn.since = msg.head_started or conn.since  # and on from where it began, for a head handed back
-        self.held[msg.conn_id] = conn
+        scope = conn_scope(client, server, site.environ["SCRIPT_NAME"], shared, conn_extra(self.extra, msg, site))
+        state, since = Owner.arrival(msg, site, time.monotonic())
+        conn = self.owner.add(Conn(self.loop, msg, sock, site, scope, self._advance, self.lock, state, since))
         if msg.data:
             self._advance(conn)
         else:
@@ -204,7 +195,7 @@ class AsgiRunner:
 
     def _advance(self, conn: Conn) -> None:
         """Decide what comes next for a connection after it was read or served."""
-        if conn.busy or conn.closing_at:
+        if not conn.state.reading or conn.closing_at:
             return
         if conn.preface is not None:
             self._read_preface(conn)
@@ -230,13 +221,13 @@ class AsgiRunner:
             self._close(conn)  # the client closed between requests
             return
         if conn.engine.idle:
-            if conn.partial:
-                conn.partial, conn.since = False, time.monotonic()
-            if self.retiring or self.recycling:
+            if conn.state is HEAD:
+                conn.to("idle")  # only the empty lines allowed between requests came
+            if self.owner.retiring or self.owner.recycling:
                 self._release(conn)
                 return
-        elif not conn.partial:
-            conn.partial, conn.since = True, time.monotonic()
+        elif conn.state is not HEAD:
+            conn.to("bytes")
         conn.resume_reading()
 
     def _read_preface(self, conn: Conn) -> None:
@@ -263,12 +254,8 @@ class AsgiRunner:
             conn.engine.receive_data(bytes(preface[size:]))
         if conn.eof:
             conn.engine.receive_data(b"")
-        conn.partial, conn.since = False, time.monotonic()
+        conn.to("preface")
         self._advance(conn)
-
-    def _refuse_preface(self, conn: Conn, reason: str) -> None:
-        preface_refused(conn.msg, conn.site, reason)
-        self._close(conn)
 
     def _answer_health(self, conn: Conn, request: Request) -> None:
         """On the loop, never by the app, and not counted as a request."""
@@ -280,14 +267,14 @@ class AsgiRunner:
             self._close(conn)
             return
         conn.engine.start_next_cycle()
-        conn.since, conn.partial = time.monotonic(), False
+        conn.to("answer")
         self._advance(conn)
 
     def _start_http(self, conn: Conn, request: Request) -> None:
         site = conn.site
         scope = request_scope(conn.scope, request, trust=conn.trust)
         cycle = HttpCycle(conn, request, scope, self.stopping or self.draining)
-        conn.busy = conn.call_pending = True
+        conn.to("head")  # QUEUED until its task begins: a stall may still hand it back
         self._call_started(conn, request)
         line = call_line(request)
         if self.call_lines:
@@ -302,9 +289,9 @@ class AsgiRunner:
 
     async def _run(self, cycle: HttpCycle, app: Any, line: bytes) -> bool:
         with self.lock:  # the monitor may have handed the connection back while this task waited
-            if cycle.conn.handed:
+            if cycle.conn.state is HANDED:
                 return False
-            cycle.conn.call_pending = False
+            cycle.conn.to("call")
         # From here to its first await this task holds the loop. An app that blocks the loop here
         # must be the one the scoreboard names (and the timeout kill logs), not the oldest call.
         for slot in self.slots:
@@ -331,27 +318,22 @@ class AsgiRunner:
     def _after(self, conn: Conn, cycle: HttpCycle, task: asyncio.Task[bool]) -> None:
         self.calls.pop(conn, None)
         self._free_call_line(conn)
-        if conn.handed:
+        if conn.state is HANDED:
             return  # never begun; its request went back to the supervisor, and the loop drops its copy
-        conn.busy = False
-        conn.served += 1
-        self.requests += 1
-        self.slots[0].requests = self.requests
-        if self.max_requests and self.requests >= self.max_requests and not self.recycling:
-            self.recycling = True
+        if self.owner.count(conn):
             report(self.chan, handoff.Message(handoff.RECYCLE))
+        self.slots[0].requests = self.owner.requests
         if self.tally is not None:
             self.tally.record(conn.msg.listener, cycle.request.method, cycle.status,
                               time.perf_counter() - cycle.started_at)
         self._access(conn, cycle.request, cycle.status, cycle.started_at, cycle.headers or (),
                      cycle.scope["client"])
         keep = not task.cancelled() and task.exception() is None and task.result()
-        if not keep or conn.closed:
+        if not keep or conn.closed or conn.state is not CALL:  # not CALL: its task never began it
             self._close(conn)
             return
         conn.engine.start_next_cycle()
-        conn.since = time.monotonic()
-        conn.partial = False
+        conn.to("served")
         self._advance(conn)  # a pipelined request may be buffered already
 
     def _start_websocket(self, conn: Conn, request: Request) -> None:
@@ -366,7 +348,8 @@ class AsgiRunner:
         if self._ws_library is None:
             self._start_http(conn, request)  # the app's own answer to a plain request, then closed
             return
-        conn.busy = conn.websocket = True
+        conn.to("head")
+        conn.to("call")  # a WebSocket's task begins at once, and is never handed back
         self._call_started(conn, request)
         scope = request_scope(conn.scope, request, websocket=True, trust=conn.trust)
         task = self.loop.create_task(serve_websocket(conn, scope, conn.site.app, self.websockets, self._ws_library,
@@ -375,7 +358,6 @@ class AsgiRunner:
 
     def _after_websocket(self, conn: Conn, request: Request, task: asyncio.Task[Any]) -> None:
         self.calls.pop(conn, None)
-        conn.busy = False
         if not task.cancelled() and task.exception() is None:
             ws = task.result()
             release_memory(ws)
@@ -429,26 +411,19 @@ class AsgiRunner:
         for conn in self._orphans:
             conn.drop()
         self._orphans.clear()
-        if (self.stopping or self.retiring) and self.websockets:
+        if (self.stopping or self.owner.retiring) and self.websockets:
             self._drain_websockets(now)
-        for conn in list(self.held.values()):
-            if conn.closing_at:
-                if conn.expire_close(now):
-                    self._closed(conn)
-                continue
-            if conn.busy:
-                continue
-            if conn.partial:
-                if now - conn.since > conn.site.header_timeout:
-                    if conn.preface is not None:
-                        self._refuse_preface(conn, "no whole PROXY header within header_timeout")
-                        continue
-                    if conn.engine.buffered:
-                        conn.write(conn.engine.error_response(408, http_date()))
-                    self._close(conn)
-            elif now - conn.since > self.park_after[conn.msg.listener] or (self.stopping and conn.served):
-                self._release(conn)
+        self._carry_out_deadlines(now)
         self._check_done()
+
+    def _time_out(self, conn: Conn, what: Due) -> None:
+        if what is Due.HEAD_TIMEOUT and conn.engine.buffered:
+            conn.write(conn.engine.error_response(408, http_date()))
+        self._close(conn)  # DROP: it sent nothing, and is told nothing
+
+    def _closing(self, conn: Conn, now: float) -> None:
+        if conn.expire_close(now):
+            self._closed(conn)  # its output went out, or its time to go out is over
 
     def _drain_websockets(self, now: float) -> None:
         """Draining: WebSockets may go on for graceful_timeout, less a margin for their close frames
@@ -482,18 +457,14 @@ class AsgiRunner:
         too, its request head with it; its task ends without calling the app."""
         self.handing_back = True
         try:
-            for conn in list(self.held.values()):
-                if (conn.busy and not conn.call_pending) or conn.closing_at or not conn.flushed:
-                    continue
-                data = conn.unparsed()
-                if not handoff.fits(data):
-                    continue  # more than a hand-off message carries: it waits for the loop
+            for conn, data, head_started in self.owner.stall_hand_backs():
+                if conn.closing_at:
+                    continue  # a WebSocket's task is closing it
                 self.calls.pop(conn, None)
                 self._free_call_line(conn)
-                conn.handed = True
-                del self.held[conn.msg.conn_id]
+                self.owner.gone(conn, "hand_back")
                 copy = socket.socket(conn.msg.family, socket.SOCK_STREAM, 0, fileno=os.dup(conn.fd))
-                hand_back(self.chan, conn.msg, copy, data, conn.since if conn.partial and not conn.busy else 0.0)
+                hand_back(self.chan, conn.msg, copy, data, head_started)
                 self._orphans.append(conn)
             # Arrivals go straight back; an EOF is left for the loop, which sees it again when it runs.
             read_channel(self.receiver, self.chan, self._adopt, lambda: None)
@@ -503,37 +474,36 @@ class AsgiRunner:
     # ------------------------------------------------------------------ leaving
 
     def _release(self, conn: Conn) -> None:
-        """Idle at a request boundary: park it in the supervisor (or close it when stopping)."""
         if self.stopping:
             self._close(conn)
             return
         if not conn.flushed:
             return  # the last response is still going out; the next look parks it
         conn.detach()
-        del self.held[conn.msg.conn_id]
+        self.owner.gone(conn, "park")
         hand_back(self.chan, conn.msg, conn.sock, conn.unparsed())
         self._check_done()
 
     def _close(self, conn: Conn, linger: bool = False) -> None:
+        """Close once its output is out (CLOSING meanwhile), lingering first after an error."""
         conn.close(linger=linger, timeout=conn.site.io_timeout)
         if conn.closed:
             self._closed(conn)
+        elif conn.state is not CLOSING:
+            conn.to("closing")
 
     def _closed(self, conn: Conn) -> None:
-        if self.held.pop(conn.msg.conn_id, None) is not None:
+        if self.owner.held.get(conn.msg.conn_id) is conn:
             if not self.closed.ids:
                 self.loop.call_soon(self._report_closed)  # once this turn of the loop is done
-            self.closed.add(conn.msg.conn_id)
+            self.owner.gone(conn, "close")
         self._check_done()
 
     def _retire(self) -> None:
         """EOF on the channel: hand back what waits, finish what is in calls, then exit."""
-        self.retiring = True
         with contextlib.suppress(ValueError, OSError):
             self.loop.remove_reader(self.chan.fileno())
-        for conn in list(self.held.values()):
-            if not (conn.busy or conn.partial or conn.closing_at):
-                self._release(conn)
+        self._park_on_retire()
         self._check_done()
 
 

@@ -95,22 +95,6 @@ def test_root_path_is_the_mount_prefix(start_sockact):
     assert (outside["root_path"], outside["path"]) == ("", "/application")
 
 
-def test_a_keepalive_connection_is_parked_between_requests_and_served_again(start_sockact):
-    server = start_sockact("asgiapps:echo", "--workers", "2", "--park-after", "0.05", workers=2)
-    client = KeepAliveClient(server.port)
-    try:
-        hops = []
-        for _ in range(3):
-            status, headers, body = client.request("/")
-            assert status == 200 and "connection" not in headers
-            hops.append(json.loads(body)["hops"])
-            # Idle past park_after, it goes back to the supervisor: no worker holds it.
-            wait_until(lambda: not any(held_by(w, client.sock) for w in server.workers()), "the connection parked")
-        assert hops == sorted(hops) and hops[-1] > hops[0]  # dispatched anew each time
-    finally:
-        client.close()
-
-
 def test_a_streaming_response_is_chunked_and_the_connection_persists(start_sockact):
     server = start_sockact("asgiapps:stream", "--workers", "1")
     client = KeepAliveClient(server.port)
@@ -223,23 +207,6 @@ def test_a_blocked_loop_stalls_its_worker_and_the_others_serve(start_sockact, tm
         assert http_get(server.port, "/")[0] == 200 and time.monotonic() - started < 2.5
     blocked.join(10)
     assert box["answer"][0] == 200
-
-
-def test_timeout_kills_a_worker_whose_loop_is_stuck(start_sockact):
-    server = start_sockact("asgiapps:blocking", "--workers", "2", "--timeout", "1", workers=2)
-    before = set(server.workers())
-    box: dict = {}
-    stuck = threading.Thread(target=lambda: box.update(
-        answer=request(server.port, b"GET /stuck?s=60 HTTP/1.1\r\nHost: t\r\n\r\n", timeout=30)))
-    stuck.start()
-    server.waiting(lambda: len(before - set(server.workers())) == 1 and len(server.workers()) == 2,
-                   "the stuck worker to be killed and replaced", timeout=20)
-    assert "GET /stuck" in server.wait_for_log("GET /stuck")  # the log names the request the loop was stuck on
-    assert http_get(server.port, "/")[0] == 200
-    stuck.join(20)
-    status, headers, _ = parse_response(box["answer"])
-    assert (status, headers["connection"]) == (504, "close"), box["answer"]
-    assert "before answering GET /stuck: 504 Gateway Timeout sent" in server.wait_for_log("504 Gateway")
 
 
 def test_a_killed_worker_answers_each_call_that_had_not_begun_with_a_502(start_sockact, tmp_path):
@@ -455,25 +422,6 @@ def test_pathsend_sends_the_file_with_its_length(start_sockact, tmp_path):
 
 
 
-def test_a_blocked_loop_hands_its_waiting_keepalive_connections_back(start_sockact, tmp_path):
-    from test_worker_loop import _two_on_one_worker
-
-    server = start_sockact("asgiapps:blocking", "--workers", "2", "--park-after", "30", workers=2)
-    a, c, _, other = _two_on_one_worker(server.port)
-    inside = tmp_path / "inside"
-    blocked = threading.Thread(target=a.request, args=(f"/?s=2&started={inside}",))
-    blocked.start()
-    wait_until(inside.exists, "a's worker in time.sleep, holding c, which idles with park_after 30")
-    started = time.monotonic()
-    status, _, body = c.request("/?s=0")
-    assert status == 200 and json.loads(body)["pid"] == other  # handed back, served by the other worker
-    assert time.monotonic() - started < 1.5
-    blocked.join(5)
-    for client in (a, c):  # both go on serving afterwards
-        assert client.request("/?s=0")[0] == 200
-        client.close()
-
-
 def test_a_large_response_to_a_slow_reader_arrives_whole(start_sockact):
     server = start_sockact("asgiapps:big", "--workers", "1")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
@@ -574,14 +522,6 @@ def test_pipelined_requests_are_answered_in_order(start_sockact):
     paths = [json.loads(body)["path"] for body in
              (part.split(b"\r\n\r\n", 1)[1] for part in answer.split(b"HTTP/1.1 200 OK\r\n")[1:])]
     assert paths == ["/0", "/1", "/2", "/3", "/4", "/last"]
-
-
-def test_a_partial_head_gets_its_408_after_header_timeout(start_sockact):
-    server = start_sockact("asgiapps:echo", "--workers", "1", "--header-timeout", "0.5", "--park-after", "30")
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")  # and nothing more
-        answer = raw_exchange(sock, b"")
-    assert parse_response(answer)[0] == 408
 
 
 def test_a_websocket_request_without_a_library_says_once_what_to_install(start_sockact, tmp_path):

@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import SOCKACT, base_env, free_port, http_get
+from conftest import SOCKACT, base_env, free_port, http_get, need_module
 
 ENV_APP = """\
 import json, os
@@ -98,8 +98,6 @@ def test_script_name_is_the_mount_prefix(tmp_path, start_sockact):
 
 
 def test_process_titles(start_sockact):
-    from conftest import need_module
-
     need_module("setproctitle")
     server = start_sockact("testapps:pid", "--workers", "1", workers=1)
     title = Path(f"/proc/{server.pid}/cmdline").read_bytes().replace(b"\0", b" ").strip()

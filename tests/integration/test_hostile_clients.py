@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 
+import pytest
 from conftest import KeepAliveClient, fd_count, http_get, parse_response, read_to_close, steady, wait_until
 
 VALID = b"POST /p?q=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"
@@ -111,6 +112,50 @@ def test_clients_that_keep_sending_after_their_400_do_not_hold_up_the_loop(start
         with sock:
             answer = read_to_close(sock)
         assert answer.startswith(b"HTTP/1.1 400 "), answer
+
+
+ECHO = {"wsgi": "testapps:echo", "asgi": "asgiapps:echo"}
+
+
+@pytest.mark.parametrize("interface", sorted(ECHO))
+def test_a_client_that_sends_nothing_is_closed_at_header_timeout(start_sockact, interface):
+    # Not parked after park_after and then kept for keepalive (75 s): it never asked anything.
+    server = start_sockact(ECHO[interface], "--workers", "1", "--header-timeout", "1", "--park-after", "0.05",
+                           workers=1)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as silent:
+        started = time.monotonic()
+        assert read_to_close(silent) == b""  # closed, with no 408: no request was begun
+        assert time.monotonic() - started < 5  # header_timeout plus a generous margin
+    # A keep-alive connection idle after a request is parked, not closed at header_timeout.
+    client = KeepAliveClient(server.port)
+    assert client.request("/a")[0] == 200
+    time.sleep(1.5)  # idle past header_timeout on purpose: nothing may close it meanwhile
+    assert client.request("/b")[0] == 200
+    client.close()
+
+
+def test_a_body_trickled_in_gets_its_408_at_the_timeout_in_total(start_sockact):
+    # Each byte comes well within the timeout, but the whole body does not: the loop that buffers it
+    # (body_buffer) answers 408 once the timeout has passed since the head, not since the last byte.
+    server = start_sockact("testapps:echo", "--workers", "1", "--timeout", "2", workers=1)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 40\r\n\r\n")
+        started = time.monotonic()
+        answer = b""
+        sock.settimeout(0.5)
+        for _ in range(40):
+            try:
+                sock.sendall(b"x")
+                answer = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            break
+        sock.settimeout(10)
+        answer += read_to_close(sock)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert time.monotonic() - started < 2 + 2  # the timeout, plus a margin; trickling all 40 bytes takes 20 s
 
 
 def test_a_refused_request_is_answered_and_the_rest_of_its_input_dropped(start_sockact):

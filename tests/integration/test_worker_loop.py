@@ -4,11 +4,18 @@ stall hand-back, slow clients. Bounds here are generous: they are the behaviour,
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import threading
 import time
 
+import pytest
 from conftest import KeepAliveClient, fd_count, http_get, server_has_read, steady, wait_until
+
+# An app of each interface whose "/?s=N" takes N seconds on its worker, blocking it meanwhile (WSGI:
+# the app thread sleeps; ASGI: a sync sleep blocks the worker's loop), and answers with its pid.
+SLOW_APPS = pytest.mark.parametrize("app", ["testapps:slow", "asgiapps:blocking"], ids=["wsgi", "asgi"])
 
 
 def _two_on_one_worker(port: int) -> tuple[KeepAliveClient, KeepAliveClient, int, int]:
@@ -41,8 +48,9 @@ def _pid_of(client: KeepAliveClient) -> int:
     return json.loads(body)["pid"]
 
 
-def test_a_slow_request_does_not_hold_up_the_other_connections_of_its_worker(start_sockact, tmp_path):
-    server = start_sockact("testapps:slow", "--workers", "2", "--park-after", "30", workers=2)
+@SLOW_APPS
+def test_a_slow_request_does_not_hold_up_the_other_connections_of_its_worker(start_sockact, tmp_path, app):
+    server = start_sockact(app, "--workers", "2", "--park-after", "30", workers=2)
     a, c, shared, other = _two_on_one_worker(server.port)
     inside = tmp_path / "inside"
     slow = threading.Thread(target=a.request, args=(f"/?s=2&started={inside}",))
@@ -53,12 +61,16 @@ def test_a_slow_request_does_not_hold_up_the_other_connections_of_its_worker(sta
     elapsed = time.monotonic() - started
     assert status == 200
     assert json.loads(body)["pid"] == other != shared  # handed back, and served by the other worker
-    assert elapsed < 1.0
+    assert elapsed < 1.5
     slow.join(5)
+    for client in (a, c):  # both go on serving afterwards
+        assert client.request("/?s=0")[0] == 200
+        client.close()
 
 
-def test_a_partial_head_is_handed_back_with_its_bytes_and_answered_once(start_sockact, tmp_path):
-    server = start_sockact("testapps:slow", "--workers", "2", "--park-after", "30", workers=2)
+@SLOW_APPS
+def test_a_partial_head_is_handed_back_with_its_bytes_and_answered_once(start_sockact, tmp_path, app):
+    server = start_sockact(app, "--workers", "2", "--park-after", "30", workers=2)
     a, c_client, first, _ = _two_on_one_worker(server.port)
     c = c_client.sock  # its worker is a's; from here on, raw bytes
     holding = steady(lambda: fd_count(first), "the worker's fd count")
@@ -94,8 +106,9 @@ def test_four_threads_run_four_slow_requests_at_once(start_sockact):
     assert time.monotonic() - started < 3.5  # one after the other would take 4 s and more
 
 
-def test_slow_heads_hold_no_worker_and_each_gets_its_408(start_sockact):
-    server = start_sockact("testapps:slow", "--workers", "2", "--header-timeout", "3", workers=2)
+@SLOW_APPS
+def test_slow_heads_hold_no_worker_and_each_gets_its_408(start_sockact, app):
+    server = start_sockact(app, "--workers", "2", "--header-timeout", "3", workers=2)
     trickling = []
     for _ in range(2000):
         s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
@@ -136,6 +149,25 @@ def test_thousands_of_parked_clients_hanging_up_at_once_leave_it_serving(start_s
         client.close()
     assert http_get(server.port, "/?s=0", timeout=10)[0] == 200
     wait_until(lambda: fd_count(server.pid) <= idle + 1, "the supervisor to close what it held", timeout=20)
+
+
+@pytest.mark.parametrize("app", ["testapps:pid", "asgiapps:echo"], ids=["wsgi", "asgi"])
+def test_a_reload_retires_a_worker_without_closing_the_keepalive_connection_it_holds(start_sockact, app):
+    # park_after 30: the idle client is still in its worker when the reload retires that worker, which
+    # hands it back; its next request is served by the new generation on the same connection.
+    server = start_sockact(app, "--workers", "1", "--park-after", "30", workers=1)
+    [old] = server.workers()
+    client = KeepAliveClient(server.port)
+    first = json.loads(client.request("/")[2])
+    assert first["pid"] == old
+    server.send(signal.SIGHUP)
+    server.wait_workers(1, without=old)
+    wait_until(lambda: not os.path.exists(f"/proc/{old}"), "the old worker to exit")
+    status, headers, body = client.request("/")
+    assert status == 200 and "close" not in headers.get("connection", "")
+    again = json.loads(body)
+    assert again["pid"] != old and again["conn"] == first["conn"]  # the same connection, a new worker
+    client.close()
 
 
 def test_a_stalled_worker_hands_back_a_request_parsed_and_waiting(start_sockact, tmp_path):

@@ -80,11 +80,11 @@ def box(request: pytest.FixtureRequest, deb: Path) -> Iterator[Container]:
         PORTS[booted.name] = port, metrics = free_port(), free_port()
         booted.write("/etc/systemd/system/sockact.socket.d/port.conf", f"[Socket]\nListenStream=\n"
                                                                       f"ListenStream=127.0.0.1:{port}\n")
-        booted.run(f"sed 's/127.0.0.1:9101/127.0.0.1:{metrics}/' {EXAMPLES}/sockact-metrics.socket "
-                   "> /etc/systemd/system/sockact-metrics.socket")
-        booted.run(f"mkdir -p {DROP_INS} && cp {EXAMPLES}/metrics.conf {DROP_INS}/")
+        # The shipped metrics socket, on a free port, as docs/drop-ins.md says to move it.
+        booted.write("/etc/systemd/system/sockact-metrics.socket.d/port.conf",
+                     f"[Socket]\nListenStream=\nListenStream=127.0.0.1:{metrics}\n")
         booted.run("systemctl daemon-reload && systemctl stop sockact.service && systemctl restart sockact.socket "
-                   "&& systemctl start sockact-metrics.socket")
+                   "&& systemctl enable --now sockact-metrics.socket")
         yield booted
 
 
@@ -101,7 +101,7 @@ def _configure(box: Container, *, drop_in: bool) -> None:
     box.write(CONFIG, f'app = "sockact_leak:app"\nworkers = 3\nthreads = 1\n'
                       f'worker_memory_limit = "{LIMIT_MB}M"\n')
     if drop_in:
-        box.run(f"cp {EXAMPLES}/memory-limit.conf {DROP_INS}/")
+        box.run(f"mkdir -p {DROP_INS} && cp {EXAMPLES}/memory-limit.conf {DROP_INS}/")
     else:
         box.run(f"rm -f {DROP_INS}/memory-limit.conf")
     box.run("systemctl daemon-reload && systemctl stop sockact.service && systemctl reset-failed sockact.service",

@@ -287,6 +287,7 @@ def test_cookbook_lists_every_recipe(recipes: dict[str, str]):
         "/etc/systemd/system/sockact.service.d/workers.conf",
         "/etc/systemd/system/sockact.service.d/watchdog.conf",
         "/etc/systemd/system/sockact.service.d/private-network.conf",
+        "/etc/systemd/system/sockact.service.d/memory-limit.conf",
         "/etc/sockact/blog.toml",
         "/etc/systemd/system/sockact@blog.socket.d/listen.conf",
     }

@@ -1,0 +1,77 @@
+"""asgi/conn.py's writes against the scoreboard: when the response of a call counts as begun.
+
+A worker killed while its client waits gives that client a 502 only if no byte of the response went
+out. The scoreboard line must therefore say "begun" before the first byte of the real response
+reaches the kernel, and must never say it for a 100 Continue that went out whole: a worker killed
+after it still owes the client a 502. The socket is real (a socketpair); it notes, at each send,
+what the scoreboard says at that moment, which is what a supervisor reading it then would see."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+
+import pytest
+
+from sockact import handoff
+from sockact.asgi.conn import Conn
+from sockact.conns.states import ConnState
+from sockact.http import Limits, Site
+from sockact.scoreboard import Scoreboard
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
+
+
+class Watched(socket.socket):
+    """A real socket that notes, at each send, whether the scoreboard says the response has begun."""
+
+    def note(self, board: Scoreboard, slot: int) -> None:
+        self.board, self.slot, self.seen = board, slot, []
+
+    def send(self, data, flags=0):  # type: ignore[override]
+        self.seen.append((bytes(data[:12]), self.board.calls(self.slot)[0].responded))
+        return super().send(data, flags)
+
+
+@pytest.fixture
+def call():
+    board = Scoreboard(1)
+    slot = board.allocate()
+    ours, client = socket.socketpair()
+    sock = Watched(ours.family, ours.type, 0, fileno=ours.detach())
+    sock.note(board, slot)
+    loop = asyncio.new_event_loop()
+    site = Site(app=None, limits=Limits(), header_timeout=10.0, io_timeout=30.0, access_log=False, listener="http")
+    msg = handoff.Message(handoff.CONN, conn_id=7, family=socket.AF_UNIX)
+    conn = Conn(loop, msg, sock, site, {}, lambda _: None, threading.Lock(), ConnState.CALL, 0.0)
+    line = board.writer(slot, 0)
+    line.begin(b"POST /", 7)
+    conn.call_line = conn.answering = line
+    yield conn, sock, client, board, slot
+    conn.detach()
+    sock.close()
+    client.close()
+    loop.close()
+    board.close()
+
+
+def test_a_whole_100_continue_never_marks_the_response_begun_and_the_real_one_does_before_it_goes(call):
+    conn, sock, client, board, slot = call
+    conn.write(CONTINUE, interim=True)
+    assert client.recv(100) == CONTINUE
+    assert sock.seen == [(CONTINUE[:12], False)]
+    assert not board.calls(slot)[0].responded  # a worker killed now leaves its client a 502
+    conn.write(HEAD, b"ok")
+    assert sock.seen[1] == (HEAD[:12], True)  # marked before the first byte went
+
+
+def test_a_100_continue_the_kernel_does_not_take_whole_marks_the_response_begun(call):
+    conn, sock, _, board, slot = call
+    sock.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        while True:
+            socket.socket.send(sock, b"x" * 65536)  # fill the kernel's buffer; the client reads nothing yet
+    conn.write(CONTINUE, interim=True)
+    assert board.calls(slot)[0].responded  # a 502 after part of it would reach the client garbled

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import select
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -197,7 +200,9 @@ def convert_gunicorn(path: str) -> int:
     from . import fromgunicorn
 
     try:
-        names = fromgunicorn.run_file(path)
+        # stdout is the TOML file: what the conf (or what it imports) prints goes with the notes.
+        with contextlib.redirect_stdout(sys.stderr):
+            names = fromgunicorn.run_file(path)
     except SockactError as exc:
         _print_error(exc)
         return exc.exit_code
@@ -223,8 +228,11 @@ def check_apps(cfg: Config) -> int:
 
     sys.stdout.flush()
     sys.stderr.flush()
+    # The child says "loaded" on this pipe: an exit code of 0 alone may be an os._exit(0) at import.
+    loaded_r, loaded_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: it may chdir, change sys.path and run the app's import-time code
+        os.close(loaded_r)
         code = EXIT_FAILURE
         try:
             _prepare(cfg)
@@ -237,6 +245,7 @@ def check_apps(cfg: Config) -> int:
                 kind = choose(_interface_of(cfg, spec), app)
                 how = cfg.thread_mode() if kind == WSGI else "on each worker's asyncio loop, many requests at a time"
                 print(f"# app {spec}: imports and is callable; served as {kind.upper()}, {how}")
+            os.write(loaded_w, b"1")
             code = EXIT_OK
         except SockactError as exc:
             _print_error(exc)
@@ -248,11 +257,43 @@ def check_apps(cfg: Config) -> int:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
+    os.close(loaded_w)
+    try:
+        if not _exits_within(pid, cfg.timeout):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            print(f"sockact: error: importing the app took longer than timeout ({cfg.timeout:g}s), which would "
+                  "kill a worker at start too; killed it", file=sys.stderr)
+            return APP_LOAD_ERROR
+        _, status = os.waitpid(pid, 0)
+        # Not blocking: a process the app forked at import may hold the pipe open still.
+        os.set_blocking(loaded_r, False)
+        try:
+            said_loaded = os.read(loaded_r, 1) == b"1"
+        except BlockingIOError:
+            said_loaded = False
+    finally:
+        os.close(loaded_r)
     if os.WIFSIGNALED(status):
         print(f"sockact: error: importing the app killed the process ({os.WTERMSIG(status)})", file=sys.stderr)
         return APP_LOAD_ERROR
-    return os.waitstatus_to_exitcode(status)
+    code = os.waitstatus_to_exitcode(status)
+    if code == EXIT_OK and not said_loaded:
+        print("sockact: error: importing the app ended its process (exit code 0) before the app loaded; "
+              "look for os._exit() or a fork at import", file=sys.stderr)
+        return APP_LOAD_ERROR
+    return code
+
+
+def _exits_within(pid: int, timeout: float) -> bool:
+    """Whether child ``pid`` exits within ``timeout`` seconds (0: waits for ever), without reaping it."""
+    if not timeout:
+        return True
+    exited = os.pidfd_open(pid)
+    try:
+        return bool(select.select([exited], [], [], timeout)[0])
+    finally:
+        os.close(exited)
 
 
 def _interface_of(cfg: Config, spec: str) -> str:

@@ -100,14 +100,19 @@ class Loaded:
             return
         try:
             function(*args)
-        except Exception:
+        except (Exception, SystemExit):  # sys.exit() in a hook is its failure, not the service's end
             log.exception("hook %s (%s) raised", name, getattr(function, "__qualname__", function))
 
     def call_or_raise(self, name: str, *args: Any) -> None:
-        """Run hook ``name`` and let what it raises through (post_fork: the worker cannot start)."""
+        """Run hook ``name`` and let what it raises through (post_fork: the worker cannot start), a
+        sys.exit() as an error, so that the worker's start fails with the hook's traceback."""
         function = self.functions.get(name)
-        if function is not None:
+        if function is None:
+            return
+        try:
             function(*args)
+        except SystemExit as exc:
+            raise RuntimeError(f"hook {name} called sys.exit({exc.code!r})") from exc
 
 
 def load(hooks: Hooks) -> Loaded:

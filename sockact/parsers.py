@@ -8,6 +8,7 @@ setting with one of these.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +23,10 @@ def integer(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
         if isinstance(value, bool):
             raise ValueError("expected an integer")
         if isinstance(value, str):
-            value = int(value.strip(), 0)
+            try:
+                value = int(value.strip(), 0)
+            except ValueError:
+                raise ValueError("expected an integer") from None
         if not isinstance(value, int):
             raise ValueError("expected an integer")
         if value < minimum:
@@ -39,9 +43,15 @@ def number(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a number of seconds")
     if isinstance(value, str):
-        value = float(value.strip())
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ValueError("expected a number of seconds") from None
     if not isinstance(value, (int, float)):
         raise ValueError("expected a number of seconds")
+    # NaN makes every deadline comparison false and inf never comes; both would also crash a poll().
+    if not math.isfinite(value):
+        raise ValueError("expected a finite number of seconds")
     return float(value)
 
 

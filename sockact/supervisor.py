@@ -615,7 +615,8 @@ class Supervisor:
     def _tick(self, now: float) -> None:
         assert self._health is not None
         # This process stood still (stopped with its workers, as by a terminal's Ctrl-Z, or a paused
-        # VM): the workers' heartbeats stood still with it, so none is judged frozen until they beat.
+        # VM): the workers' heartbeats and calls stood still with it, so none is judged frozen or
+        # stuck on this tick; a call that still runs at the next is judged then.
         resumed = now - self._next_tick > RESUMED_AFTER
         self._next_tick = now + min(TICK, self.notifier.watchdog_interval or TICK)
         if self.stopping:
@@ -633,7 +634,7 @@ class Supervisor:
             stuck = view.stuck(now, self.config.timeout)
             if state is WorkerState.ABORTED or not (stuck or state in (WorkerState.READY, WorkerState.BUSY)):
                 continue  # a retiring worker's loop may have ended: only its calls count, until graceful_timeout
-            if not stuck and resumed:
+            if resumed:
                 continue
             healthy = False
             if stuck:

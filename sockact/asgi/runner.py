@@ -61,7 +61,7 @@ log = logging.getLogger("sockact.worker")
 BEAT = TIMER_INTERVAL  # seconds between the loop's scoreboard stamps and looks at every connection's deadlines
 # Said once per worker, at the first WebSocket request that finds no library: the fix, for either install.
 NO_WEBSOCKET_LIBRARY = ("WebSocket requests get the app's plain HTTP answer: no WebSocket library is installed; "
-                        "install one with: pip install 'sockact[asgi]' (a virtualenv), or: apt install python3-wsproto")
+                        "install one with: pip install wsproto (a virtualenv), or: apt install python3-wsproto")
 
 
 def new_loop() -> asyncio.AbstractEventLoop:

@@ -129,3 +129,25 @@ def test_the_journal_gets_the_traceback_as_one_entry_at_error_priority(tmp_path)
     halted = [e for e in entries if "the app failed to load" in e["MESSAGE"]]
     assert len(halted) == 1 and halted[0]["PRIORITY"] == "3"
     assert f"at {path}, line 5: LIMIT = helper() / 0" in halted[0]["MESSAGE"]
+
+
+def test_check_fails_an_app_whose_import_ends_its_process(tmp_path):
+    # os._exit(0) at import (a stray fork, a library's "exit if not configured") leaves no traceback
+    # and exit code 0: a worker would die at start over and over, so check must not say it loads.
+    root = project(tmp_path, "import os\nos._exit(0)\n")
+    result = run_cli("check", "mysite.wsgi", "--chdir", str(root))
+    assert result.returncode == 5, (result.stdout, result.stderr)
+    assert "imports and is callable" not in result.stdout
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == ("sockact: error: importing the app ended its process (exit code 0) before the app "
+                    "loaded; look for os._exit() or a fork at import"), last
+
+
+def test_check_gives_up_on_an_import_that_hangs_after_timeout(tmp_path):
+    # As a worker's start is killed at `timeout`, so is check's import: a deploy script is told, not hung.
+    root = project(tmp_path, "import time\ntime.sleep(600)\n")
+    result = run_cli("check", "mysite.wsgi", "--chdir", str(root), "--timeout", "1")
+    assert result.returncode == 5, (result.stdout, result.stderr)
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == ("sockact: error: importing the app took longer than timeout (1s), which would kill "
+                    "a worker at start too; killed it"), last

@@ -536,5 +536,6 @@ def test_a_websocket_request_without_a_library_says_once_what_to_install(start_s
     for _ in range(3):
         status, _, body = parse_response(request(server.port, upgrade))
         assert (status, body) == (200, b"plain http")  # the app's answer to a plain request
-    said = server.wait_for_log("install one with: pip install 'sockact[asgi]'")
+    # The library by name: 'sockact[asgi]' would send pip to PyPI, whatever tree sockact came from.
+    said = server.wait_for_log("install one with: pip install wsproto (a virtualenv)")
     assert said.count("no WebSocket library is installed") == 1, said

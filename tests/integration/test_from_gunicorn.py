@@ -222,3 +222,13 @@ def test_bind_under_socket_activation_is_a_warning_and_check_shows_the_sockets(t
     assert "sockact: warning: bind: ignored under socket activation" in stderr
     assert f"# sockets from systemd (LISTEN_FDS), served instead of 'bind':\n#   web=127.0.0.1:{port} (fd 3)" \
         in stdout, stdout
+
+
+def test_what_a_gunicorn_conf_prints_stays_out_of_the_toml(tmp_path):
+    # A conf that prints (or a module it imports that does) is common; convert's stdout is the TOML file.
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("import sys\nprint('loading gunicorn settings')\nsys.stdout.write('more\\n')\nworkers = 3\n")
+    converted = run_cli("convert", str(conf))
+    assert converted.returncode == 0, converted.stderr
+    assert tomllib.loads(converted.stdout) == {"workers": 3}
+    assert "loading gunicorn settings\nmore\n" in converted.stderr  # not lost: said where the notes go

@@ -46,6 +46,15 @@ def test_config_file_from_environment(tmp_path):
     ('access_log = "ture"\n', "key 'access_log'"),  # a typo is refused, never taken for false
     ('preload = "flase"\n', "key 'preload'"),
     ('health_path = "health"\n', "key 'health_path'"),  # it would never match a request's path
+    # A NaN or infinite time would make every deadline test false (or true), or crash a poll().
+    ("timeout = nan\n", "key 'timeout': invalid value nan: expected a finite number of seconds"),
+    ("header_timeout = inf\n", "key 'header_timeout'"),
+    ('handback_after = "nan"\n', "key 'handback_after'"),
+    ("graceful_timeout = -inf\n", "key 'graceful_timeout'"),
+    # The reason is said in sockact's words, not Python's ("invalid literal for int() with base 0").
+    ('workers = "two"\n', "key 'workers': invalid value 'two': expected an integer"),
+    ('ws_max_size = "1M"\n', "key 'ws_max_size': invalid value '1M': expected an integer"),
+    ('timeout = "soon"\n', "key 'timeout': invalid value 'soon': expected a number of seconds"),
 ])
 def test_bad_files_name_the_key(tmp_path, text, needle):
     with pytest.raises(ConfigError) as err:

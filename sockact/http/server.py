@@ -376,9 +376,11 @@ class _Conn:
         head = self.engine.start_response(start.status, start.headers, close=self.stopping(), date=http_date(),
                                           whole=whole)
         start.headers_sent = True
+        body = self.engine.send_data(first) if first else b""
+        # Marked begun right before the send, never after it (a 502 after bytes went out would land
+        # inside this response); a worker killed in between leaves its client a close.
         if self.responding is not None:
             self.responding()
-        body = self.engine.send_data(first) if first else b""
         if len(body) <= COALESCE_MAX:
             self._guarded_send(head + body if body else head)
         else:

@@ -257,7 +257,10 @@ def test_a_killed_worker_sends_no_502_into_the_last_response_of_a_pipelined_conn
         os.kill(victim, signal.SIGKILL)
         answer = first + b"".join(iter(lambda: sock.recv(1 << 20), b""))
     assert not started.exists(), "the second call began before the first response was out"
-    assert 0 < len(answer) < 8_000_000 and b"502 Bad Gateway" not in answer
+    # Most runs cut the body short. Rarely the worker has put all of it in the kernel before the kill
+    # lands: then it arrives whole. Either way nothing follows the first response's own bytes.
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-length: 8000000" in head and 0 < len(body) <= 8_000_000 and body.strip(b"w") == b""
     assert "in the middle of the response to GET /whole" in server.wait_for_log("in the middle of the response")
 
 

@@ -9,32 +9,35 @@ import os
 import signal
 import socket
 import time
-from collections import deque
 from collections.abc import Iterator
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from sockact.dispatch import Dispatcher
 from sockact.parking import Conn, ParkingLot
 from sockact.switchboard import Switchboard
+from sockact.workers import WorkerProcess
 
 HEADER_TIMEOUT = 10.0
 KEEPALIVE = 5.0
 
 
-class FakeWorker:
-    """What the switchboard uses of workers.WorkerProcess: a channel that takes ``room`` more
-    connections (None: any number), or is broken."""
+class FakeWorker(WorkerProcess):
+    """A WorkerProcess whose channel takes ``room`` more connections (None: any number), or is
+    broken, and whose signals are noted, not sent: the outbox and its order are the real class's."""
+
+    made: ClassVar[list[FakeWorker]] = []  # closed after each test
 
     def __init__(self, pid: int, room: int | None = None, broken: bool = False) -> None:
-        self.pid = pid
+        ours, self._theirs = socket.socketpair()
+        super().__init__(pid, ours, slot=0, generation=1, threads=1)
         self.room = room
         self.broken = broken
         self.got: list[Conn] = []
-        self.outbox: deque[Conn] = deque()
         self.signals: list[int] = []
+        self.made.append(self)
 
     def _send(self, conn: Conn) -> bool:
         if self.broken:
@@ -46,26 +49,20 @@ class FakeWorker:
         self.got.append(conn)
         return True
 
-    def give(self, conn: Conn) -> bool:
-        if not self.outbox and self._send(conn):
-            return True
-        self.outbox.append(conn)
-        return False
-
-    def flush(self) -> bool:
-        while self.outbox:
-            if not self._send(self.outbox[0]):
-                return False
-            self.outbox.popleft()
-        return True
-
-    def take_outbox(self) -> list[Conn]:
-        conns = list(self.outbox)
-        self.outbox.clear()
-        return conns
-
     def signal(self, signum: int) -> None:
         self.signals.append(signum)
+
+    def close(self) -> None:
+        self.chan.close()
+        self._theirs.close()
+
+
+@pytest.fixture(autouse=True)
+def _close_workers() -> Iterator[None]:
+    yield
+    for worker in FakeWorker.made:
+        worker.close()
+    FakeWorker.made.clear()
 
 
 class Board:

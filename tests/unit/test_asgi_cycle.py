@@ -190,6 +190,19 @@ def test_a_body_the_client_cut_short_is_answered_400():
     assert not persists
 
 
+def test_after_sockact_answered_in_the_apps_stead_the_apps_own_response_is_dropped():
+    async def app(scope, receive, send):
+        while (await receive())["type"] == "http.request":
+            pass
+        await send(START)  # too late: the 400 went out
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    persists, client = serve(app, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\nabc", b"")
+    status, _, body = response(client)
+    assert status == "HTTP/1.1 400 Bad Request" and b"ok" not in body
+    assert not persists
+
+
 # -- send: http.response.start, then http.response.body
 
 
@@ -240,14 +253,19 @@ def test_an_app_that_ends_in_the_middle_of_its_body_leaves_the_response_cut_shor
     assert not bytes(client.sent).endswith(b"0\r\n\r\n")
 
 
+BODY = {"type": "http.response.body", "body": b"x"}
+
+
+# Each case ends as a good response would, so the 500 comes from the rule broken, not a missing body.
 @pytest.mark.parametrize("messages", [
-    pytest.param([{"type": "http.response.body", "body": b"x"}], id="body before start"),
-    pytest.param([START, START], id="start twice"),
-    pytest.param([{**START, "trailers": True}], id="trailers, not offered"),
-    pytest.param([{"type": "http.response.push", "path": "/"}], id="an unknown message"),
-    pytest.param([{**START, "status": "200"}], id="a status that is not an int"),
-    pytest.param([{**START, "headers": [("content-type", "text/plain")]}], id="headers that are not bytes"),
-    pytest.param([START, {"type": "http.response.body", "body": "text"}], id="a body that is not bytes"),
+    pytest.param([BODY, START, BODY], id="body before start"),
+    pytest.param([START, START, BODY], id="start twice"),
+    pytest.param([{**START, "trailers": True}, BODY], id="trailers, not offered"),
+    pytest.param([START, {"type": "http.response.push", "path": "/"}, BODY], id="an unknown message"),
+    pytest.param([{**START, "status": "200"}, BODY], id="a status that is not an int"),
+    pytest.param([{**START, "status": 99}, BODY], id="a status out of range"),
+    pytest.param([{**START, "headers": [("content-type", "text/plain")]}, BODY], id="headers that are not bytes"),
+    pytest.param([START, {"type": "http.response.body", "body": "text"}, BODY], id="a body that is not bytes"),
     pytest.param([], id="no response at all"),
 ])
 def test_a_message_out_of_order_or_malformed_before_the_response_began_is_a_500(messages):

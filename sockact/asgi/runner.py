@@ -50,7 +50,7 @@ from ..http.server import access_entry, access_remote, health_response, http_dat
 from ..proxyprotocol import ProxyProtocolError
 from ..scoreboard import SlotWriter
 from ..tally import TallyWriter
-from .conn import Conn
+from .conn import Batch, Conn
 from .cycle import HttpCycle
 from .lifespan import Lifespan
 from .scope import conn_scope, request_scope
@@ -102,6 +102,11 @@ class AsgiRunner(Carrier[Conn]):
         self.stopping = False  # SIGTERM: answer with Connection: close, park nothing
         self.draining = False  # a stop is coming (drain_delay): responses close their connections
         self.loop = new_loop()
+        # The loop's bookkeeping (the held connections, the channel) is done under ``lock``, which is
+        # free while the app runs; when the loop has not beaten for handback_after with requests in
+        # hand, the monitor thread takes it and hands the waiting connections back.
+        self.lock = threading.Lock()
+        self.batch = Batch(self.loop, self.lock)  # what is written in a turn of the loop goes out at its end
         self.pid = os.getpid()
         self.receiver = handoff.Receiver(chan)
         # Every connection in the worker's books, their states and deadlines, retiring and max_requests.
@@ -111,10 +116,6 @@ class AsgiRunner(Carrier[Conn]):
         self.websockets: dict[Conn, Any] = {}  # open WebSockets (websocket.WebSocket), closed with 1001 on drain
         self.drain_started = 0.0  # when stopping or retiring began
         self._done: asyncio.Future[None] | None = None
-        # The loop's bookkeeping (the held connections, the channel) is done under ``lock``, which is
-        # free while the app runs; when the loop has not beaten for handback_after with requests in
-        # hand, the monitor thread takes it and hands the waiting connections back.
-        self.lock = threading.Lock()
         self.handback_after = handback_after
         self.last_beat = time.monotonic()
         self.handing_back = False
@@ -186,7 +187,8 @@ class AsgiRunner(Carrier[Conn]):
         client = msg.proxy.client if msg.proxy is not None and msg.proxy.client is not None else msg.peer
         scope = conn_scope(client, server, site.environ["SCRIPT_NAME"], shared, conn_extra(self.extra, msg, site))
         state, since = Owner.arrival(msg, site, time.monotonic())
-        conn = self.owner.add(Conn(self.loop, msg, sock, site, scope, self._advance, self.lock, state, since))
+        conn = self.owner.add(Conn(self.loop, msg, sock, site, scope, self._advance, self.lock, state, since,
+                                   self.batch))
         if msg.data:
             self._advance(conn)
         else:
@@ -281,6 +283,7 @@ class AsgiRunner(Carrier[Conn]):
     def _start_http(self, conn: Conn, request: Request) -> bool:
         """Begin the app's call for ``request``, at once. True when the call is over already and the
         connection may go on to its next request; otherwise its task goes on, and ends in _after."""
+        conn.push()  # a pipelined request's: the response before it goes first, so at most one waits in memory
         scope = request_scope(conn.scope, request, trust=conn.trust)
         cycle = HttpCycle(conn, request, scope, self.stopping or self.draining)
         conn.to("head")
@@ -483,6 +486,9 @@ class AsgiRunner(Carrier[Conn]):
         too, its request head with it; its task ends without calling the app."""
         self.handing_back = True
         try:
+            for conn in self.owner.held.values():
+                if conn not in self.calls:
+                    conn.push_stalled()  # the answers of this turn, queued before the call that blocks
             for conn, data, head_started in self.owner.stall_hand_backs():
                 if conn.closing_at:
                     continue  # a WebSocket's task is closing it
@@ -503,6 +509,7 @@ class AsgiRunner(Carrier[Conn]):
         if self.stopping:
             self._close(conn)
             return
+        conn.push()
         if not conn.flushed:
             return  # the last response is still going out; the next look parks it
         conn.detach()

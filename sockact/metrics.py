@@ -103,9 +103,16 @@ class Snapshot:
     worker_cpu: Mapping[tuple[int, int], float] = field(default_factory=dict)
 
 
+# Old label values of sockact_workers{state=...}, still emitted with the count of the state they
+# were renamed to, so dashboards and alerts keep working (CHANGELOG.md).
+STATE_ALIASES = {"busy": WorkerState.STALLED}
+
+
 def count_states(states: Iterable[WorkerState]) -> dict[str, int]:
-    """Workers by state, every state present (a gauge that vanishes reads as stale)."""
+    """Workers by state, every state present (a gauge that vanishes reads as stale), aliases included."""
     counts = {s.value: 0 for s in WorkerState}
     for s in states:
         counts[s.value] += 1
+    for alias, state in STATE_ALIASES.items():
+        counts[alias] = counts[state.value]
     return counts

@@ -28,11 +28,14 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from .errors import APP_LOAD_ERROR, WORKER_BOOT_ERROR
 from .states import (
+    IN_SERVICE,
     LIVE,
     PHASE_TRANSITIONS,
     WORKER_TRANSITIONS,
     InvalidTransition,
     Phase,
+    PhaseEvent,
+    WorkerEvent,
     WorkerState,
     advance,
 )
@@ -167,7 +170,7 @@ class WorkerPool(Generic[C]):
 
     def ready(self, pid: int, now: float) -> list[Action]:
         m = self.members.get(pid)
-        if m is None or not self._move(m, "ready"):
+        if m is None or not self._move(m, WorkerEvent.READY):
             return []
         if m.state is not WorkerState.READY:
             return []
@@ -183,8 +186,8 @@ class WorkerPool(Generic[C]):
 
     def stalled(self, pid: int, stalled: bool) -> None:
         m = self.members.get(pid)
-        if m is not None and m.state in (WorkerState.READY, WorkerState.BUSY):
-            self._move(m, "stall" if stalled else "resume")
+        if m is not None and m.state in IN_SERVICE:
+            self._move(m, WorkerEvent.STALL if stalled else WorkerEvent.RESUME)
 
     def exited(self, pid: int, code: int | None, now: float, failure: str = "") -> list[Action]:
         """Worker ``pid`` exited with ``code`` (None: killed by a signal); ``failure`` is why it could not
@@ -202,7 +205,7 @@ class WorkerPool(Generic[C]):
     def timed_out(self, pid: int, now: float) -> list[Action]:
         """A busy worker is stuck past timeout: abort it (SIGABRT dumps its stack)."""
         m = self.members.get(pid)
-        if m is None or m.state is WorkerState.ABORTED or not self._move(m, "abort"):
+        if m is None or m.state is WorkerState.ABORTED or not self._move(m, WorkerEvent.ABORT):
             return []
         m.aborted_at = now
         return [Kill(pid, signal.SIGABRT), *self._maintain(now)]
@@ -212,7 +215,7 @@ class WorkerPool(Generic[C]):
         more work), or, ``successor_first``, once the successor is ready, as a reload does, so the
         pool never serves with one worker fewer (max_worker_memory)."""
         m = self.members.get(pid)
-        if m is None or m.state not in (WorkerState.READY, WorkerState.BUSY) or m.replaced:
+        if m is None or m.state not in IN_SERVICE or m.replaced:
             return []
         if successor_first:
             m.replaced = True  # no longer counted: _maintain starts its successor
@@ -230,7 +233,7 @@ class WorkerPool(Generic[C]):
             # A reload during a reload: the half-started generation is dropped for the newer one.
             actions += self._drop_new_generation(now)
         elif self.phase is Phase.SERVING:
-            self.phase = advance(PHASE_TRANSITIONS, self.phase, "hup")
+            self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.HUP)
         if self.phase is Phase.RELOADING:
             self.previous = self.current
         self.current = Generation(self.current.number + 1, config, config.workers)
@@ -249,7 +252,7 @@ class WorkerPool(Generic[C]):
             if m.state is WorkerState.BOOTING and self._boot_deadline(m) <= now:
                 log.error("worker %d did not start within %.0fs; killing it", m.pid,
                           self._generation_config(m).timeout)
-                self._move(m, "abort")
+                self._move(m, WorkerEvent.ABORT)
                 m.aborted_at = now
                 m.killed = True
                 actions.append(Kill(m.pid, signal.SIGKILL))
@@ -264,20 +267,20 @@ class WorkerPool(Generic[C]):
         """Graceful stop: no more spawns; every worker drains and exits."""
         if self.phase in (Phase.DRAINING, Phase.STOPPING):
             return []
-        self.phase = advance(PHASE_TRANSITIONS, self.phase, "term")
+        self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.TERM)
         self._settle_reload()
         return []
 
     def quick(self) -> list[Action]:
         if self.phase is Phase.STOPPING:
             return []
-        self.phase = advance(PHASE_TRANSITIONS, self.phase, "quick")
+        self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.QUICK)
         self._settle_reload()
         return []
 
     # -- internals
 
-    def _move(self, m: Member, event: str) -> bool:
+    def _move(self, m: Member, event: WorkerEvent) -> bool:
         try:
             m.state = advance(WORKER_TRANSITIONS, m.state, event)
         except InvalidTransition as exc:
@@ -286,7 +289,7 @@ class WorkerPool(Generic[C]):
         return True
 
     def _retire(self, m: Member) -> Retire:
-        self._move(m, "retire")
+        self._move(m, WorkerEvent.RETIRE)
         return Retire(m.pid)
 
     def _old_members(self) -> list[Member]:
@@ -311,11 +314,11 @@ class WorkerPool(Generic[C]):
         if ready < self.current.target:
             return []
         if self.phase is Phase.STARTING:
-            self.phase = advance(PHASE_TRANSITIONS, self.phase, "serving")
+            self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.SERVING)
             self.ever_ready = True
             return [Ready()]
         if self.phase is Phase.RELOADING:
-            self.phase = advance(PHASE_TRANSITIONS, self.phase, "reloaded")
+            self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.RELOADED)
             self.previous = None
             retired: list[Action] = [self._retire(m) for m in self._old_members()]
             return [*retired, Reloaded(self.current.number)]
@@ -343,7 +346,7 @@ class WorkerPool(Generic[C]):
         if failure:
             reason = f"{reason}: {failure}"
         if app_broken and not self.ever_ready:
-            self.phase = advance(PHASE_TRANSITIONS, self.phase, "quick")
+            self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.QUICK)
             return [Halt(code if code in (APP_LOAD_ERROR, WORKER_BOOT_ERROR) else APP_LOAD_ERROR,
                          f"the app failed to load ({reason}); stopping")]
         if app_broken and self.phase is Phase.RELOADING and m.generation == self.current.number:
@@ -373,7 +376,7 @@ class WorkerPool(Generic[C]):
         actions = self._drop_new_generation(now)
         assert self.previous is not None
         self.current, self.previous = self.previous, None
-        self.phase = advance(PHASE_TRANSITIONS, self.phase, "reload_failed")
+        self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.RELOAD_FAILED)
         self.boot_failures = 0
         self.spawn_after = 0.0
         return [*actions, ReloadFailed(reason), *self._maintain(now)]

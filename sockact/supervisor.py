@@ -43,7 +43,7 @@ from .parking import Conn, ParkingLot
 from .pool import Action, Halt, Kill, Ready, Reloaded, ReloadFailed, Retire, Spawn, WorkerPool
 from .scoreboard import Scoreboard
 from .signals import SignalWakeup
-from .states import Phase, WorkerState
+from .states import IN_SERVICE, Phase, WorkerState
 from .switchboard import Switchboard
 from .tally import Tally
 from .turnaway import app_failed, turn_away
@@ -632,7 +632,7 @@ class Supervisor:
         for w, view in self._health.overdue(now, self.config.timeout):
             state = self.pool.state(w.pid)
             stuck = view.stuck(now, self.config.timeout)
-            if state is WorkerState.ABORTED or not (stuck or state in (WorkerState.READY, WorkerState.BUSY)):
+            if state is WorkerState.ABORTED or not (stuck or state in IN_SERVICE):
                 continue  # a retiring worker's loop may have ended: only its calls count, until graceful_timeout
             if resumed:
                 continue
@@ -664,7 +664,7 @@ class Supervisor:
         """
         limit = self.config.max_worker_memory
         over = sorted(w.pid for w in self.workers.values()
-                      if not w.recycled and self.pool.state(w.pid) in (WorkerState.READY, WorkerState.BUSY)
+                      if not w.recycled and self.pool.state(w.pid) in IN_SERVICE
                       and (memory.rss(w.pid) or 0) > limit)
         if over:
             pid = next((p for p in over if p > self._memory_last), over[0])
@@ -700,7 +700,7 @@ class Supervisor:
         if any(w.recycled for w in self.workers.values()):
             return
         sizes = {w.pid: self._memory_of(w) for w in self.workers.values()
-                 if self.pool.state(w.pid) in (WorkerState.READY, WorkerState.BUSY)}
+                 if self.pool.state(w.pid) in IN_SERVICE}
         if not sizes:
             return
         largest = self.workers[max(sizes, key=lambda pid: sizes[pid])]
@@ -741,20 +741,20 @@ class Supervisor:
     def _check_stall(self, w: WorkerProcess, now: float) -> None:
         assert self._health is not None
         state = self.pool.state(w.pid)
-        if state not in (WorkerState.READY, WorkerState.BUSY):
+        if state not in IN_SERVICE:
             return
         stalled = self._health.view(w).stalled(w.threads, now, self.config.handback_after)
         if stalled and state is WorkerState.READY:
             self.pool.stalled(w.pid, True)
             self.dispatcher.pause(w.pid)
-        elif not stalled and state is WorkerState.BUSY:
+        elif not stalled and state is WorkerState.STALLED:
             self.pool.stalled(w.pid, False)
             self.switchboard.give(self.dispatcher.resume(w.pid))
 
     def status_line(self) -> str:
         assert self._health is not None
-        ready = self.pool.count(WorkerState.READY, WorkerState.BUSY)
-        return (f"{ready} workers ({self._health.busy()} busy), {self.pool.count(WorkerState.BUSY)} stalled, "
+        ready = self.pool.count(*IN_SERVICE)
+        return (f"{ready} workers ({self._health.busy()} busy), {self.pool.count(WorkerState.STALLED)} stalled, "
                 f"{self.dispatcher.held} connections in workers, {len(self.parked)} parked, "
                 f"{self.dispatcher.queued} queued, {self._health.requests()} requests served")
 

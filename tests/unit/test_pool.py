@@ -203,9 +203,9 @@ def test_a_stalled_worker_that_moves_again_gets_work_again():
     h = Harness(Cfg(workers=2))
     a, b = h.start_all()
     h.pool.stalled(a, True)
-    assert h.pool.state(a) is WorkerState.BUSY and not h.pool.assignable(a) and h.pool.assignable(b)
+    assert h.pool.state(a) is WorkerState.STALLED and not h.pool.assignable(a) and h.pool.assignable(b)
     h.pool.stalled(a, True)  # still stalled at the next look
-    assert h.pool.state(a) is WorkerState.BUSY
+    assert h.pool.state(a) is WorkerState.STALLED
     h.pool.stalled(a, False)
     assert h.pool.state(a) is WorkerState.READY and h.pool.assignable(a)
 

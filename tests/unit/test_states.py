@@ -1,0 +1,76 @@
+"""The supervisor's transition tables (states.py), driven with no pool and no process: every row is
+taken, and every state refuses the events it has no row for."""
+
+from __future__ import annotations
+
+import enum
+
+import pytest
+
+from sockact.states import (
+    LIVE,
+    PHASE_TRANSITIONS,
+    WORKER_TRANSITIONS,
+    InvalidTransition,
+    Phase,
+    PhaseEvent,
+    WorkerEvent,
+    WorkerState,
+    advance,
+)
+
+TABLES = [(WORKER_TRANSITIONS, WorkerState, WorkerEvent), (PHASE_TRANSITIONS, Phase, PhaseEvent)]
+
+
+def rows(table: dict) -> list:
+    return sorted(table, key=lambda k: (k[0].value, k[1].value))
+
+
+@pytest.mark.parametrize(("table", "state", "event"),
+                         [(table, *row) for table, _, _ in TABLES for row in rows(table)],
+                         ids=lambda x: x.value if isinstance(x, enum.Enum) else "")
+def test_every_transition_in_the_table_is_taken(table, state, event):
+    assert advance(table, state, event) is table[state, event]
+
+
+@pytest.mark.parametrize(("table", "state", "events"),
+                         [(table, state, events) for table, states, events in TABLES for state in states],
+                         ids=lambda x: x.value if isinstance(x, enum.Enum) else "")
+def test_each_state_refuses_the_events_it_has_no_row_for(table, state, events):
+    refused = [event for event in events if (state, event) not in table]
+    assert refused, f"{state} accepts every event"
+    for event in refused:
+        with pytest.raises(InvalidTransition, match=f"'{event.value}' in state {state.value}"):
+            advance(table, state, event)
+
+
+def test_every_event_of_an_enum_appears_in_its_table():
+    for table, _, events in TABLES:
+        assert {event for _, event in table} == set(events)
+
+
+def test_the_ends_accept_nothing_but_an_abort_or_a_quick_stop():
+    assert [e for (s, e) in WORKER_TRANSITIONS if s is WorkerState.ABORTED] == []
+    assert [e for (s, e) in PHASE_TRANSITIONS if s is Phase.STOPPING] == [PhaseEvent.QUICK]
+    assert {e for (s, e) in WORKER_TRANSITIONS if s is WorkerState.RETIRING} == {WorkerEvent.ABORT,
+                                                                                  WorkerEvent.READY}
+
+
+def test_a_worker_stalls_and_moves_again_without_leaving_service():
+    state = advance(WORKER_TRANSITIONS, WorkerState.BOOTING, WorkerEvent.READY)
+    for event, expected in ((WorkerEvent.STALL, WorkerState.STALLED), (WorkerEvent.STALL, WorkerState.STALLED),
+                            (WorkerEvent.RESUME, WorkerState.READY), (WorkerEvent.RESUME, WorkerState.READY)):
+        state = advance(WORKER_TRANSITIONS, state, event)
+        assert state is expected and state in LIVE
+
+
+def test_a_reload_goes_round_to_serving_either_way():
+    for end in (PhaseEvent.RELOADED, PhaseEvent.RELOAD_FAILED):
+        phase = Phase.STARTING
+        for event in (PhaseEvent.SERVING, PhaseEvent.HUP, PhaseEvent.HUP, end):
+            phase = advance(PHASE_TRANSITIONS, phase, event)
+        assert phase is Phase.SERVING
+
+
+def test_live_states_are_those_that_retire():
+    assert {s for (s, e) in WORKER_TRANSITIONS if e is WorkerEvent.RETIRE} == LIVE

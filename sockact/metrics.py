@@ -3,7 +3,7 @@
 The supervisor counts what it sees itself (hand-offs and their latency, hand-backs, worker
 restarts by reason, reloads) in plain attributes here; the acceptor counts accepts and
 accept errors, health.Health the watchdog pings, and the workers their requests in the
-tally (tally.py). Supervisor.metrics_snapshot reads all of that into a Snapshot, which apps/metrics.py turns
+tally (tally.py). supervisor/scrape.py reads all of that into a Snapshot, which apps/metrics.py turns
 into the Prometheus exposition. Nothing here does I/O, and nothing is counted per request
 in the supervisor beyond an integer and a histogram slot per hand-off.
 """

@@ -222,6 +222,24 @@ class WorkerPool(Generic[C]):
             return self._maintain(now)
         return [self._retire(m), *self._maintain(now)]
 
+    def retire(self, pid: int) -> list[Action]:
+        """Retire a live worker now: at a stop, one that holds nothing more, or every worker when
+        their connections go to systemd's fd store."""
+        m = self.members.get(pid)
+        if m is None or m.state not in LIVE:
+            return []
+        return [self._retire(m)]
+
+    def kill_all(self) -> list[Action]:
+        """The stop's deadline has passed: SIGKILL for every worker not killed yet."""
+        actions: list[Action] = []
+        for m in self.members.values():
+            if not m.killed:
+                log.warning("worker %d did not finish in time; killing it", m.pid)
+                m.killed = True
+                actions.append(Kill(m.pid, signal.SIGKILL))
+        return actions
+
     def hup(self, config: C | None, error: str | None, now: float) -> list[Action]:
         """Reload with ``config`` (read anew), or fail at once with ``error`` (it could not be read)."""
         if self.phase not in (Phase.SERVING, Phase.RELOADING, Phase.STARTING):

@@ -28,6 +28,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from .errors import APP_LOAD_ERROR, WORKER_BOOT_ERROR
 from .states import (
+    ENDING,
     IN_SERVICE,
     LIVE,
     PHASE_TRANSITIONS,
@@ -193,7 +194,7 @@ class WorkerPool(Generic[C]):
         """Worker ``pid`` exited with ``code`` (None: killed by a signal); ``failure`` is why it could not
         start, as it said before it went."""
         m = self.members.pop(pid, None)
-        if m is None or self.phase in (Phase.DRAINING, Phase.STOPPING):
+        if m is None or self.phase in ENDING:
             return []
         if not m.booted and m.state is not WorkerState.RETIRING:
             actions = self._boot_failed(m, code, now, failure)
@@ -277,20 +278,26 @@ class WorkerPool(Generic[C]):
             elif m.state is WorkerState.ABORTED and not m.killed and now - m.aborted_at >= ABORT_GRACE:
                 m.killed = True
                 actions.append(Kill(m.pid, signal.SIGKILL))
-        if self.phase not in (Phase.DRAINING, Phase.STOPPING):
+        if self.phase not in ENDING:
             actions += self._maintain(now)
         return actions
 
     def term(self) -> list[Action]:
         """Graceful stop: no more spawns; every worker drains and exits."""
-        if self.phase in (Phase.DRAINING, Phase.STOPPING):
+        if self.phase in ENDING:
             return []
         self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.TERM)
         self._settle_reload()
         return []
 
+    def announce(self) -> list[Action]:
+        """A stop with drain_delay: the workers serve on until term(); nothing is reloaded meanwhile."""
+        if self.phase in (Phase.STARTING, Phase.SERVING, Phase.RELOADING):
+            self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.ANNOUNCE)
+        return []
+
     def quick(self) -> list[Action]:
-        if self.phase is Phase.STOPPING:
+        if self.phase in (Phase.STOPPING, Phase.HALTED):
             return []
         self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.QUICK)
         self._settle_reload()
@@ -331,11 +338,13 @@ class WorkerPool(Generic[C]):
         ready = sum(1 for m in self._current_live() if m.booted and m.state in LIVE)
         if ready < self.current.target:
             return []
-        if self.phase is Phase.STARTING:
+        if self.phase in ENDING:
+            return []
+        if not self.ever_ready:
             self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.SERVING)
             self.ever_ready = True
             return [Ready()]
-        if self.phase is Phase.RELOADING:
+        if self.previous is not None:  # a reload runs
             self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.RELOADED)
             self.previous = None
             retired: list[Action] = [self._retire(m) for m in self._old_members()]
@@ -344,7 +353,7 @@ class WorkerPool(Generic[C]):
 
     def _maintain(self, now: float) -> list[Action]:
         """Spawn or retire workers of the current generation to reach its target."""
-        if self.phase in (Phase.DRAINING, Phase.STOPPING):
+        if self.phase in ENDING:
             return []
         live = self._current_live()
         missing = self.current.target - len(live)
@@ -364,10 +373,10 @@ class WorkerPool(Generic[C]):
         if failure:
             reason = f"{reason}: {failure}"
         if app_broken and not self.ever_ready:
-            self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.QUICK)
+            self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.HALT)
             return [Halt(code if code in (APP_LOAD_ERROR, WORKER_BOOT_ERROR) else APP_LOAD_ERROR,
                          f"the app failed to load ({reason}); stopping")]
-        if app_broken and self.phase is Phase.RELOADING and m.generation == self.current.number:
+        if app_broken and self.previous is not None and m.generation == self.current.number:
             what = "the new workers did not start in time" if m.killed else "the new code does not load"
             kept = self.previous.number if self.previous else 0
             return self._abort_reload(f"{what} ({reason}); keeping generation {kept}", now)

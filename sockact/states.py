@@ -17,8 +17,15 @@ longer than handback_after. It keeps its connections in flight but gets no new o
 Supervisor phase:
 
     STARTING --serving--> SERVING --hup--> RELOADING --reloaded/reload_failed--> SERVING
+    STARTING/SERVING/RELOADING --announce--> LEAVING --term--> DRAINING
     STARTING/SERVING/RELOADING --term--> DRAINING
-    any --quick--> STOPPING
+    STARTING/LEAVING --halt--> HALTED        (the app cannot load: no respawn loop)
+    any but HALTED --quick--> STOPPING
+
+LEAVING is drain_delay: a stop was asked, and until the delay is over the workers serve on
+while their health path answers 503, so that load balancers take the host out first. A start
+or a reload under way when the stop was announced still completes. DRAINING, STOPPING and
+HALTED end the supervisor (ENDING).
 """
 
 from __future__ import annotations
@@ -51,8 +58,10 @@ class Phase(enum.Enum):
     STARTING = "starting"
     SERVING = "serving"
     RELOADING = "reloading"
+    LEAVING = "leaving"
     DRAINING = "draining"
     STOPPING = "stopping"
+    HALTED = "halted"
 
 
 class PhaseEvent(enum.Enum):
@@ -60,8 +69,10 @@ class PhaseEvent(enum.Enum):
     HUP = "hup"
     RELOADED = "reloaded"
     RELOAD_FAILED = "reload_failed"
+    ANNOUNCE = "announce"  # a stop with drain_delay
     TERM = "term"
     QUICK = "quick"
+    HALT = "halt"  # workers that cannot start before any served
 
 
 _W, _WE = WorkerState, WorkerEvent
@@ -84,14 +95,19 @@ PHASE_TRANSITIONS: dict[tuple[Phase, PhaseEvent], Phase] = {
     (_P.RELOADING, _PE.HUP): _P.RELOADING,
     (_P.RELOADING, _PE.RELOADED): _P.SERVING,
     (_P.RELOADING, _PE.RELOAD_FAILED): _P.SERVING,
-    **{(phase, _PE.TERM): _P.DRAINING for phase in (_P.STARTING, _P.SERVING, _P.RELOADING)},
-    **{(phase, _PE.QUICK): _P.STOPPING for phase in Phase},
+    **{(phase, _PE.ANNOUNCE): _P.LEAVING for phase in (_P.STARTING, _P.SERVING, _P.RELOADING)},
+    # What was under way when the stop was announced completes; the phase stays.
+    **{(_P.LEAVING, event): _P.LEAVING for event in (_PE.SERVING, _PE.RELOADED, _PE.RELOAD_FAILED)},
+    **{(phase, _PE.TERM): _P.DRAINING for phase in (_P.STARTING, _P.SERVING, _P.RELOADING, _P.LEAVING)},
+    **{(phase, _PE.HALT): _P.HALTED for phase in (_P.STARTING, _P.LEAVING)},
+    **{(phase, _PE.QUICK): _P.STOPPING for phase in Phase if phase is not _P.HALTED},
 }
 
 S = TypeVar("S", bound=enum.Enum)
 E = TypeVar("E", bound=enum.Enum)
 
 LIVE = frozenset({_W.BOOTING, _W.READY, _W.STALLED})  # counted towards the pool's size
+ENDING = frozenset({_P.DRAINING, _P.STOPPING, _P.HALTED})  # no spawns; the supervisor exits once workers are gone
 IN_SERVICE = frozenset({_W.READY, _W.STALLED})  # booted, and neither retiring nor aborted
 
 

@@ -42,7 +42,7 @@ from ..parking import Conn, ParkingLot
 from ..pool import Action, Halt, Kill, Ready, Reloaded, ReloadFailed, Retire, Spawn, WorkerPool
 from ..scoreboard import Scoreboard
 from ..signals import SignalWakeup
-from ..states import IN_SERVICE, LIVE, Phase, WorkerState
+from ..states import ENDING, IN_SERVICE, LIVE, Phase, WorkerState
 from ..switchboard import Switchboard
 from ..tally import Tally
 from ..turnaway import app_failed, turn_away
@@ -102,12 +102,11 @@ class Supervisor:
         self.memory = MemoryWatch(self)
         self.forker = Forker(self, HANDLED_SIGNALS, SCOREBOARD_SLOTS)
         self.signals = SignalWakeup(HANDLED_SIGNALS)
-        self._stop_deadline = 0.0
-        self._drain_until = 0.0  # a stop was asked; until then the workers serve, their health says 503
+        self._leave_at = 0.0  # LEAVING: when drain_delay is over and the stop proper begins
+        self._stop_deadline = 0.0  # DRAINING or STOPPING: when the workers left are killed
         self._next_tick = 0.0
         self._next_stall_check = 0.0
         self._last_progress = (0, 0)
-        self._halted = False  # the app failed to load: clients waiting for it get a 503
 
     @property
     def config(self) -> Config:
@@ -116,11 +115,11 @@ class Supervisor:
     @property
     def leaving(self) -> bool:
         """drain_delay: a stop was asked; until it begins the workers serve, their health says 503."""
-        return bool(self._drain_until)
+        return self.pool.phase is Phase.LEAVING
 
     @property
     def stopping(self) -> bool:
-        return self.pool.phase in (Phase.DRAINING, Phase.STOPPING)
+        return self.pool.phase in ENDING
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -145,7 +144,7 @@ class Supervisor:
             self.switchboard.update_accepting(self.stopping)
             while not (self.stopping and not self.workers):
                 self._loop_once()
-            if self._halted:
+            if self.pool.phase is Phase.HALTED:
                 self._turn_away()  # whoever came during the quick stop
             self.store.finish()
         finally:
@@ -184,7 +183,7 @@ class Supervisor:
         """Graceful stop: stop accepting, finish in-flight and queued requests, then exit."""
         if self.stopping:
             return
-        if self.config.drain_delay and not self._drain_until:
+        if self.config.drain_delay and not self.leaving:
             self._announce_stop(self.config.drain_delay)
             return
         self.carry_out(self.pool.term())
@@ -203,7 +202,8 @@ class Supervisor:
 
     def _announce_stop(self, delay: float) -> None:
         """drain_delay: load balancers see 503 on the health path and take this host out, then the stop."""
-        self._drain_until = time.monotonic() + delay
+        self.carry_out(self.pool.announce())
+        self._leave_at = time.monotonic() + delay
         self.notifier.stopping()
         self.notifier.extend_timeout(delay + self.config.graceful_timeout + 5.0)
         lifecycle(log, "stop", "stopping in %.1fs: serving meanwhile, the health path answers 503", delay)
@@ -212,9 +212,14 @@ class Supervisor:
 
     def handle_int(self) -> None:
         """Quick stop: close everything, give workers a moment, then kill them."""
-        if self.pool.phase is Phase.STOPPING and self._stop_deadline:
+        if self.pool.phase in (Phase.STOPPING, Phase.HALTED):
             return
         self.carry_out(self.pool.quick())
+        self._quick_stop()
+
+    handle_quit = handle_int
+
+    def _quick_stop(self) -> None:
         self._stop_deadline = time.monotonic() + QUICK_STOP_GRACE
         self.notifier.stopping()
         lifecycle(log, "stop", "quick stop")
@@ -224,11 +229,9 @@ class Supervisor:
         for w in self.workers.values():
             w.signal(signal.SIGQUIT)
 
-    handle_quit = handle_int
-
     def handle_hup(self) -> None:
         """Reload: a new generation with the settings read anew; a bad file fails the reload at once."""
-        if self.stopping or self._drain_until:
+        if self.stopping or self.leaving:
             log.warning("reload ignored: stopping")  # `sockact reload` waits, then says the process exited
             return
         self.notifier.reloading()
@@ -303,11 +306,9 @@ class Supervisor:
                     self.workers[action.pid].signal(action.signum)
             elif isinstance(action, Halt):
                 log.error("%s", action.reason)
-                self.exit_code = action.exit_code
-                self._stop_deadline = 0.0
-                self._halted = True
+                self.exit_code = action.exit_code  # the pool is HALTED: what follows is a quick stop
                 self._turn_away()
-                self.handle_int()
+                self._quick_stop()
             elif isinstance(action, Ready):
                 self.notifier.ready(self.status_line())
                 lifecycle(log, "ready", "ready: %d workers serving on %s", self.pool.current.target,
@@ -370,7 +371,7 @@ class Supervisor:
         if self.stopping:
             self._tick_stopping(now)
             return
-        if self._drain_until and now >= self._drain_until:
+        if self.leaving and now >= self._leave_at:
             self.handle_term()
             return
         self.switchboard.expire(now)

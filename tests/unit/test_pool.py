@@ -123,7 +123,7 @@ def test_an_app_that_cannot_load_at_first_start_halts():
     first = h.booting()[0]
     actions = h.pool.exited(first, APP_LOAD_ERROR, 0.5)
     assert actions == [Halt(APP_LOAD_ERROR, actions[0].reason)]
-    assert h.pool.phase is Phase.STOPPING
+    assert h.pool.phase is Phase.HALTED
 
 
 def test_workers_dying_at_boot_later_back_off():
@@ -232,3 +232,40 @@ def test_a_memory_recycle_whose_successor_cannot_start_keeps_the_old_worker_serv
     assert h.pool.assignable(a)
     (again,) = [x for x in h.run(h.pool.tick(5.0)) if isinstance(x, Spawn)]
     assert again.generation == 0
+
+
+def test_a_stop_announced_while_starting_still_says_ready_then_drains():
+    h = Harness(Cfg(workers=1))
+    h.run(h.pool.start(0.0))
+    assert h.pool.announce() == [] and h.pool.phase is Phase.LEAVING
+    (a,) = h.booting()
+    assert h.pool.ready(a, 0.1) == [Ready()]
+    assert h.pool.phase is Phase.LEAVING and h.pool.assignable(a)  # it serves on during drain_delay
+    assert h.pool.hup(Cfg(name="new"), None, 0.2) == [] and h.pool.current.number == 0
+    respawn = h.run(h.pool.exited(a, None, 0.3))  # a worker that dies meanwhile is replaced
+    assert [type(x) for x in respawn] == [Spawn]
+    h.pool.term()
+    assert h.pool.phase is Phase.DRAINING
+
+
+def test_a_reload_under_way_when_a_stop_is_announced_completes():
+    h = Harness(Cfg(workers=1))
+    (old,) = h.start_all()
+    h.run(h.pool.hup(Cfg(workers=1, name="new"), None, 1.0))
+    h.pool.announce()
+    (new,) = h.booting()
+    actions = h.pool.ready(new, 1.1)
+    assert actions == [Retire(old), Reloaded(1)]
+    assert h.pool.phase is Phase.LEAVING and h.pool.serving_config.name == "new"
+
+
+def test_every_retirement_goes_through_the_pool_and_only_once():
+    h = Harness(Cfg(workers=2))
+    a, b = h.start_all()
+    h.pool.term()
+    assert h.pool.retire(a) == [Retire(a)] and h.pool.state(a) is WorkerState.RETIRING
+    assert h.pool.retire(a) == []  # retired already
+    h.pool.timed_out(b, 1.0)
+    assert h.pool.retire(b) == []  # aborted: it is killed, not retired
+    assert h.pool.kill_all() == [Kill(a, signal.SIGKILL), Kill(b, signal.SIGKILL)]
+    assert h.pool.kill_all() == []  # once each

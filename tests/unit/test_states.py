@@ -8,6 +8,7 @@ import enum
 import pytest
 
 from sockact.states import (
+    ENDING,
     LIVE,
     PHASE_TRANSITIONS,
     WORKER_TRANSITIONS,
@@ -52,6 +53,7 @@ def test_every_event_of_an_enum_appears_in_its_table():
 def test_the_ends_accept_nothing_but_an_abort_or_a_quick_stop():
     assert [e for (s, e) in WORKER_TRANSITIONS if s is WorkerState.ABORTED] == []
     assert [e for (s, e) in PHASE_TRANSITIONS if s is Phase.STOPPING] == [PhaseEvent.QUICK]
+    assert [e for (s, e) in PHASE_TRANSITIONS if s is Phase.HALTED] == []
     assert {e for (s, e) in WORKER_TRANSITIONS if s is WorkerState.RETIRING} == {WorkerEvent.ABORT,
                                                                                   WorkerEvent.READY}
 
@@ -70,6 +72,31 @@ def test_a_reload_goes_round_to_serving_either_way():
         for event in (PhaseEvent.SERVING, PhaseEvent.HUP, PhaseEvent.HUP, end):
             phase = advance(PHASE_TRANSITIONS, phase, event)
         assert phase is Phase.SERVING
+
+
+def test_a_stop_announced_with_drain_delay_lets_a_start_or_a_reload_complete_then_drains():
+    for events in ((PhaseEvent.ANNOUNCE, PhaseEvent.SERVING),
+                   (PhaseEvent.SERVING, PhaseEvent.HUP, PhaseEvent.ANNOUNCE, PhaseEvent.RELOADED),
+                   (PhaseEvent.SERVING, PhaseEvent.HUP, PhaseEvent.ANNOUNCE, PhaseEvent.RELOAD_FAILED)):
+        phase = Phase.STARTING
+        for event in events:
+            phase = advance(PHASE_TRANSITIONS, phase, event)
+        assert phase is Phase.LEAVING
+        for refused in (PhaseEvent.HUP, PhaseEvent.ANNOUNCE):
+            with pytest.raises(InvalidTransition):
+                advance(PHASE_TRANSITIONS, phase, refused)
+        assert advance(PHASE_TRANSITIONS, phase, PhaseEvent.TERM) is Phase.DRAINING
+
+
+def test_only_an_app_that_never_served_halts():
+    halting = {s for (s, e) in PHASE_TRANSITIONS if e is PhaseEvent.HALT}
+    assert halting == {Phase.STARTING, Phase.LEAVING}
+
+
+def test_ending_phases_are_those_a_stop_leads_to():
+    stops = {PHASE_TRANSITIONS[s, e] for (s, e) in PHASE_TRANSITIONS
+             if e in (PhaseEvent.TERM, PhaseEvent.QUICK, PhaseEvent.HALT)}
+    assert stops == ENDING
 
 
 def test_live_states_are_those_that_retire():

@@ -39,7 +39,7 @@ def test_term_with_drain_delay_serves_on_until_the_delay_is_over(caplog: pytest.
     sup.pool.phase = Phase.SERVING
     with caplog.at_level(logging.INFO):
         sup.dispatch_signal(signal.SIGTERM)
-    assert sup.pool.phase is Phase.SERVING and not sup.stopping
+    assert sup.pool.phase is Phase.LEAVING and sup.leaving and not sup.stopping
     assert "stopping in 5.0s" in caplog.text
     sup.dispatch_signal(signal.SIGHUP)  # no reload of a host on its way out
     assert sup.pool.current.number == 0

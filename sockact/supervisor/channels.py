@@ -127,5 +127,5 @@ class Channels:
         sup.switchboard.give(sup.dispatcher.returned(w.pid))
         if not sup.dispatcher.is_available(w.pid):
             sup.check_stall(w, time.monotonic())  # paused: it may be moving again
-        sup.retire_when_drained()
+        sup.stop.retire_drained()
         sup.switchboard.update_accepting(sup.stopping)

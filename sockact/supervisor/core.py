@@ -7,8 +7,8 @@ dispatch.Dispatcher's; switchboard.Switchboard moves the connections (and says w
 each fd when). This module runs the loop, carries out the pool's actions on processes and keeps the
 timers: stalls, timeouts, the watchdog, STATUS=. Beside it in this package: the workers'
 channels (channels.py), a worker's exit and its orphans (exits.py), systemd's fd store
-(store.py), the metrics listener (scrape.py), the workers' memory (memwatch.py) and
-starting a worker (forking.py).
+(store.py), the metrics listener (scrape.py), the workers' memory (memwatch.py),
+starting a worker (forking.py) and the stop's sequence (stopping.py).
 """
 
 from __future__ import annotations
@@ -42,17 +42,17 @@ from ..parking import Conn, ParkingLot
 from ..pool import Action, Halt, Kill, Ready, Reloaded, ReloadFailed, Retire, Spawn, WorkerPool
 from ..scoreboard import Scoreboard
 from ..signals import SignalWakeup
-from ..states import ENDING, IN_SERVICE, LIVE, Phase, WorkerState
+from ..states import ENDING, IN_SERVICE, Phase, WorkerState
 from ..switchboard import Switchboard
 from ..tally import Tally
-from ..turnaway import app_failed, turn_away
-from ..worker import DRAIN_SIGNAL, REOPEN_SIGNAL
+from ..worker import REOPEN_SIGNAL
 from ..workers import WorkerProcess
 from .channels import Channels
 from .exits import Exits
 from .forking import Forker
 from .memwatch import MemoryWatch
 from .scrape import Scrape
+from .stopping import Stop
 from .store import StoreSequence
 
 log = logging.getLogger("sockact.supervisor")
@@ -62,7 +62,6 @@ HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
                    signal.SIGTTOU, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
 TICK = 0.5  # seconds between timer checks (keep-alive expiry, timeouts, STATUS)
 RESUMED_AFTER = 2.0  # seconds a tick may come late before the supervisor takes itself for stopped, then resumed
-QUICK_STOP_GRACE = 1.0
 SCOREBOARD_SLOTS = 1024  # most workers alive at once, old and new generations together
 # Connections one worker holds at most. A connection waiting for its head costs a worker one fd
 # and a little memory, so this is high: slow heads must not fill the workers (gunicorn's
@@ -101,12 +100,10 @@ class Supervisor:
         self.scrape = Scrape(self)
         self.memory = MemoryWatch(self)
         self.forker = Forker(self, HANDLED_SIGNALS, SCOREBOARD_SLOTS)
+        self.stop = Stop(self)
         self.signals = SignalWakeup(HANDLED_SIGNALS)
-        self._leave_at = 0.0  # LEAVING: when drain_delay is over and the stop proper begins
-        self._stop_deadline = 0.0  # DRAINING or STOPPING: when the workers left are killed
         self._next_tick = 0.0
         self._next_stall_check = 0.0
-        self._last_progress = (0, 0)
 
     @property
     def config(self) -> Config:
@@ -145,7 +142,7 @@ class Supervisor:
             while not (self.stopping and not self.workers):
                 self._loop_once()
             if self.pool.phase is Phase.HALTED:
-                self._turn_away()  # whoever came during the quick stop
+                self.stop.turn_away()  # whoever came during the quick stop
             self.store.finish()
         finally:
             self._close_all()
@@ -184,50 +181,18 @@ class Supervisor:
         if self.stopping:
             return
         if self.config.drain_delay and not self.leaving:
-            self._announce_stop(self.config.drain_delay)
+            self.stop.announce(self.config.drain_delay)
             return
-        self.carry_out(self.pool.term())
-        self._stop_deadline = time.monotonic() + self.config.graceful_timeout
-        self.notifier.stopping()
-        lifecycle(log, "stop", "stopping: draining %d connections held by workers (graceful timeout %.0fs)",
-                  self.dispatcher.held, self.config.graceful_timeout)
-        self.switchboard.update_accepting(self.stopping)
-        if self.store.keeping:
-            self.store.store_all()
-        else:
-            self.switchboard.close_parked(serve_readable=True)
-            for w in self.workers.values():
-                w.signal(signal.SIGTERM)  # in-flight responses will carry Connection: close
-        self.retire_when_drained()
-
-    def _announce_stop(self, delay: float) -> None:
-        """drain_delay: load balancers see 503 on the health path and take this host out, then the stop."""
-        self.carry_out(self.pool.announce())
-        self._leave_at = time.monotonic() + delay
-        self.notifier.stopping()
-        self.notifier.extend_timeout(delay + self.config.graceful_timeout + 5.0)
-        lifecycle(log, "stop", "stopping in %.1fs: serving meanwhile, the health path answers 503", delay)
-        for w in self.workers.values():
-            w.signal(DRAIN_SIGNAL)  # the worker's health answer turns to 503
+        self.stop.drain()
 
     def handle_int(self) -> None:
         """Quick stop: close everything, give workers a moment, then kill them."""
         if self.pool.phase in (Phase.STOPPING, Phase.HALTED):
             return
         self.carry_out(self.pool.quick())
-        self._quick_stop()
+        self.stop.quick()
 
     handle_quit = handle_int
-
-    def _quick_stop(self) -> None:
-        self._stop_deadline = time.monotonic() + QUICK_STOP_GRACE
-        self.notifier.stopping()
-        lifecycle(log, "stop", "quick stop")
-        self.switchboard.update_accepting(self.stopping)
-        self.switchboard.close_parked(serve_readable=False)
-        self.switchboard.close_queued()
-        for w in self.workers.values():
-            w.signal(signal.SIGQUIT)
 
     def handle_hup(self) -> None:
         """Reload: a new generation with the settings read anew; a bad file fails the reload at once."""
@@ -307,8 +272,8 @@ class Supervisor:
             elif isinstance(action, Halt):
                 log.error("%s", action.reason)
                 self.exit_code = action.exit_code  # the pool is HALTED: what follows is a quick stop
-                self._turn_away()
-                self._quick_stop()
+                self.stop.turn_away()
+                self.stop.quick()
             elif isinstance(action, Ready):
                 self.notifier.ready(self.status_line())
                 lifecycle(log, "ready", "ready: %d workers serving on %s", self.pool.current.target,
@@ -342,23 +307,6 @@ class Supervisor:
         self.switchboard.head_limits = _head_limits(config, self.listeners)
         self.dispatcher.queue_size = config.queue_size
 
-    def _turn_away(self) -> None:
-        """Answer each client queued or in a backlog with a 503 and close it.
-
-        Under systemd, a client left in the backlog of a passed listener would start the
-        service again as soon as it exits: one connection, a loop of failing starts.
-        """
-        queued = [conn.fd for conn in self.dispatcher.take_queued()]
-        turn_away(queued, [lst.sock for lst in self.listeners], app_failed())
-
-    def retire_when_drained(self) -> None:
-        """Draining: a worker that holds nothing more retires."""
-        if self.pool.phase is not Phase.DRAINING or self.dispatcher.queued:
-            return
-        for w in list(self.workers.values()):
-            if self.pool.state(w.pid) in LIVE and not self.dispatcher.load(w.pid):
-                self.retire(w.pid)
-
     # ------------------------------------------------------------------ timers
 
     def _tick(self, now: float) -> None:
@@ -369,9 +317,9 @@ class Supervisor:
         resumed = now - self._next_tick > RESUMED_AFTER
         self._next_tick = now + min(TICK, self.notifier.watchdog_interval or TICK)
         if self.stopping:
-            self._tick_stopping(now)
+            self.stop.tick(now)
             return
-        if self.leaving and now >= self._leave_at:
+        if self.stop.left(now):
             self.handle_term()
             return
         self.switchboard.expire(now)
@@ -402,18 +350,6 @@ class Supervisor:
         self.carry_out(self.pool.tick(now))
         self.health.report(now, healthy, self.status_line())
         self.switchboard.update_accepting(self.stopping)
-
-    def _tick_stopping(self, now: float) -> None:
-        if now >= self._stop_deadline:
-            self.carry_out(self.pool.kill_all())
-            return
-        assert self.health is not None
-        progress = (self.health.requests(), len(self.workers))
-        if progress != self._last_progress:
-            # Still draining and moving: ask systemd for more time, a little at a time.
-            self._last_progress = progress
-            self.notifier.extend_timeout(min(self._stop_deadline - now, 5.0) + 1.0)
-        self.notifier.status(f"stopping: {len(self.workers)} workers left, {self.dispatcher.held} connections")
 
     def _check_stalls(self, now: float) -> None:
         """Workers whose every app thread sits in one call get no new connections until they move."""

@@ -43,8 +43,8 @@ import termios
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
+from .http.dates import http_date
 from .http.engine import error_message
-from .http.server import http_date
 from .parking import Conn
 from .scoreboard import Call
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .parking import Conn
-from .states import WorkerState
+from .states import TIMED_OUT, WorkerState
 from .tally import Layout
 
 # Upper bounds of the hand-off latency histogram, in seconds: from a connection needing a worker
@@ -68,7 +68,7 @@ def restart_reason(state: WorkerState | None, recycled: str | None, old_generati
     ``recycled`` is the reason it was recycled for, if it was."""
     if stopping:
         return None
-    if state is WorkerState.ABORTED:
+    if state in TIMED_OUT:
         return "timeout"  # stuck in a call past timeout, or not booted within it
     if recycled:
         return recycled

@@ -32,6 +32,7 @@ from .states import (
     IN_SERVICE,
     LIVE,
     PHASE_TRANSITIONS,
+    TIMED_OUT,
     WORKER_TRANSITIONS,
     InvalidTransition,
     Phase,
@@ -98,8 +99,7 @@ class Member:
     spawned_at: float
     state: WorkerState = WorkerState.BOOTING
     aborted_at: float = 0.0
-    killed: bool = False  # SIGKILL sent; waiting to be reaped
-    booted: bool = False  # has been ready once
+    killed: bool = False  # SIGKILL sent (whatever the state says why); waiting to be reaped
     replaced: bool = False  # serves on until its successor is ready, then retires (max_worker_memory)
 
 
@@ -175,7 +175,6 @@ class WorkerPool(Generic[C]):
             return []
         if m.state is not WorkerState.READY:
             return []
-        m.booted = True
         self.boot_failures = 0
         if m.generation != self.current.number:
             return [self._retire(m)]  # an old worker finished booting after a reload began
@@ -196,7 +195,7 @@ class WorkerPool(Generic[C]):
         m = self.members.pop(pid, None)
         if m is None or self.phase in ENDING:
             return []
-        if not m.booted and m.state is not WorkerState.RETIRING:
+        if m.state in (WorkerState.BOOTING, WorkerState.OVERDUE):  # it never was ready
             actions = self._boot_failed(m, code, now, failure)
             if any(isinstance(a, Halt) for a in actions):
                 return actions
@@ -206,7 +205,7 @@ class WorkerPool(Generic[C]):
     def timed_out(self, pid: int, now: float) -> list[Action]:
         """A busy worker is stuck past timeout: abort it (SIGABRT dumps its stack)."""
         m = self.members.get(pid)
-        if m is None or m.state is WorkerState.ABORTED or not self._move(m, WorkerEvent.ABORT):
+        if m is None or m.state in TIMED_OUT or not self._move(m, WorkerEvent.ABORT):
             return []
         m.aborted_at = now
         return [Kill(pid, signal.SIGABRT), *self._maintain(now)]
@@ -271,8 +270,7 @@ class WorkerPool(Generic[C]):
             if m.state is WorkerState.BOOTING and self._boot_deadline(m) <= now:
                 log.error("worker %d did not start within %.0fs; killing it", m.pid,
                           self._generation_config(m).timeout)
-                self._move(m, WorkerEvent.ABORT)
-                m.aborted_at = now
+                self._move(m, WorkerEvent.BOOT_TIMEOUT)
                 m.killed = True
                 actions.append(Kill(m.pid, signal.SIGKILL))
             elif m.state is WorkerState.ABORTED and not m.killed and now - m.aborted_at >= ABORT_GRACE:
@@ -323,7 +321,7 @@ class WorkerPool(Generic[C]):
     def _current_live(self) -> list[Member]:
         # A worker killed for an overdue boot still counts until reaped: its exit decides what follows.
         return [m for m in self.members.values() if m.generation == self.current.number and not m.replaced
-                and (m.state in LIVE or (m.state is WorkerState.ABORTED and not m.booted))]
+                and (m.state in LIVE or m.state is WorkerState.OVERDUE)]
 
     def _generation_config(self, m: Member) -> C:
         if m.generation == self.current.number:
@@ -335,7 +333,7 @@ class WorkerPool(Generic[C]):
         return m.spawned_at + timeout if timeout else float("inf")
 
     def _check_complete(self) -> list[Action]:
-        ready = sum(1 for m in self._current_live() if m.booted and m.state in LIVE)
+        ready = sum(1 for m in self._current_live() if m.state in IN_SERVICE)
         if ready < self.current.target:
             return []
         if self.phase in ENDING:
@@ -367,9 +365,10 @@ class WorkerPool(Generic[C]):
         return self._check_complete()
 
     def _boot_failed(self, m: Member, code: int | None, now: float, failure: str) -> list[Action]:
-        app_broken = code in (APP_LOAD_ERROR, WORKER_BOOT_ERROR) or m.killed
+        overdue = m.state is WorkerState.OVERDUE
+        app_broken = code in (APP_LOAD_ERROR, WORKER_BOOT_ERROR) or overdue
         reason = (f"worker exit code {code}" if code is not None else "worker did not start in time"
-                  if m.killed else "worker killed while starting")
+                  if overdue else "worker killed while starting")
         if failure:
             reason = f"{reason}: {failure}"
         if app_broken and not self.ever_ready:
@@ -377,7 +376,7 @@ class WorkerPool(Generic[C]):
             return [Halt(code if code in (APP_LOAD_ERROR, WORKER_BOOT_ERROR) else APP_LOAD_ERROR,
                          f"the app failed to load ({reason}); stopping")]
         if app_broken and self.previous is not None and m.generation == self.current.number:
-            what = "the new workers did not start in time" if m.killed else "the new code does not load"
+            what = "the new workers did not start in time" if overdue else "the new code does not load"
             kept = self.previous.number if self.previous else 0
             return self._abort_reload(f"{what} ({reason}); keeping generation {kept}", now)
         self.boot_failures += 1

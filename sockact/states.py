@@ -8,7 +8,8 @@ Worker (one process, seen from the supervisor):
 
     BOOTING --ready--> READY <--stall/resume--> STALLED
     any live state --retire--> RETIRING      (EOF on its channel: finish, hand back, exit)
-    any live state --abort--> ABORTED        (stuck past timeout, or boot overdue: killed)
+    any serving or retiring state --abort--> ABORTED   (stuck or frozen past timeout: SIGABRT, then SIGKILL)
+    BOOTING --boot_timeout--> OVERDUE        (not ready within timeout: SIGKILL, a failed boot)
 
 STALLED means the worker is moving no more: every app thread has been inside one call for
 longer than handback_after. It keeps its connections in flight but gets no new ones.
@@ -44,6 +45,7 @@ class WorkerState(enum.Enum):
     STALLED = "stalled"
     RETIRING = "retiring"
     ABORTED = "aborted"
+    OVERDUE = "overdue"
 
 
 class WorkerEvent(enum.Enum):
@@ -52,6 +54,7 @@ class WorkerEvent(enum.Enum):
     RESUME = "resume"  # a thread is free again
     RETIRE = "retire"
     ABORT = "abort"
+    BOOT_TIMEOUT = "boot_timeout"
 
 
 class Phase(enum.Enum):
@@ -83,7 +86,8 @@ WORKER_TRANSITIONS: dict[tuple[WorkerState, WorkerEvent], WorkerState] = {
     (_W.STALLED, _WE.STALL): _W.STALLED,
     (_W.READY, _WE.RESUME): _W.READY,
     **{(state, _WE.RETIRE): _W.RETIRING for state in (_W.BOOTING, _W.READY, _W.STALLED)},
-    **{(state, _WE.ABORT): _W.ABORTED for state in (_W.BOOTING, _W.READY, _W.STALLED, _W.RETIRING)},
+    **{(state, _WE.ABORT): _W.ABORTED for state in (_W.READY, _W.STALLED, _W.RETIRING)},
+    (_W.BOOTING, _WE.BOOT_TIMEOUT): _W.OVERDUE,
     # A retiring worker's late READY (it was still booting when retired) changes nothing.
     (_W.RETIRING, _WE.READY): _W.RETIRING,
 }
@@ -107,6 +111,7 @@ S = TypeVar("S", bound=enum.Enum)
 E = TypeVar("E", bound=enum.Enum)
 
 LIVE = frozenset({_W.BOOTING, _W.READY, _W.STALLED})  # counted towards the pool's size
+TIMED_OUT = frozenset({_W.ABORTED, _W.OVERDUE})  # killed for timeout: never given work again
 ENDING = frozenset({_P.DRAINING, _P.STOPPING, _P.HALTED})  # no spawns; the supervisor exits once workers are gone
 IN_SERVICE = frozenset({_W.READY, _W.STALLED})  # booted, and neither retiring nor aborted
 

@@ -42,7 +42,7 @@ from ..parking import Conn, ParkingLot
 from ..pool import Action, Halt, Kill, Ready, Reloaded, ReloadFailed, Retire, Spawn, WorkerPool
 from ..scoreboard import Scoreboard
 from ..signals import SignalWakeup
-from ..states import ENDING, IN_SERVICE, Phase, WorkerState
+from ..states import ENDING, IN_SERVICE, TIMED_OUT, Phase, WorkerState
 from ..switchboard import Switchboard
 from ..tally import Tally
 from ..worker import REOPEN_SIGNAL
@@ -325,11 +325,11 @@ class Supervisor:
         self.switchboard.expire(now)
         if self.scrape.server is not None:
             self.scrape.server.expire(now)
-        healthy = not self.pool.boot_overdue(now) and not self.pool.count(WorkerState.ABORTED)
+        healthy = not self.pool.boot_overdue(now) and not self.pool.count(*TIMED_OUT)
         for w, view in self.health.overdue(now, self.config.timeout):
             state = self.pool.state(w.pid)
             stuck = view.stuck(now, self.config.timeout)
-            if state is WorkerState.ABORTED or not (stuck or state in IN_SERVICE):
+            if state in TIMED_OUT or not (stuck or state in IN_SERVICE):
                 continue  # a retiring worker's loop may have ended: only its calls count, until graceful_timeout
             if resumed:
                 continue

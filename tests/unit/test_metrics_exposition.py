@@ -14,6 +14,7 @@ from sockact.apps import metrics as exposition  # noqa: E402 - after the skip
     (WorkerState.READY, None, False, False, "exit"),  # died on its own
     (WorkerState.STALLED, None, False, False, "exit"),
     (WorkerState.ABORTED, None, False, False, "timeout"),
+    (WorkerState.OVERDUE, None, False, False, "timeout"),
     (WorkerState.RETIRING, "max-requests", False, False, "max-requests"),
     (WorkerState.RETIRING, "memory", False, False, "memory"),
     (WorkerState.READY, "memory", False, False, "memory"),  # died before its successor was ready

@@ -100,6 +100,7 @@ def test_a_boot_past_timeout_is_killed_and_the_reload_abandoned():  # bug 3
     assert not h.pool.boot_overdue(11.0)
     assert h.pool.boot_overdue(12.5)  # the watchdog withholds its pings meanwhile
     assert h.pool.tick(12.5) == [Kill(new, signal.SIGKILL)]
+    assert h.pool.state(new) is WorkerState.OVERDUE and h.pool.tick(12.6) == []  # killed once
     actions = h.run(h.pool.exited(new, None, 12.6))
     assert any(isinstance(a, ReloadFailed) for a in actions)
     assert h.pool.serving_config.name == "old"

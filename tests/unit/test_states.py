@@ -52,6 +52,7 @@ def test_every_event_of_an_enum_appears_in_its_table():
 
 def test_the_ends_accept_nothing_but_an_abort_or_a_quick_stop():
     assert [e for (s, e) in WORKER_TRANSITIONS if s is WorkerState.ABORTED] == []
+    assert [e for (s, e) in WORKER_TRANSITIONS if s is WorkerState.OVERDUE] == []
     assert [e for (s, e) in PHASE_TRANSITIONS if s is Phase.STOPPING] == [PhaseEvent.QUICK]
     assert [e for (s, e) in PHASE_TRANSITIONS if s is Phase.HALTED] == []
     assert {e for (s, e) in WORKER_TRANSITIONS if s is WorkerState.RETIRING} == {WorkerEvent.ABORT,

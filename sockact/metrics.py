@@ -21,7 +21,7 @@ from .tally import Layout
 
 # Upper bounds of the hand-off latency histogram, in seconds: from a connection needing a worker
 # (accepted, readable while parked, or handed back) to its send on a worker's channel. An idle
-# pool hands off in tens of microseconds; a queue behind busy workers takes up to seconds.
+# pool hands off in tens of microseconds; a queue behind stalled or full workers takes up to seconds.
 HANDOFF_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                    0.5, 1.0, 2.5, 5.0)
 RESTART_REASONS = ("exit", "timeout", "max-requests", "memory", "memory-limit", "pressure", "reload")

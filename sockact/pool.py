@@ -203,7 +203,7 @@ class WorkerPool(Generic[C]):
         return self._maintain(now)
 
     def timed_out(self, pid: int, now: float) -> list[Action]:
-        """A busy worker is stuck past timeout: abort it (SIGABRT dumps its stack)."""
+        """A worker is stuck in a call, or frozen, past timeout: abort it (SIGABRT dumps its stack)."""
         m = self.members.get(pid)
         if m is None or m.state in TIMED_OUT or not self._move(m, WorkerEvent.ABORT):
             return []

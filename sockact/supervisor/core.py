@@ -264,7 +264,7 @@ class Supervisor:
                     w = self.workers[action.pid]
                     w.retire()
                     for conn in self.switchboard.take_outbox(w):
-                        self._rehome(conn)
+                        self.rehome(conn)
             elif isinstance(action, Kill):
                 self.dispatcher.remove(action.pid)
                 if action.pid in self.workers:
@@ -293,7 +293,7 @@ class Supervisor:
         """Retire worker ``pid`` now, through the pool, as every retirement goes."""
         self.carry_out(self.pool.retire(pid))
 
-    def _rehome(self, conn: Conn) -> None:
+    def rehome(self, conn: Conn) -> None:
         """A connection that never reached a retired worker: another worker, or at a stop the fd store."""
         if self.stopping and self.store.keeping:
             self.store.store(conn)

@@ -60,7 +60,7 @@ class Exits:
                   sockact_worker_pid=pid, exit_status=code if code is not None else -1)
         sup.carry_out(sup.pool.exited(pid, code, time.monotonic(), w.failure))
         for conn in waiting:
-            sup.switchboard.route(conn)  # they never reached it
+            sup.rehome(conn)  # they never reached it
         sup.switchboard.update_accepting(sup.stopping)
 
     def killed_for_memory(self, w: WorkerProcess) -> str | None:

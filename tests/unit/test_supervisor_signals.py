@@ -104,3 +104,11 @@ def test_hup_to_a_worker_memory_limit_that_cannot_be_enforced_fails_the_reload(
             "/system.slice/sockact.service") in caplog.text
     assert sup.pool.current.number == 0 and sup.pool.phase is Phase.SERVING
     assert not (service / "supervisor").exists()  # nothing moved
+
+
+def test_every_message_a_worker_sends_has_one_handler_on_the_supervisor_side() -> None:
+    from sockact import handoff
+
+    sup = supervisor()
+    kinds = {handoff.READY, handoff.PARK, handoff.DONE, handoff.FAILED, handoff.RECYCLE}
+    assert set(sup.channels._handlers) == kinds == handoff._KINDS - {handoff.CONN}  # CONN goes the other way

@@ -248,11 +248,11 @@ class WorkerPool(Generic[C]):
             return [ReloadFailed(error or "no settings to reload with")]
         actions: list[Action] = []
         if self.phase is Phase.RELOADING:
-            # A reload during a reload: the half-started generation is dropped for the newer one.
+            # A reload during a reload: the half-started generation is dropped for the newer one, and
+            # the generation that serves stays the one to go back to.
             actions += self._drop_new_generation(now)
         elif self.phase is Phase.SERVING:
             self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.HUP)
-        if self.phase is Phase.RELOADING:
             self.previous = self.current
         self.current = Generation(self.current.number + 1, config, config.workers)
         self.boot_failures = 0

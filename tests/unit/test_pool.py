@@ -84,6 +84,20 @@ def test_a_failed_reload_keeps_every_old_setting():  # bug 2
     assert [a.generation for a in respawn if isinstance(a, Spawn)] == [0]
 
 
+def test_a_reload_during_a_reload_that_fails_goes_back_to_the_generation_that_served():
+    # The half-started generation is dropped for the newer one; the one that serves stays the fallback.
+    h = Harness(Cfg(workers=1, name="g0"))
+    h.start_all()
+    h.run(h.pool.hup(Cfg(workers=1, name="g1"), None, 1.0))
+    h.run(h.pool.hup(Cfg(workers=1, name="g2"), None, 1.1))
+    assert h.pool.serving_config.name == "g0"
+    g2 = next(p for p, gen in h.gen.items() if gen == 2)
+    actions = h.run(h.pool.exited(g2, APP_LOAD_ERROR, 1.2))
+    assert any(isinstance(a, ReloadFailed) for a in actions)
+    assert h.pool.serving_config.name == "g0" and h.pool.current.number == 0
+    assert not [a for a in actions if isinstance(a, Spawn)]  # g0's worker serves on: nothing to start
+
+
 def test_a_bad_settings_file_fails_the_reload_at_once():
     h = Harness(Cfg())
     h.start_all()

@@ -148,6 +148,8 @@ class EventLoop(Carrier[Held]):
         self._standby = False  # the monitor holds the loop's role: the loop thread is in its call
         self._monitor_asleep = False  # nothing served lately: the monitor waits for a call to start
         self._hand_off = False  # slow calls are common lately: the loop thread gives calls to the pool
+        # The loop thread is app thread 0 and not inside a call: a request read now is called at once.
+        self._serve_now = self.inline
         self._slow_calls = 0  # calls of GROW_AFTER or more, counted since the monitor last judged
         self._call_begun = threading.Event()  # wakes it
 
@@ -348,6 +350,13 @@ class EventLoop(Carrier[Held]):
 
     def _ready(self, held: Held, request: Request) -> None:
         held.request = request
+        if self._serve_now and not self.ready and not self._standby and not self._hand_off:
+            # The loop thread is free and nothing waits before it: call at once. The call's own line
+            # names the request from its first moment, so it needs no waiting line of its own.
+            if self.closed.ids:
+                self.closed.report()  # before an app call that may take long
+            self._call_inline(held)
+            return
         self.ready.append(held)
         self.waiting.add(held.msg.conn_id, call_line(request))
 
@@ -423,6 +432,8 @@ class EventLoop(Carrier[Held]):
         self.in_call += 1
         held.to("call")
         self._inline_held = held
+        # A request that this call leaves ready (pipelined) queues, and is served after it, not inside it.
+        self._serve_now = False
         if self._monitor_asleep:
             self._call_begun.set()
         self.lock.release()  # the monitor may take the loop's role meanwhile
@@ -435,7 +446,10 @@ class EventLoop(Carrier[Held]):
             self.lock.acquire()
             self.in_call -= 1
             self._inline_held = None
-        self._after(held, keep)
+        try:
+            self._after(held, keep)
+        finally:
+            self._serve_now = True
 
     def _call(self, index: int, held: Held) -> bool:
         request = held.request

@@ -75,6 +75,11 @@ GROW_AFTER = 0.001
 # scheduler) keeps serving them itself.
 HANDOFF_WINDOW = 1.0
 SLOW_SHARE = 50
+# How often the monitor looks while no call of GROW_AFTER or more has ended in this window or the last
+# one: each look takes the GIL from the serving loop thread (two thread switches), which at one a
+# millisecond costs a worker of short calls 7-10% of its CPU. The first slow call after such a quiet
+# spell is noticed within this much; from then on, every GROW_AFTER.
+RELAXED_LOOK = 0.005
 QUIET_LOOKS = 100  # looks at a worker that serves nothing before the monitor sleeps until a call starts
 
 
@@ -505,6 +510,8 @@ class EventLoop(Carrier[Held]):
         slow = max(0.005, self.handback_after / 2)
         after = GROW_AFTER if self.pool is not None else self.handback_after
         interval = min(after, slow)
+        relaxed = max(interval, RELAXED_LOOK)
+        slow_before = False  # calls of GROW_AFTER or more ended in the last window
         quiet, seen = 0, -1
         owner = self.owner
         judged, judged_at = owner.requests, time.monotonic()
@@ -518,10 +525,11 @@ class EventLoop(Carrier[Held]):
                 self._call_begun.clear()
                 self._monitor_asleep = False
             else:
-                time.sleep(interval)
+                time.sleep(interval if slow_before or self._slow_calls else relaxed)
             if self.pool is not None and time.monotonic() - judged_at >= HANDOFF_WINDOW:
                 calls, slow_calls = owner.requests - judged, self._slow_calls
                 self._hand_off = slow_calls > 0 and slow_calls * SLOW_SHARE >= calls
+                slow_before = slow_calls > 0
                 judged, judged_at, self._slow_calls = owner.requests, time.monotonic(), 0
             started = self.call_started[0]
             if not started:

@@ -317,10 +317,10 @@ class EventLoop(Carrier[Held]):
         """Decide what comes next for a connection after it was read or served."""
         step = held.http.next_request()
         if isinstance(step, Request):
-            if held.http.is_health(step):
+            if held.site.health_path and held.http.is_health(step):
                 self._answer_health(held, step)
                 return
-            if held.http.body_to_buffer():
+            if step.content_length and held.http.body_to_buffer():  # only a Content-Length body is buffered
                 # A slow body must not hold an app thread: the loop reads it first, as any other input.
                 held.request = step
                 held.to("buffer")

@@ -1,4 +1,4 @@
-"""Import WSGI apps named 'module:callable': the import path, the working directory and the
+"""Import WSGI and ASGI apps named 'module:callable': the import path, the working directory and the
 environment they are imported with, and a virtualenv's site-packages."""
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ DESCRIPTION = """\
 sockact serves a WSGI or ASGI app with a pool of forked worker processes. The supervisor
 accepts every connection on sockets it gets from systemd (socket activation) or
 binds itself (--bind), and hands each one to the least-loaded worker that is not
-stalled. Idle keep-alive connections wait in the supervisor, never in a worker."""
+stalled. A keep-alive connection idle for park_after goes back to the supervisor,
+so idle clients wait there, not in a worker."""
 
 EPILOG = """\
 Settings come from, in order, later winning: defaults, the TOML file (--config or

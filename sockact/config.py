@@ -242,13 +242,15 @@ class Config(ListenerSettings):
         "workers", metavar="SIZE")
     queue_size: int = _opt(
         parsers.integer(1), 1024,
-        "Connections held in the supervisor while every worker is busy. When full, sockact stops "
-        "accepting and the kernel backlog holds new clients.", "workers", metavar="N")
+        "Connections held in the supervisor while no worker can take one (each is stalled, starting or "
+        "retiring). When full, sockact stops accepting and the kernel backlog holds new clients.",
+        "workers", metavar="N")
     timeout: float = _opt(
         parsers.seconds_or_off, 30.0,
         "A worker busy on one request for longer, or whose loop stops turning for as long (stopped, or "
         "blocked outside a request), is killed (SIGABRT, then SIGKILL) and replaced; the watchdog stops "
-        "while one is overdue. 0 turns the timeout off.", "workers", metavar="SECONDS",
+        "while one is overdue. A worker not ready this long after its start is killed as a failed boot. "
+        "0 turns the timeout off.", "workers", metavar="SECONDS",
         aliases=("-t",))
     send_timeout: float = _opt(
         parsers.seconds, 10.0,

@@ -212,10 +212,11 @@ sockact when the first connection arrives (socket activation), so sockact.servic
 or the package be upgraded, while clients wait in the socket's queue instead of being refused.
 
 The supervisor process accepts connections and hands each to the least-loaded worker that is not
-stalled; a worker holds many connections, and serves threads WSGI requests at a time, or many ASGI
-ones. While every worker
-is busy it holds connections in a bounded queue. It replaces workers that exit, and kills and
-replaces a worker stuck on one request for longer than the timeout. It reports readiness,
+stalled; a worker holds many connections, and serves threads WSGI requests at a time (up to
+max_threads), or many ASGI ones. While no worker can take one (each is stalled, starting or
+retiring) it holds connections in a bounded queue. It replaces workers that exit, and kills and
+replaces a worker stuck on one request, or whose loop stops turning, for longer than the timeout.
+It reports readiness,
 reloads and its health to systemd (sd_notify and the watchdog) and logs to the journal with
 structured fields.
 
@@ -247,8 +248,10 @@ def render_sockact_1(parser: argparse.ArgumentParser, environ: Mapping[str, str]
     out += [".SH DESCRIPTION", *_paragraphs(SOCKACT_1_DESCRIPTION)]
     out += [".SH COMMANDS"]
     described = dict(COMMANDS)
+    parsers = subcommands(parser)
     for name in options:
-        out += _tp(bold(name), [roff(described.get(name, ""))])
+        # A command without a text here has its parser's description (convert's is written once, in cli.py).
+        out += _tp(bold(name), [roff(described.get(name) or " ".join((parsers[name].description or "").split()))])
     out += _tp(bold("--version"), ["Print the version and exit."])
     for names, opts in _group_identical(options):
         of = "" if len(names) == len(options) else " OF " + " AND ".join(n.upper() for n in names)

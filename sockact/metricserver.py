@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 from .activation import Listener
 from .errors import ProtocolError
+from .http.dates import http_date
 from .http.engine import Connection
 from .http.events import NEED_DATA, Request
 from .http.limits import Limits
-from .http.server import http_date
 
 log = logging.getLogger("sockact.supervisor")
 

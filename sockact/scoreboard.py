@@ -1,7 +1,8 @@
 """Shared-memory scoreboard: what each worker's app threads are doing, readable without a syscall.
 
 One anonymous MAP_SHARED mapping is made before the first fork; each worker owns one slot,
-and each of its app threads one line of that slot. A thread stamps its line when an app
+and each of its app threads one line of that slot (an ASGI worker: its loop one line, and each
+HTTP call in progress one of the others, asgi/runner.py). A thread stamps its line when an app
 call starts (with the request line and the connection), when its response begins, and when
 it ends (counting the request). Writes are plain memory stores: no message, no wakeup. From
 the stamps the supervisor tells

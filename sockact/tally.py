@@ -1,7 +1,8 @@
 """Request counts for the metrics: what each worker's app threads served, in shared memory.
 
 Like the scoreboard (scoreboard.py), one anonymous MAP_SHARED mapping is made before the
-first fork; each worker owns one slot, and each of its app threads one line of that slot.
+first fork; each worker owns one slot, and each of its app threads one line of that slot (an
+ASGI worker counts every call on its loop, in one line).
 At the end of every app call the thread adds one to two integers (requests by listener,
 method and status class, and the duration's histogram bucket) and the duration, in
 microseconds, to a third: slots of a plain list of its own, copied to its line of the

@@ -17,9 +17,9 @@ import socket
 import time
 from collections.abc import Iterable
 
+from .http.dates import http_date
 from .http.engine import error_message
 from .http.limits import LINGER_BYTES, LINGER_SECONDS
-from .http.server import http_date
 
 log = logging.getLogger("sockact.supervisor")
 

@@ -2,7 +2,7 @@
 
 The shell owns the channel and the process: signals, the app, READY. Serving belongs to
 a runner, chosen by the apps' interface: eventloop.EventLoop holds many connections at once
-and runs a WSGI app in ``threads`` app threads; asgi.runner.AsgiRunner runs an ASGI app on an
+and runs a WSGI app in ``threads`` to ``max_threads`` app threads; asgi.runner.AsgiRunner runs an ASGI app on an
 asyncio loop, after the app's lifespan startup, before READY. An empty read on the channel
 means the supervisor wants the worker gone (or has died): the runner hands back what it
 holds, finishes the calls in progress, and returns.

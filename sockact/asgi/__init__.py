@@ -1,6 +1,7 @@
 """ASGI 3 apps on the same workers: an asyncio loop per worker over the same HTTP engine and channel.
 
 interface.py tells an ASGI app from a WSGI one; scope.py builds scopes; cycle.py runs one HTTP
-request-response cycle; lifespan.py the lifespan protocol; websocket.py the WebSocket protocol
-over wsproto; runner.py is the worker's runner, the asyncio counterpart of eventloop.EventLoop.
+request-response cycle; lifespan.py the lifespan protocol; websocket.py the WebSocket scope, over
+websockets or wsproto (wsprotocols.py); conn.py one connection on the loop; runner.py is the
+worker's runner, the asyncio counterpart of eventloop.EventLoop.
 """

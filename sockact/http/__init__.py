@@ -1,7 +1,9 @@
-"""sockact's HTTP/1.1 layer: a sans-I/O engine over httptools, the WSGI adapter, and the loop between them.
+"""sockact's HTTP/1.1 layer: a sans-I/O engine over httptools, the WSGI adapter, and the connection between them.
 
-The public API, used by the worker loop:
-``serve_connection(sock, site, ...) -> Outcome`` with ``Site``, ``Limits`` and ``Outcome``.
+What the workers use: ``Site`` and ``Limits`` (a listener's settings), ``Connection`` (the engine),
+and ``HTTPConnection`` with ``Step`` (one connection the WSGI runner drives, eventloop.py).
+``serve_connection`` with ``Outcome`` serves one connection start to end with blocking reads; only
+tests drive it.
 """
 
 from ..errors import InvalidResponse, ProtocolError

@@ -16,12 +16,12 @@ import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from email.utils import formatdate
 from typing import Any
 
-from ..accesslog import AccessLog, Entry, PerSecond, escape, unix_peer
+from ..accesslog import AccessLog, Entry, escape, unix_peer
 from ..errors import InvalidResponse, ProtocolError
 from ..journal import ErrorStream
+from .dates import http_date
 from .engine import DONE, Connection
 from .events import NEED_DATA, Data, Request
 from .forwarded import NOBODY, Trust
@@ -71,14 +71,6 @@ class Outcome(enum.Enum):
 
     PARK = "park"  # between requests, keep-alive, nothing buffered: hand the fd back
     CLOSE = "close"  # close it
-
-
-_date = PerSecond(lambda second: formatdate(second, usegmt=True))
-
-
-def http_date() -> str:
-    """The Date field value, formatted once a second."""
-    return _date(time.time())
 
 
 class Step(enum.Enum):

@@ -1,0 +1,20 @@
+"""The Date field of a response, for every part of sockact that answers a client.
+
+The WSGI and ASGI runners, and the supervisor's own answers (a 502/504 to a dead worker's
+clients, a 503 while it turns clients away, the metrics listener), all date their responses
+here, so the supervisor side needs nothing of the WSGI server for it.
+"""
+
+from __future__ import annotations
+
+import time
+from email.utils import formatdate
+
+from ..accesslog import PerSecond
+
+_date = PerSecond(lambda second: formatdate(second, usegmt=True))
+
+
+def http_date() -> str:
+    """The Date field value (RFC 9110 IMF-fixdate), formatted once a second."""
+    return _date(time.time())

@@ -1,0 +1,288 @@
+"""switchboard.Switchboard carrying out the dispatcher's and the parking lot's decisions, with fake
+workers and a fake selector. The dispatcher and parking lot are the real, pure ones; the client
+connections are real socketpairs, so a test can see that an fd was closed, or what a client was told."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any, ClassVar
+
+import pytest
+
+from sockact.dispatch import Dispatcher
+from sockact.parking import Conn, ParkingLot
+from sockact.switchboard import Switchboard
+from sockact.workers import WorkerProcess
+
+HEADER_TIMEOUT = 10.0
+KEEPALIVE = 5.0
+
+
+class FakeWorker(WorkerProcess):
+    """A WorkerProcess whose channel takes ``room`` more connections (None: any number), or is
+    broken, and whose signals are noted, not sent: the outbox and its order are the real class's."""
+
+    made: ClassVar[list[FakeWorker]] = []  # closed after each test
+
+    def __init__(self, pid: int, room: int | None = None, broken: bool = False) -> None:
+        ours, self._theirs = socket.socketpair()
+        super().__init__(pid, ours, slot=0, generation=1, threads=1)
+        self.room = room
+        self.broken = broken
+        self.got: list[Conn] = []
+        self.signals: list[int] = []
+        self.made.append(self)
+
+    def _send(self, conn: Conn) -> bool:
+        if self.broken:
+            raise BrokenPipeError("the worker is gone")
+        if self.room is not None:
+            if self.room == 0:
+                return False
+            self.room -= 1
+        self.got.append(conn)
+        return True
+
+    def signal(self, signum: int) -> None:
+        self.signals.append(signum)
+
+    def close(self) -> None:
+        self.chan.close()
+        self._theirs.close()
+
+
+@pytest.fixture(autouse=True)
+def _close_workers() -> Iterator[None]:
+    yield
+    for worker in FakeWorker.made:
+        worker.close()
+    FakeWorker.made.clear()
+
+
+class Board:
+    """A switchboard over fake workers, with the selector's registrations and the channel watches."""
+
+    def __init__(self, *workers: FakeWorker, queue_size: int = 4, capacity: int = 10, proxied: bool = False) -> None:
+        self.dispatcher: Dispatcher[int, Conn] = Dispatcher(queue_size, capacity)
+        self.parked = ParkingLot([KEEPALIVE])
+        self.workers = {w.pid: w for w in workers}
+        self.registered: dict[int, Any] = {}  # fd (or listener socket) -> handler's argument
+        self.watches: list[tuple[int, bool]] = []
+        listener = SimpleNamespace(sock=object())
+        self.sb = Switchboard(self.dispatcher, self.parked, self.workers, [listener],  # type: ignore[arg-type]
+                              self._register, self.registered.pop, lambda w, on: self.watches.append((w.pid, on)))
+        self.sb.head_limits = [(HEADER_TIMEOUT, proxied)]
+        self.handlers: dict[Any, Any] = {}
+        for w in workers:
+            self.dispatcher.add(w.pid)
+
+    def _register(self, key: Any, handler: Any, arg: Any) -> None:
+        self.registered[key] = arg
+        self.handlers[key] = handler
+
+
+class Pairs(list[socket.socket]):
+    """The client ends of a test's connections, and the supervisor's ends still to close after it."""
+
+    ours: set[int]
+
+
+@pytest.fixture
+def pairs() -> Iterator[Pairs]:
+    made = Pairs()
+    made.ours = set()
+    yield made
+    for sock in made:
+        sock.close()
+    for fd in made.ours:  # the ones the switchboard gave to a fake worker, or left parked
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def conn(pairs: Pairs, conn_id: int = 1, head_started: float = 0.0) -> Conn:
+    """A real connection the supervisor holds (its fd), whose client end the test keeps."""
+    ours, theirs = socket.socketpair()
+    pairs.append(theirs)
+    pairs.ours.add(ours.fileno())
+    return Conn(conn_id, ours.detach(), 0, socket.AF_UNIX, None, head_started=head_started)
+
+
+def is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def heard(client: socket.socket) -> bytes:
+    """What the client was told before its connection ended."""
+    client.settimeout(5)
+    return b"".join(iter(lambda: client.recv(4096), b""))
+
+
+# -- routing
+
+
+def test_a_connection_goes_to_the_worker_holding_fewest(pairs):
+    a, b = FakeWorker(1), FakeWorker(2)
+    board = Board(a, b)
+    first, second = conn(pairs, 1), conn(pairs, 2)
+    board.sb.route(first)
+    board.sb.route(second)
+    assert (a.got, b.got) == ([first], [second])
+    assert first.ready_at and first.since == first.ready_at  # its wait for a worker starts now
+
+
+def test_with_no_worker_free_a_connection_waits_in_the_queue_and_a_full_queue_stops_accepting(pairs):
+    board = Board(queue_size=2)
+    board.sb.acceptor.set_accepting(True, held=0, now=0.0)
+    waiting = [conn(pairs, i) for i in range(2)]
+    board.sb.route(waiting[0])
+    assert board.dispatcher.queued == 1 and board.sb.acceptor.watching
+    board.sb.route(waiting[1])
+    assert board.dispatcher.queued == 2 and not board.sb.acceptor.watching  # the backlog holds the next
+    board.sb.close_queued()
+    assert not any(is_open(c.fd) for c in waiting)
+
+
+@pytest.mark.parametrize(("proxied", "proxy", "answer"), [
+    (False, None, b"HTTP/1.1 408 Request Timeout"),
+    (True, object(), b"HTTP/1.1 408 Request Timeout"),  # the PROXY header was read: an HTTP client
+    (True, None, b""),  # a PROXY header not yet read: closed without a word, as a worker does
+])
+def test_a_head_handed_back_past_header_timeout_ends_here_instead_of_going_to_a_worker(pairs, proxied, proxy,
+                                                                                      answer):
+    worker = FakeWorker(1)
+    board = Board(worker, proxied=proxied)
+    late = conn(pairs, head_started=time.monotonic() - HEADER_TIMEOUT - 1)
+    late.proxy = proxy  # type: ignore[assignment]
+    board.sb.route(late)
+    assert not worker.got and not is_open(late.fd)
+    assert heard(pairs[0]).startswith(answer) if answer else heard(pairs[0]) == b""
+
+
+def test_a_head_handed_back_within_header_timeout_goes_on_to_a_worker(pairs):
+    worker = FakeWorker(1)
+    board = Board(worker)
+    board.sb.route(on_time := conn(pairs, head_started=time.monotonic() - 1))
+    assert worker.got == [on_time]
+
+
+def test_queued_assignments_skip_an_overdue_head_and_its_place_goes_to_the_next_in_line(pairs):
+    worker = FakeWorker(1)
+    board = Board(worker, capacity=1)
+    board.dispatcher.pause(1)
+    late = conn(pairs, 1, head_started=time.monotonic())
+    fresh = conn(pairs, 2)
+    board.sb.route(late)
+    board.sb.route(fresh)
+    assert board.dispatcher.queued == 2
+    late.head_started -= HEADER_TIMEOUT + 1  # it waited in the queue past its header_timeout
+    board.sb.give(board.dispatcher.resume(1))  # capacity 1: only the late one is assigned at first
+    assert worker.got == [fresh] and not is_open(late.fd)
+    assert board.dispatcher.load(1) == 1 and board.dispatcher.queued == 0
+
+
+# -- a worker's channel
+
+
+def test_a_full_channel_keeps_connections_in_order_in_the_outbox_and_watches_for_room_once(pairs):
+    worker = FakeWorker(1, room=1)
+    board = Board(worker)
+    conns = [conn(pairs, i) for i in range(3)]
+    for c in conns:
+        board.sb.route(c)
+    assert worker.got == conns[:1] and list(worker.outbox) == conns[1:]
+    assert board.watches == [(1, True)]
+    worker.room = 1
+    board.sb.flush_outbox(worker)
+    assert board.watches == [(1, True)]  # one still waits
+    worker.room = None
+    board.sb.flush_outbox(worker)
+    assert worker.got == conns and board.watches == [(1, True), (1, False)]
+
+
+def test_a_broken_channel_kills_the_worker_and_its_connections_go_to_another(pairs):
+    broken, other = FakeWorker(1, room=0), FakeWorker(2)
+    board = Board(broken, other, capacity=1)
+    board.dispatcher.pause(2)
+    waiting = conn(pairs, 1)
+    board.sb.route(waiting)  # the full channel keeps it in the outbox
+    assert list(broken.outbox) == [waiting]
+    broken.broken = True
+    board.dispatcher.resume(2)
+    board.sb.flush_outbox(broken)
+    assert broken.signals == [signal.SIGKILL] and not board.dispatcher.is_available(1)
+    assert other.got == [waiting] and not broken.outbox
+
+
+def test_a_retiring_workers_outbox_is_handed_back_to_the_dispatcher(pairs):
+    worker = FakeWorker(1, room=0)
+    board = Board(worker)
+    board.sb.route(waiting := conn(pairs))
+    assert board.dispatcher.load(1) == 1
+    assert board.sb.take_outbox(worker) == [waiting]  # type: ignore[arg-type]
+    assert board.dispatcher.load(1) == 0
+
+
+# -- parking
+
+
+def test_a_parked_connection_is_watched_and_goes_to_a_worker_when_the_client_speaks(pairs):
+    worker = FakeWorker(1)
+    board = Board(worker)
+    idle = conn(pairs)
+    idle.since = 123.0
+    board.sb.park(idle, stopping=False)
+    assert board.registered == {idle.fd: idle} and len(board.parked) == 1
+    assert idle.since == 0.0  # its next request's wait starts when the client speaks again
+    board.handlers[idle.fd](idle)  # the selector: readable
+    assert not board.registered and len(board.parked) == 0 and worker.got == [idle]
+
+
+def test_a_connection_handed_back_while_stopping_is_closed_not_parked(pairs):
+    board = Board(FakeWorker(1))
+    board.sb.park(idle := conn(pairs), stopping=True)
+    assert not is_open(idle.fd) and len(board.parked) == 0 and not board.registered
+
+
+def test_a_parked_connection_past_keepalive_is_unwatched_and_closed(pairs):
+    board = Board(FakeWorker(1))
+    board.sb.park(idle := conn(pairs), stopping=False)
+    board.sb.expire(time.monotonic() + KEEPALIVE / 2)
+    assert is_open(idle.fd)
+    board.sb.expire(time.monotonic() + KEEPALIVE + 1)
+    assert not is_open(idle.fd) and not board.registered
+
+
+def test_closing_the_parked_serves_the_ones_with_a_request_on_its_way_and_closes_the_rest(pairs):
+    worker = FakeWorker(1)
+    board = Board(worker)
+    quiet, speaking = conn(pairs, 1), conn(pairs, 2)
+    for c in (quiet, speaking):
+        board.sb.park(c, stopping=False)
+    pairs[1].sendall(b"GET / HTTP/1.1\r\n")
+    board.sb.close_parked(serve_readable=True)
+    assert worker.got == [speaking] and not is_open(quiet.fd)
+    assert not board.registered and len(board.parked) == 0
+
+
+def test_update_accepting_counts_every_connection_held_and_stops_when_stopping(pairs):
+    board = Board(FakeWorker(1))
+    board.sb.acceptor.budget = 2
+    board.sb.park(conn(pairs, 1), stopping=False)
+    board.sb.update_accepting(stopping=False)
+    assert board.sb.acceptor.watching and board.sb.acceptor.held == 1
+    board.sb.route(conn(pairs, 2))
+    board.sb.update_accepting(stopping=False)
+    assert board.sb.acceptor.held == 2 and not board.sb.acceptor.watching  # parked + held by workers
+    board.sb.acceptor.budget = 10
+    board.sb.update_accepting(stopping=True)
+    assert not board.sb.acceptor.watching

@@ -32,7 +32,7 @@ from ..errors import ProtocolError
 from .chunked import ChunkedFraming
 from .events import CONNECTION_CLOSED, END_OF_MESSAGE, NEED_DATA, PAUSED, Data, Request, has_body
 from .limits import DRAIN_LIMIT, Limits
-from .rules import VERSIONS, FieldRules, check_head, check_partial_head, check_target, is_token
+from .rules import FRAMING, VERSIONS, FieldRules, check_head, check_partial_head, check_target, is_token
 
 IDLE, BODY, DONE, ERROR = "IDLE", "BODY", "DONE", "ERROR"
 
@@ -40,9 +40,9 @@ IDLE, BODY, DONE, ERROR = "IDLE", "BODY", "DONE", "ERROR"
 _FRAMING_NAME_LENGTHS = frozenset((len("connection"), len("content-length")))
 
 
-# Field names seen to be tokens: clients send the same few names on every request. Bounded, so odd
-# clients cannot inflate it.
-_GOOD_NAMES: set[bytes] = set()
+# Field names seen to be tokens, each to its upper-cased form: clients send the same few names on
+# every request. Bounded, so odd clients cannot inflate it.
+_GOOD_NAMES: dict[bytes, bytes] = {}
 _GOOD_NAMES_MAX = 1024
 
 
@@ -68,16 +68,18 @@ class _Message:
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.rules is None:
             return  # a trailer field: ChunkedFraming has checked it, and WSGI has no trailers
-        if name not in _GOOD_NAMES:
+        upper = _GOOD_NAMES.get(name)
+        if upper is None:
             if not is_token(name):
                 # 0.1.1 accepts spaces and other separators in names; llhttp does not.
                 raise ProtocolError(400, "invalid header field name")
+            upper = name.upper()
             if len(_GOOD_NAMES) < _GOOD_NAMES_MAX:
-                _GOOD_NAMES.add(name)
-        name = name.upper()
+                _GOOD_NAMES[name] = upper
         value = value.rstrip(b" \t")  # both parsers keep trailing whitespace (RFC 9112 5: OWS)
-        self.headers.append((name, value))
-        self.rules.field(name, value)
+        self.headers.append((upper, value))
+        if upper in FRAMING:  # most fields do not matter to the rules: no call for them
+            self.rules.field(upper, value)
 
     def on_body(self, data: bytes) -> None:
         self.body.append(data)

@@ -37,7 +37,7 @@ VERSIONS = {"1.1": b"HTTP/1.1", "1.0": b"HTTP/1.0"}
 FORBIDDEN_TRAILERS = frozenset({b"CONTENT-LENGTH", b"TRANSFER-ENCODING", b"HOST"})
 
 # Upper-cased field names FieldRules looks at; all others pass untouched.
-_FRAMING = frozenset({b"CONTENT-LENGTH", b"TRANSFER-ENCODING", b"CONNECTION", b"EXPECT", b"HOST", b"CONTENT-TYPE"})
+FRAMING = frozenset({b"CONTENT-LENGTH", b"TRANSFER-ENCODING", b"CONNECTION", b"EXPECT", b"HOST", b"CONTENT-TYPE"})
 
 
 def is_token(name: bytes) -> bool:
@@ -138,7 +138,7 @@ class FieldRules:
 
     def field(self, name: bytes, value: bytes) -> None:
         """Record one field; ``name`` is upper-cased. Cheap for fields that do not matter."""
-        if name not in _FRAMING:
+        if name not in FRAMING:
             return
         if name == b"HOST" and not self.hosts:
             self.hosts = 1

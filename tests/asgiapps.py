@@ -127,6 +127,22 @@ async def context(scope, receive, send) -> None:
     await _respond(send, _json({"path": scope["path"], "before": before, "now": _REQUEST_PATH.get()}))
 
 
+async def in_a_task(scope, receive, send) -> None:
+    """What asyncio and anyio ask of an app's first step, before it has awaited anything: a current
+    task (asyncio.timeout needs one), and an async library sniffio can name (anyio.to_thread, which
+    FastAPI runs every plain ``def`` endpoint with)."""
+    if scope["type"] != "http":
+        return
+    import anyio.to_thread
+    import sniffio
+
+    task = asyncio.current_task() is not None
+    library = sniffio.current_async_library()
+    async with asyncio.timeout(5):
+        thread = await anyio.to_thread.run_sync(lambda: "ran")
+    await _respond(send, _json({"task": task, "library": library, "thread": thread}))
+
+
 async def blocking(scope, receive, send) -> None:
     """``?s=SECONDS`` of time.sleep() inside the async app: the loop is blocked meanwhile. With
     ``started=PATH``, that file is created first, for a test to wait on."""

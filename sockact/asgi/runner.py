@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import os
 import socket
+import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Generator, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from .. import handoff
@@ -59,6 +59,8 @@ from .wsprotocols import INSTALL_HINT, WsProtocol, find
 
 log = logging.getLogger("sockact.worker")
 
+# Python 3.12 starts a task eagerly on request (eager_start): its first step runs at once, inside the task.
+_EAGER = sys.version_info >= (3, 12)
 BEAT = TIMER_INTERVAL  # seconds between the loop's scoreboard stamps and looks at every connection's deadlines
 # Said once per worker, at the first WebSocket request that finds no library: the fix, for either install.
 NO_WEBSOCKET_LIBRARY = ("WebSocket requests get the app's plain HTTP answer: no WebSocket library is installed; "
@@ -308,21 +310,21 @@ class AsgiRunner(Carrier[Conn]):
         return False
 
     def _call(self, coro: Coroutine[Any, Any, bool]) -> bool | asyncio.Task[bool]:
-        """Run an app's call up to its first wait, on this thread and now, as a task of its own would
-        (in a copy of the context, without the runner's lock, so a stall can still be handed back).
-        Most calls never wait: they end here, with no task and no turn of the loop, and their result
-        is returned (False: the call was cancelled). One that waits goes on as a task, returned."""
-        context = contextvars.copy_context()
+        """Start an app's call as a task of its own. Where asyncio can (Python 3.12 and later), the task
+        starts eagerly: its first step runs on this thread and now, without the runner's lock, so a
+        stall can still be handed back; most calls never wait, and end there with no turn of the loop
+        (their result is returned; False: cancelled or failed). The first step runs inside its task
+        either way: asyncio.timeout and anyio (FastAPI's plain ``def`` endpoints) need a current task."""
+        if not _EAGER:
+            return self.loop.create_task(coro)
         self.lock.release()
         try:
-            waiting = context.run(coro.send, None)
-        except StopIteration as stop:
-            return bool(stop.value)
-        except asyncio.CancelledError:
-            return False
+            task: asyncio.Task[bool] = asyncio.Task(coro, loop=self.loop, eager_start=True)  # type: ignore[call-arg]
         finally:
             self.lock.acquire()
-        return self.loop.create_task(_go_on(coro, waiting), context=context)
+        if not task.done():
+            return task
+        return not task.cancelled() and task.exception() is None and task.result()
 
     def _free_call_line(self, conn: Conn) -> None:
         line = conn.call_line
@@ -538,35 +540,6 @@ class AsgiRunner(Carrier[Conn]):
             self.loop.remove_reader(self.chan.fileno())
         self._park_on_retire()
         self._check_done()
-
-
-class _Started:
-    """The rest of a coroutine already run up to its first wait (``waiting``: what it yielded there),
-    awaited as ``yield from`` would go on with it: values sent and exceptions thrown pass through."""
-
-    def __init__(self, coro: Coroutine[Any, Any, bool], waiting: Any) -> None:
-        self.coro = coro
-        self.waiting = waiting
-
-    def __await__(self) -> Generator[Any, Any, bool]:
-        coro, waiting = self.coro, self.waiting
-        while True:
-            try:
-                sent = yield waiting
-            except BaseException as exc:  # a cancel, or the loop closing the task: the coroutine's to handle
-                try:
-                    waiting = coro.throw(exc)
-                except StopIteration as stop:
-                    return bool(stop.value)
-            else:
-                try:
-                    waiting = coro.send(sent)
-                except StopIteration as stop:
-                    return bool(stop.value)
-
-
-async def _go_on(coro: Coroutine[Any, Any, bool], waiting: Any) -> bool:
-    return await _Started(coro, waiting)
 
 
 def _is_websocket(request: Request) -> bool:

@@ -537,6 +537,19 @@ def test_many_pipelined_requests_are_all_answered_in_order(start_sockact):
     assert paths == [f"/{i}" for i in range(count)] + ["/last"]
 
 
+def test_an_app_runs_in_a_task_from_its_first_step(start_sockact):
+    # FastAPI's plain ``def`` endpoints go through anyio.to_thread, which asks sniffio for the async
+    # library, which asks asyncio for the current task: a first step run outside a task answers 500.
+    server = start_sockact("asgiapps:in_a_task", "--workers", "1")
+    client = KeepAliveClient(server.port)
+    try:
+        for _ in range(3):
+            status, _, body = client.request("/")
+            assert (status, json.loads(body)) == (200, {"task": True, "library": "asyncio", "thread": "ran"}), body
+    finally:
+        client.close()
+
+
 @pytest.mark.parametrize("query", ["", "?wait"])
 def test_a_context_variable_an_app_sets_is_its_requests_alone(start_sockact, query):
     server = start_sockact("asgiapps:context", "--workers", "1")

@@ -235,13 +235,20 @@ class Connection:
                 self._spare = parser, message
         return request
 
+    def body_done(self) -> bool:
+        """Whether the request body is all read; a request with no body (left) ends here, as the next
+        ``next_event`` would end it, without the event."""
+        if self.state == BODY and self._framing is None and not self._remaining:
+            self._head = None
+            self.state = DONE
+        return self.state == DONE
+
     def _next_body(self) -> object:
+        if self.body_done():
+            return END_OF_MESSAGE
         self._head = None
         framing = self._framing
         if framing is None:
-            if not self._remaining:
-                self.state = DONE
-                return END_OF_MESSAGE
             buf = self._buf
             if not buf:
                 return self._starved()
@@ -370,6 +377,18 @@ class Connection:
             self._sent += len(data)
             return data
         return b""
+
+    def whole_response(self, status: str, headers: list[tuple[str, str]], body: bytes, *, date: str,
+                       close: bool = False) -> tuple[bytes, bytes]:
+        """A response whose body is known whole, in one call: (head, the body's bytes with their end),
+        as start_response, send_data and end_response would give them."""
+        head = self.start_response(status, headers, date=date, close=close, whole=len(body))
+        if self._mode == "length" and self._length == len(body):
+            self._sent = len(body)
+            self.response_ended = True
+            return head, body
+        data = self.send_data(body) if body else b""
+        return head, data + self.end_response()
 
     def count_sent(self, n: int) -> None:
         """Record ``n`` body bytes sent without send_data (sendfile); only for length framing."""

@@ -315,7 +315,7 @@ class EventLoop(Carrier[Held]):
             else:
                 self._read_preface(held, data, eof=not data)
             return
-        held.http.receive(data)
+        held.http.engine.receive_data(data)
         if state is BODY:
             self._buffer_body(held, eof=not data)
             return

@@ -151,40 +151,38 @@ class Connection:
     def next_event(self) -> object:
         """The next event; raises ProtocolError when the client broke the protocol."""
         try:
-            if self.state == IDLE:
-                return self._next_head()
             if self.state == BODY:
                 return self._next_body()
+            if self.state == DONE:
+                return PAUSED
+            if self.state != IDLE:
+                raise ProtocolError(400, "connection already failed")
+            # The head, here rather than in a method of its own: it runs once a request.
+            buf = self._buf
+            if not self._crlf_skipped and buf[:2] == b"\r\n":
+                # RFC 9112 2.2: ignore one empty line before a request (some clients add one after a body).
+                buf = self._buf = buf[2:]
+                self._crlf_skipped = True
+            end = buf.find(b"\r\n\r\n", self._scanned)
+            if end < 0:
+                if self._eof:
+                    if buf:
+                        raise ProtocolError(400, "connection closed in the middle of a request head")
+                    return CONNECTION_CLOSED
+                if buf:
+                    check_partial_head(buf, max(0, self._scanned - 1), self.limits)
+                self._scanned = max(0, len(buf) - 3)
+                return NEED_DATA
+            end += 4
+            head, self._buf = buf[:end], buf[end:]
+            self._head = head
+            self._scanned = 0
+            self._crlf_skipped = False
+            check_head(head, self.limits)
+            return self._parse_head(head)
         except ProtocolError:
             self.state = ERROR
             raise
-        if self.state == DONE:
-            return PAUSED
-        raise ProtocolError(400, "connection already failed")
-
-    def _next_head(self) -> object:
-        buf = self._buf
-        if not self._crlf_skipped and buf[:2] == b"\r\n":
-            # RFC 9112 2.2: ignore one empty line before a request (some clients add one after a body).
-            buf = self._buf = buf[2:]
-            self._crlf_skipped = True
-        end = buf.find(b"\r\n\r\n", self._scanned)
-        if end < 0:
-            if self._eof:
-                if buf:
-                    raise ProtocolError(400, "connection closed in the middle of a request head")
-                return CONNECTION_CLOSED
-            if buf:
-                check_partial_head(buf, max(0, self._scanned - 1), self.limits)
-            self._scanned = max(0, len(buf) - 3)
-            return NEED_DATA
-        end += 4
-        head, self._buf = buf[:end], buf[end:]
-        self._head = head
-        self._scanned = 0
-        self._crlf_skipped = False
-        check_head(head, self.limits)
-        return self._parse_head(head)
 
     def _parse_head(self, head: bytes) -> Request:
         spare = self._spare

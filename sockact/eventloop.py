@@ -203,7 +203,6 @@ class EventLoop(Carrier[Held]):
         self.slots[line].alive(alive)
 
     def _turn(self) -> None:
-        self.slots[0].beat()  # the supervisor kills a worker whose loop stops turning for timeout
         events = self.poller.poll(TICK)
         if not events and self.access is not None:
             self.access.flush()  # idle: write the lines out
@@ -224,6 +223,9 @@ class EventLoop(Carrier[Held]):
         now = time.monotonic()
         if now >= self._next_timers:
             self._next_timers = now + TIMER_INTERVAL
+            # The supervisor kills a worker whose loop stops turning for timeout. Not on every turn (one a
+            # request when busy): this often is plenty against a timeout of seconds.
+            self.slots[0].beat()
             self._timers(now)
             if self.access is not None:
                 self.access.flush_if_due(now)

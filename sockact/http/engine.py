@@ -36,6 +36,14 @@ from .rules import FRAMING, VERSIONS, FieldRules, check_head, check_partial_head
 
 IDLE, BODY, DONE, ERROR = "IDLE", "BODY", "DONE", "ERROR"
 
+# What follows the Date in every response head start_response makes.
+_HEAD_END = b"\r\nServer: sockact\r\n\r\n"
+# whole_response's heads, all but the Date and what follows: (status, headers, version, keep-alive asked,
+# HEAD, close, body length) -> (that part, framing mode, length, keep-alive). Bounded, so apps whose
+# answers always vary cannot inflate it.
+_HEADS: dict[tuple[object, ...], tuple[bytes, str, int, bool]] = {}
+_HEADS_MAX = 1024
+
 # Lengths of the response field names start_response looks at: "Connection", "Content-Length".
 _FRAMING_NAME_LENGTHS = frozenset((len("connection"), len("content-length")))
 
@@ -379,8 +387,29 @@ class Connection:
     def whole_response(self, status: str, headers: list[tuple[str, str]], body: bytes, *, date: str,
                        close: bool = False) -> tuple[bytes, bytes]:
         """A response whose body is known whole, in one call: (head, the body's bytes with their end),
-        as start_response, send_data and end_response would give them."""
-        head = self.start_response(status, headers, date=date, close=close, whole=len(body))
+        as start_response, send_data and end_response would give them.
+
+        With no request body left to come, the head depends on nothing but the key below: an app
+        answers the same few ways again and again, so start_response runs once for each, and its
+        head, all but the Date, is kept (_HEADS)."""
+        request = self.request
+        assert request is not None
+        key = None
+        if self._framing is None and not self._remaining and not self.response_started:
+            key = (status, tuple(headers), request.version, request.keep_alive, request.method == b"HEAD", close,
+                   len(body))
+            known = _HEADS.get(key)
+            if known is not None:
+                before_date, self._mode, self._length, self.keep_alive = known
+                self.response_started = True
+                head = before_date + date.encode("latin-1") + _HEAD_END
+                key = None
+            else:
+                head = self.start_response(status, headers, date=date, close=close, whole=len(body))
+        else:
+            head = self.start_response(status, headers, date=date, close=close, whole=len(body))
+        if key is not None and len(_HEADS) < _HEADS_MAX:
+            _HEADS[key] = (head[:len(head) - len(date) - len(_HEAD_END)], self._mode, self._length, self.keep_alive)
         if self._mode == "length" and self._length == len(body):
             self._sent = len(body)
             self.response_ended = True

@@ -57,13 +57,28 @@ RESPONSES = [
 @pytest.mark.parametrize(("raw", "status", "headers", "body"), RESPONSES)
 @pytest.mark.parametrize("close", [False, True])
 def test_whole_response_is_start_send_and_end_in_one(raw, status, headers, body, close):
-    fused, _ = _engine(raw)
-    steps, _ = _engine(raw)
-    head, rest = fused.whole_response(status, headers, body, date=DATE, close=close)
-    expected = steps.start_response(status, headers, date=DATE, close=close, whole=len(body))
-    expected_rest = (steps.send_data(body) if body else b"") + steps.end_response()
-    assert (head, rest) == (expected, expected_rest)
-    assert (fused.keep_alive, fused.body_sent, fused.response_ended) == (steps.keep_alive, steps.body_sent, True)
+    # The second time, the head comes from what the first kept (engine._HEADS), with its own Date.
+    for date in (DATE, "Sun, 06 Dec 2026 00:00:01 GMT"):
+        fused, _ = _engine(raw)
+        steps, _ = _engine(raw)
+        head, rest = fused.whole_response(status, list(headers), body, date=date, close=close)
+        expected = steps.start_response(status, list(headers), date=date, close=close, whole=len(body))
+        expected_rest = (steps.send_data(body) if body else b"") + steps.end_response()
+        assert (head, rest) == (expected, expected_rest)
+        assert (fused.keep_alive, fused.body_sent, fused.response_ended) == (steps.keep_alive, steps.body_sent, True)
+
+
+def test_a_kept_head_is_not_used_while_a_request_body_is_still_unread():
+    raw = b"POST /p HTTP/1.1\r\nContent-Length: 99999\r\n\r\nhi"  # too large to drain: the answer closes
+    for _ in range(2):
+        fused, _ = _engine(raw)
+        head, _ = fused.whole_response("200 OK", [], b"ok", date=DATE)
+        assert b"Connection: close" in head and not fused.keep_alive
+    idle, _ = _engine(b"POST /p HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi")
+    while idle.next_event() is not END_OF_MESSAGE:
+        pass
+    head, _ = idle.whole_response("200 OK", [], b"ok", date=DATE)  # the body was read: it persists
+    assert b"Connection" not in head and idle.keep_alive
 
 
 def test_body_done_ends_a_request_without_a_body_as_the_next_event_would():

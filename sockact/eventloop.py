@@ -23,8 +23,8 @@ connection is a Held, whose state, deadlines and hand-backs the connection owner
   gives the worker nothing new until it moves again.
 
 Who may touch a connection's fd, by its state (docs/architecture.md has the whole table):
-    PREFACE, FRESH, HEAD, BODY, IDLE, CLOSING   the loop thread, under ``lock`` (the fd is in the selector)
-    QUEUED, CALL   its app thread alone (the fd is out of the selector)
+    PREFACE, FRESH, HEAD, BODY, IDLE, CLOSING   the loop thread, under ``lock`` (the fd is in the poller)
+    QUEUED, CALL   its app thread alone (the fd is out of the poller)
     HANDED, CLOSED   nobody: the loop sent or closed it and dropped it from its books
 
 App threads come from appthreads.AppThreads: ``threads`` of them always, more up to
@@ -41,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-import selectors
+import select
 import socket
 import threading
 import time
@@ -99,7 +99,7 @@ class Held(Owned):
         self.sock = sock
         self.http = http
         self.request: Request | None = None  # parsed: its body coming (BODY) or waiting for a thread (QUEUED)
-        self.watched = False  # in the selector
+        self.watched = False  # in the poller
         # The PROXY header's bytes so far, until it is whole (PREFACE).
         self.preface: bytearray | None = bytearray(msg.data) if state is PREFACE else None
         self.linger_until = 0.0  # CLOSING: what the client still sends is dropped until then
@@ -137,7 +137,10 @@ class EventLoop(Carrier[Held]):
         self.stopping = False  # SIGTERM: answer with Connection: close, park nothing
         self.draining = False  # a stop is coming (drain_delay): health says 503, answers close their connections
         self.lock = threading.Lock()
-        self.selector = selectors.DefaultSelector()
+        # epoll itself, not selectors: a turn of the loop per request makes its Python layer a cost worth
+        # saving. The connections it watches, by fd.
+        self.poller = select.epoll()
+        self.watching: dict[int, Held] = {}
         self.receiver = handoff.Receiver(chan)
         # Every connection in the worker's books, their states and deadlines, retiring and max_requests.
         self.owner: Owner[Held] = Owner(Closed(chan), park_after, max_requests)
@@ -149,6 +152,7 @@ class EventLoop(Carrier[Held]):
         self._next_timers = 0.0
         self._done: queue.SimpleQueue[tuple[Held, bool]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = socket.socketpair()
+        self._chan_fd, self._wake_fd = chan.fileno(), self._wake_r.fileno()
         self._inline_held: Held | None = None  # in a call on the loop thread
         self._standby = False  # the monitor holds the loop's role: the loop thread is in its call
         self._monitor_asleep = False  # nothing served lately: the monitor waits for a call to start
@@ -164,8 +168,8 @@ class EventLoop(Carrier[Held]):
         self.chan.setblocking(False)
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self.selector.register(self.chan, selectors.EVENT_READ, None)
-        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self.poller.register(self.chan, select.EPOLLIN)
+        self.poller.register(self._wake_r, select.EPOLLIN)
         helpers = self._start_threads()
         self.lock.acquire()
         try:
@@ -180,7 +184,7 @@ class EventLoop(Carrier[Held]):
                 t.join(timeout=1.0)
             self.closed.report()
             self._flush_tallies()
-            self.selector.close()
+            self.poller.close()
             self._wake_r.close()
             self._wake_w.close()
 
@@ -199,23 +203,29 @@ class EventLoop(Carrier[Held]):
         self.slots[line].alive(alive)
 
     def _turn(self) -> None:
-        self.slots[0].beat()  # the supervisor kills a worker whose loop stops turning for timeout
-        events = self.selector.select(TICK)
+        events = self.poller.poll(TICK)
         if not events and self.access is not None:
             self.access.flush()  # idle: write the lines out
-        for key, _ in events:
-            if key.fileobj is self.chan:
+        watching = self.watching
+        for fd, _ in events:
+            held = watching.get(fd)
+            if held is not None:
+                self._read(held)
+            elif fd == self._chan_fd:
                 self._read_channel()
-            elif key.fileobj is self._wake_r:
+            elif fd == self._wake_fd:
                 self._take_done()
-            else:
-                self._read(key.data)
+            # else: a connection that left earlier in this turn (a stale event)
         if self.closed.ids:
             self.closed.report()  # before an app call that may take long
-        self._dispatch_ready()
+        if self.ready:
+            self._dispatch_ready()
         now = time.monotonic()
         if now >= self._next_timers:
             self._next_timers = now + TIMER_INTERVAL
+            # The supervisor kills a worker whose loop stops turning for timeout. Not on every turn (one a
+            # request when busy): this often is plenty against a timeout of seconds.
+            self.slots[0].beat()
             self._timers(now)
             if self.access is not None:
                 self.access.flush_if_due(now)
@@ -248,7 +258,7 @@ class EventLoop(Carrier[Held]):
         elif msg.data:
             self._advance(held)
         else:
-            self._read(held)  # a new client's request is usually there already: no wait in the selector
+            self._read(held)  # a new client's request is usually there already: no wait in the poller
 
     def _http(self, msg: handoff.Message, sock: socket.socket, site: Site, pending: bytes) -> HTTPConnection:
         return HTTPConnection(sock, site, peer=msg.peer, conn_id=msg.conn_id, pending=pending,
@@ -307,7 +317,7 @@ class EventLoop(Carrier[Held]):
             else:
                 self._read_preface(held, data, eof=not data)
             return
-        held.http.receive(data)
+        held.http.engine.receive_data(data)
         if state is BODY:
             self._buffer_body(held, eof=not data)
             return
@@ -328,8 +338,7 @@ class EventLoop(Carrier[Held]):
                     held.sock.send(held.http.continue_now(), socket.MSG_DONTWAIT)
                 self._watch(held)
                 return
-            held.to("head")
-            self._ready(held, step)
+            self._ready(held, step, "head")
             return
         if step is _CLOSE:
             self._close(held)
@@ -348,20 +357,27 @@ class EventLoop(Carrier[Held]):
                 held.to("bytes")
         elif held.state is HEAD:
             held.to("idle")  # only the empty lines allowed between requests came
-        if step is _IDLE and (self.owner.retiring or self.owner.recycling or self._stalled()):
-            self._release(held)
-            return
-        self._watch(held)
+        self._settle(held, step)
 
-    def _ready(self, held: Held, request: Request) -> None:
+    def _settle(self, held: Held, step: Step) -> None:
+        """Idle or partial: wait for more in the poller, or, idle in a worker that takes nothing new, go back."""
+        owner = self.owner
+        if step is _IDLE and (owner.retiring or owner.recycling or (self.in_call >= self.ceiling and self._stalled())):
+            self._release(held)
+        elif not held.watched:
+            self._watch(held)
+
+    def _ready(self, held: Held, request: Request, event: str) -> None:
+        """A request is parsed (``event``: "head", or "body" once its body is buffered): called at once, or queued."""
         held.request = request
         if self._serve_now and not self.ready and not self._standby and not self._hand_off:
             # The loop thread is free and nothing waits before it: call at once. The call's own line
             # names the request from its first moment, so it needs no waiting line of its own.
             if self.closed.ids:
                 self.closed.report()  # before an app call that may take long
-            self._call_inline(held)
+            self._call_inline(held, "serve")
             return
+        held.to(event)
         self.ready.append(held)
         self.waiting.add(held.msg.conn_id, call_line(request))
 
@@ -371,19 +387,22 @@ class EventLoop(Carrier[Held]):
         if eof or not held.http.body_to_buffer():
             request = held.request
             assert request is not None
-            held.to("body")
-            self._ready(held, request)
+            self._ready(held, request, "body")
         else:
             self._watch(held)
 
     def _watch(self, held: Held) -> None:
         if not held.watched:
-            self.selector.register(held.sock, selectors.EVENT_READ, held)
+            fd = held.sock.fileno()
+            self.poller.register(fd, select.EPOLLIN)
+            self.watching[fd] = held
             held.watched = True
 
     def _unwatch(self, held: Held) -> None:
         if held.watched:
-            self.selector.unregister(held.sock)
+            fd = held.sock.fileno()
+            self.poller.unregister(fd)
+            del self.watching[fd]
             held.watched = False
 
     def _answer_health(self, held: Held, request: Request) -> None:
@@ -398,7 +417,7 @@ class EventLoop(Carrier[Held]):
         """Give each ready request an app thread. The loop thread, when it is app thread 0, serves them
         itself one after the other (no hand-off: most calls are short), unless calls were slow lately;
         the monitor, holding the loop's role while the loop thread is in a slow call, gives them to the
-        pool. What finds no thread waits, out of the selector, for a call to end or for the stall
+        pool. What finds no thread waits, out of the poller, for a call to end or for the stall
         hand-back."""
         ready = self.ready
         while ready:
@@ -406,7 +425,7 @@ class EventLoop(Carrier[Held]):
             if (not on_loop or self._hand_off) and self._submit(ready[0]):
                 ready.popleft()
             elif on_loop:
-                self._call_inline(self._next_ready())
+                self._call_inline(self._next_ready(), "call")
             else:
                 for waiting in ready:
                     self._unwatch(waiting)  # its app thread will read it; the loop must not meanwhile
@@ -433,9 +452,11 @@ class EventLoop(Carrier[Held]):
         self._unwatch(held)  # its app thread reads the body; the loop must not
         return True
 
-    def _call_inline(self, held: Held) -> None:
+    def _call_inline(self, held: Held, event: str) -> None:
+        """Run ``held``'s call on the loop thread (``event`` moves it into CALL: "serve" for a request
+        called the moment it is read, "call" for one that waited), then decide what comes next."""
+        held.to(event)
         self.in_call += 1
-        held.to("call")
         self._inline_held = held
         # A request that this call leaves ready (pipelined) queues, and is served after it, not inside it.
         self._serve_now = False
@@ -452,7 +473,11 @@ class EventLoop(Carrier[Held]):
             self.in_call -= 1
             self._inline_held = None
         try:
-            self._after(held, keep)
+            if self._after(held, keep):
+                if held.http.engine.idle:  # nothing pipelined: what _advance would find, without asking it
+                    self._settle(held, _IDLE)
+                else:
+                    self._advance(held)  # a pipelined request queues behind (not called inside this one)
         finally:
             self._serve_now = True
 
@@ -474,14 +499,16 @@ class EventLoop(Carrier[Held]):
             if self.tallies is not None:
                 self.tallies[index].record(held.msg.listener, request.method, held.http.status, ended - started)
 
-    def _after(self, held: Held, keep: bool) -> None:
+    def _after(self, held: Held, keep: bool) -> bool:
+        """A call is over: count it, and close its connection or bring it back to IDLE; True if it persists
+        (the caller then looks for the next request: a pipelined one may be buffered already)."""
         if self.owner.count(held):
             report(self.chan, handoff.Message(handoff.RECYCLE))
         if not keep:
             self._close(held)
-            return
+            return False
         held.to("served")
-        self._advance(held)  # a pipelined request may be buffered already
+        return True
 
     # ------------------------------------------------------------------ app threads
 
@@ -500,7 +527,8 @@ class EventLoop(Carrier[Held]):
             except queue.Empty:
                 return
             self.in_call -= 1
-            self._after(held, keep)
+            if self._after(held, keep):
+                self._advance(held)
 
     def _monitor(self) -> None:
         """With the loop thread as app thread 0: once its call has lasted a while, take the loop's role
@@ -614,8 +642,8 @@ class EventLoop(Carrier[Held]):
 
     def _retire(self) -> None:
         """EOF on the channel: hand back what waits, finish what is in calls, then exit."""
-        with contextlib.suppress(KeyError, ValueError):
-            self.selector.unregister(self.chan)
+        with contextlib.suppress(OSError, ValueError):
+            self.poller.unregister(self.chan)
         self._park_on_retire()
 
     def _is_stopping(self) -> bool:

@@ -15,7 +15,8 @@ the stamps the supervisor tells
   names, on its lines past its app threads', the requests it has read that wait for an app
   thread (``Waiting``): lost with the worker, they get a 502 rather than a silent close, and
 - a worker frozen outside any call (stopped, or its loop blocked): each slot starts with a
-  heartbeat that the worker's loop stamps at every turn (``SlotWriter.beat``), and one that has
+  heartbeat that the worker's loop stamps as it turns, at least every hundredth of a second
+  (``SlotWriter.beat``), and one that has
   not moved for timeout, with no call started since, is killed like a stuck call; and
 - when a worker has died, which connections sent to it it never even received: the slot's head
   also counts the messages the worker took from its channel (``SlotWriter.received``), in the

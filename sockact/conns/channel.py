@@ -18,6 +18,7 @@ from .. import handoff, proxyprotocol
 from ..errors import HandoffError
 from ..http import Site
 from ..http.events import Request
+from ..http.wsgi import PERCENT
 from ..proxyprotocol import ProxyProtocolError
 
 log = logging.getLogger("sockact.worker")
@@ -109,7 +110,7 @@ def call_line(request: Request) -> bytes:
     """The scoreboard's line for a call: the path as the app sees it (PATH_INFO, decoded); the
     supervisor escapes it when it logs it."""
     path = request.path
-    return request.method + b" " + (unquote_to_bytes(path) if path.find(b"%") >= 0 else path)
+    return request.method + b" " + (unquote_to_bytes(path) if PERCENT in path else path)
 
 
 def conn_extra(extra: dict[str, object], msg: handoff.Message, site: Site) -> dict[str, object]:

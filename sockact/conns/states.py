@@ -64,6 +64,8 @@ CONN_TRANSITIONS: dict[tuple[ConnState, str], ConnState] = {
     **{(state, "answer"): _C.IDLE for state in _WAITING},
     (_C.BODY, "body"): _C.QUEUED,
     (_C.QUEUED, "call"): _C.CALL,
+    # A request the free loop thread calls the moment it is read (or its body is) never waits (WSGI).
+    **{(state, "serve"): _C.CALL for state in (*_WAITING, _C.BODY)},
     (_C.CALL, "served"): _C.IDLE,
     **{(state, "closing"): _C.CLOSING for state in _OPEN},
     **{(state, "close"): _C.CLOSED for state in (*_OPEN, _C.CLOSING)},

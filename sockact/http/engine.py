@@ -36,6 +36,14 @@ from .rules import FRAMING, VERSIONS, FieldRules, check_head, check_partial_head
 
 IDLE, BODY, DONE, ERROR = "IDLE", "BODY", "DONE", "ERROR"
 
+# What follows the Date in every response head start_response makes.
+_HEAD_END = b"\r\nServer: sockact\r\n\r\n"
+# whole_response's heads, all but the Date and what follows: (status, headers, version, keep-alive asked,
+# HEAD, close, body length) -> (that part, framing mode, length, keep-alive). Bounded, so apps whose
+# answers always vary cannot inflate it.
+_HEADS: dict[tuple[object, ...], tuple[bytes, str, int, bool]] = {}
+_HEADS_MAX = 1024
+
 # Lengths of the response field names start_response looks at: "Connection", "Content-Length".
 _FRAMING_NAME_LENGTHS = frozenset((len("connection"), len("content-length")))
 
@@ -151,40 +159,38 @@ class Connection:
     def next_event(self) -> object:
         """The next event; raises ProtocolError when the client broke the protocol."""
         try:
-            if self.state == IDLE:
-                return self._next_head()
             if self.state == BODY:
                 return self._next_body()
+            if self.state == DONE:
+                return PAUSED
+            if self.state != IDLE:
+                raise ProtocolError(400, "connection already failed")
+            # The head, here rather than in a method of its own: it runs once a request.
+            buf = self._buf
+            if not self._crlf_skipped and buf[:2] == b"\r\n":
+                # RFC 9112 2.2: ignore one empty line before a request (some clients add one after a body).
+                buf = self._buf = buf[2:]
+                self._crlf_skipped = True
+            end = buf.find(b"\r\n\r\n", self._scanned)
+            if end < 0:
+                if self._eof:
+                    if buf:
+                        raise ProtocolError(400, "connection closed in the middle of a request head")
+                    return CONNECTION_CLOSED
+                if buf:
+                    check_partial_head(buf, max(0, self._scanned - 1), self.limits)
+                self._scanned = max(0, len(buf) - 3)
+                return NEED_DATA
+            end += 4
+            head, self._buf = buf[:end], buf[end:]
+            self._head = head
+            self._scanned = 0
+            self._crlf_skipped = False
+            check_head(head, self.limits)
+            return self._parse_head(head)
         except ProtocolError:
             self.state = ERROR
             raise
-        if self.state == DONE:
-            return PAUSED
-        raise ProtocolError(400, "connection already failed")
-
-    def _next_head(self) -> object:
-        buf = self._buf
-        if not self._crlf_skipped and buf[:2] == b"\r\n":
-            # RFC 9112 2.2: ignore one empty line before a request (some clients add one after a body).
-            buf = self._buf = buf[2:]
-            self._crlf_skipped = True
-        end = buf.find(b"\r\n\r\n", self._scanned)
-        if end < 0:
-            if self._eof:
-                if buf:
-                    raise ProtocolError(400, "connection closed in the middle of a request head")
-                return CONNECTION_CLOSED
-            if buf:
-                check_partial_head(buf, max(0, self._scanned - 1), self.limits)
-            self._scanned = max(0, len(buf) - 3)
-            return NEED_DATA
-        end += 4
-        head, self._buf = buf[:end], buf[end:]
-        self._head = head
-        self._scanned = 0
-        self._crlf_skipped = False
-        check_head(head, self.limits)
-        return self._parse_head(head)
 
     def _parse_head(self, head: bytes) -> Request:
         spare = self._spare
@@ -235,13 +241,20 @@ class Connection:
                 self._spare = parser, message
         return request
 
+    def body_done(self) -> bool:
+        """Whether the request body is all read; a request with no body (left) ends here, as the next
+        ``next_event`` would end it, without the event."""
+        if self.state == BODY and self._framing is None and not self._remaining:
+            self._head = None
+            self.state = DONE
+        return self.state == DONE
+
     def _next_body(self) -> object:
+        if self.body_done():
+            return END_OF_MESSAGE
         self._head = None
         framing = self._framing
         if framing is None:
-            if not self._remaining:
-                self.state = DONE
-                return END_OF_MESSAGE
             buf = self._buf
             if not buf:
                 return self._starved()
@@ -370,6 +383,39 @@ class Connection:
             self._sent += len(data)
             return data
         return b""
+
+    def whole_response(self, status: str, headers: list[tuple[str, str]], body: bytes, *, date: str,
+                       close: bool = False) -> tuple[bytes, bytes]:
+        """A response whose body is known whole, in one call: (head, the body's bytes with their end),
+        as start_response, send_data and end_response would give them.
+
+        With no request body left to come, the head depends on nothing but the key below: an app
+        answers the same few ways again and again, so start_response runs once for each, and its
+        head, all but the Date, is kept (_HEADS)."""
+        request = self.request
+        assert request is not None
+        key = None
+        if self._framing is None and not self._remaining and not self.response_started:
+            key = (status, tuple(headers), request.version, request.keep_alive, request.method == b"HEAD", close,
+                   len(body))
+            known = _HEADS.get(key)
+            if known is not None:
+                before_date, self._mode, self._length, self.keep_alive = known
+                self.response_started = True
+                head = before_date + date.encode("latin-1") + _HEAD_END
+                key = None
+            else:
+                head = self.start_response(status, headers, date=date, close=close, whole=len(body))
+        else:
+            head = self.start_response(status, headers, date=date, close=close, whole=len(body))
+        if key is not None and len(_HEADS) < _HEADS_MAX:
+            _HEADS[key] = (head[:len(head) - len(date) - len(_HEAD_END)], self._mode, self._length, self.keep_alive)
+        if self._mode == "length" and self._length == len(body):
+            self._sent = len(body)
+            self.response_ended = True
+            return head, body
+        data = self.send_data(body) if body else b""
+        return head, data + self.end_response()
 
     def count_sent(self, n: int) -> None:
         """Record ``n`` body bytes sent without send_data (sendfile); only for length framing."""

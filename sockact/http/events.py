@@ -11,6 +11,8 @@ import httptools
 
 from ..errors import ProtocolError
 
+_QUERY, _FRAGMENT = ord("?"), ord("#")
+
 
 class _Sentinel:
     __slots__ = ("name",)
@@ -46,7 +48,7 @@ class Request:
         self.keep_alive = keep_alive
         self.expect_continue = expect_continue
         self.upgrade = upgrade  # Upgrade or CONNECT: answered, then the connection closes
-        if target[:1] == b"/" and target.find(b"?") < 0 and target.find(b"#") < 0:
+        if target[:1] == b"/" and _QUERY not in target and _FRAGMENT not in target:  # one byte: see rules.py
             self.path, self.query = target, b""  # the usual target: nothing to split
         else:
             self.path, self.query = _split_target(target)

@@ -12,8 +12,10 @@ Two kinds of check:
 - ``FieldRules`` looks at the parsed fields (framing, duplicates, targets).
 
 The raw checks use bytes.count/find/translate, which run in C, and no regex. They test for a
-substring with find(), not ``in``: for bytes, ``in`` first tries its operand as an integer and
-builds the TypeError it then drops, which costs as much as the search.
+substring of several bytes with find(), not ``in``: for bytes, ``in`` first tries its operand as an
+integer and builds the TypeError it then drops, which costs as much as the search. For one byte,
+``in`` with the byte's value is the cheapest test of all (find() parses its arguments the slow way,
+a fifth of a short head's checks).
 """
 
 from __future__ import annotations
@@ -80,14 +82,16 @@ def check_head(head: bytes, limits: Limits) -> None:
     if line_end == 0 or head[0] in b" \t":
         # One empty line before a request is skipped by the engine; a second is an error.
         raise ProtocolError(400, "request line missing")
-    if head.find(b"\0") >= 0:
+    if 0 in head:  # NUL
         raise ProtocolError(400, "NUL in request head")
     crlf = head.count(b"\r\n")
-    if head.count(b"\n") != crlf:
-        raise ProtocolError(400, "bare LF in request head")
-    if head.count(b"\r") != crlf:
+    # Every CR and LF in pairs: translate() drops them all at once, cheaper than counting each.
+    if len(head) - len(head.translate(None, b"\r\n")) != 2 * crlf:
+        if head.count(b"\n") != crlf:
+            raise ProtocolError(400, "bare LF in request head")
         raise ProtocolError(400, "bare CR in request head")
-    if head.find(b"\r\n ") >= 0 or head.find(b"\r\n\t") >= 0:
+    text = head.decode("latin-1")  # ``in`` on str is a plain search; on bytes, see the module's docstring
+    if "\r\n " in text or "\r\n\t" in text:
         raise ProtocolError(400, "obsolete line folding in request head")
     if crlf - 2 > limits.header_fields:
         raise ProtocolError(431, "too many header fields")

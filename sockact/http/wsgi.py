@@ -34,6 +34,8 @@ _ENV_KEYS: dict[bytes, str | None] = {b"CONTENT-TYPE": "CONTENT_TYPE", b"CONTENT
 _ENV_KEYS_MAX = 1024  # the cache stops growing here, so odd clients cannot inflate it
 
 
+PERCENT = ord("%")  # a byte's value: ``in`` finds it faster than find() (see rules.py)
+
 # The environ keys of forwarded.FIELDS, in the same order.
 _FORWARDED_KEYS = tuple("HTTP_" + name.upper().replace("-", "_") for name in FIELDS)
 
@@ -174,7 +176,7 @@ def _apply_forwarded(env: dict[str, Any], trust: Trust) -> str | None:
 
 def path_info(path: bytes) -> str:
     """PEP 3333: PATH_INFO is the percent-decoded path, as bytes carried in a latin-1 str."""
-    if path.find(b"%") >= 0:  # not ``in``: see rules.py
+    if PERCENT in path:  # the byte's value: see rules.py
         path = unquote_to_bytes(path)
     return path.decode("latin-1")
 

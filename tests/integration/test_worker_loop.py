@@ -194,3 +194,34 @@ def test_a_stalled_worker_hands_back_a_request_parsed_and_waiting(start_sockact,
         release.touch()
         for call in calls:
             call.join(10)
+
+
+def test_the_loop_threads_own_calls_serve_each_kind_of_request_in_turn(start_sockact):
+    """One worker, one app thread: each request is read while the loop thread is free, so the plain
+    ones take the fast path and the others (a body, chunked, Expect, HEAD, a pipeline of hundreds in
+    one segment) fall back; every answer is the app's, in order, on one connection."""
+    server = start_sockact("testapps:echo_bare", "--workers", "1", "--park-after", "30", workers=1)
+    client = KeepAliveClient(server.port)
+    sock = client.sock
+
+    def ask(raw: bytes) -> dict:
+        sock.sendall(raw)
+        status, _, body = client.read_response()
+        assert status == 200, body
+        return json.loads(body)
+
+    assert ask(b"GET /a?x=1 HTTP/1.1\r\nHost: h\r\n\r\n")["query"] == "x=1"
+    assert ask(b"POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc")["body"] == "abc"
+    assert ask(b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n")["body"] == "hi"
+    sock.sendall(b"POST /d HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+    assert sock.recv(64).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+    assert ask(b"ok")["body"] == "ok"
+    sock.sendall(b"HEAD /e HTTP/1.1\r\nHost: h\r\n\r\n")
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    sock.sendall(b"".join(b"GET /%d HTTP/1.1\r\nHost: h\r\n\r\n" % i for i in range(400)))
+    assert [json.loads(client.read_response()[2])["path"] for _ in range(400)] == [f"/{i}" for i in range(400)]
+    assert ask(b"GET /f HTTP/1.1\r\nHost: h\r\n\r\n")["path"] == "/f"
+    client.close()

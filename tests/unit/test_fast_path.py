@@ -1,0 +1,212 @@
+"""The fast path of a WSGI response, and what falls back from it, against the general path.
+
+A one-item list of bytes, returned after start_response, is sent by ``_Conn._send_whole`` (the
+engine's ``whole_response`` and ``body_done``); every other result goes through ``_send_any``. Each
+case here is served twice over a real socketpair, once as it is and once with the fast path turned
+off, and must give the same bytes (the Date field aside) and the same decision to keep the
+connection. The engine's two fused steps are checked against the steps they stand for, with no
+socket at all.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from sockact.http import Limits, Site
+from sockact.http.engine import DONE, Connection
+from sockact.http.events import END_OF_MESSAGE, PAUSED, Data, Request
+from sockact.http.server import HTTPConnection, _Conn
+
+DATE = "Sat, 05 Dec 2026 00:00:00 GMT"
+GET = b"GET /p HTTP/1.1\r\nHost: h\r\n\r\n"
+App = Callable[[dict[str, Any], Any], Any]
+
+
+# ---------------------------------------------------------------------- the engine, sans I/O
+
+
+def _engine(raw: bytes) -> tuple[Connection, Request]:
+    engine = Connection(Limits())
+    engine.receive_data(raw)
+    request = engine.next_event()
+    assert isinstance(request, Request)
+    return engine, request
+
+
+RESPONSES = [
+    (GET, "200 OK", [("Content-Type", "text/plain")], b"hello"),
+    (GET, "200 OK", [("Content-Length", "5")], b"hello"),
+    (GET, "200 OK", [("Content-Length", "3")], b"hello"),  # more than promised: cut, then close
+    (GET, "200 OK", [("Content-Length", "9")], b"hello"),  # less than promised: close
+    (GET, "200 OK", [("Connection", "close")], b"hello"),
+    (GET, "204 No Content", [], b""),
+    (GET, "304 Not Modified", [], b""),
+    (GET, "200 OK", [], b""),
+    (b"HEAD /p HTTP/1.1\r\nHost: h\r\n\r\n", "200 OK", [], b"hello"),
+    (b"GET /p HTTP/1.0\r\n\r\n", "200 OK", [], b"hello"),
+    (b"GET /p HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", "200 OK", [], b"hello"),
+    (b"POST /p HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi", "200 OK", [], b"hello"),  # body left unread
+]
+
+
+@pytest.mark.parametrize(("raw", "status", "headers", "body"), RESPONSES)
+@pytest.mark.parametrize("close", [False, True])
+def test_whole_response_is_start_send_and_end_in_one(raw, status, headers, body, close):
+    # The second time, the head comes from what the first kept (engine._HEADS), with its own Date.
+    for date in (DATE, "Sun, 06 Dec 2026 00:00:01 GMT"):
+        fused, _ = _engine(raw)
+        steps, _ = _engine(raw)
+        head, rest = fused.whole_response(status, list(headers), body, date=date, close=close)
+        expected = steps.start_response(status, list(headers), date=date, close=close, whole=len(body))
+        expected_rest = (steps.send_data(body) if body else b"") + steps.end_response()
+        assert (head, rest) == (expected, expected_rest)
+        assert (fused.keep_alive, fused.body_sent, fused.response_ended) == (steps.keep_alive, steps.body_sent, True)
+
+
+def test_a_kept_head_is_not_used_while_a_request_body_is_still_unread():
+    raw = b"POST /p HTTP/1.1\r\nContent-Length: 99999\r\n\r\nhi"  # too large to drain: the answer closes
+    for _ in range(2):
+        fused, _ = _engine(raw)
+        head, _ = fused.whole_response("200 OK", [], b"ok", date=DATE)
+        assert b"Connection: close" in head and not fused.keep_alive
+    idle, _ = _engine(b"POST /p HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi")
+    while idle.next_event() is not END_OF_MESSAGE:
+        pass
+    head, _ = idle.whole_response("200 OK", [], b"ok", date=DATE)  # the body was read: it persists
+    assert b"Connection" not in head and idle.keep_alive
+
+
+def test_body_done_ends_a_request_without_a_body_as_the_next_event_would():
+    engine, _ = _engine(GET)
+    assert engine.unparsed() == GET  # nobody has begun to serve it: a hand-back carries its head
+    assert engine.body_done()
+    assert engine.state == DONE and engine.unparsed() == b""
+    assert engine.next_event() is PAUSED
+
+
+def test_body_done_leaves_a_body_to_its_events():
+    engine, _ = _engine(b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi")
+    assert not engine.body_done()  # whole in the buffer, but not read
+    event = engine.next_event()
+    assert isinstance(event, Data) and event.data == b"hi"
+    assert engine.next_event() is END_OF_MESSAGE
+    assert engine.body_done()
+
+    chunked, _ = _engine(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    assert not chunked.body_done()  # chunked framing ends by its own events
+    assert chunked.next_event() is END_OF_MESSAGE and chunked.body_done()
+
+
+# ---------------------------------------------------------------------- the server, over a socketpair
+
+
+_SEND_WHOLE, _SEND_ANY = _Conn._send_whole, _Conn._send_any
+
+
+class Paths:
+    """Which of the two ways each response went."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, fast: bool) -> None:
+        self.taken: list[str] = []
+        whole, any_ = _SEND_WHOLE, _SEND_ANY
+
+        def send_whole(conn: _Conn, start: Any, body: bytes) -> bool:
+            self.taken.append("whole")
+            if not fast:  # as if the fast path did not exist: the general one sends the same list
+                return any_(conn, [body], conn.request)
+            return whole(conn, start, body)
+
+        def send_any(conn: _Conn, result: Any, request: Request) -> bool:
+            self.taken.append("any")
+            return any_(conn, result, request)
+
+        monkeypatch.setattr(_Conn, "_send_whole", send_whole)
+        monkeypatch.setattr(_Conn, "_send_any", send_any)
+
+
+def _serve(app: App, raw: bytes) -> tuple[list[bool], bytes]:
+    """Serve every request in ``raw`` (sent at once, then the client's side closed for writing)."""
+    site = Site(app=app, limits=Limits(), header_timeout=5.0, io_timeout=5.0, access_log=False, listener="http")
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.sendall(raw)
+        theirs.shutdown(socket.SHUT_WR)
+        http = HTTPConnection(ours, site, peer=None, conn_id=1)
+        http.receive(ours.recv(65536))
+        keeps = []
+        while isinstance(request := http.next_request(), Request):
+            keeps.append(http.serve(request))
+            if not keeps[-1]:
+                break
+        ours.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := theirs.recv(65536):
+            out += chunk
+    return keeps, re.sub(rb"Date: [^\r]*", b"Date: -", out)
+
+
+def _app(result: Callable[[Callable[..., Any]], Any], status: str = "200 OK",
+         headers: list[tuple[str, str]] | None = None, start: bool = True) -> App:
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        write = start_response(status, list(headers or [])) if start else None
+        return result(write)
+    return app
+
+
+def _gen(write: Any) -> Iterator[bytes]:
+    yield b"he"
+    yield b"llo"
+
+
+def _raise(write: Any) -> Any:
+    raise RuntimeError("the app failed")
+
+
+def _reads_body(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    body = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"got " + body]
+
+
+FAST = {
+    "one item": (_app(lambda w: [b"hello"]), GET),
+    "empty item": (_app(lambda w: [b""]), GET),
+    "Content-Length given": (_app(lambda w: [b"hello"], headers=[("Content-Length", "5")]), GET),
+    "Content-Length short": (_app(lambda w: [b"hello"], headers=[("Content-Length", "9")]), GET),
+    "Connection: close": (_app(lambda w: [b"hello"], headers=[("Connection", "close")]), GET),
+    "204": (_app(lambda w: [b""], status="204 No Content"), GET),
+    "HEAD": (_app(lambda w: [b"hello"]), b"HEAD / HTTP/1.1\r\n\r\n"),
+    "HTTP/1.0": (_app(lambda w: [b"hello"]), b"GET / HTTP/1.0\r\n\r\n"),
+    "body whole, unread": (_app(lambda w: [b"hello"]), b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"),
+    "body whole, read": (_reads_body, b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"),
+    "body chunked, read": (_reads_body, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
+    "body still coming": (_app(lambda w: [b"hello"]), b"POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\nabc"),
+    "pipelined": (_app(lambda w: [b"hello"]), GET * 3),
+}
+GENERAL = {
+    "two items": (_app(lambda w: [b"he", b"llo"]), GET),
+    "tuple": (_app(lambda w: (b"hello",)), GET),
+    "generator": (_app(_gen), GET),
+    "write()": (_app(lambda w: (w(b"hello"), [])[1]), GET),
+    "write() then a list": (_app(lambda w: (w(b"he"), [b"llo"])[1]), GET),
+    "str item": (_app(lambda w: ["hello"]), GET),
+    "no start_response": (_app(lambda w: [b"hello"], start=False), GET),
+    "empty list": (_app(lambda w: []), GET),
+}
+NEITHER = {"an exception": (_app(_raise), GET)}  # nothing to send: a 500
+
+
+@pytest.mark.parametrize("case", [*FAST, *GENERAL, *NEITHER])
+def test_each_result_is_answered_the_same_with_and_without_the_fast_path(case, monkeypatch):
+    app, raw = {**FAST, **GENERAL, **NEITHER}[case]
+    general = Paths(monkeypatch, fast=False)
+    expected = _serve(app, raw)
+    fast = Paths(monkeypatch, fast=True)
+    assert _serve(app, raw) == expected
+    assert fast.taken == general.taken
+    assert set(fast.taken) == ({"whole"} if case in FAST else {"any"} if case in GENERAL else set())

@@ -75,6 +75,11 @@ GROW_AFTER = 0.001
 # scheduler) keeps serving them itself.
 HANDOFF_WINDOW = 1.0
 SLOW_SHARE = 50
+# How often the monitor looks while no call of GROW_AFTER or more has ended in this window or the last
+# one: each look takes the GIL from the serving loop thread (two thread switches), which at one a
+# millisecond costs a worker of short calls 7-10% of its CPU. The first slow call after such a quiet
+# spell is noticed within this much; from then on, every GROW_AFTER.
+RELAXED_LOOK = 0.005
 QUIET_LOOKS = 100  # looks at a worker that serves nothing before the monitor sleeps until a call starts
 
 
@@ -148,6 +153,8 @@ class EventLoop(Carrier[Held]):
         self._standby = False  # the monitor holds the loop's role: the loop thread is in its call
         self._monitor_asleep = False  # nothing served lately: the monitor waits for a call to start
         self._hand_off = False  # slow calls are common lately: the loop thread gives calls to the pool
+        # The loop thread is app thread 0 and not inside a call: a request read now is called at once.
+        self._serve_now = self.inline
         self._slow_calls = 0  # calls of GROW_AFTER or more, counted since the monitor last judged
         self._call_begun = threading.Event()  # wakes it
 
@@ -310,10 +317,10 @@ class EventLoop(Carrier[Held]):
         """Decide what comes next for a connection after it was read or served."""
         step = held.http.next_request()
         if isinstance(step, Request):
-            if held.http.is_health(step):
+            if held.site.health_path and held.http.is_health(step):
                 self._answer_health(held, step)
                 return
-            if held.http.body_to_buffer():
+            if step.content_length and held.http.body_to_buffer():  # only a Content-Length body is buffered
                 # A slow body must not hold an app thread: the loop reads it first, as any other input.
                 held.request = step
                 held.to("buffer")
@@ -348,6 +355,13 @@ class EventLoop(Carrier[Held]):
 
     def _ready(self, held: Held, request: Request) -> None:
         held.request = request
+        if self._serve_now and not self.ready and not self._standby and not self._hand_off:
+            # The loop thread is free and nothing waits before it: call at once. The call's own line
+            # names the request from its first moment, so it needs no waiting line of its own.
+            if self.closed.ids:
+                self.closed.report()  # before an app call that may take long
+            self._call_inline(held)
+            return
         self.ready.append(held)
         self.waiting.add(held.msg.conn_id, call_line(request))
 
@@ -423,6 +437,8 @@ class EventLoop(Carrier[Held]):
         self.in_call += 1
         held.to("call")
         self._inline_held = held
+        # A request that this call leaves ready (pipelined) queues, and is served after it, not inside it.
+        self._serve_now = False
         if self._monitor_asleep:
             self._call_begun.set()
         self.lock.release()  # the monitor may take the loop's role meanwhile
@@ -435,7 +451,10 @@ class EventLoop(Carrier[Held]):
             self.lock.acquire()
             self.in_call -= 1
             self._inline_held = None
-        self._after(held, keep)
+        try:
+            self._after(held, keep)
+        finally:
+            self._serve_now = True
 
     def _call(self, index: int, held: Held) -> bool:
         request = held.request
@@ -491,6 +510,8 @@ class EventLoop(Carrier[Held]):
         slow = max(0.005, self.handback_after / 2)
         after = GROW_AFTER if self.pool is not None else self.handback_after
         interval = min(after, slow)
+        relaxed = max(interval, RELAXED_LOOK)
+        slow_before = False  # calls of GROW_AFTER or more ended in the last window
         quiet, seen = 0, -1
         owner = self.owner
         judged, judged_at = owner.requests, time.monotonic()
@@ -504,10 +525,11 @@ class EventLoop(Carrier[Held]):
                 self._call_begun.clear()
                 self._monitor_asleep = False
             else:
-                time.sleep(interval)
+                time.sleep(interval if slow_before or self._slow_calls else relaxed)
             if self.pool is not None and time.monotonic() - judged_at >= HANDOFF_WINDOW:
                 calls, slow_calls = owner.requests - judged, self._slow_calls
                 self._hand_off = slow_calls > 0 and slow_calls * SLOW_SHARE >= calls
+                slow_before = slow_calls > 0
                 judged, judged_at, self._slow_calls = owner.requests, time.monotonic(), 0
             started = self.call_started[0]
             if not started:

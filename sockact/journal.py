@@ -46,8 +46,9 @@ EVENTS: dict[str, Event] = {
         "The sockact supervisor has started its workers on the sockets passed to it and told the\n"
         "service manager READY=1. From now on connections are accepted and handed to workers.\n"
         "\n"
-        "The unit's status line (systemctl status) shows the number of workers, how many are busy,\n"
-        "the connections parked between keep-alive requests and the requests served.",
+        "The unit's status line (systemctl status) shows the number of workers, how many app calls\n"
+        "are running (busy), how many workers are stalled, the connections parked between keep-alive\n"
+        "requests and the requests served.",
     ),
     "reload": Event(
         "7a1c2e9b44f04a8fb1d3e6c5a2f70b22",
@@ -108,8 +109,8 @@ EVENTS: dict[str, Event] = {
         "2c4e6a8b0d1f4c3db5e7f9a1c3e46a77",
         "sockact stopped its watchdog pings",
         "The sockact supervisor is not healthy, so it no longer sends WATCHDOG=1 to the service\n"
-        "manager: a busy worker has made no progress within the timeout setting, or the\n"
-        "supervisor's own loop is stalled.\n"
+        "manager: a worker has been in one call, or its loop has stood still, for longer than\n"
+        "the timeout setting, or the supervisor's own loop has stopped turning.\n"
         "\n"
         "If the condition does not clear before WatchdogSec= runs out, systemd kills the service\n"
         "and, with Restart=on-failure, starts it again; the listening socket stays open, so\n"

@@ -3,7 +3,7 @@
 The supervisor counts what it sees itself (hand-offs and their latency, hand-backs, worker
 restarts by reason, reloads) in plain attributes here; the acceptor counts accepts and
 accept errors, health.Health the watchdog pings, and the workers their requests in the
-tally (tally.py). Supervisor.metrics_snapshot reads all of that into a Snapshot, which apps/metrics.py turns
+tally (tally.py). supervisor/scrape.py reads all of that into a Snapshot, which apps/metrics.py turns
 into the Prometheus exposition. Nothing here does I/O, and nothing is counted per request
 in the supervisor beyond an integer and a histogram slot per hand-off.
 """
@@ -16,12 +16,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .parking import Conn
-from .states import WorkerState
+from .states import TIMED_OUT, WorkerState
 from .tally import Layout
 
 # Upper bounds of the hand-off latency histogram, in seconds: from a connection needing a worker
 # (accepted, readable while parked, or handed back) to its send on a worker's channel. An idle
-# pool hands off in tens of microseconds; a queue behind busy workers takes up to seconds.
+# pool hands off in tens of microseconds; a queue behind stalled or full workers takes up to seconds.
 HANDOFF_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                    0.5, 1.0, 2.5, 5.0)
 RESTART_REASONS = ("exit", "timeout", "max-requests", "memory", "memory-limit", "pressure", "reload")
@@ -68,7 +68,7 @@ def restart_reason(state: WorkerState | None, recycled: str | None, old_generati
     ``recycled`` is the reason it was recycled for, if it was."""
     if stopping:
         return None
-    if state is WorkerState.ABORTED:
+    if state in TIMED_OUT:
         return "timeout"  # stuck in a call past timeout, or not booted within it
     if recycled:
         return recycled
@@ -103,9 +103,16 @@ class Snapshot:
     worker_cpu: Mapping[tuple[int, int], float] = field(default_factory=dict)
 
 
+# Old label values of sockact_workers{state=...}, still emitted with the count of the state they
+# were renamed to, so dashboards and alerts keep working (CHANGELOG.md).
+STATE_ALIASES = {"busy": WorkerState.STALLED}
+
+
 def count_states(states: Iterable[WorkerState]) -> dict[str, int]:
-    """Workers by state, every state present (a gauge that vanishes reads as stale)."""
+    """Workers by state, every state present (a gauge that vanishes reads as stale), aliases included."""
     counts = {s.value: 0 for s in WorkerState}
     for s in states:
         counts[s.value] += 1
+    for alias, state in STATE_ALIASES.items():
+        counts[alias] = counts[state.value]
     return counts

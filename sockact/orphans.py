@@ -22,7 +22,7 @@ its connections, and ``verdicts`` decides, with no I/O, what each client gets:
 The worker counts the messages it takes from its channel on the scoreboard before it looks at
 them, and the supervisor numbers the ones it sends: those past the count never arrived, so all of
 such a connection is still in the supervisor's hands. Bytes waiting in the kernel with no call
-line mean a worker that did receive the connection never read it (stopped, or busy). The bytes
+line mean a worker that did receive the connection never read it (stopped, or stalled). The bytes
 that went with a hand-over it received (a hand-back's) are another matter: nothing tells whether
 the worker consumed them, and replaying a request it had served would run it twice, so such a
 connection is closed. One case stays out of sight: a worker that read part of a request and died

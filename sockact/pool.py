@@ -28,11 +28,16 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from .errors import APP_LOAD_ERROR, WORKER_BOOT_ERROR
 from .states import (
+    ENDING,
+    IN_SERVICE,
     LIVE,
     PHASE_TRANSITIONS,
+    TIMED_OUT,
     WORKER_TRANSITIONS,
     InvalidTransition,
     Phase,
+    PhaseEvent,
+    WorkerEvent,
     WorkerState,
     advance,
 )
@@ -94,8 +99,7 @@ class Member:
     spawned_at: float
     state: WorkerState = WorkerState.BOOTING
     aborted_at: float = 0.0
-    killed: bool = False  # SIGKILL sent; waiting to be reaped
-    booted: bool = False  # has been ready once
+    killed: bool = False  # SIGKILL sent (whatever the state says why); waiting to be reaped
     replaced: bool = False  # serves on until its successor is ready, then retires (max_worker_memory)
 
 
@@ -167,11 +171,10 @@ class WorkerPool(Generic[C]):
 
     def ready(self, pid: int, now: float) -> list[Action]:
         m = self.members.get(pid)
-        if m is None or not self._move(m, "ready"):
+        if m is None or not self._move(m, WorkerEvent.READY):
             return []
         if m.state is not WorkerState.READY:
             return []
-        m.booted = True
         self.boot_failures = 0
         if m.generation != self.current.number:
             return [self._retire(m)]  # an old worker finished booting after a reload began
@@ -183,16 +186,16 @@ class WorkerPool(Generic[C]):
 
     def stalled(self, pid: int, stalled: bool) -> None:
         m = self.members.get(pid)
-        if m is not None and m.state in (WorkerState.READY, WorkerState.BUSY):
-            self._move(m, "stall" if stalled else "resume")
+        if m is not None and m.state in IN_SERVICE:
+            self._move(m, WorkerEvent.STALL if stalled else WorkerEvent.RESUME)
 
     def exited(self, pid: int, code: int | None, now: float, failure: str = "") -> list[Action]:
         """Worker ``pid`` exited with ``code`` (None: killed by a signal); ``failure`` is why it could not
         start, as it said before it went."""
         m = self.members.pop(pid, None)
-        if m is None or self.phase in (Phase.DRAINING, Phase.STOPPING):
+        if m is None or self.phase in ENDING:
             return []
-        if not m.booted and m.state is not WorkerState.RETIRING:
+        if m.state in (WorkerState.BOOTING, WorkerState.OVERDUE):  # it never was ready
             actions = self._boot_failed(m, code, now, failure)
             if any(isinstance(a, Halt) for a in actions):
                 return actions
@@ -200,9 +203,9 @@ class WorkerPool(Generic[C]):
         return self._maintain(now)
 
     def timed_out(self, pid: int, now: float) -> list[Action]:
-        """A busy worker is stuck past timeout: abort it (SIGABRT dumps its stack)."""
+        """A worker is stuck in a call, or frozen, past timeout: abort it (SIGABRT dumps its stack)."""
         m = self.members.get(pid)
-        if m is None or m.state is WorkerState.ABORTED or not self._move(m, "abort"):
+        if m is None or m.state in TIMED_OUT or not self._move(m, WorkerEvent.ABORT):
             return []
         m.aborted_at = now
         return [Kill(pid, signal.SIGABRT), *self._maintain(now)]
@@ -212,12 +215,30 @@ class WorkerPool(Generic[C]):
         more work), or, ``successor_first``, once the successor is ready, as a reload does, so the
         pool never serves with one worker fewer (max_worker_memory)."""
         m = self.members.get(pid)
-        if m is None or m.state not in (WorkerState.READY, WorkerState.BUSY) or m.replaced:
+        if m is None or m.state not in IN_SERVICE or m.replaced:
             return []
         if successor_first:
             m.replaced = True  # no longer counted: _maintain starts its successor
             return self._maintain(now)
         return [self._retire(m), *self._maintain(now)]
+
+    def retire(self, pid: int) -> list[Action]:
+        """Retire a live worker now: at a stop, one that holds nothing more, or every worker when
+        their connections go to systemd's fd store."""
+        m = self.members.get(pid)
+        if m is None or m.state not in LIVE:
+            return []
+        return [self._retire(m)]
+
+    def kill_all(self) -> list[Action]:
+        """The stop's deadline has passed: SIGKILL for every worker not killed yet."""
+        actions: list[Action] = []
+        for m in self.members.values():
+            if not m.killed:
+                log.warning("worker %d did not finish in time; killing it", m.pid)
+                m.killed = True
+                actions.append(Kill(m.pid, signal.SIGKILL))
+        return actions
 
     def hup(self, config: C | None, error: str | None, now: float) -> list[Action]:
         """Reload with ``config`` (read anew), or fail at once with ``error`` (it could not be read)."""
@@ -227,11 +248,11 @@ class WorkerPool(Generic[C]):
             return [ReloadFailed(error or "no settings to reload with")]
         actions: list[Action] = []
         if self.phase is Phase.RELOADING:
-            # A reload during a reload: the half-started generation is dropped for the newer one.
+            # A reload during a reload: the half-started generation is dropped for the newer one, and
+            # the generation that serves stays the one to go back to.
             actions += self._drop_new_generation(now)
         elif self.phase is Phase.SERVING:
-            self.phase = advance(PHASE_TRANSITIONS, self.phase, "hup")
-        if self.phase is Phase.RELOADING:
+            self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.HUP)
             self.previous = self.current
         self.current = Generation(self.current.number + 1, config, config.workers)
         self.boot_failures = 0
@@ -249,35 +270,40 @@ class WorkerPool(Generic[C]):
             if m.state is WorkerState.BOOTING and self._boot_deadline(m) <= now:
                 log.error("worker %d did not start within %.0fs; killing it", m.pid,
                           self._generation_config(m).timeout)
-                self._move(m, "abort")
-                m.aborted_at = now
+                self._move(m, WorkerEvent.BOOT_TIMEOUT)
                 m.killed = True
                 actions.append(Kill(m.pid, signal.SIGKILL))
             elif m.state is WorkerState.ABORTED and not m.killed and now - m.aborted_at >= ABORT_GRACE:
                 m.killed = True
                 actions.append(Kill(m.pid, signal.SIGKILL))
-        if self.phase not in (Phase.DRAINING, Phase.STOPPING):
+        if self.phase not in ENDING:
             actions += self._maintain(now)
         return actions
 
     def term(self) -> list[Action]:
         """Graceful stop: no more spawns; every worker drains and exits."""
-        if self.phase in (Phase.DRAINING, Phase.STOPPING):
+        if self.phase in ENDING:
             return []
-        self.phase = advance(PHASE_TRANSITIONS, self.phase, "term")
+        self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.TERM)
         self._settle_reload()
         return []
 
+    def announce(self) -> list[Action]:
+        """A stop with drain_delay: the workers serve on until term(); nothing is reloaded meanwhile."""
+        if self.phase in (Phase.STARTING, Phase.SERVING, Phase.RELOADING):
+            self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.ANNOUNCE)
+        return []
+
     def quick(self) -> list[Action]:
-        if self.phase is Phase.STOPPING:
+        if self.phase in (Phase.STOPPING, Phase.HALTED):
             return []
-        self.phase = advance(PHASE_TRANSITIONS, self.phase, "quick")
+        self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.QUICK)
         self._settle_reload()
         return []
 
     # -- internals
 
-    def _move(self, m: Member, event: str) -> bool:
+    def _move(self, m: Member, event: WorkerEvent) -> bool:
         try:
             m.state = advance(WORKER_TRANSITIONS, m.state, event)
         except InvalidTransition as exc:
@@ -286,7 +312,7 @@ class WorkerPool(Generic[C]):
         return True
 
     def _retire(self, m: Member) -> Retire:
-        self._move(m, "retire")
+        self._move(m, WorkerEvent.RETIRE)
         return Retire(m.pid)
 
     def _old_members(self) -> list[Member]:
@@ -295,7 +321,7 @@ class WorkerPool(Generic[C]):
     def _current_live(self) -> list[Member]:
         # A worker killed for an overdue boot still counts until reaped: its exit decides what follows.
         return [m for m in self.members.values() if m.generation == self.current.number and not m.replaced
-                and (m.state in LIVE or (m.state is WorkerState.ABORTED and not m.booted))]
+                and (m.state in LIVE or m.state is WorkerState.OVERDUE)]
 
     def _generation_config(self, m: Member) -> C:
         if m.generation == self.current.number:
@@ -307,15 +333,17 @@ class WorkerPool(Generic[C]):
         return m.spawned_at + timeout if timeout else float("inf")
 
     def _check_complete(self) -> list[Action]:
-        ready = sum(1 for m in self._current_live() if m.booted and m.state in LIVE)
+        ready = sum(1 for m in self._current_live() if m.state in IN_SERVICE)
         if ready < self.current.target:
             return []
-        if self.phase is Phase.STARTING:
-            self.phase = advance(PHASE_TRANSITIONS, self.phase, "serving")
+        if self.phase in ENDING:
+            return []
+        if not self.ever_ready:
+            self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.SERVING)
             self.ever_ready = True
             return [Ready()]
-        if self.phase is Phase.RELOADING:
-            self.phase = advance(PHASE_TRANSITIONS, self.phase, "reloaded")
+        if self.previous is not None:  # a reload runs
+            self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.RELOADED)
             self.previous = None
             retired: list[Action] = [self._retire(m) for m in self._old_members()]
             return [*retired, Reloaded(self.current.number)]
@@ -323,7 +351,7 @@ class WorkerPool(Generic[C]):
 
     def _maintain(self, now: float) -> list[Action]:
         """Spawn or retire workers of the current generation to reach its target."""
-        if self.phase in (Phase.DRAINING, Phase.STOPPING):
+        if self.phase in ENDING:
             return []
         live = self._current_live()
         missing = self.current.target - len(live)
@@ -337,17 +365,18 @@ class WorkerPool(Generic[C]):
         return self._check_complete()
 
     def _boot_failed(self, m: Member, code: int | None, now: float, failure: str) -> list[Action]:
-        app_broken = code in (APP_LOAD_ERROR, WORKER_BOOT_ERROR) or m.killed
+        overdue = m.state is WorkerState.OVERDUE
+        app_broken = code in (APP_LOAD_ERROR, WORKER_BOOT_ERROR) or overdue
         reason = (f"worker exit code {code}" if code is not None else "worker did not start in time"
-                  if m.killed else "worker killed while starting")
+                  if overdue else "worker killed while starting")
         if failure:
             reason = f"{reason}: {failure}"
         if app_broken and not self.ever_ready:
-            self.phase = advance(PHASE_TRANSITIONS, self.phase, "quick")
+            self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.HALT)
             return [Halt(code if code in (APP_LOAD_ERROR, WORKER_BOOT_ERROR) else APP_LOAD_ERROR,
                          f"the app failed to load ({reason}); stopping")]
-        if app_broken and self.phase is Phase.RELOADING and m.generation == self.current.number:
-            what = "the new workers did not start in time" if m.killed else "the new code does not load"
+        if app_broken and self.previous is not None and m.generation == self.current.number:
+            what = "the new workers did not start in time" if overdue else "the new code does not load"
             kept = self.previous.number if self.previous else 0
             return self._abort_reload(f"{what} ({reason}); keeping generation {kept}", now)
         self.boot_failures += 1
@@ -373,7 +402,7 @@ class WorkerPool(Generic[C]):
         actions = self._drop_new_generation(now)
         assert self.previous is not None
         self.current, self.previous = self.previous, None
-        self.phase = advance(PHASE_TRANSITIONS, self.phase, "reload_failed")
+        self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.RELOAD_FAILED)
         self.boot_failures = 0
         self.spawn_after = 0.0
         return [*actions, ReloadFailed(reason), *self._maintain(now)]

@@ -33,8 +33,6 @@ class WorkerProcess:
     generation: int
     threads: int  # app threads, each with a line on the scoreboard
     requests: int = 0  # as last read from the scoreboard
-    retired: bool = False  # EOF sent on its channel
-    killed: bool = False  # SIGKILL sent
     recycled: str | None = None  # why it is recycled: "max-requests" or "memory" (a restart reason)
     failure: str = ""  # why it could not start, as it said (FAILED) before it exited
     on_sent: Callable[[Conn], None] | None = None  # told of each connection sent (the metrics)
@@ -126,8 +124,7 @@ class WorkerProcess:
         return conns, unreceived
 
     def retire(self) -> None:
-        """Ask the worker to hand back what it holds and exit: EOF on its channel."""
-        self.retired = True
+        """Ask the worker to hand back what it holds and exit: EOF on its channel (the pool's Retire)."""
         with contextlib.suppress(OSError):
             self.chan.shutdown(socket.SHUT_WR)
 

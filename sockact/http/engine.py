@@ -13,10 +13,12 @@ buffered) -> BODY -> DONE (paused until the response ends) -> IDLE again, or ERR
 httptools parses. It reports no byte offsets, so the engine itself finds where each
 message ends and feeds httptools exactly one message: the head up to its empty line
 (found by search, checked by rules.check_head), then a Content-Length body counted
-by the engine, or a chunked body walked by chunked.ChunkedFraming. A fresh parser
-serves each message, so nothing of one request's parse state leaks into the next,
-and a connection can be handed on with its unparsed bytes (``unparsed``) between
-messages, in a partial head, or after a head nobody has begun to serve.
+by the engine, or a chunked body walked by chunked.ChunkedFraming. A parser serves
+one message, and the next one only when it ended the last cleanly (a body-less request
+on a persistent connection, after which it is back at its start), so nothing of one
+request's parse state leaks into the next; and a connection can be handed on with its
+unparsed bytes (``unparsed``) between messages, in a partial head, or after a head nobody
+has begun to serve.
 The events are defined in events.py.
 """
 
@@ -30,7 +32,7 @@ from ..errors import ProtocolError
 from .chunked import ChunkedFraming
 from .events import CONNECTION_CLOSED, END_OF_MESSAGE, NEED_DATA, PAUSED, Data, Request, has_body
 from .limits import DRAIN_LIMIT, Limits
-from .rules import VERSIONS, FieldRules, check_head, check_partial_head, check_target, is_token
+from .rules import FRAMING, VERSIONS, FieldRules, check_head, check_partial_head, check_target, is_token
 
 IDLE, BODY, DONE, ERROR = "IDLE", "BODY", "DONE", "ERROR"
 
@@ -38,9 +40,9 @@ IDLE, BODY, DONE, ERROR = "IDLE", "BODY", "DONE", "ERROR"
 _FRAMING_NAME_LENGTHS = frozenset((len("connection"), len("content-length")))
 
 
-# Field names seen to be tokens: clients send the same few names on every request. Bounded, so odd
-# clients cannot inflate it.
-_GOOD_NAMES: set[bytes] = set()
+# Field names seen to be tokens, each to its upper-cased form: clients send the same few names on
+# every request. Bounded, so odd clients cannot inflate it.
+_GOOD_NAMES: dict[bytes, bytes] = {}
 _GOOD_NAMES_MAX = 1024
 
 
@@ -50,6 +52,10 @@ class _Message:
     __slots__ = ("body", "complete", "headers", "rules", "url")
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Empty, for the next message."""
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.rules: FieldRules | None = FieldRules()
@@ -62,16 +68,18 @@ class _Message:
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.rules is None:
             return  # a trailer field: ChunkedFraming has checked it, and WSGI has no trailers
-        if name not in _GOOD_NAMES:
+        upper = _GOOD_NAMES.get(name)
+        if upper is None:
             if not is_token(name):
                 # 0.1.1 accepts spaces and other separators in names; llhttp does not.
                 raise ProtocolError(400, "invalid header field name")
+            upper = name.upper()
             if len(_GOOD_NAMES) < _GOOD_NAMES_MAX:
-                _GOOD_NAMES.add(name)
-        name = name.upper()
+                _GOOD_NAMES[name] = upper
         value = value.rstrip(b" \t")  # both parsers keep trailing whitespace (RFC 9112 5: OWS)
-        self.headers.append((name, value))
-        self.rules.field(name, value)
+        self.headers.append((upper, value))
+        if upper in FRAMING:  # most fields do not matter to the rules: no call for them
+            self.rules.field(upper, value)
 
     def on_body(self, data: bytes) -> None:
         self.body.append(data)
@@ -94,6 +102,8 @@ class Connection:
         self._parser: httptools.HttpRequestParser | None = None
         self._message: _Message | None = None
         self._framing: ChunkedFraming | None = None
+        # A parser (and its sink) that ended its last message cleanly, ready for the next head.
+        self._spare: tuple[httptools.HttpRequestParser, _Message] | None = None
         self._remaining = 0  # Content-Length body still to come
         self._head: bytes | None = None  # the current head, until its body is first read
         self._reset_response()
@@ -177,8 +187,14 @@ class Connection:
         return self._parse_head(head)
 
     def _parse_head(self, head: bytes) -> Request:
-        message = _Message()
-        parser = httptools.HttpRequestParser(message)
+        spare = self._spare
+        if spare is None:
+            message = _Message()
+            parser = httptools.HttpRequestParser(message)
+        else:
+            parser, message = spare
+            self._spare = None  # taken: an error below must not leave it for the next message
+            message.reset()
         upgrade = False
         try:
             parser.feed_data(head)
@@ -197,19 +213,26 @@ class Connection:
         check_target(method, target)
         rules = message.rules
         assert rules is not None
-        length, chunked = rules.framing(version, self.limits)
-        if upgrade and chunked:
-            raise ProtocolError(400, "chunked body on an upgrade request")
         message.rules = None  # from here on, fields are trailers
-        request = Request(method, target, version, message.headers, length, chunked,
-                          rules.keep_alive(version) and not upgrade, rules.expects_continue(version), upgrade)
+        if rules.plain and not upgrade:
+            request = Request(method, target, version, message.headers, None, False, version == "1.1", False, False)
+        else:
+            length, chunked = rules.framing(version, self.limits)
+            if upgrade and chunked:
+                raise ProtocolError(400, "chunked body on an upgrade request")
+            request = Request(method, target, version, message.headers, length, chunked,
+                              rules.keep_alive(version) and not upgrade, rules.expects_continue(version), upgrade)
         self.request = request
         self.state = BODY
-        if chunked:
+        if request.chunked:
             self._parser, self._message = parser, message
             self._framing = ChunkedFraming(self.limits)
         else:
-            self._remaining = length or 0
+            self._remaining = request.content_length or 0
+            if message.complete and request.keep_alive and parser.should_keep_alive():
+                # The parser has ended this message (no body follows in its view) and waits for the
+                # next one: it serves the next head too, which saves making and freeing one.
+                self._spare = parser, message
         return request
 
     def _next_body(self) -> object:

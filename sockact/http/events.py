@@ -46,7 +46,10 @@ class Request:
         self.keep_alive = keep_alive
         self.expect_continue = expect_continue
         self.upgrade = upgrade  # Upgrade or CONNECT: answered, then the connection closes
-        self.path, self.query = _split_target(target)
+        if target[:1] == b"/" and target.find(b"?") < 0 and target.find(b"#") < 0:
+            self.path, self.query = target, b""  # the usual target: nothing to split
+        else:
+            self.path, self.query = _split_target(target)
 
     def __repr__(self) -> str:
         return f"<Request {self.method.decode()} {self.target!r} HTTP/{self.version}>"

@@ -37,7 +37,7 @@ VERSIONS = {"1.1": b"HTTP/1.1", "1.0": b"HTTP/1.0"}
 FORBIDDEN_TRAILERS = frozenset({b"CONTENT-LENGTH", b"TRANSFER-ENCODING", b"HOST"})
 
 # Upper-cased field names FieldRules looks at; all others pass untouched.
-_FRAMING = frozenset({b"CONTENT-LENGTH", b"TRANSFER-ENCODING", b"CONNECTION", b"EXPECT", b"HOST", b"CONTENT-TYPE"})
+FRAMING = frozenset({b"CONTENT-LENGTH", b"TRANSFER-ENCODING", b"CONNECTION", b"EXPECT", b"HOST", b"CONTENT-TYPE"})
 
 
 def is_token(name: bytes) -> bool:
@@ -123,7 +123,7 @@ def check_target(method: bytes, target: bytes) -> None:
 class FieldRules:
     """Collects what the framing rules need from the fields, one field at a time."""
 
-    __slots__ = ("connection", "content_length", "expect", "hosts", "transfer_encoding", "types")
+    __slots__ = ("connection", "content_length", "expect", "hosts", "plain", "transfer_encoding", "types")
 
     def __init__(self) -> None:
         self.content_length: list[bytes] = []
@@ -132,11 +132,18 @@ class FieldRules:
         self.expect: list[bytes] = []
         self.hosts = 0
         self.types = 0
+        # No field but one Host has mattered so far: no body, persistence by version alone, nothing
+        # to check (most requests; the engine then skips framing(), keep_alive() and expects_continue()).
+        self.plain = True
 
     def field(self, name: bytes, value: bytes) -> None:
         """Record one field; ``name`` is upper-cased. Cheap for fields that do not matter."""
-        if name not in _FRAMING:
+        if name not in FRAMING:
             return
+        if name == b"HOST" and not self.hosts:
+            self.hosts = 1
+            return
+        self.plain = False
         if name == b"CONTENT-LENGTH":
             self.content_length.append(value)
         elif name == b"TRANSFER-ENCODING":

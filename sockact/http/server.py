@@ -339,11 +339,11 @@ class _Conn:
     def _send_result(self, result: Any, request: Request) -> None:
         start = self.start
         assert start is not None
-        if isinstance(result, FileWrapper) and self._send_file(result):
-            return
         if type(result) in (list, tuple) and len(result) == 1 and not start.headers_sent:
             # The whole body is known: the engine can frame it with a length rather than chunked.
             self._send_head(_body(result[0]), whole=len(result[0]))
+            return
+        if isinstance(result, FileWrapper) and self._send_file(result):
             return
         for chunk in result:
             if chunk:

@@ -179,8 +179,24 @@ def path_info(path: bytes) -> str:
     return path.decode("latin-1")
 
 
+# Host values already split, by scheme: clients send the same few. Bounded, as _ENV_KEYS.
+_SPLIT_HOSTS: dict[str, dict[str, tuple[str, str]]] = {"http": {}, "https": {}}
+
+
 def split_host(host: str, scheme: str) -> tuple[str, str]:
     """A Host value as (name, port), the port the scheme's default when it names none."""
+    known = _SPLIT_HOSTS.get(scheme)
+    if known is None:
+        return _split_host(host, scheme)
+    split = known.get(host)
+    if split is None:
+        split = _split_host(host, scheme)
+        if len(known) < _ENV_KEYS_MAX:
+            known[host] = split
+    return split
+
+
+def _split_host(host: str, scheme: str) -> tuple[str, str]:
     name, colon, port = host.rpartition(":")
     if colon and port.isdigit() and not name.endswith(":"):  # "[::1]" has colons but no port
         return name, port

@@ -170,15 +170,15 @@ def test_the_supervisor_says_a_worker_was_killed_for_its_limit_and_counts_it(tmp
 
     _, proc = fake_service(tmp_path)
     sup = Supervisor(Config(), [], Notifier({}, os.getpid()))
-    sup._cgroups = cgroups.WorkerGroups.delegate(str(tmp_path / "fs"), str(proc))
+    sup.cgroups = cgroups.WorkerGroups.delegate(str(tmp_path / "fs"), str(proc))
     ours, theirs = socket.socketpair()
     killed, lived = (WorkerProcess(pid, ours, slot, 0, 1) for pid, slot in ((4243, 2), (4244, 3)))
     for w in (killed, lived):
-        sup._cgroups.prepare(w.slot, 64 << 20)
-    (sup._cgroups.group(2) / "memory.events").write_text("oom 1\noom_kill 1\n")
+        sup.cgroups.prepare(w.slot, 64 << 20)
+    (sup.cgroups.group(2) / "memory.events").write_text("oom 1\noom_kill 1\n")
     with caplog.at_level(logging.ERROR):
-        assert sup._killed_for_memory(lived) is None
-        assert sup._killed_for_memory(killed) == ("killed by the kernel for worker_memory_limit "
+        assert sup.exits.killed_for_memory(lived) is None
+        assert sup.exits.killed_for_memory(killed) == ("killed by the kernel for worker_memory_limit "
                                                   "(out of memory in its cgroup)")
     assert caplog.messages == ["worker 4243 killed by the kernel for worker_memory_limit (out of memory in its "
                                "cgroup): its clients in a call get a 502; a new worker takes its place"]

@@ -157,6 +157,31 @@ def test_smuggling_shapes_are_refused(name: str) -> None:
     assert result.end == "error"
 
 
+@pytest.mark.parametrize("name", sorted(set(SMUGGLING) - {"two_empty_lines_first"}))
+def test_smuggling_shapes_are_refused_after_a_clean_request(name: str) -> None:
+    # A body-less keep-alive request leaves its parser to the next head: that head is judged as by a fresh one.
+    result = replay_all(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n" + SMUGGLING[name])
+    assert result.status == 400, result
+    assert [r.target for r in result.requests][:1] == [b"/first"]
+
+
+def test_a_parser_serves_the_next_head_only_after_a_clean_end() -> None:
+    conn = Connection(Limits())
+    conn.receive_data(b"GET /1 HTTP/1.1\r\n\r\nPOST /2 HTTP/1.1\r\nContent-Length: 2\r\n\r\nhiGET /3 HTTP/1.1\r\n\r\n")
+    parsers = []
+    for _ in range(3):
+        request = conn.next_event()
+        assert isinstance(request, Request)
+        parsers.append(conn._spare)
+        while conn.next_event() is not PAUSED:
+            pass
+        conn.start_response("200 OK", [("Content-Length", "0")], date="-")
+        conn.end_response()
+        conn.start_next_cycle()
+    assert parsers[0] is not None and parsers[1] is None  # a Content-Length body: its parser waits for it
+    assert parsers[2] is not None and parsers[2] is not parsers[0]
+
+
 def test_other_transfer_codings_are_not_implemented() -> None:
     assert status_of(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n") == 501
 

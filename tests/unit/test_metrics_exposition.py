@@ -12,8 +12,9 @@ from sockact.apps import metrics as exposition  # noqa: E402 - after the skip
 
 @pytest.mark.parametrize(("state", "recycled", "old", "stopping", "reason"), [
     (WorkerState.READY, None, False, False, "exit"),  # died on its own
-    (WorkerState.BUSY, None, False, False, "exit"),
+    (WorkerState.STALLED, None, False, False, "exit"),
     (WorkerState.ABORTED, None, False, False, "timeout"),
+    (WorkerState.OVERDUE, None, False, False, "timeout"),
     (WorkerState.RETIRING, "max-requests", False, False, "max-requests"),
     (WorkerState.RETIRING, "memory", False, False, "memory"),
     (WorkerState.READY, "memory", False, False, "memory"),  # died before its successor was ready
@@ -48,7 +49,7 @@ def snapshot() -> Snapshot:
         listeners={0: "http"}, layout=layout, tally=cells, in_flight=1,
         app_threads={"busy": 1, "idle": 3}, app_threads_max=32,
         connections={"worker": 3, "parked": 2, "queued": 0},
-        workers=count_states([WorkerState.READY, WorkerState.READY, WorkerState.BOOTING]),
+        workers=count_states([WorkerState.READY, WorkerState.READY, WorkerState.BOOTING, WorkerState.STALLED]),
         accepted=[5, 7], accept_errors=1, handoff=handoff, handbacks=2,
         restarts={"exit": 1, "timeout": 0, "max-requests": 0, "reload": 2},
         reloads={"succeeded": 1, "failed": 1}, watchdog_pings=9, start_time=1700000000.0,
@@ -71,6 +72,8 @@ def test_the_exposition_reads_back_with_prometheus_clients_parser():
     assert get("sockact_request_duration_seconds_sum", listener="http") == pytest.approx(0.202)
     assert get("sockact_connections", state="parked") == 2
     assert get("sockact_workers", state="ready") == 2 and get("sockact_workers", state="retiring") == 0
+    # "stalled" was called "busy" before: the old label value still counts the same workers.
+    assert get("sockact_workers", state="stalled") == 1 and get("sockact_workers", state="busy") == 1
     assert get("sockact_connections_accepted_total", listener="http") == 5
     assert ("sockact_connections_accepted_total", (("listener", "metrics"),)) not in samples
     assert get("sockact_connections_handed_off_total") == 1

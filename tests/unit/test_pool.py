@@ -84,6 +84,20 @@ def test_a_failed_reload_keeps_every_old_setting():  # bug 2
     assert [a.generation for a in respawn if isinstance(a, Spawn)] == [0]
 
 
+def test_a_reload_during_a_reload_that_fails_goes_back_to_the_generation_that_served():
+    # The half-started generation is dropped for the newer one; the one that serves stays the fallback.
+    h = Harness(Cfg(workers=1, name="g0"))
+    h.start_all()
+    h.run(h.pool.hup(Cfg(workers=1, name="g1"), None, 1.0))
+    h.run(h.pool.hup(Cfg(workers=1, name="g2"), None, 1.1))
+    assert h.pool.serving_config.name == "g0"
+    g2 = next(p for p, gen in h.gen.items() if gen == 2)
+    actions = h.run(h.pool.exited(g2, APP_LOAD_ERROR, 1.2))
+    assert any(isinstance(a, ReloadFailed) for a in actions)
+    assert h.pool.serving_config.name == "g0" and h.pool.current.number == 0
+    assert not [a for a in actions if isinstance(a, Spawn)]  # g0's worker serves on: nothing to start
+
+
 def test_a_bad_settings_file_fails_the_reload_at_once():
     h = Harness(Cfg())
     h.start_all()
@@ -100,6 +114,7 @@ def test_a_boot_past_timeout_is_killed_and_the_reload_abandoned():  # bug 3
     assert not h.pool.boot_overdue(11.0)
     assert h.pool.boot_overdue(12.5)  # the watchdog withholds its pings meanwhile
     assert h.pool.tick(12.5) == [Kill(new, signal.SIGKILL)]
+    assert h.pool.state(new) is WorkerState.OVERDUE and h.pool.tick(12.6) == []  # killed once
     actions = h.run(h.pool.exited(new, None, 12.6))
     assert any(isinstance(a, ReloadFailed) for a in actions)
     assert h.pool.serving_config.name == "old"
@@ -123,7 +138,7 @@ def test_an_app_that_cannot_load_at_first_start_halts():
     first = h.booting()[0]
     actions = h.pool.exited(first, APP_LOAD_ERROR, 0.5)
     assert actions == [Halt(APP_LOAD_ERROR, actions[0].reason)]
-    assert h.pool.phase is Phase.STOPPING
+    assert h.pool.phase is Phase.HALTED
 
 
 def test_workers_dying_at_boot_later_back_off():
@@ -203,9 +218,9 @@ def test_a_stalled_worker_that_moves_again_gets_work_again():
     h = Harness(Cfg(workers=2))
     a, b = h.start_all()
     h.pool.stalled(a, True)
-    assert h.pool.state(a) is WorkerState.BUSY and not h.pool.assignable(a) and h.pool.assignable(b)
+    assert h.pool.state(a) is WorkerState.STALLED and not h.pool.assignable(a) and h.pool.assignable(b)
     h.pool.stalled(a, True)  # still stalled at the next look
-    assert h.pool.state(a) is WorkerState.BUSY
+    assert h.pool.state(a) is WorkerState.STALLED
     h.pool.stalled(a, False)
     assert h.pool.state(a) is WorkerState.READY and h.pool.assignable(a)
 
@@ -232,3 +247,40 @@ def test_a_memory_recycle_whose_successor_cannot_start_keeps_the_old_worker_serv
     assert h.pool.assignable(a)
     (again,) = [x for x in h.run(h.pool.tick(5.0)) if isinstance(x, Spawn)]
     assert again.generation == 0
+
+
+def test_a_stop_announced_while_starting_still_says_ready_then_drains():
+    h = Harness(Cfg(workers=1))
+    h.run(h.pool.start(0.0))
+    assert h.pool.announce() == [] and h.pool.phase is Phase.LEAVING
+    (a,) = h.booting()
+    assert h.pool.ready(a, 0.1) == [Ready()]
+    assert h.pool.phase is Phase.LEAVING and h.pool.assignable(a)  # it serves on during drain_delay
+    assert h.pool.hup(Cfg(name="new"), None, 0.2) == [] and h.pool.current.number == 0
+    respawn = h.run(h.pool.exited(a, None, 0.3))  # a worker that dies meanwhile is replaced
+    assert [type(x) for x in respawn] == [Spawn]
+    h.pool.term()
+    assert h.pool.phase is Phase.DRAINING
+
+
+def test_a_reload_under_way_when_a_stop_is_announced_completes():
+    h = Harness(Cfg(workers=1))
+    (old,) = h.start_all()
+    h.run(h.pool.hup(Cfg(workers=1, name="new"), None, 1.0))
+    h.pool.announce()
+    (new,) = h.booting()
+    actions = h.pool.ready(new, 1.1)
+    assert actions == [Retire(old), Reloaded(1)]
+    assert h.pool.phase is Phase.LEAVING and h.pool.serving_config.name == "new"
+
+
+def test_every_retirement_goes_through_the_pool_and_only_once():
+    h = Harness(Cfg(workers=2))
+    a, b = h.start_all()
+    h.pool.term()
+    assert h.pool.retire(a) == [Retire(a)] and h.pool.state(a) is WorkerState.RETIRING
+    assert h.pool.retire(a) == []  # retired already
+    h.pool.timed_out(b, 1.0)
+    assert h.pool.retire(b) == []  # aborted: it is killed, not retired
+    assert h.pool.kill_all() == [Kill(a, signal.SIGKILL), Kill(b, signal.SIGKILL)]
+    assert h.pool.kill_all() == []  # once each

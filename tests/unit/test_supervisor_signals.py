@@ -39,7 +39,7 @@ def test_term_with_drain_delay_serves_on_until_the_delay_is_over(caplog: pytest.
     sup.pool.phase = Phase.SERVING
     with caplog.at_level(logging.INFO):
         sup.dispatch_signal(signal.SIGTERM)
-    assert sup.pool.phase is Phase.SERVING and not sup.stopping
+    assert sup.pool.phase is Phase.LEAVING and sup.leaving and not sup.stopping
     assert "stopping in 5.0s" in caplog.text
     sup.dispatch_signal(signal.SIGHUP)  # no reload of a host on its way out
     assert sup.pool.current.number == 0
@@ -104,3 +104,11 @@ def test_hup_to_a_worker_memory_limit_that_cannot_be_enforced_fails_the_reload(
             "/system.slice/sockact.service") in caplog.text
     assert sup.pool.current.number == 0 and sup.pool.phase is Phase.SERVING
     assert not (service / "supervisor").exists()  # nothing moved
+
+
+def test_every_message_a_worker_sends_has_one_handler_on_the_supervisor_side() -> None:
+    from sockact import handoff
+
+    sup = supervisor()
+    kinds = {handoff.READY, handoff.PARK, handoff.DONE, handoff.FAILED, handoff.RECYCLE}
+    assert set(sup.channels._handlers) == kinds == handoff._KINDS - {handoff.CONN}  # CONN goes the other way

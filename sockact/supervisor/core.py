@@ -1,0 +1,419 @@
+"""The supervisor's coordinator: its loop, signals, the pool's actions and the timers.
+
+One thread, one selector. Signal handlers do nothing but let the C-level wakeup fd wake
+the loop; the loop then calls ``handle_<signal>()``, and tests call ``dispatch_signal``.
+Which workers exist is pool.WorkerPool's decision, which worker gets a connection is
+dispatch.Dispatcher's; switchboard.Switchboard moves the connections (and says who owns
+each fd when). This module runs the loop, carries out the pool's actions on processes and keeps the
+timers: stalls, timeouts, the watchdog, STATUS=. Beside it in this package: the workers'
+channels (channels.py), a worker's exit and its orphans (exits.py), systemd's fd store
+(store.py), the metrics listener (scrape.py), the workers' memory (memwatch.py),
+starting a worker (forking.py) and the stop's sequence (stopping.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+import selectors
+import signal
+import socket
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .. import cgroups
+from ..acceptor import fd_budget
+from ..accesslog import escape
+from ..activation import Listener
+from ..apploader import WSGIApp
+from ..config import Config, check_reload
+from ..dispatch import Dispatcher
+from ..errors import EXIT_OK, SockactError
+from ..health import Health
+from ..hooks import Loaded
+from ..hooks import Server as HookServer
+from ..journal import lifecycle, reopen_files
+from ..metrics import SupervisorCounters
+from ..notify import Notifier
+from ..parking import Conn, ParkingLot
+from ..pool import Action, Halt, Kill, Ready, Reloaded, ReloadFailed, Retire, Spawn, WorkerPool
+from ..scoreboard import Scoreboard
+from ..signals import SignalWakeup
+from ..states import ENDING, IN_SERVICE, TIMED_OUT, Phase, WorkerState
+from ..switchboard import Switchboard
+from ..tally import Tally
+from ..worker import REOPEN_SIGNAL
+from ..workers import WorkerProcess
+from .channels import Channels
+from .exits import Exits
+from .forking import Forker
+from .memwatch import MemoryWatch
+from .scrape import Scrape
+from .stopping import Stop
+from .store import StoreSequence
+
+log = logging.getLogger("sockact.supervisor")
+
+# Every signal a gunicorn user sends is handled, so that none kills the supervisor unannounced.
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN,
+                   signal.SIGTTOU, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
+TICK = 0.5  # seconds between timer checks (keep-alive expiry, timeouts, STATUS)
+RESUMED_AFTER = 2.0  # seconds a tick may come late before the supervisor takes itself for stopped, then resumed
+SCOREBOARD_SLOTS = 1024  # most workers alive at once, old and new generations together
+# Connections one worker holds at most. A connection waiting for its head costs a worker one fd
+# and a little memory, so this is high: slow heads must not fill the workers (gunicorn's
+# worker_connections is 1000, but its async workers hold a greenlet per connection).
+WORKER_CAPACITY = 10000
+
+
+class Supervisor:
+    def __init__(self, config: Config, listeners: list[Listener], notifier: Notifier,
+                 apps: Mapping[str, WSGIApp] | None = None,
+                 reload_config: Callable[[], Config] | None = None,
+                 stored: list[tuple[int, str]] | None = None, hooks: Loaded | None = None) -> None:
+        self.reload_config = reload_config  # re-reads the settings' sources at HUP
+        self.hooks = hooks or Loaded({})  # the user's server hooks, imported at start
+        self.listeners = listeners
+        self.notifier = notifier
+        self.apps = apps  # preloaded apps, or None to import in each worker
+        self.pool: WorkerPool[Config] = WorkerPool(config)
+        self.dispatcher: Dispatcher[int, Conn] = Dispatcher(config.queue_size, WORKER_CAPACITY)
+        self.workers: dict[int, WorkerProcess] = {}
+        self.parked = ParkingLot([config.listener(lst.name).keepalive for lst in listeners])
+        self.switchboard = Switchboard(self.dispatcher, self.parked, self.workers, listeners,
+                                       self.register, self.unregister, self._watch_channel)
+        self.switchboard.head_limits = _head_limits(config, listeners)
+        self.acceptor = self.switchboard.acceptor
+        self.exit_code = EXIT_OK
+        self.selector: selectors.BaseSelector | None = None
+        self.scoreboard: Scoreboard | None = None
+        self.health: Health | None = None
+        self.counters = SupervisorCounters()
+        self.tally: Tally | None = None  # the workers' request counts; None: no metrics listener
+        self.cgroups: cgroups.WorkerGroups | None = None  # a cgroup per worker (worker_memory_limit)
+        self.channels = Channels(self)
+        self.exits = Exits(self)
+        self.store = StoreSequence(self, stored)
+        self.scrape = Scrape(self)
+        self.memory = MemoryWatch(self)
+        self.forker = Forker(self, HANDLED_SIGNALS, SCOREBOARD_SLOTS)
+        self.stop = Stop(self)
+        self.signals = SignalWakeup(HANDLED_SIGNALS)
+        self._next_tick = 0.0
+        self._next_stall_check = 0.0
+
+    @property
+    def config(self) -> Config:
+        return self.pool.serving_config
+
+    @property
+    def leaving(self) -> bool:
+        """drain_delay: a stop was asked; until it begins the workers serve, their health says 503."""
+        return self.pool.phase is Phase.LEAVING
+
+    @property
+    def stopping(self) -> bool:
+        return self.pool.phase in ENDING
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def run(self) -> int:
+        """Serve until stopped; returns the process exit code."""
+        self.acceptor.budget = fd_budget(_FD_RESERVE)  # first: a limit too low is a start-up error
+        self.forker.delegate(self.config)
+        self.selector = selectors.DefaultSelector()
+        self.scoreboard = Scoreboard(SCOREBOARD_SLOTS)
+        self.health = Health(self.scoreboard, self.workers, self.notifier)
+        self.tally = self.scrape.start(SCOREBOARD_SLOTS)
+        self.memory.watch_pressure()
+        if self.apps is not None:
+            # A preloaded app moves out of the collector's reach once, so the workers' collections
+            # never write to its objects and the pages stay shared (CPython's gc.freeze() advice).
+            gc.collect()
+            gc.freeze()
+        self.register(self.signals.install(), self._on_wakeup, None)
+        try:
+            self.store.take_back()
+            self.carry_out(self.pool.start(time.monotonic()))
+            self.switchboard.update_accepting(self.stopping)
+            while not (self.stopping and not self.workers):
+                self._loop_once()
+            if self.pool.phase is Phase.HALTED:
+                self.stop.turn_away()  # whoever came during the quick stop
+            self.store.finish()
+        finally:
+            self._close_all()
+        return self.exit_code
+
+    def _loop_once(self) -> None:
+        assert self.selector is not None
+        now = time.monotonic()
+        wait = self._next_tick - now
+        if self.dispatcher.held or self.dispatcher.queued:
+            wait = min(wait, self._next_stall_check - now)
+        for key, _ in self.selector.select(max(0.0, wait)):
+            handler, arg = key.data
+            handler(arg)
+        now = time.monotonic()
+        if now >= self._next_stall_check:
+            self._check_stalls(now)
+        if now >= self._next_tick:
+            self._tick(now)
+
+    # ------------------------------------------------------------------ signals
+
+    def _on_wakeup(self, _: None) -> None:
+        for signum in self.signals.read():
+            self.dispatch_signal(signum)
+
+    def dispatch_signal(self, signum: int) -> None:
+        """Run ``handle_<name>`` for a signal number (tests feed signals here directly)."""
+        name = signal.Signals(signum).name[3:].lower()
+        handler: Callable[[], None] | None = getattr(self, f"handle_{name}", None)
+        if handler is not None:
+            handler()
+
+    def handle_term(self) -> None:
+        """Graceful stop: stop accepting, finish in-flight and queued requests, then exit."""
+        if self.stopping:
+            return
+        if self.config.drain_delay and not self.leaving:
+            self.stop.announce(self.config.drain_delay)
+            return
+        self.stop.drain()
+
+    def handle_int(self) -> None:
+        """Quick stop: close everything, give workers a moment, then kill them."""
+        if self.pool.phase in (Phase.STOPPING, Phase.HALTED):
+            return
+        self.carry_out(self.pool.quick())
+        self.stop.quick()
+
+    handle_quit = handle_int
+
+    def handle_hup(self) -> None:
+        """Reload: a new generation with the settings read anew; a bad file fails the reload at once."""
+        if self.stopping or self.leaving:
+            log.warning("reload ignored: stopping")  # `sockact reload` waits, then says the process exited
+            return
+        self.notifier.reloading()
+        config, error = self.config, None
+        if self.reload_config is not None:
+            try:
+                config = self.reload_config()
+                config.check_names([lst.name for lst in self.listeners])
+                check_reload(self.config, config, [lst.name for lst in self.listeners])
+                self.forker.delegate(config)
+            except SockactError as exc:
+                error = "; ".join([*str(exc).splitlines(), "keeping the running settings and workers"])
+        if error is None and self.apps is not None and _apps(config, self.listeners) != set(self.apps):
+            error = "with preload on, a changed app needs a restart; keeping the running settings and workers"
+        if error is None:
+            self.hooks.call("on_reload", HookServer(os.getpid(), config))
+            lifecycle(log, "reload", "reloading: starting generation %d of %d workers",
+                      self.pool.current.number + 1, config.workers)
+        self.carry_out(self.pool.hup(config, error, time.monotonic()))
+
+    def handle_usr1(self) -> None:
+        """gunicorn's meaning: reopen the log files, here and in every worker (logrotate's postrotate)."""
+        log.info("reopening log files")
+        reopen_files()
+        for w in self.workers.values():
+            w.signal(REOPEN_SIGNAL)
+
+    def handle_usr2(self) -> None:
+        # gunicorn's USR2 starts a new master on the same sockets. Under systemd the socket unit
+        # holds them and a restart keeps the clients waiting; without it, HUP reloads the app.
+        log.warning("SIGUSR2 ignored: sockact does not re-execute itself; HUP reloads the app, "
+                    "and under systemd a restart keeps the sockets and their clients")
+
+    def handle_winch(self) -> None:
+        # gunicorn's daemon mode stops its workers at WINCH; in a terminal it is a window resize.
+        log.debug("SIGWINCH ignored")
+
+    def handle_ttin(self) -> None:
+        self.carry_out(self.pool.resize(+1, time.monotonic()))
+        log.info("one worker more: %d", self.pool.current.target)
+
+    def handle_ttou(self) -> None:
+        self.carry_out(self.pool.resize(-1, time.monotonic()))
+        log.info("one worker fewer: %d", self.pool.current.target)
+
+    def handle_chld(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.exits.exited(pid, status)
+
+    # ------------------------------------------------------------------ the pool's actions
+
+    def carry_out(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Spawn):
+                self.forker.spawn(action.generation, action.config)
+            elif isinstance(action, Retire):
+                self.dispatcher.remove(action.pid)
+                if action.pid in self.workers:
+                    w = self.workers[action.pid]
+                    w.retire()
+                    for conn in self.switchboard.take_outbox(w):
+                        self.rehome(conn)
+            elif isinstance(action, Kill):
+                self.dispatcher.remove(action.pid)
+                if action.pid in self.workers:
+                    self.workers[action.pid].signal(action.signum)
+            elif isinstance(action, Halt):
+                log.error("%s", action.reason)
+                self.exit_code = action.exit_code  # the pool is HALTED: what follows is a quick stop
+                self.stop.turn_away()
+                self.stop.quick()
+            elif isinstance(action, Ready):
+                self.notifier.ready(self.status_line())
+                lifecycle(log, "ready", "ready: %d workers serving on %s", self.pool.current.target,
+                          ", ".join(f"{lst.name}={lst.address}" for lst in self.listeners))
+                self.hooks.call("when_ready", HookServer(os.getpid(), self.config))
+            elif isinstance(action, Reloaded):
+                self.counters.reloads["succeeded"] += 1
+                self._apply_settings()
+                lifecycle(log, "ready", "reload done: generation %d serving", action.generation)
+                self.notifier.reload_finished(True, "")
+            elif isinstance(action, ReloadFailed):
+                self.counters.reloads["failed"] += 1
+                log.error("reload failed: %s", action.reason)
+                self.notifier.reload_finished(False, action.reason)
+
+    def retire(self, pid: int) -> None:
+        """Retire worker ``pid`` now, through the pool, as every retirement goes."""
+        self.carry_out(self.pool.retire(pid))
+
+    def rehome(self, conn: Conn) -> None:
+        """A connection that never reached a retired worker: another worker, or at a stop the fd store."""
+        if self.stopping and self.store.keeping:
+            self.store.store(conn)
+        else:
+            self.switchboard.route(conn)
+
+    def _apply_settings(self) -> None:
+        """The supervisor's own share of a new generation's settings."""
+        config = self.config
+        self.parked.keepalive = [config.listener(lst.name).keepalive for lst in self.listeners]
+        self.switchboard.head_limits = _head_limits(config, self.listeners)
+        self.dispatcher.queue_size = config.queue_size
+
+    # ------------------------------------------------------------------ timers
+
+    def _tick(self, now: float) -> None:
+        assert self.health is not None
+        # This process stood still (stopped with its workers, as by a terminal's Ctrl-Z, or a paused
+        # VM): the workers' heartbeats and calls stood still with it, so none is judged frozen or
+        # stuck on this tick; a call that still runs at the next is judged then.
+        resumed = now - self._next_tick > RESUMED_AFTER
+        self._next_tick = now + min(TICK, self.notifier.watchdog_interval or TICK)
+        if self.stopping:
+            self.stop.tick(now)
+            return
+        if self.stop.left(now):
+            self.handle_term()
+            return
+        self.switchboard.expire(now)
+        if self.scrape.server is not None:
+            self.scrape.server.expire(now)
+        healthy = not self.pool.boot_overdue(now) and not self.pool.count(*TIMED_OUT)
+        for w, view in self.health.overdue(now, self.config.timeout):
+            state = self.pool.state(w.pid)
+            stuck = view.stuck(now, self.config.timeout)
+            if state in TIMED_OUT or not (stuck or state in IN_SERVICE):
+                continue  # a retiring worker's loop may have ended: only its calls count, until graceful_timeout
+            if resumed:
+                continue
+            healthy = False
+            if stuck:
+                lifecycle(log, "worker_timeout", "worker %d stuck for %.1fs on %s; killing it", w.pid,
+                          now - view.oldest, escape(view.line) or "a request", level=logging.ERROR,
+                          sockact_worker_pid=w.pid, http_request=escape(view.line))
+            else:
+                lifecycle(log, "worker_timeout", "worker %d frozen: its loop has not turned for %.1fs; killing it",
+                          w.pid, now - view.beat, level=logging.ERROR, sockact_worker_pid=w.pid)
+            self.carry_out(self.pool.timed_out(w.pid, now))
+            if w.stopped():
+                # Resumed to take its SIGABRT, it could read requests before it dies, and they
+                # would be lost; killed as it is, they still wait unread for another worker.
+                w.signal(signal.SIGKILL)
+        self.memory.tick(now)
+        self.carry_out(self.pool.tick(now))
+        self.health.report(now, healthy, self.status_line())
+        self.switchboard.update_accepting(self.stopping)
+
+    def _check_stalls(self, now: float) -> None:
+        """Workers whose every app thread sits in one call get no new connections until they move."""
+        self._next_stall_check = now + self.config.handback_after / 2
+        for w in list(self.workers.values()):
+            self.check_stall(w, now)
+
+    def check_stall(self, w: WorkerProcess, now: float) -> None:
+        assert self.health is not None
+        state = self.pool.state(w.pid)
+        if state not in IN_SERVICE:
+            return
+        stalled = self.health.view(w).stalled(w.threads, now, self.config.handback_after)
+        if stalled and state is WorkerState.READY:
+            self.pool.stalled(w.pid, True)
+            self.dispatcher.pause(w.pid)
+        elif not stalled and state is WorkerState.STALLED:
+            self.pool.stalled(w.pid, False)
+            self.switchboard.give(self.dispatcher.resume(w.pid))
+
+    def status_line(self) -> str:
+        assert self.health is not None
+        ready = self.pool.count(*IN_SERVICE)
+        return (f"{ready} workers ({self.health.busy()} busy), {self.pool.count(WorkerState.STALLED)} stalled, "
+                f"{self.dispatcher.held} connections in workers, {len(self.parked)} parked, "
+                f"{self.dispatcher.queued} queued, {self.health.requests()} requests served")
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _watch_channel(self, w: WorkerProcess, writable: bool) -> None:
+        """Also wake for room in ``w``'s channel while its outbox holds connections."""
+        assert self.selector is not None
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if writable else 0)
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.modify(w.chan, events, (self.channels.read, w))
+
+    def register(self, sock: socket.socket | int, handler: Callable[[Any], None], arg: Any) -> None:
+        assert self.selector is not None
+        self.selector.register(sock, selectors.EVENT_READ, (handler, arg))
+
+    def unregister(self, sock: socket.socket | int) -> None:
+        assert self.selector is not None
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(sock)
+
+    def _close_all(self) -> None:
+        for w in self.workers.values():
+            w.signal(signal.SIGKILL)
+        for lst in self.listeners:
+            lst.close()  # also unlinks a Unix socket path that sockact bound itself
+        self.forker.release_fds()
+        if self.scoreboard is not None:
+            self.scoreboard.close()
+        if self.tally is not None:
+            self.tally.close()
+
+
+# fds the supervisor keeps free for itself: channels of new workers, the journal, a reload's files.
+_FD_RESERVE = 64
+
+
+def _head_limits(config: Config, listeners: list[Listener]) -> list[tuple[float, bool]]:
+    return [(lc.header_timeout, lc.proxy_protocol != "off") for lc in (config.listener(lst.name) for lst in listeners)]
+
+
+def _apps(config: Config, listeners: list[Listener]) -> set[str]:
+    return {config.listener(lst.name).app for lst in listeners}

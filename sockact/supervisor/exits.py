@@ -1,0 +1,107 @@
+"""A worker exited: read what it reported before it died, answer its orphans, count it, tell the pool.
+
+Orphans are a dead worker's clients: the supervisor's own copies of the connections it held
+(workers.WorkerProcess.holding). What each one gets is orphans.verdicts()'s decision; this module
+carries it out and logs it. A worker the kernel killed for its cgroup's memory.max is said so first.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from http import HTTPStatus
+from typing import TYPE_CHECKING
+
+from .. import orphans
+from ..accesslog import escape
+from ..journal import lifecycle
+from ..metrics import restart_reason
+from ..states import WorkerState
+from ..workers import WorkerProcess, describe_status
+
+if TYPE_CHECKING:
+    from .core import Supervisor
+
+log = logging.getLogger("sockact.supervisor")
+
+
+class Exits:
+    def __init__(self, sup: Supervisor) -> None:
+        self.sup = sup
+
+    def exited(self, pid: int, status: int) -> None:
+        """Worker ``pid`` was reaped with wait status ``status``."""
+        sup = self.sup
+        w = sup.workers.get(pid)
+        if w is None:
+            return  # a child of the app's, not a worker
+        assert sup.scoreboard is not None
+        sup.dispatcher.remove(pid)  # nothing more goes its way, not even what its last reports reroute
+        waiting = sup.switchboard.take_outbox(w)
+        sup.channels.drain(w)
+        del sup.workers[pid]
+        sup.unregister(w.chan)
+        w.chan.close()
+        if sup.tally is not None:
+            sup.tally.retire(w.slot, w.threads)  # its counts outlive it
+        oom = self.killed_for_memory(w) if sup.cgroups is not None else None  # said before its 502s
+        self._answer_orphans(w, status)
+        sup.scoreboard.release(w.slot)
+        lost = sup.dispatcher.forget(pid)
+        how, code, _ = describe_status(status)
+        how = oom or how
+        state = sup.pool.state(pid)
+        expected = state is WorkerState.RETIRING or sup.stopping
+        sup.counters.worker_exited(restart_reason(state, w.recycled, w.generation != sup.pool.current.number,
+                                                  sup.stopping))
+        lifecycle(log, "worker_exited", "worker %d %s%s", pid, how,
+                  f" with {lost} connections" if lost else "",
+                  level=logging.INFO if expected else logging.WARNING,
+                  sockact_worker_pid=pid, exit_status=code if code is not None else -1)
+        sup.carry_out(sup.pool.exited(pid, code, time.monotonic(), w.failure))
+        for conn in waiting:
+            sup.rehome(conn)  # they never reached it
+        sup.switchboard.update_accepting(sup.stopping)
+
+    def killed_for_memory(self, w: WorkerProcess) -> str | None:
+        """Why ``w`` died, if the kernel killed it for its cgroup's memory.max; logged, and counted."""
+        groups = self.sup.cgroups
+        assert groups is not None
+        killed = groups.oom_killed(w.slot)
+        groups.remove(w.slot)
+        if not killed:
+            return None
+        w.recycled = "memory-limit"
+        how = "killed by the kernel for worker_memory_limit (out of memory in its cgroup)"
+        log.error("worker %d %s: its clients in a call get a 502; a new worker takes its place", w.pid, how,
+                  extra={"SOCKACT_WORKER_PID": w.pid, "SOCKACT_CGROUP": str(groups.group(w.slot))})
+        return how
+
+    def _answer_orphans(self, w: WorkerProcess, status: int) -> None:
+        """Connections the dead worker never read go to another worker; its clients still in a call
+        get a 502 or 504 if no byte of the response went out."""
+        sup = self.sup
+        assert sup.scoreboard is not None
+        conns, unreceived = w.take_holding(sup.scoreboard.received(w.slot))
+        if not conns:
+            return
+        timed_out = sup.pool.state(w.pid) is WorkerState.ABORTED and sup.config.timeout
+        overdue_before = time.monotonic() - sup.config.timeout if timed_out else None
+        how = describe_status(status)[0]
+        unread = {conn.id for conn in conns if orphans.unread_bytes(conn.fd)}
+        again = 0
+        for verdict in orphans.verdicts(conns, sup.scoreboard.calls(w.slot), overdue_before, unread, unreceived):
+            if verdict.again:
+                again += 1
+                sup.switchboard.route(verdict.conn)  # it keeps its place in line (Conn.since)
+                continue
+            orphans.answer(verdict)
+            if verdict.status is not None:
+                phrase = HTTPStatus(verdict.status).phrase
+                log.error("worker %d %s before answering %s: %d %s sent", w.pid, how, escape(verdict.line),
+                          verdict.status, phrase, extra={"HTTP_REQUEST": escape(verdict.line)})
+            elif verdict.line:
+                log.warning("worker %d %s in the middle of the response to %s: connection closed", w.pid, how,
+                            escape(verdict.line), extra={"HTTP_REQUEST": escape(verdict.line)})
+        if again:
+            log.warning("worker %d %s before reading %d requests: they go to other workers", w.pid, how, again)

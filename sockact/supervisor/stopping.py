@@ -1,0 +1,108 @@
+"""How the supervisor stops: drain_delay (LEAVING), the graceful drain (DRAINING), the quick stop
+(STOPPING, or HALTED when the app cannot load), and the deadline after which the workers left
+are killed. The phases are the pool's (states.PHASE_TRANSITIONS); this module carries them out.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from typing import TYPE_CHECKING
+
+from ..journal import lifecycle
+from ..states import LIVE, Phase
+from ..turnaway import app_failed, turn_away
+from ..worker import DRAIN_SIGNAL
+
+if TYPE_CHECKING:
+    from .core import Supervisor
+
+log = logging.getLogger("sockact.supervisor")
+
+QUICK_STOP_GRACE = 1.0  # seconds the workers get at a quick stop before they are killed
+
+
+class Stop:
+    def __init__(self, sup: Supervisor) -> None:
+        self.sup = sup
+        self._leave_at = 0.0  # LEAVING: when drain_delay is over and the drain begins
+        self._deadline = 0.0  # DRAINING or STOPPING: when the workers left are killed
+        self._last_progress = (0, 0)
+
+    def announce(self, delay: float) -> None:
+        """drain_delay: load balancers see 503 on the health path and take this host out, then the stop."""
+        sup = self.sup
+        sup.carry_out(sup.pool.announce())
+        self._leave_at = time.monotonic() + delay
+        sup.notifier.stopping()
+        sup.notifier.extend_timeout(delay + sup.config.graceful_timeout + 5.0)
+        lifecycle(log, "stop", "stopping in %.1fs: serving meanwhile, the health path answers 503", delay)
+        for w in sup.workers.values():
+            w.signal(DRAIN_SIGNAL)  # the worker's health answer turns to 503
+
+    def left(self, now: float) -> bool:
+        """Whether drain_delay is over."""
+        return self.sup.leaving and now >= self._leave_at
+
+    def drain(self) -> None:
+        """Graceful stop: stop accepting, finish in-flight and queued requests, then exit."""
+        sup = self.sup
+        sup.carry_out(sup.pool.term())
+        self._deadline = time.monotonic() + sup.config.graceful_timeout
+        sup.notifier.stopping()
+        lifecycle(log, "stop", "stopping: draining %d connections held by workers (graceful timeout %.0fs)",
+                  sup.dispatcher.held, sup.config.graceful_timeout)
+        sup.switchboard.update_accepting(sup.stopping)
+        if sup.store.keeping:
+            sup.store.store_all()
+        else:
+            sup.switchboard.close_parked(serve_readable=True)
+            for w in sup.workers.values():
+                w.signal(signal.SIGTERM)  # in-flight responses will carry Connection: close
+        self.retire_drained()
+
+    def retire_drained(self) -> None:
+        """Draining: a worker that holds nothing more retires."""
+        sup = self.sup
+        if sup.pool.phase is not Phase.DRAINING or sup.dispatcher.queued:
+            return
+        for w in list(sup.workers.values()):
+            if sup.pool.state(w.pid) in LIVE and not sup.dispatcher.load(w.pid):
+                sup.retire(w.pid)
+
+    def quick(self) -> None:
+        """Close everything, give the workers a moment, then kill them (the pool is STOPPING or HALTED)."""
+        sup = self.sup
+        self._deadline = time.monotonic() + QUICK_STOP_GRACE
+        sup.notifier.stopping()
+        lifecycle(log, "stop", "quick stop")
+        sup.switchboard.update_accepting(sup.stopping)
+        sup.switchboard.close_parked(serve_readable=False)
+        sup.switchboard.close_queued()
+        for w in sup.workers.values():
+            w.signal(signal.SIGQUIT)
+
+    def turn_away(self) -> None:
+        """Answer each client queued or in a backlog with a 503 and close it.
+
+        Under systemd, a client left in the backlog of a passed listener would start the
+        service again as soon as it exits: one connection, a loop of failing starts.
+        """
+        sup = self.sup
+        queued = [conn.fd for conn in sup.dispatcher.take_queued()]
+        turn_away(queued, [lst.sock for lst in sup.listeners], app_failed())
+
+    def tick(self, now: float) -> None:
+        """A timer tick while stopping: kill what is left at the deadline, else ask systemd for time."""
+        sup = self.sup
+        if now >= self._deadline:
+            sup.carry_out(sup.pool.kill_all())
+            return
+        assert sup.health is not None
+        progress = (sup.health.requests(), len(sup.workers))
+        if progress != self._last_progress:
+            # Still draining and moving: ask systemd for more time, a little at a time.
+            self._last_progress = progress
+            sup.notifier.extend_timeout(min(self._deadline - now, 5.0) + 1.0)
+        sup.notifier.status(f"stopping: {len(sup.workers)} workers left, {sup.dispatcher.held} connections")

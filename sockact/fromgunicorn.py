@@ -5,7 +5,7 @@ setting sockact has lands under sockact's name, its value checked by sockact's p
 sockact has becomes a [hooks] entry that names the function in that same file (a hook may name a
 file: hooks.py); every other gunicorn setting is named, with the reason it is not carried over.
 Nothing is carried silently and nothing is dropped silently. The tables here also give the
-config's hints for gunicorn's names (config._suggest). docs/from-gunicorn.md has the whole table.
+config's hints for gunicorn's names (config.sources._suggest). docs/from-gunicorn.md has the whole table.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ supervisor at start, so a hook that does not import stops the start, as an app t
 import does. A hook that raises is logged with its traceback; in post_fork it fails the worker's
 start, elsewhere sockact carries on.
 
-Nothing here imports the rest of sockact at module level: config.py reads Hooks and HOOK_NAMES.
+Nothing here imports the rest of sockact at module level: config/settings.py reads Hooks and HOOK_NAMES.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ client can no longer see it (a disconnect, a shutdown).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import os
 import time
@@ -106,6 +107,24 @@ async def watch_disconnect(scope, receive, send) -> None:
     await _respond(send, _json({"got": got}))
     message = await receive()  # the response is complete: the next message is the client's leaving
     print(f"AFTER RESPONSE {message['type']}", flush=True)
+
+
+_REQUEST_PATH: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_path", default=None)
+
+
+async def context(scope, receive, send) -> None:
+    """Sets a context variable, as request-id middleware does, and says what it found there first:
+    a request must never see one an earlier request set. ``?wait``: it awaits a turn of the loop first."""
+    if scope["type"] != "http":
+        return
+    wait = scope["query_string"] == b"wait"
+    if wait:
+        await asyncio.sleep(0)
+    before = _REQUEST_PATH.get()
+    _REQUEST_PATH.set(scope["path"])
+    if wait:
+        await asyncio.sleep(0)
+    await _respond(send, _json({"path": scope["path"], "before": before, "now": _REQUEST_PATH.get()}))
 
 
 async def blocking(scope, receive, send) -> None:

@@ -85,7 +85,7 @@ class HttpCycle:
             return False
         # A pipelined request waits until this response is out: a client that sends and never reads
         # holds one response in memory, not one per request (a close flushes within its own deadline).
-        if not self.conn.flushed:
+        if self.conn.backlogged:
             await self.conn.drain(0)
         return not self.conn.gone
 

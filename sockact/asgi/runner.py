@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Generator, Sequence
 from typing import Any
 
 from .. import handoff
@@ -41,7 +42,7 @@ from ..conns.channel import (
     report,
 )
 from ..conns.owner import TIMER_INTERVAL, Carrier, Due, Owner
-from ..conns.states import CALL, CLOSING, HANDED, HEAD
+from ..conns.states import CALL, CLOSING, HEAD
 from ..errors import ProtocolError
 from ..http import Site
 from ..http.events import NEED_DATA, Request
@@ -49,7 +50,7 @@ from ..http.server import access_entry, access_remote, health_response, http_dat
 from ..proxyprotocol import ProxyProtocolError
 from ..scoreboard import SlotWriter
 from ..tally import TallyWriter
-from .conn import Conn
+from .conn import Batch, Conn
 from .cycle import HttpCycle
 from .lifespan import Lifespan
 from .scope import conn_scope, request_scope
@@ -101,6 +102,11 @@ class AsgiRunner(Carrier[Conn]):
         self.stopping = False  # SIGTERM: answer with Connection: close, park nothing
         self.draining = False  # a stop is coming (drain_delay): responses close their connections
         self.loop = new_loop()
+        # The loop's bookkeeping (the held connections, the channel) is done under ``lock``, which is
+        # free while the app runs; when the loop has not beaten for handback_after with requests in
+        # hand, the monitor thread takes it and hands the waiting connections back.
+        self.lock = threading.Lock()
+        self.batch = Batch(self.loop, self.lock)  # what is written in a turn of the loop goes out at its end
         self.pid = os.getpid()
         self.receiver = handoff.Receiver(chan)
         # Every connection in the worker's books, their states and deadlines, retiring and max_requests.
@@ -110,10 +116,6 @@ class AsgiRunner(Carrier[Conn]):
         self.websockets: dict[Conn, Any] = {}  # open WebSockets (websocket.WebSocket), closed with 1001 on drain
         self.drain_started = 0.0  # when stopping or retiring began
         self._done: asyncio.Future[None] | None = None
-        # The loop's bookkeeping (the held connections, the channel) is done under ``lock``, which is
-        # free while the app runs; when the loop has not beaten for handback_after with requests in
-        # hand, the monitor thread takes it and hands the waiting connections back.
-        self.lock = threading.Lock()
         self.handback_after = handback_after
         self.last_beat = time.monotonic()
         self.handing_back = False
@@ -185,7 +187,8 @@ class AsgiRunner(Carrier[Conn]):
         client = msg.proxy.client if msg.proxy is not None and msg.proxy.client is not None else msg.peer
         scope = conn_scope(client, server, site.environ["SCRIPT_NAME"], shared, conn_extra(self.extra, msg, site))
         state, since = Owner.arrival(msg, site, time.monotonic())
-        conn = self.owner.add(Conn(self.loop, msg, sock, site, scope, self._advance, self.lock, state, since))
+        conn = self.owner.add(Conn(self.loop, msg, sock, site, scope, self._advance, self.lock, state, since,
+                                   self.batch))
         if msg.data:
             self._advance(conn)
         else:
@@ -194,29 +197,36 @@ class AsgiRunner(Carrier[Conn]):
     # ------------------------------------------------------------------ connections
 
     def _advance(self, conn: Conn) -> None:
-        """Decide what comes next for a connection after it was read or served."""
-        if not conn.state.reading or conn.closing_at:
-            return
-        if conn.preface is not None:
-            self._read_preface(conn)
-            return
-        try:
-            event = conn.engine.next_event()
-        except ProtocolError as exc:
-            log.debug("conn %d: %s", conn.msg.conn_id, exc)
-            started = time.perf_counter()
-            conn.write(conn.engine.error_response(exc.status, http_date()))
-            self._access(conn, conn.engine.request, exc.status, started)
-            self._close(conn, linger=True)
-            return
-        if isinstance(event, Request):
+        """Decide what comes next for a connection after it was read or served. Requests it has
+        buffered (pipelined) are served in turn here, as long as each is over at once."""
+        while conn.state.reading and not conn.closing_at:
+            if conn.preface is not None:
+                self._read_preface(conn)
+                return
+            try:
+                event = conn.engine.next_event()
+            except ProtocolError as exc:
+                log.debug("conn %d: %s", conn.msg.conn_id, exc)
+                started = time.perf_counter()
+                conn.write(conn.engine.error_response(exc.status, http_date()))
+                self._access(conn, conn.engine.request, exc.status, started)
+                self._close(conn, linger=True)
+                return
+            if not isinstance(event, Request):
+                self._wait_for_request(conn, event)
+                return
             if is_health(conn.site, event):
-                self._answer_health(conn, event)
+                served = self._answer_health(conn, event)
             elif event.upgrade and _is_websocket(event):
                 self._start_websocket(conn, event)
+                return
             else:
-                self._start_http(conn, event)
-            return
+                served = self._start_http(conn, event)
+            if not served:
+                return
+
+    def _wait_for_request(self, conn: Conn, event: object) -> None:
+        """No whole request is buffered: read on, or let the connection go."""
         if event is not NEED_DATA:
             self._close(conn)  # the client closed between requests
             return
@@ -257,26 +267,33 @@ class AsgiRunner(Carrier[Conn]):
         conn.to("preface")
         self._advance(conn)
 
-    def _answer_health(self, conn: Conn, request: Request) -> None:
-        """On the loop, never by the app, and not counted as a request."""
+    def _answer_health(self, conn: Conn, request: Request) -> bool:
+        """On the loop, never by the app, and not counted as a request. True: the connection goes on."""
         started = time.perf_counter()
         status, answer = health_response(conn.engine, self.stopping or self.draining)
         conn.write(answer)
         self._access(conn, request, status, started)
         if not conn.engine.keep_alive:
             self._close(conn)
-            return
+            return False
         conn.engine.start_next_cycle()
         conn.to("answer")
-        self._advance(conn)
+        return True
 
-    def _start_http(self, conn: Conn, request: Request) -> None:
-        site = conn.site
+    def _start_http(self, conn: Conn, request: Request) -> bool:
+        """Begin the app's call for ``request``, at once. True when the call is over already and the
+        connection may go on to its next request; otherwise its task goes on, and ends in _after."""
+        conn.push()  # a pipelined request's: the response before it goes first, so at most one waits in memory
         scope = request_scope(conn.scope, request, trust=conn.trust)
         cycle = HttpCycle(conn, request, scope, self.stopping or self.draining)
-        conn.to("head")  # QUEUED until its task begins: a stall may still hand it back
-        self._call_started(conn, request)
+        conn.to("head")
+        conn.to("call")  # begun at once: never QUEUED at a turn's end, so a stall has nothing of it to hand back
         line = call_line(request)
+        self.calls[conn] = (time.monotonic(), request)
+        # Until its first await this call holds the loop. An app that blocks the loop here must be the
+        # one the scoreboard names (and the timeout kill logs), and at once: the next beat may not come.
+        for slot in self.slots:
+            slot.begin(line)
         if self.call_lines:
             conn.call_line = conn.answering = self.call_lines.pop()
             conn.call_line.begin(line, conn.msg.conn_id)
@@ -284,19 +301,28 @@ class AsgiRunner(Carrier[Conn]):
                 # The last response (pipelining) is still going out: a 502 now would land inside it.
                 conn.call_line.responded()
                 conn.answering = None
-        task = self.loop.create_task(self._run(cycle, site.app, line))
-        task.add_done_callback(lambda t: self._locked(self._after, conn, cycle, t))
+        task = self._call(cycle.run(conn.site.app))
+        if isinstance(task, bool):
+            return self._after(conn, cycle, task)
+        task.add_done_callback(lambda t: self._locked(self._after_task, conn, cycle, t))
+        return False
 
-    async def _run(self, cycle: HttpCycle, app: Any, line: bytes) -> bool:
-        with self.lock:  # the monitor may have handed the connection back while this task waited
-            if cycle.conn.state is HANDED:
-                return False
-            cycle.conn.to("call")
-        # From here to its first await this task holds the loop. An app that blocks the loop here
-        # must be the one the scoreboard names (and the timeout kill logs), not the oldest call.
-        for slot in self.slots:
-            slot.begin(line)
-        return await cycle.run(app)
+    def _call(self, coro: Coroutine[Any, Any, bool]) -> bool | asyncio.Task[bool]:
+        """Run an app's call up to its first wait, on this thread and now, as a task of its own would
+        (in a copy of the context, without the runner's lock, so a stall can still be handed back).
+        Most calls never wait: they end here, with no task and no turn of the loop, and their result
+        is returned (False: the call was cancelled). One that waits goes on as a task, returned."""
+        context = contextvars.copy_context()
+        self.lock.release()
+        try:
+            waiting = context.run(coro.send, None)
+        except StopIteration as stop:
+            return bool(stop.value)
+        except asyncio.CancelledError:
+            return False
+        finally:
+            self.lock.acquire()
+        return self.loop.create_task(_go_on(coro, waiting), context=context)
 
     def _free_call_line(self, conn: Conn) -> None:
         line = conn.call_line
@@ -309,17 +335,21 @@ class AsgiRunner(Carrier[Conn]):
         with self.lock:
             call(*args)
 
-    def _call_started(self, conn: Conn, request: Request) -> None:
+    def _ws_started(self, conn: Conn, request: Request) -> None:
         first = not self.calls
         self.calls[conn] = (time.monotonic(), request)
         if first:
             self._stamp()  # the app may block the loop before the next beat: be seen busy from now
 
-    def _after(self, conn: Conn, cycle: HttpCycle, task: asyncio.Task[bool]) -> None:
+    def _after_task(self, conn: Conn, cycle: HttpCycle, task: asyncio.Task[bool]) -> None:
+        if self._after(conn, cycle, not task.cancelled() and task.exception() is None and task.result()):
+            self._advance(conn)  # a pipelined request may be buffered already
+
+    def _after(self, conn: Conn, cycle: HttpCycle, keep: bool) -> bool:
+        """A call is over (``keep``: its connection persists). True when the connection goes on to its
+        next request: the caller looks for one."""
         self.calls.pop(conn, None)
         self._free_call_line(conn)
-        if conn.state is HANDED:
-            return  # never begun; its request went back to the supervisor, and the loop drops its copy
         if self.owner.count(conn):
             report(self.chan, handoff.Message(handoff.RECYCLE))
         self.slots[0].requests = self.owner.requests
@@ -328,13 +358,12 @@ class AsgiRunner(Carrier[Conn]):
                               time.perf_counter() - cycle.started_at)
         self._access(conn, cycle.request, cycle.status, cycle.started_at, cycle.headers or (),
                      cycle.scope["client"])
-        keep = not task.cancelled() and task.exception() is None and task.result()
-        if not keep or conn.closed or conn.state is not CALL:  # not CALL: its task never began it
+        if not keep or conn.closed or conn.state is not CALL:
             self._close(conn)
-            return
+            return False
         conn.engine.start_next_cycle()
         conn.to("served")
-        self._advance(conn)  # a pipelined request may be buffered already
+        return True
 
     def _start_websocket(self, conn: Conn, request: Request) -> None:
         if not self._ws_looked:
@@ -350,7 +379,7 @@ class AsgiRunner(Carrier[Conn]):
             return
         conn.to("head")
         conn.to("call")  # a WebSocket's task begins at once, and is never handed back
-        self._call_started(conn, request)
+        self._ws_started(conn, request)
         scope = request_scope(conn.scope, request, websocket=True, trust=conn.trust)
         task = self.loop.create_task(serve_websocket(conn, scope, conn.site.app, self.websockets, self._ws_library,
                                                      self.ws_max_size))
@@ -457,6 +486,9 @@ class AsgiRunner(Carrier[Conn]):
         too, its request head with it; its task ends without calling the app."""
         self.handing_back = True
         try:
+            for conn in self.owner.held.values():
+                if conn not in self.calls:
+                    conn.push_stalled()  # the answers of this turn, queued before the call that blocks
             for conn, data, head_started in self.owner.stall_hand_backs():
                 if conn.closing_at:
                     continue  # a WebSocket's task is closing it
@@ -477,6 +509,7 @@ class AsgiRunner(Carrier[Conn]):
         if self.stopping:
             self._close(conn)
             return
+        conn.push()
         if not conn.flushed:
             return  # the last response is still going out; the next look parks it
         conn.detach()
@@ -505,6 +538,35 @@ class AsgiRunner(Carrier[Conn]):
             self.loop.remove_reader(self.chan.fileno())
         self._park_on_retire()
         self._check_done()
+
+
+class _Started:
+    """The rest of a coroutine already run up to its first wait (``waiting``: what it yielded there),
+    awaited as ``yield from`` would go on with it: values sent and exceptions thrown pass through."""
+
+    def __init__(self, coro: Coroutine[Any, Any, bool], waiting: Any) -> None:
+        self.coro = coro
+        self.waiting = waiting
+
+    def __await__(self) -> Generator[Any, Any, bool]:
+        coro, waiting = self.coro, self.waiting
+        while True:
+            try:
+                sent = yield waiting
+            except BaseException as exc:  # a cancel, or the loop closing the task: the coroutine's to handle
+                try:
+                    waiting = coro.throw(exc)
+                except StopIteration as stop:
+                    return bool(stop.value)
+            else:
+                try:
+                    waiting = coro.send(sent)
+                except StopIteration as stop:
+                    return bool(stop.value)
+
+
+async def _go_on(coro: Coroutine[Any, Any, bool], waiting: Any) -> bool:
+    return await _Started(coro, waiting)
 
 
 def _is_websocket(request: Request) -> bool:

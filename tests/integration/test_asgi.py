@@ -527,6 +527,33 @@ def test_pipelined_requests_are_answered_in_order(start_sockact):
     assert paths == ["/0", "/1", "/2", "/3", "/4", "/last"]
 
 
+def test_many_pipelined_requests_are_all_answered_in_order(start_sockact):
+    # Calls that end without waiting are served one after the other in the same turn of the loop.
+    server = start_sockact("asgiapps:context", "--workers", "1")
+    count = 3000
+    requests = b"".join(b"GET /%d HTTP/1.1\r\nHost: t\r\n\r\n" % i for i in range(count))
+    answer = request(server.port, requests + b"GET /last HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", 30)
+    paths = [json.loads(part.split(b"\r\n\r\n", 1)[1])["path"] for part in answer.split(b"HTTP/1.1 200 OK\r\n")[1:]]
+    assert paths == [f"/{i}" for i in range(count)] + ["/last"]
+
+
+@pytest.mark.parametrize("query", ["", "?wait"])
+def test_a_context_variable_an_app_sets_is_its_requests_alone(start_sockact, query):
+    server = start_sockact("asgiapps:context", "--workers", "1")
+    client = KeepAliveClient(server.port)
+    try:
+        for path in ("/one", "/two", "/three"):
+            status, _, body = client.request(path + query)
+            assert status == 200
+            assert json.loads(body) == {"path": path, "before": None, "now": path}
+    finally:
+        client.close()
+    pipelined = b"".join(b"GET /%d%s HTTP/1.1\r\nHost: t\r\n\r\n" % (i, query.encode()) for i in range(3))
+    answer = request(server.port, pipelined + b"GET /last HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    seen = [json.loads(part.split(b"\r\n\r\n", 1)[1]) for part in answer.split(b"HTTP/1.1 200 OK\r\n")[1:]]
+    assert [s["before"] for s in seen] == [None] * 4
+
+
 def test_a_websocket_request_without_a_library_says_once_what_to_install(start_sockact, tmp_path):
     # Neither library importable: stand-ins earlier on the path that refuse to import.
     for name in ("websockets", "wsproto"):

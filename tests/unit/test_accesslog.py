@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import re
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,9 @@ def test_json_lines_are_lossless_and_one_per_line():
     assert record["remote_addr"] == "192.0.2.7" and record["host"] == "example.test"
     assert record["pid"] == 4242 and record["conn_id"] == 9 and record["listener"] == "http"
     assert record["time"].startswith("2023-11-1")
+    for when in (WHEN, WHEN + 0.75, WHEN + 86_400.001):  # the second's text is kept; the milliseconds are not
+        stamp = json.loads(compile_format("json")(entry(when=when)))["time"]
+        assert stamp == datetime.fromtimestamp(when).astimezone().isoformat(timespec="milliseconds")
 
 
 def test_lines_are_buffered_until_flushed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

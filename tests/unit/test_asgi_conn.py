@@ -15,7 +15,7 @@ import threading
 import pytest
 
 from sockact import handoff
-from sockact.asgi.conn import Conn
+from sockact.asgi.conn import Batch, Conn
 from sockact.conns.states import ConnState
 from sockact.http import Limits, Site
 from sockact.scoreboard import Scoreboard
@@ -75,3 +75,55 @@ def test_a_100_continue_the_kernel_does_not_take_whole_marks_the_response_begun(
             socket.socket.send(sock, b"x" * 65536)  # fill the kernel's buffer; the client reads nothing yet
     conn.write(CONTINUE, interim=True)
     assert board.calls(slot)[0].responded  # a 502 after part of it would reach the client garbled
+
+
+@pytest.fixture
+def batched():
+    """Two connections of one runner's loop, each with its client's end."""
+    loop = asyncio.new_event_loop()
+    lock = threading.Lock()
+    site = Site(app=None, limits=Limits(), header_timeout=10.0, io_timeout=30.0, access_log=False, listener="http")
+    conns = []
+    for conn_id in (1, 2):
+        a, b = socket.socketpair()
+        msg = handoff.Message(handoff.CONN, conn_id=conn_id, family=socket.AF_UNIX)
+        conns.append((Conn(loop, msg, a, site, {}, lambda _: None, lock, ConnState.CALL, 0.0, Batch(loop, lock)), b))
+    yield loop, conns
+    for conn, peer in conns:
+        conn.detach()
+        conn.sock.close()
+        peer.close()
+    loop.close()
+
+
+def test_what_a_turn_writes_goes_out_at_its_end_in_order(batched):
+    loop, [(conn, peer), (other, other_peer)] = batched
+    conn.write(b"one ")
+    other.write(b"answer")
+    conn.write(b"two")
+    assert not conn.flushed and not conn.backlogged  # queued: nothing refused by the kernel
+    peer.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        peer.recv(100)  # nothing sent yet
+    loop.call_soon(loop.stop)
+    loop.run_forever()  # the turn ends
+    assert peer.recv(100) == b"one two" and other_peer.recv(100) == b"answer"
+    assert conn.flushed
+
+
+def test_an_interim_response_a_close_and_a_large_body_go_out_at_once(batched):
+    _, [(conn, peer), (other, _)] = batched
+    conn.write(b"HTTP/1.1 100 Continue\r\n\r\n", interim=True)
+    assert peer.recv(100).startswith(b"HTTP/1.1 100")
+    other.write(b"x" * (64 * 1024 + 1))
+    assert other.flushed  # over WRITE_HIGH: sent as it comes
+    conn.write(b"bye")
+    conn.close()
+    assert peer.recv(100) == b"bye"
+
+
+def test_the_monitor_sends_what_a_blocked_turn_queued(batched):
+    _, [(conn, peer), _] = batched
+    conn.write(b"answer")
+    conn.push_stalled()  # the loop is blocked in another call: the monitor, holding the lock, sends it
+    assert peer.recv(100) == b"answer" and conn.flushed

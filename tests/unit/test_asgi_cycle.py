@@ -40,6 +40,7 @@ class Client:
         self.interim = bytearray()
         self.gone = self.eof = self.closed = False
         self.flushed = self.writable = True
+        self.backlogged = False
         self.waits = 0
         self._woken: asyncio.Future[None] | None = None
 

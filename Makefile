@@ -6,9 +6,10 @@ VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' sockact/__init__.py)
 # Debian packages the tests need: the parser and systemd bindings that the .deb runs on (the system
 # tests use them under /usr/bin/python3), headers to build systemd-python in the venv, the load
 # generator, systemd-nspawn/debootstrap for the containers, HAProxy for the fleet test, and
-# prometheus_client for the metrics listener.
+# prometheus_client for the metrics listener, and QEMU for the memory-limit test's virtual machine.
 APT_TEST_DEPS := python3-httptools python3-systemd python3-venv libsystemd-dev pkg-config gcc \
-	curl wrk systemd-container debootstrap lintian python3-pytest haproxy python3-prometheus-client python3-hypothesis
+	curl wrk systemd-container debootstrap lintian python3-pytest haproxy python3-prometheus-client python3-hypothesis \
+	qemu-system-x86
 # The HTTP engine's tests and its fuzzing, run again on Debian's own python3 and its httptools 0.1.1 (the .deb's).
 HTTP_TESTS := tests/unit/test_http_engine.py tests/unit/test_http_vectors.py tests/unit/test_http_fuzz.py tests/unit/test_wsgi_adapter.py \
 	tests/integration/test_http_server.py

@@ -167,7 +167,7 @@ def is_usable(root: Path, mirror: str, suite: str = SUITE) -> bool:
 
 
 @contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
+def cache_locked(directory: Path) -> Iterator[None]:
     # Two test sessions (or `make run` beside `make test`) must not build the cache at once.
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / ".lock", "w") as lock:
@@ -185,7 +185,7 @@ def ensure_rootfs(suite: str = SUITE, log: Path | None = None) -> Path:
     mirror = host_mirror(suite=suite)
     base = cache_dir()
     root = rootfs_path(suite)
-    with _locked(base):
+    with cache_locked(base):
         if is_usable(root, mirror, suite):
             return root
         if shutil.which("debootstrap") is None:

@@ -32,6 +32,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Self
 
 HOST_ROOT = "/srv/hostroot"
 NSPAWN_RUNTIME = "/run/systemd/nspawn"
@@ -68,7 +69,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the nspawn child: get SIGTERM (nspawn's cue to power the container off) if we die."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
@@ -159,7 +160,49 @@ def wait_for_leader(proc: subprocess.Popen[bytes], name: str, timeout: float) ->
         time.sleep(0.05)
 
 
-class Container:
+class Machine:
+    """What a container and a virtual machine (vm.py) share: a context manager that boots and waits for
+    systemd, powers off whatever happens, and systemctl over ``run()``."""
+
+    def _boot(self) -> None:
+        raise NotImplementedError
+
+    def wait_until_running(self) -> str:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def run(self, argv: Sequence[str] | str, *, check: bool = True, input: str | None = None,
+            timeout: float = 60.0, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        """Boot and wait until systemd reports running (or degraded)."""
+        try:
+            self._boot()
+            self.wait_until_running()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def systemctl(self, *args: str, check: bool = True, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """``systemctl ARGS`` inside."""
+        return self.run(["systemctl", *args], check=check, timeout=timeout)
+
+    def show(self, unit: str, prop: str) -> str:
+        """One property of a unit, e.g. show('sockact.service', 'MainPID')."""
+        return self.systemctl("show", "-P", prop, unit).stdout.strip()
+
+
+class Container(Machine):
     """One booted container. Use as a context manager, or call start() and close()."""
 
     def __init__(self, root: str | os.PathLike[str] | None = None, *, overlay: bool = True,
@@ -183,16 +226,6 @@ class Container:
 
     # -- life cycle
 
-    def start(self) -> Container:
-        """Boot the container and wait until systemd reports running (or degraded)."""
-        try:
-            self._boot()
-            self.wait_until_running()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
     def _boot(self) -> None:
         directory = self.root or HOST_ROOT
         self._users_lock = _take_host_mounts([
@@ -208,7 +241,7 @@ class Container:
         self._log = tempfile.NamedTemporaryFile(prefix=f"{self.name}-", suffix=".log")  # noqa: SIM115
         # The death signal follows the thread that forks: start containers from the main thread.
         self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log,
-                                      stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+                                      stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         try:
             self.leader = wait_for_leader(self._proc, self.name, self.boot_timeout)
         except ContainerError as exc:
@@ -260,12 +293,6 @@ class Container:
     def nspawn_pid(self) -> int | None:
         """The host pid of the systemd-nspawn process, while it runs."""
         return self._proc.pid if self._proc is not None else None
-
-    def __enter__(self) -> Container:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def console_log(self) -> str:
         """What nspawn and the container's console printed so far."""
@@ -327,12 +354,3 @@ class Container:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
             target.chmod(0o644)
-
-    def systemctl(self, *args: str, check: bool = True, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-        """``systemctl ARGS`` inside."""
-        return self.run(["systemctl", *args], check=check, timeout=timeout)
-
-    def show(self, unit: str, prop: str) -> str:
-        """One property of a unit, e.g. show('sockact.service', 'MainPID')."""
-        return self.systemctl("show", "-P", prop, unit).stdout.strip()
-

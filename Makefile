@@ -11,7 +11,7 @@ APT_TEST_DEPS := python3-httptools python3-systemd python3-venv libsystemd-dev p
 	curl wrk systemd-container debootstrap lintian python3-pytest haproxy python3-prometheus-client python3-hypothesis \
 	qemu-system-x86
 # The HTTP engine's tests and its fuzzing, run again on Debian's own python3 and its httptools 0.1.1 (the .deb's).
-HTTP_TESTS := tests/unit/test_http_engine.py tests/unit/test_http_vectors.py tests/unit/test_http_fuzz.py tests/unit/test_wsgi_adapter.py \
+HTTP_TESTS := tests/unit/http/test_http_engine.py tests/unit/http/test_http_vectors.py tests/unit/http/test_http_fuzz.py tests/unit/test_wsgi_adapter.py \
 	tests/integration/test_http_server.py
 
 .PHONY: run run-shell run-stop dev test deps apt-deps lint clean deb lintian bench bench-apt-deps

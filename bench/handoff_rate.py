@@ -1,6 +1,6 @@
 """Hand-off microbenchmark: connection fds passed supervisor -> worker per second, no TCP involved.
 
-Uses sockact's own channel (sockact.handoff) between two processes, as the supervisor and a worker do:
+Uses sockact's own channel (sockact.ipc.handoff) between two processes, as the supervisor and a worker do:
 the parent sends CONN messages each carrying an fd, the forked child receives each one and closes
 its copy of the fd, as a worker would once done. Two figures:
 
@@ -20,7 +20,7 @@ import socket
 import sys
 import time
 
-from sockact import handoff
+from sockact.ipc import handoff
 
 STREAM_COUNT = 200_000
 ROUND_TRIPS = 50_000

@@ -232,7 +232,7 @@ METHOD = """## How it is measured
   queues fast requests behind slow ones shows it. The Lua script times each request from its
   `request()` to its `response()` call by path (one connection per thread makes the two alternate),
   and the table gives the fast requests' p50 and p99.
-- **Hand-offs** (`bench/handoff_rate.py`): sockact's own `sockact.handoff` channel between two
+- **Hand-offs** (`bench/handoff_rate.py`): sockact's own `sockact.ipc.handoff` channel between two
   processes, a `CONN` message with an fd each time; the child closes each fd as a worker would.
   "Streaming" sends as fast as the channel accepts; "round trip" waits for a `DONE` after each, as
   one busy worker does, and is the target's figure: it is what a request pays.

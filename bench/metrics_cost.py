@@ -42,7 +42,7 @@ def run(port: int, supervisor: int, seconds: float) -> tuple[float, float]:
 
 def hot_path_ns(n: int = 1_000_000) -> float:
     """Nanoseconds a worker adds per request with metrics on: the clock read and record()."""
-    from sockact.tally import Tally
+    from sockact.ipc.tally import Tally
 
     tally = Tally(slots=1, listeners=1)
     writer = tally.writer(0, 0)

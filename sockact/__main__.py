@@ -1,5 +1,5 @@
 """``python -m sockact`` is the same as the ``sockact`` command."""
 
-from .cli import main
+from sockact.cli import main
 
 raise SystemExit(main())

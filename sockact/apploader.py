@@ -12,9 +12,9 @@ import traceback
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from typing import Any
 
-from .config import check_virtualenv
-from .errors import AppLoadError, ConfigError
-from .sandbox import explain_missing
+from sockact.config import check_virtualenv
+from sockact.config.sandbox import explain_missing
+from sockact.errors import AppLoadError, ConfigError
 
 WSGIApp = Callable[..., Any]
 

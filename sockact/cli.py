@@ -12,13 +12,13 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import __version__, config, reloadctl
-from .accesslog import check_file
-from .config import Config
-from .errors import APP_LOAD_ERROR, EXIT_FAILURE, EXIT_OK, AppLoadError, SockactError
-from .hooks import Loaded, Server
-from .hooks import load as load_hooks
-from .sandbox import sandboxed_check_line
+from sockact import __version__, config, reloadctl
+from sockact.config import Config
+from sockact.config.sandbox import sandboxed_check_line
+from sockact.errors import APP_LOAD_ERROR, EXIT_FAILURE, EXIT_OK, AppLoadError, SockactError
+from sockact.hooks import Loaded, Server
+from sockact.hooks import load as load_hooks
+from sockact.logs.access import check_file
 
 log = logging.getLogger("sockact")
 
@@ -188,7 +188,7 @@ def _print_error(exc: SockactError) -> None:
 
 def _print_passed_sockets() -> None:
     """Under systemd, the sockets `run` would serve, in place of the bind addresses."""
-    from .activation import describe_passed
+    from sockact.systemd.activation import describe_passed
 
     passed = describe_passed(os.environ, os.getpid())
     if passed is not None:
@@ -198,7 +198,7 @@ def _print_passed_sockets() -> None:
 
 def convert_gunicorn(path: str) -> int:
     """``sockact convert``: the TOML on stdout; what is not carried over on stderr too."""
-    from . import fromgunicorn
+    from sockact.config import fromgunicorn
 
     try:
         # stdout is the TOML file: what the conf (or what it imports) prints goes with the notes.
@@ -224,8 +224,8 @@ def app_specs(cfg: Config) -> list[str]:
 def check_apps(cfg: Config) -> int:
     """Import each app in a child process with the service's settings applied; the exit code says
     whether they all load (5 when one does not), and stderr says exactly what failed."""
-    from .apploader import add_virtualenv, load_all
-    from .asgi.interface import WSGI, choose
+    from sockact.apploader import add_virtualenv, load_all
+    from sockact.asgi.interface import WSGI, choose
 
     sys.stdout.flush()
     sys.stderr.flush()
@@ -306,20 +306,20 @@ def _interface_of(cfg: Config, spec: str) -> str:
 
 
 def _prepare(cfg: Config) -> None:
-    from .apploader import prepare
+    from sockact.apploader import prepare
 
     prepare(cfg.chdir, cfg.pythonpath, cfg.env)
 
 
 def run(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
     """Start serving ``cfg`` until stopped; returns the exit code. HUP calls ``reload_config``."""
-    from .activation import bind_all, from_systemd
-    from .apploader import add_virtualenv, load_all
-    from .journal import setup_logging
-    from .notify import Notifier
-    from .proctitle import supervisor_title
-    from .supervisor import Supervisor
-    from .turnaway import app_failed, turn_away
+    from sockact.apploader import add_virtualenv, load_all
+    from sockact.logs.journal import setup_logging
+    from sockact.proctitle import supervisor_title
+    from sockact.supervisor import Supervisor
+    from sockact.supervisor.turnaway import app_failed, turn_away
+    from sockact.systemd.activation import bind_all, from_systemd
+    from sockact.systemd.notify import Notifier
 
     setup_logging(cfg.log_level, cfg.log_target, os.environ, cfg.error_logfile)
     for warning in config.warnings(cfg, os.environ, os.getcwd(), os.getpid()):
@@ -354,7 +354,7 @@ def run(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
 
 def _load_hooks(cfg: Config) -> Loaded:
     """Import the hooks (from the virtualenv too, as the app); AppLoadError when one does not import."""
-    from .apploader import add_virtualenv
+    from sockact.apploader import add_virtualenv
 
     if cfg.hooks.items():
         add_virtualenv(cfg.virtualenv)
@@ -363,8 +363,8 @@ def _load_hooks(cfg: Config) -> Loaded:
 
 def _watch_for_changes(cfg: Config) -> None:
     """--reload: a thread that sends this process SIGHUP when the app's source files change."""
-    from .autoreload import Watcher, app_roots
-    from .config import check_virtualenv
+    from sockact.config import check_virtualenv
+    from sockact.supervisor.autoreload import Watcher, app_roots
 
     search = list(sys.path)
     if cfg.virtualenv:

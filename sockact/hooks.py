@@ -117,6 +117,6 @@ class Loaded:
 
 def load(hooks: Hooks) -> Loaded:
     """Import every hook set. Raises AppLoadError, with the hook's traceback, when one does not."""
-    from .apploader import load as import_callable
+    from sockact.apploader import load as import_callable
 
     return Loaded({name: import_callable(spec, what=f"hooks.{name}") for name, spec in hooks.items()})

@@ -20,9 +20,9 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from . import __version__, errors
-from .config import ENV_PREFIX, LISTENER_KEYS, SETTINGS, Config, Setting, describe
-from .sandbox import sandboxed_check_line
+from sockact import __version__, errors
+from sockact.config import ENV_PREFIX, LISTENER_KEYS, SETTINGS, Config, Setting, describe
+from sockact.config.sandbox import sandboxed_check_line
 
 # Headings of the settings sections, in the order the pages present them.
 SECTION_TITLES: dict[str, str] = {
@@ -158,7 +158,7 @@ def cli_options(parser: argparse.ArgumentParser) -> dict[str, list[Option]]:
 
 def load_parser() -> argparse.ArgumentParser:
     """The real command-line parser. Imported late: the settings page does not need it."""
-    from . import cli
+    from sockact import cli
 
     return cli.build_parser()
 

@@ -23,9 +23,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TextIO
 
-from . import config
-from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError
-from .notify import ReloadOutcome, read_reload_outcome, runtime_dir
+from sockact import config
+from sockact.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError
+from sockact.systemd.notify import ReloadOutcome, read_reload_outcome, runtime_dir
 
 POLL = 0.05  # seconds between looks at the outcome file while waiting
 

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 RUNS = {
     "fuzz": ("tests/integration/test_fuzz_server.py", {"SOCKACT_FUZZ_CASES": "1000000"}),
     "endurance": ("tests/integration/test_endurance.py", {"SOCKACT_SOAK_REQUESTS": "5000000"}),
-    "engine": ("tests/unit/test_http_fuzz.py", {"SOCKACT_FUZZ_PROFILE": "long"}),
+    "engine": ("tests/unit/http/test_http_fuzz.py", {"SOCKACT_FUZZ_PROFILE": "long"}),
 }
 
 

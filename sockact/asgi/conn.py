@@ -10,7 +10,7 @@ for the app (backpressure). The socket stays in blocking mode and every call pas
 MSG_DONTWAIT, so it can be handed back to the supervisor as it came.
 
 Nothing here decides what a connection does next; the runner does (runner.py), and a Conn's state
-(conns/owner.py's Owned) moves only there.
+(worker/owner.py's Owned) moves only there.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .. import handoff
-from ..conns.owner import Owned
-from ..conns.states import CALL, HANDED, PREFACE, QUEUED, ConnState
-from ..http import Site
-from ..http.engine import Connection
-from ..http.limits import LINGER_SECONDS, RECV_SIZE
-from ..scoreboard import SlotWriter
+from sockact.http import Site
+from sockact.http.engine import Connection
+from sockact.http.limits import LINGER_SECONDS, RECV_SIZE
+from sockact.ipc import handoff
+from sockact.ipc.scoreboard import SlotWriter
+from sockact.worker.connstates import CALL, HANDED, PREFACE, QUEUED, ConnState
+from sockact.worker.owner import Owned
 
 log = logging.getLogger("sockact.http")
 

@@ -30,12 +30,12 @@ import os
 import time
 from typing import Any
 
-from ..errors import InvalidResponse, ProtocolError
-from ..http.events import END_OF_MESSAGE, NEED_DATA, Data, Request
-from ..http.limits import DRAIN_LIMIT
-from ..http.server import http_date, quoted_request_line
-from ..http.wsgi import HOP_BY_HOP, check_response
-from .conn import Conn
+from sockact.asgi.conn import Conn
+from sockact.errors import InvalidResponse, ProtocolError
+from sockact.http.events import END_OF_MESSAGE, NEED_DATA, Data, Request
+from sockact.http.limits import DRAIN_LIMIT
+from sockact.wsgi.environ import HOP_BY_HOP, check_response
+from sockact.wsgi.server import http_date, quoted_request_line
 
 log = logging.getLogger("sockact.http")
 

@@ -11,7 +11,7 @@ import inspect
 from collections.abc import Iterable
 from typing import Any
 
-from ..errors import AppLoadError
+from sockact.errors import AppLoadError
 
 WSGI, ASGI = "wsgi", "asgi"
 

@@ -13,8 +13,8 @@ import asyncio
 import logging
 from typing import Any
 
-from ..errors import AppLoadError
-from .scope import ASGI_VERSION
+from sockact.asgi.scope import ASGI_VERSION
+from sockact.errors import AppLoadError
 
 log = logging.getLogger("sockact.worker")
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote
 
-from ..http.events import Request
-from ..http.forwarded import FIELDS, Origin, Trust, collect, from_fields
-from ..http.wsgi import split_host
+from sockact.http.events import Request
+from sockact.http.forwarded import FIELDS, Origin, Trust, collect, from_fields
+from sockact.wsgi.environ import split_host
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 _FORWARDED = frozenset(name.encode() for name in FIELDS)

@@ -22,10 +22,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..errors import InvalidResponse
-from .conn import READ_HIGH, Conn
-from .cycle import ClientDisconnected
-from .wsprotocols import MESSAGE_TOO_BIG, Closed, Event, WsProtocol
+from sockact.asgi.conn import READ_HIGH, Conn
+from sockact.asgi.cycle import ClientDisconnected
+from sockact.asgi.wsprotocols import MESSAGE_TOO_BIG, Closed, Event, WsProtocol
+from sockact.errors import InvalidResponse
 
 log = logging.getLogger("sockact.http")
 

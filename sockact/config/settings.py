@@ -17,12 +17,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sockact import parsers
-from sockact.accesslog import GUNICORN_FORMAT, check_format
+from sockact.config import parsers
 from sockact.errors import ConfigError
 from sockact.hooks import Hooks
 from sockact.hooks import parse as parse_hooks
-from sockact.scoreboard import MAX_THREADS
+from sockact.ipc.scoreboard import MAX_THREADS
+from sockact.logs.access import GUNICORN_FORMAT, check_format
 
 ENV_PREFIX = "SOCKACT_"
 DEFAULT_APP = "sockact.apps.demo:app"

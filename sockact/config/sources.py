@@ -15,10 +15,10 @@ import tomllib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from sockact.config.sandbox import explain_missing
 from sockact.config.settings import BY_NAME, DEFAULT_APP, ENV_PREFIX, LISTENER_KEYS, SETTINGS, Config, Setting
 from sockact.errors import ConfigError
 from sockact.hooks import Hooks
-from sockact.sandbox import explain_missing
 
 
 def _parse(setting: Setting, raw: Any, where: str) -> Any:
@@ -111,7 +111,7 @@ def _suggest(key: str) -> str:
     """A hint for an unknown key: gunicorn's name for a setting first, else the closest name or flag."""
     import difflib
 
-    from sockact.fromgunicorn import hint
+    from sockact.config.fromgunicorn import hint
 
     known = hint(key.lower())
     if known:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import re
 
-from ..errors import ProtocolError
-from .limits import CHUNK_LINE_MAX, CHUNK_SIZE_DIGITS, Limits
-from .rules import FORBIDDEN_TRAILERS, is_hex, is_token
+from sockact.errors import ProtocolError
+from sockact.http.limits import CHUNK_LINE_MAX, CHUNK_SIZE_DIGITS, Limits
+from sockact.http.rules import FORBIDDEN_TRAILERS, is_hex, is_token
 
 _SIZE, _DATA, _DATA_END, _TRAILER, _DONE = range(5)
 _TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"

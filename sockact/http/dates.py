@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from email.utils import formatdate
 
-from ..accesslog import PerSecond
+from sockact.logs.access import PerSecond
 
 _date = PerSecond(lambda second: formatdate(second, usegmt=True))
 

@@ -28,11 +28,11 @@ import http
 
 import httptools
 
-from ..errors import ProtocolError
-from .chunked import ChunkedFraming
-from .events import CONNECTION_CLOSED, END_OF_MESSAGE, NEED_DATA, PAUSED, Data, Request, has_body
-from .limits import DRAIN_LIMIT, Limits
-from .rules import FRAMING, VERSIONS, FieldRules, check_head, check_partial_head, check_target, is_token
+from sockact.errors import ProtocolError
+from sockact.http.chunked import ChunkedFraming
+from sockact.http.events import CONNECTION_CLOSED, END_OF_MESSAGE, NEED_DATA, PAUSED, Data, Request, has_body
+from sockact.http.limits import DRAIN_LIMIT, Limits
+from sockact.http.rules import FRAMING, VERSIONS, FieldRules, check_head, check_partial_head, check_target, is_token
 
 IDLE, BODY, DONE, ERROR = "IDLE", "BODY", "DONE", "ERROR"
 

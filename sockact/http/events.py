@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import httptools
 
-from ..errors import ProtocolError
+from sockact.errors import ProtocolError
 
 _QUERY, _FRAGMENT = ord("?"), ord("#")
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import string
 
-from ..errors import ProtocolError
-from .limits import Limits
+from sockact.errors import ProtocolError
+from sockact.http.limits import Limits
 
 # RFC 9110 5.6.2: tchar. bytes.translate(None, _TCHAR) deletes them; anything left is not a token.
 _TCHAR = (string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~").encode()

@@ -7,6 +7,6 @@ death and its orphans), store (systemd's fd store), scrape (the metrics listener
 quick stop).
 """
 
-from .core import HANDLED_SIGNALS, Supervisor
+from sockact.supervisor.core import HANDLED_SIGNALS, Supervisor
 
 __all__ = ["HANDLED_SIGNALS", "Supervisor"]

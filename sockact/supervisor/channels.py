@@ -15,14 +15,14 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .. import handoff
-from ..errors import HandoffError
-from ..parking import Conn
-from ..worker import DRAIN_SIGNAL
-from ..workers import WorkerProcess
+from sockact.errors import HandoffError
+from sockact.ipc import handoff
+from sockact.policy.parking import Conn
+from sockact.supervisor.workers import WorkerProcess
+from sockact.worker.shell import DRAIN_SIGNAL
 
 if TYPE_CHECKING:
-    from .core import Supervisor
+    from sockact.supervisor.core import Supervisor
 
 log = logging.getLogger("sockact.supervisor")
 

@@ -24,36 +24,36 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .. import cgroups
-from ..acceptor import fd_budget
-from ..accesslog import escape
-from ..activation import Listener
-from ..apploader import WSGIApp
-from ..config import Config, check_reload
-from ..dispatch import Dispatcher
-from ..errors import EXIT_OK, SockactError
-from ..health import Health
-from ..hooks import Loaded
-from ..hooks import Server as HookServer
-from ..journal import lifecycle, reopen_files
-from ..metrics import SupervisorCounters
-from ..notify import Notifier
-from ..parking import Conn, ParkingLot
-from ..pool import Action, Halt, Kill, Ready, Reloaded, ReloadFailed, Retire, Spawn, WorkerPool
-from ..scoreboard import Scoreboard
-from ..signals import SignalWakeup
-from ..states import ENDING, IN_SERVICE, TIMED_OUT, Phase, WorkerState
-from ..switchboard import Switchboard
-from ..tally import Tally
-from ..worker import REOPEN_SIGNAL
-from ..workers import WorkerProcess
-from .channels import Channels
-from .exits import Exits
-from .forking import Forker
-from .memwatch import MemoryWatch
-from .scrape import Scrape
-from .stopping import Stop
-from .store import StoreSequence
+from sockact.apploader import WSGIApp
+from sockact.config import Config, check_reload
+from sockact.errors import EXIT_OK, SockactError
+from sockact.hooks import Loaded
+from sockact.hooks import Server as HookServer
+from sockact.ipc.scoreboard import Scoreboard
+from sockact.ipc.tally import Tally
+from sockact.logs.access import escape
+from sockact.logs.journal import lifecycle, reopen_files
+from sockact.policy.dispatch import Dispatcher
+from sockact.policy.parking import Conn, ParkingLot
+from sockact.policy.pool import Action, Halt, Kill, Ready, Reloaded, ReloadFailed, Retire, Spawn, WorkerPool
+from sockact.policy.states import ENDING, IN_SERVICE, TIMED_OUT, Phase, WorkerState
+from sockact.supervisor.acceptor import fd_budget
+from sockact.supervisor.channels import Channels
+from sockact.supervisor.exits import Exits
+from sockact.supervisor.forking import Forker
+from sockact.supervisor.health import Health
+from sockact.supervisor.memwatch import MemoryWatch
+from sockact.supervisor.metrics import SupervisorCounters
+from sockact.supervisor.scrape import Scrape
+from sockact.supervisor.signals import SignalWakeup
+from sockact.supervisor.stopping import Stop
+from sockact.supervisor.store import StoreSequence
+from sockact.supervisor.switchboard import Switchboard
+from sockact.supervisor.workers import WorkerProcess
+from sockact.systemd import cgroups
+from sockact.systemd.activation import Listener
+from sockact.systemd.notify import Notifier
+from sockact.worker.shell import REOPEN_SIGNAL
 
 log = logging.getLogger("sockact.supervisor")
 

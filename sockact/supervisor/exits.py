@@ -12,15 +12,15 @@ import time
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
-from .. import orphans
-from ..accesslog import escape
-from ..journal import lifecycle
-from ..metrics import restart_reason
-from ..states import WorkerState
-from ..workers import WorkerProcess, describe_status
+from sockact.logs.access import escape
+from sockact.logs.journal import lifecycle
+from sockact.policy.states import WorkerState
+from sockact.supervisor import orphans
+from sockact.supervisor.metrics import restart_reason
+from sockact.supervisor.workers import WorkerProcess, describe_status
 
 if TYPE_CHECKING:
-    from .core import Supervisor
+    from sockact.supervisor.core import Supervisor
 
 log = logging.getLogger("sockact.supervisor")
 

@@ -15,14 +15,14 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
-from .. import cgroups
-from ..config import Config
-from ..journal import lifecycle
-from ..worker import COLLECT_SIGNAL, DRAIN_SIGNAL, WorkerShell
-from ..workers import spawn
+from sockact.config import Config
+from sockact.logs.journal import lifecycle
+from sockact.supervisor.workers import spawn
+from sockact.systemd import cgroups
+from sockact.worker.shell import COLLECT_SIGNAL, DRAIN_SIGNAL, WorkerShell
 
 if TYPE_CHECKING:
-    from .core import Supervisor
+    from sockact.supervisor.core import Supervisor
 
 log = logging.getLogger("sockact.supervisor")
 

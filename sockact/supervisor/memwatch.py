@@ -9,13 +9,14 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from .. import memory, pressure
-from ..states import IN_SERVICE
-from ..worker import COLLECT_SIGNAL
-from ..workers import WorkerProcess
+from sockact.policy.states import IN_SERVICE
+from sockact.supervisor import memory
+from sockact.supervisor.workers import WorkerProcess
+from sockact.systemd import pressure
+from sockact.worker.shell import COLLECT_SIGNAL
 
 if TYPE_CHECKING:
-    from .core import Supervisor
+    from sockact.supervisor.core import Supervisor
 
 log = logging.getLogger("sockact.supervisor")
 

@@ -1,5 +1,5 @@
 """The metrics listener's side of the supervisor: it starts the metrics server and reads everything a
-scrape shows into a metrics.Snapshot, which apps/metrics.py turns into the Prometheus exposition.
+scrape shows into a metrics.Snapshot, which supervisor/exposition.py turns into the Prometheus exposition.
 
 The workers count their requests in the tally only when there is a metrics listener.
 """
@@ -10,12 +10,12 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..metrics import Snapshot, count_states
-from ..metricserver import MetricsServer
-from ..tally import Tally
+from sockact.ipc.tally import Tally
+from sockact.supervisor.metrics import Snapshot, count_states
+from sockact.supervisor.metricserver import MetricsServer
 
 if TYPE_CHECKING:
-    from .core import Supervisor
+    from sockact.supervisor.core import Supervisor
 
 log = logging.getLogger("sockact.supervisor")
 
@@ -34,7 +34,7 @@ class Scrape:
         index = next((i for i, lst in enumerate(sup.listeners) if lst.name == name), None)
         if index is None:
             return None
-        from ..apps import metrics as exposition  # here: prometheus_client is imported only when needed
+        from sockact.supervisor import exposition  # here: prometheus_client is imported only when needed
 
         if not exposition.available:
             log.warning("listener %r: %s; it answers 503 until then", name, exposition.MISSING)
@@ -45,7 +45,7 @@ class Scrape:
         return tally
 
     def _render(self) -> tuple[int, str, bytes]:
-        from ..apps import metrics as exposition
+        from sockact.supervisor import exposition
 
         try:
             return 200, exposition.CONTENT_TYPE, exposition.exposition(self.snapshot())

@@ -10,13 +10,13 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
-from ..journal import lifecycle
-from ..states import LIVE, Phase
-from ..turnaway import app_failed, turn_away
-from ..worker import DRAIN_SIGNAL
+from sockact.logs.journal import lifecycle
+from sockact.policy.states import LIVE, Phase
+from sockact.supervisor.turnaway import app_failed, turn_away
+from sockact.worker.shell import DRAIN_SIGNAL
 
 if TYPE_CHECKING:
-    from .core import Supervisor
+    from sockact.supervisor.core import Supervisor
 
 log = logging.getLogger("sockact.supervisor")
 

@@ -14,12 +14,12 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from ..fdstore import conn_name, take_back
-from ..journal import lifecycle
-from ..parking import Conn
+from sockact.logs.journal import lifecycle
+from sockact.policy.parking import Conn
+from sockact.systemd.fdstore import conn_name, take_back
 
 if TYPE_CHECKING:
-    from .core import Supervisor
+    from sockact.supervisor.core import Supervisor
 
 log = logging.getLogger("sockact.supervisor")
 

@@ -145,7 +145,8 @@ def test_a_gunicorn_conf_converts_and_its_hooks_run_where_and_when_they_should(t
 
 def test_every_gunicorn_setting_is_carried_or_named():
     gunicorn_config = pytest.importorskip("gunicorn.config")
-    from sockact import config, fromgunicorn
+    from sockact import config
+    from sockact.config import fromgunicorn
     from sockact.hooks import HOOK_NAMES
 
     for s in gunicorn_config.KNOWN_SETTINGS:

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from conftest import wait_until
 
-from sockact.accesslog import GUNICORN_FORMAT, AccessLog
 from sockact.http import Limits, Outcome, Site, serve_connection
+from sockact.logs.access import GUNICORN_FORMAT, AccessLog
 
 Response = tuple[int, dict[str, str], bytes]
 

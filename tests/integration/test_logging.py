@@ -140,7 +140,7 @@ def sendv(*fields):
 
 
 def test_the_timeout_records_journal_field_is_escaped(start_sockact, tmp_path: Path):
-    from sockact.journal import MESSAGE_IDS
+    from sockact.logs.journal import MESSAGE_IDS
 
     (tmp_path / "systemd").mkdir()
     # The real package's other modules (daemon: socket activation) stay in reach.

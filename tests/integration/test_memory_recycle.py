@@ -10,7 +10,7 @@ import threading
 
 from conftest import KeepAliveClient, wait_until
 
-from sockact import memory
+from sockact.supervisor import memory
 
 
 class KeepAsking:

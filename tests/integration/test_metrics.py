@@ -162,7 +162,7 @@ def test_metrics_on_a_unix_socket(start_sockact, tmp_path):
 
 
 def test_silent_clients_holding_every_slot_do_not_keep_a_scrape_waiting(start_sockact):
-    from sockact.metricserver import CLIENT_TIMEOUT, MAX_CLIENTS
+    from sockact.supervisor.metricserver import CLIENT_TIMEOUT, MAX_CLIENTS
 
     _, api, metrics = start(start_sockact, workers=1)
     silent = [socket.create_connection(("127.0.0.1", metrics), timeout=10) for _ in range(MAX_CLIENTS + 4)]
@@ -180,7 +180,7 @@ def test_silent_clients_holding_every_slot_do_not_keep_a_scrape_waiting(start_so
 
 
 def test_answers_never_read_do_not_hold_the_slots(start_sockact):
-    from sockact.metricserver import MAX_CLIENTS
+    from sockact.supervisor.metricserver import MAX_CLIENTS
 
     _, _, metrics = start(start_sockact, workers=1)
     unread = []

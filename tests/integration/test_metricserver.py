@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 from conftest import parse_response
 
-from sockact.activation import Listener
-from sockact.metricserver import MetricsServer
+from sockact.supervisor.metricserver import MetricsServer
+from sockact.systemd.activation import Listener
 
 
 def serve_one(server: MetricsServer, selector: selectors.BaseSelector, request: bytes) -> bytes:
@@ -88,7 +88,7 @@ def turn(selector: selectors.BaseSelector, timeout: float = 1.0) -> list:
 
 
 def test_a_connection_closed_to_make_room_ignores_its_event_in_the_same_batch(held):
-    from sockact.metricserver import MAX_CLIENTS
+    from sockact.supervisor.metricserver import MAX_CLIENTS
 
     server, selector, clients = held
     sock = server.listener.sock

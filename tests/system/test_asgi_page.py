@@ -26,7 +26,7 @@ from nspawn import Container, missing_prerequisite
 from sysclient import UnixHTTPConnection, wait_for
 from sysdeploy import steps
 
-from sockact.asgi.runner import NO_WEBSOCKET_LIBRARY
+from sockact.worker.asgirunner import NO_WEBSOCKET_LIBRARY
 
 websockets_client = pytest.importorskip("websockets.sync.client")
 websockets_errors = pytest.importorskip("websockets.exceptions")

@@ -24,7 +24,7 @@ from debroot import SUITES, RootfsError, ensure_rootfs
 from nspawn import Container, free_port, missing_prerequisite
 from sysclient import Load, Response, http_get, wait_for
 
-from sockact.journal import MESSAGE_IDS
+from sockact.logs.journal import MESSAGE_IDS
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 

@@ -17,7 +17,7 @@ import time
 from sysclient import wait_for
 from sysdeploy import Deployment, messages
 
-from sockact.acceptor import LOG_INTERVAL
+from sockact.supervisor.acceptor import LOG_INTERVAL
 
 CLIENTS = 1000
 LIMIT = 256
@@ -107,7 +107,7 @@ def test_out_of_fds_nothing_crashes_or_spins_and_service_resumes(sockact: Deploy
     wait_for(lambda: sockact.get("/", timeout=5).status == 200, 15, what="service after the clients left")
     assert sockact.main_pid() == main_pid and sockact.show("NRestarts") == "0"
     assert sockact.c.run(["ps", "-o", "pid=", "--ppid", str(main_pid)]).stdout.split() == workers
-    text = messages(sockact.journal())
+    text = messages(sockact.logs.journal())
     said = text.count("the most the open-files limit allows")
     print(f"fd exhaustion: the budget line {said} times in the journal")
     elapsed_intervals = 1 + (SATURATED + 40) / LOG_INTERVAL

@@ -182,7 +182,7 @@ def test_verify(container: Container):
 
 def test_catalog_is_accepted(container: Container):
     """journalctl compiles the installed catalog without complaint and knows every event."""
-    from sockact.journal import EVENTS
+    from sockact.logs.journal import EVENTS
 
     result = container.run(["journalctl", "--update-catalog"])
     assert not result.stderr.strip(), result.stderr

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from sockact import acceptor
-from sockact.acceptor import BACKOFF_FIRST, BACKOFF_MAX, LOG_INTERVAL, Acceptor, fd_budget
-from sockact.activation import Listener
 from sockact.errors import ConfigError
-from sockact.parking import Conn
+from sockact.policy.parking import Conn
+from sockact.supervisor import acceptor
+from sockact.supervisor.acceptor import BACKOFF_FIRST, BACKOFF_MAX, LOG_INTERVAL, Acceptor, fd_budget
+from sockact.systemd.activation import Listener
 
 
 def test_an_accept_batch_stops_at_the_fd_budget_and_the_rest_wait_in_the_backlog():

@@ -1,4 +1,4 @@
-"""sockact.accesslog without a server: every atom, the escaping, JSON lines, batching, rotation."""
+"""sockact.logs.access without a server: every atom, the escaping, JSON lines, batching, rotation."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from sockact import accesslog, config
-from sockact.accesslog import GUNICORN_FORMAT, AccessLog, Entry, compile_format, escape
+from sockact import config
 from sockact.errors import ConfigError
+from sockact.logs import access as accesslog
+from sockact.logs.access import GUNICORN_FORMAT, AccessLog, Entry, compile_format, escape
 
 WHEN = 1_700_000_000.25
 HOSTILE = "/a\r\nFORGED CRITICAL\x1b[31m\x00\"\\\x7f\xe9"

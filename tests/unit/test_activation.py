@@ -4,8 +4,8 @@ import socket
 
 import pytest
 
-from sockact.activation import bind_all, from_systemd, parse_bind
 from sockact.errors import ListenerError
+from sockact.systemd.activation import bind_all, from_systemd, parse_bind
 
 
 @pytest.mark.parametrize(("spec", "expected"), [

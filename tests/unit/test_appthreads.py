@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from sockact.appthreads import AppThreads
+from sockact.worker.appthreads import AppThreads
 
 
 def wait_until(check: Callable[[], object], what: str, timeout: float = 10.0) -> None:

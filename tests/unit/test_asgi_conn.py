@@ -14,11 +14,11 @@ import threading
 
 import pytest
 
-from sockact import handoff
 from sockact.asgi.conn import Batch, Conn
-from sockact.conns.states import ConnState
 from sockact.http import Limits, Site
-from sockact.scoreboard import Scoreboard
+from sockact.ipc import handoff
+from sockact.ipc.scoreboard import Scoreboard
+from sockact.worker.connstates import ConnState
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"

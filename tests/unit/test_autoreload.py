@@ -6,7 +6,7 @@ import os
 import signal
 import threading
 
-from sockact import autoreload
+from sockact.supervisor import autoreload
 
 
 def test_changed_reports_added_removed_and_modified():

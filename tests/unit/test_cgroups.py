@@ -11,8 +11,8 @@ import os
 
 import pytest
 
-from sockact import cgroups
 from sockact.config import Config, build
+from sockact.systemd import cgroups
 
 
 def fake_service(tmp_path, controllers="cpuset cpu io memory pids", procs="100\n4242\n"):
@@ -163,10 +163,10 @@ def test_the_supervisor_says_a_worker_was_killed_for_its_limit_and_counts_it(tmp
     import logging
     import socket
 
-    from sockact.metrics import restart_reason
-    from sockact.notify import Notifier
     from sockact.supervisor import Supervisor
-    from sockact.workers import WorkerProcess
+    from sockact.supervisor.metrics import restart_reason
+    from sockact.supervisor.workers import WorkerProcess
+    from sockact.systemd.notify import Notifier
 
     _, proc = fake_service(tmp_path)
     sup = Supervisor(Config(), [], Notifier({}, os.getpid()))

@@ -147,7 +147,7 @@ def test_settings_other_engineers_build_are_declared():
 
 
 def test_thread_counts_are_bounded_by_the_scoreboard_and_the_ceiling_by_the_floor():
-    from sockact.scoreboard import MAX_THREADS
+    from sockact.ipc.scoreboard import MAX_THREADS
 
     assert config.build({"threads": str(MAX_THREADS), "max_threads": str(MAX_THREADS)}, {}, None).threads == 64
     # A line per thread on the scoreboard: beyond it, one line naming the key (no silent clamp).

@@ -83,7 +83,7 @@ def test_from_gunicorn_table_covers_every_gunicorn_setting():
 
 
 def test_the_sandboxed_check_has_the_units_lines_and_the_deploy_page_shows_it():
-    from sockact.sandbox import CHECK_PROPERTIES, sandboxed_check_line
+    from sockact.config.sandbox import CHECK_PROPERTIES, sandboxed_check_line
 
     unit = (ROOT / "packaging" / "systemd" / "sockact.service").read_text().splitlines()
     # every property but the dynamic user's name is a line of the unit ...
@@ -123,13 +123,13 @@ def _prose(page: Path) -> str:
 
 
 def test_every_setting_a_page_names_exists():
-    metrics_code = (ROOT / "sockact" / "apps" / "metrics.py").read_text()
+    metrics_code = (ROOT / "sockact" / "supervisor" / "exposition.py").read_text()
     gunicorn_names = {name for name, _, _ in from_gunicorn_rows()}
     not_ours = set()
     for page in PAGES:
         text = _prose(page)
         for name in _SNAKE.findall(text):
-            if name.startswith("sockact_"):  # a metric, as apps/metrics.py names it
+            if name.startswith("sockact_"):  # a metric, as supervisor/exposition.py names it
                 known = f'"{name.removesuffix("_total")}"' in metrics_code
             else:
                 known = name in config.BY_NAME or name in NOT_SETTINGS or name in gunicorn_names
@@ -215,7 +215,7 @@ def test_from_gunicorn_calls_no_asgi_setting_wsgi_only():
 
 
 def test_from_gunicorn_table_agrees_with_sockact_convert():
-    from sockact import fromgunicorn
+    from sockact.config import fromgunicorn
     from sockact.hooks import HOOK_NAMES
 
     for line in (ROOT / "docs" / "from-gunicorn.md").read_text().splitlines():

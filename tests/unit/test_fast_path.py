@@ -20,7 +20,7 @@ import pytest
 from sockact.http import Limits, Site
 from sockact.http.engine import DONE, Connection
 from sockact.http.events import END_OF_MESSAGE, PAUSED, Data, Request
-from sockact.http.server import HTTPConnection, _Conn
+from sockact.wsgi.server import HTTPConnection, _Conn
 
 DATE = "Sat, 05 Dec 2026 00:00:00 GMT"
 GET = b"GET /p HTTP/1.1\r\nHost: h\r\n\r\n"

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from sockact.fdstore import conn_name, listener_of, take_back
-from sockact.notify import Notifier
+from sockact.systemd.fdstore import conn_name, listener_of, take_back
+from sockact.systemd.notify import Notifier
 
 
 def test_a_connection_name_points_at_its_listener_and_a_listener_name_at_none() -> None:

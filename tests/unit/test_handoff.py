@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
-from sockact import handoff
 from sockact.errors import HandoffError
+from sockact.ipc import handoff
 
 
 @pytest.mark.parametrize(("family", "peer"), [
@@ -137,7 +137,7 @@ def test_truncated_control_message_closes_what_arrived():
 
 def test_a_connection_whose_fd_is_lost_on_its_way_into_a_worker_is_reported_done():
     # The supervisor holds its own copy until a DONE (or a PARK) says the worker is through with it.
-    from sockact.conns.channel import read_channel
+    from sockact.worker.channel import read_channel
 
     sup, wrk = handoff.channel_pair()
     conns = send_three_fds(sup, conn_id=9)  # MSG_CTRUNC in the worker: the message came, its fd did not
@@ -197,7 +197,7 @@ def test_a_message_cut_inside_its_proxy_client_is_refused_and_its_fd_closed(fami
 
 
 def test_a_turn_that_closes_more_than_a_done_holds_reports_every_id():
-    from sockact.eventloop import Closed
+    from sockact.worker.wsgirunner import Closed
 
     sup, wrk = handoff.channel_pair()
     sup.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * handoff.MAX_MESSAGE)

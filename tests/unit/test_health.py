@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from sockact.health import STATUS_INTERVAL, Health
-from sockact.scoreboard import Scoreboard, SlotWriter
+from sockact.ipc.scoreboard import Scoreboard, SlotWriter
+from sockact.supervisor.health import STATUS_INTERVAL, Health
 
 TIMEOUT = 30.0
 

@@ -1,4 +1,4 @@
-"""sockact.journal without a journal: the fields of each record, the fallbacks, the catalog."""
+"""sockact.logs.journal without a journal: the fields of each record, the fallbacks, the catalog."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sockact import journal
+from sockact.logs import journal
 
 CATALOG = Path(__file__).resolve().parents[2] / "packaging" / "systemd" / "sockact.catalog"
 
@@ -193,7 +193,7 @@ def test_message_ids_are_distinct_128_bit_ids():
 
 def test_committed_catalog_is_generated_from_events():
     assert CATALOG.read_text() == journal.catalog(), (
-        "packaging/systemd/sockact.catalog is stale: run python -m sockact.journal --catalog > it")
+        "packaging/systemd/sockact.catalog is stale: run python -m sockact.logs.journal --catalog > it")
 
 
 def test_catalog_entries_follow_the_format():

@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from sockact import memory, parsers
+from sockact.config import parsers
+from sockact.supervisor import memory
 
 
 def vm_rss(pid: int) -> int:

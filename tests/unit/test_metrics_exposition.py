@@ -2,12 +2,12 @@
 
 import pytest
 
-from sockact.metrics import HANDOFF_BUCKETS, Histogram, Snapshot, count_states, restart_reason
-from sockact.states import WorkerState
-from sockact.tally import Tally
+from sockact.ipc.tally import Tally
+from sockact.policy.states import WorkerState
+from sockact.supervisor.metrics import HANDOFF_BUCKETS, Histogram, Snapshot, count_states, restart_reason
 
 parser = pytest.importorskip("prometheus_client.parser")
-from sockact.apps import metrics as exposition  # noqa: E402 - after the skip
+from sockact.supervisor import exposition  # noqa: E402 - after the skip
 
 
 @pytest.mark.parametrize(("state", "recycled", "old", "stopping", "reason"), [

@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from sockact.notify import Notifier, ReloadOutcome, forget
+from sockact.systemd.notify import Notifier, ReloadOutcome, forget
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_workers_forget_the_variables():
 def test_reload_finished_sends_ready_and_publishes_numbered_outcomes(notify_socket, tmp_path):
     import os
 
-    from sockact.notify import read_reload_outcome
+    from sockact.systemd.notify import read_reload_outcome
 
     run = tmp_path / "run"
     run.mkdir()

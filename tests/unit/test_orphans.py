@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import socket
 
-from sockact.orphans import Verdict, answer, unread_bytes, verdicts
-from sockact.parking import Conn
-from sockact.scoreboard import Call, Scoreboard
+from sockact.ipc.scoreboard import Call, Scoreboard
+from sockact.policy.parking import Conn
+from sockact.supervisor.orphans import Verdict, answer, unread_bytes, verdicts
 
 
 def conn(conn_id: int, fd: int = -1) -> Conn:

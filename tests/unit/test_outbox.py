@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import socket
 
-from sockact import handoff
-from sockact.parking import Conn
-from sockact.workers import WorkerProcess
+from sockact.ipc import handoff
+from sockact.policy.parking import Conn
+from sockact.supervisor.workers import WorkerProcess
 
 
 def test_a_new_connection_waits_behind_those_queued_for_room():

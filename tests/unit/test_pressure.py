@@ -14,7 +14,7 @@ import select
 
 import pytest
 
-from sockact.pressure import PressureWatch, describe
+from sockact.systemd.pressure import PressureWatch, describe
 
 # What systemd passes by default (200 ms stalled per 2 s), its C string's NUL included: the kernel
 # reads the write as a C string, and would cut the window's last digit without it.

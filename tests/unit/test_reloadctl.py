@@ -12,8 +12,8 @@ import pytest
 
 from sockact import cli, reloadctl
 from sockact.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-from sockact.notify import Notifier, ReloadOutcome
 from sockact.reloadctl import Verdict, judge
+from sockact.systemd.notify import Notifier, ReloadOutcome
 
 PID = 4242
 

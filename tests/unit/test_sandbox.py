@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from sockact.config import check_virtualenv
+from sockact.config.sandbox import explain_missing
 from sockact.errors import ConfigError
-from sockact.sandbox import explain_missing
 
 
 def test_a_missing_path_names_its_first_missing_directory(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from sockact.scoreboard import SLOT_SIZE, Scoreboard, SlotView
+from sockact.ipc.scoreboard import SLOT_SIZE, Scoreboard, SlotView
 
 
 def test_calls_stamped_in_a_child_are_read_by_the_parent():
@@ -77,7 +77,7 @@ def test_a_call_that_started_after_the_last_beat_is_not_a_frozen_loop():
 
 
 def test_requests_waiting_for_an_app_thread_read_as_calls_not_yet_answered():
-    from sockact.scoreboard import Waiting
+    from sockact.ipc.scoreboard import Waiting
 
     board = Scoreboard(1)
     slot = board.allocate()

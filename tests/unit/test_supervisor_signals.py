@@ -10,9 +10,9 @@ import pytest
 
 from sockact import config
 from sockact.errors import ConfigError
-from sockact.notify import Notifier
-from sockact.states import Phase
+from sockact.policy.states import Phase
 from sockact.supervisor import Supervisor
+from sockact.systemd.notify import Notifier
 
 
 def supervisor(reload_error: str | None = None, **settings: str) -> Supervisor:
@@ -86,7 +86,7 @@ def test_hup_to_a_worker_memory_limit_that_cannot_be_enforced_fails_the_reload(
         tmp_path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """A cgroup tree in a tmp dir whose memory controller is not delegated (the real one is the
     service's; see tests/unit/test_cgroups.py)."""
-    from sockact import cgroups
+    from sockact.systemd import cgroups
 
     service = tmp_path / "system.slice" / "sockact.service"
     service.mkdir(parents=True)
@@ -107,7 +107,7 @@ def test_hup_to_a_worker_memory_limit_that_cannot_be_enforced_fails_the_reload(
 
 
 def test_every_message_a_worker_sends_has_one_handler_on_the_supervisor_side() -> None:
-    from sockact import handoff
+    from sockact.ipc import handoff
 
     sup = supervisor()
     kinds = {handoff.READY, handoff.PARK, handoff.DONE, handoff.FAILED, handoff.RECYCLE}

@@ -15,10 +15,10 @@ from typing import Any, ClassVar
 
 import pytest
 
-from sockact.dispatch import Dispatcher
-from sockact.parking import Conn, ParkingLot
-from sockact.switchboard import Switchboard
-from sockact.workers import WorkerProcess
+from sockact.policy.dispatch import Dispatcher
+from sockact.policy.parking import Conn, ParkingLot
+from sockact.supervisor.switchboard import Switchboard
+from sockact.supervisor.workers import WorkerProcess
 
 HEADER_TIMEOUT = 10.0
 KEEPALIVE = 5.0

@@ -1,7 +1,7 @@
 """The workers' request tally: cells written by app threads, summed and kept by the supervisor."""
 
-from sockact.scoreboard import MAX_THREADS
-from sockact.tally import CLASSES, DURATION_BUCKETS, METHODS, Tally
+from sockact.ipc.scoreboard import MAX_THREADS
+from sockact.ipc.tally import CLASSES, DURATION_BUCKETS, METHODS, Tally
 
 
 def request_count(tally: Tally, cells: list[int], listener: int, method: str, klass: str) -> int:

@@ -7,10 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from sockact import handoff
-from sockact.conns.channel import Closed
-from sockact.conns.owner import Carrier, Due, Owned, Owner, due
-from sockact.conns.states import CONN_TRANSITIONS, ConnState, InvalidTransition
+from sockact.ipc import handoff
+from sockact.worker.channel import Closed
+from sockact.worker.connstates import CONN_TRANSITIONS, ConnState, InvalidTransition
+from sockact.worker.owner import Carrier, Due, Owned, Owner, due
 
 C = ConnState
 SITE = SimpleNamespace(header_timeout=10.0, io_timeout=30.0, proxy_protocol="off", listener="http")

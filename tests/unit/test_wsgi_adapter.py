@@ -13,7 +13,7 @@ import pytest
 from sockact.errors import InvalidResponse
 from sockact.http.engine import Connection, Data, Request
 from sockact.http.limits import Limits
-from sockact.http.wsgi import (
+from sockact.wsgi.environ import (
     FileWrapper,
     InputStream,
     StartResponse,

@@ -1,0 +1,165 @@
+"""`sockact convert gunicorn.conf.py`: a gunicorn settings file as sockact TOML, and what it cannot carry.
+
+gunicorn's file is Python, run for its names (as gunicorn runs it). Each name that is a gunicorn
+setting sockact has lands under sockact's name, its value checked by sockact's parser; each hook
+sockact has becomes a [hooks] entry that names the function in that same file (a hook may name a
+file: hooks.py); every other gunicorn setting is named, with the reason it is not carried over.
+Nothing is carried silently and nothing is dropped silently. The tables here also give the
+config's hints for gunicorn's names (config.sources._suggest). docs/from-gunicorn.md has the whole table.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sockact.hooks import HOOK_NAMES
+
+# gunicorn's setting -> sockact's, where sockact has one (same name or not).
+RENAMED: dict[str, str] = {
+    "wsgi_app": "app", "bind": "bind", "backlog": "backlog", "workers": "workers", "threads": "threads",
+    "max_requests": "max_requests", "max_requests_jitter": "max_requests_jitter", "timeout": "timeout",
+    "graceful_timeout": "graceful_timeout", "keepalive": "keepalive", "limit_request_line": "limit_request_line",
+    "limit_request_fields": "limit_request_fields", "limit_request_field_size": "limit_request_field_size",
+    "reload": "reload", "preload_app": "preload", "chdir": "chdir", "raw_env": "env", "pythonpath": "pythonpath",
+    "forwarded_allow_ips": "forwarded_allow_ips", "accesslog": "access_logfile",
+    "access_log_format": "access_logformat", "errorlog": "error_logfile", "loglevel": "log_level",
+    "proxy_protocol": "proxy_protocol", "root_path": "root_path", "asgi_lifespan": "lifespan",
+}
+
+_TLS = "no TLS in sockact: terminate it in a proxy in front of the socket"
+_UNIT = "in the service unit (systemd runs sockact)"
+_STRICT = "fixed: sockact parses HTTP/1.1 strictly (docs/http.md)"
+_DIRTY = "no separate pool of long-running workers"
+_LOGS = "logs go to the journal with structured fields (log_target, log_level)"
+_STATSD = "no statsd: Prometheus metrics on the metrics listener (docs/metrics.md)"
+_HTTP2 = "HTTP/1.1 only"
+_HOOK = "no such hook: "
+_CONTROL = "systemctl is the control channel"
+
+# gunicorn's settings sockact has no counterpart for, and why (docs/from-gunicorn.md says more).
+NOT_CARRIED: dict[str, str] = {
+    "config": "this file is what is being converted", "worker_class": "one worker model (interface: wsgi or asgi)",
+    "worker_connections": "idle connections wait in the supervisor (queue_size)",
+    "reload_engine": "one engine: modification times", "reload_extra_files": "--reload watches the app and --config",
+    "spew": "use a debugger", "check_config": "sockact check", "print_config": "sockact --print-config",
+    "sendfile": "always used for wsgi.file_wrapper", "reuse_port": "ReusePort= in the .socket unit",
+    "daemon": "systemd runs sockact", "pidfile": "systemd knows the main PID",
+    "worker_tmp_dir": "workers report in shared memory",
+    "user": "User= " + _UNIT, "group": "Group= " + _UNIT, "umask": "UMask= " + _UNIT,
+    "initgroups": "SupplementaryGroups= " + _UNIT, "tmp_upload_dir": "bodies are streamed, never spooled",
+    "secure_scheme_headers": "part of forwarded_allow_ips", "forwarder_headers": "part of forwarded_allow_ips",
+    "disable_redirect_access_to_syslog": _LOGS, "capture_output": "the app's stdout and stderr go to the journal",
+    "logger_class": _LOGS, "logconfig": _LOGS, "logconfig_dict": _LOGS, "logconfig_json": _LOGS,
+    "syslog_addr": _LOGS, "syslog": _LOGS, "syslog_prefix": _LOGS, "syslog_facility": "SyslogFacility= " + _UNIT,
+    "enable_stdio_inheritance": "workers always inherit stdout and stderr",
+    "statsd_host": _STATSD, "dogstatsd_tags": _STATSD, "statsd_prefix": _STATSD, "enable_backlog_metric": _STATSD,
+    "proc_name": "process titles are fixed", "default_proc_name": "process titles are fixed",
+    "paste": "no PasteDeploy: point app at a module that builds the app", "raw_paste_global_conf": "no PasteDeploy",
+    "pre_fork": _HOOK + "post_fork runs in the worker", "post_worker_init": _HOOK + "use post_fork",
+    "worker_int": _HOOK + "use worker_exit", "worker_abort": _HOOK + "a timeout logs the stuck stack",
+    "pre_exec": _HOOK + "a restart is systemd's", "pre_request": _HOOK + "use a WSGI or ASGI middleware",
+    "post_request": _HOOK + "use a WSGI or ASGI middleware", "child_exit": _HOOK + "use worker_exit (in the worker)",
+    "nworkers_changed": _HOOK, "on_exit": _HOOK + "ExecStopPost= in the service unit", "ssl_context": _TLS,
+    "proxy_allow_ips": "a proxy_protocol listener requires the header from every client",
+    "protocol": "HTTP only", "uwsgi_allow_ips": "HTTP only", "keyfile": _TLS, "certfile": _TLS,
+    "ssl_version": _TLS, "cert_reqs": _TLS, "ca_certs": _TLS, "suppress_ragged_eofs": _TLS,
+    "do_handshake_on_connect": _TLS, "ciphers": _TLS, "http_protocols": _HTTP2, "http2_cleartext": _HTTP2,
+    "http2_max_concurrent_streams": _HTTP2, "http2_initial_window_size": _HTTP2, "http2_max_frame_size": _HTTP2,
+    "http2_max_header_list_size": _HTTP2, "permit_obsolete_folding": _STRICT, "strip_header_spaces": _STRICT,
+    "permit_unconventional_http_method": _STRICT, "permit_unconventional_http_version": _STRICT,
+    "casefold_http_method": _STRICT, "header_map": "fixed: a header name with '_' is dropped",
+    "asgi_loop": "uvloop where installed, else asyncio", "asgi_disconnect_grace_period": "not configurable",
+    "websocket_max_message_size": "not configurable", "http_parser": "sockact's own parser",
+    "dirty_apps": _DIRTY, "dirty_workers": _DIRTY, "dirty_timeout": _DIRTY, "dirty_threads": _DIRTY,
+    "dirty_graceful_timeout": _DIRTY, "on_dirty_starting": _DIRTY, "dirty_post_fork": _DIRTY,
+    "dirty_worker_init": _DIRTY, "dirty_worker_exit": _DIRTY, "control_socket": _CONTROL,
+    "control_socket_mode": _CONTROL, "control_socket_disable": _CONTROL,
+}
+
+
+def hint(key: str) -> str | None:
+    """For a key sockact does not know that is gunicorn's: what to write instead, or why there is none."""
+    if key in RENAMED and RENAMED[key] != key:
+        return f"gunicorn's {key} is sockact's '{RENAMED[key]}'"
+    if key in HOOK_NAMES:
+        return f"a hook: hooks.{key} = \"module:{key}\""
+    if key in NOT_CARRIED:
+        return f"gunicorn's {key} has no sockact setting: {NOT_CARRIED[key]}"
+    return None
+
+
+def _bool_to_proxy_protocol(value: Any) -> Any:
+    # gunicorn's proxy_protocol is a switch (newer ones take 'v1'/'v2'/'auto' too); on means either version
+    return {True: "auto", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
+def _loglevel(value: Any) -> Any:
+    return "error" if isinstance(value, str) and value.lower() == "critical" else value
+
+
+# Values whose gunicorn form sockact spells otherwise.
+_VALUES: dict[str, Callable[[Any], Any]] = {
+    "proxy_protocol": _bool_to_proxy_protocol, "loglevel": _loglevel,
+}
+
+
+@dataclass
+class Conversion:
+    """The TOML lines, and each name of the file that is not carried, with why."""
+
+    values: dict[str, Any] = field(default_factory=dict)  # sockact setting -> parsed value
+    hooks: dict[str, str] = field(default_factory=dict)  # hook -> "path:function"
+    not_carried: list[tuple[str, str]] = field(default_factory=list)  # (gunicorn name, why)
+
+
+def convert(path: str, names: Mapping[str, Any], settings: Mapping[str, Callable[[Any], Any]]) -> Conversion:
+    """Sort the names a gunicorn.conf.py defined. ``settings`` maps sockact's setting names to their parsers."""
+    out = Conversion()
+    for name, value in names.items():
+        if name.startswith("_") or isinstance(value, types.ModuleType):
+            continue  # the file's own imports and private names
+        if name in HOOK_NAMES and callable(value):
+            out.hooks[name] = f"{os.path.abspath(path)}:{name}"
+        elif name in RENAMED:
+            target = RENAMED[name]
+            try:
+                out.values[target] = settings[target](_VALUES.get(name, _same)(value))
+            except ValueError as exc:
+                out.not_carried.append((name, f"{value!r} is not a valid {target}: {exc}"))
+        elif name in NOT_CARRIED:
+            out.not_carried.append((name, NOT_CARRIED[name]))
+        elif callable(value) or isinstance(value, type):
+            continue  # a helper function or class of the file's own
+        else:
+            out.not_carried.append((name, "not a gunicorn setting"))
+    return out
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def run_file(path: str) -> dict[str, Any]:
+    """The names a gunicorn.conf.py defines, run as gunicorn runs it. Raises AppLoadError with where it failed."""
+    from sockact.apploader import load_module
+
+    module = load_module(path, what="gunicorn settings")
+    return dict(vars(module))
+
+
+def lines(conversion: Conversion, path: str, toml_value: Callable[[Any], str]) -> Iterator[str]:
+    """The TOML file: the settings carried over, then the hooks, with what was not carried as comments."""
+    yield f"# converted from {path} by sockact convert"
+    for name, why in conversion.not_carried:
+        yield f"# not carried over: {name} ({why})"
+    for key, value in conversion.values.items():
+        yield f"{key} = {toml_value(value)}"
+    if conversion.hooks:
+        yield ""
+        yield "[hooks]  # called as gunicorn calls them: server and worker carry pid, cfg and log (docs/hooks.md)"
+        for name, spec in conversion.hooks.items():
+            yield f"{name} = {toml_value(spec)}"

@@ -1,0 +1,239 @@
+"""The supervisor<->worker channel: one AF_UNIX SOCK_SEQPACKET socketpair per worker.
+
+Each datagram is one message: a fixed binary header, then the peer's raw address,
+then the PROXY protocol client if one was read (its raw address and port), then
+optional bytes already read from the connection. A connection's fd rides along
+as SCM_RIGHTS. SEQPACKET keeps message boundaries, so no framing is needed, and an
+empty read means the other end has gone (EOF).
+
+Messages:
+    CONN   supervisor -> worker, with fd: serve this connection
+    PARK   worker -> supervisor, with fd: response done, connection idle at a request boundary
+    DONE   worker -> supervisor: the worker closed the connection; the connections a worker closed
+           in one turn of its loop travel in one DONE, the first in the header, the rest as data
+    READY  worker -> supervisor: the app is loaded, send work
+    RECYCLE worker -> supervisor: max_requests reached; retire me (the worker takes nothing new)
+    FAILED worker -> supervisor, before it exits: it cannot start; the data is the one-line reason
+
+Ownership of a connection's fd (see docs/architecture.md): a worker closes its copy right after
+a successful PARK. The supervisor, after a CONN, keeps its copy untouched until the worker's PARK
+or DONE for that connection id, so that it can still answer the client (502/504) if the worker dies.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import select
+import socket
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sockact.errors import HandoffError
+from sockact.http.proxyprotocol import Header
+
+CONN, PARK, DONE, READY, RECYCLE, FAILED = 1, 2, 3, 4, 5, 6
+_KINDS = frozenset((CONN, PARK, DONE, READY, RECYCLE, FAILED))
+
+# kind, address family, listener index, connection id, dispatch count, peer port, PROXY header's client
+# family, when the request head in the data started to arrive (0.0: no head begun)
+_HEADER = struct.Struct("!BBHQIHBd")
+_ADDR_LEN = {socket.AF_INET: 4, socket.AF_INET6: 16, socket.AF_UNIX: 0}
+# The PROXY header's client: NO_PROXY (no header read yet), AF_UNSPEC (read; keep the socket's peer),
+# or the client's family, followed by its raw address and port.
+NO_PROXY = 0xFF
+_PROXY_LEN = {NO_PROXY: 0, socket.AF_UNSPEC: 0, socket.AF_INET: 4 + 2, socket.AF_INET6: 16 + 2}
+_FD_SIZE = array.array("i").itemsize
+# The most bytes read from a connection and not yet served that one message carries with it: a
+# connection holding more cannot be handed over (see fits).
+MAX_DATA = 65536
+# Room for the header, an IPv6 address and a full read buffer of pending bytes.
+MAX_MESSAGE = _HEADER.size + 16 + 18 + MAX_DATA
+_ANC_SPACE = socket.CMSG_SPACE(_FD_SIZE)
+_ID = 8  # bytes of a connection id in a DONE's data
+MAX_DONE = 4096  # connection ids in one DONE message, well within MAX_MESSAGE
+MAX_REASON = 4096  # bytes of a FAILED's reason: a line for a status and a reload's outcome, not a dump
+
+
+@dataclass(slots=True)
+class Message:
+    kind: int
+    conn_id: int = 0
+    listener: int = 0
+    family: int = socket.AF_UNIX
+    peer: tuple[str, int] | None = None  # (host, port) for TCP; None for Unix sockets
+    hops: int = 0  # how many times this connection has been dispatched, for the demo and logs
+    data: bytes = b""  # bytes read from the connection but not yet parsed
+    fd: int = -1
+    proxy: Header | None = None  # the PROXY protocol header once read, so it is never read twice
+    # When the head in ``data`` (or the PROXY header) began to arrive, in time.monotonic() seconds, which
+    # every process on the host shares; 0.0 when none has. Its header_timeout runs on from there in
+    # the next worker, so a head handed back again and again still gets its 408 on time.
+    head_started: float = 0.0
+
+
+def encode(msg: Message) -> bytes:
+    """The datagram for ``msg``, without its fd."""
+    port, raw = 0, b""
+    if msg.peer is not None and msg.family in (socket.AF_INET, socket.AF_INET6):
+        raw = socket.inet_pton(msg.family, msg.peer[0])
+        port = msg.peer[1]
+    proxy, client = NO_PROXY, b""
+    if msg.proxy is not None:
+        proxy = msg.proxy.family
+        if msg.proxy.client is not None:
+            host, client_port = msg.proxy.client
+            client = socket.inet_pton(proxy, host) + client_port.to_bytes(2, "big")
+    header = _HEADER.pack(msg.kind, msg.family, msg.listener, msg.conn_id, msg.hops, port, proxy, msg.head_started)
+    return header + raw + client + msg.data
+
+
+def fits(data: bytes) -> bool:
+    """Whether a connection's unserved bytes can travel with it; a longer message would be cut at the
+    receiver (MSG_TRUNC), which takes the sender for broken."""
+    return len(data) <= MAX_DATA
+
+
+def done(conn_ids: Sequence[int]) -> Message:
+    """One DONE for up to MAX_DONE connections a worker closed."""
+    rest = conn_ids[1:]
+    return Message(DONE, conn_id=conn_ids[0], data=struct.pack(f"!{len(rest)}Q", *rest) if rest else b"")
+
+
+def done_ids(msg: Message) -> tuple[int, ...]:
+    """The connections a DONE reports (decode has checked its data's length)."""
+    if not msg.data:
+        return (msg.conn_id,)
+    return (msg.conn_id, *struct.unpack(f"!{len(msg.data) // _ID}Q", msg.data))
+
+
+def failed(reason: str) -> Message:
+    """The FAILED a worker that cannot start sends before it exits."""
+    return Message(FAILED, data=reason.encode("utf-8", "replace")[:MAX_REASON])
+
+
+def failure_reason(msg: Message) -> str:
+    """The reason a FAILED carries."""
+    return msg.data.decode("utf-8", "replace")
+
+
+def decode(buf: bytes | memoryview, fd: int = -1) -> Message:
+    """Parse one datagram. Raises HandoffError on anything malformed."""
+    if len(buf) < _HEADER.size:
+        raise HandoffError(f"short message ({len(buf)} bytes)")
+    kind, family, listener, conn_id, hops, port, proxy_family, head_started = _HEADER.unpack_from(buf)
+    if kind not in _KINDS or family not in _ADDR_LEN or proxy_family not in _PROXY_LEN:
+        raise HandoffError(f"bad message kind {kind}, family {family} or PROXY family {proxy_family}")
+    end = _HEADER.size + _ADDR_LEN[family]
+    proxy_end = end + _PROXY_LEN[proxy_family]
+    if len(buf) < proxy_end:
+        raise HandoffError("truncated peer address")
+    peer = (socket.inet_ntop(family, bytes(buf[_HEADER.size:end])), port) if end > _HEADER.size else None
+    proxy = None
+    if proxy_family == socket.AF_UNSPEC:
+        proxy = Header(None)
+    elif proxy_family != NO_PROXY:
+        raw = bytes(buf[end:proxy_end])
+        proxy = Header((socket.inet_ntop(proxy_family, raw[:-2]), int.from_bytes(raw[-2:], "big")))
+    data = bytes(buf[proxy_end:])
+    if kind == DONE and len(data) % _ID:
+        raise HandoffError(f"a DONE whose data is not connection ids ({len(data)} bytes)")
+    return Message(kind, conn_id, listener, family, peer, hops, data, fd, proxy, head_started)
+
+
+def channel_pair() -> tuple[socket.socket, socket.socket]:
+    """(supervisor end, worker end). Both close-on-exec, so an app's subprocesses never hold them."""
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+
+class FdsLost(HandoffError):
+    """A message arrived whole, but its fd did not (MSG_CTRUNC: no fd slot free in the receiver).
+
+    Not the sender's fault: the receiver ran out of descriptors. ``message`` says which
+    connection was lost, so the books can be kept straight.
+    """
+
+    def __init__(self, message: Message) -> None:
+        super().__init__(f"control message truncated (MSG_CTRUNC): connection {message.conn_id} lost its fd")
+        self.message = message
+
+
+def send(chan: socket.socket, msg: Message, wait: float = 0.0) -> None:
+    """Send ``msg`` and its fd, if any. The caller still owns (and must close) its copy of the fd.
+
+    On a non-blocking channel whose buffer is full, waits up to ``wait`` seconds for room,
+    then raises BlockingIOError.
+    """
+    payload = encode(msg)
+    while True:
+        try:
+            if msg.fd >= 0:
+                socket.send_fds(chan, [payload], [msg.fd])
+            else:
+                chan.send(payload)
+            return
+        except BlockingIOError:
+            if wait <= 0 or not select.select([], [chan], [], wait)[1]:
+                raise
+
+
+class Receiver:
+    """Reads messages from one channel into a reused buffer.
+
+    ``count``, when set, is told how many messages have arrived so far, each time one does, before
+    anything is done with it: a worker publishes that on the scoreboard, so that if it dies, the
+    supervisor knows which of the connections it sent never arrived (and can go elsewhere whole).
+    """
+
+    def __init__(self, chan: socket.socket) -> None:
+        self.chan = chan
+        self._buf = bytearray(MAX_MESSAGE)
+        self._view = memoryview(self._buf)
+        self.received = 0
+        self.count: Callable[[int], None] | None = None
+
+    def recv(self) -> Message | None:
+        """The next message; None at EOF. BlockingIOError propagates on a non-blocking channel."""
+        nbytes, ancdata, flags, _ = self.chan.recvmsg_into([self._view], _ANC_SPACE)
+        if nbytes:
+            self.received += 1
+            if self.count is not None:
+                self.count(self.received)
+        fds = _fds_from(ancdata)
+        if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
+            # A cut control message may have dropped fds in flight; a cut payload lost bytes.
+            # Either way the fds cannot be trusted: close what did arrive and say so.
+            _close_all(fds)
+            if flags & socket.MSG_TRUNC:
+                raise HandoffError("message truncated (MSG_TRUNC)")
+            raise FdsLost(decode(self._view[:nbytes]))
+        if nbytes == 0 and not fds:
+            return None
+        if len(fds) > 1:
+            _close_all(fds)
+            raise HandoffError(f"expected at most one fd, got {len(fds)}")
+        try:
+            msg = decode(self._view[:nbytes], fds[0] if fds else -1)
+        except HandoffError:
+            _close_all(fds)
+            raise
+        if (msg.kind in (CONN, PARK)) != (msg.fd >= 0):
+            _close_all(fds)
+            raise HandoffError(f"message kind {msg.kind} arrived with {len(fds)} fds")
+        return msg
+
+
+def _fds_from(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    fds: list[int] = []
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(data) - len(data) % _FD_SIZE
+            fds.extend(array.array("i", data[:usable]))
+    return fds
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            socket.close(fd)

@@ -1,0 +1,228 @@
+"""Shared-memory scoreboard: what each worker's app threads are doing, readable without a syscall.
+
+One anonymous MAP_SHARED mapping is made before the first fork; each worker owns one slot,
+and each of its app threads one line of that slot (an ASGI worker: its loop one line, and each
+HTTP call in progress one of the others, worker/asgirunner.py). A thread stamps its line when an app
+call starts (with the request line and the connection), when its response begins, and when
+it ends (counting the request). Writes are plain memory stores: no message, no wakeup. From
+the stamps the supervisor tells
+
+- a worker that is moving from one whose every app thread has sat in one call longer
+  than handback_after (stalled: it gets no new connections),
+- a call stuck past timeout (the worker is aborted, and the log names the request), and
+- when a worker has died, which of its clients can still get a clean 502 or 504 (no byte
+  of their response went out) and which must see the connection close; a WSGI worker also
+  names, on its lines past its app threads', the requests it has read that wait for an app
+  thread (``Waiting``): lost with the worker, they get a 502 rather than a silent close, and
+- a worker frozen outside any call (stopped, or its loop blocked): each slot starts with a
+  heartbeat that the worker's loop stamps as it turns, at least every hundredth of a second
+  (``SlotWriter.beat``), and one that has
+  not moved for timeout, with no call started since, is killed like a stuck call; and
+- when a worker has died, which connections sent to it it never even received: the slot's head
+  also counts the messages the worker took from its channel (``SlotWriter.received``), in the
+  order the supervisor sent them.
+
+Each line has one writer, so nothing is locked. Torn reads are possible and harmless:
+these are hints for timers, not transactions.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+import time
+from dataclasses import dataclass
+
+MAX_THREADS = 64  # app threads per worker that the scoreboard can follow: the bound of threads and max_threads
+# started (monotonic seconds, 0.0 when not in a call), requests finished, request line length,
+# the connection in the call, whether its response has begun (a byte of it was handed to the kernel)
+_LINE = struct.Struct("=dQHQB")
+_RESPONDED_AT = _LINE.size - 1
+LINE_SIZE = 128
+_ALIVE_AT = LINE_SIZE - 1  # the line's last byte: 1 while a WSGI app thread owns the line (threads come and go)
+_LINE_MAX = _ALIVE_AT - _LINE.size
+_WHOLE = struct.Struct(f"=dQHQB{_LINE_MAX}s")  # the fields, then the request line: a call's one write
+_STARTED = struct.Struct("=d")
+_HEAD = 64  # a slot's first bytes, before its lines: the loop's heartbeat, then messages received
+_RECEIVED = struct.Struct("=Q")
+_RECEIVED_AT = _STARTED.size
+SLOT_SIZE = _HEAD + MAX_THREADS * LINE_SIZE
+
+
+@dataclass(frozen=True, slots=True)
+class SlotView:
+    """A worker's slot, summed over its threads."""
+
+    requests: int  # requests finished
+    busy: int  # threads inside an app call
+    threads: int  # WSGI app threads alive (an ASGI worker's lines are its loop's and calls': 0)
+    threads_busy: int  # of those, the ones inside an app call
+    oldest: float  # start of the longest-running call (0.0: none)
+    newest: float  # start of the most recent call still running (0.0: none)
+    line: str  # the request line of the longest-running call
+    beat: float = 0.0  # the loop's last heartbeat (0.0: none yet, the worker is booting)
+
+    def stalled(self, threads: int, now: float, after: float) -> bool:
+        """Every app thread has been in one call for longer than ``after``."""
+        return self.busy >= threads and now - self.newest > after
+
+    def stuck(self, now: float, timeout: float) -> bool:
+        """A call has run longer than ``timeout``."""
+        return bool(self.oldest) and now - self.oldest > timeout
+
+    def frozen(self, now: float, timeout: float) -> bool:
+        """The loop has not beaten for ``timeout``, nor has a call started since: stopped, or blocked
+        outside a call. (A call that runs on the loop's thread stops the beat; its own timeout counts.)"""
+        return bool(self.beat) and now - max(self.beat, self.newest) > timeout
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One app call in progress: on which connection, for which request, and whether it has answered."""
+
+    conn_id: int
+    line: str
+    responded: bool
+    started: float  # monotonic seconds
+
+
+class Scoreboard:
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self._map = mmap.mmap(-1, slots * SLOT_SIZE, flags=mmap.MAP_SHARED)
+        self._free = list(range(slots - 1, -1, -1))
+
+    # -- supervisor side
+
+    def allocate(self) -> int:
+        """A free slot for a new worker; raises IndexError when all are taken."""
+        slot = self._free.pop()
+        base = slot * SLOT_SIZE
+        self._map[base:base + SLOT_SIZE] = bytes(SLOT_SIZE)
+        return slot
+
+    def received(self, slot: int) -> int:
+        """How many messages the worker in ``slot`` has taken from its channel."""
+        return int(_RECEIVED.unpack_from(self._map, slot * SLOT_SIZE + _RECEIVED_AT)[0])
+
+    def release(self, slot: int) -> None:
+        self._free.append(slot)
+
+    def read(self, slot: int, threads: int) -> SlotView:
+        requests = busy = alive = alive_busy = 0
+        oldest = newest = 0.0
+        oldest_at = -1
+        beat = _STARTED.unpack_from(self._map, slot * SLOT_SIZE)[0]
+        base = slot * SLOT_SIZE + _HEAD
+        for i in range(min(threads, MAX_THREADS)):
+            started, count, *_ = _LINE.unpack_from(self._map, base + i * LINE_SIZE)
+            requests += count
+            live = self._map[base + i * LINE_SIZE + _ALIVE_AT]
+            alive += live
+            if started:
+                busy += 1
+                alive_busy += live
+                if not oldest or started < oldest:
+                    oldest, oldest_at = started, i
+                newest = max(newest, started)
+        line = ""
+        if oldest_at >= 0:
+            at = base + oldest_at * LINE_SIZE
+            length = min(_LINE.unpack_from(self._map, at)[2], _LINE_MAX)
+            line = self._map[at + _LINE.size:at + _LINE.size + length].decode("latin-1")
+        return SlotView(requests, busy, alive, alive_busy, oldest, newest, line, beat)
+
+    def calls(self, slot: int) -> list[Call]:
+        """The calls in progress in a worker's slot: read when the worker has died, to answer its clients.
+        Every line is read: an ASGI worker keeps a line per HTTP call beyond its loop's (worker/asgirunner.py)."""
+        calls = []
+        base = slot * SLOT_SIZE + _HEAD
+        for i in range(MAX_THREADS):
+            at = base + i * LINE_SIZE
+            started, _, length, conn_id, responded = _LINE.unpack_from(self._map, at)
+            if started:
+                line = self._map[at + _LINE.size:at + _LINE.size + min(length, _LINE_MAX)].decode("latin-1")
+                calls.append(Call(conn_id, line, bool(responded), started))
+        return calls
+
+    # -- worker side
+
+    def writer(self, slot: int, thread: int) -> SlotWriter:
+        base = slot * SLOT_SIZE
+        return SlotWriter(self._map, base + _HEAD + min(thread, MAX_THREADS - 1) * LINE_SIZE, base)
+
+    def close(self) -> None:
+        self._map.close()
+
+
+class SlotWriter:
+    """One app thread's line: ``begin`` when a call starts, ``end`` when it ends; and its worker's
+    heartbeat, which any of the worker's writers can stamp (the loop's own does)."""
+
+    __slots__ = ("_at", "_beat_at", "_map", "requests")
+
+    def __init__(self, mapping: mmap.mmap, at: int, beat_at: int) -> None:
+        self._map = mapping
+        self._at = at
+        self._beat_at = beat_at
+        self.requests = 0
+
+    def beat(self) -> None:
+        """The worker's loop is turning: stamp its heartbeat now."""
+        _STARTED.pack_into(self._map, self._beat_at, time.monotonic())
+
+    def received(self, count: int) -> None:
+        """The worker has taken ``count`` messages from its channel (handoff.Receiver counts them)."""
+        _RECEIVED.pack_into(self._map, self._beat_at + _RECEIVED_AT, count)
+
+    def begin(self, line: bytes, conn_id: int = 0) -> None:
+        """A call starts; ``line`` names its request (read back as latin-1, cut to fit)."""
+        line = line[:_LINE_MAX]
+        _WHOLE.pack_into(self._map, self._at, time.monotonic(), self.requests, len(line), conn_id, 0, line)
+
+    def responded(self) -> None:
+        """The call's response has begun: from now on only closing the connection tells the truth."""
+        self._map[self._at + _RESPONDED_AT] = 1
+
+    def end(self) -> None:
+        self.requests += 1
+        _LINE.pack_into(self._map, self._at, 0.0, self.requests, 0, 0, 0)
+
+    def idle(self) -> None:
+        """Not in a call, counting nothing new (the ASGI loop's beat, between requests)."""
+        _LINE.pack_into(self._map, self._at, 0.0, self.requests, 0, 0, 0)
+
+    def clear(self) -> None:
+        """Not in a call, touching nothing else (an ASGI call's own line, which counts nothing)."""
+        _STARTED.pack_into(self._map, self._at, 0.0)
+
+    def alive(self, on: bool) -> None:
+        """A WSGI app thread takes this line (``on``) or leaves it: for the metrics' thread count."""
+        self._map[self._at + _ALIVE_AT] = 1 if on else 0
+
+
+class Waiting:
+    """A WSGI worker's requests read and waiting for an app thread, each on a line of its own past
+    the app threads' lines (which the ASGI runner uses for its calls instead).
+
+    Read when the worker dies, such a line is a call whose response has not begun: its client gets
+    a 502, not a silent close, since its request was read and is lost with the worker. Lines run
+    out past 64 in all; a request waiting without one is closed, as before. One writer: the
+    worker's loop thread, holding its lock.
+    """
+
+    def __init__(self, lines: list[SlotWriter]) -> None:
+        self._free = lines[::-1]
+        self._taken: dict[int, SlotWriter] = {}
+
+    def add(self, conn_id: int, line: bytes) -> None:
+        if self._free and conn_id not in self._taken:
+            writer = self._taken[conn_id] = self._free.pop()
+            writer.begin(line, conn_id)
+
+    def remove(self, conn_id: int) -> None:
+        """Its call begins (and its thread's line names it from now on), or it leaves the worker."""
+        writer = self._taken.pop(conn_id, None)
+        if writer is not None:
+            writer.clear()
+            self._free.append(writer)

@@ -1,0 +1,151 @@
+"""Request counts for the metrics: what each worker's app threads served, in shared memory.
+
+Like the scoreboard (scoreboard.py), one anonymous MAP_SHARED mapping is made before the
+first fork; each worker owns one slot, and each of its app threads one line of that slot (an
+ASGI worker counts every call on its loop, in one line).
+At the end of every app call the thread adds one to two integers (requests by listener,
+method and status class, and the duration's histogram bucket) and the duration, in
+microseconds, to a third: slots of a plain list of its own, copied to its line of the
+mapping every few milliseconds by the worker's loop. No message, no lock, no prometheus
+object: each line has one writer, and the supervisor only reads.
+
+The supervisor sums the lines of the live workers when it is scraped, and when a worker
+exits it folds that worker's lines into totals of its own (``retire``), so the counters
+survive the death of the process that counted.
+"""
+
+from __future__ import annotations
+
+import array
+import bisect
+import mmap
+from collections.abc import Sequence
+
+from sockact.ipc.scoreboard import MAX_THREADS
+
+# The methods counted by name; any other is counted as "other" (a client cannot grow the label set).
+METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other")
+# Status classes; "none": the client left before any response was sent.
+CLASSES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
+_METHOD_OFFSET = {m.encode(): i * len(CLASSES) for i, m in enumerate(METHODS[:-1])}
+_OTHER_OFFSET = (len(METHODS) - 1) * len(CLASSES)
+_bucket = bisect.bisect_left
+# Upper bounds of the request duration histogram, in seconds: prometheus_client's defaults, with
+# finer steps below 5 ms (where a fast app's calls fall) and room up to the default timeout.
+DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+_CELL = 8  # bytes: one unsigned 64-bit count
+
+
+class Layout:
+    """Where each count sits in a line, for ``listeners`` listeners.
+
+    A line holds, per listener, len(METHODS) * len(CLASSES) request counts and
+    len(DURATION_BUCKETS) + 1 bucket counts (the last one is +Inf), then one duration
+    sum (microseconds) per listener.
+    """
+
+    def __init__(self, listeners: int) -> None:
+        self.listeners = listeners
+        self.requests = len(METHODS) * len(CLASSES)
+        self.buckets = len(DURATION_BUCKETS) + 1
+        self.stride = self.requests + self.buckets  # counts per listener
+        self.counts = listeners * self.stride  # count cells per line
+        self.cells = self.counts + listeners  # and the sums
+        self.line_size = self.cells * _CELL
+
+    def request_cell(self, listener: int, method: int, klass: int) -> int:
+        return listener * self.stride + method * len(CLASSES) + klass
+
+    def bucket_cell(self, listener: int, bucket: int) -> int:
+        return listener * self.stride + self.requests + bucket
+
+    def sum_cell(self, listener: int) -> int:
+        return self.counts + listener
+
+
+class Tally:
+    """The mapping, its slots (one per worker, same numbers as the scoreboard's) and the dead workers' totals."""
+
+    def __init__(self, slots: int, listeners: int) -> None:
+        self.layout = Layout(listeners)
+        self.slot_size = MAX_THREADS * self.layout.line_size
+        self._map = mmap.mmap(-1, slots * self.slot_size, flags=mmap.MAP_SHARED)
+        self._cells = memoryview(self._map).cast("Q")
+        self.retired = [0] * self.layout.cells  # what the workers that have exited counted
+
+    # -- supervisor side
+
+    def clear(self, slot: int) -> None:
+        """Zero a slot before a new worker is forked onto it."""
+        base = slot * self.slot_size
+        self._map[base:base + self.slot_size] = bytes(self.slot_size)
+
+    def read(self, slot: int, threads: int) -> list[int]:
+        """A worker's cells (see Layout), summed over its app threads."""
+        layout = self.layout
+        cells = [0] * layout.cells
+        for line in range(min(threads, MAX_THREADS)):
+            start = (slot * self.slot_size + line * layout.line_size) // _CELL
+            cells = [a + b for a, b in zip(cells, self._cells[start:start + layout.cells].tolist(), strict=True)]
+        return cells
+
+    def retire(self, slot: int, threads: int) -> None:
+        """A worker exited: keep what it counted."""
+        self.retired = [a + b for a, b in zip(self.retired, self.read(slot, threads), strict=True)]
+
+    def total(self, live: Sequence[tuple[int, int]]) -> list[int]:
+        """The cells of every worker ever: the retired totals plus the live ``(slot, threads)``."""
+        cells = list(self.retired)
+        for slot, threads in live:
+            cells = [a + b for a, b in zip(cells, self.read(slot, threads), strict=True)]
+        return cells
+
+    # -- worker side
+
+    def writer(self, slot: int, thread: int) -> TallyWriter:
+        line = slot * self.slot_size + min(thread, MAX_THREADS - 1) * self.layout.line_size
+        return TallyWriter(self._cells, line // _CELL, self.layout)
+
+    def writers(self, slot: int, threads: int) -> list[TallyWriter]:
+        """One writer per app thread. Threads past MAX_THREADS share the last one: a line must have
+        one writer, or each flush would overwrite the other's counts."""
+        own = [self.writer(slot, i) for i in range(min(threads, MAX_THREADS))]
+        return own + [own[-1]] * (threads - len(own))
+
+    def close(self) -> None:
+        self._cells.release()
+        self._map.close()
+
+
+class TallyWriter:
+    """One app thread's line: ``record`` once per request, ``flush`` now and then.
+
+    ``record`` adds to a plain list of this process's own (three list slots per request);
+    ``flush`` copies the list to the thread's line in the shared mapping, where the
+    supervisor reads it. The worker's loop flushes every few milliseconds and at exit, so
+    a worker killed outright loses only what it counted since its last flush.
+    """
+
+    __slots__ = ("_at", "_bases", "_cells", "_requests", "_sums", "counts")
+
+    def __init__(self, cells: memoryview, at: int, layout: Layout) -> None:
+        self._cells = cells
+        self._at = at  # the first cell of this thread's line
+        self.counts = [0] * layout.cells
+        self._bases = [layout.request_cell(i, 0, 0) for i in range(layout.listeners)]
+        self._requests = layout.requests
+        self._sums = layout.counts
+
+    def record(self, listener: int, method: bytes, status: int, seconds: float) -> None:
+        klass = status // 100
+        if klass > 5:
+            klass = 0
+        counts = self.counts
+        base = self._bases[listener]
+        counts[base + _METHOD_OFFSET.get(method, _OTHER_OFFSET) + klass] += 1
+        counts[base + self._requests + _bucket(DURATION_BUCKETS, seconds)] += 1
+        counts[self._sums + listener] += int(seconds * 1e6)
+
+    def flush(self) -> None:
+        self._cells[self._at:self._at + len(self.counts)] = array.array("Q", self.counts)

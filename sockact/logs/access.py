@@ -1,0 +1,437 @@
+"""The access log: one line per request, built without ``logging`` and written in batches.
+
+Contract:
+- ``compile_format(spec)`` turns an ``access_logformat`` into a function of one ``Entry``, once.
+  The spec uses gunicorn's atoms (``%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"``
+  is its default, and ours for files), or is ``"json"`` for one JSON object per line.
+- ``AccessLog.log(entry)`` formats the line and buffers it; ``log_websocket`` writes the one line
+  of a WebSocket session when it ends (its close code, message bytes in and out, duration).
+  ``flush()`` writes the buffer: one ``write()`` of whole lines to the file or stderr (an
+  ``O_APPEND`` file keeps each batch together, whichever worker writes), or one journal record per
+  line. The worker calls ``flush()`` when its loop goes idle and ``flush_if_due(now)`` at least
+  every FLUSH_INTERVAL; ``log()`` also flushes a buffer that is due or full.
+- What a crash can lose: only lines still in a worker's buffer. Every line is written before the
+  worker blocks for more work, so a worker that exits, recycles or is stopped loses nothing. A
+  worker killed outright (SIGKILL after ``timeout``, the OOM killer, a crash in C) loses the lines
+  of requests it finished in the last FLUSH_INTERVAL, at most MAX_BUFFERED of them.
+- A file target is reopened when its path no longer names the open file (checked at most once a
+  REOPEN_CHECK), so logrotate may simply move it away; after ``reopen()`` (SIGUSR1) it is checked
+  before the next line.
+- ``escape(text)`` is the one escape for client-controlled text in any log line: control bytes,
+  DEL, bytes above 0x7f, ``"`` and ``\\`` become ``\\xHH``, so a request cannot forge a line.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from sockact.errors import ConfigError
+
+T = TypeVar("T")
+
+GUNICORN_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+JSON_FORMAT = "json"
+# Without a file, lines go where the other logs go (journal or stderr). The journal stamps the
+# time itself; stderr lines get one from the format.
+JOURNAL_FORMAT = '%(h)s "%(r)s" %(s)s %(B)sB %(D)sus pid=%(p)s'
+STDERR = "-"
+
+FLUSH_INTERVAL = 0.1  # seconds a line may wait in the buffer while the worker is busy
+MAX_BUFFERED = 256  # lines; a full buffer is written at once, so a burst costs bounded memory
+REOPEN_CHECK = 1.0  # seconds between checks that the file was not rotated away
+
+# Printable ASCII except '"' and '\': the bytes that pass into a log line unchanged.
+_UNSAFE = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
+
+
+def _hex(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape(text: str) -> str:
+    """``text`` with every byte that could break or forge a log line written as ``\\xHH``."""
+    # The usual text passes whole: four checks in C cost less than one regex search.
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return text
+    return _UNSAFE.sub(_hex, text)
+
+
+@dataclass(slots=True)
+class Entry:
+    """What one request leaves for the access log. Text is as received (latin-1), not escaped."""
+
+    remote: str
+    method: str  # "" when the request line itself was bad
+    target: str
+    path: str  # percent-decoded, as PATH_INFO
+    query: str
+    protocol: str
+    status: int
+    sent: int  # body bytes
+    duration_us: int
+    pid: int
+    conn_id: int
+    listener: str
+    headers: Sequence[tuple[bytes, bytes]] = ()  # request fields, names upper-cased as the engine gives them
+    response_headers: Sequence[tuple[str, str]] = ()
+    when: float = field(default_factory=time.time)
+
+    def header(self, name: bytes) -> str:
+        """A request field by upper-cased name, "" when absent."""
+        for key, value in self.headers:
+            if key == name:
+                return value.decode("latin-1")
+        return ""
+
+    def response_header(self, name: str) -> str:
+        lower = name.lower()
+        for key, value in self.response_headers:
+            if key.lower() == lower:
+                return value
+        return ""
+
+    @property
+    def request_line(self) -> str:
+        return f"{self.method} {self.target} {self.protocol}" if self.method else "-"
+
+
+# -- the text atoms: each a function of an Entry; client text goes through escape()
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+class PerSecond(Generic[T]):
+    """A time format remade at most once a second: these run once per request."""
+
+    __slots__ = ("_make", "_second", "_text")
+
+    def __init__(self, make: Callable[[int], T]) -> None:
+        self._make = make
+        self._second = -1
+        self._text: T
+
+    def __call__(self, when: float) -> T:
+        second = int(when)
+        if second != self._second:
+            self._second, self._text = second, self._make(second)
+        return self._text
+
+
+def _clf(second: int) -> str:
+    t = time.localtime(second)
+    offset = t.tm_gmtoff // 60
+    sign = "-" if offset < 0 else "+"
+    return (f"[{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:{t.tm_hour:02d}:{t.tm_min:02d}:"
+            f"{t.tm_sec:02d} {sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}]")
+
+
+# ``[10/Oct/2000:13:55:36 +0000]`` in local time (locale-free).
+clf_time = PerSecond(_clf)
+
+
+def _or_dash(text: str) -> str:
+    return escape(text) if text else "-"
+
+
+def _user(e: Entry) -> str:
+    """The user name of Basic authentication, as gunicorn logs it."""
+    auth = e.header(b"AUTHORIZATION")
+    if not auth:
+        return "-"
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() != "basic":
+        return "-"
+    try:
+        user = base64.b64decode(token.strip(), validate=True).decode("latin-1").partition(":")[0]
+    except (binascii.Error, ValueError):
+        return "-"
+    return _or_dash(user)
+
+
+ATOMS: dict[str, Callable[[Entry], str]] = {
+    "h": lambda e: escape(e.remote) or "-",
+    "l": lambda e: "-",
+    "u": _user,
+    "t": lambda e: clf_time(e.when),
+    "r": lambda e: escape(e.request_line),
+    "m": lambda e: escape(e.method) or "-",
+    "U": lambda e: escape(e.path) or "-",
+    "q": lambda e: escape(e.query),
+    "H": lambda e: e.protocol or "-",
+    "s": lambda e: str(e.status),
+    "B": lambda e: str(e.sent),
+    "b": lambda e: str(e.sent) if e.sent else "-",
+    "f": lambda e: _or_dash(e.header(b"REFERER")),
+    "a": lambda e: _or_dash(e.header(b"USER-AGENT")),
+    "T": lambda e: str(e.duration_us // 1_000_000),
+    "M": lambda e: str(e.duration_us // 1000),
+    "D": lambda e: str(e.duration_us),
+    "L": lambda e: f"{e.duration_us / 1e6:.6f}",
+    "p": lambda e: f"<{e.pid}>",
+    # sockact's own, beyond gunicorn's
+    "conn": lambda e: str(e.conn_id),
+    "listener": lambda e: e.listener,
+}
+_CONSTANT: dict[Callable[[Entry], str], str] = {ATOMS["l"]: "-"}  # atoms whose text never varies
+# gunicorn logs %(p)s as "<pid>"; the journal message keeps today's "pid=N".
+_JOURNAL_ATOMS = {**ATOMS, "p": lambda e: str(e.pid)}
+
+_ATOM_RE = re.compile(r"%\((\{[^}]*\}[io]|[A-Za-z_]+)\)s")
+
+
+def _header_atom(spec: str) -> Callable[[Entry], str]:
+    name, kind = spec[1:-2], spec[-1]
+    if kind == "i":
+        key = name.upper().encode("latin-1")
+        return lambda e: _or_dash(e.header(key))
+    return lambda e: _or_dash(e.response_header(name))
+
+
+def compile_format(spec: str, atoms: dict[str, Callable[[Entry], str]] = ATOMS) -> Callable[[Entry], str]:
+    """The line builder for an ``access_logformat``; ValueError names an unknown atom."""
+    if spec.strip().lower() == JSON_FORMAT:
+        return json_line
+    parts: list[str | Callable[[Entry], str]] = []
+    pos = 0
+    for match in _ATOM_RE.finditer(spec):
+        if match.start() > pos:
+            parts.append(spec[pos:match.start()].replace("%%", "%"))
+        name = match.group(1)
+        if name.startswith("{"):
+            parts.append(_header_atom(name))
+        elif name in atoms:
+            parts.append(atoms[name])
+        else:
+            raise ValueError(f"unknown atom %({name})s")
+        pos = match.end()
+    if spec[pos:]:
+        parts.append(spec[pos:].replace("%%", "%"))
+    leftover = _ATOM_RE.sub("", spec).replace("%%", "")
+    if "%" in leftover:
+        raise ValueError(f"stray '%' in {spec!r}: atoms look like %(h)s, %({{header}}i)s")
+    # The builder is made once, as one generated function that calls the atoms in order and joins
+    # them with the literal text: a loop over the parts on every request costs as much as the atoms.
+    # Literal text enters the source only through repr(); atoms that never vary ("l") are literals.
+    pieces: list[str] = []
+    namespace: dict[str, Any] = {}
+    literal = ""
+    for p in parts:
+        if isinstance(p, str) or p in _CONSTANT:
+            literal += p if isinstance(p, str) else _CONSTANT[p]
+            continue
+        if literal:
+            pieces.append(repr(literal))
+            literal = ""
+        name = f"atom{len(namespace)}"
+        namespace[name] = p
+        pieces.append(f"{name}(e)")
+    if literal:
+        pieces.append(repr(literal))
+    exec(f"def line(e):\n    return ''.join(({', '.join(pieces)},))\n", namespace)
+    line: Callable[[Entry], str] = namespace["line"]
+    return line
+
+
+def _iso_second(second: int) -> tuple[str, str]:
+    """The local time of ``second`` as ISO 8601, split around where its milliseconds go."""
+    text = datetime.fromtimestamp(second).astimezone().isoformat(timespec="milliseconds")
+    return text[:-10], text[-6:]  # "2023-11-14T22:13:20", "+00:00" (".000" between)
+
+
+_iso_time = PerSecond(_iso_second)
+# One encoder for every line: json.dumps() with separators builds a new one per call, which costs
+# as much as the encoding.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def json_line(e: Entry) -> str:
+    """One JSON object; json's own escaping keeps every value on its line, losslessly."""
+    second, zone = _iso_time(e.when)
+    return _encode({
+        "time": f"{second}.{int(e.when * 1000) % 1000:03d}{zone}",
+        "remote_addr": e.remote, "method": e.method, "path": e.path, "query": e.query,
+        "protocol": e.protocol, "status": e.status, "bytes": e.sent, "duration_us": e.duration_us,
+        "host": e.header(b"HOST"), "user_agent": e.header(b"USER-AGENT"), "referer": e.header(b"REFERER"),
+        "pid": e.pid, "conn_id": e.conn_id, "listener": e.listener,
+    })
+
+
+def check_format(spec: Any) -> str:
+    """The ``access_logformat`` setting's parser: the spec, if it compiles."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError("expected a format such as '%(h)s \"%(r)s\" %(s)s', or 'json'")
+    compile_format(spec)
+    return spec
+
+
+check_format.__doc__ = "format|json"
+
+
+def check_file(path: str | None) -> None:
+    """Raise ConfigError if ``access_logfile`` could not be written; creates nothing.
+
+    Run as the configuring user, which may not be the service's: it can only catch what is wrong
+    for everyone (a directory in its place, an existing file this user cannot append to).
+    """
+    if not path or path == STDERR:
+        return
+    if os.path.isdir(path):
+        raise ConfigError(f"access_logfile {path}: is a directory")
+    # A missing directory is no error here: systemd creates LogsDirectory= when the service starts,
+    # after `sockact check`. The workers open the file, and fail to boot with this message if they cannot.
+    if os.path.exists(path):
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC))
+        except OSError as exc:
+            raise ConfigError(f"access_logfile {path}: {exc.strerror}") from None
+
+
+def unix_peer(sock: socket.socket) -> str:
+    """``unix:pid=N,uid=N`` for a Unix-socket peer, from SO_PEERCRED; ``unix:`` if unknown."""
+    try:
+        pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                          struct.calcsize("3i")))
+    except OSError:
+        return "unix:"
+    return f"unix:pid={pid},uid={uid}"
+
+
+class AccessLog:
+    """One worker's access log: a line builder and a buffered target (file, stderr or journal)."""
+
+    def __init__(self, spec: str, path: str | None, sendv: Callable[..., Any] | None = None) -> None:
+        # Built after the fork, in the worker: the file is opened here, with O_APPEND.
+        self.path = path if path and path != STDERR else None
+        self.sendv = None if path else sendv
+        if self.sendv is not None:
+            self.format = compile_format(spec if spec != GUNICORN_FORMAT else JOURNAL_FORMAT, _JOURNAL_ATOMS)
+        else:
+            self.format = compile_format(spec)
+        self.fd = 2
+        self._checked = 0.0
+        if self.path:
+            try:
+                self.fd = self._open()
+            except OSError as exc:
+                raise ConfigError(f"access_logfile {self.path}: {exc.strerror}") from None
+        self._lines: list[str] = []
+        self._entries: list[Entry] = []
+        self._deadline = 0.0
+        self._lock = threading.Lock()  # app threads log, the loop thread flushes
+
+    def _open(self) -> int:
+        assert self.path is not None
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+
+    def log(self, entry: Entry) -> None:
+        """Buffer the line for ``entry``; write the buffer if it is due or full."""
+        line = self.format(entry)
+        now = time.monotonic()
+        with self._lock:
+            if not self._lines:
+                self._deadline = now + FLUSH_INTERVAL
+            self._lines.append(line)
+            if self.sendv is not None:
+                self._entries.append(entry)
+        if len(self._lines) >= MAX_BUFFERED or now >= self._deadline:
+            self.flush()
+
+    def log_websocket(self, entry: Entry, close_code: int, received: int) -> None:
+        """The line of a WebSocket session that ended: its upgrade request's, then the close code (0: it
+        never opened), the message bytes in and out (``entry.sent``) and the duration. Written at once:
+        a session ends rarely next to requests, and may have lasted hours."""
+        line = self.format(entry)
+        if self.format is json_line:  # one more key in the object, rather than a second builder
+            code = close_code or "null"
+            line = f'{line[:-1]},"websocket":{{"close_code":{code},"bytes_in":{received},"bytes_out":{entry.sent}}}}}'
+        else:
+            line += (f" websocket close={close_code or '-'} in={received} out={entry.sent} "
+                     f"duration={entry.duration_us / 1e6:.3f}s")
+        with self._lock:
+            self._lines.append(line)
+            if self.sendv is not None:
+                self._entries.append(entry)
+        self.flush()
+
+    def due(self, now: float) -> bool:
+        """True when a buffered line has waited FLUSH_INTERVAL (``now`` from time.monotonic())."""
+        return bool(self._lines) and now >= self._deadline
+
+    def flush_if_due(self, now: float) -> None:
+        if self.due(now):
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every buffered line. Never raises: a log that cannot be written loses lines."""
+        with self._lock:
+            lines, self._lines = self._lines, []
+            entries, self._entries = self._entries, []
+        if not lines:
+            return
+        try:
+            if self.sendv is not None:
+                for line, entry in zip(lines, entries, strict=True):
+                    self.sendv(*journal_fields(entry, line))
+            else:
+                if self.path:
+                    self._reopen_if_moved()
+                _write_all(self.fd, ("\n".join(lines) + "\n").encode("utf-8", "replace"))
+        except Exception:
+            pass  # a full disk or a gone journal must not fail requests
+
+    def reopen(self) -> None:
+        """Check for a rotated file before the next line, not within REOPEN_CHECK. Safe in a signal
+        handler: it only forgets when the file was last checked."""
+        self._checked = -REOPEN_CHECK
+
+    def _reopen_if_moved(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < REOPEN_CHECK:
+            return
+        self._checked = now
+        try:
+            current = os.stat(self.path or "")
+            mine = os.fstat(self.fd)
+            moved = (current.st_dev, current.st_ino) != (mine.st_dev, mine.st_ino)
+        except FileNotFoundError:
+            moved = True
+        if moved:
+            fd = self._open()
+            os.close(self.fd)
+            self.fd = fd
+
+    def close(self) -> None:
+        self.flush()
+        if self.path:
+            os.close(self.fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def journal_fields(e: Entry, message: str) -> list[str]:
+    """The journal record of one access line; client text escaped as in the message."""
+    return [
+        f"MESSAGE={message}", "PRIORITY=6", "SYSLOG_IDENTIFIER=sockact", "LOGGER=sockact.access",
+        f"SOCKACT_WORKER_PID={e.pid}", f"SOCKACT_LISTENER={e.listener}", f"SOCKACT_CONN_ID={e.conn_id}",
+        f"REMOTE_ADDR={escape(e.remote)}", f"HTTP_METHOD={escape(e.method)}", f"HTTP_PATH={escape(e.target)}",
+        f"HTTP_PROTOCOL={e.protocol}", f"HTTP_STATUS={e.status}", f"BYTES_SENT={e.sent}",
+        f"DURATION_US={e.duration_us}", f"HTTP_HOST={escape(e.header(b'HOST'))}",
+        f"HTTP_USER_AGENT={escape(e.header(b'USER-AGENT'))}", f"HTTP_REFERER={escape(e.header(b'REFERER'))}",
+    ]

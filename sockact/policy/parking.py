@@ -1,0 +1,72 @@
+"""Parked connections: keep-alive clients idle between requests, held by the supervisor.
+
+Pure bookkeeping, no I/O: which connections are parked, and which have been idle past
+their listener's keep-alive. Each listener has its own keep-alive, so each has its own
+table; a table is ordered by parking time, so expiry only ever looks at its oldest end.
+The supervisor registers and closes the fds; this object only decides.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from sockact.http.proxyprotocol import Header
+
+
+@dataclass(eq=False, slots=True)
+class Conn:
+    """A client connection while the supervisor holds it (accepted, queued or parked)."""
+
+    id: int
+    fd: int  # a raw fd, not a socket object: wrapping one costs a getsockname() per connection
+    listener: int
+    family: int
+    peer: tuple[str, int] | None
+    hops: int = 0
+    data: bytes = b""
+    idle_since: float = 0.0
+    ready_at: float = 0.0  # when it last needed a worker: the start of its hand-off latency
+    # When its current request first needed a worker (0.0: not yet): its place in the dispatcher's
+    # queue, kept when a worker hands the request back unserved or dies before beginning it.
+    since: float = 0.0
+    proxy: Header | None = None  # the PROXY protocol header a worker read, travelling with the connection
+    head_started: float = 0.0  # when the head in ``data`` began to arrive (handoff.Message.head_started)
+
+
+class ParkingLot:
+    def __init__(self, keepalive: Sequence[float]) -> None:
+        self.keepalive = list(keepalive)  # seconds, by listener index
+        self._tables: list[OrderedDict[int, Conn]] = [OrderedDict() for _ in keepalive]
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in self._tables)
+
+    def park(self, conn: Conn, now: float) -> None:
+        conn.idle_since = now
+        self._tables[conn.listener][conn.id] = conn
+
+    def unpark(self, conn: Conn) -> None:
+        del self._tables[conn.listener][conn.id]
+
+    def expired(self, now: float) -> Iterator[Conn]:
+        """Remove and yield every connection idle longer than its listener's keep-alive."""
+        for index, table in enumerate(self._tables):
+            limit = now - self.keepalive[index]
+            while table:
+                conn = next(iter(table.values()))
+                if conn.idle_since > limit:
+                    break
+                del table[conn.id]
+                yield conn
+
+    def take_all(self) -> list[Conn]:
+        """Remove and return every parked connection (stopping, or a new worker's fork)."""
+        conns = [conn for table in self._tables for conn in table.values()]
+        for table in self._tables:
+            table.clear()
+        return conns
+
+    def __iter__(self) -> Iterator[Conn]:
+        return (conn for table in self._tables for conn in table.values())

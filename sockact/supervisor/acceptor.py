@@ -1,0 +1,166 @@
+"""Accepting on the listeners, within the fd budget, backing off from errors that recur.
+
+The supervisor holds an fd for every connection: queued or parked, and also its own copy of
+each one a worker holds (for a 502/504 if the worker dies), and a hand-back briefly needs
+one more, until the old copy is closed. So it accepts only while the connections it and its
+workers hold stay below its budget (the open-files limit less
+a reserve); above it, new clients wait in the kernel's backlog, and accepting resumes on
+its own when connections close. An accept that fails for want of fds or memory (EMFILE,
+ENFILE, ENOBUFS, ENOMEM) or for a reason not known to be the client's stops accepting
+for a short, growing interval. Each such condition is logged once per LOG_INTERVAL.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import resource
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from sockact.errors import ConfigError
+from sockact.policy.parking import Conn
+from sockact.systemd.activation import Listener
+
+log = logging.getLogger("sockact.supervisor")
+
+LOG_INTERVAL = 10.0  # seconds between two log lines about the same trouble
+BACKOFF_FIRST = 0.05  # seconds without accepting after a failed accept()
+BACKOFF_MAX = 1.0
+# The client is gone or was refused: take the next one at once.
+_CLIENT_ERRORS = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR, errno.ECONNRESET})
+
+Register = Callable[[Any, Callable[[Any], None], Any], None]
+Unregister = Callable[[Any], None]
+
+
+class Acceptor:
+    def __init__(self, listeners: list[Listener], route: Callable[[Conn], None],
+                 register: Register, unregister: Unregister) -> None:
+        self.listeners = listeners
+        self.route = route
+        self._register = register
+        self._unregister = unregister
+        self.budget = 1 << 30  # connections held at most; set by the supervisor from its fd limit
+        self.held = 0  # connections held now, as last told
+        self.watching = False
+        self.resume_at = 0.0  # backing off until then
+        self._backoff = 0.0
+        self._next_id = 1
+        self.accepted = [0] * len(listeners)  # connections accepted, by listener
+        self.errors = 0  # accept() calls that failed
+        self._excluded: set[int] = set()  # listeners another part of the supervisor answers
+        self._logged: dict[str, float] = {}  # trouble -> when it was last logged
+        self._suppressed: dict[str, int] = {}
+        self._now = 0.0
+
+    def reserve_ids(self, count: int) -> int:
+        """The first of ``count`` connection ids for connections not accepted here (the fd store's)."""
+        first = self._next_id
+        self._next_id += count
+        return first
+
+    def set_accepting(self, on: bool, held: int, now: float) -> None:
+        """Watch the listeners when ``on``, within the budget and outside a back-off."""
+        self._now, self.held = now, held
+        if on and held >= self.budget:
+            self.trouble("fd budget", f"{held} connections held, the most the open-files limit allows; "
+                         "new clients wait in the backlog (raise LimitNOFILE= for more)")
+            on = False
+        if on and now < self.resume_at:
+            on = False
+        self._watch(on)
+
+    def _watch(self, on: bool) -> None:
+        if on == self.watching:
+            return
+        self.watching = on
+        for index, lst in enumerate(self.listeners):
+            if index in self._excluded:
+                continue
+            if on:
+                self._register(lst.sock, self.accept, index)
+            else:
+                self._unregister(lst.sock)
+
+    def exclude(self, index: int) -> None:
+        """Never accept on listener ``index`` (the metrics listener: the supervisor answers it itself)."""
+        if self.watching:
+            self._unregister(self.listeners[index].sock)
+        self._excluded.add(index)
+
+    def accept(self, index: int) -> None:
+        """The listener is readable: accept a batch, until EAGAIN or the budget."""
+        lsock = self.listeners[index].sock
+        family = lsock.family
+        while self.watching and self.held < self.budget:
+            try:
+                # _accept() is accept4(SOCK_CLOEXEC) without wrapping the fd in a socket object.
+                fd, addr = lsock._accept()  # type: ignore[attr-defined]
+            except BlockingIOError:
+                self._backoff = 0.0
+                return
+            except OSError as exc:
+                self.errors += 1
+                if exc.errno in _CLIENT_ERRORS:
+                    continue
+                self._back_off(exc)
+                return
+            peer = (addr[0], addr[1]) if family != socket.AF_UNIX else None
+            conn = Conn(self._next_id, fd, index, family, peer)
+            self._next_id += 1
+            self.accepted[index] += 1
+            self.held += 1
+            self.route(conn)
+
+    def _back_off(self, exc: OSError) -> None:
+        self._backoff = min(BACKOFF_MAX, max(BACKOFF_FIRST, self._backoff * 2))
+        self.resume_at = self._now + self._backoff
+        name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+        self.trouble(f"accept {name}", f"accept: {exc.strerror or exc} ({name}); new clients wait in the "
+                     f"backlog, accepting again in {self._backoff:.2f}s")
+        self._watch(False)
+
+    def out_of_fds(self, what: str) -> None:
+        self.trouble("fds", f"out of file descriptors: {what}")
+
+    def trouble(self, key: str, message: str) -> None:
+        """Log ``message`` now, or count it if the same trouble was logged within LOG_INTERVAL."""
+        last = self._logged.get(key)
+        if last is not None and self._now - last < LOG_INTERVAL:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        again = self._suppressed.pop(key, 0)
+        log.error("%s%s", message, f" ({again} more times since the last such line)" if again else "")
+        self._logged[key] = self._now
+
+
+def raise_fd_limit() -> int:
+    """Lift the soft fd limit to the hard one: every parked keep-alive client holds one fd here.
+
+    systemd gives services a soft limit of 1024 and a hard one far above it, expecting programs
+    that need more (and do not use select()) to raise it themselves. Workers inherit the raised
+    limit: each holds many connections. Returns the soft limit now in force.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            return hard
+        except (ValueError, OSError) as exc:
+            log.warning("open-files limit stays at %d (%s); set LimitNOFILE= in the unit for more "
+                        "parked clients", soft, exc)
+    return soft
+
+
+def fd_budget(reserve: int) -> int:
+    """Connections the supervisor may hold: the open-files limit, raised as far as it goes, less the
+    ``reserve`` it keeps for itself. None left is a start-up error: sockact would say ready and never
+    accept (a unit's LimitNOFILE= set too low)."""
+    limit = raise_fd_limit()
+    budget = limit - reserve
+    if budget < 1:
+        raise ConfigError(f"open-files limit {limit} leaves no file descriptor for clients: sockact keeps "
+                          f"{reserve} for itself; raise LimitNOFILE= (ulimit -n) above {reserve}")
+    return budget

@@ -1,0 +1,159 @@
+"""Moving connection fds: from the listeners to workers, into the parking lot and out of it.
+
+The supervisor's loop calls in here for every connection it touches; which worker gets one
+is dispatch.Dispatcher's decision, when a parked one expires parking.ParkingLot's, and when
+to accept acceptor.Acceptor's. This module only carries their decisions out, and keeps
+each fd with exactly one owner:
+
+    accepted / queued / in an outbox   the supervisor (the dispatcher's queue, a worker's outbox)
+    handed off                         the worker (our copy waits in WorkerProcess.holding, untouched,
+                                       until the worker's PARK or DONE; orphans.py if the worker dies)
+    parked                             the supervisor (in the selector, closed after keepalive)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+
+from sockact.policy.dispatch import Dispatcher
+from sockact.policy.parking import Conn, ParkingLot
+from sockact.supervisor.acceptor import Acceptor, Register, Unregister
+from sockact.supervisor.orphans import last_word
+from sockact.supervisor.workers import WorkerProcess
+from sockact.systemd.activation import Listener
+
+log = logging.getLogger("sockact.supervisor")
+
+
+class Switchboard:
+    def __init__(self, dispatcher: Dispatcher[int, Conn], parked: ParkingLot, workers: dict[int, WorkerProcess],
+                 listeners: list[Listener], register: Register, unregister: Unregister,
+                 watch_channel: Callable[[WorkerProcess, bool], None]) -> None:
+        self.dispatcher = dispatcher
+        self.parked = parked
+        self.workers = workers  # the supervisor's own table, shared
+        self._register = register
+        self._unregister = unregister
+        self._watch_channel = watch_channel  # wake when a worker's full channel has room again
+        self.acceptor = Acceptor(listeners, self.route, register, unregister)
+        # By listener: header_timeout, and whether a PROXY header comes first (the supervisor's settings).
+        self.head_limits: list[tuple[float, bool]] = [(0.0, False)] * len(listeners)
+
+    def update_accepting(self, stopping: bool) -> None:
+        held = len(self.parked) + self.dispatcher.queued + self.dispatcher.held
+        self.acceptor.set_accepting(not stopping and self.dispatcher.accepting, held, time.monotonic())
+
+    def route(self, conn: Conn) -> None:
+        """A connection needs a worker: hand it off, or let it wait in the dispatcher's queue."""
+        if conn.head_started and self._head_overdue(conn):
+            return
+        conn.ready_at = time.monotonic()
+        if not conn.since:
+            conn.since = conn.ready_at
+        assignment = self.dispatcher.offer(conn, conn.since)
+        if assignment is not None:
+            self._hand_off(*assignment)
+        elif not self.dispatcher.accepting:
+            self.acceptor.set_accepting(False, self.acceptor.held, time.monotonic())
+
+    def give(self, assignments: list[tuple[int, Conn]]) -> None:
+        """Carry out the dispatcher's assignments of queued connections."""
+        waiting = deque(assignments)
+        while waiting:
+            pid, conn = waiting.popleft()
+            if conn.head_started and self._head_overdue(conn):
+                waiting.extend(self.dispatcher.returned(pid))  # its place goes to the next in line
+                continue
+            self._hand_off(pid, conn)
+
+    def _head_overdue(self, conn: Conn) -> bool:
+        """A head handed back past its header_timeout gets its 408 here, and the connection ends.
+
+        Handed from one stalled worker to the next, or waiting in the queue for one, a partial head
+        may never meet a worker's timers: with one app thread, a worker's loop looks at them only
+        between calls, and a stalled worker hands its waiting connections back first. Its deadline
+        travels with it (Conn.head_started), so it is kept here too. A PROXY header not yet read is
+        closed without a word, as a worker does: the peer is a balancer, not an HTTP client.
+        """
+        timeout, proxied = self.head_limits[conn.listener]
+        if time.monotonic() - conn.head_started <= timeout:
+            return False
+        last_word(conn.fd, 408 if conn.proxy is not None or not proxied else None)
+        log.debug("connection %d: no whole request head within header_timeout: 408", conn.id)
+        return True
+
+    def _hand_off(self, pid: int, conn: Conn) -> None:
+        w = self.workers[pid]
+        try:
+            if not w.give(conn) and len(w.outbox) == 1:
+                self._watch_channel(w, True)  # behind on reading: send the rest when it has room
+        except OSError as exc:
+            self.dispatcher.returned(pid)
+            self._channel_broken(w, exc, conn)
+
+    def flush_outbox(self, w: WorkerProcess) -> None:
+        try:
+            if w.flush():
+                self._watch_channel(w, False)
+        except OSError as exc:
+            self._channel_broken(w, exc)
+
+    def _channel_broken(self, w: WorkerProcess, exc: OSError, *conns: Conn) -> None:
+        log.warning("cannot hand connections to worker %d (%s); killing it, trying others", w.pid, exc)
+        self.dispatcher.remove(w.pid)
+        w.signal(signal.SIGKILL)
+        for conn in (*conns, *self.take_outbox(w)):
+            self.route(conn)
+
+    def take_outbox(self, w: WorkerProcess) -> list[Conn]:
+        """A worker that retires or died never gets its waiting connections: they go elsewhere."""
+        conns = w.take_outbox()
+        for _ in conns:
+            self.dispatcher.returned(w.pid)
+        return conns
+
+    def park(self, conn: Conn, stopping: bool) -> None:
+        """A worker handed back an idle connection: watch it until the client speaks again."""
+        if stopping:
+            os.close(conn.fd)
+            return
+        conn.since = 0.0  # its next request's wait starts when the client speaks again
+        self.parked.park(conn, time.monotonic())
+        self._register(conn.fd, self._on_parked, conn)
+
+    def _on_parked(self, conn: Conn) -> None:
+        # Readable: a request, or the client hanging up. Either way a worker reads it; peeking
+        # here first would cost a syscall on every keep-alive request to save one on the last.
+        self._unregister(conn.fd)
+        self.parked.unpark(conn)
+        self.route(conn)
+
+    def expire(self, now: float) -> None:
+        for conn in self.parked.expired(now):
+            self._unregister(conn.fd)
+            os.close(conn.fd)
+
+    def close_parked(self, serve_readable: bool) -> None:
+        for conn in self.parked.take_all():
+            self._unregister(conn.fd)
+            if serve_readable and _readable(conn.fd):
+                self.route(conn)  # a request may be on its way: serve it, then close
+            else:
+                os.close(conn.fd)
+
+    def close_queued(self) -> None:
+        for conn in self.dispatcher.take_queued():
+            os.close(conn.fd)
+
+
+def _readable(fd: int) -> bool:
+    """Whether a parked connection has something to read (a request, or end-of-file)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))

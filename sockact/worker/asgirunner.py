@@ -1,0 +1,547 @@
+"""The worker's runner for ASGI apps: one asyncio loop (uvloop where installed) over many connections.
+
+The asyncio counterpart of wsgirunner.EventLoop, on the same connection owner (sockact/worker/): the
+owner keeps each connection's state and deadlines, chooses what goes back to the supervisor and
+counts max_requests; this runner carries that out on the loop. What is its own: each request is
+a task running the app (cycle.py), a WebSocket is one too (websocket.py) and is never parked,
+and output is buffered (conn.py), so a connection leaves only once its output is out.
+
+The scoreboard: the loop stamps its line on a beat (BEAT seconds) while any request is in
+hand, with the oldest request's line. A loop blocked by the app (a sync call in an async view)
+stops beating, so the supervisor sees the worker stall after ``handback_after`` and sends it
+nothing new, and aborts it after ``timeout``, as it does a stuck WSGI call.
+
+Who touches a connection's fd: the loop thread, from adoption until it is closed or handed
+back; then nobody in this worker. The one exception is a stall: the monitor thread, holding
+``lock`` while the app blocks the loop, sends duplicates of the waiting connections back and
+marks them handed; the loop closes its copies, unread, when it runs again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from sockact.asgi.conn import Batch, Conn
+from sockact.asgi.cycle import HttpCycle
+from sockact.asgi.lifespan import Lifespan
+from sockact.asgi.scope import conn_scope, request_scope
+from sockact.asgi.websocket import release_memory, serve_websocket
+from sockact.asgi.wsprotocols import INSTALL_HINT, WsProtocol, find
+from sockact.errors import ProtocolError
+from sockact.http import Site
+from sockact.http.events import NEED_DATA, Request
+from sockact.http.proxyprotocol import ProxyProtocolError
+from sockact.ipc import handoff
+from sockact.ipc.scoreboard import SlotWriter
+from sockact.ipc.tally import TallyWriter
+from sockact.logs.access import AccessLog
+from sockact.worker.channel import (
+    Closed,
+    call_line,
+    conn_extra,
+    hand_back,
+    preface_header,
+    read_channel,
+    report,
+)
+from sockact.worker.connstates import CALL, CLOSING, HEAD
+from sockact.worker.owner import TIMER_INTERVAL, Carrier, Due, Owner
+from sockact.wsgi.server import access_entry, access_remote, health_response, http_date, is_health
+
+log = logging.getLogger("sockact.worker")
+
+# Python 3.12 starts a task eagerly on request (eager_start): its first step runs at once, inside the task.
+_EAGER = sys.version_info >= (3, 12)
+BEAT = TIMER_INTERVAL  # seconds between the loop's scoreboard stamps and looks at every connection's deadlines
+# Said once per worker, at the first WebSocket request that finds no library: the fix, for either install.
+NO_WEBSOCKET_LIBRARY = ("WebSocket requests get the app's plain HTTP answer: no WebSocket library is installed; "
+                        "install one with: pip install wsproto (a virtualenv), or: apt install python3-wsproto")
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when it is installed, else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+class AsgiRunner(Carrier[Conn]):
+    """Serves connections from ``chan`` with ASGI apps until the supervisor closes it."""
+
+    def __init__(self, chan: socket.socket, sites: Sequence[Site], slots: Sequence[SlotWriter], *,
+                 park_after: Sequence[float], handback_after: float, max_requests: int, extra: dict[str, Any],
+                 lifespans: Sequence[Lifespan], graceful_timeout: float, ws: str, ws_max_size: int,
+                 access: AccessLog | None = None, tally: TallyWriter | None = None,
+                 call_lines: Sequence[SlotWriter] = ()) -> None:
+        self.chan = chan
+        self.sites = list(sites)
+        self.slots = list(slots)  # the loop's line(s): busy with the oldest call, for stalls and timeout
+        # Free scoreboard lines for single HTTP calls: a call holds one (its connection, whether its
+        # response has begun), so the clients of a dead worker get a 502 or 504, as from a WSGI worker's
+        # threads. More calls at once than lines: the others are closed, as before.
+        self.call_lines = list(call_lines)
+        self.extra = extra
+        self.lifespans = list(lifespans)
+        self.graceful_timeout = graceful_timeout
+        self.ws = ws  # the ws setting: which WebSocket library
+        self.ws_max_size = ws_max_size
+        # The WebSocket library, looked for at the first WebSocket: an HTTP-only app never imports one.
+        self._ws_library: Callable[[bytes, int], WsProtocol] | None = None
+        self._ws_looked = False
+        self.access = access
+        self.tally = tally  # the request counts for the metrics; None: none are kept
+        self.stopping = False  # SIGTERM: answer with Connection: close, park nothing
+        self.draining = False  # a stop is coming (drain_delay): responses close their connections
+        self.loop = new_loop()
+        # The loop's bookkeeping (the held connections, the channel) is done under ``lock``, which is
+        # free while the app runs; when the loop has not beaten for handback_after with requests in
+        # hand, the monitor thread takes it and hands the waiting connections back.
+        self.lock = threading.Lock()
+        self.batch = Batch(self.loop, self.lock)  # what is written in a turn of the loop goes out at its end
+        self.pid = os.getpid()
+        self.receiver = handoff.Receiver(chan)
+        # Every connection in the worker's books, their states and deadlines, retiring and max_requests.
+        self.owner: Owner[Conn] = Owner(Closed(chan), park_after, max_requests)
+        self.closed = self.owner.closed
+        self.calls: dict[Conn, tuple[float, Request]] = {}  # connections in an app call: since, request
+        self.websockets: dict[Conn, Any] = {}  # open WebSockets (websocket.WebSocket), closed with 1001 on drain
+        self.drain_started = 0.0  # when stopping or retiring began
+        self._done: asyncio.Future[None] | None = None
+        self.handback_after = handback_after
+        self.last_beat = time.monotonic()
+        self.handing_back = False
+        self._orphans: list[Conn] = []  # handed back by the monitor; the loop closes its copies
+        self._stop_monitor = threading.Event()
+
+    # ------------------------------------------------------------------ life
+
+    def startup(self) -> None:
+        """The apps' lifespan startup, before READY; raises AppLoadError when one fails."""
+        for lifespan in dict.fromkeys(self.lifespans):
+            self.loop.run_until_complete(lifespan.startup())
+
+    def run(self) -> None:
+        try:
+            self.loop.run_until_complete(self._main())
+        finally:
+            self.loop.close()
+
+    async def _main(self) -> None:
+        self.chan.setblocking(False)
+        self._done = self.loop.create_future()
+        self.loop.add_reader(self.chan.fileno(), self._read_channel)
+        beat = self.loop.create_task(self._beat())
+        monitor = threading.Thread(target=self._monitor, name="sockact-monitor", daemon=True)
+        monitor.start()
+        try:
+            await self._done
+        finally:
+            beat.cancel()
+            self._stop_monitor.set()
+            monitor.join(timeout=1.0)
+            with contextlib.suppress(ValueError, OSError):
+                self.loop.remove_reader(self.chan.fileno())
+            for slot in self.slots:
+                slot.idle()
+            self.closed.report()
+            if self.tally is not None:
+                self.tally.flush()
+        for lifespan in dict.fromkeys(self.lifespans):
+            await lifespan.shutdown(self.graceful_timeout)
+
+    def _report_closed(self) -> None:
+        with self.lock:
+            self.closed.report()
+
+    def _check_done(self) -> None:
+        if self.owner.done and self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    # ------------------------------------------------------------------ the channel
+
+    def _read_channel(self) -> None:
+        with self.lock:
+            read_channel(self.receiver, self.chan, self._adopt, self._retire)
+
+    def _adopt(self, msg: handoff.Message) -> None:
+        sock = socket.socket(msg.family, socket.SOCK_STREAM, 0, fileno=msg.fd)
+        if not self.owner.takes(self.handing_back):
+            hand_back(self.chan, msg, sock, msg.data, msg.head_started)
+            return
+        site = self.sites[msg.listener]
+        try:
+            name = sock.getsockname()
+            server = (str(name[0]), int(name[1])) if isinstance(name, tuple) else None
+        except OSError:
+            server = None
+        shared = self.lifespans[msg.listener].state if self.lifespans else {}
+        client = msg.proxy.client if msg.proxy is not None and msg.proxy.client is not None else msg.peer
+        scope = conn_scope(client, server, site.environ["SCRIPT_NAME"], shared, conn_extra(self.extra, msg, site))
+        state, since = Owner.arrival(msg, site, time.monotonic())
+        conn = self.owner.add(Conn(self.loop, msg, sock, site, scope, self._advance, self.lock, state, since,
+                                   self.batch))
+        if msg.data:
+            self._advance(conn)
+        else:
+            conn.read_now()
+
+    # ------------------------------------------------------------------ connections
+
+    def _advance(self, conn: Conn) -> None:
+        """Decide what comes next for a connection after it was read or served. Requests it has
+        buffered (pipelined) are served in turn here, as long as each is over at once."""
+        while conn.state.reading and not conn.closing_at:
+            if conn.preface is not None:
+                self._read_preface(conn)
+                return
+            try:
+                event = conn.engine.next_event()
+            except ProtocolError as exc:
+                log.debug("conn %d: %s", conn.msg.conn_id, exc)
+                started = time.perf_counter()
+                conn.write(conn.engine.error_response(exc.status, http_date()))
+                self._access(conn, conn.engine.request, exc.status, started)
+                self._close(conn, linger=True)
+                return
+            if not isinstance(event, Request):
+                self._wait_for_request(conn, event)
+                return
+            if is_health(conn.site, event):
+                served = self._answer_health(conn, event)
+            elif event.upgrade and _is_websocket(event):
+                self._start_websocket(conn, event)
+                return
+            else:
+                served = self._start_http(conn, event)
+            if not served:
+                return
+
+    def _wait_for_request(self, conn: Conn, event: object) -> None:
+        """No whole request is buffered: read on, or let the connection go."""
+        if event is not NEED_DATA:
+            self._close(conn)  # the client closed between requests
+            return
+        if conn.engine.idle:
+            if conn.state is HEAD:
+                conn.to("idle")  # only the empty lines allowed between requests came
+            if self.owner.retiring or self.owner.recycling:
+                self._release(conn)
+                return
+        elif conn.state is not HEAD:
+            conn.to("bytes")
+        conn.resume_reading()
+
+    def _read_preface(self, conn: Conn) -> None:
+        """Look at what came of a connection's PROXY header; once it is whole, HTTP may start."""
+        preface = conn.preface
+        assert preface is not None
+        try:
+            parsed = preface_header(bytes(preface), conn.site.proxy_protocol, conn.eof)
+        except ProxyProtocolError as exc:
+            self._refuse_preface(conn, str(exc))
+            return
+        if parsed is None:
+            if conn.eof:
+                self._close(conn)  # a balancer's TCP check: connected, said nothing, left
+            else:
+                conn.resume_reading()
+            return
+        header, size = parsed
+        conn.msg.proxy = header  # it travels with the connection when it is parked or handed back
+        if header.client is not None:
+            conn.scope["client"] = header.client
+        conn.preface = None
+        if size < len(preface):
+            conn.engine.receive_data(bytes(preface[size:]))
+        if conn.eof:
+            conn.engine.receive_data(b"")
+        conn.to("preface")
+        self._advance(conn)
+
+    def _answer_health(self, conn: Conn, request: Request) -> bool:
+        """On the loop, never by the app, and not counted as a request. True: the connection goes on."""
+        started = time.perf_counter()
+        status, answer = health_response(conn.engine, self.stopping or self.draining)
+        conn.write(answer)
+        self._access(conn, request, status, started)
+        if not conn.engine.keep_alive:
+            self._close(conn)
+            return False
+        conn.engine.start_next_cycle()
+        conn.to("answer")
+        return True
+
+    def _start_http(self, conn: Conn, request: Request) -> bool:
+        """Begin the app's call for ``request``, at once. True when the call is over already and the
+        connection may go on to its next request; otherwise its task goes on, and ends in _after."""
+        conn.push()  # a pipelined request's: the response before it goes first, so at most one waits in memory
+        scope = request_scope(conn.scope, request, trust=conn.trust)
+        cycle = HttpCycle(conn, request, scope, self.stopping or self.draining)
+        conn.to("head")
+        conn.to("call")  # begun at once: never QUEUED at a turn's end, so a stall has nothing of it to hand back
+        line = call_line(request)
+        self.calls[conn] = (time.monotonic(), request)
+        # Until its first await this call holds the loop. An app that blocks the loop here must be the
+        # one the scoreboard names (and the timeout kill logs), and at once: the next beat may not come.
+        for slot in self.slots:
+            slot.begin(line)
+        if self.call_lines:
+            conn.call_line = conn.answering = self.call_lines.pop()
+            conn.call_line.begin(line, conn.msg.conn_id)
+            if not conn.flushed:
+                # The last response (pipelining) is still going out: a 502 now would land inside it.
+                conn.call_line.responded()
+                conn.answering = None
+        task = self._call(cycle.run(conn.site.app))
+        if isinstance(task, bool):
+            return self._after(conn, cycle, task)
+        task.add_done_callback(lambda t: self._locked(self._after_task, conn, cycle, t))
+        return False
+
+    def _call(self, coro: Coroutine[Any, Any, bool]) -> bool | asyncio.Task[bool]:
+        """Start an app's call as a task of its own. Where asyncio can (Python 3.12 and later), the task
+        starts eagerly: its first step runs on this thread and now, without the runner's lock, so a
+        stall can still be handed back; most calls never wait, and end there with no turn of the loop
+        (their result is returned; False: cancelled or failed). The first step runs inside its task
+        either way: asyncio.timeout and anyio (FastAPI's plain ``def`` endpoints) need a current task."""
+        if not _EAGER:
+            return self.loop.create_task(coro)
+        self.lock.release()
+        try:
+            task: asyncio.Task[bool] = asyncio.Task(coro, loop=self.loop, eager_start=True)  # type: ignore[call-arg]
+        finally:
+            self.lock.acquire()
+        if not task.done():
+            return task
+        return not task.cancelled() and task.exception() is None and task.result()
+
+    def _free_call_line(self, conn: Conn) -> None:
+        line = conn.call_line
+        if line is not None:
+            line.clear()
+            self.call_lines.append(line)
+            conn.call_line = conn.answering = None
+
+    def _locked(self, call: Any, *args: Any) -> None:
+        with self.lock:
+            call(*args)
+
+    def _ws_started(self, conn: Conn, request: Request) -> None:
+        first = not self.calls
+        self.calls[conn] = (time.monotonic(), request)
+        if first:
+            self._stamp()  # the app may block the loop before the next beat: be seen busy from now
+
+    def _after_task(self, conn: Conn, cycle: HttpCycle, task: asyncio.Task[bool]) -> None:
+        if self._after(conn, cycle, not task.cancelled() and task.exception() is None and task.result()):
+            self._advance(conn)  # a pipelined request may be buffered already
+
+    def _after(self, conn: Conn, cycle: HttpCycle, keep: bool) -> bool:
+        """A call is over (``keep``: its connection persists). True when the connection goes on to its
+        next request: the caller looks for one."""
+        self.calls.pop(conn, None)
+        self._free_call_line(conn)
+        if self.owner.count(conn):
+            report(self.chan, handoff.Message(handoff.RECYCLE))
+        self.slots[0].requests = self.owner.requests
+        if self.tally is not None:
+            self.tally.record(conn.msg.listener, cycle.request.method, cycle.status,
+                              time.perf_counter() - cycle.started_at)
+        self._access(conn, cycle.request, cycle.status, cycle.started_at, cycle.headers or (),
+                     cycle.scope["client"])
+        if not keep or conn.closed or conn.state is not CALL:
+            self._close(conn)
+            return False
+        conn.engine.start_next_cycle()
+        conn.to("served")
+        return True
+
+    def _start_websocket(self, conn: Conn, request: Request) -> None:
+        if not self._ws_looked:
+            self._ws_looked = True
+            self._ws_library = find(self.ws)
+            if self._ws_library is None and self.ws == "auto":
+                log.warning(NO_WEBSOCKET_LIBRARY)
+            elif self._ws_library is None:
+                log.warning("WebSocket requests get the app's plain HTTP answer: ws = %r, and %s is not installed; "
+                            "install it with: %s", self.ws, self.ws, INSTALL_HINT[self.ws])
+        if self._ws_library is None:
+            self._start_http(conn, request)  # the app's own answer to a plain request, then closed
+            return
+        conn.to("head")
+        conn.to("call")  # a WebSocket's task begins at once, and is never handed back
+        self._ws_started(conn, request)
+        scope = request_scope(conn.scope, request, websocket=True, trust=conn.trust)
+        task = self.loop.create_task(serve_websocket(conn, scope, conn.site.app, self.websockets, self._ws_library,
+                                                     self.ws_max_size))
+        task.add_done_callback(lambda t: self._locked(self._after_websocket, conn, request, t))
+
+    def _after_websocket(self, conn: Conn, request: Request, task: asyncio.Task[Any]) -> None:
+        self.calls.pop(conn, None)
+        if not task.cancelled() and task.exception() is None:
+            ws = task.result()
+            release_memory(ws)
+            if self.access is not None and conn.site.access_log:
+                entry = access_entry(self._remote(conn, ws.scope["client"]), request, ws.status, ws.bytes_out,
+                                     ws.started, self.pid, conn.msg.conn_id, conn.site.listener)
+                self.access.log_websocket(entry, ws.close_code if ws.status == 101 else 0, ws.bytes_in)
+        # Lingering: a client still sending (a message over ws_max_size) reads the close frame before a reset.
+        self._close(conn, linger=True)
+
+    def _access(self, conn: Conn, request: Request | None, status: int, started: float,
+                response_headers: Sequence[tuple[str, str]] = (), client: Any = None) -> None:
+        """``client``: the request's scope client, which trusted proxies may have told."""
+        if self.access is None or not conn.site.access_log:
+            return
+        self.access.log(access_entry(self._remote(conn, client), request, status, conn.engine.body_sent, started,
+                                     self.pid, conn.msg.conn_id, conn.site.listener, response_headers))
+
+    @staticmethod
+    def _remote(conn: Conn, client: Any = None) -> str:
+        if not conn.remote:
+            conn.remote = access_remote(conn.sock, conn.scope["client"] or conn.msg.peer)
+        return conn.remote if client is None or client is conn.scope["client"] else str(client[0])
+
+    # ------------------------------------------------------------------ the beat
+
+    async def _beat(self) -> None:
+        while True:
+            now = self.last_beat = time.monotonic()
+            self.slots[0].beat()  # the supervisor kills a worker whose loop stops beating for timeout
+            with self.lock:
+                self._stamp()
+                self._timers(now)
+            if self.access is not None:
+                self.access.flush_if_due(now)
+            if self.tally is not None:
+                self.tally.flush()  # a copy to shared memory, where the supervisor reads it
+            await asyncio.sleep(BEAT)
+
+    def _stamp(self) -> None:
+        """The scoreboard: busy with the oldest request while any is in hand, stamped now."""
+        if self.calls:
+            line = call_line(min(self.calls.values(), key=lambda call: call[0])[1])
+            for slot in self.slots:
+                slot.begin(line)
+        else:
+            for slot in self.slots:
+                slot.idle()
+
+    def _timers(self, now: float) -> None:
+        for conn in self._orphans:
+            conn.drop()
+        self._orphans.clear()
+        if (self.stopping or self.owner.retiring) and self.websockets:
+            self._drain_websockets(now)
+        self._carry_out_deadlines(now)
+        self._check_done()
+
+    def _time_out(self, conn: Conn, what: Due) -> None:
+        if what is Due.HEAD_TIMEOUT and conn.engine.buffered:
+            conn.write(conn.engine.error_response(408, http_date()))
+        self._close(conn)  # DROP: it sent nothing, and is told nothing
+
+    def _closing(self, conn: Conn, now: float) -> None:
+        if conn.expire_close(now):
+            self._closed(conn)  # its output went out, or its time to go out is over
+
+    def _drain_websockets(self, now: float) -> None:
+        """Draining: WebSockets may go on for graceful_timeout, less a margin for their close frames
+        to go out before the supervisor's kill; then each is closed with 1001."""
+        if not self.drain_started:
+            self.drain_started = now
+        if now - self.drain_started >= self.graceful_timeout - min(1.0, self.graceful_timeout / 10):
+            for ws in list(self.websockets.values()):
+                ws.close_going_away()
+
+    # ------------------------------------------------------------------ stalls
+
+    def _monitor(self) -> None:
+        """While the app blocks the loop, hand back whatever waits or arrives (as the WSGI runner's monitor)."""
+        interval = max(0.005, self.handback_after / 2)
+        while not self._stop_monitor.wait(interval):
+            if self._stalled() and self.lock.acquire(blocking=False):
+                try:
+                    if self._stalled():
+                        self._hand_back_waiting()
+                finally:
+                    self.lock.release()
+
+    def _stalled(self) -> bool:
+        return bool(self.calls) and time.monotonic() - self.last_beat > self.handback_after
+
+    def _hand_back_waiting(self) -> None:
+        """On the monitor thread, the loop blocked: every connection not in a call goes back with what it
+        has read. The loop still watches their fds, so they go as copies; the loop closes its own.
+        A call the loop has not begun yet (created in the same turn as the one that blocks) goes back
+        too, its request head with it; its task ends without calling the app."""
+        self.handing_back = True
+        try:
+            for conn in self.owner.held.values():
+                if conn not in self.calls:
+                    conn.push_stalled()  # the answers of this turn, queued before the call that blocks
+            for conn, data, head_started in self.owner.stall_hand_backs():
+                if conn.closing_at:
+                    continue  # a WebSocket's task is closing it
+                self.calls.pop(conn, None)
+                self._free_call_line(conn)
+                self.owner.gone(conn, "hand_back")
+                copy = socket.socket(conn.msg.family, socket.SOCK_STREAM, 0, fileno=os.dup(conn.fd))
+                hand_back(self.chan, conn.msg, copy, data, head_started)
+                self._orphans.append(conn)
+            # Arrivals go straight back; an EOF is left for the loop, which sees it again when it runs.
+            read_channel(self.receiver, self.chan, self._adopt, lambda: None)
+        finally:
+            self.handing_back = False
+
+    # ------------------------------------------------------------------ leaving
+
+    def _release(self, conn: Conn) -> None:
+        if self.stopping:
+            self._close(conn)
+            return
+        conn.push()
+        if not conn.flushed:
+            return  # the last response is still going out; the next look parks it
+        conn.detach()
+        self.owner.gone(conn, "park")
+        hand_back(self.chan, conn.msg, conn.sock, conn.unparsed())
+        self._check_done()
+
+    def _close(self, conn: Conn, linger: bool = False) -> None:
+        """Close once its output is out (CLOSING meanwhile), lingering first after an error."""
+        conn.close(linger=linger, timeout=conn.site.io_timeout)
+        if conn.closed:
+            self._closed(conn)
+        elif conn.state is not CLOSING:
+            conn.to("closing")
+
+    def _closed(self, conn: Conn) -> None:
+        if self.owner.held.get(conn.msg.conn_id) is conn:
+            if not self.closed.ids:
+                self.loop.call_soon(self._report_closed)  # once this turn of the loop is done
+            self.owner.gone(conn, "close")
+        self._check_done()
+
+    def _retire(self) -> None:
+        """EOF on the channel: hand back what waits, finish what is in calls, then exit."""
+        with contextlib.suppress(ValueError, OSError):
+            self.loop.remove_reader(self.chan.fileno())
+        self._park_on_retire()
+        self._check_done()
+
+
+def _is_websocket(request: Request) -> bool:
+    return any(name == b"UPGRADE" and value.lower() == b"websocket" for name, value in request.headers) \
+        and request.method == b"GET"

@@ -1,0 +1,122 @@
+"""What a worker's runner says to the supervisor over its channel, and reads from it.
+
+Connections arrive (CONN) and are taken in batches; they go back (PARK) with the bytes read
+and not served; the ones a loop closed in a turn are reported in one DONE; RECYCLE says
+max_requests is reached. A gone supervisor is not an error here: the worker learns it from
+the channel's EOF. Also here: the per-connection values both runners derive from a message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable
+from urllib.parse import unquote_to_bytes
+
+from sockact.errors import HandoffError
+from sockact.http import Site, proxyprotocol
+from sockact.http.events import Request
+from sockact.http.proxyprotocol import ProxyProtocolError
+from sockact.ipc import handoff
+from sockact.wsgi.environ import PERCENT
+
+log = logging.getLogger("sockact.worker")
+
+SEND_WAIT = 5.0  # seconds a report to the supervisor may wait for room in the channel
+BATCH = 64  # connections taken from the channel at a time, then the held ones have their turn
+
+
+def read_channel(receiver: handoff.Receiver, chan: socket.socket, adopt: Callable[[handoff.Message], None],
+                 retire: Callable[[], None]) -> None:
+    """Take the connections waiting on the channel, a batch at most; ``retire`` at EOF."""
+    for _ in range(BATCH):
+        try:
+            msg = receiver.recv()
+        except BlockingIOError:
+            return
+        except handoff.FdsLost as exc:
+            log.warning("worker %d: a connection was lost on its way in (%s)", os.getpid(), exc)
+            report(chan, handoff.done([exc.message.conn_id]))
+            continue
+        except HandoffError as exc:
+            log.error("worker %d: bad message from the supervisor: %s", os.getpid(), exc)
+            continue
+        except OSError:
+            msg = None
+        if msg is None:
+            retire()
+            return
+        if msg.kind == handoff.CONN:
+            adopt(msg)
+
+
+def hand_back(chan: socket.socket, msg: handoff.Message, sock: socket.socket, data: bytes,
+              head_started: float = 0.0) -> None:
+    """Give a connection back to the supervisor (PARK) with the bytes read and not served, and when the
+    head among them began to arrive (0.0: none has); closes ours."""
+    report(chan, handoff.Message(handoff.PARK, conn_id=msg.conn_id, listener=msg.listener, family=msg.family,
+                                 peer=msg.peer, hops=msg.hops, data=data, fd=sock.fileno(), proxy=msg.proxy,
+                                 head_started=head_started))
+    sock.close()  # the supervisor holds it now
+
+
+class Closed:
+    """The connections a loop closed in one turn, reported to the supervisor in one DONE at its end:
+    one send for all of them, and the supervisor reads one message."""
+
+    __slots__ = ("chan", "ids")
+
+    def __init__(self, chan: socket.socket) -> None:
+        self.chan = chan
+        self.ids: list[int] = []
+
+    def add(self, conn_id: int) -> None:
+        self.ids.append(conn_id)
+
+    def report(self) -> None:
+        ids, self.ids = self.ids, []
+        for at in range(0, len(ids), handoff.MAX_DONE):
+            report(self.chan, handoff.done(ids[at:at + handoff.MAX_DONE]))
+
+
+def report(chan: socket.socket, msg: handoff.Message) -> None:
+    """Send ``msg`` to the supervisor, waiting a little for room; a gone supervisor is not an error."""
+    try:
+        handoff.send(chan, msg, wait=SEND_WAIT)
+    except OSError as exc:
+        log.debug("worker %d: cannot report to the supervisor: %s", os.getpid(), exc)
+
+
+# ---------------------------------------------------------------------- per connection
+
+
+def preface_header(preface: bytes, mode: str, eof: bool) -> tuple[proxyprotocol.Header, int] | None:
+    """The PROXY header and its length once it is whole, None while more may come (see
+    proxyprotocol.parse); ProxyProtocolError also for a client that closed (``eof``) in its middle."""
+    parsed = proxyprotocol.parse(preface, mode)
+    if parsed is None and eof and preface:
+        raise ProxyProtocolError("closed in the middle of its PROXY header")
+    return parsed
+
+
+def preface_refused(msg: handoff.Message, site: Site, reason: str) -> None:
+    """Say why a connection's PROXY header was refused; the caller closes the connection."""
+    peer = msg.peer[0] if msg.peer else "a Unix socket"
+    log.warning("conn %d from %s on %s: %s; closing it", msg.conn_id, peer, site.listener, reason)
+
+
+def call_line(request: Request) -> bytes:
+    """The scoreboard's line for a call: the path as the app sees it (PATH_INFO, decoded); the
+    supervisor escapes it when it logs it."""
+    path = request.path
+    return request.method + b" " + (unquote_to_bytes(path) if PERCENT in path else path)
+
+
+def conn_extra(extra: dict[str, object], msg: handoff.Message, site: Site) -> dict[str, object]:
+    """The worker's extras plus this connection's: its id, hand-off count and listener."""
+    out = dict(extra)
+    out["sockact.conn_id"] = msg.conn_id
+    out["sockact.hops"] = msg.hops
+    out["sockact.listener"] = site.listener
+    return out

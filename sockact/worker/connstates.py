@@ -1,0 +1,85 @@
+"""The life of a connection in a worker, with all of its transitions in one table.
+
+Rule of this module, as of sockact/policy/states.py: a connection's state changes only through
+``Owned.to()`` (owner.py), and only along a row of CONN_TRANSITIONS. An event that the
+current state does not accept raises InvalidTransition.
+
+    PREFACE --preface--> FRESH                  (a PROXY header first, then HTTP)
+    FRESH/IDLE --bytes--> HEAD                  (part of a request head has come)
+    FRESH/HEAD/IDLE --head--> QUEUED --call--> CALL --served--> IDLE
+    FRESH/HEAD/IDLE --buffer--> BODY --body--> QUEUED    (body_buffer: the loop reads the body)
+    FRESH/HEAD/IDLE --answer--> IDLE            (answered on the loop: the health path)
+    any open state --closing--> CLOSING --close--> CLOSED    (an answer going out, then lingering)
+    any state but CALL and CLOSING --hand_back--> HANDED     (a stall: back to the supervisor)
+    FRESH/IDLE --park--> HANDED                 (idle at a request boundary: parked)
+    any live state --close--> CLOSED
+
+Which thread may touch the fd in each state is written in docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from sockact.policy.states import InvalidTransition
+
+__all__ = ["BODY", "CALL", "CLOSED", "CLOSING", "CONN_TRANSITIONS", "FRESH", "HANDED", "HEAD", "IDLE", "PREFACE",
+           "QUEUED", "ConnState", "InvalidTransition"]
+
+
+class ConnState(enum.Enum):
+    PREFACE = "preface"  # reading its PROXY header, within header_timeout
+    FRESH = "fresh"  # adopted, no byte of a request yet: header_timeout
+    HEAD = "head"  # part of a head is buffered: header_timeout for the whole head
+    BODY = "body"  # its head is parsed; the loop reads its body (body_buffer) within io_timeout in total
+    QUEUED = "queued"  # its request is parsed and waits for an app call to begin
+    CALL = "call"  # an app call (a thread, or an asyncio task) owns it
+    IDLE = "idle"  # at a request boundary after a response: parked after park_after
+    CLOSING = "closing"  # its last answer goes out, then what the client still sends is dropped
+    HANDED = "handed"  # back with the supervisor (parked or handed back): no longer this worker's
+    CLOSED = "closed"  # closed by this worker, reported in a DONE
+
+    # Its row of the table as the owner walks it: event -> (next state, whether that state's clock
+    # starts). On the member itself: an Enum hashes in Python, too slow for a lookup per request.
+    moves: dict[str, tuple[ConnState, bool]]
+    reading: bool  # the loop reads it for a request: no call owns it, it is not closing, it is still ours
+
+
+# The members as plain module names, for the per-request path: on Python 3.11 ``ConnState.CALL`` costs
+# 0.3 µs (the Enum class's attribute machinery), a module name a twentieth of that.
+PREFACE, FRESH, HEAD, BODY, QUEUED, CALL, IDLE, CLOSING, HANDED, CLOSED = ConnState
+
+_C = ConnState
+_OPEN = (_C.PREFACE, _C.FRESH, _C.HEAD, _C.BODY, _C.QUEUED, _C.CALL, _C.IDLE)
+_WAITING = (_C.FRESH, _C.HEAD, _C.IDLE)  # reading, between calls: where a request can begin
+
+CONN_TRANSITIONS: dict[tuple[ConnState, str], ConnState] = {
+    (_C.PREFACE, "preface"): _C.FRESH,
+    (_C.FRESH, "bytes"): _C.HEAD,
+    (_C.IDLE, "bytes"): _C.HEAD,
+    (_C.HEAD, "bytes"): _C.HEAD,
+    (_C.HEAD, "idle"): _C.IDLE,  # what came was only the empty lines allowed between requests
+    **{(state, "head"): _C.QUEUED for state in _WAITING},
+    **{(state, "buffer"): _C.BODY for state in _WAITING},
+    **{(state, "answer"): _C.IDLE for state in _WAITING},
+    (_C.BODY, "body"): _C.QUEUED,
+    (_C.QUEUED, "call"): _C.CALL,
+    # A request the free loop thread calls the moment it is read (or its body is) never waits (WSGI).
+    **{(state, "serve"): _C.CALL for state in (*_WAITING, _C.BODY)},
+    (_C.CALL, "served"): _C.IDLE,
+    **{(state, "closing"): _C.CLOSING for state in _OPEN},
+    **{(state, "close"): _C.CLOSED for state in (*_OPEN, _C.CLOSING)},
+    **{(state, "hand_back"): _C.HANDED for state in (_C.PREFACE, *_WAITING, _C.BODY, _C.QUEUED)},
+    (_C.FRESH, "park"): _C.HANDED,
+    (_C.IDLE, "park"): _C.HANDED,
+}
+
+# The states whose deadline (owner.due) runs from the moment they are entered, except along KEEP_CLOCK:
+# one head's deadline counts from its connection's first moment, and a head that grows is the same head.
+CLOCKED = frozenset({_C.PREFACE, _C.FRESH, _C.HEAD, _C.BODY, _C.IDLE, _C.CLOSING})
+KEEP_CLOCK = frozenset({(_C.FRESH, _C.HEAD), (_C.HEAD, _C.HEAD)})
+
+for _state in ConnState:
+    _state.reading = _state in (_C.PREFACE, _C.FRESH, _C.HEAD, _C.BODY, _C.IDLE)
+    _state.moves = {event: (after, after in CLOCKED and (_state, after) not in KEEP_CLOCK)
+                    for (before, event), after in CONN_TRANSITIONS.items() if before is _state}

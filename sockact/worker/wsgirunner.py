@@ -1,0 +1,650 @@
+"""The worker's runner: one event loop over many connections, the app in one or more app threads.
+
+The loop (the worker's main thread) watches the channel and every connection the worker
+holds that is waiting for a request. It reads whatever arrives, feeds each connection's
+HTTP engine, and gives each complete request head to an app thread, which runs the app,
+reads the body, writes the response and gives the connection back to the loop. Each
+connection is a Held, whose state, deadlines and hand-backs the connection owner decides
+(sockact/worker/owner.py, shared with the ASGI runner); this runner carries them out. Around it:
+
+- A connection idle at a request boundary for ``park_after`` goes back to the supervisor
+  (PARK). A partial head stays until ``header_timeout``, then gets its 408 and is closed; a
+  connection that has sent nothing is closed then too.
+- On a listener with ``proxy_protocol``, a new connection's first bytes are its PROXY
+  header (sockact/http/proxyprotocol.py), read within ``header_timeout`` before any HTTP; the
+  header travels with the connection when it is handed back, so it is read only once.
+- A request for the listener's health path is answered on the loop thread, never by the
+  app: the answer must come even while every app thread is busy.
+- When every app thread has been in one call for longer than ``handback_after``, the
+  worker is stalled: every connection it holds that is not in a call goes back to the
+  supervisor at once, with the bytes it has read and not yet served (one that has read more
+  than a hand-off message carries waits for a free thread), and so does any
+  connection that arrives meanwhile. The supervisor sees the stall on the scoreboard and
+  gives the worker nothing new until it moves again.
+
+Who may touch a connection's fd, by its state (docs/architecture.md has the whole table):
+    PREFACE, FRESH, HEAD, BODY, IDLE, CLOSING   the loop thread, under ``lock`` (the fd is in the poller)
+    QUEUED, CALL   its app thread alone (the fd is out of the poller)
+    HANDED, CLOSED   nobody: the loop sent or closed it and dropped it from its books
+
+App threads come from appthreads.AppThreads: ``threads`` of them always, more up to
+``max_threads`` while every one is in a call. With ``threads = 1`` the loop thread is app
+thread 0 and runs calls itself, releasing ``lock`` for each; a monitor thread takes the lock
+once such a call has lasted a while (GROW_AFTER with room to grow, else handback_after) and
+is the loop until it ends: it gives waiting requests to new pool threads, or hands them back
+when the worker stalls. With ``threads`` above 1 the loop never runs the app, and does all
+of that itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import select
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+
+from sockact.http import HTTPConnection, Site, Step
+from sockact.http.events import Request
+from sockact.http.limits import LINGER_BYTES, LINGER_SECONDS, RECV_SIZE
+from sockact.http.proxyprotocol import ProxyProtocolError
+from sockact.ipc import handoff
+from sockact.ipc.scoreboard import SlotWriter, Waiting
+from sockact.ipc.tally import TallyWriter
+from sockact.logs.access import AccessLog
+from sockact.worker.appthreads import AppThreads
+from sockact.worker.channel import Closed, call_line, conn_extra, hand_back, preface_header, read_channel, report
+from sockact.worker.connstates import BODY, CLOSING, HEAD, PREFACE, QUEUED, ConnState
+from sockact.worker.owner import TIMER_INTERVAL, Carrier, Due, Owned, Owner
+
+log = logging.getLogger("sockact.worker")
+
+TICK = 0.05  # seconds: the longest the loop sleeps without looking at its timers
+# With a pool that may grow: how long the loop thread's own call may last before the monitor takes the
+# loop's role (and starts threads for what is waiting), and how often it looks meanwhile. A call this
+# short is over before a thread could start; a waiting fast request pays at most about twice this.
+GROW_AFTER = 0.001
+# When at least one call in SLOW_SHARE lasted GROW_AFTER or more over the last HANDOFF_WINDOW, the loop
+# thread hands the next window's requests to pool threads instead of serving them itself: while slow
+# calls are common, it stays free to read, and a fast request does not wait for the monitor. A hand-off
+# costs two thread switches per request, so a worker whose calls are short (a rare one made long by the
+# scheduler) keeps serving them itself.
+HANDOFF_WINDOW = 1.0
+SLOW_SHARE = 50
+# How often the monitor looks while no call of GROW_AFTER or more has ended in this window or the last
+# one: each look takes the GIL from the serving loop thread (two thread switches), which at one a
+# millisecond costs a worker of short calls 7-10% of its CPU. The first slow call after such a quiet
+# spell is noticed within this much; from then on, every GROW_AFTER.
+RELAXED_LOOK = 0.005
+QUIET_LOOKS = 100  # looks at a worker that serves nothing before the monitor sleeps until a call starts
+
+
+# Step's members as module names: on Python 3.11 ``Step.IDLE`` costs 0.3 µs (the Enum class's attribute
+# machinery), and a served request passes four of these.
+_CLOSE, _LINGER, _PARTIAL, _IDLE = Step.CLOSE, Step.LINGER, Step.PARTIAL, Step.IDLE
+
+
+class Held(Owned):
+    """A connection the WSGI runner holds: the owner's books (owner.Owned), its socket and its engine."""
+
+    __slots__ = ("http", "linger_until", "lingered", "preface", "request", "sock", "watched")
+
+    def __init__(self, msg: handoff.Message, sock: socket.socket, site: Site, state: ConnState, now: float,
+                 http: HTTPConnection) -> None:
+        super().__init__(msg, site, state, now)
+        self.sock = sock
+        self.http = http
+        self.request: Request | None = None  # parsed: its body coming (BODY) or waiting for a thread (QUEUED)
+        self.watched = False  # in the poller
+        # The PROXY header's bytes so far, until it is whole (PREFACE).
+        self.preface: bytearray | None = bytearray(msg.data) if state is PREFACE else None
+        self.linger_until = 0.0  # CLOSING: what the client still sends is dropped until then
+        self.lingered = 0  # bytes dropped meanwhile
+
+    def unparsed(self) -> bytes:
+        return bytes(self.preface) if self.preface is not None else self.http.unparsed()
+
+
+class EventLoop(Carrier[Held]):
+    """Serves connections from ``chan`` until the supervisor closes it, then exits."""
+
+    def __init__(self, chan: socket.socket, sites: Sequence[Site], slots: Sequence[SlotWriter], *,
+                 park_after: Sequence[float], handback_after: float, max_requests: int,
+                 extra: dict[str, object], access: AccessLog | None = None,
+                 tallies: Sequence[TallyWriter] | None = None, floor: int = 1,
+                 thread_idle_timeout: float = 30.0, waiting: Waiting | None = None) -> None:
+        self.chan = chan
+        self.sites = list(sites)
+        self.slots = list(slots)  # one scoreboard line per app thread up to the ceiling
+        self.ceiling = len(slots)  # the most app calls at once
+        # With a floor of 1 the loop thread is app thread 0 and runs a call itself (no hand-off: the
+        # cheapest path); other threads are started only while it is in a call and more requests wait.
+        self.inline = floor == 1
+        self.pool: AppThreads[Held, bool] | None = None
+        if self.ceiling > 1:
+            lines = range(1, self.ceiling) if self.inline else range(self.ceiling)
+            self.pool = AppThreads(lines, 0 if self.inline else floor, thread_idle_timeout, self._call,
+                                   self._finished, alive=self._thread_alive)
+        self.tallies = list(tallies) if tallies else None  # one per app thread, for the metrics
+        self._tally_lines = list(dict.fromkeys(self.tallies or ()))  # each shared writer flushed once
+        self.handback_after = handback_after
+        self.extra = extra  # environ keys every request gets (worker pid)
+        self.access = access  # written when the loop goes idle, and at least every FLUSH interval
+        self.stopping = False  # SIGTERM: answer with Connection: close, park nothing
+        self.draining = False  # a stop is coming (drain_delay): health says 503, answers close their connections
+        self.lock = threading.Lock()
+        # epoll itself, not selectors: a turn of the loop per request makes its Python layer a cost worth
+        # saving. The connections it watches, by fd.
+        self.poller = select.epoll()
+        self.watching: dict[int, Held] = {}
+        self.receiver = handoff.Receiver(chan)
+        # Every connection in the worker's books, their states and deadlines, retiring and max_requests.
+        self.owner: Owner[Held] = Owner(Closed(chan), park_after, max_requests)
+        self.closed = self.owner.closed
+        self.ready: deque[Held] = deque()  # parsed requests waiting for an app thread
+        self.waiting = waiting or Waiting([])  # the same, on the scoreboard: a 502 if the worker dies
+        self.in_call = 0  # app calls running
+        self.call_started: list[float] = [0.0] * self.ceiling  # by line: when its call started, 0.0 if none
+        self._next_timers = 0.0
+        self._done: queue.SimpleQueue[tuple[Held, bool]] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._chan_fd, self._wake_fd = chan.fileno(), self._wake_r.fileno()
+        self._inline_held: Held | None = None  # in a call on the loop thread
+        self._standby = False  # the monitor holds the loop's role: the loop thread is in its call
+        self._monitor_asleep = False  # nothing served lately: the monitor waits for a call to start
+        self._hand_off = False  # slow calls are common lately: the loop thread gives calls to the pool
+        # The loop thread is app thread 0 and not inside a call: a request read now is called at once.
+        self._serve_now = self.inline
+        self._slow_calls = 0  # calls of GROW_AFTER or more, counted since the monitor last judged
+        self._call_begun = threading.Event()  # wakes it
+
+    # ------------------------------------------------------------------ main
+
+    def run(self) -> None:
+        self.chan.setblocking(False)
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.poller.register(self.chan, select.EPOLLIN)
+        self.poller.register(self._wake_r, select.EPOLLIN)
+        helpers = self._start_threads()
+        self.lock.acquire()
+        try:
+            while not self.owner.done:
+                self._turn()
+        finally:
+            self.lock.release()
+            self._call_begun.set()
+            if self.pool is not None:
+                self.pool.stop()
+            for t in helpers:
+                t.join(timeout=1.0)
+            self.closed.report()
+            self._flush_tallies()
+            self.poller.close()
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _start_threads(self) -> list[threading.Thread]:
+        """The pool's floor, and with the loop thread as app thread 0, the monitor."""
+        if self.pool is not None:
+            self.pool.start()
+        if not self.inline:
+            return []
+        self._thread_alive(0, True)
+        monitor = threading.Thread(target=self._monitor, name="sockact-monitor", daemon=True)
+        monitor.start()
+        return [monitor]
+
+    def _thread_alive(self, line: int, alive: bool) -> None:
+        self.slots[line].alive(alive)
+
+    def _turn(self) -> None:
+        events = self.poller.poll(TICK)
+        if not events and self.access is not None:
+            self.access.flush()  # idle: write the lines out
+        watching = self.watching
+        for fd, _ in events:
+            held = watching.get(fd)
+            if held is not None:
+                self._read(held)
+            elif fd == self._chan_fd:
+                self._read_channel()
+            elif fd == self._wake_fd:
+                self._take_done()
+            # else: a connection that left earlier in this turn (a stale event)
+        if self.closed.ids:
+            self.closed.report()  # before an app call that may take long
+        if self.ready:
+            self._dispatch_ready()
+        now = time.monotonic()
+        if now >= self._next_timers:
+            self._next_timers = now + TIMER_INTERVAL
+            # The supervisor kills a worker whose loop stops turning for timeout. Not on every turn (one a
+            # request when busy): this often is plenty against a timeout of seconds.
+            self.slots[0].beat()
+            self._timers(now)
+            if self.access is not None:
+                self.access.flush_if_due(now)
+            self._flush_tallies()
+        if self.closed.ids:
+            self.closed.report()
+
+    def _flush_tallies(self) -> None:
+        """Publish the request counts to the supervisor (a copy to shared memory; no syscall)."""
+        for tally in self._tally_lines:
+            tally.flush()
+
+    # ------------------------------------------------------------------ the channel
+
+    def _read_channel(self) -> None:
+        read_channel(self.receiver, self.chan, self._adopt, self._retire)
+
+    def _adopt(self, msg: handoff.Message) -> None:
+        sock = socket.socket(msg.family, socket.SOCK_STREAM, 0, fileno=msg.fd)
+        if not self.owner.takes(self._stalled()):
+            hand_back(self.chan, msg, sock, msg.data, msg.head_started)
+            return
+        site = self.sites[msg.listener]
+        state, since = Owner.arrival(msg, site, time.monotonic())
+        # Until its PROXY header is whole, a connection's engine has no bytes: HTTP waits for the header.
+        pending = b"" if state is PREFACE else msg.data
+        held = self.owner.add(Held(msg, sock, site, state, since, self._http(msg, sock, site, pending)))
+        if state is PREFACE:
+            self._read_preface(held, b"", eof=False)
+        elif msg.data:
+            self._advance(held)
+        else:
+            self._read(held)  # a new client's request is usually there already: no wait in the poller
+
+    def _http(self, msg: handoff.Message, sock: socket.socket, site: Site, pending: bytes) -> HTTPConnection:
+        return HTTPConnection(sock, site, peer=msg.peer, conn_id=msg.conn_id, pending=pending,
+                              environ_extra=conn_extra(self.extra, msg, site), stopping=self._is_stopping,
+                              client=msg.proxy.client if msg.proxy else None)
+
+    def _read_preface(self, held: Held, data: bytes, eof: bool) -> None:
+        """Bytes of a connection whose PROXY header is not whole yet (b"" when none came now)."""
+        preface = held.preface
+        assert preface is not None
+        preface += data
+        try:
+            parsed = preface_header(bytes(preface), held.site.proxy_protocol, eof)
+        except ProxyProtocolError as exc:
+            self._refuse_preface(held, str(exc))
+            return
+        if parsed is None:
+            if data or not preface:
+                self._watch(held)
+            else:
+                self._read(held)
+            return
+        header, size = parsed
+        held.msg.proxy = header
+        held.http = self._http(held.msg, held.sock, held.site, bytes(preface[size:]))
+        held.preface = None
+        held.to("preface")
+        if size == len(preface):
+            self._read(held)  # the request usually came in the same segment; if not, wait for it
+        else:
+            self._advance(held)
+
+    # ------------------------------------------------------------------ connections
+
+    def _read(self, held: Held) -> None:
+        state = held.state
+        if not (state.reading or state is CLOSING):
+            return  # its app thread reads it, or it left in this turn of the loop (a stale event)
+        try:
+            data = held.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            self._watch(held)
+            return
+        except OSError:
+            data = b""
+        if state is CLOSING:
+            held.lingered += len(data)
+            if not data or held.lingered >= LINGER_BYTES:
+                self._close(held)
+            else:
+                self._watch(held)
+            return
+        if state is PREFACE:
+            if not data and not held.preface:
+                self._close(held)  # a balancer's TCP check: connected, said nothing, left
+            else:
+                self._read_preface(held, data, eof=not data)
+            return
+        held.http.engine.receive_data(data)
+        if state is BODY:
+            self._buffer_body(held, eof=not data)
+            return
+        self._advance(held)
+
+    def _advance(self, held: Held) -> None:
+        """Decide what comes next for a connection after it was read or served."""
+        step = held.http.next_request()
+        if isinstance(step, Request):
+            if held.site.health_path and held.http.is_health(step):
+                self._answer_health(held, step)
+                return
+            if step.content_length and held.http.body_to_buffer():  # only a Content-Length body is buffered
+                # A slow body must not hold an app thread: the loop reads it first, as any other input.
+                held.request = step
+                held.to("buffer")
+                with contextlib.suppress(OSError):
+                    held.sock.send(held.http.continue_now(), socket.MSG_DONTWAIT)
+                self._watch(held)
+                return
+            self._ready(held, step, "head")
+            return
+        if step is _CLOSE:
+            self._close(held)
+            return
+        if step is _LINGER:
+            # Dropped, not blocked on: unread input would make the kernel reset the connection
+            # before the client reads its error, and the loop serves others meanwhile.
+            with contextlib.suppress(OSError):
+                held.sock.shutdown(socket.SHUT_WR)
+            held.to("closing")
+            held.linger_until = time.monotonic() + LINGER_SECONDS
+            self._watch(held)
+            return
+        if step is _PARTIAL:
+            if held.state is not HEAD:
+                held.to("bytes")
+        elif held.state is HEAD:
+            held.to("idle")  # only the empty lines allowed between requests came
+        self._settle(held, step)
+
+    def _settle(self, held: Held, step: Step) -> None:
+        """Idle or partial: wait for more in the poller, or, idle in a worker that takes nothing new, go back."""
+        owner = self.owner
+        if step is _IDLE and (owner.retiring or owner.recycling or (self.in_call >= self.ceiling and self._stalled())):
+            self._release(held)
+        elif not held.watched:
+            self._watch(held)
+
+    def _ready(self, held: Held, request: Request, event: str) -> None:
+        """A request is parsed (``event``: "head", or "body" once its body is buffered): called at once, or queued."""
+        held.request = request
+        if self._serve_now and not self.ready and not self._standby and not self._hand_off:
+            # The loop thread is free and nothing waits before it: call at once. The call's own line
+            # names the request from its first moment, so it needs no waiting line of its own.
+            if self.closed.ids:
+                self.closed.report()  # before an app call that may take long
+            self._call_inline(held, "serve")
+            return
+        held.to(event)
+        self.ready.append(held)
+        self.waiting.add(held.msg.conn_id, call_line(request))
+
+    def _buffer_body(self, held: Held, eof: bool) -> None:
+        # Whole, or cut short by the client: the call goes ahead, and a cut body is answered as any
+        # other (400, from the app's read of wsgi.input). Its deadline runs from the head, in total.
+        if eof or not held.http.body_to_buffer():
+            request = held.request
+            assert request is not None
+            self._ready(held, request, "body")
+        else:
+            self._watch(held)
+
+    def _watch(self, held: Held) -> None:
+        if not held.watched:
+            fd = held.sock.fileno()
+            self.poller.register(fd, select.EPOLLIN)
+            self.watching[fd] = held
+            held.watched = True
+
+    def _unwatch(self, held: Held) -> None:
+        if held.watched:
+            fd = held.sock.fileno()
+            self.poller.unregister(fd)
+            del self.watching[fd]
+            held.watched = False
+
+    def _answer_health(self, held: Held, request: Request) -> None:
+        """On the loop thread, not counted as a request: the app is not called."""
+        if held.http.serve(request):
+            held.to("answer")
+            self._advance(held)
+        else:
+            self._close(held)
+
+    def _dispatch_ready(self) -> None:
+        """Give each ready request an app thread. The loop thread, when it is app thread 0, serves them
+        itself one after the other (no hand-off: most calls are short), unless calls were slow lately;
+        the monitor, holding the loop's role while the loop thread is in a slow call, gives them to the
+        pool. What finds no thread waits, out of the poller, for a call to end or for the stall
+        hand-back."""
+        ready = self.ready
+        while ready:
+            on_loop = self.inline and not self._standby  # the loop thread itself, free to serve
+            if (not on_loop or self._hand_off) and self._submit(ready[0]):
+                ready.popleft()
+            elif on_loop:
+                self._call_inline(self._next_ready(), "call")
+            else:
+                for waiting in ready:
+                    self._unwatch(waiting)  # its app thread will read it; the loop must not meanwhile
+                return
+
+    def _next_ready(self) -> Held:
+        held = self.ready.popleft()
+        self.waiting.remove(held.msg.conn_id)  # its call's line names it from now on
+        return held
+
+    def _submit(self, held: Held) -> bool:
+        """Hand ``held`` to a pool thread (an idle one, or one started for it); False when all are in calls."""
+        if self.pool is None:
+            return False
+        # Its waiting line goes first: once submitted, its thread's line names it, and a dead worker's
+        # books must not show the call twice.
+        self.waiting.remove(held.msg.conn_id)
+        if not self.pool.submit(held):
+            assert held.request is not None
+            self.waiting.add(held.msg.conn_id, call_line(held.request))
+            return False
+        held.to("call")
+        self.in_call += 1
+        self._unwatch(held)  # its app thread reads the body; the loop must not
+        return True
+
+    def _call_inline(self, held: Held, event: str) -> None:
+        """Run ``held``'s call on the loop thread (``event`` moves it into CALL: "serve" for a request
+        called the moment it is read, "call" for one that waited), then decide what comes next."""
+        held.to(event)
+        self.in_call += 1
+        self._inline_held = held
+        # A request that this call leaves ready (pipelined) queues, and is served after it, not inside it.
+        self._serve_now = False
+        if self._monitor_asleep:
+            self._call_begun.set()
+        self.lock.release()  # the monitor may take the loop's role meanwhile
+        try:
+            keep = self._call(0, held)
+        finally:
+            if self._standby:  # the monitor is the loop now: wake it, so that it gives the role back
+                with contextlib.suppress(OSError):
+                    self._wake_w.send(b"x")
+            self.lock.acquire()
+            self.in_call -= 1
+            self._inline_held = None
+        try:
+            if self._after(held, keep):
+                if held.http.engine.idle:  # nothing pipelined: what _advance would find, without asking it
+                    self._settle(held, _IDLE)
+                else:
+                    self._advance(held)  # a pipelined request queues behind (not called inside this one)
+        finally:
+            self._serve_now = True
+
+    def _call(self, index: int, held: Held) -> bool:
+        request = held.request
+        assert request is not None
+        held.request = None
+        slot = self.slots[index]
+        slot.begin(call_line(request), held.msg.conn_id)
+        self.call_started[index] = started = time.monotonic()
+        try:
+            return held.http.serve(request, slot.responded)
+        finally:
+            self.call_started[index] = 0.0
+            slot.end()
+            ended = time.monotonic()
+            if ended - started >= GROW_AFTER:
+                self._slow_calls += 1  # a hint: a count lost to a race between threads does not matter
+            if self.tallies is not None:
+                self.tallies[index].record(held.msg.listener, request.method, held.http.status, ended - started)
+
+    def _after(self, held: Held, keep: bool) -> bool:
+        """A call is over: count it, and close its connection or bring it back to IDLE; True if it persists
+        (the caller then looks for the next request: a pipelined one may be buffered already)."""
+        if self.owner.count(held):
+            report(self.chan, handoff.Message(handoff.RECYCLE))
+        if not keep:
+            self._close(held)
+            return False
+        held.to("served")
+        return True
+
+    # ------------------------------------------------------------------ app threads
+
+    def _finished(self, held: Held, keep: bool) -> None:
+        """On a pool thread, its call over: the loop takes it from here."""
+        self._done.put((held, keep))
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    def _take_done(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_r.recv(4096)
+        while True:
+            try:
+                held, keep = self._done.get_nowait()
+            except queue.Empty:
+                return
+            self.in_call -= 1
+            if self._after(held, keep):
+                self._advance(held)
+
+    def _monitor(self) -> None:
+        """With the loop thread as app thread 0: once its call has lasted a while, take the loop's role
+        until the call ends. As the loop, it starts pool threads for the requests that wait (a pool
+        that may grow takes over after GROW_AFTER), or, with none to start, hands them back when the
+        worker stalls (handback_after)."""
+        slow = max(0.005, self.handback_after / 2)
+        after = GROW_AFTER if self.pool is not None else self.handback_after
+        interval = min(after, slow)
+        relaxed = max(interval, RELAXED_LOOK)
+        slow_before = False  # calls of GROW_AFTER or more ended in the last window
+        quiet, seen = 0, -1
+        owner = self.owner
+        judged, judged_at = owner.requests, time.monotonic()
+        while not owner.done:
+            if quiet >= QUIET_LOOKS:
+                # Nothing served for a while: sleep until a call starts (the loop sets the event), not
+                # waking every GROW_AFTER on an idle worker.
+                self._monitor_asleep = True
+                if self.call_started[0] or self._call_begun.wait(slow):
+                    quiet = 0  # serving again: look every GROW_AFTER
+                self._call_begun.clear()
+                self._monitor_asleep = False
+            else:
+                time.sleep(interval if slow_before or self._slow_calls else relaxed)
+            if self.pool is not None and time.monotonic() - judged_at >= HANDOFF_WINDOW:
+                calls, slow_calls = owner.requests - judged, self._slow_calls
+                self._hand_off = slow_calls > 0 and slow_calls * SLOW_SHARE >= calls
+                slow_before = slow_calls > 0
+                judged, judged_at, self._slow_calls = owner.requests, time.monotonic(), 0
+            started = self.call_started[0]
+            if not started:
+                quiet = quiet + 1 if owner.requests == seen else 0
+                seen = owner.requests
+                continue
+            quiet = 0
+            # The lock is free only while the loop thread is inside its call.
+            if time.monotonic() - started >= after and self.lock.acquire(blocking=False):
+                try:
+                    self._take_over()
+                finally:
+                    self.lock.release()
+
+    def _take_over(self) -> None:
+        """The monitor, holding the lock while the loop thread is in its call: be the loop until it ends."""
+        self._standby = True
+        try:
+            if not self.call_started[0]:
+                return  # it ended meanwhile, and the loop thread waits for the lock
+            if self._inline_held is not None:
+                self._unwatch(self._inline_held)  # its call reads it; this loop must not
+            self._timers(time.monotonic())  # a stalled worker hands back at once
+            while self.call_started[0]:
+                self._turn()
+        finally:
+            self._standby = False
+
+    # ------------------------------------------------------------------ hand-back and timers
+
+    def _stalled(self) -> bool:
+        """Every app thread up to the ceiling has been in one call for longer than handback_after."""
+        if self.in_call < self.ceiling:
+            return False
+        now = time.monotonic()
+        return all(started and now - started > self.handback_after for started in self.call_started)
+
+    def _timers(self, now: float) -> None:
+        if self._stalled():
+            self._hand_back_waiting()
+        self._carry_out_deadlines(now)
+
+    def _time_out(self, held: Held, what: Due) -> None:
+        if what is Due.HEAD_TIMEOUT:
+            held.http.head_timed_out()
+        elif what is Due.BODY_TIMEOUT:
+            held.http.body_timed_out()
+        self._close(held)  # DROP: it sent nothing, and is told nothing
+
+    def _closing(self, held: Held, now: float) -> None:
+        if now > held.linger_until:
+            self._close(held)  # the linger is over
+
+    def _hand_back_waiting(self) -> None:
+        """Stalled: every connection not in a call goes back, with what it has read (owner.stall_hand_backs)."""
+        for held, data, head_started in self.owner.stall_hand_backs():
+            if held.state is QUEUED:
+                self.ready.remove(held)
+                self.waiting.remove(held.msg.conn_id)
+            self._unwatch(held)
+            self.owner.gone(held, "hand_back")
+            hand_back(self.chan, held.msg, held.sock, data, head_started)
+        # Connections already on their way in go straight back too.
+        self._read_channel()
+
+    def _release(self, held: Held) -> None:
+        if self.stopping:
+            self._close(held)
+            return
+        self._unwatch(held)
+        self.owner.gone(held, "park")
+        hand_back(self.chan, held.msg, held.sock, held.unparsed())
+
+    def _close(self, held: Held) -> None:
+        self._unwatch(held)
+        # The supervisor holds a copy of every connection a worker holds, so close() alone would not
+        # end it: shutdown() sends the client its FIN now.
+        with contextlib.suppress(OSError):
+            held.sock.shutdown(socket.SHUT_RDWR)
+        held.sock.close()
+        self.owner.gone(held, "close")
+
+    def _retire(self) -> None:
+        """EOF on the channel: hand back what waits, finish what is in calls, then exit."""
+        with contextlib.suppress(OSError, ValueError):
+            self.poller.unregister(self.chan)
+        self._park_on_retire()
+
+    def _is_stopping(self) -> bool:
+        return self.stopping or self.draining

@@ -1,0 +1,391 @@
+"""The PEP 3333 side: environ, start_response, wsgi.input and wsgi.file_wrapper.
+
+Nothing here touches a socket. The server gives ``InputStream`` a function that
+returns the next piece of body (b"" at its end) and gives ``StartResponse`` the
+``write`` callable; this module only builds and checks what PEP 3333 specifies.
+
+Environ is built in three layers, so each request copies one dict and adds only
+what varies: ``site_environ`` (constant per listener), ``connection_environ``
+(peer address, caller's extras) and ``request_environ``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from sockact.errors import InvalidResponse
+from sockact.http.events import Request
+from sockact.http.forwarded import FIELDS, Trust, from_fields
+from sockact.http.rules import is_token
+
+# RFC 9110 7.6.1 plus those wsgiref.util.is_hop_by_hop names: an application may not set them.
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+                        "trailer", "trailers", "transfer-encoding", "upgrade"})
+# A field value may hold HTAB, SP, VCHAR and obs-text (RFC 9110 5.5); translate() deletes those.
+_VALUE_OK = b"\t" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
+PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
+
+# Upper-cased field name -> environ key; None for names with "_", which are dropped:
+# "Content_Length" would otherwise land on the same key as "Content-Length" (RFC 9110 17.10).
+_ENV_KEYS: dict[bytes, str | None] = {b"CONTENT-TYPE": "CONTENT_TYPE", b"CONTENT-LENGTH": "CONTENT_LENGTH"}
+_ENV_KEYS_MAX = 1024  # the cache stops growing here, so odd clients cannot inflate it
+
+
+PERCENT = ord("%")  # a byte's value: ``in`` finds it faster than find() (see rules.py)
+
+# The environ keys of forwarded.FIELDS, in the same order.
+_FORWARDED_KEYS = tuple("HTTP_" + name.upper().replace("-", "_") for name in FIELDS)
+
+
+def _env_key(name: bytes) -> str | None:
+    key = _ENV_KEYS.get(name, "")
+    if key == "":
+        key = None if b"_" in name else "HTTP_" + name.decode("latin-1").replace("-", "_")
+        if len(_ENV_KEYS) < _ENV_KEYS_MAX:
+            _ENV_KEYS[name] = key
+    return key
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper``: iterates a file in blocks; the server may sendfile() it instead."""
+
+    def __init__(self, filelike: Any, blksize: int = 8192) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+
+    def __iter__(self) -> Iterator[bytes]:
+        read = self.filelike.read
+        while True:
+            data = read(self.blksize)
+            if not data:
+                return
+            yield data
+
+    def close(self) -> None:
+        """Close the file, as PEP 3333 asks of the wrapper's close()."""
+        close = getattr(self.filelike, "close", None)
+        if close is not None:
+            close()
+
+
+def site_environ(url_scheme: str, root_path: str = "") -> dict[str, Any]:
+    """The environ keys that are the same for every request on a listener.
+
+    ``root_path`` is the prefix the app is mounted under; it is SCRIPT_NAME, and
+    ``request_environ`` cuts it from the front of PATH_INFO.
+    """
+    return {
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": url_scheme,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        "wsgi.input_terminated": True,  # the stream ends at the body's end, chunked or not
+        "wsgi.file_wrapper": FileWrapper,
+        "wsgi.errors": sys.stderr,  # the server gives each connection a stream that logs whole records
+        "SCRIPT_NAME": root_path,
+        "SERVER_SOFTWARE": "sockact",
+    }
+
+
+def connection_environ(site_env: Mapping[str, Any], peer: tuple[Any, ...] | str | None,
+                       extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Site keys plus the peer's address and the caller's extras.
+
+    A TCP peer gives REMOTE_ADDR and REMOTE_PORT. A Unix-socket peer gives REMOTE_ADDR as
+    its address string (the server passes "unix:pid=N,uid=N" for an unnamed one) and no REMOTE_PORT.
+    """
+    env = dict(site_env)
+    if isinstance(peer, tuple):
+        env["REMOTE_ADDR"] = str(peer[0])
+        env["REMOTE_PORT"] = str(peer[1])
+    else:
+        env["REMOTE_ADDR"] = peer or ""
+    if extra:
+        env.update(extra)
+    return env
+
+
+def request_environ(conn_env: Mapping[str, Any], request: Request, body: Any,
+                    local_address: Callable[[], tuple[str, str]], trust: Trust | None = None) -> dict[str, Any]:
+    """The environ of one request. ``local_address()`` is asked only when there is no Host.
+
+    ``trust`` is given when the connection's peer is a trusted proxy: its X-Forwarded-* or
+    Forwarded fields then set REMOTE_ADDR, the scheme, HTTP_HOST and SERVER_PORT. The fields
+    themselves stay in the environ either way.
+    """
+    env = dict(conn_env)
+    env["REQUEST_METHOD"] = request.method.decode("ascii")
+    path = env["PATH_INFO"] = path_info(request.path)
+    root = env["SCRIPT_NAME"]
+    if root:
+        # /app/env under root /app: SCRIPT_NAME "/app", PATH_INFO "/env". A path outside the mount
+        # (/other, or /application) reaches the app whole, with an empty SCRIPT_NAME.
+        if path.startswith(root) and path[len(root):len(root) + 1] in ("", "/"):
+            env["PATH_INFO"] = path[len(root):]
+        else:
+            env["SCRIPT_NAME"] = ""
+    env["QUERY_STRING"] = request.query.decode("latin-1")
+    env["RAW_URI"] = request.target.decode("latin-1")
+    env["SERVER_PROTOCOL"] = PROTOCOLS[request.version]
+    env["wsgi.input"] = body
+    for name, value in request.headers:
+        key = _ENV_KEYS.get(name) or _env_key(name)  # the cache first, without a call
+        if key is None:
+            continue
+        text = value.decode("latin-1")
+        if key in env:
+            # RFC 9110 5.3 joins repeated fields with a comma; cookies join with ';' (RFC 6265 5.4).
+            env[key] += ("; " if key == "HTTP_COOKIE" else ", ") + text
+        else:
+            env[key] = text
+    port = None
+    if trust is not None and not env.keys().isdisjoint(_FORWARDED_KEYS):
+        port = _apply_forwarded(env, trust)
+    host = env.get("HTTP_HOST")
+    if host:
+        env["SERVER_NAME"], env["SERVER_PORT"] = split_host(host, env["wsgi.url_scheme"])
+    else:
+        env["SERVER_NAME"], env["SERVER_PORT"] = local_address()
+    if port is not None:
+        env["SERVER_PORT"] = port
+    return env
+
+
+def _apply_forwarded(env: dict[str, Any], trust: Trust) -> str | None:
+    """Put what trusted proxies told into ``env``; returns the forwarded port, if any."""
+    origin = from_fields({name: env[key] for name, key in zip(FIELDS, _FORWARDED_KEYS, strict=True)
+                           if key in env}, trust)
+    if origin is None:
+        return None
+    if origin.client is not None:
+        env["REMOTE_ADDR"] = origin.client
+        if origin.client_port is not None:
+            env["REMOTE_PORT"] = origin.client_port
+        else:
+            env.pop("REMOTE_PORT", None)  # the proxy's own port would mislead
+    if origin.scheme is not None:
+        env["wsgi.url_scheme"] = origin.scheme
+    if origin.host is not None:
+        env["HTTP_HOST"] = origin.host
+    return origin.port
+
+
+def path_info(path: bytes) -> str:
+    """PEP 3333: PATH_INFO is the percent-decoded path, as bytes carried in a latin-1 str."""
+    if PERCENT in path:  # the byte's value: see rules.py
+        path = unquote_to_bytes(path)
+    return path.decode("latin-1")
+
+
+# Host values already split, by scheme: clients send the same few. Bounded, as _ENV_KEYS.
+_SPLIT_HOSTS: dict[str, dict[str, tuple[str, str]]] = {"http": {}, "https": {}}
+
+
+def split_host(host: str, scheme: str) -> tuple[str, str]:
+    """A Host value as (name, port), the port the scheme's default when it names none."""
+    known = _SPLIT_HOSTS.get(scheme)
+    if known is None:
+        return _split_host(host, scheme)
+    split = known.get(host)
+    if split is None:
+        split = _split_host(host, scheme)
+        if len(known) < _ENV_KEYS_MAX:
+            known[host] = split
+    return split
+
+
+def _split_host(host: str, scheme: str) -> tuple[str, str]:
+    name, colon, port = host.rpartition(":")
+    if colon and port.isdigit() and not name.endswith(":"):  # "[::1]" has colons but no port
+        return name, port
+    return host, "443" if scheme == "https" else "80"
+
+
+class InputStream:
+    """``wsgi.input``: the request body, read from the connection only as the app asks.
+
+    ``pull()`` returns the next piece of the body, or b"" at its end; it raises what
+    the connection raises (a ProtocolError for a bad body, OSError for a lost client).
+    """
+
+    def __init__(self, pull: Callable[[], bytes]) -> None:
+        self._pull = pull
+        self._buf = bytearray()
+        self._eof = False
+
+    def _fill(self) -> bool:
+        if self._eof:
+            return False
+        data = self._pull()
+        if not data:
+            self._eof = True
+            return False
+        self._buf += data
+        return True
+
+    def _take(self, size: int) -> bytes:
+        data = bytes(self._buf[:size])
+        del self._buf[:size]
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` bytes (all that is left if negative or None); b"" at the end."""
+        if size is None or size < 0:
+            while self._fill():
+                pass
+            return self._take(len(self._buf))
+        while len(self._buf) < size and self._fill():
+            pass
+        return self._take(size)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        """One line including its b"\\n", at most ``size`` bytes if that is not negative."""
+        limit = -1 if size is None else size
+        scanned = 0
+        while True:
+            nl = self._buf.find(b"\n", scanned)
+            if nl >= 0:
+                end = nl + 1
+                break
+            scanned = len(self._buf)
+            if 0 <= limit <= scanned or not self._fill():
+                end = scanned
+                break
+        return self._take(end if limit < 0 else min(end, limit))
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        """Lines until the end, or until their total length reaches ``hint`` if positive."""
+        lines: list[bytes] = []
+        total = 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+
+class StartResponse:
+    """The ``start_response`` callable of one request, and what it recorded.
+
+    ``headers_sent`` is set by the server once the head is on the wire; from then on
+    exc_info re-raises (PEP 3333). Bad arguments raise InvalidResponse at once, so the
+    application's traceback shows where; the server answers 500 if the app goes on.
+    """
+
+    __slots__ = ("headers", "headers_sent", "status", "write")
+
+    def __init__(self, write: Callable[[bytes], None]) -> None:
+        self.write = write
+        self.status: str | None = None
+        self.headers: list[tuple[str, str]] = []
+        self.headers_sent = False
+
+    def __call__(self, status: str, headers: list[tuple[str, str]],
+                 exc_info: Any = None) -> Callable[[bytes], None]:
+        if exc_info:
+            try:
+                if self.headers_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None  # PEP 3333: avoid a reference cycle through the traceback
+        elif self.status is not None:
+            raise InvalidResponse("start_response() called a second time without exc_info")
+        self.status = None  # invalid until checked
+        self.status, self.headers = check_response(status, headers)
+        return self.write
+
+
+def check_response(status: Any, headers: Any) -> tuple[str, list[tuple[str, str]]]:
+    """Check a status and headers per PEP 3333 and RFC 9110: (status, headers to give the engine).
+
+    "Connection: close" passes (the engine honours it and writes its own Connection field);
+    every other hop-by-hop field is an error, since the engine owns the framing. Copies of
+    one Content-Length become one; differing ones are an error.
+    """
+    if type(status) is not str or status not in _CHECKED_STATUSES:
+        if (not isinstance(status, str) or len(status) < 4 or status[3] != " " or not status[:3].isdigit()
+                or int(status[:3]) < 100 or _bad_value(status)):
+            raise InvalidResponse(f"invalid status {status!r}: expected a str like '200 OK'")
+        if type(status) is str and len(_CHECKED_STATUSES) < _CHECKED_MAX:
+            _CHECKED_STATUSES.add(status)
+    if not isinstance(headers, list):
+        raise InvalidResponse(f"response headers must be a list, not {type(headers).__name__}")
+    out: list[tuple[str, str]] = []
+    length: int | None = None
+    for item in headers:
+        if not (isinstance(item, tuple) and len(item) == 2 and type(item[0]) is str and type(item[1]) is str):
+            raise InvalidResponse(f"response header {item!r} is not a (str, str) tuple")
+        known = _CHECKED_FIELDS.get(item)
+        if known is not None:
+            # Passed every check below before: an ordinary field (-1), or a Content-Length of that value.
+            if known >= 0:
+                if length is not None:
+                    if known != length:
+                        raise InvalidResponse(f"invalid Content-Length {item[1]!r}")
+                    continue  # an identical copy: send one
+                length = known
+            out.append(item)
+            continue
+        name, value = item
+        if not name.isascii() or not is_token(name.encode("ascii")):
+            raise InvalidResponse(f"invalid response header name {name!r}")
+        if _bad_value(value):
+            raise InvalidResponse(f"invalid value for response header {name!r}")
+        lower = name.lower()
+        if lower in HOP_BY_HOP:
+            if lower == "connection" and value.strip().lower() == "close":
+                out.append((name, value))
+                continue
+            raise InvalidResponse(f"hop-by-hop response header {name!r} is not allowed (PEP 3333)")
+        if lower == "content-length":
+            value = value.strip()
+            if not value.isdigit() or not value.isascii() or (length is not None and int(value) != length):
+                raise InvalidResponse(f"invalid Content-Length {value!r}")
+            if length is not None:
+                continue  # an identical copy: send one
+            length = int(value)
+            if value == item[1] and len(_CHECKED_FIELDS) < _CHECKED_MAX:
+                _CHECKED_FIELDS[item] = length
+        elif lower not in HOP_BY_HOP and len(_CHECKED_FIELDS) < _CHECKED_MAX:
+            _CHECKED_FIELDS[item] = -1
+        out.append((name, value))
+    return status, out
+
+
+# Statuses and (name, value) fields that passed check_response: an app sends the same few again
+# and again, and a look-up is cheaper than the checks. A field maps to -1, or for a Content-Length
+# to its length (copies must agree); hop-by-hop fields are never kept. Bounded, so varying values
+# cannot inflate it.
+_CHECKED_STATUSES: set[str] = set()
+_CHECKED_FIELDS: dict[tuple[str, str], int] = {}
+_CHECKED_MAX = 1024
+
+
+def _bad_value(value: str) -> bool:
+    try:
+        return bool(value.encode("latin-1").translate(None, _VALUE_OK))
+    except UnicodeEncodeError:
+        return True
+
+
+def close_iterable(result: Iterable[bytes]) -> None:
+    """Call the result's close() if it has one (PEP 3333, even after an error)."""
+    close = getattr(result, "close", None)
+    if close is not None:
+        close()

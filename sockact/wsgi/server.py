@@ -1,0 +1,583 @@
+"""Serve one connection: the thin blocking loop around the engine and the WSGI app.
+
+``serve_connection`` reads, feeds the engine, runs the app for each request, writes
+the response, and returns what the caller should do with the connection next:
+PARK (hand it back; it is between requests with nothing buffered) or CLOSE. It never
+closes the socket and never raises for what a client sends or an app does.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import socket
+import stat
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sockact.errors import InvalidResponse, ProtocolError
+from sockact.http.dates import http_date
+from sockact.http.engine import DONE, Connection
+from sockact.http.events import NEED_DATA, Data, Request
+from sockact.http.forwarded import NOBODY, Trust
+from sockact.http.limits import COALESCE_MAX, DRAIN_LIMIT, Limits
+from sockact.logs.access import AccessLog, Entry, escape, unix_peer
+from sockact.logs.journal import ErrorStream
+from sockact.wsgi.environ import (
+    PROTOCOLS,
+    FileWrapper,
+    InputStream,
+    StartResponse,
+    close_iterable,
+    connection_environ,
+    path_info,
+    request_environ,
+    site_environ,
+)
+from sockact.wsgi.wire import ClientGone, Wire
+
+log = logging.getLogger("sockact.http")
+app_log = logging.getLogger("sockact.app")  # what the app writes to wsgi.errors
+
+
+@dataclass(frozen=True)
+class Site:
+    """Everything per listener the HTTP layer needs; built once in the worker before serving."""
+
+    app: Callable[..., Any]  # the WSGI application
+    limits: Limits
+    header_timeout: float  # seconds for a whole request head to arrive (deadline, not per recv)
+    io_timeout: float  # per blocking send/recv while reading a body or writing a response
+    access_log: bool  # this listener's switch
+    listener: str  # listener name, e.g. "http"
+    url_scheme: str = "http"
+    access: AccessLog | None = None  # the worker's access log, shared by its sites
+    trust: Trust = NOBODY  # forwarded_allow_ips: whose X-Forwarded-* and Forwarded count
+    health_path: bytes = b""  # answered here, never by the app; b"": none
+    proxy_protocol: str = "off"  # "v1", "v2" or "auto": a PROXY header precedes HTTP (the loop reads it)
+    body_buffer: int = 0  # bodies up to this size are read whole by the loop before the app's call
+    send_timeout: float = 0.0  # per response write that makes no progress (send_timeout); 0.0: io_timeout
+    environ: dict[str, Any] = field(init=False, repr=False, compare=False)  # constant keys, built once
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "environ", site_environ(self.url_scheme))
+
+
+class Outcome(enum.Enum):
+    """What the caller does with the connection when serve_connection returns."""
+
+    PARK = "park"  # between requests, keep-alive, nothing buffered: hand the fd back
+    CLOSE = "close"  # close it
+
+
+class Step(enum.Enum):
+    """Where a connection stands when no request is ready to serve."""
+
+    IDLE = "idle"  # between requests with nothing buffered: may be parked
+    PARTIAL = "partial"  # part of a request head is buffered: keep reading until header_timeout
+    CLOSE = "close"  # finished: close it
+    LINGER = "linger"  # a protocol error was answered: read and drop what still comes, then close
+
+
+class HTTPConnection:
+    """One client connection driven from outside: feed bytes, take requests, serve them.
+
+    The event loop that owns the socket reads it (``receive``) and asks ``next_request``;
+    an app thread then runs ``serve`` for the request, which reads the body and writes
+    the response with blocking waits bounded by ``site.io_timeout``. Nothing here closes
+    the socket, and nothing a client sends or an app does raises out of it.
+    """
+
+    def __init__(self, sock: socket.socket, site: Site, *, peer: tuple[Any, ...] | str | None, conn_id: int,
+                 pending: bytes = b"", environ_extra: Mapping[str, Any] | None = None,
+                 stopping: Callable[[], bool] = lambda: False, client: tuple[str, int] | None = None) -> None:
+        """``peer`` is the socket's peer; ``client`` the one a PROXY protocol header named, if any."""
+        self.engine = Connection(site.limits)
+        self.wire = Wire(sock, site.io_timeout, site.send_timeout or site.io_timeout)
+        self.conn_id = conn_id
+        self._conn = _Conn(sock, site, self.wire, self.engine, peer, conn_id, environ_extra, stopping, client)
+        if pending:
+            self.engine.receive_data(pending)
+
+    def receive(self, data: bytes) -> None:
+        """Bytes read from the client; b"" when it closed its side."""
+        self.engine.receive_data(data)
+
+    def next_request(self) -> Request | Step:
+        """The next complete request head, or where the connection stands."""
+        engine = self.engine
+        if engine.idle:
+            return Step.IDLE  # nothing buffered between requests: nothing to parse (after most responses)
+        try:
+            event = engine.next_event()
+        except ProtocolError as exc:
+            self._conn.refuse(exc, linger=False)  # the caller lingers, in its own way of waiting
+            return Step.LINGER
+        if event is NEED_DATA:
+            return Step.IDLE if engine.idle else Step.PARTIAL
+        if isinstance(event, Request):
+            return event
+        return Step.CLOSE
+
+    def is_health(self, request: Request) -> bool:
+        """Whether ``request`` asks for the listener's health path, which the app never sees."""
+        site = self._conn.site
+        return bool(site.health_path) and is_health(site, request)
+
+    def serve(self, request: Request, responding: Callable[[], None] | None = None) -> bool:
+        """Run the app for ``request`` (or answer the health path) and answer it; True when the
+        connection persists.
+
+        ``responding`` is called once, just before the first byte of the response is sent.
+        """
+        self._conn.responding = responding
+        try:
+            keep = self._conn.serve(request)
+            if keep:
+                self.engine.start_next_cycle()
+            return keep
+        except ClientGone as exc:
+            log.debug("conn %d: client gone: %s", self.conn_id, exc)
+        except Exception:
+            # A bug of sockact's own: the worker lives on, this connection does not.
+            log.exception("conn %d: internal error", self.conn_id)
+        return False
+
+    def body_to_buffer(self) -> int:
+        """After a request head: the body bytes still to come, if the loop should read them before the
+        app's call (a Content-Length body within the site's body_buffer); else 0."""
+        limit = self._conn.site.body_buffer
+        if not limit:
+            return 0
+        engine = self.engine
+        unread = engine.unread_body
+        if not unread or unread + engine.buffered > limit:
+            return 0
+        return unread
+
+    def continue_now(self) -> bytes:
+        """The 100 Continue a client waiting for one needs before it sends the body the loop buffers."""
+        return self.engine.send_continue()
+
+    def body_timed_out(self) -> None:
+        """The buffered body stopped coming for io_timeout: 408, then the caller closes."""
+        self._conn.refuse(ProtocolError(408, "request body timed out"), linger=False)
+
+    def head_timed_out(self) -> None:
+        """The head did not arrive in time: 408 if part of one came, then the caller closes."""
+        if self.engine.buffered:
+            self._conn.refuse(ProtocolError(408, "request head timed out"), linger=False)
+
+    @property
+    def status(self) -> int:
+        """The status of the last response sent (0: none was sent)."""
+        return self._conn.status
+
+    def unparsed(self) -> bytes:
+        """Bytes received and not yet parsed: what a new owner must be given with the socket."""
+        return self.engine.unparsed()
+
+
+# This process's pid for the access log, without a getpid() per connection; a forked child renews it.
+_pid = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
+
+
+def _body(data: Any) -> bytes:
+    if type(data) is not bytes:
+        raise InvalidResponse(f"response body must be bytes, not {type(data).__name__}")
+    return data
+
+
+def serve_connection(sock: socket.socket, site: Site, *, peer: tuple[Any, ...] | str | None, conn_id: int,
+                     pending: bytes = b"", environ_extra: Mapping[str, Any] | None = None,
+                     stopping: Callable[[], bool] = lambda: False) -> Outcome:
+    """Serve requests on a blocking ``sock`` until it must be parked or closed.
+
+    The first request may not have arrived yet: ``site.header_timeout`` bounds the wait
+    for each request head. Used where one thread owns one connection (tests, tools).
+    """
+    http = HTTPConnection(sock, site, peer=peer, conn_id=conn_id, pending=pending, environ_extra=environ_extra,
+                          stopping=stopping)
+    deadline = time.monotonic() + site.header_timeout
+    served = 0
+    while True:
+        step = http.next_request()
+        if isinstance(step, Request):
+            served += 1
+            if not http.serve(step):
+                return Outcome.CLOSE
+            deadline = time.monotonic() + site.header_timeout
+            continue
+        if step is Step.LINGER:
+            http.wire.linger()
+            return Outcome.CLOSE
+        if step is Step.CLOSE:
+            return Outcome.CLOSE
+        if step is Step.IDLE and served:
+            return Outcome.PARK
+        try:
+            http.receive(http.wire.recv(deadline - time.monotonic()))
+        except ClientGone:
+            http.head_timed_out()
+            return Outcome.CLOSE
+
+
+class _Conn:
+    """Per-connection state shared by its requests, and the serving of one request."""
+
+    def __init__(self, sock: socket.socket, site: Site, wire: Wire, engine: Connection,
+                 peer: tuple[Any, ...] | str | None, conn_id: int, extra: Mapping[str, Any] | None,
+                 stopping: Callable[[], bool], client: tuple[str, int] | None = None) -> None:
+        self.sock = sock
+        self.site = site
+        self.wire = wire
+        self.engine = engine
+        self.conn_id = conn_id
+        self.request: Request | None = None
+        self.errors = ErrorStream(app_log, conn_id, site.listener, self.request_line)
+        # The socket's peer is the one that wrote the fields, so it is the one trusted, or not.
+        self.trust = site.trust if site.trust.trusts_peer(peer) else None
+        # An unnamed Unix-socket peer (the usual case) is known by its credentials, for the app and
+        # the access log alike: REMOTE_ADDR "unix:pid=N,uid=N" rather than gunicorn's "".
+        if not isinstance(peer, tuple) and not peer and sock.family == socket.AF_UNIX:
+            peer = unix_peer(sock)
+        if client is not None:
+            peer = client
+        self.env = connection_environ(site.environ, peer, extra)
+        self.env["wsgi.errors"] = self.errors
+        self.stopping = stopping
+        self.responding: Callable[[], None] | None = None  # told before the first byte of a response
+        self.access = site.access if site.access_log else None
+        self.pid = _pid[0]
+        self.peer_remote = self.env["REMOTE_ADDR"]  # the client as the access log names it, from the connection
+        # per request
+        self.remote = self.peer_remote  # or as a trusted proxy told it
+        self.start: StartResponse | None = None
+        self.body_error: ProtocolError | None = None
+        self.wire_failed = False
+        self.status = 0
+        # Bound once, not on every request.
+        self._write = self.write
+        self._pull_body = self.pull_body
+        self._local_address = self.local_address
+
+    def request_line(self) -> str:
+        """The request in hand as logs quote it: client text escaped (see logs.access.escape)."""
+        return quoted_request_line(self.request)
+
+    def local_address(self) -> tuple[str, str]:
+        """SERVER_NAME and SERVER_PORT from the socket, for a request without Host."""
+        try:
+            name = self.sock.getsockname()
+        except OSError:
+            return "", ""
+        if isinstance(name, tuple):
+            return str(name[0]), str(name[1])
+        return name.decode() if isinstance(name, bytes) else str(name), ""  # Unix: the path, as gunicorn
+
+    def refuse(self, exc: ProtocolError, linger: bool = True) -> None:
+        """Answer a client's protocol error and let the connection close."""
+        log.debug("conn %d: %s", self.conn_id, exc)
+        self.start = None  # no response of the app's goes with this one
+        started = time.perf_counter()
+        try:
+            self.wire.send(self.engine.error_response(exc.status, http_date()))
+            if linger:
+                self.wire.linger()
+        except ClientGone:
+            pass
+        self._access(self.engine.request, exc.status, started)
+
+    # -- one request
+
+    def serve(self, request: Request) -> bool:
+        """Run the app for ``request`` and send its response; True if the connection persists."""
+        started = time.perf_counter()
+        self.start = start = StartResponse(self._write)
+        self.body_error = None
+        self.wire_failed = False
+        self.status = 0
+        self.request = request
+        if self.site.health_path and is_health(self.site, request):
+            return self._health(request, started)
+        environ = request_environ(self.env, request, InputStream(self._pull_body), self._local_address, self.trust)
+        if self.trust is not None and self.access is not None:
+            told = environ["REMOTE_ADDR"]
+            self.remote = told if told != self.env["REMOTE_ADDR"] else self.peer_remote
+        try:
+            result = self.site.app(environ, start)
+            if (type(result) is list and len(result) == 1 and type(result[0]) is bytes and start.status is not None
+                    and not start.headers_sent):
+                keep = self._send_whole(start, result[0])
+            else:
+                keep = self._send_any(result, request)
+        except Exception as exc:  # the app's, or ours while sending; never the client's to see
+            keep = self._failed(exc)
+        self.errors.flush()
+        if self.access is not None:
+            self._access(request, self.status, started)
+        return keep
+
+    def _send_whole(self, start: StartResponse, body: bytes) -> bool:
+        """The common result, a one-item list of bytes after start_response: head and body in one
+        send. What it does is _send_any's, for that case, in fewer steps. True if the connection persists."""
+        status = start.status
+        assert status is not None
+        self.status = int(status[:3])
+        engine = self.engine
+        head, data = engine.whole_response(status, start.headers, body, close=self.stopping(), date=http_date())
+        start.headers_sent = True
+        # Marked begun right before the send, never after it (see _send_head).
+        if self.responding is not None:
+            self.responding()
+        if len(data) <= COALESCE_MAX:
+            self._guarded_send(head + data if data else head)
+        else:
+            self._guarded_send(head, data)
+        return engine.keep_alive and (engine.body_done() or self._drain())
+
+    def _send_any(self, result: Any, request: Request) -> bool:
+        """Any other result: iterated, written, or a file; True if the connection persists."""
+        start = self.start
+        assert start is not None
+        try:
+            self._send_result(result, request)
+        finally:
+            if type(result) is not list:  # a list has no close(): skip the look-up
+                close_iterable(result)
+        if not start.headers_sent:
+            # Nothing was written: the body is whole and empty, unless this is HEAD, whose
+            # app may leave out a body of any length.
+            self._send_head(b"", whole=None if request.method == b"HEAD" else 0)
+        end = self.engine.end_response()
+        if end:
+            self._guarded_send(end)
+        return self.engine.keep_alive and not self.wire_failed and self._drain()
+
+    def _health(self, request: Request, started: float) -> bool:
+        """The load balancer's question, answered without the app: 503 once stopping."""
+        self.status, answer = health_response(self.engine, self.stopping())
+        self._guarded_send(answer)
+        self._access(request, self.status, started)
+        return self.engine.keep_alive
+
+    def _send_result(self, result: Any, request: Request) -> None:
+        start = self.start
+        assert start is not None
+        if type(result) in (list, tuple) and len(result) == 1 and not start.headers_sent:
+            # The whole body is known: the engine can frame it with a length rather than chunked.
+            self._send_head(_body(result[0]), whole=len(result[0]))
+            return
+        if isinstance(result, FileWrapper) and self._send_file(result):
+            return
+        for chunk in result:
+            if chunk:
+                self.write(chunk)
+
+    def write(self, data: bytes) -> None:
+        """PEP 3333 write(): send ``data`` now, after the head if it is not sent yet."""
+        start = self.start
+        assert start is not None
+        if start.headers_sent:
+            self._guarded_send(self.engine.send_data(_body(data)))
+        else:
+            self._send_head(_body(data))
+
+    def _send_head(self, first: bytes, whole: int | None = None) -> None:
+        """The head, with the first piece of body; ``whole``: the body is known to be that long."""
+        start = self.start
+        assert start is not None
+        if start.status is None:
+            raise InvalidResponse("the application sent a body before calling start_response()")
+        self.status = int(start.status[:3])
+        head = self.engine.start_response(start.status, start.headers, close=self.stopping(), date=http_date(),
+                                          whole=whole)
+        start.headers_sent = True
+        body = self.engine.send_data(first) if first else b""
+        # Marked begun right before the send, never after it (a 502 after bytes went out would land
+        # inside this response); a worker killed in between leaves its client a close.
+        if self.responding is not None:
+            self.responding()
+        if len(body) <= COALESCE_MAX:
+            self._guarded_send(head + body if body else head)
+        else:
+            self._guarded_send(head, body)
+
+    def _guarded_send(self, *parts: bytes) -> None:
+        try:
+            self.wire.send(*parts)
+        except ClientGone:
+            self.wire_failed = True
+            raise
+
+    def _send_file(self, wrapper: FileWrapper) -> bool:
+        """Send a regular file with sendfile(); False to fall back to iterating it."""
+        start = self.start
+        assert start is not None
+        try:
+            fd = wrapper.filelike.fileno()
+            st = os.fstat(fd)
+            offset = os.lseek(fd, 0, os.SEEK_CUR)
+        except (AttributeError, OSError, ValueError):
+            return False
+        if not stat.S_ISREG(st.st_mode) or start.status is None:
+            return False
+        size = max(0, st.st_size - offset)
+        self._send_head(b"", whole=size)
+        count = self.engine.length_left
+        if count:
+            self.engine.count_sent(self._wire_sendfile(fd, offset, min(count, size)))
+        return True
+
+    def _wire_sendfile(self, fd: int, offset: int, count: int) -> int:
+        try:
+            return self.wire.sendfile(fd, offset, count)
+        except ClientGone:
+            self.wire_failed = True
+            raise
+
+    def pull_body(self) -> bytes:
+        """The next piece of the request body for wsgi.input; b"" at its end."""
+        engine = self.engine
+        while True:
+            try:
+                event = engine.next_event()
+            except ProtocolError as exc:
+                self.body_error = exc
+                raise
+            if isinstance(event, Data):
+                return event.data
+            if event is not NEED_DATA:
+                return b""
+            interim = engine.send_continue()
+            if interim:
+                self._guarded_send(interim)
+            try:
+                engine.receive_data(self.wire.recv(self.site.io_timeout))
+            except ClientGone:
+                self.wire_failed = True
+                raise
+
+    def _drain(self) -> bool:
+        """Read and drop what is left of the request body, if small; True if that worked."""
+        if self.engine.state == DONE:
+            return True
+        dropped = 0
+        try:
+            while dropped <= DRAIN_LIMIT:
+                data = self.pull_body()
+                if not data:
+                    return True
+                dropped += len(data)
+        except (ProtocolError, ClientGone):
+            pass
+        return False
+
+    def _failed(self, exc: Exception) -> bool:
+        """After the app or the response failed: answer if still possible; always close."""
+        start = self.start
+        if self.wire.send_stalled:
+            log.info("conn %d: the client took no bytes of the response to %s for %gs (send_timeout): "
+                     "connection closed", self.conn_id, self.request_line(), self.wire.send_timeout)
+            return False
+        if self.wire_failed:
+            log.debug("conn %d: client gone while serving: %s", self.conn_id, exc)
+            return False
+        if self.body_error is not None:
+            status = self.body_error.status
+            log.debug("conn %d: bad request body: %s", self.conn_id, exc)
+        else:
+            status = 500
+            # One record, traceback included: one journal entry at PRIORITY=3 (err).
+            log.error("conn %d: application error on %s", self.conn_id, self.request_line(), exc_info=exc,
+                      extra=self.errors.fields())
+        if start is not None and start.headers_sent:
+            return False  # the client sees a response cut short, which is the truth
+        self.status = status
+        unread = self.engine.unread_body != 0 or self.engine.buffered
+        if self.responding is not None:
+            self.responding()
+        try:
+            self.wire.send(self.engine.error_response(status, http_date()))
+            if unread:
+                self.wire.linger()
+        except ClientGone:
+            pass
+        return False
+
+    def _access(self, request: Request | None, status: int, started: float) -> None:
+        if self.access is None:
+            return
+        start = self.start
+        self.access.log(access_entry(self.remote, request, status, self.engine.body_sent, started, self.pid,
+                                     self.conn_id, self.site.listener,
+                                     start.headers if start is not None else ()))
+
+
+def is_health(site: Site, request: Request) -> bool:
+    """Whether ``request`` asks for the listener's health path, which the app never sees."""
+    health = site.health_path
+    return bool(health) and request.path == health and request.method in (b"GET", b"HEAD")
+
+
+def health_response(engine: Connection, stopping: bool) -> tuple[int, bytes]:
+    """The health path's whole answer, and its status: 200, or 503 once stopping or draining.
+
+    It is answered on the worker's loop, which must never wait for a client: a request body
+    already received whole is dropped, and one still on its way closes the connection.
+    """
+    whole_request = _body_buffered(engine)
+    status = 503 if stopping else 200
+    body = b"stopping\n" if stopping else b"ok\n"
+    head = engine.start_response(
+        "503 Service Unavailable" if stopping else "200 OK",
+        [("Content-Type", "text/plain"), ("Cache-Control", "no-store")], close=stopping or not whole_request,
+        date=http_date(), whole=len(body))
+    return status, head + engine.send_data(body) + engine.end_response()
+
+
+def _body_buffered(engine: Connection) -> bool:
+    """Drop a request body already received whole; False if more is to come."""
+    while engine.state != DONE:
+        try:
+            event = engine.next_event()
+        except ProtocolError:
+            return False
+        if event is NEED_DATA:
+            return False
+        if not isinstance(event, Data):
+            break
+    return engine.state == DONE
+
+
+def quoted_request_line(request: Request | None) -> str:
+    """A request as logs quote it: client text escaped (see logs.access.escape); "-" for none."""
+    if request is None:
+        return "-"
+    return escape(f"{request.method.decode('latin-1')} {request.target.decode('latin-1')} "
+                  f"{PROTOCOLS[request.version]}")
+
+
+def access_remote(sock: socket.socket, peer: tuple[Any, ...] | str | None) -> str:
+    """The client as the access log names it: the TCP peer's address, or a Unix peer's path."""
+    if isinstance(peer, tuple):
+        return str(peer[0])
+    return peer or (unix_peer(sock) if sock.family == socket.AF_UNIX else "")
+
+
+def access_entry(remote: str, request: Request | None, status: int, sent: int, started: float, pid: int,
+                 conn_id: int, listener: str, response_headers: Sequence[tuple[str, str]] = ()) -> Entry:
+    """The access log's entry for one request (None: the request line itself was bad) begun at ``started``
+    (time.perf_counter())."""
+    duration = int((time.perf_counter() - started) * 1e6)
+    if request is None:
+        return Entry(remote, "", "", "", "", "", status, sent, duration, pid, conn_id, listener)
+    # Positional: this runs once a request. The fields' order is Entry's.
+    return Entry(remote, request.method.decode("latin-1"), request.target.decode("latin-1"), path_info(request.path),
+                 request.query.decode("latin-1"), PROTOCOLS[request.version], status, sent, duration, pid, conn_id,
+                 listener, request.headers, response_headers)
+

@@ -1,0 +1,157 @@
+"""Blocking socket I/O for one connection, with timeouts and few system calls.
+
+The socket stays in blocking mode (its owner passes it on later). Each call first
+tries without waiting (MSG_DONTWAIT), which succeeds at once in the common case, a
+single system call; only when the kernel has nothing to give, or no room, does it
+poll() with the timeout. Python's own socket timeouts would poll before every call
+and switch the fd to non-blocking.
+
+Every failure of the peer (reset, broken pipe, timeout) raises ClientGone.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import struct
+import time
+
+from sockact.http.limits import LINGER_BYTES, LINGER_IDLE, LINGER_SECONDS, RECV_SIZE
+
+_POLLIN = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
+_POLLOUT = select.POLLOUT | select.POLLERR | select.POLLHUP
+# sendfile() sends at most this much per call (Linux stops at 0x7ffff000 anyway).
+_SENDFILE_MAX = 1 << 30
+
+
+class ClientGone(OSError):
+    """The client went away or stalled past a timeout; the connection is finished."""
+
+
+class Wire:
+    """I/O on one connected stream socket (TCP or Unix) that this object does not own."""
+
+    def __init__(self, sock: socket.socket, io_timeout: float, send_timeout: float | None = None) -> None:
+        if sock.gettimeout() is not None:
+            sock.settimeout(None)  # our waits are explicit; keep the fd in blocking mode
+        self.sock = sock
+        self.io_timeout = io_timeout
+        # A send that makes no progress for this long gives up: shorter than the app call's timeout,
+        # so a client that never reads costs its connection, not the worker.
+        self.send_timeout = send_timeout or io_timeout
+        self.send_stalled = False  # a send gave up for send_timeout
+        self._poll = select.poll()
+        self._events = 0
+        self._sndtimeo = False
+
+    def _wait(self, events: int, timeout: float) -> None:
+        if events != self._events:
+            if self._events:
+                self._poll.modify(self.sock, events)
+            else:
+                self._poll.register(self.sock, events)
+            self._events = events
+        if timeout <= 0 or not self._poll.poll(timeout * 1000):
+            raise ClientGone("timed out")
+
+    def recv(self, timeout: float) -> bytes:
+        """Up to RECV_SIZE bytes, b"" at EOF; waits at most ``timeout`` seconds."""
+        sock = self.sock
+        try:
+            try:
+                return sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                pass
+            self._wait(_POLLIN, timeout)
+            return sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            raise ClientGone("readable but nothing to read") from None
+        except ClientGone:
+            raise
+        except OSError as exc:
+            raise ClientGone(str(exc)) from exc
+
+    def send(self, *parts: bytes | memoryview) -> None:
+        """Send all of ``parts``; with several, in one sendmsg() where the kernel takes them."""
+        sock = self.sock
+        if len(parts) == 1:
+            # The usual case: one piece, which the kernel takes whole in one call.
+            data = parts[0]
+            try:
+                sent = sock.send(data, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise ClientGone(str(exc)) from exc
+            if sent == len(data):
+                return
+            parts = (memoryview(data)[sent:],)
+        buffers: list[bytes | memoryview] = [part for part in parts if part]
+        try:
+            while buffers:
+                try:
+                    sent = (sock.send(buffers[0], socket.MSG_DONTWAIT) if len(buffers) == 1
+                            else sock.sendmsg(buffers, (), socket.MSG_DONTWAIT))
+                except BlockingIOError:
+                    sent = 0
+                while buffers and sent >= len(buffers[0]):
+                    sent -= len(buffers.pop(0))
+                if buffers:
+                    if sent:
+                        buffers[0] = memoryview(buffers[0])[sent:]
+                    self._wait_to_send()
+        except ClientGone:
+            raise
+        except OSError as exc:
+            raise ClientGone(str(exc)) from exc
+
+    def _wait_to_send(self) -> None:
+        try:
+            self._wait(_POLLOUT, self.send_timeout)
+        except ClientGone:
+            self.send_stalled = True
+            raise
+
+    def sendfile(self, fd: int, offset: int, count: int) -> int:
+        """Send ``count`` bytes of file ``fd`` from ``offset`` with os.sendfile; bytes sent.
+
+        Fewer than ``count`` only if the file is shorter than it was said to be.
+        """
+        if not self._sndtimeo:
+            # sendfile() cannot be told not to wait, so bound each call's wait in the kernel.
+            sec = int(self.send_timeout)
+            usec = int((self.send_timeout - sec) * 1e6)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", sec, usec))
+            self._sndtimeo = True
+        done = 0
+        try:
+            while done < count:
+                n = os.sendfile(self.sock.fileno(), fd, offset + done, min(count - done, _SENDFILE_MAX))
+                if not n:
+                    break  # end of file
+                done += n
+        except BlockingIOError:
+            self.send_stalled = True
+            raise ClientGone("timed out") from None
+        except OSError as exc:
+            raise ClientGone(str(exc)) from exc
+        return done
+
+    def linger(self) -> None:
+        """Stop sending, then read and drop what the client still sends, briefly.
+
+        Closing a socket with unread input makes the kernel send a reset, which can
+        destroy the answer in the client's receive buffer before it reads it.
+        """
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + LINGER_SECONDS
+            dropped = 0
+            while dropped < LINGER_BYTES:
+                data = self.recv(min(LINGER_IDLE, deadline - time.monotonic()))
+                if not data:
+                    return
+                dropped += len(data)
+        except OSError:
+            pass

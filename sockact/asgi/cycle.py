@@ -32,10 +32,11 @@ from typing import Any
 
 from sockact.asgi.conn import Conn
 from sockact.errors import InvalidResponse, ProtocolError
+from sockact.http.dates import http_date
 from sockact.http.events import END_OF_MESSAGE, NEED_DATA, Data, Request
 from sockact.http.limits import DRAIN_LIMIT
-from sockact.wsgi.environ import HOP_BY_HOP, check_response
-from sockact.wsgi.server import http_date, quoted_request_line
+from sockact.http.logline import quoted_request_line
+from sockact.http.responses import HOP_BY_HOP, check_response
 
 log = logging.getLogger("sockact.http")
 

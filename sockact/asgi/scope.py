@@ -18,7 +18,7 @@ from urllib.parse import unquote
 
 from sockact.http.events import Request
 from sockact.http.forwarded import FIELDS, Origin, Trust, collect, from_fields
-from sockact.wsgi.environ import split_host
+from sockact.http.requests import split_host
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 _FORWARDED = frozenset(name.encode() for name in FIELDS)

@@ -1,15 +1,15 @@
-"""sockact's HTTP/1.1 layer: a sans-I/O engine over httptools, the WSGI adapter, and the connection between them.
+"""sockact's HTTP/1.1 layer, sans I/O: what both the WSGI and the ASGI side stand on.
 
-What the workers use: ``Site`` and ``Limits`` (a listener's settings), ``Connection`` (the engine),
-and ``HTTPConnection`` with ``Step`` (one connection the WSGI runner drives, worker/wsgirunner.py).
-``serve_connection`` with ``Outcome`` serves one connection start to end with blocking reads; only
-tests drive it.
+The engine (``Connection``, engine.py) turns bytes into request events and responses into bytes,
+within a listener's ``Limits``; rules.py and chunked.py are its framing rules; a ``Site`` (site.py)
+is a listener as the workers serve it. What both interfaces read from a head (requests.py), check
+in a response (responses.py) and write in the logs (logline.py) is here once. Nothing here owns a
+socket: the runners in sockact/worker/ do, and sockact/wsgi/ puts PEP 3333 on top.
 """
 
 from sockact.errors import InvalidResponse, ProtocolError
 from sockact.http.engine import Connection
 from sockact.http.limits import Limits
-from sockact.wsgi.server import HTTPConnection, Outcome, Site, Step, serve_connection
+from sockact.http.site import Site
 
-__all__ = ["Connection", "HTTPConnection", "InvalidResponse", "Limits", "Outcome", "ProtocolError", "Site", "Step",
-           "serve_connection"]
+__all__ = ["Connection", "InvalidResponse", "Limits", "ProtocolError", "Site"]

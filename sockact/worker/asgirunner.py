@@ -38,8 +38,11 @@ from sockact.asgi.websocket import release_memory, serve_websocket
 from sockact.asgi.wsprotocols import INSTALL_HINT, WsProtocol, find
 from sockact.errors import ProtocolError
 from sockact.http import Site
+from sockact.http.dates import http_date
 from sockact.http.events import NEED_DATA, Request
+from sockact.http.logline import access_entry, access_remote
 from sockact.http.proxyprotocol import ProxyProtocolError
+from sockact.http.site import health_response, is_health
 from sockact.ipc import handoff
 from sockact.ipc.scoreboard import SlotWriter
 from sockact.ipc.tally import TallyWriter
@@ -55,7 +58,6 @@ from sockact.worker.channel import (
 )
 from sockact.worker.connstates import CALL, CLOSING, HEAD
 from sockact.worker.owner import TIMER_INTERVAL, Carrier, Due, Owner
-from sockact.wsgi.server import access_entry, access_remote, health_response, http_date, is_health
 
 log = logging.getLogger("sockact.worker")
 
@@ -187,7 +189,7 @@ class AsgiRunner(Carrier[Conn]):
             server = None
         shared = self.lifespans[msg.listener].state if self.lifespans else {}
         client = msg.proxy.client if msg.proxy is not None and msg.proxy.client is not None else msg.peer
-        scope = conn_scope(client, server, site.environ["SCRIPT_NAME"], shared, conn_extra(self.extra, msg, site))
+        scope = conn_scope(client, server, site.root_path, shared, conn_extra(self.extra, msg, site))
         state, since = Owner.arrival(msg, site, time.monotonic())
         conn = self.owner.add(Conn(self.loop, msg, sock, site, scope, self._advance, self.lock, state, since,
                                    self.batch))

@@ -18,8 +18,8 @@ from sockact.errors import HandoffError
 from sockact.http import Site, proxyprotocol
 from sockact.http.events import Request
 from sockact.http.proxyprotocol import ProxyProtocolError
+from sockact.http.requests import PERCENT
 from sockact.ipc import handoff
-from sockact.wsgi.environ import PERCENT
 
 log = logging.getLogger("sockact.worker")
 

@@ -198,9 +198,8 @@ class WorkerShell:
                     io_timeout=self.config.timeout or IO_TIMEOUT_OFF, access_log=lc.access_log, listener=lc.name,
                     access=self.access, trust=Trust.parse(lc.forwarded_allow_ips),
                     health_path=lc.health_path.encode("ascii"), proxy_protocol=lc.proxy_protocol,
-                    body_buffer=lc.body_buffer, send_timeout=self.config.send_timeout)
-        site.environ["SCRIPT_NAME"] = lc.root_path  # the mount prefix; request_environ cuts it from PATH_INFO
-        site.environ["wsgi.multithread"] = self.config.thread_ceiling > 1
+                    body_buffer=lc.body_buffer, send_timeout=self.config.send_timeout, root_path=lc.root_path,
+                    threaded=self.config.thread_ceiling > 1)
         return site
 
 

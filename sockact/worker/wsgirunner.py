@@ -48,7 +48,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
-from sockact.http import HTTPConnection, Site, Step
+from sockact.http import Site
 from sockact.http.events import Request
 from sockact.http.limits import LINGER_BYTES, LINGER_SECONDS, RECV_SIZE
 from sockact.http.proxyprotocol import ProxyProtocolError
@@ -60,6 +60,7 @@ from sockact.worker.appthreads import AppThreads
 from sockact.worker.channel import Closed, call_line, conn_extra, hand_back, preface_header, read_channel, report
 from sockact.worker.connstates import BODY, CLOSING, HEAD, PREFACE, QUEUED, ConnState
 from sockact.worker.owner import TIMER_INTERVAL, Carrier, Due, Owned, Owner
+from sockact.wsgi.server import HTTPConnection, Step
 
 log = logging.getLogger("sockact.worker")
 

@@ -11,22 +11,17 @@ what varies: ``site_environ`` (constant per listener), ``connection_environ``
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import MappingProxyType
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 from sockact.errors import InvalidResponse
 from sockact.http.events import Request
 from sockact.http.forwarded import FIELDS, Trust, from_fields
-from sockact.http.rules import is_token
-
-# RFC 9110 7.6.1 plus those wsgiref.util.is_hop_by_hop names: an application may not set them.
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-                        "trailer", "trailers", "transfer-encoding", "upgrade"})
-# A field value may hold HTAB, SP, VCHAR and obs-text (RFC 9110 5.5); translate() deletes those.
-_VALUE_OK = b"\t" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
-PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
+from sockact.http.requests import PROTOCOLS, path_info, split_host
+from sockact.http.responses import check_response
 
 # Upper-cased field name -> environ key; None for names with "_", which are dropped:
 # "Content_Length" would otherwise land on the same key as "Content-Length" (RFC 9110 17.10).
@@ -34,7 +29,7 @@ _ENV_KEYS: dict[bytes, str | None] = {b"CONTENT-TYPE": "CONTENT_TYPE", b"CONTENT
 _ENV_KEYS_MAX = 1024  # the cache stops growing here, so odd clients cannot inflate it
 
 
-PERCENT = ord("%")  # a byte's value: ``in`` finds it faster than find() (see rules.py)
+
 
 # The environ keys of forwarded.FIELDS, in the same order.
 _FORWARDED_KEYS = tuple("HTTP_" + name.upper().replace("-", "_") for name in FIELDS)
@@ -71,16 +66,18 @@ class FileWrapper:
             close()
 
 
-def site_environ(url_scheme: str, root_path: str = "") -> dict[str, Any]:
-    """The environ keys that are the same for every request on a listener.
+@functools.cache
+def site_environ(url_scheme: str, root_path: str = "", threaded: bool = False) -> Mapping[str, Any]:
+    """The environ keys that are the same for every request on a listener, made once (read-only: each
+    connection copies them).
 
     ``root_path`` is the prefix the app is mounted under; it is SCRIPT_NAME, and
-    ``request_environ`` cuts it from the front of PATH_INFO.
+    ``request_environ`` cuts it from the front of PATH_INFO. ``threaded``: wsgi.multithread.
     """
-    return {
+    return MappingProxyType({
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": url_scheme,
-        "wsgi.multithread": False,
+        "wsgi.multithread": threaded,
         "wsgi.multiprocess": True,
         "wsgi.run_once": False,
         "wsgi.input_terminated": True,  # the stream ends at the body's end, chunked or not
@@ -88,7 +85,7 @@ def site_environ(url_scheme: str, root_path: str = "") -> dict[str, Any]:
         "wsgi.errors": sys.stderr,  # the server gives each connection a stream that logs whole records
         "SCRIPT_NAME": root_path,
         "SERVER_SOFTWARE": "sockact",
-    }
+    })
 
 
 def connection_environ(site_env: Mapping[str, Any], peer: tuple[Any, ...] | str | None,
@@ -172,37 +169,6 @@ def _apply_forwarded(env: dict[str, Any], trust: Trust) -> str | None:
     if origin.host is not None:
         env["HTTP_HOST"] = origin.host
     return origin.port
-
-
-def path_info(path: bytes) -> str:
-    """PEP 3333: PATH_INFO is the percent-decoded path, as bytes carried in a latin-1 str."""
-    if PERCENT in path:  # the byte's value: see rules.py
-        path = unquote_to_bytes(path)
-    return path.decode("latin-1")
-
-
-# Host values already split, by scheme: clients send the same few. Bounded, as _ENV_KEYS.
-_SPLIT_HOSTS: dict[str, dict[str, tuple[str, str]]] = {"http": {}, "https": {}}
-
-
-def split_host(host: str, scheme: str) -> tuple[str, str]:
-    """A Host value as (name, port), the port the scheme's default when it names none."""
-    known = _SPLIT_HOSTS.get(scheme)
-    if known is None:
-        return _split_host(host, scheme)
-    split = known.get(host)
-    if split is None:
-        split = _split_host(host, scheme)
-        if len(known) < _ENV_KEYS_MAX:
-            known[host] = split
-    return split
-
-
-def _split_host(host: str, scheme: str) -> tuple[str, str]:
-    name, colon, port = host.rpartition(":")
-    if colon and port.isdigit() and not name.endswith(":"):  # "[::1]" has colons but no port
-        return name, port
-    return host, "443" if scheme == "https" else "80"
 
 
 class InputStream:
@@ -309,79 +275,6 @@ class StartResponse:
         self.status = None  # invalid until checked
         self.status, self.headers = check_response(status, headers)
         return self.write
-
-
-def check_response(status: Any, headers: Any) -> tuple[str, list[tuple[str, str]]]:
-    """Check a status and headers per PEP 3333 and RFC 9110: (status, headers to give the engine).
-
-    "Connection: close" passes (the engine honours it and writes its own Connection field);
-    every other hop-by-hop field is an error, since the engine owns the framing. Copies of
-    one Content-Length become one; differing ones are an error.
-    """
-    if type(status) is not str or status not in _CHECKED_STATUSES:
-        if (not isinstance(status, str) or len(status) < 4 or status[3] != " " or not status[:3].isdigit()
-                or int(status[:3]) < 100 or _bad_value(status)):
-            raise InvalidResponse(f"invalid status {status!r}: expected a str like '200 OK'")
-        if type(status) is str and len(_CHECKED_STATUSES) < _CHECKED_MAX:
-            _CHECKED_STATUSES.add(status)
-    if not isinstance(headers, list):
-        raise InvalidResponse(f"response headers must be a list, not {type(headers).__name__}")
-    out: list[tuple[str, str]] = []
-    length: int | None = None
-    for item in headers:
-        if not (isinstance(item, tuple) and len(item) == 2 and type(item[0]) is str and type(item[1]) is str):
-            raise InvalidResponse(f"response header {item!r} is not a (str, str) tuple")
-        known = _CHECKED_FIELDS.get(item)
-        if known is not None:
-            # Passed every check below before: an ordinary field (-1), or a Content-Length of that value.
-            if known >= 0:
-                if length is not None:
-                    if known != length:
-                        raise InvalidResponse(f"invalid Content-Length {item[1]!r}")
-                    continue  # an identical copy: send one
-                length = known
-            out.append(item)
-            continue
-        name, value = item
-        if not name.isascii() or not is_token(name.encode("ascii")):
-            raise InvalidResponse(f"invalid response header name {name!r}")
-        if _bad_value(value):
-            raise InvalidResponse(f"invalid value for response header {name!r}")
-        lower = name.lower()
-        if lower in HOP_BY_HOP:
-            if lower == "connection" and value.strip().lower() == "close":
-                out.append((name, value))
-                continue
-            raise InvalidResponse(f"hop-by-hop response header {name!r} is not allowed (PEP 3333)")
-        if lower == "content-length":
-            value = value.strip()
-            if not value.isdigit() or not value.isascii() or (length is not None and int(value) != length):
-                raise InvalidResponse(f"invalid Content-Length {value!r}")
-            if length is not None:
-                continue  # an identical copy: send one
-            length = int(value)
-            if value == item[1] and len(_CHECKED_FIELDS) < _CHECKED_MAX:
-                _CHECKED_FIELDS[item] = length
-        elif lower not in HOP_BY_HOP and len(_CHECKED_FIELDS) < _CHECKED_MAX:
-            _CHECKED_FIELDS[item] = -1
-        out.append((name, value))
-    return status, out
-
-
-# Statuses and (name, value) fields that passed check_response: an app sends the same few again
-# and again, and a look-up is cheaper than the checks. A field maps to -1, or for a Content-Length
-# to its length (copies must agree); hop-by-hop fields are never kept. Bounded, so varying values
-# cannot inflate it.
-_CHECKED_STATUSES: set[str] = set()
-_CHECKED_FIELDS: dict[tuple[str, str], int] = {}
-_CHECKED_MAX = 1024
-
-
-def _bad_value(value: str) -> bool:
-    try:
-        return bool(value.encode("latin-1").translate(None, _VALUE_OK))
-    except UnicodeEncodeError:
-        return True
 
 
 def close_iterable(result: Iterable[bytes]) -> None:

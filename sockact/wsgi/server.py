@@ -1,9 +1,10 @@
-"""Serve one connection: the thin blocking loop around the engine and the WSGI app.
+"""A WSGI app on one connection: the engine's requests become environ and calls, and the app's
+answers go out through the engine.
 
-``serve_connection`` reads, feeds the engine, runs the app for each request, writes
-the response, and returns what the caller should do with the connection next:
-PARK (hand it back; it is between requests with nothing buffered) or CLOSE. It never
-closes the socket and never raises for what a client sends or an app does.
+``HTTPConnection`` is what the WSGI runner drives: it feeds received bytes in, takes request heads
+out, and serves each one on an app thread, reading the body and writing the response with blocking
+waits bounded by the site's timeouts. It never closes the socket and never raises for what a client
+sends or an app does. blocking.py serves a connection start to end with it, for tests and tools.
 """
 
 from __future__ import annotations
@@ -14,26 +15,24 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sockact.errors import InvalidResponse, ProtocolError
 from sockact.http.dates import http_date
 from sockact.http.engine import DONE, Connection
 from sockact.http.events import NEED_DATA, Data, Request
-from sockact.http.forwarded import NOBODY, Trust
-from sockact.http.limits import COALESCE_MAX, DRAIN_LIMIT, Limits
-from sockact.logs.access import AccessLog, Entry, escape, unix_peer
+from sockact.http.limits import COALESCE_MAX, DRAIN_LIMIT
+from sockact.http.logline import access_entry, quoted_request_line
+from sockact.http.site import Site, health_response, is_health
+from sockact.logs.access import unix_peer
 from sockact.logs.journal import ErrorStream
 from sockact.wsgi.environ import (
-    PROTOCOLS,
     FileWrapper,
     InputStream,
     StartResponse,
     close_iterable,
     connection_environ,
-    path_info,
     request_environ,
     site_environ,
 )
@@ -41,36 +40,6 @@ from sockact.wsgi.wire import ClientGone, Wire
 
 log = logging.getLogger("sockact.http")
 app_log = logging.getLogger("sockact.app")  # what the app writes to wsgi.errors
-
-
-@dataclass(frozen=True)
-class Site:
-    """Everything per listener the HTTP layer needs; built once in the worker before serving."""
-
-    app: Callable[..., Any]  # the WSGI application
-    limits: Limits
-    header_timeout: float  # seconds for a whole request head to arrive (deadline, not per recv)
-    io_timeout: float  # per blocking send/recv while reading a body or writing a response
-    access_log: bool  # this listener's switch
-    listener: str  # listener name, e.g. "http"
-    url_scheme: str = "http"
-    access: AccessLog | None = None  # the worker's access log, shared by its sites
-    trust: Trust = NOBODY  # forwarded_allow_ips: whose X-Forwarded-* and Forwarded count
-    health_path: bytes = b""  # answered here, never by the app; b"": none
-    proxy_protocol: str = "off"  # "v1", "v2" or "auto": a PROXY header precedes HTTP (the loop reads it)
-    body_buffer: int = 0  # bodies up to this size are read whole by the loop before the app's call
-    send_timeout: float = 0.0  # per response write that makes no progress (send_timeout); 0.0: io_timeout
-    environ: dict[str, Any] = field(init=False, repr=False, compare=False)  # constant keys, built once
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "environ", site_environ(self.url_scheme))
-
-
-class Outcome(enum.Enum):
-    """What the caller does with the connection when serve_connection returns."""
-
-    PARK = "park"  # between requests, keep-alive, nothing buffered: hand the fd back
-    CLOSE = "close"  # close it
 
 
 class Step(enum.Enum):
@@ -192,40 +161,6 @@ def _body(data: Any) -> bytes:
     return data
 
 
-def serve_connection(sock: socket.socket, site: Site, *, peer: tuple[Any, ...] | str | None, conn_id: int,
-                     pending: bytes = b"", environ_extra: Mapping[str, Any] | None = None,
-                     stopping: Callable[[], bool] = lambda: False) -> Outcome:
-    """Serve requests on a blocking ``sock`` until it must be parked or closed.
-
-    The first request may not have arrived yet: ``site.header_timeout`` bounds the wait
-    for each request head. Used where one thread owns one connection (tests, tools).
-    """
-    http = HTTPConnection(sock, site, peer=peer, conn_id=conn_id, pending=pending, environ_extra=environ_extra,
-                          stopping=stopping)
-    deadline = time.monotonic() + site.header_timeout
-    served = 0
-    while True:
-        step = http.next_request()
-        if isinstance(step, Request):
-            served += 1
-            if not http.serve(step):
-                return Outcome.CLOSE
-            deadline = time.monotonic() + site.header_timeout
-            continue
-        if step is Step.LINGER:
-            http.wire.linger()
-            return Outcome.CLOSE
-        if step is Step.CLOSE:
-            return Outcome.CLOSE
-        if step is Step.IDLE and served:
-            return Outcome.PARK
-        try:
-            http.receive(http.wire.recv(deadline - time.monotonic()))
-        except ClientGone:
-            http.head_timed_out()
-            return Outcome.CLOSE
-
-
 class _Conn:
     """Per-connection state shared by its requests, and the serving of one request."""
 
@@ -247,7 +182,7 @@ class _Conn:
             peer = unix_peer(sock)
         if client is not None:
             peer = client
-        self.env = connection_environ(site.environ, peer, extra)
+        self.env = connection_environ(site_environ(site.url_scheme, site.root_path, site.threaded), peer, extra)
         self.env["wsgi.errors"] = self.errors
         self.stopping = stopping
         self.responding: Callable[[], None] | None = None  # told before the first byte of a response
@@ -516,68 +451,4 @@ class _Conn:
         self.access.log(access_entry(self.remote, request, status, self.engine.body_sent, started, self.pid,
                                      self.conn_id, self.site.listener,
                                      start.headers if start is not None else ()))
-
-
-def is_health(site: Site, request: Request) -> bool:
-    """Whether ``request`` asks for the listener's health path, which the app never sees."""
-    health = site.health_path
-    return bool(health) and request.path == health and request.method in (b"GET", b"HEAD")
-
-
-def health_response(engine: Connection, stopping: bool) -> tuple[int, bytes]:
-    """The health path's whole answer, and its status: 200, or 503 once stopping or draining.
-
-    It is answered on the worker's loop, which must never wait for a client: a request body
-    already received whole is dropped, and one still on its way closes the connection.
-    """
-    whole_request = _body_buffered(engine)
-    status = 503 if stopping else 200
-    body = b"stopping\n" if stopping else b"ok\n"
-    head = engine.start_response(
-        "503 Service Unavailable" if stopping else "200 OK",
-        [("Content-Type", "text/plain"), ("Cache-Control", "no-store")], close=stopping or not whole_request,
-        date=http_date(), whole=len(body))
-    return status, head + engine.send_data(body) + engine.end_response()
-
-
-def _body_buffered(engine: Connection) -> bool:
-    """Drop a request body already received whole; False if more is to come."""
-    while engine.state != DONE:
-        try:
-            event = engine.next_event()
-        except ProtocolError:
-            return False
-        if event is NEED_DATA:
-            return False
-        if not isinstance(event, Data):
-            break
-    return engine.state == DONE
-
-
-def quoted_request_line(request: Request | None) -> str:
-    """A request as logs quote it: client text escaped (see logs.access.escape); "-" for none."""
-    if request is None:
-        return "-"
-    return escape(f"{request.method.decode('latin-1')} {request.target.decode('latin-1')} "
-                  f"{PROTOCOLS[request.version]}")
-
-
-def access_remote(sock: socket.socket, peer: tuple[Any, ...] | str | None) -> str:
-    """The client as the access log names it: the TCP peer's address, or a Unix peer's path."""
-    if isinstance(peer, tuple):
-        return str(peer[0])
-    return peer or (unix_peer(sock) if sock.family == socket.AF_UNIX else "")
-
-
-def access_entry(remote: str, request: Request | None, status: int, sent: int, started: float, pid: int,
-                 conn_id: int, listener: str, response_headers: Sequence[tuple[str, str]] = ()) -> Entry:
-    """The access log's entry for one request (None: the request line itself was bad) begun at ``started``
-    (time.perf_counter())."""
-    duration = int((time.perf_counter() - started) * 1e6)
-    if request is None:
-        return Entry(remote, "", "", "", "", "", status, sent, duration, pid, conn_id, listener)
-    # Positional: this runs once a request. The fields' order is Entry's.
-    return Entry(remote, request.method.decode("latin-1"), request.target.decode("latin-1"), path_info(request.path),
-                 request.query.decode("latin-1"), PROTOCOLS[request.version], status, sent, duration, pid, conn_id,
-                 listener, request.headers, response_headers)
 

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 from conftest import wait_until
 
-from sockact.http import Limits, Outcome, Site, serve_connection
+from sockact.http import Limits, Site
 from sockact.logs.access import GUNICORN_FORMAT, AccessLog
+from sockact.wsgi.blocking import Outcome, serve_connection
 
 Response = tuple[int, dict[str, str], bytes]
 

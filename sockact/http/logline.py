@@ -1,0 +1,41 @@
+"""A request as the logs name it: its quoted line, its client and its access-log entry, for both
+runners."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sockact.http.events import Request
+from sockact.http.requests import PROTOCOLS, path_info
+from sockact.logs.access import Entry, escape, unix_peer
+
+
+def quoted_request_line(request: Request | None) -> str:
+    """A request as logs quote it: client text escaped (see logs.access.escape); "-" for none."""
+    if request is None:
+        return "-"
+    return escape(f"{request.method.decode('latin-1')} {request.target.decode('latin-1')} "
+                  f"{PROTOCOLS[request.version]}")
+
+
+def access_remote(sock: socket.socket, peer: tuple[Any, ...] | str | None) -> str:
+    """The client as the access log names it: the TCP peer's address, or a Unix peer's path."""
+    if isinstance(peer, tuple):
+        return str(peer[0])
+    return peer or (unix_peer(sock) if sock.family == socket.AF_UNIX else "")
+
+
+def access_entry(remote: str, request: Request | None, status: int, sent: int, started: float, pid: int,
+                 conn_id: int, listener: str, response_headers: Sequence[tuple[str, str]] = ()) -> Entry:
+    """The access log's entry for one request (None: the request line itself was bad) begun at ``started``
+    (time.perf_counter())."""
+    duration = int((time.perf_counter() - started) * 1e6)
+    if request is None:
+        return Entry(remote, "", "", "", "", "", status, sent, duration, pid, conn_id, listener)
+    # Positional: this runs once a request. The fields' order is Entry's.
+    return Entry(remote, request.method.decode("latin-1"), request.target.decode("latin-1"), path_info(request.path),
+                 request.query.decode("latin-1"), PROTOCOLS[request.version], status, sent, duration, pid, conn_id,
+                 listener, request.headers, response_headers)

@@ -56,7 +56,7 @@ from sockact.worker.channel import (
     read_channel,
     report,
 )
-from sockact.worker.connstates import CALL, CLOSING, HEAD
+from sockact.worker.connstates import CALL, CLOSING, HANDED, HEAD
 from sockact.worker.owner import TIMER_INTERVAL, Carrier, Due, Owner
 
 log = logging.getLogger("sockact.worker")
@@ -290,14 +290,9 @@ class AsgiRunner(Carrier[Conn]):
         conn.push()  # a pipelined request's: the response before it goes first, so at most one waits in memory
         scope = request_scope(conn.scope, request, trust=conn.trust)
         cycle = HttpCycle(conn, request, scope, self.stopping or self.draining)
-        conn.to("head")
-        conn.to("call")  # begun at once: never QUEUED at a turn's end, so a stall has nothing of it to hand back
+        conn.to("head")  # QUEUED until its task begins: a stall may still hand it back
         line = call_line(request)
         self.calls[conn] = (time.monotonic(), request)
-        # Until its first await this call holds the loop. An app that blocks the loop here must be the
-        # one the scoreboard names (and the timeout kill logs), and at once: the next beat may not come.
-        for slot in self.slots:
-            slot.begin(line)
         if self.call_lines:
             conn.call_line = conn.answering = self.call_lines.pop()
             conn.call_line.begin(line, conn.msg.conn_id)
@@ -305,7 +300,7 @@ class AsgiRunner(Carrier[Conn]):
                 # The last response (pipelining) is still going out: a 502 now would land inside it.
                 conn.call_line.responded()
                 conn.answering = None
-        task = self._call(cycle.run(conn.site.app))
+        task = self._call(self._run(conn, cycle, line))
         if isinstance(task, bool):
             return self._after(conn, cycle, task)
         task.add_done_callback(lambda t: self._locked(self._after_task, conn, cycle, t))
@@ -327,6 +322,17 @@ class AsgiRunner(Carrier[Conn]):
         if not task.done():
             return task
         return not task.cancelled() and task.exception() is None and task.result()
+
+    async def _run(self, conn: Conn, cycle: HttpCycle, line: bytes) -> bool:
+        with self.lock:  # the monitor may have handed the connection back before this task began
+            if conn.state is HANDED:
+                return False
+            conn.to("call")
+        # Until its first await this call holds the loop. An app that blocks the loop here must be the
+        # one the scoreboard names (and the timeout kill logs), and at once: the next beat may not come.
+        for slot in self.slots:
+            slot.begin(line)
+        return await cycle.run(conn.site.app)
 
     def _free_call_line(self, conn: Conn) -> None:
         line = conn.call_line

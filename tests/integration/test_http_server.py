@@ -417,8 +417,8 @@ def test_a_head_whose_app_wrote_nothing_says_no_length(pair: Any) -> None:
     (21, 0, 0),
 ])
 def test_body_buffer_counts_the_body_bytes_already_read(pair: Any, length: int, sent: int, to_buffer: int) -> None:
-    from sockact.wsgi.server import HTTPConnection
     from sockact.http.events import Request
+    from sockact.wsgi.server import HTTPConnection
 
     site = Site(app=hello, limits=Limits(), header_timeout=1.0, io_timeout=1.0, access_log=False, listener="test",
                 body_buffer=20)

@@ -9,7 +9,7 @@ let go, with one line in the log. Reading pauses while more than READ_HIGH of a 
 for the app (backpressure). The socket stays in blocking mode and every call passes
 MSG_DONTWAIT, so it can be handed back to the supervisor as it came.
 
-Nothing here decides what a connection does next; the runner does (runner.py), and a Conn's state
+Nothing here decides what a connection does next; the runner does (runner.py), and a AsgiConnection's state
 (worker/owner.py's Owned) moves only there.
 """
 
@@ -53,9 +53,9 @@ class Batch:
     def __init__(self, loop: asyncio.AbstractEventLoop, lock: threading.Lock) -> None:
         self._loop = loop
         self._lock = lock  # the runner's: the monitor may be sending for a stalled loop that just woke
-        self._conns: list[Conn] = []
+        self._conns: list[AsgiConnection] = []
 
-    def add(self, conn: Conn) -> None:
+    def add(self, conn: AsgiConnection) -> None:
         if not self._conns:
             self._loop.call_soon(self.send)
         self._conns.append(conn)
@@ -67,9 +67,9 @@ class Batch:
                 conn.push()
 
 
-class Conn(Owned):
+class AsgiConnection(Owned):
     def __init__(self, loop: asyncio.AbstractEventLoop, msg: handoff.Message, sock: socket.socket, site: Site,
-                 scope: dict[str, Any], on_input: Callable[[Conn], None], lock: threading.Lock,
+                 scope: dict[str, Any], on_input: Callable[[AsgiConnection], None], lock: threading.Lock,
                  state: ConnState, now: float, batch: Batch | None = None) -> None:
         super().__init__(msg, site, state, now)
         self.batch = batch  # None: each write goes out at once (the unit tests' connections)

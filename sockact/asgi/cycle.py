@@ -30,7 +30,7 @@ import os
 import time
 from typing import Any
 
-from sockact.asgi.conn import Conn
+from sockact.asgi.conn import AsgiConnection
 from sockact.errors import InvalidResponse, ProtocolError
 from sockact.http.dates import http_date
 from sockact.http.events import END_OF_MESSAGE, NEED_DATA, Data, Request
@@ -50,7 +50,7 @@ PATHSEND_PIECE = 256 * 1024  # bytes of a file read at a time for http.response.
 
 
 class HttpCycle:
-    def __init__(self, conn: Conn, request: Request, scope: dict[str, Any], stopping: bool) -> None:
+    def __init__(self, conn: AsgiConnection, request: Request, scope: dict[str, Any], stopping: bool) -> None:
         self.conn = conn
         self.engine = conn.engine
         self.request = request

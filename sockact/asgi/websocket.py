@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from sockact.asgi.conn import READ_HIGH, Conn
+from sockact.asgi.conn import READ_HIGH, AsgiConnection
 from sockact.asgi.cycle import ClientDisconnected
 from sockact.asgi.wsprotocols import MESSAGE_TOO_BIG, Closed, Event, WsProtocol
 from sockact.errors import InvalidResponse
@@ -39,7 +39,7 @@ TRIM_AFTER = 1024 * 1024  # bytes: a session that held a message this large give
 class WebSocket:
     """One WebSocket: the ``receive`` and ``send`` its app is given, and what the access log says of it."""
 
-    def __init__(self, conn: Conn, scope: dict[str, Any], library: Callable[[bytes, int], WsProtocol],
+    def __init__(self, conn: AsgiConnection, scope: dict[str, Any], library: Callable[[bytes, int], WsProtocol],
                  max_size: int) -> None:
         self.conn = conn
         self.scope = scope
@@ -223,8 +223,9 @@ def release_memory(ws: WebSocket) -> None:
         pass  # not glibc: nothing to ask
 
 
-async def serve_websocket(conn: Conn, scope: dict[str, Any], app: Any, sessions: dict[Conn, WebSocket],
-                          library: Callable[[bytes, int], WsProtocol], max_size: int) -> WebSocket:
+async def serve_websocket(conn: AsgiConnection, scope: dict[str, Any], app: Any,
+                          sessions: dict[AsgiConnection, WebSocket], library: Callable[[bytes, int], WsProtocol],
+                          max_size: int) -> WebSocket:
     """Run the app for one WebSocket until it returns; the caller closes the connection."""
     ws = WebSocket(conn, scope, library, max_size)
     if ws.closed:

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from sockact.asgi.conn import Batch, Conn
+from sockact.asgi.conn import AsgiConnection, Batch
 from sockact.asgi.cycle import HttpCycle
 from sockact.asgi.lifespan import Lifespan
 from sockact.asgi.scope import conn_scope, request_scope
@@ -78,7 +78,7 @@ def new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-class AsgiRunner(Carrier[Conn]):
+class AsgiRunner(Carrier[AsgiConnection]):
     """Serves connections from ``chan`` with ASGI apps until the supervisor closes it."""
 
     def __init__(self, chan: socket.socket, sites: Sequence[Site], slots: Sequence[SlotWriter], *,
@@ -114,16 +114,17 @@ class AsgiRunner(Carrier[Conn]):
         self.pid = os.getpid()
         self.receiver = handoff.Receiver(chan)
         # Every connection in the worker's books, their states and deadlines, retiring and max_requests.
-        self.owner: Owner[Conn] = Owner(Closed(chan), park_after, max_requests)
+        self.owner: Owner[AsgiConnection] = Owner(Closed(chan), park_after, max_requests)
         self.closed = self.owner.closed
-        self.calls: dict[Conn, tuple[float, Request]] = {}  # connections in an app call: since, request
-        self.websockets: dict[Conn, Any] = {}  # open WebSockets (websocket.WebSocket), closed with 1001 on drain
+        self.calls: dict[AsgiConnection, tuple[float, Request]] = {}  # connections in an app call: since, request
+        # open WebSockets (websocket.WebSocket), closed with 1001 on drain
+        self.websockets: dict[AsgiConnection, Any] = {}
         self.drain_started = 0.0  # when stopping or retiring began
         self._done: asyncio.Future[None] | None = None
         self.handback_after = handback_after
         self.last_beat = time.monotonic()
         self.handing_back = False
-        self._orphans: list[Conn] = []  # handed back by the monitor; the loop closes its copies
+        self._handed_back: list[AsgiConnection] = []  # handed back by the monitor; the loop closes its copies
         self._stop_monitor = threading.Event()
 
     # ------------------------------------------------------------------ life
@@ -191,7 +192,7 @@ class AsgiRunner(Carrier[Conn]):
         client = msg.proxy.client if msg.proxy is not None and msg.proxy.client is not None else msg.peer
         scope = conn_scope(client, server, site.root_path, shared, conn_extra(self.extra, msg, site))
         state, since = Owner.arrival(msg, site, time.monotonic())
-        conn = self.owner.add(Conn(self.loop, msg, sock, site, scope, self._advance, self.lock, state, since,
+        conn = self.owner.add(AsgiConnection(self.loop, msg, sock, site, scope, self._advance, self.lock, state, since,
                                    self.batch))
         if msg.data:
             self._advance(conn)
@@ -200,7 +201,7 @@ class AsgiRunner(Carrier[Conn]):
 
     # ------------------------------------------------------------------ connections
 
-    def _advance(self, conn: Conn) -> None:
+    def _advance(self, conn: AsgiConnection) -> None:
         """Decide what comes next for a connection after it was read or served. Requests it has
         buffered (pipelined) are served in turn here, as long as each is over at once."""
         while conn.state.reading and not conn.closing_at:
@@ -229,7 +230,7 @@ class AsgiRunner(Carrier[Conn]):
             if not served:
                 return
 
-    def _wait_for_request(self, conn: Conn, event: object) -> None:
+    def _wait_for_request(self, conn: AsgiConnection, event: object) -> None:
         """No whole request is buffered: read on, or let the connection go."""
         if event is not NEED_DATA:
             self._close(conn)  # the client closed between requests
@@ -244,7 +245,7 @@ class AsgiRunner(Carrier[Conn]):
             conn.to("bytes")
         conn.resume_reading()
 
-    def _read_preface(self, conn: Conn) -> None:
+    def _read_preface(self, conn: AsgiConnection) -> None:
         """Look at what came of a connection's PROXY header; once it is whole, HTTP may start."""
         preface = conn.preface
         assert preface is not None
@@ -271,7 +272,7 @@ class AsgiRunner(Carrier[Conn]):
         conn.to("preface")
         self._advance(conn)
 
-    def _answer_health(self, conn: Conn, request: Request) -> bool:
+    def _answer_health(self, conn: AsgiConnection, request: Request) -> bool:
         """On the loop, never by the app, and not counted as a request. True: the connection goes on."""
         started = time.perf_counter()
         status, answer = health_response(conn.engine, self.stopping or self.draining)
@@ -284,7 +285,7 @@ class AsgiRunner(Carrier[Conn]):
         conn.to("answer")
         return True
 
-    def _start_http(self, conn: Conn, request: Request) -> bool:
+    def _start_http(self, conn: AsgiConnection, request: Request) -> bool:
         """Begin the app's call for ``request``, at once. True when the call is over already and the
         connection may go on to its next request; otherwise its task goes on, and ends in _after."""
         conn.push()  # a pipelined request's: the response before it goes first, so at most one waits in memory
@@ -323,7 +324,7 @@ class AsgiRunner(Carrier[Conn]):
             return task
         return not task.cancelled() and task.exception() is None and task.result()
 
-    async def _run(self, conn: Conn, cycle: HttpCycle, line: bytes) -> bool:
+    async def _run(self, conn: AsgiConnection, cycle: HttpCycle, line: bytes) -> bool:
         with self.lock:  # the monitor may have handed the connection back before this task began
             if conn.state is HANDED:
                 return False
@@ -334,7 +335,7 @@ class AsgiRunner(Carrier[Conn]):
             slot.begin(line)
         return await cycle.run(conn.site.app)
 
-    def _free_call_line(self, conn: Conn) -> None:
+    def _free_call_line(self, conn: AsgiConnection) -> None:
         line = conn.call_line
         if line is not None:
             line.clear()
@@ -345,17 +346,17 @@ class AsgiRunner(Carrier[Conn]):
         with self.lock:
             call(*args)
 
-    def _ws_started(self, conn: Conn, request: Request) -> None:
+    def _ws_started(self, conn: AsgiConnection, request: Request) -> None:
         first = not self.calls
         self.calls[conn] = (time.monotonic(), request)
         if first:
             self._stamp()  # the app may block the loop before the next beat: be seen busy from now
 
-    def _after_task(self, conn: Conn, cycle: HttpCycle, task: asyncio.Task[bool]) -> None:
+    def _after_task(self, conn: AsgiConnection, cycle: HttpCycle, task: asyncio.Task[bool]) -> None:
         if self._after(conn, cycle, not task.cancelled() and task.exception() is None and task.result()):
             self._advance(conn)  # a pipelined request may be buffered already
 
-    def _after(self, conn: Conn, cycle: HttpCycle, keep: bool) -> bool:
+    def _after(self, conn: AsgiConnection, cycle: HttpCycle, keep: bool) -> bool:
         """A call is over (``keep``: its connection persists). True when the connection goes on to its
         next request: the caller looks for one."""
         self.calls.pop(conn, None)
@@ -375,7 +376,7 @@ class AsgiRunner(Carrier[Conn]):
         conn.to("served")
         return True
 
-    def _start_websocket(self, conn: Conn, request: Request) -> None:
+    def _start_websocket(self, conn: AsgiConnection, request: Request) -> None:
         if not self._ws_looked:
             self._ws_looked = True
             self._ws_library = find(self.ws)
@@ -395,7 +396,7 @@ class AsgiRunner(Carrier[Conn]):
                                                      self.ws_max_size))
         task.add_done_callback(lambda t: self._locked(self._after_websocket, conn, request, t))
 
-    def _after_websocket(self, conn: Conn, request: Request, task: asyncio.Task[Any]) -> None:
+    def _after_websocket(self, conn: AsgiConnection, request: Request, task: asyncio.Task[Any]) -> None:
         self.calls.pop(conn, None)
         if not task.cancelled() and task.exception() is None:
             ws = task.result()
@@ -407,7 +408,7 @@ class AsgiRunner(Carrier[Conn]):
         # Lingering: a client still sending (a message over ws_max_size) reads the close frame before a reset.
         self._close(conn, linger=True)
 
-    def _access(self, conn: Conn, request: Request | None, status: int, started: float,
+    def _access(self, conn: AsgiConnection, request: Request | None, status: int, started: float,
                 response_headers: Sequence[tuple[str, str]] = (), client: Any = None) -> None:
         """``client``: the request's scope client, which trusted proxies may have told."""
         if self.access is None or not conn.site.access_log:
@@ -416,7 +417,7 @@ class AsgiRunner(Carrier[Conn]):
                                      self.pid, conn.msg.conn_id, conn.site.listener, response_headers))
 
     @staticmethod
-    def _remote(conn: Conn, client: Any = None) -> str:
+    def _remote(conn: AsgiConnection, client: Any = None) -> str:
         if not conn.remote:
             conn.remote = access_remote(conn.sock, conn.scope["client"] or conn.msg.peer)
         return conn.remote if client is None or client is conn.scope["client"] else str(client[0])
@@ -447,20 +448,20 @@ class AsgiRunner(Carrier[Conn]):
                 slot.idle()
 
     def _timers(self, now: float) -> None:
-        for conn in self._orphans:
+        for conn in self._handed_back:
             conn.drop()
-        self._orphans.clear()
+        self._handed_back.clear()
         if (self.stopping or self.owner.retiring) and self.websockets:
             self._drain_websockets(now)
         self._carry_out_deadlines(now)
         self._check_done()
 
-    def _time_out(self, conn: Conn, what: Due) -> None:
+    def _time_out(self, conn: AsgiConnection, what: Due) -> None:
         if what is Due.HEAD_TIMEOUT and conn.engine.buffered:
             conn.write(conn.engine.error_response(408, http_date()))
         self._close(conn)  # DROP: it sent nothing, and is told nothing
 
-    def _closing(self, conn: Conn, now: float) -> None:
+    def _closing(self, conn: AsgiConnection, now: float) -> None:
         if conn.expire_close(now):
             self._closed(conn)  # its output went out, or its time to go out is over
 
@@ -507,7 +508,7 @@ class AsgiRunner(Carrier[Conn]):
                 self.owner.gone(conn, "hand_back")
                 copy = socket.socket(conn.msg.family, socket.SOCK_STREAM, 0, fileno=os.dup(conn.fd))
                 hand_back(self.chan, conn.msg, copy, data, head_started)
-                self._orphans.append(conn)
+                self._handed_back.append(conn)
             # Arrivals go straight back; an EOF is left for the loop, which sees it again when it runs.
             read_channel(self.receiver, self.chan, self._adopt, lambda: None)
         finally:
@@ -515,7 +516,7 @@ class AsgiRunner(Carrier[Conn]):
 
     # ------------------------------------------------------------------ leaving
 
-    def _release(self, conn: Conn) -> None:
+    def _release(self, conn: AsgiConnection) -> None:
         if self.stopping:
             self._close(conn)
             return
@@ -527,7 +528,7 @@ class AsgiRunner(Carrier[Conn]):
         hand_back(self.chan, conn.msg, conn.sock, conn.unparsed())
         self._check_done()
 
-    def _close(self, conn: Conn, linger: bool = False) -> None:
+    def _close(self, conn: AsgiConnection, linger: bool = False) -> None:
         """Close once its output is out (CLOSING meanwhile), lingering first after an error."""
         conn.close(linger=linger, timeout=conn.site.io_timeout)
         if conn.closed:
@@ -535,7 +536,7 @@ class AsgiRunner(Carrier[Conn]):
         elif conn.state is not CLOSING:
             conn.to("closing")
 
-    def _closed(self, conn: Conn) -> None:
+    def _closed(self, conn: AsgiConnection) -> None:
         if self.owner.held.get(conn.msg.conn_id) is conn:
             if not self.closed.ids:
                 self.loop.call_soon(self._report_closed)  # once this turn of the loop is done

@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from sockact.asgi.conn import Batch, Conn
+from sockact.asgi.conn import AsgiConnection, Batch
 from sockact.http import Limits, Site
 from sockact.ipc import handoff
 from sockact.ipc.scoreboard import Scoreboard
@@ -45,7 +45,7 @@ def call():
     loop = asyncio.new_event_loop()
     site = Site(app=None, limits=Limits(), header_timeout=10.0, io_timeout=30.0, access_log=False, listener="http")
     msg = handoff.Message(handoff.CONN, conn_id=7, family=socket.AF_UNIX)
-    conn = Conn(loop, msg, sock, site, {}, lambda _: None, threading.Lock(), ConnState.CALL, 0.0)
+    conn = AsgiConnection(loop, msg, sock, site, {}, lambda _: None, threading.Lock(), ConnState.CALL, 0.0)
     line = board.writer(slot, 0)
     line.begin(b"POST /", 7)
     conn.call_line = conn.answering = line
@@ -87,7 +87,8 @@ def batched():
     for conn_id in (1, 2):
         a, b = socket.socketpair()
         msg = handoff.Message(handoff.CONN, conn_id=conn_id, family=socket.AF_UNIX)
-        conns.append((Conn(loop, msg, a, site, {}, lambda _: None, lock, ConnState.CALL, 0.0, Batch(loop, lock)), b))
+        conn = AsgiConnection(loop, msg, a, site, {}, lambda _: None, lock, ConnState.CALL, 0.0, Batch(loop, lock))
+        conns.append((conn, b))
     yield loop, conns
     for conn, peer in conns:
         conn.detach()

@@ -26,7 +26,7 @@ WAIT = 5.0  # seconds a test's cycle may take at most before the test fails inst
 
 
 class Client:
-    """The parts of asgi/conn.Conn a cycle uses: the engine is real, the socket is two lists.
+    """The parts of asgi/conn.AsgiConnection a cycle uses: the engine is real, the socket is two lists.
     ``later`` is what the client sends after its first bytes, one piece each time the cycle waits
     for input (b"": it closes its side); then it sends nothing until it is woken."""
 

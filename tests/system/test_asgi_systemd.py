@@ -53,18 +53,18 @@ def test_an_asgi_app_is_activated_logged_and_stopped_with_its_lifespan(sockact: 
              what="the service active (running)")
 
     def access_record() -> dict | None:
-        found = [r for r in sockact_records(sockact.logs.journal()) if r.get("HTTP_PATH") == "/hello"]
+        found = [r for r in sockact_records(sockact.journal()) if r.get("HTTP_PATH") == "/hello"]
         return found[0] if found else None
 
     access = wait_for(access_record, 5, what="an access record for /hello")
     assert access["SOCKACT_WORKER_PID"] == str(pid) and access["HTTP_STATUS"] == "200"
-    records = sockact_records(sockact.logs.journal())
+    records = sockact_records(sockact.journal())
     assert any("as ASGI (detected)" in str(r.get("MESSAGE")) for r in records), messages(records)
     warnings = [r for r in records if int(r["PRIORITY"]) <= 4]
     assert not warnings, messages(warnings)
     sockact.c.systemctl("stop", "sockact.service")
     assert sockact.show("Result") == "success"
-    said = [str(r.get("MESSAGE")) for r in sockact.logs.journal()]
+    said = [str(r.get("MESSAGE")) for r in sockact.journal()]
     assert any(f"lifespan shutdown in {pid}" in m for m in said), said
 
 
@@ -75,7 +75,7 @@ def test_an_asgi_loop_stuck_past_timeout_is_killed_and_the_others_serve(sockact:
     others = served_meanwhile(sockact, stuck)
     assert others and set(others) == {200}, others
     assert stuck.seconds <= 2 + 4, f"the stuck request ended after {stuck.seconds:.1f}s"
-    killed = wait_for(lambda: with_message_id(sockact_records(sockact.logs.journal()), "worker_timeout"), 5,
+    killed = wait_for(lambda: with_message_id(sockact_records(sockact.journal()), "worker_timeout"), 5,
                       what="the worker_timeout record")
     assert "/spin" in killed[0]["MESSAGE"], "the log names the request the loop was stuck on"
     assert sockact.show("NRestarts") == "0"

@@ -107,7 +107,7 @@ def test_out_of_fds_nothing_crashes_or_spins_and_service_resumes(sockact: Deploy
     wait_for(lambda: sockact.get("/", timeout=5).status == 200, 15, what="service after the clients left")
     assert sockact.main_pid() == main_pid and sockact.show("NRestarts") == "0"
     assert sockact.c.run(["ps", "-o", "pid=", "--ppid", str(main_pid)]).stdout.split() == workers
-    text = messages(sockact.logs.journal())
+    text = messages(sockact.journal())
     said = text.count("the most the open-files limit allows")
     print(f"fd exhaustion: the budget line {said} times in the journal")
     elapsed_intervals = 1 + (SATURATED + 40) / LOG_INTERVAL

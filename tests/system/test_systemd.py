@@ -113,7 +113,7 @@ def test_journal_holds_structured_fields(sockact: Deployment):
     main_pid = sockact.main_pid()
 
     def access_record() -> dict[str, Any] | None:
-        found = [r for r in sockact_records(sockact.logs.journal()) if r.get("HTTP_PATH") == "/hello?x=1"]
+        found = [r for r in sockact_records(sockact.journal()) if r.get("HTTP_PATH") == "/hello?x=1"]
         return found[0] if found else None
 
     access = wait_for(access_record, 5, what="an access record for /hello")
@@ -125,7 +125,7 @@ def test_journal_holds_structured_fields(sockact: Deployment):
     assert access["SOCKACT_LISTENER"] == "http"
     assert access["PRIORITY"] == "6"
 
-    records = sockact_records(sockact.logs.journal())
+    records = sockact_records(sockact.journal())
     assert records
     for record in records:
         for field in COMMON_FIELDS:
@@ -135,7 +135,7 @@ def test_journal_holds_structured_fields(sockact: Deployment):
     warnings = [r for r in records if int(r["PRIORITY"]) <= 4]
     assert not warnings, messages(warnings)
     # with stderr connected to the journal, nothing falls back to plain stderr lines
-    plain = [r for r in sockact.logs.journal() if r.get("_TRANSPORT") == "stdout"]
+    plain = [r for r in sockact.journal() if r.get("_TRANSPORT") == "stdout"]
     assert not plain, messages(plain)
     ready = with_message_id(records, "ready")
     assert ready and ready[0]["SOCKACT_WORKER_PID"] == str(main_pid)
@@ -166,7 +166,7 @@ def test_reload_serves_new_code_without_failing_a_request(sockact: Deployment):
     assert load.failures == 0, (load.outcomes, load.errors)
     assert load.bodies[0].startswith("v1") and load.bodies[-1].startswith("v2")
     assert sockact.main_pid() == main_pid, "a reload must not restart the supervisor"
-    assert with_message_id(sockact_records(sockact.logs.journal()), "reload")
+    assert with_message_id(sockact_records(sockact.journal()), "reload")
 
 
 def test_watchdog_restarts_a_stopped_supervisor_and_no_connection_is_refused(sockact: Deployment):
@@ -196,7 +196,7 @@ def test_watchdog_restarts_a_stopped_supervisor_and_no_connection_is_refused(soc
     # only requests already inside the frozen supervisor may be lost, at most one per client
     assert load.failures <= 3, (load.outcomes, load.errors)
     assert sockact.show("NRestarts") == "1"
-    systemd_says = messages(sockact.logs.journal())
+    systemd_says = messages(sockact.journal())
     assert "Watchdog timeout" in systemd_says, systemd_says
 
 
@@ -222,11 +222,11 @@ def test_a_worker_stuck_past_timeout_is_killed_and_the_others_serve(sockact: Dep
     assert stuck.seconds <= 2 + 4, f"the stuck request ended after {stuck.seconds:.1f}s"
     if stuck.response:
         assert stuck.response.status >= 500, stuck.response
-    killed = wait_for(lambda: with_message_id(sockact_records(sockact.logs.journal()), "worker_timeout"), 5,
+    killed = wait_for(lambda: with_message_id(sockact_records(sockact.journal()), "worker_timeout"), 5,
                       what="the worker_timeout record")
     assert "/spin" in killed[0]["MESSAGE"], "the log names the request the worker was stuck on"
     # SIGABRT made the worker print where it was stuck (faulthandler, on stderr, so in the journal)
-    stacks = [r for r in sockact.logs.journal() if r.get("_TRANSPORT") == "stdout"]
+    stacks = [r for r in sockact.journal() if r.get("_TRANSPORT") == "stdout"]
     assert any("sockact_testapp.py" in str(r.get("MESSAGE")) for r in stacks), messages(stacks)
     assert sockact.main_pid() == main_pid and sockact.show("NRestarts") == "0"
     assert pid_of(sockact.get("/")) != int(killed[0]["SOCKACT_WORKER_PID"])
@@ -245,7 +245,7 @@ def test_stop_lets_a_slow_request_finish(sockact: Deployment):
     assert slow.response and (slow.response.status, slow.response.text) == (200, "slow done"), slow.error
     assert stop_took >= 1.0, "stop returned before the request could have finished"
     assert sockact.show("Result") == "success"
-    records = sockact_records(sockact.logs.journal())
+    records = sockact_records(sockact.journal())
     assert with_message_id(records, "stop")
     # records about a worker carry its pid, though the supervisor logs them
     exited = with_message_id(records, "worker_exited")
@@ -393,7 +393,7 @@ def test_recipe_second_app_as_template_instance(sockact: Deployment, recipes: di
     wait_for(lambda: sockact.show("SubState", "sockact@blog.service") == "running", timeout=30,
              what="sockact@blog.service running")
     assert sockact.show("ActiveState", "sockact.service") == "inactive", "instances are independent"
-    assert sockact_records(sockact.logs.journal("sockact@blog.service"))
+    assert sockact_records(sockact.journal("sockact@blog.service"))
 
 
 BLOG_APP = '''

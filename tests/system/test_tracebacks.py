@@ -42,7 +42,7 @@ def test_a_failed_reload_names_the_file_and_line_and_the_old_workers_serve(socka
     status = sockact.show("StatusText")
     assert status.startswith("reload failed: the new code does not load") and WHERE in status, status
 
-    records = sockact.logs.journal()
+    records = sockact.journal()
     # ExecReload=: `sockact reload` says why on stderr, which the journal keeps
     said = [r for r in records if str(r.get("MESSAGE", "")).startswith("sockact: reload failed: ")]
     assert said and WHERE in said[0]["MESSAGE"], messages(records)
@@ -72,5 +72,5 @@ def test_check_and_a_failed_start_name_the_file_and_line(sockact: Deployment):
     sockact.start()
     sockact.get("/")  # activates the service: 503, then it stops
     wait_for(lambda: sockact.show("ActiveState") == "failed", 30, what="the service to fail")
-    halted = [r for r in sockact.logs.journal() if "the app failed to load" in str(r.get("MESSAGE", ""))]
+    halted = [r for r in sockact.journal() if "the app failed to load" in str(r.get("MESSAGE", ""))]
     assert halted and halted[0]["PRIORITY"] == "3" and WHERE in halted[0]["MESSAGE"]

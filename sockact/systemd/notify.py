@@ -85,6 +85,9 @@ class Notifier:
         self._socket = values["NOTIFY_SOCKET"]
         self.watchdog_usec = _watchdog_usec(values["WATCHDOG_USEC"], values["WATCHDOG_PID"], pid)
         self._last_status = ""
+        # A failed reload leaves the old generation serving: the reason stays in front of STATUS=
+        # until a reload succeeds, so `systemctl status` still says why the new code is not live.
+        self._failure = ""
         self._pid = pid
         self._runtime_dir = runtime_dir(environ)
         self._reloads = 0  # finished reloads, the sequence number of the last published outcome
@@ -140,9 +143,9 @@ class Notifier:
         A SIGHUP before the first READY=1 never sends it: the start is not over.
         """
         states = ["READY=1"] if self._ready_sent else []
+        self._failure = "" if ok else f"reload failed: {reason}"
         if not ok:
-            # The periodic status() replaces this line on its next change.
-            self._last_status = f"reload failed: {reason}"
+            self._last_status = self._failure
             states.append(f"STATUS={self._last_status}")
         if states:  # before the outcome: systemd sees READY=1 before `sockact reload` exits
             self._notify("\n".join(states))
@@ -165,6 +168,8 @@ class Notifier:
         self._notify("STOPPING=1")
 
     def status(self, text: str) -> None:
+        if self._failure:
+            text = f"{self._failure}; {text}"
         if text != self._last_status:
             self._last_status = text
             self._notify(f"STATUS={text}")

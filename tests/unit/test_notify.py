@@ -104,15 +104,18 @@ def test_reload_finished_sends_ready_and_publishes_numbered_outcomes(notify_sock
     assert [p.name for p in run.iterdir()] == ["reload"]  # no partial file left behind
 
 
-def test_the_failure_status_gives_way_to_the_next_status(notify_socket, tmp_path):
+def test_a_failed_reload_stays_in_front_of_the_status_until_a_reload_succeeds(notify_socket, tmp_path):
     import os
 
     n = Notifier({"NOTIFY_SOCKET": os.environ["NOTIFY_SOCKET"]}, 1)
     n.ready()
     n.status("2 workers")
     n.reload_finished(False, "no such module")
-    n.status("2 workers")  # the same line as before the reload: sent again, replacing the failure
-    assert messages(notify_socket)[-1] == "STATUS=2 workers"
+    n.status("2 workers, 6 requests served")  # the counts move on; the old generation still serves
+    assert messages(notify_socket)[-1] == "STATUS=reload failed: no such module; 2 workers, 6 requests served"
+    n.reload_finished(True, "")
+    n.status("2 workers, 6 requests served")
+    assert messages(notify_socket)[-1] == "STATUS=2 workers, 6 requests served"
 
 
 def test_a_reload_that_ends_before_the_start_does_not_say_ready(notify_socket, tmp_path):

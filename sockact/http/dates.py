@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 from email.utils import formatdate
 
-from sockact.logs.access import PerSecond
+from sockact.logs.access import per_second
 
-_date = PerSecond(lambda second: formatdate(second, usegmt=True))
+_date = per_second(lambda second: formatdate(second, usegmt=True))
 
 
 def http_date() -> str:

@@ -195,6 +195,9 @@ class _Conn:
         self.body_error: ProtocolError | None = None
         self.wire_failed = False
         self.status = 0
+        # The last request's environ, for the same request again (engine.Connection gives it for a repeated head).
+        self._environ_of: Request | None = None
+        self._environ: dict[str, Any] = {}
         # Bound once, not on every request.
         self._write = self.write
         self._pull_body = self.pull_body
@@ -239,7 +242,16 @@ class _Conn:
         self.request = request
         if self.site.health_path and is_health(self.site, request):
             return self._health(request, started)
-        environ = request_environ(self.env, request, InputStream(self._pull_body), self._local_address, self.trust)
+        if request is self._environ_of:
+            # The engine gave the last request again (the same head): so is its environ, all but the body.
+            environ = dict(self._environ)
+            environ["wsgi.input"] = InputStream(self._pull_body)
+        else:
+            environ = request_environ(self.env, request, InputStream(self._pull_body), self._local_address,
+                                      self.trust)
+            # A copy (the app may change its own), without the body's stream, which the next request does not share.
+            self._environ_of, self._environ = request, dict(environ)
+            del self._environ["wsgi.input"]
         if self.trust is not None and self.access is not None:
             told = environ["REMOTE_ADDR"]
             self.remote = told if told != self.env["REMOTE_ADDR"] else self.peer_remote

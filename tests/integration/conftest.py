@@ -252,6 +252,12 @@ class Server:
         except AssertionError as exc:
             raise AssertionError(f"{exc}:\n{self.output()}") from None
 
+    def wait_parked(self, sock: socket.socket) -> None:
+        """Wait until no worker holds the client ``sock``'s connection: after a response, it is parked
+        (or its PARK is in the channel; the supervisor watches the connection once it has read it)."""
+        self.waiting(lambda: not any(held_by(worker, sock) for worker in self.workers()),
+                     "the connection to be parked in the supervisor")
+
     def get_json(self, path: str) -> dict:
         status, _, body = http_get(self.port, path, unix=self.unix)
         assert status == 200, body

@@ -78,8 +78,8 @@ def test_at_its_fd_limit_the_supervisor_degrades_and_recovers(tmp_path):
             clients.append(s)
         answered = 0
         pending = set(clients)
-        deadline = time.monotonic() + 3
-        while pending and time.monotonic() < deadline:
+        deadline = time.monotonic() + 20  # a bound for a loaded machine: the loop ends at 150 answers
+        while pending and answered < 150 and time.monotonic() < deadline:
             for s in select.select(list(pending), [], [], 0.2)[0]:
                 pending.discard(s)
                 with contextlib.suppress(OSError):
@@ -88,7 +88,7 @@ def test_at_its_fd_limit_the_supervisor_degrades_and_recovers(tmp_path):
         assert answered >= 150  # those within the budget; the rest wait in the backlog
         for s in clients:
             s.close()
-        wait_until(lambda: http_get(port, "/", timeout=2)[0] == 200, "service after the clients left")
+        wait_until(lambda: http_get(port, "/")[0] == 200, "service after the clients left", timeout=30)
         text = log.read_text()
         assert 1 <= text.count("open-files limit allows") <= 2  # said, and once per interval, not per accept
         assert "sent a bad message" not in text and "killing it" not in text

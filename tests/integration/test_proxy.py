@@ -124,7 +124,7 @@ def parked_and_handed_back(server, preface: bytes) -> list[dict]:
         client = KeepAliveClient.__new__(KeepAliveClient)
         client.sock, client.buf = sock, b""
         first = json.loads(client.request("/")[2])
-        time.sleep(0.5)  # ten times park_after: the idle connection goes back to the supervisor
+        server.wait_parked(sock)  # the idle connection goes back to the supervisor
         second = json.loads(client.request("/")[2])
         assert second["hops"] > first["hops"]  # it came back from the parking lot
         old = set(server.workers())

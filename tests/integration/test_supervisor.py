@@ -131,7 +131,8 @@ def connections_held(pid: int, port: int) -> int:
 
 
 def test_parked_connection_is_closed_after_keepalive(start_sockact):
-    server = start_sockact("testapps:pid", "--workers", "1", "--keepalive", "1", workers=1)
+    # 3 s parked: long enough for this test to see it there on a loaded machine before it closes
+    server = start_sockact("testapps:pid", "--workers", "1", "--keepalive", "3", workers=1)
     client = KeepAliveClient(server.port)
     assert client.request("/")[0] == 200
     # From the answer rather than from the moment this test saw the connection parked: that moment
@@ -145,7 +146,7 @@ def test_parked_connection_is_closed_after_keepalive(start_sockact):
     wait_until(lambda: connections_held(server.pid, server.port) == 0, "the supervisor holding no connection")
     client.close()
     # Here the bound is the behaviour: not closed before --keepalive, and closed soon after it.
-    assert 0.5 < waited < 5
+    assert 1.5 < waited < 3 + 4
 
 
 def test_fd_counts_stay_flat(start_sockact):

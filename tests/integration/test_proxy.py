@@ -159,7 +159,8 @@ def _get(port: int, path: str, unix: str | None = None):
 
 
 def test_health_turns_503_during_drain_delay_then_the_server_stops(start_sockact):
-    server = start_sockact("testapps:whoami", "--health-path", "/-/health", "--drain-delay", "2", workers=2)
+    # The drain lasts long enough for every step below to come within it on a loaded machine
+    server = start_sockact("testapps:whoami", "--health-path", "/-/health", "--drain-delay", "5", workers=2)
     keep = KeepAliveClient(server.port)
     assert keep.request("/-/health")[0] == 200
     server.send(signal.SIGTERM)

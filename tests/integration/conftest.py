@@ -60,6 +60,16 @@ def children(pid: int) -> list[int]:
         return []
 
 
+def asleep(pid: int) -> bool:
+    """Whether every thread of process ``pid`` sleeps, none running or waiting for a CPU: it has done
+    what it last woke up for."""
+    states = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(FileNotFoundError):
+            states.append(Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[0])
+    return bool(states) and all(state == "S" for state in states)
+
+
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 

@@ -277,7 +277,8 @@ def test_max_requests_recycles_workers(start_sockact, app):
 # WSGI: an endless loop in an app thread; ASGI: a sync sleep that blocks the worker's loop.
 @pytest.mark.parametrize("app", ["testapps:hang", "asgiapps:blocking"], ids=["wsgi", "asgi"])
 def test_stuck_worker_is_killed_and_others_serve(start_sockact, app):
-    server = start_sockact(app, "--workers", "2", "--timeout", "1", workers=2)
+    # timeout is also the boot deadline: 2 s, as an ASGI worker's start on a loaded machine came near 1 s
+    server = start_sockact(app, "--workers", "2", "--timeout", "2", workers=2)
     before = set(server.workers())
     box: dict = {}
 

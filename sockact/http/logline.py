@@ -32,10 +32,19 @@ def access_entry(remote: str, request: Request | None, status: int, sent: int, s
                  conn_id: int, listener: str, response_headers: Sequence[tuple[str, str]] = ()) -> Entry:
     """The access log's entry for one request (None: the request line itself was bad) begun at ``started``
     (time.perf_counter())."""
+    global _last
     duration = int((time.perf_counter() - started) * 1e6)
     if request is None:
         return Entry(remote, "", "", "", "", "", status, sent, duration, pid, conn_id, listener)
-    # Positional: this runs once a request. The fields' order is Entry's.
-    return Entry(remote, request.method.decode("latin-1"), request.target.decode("latin-1"), path_info(request.path),
-                 request.query.decode("latin-1"), PROTOCOLS[request.version], status, sent, duration, pid, conn_id,
-                 listener, request.headers, response_headers)
+    last = _last  # one tuple, replaced whole: app threads log at once
+    if request is not last[0]:
+        # The engine gives the same Request again for a repeated head: its text is made once.
+        last = _last = (request, request.method.decode("latin-1"), request.target.decode("latin-1"),
+                        path_info(request.path), request.query.decode("latin-1"), PROTOCOLS[request.version])
+    # Positional: this runs once a request. The fields' order is Entry's; the request is the entry's key.
+    return Entry(remote, last[1], last[2], last[3], last[4], last[5], status, sent, duration, pid, conn_id,
+                 listener, request.headers, response_headers, time.time(), request)
+
+
+# The last request given an entry, and its text: method, target, path, query, protocol.
+_last: tuple[Request | None, str, str, str, str, str] = (None, "", "", "", "", "")

@@ -88,6 +88,9 @@ class Entry:
     headers: Sequence[tuple[bytes, bytes]] = ()  # request fields, names upper-cased as the engine gives them
     response_headers: Sequence[tuple[str, str]] = ()
     when: float = field(default_factory=time.time)
+    # The same object on two entries means the same request text and client (the engine's Request,
+    # given again for a repeated head on one connection): a line reuses what it made of those.
+    key: object = None
 
     def header(self, name: bytes) -> str:
         """A request field by upper-cased name, "" when absent."""
@@ -183,6 +186,9 @@ ATOMS: dict[str, str] = {
     "conn": "str(e.conn_id)",
     "listener": "e.listener",
 }
+# Atoms of the response and the time, made anew for every line; the others depend only on the request
+# and its connection (and so does a request field, {name}i; a response field, {name}o, is the response's).
+_PER_RESPONSE = frozenset({"t", "s", "B", "b", "T", "M", "D", "L"})
 _CONSTANT = {"l": "-"}  # atoms whose text never varies: literal text in the line
 # gunicorn logs %(p)s as "<pid>"; the journal message keeps today's "pid=N".
 _JOURNAL_ATOMS = {**ATOMS, "p": "str(e.pid)"}
@@ -209,6 +215,7 @@ def compile_format(spec: str, atoms: dict[str, str] = ATOMS) -> Callable[[Entry]
     # literal text: a loop over the parts on every request costs as much as the atoms. Literal text
     # and header names enter the source only through repr(); atoms that never vary ("l") are literals.
     pieces: list[str] = []
+    kept: list[str] = []
     literal = ""
     pos = 0
     for match in _ATOM_RE.finditer(spec):
@@ -227,12 +234,28 @@ def compile_format(spec: str, atoms: dict[str, str] = ATOMS) -> Callable[[Entry]
         if literal:
             pieces.append(repr(literal))
             literal = ""
-        pieces.append(f"({expression})")
+        if name in _PER_RESPONSE or name.endswith("}o"):
+            pieces.append(f"({expression})")
+        else:  # made once per request key: kept[i]
+            pieces.append(f"kept[{len(kept)}]")
+            kept.append(f"({expression})")
     literal += spec[pos:].replace("%%", "%")
     if literal:
         pieces.append(repr(literal))
     namespace = dict(_NAMES)
-    exec(f"def line(e):\n    return ''.join(({', '.join(pieces)},))\n", namespace)
+    source = ["def line(e):"]
+    if kept:
+        # The atoms of the request and its client, for an entry with the same key as the last one: what
+        # they made then. One tuple in one cell, replaced whole: app threads log at once.
+        source += ["    key, last = e.key, memo[0]",
+                   "    if key is not None and key is last[0]:",
+                   "        kept = last[1]",
+                   "    else:",
+                   f"        kept = ({', '.join(kept)},)",
+                   "        memo[0] = (key, kept)"]
+        namespace["memo"] = [(None, ())]
+    source.append(f"    return ''.join(({', '.join(pieces)},))")
+    exec("\n".join(source) + "\n", namespace)
     line: Callable[[Entry], str] = namespace["line"]
     return line
 

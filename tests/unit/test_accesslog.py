@@ -63,6 +63,19 @@ def test_basic_auth_user():
     assert compile_format("%(u)s")(entry(headers=[(b"AUTHORIZATION", b"Basic !!")])) == "-"
 
 
+def test_entries_with_one_key_give_the_lines_fresh_entries_give():
+    # The request's atoms are made once per key (the engine's Request for a repeated head); the
+    # response's and the time are made for every line.
+    line = compile_format(GUNICORN_FORMAT + " %(D)s %({content-type}o)s %({x-request-id}i)s %(conn)s")
+    key = object()
+    for status, sent, when, ctype in ((200, 14, WHEN, "text/plain"), (404, 0, WHEN + 5, "text/html"),
+                                      (500, 3, WHEN + 9, "")):
+        fields = {"status": status, "sent": sent, "when": when, "response_headers": [("Content-Type", ctype)]}
+        assert line(entry(key=key, **fields)) == line(entry(**fields))
+    assert line(entry(remote="192.0.2.8", key=object())).startswith("192.0.2.8 ")
+    assert line(entry(remote="192.0.2.9")).startswith("192.0.2.9 ")
+
+
 def test_literal_percent_and_format_errors():
     assert compile_format("100%% %(s)s")(entry()) == "100% 200"
     with pytest.raises(ValueError, match="unknown atom"):

@@ -69,6 +69,24 @@ def escape(text: str) -> str:
     return _UNSAFE.sub(_hex, text)
 
 
+class Memo:
+    """What one connection's access lines reuse while its request repeats (the engine gives the same
+    Request again for a repeated head): the request (``key``), its text for the entry, and what the
+    worker's format made of the request's atoms and the client. A connection logs one request at a time
+    and a worker has one format, so it needs no lock and holds one line's atoms."""
+
+    __slots__ = ("atoms", "key", "text")
+
+    def __init__(self) -> None:
+        self.key: object = None
+        self.text: tuple[str, str, str, str, str] = ("", "", "", "", "")  # method, target, path, query, protocol
+        self.atoms: tuple[str, ...] | None = None
+
+    def renew(self, key: object, text: tuple[str, str, str, str, str]) -> None:
+        """Another request: its text, and no atoms yet."""
+        self.key, self.text, self.atoms = key, text, None
+
+
 @dataclass(slots=True)
 class Entry:
     """What one request leaves for the access log. Text is as received (latin-1), not escaped."""
@@ -88,9 +106,7 @@ class Entry:
     headers: Sequence[tuple[bytes, bytes]] = ()  # request fields, names upper-cased as the engine gives them
     response_headers: Sequence[tuple[str, str]] = ()
     when: float = field(default_factory=time.time)
-    # The same object on two entries means the same request text and client (the engine's Request,
-    # given again for a repeated head on one connection): a line reuses what it made of those.
-    key: object = None
+    memo: Memo | None = None  # the connection's, while its request repeats
 
     def header(self, name: bytes) -> str:
         """A request field by upper-cased name, "" when absent."""
@@ -236,7 +252,7 @@ def compile_format(spec: str, atoms: dict[str, str] = ATOMS) -> Callable[[Entry]
             literal = ""
         if name in _PER_RESPONSE or name.endswith("}o"):
             pieces.append(f"({expression})")
-        else:  # made once per request key: kept[i]
+        else:  # made once while the request repeats: kept[i]
             pieces.append(f"kept[{len(kept)}]")
             kept.append(f"({expression})")
     literal += spec[pos:].replace("%%", "%")
@@ -245,15 +261,13 @@ def compile_format(spec: str, atoms: dict[str, str] = ATOMS) -> Callable[[Entry]
     namespace = dict(_NAMES)
     source = ["def line(e):"]
     if kept:
-        # The atoms of the request and its client, for an entry with the same key as the last one: what
-        # they made then. One tuple in one cell, replaced whole: app threads log at once.
-        source += ["    key, last = e.key, memo[0]",
-                   "    if key is not None and key is last[0]:",
-                   "        kept = last[1]",
-                   "    else:",
+        # The atoms of the request and its client: made once while the connection's request repeats.
+        source += ["    memo = e.memo",
+                   "    kept = memo.atoms if memo is not None else None",
+                   "    if kept is None:",
                    f"        kept = ({', '.join(kept)},)",
-                   "        memo[0] = (key, kept)"]
-        namespace["memo"] = [(None, ())]
+                   "        if memo is not None:",
+                   "            memo.atoms = kept"]
     source.append(f"    return ''.join(({', '.join(pieces)},))")
     exec("\n".join(source) + "\n", namespace)
     line: Callable[[Entry], str] = namespace["line"]

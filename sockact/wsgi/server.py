@@ -25,7 +25,7 @@ from sockact.http.events import NEED_DATA, Data, Request
 from sockact.http.limits import COALESCE_MAX, DRAIN_LIMIT
 from sockact.http.logline import access_entry, quoted_request_line
 from sockact.http.site import Site, health_response, is_health
-from sockact.logs.access import unix_peer
+from sockact.logs.access import Memo, unix_peer
 from sockact.logs.journal import ErrorStream
 from sockact.wsgi.environ import (
     FileWrapper,
@@ -187,6 +187,7 @@ class _Conn:
         self.stopping = stopping
         self.responding: Callable[[], None] | None = None  # told before the first byte of a response
         self.access = site.access if site.access_log else None
+        self.log_memo = Memo() if self.access is not None else None  # its lines, while a request repeats
         self.pid = _pid[0]
         self.peer_remote = self.env["REMOTE_ADDR"]  # the client as the access log names it, from the connection
         # per request
@@ -462,5 +463,5 @@ class _Conn:
         start = self.start
         self.access.log(access_entry(self.remote, request, status, self.engine.body_sent, started, self.pid,
                                      self.conn_id, self.site.listener,
-                                     start.headers if start is not None else ()))
+                                     start.headers if start is not None else (), self.log_memo))
 

@@ -71,15 +71,16 @@ class Channels:
     def _lost(self, w: WorkerProcess, exc: handoff.FdsLost) -> None:
         # Out of fds here: the copy in flight is lost, but the worker did nothing wrong, and
         # our own copy of the connection carries on in its place.
-        kept = w.holding.pop(exc.message.conn_id, None)
-        if kept is not None and exc.message.kind == handoff.PARK:
-            kept.data, kept.head_started = exc.message.data, exc.message.head_started
-            self.parked_by(w, kept)
-            return
-        if kept is not None:
-            os.close(kept.fd)
-        self.sup.acceptor.out_of_fds(f"a connection from worker {w.pid} was dropped ({exc})")
-        self.returned(w)
+        for lost in exc.messages:  # one: a worker sends one fd a message (PARK)
+            kept = w.release(lost.conn_id)
+            if kept is not None and lost.kind == handoff.PARK:
+                kept.data, kept.head_started = lost.data, lost.head_started
+                self.parked_by(w, kept)
+                continue
+            if kept is not None:
+                os.close(kept.fd)
+            self.sup.acceptor.out_of_fds(f"a connection from worker {w.pid} was dropped ({exc})")
+            self.returned(w)
 
     def _on_ready(self, w: WorkerProcess, msg: handoff.Message) -> None:
         sup = self.sup

@@ -9,6 +9,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from conftest import KeepAliveClient, fd_count, http_get, parse_response, server_has_read, steady, wait_until
@@ -271,28 +272,33 @@ def _whole(data: bytes) -> bool:
     return len(body) >= int(headers["content-length"])
 
 
-def _request_in_the_app(port: int, tmp_path, path: str, version: str) -> socket.socket:
-    """A Connection: close request, once the worker's app call has it; the supervisor is then stopped."""
+def _read_with_the_supervisor_stopped(server, tmp_path, path: str, version: str, whole: Callable[[bytes], bool],
+                                      ) -> tuple[bytes, socket.socket]:
+    """A Connection: close request; once the worker's app call has it, the supervisor is stopped
+    (SIGSTOP) while the client reads until ``whole`` says it has enough."""
     started = tmp_path / "started"
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     sock.sendall(f"GET {path}&started={started} HTTP/{version}\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
     wait_until(started.exists, "the request in its app call")
-    return sock
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        data = b""
+        while not whole(data):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    return data, sock
 
 
 def test_a_response_read_to_the_end_of_the_connection_gets_its_end_from_the_worker(start_sockact, tmp_path):
     # HTTP/1.0 and no Content-Length: the end of the connection is the end of the body, so the worker
     # sends the FIN itself (shutdown), without waiting for the supervisor to close its copy.
     server = start_sockact("testapps:stream", "--workers", "1", workers=1)
-    sock = _request_in_the_app(server.port, tmp_path, "/?s=0.5", "1.0")
-    os.kill(server.pid, signal.SIGSTOP)
-    try:
-        data = b""
-        while chunk := sock.recv(65536):  # the end comes, with the supervisor stopped
-            data += chunk
-    finally:
-        os.kill(server.pid, signal.SIGCONT)
-        sock.close()
+    data, sock = _read_with_the_supervisor_stopped(server, tmp_path, "/?s=0.5", "1.0", lambda _: False)
+    sock.close()  # the read above ended at the end of the connection, with the supervisor stopped
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and b"Content-Length" not in head
     assert body == b"first part\nsecond part\n"
@@ -302,16 +308,8 @@ def test_a_close_client_has_its_whole_framed_response_before_the_end_of_the_conn
     # Content-Length and Connection: close: the client has all it reads without a FIN, which comes
     # when the supervisor closes its copy (here only once it runs again).
     server = start_sockact("testapps:slow", "--workers", "1", workers=1)
-    sock = _request_in_the_app(server.port, tmp_path, "/?s=0.3", "1.1")
-    os.kill(server.pid, signal.SIGSTOP)
-    try:
-        data = b""
-        while not _whole(data):
-            chunk = sock.recv(65536)
-            assert chunk, "the connection ended before the whole response"
-            data += chunk
-    finally:
-        os.kill(server.pid, signal.SIGCONT)
+    data, sock = _read_with_the_supervisor_stopped(server, tmp_path, "/?s=0.3", "1.1", _whole)
+    assert _whole(data)
     with sock:
         assert sock.recv(65536) == b""  # and then the end
     head, _, body = data.partition(b"\r\n\r\n")

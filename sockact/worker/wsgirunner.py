@@ -49,7 +49,6 @@ from collections import deque
 from collections.abc import Sequence
 
 from sockact.http import Site
-from sockact.http.engine import Connection
 from sockact.http.events import Request
 from sockact.http.limits import LINGER_BYTES, LINGER_SECONDS, RECV_SIZE
 from sockact.http.proxyprotocol import ProxyProtocolError
@@ -88,15 +87,6 @@ QUIET_LOOKS = 100  # looks at a worker that serves nothing before the monitor sl
 # Step's members as module names: on Python 3.11 ``Step.IDLE`` costs 0.3 µs (the Enum class's attribute
 # machinery), and a served request passes four of these.
 _CLOSE, _LINGER, _PARTIAL, _IDLE = Step.CLOSE, Step.LINGER, Step.PARTIAL, Step.IDLE
-
-
-def _told_whole(engine: Connection) -> bool:
-    """Whether a client that asked for Connection: close has the whole of a response that its
-    Content-Length framed, and nothing of its request is left unread: it reads to no end-of-file,
-    and sends nothing more."""
-    request = engine.request
-    return (request is not None and not request.keep_alive and engine.response_ended
-            and engine.length_left == 0 and engine.unread_body == 0)
 
 
 class Held(Owned):
@@ -512,7 +502,7 @@ class EventLoop(Carrier[Held]):
         if self.owner.count(held):
             report(self.chan, handoff.Message(handoff.RECYCLE))
         if not keep:
-            self._close(held, fin=not _told_whole(held.http.engine))
+            self._close(held)
             return False
         held.to("served")
         return True
@@ -644,15 +634,12 @@ class EventLoop(Carrier[Held]):
         self.owner.gone(held, "park")
         hand_back(self.chan, held.msg, held.sock, held.unparsed())
 
-    def _close(self, held: Held, fin: bool = True) -> None:
+    def _close(self, held: Held) -> None:
         self._unwatch(held)
-        # The supervisor holds a copy of every connection a worker holds (for its 502), so close() alone
-        # would not end it: shutdown() sends the client its FIN now. Without ``fin`` (a client that has
-        # its whole response and was told the connection closes) the FIN goes when the supervisor
-        # closes its copy, at this turn's DONE: the client needs it to read nothing.
-        if fin:
-            with contextlib.suppress(OSError):
-                held.sock.shutdown(socket.SHUT_RDWR)
+        # The supervisor holds a copy of every connection a worker holds, so close() alone would not
+        # end it: shutdown() sends the client its FIN now.
+        with contextlib.suppress(OSError):
+            held.sock.shutdown(socket.SHUT_RDWR)
         held.sock.close()
         self.owner.gone(held, "close")
 

@@ -98,9 +98,10 @@ class Channels:
         self.parked_by(w, conn)
 
     def _on_done(self, w: WorkerProcess, msg: handoff.Message) -> None:
-        for conn_id in handoff.done_ids(msg):
+        ids = handoff.done_ids(msg)
+        for conn_id in ids:
             w.done_with(conn_id)
-            self.returned(w)
+        self.returned(w, len(ids))  # what follows for the pool and the listeners, once for them all
 
     def _on_failed(self, w: WorkerProcess, msg: handoff.Message) -> None:
         w.failure = handoff.failure_reason(msg)
@@ -122,10 +123,13 @@ class Channels:
             sup.switchboard.park(conn, sup.stopping)
         self.returned(w)
 
-    def returned(self, w: WorkerProcess) -> None:
-        """``w`` holds one connection fewer."""
+    def returned(self, w: WorkerProcess, count: int = 1) -> None:
+        """``w`` holds ``count`` connections fewer."""
         sup = self.sup
-        sup.switchboard.give(sup.dispatcher.returned(w.pid))
+        assignments = sup.dispatcher.returned(w.pid)
+        for _ in range(count - 1):
+            assignments += sup.dispatcher.returned(w.pid)
+        sup.switchboard.give(assignments)
         if not sup.dispatcher.is_available(w.pid):
             sup.check_stall(w, time.monotonic())  # paused: it may be moving again
         sup.stop.retire_drained()

@@ -61,8 +61,13 @@ class Channels:
                 sup.dispatcher.remove(w.pid)
                 return
             handler = self._handlers.get(msg.kind)
-            if handler is not None:
-                handler(w, msg)
+            if handler is None:  # a kind only the supervisor sends (CONN): the worker is not itself
+                if msg.fd >= 0:
+                    os.close(msg.fd)
+                log.error("worker %d sent a message only the supervisor sends (kind %d); killing it", w.pid, msg.kind)
+                w.signal(signal.SIGKILL)
+                return
+            handler(w, msg)
 
     def drain(self, w: WorkerProcess) -> None:
         """What a dead worker reported before it died (PARK and DONE): its channel read to its end."""

@@ -50,6 +50,9 @@ PATHSEND_PIECE = 256 * 1024  # bytes of a file read at a time for http.response.
 
 
 class HttpCycle:
+    __slots__ = ("answered", "body_done", "complete", "conn", "engine", "headers", "request", "scope", "started",
+                 "started_at", "status", "stopping")
+
     def __init__(self, conn: AsgiConnection, request: Request, scope: dict[str, Any], stopping: bool) -> None:
         self.conn = conn
         self.engine = conn.engine
@@ -82,7 +85,7 @@ class HttpCycle:
             return self._fail()
         if not self.complete:
             return False  # the app stopped in the middle of its body
-        if not (self.engine.keep_alive and not self.conn.gone and await self._drain()):
+        if not (self.engine.keep_alive and not self.conn.gone and (self._no_body_left() or await self._drain())):
             return False
         # A pipelined request waits until this response is out: a client that sends and never reads
         # holds one response in memory, not one per request (a close flushes within its own deadline).
@@ -176,6 +179,16 @@ class HttpCycle:
         body = bytes(body)
         more = bool(message.get("more_body", False))
         engine = self.engine
+        if not more and not self.started:
+            # The whole body at once, the common answer: the engine keeps its head but the Date.
+            self.started = self.complete = True
+            head, data = engine.whole_response(_status_line(self.status), self.headers, body, date=http_date(),
+                                               close=self.stopping)
+            self.conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
+            self.conn.write(head, data)
+            if not self.conn.writable:
+                await self.conn.drain()
+            return
         parts = []
         if not self.started:
             self.started = True
@@ -212,6 +225,12 @@ class HttpCycle:
         self.conn.write(self.engine.end_response())
         self.complete = True
         self.conn.wake()
+
+    def _no_body_left(self) -> bool:
+        """The request body is all read (most often: it had none), so nothing is left to drain."""
+        if not self.body_done and self.engine.body_done():
+            self.body_done = True
+        return self.body_done
 
     async def _drain(self) -> bool:
         """Read and drop what is left of the request body, if small; True if that worked."""

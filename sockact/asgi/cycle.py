@@ -251,7 +251,24 @@ _CHECKED: dict[tuple[Any, ...], tuple[int, list[tuple[str, str]]]] = {}
 _CHECKED_MAX = 256
 
 
+# The last start checked (status, headers, result): most often the next is equal, and one compare in C
+# costs less than building a key. Only the loop's thread checks starts.
+_LAST_START: list[Any] = [None, None, None]
+
+
 def _check_start(message: dict[str, Any]) -> tuple[int, list[tuple[str, str]]]:
+    status, headers = message.get("status"), message.get("headers", ())
+    last = _LAST_START
+    if type(status) is int and status == last[0] and headers == last[1]:
+        return last[2]  # type: ignore[no-any-return]
+    checked = _check_start_keyed(message)
+    if type(headers) is list:
+        # Kept as bytes, which no app can change in place: the next compare is with what was checked.
+        last[:] = status, [(bytes(name), bytes(value)) for name, value in headers], checked
+    return checked
+
+
+def _check_start_keyed(message: dict[str, Any]) -> tuple[int, list[tuple[str, str]]]:
     try:
         key = (message.get("status"), *map(tuple, message.get("headers", ())))
         hit = _CHECKED.get(key)

@@ -345,9 +345,12 @@ class AsgiRunner(Carrier[AsgiConnection]):
             with self.lock:
                 goes_on = self._after(conn, cycle, keep)
                 if goes_on and not eager:
-                    # A pipelined request may be buffered already; its task must not start in this one's
-                    # context (an app's context variables are its request's alone), nor a reader's handle.
-                    self._context.run(self._advance, conn)
+                    if conn.engine.idle and not (self.owner.retiring or self.owner.recycling):
+                        conn.resume_reading()  # the usual: nothing more came yet
+                    else:
+                        # A pipelined request may be buffered already; its task must not start in this
+                        # one's context (an app's context variables are its request's alone).
+                        self._context.run(self._advance, conn)
         return goes_on and eager
 
     def _free_call_line(self, conn: AsgiConnection) -> None:
@@ -378,8 +381,9 @@ class AsgiRunner(Carrier[AsgiConnection]):
         if self.tally is not None:
             self.tally.record(conn.msg.listener, cycle.request.method, cycle.status,
                               time.perf_counter() - cycle.started_at)
-        self._access(conn, cycle.request, cycle.status, cycle.started_at, cycle.headers or (),
-                     cycle.scope["client"])
+        if self.access is not None:
+            self._access(conn, cycle.request, cycle.status, cycle.started_at, cycle.headers or (),
+                         cycle.scope["client"])
         if not keep or conn.closed or conn.state is not CALL:
             self._close(conn)
             return False

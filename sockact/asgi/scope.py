@@ -23,9 +23,10 @@ from sockact.http.requests import split_host
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 _FORWARDED = frozenset(name.encode() for name in FIELDS)
 _WS_SCHEMES = {"http": "ws", "https": "wss"}
-# The last request's fields as the engine gave them, and lower-cased: a client sends the same
-# fields on each request of its connections, so most requests find theirs here.
-_LAST: list[Any] = [None, ()]
+# The last request's fields as the engine gave them, lower-cased, and whether a forwarded one is
+# among them: a client sends the same fields on each request of its connections, so most requests
+# find theirs here. Only the loop's thread builds scopes.
+_LAST: list[Any] = [None, (), False]
 
 
 def conn_scope(peer: tuple[Any, ...] | str | None, server: tuple[str, int] | None, root_path: str,
@@ -55,14 +56,15 @@ def request_scope(base: dict[str, Any], request: Request, websocket: bool = Fals
     scope["path"] = path
     scope["raw_path"] = raw
     scope["query_string"] = request.query
-    fields = request.headers
-    if fields == _LAST[0]:
-        headers = list(_LAST[1])
+    fields, last = request.headers, _LAST
+    if fields == last[0]:
+        headers, forwarded = list(last[1]), last[2]
     else:
         headers = [(name.lower(), value) for name, value in fields]
-        _LAST[:] = fields.copy(), tuple(headers)
+        forwarded = any(name in _FORWARDED for name, _ in headers)
+        last[:] = fields.copy(), tuple(headers), forwarded
     scope["headers"] = headers
-    if trust is not None and any(name in _FORWARDED for name, _ in headers):
+    if trust is not None and forwarded:
         origin = from_fields(collect(headers), trust)
         if origin is not None:
             _apply_origin(scope, origin, websocket)

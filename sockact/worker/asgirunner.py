@@ -111,7 +111,10 @@ class AsgiRunner(Carrier[AsgiConnection]):
         # free while the app runs; when the loop has not beaten for handback_after with requests in
         # hand, the monitor thread takes it and hands the waiting connections back.
         self.lock = threading.Lock()
-        self.batch = Batch(self.loop, self.lock)  # what is written in a turn of the loop goes out at its end
+        # What is written in a turn of the loop goes out at its end, where a call's first step runs in
+        # the turn that read its request (eager tasks): every read, then every send. Without eager
+        # tasks a call's first step comes after every read of its turn, so it writes at once.
+        self.batch = Batch(self.loop, self.lock) if _EAGER else None
         self.pid = os.getpid()
         self.receiver = handoff.Receiver(chan)
         # Every connection in the worker's books, their states and deadlines, retiring and max_requests.

@@ -182,7 +182,8 @@ class AsgiConnection(Owned):
 
     def wake(self) -> None:
         """Wake the tasks waiting for input, to look again at what they wait for."""
-        _wake(self._input)
+        if self._input:  # most often none: a response given whole, with no receive() waiting
+            _wake(self._input)
 
     def _wait(self, waiters: list[asyncio.Future[None]]) -> asyncio.Future[None]:
         future = self.loop.create_future()

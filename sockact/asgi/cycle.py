@@ -154,8 +154,9 @@ class HttpCycle:
         kind = message["type"]
         if self.answered:
             return  # sockact answered in the app's stead: the app's response goes nowhere
-        if self.client_left:
-            raise ClientDisconnected(f"conn {self.conn.msg.conn_id}: the client has gone")
+        conn = self.conn
+        if conn.gone or conn.eof:  # client_left, without a property's call on each send
+            raise ClientDisconnected(f"conn {conn.msg.conn_id}: the client has gone")
         if kind == "http.response.start":
             if self.headers is not None:
                 raise InvalidResponse("http.response.start sent twice")
@@ -184,10 +185,10 @@ class HttpCycle:
             self.started = self.complete = True
             head, data = engine.whole_response(_status_line(self.status), self.headers, body, date=http_date(),
                                                close=self.stopping)
-            self.conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
-            self.conn.write(head, data)
-            if not self.conn.writable:
-                await self.conn.drain()
+            conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
+            conn.write(head, data)
+            if not conn.writable:
+                await conn.drain()
             return
         parts = []
         if not self.started:

@@ -1,0 +1,44 @@
+"""`sockact check` says whether `sockact run` would start: a setting that run refuses, check refuses
+too, naming it, with a non-zero exit. A log file in a directory that does not exist yet is a warning
+in check (systemd makes LogsDirectory= when the service starts) and, in run, a bad setting, as README
+promises of every bad value: one line naming it, exit code 2, before any worker starts.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from conftest import SOCKACT, base_env
+
+
+def sockact(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*SOCKACT, *args], env=base_env(), capture_output=True, text=True, timeout=30,
+                          stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize(("option", "value", "named"), [
+    ("--bind", "127.0.0.1:99999", "--bind"),
+    ("--bind", "api=:x", "--bind"),
+    ("--metrics-listener", "nosuchlistener", "metrics_listener"),
+])
+def test_check_refuses_a_setting_that_run_refuses(option, value, named):
+    check = sockact("check", option, value, "testapps:echo")
+    assert check.returncode == 2, check.stdout[-300:]
+    (line,) = check.stderr.strip().splitlines()
+    assert line.startswith("sockact: error: ") and named in line, check.stderr
+    run = sockact("run", option, value, "testapps:echo")
+    assert run.returncode == 2 and named in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize("key", ["access_logfile", "error_logfile"])
+def test_a_log_file_whose_directory_is_missing_is_a_warning_in_check_and_an_error_in_run(key):
+    option = "--" + key.replace("_", "-")
+    path = "/nonexistent/dir/app.log"
+    check = sockact("check", option, path, "testapps:echo")
+    assert check.returncode == 0, check.stderr
+    assert f"sockact: warning: {key}: the directory /nonexistent/dir does not exist" in check.stderr, check.stderr
+    run = sockact("run", "--bind", "127.0.0.1:0", option, path, "testapps:echo")
+    assert run.returncode == 2, run.stderr
+    (line,) = run.stderr.strip().splitlines()
+    assert f"{key} {path}: No such file or directory" in line, run.stderr

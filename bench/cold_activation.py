@@ -9,7 +9,8 @@ running service is shown for scale.
 Both servers run in a booted container (tests/system/nspawn.py) under the container's
 /usr/bin/python3, behind socket units that differ only in their ExecStart: the same hardening,
 Type=notify, the same two workers, the same app (sockact's demo app). gunicorn is the one this
-script runs with (the test extra installs it); it is copied into the container.
+script runs with (the test extra installs it); it is copied into the container. Both are
+byte-compiled first, as a user's installation of either is.
 
 Needs root and systemd-nspawn, like the system tests. Run from the repository root:
 
@@ -37,6 +38,7 @@ from sysdeploy import install  # noqa: E402
 APP = "sockact.apps.demo:app"
 WORKERS = 2
 SITE = "/srv/bench/site"  # gunicorn's package, copied in
+INSTALLED = "/usr/lib/python3/dist-packages/sockact"  # where sysdeploy.install puts sockact
 
 
 def first_byte_latency(port: int, timeout: float = 30.0) -> float:
@@ -120,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         ports = {"sockact": free_port(), "gunicorn": free_port()}
         services = {"sockact": sockact_units(container, ports["sockact"]),
                     "gunicorn": gunicorn_units(container, ports["gunicorn"])}
+        # Byte-compiled, as the .deb's postinst (py3compile) and pip leave both: the hardened units
+        # make /usr and /srv read-only, so a server without .pyc files would compile itself at every start.
+        container.run(["python3", "-m", "compileall", "-q", INSTALLED, SITE])
         for service in services.values():
             allow_quick_restarts(container, service)
         container.systemctl("daemon-reload")

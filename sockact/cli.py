@@ -19,6 +19,7 @@ from sockact.errors import APP_LOAD_ERROR, EXIT_FAILURE, EXIT_OK, AppLoadError, 
 from sockact.hooks import Loaded, Server
 from sockact.hooks import load as load_hooks
 from sockact.logs.access import check_file
+from sockact.systemd.activation import describe_passed, parse_bind
 
 log = logging.getLogger("sockact")
 
@@ -161,7 +162,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for warning in config.warnings(cfg, os.environ, os.getcwd(), os.getpid()):
             print(f"sockact: warning: {warning}", file=sys.stderr)
         print("\n".join(config.describe(cfg)))
-        _print_passed_sockets()
+        if _print_passed_sockets() is None:
+            try:  # the names `run` would give its listeners: a mistyped metrics_listener shows here
+                cfg.check_names([parse_bind(spec)[0] for spec in cfg.bind])
+            except SockactError as exc:
+                _print_error(exc)
+                return exc.exit_code
         return check_apps(cfg)
 
     def reload_config() -> Config:
@@ -172,7 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(cfg, reload_config)
     except SockactError as exc:
-        log.error("%s", exc.explained())
+        if logging.getLogger("sockact").handlers:
+            log.error("%s", exc.explained())
+        else:  # the error log itself could not be set up
+            _print_error(exc)
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_OK
@@ -186,14 +195,13 @@ def _print_error(exc: SockactError) -> None:
         print(f"sockact: error: {line}", file=sys.stderr)
 
 
-def _print_passed_sockets() -> None:
-    """Under systemd, the sockets `run` would serve, in place of the bind addresses."""
-    from sockact.systemd.activation import describe_passed
-
+def _print_passed_sockets() -> list[str] | None:
+    """Under systemd, the sockets `run` would serve, in place of the bind addresses; None elsewhere."""
     passed = describe_passed(os.environ, os.getpid())
     if passed is not None:
         print("# sockets from systemd (LISTEN_FDS), served instead of 'bind':")
         print("\n".join(f"#   {line}" for line in passed))
+    return passed
 
 
 def convert_gunicorn(path: str) -> int:
@@ -322,6 +330,7 @@ def run(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
     from sockact.systemd.notify import Notifier
 
     setup_logging(cfg.log_level, cfg.log_target, os.environ, cfg.error_logfile)
+    check_file(cfg.access_logfile, create=True)  # here, not in each worker: one line, exit code 2
     for warning in config.warnings(cfg, os.environ, os.getcwd(), os.getpid()):
         log.warning("%s", warning)
     supervisor_title(os.environ, cfg.app)

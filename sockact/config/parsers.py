@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -136,11 +137,39 @@ def _strings(value: Any, split: str) -> list[str]:
     return value
 
 
+DEFAULT_LISTENER = "http"  # the name of a socket that systemd or --bind gives no name
+
+
+def bind_address(spec: str) -> tuple[str, int, str | tuple[str, int]]:
+    """'[NAME=]ADDR' as (name, family, address); ADDR is HOST:PORT, [V6]:PORT, :PORT or unix:PATH.
+
+    Raises ValueError saying what is wrong. Read when the settings are, so `sockact check` refuses
+    what `sockact run` could not bind.
+    """
+    name, sep, addr = spec.partition("=")
+    if not sep:
+        name, addr = DEFAULT_LISTENER, spec
+    if addr.startswith("unix:"):
+        path = addr[5:]
+        if not path:
+            raise ValueError(f"bind '{spec}': empty Unix socket path")
+        return name, socket.AF_UNIX, path
+    host, colon, port_s = addr.rpartition(":")
+    if not colon or not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
+        raise ValueError(f"bind '{spec}': expected HOST:PORT (a port from 0 to 65535), [IPV6]:PORT or unix:PATH")
+    if host.startswith("[") and host.endswith("]"):
+        return name, socket.AF_INET6, (host[1:-1], int(port_s))
+    return name, socket.AF_INET, (host or "0.0.0.0", int(port_s))
+
+
 def binds(value: Any) -> tuple[str, ...]:
     try:
-        return tuple(_strings(value, r"[,\s]+"))
+        specs = tuple(_strings(value, r"[,\s]+"))
     except ValueError:
         raise ValueError("expected a list of addresses like '127.0.0.1:8000' or 'unix:/run/app.sock'") from None
+    for spec in specs:
+        bind_address(spec)
+    return specs
 
 
 binds.__doc__ = "address list"

@@ -175,6 +175,12 @@ def warnings(cfg: Config, environ: Mapping[str, str], cwd: str, pid: int) -> lis
     if activated and "bind" in cfg.given:
         out.append("bind: ignored under socket activation (LISTEN_FDS is set): the sockets come from systemd; "
                    "the addresses belong in the .socket unit's ListenStream=")
+    for key in ("access_logfile", "error_logfile"):
+        path = getattr(cfg, key)
+        folder = os.path.dirname(os.path.join(cwd, path or "")) if path and path != "-" else cwd
+        if not os.path.isdir(folder):
+            out.append(f"{key}: the directory {folder} does not exist: 'sockact run' cannot open {path} unless it is "
+                       "made first (systemd makes the unit's LogsDirectory= when the service starts)")
     if cfg.config_file is None and os.path.isfile(os.path.join(cwd, "gunicorn.conf.py")):
         out.append("gunicorn.conf.py in the working directory is gunicorn's settings file, and sockact does not "
                    "read it: run 'sockact convert gunicorn.conf.py > sockact.toml', then pass -c sockact.toml")

@@ -8,11 +8,11 @@ here, so the supervisor side needs nothing of the WSGI server for it.
 from __future__ import annotations
 
 import time
-from email.utils import formatdate
+from wsgiref.handlers import format_date_time  # IMF-fixdate, lighter to import than email.utils
 
 from sockact.logs.access import PerSecond
 
-_date = PerSecond(lambda second: formatdate(second, usegmt=True))
+_date = PerSecond(format_date_time)
 
 
 def http_date() -> str:

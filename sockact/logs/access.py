@@ -280,21 +280,27 @@ def check_format(spec: Any) -> str:
 check_format.__doc__ = "format|json"
 
 
-def check_file(path: str | None) -> None:
-    """Raise ConfigError if ``access_logfile`` could not be written; creates nothing.
+def _open_logfile(path: str) -> int:
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
 
-    Run as the configuring user, which may not be the service's: it can only catch what is wrong
-    for everyone (a directory in its place, an existing file this user cannot append to).
+
+def check_file(path: str | None, *, create: bool = False) -> None:
+    """Raise ConfigError if ``access_logfile`` could not be written.
+
+    Without ``create`` (`sockact check`, run as the configuring user, which may not be the
+    service's), it creates nothing and only catches what is wrong for everyone: a directory in its
+    place, an existing file this user cannot append to. A missing directory is no error then:
+    systemd creates LogsDirectory= when the service starts. With ``create`` (the supervisor at start,
+    as the user its workers run as), the file is opened as the workers will open it, so a path they
+    cannot write is a settings error before any worker starts.
     """
     if not path or path == STDERR:
         return
     if os.path.isdir(path):
         raise ConfigError(f"access_logfile {path}: is a directory")
-    # A missing directory is no error here: systemd creates LogsDirectory= when the service starts,
-    # after `sockact check`. The workers open the file, and fail to boot with this message if they cannot.
-    if os.path.exists(path):
+    if create or os.path.exists(path):
         try:
-            os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC))
+            os.close(_open_logfile(path) if create else os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC))
         except OSError as exc:
             raise ConfigError(f"access_logfile {path}: {exc.strerror}") from None
 
@@ -334,7 +340,7 @@ class AccessLog:
 
     def _open(self) -> int:
         assert self.path is not None
-        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        return _open_logfile(self.path)
 
     def log(self, entry: Entry) -> None:
         """Buffer the line for ``entry``; write the buffer if it is due or full."""

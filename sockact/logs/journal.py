@@ -16,7 +16,6 @@ packaging/systemd/sockact.catalog.
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 import re
 import sys
@@ -272,8 +271,10 @@ def setup_logging(level: str, target: str, environ: Mapping[str, str], logfile: 
     if sendv:
         handler = JournalHandler(sendv)
     elif logfile and logfile != "-":
+        from logging.handlers import WatchedFileHandler  # here: logging to the journal never needs it
+
         try:
-            handler = logging.handlers.WatchedFileHandler(logfile)
+            handler = WatchedFileHandler(logfile)
         except OSError as exc:
             raise ConfigError(f"error_logfile {logfile}: {exc.strerror}") from None
         handler.setFormatter(logging.Formatter("%(asctime)s " + STDERR_FORMAT))
@@ -300,8 +301,9 @@ def reopen_files() -> None:
     """SIGUSR1: the error log file opened anew if rotation moved it away (between signals, each
     line checks that by itself)."""
     for handler in logging.getLogger(LOGGER_NAME).handlers:
-        if isinstance(handler, logging.handlers.WatchedFileHandler):
-            handler.reopenIfNeeded()
+        reopen = getattr(handler, "reopenIfNeeded", None)  # a WatchedFileHandler's
+        if reopen is not None:
+            reopen()
 
 
 class ErrorStream:

@@ -15,12 +15,13 @@ import stat
 from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 
+from sockact.config.parsers import DEFAULT_LISTENER, bind_address
 from sockact.errors import ListenerError
 from sockact.systemd.fdstore import listener_of
 
 SUPPORTED_FAMILIES = (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
 # systemd's default fd name when a socket unit sets no FileDescriptorName=
-DEFAULT_NAME = "http"
+DEFAULT_NAME = DEFAULT_LISTENER
 _ACTIVATION_VARS = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 
 
@@ -151,21 +152,11 @@ def _adopt(fd: int, name: str) -> Listener:
 
 
 def parse_bind(spec: str) -> tuple[str, int, str | tuple[str, int]]:
-    """Parse '[NAME=]ADDR' into (name, family, address). ADDR: HOST:PORT, [V6]:PORT, :PORT, unix:PATH."""
-    name, sep, addr = spec.partition("=")
-    if not sep:
-        name, addr = DEFAULT_NAME, spec
-    if addr.startswith("unix:"):
-        path = addr[5:]
-        if not path:
-            raise ListenerError(f"bind '{spec}': empty Unix socket path")
-        return name, socket.AF_UNIX, path
-    host, colon, port_s = addr.rpartition(":")
-    if not colon or not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
-        raise ListenerError(f"bind '{spec}': expected HOST:PORT, [IPV6]:PORT or unix:PATH")
-    if host.startswith("[") and host.endswith("]"):
-        return name, socket.AF_INET6, (host[1:-1], int(port_s))
-    return name, socket.AF_INET, (host or "0.0.0.0", int(port_s))
+    """Parse '[NAME=]ADDR' into (name, family, address), as the bind setting's parser does."""
+    try:
+        return bind_address(spec)
+    except ValueError as exc:
+        raise ListenerError(str(exc)) from None
 
 
 def bind_all(specs: Iterable[str], backlog: int) -> list[Listener]:

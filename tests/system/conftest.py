@@ -19,6 +19,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.system)
 
 
+@pytest.fixture(autouse=True)
+def journal_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The journal of a test's ``box`` after the test; pytest shows it only for a failed test.
+
+    The units are sockact's, and those a module names in its JOURNAL_UNITS.
+    """
+    yield
+    if "box" not in request.fixturenames:
+        return
+    box = request.getfixturevalue("box")
+    if box.leader is not None:
+        units = ("sockact*", *getattr(request.module, "JOURNAL_UNITS", ()))
+        flags = " ".join(f"-u '{unit}'" for unit in units)
+        print(box.run(f"journalctl -q --no-pager -n 60 {flags}", check=False).stdout)
+
+
 @pytest.fixture(scope="session")
 def container() -> Iterator[Container]:
     """A booted overlay of the host with sockact installed as the .deb would install it."""

@@ -38,6 +38,7 @@ README = REPO / "README.md"
 PAGE = REPO / "docs" / "asgi.md"
 SOURCE = "/opt/sockact-src"  # README's "sockact's source directory", inside
 PIP_SOCKET = "/run/chat.sock"
+JOURNAL_UNITS = ("chat*",)  # the page's own units, beside sockact's
 DEB_SOCKET = "/run/sockact/chat.sock"
 
 
@@ -62,14 +63,6 @@ def box(request: pytest.FixtureRequest) -> Iterator[Container]:
             booted.write(inside, content)
         booted.copy_in(REPO, SOURCE, ignore=(".git", ".venv", "dist", "build", "__pycache__", ".*_cache"))
         yield booted
-
-
-@pytest.fixture(autouse=True)
-def journal_on_failure(box: Container) -> Iterator[None]:
-    """The app's journal after each test; pytest shows it only for a failed test."""
-    yield
-    if box.leader is not None:
-        print(box.run("journalctl -q --no-pager -n 60 -u 'chat*' -u 'sockact*'", check=False).stdout)
 
 
 def _walk(box: Container, page: Path, heading: str, cwd: str = "/") -> None:

@@ -81,16 +81,6 @@ def box(request: pytest.FixtureRequest, debs: dict[str, Path]) -> Iterator[Conta
         yield booted
 
 
-@pytest.fixture(autouse=True)
-def journal_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Print sockact's journal after each test; pytest shows it only for a failed test."""
-    yield
-    if "box" in request.fixturenames:
-        box: Container = request.getfixturevalue("box")
-        if box.leader is not None:
-            print(box.run("journalctl -q --no-pager -n 60 -u 'sockact*'", check=False).stdout)
-
-
 def _deb(version: str) -> str:
     return f"{DEBS}/sockact_{version}_all.deb"
 

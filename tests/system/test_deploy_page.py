@@ -47,14 +47,6 @@ def box(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         yield booted
 
 
-@pytest.fixture(autouse=True)
-def journal_on_failure(box: Container) -> Iterator[None]:
-    """sockact's journal after each test; pytest shows it only for a failed test."""
-    yield
-    if box.leader is not None:
-        print(box.run("journalctl -q --no-pager -n 60 -u 'sockact*'", check=False).stdout)
-
-
 def _flask(method: str, path: str, body: str | None = None) -> tuple[int, Any]:
     """Status and JSON body (the text when it is not JSON) of one request to the Flask app."""
     conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)

@@ -128,15 +128,6 @@ def _image(suite: str, deb: Path) -> Image:
     return ensure_image(suite, deb)
 
 
-@pytest.fixture(autouse=True)
-def journal_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    if "box" in request.fixturenames:
-        box: Box = request.getfixturevalue("box")
-        if box.leader is not None:
-            print(box.run("journalctl -q --no-pager -n 60 -u 'sockact*'", check=False).stdout)
-
-
 def _configure(box: Box, *, drop_in: bool) -> None:
     box.write(CONFIG, f'app = "sockact_leak:app"\nworkers = 3\nthreads = 1\n'
                       f'worker_memory_limit = "{LIMIT_MB}M"\n')

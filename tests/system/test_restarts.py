@@ -38,12 +38,6 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
         yield booted
 
 
-@pytest.fixture(autouse=True)
-def journal_on_failure(box: Container) -> Iterator[None]:
-    yield
-    print(box.run("journalctl -q --no-pager -n 60 -u 'sockact*'", check=False).stdout)
-
-
 def _supervisor(text: str) -> str:
     return re.search(r"supervisor_pid: (\d+)", text).group(1)  # type: ignore[union-attr]
 

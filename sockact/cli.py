@@ -165,9 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _print_passed_sockets() is None:
             try:  # the names `run` would give its listeners: a mistyped metrics_listener shows here
                 cfg.check_names([parse_bind(spec)[0] for spec in cfg.bind])
-            except SockactError as exc:
-                _print_error(exc)
-                return exc.exit_code
+            except SockactError as exc:  # not an error: systemd may pass a socket of that name
+                print(f"sockact: warning: {exc}, as bound by 'bind'; a .socket unit's FileDescriptorName= "
+                      "may give that name under systemd", file=sys.stderr)
         return check_apps(cfg)
 
     def reload_config() -> Config:

@@ -11,8 +11,9 @@ import asyncio
 import contextvars
 import json
 import os
-import time
 from urllib.parse import parse_qs
+
+from testapps import pause
 
 
 def _json(obj: object) -> bytes:
@@ -145,11 +146,12 @@ async def in_a_task(scope, receive, send) -> None:
 
 async def blocking(scope, receive, send) -> None:
     """``?s=SECONDS`` of time.sleep() inside the async app: the loop is blocked meanwhile. With
-    ``started=PATH``, that file is created first, for a test to wait on."""
+    ``started=PATH``, that file is created first, for a test to wait on; with ``until=PATH``, the
+    call returns as soon as that file exists (testapps.pause)."""
     query = parse_qs(scope["query_string"].decode())
     if "started" in query:
         open(query["started"][0], "w").close()
-    time.sleep(float(query.get("s", ["0"])[0]))  # the point: a sync call in an async view
+    pause(query, float(query.get("s", ["0"])[0]))  # the point: a sync call in an async view
     await _respond(send, _json({"pid": os.getpid()}))
 
 

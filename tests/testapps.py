@@ -49,17 +49,23 @@ def _pid(environ, start_response):
     return _respond(start_response, json.dumps(info).encode())
 
 
-def _slow(environ, start_response):
-    query = parse_qs(environ["QUERY_STRING"])
-    seconds = float(query.get("s", ["1"])[0])
-    if "started" in query:  # a file to create once the request is in the app, for tests to wait on
-        Path(query["started"][0]).touch()
-    if "until" in query:  # return once this file exists (a test's release), or after s seconds at most
+def pause(query: dict[str, list[str]], seconds: float) -> None:
+    """Sleep ``seconds``; with ``until=PATH`` in ``query``, return as soon as that file exists (a
+    test's release), after ``seconds`` at most."""
+    if "until" in query:
         release, deadline = Path(query["until"][0]), time.monotonic() + seconds
         while not release.exists() and time.monotonic() < deadline:
             time.sleep(0.01)
     else:
         time.sleep(seconds)
+
+
+def _slow(environ, start_response):
+    query = parse_qs(environ["QUERY_STRING"])
+    seconds = float(query.get("s", ["1"])[0])
+    if "started" in query:  # a file to create once the request is in the app, for tests to wait on
+        Path(query["started"][0]).touch()
+    pause(query, seconds)
     return _respond(start_response, json.dumps({"pid": os.getpid(), "slept": seconds}).encode())
 
 

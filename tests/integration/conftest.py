@@ -60,6 +60,16 @@ def children(pid: int) -> list[int]:
         return []
 
 
+def asleep(pid: int) -> bool:
+    """Whether every thread of process ``pid`` sleeps, none running or waiting for a CPU: it has done
+    what it last woke up for."""
+    states = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(FileNotFoundError):
+            states.append(Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[0])
+    return bool(states) and all(state == "S" for state in states)
+
+
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -251,6 +261,12 @@ class Server:
             return wait_until(check, what, timeout)
         except AssertionError as exc:
             raise AssertionError(f"{exc}:\n{self.output()}") from None
+
+    def wait_parked(self, sock: socket.socket) -> None:
+        """Wait until no worker holds the client ``sock``'s connection: after a response, it is parked
+        (or its PARK is in the channel; the supervisor watches the connection once it has read it)."""
+        self.waiting(lambda: not any(held_by(worker, sock) for worker in self.workers()),
+                     "the connection to be parked in the supervisor")
 
     def get_json(self, path: str) -> dict:
         status, _, body = http_get(self.port, path, unix=self.unix)

@@ -153,16 +153,20 @@ def test_at_the_ceiling_a_stalled_worker_still_hands_its_other_connections_back(
         held.setdefault(json.loads(body)["pid"], []).append(client)
     shared = next(pid for pid, clients in held.items() if len(clients) == 3)
     a, b, c = held[shared]
-    # Both of its threads (the loop thread, and the one started beside it) in long calls: the ceiling.
-    slow = [threading.Thread(target=client.request, args=(f"/?s=2&started={tmp_path}/{name}",))
+    # Both of its threads (the loop thread, and the one started beside it) in calls that last until
+    # the test releases them: the ceiling.
+    release = tmp_path / "release"
+    slow = [threading.Thread(target=client.request, args=(f"/?s=30&until={release}&started={tmp_path}/{name}",))
             for client, name in ((a, "a"), (b, "b"))]
     for t in slow:
         t.start()
-    wait_until(lambda: (tmp_path / "a").exists() and (tmp_path / "b").exists(), "two calls in the worker")
-    started = time.monotonic()
-    status, _, body = c.request("/?s=0")
-    assert status == 200
-    assert json.loads(body)["pid"] != shared  # handed back, and served by the other worker
-    assert time.monotonic() - started < 1.0
-    for t in slow:
-        t.join(5)
+    try:
+        wait_until(lambda: (tmp_path / "a").exists() and (tmp_path / "b").exists(), "two calls in the worker")
+        status, _, body = c.request("/?s=0")
+        assert status == 200
+        assert json.loads(body)["pid"] != shared  # handed back, and served by the other worker
+        assert all(t.is_alive() for t in slow)  # while both calls still run
+    finally:
+        release.touch()
+        for t in slow:
+            t.join(10)

@@ -77,7 +77,8 @@ def test_an_untrusted_peer_cannot_forward(start_sockact):
 
 
 def test_the_health_path_is_answered_without_the_app_and_says_503_while_draining(start_sockact):
-    server = start_sockact("asgiapps:boom_before", "--health-path", "/-/health", "--drain-delay", "2", workers=2)
+    # The drain lasts long enough for every step below to come within it on a loaded machine
+    server = start_sockact("asgiapps:boom_before", "--health-path", "/-/health", "--drain-delay", "5", workers=2)
     keep = KeepAliveClient(server.port)
     try:
         status, headers, body = keep.request("/-/health")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 
 from conftest import http_get, parse_response, raw_exchange, server_has_read, wait_until
 
@@ -26,10 +25,10 @@ def test_a_slow_body_holds_no_app_thread_and_arrives_whole(start_sockact):
     server = start_sockact("testapps:echo", "--workers", "1", "--threads", "1", workers=1)
     with slow_upload(server.port) as sock:
         wait_until(lambda: server_has_read(sock), "the loop to read the head and half the body")
+        # Answered before the rest of the body comes (it comes after them): an app thread waiting in
+        # wsgi.input.read() would leave these unanswered until the client's timeout.
         for _ in range(5):
-            started = time.monotonic()
-            assert http_get(server.port, "/other", timeout=5)[0] == 200
-            assert time.monotonic() - started < 1.0
+            assert http_get(server.port, "/other", timeout=10)[0] == 200
         status, _, body = parse_response(raw_exchange(sock, b"abcdefghij"))
     assert status == 200 and json.loads(body)["body"] == "0123456789abcdefghij"
 

@@ -20,7 +20,6 @@ def sockact(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(("option", "value", "named"), [
     ("--bind", "127.0.0.1:99999", "--bind"),
     ("--bind", "api=:x", "--bind"),
-    ("--metrics-listener", "nosuchlistener", "metrics_listener"),
 ])
 def test_check_refuses_a_setting_that_run_refuses(option, value, named):
     check = sockact("check", option, value, "testapps:echo")
@@ -29,6 +28,16 @@ def test_check_refuses_a_setting_that_run_refuses(option, value, named):
     assert line.startswith("sockact: error: ") and named in line, check.stderr
     run = sockact("run", option, value, "testapps:echo")
     assert run.returncode == 2 and named in run.stderr, run.stderr
+
+
+def test_a_metrics_listener_no_bind_names_is_a_warning_in_check_and_an_error_in_run():
+    # Under systemd the name may be a .socket unit's FileDescriptorName=, which check cannot see.
+    check = sockact("check", "--metrics-listener", "nosuchlistener", "testapps:echo")
+    assert check.returncode == 0, check.stderr
+    assert "sockact: warning: metrics_listener: no listener is named 'nosuchlistener'" in check.stderr, check.stderr
+    assert "FileDescriptorName=" in check.stderr
+    run = sockact("run", "--metrics-listener", "nosuchlistener", "testapps:echo")
+    assert run.returncode == 2 and "metrics_listener" in run.stderr, run.stderr
 
 
 @pytest.mark.parametrize("key", ["access_logfile", "error_logfile"])

@@ -38,7 +38,9 @@ def test_a_partial_head_handed_back_under_a_stalling_load_gets_its_408_on_time(s
             thread.join(30)
     print(f"408 after {took:.2f}s (header_timeout {header_timeout}s)")
     assert answer.startswith(b"HTTP/1.1 408 "), answer
-    assert took <= header_timeout + 1, took
+    # Twice the timeout at most (2.62 s seen on a loaded machine): a deadline that each hand-back
+    # restarted would not fire while the load goes on, and the client would time out after 30 s.
+    assert took <= 2 * header_timeout, took
 
 
 def test_a_client_that_never_reads_is_dropped_after_send_timeout_and_the_worker_lives(start_sockact):

@@ -142,13 +142,17 @@ def test_without_prometheus_client_the_listener_says_what_to_install(start_socka
 
 def test_a_scrape_is_answered_while_every_worker_is_busy(start_sockact, tmp_path):
     server, api, metrics = start(start_sockact, workers=1, app="testapps:slow")
-    started = tmp_path / "started"
+    started, release = tmp_path / "started", tmp_path / "release"
     with socket.create_connection(("127.0.0.1", api), timeout=10) as slow:
-        slow.sendall(f"GET /?s=2&started={started} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
-        server.waiting(started.exists, "the slow request inside the app")
-        samples = scrape(metrics)  # the supervisor answers; the only worker is in the app
-        assert value(samples, "sockact_requests_in_flight") == 1
-        assert value(samples, "sockact_connections", state="worker") == 1
+        slow.sendall(f"GET /?s=30&until={release}&started={started} HTTP/1.1\r\nHost: t\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        try:
+            server.waiting(started.exists, "the slow request inside the app")
+            samples = scrape(metrics)  # the supervisor answers; the only worker is in the app until the release
+            assert value(samples, "sockact_requests_in_flight") == 1
+            assert value(samples, "sockact_connections", state="worker") == 1
+        finally:
+            release.touch()
 
 
 def test_metrics_on_a_unix_socket(start_sockact, tmp_path):

@@ -78,8 +78,11 @@ def test_at_its_fd_limit_the_supervisor_degrades_and_recovers(tmp_path):
             clients.append(s)
         answered = 0
         pending = set(clients)
-        deadline = time.monotonic() + 3
-        while pending and time.monotonic() < deadline:
+        # Until 150 are answered and the budget is said, with a bound for a loaded machine (one line
+        # about the budget per 10 s: the count below allows for two)
+        deadline = time.monotonic() + 15
+        while pending and time.monotonic() < deadline and (
+                answered < 150 or b"open-files limit allows" not in log.read_bytes()):
             for s in select.select(list(pending), [], [], 0.2)[0]:
                 pending.discard(s)
                 with contextlib.suppress(OSError):
@@ -88,7 +91,7 @@ def test_at_its_fd_limit_the_supervisor_degrades_and_recovers(tmp_path):
         assert answered >= 150  # those within the budget; the rest wait in the backlog
         for s in clients:
             s.close()
-        wait_until(lambda: http_get(port, "/", timeout=2)[0] == 200, "service after the clients left")
+        wait_until(lambda: http_get(port, "/")[0] == 200, "service after the clients left", timeout=30)
         text = log.read_text()
         assert 1 <= text.count("open-files limit allows") <= 2  # said, and once per interval, not per accept
         assert "sent a bad message" not in text and "killing it" not in text

@@ -124,7 +124,7 @@ def parked_and_handed_back(server, preface: bytes) -> list[dict]:
         client = KeepAliveClient.__new__(KeepAliveClient)
         client.sock, client.buf = sock, b""
         first = json.loads(client.request("/")[2])
-        time.sleep(0.5)  # ten times park_after: the idle connection goes back to the supervisor
+        server.wait_parked(sock)  # the idle connection goes back to the supervisor
         second = json.loads(client.request("/")[2])
         assert second["hops"] > first["hops"]  # it came back from the parking lot
         old = set(server.workers())
@@ -159,7 +159,8 @@ def _get(port: int, path: str, unix: str | None = None):
 
 
 def test_health_turns_503_during_drain_delay_then_the_server_stops(start_sockact):
-    server = start_sockact("testapps:whoami", "--health-path", "/-/health", "--drain-delay", "2", workers=2)
+    # The drain lasts long enough for every step below to come within it on a loaded machine
+    server = start_sockact("testapps:whoami", "--health-path", "/-/health", "--drain-delay", "5", workers=2)
     keep = KeepAliveClient(server.port)
     assert keep.request("/-/health")[0] == 200
     server.send(signal.SIGTERM)

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import fd_count, http_get, parse_response, raw_exchange, read_to_close, steady, wait_until
+from conftest import asleep, fd_count, http_get, parse_response, raw_exchange, read_to_close, steady, wait_until
 
 
 def test_requests_a_dead_worker_never_read_are_served_by_another(start_sockact):
@@ -104,8 +104,11 @@ def test_a_request_read_but_not_begun_gets_a_502_not_silence(start_sockact, tmp_
     wait_until(lambda: (tmp_path / "a").exists() and (tmp_path / "b").exists(), "both calls to start")
     waiting = socket.create_connection(("127.0.0.1", server.port), timeout=20)
     waiting.sendall(b"GET /slow?s=0 HTTP/1.1\r\nHost: test\r\n\r\n")
-    server.waiting(lambda: _server_rx_queue(server.port, waiting.getsockname()[1]) == 0,
-                   "the worker to read the third request")
+    # Read, and then queued: the worker names a waiting request on the scoreboard just after reading
+    # it, and asleep again, it has. (A kill between the read and that line closes the connection
+    # without a 502; the test waits past that moment.)
+    server.waiting(lambda: _server_rx_queue(server.port, waiting.getsockname()[1]) == 0 and asleep(victim),
+                   "the worker to read the third request and queue it")
     os.kill(victim, signal.SIGKILL)
     for sock in (*clients, waiting):
         with sock:

@@ -52,17 +52,18 @@ def _pid_of(client: KeepAliveClient) -> int:
 def test_a_slow_request_does_not_hold_up_the_other_connections_of_its_worker(start_sockact, tmp_path, app):
     server = start_sockact(app, "--workers", "2", "--park-after", "30", workers=2)
     a, c, shared, other = _two_on_one_worker(server.port)
-    inside = tmp_path / "inside"
-    slow = threading.Thread(target=a.request, args=(f"/?s=2&started={inside}",))
+    inside, release = tmp_path / "inside", tmp_path / "release"
+    slow = threading.Thread(target=a.request, args=(f"/?s=30&until={release}&started={inside}",))
     slow.start()
-    wait_until(inside.exists, "a's worker inside the 2 s call")
-    started = time.monotonic()
-    status, _, body = c.request("/?s=0")
-    elapsed = time.monotonic() - started
-    assert status == 200
-    assert json.loads(body)["pid"] == other != shared  # handed back, and served by the other worker
-    assert elapsed < 1.5
-    slow.join(5)
+    try:
+        wait_until(inside.exists, "a's worker inside the call")
+        status, _, body = c.request("/?s=0")
+        assert status == 200
+        assert json.loads(body)["pid"] == other != shared  # handed back, and served by the other worker
+        assert slow.is_alive()  # while a's call still runs
+    finally:
+        release.touch()
+        slow.join(10)
     for client in (a, c):  # both go on serving afterwards
         assert client.request("/?s=0")[0] == 200
         client.close()
@@ -92,18 +93,25 @@ def test_a_partial_head_is_handed_back_with_its_bytes_and_answered_once(start_so
     slow.join(5)
 
 
-def test_four_threads_run_four_slow_requests_at_once(start_sockact):
+def test_four_threads_run_four_slow_requests_at_once(start_sockact, tmp_path):
     server = start_sockact("testapps:slow", "--workers", "1", "--threads", "4", workers=1)
     results: list[int] = []
-    started = time.monotonic()
-    threads = [threading.Thread(target=lambda: results.append(http_get(server.port, "/?s=1")[0]))
-               for _ in range(4)]
+    release = tmp_path / "release"
+
+    def one(i: int) -> None:
+        results.append(http_get(server.port, f"/?s=30&until={release}&started={tmp_path / str(i)}", timeout=40)[0])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join(10)
+    try:
+        # Each call lasts until the release: one after the other, the second would never begin.
+        wait_until(lambda: all((tmp_path / str(i)).exists() for i in range(4)), "four calls in the app at once")
+    finally:
+        release.touch()
+        for t in threads:
+            t.join(10)
     assert results == [200] * 4
-    assert time.monotonic() - started < 3.5  # one after the other would take 4 s and more
 
 
 @SLOW_APPS

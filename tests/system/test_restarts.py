@@ -55,6 +55,11 @@ def _journal_since(box: Container, cursor: str) -> str:
     return box.run(["journalctl", "-u", SERVICE, "-o", "cat", "--no-pager", f"--after-cursor={cursor}"]).stdout
 
 
+def _journal_saying(box: Container, cursor: str, text: str) -> str:
+    """The journal since ``cursor`` once it holds ``text``: journald writes a little after the sender."""
+    return wait_for(lambda: text in (said := _journal_since(box, cursor)) and said, timeout=30, what=repr(text))
+
+
 def _cursor(box: Container) -> str:
     return box.run("journalctl -n 0 --show-cursor -q").stdout.strip().removeprefix("-- cursor: ")
 
@@ -71,9 +76,8 @@ def test_an_idle_keepalive_client_is_answered_on_the_same_connection_after_a_res
         again = client.get()  # the same connection, never reopened
         assert again.status == 200 and DEMO_PAGE in again.text, again
         assert _supervisor(again.text) == _main_pid(box) != old
-        said = _journal_since(box, cursor)
+        said = _journal_saying(box, cursor, "took back 1 keep-alive connections from systemd's fd store")
         assert "keep-alive connections left in systemd's fd store" in said, said
-        assert "took back 1 keep-alive connections from systemd's fd store" in said, said
         # taken back, they are removed from the store at once: sockact is their only holder
         assert _stored(box) == 0
     finally:
@@ -126,9 +130,8 @@ def test_a_client_that_goes_away_while_stored_is_dropped_or_closed_at_take_back(
         box.run(f"touch {GATE}")
         response = staying.get()
         assert response.status == 200 and DEMO_PAGE in response.text, response
-        said = _journal_since(box, cursor)
-        assert ("took back 1 keep-alive connections from systemd's fd store; closed 1 half-closed by their "
-                "clients") in said, said
+        _journal_saying(box, cursor, "took back 1 keep-alive connections from systemd's fd store; closed 1 "
+                        "half-closed by their clients")
         assert _stored(box) == 0
     finally:
         for client in (staying, resetting, leaving):

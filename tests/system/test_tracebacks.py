@@ -42,13 +42,20 @@ def test_a_failed_reload_names_the_file_and_line_and_the_old_workers_serve(socka
     status = sockact.show("StatusText")
     assert status.startswith("reload failed: the new code does not load") and WHERE in status, status
 
-    records = sockact.journal()
+    def reload_said(records: list[dict]) -> list[dict]:
+        return [r for r in records if str(r.get("MESSAGE", "")).startswith("sockact: reload failed: ")]
+
+    def tracebacks_in(records: list[dict]) -> list[dict]:
+        return [r for r in records if "cannot start" in str(r.get("MESSAGE", ""))]
+
+    # journald writes a little after the sender: wait for both kinds of entry
+    records = wait_for(lambda: (r := sockact.journal()) and reload_said(r) and tracebacks_in(r) and r, 30,
+                       what="the reload's line and the workers' tracebacks in the journal")
     # ExecReload=: `sockact reload` says why on stderr, which the journal keeps
-    said = [r for r in records if str(r.get("MESSAGE", "")).startswith("sockact: reload failed: ")]
-    assert said and WHERE in said[0]["MESSAGE"], messages(records)
+    said = reload_said(records)
+    assert WHERE in said[0]["MESSAGE"], messages(records)
     # each new worker's traceback: one entry at error priority
-    tracebacks = [r for r in records if "cannot start" in str(r.get("MESSAGE", ""))]
-    assert tracebacks, messages(records)
+    tracebacks = tracebacks_in(records)
     for entry in tracebacks:
         assert entry["PRIORITY"] == "3" and entry["_TRANSPORT"] == "journal"
         lines = entry["MESSAGE"].splitlines()
@@ -72,5 +79,6 @@ def test_check_and_a_failed_start_name_the_file_and_line(sockact: Deployment):
     sockact.start()
     sockact.get("/")  # activates the service: 503, then it stops
     wait_for(lambda: sockact.show("ActiveState") == "failed", 30, what="the service to fail")
-    halted = [r for r in sockact.journal() if "the app failed to load" in str(r.get("MESSAGE", ""))]
-    assert halted and halted[0]["PRIORITY"] == "3" and WHERE in halted[0]["MESSAGE"]
+    halted = wait_for(lambda: [r for r in sockact.journal() if "the app failed to load" in str(r.get("MESSAGE", ""))],
+                      30, what="the halt in the journal")
+    assert halted[0]["PRIORITY"] == "3" and WHERE in halted[0]["MESSAGE"]

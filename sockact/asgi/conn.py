@@ -46,7 +46,9 @@ class Batch:
     at once) before sending any answer is the order an asyncio protocol's tasks give, the Python
     floor's; on loopback it costs the kernel less than a send right after each read (measured: 10 to
     15% of a keep-alive request's CPU). Nothing waits past the turn, except behind an app that blocks
-    the loop: then the monitor sends it (runner.py)."""
+    the loop: then the monitor sends it (runner.py). Only with eager tasks (Python 3.12+), whose
+    first step runs in the reader's callback: without them a task's first step comes after every
+    read of its turn, and writing at once gives the same order for less."""
 
     __slots__ = ("_conns", "_lock", "_loop")
 
@@ -180,7 +182,8 @@ class AsgiConnection(Owned):
 
     def wake(self) -> None:
         """Wake the tasks waiting for input, to look again at what they wait for."""
-        _wake(self._input)
+        if self._input:  # most often none: a response given whole, with no receive() waiting
+            _wake(self._input)
 
     def _wait(self, waiters: list[asyncio.Future[None]]) -> asyncio.Future[None]:
         future = self.loop.create_future()

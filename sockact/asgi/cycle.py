@@ -50,6 +50,9 @@ PATHSEND_PIECE = 256 * 1024  # bytes of a file read at a time for http.response.
 
 
 class HttpCycle:
+    __slots__ = ("answered", "body_done", "complete", "conn", "engine", "headers", "request", "scope", "started",
+                 "started_at", "status", "stopping")
+
     def __init__(self, conn: AsgiConnection, request: Request, scope: dict[str, Any], stopping: bool) -> None:
         self.conn = conn
         self.engine = conn.engine
@@ -82,7 +85,7 @@ class HttpCycle:
             return self._fail()
         if not self.complete:
             return False  # the app stopped in the middle of its body
-        if not (self.engine.keep_alive and not self.conn.gone and await self._drain()):
+        if not (self.engine.keep_alive and not self.conn.gone and (self._no_body_left() or await self._drain())):
             return False
         # A pipelined request waits until this response is out: a client that sends and never reads
         # holds one response in memory, not one per request (a close flushes within its own deadline).
@@ -151,8 +154,9 @@ class HttpCycle:
         kind = message["type"]
         if self.answered:
             return  # sockact answered in the app's stead: the app's response goes nowhere
-        if self.client_left:
-            raise ClientDisconnected(f"conn {self.conn.msg.conn_id}: the client has gone")
+        conn = self.conn
+        if conn.gone or conn.eof:  # client_left, without a property's call on each send
+            raise ClientDisconnected(f"conn {conn.msg.conn_id}: the client has gone")
         if kind == "http.response.start":
             if self.headers is not None:
                 raise InvalidResponse("http.response.start sent twice")
@@ -176,6 +180,16 @@ class HttpCycle:
         body = bytes(body)
         more = bool(message.get("more_body", False))
         engine = self.engine
+        if not more and not self.started:
+            # The whole body at once, the common answer: the engine keeps its head but the Date.
+            self.started = self.complete = True
+            head, data = engine.whole_response(_status_line(self.status), self.headers, body, date=http_date(),
+                                               close=self.stopping)
+            conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
+            conn.write(head, data)
+            if not conn.writable:
+                await conn.drain()
+            return
         parts = []
         if not self.started:
             self.started = True
@@ -213,6 +227,12 @@ class HttpCycle:
         self.complete = True
         self.conn.wake()
 
+    def _no_body_left(self) -> bool:
+        """The request body is all read (most often: it had none), so nothing is left to drain."""
+        if not self.body_done and self.engine.body_done():
+            self.body_done = True
+        return self.body_done
+
     async def _drain(self) -> bool:
         """Read and drop what is left of the request body, if small; True if that worked."""
         dropped = 0
@@ -232,7 +252,24 @@ _CHECKED: dict[tuple[Any, ...], tuple[int, list[tuple[str, str]]]] = {}
 _CHECKED_MAX = 256
 
 
+# The last start checked (status, headers, result): most often the next is equal, and one compare in C
+# costs less than building a key. Only the loop's thread checks starts.
+_LAST_START: list[Any] = [None, None, None]
+
+
 def _check_start(message: dict[str, Any]) -> tuple[int, list[tuple[str, str]]]:
+    status, headers = message.get("status"), message.get("headers", ())
+    last = _LAST_START
+    if type(status) is int and status == last[0] and headers == last[1]:
+        return last[2]  # type: ignore[no-any-return]
+    checked = _check_start_keyed(message)
+    if type(headers) is list:
+        # Kept as bytes, which no app can change in place: the next compare is with what was checked.
+        last[:] = status, [(bytes(name), bytes(value)) for name, value in headers], checked
+    return checked
+
+
+def _check_start_keyed(message: dict[str, Any]) -> tuple[int, list[tuple[str, str]]]:
     try:
         key = (message.get("status"), *map(tuple, message.get("headers", ())))
         hit = _CHECKED.get(key)

@@ -23,39 +23,55 @@ from sockact.http.requests import split_host
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 _FORWARDED = frozenset(name.encode() for name in FIELDS)
 _WS_SCHEMES = {"http": "ws", "https": "wss"}
+# The last request's fields as the engine gave them, lower-cased, and whether a forwarded one is
+# among them: a client sends the same fields on each request of its connections, so most requests
+# find theirs here. Only the loop's thread builds scopes.
+_LAST: list[Any] = [None, (), False]
 
 
 def conn_scope(peer: tuple[Any, ...] | str | None, server: tuple[str, int] | None, root_path: str,
                state: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """The keys that are the same for every request on one connection."""
+    """The keys that are the same for every request on one connection, and an HTTP request's defaults
+    (``type`` and ``scheme``), so that a request's scope starts as a copy of it."""
     client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
-    return {"asgi": ASGI_VERSION, "client": client, "server": server, "root_path": root_path,
-            "state": state, "extensions": {"sockact": extra, "http.response.pathsend": {}}}
+    return {"type": "http", "asgi": ASGI_VERSION, "http_version": "1.1", "scheme": "http", "client": client,
+            "server": server, "root_path": root_path, "state": state,
+            "extensions": {"sockact": extra, "http.response.pathsend": {}}}
 
 
 def request_scope(base: dict[str, Any], request: Request, websocket: bool = False,
                   trust: Trust | None = None) -> dict[str, Any]:
     """The scope of one request (``websocket``: of the WebSocket it opens). ``trust`` is given when
     the connection's peer is a trusted proxy, whose forwarded fields then count."""
-    scope = dict(base)
+    scope = base.copy()
     raw = request.path or b"/"
-    path = unquote(raw.decode("latin-1"))
+    path = raw.decode("latin-1")
+    if "%" in path:
+        path = unquote(path)
     root = base["root_path"]
     if root and not (path.startswith(root) and path[len(root):len(root) + 1] in ("", "/")):
         scope["root_path"] = ""  # outside the mount: the app sees it unprefixed, as SCRIPT_NAME does
-    scope["state"] = dict(base["state"])  # each request gets its own shallow copy (ASGI lifespan spec)
-    scope["type"] = "websocket" if websocket else "http"
+    scope["state"] = base["state"].copy()  # each request gets its own shallow copy (ASGI lifespan spec)
     scope["http_version"] = request.version
-    scope["scheme"] = "ws" if websocket else "http"
     scope["path"] = path
     scope["raw_path"] = raw
     scope["query_string"] = request.query
-    scope["headers"] = headers = [(name.lower(), value) for name, value in request.headers]
-    if trust is not None and any(name in _FORWARDED for name, _ in headers):
+    fields, last = request.headers, _LAST
+    if fields == last[0]:
+        headers, forwarded = list(last[1]), last[2]
+    else:
+        headers = [(name.lower(), value) for name, value in fields]
+        forwarded = any(name in _FORWARDED for name, _ in headers)
+        last[:] = fields.copy(), tuple(headers), forwarded
+    scope["headers"] = headers
+    if trust is not None and forwarded:
         origin = from_fields(collect(headers), trust)
         if origin is not None:
             _apply_origin(scope, origin, websocket)
     if websocket:
+        scope["type"] = "websocket"
+        if scope["scheme"] == "http":  # a trusted proxy's scheme is set already
+            scope["scheme"] = "ws"
         scope["subprotocols"] = [p.strip().decode("latin-1") for name, value in request.headers
                                  if name == b"SEC-WEBSOCKET-PROTOCOL" for p in value.split(b",") if p.strip()]
     else:

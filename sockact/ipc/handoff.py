@@ -4,10 +4,14 @@ Each datagram is one message: a fixed binary header, then the peer's raw address
 then the PROXY protocol client if one was read (its raw address and port), then
 optional bytes already read from the connection. A connection's fd rides along
 as SCM_RIGHTS. SEQPACKET keeps message boundaries, so no framing is needed, and an
-empty read means the other end has gone (EOF).
+empty read means the other end has gone (EOF). CONNS, the one exception, carries
+several CONN messages (each with its length before it) and their fds in the same
+order: the connections that wait for one worker in one turn of the supervisor's
+loop cost it one send, and the worker one receive.
 
 Messages:
     CONN   supervisor -> worker, with fd: serve this connection
+    CONNS  supervisor -> worker, with 2 to MAX_BATCH fds: serve these connections (CONNs, in order)
     PARK   worker -> supervisor, with fd: response done, connection idle at a request boundary
     DONE   worker -> supervisor: the worker closed the connection; the connections a worker closed
            in one turn of its loop travel in one DONE, the first in the header, the rest as data
@@ -27,14 +31,15 @@ import contextlib
 import select
 import socket
 import struct
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sockact.errors import HandoffError
 from sockact.http.proxyprotocol import Header
 
-CONN, PARK, DONE, READY, RECYCLE, FAILED = 1, 2, 3, 4, 5, 6
-_KINDS = frozenset((CONN, PARK, DONE, READY, RECYCLE, FAILED))
+CONN, PARK, DONE, READY, RECYCLE, FAILED, CONNS = 1, 2, 3, 4, 5, 6, 7
+_KINDS = frozenset((CONN, PARK, DONE, READY, RECYCLE, FAILED))  # of one message; CONNS holds CONNs
 
 # kind, address family, listener index, connection id, dispatch count, peer port, PROXY header's client
 # family, when the request head in the data started to arrive (0.0: no head begun)
@@ -50,7 +55,12 @@ _FD_SIZE = array.array("i").itemsize
 MAX_DATA = 65536
 # Room for the header, an IPv6 address and a full read buffer of pending bytes.
 MAX_MESSAGE = _HEADER.size + 16 + 18 + MAX_DATA
-_ANC_SPACE = socket.CMSG_SPACE(_FD_SIZE)
+# Connections (and fds) in one CONNS at most: a bound on the receiver's control buffer, and a batch
+# small enough that the first worker to read it does not take a whole burst from the others.
+MAX_BATCH = 16
+_BATCH = struct.Struct("!BB")  # CONNS, how many
+_LENGTH = struct.Struct("!I")  # before each CONN in a CONNS: its length
+_ANC_SPACE = socket.CMSG_SPACE(_FD_SIZE * MAX_BATCH)
 _ID = 8  # bytes of a connection id in a DONE's data
 MAX_DONE = 4096  # connection ids in one DONE message, well within MAX_MESSAGE
 MAX_REASON = 4096  # bytes of a FAILED's reason: a line for a status and a reload's outcome, not a dump
@@ -142,21 +152,79 @@ def decode(buf: bytes | memoryview, fd: int = -1) -> Message:
     return Message(kind, conn_id, listener, family, peer, hops, data, fd, proxy, head_started)
 
 
+def encode_conns(msgs: Sequence[Message]) -> tuple[bytes, int]:
+    """The datagram for the first of ``msgs`` (CONNs) that fit in one: a CONN for one alone, else a
+    CONNS of up to MAX_BATCH within MAX_MESSAGE; and how many it carries, their fds in that order."""
+    first = encode(msgs[0])
+    if len(msgs) == 1:
+        return first, 1
+    records = [_LENGTH.pack(len(first)), first]
+    size = _BATCH.size + _LENGTH.size + len(first)
+    for msg in msgs[1:MAX_BATCH]:
+        record = encode(msg)
+        size += _LENGTH.size + len(record)
+        if size > MAX_MESSAGE:
+            break
+        records += (_LENGTH.pack(len(record)), record)
+    count = len(records) // 2
+    if count == 1:
+        return first, 1
+    return _BATCH.pack(CONNS, count) + b"".join(records), count
+
+
+def decode_conns(buf: bytes | memoryview, fds: Sequence[int]) -> list[Message]:
+    """The CONNs of a CONNS datagram, each with its fd. Raises HandoffError when it is cut, or its
+    fds and its connections disagree in number; the caller then closes ``fds``."""
+    if len(buf) < _BATCH.size:
+        raise HandoffError(f"short CONNS ({len(buf)} bytes)")
+    kind, count = _BATCH.unpack_from(buf)
+    if kind != CONNS or not 2 <= count <= MAX_BATCH:
+        raise HandoffError(f"bad CONNS: kind {kind}, {count} connections")
+    if count != len(fds):
+        raise HandoffError(f"a CONNS of {count} connections arrived with {len(fds)} fds")
+    msgs, at = [], _BATCH.size
+    for fd in fds:
+        if at + _LENGTH.size > len(buf):
+            raise HandoffError("CONNS cut short")
+        (length,) = _LENGTH.unpack_from(buf, at)
+        at += _LENGTH.size
+        if at + length > len(buf):
+            raise HandoffError("CONNS cut short")
+        msg = decode(buf[at:at + length], fd)
+        if msg.kind != CONN:
+            raise HandoffError(f"a CONNS holds a message of kind {msg.kind}")
+        msgs.append(msg)
+        at += length
+    if at != len(buf):
+        raise HandoffError(f"{len(buf) - at} bytes after the last connection of a CONNS")
+    return msgs
+
+
 def channel_pair() -> tuple[socket.socket, socket.socket]:
     """(supervisor end, worker end). Both close-on-exec, so an app's subprocesses never hold them."""
     return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
 
 class FdsLost(HandoffError):
-    """A message arrived whole, but its fd did not (MSG_CTRUNC: no fd slot free in the receiver).
+    """A message arrived whole, but its fds did not (MSG_CTRUNC: no fd slot free in the receiver).
 
-    Not the sender's fault: the receiver ran out of descriptors. ``message`` says which
-    connection was lost, so the books can be kept straight.
+    Not the sender's fault: the receiver ran out of descriptors. ``messages`` say which
+    connections were lost (every one of a CONNS: which fd is whose cannot be told), so the books
+    can be kept straight.
     """
 
-    def __init__(self, message: Message) -> None:
-        super().__init__(f"control message truncated (MSG_CTRUNC): connection {message.conn_id} lost its fd")
-        self.message = message
+    def __init__(self, messages: list[Message]) -> None:
+        ids = ", ".join(str(msg.conn_id) for msg in messages)
+        super().__init__(f"control message truncated (MSG_CTRUNC): connections {ids} lost their fds")
+        self.messages = messages
+
+
+def send_conns(chan: socket.socket, msgs: Sequence[Message]) -> int:
+    """Send the first of ``msgs`` (CONNs with their fds) that fit in one datagram (encode_conns); how
+    many went. The caller still owns its copies of the fds. BlockingIOError when the channel is full."""
+    payload, count = encode_conns(msgs)
+    socket.send_fds(chan, [payload], [msg.fd for msg in msgs[:count]])
+    return count
 
 
 def send(chan: socket.socket, msg: Message, wait: float = 0.0) -> None:
@@ -179,11 +247,12 @@ def send(chan: socket.socket, msg: Message, wait: float = 0.0) -> None:
 
 
 class Receiver:
-    """Reads messages from one channel into a reused buffer.
+    """Reads messages from one channel into a reused buffer; a CONNS comes out as its CONNs, one by one.
 
-    ``count``, when set, is told how many messages have arrived so far, each time one does, before
-    anything is done with it: a worker publishes that on the scoreboard, so that if it dies, the
-    supervisor knows which of the connections it sent never arrived (and can go elsewhere whole).
+    ``count``, when set, is told how many messages have arrived so far (a CONNS counts its CONNs), each
+    time a datagram does, before anything is done with it: a worker publishes that on the scoreboard,
+    so that if it dies, the supervisor knows which of the connections it sent never arrived (and can
+    go elsewhere whole).
     """
 
     def __init__(self, chan: socket.socket) -> None:
@@ -192,12 +261,22 @@ class Receiver:
         self._view = memoryview(self._buf)
         self.received = 0
         self.count: Callable[[int], None] | None = None
+        self._pending: deque[Message] = deque()  # the rest of a CONNS, not yet taken
+
+    @property
+    def pending(self) -> bool:
+        """Whether messages already received wait here (read them before waiting on the channel)."""
+        return bool(self._pending)
 
     def recv(self) -> Message | None:
         """The next message; None at EOF. BlockingIOError propagates on a non-blocking channel."""
-        nbytes, ancdata, flags, _ = self.chan.recvmsg_into([self._view], _ANC_SPACE)
+        if self._pending:
+            return self._pending.popleft()
+        view = self._view
+        nbytes, ancdata, flags, _ = self.chan.recvmsg_into([view], _ANC_SPACE)
+        batch = nbytes >= _BATCH.size and view[0] == CONNS
         if nbytes:
-            self.received += 1
+            self.received += view[1] if batch else 1
             if self.count is not None:
                 self.count(self.received)
         fds = _fds_from(ancdata)
@@ -207,20 +286,24 @@ class Receiver:
             _close_all(fds)
             if flags & socket.MSG_TRUNC:
                 raise HandoffError("message truncated (MSG_TRUNC)")
-            raise FdsLost(decode(self._view[:nbytes]))
+            lost = view[:nbytes]
+            if batch:
+                raise FdsLost(decode_conns(lost, [-1] * view[1]))
+            raise FdsLost([decode(lost)])
         if nbytes == 0 and not fds:
             return None
-        if len(fds) > 1:
-            _close_all(fds)
-            raise HandoffError(f"expected at most one fd, got {len(fds)}")
         try:
-            msg = decode(self._view[:nbytes], fds[0] if fds else -1)
+            if batch:
+                self._pending.extend(decode_conns(view[:nbytes], fds))
+                return self._pending.popleft()
+            if len(fds) > 1:
+                raise HandoffError(f"expected at most one fd, got {len(fds)}")
+            msg = decode(view[:nbytes], fds[0] if fds else -1)
+            if (msg.kind in (CONN, PARK)) != (msg.fd >= 0):
+                raise HandoffError(f"message kind {msg.kind} arrived with {len(fds)} fds")
         except HandoffError:
             _close_all(fds)
             raise
-        if (msg.kind in (CONN, PARK)) != (msg.fd >= 0):
-            _close_all(fds)
-            raise HandoffError(f"message kind {msg.kind} arrived with {len(fds)} fds")
         return msg
 
 

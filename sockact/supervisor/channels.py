@@ -61,8 +61,13 @@ class Channels:
                 sup.dispatcher.remove(w.pid)
                 return
             handler = self._handlers.get(msg.kind)
-            if handler is not None:
-                handler(w, msg)
+            if handler is None:  # a kind only the supervisor sends (CONN): the worker is not itself
+                if msg.fd >= 0:
+                    os.close(msg.fd)
+                log.error("worker %d sent a message only the supervisor sends (kind %d); killing it", w.pid, msg.kind)
+                w.signal(signal.SIGKILL)
+                return
+            handler(w, msg)
 
     def drain(self, w: WorkerProcess) -> None:
         """What a dead worker reported before it died (PARK and DONE): its channel read to its end."""
@@ -71,15 +76,16 @@ class Channels:
     def _lost(self, w: WorkerProcess, exc: handoff.FdsLost) -> None:
         # Out of fds here: the copy in flight is lost, but the worker did nothing wrong, and
         # our own copy of the connection carries on in its place.
-        kept = w.holding.pop(exc.message.conn_id, None)
-        if kept is not None and exc.message.kind == handoff.PARK:
-            kept.data, kept.head_started = exc.message.data, exc.message.head_started
-            self.parked_by(w, kept)
-            return
-        if kept is not None:
-            os.close(kept.fd)
-        self.sup.acceptor.out_of_fds(f"a connection from worker {w.pid} was dropped ({exc})")
-        self.returned(w)
+        for lost in exc.messages:  # one: a worker sends one fd a message (PARK)
+            kept = w.release(lost.conn_id)
+            if kept is not None and lost.kind == handoff.PARK:
+                kept.data, kept.head_started = lost.data, lost.head_started
+                self.parked_by(w, kept)
+                continue
+            if kept is not None:
+                os.close(kept.fd)
+            self.sup.acceptor.out_of_fds(f"a connection from worker {w.pid} was dropped ({exc})")
+            self.returned(w)
 
     def _on_ready(self, w: WorkerProcess, msg: handoff.Message) -> None:
         sup = self.sup
@@ -97,9 +103,10 @@ class Channels:
         self.parked_by(w, conn)
 
     def _on_done(self, w: WorkerProcess, msg: handoff.Message) -> None:
-        for conn_id in handoff.done_ids(msg):
+        ids = handoff.done_ids(msg)
+        for conn_id in ids:
             w.done_with(conn_id)
-            self.returned(w)
+        self.returned(w, len(ids))  # what follows for the pool and the listeners, once for them all
 
     def _on_failed(self, w: WorkerProcess, msg: handoff.Message) -> None:
         w.failure = handoff.failure_reason(msg)
@@ -121,10 +128,13 @@ class Channels:
             sup.switchboard.park(conn, sup.stopping)
         self.returned(w)
 
-    def returned(self, w: WorkerProcess) -> None:
-        """``w`` holds one connection fewer."""
+    def returned(self, w: WorkerProcess, count: int = 1) -> None:
+        """``w`` holds ``count`` connections fewer."""
         sup = self.sup
-        sup.switchboard.give(sup.dispatcher.returned(w.pid))
+        assignments = sup.dispatcher.returned(w.pid)
+        for _ in range(count - 1):
+            assignments += sup.dispatcher.returned(w.pid)
+        sup.switchboard.give(assignments)
         if not sup.dispatcher.is_available(w.pid):
             sup.check_stall(w, time.monotonic())  # paused: it may be moving again
         sup.stop.retire_drained()

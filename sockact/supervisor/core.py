@@ -154,9 +154,14 @@ class Supervisor:
         wait = self._next_tick - now
         if self.dispatcher.held or self.dispatcher.queued:
             wait = min(wait, self._next_stall_check - now)
-        for key, _ in self.selector.select(max(0.0, wait)):
-            handler, arg = key.data
-            handler(arg)
+        switchboard = self.switchboard
+        switchboard.defer()  # what this turn gives each worker goes in as few messages as it can
+        try:
+            for key, _ in self.selector.select(max(0.0, wait)):
+                handler, arg = key.data
+                handler(arg)
+        finally:
+            switchboard.send_deferred()
         now = time.monotonic()
         if now >= self._next_stall_check:
             self._check_stalls(now)

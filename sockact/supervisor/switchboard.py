@@ -44,6 +44,22 @@ class Switchboard:
         self.acceptor = Acceptor(listeners, self.route, register, unregister)
         # By listener: header_timeout, and whether a PROXY header comes first (the supervisor's settings).
         self.head_limits: list[tuple[float, bool]] = [(0.0, False)] * len(listeners)
+        # Between defer() and send_deferred() (one turn of the supervisor's loop), hand-offs wait in
+        # their worker's outbox, so that the connections one worker gets in a turn go in one message.
+        self._deferring = False
+        self._deferred: list[WorkerProcess] = []
+
+    def defer(self) -> None:
+        """Hold hand-offs in the workers' outboxes until send_deferred()."""
+        self._deferring = True
+
+    def send_deferred(self) -> None:
+        """Send what the hand-offs since defer() left in the outboxes, a batch per message."""
+        self._deferring = False
+        deferred, self._deferred = self._deferred, []
+        for w in deferred:
+            if w.outbox:  # not taken meanwhile (a retired or dead worker's goes elsewhere)
+                self._send_outbox(w)
 
     def update_accepting(self, stopping: bool) -> None:
         held = len(self.parked) + self.dispatcher.queued + self.dispatcher.held
@@ -90,12 +106,23 @@ class Switchboard:
 
     def _hand_off(self, pid: int, conn: Conn) -> None:
         w = self.workers[pid]
+        if self._deferring:
+            if not w.outbox:
+                self._deferred.append(w)
+            w.outbox.append(conn)
+            return
         try:
             if not w.give(conn) and len(w.outbox) == 1:
                 self._watch_channel(w, True)  # behind on reading: send the rest when it has room
         except OSError as exc:
-            self.dispatcher.returned(pid)
-            self._channel_broken(w, exc, conn)
+            self._channel_broken(w, exc)
+
+    def _send_outbox(self, w: WorkerProcess) -> None:
+        try:
+            if not w.flush():
+                self._watch_channel(w, True)  # behind on reading: send the rest when it has room
+        except OSError as exc:
+            self._channel_broken(w, exc)
 
     def flush_outbox(self, w: WorkerProcess) -> None:
         try:
@@ -104,11 +131,11 @@ class Switchboard:
         except OSError as exc:
             self._channel_broken(w, exc)
 
-    def _channel_broken(self, w: WorkerProcess, exc: OSError, *conns: Conn) -> None:
+    def _channel_broken(self, w: WorkerProcess, exc: OSError) -> None:
         log.warning("cannot hand connections to worker %d (%s); killing it, trying others", w.pid, exc)
         self.dispatcher.remove(w.pid)
         w.signal(signal.SIGKILL)
-        for conn in (*conns, *self.take_outbox(w)):
+        for conn in self.take_outbox(w):
             self.route(conn)
 
     def take_outbox(self, w: WorkerProcess) -> list[Conn]:

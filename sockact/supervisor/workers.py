@@ -10,6 +10,7 @@ the supervisor's code.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import signal
@@ -44,7 +45,7 @@ class WorkerProcess:
     # before answering, the supervisor still can (502/504). Closed when the worker hands the
     # connection back (PARK) or reports it closed (DONE).
     holding: dict[int, Conn] = field(init=False, default_factory=dict)
-    sent: int = 0  # messages sent on the channel, all of them CONNs
+    sent: int = 0  # connections sent on the channel (CONNs, or each in a CONNS)
     _order: dict[int, int] = field(init=False, default_factory=dict)  # each held connection's number among them
 
     def __post_init__(self) -> None:
@@ -70,19 +71,22 @@ class WorkerProcess:
 
         Once sent, the worker serves it; our copy of the fd stays in ``holding`` until the worker
         is done with it. Raises OSError when the channel is broken (the worker is gone): ``conn``
-        is then still the caller's.
+        then waits in the outbox with the others, still the supervisor's (take_outbox).
         """
-        if not self.outbox and self._send(conn):
-            return True
+        waiting = bool(self.outbox)
         self.outbox.append(conn)
-        return False
+        return not waiting and self.flush()
 
     def flush(self) -> bool:
-        """Send what waits in the outbox, in order; True once it is empty. Raises OSError like give()."""
-        while self.outbox:
-            if not self._send(self.outbox[0]):
+        """Send what waits in the outbox, in order, up to handoff.MAX_BATCH in one message; True once it
+        is empty. Raises OSError like give()."""
+        outbox = self.outbox
+        while outbox:
+            sent = self._send(list(itertools.islice(outbox, handoff.MAX_BATCH)))
+            if not sent:
                 return False
-            self.outbox.popleft()
+            for _ in range(sent):
+                outbox.popleft()
         return True
 
     def take_outbox(self) -> list[Conn]:
@@ -90,29 +94,39 @@ class WorkerProcess:
         self.outbox.clear()
         return conns
 
-    def _send(self, conn: Conn) -> bool:
-        msg = handoff.Message(handoff.CONN, conn.id, conn.listener, conn.family, conn.peer, conn.hops + 1,
-                              data=conn.data, fd=conn.fd, proxy=conn.proxy, head_started=conn.head_started)
+    def _send(self, conns: list[Conn]) -> int:
+        """Send the first of ``conns`` that fit in one message; how many went (0: the channel is full)."""
+        msgs = [handoff.Message(handoff.CONN, conn.id, conn.listener, conn.family, conn.peer, conn.hops + 1,
+                                data=conn.data, fd=conn.fd, proxy=conn.proxy, head_started=conn.head_started)
+                for conn in conns]
         try:
-            handoff.send(self.chan, msg)
+            count = handoff.send_conns(self.chan, msgs)
         except BlockingIOError:
-            return False
-        conn.hops += 1
-        self.sent += 1
-        self.holding[conn.id] = conn
-        self._order[conn.id] = self.sent
-        if self.on_sent is not None:
-            self.on_sent(conn)
-        return True
+            return 0
+        # Numbered one by one, as the worker counts them (a CONNS counts its CONNs): the books of
+        # what never arrived (take_holding) stay exact per connection.
+        for conn in conns[:count]:
+            conn.hops += 1
+            self.sent += 1
+            self.holding[conn.id] = conn
+            self._order[conn.id] = self.sent
+            if self.on_sent is not None:
+                self.on_sent(conn)
+        return count
 
     def done_with(self, conn_id: int) -> Conn | None:
         """The worker handed the connection back or closed it: close our copy, and return it (None:
         we held none)."""
-        conn = self.holding.pop(conn_id, None)
-        self._order.pop(conn_id, None)
+        conn = self.release(conn_id)
         if conn is not None:
             os.close(conn.fd)
         return conn
+
+    def release(self, conn_id: int) -> Conn | None:
+        """The worker no longer holds the connection: our copy, out of the books and still open (None:
+        we held none)."""
+        self._order.pop(conn_id, None)
+        return self.holding.pop(conn_id, None)
 
     def take_holding(self, received: int) -> tuple[list[Conn], set[int]]:
         """The connections the worker held when it died, and which of them never reached it, by id:

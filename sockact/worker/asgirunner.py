@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import socket
@@ -110,7 +111,10 @@ class AsgiRunner(Carrier[AsgiConnection]):
         # free while the app runs; when the loop has not beaten for handback_after with requests in
         # hand, the monitor thread takes it and hands the waiting connections back.
         self.lock = threading.Lock()
-        self.batch = Batch(self.loop, self.lock)  # what is written in a turn of the loop goes out at its end
+        # What is written in a turn of the loop goes out at its end, where a call's first step runs in
+        # the turn that read its request (eager tasks): every read, then every send. Without eager
+        # tasks a call's first step comes after every read of its turn, so it writes at once.
+        self.batch = Batch(self.loop, self.lock) if _EAGER else None
         self.pid = os.getpid()
         self.receiver = handoff.Receiver(chan)
         # Every connection in the worker's books, their states and deadlines, retiring and max_requests.
@@ -124,6 +128,8 @@ class AsgiRunner(Carrier[AsgiConnection]):
         self.handback_after = handback_after
         self.last_beat = time.monotonic()
         self.handing_back = False
+        self._eager = False  # an eager task's first step runs now, inside _call
+        self._context = contextvars.copy_context()  # the loop's own, outside every call's task
         self._handed_back: list[AsgiConnection] = []  # handed back by the monitor; the loop closes its copies
         self._stop_monitor = threading.Event()
 
@@ -287,7 +293,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
 
     def _start_http(self, conn: AsgiConnection, request: Request) -> bool:
         """Begin the app's call for ``request``, at once. True when the call is over already and the
-        connection may go on to its next request; otherwise its task goes on, and ends in _after."""
+        connection may go on to its next request; otherwise its task goes on, and ends in _run."""
         conn.push()  # a pipelined request's: the response before it goes first, so at most one waits in memory
         scope = request_scope(conn.scope, request, trust=conn.trust)
         cycle = HttpCycle(conn, request, scope, self.stopping or self.draining)
@@ -301,39 +307,54 @@ class AsgiRunner(Carrier[AsgiConnection]):
                 # The last response (pipelining) is still going out: a 502 now would land inside it.
                 conn.call_line.responded()
                 conn.answering = None
-        task = self._call(self._run(conn, cycle, line))
-        if isinstance(task, bool):
-            return self._after(conn, cycle, task)
-        task.add_done_callback(lambda t: self._locked(self._after_task, conn, cycle, t))
-        return False
+        return self._call(self._run(conn, cycle, line))
 
-    def _call(self, coro: Coroutine[Any, Any, bool]) -> bool | asyncio.Task[bool]:
-        """Start an app's call as a task of its own. Where asyncio can (Python 3.12 and later), the task
-        starts eagerly: its first step runs on this thread and now, without the runner's lock, so a
-        stall can still be handed back; most calls never wait, and end there with no turn of the loop
-        (their result is returned; False: cancelled or failed). The first step runs inside its task
-        either way: asyncio.timeout and anyio (FastAPI's plain ``def`` endpoints) need a current task."""
+    def _call(self, coro: Coroutine[Any, Any, bool]) -> bool:
+        """Start an app's call as a task of its own; True when it is over already and its connection
+        may go on to its next request (the caller looks for one). Where asyncio can (Python 3.12 and
+        later), the task starts eagerly: its first step runs on this thread and now, without the
+        runner's lock, so a stall can still be handed back; most calls never wait, and end there with
+        no turn of the loop. The first step runs inside its task either way: asyncio.timeout and anyio
+        (FastAPI's plain ``def`` endpoints) need a current task."""
         if not _EAGER:
-            return self.loop.create_task(coro)
+            self.loop.create_task(coro)
+            return False
+        self._eager = True
         self.lock.release()
         try:
             task: asyncio.Task[bool] = asyncio.Task(coro, loop=self.loop, eager_start=True)  # type: ignore[call-arg]
         finally:
             self.lock.acquire()
-        if not task.done():
-            return task
-        return not task.cancelled() and task.exception() is None and task.result()
+            self._eager = False
+        return task.done() and not task.cancelled() and task.exception() is None and task.result()
 
     async def _run(self, conn: AsgiConnection, cycle: HttpCycle, line: bytes) -> bool:
+        """The call's task: the app's call, then its end carried out in the same step (no callback, no
+        turn of the loop). True when the connection goes on and the eager start that ran this step
+        looks for its next request; a call that ends later looks for it itself."""
         with self.lock:  # the monitor may have handed the connection back before this task began
             if conn.state is HANDED:
-                return False
+                return False  # its request went back with it: nothing was served here
             conn.to("call")
         # Until its first await this call holds the loop. An app that blocks the loop here must be the
         # one the scoreboard names (and the timeout kill logs), and at once: the next beat may not come.
         for slot in self.slots:
             slot.begin(line)
-        return await cycle.run(conn.site.app)
+        keep = False
+        try:
+            keep = await cycle.run(conn.site.app)
+        finally:
+            eager = self._eager
+            with self.lock:
+                goes_on = self._after(conn, cycle, keep)
+                if goes_on and not eager:
+                    if conn.engine.idle and not (self.owner.retiring or self.owner.recycling):
+                        conn.resume_reading()  # the usual: nothing more came yet
+                    else:
+                        # A pipelined request may be buffered already; its task must not start in this
+                        # one's context (an app's context variables are its request's alone).
+                        self._context.run(self._advance, conn)
+        return goes_on and eager
 
     def _free_call_line(self, conn: AsgiConnection) -> None:
         line = conn.call_line
@@ -352,10 +373,6 @@ class AsgiRunner(Carrier[AsgiConnection]):
         if first:
             self._stamp()  # the app may block the loop before the next beat: be seen busy from now
 
-    def _after_task(self, conn: AsgiConnection, cycle: HttpCycle, task: asyncio.Task[bool]) -> None:
-        if self._after(conn, cycle, not task.cancelled() and task.exception() is None and task.result()):
-            self._advance(conn)  # a pipelined request may be buffered already
-
     def _after(self, conn: AsgiConnection, cycle: HttpCycle, keep: bool) -> bool:
         """A call is over (``keep``: its connection persists). True when the connection goes on to its
         next request: the caller looks for one."""
@@ -367,8 +384,9 @@ class AsgiRunner(Carrier[AsgiConnection]):
         if self.tally is not None:
             self.tally.record(conn.msg.listener, cycle.request.method, cycle.status,
                               time.perf_counter() - cycle.started_at)
-        self._access(conn, cycle.request, cycle.status, cycle.started_at, cycle.headers or (),
-                     cycle.scope["client"])
+        if self.access is not None:
+            self._access(conn, cycle.request, cycle.status, cycle.started_at, cycle.headers or (),
+                         cycle.scope["client"])
         if not keep or conn.closed or conn.state is not CALL:
             self._close(conn)
             return False

@@ -29,15 +29,18 @@ BATCH = 64  # connections taken from the channel at a time, then the held ones h
 
 def read_channel(receiver: handoff.Receiver, chan: socket.socket, adopt: Callable[[handoff.Message], None],
                  retire: Callable[[], None]) -> None:
-    """Take the connections waiting on the channel, a batch at most; ``retire`` at EOF."""
-    for _ in range(BATCH):
+    """Take the connections waiting on the channel, a batch at most, and always the rest of a CONNS
+    already received (the channel will not wake the loop for those); ``retire`` at EOF."""
+    taken = 0
+    while taken < BATCH or receiver.pending:
+        taken += 1
         try:
             msg = receiver.recv()
         except BlockingIOError:
             return
         except handoff.FdsLost as exc:
-            log.warning("worker %d: a connection was lost on its way in (%s)", os.getpid(), exc)
-            report(chan, handoff.done([exc.message.conn_id]))
+            log.warning("worker %d: connections were lost on their way in (%s)", os.getpid(), exc)
+            report(chan, handoff.done([lost.conn_id for lost in exc.messages]))
             continue
         except HandoffError as exc:
             log.error("worker %d: bad message from the supervisor: %s", os.getpid(), exc)

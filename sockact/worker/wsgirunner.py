@@ -217,8 +217,6 @@ class EventLoop(Carrier[Held]):
             elif fd == self._wake_fd:
                 self._take_done()
             # else: a connection that left earlier in this turn (a stale event)
-        if self.closed.ids:
-            self.closed.report()  # before an app call that may take long
         if self.ready:
             self._dispatch_ready()
         now = time.monotonic()
@@ -374,8 +372,6 @@ class EventLoop(Carrier[Held]):
         if self._serve_now and not self.ready and not self._standby and not self._hand_off:
             # The loop thread is free and nothing waits before it: call at once. The call's own line
             # names the request from its first moment, so it needs no waiting line of its own.
-            if self.closed.ids:
-                self.closed.report()  # before an app call that may take long
             self._call_inline(held, "serve")
             return
         held.to(event)
@@ -566,10 +562,16 @@ class EventLoop(Carrier[Held]):
                 seen = owner.requests
                 continue
             quiet = 0
-            # The lock is free only while the loop thread is inside its call.
-            if time.monotonic() - started >= after and self.lock.acquire(blocking=False):
+            # The lock is free only while the loop thread is inside its call. The connections closed
+            # before that call go in one DONE at the end of the loop's turn (one message for a batch of
+            # `Connection: close` clients, not one each), unless the call lasts: then they go from here.
+            lasted = time.monotonic() - started
+            if (lasted >= after or (lasted >= GROW_AFTER and self.closed.ids)) and self.lock.acquire(blocking=False):
                 try:
-                    self._take_over()
+                    if lasted >= after:
+                        self._take_over()
+                    else:
+                        self.closed.report()
                 finally:
                     self.lock.release()
 

@@ -9,9 +9,10 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
-from conftest import KeepAliveClient, fd_count, http_get, server_has_read, steady, wait_until
+from conftest import KeepAliveClient, fd_count, http_get, parse_response, server_has_read, steady, wait_until
 
 # An app of each interface whose "/?s=N" takes N seconds on its worker, blocking it meanwhile (WSGI:
 # the app thread sleeps; ASGI: a sync sleep blocks the worker's loop), and answers with its pid.
@@ -233,3 +234,90 @@ def test_the_loop_threads_own_calls_serve_each_kind_of_request_in_turn(start_soc
     assert [json.loads(client.read_response()[2])["path"] for _ in range(400)] == [f"/{i}" for i in range(400)]
     assert ask(b"GET /f HTTP/1.1\r\nHost: h\r\n\r\n")["path"] == "/f"
     client.close()
+
+
+def _close_request(port: int, path: str, version: str = "1.1") -> bytes:
+    """A request that asks for Connection: close, and all its client reads until the end of the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET {path} HTTP/{version}\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def test_a_burst_of_close_clients_each_gets_its_whole_response_and_the_end_and_no_fd_stays(start_sockact):
+    # Many at once: the supervisor hands them over several to a message (CONNS), and the worker reports
+    # them closed together (one DONE a turn); every client reads its response to the end of the connection.
+    server = start_sockact("testapps:pid", "--workers", "1", workers=1)
+    worker = server.workers()[0]
+    before = steady(lambda: (fd_count(server.pid), fd_count(worker)), "the fd counts")
+    for _ in range(3):
+        results: list[bytes] = []
+
+        def client(into: list[bytes] = results) -> None:
+            into.append(_close_request(server.port, "/"))
+
+        threads = [threading.Thread(target=client) for _ in range(40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(15)
+        assert len(results) == 40
+        for data in results:
+            head, _, body = data.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200") and b"Connection: close" in head
+            assert json.loads(body)["pid"] == worker  # whole: its Content-Length's worth, then the end
+    wait_until(lambda: (fd_count(server.pid), fd_count(worker)) == before, "the fd counts back where they were")
+
+
+def _whole(data: bytes) -> bool:
+    """Whether ``data`` holds a whole response, by its Content-Length."""
+    if b"\r\n\r\n" not in data:
+        return False
+    _, headers, body = parse_response(data)
+    return len(body) >= int(headers["content-length"])
+
+
+def _read_with_the_supervisor_stopped(server, tmp_path, path: str, version: str, whole: Callable[[bytes], bool],
+                                      ) -> tuple[bytes, socket.socket]:
+    """A Connection: close request; once the worker's app call has it, the supervisor is stopped
+    (SIGSTOP) while the client reads until ``whole`` says it has enough."""
+    started = tmp_path / "started"
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.sendall(f"GET {path}&started={started} HTTP/{version}\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+    wait_until(started.exists, "the request in its app call")
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        data = b""
+        while not whole(data):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    return data, sock
+
+
+def test_a_response_read_to_the_end_of_the_connection_gets_its_end_from_the_worker(start_sockact, tmp_path):
+    # HTTP/1.0 and no Content-Length: the end of the connection is the end of the body. The worker
+    # sends the FIN itself (shutdown), without waiting for the supervisor to close its copy.
+    server = start_sockact("testapps:stream", "--workers", "1", workers=1)
+    data, sock = _read_with_the_supervisor_stopped(server, tmp_path, "/?s=0.5", "1.0", lambda _: False)
+    sock.close()  # the read above ended at the end of the connection, with the supervisor stopped
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Content-Length" not in head
+    assert body == b"first part\nsecond part\n"
+
+
+def test_a_close_client_gets_its_whole_framed_response_and_the_end_from_the_worker(start_sockact, tmp_path):
+    # Content-Length and Connection: close: the FIN comes from the worker too (a FIN from the
+    # supervisor's close of its copy would cost the one process every connection passes through).
+    server = start_sockact("testapps:slow", "--workers", "1", workers=1)
+    data, sock = _read_with_the_supervisor_stopped(server, tmp_path, "/?s=0.3", "1.1", lambda _: False)
+    sock.close()  # the read above ended at the end of the connection, with the supervisor stopped
+    assert _whole(data)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Connection: close" in head
+    assert json.loads(body)["slept"] == 0.3

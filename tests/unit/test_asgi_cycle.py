@@ -275,6 +275,21 @@ def test_a_message_out_of_order_or_malformed_before_the_response_began_is_a_500(
     assert not persists
 
 
+def test_a_start_equal_to_the_last_one_is_answered_alike_and_one_changed_in_place_is_checked_anew():
+    value = bytearray(b"text/plain")
+    headers = [(b"content-type", value)]
+    start = {"type": "http.response.start", "status": 200, "headers": headers}
+    body = {"type": "http.response.body", "body": b"ok"}
+    for _ in range(2):
+        assert response(serve(sends(start, body))[1])[1]["content-type"] == "text/plain"
+    value[:] = b"text/html"  # the app's own bytes, changed in place
+    assert response(serve(sends(start, body))[1])[1]["content-type"] == "text/html"
+    headers.append((b"x-bad", b"a\r\nb"))  # its own list, grown with a field no response may carry
+    assert response(serve(sends(start, body))[1])[0] == "HTTP/1.1 500 Internal Server Error"
+    del headers[-1]
+    assert response(serve(sends({**start, "status": 200.0}, body))[1])[0] == "HTTP/1.1 500 Internal Server Error"
+
+
 def test_a_body_message_after_the_response_completed_raises_and_adds_nothing():
     raised: list[Exception] = []
 

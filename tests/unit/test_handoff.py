@@ -100,9 +100,12 @@ def test_conn_without_fd_is_refused():
     wrk.close()
 
 
-def send_three_fds(sup: socket.socket, conn_id: int = 0) -> list[tuple[socket.socket, socket.socket]]:
-    """A CONN message carrying three fds, where the protocol allows one."""
-    conns = [socket.socketpair() for _ in range(3)]
+TOO_MANY = handoff.MAX_BATCH + 2  # fds: more than any message may carry
+
+
+def send_too_many_fds(sup: socket.socket, conn_id: int = 0) -> list[tuple[socket.socket, socket.socket]]:
+    """A CONN message carrying more fds than the receiver has room for."""
+    conns = [socket.socketpair() for _ in range(TOO_MANY)]
     socket.send_fds(sup, [handoff.encode(handoff.Message(handoff.CONN, conn_id))], [a.fileno() for a, _ in conns])
     return conns
 
@@ -111,7 +114,7 @@ def test_kernel_cuts_an_oversized_fd_list_and_delivers_part_of_it():
     # What the next test relies on: with room for one fd, the kernel sets MSG_CTRUNC and still
     # installs the fds that fit (two: CMSG_SPACE pads one 4-byte fd to 8), closing only the rest.
     sup, wrk = handoff.channel_pair()
-    conns = send_three_fds(sup)
+    conns = send_too_many_fds(sup)
     _, ancdata, flags, _ = wrk.recvmsg(handoff.MAX_MESSAGE, socket.CMSG_SPACE(array.array("i").itemsize))
     fds = [fd for _, _, data in ancdata for fd in array.array("i", data[: len(data) - len(data) % 4])]
     assert flags & socket.MSG_CTRUNC
@@ -125,12 +128,12 @@ def test_kernel_cuts_an_oversized_fd_list_and_delivers_part_of_it():
 def test_truncated_control_message_closes_what_arrived():
     sup, wrk = handoff.channel_pair()
     before = fd_count()
-    conns = send_three_fds(sup)
+    conns = send_too_many_fds(sup)
     for a, _ in conns:
         a.close()  # in flight, the kernel holds them; only the receiver can leak them now
     with pytest.raises(HandoffError, match="truncated"):
         handoff.Receiver(wrk).recv()
-    assert fd_count() == before + 3  # the three peers (b), and nothing that arrived
+    assert fd_count() == before + TOO_MANY  # the peers (b), and nothing that arrived
     for s in (sup, wrk, *(b for _, b in conns)):
         s.close()
 
@@ -140,7 +143,7 @@ def test_a_connection_whose_fd_is_lost_on_its_way_into_a_worker_is_reported_done
     from sockact.worker.channel import read_channel
 
     sup, wrk = handoff.channel_pair()
-    conns = send_three_fds(sup, conn_id=9)  # MSG_CTRUNC in the worker: the message came, its fd did not
+    conns = send_too_many_fds(sup, conn_id=9)  # MSG_CTRUNC in the worker: the message came, its fd did not
     wrk.setblocking(False)
     adopted: list[handoff.Message] = []
     read_channel(handoff.Receiver(wrk), wrk, adopted.append, lambda: None)
@@ -214,3 +217,168 @@ def test_a_turn_that_closes_more_than_a_done_holds_reports_every_id():
     assert reported == ids and closed.ids == []
     sup.close()
     wrk.close()
+
+
+# -- several connections in one message (CONNS)
+
+
+def conn_msgs(count: int, data: bytes = b"") -> list[handoff.Message]:
+    return [handoff.Message(handoff.CONN, conn_id=100 + i, family=socket.AF_INET, peer=("192.0.2.7", 1000 + i),
+                            hops=1, data=data) for i in range(count)]
+
+
+def test_a_batch_round_trips_in_order_and_one_alone_is_a_plain_conn():
+    msgs = conn_msgs(5, b"GET / HTTP/1.1\r\n")
+    payload, count = handoff.encode_conns(msgs)
+    assert count == 5 and payload[0] == handoff.CONNS
+    back = handoff.decode_conns(payload, [10, 11, 12, 13, 14])
+    assert [m.fd for m in back] == [10, 11, 12, 13, 14]
+    for m in back:
+        m.fd = -1
+    assert back == msgs
+    one, count = handoff.encode_conns(msgs[:1])
+    assert count == 1 and handoff.decode(one) == msgs[0]
+
+
+def test_a_batch_stops_at_max_batch_and_at_a_messages_room():
+    assert handoff.encode_conns(conn_msgs(handoff.MAX_BATCH + 5))[1] == handoff.MAX_BATCH
+    big = conn_msgs(3, b"x" * (handoff.MAX_DATA // 2))  # two of these fill a message
+    payload, count = handoff.encode_conns(big)
+    assert count == 1 and payload[0] == handoff.CONN  # the second would not fit with its framing
+    small = conn_msgs(1, b"x" * 100) + big
+    payload, count = handoff.encode_conns(small)
+    assert count == 2 and len(payload) <= handoff.MAX_MESSAGE
+
+
+@pytest.mark.parametrize(("cut", "says"), [("fds", "arrived with 2 fds"), ("cut", "cut short"),
+                                           ("trailing", "after the last"), ("kind", "of kind 2"),
+                                           ("count", "bad CONNS")])
+def test_a_malformed_batch_raises_handoff_error(cut, says):
+    payload, _ = handoff.encode_conns(conn_msgs(3))
+    fds = [5, 6, 7]
+    if cut == "fds":
+        fds = [5, 6]  # its records say three
+    elif cut == "cut":
+        payload = payload[:-4]
+    elif cut == "trailing":
+        payload += b"\0"
+    elif cut == "kind":  # a record that is not a CONN
+        records = [handoff.encode(m) for m in conn_msgs(2)] + [handoff.encode(handoff.Message(handoff.PARK, 1))]
+        payload = bytes([handoff.CONNS, 3]) + b"".join(len(r).to_bytes(4, "big") + r for r in records)
+    elif cut == "count":
+        payload = bytes([handoff.CONNS, handoff.MAX_BATCH + 1]) + payload[2:]
+    with pytest.raises(HandoffError, match=says):
+        handoff.decode_conns(payload, fds)
+
+
+def pairs(count: int) -> list[tuple[socket.socket, socket.socket]]:
+    return [socket.socketpair() for _ in range(count)]
+
+
+def test_a_batch_travels_through_the_receiver_one_message_at_a_time_and_counts_each():
+    sup, wrk = handoff.channel_pair()
+    wrk.setblocking(False)
+    receiver = handoff.Receiver(wrk)
+    seen: list[int] = []
+    receiver.count = seen.append
+    socks = pairs(4)
+    before = fd_count()
+    msgs = conn_msgs(4)
+    for msg, (a, _) in zip(msgs, socks, strict=True):
+        msg.fd = a.fileno()
+    assert handoff.send_conns(sup, msgs) == 4
+    got = []
+    while (msg := receiver.recv()) is not None:
+        got.append(msg)
+        if not receiver.pending:
+            break
+    assert [m.conn_id for m in got] == [m.conn_id for m in msgs] and seen == [4]  # counted on arrival, whole
+    for msg, (_, b) in zip(got, socks, strict=True):  # each fd is the connection its record names
+        os.write(msg.fd, b"%d" % msg.conn_id)
+        assert b.recv(10) == b"%d" % msg.conn_id
+        os.close(msg.fd)
+    with pytest.raises(BlockingIOError):
+        receiver.recv()
+    assert fd_count() == before
+    for s in (sup, wrk, *(s for pair in socks for s in pair)):
+        s.close()
+
+
+@pytest.mark.parametrize("fds", [2, 4])
+def test_a_batch_whose_fds_disagree_with_its_records_closes_every_fd(fds):
+    sup, wrk = handoff.channel_pair()
+    socks = pairs(fds)
+    payload, _ = handoff.encode_conns(conn_msgs(3))
+    socket.send_fds(sup, [payload], [a.fileno() for a, _ in socks])
+    for a, _ in socks:
+        a.close()  # only the receiver's copies keep them open now
+    before = fd_count()
+    with pytest.raises(HandoffError, match="3 connections arrived with"):
+        handoff.Receiver(wrk).recv()
+    assert fd_count() == before  # none leaked
+    for _, b in socks:
+        assert b.recv(1) == b""  # closed: the peer sees the end
+        b.close()
+    sup.close()
+    wrk.close()
+
+
+def test_a_cut_batch_closes_every_fd():
+    sup, wrk = handoff.channel_pair()
+    socks = pairs(3)
+    payload, _ = handoff.encode_conns(conn_msgs(3))
+    socket.send_fds(sup, [payload[:-5]], [a.fileno() for a, _ in socks])
+    for a, _ in socks:
+        a.close()
+    before = fd_count()
+    with pytest.raises(HandoffError, match="cut short"):
+        handoff.Receiver(wrk).recv()
+    assert fd_count() == before
+    for s in (sup, wrk, *(b for _, b in socks)):
+        s.close()
+
+
+def test_a_batch_whose_fds_are_cut_is_reported_done_whole():
+    # MSG_CTRUNC: which fd is whose cannot be told, so every connection of the batch is lost (the
+    # supervisor's own copies carry on), and the worker says so in one DONE.
+    from sockact.worker.channel import read_channel
+
+    sup, wrk = handoff.channel_pair()
+    socks = pairs(3)
+    payload, _ = handoff.encode_conns(conn_msgs(3))
+    wrk.setblocking(False)
+    sup.setblocking(False)
+    socket.send_fds(sup, [payload], [a.fileno() for a, _ in socks])
+    receiver = handoff.Receiver(wrk)
+    before = fd_count()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(handoff, "_ANC_SPACE", socket.CMSG_SPACE(4))  # room for fewer fds than came
+        adopted: list[handoff.Message] = []
+        read_channel(receiver, wrk, adopted.append, lambda: None)
+    assert adopted == [] and fd_count() == before
+    reported = handoff.Receiver(sup).recv()
+    assert reported is not None and list(handoff.done_ids(reported)) == [100, 101, 102]
+    for s in (sup, wrk, *(s for pair in socks for s in pair)):
+        s.close()
+
+
+def test_read_channel_takes_the_rest_of_a_batch_past_its_own_bound(monkeypatch):
+    # The channel does not wake the loop again for connections already received: read_channel
+    # ends only at the end of a batch, whatever its own bound.
+    from sockact.worker import channel
+
+    monkeypatch.setattr(channel, "BATCH", 2)
+    sup, wrk = handoff.channel_pair()
+    wrk.setblocking(False)
+    socks = pairs(5)
+    msgs = conn_msgs(5)
+    for msg, (a, _) in zip(msgs, socks, strict=True):
+        msg.fd = a.fileno()
+    handoff.send_conns(sup, msgs)
+    adopted: list[handoff.Message] = []
+    channel.read_channel(handoff.Receiver(wrk), wrk, adopted.append, lambda: None)
+    assert [m.conn_id for m in adopted] == [100, 101, 102, 103, 104]
+    for msg in adopted:
+        os.close(msg.fd)
+    for s in (sup, wrk, *(s for pair in socks for s in pair)):
+        s.close()

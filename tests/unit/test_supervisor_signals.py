@@ -112,3 +112,30 @@ def test_every_message_a_worker_sends_has_one_handler_on_the_supervisor_side() -
     sup = supervisor()
     kinds = {handoff.READY, handoff.PARK, handoff.DONE, handoff.FAILED, handoff.RECYCLE}
     assert set(sup.channels._handlers) == kinds == handoff._KINDS - {handoff.CONN}  # CONN goes the other way
+
+
+def test_a_worker_that_sends_a_connection_is_killed_and_the_fd_closed(caplog: pytest.LogCaptureFixture) -> None:
+    import subprocess
+
+    from sockact.ipc import handoff
+    from sockact.supervisor.workers import WorkerProcess
+
+    sup = supervisor()
+    ours, theirs = handoff.channel_pair()
+    child = subprocess.Popen(["sleep", "60"])  # stands for the worker: it is what gets the SIGKILL
+    try:
+        w = WorkerProcess(child.pid, ours, slot=0, generation=0, threads=1)
+        r, wr = os.pipe()
+        handoff.send(theirs, handoff.Message(handoff.CONN, conn_id=7, fd=r))  # only the supervisor sends CONN
+        os.close(r)
+        with caplog.at_level(logging.ERROR):
+            sup.channels.read(w)
+        assert child.wait(timeout=10) == -signal.SIGKILL
+        assert "sent a message only the supervisor sends" in caplog.text
+        with pytest.raises(BrokenPipeError):  # no read end is left: the copy that came with it is closed
+            os.write(wr, b"x")
+        os.close(wr)
+    finally:
+        child.kill()
+        ours.close()
+        theirs.close()

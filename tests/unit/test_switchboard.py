@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from sockact.ipc import handoff
 from sockact.policy.dispatch import Dispatcher
 from sockact.policy.parking import Conn, ParkingLot
 from sockact.supervisor.switchboard import Switchboard
@@ -36,18 +37,19 @@ class FakeWorker(WorkerProcess):
         self.room = room
         self.broken = broken
         self.got: list[Conn] = []
+        self.batches: list[int] = []  # connections in each message sent
         self.signals: list[int] = []
         self.made.append(self)
 
-    def _send(self, conn: Conn) -> bool:
+    def _send(self, conns: list[Conn]) -> int:
         if self.broken:
             raise BrokenPipeError("the worker is gone")
+        taken = conns if self.room is None else conns[:self.room]
         if self.room is not None:
-            if self.room == 0:
-                return False
-            self.room -= 1
-        self.got.append(conn)
-        return True
+            self.room -= len(taken)
+        self.got += taken
+        self.batches.append(len(taken))
+        return len(taken)
 
     def signal(self, signum: int) -> None:
         self.signals.append(signum)
@@ -221,6 +223,48 @@ def test_a_broken_channel_kills_the_worker_and_its_connections_go_to_another(pai
     board.sb.flush_outbox(broken)
     assert broken.signals == [signal.SIGKILL] and not board.dispatcher.is_available(1)
     assert other.got == [waiting] and not broken.outbox
+
+
+def test_the_connections_a_turn_gives_one_worker_go_in_batches_of_at_most_max_batch(pairs):
+    a, b = FakeWorker(1), FakeWorker(2)
+    board = Board(a, b, queue_size=64, capacity=64)
+    conns = [conn(pairs, i) for i in range(2 * handoff.MAX_BATCH + 4)]
+    board.sb.defer()
+    for c in conns:
+        board.sb.route(c)
+    assert a.got == b.got == [] and len(a.outbox) + len(b.outbox) == len(conns)  # nothing sent yet
+    board.sb.send_deferred()
+    assert a.batches == b.batches == [handoff.MAX_BATCH, 2]  # fewest-held alternates them
+    assert a.got == conns[0::2] and b.got == conns[1::2] and not a.outbox and not b.outbox
+    board.sb.route(last := conn(pairs, 99))  # outside a turn's deferral: sent at once
+    assert a.got[-1] is last and a.batches[-1] == 1
+
+
+def test_a_deferred_batch_that_finds_the_channel_full_waits_in_order_and_watches_for_room(pairs):
+    worker = FakeWorker(1, room=3)
+    board = Board(worker)
+    conns = [conn(pairs, i) for i in range(5)]
+    board.sb.defer()
+    for c in conns:
+        board.sb.route(c)
+    board.sb.send_deferred()
+    assert worker.got == conns[:3] and list(worker.outbox) == conns[3:] and board.watches == [(1, True)]
+    worker.room = None
+    board.sb.flush_outbox(worker)
+    assert worker.got == conns and board.watches == [(1, True), (1, False)]
+
+
+def test_a_deferred_batch_on_a_broken_channel_goes_to_another_worker_once(pairs):
+    broken, other = FakeWorker(1, broken=True), FakeWorker(2)
+    board = Board(broken, other, capacity=4)
+    conns = [conn(pairs, i) for i in range(3)]
+    board.sb.defer()
+    for c in conns:
+        board.sb.route(c)
+    board.sb.send_deferred()
+    assert broken.signals == [signal.SIGKILL] and not broken.outbox
+    assert sorted(c.id for c in other.got) == [0, 1, 2]  # each once
+    assert board.dispatcher.load(1) == 0 and board.dispatcher.load(2) == 3
 
 
 def test_a_retiring_workers_outbox_is_handed_back_to_the_dispatcher(pairs):

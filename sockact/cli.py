@@ -373,10 +373,10 @@ def _load_hooks(cfg: Config) -> Loaded:
 def _watch_for_changes(cfg: Config) -> None:
     """--reload: a thread that sends this process SIGHUP when the app's source files change."""
     from sockact.config import check_virtualenv
-    from sockact.supervisor.autoreload import Watcher, app_roots
+    from sockact.supervisor.autoreload import Watcher, project_roots
 
     search = list(sys.path)
     if cfg.virtualenv:
         search.insert(0, check_virtualenv(cfg.virtualenv))
     extra = [cfg.config_file] if cfg.config_file else []
-    Watcher(app_roots(app_specs(cfg), search), extra, os.getpid()).start()
+    Watcher(project_roots(app_specs(cfg), search), extra, os.getpid()).start()

@@ -291,7 +291,9 @@ class Config(ListenerSettings):
         metavar="TARGET")
     reload: bool = _opt(
         parsers.boolean, False,
-        "Development only: restart the workers when a source file of the app changes. Refused under "
+        "Development only: restart the workers when a .py file of the app's project changes (the "
+        "directory the app is found on, with its other packages: --chdir, the working directory or a "
+        "--pythonpath entry; not installed packages). Refused under "
         "systemd (INVOCATION_ID set) unless --reload-under-systemd, and with preload.", "development")
     reload_under_systemd: bool = _opt(
         parsers.boolean, False, "Allow reload even when systemd runs sockact.", "development")

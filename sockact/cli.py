@@ -233,7 +233,7 @@ def check_apps(cfg: Config) -> int:
     """Import each app in a child process with the service's settings applied; the exit code says
     whether they all load (5 when one does not), and stderr says exactly what failed."""
     from sockact.apploader import add_virtualenv, load_all
-    from sockact.asgi.interface import WSGI, choose
+    from sockact.asgi.interface import WSGI, choose, contradiction
 
     sys.stdout.flush()
     sys.stderr.flush()
@@ -254,6 +254,8 @@ def check_apps(cfg: Config) -> int:
                 kind = choose(_interface_of(cfg, spec), app)
                 how = cfg.thread_mode() if kind == WSGI else "on each worker's asyncio loop, many requests at a time"
                 print(f"# app {spec}: imports and is callable; served as {kind.upper()}, {how}")
+                if wrong := contradiction(_interface_of(cfg, spec), app):
+                    print(f"sockact: warning: app {spec}: {wrong}", file=sys.stderr)
             os.write(loaded_w, b"1")
             code = EXIT_OK
         except SockactError as exc:

@@ -91,7 +91,8 @@ class ListenerSettings:
         parsers.choice("auto", "wsgi", "asgi"), "auto",
         "How the app is called: 'wsgi' (PEP 3333), 'asgi' (ASGI 3, on an asyncio loop per worker, uvloop "
         "where installed), or 'auto', which takes an async callable of (scope, receive, send) for ASGI and "
-        "anything else for WSGI, and logs which it chose. The listeners of one sockact share one interface.",
+        "anything else for WSGI, and logs which it chose. The listeners of one sockact share one interface. "
+        "A 'wsgi' or 'asgi' that contradicts the app's shape is a warning in check and at each worker's start.",
         "app", metavar="INTERFACE")
     root_path: str = _opt(
         parsers.mount, "",

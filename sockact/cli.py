@@ -216,10 +216,14 @@ def convert_gunicorn(path: str) -> int:
         _print_error(exc)
         return exc.exit_code
     parsers = {s.name: s.parse for s in config.SETTINGS}
-    conversion = fromgunicorn.convert(path, names, parsers)
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        computed = fromgunicorn.computed_names(fh.read())
+    conversion = fromgunicorn.convert(path, names, parsers, computed)
     print("\n".join(fromgunicorn.lines(conversion, path, config.toml_value)))
     for name, why in conversion.not_carried:
         print(f"sockact: convert: {name} is not carried over: {why}", file=sys.stderr)
+    for key, note in conversion.notes.items():
+        print(f"sockact: convert: {key} = {config.toml_value(conversion.values[key])}: {note}", file=sys.stderr)
     return EXIT_OK
 
 

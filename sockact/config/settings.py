@@ -188,7 +188,8 @@ class Config(ListenerSettings):
     bind: tuple[str, ...] = _opt(
         parsers.binds, ("127.0.0.1:8000",),
         "Addresses to listen on when systemd passes no sockets: HOST:PORT, [V6]:PORT or unix:PATH. "
-        "Ignored under socket activation.", "listeners", metavar="ADDR", aliases=("-b",))
+        "Ignored under socket activation; an empty list is an error.", "listeners", metavar="ADDR",
+        aliases=("-b",))
     backlog: int = _opt(
         parsers.integer(1), 1024, "listen() backlog for sockets bound with --bind.", "listeners", metavar="N")
     metrics_listener: str = _opt(

@@ -522,3 +522,20 @@ def test_ttou_at_one_worker_says_the_floor_is_reached(start_sockact):
                    "the floor's line")
     assert server.output().count("one worker fewer") == 1
     assert len(server.workers()) == 1 and http_get(server.port, "/")[0] == 200
+
+
+def test_a_quick_stop_logs_its_502s_as_warnings_with_the_reason(start_sockact, tmp_path):
+    # A quick stop (INT, QUIT) is the operator's choice: the requests it cuts off are not app errors.
+    server = start_sockact("testapps:slow", "--workers", "1", workers=1)
+    started = tmp_path / "started"
+    answers: list = []
+    client = threading.Thread(target=lambda: answers.append(
+        http_get(server.port, f"/?s=30&started={started}", timeout=20)))
+    client.start()
+    server.waiting(started.exists, "the request to reach the app")
+    assert server.stop(signal.SIGINT) == 0
+    client.join(20)
+    assert answers and answers[0][0] == 502
+    (line,) = [x for x in server.output().splitlines() if "502 Bad Gateway sent" in x]
+    assert " WARNING " in line and " ERROR " not in line, line
+    assert "the quick stop (SIGINT or SIGQUIT) cut it off" in line, line

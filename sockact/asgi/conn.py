@@ -142,6 +142,7 @@ class AsgiConnection(Owned):
             return
         except OSError:
             data = b""
+            self._lost()  # a reset: the client is gone, not only done sending
         if not data:
             self.eof = True
             self.pause_reading()
@@ -170,6 +171,14 @@ class AsgiConnection(Owned):
             return
         self.resume_reading()
         await self._bounded(self._wait(self._input), timeout)
+
+    async def wait_woken(self) -> None:
+        """Until ``wake`` (or the connection's loss or close): what a task waits on once no more input can
+        come, when a half-closed client may still read its answer."""
+        if self.eof:
+            await self._wait(self._input)
+        else:
+            await self.wait_input()
 
     async def _bounded(self, future: asyncio.Future[None], timeout: float | None) -> None:
         if timeout is None:

@@ -19,7 +19,9 @@ holds one response in memory, until send_timeout lets it go.
 Outcomes: an exception before the response starts is a 500, unless the client has left (the
 app's send to a gone client raised): then nothing is written, and no 5xx is counted. After the
 response starts, the connection is closed, so the client sees the response cut short, which is
-the truth. A body the client cut short (a half-close mid-body) is a 400, as for WSGI."""
+the truth. A body the client cut short (a half-close mid-body) is a 400, as for WSGI. A client that
+half-closes after its request has only said it sends no more: it is answered (and its pipelined
+requests before the EOF too), and http.disconnect comes after the response, as for any client."""
 
 from __future__ import annotations
 
@@ -95,7 +97,8 @@ class HttpCycle:
 
     @property
     def client_left(self) -> bool:
-        return self.conn.gone or self.conn.eof
+        """A send failed, or the client reset: a client that only half-closed still reads, and is answered."""
+        return self.conn.gone
 
     def line(self) -> str:
         return quoted_request_line(self.request)
@@ -110,6 +113,7 @@ class HttpCycle:
         """sockact's own plain-text error response; the connection then closes."""
         self.answered = True
         self.status = status
+        self.conn.wake()  # a receive() waiting in another task now answers http.disconnect
         if not self.conn.gone:
             self.conn.write(self.engine.error_response(status, http_date()))
 
@@ -143,9 +147,10 @@ class HttpCycle:
             if interim:
                 self.conn.write(interim, interim=True)
             await self.conn.wait_input(self.conn.site.io_timeout)
-        # The body is read (or never will be): the next message is the client leaving.
-        while not (self.complete or self.answered or self.conn.gone or self.conn.eof or self.conn.closed):
-            await self.conn.wait_input()
+        # The body is read (or never will be): the next message is the client leaving, or the response
+        # ending. A half-close is not leaving: such a client still reads its answer, as from WSGI.
+        while not (self.complete or self.answered or self.conn.gone or self.conn.closed):
+            await self.conn.wait_woken()
         return DISCONNECT
 
     # -- send
@@ -155,7 +160,7 @@ class HttpCycle:
         if self.answered:
             return  # sockact answered in the app's stead: the app's response goes nowhere
         conn = self.conn
-        if conn.gone or conn.eof:  # client_left, without a property's call on each send
+        if conn.gone:  # client_left, without a property's call on each send
             raise ClientDisconnected(f"conn {conn.msg.conn_id}: the client has gone")
         if kind == "http.response.start":
             if self.headers is not None:

@@ -21,7 +21,8 @@ app's send to a gone client raised): then nothing is written, and no 5xx is coun
 response starts, the connection is closed, so the client sees the response cut short, which is
 the truth. A body the client cut short (a half-close mid-body) is a 400, as for WSGI. A client that
 half-closes after its request has only said it sends no more: it is answered (and its pipelined
-requests before the EOF too), and http.disconnect comes after the response, as for any client."""
+requests before the EOF too); an app that waits in receive() for the client to go is told
+http.disconnect at the EOF, as a client's close() sends nothing else."""
 
 from __future__ import annotations
 
@@ -148,8 +149,10 @@ class HttpCycle:
                 self.conn.write(interim, interim=True)
             await self.conn.wait_input(self.conn.site.io_timeout)
         # The body is read (or never will be): the next message is the client leaving, or the response
-        # ending. A half-close is not leaving: such a client still reads its answer, as from WSGI.
-        while not (self.complete or self.answered or self.conn.gone or self.conn.closed):
+        # ending. A half-close ends the wait too, since a FIN is all a client's close() sends: a
+        # long-poll app learns that its client closed, while its sends still reach a client that
+        # only half-closed and still reads.
+        while not (self.complete or self.answered or self.conn.gone or self.conn.eof or self.conn.closed):
             await self.conn.wait_woken()
         return DISCONNECT
 

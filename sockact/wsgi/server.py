@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import os
 import socket
 import stat
@@ -36,7 +37,7 @@ from sockact.wsgi.environ import (
     request_environ,
     site_environ,
 )
-from sockact.wsgi.wire import ClientGone, Wire
+from sockact.wsgi.wire import ClientGone, ClientTimedOut, Wire
 
 log = logging.getLogger("sockact.http")
 app_log = logging.getLogger("sockact.app")  # what the app writes to wsgi.errors
@@ -239,6 +240,8 @@ class _Conn:
         self.request = request
         if self.site.health_path and is_health(self.site, request):
             return self._health(request, started)
+        if self.site.client_budget:
+            self.wire.deadline = time.monotonic() + self.site.client_budget
         environ = request_environ(self.env, request, InputStream(self._pull_body), self._local_address, self.trust)
         if self.trust is not None and self.access is not None:
             told = environ["REMOTE_ADDR"]
@@ -252,6 +255,7 @@ class _Conn:
                 keep = self._send_any(result, request)
         except Exception as exc:  # the app's, or ours while sending; never the client's to see
             keep = self._failed(exc)
+        self.wire.deadline = math.inf
         self.errors.flush()
         if self.access is not None:
             self._access(request, self.status, started)
@@ -392,7 +396,11 @@ class _Conn:
             if interim:
                 self._guarded_send(interim)
             try:
-                engine.receive_data(self.wire.recv(self.site.io_timeout))
+                # A body that makes no progress for send_timeout is given up, as a response is.
+                engine.receive_data(self.wire.recv(self.wire.send_timeout))
+            except ClientTimedOut:
+                self.body_error = ProtocolError(408, "request body timed out")
+                raise
             except ClientGone:
                 self.wire_failed = True
                 raise
@@ -424,7 +432,11 @@ class _Conn:
             return False
         if self.body_error is not None:
             status = self.body_error.status
-            log.debug("conn %d: bad request body: %s", self.conn_id, exc)
+            if status == 408:
+                log.info("conn %d: the request body of %s stopped coming for send_timeout, or came too slowly "
+                         "to end before timeout: 408", self.conn_id, self.request_line())
+            else:
+                log.debug("conn %d: bad request body: %s", self.conn_id, exc)
         else:
             status = 500
             # One record, traceback included: one journal entry at PRIORITY=3 (err).

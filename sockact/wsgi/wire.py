@@ -11,6 +11,7 @@ Every failure of the peer (reset, broken pipe, timeout) raises ClientGone.
 
 from __future__ import annotations
 
+import math
 import os
 import select
 import socket
@@ -29,6 +30,10 @@ class ClientGone(OSError):
     """The client went away or stalled past a timeout; the connection is finished."""
 
 
+class ClientTimedOut(ClientGone):
+    """The client sent or took nothing within a wait's timeout, or the call's deadline passed."""
+
+
 class Wire:
     """I/O on one connected stream socket (TCP or Unix) that this object does not own."""
 
@@ -41,6 +46,9 @@ class Wire:
         # so a client that never reads costs its connection, not the worker.
         self.send_timeout = send_timeout or io_timeout
         self.send_stalled = False  # a send gave up for send_timeout
+        # When the app call in progress must be done waiting for its client (monotonic seconds): every
+        # wait ends by then, so a client that trickles can never keep a call running into `timeout`.
+        self.deadline = math.inf
         self._poll = select.poll()
         self._events = 0
         self._sndtimeo = False
@@ -52,8 +60,10 @@ class Wire:
             else:
                 self._poll.register(self.sock, events)
             self._events = events
+        if self.deadline != math.inf:
+            timeout = min(timeout, self.deadline - time.monotonic())
         if timeout <= 0 or not self._poll.poll(timeout * 1000):
-            raise ClientGone("timed out")
+            raise ClientTimedOut("timed out")
 
     def recv(self, timeout: float) -> bytes:
         """Up to RECV_SIZE bytes, b"" at EOF; waits at most ``timeout`` seconds."""
@@ -144,6 +154,7 @@ class Wire:
         Closing a socket with unread input makes the kernel send a reset, which can
         destroy the answer in the client's receive buffer before it reads it.
         """
+        self.deadline = math.inf  # the linger is bounded on its own
         try:
             self.sock.shutdown(socket.SHUT_WR)
             deadline = time.monotonic() + LINGER_SECONDS

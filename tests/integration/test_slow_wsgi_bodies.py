@@ -4,10 +4,8 @@ A body larger than body_buffer is read by the app as it comes (wsgi.input). A cl
 it one byte at a time keeps each read within its timeout, so the app thread stays in the call
 until `timeout`, and the supervisor then kills the whole worker as stuck: the slow client gets a
 504, and every other request that worker was serving gets a 502. Nothing a client sends may kill
-a worker: the read must give up on its own (as a write does after send_timeout), and the client
-get a 408, while the worker lives on.
-
-Fails today (strict xfail); remove the mark once fixed.
+a worker: the read gives up on its own, before timeout, and the client gets a 408 while the
+worker lives on.
 """
 
 from __future__ import annotations
@@ -16,10 +14,7 @@ import contextlib
 import socket
 import time
 
-import pytest
 
-
-@pytest.mark.xfail(strict=True, reason="a WSGI body read has no deadline of its own: the worker is killed at timeout")
 def test_a_large_body_trickled_in_gets_a_408_and_kills_no_worker(start_sockact):
     server = start_sockact("testapps:echo", "--workers", "1", "--threads", "2", "--timeout", "3", workers=1)
     before = sorted(server.workers())

@@ -424,8 +424,12 @@ class _Conn:
         """After the app or the response failed: answer if still possible; always close."""
         start = self.start
         if self.wire.send_stalled:
-            log.info("conn %d: the client took no bytes of the response to %s for %gs (send_timeout): "
-                     "connection closed", self.conn_id, self.request_line(), self.wire.send_timeout)
+            if self.wire.past_deadline:
+                log.info("conn %d: the client took the response to %s too slowly to end before timeout (%gs): "
+                         "connection closed", self.conn_id, self.request_line(), self.site.io_timeout)
+            else:
+                log.info("conn %d: the client took no bytes of the response to %s for %gs (send_timeout): "
+                         "connection closed", self.conn_id, self.request_line(), self.wire.send_timeout)
             return False
         if self.wire_failed:
             log.debug("conn %d: client gone while serving: %s", self.conn_id, exc)

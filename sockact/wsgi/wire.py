@@ -51,7 +51,7 @@ class Wire:
         self.deadline = math.inf
         self._poll = select.poll()
         self._events = 0
-        self._sndtimeo = False
+        self._sndtimeo = 0.0  # SO_SNDTIMEO as last set for sendfile() (0.0: not set)
 
     def _wait(self, events: int, timeout: float) -> None:
         if events != self._events:
@@ -128,25 +128,40 @@ class Wire:
 
         Fewer than ``count`` only if the file is shorter than it was said to be.
         """
-        if not self._sndtimeo:
-            # sendfile() cannot be told not to wait, so bound each call's wait in the kernel.
-            sec = int(self.send_timeout)
-            usec = int((self.send_timeout - sec) * 1e6)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", sec, usec))
-            self._sndtimeo = True
         done = 0
         try:
             while done < count:
+                self._bound_sendfile()
                 n = os.sendfile(self.sock.fileno(), fd, offset + done, min(count - done, _SENDFILE_MAX))
                 if not n:
                     break  # end of file
                 done += n
         except BlockingIOError:
             self.send_stalled = True
-            raise ClientGone("timed out") from None
+            raise ClientTimedOut("timed out") from None
         except OSError as exc:
             raise ClientGone(str(exc)) from exc
         return done
+
+    def _bound_sendfile(self) -> None:
+        """sendfile() cannot be told not to wait, so bound each call's wait in the kernel: by
+        send_timeout, and by what is left until the call's deadline."""
+        wait = self.send_timeout
+        if self.deadline != math.inf:
+            wait = min(wait, self.deadline - time.monotonic())
+            if wait <= 0:
+                raise BlockingIOError  # as the kernel says when its wait ran out
+            wait = max(wait, 0.001)  # 0 would mean no bound at all
+        if wait != self._sndtimeo:
+            sec = int(wait)
+            usec = int((wait - sec) * 1e6)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", sec, usec))
+            self._sndtimeo = wait
+
+    @property
+    def past_deadline(self) -> bool:
+        """The call's deadline for waiting on the client has passed."""
+        return time.monotonic() >= self.deadline
 
     def linger(self) -> None:
         """Stop sending, then read and drop what the client still sends, briefly.

@@ -50,8 +50,8 @@ PATHSEND_PIECE = 256 * 1024  # bytes of a file read at a time for http.response.
 
 
 class HttpCycle:
-    __slots__ = ("answered", "body_done", "complete", "conn", "engine", "headers", "request", "scope", "started",
-                 "started_at", "status", "stopping")
+    __slots__ = ("answered", "body_deadline", "body_done", "complete", "conn", "engine", "headers", "request", "scope",
+                 "started", "started_at", "status", "stopping")
 
     def __init__(self, conn: AsgiConnection, request: Request, scope: dict[str, Any], stopping: bool) -> None:
         self.conn = conn
@@ -66,6 +66,9 @@ class HttpCycle:
         self.answered = False  # sockact answered in the app's stead (an error); the app's sends are dropped
         self.body_done = False
         self.started_at = time.perf_counter()  # for the access log
+        # The whole body must come within io_timeout of its head, as a WSGI body_buffer body must:
+        # a client that trickles it holds its connection (an fd) no longer.
+        self.body_deadline = time.monotonic() + conn.site.io_timeout
 
     async def run(self, app: Any) -> bool:
         """Call the app and finish the response; True when the connection persists."""
@@ -142,7 +145,14 @@ class HttpCycle:
             interim = self.engine.send_continue()
             if interim:
                 self.conn.write(interim, interim=True)
-            await self.conn.wait_input(self.conn.site.io_timeout)
+            left = self.body_deadline - time.monotonic()
+            if left <= 0:
+                log.info("conn %d: the request body of %s was not whole within %gs of its head (timeout): 408",
+                         self.conn.msg.conn_id, self.line(), self.conn.site.io_timeout)
+                if not self.started:
+                    self.answer(408)
+                break
+            await self.conn.wait_input(left, lose=False)
         # The body is read (or never will be): the next message is the client leaving.
         while not (self.complete or self.answered or self.conn.gone or self.conn.eof or self.conn.closed):
             await self.conn.wait_input()

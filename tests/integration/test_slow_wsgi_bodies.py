@@ -10,27 +10,13 @@ worker lives on.
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import time
+from conftest import trickle
 
 
 def test_a_large_body_trickled_in_gets_a_408_and_kills_no_worker(start_sockact):
     server = start_sockact("testapps:echo", "--workers", "1", "--threads", "2", "--timeout", "3", workers=1)
     before = sorted(server.workers())
-    answer = b""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\nx")  # over body_buffer
-        sock.settimeout(0.3)
-        deadline = time.monotonic() + 10  # past timeout, well short of the body's end (100,000 bytes)
-        while time.monotonic() < deadline and not answer:
-            with contextlib.suppress(OSError):
-                sock.sendall(b"x")
-            try:
-                answer = sock.recv(65536) or b"(closed)"
-            except TimeoutError:
-                continue
-            except OSError as exc:
-                answer = f"({exc})".encode()
+    # Past timeout, well short of the body's end (100,000 bytes, over body_buffer).
+    answer = trickle(server.port, b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n", 10)
     assert sorted(server.workers()) == before, "the worker was killed"
     assert answer.startswith(b"HTTP/1.1 408 "), answer[:60]

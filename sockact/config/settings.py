@@ -91,7 +91,8 @@ class ListenerSettings:
         parsers.choice("auto", "wsgi", "asgi"), "auto",
         "How the app is called: 'wsgi' (PEP 3333), 'asgi' (ASGI 3, on an asyncio loop per worker, uvloop "
         "where installed), or 'auto', which takes an async callable of (scope, receive, send) for ASGI and "
-        "anything else for WSGI, and logs which it chose. The listeners of one sockact share one interface.",
+        "anything else for WSGI, and logs which it chose. The listeners of one sockact share one interface. "
+        "A 'wsgi' or 'asgi' that contradicts the app's shape is a warning in check and at each worker's start.",
         "app", metavar="INTERFACE")
     root_path: str = _opt(
         parsers.mount, "",
@@ -187,7 +188,8 @@ class Config(ListenerSettings):
     bind: tuple[str, ...] = _opt(
         parsers.binds, ("127.0.0.1:8000",),
         "Addresses to listen on when systemd passes no sockets: HOST:PORT, [V6]:PORT or unix:PATH. "
-        "Ignored under socket activation.", "listeners", metavar="ADDR", aliases=("-b",))
+        "Ignored under socket activation; an empty list is an error.", "listeners", metavar="ADDR",
+        aliases=("-b",))
     backlog: int = _opt(
         parsers.integer(1), 1024, "listen() backlog for sockets bound with --bind.", "listeners", metavar="N")
     metrics_listener: str = _opt(
@@ -293,7 +295,9 @@ class Config(ListenerSettings):
         metavar="TARGET")
     reload: bool = _opt(
         parsers.boolean, False,
-        "Development only: restart the workers when a source file of the app changes. Refused under "
+        "Development only: restart the workers when a .py file of the app's project changes (the "
+        "directory the app is found on, with its other packages: --chdir, the working directory or a "
+        "--pythonpath entry; not installed packages). Refused under "
         "systemd (INVOCATION_ID set) unless --reload-under-systemd, and with preload.", "development")
     reload_under_systemd: bool = _opt(
         parsers.boolean, False, "Allow reload even when systemd runs sockact.", "development")

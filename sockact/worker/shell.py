@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from sockact.apploader import WSGIApp, add_virtualenv, load_all
-from sockact.asgi.interface import WSGI, choose, one_interface
+from sockact.asgi.interface import WSGI, choose, contradiction, one_interface
 from sockact.config import Config, ListenerConfig
 from sockact.errors import APP_LOAD_ERROR, EXIT_OK, WORKER_BOOT_ERROR, SockactError
 from sockact.hooks import Loaded
@@ -111,9 +111,11 @@ class WorkerShell:
         listeners = [self.config.listener(name) for name in self.listener_names]
         chosen = [(lc.name, choose(lc.interface, site.app)) for lc, site in zip(listeners, sites, strict=True)]
         interface = one_interface(chosen)
-        for lc, (_, kind) in zip(listeners, chosen, strict=True):
+        for lc, site, (_, kind) in zip(listeners, sites, chosen, strict=True):
             how = "detected" if lc.interface == "auto" else "set"
             log.info("worker %d: listener %s serves %s as %s (%s)", self.pid, lc.name, lc.app, kind.upper(), how)
+            if wrong := contradiction(lc.interface, site.app):
+                log.warning("worker %d: listener %s: %s: %s", self.pid, lc.name, lc.app, wrong)
         # A line per app thread up to the ceiling: the supervisor reads that many (workers.py).
         lines = self.config.thread_ceiling
         slots = [self.scoreboard.writer(self.slot, i) for i in range(lines)]

@@ -47,6 +47,9 @@ class ClientDisconnected(OSError):
     """send() after the client went away: ASGI spec 2.4 asks for an OSError, so a streaming app stops."""
 
 PATHSEND_PIECE = 256 * 1024  # bytes of a file read at a time for http.response.pathsend
+# A request body's deadline moves on a second for each this many bytes received (Apache's
+# mod_reqtimeout MinRate): a large upload at a real client's pace is never cut, a trickle is.
+BODY_MIN_RATE = 1024
 
 
 class HttpCycle:
@@ -66,8 +69,8 @@ class HttpCycle:
         self.answered = False  # sockact answered in the app's stead (an error); the app's sends are dropped
         self.body_done = False
         self.started_at = time.perf_counter()  # for the access log
-        # The whole body must come within io_timeout of its head, as a WSGI body_buffer body must:
-        # a client that trickles it holds its connection (an fd) no longer.
+        # The body must come within io_timeout of its head, as a WSGI body_buffer body must, plus a
+        # second per BODY_MIN_RATE bytes: a client that trickles it holds its connection (an fd) no longer.
         self.body_deadline = time.monotonic() + conn.site.io_timeout
 
     async def run(self, app: Any) -> bool:
@@ -130,6 +133,7 @@ class HttpCycle:
                     self.answer(exc.status)
                 break
             if isinstance(event, Data):
+                self.body_deadline += len(event.data) / BODY_MIN_RATE
                 more = self.engine.unread_body != 0
                 if not more:
                     self.engine.next_event()  # END_OF_MESSAGE: say so with this piece
@@ -147,8 +151,8 @@ class HttpCycle:
                 self.conn.write(interim, interim=True)
             left = self.body_deadline - time.monotonic()
             if left <= 0:
-                log.info("conn %d: the request body of %s was not whole within %gs of its head (timeout): 408",
-                         self.conn.msg.conn_id, self.line(), self.conn.site.io_timeout)
+                log.info("conn %d: the request body of %s came slower than %d bytes/s after the first %gs "
+                         "(timeout): 408", self.conn.msg.conn_id, self.line(), BODY_MIN_RATE, self.conn.site.io_timeout)
                 if not self.started:
                     self.answer(408)
                 break

@@ -26,7 +26,7 @@ from sockact.http.events import NEED_DATA, Data, Request
 from sockact.http.limits import COALESCE_MAX, DRAIN_LIMIT
 from sockact.http.logline import access_entry, quoted_request_line
 from sockact.http.site import Site, health_response, is_health
-from sockact.logs.access import unix_peer
+from sockact.logs.access import Memo, unix_peer
 from sockact.logs.journal import ErrorStream
 from sockact.wsgi.environ import (
     FileWrapper,
@@ -188,6 +188,7 @@ class _Conn:
         self.stopping = stopping
         self.responding: Callable[[], None] | None = None  # told before the first byte of a response
         self.access = site.access if site.access_log else None
+        self.log_memo = Memo() if self.access is not None else None  # its lines, while a request repeats
         self.pid = _pid[0]
         self.peer_remote = self.env["REMOTE_ADDR"]  # the client as the access log names it, from the connection
         # per request
@@ -196,6 +197,9 @@ class _Conn:
         self.body_error: ProtocolError | None = None
         self.wire_failed = False
         self.status = 0
+        # The last request's environ, for the same request again (engine.Connection gives it for a repeated head).
+        self._environ_of: Request | None = None
+        self._environ: dict[str, Any] = {}
         # Bound once, not on every request.
         self._write = self.write
         self._pull_body = self.pull_body
@@ -242,7 +246,16 @@ class _Conn:
             return self._health(request, started)
         if self.site.client_budget:
             self.wire.deadline = time.monotonic() + self.site.client_budget
-        environ = request_environ(self.env, request, InputStream(self._pull_body), self._local_address, self.trust)
+        if request is self._environ_of:
+            # The engine gave the last request again (the same head): so is its environ, all but the body.
+            environ = dict(self._environ)
+            environ["wsgi.input"] = InputStream(self._pull_body)
+        else:
+            environ = request_environ(self.env, request, InputStream(self._pull_body), self._local_address,
+                                      self.trust)
+            # A copy (the app may change its own), without the body's stream, which the next request does not share.
+            self._environ_of, self._environ = request, dict(environ)
+            del self._environ["wsgi.input"]
         if self.trust is not None and self.access is not None:
             told = environ["REMOTE_ADDR"]
             self.remote = told if told != self.env["REMOTE_ADDR"] else self.peer_remote
@@ -466,5 +479,5 @@ class _Conn:
         start = self.start
         self.access.log(access_entry(self.remote, request, status, self.engine.body_sent, started, self.pid,
                                      self.conn_id, self.site.listener,
-                                     start.headers if start is not None else ()))
+                                     start.headers if start is not None else (), self.log_memo))
 

@@ -50,11 +50,14 @@ class ClientDisconnected(OSError):
     """send() after the client went away: ASGI spec 2.4 asks for an OSError, so a streaming app stops."""
 
 PATHSEND_PIECE = 256 * 1024  # bytes of a file read at a time for http.response.pathsend
+# A request body's deadline moves on a second for each this many bytes received (Apache's
+# mod_reqtimeout MinRate): a large upload at a real client's pace is never cut, a trickle is.
+BODY_MIN_RATE = 1024
 
 
 class HttpCycle:
-    __slots__ = ("answered", "body_done", "complete", "conn", "engine", "headers", "request", "scope", "started",
-                 "started_at", "status", "stopping")
+    __slots__ = ("answered", "body_deadline", "body_done", "complete", "conn", "engine", "headers", "request", "scope",
+                 "started", "started_at", "status", "stopping")
 
     def __init__(self, conn: AsgiConnection, request: Request, scope: dict[str, Any], stopping: bool) -> None:
         self.conn = conn
@@ -69,6 +72,9 @@ class HttpCycle:
         self.answered = False  # sockact answered in the app's stead (an error); the app's sends are dropped
         self.body_done = False
         self.started_at = time.perf_counter()  # for the access log
+        # The body must come within io_timeout of its head, as a WSGI body_buffer body must, plus a
+        # second per BODY_MIN_RATE bytes: a client that trickles it holds its connection (an fd) no longer.
+        self.body_deadline = time.monotonic() + conn.site.io_timeout
 
     async def run(self, app: Any) -> bool:
         """Call the app and finish the response; True when the connection persists."""
@@ -132,6 +138,7 @@ class HttpCycle:
                     self.answer(exc.status)
                 break
             if isinstance(event, Data):
+                self.body_deadline += len(event.data) / BODY_MIN_RATE
                 more = self.engine.unread_body != 0
                 if not more:
                     self.engine.next_event()  # END_OF_MESSAGE: say so with this piece
@@ -147,7 +154,14 @@ class HttpCycle:
             interim = self.engine.send_continue()
             if interim:
                 self.conn.write(interim, interim=True)
-            await self.conn.wait_input(self.conn.site.io_timeout)
+            left = self.body_deadline - time.monotonic()
+            if left <= 0:
+                log.info("conn %d: the request body of %s came slower than %d bytes/s after the first %gs "
+                         "(timeout): 408", self.conn.msg.conn_id, self.line(), BODY_MIN_RATE, self.conn.site.io_timeout)
+                if not self.started:
+                    self.answer(408)
+                break
+            await self.conn.wait_input(left, lose=False)
         # The body is read (or never will be): the next message is the client leaving, or the response
         # ending. A half-close ends the wait too, since a FIN is all a client's close() sends: a
         # long-poll app learns that its client closed, while its sends still reach a client that

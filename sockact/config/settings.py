@@ -250,9 +250,11 @@ class Config(ListenerSettings):
         aliases=("-t",))
     send_timeout: float = _opt(
         parsers.seconds, 10.0,
-        "Seconds a response write may make no progress (the client reads nothing) before the connection "
-        "is closed, with one log line. Keep it below timeout: a WSGI app thread waits in the write, and "
-        "past timeout its worker is killed.", "http", metavar="SECONDS")
+        "Seconds a response write may make no progress (the client reads nothing), or a WSGI app's read "
+        "of a request body (the client sends nothing), before the connection is closed (a read: after a "
+        "408), with one log line. Either wait also ends 2 s before timeout since the app call began (half "
+        "of timeout if that is under 4 s), so a slow client never gets its worker killed.", "http",
+        metavar="SECONDS")
     graceful_timeout: float = _opt(
         parsers.seconds, 30.0, "On stop or reload, how long in-flight requests may take to finish.", "workers",
         metavar="SECONDS")

@@ -29,6 +29,7 @@ from sockact.hooks import Server as HookServer
 from sockact.hooks import Worker as HookWorker
 from sockact.http import Limits, Site
 from sockact.http.forwarded import Trust
+from sockact.http.site import client_budget
 from sockact.ipc import handoff
 from sockact.ipc.scoreboard import MAX_THREADS, Scoreboard, Waiting
 from sockact.ipc.tally import Tally
@@ -201,7 +202,7 @@ class WorkerShell:
                     access=self.access, trust=Trust.parse(lc.forwarded_allow_ips),
                     health_path=lc.health_path.encode("ascii"), proxy_protocol=lc.proxy_protocol,
                     body_buffer=lc.body_buffer, send_timeout=self.config.send_timeout, root_path=lc.root_path,
-                    threaded=self.config.thread_ceiling > 1)
+                    threaded=self.config.thread_ceiling > 1, client_budget=client_budget(self.config.timeout))
         return site
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import os
 import socket
 import stat
@@ -36,7 +37,7 @@ from sockact.wsgi.environ import (
     request_environ,
     site_environ,
 )
-from sockact.wsgi.wire import ClientGone, Wire
+from sockact.wsgi.wire import ClientGone, ClientTimedOut, Wire
 
 log = logging.getLogger("sockact.http")
 app_log = logging.getLogger("sockact.app")  # what the app writes to wsgi.errors
@@ -243,6 +244,8 @@ class _Conn:
         self.request = request
         if self.site.health_path and is_health(self.site, request):
             return self._health(request, started)
+        if self.site.client_budget:
+            self.wire.deadline = time.monotonic() + self.site.client_budget
         if request is self._environ_of:
             # The engine gave the last request again (the same head): so is its environ, all but the body.
             environ = dict(self._environ)
@@ -265,6 +268,7 @@ class _Conn:
                 keep = self._send_any(result, request)
         except Exception as exc:  # the app's, or ours while sending; never the client's to see
             keep = self._failed(exc)
+        self.wire.deadline = math.inf
         self.errors.flush()
         if self.access is not None:
             self._access(request, self.status, started)
@@ -405,7 +409,11 @@ class _Conn:
             if interim:
                 self._guarded_send(interim)
             try:
-                engine.receive_data(self.wire.recv(self.site.io_timeout))
+                # A body that makes no progress for send_timeout is given up, as a response is.
+                engine.receive_data(self.wire.recv(self.wire.send_timeout))
+            except ClientTimedOut:
+                self.body_error = ProtocolError(408, "request body timed out")
+                raise
             except ClientGone:
                 self.wire_failed = True
                 raise
@@ -429,15 +437,23 @@ class _Conn:
         """After the app or the response failed: answer if still possible; always close."""
         start = self.start
         if self.wire.send_stalled:
-            log.info("conn %d: the client took no bytes of the response to %s for %gs (send_timeout): "
-                     "connection closed", self.conn_id, self.request_line(), self.wire.send_timeout)
+            if self.wire.past_deadline:
+                log.info("conn %d: the client took the response to %s too slowly to end before timeout (%gs): "
+                         "connection closed", self.conn_id, self.request_line(), self.site.io_timeout)
+            else:
+                log.info("conn %d: the client took no bytes of the response to %s for %gs (send_timeout): "
+                         "connection closed", self.conn_id, self.request_line(), self.wire.send_timeout)
             return False
         if self.wire_failed:
             log.debug("conn %d: client gone while serving: %s", self.conn_id, exc)
             return False
         if self.body_error is not None:
             status = self.body_error.status
-            log.debug("conn %d: bad request body: %s", self.conn_id, exc)
+            if status == 408:
+                log.info("conn %d: the request body of %s stopped coming for send_timeout, or came too slowly "
+                         "to end before timeout: 408", self.conn_id, self.request_line())
+            else:
+                log.debug("conn %d: bad request body: %s", self.conn_id, exc)
         else:
             status = 500
             # One record, traceback included: one journal entry at PRIORITY=3 (err).

@@ -48,7 +48,7 @@ class Client:
         if not self.gone:
             (self.interim if interim else self.sent).extend(b"".join(parts))
 
-    async def wait_input(self, timeout: float | None = None) -> None:
+    async def wait_input(self, timeout: float | None = None, lose: bool = True) -> None:
         self.waits += 1
         if self.later:
             piece = self.later.pop(0)

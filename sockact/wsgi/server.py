@@ -94,8 +94,7 @@ class HTTPConnection:
 
     def is_health(self, request: Request) -> bool:
         """Whether ``request`` asks for the listener's health path, which the app never sees."""
-        site = self._conn.site
-        return bool(site.health_path) and is_health(site, request)
+        return is_health(self._conn.site, request)
 
     def serve(self, request: Request, responding: Callable[[], None] | None = None) -> bool:
         """Run the app for ``request`` (or answer the health path) and answer it; True when the

@@ -22,6 +22,9 @@ has begun to serve.
 A head byte for byte the same as the last one parsed whole on the connection (keep-alive clients
 send the same few again and again) gives the same request again without either step: a head's
 request depends on its bytes and the limits alone. Chunked and upgrade requests are parsed anew.
+A head that differs from the last one by its request line alone (a query, a path) has the raw checks and
+httptools run on that line, and takes the fields, as parsed and ruled then, from the last head, when those
+fields give no body and ask no upgrade.
 The events are defined in events.py.
 """
 
@@ -55,6 +58,11 @@ _FRAMING_NAME_LENGTHS = frozenset((len("connection"), len("content-length")))
 # every request. Bounded, so odd clients cannot inflate it.
 _GOOD_NAMES: dict[bytes, bytes] = {}
 _GOOD_NAMES_MAX = 1024
+
+
+_LF = ord("\n")
+# A head's fields from the CRLF that ends its request line, with what they parsed to and the rules' record.
+_Fields = tuple[bytes, list[tuple[bytes, bytes]], FieldRules]
 
 
 class _Message:
@@ -121,6 +129,9 @@ class Connection:
         # one connection, and what a head gives is a function of its bytes and the limits alone.
         self._last_head = b""
         self._last_request: Request | None = None
+        # The fields of the last head parsed whole (from the CRLF ending its request line), as parsed and
+        # ruled: a client's heads mostly differ by their request line alone.
+        self._last_fields: _Fields | None = None
         self._reset_response()
 
     def _reset_response(self) -> None:
@@ -195,13 +206,24 @@ class Connection:
             self._crlf_skipped = False
             if head == self._last_head:
                 return self._repeat(self._last_request)
+            fields = self._last_fields
+            if fields is not None and head.endswith(fields[0]) and len(head) <= self.limits.head:
+                line = head[:len(head) - len(fields[0])]
+                if _LF not in line:  # the byte's value: see rules.py
+                    # Only the request line is new (a query, a path): the fields were checked and parsed
+                    # with the last head, so the parser and the raw checks see the line alone.
+                    line += b"\r\n\r\n"
+                    check_head(line, self.limits)
+                    return self._parse_head(head, line, fields)
             check_head(head, self.limits)
-            return self._parse_head(head)
+            return self._parse_head(head, head, None)
         except ProtocolError:
             self.state = ERROR
             raise
 
-    def _parse_head(self, head: bytes) -> Request:
+    def _parse_head(self, head: bytes, fed: bytes, fields: _Fields | None) -> Request:
+        """The request of ``head``: ``fed`` to httptools, the head itself or, with ``fields`` (the last head's,
+        which ``head`` ends with), its request line alone."""
         spare = self._spare
         if spare is None:
             message = _Message()
@@ -212,7 +234,7 @@ class Connection:
             message.reset()
         upgrade = False
         try:
-            parser.feed_data(head)
+            parser.feed_data(fed)
         except httptools.HttpParserUpgrade:
             upgrade = True  # Upgrade or CONNECT; served as a plain request, then closed
         except httptools.HttpParserError as exc:
@@ -229,17 +251,26 @@ class Connection:
         rules = message.rules
         assert rules is not None
         message.rules = None  # from here on, fields are trailers
+        if fields is None:
+            headers = message.headers
+        else:
+            _, headers, rules = fields
         if rules.plain and not upgrade:
-            request = Request(method, target, version, message.headers, None, False, version == "1.1", False, False)
+            request = Request(method, target, version, headers, None, False, version == "1.1", False, False)
         else:
             length, chunked = rules.framing(version, self.limits)
             if upgrade and chunked:
                 raise ProtocolError(400, "chunked body on an upgrade request")
-            request = Request(method, target, version, message.headers, length, chunked,
+            request = Request(method, target, version, headers, length, chunked,
                               rules.keep_alive(version) and not upgrade, rules.expects_continue(version), upgrade)
         if not request.chunked and not upgrade:
             # A chunked body needs this parser fed with its head; an upgrade ends the connection.
             self._last_head, self._last_request = head, request
+            if (fields is None and not rules.content_length and not rules.transfer_encoding
+                    and b"UPGRADE" not in dict(headers)):
+                # Fields that give no body and ask no upgrade, whatever the request line: the parser needs
+                # only the line of a later head that ends with them.
+                self._last_fields = head[head.find(b"\r\n"):], headers, rules
         self.request = request
         self.state = BODY
         if request.chunked:

@@ -510,3 +510,45 @@ def test_only_an_accepted_head_is_remembered():
     limits = Limits(header_fields=2)
     few = b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\n\r\n"
     assert replay_all(few + few + few.replace(b"\r\n\r\n", b"\r\nC: 3\r\n\r\n"), limits).status == 431
+
+
+# -- a head whose fields are the last head's is parsed by its request line alone
+
+FIELD_BLOCKS = {
+    "plain": b"\r\nHost: h\r\nUser-Agent: t\r\nCookie: a=1\r\n\r\n",
+    "no_host": b"\r\nAccept: */*\r\n\r\n",
+    "connection_close": b"\r\nHost: h\r\nConnection: close\r\n\r\n",
+    "content_length": b"\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+    "keep_alive": b"\r\nHost: h\r\nConnection: keep-alive\r\n\r\n",
+    "expect": b"\r\nHost: h\r\nExpect: 100-continue\r\n\r\n",
+    "upgrade": b"\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+    "upgrade_alone": b"\r\nHost: h\r\nUpgrade: websocket\r\n\r\n",
+    "content_type": b"\r\nHost: h\r\nContent-Type: text/plain\r\n\r\n",
+    "many": b"\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n",
+}
+REQUEST_LINES = [
+    b"GET /?n=2 HTTP/1.1", b"GET /other HTTP/1.0", b"HEAD /h HTTP/1.1", b"POST /p HTTP/1.1", b"OPTIONS * HTTP/1.1",
+    b"CONNECT h:443 HTTP/1.1", b"GET http://h/abs?q HTTP/1.1", b"GET /%7Ex HTTP/1.1", b"GET / HTTP/2.0",
+    b"GET / HTTP/1.1\r", b"GET /\r HTTP/1.1", b"GET /\x00 HTTP/1.1", b"GET /\xff HTTP/1.1", b"GET  / HTTP/1.1",
+    b" GET / HTTP/1.1", b"GE(T / HTTP/1.1", b"", b"GET * HTTP/1.1", b"GET / HTTP/1.1\r\nX: 1", b"GET / HTTP/1.1\nX: 1",
+    b"GET /" + b"a" * 60 + b" HTTP/1.1",
+]
+
+
+@pytest.mark.parametrize("fields", FIELD_BLOCKS.values(), ids=FIELD_BLOCKS.keys())
+def test_a_new_request_line_on_known_fields_gives_what_a_fresh_connection_gives(fields):
+    """Every request line after a head with the same fields: the same requests, or the same refusal, as
+    on a connection of its own (limits that the line or the whole head may break included)."""
+    first = b"GET /?n=1 HTTP/1.1" + fields
+    limits = Limits(request_line=40, head=len(first) + 30, header_fields=3)
+    persists = replay_all(first, limits).requests[0].keep_alive
+    for line in REQUEST_LINES:
+        head = line + fields
+        after = replay_all(first + head + head, limits)
+        alone = replay_all(head + head, limits)
+        if not persists:  # nothing follows the first head
+            assert after.end == "close" and len(after.requests) == 1
+            continue
+        assert after.status == alone.status, line
+        assert after.requests[1:] == alone.requests, line
+        assert after.end == alone.end, line

@@ -4,16 +4,17 @@ Nothing here touches a socket. The server gives ``InputStream`` a function that
 returns the next piece of body (b"" at its end) and gives ``StartResponse`` the
 ``write`` callable; this module only builds and checks what PEP 3333 specifies.
 
-Environ is built in three layers, so each request copies one dict and adds only
-what varies: ``site_environ`` (constant per listener), ``connection_environ``
-(peer address, caller's extras) and ``request_environ``.
+Environ is built in layers, so a request copies a dict made for what it shares with
+others and adds only what varies: ``site_environ`` (constant per listener), ``connection_environ``
+(peer address, caller's extras), ``fields_environ`` (a request's fields, shared by the
+connection's requests with the same fields) and ``line_environ`` (its request line).
 """
 
 from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -108,28 +109,24 @@ def connection_environ(site_env: Mapping[str, Any], peer: tuple[Any, ...] | str 
 
 def request_environ(conn_env: Mapping[str, Any], request: Request, body: Any,
                     local_address: Callable[[], tuple[str, str]], trust: Trust | None = None) -> dict[str, Any]:
-    """The environ of one request. ``local_address()`` is asked only when there is no Host.
+    """The environ of one request: ``line_environ`` over ``fields_environ``."""
+    env = line_environ(fields_environ(conn_env, request.headers, local_address, trust), request)
+    env["wsgi.input"] = body
+    return env
+
+
+def fields_environ(conn_env: Mapping[str, Any], headers: Sequence[tuple[bytes, bytes]],
+                   local_address: Callable[[], tuple[str, str]], trust: Trust | None = None) -> dict[str, Any]:
+    """The connection's environ with what a request's fields give: HTTP_*, CONTENT_*, SERVER_NAME and
+    SERVER_PORT. A connection's requests mostly share their fields, so the server makes it once for them.
+    ``local_address()`` is asked only when there is no Host.
 
     ``trust`` is given when the connection's peer is a trusted proxy: its X-Forwarded-* or
     Forwarded fields then set REMOTE_ADDR, the scheme, HTTP_HOST and SERVER_PORT. The fields
     themselves stay in the environ either way.
     """
     env = dict(conn_env)
-    env["REQUEST_METHOD"] = request.method.decode("ascii")
-    path = env["PATH_INFO"] = path_info(request.path)
-    root = env["SCRIPT_NAME"]
-    if root:
-        # /app/env under root /app: SCRIPT_NAME "/app", PATH_INFO "/env". A path outside the mount
-        # (/other, or /application) reaches the app whole, with an empty SCRIPT_NAME.
-        if path.startswith(root) and path[len(root):len(root) + 1] in ("", "/"):
-            env["PATH_INFO"] = path[len(root):]
-        else:
-            env["SCRIPT_NAME"] = ""
-    env["QUERY_STRING"] = request.query.decode("latin-1")
-    env["RAW_URI"] = request.target.decode("latin-1")
-    env["SERVER_PROTOCOL"] = PROTOCOLS[request.version]
-    env["wsgi.input"] = body
-    for name, value in request.headers:
+    for name, value in headers:
         key = _ENV_KEYS.get(name) or _env_key(name)  # the cache first, without a call
         if key is None:
             continue
@@ -149,6 +146,25 @@ def request_environ(conn_env: Mapping[str, Any], request: Request, body: Any,
         env["SERVER_NAME"], env["SERVER_PORT"] = local_address()
     if port is not None:
         env["SERVER_PORT"] = port
+    return env
+
+
+def line_environ(fields_env: Mapping[str, Any], request: Request) -> dict[str, Any]:
+    """A copy of ``fields_environ``'s with what the request line gives; the server adds wsgi.input."""
+    env = dict(fields_env)
+    env["REQUEST_METHOD"] = request.method.decode("ascii")
+    path = env["PATH_INFO"] = path_info(request.path)
+    root = env["SCRIPT_NAME"]
+    if root:
+        # /app/env under root /app: SCRIPT_NAME "/app", PATH_INFO "/env". A path outside the mount
+        # (/other, or /application) reaches the app whole, with an empty SCRIPT_NAME.
+        if path.startswith(root) and path[len(root):len(root) + 1] in ("", "/"):
+            env["PATH_INFO"] = path[len(root):]
+        else:
+            env["SCRIPT_NAME"] = ""
+    env["QUERY_STRING"] = request.query.decode("latin-1")
+    env["RAW_URI"] = request.target.decode("latin-1")
+    env["SERVER_PROTOCOL"] = PROTOCOLS[request.version]
     return env
 
 

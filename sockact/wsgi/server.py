@@ -34,7 +34,8 @@ from sockact.wsgi.environ import (
     StartResponse,
     close_iterable,
     connection_environ,
-    request_environ,
+    fields_environ,
+    line_environ,
     site_environ,
 )
 from sockact.wsgi.wire import ClientGone, ClientTimedOut, Wire
@@ -199,6 +200,9 @@ class _Conn:
         # The last request's environ, for the same request again (engine.Connection gives it for a repeated head).
         self._environ_of: Request | None = None
         self._environ: dict[str, Any] = {}
+        # The environ of the last request's fields (engine.Connection gives the same list while they repeat).
+        self._fields_of: object = None
+        self._fields_env: dict[str, Any] = {}
         # Bound once, not on every request.
         self._write = self.write
         self._pull_body = self.pull_body
@@ -245,16 +249,16 @@ class _Conn:
             return self._health(request, started)
         if self.site.client_budget:
             self.wire.deadline = time.monotonic() + self.site.client_budget
-        if request is self._environ_of:
-            # The engine gave the last request again (the same head): so is its environ, all but the body.
-            environ = dict(self._environ)
-            environ["wsgi.input"] = InputStream(self._pull_body)
-        else:
-            environ = request_environ(self.env, request, InputStream(self._pull_body), self._local_address,
-                                      self.trust)
-            # A copy (the app may change its own), without the body's stream, which the next request does not share.
-            self._environ_of, self._environ = request, dict(environ)
-            del self._environ["wsgi.input"]
+        if request is not self._environ_of:
+            # The engine gives the last request again for the same head, and the last fields (the same list)
+            # for a head that differs by its request line alone: what they give is made once.
+            if request.headers is not self._fields_of:
+                self._fields_env = fields_environ(self.env, request.headers, self._local_address, self.trust)
+                self._fields_of = request.headers
+            self._environ_of, self._environ = request, line_environ(self._fields_env, request)
+        # A copy (the app may change its own), with the body's stream, which the next request does not share.
+        environ = dict(self._environ)
+        environ["wsgi.input"] = InputStream(self._pull_body)
         if self.trust is not None and self.access is not None:
             told = environ["REMOTE_ADDR"]
             self.remote = told if told != self.env["REMOTE_ADDR"] else self.peer_remote

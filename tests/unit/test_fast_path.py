@@ -238,3 +238,29 @@ def test_a_repeated_head_gets_a_fresh_environ_and_its_own_body():
     first = {k: v for k, v in seen[0].items() if k != "wsgi.input"}
     assert all({k: v for k, v in e.items() if k != "wsgi.input"} == first for e in seen)
     assert (first["QUERY_STRING"], first["SERVER_NAME"], first["SERVER_PORT"]) == ("q=1", "h", "81")
+
+
+def test_heads_that_differ_by_their_request_line_get_the_environ_a_fresh_connection_gives():
+    """Heads with the same fields and new request lines share the parse of their fields (engine) and
+    the environ those give (server): each environ is what the request gets on a connection of its own,
+    and what an app changes in one never reaches the next."""
+    seen: list[dict[str, Any]] = []
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        seen.append({k: v for k, v in environ.items() if k not in ("wsgi.input", "wsgi.errors")})
+        environ["HTTP_COOKIE"] = "changed"
+        environ["app.note"] = len(seen)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ["wsgi.input"].read()]
+
+    fields = b"\r\nHost: h:81\r\nCookie: a=1\r\nCookie: b=2\r\nX-Y: z\r\nContent-Type: text/plain\r\n\r\n"
+    lines = [b"GET /?n=1 HTTP/1.1", b"GET /p?n=2 HTTP/1.1", b"HEAD /%7Eq HTTP/1.1", b"GET /?n=1 HTTP/1.1",
+             b"GET http://other/abs?z HTTP/1.1", b"OPTIONS * HTTP/1.1", b"GET /last HTTP/1.0"]
+    keeps, _ = _serve(app, b"".join(line + fields for line in lines))
+    assert keeps == [True] * (len(lines) - 1) + [False]
+    together, seen[:] = list(seen), []
+    for line in lines:
+        _serve(app, line + fields)
+    assert together == seen
+    assert [e["HTTP_COOKIE"] for e in together] == ["a=1; b=2"] * len(lines)
+    assert [e["PATH_INFO"] for e in together] == ["/", "/p", "/~q", "/", "/abs", "", "/last"]

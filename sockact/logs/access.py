@@ -72,15 +72,20 @@ def escape(text: str) -> str:
 class Memo:
     """What one connection's access lines reuse while its request repeats (the engine gives the same
     Request again for a repeated head): the request (``key``), its text for the entry, and what the
-    worker's format made of the request's atoms and the client. A connection logs one request at a time
+    worker's format made of the request line's atoms; and while its fields repeat, what it made of
+    theirs and the client's. A connection logs one request at a time
     and a worker has one format, so it needs no lock and holds one line's atoms."""
 
-    __slots__ = ("atoms", "key", "text")
+    __slots__ = ("atoms", "fields", "fields_atoms", "key", "text")
 
     def __init__(self) -> None:
         self.key: object = None
         self.text: tuple[str, str, str, str, str] = ("", "", "", "", "")  # method, target, path, query, protocol
-        self.atoms: tuple[str, ...] | None = None
+        self.atoms: tuple[str, ...] | None = None  # of the request line
+        # The atoms of the request's fields and its client, and the fields they were made of: the engine
+        # gives the same list to the heads that differ from the last by their request line alone.
+        self.fields: object = None
+        self.fields_atoms: tuple[str, ...] = ()
 
     def renew(self, key: object, text: tuple[str, str, str, str, str]) -> None:
         """Another request: its text, and no atoms yet."""
@@ -206,6 +211,9 @@ ATOMS: dict[str, str] = {
 # and its connection (and so does a request field, {name}i; a response field, {name}o, is the response's).
 _PER_RESPONSE = frozenset({"t", "s", "B", "b", "T", "M", "D", "L"})
 _CONSTANT = {"l": "-"}  # atoms whose text never varies: literal text in the line
+# Atoms of the request line; the other kept ones are of the fields and the client (a trusted proxy's
+# fields name the client), kept while the fields repeat.
+_LINE = frozenset({"r", "m", "U", "q", "H"})
 # gunicorn logs %(p)s as "<pid>"; the journal message keeps today's "pid=N".
 _JOURNAL_ATOMS = {**ATOMS, "p": "str(e.pid)"}
 _NAMES: dict[str, Any] = {"escape": escape, "_user": _user, "clf_time": clf_time, "_or_dash": _or_dash}
@@ -232,6 +240,7 @@ def compile_format(spec: str, atoms: dict[str, str] = ATOMS) -> Callable[[Entry]
     # and header names enter the source only through repr(); atoms that never vary ("l") are literals.
     pieces: list[str] = []
     kept: list[str] = []
+    fields: list[str] = []
     literal = ""
     pos = 0
     for match in _ATOM_RE.finditer(spec):
@@ -252,22 +261,32 @@ def compile_format(spec: str, atoms: dict[str, str] = ATOMS) -> Callable[[Entry]
             literal = ""
         if name in _PER_RESPONSE or name.endswith("}o"):
             pieces.append(f"({expression})")
-        else:  # made once while the request repeats: kept[i]
+        elif name in _LINE:  # made once while the request repeats: kept[i]
             pieces.append(f"kept[{len(kept)}]")
             kept.append(f"({expression})")
+        else:  # made once while the fields repeat: fields[i]
+            pieces.append(f"fields[{len(fields)}]")
+            fields.append(f"({expression})")
     literal += spec[pos:].replace("%%", "%")
     if literal:
         pieces.append(repr(literal))
     namespace = dict(_NAMES)
-    source = ["def line(e):"]
+    source = ["def line(e):", "    memo = e.memo"]
     if kept:
-        # The atoms of the request and its client: made once while the connection's request repeats.
-        source += ["    memo = e.memo",
-                   "    kept = memo.atoms if memo is not None else None",
+        # The atoms of the request line: made once while the connection's request repeats.
+        source += ["    kept = memo.atoms if memo is not None else None",
                    "    if kept is None:",
                    f"        kept = ({', '.join(kept)},)",
                    "        if memo is not None:",
                    "            memo.atoms = kept"]
+    if fields:
+        # The atoms of the fields and the client: made once while the connection's fields repeat.
+        source += ["    if memo is not None and memo.fields is e.headers:",
+                   "        fields = memo.fields_atoms",
+                   "    else:",
+                   f"        fields = ({', '.join(fields)},)",
+                   "        if memo is not None:",
+                   "            memo.fields, memo.fields_atoms = e.headers, fields"]
     source.append(f"    return ''.join(({', '.join(pieces)},))")
     exec("\n".join(source) + "\n", namespace)
     line: Callable[[Entry], str] = namespace["line"]

@@ -87,6 +87,25 @@ def test_a_connections_memo_gives_the_lines_fresh_entries_give():
     assert line(again).split(" ")[:2] == line(first).split(" ")[:2] and again.status == 304
 
 
+def test_a_memo_over_requests_that_share_their_fields_gives_the_lines_fresh_entries_give():
+    # Heads that differ by their request line alone share their fields (the same list, from the engine):
+    # the atoms of the fields and the client are made once for them, those of each line anew.
+    token = base64.b64encode(b"alice:secret").decode()
+    fields = [(b"AUTHORIZATION", f"Basic {token}".encode()), (b"USER-AGENT", b"curl/8"), (b"X-REQUEST-ID", b"abc")]
+    other_fields = [(b"USER-AGENT", b"wget"), (b"REFERER", b"http://r/")]
+    line = compile_format(GUNICORN_FORMAT + " %(m)s %(U)s %(q)s %(H)s %({x-request-id}i)s %(p)s %(conn)s")
+    memo = accesslog.Memo()
+    for n, (headers, method, target) in enumerate([(fields, "GET", "/?n=1"), (fields, "POST", "/a?n=2"),
+                                                   (fields, "GET", "/?n=1"), (other_fields, "HEAD", "/b"),
+                                                   (other_fields, "GET", "/c?d"), (fields, "GET", "/e")]):
+        request = Request(method.encode(), target.encode(), "1.1", headers, None, False, True, False, False)
+        path, _, query = target.partition("?")
+        memo.renew(request, (method, target, path, query, "HTTP/1.1"))
+        text = {"method": method, "target": target, "path": path, "query": query, "headers": headers, "status": 200 + n}
+        assert line(entry(memo=memo, **text)) == line(entry(**text))
+        assert line(entry(memo=memo, **text)) == line(entry(**text)) and memo.fields is headers  # the memo filled
+
+
 def test_literal_percent_and_format_errors():
     assert compile_format("100%% %(s)s")(entry()) == "100% 200"
     with pytest.raises(ValueError, match="unknown atom"):

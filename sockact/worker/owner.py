@@ -144,11 +144,12 @@ class Owner(Generic[T]):
     def arrival(msg: handoff.Message, site: Site, now: float) -> tuple[ConnState, float]:
         """The state a connection starts in, and since when its deadline runs: a PROXY header first
         (unless one was read before it was parked), else HTTP: a head begun if bytes came with it, else
-        none yet. A head handed back by a stalled worker keeps the deadline it had there."""
+        none yet. Its deadline runs from when the supervisor says it began (its accept, or a head handed
+        back by a stalled worker), so waiting for a worker does not restart it."""
         since = msg.head_started or now
         if site.proxy_protocol != "off" and msg.proxy is None:
             return _C.PREFACE, since
-        return (_C.HEAD if msg.data or msg.head_started else _C.FRESH), since
+        return (_C.HEAD if msg.data else _C.FRESH), since
 
     def add(self, conn: T) -> T:
         self.held[conn.msg.conn_id] = conn

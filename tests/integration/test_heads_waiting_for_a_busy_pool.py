@@ -46,7 +46,6 @@ def closed_after(sock: socket.socket, started: float) -> tuple[bytes, float]:
     return answer, time.monotonic() - started
 
 
-@pytest.mark.xfail(strict=True, reason="the supervisor keeps no header_timeout for connections waiting in its queue")
 def test_a_partial_head_waiting_for_a_busy_worker_gets_its_408_at_header_timeout(start_sockact, tmp_path):
     server, busy = busy_worker(start_sockact, tmp_path, 8)
     partial = socket.create_connection(("127.0.0.1", server.port), timeout=20)

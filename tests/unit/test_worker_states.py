@@ -163,6 +163,10 @@ def test_arrival():
     assert Owner.arrival(plain, SITE, 5.0) == (C.FRESH, 5.0)  # type: ignore[arg-type]
     assert Owner.arrival(handoff.Message(handoff.CONN, conn_id=1, data=b"GE"), SITE, 5.0) == (C.HEAD, 5.0)  # type: ignore[arg-type]
     assert Owner.arrival(plain, PROXY_SITE, 5.0) == (C.PREFACE, 5.0)  # type: ignore[arg-type]
+    # Accepted at 2.0, it waited for a worker: nothing sent yet, and its header_timeout runs from its accept.
+    accepted = handoff.Message(handoff.CONN, conn_id=1, head_started=2.0)
+    assert Owner.arrival(accepted, SITE, 5.0) == (C.FRESH, 2.0)  # type: ignore[arg-type]
+    assert Owner.arrival(accepted, PROXY_SITE, 5.0) == (C.PREFACE, 2.0)  # type: ignore[arg-type]
 
 
 def test_a_head_handed_back_keeps_its_deadline_in_the_next_worker():

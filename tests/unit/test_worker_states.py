@@ -190,7 +190,8 @@ def test_a_stall_hand_back_carries_when_a_head_began_even_after_the_connection_h
 def test_what_travels_with_a_connection_handed_back_is_the_start_of_a_head_still_coming():
     assert Conn(state=C.HEAD, since=3.0).head_started == 3.0
     assert Conn(state=C.PREFACE, since=3.0).head_started == 3.0
-    for state in (C.FRESH, C.IDLE, C.BODY, C.QUEUED):
+    assert Conn(state=C.FRESH, since=3.0).head_started == 3.0  # nothing sent since its accept: not idle
+    for state in (C.IDLE, C.BODY, C.QUEUED):
         assert Conn(state=state, since=3.0).head_started == 0.0
 
 

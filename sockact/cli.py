@@ -216,10 +216,14 @@ def convert_gunicorn(path: str) -> int:
         _print_error(exc)
         return exc.exit_code
     parsers = {s.name: s.parse for s in config.SETTINGS}
-    conversion = fromgunicorn.convert(path, names, parsers)
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        computed = fromgunicorn.computed_names(fh.read())
+    conversion = fromgunicorn.convert(path, names, parsers, computed)
     print("\n".join(fromgunicorn.lines(conversion, path, config.toml_value)))
     for name, why in conversion.not_carried:
         print(f"sockact: convert: {name} is not carried over: {why}", file=sys.stderr)
+    for key, note in conversion.notes.items():
+        print(f"sockact: convert: {key} = {config.toml_value(conversion.values[key])}: {note}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -233,7 +237,7 @@ def check_apps(cfg: Config) -> int:
     """Import each app in a child process with the service's settings applied; the exit code says
     whether they all load (5 when one does not), and stderr says exactly what failed."""
     from sockact.apploader import add_virtualenv, load_all
-    from sockact.asgi.interface import WSGI, choose
+    from sockact.asgi.interface import WSGI, choose, contradiction
 
     sys.stdout.flush()
     sys.stderr.flush()
@@ -254,6 +258,8 @@ def check_apps(cfg: Config) -> int:
                 kind = choose(_interface_of(cfg, spec), app)
                 how = cfg.thread_mode() if kind == WSGI else "on each worker's asyncio loop, many requests at a time"
                 print(f"# app {spec}: imports and is callable; served as {kind.upper()}, {how}")
+                if wrong := contradiction(_interface_of(cfg, spec), app):
+                    print(f"sockact: warning: app {spec}: {wrong}", file=sys.stderr)
             os.write(loaded_w, b"1")
             code = EXIT_OK
         except SockactError as exc:
@@ -373,10 +379,10 @@ def _load_hooks(cfg: Config) -> Loaded:
 def _watch_for_changes(cfg: Config) -> None:
     """--reload: a thread that sends this process SIGHUP when the app's source files change."""
     from sockact.config import check_virtualenv
-    from sockact.supervisor.autoreload import Watcher, app_roots
+    from sockact.supervisor.autoreload import Watcher, project_roots
 
     search = list(sys.path)
     if cfg.virtualenv:
         search.insert(0, check_virtualenv(cfg.virtualenv))
     extra = [cfg.config_file] if cfg.config_file else []
-    Watcher(app_roots(app_specs(cfg), search), extra, os.getpid()).start()
+    Watcher(project_roots(app_specs(cfg), search), extra, os.getpid()).start()

@@ -19,6 +19,7 @@ Nothing here imports the rest of sockact at module level: config/settings.py rea
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -60,7 +61,9 @@ def parse(value: Any) -> Hooks:
         raise ValueError("expected a [hooks] table, e.g. hooks.post_fork = \"myproject.hooks:post_fork\"")
     for name, spec in value.items():
         if name not in HOOK_NAMES:
-            raise ValueError(f"no hook is called {name!r} (the hooks: {', '.join(HOOK_NAMES)})")
+            close = difflib.get_close_matches(name, HOOK_NAMES, n=1)  # as the settings' own hints
+            meant = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"no hook is called {name!r} ({meant}the hooks: {', '.join(HOOK_NAMES)})")
         if not isinstance(spec, str) or not _SPEC_RE.match(spec):
             raise ValueError(f"{name}: expected 'module:callable', e.g. 'myproject.hooks:{name}', got {spec!r}")
     return Hooks(**value)

@@ -142,6 +142,7 @@ class AsgiConnection(Owned):
             return
         except OSError:
             data = b""
+            self._lost()  # a reset: the client is gone, not only done sending
         if not data:
             self.eof = True
             self.pause_reading()
@@ -164,21 +165,31 @@ class AsgiConnection(Owned):
         else:
             self.on_input(self)
 
-    async def wait_input(self, timeout: float | None = None) -> None:
-        """Until more input (or EOF) arrives; a client silent for ``timeout`` seconds is taken for gone."""
+    async def wait_input(self, timeout: float | None = None, lose: bool = True) -> None:
+        """Until more input (or EOF) arrives; a client silent for ``timeout`` seconds is taken for gone
+        (unless not ``lose``: the caller, whose deadline it was, then answers it)."""
         if self.eof:
             return
         self.resume_reading()
-        await self._bounded(self._wait(self._input), timeout)
+        await self._bounded(self._wait(self._input), timeout, lose)
 
-    async def _bounded(self, future: asyncio.Future[None], timeout: float | None) -> None:
+    async def wait_woken(self) -> None:
+        """Until ``wake`` (or the connection's loss or close): what a task waits on once no more input can
+        come, when a half-closed client may still read its answer."""
+        if self.eof:
+            await self._wait(self._input)
+        else:
+            await self.wait_input()
+
+    async def _bounded(self, future: asyncio.Future[None], timeout: float | None, lose: bool = True) -> None:
         if timeout is None:
             await future
             return
         try:
             await asyncio.wait_for(future, timeout)
         except TimeoutError:
-            self._lost()  # as a blocking read or write gives up after io_timeout for WSGI
+            if lose:
+                self._lost()  # as a blocking read or write gives up after io_timeout for WSGI
 
     def wake(self) -> None:
         """Wake the tasks waiting for input, to look again at what they wait for."""

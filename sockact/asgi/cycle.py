@@ -19,7 +19,10 @@ holds one response in memory, until send_timeout lets it go.
 Outcomes: an exception before the response starts is a 500, unless the client has left (the
 app's send to a gone client raised): then nothing is written, and no 5xx is counted. After the
 response starts, the connection is closed, so the client sees the response cut short, which is
-the truth. A body the client cut short (a half-close mid-body) is a 400, as for WSGI."""
+the truth. A body the client cut short (a half-close mid-body) is a 400, as for WSGI. A client that
+half-closes after its request has only said it sends no more: it is answered (and its pipelined
+requests before the EOF too); an app that waits in receive() for the client to go is told
+http.disconnect at the EOF, as a client's close() sends nothing else."""
 
 from __future__ import annotations
 
@@ -47,11 +50,14 @@ class ClientDisconnected(OSError):
     """send() after the client went away: ASGI spec 2.4 asks for an OSError, so a streaming app stops."""
 
 PATHSEND_PIECE = 256 * 1024  # bytes of a file read at a time for http.response.pathsend
+# A request body's deadline moves on a second for each this many bytes received (Apache's
+# mod_reqtimeout MinRate): a large upload at a real client's pace is never cut, a trickle is.
+BODY_MIN_RATE = 1024
 
 
 class HttpCycle:
-    __slots__ = ("answered", "body_done", "complete", "conn", "engine", "headers", "request", "scope", "started",
-                 "started_at", "status", "stopping")
+    __slots__ = ("answered", "body_deadline", "body_done", "complete", "conn", "engine", "headers", "request", "scope",
+                 "started", "started_at", "status", "stopping")
 
     def __init__(self, conn: AsgiConnection, request: Request, scope: dict[str, Any], stopping: bool) -> None:
         self.conn = conn
@@ -66,6 +72,9 @@ class HttpCycle:
         self.answered = False  # sockact answered in the app's stead (an error); the app's sends are dropped
         self.body_done = False
         self.started_at = time.perf_counter()  # for the access log
+        # The body must come within io_timeout of its head, as a WSGI body_buffer body must, plus a
+        # second per BODY_MIN_RATE bytes: a client that trickles it holds its connection (an fd) no longer.
+        self.body_deadline = time.monotonic() + conn.site.io_timeout
 
     async def run(self, app: Any) -> bool:
         """Call the app and finish the response; True when the connection persists."""
@@ -95,7 +104,8 @@ class HttpCycle:
 
     @property
     def client_left(self) -> bool:
-        return self.conn.gone or self.conn.eof
+        """A send failed, or the client reset: a client that only half-closed still reads, and is answered."""
+        return self.conn.gone
 
     def line(self) -> str:
         return quoted_request_line(self.request)
@@ -110,6 +120,7 @@ class HttpCycle:
         """sockact's own plain-text error response; the connection then closes."""
         self.answered = True
         self.status = status
+        self.conn.wake()  # a receive() waiting in another task now answers http.disconnect
         if not self.conn.gone:
             self.conn.write(self.engine.error_response(status, http_date()))
 
@@ -127,6 +138,7 @@ class HttpCycle:
                     self.answer(exc.status)
                 break
             if isinstance(event, Data):
+                self.body_deadline += len(event.data) / BODY_MIN_RATE
                 more = self.engine.unread_body != 0
                 if not more:
                     self.engine.next_event()  # END_OF_MESSAGE: say so with this piece
@@ -142,10 +154,20 @@ class HttpCycle:
             interim = self.engine.send_continue()
             if interim:
                 self.conn.write(interim, interim=True)
-            await self.conn.wait_input(self.conn.site.io_timeout)
-        # The body is read (or never will be): the next message is the client leaving.
+            left = self.body_deadline - time.monotonic()
+            if left <= 0:
+                log.info("conn %d: the request body of %s came slower than %d bytes/s after the first %gs "
+                         "(timeout): 408", self.conn.msg.conn_id, self.line(), BODY_MIN_RATE, self.conn.site.io_timeout)
+                if not self.started:
+                    self.answer(408)
+                break
+            await self.conn.wait_input(left, lose=False)
+        # The body is read (or never will be): the next message is the client leaving, or the response
+        # ending. A half-close ends the wait too, since a FIN is all a client's close() sends: a
+        # long-poll app learns that its client closed, while its sends still reach a client that
+        # only half-closed and still reads.
         while not (self.complete or self.answered or self.conn.gone or self.conn.eof or self.conn.closed):
-            await self.conn.wait_input()
+            await self.conn.wait_woken()
         return DISCONNECT
 
     # -- send
@@ -155,7 +177,7 @@ class HttpCycle:
         if self.answered:
             return  # sockact answered in the app's stead: the app's response goes nowhere
         conn = self.conn
-        if conn.gone or conn.eof:  # client_left, without a property's call on each send
+        if conn.gone:  # client_left, without a property's call on each send
             raise ClientDisconnected(f"conn {conn.msg.conn_id}: the client has gone")
         if kind == "http.response.start":
             if self.headers is not None:

@@ -38,6 +38,31 @@ def choose(setting: str, app: Any) -> str:
     return ASGI if is_asgi(app) else WSGI
 
 
+def contradiction(setting: str, app: Any) -> str | None:
+    """Why ``app``'s shape contradicts an interface set explicitly, or None. Served anyway (a
+    wrapper may hide the real shape), but a WSGI function served as ASGI answers every request
+    with a 500, so ``check`` and each worker's start log say so first."""
+    if setting == ASGI and not is_asgi(app):
+        return (f"interface is 'asgi' but the app is {_shape(app)}, not an async callable of (scope, receive, "
+                "send); every request would fail with a 500: set interface = 'wsgi' or 'auto'")
+    if setting == WSGI and is_asgi(app):
+        return ("interface is 'wsgi' but the app is an async callable of (scope, receive, send), an ASGI "
+                "app; every request would fail with a 500: set interface = 'asgi' or 'auto'")
+    return None
+
+
+def _shape(app: Any) -> str:
+    """What the app looks like instead, in words an operator recognises."""
+    try:
+        params = inspect.signature(app).parameters.values()
+    except (TypeError, ValueError):
+        return "a callable that is not async"
+    count = sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+    if count == 2 and not inspect.isclass(app):
+        return "a plain callable of 2 arguments, as a WSGI app's (environ, start_response)"
+    return f"a {'class' if inspect.isclass(app) else 'callable that is not async'} of {count} arguments"
+
+
 def one_interface(chosen: Iterable[tuple[str, str]]) -> str:
     """The one interface of a worker's listeners, given (listener, interface) pairs; AppLoadError if mixed."""
     pairs = list(chosen)

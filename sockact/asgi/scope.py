@@ -14,11 +14,10 @@ The fields themselves stay in ``headers`` either way.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote
 
 from sockact.http.events import Request
 from sockact.http.forwarded import FIELDS, Origin, Trust, collect, from_fields
-from sockact.http.requests import split_host
+from sockact.http.requests import decoded_path, split_host
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 _FORWARDED = frozenset(name.encode() for name in FIELDS)
@@ -45,9 +44,7 @@ def request_scope(base: dict[str, Any], request: Request, websocket: bool = Fals
     the connection's peer is a trusted proxy, whose forwarded fields then count."""
     scope = base.copy()
     raw = request.path or b"/"
-    path = raw.decode("latin-1")
-    if "%" in path:
-        path = unquote(path)
+    path = decoded_path(raw).decode("utf-8", "replace")  # ASGI: percent-decoded, as UTF-8
     root = base["root_path"]
     if root and not (path.startswith(root) and path[len(root):len(root) + 1] in ("", "/")):
         scope["root_path"] = ""  # outside the mount: the app sees it unprefixed, as SCRIPT_NAME does

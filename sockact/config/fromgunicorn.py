@@ -10,6 +10,7 @@ config's hints for gunicorn's names (config.sources._suggest). docs/from-gunicor
 
 from __future__ import annotations
 
+import ast
 import os
 import types
 from collections.abc import Callable, Iterator, Mapping
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sockact.hooks import HOOK_NAMES
+from sockact.http.limits import Limits
 
 # gunicorn's setting -> sockact's, where sockact has one (same name or not).
 RENAMED: dict[str, str] = {
@@ -101,6 +103,23 @@ def _loglevel(value: Any) -> Any:
     return "error" if isinstance(value, str) and value.lower() == "critical" else value
 
 
+# gunicorn's worker classes that serve ASGI: uvicorn's, in uvicorn and in the uvicorn-worker package.
+ASGI_WORKERS = frozenset({"uvicorn.workers.UvicornWorker", "uvicorn.workers.UvicornH11Worker",
+                          "uvicorn_worker.UvicornWorker", "uvicorn_worker.UvicornH11Worker"})
+
+# gunicorn's 0 is "unlimited" for these; sockact has no unlimited, and its largest useful value is the
+# request head's own bound (Limits.head), which the line or a field can never pass anyway.
+_UNLIMITED: dict[str, int] = {"limit_request_line": Limits.head, "limit_request_field_size": Limits.head}
+
+
+def _unlimited(name: str, value: Any) -> tuple[Any, str | None]:
+    """gunicorn's 0 for an unlimited size as sockact's largest, with the note that says so."""
+    if name in _UNLIMITED and value == 0 and not isinstance(value, bool):
+        return _UNLIMITED[name], (f"gunicorn's {name} = 0 is unlimited; sockact has no unlimited, and "
+                                  f"{_UNLIMITED[name]} is the request head's own bound")
+    return value, None
+
+
 # Values whose gunicorn form sockact spells otherwise.
 _VALUES: dict[str, Callable[[Any], Any]] = {
     "proxy_protocol": _bool_to_proxy_protocol, "loglevel": _loglevel,
@@ -114,22 +133,34 @@ class Conversion:
     values: dict[str, Any] = field(default_factory=dict)  # sockact setting -> parsed value
     hooks: dict[str, str] = field(default_factory=dict)  # hook -> "path:function"
     not_carried: list[tuple[str, str]] = field(default_factory=list)  # (gunicorn name, why)
+    notes: dict[str, str] = field(default_factory=dict)  # sockact setting -> what to know of its value
 
 
-def convert(path: str, names: Mapping[str, Any], settings: Mapping[str, Callable[[Any], Any]]) -> Conversion:
-    """Sort the names a gunicorn.conf.py defined. ``settings`` maps sockact's setting names to their parsers."""
+def convert(path: str, names: Mapping[str, Any], settings: Mapping[str, Callable[[Any], Any]],
+            computed: Mapping[str, str] | None = None) -> Conversion:
+    """Sort the names a gunicorn.conf.py defined. ``settings`` maps sockact's setting names to their parsers;
+    ``computed`` maps a name the file computes (not a literal) to its expression (see ``computed_names``)."""
     out = Conversion()
     for name, value in names.items():
         if name.startswith("_") or isinstance(value, types.ModuleType):
             continue  # the file's own imports and private names
         if name in HOOK_NAMES and callable(value):
             out.hooks[name] = f"{os.path.abspath(path)}:{name}"
+        elif name == "worker_class" and value in ASGI_WORKERS:
+            out.values["interface"] = settings["interface"]("asgi")
+            out.notes["interface"] = f"gunicorn's worker_class = {value!r} serves ASGI"
         elif name in RENAMED:
             target = RENAMED[name]
+            value, note = _unlimited(name, value)
             try:
                 out.values[target] = settings[target](_VALUES.get(name, _same)(value))
             except ValueError as exc:
                 out.not_carried.append((name, f"{value!r} is not a valid {target}: {exc}"))
+                continue
+            if (expression := (computed or {}).get(name)) is not None:
+                note = f"computed by the conf on the machine it was converted on: {expression}"
+            if note:
+                out.notes[target] = note
         elif name in NOT_CARRIED:
             out.not_carried.append((name, NOT_CARRIED[name]))
         elif callable(value) or isinstance(value, type):
@@ -141,6 +172,26 @@ def convert(path: str, names: Mapping[str, Any], settings: Mapping[str, Callable
 
 def _same(value: Any) -> Any:
     return value
+
+
+def computed_names(source: str) -> dict[str, str]:
+    """Each top-level name the file assigns with an expression that is not a literal, with the expression:
+    its value (``multiprocessing.cpu_count() * 2 + 1``) is this machine's, not the server's."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return {}  # run_file has said so already
+    out = {}
+    for node in tree.body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            try:
+                ast.literal_eval(node.value)
+                continue
+            except ValueError:
+                expression = ast.unparse(node.value)
+            out.update({t.id: expression for t in targets if isinstance(t, ast.Name)})
+    return out
 
 
 def run_file(path: str) -> dict[str, Any]:
@@ -157,7 +208,8 @@ def lines(conversion: Conversion, path: str, toml_value: Callable[[Any], str]) -
     for name, why in conversion.not_carried:
         yield f"# not carried over: {name} ({why})"
     for key, value in conversion.values.items():
-        yield f"{key} = {toml_value(value)}"
+        note = conversion.notes.get(key)
+        yield f"{key} = {toml_value(value)}" + (f"  # {note}" if note else "")
     if conversion.hooks:
         yield ""
         yield "[hooks]  # called as gunicorn calls them: server and worker carry pid, cfg and log (docs/hooks.md)"

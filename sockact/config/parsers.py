@@ -167,6 +167,8 @@ def binds(value: Any) -> tuple[str, ...]:
         specs = tuple(_strings(value, r"[,\s]+"))
     except ValueError:
         raise ValueError("expected a list of addresses like '127.0.0.1:8000' or 'unix:/run/app.sock'") from None
+    if not specs:  # an empty value set on purpose: run would have nothing to listen on without systemd
+        raise ValueError("empty: name an address like '127.0.0.1:8000', or unset it for the default")
     for spec in specs:
         bind_address(spec)
     return specs

@@ -91,7 +91,8 @@ class ListenerSettings:
         parsers.choice("auto", "wsgi", "asgi"), "auto",
         "How the app is called: 'wsgi' (PEP 3333), 'asgi' (ASGI 3, on an asyncio loop per worker, uvloop "
         "where installed), or 'auto', which takes an async callable of (scope, receive, send) for ASGI and "
-        "anything else for WSGI, and logs which it chose. The listeners of one sockact share one interface.",
+        "anything else for WSGI, and logs which it chose. The listeners of one sockact share one interface. "
+        "A 'wsgi' or 'asgi' that contradicts the app's shape is a warning in check and at each worker's start.",
         "app", metavar="INTERFACE")
     root_path: str = _opt(
         parsers.mount, "",
@@ -187,7 +188,8 @@ class Config(ListenerSettings):
     bind: tuple[str, ...] = _opt(
         parsers.binds, ("127.0.0.1:8000",),
         "Addresses to listen on when systemd passes no sockets: HOST:PORT, [V6]:PORT or unix:PATH. "
-        "Ignored under socket activation.", "listeners", metavar="ADDR", aliases=("-b",))
+        "Ignored under socket activation; an empty list is an error.", "listeners", metavar="ADDR",
+        aliases=("-b",))
     backlog: int = _opt(
         parsers.integer(1), 1024, "listen() backlog for sockets bound with --bind.", "listeners", metavar="N")
     metrics_listener: str = _opt(
@@ -248,9 +250,11 @@ class Config(ListenerSettings):
         aliases=("-t",))
     send_timeout: float = _opt(
         parsers.seconds, 10.0,
-        "Seconds a response write may make no progress (the client reads nothing) before the connection "
-        "is closed, with one log line. Keep it below timeout: a WSGI app thread waits in the write, and "
-        "past timeout its worker is killed.", "http", metavar="SECONDS")
+        "Seconds a response write may make no progress (the client reads nothing), or a WSGI app's read "
+        "of a request body (the client sends nothing), before the connection is closed (a read: after a "
+        "408), with one log line. Either wait also ends 2 s before timeout since the app call began (half "
+        "of timeout if that is under 4 s), so a slow client never gets its worker killed.", "http",
+        metavar="SECONDS")
     graceful_timeout: float = _opt(
         parsers.seconds, 30.0, "On stop or reload, how long in-flight requests may take to finish.", "workers",
         metavar="SECONDS")
@@ -291,7 +295,9 @@ class Config(ListenerSettings):
         metavar="TARGET")
     reload: bool = _opt(
         parsers.boolean, False,
-        "Development only: restart the workers when a source file of the app changes. Refused under "
+        "Development only: restart the workers when a .py file of the app's project changes (the "
+        "directory the app is found on, with its other packages: --chdir, the working directory or a "
+        "--pythonpath entry; not installed packages). Refused under "
         "systemd (INVOCATION_ID set) unless --reload-under-systemd, and with preload.", "development")
     reload_under_systemd: bool = _opt(
         parsers.boolean, False, "Allow reload even when systemd runs sockact.", "development")

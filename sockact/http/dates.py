@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 from wsgiref.handlers import format_date_time  # IMF-fixdate, lighter to import than email.utils
 
-from sockact.logs.access import PerSecond
+from sockact.logs.access import per_second
 
-_date = PerSecond(format_date_time)
+_date = per_second(format_date_time)
 
 
 def http_date() -> str:

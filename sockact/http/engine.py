@@ -19,6 +19,9 @@ on a persistent connection, after which it is back at its start), so nothing of 
 request's parse state leaks into the next; and a connection can be handed on with its
 unparsed bytes (``unparsed``) between messages, in a partial head, or after a head nobody
 has begun to serve.
+A head byte for byte the same as the last one parsed whole on the connection (keep-alive clients
+send the same few again and again) gives the same request again without either step: a head's
+request depends on its bytes and the limits alone. Chunked and upgrade requests are parsed anew.
 The events are defined in events.py.
 """
 
@@ -114,6 +117,10 @@ class Connection:
         self._spare: tuple[httptools.HttpRequestParser, _Message] | None = None
         self._remaining = 0  # Content-Length body still to come
         self._head: bytes | None = None  # the current head, until its body is first read
+        # The last head parsed whole, and its request: a client sends the same head again and again on
+        # one connection, and what a head gives is a function of its bytes and the limits alone.
+        self._last_head = b""
+        self._last_request: Request | None = None
         self._reset_response()
 
     def _reset_response(self) -> None:
@@ -186,6 +193,8 @@ class Connection:
             self._head = head
             self._scanned = 0
             self._crlf_skipped = False
+            if head == self._last_head:
+                return self._repeat(self._last_request)
             check_head(head, self.limits)
             return self._parse_head(head)
         except ProtocolError:
@@ -228,6 +237,9 @@ class Connection:
                 raise ProtocolError(400, "chunked body on an upgrade request")
             request = Request(method, target, version, message.headers, length, chunked,
                               rules.keep_alive(version) and not upgrade, rules.expects_continue(version), upgrade)
+        if not request.chunked and not upgrade:
+            # A chunked body needs this parser fed with its head; an upgrade ends the connection.
+            self._last_head, self._last_request = head, request
         self.request = request
         self.state = BODY
         if request.chunked:
@@ -239,6 +251,15 @@ class Connection:
                 # The parser has ended this message (no body follows in its view) and waits for the
                 # next one: it serves the next head too, which saves making and freeing one.
                 self._spare = parser, message
+        return request
+
+    def _repeat(self, request: Request | None) -> Request:
+        """The same head as the last one parsed: the same request, checked and parsed then. Request is
+        never changed after it is made, so the object itself serves again."""
+        assert request is not None
+        self.request = request
+        self.state = BODY
+        self._remaining = request.content_length or 0
         return request
 
     def body_done(self) -> bool:

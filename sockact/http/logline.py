@@ -10,7 +10,7 @@ from typing import Any
 
 from sockact.http.events import Request
 from sockact.http.requests import PROTOCOLS, path_info
-from sockact.logs.access import Entry, escape, unix_peer
+from sockact.logs.access import Entry, Memo, escape, unix_peer
 
 
 def quoted_request_line(request: Request | None) -> str:
@@ -29,13 +29,20 @@ def access_remote(sock: socket.socket, peer: tuple[Any, ...] | str | None) -> st
 
 
 def access_entry(remote: str, request: Request | None, status: int, sent: int, started: float, pid: int,
-                 conn_id: int, listener: str, response_headers: Sequence[tuple[str, str]] = ()) -> Entry:
+                 conn_id: int, listener: str, response_headers: Sequence[tuple[str, str]] = (),
+                 memo: Memo | None = None) -> Entry:
     """The access log's entry for one request (None: the request line itself was bad) begun at ``started``
-    (time.perf_counter())."""
+    (time.perf_counter()). ``memo`` is the connection's: its text is made once while the request repeats."""
     duration = int((time.perf_counter() - started) * 1e6)
     if request is None:
         return Entry(remote, "", "", "", "", "", status, sent, duration, pid, conn_id, listener)
+    if memo is not None and memo.key is request:
+        text = memo.text
+    else:
+        text = (request.method.decode("latin-1"), request.target.decode("latin-1"), path_info(request.path),
+                request.query.decode("latin-1"), PROTOCOLS[request.version])
+        if memo is not None:
+            memo.renew(request, text)
     # Positional: this runs once a request. The fields' order is Entry's.
-    return Entry(remote, request.method.decode("latin-1"), request.target.decode("latin-1"), path_info(request.path),
-                 request.query.decode("latin-1"), PROTOCOLS[request.version], status, sent, duration, pid, conn_id,
-                 listener, request.headers, response_headers)
+    return Entry(remote, *text, status, sent, duration, pid, conn_id, listener, request.headers, response_headers,
+                 time.time(), memo)

@@ -11,11 +11,14 @@ PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 PERCENT = ord("%")  # a byte's value: ``in`` finds it faster than find() (see rules.py)
 
 
+def decoded_path(path: bytes) -> bytes:
+    """The path percent-decoded, as the app sees it; most paths have no % and come back as they are."""
+    return unquote_to_bytes(path) if PERCENT in path else path  # the byte's value: see rules.py
+
+
 def path_info(path: bytes) -> str:
     """PEP 3333: PATH_INFO is the percent-decoded path, as bytes carried in a latin-1 str."""
-    if PERCENT in path:  # the byte's value: see rules.py
-        path = unquote_to_bytes(path)
-    return path.decode("latin-1")
+    return decoded_path(path).decode("latin-1")
 
 
 # Host values already split, by scheme: clients send the same few. Bounded.

@@ -19,8 +19,19 @@ def check_response(status: Any, headers: Any) -> tuple[str, list[tuple[str, str]
 
     "Connection: close" passes (the engine honours it and writes its own Connection field);
     every other hop-by-hop field is an error, since the engine owns the framing. Copies of
-    one Content-Length become one; differing ones are an error.
+    one Content-Length become one; differing ones are an error. The list returned is never to be
+    changed: the same answer again gets the same list.
     """
+    global _last
+    last = _last  # one reference, replaced whole: app threads check at once
+    if status == last[0] and headers == last[1]:
+        return last[2]  # as the last answer checked: an app answers the same way again and again
+    checked = _check(status, headers)
+    _last = (status, list(headers), checked)  # a copy: the app may change its list later
+    return checked
+
+
+def _check(status: Any, headers: Any) -> tuple[str, list[tuple[str, str]]]:
     if type(status) is not str or status not in _CHECKED_STATUSES:
         if (not isinstance(status, str) or len(status) < 4 or status[3] != " " or not status[:3].isdigit()
                 or int(status[:3]) < 100 or _bad_value(status)):
@@ -78,6 +89,8 @@ def check_response(status: Any, headers: Any) -> tuple[str, list[tuple[str, str]
 _CHECKED_STATUSES: set[str] = set()
 _CHECKED_FIELDS: dict[tuple[str, str], int] = {}
 _CHECKED_MAX = 1024
+# The last (status, headers) checked, and what check_response returned for it.
+_last: tuple[Any, list[Any], tuple[str, list[tuple[str, str]]]] = ("", [None], ("", []))
 
 
 def _bad_value(value: str) -> bool:

@@ -66,6 +66,12 @@ def check_partial_head(buf: bytes, start: int, limits: Limits) -> None:
     lfs = fresh.count(b"\n") - (fresh[:1] == b"\n")  # an LF at ``start`` was checked last time
     if lfs != fresh.count(b"\r\n"):
         raise ProtocolError(400, "bare LF in request head")
+    if buf.find(b" ", 0, start) < 0 and buf[:1] != b"\r":
+        # The method has not ended before what is new: what came of it must be a token, or no
+        # request will come (a TLS ClientHello on an http port). A leading CR may be an empty line.
+        space = buf.find(b" ")
+        if buf[:space if space >= 0 else len(buf)].translate(None, _TCHAR):
+            raise ProtocolError(400, "not an HTTP request: the method is not a token")
 
 
 def check_head(head: bytes, limits: Limits) -> None:

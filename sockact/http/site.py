@@ -41,6 +41,20 @@ class Site:
     send_timeout: float = 0.0  # per response write that makes no progress (send_timeout); 0.0: io_timeout
     root_path: str = ""  # the prefix the app is mounted under (SCRIPT_NAME, ASGI's root_path)
     threaded: bool = False  # more than one app thread may call the app at once (wsgi.multithread)
+    client_budget: float = 0.0  # seconds from a call's start by which its waits on the client end; 0.0: none
+
+
+# Giving up on a client (a 408 and its linger, or a close) takes at most about this long.
+CLIENT_MARGIN = 2.0
+
+
+def client_budget(timeout: float) -> float:
+    """How long an app call may wait on its client in all (reading the body, sending the response):
+    short of ``timeout`` by a margin, so that a slow client ends its call before the supervisor could
+    take the call for stuck and kill the worker. 0.0 (none) when ``timeout`` is off."""
+    if not timeout:
+        return 0.0
+    return max(timeout - CLIENT_MARGIN, timeout / 2)
 
 
 def is_health(site: Site, request: Request) -> bool:

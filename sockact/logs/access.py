@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from sockact.errors import ConfigError
 
@@ -69,6 +69,24 @@ def escape(text: str) -> str:
     return _UNSAFE.sub(_hex, text)
 
 
+class Memo:
+    """What one connection's access lines reuse while its request repeats (the engine gives the same
+    Request again for a repeated head): the request (``key``), its text for the entry, and what the
+    worker's format made of the request's atoms and the client. A connection logs one request at a time
+    and a worker has one format, so it needs no lock and holds one line's atoms."""
+
+    __slots__ = ("atoms", "key", "text")
+
+    def __init__(self) -> None:
+        self.key: object = None
+        self.text: tuple[str, str, str, str, str] = ("", "", "", "", "")  # method, target, path, query, protocol
+        self.atoms: tuple[str, ...] | None = None
+
+    def renew(self, key: object, text: tuple[str, str, str, str, str]) -> None:
+        """Another request: its text, and no atoms yet."""
+        self.key, self.text, self.atoms = key, text, None
+
+
 @dataclass(slots=True)
 class Entry:
     """What one request leaves for the access log. Text is as received (latin-1), not escaped."""
@@ -88,6 +106,7 @@ class Entry:
     headers: Sequence[tuple[bytes, bytes]] = ()  # request fields, names upper-cased as the engine gives them
     response_headers: Sequence[tuple[str, str]] = ()
     when: float = field(default_factory=time.time)
+    memo: Memo | None = None  # the connection's, while its request repeats
 
     def header(self, name: bytes) -> str:
         """A request field by upper-cased name, "" when absent."""
@@ -103,31 +122,26 @@ class Entry:
                 return value
         return ""
 
-    @property
-    def request_line(self) -> str:
-        return f"{self.method} {self.target} {self.protocol}" if self.method else "-"
-
 
 # -- the text atoms: each a function of an Entry; client text goes through escape()
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-class PerSecond(Generic[T]):
-    """A time format remade at most once a second: these run once per request."""
+def per_second(make: Callable[[int], T]) -> Callable[[float], T]:
+    """A time format remade at most once a second: these run once per request. A closure, not an object
+    with __call__: Python inlines a call to a plain function, not one through __call__."""
+    second = -1
+    text: T
 
-    __slots__ = ("_make", "_second", "_text")
+    def at(when: float) -> T:
+        nonlocal second, text
+        now = int(when)
+        if now != second:
+            second, text = now, make(now)
+        return text
 
-    def __init__(self, make: Callable[[int], T]) -> None:
-        self._make = make
-        self._second = -1
-        self._text: T
-
-    def __call__(self, when: float) -> T:
-        second = int(when)
-        if second != self._second:
-            self._second, self._text = second, self._make(second)
-        return self._text
+    return at
 
 
 def _clf(second: int) -> str:
@@ -139,7 +153,7 @@ def _clf(second: int) -> str:
 
 
 # ``[10/Oct/2000:13:55:36 +0000]`` in local time (locale-free).
-clf_time = PerSecond(_clf)
+clf_time = per_second(_clf)
 
 
 def _or_dash(text: str) -> str:
@@ -161,86 +175,101 @@ def _user(e: Entry) -> str:
     return _or_dash(user)
 
 
-ATOMS: dict[str, Callable[[Entry], str]] = {
-    "h": lambda e: escape(e.remote) or "-",
-    "l": lambda e: "-",
-    "u": _user,
-    "t": lambda e: clf_time(e.when),
-    "r": lambda e: escape(e.request_line),
-    "m": lambda e: escape(e.method) or "-",
-    "U": lambda e: escape(e.path) or "-",
-    "q": lambda e: escape(e.query),
-    "H": lambda e: e.protocol or "-",
-    "s": lambda e: str(e.status),
-    "B": lambda e: str(e.sent),
-    "b": lambda e: str(e.sent) if e.sent else "-",
-    "f": lambda e: _or_dash(e.header(b"REFERER")),
-    "a": lambda e: _or_dash(e.header(b"USER-AGENT")),
-    "T": lambda e: str(e.duration_us // 1_000_000),
-    "M": lambda e: str(e.duration_us // 1000),
-    "D": lambda e: str(e.duration_us),
-    "L": lambda e: f"{e.duration_us / 1e6:.6f}",
-    "p": lambda e: f"<{e.pid}>",
+# Each atom is a Python expression over the Entry ``e``, written into the one function compile_format
+# makes for a format: an atom as a function of its own would cost a call per atom on every request.
+# The names the expressions use are _NAMES.
+ATOMS: dict[str, str] = {
+    "h": 'escape(e.remote) or "-"',
+    "l": '"-"',
+    "u": "_user(e)",
+    "t": "clf_time(e.when)",
+    "r": 'escape(f"{e.method} {e.target} {e.protocol}") if e.method else "-"',
+    "m": 'escape(e.method) or "-"',
+    "U": 'escape(e.path) or "-"',
+    "q": "escape(e.query)",
+    "H": 'e.protocol or "-"',
+    "s": "str(e.status)",
+    "B": "str(e.sent)",
+    "b": 'str(e.sent) if e.sent else "-"',
+    "f": '_or_dash(e.header(b"REFERER"))',
+    "a": '_or_dash(e.header(b"USER-AGENT"))',
+    "T": "str(e.duration_us // 1_000_000)",
+    "M": "str(e.duration_us // 1000)",
+    "D": "str(e.duration_us)",
+    "L": 'f"{e.duration_us / 1e6:.6f}"',
+    "p": 'f"<{e.pid}>"',
     # sockact's own, beyond gunicorn's
-    "conn": lambda e: str(e.conn_id),
-    "listener": lambda e: e.listener,
+    "conn": "str(e.conn_id)",
+    "listener": "e.listener",
 }
-_CONSTANT: dict[Callable[[Entry], str], str] = {ATOMS["l"]: "-"}  # atoms whose text never varies
+# Atoms of the response and the time, made anew for every line; the others depend only on the request
+# and its connection (and so does a request field, {name}i; a response field, {name}o, is the response's).
+_PER_RESPONSE = frozenset({"t", "s", "B", "b", "T", "M", "D", "L"})
+_CONSTANT = {"l": "-"}  # atoms whose text never varies: literal text in the line
 # gunicorn logs %(p)s as "<pid>"; the journal message keeps today's "pid=N".
-_JOURNAL_ATOMS = {**ATOMS, "p": lambda e: str(e.pid)}
+_JOURNAL_ATOMS = {**ATOMS, "p": "str(e.pid)"}
+_NAMES: dict[str, Any] = {"escape": escape, "_user": _user, "clf_time": clf_time, "_or_dash": _or_dash}
 
 _ATOM_RE = re.compile(r"%\((\{[^}]*\}[io]|[A-Za-z_]+)\)s")
 
 
-def _header_atom(spec: str) -> Callable[[Entry], str]:
+def _header_atom(spec: str) -> str:
     name, kind = spec[1:-2], spec[-1]
     if kind == "i":
-        key = name.upper().encode("latin-1")
-        return lambda e: _or_dash(e.header(key))
-    return lambda e: _or_dash(e.response_header(name))
+        return f"_or_dash(e.header({name.upper().encode('latin-1')!r}))"
+    return f"_or_dash(e.response_header({name!r}))"
 
 
-def compile_format(spec: str, atoms: dict[str, Callable[[Entry], str]] = ATOMS) -> Callable[[Entry], str]:
+def compile_format(spec: str, atoms: dict[str, str] = ATOMS) -> Callable[[Entry], str]:
     """The line builder for an ``access_logformat``; ValueError names an unknown atom."""
     if spec.strip().lower() == JSON_FORMAT:
         return json_line
-    parts: list[str | Callable[[Entry], str]] = []
-    pos = 0
-    for match in _ATOM_RE.finditer(spec):
-        if match.start() > pos:
-            parts.append(spec[pos:match.start()].replace("%%", "%"))
-        name = match.group(1)
-        if name.startswith("{"):
-            parts.append(_header_atom(name))
-        elif name in atoms:
-            parts.append(atoms[name])
-        else:
-            raise ValueError(f"unknown atom %({name})s")
-        pos = match.end()
-    if spec[pos:]:
-        parts.append(spec[pos:].replace("%%", "%"))
     leftover = _ATOM_RE.sub("", spec).replace("%%", "")
     if "%" in leftover:
         raise ValueError(f"stray '%' in {spec!r}: atoms look like %(h)s, %({{header}}i)s")
-    # The builder is made once, as one generated function that calls the atoms in order and joins
-    # them with the literal text: a loop over the parts on every request costs as much as the atoms.
-    # Literal text enters the source only through repr(); atoms that never vary ("l") are literals.
+    # The builder is made once, as one generated function that joins the atoms' expressions and the
+    # literal text: a loop over the parts on every request costs as much as the atoms. Literal text
+    # and header names enter the source only through repr(); atoms that never vary ("l") are literals.
     pieces: list[str] = []
-    namespace: dict[str, Any] = {}
+    kept: list[str] = []
     literal = ""
-    for p in parts:
-        if isinstance(p, str) or p in _CONSTANT:
-            literal += p if isinstance(p, str) else _CONSTANT[p]
+    pos = 0
+    for match in _ATOM_RE.finditer(spec):
+        literal += spec[pos:match.start()].replace("%%", "%")
+        pos = match.end()
+        name = match.group(1)
+        if name in _CONSTANT:
+            literal += _CONSTANT[name]
             continue
+        if name.startswith("{"):
+            expression = _header_atom(name)
+        elif name in atoms:
+            expression = atoms[name]
+        else:
+            raise ValueError(f"unknown atom %({name})s")
         if literal:
             pieces.append(repr(literal))
             literal = ""
-        name = f"atom{len(namespace)}"
-        namespace[name] = p
-        pieces.append(f"{name}(e)")
+        if name in _PER_RESPONSE or name.endswith("}o"):
+            pieces.append(f"({expression})")
+        else:  # made once while the request repeats: kept[i]
+            pieces.append(f"kept[{len(kept)}]")
+            kept.append(f"({expression})")
+    literal += spec[pos:].replace("%%", "%")
     if literal:
         pieces.append(repr(literal))
-    exec(f"def line(e):\n    return ''.join(({', '.join(pieces)},))\n", namespace)
+    namespace = dict(_NAMES)
+    source = ["def line(e):"]
+    if kept:
+        # The atoms of the request and its client: made once while the connection's request repeats.
+        source += ["    memo = e.memo",
+                   "    kept = memo.atoms if memo is not None else None",
+                   "    if kept is None:",
+                   f"        kept = ({', '.join(kept)},)",
+                   "        if memo is not None:",
+                   "            memo.atoms = kept"]
+    source.append(f"    return ''.join(({', '.join(pieces)},))")
+    exec("\n".join(source) + "\n", namespace)
     line: Callable[[Entry], str] = namespace["line"]
     return line
 
@@ -251,7 +280,7 @@ def _iso_second(second: int) -> tuple[str, str]:
     return text[:-10], text[-6:]  # "2023-11-14T22:13:20", "+00:00" (".000" between)
 
 
-_iso_time = PerSecond(_iso_second)
+_iso_time = per_second(_iso_second)
 # One encoder for every line: json.dumps() with separators builds a new one per call, which costs
 # as much as the encoding.
 _encode = json.JSONEncoder(separators=(",", ":")).encode

@@ -4,7 +4,9 @@ The pure part says which files changed between two snapshots of modification tim
 daemon thread in the supervisor takes a snapshot every interval and, when files changed,
 sends SIGHUP to its own process: the supervisor's ordinary reload re-imports the app in a
 new generation of workers. Nothing here imports the app: the supervisor never loads it
-(``reload`` refuses ``preload``), so the files are found with the import system's finder.
+(``reload`` refuses ``preload``), so where gunicorn's reloader watches each loaded module's file
+(``sys.modules``, inside the worker), sockact does as uvicorn does and watches the project's
+directory: the sys.path entry the app is found on, which holds the packages it imports too.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import importlib.machinery
 import logging
 import os
 import signal
+import sysconfig
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
@@ -54,19 +57,36 @@ def source_files(roots: Iterable[str]) -> Iterator[str]:
             yield from (os.path.join(dirpath, f) for f in filenames if f.endswith(SUFFIXES))
 
 
-def app_roots(specs: Iterable[str], search_path: Sequence[str]) -> list[str]:
-    """Where each app's top-level module lives, found without importing it: a package's
-    directory, or a single module's file."""
+def _installed(directory: str) -> bool:
+    """Whether a sys.path entry holds installed code (the stdlib, site- or dist-packages), not a project."""
+    real = os.path.realpath(directory)
+    if os.path.basename(real) in _SKIP_DIRS:
+        return True
+    paths = sysconfig.get_paths()
+    return real in {os.path.realpath(paths[key]) for key in ("stdlib", "platstdlib") if key in paths}
+
+
+def project_roots(specs: Iterable[str], search_path: Sequence[str]) -> list[str]:
+    """The directories to watch, found without importing the app: the sys.path entry each app's
+    top-level module is found on (the project: --chdir, the working directory or a --pythonpath
+    entry), so sibling packages the app imports (a Django project's apps) are watched too, as
+    uvicorn watches its working directory. An app found among installed packages is watched as
+    its own package directory (or file) only: a site-packages walk would watch every dependency."""
     roots = []
     for spec in specs:
         top = spec.partition(":")[0].partition(".")[0]
-        found = importlib.machinery.PathFinder.find_spec(top, list(search_path))
-        if found is None:
-            continue  # the worker will say it cannot import it
-        if found.submodule_search_locations:
-            roots.extend(found.submodule_search_locations)
-        elif found.origin:
-            roots.append(found.origin)
+        for entry in search_path:
+            directory = os.path.abspath(entry or os.curdir)
+            found = importlib.machinery.PathFinder.find_spec(top, [directory])
+            if found is None:
+                continue
+            if not _installed(directory):
+                roots.append(directory)
+            elif found.submodule_search_locations:
+                roots.extend(found.submodule_search_locations)
+            elif found.origin:
+                roots.append(found.origin)
+            break  # the entry the import system takes; none found: the worker says why
     return list(dict.fromkeys(roots))
 
 

@@ -244,8 +244,12 @@ class Supervisor:
         log.info("one worker more: %d", self.pool.current.target)
 
     def handle_ttou(self) -> None:
+        before = self.pool.current.target
         self.carry_out(self.pool.resize(-1, time.monotonic()))
-        log.info("one worker fewer: %d", self.pool.current.target)
+        if self.pool.current.target == before:  # the pool keeps one worker at least
+            log.info("SIGTTOU ignored: %d worker is the fewest; nothing changes", before)
+        else:
+            log.info("one worker fewer: %d", self.pool.current.target)
 
     def handle_chld(self) -> None:
         while True:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from sockact.logs.access import escape
 from sockact.logs.journal import lifecycle
-from sockact.policy.states import WorkerState
+from sockact.policy.states import Phase, WorkerState
 from sockact.supervisor import orphans
 from sockact.supervisor.metrics import restart_reason
 from sockact.supervisor.workers import WorkerProcess, describe_status
@@ -89,6 +89,10 @@ class Exits:
         overdue_before = time.monotonic() - sup.config.timeout if timed_out else None
         how = describe_status(status)[0]
         unread = {conn.id for conn in conns if orphans.unread_bytes(conn.fd)}
+        # A quick stop (INT, QUIT: the pool is STOPPING) is the operator's choice, not the app's fault.
+        quick = sup.pool.phase is Phase.STOPPING
+        level = logging.WARNING if quick else logging.ERROR
+        why = "; the quick stop (SIGINT or SIGQUIT) cut it off" if quick else ""
         again = 0
         for verdict in orphans.verdicts(conns, sup.scoreboard.calls(w.slot), overdue_before, unread, unreceived):
             if verdict.again:
@@ -98,8 +102,8 @@ class Exits:
             orphans.answer(verdict)
             if verdict.status is not None:
                 phrase = HTTPStatus(verdict.status).phrase
-                log.error("worker %d %s before answering %s: %d %s sent", w.pid, how, escape(verdict.line),
-                          verdict.status, phrase, extra={"HTTP_REQUEST": escape(verdict.line)})
+                log.log(level, "worker %d %s before answering %s: %d %s sent%s", w.pid, how, escape(verdict.line),
+                        verdict.status, phrase, why, extra={"HTTP_REQUEST": escape(verdict.line)})
             elif verdict.line:
                 log.warning("worker %d %s in the middle of the response to %s: connection closed", w.pid, how,
                             escape(verdict.line), extra={"HTTP_REQUEST": escape(verdict.line)})

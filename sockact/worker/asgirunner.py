@@ -388,7 +388,8 @@ class AsgiRunner(Carrier[AsgiConnection]):
             self._access(conn, cycle.request, cycle.status, cycle.started_at, cycle.headers or (),
                          cycle.scope["client"])
         if not keep or conn.closed or conn.state is not CALL:
-            self._close(conn)
+            # Lingering after a refused body (a 408): the client still sending reads its answer before a reset.
+            self._close(conn, linger=cycle.answered and not cycle.body_done)
             return False
         conn.engine.start_next_cycle()
         conn.to("served")

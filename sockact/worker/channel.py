@@ -12,13 +12,12 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from urllib.parse import unquote_to_bytes
 
 from sockact.errors import HandoffError
 from sockact.http import Site, proxyprotocol
 from sockact.http.events import Request
 from sockact.http.proxyprotocol import ProxyProtocolError
-from sockact.http.requests import PERCENT
+from sockact.http.requests import decoded_path
 from sockact.ipc import handoff
 
 log = logging.getLogger("sockact.worker")
@@ -112,8 +111,7 @@ def preface_refused(msg: handoff.Message, site: Site, reason: str) -> None:
 def call_line(request: Request) -> bytes:
     """The scoreboard's line for a call: the path as the app sees it (PATH_INFO, decoded); the
     supervisor escapes it when it logs it."""
-    path = request.path
-    return request.method + b" " + (unquote_to_bytes(path) if PERCENT in path else path)
+    return request.method + b" " + decoded_path(request.path)
 
 
 def conn_extra(extra: dict[str, object], msg: handoff.Message, site: Site) -> dict[str, object]:

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from sockact.apploader import WSGIApp, add_virtualenv, load_all
-from sockact.asgi.interface import WSGI, choose, one_interface
+from sockact.asgi.interface import WSGI, choose, contradiction, one_interface
 from sockact.config import Config, ListenerConfig
 from sockact.errors import APP_LOAD_ERROR, EXIT_OK, WORKER_BOOT_ERROR, SockactError
 from sockact.hooks import Loaded
@@ -29,6 +29,7 @@ from sockact.hooks import Server as HookServer
 from sockact.hooks import Worker as HookWorker
 from sockact.http import Limits, Site
 from sockact.http.forwarded import Trust
+from sockact.http.site import client_budget
 from sockact.ipc import handoff
 from sockact.ipc.scoreboard import MAX_THREADS, Scoreboard, Waiting
 from sockact.ipc.tally import Tally
@@ -110,9 +111,11 @@ class WorkerShell:
         listeners = [self.config.listener(name) for name in self.listener_names]
         chosen = [(lc.name, choose(lc.interface, site.app)) for lc, site in zip(listeners, sites, strict=True)]
         interface = one_interface(chosen)
-        for lc, (_, kind) in zip(listeners, chosen, strict=True):
+        for lc, site, (_, kind) in zip(listeners, sites, chosen, strict=True):
             how = "detected" if lc.interface == "auto" else "set"
             log.info("worker %d: listener %s serves %s as %s (%s)", self.pid, lc.name, lc.app, kind.upper(), how)
+            if wrong := contradiction(lc.interface, site.app):
+                log.warning("worker %d: listener %s: %s: %s", self.pid, lc.name, lc.app, wrong)
         # A line per app thread up to the ceiling: the supervisor reads that many (workers.py).
         lines = self.config.thread_ceiling
         slots = [self.scoreboard.writer(self.slot, i) for i in range(lines)]
@@ -199,7 +202,7 @@ class WorkerShell:
                     access=self.access, trust=Trust.parse(lc.forwarded_allow_ips),
                     health_path=lc.health_path.encode("ascii"), proxy_protocol=lc.proxy_protocol,
                     body_buffer=lc.body_buffer, send_timeout=self.config.send_timeout, root_path=lc.root_path,
-                    threaded=self.config.thread_ceiling > 1)
+                    threaded=self.config.thread_ceiling > 1, client_budget=client_budget(self.config.timeout))
         return site
 
 

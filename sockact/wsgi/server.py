@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import os
 import socket
 import stat
@@ -25,7 +26,7 @@ from sockact.http.events import NEED_DATA, Data, Request
 from sockact.http.limits import COALESCE_MAX, DRAIN_LIMIT
 from sockact.http.logline import access_entry, quoted_request_line
 from sockact.http.site import Site, health_response, is_health
-from sockact.logs.access import unix_peer
+from sockact.logs.access import Memo, unix_peer
 from sockact.logs.journal import ErrorStream
 from sockact.wsgi.environ import (
     FileWrapper,
@@ -36,7 +37,7 @@ from sockact.wsgi.environ import (
     request_environ,
     site_environ,
 )
-from sockact.wsgi.wire import ClientGone, Wire
+from sockact.wsgi.wire import ClientGone, ClientTimedOut, Wire
 
 log = logging.getLogger("sockact.http")
 app_log = logging.getLogger("sockact.app")  # what the app writes to wsgi.errors
@@ -93,8 +94,7 @@ class HTTPConnection:
 
     def is_health(self, request: Request) -> bool:
         """Whether ``request`` asks for the listener's health path, which the app never sees."""
-        site = self._conn.site
-        return bool(site.health_path) and is_health(site, request)
+        return is_health(self._conn.site, request)
 
     def serve(self, request: Request, responding: Callable[[], None] | None = None) -> bool:
         """Run the app for ``request`` (or answer the health path) and answer it; True when the
@@ -187,6 +187,7 @@ class _Conn:
         self.stopping = stopping
         self.responding: Callable[[], None] | None = None  # told before the first byte of a response
         self.access = site.access if site.access_log else None
+        self.log_memo = Memo() if self.access is not None else None  # its lines, while a request repeats
         self.pid = _pid[0]
         self.peer_remote = self.env["REMOTE_ADDR"]  # the client as the access log names it, from the connection
         # per request
@@ -195,6 +196,9 @@ class _Conn:
         self.body_error: ProtocolError | None = None
         self.wire_failed = False
         self.status = 0
+        # The last request's environ, for the same request again (engine.Connection gives it for a repeated head).
+        self._environ_of: Request | None = None
+        self._environ: dict[str, Any] = {}
         # Bound once, not on every request.
         self._write = self.write
         self._pull_body = self.pull_body
@@ -239,7 +243,18 @@ class _Conn:
         self.request = request
         if self.site.health_path and is_health(self.site, request):
             return self._health(request, started)
-        environ = request_environ(self.env, request, InputStream(self._pull_body), self._local_address, self.trust)
+        if self.site.client_budget:
+            self.wire.deadline = time.monotonic() + self.site.client_budget
+        if request is self._environ_of:
+            # The engine gave the last request again (the same head): so is its environ, all but the body.
+            environ = dict(self._environ)
+            environ["wsgi.input"] = InputStream(self._pull_body)
+        else:
+            environ = request_environ(self.env, request, InputStream(self._pull_body), self._local_address,
+                                      self.trust)
+            # A copy (the app may change its own), without the body's stream, which the next request does not share.
+            self._environ_of, self._environ = request, dict(environ)
+            del self._environ["wsgi.input"]
         if self.trust is not None and self.access is not None:
             told = environ["REMOTE_ADDR"]
             self.remote = told if told != self.env["REMOTE_ADDR"] else self.peer_remote
@@ -252,6 +267,7 @@ class _Conn:
                 keep = self._send_any(result, request)
         except Exception as exc:  # the app's, or ours while sending; never the client's to see
             keep = self._failed(exc)
+        self.wire.deadline = math.inf
         self.errors.flush()
         if self.access is not None:
             self._access(request, self.status, started)
@@ -392,7 +408,11 @@ class _Conn:
             if interim:
                 self._guarded_send(interim)
             try:
-                engine.receive_data(self.wire.recv(self.site.io_timeout))
+                # A body that makes no progress for send_timeout is given up, as a response is.
+                engine.receive_data(self.wire.recv(self.wire.send_timeout))
+            except ClientTimedOut:
+                self.body_error = ProtocolError(408, "request body timed out")
+                raise
             except ClientGone:
                 self.wire_failed = True
                 raise
@@ -416,15 +436,23 @@ class _Conn:
         """After the app or the response failed: answer if still possible; always close."""
         start = self.start
         if self.wire.send_stalled:
-            log.info("conn %d: the client took no bytes of the response to %s for %gs (send_timeout): "
-                     "connection closed", self.conn_id, self.request_line(), self.wire.send_timeout)
+            if self.wire.past_deadline:
+                log.info("conn %d: the client took the response to %s too slowly to end before timeout (%gs): "
+                         "connection closed", self.conn_id, self.request_line(), self.site.io_timeout)
+            else:
+                log.info("conn %d: the client took no bytes of the response to %s for %gs (send_timeout): "
+                         "connection closed", self.conn_id, self.request_line(), self.wire.send_timeout)
             return False
         if self.wire_failed:
             log.debug("conn %d: client gone while serving: %s", self.conn_id, exc)
             return False
         if self.body_error is not None:
             status = self.body_error.status
-            log.debug("conn %d: bad request body: %s", self.conn_id, exc)
+            if status == 408:
+                log.info("conn %d: the request body of %s stopped coming for send_timeout, or came too slowly "
+                         "to end before timeout: 408", self.conn_id, self.request_line())
+            else:
+                log.debug("conn %d: bad request body: %s", self.conn_id, exc)
         else:
             status = 500
             # One record, traceback included: one journal entry at PRIORITY=3 (err).
@@ -450,5 +478,5 @@ class _Conn:
         start = self.start
         self.access.log(access_entry(self.remote, request, status, self.engine.body_sent, started, self.pid,
                                      self.conn_id, self.site.listener,
-                                     start.headers if start is not None else ()))
+                                     start.headers if start is not None else (), self.log_memo))
 

@@ -11,6 +11,7 @@ Every failure of the peer (reset, broken pipe, timeout) raises ClientGone.
 
 from __future__ import annotations
 
+import math
 import os
 import select
 import socket
@@ -29,6 +30,10 @@ class ClientGone(OSError):
     """The client went away or stalled past a timeout; the connection is finished."""
 
 
+class ClientTimedOut(ClientGone):
+    """The client sent or took nothing within a wait's timeout, or the call's deadline passed."""
+
+
 class Wire:
     """I/O on one connected stream socket (TCP or Unix) that this object does not own."""
 
@@ -41,9 +46,12 @@ class Wire:
         # so a client that never reads costs its connection, not the worker.
         self.send_timeout = send_timeout or io_timeout
         self.send_stalled = False  # a send gave up for send_timeout
+        # When the app call in progress must be done waiting for its client (monotonic seconds): every
+        # wait ends by then, so a client that trickles can never keep a call running into `timeout`.
+        self.deadline = math.inf
         self._poll = select.poll()
         self._events = 0
-        self._sndtimeo = False
+        self._sndtimeo = 0.0  # SO_SNDTIMEO as last set for sendfile() (0.0: not set)
 
     def _wait(self, events: int, timeout: float) -> None:
         if events != self._events:
@@ -52,8 +60,10 @@ class Wire:
             else:
                 self._poll.register(self.sock, events)
             self._events = events
+        if self.deadline != math.inf:
+            timeout = min(timeout, self.deadline - time.monotonic())
         if timeout <= 0 or not self._poll.poll(timeout * 1000):
-            raise ClientGone("timed out")
+            raise ClientTimedOut("timed out")
 
     def recv(self, timeout: float) -> bytes:
         """Up to RECV_SIZE bytes, b"" at EOF; waits at most ``timeout`` seconds."""
@@ -118,25 +128,40 @@ class Wire:
 
         Fewer than ``count`` only if the file is shorter than it was said to be.
         """
-        if not self._sndtimeo:
-            # sendfile() cannot be told not to wait, so bound each call's wait in the kernel.
-            sec = int(self.send_timeout)
-            usec = int((self.send_timeout - sec) * 1e6)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", sec, usec))
-            self._sndtimeo = True
         done = 0
         try:
             while done < count:
+                self._bound_sendfile()
                 n = os.sendfile(self.sock.fileno(), fd, offset + done, min(count - done, _SENDFILE_MAX))
                 if not n:
                     break  # end of file
                 done += n
         except BlockingIOError:
             self.send_stalled = True
-            raise ClientGone("timed out") from None
+            raise ClientTimedOut("timed out") from None
         except OSError as exc:
             raise ClientGone(str(exc)) from exc
         return done
+
+    def _bound_sendfile(self) -> None:
+        """sendfile() cannot be told not to wait, so bound each call's wait in the kernel: by
+        send_timeout, and by what is left until the call's deadline."""
+        wait = self.send_timeout
+        if self.deadline != math.inf:
+            wait = min(wait, self.deadline - time.monotonic())
+            if wait <= 0:
+                raise BlockingIOError  # as the kernel says when its wait ran out
+            wait = max(wait, 0.001)  # 0 would mean no bound at all
+        if wait != self._sndtimeo:
+            sec = int(wait)
+            usec = int((wait - sec) * 1e6)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", sec, usec))
+            self._sndtimeo = wait
+
+    @property
+    def past_deadline(self) -> bool:
+        """The call's deadline for waiting on the client has passed."""
+        return time.monotonic() >= self.deadline
 
     def linger(self) -> None:
         """Stop sending, then read and drop what the client still sends, briefly.
@@ -144,6 +169,7 @@ class Wire:
         Closing a socket with unread input makes the kernel send a reset, which can
         destroy the answer in the client's receive buffer before it reads it.
         """
+        self.deadline = math.inf  # the linger is bounded on its own
         try:
             self.sock.shutdown(socket.SHUT_WR)
             deadline = time.monotonic() + LINGER_SECONDS

@@ -151,6 +151,26 @@ def read_to_close(sock: socket.socket) -> bytes:
     return out
 
 
+def trickle(port: int, head: bytes, seconds: float) -> bytes:
+    """Send ``head`` and a first byte of body, then one more byte each 0.3 s for up to ``seconds``;
+    the server's first answer (b"(closed)" or the error in parentheses, if none came)."""
+    answer = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head + b"x")
+        sock.settimeout(0.3)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not answer:
+            with contextlib.suppress(OSError):
+                sock.sendall(b"x")
+            try:
+                answer = sock.recv(65536) or b"(closed)"
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                answer = f"({exc})".encode()
+    return answer
+
+
 def http_get(port: int, path: str = "/", host: str = "127.0.0.1", timeout: float = 10.0,
              unix: str | None = None) -> tuple[int, dict[str, str], bytes]:
     """One HTTP/1.1 request on a new connection with Connection: close: (status, headers, body)."""

@@ -12,8 +12,8 @@ import pytest
 from conftest import SOCKACT, base_env
 
 
-def sockact(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*SOCKACT, *args], env=base_env(), capture_output=True, text=True, timeout=30,
+def sockact(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*SOCKACT, *args], env=base_env(**env), capture_output=True, text=True, timeout=30,
                           stdin=subprocess.DEVNULL)
 
 
@@ -51,3 +51,20 @@ def test_a_log_file_whose_directory_is_missing_is_a_warning_in_check_and_an_erro
     assert run.returncode == 2, run.stderr
     (line,) = run.stderr.strip().splitlines()
     assert f"{key} {path}: No such file or directory" in line, run.stderr
+
+
+@pytest.mark.parametrize(("where", "args", "env"), [
+    ("environment: SOCKACT_BIND", (), {"SOCKACT_BIND": ""}),
+    ("environment: SOCKACT_BIND", (), {"SOCKACT_BIND": " "}),
+    ("key 'bind'", ("--config", "{toml}"), {}),
+])
+def test_an_empty_bind_is_a_bad_setting_in_check_and_run_alike(tmp_path, where, args, env):
+    # Set empty on purpose (an EnvironmentFile line, bind = []): not the default, and nothing to listen on.
+    toml = tmp_path / "sockact.toml"
+    toml.write_text("bind = []\n")
+    args = tuple(a.format(toml=toml) for a in args)
+    for command in ("check", "run"):
+        result = sockact(command, *args, "testapps:echo", **env)
+        assert result.returncode == 2, (command, result.stderr)
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith("sockact: error: ") and where in line and "empty" in line, (command, line)

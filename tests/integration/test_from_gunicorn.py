@@ -5,6 +5,7 @@ are all named at once, with gunicorn's names mapped; bind under socket activatio
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
@@ -233,3 +234,30 @@ def test_what_a_gunicorn_conf_prints_stays_out_of_the_toml(tmp_path):
     assert converted.returncode == 0, converted.stderr
     assert tomllib.loads(converted.stdout) == {"workers": 3}
     assert "loading gunicorn settings\nmore\n" in converted.stderr  # not lost: said where the notes go
+
+
+def test_a_uvicorn_worker_an_unlimited_line_and_a_computed_worker_count_convert_with_notes(tmp_path):
+    # uvicorn's worker class is gunicorn's way to serve ASGI; 0 is gunicorn's "unlimited"; a worker
+    # count the conf computes is this machine's, and the server it runs on may have other cores.
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("import multiprocessing\nworker_class = 'uvicorn_worker.UvicornWorker'\n"
+                    "workers = multiprocessing.cpu_count() * 2 + 1\nlimit_request_line = 0\n"
+                    "limit_request_field_size = 0\nthreads = 2\n")
+    converted = run_cli("convert", str(conf))
+    assert converted.returncode == 0, converted.stderr
+    assert "not carried over" not in converted.stdout + converted.stderr
+    toml = tomllib.loads(converted.stdout)
+    assert toml == {"interface": "asgi", "workers": os.cpu_count() * 2 + 1, "limit_request_line": 65536,
+                    "limit_request_field_size": 65536, "threads": 2}
+    lines = {line.partition(" =")[0]: line for line in converted.stdout.splitlines()}
+    assert "# gunicorn's worker_class = 'uvicorn_worker.UvicornWorker' serves ASGI" in lines["interface"]
+    assert "# computed by the conf on the machine it was converted on: multiprocessing.cpu_count() * 2 + 1" \
+        in lines["workers"]
+    assert "is unlimited; sockact has no unlimited" in lines["limit_request_line"]
+    assert "#" not in lines["threads"]
+    for key in ("interface", "workers", "limit_request_line"):
+        assert f"sockact: convert: {key} = " in converted.stderr, converted.stderr
+    # the converted file is one sockact takes
+    cfg = tmp_path / "sockact.toml"
+    cfg.write_text(converted.stdout)
+    assert run_cli("check", "--config", str(cfg), "asgiapps:echo").returncode == 0

@@ -132,6 +132,18 @@ def test_a_hook_that_does_not_import_stops_the_start(tmp_path):
                 in result.stderr), result.stderr
 
 
+def test_a_misspelt_hook_is_a_one_line_error_with_the_name_meant(tmp_path):
+    # The settings hint at a misspelt key; a misspelt hook is the same slip, in check and in run alike.
+    cfg = tmp_path / "sockact.toml"
+    cfg.write_text('[hooks]\npost_frok = "myhooks:post_fork"\n')
+    for command in ("check", "run"):
+        result = subprocess.run([*SOCKACT, command, "--config", str(cfg), "--bind", "127.0.0.1:0", "testapps:echo"],
+                                env=base_env(), capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, result.stderr
+        (line,) = result.stderr.strip().splitlines()
+        assert "no hook is called 'post_frok' (did you mean 'post_fork'?" in line, line
+
+
 # sys.exit() in a hook is a hook that raised: it ended the service without a line (on_reload: at a
 # `systemctl reload`), and in post_fork made its worker die at start again and again, unexplained.
 @pytest.mark.parametrize(("failure", "said"), [('raise RuntimeError("broke")', "RuntimeError: broke"),

@@ -77,8 +77,9 @@ class Served:
         self.server, self.client, peer = pair
         limits = kwargs.pop("limits", Limits())
         access = kwargs.pop("access", None)
+        deadlines = {key: kwargs.pop(key) for key in ("send_timeout", "client_budget") if key in kwargs}
         self.site = Site(app=app, limits=limits, header_timeout=kwargs.pop("header_timeout", 0.3),
-                         io_timeout=1.0, access_log=access is not None, listener="test", access=access)
+                         io_timeout=1.0, access_log=access is not None, listener="test", access=access, **deadlines)
         self.outcome: Outcome | None = None
         self.thread = threading.Thread(target=self._run, args=(peer, kwargs), daemon=True)
         self.thread.start()
@@ -260,6 +261,24 @@ def test_file_wrapper_uses_sendfile(pair: Any, tmp_path: Any, monkeypatch: pytes
     [(_, fields, body)] = parse_responses(data + rest)
     assert fields["content-length"] == "299000"
     assert body == path.read_bytes()[1000:]
+
+
+def test_a_file_sent_to_a_client_that_never_reads_ends_at_the_calls_deadline(pair: Any, tmp_path: Any) -> None:
+    # send_timeout far past the call's budget: sendfile() waits in the kernel, bounded by what is
+    # left of the budget, not by send_timeout (under which timeout would kill the worker).
+    path = tmp_path / "blob"
+    with open(path, "wb") as f:
+        f.truncate(64 << 20)  # far more than the socket buffers hold
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](open(path, "rb"))  # the wrapper closes it
+
+    pair[1].setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    pair[1].sendall(b"GET / HTTP/1.1\r\n\r\n")  # and reads nothing until the call is over
+    served = Served(pair, app, send_timeout=60.0, client_budget=0.5)
+    served.thread.join(5)  # not finish(): it would read all the kernel holds, through a tiny window
+    assert not served.thread.is_alive() and served.outcome is Outcome.CLOSE
 
 
 def test_file_wrapper_without_a_file_iterates(pair: Any) -> None:

@@ -509,3 +509,33 @@ def test_quick_stop_on_int(start_sockact):
     workers = server.workers()
     assert server.stop(signal.SIGINT) == 0
     wait_until(lambda: not [w for w in workers if os.path.exists(f"/proc/{w}")], "every worker to exit")
+
+
+def test_ttou_at_one_worker_says_the_floor_is_reached(start_sockact):
+    # "one worker fewer: 1" at each TTOU read as if a worker had gone while nothing changed.
+    server = start_sockact("testapps:pid", "--workers", "2", workers=2)
+    server.send(signal.SIGTTOU)
+    server.wait_workers(1)
+    server.waiting(lambda: "one worker fewer: 1" in server.output(), "the first TTOU's line")
+    server.send(signal.SIGTTOU)
+    server.waiting(lambda: "SIGTTOU ignored: 1 worker is the fewest; nothing changes" in server.output(),
+                   "the floor's line")
+    assert server.output().count("one worker fewer") == 1
+    assert len(server.workers()) == 1 and http_get(server.port, "/")[0] == 200
+
+
+def test_a_quick_stop_logs_its_502s_as_warnings_with_the_reason(start_sockact, tmp_path):
+    # A quick stop (INT, QUIT) is the operator's choice: the requests it cuts off are not app errors.
+    server = start_sockact("testapps:slow", "--workers", "1", workers=1)
+    started = tmp_path / "started"
+    answers: list = []
+    client = threading.Thread(target=lambda: answers.append(
+        http_get(server.port, f"/?s=30&started={started}", timeout=20)))
+    client.start()
+    server.waiting(started.exists, "the request to reach the app")
+    assert server.stop(signal.SIGINT) == 0
+    client.join(20)
+    assert answers and answers[0][0] == 502
+    (line,) = [x for x in server.output().splitlines() if "502 Bad Gateway sent" in x]
+    assert " WARNING " in line and " ERROR " not in line, line
+    assert "the quick stop (SIGINT or SIGQUIT) cut it off" in line, line

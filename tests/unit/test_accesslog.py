@@ -13,6 +13,8 @@ import pytest
 
 from sockact import config
 from sockact.errors import ConfigError
+from sockact.http.events import Request
+from sockact.http.logline import access_entry
 from sockact.logs import access as accesslog
 from sockact.logs.access import GUNICORN_FORMAT, AccessLog, Entry, compile_format, escape
 
@@ -61,6 +63,28 @@ def test_basic_auth_user():
     token = base64.b64encode(b"alice:secret").decode()
     assert compile_format("%(u)s")(entry(headers=[(b"AUTHORIZATION", f"Basic {token}".encode())])) == "alice"
     assert compile_format("%(u)s")(entry(headers=[(b"AUTHORIZATION", b"Basic !!")])) == "-"
+
+
+def test_a_connections_memo_gives_the_lines_fresh_entries_give():
+    # While a connection's request repeats, the request's atoms are made once (Memo); the response's
+    # and the time are made for every line. Two connections' memos interleave without mixing.
+    line = compile_format(GUNICORN_FORMAT + " %(D)s %({content-type}o)s %({x-request-id}i)s %(conn)s")
+    ours, theirs = accesslog.Memo(), accesslog.Memo()
+    request, other = Request(b"GET", b"/p%20q?x=1", "1.1", [], None, False, True, False, False), object()
+    ours.renew(request, ("GET", "/p%20q?x=1", "/p q", "x=1", "HTTP/1.1"))
+    for status, sent, when, ctype in ((200, 14, WHEN, "text/plain"), (404, 0, WHEN + 5, "text/html"),
+                                      (500, 3, WHEN + 9, "")):
+        fields = {"status": status, "sent": sent, "when": when, "response_headers": [("Content-Type", ctype)]}
+        assert line(entry(memo=ours, **fields)) == line(entry(**fields))
+        theirs.renew(other, ("", "", "", "", ""))
+        assert line(entry(remote="192.0.2.8", memo=theirs)).startswith("192.0.2.8 ")
+    # access_entry fills a memo, and uses it while the request is the same object
+    memo = accesslog.Memo()
+    first = access_entry("192.0.2.7", request, 200, 14, 0.0, 1, 9, "http", (), memo)
+    assert memo.key is request and memo.text == ("GET", "/p%20q?x=1", "/p q", "x=1", "HTTP/1.1")
+    again = access_entry("192.0.2.7", request, 304, 0, 0.0, 1, 9, "http", (), memo)
+    assert (again.method, again.target, again.path, again.query, again.protocol) == memo.text
+    assert line(again).split(" ")[:2] == line(first).split(" ")[:2] and again.status == 304
 
 
 def test_literal_percent_and_format_errors():

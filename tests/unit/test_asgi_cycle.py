@@ -48,13 +48,22 @@ class Client:
         if not self.gone:
             (self.interim if interim else self.sent).extend(b"".join(parts))
 
-    async def wait_input(self, timeout: float | None = None) -> None:
+    async def wait_input(self, timeout: float | None = None, lose: bool = True) -> None:
         self.waits += 1
         if self.later:
             piece = self.later.pop(0)
             self.eof = not piece
             self.engine.receive_data(piece)
             return
+        await self._wait_for_wake()
+
+    async def wait_woken(self) -> None:
+        if self.eof:
+            await self._wait_for_wake()  # no more input can come
+        else:
+            await self.wait_input()
+
+    async def _wait_for_wake(self) -> None:
         self._woken = asyncio.get_running_loop().create_future()
         await self._woken
 
@@ -169,16 +178,39 @@ def test_receive_after_the_body_waits_for_the_response_to_complete_then_says_htt
     assert order == ["http.request", "sending", "http.disconnect"]
 
 
-def test_receive_after_the_client_closed_says_http_disconnect():
+def test_receive_after_the_client_has_gone_says_http_disconnect():
     got: list[Message] = []
+    client = Client(GET)
 
     async def app(scope, receive, send):
         got.append(await receive())
-        got.append(await receive())  # the client closes its side while this waits
+        asyncio.get_running_loop().call_soon(client.leave)  # a write fails, or the client resets
+        got.append(await receive())
 
-    persists, client = serve(app, GET, b"")
+    persists = asyncio.run(asyncio.wait_for(cycle_for(client).run(app), WAIT))
     assert got[1] == DISCONNECT
     assert not persists and not client.sent  # no response, and no 500 to a client that left
+
+
+def test_a_half_close_tells_a_listener_disconnect_and_the_answer_still_goes_out():
+    """A FIN is all a client's close() sends: an app listening for the client to go (a long poll)
+    hears http.disconnect at it. But the client may only have half-closed, and still read: what the
+    app sends is written, as WSGI's answer would be."""
+    order: list[str] = []
+
+    async def app(scope, receive, send):
+        await receive()
+        listener = asyncio.ensure_future(receive())
+        for _ in range(5):
+            await asyncio.sleep(0)  # the client half-closes meanwhile
+        order.append((await listener)["type"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"still read"})
+
+    _, client = serve(app, GET, b"")
+    assert client.eof
+    assert order == ["http.disconnect"]
+    assert response(client)[2] == b"still read"
 
 
 def test_a_body_the_client_cut_short_is_answered_400():

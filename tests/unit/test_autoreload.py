@@ -26,12 +26,25 @@ def test_source_files_skip_caches_vcs_and_virtualenvs(tmp_path):
     assert found == ["app.py", "pkg/views.py"]
 
 
-def test_app_roots_are_found_without_importing(tmp_path):
+def test_the_project_directory_is_watched_found_without_importing(tmp_path):
+    """The sys.path entry the app is found on is watched, so its sibling packages are too."""
     (tmp_path / "single.py").write_text("raise RuntimeError('imported')\n")
     (tmp_path / "proj").mkdir()
     (tmp_path / "proj" / "__init__.py").write_text("raise RuntimeError('imported')\n")
-    roots = autoreload.app_roots(["single:app", "proj.wsgi:application", "missing:app"], [str(tmp_path)])
-    assert roots == [str(tmp_path / "single.py"), str(tmp_path / "proj")]
+    elsewhere = tmp_path / "lib"
+    elsewhere.mkdir()
+    roots = autoreload.project_roots(["single:app", "proj.wsgi:application", "missing:app"],
+                                     [str(elsewhere), str(tmp_path)])
+    assert roots == [str(tmp_path)]
+
+
+def test_an_app_installed_in_site_packages_is_watched_as_its_own_package_only(tmp_path):
+    site = tmp_path / "site-packages"
+    (site / "proj").mkdir(parents=True)
+    (site / "proj" / "__init__.py").write_text("")
+    (site / "other.py").write_text("")
+    assert autoreload.project_roots(["proj.wsgi:app", "other:app"], [str(site)]) == [
+        str(site / "proj"), str(site / "other.py")]
 
 
 def test_watcher_sends_hup_when_a_file_changes(tmp_path):

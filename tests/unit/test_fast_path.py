@@ -210,3 +210,31 @@ def test_each_result_is_answered_the_same_with_and_without_the_fast_path(case, m
     assert _serve(app, raw) == expected
     assert fast.taken == general.taken
     assert set(fast.taken) == ({"whole"} if case in FAST else {"any"} if case in GENERAL else set())
+
+
+# ---------------------------------------------------------------------- a head repeated on one connection
+
+
+def test_a_repeated_head_gets_a_fresh_environ_and_its_own_body():
+    """The same head again is given the same request (engine) and a copy of the same environ (the
+    server): what an app changed in one request's environ, and one request's body, never reach the next."""
+    seen: list[dict[str, Any]] = []
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        seen.append(dict(environ))
+        body = environ["wsgi.input"].read()
+        environ["PATH_INFO"] = "/changed"
+        environ["app.note"] = len(seen)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [body]
+
+    post = b"POST /p?q=1 HTTP/1.1\r\nHost: h:81\r\nContent-Length: 3\r\n\r\n"
+    keeps, out = _serve(app, post + b"abc" + post + b"def" + post + b"ghi")
+    assert keeps == [True, True, True]
+    assert out.count(b"HTTP/1.1 200 OK") == 3 and out.endswith(b"ghi") and b"abc" in out and b"def" in out
+    assert [e["PATH_INFO"] for e in seen] == ["/p"] * 3
+    assert not any("app.note" in e for e in seen)
+    assert len({id(e["wsgi.input"]) for e in seen}) == 3
+    first = {k: v for k, v in seen[0].items() if k != "wsgi.input"}
+    assert all({k: v for k, v in e.items() if k != "wsgi.input"} == first for e in seen)
+    assert (first["QUERY_STRING"], first["SERVER_NAME"], first["SERVER_PORT"]) == ("q=1", "h", "81")

@@ -241,6 +241,22 @@ def test_a_response_checked_before_is_checked_alike_again() -> None:
             check_response("200 OK", [["X-A", "1"]])
 
 
+def test_the_same_answer_again_is_checked_alike_and_a_changed_list_anew() -> None:
+    # The last answer is remembered whole (responses._last): equal again, it gives the same result; the
+    # app's own list, changed after its call, is checked as it is now.
+    headers = [("X-A", "1"), ("Content-Length", "3"), ("Content-Length", "3")]
+    first = check_response("200 OK", headers)
+    assert check_response("200 OK", [("X-A", "1"), ("Content-Length", "3"), ("Content-Length", "3")]) == first
+    assert first == ("200 OK", [("X-A", "1"), ("Content-Length", "3")])
+    headers.append(("X-B", "a\r\nb"))
+    with pytest.raises(InvalidResponse):
+        check_response("200 OK", headers)
+    with pytest.raises(InvalidResponse):
+        check_response("200 OK", [["X-A", "1"], ["Content-Length", "3"], ["Content-Length", "3"]])
+    with pytest.raises(InvalidResponse):
+        check_response(b"200 OK", [("X-A", "1"), ("Content-Length", "3"), ("Content-Length", "3")])
+
+
 def test_close_is_called_even_when_iteration_fails() -> None:
     closed = []
 

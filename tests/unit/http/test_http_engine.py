@@ -482,3 +482,31 @@ def test_a_field_name_is_judged_alike_after_it_was_seen() -> None:
         with pytest.raises(ProtocolError) as caught:
             bad.next_event()
         assert caught.value.status == 400
+
+
+# -- a head that repeats the last one on its connection is served from that one's parse
+
+def test_repeated_heads_give_the_same_requests_as_fresh_ones():
+    get = b"GET /a?x=1 HTTP/1.1\r\nHost: h\r\nX-Y: z\r\n\r\n"
+    post = b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n"
+    chunked = b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+    stream = (get + get + post + b"abc" + post + b"def" + get + chunked + b"2\r\nhi\r\n0\r\n\r\n"
+              + chunked + b"1\r\n!\r\n0\r\n\r\n" + get + get)
+    repeated = replay_all(stream)
+    fresh = [drive([request + body]).requests[0] for request, body in (
+        (get, b""), (get, b""), (post, b"abc"), (post, b"def"), (get, b""), (chunked, b"2\r\nhi\r\n0\r\n\r\n"),
+        (chunked, b"1\r\n!\r\n0\r\n\r\n"), (get, b""), (get, b""))]
+    assert repeated.end == "closed"
+    assert repeated.requests == fresh
+    assert [r.body for r in repeated.requests] == [b"", b"", b"abc", b"def", b"", b"hi", b"!", b"", b""]
+
+
+def test_only_an_accepted_head_is_remembered():
+    """Only a head parsed whole and accepted is remembered: the same bad head is refused every time,
+    and after a good head, one that differs from it is checked in full."""
+    good = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+    assert replay_all(good + b"GET / HTTP/1.1\r\nHost: h\r\nHost: h\r\n\r\n").status == 400
+    assert replay_all(good + good + b"GET / HTTP/1.1\r\nHost: h\r\n\r\n".replace(b"\r\nHost", b"\nHost")).status == 400
+    limits = Limits(header_fields=2)
+    few = b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\n\r\n"
+    assert replay_all(few + few + few.replace(b"\r\n\r\n", b"\r\nC: 3\r\n\r\n"), limits).status == 431

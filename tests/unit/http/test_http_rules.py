@@ -150,3 +150,27 @@ def test_target_refusals(method: bytes, target: bytes) -> None:
 ])
 def test_target_accepted(method: bytes, target: bytes) -> None:
     check_target(method, target)
+
+
+@pytest.mark.parametrize("pieces", [
+    [b"\x16\x03\x01\x02\x00\x01"],  # a TLS ClientHello's first bytes
+    [b"GE", b"T\x00"],  # a method that turns bad in its second piece
+    [b"\x80"],
+])
+def test_a_method_that_is_no_token_is_refused_as_it_comes(pieces):
+    buf, start = b"", 0
+    with pytest.raises(ProtocolError) as refused:
+        for piece in pieces:
+            buf += piece
+            check_partial_head(buf, start, Limits())
+            start = max(0, len(buf) - 1)
+    assert refused.value.status == 400
+
+
+@pytest.mark.parametrize("pieces", [[b"G", b"E", b"T", b" /"], [b"\r", b"\nGET"], [b"PRI * HTTP/2.0"], [b"M-SEARCH"]])
+def test_a_method_still_coming_is_waited_for(pieces):
+    buf, start = b"", 0
+    for piece in pieces:
+        buf += piece
+        check_partial_head(buf, start, Limits())
+        start = max(0, len(buf) - 1)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sockact.http.events import Request
-from sockact.http.requests import PROTOCOLS, path_info
+from sockact.http.requests import PROTOCOLS, line_text
 from sockact.logs.access import Entry, Memo, escape, unix_peer
 
 
@@ -39,8 +39,7 @@ def access_entry(remote: str, request: Request | None, status: int, sent: int, s
     if memo is not None and memo.key is request:
         text = memo.text
     else:
-        text = (request.method.decode("latin-1"), request.target.decode("latin-1"), path_info(request.path),
-                request.query.decode("latin-1"), PROTOCOLS[request.version])
+        text = line_text(request)
         if memo is not None:
             memo.renew(request, text)
     # Positional: this runs once a request. The fields' order is Entry's.

@@ -1,9 +1,14 @@
 """What both interfaces read from a request head the same way: the protocol's name, the path
-percent-decoded (PEP 3333's PATH_INFO, ASGI's path), and the Host field split into name and port."""
+percent-decoded (PEP 3333's PATH_INFO, ASGI's path), the request line as text, and the Host field split
+into name and port."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
+
+if TYPE_CHECKING:
+    from sockact.http.events import Request
 
 _SPLIT_MAX = 1024  # the cache stops growing here, so odd clients cannot inflate it
 PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
@@ -19,6 +24,14 @@ def decoded_path(path: bytes) -> bytes:
 def path_info(path: bytes) -> str:
     """PEP 3333: PATH_INFO is the percent-decoded path, as bytes carried in a latin-1 str."""
     return decoded_path(path).decode("latin-1")
+
+
+def line_text(request: Request) -> tuple[str, str, str, str, str]:
+    """The request line as text, as received (latin-1): the method, the target, the path percent-decoded
+    (PATH_INFO before a mount point is cut), the query and the protocol. The environ and the access log
+    take it from one call: a new head's line is decoded once."""
+    return (request.method.decode("latin-1"), request.target.decode("latin-1"), path_info(request.path),
+            request.query.decode("latin-1"), PROTOCOLS[request.version])
 
 
 # Host values already split, by scheme: clients send the same few. Bounded.

@@ -21,7 +21,7 @@ from typing import Any
 from sockact.errors import InvalidResponse
 from sockact.http.events import Request
 from sockact.http.forwarded import FIELDS, Trust, from_fields
-from sockact.http.requests import PROTOCOLS, path_info, split_host
+from sockact.http.requests import line_text, split_host
 from sockact.http.responses import check_response
 
 # Upper-cased field name -> environ key; None for names with "_", which are dropped:
@@ -110,7 +110,7 @@ def connection_environ(site_env: Mapping[str, Any], peer: tuple[Any, ...] | str 
 def request_environ(conn_env: Mapping[str, Any], request: Request, body: Any,
                     local_address: Callable[[], tuple[str, str]], trust: Trust | None = None) -> dict[str, Any]:
     """The environ of one request: ``line_environ`` over ``fields_environ``."""
-    env = line_environ(fields_environ(conn_env, request.headers, local_address, trust), request)
+    env = line_environ(fields_environ(conn_env, request.headers, local_address, trust), line_text(request))
     env["wsgi.input"] = body
     return env
 
@@ -149,11 +149,13 @@ def fields_environ(conn_env: Mapping[str, Any], headers: Sequence[tuple[bytes, b
     return env
 
 
-def line_environ(fields_env: Mapping[str, Any], request: Request) -> dict[str, Any]:
-    """A copy of ``fields_environ``'s with what the request line gives; the server adds wsgi.input."""
+def line_environ(fields_env: Mapping[str, Any], text: tuple[str, str, str, str, str]) -> dict[str, Any]:
+    """A copy of ``fields_environ``'s with what the request line gives (``text``: requests.line_text); the
+    server adds wsgi.input."""
     env = dict(fields_env)
-    env["REQUEST_METHOD"] = request.method.decode("ascii")
-    path = env["PATH_INFO"] = path_info(request.path)
+    method, target, path, query, protocol = text
+    env["REQUEST_METHOD"] = method
+    env["PATH_INFO"] = path
     root = env["SCRIPT_NAME"]
     if root:
         # /app/env under root /app: SCRIPT_NAME "/app", PATH_INFO "/env". A path outside the mount
@@ -162,9 +164,9 @@ def line_environ(fields_env: Mapping[str, Any], request: Request) -> dict[str, A
             env["PATH_INFO"] = path[len(root):]
         else:
             env["SCRIPT_NAME"] = ""
-    env["QUERY_STRING"] = request.query.decode("latin-1")
-    env["RAW_URI"] = request.target.decode("latin-1")
-    env["SERVER_PROTOCOL"] = PROTOCOLS[request.version]
+    env["QUERY_STRING"] = query
+    env["RAW_URI"] = target
+    env["SERVER_PROTOCOL"] = protocol
     return env
 
 

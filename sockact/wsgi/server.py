@@ -25,6 +25,7 @@ from sockact.http.engine import DONE, Connection
 from sockact.http.events import NEED_DATA, Data, Request
 from sockact.http.limits import COALESCE_MAX, DRAIN_LIMIT
 from sockact.http.logline import access_entry, quoted_request_line
+from sockact.http.requests import line_text
 from sockact.http.site import Site, health_response, is_health
 from sockact.logs.access import Memo, unix_peer
 from sockact.logs.journal import ErrorStream
@@ -255,7 +256,10 @@ class _Conn:
             if request.headers is not self._fields_of:
                 self._fields_env = fields_environ(self.env, request.headers, self._local_address, self.trust)
                 self._fields_of = request.headers
-            self._environ_of, self._environ = request, line_environ(self._fields_env, request)
+            text = line_text(request)
+            self._environ_of, self._environ = request, line_environ(self._fields_env, text)
+            if self.log_memo is not None:
+                self.log_memo.renew(request, text)  # the access line's text: decoded once
         # A copy (the app may change its own), with the body's stream, which the next request does not share.
         environ = dict(self._environ)
         environ["wsgi.input"] = InputStream(self._pull_body)

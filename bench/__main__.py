@@ -162,7 +162,8 @@ def handoff() -> dict[str, Any]:
 def run(args: argparse.Namespace, rundir: Path) -> dict[str, Any]:
     began = time.monotonic()
     raise_fd_limit()
-    results: dict[str, Any] = {"scenario_titles": {s.key: s.title for s in (*load.scenarios(), load.ASGI_HELLO)}}
+    titled = (*load.scenarios(), load.ASGI_HELLO, load.VARYING)
+    results: dict[str, Any] = {"scenario_titles": {s.key: s.title for s in titled}}
     with Fleet(rundir, server_env(static_file(rundir))) as fleet:
         results["load"] = timed("load", lambda: run_load(fleet, lineup(rundir, rundir / "static.bin"),
                                                          args.rounds, args.idle_rounds, args.seconds))

@@ -1,6 +1,8 @@
 """What a request costs inside sockact: CPU microseconds and system calls, worker side and supervisor side.
 
-For the keep-alive and `Connection: close` hello-world loads, with the access log on and off:
+For the keep-alive and `Connection: close` hello-world loads, with the access log on and off, and for the
+keep-alive load with a varying head (load.VARYING: a new query string each request, as real clients
+send, where wrk alone sends one head again and again, whose parse a server may reuse):
 
 - CPU: utime + stime of the supervisor and of the workers (/proc/PID/stat) across one wrk run,
   divided by the requests wrk completed;
@@ -32,7 +34,7 @@ from bench.servers import ASGI_APP, PROJECT_BIN, Argv, Fleet, Server, sockact_ar
 SECONDS = 5.0  # the CPU run
 STRACE_SECONDS = 3.0  # each traced run
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-SCENARIOS = ("keepalive", "close")
+SCENARIOS = ("keepalive", load.VARYING.key, "close")
 VARIANTS = (("access log on", ()), ("access log off", ("--no-access-log",)))
 ASGI_ARGS = ("--interface", "asgi")
 INTERFACES = ("wsgi", "asgi")
@@ -101,7 +103,7 @@ def floor_one(port: int, pid: int, scenario: load.Scenario) -> dict[str, Any]:
 
 def measure(fleet: Fleet) -> dict[str, Any]:
     """{variant: {scenario: figures}} for sockact's variants, and under "floor" {interface: {scenario: figures}}."""
-    scenarios = {s.key: s for s in load.scenarios()}
+    scenarios = {s.key: s for s in (*load.scenarios(), load.VARYING)}
     found: dict[str, Any] = {"floor": {}}
     for interface in INTERFACES:
         proc, port = fleet.serve(Server(f"python floor, {interface}", floor_argv(interface)))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bench.apps import SLEEP_SECONDS
+from bench.report import VARYING_HEAD
 from bench.servers import HOST, REPO
 
 T = TypeVar("T")
@@ -56,6 +57,9 @@ def scenarios() -> list[Scenario]:
 
 # The ASGI lineup's (bench/asgi.py): the keep-alive hello world, from the ASGI app.
 ASGI_HELLO = Scenario("asgi", "ASGI keep-alive hello world")
+# The costs' (bench/costs.py): keep-alive hello world whose every request has a new query string, so no
+# server can reuse the work of the head before it on the connection (wrk alone repeats one head).
+VARYING = Scenario(VARYING_HEAD, "Keep-alive hello world, varying head", env={"BENCH_VARY": "1"})
 
 
 def rotated(items: list[T], n: int) -> list[T]:

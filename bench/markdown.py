@@ -8,7 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.report import ASGI, BASE, FLOOR, MB, TIMES, floor_times, fmt_ratio, idle_cell, ratio, req_s, targets
+from bench.report import (
+    ASGI,
+    BASE,
+    FLOOR,
+    MB,
+    TIMES,
+    VARYING_HEAD,
+    floor_times,
+    fmt_ratio,
+    idle_cell,
+    ratio,
+    req_s,
+    targets,
+)
 
 MET = {True: "met", False: "**not met**", None: "—"}
 THROUGHPUT_SCENARIOS = ("keepalive", "close", "json", "static")
@@ -146,7 +159,9 @@ def _costs_table(summary: dict[str, Any]) -> str:
     costs = summary.get("costs", {})
     if not costs:
         return "Not measured in this run.\n"
-    titles = summary["scenario_titles"]
+    titles = dict(summary["scenario_titles"])
+    if any(VARYING_HEAD in per for per in costs.values()):
+        titles["keepalive"] = f"{titles.get('keepalive', 'keepalive')}, repeated head"
     rows = []
     for variant, per in costs.items():
         if variant == FLOOR:
@@ -166,7 +181,11 @@ def _costs_table(summary: dict[str, Any]) -> str:
              + "; ".join(floors) + ".\n\n") if floors else ""
     return ("CPU time and system calls per request, summed over the workers and for the supervisor. "
             "CPU from /proc across one wrk run, calls from `strace -c` across another. "
-            f"{TIMES} floor: the worker CPU as a multiple of the Python floor's, same interface and load.\n\n"
+            f"{TIMES} floor: the worker CPU as a multiple of the Python floor's, same interface and load. "
+            "A repeated head is wrk's: the same request again and again on a connection, whose parse, checks "
+            "and environ sockact reuses; a varying head has a new query string each request "
+            "(`BENCH_VARY` in `bench/wrk_report.lua`), as real clients' heads vary, and the floor parses every "
+            "head afresh either way.\n\n"
             + floor + _table(["Load", "sockact", "Worker CPU", f"{TIMES} floor", "Supervisor CPU", "Worker syscalls",
                               "Supervisor syscalls"], rows))
 

@@ -6,8 +6,13 @@
 -- only sound with one connection per thread (-t N -c N): then the two calls alternate in each thread's
 -- Lua state. The harness runs mixed mode that way. A request lost to an error is never answered; the next
 -- request() overwrites its start time, so it is counted in wrk's errors, not in the latencies.
+--
+-- Varying mode (BENCH_VARY=1): each request's query string carries a counter ("/?n=1", "/?n=2", ...), so no
+-- two heads a server sees on a connection are the same, as with real clients. Without it wrk sends one
+-- head, built once, again and again. The head is built once here too, around the counter, to stay cheap.
 
 local every = tonumber(os.getenv("BENCH_SLOW_EVERY") or "")
+local vary = os.getenv("BENCH_VARY") == "1"
 local slow_path = os.getenv("BENCH_SLOW_PATH") or "/sleep"
 local threads = {}
 
@@ -44,6 +49,19 @@ if every then
          list[#list + 1] = math.floor(now_us() - started)
          started = nil
       end
+   end
+end
+
+if vary and not every then
+   local sent, before, after = 0, nil, nil
+
+   request = function()
+      if not before then
+         local sep = wrk.path:find("?", 1, true) and "&" or "?"
+         before, after = wrk.format(nil, wrk.path .. sep .. "n=\1"):match("^(.-)\1(.*)$")
+      end
+      sent = sent + 1
+      return before .. sent .. after
    end
 end
 

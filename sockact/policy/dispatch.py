@@ -11,6 +11,8 @@ Rules:
   worker, so one handed back with its request read, or left by a worker that died, keeps its
   place in line instead of going to the back each time. When the queue is full, the
   supervisor stops accepting and the kernel's backlog holds new clients.
+- A queued connection may leave without a worker (``withdraw``): the supervisor's timer ends one
+  whose request head did not come within header_timeout (heads.py).
 
 The supervisor feeds events (a worker added or removed, stalled or moving again, a
 connection handed back) and acts on the assignments returned. Tests drive this directly.
@@ -113,6 +115,16 @@ class Dispatcher(Generic[W, C]):
         if worker in self._load and self._load[worker] > 0:
             self._load[worker] -= 1
         return self._drain()
+
+    def waiting(self) -> list[C]:
+        """The queued connections, in no particular order (the supervisor's timer looks them over)."""
+        return [conn for _, _, conn in self._queue]
+
+    def withdraw(self, conns: list[C]) -> None:
+        """These queued connections leave the queue without a worker (their head deadline passed)."""
+        gone = {id(conn) for conn in conns}
+        self._queue = [entry for entry in self._queue if id(entry[2]) not in gone]
+        heapq.heapify(self._queue)
 
     def take_queued(self) -> list[C]:
         """Empty the queue (stopping), oldest first."""

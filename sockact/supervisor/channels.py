@@ -98,7 +98,7 @@ class Channels:
         held = w.done_with(msg.conn_id)
         conn = Conn(msg.conn_id, msg.fd, msg.listener, msg.family, msg.peer, msg.hops, msg.data,
                     proxy=msg.proxy, head_started=msg.head_started)
-        if held is not None and msg.data:
+        if held is not None and (msg.data or msg.head_started):
             conn.since = held.since  # its request is still the one that waits: it keeps its place
         self.parked_by(w, conn)
 
@@ -121,9 +121,13 @@ class Channels:
         sup = self.sup
         if sup.stopping and sup.store.keeping:
             sup.store.store(conn)
-        elif conn.data:
+        elif conn.data or (conn.head_started and not sup.stopping):
+            # Handed back with a request already read, or one still to come (a head begun, or a new
+            # connection that has sent nothing yet): serve it elsewhere, on the deadline it had. Only
+            # an idle keep-alive connection between requests is parked, for keepalive (at a stop,
+            # closed, as is one that has sent nothing).
             sup.counters.handbacks += 1
-            sup.switchboard.route(conn)  # handed back with a request already read: serve it elsewhere
+            sup.switchboard.route(conn)
         else:
             sup.switchboard.park(conn, sup.stopping)
         self.returned(w)

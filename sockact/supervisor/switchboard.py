@@ -5,7 +5,8 @@ is dispatch.Dispatcher's decision, when a parked one expires parking.ParkingLot'
 to accept acceptor.Acceptor's. This module only carries their decisions out, and keeps
 each fd with exactly one owner:
 
-    accepted / queued / in an outbox   the supervisor (the dispatcher's queue, a worker's outbox)
+    accepted / queued / in an outbox   the supervisor (the dispatcher's queue, a worker's outbox;
+                                       closed on the timer when its head is overdue)
     handed off                         the worker (our copy waits in WorkerProcess.holding, untouched,
                                        until the worker's PARK or DONE; orphans.py if the worker dies)
     parked                             the supervisor (in the selector, closed after keepalive)
@@ -17,11 +18,14 @@ import logging
 import os
 import select
 import signal
+import socket
 import time
 from collections import deque
 from collections.abc import Callable
 
+from sockact.ipc.handoff import MAX_DATA
 from sockact.policy.dispatch import Dispatcher
+from sockact.policy.heads import Verdict, overdue, verdict
 from sockact.policy.parking import Conn, ParkingLot
 from sockact.supervisor.acceptor import Acceptor, Register, Unregister
 from sockact.supervisor.orphans import last_word
@@ -67,11 +71,14 @@ class Switchboard:
 
     def route(self, conn: Conn) -> None:
         """A connection needs a worker: hand it off, or let it wait in the dispatcher's queue."""
-        if conn.head_started and self._head_overdue(conn):
+        now = time.monotonic()
+        if not conn.since:  # a new connection, or a parked one that speaks: a request begins to need a worker
+            conn.since = now
+            if not conn.head_started and not conn.data:
+                conn.head_started = now  # its head is due within header_timeout from now, wherever it waits
+        if self._head_overdue(conn, now):
             return
-        conn.ready_at = time.monotonic()
-        if not conn.since:
-            conn.since = conn.ready_at
+        conn.ready_at = now
         assignment = self.dispatcher.offer(conn, conn.since)
         if assignment is not None:
             self._hand_off(*assignment)
@@ -81,27 +88,35 @@ class Switchboard:
     def give(self, assignments: list[tuple[int, Conn]]) -> None:
         """Carry out the dispatcher's assignments of queued connections."""
         waiting = deque(assignments)
+        now = time.monotonic()
         while waiting:
             pid, conn = waiting.popleft()
-            if conn.head_started and self._head_overdue(conn):
+            if self._head_overdue(conn, now):
                 waiting.extend(self.dispatcher.returned(pid))  # its place goes to the next in line
                 continue
             self._hand_off(pid, conn)
 
-    def _head_overdue(self, conn: Conn) -> bool:
-        """A head handed back past its header_timeout gets its 408 here, and the connection ends.
+    def _head_overdue(self, conn: Conn, now: float) -> bool:
+        """A connection whose head did not come within header_timeout ends here: a 408 for part of a
+        head, nothing for a client that sent nothing (heads.verdict).
 
-        Handed from one stalled worker to the next, or waiting in the queue for one, a partial head
+        Waiting in the queue for a worker, or handed from one stalled worker to the next, a connection
         may never meet a worker's timers: with one app thread, a worker's loop looks at them only
         between calls, and a stalled worker hands its waiting connections back first. Its deadline
-        travels with it (Conn.head_started), so it is kept here too. A PROXY header not yet read is
-        closed without a word, as a worker does: the peer is a balancer, not an HTTP client.
+        travels with it (Conn.head_started), so it is kept here too, at hand-off and on the timer
+        (expire). A whole head waiting unread has met its deadline: it stays in line.
         """
         timeout, proxied = self.head_limits[conn.listener]
-        if time.monotonic() - conn.head_started <= timeout:
+        if not overdue(conn.head_started, timeout, now):
             return False
-        last_word(conn.fd, 408 if conn.proxy is not None or not proxied else None)
-        log.debug("connection %d: no whole request head within header_timeout: 408", conn.id)
+        what = verdict(conn.data + _unread(conn.fd, socket.MSG_PEEK), proxied and conn.proxy is None)
+        if what is Verdict.WAITS:
+            conn.head_started = 0.0  # its head is here: a worker reads it, on its own deadline
+            return False
+        _unread(conn.fd)  # taken: a close with bytes unread would reset the connection, and lose the 408
+        last_word(conn.fd, 408 if what is Verdict.LATE else None)
+        log.debug("connection %d: no whole request head within header_timeout%s", conn.id,
+                  ": 408" if what is Verdict.LATE else "")
         return True
 
     def _hand_off(self, pid: int, conn: Conn) -> None:
@@ -165,6 +180,11 @@ class Switchboard:
         for conn in self.parked.expired(now):
             self._unregister(conn.fd)
             os.close(conn.fd)
+        if self.dispatcher.queued:
+            # Nobody reads a queued connection while every worker is busy: its head deadline is kept here.
+            ended = [conn for conn in self.dispatcher.waiting() if self._head_overdue(conn, now)]
+            if ended:
+                self.dispatcher.withdraw(ended)
 
     def close_parked(self, serve_readable: bool) -> None:
         for conn in self.parked.take_all():
@@ -177,6 +197,18 @@ class Switchboard:
     def close_queued(self) -> None:
         for conn in self.dispatcher.take_queued():
             os.close(conn.fd)
+
+
+def _unread(fd: int, flags: int = 0) -> bytes:
+    """What waits unread in a connection's receive queue, up to what a hand-off carries (MSG_PEEK:
+    left there); b"" for nothing yet, or a client gone."""
+    sock = socket.socket(fileno=fd)
+    try:
+        return sock.recv(MAX_DATA, flags | socket.MSG_DONTWAIT)
+    except OSError:  # BlockingIOError: nothing sent yet; a reset: nothing more will come
+        return b""
+    finally:
+        sock.detach()
 
 
 def _readable(fd: int) -> bool:

@@ -546,7 +546,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
             return  # the last response is still going out; the next look parks it
         conn.detach()
         self.owner.gone(conn, "park")
-        hand_back(self.chan, conn.msg, conn.sock, conn.unparsed())
+        hand_back(self.chan, conn.msg, conn.sock, conn.unparsed(), conn.head_started)
         self._check_done()
 
     def _close(self, conn: AsgiConnection, linger: bool = False) -> None:

@@ -8,7 +8,7 @@ reads, writes or closes a socket; the runners carry the decisions out. The owner
   recycling worker), and the state it starts in;
 - each state's deadline and what is due when it passes (``due``):
     PREFACE  header_timeout from adoption: the PROXY header is refused
-    FRESH    header_timeout from adoption: a client that sent nothing is closed, silently
+    FRESH    header_timeout from its accept: a client that sent nothing is closed, silently
     HEAD     header_timeout from adoption (or from the end of the last request): 408
     BODY     io_timeout from the head, in total (not reset by each byte): 408
     IDLE     park_after (or at once when stopping): parked in the supervisor
@@ -74,10 +74,12 @@ class Owned:
 
     @property
     def head_started(self) -> float:
-        """When its head (or PROXY header) still coming began to arrive, 0.0 when none is: the deadline
-        that travels with it when it is handed back, so a stall does not restart it."""
+        """When the deadline of its head (or PROXY header) still to come began, 0.0 when none runs: it
+        travels with the connection when it is handed back or parked, so a stall does not restart it.
+        A connection that has sent nothing (FRESH) has one too, from its accept: handed back, it is not
+        an idle keep-alive connection (IDLE, none) and is not kept for keepalive."""
         state = self.state
-        return self.since if state is HEAD or state is PREFACE else 0.0
+        return self.since if state is HEAD or state is PREFACE or state is FRESH else 0.0
 
     @property
     def flushed(self) -> bool:
@@ -144,11 +146,12 @@ class Owner(Generic[T]):
     def arrival(msg: handoff.Message, site: Site, now: float) -> tuple[ConnState, float]:
         """The state a connection starts in, and since when its deadline runs: a PROXY header first
         (unless one was read before it was parked), else HTTP: a head begun if bytes came with it, else
-        none yet. A head handed back by a stalled worker keeps the deadline it had there."""
+        none yet. Its deadline runs from when the supervisor says it began (its accept, or a head handed
+        back by a stalled worker), so waiting for a worker does not restart it."""
         since = msg.head_started or now
         if site.proxy_protocol != "off" and msg.proxy is None:
             return _C.PREFACE, since
-        return (_C.HEAD if msg.data or msg.head_started else _C.FRESH), since
+        return (_C.HEAD if msg.data else _C.FRESH), since
 
     def add(self, conn: T) -> T:
         self.held[conn.msg.conn_id] = conn

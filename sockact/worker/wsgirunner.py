@@ -632,7 +632,7 @@ class EventLoop(Carrier[Held]):
             return
         self._unwatch(held)
         self.owner.gone(held, "park")
-        hand_back(self.chan, held.msg, held.sock, held.unparsed())
+        hand_back(self.chan, held.msg, held.sock, held.unparsed(), held.head_started)
 
     def _close(self, held: Held) -> None:
         self._unwatch(held)

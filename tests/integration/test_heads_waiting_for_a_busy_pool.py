@@ -5,12 +5,12 @@ queue, or handed back to it) until the call ends. A partial head must still get 
 connection that sent nothing must still be closed, at header_timeout: neither when a worker is free
 again, nor after keepalive as if it were an idle keep-alive connection.
 
-Both fail today (strict xfail); remove the marks once fixed:
-- the supervisor checks a head's deadline only when it hands the connection to a worker
-  (Switchboard.give -> _head_overdue); nothing looks at the connections that wait meanwhile;
-- a connection that arrives while the worker's only thread is entering a call (within
-  handback_after) is handed back with nothing read, and the supervisor then keeps it for keepalive
-  (75 s by default), not header_timeout.
+Both failed once:
+- the supervisor checked a head's deadline only when it handed the connection to a worker, and
+  nothing looked at the connections that waited meanwhile (now its timer does too);
+- a connection that arrived while the worker's only thread was entering a call (within
+  handback_after) was handed back with nothing read, and the supervisor kept it for keepalive
+  (75 s by default), not header_timeout (now its deadline travels with it, from its accept).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import socket
 import time
 from pathlib import Path
 
-import pytest
 from conftest import read_to_close, wait_until
 
 HEADER_TIMEOUT = 1.0
@@ -46,7 +45,6 @@ def closed_after(sock: socket.socket, started: float) -> tuple[bytes, float]:
     return answer, time.monotonic() - started
 
 
-@pytest.mark.xfail(strict=True, reason="the supervisor keeps no header_timeout for connections waiting in its queue")
 def test_a_partial_head_waiting_for_a_busy_worker_gets_its_408_at_header_timeout(start_sockact, tmp_path):
     server, busy = busy_worker(start_sockact, tmp_path, 8)
     partial = socket.create_connection(("127.0.0.1", server.port), timeout=20)
@@ -58,7 +56,6 @@ def test_a_partial_head_waiting_for_a_busy_worker_gets_its_408_at_header_timeout
         assert read_to_close(busy).startswith(b"HTTP/1.1 200 ")
 
 
-@pytest.mark.xfail(strict=True, reason="a connection handed back with nothing read is kept for keepalive")
 def test_a_silent_connection_that_came_as_the_worker_got_busy_is_not_kept_for_keepalive(start_sockact, tmp_path):
     # The call lasts 2 s and keepalive is 20 s: closed at header_timeout, or at worst when the call
     # ends (the queue's own defect, above), it is closed well before 10 s; kept as a parked

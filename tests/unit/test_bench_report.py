@@ -257,3 +257,38 @@ def test_growing_threads_are_judged_on_fast_p99_and_on_the_hello_world_they_cost
     kept = found[f"Keep-alive hello world, {report.GROWING}"]
     assert (kept.measured, kept.met) == ("2.0%", True)
     assert all(t.met is None for t in report.growing_targets(summary()))  # not in the run: not judged
+
+
+def cost(worker_cpu_us: float) -> dict:
+    return {"requests": 9, "worker_cpu_us": worker_cpu_us, "supervisor_cpu_us": 0.1, "worker_syscalls": 2.0,
+            "supervisor_syscalls": 0.0}
+
+
+def test_a_varying_head_is_reported_beside_each_cost_target_and_not_judged():
+    from bench import costs, load
+
+    assert load.VARYING.key in costs.SCENARIOS  # the floor and sockact alike, in the same run
+    assert load.VARYING.env == {"BENCH_VARY": "1"}
+    res = results()
+    res["scenario_titles"].update(keepalive="Keep-alive hello world", keepalive_varying=load.VARYING.title)
+    res["costs"] = {
+        "floor": {"wsgi": {"keepalive": {"requests": 9, "cpu_us": 10.0},
+                           "keepalive_varying": {"requests": 9, "cpu_us": 11.0}}},
+        "access log off": {"keepalive": cost(12.0), "keepalive_varying": cost(22.0)},
+        "access log on": {"keepalive": cost(14.0), "keepalive_varying": {"error": "no requests"}},
+    }
+    found = [t for t in report.targets(summary(res)) if t.scenario.startswith("Keep-alive CPU")]
+    assert [(t.scenario, t.measured, t.met) for t in found] == [
+        ("Keep-alive CPU per request, access log off", "1.20\N{MULTIPLICATION SIGN} the floor", True),
+        ("Keep-alive CPU per request, access log off, varying head", "2.00\N{MULTIPLICATION SIGN} the floor", None),
+        ("Keep-alive CPU per request, access log on", "1.40\N{MULTIPLICATION SIGN} the floor", True),
+        ("Keep-alive CPU per request, access log on, varying head", "n/a the floor", None),
+    ]
+    assert found[1].goal == "for scale: the target above is judged on a repeated head"
+    text = markdown.render(summary(res), "chart.png")
+    assert ("| Keep-alive hello world, repeated head | access log off | 12.0 µs | 1.20\N{MULTIPLICATION SIGN} |"
+            in text)
+    assert ("| Keep-alive hello world, varying head | access log off | 22.0 µs | 2.00\N{MULTIPLICATION SIGN} |"
+            in text)
+    assert "| Keep-alive hello world, varying head | access log on | ✗ no requests |" in text
+    assert "WSGI Keep-alive hello world, varying head: 11.0 µs." in text

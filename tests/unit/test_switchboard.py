@@ -165,9 +165,65 @@ def test_a_head_handed_back_past_header_timeout_ends_here_instead_of_going_to_a_
     board = Board(worker, proxied=proxied)
     late = conn(pairs, head_started=time.monotonic() - HEADER_TIMEOUT - 1)
     late.proxy = proxy  # type: ignore[assignment]
+    late.data = b"GET / HTTP/1.1\r\nHost: t\r\n"  # what the worker read of the head
     board.sb.route(late)
     assert not worker.got and not is_open(late.fd)
     assert heard(pairs[0]).startswith(answer) if answer else heard(pairs[0]) == b""
+
+
+@pytest.mark.parametrize(("sent", "answer"), [
+    (b"", b""),  # nothing sent since its accept: closed without a word
+    (b"GET / HTTP/1.1\r\nHost: t\r\n", b"HTTP/1.1 408 Request Timeout"),  # unread, in the kernel
+])
+def test_a_connection_whose_head_deadline_passed_is_judged_by_what_waits_unread(pairs, sent, answer):
+    worker = FakeWorker(1)
+    board = Board(worker)
+    late = conn(pairs, head_started=time.monotonic() - HEADER_TIMEOUT - 1)
+    pairs[0].sendall(sent)
+    board.sb.route(late)
+    assert not worker.got and not is_open(late.fd)
+    assert heard(pairs[0]).startswith(answer) if answer else heard(pairs[0]) == b""
+
+
+def test_a_whole_head_waiting_unread_past_the_deadline_goes_to_a_worker_without_one(pairs):
+    worker = FakeWorker(1)
+    board = Board(worker)
+    waited = conn(pairs, head_started=time.monotonic() - HEADER_TIMEOUT - 1)
+    pairs[0].sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    board.sb.route(waited)
+    assert worker.got == [waited] and waited.head_started == 0.0  # the worker's own deadline starts anew
+
+
+def test_a_new_connection_gets_its_head_deadline_from_now_and_a_read_request_none(pairs):
+    board = Board(FakeWorker(1))
+    board.sb.route(new := conn(pairs, 1))
+    assert new.head_started == new.since == new.ready_at
+    handed_back = conn(pairs, 2)
+    handed_back.data, handed_back.since = b"GET / HTTP/1.1\r\n\r\n", 1.0  # a whole request, read
+    board.sb.route(handed_back)
+    assert handed_back.head_started == 0.0
+
+
+def test_the_timer_ends_queued_connections_whose_head_did_not_come_in_time(pairs):
+    worker = FakeWorker(1)
+    board = Board(worker, queue_size=8)
+    board.dispatcher.pause(1)  # every worker busy: they all wait in the queue
+    silent, partial, whole, young = (conn(pairs, i) for i in range(4))
+    for c in (silent, partial, whole, young):
+        board.sb.route(c)
+    pairs[1].sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")
+    pairs[2].sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    now = time.monotonic()
+    for c in (silent, partial, whole):
+        c.head_started = now - HEADER_TIMEOUT - 1  # they were accepted that long ago
+    board.sb.expire(now)
+    assert sorted(c.id for c in board.dispatcher.waiting()) == [whole.id, young.id]
+    assert not is_open(silent.fd) and not is_open(partial.fd)
+    assert heard(pairs[0]) == b""
+    assert heard(pairs[1]).startswith(b"HTTP/1.1 408 Request Timeout")
+    assert whole.head_started == 0.0  # its head came: it waits for a worker, on no deadline
+    board.sb.give(board.dispatcher.resume(1))
+    assert worker.got == [whole, young]
 
 
 def test_a_head_handed_back_within_header_timeout_goes_on_to_a_worker(pairs):

@@ -163,6 +163,10 @@ def test_arrival():
     assert Owner.arrival(plain, SITE, 5.0) == (C.FRESH, 5.0)  # type: ignore[arg-type]
     assert Owner.arrival(handoff.Message(handoff.CONN, conn_id=1, data=b"GE"), SITE, 5.0) == (C.HEAD, 5.0)  # type: ignore[arg-type]
     assert Owner.arrival(plain, PROXY_SITE, 5.0) == (C.PREFACE, 5.0)  # type: ignore[arg-type]
+    # Accepted at 2.0, it waited for a worker: nothing sent yet, and its header_timeout runs from its accept.
+    accepted = handoff.Message(handoff.CONN, conn_id=1, head_started=2.0)
+    assert Owner.arrival(accepted, SITE, 5.0) == (C.FRESH, 2.0)  # type: ignore[arg-type]
+    assert Owner.arrival(accepted, PROXY_SITE, 5.0) == (C.PREFACE, 2.0)  # type: ignore[arg-type]
 
 
 def test_a_head_handed_back_keeps_its_deadline_in_the_next_worker():
@@ -186,7 +190,8 @@ def test_a_stall_hand_back_carries_when_a_head_began_even_after_the_connection_h
 def test_what_travels_with_a_connection_handed_back_is_the_start_of_a_head_still_coming():
     assert Conn(state=C.HEAD, since=3.0).head_started == 3.0
     assert Conn(state=C.PREFACE, since=3.0).head_started == 3.0
-    for state in (C.FRESH, C.IDLE, C.BODY, C.QUEUED):
+    assert Conn(state=C.FRESH, since=3.0).head_started == 3.0  # nothing sent since its accept: not idle
+    for state in (C.IDLE, C.BODY, C.QUEUED):
         assert Conn(state=state, since=3.0).head_started == 0.0
 
 

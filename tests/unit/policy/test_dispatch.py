@@ -92,3 +92,14 @@ def test_equal_ages_are_served_in_order_of_arrival():
     assert d.add("a") == [("a", "c1")]
     assert d.returned("a") == [("a", "c2")]
     assert d.take_queued() == ["c3"]
+
+
+def test_queued_connections_withdrawn_leave_the_line_and_the_rest_keep_their_order():
+    d: Dispatcher[str, str] = Dispatcher(queue_size=8, capacity=1)
+    for age, conn in enumerate(["c1", "c2", "c3", "c4"]):
+        d.offer(conn, float(age))
+    assert sorted(d.waiting()) == ["c1", "c2", "c3", "c4"]
+    d.withdraw(["c1", "c3"])  # their head deadline passed
+    assert d.queued == 2 and sorted(d.waiting()) == ["c2", "c4"]
+    d.add("a")
+    assert d.returned("a") == [("a", "c4")]  # c2 went first, then c4 when a had room again

@@ -7,7 +7,7 @@ client has gone, ``send`` raises ClientDisconnected (an OSError, as ASGI 2.4 ask
 app streaming an endless response stops. The response head waits for the first body
 message, so a whole body given at once gets a Content-Length; the engine decides framing
 and persistence, as for WSGI. Headers pass the same checks as a WSGI app's
-(wsgi.check_response); hop-by-hop fields are the server's and are dropped, except
+(http.responses); hop-by-hop fields are the server's and are dropped, except
 "Connection: close". Trailers are not offered (no "http.response.trailers" extension): an
 app that asks for them gets a 500 that says so. "http.response.pathsend" is offered: the
 body is a file, given by its path.
@@ -39,7 +39,7 @@ from sockact.http.dates import http_date
 from sockact.http.events import END_OF_MESSAGE, NEED_DATA, Data, Request
 from sockact.http.limits import DRAIN_LIMIT
 from sockact.http.logline import quoted_request_line
-from sockact.http.responses import HOP_BY_HOP, check_response
+from sockact.http.responses import HOP_BY_HOP, remembering, validate_response
 
 log = logging.getLogger("sockact.http")
 
@@ -185,7 +185,7 @@ class HttpCycle:
             if message.get("trailers"):
                 raise InvalidResponse("http.response.start asks for trailers, which sockact does not send "
                                       "(no 'http.response.trailers' extension in the scope)")
-            self.status, self.headers = _check_start(message)
+            self.status, self.headers = _check_start(message.get("status"), message.get("headers", ()))
             return
         if kind == "http.response.pathsend":
             await self._send_path(message)
@@ -268,49 +268,11 @@ class HttpCycle:
         return self.body_done
 
 
-# Checked starts by (status, headers): an app sends the same few again and again. Bounded, so an app
-# that varies its headers per request (cookies, ids) only fills it once and then checks each anew.
-_CHECKED: dict[tuple[Any, ...], tuple[int, list[tuple[str, str]]]] = {}
-_CHECKED_MAX = 256
-
-
-# The last start checked (status, headers, result): most often the next is equal, and one compare in C
-# costs less than building a key. Only the loop's thread checks starts.
-_LAST_START: list[Any] = [None, None, None]
-
-
-def _check_start(message: dict[str, Any]) -> tuple[int, list[tuple[str, str]]]:
-    status, headers = message.get("status"), message.get("headers", ())
-    last = _LAST_START
-    if type(status) is int and status == last[0] and headers == last[1]:
-        return last[2]  # type: ignore[no-any-return]
-    checked = _check_start_keyed(message)
-    if type(headers) is list:
-        # Kept as bytes, which no app can change in place: the next compare is with what was checked.
-        last[:] = status, [(bytes(name), bytes(value)) for name, value in headers], checked
-    return checked
-
-
-def _check_start_keyed(message: dict[str, Any]) -> tuple[int, list[tuple[str, str]]]:
-    try:
-        key = (message.get("status"), *map(tuple, message.get("headers", ())))
-        hit = _CHECKED.get(key)
-    except TypeError:  # an unhashable header (not bytes): checked below, and refused there
-        key, hit = (), None
-    if hit is not None:
-        return hit
-    checked = _check(message)
-    if key and len(_CHECKED) < _CHECKED_MAX:
-        _CHECKED[key] = checked
-    return checked
-
-
-def _check(message: dict[str, Any]) -> tuple[int, list[tuple[str, str]]]:
-    status = message.get("status")
+def _check(status: Any, headers: Any) -> tuple[int, list[tuple[str, str]]]:
     if type(status) is not int or not 100 <= status <= 999:
         raise InvalidResponse(f"http.response.start: invalid status {status!r}")
-    headers = []
-    for item in message.get("headers", ()):
+    fields = []
+    for item in headers:
         try:
             name, value = item
             name, value = bytes(name).decode("latin-1"), bytes(value).decode("latin-1")
@@ -319,9 +281,21 @@ def _check(message: dict[str, Any]) -> tuple[int, list[tuple[str, str]]]:
         lower = name.lower()
         if lower in HOP_BY_HOP and not (lower == "connection" and value.strip().lower() == "close"):
             continue  # framing and persistence are the engine's
-        headers.append((name, value))
-    _, checked = check_response(_status_line(status), headers)
+        fields.append((name, value))
+    _, checked = validate_response(_status_line(status), fields)
     return status, checked
+
+
+def _copy(headers: Any) -> list[Any] | None:
+    """Checked headers as bytes, which no app can change in place, each pair of the app's own kind (a
+    list of lists is equal only to one); None (never equal to a list): not kept."""
+    if type(headers) is not list:
+        return None
+    return [tuple(map(bytes, item)) if type(item) is tuple else list(map(bytes, item)) for item in headers]
+
+
+# An app sends the same start again and again: the last one checked is remembered (responses.remembering).
+_check_start = remembering(_check, _copy)
 
 
 @functools.lru_cache(maxsize=64)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sockact.errors import InvalidResponse
 from sockact.http.rules import is_token
@@ -13,25 +14,36 @@ HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy
 # A field value may hold HTAB, SP, VCHAR and obs-text (RFC 9110 5.5); translate() deletes those.
 _VALUE_OK = b"\t" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
 
+T = TypeVar("T")
+_UNSEEN = object()  # no status is equal to it
 
-def check_response(status: Any, headers: Any) -> tuple[str, list[tuple[str, str]]]:
+
+def remembering(check: Callable[[Any, Any], T], copy: Callable[[Any], Any]) -> Callable[[Any, Any], T]:
+    """``check(status, headers)``, which remembers its last answer: an app answers the same way again and
+    again, and one compare in C costs less than the checks. ``copy`` keeps what was checked as the app
+    cannot change it later (None: not kept). The answer is never to be changed: the same one is given again.
+    The one cache of checked responses, for both interfaces (each its own ``check``)."""
+    last: tuple[Any, Any, Any] = (_UNSEEN, None, None)
+
+    def checked(status: Any, headers: Any) -> T:
+        nonlocal last
+        seen = last  # one reference, replaced whole: app threads check at once
+        if status == seen[0] and type(status) is type(seen[0]) and headers == seen[1]:
+            return seen[2]  # type: ignore[no-any-return]
+        answer = check(status, headers)
+        last = (status, copy(headers), answer)
+        return answer
+
+    return checked
+
+
+def validate_response(status: Any, headers: Any) -> tuple[str, list[tuple[str, str]]]:
     """Check a status and headers per PEP 3333 and RFC 9110: (status, headers to give the engine).
 
     "Connection: close" passes (the engine honours it and writes its own Connection field);
     every other hop-by-hop field is an error, since the engine owns the framing. Copies of
-    one Content-Length become one; differing ones are an error. The list returned is never to be
-    changed: the same answer again gets the same list.
+    one Content-Length become one; differing ones are an error.
     """
-    global _last
-    last = _last  # one reference, replaced whole: app threads check at once
-    if status == last[0] and headers == last[1]:
-        return last[2]  # as the last answer checked: an app answers the same way again and again
-    checked = _check(status, headers)
-    _last = (status, list(headers), checked)  # a copy: the app may change its list later
-    return checked
-
-
-def _check(status: Any, headers: Any) -> tuple[str, list[tuple[str, str]]]:
     if type(status) is not str or status not in _CHECKED_STATUSES:
         if (not isinstance(status, str) or len(status) < 4 or status[3] != " " or not status[:3].isdigit()
                 or int(status[:3]) < 100 or _bad_value(status)):
@@ -82,15 +94,15 @@ def _check(status: Any, headers: Any) -> tuple[str, list[tuple[str, str]]]:
     return status, out
 
 
-# Statuses and (name, value) fields that passed check_response: an app sends the same few again
+# Statuses and (name, value) fields that passed validate_response: an app sends the same few again
 # and again, and a look-up is cheaper than the checks. A field maps to -1, or for a Content-Length
 # to its length (copies must agree); hop-by-hop fields are never kept. Bounded, so varying values
 # cannot inflate it.
 _CHECKED_STATUSES: set[str] = set()
 _CHECKED_FIELDS: dict[tuple[str, str], int] = {}
 _CHECKED_MAX = 1024
-# The last (status, headers) checked, and what check_response returned for it.
-_last: tuple[Any, list[Any], tuple[str, list[tuple[str, str]]]] = ("", [None], ("", []))
+# A WSGI app's (status, headers), checked; a copy of the list is kept, its (str, str) items cannot change.
+check_response = remembering(validate_response, list)
 
 
 def _bad_value(value: str) -> bool:

@@ -47,7 +47,7 @@ from sockact.http.site import health_response, is_health
 from sockact.ipc import handoff
 from sockact.ipc.scoreboard import SlotWriter
 from sockact.ipc.tally import TallyWriter
-from sockact.logs.access import AccessLog
+from sockact.logs.access import AccessLog, Memo
 from sockact.worker.channel import (
     Closed,
     call_line,
@@ -200,6 +200,8 @@ class AsgiRunner(Carrier[AsgiConnection]):
         state, since = Owner.arrival(msg, site, time.monotonic())
         conn = self.owner.add(AsgiConnection(self.loop, msg, sock, site, scope, self._advance, self.lock, state, since,
                                    self.batch))
+        if self.access is not None and site.access_log:
+            conn.log_memo = Memo()
         if msg.data:
             self._advance(conn)
         else:
@@ -433,7 +435,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
         if self.access is None or not conn.site.access_log:
             return
         self.access.log(access_entry(self._remote(conn, client), request, status, conn.engine.body_sent, started,
-                                     self.pid, conn.msg.conn_id, conn.site.listener, response_headers))
+                                     self.pid, conn.msg.conn_id, conn.site.listener, response_headers, conn.log_memo))
 
     @staticmethod
     def _remote(conn: AsgiConnection, client: Any = None) -> str:

@@ -322,6 +322,16 @@ def test_a_start_equal_to_the_last_one_is_answered_alike_and_one_changed_in_plac
     assert response(serve(sends({**start, "status": 200.0}, body))[1])[0] == "HTTP/1.1 500 Internal Server Error"
 
 
+def test_a_start_of_list_pairs_equal_to_the_last_is_answered_alike_and_a_pair_changed_in_place_is_checked_anew():
+    pair = [b"content-type", b"text/plain"]  # pairs as lists, as many apps write them
+    start = {"type": "http.response.start", "status": 200, "headers": [pair]}
+    body = {"type": "http.response.body", "body": b"ok"}
+    for _ in range(2):
+        assert response(serve(sends(start, body))[1])[1]["content-type"] == "text/plain"
+    pair[1] = b"a\r\nb"  # the app's own pair, changed in place to what no response may carry
+    assert response(serve(sends(start, body))[1])[0] == "HTTP/1.1 500 Internal Server Error"
+
+
 def test_a_body_message_after_the_response_completed_raises_and_adds_nothing():
     raised: list[Exception] = []
 

@@ -76,7 +76,7 @@ class Memo:
     theirs and the client's. A connection logs one request at a time
     and a worker has one format, so it needs no lock and holds one line's atoms."""
 
-    __slots__ = ("atoms", "fields", "fields_atoms", "key", "text")
+    __slots__ = ("atoms", "fields", "fields_atoms", "key", "remote", "text")
 
     def __init__(self) -> None:
         self.key: object = None
@@ -85,6 +85,7 @@ class Memo:
         # The atoms of the request's fields and its client, and the fields they were made of: the engine
         # gives the same list to the heads that differ from the last by their request line alone.
         self.fields: object = None
+        self.remote = ""  # the client they were made for (a trusted proxy's fields name it)
         self.fields_atoms: tuple[str, ...] = ()
 
     def renew(self, key: object, text: tuple[str, str, str, str, str]) -> None:
@@ -281,12 +282,12 @@ def compile_format(spec: str, atoms: dict[str, str] = ATOMS) -> Callable[[Entry]
                    "            memo.atoms = kept"]
     if fields:
         # The atoms of the fields and the client: made once while the connection's fields repeat.
-        source += ["    if memo is not None and memo.fields is e.headers:",
+        source += ["    if memo is not None and memo.fields is e.headers and memo.remote == e.remote:",
                    "        fields = memo.fields_atoms",
                    "    else:",
                    f"        fields = ({', '.join(fields)},)",
                    "        if memo is not None:",
-                   "            memo.fields, memo.fields_atoms = e.headers, fields"]
+                   "            memo.fields, memo.remote, memo.fields_atoms = e.headers, e.remote, fields"]
     source.append(f"    return ''.join(({', '.join(pieces)},))")
     exec("\n".join(source) + "\n", namespace)
     line: Callable[[Entry], str] = namespace["line"]

@@ -104,6 +104,7 @@ def test_a_memo_over_requests_that_share_their_fields_gives_the_lines_fresh_entr
         text = {"method": method, "target": target, "path": path, "query": query, "headers": headers, "status": 200 + n}
         assert line(entry(memo=memo, **text)) == line(entry(**text))
         assert line(entry(memo=memo, **text)) == line(entry(**text)) and memo.fields is headers  # the memo filled
+        assert line(entry(memo=memo, remote="192.0.2.99", **text)).startswith("192.0.2.99 ")  # another client
 
 
 def test_literal_percent_and_format_errors():

@@ -23,12 +23,16 @@ log = logging.getLogger("sockact.supervisor")
 QUICK_STOP_GRACE = 1.0  # seconds the workers get at a quick stop before they are killed
 
 
+EXTEND_STEP = 5.0  # seconds of EXTEND_TIMEOUT_USEC asked at a time during a stop
+EXTEND_AHEAD = 2.0  # asked again this long before the last runs out (ticks are 0.5 s apart)
+
+
 class Stop:
     def __init__(self, sup: Supervisor) -> None:
         self.sup = sup
         self._leave_at = 0.0  # LEAVING: when drain_delay is over and the drain begins
         self._deadline = 0.0  # DRAINING or STOPPING: when the workers left are killed
-        self._last_progress = (0, 0)
+        self._extended_until = 0.0  # when the time systemd was last given for the stop runs out
 
     def announce(self, delay: float) -> None:
         """drain_delay: load balancers see 503 on the health path and take this host out, then the stop."""
@@ -99,10 +103,11 @@ class Stop:
         if now >= self._deadline:
             sup.carry_out(sup.pool.kill_all())
             return
-        assert sup.health is not None
-        progress = (sup.health.requests(), len(sup.workers))
-        if progress != self._last_progress:
-            # Still draining and moving: ask systemd for more time, a little at a time.
-            self._last_progress = progress
-            sup.notifier.extend_timeout(min(self._deadline - now, 5.0) + 1.0)
+        if now + EXTEND_AHEAD >= self._extended_until:
+            # Ask systemd for more time, a little at a time, up to the deadline, which this process
+            # keeps itself: one long request in flight may use all of graceful_timeout, as an
+            # operator who set it expects, whatever TimeoutStopSec= says.
+            more = min(self._deadline - now, EXTEND_STEP) + 1.0
+            self._extended_until = now + more
+            sup.notifier.extend_timeout(more)
         sup.notifier.status(f"stopping: {len(sup.workers)} workers left, {sup.dispatcher.held} connections")

@@ -290,13 +290,7 @@ class _Conn:
         engine = self.engine
         head, data = engine.whole_response(status, start.headers, body, close=self.stopping(), date=http_date())
         start.headers_sent = True
-        # Marked begun right before the send, never after it (see _send_head).
-        if self.responding is not None:
-            self.responding()
-        if len(data) <= COALESCE_MAX:
-            self._guarded_send(head + data if data else head)
-        else:
-            self._guarded_send(head, data)
+        self._send_first(head, data)
         return engine.keep_alive and (engine.body_done() or self._drain())
 
     def _send_any(self, result: Any, request: Request) -> bool:
@@ -356,7 +350,10 @@ class _Conn:
         head = self.engine.start_response(start.status, start.headers, close=self.stopping(), date=http_date(),
                                           whole=whole)
         start.headers_sent = True
-        body = self.engine.send_data(first) if first else b""
+        self._send_first(head, self.engine.send_data(first) if first else b"")
+
+    def _send_first(self, head: bytes, body: bytes) -> None:
+        """A response's first bytes: its head, with its body's start in one send when small."""
         # Marked begun right before the send, never after it (a 502 after bytes went out would land
         # inside this response); a worker killed in between leaves its client a close.
         if self.responding is not None:

@@ -45,3 +45,30 @@ def access_entry(remote: str, request: Request | None, status: int, sent: int, s
     # Positional: this runs once a request. The fields' order is Entry's.
     return Entry(remote, *text, status, sent, duration, pid, conn_id, listener, request.headers, response_headers,
                  time.time(), memo)
+
+
+_NO_TEXT = ("", "", "", "", "")
+
+
+def connection_entry(remote: str, pid: int, conn_id: int, listener: str) -> Entry:
+    """A connection's entry, with its memo: filled again for each of its requests (fill_entry), since
+    AccessLog.log keeps nothing of it."""
+    return Entry(remote, *_NO_TEXT, 0, 0, 0, pid, conn_id, listener, memo=Memo())
+
+
+def fill_entry(entry: Entry, request: Request | None, status: int, sent: int, started: float,
+               response_headers: Sequence[tuple[str, str]]) -> Entry:
+    """``entry`` (a connection_entry) for the request that ends now, begun at ``started`` (time.perf_counter());
+    None: the request line itself was bad. The request's text is the entry's while the request repeats."""
+    memo = entry.memo
+    if memo is None or request is not memo.key:
+        if request is None:
+            entry.renew(None, _NO_TEXT, ())
+        else:
+            entry.renew(request, line_text(request), request.headers)
+    entry.status = status
+    entry.sent = sent
+    entry.duration_us = int((time.perf_counter() - started) * 1e6)
+    entry.response_headers = response_headers
+    entry.when = time.time()
+    return entry

@@ -114,6 +114,15 @@ class Entry:
     when: float = field(default_factory=time.time)
     memo: Memo | None = None  # the connection's, while its request repeats
 
+    def renew(self, key: object, text: tuple[str, str, str, str, str],
+              headers: Sequence[tuple[bytes, bytes]]) -> None:
+        """Another request (``key``) on the entry's connection: its text and its fields; the memo forgets
+        the atoms of the last one."""
+        self.method, self.target, self.path, self.query, self.protocol = text
+        self.headers = headers
+        if self.memo is not None:
+            self.memo.renew(key, text)
+
     def header(self, name: bytes) -> str:
         """A request field by upper-cased name, "" when absent."""
         for key, value in self.headers:
@@ -382,26 +391,28 @@ class AccessLog:
                 self.fd = self._open()
             except OSError as exc:
                 raise ConfigError(f"access_logfile {self.path}: {exc.strerror}") from None
-        self._lines: list[str] = []
-        self._entries: list[Entry] = []
+        # The lines to write, or with the journal their records (the fields of each, made as it is logged:
+        # an Entry is used again for the connection's next request).
+        self._buffer: list[Any] = []
         self._deadline = 0.0
-        self._lock = threading.Lock()  # app threads log, the loop thread flushes
+        self._flushing = threading.Lock()  # app threads log, and flush a buffer their line made due
 
     def _open(self) -> int:
         assert self.path is not None
         return _open_logfile(self.path)
 
     def log(self, entry: Entry) -> None:
-        """Buffer the line for ``entry``; write the buffer if it is due or full."""
+        """Buffer the line for ``entry``; write the buffer if it is due or full. ``entry`` may be used
+        again as soon as this returns (a connection keeps one for all its requests)."""
         line = self.format(entry)
         now = time.monotonic()
-        with self._lock:
-            if not self._lines:
-                self._deadline = now + FLUSH_INTERVAL
-            self._lines.append(line)
-            if self.sendv is not None:
-                self._entries.append(entry)
-        if len(self._lines) >= MAX_BUFFERED or now >= self._deadline:
+        buffer = self._buffer
+        if not buffer:
+            self._deadline = now + FLUSH_INTERVAL
+        # No lock: list.append is atomic under the GIL, and flush() takes lines from the front only, so
+        # a line that app threads append meanwhile stays for the next batch.
+        buffer.append(line if self.sendv is None else journal_fields(entry, line))
+        if len(buffer) >= MAX_BUFFERED or now >= self._deadline:
             self.flush()
 
     def log_websocket(self, entry: Entry, close_code: int, received: int) -> None:
@@ -415,15 +426,12 @@ class AccessLog:
         else:
             line += (f" websocket close={close_code or '-'} in={received} out={entry.sent} "
                      f"duration={entry.duration_us / 1e6:.3f}s")
-        with self._lock:
-            self._lines.append(line)
-            if self.sendv is not None:
-                self._entries.append(entry)
+        self._buffer.append(line if self.sendv is None else journal_fields(entry, line))
         self.flush()
 
     def due(self, now: float) -> bool:
         """True when a buffered line has waited FLUSH_INTERVAL (``now`` from time.monotonic())."""
-        return bool(self._lines) and now >= self._deadline
+        return bool(self._buffer) and now >= self._deadline
 
     def flush_if_due(self, now: float) -> None:
         if self.due(now):
@@ -431,21 +439,22 @@ class AccessLog:
 
     def flush(self) -> None:
         """Write every buffered line. Never raises: a log that cannot be written loses lines."""
-        with self._lock:
-            lines, self._lines = self._lines, []
-            entries, self._entries = self._entries, []
-        if not lines:
-            return
-        try:
-            if self.sendv is not None:
-                for line, entry in zip(lines, entries, strict=True):
-                    self.sendv(*journal_fields(entry, line))
-            else:
-                if self.path:
-                    self._reopen_if_moved()
-                _write_all(self.fd, ("\n".join(lines) + "\n").encode("utf-8", "replace"))
-        except Exception:
-            pass  # a full disk or a gone journal must not fail requests
+        with self._flushing:  # one writer at a time: the loop thread, or an app thread whose line made it due
+            buffer = self._buffer
+            batch = buffer[:]
+            del buffer[:len(batch)]  # what was appended since the copy stays
+            if not batch:
+                return
+            try:
+                if self.sendv is not None:
+                    for record in batch:
+                        self.sendv(*record)
+                else:
+                    if self.path:
+                        self._reopen_if_moved()
+                    _write_all(self.fd, ("\n".join(batch) + "\n").encode("utf-8", "replace"))
+            except Exception:
+                pass  # a full disk or a gone journal must not fail requests
 
     def reopen(self) -> None:
         """Check for a rotated file before the next line, not within REOPEN_CHECK. Safe in a signal

@@ -24,10 +24,10 @@ from sockact.http.dates import http_date
 from sockact.http.engine import DONE, Connection
 from sockact.http.events import NEED_DATA, Data, Request
 from sockact.http.limits import COALESCE_MAX, DRAIN_LIMIT
-from sockact.http.logline import access_entry, quoted_request_line
+from sockact.http.logline import connection_entry, fill_entry, quoted_request_line
 from sockact.http.requests import line_text
 from sockact.http.site import Site, health_response, is_health
-from sockact.logs.access import Memo, unix_peer
+from sockact.logs.access import unix_peer
 from sockact.logs.journal import ErrorStream
 from sockact.wsgi.environ import (
     FileWrapper,
@@ -189,9 +189,10 @@ class _Conn:
         self.stopping = stopping
         self.responding: Callable[[], None] | None = None  # told before the first byte of a response
         self.access = site.access if site.access_log else None
-        self.log_memo = Memo() if self.access is not None else None  # its lines, while a request repeats
-        self.pid = _pid[0]
         self.peer_remote = self.env["REMOTE_ADDR"]  # the client as the access log names it, from the connection
+        # Its requests' access-log entry, filled again for each (with what its lines reuse while a request repeats).
+        self.log_entry = (connection_entry(self.peer_remote, _pid[0], conn_id, site.listener)
+                          if self.access is not None else None)
         # per request
         self.remote = self.peer_remote  # or as a trusted proxy told it
         self.start: StartResponse | None = None
@@ -258,8 +259,8 @@ class _Conn:
                 self._fields_of = request.headers
             text = line_text(request)
             self._environ_of, self._environ = request, line_environ(self._fields_env, text)
-            if self.log_memo is not None:
-                self.log_memo.renew(request, text)  # the access line's text: decoded once
+            if self.log_entry is not None:
+                self.log_entry.renew(request, text, request.headers)  # the access line's text: decoded once
         # A copy (the app may change its own), with the body's stream, which the next request does not share.
         environ = dict(self._environ)
         environ["wsgi.input"] = InputStream(self._pull_body)
@@ -478,10 +479,10 @@ class _Conn:
         return False
 
     def _access(self, request: Request | None, status: int, started: float) -> None:
-        if self.access is None:
+        entry = self.log_entry
+        if entry is None or self.access is None:
             return
+        entry.remote = self.remote
         start = self.start
-        self.access.log(access_entry(self.remote, request, status, self.engine.body_sent, started, self.pid,
-                                     self.conn_id, self.site.listener,
-                                     start.headers if start is not None else (), self.log_memo))
-
+        self.access.log(fill_entry(entry, request, status, self.engine.body_sent, started,
+                                   start.headers if start is not None else ()))

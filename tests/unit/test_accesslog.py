@@ -14,7 +14,7 @@ import pytest
 from sockact import config
 from sockact.errors import ConfigError
 from sockact.http.events import Request
-from sockact.http.logline import access_entry
+from sockact.http.logline import access_entry, connection_entry, fill_entry
 from sockact.logs import access as accesslog
 from sockact.logs.access import GUNICORN_FORMAT, AccessLog, Entry, compile_format, escape
 
@@ -271,3 +271,44 @@ def test_literal_text_of_any_kind_passes_verbatim():
     assert compile_format(spec)(entry()) == "a'b\"c\\d{x}%\t''' 200\"\"\" -- end"
     assert compile_format("no atoms")(entry()) == "no atoms"
     assert compile_format("%(s)s%(b)s")(entry()) == "20014"
+
+
+def test_a_connections_entry_serves_each_request_and_buffered_lines_keep_their_own():
+    # A connection fills one entry for each of its requests (fill_entry); what is buffered, lines and
+    # journal records alike, is made when it is logged, so the next request's fill changes none of it.
+    records: list[tuple[str, ...]] = []
+    journal = AccessLog('%(r)s %(s)s %(b)s "%(a)s"', None, lambda *fields: records.append(fields))
+    first = Request(b"GET", b"/a?x=1", "1.1", [(b"USER-AGENT", b"curl/8")], None, False, True, False, False)
+    second = Request(b"POST", b"/b", "1.1", [], None, False, True, False, False)
+    e = connection_entry("192.0.2.7", 4242, 9, "http")
+    for request, status, sent in ((first, 200, 14), (first, 304, 0), (second, 201, 3), (None, 400, 0)):
+        fill_entry(e, request, status, sent, 0.0, ())
+        journal.log(e)
+        fresh = access_entry("192.0.2.7", request, status, sent, 0.0, 4242, 9, "http")
+        assert (e.method, e.target, e.path, e.query, e.protocol, list(e.headers)) == (
+            fresh.method, fresh.target, fresh.path, fresh.query, fresh.protocol, list(fresh.headers))
+    journal.flush()
+    fields = [dict(item.split("=", 1) for item in r) for r in records]
+    assert [f["MESSAGE"] for f in fields] == [
+        'GET /a?x=1 HTTP/1.1 200 14 "curl/8"', 'GET /a?x=1 HTTP/1.1 304 - "curl/8"', 'POST /b HTTP/1.1 201 3 "-"',
+        '- 400 - "-"']
+    assert [f["HTTP_STATUS"] for f in fields] == ["200", "304", "201", "400"]
+
+
+def test_lines_logged_while_a_flush_writes_are_kept_for_the_next(tmp_path: Path):
+    path = tmp_path / "access.log"
+    log = AccessLog("%(U)s", str(path))
+    write = accesslog._write_all
+
+    def slow_write(fd: int, data: bytes) -> None:
+        log.log(entry(path="/during"))  # another thread's line, appended while this batch goes out
+        write(fd, data)
+
+    log.log(entry(path="/before"))
+    accesslog._write_all = slow_write  # type: ignore[assignment]
+    try:
+        log.flush()
+    finally:
+        accesslog._write_all = write
+    log.flush()
+    assert path.read_text() == "/before\n/during\n"

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sockact.errors import ConfigError
 
@@ -143,20 +143,28 @@ class Entry:
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
+class PerSecond(Generic[T]):
+    """A time format remade at most once a second: these run once per request. ``last`` is the second
+    (a float, ``when // 1``) and its text, swapped whole, so a thread never pairs one second with
+    another's text; the access line's builder reads it inline, and calls ``at`` only for a new second."""
+
+    __slots__ = ("last", "make")
+
+    def __init__(self, make: Callable[[int], T]) -> None:
+        self.make = make
+        self.last: list[tuple[float, T | None]] = [(-1.0, None)]
+
+    def at(self, when: float) -> T:
+        last = self.last[0]
+        second = when // 1
+        if second != last[0]:
+            last = self.last[0] = (second, self.make(int(second)))
+        return last[1]  # type: ignore[return-value]
+
+
 def per_second(make: Callable[[int], T]) -> Callable[[float], T]:
-    """A time format remade at most once a second: these run once per request. A closure, not an object
-    with __call__: Python inlines a call to a plain function, not one through __call__."""
-    second = -1
-    text: T
-
-    def at(when: float) -> T:
-        nonlocal second, text
-        now = int(when)
-        if now != second:
-            second, text = now, make(now)
-        return text
-
-    return at
+    """``make`` remade at most once a second, as a function of the time (time.time())."""
+    return PerSecond(make).at
 
 
 def _clf(second: int) -> str:
@@ -168,7 +176,8 @@ def _clf(second: int) -> str:
 
 
 # ``[10/Oct/2000:13:55:36 +0000]`` in local time (locale-free).
-clf_time = per_second(_clf)
+_clf_texts = PerSecond(_clf)
+clf_time = _clf_texts.at
 
 
 def _or_dash(text: str) -> str:
@@ -197,15 +206,16 @@ ATOMS: dict[str, str] = {
     "h": 'escape(e.remote) or "-"',
     "l": '"-"',
     "u": "_user(e)",
-    "t": "clf_time(e.when)",
+    # The second's text, read inline while the second lasts: a call per line costs more than the rest of it.
+    "t": "(c[1] if e.when // 1 == (c := clf_last[0])[0] else clf_time(e.when))",
     "r": 'escape(f"{e.method} {e.target} {e.protocol}") if e.method else "-"',
     "m": 'escape(e.method) or "-"',
     "U": 'escape(e.path) or "-"',
     "q": "escape(e.query)",
     "H": 'e.protocol or "-"',
-    "s": "str(e.status)",
-    "B": "str(e.sent)",
-    "b": 'str(e.sent) if e.sent else "-"',
+    "s": "numbers[e.status]",
+    "B": "numbers[e.sent]",
+    "b": 'numbers[e.sent] if e.sent else "-"',
     "f": '_or_dash(e.header(b"REFERER"))',
     "a": '_or_dash(e.header(b"USER-AGENT"))',
     "T": "str(e.duration_us // 1_000_000)",
@@ -226,7 +236,18 @@ _CONSTANT = {"l": "-"}  # atoms whose text never varies: literal text in the lin
 _LINE = frozenset({"r", "m", "U", "q", "H"})
 # gunicorn logs %(p)s as "<pid>"; the journal message keeps today's "pid=N".
 _JOURNAL_ATOMS = {**ATOMS, "p": "str(e.pid)"}
-_NAMES: dict[str, Any] = {"escape": escape, "_user": _user, "clf_time": clf_time, "_or_dash": _or_dash}
+
+
+class _Numbers(dict[int, str]):
+    """The text of small numbers (statuses, short bodies), looked up rather than made for every line."""
+
+    def __missing__(self, number: int) -> str:
+        return str(number)
+
+
+_numbers = _Numbers((n, str(n)) for n in range(1000))
+_NAMES: dict[str, Any] = {"escape": escape, "_user": _user, "clf_time": clf_time, "clf_last": _clf_texts.last,
+                          "_or_dash": _or_dash, "numbers": _numbers}
 
 _ATOM_RE = re.compile(r"%\((\{[^}]*\}[io]|[A-Za-z_]+)\)s")
 
@@ -238,6 +259,11 @@ def _header_atom(spec: str) -> str:
     return f"_or_dash(e.response_header({name!r}))"
 
 
+def _braced(literal: str) -> str:
+    """Literal text as it goes into an f-string."""
+    return literal.replace("{", "{{").replace("}", "}}")
+
+
 def compile_format(spec: str, atoms: dict[str, str] = ATOMS) -> Callable[[Entry], str]:
     """The line builder for an ``access_logformat``; ValueError names an unknown atom."""
     if spec.strip().lower() == JSON_FORMAT:
@@ -245,20 +271,22 @@ def compile_format(spec: str, atoms: dict[str, str] = ATOMS) -> Callable[[Entry]
     leftover = _ATOM_RE.sub("", spec).replace("%%", "")
     if "%" in leftover:
         raise ValueError(f"stray '%' in {spec!r}: atoms look like %(h)s, %({{header}}i)s")
-    # The builder is made once, as one generated function that joins the atoms' expressions and the
-    # literal text: a loop over the parts on every request costs as much as the atoms. Literal text
-    # and header names enter the source only through repr(); atoms that never vary ("l") are literals.
-    pieces: list[str] = []
+    # The builder is made once, as one generated function: an f-string of the literal text and the atoms'
+    # expressions (a loop over the parts on every request costs as much as the atoms, and an f-string
+    # less than a join). Literal text and header names enter the source only through repr(); atoms that
+    # never vary ("l") are literal text. The expressions of the response's atoms are computed first, into
+    # locals: an f-string's fields hold names and subscripts only.
+    template = ""  # the f-string's text, its fields named
+    computed: list[str] = []  # "rN = (expression)", for the response's atoms
     kept: list[str] = []
     fields: list[str] = []
-    literal = ""
     pos = 0
     for match in _ATOM_RE.finditer(spec):
-        literal += spec[pos:match.start()].replace("%%", "%")
+        template += _braced(spec[pos:match.start()].replace("%%", "%"))
         pos = match.end()
         name = match.group(1)
         if name in _CONSTANT:
-            literal += _CONSTANT[name]
+            template += _braced(_CONSTANT[name])
             continue
         if name.startswith("{"):
             expression = _header_atom(name)
@@ -266,20 +294,16 @@ def compile_format(spec: str, atoms: dict[str, str] = ATOMS) -> Callable[[Entry]
             expression = atoms[name]
         else:
             raise ValueError(f"unknown atom %({name})s")
-        if literal:
-            pieces.append(repr(literal))
-            literal = ""
         if name in _PER_RESPONSE or name.endswith("}o"):
-            pieces.append(f"({expression})")
+            template += f"{{r{len(computed)}}}"
+            computed.append(f"    r{len(computed)} = ({expression})")
         elif name in _LINE:  # made once while the request repeats: kept[i]
-            pieces.append(f"kept[{len(kept)}]")
+            template += f"{{kept[{len(kept)}]}}"
             kept.append(f"({expression})")
         else:  # made once while the fields repeat: fields[i]
-            pieces.append(f"fields[{len(fields)}]")
+            template += f"{{fields[{len(fields)}]}}"
             fields.append(f"({expression})")
-    literal += spec[pos:].replace("%%", "%")
-    if literal:
-        pieces.append(repr(literal))
+    template += _braced(spec[pos:].replace("%%", "%"))
     namespace = dict(_NAMES)
     source = ["def line(e):", "    memo = e.memo"]
     if kept:
@@ -297,7 +321,8 @@ def compile_format(spec: str, atoms: dict[str, str] = ATOMS) -> Callable[[Entry]
                    f"        fields = ({', '.join(fields)},)",
                    "        if memo is not None:",
                    "            memo.fields, memo.remote, memo.fields_atoms = e.headers, e.remote, fields"]
-    source.append(f"    return ''.join(({', '.join(pieces)},))")
+    source += computed
+    source.append(f"    return f{template!r}")
     exec("\n".join(source) + "\n", namespace)
     line: Callable[[Entry], str] = namespace["line"]
     return line

@@ -109,6 +109,8 @@ def test_a_memo_over_requests_that_share_their_fields_gives_the_lines_fresh_entr
 
 def test_literal_percent_and_format_errors():
     assert compile_format("100%% %(s)s")(entry()) == "100% 200"
+    # Literal text goes into the builder's f-string: braces, quotes and backslashes stay as written.
+    assert compile_format("{x} }}{ \\ \" ' \t%(s)s %(s)s")(entry()) == "{x} }}{ \\ \" ' \t200 200"
     with pytest.raises(ValueError, match="unknown atom"):
         compile_format("%(zz)s")
     with pytest.raises(ValueError, match="stray"):

@@ -92,7 +92,7 @@ _CLOSE, _LINGER, _PARTIAL, _IDLE = Step.CLOSE, Step.LINGER, Step.PARTIAL, Step.I
 class Held(Owned):
     """A connection the WSGI runner holds: the owner's books (owner.Owned), its socket and its engine."""
 
-    __slots__ = ("http", "linger_until", "lingered", "preface", "request", "sock", "watched")
+    __slots__ = ("call_line", "call_of", "http", "linger_until", "lingered", "preface", "request", "sock", "watched")
 
     def __init__(self, msg: handoff.Message, sock: socket.socket, site: Site, state: ConnState, now: float,
                  http: HTTPConnection) -> None:
@@ -105,6 +105,10 @@ class Held(Owned):
         self.preface: bytearray | None = bytearray(msg.data) if state is PREFACE else None
         self.linger_until = 0.0  # CLOSING: what the client still sends is dropped until then
         self.lingered = 0  # bytes dropped meanwhile
+        # The scoreboard's line for the last request called, made once while it repeats (the engine gives the
+        # same Request for the same head).
+        self.call_of: Request | None = None
+        self.call_line = b""
 
     def unparsed(self) -> bytes:
         return bytes(self.preface) if self.preface is not None else self.http.unparsed()
@@ -483,7 +487,9 @@ class EventLoop(Carrier[Held]):
         assert request is not None
         held.request = None
         slot = self.slots[index]
-        slot.begin(call_line(request), held.msg.conn_id)
+        if request is not held.call_of:
+            held.call_of, held.call_line = request, call_line(request)
+        slot.begin(held.call_line, held.msg.conn_id)
         self.call_started[index] = started = time.monotonic()
         try:
             return held.http.serve(request, slot.responded)

@@ -157,6 +157,19 @@ _pid = [os.getpid()]
 os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
 
 
+class _Codes(dict[str, int]):
+    """The code of a checked status line ("200 OK": 200), made once for the few an app sends."""
+
+    def __missing__(self, status: str) -> int:
+        code = int(status[:3])
+        if len(self) < 256:  # bounded: an app may put anything in the reason
+            self[status] = code
+        return code
+
+
+_codes = _Codes()
+
+
 def _body(data: Any) -> bytes:
     if type(data) is not bytes:
         raise InvalidResponse(f"response body must be bytes, not {type(data).__name__}")
@@ -241,7 +254,7 @@ class _Conn:
 
     def serve(self, request: Request) -> bool:
         """Run the app for ``request`` and send its response; True if the connection persists."""
-        started = time.perf_counter()
+        started = time.perf_counter() if self.access is not None else 0.0  # the access line's duration
         self.start = start = StartResponse(self._write)
         self.body_error = None
         self.wire_failed = False
@@ -287,7 +300,7 @@ class _Conn:
         send. What it does is _send_any's, for that case, in fewer steps. True if the connection persists."""
         status = start.status
         assert status is not None
-        self.status = int(status[:3])
+        self.status = _codes[status]
         engine = self.engine
         head, data = engine.whole_response(status, start.headers, body, close=self.stopping(), date=http_date())
         start.headers_sent = True
@@ -347,7 +360,7 @@ class _Conn:
         assert start is not None
         if start.status is None:
             raise InvalidResponse("the application sent a body before calling start_response()")
-        self.status = int(start.status[:3])
+        self.status = _codes[start.status]
         head = self.engine.start_response(start.status, start.headers, close=self.stopping(), date=http_date(),
                                           whole=whole)
         start.headers_sent = True

@@ -245,10 +245,12 @@ METHOD = """## How it is measured
   is raised to its hard limit for the harness and every server.
 - **ASGI** (`bench/asgi.py`): after the WSGI scenarios, sockact `--interface asgi`, uvicorn
   `--http httptools --loop uvloop` and granian `--interface asgi`, 2 workers each and none logging
-  requests, serve `bench/apps.py`'s ASGI hello world (the same 14 bytes) to `wrk -t1 -c50`, rounds
-  interleaved as above, beside sockact serving the WSGI hello world `--no-access-log` in the same
-  rounds. Then one WebSocket client (the `websockets` package) sends a 32-byte text message and waits
-  for its echo, again and again for {seconds} s, against sockact and uvicorn in turn, {rounds} rounds.
+  requests, then sockact and uvicorn again with their access logs on (sockact's default; uvicorn
+  `--access-log --log-level info`), both to a file, serve `bench/apps.py`'s ASGI hello world (the
+  same 14 bytes) to `wrk -t1 -c50`, rounds interleaved as above, beside sockact serving the WSGI
+  hello world `--no-access-log` in the same rounds. Then one WebSocket client (the `websockets`
+  package) sends a 32-byte text message and waits for its echo, again and again for {seconds} s,
+  against sockact and uvicorn in turn, {rounds} rounds.
 - **Mixed load.** Each of 10 connections (one per wrk thread) sends every tenth request to `/sleep`
   (50 ms) and the rest to `/`: exactly 10% slow requests, on the same connections, so a server that
   queues fast requests behind slow ones shows it. The Lua script times each request from its

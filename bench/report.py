@@ -18,6 +18,9 @@ GROWING = "sockact (max_threads 16)"  # the setting docs/deploy.md gives Django 
 WITH_METRICS = "sockact (metrics on)"  # what counting for Prometheus costs
 ASGI_WSGI = "sockact (WSGI)"  # in the ASGI scenario: sockact's WSGI hello world, in the same rounds
 ASGI = "asgi"  # the ASGI scenario's key
+# In the ASGI scenario, sockact and uvicorn again with their access logs on (to a file)
+ASGI_LOGGED = "sockact (access log on)"
+UVICORN_LOGGED = "uvicorn (access log on)"
 MB = 1_000_000
 TIMES = "\N{MULTIPLICATION SIGN}"
 ERROR_KINDS = ("connect", "read", "write", "status", "timeout")
@@ -238,8 +241,11 @@ def asgi_targets(summary: dict[str, Any]) -> list[Target]:
     wsgi = ratio(req_s(summary, ASGI, BASE), req_s(summary, ASGI, ASGI_WSGI))
     echo = summary.get("websocket", {})
     ours, theirs = (echo.get(name, {}).get("per_s") for name in (BASE, "uvicorn"))
+    logged = ratio(req_s(summary, ASGI, ASGI_LOGGED), req_s(summary, ASGI, UVICORN_LOGGED))
     return [
-        _at_least(scenario, "uvicorn", 1.0, summary, ASGI),
+        _at_least(scenario, "uvicorn", 1.2, summary, ASGI),
+        Target(f"{scenario}, both access logs on", f"≥ 1.2{TIMES} uvicorn", f"{fmt_ratio(logged)} uvicorn",
+               None if logged is None else logged >= 1.2),
         _at_least(scenario, "granian", 0.6, summary, ASGI),
         Target(scenario, "next to sockact's WSGI hello world", f"{fmt_ratio(wsgi)} WSGI", None),
         Target("WebSocket echo, one client", "next to uvicorn's",

@@ -73,10 +73,13 @@ class Memo:
     """What one connection's access lines reuse while its request repeats (the engine gives the same
     Request again for a repeated head): the request (``key``), its text for the entry, and what the
     worker's format made of the request line's atoms; and while its fields repeat, what it made of
-    theirs and the client's. A connection logs one request at a time
+    theirs and the client's; and with a format whose response atoms are the time, the status and the
+    size alone, its last line, which serves again while the request, its second, status and size repeat.
+    A connection logs one request at a time
     and a worker has one format, so it needs no lock and holds one line's atoms."""
 
-    __slots__ = ("atoms", "fields", "fields_atoms", "key", "remote", "text")
+    __slots__ = ("atoms", "fields", "fields_atoms", "key", "line", "line_second", "line_sent", "line_status",
+                 "remote", "text")
 
     def __init__(self) -> None:
         self.key: object = None
@@ -87,10 +90,14 @@ class Memo:
         self.fields: object = None
         self.remote = ""  # the client they were made for (a trusted proxy's fields name it)
         self.fields_atoms: tuple[str, ...] = ()
+        self.line: str | None = None  # the last line, and the second (when // 1), status and size it was for
+        self.line_second = 0.0
+        self.line_status = 0
+        self.line_sent = 0
 
     def renew(self, key: object, text: tuple[str, str, str, str, str]) -> None:
-        """Another request: its text, and no atoms yet."""
-        self.key, self.text, self.atoms = key, text, None
+        """Another request: its text, and no atoms or line yet."""
+        self.key, self.text, self.atoms, self.line = key, text, None, None
 
 
 @dataclass(slots=True)
@@ -230,6 +237,9 @@ ATOMS: dict[str, str] = {
 # Atoms of the response and the time, made anew for every line; the others depend only on the request
 # and its connection (and so does a request field, {name}i; a response field, {name}o, is the response's).
 _PER_RESPONSE = frozenset({"t", "s", "B", "b", "T", "M", "D", "L"})
+# A format whose response atoms are among these makes the same line for the same request, second, status
+# and size: the memo keeps it (a duration or a response field changes with every response).
+_PER_SECOND = frozenset({"t", "s", "B", "b"})
 _CONSTANT = {"l": "-"}  # atoms whose text never varies: literal text in the line
 # Atoms of the request line; the other kept ones are of the fields and the client (a trusted proxy's
 # fields name the client), kept while the fields repeat.
@@ -277,6 +287,7 @@ def compile_format(spec: str, atoms: dict[str, str] = ATOMS) -> Callable[[Entry]
     # never vary ("l") are literal text. The expressions of the response's atoms are computed first, into
     # locals: an f-string's fields hold names and subscripts only.
     template = ""  # the f-string's text, its fields named
+    repeats = True  # the line is the same for the same request, second, status and size
     computed: list[str] = []  # "rN = (expression)", for the response's atoms
     kept: list[str] = []
     fields: list[str] = []
@@ -295,6 +306,7 @@ def compile_format(spec: str, atoms: dict[str, str] = ATOMS) -> Callable[[Entry]
         else:
             raise ValueError(f"unknown atom %({name})s")
         if name in _PER_RESPONSE or name.endswith("}o"):
+            repeats = repeats and name in _PER_SECOND
             template += f"{{r{len(computed)}}}"
             computed.append(f"    r{len(computed)} = ({expression})")
         elif name in _LINE:  # made once while the request repeats: kept[i]
@@ -306,6 +318,13 @@ def compile_format(spec: str, atoms: dict[str, str] = ATOMS) -> Callable[[Entry]
     template += _braced(spec[pos:].replace("%%", "%"))
     namespace = dict(_NAMES)
     source = ["def line(e):", "    memo = e.memo"]
+    if repeats:
+        # The connection's last line again, when nothing it was made of changed (the request's atoms and
+        # line are forgotten together, at Memo.renew; the fields' are checked as below).
+        same_fields = " and memo.fields is e.headers and memo.remote == e.remote" if fields else ""
+        source += ["    if (memo is not None and memo.line is not None and memo.line_status == e.status"
+                   f" and memo.line_sent == e.sent and memo.line_second == e.when // 1{same_fields}):",
+                   "        return memo.line"]
     if kept:
         # The atoms of the request line: made once while the connection's request repeats.
         source += ["    kept = memo.atoms if memo is not None else None",
@@ -322,7 +341,14 @@ def compile_format(spec: str, atoms: dict[str, str] = ATOMS) -> Callable[[Entry]
                    "        if memo is not None:",
                    "            memo.fields, memo.remote, memo.fields_atoms = e.headers, e.remote, fields"]
     source += computed
-    source.append(f"    return f{template!r}")
+    if repeats:
+        source += [f"    text = f{template!r}",
+                   "    if memo is not None:",
+                   "        memo.line, memo.line_second = text, e.when // 1",
+                   "        memo.line_status, memo.line_sent = e.status, e.sent",
+                   "    return text"]
+    else:
+        source.append(f"    return f{template!r}")
     exec("\n".join(source) + "\n", namespace)
     line: Callable[[Entry], str] = namespace["line"]
     return line

@@ -107,6 +107,25 @@ def test_a_memo_over_requests_that_share_their_fields_gives_the_lines_fresh_entr
         assert line(entry(memo=memo, remote="192.0.2.99", **text)).startswith("192.0.2.99 ")  # another client
 
 
+def test_a_memo_gives_its_last_line_again_only_while_nothing_in_it_changed():
+    # With the time, status and size as its only response atoms, a line repeats for the same request in
+    # the same second: the memo keeps it, and any change (the second, the status, the size, the client,
+    # the fields, the request) makes a new one.
+    line = compile_format(GUNICORN_FORMAT + " %(B)s %(m)s %(conn)s")
+    memo = accesslog.Memo()
+    request = Request(b"GET", b"/p%20q?x=1", "1.1", [], None, False, True, False, False)
+    memo.renew(request, ("GET", "/p%20q?x=1", "/p q", "x=1", "HTTP/1.1"))
+    other_fields = [(b"USER-AGENT", b"wget")]
+    for change in ({}, {}, {"when": WHEN + 0.5}, {"when": WHEN + 1}, {"status": 304}, {"sent": 0}, {"sent": 15},
+                   {"remote": "192.0.2.8"}, {"headers": other_fields}, {}, {"method": "HEAD"}, {"method": "HEAD"}):
+        if "method" in change and memo.text[0] != "HEAD":
+            request = Request(b"HEAD", b"/p%20q?x=1", "1.1", [], None, False, True, False, False)
+            memo.renew(request, ("HEAD", "/p%20q?x=1", "/p q", "x=1", "HTTP/1.1"))
+        fresh = entry(**change)
+        assert line(entry(memo=memo, **change)) == line(fresh)
+        assert memo.line == line(fresh)
+
+
 def test_literal_percent_and_format_errors():
     assert compile_format("100%% %(s)s")(entry()) == "100% 200"
     # Literal text goes into the builder's f-string: braces, quotes and backslashes stay as written.

@@ -321,7 +321,7 @@ class ErrorStream:
     def __init__(self, logger: logging.Logger, conn_id: int, listener: str,
                  request_line: Callable[[], str] = lambda: "") -> None:
         self._log = logger
-        self._buf = ""
+        self.pending = ""  # written, not yet logged: the end of a line still to come
         self._conn_id = conn_id
         self._listener = listener
         self._request_line = request_line  # asked only when something is logged
@@ -334,10 +334,10 @@ class ErrorStream:
     def write(self, text: str) -> int:
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        self._buf += text
-        end = self._buf.rfind("\n")
+        self.pending += text
+        end = self.pending.rfind("\n")
         if end >= 0:
-            whole, self._buf = self._buf[:end], self._buf[end + 1:]
+            whole, self.pending = self.pending[:end], self.pending[end + 1:]
             if whole:
                 self._emit(whole)
         return len(text)
@@ -347,7 +347,7 @@ class ErrorStream:
             self.write(line)
 
     def flush(self) -> None:
-        whole, self._buf = self._buf, ""
+        whole, self.pending = self.pending, ""
         if whole:
             self._emit(whole)
 

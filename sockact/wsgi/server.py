@@ -297,7 +297,8 @@ class _Conn:
         if keep and self.answered is not None:
             self.answered()  # a worker that dies from here on leaves an idle connection, not a cut response
         self.wire.deadline = math.inf
-        self.errors.flush()
+        if self.errors.pending:  # what the app wrote to wsgi.errors without a newline at its end
+            self.errors.flush()
         if self.access is not None:
             self._access(request, self.status, started)
         return keep

@@ -4,7 +4,8 @@ Contract:
 - ``compile_format(spec)`` turns an ``access_logformat`` into a function of one ``Entry``, once.
   The spec uses gunicorn's atoms (``%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"``
   is its default, and ours for files), or is ``"json"`` for one JSON object per line.
-- ``AccessLog.log(entry)`` formats the line and buffers it; ``log_websocket`` writes the one line
+- ``AccessLog.log(entry)`` formats the line and buffers it, keeping nothing of ``entry`` (a connection
+  fills one entry for all its requests: http/logline.fill_entry); ``log_websocket`` writes the one line
   of a WebSocket session when it ends (its close code, message bytes in and out, duration).
   ``flush()`` writes the buffer: one ``write()`` of whole lines to the file or stderr (an
   ``O_APPEND`` file keeps each batch together, whichever worker writes), or one journal record per

@@ -98,12 +98,13 @@ class HTTPConnection:
         """Whether ``request`` asks for the listener's health path, which the app never sees."""
         return is_health(self._conn.site, request)
 
-    def serve(self, request: Request, responding: Callable[[], None] | None = None,
+    def serve(self, request: Request, responding: Callable[[int, int], None] | None = None,
               answered: Callable[[], None] | None = None) -> bool:
         """Run the app for ``request`` (or answer the health path) and answer it; True when the
         connection persists.
 
-        ``responding`` is called once, just before the first byte of the response is sent; ``answered``
+        ``responding`` is called once, just before the first byte of the response is sent, with the bytes
+        written on the connection before and the response's length if it goes in one send (else 0); ``answered``
         once the whole response is sent and the connection will persist (before the access line and
         the app's close()).
         """
@@ -191,7 +192,7 @@ class _Conn:
         self.env = connection_environ(site_environ(site.url_scheme, site.root_path, site.threaded), peer, extra)
         self.env["wsgi.errors"] = self.errors
         self.stopping = stopping
-        self.responding: Callable[[], None] | None = None  # told before the first byte of a response
+        self.responding: Callable[[int, int], None] | None = None  # told before the first byte of a response
         self.answered: Callable[[], None] | None = None  # told once it is whole and the connection persists
         self.access = site.access if site.access_log else None
         self.log_memo = Memo() if self.access is not None else None  # its lines, while a request repeats
@@ -297,7 +298,9 @@ class _Conn:
         engine = self.engine
         head, data = engine.whole_response(status, start.headers, body, close=self.stopping(), date=http_date())
         start.headers_sent = True
-        self._send_first(head, data)
+        # All of the response in one send, on a connection that will persist: if the worker dies once
+        # it is out, its client is as idle as after the call.
+        self._send_first(head, data, whole=engine.keep_alive and engine.body_done())
         return engine.keep_alive and (engine.body_done() or self._drain())
 
     def _send_any(self, result: Any, request: Request) -> bool:
@@ -359,12 +362,14 @@ class _Conn:
         start.headers_sent = True
         self._send_first(head, self.engine.send_data(first) if first else b"")
 
-    def _send_first(self, head: bytes, body: bytes) -> None:
-        """A response's first bytes: its head, with its body's start in one send when small."""
+    def _send_first(self, head: bytes, body: bytes, whole: bool = False) -> None:
+        """A response's first bytes: its head, with its body's start in one send when small (``whole``:
+        that is all of the response, and the connection persists after it)."""
         # Marked begun right before the send, never after it (a 502 after bytes went out would land
-        # inside this response); a worker killed in between leaves its client a close.
+        # inside this response), with what was written before it: if the worker dies meanwhile, the
+        # kernel's count of bytes written tells the supervisor whether any of this response went out.
         if self.responding is not None:
-            self.responding()
+            self.responding(self.wire.sent, len(head) + len(body) if whole else 0)
         if len(body) <= COALESCE_MAX:
             self._guarded_send(head + body if body else head)
         else:
@@ -475,7 +480,7 @@ class _Conn:
         self.status = status
         unread = self.engine.unread_body != 0 or self.engine.buffered
         if self.responding is not None:
-            self.responding()
+            self.responding(self.wire.sent, 0)
         try:
             self.wire.send(self.engine.error_response(status, http_date()))
             if unread:

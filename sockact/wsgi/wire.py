@@ -52,6 +52,9 @@ class Wire:
         self._poll = select.poll()
         self._events = 0
         self._sndtimeo = 0.0  # SO_SNDTIMEO as last set for sendfile() (0.0: not set)
+        # Bytes the kernel took through this object (and the loop's 100 Continue): set against the kernel's
+        # own count if the worker dies, it tells whether a response had begun to go out.
+        self.sent = 0
 
     def _wait(self, events: int, timeout: float) -> None:
         if events != self._events:
@@ -94,6 +97,7 @@ class Wire:
                 sent = 0
             except OSError as exc:
                 raise ClientGone(str(exc)) from exc
+            self.sent += sent
             if sent == len(data):
                 return
             parts = (memoryview(data)[sent:],)
@@ -105,6 +109,7 @@ class Wire:
                             else sock.sendmsg(buffers, (), socket.MSG_DONTWAIT))
                 except BlockingIOError:
                     sent = 0
+                self.sent += sent
                 while buffers and sent >= len(buffers[0]):
                     sent -= len(buffers.pop(0))
                 if buffers:
@@ -136,6 +141,7 @@ class Wire:
                 if not n:
                     break  # end of file
                 done += n
+                self.sent += n
         except BlockingIOError:
             self.send_stalled = True
             raise ClientTimedOut("timed out") from None

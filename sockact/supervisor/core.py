@@ -22,7 +22,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sockact.apploader import WSGIApp
 from sockact.config import Config, check_reload
@@ -50,10 +50,12 @@ from sockact.supervisor.stopping import Stop
 from sockact.supervisor.store import StoreSequence
 from sockact.supervisor.switchboard import Switchboard
 from sockact.supervisor.workers import WorkerProcess
-from sockact.systemd import cgroups
 from sockact.systemd.activation import Listener
 from sockact.systemd.notify import Notifier
 from sockact.worker.shell import REOPEN_SIGNAL
+
+if TYPE_CHECKING:
+    from sockact.systemd import cgroups
 
 log = logging.getLogger("sockact.supervisor")
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sockact import __version__, config
+from sockact import __version__, config, gcpause
 from sockact.config import Config
 from sockact.config.sandbox import sandboxed_check_line
 from sockact.errors import APP_LOAD_ERROR, EXIT_FAILURE, EXIT_OK, AppLoadError, SockactError
@@ -158,6 +158,8 @@ def implicit_run(argv: Sequence[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     words = implicit_run(sys.argv[1:] if argv is None else argv)
     args = build_parser(words[0] if words and words[0] in COMMANDS else None).parse_args(words)
+    if args.command != "run":
+        gcpause.resume()  # only a serving start keeps collection paused until its first fork
     if args.command == "reload":
         from sockact import reloadctl
 

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from sockact import gcpause
 from sockact.apploader import WSGIApp
 from sockact.config import Config, check_reload
 from sockact.errors import EXIT_OK, SockactError
@@ -136,6 +137,7 @@ class Supervisor:
             # never write to its objects and the pages stay shared (CPython's gc.freeze() advice).
             gc.collect()
             gc.freeze()
+        gcpause.resume()  # the start's objects move out of its reach likewise, before the first fork
         self.register(self.signals.install(), self._on_wakeup, None)
         try:
             self.store.take_back()

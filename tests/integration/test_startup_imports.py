@@ -1,8 +1,11 @@
-"""A cold start imports only what serving its first request needs: every module the supervisor
+"""A cold start does only what serving its first request needs: every module the supervisor
 imports before its first fork is on the path from connect to first byte (docs/benchmarks.md, cold
-activation). Parts of the CLI and settings a plain start does not use are imported when used."""
+activation). Parts of the CLI and settings a plain start does not use are imported when used, and
+the garbage collector waits until the first fork (sockact/gcpause.py)."""
 
 from __future__ import annotations
+
+import gc
 
 from conftest import http_get
 
@@ -27,9 +30,29 @@ def test_a_default_wsgi_start_imports_nothing_it_does_not_use(start_sockact):
     server = start_sockact("bareapp:app", "--workers", "1")
     status, _, body = http_get(server.port, "/")
     assert status == 200
-    held = set(body.decode().split("\n"))
+    held = set(body.decode().split("\n")[1:])
     assert "sockact.worker.wsgirunner" in held  # the app's worker answered, with its modules
     assert sorted(held.intersection(NOT_ON_THE_WSGI_PATH)) == []
+
+
+def collector(body: bytes) -> tuple[bool, int, int]:
+    """bareapp's first line: whether the worker's collector is on, its first threshold, how many
+    objects are frozen."""
+    _, enabled, threshold, frozen = body.decode().split("\n")[0].split()
+    return enabled == "1", int(threshold), int(frozen)
+
+
+def test_the_start_s_objects_are_frozen_and_the_workers_collect(start_sockact):
+    server = start_sockact("bareapp:app", "--workers", "1")
+    enabled, threshold, frozen = collector(http_get(server.port, "/")[2])
+    assert enabled and threshold == gc.get_threshold()[0]  # the default, as the supervisor found it
+    assert frozen > 10000  # the modules, classes and settings the start made
+
+
+def test_a_preloaded_app_that_turns_the_collector_off_keeps_it_off(start_sockact):
+    server = start_sockact("gcoffapp:app", "--workers", "1", "--preload")
+    enabled, threshold, _ = collector(http_get(server.port, "/")[2])
+    assert not enabled and threshold == gc.get_threshold()[0]
 
 
 def test_a_config_file_and_jitter_still_work_where_they_are_used(start_sockact, tmp_path):
@@ -38,5 +61,5 @@ def test_a_config_file_and_jitter_still_work_where_they_are_used(start_sockact, 
     server = start_sockact("bareapp:app", "--config", str(config))
     status, _, body = http_get(server.port, "/")
     assert status == 200
-    held = set(body.decode().split("\n"))
+    held = set(body.decode().split("\n")[1:])
     assert {"tomllib", "random"} <= held

@@ -379,6 +379,9 @@ def run(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
     cfg.check_names([lst.name for lst in listeners])
     apps = None
     if cfg.preload:
+        # Collected as it imports, as before: the garbage of an app's import freed at the end, in
+        # one go, would leave holes in pages the workers share, which their allocations then fill.
+        gcpause.resume()
         add_virtualenv(cfg.virtualenv)
         try:
             apps = load_all(cfg.listener(lst.name).app for lst in listeners)

@@ -4,10 +4,11 @@ A start makes some 25,000 objects (modules, classes, functions, the settings) th
 as the process. Collections among them while they are made free almost nothing, and cost a cold
 start about a tenth of its imports. So the entry point (``sockact/__main__.py``) pauses them, and
 a serving start resumes them just before its first fork (with preload, before the app's import),
-after moving what it made out of the collector's reach (``gc.freeze()``, CPython's advice for a process that forks): no later
-collection, the supervisor's or a worker's, scans those objects again, and the workers' copies of
-their pages stay shared. Pausing sets the threshold to 0 rather than calling ``gc.disable()``, so
-a preloaded app that disables the collector itself keeps it disabled.
+after moving what it made out of the collector's reach (``gc.freeze()``, CPython's advice for a
+process that forks): no later collection, the supervisor's or a worker's, scans those objects
+again, and the workers' copies of their pages stay shared. Pausing sets the threshold to 0 rather
+than calling ``gc.disable()``, so a preloaded app that disables the collector itself keeps it
+disabled.
 """
 
 from __future__ import annotations

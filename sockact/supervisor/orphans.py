@@ -61,6 +61,8 @@ GATEWAY_TIMEOUT = 504
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
+    """What one connection of a dead worker gets."""
+
     conn: Conn
     status: int | None  # None: close without a word (unless again)
     line: str  # the request line of the call it was in, "" when none

@@ -29,6 +29,8 @@ log = logging.getLogger("sockact.workers")
 
 @dataclass(eq=False)
 class WorkerProcess:
+    """A worker process, seen from the supervisor: its channel and what it holds."""
+
     pid: int
     chan: socket.socket  # the supervisor's end of the channel
     slot: int  # scoreboard slot

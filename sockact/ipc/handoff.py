@@ -62,6 +62,9 @@ _BATCH = struct.Struct("!BB")  # CONNS, how many
 _LENGTH = struct.Struct("!I")  # before each CONN in a CONNS: its length
 _ANC_SPACE = socket.CMSG_SPACE(_FD_SIZE * MAX_BATCH)
 _ID = 8  # bytes of a connection id in a DONE's data
+# As a plain int: an IntFlag's ``&`` runs enum code in Python, on every message received.
+_CUT = int(socket.MSG_CTRUNC | socket.MSG_TRUNC)
+_TRUNC = int(socket.MSG_TRUNC)
 MAX_DONE = 4096  # connection ids in one DONE message, well within MAX_MESSAGE
 MAX_REASON = 4096  # bytes of a FAILED's reason: a line for a status and a reload's outcome, not a dump
 
@@ -262,6 +265,8 @@ class Receiver:
         self.received = 0
         self.count: Callable[[int], None] | None = None
         self._pending: deque[Message] = deque()  # the rest of a CONNS, not yet taken
+        # The last datagram was a CONNS as large as one goes: the sender may have had more in that turn.
+        self.full = False
 
     @property
     def pending(self) -> bool:
@@ -275,16 +280,17 @@ class Receiver:
         view = self._view
         nbytes, ancdata, flags, _ = self.chan.recvmsg_into([view], _ANC_SPACE)
         batch = nbytes >= _BATCH.size and view[0] == CONNS
+        self.full = batch and view[1] == MAX_BATCH
         if nbytes:
             self.received += view[1] if batch else 1
             if self.count is not None:
                 self.count(self.received)
         fds = _fds_from(ancdata)
-        if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
+        if flags & _CUT:
             # A cut control message may have dropped fds in flight; a cut payload lost bytes.
             # Either way the fds cannot be trusted: close what did arrive and say so.
             _close_all(fds)
-            if flags & socket.MSG_TRUNC:
+            if flags & _TRUNC:
                 raise HandoffError("message truncated (MSG_TRUNC)")
             lost = view[:nbytes]
             if batch:

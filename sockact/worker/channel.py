@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 
 from sockact.errors import HandoffError
@@ -24,12 +25,19 @@ log = logging.getLogger("sockact.worker")
 
 SEND_WAIT = 5.0  # seconds a report to the supervisor may wait for room in the channel
 BATCH = 64  # connections taken from the channel at a time, then the held ones have their turn
+# The longest a closed connection waits for its DONE, to share it with others closed meanwhile. Meanwhile
+# the supervisor keeps its copy of the connection (the client has its FIN: the worker shut it down), and
+# counts it as this worker's in its dispatch.
+DONE_WAIT = 0.005
 
 
 def read_channel(receiver: handoff.Receiver, chan: socket.socket, adopt: Callable[[handoff.Message], None],
-                 retire: Callable[[], None]) -> None:
-    """Take the connections waiting on the channel, a batch at most, and always the rest of a CONNS
-    already received (the channel will not wake the loop for those); ``retire`` at EOF."""
+                 retire: Callable[[], None], drain: bool = False) -> None:
+    """Take the connections of one datagram from the channel (a CONNS's every one: the channel will not
+    wake the loop for those), and the next datagram's only after a CONNS as large as one goes (the
+    supervisor had more in that turn), up to BATCH; ``drain``: every one waiting, up to BATCH.
+    Reading on until EAGAIN would cost a recvmsg each time the loop wakes; the channel wakes it again
+    for a datagram that comes later. ``retire`` at EOF."""
     taken = 0
     while taken < BATCH or receiver.pending:
         taken += 1
@@ -51,6 +59,8 @@ def read_channel(receiver: handoff.Receiver, chan: socket.socket, adopt: Callabl
             return
         if msg.kind == handoff.CONN:
             adopt(msg)
+        if not (drain or receiver.pending or receiver.full):
+            return
 
 
 def hand_back(chan: socket.socket, msg: handoff.Message, sock: socket.socket, data: bytes,
@@ -64,17 +74,25 @@ def hand_back(chan: socket.socket, msg: handoff.Message, sock: socket.socket, da
 
 
 class Closed:
-    """The connections a loop closed in one turn, reported to the supervisor in one DONE at its end:
-    one send for all of them, and the supervisor reads one message."""
+    """The connections a loop closed, reported to the supervisor together in one DONE once the first of
+    them has waited DONE_WAIT: one send for all of them, and the supervisor wakes once and reads one
+    message, where a burst of `Connection: close` clients would otherwise cost a DONE each turn."""
 
-    __slots__ = ("chan", "ids")
+    __slots__ = ("chan", "ids", "since")
 
     def __init__(self, chan: socket.socket) -> None:
         self.chan = chan
         self.ids: list[int] = []
+        self.since = 0.0  # when the first of ``ids`` was closed
 
     def add(self, conn_id: int) -> None:
+        if not self.ids:
+            self.since = time.monotonic()
         self.ids.append(conn_id)
+
+    def due(self, now: float) -> bool:
+        """Whether the closed connections have waited long enough for their DONE."""
+        return bool(self.ids) and now - self.since >= DONE_WAIT
 
     def report(self) -> None:
         ids, self.ids = self.ids, []
@@ -114,10 +132,13 @@ def call_line(request: Request) -> bytes:
     return request.method + b" " + decoded_path(request.path)
 
 
-def conn_extra(extra: dict[str, object], msg: handoff.Message, site: Site) -> dict[str, object]:
-    """The worker's extras plus this connection's: its id, hand-off count and listener."""
+def listener_extra(extra: dict[str, object], site: Site) -> dict[str, object]:
+    """The worker's extras plus the listener's name: the same for every connection on it, made once."""
     out = dict(extra)
-    out["sockact.conn_id"] = msg.conn_id
-    out["sockact.hops"] = msg.hops
     out["sockact.listener"] = site.listener
     return out
+
+
+def conn_extra(msg: handoff.Message) -> dict[str, object]:
+    """A connection's own extras, beside its listener's: its id and hand-off count."""
+    return {"sockact.conn_id": msg.conn_id, "sockact.hops": msg.hops}

@@ -57,9 +57,20 @@ from sockact.ipc.scoreboard import SlotWriter, Waiting
 from sockact.ipc.tally import TallyWriter
 from sockact.logs.access import AccessLog
 from sockact.worker.appthreads import AppThreads
-from sockact.worker.channel import Closed, call_line, conn_extra, hand_back, preface_header, read_channel, report
+from sockact.worker.channel import (
+    DONE_WAIT,
+    Closed,
+    call_line,
+    conn_extra,
+    hand_back,
+    listener_extra,
+    preface_header,
+    read_channel,
+    report,
+)
 from sockact.worker.connstates import BODY, CLOSING, HEAD, PREFACE, QUEUED, ConnState
 from sockact.worker.owner import TIMER_INTERVAL, Carrier, Due, Owned, Owner
+from sockact.wsgi.environ import site_environ
 from sockact.wsgi.server import HTTPConnection, Step
 
 log = logging.getLogger("sockact.worker")
@@ -134,6 +145,9 @@ class EventLoop(Carrier[Held]):
         self._tally_lines = list(dict.fromkeys(self.tallies or ()))  # each shared writer flushed once
         self.handback_after = handback_after
         self.extra = extra  # environ keys every request gets (worker pid)
+        # By listener, what every connection's environ starts from: made once, each connection copies it.
+        self._environs = [{**site_environ(site.url_scheme, site.root_path, site.threaded),
+                           **listener_extra(extra, site)} for site in self.sites]
         self.access = access  # written when the loop goes idle, and at least every FLUSH interval
         self.stopping = False  # SIGTERM: answer with Connection: close, park nothing
         self.draining = False  # a stop is coming (drain_delay): health says 503, answers close their connections
@@ -204,7 +218,8 @@ class EventLoop(Carrier[Held]):
         self.slots[line].alive(alive)
 
     def _turn(self) -> None:
-        events = self.poller.poll(TICK)
+        closed = self.closed
+        events = self.poller.poll(DONE_WAIT if closed.ids else TICK)
         if not events and self.access is not None:
             self.access.flush()  # idle: write the lines out
         watching = self.watching
@@ -229,8 +244,8 @@ class EventLoop(Carrier[Held]):
             if self.access is not None:
                 self.access.flush_if_due(now)
             self._flush_tallies()
-        if self.closed.ids:
-            self.closed.report()
+        if closed.ids and (not events or closed.due(now)):
+            closed.report()
 
     def _flush_tallies(self) -> None:
         """Publish the request counts to the supervisor (a copy to shared memory; no syscall)."""
@@ -239,8 +254,8 @@ class EventLoop(Carrier[Held]):
 
     # ------------------------------------------------------------------ the channel
 
-    def _read_channel(self) -> None:
-        read_channel(self.receiver, self.chan, self._adopt, self._retire)
+    def _read_channel(self, drain: bool = False) -> None:
+        read_channel(self.receiver, self.chan, self._adopt, self._retire, drain)
 
     def _adopt(self, msg: handoff.Message) -> None:
         sock = socket.socket(msg.family, socket.SOCK_STREAM, 0, fileno=msg.fd)
@@ -261,8 +276,8 @@ class EventLoop(Carrier[Held]):
 
     def _http(self, msg: handoff.Message, sock: socket.socket, site: Site, pending: bytes) -> HTTPConnection:
         return HTTPConnection(sock, site, peer=msg.peer, conn_id=msg.conn_id, pending=pending,
-                              environ_extra=conn_extra(self.extra, msg, site), stopping=self._is_stopping,
-                              client=msg.proxy.client if msg.proxy else None)
+                              environ_extra=conn_extra(msg), stopping=self._is_stopping,
+                              client=msg.proxy.client if msg.proxy else None, base_environ=self._environs[msg.listener])
 
     def _read_preface(self, held: Held, data: bytes, eof: bool) -> None:
         """Bytes of a connection whose PROXY header is not whole yet (b"" when none came now)."""
@@ -624,7 +639,7 @@ class EventLoop(Carrier[Held]):
             self.owner.gone(held, "hand_back")
             hand_back(self.chan, held.msg, held.sock, data, head_started)
         # Connections already on their way in go straight back too.
-        self._read_channel()
+        self._read_channel(drain=True)
 
     def _release(self, held: Held) -> None:
         if self.stopping:

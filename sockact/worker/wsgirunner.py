@@ -610,10 +610,13 @@ class EventLoop(Carrier[Held]):
                 continue
             quiet = 0
             # The lock is free only while the loop thread is inside its call. The connections closed
-            # before that call go in one DONE at the end of the loop's turn (one message for a batch of
-            # `Connection: close` clients, not one each), unless the call lasts: then they go from here.
-            lasted = time.monotonic() - started
-            if (lasted >= after or (lasted >= GROW_AFTER and self.closed.ids)) and self.lock.acquire(blocking=False):
+            # before that call go in one DONE once the first has waited DONE_WAIT, at the end of a turn
+            # of the loop (one message for a burst of `Connection: close` clients, not one each), unless
+            # the call lasts past that: then they go from here.
+            now = time.monotonic()
+            lasted = now - started
+            if ((lasted >= after or (lasted >= GROW_AFTER and self.closed.due(now)))
+                    and self.lock.acquire(blocking=False)):
                 try:
                     if lasted >= after:
                         self._take_over()

@@ -265,8 +265,6 @@ class Receiver:
         self.received = 0
         self.count: Callable[[int], None] | None = None
         self._pending: deque[Message] = deque()  # the rest of a CONNS, not yet taken
-        # The last datagram was a CONNS as large as one goes: the sender may have had more in that turn.
-        self.full = False
 
     @property
     def pending(self) -> bool:
@@ -280,7 +278,6 @@ class Receiver:
         view = self._view
         nbytes, ancdata, flags, _ = self.chan.recvmsg_into([view], _ANC_SPACE)
         batch = nbytes >= _BATCH.size and view[0] == CONNS
-        self.full = batch and view[1] == MAX_BATCH
         if nbytes:
             self.received += view[1] if batch else 1
             if self.count is not None:

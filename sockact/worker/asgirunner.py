@@ -530,7 +530,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
                 hand_back(self.chan, conn.msg, copy, data, head_started)
                 self._handed_back.append(conn)
             # Arrivals go straight back; an EOF is left for the loop, which sees it again when it runs.
-            read_channel(self.receiver, self.chan, self._adopt, lambda: None, drain=True)
+            read_channel(self.receiver, self.chan, self._adopt, lambda: None)
         finally:
             self.handing_back = False
 

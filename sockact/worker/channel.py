@@ -32,12 +32,9 @@ DONE_WAIT = 0.005
 
 
 def read_channel(receiver: handoff.Receiver, chan: socket.socket, adopt: Callable[[handoff.Message], None],
-                 retire: Callable[[], None], drain: bool = False) -> None:
-    """Take the connections of one datagram from the channel (a CONNS's every one: the channel will not
-    wake the loop for those), and the next datagram's only after a CONNS as large as one goes (the
-    supervisor had more in that turn), up to BATCH; ``drain``: every one waiting, up to BATCH.
-    Reading on until EAGAIN would cost a recvmsg each time the loop wakes; the channel wakes it again
-    for a datagram that comes later. ``retire`` at EOF."""
+                 retire: Callable[[], None]) -> None:
+    """Take the connections waiting on the channel, a batch at most, and always the rest of a CONNS
+    already received (the channel will not wake the loop for those); ``retire`` at EOF."""
     taken = 0
     while taken < BATCH or receiver.pending:
         taken += 1
@@ -59,8 +56,6 @@ def read_channel(receiver: handoff.Receiver, chan: socket.socket, adopt: Callabl
             return
         if msg.kind == handoff.CONN:
             adopt(msg)
-        if not (drain or receiver.pending or receiver.full):
-            return
 
 
 def hand_back(chan: socket.socket, msg: handoff.Message, sock: socket.socket, data: bytes,
@@ -75,8 +70,8 @@ def hand_back(chan: socket.socket, msg: handoff.Message, sock: socket.socket, da
 
 class Closed:
     """The connections a loop closed, reported to the supervisor together in one DONE once the first of
-    them has waited DONE_WAIT: one send for all of them, and the supervisor wakes once and reads one
-    message, where a burst of `Connection: close` clients would otherwise cost a DONE each turn."""
+    them has waited DONE_WAIT (or BATCH of them wait): one send for all of them, and the supervisor wakes
+    once and reads one message, where a burst of `Connection: close` clients cost a DONE each turn."""
 
     __slots__ = ("chan", "ids", "since")
 
@@ -91,8 +86,9 @@ class Closed:
         self.ids.append(conn_id)
 
     def due(self, now: float) -> bool:
-        """Whether the closed connections have waited long enough for their DONE."""
-        return bool(self.ids) and now - self.since >= DONE_WAIT
+        """Whether the closed connections go now: the first has waited DONE_WAIT, or a batch's worth waits."""
+        ids = self.ids
+        return bool(ids) and (len(ids) >= BATCH or now - self.since >= DONE_WAIT)
 
     def report(self) -> None:
         ids, self.ids = self.ids, []

@@ -271,8 +271,8 @@ class EventLoop(Carrier[Held]):
 
     # ------------------------------------------------------------------ the channel
 
-    def _read_channel(self, drain: bool = False) -> None:
-        read_channel(self.receiver, self.chan, self._adopt, self._retire, drain)
+    def _read_channel(self) -> None:
+        read_channel(self.receiver, self.chan, self._adopt, self._retire)
 
     def _adopt(self, msg: handoff.Message) -> None:
         sock = socket.socket(msg.family, socket.SOCK_STREAM, 0, fileno=msg.fd)
@@ -674,7 +674,7 @@ class EventLoop(Carrier[Held]):
             self.owner.gone(held, "hand_back")
             hand_back(self.chan, held.msg, held.sock, data, head_started)
         # Connections already on their way in go straight back too.
-        self._read_channel(drain=True)
+        self._read_channel()
 
     def _release(self, held: Held) -> None:
         if self.stopping:

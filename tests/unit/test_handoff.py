@@ -384,36 +384,6 @@ def test_read_channel_takes_the_rest_of_a_batch_past_its_own_bound(monkeypatch):
         s.close()
 
 
-def test_read_channel_takes_one_datagram_and_the_next_only_after_a_full_batch():
-    # Reading on until EAGAIN would cost the worker a recvmsg each time its loop wakes: it takes one
-    # datagram, and the next only when that one was a CONNS as large as one goes (the supervisor had
-    # more in that turn). The channel wakes the loop again for the rest.
-    from sockact.worker.channel import read_channel
-
-    sup, wrk = handoff.channel_pair()
-    wrk.setblocking(False)
-    count = handoff.MAX_BATCH + 3
-    socks = pairs(count)
-    msgs = conn_msgs(count)
-    for msg, (a, _) in zip(msgs, socks, strict=True):
-        msg.fd = a.fileno()
-    assert handoff.send_conns(sup, msgs[:handoff.MAX_BATCH]) == handoff.MAX_BATCH
-    for msg in msgs[handoff.MAX_BATCH:]:
-        handoff.send(sup, msg)
-    receiver = handoff.Receiver(wrk)
-    adopted: list[handoff.Message] = []
-    read_channel(receiver, wrk, adopted.append, lambda: None)
-    assert [m.conn_id for m in adopted] == [m.conn_id for m in msgs[:handoff.MAX_BATCH + 1]]
-    read_channel(receiver, wrk, adopted.append, lambda: None)
-    assert len(adopted) == handoff.MAX_BATCH + 2
-    read_channel(receiver, wrk, adopted.append, lambda: None, drain=True)  # a stalled worker's: all of them
-    assert [m.conn_id for m in adopted] == [m.conn_id for m in msgs]
-    for msg in adopted:
-        os.close(msg.fd)
-    for s in (sup, wrk, *(s for pair in socks for s in pair)):
-        s.close()
-
-
 def test_closed_connections_wait_for_their_done_together_and_go_in_one():
     from sockact.worker import channel
 
@@ -427,5 +397,9 @@ def test_closed_connections_wait_for_their_done_together_and_go_in_one():
     closed.report()
     reported = handoff.Receiver(sup).recv()
     assert reported is not None and list(handoff.done_ids(reported)) == [5, 6] and not closed.ids
+    for conn_id in range(channel.BATCH):  # a batch's worth goes at once
+        assert not closed.due(closed.since)
+        closed.add(conn_id)
+    assert closed.due(closed.since)
     sup.close()
     wrk.close()

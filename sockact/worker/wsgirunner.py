@@ -193,6 +193,7 @@ class EventLoop(Carrier[Held]):
         # the loop thread; see FAST_SHARE). Written by whichever thread ran the call.
         self._slow_share: dict[bytes, float] | None = {} if self.inline and self.pool is not None else None
         self._call_begun = threading.Event()  # wakes it
+        self._mark_reading = self.slots[0].reading  # the scoreboard's stamp of the connection being read
 
     # ------------------------------------------------------------------ main
 
@@ -328,6 +329,10 @@ class EventLoop(Carrier[Held]):
         state = held.state
         if not (state.reading or state is CLOSING):
             return  # its app thread reads it, or it left in this turn of the loop (a stale event)
+        if state is not CLOSING:
+            # Named before the read: should the worker die before what it reads is on a line (a call's,
+            # or a waiting one), the supervisor still knows this client may wait for an answer (a 502).
+            self._mark_reading(held.msg.conn_id, self.owner.requests)
         try:
             data = held.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
         except BlockingIOError:
@@ -388,6 +393,7 @@ class EventLoop(Carrier[Held]):
                 held.to("bytes")
         elif held.state is HEAD:
             held.to("idle")  # only the empty lines allowed between requests came
+            self._mark_reading(0, 0)  # nothing read waits for an answer
         self._settle(held, step)
 
     def _settle(self, held: Held, step: Step) -> None:
@@ -436,6 +442,7 @@ class EventLoop(Carrier[Held]):
 
     def _answer_health(self, held: Held, request: Request) -> None:
         """On the loop thread, not counted as a request: the app is not called."""
+        self._mark_reading(0, 0)  # answered here: nothing read waits
         if held.http.serve(request):
             held.to("answer")
             self._advance(held)
@@ -523,7 +530,7 @@ class EventLoop(Carrier[Held]):
         slot.begin(call_line(request), held.msg.conn_id)
         self.call_started[index] = started = time.monotonic()
         try:
-            return held.http.serve(request, slot.responded)
+            return held.http.serve(request, slot.responded, slot.answered)
         finally:
             self.call_started[index] = 0.0
             slot.end()

@@ -49,7 +49,6 @@ from sockact.ipc.scoreboard import SlotWriter
 from sockact.ipc.tally import TallyWriter
 from sockact.logs.access import AccessLog, Memo
 from sockact.worker.channel import (
-    DONE_WAIT,
     Closed,
     call_line,
     conn_extra,
@@ -559,7 +558,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
     def _closed(self, conn: AsgiConnection) -> None:
         if self.owner.held.get(conn.msg.conn_id) is conn:
             if not self.closed.ids:
-                self.loop.call_later(DONE_WAIT, self._report_closed)  # with those closed meanwhile
+                self.loop.call_soon(self._report_closed)  # once this turn of the loop is done
             self.owner.gone(conn, "close")
         self._check_done()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
 from collections.abc import Callable
 
 from sockact.errors import HandoffError
@@ -25,10 +24,6 @@ log = logging.getLogger("sockact.worker")
 
 SEND_WAIT = 5.0  # seconds a report to the supervisor may wait for room in the channel
 BATCH = 64  # connections taken from the channel at a time, then the held ones have their turn
-# The longest a closed connection waits for its DONE, to share it with others closed meanwhile. Meanwhile
-# the supervisor keeps its copy of the connection (the client has its FIN: the worker shut it down), and
-# counts it as this worker's in its dispatch.
-DONE_WAIT = 0.005
 
 
 def read_channel(receiver: handoff.Receiver, chan: socket.socket, adopt: Callable[[handoff.Message], None],
@@ -69,26 +64,17 @@ def hand_back(chan: socket.socket, msg: handoff.Message, sock: socket.socket, da
 
 
 class Closed:
-    """The connections a loop closed, reported to the supervisor together in one DONE once the first of
-    them has waited DONE_WAIT (or BATCH of them wait): one send for all of them, and the supervisor wakes
-    once and reads one message, where a burst of `Connection: close` clients cost a DONE each turn."""
+    """The connections a loop closed in one turn, reported to the supervisor in one DONE at its end:
+    one send for all of them, and the supervisor reads one message."""
 
-    __slots__ = ("chan", "ids", "since")
+    __slots__ = ("chan", "ids")
 
     def __init__(self, chan: socket.socket) -> None:
         self.chan = chan
         self.ids: list[int] = []
-        self.since = 0.0  # when the first of ``ids`` was closed
 
     def add(self, conn_id: int) -> None:
-        if not self.ids:
-            self.since = time.monotonic()
         self.ids.append(conn_id)
-
-    def due(self, now: float) -> bool:
-        """Whether the closed connections go now: the first has waited DONE_WAIT, or a batch's worth waits."""
-        ids = self.ids
-        return bool(ids) and (len(ids) >= BATCH or now - self.since >= DONE_WAIT)
 
     def report(self) -> None:
         ids, self.ids = self.ids, []

@@ -58,7 +58,6 @@ from sockact.ipc.tally import TallyWriter
 from sockact.logs.access import AccessLog
 from sockact.worker.appthreads import AppThreads
 from sockact.worker.channel import (
-    DONE_WAIT,
     Closed,
     call_line,
     conn_extra,
@@ -236,8 +235,7 @@ class EventLoop(Carrier[Held]):
         self.slots[line].alive(alive)
 
     def _turn(self) -> None:
-        closed = self.closed
-        events = self.poller.poll(DONE_WAIT if closed.ids else TICK)
+        events = self.poller.poll(TICK)
         if not events and self.access is not None:
             self.access.flush()  # idle: write the lines out
         watching = self.watching
@@ -262,8 +260,8 @@ class EventLoop(Carrier[Held]):
             if self.access is not None:
                 self.access.flush_if_due(now)
             self._flush_tallies()
-        if closed.ids and (not events or closed.due(now)):
-            closed.report()
+        if self.closed.ids:
+            self.closed.report()
 
     def _flush_tallies(self) -> None:
         """Publish the request counts to the supervisor (a copy to shared memory; no syscall)."""
@@ -617,13 +615,10 @@ class EventLoop(Carrier[Held]):
                 continue
             quiet = 0
             # The lock is free only while the loop thread is inside its call. The connections closed
-            # before that call go in one DONE once the first has waited DONE_WAIT, at the end of a turn
-            # of the loop (one message for a burst of `Connection: close` clients, not one each), unless
-            # the call lasts past that: then they go from here.
-            now = time.monotonic()
-            lasted = now - started
-            if ((lasted >= after or (lasted >= GROW_AFTER and self.closed.due(now)))
-                    and self.lock.acquire(blocking=False)):
+            # before that call go in one DONE at the end of the loop's turn (one message for a batch of
+            # `Connection: close` clients, not one each), unless the call lasts: then they go from here.
+            lasted = time.monotonic() - started
+            if (lasted >= after or (lasted >= GROW_AFTER and self.closed.ids)) and self.lock.acquire(blocking=False):
                 try:
                     if lasted >= after:
                         self._take_over()

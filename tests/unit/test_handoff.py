@@ -382,24 +382,3 @@ def test_read_channel_takes_the_rest_of_a_batch_past_its_own_bound(monkeypatch):
         os.close(msg.fd)
     for s in (sup, wrk, *(s for pair in socks for s in pair)):
         s.close()
-
-
-def test_closed_connections_wait_for_their_done_together_and_go_in_one():
-    from sockact.worker import channel
-
-    sup, wrk = handoff.channel_pair()
-    sup.setblocking(False)
-    closed = channel.Closed(wrk)
-    assert not closed.due(1e12)  # nothing to report
-    closed.add(5)
-    closed.add(6)
-    assert not closed.due(closed.since) and closed.due(closed.since + 2 * channel.DONE_WAIT)
-    closed.report()
-    reported = handoff.Receiver(sup).recv()
-    assert reported is not None and list(handoff.done_ids(reported)) == [5, 6] and not closed.ids
-    for conn_id in range(channel.BATCH):  # a batch's worth goes at once
-        assert not closed.due(closed.since)
-        closed.add(conn_id)
-    assert closed.due(closed.since)
-    sup.close()
-    wrk.close()

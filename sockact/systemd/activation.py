@@ -49,7 +49,12 @@ class Listener:
         except OSError:
             return None
         host = str(name[0])
-        if ipaddress.ip_address(host).is_unspecified:
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return None
+        mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:0.0.0.0 is a wildcard too
+        if ip.is_unspecified or (mapped is not None and mapped.is_unspecified):
             return None
         return host, int(name[1])
 

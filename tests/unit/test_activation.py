@@ -88,3 +88,11 @@ def test_a_listener_bound_to_one_address_names_its_connections_local_address(tmp
     assert wildcard.local is None and unix.local is None  # each connection has its own, or none
     for listener in (one, wildcard, unix):
         listener.close()
+    if socket.has_ipv6:
+        for spec in ("[::]:0", "[::ffff:0.0.0.0]:0"):
+            try:
+                (any6,) = bind_all([spec], 16)
+            except (ListenerError, OSError):
+                continue  # no IPv6 here
+            assert any6.local is None
+            any6.close()

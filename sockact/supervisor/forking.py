@@ -49,6 +49,7 @@ class Forker:
             log.error("cannot start a worker: %d workers alive already", self.slots)
             return
         names = [lst.name for lst in sup.listeners]
+        locals_ = [lst.local for lst in sup.listeners]
         scoreboard, apps, tally, hooks = sup.scoreboard, sup.apps, sup.tally, sup.hooks
         if tally is not None:
             tally.clear(slot)
@@ -64,7 +65,8 @@ class Forker:
                 from sockact.systemd.cgroups import enter  # imported by delegate() already
 
                 enter(group)  # before the app's first page: a page is charged where it was faulted
-            return WorkerShell(chan, config, names, scoreboard, slot, apps, max_requests, tally, hooks).run()
+            return WorkerShell(chan, config, names, scoreboard, slot, apps, max_requests, tally, hooks,
+                               locals_).run()
 
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, self.blocked)
         try:

@@ -57,9 +57,19 @@ from sockact.ipc.scoreboard import SlotWriter, Waiting
 from sockact.ipc.tally import TallyWriter
 from sockact.logs.access import AccessLog
 from sockact.worker.appthreads import AppThreads
-from sockact.worker.channel import Closed, call_line, conn_extra, hand_back, preface_header, read_channel, report
+from sockact.worker.channel import (
+    Closed,
+    call_line,
+    conn_extra,
+    hand_back,
+    listener_extra,
+    preface_header,
+    read_channel,
+    report,
+)
 from sockact.worker.connstates import BODY, CLOSING, HEAD, PREFACE, QUEUED, ConnState
 from sockact.worker.owner import TIMER_INTERVAL, Carrier, Due, Owned, Owner
+from sockact.wsgi.environ import site_environ
 from sockact.wsgi.server import HTTPConnection, Step
 
 log = logging.getLogger("sockact.worker")
@@ -152,6 +162,9 @@ class EventLoop(Carrier[Held]):
         self._tally_lines = list(dict.fromkeys(self.tallies or ()))  # each shared writer flushed once
         self.handback_after = handback_after
         self.extra = extra  # environ keys every request gets (worker pid)
+        # By listener, what every connection's environ starts from: made once, each connection copies it.
+        self._environs = [{**site_environ(site.url_scheme, site.root_path, site.threaded),
+                           **listener_extra(extra, site)} for site in self.sites]
         self.access = access  # written when the loop goes idle, and at least every FLUSH interval
         self.stopping = False  # SIGTERM: answer with Connection: close, park nothing
         self.draining = False  # a stop is coming (drain_delay): health says 503, answers close their connections
@@ -284,8 +297,8 @@ class EventLoop(Carrier[Held]):
 
     def _http(self, msg: handoff.Message, sock: socket.socket, site: Site, pending: bytes) -> HTTPConnection:
         return HTTPConnection(sock, site, peer=msg.peer, conn_id=msg.conn_id, pending=pending,
-                              environ_extra=conn_extra(self.extra, msg, site), stopping=self._is_stopping,
-                              client=msg.proxy.client if msg.proxy else None)
+                              environ_extra=conn_extra(msg), stopping=self._is_stopping,
+                              client=msg.proxy.client if msg.proxy else None, base_environ=self._environs[msg.listener])
 
     def _read_preface(self, held: Held, data: bytes, eof: bool) -> None:
         """Bytes of a connection whose PROXY header is not whole yet (b"" when none came now)."""

@@ -65,12 +65,17 @@ class HTTPConnection:
 
     def __init__(self, sock: socket.socket, site: Site, *, peer: tuple[Any, ...] | str | None, conn_id: int,
                  pending: bytes = b"", environ_extra: Mapping[str, Any] | None = None,
-                 stopping: Callable[[], bool] = lambda: False, client: tuple[str, int] | None = None) -> None:
-        """``peer`` is the socket's peer; ``client`` the one a PROXY protocol header named, if any."""
+                 stopping: Callable[[], bool] = lambda: False, client: tuple[str, int] | None = None,
+                 base_environ: Mapping[str, Any] | None = None) -> None:
+        """``peer`` is the socket's peer; ``client`` the one a PROXY protocol header named, if any.
+        ``base_environ``: the keys every connection of the site shares (site_environ's, and any extras
+        of the caller's), prepared once as a plain dict, which copies faster than site_environ's view;
+        ``environ_extra`` then holds this connection's own."""
         self.engine = Connection(site.limits)
         self.wire = Wire(sock, site.io_timeout, site.send_timeout or site.io_timeout)
         self.conn_id = conn_id
-        self._conn = _Conn(sock, site, self.wire, self.engine, peer, conn_id, environ_extra, stopping, client)
+        self._conn = _Conn(sock, site, self.wire, self.engine, peer, conn_id, environ_extra, stopping, client,
+                           base_environ)
         if pending:
             self.engine.receive_data(pending)
 
@@ -173,7 +178,8 @@ class _Conn:
 
     def __init__(self, sock: socket.socket, site: Site, wire: Wire, engine: Connection,
                  peer: tuple[Any, ...] | str | None, conn_id: int, extra: Mapping[str, Any] | None,
-                 stopping: Callable[[], bool], client: tuple[str, int] | None = None) -> None:
+                 stopping: Callable[[], bool], client: tuple[str, int] | None = None,
+                 base: Mapping[str, Any] | None = None) -> None:
         self.sock = sock
         self.site = site
         self.wire = wire
@@ -189,7 +195,9 @@ class _Conn:
             peer = unix_peer(sock)
         if client is not None:
             peer = client
-        self.env = connection_environ(site_environ(site.url_scheme, site.root_path, site.threaded), peer, extra)
+        if base is None:
+            base = site_environ(site.url_scheme, site.root_path, site.threaded)
+        self.env = connection_environ(base, peer, extra)
         self.env["wsgi.errors"] = self.errors
         self.stopping = stopping
         self.responding: Callable[[int, int], None] | None = None  # told before the first byte of a response
@@ -221,6 +229,9 @@ class _Conn:
 
     def local_address(self) -> tuple[str, str]:
         """SERVER_NAME and SERVER_PORT from the socket, for a request without Host."""
+        local = self.site.local
+        if local is not None:
+            return local[0], str(local[1])
         try:
             name = self.sock.getsockname()
         except OSError:

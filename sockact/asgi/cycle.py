@@ -200,10 +200,11 @@ class HttpCycle:
         if self.complete:
             raise InvalidResponse("http.response.body after the response ended")
         body = message.get("body", b"")
-        if not isinstance(body, (bytes, bytearray, memoryview)):
-            raise InvalidResponse(f"http.response.body's body must be bytes, not {type(body).__name__}")
-        body = bytes(body)
-        more = bool(message.get("more_body", False))
+        if type(body) is not bytes:
+            if not isinstance(body, (bytes, bytearray, memoryview)):
+                raise InvalidResponse(f"http.response.body's body must be bytes, not {type(body).__name__}")
+            body = bytes(body)
+        more = message.get("more_body", False)
         engine = self.engine
         if not more and not self.started:
             # The whole body at once, the common answer: the engine keeps its head but the Date.

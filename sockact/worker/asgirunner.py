@@ -228,7 +228,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
             if not isinstance(event, Request):
                 self._wait_for_request(conn, event)
                 return
-            if is_health(conn.site, event):
+            if conn.site.health_path and is_health(conn.site, event):
                 served = self._answer_health(conn, event)
             elif event.upgrade and _is_websocket(event):
                 self._start_websocket(conn, event)
@@ -392,7 +392,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
         if self.access is not None:
             self._access(conn, cycle.request, cycle.status, cycle.started_at, cycle.headers or (),
                          cycle.scope["client"])
-        if not keep or conn.closed or conn.state is not CALL:
+        if not keep or conn.fd < 0 or conn.state is not CALL:  # conn.fd < 0: closed
             # Lingering after a refused body (a 408): the client still sending reads its answer before a reset.
             self._close(conn, linger=cycle.answered and not cycle.body_done)
             return False

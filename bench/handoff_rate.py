@@ -5,7 +5,8 @@ the parent sends CONN messages each carrying an fd, the forked child receives ea
 its copy of the fd, as a worker would once done. Two figures:
 
 - streaming: the parent sends as fast as the channel takes them; the child acknowledges at the end;
-- round trip: the child answers each CONN with DONE before the next is sent, as one busy worker does.
+- round trip: the child answers each CONN with DONE before the next is sent, as one busy worker does;
+- and for scale, the machine's bare round trip between two processes (one byte each way).
 
 Runs under the project's Python (sockact is imported from there), prints one JSON line:
 
@@ -73,9 +74,38 @@ def measure(count: int, answer_each: bool) -> float:
     return count / took
 
 
+def bare_round_trips(count: int) -> float:
+    """The machine's own limit for a round trip: one byte each way between two processes over a
+    socketpair, no fd and no sockact code. It depends on how fast the kernel wakes a process on the
+    other core, which a virtual machine makes slow."""
+    a, b = socket.socketpair()
+    sys.stdout.flush()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            a.close()
+            for _ in range(count):
+                b.recv(1)
+                b.send(b"d")
+        finally:
+            os._exit(0)
+    b.close()
+    try:
+        began = time.perf_counter()
+        for _ in range(count):
+            a.send(b"c")
+            a.recv(1)
+        took = time.perf_counter() - began
+    finally:
+        a.close()
+        os.waitpid(pid, 0)
+    return count / took
+
+
 def main() -> int:
     print(json.dumps({"streaming_per_s": round(measure(STREAM_COUNT, answer_each=False)),
-                      "round_trip_per_s": round(measure(ROUND_TRIPS, answer_each=True))}))
+                      "round_trip_per_s": round(measure(ROUND_TRIPS, answer_each=True)),
+                      "bare_round_trip_per_s": round(bare_round_trips(ROUND_TRIPS))}))
     return 0
 
 

@@ -194,6 +194,9 @@ def _other_tables(summary: dict[str, Any]) -> str:
     handoff, memory, cold = summary["handoff"], summary["memory"], summary["cold"]
     rows = [["Hand-offs, streaming", f"{handoff.get('streaming_per_s', 0):,}/s"],
             ["Hand-offs, round trip (CONN then DONE)", f"{handoff.get('round_trip_per_s', 0):,}/s"]]
+    if handoff.get("bare_round_trip_per_s"):
+        rows.append(["The machine's bare round trip between two processes (one byte each way)",
+                     f"{handoff['bare_round_trip_per_s']:,}/s"])
     for key, label in (("no_preload", "without `--preload`"), ("preload", "with `--preload`")):
         m = memory.get(key)
         if m:
@@ -242,10 +245,12 @@ METHOD = """## How it is measured
   is raised to its hard limit for the harness and every server.
 - **ASGI** (`bench/asgi.py`): after the WSGI scenarios, sockact `--interface asgi`, uvicorn
   `--http httptools --loop uvloop` and granian `--interface asgi`, 2 workers each and none logging
-  requests, serve `bench/apps.py`'s ASGI hello world (the same 14 bytes) to `wrk -t1 -c50`, rounds
-  interleaved as above, beside sockact serving the WSGI hello world `--no-access-log` in the same
-  rounds. Then one WebSocket client (the `websockets` package) sends a 32-byte text message and waits
-  for its echo, again and again for {seconds} s, against sockact and uvicorn in turn, {rounds} rounds.
+  requests, then sockact and uvicorn again with their access logs on (sockact's default; uvicorn
+  `--access-log --log-level info`), both to a file, serve `bench/apps.py`'s ASGI hello world (the
+  same 14 bytes) to `wrk -t1 -c50`, rounds interleaved as above, beside sockact serving the WSGI
+  hello world `--no-access-log` in the same rounds. Then one WebSocket client (the `websockets`
+  package) sends a 32-byte text message and waits for its echo, again and again for {seconds} s,
+  against sockact and uvicorn in turn, {rounds} rounds.
 - **Mixed load.** Each of 10 connections (one per wrk thread) sends every tenth request to `/sleep`
   (50 ms) and the rest to `/`: exactly 10% slow requests, on the same connections, so a server that
   queues fast requests behind slow ones shows it. The Lua script times each request from its
@@ -254,7 +259,9 @@ METHOD = """## How it is measured
 - **Hand-offs** (`bench/handoff_rate.py`): sockact's own `sockact.ipc.handoff` channel between two
   processes, a `CONN` message with an fd each time; the child closes each fd as a worker would.
   "Streaming" sends as fast as the channel accepts; "round trip" waits for a `DONE` after each, as
-  one busy worker does, and is the target's figure: it is what a request pays.
+  one busy worker does, and is the target's figure: it is what a request pays. Beside it, the same
+  two processes sending one byte each way over a socketpair, without sockact: the most round trips
+  this machine's kernel allows (waking a process on the other core is most of it).
 - **Memory** (`bench/memory.py`): sockact serving the app after 100 requests; the supervisor's
   VmRSS, each worker's USS (Private_Clean + Private_Dirty from `/proc/PID/smaps_rollup`) at 2 and
   3 workers, and how much the total PSS grows with the third worker. The target's figure is the

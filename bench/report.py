@@ -18,6 +18,9 @@ GROWING = "sockact (max_threads 16)"  # the setting docs/deploy.md gives Django 
 WITH_METRICS = "sockact (metrics on)"  # what counting for Prometheus costs
 ASGI_WSGI = "sockact (WSGI)"  # in the ASGI scenario: sockact's WSGI hello world, in the same rounds
 ASGI = "asgi"  # the ASGI scenario's key
+# In the ASGI scenario, sockact and uvicorn again with their access logs on (to a file)
+ASGI_LOGGED = "sockact (access log on)"
+UVICORN_LOGGED = "uvicorn (access log on)"
 MB = 1_000_000
 TIMES = "\N{MULTIPLICATION SIGN}"
 ERROR_KINDS = ("connect", "read", "write", "status", "timeout")
@@ -192,13 +195,14 @@ def targets(summary: dict[str, Any]) -> list[Target]:
     """Each target of the worker-loop issue with the measured figure and whether it is met."""
     found = [
         _at_least("Keep-alive hello world", "gunicorn gthread", 3, summary, "keepalive"),
-        _at_least("Keep-alive hello world", "granian", 0.6, summary, "keepalive"),
+        _at_least("Keep-alive hello world", "granian", 1.0, summary, "keepalive"),
+        _stretch(_at_least("Keep-alive hello world", "granian", 1.3, summary, "keepalive")),
         Target("Keep-alive hello world", "how far from nginx",
                f"{fmt_ratio(ratio(req_s(summary, 'keepalive', BASE), req_s(summary, 'keepalive', 'nginx')))} nginx",
                None),
         _metrics_cost(summary),
         _at_least("`Connection: close`", "gunicorn sync", 1.5, summary, "close"),
-        _at_least("`Connection: close`", "granian", 0.6, summary, "close"),
+        _at_least("`Connection: close`", "granian", 1.0, summary, "close"),
     ]
     fraction, held = idle_fraction(summary, BASE), summary["idle"].get(BASE, {}).get("held")
     found.append(Target("10,000 idle keep-alive clients", "throughput ≥ 90% of keep-alive", idle_cell(summary, BASE),
@@ -210,8 +214,11 @@ def targets(summary: dict[str, Any]) -> list[Target]:
     found.extend(growing_targets(summary))
     # A request pays the round trip (CONN, then the worker's DONE or PARK), not the streaming rate.
     rate = summary["handoff"].get("round_trip_per_s")
-    found.append(Target("Hand-offs, round trip", "≥ 50,000/s", "n/a" if rate is None else f"{rate:,.0f}/s",
-                        None if rate is None else rate >= 50_000))
+    bare = summary["handoff"].get("bare_round_trip_per_s")
+    measured = "n/a" if rate is None else f"{rate:,.0f}/s"
+    if rate is not None and bare:
+        measured += f" (the machine's bare round trip between two processes: {bare:,.0f}/s)"
+    found.append(Target("Hand-offs, round trip", "≥ 50,000/s", measured, None if rate is None else rate >= 50_000))
     found.extend(asgi_targets(summary))
     found.extend(cost_targets(summary))
     found.extend(_memory_targets(summary["memory"]))
@@ -219,12 +226,20 @@ def targets(summary: dict[str, Any]) -> list[Target]:
     return found
 
 
+def _stretch(target: Target) -> Target:
+    """A stretch goal: shown with its figure, neither met nor missed."""
+    return Target(target.scenario, f"stretch: {target.goal}", target.measured, None)
+
+
 def growing_targets(summary: dict[str, Any]) -> list[Target]:
     """App threads that grow (max_threads 16): fast requests beside slow ones, at the one-thread cost."""
     p99 = summary["mixed"].get(GROWING, {}).get("fast_p99_ms")
     kept = ratio(req_s(summary, "keepalive", GROWING), req_s(summary, "keepalive", BASE))
+    total = ratio(req_s(summary, "mixed", GROWING), req_s(summary, "mixed", "granian"))
     return [Target(f"Mixed load, p99 of fast requests, {GROWING}", "≤ 2 ms",
                    "n/a" if p99 is None else f"{p99:.2f} ms", None if p99 is None else p99 <= 2.0),
+            Target(f"Mixed load, all requests, {GROWING}", f"≥ 1.0{TIMES} granian", f"{fmt_ratio(total)} granian",
+                   None if total is None else total >= 1.0),
             Target(f"Keep-alive hello world, {GROWING}", "loses ≤ 3% against sockact",
                    "n/a" if kept is None else f"{(1 - kept) * 100:.1f}%", None if kept is None else kept >= 0.97)]
 
@@ -235,8 +250,11 @@ def asgi_targets(summary: dict[str, Any]) -> list[Target]:
     wsgi = ratio(req_s(summary, ASGI, BASE), req_s(summary, ASGI, ASGI_WSGI))
     echo = summary.get("websocket", {})
     ours, theirs = (echo.get(name, {}).get("per_s") for name in (BASE, "uvicorn"))
+    logged = ratio(req_s(summary, ASGI, ASGI_LOGGED), req_s(summary, ASGI, UVICORN_LOGGED))
     return [
-        _at_least(scenario, "uvicorn", 1.0, summary, ASGI),
+        _at_least(scenario, "uvicorn", 1.2, summary, ASGI),
+        Target(f"{scenario}, both access logs on", f"≥ 1.2{TIMES} uvicorn", f"{fmt_ratio(logged)} uvicorn",
+               None if logged is None else logged >= 1.2),
         _at_least(scenario, "granian", 0.6, summary, ASGI),
         Target(scenario, "next to sockact's WSGI hello world", f"{fmt_ratio(wsgi)} WSGI", None),
         Target("WebSocket echo, one client", "next to uvicorn's",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.apps import HELLO, JSON_BODY, STATIC_FILE_ENV
-from bench.report import ASGI_WSGI, GROWING, THREADED, WITH_METRICS
+from bench.report import ASGI_LOGGED, ASGI_WSGI, GROWING, THREADED, UVICORN_LOGGED, WITH_METRICS
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_BIN = REPO / ".venv" / "bin"  # sockact runs from the project's own venv, as a user runs it
@@ -68,10 +68,13 @@ def granian_argv(interface: str, app: str, *extra: str) -> Argv:
     return argv
 
 
-def uvicorn_argv(port: int) -> list[str]:
-    """uvicorn with its fast parts, as its documentation recommends for production."""
-    return [str(PEERS_BIN / "uvicorn"), ASGI_APP, "--workers", str(WORKERS), "--host", HOST, "--port", str(port),
-            "--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning"]
+def uvicorn_argv(*logging: str) -> Argv:
+    """uvicorn with its fast parts, as its documentation recommends for production; by default without
+    access log (its access log is an info-level logger, to its output)."""
+    def argv(port: int) -> list[str]:
+        return [str(PEERS_BIN / "uvicorn"), ASGI_APP, "--workers", str(WORKERS), "--host", HOST, "--port", str(port),
+                "--http", "httptools", "--loop", "uvloop", *(logging or ("--no-access-log", "--log-level", "warning"))]
+    return argv
 
 
 def uwsgi_argv(port: int) -> list[str]:
@@ -136,12 +139,15 @@ def lineup(rundir: Path, static_file: Path) -> list[Server]:
 
 
 def asgi_lineup() -> list[Server]:
-    """The ASGI scenario's servers (bench/asgi.py), none logging requests; sockact first. The last row is
-    sockact serving the WSGI hello world in the same rounds: the cost of the asyncio loop, if any."""
+    """The ASGI scenario's servers (bench/asgi.py): none logging requests, sockact first; then sockact and
+    uvicorn logging each request. The last row is sockact serving the WSGI hello world in the same rounds:
+    the cost of the asyncio loop, if any."""
     return [
         Server("sockact", sockact_argv("--interface", "asgi", "--no-access-log", app=ASGI_APP)),
-        Server("uvicorn", uvicorn_argv),
+        Server("uvicorn", uvicorn_argv()),
         Server("granian", granian_argv("asgi", ASGI_APP, "--no-ws")),
+        Server(ASGI_LOGGED, sockact_argv("--interface", "asgi", app=ASGI_APP)),
+        Server(UVICORN_LOGGED, uvicorn_argv("--access-log", "--log-level", "info")),
         Server(ASGI_WSGI, sockact_argv("--no-access-log")),
     ]
 

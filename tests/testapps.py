@@ -6,6 +6,7 @@ import gc
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -66,7 +67,8 @@ def _slow(environ, start_response):
     if "started" in query:  # a file to create once the request is in the app, for tests to wait on
         Path(query["started"][0]).touch()
     pause(query, seconds)
-    return _respond(start_response, json.dumps({"pid": os.getpid(), "slept": seconds}).encode())
+    return _respond(start_response, json.dumps({"pid": os.getpid(), "slept": seconds,
+                                                "thread": threading.current_thread().name}).encode())
 
 
 def _hang(environ, start_response):

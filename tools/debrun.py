@@ -5,10 +5,10 @@
     python3 tools/debrun.py stop     power that container off
 
 Where PID 1 is systemd (a Debian 12 machine), the package is installed on the machine itself.
-Elsewhere (a container, CI, a VM booted without systemd) `start` boots a throwaway Debian 12
-with systemd as its PID 1 in systemd-nspawn, installs the package there and leaves the container
-running after it returns; `stop` powers it off. Its root is a fresh overlay of the clean
-debootstrapped bookworm the system tests use, so whatever happens inside vanishes at power-off.
+Elsewhere (a container, CI, a VM booted without systemd) `start` boots a throwaway Debian 13,
+the current stable, with systemd as its PID 1 in systemd-nspawn, installs the package there and
+leaves the container running after it returns; `stop` powers it off. Its root is a fresh overlay of
+the clean debootstrapped trixie the system tests use, so whatever happens inside vanishes at power-off.
 The container shares this machine's network, so the URL works from here.
 """
 
@@ -32,6 +32,8 @@ sys.path.insert(0, str(REPO / "tests" / "system"))  # the container harness live
 import debroot  # noqa: E402
 import nspawn  # noqa: E402
 from sysclient import Response, http_get, wait_for  # noqa: E402
+
+SUITE = "trixie"  # the container's Debian: 13, the current stable (the package installs on 12 alike)
 
 
 def state_dir(checkout: Path) -> Path:
@@ -121,7 +123,7 @@ def start_on_host(deb: Path) -> None:
 
 def start_in_container(deb: Path) -> None:
     pid1 = Path("/proc/1/comm").read_text().strip()
-    say(f"PID 1 here is {pid1!r}, not systemd: booting a throwaway Debian 12 container with systemd-nspawn.")
+    say(f"PID 1 here is {pid1!r}, not systemd: booting a throwaway Debian 13 container with systemd-nspawn.")
     if not (shutil.which("systemd-nspawn") and shutil.which("debootstrap")):
         say("Installing systemd-container and debootstrap with apt...")
         subprocess.run("apt-get update -qq && apt-get install -y -qq systemd-container debootstrap >/dev/null",
@@ -132,9 +134,9 @@ def start_in_container(deb: Path) -> None:
     if STATE.exists():
         say("Powering off the container of this checkout's previous `make run` first.")
         stop()
-    if not (debroot.cache_dir() / f"{debroot.SUITE}-rootfs").exists():
-        say("Building the clean Debian 12 root with debootstrap (once per machine, about a minute)...")
-    root = debroot.ensure_rootfs()
+    if not debroot.rootfs_path(SUITE).exists():
+        say("Building the clean Debian 13 root with debootstrap (once per machine, about a minute)...")
+    root = debroot.ensure_rootfs(SUITE)
     box = boot_detached(root)
     try:
         port = install_in(box, deb)

@@ -20,7 +20,10 @@ the stamps the supervisor tells
   not moved for timeout, with no call started since, is killed like a stuck call; and
 - when a worker has died, which connections sent to it it never even received: the slot's head
   also counts the messages the worker took from its channel (``SlotWriter.received``), in the
-  order the supervisor sent them.
+  order the supervisor sent them; and
+- which connection a WSGI worker's loop was reading when it died, before the request it read
+  reached a line (``SlotWriter.reading``): stamped before each read, with the number of requests
+  the worker had served, so that a stamp some call has ended since is known to be stale.
 
 Each line has one writer, so nothing is locked. Torn reads are possible and harmless:
 these are hints for timers, not transactions.
@@ -38,14 +41,17 @@ MAX_THREADS = 64  # app threads per worker that the scoreboard can follow: the b
 # the connection in the call, whether its response has begun (a byte of it was handed to the kernel)
 _LINE = struct.Struct("=dQHQB")
 _RESPONDED_AT = _LINE.size - 1
+ANSWERED = 2  # the line's responded byte: 0 no byte sent, 1 the response begun, ANSWERED it is whole
 LINE_SIZE = 128
 _ALIVE_AT = LINE_SIZE - 1  # the line's last byte: 1 while a WSGI app thread owns the line (threads come and go)
 _LINE_MAX = _ALIVE_AT - _LINE.size
 _WHOLE = struct.Struct(f"=dQHQB{_LINE_MAX}s")  # the fields, then the request line: a call's one write
 _STARTED = struct.Struct("=d")
-_HEAD = 64  # a slot's first bytes, before its lines: the loop's heartbeat, then messages received
+_HEAD = 64  # a slot's first bytes, before its lines: the loop's heartbeat, messages received, the read under way
 _RECEIVED = struct.Struct("=Q")
 _RECEIVED_AT = _STARTED.size
+_READING = struct.Struct("=QQ")  # the connection the loop is reading, the requests served when it began
+_READING_AT = _RECEIVED_AT + _RECEIVED.size
 SLOT_SIZE = _HEAD + MAX_THREADS * LINE_SIZE
 
 
@@ -84,6 +90,7 @@ class Call:
     line: str
     responded: bool
     started: float  # monotonic seconds
+    answered: bool = False  # the response is whole and the connection persists: the client is idle
 
 
 class Scoreboard:
@@ -104,6 +111,14 @@ class Scoreboard:
     def received(self, slot: int) -> int:
         """How many messages the worker in ``slot`` has taken from its channel."""
         return int(_RECEIVED.unpack_from(self._map, slot * SLOT_SIZE + _RECEIVED_AT)[0])
+
+    def reading(self, slot: int) -> int:
+        """The connection the worker in ``slot`` was reading when it stopped, if no call has ended
+        since it began (then the request it read, if any, is on no line); 0 when none or stale."""
+        conn_id, served = _READING.unpack_from(self._map, slot * SLOT_SIZE + _READING_AT)
+        base = slot * SLOT_SIZE + _HEAD
+        ended = sum(_LINE.unpack_from(self._map, base + i * LINE_SIZE)[1] for i in range(MAX_THREADS))
+        return int(conn_id) if ended == served else 0
 
     def release(self, slot: int) -> None:
         self._free.append(slot)
@@ -142,7 +157,7 @@ class Scoreboard:
             started, _, length, conn_id, responded = _LINE.unpack_from(self._map, at)
             if started:
                 line = self._map[at + _LINE.size:at + _LINE.size + min(length, _LINE_MAX)].decode("latin-1")
-                calls.append(Call(conn_id, line, bool(responded), started))
+                calls.append(Call(conn_id, line, bool(responded), started, responded == ANSWERED))
         return calls
 
     # -- worker side
@@ -175,6 +190,11 @@ class SlotWriter:
         """The worker has taken ``count`` messages from its channel (handoff.Receiver counts them)."""
         _RECEIVED.pack_into(self._map, self._beat_at + _RECEIVED_AT, count)
 
+    def reading(self, conn_id: int, served: int) -> None:
+        """The worker's loop is about to read ``conn_id``, having served ``served`` requests (every call
+        that ended, on any line): if it dies before what it reads is on a line, its client gets a 502."""
+        _READING.pack_into(self._map, self._beat_at + _READING_AT, conn_id, served)
+
     def begin(self, line: bytes, conn_id: int = 0) -> None:
         """A call starts; ``line`` names its request (read back as latin-1, cut to fit)."""
         line = line[:_LINE_MAX]
@@ -183,6 +203,11 @@ class SlotWriter:
     def responded(self) -> None:
         """The call's response has begun: from now on only closing the connection tells the truth."""
         self._map[self._at + _RESPONDED_AT] = 1
+
+    def answered(self) -> None:
+        """The call's response is whole and its connection persists: what the call does after (the app's
+        close(), the access line) concerns the client no more, which is idle from now on."""
+        self._map[self._at + _RESPONDED_AT] = ANSWERED
 
     def end(self) -> None:
         self.requests += 1

@@ -94,7 +94,9 @@ class Exits:
         level = logging.WARNING if quick else logging.ERROR
         why = "; the quick stop (SIGINT or SIGQUIT) cut it off" if quick else ""
         again = 0
-        for verdict in orphans.verdicts(conns, sup.scoreboard.calls(w.slot), overdue_before, unread, unreceived):
+        reading = sup.scoreboard.reading(w.slot)
+        for verdict in orphans.verdicts(conns, sup.scoreboard.calls(w.slot), overdue_before, unread, unreceived,
+                                        reading):
             if verdict.again:
                 again += 1
                 sup.switchboard.route(verdict.conn)  # it keeps its place in line (Conn.since)
@@ -102,7 +104,8 @@ class Exits:
             orphans.answer(verdict)
             if verdict.status is not None:
                 phrase = HTTPStatus(verdict.status).phrase
-                log.log(level, "worker %d %s before answering %s: %d %s sent%s", w.pid, how, escape(verdict.line),
+                what = escape(verdict.line) if verdict.line else "the request it was reading"
+                log.log(level, "worker %d %s before answering %s: %d %s sent%s", w.pid, how, what,
                         verdict.status, phrase, why, extra={"HTTP_REQUEST": escape(verdict.line)})
             elif verdict.line:
                 log.warning("worker %d %s in the middle of the response to %s: connection closed", w.pid, how,

@@ -12,12 +12,15 @@ its connections, and ``verdicts`` decides, with no I/O, what each client gets:
       (a WSGI worker's request read and waiting for an app
       thread counts as such a call: scoreboard.Waiting)
     in a call whose response has begun                            close: a cut response is the truth
+    in a call whose response is whole (the connection persists)   as if in no call: below
     sent, but never taken from the channel by the worker           dispatched again, with the bytes
                                                                     that went with it
     not in a call, handed over with no bytes of its own, and      dispatched again: another worker
       bytes wait unread in the kernel                               reads them as if new
-    not in a call, otherwise (idle, a head read in part, or a     close, as when the worker closes it
-      request read and not begun)
+    not in a call, the one the worker was reading (a head read    502 Bad Gateway, then close
+      in part, or a request read and on no line yet)
+    not in a call, otherwise (idle, or a head read in part        close, as when the worker closes it
+      before the worker read another connection)
 
 The worker counts the messages it takes from its channel on the scoreboard before it looks at
 them, and the supervisor numbers the ones it sends: those past the count never arrived, so all of
@@ -61,19 +64,23 @@ class Verdict:
 
 
 def verdicts(conns: Iterable[Conn], calls: Iterable[Call], overdue_before: float | None,
-             unread: Collection[int] = (), unreceived: Collection[int] = ()) -> list[Verdict]:
+             unread: Collection[int] = (), unreceived: Collection[int] = (), reading: int = 0) -> list[Verdict]:
     """What each of a dead worker's connections gets. ``overdue_before``: the worker was killed for
     timeout, and calls started before this (monotonic) moment are the ones that ran past it.
     ``unread``: the connections with bytes waiting in the kernel (``unread_bytes``); ``unreceived``:
-    those whose hand-over message the worker never took from its channel."""
+    those whose hand-over message the worker never took from its channel; ``reading``: the one its
+    loop was reading, whatever it read on no line yet (Scoreboard.reading; 0: none)."""
     by_conn = {call.conn_id: call for call in calls}
     out = []
     for conn in conns:
         call = by_conn.get(conn.id)
+        if call is not None and call.answered:
+            call = None  # its response is whole and the connection persists: as idle as one in no call
         if conn.id in unreceived:
             out.append(Verdict(conn, None, "", again=True))  # it never arrived: all of it is still here
         elif call is None:
-            out.append(Verdict(conn, None, "", again=not conn.data and conn.id in unread))
+            again = not conn.data and conn.id in unread
+            out.append(Verdict(conn, BAD_GATEWAY if conn.id == reading and not again else None, "", again=again))
         elif call.responded:
             out.append(Verdict(conn, None, call.line))
         elif overdue_before is not None and call.started < overdue_before:

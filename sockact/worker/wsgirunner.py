@@ -76,11 +76,25 @@ GROW_AFTER = 0.001
 # scheduler) keeps serving them itself.
 HANDOFF_WINDOW = 1.0
 SLOW_SHARE = 50
+# While the loop hands calls off, a path whose calls are rarely GROW_AFTER or longer is still called on
+# the loop thread: an app's slow calls are mostly the same few routes (a report, an upstream API), and
+# its other requests then skip two thread switches and the pool's wake-up, which is most of a fast
+# request's latency beside slow ones. Each path's share of slow calls is a moving average (each call
+# weighs PATH_WEIGHT; a new path counts as slow), and the path is fast below FAST_SHARE: one slow call
+# now and then (the scheduler) moves it to the pool for about a dozen calls. A path whose calls vary goes
+# to the pool as before. At most ROUTES_KEPT paths are kept (an app of many distinct paths starts over).
+PATH_WEIGHT = 1 / 16
+FAST_SHARE = 1 / 32
+ROUTES_KEPT = 256
 # How often the monitor looks while no call of GROW_AFTER or more has ended in this window or the last
 # one: each look takes the GIL from the serving loop thread (two thread switches), which at one a
 # millisecond costs a worker of short calls 7-10% of its CPU. The first slow call after such a quiet
 # spell is noticed within this much; from then on, every GROW_AFTER.
 RELAXED_LOOK = 0.005
+# The monitor looks every GROW_AFTER only while at least one call in LOOK_SHARE is slow: a worker of short
+# calls meets one of GROW_AFTER now and then (the scheduler, a collection), 1 in 1,000 to 1 in 20,000 of
+# hello-world calls under wrk, and must not pay for frequent looks because of it.
+LOOK_SHARE = 200
 QUIET_LOOKS = 100  # looks at a worker that serves nothing before the monitor sleeps until a call starts
 
 
@@ -161,7 +175,11 @@ class EventLoop(Carrier[Held]):
         # The loop thread is app thread 0 and not inside a call: a request read now is called at once.
         self._serve_now = self.inline
         self._slow_calls = 0  # calls of GROW_AFTER or more, counted since the monitor last judged
+        # By request path: its share of calls of GROW_AFTER or more, a moving average (with a pool beside
+        # the loop thread; see FAST_SHARE). Written by whichever thread ran the call.
+        self._slow_share: dict[bytes, float] | None = {} if self.inline and self.pool is not None else None
         self._call_begun = threading.Event()  # wakes it
+        self._mark_reading = self.slots[0].reading  # the scoreboard's stamp of the connection being read
 
     # ------------------------------------------------------------------ main
 
@@ -296,6 +314,10 @@ class EventLoop(Carrier[Held]):
         state = held.state
         if not (state.reading or state is CLOSING):
             return  # its app thread reads it, or it left in this turn of the loop (a stale event)
+        if state is not CLOSING:
+            # Named before the read: should the worker die before what it reads is on a line (a call's,
+            # or a waiting one), the supervisor still knows this client may wait for an answer (a 502).
+            self._mark_reading(held.msg.conn_id, self.owner.requests)
         try:
             data = held.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
         except BlockingIOError:
@@ -356,6 +378,7 @@ class EventLoop(Carrier[Held]):
                 held.to("bytes")
         elif held.state is HEAD:
             held.to("idle")  # only the empty lines allowed between requests came
+            self._mark_reading(0, 0)  # nothing read waits for an answer
         self._settle(held, step)
 
     def _settle(self, held: Held, step: Step) -> None:
@@ -369,7 +392,7 @@ class EventLoop(Carrier[Held]):
     def _ready(self, held: Held, request: Request, event: str) -> None:
         """A request is parsed (``event``: "head", or "body" once its body is buffered): called at once, or queued."""
         held.request = request
-        if self._serve_now and not self.ready and not self._standby and not self._hand_off:
+        if self._serve_now and not self.ready and not self._standby and (not self._hand_off or self._fast(request)):
             # The loop thread is free and nothing waits before it: call at once. The call's own line
             # names the request from its first moment, so it needs no waiting line of its own.
             self._call_inline(held, "serve")
@@ -404,6 +427,7 @@ class EventLoop(Carrier[Held]):
 
     def _answer_health(self, held: Held, request: Request) -> None:
         """On the loop thread, not counted as a request: the app is not called."""
+        self._mark_reading(0, 0)  # answered here: nothing read waits
         if held.http.serve(request):
             held.to("answer")
             self._advance(held)
@@ -419,7 +443,7 @@ class EventLoop(Carrier[Held]):
         ready = self.ready
         while ready:
             on_loop = self.inline and not self._standby  # the loop thread itself, free to serve
-            if (not on_loop or self._hand_off) and self._submit(ready[0]):
+            if (not on_loop or (self._hand_off and not self._fast(ready[0].request))) and self._submit(ready[0]):
                 ready.popleft()
             elif on_loop:
                 self._call_inline(self._next_ready(), "call")
@@ -427,6 +451,11 @@ class EventLoop(Carrier[Held]):
                 for waiting in ready:
                     self._unwatch(waiting)  # its app thread will read it; the loop must not meanwhile
                 return
+
+    def _fast(self, request: Request | None) -> bool:
+        """Whether ``request``'s path has rarely made a slow call lately."""
+        shares = self._slow_share
+        return shares is not None and request is not None and shares.get(request.path, 1.0) < FAST_SHARE
 
     def _next_ready(self) -> Held:
         held = self.ready.popleft()
@@ -486,13 +515,22 @@ class EventLoop(Carrier[Held]):
         slot.begin(call_line(request), held.msg.conn_id)
         self.call_started[index] = started = time.monotonic()
         try:
-            return held.http.serve(request, slot.responded)
+            return held.http.serve(request, slot.responded, slot.answered)
         finally:
             self.call_started[index] = 0.0
             slot.end()
             ended = time.monotonic()
-            if ended - started >= GROW_AFTER:
+            slow = ended - started >= GROW_AFTER
+            if slow:
                 self._slow_calls += 1  # a hint: a count lost to a race between threads does not matter
+            shares = self._slow_share
+            if shares is not None:  # hints too: a lost update only delays a path's move
+                share = shares.get(request.path)
+                if share is None:
+                    if len(shares) >= ROUTES_KEPT:
+                        shares.clear()
+                    share = 1.0
+                shares[request.path] = share + ((1.0 if slow else 0.0) - share) * PATH_WEIGHT
             if self.tallies is not None:
                 self.tallies[index].record(held.msg.listener, request.method, held.http.status, ended - started)
 
@@ -536,7 +574,7 @@ class EventLoop(Carrier[Held]):
         after = GROW_AFTER if self.pool is not None else self.handback_after
         interval = min(after, slow)
         relaxed = max(interval, RELAXED_LOOK)
-        slow_before = False  # calls of GROW_AFTER or more ended in the last window
+        often = False  # slow calls were common in the last window: look every GROW_AFTER
         quiet, seen = 0, -1
         owner = self.owner
         judged, judged_at = owner.requests, time.monotonic()
@@ -550,11 +588,12 @@ class EventLoop(Carrier[Held]):
                 self._call_begun.clear()
                 self._monitor_asleep = False
             else:
-                time.sleep(interval if slow_before or self._slow_calls else relaxed)
+                common = often or self._slow_calls * LOOK_SHARE > owner.requests - judged
+                time.sleep(interval if common else relaxed)
             if self.pool is not None and time.monotonic() - judged_at >= HANDOFF_WINDOW:
                 calls, slow_calls = owner.requests - judged, self._slow_calls
                 self._hand_off = slow_calls > 0 and slow_calls * SLOW_SHARE >= calls
-                slow_before = slow_calls > 0
+                often = slow_calls > 0 and slow_calls * LOOK_SHARE >= calls
                 judged, judged_at, self._slow_calls = owner.requests, time.monotonic(), 0
             started = self.call_started[0]
             if not started:

@@ -98,13 +98,17 @@ class HTTPConnection:
         """Whether ``request`` asks for the listener's health path, which the app never sees."""
         return is_health(self._conn.site, request)
 
-    def serve(self, request: Request, responding: Callable[[], None] | None = None) -> bool:
+    def serve(self, request: Request, responding: Callable[[], None] | None = None,
+              answered: Callable[[], None] | None = None) -> bool:
         """Run the app for ``request`` (or answer the health path) and answer it; True when the
         connection persists.
 
-        ``responding`` is called once, just before the first byte of the response is sent.
+        ``responding`` is called once, just before the first byte of the response is sent; ``answered``
+        once the whole response is sent and the connection will persist (before the access line and
+        the app's close()).
         """
-        self._conn.responding = responding
+        conn = self._conn
+        conn.responding, conn.answered = responding, answered
         try:
             keep = self._conn.serve(request)
             if keep:
@@ -188,6 +192,7 @@ class _Conn:
         self.env["wsgi.errors"] = self.errors
         self.stopping = stopping
         self.responding: Callable[[], None] | None = None  # told before the first byte of a response
+        self.answered: Callable[[], None] | None = None  # told once it is whole and the connection persists
         self.access = site.access if site.access_log else None
         self.log_memo = Memo() if self.access is not None else None  # its lines, while a request repeats
         self.pid = _pid[0]
@@ -275,6 +280,8 @@ class _Conn:
                 keep = self._send_any(result, request)
         except Exception as exc:  # the app's, or ours while sending; never the client's to see
             keep = self._failed(exc)
+        if keep and self.answered is not None:
+            self.answered()  # a worker that dies from here on leaves an idle connection, not a cut response
         self.wire.deadline = math.inf
         self.errors.flush()
         if self.access is not None:

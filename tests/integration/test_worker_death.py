@@ -119,6 +119,22 @@ def test_a_request_read_but_not_begun_gets_a_502_not_silence(start_sockact, tmp_
     server.waiting(lambda: server.output().count(line) == 3, "three 502 lines in the log")
 
 
+def test_a_head_the_worker_was_reading_when_it_died_gets_a_502_not_silence(start_sockact):
+    # The loop names the connection it reads on the scoreboard before each read, so what it read and
+    # had not yet put on a line (here, a head without its end) is known to wait for an answer.
+    server = start_sockact("testapps:pid", "--workers", "1", workers=1)
+    [victim] = server.workers()
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+    sock.sendall(b"GET /partial HTTP/1.1\r\nHost: test\r\n")  # the blank line that ends the head never comes
+    server.waiting(lambda: _server_rx_queue(server.port, sock.getsockname()[1]) == 0 and asleep(victim),
+                   "the worker to read the start of the head")
+    os.kill(victim, signal.SIGKILL)
+    with sock:
+        answer = read_to_close(sock)
+    assert answer.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), answer
+    server.wait_for_log(f"worker {victim} killed by SIGKILL before answering the request it was reading: 502")
+
+
 def test_workers_stopped_along_with_the_supervisor_are_not_taken_for_frozen(start_sockact):
     # A terminal's Ctrl-Z stops the whole process group, then fg resumes it: every heartbeat stood
     # still, but so did the supervisor, and nobody was frozen on their own.

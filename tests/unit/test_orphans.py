@@ -42,6 +42,63 @@ def test_a_connection_that_never_reached_the_worker_goes_elsewhere_with_its_byte
     assert got == {1: False, 2: True}
 
 
+def test_the_connection_the_loop_was_reading_gets_a_502_unless_it_was_never_read() -> None:
+    # 1: the loop was reading it, and nothing waits in the kernel: what it read (a head, whole or in
+    # part) is lost with the worker, and the client waits for an answer. 2: idle beside it: closed.
+    got = {v.conn.id: (v.again, v.status) for v in verdicts([conn(1), conn(2)], [], overdue_before=None, reading=1)}
+    assert got == {1: (False, 502), 2: (False, None)}
+    # Its bytes still wait unread: the worker died before its read took them; another worker reads them.
+    got = {v.conn.id: (v.again, v.status) for v in verdicts([conn(1)], [], overdue_before=None, unread={1},
+                                                             reading=1)}
+    assert got == {1: (True, None)}
+    # In a call by now: the call's line decides.
+    got = {v.conn.id: v.status for v in verdicts([conn(1)], [Call(1, "GET /", True, 1.0)], None, reading=1)}
+    assert got == {1: None}
+
+
+def test_a_call_whose_response_is_whole_leaves_an_idle_connection() -> None:
+    # The worker died after the last byte of a response that keeps its connection, before its call
+    # ended (the access line, the app's close()): the client has its answer. 1: its next request waits
+    # unread: another worker serves it. 2: nothing waits: closed, as an idle connection is.
+    calls = [Call(1, "GET /a", True, 1.0, answered=True), Call(2, "GET /b", True, 1.0, answered=True)]
+    got = {v.conn.id: (v.again, v.status) for v in verdicts([conn(1), conn(2)], calls, None, unread={1})}
+    assert got == {1: (True, None), 2: (False, None)}
+
+
+def test_the_scoreboard_tells_a_response_begun_from_one_that_is_whole() -> None:
+    board = Scoreboard(1)
+    slot = board.allocate()
+    line = board.writer(slot, 0)
+    line.begin(b"GET /a", 11)
+    assert [(c.responded, c.answered) for c in board.calls(slot)] == [(False, False)]
+    line.responded()
+    assert [(c.responded, c.answered) for c in board.calls(slot)] == [(True, False)]
+    line.answered()
+    assert [(c.responded, c.answered) for c in board.calls(slot)] == [(True, True)]
+    line.end()
+    line.begin(b"GET /b", 11)
+    assert [(c.responded, c.answered) for c in board.calls(slot)] == [(False, False)]
+    board.close()
+
+
+def test_the_stamp_of_the_connection_being_read_is_stale_once_a_call_ended_after_it() -> None:
+    board = Scoreboard(1)
+    slot = board.allocate()
+    loop, other = board.writer(slot, 0), board.writer(slot, 1)
+    assert board.reading(slot) == 0
+    loop.reading(7, 0)  # about to read connection 7, no request served yet
+    assert board.reading(slot) == 7
+    other.begin(b"GET /a", 8)  # a call that began meanwhile changes nothing
+    assert board.reading(slot) == 7
+    other.end()  # but one that ended since: what connection 7 gave may have been served already
+    assert board.reading(slot) == 0
+    loop.reading(9, 1)  # the next read, the one served request counted
+    assert board.reading(slot) == 9
+    loop.reading(0, 0)  # answered without a call (a health check): nothing waits
+    assert board.reading(slot) == 0
+    board.close()
+
+
 def test_unread_bytes_counts_what_waits_in_the_kernel() -> None:
     ours, theirs = socket.socketpair()
     with ours, theirs:

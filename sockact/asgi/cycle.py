@@ -175,12 +175,26 @@ class HttpCycle:
     # -- send
 
     async def send(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
         if self.answered:
             return  # sockact answered in the app's stead: the app's response goes nowhere
         conn = self.conn
         if conn.gone:  # client_left, without a property's call on each send
             raise ClientDisconnected(f"conn {conn.msg.conn_id}: the client has gone")
+        kind = message["type"]
+        if (kind == "http.response.body" and not self.started and self.headers is not None
+                and not message.get("more_body", False)):
+            # The whole body at once, the common answer: the engine keeps its head but the Date.
+            body = message.get("body", b"")
+            if type(body) is not bytes:
+                body = _bytes(body)
+            self.started = self.complete = True
+            head, data = self.engine.whole_response(self.status_line, self.headers, body, date=http_date(),
+                                                    close=self.stopping)
+            conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
+            conn.write(head, data)
+            if not conn.writable:
+                await conn.drain()
+            return
         if kind == "http.response.start":
             if self.headers is not None:
                 raise InvalidResponse("http.response.start sent twice")
@@ -199,23 +213,9 @@ class HttpCycle:
             raise InvalidResponse("http.response.body before http.response.start")
         if self.complete:
             raise InvalidResponse("http.response.body after the response ended")
-        body = message.get("body", b"")
-        if type(body) is not bytes:
-            if not isinstance(body, (bytes, bytearray, memoryview)):
-                raise InvalidResponse(f"http.response.body's body must be bytes, not {type(body).__name__}")
-            body = bytes(body)
+        body = _bytes(message.get("body", b""))
         more = message.get("more_body", False)
         engine = self.engine
-        if not more and not self.started:
-            # The whole body at once, the common answer: the engine keeps its head but the Date.
-            self.started = self.complete = True
-            head, data = engine.whole_response(self.status_line, self.headers, body, date=http_date(),
-                                               close=self.stopping)
-            conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
-            conn.write(head, data)
-            if not conn.writable:
-                await conn.drain()
-            return
         parts = []
         if not self.started:
             self.started = True
@@ -226,10 +226,10 @@ class HttpCycle:
         if not more:
             parts.append(engine.end_response())
             self.complete = True
-            self.conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
-        self.conn.write(*parts)
-        if not self.conn.writable:
-            await self.conn.drain()
+            conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
+        conn.write(*parts)
+        if not conn.writable:
+            await conn.drain()
 
     async def _send_path(self, message: dict[str, Any]) -> None:
         """http.response.pathsend: the whole body is the file at ``path``, read in pieces as the client takes them."""
@@ -270,6 +270,13 @@ class HttpCycle:
                 return False
             dropped += len(message["body"])
         return self.body_done
+
+
+def _bytes(body: Any) -> bytes:
+    """An http.response.body's body as bytes; anything else is the app's error."""
+    if not isinstance(body, (bytes, bytearray, memoryview)):
+        raise InvalidResponse(f"http.response.body's body must be bytes, not {type(body).__name__}")
+    return bytes(body)
 
 
 def _check(status: Any, headers: Any) -> tuple[int, str, list[tuple[str, str]]]:

@@ -176,7 +176,7 @@ def run(args: argparse.Namespace, rundir: Path) -> dict[str, Any]:
         results["handoff"] = timed("hand-offs", handoff)
         results["costs"] = timed("per-request costs", lambda: costs.measure(fleet))
         results["memory"] = timed("memory", lambda: memory.measure(fleet))
-        results["cold"] = timed("cold activation", lambda: cold.measure(fleet, args.cold_runs))
+        results["cold"], results["cold_cpu"] = timed("cold activation", lambda: cold.measure(fleet, args.cold_runs))
     results["meta"] = {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
                        "machine": machine(), "versions": versions(), "rounds": args.rounds,
                        "idle_rounds": args.idle_rounds, "seconds": args.seconds, "cold_runs": args.cold_runs,

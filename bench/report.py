@@ -128,6 +128,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         "costs": results.get("costs", {}),
         "memory": results.get("memory", {}),
         "cold": {server: _cold(samples) for server, samples in results.get("cold", {}).items() if samples},
+        "cold_cpu": {server: _cold(samples) for server, samples in results.get("cold_cpu", {}).items() if samples},
     }
 
 

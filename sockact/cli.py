@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sockact import __version__, config, reloadctl
+from sockact import __version__, config, gcpause
 from sockact.config import Config
 from sockact.config.sandbox import sandboxed_check_line
 from sockact.errors import APP_LOAD_ERROR, EXIT_FAILURE, EXIT_OK, AppLoadError, SockactError
@@ -61,35 +61,28 @@ COMMANDS = ("run", "check", "convert", "reload")
 _TOP_LEVEL = frozenset({"-h", "--help", "--version"})
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole CLI, generated from config.SETTINGS (the man page reads it too)."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI, generated from config.SETTINGS (the man page reads it too). With ``command``,
+    only that command's parser: a start builds no other command's settings (argparse costs a
+    cold start a few milliseconds per command)."""
     parser = argparse.ArgumentParser(
         prog="sockact", description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"sockact {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    run = sub.add_parser("run", help="serve an app", description=DESCRIPTION, epilog=EPILOG,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    check = sub.add_parser(
-        "check", help="validate the settings, print them and import the app",
-        description="Validate the configuration (file, environment and flags), print the effective "
-                    "settings as TOML, then import each app in a child process with the settings "
-                    "applied (env, chdir, pythonpath, virtualenv). Exits 2 on a bad setting and 5 when "
-                    "an app does not import.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    convert = sub.add_parser(
-        "convert", help="print a gunicorn.conf.py as sockact TOML, naming what it cannot carry",
-        description="Run a gunicorn settings file as gunicorn does and print it as sockact TOML: each "
-                    "setting sockact has under sockact's name, each hook sockact has in a [hooks] table "
-                    "that names the function in that file, and, as comments at the top and on stderr, "
-                    "each setting it does not carry over and why (docs/from-gunicorn.md). Save it with "
-                    "'sockact convert gunicorn.conf.py > sockact.toml', then check it with "
-                    "'sockact check -c sockact.toml'.")
-    convert.add_argument("gunicorn_conf", metavar="GUNICORN_CONF", help="gunicorn's settings file (Python)")
-    reload = sub.add_parser("reload", help="reload a running supervisor and wait for the outcome",
-                            description=reloadctl.DESCRIPTION)
-    reloadctl.add_arguments(reload)
-    for p in (run, check):
+    wanted = COMMANDS if command is None else (command,)
+    served: list[argparse.ArgumentParser] = []
+    if "run" in wanted:
+        served.append(sub.add_parser("run", help="serve an app", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter))
+    if "check" in wanted:
+        served.append(_add_check(sub))
+    if "convert" in wanted:
+        _add_convert(sub)
+    if "reload" in wanted:
+        _add_reload(sub)
+    for p in served:
         p.add_argument("app_arg", nargs="?", metavar="APP",
                        help="the WSGI or ASGI app as module:callable, or module for module:application (same as --app)")
         p.add_argument("-c", "--config", metavar="FILE", help="TOML settings file (also $SOCKACT_CONFIG)")
@@ -99,6 +92,36 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print the effective settings as TOML and exit, without importing the app")
         _add_settings(p)
     return parser
+
+
+def _add_check(sub: Any) -> argparse.ArgumentParser:
+    check: argparse.ArgumentParser = sub.add_parser(
+        "check", help="validate the settings, print them and import the app",
+        description="Validate the configuration (file, environment and flags), print the effective "
+                    "settings as TOML, then import each app in a child process with the settings "
+                    "applied (env, chdir, pythonpath, virtualenv). Exits 2 on a bad setting and 5 when "
+                    "an app does not import.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return check
+
+
+def _add_convert(sub: Any) -> None:
+    convert = sub.add_parser(
+        "convert", help="print a gunicorn.conf.py as sockact TOML, naming what it cannot carry",
+        description="Run a gunicorn settings file as gunicorn does and print it as sockact TOML: each "
+                    "setting sockact has under sockact's name, each hook sockact has in a [hooks] table "
+                    "that names the function in that file, and, as comments at the top and on stderr, "
+                    "each setting it does not carry over and why (docs/from-gunicorn.md). Save it with "
+                    "'sockact convert gunicorn.conf.py > sockact.toml', then check it with "
+                    "'sockact check -c sockact.toml'.")
+    convert.add_argument("gunicorn_conf", metavar="GUNICORN_CONF", help="gunicorn's settings file (Python)")
+
+
+def _add_reload(sub: Any) -> None:
+    from sockact import reloadctl  # here: only `sockact reload` needs it
+
+    reload = sub.add_parser("reload", help="reload a running supervisor and wait for the outcome",
+                            description=reloadctl.DESCRIPTION)
+    reloadctl.add_arguments(reload)
 
 
 def _add_settings(parser: argparse.ArgumentParser) -> None:
@@ -133,8 +156,13 @@ def implicit_run(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(implicit_run(sys.argv[1:] if argv is None else argv))
+    words = implicit_run(sys.argv[1:] if argv is None else argv)
+    args = build_parser(words[0] if words and words[0] in COMMANDS else None).parse_args(words)
+    if args.command != "run":
+        gcpause.resume()  # only a serving start keeps collection paused until its first fork
     if args.command == "reload":
+        from sockact import reloadctl
+
         return reloadctl.main(args.pid, args.config, args.max_wait)
     if args.command == "convert":
         return convert_gunicorn(args.gunicorn_conf)
@@ -351,6 +379,9 @@ def run(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
     cfg.check_names([lst.name for lst in listeners])
     apps = None
     if cfg.preload:
+        # Collected as it imports, as before: the garbage of an app's import freed at the end, in
+        # one go, would leave holes in pages the workers share, which their allocations then fill.
+        gcpause.resume()
         add_virtualenv(cfg.virtualenv)
         try:
             apps = load_all(cfg.listener(lst.name).app for lst in listeners)

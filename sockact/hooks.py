@@ -19,7 +19,6 @@ Nothing here imports the rest of sockact at module level: config/settings.py rea
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -61,6 +60,8 @@ def parse(value: Any) -> Hooks:
         raise ValueError("expected a [hooks] table, e.g. hooks.post_fork = \"myproject.hooks:post_fork\"")
     for name, spec in value.items():
         if name not in HOOK_NAMES:
+            import difflib  # only to name what was meant
+
             close = difflib.get_close_matches(name, HOOK_NAMES, n=1)  # as the settings' own hints
             meant = f"did you mean {close[0]!r}? " if close else ""
             raise ValueError(f"no hook is called {name!r} ({meant}the hooks: {', '.join(HOOK_NAMES)})")

@@ -11,7 +11,6 @@ import contextlib
 import os
 import re
 import sys
-import tomllib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -34,6 +33,8 @@ def read_toml(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     if path.endswith(".py"):
         raise ConfigError(f"config file {path}: is Python, as gunicorn's is; sockact reads TOML: run "
                           f"'sockact convert {path} > sockact.toml', then pass -c sockact.toml")
+    import tomllib  # here: a start without a config file does without it
+
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)

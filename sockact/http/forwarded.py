@@ -23,7 +23,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -39,6 +39,7 @@ _QUOTED = r'"(?:[^"\\]|\\.)*"'
 # One forwarded-pair (RFC 7239 4): token "=" ( token / quoted-string ), with optional spaces around ";".
 _PAIR = re.compile(rf"\s*({_TOKEN})=({_TOKEN}|{_QUOTED})\s*")
 # A host as RFC 9110 allows it in Host (reg-name, IPv4 or [IPv6], optional port), nothing else.
+_KNOWN_MAX = 4096  # addresses whose trust a Trust remembers: odd clients cannot grow it further
 _HOST = re.compile(r"(?:[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
 
@@ -49,6 +50,8 @@ class Trust:
     networks: tuple[IPNetwork, ...] = ()
     everyone: bool = False
     unix: bool = False
+    # Each address's answer, once known: a worker asks for every connection's peer, mostly the same few.
+    _known: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def parse(cls, spec: str) -> Trust:
@@ -59,10 +62,13 @@ class Trust:
 
     def trusts(self, address: str) -> bool:
         """Whether an IP address given as text is a trusted proxy; False for anything else."""
-        if self.everyone:
-            return True
-        ip = _ip(address)
-        return ip is not None and any(ip in net for net in self.networks)
+        known = self._known.get(address)
+        if known is None:
+            ip = None if self.everyone else _ip(address)
+            known = self.everyone or (ip is not None and any(ip in net for net in self.networks))
+            if len(self._known) < _KNOWN_MAX:
+                self._known[address] = known
+        return known
 
     def trusts_peer(self, peer: tuple[Any, ...] | str | None) -> bool:
         """Whether the socket's peer may set the forwarded fields: (host, port) for TCP, else Unix."""

@@ -42,6 +42,9 @@ class Site:
     root_path: str = ""  # the prefix the app is mounted under (SCRIPT_NAME, ASGI's root_path)
     threaded: bool = False  # more than one app thread may call the app at once (wsgi.multithread)
     client_budget: float = 0.0  # seconds from a call's start by which its waits on the client end; 0.0: none
+    # The local address of every connection on this listener, when it is bound to one IP address (so a
+    # connection's is known without a getsockname()); None: a wildcard or Unix listener.
+    local: tuple[str, int] | None = None
 
 
 # Giving up on a client (a 408 and its linger, or a close) takes at most about this long.

@@ -62,6 +62,9 @@ _BATCH = struct.Struct("!BB")  # CONNS, how many
 _LENGTH = struct.Struct("!I")  # before each CONN in a CONNS: its length
 _ANC_SPACE = socket.CMSG_SPACE(_FD_SIZE * MAX_BATCH)
 _ID = 8  # bytes of a connection id in a DONE's data
+# As a plain int: an IntFlag's ``&`` runs enum code in Python, on every message received.
+_CUT = int(socket.MSG_CTRUNC | socket.MSG_TRUNC)
+_TRUNC = int(socket.MSG_TRUNC)
 MAX_DONE = 4096  # connection ids in one DONE message, well within MAX_MESSAGE
 MAX_REASON = 4096  # bytes of a FAILED's reason: a line for a status and a reload's outcome, not a dump
 
@@ -280,11 +283,11 @@ class Receiver:
             if self.count is not None:
                 self.count(self.received)
         fds = _fds_from(ancdata)
-        if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
+        if flags & _CUT:
             # A cut control message may have dropped fds in flight; a cut payload lost bytes.
             # Either way the fds cannot be trusted: close what did arrive and say so.
             _close_all(fds)
-            if flags & socket.MSG_TRUNC:
+            if flags & _TRUNC:
                 raise HandoffError("message truncated (MSG_TRUNC)")
             lost = view[:nbytes]
             if batch:

@@ -22,8 +22,9 @@ the stamps the supervisor tells
   also counts the messages the worker took from its channel (``SlotWriter.received``), in the
   order the supervisor sent them; and
 - which connection a WSGI worker's loop was reading when it died, before the request it read
-  reached a line (``SlotWriter.reading``): stamped before each read, with the number of requests
-  the worker had served, so that a stamp some call has ended since is known to be stale.
+  reached a line (``SlotWriter.reading``): stamped before each read, and cleared once what it read
+  is on a line, answered, or nothing to answer (with one app thread, the loop's call clears it as
+  it ends, in the same write).
 
 Each line has one writer, so nothing is locked. Torn reads are possible and harmless:
 these are hints for timers, not transactions.
@@ -38,20 +39,27 @@ from dataclasses import dataclass
 
 MAX_THREADS = 64  # app threads per worker that the scoreboard can follow: the bound of threads and max_threads
 # started (monotonic seconds, 0.0 when not in a call), requests finished, request line length,
-# the connection in the call, whether its response has begun (a byte of it was handed to the kernel)
-_LINE = struct.Struct("=dQHQB")
-_RESPONDED_AT = _LINE.size - 1
+# the connection in the call, whether its response has begun (a byte of it was handed to the kernel),
+# then, once it has: the bytes the worker had written on the connection before it, and its length
+# when it went in one send (0: not known).
+_LINE = struct.Struct("=dQHQBQQ")
+_RESPONDED_AT = struct.calcsize("=dQHQ")
+_RESPONSE = struct.Struct("=BQQ")
 ANSWERED = 2  # the line's responded byte: 0 no byte sent, 1 the response begun, ANSWERED it is whole
-LINE_SIZE = 128
+UNKNOWN = 2**64 - 1  # the bytes written before the response: not counted (an ASGI transport buffers)
+LINE_SIZE = 144
 _ALIVE_AT = LINE_SIZE - 1  # the line's last byte: 1 while a WSGI app thread owns the line (threads come and go)
 _LINE_MAX = _ALIVE_AT - _LINE.size
-_WHOLE = struct.Struct(f"=dQHQB{_LINE_MAX}s")  # the fields, then the request line: a call's one write
+_WHOLE = struct.Struct(f"=dQHQBQQ{_LINE_MAX}s")  # the fields, then the request line: a call's one write
 _STARTED = struct.Struct("=d")
 _HEAD = 64  # a slot's first bytes, before its lines: the loop's heartbeat, messages received, the read under way
 _RECEIVED = struct.Struct("=Q")
 _RECEIVED_AT = _STARTED.size
-_READING = struct.Struct("=QQ")  # the connection the loop is reading, the requests served when it began
+_READING = struct.Struct("=Q")  # the connection the loop is reading (0: none)
 _READING_AT = _RECEIVED_AT + _RECEIVED.size
+# A call's end on the loop thread's own line, clearing the stamp of the read too: one write from the
+# stamp to the end of the line's fields.
+_END_CLEARING = struct.Struct(f"=Q{_HEAD - _READING_AT - _READING.size}xdQHQBQQ")
 SLOT_SIZE = _HEAD + MAX_THREADS * LINE_SIZE
 
 
@@ -91,6 +99,8 @@ class Call:
     responded: bool
     started: float  # monotonic seconds
     answered: bool = False  # the response is whole and the connection persists: the client is idle
+    written_before: int | None = None  # bytes the worker wrote on the connection before the response
+    length: int = 0  # the response's bytes, when it went in one send (0: not known)
 
 
 class Scoreboard:
@@ -113,12 +123,9 @@ class Scoreboard:
         return int(_RECEIVED.unpack_from(self._map, slot * SLOT_SIZE + _RECEIVED_AT)[0])
 
     def reading(self, slot: int) -> int:
-        """The connection the worker in ``slot`` was reading when it stopped, if no call has ended
-        since it began (then the request it read, if any, is on no line); 0 when none or stale."""
-        conn_id, served = _READING.unpack_from(self._map, slot * SLOT_SIZE + _READING_AT)
-        base = slot * SLOT_SIZE + _HEAD
-        ended = sum(_LINE.unpack_from(self._map, base + i * LINE_SIZE)[1] for i in range(MAX_THREADS))
-        return int(conn_id) if ended == served else 0
+        """The connection the worker in ``slot`` was reading when it stopped, what it read on no line
+        yet; 0 when none."""
+        return int(_READING.unpack_from(self._map, slot * SLOT_SIZE + _READING_AT)[0])
 
     def release(self, slot: int) -> None:
         self._free.append(slot)
@@ -154,10 +161,11 @@ class Scoreboard:
         base = slot * SLOT_SIZE + _HEAD
         for i in range(MAX_THREADS):
             at = base + i * LINE_SIZE
-            started, _, length, conn_id, responded = _LINE.unpack_from(self._map, at)
+            started, _, length, conn_id, responded, before, size = _LINE.unpack_from(self._map, at)
             if started:
                 line = self._map[at + _LINE.size:at + _LINE.size + min(length, _LINE_MAX)].decode("latin-1")
-                calls.append(Call(conn_id, line, bool(responded), started, responded == ANSWERED))
+                calls.append(Call(conn_id, line, bool(responded), started, responded == ANSWERED,
+                                  None if before == UNKNOWN else before, size))
         return calls
 
     # -- worker side
@@ -174,13 +182,16 @@ class SlotWriter:
     """One app thread's line: ``begin`` when a call starts, ``end`` when it ends; and its worker's
     heartbeat, which any of the worker's writers can stamp (the loop's own does)."""
 
-    __slots__ = ("_at", "_beat_at", "_map", "requests")
+    __slots__ = ("_at", "_beat_at", "_map", "clears_reading", "requests")
 
     def __init__(self, mapping: mmap.mmap, at: int, beat_at: int) -> None:
         self._map = mapping
         self._at = at
         self._beat_at = beat_at
         self.requests = 0
+        # The first line of a worker whose loop thread runs calls itself: its end() clears the stamp of
+        # the read (``reading``) too, since the call served what that read brought.
+        self.clears_reading = False
 
     def beat(self) -> None:
         """The worker's loop is turning: stamp its heartbeat now."""
@@ -190,19 +201,21 @@ class SlotWriter:
         """The worker has taken ``count`` messages from its channel (handoff.Receiver counts them)."""
         _RECEIVED.pack_into(self._map, self._beat_at + _RECEIVED_AT, count)
 
-    def reading(self, conn_id: int, served: int) -> None:
-        """The worker's loop is about to read ``conn_id``, having served ``served`` requests (every call
-        that ended, on any line): if it dies before what it reads is on a line, its client gets a 502."""
-        _READING.pack_into(self._map, self._beat_at + _READING_AT, conn_id, served)
+    def reading(self, conn_id: int) -> None:
+        """The worker's loop is about to read ``conn_id`` (0: what it read is accounted for): if it dies
+        before what it reads is on a line, its client gets a 502."""
+        _READING.pack_into(self._map, self._beat_at + _READING_AT, conn_id)
 
     def begin(self, line: bytes, conn_id: int = 0) -> None:
         """A call starts; ``line`` names its request (read back as latin-1, cut to fit)."""
         line = line[:_LINE_MAX]
-        _WHOLE.pack_into(self._map, self._at, time.monotonic(), self.requests, len(line), conn_id, 0, line)
+        _WHOLE.pack_into(self._map, self._at, time.monotonic(), self.requests, len(line), conn_id, 0, 0, 0, line)
 
-    def responded(self) -> None:
-        """The call's response has begun: from now on only closing the connection tells the truth."""
-        self._map[self._at + _RESPONDED_AT] = 1
+    def responded(self, written: int = UNKNOWN, length: int = 0) -> None:
+        """The call's response is about to begin: from now on only closing the connection tells the truth,
+        unless the kernel's count of bytes written on it says otherwise (``written``: by this worker
+        before the response; ``length``: the response's, when it goes in one send)."""
+        _RESPONSE.pack_into(self._map, self._at + _RESPONDED_AT, 1, written, length)
 
     def answered(self) -> None:
         """The call's response is whole and its connection persists: what the call does after (the app's
@@ -211,11 +224,14 @@ class SlotWriter:
 
     def end(self) -> None:
         self.requests += 1
-        _LINE.pack_into(self._map, self._at, 0.0, self.requests, 0, 0, 0)
+        if self.clears_reading:
+            _END_CLEARING.pack_into(self._map, self._beat_at + _READING_AT, 0, 0.0, self.requests, 0, 0, 0, 0, 0)
+        else:
+            _LINE.pack_into(self._map, self._at, 0.0, self.requests, 0, 0, 0, 0, 0)
 
     def idle(self) -> None:
         """Not in a call, counting nothing new (the ASGI loop's beat, between requests)."""
-        _LINE.pack_into(self._map, self._at, 0.0, self.requests, 0, 0, 0)
+        _LINE.pack_into(self._map, self._at, 0.0, self.requests, 0, 0, 0, 0, 0)
 
     def clear(self) -> None:
         """Not in a call, touching nothing else (an ASGI call's own line, which counts nothing)."""

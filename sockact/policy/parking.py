@@ -33,6 +33,9 @@ class Conn:
     since: float = 0.0
     proxy: Header | None = None  # the PROXY protocol header a worker read, travelling with the connection
     head_started: float = 0.0  # when the head in ``data`` began to arrive (handoff.Message.head_started)
+    # Bytes written on the connection before its current worker had it, as the kernel counts them: 0 for
+    # one just accepted, -1 until looked up at its hand-over for one that has been in a worker.
+    written: int = -1
 
 
 class ParkingLot:

@@ -53,23 +53,31 @@ MAX_BACKOFF = 10.0  # seconds between respawns when workers keep dying at start-
 
 @dataclass(frozen=True)
 class Spawn:
+    """Start a worker of ``generation`` with ``config``."""
+
     generation: int
     config: Any
 
 
 @dataclass(frozen=True)
 class Retire:
+    """Ask worker ``pid`` to finish what it holds and exit."""
+
     pid: int
 
 
 @dataclass(frozen=True)
 class Kill:
+    """Send worker ``pid`` the signal ``signum``."""
+
     pid: int
     signum: int
 
 
 @dataclass(frozen=True)
 class Halt:
+    """Stop the service: the app cannot serve; exit with ``exit_code``."""
+
     exit_code: int
     reason: str
 
@@ -81,11 +89,15 @@ class Ready:
 
 @dataclass(frozen=True)
 class Reloaded:
+    """A reload is done: ``generation`` serves (RELOADING=1 ends well)."""
+
     generation: int
 
 
 @dataclass(frozen=True)
 class ReloadFailed:
+    """A reload failed for ``reason``; the running generation serves on."""
+
     reason: str
 
 
@@ -94,6 +106,8 @@ Action = Spawn | Retire | Kill | Halt | Ready | Reloaded | ReloadFailed
 
 @dataclass(eq=False)
 class Member:
+    """One worker, as the pool knows it."""
+
     pid: int
     generation: int
     spawned_at: float
@@ -118,6 +132,8 @@ C = TypeVar("C", bound=PoolSettings)
 
 @dataclass
 class Generation(Generic[C]):
+    """A generation of workers: its settings, and how many workers it should have."""
+
     number: int
     config: C
     target: int

@@ -108,7 +108,7 @@ class Acceptor:
                 self._back_off(exc)
                 return
             peer = (addr[0], addr[1]) if family != socket.AF_UNIX else None
-            conn = Conn(self._next_id, fd, index, family, peer)
+            conn = Conn(self._next_id, fd, index, family, peer, written=0)
             self._next_id += 1
             self.accepted[index] += 1
             self.held += 1

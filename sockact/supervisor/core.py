@@ -22,8 +22,9 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from sockact import gcpause
 from sockact.apploader import WSGIApp
 from sockact.config import Config, check_reload
 from sockact.errors import EXIT_OK, SockactError
@@ -50,10 +51,12 @@ from sockact.supervisor.stopping import Stop
 from sockact.supervisor.store import StoreSequence
 from sockact.supervisor.switchboard import Switchboard
 from sockact.supervisor.workers import WorkerProcess
-from sockact.systemd import cgroups
 from sockact.systemd.activation import Listener
 from sockact.systemd.notify import Notifier
 from sockact.worker.shell import REOPEN_SIGNAL
+
+if TYPE_CHECKING:
+    from sockact.systemd import cgroups
 
 log = logging.getLogger("sockact.supervisor")
 
@@ -134,6 +137,7 @@ class Supervisor:
             # never write to its objects and the pages stay shared (CPython's gc.freeze() advice).
             gc.collect()
             gc.freeze()
+        gcpause.resume()  # the start's objects move out of its reach likewise, before the first fork
         self.register(self.signals.install(), self._on_wakeup, None)
         try:
             self.store.take_back()

@@ -95,8 +95,12 @@ class Exits:
         why = "; the quick stop (SIGINT or SIGQUIT) cut it off" if quick else ""
         again = 0
         reading = sup.scoreboard.reading(w.slot)
-        for verdict in orphans.verdicts(conns, sup.scoreboard.calls(w.slot), overdue_before, unread, unreceived,
-                                        reading):
+        calls = sup.scoreboard.calls(w.slot)
+        fds = {conn.id: conn.fd for conn in conns}
+        # What the kernel took of the responses that had begun: none of it, and the client still gets a 502.
+        written = {call.conn_id: orphans.written_bytes(fds[call.conn_id]) for call in calls
+                   if call.responded and not call.answered and call.conn_id in fds}
+        for verdict in orphans.verdicts(conns, calls, overdue_before, unread, unreceived, reading, written):
             if verdict.again:
                 again += 1
                 sup.switchboard.route(verdict.conn)  # it keeps its place in line (Conn.since)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import signal
 import socket
 import time
@@ -18,7 +17,6 @@ from typing import TYPE_CHECKING
 from sockact.config import Config
 from sockact.logs.journal import lifecycle
 from sockact.supervisor.workers import spawn
-from sockact.systemd import cgroups
 from sockact.worker.shell import COLLECT_SIGNAL, DRAIN_SIGNAL, WorkerShell
 
 if TYPE_CHECKING:
@@ -37,6 +35,8 @@ class Forker:
         """worker_memory_limit: take the service's cgroup for the workers, once; raises CgroupError."""
         sup = self.sup
         if config.worker_memory_limit and sup.cgroups is None:
+            from sockact.systemd import cgroups  # here: only worker_memory_limit needs it
+
             sup.cgroups = cgroups.WorkerGroups.delegate()
             log.info("each worker runs in a cgroup of its own under %s", sup.cgroups.service)
 
@@ -49,17 +49,24 @@ class Forker:
             log.error("cannot start a worker: %d workers alive already", self.slots)
             return
         names = [lst.name for lst in sup.listeners]
+        locals_ = [lst.local for lst in sup.listeners]
         scoreboard, apps, tally, hooks = sup.scoreboard, sup.apps, sup.tally, sup.hooks
         if tally is not None:
             tally.clear(slot)
 
-        jitter = random.randint(0, config.max_requests_jitter) if config.max_requests else 0
-        max_requests = config.max_requests + jitter
+        max_requests = config.max_requests
+        if max_requests and config.max_requests_jitter:
+            import random  # here: most starts have no jitter to draw
+
+            max_requests += random.randint(0, config.max_requests_jitter)
 
         def child_main(chan: socket.socket) -> int:
             if group is not None:
-                cgroups.enter(group)  # before the app's first page: a page is charged where it was faulted
-            return WorkerShell(chan, config, names, scoreboard, slot, apps, max_requests, tally, hooks).run()
+                from sockact.systemd.cgroups import enter  # imported by delegate() already
+
+                enter(group)  # before the app's first page: a page is charged where it was faulted
+            return WorkerShell(chan, config, names, scoreboard, slot, apps, max_requests, tally, hooks,
+                               locals_).run()
 
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, self.blocked)
         try:

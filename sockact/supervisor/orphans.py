@@ -11,8 +11,11 @@ its connections, and ``verdicts`` decides, with no I/O, what each client gets:
     in a call, no response byte sent, otherwise                   502 Bad Gateway, then close
       (a WSGI worker's request read and waiting for an app
       thread counts as such a call: scoreboard.Waiting)
+    in a call whose response is about to begin, and the kernel    502 or 504, as above
+      counts no byte of it written (``written_bytes``)
+    in a call whose response went out whole in one send, and     as if in no call: below
+      the connection persists; or is stamped whole
     in a call whose response has begun                            close: a cut response is the truth
-    in a call whose response is whole (the connection persists)   as if in no call: below
     sent, but never taken from the channel by the worker           dispatched again, with the bytes
                                                                     that went with it
     not in a call, handed over with no bytes of its own, and      dispatched again: another worker
@@ -42,8 +45,9 @@ import array
 import contextlib
 import fcntl
 import socket
+import struct
 import termios
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from sockact.http.dates import http_date
@@ -57,6 +61,8 @@ GATEWAY_TIMEOUT = 504
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
+    """What one connection of a dead worker gets."""
+
     conn: Conn
     status: int | None  # None: close without a word (unless again)
     line: str  # the request line of the call it was in, "" when none
@@ -64,30 +70,72 @@ class Verdict:
 
 
 def verdicts(conns: Iterable[Conn], calls: Iterable[Call], overdue_before: float | None,
-             unread: Collection[int] = (), unreceived: Collection[int] = (), reading: int = 0) -> list[Verdict]:
+             unread: Collection[int] = (), unreceived: Collection[int] = (), reading: int = 0,
+             written: Mapping[int, int | None] | None = None) -> list[Verdict]:
     """What each of a dead worker's connections gets. ``overdue_before``: the worker was killed for
     timeout, and calls started before this (monotonic) moment are the ones that ran past it.
     ``unread``: the connections with bytes waiting in the kernel (``unread_bytes``); ``unreceived``:
     those whose hand-over message the worker never took from its channel; ``reading``: the one its
-    loop was reading, whatever it read on no line yet (Scoreboard.reading; 0: none)."""
+    loop was reading, whatever it read on no line yet (Scoreboard.reading; 0: none); ``written``: for
+    those whose response had begun, the bytes written on them by then (``written_bytes``)."""
     by_conn = {call.conn_id: call for call in calls}
     out = []
     for conn in conns:
         call = by_conn.get(conn.id)
-        if call is not None and call.answered:
+        out_now = _response_out(conn, call, (written or {}).get(conn.id)) if call is not None else None
+        if call is not None and (call.answered or out_now == "whole"):
             call = None  # its response is whole and the connection persists: as idle as one in no call
         if conn.id in unreceived:
             out.append(Verdict(conn, None, "", again=True))  # it never arrived: all of it is still here
         elif call is None:
             again = not conn.data and conn.id in unread
             out.append(Verdict(conn, BAD_GATEWAY if conn.id == reading and not again else None, "", again=again))
-        elif call.responded:
+        elif call.responded and out_now != "none":
             out.append(Verdict(conn, None, call.line))
         elif overdue_before is not None and call.started < overdue_before:
             out.append(Verdict(conn, GATEWAY_TIMEOUT, call.line))
         else:
             out.append(Verdict(conn, BAD_GATEWAY, call.line))
     return out
+
+
+# struct tcp_info (linux/tcp.h): tcpi_notsent_bytes, then tcpi_bytes_sent and tcpi_bytes_retrans (Linux 4.19)
+_NOTSENT = struct.Struct("=I")
+_NOTSENT_AT = 144
+_SENT = struct.Struct("=QQ")
+_SENT_AT = 200
+_TCP_INFO_SIZE = _SENT_AT + _SENT.size
+
+
+def written_bytes(fd: int) -> int | None:
+    """How many bytes were ever written on the TCP connection ``fd``, by any process: those sent once
+    (retransmissions not counted again) and those still waiting to be sent. None when the kernel
+    cannot say (not TCP, or too old)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, fileno=fd)  # a family given: no look-up
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+    except OSError:
+        return None
+    finally:
+        sock.detach()  # the fd stays the caller's
+    if len(info) < _TCP_INFO_SIZE:
+        return None
+    sent, retransmitted = _SENT.unpack_from(info, _SENT_AT)
+    return int(sent - retransmitted + _NOTSENT.unpack_from(info, _NOTSENT_AT)[0])
+
+
+def _response_out(conn: Conn, call: Call, now: int | None) -> str | None:
+    """How much of a begun response the kernel took, from its count of bytes written on the connection
+    against the worker's: "none", "whole" (one send, the connection persisting), or None (some, or
+    not known)."""
+    if not call.responded or call.written_before is None or now is None or conn.written < 0:
+        return None
+    before = conn.written + call.written_before
+    if now == before:
+        return "none"
+    if call.length and now == before + call.length:
+        return "whole"
+    return None
 
 
 def unread_bytes(fd: int) -> int:

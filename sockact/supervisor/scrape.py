@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from sockact.ipc.tally import Tally
 from sockact.supervisor.metrics import Snapshot, count_states
-from sockact.supervisor.metricserver import MetricsServer
 
 if TYPE_CHECKING:
     from sockact.supervisor.core import Supervisor
+    from sockact.supervisor.metricserver import MetricsServer
 
 log = logging.getLogger("sockact.supervisor")
 
@@ -34,7 +34,9 @@ class Scrape:
         index = next((i for i, lst in enumerate(sup.listeners) if lst.name == name), None)
         if index is None:
             return None
-        from sockact.supervisor import exposition  # here: prometheus_client is imported only when needed
+        # here: a start without a metrics listener does without them (prometheus_client above all)
+        from sockact.supervisor import exposition
+        from sockact.supervisor.metricserver import MetricsServer
 
         if not exposition.available:
             log.warning("listener %r: %s; it answers 503 until then", name, exposition.MISSING)

@@ -23,11 +23,14 @@ from dataclasses import dataclass, field
 from sockact.errors import EXIT_FAILURE
 from sockact.ipc import handoff
 from sockact.policy.parking import Conn
+from sockact.supervisor import orphans
 
 log = logging.getLogger("sockact.workers")
 
 @dataclass(eq=False)
 class WorkerProcess:
+    """A worker process, seen from the supervisor: its channel and what it holds."""
+
     pid: int
     chan: socket.socket  # the supervisor's end of the channel
     slot: int  # scoreboard slot
@@ -106,6 +109,11 @@ class WorkerProcess:
         # Numbered one by one, as the worker counts them (a CONNS counts its CONNs): the books of
         # what never arrived (take_holding) stay exact per connection.
         for conn in conns[:count]:
+            if conn.hops or conn.written < 0:
+                # Been in a worker before (or restored from the fd store): what was written on it so far,
+                # the base of what this worker will count (supervisor/orphans.py, if it dies).
+                written = orphans.written_bytes(conn.fd)
+                conn.written = -1 if written is None else written
             conn.hops += 1
             self.sent += 1
             self.holding[conn.id] = conn

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import os
 import socket
 import stat
@@ -36,6 +37,26 @@ class Listener:
     @property
     def address(self) -> str:
         return format_address(self.sock.family, self.sock.getsockname())
+
+    @property
+    def local(self) -> tuple[str, int] | None:
+        """The local address of every connection accepted here, when the socket is bound to one IP
+        address; None for a wildcard (0.0.0.0, ::), whose connections each have their own, and for Unix."""
+        if self.sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return None
+        try:
+            name = self.sock.getsockname()
+        except OSError:
+            return None
+        host = str(name[0])
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return None
+        mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:0.0.0.0 is a wildcard too
+        if ip.is_unspecified or (mapped is not None and mapped.is_unspecified):
+            return None
+        return host, int(name[1])
 
     def close(self) -> None:
         """Close our descriptor. Never shutdown(): that would break systemd's copy of the socket."""

@@ -51,7 +51,8 @@ class AppThreads(Generic[T, R]):
     """
 
     def __init__(self, lines: Sequence[int], floor: int, idle_timeout: float, call: Callable[[int, T], R],
-                 done: Callable[[T, R], None], alive: Callable[[int, bool], None] | None = None) -> None:
+                 done: Callable[[T, R], None], alive: Callable[[int, bool], None] | None = None,
+                 assign: Callable[[int, T], None] | None = None) -> None:
         if not 0 <= floor <= len(lines) or not lines:
             raise ValueError("need 0 <= floor <= len(lines), and at least one line")
         self.ceiling = len(lines)
@@ -60,6 +61,7 @@ class AppThreads(Generic[T, R]):
         self._call = call
         self._done = done
         self._alive = alive  # told when a thread takes (True) or leaves (False) its line
+        self._assign = assign  # told, in submit(), which line an item goes to, before its thread has it
         self._lock = threading.Lock()  # guards what follows: the loop submits, the threads go idle or exit
         self._free = sorted(lines, reverse=True)  # lines no thread owns; the lowest is taken first
         self._idle: list[_Thread] = []  # waiting for work; the last one went idle most recently
@@ -86,12 +88,16 @@ class AppThreads(Generic[T, R]):
             if self._idle:
                 me = self._idle.pop()
                 self.in_use += 1
+                if self._assign is not None:
+                    self._assign(me.line, item)
                 me.inbox.put(item)
                 return True
             if not self._free or self._stopping:
                 return False
             me = self._new()
             self.in_use += 1
+        if self._assign is not None:
+            self._assign(me.line, item)
         self._launch(me, item)
         return True
 

@@ -53,6 +53,7 @@ from sockact.worker.channel import (
     call_line,
     conn_extra,
     hand_back,
+    listener_extra,
     preface_header,
     read_channel,
     report,
@@ -95,6 +96,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
         # threads. More calls at once than lines: the others are closed, as before.
         self.call_lines = list(call_lines)
         self.extra = extra
+        self._extras = [listener_extra(extra, site) for site in self.sites]  # by listener, made once
         self.lifespans = list(lifespans)
         self.graceful_timeout = graceful_timeout
         self.ws = ws  # the ws setting: which WebSocket library
@@ -189,14 +191,10 @@ class AsgiRunner(Carrier[AsgiConnection]):
             hand_back(self.chan, msg, sock, msg.data, msg.head_started)
             return
         site = self.sites[msg.listener]
-        try:
-            name = sock.getsockname()
-            server = (str(name[0]), int(name[1])) if isinstance(name, tuple) else None
-        except OSError:
-            server = None
+        server = site.local or (None if msg.family == socket.AF_UNIX else _local_address(sock))
         shared = self.lifespans[msg.listener].state if self.lifespans else {}
         client = msg.proxy.client if msg.proxy is not None and msg.proxy.client is not None else msg.peer
-        scope = conn_scope(client, server, site.root_path, shared, conn_extra(self.extra, msg, site))
+        scope = conn_scope(client, server, site.root_path, shared, self._extras[msg.listener] | conn_extra(msg))
         state, since = Owner.arrival(msg, site, time.monotonic())
         conn = self.owner.add(AsgiConnection(self.loop, msg, sock, site, scope, self._advance, self.lock, state, since,
                                    self.batch))
@@ -573,6 +571,15 @@ class AsgiRunner(Carrier[AsgiConnection]):
             self.loop.remove_reader(self.chan.fileno())
         self._park_on_retire()
         self._check_done()
+
+
+def _local_address(sock: socket.socket) -> tuple[str, int] | None:
+    """A connection's own local address, for a listener that has none of its own (Site.local)."""
+    try:
+        name = sock.getsockname()
+    except OSError:
+        return None
+    return (str(name[0]), int(name[1])) if isinstance(name, tuple) else None
 
 
 def _is_websocket(request: Request) -> bool:

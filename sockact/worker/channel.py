@@ -114,10 +114,13 @@ def call_line(request: Request) -> bytes:
     return request.method + b" " + decoded_path(request.path)
 
 
-def conn_extra(extra: dict[str, object], msg: handoff.Message, site: Site) -> dict[str, object]:
-    """The worker's extras plus this connection's: its id, hand-off count and listener."""
+def listener_extra(extra: dict[str, object], site: Site) -> dict[str, object]:
+    """The worker's extras plus the listener's name: the same for every connection on it, made once."""
     out = dict(extra)
-    out["sockact.conn_id"] = msg.conn_id
-    out["sockact.hops"] = msg.hops
     out["sockact.listener"] = site.listener
     return out
+
+
+def conn_extra(msg: handoff.Message) -> dict[str, object]:
+    """A connection's own extras, beside its listener's: its id and hand-off count."""
+    return {"sockact.conn_id": msg.conn_id, "sockact.hops": msg.hops}

@@ -57,10 +57,12 @@ class WorkerShell:
 
     def __init__(self, chan: socket.socket, config: Config, listener_names: Sequence[str],
                  scoreboard: Scoreboard, slot: int, apps: Mapping[str, WSGIApp] | None,
-                 max_requests: int, tally: Tally | None = None, hooks: Loaded | None = None) -> None:
+                 max_requests: int, tally: Tally | None = None, hooks: Loaded | None = None,
+                 locals_: Sequence[tuple[str, int] | None] = ()) -> None:
         self.chan = chan
         self.config = config
         self.listener_names = list(listener_names)
+        self.locals = list(locals_)  # by listener: its connections' local address when one (Listener.local)
         self.scoreboard = scoreboard
         self.slot = slot
         self.preloaded = apps
@@ -190,9 +192,11 @@ class WorkerShell:
             apps = load_all(self.config.listener(name).app for name in self.listener_names)
         if any(self.config.listener(name).access_log for name in self.listener_names):
             self.access = AccessLog(self.config.access_logformat, self.config.access_logfile, installed_sendv())
-        return [self._site(self.config.listener(name), apps) for name in self.listener_names]
+        locals_ = self.locals or [None] * len(self.listener_names)
+        return [self._site(self.config.listener(name), apps, local)
+                for name, local in zip(self.listener_names, locals_, strict=True)]
 
-    def _site(self, lc: ListenerConfig, apps: Mapping[str, WSGIApp]) -> Site:
+    def _site(self, lc: ListenerConfig, apps: Mapping[str, WSGIApp], local: tuple[str, int] | None = None) -> Site:
         limits = Limits(
             request_line=lc.limit_request_line, header_fields=lc.limit_request_fields,
             header_field_size=lc.limit_request_field_size, head=lc.limit_request_head,
@@ -202,7 +206,8 @@ class WorkerShell:
                     access=self.access, trust=Trust.parse(lc.forwarded_allow_ips),
                     health_path=lc.health_path.encode("ascii"), proxy_protocol=lc.proxy_protocol,
                     body_buffer=lc.body_buffer, send_timeout=self.config.send_timeout, root_path=lc.root_path,
-                    threaded=self.config.thread_ceiling > 1, client_budget=client_budget(self.config.timeout))
+                    threaded=self.config.thread_ceiling > 1, client_budget=client_budget(self.config.timeout),
+                    local=local)
         return site
 
 

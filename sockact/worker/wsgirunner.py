@@ -57,9 +57,19 @@ from sockact.ipc.scoreboard import SlotWriter, Waiting
 from sockact.ipc.tally import TallyWriter
 from sockact.logs.access import AccessLog
 from sockact.worker.appthreads import AppThreads
-from sockact.worker.channel import Closed, call_line, conn_extra, hand_back, preface_header, read_channel, report
+from sockact.worker.channel import (
+    Closed,
+    call_line,
+    conn_extra,
+    hand_back,
+    listener_extra,
+    preface_header,
+    read_channel,
+    report,
+)
 from sockact.worker.connstates import BODY, CLOSING, HEAD, PREFACE, QUEUED, ConnState
 from sockact.worker.owner import TIMER_INTERVAL, Carrier, Due, Owned, Owner
+from sockact.wsgi.environ import site_environ
 from sockact.wsgi.server import HTTPConnection, Step
 
 log = logging.getLogger("sockact.worker")
@@ -76,13 +86,17 @@ GROW_AFTER = 0.001
 # scheduler) keeps serving them itself.
 HANDOFF_WINDOW = 1.0
 SLOW_SHARE = 50
-# While the loop hands calls off, a path whose calls are rarely GROW_AFTER or longer is still called on
+# While the loop hands calls off, a path whose calls are rarely PATH_SLOW or longer is still called on
 # the loop thread: an app's slow calls are mostly the same few routes (a report, an upstream API), and
 # its other requests then skip two thread switches and the pool's wake-up, which is most of a fast
 # request's latency beside slow ones. Each path's share of slow calls is a moving average (each call
 # weighs PATH_WEIGHT; a new path counts as slow), and the path is fast below FAST_SHARE: one slow call
-# now and then (the scheduler) moves it to the pool for about a dozen calls. A path whose calls vary goes
-# to the pool as before. At most ROUTES_KEPT paths are kept (an app of many distinct paths starts over).
+# now and then moves it to the pool for about a dozen calls. PATH_SLOW is well above GROW_AFTER: a short
+# call that the scheduler interrupts on a busy machine lasts a millisecond or more far more often than
+# five, and a call of a few milliseconds on the loop thread costs a take-over by the monitor, not a wait.
+# A path whose calls vary goes to the pool as before. At most ROUTES_KEPT paths are kept (an app of many
+# distinct paths starts over).
+PATH_SLOW = 0.005
 PATH_WEIGHT = 1 / 16
 FAST_SHARE = 1 / 32
 ROUTES_KEPT = 256
@@ -142,12 +156,15 @@ class EventLoop(Carrier[Held]):
         self.pool: AppThreads[Held, bool] | None = None
         if self.ceiling > 1:
             lines = range(1, self.ceiling) if self.inline else range(self.ceiling)
-            self.pool = AppThreads(lines, 0 if self.inline else floor, thread_idle_timeout, self._call,
-                                   self._finished, alive=self._thread_alive)
+            self.pool = AppThreads(lines, 0 if self.inline else floor, thread_idle_timeout, self._serve,
+                                   self._finished, alive=self._thread_alive, assign=self._begin)
         self.tallies = list(tallies) if tallies else None  # one per app thread, for the metrics
         self._tally_lines = list(dict.fromkeys(self.tallies or ()))  # each shared writer flushed once
         self.handback_after = handback_after
         self.extra = extra  # environ keys every request gets (worker pid)
+        # By listener, what every connection's environ starts from: made once, each connection copies it.
+        self._environs = [{**site_environ(site.url_scheme, site.root_path, site.threaded),
+                           **listener_extra(extra, site)} for site in self.sites]
         self.access = access  # written when the loop goes idle, and at least every FLUSH interval
         self.stopping = False  # SIGTERM: answer with Connection: close, park nothing
         self.draining = False  # a stop is coming (drain_delay): health says 503, answers close their connections
@@ -180,6 +197,7 @@ class EventLoop(Carrier[Held]):
         self._slow_share: dict[bytes, float] | None = {} if self.inline and self.pool is not None else None
         self._call_begun = threading.Event()  # wakes it
         self._mark_reading = self.slots[0].reading  # the scoreboard's stamp of the connection being read
+        self.slots[0].clears_reading = self.inline  # the loop thread's calls end by clearing that stamp
 
     # ------------------------------------------------------------------ main
 
@@ -279,8 +297,8 @@ class EventLoop(Carrier[Held]):
 
     def _http(self, msg: handoff.Message, sock: socket.socket, site: Site, pending: bytes) -> HTTPConnection:
         return HTTPConnection(sock, site, peer=msg.peer, conn_id=msg.conn_id, pending=pending,
-                              environ_extra=conn_extra(self.extra, msg, site), stopping=self._is_stopping,
-                              client=msg.proxy.client if msg.proxy else None)
+                              environ_extra=conn_extra(msg), stopping=self._is_stopping,
+                              client=msg.proxy.client if msg.proxy else None, base_environ=self._environs[msg.listener])
 
     def _read_preface(self, held: Held, data: bytes, eof: bool) -> None:
         """Bytes of a connection whose PROXY header is not whole yet (b"" when none came now)."""
@@ -317,7 +335,7 @@ class EventLoop(Carrier[Held]):
         if state is not CLOSING:
             # Named before the read: should the worker die before what it reads is on a line (a call's,
             # or a waiting one), the supervisor still knows this client may wait for an answer (a 502).
-            self._mark_reading(held.msg.conn_id, self.owner.requests)
+            self._mark_reading(held.msg.conn_id)
         try:
             data = held.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
         except BlockingIOError:
@@ -356,7 +374,7 @@ class EventLoop(Carrier[Held]):
                 held.request = step
                 held.to("buffer")
                 with contextlib.suppress(OSError):
-                    held.sock.send(held.http.continue_now(), socket.MSG_DONTWAIT)
+                    held.http.wire.sent += held.sock.send(held.http.continue_now(), socket.MSG_DONTWAIT)
                 self._watch(held)
                 return
             self._ready(held, step, "head")
@@ -378,7 +396,7 @@ class EventLoop(Carrier[Held]):
                 held.to("bytes")
         elif held.state is HEAD:
             held.to("idle")  # only the empty lines allowed between requests came
-            self._mark_reading(0, 0)  # nothing read waits for an answer
+            self._mark_reading(0)  # nothing read waits for an answer
         self._settle(held, step)
 
     def _settle(self, held: Held, step: Step) -> None:
@@ -400,6 +418,7 @@ class EventLoop(Carrier[Held]):
         held.to(event)
         self.ready.append(held)
         self.waiting.add(held.msg.conn_id, call_line(request))
+        self._mark_reading(0)  # on its waiting line now
 
     def _buffer_body(self, held: Held, eof: bool) -> None:
         # Whole, or cut short by the client: the call goes ahead, and a cut body is answered as any
@@ -427,7 +446,7 @@ class EventLoop(Carrier[Held]):
 
     def _answer_health(self, held: Held, request: Request) -> None:
         """On the loop thread, not counted as a request: the app is not called."""
-        self._mark_reading(0, 0)  # answered here: nothing read waits
+        self._mark_reading(0)  # answered here: nothing read waits
         if held.http.serve(request):
             held.to("answer")
             self._advance(held)
@@ -466,13 +485,11 @@ class EventLoop(Carrier[Held]):
         """Hand ``held`` to a pool thread (an idle one, or one started for it); False when all are in calls."""
         if self.pool is None:
             return False
-        # Its waiting line goes first: once submitted, its thread's line names it, and a dead worker's
-        # books must not show the call twice.
-        self.waiting.remove(held.msg.conn_id)
         if not self.pool.submit(held):
-            assert held.request is not None
-            self.waiting.add(held.msg.conn_id, call_line(held.request))
             return False
+        # Its thread's line names it now (_begin): its waiting line goes. For a moment the books show the
+        # call twice, which a dead worker's verdicts read as one (by connection).
+        self.waiting.remove(held.msg.conn_id)
         held.to("call")
         self.in_call += 1
         self._unwatch(held)  # its app thread reads the body; the loop must not
@@ -508,12 +525,26 @@ class EventLoop(Carrier[Held]):
             self._serve_now = True
 
     def _call(self, index: int, held: Held) -> bool:
+        """``held``'s call on the loop thread (app thread 0)."""
+        self._begin(index, held)
+        return self._serve(index, held)
+
+    def _begin(self, line: int, held: Held) -> None:
+        """Stamp ``held``'s call on ``line``, on the loop thread: for a pool thread, before the thread has
+        it (while it is idle its line is the loop's to write), so that a request is on a line at every
+        moment from its waiting line on, and a dead worker's client gets its 502."""
+        request = held.request
+        assert request is not None
+        self.slots[line].begin(call_line(request), held.msg.conn_id)
+        self.call_started[line] = time.monotonic()
+
+    def _serve(self, index: int, held: Held) -> bool:
+        """Run ``held``'s call, stamped on line ``index`` already (_begin), then end it there."""
         request = held.request
         assert request is not None
         held.request = None
         slot = self.slots[index]
-        slot.begin(call_line(request), held.msg.conn_id)
-        self.call_started[index] = started = time.monotonic()
+        started = time.monotonic()  # the call's own time, from here: a pool thread's wake-up is not the app's
         try:
             return held.http.serve(request, slot.responded, slot.answered)
         finally:
@@ -530,7 +561,7 @@ class EventLoop(Carrier[Held]):
                     if len(shares) >= ROUTES_KEPT:
                         shares.clear()
                     share = 1.0
-                shares[request.path] = share + ((1.0 if slow else 0.0) - share) * PATH_WEIGHT
+                shares[request.path] = share + ((1.0 if ended - started >= PATH_SLOW else 0.0) - share) * PATH_WEIGHT
             if self.tallies is not None:
                 self.tallies[index].record(held.msg.listener, request.method, held.http.status, ended - started)
 

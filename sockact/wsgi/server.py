@@ -65,12 +65,17 @@ class HTTPConnection:
 
     def __init__(self, sock: socket.socket, site: Site, *, peer: tuple[Any, ...] | str | None, conn_id: int,
                  pending: bytes = b"", environ_extra: Mapping[str, Any] | None = None,
-                 stopping: Callable[[], bool] = lambda: False, client: tuple[str, int] | None = None) -> None:
-        """``peer`` is the socket's peer; ``client`` the one a PROXY protocol header named, if any."""
+                 stopping: Callable[[], bool] = lambda: False, client: tuple[str, int] | None = None,
+                 base_environ: Mapping[str, Any] | None = None) -> None:
+        """``peer`` is the socket's peer; ``client`` the one a PROXY protocol header named, if any.
+        ``base_environ``: the keys every connection of the site shares (site_environ's, and any extras
+        of the caller's), prepared once as a plain dict, which copies faster than site_environ's view;
+        ``environ_extra`` then holds this connection's own."""
         self.engine = Connection(site.limits)
         self.wire = Wire(sock, site.io_timeout, site.send_timeout or site.io_timeout)
         self.conn_id = conn_id
-        self._conn = _Conn(sock, site, self.wire, self.engine, peer, conn_id, environ_extra, stopping, client)
+        self._conn = _Conn(sock, site, self.wire, self.engine, peer, conn_id, environ_extra, stopping, client,
+                           base_environ)
         if pending:
             self.engine.receive_data(pending)
 
@@ -98,12 +103,13 @@ class HTTPConnection:
         """Whether ``request`` asks for the listener's health path, which the app never sees."""
         return is_health(self._conn.site, request)
 
-    def serve(self, request: Request, responding: Callable[[], None] | None = None,
+    def serve(self, request: Request, responding: Callable[[int, int], None] | None = None,
               answered: Callable[[], None] | None = None) -> bool:
         """Run the app for ``request`` (or answer the health path) and answer it; True when the
         connection persists.
 
-        ``responding`` is called once, just before the first byte of the response is sent; ``answered``
+        ``responding`` is called once, just before the first byte of the response is sent, with the bytes
+        written on the connection before and the response's length if it goes in one send (else 0); ``answered``
         once the whole response is sent and the connection will persist (before the access line and
         the app's close()).
         """
@@ -172,7 +178,8 @@ class _Conn:
 
     def __init__(self, sock: socket.socket, site: Site, wire: Wire, engine: Connection,
                  peer: tuple[Any, ...] | str | None, conn_id: int, extra: Mapping[str, Any] | None,
-                 stopping: Callable[[], bool], client: tuple[str, int] | None = None) -> None:
+                 stopping: Callable[[], bool], client: tuple[str, int] | None = None,
+                 base: Mapping[str, Any] | None = None) -> None:
         self.sock = sock
         self.site = site
         self.wire = wire
@@ -188,10 +195,12 @@ class _Conn:
             peer = unix_peer(sock)
         if client is not None:
             peer = client
-        self.env = connection_environ(site_environ(site.url_scheme, site.root_path, site.threaded), peer, extra)
+        if base is None:
+            base = site_environ(site.url_scheme, site.root_path, site.threaded)
+        self.env = connection_environ(base, peer, extra)
         self.env["wsgi.errors"] = self.errors
         self.stopping = stopping
-        self.responding: Callable[[], None] | None = None  # told before the first byte of a response
+        self.responding: Callable[[int, int], None] | None = None  # told before the first byte of a response
         self.answered: Callable[[], None] | None = None  # told once it is whole and the connection persists
         self.access = site.access if site.access_log else None
         self.log_memo = Memo() if self.access is not None else None  # its lines, while a request repeats
@@ -220,6 +229,9 @@ class _Conn:
 
     def local_address(self) -> tuple[str, str]:
         """SERVER_NAME and SERVER_PORT from the socket, for a request without Host."""
+        local = self.site.local
+        if local is not None:
+            return local[0], str(local[1])
         try:
             name = self.sock.getsockname()
         except OSError:
@@ -297,7 +309,9 @@ class _Conn:
         engine = self.engine
         head, data = engine.whole_response(status, start.headers, body, close=self.stopping(), date=http_date())
         start.headers_sent = True
-        self._send_first(head, data)
+        # All of the response in one send, on a connection that will persist: if the worker dies once
+        # it is out, its client is as idle as after the call.
+        self._send_first(head, data, whole=engine.keep_alive and engine.body_done())
         return engine.keep_alive and (engine.body_done() or self._drain())
 
     def _send_any(self, result: Any, request: Request) -> bool:
@@ -359,12 +373,14 @@ class _Conn:
         start.headers_sent = True
         self._send_first(head, self.engine.send_data(first) if first else b"")
 
-    def _send_first(self, head: bytes, body: bytes) -> None:
-        """A response's first bytes: its head, with its body's start in one send when small."""
+    def _send_first(self, head: bytes, body: bytes, whole: bool = False) -> None:
+        """A response's first bytes: its head, with its body's start in one send when small (``whole``:
+        that is all of the response, and the connection persists after it)."""
         # Marked begun right before the send, never after it (a 502 after bytes went out would land
-        # inside this response); a worker killed in between leaves its client a close.
+        # inside this response), with what was written before it: if the worker dies meanwhile, the
+        # kernel's count of bytes written tells the supervisor whether any of this response went out.
         if self.responding is not None:
-            self.responding()
+            self.responding(self.wire.sent, len(head) + len(body) if whole else 0)
         if len(body) <= COALESCE_MAX:
             self._guarded_send(head + body if body else head)
         else:
@@ -475,7 +491,7 @@ class _Conn:
         self.status = status
         unread = self.engine.unread_body != 0 or self.engine.buffered
         if self.responding is not None:
-            self.responding()
+            self.responding(self.wire.sent, 0)
         try:
             self.wire.send(self.engine.error_response(status, http_date()))
             if unread:

@@ -49,20 +49,27 @@ class Wire:
         # When the app call in progress must be done waiting for its client (monotonic seconds): every
         # wait ends by then, so a client that trickles can never keep a call running into `timeout`.
         self.deadline = math.inf
-        self._poll = select.poll()
+        # Made at the first wait: most connections never wait (a `Connection: close` client's never does).
+        self._poll: select.poll | None = None
         self._events = 0
         self._sndtimeo = 0.0  # SO_SNDTIMEO as last set for sendfile() (0.0: not set)
+        # Bytes the kernel took through this object (and the loop's 100 Continue): set against the kernel's
+        # own count if the worker dies, it tells whether a response had begun to go out.
+        self.sent = 0
 
     def _wait(self, events: int, timeout: float) -> None:
+        poll = self._poll
+        if poll is None:
+            poll = self._poll = select.poll()
         if events != self._events:
             if self._events:
-                self._poll.modify(self.sock, events)
+                poll.modify(self.sock, events)
             else:
-                self._poll.register(self.sock, events)
+                poll.register(self.sock, events)
             self._events = events
         if self.deadline != math.inf:
             timeout = min(timeout, self.deadline - time.monotonic())
-        if timeout <= 0 or not self._poll.poll(timeout * 1000):
+        if timeout <= 0 or not poll.poll(timeout * 1000):
             raise ClientTimedOut("timed out")
 
     def recv(self, timeout: float) -> bytes:
@@ -94,6 +101,7 @@ class Wire:
                 sent = 0
             except OSError as exc:
                 raise ClientGone(str(exc)) from exc
+            self.sent += sent
             if sent == len(data):
                 return
             parts = (memoryview(data)[sent:],)
@@ -105,6 +113,7 @@ class Wire:
                             else sock.sendmsg(buffers, (), socket.MSG_DONTWAIT))
                 except BlockingIOError:
                     sent = 0
+                self.sent += sent
                 while buffers and sent >= len(buffers[0]):
                     sent -= len(buffers.pop(0))
                 if buffers:
@@ -136,6 +145,7 @@ class Wire:
                 if not n:
                     break  # end of file
                 done += n
+                self.sent += n
         except BlockingIOError:
             self.send_stalled = True
             raise ClientTimedOut("timed out") from None

@@ -29,7 +29,7 @@ APPS_DIR = "/srv/sockact-tests"  # the container's /tmp is private; /srv is shar
 LAUNCHER = """#!/usr/bin/python3
 import sys
 
-from sockact.cli import main
+from sockact.__main__ import main
 
 sys.exit(main())
 """

@@ -79,3 +79,20 @@ def test_bad_listen_fds_is_a_one_line_listener_error(monkeypatch, value):
     assert str(err.value).startswith(f"LISTEN_FDS={value!r}: ") and "\n" not in str(err.value)
     assert err.value.exit_code == 3
     assert "LISTEN_FDS" not in os.environ
+
+
+def test_a_listener_bound_to_one_address_names_its_connections_local_address(tmp_path):
+    # A worker then builds an ASGI scope's "server" without a getsockname() per connection.
+    one, wildcard, unix = bind_all(["127.0.0.1:0", "0.0.0.0:0", f"unix:{tmp_path}/s.sock"], 16)
+    assert one.local == ("127.0.0.1", one.sock.getsockname()[1])
+    assert wildcard.local is None and unix.local is None  # each connection has its own, or none
+    for listener in (one, wildcard, unix):
+        listener.close()
+    if socket.has_ipv6:
+        for spec in ("[::]:0", "[::ffff:0.0.0.0]:0"):
+            try:
+                (any6,) = bind_all([spec], 16)
+            except (ListenerError, OSError):
+                continue  # no IPv6 here
+            assert any6.local is None
+            any6.close()

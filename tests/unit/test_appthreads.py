@@ -131,6 +131,30 @@ def test_the_thread_idle_last_is_woken_first_so_the_others_can_time_out():
     pool.stop()
 
 
+def test_each_item_is_assigned_its_line_before_its_thread_has_it():
+    # The worker stamps the call on the line in assign(), so a request is never on no line; a call
+    # must find its stamp already there, on the same line, whether its thread was idle or new.
+    calls = Calls()
+    assigned: dict[threading.Event, int] = {}
+
+    def assign(line: int, item: threading.Event) -> None:
+        with calls.lock:
+            assert item not in calls.lines, "the call ran before its line was assigned"
+            assigned[item] = line
+
+    pool = AppThreads(range(1, 3), 1, 30.0, calls.call, calls.finished, alive=calls.mark, assign=assign)
+    pool.start()  # one idle thread
+    items = [threading.Event(), threading.Event()]  # the idle thread's, then a new thread's
+    for item in items:
+        assert pool.submit(item)
+    assert not pool.submit(threading.Event())  # refused: nothing assigned
+    wait_until(lambda: len(calls.lines) == 2, "both calls running")
+    assert assigned == calls.lines and sorted(assigned.values()) == [1, 2]
+    for item in items:
+        item.set()
+    pool.stop()
+
+
 def test_a_pool_needs_a_line_and_a_floor_within_its_lines():
     with pytest.raises(ValueError):
         AppThreads(range(0), 0, 1.0, lambda line, item: None, lambda item, result: None)

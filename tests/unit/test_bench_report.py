@@ -305,3 +305,12 @@ def test_a_varying_head_is_reported_beside_each_cost_target_and_not_judged():
             in text)
     assert "| Keep-alive hello world, varying head | access log on | ✗ no requests |" in text
     assert "WSGI Keep-alive hello world, varying head: 11.0 µs." in text
+
+
+def test_the_cold_activation_cpu_is_shown_beside_its_time_and_older_runs_still_render():
+    res = results()
+    res["cold_cpu"] = {"sockact": [80.0, 90.0, 70.0], "gunicorn": [95.0, 105.0]}
+    page = markdown.render(summary(res), "benchmarks.png")
+    assert "| Cold activation, sockact: CPU its processes used" in page
+    assert "| 80 ms (70, 90 ms) |" in page and "| 100 ms (95, 105 ms) |" in page
+    assert "CPU its processes used" not in markdown.render(summary(), "benchmarks.png")  # a run without it

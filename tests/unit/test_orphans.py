@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 
 from sockact.ipc.scoreboard import Call, Scoreboard
 from sockact.policy.parking import Conn
-from sockact.supervisor.orphans import Verdict, answer, unread_bytes, verdicts
+from sockact.supervisor.orphans import Verdict, answer, unread_bytes, verdicts, written_bytes
 
 
 def conn(conn_id: int, fd: int = -1) -> Conn:
@@ -65,6 +66,42 @@ def test_a_call_whose_response_is_whole_leaves_an_idle_connection() -> None:
     assert got == {1: (True, None), 2: (False, None)}
 
 
+def test_the_kernels_count_of_bytes_written_tells_how_much_of_a_begun_response_went_out() -> None:
+    # Each connection had 100 bytes written on it before this worker (its hand-over's count), and the
+    # worker wrote 50 more before a 30-byte response went in one send. The kernel's count now says:
+    conns = [conn(i) for i in range(1, 6)]
+    for c in conns[:4]:
+        c.written = 100
+    calls = [Call(i, "GET /", True, 1.0, written_before=50, length=30) for i in range(1, 5)]
+    calls.append(Call(5, "GET /", True, 1.0, written_before=50, length=30))
+    written = {1: 180, 2: 150, 3: 165, 4: None, 5: 180}
+    got = {v.conn.id: (v.again, v.status) for v in verdicts(conns, calls, None, unread={1}, written=written)}
+    # 1: all of it: an idle connection, whose next request waits unread (another worker serves it).
+    # 2: none of it: the client still gets its 502. 3: part of it: cut, closed. 4: the kernel cannot
+    # say: closed. 5: what was written before the hand-over is not known: closed.
+    assert got == {1: (True, None), 2: (False, 502), 3: (False, None), 4: (False, None), 5: (False, None)}
+
+
+def test_written_bytes_counts_what_was_ever_written_on_a_tcp_connection() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server, \
+            socket.create_connection(server.getsockname(), timeout=5):
+        accepted, _ = server.accept()
+        with accepted:
+            assert written_bytes(accepted.fileno()) == 0
+            accepted.sendall(b"x" * 1000)
+            assert written_bytes(accepted.fileno()) == 1000
+            accepted.setblocking(False)
+            queued = 0
+            with contextlib.suppress(BlockingIOError):  # the client reads nothing: some wait to be sent
+                while True:
+                    queued += accepted.send(b"y" * 65536)
+            assert written_bytes(accepted.fileno()) == 1000 + queued
+            assert accepted.fileno() >= 0  # the fd is still the caller's
+    left, right = socket.socketpair()
+    with left, right:
+        assert written_bytes(left.fileno()) is None  # not TCP
+
+
 def test_the_scoreboard_tells_a_response_begun_from_one_that_is_whole() -> None:
     board = Scoreboard(1)
     slot = board.allocate()
@@ -81,21 +118,29 @@ def test_the_scoreboard_tells_a_response_begun_from_one_that_is_whole() -> None:
     board.close()
 
 
-def test_the_stamp_of_the_connection_being_read_is_stale_once_a_call_ended_after_it() -> None:
+def test_the_stamp_of_the_connection_being_read_lasts_until_what_it_read_is_accounted_for() -> None:
     board = Scoreboard(1)
     slot = board.allocate()
     loop, other = board.writer(slot, 0), board.writer(slot, 1)
     assert board.reading(slot) == 0
-    loop.reading(7, 0)  # about to read connection 7, no request served yet
+    loop.reading(7)  # about to read connection 7
     assert board.reading(slot) == 7
-    other.begin(b"GET /a", 8)  # a call that began meanwhile changes nothing
+    other.begin(b"GET /a", 8)
+    other.end()  # another line's call changes nothing
     assert board.reading(slot) == 7
-    other.end()  # but one that ended since: what connection 7 gave may have been served already
+    loop.reading(0)  # on a waiting line, or answered without a call: nothing read waits
     assert board.reading(slot) == 0
-    loop.reading(9, 1)  # the next read, the one served request counted
-    assert board.reading(slot) == 9
-    loop.reading(0, 0)  # answered without a call (a health check): nothing waits
-    assert board.reading(slot) == 0
+    # With one app thread, the loop thread's own call serves what it read: its end clears the stamp
+    # in the same write, and leaves the rest of the slot's head alone.
+    loop.clears_reading = True
+    loop.beat()
+    beat = board.read(slot, 1).beat
+    loop.reading(9)
+    loop.begin(b"GET /b", 9)
+    assert board.reading(slot) == 9 and [c.conn_id for c in board.calls(slot)] == [9]
+    loop.end()
+    assert board.reading(slot) == 0 and board.calls(slot) == []
+    assert board.read(slot, 2).requests == 2 and board.read(slot, 1).beat == beat
     board.close()
 
 

@@ -178,3 +178,16 @@ def test_underscored_names_cannot_pose_as_forwarding_fields() -> None:
                   b"Forwarded_: for=6.6.6.6\r\n\r\n", ("127.0.0.1", 1), LOOPBACK)
     assert env["REMOTE_ADDR"] == "127.0.0.1" and env["wsgi.url_scheme"] == "http"
     assert not any("X_FORWARDED" in key or "FORWARDED" in key for key in env)
+
+
+def test_a_trust_remembers_its_answer_for_each_address_within_a_bound():
+    from sockact.http import forwarded
+
+    trust = Trust.parse("10.0.0.0/8,unix")
+    assert trust.trusts("10.1.2.3") and trust.trusts("10.1.2.3") and not trust.trusts("192.0.2.1")
+    assert trust._known == {"10.1.2.3": True, "192.0.2.1": False}
+    assert trust == Trust.parse("10.0.0.0/8,unix") and hash(trust) == hash(Trust.parse("10.0.0.0/8,unix"))
+    for i in range(forwarded._KNOWN_MAX + 10):
+        trust.trusts(f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}")
+    assert len(trust._known) == forwarded._KNOWN_MAX
+    assert trust.trusts("10.255.255.255") and not trust.trusts("not an address")

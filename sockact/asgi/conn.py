@@ -25,12 +25,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sockact.asgi.scope import Scopes
 from sockact.http import Site
 from sockact.http.engine import Connection
 from sockact.http.limits import LINGER_SECONDS, RECV_SIZE
 from sockact.ipc import handoff
 from sockact.ipc.scoreboard import SlotWriter
 from sockact.logs.access import Memo
+from sockact.worker.channel import call_line
 from sockact.worker.connstates import CALL, HANDED, PREFACE, QUEUED, ConnState
 from sockact.worker.owner import Owned
 
@@ -85,6 +87,7 @@ class AsgiConnection(Owned):
         self.scope = scope  # the connection's scope keys
         # The socket's peer wrote any forwarded fields, so it is the one trusted, or not.
         self.trust = site.trust if site.trust.trusts_peer(msg.peer) else None
+        self.scopes = Scopes(scope, self.trust, call_line)  # its requests' scopes, a repeated one's copied
         self.engine = Connection(site.limits)
         # ``preface``: a PROXY header comes first; its bytes gather here until the runner has it whole.
         self.preface = bytearray(msg.data) if preface else None

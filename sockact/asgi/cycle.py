@@ -57,24 +57,26 @@ BODY_MIN_RATE = 1024
 
 class HttpCycle:
     __slots__ = ("answered", "body_deadline", "body_done", "complete", "conn", "engine", "headers", "request", "scope",
-                 "started", "started_at", "status", "stopping")
+                 "started", "started_at", "status", "status_line", "stopping")
 
-    def __init__(self, conn: AsgiConnection, request: Request, scope: dict[str, Any], stopping: bool) -> None:
+    def __init__(self, conn: AsgiConnection, request: Request, scope: dict[str, Any], stopping: bool,
+                 now: float | None = None) -> None:
         self.conn = conn
         self.engine = conn.engine
         self.request = request
         self.scope = scope
         self.stopping = stopping  # answer with Connection: close
         self.status = 0
+        self.status_line = ""  # "200 OK": the status as the engine writes it
         self.headers: list[tuple[str, str]] | None = None  # from http.response.start, checked
         self.started = False  # the head is on its way
         self.complete = False  # the whole response is on its way
         self.answered = False  # sockact answered in the app's stead (an error); the app's sends are dropped
         self.body_done = False
         self.started_at = time.perf_counter()  # for the access log
-        # The body must come within io_timeout of its head, as a WSGI body_buffer body must, plus a
+        # The body must come within io_timeout of its head (read at ``now``), as a WSGI body_buffer body must, plus a
         # second per BODY_MIN_RATE bytes: a client that trickles it holds its connection (an fd) no longer.
-        self.body_deadline = time.monotonic() + conn.site.io_timeout
+        self.body_deadline = (time.monotonic() if now is None else now) + conn.site.io_timeout
 
     async def run(self, app: Any) -> bool:
         """Call the app and finish the response; True when the connection persists."""
@@ -173,19 +175,34 @@ class HttpCycle:
     # -- send
 
     async def send(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
         if self.answered:
             return  # sockact answered in the app's stead: the app's response goes nowhere
         conn = self.conn
         if conn.gone:  # client_left, without a property's call on each send
             raise ClientDisconnected(f"conn {conn.msg.conn_id}: the client has gone")
+        kind = message["type"]
+        if (kind == "http.response.body" and not self.started and self.headers is not None
+                and not message.get("more_body", False)):
+            # The whole body at once, the common answer: the engine keeps its head but the Date.
+            body = message.get("body", b"")
+            if type(body) is not bytes:
+                body = _bytes(body)
+            self.started = self.complete = True
+            head, data = self.engine.whole_response(self.status_line, self.headers, body, date=http_date(),
+                                                    close=self.stopping)
+            conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
+            conn.write(head, data)
+            if not conn.writable:
+                await conn.drain()
+            return
         if kind == "http.response.start":
             if self.headers is not None:
                 raise InvalidResponse("http.response.start sent twice")
             if message.get("trailers"):
                 raise InvalidResponse("http.response.start asks for trailers, which sockact does not send "
                                       "(no 'http.response.trailers' extension in the scope)")
-            self.status, self.headers = _check_start(message.get("status"), message.get("headers", ()))
+            self.status, self.status_line, self.headers = _check_start(message.get("status"),
+                                                                       message.get("headers", ()))
             return
         if kind == "http.response.pathsend":
             await self._send_path(message)
@@ -196,36 +213,23 @@ class HttpCycle:
             raise InvalidResponse("http.response.body before http.response.start")
         if self.complete:
             raise InvalidResponse("http.response.body after the response ended")
-        body = message.get("body", b"")
-        if not isinstance(body, (bytes, bytearray, memoryview)):
-            raise InvalidResponse(f"http.response.body's body must be bytes, not {type(body).__name__}")
-        body = bytes(body)
-        more = bool(message.get("more_body", False))
+        body = _bytes(message.get("body", b""))
+        more = message.get("more_body", False)
         engine = self.engine
-        if not more and not self.started:
-            # The whole body at once, the common answer: the engine keeps its head but the Date.
-            self.started = self.complete = True
-            head, data = engine.whole_response(_status_line(self.status), self.headers, body, date=http_date(),
-                                               close=self.stopping)
-            conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
-            conn.write(head, data)
-            if not conn.writable:
-                await conn.drain()
-            return
         parts = []
         if not self.started:
             self.started = True
-            parts.append(engine.start_response(_status_line(self.status), self.headers, close=self.stopping,
+            parts.append(engine.start_response(self.status_line, self.headers, close=self.stopping,
                                                date=http_date(), whole=None if more else len(body)))
         if body:
             parts.append(engine.send_data(body))
         if not more:
             parts.append(engine.end_response())
             self.complete = True
-            self.conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
-        self.conn.write(*parts)
-        if not self.conn.writable:
-            await self.conn.drain()
+            conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
+        conn.write(*parts)
+        if not conn.writable:
+            await conn.drain()
 
     async def _send_path(self, message: dict[str, Any]) -> None:
         """http.response.pathsend: the whole body is the file at ``path``, read in pieces as the client takes them."""
@@ -237,7 +241,7 @@ class HttpCycle:
         with open(path, "rb") as fh:  # a missing file raises here: a 500, since nothing is sent yet
             size = os.fstat(fh.fileno()).st_size
             self.started = True
-            self.conn.write(self.engine.start_response(_status_line(self.status), self.headers,
+            self.conn.write(self.engine.start_response(self.status_line, self.headers,
                                                        close=self.stopping, date=http_date(), whole=size))
             while not self.conn.gone:
                 piece = fh.read(PATHSEND_PIECE)
@@ -268,7 +272,14 @@ class HttpCycle:
         return self.body_done
 
 
-def _check(status: Any, headers: Any) -> tuple[int, list[tuple[str, str]]]:
+def _bytes(body: Any) -> bytes:
+    """An http.response.body's body as bytes; anything else is the app's error."""
+    if not isinstance(body, (bytes, bytearray, memoryview)):
+        raise InvalidResponse(f"http.response.body's body must be bytes, not {type(body).__name__}")
+    return bytes(body)
+
+
+def _check(status: Any, headers: Any) -> tuple[int, str, list[tuple[str, str]]]:
     if type(status) is not int or not 100 <= status <= 999:
         raise InvalidResponse(f"http.response.start: invalid status {status!r}")
     fields = []
@@ -282,8 +293,8 @@ def _check(status: Any, headers: Any) -> tuple[int, list[tuple[str, str]]]:
         if lower in HOP_BY_HOP and not (lower == "connection" and value.strip().lower() == "close"):
             continue  # framing and persistence are the engine's
         fields.append((name, value))
-    _, checked = validate_response(_status_line(status), fields)
-    return status, checked
+    line, checked = validate_response(_status_line(status), fields)
+    return status, line, checked
 
 
 def _copy(headers: Any) -> list[Any] | None:

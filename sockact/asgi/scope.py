@@ -13,6 +13,7 @@ The fields themselves stay in ``headers`` either way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sockact.http.events import Request
@@ -74,6 +75,35 @@ def request_scope(base: dict[str, Any], request: Request, websocket: bool = Fals
     else:
         scope["method"] = request.method.decode("ascii")
     return scope
+
+
+class Scopes:
+    """The HTTP scopes of one connection's requests. The engine gives the very same Request for a head
+    repeated on its connection, and a scope is a function of the request and the connection's base, so
+    a repeated request's scope starts as a copy of the last one's as it was made, before any app saw
+    it; its mutable values (``state``, ``headers``) are copied anew, as for every request. The request's
+    ``line`` (``line_of``: the scoreboard's) is kept with it."""
+
+    __slots__ = ("_line_of", "_made", "_request", "base", "line", "trust")
+
+    def __init__(self, base: dict[str, Any], trust: Trust | None, line_of: Callable[[Request], bytes]) -> None:
+        self.base = base  # the connection's keys (conn_scope); a PROXY header may still set its client
+        self.trust = trust  # given when the connection's peer is a trusted proxy
+        self._line_of = line_of
+        self._request: Request | None = None
+        self._made: dict[str, Any] = {}
+        self.line = b""  # the last request's line
+
+    def http(self, request: Request) -> dict[str, Any]:
+        """The scope of ``request``, and its ``line`` set."""
+        if request is not self._request:
+            self._made = request_scope(self.base, request, trust=self.trust)
+            self.line = self._line_of(request)
+            self._request = request
+        scope = self._made.copy()
+        scope["state"] = self.base["state"].copy()
+        scope["headers"] = scope["headers"].copy()
+        return scope
 
 
 def _apply_origin(scope: dict[str, Any], origin: Origin, websocket: bool) -> None:

@@ -124,7 +124,10 @@ class WebSocket:
                 self._flush()  # the pongs the library wrote while parsing up to this message
                 return message
             parsing = self._events is not None  # this turn's time ran out before its events did
-            more = bool(self._pending) or (self.conn.eof and not self._eof_given)
+            # Frames are parsed once the app has accepted: an app that waits for a message before it
+            # answers the handshake waits, and what the client sends meanwhile stays in _pending, whose
+            # reading pauses at READ_HIGH.
+            more = self.accepted and (bool(self._pending) or (self.conn.eof and not self._eof_given))
             if (parsing or more) and not (self.closed or self.conn.gone):
                 if self._turn_spent:
                     await self._next_turn()

@@ -132,6 +132,10 @@ class Connection:
         # The fields of the last head parsed whole (from the CRLF ending its request line), as parsed and
         # ruled: a client's heads mostly differ by their request line alone.
         self._last_fields: _Fields | None = None
+        # The last whole_response's answer (headers, status, body length, close), what of its request the head
+        # depends on (method, version, keep-alive) and the head as _HEADS keeps it: an app's checked headers
+        # are one object while it answers the same way (responses.remembering), so identity finds them.
+        self._last_whole: tuple[object, str, int, bool, bytes, str, bool, tuple[bytes, str, int, bool]] | None = None
         self._reset_response()
 
     def _reset_response(self) -> None:
@@ -176,6 +180,11 @@ class Connection:
 
     def next_event(self) -> object:
         """The next event; raises ProtocolError when the client broke the protocol."""
+        buf = self._buf
+        if buf == self._last_head and buf and self.state == IDLE:
+            # The usual keep-alive request: the last head parsed whole again, and nothing after it.
+            self._buf, self._head, self._scanned, self._crlf_skipped = b"", buf, 0, False
+            return self._repeat(self._last_request)
         try:
             if self.state == BODY:
                 return self._next_body()
@@ -448,9 +457,19 @@ class Connection:
         assert request is not None
         key = None
         if self._framing is None and not self._remaining and not self.response_started:
-            key = (status, tuple(headers), request.version, request.keep_alive, request.method == b"HEAD", close,
-                   len(body))
-            known = _HEADS.get(key)
+            last = self._last_whole
+            known: tuple[bytes, str, int, bool] | None
+            if (last is not None and last[0] is headers and last[1] == status and last[2] == len(body)
+                    and last[3] == close and last[4] == request.method and last[5] == request.version
+                    and last[6] == request.keep_alive):
+                known = last[7]  # the last answer again, to a request like the last: the head kept from it
+            else:
+                key = (status, tuple(headers), request.version, request.keep_alive, request.method == b"HEAD", close,
+                       len(body))
+                known = _HEADS.get(key)
+                if known is not None:
+                    self._last_whole = (headers, status, len(body), close, request.method, request.version,
+                                        request.keep_alive, known)
             if known is not None:
                 before_date, self._mode, self._length, self.keep_alive = known
                 self.response_started = True

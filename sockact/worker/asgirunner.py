@@ -226,7 +226,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
             if not isinstance(event, Request):
                 self._wait_for_request(conn, event)
                 return
-            if is_health(conn.site, event):
+            if conn.site.health_path and is_health(conn.site, event):
                 served = self._answer_health(conn, event)
             elif event.upgrade and _is_websocket(event):
                 self._start_websocket(conn, event)
@@ -294,18 +294,21 @@ class AsgiRunner(Carrier[AsgiConnection]):
     def _start_http(self, conn: AsgiConnection, request: Request) -> bool:
         """Begin the app's call for ``request``, at once. True when the call is over already and the
         connection may go on to its next request; otherwise its task goes on, and ends in _run."""
-        conn.push()  # a pipelined request's: the response before it goes first, so at most one waits in memory
-        scope = request_scope(conn.scope, request, trust=conn.trust)
-        cycle = HttpCycle(conn, request, scope, self.stopping or self.draining)
+        if conn.batch is not None:
+            conn.push()  # a pipelined request's: the response before it goes first, so at most one waits in memory
+        scopes = conn.scopes
+        scope = scopes.http(request)
+        line = scopes.line
+        now = time.monotonic()
+        cycle = HttpCycle(conn, request, scope, self.stopping or self.draining, now)
         conn.to("head")  # QUEUED until its task begins: a stall may still hand it back
-        line = call_line(request)
-        self.calls[conn] = (time.monotonic(), request)
+        self.calls[conn] = (now, request)
         if self.call_lines:
-            conn.call_line = conn.answering = self.call_lines.pop()
-            conn.call_line.begin(line, conn.msg.conn_id)
+            conn.call_line = conn.answering = call = self.call_lines.pop()
+            call.begin(line, conn.msg.conn_id)
             if not conn.flushed:
                 # The last response (pipelining) is still going out: a 502 now would land inside it.
-                conn.call_line.responded()
+                call.responded()
                 conn.answering = None
         return self._call(self._run(conn, cycle, line))
 
@@ -387,7 +390,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
         if self.access is not None:
             self._access(conn, cycle.request, cycle.status, cycle.started_at, cycle.headers or (),
                          cycle.scope["client"])
-        if not keep or conn.closed or conn.state is not CALL:
+        if not keep or conn.fd < 0 or conn.state is not CALL:  # conn.fd < 0: closed
             # Lingering after a refused body (a 408): the client still sending reads its answer before a reset.
             self._close(conn, linger=cycle.answered and not cycle.body_done)
             return False

@@ -498,6 +498,17 @@ def test_a_websocket_handshake_the_library_refuses_is_a_400(start_sockact, ws_li
     assert http_get(server.port, "/")[2] == b"plain http"
 
 
+def test_an_app_that_fails_before_accepting_an_upgrade_followed_by_garbage_answers_500(start_sockact, ws_library):
+    # The bytes after the handshake request are no frame: a library that parsed them before the app's
+    # answer failed the connection, and the app's 500 never went out.
+    server = start_sockact("asgiapps:boom_before", "--workers", "1", "--ws", ws_library)
+    head = (b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    for after in (b"", b"\x81\x85no frame at all\xff\xff"):
+        answer = request(server.port, head + after)
+        assert answer.startswith(b"HTTP/1.1 500"), (after, answer)
+
+
 def test_listeners_mixing_wsgi_and_asgi_apps_halt_with_one_line(tmp_path):
     cfg = tmp_path / "sockact.toml"
     cfg.write_text('app = "testapps:echo"\n\n[listeners.api]\napp = "asgiapps:echo"\n')

@@ -375,8 +375,12 @@ class EventLoop(Carrier[Held]):
                 return
             if step.content_length and held.http.body_to_buffer():  # only a Content-Length body is buffered
                 # A slow body must not hold an app thread: the loop reads it first, as any other input.
+                # Its head is read: on a waiting line meanwhile, so that a dead worker's client gets its
+                # 502 whichever connection the loop reads next.
                 held.request = step
                 held.to("buffer")
+                self.waiting.add(held.msg.conn_id, call_line(step))
+                self._mark_reading(0)
                 with contextlib.suppress(OSError):
                     held.http.wire.sent += held.sock.send(held.http.continue_now(), socket.MSG_DONTWAIT)
                 self._watch(held)
@@ -417,6 +421,8 @@ class EventLoop(Carrier[Held]):
         if self._serve_now and not self.ready and not self._standby and (not self._hand_off or self._fast(request)):
             # The loop thread is free and nothing waits before it: call at once. The call's own line
             # names the request from its first moment, so it needs no waiting line of its own.
+            if event == "body":
+                self.waiting.remove(held.msg.conn_id)  # the one it had while its body came
             self._call_inline(held, "serve")
             return
         held.to(event)
@@ -695,7 +701,7 @@ class EventLoop(Carrier[Held]):
         for held, data, head_started in self.owner.stall_hand_backs():
             if held.state is QUEUED:
                 self.ready.remove(held)
-                self.waiting.remove(held.msg.conn_id)
+            self.waiting.remove(held.msg.conn_id)  # queued, or its body coming
             self._unwatch(held)
             self.owner.gone(held, "hand_back")
             hand_back(self.chan, held.msg, held.sock, data, head_started)
@@ -712,6 +718,7 @@ class EventLoop(Carrier[Held]):
 
     def _close(self, held: Held) -> None:
         self._unwatch(held)
+        self.waiting.remove(held.msg.conn_id)  # one whose body was coming (timed out, or the worker stops)
         # The supervisor holds a copy of every connection a worker holds, so close() alone would not
         # end it: shutdown() sends the client its FIN now.
         with contextlib.suppress(OSError):

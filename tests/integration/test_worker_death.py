@@ -135,6 +135,27 @@ def test_a_head_the_worker_was_reading_when_it_died_gets_a_502_not_silence(start
     server.wait_for_log(f"worker {victim} killed by SIGKILL before answering the request it was reading: 502")
 
 
+def test_a_request_whose_body_the_loop_was_buffering_gets_a_502_when_the_worker_dies(start_sockact):
+    # Its head is read and its body is coming (body_buffer): it waits on a line of its own, so the 502
+    # does not depend on which connection the loop read last.
+    server = start_sockact("testapps:echo", "--workers", "1", workers=1)
+    [victim] = server.workers()
+    uploading = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+    uploading.sendall(b"POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\n0123456789")
+    server.waiting(lambda: _server_rx_queue(server.port, uploading.getsockname()[1]) == 0 and asleep(victim),
+                   "the worker to read the head and the start of the body")
+    other = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+    other.sendall(b"GET /other HTTP/1.1\r\nHost: test\r\n")  # read next: the loop's read stamp moves to it
+    server.waiting(lambda: _server_rx_queue(server.port, other.getsockname()[1]) == 0 and asleep(victim),
+                   "the worker to read the other connection")
+    os.kill(victim, signal.SIGKILL)
+    for sock in (uploading, other):
+        with sock:
+            answer = read_to_close(sock)
+        assert answer.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), answer
+    server.wait_for_log(f"worker {victim} killed by SIGKILL before answering POST /upload: 502")
+
+
 def test_workers_stopped_along_with_the_supervisor_are_not_taken_for_frozen(start_sockact):
     # A terminal's Ctrl-Z stops the whole process group, then fg resumes it: every heartbeat stood
     # still, but so did the supervisor, and nobody was frozen on their own.

@@ -222,9 +222,18 @@ class VirtualMachine(Machine):
         while True:
             self._check_alive(deadline, "its guest agent")
             sync += 1
-            with contextlib.suppress(TimeoutError, VirtualMachineError):
+            try:
                 if self._call("guest-sync", {"id": sync}, timeout=5, sync=sync) == sync:
                     return
+            except (TimeoutError, VirtualMachineError):
+                pass
+            except OSError:
+                # QEMU's end of the port may drop our connection while the guest's agent starts (seen
+                # once on a trixie boot): connect again, within the same deadline.
+                if self._agent is not None:
+                    self._agent.close()
+                    self._agent = None
+                self._connect(directory, deadline)
 
     def _connect(self, directory: str, deadline: float) -> None:
         """Connect to QEMU's end of the agent's port, once QEMU has made it."""

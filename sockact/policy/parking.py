@@ -34,7 +34,8 @@ class Conn:
     proxy: Header | None = None  # the PROXY protocol header a worker read, travelling with the connection
     head_started: float = 0.0  # when the head in ``data`` began to arrive (handoff.Message.head_started)
     # Bytes written on the connection before its current worker had it, as the kernel counts them: 0 for
-    # one just accepted, -1 until looked up at its hand-over for one that has been in a worker.
+    # one just accepted, -1 until looked up at its next hand-over for one back from a worker (a PARK makes
+    # a new Conn; a dead worker's connection sent again is set back to -1).
     written: int = -1
 
 

@@ -103,6 +103,7 @@ class Exits:
         for verdict in orphans.verdicts(conns, calls, overdue_before, unread, unreceived, reading, written):
             if verdict.again:
                 again += 1
+                verdict.conn.written = -1  # the dead worker may have written on it: looked up again
                 sup.switchboard.route(verdict.conn)  # it keeps its place in line (Conn.since)
                 continue
             orphans.answer(verdict)

@@ -99,6 +99,13 @@ class WorkerProcess:
 
     def _send(self, conns: list[Conn]) -> int:
         """Send the first of ``conns`` that fit in one message; how many went (0: the channel is full)."""
+        for conn in conns:
+            if conn.written < 0:
+                # Back from a worker, or restored from the fd store: what was written on it so far, the base
+                # of what the next worker will count (supervisor/orphans.py, if it dies). Read before the
+                # message goes: once the worker has it, it may write at once.
+                written = orphans.written_bytes(conn.fd)
+                conn.written = -1 if written is None else written
         msgs = [handoff.Message(handoff.CONN, conn.id, conn.listener, conn.family, conn.peer, conn.hops + 1,
                                 data=conn.data, fd=conn.fd, proxy=conn.proxy, head_started=conn.head_started)
                 for conn in conns]
@@ -109,11 +116,6 @@ class WorkerProcess:
         # Numbered one by one, as the worker counts them (a CONNS counts its CONNs): the books of
         # what never arrived (take_holding) stay exact per connection.
         for conn in conns[:count]:
-            if conn.hops or conn.written < 0:
-                # Been in a worker before (or restored from the fd store): what was written on it so far,
-                # the base of what this worker will count (supervisor/orphans.py, if it dies).
-                written = orphans.written_bytes(conn.fd)
-                conn.written = -1 if written is None else written
             conn.hops += 1
             self.sent += 1
             self.holding[conn.id] = conn

@@ -141,6 +141,12 @@ class Held(Owned):
     def unparsed(self) -> bytes:
         return bytes(self.preface) if self.preface is not None else self.http.unparsed()
 
+    def line_of(self, request: Request) -> bytes:
+        """``request``'s scoreboard line, made once while it repeats."""
+        if request is not self.call_of:
+            self.call_of, self.call_line = request, call_line(request)
+        return self.call_line
+
 
 class EventLoop(Carrier[Held]):
     """Serves connections from ``chan`` until the supervisor closes it, then exits."""
@@ -196,7 +202,7 @@ class EventLoop(Carrier[Held]):
         # The loop thread is app thread 0 and not inside a call: a request read now is called at once.
         self._serve_now = self.inline
         self._slow_calls = 0  # calls of GROW_AFTER or more, counted since the monitor last judged
-        # By request path: its share of calls of GROW_AFTER or more, a moving average (with a pool beside
+        # By request path: its share of calls of PATH_SLOW or more, a moving average (with a pool beside
         # the loop thread; see FAST_SHARE). Written by whichever thread ran the call.
         self._slow_share: dict[bytes, float] | None = {} if self.inline and self.pool is not None else None
         self._call_begun = threading.Event()  # wakes it
@@ -379,7 +385,7 @@ class EventLoop(Carrier[Held]):
                 # 502 whichever connection the loop reads next.
                 held.request = step
                 held.to("buffer")
-                self.waiting.add(held.msg.conn_id, call_line(step))
+                self.waiting.add(held.msg.conn_id, held.line_of(step))
                 self._mark_reading(0)
                 with contextlib.suppress(OSError):
                     held.http.wire.sent += held.sock.send(held.http.continue_now(), socket.MSG_DONTWAIT)
@@ -427,7 +433,7 @@ class EventLoop(Carrier[Held]):
             return
         held.to(event)
         self.ready.append(held)
-        self.waiting.add(held.msg.conn_id, call_line(request))
+        self.waiting.add(held.msg.conn_id, held.line_of(request))
         self._mark_reading(0)  # on its waiting line now
 
     def _buffer_body(self, held: Held, eof: bool) -> None:
@@ -545,9 +551,7 @@ class EventLoop(Carrier[Held]):
         moment from its waiting line on, and a dead worker's client gets its 502."""
         request = held.request
         assert request is not None
-        if request is not held.call_of:
-            held.call_of, held.call_line = request, call_line(request)
-        self.slots[line].begin(held.call_line, held.msg.conn_id)
+        self.slots[line].begin(held.line_of(request), held.msg.conn_id)
         self.call_started[line] = time.monotonic()
 
     def _serve(self, index: int, held: Held) -> bool:

@@ -177,6 +177,21 @@ async def startup_raises(scope, receive, send) -> None:
     await _respond(send, b"{}")
 
 
+async def meddle(scope, receive, send) -> None:
+    """What of its scope's mutable values a request finds (keys an app may add), then adds to each of them,
+    as middleware does: a request's scope is its own, so the next request on the connection sees none of it."""
+    if scope["type"] == "lifespan":
+        await _lifespan(scope, receive, send)
+        return
+    seen = {"extensions": sorted(scope["extensions"]), "asgi": sorted(scope["asgi"]), "state": sorted(scope["state"]),
+            "headers": [name.decode() for name, _ in scope["headers"]]}
+    scope["extensions"]["meddled"] = {}
+    scope["asgi"]["meddled"] = "1"
+    scope["state"]["meddled"] = 1
+    scope["headers"].append((b"meddled", b"1"))
+    await _respond(send, _json(seen))
+
+
 async def no_lifespan(scope, receive, send) -> None:
     """An app that does not do lifespan, as many small ones: it raises on any other scope type."""
     assert scope["type"] == "http", "only http"

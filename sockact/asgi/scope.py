@@ -49,7 +49,7 @@ def request_scope(base: dict[str, Any], request: Request, websocket: bool = Fals
     root = base["root_path"]
     if root and not (path.startswith(root) and path[len(root):len(root) + 1] in ("", "/")):
         scope["root_path"] = ""  # outside the mount: the app sees it unprefixed, as SCRIPT_NAME does
-    scope["state"] = base["state"].copy()  # each request gets its own shallow copy (ASGI lifespan spec)
+    own_dicts(scope, base)
     scope["http_version"] = request.version
     scope["path"] = path
     scope["raw_path"] = raw
@@ -77,12 +77,21 @@ def request_scope(base: dict[str, Any], request: Request, websocket: bool = Fals
     return scope
 
 
+def own_dicts(scope: dict[str, Any], base: dict[str, Any]) -> None:
+    """Give a request's ``scope`` its own shallow copies of the connection's dicts that an app or a middleware
+    may add to: ``state`` (the ASGI lifespan spec asks it), ``extensions`` and ``asgi``. Shared, what one
+    request added would reach the next one on the connection (``asgi``: every request of the worker)."""
+    scope["state"] = base["state"].copy()
+    scope["extensions"] = base["extensions"].copy()
+    scope["asgi"] = base["asgi"].copy()
+
+
 class Scopes:
     """The HTTP scopes of one connection's requests. The engine gives the very same Request for a head
     repeated on its connection, and a scope is a function of the request and the connection's base, so
     a repeated request's scope starts as a copy of the last one's as it was made, before any app saw
-    it; its mutable values (``state``, ``headers``) are copied anew, as for every request. The request's
-    ``line`` (``line_of``: the scoreboard's) is kept with it."""
+    it; its mutable values (``state``, ``extensions``, ``asgi``, ``headers``) are copied anew, as for every
+    request. The request's ``line`` (``line_of``: the scoreboard's) is kept with it."""
 
     __slots__ = ("_line_of", "_made", "_request", "base", "line", "trust")
 
@@ -101,7 +110,7 @@ class Scopes:
             self.line = self._line_of(request)
             self._request = request
         scope = self._made.copy()
-        scope["state"] = self.base["state"].copy()
+        own_dicts(scope, self.base)
         scope["headers"] = scope["headers"].copy()
         return scope
 

@@ -601,3 +601,20 @@ def test_a_websocket_request_without_a_library_says_once_what_to_install(start_s
     # The library by name: 'sockact[asgi]' would send pip to PyPI, whatever tree sockact came from.
     said = server.wait_for_log("install one with: pip install wsproto (a virtualenv)")
     assert said.count("no WebSocket library is installed") == 1, said
+
+
+def test_what_an_app_adds_to_a_scope_stays_out_of_the_next_requests_scope(start_sockact):
+    # Each request's scope starts as a copy of its connection's keys, or of the last one's when the head
+    # repeats: the dicts an app or a middleware may add to (extensions, asgi, state) must be copies too.
+    server = start_sockact("asgiapps:meddle", "--workers", "1", workers=1)
+    client = KeepAliveClient(server.port)
+    try:
+        first = client.request("/a")
+        seen = [json.loads(client.request(path)[2]) for path in ("/a", "/a?other", "/b")]
+    finally:
+        client.close()
+    assert first[0] == 200
+    clean = json.loads(first[2])
+    assert "meddled" not in clean["extensions"] and "meddled" not in clean["asgi"]
+    for scope in seen:
+        assert scope == clean

@@ -670,6 +670,10 @@ class EventLoop(Carrier[Held]):
             if self._inline_held is not None:
                 self._unwatch(self._inline_held)  # its call reads it; this loop must not
             self._timers(time.monotonic())  # a stalled worker hands back at once
+            if self.receiver.pending:
+                # The rest of the CONNS whose connection the loop thread is calling: the channel will not
+                # wake this loop for them, and the loop thread takes them only once its call is over.
+                self._read_channel()
             while self.call_started[0]:
                 self._turn()
         finally:

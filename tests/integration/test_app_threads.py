@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -13,7 +14,17 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SOCKACT, KeepAliveClient, base_env, http_get, parse_response, raw_exchange, steady, wait_until
+from conftest import (
+    SOCKACT,
+    KeepAliveClient,
+    base_env,
+    http_get,
+    parse_response,
+    raw_exchange,
+    read_to_close,
+    steady,
+    wait_until,
+)
 
 
 def tasks(pid: int) -> int:
@@ -205,3 +216,33 @@ def test_at_the_ceiling_a_stalled_worker_still_hands_its_other_connections_back(
         release.touch()
         for t in slow:
             t.join(10)
+
+
+def test_requests_that_come_in_one_message_with_a_slow_one_do_not_wait_for_its_call(start_sockact, tmp_path):
+    # The supervisor gives a worker the connections of one turn of its loop in one CONNS message. The loop
+    # thread adopts them in order, and may call the first one's request at once, itself: the others, still
+    # in that message, must reach the pool when the monitor takes the loop's role, not wait for the call.
+    server = start_sockact("testapps:slow", "--workers", "1", "--max-threads", "4", workers=1)
+    warm = KeepAliveClient(server.port)
+    for _ in range(64):  # calls on "/" are short: the loop thread calls them itself, whatever the others do
+        assert warm.request("/?s=0")[0] == 200
+    warm.close()
+    release = tmp_path / "release"
+    clients: list[socket.socket] = []
+    try:
+        os.kill(server.pid, signal.SIGSTOP)  # all three wait in the backlog, to be accepted in one turn
+        try:
+            for query in (f"s=30&until={release}", "s=0", "s=0"):
+                clients.append(socket.create_connection(("127.0.0.1", server.port), timeout=10))
+                clients[-1].sendall(f"GET /?{query} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        for client in clients[1:]:
+            assert parse_response(read_to_close(client))[0] == 200
+        assert not release.exists()  # answered while the first call still ran
+        release.touch()
+        assert parse_response(read_to_close(clients[0]))[0] == 200
+    finally:
+        release.touch()
+        for client in clients:
+            client.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -218,31 +219,33 @@ def test_at_the_ceiling_a_stalled_worker_still_hands_its_other_connections_back(
             t.join(10)
 
 
-def test_requests_that_come_in_one_message_with_a_slow_one_do_not_wait_for_its_call(start_sockact, tmp_path):
-    # The supervisor gives a worker the connections of one turn of its loop in one CONNS message. The loop
-    # thread adopts them in order, and may call the first one's request at once, itself: the others, still
-    # in that message, must reach the pool when the monitor takes the loop's role, not wait for the call.
-    server = start_sockact("testapps:slow", "--workers", "1", "--max-threads", "4", workers=1)
-    warm = KeepAliveClient(server.port)
-    for _ in range(64):  # calls on "/" are short: the loop thread calls them itself, whatever the others do
-        assert warm.request("/?s=0")[0] == 200
-    warm.close()
-    release = tmp_path / "release"
-    clients: list[socket.socket] = []
+def test_connections_that_come_in_one_message_are_all_called_at_once(start_sockact, tmp_path):
+    """Six requests that reach the worker in one CONNS: the loop thread calls the first itself, and the
+    monitor, standing in for the loop while that call lasts, gives the other five to pool threads. They
+    must not wait in the receiver, where the monitor cannot see them, for the first call to end."""
+    server = start_sockact("testapps:slow", "--workers", "1", "--max-threads", "8", workers=1)
+    # Short calls to "/" first, so that the loop thread calls "/" itself, whether or not the worker's
+    # first calls made it hand calls to the pool for a while (a path whose calls are short stays).
+    client = KeepAliveClient(server.port)
+    for _ in range(2000):
+        if json.loads(client.request("/?s=0")[2])["thread"] == "MainThread":
+            break
+    else:
+        pytest.fail("the loop thread never called / itself")
+    os.kill(server.pid, signal.SIGSTOP)  # the six wait in the listen queue: accepted, then sent, together
     try:
-        os.kill(server.pid, signal.SIGSTOP)  # all three wait in the backlog, to be accepted in one turn
-        try:
-            for query in (f"s=30&until={release}", "s=0", "s=0"):
-                clients.append(socket.create_connection(("127.0.0.1", server.port), timeout=10))
-                clients[-1].sendall(f"GET /?{query} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
-        finally:
-            os.kill(server.pid, signal.SIGCONT)
-        for client in clients[1:]:
-            assert parse_response(read_to_close(client))[0] == 200
-        assert not release.exists()  # answered while the first call still ran
-        release.touch()
-        assert parse_response(read_to_close(clients[0]))[0] == 200
+        clients = []
+        for i in range(6):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+            sock.sendall(f"GET /?s=5&started={tmp_path / 'in'}-{i} HTTP/1.1\r\nHost: test\r\n"
+                         "Connection: close\r\n\r\n".encode())
+            clients.append(sock)
     finally:
-        release.touch()
-        for client in clients:
-            client.close()
+        os.kill(server.pid, signal.SIGCONT)
+    wait_until(lambda: all((tmp_path / f"in-{i}").exists() for i in range(6)), "six calls in the app", timeout=20)
+    answered = select.select(clients, [], [], 0)[0]
+    assert not answered, "a call began only once another had ended"
+    for sock in clients:
+        with sock:
+            assert read_to_close(sock).startswith(b"HTTP/1.1 200 ")
+    client.close()

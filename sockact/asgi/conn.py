@@ -31,7 +31,7 @@ from sockact.http.engine import Connection
 from sockact.http.limits import LINGER_SECONDS, RECV_SIZE
 from sockact.ipc import handoff
 from sockact.ipc.scoreboard import SlotWriter
-from sockact.logs.access import Memo
+from sockact.logs.access import Entry
 from sockact.worker.channel import call_line
 from sockact.worker.connstates import CALL, HANDED, PREFACE, QUEUED, ConnState
 from sockact.worker.owner import Owned
@@ -100,7 +100,9 @@ class AsgiConnection(Owned):
         self.call_line: SlotWriter | None = None
         self.answering: SlotWriter | None = None
         self.remote = ""  # the client as the access log names it, found on its first line
-        self.log_memo: Memo | None = None  # its access lines while a request repeats (the runner's, if it logs)
+        # Its requests' access-log entry, filled again for each (the runner's, if it logs): what its lines
+        # reuse while a request repeats goes with it.
+        self.log_entry: Entry | None = None
         self.eof = False  # the client closed its side
         self.gone = False  # a write failed: the client is gone
         self.closing_at = 0.0  # closing once the output is flushed; the deadline to give up

@@ -41,13 +41,13 @@ from sockact.errors import ProtocolError
 from sockact.http import Site
 from sockact.http.dates import http_date
 from sockact.http.events import NEED_DATA, Request
-from sockact.http.logline import access_entry, access_remote
+from sockact.http.logline import access_remote, connection_entry, fill_entry
 from sockact.http.proxyprotocol import ProxyProtocolError
 from sockact.http.site import health_response, is_health
 from sockact.ipc import handoff
 from sockact.ipc.scoreboard import SlotWriter
 from sockact.ipc.tally import TallyWriter
-from sockact.logs.access import AccessLog, Memo
+from sockact.logs.access import AccessLog
 from sockact.worker.channel import (
     Closed,
     call_line,
@@ -199,7 +199,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
         conn = self.owner.add(AsgiConnection(self.loop, msg, sock, site, scope, self._advance, self.lock, state, since,
                                    self.batch))
         if self.access is not None and site.access_log:
-            conn.log_memo = Memo()
+            conn.log_entry = connection_entry("", self.pid, msg.conn_id, site.listener)
         if msg.data:
             self._advance(conn)
         else:
@@ -423,9 +423,10 @@ class AsgiRunner(Carrier[AsgiConnection]):
         if not task.cancelled() and task.exception() is None:
             ws = task.result()
             release_memory(ws)
-            if self.access is not None and conn.site.access_log:
-                entry = access_entry(self._remote(conn, ws.scope["client"]), request, ws.status, ws.bytes_out,
-                                     ws.started, self.pid, conn.msg.conn_id, conn.site.listener)
+            entry = conn.log_entry
+            if entry is not None and self.access is not None:
+                entry.remote = self._remote(conn, ws.scope["client"])
+                fill_entry(entry, request, ws.status, ws.bytes_out, ws.started, ())
                 self.access.log_websocket(entry, ws.close_code if ws.status == 101 else 0, ws.bytes_in)
         # Lingering: a client still sending (a message over ws_max_size) reads the close frame before a reset.
         self._close(conn, linger=True)
@@ -433,10 +434,11 @@ class AsgiRunner(Carrier[AsgiConnection]):
     def _access(self, conn: AsgiConnection, request: Request | None, status: int, started: float,
                 response_headers: Sequence[tuple[str, str]] = (), client: Any = None) -> None:
         """``client``: the request's scope client, which trusted proxies may have told."""
-        if self.access is None or not conn.site.access_log:
+        entry, access = conn.log_entry, self.access
+        if entry is None or access is None:
             return
-        self.access.log(access_entry(self._remote(conn, client), request, status, conn.engine.body_sent, started,
-                                     self.pid, conn.msg.conn_id, conn.site.listener, response_headers, conn.log_memo))
+        entry.remote = self._remote(conn, client)
+        access.log(fill_entry(entry, request, status, conn.engine.body_sent, started, response_headers))
 
     @staticmethod
     def _remote(conn: AsgiConnection, client: Any = None) -> str:

@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sockact.asgi.scope import Scopes
 from sockact.http import Site
@@ -35,6 +35,9 @@ from sockact.logs.access import Entry
 from sockact.worker.channel import call_line
 from sockact.worker.connstates import CALL, HANDED, PREFACE, QUEUED, ConnState
 from sockact.worker.owner import Owned
+
+if TYPE_CHECKING:
+    from sockact.asgi.cycle import HttpCycle
 
 log = logging.getLogger("sockact.http")
 
@@ -103,6 +106,7 @@ class AsgiConnection(Owned):
         # Its requests' access-log entry, filled again for each (the runner's, if it logs): what its lines
         # reuse while a request repeats goes with it.
         self.log_entry: Entry | None = None
+        self.cycle: HttpCycle | None = None  # its HTTP calls' cycle (the runner's), begun anew for each
         self.eof = False  # the client closed its side
         self.gone = False  # a write failed: the client is gone
         self.closing_at = 0.0  # closing once the output is flushed; the deadline to give up
@@ -217,16 +221,16 @@ class AsgiConnection(Owned):
 
     # -- writing
 
-    def write(self, *parts: bytes, interim: bool = False) -> None:
+    def write(self, *parts: bytes, interim: bool = False) -> bool:
         """Send ``parts`` at the end of this turn of the loop (at once: without a batch, an interim response,
         or once over WRITE_HIGH waits), and buffer what the kernel does not take then; dropped once the
         client is gone. ``interim``: a 1xx response, after which the real one has not begun if it goes
-        out whole."""
+        out whole. True when more than WRITE_HIGH waits for the client: a writer waits (``drain``)."""
         if self.gone or self.fd < 0:
-            return
+            return False
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         if not data:
-            return
+            return False
         answering = self.answering
         if answering is not None and not interim:
             answering.responded()  # before the first byte goes: a worker killed meanwhile closes, sends no 502
@@ -239,10 +243,12 @@ class AsgiConnection(Owned):
             self._queued_size += len(data)
             if self._queued_size > WRITE_HIGH:
                 self.push()  # a large response goes out as it comes, under the writers' backpressure
-            return
+                return len(self._out) > WRITE_HIGH
+            return False
         if self._queued:
             self.push()  # in order: what this turn queued goes first
         self._send(data)
+        return len(self._out) > WRITE_HIGH
 
     def push(self) -> None:
         """Send what this turn queued: the batch calls it at the turn's end, and whatever needs the

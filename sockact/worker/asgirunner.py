@@ -58,7 +58,7 @@ from sockact.worker.channel import (
     read_channel,
     report,
 )
-from sockact.worker.connstates import CALL, CLOSING, HANDED, HEAD
+from sockact.worker.connstates import CALL, CLOSING, HANDED, HEAD, IDLE, QUEUED
 from sockact.worker.owner import TIMER_INTERVAL, Carrier, Due, Owner
 
 log = logging.getLogger("sockact.worker")
@@ -300,8 +300,19 @@ class AsgiRunner(Carrier[AsgiConnection]):
         scope = scopes.http(request)
         line = scopes.line
         now = time.monotonic()
-        cycle = HttpCycle(conn, request, scope, self.stopping or self.draining, now)
-        conn.to("head")  # QUEUED until its task begins: a stall may still hand it back
+        cycle = conn.cycle
+        # Its last call's cycle serves again unless something besides the connection still holds it (an
+        # app's task that kept receive() or send(), a traceback): then it would reach this request. The
+        # count of a cycle nothing else holds: conn.cycle, this name and getrefcount's own argument.
+        if cycle is None or sys.getrefcount(cycle) > 3:
+            cycle = conn.cycle = HttpCycle(conn)
+        cycle.begin(request, scope, self.stopping or self.draining, now)
+        # QUEUED until its task begins (a stall may still hand it back). IDLE --head--> QUEUED, the table's
+        # move for a keep-alive connection's next request, assigned at once; from the other states by the table.
+        if conn.state is IDLE:
+            conn.state = QUEUED
+        else:
+            conn.to("head")
         self.calls[conn] = (now, request)
         if self.call_lines:
             conn.call_line = conn.answering = call = self.call_lines.pop()
@@ -310,18 +321,18 @@ class AsgiRunner(Carrier[AsgiConnection]):
                 # The last response (pipelining) is still going out: a 502 now would land inside it.
                 call.responded()
                 conn.answering = None
+        if not _EAGER:
+            self.loop.create_task(self._run(conn, cycle, line))  # its first step comes at the next turn
+            return False
         return self._call(self._run(conn, cycle, line))
 
     def _call(self, coro: Coroutine[Any, Any, bool]) -> bool:
-        """Start an app's call as a task of its own; True when it is over already and its connection
-        may go on to its next request (the caller looks for one). Where asyncio can (Python 3.12 and
-        later), the task starts eagerly: its first step runs on this thread and now, without the
-        runner's lock, so a stall can still be handed back; most calls never wait, and end there with
-        no turn of the loop. The first step runs inside its task either way: asyncio.timeout and anyio
-        (FastAPI's plain ``def`` endpoints) need a current task."""
-        if not _EAGER:
-            self.loop.create_task(coro)
-            return False
+        """Start an app's call as an eager task (Python 3.12 and later); True when it is over already and
+        its connection may go on to its next request (the caller looks for one). Its first step runs on
+        this thread and now, without the runner's lock, so a stall can still be handed back; most calls
+        never wait, and end there with no turn of the loop. The first step runs inside its task either
+        way (without eager tasks, at the next turn): asyncio.timeout and anyio (FastAPI's plain ``def``
+        endpoints) need a current task."""
         self._eager = True
         self.lock.release()
         try:
@@ -336,9 +347,13 @@ class AsgiRunner(Carrier[AsgiConnection]):
         turn of the loop). True when the connection goes on and the eager start that ran this step
         looks for its next request; a call that ends later looks for it itself."""
         with self.lock:  # the monitor may have handed the connection back before this task began
-            if conn.state is HANDED:
+            state = conn.state
+            if state is QUEUED:
+                conn.state = CALL  # the table's QUEUED --call--> CALL, assigned at once
+            elif state is HANDED:
                 return False  # its request went back with it: nothing was served here
-            conn.to("call")
+            else:
+                conn.to("call")
         # Until its first await this call holds the loop. An app that blocks the loop here must be the
         # one the scoreboard names (and the timeout kill logs), and at once: the next beat may not come.
         for slot in self.slots:
@@ -381,9 +396,10 @@ class AsgiRunner(Carrier[AsgiConnection]):
         next request: the caller looks for one."""
         self.calls.pop(conn, None)
         self._free_call_line(conn)
-        if self.owner.count(conn):
+        owner = self.owner
+        if owner.count(conn):
             report(self.chan, handoff.Message(handoff.RECYCLE))
-        self.slots[0].requests = self.owner.requests
+        self.slots[0].requests = owner.requests
         if self.tally is not None:
             self.tally.record(conn.msg.listener, cycle.request.method, cycle.status,
                               time.perf_counter() - cycle.started_at)
@@ -395,7 +411,9 @@ class AsgiRunner(Carrier[AsgiConnection]):
             self._close(conn, linger=cycle.answered and not cycle.body_done)
             return False
         conn.engine.start_next_cycle()
-        conn.to("served")
+        # The table's CALL --served--> IDLE, assigned at once, with the clock IDLE starts (park_after).
+        conn.state = IDLE
+        conn.since = time.monotonic()
         return True
 
     def _start_websocket(self, conn: AsgiConnection, request: Request) -> None:

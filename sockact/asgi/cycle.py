@@ -105,6 +105,9 @@ class HttpCycle:
         if not (self.engine.keep_alive and not self.conn.gone
                 and (self.body_done or self.engine.body_done() or await self._drain())):
             return False
+        # All of it is read. Said here too, for a receive() an app kept past its call: it hears
+        # http.disconnect, and the engine's next request's body stays that request's.
+        self.body_done = True
         # A pipelined request waits until this response is out: a client that sends and never reads
         # holds one response in memory, not one per request (a close flushes within its own deadline).
         if self.conn.backlogged:

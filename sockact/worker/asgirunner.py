@@ -307,8 +307,8 @@ class AsgiRunner(Carrier[AsgiConnection]):
         if cycle is None or sys.getrefcount(cycle) > 3:
             cycle = conn.cycle = HttpCycle(conn)
         cycle.begin(request, scope, self.stopping or self.draining, now)
-        # QUEUED until its task begins (a stall may still hand it back). IDLE --head--> QUEUED, the table's
-        # move for a keep-alive connection's next request, assigned at once; from the other states by the table.
+        # QUEUED until its task begins (a stall may still hand it back). IDLE --head--> QUEUED (connstates.DIRECT),
+        # a keep-alive connection's next request, assigned at once; from the other states through the table.
         if conn.state is IDLE:
             conn.state = QUEUED
         else:
@@ -349,7 +349,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
         with self.lock:  # the monitor may have handed the connection back before this task began
             state = conn.state
             if state is QUEUED:
-                conn.state = CALL  # the table's QUEUED --call--> CALL, assigned at once
+                conn.state = CALL  # QUEUED --call--> CALL (connstates.DIRECT), assigned at once
             elif state is HANDED:
                 return False  # its request went back with it: nothing was served here
             else:
@@ -411,7 +411,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
             self._close(conn, linger=cycle.answered and not cycle.body_done)
             return False
         conn.engine.start_next_cycle()
-        # The table's CALL --served--> IDLE, assigned at once, with the clock IDLE starts (park_after).
+        # CALL --served--> IDLE (connstates.DIRECT), assigned at once, with the clock IDLE starts (park_after).
         conn.state = IDLE
         conn.since = time.monotonic()
         return True

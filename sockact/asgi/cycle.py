@@ -93,16 +93,15 @@ class HttpCycle:
             else:
                 log.error("conn %d: application error on %s", self.conn.msg.conn_id, self.line(), exc_info=exc)
             return self._fail()
-        if self.answered:
-            return False
-        if not self.started:
+        if self.answered or not self.complete:
+            if self.answered or self.started:
+                return False  # answered in the app's stead, or the app stopped in the middle of its body
             log.error("conn %d: the application returned without a response to %s", self.conn.msg.conn_id,
                       self.line())
             return self._fail()
-        if not self.complete:
-            return False  # the app stopped in the middle of its body
+        conn = self.conn
         # Most often the request had no body, or it is all read: nothing is left to drain.
-        if not (self.engine.keep_alive and not self.conn.gone
+        if not (self.engine.keep_alive and not conn.gone
                 and (self.body_done or self.engine.body_done() or await self._drain())):
             return False
         # All of it is read. Said here too, for a receive() an app kept past its call: it hears
@@ -110,9 +109,9 @@ class HttpCycle:
         self.body_done = True
         # A pipelined request waits until this response is out: a client that sends and never reads
         # holds one response in memory, not one per request (a close flushes within its own deadline).
-        if self.conn.backlogged:
-            await self.conn.drain(0)
-        return not self.conn.gone
+        if conn.backlogged:
+            await conn.drain(0)
+        return not conn.gone
 
     @property
     def client_left(self) -> bool:
@@ -185,10 +184,10 @@ class HttpCycle:
     # -- send
 
     async def send(self, message: dict[str, Any]) -> None:
-        if self.answered:
-            return  # sockact answered in the app's stead: the app's response goes nowhere
         conn = self.conn
-        if conn.gone:  # client_left, without a property's call on each send
+        if self.answered or conn.gone:  # conn.gone: client_left, without a property's call on each send
+            if self.answered:
+                return  # sockact answered in the app's stead: the app's response goes nowhere
             raise ClientDisconnected(f"conn {conn.msg.conn_id}: the client has gone")
         kind = message["type"]
         if (kind == "http.response.body" and not self.started and self.headers is not None

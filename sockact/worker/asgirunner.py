@@ -403,7 +403,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
         if self.tally is not None:
             self.tally.record(conn.msg.listener, cycle.request.method, cycle.status,
                               time.perf_counter() - cycle.started_at)
-        if self.access is not None:
+        if conn.log_entry is not None:
             self._access(conn, cycle.request, cycle.status, cycle.started_at, cycle.headers or (),
                          cycle.scope["client"])
         if not keep or conn.fd < 0 or conn.state is not CALL:  # conn.fd < 0: closed

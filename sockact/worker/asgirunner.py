@@ -346,7 +346,10 @@ class AsgiRunner(Carrier[AsgiConnection]):
         """The call's task: the app's call, then its end carried out in the same step (no callback, no
         turn of the loop). True when the connection goes on and the eager start that ran this step
         looks for its next request; a call that ends later looks for it itself."""
-        with self.lock:  # the monitor may have handed the connection back before this task began
+        # The lock taken with acquire() and release(), not ``with``, twice a request: as in conn.py's _readable.
+        lock = self.lock
+        lock.acquire()  # the monitor may have handed the connection back before this task began
+        try:
             state = conn.state
             if state is QUEUED:
                 conn.state = CALL  # QUEUED --call--> CALL (connstates.DIRECT), assigned at once
@@ -354,6 +357,8 @@ class AsgiRunner(Carrier[AsgiConnection]):
                 return False  # its request went back with it: nothing was served here
             else:
                 conn.to("call")
+        finally:
+            lock.release()
         # Until its first await this call holds the loop. An app that blocks the loop here must be the
         # one the scoreboard names (and the timeout kill logs), and at once: the next beat may not come.
         for slot in self.slots:
@@ -363,7 +368,8 @@ class AsgiRunner(Carrier[AsgiConnection]):
             keep = await cycle.run(conn.site.app)
         finally:
             eager = self._eager
-            with self.lock:
+            lock.acquire()
+            try:
                 goes_on = self._after(conn, cycle, keep)
                 if goes_on and not eager:
                     if conn.engine.idle and not (self.owner.retiring or self.owner.recycling):
@@ -372,6 +378,8 @@ class AsgiRunner(Carrier[AsgiConnection]):
                         # A pipelined request may be buffered already; its task must not start in this
                         # one's context (an app's context variables are its request's alone).
                         self._context.run(self._advance, conn)
+            finally:
+                lock.release()
         return goes_on and eager
 
     def _free_call_line(self, conn: AsgiConnection) -> None:

@@ -239,7 +239,8 @@ class AsgiConnection(Owned):
             return False
         answering = self.answering
         if answering is not None and not interim:
-            answering.responded()  # before the first byte goes: a worker killed meanwhile closes, sends no 502
+            # Before the first byte goes: a worker killed meanwhile closes, sends no 502.
+            answering.responded_uncounted()
             self.answering = None
         batch = self.batch
         if batch is not None and not interim and not self._out:
@@ -280,7 +281,7 @@ class AsgiConnection(Owned):
             data = data[sent:]
         if self.answering is not None:
             # An interim response the kernel did not take whole: a 502 after its first part would be garbled.
-            self.answering.responded()
+            self.answering.responded_uncounted()
             self.answering = None
         self._out += data
         if not self._writing:

@@ -45,7 +45,7 @@ from sockact.http.logline import access_remote, connection_entry, fill_entry
 from sockact.http.proxyprotocol import ProxyProtocolError
 from sockact.http.site import health_response, is_health
 from sockact.ipc import handoff
-from sockact.ipc.scoreboard import SlotWriter
+from sockact.ipc.scoreboard import UNKNOWN, SlotWriter
 from sockact.ipc.tally import TallyWriter
 from sockact.logs.access import AccessLog
 from sockact.worker.channel import (
@@ -316,10 +316,10 @@ class AsgiRunner(Carrier[AsgiConnection]):
         self.calls[conn] = (now, request)
         if self.call_lines:
             conn.call_line = conn.answering = call = self.call_lines.pop()
-            call.begin(line, conn.msg.conn_id)
+            call.begin(line, conn.msg.conn_id, UNKNOWN)  # the bytes written before its response: not counted
             if not conn.flushed:
                 # The last response (pipelining) is still going out: a 502 now would land inside it.
-                call.responded()
+                call.responded_uncounted()
                 conn.answering = None
         if not _EAGER:
             self.loop.create_task(self._run(conn, cycle, line))  # its first step comes at the next turn

@@ -131,6 +131,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
         self.last_beat = time.monotonic()
         self.handing_back = False
         self._eager = False  # an eager task's first step runs now, inside _call
+        self._cycle_refs = 0  # the references to a connection's cycle that nothing else holds (_start_http)
         self._context = contextvars.copy_context()  # the loop's own, outside every call's task
         self._handed_back: list[AsgiConnection] = []  # handed back by the monitor; the loop closes its copies
         self._stop_monitor = threading.Event()
@@ -303,9 +304,11 @@ class AsgiRunner(Carrier[AsgiConnection]):
         cycle = conn.cycle
         # Its last call's cycle serves again unless something besides the connection still holds it (an
         # app's task that kept receive() or send(), a traceback): then it would reach this request. The
-        # count of a cycle nothing else holds: conn.cycle, this name and getrefcount's own argument.
-        if cycle is None or sys.getrefcount(cycle) > 3:
+        # count of a cycle nothing else holds is read here, of a new one (conn.cycle, this name, and
+        # getrefcount's argument where the interpreter counts it).
+        if cycle is None or sys.getrefcount(cycle) > self._cycle_refs:
             cycle = conn.cycle = HttpCycle(conn)
+            self._cycle_refs = sys.getrefcount(cycle)
         cycle.begin(request, scope, self.stopping or self.draining, now)
         # QUEUED until its task begins (a stall may still hand it back). IDLE --head--> QUEUED (connstates.DIRECT),
         # a keep-alive connection's next request, assigned at once; from the other states through the table.

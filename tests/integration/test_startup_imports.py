@@ -23,6 +23,9 @@ NOT_ON_THE_WSGI_PATH = (
     "sockact.config.fromgunicorn",  # `sockact convert` and a misnamed setting only
     "sockact.manpage",
     "sockact.asgi.lifespan",
+    "shutil",  # argparse asks it the terminal's width; sockact's parser finds the width itself (cli.py)
+    "bz2",  # shutil's
+    "lzma",
 )
 
 

@@ -29,6 +29,7 @@ NOT_ON_THE_WSGI_PATH = (
     "datetime",  # the access log's JSON and journal times only (logs/access.py)
     "base64",  # a Basic authentication's user in the access log, or systemd's memory pressure watch
     "http",  # HTTPStatus: an error's reason phrase only
+    "urllib.parse",  # a path with a % only (http/requests.py)
 )
 
 

@@ -26,7 +26,7 @@ from sockact.http.events import NEED_DATA, Data, Request
 from sockact.http.limits import COALESCE_MAX, DRAIN_LIMIT
 from sockact.http.logline import connection_entry, fill_entry, quoted_request_line
 from sockact.http.requests import line_text
-from sockact.http.site import Site, health_response, is_health
+from sockact.http.site import Site, health_response, is_health, local_address
 from sockact.logs.access import unix_peer
 from sockact.logs.journal import ErrorStream
 from sockact.wsgi.environ import (
@@ -243,16 +243,10 @@ class _Conn:
 
     def local_address(self) -> tuple[str, str]:
         """SERVER_NAME and SERVER_PORT from the socket, for a request without Host."""
-        local = self.site.local
-        if local is not None:
+        local = local_address(self.site, self.sock)
+        if isinstance(local, tuple):
             return local[0], str(local[1])
-        try:
-            name = self.sock.getsockname()
-        except OSError:
-            return "", ""
-        if isinstance(name, tuple):
-            return str(name[0]), str(name[1])
-        return name.decode() if isinstance(name, bytes) else str(name), ""  # Unix: the path, as gunicorn
+        return local or "", ""  # Unix: the path, as gunicorn
 
     def refuse(self, exc: ProtocolError, linger: bool = True) -> None:
         """Answer a client's protocol error and let the connection close."""

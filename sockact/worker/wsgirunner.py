@@ -721,8 +721,10 @@ class EventLoop(Carrier[Held]):
         self.waiting.remove(held.msg.conn_id)  # one whose body was coming (timed out, or the worker stops)
         # The supervisor holds a copy of every connection a worker holds, so close() alone would not
         # end it: shutdown() sends the client its FIN now.
-        with contextlib.suppress(OSError):
+        try:  # noqa: SIM105 - once a connection: contextlib.suppress costs about half a microsecond more
             held.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # the client is gone already
         held.sock.close()
         self.owner.gone(held, "close")
 

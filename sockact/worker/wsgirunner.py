@@ -294,12 +294,20 @@ class EventLoop(Carrier[Held]):
         # Until its PROXY header is whole, a connection's engine has no bytes: HTTP waits for the header.
         pending = b"" if state is PREFACE else msg.data
         held = self.owner.add(Held(msg, sock, site, state, since, self._http(msg, sock, site, pending)))
-        if state is PREFACE:
-            self._read_preface(held, b"", eof=False)
-        elif msg.data:
-            self._advance(held)
-        else:
-            self._read(held)  # a new client's request is usually there already: no wait in the poller
+        # The rest of a CONNS waits in the receiver, where the monitor, standing in for the loop while a
+        # call lasts, cannot see it: a request read now queues (the turn's end calls it), or the others
+        # would wait for its call to end.
+        serve_now = self._serve_now
+        self._serve_now = serve_now and not self.receiver.pending
+        try:
+            if state is PREFACE:
+                self._read_preface(held, b"", eof=False)
+            elif msg.data:
+                self._advance(held)
+            else:
+                self._read(held)  # a new client's request is usually there already: no wait in the poller
+        finally:
+            self._serve_now = serve_now
 
     def _http(self, msg: handoff.Message, sock: socket.socket, site: Site, pending: bytes) -> HTTPConnection:
         return HTTPConnection(sock, site, peer=msg.peer, conn_id=msg.conn_id, pending=pending,

@@ -394,8 +394,10 @@ class AsgiConnection(Owned):
     def _end(self) -> None:
         # The supervisor holds a copy of every connection a worker holds, so close() alone would not
         # end it: shutdown() sends the client its FIN now.
-        with contextlib.suppress(OSError):
+        try:  # noqa: SIM105 - once a connection: contextlib.suppress costs about half a microsecond more
             self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # the client is gone already
         self._finish_close()
 
     def drop(self) -> None:

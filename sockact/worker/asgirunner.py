@@ -43,7 +43,7 @@ from sockact.http.dates import http_date
 from sockact.http.events import NEED_DATA, Request
 from sockact.http.logline import access_remote, connection_entry, fill_entry
 from sockact.http.proxyprotocol import ProxyProtocolError
-from sockact.http.site import health_response, is_health
+from sockact.http.site import health_response, is_health, local_address
 from sockact.ipc import handoff
 from sockact.ipc.scoreboard import UNKNOWN, SlotWriter
 from sockact.ipc.tally import TallyWriter
@@ -192,7 +192,10 @@ class AsgiRunner(Carrier[AsgiConnection]):
             hand_back(self.chan, msg, sock, msg.data, msg.head_started)
             return
         site = self.sites[msg.listener]
-        server = site.local or (None if msg.family == socket.AF_UNIX else _local_address(sock))
+        server = None  # a Unix socket has no (host, port) to give
+        if msg.family != socket.AF_UNIX:
+            local = local_address(site, sock)
+            server = local if isinstance(local, tuple) else None
         shared = self.lifespans[msg.listener].state if self.lifespans else {}
         client = msg.proxy.client if msg.proxy is not None and msg.proxy.client is not None else msg.peer
         scope = conn_scope(client, server, site.root_path, shared, self._extras[msg.listener] | conn_extra(msg))
@@ -602,15 +605,6 @@ class AsgiRunner(Carrier[AsgiConnection]):
             self.loop.remove_reader(self.chan.fileno())
         self._park_on_retire()
         self._check_done()
-
-
-def _local_address(sock: socket.socket) -> tuple[str, int] | None:
-    """A connection's own local address, for a listener that has none of its own (Site.local)."""
-    try:
-        name = sock.getsockname()
-    except OSError:
-        return None
-    return (str(name[0]), int(name[1])) if isinstance(name, tuple) else None
 
 
 def _is_websocket(request: Request) -> bool:

@@ -109,6 +109,29 @@ def test_a_memo_over_requests_that_share_their_fields_gives_the_lines_fresh_entr
         assert line(entry(memo=memo, remote="192.0.2.99", **text)).startswith("192.0.2.99 ")  # another client
 
 
+@pytest.mark.parametrize("spec", [GUNICORN_FORMAT, GUNICORN_FORMAT + " %(conn)s %(listener)s %(p)s %(D)s"])
+def test_a_new_connection_takes_the_last_lines_atoms_only_for_the_same_request_fields_and_connection_values(spec):
+    # A Connection: close client sends the head the last one did, and the engine gives its new connection
+    # the very request parsed then: the next connection's memo starts empty, yet its line takes the atoms
+    # the last line made of that request and those fields, unless its client, or a value of its own that
+    # the format names (its id, its listener), differs. Every line is the one a fresh entry gives.
+    line = compile_format(spec)
+    headers = [(b"USER-AGENT", b"curl/8"), (b"REFERER", b"http://r/")]
+    request = Request(b"GET", b"/p%20q?x=1", "1.1", headers, None, False, True, False, False)
+    text = ("GET", "/p%20q?x=1", "/p q", "x=1", "HTTP/1.1")
+    other = Request(b"GET", b"/o", "1.1", headers, None, False, True, False, False)
+    other_text = ("GET", "/o", "/o", "", "HTTP/1.1")
+    for conn_id, remote, listener, (key, (method, target, path, query, _)) in [
+            (1, "192.0.2.7", "http", (request, text)), (2, "192.0.2.7", "http", (request, text)),
+            (3, "192.0.2.8", "http", (request, text)), (4, "192.0.2.8", "admin", (request, text)),
+            (5, "192.0.2.8", "admin", (other, other_text)), (6, "192.0.2.8", "admin", (request, text))]:
+        memo = accesslog.Memo()  # a new connection's
+        memo.renew(key, (method, target, path, query, "HTTP/1.1"))
+        values = {"conn_id": conn_id, "remote": remote, "listener": listener, "method": method, "target": target,
+                  "path": path, "query": query, "headers": headers}
+        assert line(entry(memo=memo, **values)) == compile_format(spec)(entry(**values))  # a builder of its own
+
+
 def test_a_memo_gives_its_last_line_again_only_while_nothing_in_it_changed():
     # With the time, status and size as its only response atoms, a line repeats for the same request in
     # the same second: the memo keeps it, and any change (the second, the status, the size, the client,

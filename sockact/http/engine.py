@@ -21,7 +21,10 @@ unparsed bytes (``unparsed``) between messages, in a partial head, or after a he
 has begun to serve.
 A head byte for byte the same as the last one parsed whole on the connection (keep-alive clients
 send the same few again and again) gives the same request again without either step: a head's
-request depends on its bytes and the limits alone. Chunked and upgrade requests are parsed anew.
+request depends on its bytes and the limits alone. So a new connection starts from the last head
+parsed whole by any connection with the same limits (a listener's): clients that close after one
+request (``Connection: close``) mostly send the head the last one did. Chunked and upgrade requests
+are parsed anew.
 A head that differs from the last one by its request line alone (a query, a path) has the raw checks and
 httptools run on that line, and takes the fields, as parsed and ruled then, from the last head, when those
 fields give no body and ask no upgrade.
@@ -29,8 +32,6 @@ The events are defined in events.py.
 """
 
 from __future__ import annotations
-
-import http
 
 import httptools
 
@@ -63,6 +64,12 @@ _GOOD_NAMES_MAX = 1024
 _LF = ord("\n")
 # A head's fields from the CRLF that ends its request line, with what they parsed to and the rules' record.
 _Fields = tuple[bytes, list[tuple[bytes, bytes]], FieldRules]
+
+# By Limits object (its id, the object kept to check it): the last head parsed whole by any connection with
+# those limits, its request and its fields, where each new connection's engine starts. One tuple, replaced
+# whole: a reader on another thread sees an old one or a new one, never a mix.
+_LAST: dict[int, tuple[Limits, bytes, Request, _Fields | None]] = {}
+_LAST_MAX = 64  # a worker has one Limits a listener; a process that makes many (tests) starts over
 
 
 class _Message:
@@ -132,6 +139,9 @@ class Connection:
         # The fields of the last head parsed whole (from the CRLF ending its request line), as parsed and
         # ruled: a client's heads mostly differ by their request line alone.
         self._last_fields: _Fields | None = None
+        last = _LAST.get(id(limits))
+        if last is not None and last[0] is limits:  # another connection's, on the same limits
+            _, self._last_head, self._last_request, self._last_fields = last
         # The last whole_response's answer (headers, status, body length, close), what of its request the head
         # depends on (method, version, keep-alive) and the head as _HEADS keeps it: an app's checked headers
         # are one object while it answers the same way (responses.remembering), so identity finds them.
@@ -280,6 +290,9 @@ class Connection:
                 # Fields that give no body and ask no upgrade, whatever the request line: the parser needs
                 # only the line of a later head that ends with them.
                 self._last_fields = head[head.find(b"\r\n"):], headers, rules
+            if len(_LAST) >= _LAST_MAX:
+                _LAST.clear()
+            _LAST[id(self.limits)] = self.limits, head, request, self._last_fields
         self.request = request
         self.state = BODY
         if request.chunked:
@@ -534,6 +547,8 @@ class Connection:
 def error_message(status: int, date: str, head_only: bool = False, *, detail: str = "", headers: str = "") -> bytes:
     """A complete plain-text error response with Connection: close (the supervisor's 502/503/504 too);
     ``detail`` follows the status in the body, ``headers`` are extra CRLF-ended header lines."""
+    import http  # here: HTTPStatus, an enum of some sixty members, is built at import, and only errors need it
+
     phrase = http.HTTPStatus(status).phrase
     body = f"{status} {phrase}{': ' + detail if detail else ''}\n".encode()
     head = (f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sockact.errors import ProtocolError
 from sockact.http.dates import http_date
@@ -45,6 +45,25 @@ class Site:
     # The local address of every connection on this listener, when it is bound to one IP address (so a
     # connection's is known without a getsockname()); None: a wildcard or Unix listener.
     local: tuple[str, int] | None = None
+
+
+class _Named(Protocol):
+    def getsockname(self) -> Any: ...
+
+
+def local_address(site: Site, sock: _Named) -> tuple[str, int] | str | None:
+    """A connection's local address: its listener's when that is bound to one IP address (Site.local: no
+    syscall), else the socket's own: (host, port) for TCP, the path for a Unix socket ("" unnamed); None
+    when the kernel cannot say."""
+    if site.local is not None:
+        return site.local
+    try:
+        name = sock.getsockname()
+    except OSError:
+        return None
+    if isinstance(name, tuple):
+        return str(name[0]), int(name[1])
+    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 # Giving up on a client (a 408 and its linger, or a close) takes at most about this long.

@@ -206,16 +206,23 @@ class SlotWriter:
         before what it reads is on a line, its client gets a 502."""
         _READING.pack_into(self._map, self._beat_at + _READING_AT, conn_id)
 
-    def begin(self, line: bytes, conn_id: int = 0) -> None:
-        """A call starts; ``line`` names its request (read back as latin-1, cut to fit)."""
+    def begin(self, line: bytes, conn_id: int = 0, written: int = 0) -> None:
+        """A call starts; ``line`` names its request (read back as latin-1, cut to fit). ``written``: UNKNOWN
+        for a call whose response will begin with ``responded_uncounted`` (an ASGI call's: its transport buffers)."""
         line = line[:_LINE_MAX]
-        _WHOLE.pack_into(self._map, self._at, time.monotonic(), self.requests, len(line), conn_id, 0, 0, 0, line)
+        _WHOLE.pack_into(self._map, self._at, time.monotonic(), self.requests, len(line), conn_id, 0, written, 0,
+                         line)
 
     def responded(self, written: int = UNKNOWN, length: int = 0) -> None:
         """The call's response is about to begin: from now on only closing the connection tells the truth,
         unless the kernel's count of bytes written on it says otherwise (``written``: by this worker
         before the response; ``length``: the response's, when it goes in one send)."""
         _RESPONSE.pack_into(self._map, self._at + _RESPONDED_AT, 1, written, length)
+
+    def responded_uncounted(self) -> None:
+        """``responded()`` for a line begun with ``written=UNKNOWN``: the one byte that changes, rather than a
+        struct packed for each response."""
+        self._map[self._at + _RESPONDED_AT] = 1
 
     def answered(self) -> None:
         """The call's response is whole and its connection persists: what the call does after (the app's

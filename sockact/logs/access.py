@@ -24,7 +24,6 @@ Contract:
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import os
@@ -35,7 +34,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from sockact.errors import ConfigError
@@ -200,6 +198,8 @@ def _user(e: Entry) -> str:
     scheme, _, token = auth.partition(" ")
     if scheme.lower() != "basic":
         return "-"
+    import base64  # here: a cold start needs it for no request, and most requests have no Basic auth
+
     try:
         user = base64.b64decode(token.strip(), validate=True).decode("latin-1").partition(":")[0]
     except (binascii.Error, ValueError):
@@ -326,19 +326,40 @@ def compile_format(spec: str, atoms: dict[str, str] = ATOMS) -> Callable[[Entry]
         source += ["    if (memo is not None and memo.line is not None and memo.line_status == e.status"
                    f" and memo.line_sent == e.sent and memo.line_second == e.when // 1{same_fields}):",
                    "        return memo.line"]
+    # What the last line made of a request, and of fields, is kept for the next connection too (its memo
+    # starts empty): the engine gives a new connection the very request the last one parsed for the same
+    # head (Connection: close clients), with the same fields. Each is one tuple, replaced whole, with what
+    # it was made of: a line made on another thread at the same moment sees an old one or a new one.
+    namespace["last_line"] = [None]
+    namespace["last_fields"] = [None]
     if kept:
-        # The atoms of the request line: made once while the connection's request repeats.
+        # The atoms of the request line: made once while the connection's request repeats, or the last
+        # line's request (Memo.key) is the same.
         source += ["    kept = memo.atoms if memo is not None else None",
                    "    if kept is None:",
-                   f"        kept = ({', '.join(kept)},)",
+                   "        last = last_line[0]",
+                   "        if memo is not None and last is not None and last[0] is memo.key:",
+                   "            kept = last[1]",
+                   "        else:",
+                   f"            kept = ({', '.join(kept)},)",
+                   "            if memo is not None:",
+                   "                last_line[0] = memo.key, kept",
                    "        if memo is not None:",
                    "            memo.atoms = kept"]
     if fields:
-        # The atoms of the fields and the client: made once while the connection's fields repeat.
+        # The atoms of the fields and the client: made once while the connection's fields repeat, or the
+        # last line's fields, client, and whichever of the connection's own values they name, are the same.
+        own = [name for name in ("conn_id", "listener", "pid") if any(f"e.{name}" in f for f in fields)]
+        same_own = "".join(f" and last[{2 + i}] == e.{name}" for i, name in enumerate(own))
         source += ["    if memo is not None and memo.fields is e.headers and memo.remote == e.remote:",
                    "        fields = memo.fields_atoms",
                    "    else:",
-                   f"        fields = ({', '.join(fields)},)",
+                   "        last = last_fields[0]",
+                   f"        if last is not None and last[0] is e.headers and last[1] == e.remote{same_own}:",
+                   "            fields = last[-1]",
+                   "        else:",
+                   f"            fields = ({', '.join(fields)},)",
+                   f"            last_fields[0] = e.headers, e.remote, {''.join(f'e.{name}, ' for name in own)}fields",
                    "        if memo is not None:",
                    "            memo.fields, memo.remote, memo.fields_atoms = e.headers, e.remote, fields"]
     source += computed
@@ -357,6 +378,8 @@ def compile_format(spec: str, atoms: dict[str, str] = ATOMS) -> Callable[[Entry]
 
 def _iso_second(second: int) -> tuple[str, str]:
     """The local time of ``second`` as ISO 8601, split around where its milliseconds go."""
+    from datetime import datetime  # here: only the JSON and journal lines' time needs it
+
     text = datetime.fromtimestamp(second).astimezone().isoformat(timespec="milliseconds")
     return text[:-10], text[-6:]  # "2023-11-14T22:13:20", "+00:00" (".000" between)
 

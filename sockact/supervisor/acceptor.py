@@ -30,6 +30,7 @@ BACKOFF_FIRST = 0.05  # seconds without accepting after a failed accept()
 BACKOFF_MAX = 1.0
 # The client is gone or was refused: take the next one at once.
 _CLIENT_ERRORS = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR, errno.ECONNRESET})
+_UNIX = int(socket.AF_UNIX)
 
 Register = Callable[[Any, Callable[[Any], None], Any], None]
 Unregister = Callable[[Any], None]
@@ -39,6 +40,9 @@ class Acceptor:
     def __init__(self, listeners: list[Listener], route: Callable[[Conn], None],
                  register: Register, unregister: Unregister) -> None:
         self.listeners = listeners
+        # Each listener's address family as a plain int, looked up at its first accept: socket.family makes
+        # an enum on every read.
+        self._families = [-1] * len(listeners)
         self.route = route
         self._register = register
         self._unregister = unregister
@@ -93,7 +97,9 @@ class Acceptor:
     def accept(self, index: int) -> None:
         """The listener is readable: accept a batch, until EAGAIN or the budget."""
         lsock = self.listeners[index].sock
-        family = lsock.family
+        family = self._families[index]
+        if family < 0:
+            family = self._families[index] = int(lsock.family)
         while self.watching and self.held < self.budget:
             try:
                 # _accept() is accept4(SOCK_CLOEXEC) without wrapping the fd in a socket object.
@@ -107,7 +113,7 @@ class Acceptor:
                     continue
                 self._back_off(exc)
                 return
-            peer = (addr[0], addr[1]) if family != socket.AF_UNIX else None
+            peer = (addr[0], addr[1]) if family != _UNIX else None
             conn = Conn(self._next_id, fd, index, family, peer, written=0)
             self._next_id += 1
             self.accepted[index] += 1

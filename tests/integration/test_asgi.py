@@ -618,3 +618,18 @@ def test_what_an_app_adds_to_a_scope_stays_out_of_the_next_requests_scope(start_
     assert "meddled" not in clean["extensions"] and "meddled" not in clean["asgi"]
     for scope in seen:
         assert scope == clean
+
+
+def test_a_receive_an_app_kept_past_its_call_does_not_reach_the_next_request(start_sockact):
+    # A connection's requests share one cycle only while nothing else holds it: a task that kept the
+    # last call's receive() and calls it during the next request is told http.disconnect, and the next
+    # request's body goes to its own call.
+    server = start_sockact("asgiapps:stray_receive", "--workers", "1")
+    client = KeepAliveClient(server.port)
+    try:
+        assert client.request("/leave")[2] == b"left"
+        client.sock.sendall(b"POST /body HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\nhello")
+        status, _, body = client.read_response()
+    finally:
+        client.close()
+    assert status == 200 and json.loads(body) == {"body": "hello", "stray": "http.disconnect"}

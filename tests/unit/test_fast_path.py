@@ -10,8 +10,11 @@ socket at all.
 
 from __future__ import annotations
 
+import gc
+import os
 import re
 import socket
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,6 +23,7 @@ import pytest
 from sockact.http import Limits, Site
 from sockact.http.engine import DONE, Connection
 from sockact.http.events import END_OF_MESSAGE, PAUSED, Data, Request
+from sockact.logs.access import GUNICORN_FORMAT, AccessLog
 from sockact.wsgi.server import HTTPConnection, _Conn
 
 DATE = "Sat, 05 Dec 2026 00:00:00 GMT"
@@ -264,3 +268,36 @@ def test_heads_that_differ_by_their_request_line_get_the_environ_a_fresh_connect
     assert together == seen
     assert [e["HTTP_COOKIE"] for e in together] == ["a=1; b=2"] * len(lines)
     assert [e["PATH_INFO"] for e in together] == ["/", "/p", "/~q", "/", "/abs", "", "/last"]
+
+
+@pytest.mark.parametrize("access_log", [False, True])
+def test_a_released_connection_is_freed_without_the_cyclic_collector(access_log, monkeypatch):
+    """Its methods bound once, its StartResponse and its error stream all point back at it: released (its
+    runner's close), a served connection's state goes with its last reference, not at a collection, while
+    an app that kept its environ can still write to wsgi.errors."""
+    kept: list[dict[str, Any]] = []
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        kept.append(environ)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"hi"]
+
+    site = Site(app=app, limits=Limits(), header_timeout=5.0, io_timeout=5.0, access_log=access_log, listener="http",
+                access=AccessLog(GUNICORN_FORMAT, os.devnull) if access_log else None)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        http = HTTPConnection(ours, site, peer=("192.0.2.7", 5000), conn_id=1)
+        http.receive(GET)
+        request = http.next_request()
+        assert isinstance(request, Request) and http.serve(request)
+        state, engine = weakref.ref(http._conn), weakref.ref(http.engine)
+        http.release()
+        gc.disable()
+        try:
+            del http, request
+            assert state() is not None  # the environ the app kept holds its streams, which hold it
+            kept[0]["wsgi.errors"].write("late\n")
+            kept.clear()
+            assert state() is None and engine() is None
+        finally:
+            gc.enable()

@@ -512,6 +512,34 @@ def test_only_an_accepted_head_is_remembered():
     assert replay_all(few + few + few.replace(b"\r\n\r\n", b"\r\nC: 3\r\n\r\n"), limits).status == 431
 
 
+def test_a_new_connection_starts_from_the_last_head_its_limits_parsed():
+    """A client that closes after one request sends the head the last one did: a new connection with
+    the same limits (a listener's) gives the very request parsed then, the same as a fresh parse, and
+    with the same fields, a new request line is parsed alone. Other limits parse anew, and a head
+    refused on one connection is refused on the next."""
+    limits = Limits()
+    head = b"GET /c?x=1 HTTP/1.1\r\nHost: h\r\nUser-Agent: t\r\nConnection: close\r\n\r\n"
+    first = Connection(limits)
+    first.receive_data(head)
+    parsed = first.next_event()
+    second = Connection(limits)
+    second.receive_data(head)
+    again = second.next_event()
+    assert again is parsed
+    other = Connection(Limits())
+    other.receive_data(head)
+    fresh = other.next_event()
+    assert fresh is not parsed
+    assert {name: getattr(fresh, name) for name in Request.__slots__} == \
+        {name: getattr(parsed, name) for name in Request.__slots__}
+    line = Connection(limits)
+    line.receive_data(head.replace(b"/c?x=1", b"/d"))
+    moved = line.next_event()
+    assert isinstance(moved, Request) and moved.target == b"/d" and moved.headers is parsed.headers
+    assert replay_all(head.replace(b"Host: h", b"Host: h\r\nHost: h"), limits).status == 400
+    assert replay_all(head.replace(b"Host: h", b"Host: h\r\nHost: h"), limits).status == 400
+
+
 # -- a head whose fields are the last head's is parsed by its request line alone
 
 FIELD_BLOCKS = {

@@ -206,10 +206,12 @@ class SlotWriter:
         before what it reads is on a line, its client gets a 502."""
         _READING.pack_into(self._map, self._beat_at + _READING_AT, conn_id)
 
-    def begin(self, line: bytes, conn_id: int = 0) -> None:
-        """A call starts; ``line`` names its request (read back as latin-1, cut to fit)."""
+    def begin(self, line: bytes, conn_id: int = 0, now: float = 0.0) -> None:
+        """A call starts (``now``, monotonic, when the caller has read the clock); ``line`` names its request
+        (read back as latin-1, cut to fit)."""
         line = line[:_LINE_MAX]
-        _WHOLE.pack_into(self._map, self._at, time.monotonic(), self.requests, len(line), conn_id, 0, 0, 0, line)
+        _WHOLE.pack_into(self._map, self._at, now or time.monotonic(), self.requests, len(line), conn_id, 0, 0, 0,
+                         line)
 
     def responded(self, written: int = UNKNOWN, length: int = 0) -> None:
         """The call's response is about to begin: from now on only closing the connection tells the truth,

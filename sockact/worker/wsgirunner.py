@@ -514,7 +514,8 @@ class EventLoop(Carrier[Held]):
     def _call_inline(self, held: Held, event: str) -> None:
         """Run ``held``'s call on the loop thread (``event`` moves it into CALL: "serve" for a request
         called the moment it is read, "call" for one that waited), then decide what comes next."""
-        held.to(event)
+        # The table's row, without Owned.to's call: CALL starts no clock (an event it does not accept raises).
+        held.state = held.state.moves[event][0]
         self.in_call += 1
         self._inline_held = held
         # A request that this call leaves ready (pipelined) queues, and is served after it, not inside it.
@@ -523,7 +524,7 @@ class EventLoop(Carrier[Held]):
             self._call_begun.set()
         self.lock.release()  # the monitor may take the loop's role meanwhile
         try:
-            keep = self._call(0, held)
+            keep = self._serve(0, held, self._begin(0, held))
         finally:
             if self._standby:  # the monitor is the loop now: wake it, so that it gives the role back
                 with contextlib.suppress(OSError):
@@ -540,27 +541,25 @@ class EventLoop(Carrier[Held]):
         finally:
             self._serve_now = True
 
-    def _call(self, index: int, held: Held) -> bool:
-        """``held``'s call on the loop thread (app thread 0)."""
-        self._begin(index, held)
-        return self._serve(index, held)
-
-    def _begin(self, line: int, held: Held) -> None:
+    def _begin(self, line: int, held: Held) -> float:
         """Stamp ``held``'s call on ``line``, on the loop thread: for a pool thread, before the thread has
         it (while it is idle its line is the loop's to write), so that a request is on a line at every
-        moment from its waiting line on, and a dead worker's client gets its 502."""
+        moment from its waiting line on, and a dead worker's client gets its 502. Returns the stamp's time."""
         request = held.request
         assert request is not None
-        self.slots[line].begin(held.line_of(request), held.msg.conn_id)
-        self.call_started[line] = time.monotonic()
+        now = self.call_started[line] = time.monotonic()
+        self.slots[line].begin(held.line_of(request), held.msg.conn_id, now)
+        return now
 
-    def _serve(self, index: int, held: Held) -> bool:
-        """Run ``held``'s call, stamped on line ``index`` already (_begin), then end it there."""
+    def _serve(self, index: int, held: Held, started: float = 0.0) -> bool:
+        """Run ``held``'s call, stamped on line ``index`` already (_begin, at ``started`` when that was on
+        this thread), then end it there."""
         request = held.request
         assert request is not None
         held.request = None
         slot = self.slots[index]
-        started = time.monotonic()  # the call's own time, from here: a pool thread's wake-up is not the app's
+        if not started:
+            started = time.monotonic()  # the call's own time, from here: a pool thread's wake-up is not the app's
         try:
             return held.http.serve(request, slot.responded, slot.answered)
         finally:
@@ -589,7 +588,9 @@ class EventLoop(Carrier[Held]):
         if not keep:
             self._close(held)
             return False
-        held.to("served")
+        # CALL --served--> IDLE, whose clock starts: the table's row, without Owned.to's call.
+        held.state = held.state.moves["served"][0]
+        held.since = time.monotonic()
         return True
 
     # ------------------------------------------------------------------ app threads

@@ -67,7 +67,7 @@ from sockact.worker.channel import (
     read_channel,
     report,
 )
-from sockact.worker.connstates import BODY, CLOSING, HEAD, PREFACE, QUEUED, ConnState
+from sockact.worker.connstates import CLOSING, HEAD, PREFACE, QUEUED, ConnState
 from sockact.worker.owner import TIMER_INTERVAL, Carrier, Due, Owned, Owner
 from sockact.wsgi.environ import site_environ
 from sockact.wsgi.server import HTTPConnection, Step
@@ -340,12 +340,12 @@ class EventLoop(Carrier[Held]):
 
     def _read(self, held: Held) -> None:
         state = held.state
-        if not (state.reading or state is CLOSING):
-            return  # its app thread reads it, or it left in this turn of the loop (a stale event)
-        if state is not CLOSING:
+        if state.reading:
             # Named before the read: should the worker die before what it reads is on a line (a call's,
             # or a waiting one), the supervisor still knows this client may wait for an answer (a 502).
             self._mark_reading(held.msg.conn_id)
+        elif state is not CLOSING:
+            return  # its app thread reads it, or it left in this turn of the loop (a stale event)
         try:
             data = held.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
         except BlockingIOError:
@@ -353,6 +353,10 @@ class EventLoop(Carrier[Held]):
             return
         except OSError:
             data = b""
+        if state.between:  # FRESH, HEAD, IDLE: what came is the engine's, whatever it is
+            held.http.engine.receive_data(data)
+            self._advance(held)
+            return
         if state is CLOSING:
             held.lingered += len(data)
             if not data or held.lingered >= LINGER_BYTES:
@@ -366,11 +370,8 @@ class EventLoop(Carrier[Held]):
             else:
                 self._read_preface(held, data, eof=not data)
             return
-        held.http.engine.receive_data(data)
-        if state is BODY:
-            self._buffer_body(held, eof=not data)
-            return
-        self._advance(held)
+        held.http.engine.receive_data(data)  # BODY: the body the loop buffers
+        self._buffer_body(held, eof=not data)
 
     def _advance(self, held: Held) -> None:
         """Decide what comes next for a connection after it was read or served."""
@@ -561,7 +562,7 @@ class EventLoop(Carrier[Held]):
         if not started:
             started = time.monotonic()  # the call's own time, from here: a pool thread's wake-up is not the app's
         try:
-            return held.http.serve(request, slot.responded, slot.answered)
+            return held.http.serve(request, slot)
         finally:
             self.call_started[index] = 0.0
             slot.end()

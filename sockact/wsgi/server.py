@@ -17,7 +17,7 @@ import socket
 import stat
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sockact.errors import InvalidResponse, ProtocolError
 from sockact.http.dates import http_date
@@ -41,6 +41,9 @@ from sockact.wsgi.environ import (
     site_environ,
 )
 from sockact.wsgi.wire import ClientGone, ClientTimedOut, Wire
+
+if TYPE_CHECKING:
+    from sockact.ipc.scoreboard import SlotWriter
 
 log = logging.getLogger("sockact.http")
 app_log = logging.getLogger("sockact.app")  # what the app writes to wsgi.errors
@@ -117,8 +120,7 @@ class HTTPConnection:
         self.env = connection_environ(base_environ, peer, environ_extra)
         self.env["wsgi.errors"] = self.errors
         self.stopping = stopping
-        self.responding: Callable[[int, int], None] | None = None  # told before the first byte of a response
-        self.answered: Callable[[], None] | None = None  # told once it is whole and the connection persists
+        self.line: SlotWriter | None = None  # the scoreboard line of the call in progress, if any
         self.access = site.access if site.access_log else None
         self.peer_remote = self.env["REMOTE_ADDR"]  # the client as the access log names it, from the connection
         # Its requests' access-log entry, filled again for each (with what its lines reuse while a request repeats).
@@ -152,8 +154,6 @@ class HTTPConnection:
     def next_request(self) -> Request | Step:
         """The next complete request head, or where the connection stands."""
         engine = self.engine
-        if engine.idle:
-            return Step.IDLE  # nothing buffered between requests: nothing to parse (after most responses)
         try:
             event = engine.next_event()
         except ProtocolError as exc:
@@ -169,17 +169,16 @@ class HTTPConnection:
         """Whether ``request`` asks for the listener's health path, which the app never sees."""
         return is_health(self.site, request)
 
-    def serve(self, request: Request, responding: Callable[[int, int], None] | None = None,
-              answered: Callable[[], None] | None = None) -> bool:
+    def serve(self, request: Request, line: SlotWriter | None = None) -> bool:
         """Run the app for ``request`` (or answer the health path) and answer it; True when the
         connection persists.
 
-        ``responding`` is called once, just before the first byte of the response is sent, with the bytes
-        written on the connection before and the response's length if it goes in one send (else 0); ``answered``
-        once the whole response is sent and the connection will persist (before the access line and
-        the app's close()).
+        ``line``, the call's scoreboard line, is told ``responded`` once, just before the first byte of the
+        response is sent, with the bytes written on the connection before and the response's length if it
+        goes in one send (else 0); and ``answered`` once the whole response is sent and the connection will
+        persist (before the access line and the app's close()).
         """
-        self.responding, self.answered = responding, answered
+        self.line = line
         access = self.access
         started = time.perf_counter() if access is not None else 0.0  # the access line's duration
         self.start = start = StartResponse(self._write)
@@ -212,8 +211,8 @@ class HTTPConnection:
                         keep = self._send_any(result, request)
                 except Exception as exc:  # the app's, or ours while sending; never the client's to see
                     keep = self._failed(exc)
-                if keep and answered is not None:
-                    answered()  # a worker that dies from here on leaves an idle connection, not a cut response
+                if keep and line is not None:
+                    line.answered()  # a worker that dies from here on leaves an idle connection, not a cut response
                 self.wire.deadline = math.inf
                 if self.errors.pending:  # what the app wrote to wsgi.errors without a newline at its end
                     self.errors.flush()
@@ -384,8 +383,8 @@ class HTTPConnection:
         # Marked begun right before the send, never after it (a 502 after bytes went out would land
         # inside this response), with what was written before it: if the worker dies meanwhile, the
         # kernel's count of bytes written tells the supervisor whether any of this response went out.
-        if self.responding is not None:
-            self.responding(self.wire.sent, len(head) + len(body) if whole else 0)
+        if self.line is not None:
+            self.line.responded(self.wire.sent, len(head) + len(body) if whole else 0)
         try:
             if len(body) <= COALESCE_MAX:
                 self.wire.send(head + body if body else head)
@@ -395,9 +394,9 @@ class HTTPConnection:
             self.wire_failed = True
             raise
 
-    def _guarded_send(self, *parts: bytes) -> None:
+    def _guarded_send(self, data: bytes, *more: bytes) -> None:
         try:
-            self.wire.send(*parts)
+            self.wire.send(data, *more)
         except ClientGone:
             self.wire_failed = True
             raise
@@ -499,8 +498,8 @@ class HTTPConnection:
             return False  # the client sees a response cut short, which is the truth
         self.status = status
         unread = self.engine.unread_body != 0 or self.engine.buffered
-        if self.responding is not None:
-            self.responding(self.wire.sent, 0)
+        if self.line is not None:
+            self.line.responded(self.wire.sent, 0)
         try:
             self.wire.send(self.engine.error_response(status, http_date()))
             if unread:

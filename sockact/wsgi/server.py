@@ -199,9 +199,6 @@ class HTTPConnection:
                 environ = dict(self._environ)
                 if self._has_body:
                     environ["wsgi.input"] = InputStream(self._pull_body)
-                if self.trust is not None and access is not None:
-                    told = environ["REMOTE_ADDR"]
-                    self.remote = told if told != self.env["REMOTE_ADDR"] else self.peer_remote
                 try:
                     result = site.app(environ, start)
                     if (type(result) is list and len(result) == 1 and type(result[0]) is bytes
@@ -216,8 +213,10 @@ class HTTPConnection:
                 self.wire.deadline = math.inf
                 if self.errors.pending:  # what the app wrote to wsgi.errors without a newline at its end
                     self.errors.flush()
-                if access is not None:
-                    self._access(request, self.status, started)
+                if access is not None:  # _access's work, without its call: this is most requests' line
+                    entry = self.log_entry
+                    assert entry is not None
+                    access.log(fill_entry(entry, request, self.status, self.engine.body_sent, started, start.headers))
             if keep:
                 self.engine.start_next_cycle()
             return keep
@@ -241,8 +240,12 @@ class HTTPConnection:
         self._has_body = bool(request.content_length or request.chunked)
         if not self._has_body:
             self._environ["wsgi.input"] = NO_BODY
-        if self.log_entry is not None:
-            self.log_entry.renew(request, text, request.headers)  # the access line's text: decoded once
+        entry = self.log_entry
+        if entry is not None:
+            if self.trust is not None:  # a trusted proxy's fields may name the client: the line names it too
+                told = self._environ["REMOTE_ADDR"]
+                self.remote = entry.remote = told if told != self.env["REMOTE_ADDR"] else self.peer_remote
+            entry.renew(request, text, request.headers)  # the access line's text: decoded once
 
     def body_to_buffer(self) -> int:
         """After a request head: the body bytes still to come, if the loop should read them before the

@@ -162,7 +162,10 @@ class PerSecond(Generic[T]):
         self.make = make
         self.last: list[tuple[float, T | None]] = [(-1.0, None)]
 
-    def at(self, when: float) -> T:
+    def at(self, when: float | None = None) -> T:
+        """The text of the second of ``when`` (time.time(); now, when None)."""
+        if when is None:
+            when = time.time()
         last = self.last[0]
         second = when // 1
         if second != last[0]:

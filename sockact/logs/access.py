@@ -238,6 +238,7 @@ ATOMS: dict[str, str] = {
     "conn": "str(e.conn_id)",
     "listener": "e.listener",
 }
+_DURATION = frozenset({"T", "M", "D", "L"})  # the atoms of a request's duration
 # Atoms of the response and the time, made anew for every line; the others depend only on the request
 # and its connection (and so does a request field, {name}i; a response field, {name}o, is the response's).
 _PER_RESPONSE = frozenset({"t", "s", "B", "b", "T", "M", "D", "L"})
@@ -439,6 +440,10 @@ class AccessLog:
             self.format = compile_format(spec if spec != GUNICORN_FORMAT else JOURNAL_FORMAT, _JOURNAL_ATOMS)
         else:
             self.format = compile_format(spec)
+        # Whether a line shows its request's duration (the journal's fields and the JSON object do; gunicorn's
+        # default format does not): a runner reads the clock for it only then (fill_entry).
+        self.timed = (self.sendv is not None or self.format is json_line
+                      or not _DURATION.isdisjoint(_ATOM_RE.findall(spec)))
         self.fd = 2
         self._checked = 0.0
         if self.path:

@@ -126,6 +126,7 @@ class HTTPConnection:
         # Its requests' access-log entry, filled again for each (with what its lines reuse while a request repeats).
         self.log_entry = (connection_entry(self.peer_remote, _pid[0], conn_id, site.listener)
                           if self.access is not None else None)
+        self._timed = self.access is not None and self.access.timed
         # per request
         self.remote = self.peer_remote  # or as a trusted proxy told it
         self.start: StartResponse | None = None
@@ -180,7 +181,7 @@ class HTTPConnection:
         """
         self.line = line
         access = self.access
-        started = time.perf_counter() if access is not None else 0.0  # the access line's duration
+        started = time.perf_counter() if self._timed else 0.0  # the access line's duration, if it shows one
         self.start = start = StartResponse(self._write)
         self.body_error = None
         self.wire_failed = False

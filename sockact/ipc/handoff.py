@@ -121,14 +121,26 @@ def done_ids(msg: Message) -> tuple[int, ...]:
     return (msg.conn_id, *struct.unpack(f"!{len(msg.data) // _ID}Q", msg.data))
 
 
-def failed(reason: str) -> Message:
-    """The FAILED a worker that cannot start sends before it exits."""
-    return Message(FAILED, data=reason.encode("utf-8", "replace")[:MAX_REASON])
+def failed(reason: str, explained: str = "") -> Message:
+    """The FAILED a worker that cannot start sends before it exits: its one-line reason, then the
+    whole text to log (a traceback; its end kept if it is too long, as the innermost frames matter)."""
+    head = reason.encode("utf-8", "replace")[:MAX_REASON] + b"\0"
+    text = explained.encode("utf-8", "replace")
+    room = MAX_DATA - len(head)
+    if len(text) > room:
+        text = b"[...]\n" + text[len(text) - room + 6:]
+    return Message(FAILED, data=head + text)
 
 
 def failure_reason(msg: Message) -> str:
-    """The reason a FAILED carries."""
-    return msg.data.decode("utf-8", "replace")
+    """The one-line reason a FAILED carries."""
+    return msg.data.partition(b"\0")[0].decode("utf-8", "replace")
+
+
+def failure_explained(msg: Message) -> str:
+    """The whole text a FAILED carries to be logged; its reason if it carries none."""
+    reason, _, text = msg.data.partition(b"\0")
+    return (text or reason).decode("utf-8", "replace")
 
 
 def decode(buf: bytes | memoryview, fd: int = -1) -> Message:

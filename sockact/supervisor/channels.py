@@ -110,6 +110,9 @@ class Channels:
 
     def _on_failed(self, w: WorkerProcess, msg: handoff.Message) -> None:
         w.failure = handoff.failure_reason(msg)
+        # logged here for the worker, which exits at once (shell._tell_why says why)
+        log.error("worker %d cannot start: %s", w.pid, handoff.failure_explained(msg),
+                  extra={"SOCKACT_WORKER_PID": w.pid})
 
     def _on_recycle(self, w: WorkerProcess, msg: handoff.Message) -> None:
         log.info("worker %d served its max_requests: recycling it", w.pid)

@@ -10,13 +10,13 @@ holds, finishes the calls in progress, and returns.
 
 from __future__ import annotations
 
-import contextlib
 import faulthandler
 import gc
 import logging
 import os
 import signal
 import socket
+import traceback
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -83,14 +83,12 @@ class WorkerShell:
             sites = self._build_sites()
             self.runner = self._build_runner(sites)
         except SockactError as exc:
-            log.error("worker %d cannot start: %s", self.pid, exc.explained(),
-                      extra={"SOCKACT_WORKER_PID": self.pid})
-            _tell_why(self.chan, str(exc))
+            _tell_why(self.chan, str(exc), exc.explained())
             # Any start-up error is fatal to the worker; the supervisor tells the two kinds apart.
             return exc.exit_code if exc.exit_code == APP_LOAD_ERROR else WORKER_BOOT_ERROR
         except Exception as exc:  # from the post_fork hook, or building the runner
-            log.exception("worker %d failed to start", self.pid, extra={"SOCKACT_WORKER_PID": self.pid})
-            _tell_why(self.chan, f"{type(exc).__name__}: {exc}")
+            reason = f"{type(exc).__name__}: {exc}"
+            _tell_why(self.chan, reason, f"{reason}\n{traceback.format_exc().rstrip()}")
             return WORKER_BOOT_ERROR
         head = self.scoreboard.writer(self.slot, 0)
         self.runner.receiver.count = head.received  # which connections reached it, should it die
@@ -215,10 +213,18 @@ class WorkerShell:
 IO_TIMEOUT_OFF = 30.0
 
 
-def _tell_why(chan: socket.socket, reason: str) -> None:
-    """Give the supervisor the one-line reason this worker cannot start, for a failed reload's outcome."""
-    with contextlib.suppress(OSError):  # the supervisor is gone; the log has the reason
-        handoff.send(chan, handoff.failed(reason))
+def _tell_why(chan: socket.socket, reason: str, explained: str) -> None:
+    """Give the supervisor why this worker cannot start: the one-line reason, for a failed reload's
+    outcome, and the whole text (a traceback), which the supervisor logs.
+
+    The supervisor logs it, not this worker: journald names the unit of an entry from the sender's
+    cgroup, which it cannot read once the sender has exited, and this worker exits at once. Such an
+    entry would be missing from `journalctl -u`.
+    """
+    try:
+        handoff.send(chan, handoff.failed(reason, explained))
+    except OSError:  # the supervisor is gone: say it here
+        log.error("worker %d cannot start: %s", os.getpid(), explained, extra={"SOCKACT_WORKER_PID": os.getpid()})
 
 
 def _quick_exit(signum: int, frame: object) -> None:

@@ -28,12 +28,11 @@ Who may touch a connection's fd, by its state (docs/architecture.md has the whol
     HANDED, CLOSED   nobody: the loop sent or closed it and dropped it from its books
 
 App threads come from appthreads.AppThreads: ``threads`` of them always, more up to
-``max_threads`` while every one is in a call. With ``threads = 1`` the loop thread is app
-thread 0 and runs calls itself, releasing ``lock`` for each; a monitor thread takes the lock
-once such a call has lasted a while (GROW_AFTER with room to grow, else handback_after) and
-is the loop until it ends: it gives waiting requests to new pool threads, or hands them back
-when the worker stalls. With ``threads`` above 1 the loop never runs the app, and does all
-of that itself.
+``max_threads`` while every one is in a call. The loop thread is app thread 0 and runs calls
+itself, releasing ``lock`` for each (the pool's threads are the other ``threads - 1`` and those
+that grow); a monitor thread takes the lock once such a call has lasted a while (GROW_AFTER with
+room to grow, else handback_after) and is the loop until it ends: it gives waiting requests to
+pool threads, or hands them back when the worker stalls.
 """
 
 from __future__ import annotations
@@ -160,13 +159,12 @@ class EventLoop(Carrier[Held]):
         self.sites = list(sites)
         self.slots = list(slots)  # one scoreboard line per app thread up to the ceiling
         self.ceiling = len(slots)  # the most app calls at once
-        # With a floor of 1 the loop thread is app thread 0 and runs a call itself (no hand-off: the
-        # cheapest path); other threads are started only while it is in a call and more requests wait.
-        self.inline = floor == 1
+        # The loop thread is app thread 0 and runs a call itself (no hand-off: the cheapest path); the
+        # pool's threads, lines 1 and up, take calls while it is in one, or when calls are slow lately.
+        # With a floor of N, N - 1 of them always run: N app threads in all, gunicorn's --threads N.
         self.pool: AppThreads[Held, bool] | None = None
         if self.ceiling > 1:
-            lines = range(1, self.ceiling) if self.inline else range(self.ceiling)
-            self.pool = AppThreads(lines, 0 if self.inline else floor, thread_idle_timeout, self._serve,
+            self.pool = AppThreads(range(1, self.ceiling), floor - 1, thread_idle_timeout, self._serve,
                                    self._finished, alive=self._thread_alive, assign=self._begin)
         self.tallies = list(tallies) if tallies else None  # one per app thread, for the metrics
         self._tally_lines = list(dict.fromkeys(self.tallies or ()))  # each shared writer flushed once
@@ -200,14 +198,14 @@ class EventLoop(Carrier[Held]):
         self._monitor_asleep = False  # nothing served lately: the monitor waits for a call to start
         self._hand_off = False  # slow calls are common lately: the loop thread gives calls to the pool
         # The loop thread is app thread 0 and not inside a call: a request read now is called at once.
-        self._serve_now = self.inline
+        self._serve_now = True
         self._slow_calls = 0  # calls of GROW_AFTER or more, counted since the monitor last judged
         # By request path: its share of calls of PATH_SLOW or more, a moving average (with a pool beside
         # the loop thread; see FAST_SHARE). Written by whichever thread ran the call.
-        self._slow_share: dict[bytes, float] | None = {} if self.inline and self.pool is not None else None
+        self._slow_share: dict[bytes, float] | None = {} if self.pool is not None else None
         self._call_begun = threading.Event()  # wakes it
         self._mark_reading = self.slots[0].reading  # the scoreboard's stamp of the connection being read
-        self.slots[0].clears_reading = self.inline  # the loop thread's calls end by clearing that stamp
+        self.slots[0].clears_reading = True  # the loop thread's calls end by clearing that stamp
 
     # ------------------------------------------------------------------ main
 
@@ -236,11 +234,9 @@ class EventLoop(Carrier[Held]):
             self._wake_w.close()
 
     def _start_threads(self) -> list[threading.Thread]:
-        """The pool's floor, and with the loop thread as app thread 0, the monitor."""
+        """The pool's floor, and the monitor (the loop thread is app thread 0)."""
         if self.pool is not None:
             self.pool.start()
-        if not self.inline:
-            return []
         self._thread_alive(0, True)
         monitor = threading.Thread(target=self._monitor, name="sockact-monitor", daemon=True)
         monitor.start()
@@ -298,12 +294,20 @@ class EventLoop(Carrier[Held]):
         # Until its PROXY header is whole, a connection's engine has no bytes: HTTP waits for the header.
         pending = b"" if state is PREFACE else msg.data
         held = self.owner.add(Held(msg, sock, site, state, since, self._http(msg, sock, site, pending)))
-        if state is PREFACE:
-            self._read_preface(held, b"", eof=False)
-        elif msg.data:
-            self._advance(held)
-        else:
-            self._read(held)  # a new client's request is usually there already: no wait in the poller
+        # The rest of a CONNS waits in the receiver, where the monitor, standing in for the loop while a
+        # call lasts, cannot see it: a request read now queues (the turn's end calls it), or the others
+        # would wait for its call to end.
+        serve_now = self._serve_now
+        self._serve_now = serve_now and not self.receiver.pending
+        try:
+            if state is PREFACE:
+                self._read_preface(held, b"", eof=False)
+            elif msg.data:
+                self._advance(held)
+            else:
+                self._read(held)  # a new client's request is usually there already: no wait in the poller
+        finally:
+            self._serve_now = serve_now
 
     def _http(self, msg: handoff.Message, sock: socket.socket, site: Site, pending: bytes) -> HTTPConnection:
         return HTTPConnection(sock, site, peer=msg.peer, conn_id=msg.conn_id, pending=pending,
@@ -471,14 +475,14 @@ class EventLoop(Carrier[Held]):
             self._close(held)
 
     def _dispatch_ready(self) -> None:
-        """Give each ready request an app thread. The loop thread, when it is app thread 0, serves them
+        """Give each ready request an app thread. The loop thread, app thread 0, serves them
         itself one after the other (no hand-off: most calls are short), unless calls were slow lately;
         the monitor, holding the loop's role while the loop thread is in a slow call, gives them to the
         pool. What finds no thread waits, out of the poller, for a call to end or for the stall
         hand-back."""
         ready = self.ready
         while ready:
-            on_loop = self.inline and not self._standby  # the loop thread itself, free to serve
+            on_loop = not self._standby  # the loop thread itself, free to serve
             if (not on_loop or (self._hand_off and not self._fast(ready[0].request))) and self._submit(ready[0]):
                 ready.popleft()
             elif on_loop:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import signal
 import socket
 import subprocess
 import threading
@@ -13,7 +15,17 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SOCKACT, KeepAliveClient, base_env, http_get, parse_response, raw_exchange, steady, wait_until
+from conftest import (
+    SOCKACT,
+    KeepAliveClient,
+    base_env,
+    http_get,
+    parse_response,
+    raw_exchange,
+    read_to_close,
+    steady,
+    wait_until,
+)
 
 
 def tasks(pid: int) -> int:
@@ -205,3 +217,35 @@ def test_at_the_ceiling_a_stalled_worker_still_hands_its_other_connections_back(
         release.touch()
         for t in slow:
             t.join(10)
+
+
+def test_connections_that_come_in_one_message_are_all_called_at_once(start_sockact, tmp_path):
+    """Six requests that reach the worker in one CONNS: the loop thread calls the first itself, and the
+    monitor, standing in for the loop while that call lasts, gives the other five to pool threads. They
+    must not wait in the receiver, where the monitor cannot see them, for the first call to end."""
+    server = start_sockact("testapps:slow", "--workers", "1", "--max-threads", "8", workers=1)
+    # Short calls to "/" first, so that the loop thread calls "/" itself, whether or not the worker's
+    # first calls made it hand calls to the pool for a while (a path whose calls are short stays).
+    client = KeepAliveClient(server.port)
+    for _ in range(2000):
+        if json.loads(client.request("/?s=0")[2])["thread"] == "MainThread":
+            break
+    else:
+        pytest.fail("the loop thread never called / itself")
+    os.kill(server.pid, signal.SIGSTOP)  # the six wait in the listen queue: accepted, then sent, together
+    try:
+        clients = []
+        for i in range(6):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+            sock.sendall(f"GET /?s=5&started={tmp_path / 'in'}-{i} HTTP/1.1\r\nHost: test\r\n"
+                         "Connection: close\r\n\r\n".encode())
+            clients.append(sock)
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    wait_until(lambda: all((tmp_path / f"in-{i}").exists() for i in range(6)), "six calls in the app", timeout=20)
+    answered = select.select(clients, [], [], 0)[0]
+    assert not answered, "a call began only once another had ended"
+    for sock in clients:
+        with sock:
+            assert read_to_close(sock).startswith(b"HTTP/1.1 200 ")
+    client.close()

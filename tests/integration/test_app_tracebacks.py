@@ -59,7 +59,7 @@ def test_the_log_has_the_traceback_in_one_record(tmp_path):
         assert result.returncode == 5, result.stderr
         path = root / "mysite" / "models.py"
         # one record: its header line, then the traceback's lines, with no record header among them
-        record = re.search(r"^\[\d+\] ERROR sockact(\.worker)?: (worker \d+ cannot start: )?app 'mysite.wsgi:"
+        record = re.search(r"^\[\d+\] ERROR sockact(\.supervisor)?: (worker \d+ cannot start: )?app 'mysite.wsgi:"
                            r"application': .*; at (?P<at>.*)\nTraceback \(most recent call last\):\n"
                            r"(?P<tb>(?:(?!\[\d+\] ).*\n)*?)ZeroDivisionError: division by zero$",
                            result.stderr, re.M)

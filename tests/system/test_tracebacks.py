@@ -35,6 +35,9 @@ def test_a_failed_reload_names_the_file_and_line_and_the_old_workers_serve(socka
     deploy(sockact, GOOD_MODELS)
     sockact.start()
     assert sockact.get("/").text == "limit=10"
+    # The first worker answers while the second may still import the app: the broken file must wait
+    # for both, or the second fails to start, which halts a service that never was ready.
+    wait_for(lambda: sockact.show("ActiveState") == "active", 30, what="the service to be ready")
     sockact.write(MODELS, BROKEN_MODELS)
     reload = sockact.c.systemctl("reload", "sockact.service", check=False)
     assert reload.returncode != 0

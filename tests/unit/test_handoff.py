@@ -38,6 +38,18 @@ def test_a_failed_worker_says_why_in_one_bounded_message():
     assert len(handoff.failure_reason(long)) == handoff.MAX_REASON
 
 
+def test_a_failed_worker_sends_its_traceback_for_the_supervisor_to_log_keeping_its_end():
+    text = "app 'x': boom\nTraceback (most recent call last):\n" + "  frame\n" * 20_000 + "ValueError: boom"
+    msg = handoff.decode(handoff.encode(handoff.failed("app 'x': boom", text)))
+    assert handoff.failure_reason(msg) == "app 'x': boom"
+    explained = handoff.failure_explained(msg)
+    assert len(handoff.encode(msg)) <= handoff.MAX_MESSAGE
+    assert explained.startswith("[...]\n") and explained.endswith("  frame\nValueError: boom")
+    short = handoff.decode(handoff.encode(handoff.failed("app 'x': boom", "app 'x': boom\nTraceback")))
+    assert handoff.failure_explained(short) == "app 'x': boom\nTraceback"
+    assert handoff.failure_explained(handoff.decode(handoff.encode(handoff.failed("why")))) == "why"
+
+
 def test_a_done_whose_data_is_not_whole_ids_is_rejected():
     raw = handoff.encode(handoff.done([1, 2]))
     with pytest.raises(HandoffError, match="not connection ids"):

@@ -23,8 +23,8 @@ the stamps the supervisor tells
   order the supervisor sent them; and
 - which connection a WSGI worker's loop was reading when it died, before the request it read
   reached a line (``SlotWriter.reading``): stamped before each read, and cleared once what it read
-  is on a line, answered, or nothing to answer (with one app thread, the loop's call clears it as
-  it ends, in the same write).
+  is on a line, answered, or nothing to answer (a call on the loop's thread clears it as it ends,
+  just before the call's own start).
 
 Each line has one writer, so nothing is locked. Torn reads are possible and harmless:
 these are hints for timers, not transactions.

@@ -61,13 +61,35 @@ COMMANDS = ("run", "check", "convert", "reload")
 _TOP_LEVEL = frozenset({"-h", "--help", "--version"})
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's own, given the terminal's width rather than asking shutil for it: argparse makes a
+    formatter for each argument it checks, even when it prints nothing, and shutil's import (with
+    bz2, lzma and zlib) costs a cold start more than building the parser."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position, _columns() - 2 if width is None else width)
+
+
+def _columns() -> int:
+    """The terminal's width as shutil.get_terminal_size() finds it: $COLUMNS, else stdout's terminal, else 80."""
+    with contextlib.suppress(KeyError, ValueError):
+        if (columns := int(os.environ["COLUMNS"])) > 0:
+            return columns
+    stdout = sys.__stdout__
+    try:
+        return (os.get_terminal_size(stdout.fileno()).columns if stdout else 0) or 80
+    except (ValueError, OSError):  # stdout closed, or not a terminal
+        return 80
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole CLI, generated from config.SETTINGS (the man page reads it too). With ``command``,
     only that command's parser: a start builds no other command's settings (argparse costs a
     cold start a few milliseconds per command)."""
     parser = argparse.ArgumentParser(
         prog="sockact", description=DESCRIPTION, epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=_Formatter)
     parser.add_argument("--version", action="version", version=f"sockact {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -75,7 +97,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     served: list[argparse.ArgumentParser] = []
     if "run" in wanted:
         served.append(sub.add_parser("run", help="serve an app", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter))
+                                     formatter_class=_Formatter))
     if "check" in wanted:
         served.append(_add_check(sub))
     if "convert" in wanted:
@@ -100,7 +122,7 @@ def _add_check(sub: Any) -> argparse.ArgumentParser:
         description="Validate the configuration (file, environment and flags), print the effective "
                     "settings as TOML, then import each app in a child process with the settings "
                     "applied (env, chdir, pythonpath, virtualenv). Exits 2 on a bad setting and 5 when "
-                    "an app does not import.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                    "an app does not import.", epilog=EPILOG, formatter_class=_Formatter)
     return check
 
 

@@ -73,7 +73,8 @@ def parse(value: Any) -> Hooks:
 parse.__doc__ = "table of hook = module:callable"
 
 
-@dataclass(frozen=True)
+# Server and Worker: nothing compares them, and each method dataclasses generates is compiled at import.
+@dataclass(frozen=True, eq=False, repr=False)
 class Server:
     """What a hook learns of the service: the supervisor's pid, the settings, a logger."""
 
@@ -82,7 +83,7 @@ class Server:
     log: logging.Logger = log
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Worker:
     """What post_fork and worker_exit learn of their worker."""
 

@@ -281,3 +281,33 @@ async def send_after_disconnect(scope, receive, send) -> None:
         pass
     print("GOT DISCONNECT", flush=True)
     await _respond(send, b"too late")
+
+
+_stray: dict[str, asyncio.Event] = {}
+
+
+async def stray_receive(scope, receive, send) -> None:
+    """/leave answers at once and leaves a task holding its receive(), which calls it once the next request
+    (/body, on the same connection) has begun and before that one reads its body; /body answers its body
+    and what the stray receive() got."""
+    if scope["type"] == "lifespan":
+        await _lifespan(scope, receive, send)
+        return
+    if scope["path"] == "/leave":
+        _stray["next"], _stray["done"] = asyncio.Event(), asyncio.Event()
+
+        async def stray() -> None:
+            await _stray["next"].wait()
+            _stray["got"] = await receive()  # type: ignore[assignment]
+            _stray["done"].set()
+
+        _stray["task"] = asyncio.get_running_loop().create_task(stray())  # type: ignore[assignment]
+        await _respond(send, b"left")
+        return
+    if scope["path"] != "/body":
+        await _respond(send, b"ok")  # the readiness check
+        return
+    _stray["next"].set()
+    await _stray["done"].wait()
+    message = await receive()
+    await _respond(send, _json({"body": message.get("body", b"").decode(), "stray": _stray["got"]["type"]}))

@@ -56,27 +56,32 @@ BODY_MIN_RATE = 1024
 
 
 class HttpCycle:
+    """The HTTP calls of one connection, one at a time: made for its first request, and begun anew
+    (``begin``) for each of the next ones, as long as nothing but the connection holds it (the runner
+    looks: an app's task that kept receive() or send() past its call would reach the next request)."""
+
     __slots__ = ("answered", "body_deadline", "body_done", "complete", "conn", "engine", "headers", "request", "scope",
                  "started", "started_at", "status", "status_line", "stopping")
 
-    def __init__(self, conn: AsgiConnection, request: Request, scope: dict[str, Any], stopping: bool,
-                 now: float | None = None) -> None:
+    def __init__(self, conn: AsgiConnection) -> None:
         self.conn = conn
         self.engine = conn.engine
+
+    def begin(self, request: Request, scope: dict[str, Any], stopping: bool, now: float) -> None:
+        """A call for ``request``, whose head was read at ``now`` (time.monotonic())."""
         self.request = request
         self.scope = scope
         self.stopping = stopping  # answer with Connection: close
         self.status = 0
         self.status_line = ""  # "200 OK": the status as the engine writes it
         self.headers: list[tuple[str, str]] | None = None  # from http.response.start, checked
-        self.started = False  # the head is on its way
-        self.complete = False  # the whole response is on its way
-        self.answered = False  # sockact answered in the app's stead (an error); the app's sends are dropped
-        self.body_done = False
+        # started: the head is on its way; complete: the whole response is; answered: sockact answered
+        # in the app's stead (an error), and the app's sends are dropped.
+        self.started = self.complete = self.answered = self.body_done = False
         self.started_at = time.perf_counter()  # for the access log
-        # The body must come within io_timeout of its head (read at ``now``), as a WSGI body_buffer body must, plus a
-        # second per BODY_MIN_RATE bytes: a client that trickles it holds its connection (an fd) no longer.
-        self.body_deadline = (time.monotonic() if now is None else now) + conn.site.io_timeout
+        # The body must come within io_timeout of its head, as a WSGI body_buffer body must, plus a second
+        # per BODY_MIN_RATE bytes: a client that trickles it holds its connection (an fd) no longer.
+        self.body_deadline = now + self.conn.site.io_timeout
 
     async def run(self, app: Any) -> bool:
         """Call the app and finish the response; True when the connection persists."""
@@ -88,21 +93,25 @@ class HttpCycle:
             else:
                 log.error("conn %d: application error on %s", self.conn.msg.conn_id, self.line(), exc_info=exc)
             return self._fail()
-        if self.answered:
-            return False
-        if not self.started:
+        if self.answered or not self.complete:
+            if self.answered or self.started:
+                return False  # answered in the app's stead, or the app stopped in the middle of its body
             log.error("conn %d: the application returned without a response to %s", self.conn.msg.conn_id,
                       self.line())
             return self._fail()
-        if not self.complete:
-            return False  # the app stopped in the middle of its body
-        if not (self.engine.keep_alive and not self.conn.gone and (self._no_body_left() or await self._drain())):
+        conn = self.conn
+        # Most often the request had no body, or it is all read: nothing is left to drain.
+        if not (self.engine.keep_alive and not conn.gone
+                and (self.body_done or self.engine.body_done() or await self._drain())):
             return False
+        # All of it is read. Said here too, for a receive() an app kept past its call: it hears
+        # http.disconnect, and the engine's next request's body stays that request's.
+        self.body_done = True
         # A pipelined request waits until this response is out: a client that sends and never reads
         # holds one response in memory, not one per request (a close flushes within its own deadline).
-        if self.conn.backlogged:
-            await self.conn.drain(0)
-        return not self.conn.gone
+        if conn.backlogged:
+            await conn.drain(0)
+        return not conn.gone
 
     @property
     def client_left(self) -> bool:
@@ -175,10 +184,10 @@ class HttpCycle:
     # -- send
 
     async def send(self, message: dict[str, Any]) -> None:
-        if self.answered:
-            return  # sockact answered in the app's stead: the app's response goes nowhere
         conn = self.conn
-        if conn.gone:  # client_left, without a property's call on each send
+        if self.answered or conn.gone:  # conn.gone: client_left, without a property's call on each send
+            if self.answered:
+                return  # sockact answered in the app's stead: the app's response goes nowhere
             raise ClientDisconnected(f"conn {conn.msg.conn_id}: the client has gone")
         kind = message["type"]
         if (kind == "http.response.body" and not self.started and self.headers is not None
@@ -191,8 +200,7 @@ class HttpCycle:
             head, data = self.engine.whole_response(self.status_line, self.headers, body, date=http_date(),
                                                     close=self.stopping)
             conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
-            conn.write(head, data)
-            if not conn.writable:
+            if conn.write(head, data):
                 await conn.drain()
             return
         if kind == "http.response.start":
@@ -227,8 +235,7 @@ class HttpCycle:
             parts.append(engine.end_response())
             self.complete = True
             conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
-        conn.write(*parts)
-        if not conn.writable:
+        if conn.write(*parts):
             await conn.drain()
 
     async def _send_path(self, message: dict[str, Any]) -> None:
@@ -252,12 +259,6 @@ class HttpCycle:
         self.conn.write(self.engine.end_response())
         self.complete = True
         self.conn.wake()
-
-    def _no_body_left(self) -> bool:
-        """The request body is all read (most often: it had none), so nothing is left to drain."""
-        if not self.body_done and self.engine.body_done():
-            self.body_done = True
-        return self.body_done
 
     async def _drain(self) -> bool:
         """Read and drop what is left of the request body, if small; True if that worked."""

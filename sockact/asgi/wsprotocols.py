@@ -155,13 +155,14 @@ class WebsocketsProtocol:
         self._response: Any = None
         self._eof = False
         self._text = False  # the kind of the message that CONT frames continue
-        # What comes after the handshake request, kept until the app accepts: the library would parse it
+        # What came after the handshake request, kept until the app accepts: the library would parse it
         # as frames at once, and bytes that are no frame would fail the connection before the app's
-        # answer, leaving a refusal (a 500 for an app that raised) unsent.
+        # answer, leaving a refusal (a 500 for an app that raised) unsent. The session gives the rest of
+        # the client's bytes only once the app has accepted (websocket.py).
         end = head.find(b"\r\n\r\n") + 4
         if end < 4:
             end = len(head)  # no whole head: the library refuses it below
-        self._early: bytearray | None = bytearray(head[end:])
+        self._early: bytes | None = head[end:]
         self.ws.receive_data(head[:end])
         for event in self.ws.events_received():  # the handshake request
             if not isinstance(event, Request):
@@ -180,11 +181,6 @@ class WebsocketsProtocol:
 
     def receive_data(self, data: bytes) -> None:
         if self._eof:
-            return
-        if self._early is not None:  # not accepted yet
-            self._early += data
-            if not data:
-                self._eof = True
             return
         if data:
             self.ws.receive_data(data)
@@ -224,11 +220,9 @@ class WebsocketsProtocol:
         if subprotocol:
             response.headers["Sec-WebSocket-Protocol"] = subprotocol
         self.ws.send_response(response)
-        early, eof, self._early, self._eof = self._early, self._eof, None, False
+        early, self._early = self._early, None
         if early:
-            self.receive_data(bytes(early))
-        if eof:
-            self.receive_data(b"")
+            self.receive_data(early)
 
     def reject(self, status: int) -> None:
         self._early = None  # what came after the request is never read: the connection closes

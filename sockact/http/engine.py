@@ -30,8 +30,6 @@ The events are defined in events.py.
 
 from __future__ import annotations
 
-import http
-
 import httptools
 
 from sockact.errors import ProtocolError
@@ -538,6 +536,8 @@ class Connection:
 def error_message(status: int, date: str, head_only: bool = False, *, detail: str = "", headers: str = "") -> bytes:
     """A complete plain-text error response with Connection: close (the supervisor's 502/503/504 too);
     ``detail`` follows the status in the body, ``headers`` are extra CRLF-ended header lines."""
+    import http  # here: HTTPStatus, an enum of some sixty members, is built at import, and only errors need it
+
     phrase = http.HTTPStatus(status).phrase
     body = f"{status} {phrase}{': ' + detail if detail else ''}\n".encode()
     head = (f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"

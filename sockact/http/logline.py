@@ -28,25 +28,6 @@ def access_remote(sock: socket.socket, peer: tuple[Any, ...] | str | None) -> st
     return peer or (unix_peer(sock) if sock.family == socket.AF_UNIX else "")
 
 
-def access_entry(remote: str, request: Request | None, status: int, sent: int, started: float, pid: int,
-                 conn_id: int, listener: str, response_headers: Sequence[tuple[str, str]] = (),
-                 memo: Memo | None = None) -> Entry:
-    """The access log's entry for one request (None: the request line itself was bad) begun at ``started``
-    (time.perf_counter()). ``memo`` is the connection's: its text is made once while the request repeats."""
-    duration = int((time.perf_counter() - started) * 1e6)
-    if request is None:
-        return Entry(remote, "", "", "", "", "", status, sent, duration, pid, conn_id, listener)
-    if memo is not None and memo.key is request:
-        text = memo.text
-    else:
-        text = line_text(request)
-        if memo is not None:
-            memo.renew(request, text)
-    # Positional: this runs once a request. The fields' order is Entry's.
-    return Entry(remote, *text, status, sent, duration, pid, conn_id, listener, request.headers, response_headers,
-                 time.time(), memo)
-
-
 _NO_TEXT = ("", "", "", "", "")
 
 

@@ -222,9 +222,11 @@ class SlotWriter:
         before what it reads is on a line, its client gets a 502."""
         self._words[self._reading_word] = conn_id
 
-    def begin(self, line: bytes, conn_id: int = 0, now: float = 0.0) -> None:
+    def begin(self, line: bytes, conn_id: int = 0, written: int = 0, now: float = 0.0) -> None:
         """A call starts (``now``, monotonic, when the caller has read the clock); ``line`` names its request
-        (read back as latin-1, cut to fit)."""
+        (read back as latin-1, cut to fit). ``written``: UNKNOWN for a call whose response will begin with
+        ``responded_uncounted`` (an ASGI call's: its transport buffers); without it, the response begins
+        with ``responded``, which writes that field itself (nothing reads it before)."""
         words = self._words
         if line != self._text:  # else the last call's request line, there already (a client repeats its request)
             self._text = line
@@ -234,6 +236,8 @@ class SlotWriter:
             words[self._length_word] = len(line)
         words[self._conn_word] = conn_id
         words[self._responded_word] = 0
+        if written:
+            words[self._responded_word + 1] = written  # the bytes written before the response (_LINE's order)
         # Last: from here the line shows a call, and the fields above are already this call's.
         self._floats[self._started_word] = now or time.monotonic()
 
@@ -242,6 +246,11 @@ class SlotWriter:
         unless the kernel's count of bytes written on it says otherwise (``written``: by this worker
         before the response; ``length``: the response's, when it goes in one send)."""
         _RESPONSE.pack_into(self._map, self._at + _RESPONDED_AT, 1, written, length)
+
+    def responded_uncounted(self) -> None:
+        """``responded()`` for a line begun with ``written=UNKNOWN``: the one field that changes, rather than a
+        struct packed for each response."""
+        self._words[self._responded_word] = 1
 
     def answered(self) -> None:
         """The call's response is whole and its connection persists: what the call does after (the app's

@@ -24,7 +24,6 @@ Contract:
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import os
@@ -35,7 +34,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from sockact.errors import ConfigError
@@ -203,6 +201,8 @@ def _user(e: Entry) -> str:
     scheme, _, token = auth.partition(" ")
     if scheme.lower() != "basic":
         return "-"
+    import base64  # here: a cold start needs it for no request, and most requests have no Basic auth
+
     try:
         user = base64.b64decode(token.strip(), validate=True).decode("latin-1").partition(":")[0]
     except (binascii.Error, ValueError):
@@ -361,6 +361,8 @@ def compile_format(spec: str, atoms: dict[str, str] = ATOMS) -> Callable[[Entry]
 
 def _iso_second(second: int) -> tuple[str, str]:
     """The local time of ``second`` as ISO 8601, split around where its milliseconds go."""
+    from datetime import datetime  # here: only the JSON and journal lines' time needs it
+
     text = datetime.fromtimestamp(second).astimezone().isoformat(timespec="milliseconds")
     return text[:-10], text[-6:]  # "2023-11-14T22:13:20", "+00:00" (".000" between)
 

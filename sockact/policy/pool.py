@@ -49,9 +49,11 @@ MAX_BACKOFF = 10.0  # seconds between respawns when workers keep dying at start-
 
 
 # -- actions
+# No generated __repr__ (pytest compares dataclasses field by field anyway): dataclasses compiles
+# each generated method at import, on a cold start's way to its first fork.
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Spawn:
     """Start a worker of ``generation`` with ``config``."""
 
@@ -59,14 +61,14 @@ class Spawn:
     config: Any
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Retire:
     """Ask worker ``pid`` to finish what it holds and exit."""
 
     pid: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Kill:
     """Send worker ``pid`` the signal ``signum``."""
 
@@ -74,7 +76,7 @@ class Kill:
     signum: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Halt:
     """Stop the service: the app cannot serve; exit with ``exit_code``."""
 
@@ -82,19 +84,19 @@ class Halt:
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Ready:
     """The first generation serves: READY=1."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Reloaded:
     """A reload is done: ``generation`` serves (RELOADING=1 ends well)."""
 
     generation: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ReloadFailed:
     """A reload failed for ``reason``; the running generation serves on."""
 
@@ -104,7 +106,7 @@ class ReloadFailed:
 Action = Spawn | Retire | Kill | Halt | Ready | Reloaded | ReloadFailed
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Member:
     """One worker, as the pool knows it."""
 
@@ -130,7 +132,7 @@ class PoolSettings(Protocol):
 C = TypeVar("C", bound=PoolSettings)
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Generation(Generic[C]):
     """A generation of workers: its settings, and how many workers it should have."""
 
@@ -139,7 +141,7 @@ class Generation(Generic[C]):
     target: int
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class WorkerPool(Generic[C]):
     """See the module docstring; ``config`` is the first generation's settings."""
 

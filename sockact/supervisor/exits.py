@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from sockact.logs.access import escape
@@ -108,6 +107,8 @@ class Exits:
                 continue
             orphans.answer(verdict)
             if verdict.status is not None:
+                from http import HTTPStatus  # here: only a worker's death with requests in hand needs it
+
                 phrase = HTTPStatus(verdict.status).phrase
                 what = escape(verdict.line) if verdict.line else "the request it was reading"
                 log.log(level, "worker %d %s before answering %s: %d %s sent%s", w.pid, how, what,

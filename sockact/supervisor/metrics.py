@@ -27,7 +27,7 @@ HANDOFF_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
 RESTART_REASONS = ("exit", "timeout", "max-requests", "memory", "memory-limit", "pressure", "reload")
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Histogram:
     """Bucket counts (the last one is +Inf) and the sum of what was observed."""
 
@@ -77,7 +77,7 @@ def restart_reason(state: WorkerState | None, recycled: str | None, old_generati
     return "exit"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Snapshot:
     """Everything a scrape shows, read at one moment."""
 

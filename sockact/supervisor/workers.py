@@ -27,7 +27,7 @@ from sockact.supervisor import orphans
 
 log = logging.getLogger("sockact.workers")
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class WorkerProcess:
     """A worker process, seen from the supervisor: its channel and what it holds."""
 

@@ -26,7 +26,7 @@ DEFAULT_NAME = DEFAULT_LISTENER
 _ACTIVATION_VARS = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Listener:
     """One listening socket and the name that maps it to an app."""
 

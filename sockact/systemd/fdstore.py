@@ -53,7 +53,7 @@ def listener_of(name: str) -> str | None:
     return name[len(PREFIX):] if name.startswith(PREFIX) else None
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class TakenBack:
     """What the next instance found in the store: connections to park, and the ones it closed."""
 

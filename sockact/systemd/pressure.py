@@ -19,7 +19,6 @@ the selector. Nothing here decides what to do about pressure; the supervisor doe
 
 from __future__ import annotations
 
-import base64
 import binascii
 import contextlib
 import os
@@ -44,6 +43,8 @@ class PressureWatch:
         path = environ.get("MEMORY_PRESSURE_WATCH", "")
         if not path or path == "/dev/null":
             return None
+        import base64  # here: only a service systemd watches for memory pressure needs it
+
         trigger = base64.b64decode(environ.get("MEMORY_PRESSURE_WRITE", ""), validate=True)
         mode = os.stat(path).st_mode
         if stat.S_ISFIFO(mode):
@@ -83,6 +84,8 @@ class PressureWatch:
 
 def describe(environ: Mapping[str, str]) -> str:
     """What is watched, for the start-up log line."""
+    import base64  # as in from_environ
+
     path = environ.get("MEMORY_PRESSURE_WATCH", "")
     try:
         trigger = base64.b64decode(environ.get("MEMORY_PRESSURE_WRITE", "")).decode("ascii", "replace").strip("\0 \n")

@@ -41,13 +41,13 @@ from sockact.errors import ProtocolError
 from sockact.http import Site
 from sockact.http.dates import http_date
 from sockact.http.events import NEED_DATA, Request
-from sockact.http.logline import access_entry, access_remote
+from sockact.http.logline import access_remote, connection_entry, fill_entry
 from sockact.http.proxyprotocol import ProxyProtocolError
 from sockact.http.site import health_response, is_health
 from sockact.ipc import handoff
-from sockact.ipc.scoreboard import SlotWriter
+from sockact.ipc.scoreboard import UNKNOWN, SlotWriter
 from sockact.ipc.tally import TallyWriter
-from sockact.logs.access import AccessLog, Memo
+from sockact.logs.access import AccessLog
 from sockact.worker.channel import (
     Closed,
     call_line,
@@ -58,7 +58,7 @@ from sockact.worker.channel import (
     read_channel,
     report,
 )
-from sockact.worker.connstates import CALL, CLOSING, HANDED, HEAD
+from sockact.worker.connstates import CALL, CLOSING, HANDED, HEAD, IDLE, QUEUED
 from sockact.worker.owner import TIMER_INTERVAL, Carrier, Due, Owner
 
 log = logging.getLogger("sockact.worker")
@@ -131,6 +131,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
         self.last_beat = time.monotonic()
         self.handing_back = False
         self._eager = False  # an eager task's first step runs now, inside _call
+        self._cycle_refs = 0  # the references to a connection's cycle that nothing else holds (_start_http)
         self._context = contextvars.copy_context()  # the loop's own, outside every call's task
         self._handed_back: list[AsgiConnection] = []  # handed back by the monitor; the loop closes its copies
         self._stop_monitor = threading.Event()
@@ -199,7 +200,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
         conn = self.owner.add(AsgiConnection(self.loop, msg, sock, site, scope, self._advance, self.lock, state, since,
                                    self.batch))
         if self.access is not None and site.access_log:
-            conn.log_memo = Memo()
+            conn.log_entry = connection_entry("", self.pid, msg.conn_id, site.listener)
         if msg.data:
             self._advance(conn)
         else:
@@ -300,28 +301,41 @@ class AsgiRunner(Carrier[AsgiConnection]):
         scope = scopes.http(request)
         line = scopes.line
         now = time.monotonic()
-        cycle = HttpCycle(conn, request, scope, self.stopping or self.draining, now)
-        conn.to("head")  # QUEUED until its task begins: a stall may still hand it back
+        cycle = conn.cycle
+        # Its last call's cycle serves again unless something besides the connection still holds it (an
+        # app's task that kept receive() or send(), a traceback): then it would reach this request. The
+        # count of a cycle nothing else holds is read here, of a new one (conn.cycle, this name, and
+        # getrefcount's argument where the interpreter counts it).
+        if cycle is None or sys.getrefcount(cycle) > self._cycle_refs:
+            cycle = conn.cycle = HttpCycle(conn)
+            self._cycle_refs = sys.getrefcount(cycle)
+        cycle.begin(request, scope, self.stopping or self.draining, now)
+        # QUEUED until its task begins (a stall may still hand it back). IDLE --head--> QUEUED (connstates.DIRECT),
+        # a keep-alive connection's next request, assigned at once; from the other states through the table.
+        if conn.state is IDLE:
+            conn.state = QUEUED
+        else:
+            conn.to("head")
         self.calls[conn] = (now, request)
         if self.call_lines:
             conn.call_line = conn.answering = call = self.call_lines.pop()
-            call.begin(line, conn.msg.conn_id)
+            call.begin(line, conn.msg.conn_id, UNKNOWN)  # the bytes written before its response: not counted
             if not conn.flushed:
                 # The last response (pipelining) is still going out: a 502 now would land inside it.
-                call.responded()
+                call.responded_uncounted()
                 conn.answering = None
+        if not _EAGER:
+            self.loop.create_task(self._run(conn, cycle, line))  # its first step comes at the next turn
+            return False
         return self._call(self._run(conn, cycle, line))
 
     def _call(self, coro: Coroutine[Any, Any, bool]) -> bool:
-        """Start an app's call as a task of its own; True when it is over already and its connection
-        may go on to its next request (the caller looks for one). Where asyncio can (Python 3.12 and
-        later), the task starts eagerly: its first step runs on this thread and now, without the
-        runner's lock, so a stall can still be handed back; most calls never wait, and end there with
-        no turn of the loop. The first step runs inside its task either way: asyncio.timeout and anyio
-        (FastAPI's plain ``def`` endpoints) need a current task."""
-        if not _EAGER:
-            self.loop.create_task(coro)
-            return False
+        """Start an app's call as an eager task (Python 3.12 and later); True when it is over already and
+        its connection may go on to its next request (the caller looks for one). Its first step runs on
+        this thread and now, without the runner's lock, so a stall can still be handed back; most calls
+        never wait, and end there with no turn of the loop. The first step runs inside its task either
+        way (without eager tasks, at the next turn): asyncio.timeout and anyio (FastAPI's plain ``def``
+        endpoints) need a current task."""
         self._eager = True
         self.lock.release()
         try:
@@ -335,10 +349,19 @@ class AsgiRunner(Carrier[AsgiConnection]):
         """The call's task: the app's call, then its end carried out in the same step (no callback, no
         turn of the loop). True when the connection goes on and the eager start that ran this step
         looks for its next request; a call that ends later looks for it itself."""
-        with self.lock:  # the monitor may have handed the connection back before this task began
-            if conn.state is HANDED:
+        # The lock taken with acquire() and release(), not ``with``, twice a request: as in conn.py's _readable.
+        lock = self.lock
+        lock.acquire()  # the monitor may have handed the connection back before this task began
+        try:
+            state = conn.state
+            if state is QUEUED:
+                conn.state = CALL  # QUEUED --call--> CALL (connstates.DIRECT), assigned at once
+            elif state is HANDED:
                 return False  # its request went back with it: nothing was served here
-            conn.to("call")
+            else:
+                conn.to("call")
+        finally:
+            lock.release()
         # Until its first await this call holds the loop. An app that blocks the loop here must be the
         # one the scoreboard names (and the timeout kill logs), and at once: the next beat may not come.
         for slot in self.slots:
@@ -348,7 +371,8 @@ class AsgiRunner(Carrier[AsgiConnection]):
             keep = await cycle.run(conn.site.app)
         finally:
             eager = self._eager
-            with self.lock:
+            lock.acquire()
+            try:
                 goes_on = self._after(conn, cycle, keep)
                 if goes_on and not eager:
                     if conn.engine.idle and not (self.owner.retiring or self.owner.recycling):
@@ -357,6 +381,8 @@ class AsgiRunner(Carrier[AsgiConnection]):
                         # A pipelined request may be buffered already; its task must not start in this
                         # one's context (an app's context variables are its request's alone).
                         self._context.run(self._advance, conn)
+            finally:
+                lock.release()
         return goes_on and eager
 
     def _free_call_line(self, conn: AsgiConnection) -> None:
@@ -381,13 +407,14 @@ class AsgiRunner(Carrier[AsgiConnection]):
         next request: the caller looks for one."""
         self.calls.pop(conn, None)
         self._free_call_line(conn)
-        if self.owner.count(conn):
+        owner = self.owner
+        if owner.count(conn):
             report(self.chan, handoff.Message(handoff.RECYCLE))
-        self.slots[0].requests = self.owner.requests
+        self.slots[0].requests = owner.requests
         if self.tally is not None:
             self.tally.record(conn.msg.listener, cycle.request.method, cycle.status,
                               time.perf_counter() - cycle.started_at)
-        if self.access is not None:
+        if conn.log_entry is not None:
             self._access(conn, cycle.request, cycle.status, cycle.started_at, cycle.headers or (),
                          cycle.scope["client"])
         if not keep or conn.fd < 0 or conn.state is not CALL:  # conn.fd < 0: closed
@@ -395,7 +422,9 @@ class AsgiRunner(Carrier[AsgiConnection]):
             self._close(conn, linger=cycle.answered and not cycle.body_done)
             return False
         conn.engine.start_next_cycle()
-        conn.to("served")
+        # CALL --served--> IDLE (connstates.DIRECT), assigned at once, with the clock IDLE starts (park_after).
+        conn.state = IDLE
+        conn.since = time.monotonic()
         return True
 
     def _start_websocket(self, conn: AsgiConnection, request: Request) -> None:
@@ -423,9 +452,10 @@ class AsgiRunner(Carrier[AsgiConnection]):
         if not task.cancelled() and task.exception() is None:
             ws = task.result()
             release_memory(ws)
-            if self.access is not None and conn.site.access_log:
-                entry = access_entry(self._remote(conn, ws.scope["client"]), request, ws.status, ws.bytes_out,
-                                     ws.started, self.pid, conn.msg.conn_id, conn.site.listener)
+            entry = conn.log_entry
+            if entry is not None and self.access is not None:
+                entry.remote = self._remote(conn, ws.scope["client"])
+                fill_entry(entry, request, ws.status, ws.bytes_out, ws.started, ())
                 self.access.log_websocket(entry, ws.close_code if ws.status == 101 else 0, ws.bytes_in)
         # Lingering: a client still sending (a message over ws_max_size) reads the close frame before a reset.
         self._close(conn, linger=True)
@@ -433,10 +463,11 @@ class AsgiRunner(Carrier[AsgiConnection]):
     def _access(self, conn: AsgiConnection, request: Request | None, status: int, started: float,
                 response_headers: Sequence[tuple[str, str]] = (), client: Any = None) -> None:
         """``client``: the request's scope client, which trusted proxies may have told."""
-        if self.access is None or not conn.site.access_log:
+        entry, access = conn.log_entry, self.access
+        if entry is None or access is None:
             return
-        self.access.log(access_entry(self._remote(conn, client), request, status, conn.engine.body_sent, started,
-                                     self.pid, conn.msg.conn_id, conn.site.listener, response_headers, conn.log_memo))
+        entry.remote = self._remote(conn, client)
+        access.log(fill_entry(entry, request, status, conn.engine.body_sent, started, response_headers))
 
     @staticmethod
     def _remote(conn: AsgiConnection, client: Any = None) -> str:

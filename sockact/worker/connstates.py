@@ -2,7 +2,9 @@
 
 Rule of this module, as of sockact/policy/states.py: a connection's state changes only through
 ``Owned.to()`` (owner.py), and only along a row of CONN_TRANSITIONS. An event that the
-current state does not accept raises InvalidTransition.
+current state does not accept raises InvalidTransition. The one exception is DIRECT: the moves
+of a keep-alive request, which a runner assigns itself when the connection is in the state the
+move starts from (three a request, each an Owned.to() call otherwise); the table still says them.
 
     PREFACE --preface--> FRESH                  (a PROXY header first, then HTTP)
     FRESH/IDLE --bytes--> HEAD                  (part of a request head has come)
@@ -23,8 +25,8 @@ import enum
 
 from sockact.policy.states import InvalidTransition
 
-__all__ = ["BODY", "CALL", "CLOSED", "CLOSING", "CONN_TRANSITIONS", "FRESH", "HANDED", "HEAD", "IDLE", "PREFACE",
-           "QUEUED", "ConnState", "InvalidTransition"]
+__all__ = ["BODY", "CALL", "CLOSED", "CLOSING", "CONN_TRANSITIONS", "DIRECT", "FRESH", "HANDED", "HEAD", "IDLE",
+           "PREFACE", "QUEUED", "ConnState", "InvalidTransition"]
 
 
 class ConnState(enum.Enum):
@@ -74,6 +76,11 @@ CONN_TRANSITIONS: dict[tuple[ConnState, str], ConnState] = {
     (_C.FRESH, "park"): _C.HANDED,
     (_C.IDLE, "park"): _C.HANDED,
 }
+
+# (state before, event, state after, whether its clock starts): the moves a runner assigns directly on a
+# keep-alive request's path, as the table has them (test_worker_states checks it): its next head parsed
+# while idle, its call begun, its call served (park_after's clock starts, which the runner sets too).
+DIRECT = ((_C.IDLE, "head", _C.QUEUED, False), (_C.QUEUED, "call", _C.CALL, False), (_C.CALL, "served", _C.IDLE, True))
 
 # The states whose deadline (owner.due) runs from the moment they are entered, except along KEEP_CLOCK:
 # one head's deadline counts from its connection's first moment, and a head that grows is the same head.

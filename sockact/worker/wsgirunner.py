@@ -553,7 +553,7 @@ class EventLoop(Carrier[Held]):
         request = held.request
         assert request is not None
         now = self.call_started[line] = time.monotonic()
-        self.slots[line].begin(held.line_of(request), held.msg.conn_id, now)
+        self.slots[line].begin(held.line_of(request), held.msg.conn_id, now=now)
         return now
 
     def _serve(self, index: int, held: Held, started: float = 0.0) -> bool:

@@ -601,3 +601,18 @@ def test_a_websocket_request_without_a_library_says_once_what_to_install(start_s
     # The library by name: 'sockact[asgi]' would send pip to PyPI, whatever tree sockact came from.
     said = server.wait_for_log("install one with: pip install wsproto (a virtualenv)")
     assert said.count("no WebSocket library is installed") == 1, said
+
+
+def test_a_receive_an_app_kept_past_its_call_does_not_reach_the_next_request(start_sockact):
+    # A connection's requests share one cycle only while nothing else holds it: a task that kept the
+    # last call's receive() and calls it during the next request is told http.disconnect, and the next
+    # request's body goes to its own call.
+    server = start_sockact("asgiapps:stray_receive", "--workers", "1")
+    client = KeepAliveClient(server.port)
+    try:
+        assert client.request("/leave")[2] == b"left"
+        client.sock.sendall(b"POST /body HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\nhello")
+        status, _, body = client.read_response()
+    finally:
+        client.close()
+    assert status == 200 and json.loads(body) == {"body": "hello", "stray": "http.disconnect"}

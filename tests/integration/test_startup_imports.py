@@ -23,6 +23,13 @@ NOT_ON_THE_WSGI_PATH = (
     "sockact.config.fromgunicorn",  # `sockact convert` and a misnamed setting only
     "sockact.manpage",
     "sockact.asgi.lifespan",
+    "shutil",  # argparse asks it the terminal's width; sockact's parser finds the width itself (cli.py)
+    "bz2",  # shutil's
+    "lzma",
+    "datetime",  # the access log's JSON and journal times only (logs/access.py)
+    "base64",  # a Basic authentication's user in the access log, or systemd's memory pressure watch
+    "http",  # HTTPStatus: an error's reason phrase only
+    "urllib.parse",  # a path with a % only (http/requests.py)
 )
 
 

@@ -14,7 +14,7 @@ import pytest
 from sockact import config
 from sockact.errors import ConfigError
 from sockact.http.events import Request
-from sockact.http.logline import access_entry, connection_entry, fill_entry
+from sockact.http.logline import connection_entry, fill_entry
 from sockact.logs import access as accesslog
 from sockact.logs.access import GUNICORN_FORMAT, AccessLog, Entry, compile_format, escape
 
@@ -78,13 +78,15 @@ def test_a_connections_memo_gives_the_lines_fresh_entries_give():
         assert line(entry(memo=ours, **fields)) == line(entry(**fields))
         theirs.renew(other, ("", "", "", "", ""))
         assert line(entry(remote="192.0.2.8", memo=theirs)).startswith("192.0.2.8 ")
-    # access_entry fills a memo, and uses it while the request is the same object
-    memo = accesslog.Memo()
-    first = access_entry("192.0.2.7", request, 200, 14, 0.0, 1, 9, "http", (), memo)
+    # fill_entry fills a connection's memo, and uses it while the request is the same object
+    e = connection_entry("192.0.2.7", 1, 9, "http")
+    memo = e.memo
+    assert memo is not None
+    first = line(fill_entry(e, request, 200, 14, 0.0, ()))
     assert memo.key is request and memo.text == ("GET", "/p%20q?x=1", "/p q", "x=1", "HTTP/1.1")
-    again = access_entry("192.0.2.7", request, 304, 0, 0.0, 1, 9, "http", (), memo)
+    again = fill_entry(e, request, 304, 0, 0.0, ())
     assert (again.method, again.target, again.path, again.query, again.protocol) == memo.text
-    assert line(again).split(" ")[:2] == line(first).split(" ")[:2] and again.status == 304
+    assert line(again).split(" ")[:2] == first.split(" ")[:2] and again.status == 304
 
 
 def test_a_memo_over_requests_that_share_their_fields_gives_the_lines_fresh_entries_give():
@@ -305,7 +307,7 @@ def test_a_connections_entry_serves_each_request_and_buffered_lines_keep_their_o
     for request, status, sent in ((first, 200, 14), (first, 304, 0), (second, 201, 3), (None, 400, 0)):
         fill_entry(e, request, status, sent, 0.0, ())
         journal.log(e)
-        fresh = access_entry("192.0.2.7", request, status, sent, 0.0, 4242, 9, "http")
+        fresh = fill_entry(connection_entry("192.0.2.7", 4242, 9, "http"), request, status, sent, 0.0, ())
         assert (e.method, e.target, e.path, e.query, e.protocol, list(e.headers)) == (
             fresh.method, fresh.target, fresh.path, fresh.query, fresh.protocol, list(fresh.headers))
     journal.flush()

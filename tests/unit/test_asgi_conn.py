@@ -17,7 +17,7 @@ import pytest
 from sockact.asgi.conn import AsgiConnection, Batch
 from sockact.http import Limits, Site
 from sockact.ipc import handoff
-from sockact.ipc.scoreboard import Scoreboard
+from sockact.ipc.scoreboard import UNKNOWN, Scoreboard
 from sockact.worker.connstates import ConnState
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -47,7 +47,7 @@ def call():
     msg = handoff.Message(handoff.CONN, conn_id=7, family=socket.AF_UNIX)
     conn = AsgiConnection(loop, msg, sock, site, {}, lambda _: None, threading.Lock(), ConnState.CALL, 0.0)
     line = board.writer(slot, 0)
-    line.begin(b"POST /", 7)
+    line.begin(b"POST /", 7, UNKNOWN)  # as the runner begins a call's line
     conn.call_line = conn.answering = line
     yield conn, sock, client, board, slot
     conn.detach()

@@ -7,6 +7,7 @@ gives the engine what the test says the client sends, one piece per wait for inp
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
@@ -85,7 +86,9 @@ class Client:
 
 def cycle_for(client: Client, stopping: bool = False) -> HttpCycle:
     request = client.engine.next_event()
-    return HttpCycle(client, request, {"type": "http"}, stopping)  # type: ignore[arg-type]
+    cycle = HttpCycle(client)  # type: ignore[arg-type]
+    cycle.begin(request, {"type": "http"}, stopping, time.monotonic())
+    return cycle
 
 
 def serve(app: App, first: bytes = GET, *later: bytes) -> tuple[bool, Client]:

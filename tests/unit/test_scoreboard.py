@@ -92,3 +92,21 @@ def test_requests_waiting_for_an_app_thread_read_as_calls_not_yet_answered():
     waiting.add(13, b"GET /c")
     assert sorted(c.conn_id for c in board.calls(slot)) == [12, 13]
     board.close()
+
+
+def test_a_line_begun_uncounted_responds_with_one_byte_as_responded_would():
+    # An ASGI call's line: the bytes written before its response are not counted (UNKNOWN), so its response's
+    # beginning is the one byte that changes, and reads back as responded() with no count would.
+    from sockact.ipc.scoreboard import UNKNOWN
+
+    board = Scoreboard(1)
+    slot = board.allocate()
+    quick, full = board.writer(slot, 1), board.writer(slot, 2)
+    quick.begin(b"GET /a", 11, UNKNOWN)
+    full.begin(b"GET /a", 12)
+    assert [c.responded for c in board.calls(slot)] == [False, False]
+    quick.responded_uncounted()
+    full.responded()
+    calls = sorted(board.calls(slot), key=lambda c: c.conn_id)
+    assert [(c.responded, c.answered, c.written_before, c.length) for c in calls] == [(True, False, None, 0)] * 2
+    board.close()

@@ -9,7 +9,7 @@ import pytest
 
 from sockact.ipc import handoff
 from sockact.worker.channel import Closed
-from sockact.worker.connstates import CONN_TRANSITIONS, ConnState, InvalidTransition
+from sockact.worker.connstates import CONN_TRANSITIONS, DIRECT, ConnState, InvalidTransition
 from sockact.worker.owner import Carrier, Due, Owned, Owner, due
 
 C = ConnState
@@ -62,6 +62,14 @@ def test_each_state_refuses_the_events_it_has_no_row_for(state):
         with pytest.raises(InvalidTransition):
             conn.to(event)
         assert conn.state is state  # nothing changed
+
+
+@pytest.mark.parametrize(("before", "event", "after", "clock"), DIRECT)
+def test_the_moves_a_runner_assigns_directly_are_the_tables(before, event, after, clock):
+    assert CONN_TRANSITIONS[before, event] is after
+    conn = Conn(state=before, since=1.0)
+    conn.to(event, now=5.0)
+    assert conn.state is after and conn.since == (5.0 if clock else 1.0)
 
 
 def test_handed_and_closed_are_ends():

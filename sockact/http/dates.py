@@ -7,14 +7,11 @@ here, so the supervisor side needs nothing of the WSGI server for it.
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from wsgiref.handlers import format_date_time  # IMF-fixdate, lighter to import than email.utils
 
-from sockact.logs.access import per_second
+from sockact.logs.access import PerSecond
 
-_date = per_second(format_date_time)
-
-
-def http_date() -> str:
-    """The Date field value (RFC 9110 IMF-fixdate), formatted once a second."""
-    return _date(time.time())
+# The Date field value (RFC 9110 IMF-fixdate), formatted once a second: http_date() reads the clock itself
+# (one call a response, not two).
+http_date: Callable[[], str] = PerSecond(format_date_time).at

@@ -192,9 +192,13 @@ class Connection:
         """The next event; raises ProtocolError when the client broke the protocol."""
         buf = self._buf
         if buf == self._last_head and buf and self.state == IDLE:
-            # The usual keep-alive request: the last head parsed whole again, and nothing after it.
+            # The usual keep-alive request: the last head parsed whole again, and nothing after it. What
+            # _repeat does, without its call: this is most requests.
+            request = self.request = self._last_request
+            assert request is not None
             self._buf, self._head, self._scanned, self._crlf_skipped = b"", buf, 0, False
-            return self._repeat(self._last_request)
+            self.state, self._remaining = BODY, request.content_length or 0
+            return request
         try:
             if self.state == BODY:
                 return self._next_body()

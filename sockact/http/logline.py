@@ -39,8 +39,9 @@ def connection_entry(remote: str, pid: int, conn_id: int, listener: str) -> Entr
 
 def fill_entry(entry: Entry, request: Request | None, status: int, sent: int, started: float,
                response_headers: Sequence[tuple[str, str]]) -> Entry:
-    """``entry`` (a connection_entry) for the request that ends now, begun at ``started`` (time.perf_counter());
-    None: the request line itself was bad. The request's text is the entry's while the request repeats."""
+    """``entry`` (a connection_entry) for the request that ends now, begun at ``started`` (time.perf_counter();
+    0.0 when the log shows no duration, AccessLog.timed); None: the request line itself was bad. The
+    request's text is the entry's while the request repeats."""
     memo = entry.memo
     if memo is None or request is not memo.key:
         if request is None:
@@ -49,7 +50,7 @@ def fill_entry(entry: Entry, request: Request | None, status: int, sent: int, st
             entry.renew(request, line_text(request), request.headers)
     entry.status = status
     entry.sent = sent
-    entry.duration_us = int((time.perf_counter() - started) * 1e6)
+    entry.duration_us = int((time.perf_counter() - started) * 1e6) if started else 0
     entry.response_headers = response_headers
     entry.when = time.time()
     return entry

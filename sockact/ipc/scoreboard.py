@@ -23,8 +23,8 @@ the stamps the supervisor tells
   order the supervisor sent them; and
 - which connection a WSGI worker's loop was reading when it died, before the request it read
   reached a line (``SlotWriter.reading``): stamped before each read, and cleared once what it read
-  is on a line, answered, or nothing to answer (with one app thread, the loop's call clears it as
-  it ends, in the same write).
+  is on a line, answered, or nothing to answer (a call on the loop's thread clears it as it ends,
+  just before the call's own start).
 
 Each line has one writer, so nothing is locked. Torn reads are possible and harmless:
 these are hints for timers, not transactions.
@@ -41,26 +41,28 @@ MAX_THREADS = 64  # app threads per worker that the scoreboard can follow: the b
 # started (monotonic seconds, 0.0 when not in a call), requests finished, request line length,
 # the connection in the call, whether its response has begun (a byte of it was handed to the kernel),
 # then, once it has: the bytes the worker had written on the connection before it, and its length
-# when it went in one send (0: not known).
-_LINE = struct.Struct("=dQHQBQQ")
-_RESPONDED_AT = struct.calcsize("=dQHQ")
-_RESPONSE = struct.Struct("=BQQ")
-ANSWERED = 2  # the line's responded byte: 0 no byte sent, 1 the response begun, ANSWERED it is whole
+# when it went in one send (0: not known). Each 8 bytes at an 8-byte offset (see _WORD).
+_LINE = struct.Struct("=dQQQQQQ")
+_REQUESTS_AT, _LENGTH_AT, _CONN_AT, _RESPONDED_AT = 8, 16, 24, 32
+_RESPONSE = struct.Struct("=QQQ")
+ANSWERED = 2  # the line's responded field: 0 no byte sent, 1 the response begun, ANSWERED it is whole
 UNKNOWN = 2**64 - 1  # the bytes written before the response: not counted (an ASGI transport buffers)
-LINE_SIZE = 144
+LINE_SIZE = 168
 _ALIVE_AT = LINE_SIZE - 1  # the line's last byte: 1 while a WSGI app thread owns the line (threads come and go)
-_LINE_MAX = _ALIVE_AT - _LINE.size
-_WHOLE = struct.Struct(f"=dQHQBQQ{_LINE_MAX}s")  # the fields, then the request line: a call's one write
+_LINE_MAX = _ALIVE_AT - _LINE.size  # the request line's bytes, after the fields
 _STARTED = struct.Struct("=d")
 _HEAD = 64  # a slot's first bytes, before its lines: the loop's heartbeat, messages received, the read under way
 _RECEIVED = struct.Struct("=Q")
 _RECEIVED_AT = _STARTED.size
 _READING = struct.Struct("=Q")  # the connection the loop is reading (0: none)
 _READING_AT = _RECEIVED_AT + _RECEIVED.size
-# A call's end on the loop thread's own line, clearing the stamp of the read too: one write from the
-# stamp to the end of the line's fields.
-_END_CLEARING = struct.Struct(f"=Q{_HEAD - _READING_AT - _READING.size}xdQHQBQQ")
 SLOT_SIZE = _HEAD + MAX_THREADS * LINE_SIZE
+# The stamps a request makes store 8-byte fields at 8-byte offsets one item at a time, through a memoryview
+# of the mapping as words: a third of what a struct's pack_into of one item costs (its arguments are parsed
+# anew on every call), and a call's start stores three or four of them where a pack of all its fields
+# cost as much as seven.
+_WORD = 8
+assert SLOT_SIZE % _WORD == 0 and LINE_SIZE % _WORD == 0 and _HEAD % _WORD == 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +110,8 @@ class Scoreboard:
         self.slots = slots
         self._map = mmap.mmap(-1, slots * SLOT_SIZE, flags=mmap.MAP_SHARED)
         self._free = list(range(slots - 1, -1, -1))
+        self._words = memoryview(self._map).cast("Q")  # unsigned 8-byte words
+        self._floats = memoryview(self._map).cast("d")  # the same bytes as doubles
 
     # -- supervisor side
 
@@ -172,9 +176,12 @@ class Scoreboard:
 
     def writer(self, slot: int, thread: int) -> SlotWriter:
         base = slot * SLOT_SIZE
-        return SlotWriter(self._map, base + _HEAD + min(thread, MAX_THREADS - 1) * LINE_SIZE, base)
+        return SlotWriter(self._map, base + _HEAD + min(thread, MAX_THREADS - 1) * LINE_SIZE, base, self._words,
+                          self._floats)
 
     def close(self) -> None:
+        self._words.release()
+        self._floats.release()
         self._map.close()
 
 
@@ -182,12 +189,21 @@ class SlotWriter:
     """One app thread's line: ``begin`` when a call starts, ``end`` when it ends; and its worker's
     heartbeat, which any of the worker's writers can stamp (the loop's own does)."""
 
-    __slots__ = ("_at", "_beat_at", "_map", "clears_reading", "requests")
+    __slots__ = ("_at", "_beat_at", "_conn_word", "_floats", "_length_word", "_map", "_reading_word",
+                 "_requests_word", "_responded_word", "_started_word", "_text", "_words", "clears_reading", "requests")
 
-    def __init__(self, mapping: mmap.mmap, at: int, beat_at: int) -> None:
+    def __init__(self, mapping: mmap.mmap, at: int, beat_at: int, words: memoryview, floats: memoryview[float]) -> None:
         self._map = mapping
         self._at = at
         self._beat_at = beat_at
+        self._words, self._floats = words, floats  # the mapping by 8-byte items (Scoreboard's, one each)
+        self._started_word = at // _WORD
+        self._requests_word = (at + _REQUESTS_AT) // _WORD
+        self._length_word = (at + _LENGTH_AT) // _WORD
+        self._conn_word = (at + _CONN_AT) // _WORD
+        self._responded_word = (at + _RESPONDED_AT) // _WORD
+        self._reading_word = (beat_at + _READING_AT) // _WORD
+        self._text: bytes | None = None  # the request line written last on this line (its only writer)
         self.requests = 0
         # The first line of a worker whose loop thread runs calls itself: its end() clears the stamp of
         # the read (``reading``) too, since the call served what that read brought.
@@ -195,23 +211,35 @@ class SlotWriter:
 
     def beat(self) -> None:
         """The worker's loop is turning: stamp its heartbeat now."""
-        _STARTED.pack_into(self._map, self._beat_at, time.monotonic())
+        self._floats[self._beat_at // _WORD] = time.monotonic()
 
     def received(self, count: int) -> None:
         """The worker has taken ``count`` messages from its channel (handoff.Receiver counts them)."""
-        _RECEIVED.pack_into(self._map, self._beat_at + _RECEIVED_AT, count)
+        self._words[(self._beat_at + _RECEIVED_AT) // _WORD] = count
 
     def reading(self, conn_id: int) -> None:
         """The worker's loop is about to read ``conn_id`` (0: what it read is accounted for): if it dies
         before what it reads is on a line, its client gets a 502."""
-        _READING.pack_into(self._map, self._beat_at + _READING_AT, conn_id)
+        self._words[self._reading_word] = conn_id
 
-    def begin(self, line: bytes, conn_id: int = 0, written: int = 0) -> None:
-        """A call starts; ``line`` names its request (read back as latin-1, cut to fit). ``written``: UNKNOWN
-        for a call whose response will begin with ``responded_uncounted`` (an ASGI call's: its transport buffers)."""
-        line = line[:_LINE_MAX]
-        _WHOLE.pack_into(self._map, self._at, time.monotonic(), self.requests, len(line), conn_id, 0, written, 0,
-                         line)
+    def begin(self, line: bytes, conn_id: int = 0, written: int = 0, now: float = 0.0) -> None:
+        """A call starts (``now``, monotonic, when the caller has read the clock); ``line`` names its request
+        (read back as latin-1, cut to fit). ``written``: UNKNOWN for a call whose response will begin with
+        ``responded_uncounted`` (an ASGI call's: its transport buffers); without it, the response begins
+        with ``responded``, which writes that field itself (nothing reads it before)."""
+        words = self._words
+        if line != self._text:  # else the last call's request line, there already (a client repeats its request)
+            self._text = line
+            line = line[:_LINE_MAX]
+            text_at = self._at + _LINE.size
+            self._map[text_at:text_at + len(line)] = line
+            words[self._length_word] = len(line)
+        words[self._conn_word] = conn_id
+        words[self._responded_word] = 0
+        if written:
+            words[self._responded_word + 1] = written  # the bytes written before the response (_LINE's order)
+        # Last: from here the line shows a call, and the fields above are already this call's.
+        self._floats[self._started_word] = now or time.monotonic()
 
     def responded(self, written: int = UNKNOWN, length: int = 0) -> None:
         """The call's response is about to begin: from now on only closing the connection tells the truth,
@@ -220,29 +248,34 @@ class SlotWriter:
         _RESPONSE.pack_into(self._map, self._at + _RESPONDED_AT, 1, written, length)
 
     def responded_uncounted(self) -> None:
-        """``responded()`` for a line begun with ``written=UNKNOWN``: the one byte that changes, rather than a
+        """``responded()`` for a line begun with ``written=UNKNOWN``: the one field that changes, rather than a
         struct packed for each response."""
-        self._map[self._at + _RESPONDED_AT] = 1
+        self._words[self._responded_word] = 1
 
     def answered(self) -> None:
         """The call's response is whole and its connection persists: what the call does after (the app's
         close(), the access line) concerns the client no more, which is idle from now on."""
-        self._map[self._at + _RESPONDED_AT] = ANSWERED
+        self._words[self._responded_word] = ANSWERED
 
     def end(self) -> None:
+        """The call is over: its start cleared, its count one more. The rest of the line is left as it is,
+        unread while no call is stamped (begin writes what of it differs)."""
         self.requests += 1
         if self.clears_reading:
-            _END_CLEARING.pack_into(self._map, self._beat_at + _READING_AT, 0, 0.0, self.requests, 0, 0, 0, 0, 0)
-        else:
-            _LINE.pack_into(self._map, self._at, 0.0, self.requests, 0, 0, 0, 0, 0)
+            # First: a worker that dies between the two leaves a call that has ended (its client is as its
+            # response left it), not a read whose request is on no line (a 502 to an idle client).
+            self._words[self._reading_word] = 0
+        self._floats[self._started_word] = 0.0
+        self._words[self._requests_word] = self.requests
 
     def idle(self) -> None:
         """Not in a call, counting nothing new (the ASGI loop's beat, between requests)."""
-        _LINE.pack_into(self._map, self._at, 0.0, self.requests, 0, 0, 0, 0, 0)
+        self._floats[self._started_word] = 0.0
+        self._words[self._requests_word] = self.requests
 
     def clear(self) -> None:
         """Not in a call, touching nothing else (an ASGI call's own line, which counts nothing)."""
-        _STARTED.pack_into(self._map, self._at, 0.0)
+        self._floats[self._started_word] = 0.0
 
     def alive(self, on: bool) -> None:
         """A WSGI app thread takes this line (``on``) or leaves it: for the metrics' thread count."""

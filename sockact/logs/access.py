@@ -160,7 +160,10 @@ class PerSecond(Generic[T]):
         self.make = make
         self.last: list[tuple[float, T | None]] = [(-1.0, None)]
 
-    def at(self, when: float) -> T:
+    def at(self, when: float | None = None) -> T:
+        """The text of the second of ``when`` (time.time(); now, when None)."""
+        if when is None:
+            when = time.time()
         last = self.last[0]
         second = when // 1
         if second != last[0]:
@@ -235,6 +238,7 @@ ATOMS: dict[str, str] = {
     "conn": "str(e.conn_id)",
     "listener": "e.listener",
 }
+_DURATION = frozenset({"T", "M", "D", "L"})  # the atoms of a request's duration
 # Atoms of the response and the time, made anew for every line; the others depend only on the request
 # and its connection (and so does a request field, {name}i; a response field, {name}o, is the response's).
 _PER_RESPONSE = frozenset({"t", "s", "B", "b", "T", "M", "D", "L"})
@@ -459,6 +463,10 @@ class AccessLog:
             self.format = compile_format(spec if spec != GUNICORN_FORMAT else JOURNAL_FORMAT, _JOURNAL_ATOMS)
         else:
             self.format = compile_format(spec)
+        # Whether a line shows its request's duration (the journal's fields and the JSON object do; gunicorn's
+        # default format does not): a runner reads the clock for it only then (fill_entry).
+        self.timed = (self.sendv is not None or self.format is json_line
+                      or not _DURATION.isdisjoint(_ATOM_RE.findall(spec)))
         self.fd = 2
         self._checked = 0.0
         if self.path:

@@ -52,7 +52,7 @@ class AppThreads(Generic[T, R]):
 
     def __init__(self, lines: Sequence[int], floor: int, idle_timeout: float, call: Callable[[int, T], R],
                  done: Callable[[T, R], None], alive: Callable[[int, bool], None] | None = None,
-                 assign: Callable[[int, T], None] | None = None) -> None:
+                 assign: Callable[[int, T], object] | None = None) -> None:
         if not 0 <= floor <= len(lines) or not lines:
             raise ValueError("need 0 <= floor <= len(lines), and at least one line")
         self.ceiling = len(lines)

@@ -45,6 +45,7 @@ class ConnState(enum.Enum):
     # starts). On the member itself: an Enum hashes in Python, too slow for a lookup per request.
     moves: dict[str, tuple[ConnState, bool]]
     reading: bool  # the loop reads it for a request: no call owns it, it is not closing, it is still ours
+    between: bool  # reading, between two requests or in a head (not a PROXY header, not a body)
 
 
 # The members as plain module names, for the per-request path: on Python 3.11 ``ConnState.CALL`` costs
@@ -88,5 +89,6 @@ KEEP_CLOCK = frozenset({(_C.FRESH, _C.HEAD), (_C.HEAD, _C.HEAD)})
 
 for _state in ConnState:
     _state.reading = _state in (_C.PREFACE, _C.FRESH, _C.HEAD, _C.BODY, _C.IDLE)
+    _state.between = _state in _WAITING
     _state.moves = {event: (after, after in CLOCKED and (_state, after) not in KEEP_CLOCK)
                     for (before, event), after in CONN_TRANSITIONS.items() if before is _state}

@@ -66,7 +66,7 @@ from sockact.worker.channel import (
     read_channel,
     report,
 )
-from sockact.worker.connstates import BODY, CLOSING, HEAD, PREFACE, QUEUED, ConnState
+from sockact.worker.connstates import CLOSING, HEAD, PREFACE, QUEUED, ConnState
 from sockact.worker.owner import TIMER_INTERVAL, Carrier, Due, Owned, Owner
 from sockact.wsgi.environ import site_environ
 from sockact.wsgi.server import HTTPConnection, Step
@@ -345,12 +345,12 @@ class EventLoop(Carrier[Held]):
 
     def _read(self, held: Held) -> None:
         state = held.state
-        if not (state.reading or state is CLOSING):
-            return  # its app thread reads it, or it left in this turn of the loop (a stale event)
-        if state is not CLOSING:
+        if state.reading:
             # Named before the read: should the worker die before what it reads is on a line (a call's,
             # or a waiting one), the supervisor still knows this client may wait for an answer (a 502).
             self._mark_reading(held.msg.conn_id)
+        elif state is not CLOSING:
+            return  # its app thread reads it, or it left in this turn of the loop (a stale event)
         try:
             data = held.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
         except BlockingIOError:
@@ -358,6 +358,10 @@ class EventLoop(Carrier[Held]):
             return
         except OSError:
             data = b""
+        if state.between:  # FRESH, HEAD, IDLE: what came is the engine's, whatever it is
+            held.http.engine.receive_data(data)
+            self._advance(held)
+            return
         if state is CLOSING:
             held.lingered += len(data)
             if not data or held.lingered >= LINGER_BYTES:
@@ -371,11 +375,8 @@ class EventLoop(Carrier[Held]):
             else:
                 self._read_preface(held, data, eof=not data)
             return
-        held.http.engine.receive_data(data)
-        if state is BODY:
-            self._buffer_body(held, eof=not data)
-            return
-        self._advance(held)
+        held.http.engine.receive_data(data)  # BODY: the body the loop buffers
+        self._buffer_body(held, eof=not data)
 
     def _advance(self, held: Held) -> None:
         """Decide what comes next for a connection after it was read or served."""
@@ -519,7 +520,8 @@ class EventLoop(Carrier[Held]):
     def _call_inline(self, held: Held, event: str) -> None:
         """Run ``held``'s call on the loop thread (``event`` moves it into CALL: "serve" for a request
         called the moment it is read, "call" for one that waited), then decide what comes next."""
-        held.to(event)
+        # The table's row, without Owned.to's call: CALL starts no clock (an event it does not accept raises).
+        held.state = held.state.moves[event][0]
         self.in_call += 1
         self._inline_held = held
         # A request that this call leaves ready (pipelined) queues, and is served after it, not inside it.
@@ -528,7 +530,7 @@ class EventLoop(Carrier[Held]):
             self._call_begun.set()
         self.lock.release()  # the monitor may take the loop's role meanwhile
         try:
-            keep = self._call(0, held)
+            keep = self._serve(0, held, self._begin(0, held))
         finally:
             if self._standby:  # the monitor is the loop now: wake it, so that it gives the role back
                 with contextlib.suppress(OSError):
@@ -545,29 +547,27 @@ class EventLoop(Carrier[Held]):
         finally:
             self._serve_now = True
 
-    def _call(self, index: int, held: Held) -> bool:
-        """``held``'s call on the loop thread (app thread 0)."""
-        self._begin(index, held)
-        return self._serve(index, held)
-
-    def _begin(self, line: int, held: Held) -> None:
+    def _begin(self, line: int, held: Held) -> float:
         """Stamp ``held``'s call on ``line``, on the loop thread: for a pool thread, before the thread has
         it (while it is idle its line is the loop's to write), so that a request is on a line at every
-        moment from its waiting line on, and a dead worker's client gets its 502."""
+        moment from its waiting line on, and a dead worker's client gets its 502. Returns the stamp's time."""
         request = held.request
         assert request is not None
-        self.slots[line].begin(held.line_of(request), held.msg.conn_id)
-        self.call_started[line] = time.monotonic()
+        now = self.call_started[line] = time.monotonic()
+        self.slots[line].begin(held.line_of(request), held.msg.conn_id, now=now)
+        return now
 
-    def _serve(self, index: int, held: Held) -> bool:
-        """Run ``held``'s call, stamped on line ``index`` already (_begin), then end it there."""
+    def _serve(self, index: int, held: Held, started: float = 0.0) -> bool:
+        """Run ``held``'s call, stamped on line ``index`` already (_begin, at ``started`` when that was on
+        this thread), then end it there."""
         request = held.request
         assert request is not None
         held.request = None
         slot = self.slots[index]
-        started = time.monotonic()  # the call's own time, from here: a pool thread's wake-up is not the app's
+        if not started:
+            started = time.monotonic()  # the call's own time, from here: a pool thread's wake-up is not the app's
         try:
-            return held.http.serve(request, slot.responded, slot.answered)
+            return held.http.serve(request, slot)
         finally:
             self.call_started[index] = 0.0
             slot.end()
@@ -594,7 +594,9 @@ class EventLoop(Carrier[Held]):
         if not keep:
             self._close(held)
             return False
-        held.to("served")
+        # CALL --served--> IDLE, whose clock starts: the table's row, without Owned.to's call.
+        held.state = held.state.moves["served"][0]
+        held.since = time.monotonic()
         return True
 
     # ------------------------------------------------------------------ app threads

@@ -264,6 +264,12 @@ class InputStream:
         return line
 
 
+# ``wsgi.input`` of a request without a body (no Content-Length, not chunked): it reads b"" at once, and
+# holds nothing of any request's, so one serves them all.
+NO_BODY = InputStream(lambda: b"")
+NO_BODY._eof = True
+
+
 class StartResponse:
     """The ``start_response`` callable of one request, and what it recorded.
 

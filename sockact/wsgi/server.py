@@ -17,7 +17,7 @@ import socket
 import stat
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sockact.errors import InvalidResponse, ProtocolError
 from sockact.http.dates import http_date
@@ -30,6 +30,7 @@ from sockact.http.site import Site, health_response, is_health, local_address
 from sockact.logs.access import unix_peer
 from sockact.logs.journal import ErrorStream
 from sockact.wsgi.environ import (
+    NO_BODY,
     FileWrapper,
     InputStream,
     StartResponse,
@@ -40,6 +41,9 @@ from sockact.wsgi.environ import (
     site_environ,
 )
 from sockact.wsgi.wire import ClientGone, ClientTimedOut, Wire
+
+if TYPE_CHECKING:
+    from sockact.ipc.scoreboard import SlotWriter
 
 log = logging.getLogger("sockact.http")
 app_log = logging.getLogger("sockact.app")  # what the app writes to wsgi.errors
@@ -52,119 +56,6 @@ class Step(enum.Enum):
     PARTIAL = "partial"  # part of a request head is buffered: keep reading until header_timeout
     CLOSE = "close"  # finished: close it
     LINGER = "linger"  # a protocol error was answered: read and drop what still comes, then close
-
-
-class HTTPConnection:
-    """One client connection driven from outside: feed bytes, take requests, serve them.
-
-    The event loop that owns the socket reads it (``receive``) and asks ``next_request``;
-    an app thread then runs ``serve`` for the request, which reads the body and writes
-    the response with blocking waits bounded by ``site.io_timeout``. Nothing here closes
-    the socket, and nothing a client sends or an app does raises out of it.
-    """
-
-    def __init__(self, sock: socket.socket, site: Site, *, peer: tuple[Any, ...] | str | None, conn_id: int,
-                 pending: bytes = b"", environ_extra: Mapping[str, Any] | None = None,
-                 stopping: Callable[[], bool] = lambda: False, client: tuple[str, int] | None = None,
-                 base_environ: Mapping[str, Any] | None = None) -> None:
-        """``peer`` is the socket's peer; ``client`` the one a PROXY protocol header named, if any.
-        ``base_environ``: the keys every connection of the site shares (site_environ's, and any extras
-        of the caller's), prepared once as a plain dict, which copies faster than site_environ's view;
-        ``environ_extra`` then holds this connection's own."""
-        self.engine = Connection(site.limits)
-        self.wire = Wire(sock, site.io_timeout, site.send_timeout or site.io_timeout)
-        self.conn_id = conn_id
-        self._conn = _Conn(sock, site, self.wire, self.engine, peer, conn_id, environ_extra, stopping, client,
-                           base_environ)
-        if pending:
-            self.engine.receive_data(pending)
-
-    def receive(self, data: bytes) -> None:
-        """Bytes read from the client; b"" when it closed its side."""
-        self.engine.receive_data(data)
-
-    def next_request(self) -> Request | Step:
-        """The next complete request head, or where the connection stands."""
-        engine = self.engine
-        if engine.idle:
-            return Step.IDLE  # nothing buffered between requests: nothing to parse (after most responses)
-        try:
-            event = engine.next_event()
-        except ProtocolError as exc:
-            self._conn.refuse(exc, linger=False)  # the caller lingers, in its own way of waiting
-            return Step.LINGER
-        if event is NEED_DATA:
-            return Step.IDLE if engine.idle else Step.PARTIAL
-        if isinstance(event, Request):
-            return event
-        return Step.CLOSE
-
-    def is_health(self, request: Request) -> bool:
-        """Whether ``request`` asks for the listener's health path, which the app never sees."""
-        return is_health(self._conn.site, request)
-
-    def serve(self, request: Request, responding: Callable[[int, int], None] | None = None,
-              answered: Callable[[], None] | None = None) -> bool:
-        """Run the app for ``request`` (or answer the health path) and answer it; True when the
-        connection persists.
-
-        ``responding`` is called once, just before the first byte of the response is sent, with the bytes
-        written on the connection before and the response's length if it goes in one send (else 0); ``answered``
-        once the whole response is sent and the connection will persist (before the access line and
-        the app's close()).
-        """
-        conn = self._conn
-        conn.responding, conn.answered = responding, answered
-        try:
-            keep = self._conn.serve(request)
-            if keep:
-                self.engine.start_next_cycle()
-            return keep
-        except ClientGone as exc:
-            log.debug("conn %d: client gone: %s", self.conn_id, exc)
-        except Exception:
-            # A bug of sockact's own: the worker lives on, this connection does not.
-            log.exception("conn %d: internal error", self.conn_id)
-        return False
-
-    def body_to_buffer(self) -> int:
-        """After a request head: the body bytes still to come, if the loop should read them before the
-        app's call (a Content-Length body within the site's body_buffer); else 0."""
-        limit = self._conn.site.body_buffer
-        if not limit:
-            return 0
-        engine = self.engine
-        unread = engine.unread_body
-        if not unread or unread + engine.buffered > limit:
-            return 0
-        return unread
-
-    def continue_now(self) -> bytes:
-        """The 100 Continue a client waiting for one needs before it sends the body the loop buffers."""
-        return self.engine.send_continue()
-
-    def body_timed_out(self) -> None:
-        """The buffered body stopped coming for io_timeout: 408, then the caller closes."""
-        self._conn.refuse(ProtocolError(408, "request body timed out"), linger=False)
-
-    def head_timed_out(self) -> None:
-        """The head did not arrive in time: 408 if part of one came, then the caller closes."""
-        if self.engine.buffered:
-            self._conn.refuse(ProtocolError(408, "request head timed out"), linger=False)
-
-    @property
-    def status(self) -> int:
-        """The status of the last response sent (0: none was sent)."""
-        return self._conn.status
-
-    def unparsed(self) -> bytes:
-        """Bytes received and not yet parsed: what a new owner must be given with the socket."""
-        return self.engine.unparsed()
-
-    def release(self) -> None:
-        """The connection is closed (its runner's last use of it): its state is freed now, by reference
-        counting, rather than by the cyclic collector (see _Conn.release)."""
-        self._conn.release()
 
 
 # This process's pid for the access log, without a getpid() per connection; a forked child renews it.
@@ -191,17 +82,28 @@ def _body(data: Any) -> bytes:
     return data
 
 
-class _Conn:
-    """Per-connection state shared by its requests, and the serving of one request."""
+class HTTPConnection:
+    """One client connection driven from outside: feed bytes, take requests, serve them; what its
+    requests share (the engine, the wire, the environ made for the last one) lives here.
 
-    def __init__(self, sock: socket.socket, site: Site, wire: Wire, engine: Connection,
-                 peer: tuple[Any, ...] | str | None, conn_id: int, extra: Mapping[str, Any] | None,
-                 stopping: Callable[[], bool], client: tuple[str, int] | None = None,
-                 base: Mapping[str, Any] | None = None) -> None:
+    The event loop that owns the socket reads it (``receive``) and asks ``next_request``;
+    an app thread then runs ``serve`` for the request, which reads the body and writes
+    the response with blocking waits bounded by ``site.io_timeout``. Nothing here closes
+    the socket, and nothing a client sends or an app does raises out of it.
+    """
+
+    def __init__(self, sock: socket.socket, site: Site, *, peer: tuple[Any, ...] | str | None, conn_id: int,
+                 pending: bytes = b"", environ_extra: Mapping[str, Any] | None = None,
+                 stopping: Callable[[], bool] = lambda: False, client: tuple[str, int] | None = None,
+                 base_environ: Mapping[str, Any] | None = None) -> None:
+        """``peer`` is the socket's peer; ``client`` the one a PROXY protocol header named, if any.
+        ``base_environ``: the keys every connection of the site shares (site_environ's, and any extras
+        of the caller's), prepared once as a plain dict, which copies faster than site_environ's view;
+        ``environ_extra`` then holds this connection's own."""
+        self.engine = engine = Connection(site.limits)
+        self.wire = Wire(sock, site.io_timeout, site.send_timeout or site.io_timeout)
         self.sock = sock
         self.site = site
-        self.wire = wire
-        self.engine = engine
         self.conn_id = conn_id
         self.request: Request | None = None
         self.errors = ErrorStream(app_log, conn_id, site.listener, self.request_line)
@@ -213,27 +115,29 @@ class _Conn:
             peer = unix_peer(sock)
         if client is not None:
             peer = client
-        if base is None:
-            base = site_environ(site.url_scheme, site.root_path, site.threaded)
-        self.env = connection_environ(base, peer, extra)
+        if base_environ is None:
+            base_environ = site_environ(site.url_scheme, site.root_path, site.threaded)
+        self.env = connection_environ(base_environ, peer, environ_extra)
         self.env["wsgi.errors"] = self.errors
         self.stopping = stopping
-        self.responding: Callable[[int, int], None] | None = None  # told before the first byte of a response
-        self.answered: Callable[[], None] | None = None  # told once it is whole and the connection persists
+        self.line: SlotWriter | None = None  # the scoreboard line of the call in progress, if any
         self.access = site.access if site.access_log else None
         self.peer_remote = self.env["REMOTE_ADDR"]  # the client as the access log names it, from the connection
         # Its requests' access-log entry, filled again for each (with what its lines reuse while a request repeats).
         self.log_entry = (connection_entry(self.peer_remote, _pid[0], conn_id, site.listener)
                           if self.access is not None else None)
+        self._timed = self.access is not None and self.access.timed
         # per request
         self.remote = self.peer_remote  # or as a trusted proxy told it
         self.start: StartResponse | None = None
         self.body_error: ProtocolError | None = None
         self.wire_failed = False
-        self.status = 0
-        # The last request's environ, for the same request again (engine.Connection gives it for a repeated head).
+        self.status = 0  # the status of the last response sent (0: none was sent)
+        # The last request's environ, for the same request again (engine.Connection gives it for a repeated head),
+        # and whether its requests have a body (each then gets a stream of its own; else NO_BODY is in it).
         self._environ_of: Request | None = None
         self._environ: dict[str, Any] = {}
+        self._has_body = False
         # The environ of the last request's fields (engine.Connection gives the same list while they repeat).
         self._fields_of: object = None
         self._fields_env: dict[str, Any] = {}
@@ -241,6 +145,137 @@ class _Conn:
         self._write = self.write
         self._pull_body = self.pull_body
         self._local_address = self.local_address
+        if pending:
+            engine.receive_data(pending)
+
+    def receive(self, data: bytes) -> None:
+        """Bytes read from the client; b"" when it closed its side."""
+        self.engine.receive_data(data)
+
+    def next_request(self) -> Request | Step:
+        """The next complete request head, or where the connection stands."""
+        engine = self.engine
+        try:
+            event = engine.next_event()
+        except ProtocolError as exc:
+            self.refuse(exc, linger=False)  # the caller lingers, in its own way of waiting
+            return Step.LINGER
+        if event is NEED_DATA:
+            return Step.IDLE if engine.idle else Step.PARTIAL
+        if isinstance(event, Request):
+            return event
+        return Step.CLOSE
+
+    def is_health(self, request: Request) -> bool:
+        """Whether ``request`` asks for the listener's health path, which the app never sees."""
+        return is_health(self.site, request)
+
+    def serve(self, request: Request, line: SlotWriter | None = None) -> bool:
+        """Run the app for ``request`` (or answer the health path) and answer it; True when the
+        connection persists.
+
+        ``line``, the call's scoreboard line, is told ``responded`` once, just before the first byte of the
+        response is sent, with the bytes written on the connection before and the response's length if it
+        goes in one send (else 0); and ``answered`` once the whole response is sent and the connection will
+        persist (before the access line and the app's close()).
+        """
+        self.line = line
+        access = self.access
+        started = time.perf_counter() if self._timed else 0.0  # the access line's duration, if it shows one
+        self.start = start = StartResponse(self._write)
+        self.body_error = None
+        self.wire_failed = False
+        self.status = 0
+        self.request = request
+        site = self.site
+        try:
+            if site.health_path and is_health(site, request):
+                keep = self._health(request, started)
+            else:
+                if site.client_budget:
+                    self.wire.deadline = time.monotonic() + site.client_budget
+                if request is not self._environ_of:
+                    self._renew_environ(request)
+                # A copy (the app may change its own), with the body's stream, which the next request does not share.
+                environ = dict(self._environ)
+                if self._has_body:
+                    environ["wsgi.input"] = InputStream(self._pull_body)
+                try:
+                    result = site.app(environ, start)
+                    if (type(result) is list and len(result) == 1 and type(result[0]) is bytes
+                            and start.status is not None and not start.headers_sent):
+                        keep = self._send_whole(start, result[0])
+                    else:
+                        keep = self._send_any(result, request)
+                except Exception as exc:  # the app's, or ours while sending; never the client's to see
+                    keep = self._failed(exc)
+                if keep and line is not None:
+                    line.answered()  # a worker that dies from here on leaves an idle connection, not a cut response
+                self.wire.deadline = math.inf
+                if self.errors.pending:  # what the app wrote to wsgi.errors without a newline at its end
+                    self.errors.flush()
+                if access is not None:  # _access's work, without its call: this is most requests' line
+                    entry = self.log_entry
+                    assert entry is not None
+                    access.log(fill_entry(entry, request, self.status, self.engine.body_sent, started, start.headers))
+            if keep:
+                self.engine.start_next_cycle()
+            return keep
+        except ClientGone as exc:
+            log.debug("conn %d: client gone: %s", self.conn_id, exc)
+        except Exception:
+            # A bug of sockact's own: the worker lives on, this connection does not.
+            log.exception("conn %d: internal error", self.conn_id)
+        return False
+
+    def _renew_environ(self, request: Request) -> None:
+        """What ``request``'s environ copies. The engine gives the last request again for the same head,
+        and the last fields (the same list) for a head that differs by its request line alone: what they
+        give is made once."""
+        if request.headers is not self._fields_of:
+            self._fields_env = fields_environ(self.env, request.headers, self._local_address, self.trust)
+            self._fields_of = request.headers
+        text = line_text(request)
+        self._environ_of, self._environ = request, line_environ(self._fields_env, text)
+        # A request without a body (no Content-Length, not chunked) reads nothing: one stream serves them all.
+        self._has_body = bool(request.content_length or request.chunked)
+        if not self._has_body:
+            self._environ["wsgi.input"] = NO_BODY
+        entry = self.log_entry
+        if entry is not None:
+            if self.trust is not None:  # a trusted proxy's fields may name the client: the line names it too
+                told = self._environ["REMOTE_ADDR"]
+                self.remote = entry.remote = told if told != self.env["REMOTE_ADDR"] else self.peer_remote
+            entry.renew(request, text, request.headers)  # the access line's text: decoded once
+
+    def body_to_buffer(self) -> int:
+        """After a request head: the body bytes still to come, if the loop should read them before the
+        app's call (a Content-Length body within the site's body_buffer); else 0."""
+        limit = self.site.body_buffer
+        if not limit:
+            return 0
+        engine = self.engine
+        unread = engine.unread_body
+        if not unread or unread + engine.buffered > limit:
+            return 0
+        return unread
+
+    def continue_now(self) -> bytes:
+        """The 100 Continue a client waiting for one needs before it sends the body the loop buffers."""
+        return self.engine.send_continue()
+
+    def body_timed_out(self) -> None:
+        """The buffered body stopped coming for io_timeout: 408, then the caller closes."""
+        self.refuse(ProtocolError(408, "request body timed out"), linger=False)
+
+    def head_timed_out(self) -> None:
+        """The head did not arrive in time: 408 if part of one came, then the caller closes."""
+        if self.engine.buffered:
+            self.refuse(ProtocolError(408, "request head timed out"), linger=False)
+
+    def unparsed(self) -> bytes:
+        """Bytes received and not yet parsed: what a new owner must be given with the socket."""
+        return self.engine.unparsed()
 
     def release(self) -> None:
         """Drop what refers back to this object: the methods bound once, the last StartResponse (bound to
@@ -276,54 +311,6 @@ class _Conn:
             pass
         self._access(self.engine.request, exc.status, started)
 
-    # -- one request
-
-    def serve(self, request: Request) -> bool:
-        """Run the app for ``request`` and send its response; True if the connection persists."""
-        started = time.perf_counter() if self.access is not None else 0.0  # the access line's duration
-        self.start = start = StartResponse(self._write)
-        self.body_error = None
-        self.wire_failed = False
-        self.status = 0
-        self.request = request
-        if self.site.health_path and is_health(self.site, request):
-            return self._health(request, started)
-        if self.site.client_budget:
-            self.wire.deadline = time.monotonic() + self.site.client_budget
-        if request is not self._environ_of:
-            # The engine gives the last request again for the same head, and the last fields (the same list)
-            # for a head that differs by its request line alone: what they give is made once.
-            if request.headers is not self._fields_of:
-                self._fields_env = fields_environ(self.env, request.headers, self._local_address, self.trust)
-                self._fields_of = request.headers
-            text = line_text(request)
-            self._environ_of, self._environ = request, line_environ(self._fields_env, text)
-            if self.log_entry is not None:
-                self.log_entry.renew(request, text, request.headers)  # the access line's text: decoded once
-        # A copy (the app may change its own), with the body's stream, which the next request does not share.
-        environ = dict(self._environ)
-        environ["wsgi.input"] = InputStream(self._pull_body)
-        if self.trust is not None and self.access is not None:
-            told = environ["REMOTE_ADDR"]
-            self.remote = told if told != self.env["REMOTE_ADDR"] else self.peer_remote
-        try:
-            result = self.site.app(environ, start)
-            if (type(result) is list and len(result) == 1 and type(result[0]) is bytes and start.status is not None
-                    and not start.headers_sent):
-                keep = self._send_whole(start, result[0])
-            else:
-                keep = self._send_any(result, request)
-        except Exception as exc:  # the app's, or ours while sending; never the client's to see
-            keep = self._failed(exc)
-        if keep and self.answered is not None:
-            self.answered()  # a worker that dies from here on leaves an idle connection, not a cut response
-        self.wire.deadline = math.inf
-        if self.errors.pending:  # what the app wrote to wsgi.errors without a newline at its end
-            self.errors.flush()
-        if self.access is not None:
-            self._access(request, self.status, started)
-        return keep
-
     def _send_whole(self, start: StartResponse, body: bytes) -> bool:
         """The common result, a one-item list of bytes after start_response: head and body in one
         send. What it does is _send_any's, for that case, in fewer steps. True if the connection persists."""
@@ -335,8 +322,9 @@ class _Conn:
         start.headers_sent = True
         # All of the response in one send, on a connection that will persist: if the worker dies once
         # it is out, its client is as idle as after the call.
-        self._send_first(head, data, whole=engine.keep_alive and engine.body_done())
-        return engine.keep_alive and (engine.body_done() or self._drain())
+        whole = engine.keep_alive and engine.body_done()
+        self._send_first(head, data, whole)
+        return whole or (engine.keep_alive and self._drain())
 
     def _send_any(self, result: Any, request: Request) -> bool:
         """Any other result: iterated, written, or a file; True if the connection persists."""
@@ -403,16 +391,20 @@ class _Conn:
         # Marked begun right before the send, never after it (a 502 after bytes went out would land
         # inside this response), with what was written before it: if the worker dies meanwhile, the
         # kernel's count of bytes written tells the supervisor whether any of this response went out.
-        if self.responding is not None:
-            self.responding(self.wire.sent, len(head) + len(body) if whole else 0)
-        if len(body) <= COALESCE_MAX:
-            self._guarded_send(head + body if body else head)
-        else:
-            self._guarded_send(head, body)
-
-    def _guarded_send(self, *parts: bytes) -> None:
+        if self.line is not None:
+            self.line.responded(self.wire.sent, len(head) + len(body) if whole else 0)
         try:
-            self.wire.send(*parts)
+            if len(body) <= COALESCE_MAX:
+                self.wire.send(head + body if body else head)
+            else:
+                self.wire.send(head, body)
+        except ClientGone:
+            self.wire_failed = True
+            raise
+
+    def _guarded_send(self, data: bytes, *more: bytes) -> None:
+        try:
+            self.wire.send(data, *more)
         except ClientGone:
             self.wire_failed = True
             raise
@@ -514,8 +506,8 @@ class _Conn:
             return False  # the client sees a response cut short, which is the truth
         self.status = status
         unread = self.engine.unread_body != 0 or self.engine.buffered
-        if self.responding is not None:
-            self.responding(self.wire.sent, 0)
+        if self.line is not None:
+            self.line.responded(self.wire.sent, 0)
         try:
             self.wire.send(self.engine.error_response(status, http_date()))
             if unread:

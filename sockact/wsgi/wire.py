@@ -89,12 +89,11 @@ class Wire:
         except OSError as exc:
             raise ClientGone(str(exc)) from exc
 
-    def send(self, *parts: bytes | memoryview) -> None:
-        """Send all of ``parts``; with several, in one sendmsg() where the kernel takes them."""
+    def send(self, data: bytes | memoryview, *more: bytes | memoryview) -> None:
+        """Send all of ``data`` and ``more``; with several pieces, in one sendmsg() where the kernel takes them."""
         sock = self.sock
-        if len(parts) == 1:
+        if not more:
             # The usual case: one piece, which the kernel takes whole in one call.
-            data = parts[0]
             try:
                 sent = sock.send(data, socket.MSG_DONTWAIT)
             except BlockingIOError:
@@ -104,8 +103,8 @@ class Wire:
             self.sent += sent
             if sent == len(data):
                 return
-            parts = (memoryview(data)[sent:],)
-        buffers: list[bytes | memoryview] = [part for part in parts if part]
+            data = memoryview(data)[sent:]
+        buffers: list[bytes | memoryview] = [part for part in (data, *more) if part]
         try:
             while buffers:
                 try:

@@ -1,6 +1,6 @@
 """The fast path of a WSGI response, and what falls back from it, against the general path.
 
-A one-item list of bytes, returned after start_response, is sent by ``_Conn._send_whole`` (the
+A one-item list of bytes, returned after start_response, is sent by ``HTTPConnection._send_whole`` (the
 engine's ``whole_response`` and ``body_done``); every other result goes through ``_send_any``. Each
 case here is served twice over a real socketpair, once as it is and once with the fast path turned
 off, and must give the same bytes (the Date field aside) and the same decision to keep the
@@ -24,7 +24,7 @@ from sockact.http import Limits, Site
 from sockact.http.engine import DONE, Connection
 from sockact.http.events import END_OF_MESSAGE, PAUSED, Data, Request
 from sockact.logs.access import GUNICORN_FORMAT, AccessLog
-from sockact.wsgi.server import HTTPConnection, _Conn
+from sockact.wsgi.server import HTTPConnection
 
 DATE = "Sat, 05 Dec 2026 00:00:00 GMT"
 GET = b"GET /p HTTP/1.1\r\nHost: h\r\n\r\n"
@@ -109,7 +109,7 @@ def test_body_done_leaves_a_body_to_its_events():
 # ---------------------------------------------------------------------- the server, over a socketpair
 
 
-_SEND_WHOLE, _SEND_ANY = _Conn._send_whole, _Conn._send_any
+_SEND_WHOLE, _SEND_ANY = HTTPConnection._send_whole, HTTPConnection._send_any
 
 
 class Paths:
@@ -119,18 +119,18 @@ class Paths:
         self.taken: list[str] = []
         whole, any_ = _SEND_WHOLE, _SEND_ANY
 
-        def send_whole(conn: _Conn, start: Any, body: bytes) -> bool:
+        def send_whole(conn: HTTPConnection, start: Any, body: bytes) -> bool:
             self.taken.append("whole")
             if not fast:  # as if the fast path did not exist: the general one sends the same list
                 return any_(conn, [body], conn.request)
             return whole(conn, start, body)
 
-        def send_any(conn: _Conn, result: Any, request: Request) -> bool:
+        def send_any(conn: HTTPConnection, result: Any, request: Request) -> bool:
             self.taken.append("any")
             return any_(conn, result, request)
 
-        monkeypatch.setattr(_Conn, "_send_whole", send_whole)
-        monkeypatch.setattr(_Conn, "_send_any", send_any)
+        monkeypatch.setattr(HTTPConnection, "_send_whole", send_whole)
+        monkeypatch.setattr(HTTPConnection, "_send_any", send_any)
 
 
 def _serve(app: App, raw: bytes) -> tuple[list[bool], bytes]:
@@ -290,7 +290,7 @@ def test_a_released_connection_is_freed_without_the_cyclic_collector(access_log,
         http.receive(GET)
         request = http.next_request()
         assert isinstance(request, Request) and http.serve(request)
-        state, engine = weakref.ref(http._conn), weakref.ref(http.engine)
+        state, engine = weakref.ref(http), weakref.ref(http.engine)
         http.release()
         gc.disable()
         try:

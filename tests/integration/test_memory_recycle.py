@@ -8,7 +8,7 @@ import json
 import os
 import threading
 
-from conftest import KeepAliveClient, wait_until
+from conftest import KeepAliveClient, http_get, wait_until
 
 from sockact.supervisor import memory
 
@@ -79,18 +79,18 @@ def test_pages_shared_with_a_preloaded_app_do_not_count_and_every_worker_is_look
                            env={"TESTAPP_SHARED_MB": "150"}, workers=2)
     low, high = sorted(server.workers())
     assert (memory.rss(low) or 0) > 100 << 20 and (memory.uss(low) or 0) < 100 << 20
-    client = KeepAliveClient(server.port)
 
     def leaked_in_high() -> bool:  # the request leaks only where it reaches the higher pid
-        status, _, body = client.request(f"/leak?mb=120&pid={high}")
+        # A new connection each time: the supervisor gives each to the worker given work longest ago, so
+        # the next one goes to the other worker (one keep-alive connection would stay where it began).
+        status, _, body = http_get(server.port, f"/leak?mb=120&pid={high}")
         return status == 200 and json.loads(body)["pid"] == high
 
     wait_until(leaked_in_high, "a request served by the worker with the higher pid")
     wait_until(lambda: high not in server.workers(), "the leaking worker recycled", timeout=20)
     server.wait_workers(2, without=high)
     assert low in server.workers()  # over the limit by RSS only: kept
-    assert client.request("/")[0] == 200
-    client.close()
+    assert http_get(server.port, "/")[0] == 200
 
 
 def test_memory_pressure_collects_in_every_worker_and_recycles_the_largest_and_no_request_fails(start_sockact,

@@ -40,7 +40,7 @@ class Channels:
     def read(self, w: WorkerProcess, batch: int = CHANNEL_BATCH) -> None:
         """``w``'s channel is readable (or writable, with an outbox): up to ``batch`` messages."""
         sup = self.sup
-        if w.outbox:
+        if w.outbox or w.out_watched:
             sup.switchboard.flush_outbox(w)
         for _ in range(batch):
             try:

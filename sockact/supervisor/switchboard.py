@@ -63,7 +63,7 @@ class Switchboard:
         deferred, self._deferred = self._deferred, []
         for w in deferred:
             if w.outbox:  # not taken meanwhile (a retired or dead worker's goes elsewhere)
-                self._send_outbox(w)
+                self.flush_outbox(w)
 
     def update_accepting(self, stopping: bool) -> None:
         held = len(self.parked) + self.dispatcher.queued + self.dispatcher.held
@@ -127,24 +127,22 @@ class Switchboard:
             w.outbox.append(conn)
             return
         try:
-            if not w.give(conn) and len(w.outbox) == 1:
-                self._watch_channel(w, True)  # behind on reading: send the rest when it has room
-        except OSError as exc:
-            self._channel_broken(w, exc)
-
-    def _send_outbox(self, w: WorkerProcess) -> None:
-        try:
-            if not w.flush():
-                self._watch_channel(w, True)  # behind on reading: send the rest when it has room
+            self._watch(w, not w.give(conn))  # behind on reading: send the rest when it has room
         except OSError as exc:
             self._channel_broken(w, exc)
 
     def flush_outbox(self, w: WorkerProcess) -> None:
+        """Send what waits in ``w``'s outbox; its channel is watched for room while some still waits, and
+        only then: a channel watched with nothing to send is writable at every turn (a busy loop)."""
         try:
-            if w.flush():
-                self._watch_channel(w, False)
+            self._watch(w, not w.flush())
         except OSError as exc:
             self._channel_broken(w, exc)
+
+    def _watch(self, w: WorkerProcess, room: bool) -> None:
+        if w.out_watched is not room:
+            w.out_watched = room
+            self._watch_channel(w, room)
 
     def _channel_broken(self, w: WorkerProcess, exc: OSError) -> None:
         log.warning("cannot hand connections to worker %d (%s); killing it, trying others", w.pid, exc)

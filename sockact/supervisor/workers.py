@@ -44,6 +44,7 @@ class WorkerProcess:
     # Connections given to this worker that its full channel could not take yet, in order. The
     # supervisor still owns their fds; they go out when the channel is writable again.
     outbox: deque[Conn] = field(init=False, default_factory=deque)
+    out_watched: bool = field(init=False, default=False)  # its channel is watched for room (the outbox waits)
     # The supervisor's own copy of each connection this worker holds, by id: if the worker dies
     # before answering, the supervisor still can (502/504). Closed when the worker hands the
     # connection back (PARK) or reports it closed (DONE).

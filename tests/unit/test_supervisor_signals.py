@@ -139,3 +139,27 @@ def test_a_worker_that_sends_a_connection_is_killed_and_the_fd_closed(caplog: py
         child.kill()
         ours.close()
         theirs.close()
+
+
+def test_a_channel_watched_for_room_with_nothing_left_to_send_is_unwatched_at_its_next_event() -> None:
+    # A worker's channel is watched for room while connections wait in its outbox. Emptied otherwise (a
+    # retire takes what waits), a channel still watched is writable at every turn: the loop would spin.
+    import selectors
+
+    from sockact.ipc import handoff
+    from sockact.supervisor.workers import WorkerProcess
+
+    sup = supervisor()
+    sup.selector = selectors.DefaultSelector()
+    ours, theirs = handoff.channel_pair()
+    try:
+        w = WorkerProcess(os.getpid(), ours, slot=0, generation=0, threads=1)
+        sup.selector.register(ours, selectors.EVENT_READ, (sup.channels.read, w))
+        sup.switchboard._watch(w, True)  # as when its channel was full
+        assert sup.selector.get_key(ours).events & selectors.EVENT_WRITE
+        sup.channels.read(w)  # the channel is writable, and nothing waits
+        assert sup.selector.get_key(ours).events == selectors.EVENT_READ
+    finally:
+        sup.selector.close()
+        ours.close()
+        theirs.close()

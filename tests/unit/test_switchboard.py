@@ -386,3 +386,23 @@ def test_update_accepting_counts_every_connection_held_and_stops_when_stopping(p
     board.sb.acceptor.budget = 10
     board.sb.update_accepting(stopping=True)
     assert not board.sb.acceptor.watching
+
+
+def test_a_channel_watched_for_room_is_unwatched_once_nothing_waits_however_the_outbox_emptied(pairs):
+    # A channel watched for room while nothing waits to be sent is writable at every turn of the loop:
+    # the supervisor would spin. Whatever emptied the outbox, the next send or event unwatches it.
+    worker = FakeWorker(1, room=0)
+    board = Board(worker)
+    board.sb.route(conn(pairs, 0))
+    assert board.watches == [(1, True)]
+    board.sb.take_outbox(worker)  # retired: what waited goes elsewhere
+    board.sb.flush_outbox(worker)  # its channel's next event
+    assert board.watches == [(1, True), (1, False)] and not worker.out_watched
+    worker.room = 1
+    board.sb.route(conn(pairs, 1))  # sent at once: nothing to watch
+    worker.room = 0
+    board.sb.route(conn(pairs, 2))
+    board.sb.route(conn(pairs, 3))  # behind the one that waits
+    worker.room = None
+    board.sb.flush_outbox(worker)  # room again: both go, and the watch ends with them
+    assert board.watches == [(1, True), (1, False), (1, True), (1, False)] and not worker.outbox

@@ -214,10 +214,8 @@ class HTTPConnection:
                 self.wire.deadline = math.inf
                 if self.errors.pending:  # what the app wrote to wsgi.errors without a newline at its end
                     self.errors.flush()
-                if access is not None:  # _access's work, without its call: this is most requests' line
-                    entry = self.log_entry
-                    assert entry is not None
-                    access.log(fill_entry(entry, request, self.status, self.engine.body_sent, started, start.headers))
+                if access is not None:
+                    self._access(request, self.status, started)
             if keep:
                 self.engine.start_next_cycle()
             return keep
@@ -393,14 +391,10 @@ class HTTPConnection:
         # kernel's count of bytes written tells the supervisor whether any of this response went out.
         if self.line is not None:
             self.line.responded(self.wire.sent, len(head) + len(body) if whole else 0)
-        try:
-            if len(body) <= COALESCE_MAX:
-                self.wire.send(head + body if body else head)
-            else:
-                self.wire.send(head, body)
-        except ClientGone:
-            self.wire_failed = True
-            raise
+        if len(body) <= COALESCE_MAX:
+            self._guarded_send(head + body if body else head)
+        else:
+            self._guarded_send(head, body)
 
     def _guarded_send(self, data: bytes, *more: bytes) -> None:
         try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import logging
 import resource
+import select
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -43,6 +44,10 @@ class Acceptor:
         # Each listener's address family as a plain int, looked up at its first accept: socket.family makes
         # an enum on every read.
         self._families = [-1] * len(listeners)
+        # Each listener alone in a poll set, made at its first accept: whether another client waits, asked
+        # before the accept that would otherwise end each batch with EAGAIN. That failing accept4() costs the
+        # kernel a socket and a file made and freed, and Python an exception: several times a poll(0).
+        self._probes: list[Any] = [None] * len(listeners)
         self.route = route
         self._register = register
         self._unregister = unregister
@@ -98,9 +103,17 @@ class Acceptor:
         """The listener is readable: accept a batch, until EAGAIN or the budget."""
         lsock = self.listeners[index].sock
         family = self._families[index]
+        probe = self._probes[index]
         if family < 0:
             family = self._families[index] = int(lsock.family)
+            probe = self._probes[index] = select.poll()
+            probe.register(lsock, select.POLLIN)
+        first = True  # the selector just said a client waits
         while self.watching and self.held < self.budget:
+            if not first and not probe.poll(0):
+                self._backoff = 0.0
+                return
+            first = False
             try:
                 # _accept() is accept4(SOCK_CLOEXEC) without wrapping the fd in a socket object.
                 fd, addr = lsock._accept()  # type: ignore[attr-defined]

@@ -44,20 +44,67 @@ def test_an_accept_batch_stops_at_the_fd_budget_and_the_rest_wait_in_the_backlog
         acceptor.accept(0)
         assert len(routed) == 5
     finally:
-        for conn in routed:
-            os.close(conn.fd)
-        for client in clients:
-            client.close()
-        lsock.close()
+        close_all(routed, clients, lsock)
+
+
+def close_all(routed: list[Conn], clients: list[socket.socket], lsock: socket.socket) -> None:
+    for conn in routed:
+        os.close(conn.fd)
+    for sock in clients:
+        sock.close()
+    lsock.close()
+
+
+class CountingListener:
+    """A real listening socket whose accept() calls are counted."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.family = sock.family
+        self.accepts = 0
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def _accept(self) -> tuple[int, Any]:
+        self.accepts += 1
+        return self.sock._accept()  # type: ignore[attr-defined]
+
+
+def test_a_batch_ends_when_no_client_waits_without_an_accept_that_fails():
+    lsock = socket.create_server(("127.0.0.1", 0), backlog=16)
+    lsock.setblocking(False)
+    counting = CountingListener(lsock)
+    acc, routed, _ = make(counting)  # type: ignore[arg-type]
+    clients = [socket.create_connection(lsock.getsockname(), timeout=5) for _ in range(3)]
+    try:
+        acc.set_accepting(True, held=0, now=0.0)
+        select.select([lsock], [], [], 5)
+        acc.accept(0)
+        assert len(routed) == 3 and counting.accepts == 3  # no fourth accept() to meet EAGAIN
+        late = socket.create_connection(lsock.getsockname(), timeout=5)  # a later client: a later batch
+        clients.append(late)
+        select.select([lsock], [], [], 5)
+        acc.accept(0)
+        assert len(routed) == 4 and counting.accepts == 4
+    finally:
+        close_all(routed, clients, lsock)
 
 
 class FakeListener:
-    """A listening socket whose accept() gives what the test scripted, then EAGAIN."""
+    """A listening socket whose accept() gives what the test scripted, then EAGAIN. It always looks
+    readable (a pipe with a byte in it stands for it in a poll set), so a batch ends at that EAGAIN."""
 
     def __init__(self, family: int = socket.AF_INET, script: list[Any] | None = None) -> None:
         self.family = family
         self.script = list(script or [])
         self.accepts = 0
+        self._readable, writer = os.pipe()
+        os.write(writer, b"x")
+        os.close(writer)
+
+    def fileno(self) -> int:
+        return self._readable
 
     def _accept(self) -> tuple[int, Any]:
         self.accepts += 1

@@ -45,6 +45,7 @@ _KINDS = frozenset((CONN, PARK, DONE, READY, RECYCLE, FAILED))  # of one message
 # family, when the request head in the data started to arrive (0.0: no head begun)
 _HEADER = struct.Struct("!BBHQIHBd")
 _ADDR_LEN = {socket.AF_INET: 4, socket.AF_INET6: 16, socket.AF_UNIX: 0}
+_IP = frozenset((int(socket.AF_INET), int(socket.AF_INET6)))
 # The PROXY header's client: NO_PROXY (no header read yet), AF_UNSPEC (read; keep the socket's peer),
 # or the client's family, followed by its raw address and port.
 NO_PROXY = 0xFF
@@ -88,18 +89,26 @@ class Message:
 
 def encode(msg: Message) -> bytes:
     """The datagram for ``msg``, without its fd."""
+    return encode_fields(msg.kind, msg.conn_id, msg.listener, msg.family, msg.peer, msg.hops, msg.data, msg.proxy,
+                         msg.head_started)
+
+
+def encode_fields(kind: int, conn_id: int, listener: int, family: int, peer: tuple[str, int] | None, hops: int,
+                  data: bytes, proxy: Header | None, head_started: float) -> bytes:
+    """The datagram for a message given by its fields (Message's), with no Message made: the supervisor
+    encodes each connection it hands off straight from its own record of it."""
     port, raw = 0, b""
-    if msg.peer is not None and msg.family in (socket.AF_INET, socket.AF_INET6):
-        raw = socket.inet_pton(msg.family, msg.peer[0])
-        port = msg.peer[1]
-    proxy, client = NO_PROXY, b""
-    if msg.proxy is not None:
-        proxy = msg.proxy.family
-        if msg.proxy.client is not None:
-            host, client_port = msg.proxy.client
-            client = socket.inet_pton(proxy, host) + client_port.to_bytes(2, "big")
-    header = _HEADER.pack(msg.kind, msg.family, msg.listener, msg.conn_id, msg.hops, port, proxy, msg.head_started)
-    return header + raw + client + msg.data
+    if peer is not None and family in _IP:
+        raw = socket.inet_pton(family, peer[0])
+        port = peer[1]
+    proxy_family, client = NO_PROXY, b""
+    if proxy is not None:
+        proxy_family = proxy.family
+        if proxy.client is not None:
+            host, client_port = proxy.client
+            client = socket.inet_pton(proxy_family, host) + client_port.to_bytes(2, "big")
+    header = _HEADER.pack(kind, family, listener, conn_id, hops, port, proxy_family, head_started)
+    return header + raw + client + data
 
 
 def fits(data: bytes) -> bool:
@@ -170,13 +179,17 @@ def decode(buf: bytes | memoryview, fd: int = -1) -> Message:
 def encode_conns(msgs: Sequence[Message]) -> tuple[bytes, int]:
     """The datagram for the first of ``msgs`` (CONNs) that fit in one: a CONN for one alone, else a
     CONNS of up to MAX_BATCH within MAX_MESSAGE; and how many it carries, their fds in that order."""
-    first = encode(msgs[0])
-    if len(msgs) == 1:
+    return batch([encode(msg) for msg in msgs[:MAX_BATCH]])
+
+
+def batch(encoded: Sequence[bytes]) -> tuple[bytes, int]:
+    """encode_conns() for CONNs already encoded (encode_fields)."""
+    first = encoded[0]
+    if len(encoded) == 1:
         return first, 1
     records = [_LENGTH.pack(len(first)), first]
     size = _BATCH.size + _LENGTH.size + len(first)
-    for msg in msgs[1:MAX_BATCH]:
-        record = encode(msg)
+    for record in encoded[1:MAX_BATCH]:
         size += _LENGTH.size + len(record)
         if size > MAX_MESSAGE:
             break
@@ -237,8 +250,13 @@ class FdsLost(HandoffError):
 def send_conns(chan: socket.socket, msgs: Sequence[Message]) -> int:
     """Send the first of ``msgs`` (CONNs with their fds) that fit in one datagram (encode_conns); how
     many went. The caller still owns its copies of the fds. BlockingIOError when the channel is full."""
-    payload, count = encode_conns(msgs)
-    socket.send_fds(chan, [payload], [msg.fd for msg in msgs[:count]])
+    return send_batch(chan, [encode(msg) for msg in msgs[:MAX_BATCH]], [msg.fd for msg in msgs])
+
+
+def send_batch(chan: socket.socket, encoded: Sequence[bytes], fds: Sequence[int]) -> int:
+    """send_conns() for CONNs already encoded (encode_fields), ``fds`` theirs in the same order."""
+    payload, count = batch(encoded)
+    chan.sendmsg([payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds[:count]))])
     return count
 
 

@@ -107,11 +107,10 @@ class WorkerProcess:
                 # message goes: once the worker has it, it may write at once.
                 written = orphans.written_bytes(conn.fd)
                 conn.written = -1 if written is None else written
-        msgs = [handoff.Message(handoff.CONN, conn.id, conn.listener, conn.family, conn.peer, conn.hops + 1,
-                                data=conn.data, fd=conn.fd, proxy=conn.proxy, head_started=conn.head_started)
-                for conn in conns]
+        encoded = [handoff.encode_fields(handoff.CONN, conn.id, conn.listener, conn.family, conn.peer, conn.hops + 1,
+                                         conn.data, conn.proxy, conn.head_started) for conn in conns]
         try:
-            count = handoff.send_conns(self.chan, msgs)
+            count = handoff.send_batch(self.chan, encoded, [conn.fd for conn in conns])
         except BlockingIOError:
             return 0
         # Numbered one by one, as the worker counts them (a CONNS counts its CONNs): the books of

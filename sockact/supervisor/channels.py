@@ -42,9 +42,12 @@ class Channels:
         sup = self.sup
         if w.outbox or w.out_watched:
             sup.switchboard.flush_outbox(w)
-        for _ in range(batch):
+        receiver = w.receiver
+        for taken in range(batch):
+            if taken and not receiver.waiting():  # the first is known to wait (or to meet EAGAIN)
+                return
             try:
-                msg = w.receiver.recv()
+                msg = receiver.recv()
             except BlockingIOError:
                 return
             except handoff.FdsLost as exc:

@@ -91,6 +91,23 @@ def test_fd_travels_and_nothing_leaks():
     wrk.close()
 
 
+def test_the_receiver_says_whether_a_message_or_the_end_waits_without_reading_it():
+    sup, wrk = handoff.channel_pair()
+    wrk.setblocking(False)
+    receiver = handoff.Receiver(wrk)
+    assert not receiver.waiting()
+    handoff.send(sup, handoff.done([1]))
+    handoff.send(sup, handoff.done([2]))
+    assert receiver.waiting()
+    assert handoff.done_ids(receiver.recv()) == (1,)  # type: ignore[arg-type]
+    assert receiver.waiting()
+    assert handoff.done_ids(receiver.recv()) == (2,)  # type: ignore[arg-type]
+    assert not receiver.waiting()
+    sup.close()
+    assert receiver.waiting() and receiver.recv() is None  # the end is something to read too
+    wrk.close()
+
+
 def test_message_with_two_fds_is_refused_and_fds_closed():
     sup, wrk = handoff.channel_pair()
     a, b = socket.socketpair()

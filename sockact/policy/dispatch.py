@@ -36,6 +36,7 @@ class Dispatcher(Generic[W, C]):
         self.queue_size = queue_size
         self.capacity = capacity
         self._load: dict[W, int] = {}  # connections each worker holds, for every known worker
+        self._held = 0  # their sum, kept as it changes: the supervisor asks at every turn of its loop
         self._available: set[W] = set()  # ready and moving
         self._last: dict[W, int] = {}  # when each was last given work (a counter, not a clock)
         self._clock = 0
@@ -56,7 +57,7 @@ class Dispatcher(Generic[W, C]):
     @property
     def held(self) -> int:
         """Connections held by workers, all together."""
-        return sum(self._load.values())
+        return self._held
 
     def load(self, worker: W) -> int:
         return self._load.get(worker, 0)
@@ -93,7 +94,9 @@ class Dispatcher(Generic[W, C]):
         """A worker exited: drop it; returns how many connections it still held (now lost)."""
         self._available.discard(worker)
         self._last.pop(worker, None)
-        return self._load.pop(worker, 0)
+        lost = self._load.pop(worker, 0)
+        self._held -= lost
+        return lost
 
     def offer(self, conn: C, age: float = math.inf) -> tuple[W, C] | None:
         """A connection needs a worker: the assignment, or None if it was queued.
@@ -112,8 +115,9 @@ class Dispatcher(Generic[W, C]):
 
     def returned(self, worker: W) -> list[tuple[W, C]]:
         """``worker`` handed a connection back or closed it: it has room for queued ones."""
-        if worker in self._load and self._load[worker] > 0:
+        if self._load.get(worker, 0) > 0:
             self._load[worker] -= 1
+            self._held -= 1
         return self._drain()
 
     def waiting(self) -> list[C]:
@@ -159,4 +163,5 @@ class Dispatcher(Generic[W, C]):
         self._clock += 1
         self._last[worker] = self._clock
         self._load[worker] += 1
+        self._held += 1
         return worker, conn

@@ -119,7 +119,7 @@ class Supervisor:
 
     @property
     def stopping(self) -> bool:
-        return self.pool.phase in ENDING
+        return self.pool.phase in _ENDING
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -421,6 +421,9 @@ class Supervisor:
 
 
 # fds the supervisor keeps free for itself: channels of new workers, the journal, a reload's files.
+# ENDING as a tuple: asked at every turn of the loop, and a frozenset of Enum members calls Enum.__hash__, a
+# Python function, at each look-up, where a tuple compares by identity.
+_ENDING = tuple(ENDING)
 _FD_RESERVE = 64
 
 

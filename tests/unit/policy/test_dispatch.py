@@ -103,3 +103,31 @@ def test_queued_connections_withdrawn_leave_the_line_and_the_rest_keep_their_ord
     assert d.queued == 2 and sorted(d.waiting()) == ["c2", "c4"]
     d.add("a")
     assert d.returned("a") == [("a", "c4")]  # c2 went first, then c4 when a had room again
+
+
+def test_held_is_always_the_sum_of_what_each_worker_holds():
+    d: Dispatcher[str, str] = Dispatcher(queue_size=8, capacity=2)
+    workers = ("a", "b", "c")
+
+    def check() -> None:
+        assert d.held == sum(d.load(w) for w in workers)
+
+    for w in workers[:2]:
+        d.add(w)
+    for i in range(6):  # four assigned, two queued
+        d.offer(f"c{i}")
+        check()
+    d.returned("a")  # a queued one takes its place
+    check()
+    d.add("c")  # the last queued one goes to the newcomer
+    check()
+    d.returned("x")  # unknown: nothing changes
+    d.returned("c")
+    d.returned("c")  # more than it held: nothing below zero
+    check()
+    assert d.forget("b") == 2
+    check()
+    d.add("b")  # back with nothing held
+    d.pause("a")
+    d.resume("a")
+    check()

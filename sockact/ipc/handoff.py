@@ -46,6 +46,7 @@ _KINDS = frozenset((CONN, PARK, DONE, READY, RECYCLE, FAILED))  # of one message
 _HEADER = struct.Struct("!BBHQIHBd")
 _ADDR_LEN = {socket.AF_INET: 4, socket.AF_INET6: 16, socket.AF_UNIX: 0}
 _IP = frozenset((int(socket.AF_INET), int(socket.AF_INET6)))
+_UNIX = int(socket.AF_UNIX)
 # The PROXY header's client: NO_PROXY (no header read yet), AF_UNSPEC (read; keep the socket's peer),
 # or the client's family, followed by its raw address and port.
 NO_PROXY = 0xFF
@@ -119,8 +120,19 @@ def fits(data: bytes) -> bool:
 
 def done(conn_ids: Sequence[int]) -> Message:
     """One DONE for up to MAX_DONE connections a worker closed."""
+    return Message(DONE, conn_id=conn_ids[0], data=_more_ids(conn_ids))
+
+
+def encode_done(conn_ids: Sequence[int]) -> bytes:
+    """encode(done(conn_ids)), with no Message made: a worker sends one at every turn of its loop that
+    closed connections."""
+    return encode_fields(DONE, conn_ids[0], 0, _UNIX, None, 0, _more_ids(conn_ids), None, 0.0)
+
+
+def _more_ids(conn_ids: Sequence[int]) -> bytes:
+    """A DONE's data: the ids after the first (which goes in the header)."""
     rest = conn_ids[1:]
-    return Message(DONE, conn_id=conn_ids[0], data=struct.pack(f"!{len(rest)}Q", *rest) if rest else b"")
+    return struct.pack(f"!{len(rest)}Q", *rest) if rest else b""
 
 
 def done_ids(msg: Message) -> tuple[int, ...]:
@@ -266,11 +278,15 @@ def send(chan: socket.socket, msg: Message, wait: float = 0.0) -> None:
     On a non-blocking channel whose buffer is full, waits up to ``wait`` seconds for room,
     then raises BlockingIOError.
     """
-    payload = encode(msg)
+    send_encoded(chan, encode(msg), msg.fd, wait)
+
+
+def send_encoded(chan: socket.socket, payload: bytes, fd: int = -1, wait: float = 0.0) -> None:
+    """send() for a message already encoded (encode_done), with its fd if it has one."""
     while True:
         try:
-            if msg.fd >= 0:
-                socket.send_fds(chan, [payload], [msg.fd])
+            if fd >= 0:
+                socket.send_fds(chan, [payload], [fd])
             else:
                 chan.send(payload)
             return

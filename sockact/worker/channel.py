@@ -79,13 +79,18 @@ class Closed:
     def report(self) -> None:
         ids, self.ids = self.ids, []
         for at in range(0, len(ids), handoff.MAX_DONE):
-            report(self.chan, handoff.done(ids[at:at + handoff.MAX_DONE]))
+            report_encoded(self.chan, handoff.encode_done(ids[at:at + handoff.MAX_DONE]))
 
 
 def report(chan: socket.socket, msg: handoff.Message) -> None:
     """Send ``msg`` to the supervisor, waiting a little for room; a gone supervisor is not an error."""
+    report_encoded(chan, handoff.encode(msg), msg.fd)
+
+
+def report_encoded(chan: socket.socket, payload: bytes, fd: int = -1) -> None:
+    """report() for a message already encoded."""
     try:
-        handoff.send(chan, msg, wait=SEND_WAIT)
+        handoff.send_encoded(chan, payload, fd, wait=SEND_WAIT)
     except OSError as exc:
         log.debug("worker %d: cannot report to the supervisor: %s", os.getpid(), exc)
 

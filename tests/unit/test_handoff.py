@@ -411,3 +411,9 @@ def test_read_channel_takes_the_rest_of_a_batch_past_its_own_bound(monkeypatch):
         os.close(msg.fd)
     for s in (sup, wrk, *(s for pair in socks for s in pair)):
         s.close()
+
+
+@pytest.mark.parametrize("ids", [[7], [7, 8, 9], list(range(1, handoff.MAX_DONE + 1))])
+def test_a_done_encoded_without_a_message_is_the_same_datagram(ids):
+    assert handoff.encode_done(ids) == handoff.encode(handoff.done(ids))
+    assert handoff.done_ids(handoff.decode(handoff.encode_done(ids))) == tuple(ids)

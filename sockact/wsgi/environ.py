@@ -110,7 +110,7 @@ def connection_environ(site_env: Mapping[str, Any], peer: tuple[Any, ...] | str 
 def request_environ(conn_env: Mapping[str, Any], request: Request, body: Any,
                     local_address: Callable[[], tuple[str, str]], trust: Trust | None = None) -> dict[str, Any]:
     """The environ of one request: ``line_environ`` over ``fields_environ``."""
-    env = line_environ(fields_environ(conn_env, request.headers, local_address, trust), line_text(request))
+    env = put_line(fields_environ(conn_env, request.headers, local_address, trust), line_text(request))
     env["wsgi.input"] = body
     return env
 
@@ -152,7 +152,12 @@ def fields_environ(conn_env: Mapping[str, Any], headers: Sequence[tuple[bytes, b
 def line_environ(fields_env: Mapping[str, Any], text: tuple[str, str, str, str, str]) -> dict[str, Any]:
     """A copy of ``fields_environ``'s with what the request line gives (``text``: requests.line_text); the
     server adds wsgi.input."""
-    env = dict(fields_env)
+    return put_line(dict(fields_env), text)
+
+
+def put_line(env: dict[str, Any], text: tuple[str, str, str, str, str]) -> dict[str, Any]:
+    """line_environ() into ``env`` itself, for a ``fields_environ`` nothing else will start from (a
+    connection's last request); returns it."""
     method, target, path, query, protocol = text
     env["REQUEST_METHOD"] = method
     env["PATH_INFO"] = path

@@ -38,6 +38,7 @@ from sockact.wsgi.environ import (
     connection_environ,
     fields_environ,
     line_environ,
+    put_line,
     site_environ,
 )
 from sockact.wsgi.wire import ClientGone, ClientTimedOut, Wire
@@ -197,7 +198,8 @@ class HTTPConnection:
                 if request is not self._environ_of:
                     self._renew_environ(request)
                 # A copy (the app may change its own), with the body's stream, which the next request does not share.
-                environ = dict(self._environ)
+                # The connection's last request has one made for it alone (_renew_environ): no copy needed.
+                environ = dict(self._environ) if request.keep_alive else self._environ
                 if self._has_body:
                     environ["wsgi.input"] = InputStream(self._pull_body)
                 try:
@@ -230,11 +232,17 @@ class HTTPConnection:
         """What ``request``'s environ copies. The engine gives the last request again for the same head,
         and the last fields (the same list) for a head that differs by its request line alone: what they
         give is made once."""
-        if request.headers is not self._fields_of:
-            self._fields_env = fields_environ(self.env, request.headers, self._local_address, self.trust)
-            self._fields_of = request.headers
         text = line_text(request)
-        self._environ_of, self._environ = request, line_environ(self._fields_env, text)
+        if not request.keep_alive:
+            # The connection's last request (Connection: close): nothing made here starts another, so one dict,
+            # given to the app itself, rather than a copy of a copy kept for the next (2 dict copies, not 4).
+            self._environ_of = None
+            self._environ = put_line(fields_environ(self.env, request.headers, self._local_address, self.trust), text)
+        else:
+            if request.headers is not self._fields_of:
+                self._fields_env = fields_environ(self.env, request.headers, self._local_address, self.trust)
+                self._fields_of = request.headers
+            self._environ_of, self._environ = request, line_environ(self._fields_env, text)
         # A request without a body (no Content-Length, not chunked) reads nothing: one stream serves them all.
         self._has_body = bool(request.content_length or request.chunked)
         if not self._has_body:

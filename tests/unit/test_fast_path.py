@@ -301,3 +301,28 @@ def test_a_released_connection_is_freed_without_the_cyclic_collector(access_log,
             assert state() is None and engine() is None
         finally:
             gc.enable()
+
+
+def test_a_connections_last_request_gets_the_environ_a_kept_one_gets():
+    """A request after which the connection closes (Connection: close, HTTP/1.0) has an environ made for
+    it alone, with no copy kept (server._renew_environ): the same keys and values a request that keeps the
+    connection gets, alone or after others whose apps changed theirs."""
+    seen: list[dict[str, Any]] = []
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        seen.append({k: v for k, v in environ.items() if k not in ("wsgi.input", "wsgi.errors")})
+        environ["PATH_INFO"] = "/changed"
+        environ["HTTP_HOST"] = "changed"
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ["wsgi.input"].read()]
+
+    fields = b"\r\nHost: h:81\r\nX-Y: z\r\n"
+    kept, _ = _serve(app, b"GET /p?q=1 HTTP/1.1" + fields + b"\r\n")
+    keeps, _ = _serve(app, b"GET /p?q=1 HTTP/1.1" + fields + b"\r\n" + b"GET /p?q=1 HTTP/1.1" + fields
+                      + b"Connection: close\r\n\r\n")
+    alone, _ = _serve(app, b"GET /p?q=1 HTTP/1.1" + fields + b"Connection: close\r\n\r\n")
+    assert kept == [True] and keeps == [True, False] and alone == [False]
+    first, before_last, last, last_alone = seen
+    assert before_last == first
+    assert last == last_alone == dict(first, HTTP_CONNECTION="close")
+    assert (last["PATH_INFO"], last["HTTP_HOST"], last["QUERY_STRING"]) == ("/p", "h:81", "q=1")

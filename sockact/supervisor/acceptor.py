@@ -100,7 +100,7 @@ class Acceptor:
         self._excluded.add(index)
 
     def accept(self, index: int) -> None:
-        """The listener is readable: accept a batch, until EAGAIN or the budget."""
+        """The listener is readable: accept a batch, while clients wait, up to the budget."""
         lsock = self.listeners[index].sock
         family = self._families[index]
         probe = self._probes[index]

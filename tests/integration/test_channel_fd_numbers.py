@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 
-import pytest
 from conftest import SOCKACT, Server, base_env, fd_count, free_port, steady, wait_until
 
 
@@ -42,8 +41,6 @@ def _one_request(port: int, count: int) -> list[socket.socket]:
     return socks
 
 
-@pytest.mark.xfail(strict=True, reason="ipc.handoff.send waits for room with select(), which raises ValueError "
-                   "for an fd above 1024: the worker crashes with every connection it holds")
 def test_a_worker_whose_channel_fd_is_above_1024_waits_for_room_in_it(tmp_path):
     # "idle" parks at once (the default park_after): a thousand clients there are a thousand fds of the
     # supervisor's, so a worker it starts then (a reload) gets a channel numbered above them. "held" keeps

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 
+import pytest
 from conftest import SOCKACT, Server, base_env, fd_count, free_port, steady, wait_until
 
 
@@ -41,13 +42,14 @@ def _one_request(port: int, count: int) -> list[socket.socket]:
     return socks
 
 
-def test_a_worker_whose_channel_fd_is_above_1024_waits_for_room_in_it(tmp_path):
+@pytest.mark.parametrize("app", ["testapps:pid", "asgiapps:echo"], ids=["wsgi", "asgi"])
+def test_a_worker_whose_channel_fd_is_above_1024_waits_for_room_in_it(tmp_path, app):
     # "idle" parks at once (the default park_after): a thousand clients there are a thousand fds of the
     # supervisor's, so a worker it starts then (a reload) gets a channel numbered above them. "held" keeps
     # its clients in that worker for 3 s, then they all go back at once: PARKs in a burst, which fill the
     # channel while the supervisor does not read it (stopped here; busy, in a real burst).
     cfg = tmp_path / "sockact.toml"
-    cfg.write_text('app = "testapps:pid"\nworkers = 1\naccess_log = false\n\n[listeners.held]\npark_after = 3.0\n')
+    cfg.write_text(f'app = "{app}"\nworkers = 1\naccess_log = false\n\n[listeners.held]\npark_after = 3.0\n')
     idle, held = free_port(), free_port()
     server = Server([*SOCKACT, "run", "--config", str(cfg), "--bind", f"idle=127.0.0.1:{idle}",
                      "--bind", f"held=127.0.0.1:{held}"], idle, base_env())

@@ -511,12 +511,9 @@ def test_a_websocket_handshake_the_library_refuses_is_a_400(start_sockact, ws_li
     assert http_get(server.port, "/")[2] == b"plain http"
 
 
-def test_a_websocket_handshake_with_a_body_is_answered_and_logged(start_sockact, ws_library, request):
+def test_a_websocket_handshake_with_a_body_is_answered_and_logged(start_sockact, ws_library):
     # websockets refuses a handshake request with a body and closes its side at once; its refusal then
     # failed inside the library (an AssertionError that nothing logged): no answer, no line.
-    if ws_library == "websockets":
-        request.applymarker(pytest.mark.xfail(strict=True, reason="asgi/wsprotocols: websockets' refusal of a "
-                                              "handshake with a body raises, and the session ends unanswered"))
     server = start_sockact("asgiapps:ws_echo", "--workers", "1", "--ws", ws_library)
     head = (b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nContent-Length: 5\r\n\r\n")

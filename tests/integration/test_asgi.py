@@ -475,6 +475,18 @@ def test_check_says_which_interface_each_app_is_served_with():
     assert "served as ASGI" in run_cli("check", "testapps:echo", "--interface", "asgi").stdout
 
 
+def test_threads_given_to_an_asgi_app_are_said_to_be_ignored_by_check_and_at_start(start_sockact):
+    # A gunicorn config with UvicornWorker and threads = 8, carried over by sockact convert, says threads.
+    said = "threads: ignored for an ASGI app, which runs on its worker's event loop"
+    result = run_cli("check", "asgiapps:echo", "--threads", "8")
+    assert result.returncode == 0, result.stderr
+    assert f"sockact: warning: app asgiapps:echo: {said}" in result.stderr, result.stderr
+    assert "ignored" not in run_cli("check", "asgiapps:echo").stderr
+    assert "ignored" not in run_cli("check", "testapps:echo", "--threads", "8").stderr  # WSGI: threads apply
+    server = start_sockact("asgiapps:echo", "--threads", "8", "--max-threads", "16")
+    assert "threads and max_threads: ignored for an ASGI app" in server.wait_for_log("ignored for an ASGI app")
+
+
 def test_an_endless_stream_stops_when_its_client_leaves(start_sockact):
     server = serving(start_sockact, "asgiapps:endless")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:

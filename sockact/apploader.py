@@ -130,13 +130,33 @@ def _failed(setting: str, why: str, exc: BaseException) -> AppLoadError:
         # The innermost frame of a SyntaxError is the import system's: the error itself says where.
         where = f"{exc.filename}, line {exc.lineno}: {(exc.text or '').strip()}"
     elif frames:
-        where = f"{frames[-1].filename}, line {frames[-1].lineno}: {frames[-1].line}"
+        frame = _told_by(frames)
+        where = f"{frame.filename}, line {frame.lineno}: {frame.line}"
     else:
         where = ""
     shown = traceback.TracebackException.from_exception(exc)
     shown.stack = frames
     text = "".join(shown.format()).rstrip("\n") if where else ""
     return AppLoadError(f"{setting}: {why}" + (f"; at {where}" if where else ""), text)
+
+
+def _told_by(frames: traceback.StackSummary) -> traceback.FrameSummary:
+    """The frame the one line names: the innermost of the project's own code, not the standard library's (a
+    KeyError from os.environ is told by the line that read the variable, not by <frozen os>) nor an installed
+    package's; else, for an app installed as a package, the innermost outside the standard library."""
+    stdlib = os.path.dirname(os.__file__) + os.sep
+
+    def packaged(path: str) -> bool:
+        return "site-packages" in path or "dist-packages" in path
+
+    def standard(path: str) -> bool:
+        return path.startswith("<") or (path.startswith(stdlib) and not packaged(path))
+
+    for outside in (lambda path: not standard(path) and not packaged(path), lambda path: not standard(path)):
+        for frame in reversed(frames):
+            if outside(frame.filename):
+                return frame
+    return frames[-1]
 
 
 def load_all(specs: Iterable[str]) -> dict[str, WSGIApp]:

@@ -314,6 +314,8 @@ def check_apps(cfg: Config) -> int:
                 print(f"# app {spec}: imports and is callable; served as {kind.upper()}, {how}")
                 if wrong := contradiction(_interface_of(cfg, spec), app):
                     print(f"sockact: warning: app {spec}: {wrong}", file=sys.stderr)
+                if kind != WSGI and (unused := cfg.threads_unused()):
+                    print(f"sockact: warning: app {spec}: {unused}", file=sys.stderr)
             os.write(loaded_w, b"1")
             code = EXIT_OK
         except SockactError as exc:

@@ -85,6 +85,12 @@ async def boom_after(scope, receive, send) -> None:
     raise RuntimeError("failed in the middle of the body")
 
 
+async def stops_midway(scope, receive, send) -> None:
+    """Returns, without an error, in the middle of its body (more_body, and no last message)."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"the start of it", "more_body": True})
+
+
 async def no_response(scope, receive, send) -> None:
     return None
 

@@ -163,6 +163,7 @@ class WebsocketsProtocol:
         if end < 4:
             end = len(head)  # no whole head: the library refuses it below
         self._early: bytes | None = head[end:]
+        self._refusal = b""
         self.ws.receive_data(head[:end])
         for event in self.ws.events_received():  # the handshake request
             if not isinstance(event, Request):
@@ -177,7 +178,12 @@ class WebsocketsProtocol:
 
     def _refuse(self, response: Any) -> None:
         self.refused = True
-        self.ws.send_response(response)
+        if self.ws.eof_sent:
+            # The library refused the head itself (a body, say) and has closed its side, so it sends nothing
+            # more: the refusal goes out ahead of that half-close, serialized here.
+            self._refusal = response.serialize()
+        else:
+            self.ws.send_response(response)
 
     def receive_data(self, data: bytes) -> None:
         if self._eof:
@@ -211,7 +217,8 @@ class WebsocketsProtocol:
 
     def take_output(self) -> bytes:
         # An empty piece means "half-close now"; the caller closes the connection in its own time.
-        return b"".join(self.ws.data_to_send())
+        out, self._refusal = self._refusal + b"".join(self.ws.data_to_send()), b""
+        return out
 
     def accept(self, subprotocol: str | None, headers: list[tuple[bytes, bytes]]) -> None:
         response = self._response

@@ -338,6 +338,15 @@ class Config(ListenerSettings):
                 f"every thread is in a call, and those beyond {self.threads} exit after "
                 f"{self.thread_idle_timeout:g} s idle (the app must be thread-safe)")
 
+    def threads_unused(self) -> str | None:
+        """What the settings ask of app threads that an ASGI app does not use, in words; None if nothing.
+        A gunicorn config carried over with UvicornWorker and ``threads`` would otherwise be silently ignored."""
+        given = [name for name in ("threads", "max_threads") if name in self.given]
+        if not given:
+            return None
+        return (f"{' and '.join(given)}: ignored for an ASGI app, which runs on its worker's event loop, many "
+                "requests at a time (app threads serve WSGI apps); for more at once, raise workers")
+
     def check_names(self, names: Sequence[str]) -> None:
         """The listener names the settings give must be among ``names``: a mistyped one would leave
         its table (trust, PROXY protocol, app) or the metrics silently unapplied. Raises ConfigError.

@@ -291,8 +291,16 @@ def send_encoded(chan: socket.socket, payload: bytes, fd: int = -1, wait: float 
                 chan.send(payload)
             return
         except BlockingIOError:
-            if wait <= 0 or not select.select([], [chan], [], wait)[1]:
+            if wait <= 0 or not _room(chan, wait):
                 raise
+
+
+def _room(chan: socket.socket, wait: float) -> bool:
+    """Whether ``chan`` has room to send within ``wait`` seconds. poll(), not select(): a worker started while
+    the supervisor held a thousand parked clients has its channel numbered above select()'s 1024."""
+    poller = select.poll()
+    poller.register(chan, select.POLLOUT)
+    return bool(poller.poll(wait * 1000))
 
 
 class Receiver:

@@ -130,6 +130,8 @@ class WorkerShell:
                              thread_idle_timeout=self.config.thread_idle_timeout,
                              waiting=Waiting([self.scoreboard.writer(self.slot, i)
                                               for i in range(lines, MAX_THREADS)]))
+        if (unused := self.config.threads_unused()) and self.slot == 0:
+            log.warning("worker %d: %s", self.pid, unused)  # from the first slot's worker, not from each
         # asyncio and the ASGI runner only where an ASGI app runs: the supervisor (and a WSGI
         # worker) stays without them, and smaller.
         from sockact.asgi.lifespan import Lifespan

@@ -19,6 +19,11 @@ BROKEN = {
     "syntax": ("def helper(:\n    return 1\n", "line 1: def helper(:", "SyntaxError: "),
     "missing module": ("import nosuchthing_here\n", "line 1: import nosuchthing_here",
                        "ModuleNotFoundError: No module named 'nosuchthing_here'"),
+    # Raised inside the standard library: the line is the app's that called it, not <frozen os>'s.
+    "unset variable": ('import os\n\nDATABASE_URL = os.environ["SOCKACT_TEST_UNSET"]\n',
+                       'line 3: DATABASE_URL = os.environ["SOCKACT_TEST_UNSET"]', "KeyError: 'SOCKACT_TEST_UNSET'"),
+    "stdlib": ('import json\n\nCONFIG = json.loads("{not json")\n', 'line 3: CONFIG = json.loads("{not json")',
+               "json.decoder.JSONDecodeError: "),
 }
 
 

@@ -131,7 +131,6 @@ class AsgiRunner(Carrier[AsgiConnection]):
         self.last_beat = time.monotonic()
         self.handing_back = False
         self._eager = False  # an eager task's first step runs now, inside _call
-        self._cycle_refs = 0  # the references to a connection's cycle that nothing else holds (_start_http)
         self._context = contextvars.copy_context()  # the loop's own, outside every call's task
         self._handed_back: list[AsgiConnection] = []  # handed back by the monitor; the loop closes its copies
         self._stop_monitor = threading.Event()
@@ -297,21 +296,15 @@ class AsgiRunner(Carrier[AsgiConnection]):
 
     def _start_http(self, conn: AsgiConnection, request: Request) -> bool:
         """Begin the app's call for ``request``, at once. True when the call is over already and the
-        connection may go on to its next request; otherwise its task goes on, and ends in _run."""
+        connection may go on to its next request; otherwise its task goes on, and ends in end_call."""
         if conn.batch is not None:
             conn.push()  # a pipelined request's: the response before it goes first, so at most one waits in memory
         scopes = conn.scopes
         scope = scopes.http(request)
-        line = scopes.line
         now = time.monotonic()
         cycle = conn.cycle
-        # Its last call's cycle serves again unless something besides the connection still holds it (an
-        # app's task that kept receive() or send(), a traceback): then it would reach this request. The
-        # count of a cycle nothing else holds is read here, of a new one (conn.cycle, this name, and
-        # getrefcount's argument where the interpreter counts it).
-        if cycle is None or sys.getrefcount(cycle) > self._cycle_refs:
-            cycle = conn.cycle = HttpCycle(conn)
-            self._cycle_refs = sys.getrefcount(cycle)
+        if cycle is None:
+            cycle = conn.cycle = HttpCycle(conn, self)  # serves each of the connection's calls in turn
         cycle.begin(request, scope, self.stopping or self.draining, now)
         # QUEUED until its task begins (a stall may still hand it back). IDLE --head--> QUEUED (connstates.DIRECT),
         # a keep-alive connection's next request, assigned at once; from the other states through the table.
@@ -322,15 +315,15 @@ class AsgiRunner(Carrier[AsgiConnection]):
         self.calls[conn] = (now, request)
         if self.call_lines:
             conn.call_line = conn.answering = call = self.call_lines.pop()
-            call.begin(line, conn.msg.conn_id, UNKNOWN)  # the bytes written before its response: not counted
+            call.begin(scopes.line, conn.msg.conn_id, UNKNOWN)  # the bytes written before its response: not counted
             if not conn.flushed:
                 # The last response (pipelining) is still going out: a 502 now would land inside it.
                 call.responded_uncounted()
                 conn.answering = None
         if not _EAGER:
-            self.loop.create_task(self._run(conn, cycle, line))  # its first step comes at the next turn
+            self.loop.create_task(cycle.run(conn.site.app))  # its first step comes at the next turn
             return False
-        return self._call(self._run(conn, cycle, line))
+        return self._call(cycle.run(conn.site.app))
 
     def _call(self, coro: Coroutine[Any, Any, bool]) -> bool:
         """Start an app's call as an eager task (Python 3.12 and later); True when it is over already and
@@ -348,10 +341,8 @@ class AsgiRunner(Carrier[AsgiConnection]):
             self._eager = False
         return task.done() and not task.cancelled() and task.exception() is None and task.result()
 
-    async def _run(self, conn: AsgiConnection, cycle: HttpCycle, line: bytes) -> bool:
-        """The call's task: the app's call, then its end carried out in the same step (no callback, no
-        turn of the loop). True when the connection goes on and the eager start that ran this step
-        looks for its next request; a call that ends later looks for it itself."""
+    def begin_call(self, conn: AsgiConnection) -> bool:
+        """A call's task begins (cycle.Ends): False when its connection went back meanwhile."""
         # The lock taken with acquire() and release(), not ``with``, twice a request: as in conn.py's _readable.
         lock = self.lock
         lock.acquire()  # the monitor may have handed the connection back before this task began
@@ -367,25 +358,29 @@ class AsgiRunner(Carrier[AsgiConnection]):
             lock.release()
         # Until its first await this call holds the loop. An app that blocks the loop here must be the
         # one the scoreboard names (and the timeout kill logs), and at once: the next beat may not come.
+        line = conn.scopes.line
         for slot in self.slots:
             slot.begin(line)
-        keep = False
+        return True
+
+    def end_call(self, conn: AsgiConnection, cycle: HttpCycle, keep: bool) -> bool:
+        """A call is over, in its task (cycle.Ends): its end carried out in the same step (no callback, no
+        turn of the loop). True when the connection goes on and the eager start that ran this step looks
+        for its next request; a call that ends later looks for it itself."""
+        eager = self._eager
+        lock = self.lock
+        lock.acquire()
         try:
-            keep = await cycle.run(conn.site.app)
+            goes_on = self._after(conn, cycle, keep)
+            if goes_on and not eager:
+                if conn.engine.idle and not (self.owner.retiring or self.owner.recycling):
+                    conn.resume_reading()  # the usual: nothing more came yet
+                else:
+                    # A pipelined request may be buffered already; its task must not start in this
+                    # one's context (an app's context variables are its request's alone).
+                    self._context.run(self._advance, conn)
         finally:
-            eager = self._eager
-            lock.acquire()
-            try:
-                goes_on = self._after(conn, cycle, keep)
-                if goes_on and not eager:
-                    if conn.engine.idle and not (self.owner.retiring or self.owner.recycling):
-                        conn.resume_reading()  # the usual: nothing more came yet
-                    else:
-                        # A pipelined request may be buffered already; its task must not start in this
-                        # one's context (an app's context variables are its request's alone).
-                        self._context.run(self._advance, conn)
-            finally:
-                lock.release()
+            lock.release()
         return goes_on and eager
 
     def _free_call_line(self, conn: AsgiConnection) -> None:

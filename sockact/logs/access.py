@@ -150,25 +150,26 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 
 
 class PerSecond(Generic[T]):
-    """A time format remade at most once a second: these run once per request. ``last`` is the second
-    (a float, ``when // 1``) and its text, swapped whole, so a thread never pairs one second with
-    another's text; the access line's builder reads it inline, and calls ``at`` only for a new second."""
+    """A time format remade at most once a second: these run once per request. ``last`` is the second's
+    start and end and its text, swapped whole, so a thread never pairs one second with another's text;
+    the access line's builder reads it inline, and calls ``at`` only for a new second. Two comparisons
+    find the second, where ``when // 1`` would be a float division (fmod) on every request."""
 
     __slots__ = ("last", "make")
 
     def __init__(self, make: Callable[[int], T]) -> None:
         self.make = make
-        self.last: list[tuple[float, T | None]] = [(-1.0, None)]
+        self.last: list[tuple[float, float, T | None]] = [(0.0, 0.0, None)]
 
     def at(self, when: float | None = None) -> T:
         """The text of the second of ``when`` (time.time(); now, when None)."""
         if when is None:
             when = time.time()
         last = self.last[0]
-        second = when // 1
-        if second != last[0]:
-            last = self.last[0] = (second, self.make(int(second)))
-        return last[1]  # type: ignore[return-value]
+        if not last[0] <= when < last[1]:
+            second = when // 1
+            last = self.last[0] = (second, second + 1.0, self.make(int(second)))
+        return last[2]  # type: ignore[return-value]
 
 
 def per_second(make: Callable[[int], T]) -> Callable[[float], T]:
@@ -218,7 +219,7 @@ ATOMS: dict[str, str] = {
     "l": '"-"',
     "u": "_user(e)",
     # The second's text, read inline while the second lasts: a call per line costs more than the rest of it.
-    "t": "(c[1] if e.when // 1 == (c := clf_last[0])[0] else clf_time(e.when))",
+    "t": "(c[2] if (c := clf_last[0])[0] <= e.when < c[1] else clf_time(e.when))",
     "r": 'escape(f"{e.method} {e.target} {e.protocol}") if e.method else "-"',
     "m": 'escape(e.method) or "-"',
     "U": 'escape(e.path) or "-"',

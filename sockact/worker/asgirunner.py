@@ -58,7 +58,7 @@ from sockact.worker.channel import (
     read_channel,
     report,
 )
-from sockact.worker.connstates import CALL, CLOSING, HANDED, HEAD, IDLE, QUEUED
+from sockact.worker.connstates import CALL, CLOSING, HANDED, HEAD
 from sockact.worker.owner import TIMER_INTERVAL, Carrier, Due, Owner
 
 log = logging.getLogger("sockact.worker")
@@ -166,6 +166,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
             monitor.join(timeout=1.0)
             with contextlib.suppress(ValueError, OSError):
                 self.loop.remove_reader(self.chan.fileno())
+            self.slots[0].requests = self.owner.requests
             for slot in self.slots:
                 slot.idle()
             self.closed.report()
@@ -309,12 +310,8 @@ class AsgiRunner(Carrier[AsgiConnection]):
         if cycle is None:
             cycle = conn.cycle = HttpCycle(conn, self)  # serves each of the connection's calls in turn
         cycle.begin(request, scope, self.stopping or self.draining, now)
-        # QUEUED until its task begins (a stall may still hand it back). IDLE --head--> QUEUED (connstates.DIRECT),
-        # a keep-alive connection's next request, assigned at once; from the other states through the table.
-        if conn.state is IDLE:
-            conn.state = QUEUED
-        else:
-            conn.to("head")
+        # QUEUED until its task begins (a stall may still hand it back).
+        conn.state = conn.state.moves["head"][0]  # connstates.ROW_MOVES
         self.calls[conn] = (now, request)
         if self.call_lines:
             conn.call_line = conn.answering = call = self.call_lines.pop()
@@ -352,12 +349,9 @@ class AsgiRunner(Carrier[AsgiConnection]):
         lock.acquire()  # the monitor may have handed the connection back before this task began
         try:
             state = conn.state
-            if state is QUEUED:
-                conn.state = CALL  # QUEUED --call--> CALL (connstates.DIRECT), assigned at once
-            elif state is HANDED:
+            if state is HANDED:
                 return False  # its request went back with it: nothing was served here
-            else:
-                conn.to("call")
+            conn.state = state.moves["call"][0]  # connstates.ROW_MOVES
         finally:
             lock.release()
         # Until its first await this call holds the loop. An app that blocks the loop here must be the
@@ -368,24 +362,39 @@ class AsgiRunner(Carrier[AsgiConnection]):
         return True
 
     def end_call(self, conn: AsgiConnection, cycle: HttpCycle, keep: bool) -> bool:
-        """A call is over, in its task (cycle.Ends): its end carried out in the same step (no callback, no
-        turn of the loop). True when the connection goes on and the eager start that ran this step looks
-        for its next request; a call that ends later looks for it itself."""
-        eager = self._eager
+        """A call is over (``keep``: its connection persists), in its task (cycle.Ends): its end carried out
+        in the same step, no callback, no turn of the loop. True when the connection goes on and the eager
+        start that ran this step looks for its next request; a call that ends later looks for it itself."""
         lock = self.lock
         lock.acquire()
         try:
-            goes_on = self._after(conn, cycle, keep)
-            if goes_on and not eager:
-                if conn.engine.idle and not (self.owner.retiring or self.owner.recycling):
-                    conn.resume_reading()  # the usual: nothing more came yet
-                else:
-                    # A pipelined request may be buffered already; its task must not start in this
-                    # one's context (an app's context variables are its request's alone).
-                    self._context.run(self._advance, conn)
+            self.calls.pop(conn, None)
+            self._free_call_line(conn)
+            persists = keep and conn.fd >= 0 and conn.state is CALL  # conn.fd < 0: closed
+            if self.owner.served(conn, persists):  # back to IDLE if it persists
+                report(self.chan, handoff.Message(handoff.RECYCLE))
+            if self.tally is not None:
+                self.tally.record(conn.msg.listener, cycle.request.method, cycle.status,
+                                  time.perf_counter() - cycle.started_at)
+            if conn.log_entry is not None:
+                self._access(conn, cycle.request, cycle.status, cycle.started_at, cycle.headers or (),
+                             cycle.scope["client"])
+            if not persists:
+                # Lingering after a refused body (a 408): the client still sending reads its answer before a reset.
+                self._close(conn, linger=cycle.answered and not cycle.body_done)
+                return False
+            conn.engine.start_next_cycle()
+            if self._eager:
+                return True  # the eager start looks for the next request
+            if conn.engine.idle and not (self.owner.retiring or self.owner.recycling):
+                conn.resume_reading()  # the usual: nothing more came yet
+            else:
+                # A pipelined request may be buffered already; its task must not start in this
+                # one's context (an app's context variables are its request's alone).
+                self._context.run(self._advance, conn)
+            return False
         finally:
             lock.release()
-        return goes_on and eager
 
     def _free_call_line(self, conn: AsgiConnection) -> None:
         line = conn.call_line
@@ -403,31 +412,6 @@ class AsgiRunner(Carrier[AsgiConnection]):
         self.calls[conn] = (time.monotonic(), request)
         if first:
             self._stamp()  # the app may block the loop before the next beat: be seen busy from now
-
-    def _after(self, conn: AsgiConnection, cycle: HttpCycle, keep: bool) -> bool:
-        """A call is over (``keep``: its connection persists). True when the connection goes on to its
-        next request: the caller looks for one."""
-        self.calls.pop(conn, None)
-        self._free_call_line(conn)
-        owner = self.owner
-        if owner.count(conn):
-            report(self.chan, handoff.Message(handoff.RECYCLE))
-        self.slots[0].requests = owner.requests
-        if self.tally is not None:
-            self.tally.record(conn.msg.listener, cycle.request.method, cycle.status,
-                              time.perf_counter() - cycle.started_at)
-        if conn.log_entry is not None:
-            self._access(conn, cycle.request, cycle.status, cycle.started_at, cycle.headers or (),
-                         cycle.scope["client"])
-        if not keep or conn.fd < 0 or conn.state is not CALL:  # conn.fd < 0: closed
-            # Lingering after a refused body (a 408): the client still sending reads its answer before a reset.
-            self._close(conn, linger=cycle.answered and not cycle.body_done)
-            return False
-        conn.engine.start_next_cycle()
-        # CALL --served--> IDLE (connstates.DIRECT), assigned at once, with the clock IDLE starts (park_after).
-        conn.state = IDLE
-        conn.since = time.monotonic()
-        return True
 
     def _start_websocket(self, conn: AsgiConnection, request: Request) -> None:
         if not self._ws_looked:
@@ -499,6 +483,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
             for slot in self.slots:
                 slot.begin(line)
         else:
+            self.slots[0].requests = self.owner.requests  # the count the line shows, written by idle()
             for slot in self.slots:
                 slot.idle()
 

@@ -1,10 +1,11 @@
 """The life of a connection in a worker, with all of its transitions in one table.
 
-Rule of this module, as of sockact/policy/states.py: a connection's state changes only through
-``Owned.to()`` (owner.py), and only along a row of CONN_TRANSITIONS. An event that the
-current state does not accept raises InvalidTransition. The one exception is DIRECT: the moves
-of a keep-alive request, which a runner assigns itself when the connection is in the state the
-move starts from (three a request, each an Owned.to() call otherwise); the table still says them.
+Rule of this module, as of sockact/policy/states.py: a connection's state changes only along a row
+of CONN_TRANSITIONS, read from the state's ``moves``; an event that the current state does not
+accept raises InvalidTransition. ``Owned.to()`` (owner.py) is the way; a keep-alive request's moves,
+three a request, read the row without its call, the same way in both runners: the events of
+ROW_MOVES, which start no clock from any state, as ``conn.state = conn.state.moves[event][0]``, and
+CALL --served--> IDLE, whose clock starts, in ``Owner.served``.
 
     PREFACE --preface--> FRESH                  (a PROXY header first, then HTTP)
     FRESH/IDLE --bytes--> HEAD                  (part of a request head has come)
@@ -25,8 +26,8 @@ import enum
 
 from sockact.policy.states import InvalidTransition
 
-__all__ = ["BODY", "CALL", "CLOSED", "CLOSING", "CONN_TRANSITIONS", "DIRECT", "FRESH", "HANDED", "HEAD", "IDLE",
-           "PREFACE", "QUEUED", "ConnState", "InvalidTransition"]
+__all__ = ["BODY", "CALL", "CLOSED", "CLOSING", "CONN_TRANSITIONS", "FRESH", "HANDED", "HEAD", "IDLE", "PREFACE",
+           "QUEUED", "ROW_MOVES", "ConnState", "InvalidTransition"]
 
 
 class ConnState(enum.Enum):
@@ -43,7 +44,7 @@ class ConnState(enum.Enum):
 
     # Its row of the table as the owner walks it: event -> (next state, whether that state's clock
     # starts). On the member itself: an Enum hashes in Python, too slow for a lookup per request.
-    moves: dict[str, tuple[ConnState, bool]]
+    moves: Row
     reading: bool  # the loop reads it for a request: no call owns it, it is not closing, it is still ours
     between: bool  # reading, between two requests or in a head (not a PROXY header, not a body)
 
@@ -77,18 +78,34 @@ CONN_TRANSITIONS: dict[tuple[ConnState, str], ConnState] = {
     (_C.IDLE, "park"): _C.HANDED,
 }
 
-# (state before, event, state after, whether its clock starts): the moves a runner assigns directly on a
-# keep-alive request's path, as the table has them (test_worker_states checks it): its next head parsed
-# while idle, its call begun, its call served (park_after's clock starts, which the runner sets too).
-DIRECT = ((_C.IDLE, "head", _C.QUEUED, False), (_C.QUEUED, "call", _C.CALL, False), (_C.CALL, "served", _C.IDLE, True))
+# The events a runner moves a connection by with its row read directly (its next head parsed, its call
+# begun): into QUEUED or CALL, whose clock none of them starts (test_worker_states checks it), so the
+# next state is all the move is.
+ROW_MOVES = ("head", "call", "serve")
 
 # The states whose deadline (owner.due) runs from the moment they are entered, except along KEEP_CLOCK:
 # one head's deadline counts from its connection's first moment, and a head that grows is the same head.
 CLOCKED = frozenset({_C.PREFACE, _C.FRESH, _C.HEAD, _C.BODY, _C.IDLE, _C.CLOSING})
 KEEP_CLOCK = frozenset({(_C.FRESH, _C.HEAD), (_C.HEAD, _C.HEAD)})
 
+
+
+class Row(dict[str, tuple[ConnState, bool]]):
+    """A state's row of the table: event -> (next state, whether that state's clock starts). An event the
+    state has no row for raises InvalidTransition, whoever reads it."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: ConnState) -> None:
+        super().__init__({event: (after, after in CLOCKED and (state, after) not in KEEP_CLOCK)
+                          for (before, event), after in CONN_TRANSITIONS.items() if before is state})
+        self.state = state
+
+    def __missing__(self, event: str) -> tuple[ConnState, bool]:
+        raise InvalidTransition(f"{event!r} in state {self.state.value}")
+
+
 for _state in ConnState:
     _state.reading = _state in (_C.PREFACE, _C.FRESH, _C.HEAD, _C.BODY, _C.IDLE)
     _state.between = _state in _WAITING
-    _state.moves = {event: (after, after in CLOCKED and (_state, after) not in KEEP_CLOCK)
-                    for (before, event), after in CONN_TRANSITIONS.items() if before is _state}
+    _state.moves = Row(_state)

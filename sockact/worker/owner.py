@@ -33,7 +33,7 @@ from typing import Generic, TypeVar
 from sockact.http import Site
 from sockact.ipc import handoff
 from sockact.worker.channel import Closed, preface_refused
-from sockact.worker.connstates import BODY, CLOSING, FRESH, HEAD, IDLE, PREFACE, ConnState, InvalidTransition
+from sockact.worker.connstates import BODY, CLOSING, FRESH, HEAD, IDLE, PREFACE, ConnState
 
 TIMER_INTERVAL = 0.01  # seconds between a runner's looks at every held connection's deadlines
 
@@ -59,10 +59,7 @@ class Owned:
     def to(self, event: str, now: float | None = None) -> ConnState:
         """Move along the table (InvalidTransition if ``event`` is not accepted here); a state with a
         deadline starts its clock, except a head that grows (states.KEEP_CLOCK)."""
-        try:
-            new, clock = self.state.moves[event]
-        except KeyError:
-            raise InvalidTransition(f"{event!r} in state {self.state.value}") from None
+        new, clock = self.state.moves[event]
         self.state = new
         if clock:
             self.since = time.monotonic() if now is None else now
@@ -198,8 +195,14 @@ class Owner(Generic[T]):
 
     # -- counting
 
-    def count(self, conn: T) -> bool:
-        """A request was served on ``conn``; True once, when max_requests is reached (send RECYCLE)."""
+    def served(self, conn: T, persists: bool) -> bool:
+        """A request was served on ``conn``, in CALL; ``persists``: the connection goes on, back to IDLE, whose
+        clock (park_after) starts now. That move, CALL --served--> IDLE, is a keep-alive request's last, and
+        both runners make it here, the row read without Owned.to's call. True once, when max_requests is
+        reached (send RECYCLE)."""
+        if persists:
+            conn.state = conn.state.moves["served"][0]
+            conn.since = time.monotonic()
         conn.served += 1
         self.requests += 1
         if self.max_requests and self.requests >= self.max_requests and not self.recycling:

@@ -97,8 +97,10 @@ class HttpCycle:
         self.ends = ends
         self.gen = 0  # the call's generation: one more at the end of each call
 
-    def begin(self, request: Request, scope: dict[str, Any], stopping: bool, now: float) -> None:
-        """A call for ``request``, whose head was read at ``now`` (time.monotonic())."""
+    def begin(self, request: Request, scope: dict[str, Any], stopping: bool, now: float,
+              started_at: float = 0.0) -> None:
+        """A call for ``request``, whose head was read at ``now`` (time.monotonic()); ``started_at``: then, by
+        time.perf_counter(), for its duration (0.0: its duration is not wanted)."""
         self.request = request
         self.scope = scope
         self.stopping = stopping  # answer with Connection: close
@@ -108,7 +110,7 @@ class HttpCycle:
         # started: the head is on its way; complete: the whole response is; answered: sockact answered
         # in the app's stead (an error), and the app's sends are dropped.
         self.started = self.complete = self.answered = self.body_done = False
-        self.started_at = time.perf_counter()  # for the access log
+        self.started_at = started_at  # for the access log and the metrics
         # The body must come within io_timeout of its head, as a WSGI body_buffer body must, plus a second
         # per BODY_MIN_RATE bytes: a client that trickles it holds its connection (an fd) no longer.
         self.body_deadline = now + self.conn.site.io_timeout
@@ -227,16 +229,30 @@ class HttpCycle:
 
     # -- send
 
-    async def _send(self, gen: int, message: dict[str, Any]) -> None:
-        """send() of the call ``gen``: refused once that call is over."""
+    def _refuse(self, gen: int, kind: str) -> None:
+        """A send that goes nowhere: refused (raises) once its call is over, or once the client has gone; dropped
+        (returns) when sockact answered in the app's stead."""
         if gen != self.gen:
-            raise InvalidResponse(f"send() of a call that is over: {message.get('type')!r} dropped")
-        conn = self.conn
-        if self.answered or conn.gone:  # conn.gone: client_left, without a property's call on each send
-            if self.answered:
-                return  # sockact answered in the app's stead: the app's response goes nowhere
-            raise ClientDisconnected(f"conn {conn.msg.conn_id}: the client has gone")
+            raise InvalidResponse(f"send() of a call that is over: {kind!r} dropped")
+        if not self.answered:
+            raise ClientDisconnected(f"conn {self.conn.msg.conn_id}: the client has gone")
+
+    async def _send(self, gen: int, message: dict[str, Any]) -> None:
+        """send() of the call ``gen``."""
         kind = message["type"]
+        if gen != self.gen or self.answered or self.conn.gone:
+            self._refuse(gen, kind)
+            return
+        if kind == "http.response.start":
+            if self.headers is not None:
+                raise InvalidResponse("http.response.start sent twice")
+            if message.get("trailers"):
+                raise InvalidResponse("http.response.start asks for trailers, which sockact does not send "
+                                      "(no 'http.response.trailers' extension in the scope)")
+            self.status, self.status_line, self.headers = _check_start(message.get("status"),
+                                                                       message.get("headers", ()))
+            return
+        conn = self.conn
         if (kind == "http.response.body" and not self.started and self.headers is not None
                 and not message.get("more_body", False)):
             # The whole body at once, the common answer: the engine keeps its head but the Date.
@@ -247,17 +263,8 @@ class HttpCycle:
             head, data = self.engine.whole_response(self.status_line, self.headers, body, date=http_date(),
                                                     close=self.stopping)
             conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
-            if conn.write(head, data):
+            if conn.write(head + data):
                 await conn.drain()
-            return
-        if kind == "http.response.start":
-            if self.headers is not None:
-                raise InvalidResponse("http.response.start sent twice")
-            if message.get("trailers"):
-                raise InvalidResponse("http.response.start asks for trailers, which sockact does not send "
-                                      "(no 'http.response.trailers' extension in the scope)")
-            self.status, self.status_line, self.headers = _check_start(message.get("status"),
-                                                                       message.get("headers", ()))
             return
         if kind == "http.response.pathsend":
             await self._send_path(message)

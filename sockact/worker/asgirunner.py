@@ -109,6 +109,9 @@ class AsgiRunner(Carrier[AsgiConnection]):
         self._ws_looked = False
         self.access = access
         self.tally = tally  # the request counts for the metrics; None: none are kept
+        # Whether a call's duration is wanted (the metrics, or an access line that shows it): else its clock is
+        # not read.
+        self._timed = tally is not None or (access is not None and access.timed)
         self.stopping = False  # SIGTERM: answer with Connection: close, park nothing
         self.draining = False  # a stop is coming (drain_delay): responses close their connections
         self.loop = new_loop()
@@ -309,13 +312,13 @@ class AsgiRunner(Carrier[AsgiConnection]):
         cycle = conn.cycle
         if cycle is None:
             cycle = conn.cycle = HttpCycle(conn, self)  # serves each of the connection's calls in turn
-        cycle.begin(request, scope, self.stopping or self.draining, now)
+        cycle.begin(request, scope, self.stopping or self.draining, now, time.perf_counter() if self._timed else 0.0)
         # QUEUED until its task begins (a stall may still hand it back).
         conn.state = conn.state.moves["head"][0]  # connstates.ROW_MOVES
         self.calls[conn] = (now, request)
         if self.call_lines:
             conn.call_line = conn.answering = call = self.call_lines.pop()
-            call.begin(scopes.line, conn.msg.conn_id, UNKNOWN)  # the bytes written before its response: not counted
+            call.begin(scopes.line, conn.msg.conn_id, UNKNOWN, now)  # UNKNOWN: the bytes written before its response
             if not conn.flushed:
                 # The last response (pipelining) is still going out: a 502 now would land inside it.
                 call.responded_uncounted()
@@ -452,7 +455,8 @@ class AsgiRunner(Carrier[AsgiConnection]):
         entry, access = conn.log_entry, self.access
         if entry is None or access is None:
             return
-        entry.remote = self._remote(conn, client)
+        # The connection's client, found once, unless trusted proxies told another.
+        entry.remote = conn.remote if conn.remote and client is conn.scope["client"] else self._remote(conn, client)
         access.log(fill_entry(entry, request, status, conn.engine.body_sent, started, response_headers))
 
     @staticmethod

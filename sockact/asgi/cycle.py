@@ -126,11 +126,10 @@ class HttpCycle:
         # This call's receive() and send(), which ask for its generation: kept past the call (by a task
         # of the app's), they reach no later one on the connection, whose calls this object serves too.
         gen = self.gen
-        receive, send = self._receive, self._send
         keep = False
         try:
             try:
-                await app(self.scope, lambda: receive(gen), lambda message: send(gen, message))
+                await app(self.scope, lambda: self._receive(gen), lambda message: self._send(gen, message))
             except Exception as exc:
                 if self.answered or self.client_left:
                     log.debug("conn %d: the app stopped after the client left: %r", conn.msg.conn_id, exc)

@@ -1,8 +1,9 @@
 """The life of a connection in a worker, with all of its transitions in one table.
 
 Rule of this module, as of sockact/policy/states.py: a connection's state changes only along a row
-of CONN_TRANSITIONS, read from the state's ``moves``; an event that the current state does not
-accept raises InvalidTransition. ``Owned.to()`` (owner.py) is the way; a keep-alive request's moves,
+of CONN_TRANSITIONS, read from the state's ``moves``. ``Owned.to()`` (owner.py) is the way, and an
+event that the current state does not accept raises InvalidTransition there (a KeyError where a row
+is read directly: a plain dict, the cheapest lookup); a keep-alive request's moves,
 three a request, read the row without its call, the same way in both runners: the events of
 ROW_MOVES, which start no clock from any state, as ``conn.state = conn.state.moves[event][0]``, and
 CALL --served--> IDLE, whose clock starts, in ``Owner.served``.
@@ -44,7 +45,7 @@ class ConnState(enum.Enum):
 
     # Its row of the table as the owner walks it: event -> (next state, whether that state's clock
     # starts). On the member itself: an Enum hashes in Python, too slow for a lookup per request.
-    moves: Row
+    moves: dict[str, tuple[ConnState, bool]]
     reading: bool  # the loop reads it for a request: no call owns it, it is not closing, it is still ours
     between: bool  # reading, between two requests or in a head (not a PROXY header, not a body)
 
@@ -88,24 +89,8 @@ ROW_MOVES = ("head", "call", "serve")
 CLOCKED = frozenset({_C.PREFACE, _C.FRESH, _C.HEAD, _C.BODY, _C.IDLE, _C.CLOSING})
 KEEP_CLOCK = frozenset({(_C.FRESH, _C.HEAD), (_C.HEAD, _C.HEAD)})
 
-
-
-class Row(dict[str, tuple[ConnState, bool]]):
-    """A state's row of the table: event -> (next state, whether that state's clock starts). An event the
-    state has no row for raises InvalidTransition, whoever reads it."""
-
-    __slots__ = ("state",)
-
-    def __init__(self, state: ConnState) -> None:
-        super().__init__({event: (after, after in CLOCKED and (state, after) not in KEEP_CLOCK)
-                          for (before, event), after in CONN_TRANSITIONS.items() if before is state})
-        self.state = state
-
-    def __missing__(self, event: str) -> tuple[ConnState, bool]:
-        raise InvalidTransition(f"{event!r} in state {self.state.value}")
-
-
 for _state in ConnState:
     _state.reading = _state in (_C.PREFACE, _C.FRESH, _C.HEAD, _C.BODY, _C.IDLE)
     _state.between = _state in _WAITING
-    _state.moves = Row(_state)
+    _state.moves = {event: (after, after in CLOCKED and (_state, after) not in KEEP_CLOCK)
+                    for (before, event), after in CONN_TRANSITIONS.items() if before is _state}

@@ -33,7 +33,7 @@ from typing import Generic, TypeVar
 from sockact.http import Site
 from sockact.ipc import handoff
 from sockact.worker.channel import Closed, preface_refused
-from sockact.worker.connstates import BODY, CLOSING, FRESH, HEAD, IDLE, PREFACE, ConnState
+from sockact.worker.connstates import BODY, CLOSING, FRESH, HEAD, IDLE, PREFACE, ConnState, InvalidTransition
 
 TIMER_INTERVAL = 0.01  # seconds between a runner's looks at every held connection's deadlines
 
@@ -59,7 +59,10 @@ class Owned:
     def to(self, event: str, now: float | None = None) -> ConnState:
         """Move along the table (InvalidTransition if ``event`` is not accepted here); a state with a
         deadline starts its clock, except a head that grows (states.KEEP_CLOCK)."""
-        new, clock = self.state.moves[event]
+        try:
+            new, clock = self.state.moves[event]
+        except KeyError:
+            raise InvalidTransition(f"{event!r} in state {self.state.value}") from None
         self.state = new
         if clock:
             self.since = time.monotonic() if now is None else now

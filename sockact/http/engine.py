@@ -494,7 +494,9 @@ class Connection:
                 and self._framing is None and not self._remaining and not self.response_started):
             # The usual keep-alive answer: what the rest of this method would do, without its steps.
             self.response_started = self.response_ended = True
-            self._mode, self._length, self._sent, self.keep_alive = "length", size, size, last[6]
+            self._mode = "length"  # one statement each: a tuple of them would be made and unpacked
+            self._length = self._sent = size
+            self.keep_alive = last[6]
             return last[5] + (d[1] if (d := _DATED[0])[0] is date else _dated(date)), body
         before_date = None  # the head up to its Date, when it is kept
         if self._framing is None and not self._remaining and not self.response_started:

@@ -192,12 +192,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.app_arg:
         cli_values["app"] = args.app_arg
 
+    checking = args.command == "check" or args.check_config or args.print_config
+
     def load_config() -> Config:
         """The settings from every source, checked; called at start and again at each reload."""
         cfg = config.build(cli_values, os.environ, args.config)
         if cfg.virtualenv:
             config.check_virtualenv(cfg.virtualenv)  # once here, rather than in every worker
-        check_file(cfg.access_logfile)
+        # Serving, the file is opened here as the workers will open it (not in each worker: one line, exit
+        # code 2); checking, as the configuring user, nothing is created.
+        check_file(cfg.access_logfile, create=not checking)
         return cfg
 
     try:
@@ -386,7 +390,6 @@ def run(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
     from sockact.systemd.notify import Notifier
 
     setup_logging(cfg.log_level, cfg.log_target, os.environ, cfg.error_logfile)
-    check_file(cfg.access_logfile, create=True)  # here, not in each worker: one line, exit code 2
     for warning in config.warnings(cfg, os.environ, os.getcwd(), os.getpid()):
         log.warning("%s", warning)
     supervisor_title(os.environ, cfg.app)

@@ -78,7 +78,7 @@ class Memo:
     and a worker has one format, so it needs no lock and holds one line's atoms."""
 
     __slots__ = ("atoms", "fields", "fields_atoms", "key", "line", "line_second", "line_sent", "line_status",
-                 "remote", "text")
+                 "line_until", "remote", "text")
 
     def __init__(self) -> None:
         self.key: object = None
@@ -90,7 +90,7 @@ class Memo:
         self.remote = ""  # the client they were made for (a trusted proxy's fields name it)
         self.fields_atoms: tuple[str, ...] = ()
         self.line: str | None = None  # the last line, and the second (when // 1), status and size it was for
-        self.line_second = 0.0
+        self.line_second = self.line_until = 0.0  # the second's start and end, found by comparisons (PerSecond)
         self.line_status = 0
         self.line_sent = 0
 
@@ -329,7 +329,7 @@ def compile_format(spec: str, atoms: dict[str, str] = ATOMS) -> Callable[[Entry]
         # line are forgotten together, at Memo.renew; the fields' are checked as below).
         same_fields = " and memo.fields is e.headers and memo.remote == e.remote" if fields else ""
         source += ["    if (memo is not None and memo.line is not None and memo.line_status == e.status"
-                   f" and memo.line_sent == e.sent and memo.line_second == e.when // 1{same_fields}):",
+                   f" and memo.line_sent == e.sent and memo.line_second <= e.when < memo.line_until{same_fields}):",
                    "        return memo.line"]
     # What the last line made of a request, and of fields, is kept for the next connection too (its memo
     # starts empty): the engine gives a new connection the very request the last one parsed for the same
@@ -372,6 +372,7 @@ def compile_format(spec: str, atoms: dict[str, str] = ATOMS) -> Callable[[Entry]
         source += [f"    text = f{template!r}",
                    "    if memo is not None:",
                    "        memo.line, memo.line_second = text, e.when // 1",
+                   "        memo.line_until = memo.line_second + 1.0",
                    "        memo.line_status, memo.line_sent = e.status, e.sent",
                    "    return text"]
     else:

@@ -308,18 +308,26 @@ _stray: dict[str, asyncio.Event] = {}
 
 
 async def stray_receive(scope, receive, send) -> None:
-    """/leave answers at once and leaves a task holding its receive(), which calls it once the next request
-    (/body, on the same connection) has begun and before that one reads its body; /body answers its body
-    and what the stray receive() got."""
+    """/leave answers at once and leaves a task holding its receive() (/leave-send: its send()), which calls it
+    once the next request (/body, on the same connection) has begun and before that one reads its body; /body
+    answers its body and what the stray receive() got (its type), or what the stray send() of a whole
+    response raised ("" if nothing)."""
     if scope["type"] == "lifespan":
         await _lifespan(scope, receive, send)
         return
-    if scope["path"] == "/leave":
+    if scope["path"] in ("/leave", "/leave-send"):
         _stray["next"], _stray["done"] = asyncio.Event(), asyncio.Event()
 
         async def stray() -> None:
             await _stray["next"].wait()
-            _stray["got"] = await receive()  # type: ignore[assignment]
+            if scope["path"] == "/leave":
+                _stray["got"] = (await receive())["type"]  # type: ignore[assignment]
+            else:
+                try:
+                    await _respond(send, b"stray", 418)
+                    _stray["got"] = ""  # type: ignore[assignment]
+                except Exception as exc:
+                    _stray["got"] = type(exc).__name__  # type: ignore[assignment]
             _stray["done"].set()
 
         _stray["task"] = asyncio.get_running_loop().create_task(stray())  # type: ignore[assignment]
@@ -331,4 +339,4 @@ async def stray_receive(scope, receive, send) -> None:
     _stray["next"].set()
     await _stray["done"].wait()
     message = await receive()
-    await _respond(send, _json({"body": message.get("body", b"").decode(), "stray": _stray["got"]["type"]}))
+    await _respond(send, _json({"body": message.get("body", b"").decode(), "stray": _stray["got"]}))

@@ -31,7 +31,7 @@ import http
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from sockact.asgi.conn import AsgiConnection
 from sockact.errors import InvalidResponse, ProtocolError
@@ -55,20 +55,52 @@ PATHSEND_PIECE = 256 * 1024  # bytes of a file read at a time for http.response.
 BODY_MIN_RATE = 1024
 
 
+class Ends(Protocol):
+    """What a runner does around each call, in the call's own task (HttpCycle.run): no second coroutine."""
+
+    def begin_call(self, conn: AsgiConnection) -> bool:
+        """The call's task begins; False: it ends at once, its app not called (its connection went back)."""
+        ...
+
+    def end_call(self, conn: AsgiConnection, cycle: HttpCycle, keep: bool) -> bool:
+        """The call is over (``keep``: its connection persists); the answer is the call's task's."""
+        ...
+
+
+class _Alone:
+    """The ends of a cycle no runner carries (the unit tests'): the task's answer is whether it persists."""
+
+    @staticmethod
+    def begin_call(conn: AsgiConnection) -> bool:
+        return True
+
+    @staticmethod
+    def end_call(conn: AsgiConnection, cycle: HttpCycle, keep: bool) -> bool:
+        return keep
+
+
+_ALONE = _Alone()
+
+
 class HttpCycle:
     """The HTTP calls of one connection, one at a time: made for its first request, and begun anew
-    (``begin``) for each of the next ones, as long as nothing but the connection holds it (the runner
-    looks: an app's task that kept receive() or send() past its call would reach the next request)."""
+    (``begin``) for each of the next ones. Each call is a generation (``gen``): the receive() and send()
+    it gives its app are that generation's, so one that an app's task kept past its call hears
+    http.disconnect, or is refused, and never reaches a later request."""
 
-    __slots__ = ("answered", "body_deadline", "body_done", "complete", "conn", "engine", "headers", "request", "scope",
-                 "started", "started_at", "status", "status_line", "stopping")
+    __slots__ = ("answered", "body_deadline", "body_done", "complete", "conn", "ends", "engine", "gen", "headers",
+                 "request", "scope", "started", "started_at", "status", "status_line", "stopping")
 
-    def __init__(self, conn: AsgiConnection) -> None:
+    def __init__(self, conn: AsgiConnection, ends: Ends = _ALONE) -> None:
         self.conn = conn
         self.engine = conn.engine
+        self.ends = ends
+        self.gen = 0  # the call's generation: one more at the end of each call
 
-    def begin(self, request: Request, scope: dict[str, Any], stopping: bool, now: float) -> None:
-        """A call for ``request``, whose head was read at ``now`` (time.monotonic())."""
+    def begin(self, request: Request, scope: dict[str, Any], stopping: bool, now: float,
+              started_at: float = 0.0) -> None:
+        """A call for ``request``, whose head was read at ``now`` (time.monotonic()); ``started_at``: then, by
+        time.perf_counter(), for its duration (0.0: its duration is not wanted)."""
         self.request = request
         self.scope = scope
         self.stopping = stopping  # answer with Connection: close
@@ -78,40 +110,52 @@ class HttpCycle:
         # started: the head is on its way; complete: the whole response is; answered: sockact answered
         # in the app's stead (an error), and the app's sends are dropped.
         self.started = self.complete = self.answered = self.body_done = False
-        self.started_at = time.perf_counter()  # for the access log
+        self.started_at = started_at  # for the access log and the metrics
         # The body must come within io_timeout of its head, as a WSGI body_buffer body must, plus a second
         # per BODY_MIN_RATE bytes: a client that trickles it holds its connection (an fd) no longer.
         self.body_deadline = now + self.conn.site.io_timeout
 
     async def run(self, app: Any) -> bool:
-        """Call the app and finish the response; True when the connection persists."""
-        try:
-            await app(self.scope, self.receive, self.send)
-        except Exception as exc:
-            if self.answered or self.client_left:
-                log.debug("conn %d: the app stopped after the client left: %r", self.conn.msg.conn_id, exc)
-            else:
-                log.error("conn %d: application error on %s", self.conn.msg.conn_id, self.line(), exc_info=exc)
-            return self._fail()
-        if self.answered or not self.complete:
-            if self.answered or self.started:
-                return False  # answered in the app's stead, or the app stopped in the middle of its body
-            log.error("conn %d: the application returned without a response to %s", self.conn.msg.conn_id,
-                      self.line())
-            return self._fail()
+        """The call's task, whole, as one coroutine: the runner's start (``Ends.begin_call``), the app's call and
+        the response's end, then the runner's end (``Ends.end_call``), whose answer this is. Without a runner's,
+        True when the connection persists."""
         conn = self.conn
-        # Most often the request had no body, or it is all read: nothing is left to drain.
-        if not (self.engine.keep_alive and not conn.gone
-                and (self.body_done or self.engine.body_done() or await self._drain())):
+        ends = self.ends
+        if not ends.begin_call(conn):
             return False
-        # All of it is read. Said here too, for a receive() an app kept past its call: it hears
-        # http.disconnect, and the engine's next request's body stays that request's.
-        self.body_done = True
-        # A pipelined request waits until this response is out: a client that sends and never reads
-        # holds one response in memory, not one per request (a close flushes within its own deadline).
-        if conn.backlogged:
-            await conn.drain(0)
-        return not conn.gone
+        # This call's receive() and send(), which ask for its generation: kept past the call (by a task
+        # of the app's), they reach no later one on the connection, whose calls this object serves too.
+        gen = self.gen
+        keep = False
+        try:
+            try:
+                await app(self.scope, lambda: self._receive(gen), lambda message: self._send(gen, message))
+            except Exception as exc:
+                if self.answered or self.client_left:
+                    log.debug("conn %d: the app stopped after the client left: %r", conn.msg.conn_id, exc)
+                else:
+                    log.error("conn %d: application error on %s", conn.msg.conn_id, self.line(), exc_info=exc)
+                self._fail()
+            else:
+                if self.answered or not self.complete:
+                    if not (self.answered or self.started):  # else answered in the app's stead, or cut short
+                        log.error("conn %d: the application returned without a response to %s", conn.msg.conn_id,
+                                  self.line())
+                        self._fail()
+                # Most often the request had no body, or it is all read: nothing is left to drain.
+                elif (self.engine.keep_alive and not conn.gone
+                      and (self.body_done or self.engine.body_done() or await self._drain())):
+                    self.body_done = True  # all of it is read
+                    # A pipelined request waits until this response is out: a client that sends and never
+                    # reads holds one response in memory, not one per request (a close flushes within its
+                    # own deadline).
+                    if conn.backlogged:
+                        await conn.drain(0)
+                    keep = not conn.gone
+        finally:
+            self.gen = gen + 1
+            goes_on = ends.end_call(conn, self, keep)
+        return goes_on
 
     @property
     def client_left(self) -> bool:
@@ -121,11 +165,10 @@ class HttpCycle:
     def line(self) -> str:
         return quoted_request_line(self.request)
 
-    def _fail(self) -> bool:
+    def _fail(self) -> None:
         # A client that has left gets no 500 (nor counts one): the app's failure was to send to it.
         if not self.started and not self.answered and not self.client_left:
             self.answer(500)
-        return False
 
     def answer(self, status: int) -> None:
         """sockact's own plain-text error response; the connection then closes."""
@@ -137,8 +180,9 @@ class HttpCycle:
 
     # -- receive
 
-    async def receive(self) -> dict[str, Any]:
-        while not (self.body_done or self.answered or self.conn.gone):
+    async def _receive(self, gen: int) -> dict[str, Any]:
+        """receive() of the call ``gen``: http.disconnect once that call is over."""
+        while not (self.body_done or self.answered or self.conn.gone) and gen == self.gen:
             try:
                 event = self.engine.next_event()
             except ProtocolError as exc:
@@ -177,19 +221,37 @@ class HttpCycle:
         # ending. A half-close ends the wait too, since a FIN is all a client's close() sends: a
         # long-poll app learns that its client closed, while its sends still reach a client that
         # only half-closed and still reads.
-        while not (self.complete or self.answered or self.conn.gone or self.conn.eof or self.conn.closed):
+        while (not (self.complete or self.answered or self.conn.gone or self.conn.eof or self.conn.closed)
+               and gen == self.gen):
             await self.conn.wait_woken()
         return DISCONNECT
 
     # -- send
 
-    async def send(self, message: dict[str, Any]) -> None:
-        conn = self.conn
-        if self.answered or conn.gone:  # conn.gone: client_left, without a property's call on each send
-            if self.answered:
-                return  # sockact answered in the app's stead: the app's response goes nowhere
-            raise ClientDisconnected(f"conn {conn.msg.conn_id}: the client has gone")
+    def _refuse(self, gen: int, kind: str) -> None:
+        """A send that goes nowhere: refused (raises) once its call is over, or once the client has gone; dropped
+        (returns) when sockact answered in the app's stead."""
+        if gen != self.gen:
+            raise InvalidResponse(f"send() of a call that is over: {kind!r} dropped")
+        if not self.answered:
+            raise ClientDisconnected(f"conn {self.conn.msg.conn_id}: the client has gone")
+
+    async def _send(self, gen: int, message: dict[str, Any]) -> None:
+        """send() of the call ``gen``."""
         kind = message["type"]
+        if gen != self.gen or self.answered or self.conn.gone:
+            self._refuse(gen, kind)
+            return
+        if kind == "http.response.start":
+            if self.headers is not None:
+                raise InvalidResponse("http.response.start sent twice")
+            if message.get("trailers"):
+                raise InvalidResponse("http.response.start asks for trailers, which sockact does not send "
+                                      "(no 'http.response.trailers' extension in the scope)")
+            self.status, self.status_line, self.headers = _check_start(message.get("status"),
+                                                                       message.get("headers", ()))
+            return
+        conn = self.conn
         if (kind == "http.response.body" and not self.started and self.headers is not None
                 and not message.get("more_body", False)):
             # The whole body at once, the common answer: the engine keeps its head but the Date.
@@ -200,17 +262,8 @@ class HttpCycle:
             head, data = self.engine.whole_response(self.status_line, self.headers, body, date=http_date(),
                                                     close=self.stopping)
             conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
-            if conn.write(head, data):
+            if conn.write(head + data):
                 await conn.drain()
-            return
-        if kind == "http.response.start":
-            if self.headers is not None:
-                raise InvalidResponse("http.response.start sent twice")
-            if message.get("trailers"):
-                raise InvalidResponse("http.response.start asks for trailers, which sockact does not send "
-                                      "(no 'http.response.trailers' extension in the scope)")
-            self.status, self.status_line, self.headers = _check_start(message.get("status"),
-                                                                       message.get("headers", ()))
             return
         if kind == "http.response.pathsend":
             await self._send_path(message)
@@ -266,7 +319,7 @@ class HttpCycle:
         while not self.body_done and dropped <= DRAIN_LIMIT:
             if self.conn.eof or self.conn.gone:
                 return False
-            message = await self.receive()
+            message = await self._receive(self.gen)
             if message["type"] != "http.request":
                 return False
             dropped += len(message["body"])

@@ -51,6 +51,22 @@ _HEAD_END = b"\r\nServer: sockact\r\n\r\n"
 _HEADS: dict[tuple[object, ...], tuple[bytes, str, int, bool]] = {}
 _HEADS_MAX = 1024
 
+# The Date's text of the second (dates.http_date gives one str object a second) and, encoded, with what
+# follows it in a head: made once a second, not once a response.
+# One tuple, replaced whole: an app thread sees an old one or a new one, never a mix.
+_DATED: list[tuple[str, bytes]] = [("", b"")]
+
+
+def _dated(date: str) -> bytes:
+    """The head's end from its Date on (see _DATED)."""
+    last = _DATED[0]
+    if last[0] is date:
+        return last[1]
+    dated = date.encode("latin-1") + _HEAD_END
+    _DATED[0] = date, dated
+    return dated
+
+
 # Lengths of the response field names start_response looks at: "Connection", "Content-Length".
 _FRAMING_NAME_LENGTHS = frozenset((len("connection"), len("content-length")))
 
@@ -142,20 +158,15 @@ class Connection:
         last = _LAST.get(id(limits))
         if last is not None and last[0] is limits:  # another connection's, on the same limits
             _, self._last_head, self._last_request, self._last_fields = last
-        # The last whole_response's answer (headers, status, body length, close), what of its request the head
-        # depends on (method, version, keep-alive) and the head as _HEADS keeps it: an app's checked headers
-        # are one object while it answers the same way (responses.remembering), so identity finds them.
-        self._last_whole: tuple[object, str, int, bool, bytes, str, bool, tuple[bytes, str, int, bool]] | None = None
+        # The last whole_response's answer that went out as its head and body alone: (headers, request, body
+        # length, status, close, the head up to its Date, keep-alive). An app's checked headers are one
+        # object while it answers the same way (responses.remembering), so identity finds them.
+        self._last_whole: tuple[object, Request, int, str, bool, bytes, bool] | None = None
         self._reset_response()
 
     def _reset_response(self) -> None:
-        self.response_started = False
-        self.response_ended = False
-        self.continue_sent = False
-        self.keep_alive = False
-        self._mode = ""
-        self._length = 0
-        self._sent = 0
+        self.response_started = self.response_ended = self.continue_sent = self.keep_alive = False
+        self._mode, self._length, self._sent = "", 0, 0
 
     # -- request side
 
@@ -469,38 +480,44 @@ class Connection:
 
         With no request body left to come, the head depends on nothing but the key below: an app
         answers the same few ways again and again, so start_response runs once for each, and its
-        head, all but the Date, is kept (_HEADS)."""
+        head, all but the Date, is kept (_HEADS). The last answer of the connection, when it went out as
+        its head and the body alone, is kept with the request it answered (``_last_whole``): the same
+        answer to that request again, or to one with the same method, version and keep-alive, is its head
+        with this second's Date, and the engine's state as that answer left it."""
         request = self.request
         assert request is not None
-        key = None
+        size = len(body)
+        last = self._last_whole
+        if (last is not None and last[0] is headers and last[2] == size and last[3] == status and last[4] == close
+                and (last[1] is request or (last[1].method == request.method and last[1].version == request.version
+                                            and last[1].keep_alive == request.keep_alive))
+                and self._framing is None and not self._remaining and not self.response_started):
+            # The usual keep-alive answer: what the rest of this method would do, without its steps.
+            self.response_started = self.response_ended = True
+            self._mode = "length"  # one statement each: a tuple of them would be made and unpacked
+            self._length = self._sent = size
+            self.keep_alive = last[6]
+            return last[5] + (d[1] if (d := _DATED[0])[0] is date else _dated(date)), body
+        before_date = None  # the head up to its Date, when it is kept
         if self._framing is None and not self._remaining and not self.response_started:
-            last = self._last_whole
-            known: tuple[bytes, str, int, bool] | None
-            if (last is not None and last[0] is headers and last[1] == status and last[2] == len(body)
-                    and last[3] == close and last[4] == request.method and last[5] == request.version
-                    and last[6] == request.keep_alive):
-                known = last[7]  # the last answer again, to a request like the last: the head kept from it
-            else:
-                key = (status, tuple(headers), request.version, request.keep_alive, request.method == b"HEAD", close,
-                       len(body))
-                known = _HEADS.get(key)
-                if known is not None:
-                    self._last_whole = (headers, status, len(body), close, request.method, request.version,
-                                        request.keep_alive, known)
+            key = (status, tuple(headers), request.version, request.keep_alive, request.method == b"HEAD", close, size)
+            known = _HEADS.get(key)
             if known is not None:
                 before_date, self._mode, self._length, self.keep_alive = known
                 self.response_started = True
-                head = before_date + date.encode("latin-1") + _HEAD_END
-                key = None
+                head = before_date + _dated(date)
             else:
-                head = self.start_response(status, headers, date=date, close=close, whole=len(body))
+                head = self.start_response(status, headers, date=date, close=close, whole=size)
+                if len(_HEADS) < _HEADS_MAX:
+                    before_date = head[:len(head) - len(date) - len(_HEAD_END)]
+                    _HEADS[key] = (before_date, self._mode, self._length, self.keep_alive)
         else:
-            head = self.start_response(status, headers, date=date, close=close, whole=len(body))
-        if key is not None and len(_HEADS) < _HEADS_MAX:
-            _HEADS[key] = (head[:len(head) - len(date) - len(_HEAD_END)], self._mode, self._length, self.keep_alive)
-        if self._mode == "length" and self._length == len(body):
-            self._sent = len(body)
+            head = self.start_response(status, headers, date=date, close=close, whole=size)
+        if self._mode == "length" and self._length == size:
+            self._sent = size
             self.response_ended = True
+            if before_date is not None:  # the next answer like this one starts from it
+                self._last_whole = (headers, request, size, status, close, before_date, self.keep_alive)
             return head, body
         data = self.send_data(body) if body else b""
         return head, data + self.end_response()

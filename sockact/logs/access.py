@@ -78,7 +78,7 @@ class Memo:
     and a worker has one format, so it needs no lock and holds one line's atoms."""
 
     __slots__ = ("atoms", "fields", "fields_atoms", "key", "line", "line_second", "line_sent", "line_status",
-                 "remote", "text")
+                 "line_until", "remote", "text")
 
     def __init__(self) -> None:
         self.key: object = None
@@ -90,7 +90,7 @@ class Memo:
         self.remote = ""  # the client they were made for (a trusted proxy's fields name it)
         self.fields_atoms: tuple[str, ...] = ()
         self.line: str | None = None  # the last line, and the second (when // 1), status and size it was for
-        self.line_second = 0.0
+        self.line_second = self.line_until = 0.0  # the second's start and end, found by comparisons (PerSecond)
         self.line_status = 0
         self.line_sent = 0
 
@@ -150,25 +150,26 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 
 
 class PerSecond(Generic[T]):
-    """A time format remade at most once a second: these run once per request. ``last`` is the second
-    (a float, ``when // 1``) and its text, swapped whole, so a thread never pairs one second with
-    another's text; the access line's builder reads it inline, and calls ``at`` only for a new second."""
+    """A time format remade at most once a second: these run once per request. ``last`` is the second's
+    start and end and its text, swapped whole, so a thread never pairs one second with another's text;
+    the access line's builder reads it inline, and calls ``at`` only for a new second. Two comparisons
+    find the second, where ``when // 1`` would be a float division (fmod) on every request."""
 
     __slots__ = ("last", "make")
 
     def __init__(self, make: Callable[[int], T]) -> None:
         self.make = make
-        self.last: list[tuple[float, T | None]] = [(-1.0, None)]
+        self.last: list[tuple[float, float, T | None]] = [(0.0, 0.0, None)]
 
     def at(self, when: float | None = None) -> T:
         """The text of the second of ``when`` (time.time(); now, when None)."""
         if when is None:
             when = time.time()
         last = self.last[0]
-        second = when // 1
-        if second != last[0]:
-            last = self.last[0] = (second, self.make(int(second)))
-        return last[1]  # type: ignore[return-value]
+        if not last[0] <= when < last[1]:
+            second = when // 1
+            last = self.last[0] = (second, second + 1.0, self.make(int(second)))
+        return last[2]  # type: ignore[return-value]
 
 
 def per_second(make: Callable[[int], T]) -> Callable[[float], T]:
@@ -218,7 +219,7 @@ ATOMS: dict[str, str] = {
     "l": '"-"',
     "u": "_user(e)",
     # The second's text, read inline while the second lasts: a call per line costs more than the rest of it.
-    "t": "(c[1] if e.when // 1 == (c := clf_last[0])[0] else clf_time(e.when))",
+    "t": "(c[2] if (c := clf_last[0])[0] <= e.when < c[1] else clf_time(e.when))",
     "r": 'escape(f"{e.method} {e.target} {e.protocol}") if e.method else "-"',
     "m": 'escape(e.method) or "-"',
     "U": 'escape(e.path) or "-"',
@@ -328,7 +329,7 @@ def compile_format(spec: str, atoms: dict[str, str] = ATOMS) -> Callable[[Entry]
         # line are forgotten together, at Memo.renew; the fields' are checked as below).
         same_fields = " and memo.fields is e.headers and memo.remote == e.remote" if fields else ""
         source += ["    if (memo is not None and memo.line is not None and memo.line_status == e.status"
-                   f" and memo.line_sent == e.sent and memo.line_second == e.when // 1{same_fields}):",
+                   f" and memo.line_sent == e.sent and memo.line_second <= e.when < memo.line_until{same_fields}):",
                    "        return memo.line"]
     # What the last line made of a request, and of fields, is kept for the next connection too (its memo
     # starts empty): the engine gives a new connection the very request the last one parsed for the same
@@ -371,6 +372,7 @@ def compile_format(spec: str, atoms: dict[str, str] = ATOMS) -> Callable[[Entry]
         source += [f"    text = f{template!r}",
                    "    if memo is not None:",
                    "        memo.line, memo.line_second = text, e.when // 1",
+                   "        memo.line_until = memo.line_second + 1.0",
                    "        memo.line_status, memo.line_sent = e.status, e.sent",
                    "    return text"]
     else:

@@ -58,13 +58,16 @@ from sockact.worker.channel import (
     read_channel,
     report,
 )
-from sockact.worker.connstates import CALL, CLOSING, HANDED, HEAD, IDLE, QUEUED
+from sockact.worker.connstates import CALL, CLOSING, HANDED, HEAD
 from sockact.worker.owner import TIMER_INTERVAL, Carrier, Due, Owner
 
 log = logging.getLogger("sockact.worker")
 
 # Python 3.12 starts a task eagerly on request (eager_start): its first step runs at once, inside the task.
 _EAGER = sys.version_info >= (3, 12)
+# An HTTP call's task's name: one given spares formatting a "Task-N" for each (callgrind, Python 3.11:
+# 700 instructions a request).
+CALL_TASK = "sockact-http-call"
 BEAT = TIMER_INTERVAL  # seconds between the loop's scoreboard stamps and looks at every connection's deadlines
 # Said once per worker, at the first WebSocket request that finds no library: the fix, for either install.
 NO_WEBSOCKET_LIBRARY = ("WebSocket requests get the app's plain HTTP answer: no WebSocket library is installed; "
@@ -106,6 +109,9 @@ class AsgiRunner(Carrier[AsgiConnection]):
         self._ws_looked = False
         self.access = access
         self.tally = tally  # the request counts for the metrics; None: none are kept
+        # Whether a call's duration is wanted (the metrics, or an access line that shows it): else its clock is
+        # not read.
+        self._timed = tally is not None or (access is not None and access.timed)
         self.stopping = False  # SIGTERM: answer with Connection: close, park nothing
         self.draining = False  # a stop is coming (drain_delay): responses close their connections
         self.loop = new_loop()
@@ -131,7 +137,6 @@ class AsgiRunner(Carrier[AsgiConnection]):
         self.last_beat = time.monotonic()
         self.handing_back = False
         self._eager = False  # an eager task's first step runs now, inside _call
-        self._cycle_refs = 0  # the references to a connection's cycle that nothing else holds (_start_http)
         self._context = contextvars.copy_context()  # the loop's own, outside every call's task
         self._handed_back: list[AsgiConnection] = []  # handed back by the monitor; the loop closes its copies
         self._stop_monitor = threading.Event()
@@ -164,6 +169,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
             monitor.join(timeout=1.0)
             with contextlib.suppress(ValueError, OSError):
                 self.loop.remove_reader(self.chan.fileno())
+            self.slots[0].requests = self.owner.requests
             for slot in self.slots:
                 slot.idle()
             self.closed.report()
@@ -297,40 +303,30 @@ class AsgiRunner(Carrier[AsgiConnection]):
 
     def _start_http(self, conn: AsgiConnection, request: Request) -> bool:
         """Begin the app's call for ``request``, at once. True when the call is over already and the
-        connection may go on to its next request; otherwise its task goes on, and ends in _run."""
+        connection may go on to its next request; otherwise its task goes on, and ends in end_call."""
         if conn.batch is not None:
             conn.push()  # a pipelined request's: the response before it goes first, so at most one waits in memory
         scopes = conn.scopes
         scope = scopes.http(request)
-        line = scopes.line
         now = time.monotonic()
         cycle = conn.cycle
-        # Its last call's cycle serves again unless something besides the connection still holds it (an
-        # app's task that kept receive() or send(), a traceback): then it would reach this request. The
-        # count of a cycle nothing else holds is read here, of a new one (conn.cycle, this name, and
-        # getrefcount's argument where the interpreter counts it).
-        if cycle is None or sys.getrefcount(cycle) > self._cycle_refs:
-            cycle = conn.cycle = HttpCycle(conn)
-            self._cycle_refs = sys.getrefcount(cycle)
-        cycle.begin(request, scope, self.stopping or self.draining, now)
-        # QUEUED until its task begins (a stall may still hand it back). IDLE --head--> QUEUED (connstates.DIRECT),
-        # a keep-alive connection's next request, assigned at once; from the other states through the table.
-        if conn.state is IDLE:
-            conn.state = QUEUED
-        else:
-            conn.to("head")
+        if cycle is None:
+            cycle = conn.cycle = HttpCycle(conn, self)  # serves each of the connection's calls in turn
+        cycle.begin(request, scope, self.stopping or self.draining, now, time.perf_counter() if self._timed else 0.0)
+        # QUEUED until its task begins (a stall may still hand it back).
+        conn.state = conn.state.moves["head"][0]  # connstates.ROW_MOVES
         self.calls[conn] = (now, request)
         if self.call_lines:
             conn.call_line = conn.answering = call = self.call_lines.pop()
-            call.begin(line, conn.msg.conn_id, UNKNOWN)  # the bytes written before its response: not counted
+            call.begin(scopes.line, conn.msg.conn_id, UNKNOWN, now)  # UNKNOWN: the bytes written before its response
             if not conn.flushed:
                 # The last response (pipelining) is still going out: a 502 now would land inside it.
                 call.responded_uncounted()
                 conn.answering = None
         if not _EAGER:
-            self.loop.create_task(self._run(conn, cycle, line))  # its first step comes at the next turn
+            asyncio.Task(cycle.run(conn.site.app), loop=self.loop, name=CALL_TASK)  # its first step: the next turn
             return False
-        return self._call(self._run(conn, cycle, line))
+        return self._call(cycle.run(conn.site.app))
 
     def _call(self, coro: Coroutine[Any, Any, bool]) -> bool:
         """Start an app's call as an eager task (Python 3.12 and later); True when it is over already and
@@ -342,51 +338,66 @@ class AsgiRunner(Carrier[AsgiConnection]):
         self._eager = True
         self.lock.release()
         try:
-            task: asyncio.Task[bool] = asyncio.Task(coro, loop=self.loop, eager_start=True)  # type: ignore[call-arg]
+            task: asyncio.Task[bool] = asyncio.Task(coro, loop=self.loop, eager_start=True,  # type: ignore[call-arg]
+                                                    name=CALL_TASK)
         finally:
             self.lock.acquire()
             self._eager = False
         return task.done() and not task.cancelled() and task.exception() is None and task.result()
 
-    async def _run(self, conn: AsgiConnection, cycle: HttpCycle, line: bytes) -> bool:
-        """The call's task: the app's call, then its end carried out in the same step (no callback, no
-        turn of the loop). True when the connection goes on and the eager start that ran this step
-        looks for its next request; a call that ends later looks for it itself."""
+    def begin_call(self, conn: AsgiConnection) -> bool:
+        """A call's task begins (cycle.Ends): False when its connection went back meanwhile."""
         # The lock taken with acquire() and release(), not ``with``, twice a request: as in conn.py's _readable.
         lock = self.lock
         lock.acquire()  # the monitor may have handed the connection back before this task began
         try:
             state = conn.state
-            if state is QUEUED:
-                conn.state = CALL  # QUEUED --call--> CALL (connstates.DIRECT), assigned at once
-            elif state is HANDED:
+            if state is HANDED:
                 return False  # its request went back with it: nothing was served here
-            else:
-                conn.to("call")
+            conn.state = state.moves["call"][0]  # connstates.ROW_MOVES
         finally:
             lock.release()
         # Until its first await this call holds the loop. An app that blocks the loop here must be the
         # one the scoreboard names (and the timeout kill logs), and at once: the next beat may not come.
+        line = conn.scopes.line
         for slot in self.slots:
             slot.begin(line)
-        keep = False
+        return True
+
+    def end_call(self, conn: AsgiConnection, cycle: HttpCycle, keep: bool) -> bool:
+        """A call is over (``keep``: its connection persists), in its task (cycle.Ends): its end carried out
+        in the same step, no callback, no turn of the loop. True when the connection goes on and the eager
+        start that ran this step looks for its next request; a call that ends later looks for it itself."""
+        lock = self.lock
+        lock.acquire()
         try:
-            keep = await cycle.run(conn.site.app)
+            self.calls.pop(conn, None)
+            self._free_call_line(conn)
+            persists = keep and conn.fd >= 0 and conn.state is CALL  # conn.fd < 0: closed
+            if self.owner.served(conn, persists):  # back to IDLE if it persists
+                report(self.chan, handoff.Message(handoff.RECYCLE))
+            if self.tally is not None:
+                self.tally.record(conn.msg.listener, cycle.request.method, cycle.status,
+                                  time.perf_counter() - cycle.started_at)
+            if conn.log_entry is not None:
+                self._access(conn, cycle.request, cycle.status, cycle.started_at, cycle.headers or (),
+                             cycle.scope["client"])
+            if not persists:
+                # Lingering after a refused body (a 408): the client still sending reads its answer before a reset.
+                self._close(conn, linger=cycle.answered and not cycle.body_done)
+                return False
+            conn.engine.start_next_cycle()
+            if self._eager:
+                return True  # the eager start looks for the next request
+            if conn.engine.idle and not (self.owner.retiring or self.owner.recycling):
+                conn.resume_reading()  # the usual: nothing more came yet
+            else:
+                # A pipelined request may be buffered already; its task must not start in this
+                # one's context (an app's context variables are its request's alone).
+                self._context.run(self._advance, conn)
+            return False
         finally:
-            eager = self._eager
-            lock.acquire()
-            try:
-                goes_on = self._after(conn, cycle, keep)
-                if goes_on and not eager:
-                    if conn.engine.idle and not (self.owner.retiring or self.owner.recycling):
-                        conn.resume_reading()  # the usual: nothing more came yet
-                    else:
-                        # A pipelined request may be buffered already; its task must not start in this
-                        # one's context (an app's context variables are its request's alone).
-                        self._context.run(self._advance, conn)
-            finally:
-                lock.release()
-        return goes_on and eager
+            lock.release()
 
     def _free_call_line(self, conn: AsgiConnection) -> None:
         line = conn.call_line
@@ -404,31 +415,6 @@ class AsgiRunner(Carrier[AsgiConnection]):
         self.calls[conn] = (time.monotonic(), request)
         if first:
             self._stamp()  # the app may block the loop before the next beat: be seen busy from now
-
-    def _after(self, conn: AsgiConnection, cycle: HttpCycle, keep: bool) -> bool:
-        """A call is over (``keep``: its connection persists). True when the connection goes on to its
-        next request: the caller looks for one."""
-        self.calls.pop(conn, None)
-        self._free_call_line(conn)
-        owner = self.owner
-        if owner.count(conn):
-            report(self.chan, handoff.Message(handoff.RECYCLE))
-        self.slots[0].requests = owner.requests
-        if self.tally is not None:
-            self.tally.record(conn.msg.listener, cycle.request.method, cycle.status,
-                              time.perf_counter() - cycle.started_at)
-        if conn.log_entry is not None:
-            self._access(conn, cycle.request, cycle.status, cycle.started_at, cycle.headers or (),
-                         cycle.scope["client"])
-        if not keep or conn.fd < 0 or conn.state is not CALL:  # conn.fd < 0: closed
-            # Lingering after a refused body (a 408): the client still sending reads its answer before a reset.
-            self._close(conn, linger=cycle.answered and not cycle.body_done)
-            return False
-        conn.engine.start_next_cycle()
-        # CALL --served--> IDLE (connstates.DIRECT), assigned at once, with the clock IDLE starts (park_after).
-        conn.state = IDLE
-        conn.since = time.monotonic()
-        return True
 
     def _start_websocket(self, conn: AsgiConnection, request: Request) -> None:
         if not self._ws_looked:
@@ -469,7 +455,8 @@ class AsgiRunner(Carrier[AsgiConnection]):
         entry, access = conn.log_entry, self.access
         if entry is None or access is None:
             return
-        entry.remote = self._remote(conn, client)
+        # The connection's client, found once, unless trusted proxies told another.
+        entry.remote = conn.remote if conn.remote and client is conn.scope["client"] else self._remote(conn, client)
         access.log(fill_entry(entry, request, status, conn.engine.body_sent, started, response_headers))
 
     @staticmethod
@@ -500,6 +487,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
             for slot in self.slots:
                 slot.begin(line)
         else:
+            self.slots[0].requests = self.owner.requests  # the count the line shows, written by idle()
             for slot in self.slots:
                 slot.idle()
 

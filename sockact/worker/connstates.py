@@ -1,10 +1,12 @@
 """The life of a connection in a worker, with all of its transitions in one table.
 
-Rule of this module, as of sockact/policy/states.py: a connection's state changes only through
-``Owned.to()`` (owner.py), and only along a row of CONN_TRANSITIONS. An event that the
-current state does not accept raises InvalidTransition. The one exception is DIRECT: the moves
-of a keep-alive request, which a runner assigns itself when the connection is in the state the
-move starts from (three a request, each an Owned.to() call otherwise); the table still says them.
+Rule of this module, as of sockact/policy/states.py: a connection's state changes only along a row
+of CONN_TRANSITIONS, read from the state's ``moves``. ``Owned.to()`` (owner.py) is the way, and an
+event that the current state does not accept raises InvalidTransition there (a KeyError where a row
+is read directly: a plain dict, the cheapest lookup); a keep-alive request's moves,
+three a request, read the row without its call, the same way in both runners: the events of
+ROW_MOVES, which start no clock from any state, as ``conn.state = conn.state.moves[event][0]``, and
+CALL --served--> IDLE, whose clock starts, in ``Owner.served``.
 
     PREFACE --preface--> FRESH                  (a PROXY header first, then HTTP)
     FRESH/IDLE --bytes--> HEAD                  (part of a request head has come)
@@ -25,8 +27,8 @@ import enum
 
 from sockact.policy.states import InvalidTransition
 
-__all__ = ["BODY", "CALL", "CLOSED", "CLOSING", "CONN_TRANSITIONS", "DIRECT", "FRESH", "HANDED", "HEAD", "IDLE",
-           "PREFACE", "QUEUED", "ConnState", "InvalidTransition"]
+__all__ = ["BODY", "CALL", "CLOSED", "CLOSING", "CONN_TRANSITIONS", "FRESH", "HANDED", "HEAD", "IDLE", "PREFACE",
+           "QUEUED", "ROW_MOVES", "ConnState", "InvalidTransition"]
 
 
 class ConnState(enum.Enum):
@@ -77,10 +79,10 @@ CONN_TRANSITIONS: dict[tuple[ConnState, str], ConnState] = {
     (_C.IDLE, "park"): _C.HANDED,
 }
 
-# (state before, event, state after, whether its clock starts): the moves a runner assigns directly on a
-# keep-alive request's path, as the table has them (test_worker_states checks it): its next head parsed
-# while idle, its call begun, its call served (park_after's clock starts, which the runner sets too).
-DIRECT = ((_C.IDLE, "head", _C.QUEUED, False), (_C.QUEUED, "call", _C.CALL, False), (_C.CALL, "served", _C.IDLE, True))
+# The events a runner moves a connection by with its row read directly (its next head parsed, its call
+# begun): into QUEUED or CALL, whose clock none of them starts (test_worker_states checks it), so the
+# next state is all the move is.
+ROW_MOVES = ("head", "call", "serve")
 
 # The states whose deadline (owner.due) runs from the moment they are entered, except along KEEP_CLOCK:
 # one head's deadline counts from its connection's first moment, and a head that grows is the same head.

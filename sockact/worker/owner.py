@@ -198,8 +198,14 @@ class Owner(Generic[T]):
 
     # -- counting
 
-    def count(self, conn: T) -> bool:
-        """A request was served on ``conn``; True once, when max_requests is reached (send RECYCLE)."""
+    def served(self, conn: T, persists: bool) -> bool:
+        """A request was served on ``conn``, in CALL; ``persists``: the connection goes on, back to IDLE, whose
+        clock (park_after) starts now. That move, CALL --served--> IDLE, is a keep-alive request's last, and
+        both runners make it here, the row read without Owned.to's call. True once, when max_requests is
+        reached (send RECYCLE)."""
+        if persists:
+            conn.state = conn.state.moves["served"][0]
+            conn.since = time.monotonic()
         conn.served += 1
         self.requests += 1
         if self.max_requests and self.requests >= self.max_requests and not self.recycling:

@@ -520,8 +520,7 @@ class EventLoop(Carrier[Held]):
     def _call_inline(self, held: Held, event: str) -> None:
         """Run ``held``'s call on the loop thread (``event`` moves it into CALL: "serve" for a request
         called the moment it is read, "call" for one that waited), then decide what comes next."""
-        # The table's row, without Owned.to's call: CALL starts no clock (an event it does not accept raises).
-        held.state = held.state.moves[event][0]
+        held.state = held.state.moves[event][0]  # connstates.ROW_MOVES
         self.in_call += 1
         self._inline_held = held
         # A request that this call leaves ready (pipelined) queues, and is served after it, not inside it.
@@ -589,14 +588,11 @@ class EventLoop(Carrier[Held]):
     def _after(self, held: Held, keep: bool) -> bool:
         """A call is over: count it, and close its connection or bring it back to IDLE; True if it persists
         (the caller then looks for the next request: a pipelined one may be buffered already)."""
-        if self.owner.count(held):
+        if self.owner.served(held, keep):  # back to IDLE if it persists
             report(self.chan, handoff.Message(handoff.RECYCLE))
         if not keep:
             self._close(held)
             return False
-        # CALL --served--> IDLE, whose clock starts: the table's row, without Owned.to's call.
-        held.state = held.state.moves["served"][0]
-        held.since = time.monotonic()
         return True
 
     # ------------------------------------------------------------------ app threads

@@ -673,3 +673,18 @@ def test_a_receive_an_app_kept_past_its_call_does_not_reach_the_next_request(sta
     finally:
         client.close()
     assert status == 200 and json.loads(body) == {"body": "hello", "stray": "http.disconnect"}
+
+
+def test_a_send_an_app_kept_past_its_call_does_not_reach_the_next_request(start_sockact):
+    # A task that kept the last call's send() and sends a whole response with it during the next request is
+    # refused: the next request's response is its own call's, and nothing else comes on the connection.
+    server = start_sockact("asgiapps:stray_receive", "--workers", "1")
+    client = KeepAliveClient(server.port)
+    try:
+        assert client.request("/leave-send")[2] == b"left"
+        client.sock.sendall(b"POST /body HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\nhello")
+        status, _, body = client.read_response()
+        assert client.request("/")[::2] == (200, b"ok")  # the connection goes on, its responses in order
+    finally:
+        client.close()
+    assert status == 200 and json.loads(body) == {"body": "hello", "stray": "InvalidResponse"}

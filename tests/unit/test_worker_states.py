@@ -9,7 +9,7 @@ import pytest
 
 from sockact.ipc import handoff
 from sockact.worker.channel import Closed
-from sockact.worker.connstates import CONN_TRANSITIONS, DIRECT, ConnState, InvalidTransition
+from sockact.worker.connstates import CONN_TRANSITIONS, ROW_MOVES, ConnState, InvalidTransition
 from sockact.worker.owner import Carrier, Due, Owned, Owner, due
 
 C = ConnState
@@ -64,12 +64,32 @@ def test_each_state_refuses_the_events_it_has_no_row_for(state):
         assert conn.state is state  # nothing changed
 
 
-@pytest.mark.parametrize(("before", "event", "after", "clock"), DIRECT)
-def test_the_moves_a_runner_assigns_directly_are_the_tables(before, event, after, clock):
-    assert CONN_TRANSITIONS[before, event] is after
-    conn = Conn(state=before, since=1.0)
-    conn.to(event, now=5.0)
-    assert conn.state is after and conn.since == (5.0 if clock else 1.0)
+@pytest.mark.parametrize("event", ROW_MOVES)
+def test_the_moves_a_runner_reads_from_the_row_start_no_clock(event):
+    rows = [state for state in ConnState if (state, event) in CONN_TRANSITIONS]
+    assert rows
+    for state in rows:
+        assert state.moves[event] == (CONN_TRANSITIONS[state, event], False)
+        conn = Conn(state=state, since=1.0)
+        conn.to(event, now=5.0)
+        assert conn.since == 1.0
+
+
+def test_a_row_read_directly_refuses_an_event_the_state_has_no_row_for():
+    with pytest.raises(KeyError):
+        C.IDLE.moves["call"]
+
+
+def test_served_brings_a_persisting_call_back_to_idle_with_its_clock_and_counts_it():
+    o = owner()
+    conn = Conn(state=C.CALL, since=1.0)
+    assert not o.served(conn, persists=True)
+    assert conn.state is C.IDLE and conn.since > 1.0 and conn.served == 1 and o.requests == 1
+    ending = Conn(conn_id=2, state=C.CALL, since=1.0)
+    o.served(ending, persists=False)  # its runner closes it
+    assert ending.state is C.CALL and ending.since == 1.0 and o.requests == 2
+    with pytest.raises(KeyError):
+        o.served(Conn(conn_id=3, state=C.QUEUED), persists=True)
 
 
 def test_handed_and_closed_are_ends():
@@ -255,17 +275,17 @@ def test_closed_connections_are_batched_for_one_done_and_handed_ones_are_not():
 def test_max_requests_says_recycle_once():
     o = owner(max_requests=2)
     conn = o.add(Conn(1, C.CALL))
-    assert not o.count(conn)
-    assert o.count(conn)
+    assert not o.served(conn, False)
+    assert o.served(conn, False)
     assert o.recycling
-    assert not o.count(conn)
+    assert not o.served(conn, False)
     assert conn.served == 3
 
 
 def test_max_requests_zero_never_recycles():
     o = owner(max_requests=0)
     conn = o.add(Conn(1, C.CALL))
-    assert not any(o.count(conn) for _ in range(1000))
+    assert not any(o.served(conn, False) for _ in range(1000))
 
 
 

@@ -39,7 +39,7 @@ from sockact.http.dates import http_date
 from sockact.http.events import END_OF_MESSAGE, NEED_DATA, Data, Request
 from sockact.http.limits import DRAIN_LIMIT
 from sockact.http.logline import quoted_request_line
-from sockact.http.responses import HOP_BY_HOP, remembering, validate_response
+from sockact.http.responses import HOP_BY_HOP, SHORT_OF_ITS_LENGTH, remembering, short_of_its_length, validate_response
 
 log = logging.getLogger("sockact.http")
 
@@ -138,10 +138,14 @@ class HttpCycle:
                 self._fail()
             else:
                 if self.answered or not self.complete:
-                    if not (self.answered or self.started):  # else answered in the app's stead, or cut short
+                    if not (self.answered or self.started):
                         log.error("conn %d: the application returned without a response to %s", conn.msg.conn_id,
                                   self.line())
                         self._fail()
+                    elif not (self.answered or self.client_left):  # else answered in the app's stead
+                        # The client gets a cut connection (its framing tells it so); the operator, this line.
+                        log.error("conn %d: the application returned in the middle of its response to %s",
+                                  conn.msg.conn_id, self.line())
                 # Most often the request had no body, or it is all read: nothing is left to drain.
                 elif (self.engine.keep_alive and not conn.gone
                       and (self.body_done or self.engine.body_done() or await self._drain())):
@@ -228,6 +232,10 @@ class HttpCycle:
 
     # -- send
 
+    def _said_short(self) -> None:
+        if short := short_of_its_length(self.engine):
+            log.error(SHORT_OF_ITS_LENGTH, self.conn.msg.conn_id, *short, self.line())
+
     def _refuse(self, gen: int, kind: str) -> None:
         """A send that goes nowhere: refused (raises) once its call is over, or once the client has gone; dropped
         (returns) when sockact answered in the app's stead."""
@@ -261,6 +269,8 @@ class HttpCycle:
             self.started = self.complete = True
             head, data = self.engine.whole_response(self.status_line, self.headers, body, date=http_date(),
                                                     close=self.stopping)
+            if self.engine.length_left:  # rare: short of its Content-Length
+                self._said_short()
             conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
             if conn.write(head + data):
                 await conn.drain()
@@ -286,6 +296,7 @@ class HttpCycle:
             parts.append(engine.send_data(body))
         if not more:
             parts.append(engine.end_response())
+            self._said_short()
             self.complete = True
             conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
         if conn.write(*parts):

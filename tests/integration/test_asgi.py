@@ -131,8 +131,6 @@ def test_app_errors_before_the_response_are_500s_and_after_it_cut_the_connection
     assert http_get(after.port, "/")[0] == 200  # the worker lives on
 
 
-@pytest.mark.xfail(strict=True, reason="asgi/cycle: an app that returns in the middle of its body is not logged "
-                   "(uvicorn: 'ASGI callable returned without completing response'); its access line says 200")
 def test_an_app_that_returns_in_the_middle_of_its_body_cuts_the_connection_and_is_logged(start_sockact):
     server = serving(start_sockact, "asgiapps:stops_midway")
     answer = request(server.port, b"GET /midway HTTP/1.1\r\nHost: t\r\n\r\n")

@@ -340,3 +340,14 @@ async def stray_receive(scope, receive, send) -> None:
     await _stray["done"].wait()
     message = await receive()
     await _respond(send, _json({"body": message.get("body", b"").decode(), "stray": _stray["got"]}))
+
+
+async def short_body(scope, receive, send) -> None:
+    """Promises 100 body bytes and sends 9: in one message (``/whole``), or in two (anything else)."""
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"100")]})
+    if scope["path"] == "/whole":
+        await send({"type": "http.response.body", "body": b"only this"})
+        return
+    await send({"type": "http.response.body", "body": b"only", "more_body": True})
+    await send({"type": "http.response.body", "body": b" this"})

@@ -151,3 +151,11 @@ big = validator(_big)
 boom = validator(_boom)
 errlog = validator(_errlog)
 leak = validator(_leak)
+
+
+def short_body(environ, start_response):
+    """Promises 100 body bytes and sends 9: as one item (``/whole``), or as two (anything else)."""
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "100")])
+    if environ["PATH_INFO"] == "/whole":
+        return [b"only this"]
+    return iter([b"only", b" this"])

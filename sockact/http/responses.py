@@ -110,3 +110,15 @@ def _bad_value(value: str) -> bool:
         return bool(value.encode("latin-1").translate(None, _VALUE_OK))
     except UnicodeEncodeError:
         return True
+
+
+def short_of_its_length(engine: Any) -> tuple[int, int] | None:
+    """(bytes sent, bytes promised) when a response ended short of its Content-Length, else None. Its
+    client waits for the rest and gets a closed connection instead (the engine keeps it no longer); the
+    operator is told, by WSGI and ASGI alike (SHORT_OF_ITS_LENGTH)."""
+    left = engine.length_left
+    return (engine.body_sent, engine.body_sent + left) if left else None
+
+
+SHORT_OF_ITS_LENGTH = "conn %d: the application sent %d of the %d body bytes its Content-Length promised, to %s"
+

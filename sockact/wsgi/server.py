@@ -26,6 +26,7 @@ from sockact.http.events import NEED_DATA, Data, Request
 from sockact.http.limits import COALESCE_MAX, DRAIN_LIMIT
 from sockact.http.logline import connection_entry, fill_entry, quoted_request_line
 from sockact.http.requests import line_text
+from sockact.http.responses import SHORT_OF_ITS_LENGTH, short_of_its_length
 from sockact.http.site import Site, health_response, is_health, local_address
 from sockact.logs.access import unix_peer
 from sockact.logs.journal import ErrorStream
@@ -326,6 +327,8 @@ class HTTPConnection:
         engine = self.engine
         head, data = engine.whole_response(status, start.headers, body, close=self.stopping(), date=http_date())
         start.headers_sent = True
+        if engine.length_left:  # rare: short of its Content-Length
+            self._said_short()
         # All of the response in one send, on a connection that will persist: if the worker dies once
         # it is out, its client is as idle as after the call.
         whole = engine.keep_alive and engine.body_done()
@@ -348,7 +351,13 @@ class HTTPConnection:
         end = self.engine.end_response()
         if end:
             self._guarded_send(end)
+        elif not self.wire_failed:
+            self._said_short()
         return self.engine.keep_alive and not self.wire_failed and self._drain()
+
+    def _said_short(self) -> None:
+        if short := short_of_its_length(self.engine):
+            log.error(SHORT_OF_ITS_LENGTH, self.conn_id, *short, self.request_line())
 
     def _health(self, request: Request, started: float) -> bool:
         """The load balancer's question, answered without the app: 503 once stopping."""

@@ -363,11 +363,11 @@ class AsgiRunner(Carrier[AsgiConnection]):
         # Until its first await this call holds the loop. An app that blocks the loop here must be the
         # one the scoreboard names (and the timeout kill logs), and at once: the next beat may not come.
         # Unless the loop's lines show this request line already, stamped by a call that began since the
-        # last beat (a client repeating its request): their start, then, is at most that call's earlier
+        # last beat (clients repeating a request): their start, then, is at most that call's earlier
         # and no earlier than the last beat, from which the monitor's hand-back and the frozen loop's
         # kill count anyway; the beat stamps them anew.
         line = conn.scopes.line
-        if line is not self._loop_line:
+        if line != self._loop_line:  # equal, not the same: each connection keeps its own
             self._loop_line = line
             for slot in self.slots:
                 slot.begin(line)

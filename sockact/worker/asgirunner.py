@@ -59,6 +59,7 @@ from sockact.worker.channel import (
     report,
 )
 from sockact.worker.connstates import CALL, CLOSING, HANDED, HEAD
+from sockact.worker.guard import start_guarded
 from sockact.worker.owner import TIMER_INTERVAL, Carrier, Due, Owner
 
 log = logging.getLogger("sockact.worker")
@@ -162,8 +163,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
         self._done = self.loop.create_future()
         self.loop.add_reader(self.chan.fileno(), self._read_channel)
         beat = self.loop.create_task(self._beat())
-        monitor = threading.Thread(target=self._monitor, name="sockact-monitor", daemon=True)
-        monitor.start()
+        monitor = start_guarded("monitor", self._monitor, self._stop_monitor.is_set)
         try:
             await self._done
         finally:

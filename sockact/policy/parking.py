@@ -65,6 +65,15 @@ class ParkingLot:
                 del table[conn.id]
                 yield conn
 
+    def oldest(self) -> Conn | None:
+        """Remove and return the connection idle longest, of any listener; None if none is parked."""
+        heads = [next(iter(table.values())) for table in self._tables if table]
+        if not heads:
+            return None
+        conn = min(heads, key=lambda c: c.idle_since)
+        self.unpark(conn)
+        return conn
+
     def take_all(self) -> list[Conn]:
         """Remove and return every parked connection (stopping, or a new worker's fork)."""
         conns = [conn for table in self._tables for conn in table.values()]

@@ -3,11 +3,13 @@
 The supervisor holds an fd for every connection: queued or parked, and also its own copy of
 each one a worker holds (for a 502/504 if the worker dies), and a hand-back briefly needs
 one more, until the old copy is closed. So it accepts only while the connections it and its
-workers hold stay below its budget (the open-files limit less
-a reserve); above it, new clients wait in the kernel's backlog, and accepting resumes on
-its own when connections close. An accept that fails for want of fds or memory (EMFILE,
-ENFILE, ENOBUFS, ENOMEM) or for a reason not known to be the client's stops accepting
-for a short, growing interval. Each such condition is logged once per LOG_INTERVAL.
+workers hold stay below its budget (the open-files limit less a reserve). At the budget, a new
+client takes the place of the parked keep-alive client idle longest, which is closed (as nginx
+reuses idle connections when it runs out): an idle client reconnects when it next asks, while a
+new one would wait in the backlog for a keep-alive timeout. With none parked, new clients wait in
+the kernel's backlog, and accepting resumes on its own when connections close. An accept that
+fails for want of fds or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM) or for a reason not known to
+be the client's stops accepting for a short, growing interval. Each such condition is logged once per LOG_INTERVAL.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ class Acceptor:
         self._register = register
         self._unregister = unregister
         self.budget = 1 << 30  # connections held at most; set by the supervisor from its fd limit
+        # At the budget: how many idle (parked) connections could make room, and closing the one idle longest.
+        self.idle: Callable[[], int] = lambda: 0
+        self.close_idle: Callable[[], None] = lambda: None
+        self.made_room = 0  # idle connections closed for a new client
         self.held = 0  # connections held now, as last told
         self.watching = False
         self.resume_at = 0.0  # backing off until then
@@ -73,9 +79,8 @@ class Acceptor:
     def set_accepting(self, on: bool, held: int, now: float) -> None:
         """Watch the listeners when ``on``, within the budget and outside a back-off."""
         self._now, self.held = now, held
-        if on and held >= self.budget:
-            self.trouble("fd budget", f"{held} connections held, the most the open-files limit allows; "
-                         "new clients wait in the backlog (raise LimitNOFILE= for more)")
+        if on and held >= self.budget and not self.idle():
+            self._at_budget()
             on = False
         if on and now < self.resume_at:
             on = False
@@ -109,11 +114,22 @@ class Acceptor:
             probe = self._probes[index] = select.poll()
             probe.register(lsock, select.POLLIN)
         first = True  # the selector just said a client waits
-        while self.watching and self.held < self.budget:
+        while self.watching:
             if not first and not probe.poll(0):
                 self._backoff = 0.0
                 return
             first = False
+            if self.held >= self.budget:
+                if not self.idle():
+                    self._at_budget()
+                    self._watch(False)  # until connections close (update_accepting): the listener stays readable
+                    return
+                self.close_idle()  # the client idle longest makes room for the one waiting
+                self.held -= 1
+                self.made_room += 1
+                self.trouble("fd budget idle", f"{self.budget} connections held, the most the open-files limit "
+                             "allows: parked keep-alive clients are closed, the longest idle first, to make room "
+                             "for new ones (raise LimitNOFILE= for more)")
             try:
                 # _accept() is accept4(SOCK_CLOEXEC) without wrapping the fd in a socket object.
                 fd, addr = lsock._accept()  # type: ignore[attr-defined]
@@ -132,6 +148,10 @@ class Acceptor:
             self.accepted[index] += 1
             self.held += 1
             self.route(conn)
+
+    def _at_budget(self) -> None:
+        self.trouble("fd budget", f"{self.held} connections held, the most the open-files limit allows, none of "
+                     "them idle; new clients wait in the backlog (raise LimitNOFILE= for more)")
 
     def _back_off(self, exc: OSError) -> None:
         self._backoff = min(BACKOFF_MAX, max(BACKOFF_FIRST, self._backoff * 2))

@@ -46,6 +46,8 @@ class Switchboard:
         self._unregister = unregister
         self._watch_channel = watch_channel  # wake when a worker's full channel has room again
         self.acceptor = Acceptor(listeners, self.route, register, unregister)
+        self.acceptor.idle = parked.__len__
+        self.acceptor.close_idle = self._close_oldest_parked
         # By listener: header_timeout, and whether a PROXY header comes first (the supervisor's settings).
         self.head_limits: list[tuple[float, bool]] = [(0.0, False)] * len(listeners)
         # Between defer() and send_deferred() (one turn of the supervisor's loop), hand-offs wait in
@@ -183,6 +185,12 @@ class Switchboard:
             ended = [conn for conn in self.dispatcher.waiting() if self._head_overdue(conn, now)]
             if ended:
                 self.dispatcher.withdraw(ended)
+
+    def _close_oldest_parked(self) -> None:
+        conn = self.parked.oldest()
+        if conn is not None:
+            self._unregister(conn.fd)
+            os.close(conn.fd)
 
     def close_parked(self, serve_readable: bool) -> None:
         for conn in self.parked.take_all():

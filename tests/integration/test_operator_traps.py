@@ -22,6 +22,37 @@ def test_an_fd_limit_that_leaves_no_room_for_clients_is_a_start_up_error():
     assert "LimitNOFILE=" in result.stderr and "ready" not in result.stderr, result.stderr
 
 
+def test_at_the_fd_budget_a_new_client_takes_the_place_of_the_keep_alive_client_idle_longest(tmp_path):
+    # LimitNOFILE=96: a budget of 32 connections (less the reserve of 64). 40 keep-alive clients, each
+    # idle after one request: from the 33rd on, each new one is served in the place of the one idle
+    # longest, which is closed, rather than waiting in the backlog for a keep-alive timeout.
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (96, 96))
+
+    port = free_port()
+    errors = tmp_path / "stderr"
+    with errors.open("w") as err:
+        proc = subprocess.Popen([*SOCKACT, "run", "testapps:pid", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+                                 "--park-after", "0.1"], env=base_env(), stderr=err, preexec_fn=low_limit)
+    clients: list[KeepAliveClient] = []
+    try:
+        wait_until(lambda: "ready:" in errors.read_text(), "ready")
+        for _ in range(40):
+            client = KeepAliveClient(port, timeout=20)
+            clients.append(client)
+            assert client.request("/")[0] == 200
+        for client in clients[:8]:  # 40 - 32: the first ones, idle longest, made room
+            client.sock.settimeout(10)
+            assert client.sock.recv(100) == b""
+        assert clients[-1].request("/")[0] == 200  # the newest still served, on its connection
+        assert "parked keep-alive clients are closed, the longest idle first" in errors.read_text()
+    finally:
+        for client in clients:
+            client.sock.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+
+
 class Load:
     """Clients that make requests until stopped, each on a new connection, counting what failed."""
 

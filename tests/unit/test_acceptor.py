@@ -213,6 +213,24 @@ def test_the_fd_budget_bounds_an_accept_batch(budget, held, waiting, taken):
     assert len(sock.script) == waiting - taken
 
 
+def test_at_the_budget_a_new_client_takes_the_place_of_an_idle_one_until_none_is_idle(caplog):
+    sock = FakeListener(script=[client(fd) for fd in range(10, 18)])
+    acc, routed, watched = make(sock)
+    idle = [1, 2, 3]  # parked connections, the one idle longest first
+    closed: list[int] = []
+    acc.idle = idle.__len__
+    acc.close_idle = lambda: closed.append(idle.pop(0))
+    acc.budget = 5
+    acc.set_accepting(True, held=5, now=0.0)
+    assert watched  # at the budget, but with idle clients to close for new ones
+    with caplog.at_level(logging.ERROR, logger="sockact.supervisor"):
+        acc.accept(0)
+    assert closed == [1, 2, 3] and len(routed) == 3 and acc.held == 5 and acc.made_room == 3
+    assert not watched and len(sock.script) == 5  # none idle any more: the rest wait in the backlog
+    said = [r.getMessage() for r in caplog.records]
+    assert any("the longest idle first" in line for line in said) and any("none of them idle" in line for line in said)
+
+
 def test_accepting_off_and_stopping_unwatch_every_listener_and_a_late_readable_accepts_nothing():
     sock = FakeListener(script=[client(10)])
     acc, routed, watched = make(sock)

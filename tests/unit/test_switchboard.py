@@ -382,7 +382,13 @@ def test_update_accepting_counts_every_connection_held_and_stops_when_stopping(p
     assert board.sb.acceptor.watching and board.sb.acceptor.held == 1
     board.sb.route(conn(pairs, 2))
     board.sb.update_accepting(stopping=False)
-    assert board.sb.acceptor.held == 2 and not board.sb.acceptor.watching  # parked + held by workers
+    # parked + held by workers: at the budget, but a new client would take the parked one's place
+    assert board.sb.acceptor.held == 2 and board.sb.acceptor.watching
+    board.sb.acceptor.close_idle()
+    assert len(board.parked) == 0
+    board.sb.route(conn(pairs, 3))
+    board.sb.update_accepting(stopping=False)
+    assert board.sb.acceptor.held == 2 and not board.sb.acceptor.watching  # none idle: the rest wait
     board.sb.acceptor.budget = 10
     board.sb.update_accepting(stopping=True)
     assert not board.sb.acceptor.watching

@@ -47,3 +47,12 @@ def test_keepalive_can_change_on_reload():
     lot.park(conn(1), now=0.0)
     lot.keepalive = [1.0]
     assert len(list(lot.expired(now=2.0))) == 1
+
+
+def test_the_oldest_is_the_one_idle_longest_of_any_listener():
+    lot = ParkingLot([10.0, 2.0])
+    a, b, c = conn(1, 0), conn(2, 1), conn(3, 0)
+    for parked, since in ((a, 3.0), (b, 1.0), (c, 5.0)):
+        lot.park(parked, now=since)
+    assert [lot.oldest() for _ in range(4)] == [b, a, c, None]
+    assert len(lot) == 0

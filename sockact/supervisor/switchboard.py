@@ -66,7 +66,7 @@ class Switchboard:
                 self.flush_outbox(w)
 
     def update_accepting(self, stopping: bool) -> None:
-        held = len(self.parked) + self.dispatcher.queued + self.dispatcher.held
+        held = self.parked.count + self.dispatcher.queued + self.dispatcher.held
         self.acceptor.set_accepting(not stopping and self.dispatcher.accepting, held, time.monotonic())
 
     def route(self, conn: Conn) -> None:
@@ -87,6 +87,8 @@ class Switchboard:
 
     def give(self, assignments: list[tuple[int, Conn]]) -> None:
         """Carry out the dispatcher's assignments of queued connections."""
+        if not assignments:  # the usual answer to a DONE
+            return
         waiting = deque(assignments)
         now = time.monotonic()
         while waiting:

@@ -143,7 +143,7 @@ class Supervisor:
             self.store.take_back()
             self.carry_out(self.pool.start(time.monotonic()))
             self.switchboard.update_accepting(self.stopping)
-            while not (self.stopping and not self.workers):
+            while self.workers or not self.stopping:  # workers first: asked at every turn, stopping is a property
                 self._loop_once()
             if self.pool.phase is Phase.HALTED:
                 self.stop.turn_away()  # whoever came during the quick stop

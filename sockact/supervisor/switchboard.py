@@ -75,8 +75,11 @@ class Switchboard:
         if not conn.since:  # a new connection, or a parked one that speaks: a request begins to need a worker
             conn.since = now
             if not conn.head_started and not conn.data:
-                conn.head_started = now  # its head is due within header_timeout from now, wherever it waits
-        if self._head_overdue(conn, now):
+                # Its head is due within header_timeout from now, wherever it waits: not overdue yet.
+                conn.head_started = now
+            elif self._head_overdue(conn, now):
+                return
+        elif self._head_overdue(conn, now):
             return
         conn.ready_at = now
         assignment = self.dispatcher.offer(conn, conn.since)

@@ -351,3 +351,11 @@ async def short_body(scope, receive, send) -> None:
         return
     await send({"type": "http.response.body", "body": b"only", "more_body": True})
     await send({"type": "http.response.body", "body": b" this"})
+
+
+async def own_date_and_server(scope, receive, send) -> None:
+    """Gives its own Date and Server (``/date``: only Date; ``/server``: only Server)."""
+    mine = {"/date": [(b"date", b"Mon, 01 Jan 2024 00:00:00 GMT")], "/server": [(b"server", b"myapp/1")]}
+    fields = mine.get(scope["path"], mine["/date"] + mine["/server"])
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain"), *fields]})
+    await send({"type": "http.response.body", "body": b"ok"})

@@ -159,3 +159,11 @@ def short_body(environ, start_response):
     if environ["PATH_INFO"] == "/whole":
         return [b"only this"]
     return iter([b"only", b" this"])
+
+
+def own_date_and_server(environ, start_response):
+    """Gives its own Date and Server (``/date``: only Date; ``/server``: only Server)."""
+    mine = {"/date": [("Date", "Mon, 01 Jan 2024 00:00:00 GMT")], "/server": [("Server", "myapp/1")]}
+    fields = mine.get(environ["PATH_INFO"], mine["/date"] + mine["/server"])
+    start_response("200 OK", [("Content-Type", "text/plain"), *fields])
+    return [b"ok"]

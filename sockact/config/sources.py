@@ -182,6 +182,15 @@ def warnings(cfg: Config, environ: Mapping[str, str], cwd: str, pid: int) -> lis
         if not os.path.isdir(folder):
             out.append(f"{key}: the directory {folder} does not exist: 'sockact run' cannot open {path} unless it is "
                        "made first (systemd makes the unit's LogsDirectory= when the service starts)")
+    if "forwarded_allow_ips" not in cfg.given:
+        tables = [("", cfg.proxy_protocol)] if cfg.proxy_protocol != "off" else []
+        tables += [(f"listeners.{name}: ", table["proxy_protocol"]) for name, table in cfg.listeners.items()
+                   if table.get("proxy_protocol", "off") != "off" and "forwarded_allow_ips" not in table]
+        for where, version in tables:
+            out.append(f"{where}proxy_protocol = {version!r} with the default forwarded_allow_ips, which trusts a "
+                       "balancer on this host to set X-Forwarded-*: one in TCP mode passes the clients' own "
+                       "through. Set forwarded_allow_ips: '' when the PROXY header alone names the client, or "
+                       "the balancer's address when it writes those fields itself (docs/deploy-fleet.md)")
     if cfg.config_file is None and os.path.isfile(os.path.join(cwd, "gunicorn.conf.py")):
         out.append("gunicorn.conf.py in the working directory is gunicorn's settings file, and sockact does not "
                    "read it: run 'sockact convert gunicorn.conf.py > sockact.toml', then pass -c sockact.toml")

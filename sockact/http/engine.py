@@ -43,7 +43,7 @@ from sockact.http.rules import FRAMING, VERSIONS, FieldRules, check_head, check_
 
 IDLE, BODY, DONE, ERROR = "IDLE", "BODY", "DONE", "ERROR"
 
-# What follows the Date in every response head start_response makes.
+# What follows the Date in a response head start_response makes (unless the app gave Date or Server).
 _HEAD_END = b"\r\nServer: sockact\r\n\r\n"
 # whole_response's heads, all but the Date and what follows: (status, headers, version, keep-alive asked,
 # HEAD, close, body length) -> (that part, framing mode, length, keep-alive). Bounded, so apps whose
@@ -67,8 +67,9 @@ def _dated(date: str) -> bytes:
     return dated
 
 
-# Lengths of the response field names start_response looks at: "Connection", "Content-Length".
-_FRAMING_NAME_LENGTHS = frozenset((len("connection"), len("content-length")))
+# Lengths of the response field names start_response looks at: "Connection", "Content-Length", and
+# "Date" and "Server", which the engine adds unless the app gave its own (one Date: RFC 9110 6.6.1).
+_NAME_LENGTHS = frozenset((len("connection"), len("content-length"), len("date"), len("server")))
 
 
 # Field names seen to be tokens, each to its upper-cased form: clients send the same few names on
@@ -162,6 +163,7 @@ class Connection:
         # length, status, close, the head up to its Date, keep-alive). An app's checked headers are one
         # object while it answers the same way (responses.remembering), so identity finds them.
         self._last_whole: tuple[object, Request, int, str, bool, bytes, bool] | None = None
+        self.own_end = True  # the last head ended with the engine's Date and Server (start_response)
         self._reset_response()
 
     def _reset_response(self) -> None:
@@ -423,15 +425,20 @@ class Connection:
         if unread != 0 and ((unread or 0) > DRAIN_LIMIT or (request.expect_continue and not self.continue_sent)):
             keep = False
         content_length: int | None = None
+        own_date = own_server = True
         lines = ["HTTP/1.1 ", status, "\r\n"]
         for name, value in headers:
-            if len(name) in _FRAMING_NAME_LENGTHS:  # only then may it be one of the two below
+            if len(name) in _NAME_LENGTHS:  # only then may it be one of those below
                 lower = name.lower()
                 if lower == "connection":
                     keep = False  # check_response lets only "close" through
                     continue
                 if lower == "content-length":
                     content_length = int(value)
+                elif lower == "date":
+                    own_date = False
+                elif lower == "server":
+                    own_server = False
             lines += (name, ": ", value, "\r\n")
         if content_length is None and whole is not None and has_body(b"GET", code):
             content_length = whole
@@ -450,7 +457,14 @@ class Connection:
             lines.append("Connection: close\r\n")
         elif request.version == "1.0":
             lines.append("Connection: keep-alive\r\n")
-        lines += ("Date: ", date, "\r\nServer: sockact\r\n\r\n")
+        # The usual end is the one whole_response keeps heads up to (_HEAD_END); the app's own Date or
+        # Server stands instead of the engine's.
+        self.own_end = own_date and own_server
+        if self.own_end:
+            lines += ("Date: ", date, "\r\nServer: sockact\r\n\r\n")
+        else:
+            lines += (*(("Date: ", date, "\r\n") if own_date else ()),
+                      *(("Server: sockact\r\n",) if own_server else ()), "\r\n")
         self.keep_alive = keep
         return "".join(lines).encode("latin-1")
 
@@ -508,7 +522,7 @@ class Connection:
                 head = before_date + _dated(date)
             else:
                 head = self.start_response(status, headers, date=date, close=close, whole=size)
-                if len(_HEADS) < _HEADS_MAX:
+                if self.own_end and len(_HEADS) < _HEADS_MAX:
                     before_date = head[:len(head) - len(date) - len(_HEAD_END)]
                     _HEADS[key] = (before_date, self._mode, self._length, self.keep_alive)
         else:

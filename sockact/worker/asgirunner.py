@@ -59,6 +59,7 @@ from sockact.worker.channel import (
     report,
 )
 from sockact.worker.connstates import CALL, CLOSING, HANDED, HEAD
+from sockact.worker.guard import start_guarded
 from sockact.worker.owner import TIMER_INTERVAL, Carrier, Due, Owner
 
 log = logging.getLogger("sockact.worker")
@@ -94,6 +95,9 @@ class AsgiRunner(Carrier[AsgiConnection]):
         self.chan = chan
         self.sites = list(sites)
         self.slots = list(slots)  # the loop's line(s): busy with the oldest call, for stalls and timeout
+        # The request line the loop's lines show as busy, stamped by a call's start since the last beat; None
+        # once a beat has stamped them (see begin_call).
+        self._loop_line: bytes | None = None
         # Free scoreboard lines for single HTTP calls: a call holds one (its connection, whether its
         # response has begun), so the clients of a dead worker get a 502 or 504, as from a WSGI worker's
         # threads. More calls at once than lines: the others are closed, as before.
@@ -159,8 +163,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
         self._done = self.loop.create_future()
         self.loop.add_reader(self.chan.fileno(), self._read_channel)
         beat = self.loop.create_task(self._beat())
-        monitor = threading.Thread(target=self._monitor, name="sockact-monitor", daemon=True)
-        monitor.start()
+        monitor = start_guarded("monitor", self._monitor, self._stop_monitor.is_set)
         try:
             await self._done
         finally:
@@ -359,9 +362,15 @@ class AsgiRunner(Carrier[AsgiConnection]):
             lock.release()
         # Until its first await this call holds the loop. An app that blocks the loop here must be the
         # one the scoreboard names (and the timeout kill logs), and at once: the next beat may not come.
+        # Unless the loop's lines show this request line already, stamped by a call that began since the
+        # last beat (clients repeating a request): their start, then, is at most that call's earlier
+        # and no earlier than the last beat, from which the monitor's hand-back and the frozen loop's
+        # kill count anyway; the beat stamps them anew.
         line = conn.scopes.line
-        for slot in self.slots:
-            slot.begin(line)
+        if line != self._loop_line:  # equal, not the same: each connection keeps its own
+            self._loop_line = line
+            for slot in self.slots:
+                slot.begin(line)
         return True
 
     def end_call(self, conn: AsgiConnection, cycle: HttpCycle, keep: bool) -> bool:
@@ -482,6 +491,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
 
     def _stamp(self) -> None:
         """The scoreboard: busy with the oldest request while any is in hand, stamped now."""
+        self._loop_line = None  # the next call's start stamps its own line (begin_call)
         if self.calls:
             line = call_line(min(self.calls.values(), key=lambda call: call[0])[1])
             for slot in self.slots:

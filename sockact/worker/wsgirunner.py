@@ -67,6 +67,7 @@ from sockact.worker.channel import (
     report,
 )
 from sockact.worker.connstates import CLOSING, HEAD, PREFACE, QUEUED, ConnState
+from sockact.worker.guard import start_guarded
 from sockact.worker.owner import TIMER_INTERVAL, Carrier, Due, Owned, Owner
 from sockact.wsgi.environ import site_environ
 from sockact.wsgi.server import HTTPConnection, Step
@@ -238,9 +239,7 @@ class EventLoop(Carrier[Held]):
         if self.pool is not None:
             self.pool.start()
         self._thread_alive(0, True)
-        monitor = threading.Thread(target=self._monitor, name="sockact-monitor", daemon=True)
-        monitor.start()
-        return [monitor]
+        return [start_guarded("monitor", self._monitor, lambda: self.owner.done)]
 
     def _thread_alive(self, line: int, alive: bool) -> None:
         self.slots[line].alive(alive)

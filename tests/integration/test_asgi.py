@@ -306,6 +306,27 @@ def test_a_request_behind_a_stuck_one_in_the_same_loop_turn_is_handed_back_not_l
             assert status == 200, f"attempt {attempt}"
 
 
+def test_a_call_that_blocks_the_loop_after_the_same_request_is_seen_stuck_and_named(start_sockact, tmp_path):
+    # The loop's scoreboard line is left as it is for a request line it shows already (stamped by a call
+    # begun since its last beat): a call that then blocks the loop is still seen stuck, named, and its
+    # client answered 504 by the supervisor.
+    release = tmp_path / "go"
+    release.touch()
+    server = start_sockact("asgiapps:blocking", "--workers", "1", "--timeout", "2")
+    path = f"/hang?s=60&until={release}"
+    client = KeepAliveClient(server.port, timeout=20)
+    try:
+        for _ in range(3):
+            assert client.request(path)[0] == 200  # released: answered at once
+        release.unlink()
+        status, _, _ = client.request(path)  # the same request line, which now blocks the loop
+    finally:
+        client.close()
+    assert status == 504
+    out = server.wait_for_log("stuck for")
+    assert re.search(r"stuck for [\d.]+s on GET /hang; killing it", out), out
+
+
 def test_a_websocket_echoes_is_never_parked_and_ends_with_the_clients_close(start_sockact, ws_library):
     from websockets.sync.client import connect
 

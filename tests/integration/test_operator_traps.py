@@ -96,3 +96,24 @@ def test_a_worker_memory_limit_without_a_delegated_cgroup_is_refused_at_start():
     assert result.returncode == 2, result.stderr
     line = next(x for x in result.stderr.splitlines() if "worker_memory_limit" in x)
     assert "Delegate=yes" in line and "ready" not in result.stderr, result.stderr
+
+
+def test_proxy_protocol_with_the_default_forwarded_allow_ips_is_a_warning(tmp_path):
+    # A balancer on this host in TCP mode passes the clients' own X-Forwarded-For through, and the default
+    # trusts 127.0.0.1: said by sockact check, for the global setting and for a listener's table.
+    def check(*args: str) -> str:
+        result = subprocess.run([*SOCKACT, "check", "testapps:echo", *args], env=base_env(), capture_output=True,
+                                text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        return result.stderr
+
+    said = "with the default forwarded_allow_ips, which trusts a balancer on this host"
+    assert f"sockact: warning: proxy_protocol = 'v2' {said}" in check("--proxy-protocol", "v2")
+    assert said not in check("--proxy-protocol", "v2", "--forwarded-allow-ips", "")
+    assert said not in check()
+    toml = tmp_path / "sockact.toml"
+    toml.write_text('[listeners.edge]\nproxy_protocol = "v1"\n')
+    assert f"sockact: warning: listeners.edge: proxy_protocol = 'v1' {said}" in check(
+        "-c", str(toml), "--bind", "edge=127.0.0.1:0")
+    toml.write_text('[listeners.edge]\nproxy_protocol = "v1"\nforwarded_allow_ips = "10.0.0.2"\n')
+    assert said not in check("-c", str(toml), "--bind", "edge=127.0.0.1:0")

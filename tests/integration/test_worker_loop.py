@@ -186,6 +186,43 @@ def test_a_stalled_worker_hands_back_a_request_parsed_and_waiting(start_sockact,
     # enough for the request to come before the stall, so it is parsed and waiting by then.)
     server = start_sockact("testapps:slow", "--workers", "2", "--threads", "2", "--park-after", "30",
                            "--handback-after", "1", workers=2)
+    _a_stalled_worker_hands_back_a_request_parsed_and_waiting(server, tmp_path)
+
+
+# A post_fork hook that makes each worker's monitor fail at its first start: a bug that cannot be caused
+# from outside, planted in the real process.
+FAILING_MONITOR = """
+from sockact.worker.wsgirunner import EventLoop
+
+original = EventLoop._monitor
+failed = []
+
+
+def failing_once(self):
+    if not failed:
+        failed.append(True)
+        raise RuntimeError("planted: the monitor fails at its first start")
+    return original(self)
+
+
+def post_fork(server, worker):
+    EventLoop._monitor = failing_once
+"""
+
+
+def test_a_monitor_that_fails_is_logged_and_starts_again_and_still_hands_back(start_sockact, tmp_path):
+    (tmp_path / "plant.py").write_text(FAILING_MONITOR)
+    config = tmp_path / "sockact.toml"
+    config.write_text(f'pythonpath = ["{tmp_path}"]\n\n[hooks]\npost_fork = "plant:post_fork"\n')
+    server = start_sockact("testapps:slow", "--config", str(config), "--workers", "2", "--threads", "2",
+                           "--park-after", "30", "--handback-after", "1", workers=2)
+    said = server.wait_for_log("RuntimeError: planted")
+    assert "its monitor thread failed, and starts again in 1 s" in said and "Traceback" in said, said
+    # The calls run 30 s: the waiting request is answered within the test's time only if a monitor runs again.
+    _a_stalled_worker_hands_back_a_request_parsed_and_waiting(server, tmp_path)
+
+
+def _a_stalled_worker_hands_back_a_request_parsed_and_waiting(server, tmp_path) -> None:
     (a, b, waiting), stalled, other = _on_one_worker(server.port, 3)
     release = tmp_path / "release"
     calls = []

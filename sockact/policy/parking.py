@@ -43,16 +43,22 @@ class ParkingLot:
     def __init__(self, keepalive: Sequence[float]) -> None:
         self.keepalive = list(keepalive)  # seconds, by listener index
         self._tables: list[OrderedDict[int, Conn]] = [OrderedDict() for _ in keepalive]
+        # How many are parked, kept as they come and go: the supervisor asks after every DONE.
+        self.count = 0
 
     def __len__(self) -> int:
-        return sum(len(t) for t in self._tables)
+        return self.count
 
     def park(self, conn: Conn, now: float) -> None:
         conn.idle_since = now
-        self._tables[conn.listener][conn.id] = conn
+        table = self._tables[conn.listener]
+        if conn.id not in table:
+            self.count += 1
+        table[conn.id] = conn
 
     def unpark(self, conn: Conn) -> None:
         del self._tables[conn.listener][conn.id]
+        self.count -= 1
 
     def expired(self, now: float) -> Iterator[Conn]:
         """Remove and yield every connection idle longer than its listener's keep-alive."""
@@ -63,6 +69,7 @@ class ParkingLot:
                 if conn.idle_since > limit:
                     break
                 del table[conn.id]
+                self.count -= 1
                 yield conn
 
     def oldest(self) -> Conn | None:
@@ -79,6 +86,7 @@ class ParkingLot:
         conns = [conn for table in self._tables for conn in table.values()]
         for table in self._tables:
             table.clear()
+        self.count = 0
         return conns
 
     def __iter__(self) -> Iterator[Conn]:

@@ -107,6 +107,7 @@ class Supervisor:
         self.signals = SignalWakeup(HANDLED_SIGNALS)
         self._next_tick = 0.0
         self._next_stall_check = 0.0
+        self._now = 0.0  # the clock as the last turn of the loop ended: the next turn's wait starts from it
 
     @property
     def config(self) -> Config:
@@ -143,7 +144,8 @@ class Supervisor:
             self.store.take_back()
             self.carry_out(self.pool.start(time.monotonic()))
             self.switchboard.update_accepting(self.stopping)
-            while not (self.stopping and not self.workers):
+            self._now = time.monotonic()
+            while self.workers or not self.stopping:  # workers first: asked at every turn, stopping is a property
                 self._loop_once()
             if self.pool.phase is Phase.HALTED:
                 self.stop.turn_away()  # whoever came during the quick stop
@@ -154,7 +156,7 @@ class Supervisor:
 
     def _loop_once(self) -> None:
         assert self.selector is not None
-        now = time.monotonic()
+        now = self._now  # one clock read a turn, not two: nothing but this turn's timers ran since
         wait = self._next_tick - now
         if self.dispatcher.held or self.dispatcher.queued:
             wait = min(wait, self._next_stall_check - now)
@@ -165,11 +167,13 @@ class Supervisor:
                 handler(arg)
         finally:
             switchboard.send_deferred()
-        now = time.monotonic()
+        now = self._now = time.monotonic()
         if now >= self._next_stall_check:
             self._check_stalls(now)
+            self._now = time.monotonic()
         if now >= self._next_tick:
             self._tick(now)
+            self._now = time.monotonic()
 
     # ------------------------------------------------------------------ signals
 

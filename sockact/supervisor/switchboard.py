@@ -68,7 +68,7 @@ class Switchboard:
                 self.flush_outbox(w)
 
     def update_accepting(self, stopping: bool) -> None:
-        held = len(self.parked) + self.dispatcher.queued + self.dispatcher.held
+        held = self.parked.count + self.dispatcher.queued + self.dispatcher.held
         self.acceptor.set_accepting(not stopping and self.dispatcher.accepting, held, time.monotonic())
 
     def route(self, conn: Conn) -> None:
@@ -77,8 +77,11 @@ class Switchboard:
         if not conn.since:  # a new connection, or a parked one that speaks: a request begins to need a worker
             conn.since = now
             if not conn.head_started and not conn.data:
-                conn.head_started = now  # its head is due within header_timeout from now, wherever it waits
-        if self._head_overdue(conn, now):
+                # Its head is due within header_timeout from now, wherever it waits: not overdue yet.
+                conn.head_started = now
+            elif self._head_overdue(conn, now):
+                return
+        elif self._head_overdue(conn, now):
             return
         conn.ready_at = now
         assignment = self.dispatcher.offer(conn, conn.since)
@@ -89,6 +92,8 @@ class Switchboard:
 
     def give(self, assignments: list[tuple[int, Conn]]) -> None:
         """Carry out the dispatcher's assignments of queued connections."""
+        if not assignments:  # the usual answer to a DONE
+            return
         waiting = deque(assignments)
         now = time.monotonic()
         while waiting:

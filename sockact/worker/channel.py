@@ -71,10 +71,7 @@ class Closed:
 
     def __init__(self, chan: socket.socket) -> None:
         self.chan = chan
-        self.ids: list[int] = []
-
-    def add(self, conn_id: int) -> None:
-        self.ids.append(conn_id)
+        self.ids: list[int] = []  # appended to as each closes (owner.Owner.gone): one call fewer a connection
 
     def report(self) -> None:
         ids, self.ids = self.ids, []

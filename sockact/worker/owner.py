@@ -189,7 +189,7 @@ class Owner(Generic[T]):
         conn.to(event)
         del self.held[conn.msg.conn_id]
         if event == "close":
-            self.closed.add(conn.msg.conn_id)
+            self.closed.ids.append(conn.msg.conn_id)
 
     @property
     def done(self) -> bool:

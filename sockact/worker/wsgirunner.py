@@ -725,7 +725,8 @@ class EventLoop(Carrier[Held]):
         held.http.release()
 
     def _close(self, held: Held) -> None:
-        self._unwatch(held)
+        if held.watched:  # usually not: a Connection: close request ends in its call, out of the poller
+            self._unwatch(held)
         self.waiting.remove(held.msg.conn_id)  # one whose body was coming (timed out, or the worker stops)
         # The supervisor holds a copy of every connection a worker holds, so close() alone would not
         # end it: shutdown() sends the client its FIN now.

@@ -235,8 +235,7 @@ def test_a_turn_that_closes_more_than_a_done_holds_reports_every_id():
     sup.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * handoff.MAX_MESSAGE)
     closed = Closed(wrk)
     ids = list(range(1, 2 * handoff.MAX_DONE + 3))  # two full messages and part of a third
-    for conn_id in ids:
-        closed.add(conn_id)
+    closed.ids.extend(ids)
     closed.report()
     sup.setblocking(False)
     receiver, reported = handoff.Receiver(sup), []

@@ -27,6 +27,7 @@ def test_unpark_and_take_all():
     for i, c in enumerate(conns):
         lot.park(c, now=float(i))
     lot.unpark(conns[1])
+    assert len(lot) == 3
     assert set(lot) == {conns[0], conns[2], conns[3]}
     assert set(lot.take_all()) == {conns[0], conns[2], conns[3]}
     assert len(lot) == 0 and list(lot.expired(now=100.0)) == []
@@ -39,7 +40,10 @@ def test_a_reparked_connection_moves_to_the_young_end():
     lot.park(b, now=1.0)
     lot.unpark(a)
     lot.park(a, now=4.0)  # served again, parked again
+    lot.park(a, now=4.0)  # told twice: still one connection
+    assert len(lot) == 2
     assert list(lot.expired(now=6.5)) == [b]
+    assert len(lot) == 1
 
 
 def test_keepalive_can_change_on_reload():

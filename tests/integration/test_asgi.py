@@ -679,31 +679,20 @@ def test_what_an_app_adds_to_a_scope_stays_out_of_the_next_requests_scope(start_
         assert scope == clean
 
 
-def test_a_receive_an_app_kept_past_its_call_does_not_reach_the_next_request(start_sockact):
-    # A connection's requests share one cycle only while nothing else holds it: a task that kept the
-    # last call's receive() and calls it during the next request is told http.disconnect, and the next
-    # request's body goes to its own call.
+@pytest.mark.parametrize(("kept", "path", "stray"), [("receive", "/leave", "http.disconnect"),
+                                                     ("send", "/leave-send", "InvalidResponse")])
+def test_a_receive_or_send_an_app_kept_past_its_call_does_not_reach_the_next_request(start_sockact, kept, path,
+                                                                                      stray):
+    # A connection's calls share one cycle, each call a generation of it: a task that kept the last call's
+    # receive() and calls it during the next request is told http.disconnect, and one that kept its send()
+    # is refused. The next request's body and response are its own call's, and the connection goes on.
     server = start_sockact("asgiapps:stray_receive", "--workers", "1")
     client = KeepAliveClient(server.port)
     try:
-        assert client.request("/leave")[2] == b"left"
+        assert client.request(path)[2] == b"left"
         client.sock.sendall(b"POST /body HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\nhello")
         status, _, body = client.read_response()
+        assert client.request("/")[::2] == (200, b"ok")  # its responses in order, nothing stray between
     finally:
         client.close()
-    assert status == 200 and json.loads(body) == {"body": "hello", "stray": "http.disconnect"}
-
-
-def test_a_send_an_app_kept_past_its_call_does_not_reach_the_next_request(start_sockact):
-    # A task that kept the last call's send() and sends a whole response with it during the next request is
-    # refused: the next request's response is its own call's, and nothing else comes on the connection.
-    server = start_sockact("asgiapps:stray_receive", "--workers", "1")
-    client = KeepAliveClient(server.port)
-    try:
-        assert client.request("/leave-send")[2] == b"left"
-        client.sock.sendall(b"POST /body HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\nhello")
-        status, _, body = client.read_response()
-        assert client.request("/")[::2] == (200, b"ok")  # the connection goes on, its responses in order
-    finally:
-        client.close()
-    assert status == 200 and json.loads(body) == {"body": "hello", "stray": "InvalidResponse"}
+    assert status == 200 and json.loads(body) == {"body": "hello", "stray": stray}, kept

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import threading
 
-from conftest import SOCKACT, KeepAliveClient, base_env, free_port, http_get, wait_until
+from conftest import SOCKACT, KeepAliveClient, base_env, free_port, held_by, http_get, tcp_queues, wait_until
 
 
 def test_an_fd_limit_that_leaves_no_room_for_clients_is_a_start_up_error():
@@ -148,3 +148,45 @@ def test_proxy_protocol_with_the_default_forwarded_allow_ips_is_a_warning(tmp_pa
         "-c", str(toml), "--bind", "edge=127.0.0.1:0")
     toml.write_text('[listeners.edge]\nproxy_protocol = "v1"\nforwarded_allow_ips = "10.0.0.2"\n')
     assert said not in check("-c", str(toml), "--bind", "edge=127.0.0.1:0")
+
+
+def test_at_the_fd_budget_a_parked_client_whose_request_came_is_served_not_closed(tmp_path):
+    # A budget of 32 (LimitNOFILE=96), every place taken by a parked keep-alive client. While the
+    # supervisor is stopped, a new client connects and then the client idle longest sends a request: the
+    # supervisor sees both in one turn, the listener first. That client is no longer idle: it gets its
+    # answer, and the next one idle longest makes room instead.
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (96, 96))
+
+    port = free_port()
+    errors = tmp_path / "stderr"
+    with errors.open("w") as err:
+        proc = subprocess.Popen([*SOCKACT, "run", "testapps:pid", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+                                 "--park-after", "0.05"], env=base_env(), stderr=err, preexec_fn=low_limit)
+    clients: list[KeepAliveClient] = []
+    try:
+        wait_until(lambda: "ready:" in errors.read_text(), "ready")
+        for _ in range(32):
+            client = KeepAliveClient(port, timeout=20)
+            clients.append(client)
+            assert client.request("/")[0] == 200
+        wait_until(lambda: all(held_by(proc.pid, c.sock) for c in clients), "every client parked")
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            newcomer = KeepAliveClient(port, timeout=20)
+            wait_until(lambda: "server_rx" in tcp_queues(newcomer.sock), "the newcomer in the backlog")
+            clients[0].sock.sendall(b"GET /again HTTP/1.1\r\nHost: test\r\n\r\n")
+            wait_until(lambda: tcp_queues(clients[0].sock).get("client_tx") == 0, "the request in its queue")
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        assert clients[0].read_response()[0] == 200
+        assert newcomer.request("/")[0] == 200
+        clients[1].sock.settimeout(10)
+        assert clients[1].sock.recv(100) == b""  # idle longest of those idle: it made room
+        assert clients[2].request("/")[0] == 200
+        assert proc.poll() is None and "Traceback" not in errors.read_text(), errors.read_text()
+    finally:
+        for client in clients:
+            client.sock.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)

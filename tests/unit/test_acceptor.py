@@ -219,7 +219,7 @@ def test_at_the_budget_a_new_client_takes_the_place_of_an_idle_one_until_none_is
     idle = [1, 2, 3]  # parked connections, the one idle longest first
     closed: list[int] = []
     acc.idle = idle.__len__
-    acc.close_idle = lambda: closed.append(idle.pop(0))
+    acc.close_idle = lambda: closed.append(idle.pop(0)) is None
     acc.budget = 5
     acc.set_accepting(True, held=5, now=0.0)
     assert watched  # at the budget, but with idle clients to close for new ones

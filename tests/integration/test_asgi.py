@@ -131,6 +131,17 @@ def test_app_errors_before_the_response_are_500s_and_after_it_cut_the_connection
     assert http_get(after.port, "/")[0] == 200  # the worker lives on
 
 
+def test_a_call_that_raises_cancelled_error_is_an_app_error_a_500_and_a_logged_line(start_sockact):
+    # sockact never cancels a call: a CancelledError out of one is the app's own (a cancel of its own task, a
+    # timeout gone astray). Like any other exception, it gets a 500 and a traceback, never a silent close.
+    server = start_sockact("asgiapps:cancels_itself", "--workers", "1", "--access-logfile", "-")
+    answer = request(server.port, b"GET /cancel HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 500 "), answer
+    assert "CancelledError" in server.wait_for_log("application error on GET /cancel")
+    server.wait_for_log('"GET /cancel HTTP/1.1" 500 ')
+    assert http_get(server.port, "/")[0] == 200  # the worker lives on
+
+
 def test_an_app_that_returns_in_the_middle_of_its_body_cuts_the_connection_and_is_logged(start_sockact):
     server = serving(start_sockact, "asgiapps:stops_midway")
     answer = request(server.port, b"GET /midway HTTP/1.1\r\nHost: t\r\n\r\n")

@@ -371,7 +371,13 @@ async def status_from_path(scope, receive, send) -> None:
 
 
 async def cancels_itself(scope, receive, send) -> None:
-    """/cancel: its call raises CancelledError, as an app's own cancel or a stray timeout does; "/": 200."""
+    """/cancel: its call raises CancelledError, as an app's own cancel or a stray timeout does; "/": 200. A
+    WebSocket raises it before its accept, or at /accepted after it."""
+    if scope["type"] == "websocket":
+        await receive()
+        if scope["path"] == "/accepted":
+            await send({"type": "websocket.accept"})
+        raise asyncio.CancelledError
     if scope["type"] != "http":
         return
     if scope["path"] == "/cancel":

@@ -386,6 +386,22 @@ def test_an_app_error_on_an_accepted_websocket_closes_it_with_1011(start_sockact
     assert http_get(server.port, "/")[2] == b"plain http"  # the worker lives on
 
 
+def test_a_websocket_call_that_raises_cancelled_error_is_an_app_error(start_sockact, ws_library):
+    # As for an HTTP call: before the accept a 500, after it a close with 1011, and a logged traceback.
+    from websockets.exceptions import ConnectionClosedError, InvalidStatus
+    from websockets.sync.client import connect
+
+    server = start_sockact("asgiapps:cancels_itself", "--workers", "1", "--ws", ws_library, workers=1)
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"ws://127.0.0.1:{server.port}/", open_timeout=10)
+    assert refused.value.response.status_code == 500
+    with connect(f"ws://127.0.0.1:{server.port}/accepted") as ws, pytest.raises(ConnectionClosedError) as closed:
+        ws.recv(timeout=10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+    assert "CancelledError" in server.wait_for_log("application error on websocket '/accepted'")
+    assert http_get(server.port, "/")[0] == 200  # the worker lives on
+
+
 def test_a_drain_closes_websockets_with_1001(start_sockact, ws_library):
     from websockets.exceptions import ConnectionClosed
     from websockets.sync.client import connect

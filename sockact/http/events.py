@@ -53,9 +53,12 @@ class Request:
         else:
             self.path, self.query = _split_target(target)
             if self.path and target[:1] != b"/":
-                # RFC 9112 3.2.2: an absolute-form target's authority replaces the Host field. A new
-                # list: the engine may hand the same fields to a later origin-form request.
-                self.headers = [*((n, v) for n, v in headers if n != b"HOST"), (b"HOST", _authority(target))]
+                # RFC 9112 3.2.2: an absolute-form target's authority replaces the Host field, in its place. A
+                # new list: the engine may hand the same fields to a later origin-form request.
+                host = _authority(target)
+                self.headers = [(name, host if name == b"HOST" else value) for name, value in headers]
+                if (b"HOST", host) not in self.headers:
+                    self.headers.append((b"HOST", host))
 
     def __repr__(self) -> str:
         return f"<Request {self.method.decode()} {self.target!r} HTTP/{self.version}>"

@@ -129,7 +129,8 @@ class HttpCycle:
         keep = False
         try:
             try:
-                await app(self.scope, lambda: self._receive(gen), lambda message: self._send(gen, message))
+                # partial, not a lambda: called, it is no Python frame of its own (two a request).
+                await app(self.scope, functools.partial(self._receive, gen), functools.partial(self._send, gen))
             except Exception as exc:
                 if self.answered or self.client_left:
                     log.debug("conn %d: the app stopped after the client left: %r", conn.msg.conn_id, exc)

@@ -155,7 +155,7 @@ class HttpCycle:
                     # A pipelined request waits until this response is out: a client that sends and never
                     # reads holds one response in memory, not one per request (a close flushes within its
                     # own deadline).
-                    if conn.backlogged:
+                    if conn.out:  # backlogged, without the property's call
                         await conn.drain(0)
                     keep = not conn.gone
         finally:

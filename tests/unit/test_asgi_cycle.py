@@ -41,7 +41,7 @@ class Client:
         self.interim = bytearray()
         self.gone = self.eof = self.closed = False
         self.flushed = self.writable = True
-        self.backlogged = False
+        self.out = self.queued = b""  # nothing waits for the client
         self.waits = 0
         self._woken: asyncio.Future[None] | None = None
 

@@ -275,8 +275,8 @@ class HttpCycle:
             self.started = self.complete = True
             head, data = self.engine.whole_response(self.status_line, self.headers, body, date=http_date(),
                                                     close=self.stopping)
-            if self.engine.length_left:  # rare: short of its Content-Length
-                self._said_short()
+            if not self.engine.keep_alive:  # a body short of its Content-Length ends it; rare (a plain
+                self._said_short()          # attribute: length_left, a property, is a call each)
             conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
             return conn.drain() if conn.write(head + data) else SENT
         if kind == "http.response.pathsend":

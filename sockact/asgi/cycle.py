@@ -131,8 +131,8 @@ class HttpCycle:
         keep = False
         try:
             try:
-                # partial, not a lambda: called, it is no Python frame of its own (two a request).
-                await app(self.scope, functools.partial(self._receive, gen), functools.partial(self._send, gen))
+                # Lambdas, not partials: a partial costs more to make than a lambda's frame to run.
+                await app(self.scope, lambda: self._receive(gen), lambda message: self._send(gen, message))
             except (Exception, asyncio.CancelledError) as exc:  # sockact cancels no call: the app's own doing
                 if self.answered or self.client_left:
                     log.debug("conn %d: the app stopped after the client left: %r", conn.msg.conn_id, exc)

@@ -342,13 +342,14 @@ class HttpCycle:
 
 class _Sent:
     """An awaitable that is done at once, and no coroutine: ``await`` gets its ``__await__``'s iterator,
-    empty, so None, and no frame runs (a partial is no method: it is called without the instance)."""
+    empty, so None, and no frame runs (the empty tuple's bound ``__iter__`` is no descriptor: it is called
+    without the instance)."""
 
     __slots__ = ()
-    __await__ = functools.partial(iter, ())
+    __await__ = ().__iter__
 
 
-SENT: Awaitable[None] = _Sent()
+SENT: Awaitable[None] = _Sent()  # type: ignore[assignment]  # __await__ is the tuple's: typed as an iterator of objects
 
 
 def _bytes(body: Any) -> bytes:

@@ -189,8 +189,9 @@ class SlotWriter:
     """One app thread's line: ``begin`` when a call starts, ``end`` when it ends; and its worker's
     heartbeat, which any of the worker's writers can stamp (the loop's own does)."""
 
-    __slots__ = ("_at", "_beat_at", "_conn_word", "_floats", "_length_word", "_map", "_reading_word",
-                 "_requests_word", "_responded_word", "_started_word", "_text", "_words", "clears_reading", "requests")
+    __slots__ = ("_at", "_beat_at", "_conn", "_conn_word", "_floats", "_length_word", "_map", "_reading_word",
+                 "_requests_word", "_responded_word", "_started_word", "_text", "_words", "_written", "clears_reading",
+                 "requests")
 
     def __init__(self, mapping: mmap.mmap, at: int, beat_at: int, words: memoryview, floats: memoryview[float]) -> None:
         self._map = mapping
@@ -204,6 +205,10 @@ class SlotWriter:
         self._responded_word = (at + _RESPONDED_AT) // _WORD
         self._reading_word = (beat_at + _READING_AT) // _WORD
         self._text: bytes | None = None  # the request line written last on this line (its only writer)
+        # The connection and the bytes written before the response that the line holds, as read now: begin
+        # skips storing what is there already (a keep-alive client's calls, an ASGI call's UNKNOWN).
+        self._conn = words[self._conn_word]
+        self._written = words[self._responded_word + 1]
         self.requests = 0
         # The first line of a worker whose loop thread runs calls itself: its end() clears the stamp of
         # the read (``reading``) too, since the call served what that read brought.
@@ -234,10 +239,12 @@ class SlotWriter:
             text_at = self._at + _LINE.size
             self._map[text_at:text_at + len(line)] = line
             words[self._length_word] = len(line)
-        words[self._conn_word] = conn_id
+        if conn_id != self._conn:
+            self._conn = words[self._conn_word] = conn_id
         words[self._responded_word] = 0
-        if written:
-            words[self._responded_word + 1] = written  # the bytes written before the response (_LINE's order)
+        if written and written != self._written:
+            # the bytes written before the response (_LINE's order)
+            self._written = words[self._responded_word + 1] = written
         # Last: from here the line shows a call, and the fields above are already this call's.
         self._floats[self._started_word] = now or time.monotonic()
 
@@ -246,6 +253,7 @@ class SlotWriter:
         unless the kernel's count of bytes written on it says otherwise (``written``: by this worker
         before the response; ``length``: the response's, when it goes in one send)."""
         _RESPONSE.pack_into(self._map, self._at + _RESPONDED_AT, 1, written, length)
+        self._written = written
 
     def responded_uncounted(self) -> None:
         """``responded()`` for a line begun with ``written=UNKNOWN``: the one field that changes, rather than a

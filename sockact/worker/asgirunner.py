@@ -87,6 +87,15 @@ def new_loop() -> asyncio.AbstractEventLoop:
 class AsgiRunner(Carrier[AsgiConnection]):
     """Serves connections from ``chan`` with ASGI apps until the supervisor closes it."""
 
+    # Past 30 attributes an instance's dict stops sharing its class's keys on Python 3.11, and each attribute
+    # read on a request's path is a hashed lookup; slots are read at a fixed offset. (Carrier has a __dict__:
+    # an attribute not named here still works.)
+    __slots__ = ("_context", "_done", "_eager", "_extras", "_handed_back", "_loop_line", "_stop_monitor", "_timed",
+                 "_ws_library", "_ws_looked", "access", "batch", "call_lines", "calls", "chan", "closed",
+                 "drain_started", "draining", "extra", "graceful_timeout", "handback_after", "handing_back",
+                 "last_beat", "lifespans", "lock", "loop", "owner", "pid", "receiver", "sites", "slots", "stopping",
+                 "tally", "websockets", "ws", "ws_max_size")
+
     def __init__(self, chan: socket.socket, sites: Sequence[Site], slots: Sequence[SlotWriter], *,
                  park_after: Sequence[float], handback_after: float, max_requests: int, extra: dict[str, Any],
                  lifespans: Sequence[Lifespan], graceful_timeout: float, ws: str, ws_max_size: int,

@@ -58,7 +58,7 @@ from sockact.worker.channel import (
     read_channel,
     report,
 )
-from sockact.worker.connstates import CALL, CLOSING, HANDED, HEAD
+from sockact.worker.connstates import CALL, CLOSING, HANDED, HEAD, QUEUED
 from sockact.worker.guard import start_guarded
 from sockact.worker.owner import TIMER_INTERVAL, Carrier, Due, Owner
 
@@ -90,8 +90,8 @@ class AsgiRunner(Carrier[AsgiConnection]):
     # Past 30 attributes an instance's dict stops sharing its class's keys on Python 3.11, and each attribute
     # read on a request's path is a hashed lookup; slots are read at a fixed offset. (Carrier has a __dict__:
     # an attribute not named here still works.)
-    __slots__ = ("_context", "_done", "_eager", "_extras", "_handed_back", "_loop_line", "_stop_monitor", "_timed",
-                 "_ws_library", "_ws_looked", "access", "batch", "call_lines", "calls", "chan", "closed",
+    __slots__ = ("_context", "_done", "_eager", "_extras", "_handed_back", "_loop_line", "_queued", "_stop_monitor",
+                 "_timed", "_ws_library", "_ws_looked", "access", "batch", "call_lines", "calls", "chan", "closed",
                  "drain_started", "draining", "extra", "graceful_timeout", "handback_after", "handing_back",
                  "last_beat", "lifespans", "lock", "loop", "owner", "pid", "receiver", "sites", "slots", "stopping",
                  "tally", "websockets", "ws", "ws_max_size")
@@ -142,6 +142,9 @@ class AsgiRunner(Carrier[AsgiConnection]):
         self.owner: Owner[AsgiConnection] = Owner(Closed(chan), park_after, max_requests)
         self.closed = self.owner.closed
         self.calls: dict[AsgiConnection, tuple[float, Request]] = {}  # connections in an app call: since, request
+        # Calls whose task has not begun (QUEUED): the call's task and a stall's hand-back each claim one by
+        # taking it out, the one step of either that the other thread can see, so begin_call takes no lock.
+        self._queued: set[AsgiConnection] = set()
         # open WebSockets (websocket.WebSocket), closed with 1001 on drain
         self.websockets: dict[AsgiConnection, Any] = {}
         self.drain_started = 0.0  # when stopping or retiring began
@@ -328,6 +331,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
         # QUEUED until its task begins (a stall may still hand it back).
         conn.state = conn.state.moves["head"][0]  # connstates.ROW_MOVES
         self.calls[conn] = (now, request)
+        self._queued.add(conn)
         if self.call_lines:
             conn.call_line = conn.answering = call = self.call_lines.pop()
             call.begin(scopes.line, conn.msg.conn_id, UNKNOWN, now)  # UNKNOWN: the bytes written before its response
@@ -359,16 +363,15 @@ class AsgiRunner(Carrier[AsgiConnection]):
 
     def begin_call(self, conn: AsgiConnection) -> bool:
         """A call's task begins (cycle.Ends): False when its connection went back meanwhile."""
-        # The lock taken with acquire() and release(), not ``with``, twice a request: as in conn.py's _readable.
-        lock = self.lock
-        lock.acquire()  # the monitor may have handed the connection back before this task began
+        # No lock: the monitor hands a queued call back only once it has taken it out of _queued itself.
         try:
-            state = conn.state
-            if state is HANDED:
-                return False  # its request went back with it: nothing was served here
-            conn.state = state.moves["call"][0]  # connstates.ROW_MOVES
-        finally:
-            lock.release()
+            self._queued.remove(conn)  # one step under the GIL: this task or the monitor has it
+        except KeyError:
+            return False  # the monitor handed it back: its request went back with it
+        state = conn.state
+        if state is HANDED:
+            return False
+        conn.state = state.moves["call"][0]  # connstates.ROW_MOVES; the monitor leaves a CALL alone
         # Until its first await this call holds the loop. An app that blocks the loop here must be the
         # one the scoreboard names (and the timeout kill logs), and at once: the next beat may not come.
         # Unless the loop's lines show this request line already, stamped by a call that began since the
@@ -566,6 +569,14 @@ class AsgiRunner(Carrier[AsgiConnection]):
             for conn, data, head_started in self.owner.stall_hand_backs():
                 if conn.closing_at:
                     continue  # a WebSocket's task is closing it
+                state = conn.state  # read once: a queued call's task, which takes no lock, may be moving it to CALL
+                if state is CALL:
+                    continue
+                if state is QUEUED:
+                    try:
+                        self._queued.remove(conn)  # taken from its task, which will not begin (begin_call)
+                    except KeyError:
+                        continue  # its task has it, and is on its way into CALL
                 self.calls.pop(conn, None)
                 self._free_call_line(conn)
                 self.owner.gone(conn, "hand_back")

@@ -338,6 +338,7 @@ class Connection:
         if self.state == BODY and self._framing is None and not self._remaining:
             self._head = None
             self.state = DONE
+            return True
         return self.state == DONE
 
     def _next_body(self) -> object:

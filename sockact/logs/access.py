@@ -324,13 +324,6 @@ def compile_format(spec: str, atoms: dict[str, str] = ATOMS) -> Callable[[Entry]
     template += _braced(spec[pos:].replace("%%", "%"))
     namespace = dict(_NAMES)
     source = ["def line(e):", "    memo = e.memo"]
-    if repeats:
-        # The connection's last line again, when nothing it was made of changed (the request's atoms and
-        # line are forgotten together, at Memo.renew; the fields' are checked as below).
-        same_fields = " and memo.fields is e.headers and memo.remote == e.remote" if fields else ""
-        source += ["    if (memo is not None and memo.line is not None and memo.line_status == e.status"
-                   f" and memo.line_sent == e.sent and memo.line_second <= e.when < memo.line_until{same_fields}):",
-                   "        return memo.line"]
     # What the last line made of a request, and of fields, is kept for the next connection too (its memo
     # starts empty): the engine gives a new connection the very request the last one parsed for the same
     # head (Connection: close clients), with the same fields. Each is one tuple, replaced whole, with what
@@ -369,8 +362,11 @@ def compile_format(spec: str, atoms: dict[str, str] = ATOMS) -> Callable[[Entry]
                    "            memo.fields, memo.remote, memo.fields_atoms = e.headers, e.remote, fields"]
     source += computed
     if repeats:
+        # The line, kept for AccessLog.log to give again while nothing it was made of changes. With atoms of
+        # the fields, the memo's fields and client were just made the entry's; without, they are set here.
         source += [f"    text = f{template!r}",
                    "    if memo is not None:",
+                   *([] if fields else ["        memo.fields, memo.remote = e.headers, e.remote"]),
                    "        memo.line, memo.line_second = text, e.when // 1",
                    "        memo.line_until = memo.line_second + 1.0",
                    "        memo.line_status, memo.line_sent = e.status, e.sent",
@@ -480,6 +476,7 @@ class AccessLog:
         # an Entry is used again for the connection's next request).
         self._buffer: list[Any] = []
         self._deadline = 0.0
+        self._due_at = 0.0  # the same deadline, in the wall-clock time of Entry.when
         self._flushing = threading.Lock()  # app threads log, and flush a buffer their line made due
 
     def _open(self) -> int:
@@ -489,15 +486,25 @@ class AccessLog:
     def log(self, entry: Entry) -> None:
         """Buffer the line for ``entry``; write the buffer if it is due or full. ``entry`` may be used
         again as soon as this returns (a connection keeps one for all its requests)."""
-        line = self.format(entry)
-        now = time.monotonic()
+        # The connection's last line again while nothing it was made of changed: its request (Memo.renew
+        # forgets the line), the fields and client, the second, the status and the size. The builder keeps
+        # a line only for a format whose other atoms are all of the request and its connection.
+        memo = entry.memo
+        when = entry.when
+        if (memo is None or (line := memo.line) is None or memo.line_status != entry.status
+                or memo.line_sent != entry.sent or not memo.line_second <= when < memo.line_until
+                or memo.fields is not entry.headers or memo.remote != entry.remote):
+            line = self.format(entry)
         buffer = self._buffer
         if not buffer:
-            self._deadline = now + FLUSH_INTERVAL
+            # The loop's flush_if_due reads the monotonic clock; a line's own check reads the time the entry
+            # already holds, which saves a clock read per line (a wall clock set back delays only this check).
+            self._deadline = time.monotonic() + FLUSH_INTERVAL
+            self._due_at = when + FLUSH_INTERVAL
         # No lock: list.append is atomic under the GIL, and flush() takes lines from the front only, so
         # a line that app threads append meanwhile stays for the next batch.
         buffer.append(line if self.sendv is None else journal_fields(entry, line))
-        if len(buffer) >= MAX_BUFFERED or now >= self._deadline:
+        if len(buffer) >= MAX_BUFFERED or when >= self._due_at:
             self.flush()
 
     def log_websocket(self, entry: Entry, close_code: int, received: int) -> None:

@@ -151,6 +151,36 @@ def test_a_memo_gives_its_last_line_again_only_while_nothing_in_it_changed():
         assert memo.line == line(fresh)
 
 
+@pytest.mark.parametrize("spec", [GUNICORN_FORMAT + " %(B)s %(m)s %(conn)s", '"%(r)s" %(s)s %(b)s %(t)s',
+                                  GUNICORN_FORMAT + " %(D)s"])
+def test_a_connections_logged_lines_are_those_fresh_entries_give(tmp_path: Path, spec: str):
+    # AccessLog.log gives a connection's last line again while nothing it was made of changed; its entry
+    # changes as a connection's does between requests, and every line written is the one a fresh entry gives.
+    path = tmp_path / "access.log"
+    log = AccessLog(spec, str(path), None)
+    fresh = compile_format(spec)
+    conn = connection_entry("192.0.2.7", 4242, 9, "http")
+    headers = [(b"USER-AGENT", b"curl/8"), (b"REFERER", b"http://r/")]
+    request = Request(b"GET", b"/p%20q?x=1", "1.1", headers, None, False, True, False, False)
+    expected = []
+    changes = ({"when": WHEN + 0.5}, {"when": WHEN + 1}, {"status": 304}, {"sent": 0}, {"sent": 15},
+               {"remote": "192.0.2.8"}, {"headers": [(b"USER-AGENT", b"wget")]}, {"request": b"HEAD"},
+               {"request": b"GET"})
+    for change in ({}, *(step for one in changes for step in (dict(one), {}))):  # each line one change from the last
+        if "request" in change:
+            request = Request(change.pop("request"), b"/p%20q?x=1", "1.1", headers, None, False, True, False, False)
+        fill_entry(conn, request, 200, 14, 0.0, ())
+        values = {"remote": "192.0.2.7", "status": 200, "sent": 14, "when": WHEN, "headers": request.headers,
+                  **change}
+        for name, value in values.items():
+            setattr(conn, name, value)
+        log.log(conn)
+        expected.append(fresh(entry(**{**values, "method": request.method.decode(), "duration_us": 0,
+                                       "response_headers": ()})))
+    log.flush()
+    assert path.read_text().splitlines() == expected
+
+
 def test_literal_percent_and_format_errors():
     assert compile_format("100%% %(s)s")(entry()) == "100% 200"
     # Literal text goes into the builder's f-string: braces, quotes and backslashes stay as written.
@@ -222,7 +252,8 @@ def test_a_line_waits_at_most_the_flush_interval(tmp_path: Path, monkeypatch: py
     assert path.read_text() == "/1\n"
     log.log(entry(path="/2"))
     now[0] += accesslog.FLUSH_INTERVAL
-    log.log(entry(path="/3"))  # a busy worker writes what is due as it logs
+    # A busy worker writes what is due as it logs (a line's check reads the entry's time, Entry.when).
+    log.log(entry(path="/3", when=WHEN + accesslog.FLUSH_INTERVAL))
     assert path.read_text() == "/1\n/2\n/3\n"
 
 

@@ -160,10 +160,9 @@ class HTTPConnection:
         else:
             self.log_entry = None
             self._timed = False
-        # Bound once, not on every request.
+        # Bound once, not on every request (the body's stream and the local address, asked for by few requests,
+        # are bound when asked).
         self._write = self.write
-        self._pull_body = self.pull_body
-        self._local_address = self.local_address
         if pending:
             engine.receive_data(pending)
 
@@ -219,7 +218,7 @@ class HTTPConnection:
                 # The connection's last request has one made for it alone (_renew_environ): no copy needed.
                 environ = dict(self._environ) if request.keep_alive else self._environ
                 if self._has_body:
-                    environ["wsgi.input"] = InputStream(self._pull_body)
+                    environ["wsgi.input"] = InputStream(self.pull_body)
                 try:
                     result = site.app(environ, start)
                     if (type(result) is list and len(result) == 1 and type(result[0]) is bytes
@@ -271,11 +270,11 @@ class HTTPConnection:
                 env.update(part)
                 self._environ = env
             else:
-                self._environ = put_line(fields_environ(env, request.headers, self._local_address, self.trust), text)
+                self._environ = put_line(fields_environ(env, request.headers, self.local_address, self.trust), text)
         else:
             text = line_text(request)
             if request.headers is not self._fields_of:
-                self._fields_env = fields_environ(self.env, request.headers, self._local_address, self.trust)
+                self._fields_env = fields_environ(self.env, request.headers, self.local_address, self.trust)
                 self._fields_of = request.headers
             self._environ_of, self._environ = request, line_environ(self._fields_env, text)
         # A request without a body (no Content-Length, not chunked) reads nothing: one stream serves them all.
@@ -325,7 +324,7 @@ class HTTPConnection:
         more than a tenth of a worker's time. An app that keeps an environ keeps what it needs alive."""
         self.start = None
         self.env = self._environ = self._fields_env = {}
-        del self._write, self._pull_body, self._local_address, self.errors
+        del self._write, self.errors
 
     def request_line(self) -> str:
         """The request in hand as logs quote it: client text escaped (see logs.access.escape)."""

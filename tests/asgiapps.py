@@ -359,3 +359,27 @@ async def own_date_and_server(scope, receive, send) -> None:
     fields = mine.get(scope["path"], mine["/date"] + mine["/server"])
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain"), *fields]})
     await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def status_from_path(scope, receive, send) -> None:
+    """Answers with the status its path names (``/101``); "/" with 200."""
+    if scope["type"] != "http":
+        return
+    code = int(scope["path"].strip("/") or "200")
+    await send({"type": "http.response.start", "status": code, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def cancels_itself(scope, receive, send) -> None:
+    """/cancel: its call raises CancelledError, as an app's own cancel or a stray timeout does; "/": 200. A
+    WebSocket raises it before its accept, or at /accepted after it."""
+    if scope["type"] == "websocket":
+        await receive()
+        if scope["path"] == "/accepted":
+            await send({"type": "websocket.accept"})
+        raise asyncio.CancelledError
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/cancel":
+        raise asyncio.CancelledError
+    await _respond(send, b"ok")

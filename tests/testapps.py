@@ -8,6 +8,7 @@ import logging
 import os
 import threading
 import time
+from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import parse_qs
 from wsgiref.validate import validator
@@ -166,4 +167,12 @@ def own_date_and_server(environ, start_response):
     mine = {"/date": [("Date", "Mon, 01 Jan 2024 00:00:00 GMT")], "/server": [("Server", "myapp/1")]}
     fields = mine.get(environ["PATH_INFO"], mine["/date"] + mine["/server"])
     start_response("200 OK", [("Content-Type", "text/plain"), *fields])
+    return [b"ok"]
+
+
+def status_from_path(environ, start_response):
+    """Answers with the status its path names (``/101``: "101 Switching Protocols"); "/" with 200."""
+    code = environ["PATH_INFO"].strip("/") or "200"
+    phrase = HTTPStatus(int(code)).phrase if int(code) in HTTPStatus._value2member_map_ else "Unknown"
+    start_response(f"{code} {phrase}", [("Content-Type", "text/plain")])
     return [b"ok"]

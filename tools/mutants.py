@@ -54,6 +54,10 @@ MUTANTS = (
     Mutant("accept-ignores-budget", "sockact/supervisor/acceptor.py",
            "            if self.held >= self.budget:\n",
            "            if False:\n", (UNIT + "test_acceptor.py",)),
+    Mutant("room-made-from-a-client-that-spoke", "sockact/supervisor/switchboard.py",
+           "            if _readable(conn.fd):\n", "            if False:\n",
+           (UNIT + "test_switchboard.py::test_making_room_serves_a_parked_client_that_spoke_and_closes_the_next_idle_"
+                   "one",)),
     Mutant("stop-loses-a-parked-one", "sockact/supervisor/store.py", "for conn in sup.parked.take_all():\n"
            "            sup.unregister(conn.fd)\n            self.store(conn)",
            "for conn in sup.parked.take_all()[1:]:\n            sup.unregister(conn.fd)\n"

@@ -26,6 +26,7 @@ http.disconnect at the EOF, as a client's close() sends nothing else."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import http
 import logging
@@ -130,7 +131,7 @@ class HttpCycle:
         try:
             try:
                 await app(self.scope, lambda: self._receive(gen), lambda message: self._send(gen, message))
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError) as exc:  # sockact cancels no call: the app's own doing
                 if self.answered or self.client_left:
                     log.debug("conn %d: the app stopped after the client left: %r", conn.msg.conn_id, exc)
                 else:

@@ -287,7 +287,7 @@ async def serve_websocket(conn: AsgiConnection, scope: dict[str, Any], app: Any,
     failed = False
     try:
         await app(scope, ws.receive, ws.send)
-    except Exception as exc:
+    except (Exception, asyncio.CancelledError) as exc:  # sockact cancels no session: the app's own doing
         failed = True
         if ws.closed or conn.gone:
             log.debug("conn %d: the app stopped after its websocket closed: %r", conn.msg.conn_id, exc)

@@ -52,6 +52,13 @@ class Request:
             self.path, self.query = target, b""  # the usual target: nothing to split
         else:
             self.path, self.query = _split_target(target)
+            if self.path and target[:1] != b"/":
+                # RFC 9112 3.2.2: an absolute-form target's authority replaces the Host field, in its place. A
+                # new list: the engine may hand the same fields to a later origin-form request.
+                host = _authority(target)
+                self.headers = [(name, host if name == b"HOST" else value) for name, value in headers]
+                if (b"HOST", host) not in self.headers:
+                    self.headers.append((b"HOST", host))
 
     def __repr__(self) -> str:
         return f"<Request {self.method.decode()} {self.target!r} HTTP/{self.version}>"
@@ -86,3 +93,13 @@ def _split_target(target: bytes) -> tuple[bytes, bytes]:
             raise ProtocolError(400, "invalid absolute-form target") from None
         return url.path or b"/", url.query or b""
     return b"", b""  # '*' or an authority: no path
+
+
+def _authority(target: bytes) -> bytes:
+    """The host[:port] of an absolute-form target, without its userinfo (RFC 9110 4.2.4)."""
+    rest = target.partition(b"://")[2]
+    end = min((i for i in map(rest.find, (b"/", b"?", b"#")) if i >= 0), default=len(rest))
+    authority = rest[:end].rpartition(b"@")[2]
+    if not authority:
+        raise ProtocolError(400, "absolute-form target without a host")  # RFC 9110 4.2.1
+    return authority

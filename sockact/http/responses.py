@@ -45,8 +45,9 @@ def validate_response(status: Any, headers: Any) -> tuple[str, list[tuple[str, s
     one Content-Length become one; differing ones are an error.
     """
     if type(status) is not str or status not in _CHECKED_STATUSES:
+        # A 1xx is never a final response (RFC 9110 15.2): its client would read on, or take a 101 for a switch.
         if (not isinstance(status, str) or len(status) < 4 or status[3] != " " or not status[:3].isdigit()
-                or int(status[:3]) < 100 or _bad_value(status)):
+                or int(status[:3]) < 200 or _bad_value(status)):
             raise InvalidResponse(f"invalid status {status!r}: expected a str like '200 OK'")
         if type(status) is str and len(_CHECKED_STATUSES) < _CHECKED_MAX:
             _CHECKED_STATUSES.add(status)

@@ -56,9 +56,14 @@ class ParkingLot:
             self.count += 1
         table[conn.id] = conn
 
-    def unpark(self, conn: Conn) -> None:
-        del self._tables[conn.listener][conn.id]
+    def unpark(self, conn: Conn) -> bool:
+        """Remove ``conn``; False if it is no longer parked (closed or served since its readiness was told)."""
+        table = self._tables[conn.listener]
+        if table.get(conn.id) is not conn:
+            return False
+        del table[conn.id]
         self.count -= 1
+        return True
 
     def expired(self, now: float) -> Iterator[Conn]:
         """Remove and yield every connection idle longer than its listener's keep-alive."""

@@ -56,7 +56,7 @@ class Acceptor:
         self.budget = 1 << 30  # connections held at most; set by the supervisor from its fd limit
         # At the budget: how many idle (parked) connections could make room, and closing the one idle longest.
         self.idle: Callable[[], int] = lambda: 0
-        self.close_idle: Callable[[], None] = lambda: None
+        self.close_idle: Callable[[], bool] = lambda: False
         self.made_room = 0  # idle connections closed for a new client
         self.held = 0  # connections held now, as last told
         self.watching = False
@@ -120,11 +120,11 @@ class Acceptor:
                 return
             first = False
             if self.held >= self.budget:
-                if not self.idle():
+                # The client idle longest makes room for the one waiting, if one is idle.
+                if not self.idle() or not self.close_idle():
                     self._at_budget()
                     self._watch(False)  # until connections close (update_accepting): the listener stays readable
                     return
-                self.close_idle()  # the client idle longest makes room for the one waiting
                 self.held -= 1
                 self.made_room += 1
                 self.trouble("fd budget idle", f"{self.budget} connections held, the most the open-files limit "

@@ -177,8 +177,9 @@ class Switchboard:
     def _on_parked(self, conn: Conn) -> None:
         # Readable: a request, or the client hanging up. Either way a worker reads it; peeking
         # here first would cost a syscall on every keep-alive request to save one on the last.
+        if not self.parked.unpark(conn):
+            return  # taken earlier in this turn, to make room for a new client: its fd is not its own any more
         self._unregister(conn.fd)
-        self.parked.unpark(conn)
         self.route(conn)
 
     def expire(self, now: float) -> None:
@@ -191,11 +192,18 @@ class Switchboard:
             if ended:
                 self.dispatcher.withdraw(ended)
 
-    def _close_oldest_parked(self) -> None:
-        conn = self.parked.oldest()
-        if conn is not None:
+    def _close_oldest_parked(self) -> bool:
+        """Close the parked connection idle longest, to make room for a new client; False if none is idle.
+        One whose client has spoken (a request, or a hang-up, that the selector has not told yet) is not
+        idle: a worker reads it, and the next one is closed instead."""
+        while (conn := self.parked.oldest()) is not None:
             self._unregister(conn.fd)
+            if _readable(conn.fd):
+                self.route(conn)
+                continue
             os.close(conn.fd)
+            return True
+        return False
 
     def close_parked(self, serve_readable: bool) -> None:
         for conn in self.parked.take_all():

@@ -131,6 +131,17 @@ def test_app_errors_before_the_response_are_500s_and_after_it_cut_the_connection
     assert http_get(after.port, "/")[0] == 200  # the worker lives on
 
 
+def test_a_call_that_raises_cancelled_error_is_an_app_error_a_500_and_a_logged_line(start_sockact):
+    # sockact never cancels a call: a CancelledError out of one is the app's own (a cancel of its own task, a
+    # timeout gone astray). Like any other exception, it gets a 500 and a traceback, never a silent close.
+    server = start_sockact("asgiapps:cancels_itself", "--workers", "1", "--access-logfile", "-")
+    answer = request(server.port, b"GET /cancel HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 500 "), answer
+    assert "CancelledError" in server.wait_for_log("application error on GET /cancel")
+    server.wait_for_log('"GET /cancel HTTP/1.1" 500 ')
+    assert http_get(server.port, "/")[0] == 200  # the worker lives on
+
+
 def test_an_app_that_returns_in_the_middle_of_its_body_cuts_the_connection_and_is_logged(start_sockact):
     server = serving(start_sockact, "asgiapps:stops_midway")
     answer = request(server.port, b"GET /midway HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -373,6 +384,22 @@ def test_an_app_error_on_an_accepted_websocket_closes_it_with_1011(start_sockact
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011  # RFC 6455: an unexpected condition
     server.wait_for_log("application error on websocket")
     assert http_get(server.port, "/")[2] == b"plain http"  # the worker lives on
+
+
+def test_a_websocket_call_that_raises_cancelled_error_is_an_app_error(start_sockact, ws_library):
+    # As for an HTTP call: before the accept a 500, after it a close with 1011, and a logged traceback.
+    from websockets.exceptions import ConnectionClosedError, InvalidStatus
+    from websockets.sync.client import connect
+
+    server = start_sockact("asgiapps:cancels_itself", "--workers", "1", "--ws", ws_library, workers=1)
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"ws://127.0.0.1:{server.port}/", open_timeout=10)
+    assert refused.value.response.status_code == 500
+    with connect(f"ws://127.0.0.1:{server.port}/accepted") as ws, pytest.raises(ConnectionClosedError) as closed:
+        ws.recv(timeout=10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+    assert "CancelledError" in server.wait_for_log("application error on websocket '/accepted'")
+    assert http_get(server.port, "/")[0] == 200  # the worker lives on
 
 
 def test_a_drain_closes_websockets_with_1001(start_sockact, ws_library):

@@ -3,13 +3,16 @@ file truncated under a reload, a unit whose open-files limit leaves nothing for 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
 import subprocess
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 
-from conftest import SOCKACT, KeepAliveClient, base_env, free_port, http_get, wait_until
+from conftest import SOCKACT, KeepAliveClient, base_env, free_port, held_by, http_get, tcp_queues, wait_until
 
 
 def test_an_fd_limit_that_leaves_no_room_for_clients_is_a_start_up_error():
@@ -22,35 +25,58 @@ def test_an_fd_limit_that_leaves_no_room_for_clients_is_a_start_up_error():
     assert "LimitNOFILE=" in result.stderr and "ready" not in result.stderr, result.stderr
 
 
-def test_at_the_fd_budget_a_new_client_takes_the_place_of_the_keep_alive_client_idle_longest(tmp_path):
-    # LimitNOFILE=96: a budget of 32 connections (less the reserve of 64). 40 keep-alive clients, each
-    # idle after one request: from the 33rd on, each new one is served in the place of the one idle
-    # longest, which is closed, rather than waiting in the backlog for a keep-alive timeout.
-    def low_limit() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (96, 96))
+class Budgeted:
+    """sockact with LimitNOFILE=96, a budget of 32 connections (less the reserve of 64), and ``count``
+    keep-alive clients, each idle after one request."""
 
-    port = free_port()
-    errors = tmp_path / "stderr"
-    with errors.open("w") as err:
-        proc = subprocess.Popen([*SOCKACT, "run", "testapps:pid", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-                                 "--park-after", "0.1"], env=base_env(), stderr=err, preexec_fn=low_limit)
-    clients: list[KeepAliveClient] = []
+    def __init__(self, tmp_path: Path, count: int, park_after: str) -> None:
+        def low_limit() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (96, 96))
+
+        self.port = free_port()
+        self.errors = tmp_path / "stderr"
+        with self.errors.open("w") as err:
+            self.proc = subprocess.Popen([*SOCKACT, "run", "testapps:pid", "--bind", f"127.0.0.1:{self.port}",
+                                          "--workers", "1", "--park-after", park_after],
+                                         env=base_env(), stderr=err, preexec_fn=low_limit)
+        self.clients: list[KeepAliveClient] = []
+        try:
+            wait_until(lambda: "ready:" in self.errors.read_text(), "ready")
+            for _ in range(count):
+                client = KeepAliveClient(self.port, timeout=20)
+                self.clients.append(client)
+                assert client.request("/")[0] == 200
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.sock.close()
+        self.proc.send_signal(signal.SIGCONT)
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(20)
+
+
+@contextlib.contextmanager
+def budgeted(tmp_path: Path, count: int, park_after: str = "0.1") -> Iterator[Budgeted]:
+    server = Budgeted(tmp_path, count, park_after)
     try:
-        wait_until(lambda: "ready:" in errors.read_text(), "ready")
-        for _ in range(40):
-            client = KeepAliveClient(port, timeout=20)
-            clients.append(client)
-            assert client.request("/")[0] == 200
+        yield server
+    finally:
+        server.close()
+
+
+def test_at_the_fd_budget_a_new_client_takes_the_place_of_the_keep_alive_client_idle_longest(tmp_path):
+    # 40 keep-alive clients for a budget of 32: from the 33rd on, each new one is served in the place of
+    # the one idle longest, which is closed, rather than waiting in the backlog for a keep-alive timeout.
+    with budgeted(tmp_path, 40) as server:
+        clients = server.clients
         for client in clients[:8]:  # 40 - 32: the first ones, idle longest, made room
             client.sock.settimeout(10)
             assert client.sock.recv(100) == b""
         assert clients[-1].request("/")[0] == 200  # the newest still served, on its connection
-        assert "parked keep-alive clients are closed, the longest idle first" in errors.read_text()
-    finally:
-        for client in clients:
-            client.sock.close()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(20)
+        assert "parked keep-alive clients are closed, the longest idle first" in server.errors.read_text()
 
 
 class Load:
@@ -148,3 +174,28 @@ def test_proxy_protocol_with_the_default_forwarded_allow_ips_is_a_warning(tmp_pa
         "-c", str(toml), "--bind", "edge=127.0.0.1:0")
     toml.write_text('[listeners.edge]\nproxy_protocol = "v1"\nforwarded_allow_ips = "10.0.0.2"\n')
     assert said not in check("-c", str(toml), "--bind", "edge=127.0.0.1:0")
+
+
+def test_at_the_fd_budget_a_parked_client_whose_request_came_is_served_not_closed(tmp_path):
+    # Every place of the budget taken by a parked keep-alive client. While the supervisor is stopped, a
+    # new client connects and then the client idle longest sends a request: the supervisor sees both in
+    # one turn, the listener first. That client is no longer idle: it gets its answer, and the next one
+    # idle longest makes room instead.
+    with budgeted(tmp_path, 32, park_after="0.05") as server:
+        proc, clients = server.proc, server.clients
+        wait_until(lambda: all(held_by(proc.pid, c.sock) for c in clients), "every client parked")
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            newcomer = KeepAliveClient(server.port, timeout=20)
+            clients.append(newcomer)
+            wait_until(lambda: "server_rx" in tcp_queues(newcomer.sock), "the newcomer in the backlog")
+            clients[0].sock.sendall(b"GET /again HTTP/1.1\r\nHost: test\r\n\r\n")
+            wait_until(lambda: tcp_queues(clients[0].sock).get("client_tx") == 0, "the request in its queue")
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        assert clients[0].read_response()[0] == 200
+        assert newcomer.request("/")[0] == 200
+        clients[1].sock.settimeout(10)
+        assert clients[1].sock.recv(100) == b""  # idle longest of those idle: it made room
+        assert clients[2].request("/")[0] == 200
+        assert proc.poll() is None and "Traceback" not in server.errors.read_text(), server.errors.read_text()

@@ -33,3 +33,22 @@ def test_the_apps_own_date_and_server_stand_instead_of_sockacts(start_sockact, i
         servers = [value for key, value in got if key.lower() == "server"]
         assert len(dates) == 1 and (date is None or dates[0] == date), (path, got)
         assert servers == [name], (path, got)
+
+
+STATUS_APPS = {"wsgi": "testapps:status_from_path", "asgi": "asgiapps:status_from_path"}
+
+
+@pytest.mark.parametrize("interface", sorted(STATUS_APPS))
+def test_an_interim_status_as_the_apps_answer_is_a_500(start_sockact, interface):
+    # A 1xx is never a final response (RFC 9110 15.2): a client reads on for the real one, or, given a
+    # 101, takes the connection for another protocol. The app's error: a 500, as for any invalid status.
+    server = start_sockact(STATUS_APPS[interface], "--workers", "1")
+    for code in (100, 101, 103, 199):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            answer = raw_exchange(sock, f"GET /{code} HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n"
+                                  "Connection: close\r\n\r\n".encode())
+        assert answer.startswith(b"HTTP/1.1 500 ") and answer.count(b"HTTP/1.1 ") == 1, (code, answer)
+        assert f"invalid status '{code} " in server.output(), server.output()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        answer = raw_exchange(sock, b"GET /204 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 204 "), answer

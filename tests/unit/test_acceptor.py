@@ -219,7 +219,7 @@ def test_at_the_budget_a_new_client_takes_the_place_of_an_idle_one_until_none_is
     idle = [1, 2, 3]  # parked connections, the one idle longest first
     closed: list[int] = []
     acc.idle = idle.__len__
-    acc.close_idle = lambda: closed.append(idle.pop(0))
+    acc.close_idle = lambda: closed.append(idle.pop(0)) is None
     acc.budget = 5
     acc.set_accepting(True, held=5, now=0.0)
     assert watched  # at the budget, but with idle clients to close for new ones
@@ -229,6 +229,22 @@ def test_at_the_budget_a_new_client_takes_the_place_of_an_idle_one_until_none_is
     assert not watched and len(sock.script) == 5  # none idle any more: the rest wait in the backlog
     said = [r.getMessage() for r in caplog.records]
     assert any("the longest idle first" in line for line in said) and any("none of them idle" in line for line in said)
+
+
+def test_at_the_budget_parked_clients_that_all_spoke_make_no_room(caplog):
+    # close_idle finds each parked client readable (a request on its way): it serves them, closes none, and the
+    # new client waits in the backlog, the listeners unwatched until connections end.
+    sock = FakeListener(script=[client(10)])
+    acc, routed, watched = make(sock)
+    acc.idle = lambda: 2
+    acc.close_idle = lambda: False
+    acc.budget = 5
+    acc.set_accepting(True, held=5, now=0.0)
+    with caplog.at_level(logging.ERROR, logger="sockact.supervisor"):
+        acc.accept(0)
+    assert not routed and acc.held == 5 and acc.made_room == 0
+    assert not watched and len(sock.script) == 1
+    assert any("none of them idle" in r.getMessage() for r in caplog.records)
 
 
 def test_accepting_off_and_stopping_unwatch_every_listener_and_a_late_readable_accepts_nothing():

@@ -374,6 +374,26 @@ def test_closing_the_parked_serves_the_ones_with_a_request_on_its_way_and_closes
     assert not board.registered and len(board.parked) == 0
 
 
+def test_making_room_serves_a_parked_client_that_spoke_and_closes_the_next_idle_one(pairs):
+    # At the fd budget the one idle longest is closed for a new client; one that sent a request in the
+    # meantime is not idle. Its readiness, told in the same turn, then finds it gone and does nothing.
+    worker = FakeWorker(1)
+    board = Board(worker)
+    speaking, quiet, newest = conn(pairs, 1), conn(pairs, 2), conn(pairs, 3)
+    for c in (speaking, quiet, newest):
+        board.sb.park(c, stopping=False)
+    pairs[0].sendall(b"GET / HTTP/1.1\r\n\r\n")
+    told = board.handlers[speaking.fd]
+    assert board.sb.acceptor.close_idle()
+    assert worker.got == [speaking] and not is_open(quiet.fd) and is_open(newest.fd)
+    assert list(board.registered) == [newest.fd] and len(board.parked) == 1
+    told(speaking)  # stale: nothing more happens to it
+    assert worker.got == [speaking] and len(board.parked) == 1
+    pairs[2].sendall(b"GET / HTTP/1.1\r\n\r\n")
+    assert not board.sb.acceptor.close_idle()  # none idle: nothing closed
+    assert worker.got == [speaking, newest] and len(board.parked) == 0
+
+
 def test_update_accepting_counts_every_connection_held_and_stops_when_stopping(pairs):
     board = Board(FakeWorker(1))
     board.sb.acceptor.budget = 2

@@ -350,6 +350,18 @@ def test_absolute_form_and_fragment() -> None:
     assert (request.path, request.query) == (b"/p", b"q=1")
 
 
+def test_an_absolute_targets_authority_stands_for_the_host_field() -> None:
+    # RFC 9112 3.2.2, in the Host field's place; the same fields after an origin-form line keep theirs.
+    replay = replay_all(b"GET http://u:p@a.example:81/x HTTP/1.1\r\nX: 1\r\nHost: b.example\r\nY: 2\r\n\r\n"
+                        b"GET /x HTTP/1.1\r\nX: 1\r\nHost: b.example\r\nY: 2\r\n\r\n"
+                        b"GET http://a.example HTTP/1.0\r\n\r\n")
+    assert [r.headers for r in replay.requests] == [
+        [(b"X", b"1"), (b"HOST", b"a.example:81"), (b"Y", b"2")],
+        [(b"X", b"1"), (b"HOST", b"b.example"), (b"Y", b"2")],
+        [(b"HOST", b"a.example")]]
+    assert status_of(b"GET http:///x HTTP/1.1\r\nHost: b.example\r\n\r\n") == 400
+
+
 def test_header_values_are_trimmed_and_names_upper_cased() -> None:
     seen = replay_all(b"GET / HTTP/1.1\r\nx-Thing: \t value \t \r\nEmpty:\r\n\r\n").requests[0]
     assert seen.headers == [(b"X-THING", b"value"), (b"EMPTY", b"")]

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 from sockact.http import Limits, Site
-from sockact.http.forwarded import Trust
 from sockact.http.engine import DONE, Connection
 from sockact.http.events import END_OF_MESSAGE, PAUSED, Data, Request
+from sockact.http.forwarded import Trust
 from sockact.logs.access import GUNICORN_FORMAT, AccessLog
 from sockact.wsgi.server import HTTPConnection
 

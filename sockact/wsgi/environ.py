@@ -7,7 +7,9 @@ returns the next piece of body (b"" at its end) and gives ``StartResponse`` the
 Environ is built in layers, so a request copies a dict made for what it shares with
 others and adds only what varies: ``site_environ`` (constant per listener), ``connection_environ``
 (peer address, caller's extras), ``fields_environ`` (a request's fields, shared by the
-connection's requests with the same fields) and ``line_environ`` (its request line).
+connection's requests with the same fields) and ``line_environ`` (its request line). What a request's
+fields and line give, when it depends on nothing of its connection's (``request_part``), can also be
+made once for the same request on many connections.
 """
 
 from __future__ import annotations

@@ -55,9 +55,17 @@ MUTANTS = (
            "            if self.held >= self.budget:\n",
            "            if False:\n", (UNIT + "test_acceptor.py",)),
     Mutant("room-made-from-a-client-that-spoke", "sockact/supervisor/switchboard.py",
-           "            if _readable(conn.fd):\n", "            if False:\n",
+           "            if _readable(conn.fd):\n                self.route(conn)\n                continue\n",
+           "            if False:\n                self.route(conn)\n                continue\n",
            (UNIT + "test_switchboard.py::test_making_room_serves_a_parked_client_that_spoke_and_closes_the_next_idle_"
                    "one",)),
+    Mutant("expiry-closes-a-client-that-spoke", "sockact/supervisor/switchboard.py",
+           "            if _readable(conn.fd):\n                # Its client spoke",
+           "            if False:\n                # Its client spoke",
+           (UNIT + "test_switchboard.py::test_a_parked_connection_whose_request_came_as_its_keepalive_ran_out_is_"
+                   "served_not_closed",
+            INTEG + "test_operator_traps.py::test_a_parked_client_whose_request_came_as_its_keepalive_ran_out_is_"
+                    "served_not_reset")),
     Mutant("stop-loses-a-parked-one", "sockact/supervisor/store.py", "for conn in sup.parked.take_all():\n"
            "            sup.unregister(conn.fd)\n            self.store(conn)",
            "for conn in sup.parked.take_all()[1:]:\n            sup.unregister(conn.fd)\n"
@@ -70,6 +78,13 @@ MUTANTS = (
            (INTEG + "test_http_server.py::test_a_head_whose_app_wrote_nothing_says_no_length",)),
     Mutant("body-buffer-ignores-buffered", "sockact/wsgi/server.py", "unread + engine.buffered >", "unread >",
            (INTEG + "test_http_server.py::test_body_buffer_counts_the_body_bytes_already_read",)),
+    Mutant("close-environ-of-another-request", "sockact/wsgi/server.py", "last[0] is request and last[1] is site",
+           "last[1] is site",
+           (UNIT + "test_fast_path.py::test_a_close_request_after_another_head_or_a_cut_one_is_its_own",)),
+    Mutant("close-environ-shares-its-part", "sockact/wsgi/server.py",
+           "                env.update(part)\n                self._environ = env\n",
+           "                part.update(env)\n                self._environ = part\n",
+           (UNIT + "test_fast_path.py::test_each_close_client_sees_its_own_environ_though_the_head_repeats",)),
     Mutant("websocket-error-closes-1000", "sockact/asgi/websocket.py", "UNEXPECTED if failed else 1000",
            "1000",
            (INTEG + "test_asgi.py::test_an_app_error_on_an_accepted_websocket_closes_it_with_1011",)),

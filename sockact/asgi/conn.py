@@ -112,8 +112,11 @@ class AsgiConnection(Owned):
         self.closing_at = 0.0  # closing once the output is flushed; the deadline to give up
         self.lingering = False
         self._reading = False
-        self._out = bytearray()  # what the kernel did not take: sent as the socket becomes writable
-        self._queued: list[bytes] = []  # written in this turn of the loop, sent by the batch at its end
+        # Its output, read as plain attributes on the per-request path (flushed and backlogged are properties,
+        # a call each): what the kernel did not take, sent as the socket becomes writable; and what was
+        # written in this turn of the loop, sent by the batch at its end.
+        self.out = bytearray()
+        self.queued: list[bytes] = []
         self._queued_size = 0
         self._writing = False
         self._sent_at = 0.0  # when the client last took a byte of the buffered output
@@ -243,32 +246,32 @@ class AsgiConnection(Owned):
             answering.responded_uncounted()
             self.answering = None
         batch = self.batch
-        if batch is not None and not interim and not self._out:
-            if not self._queued:
+        if batch is not None and not interim and not self.out:
+            if not self.queued:
                 batch.add(self)
-            self._queued.append(data)
+            self.queued.append(data)
             self._queued_size += len(data)
             if self._queued_size > WRITE_HIGH:
                 self.push()  # a large response goes out as it comes, under the writers' backpressure
-                return len(self._out) > WRITE_HIGH
+                return len(self.out) > WRITE_HIGH
             return False
-        if self._queued:
+        if self.queued:
             self.push()  # in order: what this turn queued goes first
         self._send(data)
-        return len(self._out) > WRITE_HIGH
+        return len(self.out) > WRITE_HIGH
 
     def push(self) -> None:
         """Send what this turn queued: the batch calls it at the turn's end, and whatever needs the
         output out, or in order, sooner."""
-        if self._queued:
-            data = self._queued[0] if len(self._queued) == 1 else b"".join(self._queued)
-            self._queued.clear()
+        if self.queued:
+            data = self.queued[0] if len(self.queued) == 1 else b"".join(self.queued)
+            self.queued.clear()
             self._queued_size = 0
             if not self.gone and self.fd >= 0:
                 self._send(data)
 
     def _send(self, data: bytes) -> None:
-        if not self._out:
+        if not self.out:
             try:
                 sent = self.sock.send(data, socket.MSG_DONTWAIT)
             except BlockingIOError:
@@ -283,7 +286,7 @@ class AsgiConnection(Owned):
             # An interim response the kernel did not take whole: a 502 after its first part would be garbled.
             self.answering.responded_uncounted()
             self.answering = None
-        self._out += data
+        self.out += data
         if not self._writing:
             self.loop.add_writer(self.fd, self._on_writable)
             self._writing = True
@@ -295,38 +298,38 @@ class AsgiConnection(Owned):
     @property
     def flushed(self) -> bool:
         """Nothing of its output waits: neither queued for the turn's end nor refused by the kernel."""
-        return not self._out and not self._queued
+        return not self.out and not self.queued
 
     @property
     def backlogged(self) -> bool:
         """Output the kernel refused waits for the client to take it."""
-        return bool(self._out)
+        return bool(self.out)
 
     def push_stalled(self) -> None:
         """On the monitor thread, the loop blocked by an app: send what this turn queued, as far as the
         kernel takes it now. Touches no loop state (a rest stays queued for the batch); only the list,
         which the loop thread leaves alone while it runs the app that blocks it."""
-        if not self._queued or self.gone or self.fd < 0 or self._out:
+        if not self.queued or self.gone or self.fd < 0 or self.out:
             return
-        data = b"".join(self._queued)
+        data = b"".join(self.queued)
         try:
             sent = self.sock.send(data, socket.MSG_DONTWAIT)
         except OSError:
             return  # the loop finds out when it sends the rest
-        self._queued[:] = [data[sent:]] if sent < len(data) else []
+        self.queued[:] = [data[sent:]] if sent < len(data) else []
         self._queued_size = len(data) - sent
 
     @property
     def writable(self) -> bool:
         """At most WRITE_HIGH waits for the client: a writer may go on."""
-        return len(self._out) <= WRITE_HIGH
+        return len(self.out) <= WRITE_HIGH
 
     async def drain(self, high: int = WRITE_HIGH) -> None:
         """Wait while more than ``high`` is buffered for the client (write backpressure; 0: until all of it
         is out). A client that takes no byte for the site's send_timeout is let go."""
         self.push()
         timeout = self.site.send_timeout or self.site.io_timeout
-        while len(self._out) > high and not (self.gone or self.closed):
+        while len(self.out) > high and not (self.gone or self.closed):
             waited = time.monotonic()
             try:
                 await asyncio.wait_for(self._wait(self._drained), timeout)
@@ -334,22 +337,22 @@ class AsgiConnection(Owned):
                 if self._sent_at > waited:
                     continue  # slow, but taking bytes
                 log.info("conn %d: the client took nothing for send_timeout (%gs) with %d bytes waiting for it; "
-                         "closed", self.msg.conn_id, timeout, len(self._out))
+                         "closed", self.msg.conn_id, timeout, len(self.out))
                 self._lost()
 
     def _on_writable(self) -> None:
         try:
-            sent = self.sock.send(self._out, socket.MSG_DONTWAIT)
+            sent = self.sock.send(self.out, socket.MSG_DONTWAIT)
         except BlockingIOError:
             return
         except OSError:
             self._lost()
             return
-        del self._out[:sent]
+        del self.out[:sent]
         self._sent_at = time.monotonic()
-        if len(self._out) <= WRITE_HIGH:
+        if len(self.out) <= WRITE_HIGH:
             _wake(self._drained)
-        if not self._out:
+        if not self.out:
             self.loop.remove_writer(self.fd)
             self._writing = False
             if self.closing_at:
@@ -357,8 +360,8 @@ class AsgiConnection(Owned):
 
     def _lost(self) -> None:
         self.gone = True
-        self._out.clear()
-        self._queued.clear()
+        self.out.clear()
+        self.queued.clear()
         self._queued_size = 0
         if self._writing:
             self.loop.remove_writer(self.fd)
@@ -379,7 +382,7 @@ class AsgiConnection(Owned):
         self.lingering = linger
         self.wake()
         self.push()
-        if not self._out:
+        if not self.out:
             self._after_flush()
 
     def _after_flush(self) -> None:

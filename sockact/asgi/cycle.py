@@ -32,6 +32,7 @@ import http
 import logging
 import os
 import time
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from sockact.asgi.conn import AsgiConnection
@@ -130,6 +131,7 @@ class HttpCycle:
         keep = False
         try:
             try:
+                # Lambdas, not partials: a partial costs more to make than a lambda's frame to run.
                 await app(self.scope, lambda: self._receive(gen), lambda message: self._send(gen, message))
             except (Exception, asyncio.CancelledError) as exc:  # sockact cancels no call: the app's own doing
                 if self.answered or self.client_left:
@@ -154,7 +156,7 @@ class HttpCycle:
                     # A pipelined request waits until this response is out: a client that sends and never
                     # reads holds one response in memory, not one per request (a close flushes within its
                     # own deadline).
-                    if conn.backlogged:
+                    if conn.out:  # backlogged, without the property's call
                         await conn.drain(0)
                     keep = not conn.gone
         finally:
@@ -245,12 +247,16 @@ class HttpCycle:
         if not self.answered:
             raise ClientDisconnected(f"conn {self.conn.msg.conn_id}: the client has gone")
 
-    async def _send(self, gen: int, message: dict[str, Any]) -> None:
-        """send() of the call ``gen``."""
+    def _send(self, gen: int, message: dict[str, Any]) -> Awaitable[None]:
+        """send() of the call ``gen``. ASGI asks for an awaitable callable, not a coroutine function: a message
+        that needs no wait (most, and every one of a response given whole) is carried out here, and the answer
+        is SENT, done at once; one that must wait for the client gets the coroutine that waits. A coroutine
+        for each message cost a frame made and run, twice a request. An app's error raises here, at the call,
+        so still at its ``await send(...)``."""
         kind = message["type"]
         if gen != self.gen or self.answered or self.conn.gone:
             self._refuse(gen, kind)
-            return
+            return SENT
         if kind == "http.response.start":
             if self.headers is not None:
                 raise InvalidResponse("http.response.start sent twice")
@@ -259,7 +265,7 @@ class HttpCycle:
                                       "(no 'http.response.trailers' extension in the scope)")
             self.status, self.status_line, self.headers = _check_start(message.get("status"),
                                                                        message.get("headers", ()))
-            return
+            return SENT
         conn = self.conn
         if (kind == "http.response.body" and not self.started and self.headers is not None
                 and not message.get("more_body", False)):
@@ -270,15 +276,12 @@ class HttpCycle:
             self.started = self.complete = True
             head, data = self.engine.whole_response(self.status_line, self.headers, body, date=http_date(),
                                                     close=self.stopping)
-            if self.engine.length_left:  # rare: short of its Content-Length
-                self._said_short()
+            if not self.engine.keep_alive:  # a body short of its Content-Length ends it; rare (a plain
+                self._said_short()          # attribute: length_left, a property, is a call each)
             conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
-            if conn.write(head + data):
-                await conn.drain()
-            return
+            return conn.drain() if conn.write(head + data) else SENT
         if kind == "http.response.pathsend":
-            await self._send_path(message)
-            return
+            return self._send_path(message)
         if kind != "http.response.body":
             raise InvalidResponse(f"unexpected ASGI message {kind!r}")
         if self.headers is None:
@@ -300,8 +303,7 @@ class HttpCycle:
             self._said_short()
             self.complete = True
             conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
-        if conn.write(*parts):
-            await conn.drain()
+        return conn.drain() if conn.write(*parts) else SENT
 
     async def _send_path(self, message: dict[str, Any]) -> None:
         """http.response.pathsend: the whole body is the file at ``path``, read in pieces as the client takes them."""
@@ -336,6 +338,18 @@ class HttpCycle:
                 return False
             dropped += len(message["body"])
         return self.body_done
+
+
+class _Sent:
+    """An awaitable that is done at once, and no coroutine: ``await`` gets its ``__await__``'s iterator,
+    empty, so None, and no frame runs (the empty tuple's bound ``__iter__`` is no descriptor: it is called
+    without the instance)."""
+
+    __slots__ = ()
+    __await__ = ().__iter__
+
+
+SENT: Awaitable[None] = _Sent()  # type: ignore[assignment]  # __await__ is the tuple's: typed as an iterator of objects
 
 
 def _bytes(body: Any) -> bytes:

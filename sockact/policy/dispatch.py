@@ -113,11 +113,13 @@ class Dispatcher(Generic[W, C]):
         heapq.heappush(self._queue, (age, self._arrivals, conn))
         return None
 
-    def returned(self, worker: W) -> list[tuple[W, C]]:
-        """``worker`` handed a connection back or closed it: it has room for queued ones."""
-        if self._load.get(worker, 0) > 0:
-            self._load[worker] -= 1
-            self._held -= 1
+    def returned(self, worker: W, count: int = 1) -> list[tuple[W, C]]:
+        """``worker`` handed ``count`` connections back or closed them: it has room for queued ones."""
+        load = self._load.get(worker, 0)
+        if load > 0:
+            count = min(count, load)
+            self._load[worker] = load - count
+            self._held -= count
         return self._drain()
 
     def waiting(self) -> list[C]:

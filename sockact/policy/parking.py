@@ -37,6 +37,9 @@ class Conn:
     # one just accepted, -1 until looked up at its next hand-over for one back from a worker (a PARK makes
     # a new Conn; a dead worker's connection sent again is set back to -1).
     written: int = -1
+    # Which of the connections sent to its current worker it was (WorkerProcess.sent, a CONNS counting each):
+    # whether that worker had received it when it died (WorkerProcess.take_holding).
+    sent_as: int = 0
 
 
 class ParkingLot:

@@ -19,7 +19,9 @@ import logging
 import resource
 import select
 import socket
+import struct
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from sockact.errors import ConfigError
@@ -34,6 +36,12 @@ BACKOFF_MAX = 1.0
 # The client is gone or was refused: take the next one at once.
 _CLIENT_ERRORS = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR, errno.ECONNRESET})
 _UNIX = int(socket.AF_UNIX)
+_INET = int(socket.AF_INET)
+_INET6 = int(socket.AF_INET6)
+# struct tcp_info (linux/tcp.h): on a listener, tcpi_unacked is how many connections wait in its accept queue.
+_BACKLOG = struct.Struct("=I")
+_BACKLOG_AT = 24
+_TCP_INFO_SIZE = _BACKLOG_AT + _BACKLOG.size
 
 Register = Callable[[Any, Callable[[Any], None], Any], None]
 Unregister = Callable[[Any], None]
@@ -46,10 +54,11 @@ class Acceptor:
         # Each listener's address family as a plain int, looked up at its first accept: socket.family makes
         # an enum on every read.
         self._families = [-1] * len(listeners)
-        # Each listener alone in a poll set, made at its first accept: whether another client waits, asked
-        # before the accept that would otherwise end each batch with EAGAIN. That failing accept4() costs the
-        # kernel a socket and a file made and freed, and Python an exception: several times a poll(0).
-        self._probes: list[Any] = [None] * len(listeners)
+        # How many clients wait on each listener (_waiting_clients, made at its first accept): asked when the
+        # ones known to wait are taken, instead of the accept that would otherwise end each batch with EAGAIN.
+        # That failing accept4() costs the kernel a socket and a file made and freed, and Python an exception:
+        # several times a poll(0).
+        self._askers: list[Callable[[], int] | None] = [None] * len(listeners)
         self.route = route
         self._register = register
         self._unregister = unregister
@@ -108,17 +117,18 @@ class Acceptor:
         """The listener is readable: accept a batch, while clients wait, up to the budget."""
         lsock = self.listeners[index].sock
         family = self._families[index]
-        probe = self._probes[index]
-        if family < 0:
+        asker = self._askers[index]
+        if asker is None:
             family = self._families[index] = int(lsock.family)
-            probe = self._probes[index] = select.poll()
-            probe.register(lsock, select.POLLIN)
-        first = True  # the selector just said a client waits
+            asker = self._askers[index] = _waiting_clients(lsock, family)
+        left = 1  # clients known to wait: the selector just said one does
         while self.watching:
-            if not first and not probe.poll(0):
-                self._backoff = 0.0
-                return
-            first = False
+            if not left:
+                left = asker()  # asked again once they are taken: more may have come meanwhile
+                if not left:
+                    self._backoff = 0.0
+                    return
+            left -= 1
             if self.held >= self.budget:
                 # The client idle longest makes room for the one waiting, if one is idle.
                 if not self.idle() or not self.close_idle():
@@ -173,6 +183,33 @@ class Acceptor:
         again = self._suppressed.pop(key, 0)
         log.error("%s%s", message, f" ({again} more times since the last such line)" if again else "")
         self._logged[key] = self._now
+
+
+def _waiting_clients(lsock: Any, family: int) -> Callable[[], int]:
+    """How to ask ``lsock`` how many clients wait now (at least; a poll can only say 1 or 0).
+
+    A TCP listener's tcp_info gives its accept queue's length (tcpi_unacked, for a listener): a
+    getsockopt() takes the clients waiting together, where a poll(0) before each accept costs one a
+    client. Anything else (a Unix socket, a kernel that will not say) is polled."""
+    if family in (_INET, _INET6):
+        try:
+            lsock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+        except OSError:
+            pass
+        else:
+            return partial(_backlog, lsock.getsockopt)
+    probe = select.poll()
+    probe.register(lsock, select.POLLIN)
+    return partial(_polled, probe.poll)
+
+
+def _backlog(getsockopt: Callable[[int, int, int], bytes]) -> int:
+    info = getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+    return _BACKLOG.unpack_from(info, _BACKLOG_AT)[0] if len(info) == _TCP_INFO_SIZE else 1
+
+
+def _polled(poll: Callable[[int], list[tuple[int, int]]]) -> int:
+    return 1 if poll(0) else 0
 
 
 def raise_fd_limit() -> int:

@@ -107,8 +107,7 @@ class Channels:
 
     def _on_done(self, w: WorkerProcess, msg: handoff.Message) -> None:
         ids = handoff.done_ids(msg)
-        for conn_id in ids:
-            w.done_with(conn_id)
+        w.done_with_all(ids)
         self.returned(w, len(ids))  # what follows for the pool and the listeners, once for them all
 
     def _on_failed(self, w: WorkerProcess, msg: handoff.Message) -> None:
@@ -141,10 +140,7 @@ class Channels:
     def returned(self, w: WorkerProcess, count: int = 1) -> None:
         """``w`` holds ``count`` connections fewer."""
         sup = self.sup
-        assignments = sup.dispatcher.returned(w.pid)
-        for _ in range(count - 1):
-            assignments += sup.dispatcher.returned(w.pid)
-        sup.switchboard.give(assignments)
+        sup.switchboard.give(sup.dispatcher.returned(w.pid, count))
         if not sup.dispatcher.is_available(w.pid):
             sup.check_stall(w, time.monotonic())  # paused: it may be moving again
         sup.stop.retire_drained()

@@ -185,7 +185,12 @@ class Switchboard:
     def expire(self, now: float) -> None:
         for conn in self.parked.expired(now):
             self._unregister(conn.fd)
-            os.close(conn.fd)
+            if _readable(conn.fd):
+                # Its client spoke as its time ran out, and the selector has not told it yet (told in the
+                # same turn, or after a stop): not idle. A close would reset it, its request unread.
+                self.route(conn)
+            else:
+                os.close(conn.fd)
         if self.dispatcher.queued:
             # Nobody reads a queued connection while every worker is busy: its head deadline is kept here.
             ended = [conn for conn in self.dispatcher.waiting() if self._head_overdue(conn, now)]

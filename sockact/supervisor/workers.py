@@ -17,7 +17,7 @@ import signal
 import socket
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from sockact.errors import EXIT_FAILURE
@@ -49,8 +49,7 @@ class WorkerProcess:
     # before answering, the supervisor still can (502/504). Closed when the worker hands the
     # connection back (PARK) or reports it closed (DONE).
     holding: dict[int, Conn] = field(init=False, default_factory=dict)
-    sent: int = 0  # connections sent on the channel (CONNs, or each in a CONNS)
-    _order: dict[int, int] = field(init=False, default_factory=dict)  # each held connection's number among them
+    sent: int = 0  # connections sent on the channel (CONNs, or each in a CONNS); Conn.sent_as numbers each
 
     def __post_init__(self) -> None:
         self.chan.setblocking(False)
@@ -100,6 +99,7 @@ class WorkerProcess:
 
     def _send(self, conns: list[Conn]) -> int:
         """Send the first of ``conns`` that fit in one message; how many went (0: the channel is full)."""
+        encoded, fds = [], []  # one loop, not a comprehension each: this runs for every message sent
         for conn in conns:
             if conn.written < 0:
                 # Back from a worker, or restored from the fd store: what was written on it so far, the base
@@ -107,10 +107,11 @@ class WorkerProcess:
                 # message goes: once the worker has it, it may write at once.
                 written = orphans.written_bytes(conn.fd)
                 conn.written = -1 if written is None else written
-        encoded = [handoff.encode_fields(handoff.CONN, conn.id, conn.listener, conn.family, conn.peer, conn.hops + 1,
-                                         conn.data, conn.proxy, conn.head_started) for conn in conns]
+            encoded.append(handoff.encode_fields(handoff.CONN, conn.id, conn.listener, conn.family, conn.peer,
+                                                 conn.hops + 1, conn.data, conn.proxy, conn.head_started))
+            fds.append(conn.fd)
         try:
-            count = handoff.send_batch(self.chan, encoded, [conn.fd for conn in conns])
+            count = handoff.send_batch(self.chan, encoded, fds)
         except BlockingIOError:
             return 0
         # Numbered one by one, as the worker counts them (a CONNS counts its CONNs): the books of
@@ -118,8 +119,8 @@ class WorkerProcess:
         for conn in conns[:count]:
             conn.hops += 1
             self.sent += 1
+            conn.sent_as = self.sent
             self.holding[conn.id] = conn
-            self._order[conn.id] = self.sent
             if self.on_sent is not None:
                 self.on_sent(conn)
         return count
@@ -127,24 +128,30 @@ class WorkerProcess:
     def done_with(self, conn_id: int) -> Conn | None:
         """The worker handed the connection back or closed it: close our copy, and return it (None:
         we held none)."""
-        conn = self.release(conn_id)
+        conn = self.holding.pop(conn_id, None)
         if conn is not None:
             os.close(conn.fd)
         return conn
 
+    def done_with_all(self, conn_ids: Iterable[int]) -> None:
+        """done_with() for each of the connections a worker's DONE reports closed."""
+        holding = self.holding
+        for conn_id in conn_ids:
+            conn = holding.pop(conn_id, None)
+            if conn is not None:
+                os.close(conn.fd)
+
     def release(self, conn_id: int) -> Conn | None:
         """The worker no longer holds the connection: our copy, out of the books and still open (None:
         we held none)."""
-        self._order.pop(conn_id, None)
         return self.holding.pop(conn_id, None)
 
     def take_holding(self, received: int) -> tuple[list[Conn], set[int]]:
         """The connections the worker held when it died, and which of them never reached it, by id:
         those sent after the first ``received`` messages. The caller answers, closes or reroutes them."""
         conns = list(self.holding.values())
-        unreceived = {conn_id for conn_id, number in self._order.items() if number > received}
+        unreceived = {conn.id for conn in conns if conn.sent_as > received}
         self.holding.clear()
-        self._order.clear()
         return conns, unreceived
 
     def retire(self) -> None:

@@ -322,7 +322,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
         if self.call_lines:
             conn.call_line = conn.answering = call = self.call_lines.pop()
             call.begin(scopes.line, conn.msg.conn_id, UNKNOWN, now)  # UNKNOWN: the bytes written before its response
-            if not conn.flushed:
+            if conn.out or conn.queued:  # not flushed, without the property's call
                 # The last response (pipelining) is still going out: a 502 now would land inside it.
                 call.responded_uncounted()
                 conn.answering = None

@@ -9,10 +9,11 @@ import resource
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from conftest import SOCKACT, KeepAliveClient, base_env, free_port, held_by, http_get, tcp_queues, wait_until
+from conftest import SOCKACT, KeepAliveClient, asleep, base_env, free_port, held_by, http_get, tcp_queues, wait_until
 
 
 def test_an_fd_limit_that_leaves_no_room_for_clients_is_a_start_up_error():
@@ -199,3 +200,27 @@ def test_at_the_fd_budget_a_parked_client_whose_request_came_is_served_not_close
         assert clients[1].sock.recv(100) == b""  # idle longest of those idle: it made room
         assert clients[2].request("/")[0] == 200
         assert proc.poll() is None and "Traceback" not in server.errors.read_text(), server.errors.read_text()
+
+
+def test_a_parked_client_whose_request_came_as_its_keepalive_ran_out_is_served_not_reset(start_sockact):
+    # The supervisor stopped while a parked keep-alive client's idle time runs past keepalive, and the
+    # client sends its next request meanwhile: the supervisor's first turn after it resumes finds both
+    # its expiry due and the request there. That client is no longer idle: it gets its answer, rather
+    # than a close with its request unread (a reset, and the request lost).
+    server = start_sockact("testapps:pid", "--workers", "1", "--keepalive", "1", "--park-after", "0.05",
+                           activation=False, workers=1)
+    client = KeepAliveClient(server.port, timeout=20)
+    assert client.request("/")[0] == 200
+    server.wait_parked(client.sock)
+    wait_until(lambda: asleep(server.pid), "the supervisor to have parked it")
+    server.send(signal.SIGSTOP)
+    try:
+        stopped = time.monotonic()
+        client.sock.sendall(b"GET /again HTTP/1.1\r\nHost: test\r\n\r\n")
+        wait_until(lambda: tcp_queues(client.sock).get("client_tx") == 0, "the request in its queue")
+        # Past keepalive while stopped (a state of the clock: the supervisor cannot act meanwhile).
+        wait_until(lambda: time.monotonic() > stopped + 1.5, "the keep-alive time to run out")
+    finally:
+        server.send(signal.SIGCONT)
+    assert client.read_response()[0] == 200
+    client.close()

@@ -61,6 +61,7 @@ class CountingListener:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.family = sock.family
+        self.getsockopt = sock.getsockopt  # a TCP listener counts the clients waiting in its backlog
         self.accepts = 0
 
     def fileno(self) -> int:
@@ -105,6 +106,9 @@ class FakeListener:
 
     def fileno(self) -> int:
         return self._readable
+
+    def getsockopt(self, *_: int) -> bytes:
+        raise OSError(errno.ENOTSOCK, "not a socket: it cannot count its backlog, so it is polled")
 
     def _accept(self) -> tuple[int, Any]:
         self.accepts += 1

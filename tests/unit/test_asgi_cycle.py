@@ -41,7 +41,7 @@ class Client:
         self.interim = bytearray()
         self.gone = self.eof = self.closed = False
         self.flushed = self.writable = True
-        self.backlogged = False
+        self.out = self.queued = b""  # nothing waits for the client
         self.waits = 0
         self._woken: asyncio.Future[None] | None = None
 
@@ -351,6 +351,21 @@ def test_a_body_message_after_the_response_completed_raises_and_adds_nothing():
     assert "after the response ended" in str(raised[0])
     assert response(client)[2] == b"ok"  # the response that completed, whole; no 500 after it
     assert not persists
+
+
+def test_what_send_gives_back_is_an_awaitable_for_asyncio_too_and_each_send_is_carried_out_once():
+    """send() is an awaitable callable, as ASGI asks: what it gives back works wherever an awaitable does, may
+    be awaited again, and the message goes out once, at the call."""
+    async def app(scope, receive, send):
+        await asyncio.wait_for(send(START), WAIT)
+        sent = send({"type": "http.response.body", "body": b"part", "more_body": True})
+        await sent
+        await sent  # done: nothing more goes out
+        await asyncio.ensure_future(send({"type": "http.response.body", "body": b"!"}))
+
+    persists, client = serve(app)
+    assert response(client)[2] == b"4\r\npart\r\n1\r\n!\r\n0\r\n\r\n"
+    assert persists
 
 
 def test_an_error_after_the_response_began_closes_the_connection_without_a_500():

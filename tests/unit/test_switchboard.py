@@ -362,6 +362,23 @@ def test_a_parked_connection_past_keepalive_is_unwatched_and_closed(pairs):
     assert not is_open(idle.fd) and not board.registered
 
 
+def test_a_parked_connection_whose_request_came_as_its_keepalive_ran_out_is_served_not_closed(pairs):
+    # Its readiness and its expiry seen in one turn (a supervisor that stood still, or a request that
+    # came after the selector's last look): the expiry comes first, and finds it no longer idle.
+    worker = FakeWorker(1)
+    board = Board(worker)
+    quiet, speaking = conn(pairs, 1), conn(pairs, 2)
+    for c in (quiet, speaking):
+        board.sb.park(c, stopping=False)
+    pairs[1].sendall(b"GET / HTTP/1.1\r\n\r\n")
+    told = board.handlers[speaking.fd]
+    board.sb.expire(time.monotonic() + KEEPALIVE + 1)
+    assert worker.got == [speaking] and is_open(speaking.fd) and not is_open(quiet.fd)
+    assert not board.registered and len(board.parked) == 0
+    told(speaking)  # stale: nothing more happens to it
+    assert worker.got == [speaking]
+
+
 def test_closing_the_parked_serves_the_ones_with_a_request_on_its_way_and_closes_the_rest(pairs):
     worker = FakeWorker(1)
     board = Board(worker)

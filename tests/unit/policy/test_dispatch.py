@@ -28,6 +28,17 @@ def test_a_busy_worker_still_gets_work_up_to_its_capacity():
     assert d.returned("a") == [("a", "c3")]  # room again: the oldest queued goes first
 
 
+def test_several_returned_at_once_make_room_for_as_many_queued_and_never_below_none_held():
+    d: Dispatcher[str, str] = Dispatcher(queue_size=4, capacity=3)
+    d.add("a")
+    for i in range(3):
+        d.offer(f"c{i}")
+    assert d.offer("q1") is None and d.offer("q2") is None
+    assert d.returned("a", 2) == [("a", "q1"), ("a", "q2")]  # a DONE that reports two closed
+    assert d.load("a") == 3 and d.held == 3
+    assert d.returned("a", 5) == [] and d.load("a") == 0 and d.held == 0  # more than it held: none left
+
+
 def test_a_paused_worker_gets_nothing_until_it_resumes():
     d: Dispatcher[str, str] = Dispatcher(queue_size=8, capacity=10)
     d.add("a")

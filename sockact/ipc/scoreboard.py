@@ -189,7 +189,7 @@ class SlotWriter:
     """One app thread's line: ``begin`` when a call starts, ``end`` when it ends; and its worker's
     heartbeat, which any of the worker's writers can stamp (the loop's own does)."""
 
-    __slots__ = ("_at", "_beat_at", "_conn", "_conn_word", "_floats", "_length_word", "_map", "_reading_word",
+    __slots__ = ("_at", "_beat_at", "_conn_word", "_floats", "_length_word", "_map", "_reading_word",
                  "_requests_word", "_responded_word", "_started_word", "_text", "_words", "_written", "clears_reading",
                  "requests")
 
@@ -205,9 +205,9 @@ class SlotWriter:
         self._responded_word = (at + _RESPONDED_AT) // _WORD
         self._reading_word = (beat_at + _READING_AT) // _WORD
         self._text: bytes | None = None  # the request line written last on this line (its only writer)
-        # The connection and the bytes written before the response that the line holds, as read now: begin
-        # skips storing what is there already (a keep-alive client's calls, an ASGI call's UNKNOWN).
-        self._conn = words[self._conn_word]
+        # The bytes written before the response that the line holds, as read now: begin skips storing it again
+        # when it is there already (an ASGI call's UNKNOWN, the same for every call). (Not the connection:
+        # a line serves another client's call as often as not.)
         self._written = words[self._responded_word + 1]
         self.requests = 0
         # The first line of a worker whose loop thread runs calls itself: its end() clears the stamp of
@@ -239,8 +239,7 @@ class SlotWriter:
             text_at = self._at + _LINE.size
             self._map[text_at:text_at + len(line)] = line
             words[self._length_word] = len(line)
-        if conn_id != self._conn:
-            self._conn = words[self._conn_word] = conn_id
+        words[self._conn_word] = conn_id
         words[self._responded_word] = 0
         if written and written != self._written:
             # the bytes written before the response (_LINE's order)

@@ -112,9 +112,9 @@ def test_a_line_begun_uncounted_responds_with_one_byte_as_responded_would():
     board.close()
 
 
-def test_a_line_reads_each_calls_own_connection_and_count_when_begin_skips_what_is_there():
-    # begin stores the connection and the bytes written before the response only when they change: the
-    # line must still read each call's own, after a responded() count, and for a writer made anew.
+def test_a_line_reads_each_calls_own_count_when_begin_skips_the_one_already_there():
+    # begin stores the bytes written before the response only when they change: the line must still read
+    # each call's own, after a responded() count, and for a writer made anew.
     from sockact.ipc.scoreboard import UNKNOWN
 
     board = Scoreboard(1)
@@ -122,13 +122,14 @@ def test_a_line_reads_each_calls_own_connection_and_count_when_begin_skips_what_
     line = board.writer(slot, 1)
     line.begin(b"GET /a", 7, UNKNOWN)
     line.end()
-    line.begin(b"GET /a", 7, UNKNOWN)  # the same client again: nothing of it changes
+    line.begin(b"GET /a", 7, UNKNOWN)  # UNKNOWN again: not stored again
     assert [(c.conn_id, c.written_before) for c in board.calls(slot)] == [(7, None)]
     line.responded(written=40, length=10)
     line.end()
     line.begin(b"GET /a", 7, UNKNOWN)  # the count responded() wrote is replaced
     assert [(c.conn_id, c.responded, c.written_before) for c in board.calls(slot)] == [(7, False, None)]
+    line.responded(written=40)
     line.end()
-    board.writer(slot, 1).begin(b"GET /a")  # another writer of that line, for connection 0
-    assert [(c.conn_id, c.written_before) for c in board.calls(slot)] == [(0, None)]
+    board.writer(slot, 1).begin(b"GET /a", 8, UNKNOWN)  # another writer of that line
+    assert [(c.conn_id, c.written_before) for c in board.calls(slot)] == [(8, None)]
     board.close()

@@ -66,7 +66,7 @@ from sockact.worker.channel import (
     read_channel,
     report,
 )
-from sockact.worker.connstates import CLOSING, HEAD, PREFACE, QUEUED, ConnState
+from sockact.worker.connstates import CALL, CLOSING, HEAD, PREFACE, QUEUED, ConnState
 from sockact.worker.guard import start_guarded
 from sockact.worker.owner import TIMER_INTERVAL, Carrier, Due, Owned, Owner
 from sockact.wsgi.environ import site_environ
@@ -727,7 +727,8 @@ class EventLoop(Carrier[Held]):
     def _close(self, held: Held) -> None:
         if held.watched:  # usually not: a Connection: close request ends in its call, out of the poller
             self._unwatch(held)
-        self.waiting.remove(held.msg.conn_id)  # one whose body was coming (timed out, or the worker stops)
+        if held.state is not CALL:  # a call's connection is on its thread's line, on no waiting one
+            self.waiting.remove(held.msg.conn_id)  # one whose body was coming (timed out, or the worker stops)
         # The supervisor holds a copy of every connection a worker holds, so close() alone would not
         # end it: shutdown() sends the client its FIN now.
         try:  # noqa: SIM105 - once a connection: contextlib.suppress costs about half a microsecond more

@@ -7,7 +7,9 @@ returns the next piece of body (b"" at its end) and gives ``StartResponse`` the
 Environ is built in layers, so a request copies a dict made for what it shares with
 others and adds only what varies: ``site_environ`` (constant per listener), ``connection_environ``
 (peer address, caller's extras), ``fields_environ`` (a request's fields, shared by the
-connection's requests with the same fields) and ``line_environ`` (its request line).
+connection's requests with the same fields) and ``line_environ`` (its request line). What a request's
+fields and line give, when it depends on nothing of its connection's (``request_part``), can also be
+made once for the same request on many connections.
 """
 
 from __future__ import annotations
@@ -125,17 +127,7 @@ def fields_environ(conn_env: Mapping[str, Any], headers: Sequence[tuple[bytes, b
     Forwarded fields then set REMOTE_ADDR, the scheme, HTTP_HOST and SERVER_PORT. The fields
     themselves stay in the environ either way.
     """
-    env = dict(conn_env)
-    for name, value in headers:
-        key = _ENV_KEYS.get(name) or _env_key(name)  # the cache first, without a call
-        if key is None:
-            continue
-        text = value.decode("latin-1")
-        if key in env:
-            # RFC 9110 5.3 joins repeated fields with a comma; cookies join with ';' (RFC 6265 5.4).
-            env[key] += ("; " if key == "HTTP_COOKIE" else ", ") + text
-        else:
-            env[key] = text
+    env = _put_fields(dict(conn_env), headers)
     port = None
     if trust is not None and not env.keys().isdisjoint(_FORWARDED_KEYS):
         port = _apply_forwarded(env, trust)
@@ -147,6 +139,36 @@ def fields_environ(conn_env: Mapping[str, Any], headers: Sequence[tuple[bytes, b
     if port is not None:
         env["SERVER_PORT"] = port
     return env
+
+
+def _put_fields(env: dict[str, Any], headers: Sequence[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """The fields' HTTP_* and CONTENT_* keys, into ``env``; returns it."""
+    for name, value in headers:
+        key = _ENV_KEYS.get(name) or _env_key(name)  # the cache first, without a call
+        if key is None:
+            continue
+        text = value.decode("latin-1")
+        if key in env:
+            # RFC 9110 5.3 joins repeated fields with a comma; cookies join with ';' (RFC 6265 5.4).
+            env[key] += ("; " if key == "HTTP_COOKIE" else ", ") + text
+        else:
+            env[key] = text
+    return env
+
+
+def request_part(headers: Sequence[tuple[bytes, bytes]], text: tuple[str, str, str, str, str], url_scheme: str,
+                 root_path: str) -> dict[str, Any] | None:
+    """What a request's fields and line (``text``) put in its environ on a listener of ``url_scheme`` and
+    ``root_path`` (SCRIPT_NAME, which the line may empty, is among them), when that is the same on every
+    connection: a connection's environ updated with it is ``line_environ(fields_environ(...))``'s. None when
+    it is not: without Host, SERVER_NAME is the socket's; with forwarded fields, a trusted peer's change
+    REMOTE_ADDR and the scheme."""
+    env = _put_fields({"wsgi.url_scheme": url_scheme, "SCRIPT_NAME": root_path}, headers)
+    host = env.get("HTTP_HOST")
+    if not host or not env.keys().isdisjoint(_FORWARDED_KEYS):
+        return None
+    env["SERVER_NAME"], env["SERVER_PORT"] = split_host(host, url_scheme)
+    return put_line(env, text)
 
 
 def line_environ(fields_env: Mapping[str, Any], text: tuple[str, str, str, str, str]) -> dict[str, Any]:

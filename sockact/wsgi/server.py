@@ -28,7 +28,7 @@ from sockact.http.logline import connection_entry, fill_entry, quoted_request_li
 from sockact.http.requests import line_text
 from sockact.http.responses import SHORT_OF_ITS_LENGTH, short_of_its_length
 from sockact.http.site import Site, health_response, is_health, local_address
-from sockact.logs.access import unix_peer
+from sockact.logs.access import Entry, unix_peer
 from sockact.logs.journal import ErrorStream
 from sockact.wsgi.environ import (
     NO_BODY,
@@ -40,6 +40,7 @@ from sockact.wsgi.environ import (
     fields_environ,
     line_environ,
     put_line,
+    request_part,
     site_environ,
 )
 from sockact.wsgi.wire import ClientGone, ClientTimedOut, Wire
@@ -77,6 +78,14 @@ class _Codes(dict[str, int]):
 
 _codes = _Codes()
 
+# By listener (its Site's id), the last `Connection: close` request served on it, with the scheme and SCRIPT_NAME
+# it was served under, its line's text, and what its line and fields put in an environ (environ.request_part;
+# None when that depends on the connection): each such client of a benchmark, or of a health checker, sends the
+# same head. One tuple, replaced whole: another thread sees the old one or the new one.
+_LineText = tuple[str, str, str, str, str]
+_last_close: dict[int, tuple[Request, Site, tuple[str, str], _LineText, dict[str, Any] | None]] = {}
+_LAST_CLOSE_MAX = 64  # a worker has one Site a listener; a process that makes many (tests) starts over
+
 
 def _body(data: Any) -> bytes:
     if type(data) is not bytes:
@@ -94,6 +103,24 @@ class HTTPConnection:
     the socket, and nothing a client sends or an app does raises out of it.
     """
 
+    # What a connection starts with and most never change: class attributes, read until a request sets its own.
+    # A `Connection: close` client's connection is made for one request, and each store costs.
+    request: Request | None = None  # the request in hand
+    line: SlotWriter | None = None  # the scoreboard line of the call in progress, if any
+    start: StartResponse | None = None
+    body_error: ProtocolError | None = None
+    wire_failed = False
+    status = 0  # the status of the last response sent (0: none was sent)
+    # The last request's environ, for the same request again (engine.Connection gives it for a repeated head),
+    # and whether its requests have a body (each then gets a stream of its own; else NO_BODY is in it). Both
+    # environs are set by _renew_environ before they are read.
+    _environ_of: Request | None = None
+    _environ: dict[str, Any]
+    _has_body = False
+    # The environ of the last request's fields (engine.Connection gives the same list while they repeat).
+    _fields_of: object = None
+    _fields_env: dict[str, Any]
+
     def __init__(self, sock: socket.socket, site: Site, *, peer: tuple[Any, ...] | str | None, conn_id: int,
                  pending: bytes = b"", environ_extra: Mapping[str, Any] | None = None,
                  stopping: Callable[[], bool] = lambda: False, client: tuple[str, int] | None = None,
@@ -107,46 +134,35 @@ class HTTPConnection:
         self.sock = sock
         self.site = site
         self.conn_id = conn_id
-        self.request: Request | None = None
-        self.errors = ErrorStream(app_log, conn_id, site.listener, self.request_line)
+        self.errors = errors = ErrorStream(app_log, conn_id, site.listener, self.request_line)
         # The socket's peer is the one that wrote the fields, so it is the one trusted, or not.
-        self.trust = site.trust if site.trust.trusts_peer(peer) else None
+        trust = site.trust
+        self.trust = trust if trust.trusts_peer(peer) else None
         # An unnamed Unix-socket peer (the usual case) is known by its credentials, for the app and
         # the access log alike: REMOTE_ADDR "unix:pid=N,uid=N" rather than gunicorn's "".
-        if not isinstance(peer, tuple) and not peer and sock.family == socket.AF_UNIX:
-            peer = unix_peer(sock)
         if client is not None:
             peer = client
+        elif not peer and not isinstance(peer, tuple) and sock.family == socket.AF_UNIX:
+            peer = unix_peer(sock)
         if base_environ is None:
             base_environ = site_environ(site.url_scheme, site.root_path, site.threaded)
-        self.env = connection_environ(base_environ, peer, environ_extra)
-        self.env["wsgi.errors"] = self.errors
+        self.env = env = connection_environ(base_environ, peer, environ_extra)
+        env["wsgi.errors"] = errors
         self.stopping = stopping
-        self.line: SlotWriter | None = None  # the scoreboard line of the call in progress, if any
-        self.access = site.access if site.access_log else None
-        self.peer_remote = self.env["REMOTE_ADDR"]  # the client as the access log names it, from the connection
-        # Its requests' access-log entry, filled again for each (with what its lines reuse while a request repeats).
-        self.log_entry = (connection_entry(self.peer_remote, _pid[0], conn_id, site.listener)
-                          if self.access is not None else None)
-        self._timed = self.access is not None and self.access.timed
-        # per request
-        self.remote = self.peer_remote  # or as a trusted proxy told it
-        self.start: StartResponse | None = None
-        self.body_error: ProtocolError | None = None
-        self.wire_failed = False
-        self.status = 0  # the status of the last response sent (0: none was sent)
-        # The last request's environ, for the same request again (engine.Connection gives it for a repeated head),
-        # and whether its requests have a body (each then gets a stream of its own; else NO_BODY is in it).
-        self._environ_of: Request | None = None
-        self._environ: dict[str, Any] = {}
-        self._has_body = False
-        # The environ of the last request's fields (engine.Connection gives the same list while they repeat).
-        self._fields_of: object = None
-        self._fields_env: dict[str, Any] = {}
-        # Bound once, not on every request.
+        self.access = access = site.access if site.access_log else None
+        # The client as the access log names it, from the connection; per request, ``remote``: or as a trusted
+        # proxy told it.
+        self.peer_remote = self.remote = env["REMOTE_ADDR"]
+        if access is not None:
+            # Its requests' access-log entry, filled again for each (with what its lines reuse while a request repeats).
+            self.log_entry: Entry | None = connection_entry(self.remote, _pid[0], conn_id, site.listener)
+            self._timed = access.timed
+        else:
+            self.log_entry = None
+            self._timed = False
+        # Bound once, not on every request (the body's stream and the local address, asked for by few requests,
+        # are bound when asked).
         self._write = self.write
-        self._pull_body = self.pull_body
-        self._local_address = self.local_address
         if pending:
             engine.receive_data(pending)
 
@@ -202,7 +218,7 @@ class HTTPConnection:
                 # The connection's last request has one made for it alone (_renew_environ): no copy needed.
                 environ = dict(self._environ) if request.keep_alive else self._environ
                 if self._has_body:
-                    environ["wsgi.input"] = InputStream(self._pull_body)
+                    environ["wsgi.input"] = InputStream(self.pull_body)
                 try:
                     result = site.app(environ, start)
                     if (type(result) is list and len(result) == 1 and type(result[0]) is bytes
@@ -233,15 +249,32 @@ class HTTPConnection:
         """What ``request``'s environ copies. The engine gives the last request again for the same head,
         and the last fields (the same list) for a head that differs by its request line alone: what they
         give is made once."""
-        text = line_text(request)
         if not request.keep_alive:
             # The connection's last request (Connection: close): nothing made here starts another, so one dict,
-            # given to the app itself, rather than a copy of a copy kept for the next (2 dict copies, not 4).
+            # given to the app itself. What its line and fields give is the last such request's on the
+            # listener when it is the same request (the engine gives a new connection the one the last parsed
+            # for the same head): then the connection's own environ, updated, is the request's, and no copy.
             self._environ_of = None
-            self._environ = put_line(fields_environ(self.env, request.headers, self._local_address, self.trust), text)
+            env, site = self.env, self.site
+            scheme, root = env["wsgi.url_scheme"], env["SCRIPT_NAME"]
+            last = _last_close.get(id(site))
+            if last is not None and last[0] is request and last[1] is site and last[2] == (scheme, root):
+                text, part = last[3], last[4]
+            else:
+                text = line_text(request)
+                part = request_part(request.headers, text, scheme, root)
+                if len(_last_close) >= _LAST_CLOSE_MAX:
+                    _last_close.clear()
+                _last_close[id(site)] = request, site, (scheme, root), text, part
+            if part is not None:
+                env.update(part)
+                self._environ = env
+            else:
+                self._environ = put_line(fields_environ(env, request.headers, self.local_address, self.trust), text)
         else:
+            text = line_text(request)
             if request.headers is not self._fields_of:
-                self._fields_env = fields_environ(self.env, request.headers, self._local_address, self.trust)
+                self._fields_env = fields_environ(self.env, request.headers, self.local_address, self.trust)
                 self._fields_of = request.headers
             self._environ_of, self._environ = request, line_environ(self._fields_env, text)
         # A request without a body (no Content-Length, not chunked) reads nothing: one stream serves them all.
@@ -251,8 +284,7 @@ class HTTPConnection:
         entry = self.log_entry
         if entry is not None:
             if self.trust is not None:  # a trusted proxy's fields may name the client: the line names it too
-                told = self._environ["REMOTE_ADDR"]
-                self.remote = entry.remote = told if told != self.env["REMOTE_ADDR"] else self.peer_remote
+                self.remote = entry.remote = self._environ["REMOTE_ADDR"]
             entry.renew(request, text, request.headers)  # the access line's text: decoded once
 
     def body_to_buffer(self) -> int:
@@ -292,7 +324,7 @@ class HTTPConnection:
         more than a tenth of a worker's time. An app that keeps an environ keeps what it needs alive."""
         self.start = None
         self.env = self._environ = self._fields_env = {}
-        del self._write, self._pull_body, self._local_address, self.errors
+        del self._write, self.errors
 
     def request_line(self) -> str:
         """The request in hand as logs quote it: client text escaped (see logs.access.escape)."""

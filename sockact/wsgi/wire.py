@@ -37,6 +37,20 @@ class ClientTimedOut(ClientGone):
 class Wire:
     """I/O on one connected stream socket (TCP or Unix) that this object does not own."""
 
+    # What every wire starts with: class attributes until a wire sets its own (one per connection, made
+    # for one request when its client sends `Connection: close`).
+    send_stalled = False  # a send gave up for send_timeout
+    # When the app call in progress must be done waiting for its client (monotonic seconds): every
+    # wait ends by then, so a client that trickles can never keep a call running into `timeout`.
+    deadline = math.inf
+    # Made at the first wait: most connections never wait (a `Connection: close` client's never does).
+    _poll: select.poll | None = None
+    _events = 0
+    _sndtimeo = 0.0  # SO_SNDTIMEO as last set for sendfile() (0.0: not set)
+    # Bytes the kernel took through this object (and the loop's 100 Continue): set against the kernel's
+    # own count if the worker dies, it tells whether a response had begun to go out.
+    sent = 0
+
     def __init__(self, sock: socket.socket, io_timeout: float, send_timeout: float | None = None) -> None:
         if sock.gettimeout() is not None:
             sock.settimeout(None)  # our waits are explicit; keep the fd in blocking mode
@@ -45,17 +59,6 @@ class Wire:
         # A send that makes no progress for this long gives up: shorter than the app call's timeout,
         # so a client that never reads costs its connection, not the worker.
         self.send_timeout = send_timeout or io_timeout
-        self.send_stalled = False  # a send gave up for send_timeout
-        # When the app call in progress must be done waiting for its client (monotonic seconds): every
-        # wait ends by then, so a client that trickles can never keep a call running into `timeout`.
-        self.deadline = math.inf
-        # Made at the first wait: most connections never wait (a `Connection: close` client's never does).
-        self._poll: select.poll | None = None
-        self._events = 0
-        self._sndtimeo = 0.0  # SO_SNDTIMEO as last set for sendfile() (0.0: not set)
-        # Bytes the kernel took through this object (and the loop's 100 Continue): set against the kernel's
-        # own count if the worker dies, it tells whether a response had begun to go out.
-        self.sent = 0
 
     def _wait(self, events: int, timeout: float) -> None:
         poll = self._poll

@@ -98,6 +98,26 @@ def test_proxy_header_gives_remote_addr(start_sockact, preface, client):
             assert seen["REMOTE_PORT"] != "8080"  # the socket's own peer port
 
 
+def test_close_clients_with_one_head_each_see_and_log_their_own_client(start_sockact):
+    """`Connection: close` clients that send the same request after different PROXY headers, one cut mid-head
+    between them, on one worker: each app call and each access line names its own client, none the last one's."""
+    server = start_proxied(start_sockact, "--workers", "1")
+    clients = [("198.51.100.7", 1111), ("203.0.113.8", 2222), ("198.51.100.7", 3333), ("192.0.2.9", 4444)]
+    seen = []
+    for i, (client, port) in enumerate(clients):
+        if i == 2:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                sock.sendall(v2_tcp4("192.0.2.66", 6666) + b"GET / HTTP/1.1\r\nHost: app.test\r\nX-Cut")
+        seen.append(whoami(server.port, v2_tcp4(client, port)))
+    assert [(s["REMOTE_ADDR"], s["REMOTE_PORT"], s["HTTP_HOST"]) for s in seen] == [
+        (client, str(port), "app.test") for client, port in clients]
+    assert len({s["pid"] for s in seen}) == 1  # one worker served them all
+    server.wait_for_log("192.0.2.9 - - [")
+    lines = [line for line in server.output().splitlines() if '"GET / HTTP/1.1" 200' in line]
+    named = [line.split(" - - [")[0].rsplit(None, 1)[-1] for line in lines]
+    assert named[-4:] == [client for client, _ in clients]
+
+
 def test_a_missing_or_malformed_header_closes_with_one_log_line(start_sockact):
     server = start_proxied(start_sockact, mode="v2")
     assert request(server.port, b"") == b""  # plain HTTP: no header

@@ -23,6 +23,7 @@ import pytest
 from sockact.http import Limits, Site
 from sockact.http.engine import DONE, Connection
 from sockact.http.events import END_OF_MESSAGE, PAUSED, Data, Request
+from sockact.http.forwarded import Trust
 from sockact.logs.access import GUNICORN_FORMAT, AccessLog
 from sockact.wsgi.server import HTTPConnection
 
@@ -326,3 +327,112 @@ def test_a_connections_last_request_gets_the_environ_a_kept_one_gets():
     assert before_last == first
     assert last == last_alone == dict(first, HTTP_CONNECTION="close")
     assert (last["PATH_INFO"], last["HTTP_HOST"], last["QUERY_STRING"]) == ("/p", "h:81", "q=1")
+
+
+# ---------------------------------------------------------------------- Connection: close clients, one after another
+
+
+def _close_environs(app: App, heads: list[tuple[bytes, Any]], trust: Any = None,
+                    root_path: str = "") -> list[dict[str, Any]]:
+    """Serve each (head, peer) on a connection of its own, one site for all, as a worker's Connection: close
+    clients come: what the app saw for each, a copy taken at its call."""
+    seen: list[dict[str, Any]] = []
+
+    def keep(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        seen.append(dict(environ))
+        return app(environ, start_response)
+
+    extra = {} if trust is None else {"trust": trust}
+    site = Site(app=keep, limits=Limits(), header_timeout=5.0, io_timeout=5.0, access_log=True, listener="http",
+                access=AccessLog(GUNICORN_FORMAT, os.devnull), root_path=root_path, **extra)
+    for conn_id, (head, peer) in enumerate(heads, 1):
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            http = HTTPConnection(ours, site, peer=peer, conn_id=conn_id, environ_extra={"sockact.conn_id": conn_id})
+            http.receive(head)
+            step = http.next_request()
+            if isinstance(step, Request):
+                assert not http.serve(step)  # Connection: close
+            http.release()
+    return seen
+
+
+CLOSE = b"GET /p?q=1 HTTP/1.1\r\nHost: h.test:8080\r\nUser-Agent: t\r\nConnection: close\r\n\r\n"
+
+
+def _mutates(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    environ["PATH_INFO"] = "/changed"
+    environ["HTTP_HOST"] = "other"
+    environ["mine"] = "kept"
+    del environ["REMOTE_ADDR"]
+    start_response("200 OK", [])
+    return [b"x"]
+
+
+def test_each_close_client_sees_its_own_environ_though_the_head_repeats():
+    """The same head from three clients (the engine gives each the same Request): each environ is whole and its
+    own (its peer, its connection), and what one app call changed in its environ is not in the next one's."""
+    peers = [("192.0.2.1", 1001), ("192.0.2.2", 1002), ("198.51.100.3", 1003)]
+    seen = _close_environs(_mutates, [(CLOSE, peer) for peer in peers])
+    assert [(e["REMOTE_ADDR"], e["REMOTE_PORT"], e["sockact.conn_id"]) for e in seen] == [
+        ("192.0.2.1", "1001", 1), ("192.0.2.2", "1002", 2), ("198.51.100.3", "1003", 3)]
+    for environ in seen:
+        assert (environ["PATH_INFO"], environ["QUERY_STRING"], environ["HTTP_HOST"]) == ("/p", "q=1", "h.test:8080")
+        assert (environ["SERVER_NAME"], environ["SERVER_PORT"], environ["HTTP_USER_AGENT"]) == ("h.test", "8080", "t")
+        assert "mine" not in environ
+    errors = {id(e["wsgi.errors"]) for e in seen}
+    assert len(errors) == 3  # each connection's own error stream
+
+
+def test_a_close_request_after_another_head_or_a_cut_one_is_its_own():
+    """A Connection: close client after one with another head, after one cut mid-head, and under a root path:
+    each environ is what that request says, and the request made before it leaves nothing in it."""
+    other = b"GET /a/x HTTP/1.1\r\nHost: a.test\r\nX-Only: 1\r\nConnection: close\r\n\r\n"
+    seen = _close_environs(_app(lambda write: [b"x"]), [
+        (other, ("192.0.2.1", 1)), (b"GET /cut HTTP/1.1\r\nHost: cut", ("192.0.2.2", 2)),
+        (CLOSE, ("192.0.2.3", 3)), (other, ("192.0.2.4", 4))], root_path="/a")
+    assert [(e["REMOTE_ADDR"], e["SCRIPT_NAME"], e["PATH_INFO"], e["HTTP_HOST"]) for e in seen] == [
+        ("192.0.2.1", "/a", "/x", "a.test"), ("192.0.2.3", "", "/p", "h.test:8080"),
+        ("192.0.2.4", "/a", "/x", "a.test")]
+    assert "HTTP_X_ONLY" not in seen[1] and "HTTP_USER_AGENT" not in seen[2]
+
+
+def test_a_close_request_with_forwarded_fields_is_told_by_its_own_peer():
+    """The same head with X-Forwarded-For from a trusted peer and then from an untrusted one: only the trusted
+    peer's request takes the client it names."""
+    head = b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 203.0.113.9\r\nConnection: close\r\n\r\n"
+    seen = _close_environs(_app(lambda write: [b"x"]), [(head, ("127.0.0.1", 1)), (head, ("192.0.2.8", 2)),
+                                                        (head, ("127.0.0.1", 3))], trust=Trust.parse("127.0.0.1"))
+    assert [e["REMOTE_ADDR"] for e in seen] == ["203.0.113.9", "192.0.2.8", "203.0.113.9"]
+
+
+def test_a_close_request_without_host_names_its_own_socket():
+    """No Host: SERVER_NAME and SERVER_PORT come from each connection's own socket (here a Unix one: its path)."""
+    seen = _close_environs(_app(lambda write: [b"x"]), [(b"GET / HTTP/1.0\r\n\r\n", ("192.0.2.1", 1))] * 2)
+    assert len(seen) == 2 and all(e["SERVER_NAME"] == "" and e["SERVER_PORT"] == "" for e in seen)
+
+
+def test_listeners_that_share_their_limits_each_give_their_own_scheme_and_root():
+    """Two listeners with one Limits (the engine gives both the same Request for the same head), one https under
+    /p: a close request's environ is its own listener's, whichever listener served the head last."""
+    seen: list[dict[str, Any]] = []
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        seen.append(dict(environ))
+        start_response("200 OK", [])
+        return [b"x"]
+
+    limits = Limits()
+    plain = Site(app=app, limits=limits, header_timeout=5.0, io_timeout=5.0, access_log=False, listener="a")
+    mounted = Site(app=app, limits=limits, header_timeout=5.0, io_timeout=5.0, access_log=False, listener="b",
+                   url_scheme="https", root_path="/p")
+    for conn_id, site in enumerate([plain, mounted, mounted, plain], 1):
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            http = HTTPConnection(ours, site, peer=("192.0.2.1", conn_id), conn_id=conn_id)
+            http.receive(CLOSE)
+            request = http.next_request()
+            assert isinstance(request, Request) and not http.serve(request)
+            http.release()
+    assert [(e["wsgi.url_scheme"], e["SCRIPT_NAME"], e["PATH_INFO"]) for e in seen] == [
+        ("http", "", "/p"), ("https", "/p", ""), ("https", "/p", ""), ("http", "", "/p")]

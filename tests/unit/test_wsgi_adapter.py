@@ -13,6 +13,7 @@ import pytest
 from sockact.errors import InvalidResponse
 from sockact.http.engine import Connection, Data, Request
 from sockact.http.limits import Limits
+from sockact.http.requests import line_text
 from sockact.wsgi.environ import (
     FileWrapper,
     InputStream,
@@ -21,6 +22,7 @@ from sockact.wsgi.environ import (
     close_iterable,
     connection_environ,
     request_environ,
+    request_part,
     site_environ,
 )
 
@@ -321,3 +323,32 @@ def test_file_wrapper_iterates_in_blocks_and_closes() -> None:
     assert list(wrapper) == [b"abc", b"def", b"g"]
     wrapper.close()
     assert f.closed
+
+
+@pytest.mark.parametrize(("raw", "scheme", "root"), [
+    (b"GET /a%20b?x=1 HTTP/1.1\r\nHost: h:81\r\nCookie: a=1\r\nCookie: b=2\r\nX_Bad: 1\r\n\r\n", "http", ""),
+    (b"POST /app/x HTTP/1.1\r\nHost: h\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n", "https", "/app"),
+    (b"GET /other HTTP/1.0\r\nHost: [::1]:8443\r\n\r\n", "https", "/app"),
+    (b"GET http://a.test:9/p?q HTTP/1.1\r\nHost: ignored\r\n\r\n", "http", ""),
+])
+def test_a_request_part_over_a_connection_is_the_request_environ(raw: bytes, scheme: str, root: str) -> None:
+    """request_part: what a request's fields and line give, alone; updated onto any connection's environ, it is
+    that request's environ there, peer and all."""
+    _, request = _request(raw)
+    part = request_part(request.headers, line_text(request), scheme, root)
+    assert part is not None
+    for peer in [("10.0.0.1", 4321), ("192.0.2.9", 1)]:
+        conn = connection_environ(site_environ(scheme, root), peer, {"sockact.conn_id": 7})
+        whole = request_environ(conn, request, None, lambda: ("local", "1"))
+        del whole["wsgi.input"]
+        assert {**conn, **part} == whole
+
+
+@pytest.mark.parametrize("raw", [
+    b"GET / HTTP/1.0\r\n\r\n",  # no Host: the connection's socket names the server
+    b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 203.0.113.1\r\n\r\n",  # a trusted peer's would change it
+    b"GET / HTTP/1.1\r\nHost: h\r\nForwarded: for=203.0.113.1\r\n\r\n",
+])
+def test_a_request_that_depends_on_its_connection_has_no_part(raw: bytes) -> None:
+    _, request = _request(raw)
+    assert request_part(request.headers, line_text(request), "http", "") is None

@@ -245,6 +245,8 @@ def test_a_request_after_one_a_hand_back_brought_goes_to_another_worker_when_the
     moved.sock.sendall(b"\r\n")
     status, _, body = moved.read_response()
     assert status == 200 and json.loads(body)["pid"] == victim, body  # served where the hand-back went
+    # Its call over (the scoreboard line cleared after the response's last byte): the connection is idle.
+    server.waiting(lambda: asleep(victim), "the worker to end the call")
     os.kill(victim, signal.SIGSTOP)
     moved.sock.sendall(b"GET /?s=0 HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
     server.waiting(lambda: _server_rx_queue(server.port, port), "the next request to wait unread")

@@ -119,7 +119,13 @@ def _brought(conn: Conn, answered: bool | None, unread: bool, reading: bool) -> 
         return Verdict(conn, BAD_GATEWAY if reading and not unread else None, "", again=unread, served=unread)
     if answered is None:
         return Verdict(conn, BAD_GATEWAY if reading else None, "")  # the kernel cannot say: as if idle
-    return Verdict(conn, BAD_GATEWAY, "")
+    return Verdict(conn, BAD_GATEWAY, _request_line(conn.data))
+
+
+def _request_line(head: bytes) -> str:
+    """A head's method and target, as a call's line names them, for the log ("" when its first line is not whole)."""
+    first, crlf, _ = head.lstrip(b"\r\n").partition(b"\r\n")
+    return first.rsplit(b" ", 1)[0].decode("latin-1") if crlf else ""
 
 
 def _answered_since(conn: Conn, now: int | None) -> bool | None:

@@ -49,6 +49,8 @@ def test_bytes_a_hand_back_brought_are_judged_by_what_was_written_since() -> Non
                                                                        written=written)}
     assert got == {1: (True, True, None), 2: (False, False, None), 3: (False, False, 502), 4: (False, False, None),
                    5: (True, False, None)}
+    # The 502's log line names the request, as a call's line does.
+    assert [v.line for v in verdicts(conns[2:3], [], None, written=written)] == ["GET /next"]
 
 
 def test_a_connection_that_never_reached_the_worker_goes_elsewhere_with_its_bytes() -> None:

@@ -32,9 +32,21 @@ _NO_TEXT = ("", "", "", "", "")
 
 
 def connection_entry(remote: str, pid: int, conn_id: int, listener: str) -> Entry:
-    """A connection's entry, with its memo: filled again for each of its requests (fill_entry), since
-    AccessLog.log keeps nothing of it."""
+    """A connection's entry, with its memo: filled again for each of its requests (entry_for, then
+    AccessLog.log_response), since the log keeps nothing of it."""
     return Entry(remote, *_NO_TEXT, 0, 0, 0, pid, conn_id, listener, memo=Memo())
+
+
+def entry_for(entry: Entry, request: Request | None) -> Entry:
+    """``entry`` (a connection_entry) for ``request`` (None: the request line itself was bad), its text
+    decoded while the request repeats, for AccessLog.log_response."""
+    memo = entry.memo
+    if memo is None or request is not memo.key:
+        if request is None:
+            entry.renew(None, _NO_TEXT, ())
+        else:
+            entry.renew(request, line_text(request), request.headers)
+    return entry
 
 
 def fill_entry(entry: Entry, request: Request | None, status: int, sent: int, started: float,
@@ -42,15 +54,5 @@ def fill_entry(entry: Entry, request: Request | None, status: int, sent: int, st
     """``entry`` (a connection_entry) for the request that ends now, begun at ``started`` (time.perf_counter();
     0.0 when the log shows no duration, AccessLog.timed); None: the request line itself was bad. The
     request's text is the entry's while the request repeats."""
-    memo = entry.memo
-    if memo is None or request is not memo.key:
-        if request is None:
-            entry.renew(None, _NO_TEXT, ())
-        else:
-            entry.renew(request, line_text(request), request.headers)
-    entry.status = status
-    entry.sent = sent
-    entry.duration_us = int((time.perf_counter() - started) * 1e6) if started else 0
-    entry.response_headers = response_headers
-    entry.when = time.time()
+    entry_for(entry, request).fill_response(status, sent, started, response_headers, time.time())
     return entry

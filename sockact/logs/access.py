@@ -5,7 +5,9 @@ Contract:
   The spec uses gunicorn's atoms (``%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"``
   is its default, and ours for files), or is ``"json"`` for one JSON object per line.
 - ``AccessLog.log(entry)`` formats the line and buffers it, keeping nothing of ``entry`` (a connection
-  fills one entry for all its requests: http/logline.fill_entry); ``log_websocket`` writes the one line
+  fills one entry for all its requests: http/logline.fill_entry); ``log_response(entry, ...)`` fills the
+  response's part of a connection's entry and logs it, or gives the connection's last line again while
+  nothing in it changed (the runners' call at a request's end); ``log_websocket`` writes the one line
   of a WebSocket session when it ends (its close code, message bytes in and out, duration).
   ``flush()`` writes the buffer: one ``write()`` of whole lines to the file or stderr (an
   ``O_APPEND`` file keeps each batch together, whichever worker writes), or one journal record per
@@ -128,6 +130,16 @@ class Entry:
         self.headers = headers
         if self.memo is not None:
             self.memo.renew(key, text)
+
+    def fill_response(self, status: int, sent: int, started: float, response_headers: Sequence[tuple[str, str]],
+                      when: float) -> None:
+        """The response to the entry's request, which ends at ``when`` (time.time()); it began at ``started``
+        (time.perf_counter(); 0.0 when the log shows no duration, AccessLog.timed)."""
+        self.status = status
+        self.sent = sent
+        self.duration_us = int((time.perf_counter() - started) * 1e6) if started else 0
+        self.response_headers = response_headers
+        self.when = when
 
     def header(self, name: bytes) -> str:
         """A request field by upper-cased name, "" when absent."""
@@ -324,13 +336,6 @@ def compile_format(spec: str, atoms: dict[str, str] = ATOMS) -> Callable[[Entry]
     template += _braced(spec[pos:].replace("%%", "%"))
     namespace = dict(_NAMES)
     source = ["def line(e):", "    memo = e.memo"]
-    if repeats:
-        # The connection's last line again, when nothing it was made of changed (the request's atoms and
-        # line are forgotten together, at Memo.renew; the fields' are checked as below).
-        same_fields = " and memo.fields is e.headers and memo.remote == e.remote" if fields else ""
-        source += ["    if (memo is not None and memo.line is not None and memo.line_status == e.status"
-                   f" and memo.line_sent == e.sent and memo.line_second <= e.when < memo.line_until{same_fields}):",
-                   "        return memo.line"]
     # What the last line made of a request, and of fields, is kept for the next connection too (its memo
     # starts empty): the engine gives a new connection the very request the last one parsed for the same
     # head (Connection: close clients), with the same fields. Each is one tuple, replaced whole, with what
@@ -369,8 +374,11 @@ def compile_format(spec: str, atoms: dict[str, str] = ATOMS) -> Callable[[Entry]
                    "            memo.fields, memo.remote, memo.fields_atoms = e.headers, e.remote, fields"]
     source += computed
     if repeats:
+        # The line, kept for AccessLog.log_response to give again while nothing it was made of changes. With atoms of
+        # the fields, the memo's fields and client were just made the entry's; without, they are set here.
         source += [f"    text = f{template!r}",
                    "    if memo is not None:",
+                   *([] if fields else ["        memo.fields, memo.remote = e.headers, e.remote"]),
                    "        memo.line, memo.line_second = text, e.when // 1",
                    "        memo.line_until = memo.line_second + 1.0",
                    "        memo.line_status, memo.line_sent = e.status, e.sent",
@@ -466,7 +474,7 @@ class AccessLog:
         else:
             self.format = compile_format(spec)
         # Whether a line shows its request's duration (the journal's fields and the JSON object do; gunicorn's
-        # default format does not): a runner reads the clock for it only then (fill_entry).
+        # default format does not): a runner reads the clock for it only then (Entry.fill_response).
         self.timed = (self.sendv is not None or self.format is json_line
                       or not _DURATION.isdisjoint(_ATOM_RE.findall(spec)))
         self.fd = 2
@@ -480,6 +488,7 @@ class AccessLog:
         # an Entry is used again for the connection's next request).
         self._buffer: list[Any] = []
         self._deadline = 0.0
+        self._due_at = 0.0  # the same deadline, in the wall-clock time of Entry.when
         self._flushing = threading.Lock()  # app threads log, and flush a buffer their line made due
 
     def _open(self) -> int:
@@ -487,18 +496,41 @@ class AccessLog:
         return _open_logfile(self.path)
 
     def log(self, entry: Entry) -> None:
-        """Buffer the line for ``entry``; write the buffer if it is due or full. ``entry`` may be used
+        """Buffer the line for ``entry``, filled; write the buffer if it is due or full. ``entry`` may be used
         again as soon as this returns (a connection keeps one for all its requests)."""
         line = self.format(entry)
-        now = time.monotonic()
         buffer = self._buffer
+        when = entry.when
         if not buffer:
-            self._deadline = now + FLUSH_INTERVAL
+            # The loop's flush_if_due reads the monotonic clock; a line's own check reads the time the entry
+            # already holds, which saves a clock read per line (a wall clock set back delays only this check).
+            self._deadline = time.monotonic() + FLUSH_INTERVAL
+            self._due_at = when + FLUSH_INTERVAL
         # No lock: list.append is atomic under the GIL, and flush() takes lines from the front only, so
         # a line that app threads append meanwhile stays for the next batch.
         buffer.append(line if self.sendv is None else journal_fields(entry, line))
-        if len(buffer) >= MAX_BUFFERED or now >= self._deadline:
+        if len(buffer) >= MAX_BUFFERED or when >= self._due_at:
             self.flush()
+
+    def log_response(self, entry: Entry, status: int, sent: int, started: float,
+                     response_headers: Sequence[tuple[str, str]]) -> None:
+        """Log the request ``entry`` holds (http/logline.entry_for), which ends now with ``status`` and ``sent``
+        body bytes, as Entry.fill_response and log() would, with the common case made cheap: the connection's
+        last line again (nothing it was made of changed: its request, as Memo.renew forgets the line, the
+        fields and the client, the second, the status and the size), into a batch of lines already begun
+        that it neither fills nor makes due. Then the entry is not filled: the builder keeps a line only for
+        a format with no other atom of the response."""
+        when = time.time()
+        memo = entry.memo
+        buffer = self._buffer
+        if (memo is not None and (line := memo.line) is not None and memo.line_status == status
+                and memo.line_sent == sent and memo.line_second <= when < memo.line_until
+                and memo.fields is entry.headers and memo.remote == entry.remote
+                and buffer and len(buffer) < MAX_BUFFERED - 1 and when < self._due_at and self.sendv is None):
+            buffer.append(line)  # atomic, as in log()
+            return
+        entry.fill_response(status, sent, started, response_headers, when)
+        self.log(entry)
 
     def log_websocket(self, entry: Entry, close_code: int, received: int) -> None:
         """The line of a WebSocket session that ended: its upgrade request's, then the close code (0: it

@@ -41,7 +41,7 @@ from sockact.errors import ProtocolError
 from sockact.http import Site
 from sockact.http.dates import http_date
 from sockact.http.events import NEED_DATA, Request
-from sockact.http.logline import access_remote, connection_entry, fill_entry
+from sockact.http.logline import access_remote, connection_entry, entry_for, fill_entry
 from sockact.http.proxyprotocol import ProxyProtocolError
 from sockact.http.site import health_response, is_health, local_address
 from sockact.ipc import handoff
@@ -466,7 +466,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
             return
         # The connection's client, found once, unless trusted proxies told another.
         entry.remote = conn.remote if conn.remote and client is conn.scope["client"] else self._remote(conn, client)
-        access.log(fill_entry(entry, request, status, conn.engine.body_sent, started, response_headers))
+        access.log_response(entry_for(entry, request), status, conn.engine.body_sent, started, response_headers)
 
     @staticmethod
     def _remote(conn: AsgiConnection, client: Any = None) -> str:

@@ -24,7 +24,7 @@ from sockact.http.dates import http_date
 from sockact.http.engine import DONE, Connection
 from sockact.http.events import NEED_DATA, Data, Request
 from sockact.http.limits import COALESCE_MAX, DRAIN_LIMIT
-from sockact.http.logline import connection_entry, fill_entry, quoted_request_line
+from sockact.http.logline import connection_entry, entry_for, quoted_request_line
 from sockact.http.requests import line_text
 from sockact.http.responses import SHORT_OF_ITS_LENGTH, short_of_its_length
 from sockact.http.site import Site, health_response, is_health, local_address
@@ -565,5 +565,5 @@ class HTTPConnection:
             return
         entry.remote = self.remote
         start = self.start
-        self.access.log(fill_entry(entry, request, status, self.engine.body_sent, started,
-                                   start.headers if start is not None else ()))
+        self.access.log_response(entry_for(entry, request), status, self.engine.body_sent, started,
+                                 start.headers if start is not None else ())

@@ -14,7 +14,7 @@ import pytest
 from sockact import config
 from sockact.errors import ConfigError
 from sockact.http.events import Request
-from sockact.http.logline import connection_entry, fill_entry
+from sockact.http.logline import connection_entry, entry_for, fill_entry
 from sockact.logs import access as accesslog
 from sockact.logs.access import GUNICORN_FORMAT, AccessLog, Entry, compile_format, escape
 
@@ -151,6 +151,48 @@ def test_a_memo_gives_its_last_line_again_only_while_nothing_in_it_changed():
         assert memo.line == line(fresh)
 
 
+@pytest.mark.parametrize("spec", [GUNICORN_FORMAT + " %(B)s %(m)s %(conn)s", '"%(r)s" %(s)s %(b)s %(t)s',
+                                  GUNICORN_FORMAT + " %(D)s"])
+def test_a_connections_logged_lines_are_those_fresh_entries_give(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   spec: str):
+    # AccessLog.log_response gives a connection's last line again while nothing it was made of changed; its
+    # entry changes as a connection's does between requests, and every line written is the one a fresh entry
+    # gives.
+    end = WHEN + 0.7  # late in its second: the next one begins within the batch's flush interval
+    now = [end]
+    monkeypatch.setattr(accesslog.time, "time", lambda: now[0])
+    path = tmp_path / "access.log"
+    log = AccessLog(spec, str(path), None)
+    fresh = compile_format(spec)
+    conn = connection_entry("192.0.2.7", 4242, 9, "http")
+    headers = [(b"USER-AGENT", b"curl/8"), (b"REFERER", b"http://r/")]
+    request = Request(b"GET", b"/p%20q?x=1", "1.1", headers, None, False, True, False, False)
+    expected = []
+    changes = ({"when": end + 0.02}, {"when": end + 0.08}, {"status": 304}, {"sent": 0}, {"sent": 15},
+               {"remote": "192.0.2.8"}, {"headers": [(b"USER-AGENT", b"wget")]}, {"request": b"HEAD"},
+               {"request": b"GET"})
+    for change in ({}, *(step for one in changes for step in (dict(one), {}))):  # each line one change from the last
+        if "request" in change:
+            request = Request(change.pop("request"), b"/p%20q?x=1", "1.1", headers, None, False, True, False, False)
+        values = {"remote": "192.0.2.7", "status": 200, "sent": 14, "when": end, "headers": request.headers,
+                  **change}
+        entry_for(conn, request)
+        conn.remote, conn.headers, now[0] = values["remote"], values["headers"], values["when"]
+        log.log_response(conn, values["status"], values["sent"], 0.0, ())
+        expected.append(fresh(entry(**{**values, "method": request.method.decode(), "duration_us": 0,
+                                       "response_headers": ()})))
+    log.flush()
+    assert path.read_text().splitlines() == expected
+    # The same line again, once the batch is due, writes the batch.
+    log.log_response(conn, 200, 14, 0.0, ())
+    now[0] += 0.05
+    log.log_response(conn, 200, 14, 0.0, ())
+    assert path.read_text().count("\n") == len(expected)
+    now[0] += accesslog.FLUSH_INTERVAL - 0.05
+    log.log_response(conn, 200, 14, 0.0, ())
+    assert path.read_text().count("\n") == len(expected) + 3
+
+
 def test_literal_percent_and_format_errors():
     assert compile_format("100%% %(s)s")(entry()) == "100% 200"
     # Literal text goes into the builder's f-string: braces, quotes and backslashes stay as written.
@@ -222,16 +264,23 @@ def test_a_line_waits_at_most_the_flush_interval(tmp_path: Path, monkeypatch: py
     assert path.read_text() == "/1\n"
     log.log(entry(path="/2"))
     now[0] += accesslog.FLUSH_INTERVAL
-    log.log(entry(path="/3"))  # a busy worker writes what is due as it logs
+    # A busy worker writes what is due as it logs (a line's check reads the entry's time, Entry.when).
+    log.log(entry(path="/3", when=WHEN + accesslog.FLUSH_INTERVAL))
     assert path.read_text() == "/1\n/2\n/3\n"
 
 
-def test_a_full_buffer_is_written_at_once(tmp_path: Path):
+def test_a_full_buffer_is_written_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     path = tmp_path / "access.log"
     log = AccessLog("%(s)s", str(path), None)
     for _ in range(accesslog.MAX_BUFFERED):
         log.log(entry())
     assert path.read_text().count("\n") == accesslog.MAX_BUFFERED
+    # A connection's line again and again, in one second, as well.
+    monkeypatch.setattr(accesslog.time, "time", lambda: WHEN)
+    conn = entry_for(connection_entry("192.0.2.7", 4242, 9, "http"), None)
+    for _ in range(accesslog.MAX_BUFFERED):
+        log.log_response(conn, 200, 14, 0.0, ())
+    assert path.read_text().count("\n") == 2 * accesslog.MAX_BUFFERED
 
 
 def test_a_rotated_file_is_reopened(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -263,6 +312,16 @@ def test_journal_target_sends_one_record_per_line():
     assert (first["PRIORITY"], first["HTTP_HOST"], first["HTTP_USER_AGENT"], first["HTTP_REFERER"]) == (
         "6", "example.test", "curl/8", "http://r/")
     assert (first["REMOTE_ADDR"], first["HTTP_PROTOCOL"], first["SOCKACT_CONN_ID"]) == ("192.0.2.7", "HTTP/1.1", "9")
+
+
+def test_a_journal_record_is_made_for_every_line_that_repeats():
+    records: list[tuple[str, ...]] = []
+    log = AccessLog('"%(r)s" %(s)s', None, lambda *fields: records.append(fields))
+    conn = entry_for(connection_entry("192.0.2.7", 4242, 9, "http"), None)
+    for _ in range(3):
+        log.log_response(conn, 400, 11, 0.0, ())
+    log.flush()
+    assert [dict(item.split("=", 1) for item in r)["MESSAGE"] for r in records] == ['"-" 400'] * 3
 
 
 def test_a_failing_target_loses_lines_but_never_raises():

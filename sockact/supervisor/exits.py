@@ -99,9 +99,14 @@ class Exits:
         # What the kernel took of the responses that had begun: none of it, and the client still gets a 502.
         written = {call.conn_id: orphans.written_bytes(fds[call.conn_id]) for call in calls
                    if call.responded and not call.answered and call.conn_id in fds}
+        # And of those that came with bytes (a hand-back's): whether a response went out since, the bytes answered.
+        written.update((conn.id, orphans.written_bytes(conn.fd)) for conn in conns
+                       if conn.data and conn.id not in unreceived and conn.id not in written)
         for verdict in orphans.verdicts(conns, calls, overdue_before, unread, unreceived, reading, written):
             if verdict.again:
                 again += 1
+                if verdict.served:
+                    verdict.conn.data, verdict.conn.head_started = b"", 0.0  # answered: the request waits unread
                 verdict.conn.written = -1  # the dead worker may have written on it: looked up again
                 sup.switchboard.route(verdict.conn)  # it keeps its place in line (Conn.since)
                 continue

@@ -20,6 +20,10 @@ its connections, and ``verdicts`` decides, with no I/O, what each client gets:
                                                                     that went with it
     not in a call, handed over with no bytes of its own, and      dispatched again: another worker
       bytes wait unread in the kernel                               reads them as if new
+    not in a call, handed over with a hand-back's bytes, a        dispatched again, without the
+      response written since, and bytes wait unread                 bytes that were answered
+    not in a call, handed over with a hand-back's bytes, and      502 Bad Gateway, then close
+      no byte written since (``written_bytes``)
     not in a call, the one the worker was reading (a head read    502 Bad Gateway, then close
       in part, or a request read and on no line yet)
     not in a call, otherwise (idle, or a head read in part        close, as when the worker closes it
@@ -30,10 +34,12 @@ them, and the supervisor numbers the ones it sends: those past the count never a
 such a connection is still in the supervisor's hands. Bytes waiting in the kernel with no call
 line mean a worker that did receive the connection never read it (stopped, or stalled). The bytes
 that went with a hand-over it received (a hand-back's) are another matter: nothing tells whether
-the worker consumed them, and replaying a request it had served would run it twice, so such a
-connection is closed. One case stays out of sight: a worker that read part of a request and died
-before reading the rest. The next worker then reads the rest as a request of its own, and
-answers it (a 400, as a rule) instead of leaving the client with nothing.
+the worker consumed them, and replaying a request it had begun would run it twice, so they never go
+again. The kernel's count of bytes written on the connection since tells whether they were answered:
+if so, a request that waits unread behind them is one of its own; if not, the client gets a 502.
+One case stays out of sight: a worker that read part of a request and died before reading the rest.
+The next worker then reads the rest as a request of its own, and answers it (a 400, as a rule)
+instead of leaving the client with nothing.
 
 Torn scoreboard reads are possible (see scoreboard.py) but harmless here: the worker is dead, so
 its lines no longer change. ``answer`` carries a verdict out on the connection; it never raises.
@@ -67,6 +73,7 @@ class Verdict:
     status: int | None  # None: close without a word (unless again)
     line: str  # the request line of the call it was in, "" when none
     again: bool = False  # never read: dispatched to another worker, not closed
+    served: bool = False  # again, but the bytes that came with it were answered: it goes without them
 
 
 def verdicts(conns: Iterable[Conn], calls: Iterable[Call], overdue_before: float | None,
@@ -77,7 +84,8 @@ def verdicts(conns: Iterable[Conn], calls: Iterable[Call], overdue_before: float
     ``unread``: the connections with bytes waiting in the kernel (``unread_bytes``); ``unreceived``:
     those whose hand-over message the worker never took from its channel; ``reading``: the one its
     loop was reading, whatever it read on no line yet (Scoreboard.reading; 0: none); ``written``: for
-    those whose response had begun, the bytes written on them by then (``written_bytes``)."""
+    those whose response had begun, and those that came with bytes, the bytes written on them by then
+    (``written_bytes``)."""
     by_conn = {call.conn_id: call for call in calls}
     out = []
     for conn in conns:
@@ -87,8 +95,11 @@ def verdicts(conns: Iterable[Conn], calls: Iterable[Call], overdue_before: float
             call = None  # its response is whole and the connection persists: as idle as one in no call
         if conn.id in unreceived:
             out.append(Verdict(conn, None, "", again=True))  # it never arrived: all of it is still here
+        elif call is None and conn.data.strip(b"\r\n"):
+            out.append(_brought(conn, _answered_since(conn, (written or {}).get(conn.id)), conn.id in unread,
+                                conn.id == reading))
         elif call is None:
-            again = not conn.data and conn.id in unread
+            again = conn.id in unread
             out.append(Verdict(conn, BAD_GATEWAY if conn.id == reading and not again else None, "", again=again))
         elif call.responded and out_now != "none":
             out.append(Verdict(conn, None, call.line))
@@ -97,6 +108,32 @@ def verdicts(conns: Iterable[Conn], calls: Iterable[Call], overdue_before: float
         else:
             out.append(Verdict(conn, BAD_GATEWAY, call.line))
     return out
+
+
+def _brought(conn: Conn, answered: bool | None, unread: bool, reading: bool) -> Verdict:
+    """The verdict on a connection in no call that came with bytes (a hand-back's). Once a response
+    went out on it since, the worker had answered them: what waits unread is a request of its own, for
+    another worker, without them (``served``). With none, they were not answered: a 502, for whether
+    the worker consumed them, or read more, cannot be told."""
+    if answered:
+        return Verdict(conn, BAD_GATEWAY if reading and not unread else None, "", again=unread, served=unread)
+    if answered is None:
+        return Verdict(conn, BAD_GATEWAY if reading else None, "")  # the kernel cannot say: as if idle
+    return Verdict(conn, BAD_GATEWAY, _request_line(conn.data))
+
+
+def _request_line(head: bytes) -> str:
+    """A head's method and target, as a call's line names them, for the log ("" when its first line is not whole)."""
+    first, crlf, _ = head.lstrip(b"\r\n").partition(b"\r\n")
+    return first.rsplit(b" ", 1)[0].decode("latin-1") if crlf else ""
+
+
+def _answered_since(conn: Conn, now: int | None) -> bool | None:
+    """Whether bytes were written on ``conn`` since its worker had it, as the kernel counts them (None:
+    it cannot say)."""
+    if conn.written < 0 or now is None:
+        return None
+    return now > conn.written
 
 
 # struct tcp_info (linux/tcp.h): tcpi_notsent_bytes, then tcpi_bytes_sent and tcpi_bytes_retrans (Linux 4.19)

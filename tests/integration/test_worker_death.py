@@ -3,6 +3,7 @@ another worker, and a frozen worker is found out and replaced."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,7 +13,17 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import asleep, fd_count, http_get, parse_response, raw_exchange, read_to_close, steady, wait_until
+from conftest import (
+    KeepAliveClient,
+    asleep,
+    fd_count,
+    http_get,
+    parse_response,
+    raw_exchange,
+    read_to_close,
+    steady,
+    wait_until,
+)
 
 
 def test_requests_a_dead_worker_never_read_are_served_by_another(start_sockact):
@@ -186,3 +197,66 @@ def test_a_call_in_progress_across_a_stop_of_the_whole_group_is_not_killed(start
         status, _, _ = parse_response(sock.recv(65536))
     assert status == 200
     assert server.workers() == [worker] and "killing it" not in server.output(), server.output()
+
+
+def _server_inode(port: int, client_port: int) -> int | None:
+    """The inode of the server side of the connection from ``client_port`` (/proc/net/tcp)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and int(fields[2].split(":")[1], 16) == client_port:
+            return int(fields[9])
+    return None
+
+
+def _holds(pid: int, inode: int | None) -> bool:
+    """Whether process ``pid`` has the socket ``inode`` open."""
+    with contextlib.suppress(FileNotFoundError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(FileNotFoundError):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                    return True
+    return False
+
+
+def test_a_request_after_one_a_hand_back_brought_goes_to_another_worker_when_the_worker_dies(
+        start_sockact, tmp_path):
+    # A connection handed back by a stalled ASGI worker carries the head it had read to the next
+    # worker, which answers it there and goes on serving the connection. Its client's next request
+    # waits unread when that worker dies: it must go to another worker, not meet EOF.
+    server = start_sockact("asgiapps:blocking", "--workers", "2", "--handback-after", "0.3",
+                           "--park-after", "60", workers=2)
+    clients = [KeepAliveClient(server.port, timeout=20) for _ in range(3)]
+    held: dict[int, list[KeepAliveClient]] = {}
+    for client in clients:
+        status, _, body = client.request("/?s=0")
+        assert status == 200, body
+        held.setdefault(json.loads(body)["pid"], []).append(client)
+    stalled = next(pid for pid, on in held.items() if len(on) >= 2)  # 3 connections, 2 workers
+    [victim] = [pid for pid in server.workers() if pid != stalled]
+    moved, blocker = held[stalled][:2]
+    port = moved.sock.getsockname()[1]
+    moved.sock.sendall(b"GET /?s=0 HTTP/1.1\r\nHost: test\r\n")  # the start of a head: read, then handed back
+    server.waiting(lambda: _server_rx_queue(server.port, port) == 0 and asleep(stalled),
+                   "the worker to read the start of the head")
+    release = tmp_path / "release"
+    blocker.sock.sendall(f"GET /?s=60&until={release} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+    inode = _server_inode(server.port, port)
+    server.waiting(lambda: _holds(victim, inode), "the stalled worker's hand-back to reach the other worker")
+    moved.sock.sendall(b"\r\n")
+    status, _, body = moved.read_response()
+    assert status == 200 and json.loads(body)["pid"] == victim, body  # served where the hand-back went
+    # Its call over (the scoreboard line cleared after the response's last byte): the connection is idle.
+    server.waiting(lambda: asleep(victim), "the worker to end the call")
+    os.kill(victim, signal.SIGSTOP)
+    moved.sock.sendall(b"GET /?s=0 HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+    server.waiting(lambda: _server_rx_queue(server.port, port), "the next request to wait unread")
+    os.kill(victim, signal.SIGKILL)
+    release.touch()
+    answer = moved.buf + read_to_close(moved.sock)
+    assert answer, "the client got EOF with no response"
+    status, _, body = parse_response(answer)
+    assert status == 200 and json.loads(body)["pid"] != victim, answer
+    server.wait_for_log(f"worker {victim} killed by SIGKILL before reading 1 requests: they go to other workers")
+    assert blocker.read_response()[0] == 200
+    for client in clients:
+        client.sock.close()

@@ -34,6 +34,25 @@ def test_a_connection_never_read_goes_to_another_worker() -> None:
     assert got == {1: (True, None), 2: (False, None), 3: (False, None), 4: (False, 502)}
 
 
+def test_bytes_a_hand_back_brought_are_judged_by_what_was_written_since() -> None:
+    # Each came with a hand-back's head, at 300 bytes written. 1 and 2: a response went out since,
+    # so the worker answered it; 1's next request waits unread: another worker, without the old
+    # head. 2: nothing waits: idle, closed. 3: nothing went out: the head was never answered, and
+    # whether the worker consumed it cannot be told: a 502, never a silent close. 4: the kernel
+    # cannot say: closed. 5: only the blank lines allowed between requests came: as if none.
+    conns = [conn(n) for n in range(1, 6)]
+    for handed_back in conns:
+        handed_back.data, handed_back.written = b"GET /next HTTP/1.1\r\n\r\n", 300
+    conns[4].data = b"\r\n"
+    written = {1: 420, 2: 420, 3: 300, 4: None, 5: 300}
+    got = {v.conn.id: (v.again, v.served, v.status) for v in verdicts(conns, [], None, unread={1, 3, 4, 5},
+                                                                       written=written)}
+    assert got == {1: (True, True, None), 2: (False, False, None), 3: (False, False, 502), 4: (False, False, None),
+                   5: (True, False, None)}
+    # The 502's log line names the request, as a call's line does.
+    assert [v.line for v in verdicts(conns[2:3], [], None, written=written)] == ["GET /next"]
+
+
 def test_a_connection_that_never_reached_the_worker_goes_elsewhere_with_its_bytes() -> None:
     # Sent after the messages the worker took from its channel: it never arrived, so even a
     # hand-back's bytes are still whole in the supervisor's hands.

@@ -161,6 +161,19 @@ async def blocking(scope, receive, send) -> None:
     await _respond(send, _json({"pid": os.getpid()}))
 
 
+async def answers_then_waits(scope, receive, send) -> None:
+    """Its whole response (the worker's pid) first; then, with ``?until=PATH``, the call goes on until that
+    file exists (a minute at most), the loop serving others meanwhile."""
+    await _respond(send, _json({"pid": os.getpid()}))
+    query = parse_qs(scope["query_string"].decode())
+    if "until" in query:
+        release = query["until"][0]
+        for _ in range(6000):
+            if os.path.exists(release):
+                break
+            await asyncio.sleep(0.01)
+
+
 async def sleepy(scope, receive, send) -> None:
     """``?s=SECONDS`` of asyncio.sleep: the loop serves others meanwhile."""
     seconds = float(parse_qs(scope["query_string"].decode()).get("s", ["0"])[0])

@@ -249,6 +249,11 @@ MUTANTS = (
            "None", (UNIT + "test_orphans.py",)),
     Mutant("orphans-whole-response-cut", "sockact/supervisor/orphans.py",
            'call.answered or out_now == "whole"', "call.answered", (UNIT + "test_orphans.py",)),
+    Mutant("asgi-written-before-unknown", "sockact/worker/asgirunner.py",
+           "call.begin(scopes.line, conn.msg.conn_id, conn.written, now)",
+           "call.begin(scopes.line, conn.msg.conn_id, 2**64 - 1, now)",  # scoreboard.UNKNOWN, as it was
+           (INTEG + "test_worker_death.py::test_a_request_after_a_whole_asgi_response_goes_to_another_worker_when_"
+            "the_worker_dies_in_the_call",)),
     Mutant("orphans-unreceived-closed", "sockact/supervisor/orphans.py",
            'out.append(Verdict(conn, None, "", again=True))',
            'out.append(Verdict(conn, None, ""))', (UNIT + "test_orphans.py",)),

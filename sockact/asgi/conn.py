@@ -116,6 +116,10 @@ class AsgiConnection(Owned):
         # a call each): what the kernel did not take, sent as the socket becomes writable; and what was
         # written in this turn of the loop, sent by the batch at its end.
         self.out = bytearray()
+        # The bytes written on it in all, sent or not: a call's scoreboard line takes the count before its
+        # response and at its end (``SlotWriter.begin``, ``whole``), so that if the worker dies, the kernel's
+        # count tells the supervisor whether the client has the whole response.
+        self.written = 0
         self.queued: list[bytes] = []
         self._queued_size = 0
         self._writing = False
@@ -240,6 +244,7 @@ class AsgiConnection(Owned):
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         if not data:
             return False
+        self.written += len(data)
         answering = self.answering
         if answering is not None and not interim:
             # Before the first byte goes: a worker killed meanwhile closes, sends no 502.

@@ -279,7 +279,9 @@ class HttpCycle:
             if not self.engine.keep_alive:  # a body short of its Content-Length ends it; rare (a plain
                 self._said_short()          # attribute: length_left, a property, is a call each)
             conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
-            return conn.drain() if conn.write(head + data) else SENT
+            backlog = conn.write(head + data)
+            self._whole()
+            return conn.drain() if backlog else SENT
         if kind == "http.response.pathsend":
             return self._send_path(message)
         if kind != "http.response.body":
@@ -303,7 +305,10 @@ class HttpCycle:
             self._said_short()
             self.complete = True
             conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
-        return conn.drain() if conn.write(*parts) else SENT
+        backlog = conn.write(*parts)
+        if not more:
+            self._whole()
+        return conn.drain() if backlog else SENT
 
     async def _send_path(self, message: dict[str, Any]) -> None:
         """http.response.pathsend: the whole body is the file at ``path``, read in pieces as the client takes them."""
@@ -325,7 +330,17 @@ class HttpCycle:
                 await self.conn.drain()
         self.conn.write(self.engine.end_response())
         self.complete = True
+        self._whole()
         self.conn.wake()
+
+    def _whole(self) -> None:
+        """The response's last byte is written (perhaps still in the connection's buffers): on a connection
+        that persists, its request read whole (else what is left of it would reach another worker as a
+        request of its own), the call's line takes its length. A worker that dies from here on leaves a
+        client with the whole response, once the kernel counts it written: another worker serves its next."""
+        line = self.conn.call_line
+        if line is not None and self.engine.keep_alive and (self.body_done or self.engine.body_done()):
+            line.whole(self.conn.written)
 
     async def _drain(self) -> bool:
         """Read and drop what is left of the request body, if small; True if that worked."""

@@ -46,7 +46,7 @@ _LINE = struct.Struct("=dQQQQQQ")
 _REQUESTS_AT, _LENGTH_AT, _CONN_AT, _RESPONDED_AT = 8, 16, 24, 32
 _RESPONSE = struct.Struct("=QQQ")
 ANSWERED = 2  # the line's responded field: 0 no byte sent, 1 the response begun, ANSWERED it is whole
-UNKNOWN = 2**64 - 1  # the bytes written before the response: not counted (an ASGI transport buffers)
+UNKNOWN = 2**64 - 1  # the bytes written before the response: not counted
 LINE_SIZE = 168
 _ALIVE_AT = LINE_SIZE - 1  # the line's last byte: 1 while a WSGI app thread owns the line (threads come and go)
 _LINE_MAX = _ALIVE_AT - _LINE.size  # the request line's bytes, after the fields
@@ -206,7 +206,7 @@ class SlotWriter:
         self._reading_word = (beat_at + _READING_AT) // _WORD
         self._text: bytes | None = None  # the request line written last on this line (its only writer)
         # The bytes written before the response that the line holds, as read now: begin skips storing it again
-        # when it is there already (an ASGI call's UNKNOWN, the same for every call). (Not the connection:
+        # when it is there already (an ASGI connection's calls that wrote nothing, from its first). (Not the connection:
         # a line serves another client's call as often as not.)
         self._written = words[self._responded_word + 1]
         self.requests = 0
@@ -227,11 +227,12 @@ class SlotWriter:
         before what it reads is on a line, its client gets a 502."""
         self._words[self._reading_word] = conn_id
 
-    def begin(self, line: bytes, conn_id: int = 0, written: int = 0, now: float = 0.0) -> None:
+    def begin(self, line: bytes, conn_id: int = 0, written: int | None = None, now: float = 0.0) -> None:
         """A call starts (``now``, monotonic, when the caller has read the clock); ``line`` names its request
-        (read back as latin-1, cut to fit). ``written``: UNKNOWN for a call whose response will begin with
-        ``responded_uncounted`` (an ASGI call's: its transport buffers); without it, the response begins
-        with ``responded``, which writes that field itself (nothing reads it before)."""
+        (read back as latin-1, cut to fit). ``written``: the bytes written on the connection before the call,
+        for one whose response will begin with ``responded_uncounted`` and end with ``whole`` (an ASGI
+        call's: nothing else writes on its connection meanwhile); without it, the response begins with
+        ``responded``, which writes those fields itself (nothing reads them before)."""
         words = self._words
         if line != self._text:  # else the last call's request line, there already (a client repeats its request)
             self._text = line
@@ -241,9 +242,10 @@ class SlotWriter:
             words[self._length_word] = len(line)
         words[self._conn_word] = conn_id
         words[self._responded_word] = 0
-        if written and written != self._written:
-            # the bytes written before the response (_LINE's order)
-            self._written = words[self._responded_word + 1] = written
+        if written is not None:
+            if written != self._written:  # the bytes written before the response (_LINE's order)
+                self._written = words[self._responded_word + 1] = written
+            words[self._responded_word + 2] = 0  # its length: not known until ``whole``
         # Last: from here the line shows a call, and the fields above are already this call's.
         self._floats[self._started_word] = now or time.monotonic()
 
@@ -258,6 +260,15 @@ class SlotWriter:
         """``responded()`` for a line begun with ``written=UNKNOWN``: the one field that changes, rather than a
         struct packed for each response."""
         self._words[self._responded_word] = 1
+
+    def whole(self, written: int) -> None:
+        """The last byte of a response begun with ``responded_uncounted`` is written on a connection that
+        persists, ``written`` bytes written on it in all by then: the response's length, against the count
+        ``begin`` took, lets the kernel's count tell a whole response from a cut one (it may still wait in
+        the worker's buffers)."""
+        # Modulo 2**64: a line begun with UNKNOWN stays unknown (the supervisor reads no length without the
+        # count before), where a negative length would raise in the app's send.
+        self._words[self._responded_word + 2] = (written - self._written) & 0xFFFF_FFFF_FFFF_FFFF
 
     def answered(self) -> None:
         """The call's response is whole and its connection persists: what the call does after (the app's

@@ -45,7 +45,7 @@ from sockact.http.logline import access_remote, connection_entry, entry_for, fil
 from sockact.http.proxyprotocol import ProxyProtocolError
 from sockact.http.site import health_response, is_health, local_address
 from sockact.ipc import handoff
-from sockact.ipc.scoreboard import UNKNOWN, SlotWriter
+from sockact.ipc.scoreboard import SlotWriter
 from sockact.ipc.tally import TallyWriter
 from sockact.logs.access import AccessLog
 from sockact.worker.channel import (
@@ -334,7 +334,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
         self._queued.add(conn)
         if self.call_lines:
             conn.call_line = conn.answering = call = self.call_lines.pop()
-            call.begin(scopes.line, conn.msg.conn_id, UNKNOWN, now)  # UNKNOWN: the bytes written before its response
+            call.begin(scopes.line, conn.msg.conn_id, conn.written, now)  # what its response comes after
             if conn.out or conn.queued:  # not flushed, without the property's call
                 # The last response (pipelining) is still going out: a 502 now would land inside it.
                 call.responded_uncounted()

@@ -247,16 +247,45 @@ def test_a_request_after_one_a_hand_back_brought_goes_to_another_worker_when_the
     assert status == 200 and json.loads(body)["pid"] == victim, body  # served where the hand-back went
     # Its call over (the scoreboard line cleared after the response's last byte): the connection is idle.
     server.waiting(lambda: asleep(victim), "the worker to end the call")
+    _killed_with_the_next_request_unread(server, moved, victim, "/?s=0", release)
+    assert blocker.read_response()[0] == 200
+    for client in clients:
+        client.sock.close()
+
+
+def test_a_request_after_a_whole_asgi_response_goes_to_another_worker_when_the_worker_dies_in_the_call(
+        start_sockact, tmp_path):
+    # An ASGI call has sent its whole response and goes on (the app's own work after it): its worker is
+    # killed before the call ends. Its client has the whole response, and its next request waits
+    # unread: the kernel's count of bytes written against the call's line tells the supervisor so, and
+    # that request goes to another worker, not to EOF.
+    server = start_sockact("asgiapps:answers_then_waits", "--workers", "2", "--handback-after", "60",
+                           workers=2)
+    client = KeepAliveClient(server.port, timeout=20)
+    status, _, body = client.request("/")  # a response before: the line counts the bytes written before its own
+    assert status == 200, body
+    victim = json.loads(body)["pid"]
+    release = tmp_path / "release"
+    status, _, body = client.request(f"/?until={release}")
+    assert status == 200 and json.loads(body)["pid"] == victim, body
+    # The whole response is here, and the call goes on, waiting for the release file.
+    server.waiting(lambda: asleep(victim), "the call to wait after its response")
+    _killed_with_the_next_request_unread(server, client, victim, "/", release)
+    client.close()
+
+
+def _killed_with_the_next_request_unread(server, client: KeepAliveClient, victim: int, path: str,
+                                         release: Path) -> None:
+    """Stop ``victim``, send ``client``'s next request, and kill the worker once that request waits
+    unread (then ``release`` the calls waiting for it): another worker must answer it."""
     os.kill(victim, signal.SIGSTOP)
-    moved.sock.sendall(b"GET /?s=0 HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+    port = client.sock.getsockname()[1]
+    client.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
     server.waiting(lambda: _server_rx_queue(server.port, port), "the next request to wait unread")
     os.kill(victim, signal.SIGKILL)
     release.touch()
-    answer = moved.buf + read_to_close(moved.sock)
+    answer = client.buf + read_to_close(client.sock)
     assert answer, "the client got EOF with no response"
     status, _, body = parse_response(answer)
     assert status == 200 and json.loads(body)["pid"] != victim, answer
     server.wait_for_log(f"worker {victim} killed by SIGKILL before reading 1 requests: they go to other workers")
-    assert blocker.read_response()[0] == 200
-    for client in clients:
-        client.sock.close()

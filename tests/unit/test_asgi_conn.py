@@ -17,7 +17,7 @@ import pytest
 from sockact.asgi.conn import AsgiConnection, Batch
 from sockact.http import Limits, Site
 from sockact.ipc import handoff
-from sockact.ipc.scoreboard import UNKNOWN, Scoreboard
+from sockact.ipc.scoreboard import Scoreboard
 from sockact.worker.connstates import ConnState
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -47,7 +47,7 @@ def call():
     msg = handoff.Message(handoff.CONN, conn_id=7, family=socket.AF_UNIX)
     conn = AsgiConnection(loop, msg, sock, site, {}, lambda _: None, threading.Lock(), ConnState.CALL, 0.0)
     line = board.writer(slot, 0)
-    line.begin(b"POST /", 7, UNKNOWN)  # as the runner begins a call's line
+    line.begin(b"POST /", 7, conn.written)  # as the runner begins a call's line
     conn.call_line = conn.answering = line
     yield conn, sock, client, board, slot
     conn.detach()
@@ -65,6 +65,17 @@ def test_a_whole_100_continue_never_marks_the_response_begun_and_the_real_one_do
     assert not board.calls(slot)[0].responded  # a worker killed now leaves its client a 502
     conn.write(HEAD, b"ok")
     assert sock.seen[1] == (HEAD[:12], True)  # marked before the first byte went
+
+
+def test_the_connection_counts_every_byte_written_sent_or_not(call):
+    # The count a call's line takes before its response and at its end: interim responses and what the
+    # kernel has not taken yet count too, as the kernel's own count of bytes written will.
+    conn = call[0]
+    conn.write(CONTINUE, interim=True)
+    conn.write(HEAD, b"ok")
+    assert conn.written == len(CONTINUE) + len(HEAD) + 2
+    conn.write(b"")
+    assert conn.written == len(CONTINUE) + len(HEAD) + 2
 
 
 def test_a_100_continue_the_kernel_does_not_take_whole_marks_the_response_begun(call):

@@ -17,6 +17,7 @@ import pytest
 from sockact.asgi.cycle import DISCONNECT, ClientDisconnected, HttpCycle
 from sockact.http import Limits
 from sockact.http.engine import Connection
+from sockact.ipc.scoreboard import Scoreboard, SlotWriter
 
 Message = dict[str, Any]
 App = Callable[[Message, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
@@ -44,10 +45,14 @@ class Client:
         self.out = self.queued = b""  # nothing waits for the client
         self.waits = 0
         self._woken: asyncio.Future[None] | None = None
+        self.call_line: SlotWriter | None = None  # the call's scoreboard line, if a test gives it one
+        self.written = 0  # bytes written in all, as the real connection counts them
 
     def write(self, *parts: bytes, interim: bool = False) -> None:
         if not self.gone:
-            (self.interim if interim else self.sent).extend(b"".join(parts))
+            data = b"".join(parts)
+            self.written += len(data)
+            (self.interim if interim else self.sent).extend(data)
 
     async def wait_input(self, timeout: float | None = None, lose: bool = True) -> None:
         self.waits += 1
@@ -281,6 +286,52 @@ def test_body_and_more_body_default_to_an_empty_last_message():
 def test_a_complete_response_with_its_request_read_keeps_the_connection():
     persists, client = serve(sends(START, {"type": "http.response.body", "body": b"ok"}))
     assert persists and "connection" not in response(client)[1]
+
+
+def _lined(app: App, first: bytes = GET, *later: bytes, before: int = 0) -> tuple[bool, Client, int, int]:
+    """``serve`` with the call on a scoreboard line, begun as the runner begins it after ``before`` bytes
+    written on the connection: whether it persists, the client, and the bytes written before the response
+    and its length as the supervisor reads them once the response has ended, the call not yet."""
+    board = Scoreboard(1)
+    slot = board.allocate()
+    client = Client(first, *later)
+    client.written = before
+    client.call_line = line = board.writer(slot, 1)
+    line.begin(b"GET /", 7, client.written)
+    line.responded_uncounted()
+    seen: list[tuple[int, int]] = []
+
+    async def looked(scope: Message, receive: Any, send: Any) -> None:
+        await app(scope, receive, send)
+        [call] = board.calls(slot)
+        seen.append((call.written_before or 0, call.length))
+    persists = asyncio.run(asyncio.wait_for(cycle_for(client).run(looked), WAIT))
+    board.close()
+    return persists, client, *seen[0]
+
+
+@pytest.mark.parametrize("messages", [
+    [START, {"type": "http.response.body", "body": b"ok"}],
+    [START, {"type": "http.response.body", "body": b"o", "more_body": True},
+     {"type": "http.response.body", "body": b"k"}],
+], ids=["whole", "in pieces"])
+def test_a_whole_response_on_a_persisting_connection_gives_its_line_its_length(messages):
+    persists, client, before, length = _lined(sends(*messages), before=123)
+    assert persists and (before, length) == (123, len(client.sent))
+
+
+POST_4 = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n"
+
+
+@pytest.mark.parametrize(("messages", "first"), [
+    ([START, {"type": "http.response.body", "body": b"o", "more_body": True}], GET),  # not over
+    ([START, {"type": "http.response.body", "body": b"ok"}], b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    ([START, {"type": "http.response.body", "body": b"ok"}], POST_4),
+], ids=["cut", "connection close", "body unread"])
+def test_a_response_not_whole_or_whose_connection_ends_leaves_its_length_unknown(messages, first):
+    # Unknown: a worker that dies then closes the connection, as before, rather than give what follows
+    # (nothing, or the rest of a body) to another worker as a request.
+    assert _lined(sends(*messages), first, b"data", before=5)[2:] == (5, 0)
 
 
 def test_an_app_that_ends_in_the_middle_of_its_body_leaves_the_response_cut_short():

@@ -94,42 +94,59 @@ def test_requests_waiting_for_an_app_thread_read_as_calls_not_yet_answered():
     board.close()
 
 
-def test_a_line_begun_uncounted_responds_with_one_byte_as_responded_would():
-    # An ASGI call's line: the bytes written before its response are not counted (UNKNOWN), so its response's
-    # beginning is the one byte that changes, and reads back as responded() with no count would.
+def test_a_line_begun_with_a_count_responds_with_one_byte_and_ends_with_its_length():
+    # An ASGI call's line: begun with the bytes written on the connection before the call, its response's
+    # beginning is the one word that changes; its end gives the length, from the count written by then.
     from sockact.ipc.scoreboard import UNKNOWN
 
     board = Scoreboard(1)
     slot = board.allocate()
     quick, full = board.writer(slot, 1), board.writer(slot, 2)
-    quick.begin(b"GET /a", 11, UNKNOWN)
+    quick.begin(b"GET /a", 11, 40)
     full.begin(b"GET /a", 12)
     assert [c.responded for c in board.calls(slot)] == [False, False]
     quick.responded_uncounted()
     full.responded()
     calls = sorted(board.calls(slot), key=lambda c: c.conn_id)
-    assert [(c.responded, c.answered, c.written_before, c.length) for c in calls] == [(True, False, None, 0)] * 2
+    assert [(c.responded, c.answered, c.written_before, c.length) for c in calls] == [(True, False, 40, 0),
+                                                                                       (True, False, None, 0)]
+    quick.whole(65)
+    assert [(c.written_before, c.length) for c in board.calls(slot) if c.conn_id == 11] == [(40, 25)]
+    quick.end()
+    quick.begin(b"GET /a", 11, UNKNOWN)  # not counted: its end must not raise, and says nothing
+    quick.responded_uncounted()
+    quick.whole(90)
+    assert [c.written_before for c in board.calls(slot) if c.conn_id == 11] == [None]
     board.close()
 
 
 def test_a_line_reads_each_calls_own_count_when_begin_skips_the_one_already_there():
     # begin stores the bytes written before the response only when they change: the line must still read
-    # each call's own, after a responded() count, and for a writer made anew.
+    # each call's own (0 too: a connection's first call), after a responded() count, and for a writer made
+    # anew; and never the length of an earlier call's response.
     from sockact.ipc.scoreboard import UNKNOWN
 
     board = Scoreboard(1)
     slot = board.allocate()
     line = board.writer(slot, 1)
-    line.begin(b"GET /a", 7, UNKNOWN)
+    line.begin(b"GET /a", 7, 0)
     line.end()
-    line.begin(b"GET /a", 7, UNKNOWN)  # UNKNOWN again: not stored again
-    assert [(c.conn_id, c.written_before) for c in board.calls(slot)] == [(7, None)]
+    line.begin(b"GET /a", 7, 0)  # 0 again: not stored again
+    assert [(c.conn_id, c.written_before) for c in board.calls(slot)] == [(7, 0)]
+    line.responded_uncounted()
+    line.whole(30)
+    line.end()
+    line.begin(b"GET /a", 7, 30)  # the next call on the connection
+    assert [(c.written_before, c.length) for c in board.calls(slot)] == [(30, 0)]
     line.responded(written=40, length=10)
     line.end()
-    line.begin(b"GET /a", 7, UNKNOWN)  # the count responded() wrote is replaced
-    assert [(c.conn_id, c.responded, c.written_before) for c in board.calls(slot)] == [(7, False, None)]
+    line.begin(b"GET /a", 7, 0)  # the count responded() wrote is replaced, and its length
+    assert [(c.conn_id, c.responded, c.written_before, c.length) for c in board.calls(slot)] == [(7, False, 0, 0)]
     line.responded(written=40)
     line.end()
-    board.writer(slot, 1).begin(b"GET /a", 8, UNKNOWN)  # another writer of that line
-    assert [(c.conn_id, c.written_before) for c in board.calls(slot)] == [(8, None)]
+    board.writer(slot, 1).begin(b"GET /a", 8, 40)  # another writer of that line
+    line.responded(written=UNKNOWN)
+    line.end()
+    board.writer(slot, 1).begin(b"GET /a", 9, 40)  # the one there is UNKNOWN: replaced
+    assert [(c.conn_id, c.written_before) for c in board.calls(slot)] == [(9, 40)]
     board.close()

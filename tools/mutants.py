@@ -54,15 +54,12 @@ MUTANTS = (
     Mutant("accept-ignores-budget", "sockact/supervisor/acceptor.py",
            "            if self.held >= self.budget:\n",
            "            if False:\n", (UNIT + "test_acceptor.py",)),
-    Mutant("room-made-from-a-client-that-spoke", "sockact/supervisor/switchboard.py",
-           "            if _readable(conn.fd):\n                self.route(conn)\n                continue\n",
-           "            if False:\n                self.route(conn)\n                continue\n",
+    Mutant("parked-closed-though-its-client-spoke", "sockact/supervisor/switchboard.py",
+           "        if _readable(conn.fd):\n            self.route(conn)\n            return False\n",
+           "        if False:\n            self.route(conn)\n            return False\n",
            (UNIT + "test_switchboard.py::test_making_room_serves_a_parked_client_that_spoke_and_closes_the_next_idle_"
-                   "one",)),
-    Mutant("expiry-closes-a-client-that-spoke", "sockact/supervisor/switchboard.py",
-           "            if _readable(conn.fd):\n                # Its client spoke",
-           "            if False:\n                # Its client spoke",
-           (UNIT + "test_switchboard.py::test_a_parked_connection_whose_request_came_as_its_keepalive_ran_out_is_"
+                   "one",
+            UNIT + "test_switchboard.py::test_a_parked_connection_whose_request_came_as_its_keepalive_ran_out_is_"
                    "served_not_closed",
             INTEG + "test_operator_traps.py::test_a_parked_client_whose_request_came_as_its_keepalive_ran_out_is_"
                     "served_not_reset")),

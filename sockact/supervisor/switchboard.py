@@ -184,13 +184,7 @@ class Switchboard:
 
     def expire(self, now: float) -> None:
         for conn in self.parked.expired(now):
-            self._unregister(conn.fd)
-            if _readable(conn.fd):
-                # Its client spoke as its time ran out, and the selector has not told it yet (told in the
-                # same turn, or after a stop): not idle. A close would reset it, its request unread.
-                self.route(conn)
-            else:
-                os.close(conn.fd)
+            self._close_if_idle(conn)  # its client may have spoken as its time ran out
         if self.dispatcher.queued:
             # Nobody reads a queued connection while every worker is busy: its head deadline is kept here.
             ended = [conn for conn in self.dispatcher.waiting() if self._head_overdue(conn, now)]
@@ -202,21 +196,28 @@ class Switchboard:
         One whose client has spoken (a request, or a hang-up, that the selector has not told yet) is not
         idle: a worker reads it, and the next one is closed instead."""
         while (conn := self.parked.oldest()) is not None:
-            self._unregister(conn.fd)
-            if _readable(conn.fd):
-                self.route(conn)
-                continue
-            os.close(conn.fd)
-            return True
+            if self._close_if_idle(conn):
+                return True
         return False
 
     def close_parked(self, serve_readable: bool) -> None:
         for conn in self.parked.take_all():
-            self._unregister(conn.fd)
-            if serve_readable and _readable(conn.fd):
-                self.route(conn)  # a request may be on its way: serve it, then close
+            if serve_readable:
+                self._close_if_idle(conn)  # a request may be on its way: serve it, then close
             else:
+                self._unregister(conn.fd)
                 os.close(conn.fd)
+
+    def _close_if_idle(self, conn: Conn) -> bool:
+        """Close a connection taken from the parked, unless its client has spoken (a request, or a hang-up,
+        that the selector has not told yet: told in the same turn, or after a stop): then it is not idle, and
+        a worker reads it, where a close would reset it with its request unread. True if it was closed."""
+        self._unregister(conn.fd)
+        if _readable(conn.fd):
+            self.route(conn)
+            return False
+        os.close(conn.fd)
+        return True
 
     def close_queued(self) -> None:
         for conn in self.dispatcher.take_queued():

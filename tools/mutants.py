@@ -276,6 +276,17 @@ MUTANTS = (
            "timeout = self.site.send_timeout or self.site.io_timeout", "timeout = self.site.io_timeout",
            (INTEG + "test_asgi_limits.py::test_a_pipelining_client_that_never_reads_holds_one_response_and_is_"
             "let_go",)),
+    Mutant("config-not-utf8-raises", "sockact/config/sources.py", "except UnicodeDecodeError as exc:",
+           "except ZeroDivisionError as exc:",
+           (UNIT + "test_config.py::test_a_file_not_in_utf8_or_not_a_file_is_one_line",
+            INTEG + "test_reload_command.py::test_a_reload_that_finds_the_file_empty_or_the_app_gone_fails_and_the_"
+            "app_serves_on")),
+    Mutant("hup-unforeseen-error-kills-the-supervisor", "sockact/supervisor/core.py",
+           "except Exception as exc:  # a settings source that fails", "except ZeroDivisionError as exc:  # a",
+           (UNIT + "test_supervisor_signals.py::test_hup_whose_settings_fail_unforeseen_fails_the_reload_and_the_"
+            "supervisor_lives_on",)),
+    Mutant("nul-in-a-path-setting-passes", "sockact/config/parsers.py", 'if "\\0" in value:', "if False:",
+           (UNIT + "test_config.py::test_bad_files_name_the_key",)),
 )
 
 

@@ -134,7 +134,16 @@ def _strings(value: Any, split: str) -> list[str]:
         value = [v for v in re.split(split, value) if v]
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ValueError("expected a list of strings")
+    for v in value:
+        _no_nul(v)
     return value
+
+
+def _no_nul(value: str) -> None:
+    # TOML's "\u0000" gets a NUL into a string; a path or a variable with one is refused by the OS
+    # calls that use it (a ValueError, not an OSError), so here instead, as a settings error.
+    if "\0" in value:
+        raise ValueError("contains a NUL byte")
 
 
 DEFAULT_LISTENER = "http"  # the name of a socket that systemd or --bind gives no name
@@ -201,6 +210,7 @@ def _string(kind: str, expected: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         if not isinstance(value, str) or not value:
             raise ValueError(f"expected {expected}")
+        _no_nul(value)
         return value
 
     parse.__doc__ = kind

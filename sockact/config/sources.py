@@ -42,6 +42,12 @@ def read_toml(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         raise ConfigError(f"config file {path}: not found") from None
     except PermissionError:
         raise ConfigError(f"config file {path}: permission denied") from None
+    except OSError as exc:  # a directory in its place, an I/O error: at a reload too, never a crash
+        raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8; an editor may save Latin-1 (a comment's 'café')
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"config file {path}: not valid TOML: line {line} is not UTF-8 (byte "
+                          f"0x{exc.object[exc.start]:02x}); save the file as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
     values: dict[str, Any] = {}

@@ -221,6 +221,10 @@ class Supervisor:
                 self.forker.delegate(config)
             except SockactError as exc:
                 error = "; ".join([*str(exc).splitlines(), "keeping the running settings and workers"])
+            except Exception as exc:  # a settings source that fails in a way not foreseen fails the reload, not us
+                log.exception("reload: reading the settings failed")
+                error = (f"reading the settings failed: {type(exc).__name__}: {exc}; keeping the running settings "
+                         "and workers")
         if error is None and self.apps is not None and _apps(config, self.listeners) != set(self.apps):
             error = "with preload on, a changed app needs a restart; keeping the running settings and workers"
         if error is None:

@@ -64,3 +64,9 @@ def test_a_reload_that_finds_the_file_empty_or_the_app_gone_fails_and_the_app_se
     done = reload(server.pid, base_env(**env))
     assert done.returncode == 1 and "name no app" in done.stderr, done.stderr
     assert server.workers() == [old] and server.get_json("/")["pid"] == old
+
+    # An editor that saves Latin-1: TOML is UTF-8, and the supervisor that read it raised and died.
+    cfg.write_bytes('app = "testapps:pid"\n# caf\u00e9\n'.encode("latin-1"))
+    done = reload(server.pid, base_env(**env))
+    assert done.returncode == 1 and "line 2 is not UTF-8 (byte 0xe9)" in done.stderr, done.stderr
+    assert server.workers() == [old] and server.get_json("/")["pid"] == old

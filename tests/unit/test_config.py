@@ -55,6 +55,12 @@ def test_config_file_from_environment(tmp_path):
     ('workers = "two"\n', "key 'workers': invalid value 'two': expected an integer"),
     ('ws_max_size = "1M"\n', "key 'ws_max_size': invalid value '1M': expected an integer"),
     ('timeout = "soon"\n', "key 'timeout': invalid value 'soon': expected a number of seconds"),
+    # TOML's \u0000 puts a NUL in a string, which os.chdir and os.environ refuse with a ValueError.
+    ('chdir = "/srv\\u0000app"\n', "key 'chdir': invalid value '/srv\\x00app': contains a NUL byte"),
+    ('env = ["A=b\\u0000"]\n', "key 'env': invalid value ['A=b\\x00']: contains a NUL byte"),
+    ('pythonpath = ["/srv\\u0000"]\n', "key 'pythonpath'"),
+    ('access_logfile = "/var/log/a\\u0000"\n', "key 'access_logfile'"),
+    ('bind = ["unix:/run/a\\u0000"]\n', "key 'bind'"),
 ])
 def test_bad_files_name_the_key(tmp_path, text, needle):
     with pytest.raises(ConfigError) as err:
@@ -70,6 +76,17 @@ def test_bad_environment_and_flags():
         config.build({}, {"SOCKACT_WORKER": "2"}, None)
     with pytest.raises(ConfigError, match="--timeout"):
         config.build({"timeout": "-1"}, {}, None)
+
+
+def test_a_file_not_in_utf8_or_not_a_file_is_one_line(tmp_path):
+    path = tmp_path / "sockact.toml"
+    path.write_bytes('workers = 2\n# caf\u00e9, saved as Latin-1\n'.encode("latin-1"))
+    with pytest.raises(ConfigError) as err:
+        config.build({}, {}, str(path))
+    assert str(err.value) == (f"config file {path}: not valid TOML: line 2 is not UTF-8 (byte 0xe9); "
+                              "save the file as UTF-8")
+    with pytest.raises(ConfigError, match=r"^config file .*: Is a directory$"):
+        config.build({}, {}, str(tmp_path))
 
 
 def test_missing_file():

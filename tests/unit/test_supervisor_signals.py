@@ -56,6 +56,20 @@ def test_hup_with_a_broken_file_fails_the_reload_and_keeps_the_generation(caplog
     assert sup.pool.current.number == 0 and sup.pool.phase is Phase.SERVING
 
 
+def test_hup_whose_settings_fail_unforeseen_fails_the_reload_and_the_supervisor_lives_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    def reload_config() -> config.Config:
+        raise ValueError("embedded null byte")  # as os.chdir says, for one
+
+    sup = supervisor()
+    sup.reload_config = reload_config
+    sup.pool.phase = Phase.SERVING
+    with caplog.at_level(logging.ERROR):
+        sup.dispatch_signal(signal.SIGHUP)
+    assert "reload failed: reading the settings failed: ValueError: embedded null byte" in caplog.text
+    assert sup.pool.current.number == 0 and sup.pool.phase is Phase.SERVING
+
+
 def test_a_signal_without_a_handler_is_ignored() -> None:
     sup = supervisor()
     sup.dispatch_signal(signal.SIGALRM)

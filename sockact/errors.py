@@ -15,6 +15,12 @@ WORKER_BOOT_ERROR = 4  # a worker failed before it could serve (import error, ba
 APP_LOAD_ERROR = 5  # the app could not be imported; the supervisor halts rather than respawn forever
 
 
+# What an app's call may raise as its own failure. sys.exit() or a KeyboardInterrupt raised by app
+# code is one too: left to propagate, it ended the worker with every other client it held, or, in a
+# pool thread, the thread alone, its client never answered (uvicorn makes them a 500 too).
+APP_FAILURES: tuple[type[BaseException], ...] = (Exception, SystemExit, KeyboardInterrupt)
+
+
 class SockactError(Exception):
     """A fatal start-up error; the message is one line for the operator."""
 

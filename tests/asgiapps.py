@@ -11,6 +11,7 @@ import asyncio
 import contextvars
 import json
 import os
+import sys
 from urllib.parse import parse_qs
 
 from testapps import pause
@@ -396,3 +397,23 @@ async def cancels_itself(scope, receive, send) -> None:
     if scope["path"] == "/cancel":
         raise asyncio.CancelledError
     await _respond(send, b"ok")
+
+
+async def exits(scope, receive, send) -> None:
+    """/exit: sys.exit(3), as an app's own code may call it; /interrupt: KeyboardInterrupt; "/": the pid. A
+    WebSocket echoes, and its text "exit" calls sys.exit(3)."""
+    if scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.accept"})
+        while (message := await receive())["type"] == "websocket.receive":
+            if message.get("text") == "exit":
+                sys.exit(3)
+            await send({"type": "websocket.send", "text": message.get("text")})
+        return
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/exit":
+        sys.exit(3)
+    if scope["path"] == "/interrupt":
+        raise KeyboardInterrupt
+    await _respond(send, _json({"pid": os.getpid()}))

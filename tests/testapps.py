@@ -6,6 +6,7 @@ import gc
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from http import HTTPStatus
@@ -112,6 +113,18 @@ def _boom(environ, start_response):
     raise RuntimeError("a bug in the app")
 
 
+def _exits(environ, start_response):
+    """``/exit``: sys.exit(3), as an app's own code may call it; ``/interrupt``: KeyboardInterrupt; ``/slow``:
+    _slow; any other path: _pid."""
+    if environ["PATH_INFO"] == "/exit":
+        sys.exit(3)
+    if environ["PATH_INFO"] == "/interrupt":
+        raise KeyboardInterrupt
+    if environ["PATH_INFO"] == "/slow":
+        return _slow(environ, start_response)
+    return _pid(environ, start_response)
+
+
 def _errlog(environ, start_response):
     """Like Flask: the app catches its own exception and logs it, traceback included, to wsgi.errors."""
     logger = logging.getLogger("testapps.errlog")
@@ -150,6 +163,7 @@ whoami = validator(_whoami)
 stream = validator(_stream)
 big = validator(_big)
 boom = validator(_boom)
+exits = validator(_exits)
 errlog = validator(_errlog)
 leak = validator(_leak)
 

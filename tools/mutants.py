@@ -285,6 +285,13 @@ MUTANTS = (
            "except Exception as exc:  # a settings source that fails", "except ZeroDivisionError as exc:  # a",
            (UNIT + "test_supervisor_signals.py::test_hup_whose_settings_fail_unforeseen_fails_the_reload_and_the_"
             "supervisor_lives_on",)),
+    Mutant("wsgi-app-exit-ends-the-worker", "sockact/wsgi/server.py", "except APP_FAILURES as exc:",
+           "except Exception as exc:",
+           (INTEG + "test_app_that_exits.py::test_a_wsgi_call_that_exits_is_a_500_on_the_loop_thread_and_on_a_pool_"
+            "thread",)),
+    Mutant("asgi-app-exit-ends-the-worker", "sockact/asgi/cycle.py", "= (*APP_FAILURES, asyncio.CancelledError)",
+           "= (Exception, asyncio.CancelledError)",
+           (INTEG + "test_app_that_exits.py::test_an_asgi_call_or_session_that_exits_ends_it_alone",)),
     Mutant("nul-in-a-path-setting-passes", "sockact/config/parsers.py", 'if "\\0" in value:', "if False:",
            (UNIT + "test_config.py::test_bad_files_name_the_key",)),
 )

@@ -36,7 +36,7 @@ from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from sockact.asgi.conn import AsgiConnection
-from sockact.errors import InvalidResponse, ProtocolError
+from sockact.errors import APP_FAILURES, InvalidResponse, ProtocolError
 from sockact.http.dates import http_date
 from sockact.http.events import END_OF_MESSAGE, NEED_DATA, Data, Request
 from sockact.http.limits import DRAIN_LIMIT
@@ -44,6 +44,10 @@ from sockact.http.logline import quoted_request_line
 from sockact.http.responses import HOP_BY_HOP, SHORT_OF_ITS_LENGTH, remembering, short_of_its_length, validate_response
 
 log = logging.getLogger("sockact.http")
+
+# An app's call or session that ends in one of these failed: sockact cancels none, so a cancellation
+# is the app's own doing too.
+ASGI_APP_FAILURES: tuple[type[BaseException], ...] = (*APP_FAILURES, asyncio.CancelledError)
 
 DISCONNECT = {"type": "http.disconnect"}
 
@@ -133,7 +137,7 @@ class HttpCycle:
             try:
                 # Lambdas, not partials: a partial costs more to make than a lambda's frame to run.
                 await app(self.scope, lambda: self._receive(gen), lambda message: self._send(gen, message))
-            except (Exception, asyncio.CancelledError) as exc:  # sockact cancels no call: the app's own doing
+            except ASGI_APP_FAILURES as exc:
                 if self.answered or self.client_left:
                     log.debug("conn %d: the app stopped after the client left: %r", conn.msg.conn_id, exc)
                 else:

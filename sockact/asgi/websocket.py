@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from sockact.asgi.conn import READ_HIGH, AsgiConnection
-from sockact.asgi.cycle import ClientDisconnected
+from sockact.asgi.cycle import ASGI_APP_FAILURES, ClientDisconnected
 from sockact.asgi.wsprotocols import MESSAGE_TOO_BIG, Closed, Event, WsProtocol
 from sockact.errors import InvalidResponse
 from sockact.http.limits import RECV_SIZE
@@ -287,7 +287,7 @@ async def serve_websocket(conn: AsgiConnection, scope: dict[str, Any], app: Any,
     failed = False
     try:
         await app(scope, ws.receive, ws.send)
-    except (Exception, asyncio.CancelledError) as exc:  # sockact cancels no session: the app's own doing
+    except ASGI_APP_FAILURES as exc:
         failed = True
         if ws.closed or conn.gone:
             log.debug("conn %d: the app stopped after its websocket closed: %r", conn.msg.conn_id, exc)

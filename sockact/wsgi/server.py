@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from sockact.errors import InvalidResponse, ProtocolError
+from sockact.errors import APP_FAILURES, InvalidResponse, ProtocolError
 from sockact.http.dates import http_date
 from sockact.http.engine import DONE, Connection
 from sockact.http.events import NEED_DATA, Data, Request
@@ -226,7 +226,7 @@ class HTTPConnection:
                         keep = self._send_whole(start, result[0])
                     else:
                         keep = self._send_any(result, request)
-                except Exception as exc:  # the app's, or ours while sending; never the client's to see
+                except APP_FAILURES as exc:  # the app's, or ours while sending; never the client's to see
                     keep = self._failed(exc)
                 if keep and line is not None:
                     line.answered()  # a worker that dies from here on leaves an idle connection, not a cut response
@@ -519,7 +519,7 @@ class HTTPConnection:
             pass
         return False
 
-    def _failed(self, exc: Exception) -> bool:
+    def _failed(self, exc: BaseException) -> bool:
         """After the app or the response failed: answer if still possible; always close."""
         start = self.start
         if self.wire.send_stalled:

@@ -292,6 +292,10 @@ MUTANTS = (
     Mutant("asgi-app-exit-ends-the-worker", "sockact/asgi/cycle.py", "= (*APP_FAILURES, asyncio.CancelledError)",
            "= (Exception, asyncio.CancelledError)",
            (INTEG + "test_app_that_exits.py::test_an_asgi_call_or_session_that_exits_ends_it_alone",)),
+    Mutant("boot-timeout-killed-blind", "sockact/policy/pool.py",
+           "actions.append(Kill(m.pid, signal.SIGABRT))", "actions.append(Kill(m.pid, signal.SIGKILL))",
+           (UNIT + "policy/test_pool.py::test_a_boot_past_timeout_is_killed_and_the_reload_abandoned",
+            INTEG + "test_pool_process.py::test_a_boot_past_timeout_is_killed_and_the_old_generation_serves")),
     Mutant("nul-in-a-path-setting-passes", "sockact/config/parsers.py", 'if "\\0" in value:', "if False:",
            (UNIT + "test_config.py::test_bad_files_name_the_key",)),
 )

@@ -10,9 +10,10 @@ Rules:
   a reload that fails leaves every setting as it was.
 - Rolling reload: each new worker that is ready retires one old worker; once the new
   generation is complete, every old worker left retires, whatever the sizes.
-- A worker not ready within its generation's ``timeout`` is killed and counts as a failed
-  boot. Failed boots before the first ready worker halt the supervisor when the app cannot
-  load (no respawn loop); during a reload they abandon the reload; otherwise they back off.
+- A worker not ready within its generation's ``timeout`` is aborted (SIGABRT, then SIGKILL,
+  as below) and counts as a failed boot. Failed boots before the first ready worker halt the
+  supervisor when the app cannot load (no respawn loop); during a reload they abandon the
+  reload; otherwise they back off.
 - A recycle retires a worker and starts its successor: at once for max_requests (the worker
   takes no more work), or successor first for max_worker_memory, one in, one out, as a reload.
 - An aborted worker (stuck past timeout) never gets work again; it is killed with SIGABRT,
@@ -286,12 +287,14 @@ class WorkerPool(Generic[C]):
         actions: list[Action] = []
         for m in list(self.members.values()):
             if m.state is WorkerState.BOOTING and self._boot_deadline(m) <= now:
-                log.error("worker %d did not start within %.0fs; killing it", m.pid,
+                # SIGABRT first, as for a stuck call: the stack it dumps names the line of the import that
+                # hangs (a database that does not answer), which a SIGKILL alone would leave unknown.
+                log.error("worker %d did not start within %.0fs; aborting it (its stack follows)", m.pid,
                           self._generation_config(m).timeout)
                 self._move(m, WorkerEvent.BOOT_TIMEOUT)
-                m.killed = True
-                actions.append(Kill(m.pid, signal.SIGKILL))
-            elif m.state is WorkerState.ABORTED and not m.killed and now - m.aborted_at >= ABORT_GRACE:
+                m.aborted_at = now
+                actions.append(Kill(m.pid, signal.SIGABRT))
+            elif m.state in TIMED_OUT and not m.killed and now - m.aborted_at >= ABORT_GRACE:
                 m.killed = True
                 actions.append(Kill(m.pid, signal.SIGKILL))
         if self.phase not in ENDING:

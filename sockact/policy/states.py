@@ -9,7 +9,7 @@ Worker (one process, seen from the supervisor):
     BOOTING --ready--> READY <--stall/resume--> STALLED
     any live state --retire--> RETIRING      (EOF on its channel: finish, hand back, exit)
     any serving or retiring state --abort--> ABORTED   (stuck or frozen past timeout: SIGABRT, then SIGKILL)
-    BOOTING --boot_timeout--> OVERDUE        (not ready within timeout: SIGKILL, a failed boot)
+    BOOTING --boot_timeout--> OVERDUE        (not ready within timeout: SIGABRT, then SIGKILL; a failed boot)
 
 STALLED means the worker is moving no more: every app thread has been inside one call for
 longer than handback_after. It keeps its connections in flight but gets no new ones.

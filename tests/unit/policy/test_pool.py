@@ -113,8 +113,9 @@ def test_a_boot_past_timeout_is_killed_and_the_reload_abandoned():  # bug 3
     (new,) = h.booting()
     assert not h.pool.boot_overdue(11.0)
     assert h.pool.boot_overdue(12.5)  # the watchdog withholds its pings meanwhile
-    assert h.pool.tick(12.5) == [Kill(new, signal.SIGKILL)]
-    assert h.pool.state(new) is WorkerState.OVERDUE and h.pool.tick(12.6) == []  # killed once
+    assert h.pool.tick(12.5) == [Kill(new, signal.SIGABRT)]  # its stack shows where the import hangs
+    assert h.pool.state(new) is WorkerState.OVERDUE and h.pool.tick(12.6) == []  # aborted once
+    assert h.pool.tick(14.5) == [Kill(new, signal.SIGKILL)] and h.pool.tick(14.6) == []  # then killed, once
     actions = h.run(h.pool.exited(new, None, 12.6))
     assert any(isinstance(a, ReloadFailed) for a in actions)
     assert h.pool.serving_config.name == "old"
@@ -179,7 +180,7 @@ def test_a_new_generation_boots_within_its_own_timeout():
     assert not h.pool.boot_overdue(15.0) and h.pool.tick(15.0) == []  # past the old 2 s, within its 20 s
     assert h.pool.state(new) is WorkerState.BOOTING
     assert h.pool.boot_overdue(30.5)
-    assert h.pool.tick(30.5) == [Kill(new, signal.SIGKILL)]
+    assert h.pool.tick(30.5) == [Kill(new, signal.SIGABRT)]
 
 
 def test_a_shorter_new_timeout_is_the_new_generations_deadline():
@@ -189,7 +190,7 @@ def test_a_shorter_new_timeout_is_the_new_generations_deadline():
     h.run(h.pool.hup(Cfg(workers=1, timeout=2.0, name="new"), None, 10.0))
     (new,) = h.booting()
     assert h.pool.tick(11.0) == []
-    assert h.pool.tick(12.5) == [Kill(new, signal.SIGKILL)]
+    assert h.pool.tick(12.5) == [Kill(new, signal.SIGABRT)]
 
 
 def test_the_respawn_backoff_doubles_up_to_its_cap():

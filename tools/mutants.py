@@ -296,6 +296,8 @@ MUTANTS = (
            "actions.append(Kill(m.pid, signal.SIGABRT))", "actions.append(Kill(m.pid, signal.SIGKILL))",
            (UNIT + "policy/test_pool.py::test_a_boot_past_timeout_is_killed_and_the_reload_abandoned",
             INTEG + "test_pool_process.py::test_a_boot_past_timeout_is_killed_and_the_old_generation_serves")),
+    Mutant("seconds-unbounded", "sockact/config/parsers.py", "if value > MAX_SECONDS:", "if False:",
+           (UNIT + "test_config.py::test_bad_files_name_the_key",)),
     Mutant("nul-in-a-path-setting-passes", "sockact/config/parsers.py", 'if "\\0" in value:', "if False:",
            (UNIT + "test_config.py::test_bad_files_name_the_key",)),
 )

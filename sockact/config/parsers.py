@@ -40,6 +40,12 @@ def integer(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
     return parse
 
 
+# The longest time a setting may name: far past any real timeout (over three years), and far below
+# where a wait on it fails (time.sleep and a lock's timeout raise OverflowError past ~292 years,
+# so handback_after = 1e12 made a worker's monitor thread fail once a second).
+MAX_SECONDS = 1e8
+
+
 def number(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a number of seconds")
@@ -53,6 +59,8 @@ def number(value: Any) -> float:
     # NaN makes every deadline comparison false and inf never comes; both would also crash a poll().
     if not math.isfinite(value):
         raise ValueError("expected a finite number of seconds")
+    if value > MAX_SECONDS:
+        raise ValueError(f"must be at most {MAX_SECONDS:.0f} seconds (over three years)")
     return float(value)
 
 

@@ -51,6 +51,9 @@ def test_config_file_from_environment(tmp_path):
     ("header_timeout = inf\n", "key 'header_timeout'"),
     ('handback_after = "nan"\n', "key 'handback_after'"),
     ("graceful_timeout = -inf\n", "key 'graceful_timeout'"),
+    # Past ~292 years a sleep or a lock's wait raises OverflowError; far before, a bound says no.
+    ("handback_after = 1e12\n", "key 'handback_after': invalid value 1000000000000.0: must be at most 100000000 "
+                                "seconds"),
     # The reason is said in sockact's words, not Python's ("invalid literal for int() with base 0").
     ('workers = "two"\n', "key 'workers': invalid value 'two': expected an integer"),
     ('ws_max_size = "1M"\n', "key 'ws_max_size': invalid value '1M': expected an integer"),

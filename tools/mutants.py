@@ -298,6 +298,8 @@ MUTANTS = (
             INTEG + "test_pool_process.py::test_a_boot_past_timeout_is_killed_and_the_old_generation_serves")),
     Mutant("seconds-unbounded", "sockact/config/parsers.py", "if value > MAX_SECONDS:", "if False:",
            (UNIT + "test_config.py::test_bad_files_name_the_key",)),
+    Mutant("backlog-unbounded", "sockact/config/settings.py", "parsers.integer(1, 2**31 - 1), 1024",
+           "parsers.integer(1), 1024", (UNIT + "test_config.py::test_bad_files_name_the_key",)),
     Mutant("nul-in-a-path-setting-passes", "sockact/config/parsers.py", 'if "\\0" in value:', "if False:",
            (UNIT + "test_config.py::test_bad_files_name_the_key",)),
 )

@@ -194,7 +194,9 @@ class Config(ListenerSettings):
         "Ignored under socket activation; an empty list is an error.", "listeners", metavar="ADDR",
         aliases=("-b",))
     backlog: int = _opt(
-        parsers.integer(1), 1024, "listen() backlog for sockets bound with --bind.", "listeners", metavar="N")
+        # listen() takes a C int (a larger one raised OverflowError at start); the kernel caps it at somaxconn.
+        parsers.integer(1, 2**31 - 1), 1024, "listen() backlog for sockets bound with --bind.", "listeners",
+        metavar="N")
     metrics_listener: str = _opt(
         parsers.listener_name, "metrics",
         "The listener (socket FileDescriptorName=, or NAME= of a --bind address) on which the supervisor "

@@ -52,6 +52,7 @@ def test_config_file_from_environment(tmp_path):
     ('handback_after = "nan"\n', "key 'handback_after'"),
     ("graceful_timeout = -inf\n", "key 'graceful_timeout'"),
     # Past ~292 years a sleep or a lock's wait raises OverflowError; far before, a bound says no.
+    ("backlog = 2147483648\n", "key 'backlog': invalid value 2147483648: must be <= 2147483647"),
     ("handback_after = 1e12\n", "key 'handback_after': invalid value 1000000000000.0: must be at most 100000000 "
                                 "seconds"),
     # The reason is said in sockact's words, not Python's ("invalid literal for int() with base 0").

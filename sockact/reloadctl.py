@@ -48,7 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _supervisor_pid(text: str) -> int:
-    pid = int(text)
+    try:
+        pid = int(text)
+    except ValueError:  # else argparse names this function: "invalid _supervisor_pid value"
+        raise argparse.ArgumentTypeError(f"not a process id: {text!r}") from None
     if pid <= 1:  # kill(0) would signal our own process group, kill(-1) everyone, 1 is init
         raise argparse.ArgumentTypeError(f"not a supervisor's pid: {text}")
     return pid

@@ -300,6 +300,9 @@ MUTANTS = (
            (UNIT + "test_config.py::test_bad_files_name_the_key",)),
     Mutant("backlog-unbounded", "sockact/config/settings.py", "parsers.integer(1, 2**31 - 1), 1024",
            "parsers.integer(1), 1024", (UNIT + "test_config.py::test_bad_files_name_the_key",)),
+    Mutant("reload-pid-error-names-a-function", "sockact/reloadctl.py", "    except ValueError:  # else argparse names",
+           "    except ZeroDivisionError:  # else argparse names",
+           (UNIT + "test_reloadctl.py::test_a_pid_that_would_signal_others_is_refused",)),
     Mutant("nul-in-a-path-setting-passes", "sockact/config/parsers.py", 'if "\\0" in value:', "if False:",
            (UNIT + "test_config.py::test_bad_files_name_the_key",)),
 )

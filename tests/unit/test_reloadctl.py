@@ -66,6 +66,8 @@ def test_a_pid_that_would_signal_others_is_refused(pid, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.build_parser().parse_args(["reload", "--pid", pid])
     assert exit_info.value.code == EXIT_USAGE
+    error = capsys.readouterr().err
+    assert "argument --pid: not a " in error and "_supervisor_pid" not in error, error
 
 
 def test_without_a_runtime_directory_it_says_why_and_signals_nobody():

@@ -303,6 +303,9 @@ MUTANTS = (
     Mutant("reload-pid-error-names-a-function", "sockact/reloadctl.py", "    except ValueError:  # else argparse names",
            "    except ZeroDivisionError:  # else argparse names",
            (UNIT + "test_reloadctl.py::test_a_pid_that_would_signal_others_is_refused",)),
+    Mutant("reload-changed-hooks-unsaid", "sockact/supervisor/core.py",
+           "if error is None and config.hooks != self.config.hooks:", "if False:",
+           (UNIT + "test_supervisor_signals.py::test_hup_with_changed_hooks_says_they_wait_for_a_restart",)),
     Mutant("nul-in-a-path-setting-passes", "sockact/config/parsers.py", 'if "\\0" in value:', "if False:",
            (UNIT + "test_config.py::test_bad_files_name_the_key",)),
 )

@@ -227,6 +227,10 @@ class Supervisor:
                          "and workers")
         if error is None and self.apps is not None and _apps(config, self.listeners) != set(self.apps):
             error = "with preload on, a changed app needs a restart; keeping the running settings and workers"
+        if error is None and config.hooks != self.config.hooks:
+            # Imported once, at start (docs/hooks.md): a reload that says "done" must not look as if it took them.
+            log.warning("reload: the hooks in the settings changed, but hooks are imported at start: the ones "
+                        "loaded then stay until a restart")
         if error is None:
             self.hooks.call("on_reload", HookServer(os.getpid(), config))
             lifecycle(log, "reload", "reloading: starting generation %d of %d workers",

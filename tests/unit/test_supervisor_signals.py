@@ -70,6 +70,26 @@ def test_hup_whose_settings_fail_unforeseen_fails_the_reload_and_the_supervisor_
     assert sup.pool.current.number == 0 and sup.pool.phase is Phase.SERVING
 
 
+def test_hup_with_changed_hooks_says_they_wait_for_a_restart(caplog: pytest.LogCaptureFixture, tmp_path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "sockact.toml"
+    path.write_text('[hooks]\non_reload = "os:getcwd"\n')
+    sup = supervisor()
+    sup.reload_config = lambda: config.build({}, {}, str(path))
+    sup.pool.phase = Phase.SERVING
+    monkeypatch.setattr(sup, "carry_out", lambda actions: None)  # no workers to start here
+    with caplog.at_level(logging.WARNING):
+        sup.dispatch_signal(signal.SIGHUP)
+    assert "the hooks in the settings changed, but hooks are imported at start" in caplog.text
+    assert sup.pool.current.number == 1  # the reload itself goes on
+    caplog.clear()
+    sup.reload_config = lambda: config.build({}, {}, None)
+    sup.pool.phase = Phase.SERVING
+    with caplog.at_level(logging.WARNING):
+        sup.dispatch_signal(signal.SIGHUP)  # the hooks in force (none, as the settings say): no word
+    assert "hooks" not in caplog.text
+
+
 def test_a_signal_without_a_handler_is_ignored() -> None:
     sup = supervisor()
     sup.dispatch_signal(signal.SIGALRM)

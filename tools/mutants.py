@@ -276,6 +276,21 @@ MUTANTS = (
            "timeout = self.site.send_timeout or self.site.io_timeout", "timeout = self.site.io_timeout",
            (INTEG + "test_asgi_limits.py::test_a_pipelining_client_that_never_reads_holds_one_response_and_is_"
             "let_go",)),
+    # A new connection's access line taken from the last one another connection kept.
+    Mutant("shared-line-any-client", "sockact/logs/access.py", "and last[2] == entry.remote and", "and",
+           (UNIT + "test_accesslog.py::test_a_new_connections_line_is_the_last_one_kept_only_when_nothing_in_it_"
+            "differs",)),
+    Mutant("shared-line-any-request", "sockact/logs/access.py", "last[0] is memo.key and", "",
+           (UNIT + "test_accesslog.py::test_a_new_connections_line_is_the_last_one_kept_only_when_nothing_in_it_"
+            "differs",)),
+    Mutant("shared-line-names-the-connection", "sockact/logs/access.py",
+           "self._shared = self.sendv is None and _PER_CONNECTION.isdisjoint", "self._shared = self.sendv is None or "
+           "_PER_CONNECTION.isdisjoint",
+           (UNIT + "test_accesslog.py::test_a_new_connections_line_is_the_last_one_kept_only_when_nothing_in_it_"
+            "differs",)),
+    Mutant("shared-line-any-status", "sockact/logs/access.py", "and last[5] == status", "",
+           (UNIT + "test_accesslog.py::test_a_new_connections_line_is_the_last_one_kept_only_when_nothing_in_it_"
+            "differs",)),
 )
 
 

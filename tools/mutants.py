@@ -34,7 +34,7 @@ UNIT = "tests/unit/"
 INTEG = "tests/integration/"
 
 MUTANTS = (
-    Mutant("handoff-proxy-length", "sockact/ipc/handoff.py", "if len(buf) < proxy_end:", "if len(buf) < end:",
+    Mutant("handoff-proxy-length", "sockact/ipc/handoff.py", "if size < proxy_end:", "if size < end:",
            (UNIT + "test_handoff.py::test_a_message_cut_inside_its_proxy_client_is_refused_and_its_fd_closed",)),
     Mutant("boot-deadline-old-timeout", "sockact/policy/pool.py", "timeout = self._generation_config(m).timeout\n",
            "timeout = self.serving_config.timeout\n",
@@ -288,6 +288,17 @@ MUTANTS = (
            "_PER_CONNECTION.isdisjoint",
            (UNIT + "test_accesslog.py::test_a_new_connections_line_is_the_last_one_kept_only_when_nothing_in_it_"
             "differs",)),
+    # A new connection's engine starts from the last answer any connection kept.
+    Mutant("last-whole-any-version", "sockact/http/engine.py",
+           "(last[1].method == request.method and last[1].version == request.version",
+           "(last[1].method == request.method",
+           (UNIT + "test_fast_path.py::test_a_new_connection_answers_from_the_last_kept_answer_only_when_it_is_"
+            "the_same_answer",)),
+    Mutant("last-whole-any-keep-alive", "sockact/http/engine.py",
+           "                                            and last[1].keep_alive == request.keep_alive))",
+           "                                            ))",
+           (UNIT + "test_fast_path.py::test_a_new_connection_answers_from_the_last_kept_answer_only_when_it_is_"
+            "the_same_answer",)),
     Mutant("shared-line-any-status", "sockact/logs/access.py", "and last[5] == status", "",
            (UNIT + "test_accesslog.py::test_a_new_connections_line_is_the_last_one_kept_only_when_nothing_in_it_"
             "differs",)),

@@ -73,6 +73,31 @@ def test_whole_response_is_start_send_and_end_in_one(raw, status, headers, body,
         assert (fused.keep_alive, fused.body_sent, fused.response_ended) == (steps.keep_alive, steps.body_sent, True)
 
 
+def test_a_new_connection_answers_from_the_last_kept_answer_only_when_it_is_the_same_answer():
+    # The last answer a connection kept (engine._LAST_WHOLE) is where the next connection starts: a
+    # Connection: close client's request is the one the last connection answered. The app's checked
+    # headers are one object while it answers the same way (responses.remembering); each connection here
+    # is new and answers as the general steps do, whichever request and answer came before it.
+    heads = {}
+    requests = [GET, b"GET /q HTTP/1.1\r\nHost: h\r\n\r\n", b"GET /p HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+                b"GET /p HTTP/1.0\r\n\r\n", b"HEAD /p HTTP/1.1\r\nHost: h\r\n\r\n",
+                b"GET /p HTTP/1.1\r\nConnection: close\r\n\r\n", GET]
+    answers = [("200 OK", (), b"hello"), ("200 OK", (), b"hello!"), ("404 Not Found", (), b"hello"),
+               ("200 OK", (("Content-Type", "text/plain"),), b"hello")]
+    for _ in range(2):
+        for status, fields, body in answers:
+            for close in (False, True):
+                for raw in requests:
+                    headers = heads.setdefault(fields, list(fields))
+                    fused, _ = _engine(raw)
+                    steps, _ = _engine(raw)
+                    head, rest = fused.whole_response(status, headers, body, date=DATE, close=close)
+                    expected = steps.start_response(status, list(fields), date=DATE, close=close, whole=len(body))
+                    expected_rest = (steps.send_data(body) if body else b"") + steps.end_response()
+                    assert (head, rest) == (expected, expected_rest)
+                    assert (fused.keep_alive, fused.body_sent) == (steps.keep_alive, steps.body_sent)
+
+
 def test_a_kept_head_is_not_used_while_a_request_body_is_still_unread():
     raw = b"POST /p HTTP/1.1\r\nContent-Length: 99999\r\n\r\nhi"  # too large to drain: the answer closes
     for _ in range(2):

@@ -277,10 +277,10 @@ MUTANTS = (
            (INTEG + "test_asgi_limits.py::test_a_pipelining_client_that_never_reads_holds_one_response_and_is_"
             "let_go",)),
     # A new connection's access line taken from the last one another connection kept.
-    Mutant("shared-line-any-client", "sockact/logs/access.py", "and last[2] == entry.remote and", "and",
+    Mutant("shared-line-any-client", "sockact/logs/access.py", "and last[2] == remote and", "and",
            (UNIT + "test_accesslog.py::test_a_new_connections_line_is_the_last_one_kept_only_when_nothing_in_it_"
             "differs",)),
-    Mutant("shared-line-any-request", "sockact/logs/access.py", "last[0] is memo.key and", "",
+    Mutant("shared-line-any-request", "sockact/logs/access.py", "last[0] is key and ", "",
            (UNIT + "test_accesslog.py::test_a_new_connections_line_is_the_last_one_kept_only_when_nothing_in_it_"
             "differs",)),
     Mutant("shared-line-names-the-connection", "sockact/logs/access.py",
@@ -299,6 +299,10 @@ MUTANTS = (
            "                                            ))",
            (UNIT + "test_fast_path.py::test_a_new_connection_answers_from_the_last_kept_answer_only_when_it_is_"
             "the_same_answer",)),
+    Mutant("trusted-client-only-with-an-entry", "sockact/wsgi/server.py",
+           "            if self.trust is not None:  # a trusted proxy's",
+           "            if self.trust is not None and self.log_entry is not None:  # a trusted proxy's",
+           (UNIT + "test_fast_path.py::test_a_close_clients_line_given_again_is_the_line_its_own_entry_makes",)),
     Mutant("shared-line-any-status", "sockact/logs/access.py", "and last[5] == status", "",
            (UNIT + "test_accesslog.py::test_a_new_connections_line_is_the_last_one_kept_only_when_nothing_in_it_"
             "differs",)),

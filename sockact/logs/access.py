@@ -541,15 +541,26 @@ class AccessLog:
                         and memo.fields is entry.headers and memo.remote == entry.remote):
                     buffer.append(line)  # atomic, as in log()
                     return
-            elif ((last := self._last) is not None and last[0] is memo.key and last[1] is entry.headers
-                  and last[2] == entry.remote and last[5] == status and last[6] == sent and last[3] <= when < last[4]):
-                buffer.append(last[7])  # the last line another connection kept: the same request, client, second
+            elif self.log_again(memo.key, entry.headers, entry.remote, status, sent, when):
                 return
         entry.fill_response(status, sent, started, response_headers, when)
         self.log(entry)
         if self._shared and memo is not None and memo.line is not None:
             self._last = (memo.key, memo.fields, memo.remote, memo.line_second, memo.line_until, memo.line_status,
                           memo.line_sent, memo.line)
+
+    def log_again(self, key: object, headers: object, remote: str, status: int, sent: int, when: float) -> bool:
+        """Log the line another connection kept last (``_last``) again, if it was made of the same request
+        (``key``, as Memo's), fields, client, second (of ``when``, time.time()), status and size, into a batch
+        of lines already begun that it neither fills nor makes due; True if it was."""
+        last = self._last
+        if (last is not None and last[0] is key and last[1] is headers and last[2] == remote and last[5] == status
+                and last[6] == sent and last[3] <= when < last[4]):
+            buffer = self._buffer
+            if buffer and len(buffer) < MAX_BUFFERED - 1 and when < self._due_at:
+                buffer.append(last[7])  # atomic, as in log()
+                return True
+        return False
 
     def log_websocket(self, entry: Entry, close_code: int, received: int) -> None:
         """The line of a WebSocket session that ended: its upgrade request's, then the close code (0: it

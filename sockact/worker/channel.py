@@ -32,10 +32,6 @@ def read_channel(receiver: handoff.Receiver, chan: socket.socket, adopt: Callabl
     already received (the channel will not wake the loop for those); ``retire`` at EOF."""
     taken = 0
     while taken < BATCH or receiver.pending:
-        # The first is known to wait (or to meet EAGAIN); a poll(0) asks for the next, cheaper than a
-        # recvmsg() that fails and its exception, which would end most turns that read the channel.
-        if taken and not receiver.waiting():
-            return
         taken += 1
         try:
             msg = receiver.recv()

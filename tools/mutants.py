@@ -34,7 +34,7 @@ UNIT = "tests/unit/"
 INTEG = "tests/integration/"
 
 MUTANTS = (
-    Mutant("handoff-proxy-length", "sockact/ipc/handoff.py", "if len(buf) < proxy_end:", "if len(buf) < end:",
+    Mutant("handoff-proxy-length", "sockact/ipc/handoff.py", "if size < proxy_end:", "if size < end:",
            (UNIT + "test_handoff.py::test_a_message_cut_inside_its_proxy_client_is_refused_and_its_fd_closed",)),
     Mutant("boot-deadline-old-timeout", "sockact/policy/pool.py", "timeout = self._generation_config(m).timeout\n",
            "timeout = self.serving_config.timeout\n",
@@ -308,6 +308,36 @@ MUTANTS = (
            (UNIT + "test_supervisor_signals.py::test_hup_with_changed_hooks_says_they_wait_for_a_restart",)),
     Mutant("nul-in-a-path-setting-passes", "sockact/config/parsers.py", 'if "\\0" in value:', "if False:",
            (UNIT + "test_config.py::test_bad_files_name_the_key",)),
+    # A new connection's access line taken from the last one another connection kept.
+    Mutant("shared-line-any-client", "sockact/logs/access.py", "and last[2] == remote and", "and",
+           (UNIT + "test_accesslog.py::test_a_new_connections_line_is_the_last_one_kept_only_when_nothing_in_it_"
+            "differs",)),
+    Mutant("shared-line-any-request", "sockact/logs/access.py", "last[0] is key and ", "",
+           (UNIT + "test_accesslog.py::test_a_new_connections_line_is_the_last_one_kept_only_when_nothing_in_it_"
+            "differs",)),
+    Mutant("shared-line-names-the-connection", "sockact/logs/access.py",
+           "self._shared = self.sendv is None and _PER_CONNECTION.isdisjoint", "self._shared = self.sendv is None or "
+           "_PER_CONNECTION.isdisjoint",
+           (UNIT + "test_accesslog.py::test_a_new_connections_line_is_the_last_one_kept_only_when_nothing_in_it_"
+            "differs",)),
+    # A new connection's engine starts from the last answer any connection kept.
+    Mutant("last-whole-any-version", "sockact/http/engine.py",
+           "(last[1].method == request.method and last[1].version == request.version",
+           "(last[1].method == request.method",
+           (UNIT + "test_fast_path.py::test_a_new_connection_answers_from_the_last_kept_answer_only_when_it_is_"
+            "the_same_answer",)),
+    Mutant("last-whole-any-keep-alive", "sockact/http/engine.py",
+           "                                            and last[1].keep_alive == request.keep_alive))",
+           "                                            ))",
+           (UNIT + "test_fast_path.py::test_a_new_connection_answers_from_the_last_kept_answer_only_when_it_is_"
+            "the_same_answer",)),
+    Mutant("trusted-client-only-with-an-entry", "sockact/wsgi/server.py",
+           "            if self.trust is not None:  # a trusted proxy's",
+           "            if self.trust is not None and self.log_entry is not None:  # a trusted proxy's",
+           (UNIT + "test_fast_path.py::test_a_close_clients_line_given_again_is_the_line_its_own_entry_makes",)),
+    Mutant("shared-line-any-status", "sockact/logs/access.py", "and last[5] == status", "",
+           (UNIT + "test_accesslog.py::test_a_new_connections_line_is_the_last_one_kept_only_when_nothing_in_it_"
+            "differs",)),
 )
 
 

@@ -55,6 +55,10 @@ _HEADS_MAX = 1024
 # follows it in a head: made once a second, not once a response.
 # One tuple, replaced whole: an app thread sees an old one or a new one, never a mix.
 _DATED: list[tuple[str, bytes]] = [("", b"")]
+# The last answer any connection kept as its _last_whole: a new connection starts from it (a Connection:
+# close client's one request is the one the last connection answered). What it holds depends on nothing
+# of the connection's own: the head is _HEADS' for the same key. One tuple, replaced whole (app threads).
+_LAST_WHOLE: list[tuple[object, Request, int, str, bool, bytes, bool] | None] = [None]
 
 
 def _dated(date: str) -> bytes:
@@ -162,7 +166,7 @@ class Connection:
         # The last whole_response's answer that went out as its head and body alone: (headers, request, body
         # length, status, close, the head up to its Date, keep-alive). An app's checked headers are one
         # object while it answers the same way (responses.remembering), so identity finds them.
-        self._last_whole: tuple[object, Request, int, str, bool, bytes, bool] | None = None
+        self._last_whole: tuple[object, Request, int, str, bool, bytes, bool] | None = _LAST_WHOLE[0]
         self.own_end = True  # the last head ended with the engine's Date and Server (start_response)
         self._reset_response()
 
@@ -496,7 +500,8 @@ class Connection:
         With no request body left to come, the head depends on nothing but the key below: an app
         answers the same few ways again and again, so start_response runs once for each, and its
         head, all but the Date, is kept (_HEADS). The last answer of the connection, when it went out as
-        its head and the body alone, is kept with the request it answered (``_last_whole``): the same
+        its head and the body alone, is kept with the request it answered (``_last_whole``; a new connection
+        starts with the last one any connection kept, _LAST_WHOLE): the same
         answer to that request again, or to one with the same method, version and keep-alive, is its head
         with this second's Date, and the engine's state as that answer left it."""
         request = self.request
@@ -532,7 +537,8 @@ class Connection:
             self._sent = size
             self.response_ended = True
             if before_date is not None:  # the next answer like this one starts from it
-                self._last_whole = (headers, request, size, status, close, before_date, self.keep_alive)
+                self._last_whole = _LAST_WHOLE[0] = (headers, request, size, status, close, before_date,
+                                                     self.keep_alive)
             return head, body
         data = self.send_data(body) if body else b""
         return head, data + self.end_response()

@@ -44,9 +44,11 @@ _KINDS = frozenset((CONN, PARK, DONE, READY, RECYCLE, FAILED))  # of one message
 # kind, address family, listener index, connection id, dispatch count, peer port, PROXY header's client
 # family, when the request head in the data started to arrive (0.0: no head begun)
 _HEADER = struct.Struct("!BBHQIHBd")
+_HEADER_SIZE = _HEADER.size
 _ADDR_LEN = {socket.AF_INET: 4, socket.AF_INET6: 16, socket.AF_UNIX: 0}
 _IP = frozenset((int(socket.AF_INET), int(socket.AF_INET6)))
 _UNIX = int(socket.AF_UNIX)
+_UNSPEC = int(socket.AF_UNSPEC)
 # The PROXY header's client: NO_PROXY (no header read yet), AF_UNSPEC (read; keep the socket's peer),
 # or the client's family, followed by its raw address and port.
 NO_PROXY = 0xFF
@@ -166,23 +168,28 @@ def failure_explained(msg: Message) -> str:
 
 def decode(buf: bytes | memoryview, fd: int = -1) -> Message:
     """Parse one datagram. Raises HandoffError on anything malformed."""
-    if len(buf) < _HEADER.size:
-        raise HandoffError(f"short message ({len(buf)} bytes)")
+    # Once for every connection a worker adopts: the usual message (a CONN with no PROXY client and no
+    # bytes) makes no slice it does not need, and inet_ntop reads the address where it lies.
+    size = len(buf)
+    if size < _HEADER_SIZE:
+        raise HandoffError(f"short message ({size} bytes)")
     kind, family, listener, conn_id, hops, port, proxy_family, head_started = _HEADER.unpack_from(buf)
     if kind not in _KINDS or family not in _ADDR_LEN or proxy_family not in _PROXY_LEN:
         raise HandoffError(f"bad message kind {kind}, family {family} or PROXY family {proxy_family}")
-    end = _HEADER.size + _ADDR_LEN[family]
+    end = _HEADER_SIZE + _ADDR_LEN[family]
     proxy_end = end + _PROXY_LEN[proxy_family]
-    if len(buf) < proxy_end:
+    if size < proxy_end:
         raise HandoffError("truncated peer address")
-    peer = (socket.inet_ntop(family, bytes(buf[_HEADER.size:end])), port) if end > _HEADER.size else None
+    peer = (socket.inet_ntop(family, buf[_HEADER_SIZE:end]), port) if end > _HEADER_SIZE else None
     proxy = None
-    if proxy_family == socket.AF_UNSPEC:
+    if proxy_family == NO_PROXY:
+        pass
+    elif proxy_family == _UNSPEC:
         proxy = Header(None)
-    elif proxy_family != NO_PROXY:
+    else:
         raw = bytes(buf[end:proxy_end])
         proxy = Header((socket.inet_ntop(proxy_family, raw[:-2]), int.from_bytes(raw[-2:], "big")))
-    data = bytes(buf[proxy_end:])
+    data = bytes(buf[proxy_end:]) if size > proxy_end else b""
     if kind == DONE and len(data) % _ID:
         raise HandoffError(f"a DONE whose data is not connection ids ({len(data)} bytes)")
     return Message(kind, conn_id, listener, family, peer, hops, data, fd, proxy, head_started)

@@ -262,6 +262,8 @@ _CONSTANT = {"l": "-"}  # atoms whose text never varies: literal text in the lin
 # Atoms of the request line; the other kept ones are of the fields and the client (a trusted proxy's
 # fields name the client), kept while the fields repeat.
 _LINE = frozenset({"r", "m", "U", "q", "H"})
+# Atoms of a connection's own values: a line that names one is never another connection's.
+_PER_CONNECTION = frozenset({"conn", "listener", "p"})
 # gunicorn logs %(p)s as "<pid>"; the journal message keeps today's "pid=N".
 _JOURNAL_ATOMS = {**ATOMS, "p": "str(e.pid)"}
 
@@ -490,6 +492,13 @@ class AccessLog:
         self._deadline = 0.0
         self._due_at = 0.0  # the same deadline, in the wall-clock time of Entry.when
         self._flushing = threading.Lock()  # app threads log, and flush a buffer their line made due
+        # The last line a memo kept, for any connection, with what it was made of (Memo's request, fields,
+        # client, second, status and size): a new connection's first line is often the very same (a
+        # `Connection: close` client sends the head the last one sent, and the engine gives the same
+        # Request). One tuple, replaced whole, read by app threads. Not with a format that names the
+        # connection's own values.
+        self._shared = self.sendv is None and _PER_CONNECTION.isdisjoint(_ATOM_RE.findall(spec))
+        self._last: tuple[object, object, str, float, float, int, int, str] | None = None
 
     def _open(self) -> int:
         assert self.path is not None
@@ -517,20 +526,41 @@ class AccessLog:
         """Log the request ``entry`` holds (http/logline.entry_for), which ends now with ``status`` and ``sent``
         body bytes, as Entry.fill_response and log() would, with the common case made cheap: the connection's
         last line again (nothing it was made of changed: its request, as Memo.renew forgets the line, the
-        fields and the client, the second, the status and the size), into a batch of lines already begun
+        fields and the client, the second, the status and the size), or for a connection that has kept none yet,
+        the line another connection kept last (``_last``) on the same terms, into a batch of lines already begun
         that it neither fills nor makes due. Then the entry is not filled: the builder keeps a line only for
         a format with no other atom of the response."""
         when = time.time()
         memo = entry.memo
         buffer = self._buffer
-        if (memo is not None and (line := memo.line) is not None and memo.line_status == status
-                and memo.line_sent == sent and memo.line_second <= when < memo.line_until
-                and memo.fields is entry.headers and memo.remote == entry.remote
-                and buffer and len(buffer) < MAX_BUFFERED - 1 and when < self._due_at and self.sendv is None):
-            buffer.append(line)  # atomic, as in log()
-            return
+        if (memo is not None and buffer and len(buffer) < MAX_BUFFERED - 1 and when < self._due_at
+                and self.sendv is None):
+            line = memo.line
+            if line is not None:
+                if (memo.line_status == status and memo.line_sent == sent and memo.line_second <= when < memo.line_until
+                        and memo.fields is entry.headers and memo.remote == entry.remote):
+                    buffer.append(line)  # atomic, as in log()
+                    return
+            elif self.log_again(memo.key, entry.headers, entry.remote, status, sent, when):
+                return
         entry.fill_response(status, sent, started, response_headers, when)
         self.log(entry)
+        if self._shared and memo is not None and memo.line is not None:
+            self._last = (memo.key, memo.fields, memo.remote, memo.line_second, memo.line_until, memo.line_status,
+                          memo.line_sent, memo.line)
+
+    def log_again(self, key: object, headers: object, remote: str, status: int, sent: int, when: float) -> bool:
+        """Log the line another connection kept last (``_last``) again, if it was made of the same request
+        (``key``, as Memo's), fields, client, second (of ``when``, time.time()), status and size, into a batch
+        of lines already begun that it neither fills nor makes due; True if it was."""
+        last = self._last
+        if (last is not None and last[0] is key and last[1] is headers and last[2] == remote and last[5] == status
+                and last[6] == sent and last[3] <= when < last[4]):
+            buffer = self._buffer
+            if buffer and len(buffer) < MAX_BUFFERED - 1 and when < self._due_at:
+                buffer.append(last[7])  # atomic, as in log()
+                return True
+        return False
 
     def log_websocket(self, entry: Entry, close_code: int, received: int) -> None:
         """The line of a WebSocket session that ended: its upgrade request's, then the close code (0: it

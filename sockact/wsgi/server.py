@@ -120,6 +120,9 @@ class HTTPConnection:
     # The environ of the last request's fields (engine.Connection gives the same list while they repeat).
     _fields_of: object = None
     _fields_env: dict[str, Any]
+    # Its requests' access-log entry, filled again for each (with what its lines reuse while a request repeats),
+    # made at the first line that needs one: a line the log gives again (AccessLog.log_again) needs none.
+    log_entry: Entry | None = None
 
     def __init__(self, sock: socket.socket, site: Site, *, peer: tuple[Any, ...] | str | None, conn_id: int,
                  pending: bytes = b"", environ_extra: Mapping[str, Any] | None = None,
@@ -152,14 +155,8 @@ class HTTPConnection:
         self.access = access = site.access if site.access_log else None
         # The client as the access log names it, from the connection; per request, ``remote``: or as a trusted
         # proxy told it.
-        self.peer_remote = self.remote = env["REMOTE_ADDR"]
-        if access is not None:
-            # Its requests' access-log entry, filled again for each (with what its lines reuse while a request repeats).
-            self.log_entry: Entry | None = connection_entry(self.remote, _pid[0], conn_id, site.listener)
-            self._timed = access.timed
-        else:
-            self.log_entry = None
-            self._timed = False
+        self.remote = env["REMOTE_ADDR"]
+        self._timed = access is not None and access.timed
         # Bound once, not on every request (the body's stream and the local address, asked for by few requests,
         # are bound when asked).
         self._write = self.write
@@ -281,11 +278,12 @@ class HTTPConnection:
         self._has_body = bool(request.content_length or request.chunked)
         if not self._has_body:
             self._environ["wsgi.input"] = NO_BODY
-        entry = self.log_entry
-        if entry is not None:
+        if self.access is not None:
             if self.trust is not None:  # a trusted proxy's fields may name the client: the line names it too
-                self.remote = entry.remote = self._environ["REMOTE_ADDR"]
-            entry.renew(request, text, request.headers)  # the access line's text: decoded once
+                self.remote = self._environ["REMOTE_ADDR"]
+            entry = self.log_entry
+            if entry is not None:
+                entry.renew(request, text, request.headers)  # the access line's text: decoded once
 
     def body_to_buffer(self) -> int:
         """After a request head: the body bytes still to come, if the loop should read them before the
@@ -560,10 +558,18 @@ class HTTPConnection:
         return False
 
     def _access(self, request: Request | None, status: int, started: float) -> None:
-        entry = self.log_entry
-        if entry is None or self.access is None:
+        access = self.access
+        if access is None:
             return
+        entry = self.log_entry
+        if entry is None:
+            # A connection's first line is often the last one another connection's request made: then it
+            # needs no entry of its own (a Connection: close client's connection logs one line).
+            if request is not None and access.log_again(request, request.headers, self.remote, status,
+                                                        self.engine.body_sent, time.time()):
+                return
+            entry = self.log_entry = connection_entry(self.remote, _pid[0], self.conn_id, self.site.listener)
         entry.remote = self.remote
         start = self.start
-        self.access.log_response(entry_for(entry, request), status, self.engine.body_sent, started,
-                                 start.headers if start is not None else ())
+        access.log_response(entry_for(entry, request), status, self.engine.body_sent, started,
+                            start.headers if start is not None else ())

@@ -417,3 +417,39 @@ def test_lines_logged_while_a_flush_writes_are_kept_for_the_next(tmp_path: Path)
         accesslog._write_all = write
     log.flush()
     assert path.read_text() == "/before\n/during\n"
+
+
+@pytest.mark.parametrize("spec", [GUNICORN_FORMAT, GUNICORN_FORMAT + " %(conn)s", GUNICORN_FORMAT + " %(listener)s"])
+def test_a_new_connections_line_is_the_last_one_kept_only_when_nothing_in_it_differs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spec: str):
+    # A Connection: close client's connection logs one line; with the request, fields, client, second,
+    # status and size of the line another connection kept last, AccessLog gives that line again. Every
+    # line written is the one a fresh entry gives, whatever changes from one connection to the next.
+    now = [WHEN]
+    monkeypatch.setattr(accesslog.time, "time", lambda: now[0])
+    path = tmp_path / "access.log"
+    log = AccessLog(spec, str(path), None)
+    fresh = compile_format(spec)
+    headers = [(b"USER-AGENT", b"curl/8"), (b"REFERER", b"http://r/")]
+    request = Request(b"GET", b"/p%20q?x=1", "1.1", headers, None, False, True, False, False)
+    other = Request(b"GET", b"/o", "1.1", headers, None, False, True, False, False)
+    other_fields = Request(b"GET", b"/p%20q?x=1", "1.1", [(b"USER-AGENT", b"wget")], None, False, True, False,
+                           False)
+    expected = []
+    changes = ({"when": WHEN + 0.01}, {"when": WHEN + 0.9}, {"status": 304}, {"sent": 0}, {"remote": "192.0.2.8"},
+               {"conn_id": 12}, {"listener": "admin"}, {"request": other}, {"request": other_fields})
+    for conn_id, change in enumerate(({}, *(step for one in changes for step in (dict(one), {}))), start=1):
+        values = {"remote": "192.0.2.7", "status": 200, "sent": 14, "when": WHEN + 0.02, "conn_id": conn_id,
+                  "listener": "http", "request": request, **change}
+        if "conn_id" in change:
+            values["conn_id"] = change["conn_id"] + conn_id
+        req = values.pop("request")
+        now[0] = values.pop("when")
+        conn = connection_entry(str(values["remote"]), 4242, int(values["conn_id"]), str(values["listener"]))
+        entry_for(conn, req)
+        log.log_response(conn, int(values["status"]), int(values["sent"]), 0.0, ())
+        expected.append(fresh(entry(**values, when=now[0], method="GET", target=req.target.decode(),
+                                    path="/o" if req is other else "/p q", query="" if req is other else "x=1",
+                                    headers=req.headers, duration_us=0, response_headers=())))
+    log.flush()
+    assert path.read_text().splitlines() == expected

@@ -14,8 +14,10 @@ import gc
 import os
 import re
 import socket
+import time as time_module
 import weakref
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -71,6 +73,31 @@ def test_whole_response_is_start_send_and_end_in_one(raw, status, headers, body,
         expected_rest = (steps.send_data(body) if body else b"") + steps.end_response()
         assert (head, rest) == (expected, expected_rest)
         assert (fused.keep_alive, fused.body_sent, fused.response_ended) == (steps.keep_alive, steps.body_sent, True)
+
+
+def test_a_new_connection_answers_from_the_last_kept_answer_only_when_it_is_the_same_answer():
+    # The last answer a connection kept (engine._LAST_WHOLE) is where the next connection starts: a
+    # Connection: close client's request is the one the last connection answered. The app's checked
+    # headers are one object while it answers the same way (responses.remembering); each connection here
+    # is new and answers as the general steps do, whichever request and answer came before it.
+    heads = {}
+    requests = [GET, b"GET /q HTTP/1.1\r\nHost: h\r\n\r\n", b"GET /p HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+                b"GET /p HTTP/1.0\r\n\r\n", b"HEAD /p HTTP/1.1\r\nHost: h\r\n\r\n",
+                b"GET /p HTTP/1.1\r\nConnection: close\r\n\r\n", GET]
+    answers = [("200 OK", (), b"hello"), ("200 OK", (), b"hello!"), ("404 Not Found", (), b"hello"),
+               ("200 OK", (("Content-Type", "text/plain"),), b"hello")]
+    for _ in range(2):
+        for status, fields, body in answers:
+            for close in (False, True):
+                for raw in requests:
+                    headers = heads.setdefault(fields, list(fields))
+                    fused, _ = _engine(raw)
+                    steps, _ = _engine(raw)
+                    head, rest = fused.whole_response(status, headers, body, date=DATE, close=close)
+                    expected = steps.start_response(status, list(fields), date=DATE, close=close, whole=len(body))
+                    expected_rest = (steps.send_data(body) if body else b"") + steps.end_response()
+                    assert (head, rest) == (expected, expected_rest)
+                    assert (fused.keep_alive, fused.body_sent) == (steps.keep_alive, steps.body_sent)
 
 
 def test_a_kept_head_is_not_used_while_a_request_body_is_still_unread():
@@ -436,3 +463,41 @@ def test_listeners_that_share_their_limits_each_give_their_own_scheme_and_root()
             http.release()
     assert [(e["wsgi.url_scheme"], e["SCRIPT_NAME"], e["PATH_INFO"]) for e in seen] == [
         ("http", "", "/p"), ("https", "/p", ""), ("https", "/p", ""), ("http", "", "/p")]
+
+
+def _close_lines(tmp_path: Path, heads: list[tuple[bytes, Any]], name: str) -> list[str]:
+    """Serve each (head, peer) on a connection of its own with the access log on; the lines written."""
+    path = tmp_path / name
+    access = AccessLog(GUNICORN_FORMAT, str(path))
+    site = Site(app=_mutates, limits=Limits(), header_timeout=5.0, io_timeout=5.0, access_log=True, listener="http",
+                access=access, trust=Trust.parse("192.0.2.9"))
+    for conn_id, (head, peer) in enumerate(heads, 1):
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            http = HTTPConnection(ours, site, peer=peer, conn_id=conn_id)
+            http.receive(head)
+            while isinstance(step := http.next_request(), Request) and http.serve(step):
+                pass
+            http.release()
+    access.flush()
+    return path.read_text().splitlines()
+
+
+def test_a_close_clients_line_given_again_is_the_line_its_own_entry_makes(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    """A connection's first line may be the last one another connection's memo kept (AccessLog.log_again),
+    with no entry made for it: the lines are those the general path writes, whatever changes from one
+    connection to the next (the client, a trusted proxy's client, the request, its fields, keep-alive)."""
+    monkeypatch.setattr(time_module, "time", lambda: 1_700_000_000.25)
+    proxied = CLOSE.replace(b"User-Agent: t\r\n", b"User-Agent: t\r\nX-Forwarded-For: 203.0.113.5\r\n")
+    other = CLOSE.replace(b"/p?q=1", b"/o")
+    fields = CLOSE.replace(b"User-Agent: t", b"User-Agent: u")
+    kept = CLOSE.replace(b"Connection: close\r\n", b"") * 2 + CLOSE
+    heads = [(CLOSE, ("192.0.2.1", 1001)), (CLOSE, ("192.0.2.1", 1002)), (CLOSE, ("192.0.2.2", 1003)),
+             (proxied, ("192.0.2.9", 1004)), (proxied, ("192.0.2.9", 1005)), (CLOSE, ("192.0.2.9", 1006)),
+             (other, ("192.0.2.2", 1007)), (CLOSE, ("192.0.2.2", 1008)), (fields, ("192.0.2.2", 1009)),
+             (kept, ("192.0.2.2", 1010)), (CLOSE, ("192.0.2.2", 1011))]
+    lines = _close_lines(tmp_path, heads, "shared.log")
+    monkeypatch.setattr(AccessLog, "log_again", lambda *_: False)
+    assert lines == _close_lines(tmp_path, heads, "own.log")
+    assert len(lines) == 13 and "203.0.113.5" in lines[3] and "192.0.2.9" in lines[5]

@@ -276,6 +276,9 @@ MUTANTS = (
            "timeout = self.site.send_timeout or self.site.io_timeout", "timeout = self.site.io_timeout",
            (INTEG + "test_asgi_limits.py::test_a_pipelining_client_that_never_reads_holds_one_response_and_is_"
             "let_go",)),
+    Mutant("asgi-log-connection-client", "sockact/worker/asgirunner.py",
+           'conn.remote if conn.remote and client is conn.scope["client"]\n', "conn.remote if conn.remote\n",
+           (INTEG + "test_asgi_proxy.py::test_the_access_log_names_each_requests_client_on_one_connection",)),
 )
 
 

@@ -279,6 +279,9 @@ MUTANTS = (
     Mutant("asgi-log-connection-client", "sockact/worker/asgirunner.py",
            'conn.remote if conn.remote and client is conn.scope["client"]\n', "conn.remote if conn.remote\n",
            (INTEG + "test_asgi_proxy.py::test_the_access_log_names_each_requests_client_on_one_connection",)),
+    Mutant("asgi-log-entry-kept", "sockact/worker/asgirunner.py", "if memo is None or memo.key is not request:",
+           "if memo is None:",
+           (INTEG + "test_asgi_proxy.py::test_the_access_log_names_each_requests_client_on_one_connection",)),
 )
 
 

@@ -340,6 +340,9 @@ class HttpCycle:
         client with the whole response, once the kernel counts it written: another worker serves its next."""
         line = self.conn.call_line
         if line is not None and self.engine.keep_alive and (self.body_done or self.engine.body_done()):
+            # Kept: run() looks again once the app returns, and the engine's answer stays (a receive() now
+            # would get PAUSED, the body read, and say http.disconnect all the same).
+            self.body_done = True
             line.whole(self.conn.written)
 
     async def _drain(self) -> bool:

@@ -723,3 +723,16 @@ def test_a_receive_or_send_an_app_kept_past_its_call_does_not_reach_the_next_req
     finally:
         client.close()
     assert status == 200 and json.loads(body) == {"body": "hello", "stray": stray}, kept
+
+
+def test_a_body_the_app_never_reads_is_dropped_and_the_next_request_is_served(start_sockact):
+    # The app answers without reading the request's body: the body is not taken as read (the response's
+    # end looks at the engine, not at the call), so it is drained, and the next request is parsed after it.
+    server = start_sockact("asgiapps:status_from_path", "--workers", "1")
+    client = KeepAliveClient(server.port)
+    try:
+        client.sock.sendall(b"POST /200 HTTP/1.1\r\nHost: test\r\nContent-Length: 19\r\n\r\nGET /404 HTTP/1.1\r\n")
+        assert client.read_response()[::2] == (200, b"ok")
+        assert client.request("/201")[::2] == (201, b"ok")
+    finally:
+        client.close()

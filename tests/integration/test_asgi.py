@@ -30,6 +30,8 @@ from conftest import (
     wait_until,
 )
 
+from sockact.ipc.scoreboard import MAX_THREADS
+
 
 def request(port: int, data: bytes, timeout: float = 10.0) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
@@ -736,3 +738,29 @@ def test_a_body_the_app_never_reads_is_dropped_and_the_next_request_is_served(st
         assert client.request("/201")[::2] == (201, b"ok")
     finally:
         client.close()
+
+
+def test_a_killed_worker_answers_a_call_after_many_with_a_502(start_sockact, tmp_path):
+    # Each call takes a scoreboard line and gives it back at its end: more calls than lines, one after
+    # another, leave one for the next, whose client a dead worker's supervisor then answers.
+    server = start_sockact("asgiapps:whole_or_hang", "--workers", "1", workers=1)
+    client = KeepAliveClient(server.port)
+    try:
+        for _ in range(MAX_THREADS + 2):
+            assert client.request("/whole?bytes=10")[0] == 200
+    finally:
+        client.close()
+    started = tmp_path / "hang"
+    box: dict[str, bytes] = {}
+
+    def exchange() -> None:
+        box["answer"] = request(server.port, f"GET /hang?started={started} HTTP/1.1\r\nHost: t\r\n\r\n".encode(),
+                                timeout=20)
+
+    thread = threading.Thread(target=exchange)
+    thread.start()
+    wait_until(started.exists, "the call to reach the app")
+    [victim] = server.workers()
+    os.kill(victim, signal.SIGKILL)
+    thread.join(20)
+    assert parse_response(box["answer"])[0] == 502, box["answer"]

@@ -29,6 +29,7 @@ from conftest import (
     tcp_queues,
     wait_until,
 )
+from test_supervisor import _kill_mid_request
 
 from sockact.ipc.scoreboard import MAX_THREADS
 
@@ -743,24 +744,13 @@ def test_a_body_the_app_never_reads_is_dropped_and_the_next_request_is_served(st
 def test_a_killed_worker_answers_a_call_after_many_with_a_502(start_sockact, tmp_path):
     # Each call takes a scoreboard line and gives it back at its end: more calls than lines, one after
     # another, leave one for the next, whose client a dead worker's supervisor then answers.
-    server = start_sockact("asgiapps:whole_or_hang", "--workers", "1", workers=1)
-    client = KeepAliveClient(server.port)
-    try:
-        for _ in range(MAX_THREADS + 2):
-            assert client.request("/whole?bytes=10")[0] == 200
-    finally:
-        client.close()
-    started = tmp_path / "hang"
-    box: dict[str, bytes] = {}
+    def many_calls(server) -> None:
+        client = KeepAliveClient(server.port)
+        try:
+            for _ in range(MAX_THREADS + 2):
+                assert client.request("/whole?bytes=10")[0] == 200
+        finally:
+            client.close()
 
-    def exchange() -> None:
-        box["answer"] = request(server.port, f"GET /hang?started={started} HTTP/1.1\r\nHost: t\r\n\r\n".encode(),
-                                timeout=20)
-
-    thread = threading.Thread(target=exchange)
-    thread.start()
-    wait_until(started.exists, "the call to reach the app")
-    [victim] = server.workers()
-    os.kill(victim, signal.SIGKILL)
-    thread.join(20)
-    assert parse_response(box["answer"])[0] == 502, box["answer"]
+    _, _, answer = _kill_mid_request(start_sockact, tmp_path, "asgiapps:whole_or_hang", "/hang?x=1", many_calls)
+    assert parse_response(answer)[0] == 502, answer

@@ -338,6 +338,26 @@ MUTANTS = (
     Mutant("shared-line-any-status", "sockact/logs/access.py", "and last[5] == status", "",
            (UNIT + "test_accesslog.py::test_a_new_connections_line_is_the_last_one_kept_only_when_nothing_in_it_"
             "differs",)),
+    Mutant("asgi-log-connection-client", "sockact/worker/asgirunner.py",
+           'conn.remote if conn.remote and client is conn.scope["client"]\n', "conn.remote if conn.remote\n",
+           (INTEG + "test_asgi_proxy.py::test_the_access_log_names_each_requests_client_on_one_connection",)),
+    Mutant("asgi-whole-takes-the-body-as-read", "sockact/asgi/cycle.py",
+           "self.body_done = True\n            line.whole(self.conn.written)",
+           "line.whole(self.conn.written)\n        self.body_done = True",
+           (INTEG + "test_asgi.py::test_a_body_the_app_never_reads_is_dropped_and_the_next_request_is_served",)),
+    Mutant("asgi-scope-shares-asgi", "sockact/asgi/scope.py",
+           'scope["extensions"] = base["extensions"].copy()\n        scope["asgi"] = base["asgi"].copy()',
+           'scope["extensions"] = base["extensions"].copy()\n        scope["asgi"] = base["asgi"]',
+           (INTEG + "test_asgi.py::test_what_an_app_adds_to_a_scope_stays_out_of_the_next_requests_scope",)),
+    Mutant("asgi-date-kept-past-its-second", "sockact/asgi/cycle.py",
+           "(d := http_date_last[0])[0] <= time.time() < d[1]", "(d := http_date_last[0])[1]",
+           (INTEG + "test_response_fields.py::test_the_date_is_the_seconds_on_one_connection",)),
+    Mutant("asgi-call-line-kept", "sockact/worker/asgirunner.py",
+           "line.clear()\n                self.call_lines.append(line)", "line.clear()",
+           (INTEG + "test_asgi.py::test_a_killed_worker_answers_a_call_after_many_with_a_502",)),
+    Mutant("asgi-log-entry-kept", "sockact/worker/asgirunner.py", "if memo is None or memo.key is not request:",
+           "if memo is None:",
+           (INTEG + "test_asgi_proxy.py::test_the_access_log_names_each_requests_client_on_one_connection",)),
 )
 
 

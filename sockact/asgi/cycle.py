@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 from sockact.asgi.conn import AsgiConnection
 from sockact.errors import APP_FAILURES, InvalidResponse, ProtocolError
-from sockact.http.dates import http_date
+from sockact.http.dates import http_date, http_date_last
 from sockact.http.events import END_OF_MESSAGE, NEED_DATA, Data, Request
 from sockact.http.limits import DRAIN_LIMIT
 from sockact.http.logline import quoted_request_line
@@ -278,7 +278,8 @@ class HttpCycle:
             if type(body) is not bytes:
                 body = _bytes(body)
             self.started = self.complete = True
-            head, data = self.engine.whole_response(self.status_line, self.headers, body, date=http_date(),
+            date = d[2] if (d := http_date_last[0])[0] <= time.time() < d[1] else http_date()
+            head, data = self.engine.whole_response(self.status_line, self.headers, body, date=date,
                                                     close=self.stopping)
             if not self.engine.keep_alive:  # a body short of its Content-Length ends it; rare (a plain
                 self._said_short()          # attribute: length_left, a property, is a call each)
@@ -344,6 +345,9 @@ class HttpCycle:
         client with the whole response, once the kernel counts it written: another worker serves its next."""
         line = self.conn.call_line
         if line is not None and self.engine.keep_alive and (self.body_done or self.engine.body_done()):
+            # Kept: run() looks again once the app returns, and the engine's answer stays (a receive() now
+            # would get PAUSED, the body read, and say http.disconnect all the same).
+            self.body_done = True
             line.whole(self.conn.written)
 
     async def _drain(self) -> bool:

@@ -110,7 +110,10 @@ class Scopes:
             self.line = self._line_of(request)
             self._request = request
         scope = self._made.copy()
-        own_dicts(scope, self.base)
+        base = self.base  # own_dicts, inline: its call costs as much as its lines (callgrind, Python 3.11)
+        scope["state"] = base["state"].copy()
+        scope["extensions"] = base["extensions"].copy()
+        scope["asgi"] = base["asgi"].copy()
         scope["headers"] = scope["headers"].copy()
         return scope
 

@@ -29,6 +29,9 @@ from conftest import (
     tcp_queues,
     wait_until,
 )
+from test_supervisor import _kill_mid_request
+
+from sockact.ipc.scoreboard import MAX_THREADS
 
 
 def request(port: int, data: bytes, timeout: float = 10.0) -> bytes:
@@ -723,3 +726,31 @@ def test_a_receive_or_send_an_app_kept_past_its_call_does_not_reach_the_next_req
     finally:
         client.close()
     assert status == 200 and json.loads(body) == {"body": "hello", "stray": stray}, kept
+
+
+def test_a_body_the_app_never_reads_is_dropped_and_the_next_request_is_served(start_sockact):
+    # The app answers without reading the request's body: the body is not taken as read (the response's
+    # end looks at the engine, not at the call), so it is drained, and the next request is parsed after it.
+    server = start_sockact("asgiapps:status_from_path", "--workers", "1")
+    client = KeepAliveClient(server.port)
+    try:
+        client.sock.sendall(b"POST /200 HTTP/1.1\r\nHost: test\r\nContent-Length: 19\r\n\r\nGET /404 HTTP/1.1\r\n")
+        assert client.read_response()[::2] == (200, b"ok")
+        assert client.request("/201")[::2] == (201, b"ok")
+    finally:
+        client.close()
+
+
+def test_a_killed_worker_answers_a_call_after_many_with_a_502(start_sockact, tmp_path):
+    # Each call takes a scoreboard line and gives it back at its end: more calls than lines, one after
+    # another, leave one for the next, whose client a dead worker's supervisor then answers.
+    def many_calls(server) -> None:
+        client = KeepAliveClient(server.port)
+        try:
+            for _ in range(MAX_THREADS + 2):
+                assert client.request("/whole?bytes=10")[0] == 200
+        finally:
+            client.close()
+
+    _, _, answer = _kill_mid_request(start_sockact, tmp_path, "asgiapps:whole_or_hang", "/hang?x=1", many_calls)
+    assert parse_response(answer)[0] == 502, answer

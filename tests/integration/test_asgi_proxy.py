@@ -113,3 +113,19 @@ def test_the_metrics_count_asgi_requests_and_not_the_health_path(start_sockact):
     assert value(samples, "sockact_request_duration_seconds_bucket", listener="api", le="+Inf") == 5
     assert value(samples, "sockact_request_duration_seconds_sum", listener="api") > 0
     assert value(samples, "sockact_connections_accepted_total", listener="api") == 6
+
+
+def test_the_access_log_names_each_requests_client_on_one_connection(start_sockact):
+    # The connection's client is found once, and its lines reuse it: a trusted proxy's request in between
+    # names its own client, and the next plain request the connection's again.
+    server = start_sockact("asgiapps:echo")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        client = KeepAliveClient.__new__(KeepAliveClient)
+        client.sock, client.buf = sock, b""
+        for path, extra in (("/who-1", ""), ("/who-2", "X-Forwarded-For: 198.51.100.9\r\n"), ("/who-3", "")):
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\n{extra}\r\n".encode())
+            assert client.read_response()[0] == 200
+    log = server.wait_for_log('"GET /who-3 HTTP/1.1" 200')
+    for path, remote in (("/who-1", "127.0.0.1"), ("/who-2", "198.51.100.9"), ("/who-3", "127.0.0.1")):
+        [line] = [line for line in log.splitlines() if f'"GET {path} HTTP/1.1" 200' in line]
+        assert line.startswith(f"{remote} - - [")

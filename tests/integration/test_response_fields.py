@@ -4,9 +4,11 @@ two (a response has one Date, RFC 9110 6.6.1); against the real sockact process,
 from __future__ import annotations
 
 import socket
+import time
+from email.utils import parsedate_to_datetime
 
 import pytest
-from conftest import raw_exchange
+from conftest import KeepAliveClient, raw_exchange
 
 APPS = {"wsgi": "testapps:own_date_and_server", "asgi": "asgiapps:own_date_and_server"}
 APP_DATE = "Mon, 01 Jan 2024 00:00:00 GMT"
@@ -52,3 +54,19 @@ def test_an_interim_status_as_the_apps_answer_is_a_500(start_sockact, interface)
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         answer = raw_exchange(sock, b"GET /204 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 204 "), answer
+
+
+@pytest.mark.parametrize("interface", sorted(STATUS_APPS))
+def test_the_date_is_the_seconds_on_one_connection(start_sockact, interface):
+    # The Date's text is kept for its second: a keep-alive client's later answer has a later one.
+    server = start_sockact(STATUS_APPS[interface], "--workers", "1")
+    client = KeepAliveClient(server.port)
+    try:
+        before = time.time()
+        first = client.request("/")[1]["date"]
+        time.sleep(1.1)
+        second = client.request("/")[1]["date"]
+    finally:
+        client.close()
+    assert parsedate_to_datetime(first).timestamp() >= int(before)
+    assert parsedate_to_datetime(second).timestamp() > parsedate_to_datetime(first).timestamp(), (first, second)

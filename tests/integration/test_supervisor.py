@@ -10,6 +10,8 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from conftest import (
@@ -306,10 +308,14 @@ def test_stuck_worker_is_killed_and_others_serve(start_sockact, app):
     assert http_get(server.port, "/")[0] == 200
 
 
-def _kill_mid_request(start_sockact, tmp_path, app: str, path: str) -> tuple[object, int, bytes]:
-    """Serve ``app`` with one worker, SIGKILL the worker once ``path`` has touched its ``started``
-    file, and return (the server, the worker's pid, what the client read until the connection closed)."""
+def _kill_mid_request(start_sockact, tmp_path, app: str, path: str,
+                      before: Callable[[Any], None] | None = None) -> tuple[object, int, bytes]:
+    """Serve ``app`` with one worker (given to ``before`` first, if any), SIGKILL the worker once ``path``
+    has touched its ``started`` file, and return (the server, the worker's pid, what the client read until
+    the connection closed)."""
     server = start_sockact(app, "--workers", "1", workers=1)
+    if before is not None:
+        before(server)
     started = tmp_path / "started"
     box: dict = {}
 
@@ -376,6 +382,8 @@ def test_app_that_cannot_load_halts_with_its_exit_code():
 GATED_APP = """\
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 while not os.path.exists(os.environ["GATE_FILE"]):
     time.sleep(0.01)

@@ -33,7 +33,7 @@ from sockact.ipc import handoff
 from sockact.ipc.scoreboard import SlotWriter
 from sockact.logs.access import Entry
 from sockact.worker.channel import call_line
-from sockact.worker.connstates import CALL, HANDED, PREFACE, QUEUED, ConnState
+from sockact.worker.connstates import CALL, HANDED, HEAD, IDLE, PREFACE, QUEUED, ConnState
 from sockact.worker.owner import Owned
 
 if TYPE_CHECKING:
@@ -102,6 +102,9 @@ class AsgiConnection(Owned):
         # that the response has begun, so a dead worker's client gets no 502 after part of an answer.
         self.call_line: SlotWriter | None = None
         self.answering: SlotWriter | None = None
+        # The worker's scoreboard writer whose idle marks name this connection while it rests between two
+        # requests (SlotWriter.rest): the runner's (None: the unit tests' connections).
+        self.marks: SlotWriter | None = None
         self.remote = ""  # the client as the access log names it, found on its first line
         # Its requests' access-log entry, filled again for each (the runner's, if it logs): what its lines
         # reuse while a request repeats goes with it.
@@ -167,6 +170,9 @@ class AsgiConnection(Owned):
             lock.release()
 
     def _on_readable(self) -> None:
+        state = self.state
+        if (state is IDLE or state is HEAD) and self.marks is not None:
+            self.marks.stir(self.msg.conn_id)  # its mark says what it held before this read, no longer true
         try:
             data = self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
         except BlockingIOError:

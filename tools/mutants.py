@@ -270,6 +270,12 @@ MUTANTS = (
            (INTEG + "test_worker_death.py::test_a_head_the_worker_held_in_part_when_it_died_gets_a_408",)),
     Mutant("asgi-idle-unmarked", "sockact/worker/asgirunner.py", "if conn.state is IDLE or in_head:", "if in_head:",
            (INTEG + "test_worker_death.py::test_an_idle_keep_alive_client_of_a_dead_worker_is_served_after",)),
+    Mutant("orphans-pipelined-request-gets-408", "sockact/supervisor/orphans.py",
+           "BAD_GATEWAY if rest.read else REQUEST_TIMEOUT", "REQUEST_TIMEOUT", (UNIT + "test_orphans.py",)),
+    Mutant("asgi-pipelined-unmarked", "sockact/asgi/cycle.py",
+           "self.conn.read_behind()  # a pipelined request waits behind it, in memory", "pass",
+           (INTEG + "test_worker_death.py::test_a_request_an_asgi_worker_read_behind_a_call_past_its_response_is_"
+                    "not_dropped",)),
     Mutant("heartbeat-ignores-calls", "sockact/ipc/scoreboard.py", "now - max(self.beat, self.newest) > timeout",
            "now - self.beat > timeout", (UNIT + "test_scoreboard.py",)),
     Mutant("heartbeat-booting-is-frozen", "sockact/ipc/scoreboard.py", "return bool(self.beat) and now -",

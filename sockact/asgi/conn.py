@@ -198,9 +198,24 @@ class AsgiConnection(Owned):
             if called and self.engine.buffered > READ_HIGH:
                 self.pause_reading()  # the app reads slower than the client sends
         if called:
+            cycle = self.cycle
+            if cycle is not None and cycle.complete and data:
+                self.read_behind()
             self.wake()
         else:
             self.on_input(self)
+
+    def read_behind(self) -> None:
+        """Its call's response is whole, its request read whole, and bytes wait in the engine: the next
+        request's, read and not begun until the call ends. Marked so on the scoreboard (a head whole, or in
+        part), so that if the worker dies, its client gets a 502 or a 408 rather than a close."""
+        engine = self.engine
+        if self.marks is None or not engine.keep_alive or not engine.body_done():
+            return  # what waits is the rest of its body, or the connection closes after the response
+        buffered = engine.unparsed().lstrip(b"\r\n")
+        if buffered:
+            whole = b"\r\n\r\n" in buffered or b"\n\n" in buffered
+            self.marks.rest(self.msg.conn_id, self.written, in_head=not whole, read=whole)
 
     async def wait_input(self, timeout: float | None = None, lose: bool = True) -> None:
         """Until more input (or EOF) arrives; a client silent for ``timeout`` seconds is taken for gone

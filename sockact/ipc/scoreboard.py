@@ -26,7 +26,8 @@ the stamps the supervisor tells
   is on a line, answered, or nothing to answer (a call on the loop's thread clears it as it ends,
   just before the call's own start); and
 - which connections were idle at a request boundary when a worker died, every byte read answered
-  (``SlotWriter.rest``), and which held only part of a head, nothing else unanswered (``in_head``):
+  (``SlotWriter.rest``), which held only part of a head, nothing else unanswered (``in_head``), and
+  which had read more of the next request than its head's start behind a call's whole response (``read``):
   the slot ends with a table of such marks, one per connection, each with the bytes the worker had
   written on it by then, so that the kernel's count can tell its last response went out whole. A mark
   is wiped before the worker reads its connection again (``stir``), when a head it held in part is
@@ -63,11 +64,14 @@ _RECEIVED_AT = _STARTED.size
 _READING = struct.Struct("=Q")  # the connection the loop is reading (0: none)
 _READING_AT = _RECEIVED_AT + _RECEIVED.size
 # The table of idle marks after a slot's lines: a connection's mark is at its id modulo the table's size, two
-# words (its id, then the bytes written on it, with IN_HEAD set for a head held in part); a mark another
+# words (its id, then the bytes written on it, with IN_HEAD set for a head held in part, READ for a request
+# read, perhaps whole, behind a whole response); a mark another
 # connection takes over is lost, and that client is closed as before. 256 idle clients in a worker at once,
 # with park_after at 0.1 s, is a busy worker.
 IDLE_MARKS = 256
 IN_HEAD = 1 << 63
+READ = 1 << 62
+_COUNT = READ - 1
 _MARKS_AT = _HEAD + MAX_THREADS * LINE_SIZE
 SLOT_SIZE = _MARKS_AT + IDLE_MARKS * 16
 # The stamps a request makes store 8-byte fields at 8-byte offsets one item at a time, through a memoryview
@@ -124,6 +128,7 @@ class Rest:
 
     written: int  # the bytes the worker had written on it by then
     in_head: bool  # part of the next head was read since, no more
+    read: bool = False  # the next head was read whole since (a pipelined request), and no call has begun
 
 
 class Scoreboard:
@@ -156,7 +161,7 @@ class Scoreboard:
         """The connections the worker in ``slot`` marked idle at a request boundary, or holding a head in part."""
         words = self._words
         base = (slot * SLOT_SIZE + _MARKS_AT) // _WORD
-        return {words[at]: Rest(words[at + 1] & ~IN_HEAD, bool(words[at + 1] & IN_HEAD))
+        return {words[at]: Rest(words[at + 1] & _COUNT, bool(words[at + 1] & IN_HEAD), bool(words[at + 1] & READ))
                 for at in range(base, base + 2 * IDLE_MARKS, 2) if words[at]}
 
     def release(self, slot: int) -> None:
@@ -256,13 +261,14 @@ class SlotWriter:
         before what it reads is on a line, its client gets a 502."""
         self._words[self._reading_word] = conn_id
 
-    def rest(self, conn_id: int, written: int, in_head: bool = False) -> None:
+    def rest(self, conn_id: int, written: int, in_head: bool = False, read: bool = False) -> None:
         """``conn_id`` is idle at a request boundary: every byte read of it is answered, ``written`` bytes
         written on it by this worker. Should the worker die now, its client is parked, not closed. With
-        ``in_head``, what was read since that boundary is part of a head, no more: the client gets a 408."""
+        ``in_head``, what was read since that boundary is part of a head, no more: the client gets a 408;
+        with ``read``, a head read whole (and perhaps more) that no call has begun: a 502."""
         at = self._marks_word + 2 * (conn_id % IDLE_MARKS)
         words = self._words
-        words[at + 1] = written | IN_HEAD if in_head else written
+        words[at + 1] = written | (IN_HEAD if in_head else 0) | (READ if read else 0)
         words[at] = conn_id  # last: the mark is whole from here
 
     def stir(self, conn_id: int) -> None:

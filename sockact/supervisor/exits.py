@@ -105,10 +105,12 @@ class Exits:
         # And of those it marked at a request boundary: whether the last response is out whole, and nobody began
         # to close. Not one whose PROXY header the worker read: the next worker would wait for it again.
         proxied = {conn.id for conn in conns if conn.proxy is None and sup.switchboard.head_limits[conn.listener][1]}
-        resting = {conn_id: mark for conn_id, mark in sup.scoreboard.resting(w.slot).items()
-                   if conn_id in fds and conn_id not in written and conn_id not in proxied}
-        written.update((conn_id, orphans.written_bytes(fds[conn_id], established=True)) for conn_id in resting
-                       if conn_id not in written)
+        resting = {}
+        for conn_id, mark in sup.scoreboard.resting(w.slot).items():
+            count = orphans.written_bytes(fds[conn_id], established=True) if conn_id in fds else None
+            if count is not None and conn_id not in proxied:
+                resting[conn_id] = mark
+                written.setdefault(conn_id, count)
         parked = 0
         for verdict in orphans.verdicts(conns, calls, overdue_before, unread, unreceived, reading, written, resting):
             if verdict.park:

@@ -33,6 +33,8 @@ its connections, and ``verdicts`` decides, with no I/O, what each client gets:
     not in a call, marked as holding part of a head, no more,     408 Request Timeout, then close: the
       its last response out whole, still open                       head is lost, and the client may
                                                                      send it again on a new connection
+    not in a call, marked as holding a head read whole behind a    502 Bad Gateway, then close: the
+      response (pipelined, ASGI), its last response out whole       request is lost with the worker
     not in a call, otherwise (a head read in part before the       close, as when the worker closes it
       worker read another connection, an idle one not marked)
 
@@ -115,8 +117,9 @@ def verdicts(conns: Iterable[Conn], calls: Iterable[Call], overdue_before: float
         elif call is None:
             again = conn.id in unread
             rest = _rest(conn, (resting or {}).get(conn.id), (written or {}).get(conn.id))
-            if rest is not None and rest.in_head:
-                out.append(Verdict(conn, REQUEST_TIMEOUT, ""))  # whatever of the head came since waits unread
+            if rest is not None and (rest.in_head or rest.read):
+                # Whatever came since waits unread behind it, and cannot be served without it.
+                out.append(Verdict(conn, BAD_GATEWAY if rest.read else REQUEST_TIMEOUT, ""))
                 continue
             if rest is not None and not again:
                 out.append(Verdict(conn, None, "", park=True))

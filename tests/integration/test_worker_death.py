@@ -319,3 +319,30 @@ def test_an_idle_keep_alive_client_of_a_dead_worker_is_served_after(start_sockac
     status, _, body = client.request("/")
     assert status == 200 and json.loads(body)["pid"] != victim, body
     client.close()
+
+
+@pytest.mark.parametrize(("second", "status"), [(b"GET /?s=0 HTTP/1.1\r\nHost: test\r\n\r\n", b"502 Bad Gateway"),
+                                               (b"GET /?s=0 HTTP/1.1\r\nHost: te", b"408 Request Timeout")],
+                         ids=["whole", "in-part"])
+def test_a_request_an_asgi_worker_read_behind_a_call_past_its_response_is_not_dropped(start_sockact, tmp_path,
+                                                                                      second, status):
+    # Pipelined: the second request came with the first, and waits in the worker's memory while the first
+    # call goes on past its whole response (the app's own work after it). When the worker dies, the second
+    # is lost with it and cannot go elsewhere; its client must hear so: a 502 for a request read whole, a
+    # 408 for a head read in part, after the whole first response.
+    server = start_sockact("asgiapps:answers_then_waits", "--workers", "1", "--park-after", "60", workers=1)
+    [victim] = server.workers()
+    client = KeepAliveClient(server.port, timeout=20)
+    release = tmp_path / "release"
+    client.sock.sendall(f"GET /?until={release} HTTP/1.1\r\nHost: test\r\n\r\n".encode() + second)
+    status_1, _, body = client.read_response()
+    assert status_1 == 200 and json.loads(body)["pid"] == victim, body
+    server.waiting(lambda: asleep(victim), "the call to wait after its response")
+    os.kill(victim, signal.SIGKILL)
+    release.touch()
+    try:
+        answer = client.buf + read_to_close(client.sock)
+    except TimeoutError:
+        answer = b"(nothing, and no close)"
+    client.close()
+    assert answer.startswith(b"HTTP/1.1 " + status + b"\r\n"), (answer, server.output())

@@ -223,6 +223,11 @@ def test_a_connection_marked_at_a_request_boundary_is_parked_or_told_408_when_th
     # The mark is written after the read it describes: it tells more than the stamp of the read under way.
     assert [(v.park, v.status) for v in verdicts(conns[:1], [], None, reading=1, written=written,
                                                  resting=resting)] == [(True, None)]
+    # A request read whole behind a call's whole response (pipelined), and no call begun for it: a 502, and
+    # what waits unread behind it stays there.
+    read = {1: Rest(40, False, read=True)}
+    assert [(v.again, v.status) for v in verdicts(conns[:1], [Call(1, "GET /a", True, 1.0, answered=True)], None,
+                                                  unread={1}, written=written, resting=read)] == [(False, 502)]
     # A call's line comes first: in a call, the mark (an earlier boundary's) says nothing.
     calls = [Call(1, "GET /", False, 1.0)]
     assert [v.status for v in verdicts(conns[:1], calls, None, written=written, resting=resting)] == [502]
@@ -235,8 +240,10 @@ def test_the_scoreboard_keeps_a_mark_per_connection_until_it_is_stirred() -> Non
     loop = board.writer(slot, 0)
     loop.rest(7, 120)
     loop.rest(8, 300, in_head=True)
+    loop.rest(10, 2**40, read=True)
     board.writer(other, 0).rest(9, 5)
-    assert board.resting(slot) == {7: Rest(120, False), 8: Rest(300, True)}
+    assert board.resting(slot) == {7: Rest(120, False), 8: Rest(300, True), 10: Rest(2**40, False, True)}
+    loop.stir(10)
     loop.stir(8)  # about to be read again
     loop.rest(7 + IDLE_MARKS, 60)  # another connection's mark takes the place of 7's: 7 is not known any more
     assert board.resting(slot) == {7 + IDLE_MARKS: Rest(60, False)}

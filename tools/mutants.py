@@ -276,6 +276,13 @@ MUTANTS = (
            "self.conn.read_behind()  # a pipelined request waits behind it, in memory", "pass",
            (INTEG + "test_worker_death.py::test_a_request_an_asgi_worker_read_behind_a_call_past_its_response_is_"
                     "not_dropped",)),
+    Mutant("host-not-required", "sockact/http/engine.py",
+           'if not rules.hosts and version == "1.1" and self.limits.host_required:', "if False:",
+           (UNIT + "http/test_http_engine.py::test_a_listener_refuses_an_http_1_1_request_without_host",
+            UNIT + "http/test_http_vectors.py::test_a_listener_refuses_the_valid_vectors_without_host")),
+    Mutant("listener-host-not-required", "sockact/worker/shell.py", "body=lc.limit_request_body, host_required=True)",
+           "body=lc.limit_request_body)",
+           (INTEG + "test_hostile_clients.py::test_a_listener_answers_an_http_1_1_request_without_host_400",)),
     Mutant("heartbeat-ignores-calls", "sockact/ipc/scoreboard.py", "now - max(self.beat, self.newest) > timeout",
            "now - self.beat > timeout", (UNIT + "test_scoreboard.py",)),
     Mutant("heartbeat-booting-is-frozen", "sockact/ipc/scoreboard.py", "return bool(self.beat) and now -",

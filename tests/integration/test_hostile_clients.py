@@ -197,3 +197,14 @@ def test_bytes_past_the_content_length_of_a_close_request_are_dropped_after_its_
     assert status == 200 and headers["connection"] == "close", answer
     assert json.loads(body)["body"] == "hello", body
     assert answer.count(b"HTTP/1.1 ") == 1 and "/smuggled" not in server.output(), server.output()
+
+
+@pytest.mark.parametrize("app", ["testapps:pid", "asgiapps:blocking"], ids=["wsgi", "asgi"])
+def test_a_listener_answers_an_http_1_1_request_without_host_400(start_sockact, app):
+    # RFC 9112 3.2: a server MUST answer 400 to an HTTP/1.1 request without a Host field; HTTP/1.0 has no such rule.
+    server = start_sockact(app, "--workers", "1", workers=1)
+    for head, status in ((b"GET / HTTP/1.1\r\n\r\n", 400), (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 400),
+                         (b"GET / HTTP/1.0\r\n\r\n", 200)):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+            sock.sendall(head)
+            assert parse_response(read_to_close(sock))[0] == status, head

@@ -33,7 +33,7 @@ from sockact.ipc import handoff
 from sockact.ipc.scoreboard import SlotWriter
 from sockact.logs.access import Entry
 from sockact.worker.channel import call_line
-from sockact.worker.connstates import CALL, HANDED, PREFACE, QUEUED, ConnState
+from sockact.worker.connstates import CALL, HANDED, HEAD, IDLE, PREFACE, QUEUED, ConnState
 from sockact.worker.owner import Owned
 
 if TYPE_CHECKING:
@@ -102,6 +102,9 @@ class AsgiConnection(Owned):
         # that the response has begun, so a dead worker's client gets no 502 after part of an answer.
         self.call_line: SlotWriter | None = None
         self.answering: SlotWriter | None = None
+        # The worker's scoreboard writer whose idle marks name this connection while it rests between two
+        # requests (SlotWriter.rest): the runner's (None: the unit tests' connections).
+        self.marks: SlotWriter | None = None
         self.remote = ""  # the client as the access log names it, found on its first line
         # Its requests' access-log entry, filled again for each (the runner's, if it logs): what its lines
         # reuse while a request repeats goes with it.
@@ -167,6 +170,9 @@ class AsgiConnection(Owned):
             lock.release()
 
     def _on_readable(self) -> None:
+        state = self.state
+        if (state is IDLE or state is HEAD) and self.marks is not None:
+            self.marks.stir(self.msg.conn_id)  # its mark says what it held before this read, no longer true
         try:
             data = self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
         except BlockingIOError:
@@ -192,9 +198,24 @@ class AsgiConnection(Owned):
             if called and self.engine.buffered > READ_HIGH:
                 self.pause_reading()  # the app reads slower than the client sends
         if called:
+            cycle = self.cycle
+            if cycle is not None and cycle.complete and data:
+                self.read_behind()
             self.wake()
         else:
             self.on_input(self)
+
+    def read_behind(self) -> None:
+        """Its call's response is whole, its request read whole, and bytes wait in the engine: the next
+        request's, read and not begun until the call ends. Marked so on the scoreboard (a head whole, or in
+        part), so that if the worker dies, its client gets a 502 or a 408 rather than a close."""
+        engine = self.engine
+        if self.marks is None or not engine.keep_alive or not engine.body_done():
+            return  # what waits is the rest of its body, or the connection closes after the response
+        buffered = engine.unparsed().lstrip(b"\r\n")
+        if buffered:
+            whole = b"\r\n\r\n" in buffered or b"\n\n" in buffered
+            self.marks.rest(self.msg.conn_id, self.written, in_head=not whole, read=whole)
 
     async def wait_input(self, timeout: float | None = None, lose: bool = True) -> None:
         """Until more input (or EOF) arrives; a client silent for ``timeout`` seconds is taken for gone

@@ -344,11 +344,14 @@ class HttpCycle:
         request of its own), the call's line takes its length. A worker that dies from here on leaves a
         client with the whole response, once the kernel counts it written: another worker serves its next."""
         line = self.conn.call_line
-        if line is not None and self.engine.keep_alive and (self.body_done or self.engine.body_done()):
+        if self.engine.keep_alive and (self.body_done or self.engine.body_done()):
             # Kept: run() looks again once the app returns, and the engine's answer stays (a receive() now
             # would get PAUSED, the body read, and say http.disconnect all the same).
             self.body_done = True
-            line.whole(self.conn.written)
+            if line is not None:
+                line.whole(self.conn.written)
+            if self.engine.buffered:
+                self.conn.read_behind()  # a pipelined request waits behind it, in memory
 
     async def _drain(self) -> bool:
         """Read and drop what is left of the request body, if small; True if that worked."""

@@ -295,6 +295,8 @@ class Connection:
             headers = message.headers
         else:
             _, headers, rules = fields
+        if not rules.hosts and version == "1.1" and self.limits.host_required:
+            raise ProtocolError(400, "no Host field in an HTTP/1.1 request")
         if rules.plain and not upgrade:
             request = Request(method, target, version, headers, None, False, version == "1.1", False, False)
         else:

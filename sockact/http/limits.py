@@ -18,6 +18,10 @@ class Limits:
     header_field_size: int = 8190  # -> 431; one field line with its CRLF, as gunicorn counts
     head: int = 65536  # -> 431; request line and all fields together
     body: int = 0  # -> 413; 0 = unlimited
+    # -> 400 for an HTTP/1.1 request without a Host field: RFC 9112 3.2's MUST, as h11 does. Every listener
+    # asks for it (worker/shell.py, the metrics listener); the engine alone serves such a request, as gunicorn
+    # and uvicorn do, so that corpora and tests written for them replay as they are.
+    host_required: bool = False
 
 
 # Longest chunk-size line (size and extensions). Go's net/http uses the same bound

@@ -24,7 +24,14 @@ the stamps the supervisor tells
 - which connection a WSGI worker's loop was reading when it died, before the request it read
   reached a line (``SlotWriter.reading``): stamped before each read, and cleared once what it read
   is on a line, answered, or nothing to answer (a call on the loop's thread clears it as it ends,
-  just before the call's own start).
+  just before the call's own start); and
+- which connections were idle at a request boundary when a worker died, every byte read answered
+  (``SlotWriter.rest``), which held only part of a head, nothing else unanswered (``in_head``), and
+  which had read more of the next request than its head's start behind a call's whole response (``read``):
+  the slot ends with a table of such marks, one per connection, each with the bytes the worker had
+  written on it by then, so that the kernel's count can tell its last response went out whole. A mark
+  is wiped before the worker reads its connection again (``stir``), when a head it held in part is
+  whole, and when the worker adopts a connection (a mark left by an earlier stay says nothing of this one).
 
 Each line has one writer, so nothing is locked. Torn reads are possible and harmless:
 these are hints for timers, not transactions.
@@ -56,7 +63,17 @@ _RECEIVED = struct.Struct("=Q")
 _RECEIVED_AT = _STARTED.size
 _READING = struct.Struct("=Q")  # the connection the loop is reading (0: none)
 _READING_AT = _RECEIVED_AT + _RECEIVED.size
-SLOT_SIZE = _HEAD + MAX_THREADS * LINE_SIZE
+# The table of idle marks after a slot's lines: a connection's mark is at its id modulo the table's size, two
+# words (its id, then the bytes written on it, with IN_HEAD set for a head held in part, READ for a request
+# read, perhaps whole, behind a whole response); a mark another
+# connection takes over is lost, and that client is closed as before. 256 idle clients in a worker at once,
+# with park_after at 0.1 s, is a busy worker.
+IDLE_MARKS = 256
+IN_HEAD = 1 << 63
+READ = 1 << 62
+_COUNT = READ - 1
+_MARKS_AT = _HEAD + MAX_THREADS * LINE_SIZE
+SLOT_SIZE = _MARKS_AT + IDLE_MARKS * 16
 # The stamps a request makes store 8-byte fields at 8-byte offsets one item at a time, through a memoryview
 # of the mapping as words: a third of what a struct's pack_into of one item costs (its arguments are parsed
 # anew on every call), and a call's start stores three or four of them where a pack of all its fields
@@ -105,6 +122,15 @@ class Call:
     length: int = 0  # the response's bytes, when it went in one send (0: not known)
 
 
+@dataclass(frozen=True, slots=True)
+class Rest:
+    """A connection a worker marked at a request boundary (SlotWriter.rest)."""
+
+    written: int  # the bytes the worker had written on it by then
+    in_head: bool  # part of the next head was read since, no more
+    read: bool = False  # the next head was read whole since (a pipelined request), and no call has begun
+
+
 class Scoreboard:
     def __init__(self, slots: int) -> None:
         self.slots = slots
@@ -130,6 +156,13 @@ class Scoreboard:
         """The connection the worker in ``slot`` was reading when it stopped, what it read on no line
         yet; 0 when none."""
         return int(_READING.unpack_from(self._map, slot * SLOT_SIZE + _READING_AT)[0])
+
+    def resting(self, slot: int) -> dict[int, Rest]:
+        """The connections the worker in ``slot`` marked idle at a request boundary, or holding a head in part."""
+        words = self._words
+        base = (slot * SLOT_SIZE + _MARKS_AT) // _WORD
+        return {words[at]: Rest(words[at + 1] & _COUNT, bool(words[at + 1] & IN_HEAD), bool(words[at + 1] & READ))
+                for at in range(base, base + 2 * IDLE_MARKS, 2) if words[at]}
 
     def release(self, slot: int) -> None:
         self._free.append(slot)
@@ -189,7 +222,7 @@ class SlotWriter:
     """One app thread's line: ``begin`` when a call starts, ``end`` when it ends; and its worker's
     heartbeat, which any of the worker's writers can stamp (the loop's own does)."""
 
-    __slots__ = ("_at", "_beat_at", "_conn_word", "_floats", "_length_word", "_map", "_reading_word",
+    __slots__ = ("_at", "_beat_at", "_conn_word", "_floats", "_length_word", "_map", "_marks_word", "_reading_word",
                  "_requests_word", "_responded_word", "_started_word", "_text", "_words", "_written", "clears_reading",
                  "requests")
 
@@ -204,6 +237,7 @@ class SlotWriter:
         self._conn_word = (at + _CONN_AT) // _WORD
         self._responded_word = (at + _RESPONDED_AT) // _WORD
         self._reading_word = (beat_at + _READING_AT) // _WORD
+        self._marks_word = (beat_at + _MARKS_AT) // _WORD
         self._text: bytes | None = None  # the request line written last on this line (its only writer)
         # The bytes written before the response that the line holds, as read now: begin skips storing it again
         # when it is there already (an ASGI connection's calls that wrote nothing, from its first). (Not the connection:
@@ -226,6 +260,20 @@ class SlotWriter:
         """The worker's loop is about to read ``conn_id`` (0: what it read is accounted for): if it dies
         before what it reads is on a line, its client gets a 502."""
         self._words[self._reading_word] = conn_id
+
+    def rest(self, conn_id: int, written: int, in_head: bool = False, read: bool = False) -> None:
+        """``conn_id`` is idle at a request boundary: every byte read of it is answered, ``written`` bytes
+        written on it by this worker. Should the worker die now, its client is parked, not closed. With
+        ``in_head``, what was read since that boundary is part of a head, no more: the client gets a 408;
+        with ``read``, a head read whole (and perhaps more) that no call has begun: a 502."""
+        at = self._marks_word + 2 * (conn_id % IDLE_MARKS)
+        words = self._words
+        words[at + 1] = written | (IN_HEAD if in_head else 0) | (READ if read else 0)
+        words[at] = conn_id  # last: the mark is whole from here
+
+    def stir(self, conn_id: int) -> None:
+        """``conn_id`` is about to be read (or has just arrived): its idle mark, if any, is wiped first."""
+        self._words[self._marks_word + 2 * (conn_id % IDLE_MARKS)] = 0
 
     def begin(self, line: bytes, conn_id: int = 0, written: int | None = None, now: float = 0.0) -> None:
         """A call starts (``now``, monotonic, when the caller has read the clock); ``line`` names its request

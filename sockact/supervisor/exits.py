@@ -102,7 +102,26 @@ class Exits:
         # And of those that came with bytes (a hand-back's): whether a response went out since, the bytes answered.
         written.update((conn.id, orphans.written_bytes(conn.fd)) for conn in conns
                        if conn.data and conn.id not in unreceived and conn.id not in written)
-        for verdict in orphans.verdicts(conns, calls, overdue_before, unread, unreceived, reading, written):
+        # And of those it marked at a request boundary: whether the last response is out whole, and nobody began
+        # to close. Not one whose PROXY header the worker read: the next worker would wait for it again.
+        proxied = {conn.id for conn in conns if conn.proxy is None and sup.switchboard.head_limits[conn.listener][1]}
+        resting = {}
+        for conn_id, mark in sup.scoreboard.resting(w.slot).items():
+            count = orphans.written_bytes(fds[conn_id], established=True) if conn_id in fds else None
+            if count is not None and conn_id not in proxied:
+                resting[conn_id] = mark
+                written.setdefault(conn_id, count)
+        parked = 0
+        for verdict in orphans.verdicts(conns, calls, overdue_before, unread, unreceived, reading, written, resting):
+            if verdict.park:
+                parked += 1
+                conn = verdict.conn
+                conn.written, conn.head_started = -1, 0.0  # looked up again at its next hand-over; no head begun
+                if sup.stopping and sup.store.keeping:
+                    sup.store.store(conn)
+                else:
+                    sup.switchboard.park(conn, sup.stopping)
+                continue
             if verdict.again:
                 again += 1
                 if verdict.served:
@@ -115,7 +134,8 @@ class Exits:
                 from http import HTTPStatus  # here: only a worker's death with requests in hand needs it
 
                 phrase = HTTPStatus(verdict.status).phrase
-                what = escape(verdict.line) if verdict.line else "the request it was reading"
+                what = (escape(verdict.line) if verdict.line else "a head it held in part"
+                        if verdict.status == orphans.REQUEST_TIMEOUT else "the request it was reading")
                 log.log(level, "worker %d %s before answering %s: %d %s sent%s", w.pid, how, what,
                         verdict.status, phrase, why, extra={"HTTP_REQUEST": escape(verdict.line)})
             elif verdict.line:
@@ -123,3 +143,5 @@ class Exits:
                             escape(verdict.line), extra={"HTTP_REQUEST": escape(verdict.line)})
         if again:
             log.warning("worker %d %s before reading %d requests: they go to other workers", w.pid, how, again)
+        if parked:
+            log.info("worker %d %s with %d idle keep-alive connections: parked", w.pid, how, parked)

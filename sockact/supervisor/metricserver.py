@@ -33,7 +33,7 @@ log = logging.getLogger("sockact.supervisor")
 CLIENT_TIMEOUT = 10.0  # seconds a scrape connection may take, request and response together
 MAX_CLIENTS = 16  # scrape connections held at once; Prometheus makes one per target at a time
 PATHS = (b"/metrics", b"/")
-_LIMITS = Limits(request_line=1024, header_fields=50, header_field_size=4096, head=16384, body=0)
+_LIMITS = Limits(request_line=1024, header_fields=50, header_field_size=4096, head=16384, body=0, host_required=True)
 
 # status, content type, body
 Render = Callable[[], tuple[int, str, bytes]]

@@ -58,7 +58,7 @@ from sockact.worker.channel import (
     read_channel,
     report,
 )
-from sockact.worker.connstates import CALL, CLOSING, HANDED, HEAD, QUEUED
+from sockact.worker.connstates import CALL, CLOSING, HANDED, HEAD, IDLE, QUEUED
 from sockact.worker.guard import start_guarded
 from sockact.worker.owner import TIMER_INTERVAL, Carrier, Due, Owner
 
@@ -212,6 +212,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
         if not self.owner.takes(self.handing_back):
             hand_back(self.chan, msg, sock, msg.data, msg.head_started)
             return
+        self.slots[0].stir(msg.conn_id)  # an idle mark from an earlier stay here says nothing of this one
         site = self.sites[msg.listener]
         server = None  # a Unix socket has no (host, port) to give
         if msg.family != socket.AF_UNIX:
@@ -223,6 +224,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
         state, since = Owner.arrival(msg, site, time.monotonic())
         conn = self.owner.add(AsgiConnection(self.loop, msg, sock, site, scope, self._advance, self.lock, state, since,
                                    self.batch))
+        conn.marks = self.slots[0]
         if self.access is not None and site.access_log:
             conn.log_entry = connection_entry("", self.pid, msg.conn_id, site.listener)
         if msg.data:
@@ -272,8 +274,11 @@ class AsgiRunner(Carrier[AsgiConnection]):
             if self.owner.retiring or self.owner.recycling:
                 self._release(conn)
                 return
-        elif conn.state is not HEAD:
-            conn.to("bytes")
+            self._rest(conn)
+        else:
+            if conn.state is not HEAD:
+                conn.to("bytes")
+            self._rest(conn, in_head=True)
         conn.resume_reading()
 
     def _read_preface(self, conn: AsgiConnection) -> None:
@@ -426,6 +431,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
             if self._eager:
                 return True  # the eager start looks for the next request
             if conn.engine.idle and not (self.owner.retiring or self.owner.recycling):
+                self._rest(conn)
                 conn.resume_reading()  # the usual: nothing more came yet
             else:
                 # A pipelined request may be buffered already; its task must not start in this
@@ -434,6 +440,13 @@ class AsgiRunner(Carrier[AsgiConnection]):
             return False
         finally:
             lock.release()
+
+    def _rest(self, conn: AsgiConnection, in_head: bool = False) -> None:
+        """``conn`` waits for its next request with nothing of it read (``in_head``: part of its head): marked so
+        on the scoreboard, with the bytes written on it (some may still wait in its buffers: the kernel's count
+        tells the supervisor). Not one that has sent no request yet (FRESH)."""
+        if conn.state is IDLE or in_head:
+            self.slots[0].rest(conn.msg.conn_id, conn.written, in_head)
 
     def _free_call_line(self, conn: AsgiConnection) -> None:
         line = conn.call_line

@@ -200,7 +200,7 @@ class WorkerShell:
         limits = Limits(
             request_line=lc.limit_request_line, header_fields=lc.limit_request_fields,
             header_field_size=lc.limit_request_field_size, head=lc.limit_request_head,
-            body=lc.limit_request_body)
+            body=lc.limit_request_body, host_required=True)
         site = Site(app=apps[lc.app], limits=limits, header_timeout=lc.header_timeout,
                     io_timeout=self.config.timeout or IO_TIMEOUT_OFF, access_log=lc.access_log, listener=lc.name,
                     access=self.access, trust=Trust.parse(lc.forwarded_allow_ips),

@@ -66,7 +66,7 @@ from sockact.worker.channel import (
     read_channel,
     report,
 )
-from sockact.worker.connstates import CALL, CLOSING, HEAD, PREFACE, QUEUED, ConnState
+from sockact.worker.connstates import CALL, CLOSING, HEAD, IDLE, PREFACE, QUEUED, ConnState
 from sockact.worker.guard import start_guarded
 from sockact.worker.owner import TIMER_INTERVAL, Carrier, Due, Owned, Owner
 from sockact.wsgi.environ import site_environ
@@ -206,6 +206,7 @@ class EventLoop(Carrier[Held]):
         self._slow_share: dict[bytes, float] | None = {} if self.pool is not None else None
         self._call_begun = threading.Event()  # wakes it
         self._mark_reading = self.slots[0].reading  # the scoreboard's stamp of the connection being read
+        self._rest, self._stir = self.slots[0].rest, self.slots[0].stir  # the scoreboard's idle marks
         self.slots[0].clears_reading = True  # the loop thread's calls end by clearing that stamp
 
     # ------------------------------------------------------------------ main
@@ -288,6 +289,7 @@ class EventLoop(Carrier[Held]):
         if not self.owner.takes(self._stalled()):
             hand_back(self.chan, msg, sock, msg.data, msg.head_started)
             return
+        self._stir(msg.conn_id)  # an idle mark from an earlier stay here says nothing of this one
         site = self.sites[msg.listener]
         state, since = Owner.arrival(msg, site, time.monotonic())
         # Until its PROXY header is whole, a connection's engine has no bytes: HTTP waits for the header.
@@ -348,6 +350,8 @@ class EventLoop(Carrier[Held]):
             # Named before the read: should the worker die before what it reads is on a line (a call's,
             # or a waiting one), the supervisor still knows this client may wait for an answer (a 502).
             self._mark_reading(held.msg.conn_id)
+            if state is IDLE or state is HEAD:
+                self._stir(held.msg.conn_id)  # its mark says what it held before this read, no longer true
         elif state is not CLOSING:
             return  # its app thread reads it, or it left in this turn of the loop (a stale event)
         try:
@@ -413,6 +417,8 @@ class EventLoop(Carrier[Held]):
         if step is _PARTIAL:
             if held.state is not HEAD:
                 held.to("bytes")
+            # Part of a head, no more, since its last answer (all written): a dead worker's client gets a 408.
+            self._rest(held.msg.conn_id, held.http.wire.sent, True)
         elif held.state is HEAD:
             held.to("idle")  # only the empty lines allowed between requests came
             self._mark_reading(0)  # nothing read waits for an answer
@@ -423,7 +429,12 @@ class EventLoop(Carrier[Held]):
         owner = self.owner
         if step is _IDLE and (owner.retiring or owner.recycling or (self.in_call >= self.ceiling and self._stalled())):
             self._release(held)
-        elif not held.watched:
+            return
+        if step is _IDLE and held.state is IDLE:
+            # Every byte read is answered, and written (the WSGI runner buffers no output): a dead worker's
+            # supervisor parks this client rather than closing it.
+            self._rest(held.msg.conn_id, held.http.wire.sent)
+        if not held.watched:
             self._watch(held)
 
     def _ready(self, held: Held, request: Request, event: str) -> None:

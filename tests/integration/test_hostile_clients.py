@@ -179,3 +179,32 @@ def test_a_refused_request_is_answered_and_the_rest_of_its_input_dropped(start_s
     status, headers, body = parse_response(answer)
     assert status == 400 and len(body) == int(headers["content-length"])
     assert http_get(server.port, "/")[0] == 200
+
+
+@pytest.mark.parametrize("app", ["testapps:echo", "asgiapps:echo"], ids=["wsgi", "asgi"])
+def test_bytes_past_the_content_length_of_a_close_request_are_dropped_after_its_answer(start_sockact, app):
+    # RFC 9112 9.6: a client that sent "close" sends no further request, and a server "MUST NOT process any
+    # further requests received on that connection". The request is whole and valid: it is answered, as its
+    # Content-Length says, and what follows it is read and dropped, neither served nor a reset.
+    import json
+
+    server = start_sockact(app, "--workers", "1", workers=1)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+        sock.sendall(b"POST /once HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello"
+                     b"GET /smuggled HTTP/1.1\r\nHost: test\r\n\r\n")
+        answer = read_to_close(sock)
+    status, headers, body = parse_response(answer)
+    assert status == 200 and headers["connection"] == "close", answer
+    assert json.loads(body)["body"] == "hello", body
+    assert answer.count(b"HTTP/1.1 ") == 1 and "/smuggled" not in server.output(), server.output()
+
+
+@pytest.mark.parametrize("app", ["testapps:pid", "asgiapps:blocking"], ids=["wsgi", "asgi"])
+def test_a_listener_answers_an_http_1_1_request_without_host_400(start_sockact, app):
+    # RFC 9112 3.2: a server MUST answer 400 to an HTTP/1.1 request without a Host field; HTTP/1.0 has no such rule.
+    server = start_sockact(app, "--workers", "1", workers=1)
+    for head, status in ((b"GET / HTTP/1.1\r\n\r\n", 400), (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 400),
+                         (b"GET / HTTP/1.0\r\n\r\n", 200)):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+            sock.sendall(head)
+            assert parse_response(read_to_close(sock))[0] == status, head

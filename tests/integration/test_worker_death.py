@@ -130,20 +130,32 @@ def test_a_request_read_but_not_begun_gets_a_502_not_silence(start_sockact, tmp_
     server.waiting(lambda: server.output().count(line) == 3, "three 502 lines in the log")
 
 
-def test_a_head_the_worker_was_reading_when_it_died_gets_a_502_not_silence(start_sockact):
-    # The loop names the connection it reads on the scoreboard before each read, so what it read and
-    # had not yet put on a line (here, a head without its end) is known to wait for an answer.
-    server = start_sockact("testapps:pid", "--workers", "1", workers=1)
+@pytest.mark.parametrize("app", ["testapps:pid", "asgiapps:blocking"], ids=["wsgi", "asgi"])
+@pytest.mark.parametrize("before", [False, True], ids=["first", "after-a-request"])
+def test_a_head_the_worker_held_in_part_when_it_died_gets_a_408(start_sockact, app, before):
+    # The worker marks a connection whose head it holds in part (nothing else unanswered) on the scoreboard.
+    # That head is lost with the worker and never reached an app: the client gets a 408, which tells it that
+    # its request was not complete and that it may send it again, on a new connection. Another connection
+    # read after it makes no difference.
+    server = start_sockact(app, "--workers", "1", "--park-after", "60", workers=1)
     [victim] = server.workers()
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=20)
-    sock.sendall(b"GET /partial HTTP/1.1\r\nHost: test\r\n")  # the blank line that ends the head never comes
-    server.waiting(lambda: _server_rx_queue(server.port, sock.getsockname()[1]) == 0 and asleep(victim),
+    client = KeepAliveClient(server.port, timeout=20)
+    if before:
+        assert client.request("/")[0] == 200
+    client.sock.sendall(b"GET /partial HTTP/1.1\r\nHost: test\r\n")  # the blank line that ends the head never comes
+    port = client.sock.getsockname()[1]
+    server.waiting(lambda: _server_rx_queue(server.port, port) == 0 and asleep(victim),
                    "the worker to read the start of the head")
-    os.kill(victim, signal.SIGKILL)
-    with sock:
-        answer = read_to_close(sock)
-    assert answer.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), answer
-    server.wait_for_log(f"worker {victim} killed by SIGKILL before answering the request it was reading: 502")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as other:
+        other.sendall(b"GET /other HTTP/1.1\r\nHost: te")  # read next
+        server.waiting(lambda: _server_rx_queue(server.port, other.getsockname()[1]) == 0 and asleep(victim),
+                       "the worker to read the other connection")
+        os.kill(victim, signal.SIGKILL)
+        for sock in (client.sock, other):
+            answer = read_to_close(sock)
+            assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer
+    client.close()
+    server.wait_for_log(f"worker {victim} killed by SIGKILL before answering a head it held in part: 408")
 
 
 def test_a_request_whose_body_the_loop_was_buffering_gets_a_502_when_the_worker_dies(start_sockact):
@@ -160,10 +172,10 @@ def test_a_request_whose_body_the_loop_was_buffering_gets_a_502_when_the_worker_
     server.waiting(lambda: _server_rx_queue(server.port, other.getsockname()[1]) == 0 and asleep(victim),
                    "the worker to read the other connection")
     os.kill(victim, signal.SIGKILL)
-    for sock in (uploading, other):
+    for sock, status in ((uploading, b"502 Bad Gateway"), (other, b"408 Request Timeout")):  # other: a head in part
         with sock:
             answer = read_to_close(sock)
-        assert answer.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), answer
+        assert answer.startswith(b"HTTP/1.1 " + status + b"\r\n"), answer
     server.wait_for_log(f"worker {victim} killed by SIGKILL before answering POST /upload: 502")
 
 
@@ -289,3 +301,48 @@ def _killed_with_the_next_request_unread(server, client: KeepAliveClient, victim
     status, _, body = parse_response(answer)
     assert status == 200 and json.loads(body)["pid"] != victim, answer
     server.wait_for_log(f"worker {victim} killed by SIGKILL before reading 1 requests: they go to other workers")
+
+
+@pytest.mark.parametrize("app", ["testapps:pid", "asgiapps:blocking"], ids=["wsgi", "asgi"])
+def test_an_idle_keep_alive_client_of_a_dead_worker_is_served_after(start_sockact, app):
+    # Answered, and idle in its worker (park_after is long: not parked yet) when the worker is killed.
+    # Nothing it sent waits for an answer: it survives as an idle client survives a restart, and its
+    # next request, sent once the supervisor has dealt with the dead worker, is served by another.
+    server = start_sockact(app, "--workers", "2", "--park-after", "60", workers=2)
+    client = KeepAliveClient(server.port, timeout=20)
+    status, _, body = client.request("/")
+    assert status == 200, body
+    victim = json.loads(body)["pid"]
+    server.waiting(lambda: asleep(victim), "the worker to be done with the call")
+    os.kill(victim, signal.SIGKILL)
+    server.wait_for_log(f"worker {victim} killed by SIGKILL with 1 idle keep-alive connections: parked")
+    status, _, body = client.request("/")
+    assert status == 200 and json.loads(body)["pid"] != victim, body
+    client.close()
+
+
+@pytest.mark.parametrize(("second", "status"), [(b"GET /?s=0 HTTP/1.1\r\nHost: test\r\n\r\n", b"502 Bad Gateway"),
+                                               (b"GET /?s=0 HTTP/1.1\r\nHost: te", b"408 Request Timeout")],
+                         ids=["whole", "in-part"])
+def test_a_request_an_asgi_worker_read_behind_a_call_past_its_response_is_not_dropped(start_sockact, tmp_path,
+                                                                                      second, status):
+    # Pipelined: the second request came with the first, and waits in the worker's memory while the first
+    # call goes on past its whole response (the app's own work after it). When the worker dies, the second
+    # is lost with it and cannot go elsewhere; its client must hear so: a 502 for a request read whole, a
+    # 408 for a head read in part, after the whole first response.
+    server = start_sockact("asgiapps:answers_then_waits", "--workers", "1", "--park-after", "60", workers=1)
+    [victim] = server.workers()
+    client = KeepAliveClient(server.port, timeout=20)
+    release = tmp_path / "release"
+    client.sock.sendall(f"GET /?until={release} HTTP/1.1\r\nHost: test\r\n\r\n".encode() + second)
+    status_1, _, body = client.read_response()
+    assert status_1 == 200 and json.loads(body)["pid"] == victim, body
+    server.waiting(lambda: asleep(victim), "the call to wait after its response")
+    os.kill(victim, signal.SIGKILL)
+    release.touch()
+    try:
+        answer = client.buf + read_to_close(client.sock)
+    except TimeoutError:
+        answer = b"(nothing, and no close)"
+    client.close()
+    assert answer.startswith(b"HTTP/1.1 " + status + b"\r\n"), (answer, server.output())

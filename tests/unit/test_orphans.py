@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 
-from sockact.ipc.scoreboard import Call, Scoreboard
+from sockact.ipc.scoreboard import IDLE_MARKS, Call, Rest, Scoreboard
 from sockact.policy.parking import Conn
 from sockact.supervisor.orphans import Verdict, answer, unread_bytes, verdicts, written_bytes
 
@@ -203,3 +203,61 @@ def test_answer_sends_the_status_and_ends_the_connection() -> None:
             data += chunk
     assert data.startswith(b"HTTP/1.1 502 Bad Gateway\r\n") and b"Connection: close\r\n" in data
     assert data.endswith(b"\r\n\r\n502 Bad Gateway\n")
+
+
+def test_a_connection_marked_at_a_request_boundary_is_parked_or_told_408_when_the_kernel_agrees() -> None:
+    # Each had 100 bytes written on it before this worker, which wrote 40 more by its mark. 1: idle, and the
+    # kernel counts all 140: parked. 2: idle, but 10 of them still waited in the worker's buffers: closed.
+    # 3: idle, but its next request waits unread: another worker. 4: part of a head, no more: a 408 (the
+    # rest of it may wait unread). 5: the kernel cannot say (or the connection is closing): closed.
+    # 6: not counted at its hand-over: closed. 7: no mark: closed, as before.
+    conns = [conn(n) for n in range(1, 8)]
+    for c in conns[:5]:
+        c.written = 100
+    resting = {n: Rest(40, n == 4) for n in range(1, 7)}
+    written = {1: 140, 2: 130, 3: 140, 4: 140, 5: None, 6: 140, 7: 140}
+    got = {v.conn.id: (v.park, v.again, v.status) for v in verdicts(conns, [], None, unread={3, 4}, written=written,
+                                                                     resting=resting)}
+    assert got == {1: (True, False, None), 2: (False, False, None), 3: (False, True, None), 4: (False, False, 408),
+                   5: (False, False, None), 6: (False, False, None), 7: (False, False, None)}
+    # The mark is written after the read it describes: it tells more than the stamp of the read under way.
+    assert [(v.park, v.status) for v in verdicts(conns[:1], [], None, reading=1, written=written,
+                                                 resting=resting)] == [(True, None)]
+    # A request read whole behind a call's whole response (pipelined), and no call begun for it: a 502, and
+    # what waits unread behind it stays there.
+    read = {1: Rest(40, False, read=True)}
+    assert [(v.again, v.status) for v in verdicts(conns[:1], [Call(1, "GET /a", True, 1.0, answered=True)], None,
+                                                  unread={1}, written=written, resting=read)] == [(False, 502)]
+    # A call's line comes first: in a call, the mark (an earlier boundary's) says nothing.
+    calls = [Call(1, "GET /", False, 1.0)]
+    assert [v.status for v in verdicts(conns[:1], calls, None, written=written, resting=resting)] == [502]
+
+
+def test_the_scoreboard_keeps_a_mark_per_connection_until_it_is_stirred() -> None:
+    board = Scoreboard(2)
+    slot = board.allocate()
+    other = board.allocate()
+    loop = board.writer(slot, 0)
+    loop.rest(7, 120)
+    loop.rest(8, 300, in_head=True)
+    loop.rest(10, 2**40, read=True)
+    board.writer(other, 0).rest(9, 5)
+    assert board.resting(slot) == {7: Rest(120, False), 8: Rest(300, True), 10: Rest(2**40, False, True)}
+    loop.stir(10)
+    loop.stir(8)  # about to be read again
+    loop.rest(7 + IDLE_MARKS, 60)  # another connection's mark takes the place of 7's: 7 is not known any more
+    assert board.resting(slot) == {7 + IDLE_MARKS: Rest(60, False)}
+    assert board.resting(other) == {9: Rest(5, False)}
+    board.close()
+
+
+def test_written_bytes_of_an_established_connection_only_while_both_sides_are_open() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server, \
+            socket.create_connection(server.getsockname(), timeout=5):
+        accepted, _ = server.accept()
+        with accepted:
+            accepted.sendall(b"x" * 10)
+            assert written_bytes(accepted.fileno(), established=True) == 10
+            accepted.shutdown(socket.SHUT_WR)  # the worker began to close it
+            assert written_bytes(accepted.fileno(), established=True) is None
+            assert written_bytes(accepted.fileno()) == 10

@@ -283,6 +283,22 @@ def test_default_limits() -> None:
     assert status_of(b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 101 + b"\r\n") == 431
 
 
+def test_a_listener_refuses_an_http_1_1_request_without_host() -> None:
+    # RFC 9112 3.2: "A server MUST respond with a 400 (Bad Request) status code to any HTTP/1.1 request
+    # message that lacks a Host header field". Every listener asks for that (host_required); an engine
+    # alone serves such a request, as gunicorn and uvicorn do, so corpora written for them replay as they are.
+    strict = Limits(host_required=True)
+    assert status_of(b"GET / HTTP/1.1\r\n\r\n", strict) == 400
+    assert status_of(b"GET http://example.com/ HTTP/1.1\r\n\r\n", strict) == 400  # its authority is no field
+    assert status_of(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\n\r\n", strict) == 400  # the second
+    assert status_of(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", strict) is None
+    # A head whose fields are the last one's is parsed by its request line alone: its Host is still counted.
+    assert status_of(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n", strict) is None
+    assert status_of(b"GET / HTTP/1.1\r\nhost:\r\n\r\n", strict) is None  # empty, as 3.2 allows with no authority
+    assert status_of(b"GET / HTTP/1.0\r\n\r\n", strict) is None  # HTTP/1.0 has no such rule
+    assert status_of(b"GET / HTTP/1.1\r\n\r\n") is None
+
+
 # -- pipelining, keep-alive, bodies
 
 PIPELINE = (b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n"

@@ -152,7 +152,8 @@ class Acceptor:
                     continue
                 self._back_off(exc)
                 return
-            peer = (addr[0], addr[1]) if family != _UNIX else None
+            # IPv4's address is (host, port) as it is; IPv6's adds flowinfo and scope_id.
+            peer = addr if family == _INET else addr[:2] if family == _INET6 else None
             conn = Conn(self._next_id, fd, index, family, peer, written=0)
             self._next_id += 1
             self.accepted[index] += 1

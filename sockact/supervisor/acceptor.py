@@ -154,7 +154,10 @@ class Acceptor:
                 return
             # IPv4's address is (host, port) as it is; IPv6's adds flowinfo and scope_id.
             peer = addr if family == _INET else addr[:2] if family == _INET6 else None
-            conn = Conn(self._next_id, fd, index, family, peer, written=0)
+            conn = Conn(self._next_id, fd, index, family, peer)
+            # Nothing written on it yet. Set here, not passed as written=0: a class called with a keyword
+            # argument makes a dict for it, at every connection.
+            conn.written = 0
             self._next_id += 1
             self.accepted[index] += 1
             self.held += 1

@@ -143,6 +143,7 @@ def test_a_batch_takes_every_waiting_client_until_eagain_with_ids_in_order_and_p
     acc.accept(1)
     assert [(c.id, c.fd, c.listener, c.peer) for c in routed] == [
         (1, 10, 0, ("192.0.2.1", 40010)), (2, 11, 0, ("192.0.2.1", 40011)), (3, 12, 1, None)]
+    assert [c.written for c in routed] == [0, 0, 0]  # nothing written on a new connection: no look-up at hand-off
     assert acc.accepted == [2, 1] and acc.held == 3
 
 

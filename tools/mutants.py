@@ -54,6 +54,13 @@ MUTANTS = (
     Mutant("accept-ignores-budget", "sockact/supervisor/acceptor.py",
            "            if self.held >= self.budget:\n",
            "            if False:\n", (UNIT + "test_acceptor.py",)),
+    Mutant("ipv6-peer-keeps-flowinfo", "sockact/supervisor/acceptor.py",
+           "else addr[:2] if family == _INET6", "else addr if family == _INET6",
+           (UNIT + "test_acceptor.py::test_an_ipv6_clients_peer_is_its_host_and_port_without_flowinfo_and_scope",)),
+    Mutant("accepted-written-unknown", "sockact/supervisor/acceptor.py",
+           "            conn.written = 0\n", "",
+           (UNIT + "test_acceptor.py::test_a_batch_takes_every_waiting_client_until_eagain_with_ids_in_order_and_"
+            "peers",)),
     Mutant("parked-closed-though-its-client-spoke", "sockact/supervisor/switchboard.py",
            "        if _readable(conn.fd):\n            self.route(conn)\n            return False\n",
            "        if False:\n            self.route(conn)\n            return False\n",

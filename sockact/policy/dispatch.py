@@ -36,7 +36,9 @@ class Dispatcher(Generic[W, C]):
         self.queue_size = queue_size
         self.capacity = capacity
         self._load: dict[W, int] = {}  # connections each worker holds, for every known worker
-        self._held = 0  # their sum, kept as it changes: the supervisor asks at every turn of its loop
+        # Connections held by workers, all together: their sum, kept as it changes. A plain attribute, not a
+        # property: the supervisor reads it at every turn of its loop, and a property is a Python call.
+        self.held = 0
         self._available: set[W] = set()  # ready and moving
         self._last: dict[W, int] = {}  # when each was last given work (a counter, not a clock)
         self._clock = 0
@@ -53,11 +55,6 @@ class Dispatcher(Generic[W, C]):
     @property
     def queued(self) -> int:
         return len(self._queue)
-
-    @property
-    def held(self) -> int:
-        """Connections held by workers, all together."""
-        return self._held
 
     def load(self, worker: W) -> int:
         return self._load.get(worker, 0)
@@ -95,7 +92,7 @@ class Dispatcher(Generic[W, C]):
         self._available.discard(worker)
         self._last.pop(worker, None)
         lost = self._load.pop(worker, 0)
-        self._held -= lost
+        self.held -= lost
         return lost
 
     def offer(self, conn: C, age: float = math.inf) -> tuple[W, C] | None:
@@ -106,9 +103,9 @@ class Dispatcher(Generic[W, C]):
         goes first. The default is a newcomer's: behind everything already queued.
         """
         if not self._queue:
-            worker = self._pick()
+            worker = self._take()
             if worker is not None:
-                return self._assign(worker, conn)
+                return worker, conn
         self._arrivals += 1
         heapq.heappush(self._queue, (age, self._arrivals, conn))
         return None
@@ -119,7 +116,7 @@ class Dispatcher(Generic[W, C]):
         if load > 0:
             count = min(count, load)
             self._load[worker] = load - count
-            self._held -= count
+            self.held -= count
         return self._drain()
 
     def waiting(self) -> list[C]:
@@ -140,7 +137,9 @@ class Dispatcher(Generic[W, C]):
 
     # -- internals
 
-    def _pick(self) -> W | None:
+    def _take(self) -> W | None:
+        """The available worker holding the fewest, given one connection more; None if none has room.
+        Picking and counting in one call: this runs for every connection."""
         best: W | None = None
         best_key = (0, 0)
         for worker in self._available:
@@ -150,20 +149,18 @@ class Dispatcher(Generic[W, C]):
             key = (load, self._last[worker])
             if best is None or key < best_key:
                 best, best_key = worker, key
+        if best is not None:
+            self._clock += 1
+            self._last[best] = self._clock
+            self._load[best] += 1
+            self.held += 1
         return best
 
     def _drain(self) -> list[tuple[W, C]]:
         out = []
         while self._queue:
-            worker = self._pick()
+            worker = self._take()
             if worker is None:
                 break
-            out.append(self._assign(worker, heapq.heappop(self._queue)[2]))
+            out.append((worker, heapq.heappop(self._queue)[2]))
         return out
-
-    def _assign(self, worker: W, conn: C) -> tuple[W, C]:
-        self._clock += 1
-        self._last[worker] = self._clock
-        self._load[worker] += 1
-        self._held += 1
-        return worker, conn

@@ -152,8 +152,12 @@ class Acceptor:
                     continue
                 self._back_off(exc)
                 return
-            peer = (addr[0], addr[1]) if family != _UNIX else None
-            conn = Conn(self._next_id, fd, index, family, peer, written=0)
+            # IPv4's address is (host, port) as it is; IPv6's adds flowinfo and scope_id.
+            peer = addr if family == _INET else addr[:2] if family == _INET6 else None
+            conn = Conn(self._next_id, fd, index, family, peer)
+            # Nothing written on it yet. Set here, not passed as written=0: a class called with a keyword
+            # argument makes a dict for it, at every connection.
+            conn.written = 0
             self._next_id += 1
             self.accepted[index] += 1
             self.held += 1

@@ -143,7 +143,15 @@ def test_a_batch_takes_every_waiting_client_until_eagain_with_ids_in_order_and_p
     acc.accept(1)
     assert [(c.id, c.fd, c.listener, c.peer) for c in routed] == [
         (1, 10, 0, ("192.0.2.1", 40010)), (2, 11, 0, ("192.0.2.1", 40011)), (3, 12, 1, None)]
+    assert [c.written for c in routed] == [0, 0, 0]  # nothing written on a new connection: no look-up at hand-off
     assert acc.accepted == [2, 1] and acc.held == 3
+
+
+def test_an_ipv6_clients_peer_is_its_host_and_port_without_flowinfo_and_scope():
+    acc, routed, _ = make(FakeListener(socket.AF_INET6, script=[(10, ("2001:db8::1", 40010, 0, 0))]))
+    acc.set_accepting(True, held=0, now=0.0)
+    acc.accept(0)
+    assert routed[0].peer == ("2001:db8::1", 40010)
 
 
 def test_connection_ids_never_meet_the_ones_reserved_for_the_fd_store():

@@ -13,5 +13,6 @@ from wsgiref.handlers import format_date_time  # IMF-fixdate, lighter to import 
 from sockact.logs.access import PerSecond
 
 # The Date field value (RFC 9110 IMF-fixdate), formatted once a second: http_date() reads the clock itself
-# (one call a response, not two).
-http_date: Callable[[], str] = PerSecond(format_date_time).at
+# (one call a response, not two). DATE.last is what it read last, for a caller that reads it inline.
+DATE: PerSecond[str] = PerSecond(format_date_time)
+http_date: Callable[..., str] = DATE.at

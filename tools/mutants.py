@@ -34,6 +34,12 @@ UNIT = "tests/unit/"
 INTEG = "tests/integration/"
 
 MUTANTS = (
+    Mutant("inline-call-leaves-a-new-connection-unwatched", "sockact/worker/wsgirunner.py",
+           "if not (held.watched and self.in_call < self.ceiling", "if not (self.in_call < self.ceiling",
+           (INTEG + "test_worker_loop.py::test_the_loop_threads_own_calls_serve_each_kind_of_request_in_turn",)),
+    Mutant("whole-response-short-unlogged", "sockact/wsgi/server.py",
+           "if not engine.keep_alive and engine.length_left:", "if engine.keep_alive and engine.length_left:",
+           (INTEG + "test_short_responses.py",)),
     Mutant("handoff-proxy-length", "sockact/ipc/handoff.py", "if len(buf) < proxy_end:", "if len(buf) < end:",
            (UNIT + "test_handoff.py::test_a_message_cut_inside_its_proxy_client_is_refused_and_its_fd_closed",)),
     Mutant("boot-deadline-old-timeout", "sockact/policy/pool.py", "timeout = self._generation_config(m).timeout\n",

@@ -539,7 +539,12 @@ class EventLoop(Carrier[Held]):
         try:
             if self._after(held, keep):
                 if held.http.engine.idle:  # nothing pipelined: what _advance would find, without asking it
-                    self._settle(held, _IDLE)
+                    owner = self.owner
+                    # _settle's usual answer, without its call: still in the poller, in a worker that takes
+                    # new requests and has a free app thread.
+                    if not (held.watched and self.in_call < self.ceiling and not owner.retiring
+                            and not owner.recycling):
+                        self._settle(held, _IDLE)
                 else:
                     self._advance(held)  # a pipelined request queues behind (not called inside this one)
         finally:

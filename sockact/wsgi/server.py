@@ -362,7 +362,8 @@ class HTTPConnection:
         date = known[2] if (known := DATE.last[0])[0] <= now < known[1] else http_date(now)
         head, data = engine.whole_response(status, start.headers, body, close=self.stopping(), date=date)
         start.headers_sent = True
-        if engine.length_left:  # rare: short of its Content-Length
+        # Rare: short of its Content-Length, which ends the connection (end_response): one that persists was not.
+        if not engine.keep_alive and engine.length_left:
             self._said_short()
         # All of the response in one send, on a connection that will persist: if the worker dies once
         # it is out, its client is as idle as after the call.

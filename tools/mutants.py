@@ -34,6 +34,9 @@ UNIT = "tests/unit/"
 INTEG = "tests/integration/"
 
 MUTANTS = (
+    Mutant("read-stamps-no-connection", "sockact/worker/wsgirunner.py",
+           "self._reading_words[self._reading_at] = held.msg.conn_id", "self._reading_words[self._reading_at] = 0",
+           (INTEG + "test_worker_death.py::test_a_head_the_worker_was_reading_when_it_died_gets_a_502_not_silence",)),
     Mutant("inline-call-leaves-a-new-connection-unwatched", "sockact/worker/wsgirunner.py",
            "if not (held.watched and self.in_call < self.ceiling", "if not (self.in_call < self.ceiling",
            (INTEG + "test_worker_loop.py::test_the_loop_threads_own_calls_serve_each_kind_of_request_in_turn",)),

@@ -206,6 +206,7 @@ class EventLoop(Carrier[Held]):
         self._slow_share: dict[bytes, float] | None = {} if self.pool is not None else None
         self._call_begun = threading.Event()  # wakes it
         self._mark_reading = self.slots[0].reading  # the scoreboard's stamp of the connection being read
+        self._reading_words, self._reading_at = self.slots[0].reading_stamp()  # the same, for _read inline
         self.slots[0].clears_reading = True  # the loop thread's calls end by clearing that stamp
 
     # ------------------------------------------------------------------ main
@@ -347,7 +348,7 @@ class EventLoop(Carrier[Held]):
         if state.reading:
             # Named before the read: should the worker die before what it reads is on a line (a call's,
             # or a waiting one), the supervisor still knows this client may wait for an answer (a 502).
-            self._mark_reading(held.msg.conn_id)
+            self._reading_words[self._reading_at] = held.msg.conn_id  # _mark_reading, without its call
         elif state is not CLOSING:
             return  # its app thread reads it, or it left in this turn of the loop (a stale event)
         try:

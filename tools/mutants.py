@@ -34,6 +34,10 @@ UNIT = "tests/unit/"
 INTEG = "tests/integration/"
 
 MUTANTS = (
+    Mutant("inline-call-stamps-no-connection", "sockact/worker/wsgirunner.py",
+           "self.slots[0].begin(held.line_of(request), held.msg.conn_id, now=started)",
+           "self.slots[0].begin(held.line_of(request), 0, now=started)",
+           (INTEG + "test_supervisor.py::test_a_worker_killed_before_answering_gives_its_client_a_502",)),
     Mutant("read-stamps-no-connection", "sockact/worker/wsgirunner.py",
            "self._reading_words[self._reading_at] = held.msg.conn_id", "self._reading_words[self._reading_at] = 0",
            (INTEG + "test_worker_death.py::test_a_head_the_worker_was_reading_when_it_died_gets_a_502_not_silence",)),

@@ -529,7 +529,12 @@ class EventLoop(Carrier[Held]):
             self._call_begun.set()
         self.lock.release()  # the monitor may take the loop's role meanwhile
         try:
-            keep = self._serve(0, held, self._begin(0, held))
+            # _begin on line 0, without its call.
+            request = held.request
+            assert request is not None
+            started = self.call_started[0] = time.monotonic()
+            self.slots[0].begin(held.line_of(request), held.msg.conn_id, now=started)
+            keep = self._serve(0, held, started)
         finally:
             if self._standby:  # the monitor is the loop now: wake it, so that it gives the role back
                 with contextlib.suppress(OSError):

@@ -34,6 +34,9 @@ UNIT = "tests/unit/"
 INTEG = "tests/integration/"
 
 MUTANTS = (
+    Mutant("access-entry-never-renewed", "sockact/wsgi/server.py",
+           "if memo is None or request is not memo.key:", "if memo is None:",
+           (INTEG + "test_logging.py::test_each_request_on_a_keepalive_connection_gets_its_own_access_line",)),
     Mutant("inline-call-stamps-no-connection", "sockact/worker/wsgirunner.py",
            "self.slots[0].begin(held.line_of(request), held.msg.conn_id, now=started)",
            "self.slots[0].begin(held.line_of(request), 0, now=started)",

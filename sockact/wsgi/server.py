@@ -573,6 +573,9 @@ class HTTPConnection:
         if entry is None or self.access is None:
             return
         entry.remote = self.remote
+        memo = entry.memo
+        if memo is None or request is not memo.key:  # else entry_for's answer, without its call: the same request
+            entry_for(entry, request)
         start = self.start
-        self.access.log_response(entry_for(entry, request), status, self.engine.body_sent, started,
+        self.access.log_response(entry, status, self.engine.body_sent, started,
                                  start.headers if start is not None else ())

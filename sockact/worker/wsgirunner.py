@@ -533,7 +533,8 @@ class EventLoop(Carrier[Held]):
             request = held.request
             assert request is not None
             started = self.call_started[0] = time.monotonic()
-            self.slots[0].begin(held.line_of(request), held.msg.conn_id, now=started)
+            line = held.call_line if request is held.call_of else held.line_of(request)  # line_of's usual answer
+            self.slots[0].begin(line, held.msg.conn_id, now=started)
             keep = self._serve(0, held, started)
         finally:
             if self._standby:  # the monitor is the loop now: wake it, so that it gives the role back

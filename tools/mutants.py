@@ -34,6 +34,9 @@ UNIT = "tests/unit/"
 INTEG = "tests/integration/"
 
 MUTANTS = (
+    Mutant("inline-call-stamps-the-last-requests-line", "sockact/worker/wsgirunner.py",
+           "line = held.call_line if request is held.call_of else", "line = held.call_line if True else",
+           (INTEG + "test_supervisor.py::test_stuck_worker_is_killed_and_others_serve",)),
     Mutant("access-entry-never-renewed", "sockact/wsgi/server.py",
            "if memo is None or request is not memo.key:", "if memo is None:",
            (INTEG + "test_logging.py::test_each_request_on_a_keepalive_connection_gets_its_own_access_line",)),

@@ -171,9 +171,7 @@ class PerSecond(Generic[T]):
 
     def __init__(self, make: Callable[[int], T]) -> None:
         self.make = make
-        # An empty second at first: the first call makes its own. (A text already, so that a reader inline
-        # finds one of type T.)
-        self.last: list[tuple[float, float, T]] = [(0.0, 0.0, make(0))]
+        self.last: list[tuple[float, float, T | None]] = [(0.0, 0.0, None)]
 
     def at(self, when: float | None = None) -> T:
         """The text of the second of ``when`` (time.time(); now, when None)."""
@@ -183,7 +181,7 @@ class PerSecond(Generic[T]):
         if not last[0] <= when < last[1]:
             second = when // 1
             last = self.last[0] = (second, second + 1.0, self.make(int(second)))
-        return last[2]
+        return last[2]  # type: ignore[return-value]
 
 
 def per_second(make: Callable[[int], T]) -> Callable[[float], T]:

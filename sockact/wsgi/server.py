@@ -359,7 +359,7 @@ class HTTPConnection:
         engine = self.engine
         # http_date()'s second read inline (PerSecond.at): its call only for a new second.
         now = time.time()
-        date = known[2] if (known := DATE.last[0])[0] <= now < known[1] else http_date(now)
+        date = (known[2] if (known := DATE.last[0])[0] <= now < known[1] else None) or http_date(now)
         head, data = engine.whole_response(status, start.headers, body, close=self.stopping(), date=date)
         start.headers_sent = True
         # Rare: short of its Content-Length, which ends the connection (end_response): one that persists was not.

@@ -34,6 +34,10 @@ UNIT = "tests/unit/"
 INTEG = "tests/integration/"
 
 MUTANTS = (
+    Mutant("whole-response-date-of-any-second", "sockact/wsgi/server.py",
+           "if (known := DATE.last[0])[0] <= now < known[1] else None", "if (known := DATE.last[0]) else None",
+           (INTEG + "test_response_fields.py::test_the_date_of_each_response_on_a_keepalive_connection_is_its_own_"
+            "second",)),
     Mutant("inline-call-stamps-the-last-requests-line", "sockact/worker/wsgirunner.py",
            "line = held.call_line if request is held.call_of else", "line = held.call_line if True else",
            (INTEG + "test_supervisor.py::test_stuck_worker_is_killed_and_others_serve",)),

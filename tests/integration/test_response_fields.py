@@ -4,9 +4,11 @@ two (a response has one Date, RFC 9110 6.6.1); against the real sockact process,
 from __future__ import annotations
 
 import socket
+import time
+from email.utils import parsedate_to_datetime
 
 import pytest
-from conftest import raw_exchange
+from conftest import KeepAliveClient, raw_exchange
 
 APPS = {"wsgi": "testapps:own_date_and_server", "asgi": "asgiapps:own_date_and_server"}
 APP_DATE = "Mon, 01 Jan 2024 00:00:00 GMT"
@@ -52,3 +54,17 @@ def test_an_interim_status_as_the_apps_answer_is_a_500(start_sockact, interface)
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         answer = raw_exchange(sock, b"GET /204 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 204 "), answer
+
+
+def test_the_date_of_each_response_on_a_keepalive_connection_is_its_own_second(start_sockact):
+    # The Date's second is read inline while it lasts: a response in a later second must carry that second.
+    server = start_sockact("sockact.apps.hello:app", "--workers", "1", "--no-access-log")
+    client = KeepAliveClient(server.port)
+    try:
+        for _ in range(3):
+            before = time.time()
+            date = parsedate_to_datetime(client.request("/")[1]["date"]).timestamp()
+            assert int(before) <= date <= time.time(), (before, date)
+            time.sleep(1.1 - before % 1)  # into the next second
+    finally:
+        client.close()

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 from sockact.asgi.conn import AsgiConnection
 from sockact.errors import APP_FAILURES, InvalidResponse, ProtocolError
-from sockact.http.dates import http_date, http_date_last
+from sockact.http.dates import DATE, http_date
 from sockact.http.events import END_OF_MESSAGE, NEED_DATA, Data, Request
 from sockact.http.limits import DRAIN_LIMIT
 from sockact.http.logline import quoted_request_line
@@ -278,7 +278,7 @@ class HttpCycle:
             if type(body) is not bytes:
                 body = _bytes(body)
             self.started = self.complete = True
-            date = d[2] if (d := http_date_last[0])[0] <= time.time() < d[1] else http_date()
+            date = d[2] if (d := DATE.last[0])[0] <= time.time() < d[1] else http_date()
             head, data = self.engine.whole_response(self.status_line, self.headers, body, date=date,
                                                     close=self.stopping)
             if not self.engine.keep_alive:  # a body short of its Content-Length ends it; rare (a plain

@@ -13,10 +13,6 @@ from wsgiref.handlers import format_date_time  # IMF-fixdate, lighter to import 
 from sockact.logs.access import PerSecond
 
 # The Date field value (RFC 9110 IMF-fixdate), formatted once a second: http_date() reads the clock itself
-# (one call a response, not two).
-_dates = PerSecond(format_date_time)
-http_date: Callable[[], str] = _dates.at
-# Its second's start and end and text, for a caller on a hot path to read inline, as the access line's %(t)s
-# does, and call http_date() only for a new second: the ASGI runner's whole responses (a call per response
-# costs more than the check).
-http_date_last: list[tuple[float, float, str]] = _dates.last  # type: ignore[assignment]  # None only before the first second, never read
+# (one call a response, not two). DATE.last is what it read last, for a caller that reads it inline.
+DATE: PerSecond[str] = PerSecond(format_date_time)
+http_date: Callable[..., str] = DATE.at

@@ -168,9 +168,7 @@ class Connection:
         # object while it answers the same way (responses.remembering), so identity finds them.
         self._last_whole: tuple[object, Request, int, str, bool, bytes, bool] | None = _LAST_WHOLE[0]
         self.own_end = True  # the last head ended with the engine's Date and Server (start_response)
-        self._reset_response()
-
-    def _reset_response(self) -> None:
+        # The response's state, which start_next_cycle resets for each next request.
         self.response_started = self.response_ended = self.continue_sent = self.keep_alive = False
         self._mode, self._length, self._sent = "", 0, 0
 
@@ -585,7 +583,8 @@ class Connection:
             raise RuntimeError("start_next_cycle() before both messages ended on a persistent connection")
         self.state = IDLE
         self.request = None
-        self._reset_response()
+        self.response_started = self.response_ended = self.continue_sent = self.keep_alive = False
+        self._mode, self._length, self._sent = "", 0, 0
 
 
 def error_message(status: int, date: str, head_only: bool = False, *, detail: str = "", headers: str = "") -> bytes:

@@ -256,6 +256,10 @@ class SlotWriter:
         """The worker has taken ``count`` messages from its channel (handoff.Receiver counts them)."""
         self._words[(self._beat_at + _RECEIVED_AT) // _WORD] = count
 
+    def reading_stamp(self) -> tuple[memoryview, int]:
+        """Where ``reading`` writes: (the words, the index), for a loop that stamps every read without a call."""
+        return self._words, self._reading_word
+
     def reading(self, conn_id: int) -> None:
         """The worker's loop is about to read ``conn_id`` (0: what it read is accounted for): if it dies
         before what it reads is on a line, its client gets a 502."""

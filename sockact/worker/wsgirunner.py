@@ -207,6 +207,7 @@ class EventLoop(Carrier[Held]):
         self._call_begun = threading.Event()  # wakes it
         self._mark_reading = self.slots[0].reading  # the scoreboard's stamp of the connection being read
         self._rest, self._stir = self.slots[0].rest, self.slots[0].stir  # the scoreboard's idle marks
+        self._reading_words, self._reading_at = self.slots[0].reading_stamp()  # the same, for _read inline
         self.slots[0].clears_reading = True  # the loop thread's calls end by clearing that stamp
 
     # ------------------------------------------------------------------ main
@@ -349,7 +350,7 @@ class EventLoop(Carrier[Held]):
         if state.reading:
             # Named before the read: should the worker die before what it reads is on a line (a call's,
             # or a waiting one), the supervisor still knows this client may wait for an answer (a 502).
-            self._mark_reading(held.msg.conn_id)
+            self._reading_words[self._reading_at] = held.msg.conn_id  # _mark_reading, without its call
             if state is IDLE or state is HEAD:
                 self._stir(held.msg.conn_id)  # its mark says what it held before this read, no longer true
         elif state is not CLOSING:
@@ -539,7 +540,13 @@ class EventLoop(Carrier[Held]):
             self._call_begun.set()
         self.lock.release()  # the monitor may take the loop's role meanwhile
         try:
-            keep = self._serve(0, held, self._begin(0, held))
+            # _begin on line 0, without its call.
+            request = held.request
+            assert request is not None
+            started = self.call_started[0] = time.monotonic()
+            line = held.call_line if request is held.call_of else held.line_of(request)  # line_of's usual answer
+            self.slots[0].begin(line, held.msg.conn_id, now=started)
+            keep = self._serve(0, held, started)
         finally:
             if self._standby:  # the monitor is the loop now: wake it, so that it gives the role back
                 with contextlib.suppress(OSError):
@@ -550,7 +557,12 @@ class EventLoop(Carrier[Held]):
         try:
             if self._after(held, keep):
                 if held.http.engine.idle:  # nothing pipelined: what _advance would find, without asking it
-                    self._settle(held, _IDLE)
+                    owner = self.owner
+                    # _settle's usual answer, without its call: still in the poller, in a worker that takes
+                    # new requests and has a free app thread.
+                    if not (held.watched and self.in_call < self.ceiling and not owner.retiring
+                            and not owner.recycling):
+                        self._settle(held, _IDLE)
                 else:
                     self._advance(held)  # a pipelined request queues behind (not called inside this one)
         finally:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from sockact.errors import APP_FAILURES, InvalidResponse, ProtocolError
-from sockact.http.dates import http_date
+from sockact.http.dates import DATE, http_date
 from sockact.http.engine import DONE, Connection
 from sockact.http.events import NEED_DATA, Data, Request
 from sockact.http.limits import COALESCE_MAX, DRAIN_LIMIT
@@ -355,9 +355,13 @@ class HTTPConnection:
         assert status is not None
         self.status = _codes[status]
         engine = self.engine
-        head, data = engine.whole_response(status, start.headers, body, close=self.stopping(), date=http_date())
+        # http_date()'s second read inline (PerSecond.at): its call only for a new second.
+        now = time.time()
+        date = (known[2] if (known := DATE.last[0])[0] <= now < known[1] else None) or http_date(now)
+        head, data = engine.whole_response(status, start.headers, body, close=self.stopping(), date=date)
         start.headers_sent = True
-        if engine.length_left:  # rare: short of its Content-Length
+        # Rare: short of its Content-Length, which ends the connection (end_response): one that persists was not.
+        if not engine.keep_alive and engine.length_left:
             self._said_short()
         # All of the response in one send, on a connection that will persist: if the worker dies once
         # it is out, its client is as idle as after the call.
@@ -438,10 +442,15 @@ class HTTPConnection:
         # kernel's count of bytes written tells the supervisor whether any of this response went out.
         if self.line is not None:
             self.line.responded(self.wire.sent, len(head) + len(body) if whole else 0)
-        if len(body) <= COALESCE_MAX:
-            self._guarded_send(head + body if body else head)
-        else:
-            self._guarded_send(head, body)
+        # _guarded_send's steps, without its call: this runs for every response.
+        try:
+            if len(body) <= COALESCE_MAX:
+                self.wire.send(head + body if body else head)
+            else:
+                self.wire.send(head, body)
+        except ClientGone:
+            self.wire_failed = True
+            raise
 
     def _guarded_send(self, data: bytes, *more: bytes) -> None:
         try:
@@ -570,6 +579,9 @@ class HTTPConnection:
                 return
             entry = self.log_entry = connection_entry(self.remote, _pid[0], self.conn_id, self.site.listener)
         entry.remote = self.remote
+        memo = entry.memo
+        if memo is None or request is not memo.key:  # else entry_for's answer, without its call: the same request
+            entry_for(entry, request)
         start = self.start
-        access.log_response(entry_for(entry, request), status, self.engine.body_sent, started,
+        access.log_response(entry, status, self.engine.body_sent, started,
                             start.headers if start is not None else ())

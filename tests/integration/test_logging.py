@@ -10,7 +10,7 @@ import socket
 import time
 from pathlib import Path
 
-from conftest import base_env, free_port, http_get
+from conftest import KeepAliveClient, base_env, free_port, http_get
 
 # A path that decodes to CR, LF, ESC and NUL: a log line that quotes it must not break.
 HOSTILE_PATH = "/hang%0d%0aFORGED%20CRITICAL%1b[31m%00"
@@ -48,6 +48,22 @@ def test_access_logfile_gets_gunicorns_format_with_the_client_fields(start_socka
     assert re.fullmatch(r'127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:[\d:]{8} [+-]\d{4}\] "GET /x\?y=1 HTTP/1\.1" 200 \d+ '
                         r'"http://r/" "ua/1"', line), line
     assert "GET /x?y=1" not in server.output()  # the file only
+
+
+def test_each_request_on_a_keepalive_connection_gets_its_own_access_line(start_sockact, tmp_path: Path):
+    # The entry's text is kept while the request repeats: a request that differs must not get the last one's,
+    # whether the app answers it or the worker does (the health path).
+    path = tmp_path / "access.log"
+    server = start_sockact("testapps:pid", "--workers", "1", "--access-logfile", str(path), "--health-path", "/hz")
+    client = KeepAliveClient(server.port)
+    try:
+        for target in ("/a", "/a", "/hz", "/b?q=1", "/a"):
+            assert client.request(target)[0] == 200
+    finally:
+        client.close()
+    text = wait_for_text(path.read_text, r'GET /b\?q=1 HTTP/1\.1".*\n.*"GET /a HTTP')  # the last line is written
+    targets = re.findall(r'"GET (\S+) HTTP/1\.1"', text)
+    assert targets[-5:] == ["/a", "/a", "/hz", "/b?q=1", "/a"], text  # after the readiness probe's
 
 
 def test_json_lines(start_sockact, tmp_path: Path):

@@ -70,3 +70,17 @@ def test_the_date_is_the_seconds_on_one_connection(start_sockact, interface):
         client.close()
     assert parsedate_to_datetime(first).timestamp() >= int(before)
     assert parsedate_to_datetime(second).timestamp() > parsedate_to_datetime(first).timestamp(), (first, second)
+
+
+def test_the_date_of_each_response_on_a_keepalive_connection_is_its_own_second(start_sockact):
+    # The Date's second is read inline while it lasts: a response in a later second must carry that second.
+    server = start_sockact("sockact.apps.hello:app", "--workers", "1", "--no-access-log")
+    client = KeepAliveClient(server.port)
+    try:
+        for _ in range(3):
+            before = time.time()
+            date = parsedate_to_datetime(client.request("/")[1]["date"]).timestamp()
+            assert int(before) <= date <= time.time(), (before, date)
+            time.sleep(1.1 - before % 1)  # into the next second
+    finally:
+        client.close()

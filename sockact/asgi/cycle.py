@@ -278,7 +278,7 @@ class HttpCycle:
             if type(body) is not bytes:
                 body = _bytes(body)
             self.started = self.complete = True
-            date = d[2] if (d := DATE.last[0])[0] <= time.time() < d[1] else http_date()
+            date = (d[2] if (d := DATE.last[0])[0] <= time.time() < d[1] else None) or http_date()
             head, data = self.engine.whole_response(self.status_line, self.headers, body, date=date,
                                                     close=self.stopping)
             if not self.engine.keep_alive:  # a body short of its Content-Length ends it; rare (a plain

@@ -279,6 +279,11 @@ class SlotWriter:
         """``conn_id`` is about to be read (or has just arrived): its idle mark, if any, is wiped first."""
         self._words[self._marks_word + 2 * (conn_id % IDLE_MARKS)] = 0
 
+    def mark_of(self, conn_id: int) -> tuple[memoryview, int]:
+        """Where ``rest`` and ``stir`` write ``conn_id``'s mark: (the words, the index of its id; the bytes
+        written follow it), for a loop that marks every request without a call."""
+        return self._words, self._marks_word + 2 * (conn_id % IDLE_MARKS)
+
     def begin(self, line: bytes, conn_id: int = 0, written: int | None = None, now: float = 0.0) -> None:
         """A call starts (``now``, monotonic, when the caller has read the clock); ``line`` names its request
         (read back as latin-1, cut to fit). ``written``: the bytes written on the connection before the call,

@@ -52,7 +52,7 @@ from sockact.http.events import Request
 from sockact.http.limits import LINGER_BYTES, LINGER_SECONDS, RECV_SIZE
 from sockact.http.proxyprotocol import ProxyProtocolError
 from sockact.ipc import handoff
-from sockact.ipc.scoreboard import SlotWriter, Waiting
+from sockact.ipc.scoreboard import IN_HEAD, SlotWriter, Waiting
 from sockact.ipc.tally import TallyWriter
 from sockact.logs.access import AccessLog
 from sockact.worker.appthreads import AppThreads
@@ -120,7 +120,8 @@ _CLOSE, _LINGER, _PARTIAL, _IDLE = Step.CLOSE, Step.LINGER, Step.PARTIAL, Step.I
 class Held(Owned):
     """A connection the WSGI runner holds: the owner's books (owner.Owned), its socket and its engine."""
 
-    __slots__ = ("call_line", "call_of", "http", "linger_until", "lingered", "preface", "request", "sock", "watched")
+    __slots__ = ("call_line", "call_of", "http", "linger_until", "lingered", "mark", "mark_at", "preface", "request",
+                 "sock", "watched")
 
     def __init__(self, msg: handoff.Message, sock: socket.socket, site: Site, state: ConnState, now: float,
                  http: HTTPConnection) -> None:
@@ -137,6 +138,14 @@ class Held(Owned):
         # same Request for the same head).
         self.call_of: Request | None = None
         self.call_line = b""
+        self.mark, self.mark_at = memoryview(b""), 0  # its idle mark on the scoreboard (SlotWriter.mark_of)
+
+    def rest(self, in_head: bool = False) -> None:
+        """Marks it idle at a request boundary (SlotWriter.rest), with every byte it wrote: written, since the
+        WSGI runner buffers no output. ``in_head``: part of a head read since, no more."""
+        mark, at = self.mark, self.mark_at
+        mark[at + 1] = self.http.wire.sent | (IN_HEAD if in_head else 0)
+        mark[at] = self.msg.conn_id  # last: the mark is whole from here
 
     def unparsed(self) -> bytes:
         return bytes(self.preface) if self.preface is not None else self.http.unparsed()
@@ -206,7 +215,6 @@ class EventLoop(Carrier[Held]):
         self._slow_share: dict[bytes, float] | None = {} if self.pool is not None else None
         self._call_begun = threading.Event()  # wakes it
         self._mark_reading = self.slots[0].reading  # the scoreboard's stamp of the connection being read
-        self._rest, self._stir = self.slots[0].rest, self.slots[0].stir  # the scoreboard's idle marks
         self._reading_words, self._reading_at = self.slots[0].reading_stamp()  # the same, for _read inline
         self.slots[0].clears_reading = True  # the loop thread's calls end by clearing that stamp
 
@@ -290,12 +298,13 @@ class EventLoop(Carrier[Held]):
         if not self.owner.takes(self._stalled()):
             hand_back(self.chan, msg, sock, msg.data, msg.head_started)
             return
-        self._stir(msg.conn_id)  # an idle mark from an earlier stay here says nothing of this one
         site = self.sites[msg.listener]
         state, since = Owner.arrival(msg, site, time.monotonic())
         # Until its PROXY header is whole, a connection's engine has no bytes: HTTP waits for the header.
         pending = b"" if state is PREFACE else msg.data
         held = self.owner.add(Held(msg, sock, site, state, since, self._http(msg, sock, site, pending)))
+        held.mark, held.mark_at = mark, at = self.slots[0].mark_of(msg.conn_id)
+        mark[at] = 0  # an idle mark from an earlier stay here says nothing of this one
         # The rest of a CONNS waits in the receiver, where the monitor, standing in for the loop while a
         # call lasts, cannot see it: a request read now queues (the turn's end calls it), or the others
         # would wait for its call to end.
@@ -352,7 +361,7 @@ class EventLoop(Carrier[Held]):
             # or a waiting one), the supervisor still knows this client may wait for an answer (a 502).
             self._reading_words[self._reading_at] = held.msg.conn_id  # _mark_reading, without its call
             if state is IDLE or state is HEAD:
-                self._stir(held.msg.conn_id)  # its mark says what it held before this read, no longer true
+                held.mark[held.mark_at] = 0  # its mark says what it held before this read, no longer true
         elif state is not CLOSING:
             return  # its app thread reads it, or it left in this turn of the loop (a stale event)
         try:
@@ -419,7 +428,7 @@ class EventLoop(Carrier[Held]):
             if held.state is not HEAD:
                 held.to("bytes")
             # Part of a head, no more, since its last answer (all written): a dead worker's client gets a 408.
-            self._rest(held.msg.conn_id, held.http.wire.sent, True)
+            held.rest(in_head=True)
         elif held.state is HEAD:
             held.to("idle")  # only the empty lines allowed between requests came
             self._mark_reading(0)  # nothing read waits for an answer
@@ -432,9 +441,7 @@ class EventLoop(Carrier[Held]):
             self._release(held)
             return
         if step is _IDLE and held.state is IDLE:
-            # Every byte read is answered, and written (the WSGI runner buffers no output): a dead worker's
-            # supervisor parks this client rather than closing it.
-            self._rest(held.msg.conn_id, held.http.wire.sent)
+            held.rest()  # every byte read is answered: a dead worker's supervisor parks this client
         if not held.watched:
             self._watch(held)
 
@@ -563,6 +570,8 @@ class EventLoop(Carrier[Held]):
                     if not (held.watched and self.in_call < self.ceiling and not owner.retiring
                             and not owner.recycling):
                         self._settle(held, _IDLE)
+                    elif held.state is IDLE:
+                        held.rest()  # as _settle marks it
                 else:
                     self._advance(held)  # a pipelined request queues behind (not called inside this one)
         finally:

@@ -304,14 +304,17 @@ def _killed_with_the_next_request_unread(server, client: KeepAliveClient, victim
 
 
 @pytest.mark.parametrize("app", ["testapps:pid", "asgiapps:blocking"], ids=["wsgi", "asgi"])
-def test_an_idle_keep_alive_client_of_a_dead_worker_is_served_after(start_sockact, app):
+@pytest.mark.parametrize("requests", [1, 3], ids=["one-request", "three-requests"])
+def test_an_idle_keep_alive_client_of_a_dead_worker_is_served_after(start_sockact, app, requests):
     # Answered, and idle in its worker (park_after is long: not parked yet) when the worker is killed.
     # Nothing it sent waits for an answer: it survives as an idle client survives a restart, and its
     # next request, sent once the supervisor has dealt with the dead worker, is served by another.
+    # After its first request a connection waits in the worker's poller, and later calls end another way.
     server = start_sockact(app, "--workers", "2", "--park-after", "60", workers=2)
     client = KeepAliveClient(server.port, timeout=20)
-    status, _, body = client.request("/")
-    assert status == 200, body
+    for _ in range(requests):
+        status, _, body = client.request("/")
+        assert status == 200, body
     victim = json.loads(body)["pid"]
     server.waiting(lambda: asleep(victim), "the worker to be done with the call")
     os.kill(victim, signal.SIGKILL)

@@ -12,8 +12,11 @@ send, where wrk alone sends one head again and again, whose parse a server may r
 These figures say where a request's time goes, so the next step to take is visible.
 
 The same loads run against the Python floor (bench/floor.py: one process, the least a Python server does
-per request), WSGI and ASGI, in the same run, each just before sockact's variants of its interface:
-report.py gives sockact's worker CPU per request as a multiple of the floor's.
+per request), WSGI and ASGI, in the same run: report.py gives sockact's worker CPU per request as a multiple
+of the floor's. The floor and sockact's two variants of one interface serve side by side, and the repeated
+keep-alive load, on which the targets are judged, runs against the three in turn, ROUNDS times: each
+figure is the median of its rounds, so a drift of the machine within the run falls on all three alike.
+The other loads run once each.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from bench.servers import ASGI_APP, PROJECT_BIN, Argv, Fleet, Server, sockact_ar
 
 SECONDS = 5.0  # the CPU run
 STRACE_SECONDS = 3.0  # each traced run
+ROUNDS = 3  # of the judged load (the repeated keep-alive head), against the floor and both variants in turn
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SCENARIOS = ("keepalive", load.VARYING.key, "close")
 VARIANTS = (("access log on", ()), ("access log off", ("--no-access-log",)))
@@ -72,33 +76,88 @@ def syscalls(pids: list[int], scenario: load.Scenario, port: int) -> tuple[int, 
         return strace_total(Path(out.name).read_text()), int(result.get("requests", 0))
 
 
-def measure_one(port: int, supervisor: int, scenario: load.Scenario) -> dict[str, Any]:
-    workers = children(supervisor)
-    before = {pid: cpu_seconds(pid) for pid in (supervisor, *workers)}
-    result = load.run_wrk(scenario, port, SECONDS)
-    spent = {pid: cpu_seconds(pid) - was for pid, was in before.items()}
-    requests = int(result.get("requests", 0))
-    if not requests:
-        return {"error": result.get("error", "no requests")}
-    sup_calls, sup_requests = syscalls([supervisor], scenario, port)
-    work_calls, work_requests = syscalls(workers, scenario, port)
-    return {
-        "requests": requests,
-        "worker_cpu_us": round(sum(spent[w] for w in workers) * 1e6 / requests, 1),
-        "supervisor_cpu_us": round(spent[supervisor] * 1e6 / requests, 1),
-        "worker_syscalls": round(work_calls / max(1, work_requests), 2),
-        "supervisor_syscalls": round(sup_calls / max(1, sup_requests), 2),
-    }
-
-
-def floor_one(port: int, pid: int, scenario: load.Scenario) -> dict[str, Any]:
-    """The floor's CPU per request across one wrk run (one process: no workers, no strace)."""
-    before = cpu_seconds(pid)
+def cpu_run(pids: list[int], port: int, scenario: load.Scenario) -> tuple[dict[int, float], int] | str:
+    """({pid: CPU seconds spent}, requests served) across one wrk run, or wrk's error."""
+    before = {pid: cpu_seconds(pid) for pid in pids}
     result = load.run_wrk(scenario, port, SECONDS)
     requests = int(result.get("requests", 0))
     if not requests:
-        return {"error": result.get("error", "no requests")}
-    return {"requests": requests, "cpu_us": round((cpu_seconds(pid) - before) * 1e6 / requests, 1)}
+        return str(result.get("error", "no requests"))
+    return {pid: cpu_seconds(pid) - was for pid, was in before.items()}, requests
+
+
+def median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+class Subject:
+    """One server the costs are measured on: the floor (one process) or sockact (a supervisor, its workers)."""
+
+    def __init__(self, pid: int, port: int, floor: bool) -> None:
+        self.pid, self.port, self.floor = pid, port, floor
+        self.workers = [pid] if floor else children(pid)
+
+    def cpu(self, scenario: load.Scenario) -> dict[str, float] | str:
+        """CPU microseconds per request, worker side and supervisor side, across one wrk run."""
+        ran = cpu_run([*self.workers, *(() if self.floor else (self.pid,))], self.port, scenario)
+        if isinstance(ran, str):
+            return ran
+        spent, requests = ran
+        figures = {"requests": requests, "worker": sum(spent[w] for w in self.workers) * 1e6 / requests}
+        if not self.floor:
+            figures["supervisor"] = spent[self.pid] * 1e6 / requests
+        return figures
+
+    def figures(self, runs: list[dict[str, float]], scenario: load.Scenario) -> dict[str, Any]:
+        """The median of ``runs``, and for sockact the system calls of one traced run."""
+        if self.floor:
+            found: dict[str, Any] = {"cpu_us": round(median([r["worker"] for r in runs]), 1)}
+        else:
+            sup_calls, sup_requests = syscalls([self.pid], scenario, self.port)
+            work_calls, work_requests = syscalls(self.workers, scenario, self.port)
+            found = {
+                "worker_cpu_us": round(median([r["worker"] for r in runs]), 1),
+                "supervisor_cpu_us": round(median([r["supervisor"] for r in runs]), 1),
+                "worker_syscalls": round(work_calls / max(1, work_requests), 2),
+                "supervisor_syscalls": round(sup_calls / max(1, sup_requests), 2),
+            }
+        found["requests"] = int(median([r["requests"] for r in runs]))
+        if len(runs) > 1:
+            found["cpu_rounds_us"] = [round(r["worker"], 1) for r in runs]
+        return found
+
+
+
+def measure_interface(fleet: Fleet, interface: str, scenarios: dict[str, load.Scenario]) -> dict[str, Any]:
+    """{"floor": figures, variant: figures} for one interface: the three servers side by side."""
+    servers = {"floor": Server(f"python floor, {interface}", floor_argv(interface))}
+    for label, extra in VARIANTS:
+        name = variant_name(interface, label)
+        args = (*extra, *ASGI_ARGS) if interface == "asgi" else extra
+        servers[name] = Server(f"sockact costs, {name}",
+                               sockact_argv(*args, app=ASGI_APP) if interface == "asgi" else sockact_argv(*args))
+    procs = []
+    try:
+        subjects = {}
+        for name, server in servers.items():
+            proc, port = fleet.serve(server)
+            procs.append(proc)
+            subjects[name] = Subject(proc.pid, port, name == "floor")
+        load.run_wrk(scenarios["keepalive"], subjects["floor"].port, 1)  # warm, as sockact's by wait_ready's GET
+        found: dict[str, Any] = {name: {} for name in subjects}
+        for key in SCENARIOS:
+            runs: dict[str, list[dict[str, float] | str]] = {name: [] for name in subjects}
+            for _ in range(ROUNDS if key == "keepalive" else 1):
+                for name, subject in subjects.items():
+                    runs[name].append(subject.cpu(scenarios[key]))
+            for name, subject in subjects.items():
+                done = [r for r in runs[name] if not isinstance(r, str)]
+                errors = [r for r in runs[name] if isinstance(r, str)]
+                found[name][key] = subject.figures(done, scenarios[key]) if done else {"error": errors[0]}
+        return found
+    finally:
+        for proc in procs:
+            fleet.stop(proc)
 
 
 def measure(fleet: Fleet) -> dict[str, Any]:
@@ -106,19 +165,7 @@ def measure(fleet: Fleet) -> dict[str, Any]:
     scenarios = {s.key: s for s in (*load.scenarios(), load.VARYING)}
     found: dict[str, Any] = {"floor": {}}
     for interface in INTERFACES:
-        proc, port = fleet.serve(Server(f"python floor, {interface}", floor_argv(interface)))
-        try:
-            load.run_wrk(scenarios["keepalive"], port, 1)  # warm, as sockact's workers are by wait_ready's GET
-            found["floor"][interface] = {key: floor_one(port, proc.pid, scenarios[key]) for key in SCENARIOS}
-        finally:
-            fleet.stop(proc)
-        for label, extra in VARIANTS:
-            name = variant_name(interface, label)
-            args = (*extra, *ASGI_ARGS) if interface == "asgi" else extra
-            argv = sockact_argv(*args, app=ASGI_APP) if interface == "asgi" else sockact_argv(*args)
-            proc, port = fleet.serve(Server(f"sockact costs, {name}", argv))
-            try:
-                found[name] = {key: measure_one(port, proc.pid, scenarios[key]) for key in SCENARIOS}
-            finally:
-                fleet.stop(proc)
+        figures = measure_interface(fleet, interface, scenarios)
+        found["floor"][interface] = figures.pop("floor")
+        found.update(figures)
     return found

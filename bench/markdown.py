@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.costs import ROUNDS
 from bench.report import (
     ASGI,
     BASE,
@@ -168,26 +169,34 @@ def _costs_table(summary: dict[str, Any]) -> str:
             continue
         for key, c in per.items():
             if "error" in c:
-                rows.append([titles.get(key, key), variant, f"✗ {c['error']}", "", "", "", ""])
+                rows.append([titles.get(key, key), variant, f"✗ {c['error']}", "", "", "", "", ""])
                 continue
             rows.append([titles.get(key, key), variant, f"{c['worker_cpu_us']:.1f} µs",
                          fmt_ratio(floor_times(costs, variant, key)), f"{c['supervisor_cpu_us']:.1f} µs",
-                         f"{c['worker_syscalls']:.2f}", f"{c['supervisor_syscalls']:.2f}"])
+                         f"{c['worker_syscalls']:.2f}", f"{c['supervisor_syscalls']:.2f}", _rounds(c)])
     floors = [f"{interface.upper()} {titles.get(key, key)}: "
-              + (f"{c['cpu_us']:.1f} µs" if "cpu_us" in c else f"✗ {c.get('error')}")
+              + (f"{c['cpu_us']:.1f} µs{_rounds(c, ' (runs: ', ')')}" if "cpu_us" in c else f"✗ {c.get('error')}")
               for interface, per in costs.get(FLOOR, {}).items() for key, c in per.items()]
     floor = ("The Python floor (`bench/floor.py`: one process, a `selectors` loop over httptools for WSGI, an "
              "asyncio protocol for ASGI, no limits, logs or timeouts), CPU per request in the same run: "
              + "; ".join(floors) + ".\n\n") if floors else ""
     return ("CPU time and system calls per request, summed over the workers and for the supervisor. "
-            "CPU from /proc across one wrk run, calls from `strace -c` across another. "
+            f"CPU from /proc across a wrk run: for the repeated head, the median of {ROUNDS} runs taken in turn "
+            "with the floor's (each run's worker figure in the last column), for the other loads one run; "
+            "calls from `strace -c` across another run. "
             f"{TIMES} floor: the worker CPU as a multiple of the Python floor's, same interface and load. "
             "A repeated head is wrk's: the same request again and again on a connection, whose parse, checks "
             "and environ sockact reuses; a varying head has a new query string each request "
             "(`BENCH_VARY` in `bench/wrk_report.lua`), as real clients' heads vary, and the floor parses every "
             "head afresh either way.\n\n"
             + floor + _table(["Load", "sockact", "Worker CPU", f"{TIMES} floor", "Supervisor CPU", "Worker syscalls",
-                              "Supervisor syscalls"], rows))
+                              "Supervisor syscalls", "Worker CPU, each run"], rows))
+
+
+def _rounds(figures: dict[str, Any], before: str = "", after: str = "") -> str:
+    """The worker CPU of each run a median was taken of, or nothing for a single run."""
+    runs = figures.get("cpu_rounds_us")
+    return f"{before}{', '.join(f'{r:.1f}' for r in runs)} µs{after}" if runs else ""
 
 
 def _other_tables(summary: dict[str, Any]) -> str:

@@ -314,3 +314,23 @@ def test_the_cold_activation_cpu_is_shown_beside_its_time_and_older_runs_still_r
     assert "| Cold activation, sockact: CPU its processes used" in page
     assert "| 80 ms (70, 90 ms) |" in page and "| 100 ms (95, 105 ms) |" in page
     assert "CPU its processes used" not in markdown.render(summary(), "benchmarks.png")  # a run without it
+
+
+def test_the_judged_costs_are_medians_of_runs_taken_in_turn_and_each_run_is_shown():
+    from bench import costs
+
+    assert costs.median([16.0, 14.0, 15.0]) == 15.0
+    assert costs.ROUNDS >= 3
+    res = results()
+    res["costs"] = {
+        "floor": {"wsgi": {"keepalive": {"requests": 9, "cpu_us": 10.0, "cpu_rounds_us": [10.0, 9.5, 11.0]}}},
+        "access log off": {"keepalive": {"requests": 9, "worker_cpu_us": 12.0, "supervisor_cpu_us": 0.1,
+                                         "worker_syscalls": 2.0, "supervisor_syscalls": 0.0,
+                                         "cpu_rounds_us": [12.0, 11.5, 13.0]},
+                           "close": {"requests": 9, "worker_cpu_us": 50.0, "supervisor_cpu_us": 20.0,
+                                     "worker_syscalls": 6.0, "supervisor_syscalls": 2.0}},
+    }
+    text = markdown.render(summary(res), "chart.png")
+    assert "WSGI Keepalive: 10.0 µs (runs: 10.0, 9.5, 11.0 µs)" in text
+    assert "| 2.00 | 0.00 | 12.0, 11.5, 13.0 µs |" in text
+    assert "| 6.00 | 2.00 |  |" in text  # one run: nothing to show beside it

@@ -61,10 +61,20 @@ KERNEL_ARGS = ("root=/dev/vda rw console=ttyS0 net.ifnames=0 panic=-1 systemd.un
 BOOT_TIMEOUT = 420.0
 APT_TIMEOUT = 900.0
 FORWARD_ATTEMPTS = 3
+# The guest kernel reaches its init within seconds under emulation, but TCG has been seen to hang a boot
+# for good in the kernel's first second (after "IP idents hash table entries"). A kernel that has not
+# reached init by KERNEL_STALL is such a hang: QEMU is stopped and the VM booted again, BOOT_ATTEMPTS in all.
+KERNEL_STALL = 120.0
+KERNEL_DONE = "Freeing unused kernel image"  # printed just before the kernel runs init
+BOOT_ATTEMPTS = 2
 
 
 class VirtualMachineError(RuntimeError):
     """The VM failed to boot, a command in it failed, or its agent stopped answering; the message says why."""
+
+
+class KernelStalled(VirtualMachineError):
+    """The guest kernel did not reach init within KERNEL_STALL seconds: a hung boot, tried again."""
 
 
 def missing_qemu() -> str | None:
@@ -183,6 +193,7 @@ class VirtualMachine(Machine):
         self._agent: socket.socket | None = None
         self._buffer = b""
         self._lock = threading.Lock()  # one agent exchange at a time
+        self._kernel_by: float | None = None  # while booting: when a kernel not at init yet is a hung boot
 
     # -- life cycle
 
@@ -198,6 +209,16 @@ class VirtualMachine(Machine):
                 "-device", "virtio-serial", "-device", "virtserialport,chardev=agent0,name=org.qemu.guest_agent.0"]
 
     def _boot(self) -> None:
+        for attempt in range(BOOT_ATTEMPTS):
+            try:
+                self._boot_once()
+                return
+            except KernelStalled:
+                if attempt + 1 == BOOT_ATTEMPTS:
+                    raise
+                self.close()  # and boot again, from a fresh directory
+
+    def _boot_once(self) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix=f"{self.name}-")
         directory = self._dir.name
         deadline = time.monotonic() + self.boot_timeout
@@ -210,6 +231,7 @@ class VirtualMachine(Machine):
                 self._proc = subprocess.Popen(self.argv(directory), stdin=subprocess.DEVNULL, stdout=log,
                                               stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
             self.leader = self._proc.pid
+            self._kernel_by = time.monotonic() + KERNEL_STALL
             try:
                 self._connect(directory, deadline)
                 break
@@ -251,6 +273,12 @@ class VirtualMachine(Machine):
         if self._proc is not None and self._proc.poll() is not None:
             raise VirtualMachineError(f"{QEMU} exited with {self._proc.returncode} before {what} answered:\n"
                                       f"{self.qemu_log()}\n{self.console_log()}")
+        if self._kernel_by is not None and time.monotonic() > self._kernel_by:
+            console = self.console_log()
+            if KERNEL_DONE not in console:
+                raise KernelStalled(f"VM {self.name}: the kernel did not reach init within {KERNEL_STALL:.0f} s:\n"
+                                    f"{console[-2000:]}")
+            self._kernel_by = None
         if time.monotonic() > deadline:
             raise VirtualMachineError(f"VM {self.name}: no answer from {what} within {self.boot_timeout:.0f} s:\n"
                                       f"{self.console_log()}")

@@ -34,6 +34,10 @@ UNIT = "tests/unit/"
 INTEG = "tests/integration/"
 
 MUTANTS = (
+    Mutant("barrier-waits-with-select", "sockact/systemd/notify.py",
+           "return sent and bool(poller.poll(max(0, timeout) * 1000))",
+           "return sent and bool(select.select([r], [], [], timeout)[0])",
+           (UNIT + "test_fdstore.py::test_the_barrier_returns_once_systemd_has_read_what_was_sent",)),
     Mutant("whole-response-date-of-any-second", "sockact/wsgi/server.py",
            "if (known := DATE.last[0])[0] <= now < known[1] else None", "if (known := DATE.last[0]) else None",
            (INTEG + "test_response_fields.py::test_the_date_of_each_response_on_a_keepalive_connection_is_its_own_"

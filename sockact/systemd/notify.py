@@ -209,7 +209,10 @@ class Notifier:
             os.close(w)
             w = -1
             # systemd closes its copy of the pipe's write end once it has read the message: POLLHUP.
-            return sent and bool(select.select([r], [], [], timeout)[0])
+            # poll, not select: select() cannot watch an fd of 1024 or more, and a supervisor may hold more.
+            poller = select.poll()
+            poller.register(r, select.POLLIN)
+            return sent and bool(poller.poll(max(0, timeout) * 1000))
         finally:
             os.close(r)
             if w >= 0:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import array
 import os
+import resource
 import socket
 import threading
 from collections.abc import Iterator
@@ -113,8 +114,11 @@ def test_store_sends_a_duplicate_with_its_name_and_remove_names_it(systemd_socke
     client.close()
 
 
-def test_the_barrier_returns_once_systemd_has_read_what_was_sent(systemd_socket: socket.socket) -> None:
+@pytest.mark.parametrize("high_fds", [False, True], ids=["low-fds", "fds-above-1024"])
+def test_the_barrier_returns_once_systemd_has_read_what_was_sent(systemd_socket: socket.socket,
+                                                                  high_fds: bool) -> None:
     n = Notifier({"NOTIFY_SOCKET": os.environ["NOTIFY_SOCKET"]}, os.getpid())
+    filler = _fds_up_to(1100) if high_fds else []  # a supervisor holding many clients: the pipe's fd is above 1024
     got: list[str] = []
 
     def systemd() -> None:
@@ -125,9 +129,26 @@ def test_the_barrier_returns_once_systemd_has_read_what_was_sent(systemd_socket:
 
     reader = threading.Thread(target=systemd)
     reader.start()
-    assert n.barrier(timeout=10)
+    try:
+        assert n.barrier(timeout=10)
+    finally:
+        for fd in filler:
+            os.close(fd)
     reader.join()
     assert got == ["BARRIER=1"]
+
+
+def _fds_up_to(n: int) -> list[int]:
+    """Open fds until the next one is numbered ``n`` or more."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n + 16:
+        if hard != resource.RLIM_INFINITY and hard < n + 16:
+            pytest.skip(f"RLIMIT_NOFILE's hard limit {hard} is below {n + 16}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n + 16, hard))
+    opened = [os.open("/dev/null", os.O_RDONLY)]
+    while opened[-1] < n:
+        opened.append(os.open("/dev/null", os.O_RDONLY))
+    return opened
 
 
 def test_the_barrier_gives_up_when_nobody_reads(systemd_socket: socket.socket) -> None:

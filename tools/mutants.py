@@ -34,6 +34,14 @@ UNIT = "tests/unit/"
 INTEG = "tests/integration/"
 
 MUTANTS = (
+    Mutant("host-value-unchecked", "sockact/http/rules.py",
+           "if value.translate(None, _REG_NAME_BYTES):  # more than a name", "if False:  # more than a name",
+           (UNIT + "http/test_http_engine.py::test_a_host_field_that_is_not_host_and_port_gets_400",
+            INTEG + "test_hostile_clients.py::test_a_host_field_that_is_not_host_and_port_gets_400_and_the_next_"
+            "client_is_served")),
+    Mutant("host-port-unchecked", "sockact/http/rules.py",
+           "(len(rest) == 1 or rest[1:].isdigit())", "True",
+           (UNIT + "http/test_http_engine.py::test_a_host_field_that_is_not_host_and_port_gets_400",)),
     Mutant("barrier-waits-with-select", "sockact/systemd/notify.py",
            "return sent and bool(poller.poll(max(0, timeout) * 1000))",
            "return sent and bool(select.select([r], [], [], timeout)[0])",

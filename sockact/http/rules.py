@@ -34,6 +34,11 @@ _TARGET_OK = bytes(range(0x21, 0x7F))
 
 VERSIONS = {"1.1": b"HTTP/1.1", "1.0": b"HTTP/1.0"}
 
+# RFC 3986 3.2.2 and 3.2.3: the bytes of a reg-name (unreserved, pct-encoded, sub-delims), and of a Host
+# value (uri-host [":" port]), which adds an IP literal's brackets and the port's colon.
+_REG_NAME_BYTES = (string.ascii_letters + string.digits + "-._~%!$&'()*+,;=").encode()
+_HOST_BYTES = _REG_NAME_BYTES + b":[]"
+
 # Trailer fields that would change framing or routing if a later hop merged them
 # into the head (RFC 9110 6.5.1).
 FORBIDDEN_TRAILERS = frozenset({b"CONTENT-LENGTH", b"TRANSFER-ENCODING", b"HOST"})
@@ -130,6 +135,30 @@ def check_target(method: bytes, target: bytes) -> None:
         raise ProtocolError(400, "request target is neither origin-form nor absolute-form")
 
 
+def check_host(value: bytes) -> None:
+    """RFC 9112 3.2: a Host field whose value is not uri-host [":" port] gets 400, as nginx answers it.
+    http-parser (httptools 0.1.1) keeps a value's trailing blanks, which llhttp drops: they are allowed."""
+    value = value.rstrip(b" \t")
+    if value.translate(None, _HOST_BYTES) or not _authority(value):
+        raise ProtocolError(400, "the Host field is not a host or host:port")
+
+
+def _authority(value: bytes) -> bool:
+    """Whether ``value``, made of _HOST_BYTES, is host [":" port]: brackets only around an IP literal,
+    and a colon only before the port's digits."""
+    if value[:1] == b"[":
+        end = value.find(b"]")
+        if end < 2 or b"[" in value[1:end]:
+            return False
+        rest = value[end + 1:]
+    else:
+        if b"[" in value or b"]" in value:
+            return False
+        colon = value.find(b":")
+        rest = value[colon:] if colon >= 0 else b""
+    return not rest or (rest[:1] == b":" and (len(rest) == 1 or rest[1:].isdigit()))
+
+
 class FieldRules:
     """Collects what the framing rules need from the fields, one field at a time."""
 
@@ -152,6 +181,8 @@ class FieldRules:
             return
         if name == b"HOST" and not self.hosts:
             self.hosts = 1
+            if value.translate(None, _REG_NAME_BYTES):  # more than a name: a port, an IP literal, or no host
+                check_host(value)
             return
         self.plain = False
         if name == b"CONTENT-LENGTH":

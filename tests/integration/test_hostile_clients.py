@@ -200,6 +200,20 @@ def test_bytes_past_the_content_length_of_a_close_request_are_dropped_after_its_
 
 
 @pytest.mark.parametrize("app", ["testapps:pid", "asgiapps:blocking"], ids=["wsgi", "asgi"])
+def test_a_host_field_that_is_not_host_and_port_gets_400_and_the_next_client_is_served(start_sockact, app):
+    # RFC 9112 3.2: 400 for "a Host header field with an invalid field value", which would otherwise reach
+    # the app as SERVER_NAME, the scope's host, and the URLs the app builds from them.
+    server = start_sockact(app, "--workers", "1", workers=1)
+    for host in (b"a b", b"user@example.com", b"example.com/x", b"x:y"):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+            assert parse_response(read_to_close(sock))[0] == 400, host
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\nConnection: close\r\n\r\n")
+        assert parse_response(read_to_close(sock))[0] == 200
+
+
+@pytest.mark.parametrize("app", ["testapps:pid", "asgiapps:blocking"], ids=["wsgi", "asgi"])
 def test_a_listener_answers_an_http_1_1_request_without_host_400(start_sockact, app):
     # RFC 9112 3.2: a server MUST answer 400 to an HTTP/1.1 request without a Host field; HTTP/1.0 has no such rule.
     server = start_sockact(app, "--workers", "1", workers=1)

@@ -283,6 +283,20 @@ def test_default_limits() -> None:
     assert status_of(b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 101 + b"\r\n") == 431
 
 
+@pytest.mark.parametrize("host", [b"a b", b"user@example.com", b"example.com:http", b"a/b", b"[::1", b"::1",
+                                  b"x:80:90", b"[]", b"x]", b"h\xc3\xa9.example", b"[::1]x", b"a?b", b"a#b"])
+def test_a_host_field_that_is_not_host_and_port_gets_400(host: bytes) -> None:
+    # RFC 9112 3.2: a server MUST answer 400 to "a Host header field with an invalid field value".
+    assert status_of(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n") == 400
+    assert status_of(b"GET / HTTP/1.0\r\nHost: " + host + b"\r\n\r\n") == 400
+
+
+@pytest.mark.parametrize("host", [b"example.com", b"example.com:8080", b"[::1]", b"[::1]:80", b"127.0.0.1:1", b"",
+                                  b"under_score.example", b"x:", b"%41.example", b"example.com \t"])
+def test_a_host_field_of_host_and_port_is_served(host: bytes) -> None:
+    assert status_of(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n") is None
+
+
 def test_a_listener_refuses_an_http_1_1_request_without_host() -> None:
     # RFC 9112 3.2: "A server MUST respond with a 400 (Bad Request) status code to any HTTP/1.1 request
     # message that lacks a Host header field". Every listener asks for that (host_required); an engine

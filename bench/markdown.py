@@ -160,7 +160,8 @@ PAIRED = (("growing_keepalive", "Keep-alive hello world: sockact's defaults, and
 PAIRED_NOTE = ("The targets that ask a few percent are judged here, not on the throughput table, whose run-to-run "
                "noise is larger than the question: two servers started for the comparison alone, short wrk runs "
                "alternating between them, the order flipped each round (A B, B A, …), and the medians compared. "
-               "CPU per request is what every process of the server spent, from /proc, across the run. In the "
+               "CPU per request is what every process of the server spent, from /proc, across the run; the threads "
+               "are those of all its processes when the run ended. In the "
                "mixed load, the ceiling is what a server answering every fast request in no time would serve "
                "(each connection waits out one sleep per ten requests), and the mean latencies are wrk's, by "
                "path; a connection serves ten requests per nine fast means and one slow mean.\n")
@@ -186,7 +187,7 @@ def paired_section(pair: dict[str, Any]) -> str:
             f"request; round by round, req/s: {by_round}.")
     if mixed:
         text += f" Ceiling: {pair['ceiling_req_s']:,.0f} req/s."
-    header = ["Server", "Req/s, median", "Each run", "CPU per request, median", "Each run"]
+    header = ["Server", "Req/s, median", "Each run", "CPU per request, median", "Each run", "Threads after each run"]
     if mixed:
         header += ["Of the ceiling", "Fast requests, mean", "Slow requests, mean"]
     rows = []
@@ -194,7 +195,8 @@ def paired_section(pair: dict[str, Any]) -> str:
         fig = pair["sides"][side]
         med, runs = fig["median"], fig["runs"]
         row = [side, _num(med.get("req_s"), ",.0f"), _runs(runs.get("req_s", []), ".0f"),
-               _num(med.get("cpu_us"), ".1f", " µs"), _runs(runs.get("cpu_us", []), ".1f")]
+               _num(med.get("cpu_us"), ".1f", " µs"), _runs(runs.get("cpu_us", []), ".1f"),
+               _runs(runs.get("threads", []), "d")]
         if mixed:
             row += [fmt_pct(ratio(med.get("req_s"), pair["ceiling_req_s"])),
                     _num(med.get("fast_mean_ms"), ".2f", " ms"), _num(med.get("slow_mean_ms"), ".2f", " ms")]

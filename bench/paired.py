@@ -40,13 +40,15 @@ def alternate(sides: Sequence[str], rounds: int, run: Callable[[str], Figures],
     return runs
 
 
-def figures(result: dict[str, Any], ticks: int) -> Figures:
+def figures(result: dict[str, Any], ticks: int, threads: int) -> Figures:
     """One wrk run's figures: req/s, CPU microseconds per request (from ``ticks`` of CPU the server spent
-    meanwhile) and, for the mixed load, the mean fast and slow latencies; {"error": ...} if wrk failed."""
+    meanwhile), the server's ``threads`` after it (app threads that grow and stay show there) and, for the
+    mixed load, the mean fast and slow latencies; {"error": ...} if wrk failed."""
     requests = int(result.get("requests", 0))
     if not requests or not result.get("duration_us"):
         return {"error": str(result.get("error", "no requests"))}
-    found = {"req_s": requests / (result["duration_us"] / 1e6), "cpu_us": ticks / CLOCK_TICKS * 1e6 / requests}
+    found = {"req_s": requests / (result["duration_us"] / 1e6), "cpu_us": ticks / CLOCK_TICKS * 1e6 / requests,
+             "threads": threads}
     for kind in ("fast", "slow"):
         if result.get(f"{kind}_us"):
             found[f"{kind}_mean_ms"] = statistics.fmean(result[f"{kind}_us"]) / 1000
@@ -56,7 +58,7 @@ def figures(result: dict[str, Any], ticks: int) -> Figures:
 def wrk_run(scenario: load.Scenario, proc: Process, port: int, seconds: float) -> Figures:
     before = proc.cpu_ticks()
     result = load.run_wrk(scenario, port, seconds)
-    return figures(result, proc.cpu_ticks() - before)
+    return figures(result, proc.cpu_ticks() - before, proc.threads())
 
 
 def measure(fleet: Fleet, base: Server, other: Server, scenario: load.Scenario, rounds: int, seconds: float,

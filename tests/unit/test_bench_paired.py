@@ -22,13 +22,13 @@ def test_paired_rounds_alternate_and_flip_the_order_each_round():
 
 def test_a_run_gives_req_s_cpu_per_request_and_the_mixed_means():
     clock = paired.CLOCK_TICKS
-    found = paired.figures({"requests": 2000, "duration_us": 2_000_000}, clock // 10)  # 0.1 s of CPU
-    assert found == {"req_s": 1000.0, "cpu_us": pytest.approx(50.0)}
+    found = paired.figures({"requests": 2000, "duration_us": 2_000_000}, clock // 10, 7)  # 0.1 s of CPU
+    assert found == {"req_s": 1000.0, "cpu_us": pytest.approx(50.0), "threads": 7}
     mixed = paired.figures({"requests": 10, "duration_us": 1_000_000, "fast_us": [100, 300], "slow_us": [50_000]},
-                           0)
+                           0, 7)
     assert (mixed["fast_mean_ms"], mixed["slow_mean_ms"]) == (0.2, 50.0)
-    assert paired.figures({"error": "wrk exited 1"}, 5) == {"error": "wrk exited 1"}
-    assert paired.figures({"requests": 0, "duration_us": 1_000_000}, 5) == {"error": "no requests"}
+    assert paired.figures({"error": "wrk exited 1"}, 5, 7) == {"error": "wrk exited 1"}
+    assert paired.figures({"requests": 0, "duration_us": 1_000_000}, 5, 7) == {"error": "no requests"}
 
 
 def test_the_mixed_loads_ceiling_is_one_sleep_per_ten_requests_on_each_connection():

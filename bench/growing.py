@@ -22,11 +22,13 @@ from bench import load, markdown, paired, report
 from bench.apps import SLEEP_SECONDS
 from bench.servers import Fleet, Process, Server, lineup, server_env
 
-# 12 x 2 keep-alive runs and 6 x 2 mixed runs of 2 s, with start-up, warm-up and the quiet waits:
-# about 1 min 50 s of `make bench`.
+# 12 x 2 keep-alive runs over 3 pairs of instances and 6 x 2 mixed runs over 2, of 2 s each, with
+# start-ups, warm-ups and the quiet waits: about a minute and a half of `make bench`.
 ROUNDS = 12
 MIXED_ROUNDS = 6
 SECONDS = 2.0
+INSTANCES = 3
+MIXED_INSTANCES = 2
 
 
 def ceiling(scenario: load.Scenario) -> float:
@@ -46,9 +48,9 @@ def measure(fleet: Fleet, quiet: Callable[[list[Process]], None], rounds: int = 
     sockact --max-threads 16, with the load's ceiling}."""
     by_name, scenarios = servers(), {s.key: s for s in load.scenarios()}
     keepalive = paired.measure(fleet, by_name[report.BASE], by_name[report.GROWING], scenarios["keepalive"],
-                               rounds, seconds, quiet)
+                               rounds, seconds, quiet, instances=INSTANCES)
     mixed = paired.measure(fleet, by_name["granian"], by_name[report.GROWING], scenarios["mixed"], mixed_rounds,
-                           seconds, quiet)
+                           seconds, quiet, instances=MIXED_INSTANCES)
     return {"keepalive": keepalive, "mixed": {**mixed, "ceiling_req_s": ceiling(scenarios["mixed"])}}
 
 

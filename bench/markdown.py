@@ -159,7 +159,9 @@ PAIRED = (("growing_keepalive", "Keep-alive hello world: sockact's defaults, and
           ("metrics_cost", "Keep-alive hello world: sockact without, and with a metrics listener"))
 PAIRED_NOTE = ("The targets that ask a few percent are judged here, not on the throughput table, whose run-to-run "
                "noise is larger than the question: two servers started for the comparison alone, short wrk runs "
-               "alternating between them, the order flipped each round (A B, B A, …), and the medians compared. "
+               "alternating between them, the order flipped each round (A B, B A, …), and the medians compared; "
+               "the rounds may be shared among a few such pairs started in turn, as one instance of a server "
+               "may differ from the next. "
                "CPU per request is what every process of the server spent, from /proc, across the run; the threads "
                "are those of all its processes when the run ended. In the "
                "mixed load, the ceiling is what a server answering every fast request in no time would serve "
@@ -182,7 +184,9 @@ def paired_section(pair: dict[str, Any]) -> str:
     base, other = pair["base"], pair["other"]
     mixed = "ceiling_req_s" in pair
     by_round = _runs(pair["round_ratios"], ".3f")
-    text = (f"{pair['rounds']} rounds of {pair['seconds']:g} s each. {other} / {base}, medians: "
+    instances = pair.get("instances", 1)
+    pairs = f", over {instances} pairs of instances started in turn" if instances > 1 else ""
+    text = (f"{pair['rounds']} rounds of {pair['seconds']:g} s each{pairs}. {other} / {base}, medians: "
             f"{fmt_ratio(pair['ratio'])} the requests per second, {fmt_ratio(pair['cpu_ratio'])} the CPU per "
             f"request; round by round, req/s: {by_round}.")
     if mixed:

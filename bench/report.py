@@ -352,7 +352,8 @@ def paired(measured: dict[str, Any] | None) -> dict[str, Any]:
         return found
 
     by_round = [ratio(o.get("req_s"), b.get("req_s")) for b, o in zip(runs[base], runs[other], strict=True)]
-    return {"rounds": measured["rounds"], "seconds": measured["seconds"], "base": base, "other": other,
+    return {"rounds": measured["rounds"], "seconds": measured["seconds"], "instances": measured.get("instances", 1),
+            "base": base, "other": other,
             "sides": sides, "ratio": ratio(of(other, "req_s"), of(base, "req_s")),
             "cpu_ratio": ratio(of(other, "cpu_us"), of(base, "cpu_us")),
             "round_ratios": by_round, **({"ceiling_req_s": measured["ceiling_req_s"]}
@@ -366,8 +367,8 @@ def spread(pair: dict[str, Any]) -> tuple[float, float] | None:
 
 
 def pct(value: float) -> str:
-    """A percentage with its sign, and a true minus (a loss below zero is a gain)."""
-    return f"{value:+.1f}%".replace("-", "\N{MINUS SIGN}")
+    """A percentage with its sign: CPU added, or saved."""
+    return f"{value:+.1f}%"
 
 
 def _lost(pair: dict[str, Any], matrix: str) -> tuple[str, float | None]:

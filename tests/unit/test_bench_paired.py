@@ -13,11 +13,21 @@ def test_paired_rounds_alternate_and_flip_the_order_each_round():
         done.append(side)
         return {"req_s": float(len(done))}
 
-    runs = paired.alternate(["a", "b"], 4, run, lambda: quiet.append(len(done)))
+    runs = paired.alternate(["a", "b"], range(4), run, lambda: quiet.append(len(done)))
     assert done == ["a", "b", "b", "a", "a", "b", "b", "a"]
     assert quiet == list(range(8))  # before every run
     assert runs == {"a": [{"req_s": 1.0}, {"req_s": 4.0}, {"req_s": 5.0}, {"req_s": 8.0}],
                     "b": [{"req_s": 2.0}, {"req_s": 3.0}, {"req_s": 6.0}, {"req_s": 7.0}]}
+
+
+def test_rounds_are_shared_among_instance_pairs_and_keep_flipping_across_them():
+    assert paired.blocks(12, 3) == [range(0, 4), range(4, 8), range(8, 12)]
+    assert paired.blocks(10, 3) == [range(0, 3), range(3, 6), range(6, 10)]
+    assert paired.blocks(2, 3) == [range(0, 1), range(1, 2)]  # no pair started for no round
+    done: list[str] = []
+    for block in paired.blocks(6, 2):  # 3 rounds each: the second pair starts with b, round 3 being odd
+        paired.alternate(["a", "b"], block, lambda side: done.append(side) or {}, lambda: None)
+    assert done == ["a", "b", "b", "a", "a", "b", "b", "a", "a", "b", "b", "a"]
 
 
 def test_a_run_gives_req_s_cpu_per_request_and_the_mixed_means():

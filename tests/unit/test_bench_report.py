@@ -346,12 +346,13 @@ def test_growing_throughput_targets_without_paired_rounds_are_not_judged_on_the_
 
 def test_the_paired_rounds_are_shown_run_by_run():
     keepalive = pair(report.BASE, report.GROWING, [run(1000, 20.0, threads=9), run(1020, 21.0, threads=9)],
-                     [run(985, 20.5, threads=12), {"error": "wrk did not finish"}])
+                     [run(985, 20.5, threads=12), {"error": "wrk did not finish"}], instances=2)
     mixed = pair("granian", report.GROWING, [run(1900, 90.0, fast_mean_ms=0.2, slow_mean_ms=50.5)] * 2,
                  [run(1880, 80.0, fast_mean_ms=0.25, slow_mean_ms=50.75)] * 2, ceiling_req_s=2000.0)
     text = markdown.render(growing(keepalive, mixed), "c.png")
     assert "| sockact | 1,010 | 1000, 1020 | 20.5 µs | 20.0, 21.0 | 9, 9 |" in text
     assert "| sockact (max_threads 16) | 985 | 985, ✗ | 20.5 µs | 20.5, ✗ | 12, ✗ |" in text
+    assert "2 rounds of 2 s each, over 2 pairs of instances started in turn. sockact (max_threads 16) / " in text
     assert "round by round, req/s: 0.985, ✗." in text
     assert "| granian | 1,900 | 1900, 1900 | 90.0 µs | 90.0, 90.0 | n/a | 95.0% | 0.20 ms | 50.50 ms |" in text
     assert ("| sockact (max_threads 16) | 1,880 | 1880, 1880 | 80.0 µs | 80.0, 80.0 | n/a | 94.0% | 0.25 ms | "

@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import asgi, chart, cold, costs, load, markdown, memory, metrics_cost, report
+from bench import asgi, chart, cold, costs, growing, load, markdown, memory, metrics_cost, report
 from bench.servers import PROJECT_BIN, REPO, Fleet, Process, Server, lineup, server_env, wait_ready
 
 DOCS = REPO / "docs"
@@ -173,6 +173,8 @@ def run(args: argparse.Namespace, rundir: Path) -> dict[str, Any]:
         # The matrix's few rounds per server are too noisy for a 5% question: paired rounds answer it.
         results["metrics_cost"] = timed("metrics cost", lambda: metrics_cost.measure(
             fleet, args.metrics_rounds, args.seconds, wait_quiet))
+        # So are the two throughput targets of growing threads (a 3% loss; a tie with granian at a ceiling).
+        results["growing"] = timed("growing threads, paired", lambda: growing.measure(fleet, wait_quiet))
         results["handoff"] = timed("hand-offs", handoff)
         results["costs"] = timed("per-request costs", lambda: costs.measure(fleet))
         results["memory"] = timed("memory", lambda: memory.measure(fleet))

@@ -47,6 +47,8 @@ def render(summary: dict[str, Any], chart_name: str) -> str:
         _asgi_tables(summary),
         "## Mixed load\n",
         _mixed_table(summary),
+        "## Paired rounds\n",
+        _paired_sections(summary),
         "## Where a request's time goes in sockact\n",
         _costs_table(summary),
         "## Hand-offs, memory, cold activation\n",
@@ -151,8 +153,71 @@ def _mixed_table(summary: dict[str, Any]) -> str:
     return _table(["Server", "Fast p50", "Fast p99", "p99 / sockact's", "Req/s (all)"], rows)
 
 
+# The summary's paired comparisons (bench/paired.py), in the order shown, with their titles.
+PAIRED = (("growing_keepalive", "Keep-alive hello world: sockact's defaults, and `--max-threads 16`"),
+          ("growing_mixed", "Mixed load: granian, and sockact `--max-threads 16`"),
+          ("metrics_cost", "Keep-alive hello world: sockact without, and with a metrics listener"))
+PAIRED_NOTE = ("The targets that ask a few percent are judged here, not on the throughput table, whose run-to-run "
+               "noise is larger than the question: two servers started for the comparison alone, short wrk runs "
+               "alternating between them, the order flipped each round (A B, B A, …), and the medians compared; "
+               "the rounds may be shared among a few such pairs started in turn, as one instance of a server "
+               "may differ from the next. "
+               "CPU per request is what every process of the server spent, from /proc, across the run; the threads "
+               "are those of all its processes when the run ended. In the "
+               "mixed load, the ceiling is what a server answering every fast request in no time would serve "
+               "(each connection waits out one sleep per ten requests), and the mean latencies are wrk's, by "
+               "path; a connection serves ten requests per nine fast means and one slow mean.\n")
+
+
+def _paired_sections(summary: dict[str, Any]) -> str:
+    return PAIRED_NOTE + "".join(f"\n### {title}\n\n{paired_section(summary.get(key) or {})}" for key, title in PAIRED)
+
+
+def _runs(values: list[float | None], form: str) -> str:
+    return ", ".join("✗" if v is None else format(v, form) for v in values) or "n/a"
+
+
+def paired_section(pair: dict[str, Any]) -> str:
+    """One paired comparison (bench.report.paired): how it ran, the ratios, and each side's medians and runs."""
+    if not pair:
+        return "Not measured in this run.\n"
+    base, other = pair["base"], pair["other"]
+    mixed = "ceiling_req_s" in pair
+    by_round = _runs(pair["round_ratios"], ".3f")
+    instances = pair.get("instances", 1)
+    pairs = f", over {instances} pairs of instances started in turn" if instances > 1 else ""
+    text = (f"{pair['rounds']} rounds of {pair['seconds']:g} s each{pairs}. {other} / {base}, medians: "
+            f"{fmt_ratio(pair['ratio'])} the requests per second, {fmt_ratio(pair['cpu_ratio'])} the CPU per "
+            f"request; round by round, req/s: {by_round}.")
+    if mixed:
+        text += f" Ceiling: {pair['ceiling_req_s']:,.0f} req/s."
+    header = ["Server", "Req/s, median", "Each run", "CPU per request, median", "Each run", "Threads after each run"]
+    if mixed:
+        header += ["Of the ceiling", "Fast requests, mean", "Slow requests, mean"]
+    rows = []
+    for side in (base, other):
+        fig = pair["sides"][side]
+        med, runs = fig["median"], fig["runs"]
+        row = [side, _num(med.get("req_s"), ",.0f"), _runs(runs.get("req_s", []), ".0f"),
+               _num(med.get("cpu_us"), ".1f", " µs"), _runs(runs.get("cpu_us", []), ".1f"),
+               _runs(runs.get("threads", []), "d")]
+        if mixed:
+            row += [fmt_pct(ratio(med.get("req_s"), pair["ceiling_req_s"])),
+                    _num(med.get("fast_mean_ms"), ".2f", " ms"), _num(med.get("slow_mean_ms"), ".2f", " ms")]
+        rows.append(row)
+    return text + "\n\n" + _table(header, rows)
+
+
+def _num(value: float | None, form: str, unit: str = "") -> str:
+    return "n/a" if value is None else format(value, form) + unit
+
+
+def fmt_pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
 def _ms(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f} ms"
+    return _num(value, ".2f", " ms")
 
 
 def _costs_table(summary: dict[str, Any]) -> str:

@@ -123,7 +123,9 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         "mixed": {server: {"fast_p50_ms": fast_latency_ms(rounds, 50), "fast_p99_ms": fast_latency_ms(rounds, 99)}
                   for server, rounds in mixed.items()},
         "websocket": {server: _echo(rounds) for server, rounds in results.get("websocket", {}).items()},
-        "metrics_cost": _paired(results.get("metrics_cost")),
+        "metrics_cost": paired(results.get("metrics_cost")),
+        "growing_keepalive": paired(results.get("growing", {}).get("keepalive")),
+        "growing_mixed": paired(results.get("growing", {}).get("mixed")),
         "handoff": results.get("handoff", {}),
         "costs": results.get("costs", {}),
         "memory": results.get("memory", {}),
@@ -233,16 +235,50 @@ def _stretch(target: Target) -> Target:
 
 
 def growing_targets(summary: dict[str, Any]) -> list[Target]:
-    """App threads that grow (max_threads 16): fast requests beside slow ones, at the one-thread cost."""
+    """App threads that grow (max_threads 16): fast requests beside slow ones, at the one-thread cost. The
+    two throughput targets are judged on paired rounds (bench/paired.py), the throughput table's few
+    rounds of one instance each being noisier than the question; its figure is given beside."""
     p99 = summary["mixed"].get(GROWING, {}).get("fast_p99_ms")
     kept = ratio(req_s(summary, "keepalive", GROWING), req_s(summary, "keepalive", BASE))
-    total = ratio(req_s(summary, "mixed", GROWING), req_s(summary, "mixed", "granian"))
+    matrix = "n/a" if kept is None else f"{(1 - kept) * 100:.1f}%"
+    measured, lost = _lost(summary.get("growing_keepalive") or {}, matrix)
     return [Target(f"Mixed load, p99 of fast requests, {GROWING}", "≤ 2 ms",
                    "n/a" if p99 is None else f"{p99:.2f} ms", None if p99 is None else p99 <= 2.0),
-            Target(f"Mixed load, all requests, {GROWING}", f"≥ 1.0{TIMES} granian", f"{fmt_ratio(total)} granian",
-                   None if total is None else total >= 1.0),
-            Target(f"Keep-alive hello world, {GROWING}", "loses ≤ 3% against sockact",
-                   "n/a" if kept is None else f"{(1 - kept) * 100:.1f}%", None if kept is None else kept >= 0.97)]
+            _mixed_total(summary),
+            Target(f"Keep-alive hello world, {GROWING}", "loses ≤ 3% against sockact", measured,
+                   None if lost is None else lost <= 3)]
+
+
+def ceiling_share(pair: dict[str, Any], side: str) -> float | None:
+    """A side's median req/s in paired mixed rounds as a share of the load's ceiling (every request but
+    the sleeping ones served in no time)."""
+    got = pair.get("sides", {}).get(side, {}).get("median", {}).get("req_s")
+    return ratio(got, pair.get("ceiling_req_s"))
+
+
+def _mixed_total(summary: dict[str, Any]) -> Target:
+    """sockact (max_threads 16) against granian in paired mixed rounds, judged on the ratio of the medians
+    alone. Both run near the load's ceiling, so the ratio is given with its round-by-round spread and each
+    side's distance from the ceiling: a tie within the spread is named, and not counted as met."""
+    matrix = fmt_ratio(ratio(req_s(summary, "mixed", GROWING), req_s(summary, "mixed", "granian")))
+    scenario, goal = f"Mixed load, all requests, {GROWING}", f"≥ 1.0{TIMES} granian"
+    pair = summary.get("growing_mixed") or {}
+    times = pair.get("ratio")
+    if times is None:
+        return Target(scenario, goal, f"n/a (no paired rounds in this run; throughput table: {matrix})", None)
+    # Three decimals: a ratio judged against 1.0 must not read as 1.00 when it is 0.996.
+    text = f"{times:.3f}{TIMES} granian ({pair['rounds']} paired rounds"
+    low_high = spread(pair)
+    if low_high is not None:
+        text += f", round by round {low_high[0]:.3f} to {low_high[1]:.3f}{TIMES}"
+        if low_high[0] <= 1.0 <= low_high[1]:
+            text += ": a tie within their spread"
+    shares = [(name, ceiling_share(pair, side)) for name, side in (("sockact", pair["other"]),
+                                                                   ("granian", pair["base"]))]
+    if all(share is not None for _, share in shares):
+        text += (f"; of the {pair['ceiling_req_s']:,.0f} req/s ceiling: "
+                 + ", ".join(f"{name} {share:.1%}" for name, share in shares))
+    return Target(scenario, goal, f"{text}; throughput table: {matrix})", times >= 1.0)
 
 
 def asgi_targets(summary: dict[str, Any]) -> list[Target]:
@@ -295,14 +331,58 @@ def cost_targets(summary: dict[str, Any]) -> list[Target]:
     return found
 
 
-def _paired(measured: dict[str, Any] | None) -> dict[str, Any]:
-    """The paired metrics runs (bench.metrics_cost.measure) as medians and percentages."""
-    if not measured or not measured["off"] or not measured["on"]:
+def paired(measured: dict[str, Any] | None) -> dict[str, Any]:
+    """Paired rounds (bench.paired.measure) reduced to what the report shows: per side, the median and
+    each run of every figure (None for a failed run); the ratios "other / base" of the medians; and the
+    ratio round by round, to show how far the runs spread. {} if the step did not run."""
+    if not measured or not measured.get("runs"):
         return {}
-    off, on = statistics.median(measured["off"]), statistics.median(measured["on"])
-    cpu_off, cpu_on = statistics.median(measured["cpu_off"]), statistics.median(measured["cpu_on"])
-    return {"rounds": measured["rounds"], "off_req_s": off, "on_req_s": on, "lost_pct": 100 * (off - on) / off,
-            "cpu_off_us": cpu_off, "cpu_on_us": cpu_on, "cpu_added_pct": 100 * (cpu_on - cpu_off) / cpu_off}
+    runs: dict[str, list[dict[str, Any]]] = measured["runs"]
+    base, other = measured["sides"]
+    sides: dict[str, dict[str, Any]] = {}
+    for side, done in runs.items():
+        keys = sorted({key for run in done for key in run if key != "error"})
+        columns = {key: [run.get(key) for run in done] for key in keys}
+        sides[side] = {"median": {key: median([v for v in column if v is not None])
+                                  for key, column in columns.items()},
+                       "runs": columns, "failed": [n for n, run in enumerate(done, 1) if "error" in run]}
+
+    def of(side: str, key: str) -> float | None:
+        found: float | None = sides[side]["median"].get(key)
+        return found
+
+    by_round = [ratio(o.get("req_s"), b.get("req_s")) for b, o in zip(runs[base], runs[other], strict=True)]
+    return {"rounds": measured["rounds"], "seconds": measured["seconds"], "instances": measured.get("instances", 1),
+            "base": base, "other": other,
+            "sides": sides, "ratio": ratio(of(other, "req_s"), of(base, "req_s")),
+            "cpu_ratio": ratio(of(other, "cpu_us"), of(base, "cpu_us")),
+            "round_ratios": by_round, **({"ceiling_req_s": measured["ceiling_req_s"]}
+                                        if "ceiling_req_s" in measured else {})}
+
+
+def spread(pair: dict[str, Any]) -> tuple[float, float] | None:
+    """The lowest and highest round-by-round ratio of paired rounds; None if no round had both sides."""
+    found = [r for r in pair.get("round_ratios", []) if r is not None]
+    return (min(found), max(found)) if found else None
+
+
+def pct(value: float) -> str:
+    """A percentage with its sign: CPU added, or saved."""
+    return f"{value:+.1f}%"
+
+
+def _lost(pair: dict[str, Any], matrix: str) -> tuple[str, float | None]:
+    """(the measured text, the percent lost) of the "other" side against the "base" side of paired rounds."""
+    lost = None if pair.get("ratio") is None else 100 * (1 - pair["ratio"])
+    if lost is None:
+        return f"n/a (no paired rounds in this run; throughput table: {matrix})", None
+    low_high = spread(pair)
+    cpu = "n/a" if pair.get("cpu_ratio") is None else pct(100 * (pair["cpu_ratio"] - 1))
+    runs = "" if low_high is None else \
+        f", round by round {100 * (1 - low_high[1]):.1f} to {100 * (1 - low_high[0]):.1f}%"
+    # Two decimals: a loss judged against 3% must not read as 3.0% when it is 3.04%.
+    return (f"{lost:.2f}% ({pair['rounds']} paired rounds{runs}; CPU per request {cpu}; "
+            f"throughput table: {matrix})", lost)
 
 
 def _metrics_cost(summary: dict[str, Any]) -> Target:
@@ -310,14 +390,12 @@ def _metrics_cost(summary: dict[str, Any]) -> Target:
     paired runs, with the matrix's two rows beside it."""
     kept = ratio(req_s(summary, "keepalive", WITH_METRICS), req_s(summary, "keepalive", BASE))
     matrix = "n/a" if kept is None else f"{(1 - kept) * 100:.1f}%"
-    paired = summary.get("metrics_cost") or {}
-    if not paired:
+    pair = summary.get("metrics_cost") or {}
+    if not pair:
         return Target("Keep-alive hello world, metrics on", "costs < 5%", f"{matrix} (throughput table)",
                       None if kept is None else kept > 0.95)
-    lost = paired["lost_pct"]
-    return Target("Keep-alive hello world, metrics on", "costs < 5%",
-                  f"{lost:.1f}% ({paired['rounds']} paired rounds; CPU per request +{paired['cpu_added_pct']:.1f}%; "
-                  f"throughput table: {matrix})", lost < 5)
+    measured, lost = _lost(pair, matrix)
+    return Target("Keep-alive hello world, metrics on", "costs < 5%", measured, None if lost is None else lost < 5)
 
 
 def _memory_targets(memory: dict[str, Any]) -> list[Target]:

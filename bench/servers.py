@@ -183,17 +183,25 @@ class Process:
     def pid(self) -> int:
         return self.popen.pid
 
-    def cpu_ticks(self) -> int:
-        """CPU time (clock ticks) used so far by the live processes of its process group."""
-        total = 0
+    def group_stats(self) -> list[list[str]]:
+        """/proc/PID/stat of each live process of its process group, from field 3 (state) on (proc(5))."""
+        found = []
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 fields = stat.read_text().rsplit(")", 1)[1].split()
             except (OSError, IndexError):
                 continue  # gone meanwhile
             if int(fields[2]) == self.pid:  # pgrp: the session leader's pid (start_new_session)
-                total += int(fields[11]) + int(fields[12])
-        return total
+                found.append(fields)
+        return found
+
+    def cpu_ticks(self) -> int:
+        """CPU time (clock ticks) used so far by the live processes of its process group."""
+        return sum(int(fields[11]) + int(fields[12]) for fields in self.group_stats())  # utime, stime
+
+    def threads(self) -> int:
+        """The threads of the live processes of its process group, now."""
+        return sum(int(fields[17]) for fields in self.group_stats())  # num_threads
 
     def alive(self) -> bool:
         return self.popen.poll() is None

@@ -428,6 +428,20 @@ MUTANTS = (
     Mutant("asgi-log-entry-kept", "sockact/worker/asgirunner.py", "if memo is None or memo.key is not request:",
            "if memo is None:",
            (INTEG + "test_asgi_proxy.py::test_the_access_log_names_each_requests_client_on_one_connection",)),
+    Mutant("bench-paired-order-never-flipped", "bench/paired.py",
+           "return list(sides) if n % 2 == 0 else list(reversed(sides))", "return list(sides)",
+           (UNIT + "test_bench_paired.py::test_paired_rounds_alternate_and_flip_the_order_each_round",)),
+    Mutant("bench-paired-ratio-inverted", "bench/report.py",
+           '"ratio": ratio(of(other, "req_s"), of(base, "req_s"))',
+           '"ratio": ratio(of(base, "req_s"), of(other, "req_s"))',
+           (UNIT + "test_bench_report.py::test_paired_rounds_are_reduced_to_medians_each_run_and_the_ratio_round_"
+            "by_round",
+            UNIT + "test_bench_report.py::test_a_loss_above_three_percent_on_the_paired_medians_is_not_met")),
+    Mutant("bench-growing-tie-counted-as-met", "bench/report.py",
+           "throughput table: {matrix})\", times >= 1.0)",
+           "throughput table: {matrix})\", low_high is not None and low_high[1] >= 1.0)",
+           (UNIT + "test_bench_report.py::test_a_tie_with_granian_within_the_rounds_spread_is_named_and_judged_on_the_"
+            "medians_alone",)),
 )
 
 

@@ -95,7 +95,9 @@ SLOW_SHARE = 50
 # call that the scheduler interrupts on a busy machine lasts a millisecond or more far more often than
 # five, and a call of a few milliseconds on the loop thread costs a take-over by the monitor, not a wait.
 # A path whose calls vary goes to the pool as before. At most ROUTES_KEPT paths are kept (an app of many
-# distinct paths starts over).
+# distinct paths starts over). A short call's path is written down only while calls are handed off (a slow
+# one's always): a worker of short calls, which never hands off, spends nothing on these books per request,
+# and once it does hand off, a path not seen since is new (slow) for its first few dozen calls.
 PATH_SLOW = 0.005
 PATH_WEIGHT = 1 / 16
 FAST_SHARE = 1 / 32
@@ -602,19 +604,28 @@ class EventLoop(Carrier[Held]):
             self.call_started[index] = 0.0
             slot.end()
             ended = time.monotonic()
-            slow = ended - started >= GROW_AFTER
-            if slow:
+            if ended - started >= GROW_AFTER:
                 self._slow_calls += 1  # a hint: a count lost to a race between threads does not matter
-            shares = self._slow_share
-            if shares is not None:  # hints too: a lost update only delays a path's move
-                share = shares.get(request.path)
-                if share is None:
-                    if len(shares) >= ROUTES_KEPT:
-                        shares.clear()
-                    share = 1.0
-                shares[request.path] = share + ((1.0 if ended - started >= PATH_SLOW else 0.0) - share) * PATH_WEIGHT
+                if self._slow_share is not None:
+                    self._note_path(request.path, ended - started >= PATH_SLOW)
+            elif self._hand_off:
+                # Only while calls are handed off is a short call's path written down: before, no path is
+                # judged, and a worker of short calls pays nothing per request for the books.
+                self._note_path(request.path, False)
             if self.tallies is not None:
                 self.tallies[index].record(held.msg.listener, request.method, held.http.status, ended - started)
+
+    def _note_path(self, path: bytes, slow: bool) -> None:
+        """One more call on ``path`` in its moving share of slow calls (hints: a lost update only delays a
+        path's move)."""
+        shares = self._slow_share
+        assert shares is not None
+        share = shares.get(path)
+        if share is None:
+            if len(shares) >= ROUTES_KEPT:
+                shares.clear()
+            share = 1.0
+        shares[path] = share + ((1.0 if slow else 0.0) - share) * PATH_WEIGHT
 
     def _after(self, held: Held, keep: bool) -> bool:
         """A call is over: count it, and close its connection or bring it back to IDLE; True if it persists

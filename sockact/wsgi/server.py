@@ -15,7 +15,6 @@ import math
 import os
 import socket
 import stat
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -47,6 +46,8 @@ from sockact.wsgi.environ import (
 from sockact.wsgi.wire import ClientGone, ClientTimedOut, Wire
 
 if TYPE_CHECKING:
+    import tempfile
+
     from sockact.ipc.scoreboard import SlotWriter
 
 log = logging.getLogger("sockact.http")
@@ -322,6 +323,8 @@ class HTTPConnection:
         broke (cut short, bad chunks, over limit_request_body), OSError when the file cannot be written."""
         spool = self.spool
         if spool is None:
+            import tempfile  # here: it imports shutil, random, bz2 and lzma, which most workers never need
+
             # In memory up to body_buffer (a small chunked body), else a file unlinked at once in $TMPDIR.
             spool = self.spool = tempfile.SpooledTemporaryFile(max_size=self.site.body_buffer or 1)  # noqa: SIM115 - closed by drop_spool
         engine, limit = self.engine, self.site.body_spool

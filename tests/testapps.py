@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import logging
 import os
@@ -42,6 +43,17 @@ def _echo(environ, start_response):
         "body": body.decode("latin-1"),
     }
     return _respond(start_response, json.dumps(seen, sort_keys=True).encode())
+
+
+def _digest(environ, start_response):
+    """The request body as the app read it: by lines (?lines: iteration), else by read(1000) (the validator
+    allows read(n) alone); its length, SHA-256 and number of pieces, and CONTENT_LENGTH."""
+    stream = environ["wsgi.input"]
+    pieces = list(stream) if "lines" in environ["QUERY_STRING"] else list(iter(lambda: stream.read(1000), b""))
+    body = b"".join(pieces)
+    info = {"length": len(body), "sha256": hashlib.sha256(body).hexdigest(), "pieces": len(pieces),
+            "content_length": environ.get("CONTENT_LENGTH", "")}
+    return _respond(start_response, json.dumps(info).encode())
 
 
 def _pid(environ, start_response):
@@ -155,6 +167,7 @@ def _leak(environ, start_response):
 
 
 echo = validator(_echo)
+digest = validator(_digest)
 echo_bare = _echo  # for a server whose environ the validator would refuse (see test_differential.py)
 pid = validator(_pid)
 slow = validator(_slow)

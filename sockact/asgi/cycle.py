@@ -39,7 +39,7 @@ from sockact.asgi.conn import AsgiConnection
 from sockact.errors import APP_FAILURES, InvalidResponse, ProtocolError
 from sockact.http.dates import DATE, http_date
 from sockact.http.events import END_OF_MESSAGE, NEED_DATA, Data, Request
-from sockact.http.limits import DRAIN_LIMIT
+from sockact.http.limits import BODY_MIN_RATE, DRAIN_LIMIT
 from sockact.http.logline import quoted_request_line
 from sockact.http.responses import HOP_BY_HOP, SHORT_OF_ITS_LENGTH, remembering, short_of_its_length, validate_response
 
@@ -56,9 +56,6 @@ class ClientDisconnected(OSError):
     """send() after the client went away: ASGI spec 2.4 asks for an OSError, so a streaming app stops."""
 
 PATHSEND_PIECE = 256 * 1024  # bytes of a file read at a time for http.response.pathsend
-# A request body's deadline moves on a second for each this many bytes received (Apache's
-# mod_reqtimeout MinRate): a large upload at a real client's pace is never cut, a trickle is.
-BODY_MIN_RATE = 1024
 
 
 class Ends(Protocol):

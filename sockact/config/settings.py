@@ -128,8 +128,17 @@ class ListenerSettings:
         parsers.integer(0), 64 * 1024,
         "A WSGI request body of up to this many bytes (by Content-Length) is read whole before the app is "
         "called, so a client that sends its body slowly holds no app thread meanwhile; a body not whole "
-        "within the timeout of its head gets 408. Larger and chunked bodies are read by the app as they come. "
-        "0: off.", "http", metavar="BYTES")
+        "within the timeout of its head (plus a second per KiB received) gets 408. Larger and chunked bodies "
+        "go to a file first (body_spool). 0: off.", "http", metavar="BYTES")
+    body_spool: int = _opt(
+        parsers.integer(0), 100 * 1024 * 1024,
+        "A WSGI request body larger than body_buffer, of up to this many bytes (by Content-Length; a chunked "
+        "body by its decoded size), is read whole by the worker's loop into a temporary file in $TMPDIR, "
+        "else /var/tmp, which is on disk where /tmp is a tmpfs (unlinked at once) before the app is called, "
+        "as nginx's client_body_temp_path: a client that "
+        "uploads slowly holds no app thread, only its connection and its file. The body must be whole "
+        "within the timeout of its head plus a second per KiB received, else 408. Larger bodies are read "
+        "by the app as they come. 0: off.", "http", metavar="BYTES")
     forwarded_allow_ips: str = _opt(
         parsers.networks, "127.0.0.1,::1,unix",
         "Front-end proxies trusted to set X-Forwarded-For/-Proto/-Host/-Port and Forwarded (RFC 7239): "

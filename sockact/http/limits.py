@@ -36,6 +36,15 @@ CHUNK_SIZE_DIGITS = 16
 # bound, h11 never drains; a bound keeps a worker from reading a large upload for nothing.
 DRAIN_LIMIT = 64 * 1024
 
+# A request body a worker reads before its app sees it (a WSGI body_buffer or body_spool body) or as an
+# ASGI app asks (receive()) must be whole within timeout of its head, and that deadline moves on a second
+# for each this many bytes received (Apache's mod_reqtimeout MinRate): a large upload at a real client's
+# pace is never cut, a trickle is.
+BODY_MIN_RATE = 1024
+
+# A spooled request body (body_spool) is read back for wsgi.input this many bytes at a time.
+SPOOL_READ = 64 * 1024
+
 # Bytes asked of one recv(). 64 KiB matches the default TCP receive window on loopback
 # and uvicorn's read size; a typical request head arrives in one call.
 RECV_SIZE = 64 * 1024

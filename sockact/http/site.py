@@ -38,6 +38,7 @@ class Site:
     health_path: bytes = b""  # answered here, never by the app; b"": none
     proxy_protocol: str = "off"  # "v1", "v2" or "auto": a PROXY header precedes HTTP (the loop reads it)
     body_buffer: int = 0  # bodies up to this size are read whole by the loop before the app's call
+    body_spool: int = 0  # larger bodies up to this size (chunked: decoded) the loop reads into a file first
     send_timeout: float = 0.0  # per response write that makes no progress (send_timeout); 0.0: io_timeout
     root_path: str = ""  # the prefix the app is mounted under (SCRIPT_NAME, ASGI's root_path)
     threaded: bool = False  # more than one app thread may call the app at once (wsgi.multithread)

@@ -11,7 +11,7 @@ CALL --served--> IDLE, whose clock starts, in ``Owner.served``.
     PREFACE --preface--> FRESH                  (a PROXY header first, then HTTP)
     FRESH/IDLE --bytes--> HEAD                  (part of a request head has come)
     FRESH/HEAD/IDLE --head--> QUEUED --call--> CALL --served--> IDLE
-    FRESH/HEAD/IDLE --buffer--> BODY --body--> QUEUED    (body_buffer: the loop reads the body)
+    FRESH/HEAD/IDLE --buffer--> BODY --body--> QUEUED    (the loop reads the body: body_buffer, body_spool)
     FRESH/HEAD/IDLE --answer--> IDLE            (answered on the loop: the health path)
     any open state --closing--> CLOSING --close--> CLOSED    (an answer going out, then lingering)
     any state but CALL and CLOSING --hand_back--> HANDED     (a stall: back to the supervisor)
@@ -35,7 +35,9 @@ class ConnState(enum.Enum):
     PREFACE = "preface"  # reading its PROXY header, within header_timeout
     FRESH = "fresh"  # adopted, no byte of a request yet: header_timeout
     HEAD = "head"  # part of a head is buffered: header_timeout for the whole head
-    BODY = "body"  # its head is parsed; the loop reads its body (body_buffer) within io_timeout in total
+    # Its head is parsed; the loop reads its body, into memory (body_buffer) or a file (body_spool), within
+    # io_timeout of the head plus a second per KiB received.
+    BODY = "body"
     QUEUED = "queued"  # its request is parsed and waits for an app call to begin
     CALL = "call"  # an app call (a thread, or an asyncio task) owns it
     IDLE = "idle"  # at a request boundary after a response: parked after park_after

@@ -10,7 +10,8 @@ reads, writes or closes a socket; the runners carry the decisions out. The owner
     PREFACE  header_timeout from adoption: the PROXY header is refused
     FRESH    header_timeout from its accept: a client that sent nothing is closed, silently
     HEAD     header_timeout from adoption (or from the end of the last request): 408
-    BODY     io_timeout from the head, in total (not reset by each byte): 408
+    BODY     io_timeout from the head, in total (not reset by each byte; the runner moves it on a
+             second per KiB received, limits.BODY_MIN_RATE): 408
     IDLE     park_after (or at once when stopping): parked in the supervisor
     CLOSING  looked at on every pass: its deadline is the runner's (the output still going out,
              then the linger), and so is the moment its close is over
@@ -84,6 +85,12 @@ class Owned:
     @property
     def flushed(self) -> bool:
         """Nothing of its output waits to go out (the ASGI runner buffers; the WSGI runner does not)."""
+        return True
+
+    @property
+    def movable(self) -> bool:
+        """All it has read can go with it in a message: not while a request body it read waits in a file (the
+        WSGI runner's body_spool)."""
         return True
 
 
@@ -172,9 +179,9 @@ class Owner(Generic[T]):
     def stall_hand_backs(self) -> Iterator[tuple[T, bytes, float]]:
         """The worker is stalled: each connection to send back now, with its unserved bytes and when its
         head began (Owned.head_started, read before it leaves). One that has read more than a hand-off
-        message carries stays, for a free thread."""
+        message carries, or a body into a file, stays, for a free thread."""
         for conn in list(self.held.values()):
-            if conn.state in HAND_BACK and conn.flushed:
+            if conn.state in HAND_BACK and conn.flushed and conn.movable:
                 data = conn.unparsed()
                 if handoff.fits(data):
                     yield conn, data, conn.head_started

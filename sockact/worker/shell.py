@@ -205,7 +205,8 @@ class WorkerShell:
                     io_timeout=self.config.timeout or IO_TIMEOUT_OFF, access_log=lc.access_log, listener=lc.name,
                     access=self.access, trust=Trust.parse(lc.forwarded_allow_ips),
                     health_path=lc.health_path.encode("ascii"), proxy_protocol=lc.proxy_protocol,
-                    body_buffer=lc.body_buffer, send_timeout=self.config.send_timeout, root_path=lc.root_path,
+                    body_buffer=lc.body_buffer, body_spool=lc.body_spool,
+                    send_timeout=self.config.send_timeout, root_path=lc.root_path,
                     threaded=self.config.thread_ceiling > 1, client_budget=client_budget(self.config.timeout),
                     local=local)
         return site

@@ -47,9 +47,11 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
+from sockact.errors import ProtocolError
 from sockact.http import Site
 from sockact.http.events import Request
-from sockact.http.limits import LINGER_BYTES, LINGER_SECONDS, RECV_SIZE
+from sockact.http.limits import BODY_MIN_RATE, LINGER_BYTES, LINGER_SECONDS, RECV_SIZE
+from sockact.http.logline import quoted_request_line
 from sockact.http.proxyprotocol import ProxyProtocolError
 from sockact.ipc import handoff
 from sockact.ipc.scoreboard import IN_HEAD, SlotWriter, Waiting
@@ -151,6 +153,10 @@ class Held(Owned):
 
     def unparsed(self) -> bytes:
         return bytes(self.preface) if self.preface is not None else self.http.unparsed()
+
+    @property
+    def movable(self) -> bool:
+        return self.http.spool is None  # a body read into a file here cannot go with it
 
     def line_of(self, request: Request) -> bytes:
         """``request``'s scoreboard line, made once while it repeats."""
@@ -390,8 +396,15 @@ class EventLoop(Carrier[Held]):
             else:
                 self._read_preface(held, data, eof=not data)
             return
-        held.http.engine.receive_data(data)  # BODY: the body the loop buffers
-        self._buffer_body(held, eof=not data)
+        # BODY: the body the loop reads before the call. Its deadline runs from the head, and moves on a second
+        # per BODY_MIN_RATE bytes received, as an ASGI body's does: a large upload at a real client's pace is not
+        # cut, a trickle is.
+        held.since += len(data) / BODY_MIN_RATE
+        held.http.engine.receive_data(data)
+        if held.http.spool is not None:
+            self._spool_body(held)
+        else:
+            self._buffer_body(held, eof=not data)
 
     def _advance(self, held: Held) -> None:
         """Decide what comes next for a connection after it was read or served."""
@@ -400,17 +413,15 @@ class EventLoop(Carrier[Held]):
             if held.site.health_path and held.http.is_health(step):
                 self._answer_health(held, step)
                 return
-            if step.content_length and held.http.body_to_buffer():  # only a Content-Length body is buffered
-                # A slow body must not hold an app thread: the loop reads it first, as any other input.
-                # Its head is read: on a waiting line meanwhile, so that a dead worker's client gets its
-                # 502 whichever connection the loop reads next.
-                held.request = step
-                held.to("buffer")
-                self.waiting.add(held.msg.conn_id, held.line_of(step))
-                self._mark_reading(0)
-                with contextlib.suppress(OSError):
-                    held.http.wire.sent += held.sock.send(held.http.continue_now(), socket.MSG_DONTWAIT)
+            # A slow body must not hold an app thread: the loop reads it first, as any other input, in memory
+            # (body_buffer: a Content-Length body only) or into a file (body_spool).
+            if step.content_length and held.http.body_to_buffer():
+                self._read_body(held, step)
                 self._watch(held)
+                return
+            if (step.content_length or step.chunked) and held.http.body_to_spool():
+                self._read_body(held, step)
+                self._spool_body(held)  # what came with the head
                 return
             self._ready(held, step, "head")
             return
@@ -418,13 +429,7 @@ class EventLoop(Carrier[Held]):
             self._close(held)
             return
         if step is _LINGER:
-            # Dropped, not blocked on: unread input would make the kernel reset the connection
-            # before the client reads its error, and the loop serves others meanwhile.
-            with contextlib.suppress(OSError):
-                held.sock.shutdown(socket.SHUT_WR)
-            held.to("closing")
-            held.linger_until = time.monotonic() + LINGER_SECONDS
-            self._watch(held)
+            self._linger(held)
             return
         if step is _PARTIAL:
             if held.state is not HEAD:
@@ -435,6 +440,51 @@ class EventLoop(Carrier[Held]):
             held.to("idle")  # only the empty lines allowed between requests came
             self._mark_reading(0)  # nothing read waits for an answer
         self._settle(held, step)
+
+    def _linger(self, held: Held) -> None:
+        """Its error is answered: what the client still sends is dropped, not blocked on (unread input would
+        make the kernel reset the connection before the client reads its error), while the loop serves others."""
+        with contextlib.suppress(OSError):
+            held.sock.shutdown(socket.SHUT_WR)
+        held.to("closing")
+        held.linger_until = time.monotonic() + LINGER_SECONDS
+        self._watch(held)
+
+    def _read_body(self, held: Held, request: Request) -> None:
+        """The loop reads ``request``'s body before the call. Its head is read: on a waiting line meanwhile,
+        so that a dead worker's client gets its 502 whichever connection the loop reads next. A client that
+        waits for 100 Continue is told it now."""
+        held.request = request
+        held.to("buffer")
+        self.waiting.add(held.msg.conn_id, held.line_of(request))
+        self._mark_reading(0)
+        with contextlib.suppress(OSError):
+            held.http.wire.sent += held.sock.send(held.http.continue_now(), socket.MSG_DONTWAIT)
+
+    def _spool_body(self, held: Held) -> None:
+        """What came of a spooled body goes to its file; the call is made once it is whole. A body the client
+        broke is answered here (400, 413), with no call."""
+        http = held.http
+        try:
+            ready = http.spool_body()
+        except ProtocolError as exc:
+            self.waiting.remove(held.msg.conn_id)  # answered: nothing read waits any more
+            http.refuse(exc, linger=False)
+            self._linger(held)
+            return
+        except OSError as exc:
+            log.error("conn %d: cannot write the request body of %s to a temporary file ($TMPDIR): %s: 503",
+                      held.msg.conn_id, quoted_request_line(held.request), exc)
+            self.waiting.remove(held.msg.conn_id)
+            http.refuse(ProtocolError(503, "request body not spooled"), linger=False)
+            self._linger(held)
+            return
+        if ready:
+            request = held.request
+            assert request is not None
+            self._ready(held, request, "body")
+        else:
+            self._watch(held)
 
     def _settle(self, held: Held, step: Step) -> None:
         """Idle or partial: wait for more in the poller, or, idle in a worker that takes nothing new, go back."""

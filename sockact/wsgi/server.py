@@ -23,7 +23,7 @@ from sockact.errors import APP_FAILURES, InvalidResponse, ProtocolError
 from sockact.http.dates import DATE, http_date
 from sockact.http.engine import DONE, Connection
 from sockact.http.events import NEED_DATA, Data, Request
-from sockact.http.limits import COALESCE_MAX, DRAIN_LIMIT
+from sockact.http.limits import COALESCE_MAX, DRAIN_LIMIT, SPOOL_READ
 from sockact.http.logline import connection_entry, entry_for, quoted_request_line
 from sockact.http.requests import line_text
 from sockact.http.responses import SHORT_OF_ITS_LENGTH, short_of_its_length
@@ -46,10 +46,19 @@ from sockact.wsgi.environ import (
 from sockact.wsgi.wire import ClientGone, ClientTimedOut, Wire
 
 if TYPE_CHECKING:
+    import tempfile
+
     from sockact.ipc.scoreboard import SlotWriter
 
 log = logging.getLogger("sockact.http")
 app_log = logging.getLogger("sockact.app")  # what the app writes to wsgi.errors
+
+
+def spool_dir(environ: Mapping[str, str]) -> str | None:
+    """Where a spooled body's file goes: $TMPDIR, else /var/tmp, not /tmp. Where /tmp is a tmpfs (Debian
+    13's default) a body there would be held in memory, charged to the service's cgroup; /var/tmp is on
+    disk (under the packaged unit, the service's own: PrivateTmp=yes). None: tempfile's own choice."""
+    return environ.get("TMPDIR") or ("/var/tmp" if os.access("/var/tmp", os.W_OK | os.X_OK) else None)
 
 
 class Step(enum.Enum):
@@ -110,6 +119,8 @@ class HTTPConnection:
     start: StartResponse | None = None
     body_error: ProtocolError | None = None
     wire_failed = False
+    # The request body the loop read into a file before the call (body_spool), until the call ends.
+    spool: tempfile.SpooledTemporaryFile[bytes] | None = None
     status = 0  # the status of the last response sent (0: none was sent)
     # The last request's environ, for the same request again (engine.Connection gives it for a repeated head),
     # and whether its requests have a body (each then gets a stream of its own; else NO_BODY is in it). Both
@@ -215,7 +226,7 @@ class HTTPConnection:
                 # The connection's last request has one made for it alone (_renew_environ): no copy needed.
                 environ = dict(self._environ) if request.keep_alive else self._environ
                 if self._has_body:
-                    environ["wsgi.input"] = InputStream(self.pull_body)
+                    environ["wsgi.input"] = InputStream(self.pull_body if self.spool is None else self._pull_spooled)
                 try:
                     result = site.app(environ, start)
                     if (type(result) is list and len(result) == 1 and type(result[0]) is bytes
@@ -240,6 +251,9 @@ class HTTPConnection:
         except Exception:
             # A bug of sockact's own: the worker lives on, this connection does not.
             log.exception("conn %d: internal error", self.conn_id)
+        finally:
+            if self.spool is not None:
+                self.drop_spool()  # its disk space is freed with the call, whatever the app kept of wsgi.input
         return False
 
     def _renew_environ(self, request: Request) -> None:
@@ -297,6 +311,55 @@ class HTTPConnection:
             return 0
         return unread
 
+    def body_to_spool(self) -> bool:
+        """After a request head whose body is not buffered (body_to_buffer): whether the loop should read it
+        into a file before the app's call (body_spool): a Content-Length body within the bound and not all
+        here yet, or a chunked one (the bound applies to its decoded size as it comes, spool_body)."""
+        limit = self.site.body_spool
+        request = self.engine.request
+        if not limit or request is None:
+            return False
+        if request.chunked:
+            return True
+        return bool(self.engine.unread_body) and (request.content_length or 0) <= limit
+
+    def spool_body(self) -> bool:
+        """Move the body bytes received into the spool file (made at the first call): True when the app's
+        call may begin, the body being whole, or a chunked one grown past body_spool (the app reads the rest
+        as it comes, after the file); False while more is to come. Raises ProtocolError for a body the client
+        broke (cut short, bad chunks, over limit_request_body), OSError when the file cannot be written."""
+        spool = self.spool
+        if spool is None:
+            import tempfile  # here: it imports shutil, random, bz2 and lzma, which most workers never need
+
+            # In memory up to body_buffer (a small chunked body), else a file unlinked at once (spool_dir).
+            spool = self.spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - closed by drop_spool
+                max_size=self.site.body_buffer or 1, dir=spool_dir(os.environ))
+        engine, limit = self.engine, self.site.body_spool
+        while True:
+            event = engine.next_event()
+            if type(event) is not Data:
+                if event is NEED_DATA:
+                    return False
+                spool.seek(0)
+                return True
+            spool.write(event.data)
+            if spool.tell() > limit:
+                spool.seek(0)
+                return True
+
+    def _pull_spooled(self) -> bytes:
+        """wsgi.input's pull for a spooled body: the file, then whatever of the body is still to come."""
+        spool = self.spool
+        data = spool.read(SPOOL_READ) if spool is not None else b""
+        return data or self.pull_body()
+
+    def drop_spool(self) -> None:
+        """Close the spool file: its disk space is freed (it has no name)."""
+        spool, self.spool = self.spool, None
+        if spool is not None:
+            spool.close()
+
     def continue_now(self) -> bytes:
         """The 100 Continue a client waiting for one needs before it sends the body the loop buffers."""
         return self.engine.send_continue()
@@ -323,6 +386,8 @@ class HTTPConnection:
         self.start = None
         self.env = self._environ = self._fields_env = {}
         del self._write, self.errors
+        if self.spool is not None:
+            self.drop_spool()  # left while its body was coming (a 408, a stop)
 
     def request_line(self) -> str:
         """The request in hand as logs quote it: client text escaped (see logs.access.escape)."""

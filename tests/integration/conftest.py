@@ -171,6 +171,25 @@ def trickle(port: int, head: bytes, seconds: float) -> bytes:
     return answer
 
 
+def upload_across_a_stall(server: Server, tmp_path: Path, head_end_and_start: bytes, rest: bytes) -> None:
+    """A server of testapps:slow with one app thread reads a POST (its framing field, the empty line and
+    the start of its body: ``head_end_and_start``); a slow call then stalls the worker, and the upload's
+    ``rest`` is sent meanwhile. Both are answered 200, by the same worker: the upload stayed with it."""
+    (worker,) = server.workers()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as upload:
+        upload.sendall(b"POST /?s=0 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n" + head_end_and_start)
+        wait_until(lambda: server_has_read(upload), "the loop to read the body's start")
+        inside = tmp_path / "inside"
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow:
+            slow.sendall(f"GET /?s=1&started={inside} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+            wait_until(inside.exists, "the worker in the slow call")
+            # Stalled once the call outlasts handback_after; the upload must stay whatever the order.
+            upload.sendall(rest)
+            assert parse_response(read_to_close(slow))[0] == 200
+        assert parse_response(read_to_close(upload))[0] == 200
+    assert server.workers() == [worker]
+
+
 def http_get(port: int, path: str = "/", host: str = "127.0.0.1", timeout: float = 10.0,
              unix: str | None = None) -> tuple[int, dict[str, str], bytes]:
     """One HTTP/1.1 request on a new connection with Connection: close: (status, headers, body)."""

@@ -7,7 +7,7 @@ import json
 import socket
 import threading
 
-from conftest import http_get, parse_response, raw_exchange, server_has_read, wait_until
+from conftest import http_get, parse_response, raw_exchange, server_has_read, upload_across_a_stall, wait_until
 
 HEAD = b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 20\r\nConnection: close\r\n"
 
@@ -85,18 +85,5 @@ def test_a_buffered_body_too_big_to_hand_back_waits_for_the_stalled_worker(start
     # carries. When the worker stalls, the other connections go back to the supervisor; this one must
     # stay, not go in a message the supervisor reads cut short (and kills the worker for).
     server = start_sockact("testapps:slow", "--workers", "1", "--threads", "1", workers=1)
-    (worker,) = server.workers()
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as upload:
-        upload.sendall(b"POST /?s=0 HTTP/1.1\r\nHost: t\r\nContent-Length: 65536\r\nConnection: close\r\n\r\n"
-                       + b"x" * 65535)
-        wait_until(lambda: server_has_read(upload), "the loop to buffer the body")
-        inside = tmp_path / "inside"
-        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow:
-            slow.sendall(f"GET /?s=1&started={inside} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
-            wait_until(inside.exists, "the worker in the slow call")
-            # Stalled once the call outlasts handback_after; the upload must stay whatever the order.
-            upload.sendall(b"x")
-            assert parse_response(b"".join(iter(lambda: slow.recv(65536), b"")))[0] == 200
-        assert parse_response(b"".join(iter(lambda: upload.recv(65536), b"")))[0] == 200
-    assert server.workers() == [worker]
+    upload_across_a_stall(server, tmp_path, b"Content-Length: 65536\r\n\r\n" + b"x" * 65535, b"x")
     assert b"bad message" not in server.log_path.read_bytes()

@@ -19,13 +19,14 @@ EVENTS = sorted({event for _, event in CONN_TRANSITIONS})
 
 
 class Conn(Owned):
-    __slots__ = ("data", "out")
+    __slots__ = ("data", "out", "spooled")
 
     def __init__(self, conn_id: int = 1, state: ConnState = C.FRESH, since: float = 0.0, data: bytes = b"",
-                 out: bool = False) -> None:
+                 out: bool = False, spooled: bool = False) -> None:
         super().__init__(handoff.Message(handoff.CONN, conn_id=conn_id), SITE, state, since)  # type: ignore[arg-type]
         self.data = data
         self.out = out  # output still going out (the ASGI runner's buffer)
+        self.spooled = spooled  # its request body is in a file of the worker's (the WSGI runner's body_spool)
 
     def unparsed(self) -> bytes:
         return self.data
@@ -33,6 +34,10 @@ class Conn(Owned):
     @property
     def flushed(self) -> bool:
         return not self.out
+
+    @property
+    def movable(self) -> bool:
+        return not self.spooled
 
 
 class NoChannel:
@@ -244,6 +249,15 @@ def test_a_stall_sends_back_all_but_calls_closes_unflushed_and_what_does_not_fit
     assert chosen == {C.PREFACE, C.FRESH, C.HEAD, C.BODY, C.QUEUED, C.IDLE}
     assert all(data == b"x" for _, data, _ in o.stall_hand_backs())
     assert len(list(o.stall_hand_backs())) == 6
+
+
+def test_a_stall_keeps_a_connection_whose_body_is_in_a_file():
+    # Its unparsed bytes are what follows the body: sent back alone, its request would be lost.
+    o = owner()
+    o.add(Conn(1, C.BODY, spooled=True))
+    o.add(Conn(2, C.QUEUED, spooled=True))
+    o.add(Conn(3, C.QUEUED))
+    assert [conn.msg.conn_id for conn, _, _ in o.stall_hand_backs()] == [3]
 
 
 def test_retiring_parks_the_idle_and_fresh_and_lets_the_rest_finish():

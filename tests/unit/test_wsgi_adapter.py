@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -352,3 +353,12 @@ def test_a_request_part_over_a_connection_is_the_request_environ(raw: bytes, sch
 def test_a_request_that_depends_on_its_connection_has_no_part(raw: bytes) -> None:
     _, request = _request(raw)
     assert request_part(request.headers, line_text(request), "http", "") is None
+
+
+def test_a_spooled_body_goes_to_tmpdir_else_to_var_tmp_not_to_a_tmpfs_tmp() -> None:
+    from sockact.wsgi.server import spool_dir
+
+    assert spool_dir({"TMPDIR": "/srv/spool"}) == "/srv/spool"
+    # /tmp is a tmpfs on Debian 13: a body there would be held in memory, charged to the service.
+    assert spool_dir({}) == ("/var/tmp" if os.access("/var/tmp", os.W_OK | os.X_OK) else None)
+    assert spool_dir({"TMPDIR": ""}) == spool_dir({})

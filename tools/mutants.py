@@ -32,6 +32,7 @@ class Mutant:
 TIMEOUT = 300  # seconds for one mutant's tests; a test that hangs with the bug in has not passed
 UNIT = "tests/unit/"
 INTEG = "tests/integration/"
+RELOAD_NAMES = "test_a_reload_names_each_changed_setting_it_leaves_for_a_restart_and_applies_the_rest"
 
 MUTANTS = (
     Mutant("whole-response-date-of-any-second", "sockact/wsgi/server.py",
@@ -360,8 +361,8 @@ MUTANTS = (
     Mutant("reload-pid-error-names-a-function", "sockact/reloadctl.py", "    except ValueError:  # else argparse names",
            "    except ZeroDivisionError:  # else argparse names",
            (UNIT + "test_reloadctl.py::test_a_pid_that_would_signal_others_is_refused",)),
-    Mutant("reload-changed-hooks-unsaid", "sockact/supervisor/core.py",
-           "if error is None and config.hooks != self.config.hooks:", "if False:",
+    Mutant("reload-changed-hooks-unsaid", "sockact/config/settings.py",
+           '"hooks", metavar="TABLE", cli=False, restart=True)', '"hooks", metavar="TABLE", cli=False)',
            (UNIT + "test_supervisor_signals.py::test_hup_with_changed_hooks_says_they_wait_for_a_restart",)),
     Mutant("nul-in-a-path-setting-passes", "sockact/config/parsers.py", 'if "\\0" in value:', "if False:",
            (UNIT + "test_config.py::test_bad_files_name_the_key",)),
@@ -416,6 +417,14 @@ MUTANTS = (
     Mutant("asgi-log-entry-kept", "sockact/worker/asgirunner.py", "if memo is None or memo.key is not request:",
            "if memo is None:",
            (INTEG + "test_asgi_proxy.py::test_the_access_log_names_each_requests_client_on_one_connection",)),
+    Mutant("reload-start-only-setting-unmarked", "sockact/config/settings.py", 'metavar="LEVEL", restart=True)',
+           'metavar="LEVEL")', (INTEG + "test_reload_command.py::" + RELOAD_NAMES,)),
+    Mutant("reload-start-only-against-the-last-reload", "sockact/supervisor/core.py",
+           "unapplied(self.started, config)", "unapplied(self.config, config)",
+           (INTEG + "test_reload_command.py::" + RELOAD_NAMES,)),
+    Mutant("reload-start-only-untold-to-the-command", "sockact/supervisor/core.py",
+           "reload_finished(True, self.reload_note)", 'reload_finished(True, "")',
+           (INTEG + "test_reload_command.py::" + RELOAD_NAMES,)),
 )
 
 

@@ -162,6 +162,16 @@ def check_reload(running: Config, new: Config, names: Sequence[str]) -> None:
                               f"{was!r}; set app again to serve it, or to {DEFAULT_APP!r} for the demo")
 
 
+def unapplied(started: Config, new: Config) -> list[str]:
+    """The settings read anew at a reload that only a restart applies (Setting.restart) and that differ
+    from those this process started with, each as 'key: running value -> file value'."""
+    def shown(value: Any) -> str:
+        return "unset" if value is None else toml_value(value)
+
+    return [f"{s.name}: {shown(getattr(started, s.name))} -> {shown(getattr(new, s.name))}"
+            for s in SETTINGS if s.restart and getattr(started, s.name) != getattr(new, s.name)]
+
+
 def _check_together(cfg: Config, environ: Mapping[str, str]) -> None:
     """Settings that are each valid but not together."""
     if cfg.max_threads and cfg.max_threads < cfg.threads:

@@ -14,7 +14,7 @@ import os
 import sys
 from urllib.parse import parse_qs
 
-from testapps import pause
+from testapps import OwnBaseException, pause
 
 
 def _json(obj: object) -> bytes:
@@ -400,8 +400,8 @@ async def cancels_itself(scope, receive, send) -> None:
 
 
 async def exits(scope, receive, send) -> None:
-    """/exit: sys.exit(3), as an app's own code may call it; /interrupt: KeyboardInterrupt; "/": the pid. A
-    WebSocket echoes, and its text "exit" calls sys.exit(3)."""
+    """/exit: sys.exit(3), as an app's own code may call it; /interrupt: KeyboardInterrupt; /own: a BaseException
+    of a library's; "/": the pid. A WebSocket echoes, and its text "exit" calls sys.exit(3)."""
     if scope["type"] == "websocket":
         await receive()
         await send({"type": "websocket.accept"})
@@ -416,4 +416,6 @@ async def exits(scope, receive, send) -> None:
         sys.exit(3)
     if scope["path"] == "/interrupt":
         raise KeyboardInterrupt
+    if scope["path"] == "/own":
+        raise OwnBaseException("a library's own BaseException")
     await _respond(send, _json({"pid": os.getpid()}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import logging
@@ -113,13 +114,21 @@ def _boom(environ, start_response):
     raise RuntimeError("a bug in the app")
 
 
+class OwnBaseException(BaseException):
+    """As a library may define one (gevent's GreenletExit): not an Exception."""
+
+
 def _exits(environ, start_response):
-    """``/exit``: sys.exit(3), as an app's own code may call it; ``/interrupt``: KeyboardInterrupt; ``/slow``:
-    _slow; any other path: _pid."""
+    """``/exit``: sys.exit(3), as an app's own code may call it; ``/interrupt``: KeyboardInterrupt;
+    ``/cancelled`` and ``/own``: BaseExceptions of a library's; ``/slow``: _slow; any other path: _pid."""
     if environ["PATH_INFO"] == "/exit":
         sys.exit(3)
     if environ["PATH_INFO"] == "/interrupt":
         raise KeyboardInterrupt
+    if environ["PATH_INFO"] == "/cancelled":  # as asyncio.run() in a view raises it, a BaseException
+        raise asyncio.CancelledError
+    if environ["PATH_INFO"] == "/own":
+        raise OwnBaseException("a library's own BaseException")
     if environ["PATH_INFO"] == "/slow":
         return _slow(environ, start_response)
     return _pid(environ, start_response)

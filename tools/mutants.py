@@ -347,6 +347,9 @@ MUTANTS = (
            "except Exception as exc:",
            (INTEG + "test_app_that_exits.py::test_a_wsgi_call_that_exits_is_a_500_on_the_loop_thread_and_on_a_pool_"
             "thread",)),
+    Mutant("app-own-base-exception-escapes", "sockact/errors.py", "= (BaseException,)",
+           "= (Exception, SystemExit, KeyboardInterrupt)",
+           (INTEG + "test_app_that_exits.py",)),
     Mutant("asgi-app-exit-ends-the-worker", "sockact/asgi/cycle.py", "= (*APP_FAILURES, asyncio.CancelledError)",
            "= (Exception, asyncio.CancelledError)",
            (INTEG + "test_app_that_exits.py::test_an_asgi_call_or_session_that_exits_ends_it_alone",)),

@@ -185,6 +185,42 @@ def short_body(environ, start_response):
     return iter([b"only", b" this"])
 
 
+class _CloseRaises:
+    """A body of two pieces (so sent chunked) whose close() raises once it is iterated."""
+
+    def __iter__(self):
+        yield b"whole "
+        yield b"body"
+
+    def close(self):
+        raise RuntimeError("close() failed")
+
+
+_kept_write: list = []  # the write() of /keep-write's response, which the app keeps past it
+
+
+def misbehaves(environ, start_response):
+    """What an app does wrong on the response side, by path. ``/close-raises``: a body whose close() raises
+    after it was sent whole. ``/keep-write``: keeps its response's write() past the response;
+    ``/kept-write``: calls that one in its own response, and answers what it raised. Else: ``ok``."""
+    path = environ["PATH_INFO"]
+    if path == "/close-raises":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return _CloseRaises()
+    if path == "/keep-write":
+        _kept_write[:] = [start_response("200 OK", [("Content-Type", "text/plain")])]
+        return [b"first"]
+    if path == "/kept-write":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        try:
+            _kept_write[0](b"INJECTED")
+        except Exception as exc:
+            return [f"{type(exc).__name__}: {exc}".encode()]
+        return [b"written"]
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+
 def own_date_and_server(environ, start_response):
     """Gives its own Date and Server (``/date``: only Date; ``/server``: only Server)."""
     mine = {"/date": [("Date", "Mon, 01 Jan 2024 00:00:00 GMT")], "/server": [("Server", "myapp/1")]}

@@ -420,6 +420,12 @@ MUTANTS = (
     Mutant("asgi-log-entry-kept", "sockact/worker/asgirunner.py", "if memo is None or memo.key is not request:",
            "if memo is None:",
            (INTEG + "test_asgi_proxy.py::test_the_access_log_names_each_requests_client_on_one_connection",)),
+    Mutant("wsgi-close-before-the-end-of-the-body", "sockact/wsgi/server.py",
+           "self._send_result(result, request)\n            if not start.headers_sent:",
+           "self._send_result(result, request)\n            close_iterable(result)\n"
+           "            if not start.headers_sent:",
+           (INTEG + "test_app_response_misbehaviour.py::test_a_close_that_raises_after_the_body_leaves_the_response_"
+            "whole_and_closes",)),
     Mutant("reload-start-only-setting-unmarked", "sockact/config/settings.py", 'metavar="LEVEL", restart=True)',
            'metavar="LEVEL")', (INTEG + "test_reload_command.py::" + RELOAD_NAMES,)),
     Mutant("reload-start-only-against-the-last-reload", "sockact/supervisor/core.py",

@@ -375,18 +375,21 @@ class HTTPConnection:
         assert start is not None
         try:
             self._send_result(result, request)
+            if not start.headers_sent:
+                # Nothing was written: the body is whole and empty, unless this is HEAD, whose
+                # app may leave out a body of any length.
+                self._send_head(b"", whole=None if request.method == b"HEAD" else 0)
+            end = self.engine.end_response()
+            if end:
+                self._guarded_send(end)
+            elif not self.wire_failed:
+                self._said_short()
         finally:
+            # After the response's end (and after an error, PEP 3333): a close() that raises fails a
+            # response its client has whole, which then closes, as gunicorn's; before the end, its
+            # chunked response was cut.
             if type(result) is not list:  # a list has no close(): skip the look-up
                 close_iterable(result)
-        if not start.headers_sent:
-            # Nothing was written: the body is whole and empty, unless this is HEAD, whose
-            # app may leave out a body of any length.
-            self._send_head(b"", whole=None if request.method == b"HEAD" else 0)
-        end = self.engine.end_response()
-        if end:
-            self._guarded_send(end)
-        elif not self.wire_failed:
-            self._said_short()
         return self.engine.keep_alive and not self.wire_failed and self._drain()
 
     def _said_short(self) -> None:

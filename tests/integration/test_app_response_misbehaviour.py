@@ -1,0 +1,22 @@
+"""What a WSGI app does wrong on the response side, against the real sockact process: its client gets a
+well-formed answer or a closed connection, never one request's bytes in another's response, and the
+operator the traceback."""
+
+from __future__ import annotations
+
+import socket
+
+from conftest import http_get, read_to_close
+
+
+def test_a_close_that_raises_after_the_body_leaves_the_response_whole_and_closes(start_sockact):
+    server = start_sockact("testapps:misbehaves", "--workers", "1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /close-raises HTTP/1.1\r\nHost: t\r\n\r\n")
+        answer = read_to_close(sock)
+    # the chunked body with its last chunk: the client knows it has it all; then the connection closes
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and b"Transfer-Encoding: chunked" in answer, answer
+    assert answer.endswith(b"\r\n\r\n6\r\nwhole \r\n4\r\nbody\r\n0\r\n\r\n"), answer
+    said = server.wait_for_log("application error on GET /close-raises")
+    assert "RuntimeError: close() failed" in said
+    assert http_get(server.port, "/")[0] == 200

@@ -225,6 +225,7 @@ class HTTPConnection:
                         keep = self._send_any(result, request)
                 except APP_FAILURES as exc:  # the app's, or ours while sending; never the client's to see
                     keep = self._failed(exc)
+                start.ended = True  # the write() it returned reaches no later response
                 if keep and line is not None:
                     line.answered()  # a worker that dies from here on leaves an idle connection, not a cut response
                 self.wire.deadline = math.inf

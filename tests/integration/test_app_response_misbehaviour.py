@@ -20,3 +20,16 @@ def test_a_close_that_raises_after_the_body_leaves_the_response_whole_and_closes
     said = server.wait_for_log("application error on GET /close-raises")
     assert "RuntimeError: close() failed" in said
     assert http_get(server.port, "/")[0] == 200
+
+
+def test_a_write_kept_past_its_response_writes_nothing_into_the_next_one(start_sockact):
+    server = start_sockact("testapps:misbehaves", "--workers", "1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /keep-write HTTP/1.1\r\nHost: t\r\n\r\n"
+                     b"GET /kept-write HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        answer = read_to_close(sock)
+    first, _, second = answer.partition(b"\r\n\r\nfirst")
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n") and b"INJECTED" not in answer, answer
+    said = b"InvalidResponse: write() called after its response ended (the application had returned)"
+    assert second.startswith(b"HTTP/1.1 200 OK\r\n") and second.endswith(b"\r\n\r\n" + said), answer
+    assert f"Content-Length: {len(said)}\r\n".encode() in second

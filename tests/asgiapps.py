@@ -242,6 +242,27 @@ async def ws_echo(scope, receive, send) -> None:
             await send({"type": "websocket.send", "bytes": message["bytes"]})
 
 
+# What a WebSocket app sends wrong, by path: a close frame no frame may carry, or a message of neither kind.
+WS_MISTAKES = {
+    "/code-5000": {"type": "websocket.close", "code": 5000},
+    "/code-1005": {"type": "websocket.close", "code": 1005},
+    "/code-str": {"type": "websocket.close", "code": "1000"},
+    "/long-reason": {"type": "websocket.close", "code": 1000, "reason": "r" * 124},
+    "/text-of-bytes": {"type": "websocket.send", "text": b"bytes"},
+    "/neither": {"type": "websocket.send"},
+}
+
+
+async def ws_misbehaves(scope, receive, send) -> None:
+    """Accepts a WebSocket, then sends what WS_MISTAKES names for its path; plain HTTP: "plain http"."""
+    if scope["type"] != "websocket":
+        await _respond(send, b"plain http", ctype=b"text/plain")
+        return
+    assert (await receive())["type"] == "websocket.connect"
+    await send({"type": "websocket.accept"})
+    await send(WS_MISTAKES[scope["path"]])
+
+
 async def pathsend(scope, receive, send) -> None:
     """The file named by ``?path=``, sent by the server (the http.response.pathsend extension)."""
     assert "http.response.pathsend" in scope["extensions"]

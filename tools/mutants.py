@@ -430,6 +430,17 @@ MUTANTS = (
            "start.ended = True  # the write() it returned", "start.ended = False  # the write() it returned",
            (INTEG + "test_app_response_misbehaviour.py::test_a_write_kept_past_its_response_writes_nothing_into_"
             "the_next_one",)),
+    Mutant("ws-close-code-unchecked", "sockact/asgi/websocket.py",
+           "if type(code) is not int or not (code in SENDABLE_CODES or 3000 <= code < 5000):", "if False:",
+           (INTEG + "test_app_response_misbehaviour.py::test_a_websocket_message_no_frame_may_carry_is_an_app_error_"
+            "closed_with_1011",)),
+    Mutant("ws-close-reason-unchecked", "sockact/asgi/websocket.py", "if not 0 <= size <= MAX_REASON:", "if False:",
+           (INTEG + "test_app_response_misbehaviour.py::test_a_websocket_message_no_frame_may_carry_is_an_app_error_"
+            "closed_with_1011",)),
+    Mutant("ws-text-of-anything-sent", "sockact/asgi/websocket.py", "if type(data) is not str:  # str() of it",
+           "if False:  # str() of it",
+           (INTEG + "test_app_response_misbehaviour.py::test_a_websocket_message_no_frame_may_carry_is_an_app_error_"
+            "closed_with_1011",)),
     Mutant("reload-start-only-setting-unmarked", "sockact/config/settings.py", 'metavar="LEVEL", restart=True)',
            'metavar="LEVEL")', (INTEG + "test_reload_command.py::" + RELOAD_NAMES,)),
     Mutant("reload-start-only-against-the-last-reload", "sockact/supervisor/core.py",

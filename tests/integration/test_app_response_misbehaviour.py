@@ -1,11 +1,12 @@
-"""What a WSGI app does wrong on the response side, against the real sockact process: its client gets a
-well-formed answer or a closed connection, never one request's bytes in another's response, and the
-operator the traceback."""
+"""What an app does wrong on the response side, against the real sockact process: its client gets a
+well-formed answer or a closed connection (a WebSocket's, a close frame), never one request's bytes in
+another's response, and the operator the traceback."""
 
 from __future__ import annotations
 
 import socket
 
+import pytest
 from conftest import http_get, read_to_close
 
 
@@ -33,3 +34,19 @@ def test_a_write_kept_past_its_response_writes_nothing_into_the_next_one(start_s
     said = b"InvalidResponse: write() called after its response ended (the application had returned)"
     assert second.startswith(b"HTTP/1.1 200 OK\r\n") and second.endswith(b"\r\n\r\n" + said), answer
     assert f"Content-Length: {len(said)}\r\n".encode() in second
+
+
+# asgiapps.WS_MISTAKES: what the app sends once it has accepted
+@pytest.mark.parametrize("path", ["/code-5000", "/code-1005", "/code-str", "/long-reason", "/text-of-bytes",
+                                  "/neither"])
+def test_a_websocket_message_no_frame_may_carry_is_an_app_error_closed_with_1011(start_sockact, ws_library, path):
+    from websockets.exceptions import ConnectionClosedError
+    from websockets.sync.client import connect
+
+    server = start_sockact("asgiapps:ws_misbehaves", "--workers", "1", "--ws", ws_library)
+    with connect(f"ws://127.0.0.1:{server.port}{path}") as ws, pytest.raises(ConnectionClosedError) as closed:
+        ws.recv(timeout=10)  # nothing of what the app sent: it sent no message
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011, closed.value
+    said = server.wait_for_log(f"application error on websocket {path!r}")
+    assert "InvalidResponse: websocket." in said
+    assert http_get(server.port, "/")[2] == b"plain http"

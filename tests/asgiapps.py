@@ -378,10 +378,12 @@ async def stray_receive(scope, receive, send) -> None:
 
 
 async def short_body(scope, receive, send) -> None:
-    """Promises 100 body bytes and sends 9: in one message (``/whole``), or in two (anything else)."""
+    """Promises 100 body bytes and sends 9: in one message (``/whole``), or in two (anything else); ``/past``
+    and ``/past-pieces`` promise 4 and give 9, in one message or two."""
+    length = b"4" if scope["path"].startswith("/past") else b"100"
     await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"100")]})
-    if scope["path"] == "/whole":
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", length)]})
+    if scope["path"] in ("/whole", "/past"):
         await send({"type": "http.response.body", "body": b"only this"})
         return
     await send({"type": "http.response.body", "body": b"only", "more_body": True})

@@ -178,7 +178,11 @@ leak = validator(_leak)
 
 
 def short_body(environ, start_response):
-    """Promises 100 body bytes and sends 9: as one item (``/whole``), or as two (anything else)."""
+    """Promises 100 body bytes and sends 9: as one item (``/whole``), or as two (anything else); ``/past`` and
+    ``/past-pieces`` promise 4 and give 9, as one item or two."""
+    if environ["PATH_INFO"].startswith("/past"):
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
+        return [b"only this"] if environ["PATH_INFO"] == "/past" else iter([b"only", b" this"])
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "100")])
     if environ["PATH_INFO"] == "/whole":
         return [b"only this"]

@@ -53,7 +53,8 @@ MUTANTS = (
            "if not (held.watched and self.in_call < self.ceiling", "if not (self.in_call < self.ceiling",
            (INTEG + "test_worker_loop.py::test_the_loop_threads_own_calls_serve_each_kind_of_request_in_turn",)),
     Mutant("whole-response-short-unlogged", "sockact/wsgi/server.py",
-           "if not engine.keep_alive and engine.length_left:", "if engine.keep_alive and engine.length_left:",
+           "if not engine.keep_alive and (engine.length_left or engine.dropped):",
+           "if engine.keep_alive and (engine.length_left or engine.dropped):",
            (INTEG + "test_short_responses.py",)),
     Mutant("handoff-proxy-length", "sockact/ipc/handoff.py", "if size < proxy_end:", "if size < end:",
            (UNIT + "test_handoff.py::test_a_message_cut_inside_its_proxy_client_is_refused_and_its_fd_closed",)),
@@ -441,6 +442,8 @@ MUTANTS = (
            "if False:  # str() of it",
            (INTEG + "test_app_response_misbehaviour.py::test_a_websocket_message_no_frame_may_carry_is_an_app_error_"
             "closed_with_1011",)),
+    Mutant("body-past-its-length-unsaid", "sockact/http/engine.py", "self.dropped += len(data) - room",
+           "self.dropped += 0", (INTEG + "test_short_responses.py",)),
     Mutant("reload-start-only-setting-unmarked", "sockact/config/settings.py", 'metavar="LEVEL", restart=True)',
            'metavar="LEVEL")', (INTEG + "test_reload_command.py::" + RELOAD_NAMES,)),
     Mutant("reload-start-only-against-the-last-reload", "sockact/supervisor/core.py",

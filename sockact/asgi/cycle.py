@@ -41,7 +41,7 @@ from sockact.http.dates import DATE, http_date
 from sockact.http.events import END_OF_MESSAGE, NEED_DATA, Data, Request
 from sockact.http.limits import DRAIN_LIMIT
 from sockact.http.logline import quoted_request_line
-from sockact.http.responses import HOP_BY_HOP, SHORT_OF_ITS_LENGTH, remembering, short_of_its_length, validate_response
+from sockact.http.responses import HOP_BY_HOP, length_missed, remembering, validate_response
 
 log = logging.getLogger("sockact.http")
 
@@ -240,8 +240,8 @@ class HttpCycle:
     # -- send
 
     def _said_short(self) -> None:
-        if short := short_of_its_length(self.engine):
-            log.error(SHORT_OF_ITS_LENGTH, self.conn.msg.conn_id, *short, self.line())
+        if missed := length_missed(self.engine):
+            log.error(missed[0], self.conn.msg.conn_id, *missed[1:], self.line())
 
     def _refuse(self, gen: int, kind: str) -> None:
         """A send that goes nowhere: refused (raises) once its call is over, or once the client has gone; dropped
@@ -281,8 +281,8 @@ class HttpCycle:
             date = (d[2] if (d := DATE.last[0])[0] <= time.time() < d[1] else None) or http_date()
             head, data = self.engine.whole_response(self.status_line, self.headers, body, date=date,
                                                     close=self.stopping)
-            if not self.engine.keep_alive:  # a body short of its Content-Length ends it; rare (a plain
-                self._said_short()          # attribute: length_left, a property, is a call each)
+            if not self.engine.keep_alive:  # a body short of its Content-Length or past it ends it; rare (a
+                self._said_short()          # plain attribute: length_left, a property, is a call each)
             conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
             backlog = conn.write(head + data)
             self._whole()

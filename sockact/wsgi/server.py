@@ -26,7 +26,7 @@ from sockact.http.events import NEED_DATA, Data, Request
 from sockact.http.limits import COALESCE_MAX, DRAIN_LIMIT
 from sockact.http.logline import connection_entry, entry_for, quoted_request_line
 from sockact.http.requests import line_text
-from sockact.http.responses import SHORT_OF_ITS_LENGTH, short_of_its_length
+from sockact.http.responses import length_missed
 from sockact.http.site import Site, health_response, is_health, local_address
 from sockact.logs.access import Entry, unix_peer
 from sockact.logs.journal import ErrorStream
@@ -361,8 +361,8 @@ class HTTPConnection:
         date = (known[2] if (known := DATE.last[0])[0] <= now < known[1] else None) or http_date(now)
         head, data = engine.whole_response(status, start.headers, body, close=self.stopping(), date=date)
         start.headers_sent = True
-        # Rare: short of its Content-Length, which ends the connection (end_response): one that persists was not.
-        if not engine.keep_alive and engine.length_left:
+        # Rare: short of its Content-Length or past it, which ends the connection: one that persists was not.
+        if not engine.keep_alive and (engine.length_left or engine.dropped):
             self._said_short()
         # All of the response in one send, on a connection that will persist: if the worker dies once
         # it is out, its client is as idle as after the call.
@@ -394,8 +394,8 @@ class HTTPConnection:
         return self.engine.keep_alive and not self.wire_failed and self._drain()
 
     def _said_short(self) -> None:
-        if short := short_of_its_length(self.engine):
-            log.error(SHORT_OF_ITS_LENGTH, self.conn_id, *short, self.request_line())
+        if missed := length_missed(self.engine):
+            log.error(missed[0], self.conn_id, *missed[1:], self.request_line())
 
     def _health(self, request: Request, started: float) -> bool:
         """The load balancer's question, answered without the app: 503 once stopping."""

@@ -96,6 +96,13 @@ async def no_response(scope, receive, send) -> None:
     return None
 
 
+async def long_poll(scope, receive, send) -> None:
+    """A long-poll view with nothing to say: waits for its client to leave, then returns without a response."""
+    if scope["type"] == "http":
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+
 async def trailers(scope, receive, send) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
     await send({"type": "http.response.body", "body": b"x"})

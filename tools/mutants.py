@@ -444,6 +444,10 @@ MUTANTS = (
             "closed_with_1011",)),
     Mutant("body-past-its-length-unsaid", "sockact/http/engine.py", "self.dropped += len(data) - room",
            "self.dropped += 0", (INTEG + "test_short_responses.py",)),
+    Mutant("asgi-long-poll-return-an-error", "sockact/asgi/cycle.py",
+           "said = log.info if conn.eof or self.client_left else log.error", "said = log.error",
+           (INTEG + "test_app_response_misbehaviour.py::test_an_asgi_app_that_returns_without_a_response_is_an_error_"
+            "unless_its_client_left",)),
     Mutant("reload-start-only-setting-unmarked", "sockact/config/settings.py", 'metavar="LEVEL", restart=True)',
            'metavar="LEVEL")', (INTEG + "test_reload_command.py::" + RELOAD_NAMES,)),
     Mutant("reload-start-only-against-the-last-reload", "sockact/supervisor/core.py",

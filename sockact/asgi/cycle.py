@@ -146,8 +146,11 @@ class HttpCycle:
             else:
                 if self.answered or not self.complete:
                     if not (self.answered or self.started):
-                        log.error("conn %d: the application returned without a response to %s", conn.msg.conn_id,
-                                  self.line())
+                        # Once the client has closed, a long-poll app's return without an answer is its
+                        # due, no error (nor for uvicorn): said at info.
+                        said = log.info if conn.eof or self.client_left else log.error
+                        said("conn %d: the application returned without a response to %s", conn.msg.conn_id,
+                             self.line())
                         self._fail()
                     elif not (self.answered or self.client_left):  # else answered in the app's stead
                         # The client gets a cut connection (its framing tells it so); the operator, this line.

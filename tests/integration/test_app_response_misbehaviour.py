@@ -7,7 +7,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-from conftest import http_get, read_to_close
+from conftest import http_get, read_to_close, server_has_read
 
 
 def test_a_close_that_raises_after_the_body_leaves_the_response_whole_and_closes(start_sockact):
@@ -50,3 +50,17 @@ def test_a_websocket_message_no_frame_may_carry_is_an_app_error_closed_with_1011
     said = server.wait_for_log(f"application error on websocket {path!r}")
     assert "InvalidResponse: websocket." in said
     assert http_get(server.port, "/")[2] == b"plain http"
+
+
+def test_an_asgi_app_that_returns_without_a_response_is_an_error_unless_its_client_left(start_sockact):
+    server = start_sockact("asgiapps:long_poll", "--workers", "1", activation=False, wait=False)  # it answers no check
+    server.wait_for_log("ready:")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /poll HTTP/1.1\r\nHost: t\r\n\r\n")
+        server.waiting(lambda: server_has_read(sock), "the request read")
+    said = server.wait_for_log("returned without a response to GET /poll")
+    assert "INFO sockact.http: conn" in said.split("returned without a response to GET /poll")[0].splitlines()[-1]
+    server = start_sockact("asgiapps:no_response", "--workers", "1")
+    assert http_get(server.port, "/none")[0] == 500
+    said = server.wait_for_log("returned without a response to GET /none")
+    assert "ERROR sockact.http: conn" in said.split("returned without a response to GET /none")[0].splitlines()[-1]

@@ -32,6 +32,10 @@ class Mutant:
 TIMEOUT = 300  # seconds for one mutant's tests; a test that hangs with the bug in has not passed
 UNIT = "tests/unit/"
 INTEG = "tests/integration/"
+WS_MISTAKES_TEST = (INTEG + "test_app_response_misbehaviour.py::test_a_websocket_message_no_frame_may_carry_is_an_"
+                    "app_error_closed_with_1011",)
+PATHSEND_TEST = (INTEG + "test_app_response_misbehaviour.py::test_pathsend_of_what_is_no_regular_file_is_a_500_and_"
+                 "holds_no_loop",)
 RELOAD_NAMES = "test_a_reload_names_each_changed_setting_it_leaves_for_a_restart_and_applies_the_rest"
 
 MUTANTS = (
@@ -433,21 +437,23 @@ MUTANTS = (
             "the_next_one",)),
     Mutant("ws-close-code-unchecked", "sockact/asgi/websocket.py",
            "if type(code) is not int or not (code in SENDABLE_CODES or 3000 <= code < 5000):", "if False:",
-           (INTEG + "test_app_response_misbehaviour.py::test_a_websocket_message_no_frame_may_carry_is_an_app_error_"
-            "closed_with_1011",)),
+           WS_MISTAKES_TEST),
     Mutant("ws-close-reason-unchecked", "sockact/asgi/websocket.py", "if not 0 <= size <= MAX_REASON:", "if False:",
-           (INTEG + "test_app_response_misbehaviour.py::test_a_websocket_message_no_frame_may_carry_is_an_app_error_"
-            "closed_with_1011",)),
+           WS_MISTAKES_TEST),
     Mutant("ws-text-of-anything-sent", "sockact/asgi/websocket.py", "if type(data) is not str:  # str() of it",
            "if False:  # str() of it",
-           (INTEG + "test_app_response_misbehaviour.py::test_a_websocket_message_no_frame_may_carry_is_an_app_error_"
-            "closed_with_1011",)),
+           WS_MISTAKES_TEST),
     Mutant("body-past-its-length-unsaid", "sockact/http/engine.py", "self.dropped += len(data) - room",
            "self.dropped += 0", (INTEG + "test_short_responses.py",)),
     Mutant("asgi-long-poll-return-an-error", "sockact/asgi/cycle.py",
            "said = log.info if conn.eof or self.client_left else log.error", "said = log.error",
            (INTEG + "test_app_response_misbehaviour.py::test_an_asgi_app_that_returns_without_a_response_is_an_error_"
             "unless_its_client_left",)),
+    Mutant("pathsend-of-any-kind-of-file", "sockact/asgi/cycle.py", "if not stat.S_ISREG(st.st_mode):", "if False:",
+           PATHSEND_TEST),
+    Mutant("pathsend-open-blocks-the-loop", "sockact/asgi/cycle.py", "os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC",
+           "os.O_RDONLY | os.O_CLOEXEC",
+           PATHSEND_TEST),
     Mutant("reload-start-only-setting-unmarked", "sockact/config/settings.py", 'metavar="LEVEL", restart=True)',
            'metavar="LEVEL")', (INTEG + "test_reload_command.py::" + RELOAD_NAMES,)),
     Mutant("reload-start-only-against-the-last-reload", "sockact/supervisor/core.py",

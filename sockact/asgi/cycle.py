@@ -31,6 +31,7 @@ import functools
 import http
 import logging
 import os
+import stat
 import time
 from collections.abc import Awaitable
 from typing import Any, Protocol
@@ -325,18 +326,25 @@ class HttpCycle:
         path = message.get("path")
         if not isinstance(path, str) or not os.path.isabs(path):
             raise InvalidResponse(f"http.response.pathsend: path must be an absolute path, not {path!r}")
-        with open(path, "rb") as fh:  # a missing file raises here: a 500, since nothing is sent yet
-            size = os.fstat(fh.fileno()).st_size
+        # A missing file raises here: a 500, since nothing is sent yet. Not blocking: a FIFO's open() waits
+        # for a writer, on the loop every connection of the worker shares.
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):  # /dev/zero, a FIFO: no size, no end
+                raise InvalidResponse(f"http.response.pathsend: {path!r} is not a regular file")
             self.started = True
             self.conn.write(self.engine.start_response(self.status_line, self.headers,
-                                                       close=self.stopping, date=http_date(), whole=size))
-            while not self.conn.gone:
-                piece = fh.read(PATHSEND_PIECE)
+                                                       close=self.stopping, date=http_date(), whole=st.st_size))
+            left = st.st_size  # a file that grows meanwhile is sent as it was; one that shrinks, short, and said
+            while left > 0 and not self.conn.gone:
+                piece = fh.read(min(left, PATHSEND_PIECE))
                 if not piece:
                     break
+                left -= len(piece)
                 self.conn.write(self.engine.send_data(piece))
                 await self.conn.drain()
         self.conn.write(self.engine.end_response())
+        self._said_short()
         self.complete = True
         self._whole()
         self.conn.wake()

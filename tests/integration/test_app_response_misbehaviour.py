@@ -4,6 +4,7 @@ another's response, and the operator the traceback."""
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -64,3 +65,19 @@ def test_an_asgi_app_that_returns_without_a_response_is_an_error_unless_its_clie
     assert http_get(server.port, "/none")[0] == 500
     said = server.wait_for_log("returned without a response to GET /none")
     assert "ERROR sockact.http: conn" in said.split("returned without a response to GET /none")[0].splitlines()[-1]
+
+
+def test_pathsend_of_what_is_no_regular_file_is_a_500_and_holds_no_loop(start_sockact, tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    server = start_sockact("asgiapps:pathsend", "--workers", "1")
+    (worker,) = server.workers()
+    # A FIFO's open() waited for a writer, on the worker's loop; /dev/zero was read without end.
+    for path in (fifo, "/dev/zero"):
+        assert http_get(server.port, f"/?path={path}")[0] == 500
+        said = server.wait_for_log(f"{path}' is not a regular file")
+        assert f"InvalidResponse: http.response.pathsend: '{path}' is not a regular file" in said
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"served")
+    assert http_get(server.port, f"/?path={blob}")[2] == b"served"
+    assert server.workers() == [worker]

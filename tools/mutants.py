@@ -432,7 +432,7 @@ MUTANTS = (
            (INTEG + "test_app_response_misbehaviour.py::test_a_close_that_raises_after_the_body_leaves_the_response_"
             "whole_and_closes",)),
     Mutant("wsgi-kept-write-reaches-the-next-response", "sockact/wsgi/server.py",
-           "start.ended = True  # the write() it returned", "start.ended = False  # the write() it returned",
+           "start.write = ended  # the write() it returned", "start.write = start.write  # the write() it returned",
            (INTEG + "test_app_response_misbehaviour.py::test_a_write_kept_past_its_response_writes_nothing_into_"
             "the_next_one",)),
     Mutant("ws-close-code-unchecked", "sockact/asgi/websocket.py",

@@ -305,14 +305,13 @@ class StartResponse:
     application's traceback shows where; the server answers 500 if the app goes on.
     """
 
-    __slots__ = ("ended", "headers", "headers_sent", "status", "write")
+    __slots__ = ("headers", "headers_sent", "status", "write")
 
     def __init__(self, write: Callable[[bytes], None]) -> None:
         self.write = write
         self.status: str | None = None
         self.headers: list[tuple[str, str]] = []
         self.headers_sent = False
-        self.ended = False  # set by the server once this response is over
 
     def __call__(self, status: str, headers: list[tuple[str, str]],
                  exc_info: Any = None) -> Callable[[bytes], None]:
@@ -329,11 +328,15 @@ class StartResponse:
         return self.app_write
 
     def app_write(self, data: bytes) -> None:
-        """The ``write()`` start_response returns: the connection's, while this response is the one in hand.
-        One an app keeps (a thread of its own) would else write into the connection's next response."""
-        if self.ended:
-            raise InvalidResponse("write() called after its response ended (the application had returned)")
+        """The ``write()`` start_response returns: the connection's, while this response is the one in hand
+        (the server then sets ``write`` to ``ended``). One an app keeps (a thread of its own) would else write
+        into the connection's next response."""
         self.write(data)
+
+
+def ended(data: bytes) -> None:
+    """A response's ``write`` once it is over."""
+    raise InvalidResponse("write() called after its response ended (the application had returned)")
 
 
 def close_iterable(result: Iterable[bytes]) -> None:

@@ -37,6 +37,7 @@ from sockact.wsgi.environ import (
     StartResponse,
     close_iterable,
     connection_environ,
+    ended,
     fields_environ,
     line_environ,
     put_line,
@@ -225,7 +226,7 @@ class HTTPConnection:
                         keep = self._send_any(result, request)
                 except APP_FAILURES as exc:  # the app's, or ours while sending; never the client's to see
                     keep = self._failed(exc)
-                start.ended = True  # the write() it returned reaches no later response
+                start.write = ended  # the write() it returned reaches no later response
                 if keep and line is not None:
                     line.answered()  # a worker that dies from here on leaves an idle connection, not a cut response
                 self.wire.deadline = math.inf

@@ -231,7 +231,8 @@ class Supervisor:
             error = "with preload on, a changed app needs a restart; keeping the running settings and workers"
         # Read once, at start (the log, the sockets, the hooks, a preloaded app): a reload that says
         # "done" must not look as if it took them, so it names each and carries on with the rest.
-        changed = unapplied(self.started, config) if error is None else []
+        activated = not any(lst.owned for lst in self.listeners)
+        changed = unapplied(self.started, config, activated) if error is None else []
         self.reload_note = "; ".join(f"{change}, applied at the next restart" for change in changed)
         if changed:
             log.warning("reload: settings read only at start changed: %s", self.reload_note)

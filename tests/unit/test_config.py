@@ -266,6 +266,8 @@ def test_a_reload_names_only_the_changed_settings_a_restart_applies():
         'error_logfile: unset -> "/var/log/s.log"',
     ]
     assert config.unapplied(new, new) == []
+    # under socket activation, bind is ignored (said at start), and no restart applies it either
+    assert config.unapplied(running, new, activated=True) == ['error_logfile: unset -> "/var/log/s.log"']
     marked = {s.name for s in config.SETTINGS if s.restart}
     assert {"bind", "backlog", "metrics_listener", "preload", "hooks", "error_logfile", "log_level"} <= marked
     assert not marked & {"workers", "keepalive", "timeout", "app", "access_logfile", "max_requests"}

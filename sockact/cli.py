@@ -159,7 +159,7 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
             if s.repeatable:
                 kwargs["action"] = "append"
         default = s.default if not isinstance(s.default, tuple) else " ".join(s.default)
-        kwargs["help"] = f"{s.help} [{s.env}; default: {default if default not in (None, '') else 'unset'}]"
+        kwargs["help"] = f"{s.described} [{s.env}; default: {default if default not in (None, '') else 'unset'}]"
         kwargs["help"] = kwargs["help"].replace("%", "%%")
         groups[s.section].add_argument(*s.flags, **kwargs)
 

@@ -15,10 +15,12 @@ WORKER_BOOT_ERROR = 4  # a worker failed before it could serve (import error, ba
 APP_LOAD_ERROR = 5  # the app could not be imported; the supervisor halts rather than respawn forever
 
 
-# What an app's call may raise as its own failure. sys.exit() or a KeyboardInterrupt raised by app
-# code is one too: left to propagate, it ended the worker with every other client it held, or, in a
-# pool thread, the thread alone, its client never answered (uvicorn makes them a 500 too).
-APP_FAILURES: tuple[type[BaseException], ...] = (Exception, SystemExit, KeyboardInterrupt)
+# What an app's call may raise as its own failure: anything. sys.exit(), a KeyboardInterrupt, and a
+# library's own BaseException (asyncio.CancelledError out of an asyncio.run() in a WSGI view, gevent's
+# GreenletExit) are too: left to propagate, one ended a WSGI worker with every other client it held,
+# or, in a pool thread, the thread alone, its client never answered; an ASGI call's client got no
+# answer (gunicorn and uvicorn make them a 500 too). Nothing of sockact's own is raised into a call.
+APP_FAILURES: tuple[type[BaseException], ...] = (BaseException,)
 
 
 class SockactError(Exception):

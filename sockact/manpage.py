@@ -136,7 +136,7 @@ def options_from_parser(parser: argparse.ArgumentParser) -> list[Option]:
     options = []
     for action in actions:
         setting = settings.get(action.dest)
-        text = setting.help if setting is not None else _expand_help(action, parser.prog)
+        text = setting.described if setting is not None else _expand_help(action, parser.prog)
         if isinstance(action, argparse._AppendAction):
             text += " May be given more than once."
         options.append(Option(_action_synopsis(action), text, setting, positional=not action.option_strings))
@@ -369,7 +369,7 @@ def render_sockact_toml_5(environ: Mapping[str, str]) -> str:
     for section, title in _sections():
         out += [".SS " + roff(title)]
         for s in (s for s in SETTINGS if s.section == section):
-            body = [roff(s.help)]
+            body = [roff(s.described)]
             extra = [f"Type: {roff(s.kind or 'value')}.", describe_default(s, defaults)]
             if s.per_listener:
                 extra.append("May be set per listener.")

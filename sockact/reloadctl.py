@@ -2,7 +2,8 @@
 
 It sends SIGHUP, then waits until the supervisor publishes how that reload ended in
 $RUNTIME_DIRECTORY/reload (notify.Notifier.reload_finished). It exits 0 once the new generation
-is serving. It exits 1, with the reason on stderr, if the reload failed (a bad configuration
+is serving (saying on stderr which changed settings, read only at start, wait for a restart). It
+exits 1, with the reason on stderr, if the reload failed (a bad configuration
 file, an app that does not load: the old generation keeps serving), if the supervisor exits
 first, or if no outcome comes within the bound.
 
@@ -31,7 +32,8 @@ POLL = 0.05  # seconds between looks at the outcome file while waiting
 
 DESCRIPTION = """\
 Reload the sockact supervisor PID (SIGHUP) and wait until the new generation of workers serves
-or the reload fails. Exits 0 on success, 1 with the reason otherwise. The supervisor publishes
+or the reload fails. Exits 0 on success (naming on stderr any changed setting that only a restart
+applies), 1 with the reason otherwise. The supervisor publishes
 the outcome in $RUNTIME_DIRECTORY, which systemd sets from RuntimeDirectory= for both
 ExecStart= and ExecReload=."""
 
@@ -60,7 +62,7 @@ def _supervisor_pid(text: str) -> int:
 @dataclass(frozen=True)
 class Verdict:
     exit_code: int
-    message: str  # empty on success: like `nginx -s reload`, quiet when it worked
+    message: str  # empty on success (like `nginx -s reload`, quiet when it worked), but for settings left for a restart
 
 
 def judge(pid: int, before: int, outcome: ReloadOutcome | None, alive: bool, waited: float,
@@ -71,8 +73,8 @@ def judge(pid: int, before: int, outcome: ReloadOutcome | None, alive: bool, wai
     SIGHUP (0 if none): only a later one answers this reload.
     """
     if outcome is not None and outcome.pid == pid and outcome.seq > before:
-        if outcome.ok:
-            return Verdict(EXIT_OK, "")
+        if outcome.ok:  # quiet, unless the new settings hold some only a restart applies
+            return Verdict(EXIT_OK, f"reload done, but not every setting: {outcome.reason}" if outcome.reason else "")
         return Verdict(EXIT_FAILURE, f"reload failed: {outcome.reason}; the running workers keep serving")
     if not alive:
         return Verdict(EXIT_FAILURE, f"reload failed: process {pid} exited before the reload finished")

@@ -14,7 +14,7 @@ import os
 import sys
 from urllib.parse import parse_qs
 
-from testapps import pause
+from testapps import OwnBaseException, pause
 
 
 def _json(obj: object) -> bytes:
@@ -94,6 +94,13 @@ async def stops_midway(scope, receive, send) -> None:
 
 async def no_response(scope, receive, send) -> None:
     return None
+
+
+async def long_poll(scope, receive, send) -> None:
+    """A long-poll view with nothing to say: waits for its client to leave, then returns without a response."""
+    if scope["type"] == "http":
+        while (await receive())["type"] != "http.disconnect":
+            pass
 
 
 async def trailers(scope, receive, send) -> None:
@@ -242,6 +249,27 @@ async def ws_echo(scope, receive, send) -> None:
             await send({"type": "websocket.send", "bytes": message["bytes"]})
 
 
+# What a WebSocket app sends wrong, by path: a close frame no frame may carry, or a message of neither kind.
+WS_MISTAKES = {
+    "/code-5000": {"type": "websocket.close", "code": 5000},
+    "/code-1005": {"type": "websocket.close", "code": 1005},
+    "/code-str": {"type": "websocket.close", "code": "1000"},
+    "/long-reason": {"type": "websocket.close", "code": 1000, "reason": "r" * 124},
+    "/text-of-bytes": {"type": "websocket.send", "text": b"bytes"},
+    "/neither": {"type": "websocket.send"},
+}
+
+
+async def ws_misbehaves(scope, receive, send) -> None:
+    """Accepts a WebSocket, then sends what WS_MISTAKES names for its path; plain HTTP: "plain http"."""
+    if scope["type"] != "websocket":
+        await _respond(send, b"plain http", ctype=b"text/plain")
+        return
+    assert (await receive())["type"] == "websocket.connect"
+    await send({"type": "websocket.accept"})
+    await send(WS_MISTAKES[scope["path"]])
+
+
 async def pathsend(scope, receive, send) -> None:
     """The file named by ``?path=``, sent by the server (the http.response.pathsend extension)."""
     assert "http.response.pathsend" in scope["extensions"]
@@ -357,10 +385,12 @@ async def stray_receive(scope, receive, send) -> None:
 
 
 async def short_body(scope, receive, send) -> None:
-    """Promises 100 body bytes and sends 9: in one message (``/whole``), or in two (anything else)."""
+    """Promises 100 body bytes and sends 9: in one message (``/whole``), or in two (anything else); ``/past``
+    and ``/past-pieces`` promise 4 and give 9, in one message or two."""
+    length = b"4" if scope["path"].startswith("/past") else b"100"
     await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"100")]})
-    if scope["path"] == "/whole":
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", length)]})
+    if scope["path"] in ("/whole", "/past"):
         await send({"type": "http.response.body", "body": b"only this"})
         return
     await send({"type": "http.response.body", "body": b"only", "more_body": True})
@@ -400,8 +430,8 @@ async def cancels_itself(scope, receive, send) -> None:
 
 
 async def exits(scope, receive, send) -> None:
-    """/exit: sys.exit(3), as an app's own code may call it; /interrupt: KeyboardInterrupt; "/": the pid. A
-    WebSocket echoes, and its text "exit" calls sys.exit(3)."""
+    """/exit: sys.exit(3), as an app's own code may call it; /interrupt: KeyboardInterrupt; /own: a BaseException
+    of a library's; "/": the pid. A WebSocket echoes, and its text "exit" calls sys.exit(3)."""
     if scope["type"] == "websocket":
         await receive()
         await send({"type": "websocket.accept"})
@@ -416,4 +446,6 @@ async def exits(scope, receive, send) -> None:
         sys.exit(3)
     if scope["path"] == "/interrupt":
         raise KeyboardInterrupt
+    if scope["path"] == "/own":
+        raise OwnBaseException("a library's own BaseException")
     await _respond(send, _json({"pid": os.getpid()}))

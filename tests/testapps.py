@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import hashlib
 import json
@@ -125,13 +126,21 @@ def _boom(environ, start_response):
     raise RuntimeError("a bug in the app")
 
 
+class OwnBaseException(BaseException):
+    """As a library may define one (gevent's GreenletExit): not an Exception."""
+
+
 def _exits(environ, start_response):
-    """``/exit``: sys.exit(3), as an app's own code may call it; ``/interrupt``: KeyboardInterrupt; ``/slow``:
-    _slow; any other path: _pid."""
+    """``/exit``: sys.exit(3), as an app's own code may call it; ``/interrupt``: KeyboardInterrupt;
+    ``/cancelled`` and ``/own``: BaseExceptions of a library's; ``/slow``: _slow; any other path: _pid."""
     if environ["PATH_INFO"] == "/exit":
         sys.exit(3)
     if environ["PATH_INFO"] == "/interrupt":
         raise KeyboardInterrupt
+    if environ["PATH_INFO"] == "/cancelled":  # as asyncio.run() in a view raises it, a BaseException
+        raise asyncio.CancelledError
+    if environ["PATH_INFO"] == "/own":
+        raise OwnBaseException("a library's own BaseException")
     if environ["PATH_INFO"] == "/slow":
         return _slow(environ, start_response)
     return _pid(environ, start_response)
@@ -182,11 +191,51 @@ leak = validator(_leak)
 
 
 def short_body(environ, start_response):
-    """Promises 100 body bytes and sends 9: as one item (``/whole``), or as two (anything else)."""
+    """Promises 100 body bytes and sends 9: as one item (``/whole``), or as two (anything else); ``/past`` and
+    ``/past-pieces`` promise 4 and give 9, as one item or two."""
+    if environ["PATH_INFO"].startswith("/past"):
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
+        return [b"only this"] if environ["PATH_INFO"] == "/past" else iter([b"only", b" this"])
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "100")])
     if environ["PATH_INFO"] == "/whole":
         return [b"only this"]
     return iter([b"only", b" this"])
+
+
+class _CloseRaises:
+    """A body of two pieces (so sent chunked) whose close() raises once it is iterated."""
+
+    def __iter__(self):
+        yield b"whole "
+        yield b"body"
+
+    def close(self):
+        raise RuntimeError("close() failed")
+
+
+_kept_write: list = []  # the write() of /keep-write's response, which the app keeps past it
+
+
+def misbehaves(environ, start_response):
+    """What an app does wrong on the response side, by path. ``/close-raises``: a body whose close() raises
+    after it was sent whole. ``/keep-write``: keeps its response's write() past the response;
+    ``/kept-write``: calls that one in its own response, and answers what it raised. Else: ``ok``."""
+    path = environ["PATH_INFO"]
+    if path == "/close-raises":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return _CloseRaises()
+    if path == "/keep-write":
+        _kept_write[:] = [start_response("200 OK", [("Content-Type", "text/plain")])]
+        return [b"first"]
+    if path == "/kept-write":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        try:
+            _kept_write[0](b"INJECTED")
+        except Exception as exc:
+            return [f"{type(exc).__name__}: {exc}".encode()]
+        return [b"written"]
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
 
 
 def own_date_and_server(environ, start_response):

@@ -32,6 +32,11 @@ class Mutant:
 TIMEOUT = 300  # seconds for one mutant's tests; a test that hangs with the bug in has not passed
 UNIT = "tests/unit/"
 INTEG = "tests/integration/"
+WS_MISTAKES_TEST = (INTEG + "test_app_response_misbehaviour.py::test_a_websocket_message_no_frame_may_carry_is_an_"
+                    "app_error_closed_with_1011",)
+PATHSEND_TEST = (INTEG + "test_app_response_misbehaviour.py::test_pathsend_of_what_is_no_regular_file_is_a_500_and_"
+                 "holds_no_loop",)
+RELOAD_NAMES = "test_a_reload_names_each_changed_setting_it_leaves_for_a_restart_and_applies_the_rest"
 
 MUTANTS = (
     Mutant("host-value-unchecked", "sockact/http/rules.py",
@@ -64,7 +69,8 @@ MUTANTS = (
            "if not (held.watched and self.in_call < self.ceiling", "if not (self.in_call < self.ceiling",
            (INTEG + "test_worker_loop.py::test_the_loop_threads_own_calls_serve_each_kind_of_request_in_turn",)),
     Mutant("whole-response-short-unlogged", "sockact/wsgi/server.py",
-           "if not engine.keep_alive and engine.length_left:", "if engine.keep_alive and engine.length_left:",
+           "if not engine.keep_alive and (engine.length_left or engine.dropped):",
+           "if engine.keep_alive and (engine.length_left or engine.dropped):",
            (INTEG + "test_short_responses.py",)),
     Mutant("handoff-proxy-length", "sockact/ipc/handoff.py", "if size < proxy_end:", "if size < end:",
            (UNIT + "test_handoff.py::test_a_message_cut_inside_its_proxy_client_is_refused_and_its_fd_closed",)),
@@ -362,6 +368,9 @@ MUTANTS = (
            "except Exception as exc:",
            (INTEG + "test_app_that_exits.py::test_a_wsgi_call_that_exits_is_a_500_on_the_loop_thread_and_on_a_pool_"
             "thread",)),
+    Mutant("app-own-base-exception-escapes", "sockact/errors.py", "= (BaseException,)",
+           "= (Exception, SystemExit, KeyboardInterrupt)",
+           (INTEG + "test_app_that_exits.py",)),
     Mutant("asgi-app-exit-ends-the-worker", "sockact/asgi/cycle.py", "= (*APP_FAILURES, asyncio.CancelledError)",
            "= (Exception, asyncio.CancelledError)",
            (INTEG + "test_app_that_exits.py::test_an_asgi_call_or_session_that_exits_ends_it_alone",)),
@@ -376,8 +385,8 @@ MUTANTS = (
     Mutant("reload-pid-error-names-a-function", "sockact/reloadctl.py", "    except ValueError:  # else argparse names",
            "    except ZeroDivisionError:  # else argparse names",
            (UNIT + "test_reloadctl.py::test_a_pid_that_would_signal_others_is_refused",)),
-    Mutant("reload-changed-hooks-unsaid", "sockact/supervisor/core.py",
-           "if error is None and config.hooks != self.config.hooks:", "if False:",
+    Mutant("reload-changed-hooks-unsaid", "sockact/config/settings.py",
+           '"hooks", metavar="TABLE", cli=False, restart=True)', '"hooks", metavar="TABLE", cli=False)',
            (UNIT + "test_supervisor_signals.py::test_hup_with_changed_hooks_says_they_wait_for_a_restart",)),
     Mutant("nul-in-a-path-setting-passes", "sockact/config/parsers.py", 'if "\\0" in value:', "if False:",
            (UNIT + "test_config.py::test_bad_files_name_the_key",)),
@@ -479,6 +488,46 @@ MUTANTS = (
     Mutant("spool-broken-body-goes-to-the-app", "sockact/worker/wsgirunner.py",
            " http.refuse(exc, linger=False)", " http.refuse(ProtocolError(400, 'cut'), linger=False)",
            (INTEG + "test_body_spool.py::test_a_chunked_body_over_the_request_limit_is_refused_by_the_loop",)),
+    Mutant("wsgi-close-before-the-end-of-the-body", "sockact/wsgi/server.py",
+           "self._send_result(result, request)\n            if not start.headers_sent:",
+           "self._send_result(result, request)\n            close_iterable(result)\n"
+           "            if not start.headers_sent:",
+           (INTEG + "test_app_response_misbehaviour.py::test_a_close_that_raises_after_the_body_leaves_the_response_"
+            "whole_and_closes",)),
+    Mutant("wsgi-kept-write-reaches-the-next-response", "sockact/wsgi/server.py",
+           "start.write = ended  # the write() it returned", "start.write = start.write  # the write() it returned",
+           (INTEG + "test_app_response_misbehaviour.py::test_a_write_kept_past_its_response_writes_nothing_into_"
+            "the_next_one",)),
+    Mutant("ws-close-code-unchecked", "sockact/asgi/websocket.py",
+           "if type(code) is not int or not (code in SENDABLE_CODES or 3000 <= code < 5000):", "if False:",
+           WS_MISTAKES_TEST),
+    Mutant("ws-close-reason-unchecked", "sockact/asgi/websocket.py", "if not 0 <= size <= MAX_REASON:", "if False:",
+           WS_MISTAKES_TEST),
+    Mutant("ws-text-of-anything-sent", "sockact/asgi/websocket.py", "if type(data) is not str:  # str() of it",
+           "if False:  # str() of it",
+           WS_MISTAKES_TEST),
+    Mutant("body-past-its-length-unsaid", "sockact/http/engine.py", "self.dropped += len(data) - room",
+           "self.dropped += 0", (INTEG + "test_short_responses.py",)),
+    Mutant("asgi-long-poll-return-an-error", "sockact/asgi/cycle.py",
+           "said = log.info if conn.eof or self.client_left else log.error", "said = log.error",
+           (INTEG + "test_app_response_misbehaviour.py::test_an_asgi_app_that_returns_without_a_response_is_an_error_"
+            "unless_its_client_left",)),
+    Mutant("pathsend-of-any-kind-of-file", "sockact/asgi/cycle.py", "if not stat.S_ISREG(st.st_mode):", "if False:",
+           PATHSEND_TEST),
+    Mutant("pathsend-open-blocks-the-loop", "sockact/asgi/cycle.py", "os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC",
+           "os.O_RDONLY | os.O_CLOEXEC",
+           PATHSEND_TEST),
+    Mutant("reload-start-only-setting-unmarked", "sockact/config/settings.py", 'metavar="LEVEL", restart=True)',
+           'metavar="LEVEL")', (INTEG + "test_reload_command.py::" + RELOAD_NAMES,)),
+    Mutant("reload-start-only-against-the-last-reload", "sockact/supervisor/core.py",
+           "unapplied(self.started, config, activated)", "unapplied(self.config, config, activated)",
+           (INTEG + "test_reload_command.py::" + RELOAD_NAMES,)),
+    Mutant("reload-bind-named-under-activation", "sockact/config/sources.py",
+           "and not (activated and s.name in BIND_SETTINGS)", "and True",
+           (INTEG + "test_reload_command.py::" + RELOAD_NAMES,)),
+    Mutant("reload-start-only-untold-to-the-command", "sockact/supervisor/core.py",
+           "reload_finished(True, self.reload_note)", 'reload_finished(True, "")',
+           (INTEG + "test_reload_command.py::" + RELOAD_NAMES,)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

@@ -31,6 +31,7 @@ import functools
 import http
 import logging
 import os
+import stat
 import time
 from collections.abc import Awaitable
 from typing import Any, Protocol
@@ -41,7 +42,7 @@ from sockact.http.dates import DATE, http_date
 from sockact.http.events import END_OF_MESSAGE, NEED_DATA, Data, Request
 from sockact.http.limits import BODY_MIN_RATE, DRAIN_LIMIT
 from sockact.http.logline import quoted_request_line
-from sockact.http.responses import HOP_BY_HOP, SHORT_OF_ITS_LENGTH, remembering, short_of_its_length, validate_response
+from sockact.http.responses import HOP_BY_HOP, length_missed, remembering, validate_response
 
 log = logging.getLogger("sockact.http")
 
@@ -143,8 +144,11 @@ class HttpCycle:
             else:
                 if self.answered or not self.complete:
                     if not (self.answered or self.started):
-                        log.error("conn %d: the application returned without a response to %s", conn.msg.conn_id,
-                                  self.line())
+                        # Once the client has closed, a long-poll app's return without an answer is its
+                        # due, no error (nor for uvicorn): said at info.
+                        said = log.info if conn.eof or self.client_left else log.error
+                        said("conn %d: the application returned without a response to %s", conn.msg.conn_id,
+                             self.line())
                         self._fail()
                     elif not (self.answered or self.client_left):  # else answered in the app's stead
                         # The client gets a cut connection (its framing tells it so); the operator, this line.
@@ -237,8 +241,8 @@ class HttpCycle:
     # -- send
 
     def _said_short(self) -> None:
-        if short := short_of_its_length(self.engine):
-            log.error(SHORT_OF_ITS_LENGTH, self.conn.msg.conn_id, *short, self.line())
+        if missed := length_missed(self.engine):
+            log.error(missed[0], self.conn.msg.conn_id, *missed[1:], self.line())
 
     def _refuse(self, gen: int, kind: str) -> None:
         """A send that goes nowhere: refused (raises) once its call is over, or once the client has gone; dropped
@@ -278,8 +282,8 @@ class HttpCycle:
             date = (d[2] if (d := DATE.last[0])[0] <= time.time() < d[1] else None) or http_date()
             head, data = self.engine.whole_response(self.status_line, self.headers, body, date=date,
                                                     close=self.stopping)
-            if not self.engine.keep_alive:  # a body short of its Content-Length ends it; rare (a plain
-                self._said_short()          # attribute: length_left, a property, is a call each)
+            if not self.engine.keep_alive:  # a body short of its Content-Length or past it ends it; rare (a
+                self._said_short()          # plain attribute: length_left, a property, is a call each)
             conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
             backlog = conn.write(head + data)
             self._whole()
@@ -319,18 +323,25 @@ class HttpCycle:
         path = message.get("path")
         if not isinstance(path, str) or not os.path.isabs(path):
             raise InvalidResponse(f"http.response.pathsend: path must be an absolute path, not {path!r}")
-        with open(path, "rb") as fh:  # a missing file raises here: a 500, since nothing is sent yet
-            size = os.fstat(fh.fileno()).st_size
+        # A missing file raises here: a 500, since nothing is sent yet. Not blocking: a FIFO's open() waits
+        # for a writer, on the loop every connection of the worker shares.
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):  # /dev/zero, a FIFO: no size, no end
+                raise InvalidResponse(f"http.response.pathsend: {path!r} is not a regular file")
             self.started = True
             self.conn.write(self.engine.start_response(self.status_line, self.headers,
-                                                       close=self.stopping, date=http_date(), whole=size))
-            while not self.conn.gone:
-                piece = fh.read(PATHSEND_PIECE)
+                                                       close=self.stopping, date=http_date(), whole=st.st_size))
+            left = st.st_size  # a file that grows meanwhile is sent as it was; one that shrinks, short, and said
+            while left > 0 and not self.conn.gone:
+                piece = fh.read(min(left, PATHSEND_PIECE))
                 if not piece:
                     break
+                left -= len(piece)
                 self.conn.write(self.engine.send_data(piece))
                 await self.conn.drain()
         self.conn.write(self.engine.end_response())
+        self._said_short()
         self.complete = True
         self._whole()
         self.conn.wake()

@@ -48,6 +48,26 @@ TRIM_AFTER = 1024 * 1024  # bytes: a session that held a message this large give
 # message half its rate; large pieces of one-byte frames hold the loop for tens of ms).
 FEED_MIN, FEED_MAX = 4 * 1024, RECV_SIZE
 TURN_SECONDS = 0.002  # a session's parsing before it lets the loop run the worker's other connections
+# The codes a close frame may carry (RFC 6455 7.4.1, 7.4.2, and IANA's registry): 1005, 1006 and 1015
+# only ever report a close, and no frame carries them.
+SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+MAX_REASON = 123  # bytes of UTF-8: a control frame's payload is at most 125, the code's 2 with it
+
+
+def _close_frame(message: dict[str, Any]) -> tuple[int, str]:
+    """The code and reason of the app's websocket.close, if a close frame may carry them; else InvalidResponse."""
+    code, reason = message.get("code", 1000), message.get("reason") or ""
+    if type(code) is not int or not (code in SENDABLE_CODES or 3000 <= code < 5000):
+        raise InvalidResponse(f"websocket.close: code {code!r} is none a close frame may carry (1000-1003, "
+                              "1007-1014, 3000-4999)")
+    try:
+        size = len(reason.encode()) if type(reason) is str else -1
+    except UnicodeEncodeError:  # a lone surrogate
+        size = -1
+    if not 0 <= size <= MAX_REASON:
+        raise InvalidResponse(f"websocket.close: the reason must be a str of at most {MAX_REASON} bytes in "
+                              f"UTF-8, not {reason!r:.60}")
+    return code, reason
 
 
 class WebSocket:
@@ -206,12 +226,15 @@ class WebSocket:
         if kind == "websocket.close":
             if self.closed:
                 return
-            self.closed = True
             if not self.accepted:
                 self._refuse(403)  # RFC 6455 4.2.2: the handshake is refused
             else:
-                self.close_code = message.get("code", 1000)
-                self.proto.close(self.close_code, message.get("reason") or "")
+                # Checked before the session counts as closed: a bad one is the app's error (logged, and
+                # closed with 1011), where the library's refusal came after and the client got no frame.
+                code, reason = _close_frame(message)
+                self.closed = True
+                self.close_code = code
+                self.proto.close(code, reason)
                 self._flush()
             return
         if kind != "websocket.send":
@@ -221,11 +244,16 @@ class WebSocket:
         if self.closed or self.conn.gone:
             raise ClientDisconnected(f"conn {self.conn.msg.conn_id}: the websocket is closed")
         data = message.get("bytes")
-        if data is not None:
+        if data is not None:  # with text too, bytes win, as uvicorn has it
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise InvalidResponse(f"websocket.send: 'bytes' must be bytes, not {type(data).__name__}")
             data = bytes(data)
             self.bytes_out += len(data)
         else:
-            data = str(message.get("text", ""))
+            data = message.get("text")
+            if type(data) is not str:  # str() of it sent b'...' or 'None' as text
+                raise InvalidResponse(f"websocket.send: needs 'bytes' (bytes) or 'text' (str), not 'text' of "
+                                      f"{type(data).__name__}")
             self.bytes_out += len(data.encode())
         self.proto.send_message(data)
         self._flush()

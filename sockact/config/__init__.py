@@ -24,9 +24,10 @@ from sockact.config.sources import (
     read_env,
     read_toml,
     toml_value,
+    unapplied,
     warnings,
 )
 
 __all__ = ["BY_NAME", "DEFAULT_APP", "ENV_PREFIX", "LISTENER_KEYS", "SECTIONS", "SETTINGS", "Config", "ListenerConfig",
            "ListenerSettings", "Setting", "build", "check_reload", "check_virtualenv", "describe", "read_env",
-           "read_toml", "toml_value", "warnings"]
+           "read_toml", "toml_value", "unapplied", "warnings"]

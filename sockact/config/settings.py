@@ -45,6 +45,16 @@ class Setting:
     metavar: str = ""
     cli: bool = True
     aliases: tuple[str, ...] = ()  # more command-line spellings, e.g. gunicorn's "-w"
+    # Read once, as the supervisor starts (its log, its sockets, what it imports): a reload leaves the
+    # running value and names the change; the next restart applies it.
+    restart: bool = False
+
+    @property
+    def described(self) -> str:
+        """The help, and for a setting only a restart applies, that too (--help, the man pages)."""
+        if not self.restart:
+            return self.help
+        return self.help + " Read at start only: a reload leaves the running value, and names the change in its log."
 
     @property
     def flag(self) -> str:
@@ -76,9 +86,9 @@ class Setting:
 
 
 def _opt(parse: Callable[[Any], Any], default: Any, help: str, section: str, *, metavar: str = "",
-         aliases: tuple[str, ...] = (), cli: bool = True) -> Any:
+         aliases: tuple[str, ...] = (), cli: bool = True, restart: bool = False) -> Any:
     """A Config field that declares its setting; the name and per_listener come from the field."""
-    setting = Setting("", parse, default, help, section, metavar=metavar, aliases=aliases, cli=cli)
+    setting = Setting("", parse, default, help, section, metavar=metavar, aliases=aliases, cli=cli, restart=restart)
     return field(default=default, metadata={"setting": setting})
 
 
@@ -181,7 +191,7 @@ class Config(ListenerSettings):
     preload: bool = _opt(
         parsers.boolean, False,
         "Import the app once in the supervisor before forking workers (less memory per worker; "
-        "a reload then re-forks but does not re-import).", "app")
+        "a reload then re-forks but does not re-import).", "app", restart=True)
     lifespan: str = _opt(
         parsers.choice("auto", "on", "off"), "auto",
         "ASGI lifespan protocol: 'on' runs the app's startup in each worker before it serves (a failed "
@@ -201,17 +211,17 @@ class Config(ListenerSettings):
         parsers.binds, ("127.0.0.1:8000",),
         "Addresses to listen on when systemd passes no sockets: HOST:PORT, [V6]:PORT or unix:PATH. "
         "Ignored under socket activation; an empty list is an error.", "listeners", metavar="ADDR",
-        aliases=("-b",))
+        aliases=("-b",), restart=True)
     backlog: int = _opt(
         # listen() takes a C int (a larger one raised OverflowError at start); the kernel caps it at somaxconn.
         parsers.integer(1, 2**31 - 1), 1024, "listen() backlog for sockets bound with --bind.", "listeners",
-        metavar="N")
+        metavar="N", restart=True)
     metrics_listener: str = _opt(
         parsers.listener_name, "metrics",
         "The listener (socket FileDescriptorName=, or NAME= of a --bind address) on which the supervisor "
         "answers GET /metrics with Prometheus metrics instead of serving the app; needs prometheus_client "
         "(python3-prometheus-client). Without such a listener there are no metrics and nothing is counted; "
-        "a name other than the default must name a listener. Read at start.", "listeners", metavar="NAME")
+        "a name other than the default must name a listener.", "listeners", metavar="NAME", restart=True)
     workers: int = _opt(
         parsers.integer(1), 2, "Number of worker processes.", "workers", metavar="N", aliases=("-w",))
     threads: int = _opt(
@@ -299,22 +309,22 @@ class Config(ListenerSettings):
         "%({header}i)s...; or 'json' for one JSON object per line.", "logging", metavar="FORMAT")
     error_logfile: str | None = _opt(
         parsers.log_file, None, "Write sockact's own log to this file ('-': stderr) instead of the log target.",
-        "logging", metavar="FILE", aliases=("--log-file",))
+        "logging", metavar="FILE", aliases=("--log-file",), restart=True)
     log_level: str = _opt(
         parsers.choice("debug", "info", "warning", "error"), "info", "Least severe level logged.", "logging",
-        metavar="LEVEL")
+        metavar="LEVEL", restart=True)
     log_target: str = _opt(
         parsers.choice("auto", "journal", "stderr"), "auto",
         "Where logs go: 'auto' uses journald when stderr is connected to it, else stderr.", "logging",
-        metavar="TARGET")
+        metavar="TARGET", restart=True)
     reload: bool = _opt(
         parsers.boolean, False,
         "Development only: restart the workers when a .py file of the app's project changes (the "
         "directory the app is found on, with its other packages: --chdir, the working directory or a "
         "--pythonpath entry; not installed packages). Refused under "
-        "systemd (INVOCATION_ID set) unless --reload-under-systemd, and with preload.", "development")
+        "systemd (INVOCATION_ID set) unless --reload-under-systemd, and with preload.", "development", restart=True)
     reload_under_systemd: bool = _opt(
-        parsers.boolean, False, "Allow reload even when systemd runs sockact.", "development")
+        parsers.boolean, False, "Allow reload even when systemd runs sockact.", "development", restart=True)
     hooks: Hooks = _opt(  # noqa: RUF009 - Hooks is a frozen dataclass
         parse_hooks, Hooks(),
         "Python functions called at points of the service's life, as gunicorn's server hooks, each set as "
@@ -322,7 +332,7 @@ class Config(ListenerSettings):
         "at start and once the workers serve, on_reload(server) at each reload, post_fork(server, worker) in "
         "each worker before it imports the app, worker_exit(server, worker) in each worker as it exits "
         "cleanly. A hook that does not import stops the start. In SOCKACT_HOOKS, NAME=module:callable pairs "
-        "separated by spaces. Read at start.", "hooks", metavar="TABLE", cli=False)
+        "separated by spaces.", "hooks", metavar="TABLE", cli=False, restart=True)
     # per-listener overrides by fd name, e.g. {"api": {"app": "api.wsgi:app", "keepalive": 5.0}}
     listeners: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     config_file: str | None = None

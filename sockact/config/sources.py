@@ -162,6 +162,22 @@ def check_reload(running: Config, new: Config, names: Sequence[str]) -> None:
                               f"{was!r}; set app again to serve it, or to {DEFAULT_APP!r} for the demo")
 
 
+# Read only to bind sockact's own sockets: under socket activation no restart applies them either.
+BIND_SETTINGS = frozenset({"bind", "backlog"})
+
+
+def unapplied(started: Config, new: Config, activated: bool = False) -> list[str]:
+    """The settings read anew at a reload that only a restart applies (Setting.restart) and that differ
+    from those this process started with, each as 'key: running value -> file value'. ``activated``:
+    systemd passed the sockets, and the start said that BIND_SETTINGS are ignored."""
+    def shown(value: Any) -> str:
+        return "unset" if value is None else toml_value(value)
+
+    return [f"{s.name}: {shown(getattr(started, s.name))} -> {shown(getattr(new, s.name))}"
+            for s in SETTINGS if s.restart and getattr(started, s.name) != getattr(new, s.name)
+            and not (activated and s.name in BIND_SETTINGS)]
+
+
 def _check_together(cfg: Config, environ: Mapping[str, str]) -> None:
     """Settings that are each valid but not together."""
     if cfg.max_threads and cfg.max_threads < cfg.threads:

@@ -138,6 +138,8 @@ class _Message:
 class Connection:
     """One HTTP/1.x server connection, as a state machine fed with bytes."""
 
+    dropped = 0  # body bytes an app gave past its Content-Length (rare: no store for each connection)
+
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.state = IDLE
@@ -480,6 +482,7 @@ class Connection:
             room = self._length - self._sent
             if len(data) > room:
                 # More than Content-Length promised: the rest would be read as a new response.
+                self.dropped += len(data) - room
                 data = data[:room]
                 self.keep_alive = False
             self._sent += len(data)

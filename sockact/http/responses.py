@@ -113,13 +113,19 @@ def _bad_value(value: str) -> bool:
         return True
 
 
-def short_of_its_length(engine: Any) -> tuple[int, int] | None:
-    """(bytes sent, bytes promised) when a response ended short of its Content-Length, else None. Its
-    client waits for the rest and gets a closed connection instead (the engine keeps it no longer); the
-    operator is told, by WSGI and ASGI alike (SHORT_OF_ITS_LENGTH)."""
+def length_missed(engine: Any) -> tuple[str, int, int] | None:
+    """When a response's body missed its Content-Length, what the operator is told, as (the line's format,
+    two figures; the connection's id and the request go in front and behind), else None; by WSGI and ASGI
+    alike. Short of it: its client waits for the rest and gets a closed connection instead. Past it: the
+    rest is dropped (its client would read it as the next response) and the connection closes."""
     left = engine.length_left
-    return (engine.body_sent, engine.body_sent + left) if left else None
+    if left:
+        return SHORT_OF_ITS_LENGTH, engine.body_sent, engine.body_sent + left
+    if engine.dropped:
+        return PAST_ITS_LENGTH, engine.dropped, engine.body_sent
+    return None
 
 
 SHORT_OF_ITS_LENGTH = "conn %d: the application sent %d of the %d body bytes its Content-Length promised, to %s"
-
+PAST_ITS_LENGTH = ("conn %d: the application gave %d body bytes more than the %d its Content-Length promised, "
+                   "dropped, to %s")

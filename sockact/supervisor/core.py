@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from sockact import gcpause
 from sockact.apploader import WSGIApp
-from sockact.config import Config, check_reload
+from sockact.config import Config, check_reload, unapplied
 from sockact.errors import EXIT_OK, SockactError
 from sockact.hooks import Loaded
 from sockact.hooks import Server as HookServer
@@ -83,6 +83,8 @@ class Supervisor:
         self.notifier = notifier
         self.apps = apps  # preloaded apps, or None to import in each worker
         self.pool: WorkerPool[Config] = WorkerPool(config)
+        self.started = config  # what the settings read only at start (Setting.restart) keep until a restart
+        self.reload_note = ""  # the last reload's settings left for a restart, in words; its outcome says them
         self.dispatcher: Dispatcher[int, Conn] = Dispatcher(config.queue_size, WORKER_CAPACITY)
         self.workers: dict[int, WorkerProcess] = {}
         self.parked = ParkingLot([config.listener(lst.name).keepalive for lst in listeners])
@@ -227,10 +229,13 @@ class Supervisor:
                          "and workers")
         if error is None and self.apps is not None and _apps(config, self.listeners) != set(self.apps):
             error = "with preload on, a changed app needs a restart; keeping the running settings and workers"
-        if error is None and config.hooks != self.config.hooks:
-            # Imported once, at start (docs/hooks.md): a reload that says "done" must not look as if it took them.
-            log.warning("reload: the hooks in the settings changed, but hooks are imported at start: the ones "
-                        "loaded then stay until a restart")
+        # Read once, at start (the log, the sockets, the hooks, a preloaded app): a reload that says
+        # "done" must not look as if it took them, so it names each and carries on with the rest.
+        activated = not any(lst.owned for lst in self.listeners)
+        changed = unapplied(self.started, config, activated) if error is None else []
+        self.reload_note = "; ".join(f"{change}, applied at the next restart" for change in changed)
+        if changed:
+            log.warning("reload: settings read only at start changed: %s", self.reload_note)
         if error is None:
             self.hooks.call("on_reload", HookServer(os.getpid(), config))
             lifecycle(log, "reload", "reloading: starting generation %d of %d workers",
@@ -307,7 +312,7 @@ class Supervisor:
                 self.counters.reloads["succeeded"] += 1
                 self._apply_settings()
                 lifecycle(log, "ready", "reload done: generation %d serving", action.generation)
-                self.notifier.reload_finished(True, "")
+                self.notifier.reload_finished(True, self.reload_note)
             elif isinstance(action, ReloadFailed):
                 self.counters.reloads["failed"] += 1
                 log.error("reload failed: %s", action.reason)

@@ -34,7 +34,8 @@ RELOAD_FILE = "reload"  # under $RUNTIME_DIRECTORY
 
 @dataclass(frozen=True)
 class ReloadOutcome:
-    """How the supervisor's reload number ``seq`` ended: ``ok``, or failed with ``reason``."""
+    """How the supervisor's reload number ``seq`` ended: ``ok``, or failed with ``reason``; an ``ok``
+    one's reason names the changed settings that only a restart applies, if any."""
 
     seq: int
     pid: int

@@ -325,7 +325,18 @@ class StartResponse:
             raise InvalidResponse("start_response() called a second time without exc_info")
         self.status = None  # invalid until checked
         self.status, self.headers = check_response(status, headers)
-        return self.write
+        return self.app_write
+
+    def app_write(self, data: bytes) -> None:
+        """The ``write()`` start_response returns: the connection's, while this response is the one in hand
+        (the server then sets ``write`` to ``ended``). One an app keeps (a thread of its own) would else write
+        into the connection's next response."""
+        self.write(data)
+
+
+def ended(data: bytes) -> None:
+    """A response's ``write`` once it is over."""
+    raise InvalidResponse("write() called after its response ended (the application had returned)")
 
 
 def close_iterable(result: Iterable[bytes]) -> None:

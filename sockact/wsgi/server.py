@@ -26,7 +26,7 @@ from sockact.http.events import NEED_DATA, Data, Request
 from sockact.http.limits import COALESCE_MAX, DRAIN_LIMIT, SPOOL_READ
 from sockact.http.logline import connection_entry, entry_for, quoted_request_line
 from sockact.http.requests import line_text
-from sockact.http.responses import SHORT_OF_ITS_LENGTH, short_of_its_length
+from sockact.http.responses import length_missed
 from sockact.http.site import Site, health_response, is_health, local_address
 from sockact.logs.access import Entry, unix_peer
 from sockact.logs.journal import ErrorStream
@@ -37,6 +37,7 @@ from sockact.wsgi.environ import (
     StartResponse,
     close_iterable,
     connection_environ,
+    ended,
     fields_environ,
     line_environ,
     put_line,
@@ -236,6 +237,7 @@ class HTTPConnection:
                         keep = self._send_any(result, request)
                 except APP_FAILURES as exc:  # the app's, or ours while sending; never the client's to see
                     keep = self._failed(exc)
+                start.write = ended  # the write() it returned reaches no later response
                 if keep and line is not None:
                     line.answered()  # a worker that dies from here on leaves an idle connection, not a cut response
                 self.wire.deadline = math.inf
@@ -425,8 +427,8 @@ class HTTPConnection:
         date = (known[2] if (known := DATE.last[0])[0] <= now < known[1] else None) or http_date(now)
         head, data = engine.whole_response(status, start.headers, body, close=self.stopping(), date=date)
         start.headers_sent = True
-        # Rare: short of its Content-Length, which ends the connection (end_response): one that persists was not.
-        if not engine.keep_alive and engine.length_left:
+        # Rare: short of its Content-Length or past it, which ends the connection: one that persists was not.
+        if not engine.keep_alive and (engine.length_left or engine.dropped):
             self._said_short()
         # All of the response in one send, on a connection that will persist: if the worker dies once
         # it is out, its client is as idle as after the call.
@@ -440,23 +442,26 @@ class HTTPConnection:
         assert start is not None
         try:
             self._send_result(result, request)
+            if not start.headers_sent:
+                # Nothing was written: the body is whole and empty, unless this is HEAD, whose
+                # app may leave out a body of any length.
+                self._send_head(b"", whole=None if request.method == b"HEAD" else 0)
+            end = self.engine.end_response()
+            if end:
+                self._guarded_send(end)
+            elif not self.wire_failed:
+                self._said_short()
         finally:
+            # After the response's end (and after an error, PEP 3333): a close() that raises fails a
+            # response its client has whole, which then closes, as gunicorn's; before the end, its
+            # chunked response was cut.
             if type(result) is not list:  # a list has no close(): skip the look-up
                 close_iterable(result)
-        if not start.headers_sent:
-            # Nothing was written: the body is whole and empty, unless this is HEAD, whose
-            # app may leave out a body of any length.
-            self._send_head(b"", whole=None if request.method == b"HEAD" else 0)
-        end = self.engine.end_response()
-        if end:
-            self._guarded_send(end)
-        elif not self.wire_failed:
-            self._said_short()
         return self.engine.keep_alive and not self.wire_failed and self._drain()
 
     def _said_short(self) -> None:
-        if short := short_of_its_length(self.engine):
-            log.error(SHORT_OF_ITS_LENGTH, self.conn_id, *short, self.request_line())
+        if missed := length_missed(self.engine):
+            log.error(missed[0], self.conn_id, *missed[1:], self.request_line())
 
     def _health(self, request: Request, started: float) -> bool:
         """The load balancer's question, answered without the app: 503 once stopping."""

@@ -15,6 +15,8 @@ def test_a_wsgi_call_that_exits_is_a_500_on_the_loop_thread_and_on_a_pool_thread
     (worker,) = server.workers()
     assert http_get(server.port, "/exit")[0] == 500  # on the loop thread, app thread 0
     assert http_get(server.port, "/interrupt")[0] == 500
+    assert http_get(server.port, "/cancelled")[0] == 500
+    assert http_get(server.port, "/own")[0] == 500
     # A call already runs: the next goes to a pool thread.
     started, release = tmp_path / "started", tmp_path / "release"
     slow: list[int] = []
@@ -22,13 +24,15 @@ def test_a_wsgi_call_that_exits_is_a_500_on_the_loop_thread_and_on_a_pool_thread
         http_get(server.port, f"/slow?s=20&started={started}&until={release}", timeout=30)[0]))
     caller.start()
     server.waiting(started.exists, "the slow call to begin")
-    for _ in range(2):  # the thread that took it is still there for the next
-        assert http_get(server.port, "/exit")[0] == 500
+    for path in ("/exit", "/own"):  # the thread that took it is still there for the next
+        assert http_get(server.port, path)[0] == 500
     release.touch()
     caller.join(30)
     assert slow == [200]
     assert "SystemExit: 3" in server.wait_for_log("application error on GET /exit")
     assert "KeyboardInterrupt" in server.output()
+    assert "CancelledError" in server.wait_for_log("application error on GET /cancelled")
+    assert "OwnBaseException: a library's own BaseException" in server.wait_for_log("application error on GET /own")
     assert server.get_json("/")["pid"] == worker and server.workers() == [worker]
 
 
@@ -43,6 +47,7 @@ def test_an_asgi_call_or_session_that_exits_ends_it_alone(start_sockact):
         assert other.recv(timeout=10) == "hello"
         assert http_get(server.port, "/exit")[0] == 500
         assert http_get(server.port, "/interrupt")[0] == 500
+        assert http_get(server.port, "/own")[0] == 500
         with connect(f"ws://127.0.0.1:{server.port}/") as ws:
             ws.send("exit")
             try:
@@ -54,4 +59,5 @@ def test_an_asgi_call_or_session_that_exits_ends_it_alone(start_sockact):
         assert other.recv(timeout=10) == "still here"
     assert "SystemExit: 3" in server.wait_for_log("application error on GET /exit")
     server.wait_for_log("application error on websocket")
+    assert "OwnBaseException" in server.wait_for_log("application error on GET /own")
     assert server.get_json("/")["pid"] == worker and server.workers() == [worker]

@@ -70,3 +70,29 @@ def test_a_reload_that_finds_the_file_empty_or_the_app_gone_fails_and_the_app_se
     done = reload(server.pid, base_env(**env))
     assert done.returncode == 1 and "line 2 is not UTF-8 (byte 0xe9)" in done.stderr, done.stderr
     assert server.workers() == [old] and server.get_json("/")["pid"] == old
+
+
+def test_a_reload_names_each_changed_setting_it_leaves_for_a_restart_and_applies_the_rest(start_sockact, tmp_path):
+    server, cfg, env = serve_from_file(start_sockact, tmp_path)
+    (old,) = server.workers()
+
+    # log_level and preload are read once, at start; workers is a new generation's; backlog is ignored under
+    # socket activation (said at start), and no restart applies it either
+    cfg.write_text('app = "testapps:pid"\nworkers = 2\nbacklog = 64\npreload = true\nlog_level = "warning"\n')
+    done = reload(server.pid, base_env(**env))
+    assert done.returncode == 0, done.stderr
+    told = ('preload: false -> true, applied at the next restart; log_level: "info" -> "warning", applied at the '
+            'next restart')
+    assert done.stderr == f"sockact: reload done, but not every setting: {told}\n", done.stderr
+    out = server.wait_for_log("reload done")
+    assert f"reload: settings read only at start changed: {told}" in out
+    assert len(server.wait_workers(2, without=old)) == 2, "the settings a reload applies are applied"
+
+    # a setting a reload applies, changed alone: no word of a restart (the others are as at start again)
+    serving = server.workers()
+    cfg.write_text('app = "testapps:pid"\nworkers = 2\nkeepalive = 5\n')
+    done = reload(server.pid, base_env(**env))
+    assert (done.returncode, done.stderr) == (0, "")
+    server.wait_for_log("generation 2 serving")
+    server.wait_workers(2, without=serving[0])
+    assert server.output().count("settings read only at start changed") == 1

@@ -255,3 +255,21 @@ def test_a_reload_refuses_an_empty_file_and_an_app_that_vanished(tmp_path):
         config.check_reload(running, config.build({}, {}, path), ["http"])
     demo = config.build({}, {}, None)
     config.check_reload(demo, config.build({}, {}, path), ["http"])  # the demo before and after: fine
+
+
+def test_a_reload_names_only_the_changed_settings_a_restart_applies():
+    running = config.build({}, {}, None)
+    new = config.build({"error_logfile": "/var/log/s.log", "bind": ["127.0.0.1:9000", "unix:/run/s.sock"],
+                        "workers": 9, "keepalive": 3.0}, {}, None)
+    assert config.unapplied(running, new) == [
+        'bind: ["127.0.0.1:8000"] -> ["127.0.0.1:9000", "unix:/run/s.sock"]',
+        'error_logfile: unset -> "/var/log/s.log"',
+    ]
+    assert config.unapplied(new, new) == []
+    # under socket activation, bind is ignored (said at start), and no restart applies it either
+    assert config.unapplied(running, new, activated=True) == ['error_logfile: unset -> "/var/log/s.log"']
+    marked = {s.name for s in config.SETTINGS if s.restart}
+    assert {"bind", "backlog", "metrics_listener", "preload", "hooks", "error_logfile", "log_level"} <= marked
+    assert not marked & {"workers", "keepalive", "timeout", "app", "access_logfile", "max_requests"}
+    assert "a reload leaves the running value" in config.BY_NAME["log_level"].described
+    assert config.BY_NAME["workers"].described == config.BY_NAME["workers"].help

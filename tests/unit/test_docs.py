@@ -105,7 +105,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # Names in backquotes that are not settings: the Python, WSGI and ASGI APIs and the C and systemd calls
 # the pages explain, nginx's directive, the access log's JSON keys; gunicorn's settings in
 # docs/http.md are allowed as rows of from-gunicorn.md.
-NOT_SETTINGS = {"add_reader", "more_body", "query_string", "raw_path", "serve_connection", "start_response",
+NOT_SETTINGS = {"add_reader", "exc_info", "more_body", "query_string", "raw_path", "serve_connection", "start_response",
                 "prometheus_client", "sd_listen_fds_with_names", "sd_notify", "set_wakeup_fd", "malloc_trim",
                 "proxy_pass", "close_code", "bytes_in", "bytes_out"}
 _SNAKE = re.compile(r"`([a-z][a-z0-9]*(?:_[a-z0-9]+)+)`")

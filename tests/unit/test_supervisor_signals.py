@@ -80,7 +80,8 @@ def test_hup_with_changed_hooks_says_they_wait_for_a_restart(caplog: pytest.LogC
     monkeypatch.setattr(sup, "carry_out", lambda actions: None)  # no workers to start here
     with caplog.at_level(logging.WARNING):
         sup.dispatch_signal(signal.SIGHUP)
-    assert "the hooks in the settings changed, but hooks are imported at start" in caplog.text
+    assert ('settings read only at start changed: hooks: {} -> {on_reload = "os:getcwd"}, applied at the next '
+            "restart") in caplog.text
     assert sup.pool.current.number == 1  # the reload itself goes on
     caplog.clear()
     sup.reload_config = lambda: config.build({}, {}, None)

@@ -39,6 +39,10 @@ PATHSEND_TEST = (INTEG + "test_app_response_misbehaviour.py::test_pathsend_of_wh
 RELOAD_NAMES = "test_a_reload_names_each_changed_setting_it_leaves_for_a_restart_and_applies_the_rest"
 
 MUTANTS = (
+    Mutant("owned-rest-loses-a-head-in-part", "sockact/worker/owner.py",
+           "mark[at + 1] = written | (IN_HEAD if in_head else 0)", "mark[at + 1] = written",
+           (UNIT + "test_worker_states.py::test_a_connection_marks_itself_where_the_scoreboard_reads_its_rest",
+            INTEG + "test_worker_death.py::test_a_head_the_worker_held_in_part_when_it_died_gets_a_408")),
     Mutant("host-value-unchecked", "sockact/http/rules.py",
            "if value.translate(None, _REG_NAME_BYTES):  # more than a name", "if False:  # more than a name",
            (UNIT + "http/test_http_engine.py::test_a_host_field_that_is_not_host_and_port_gets_400",
@@ -315,10 +319,11 @@ MUTANTS = (
     Mutant("orphans-rest-of-a-closing-connection", "sockact/supervisor/orphans.py",
            "(established and info[0] != _ESTABLISHED)", "(established and False)", (UNIT + "test_orphans.py",)),
     Mutant("wsgi-head-in-part-unmarked", "sockact/worker/wsgirunner.py",
-           "held.rest(in_head=True)", "pass",
+           "held.rest(held.http.wire.sent, in_head=True)", "pass",
            (INTEG + "test_worker_death.py::test_a_head_the_worker_held_in_part_when_it_died_gets_a_408",)),
     Mutant("wsgi-idle-after-an-inline-call-unmarked", "sockact/worker/wsgirunner.py",
-           "elif held.state is IDLE:\n                        held.rest()", "elif False:\n                        pass",
+           "elif held.state is IDLE:\n                        held.rest(held.http.wire.sent)",
+           "elif False:\n                        pass",
            (INTEG + "test_worker_death.py::test_an_idle_keep_alive_client_of_a_dead_worker_is_served_after",)),
     Mutant("asgi-idle-unmarked", "sockact/worker/asgirunner.py", "if conn.state is IDLE or in_head:", "if in_head:",
            (INTEG + "test_worker_death.py::test_an_idle_keep_alive_client_of_a_dead_worker_is_served_after",)),

@@ -105,9 +105,6 @@ class AsgiConnection(Owned):
         # The worker's scoreboard writer whose idle marks name this connection while it rests between two
         # requests (SlotWriter.rest): the runner's (None: the unit tests' connections).
         self.marks: SlotWriter | None = None
-        # Where its idle mark is (SlotWriter.mark_of, set with ``marks``): each read wipes it, each rest writes it,
-        # without a call.
-        self.mark, self.mark_at = memoryview(b""), 0
         self.remote = ""  # the client as the access log names it, found on its first line
         # Its requests' access-log entry, filled again for each (the runner's, if it logs): what its lines
         # reuse while a request repeats goes with it.

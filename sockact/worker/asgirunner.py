@@ -45,7 +45,7 @@ from sockact.http.logline import access_remote, connection_entry, entry_for, fil
 from sockact.http.proxyprotocol import ProxyProtocolError
 from sockact.http.site import health_response, is_health, local_address
 from sockact.ipc import handoff
-from sockact.ipc.scoreboard import IN_HEAD, SlotWriter
+from sockact.ipc.scoreboard import SlotWriter
 from sockact.ipc.tally import TallyWriter
 from sockact.logs.access import AccessLog
 from sockact.worker.channel import (
@@ -212,7 +212,6 @@ class AsgiRunner(Carrier[AsgiConnection]):
         if not self.owner.takes(self.handing_back):
             hand_back(self.chan, msg, sock, msg.data, msg.head_started)
             return
-        self.slots[0].stir(msg.conn_id)  # an idle mark from an earlier stay here says nothing of this one
         site = self.sites[msg.listener]
         server = None  # a Unix socket has no (host, port) to give
         if msg.family != socket.AF_UNIX:
@@ -225,7 +224,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
         conn = self.owner.add(AsgiConnection(self.loop, msg, sock, site, scope, self._advance, self.lock, state, since,
                                    self.batch))
         conn.marks = marks = self.slots[0]
-        conn.mark, conn.mark_at = marks.mark_of(msg.conn_id)
+        conn.marked(marks.mark_of(msg.conn_id))
         if self.access is not None and site.access_log:
             conn.log_entry = connection_entry("", self.pid, msg.conn_id, site.listener)
         if msg.data:
@@ -447,9 +446,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
         on the scoreboard, with the bytes written on it (some may still wait in its buffers: the kernel's count
         tells the supervisor). Not one that has sent no request yet (FRESH)."""
         if conn.state is IDLE or in_head:
-            mark, at = conn.mark, conn.mark_at  # SlotWriter.rest, without its call: once a request
-            mark[at + 1] = conn.written | (IN_HEAD if in_head else 0)
-            mark[at] = conn.msg.conn_id  # last: the mark is whole from here
+            conn.rest(conn.written, in_head)
 
     def _free_call_line(self, conn: AsgiConnection) -> None:
         line = conn.call_line

@@ -33,6 +33,7 @@ from typing import Generic, TypeVar
 
 from sockact.http import Site
 from sockact.ipc import handoff
+from sockact.ipc.scoreboard import IN_HEAD
 from sockact.worker.channel import Closed, preface_refused
 from sockact.worker.connstates import BODY, CLOSING, FRESH, HEAD, IDLE, PREFACE, ConnState, InvalidTransition
 
@@ -45,10 +46,13 @@ HAND_BACK = frozenset({_C.PREFACE, _C.FRESH, _C.HEAD, _C.IDLE, _C.BODY, _C.QUEUE
 PARK_ON_RETIRE = frozenset({_C.FRESH, _C.IDLE})
 
 
+_UNMARKED = memoryview(b"")  # a connection's mark before ``marked``: none (the unit tests' connections)
+
+
 class Owned:
     """What the owner keeps of a connection: how it came, its listener, its state and since when."""
 
-    __slots__ = ("msg", "served", "since", "site", "state")
+    __slots__ = ("mark", "mark_at", "msg", "served", "since", "site", "state")
 
     def __init__(self, msg: handoff.Message, site: Site, state: ConnState, now: float) -> None:
         self.msg = msg  # how it came: id, listener, peer, hops, the PROXY client once read
@@ -56,6 +60,23 @@ class Owned:
         self.state = state
         self.since = now  # when its current deadline's clock started
         self.served = 0  # requests served on it in this worker
+        # Where its idle mark is on the worker's scoreboard (SlotWriter.mark_of, given by ``marked``): each rest
+        # writes it, and each read wipes it (``mark[mark_at] = 0``, inline: SlotWriter.stir without its call).
+        self.mark, self.mark_at = _UNMARKED, 0
+
+    def marked(self, place: tuple[memoryview, int]) -> None:
+        """Its idle mark's place (SlotWriter.mark_of), wiped: a mark from an earlier stay in this worker says
+        nothing of this one."""
+        self.mark, self.mark_at = place
+        self.mark[self.mark_at] = 0
+
+    def rest(self, written: int, in_head: bool = False) -> None:
+        """At a request boundary, every byte read of it answered, ``written`` bytes written on it: marked so, and
+        should the worker die now, its client is parked, not closed. ``in_head``: part of a head read since, no
+        more (its client gets a 408). SlotWriter.rest's words, without its call: each request makes one."""
+        mark, at = self.mark, self.mark_at
+        mark[at + 1] = written | (IN_HEAD if in_head else 0)
+        mark[at] = self.msg.conn_id  # last: the mark is whole from here
 
     def to(self, event: str, now: float | None = None) -> ConnState:
         """Move along the table (InvalidTransition if ``event`` is not accepted here); a state with a

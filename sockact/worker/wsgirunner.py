@@ -54,7 +54,7 @@ from sockact.http.limits import BODY_MIN_RATE, LINGER_BYTES, LINGER_SECONDS, REC
 from sockact.http.logline import quoted_request_line
 from sockact.http.proxyprotocol import ProxyProtocolError
 from sockact.ipc import handoff
-from sockact.ipc.scoreboard import IN_HEAD, SlotWriter, Waiting
+from sockact.ipc.scoreboard import SlotWriter, Waiting
 from sockact.ipc.tally import TallyWriter
 from sockact.logs.access import AccessLog
 from sockact.worker.appthreads import AppThreads
@@ -124,8 +124,7 @@ _CLOSE, _LINGER, _PARTIAL, _IDLE = Step.CLOSE, Step.LINGER, Step.PARTIAL, Step.I
 class Held(Owned):
     """A connection the WSGI runner holds: the owner's books (owner.Owned), its socket and its engine."""
 
-    __slots__ = ("call_line", "call_of", "http", "linger_until", "lingered", "mark", "mark_at", "preface", "request",
-                 "sock", "watched")
+    __slots__ = ("call_line", "call_of", "http", "linger_until", "lingered", "preface", "request", "sock", "watched")
 
     def __init__(self, msg: handoff.Message, sock: socket.socket, site: Site, state: ConnState, now: float,
                  http: HTTPConnection) -> None:
@@ -142,14 +141,6 @@ class Held(Owned):
         # same Request for the same head).
         self.call_of: Request | None = None
         self.call_line = b""
-        self.mark, self.mark_at = memoryview(b""), 0  # its idle mark on the scoreboard (SlotWriter.mark_of)
-
-    def rest(self, in_head: bool = False) -> None:
-        """Marks it idle at a request boundary (SlotWriter.rest), with every byte it wrote: written, since the
-        WSGI runner buffers no output. ``in_head``: part of a head read since, no more."""
-        mark, at = self.mark, self.mark_at
-        mark[at + 1] = self.http.wire.sent | (IN_HEAD if in_head else 0)
-        mark[at] = self.msg.conn_id  # last: the mark is whole from here
 
     def unparsed(self) -> bytes:
         return bytes(self.preface) if self.preface is not None else self.http.unparsed()
@@ -311,8 +302,7 @@ class EventLoop(Carrier[Held]):
         # Until its PROXY header is whole, a connection's engine has no bytes: HTTP waits for the header.
         pending = b"" if state is PREFACE else msg.data
         held = self.owner.add(Held(msg, sock, site, state, since, self._http(msg, sock, site, pending)))
-        held.mark, held.mark_at = mark, at = self.slots[0].mark_of(msg.conn_id)
-        mark[at] = 0  # an idle mark from an earlier stay here says nothing of this one
+        held.marked(self.slots[0].mark_of(msg.conn_id))
         # The rest of a CONNS waits in the receiver, where the monitor, standing in for the loop while a
         # call lasts, cannot see it: a request read now queues (the turn's end calls it), or the others
         # would wait for its call to end.
@@ -435,7 +425,7 @@ class EventLoop(Carrier[Held]):
             if held.state is not HEAD:
                 held.to("bytes")
             # Part of a head, no more, since its last answer (all written): a dead worker's client gets a 408.
-            held.rest(in_head=True)
+            held.rest(held.http.wire.sent, in_head=True)
         elif held.state is HEAD:
             held.to("idle")  # only the empty lines allowed between requests came
             self._mark_reading(0)  # nothing read waits for an answer
@@ -467,16 +457,13 @@ class EventLoop(Carrier[Held]):
         http = held.http
         try:
             ready = http.spool_body()
-        except ProtocolError as exc:
+        except (ProtocolError, OSError) as exc:
+            if isinstance(exc, OSError):
+                log.error("conn %d: cannot write the request body of %s to a temporary file ($TMPDIR): %s: 503",
+                          held.msg.conn_id, quoted_request_line(held.request), exc)
+                exc = ProtocolError(503, "request body not spooled")
             self.waiting.remove(held.msg.conn_id)  # answered: nothing read waits any more
             http.refuse(exc, linger=False)
-            self._linger(held)
-            return
-        except OSError as exc:
-            log.error("conn %d: cannot write the request body of %s to a temporary file ($TMPDIR): %s: 503",
-                      held.msg.conn_id, quoted_request_line(held.request), exc)
-            self.waiting.remove(held.msg.conn_id)
-            http.refuse(ProtocolError(503, "request body not spooled"), linger=False)
             self._linger(held)
             return
         if ready:
@@ -493,7 +480,9 @@ class EventLoop(Carrier[Held]):
             self._release(held)
             return
         if step is _IDLE and held.state is IDLE:
-            held.rest()  # every byte read is answered: a dead worker's supervisor parks this client
+            # Every byte read is answered, and written (the WSGI runner buffers no output): a dead worker's
+            # supervisor parks this client.
+            held.rest(held.http.wire.sent)
         if not held.watched:
             self._watch(held)
 
@@ -623,7 +612,7 @@ class EventLoop(Carrier[Held]):
                             and not owner.recycling):
                         self._settle(held, _IDLE)
                     elif held.state is IDLE:
-                        held.rest()  # as _settle marks it
+                        held.rest(held.http.wire.sent)  # as _settle marks it
                 else:
                     self._advance(held)  # a pipelined request queues behind (not called inside this one)
         finally:

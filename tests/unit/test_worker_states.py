@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from sockact.ipc import handoff
+from sockact.ipc.scoreboard import IDLE_MARKS, Rest, Scoreboard
 from sockact.worker.channel import Closed
 from sockact.worker.connstates import CONN_TRANSITIONS, ROW_MOVES, ConnState, InvalidTransition
 from sockact.worker.owner import Carrier, Due, Owned, Owner, due
@@ -347,3 +348,22 @@ def test_retiring_releases_only_what_the_owner_chose():
     runner._park_on_retire()
     assert sorted(runner.did) == [("release", 1), ("release", 2)]
     assert o.retiring
+
+
+def test_a_connection_marks_itself_where_the_scoreboard_reads_its_rest() -> None:
+    # The runners' connections write their idle marks in SlotWriter.rest's words, without its call: the
+    # supervisor's reading of them (Scoreboard.resting) must see what SlotWriter.rest would have written.
+    board = Scoreboard(1)
+    slot = board.allocate()
+    writer = board.writer(slot, 0)
+    writer.rest(7, 99)  # an earlier stay's mark
+    conn = Conn(7, C.IDLE)
+    conn.marked(writer.mark_of(7))
+    assert board.resting(slot) == {}  # wiped at adoption
+    conn.rest(120)
+    assert board.resting(slot) == {7: Rest(120, False)}
+    conn.rest(300, in_head=True)
+    assert board.resting(slot) == {7: Rest(300, True)}
+    writer.rest(7 + IDLE_MARKS, 5)  # another connection takes its place
+    assert board.resting(slot) == {7 + IDLE_MARKS: Rest(5, False)}
+    board.close()

@@ -114,7 +114,7 @@ class AsgiConnection(Owned):
         self.gone = False  # a write failed: the client is gone
         self.closing_at = 0.0  # closing once the output is flushed; the deadline to give up
         self.lingering = False
-        self._reading = False
+        self.watched = False  # the loop watches its fd for input (add_reader)
         # Its output, read as plain attributes on the per-request path (flushed and backlogged are properties,
         # a call each): what the kernel did not take, sent as the socket becomes writable; and what was
         # written in this turn of the loop, sent by the batch at its end.
@@ -145,16 +145,16 @@ class AsgiConnection(Owned):
             self.resume_reading()
 
     def resume_reading(self) -> None:
-        if not self._reading and not self.eof and self.fd >= 0:
+        if not self.watched and not self.eof and self.fd >= 0:
             # In the context the connection came in, whichever task asks: a callback runs in the context
             # it was registered from, and a request's task would pass its context on to the next one's.
             self._context.run(self.loop.add_reader, self.fd, self._readable)
-            self._reading = True
+            self.watched = True
 
     def pause_reading(self) -> None:
-        if self._reading:
+        if self.watched:
             self.loop.remove_reader(self.fd)
-            self._reading = False
+            self.watched = False
 
     def _readable(self) -> None:
         lock = self.lock

@@ -432,7 +432,8 @@ class AsgiRunner(Carrier[AsgiConnection]):
                 return True  # the eager start looks for the next request
             if idle and not (self.owner.retiring or self.owner.recycling):
                 conn.rest(conn.written)  # _rest's, without its call: served() made it IDLE
-                conn.resume_reading()  # the usual: nothing more came yet
+                if not conn.watched:  # the usual: watched still, and no call
+                    conn.resume_reading()  # nothing more came yet
             else:
                 # A pipelined request may be buffered already; its task must not start in this
                 # one's context (an app's context variables are its request's alone).

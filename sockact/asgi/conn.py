@@ -114,7 +114,7 @@ class AsgiConnection(Owned):
         self.gone = False  # a write failed: the client is gone
         self.closing_at = 0.0  # closing once the output is flushed; the deadline to give up
         self.lingering = False
-        self._reading = False
+        self.watched = False  # the loop watches its fd for input (add_reader)
         # Its output, read as plain attributes on the per-request path (flushed and backlogged are properties,
         # a call each): what the kernel did not take, sent as the socket becomes writable; and what was
         # written in this turn of the loop, sent by the batch at its end.
@@ -129,7 +129,7 @@ class AsgiConnection(Owned):
         self._sent_at = 0.0  # when the client last took a byte of the buffered output
         # Tasks waiting for input, or for room to write: an app may await receive() in two tasks at
         # once (Starlette listens for the disconnect while it streams), so each waits on its own future.
-        self._input: list[asyncio.Future[None]] = []
+        self.waiting: list[asyncio.Future[None]] = []  # for input (public: a cycle looks before it wakes)
         self._drained: list[asyncio.Future[None]] = []
         self._context = contextvars.copy_context()  # the loop's own: no request's task has begun yet
 
@@ -145,16 +145,16 @@ class AsgiConnection(Owned):
             self.resume_reading()
 
     def resume_reading(self) -> None:
-        if not self._reading and not self.eof and self.fd >= 0:
+        if not self.watched and not self.eof and self.fd >= 0:
             # In the context the connection came in, whichever task asks: a callback runs in the context
             # it was registered from, and a request's task would pass its context on to the next one's.
             self._context.run(self.loop.add_reader, self.fd, self._readable)
-            self._reading = True
+            self.watched = True
 
     def pause_reading(self) -> None:
-        if self._reading:
+        if self.watched:
             self.loop.remove_reader(self.fd)
-            self._reading = False
+            self.watched = False
 
     def _readable(self) -> None:
         lock = self.lock
@@ -188,7 +188,7 @@ class AsgiConnection(Owned):
                 self._finish_close()
             return
         # An app call (HTTP cycle or WebSocket) owns it, or will: the call reads what came.
-        called = self.state is CALL or self.state is QUEUED
+        called = state is CALL or state is QUEUED  # read above: nothing since moves it (the runner does)
         if self.feed is not None:
             self.feed(data)
         elif self.preface is not None:
@@ -223,13 +223,13 @@ class AsgiConnection(Owned):
         if self.eof:
             return
         self.resume_reading()
-        await self._bounded(self._wait(self._input), timeout, lose)
+        await self._bounded(self._wait(self.waiting), timeout, lose)
 
     async def wait_woken(self) -> None:
         """Until ``wake`` (or the connection's loss or close): what a task waits on once no more input can
         come, when a half-closed client may still read its answer."""
         if self.eof:
-            await self._wait(self._input)
+            await self._wait(self.waiting)
         else:
             await self.wait_input()
 
@@ -245,8 +245,8 @@ class AsgiConnection(Owned):
 
     def wake(self) -> None:
         """Wake the tasks waiting for input, to look again at what they wait for."""
-        if self._input:  # most often none: a response given whole, with no receive() waiting
-            _wake(self._input)
+        if self.waiting:  # most often none: a response given whole, with no receive() waiting
+            _wake(self.waiting)
 
     def _wait(self, waiters: list[asyncio.Future[None]]) -> asyncio.Future[None]:
         future = self.loop.create_future()
@@ -393,7 +393,7 @@ class AsgiConnection(Owned):
             self.loop.remove_writer(self.fd)
             self._writing = False
         _wake(self._drained)
-        _wake(self._input)
+        _wake(self.waiting)
         if self.closing_at:
             self._finish_close()
 

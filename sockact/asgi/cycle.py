@@ -284,7 +284,8 @@ class HttpCycle:
                                                     close=self.stopping)
             if not self.engine.keep_alive:  # a body short of its Content-Length or past it ends it; rare (a
                 self._said_short()          # plain attribute: length_left, a property, is a call each)
-            conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
+            if conn.waiting:  # most often none, and wake() not called
+                conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
             backlog = conn.write(head + data)
             self._whole()
             return conn.drain() if backlog else SENT
@@ -358,7 +359,7 @@ class HttpCycle:
             self.body_done = True
             if line is not None:
                 line.whole(self.conn.written)
-            if self.engine.buffered:
+            if self.engine.unparsed():  # not ``buffered``: a property's call costs twice a method's (Python 3.11)
                 self.conn.read_behind()  # a pipelined request waits behind it, in memory
 
     async def _drain(self) -> bool:

@@ -580,14 +580,16 @@ class Connection:
         self._sent = len(message) - message.index(b"\r\n\r\n") - 4  # the access log counts the body too
         return message
 
-    def start_next_cycle(self) -> None:
-        """After a complete request and response on a persistent connection: expect the next request."""
+    def start_next_cycle(self) -> bool:
+        """After a complete request and response on a persistent connection: expect the next request. Returns
+        ``idle`` (nothing of it came yet), which a caller would otherwise ask at once, a property's call."""
         if self.state != DONE or not self.response_ended or not self.keep_alive:
             raise RuntimeError("start_next_cycle() before both messages ended on a persistent connection")
         self.state = IDLE
         self.request = None
         self.response_started = self.response_ended = self.continue_sent = self.keep_alive = False
         self._mode, self._length, self._sent = "", 0, 0
+        return not self._buf and not self._eof
 
 
 def error_message(status: int, date: str, head_only: bool = False, *, detail: str = "", headers: str = "") -> bytes:

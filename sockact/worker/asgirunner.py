@@ -427,12 +427,13 @@ class AsgiRunner(Carrier[AsgiConnection]):
                 # Lingering after a refused body (a 408): the client still sending reads its answer before a reset.
                 self._close(conn, linger=cycle.answered and not cycle.body_done)
                 return False
-            conn.engine.start_next_cycle()
+            idle = conn.engine.start_next_cycle()
             if self._eager:
                 return True  # the eager start looks for the next request
-            if conn.engine.idle and not (self.owner.retiring or self.owner.recycling):
-                self._rest(conn)
-                conn.resume_reading()  # the usual: nothing more came yet
+            if idle and not (self.owner.retiring or self.owner.recycling):
+                conn.rest(conn.written)  # _rest's, without its call: served() made it IDLE
+                if not conn.watched:  # the usual: watched still, and no call
+                    conn.resume_reading()  # nothing more came yet
             else:
                 # A pipelined request may be buffered already; its task must not start in this
                 # one's context (an app's context variables are its request's alone).

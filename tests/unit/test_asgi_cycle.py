@@ -73,6 +73,11 @@ class Client:
         self._woken = asyncio.get_running_loop().create_future()
         await self._woken
 
+    @property
+    def waiting(self) -> list[asyncio.Future[None]]:
+        """The tasks waiting for input, as the real connection's list: a cycle wakes them only if any."""
+        return [self._woken] if self._woken is not None and not self._woken.done() else []
+
     def wake(self) -> None:
         if self._woken is not None and not self._woken.done():
             self._woken.set_result(None)

@@ -362,9 +362,19 @@ def test_idle_only_at_a_clean_boundary() -> None:
     assert conn.next_event() is END_OF_MESSAGE
     conn.start_response("200 OK", [], whole=0, date="-")
     conn.end_response()
-    conn.start_next_cycle()
+    assert conn.start_next_cycle() is False  # its answer is idle's, asked by the ASGI runner without the property
     assert conn.next_event() is NEED_DATA
     assert not conn.idle and conn.buffered == 2  # part of a next request: not handed back
+
+
+def test_the_next_cycle_starts_idle_when_nothing_of_the_next_request_came() -> None:
+    conn = Connection(Limits())
+    conn.receive_data(b"GET / HTTP/1.1\r\n\r\n")
+    assert isinstance(conn.next_event(), Request)
+    assert conn.next_event() is END_OF_MESSAGE
+    conn.start_response("200 OK", [], whole=0, date="-")
+    conn.end_response()
+    assert conn.start_next_cycle() is True and conn.idle
 
 
 def test_absolute_form_and_fragment() -> None:

@@ -219,12 +219,12 @@ MUTANTS = (
            "if len(self._threads) >= self.floor:", (UNIT + "test_appthreads.py",)),
     Mutant("threads-start-unspaced", "sockact/worker/appthreads.py",
            "if now - self._moved < self.start_every:", "if False:",
-           (UNIT + "test_appthreads.py::test_a_thread_starts_only_once_none_has_started_or_taken_work_for_start_every",
-            INTEG + "test_app_threads.py::test_a_worker_of_short_calls_with_a_rare_slow_one_keeps_its_pool_small")),
+           (UNIT + "test_appthreads.py::test_a_thread_starts_only_once_none_has_started_or_taken_work_for_"
+            "start_every",)),
     Mutant("threads-work-given-is-no-move", "sockact/worker/appthreads.py",
            "me = self._idle.pop()\n                self._moved = time.monotonic()", "me = self._idle.pop()",
-           (UNIT + "test_appthreads.py::test_a_thread_starts_only_once_none_has_started_or_taken_work_for_start_every",
-            INTEG + "test_app_threads.py::test_a_worker_of_short_calls_with_a_rare_slow_one_keeps_its_pool_small")),
+           (UNIT + "test_appthreads.py::test_a_thread_starts_only_once_none_has_started_or_taken_work_for_"
+            "start_every",)),
     Mutant("threads-oldest-idle-woken", "sockact/worker/appthreads.py",
            "me = self._idle.pop()", "me = self._idle.pop(0)",
            (UNIT + "test_appthreads.py",)),

@@ -249,26 +249,3 @@ def test_connections_that_come_in_one_message_are_all_called_at_once(start_socka
         with sock:
             assert read_to_close(sock).startswith(b"HTTP/1.1 200 ")
     client.close()
-
-
-def test_a_worker_of_short_calls_with_a_rare_slow_one_keeps_its_pool_small(start_sockact):
-    """Fifty keep-alive clients of short calls, and now and then a call of 20 ms: each slow call has the
-    monitor stand in for the loop and find dozens of short requests waiting. The threads that free up
-    serve them (a new one starts only once none has moved for a while), so the pool stays far below its
-    ceiling of 16, where a thread for each waiting request would take it. The bound leaves room for a
-    loaded machine, whose scheduler makes short calls long now and then."""
-    server = start_sockact("testapps:hang", "--workers", "1", "--max-threads", "16", "--no-access-log", workers=1)
-    [worker] = server.workers()
-    floor = steady(lambda: tasks(worker), "the worker's threads at rest")
-    load = subprocess.Popen(["wrk", "-t1", "-c50", "-d3s", "--timeout", "5s", f"http://127.0.0.1:{server.port}/"],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        most = floor
-        while load.poll() is None:
-            assert http_get(server.port, "/slow?s=0.02", timeout=10)[0] == 200
-            most = max(most, tasks(worker))
-            time.sleep(0.2)
-    finally:
-        out, _ = load.communicate(timeout=30)
-    assert "requests in" in out and "Non-2xx" not in out, out
-    assert most <= floor + 5, f"{most - floor} threads started beside {floor}"

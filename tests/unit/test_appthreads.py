@@ -63,13 +63,14 @@ class Calls:
 
 def test_a_thread_starts_only_once_none_has_started_or_taken_work_for_start_every():
     calls = Calls()
-    pool = calls.pool(range(1, 5), floor=0, start_every=3600.0)
+    pool = calls.pool(range(1, 5), floor=0, start_every=1.0)
     pool.start()
     first = threading.Event()
     assert pool.submit(first) and pool.alive == 1  # nothing moved before: it starts
     assert not pool.submit(threading.Event())  # one started just now: the caller keeps it
     first.set()
     wait_until(lambda: pool.in_use == 0, "the first call done")
+    wait_until(lambda: pool.start_in() == 0.0, "start_every over since the start")
     again = threading.Event()
     assert pool.submit(again)  # the idle thread takes it: no start needed
     assert not pool.submit(threading.Event()) and pool.alive == 1  # it was given work just now

@@ -217,6 +217,14 @@ MUTANTS = (
            "if len(self._free) <= 1 or self._stopping:", (UNIT + "test_appthreads.py",)),
     Mutant("threads-floor-times-out", "sockact/worker/appthreads.py", "if len(self._threads) > self.floor:",
            "if len(self._threads) >= self.floor:", (UNIT + "test_appthreads.py",)),
+    Mutant("threads-start-unspaced", "sockact/worker/appthreads.py",
+           "if now - self._moved < self.start_every:", "if False:",
+           (UNIT + "test_appthreads.py::test_a_thread_starts_only_once_none_has_started_or_taken_work_for_"
+            "start_every",)),
+    Mutant("threads-work-given-is-no-move", "sockact/worker/appthreads.py",
+           "me = self._idle.pop()\n                self._moved = time.monotonic()", "me = self._idle.pop()",
+           (UNIT + "test_appthreads.py::test_a_thread_starts_only_once_none_has_started_or_taken_work_for_"
+            "start_every",)),
     Mutant("threads-oldest-idle-woken", "sockact/worker/appthreads.py",
            "me = self._idle.pop()", "me = self._idle.pop(0)",
            (UNIT + "test_appthreads.py",)),
@@ -229,7 +237,7 @@ MUTANTS = (
            "0, thread_idle_timeout",
            (INTEG + "test_app_threads.py::test_the_metrics_show_threads_in_use_and_the_ceiling[3]",)),
     Mutant("threads-pool-call-off-the-books", "sockact/worker/wsgirunner.py",
-           "alive=self._thread_alive, assign=self._begin)", "alive=self._thread_alive)",
+           "alive=self._thread_alive, assign=self._begin,", "alive=self._thread_alive,",
            (INTEG + "test_worker_death.py::test_a_request_read_but_not_begun_gets_a_502_not_silence",)),
     Mutant("handed-off-short-calls-unnoted", "sockact/worker/wsgirunner.py", "elif self._hand_off:", "elif False:",
            (INTEG + "test_app_threads.py::test_while_slow_calls_go_to_the_pool_a_path_whose_calls_are_all_short_"

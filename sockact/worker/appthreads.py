@@ -3,8 +3,12 @@
 The worker's loop gives each ready request to ``submit``: the thread that went idle last
 takes it, or, when none is idle and the pool is below its ceiling, a new thread is started
 for it. ``submit`` answers False when every thread is in a call: the request waits, and the
-loop's stall hand-back takes over from there. A thread beyond the floor that has waited
-``idle_timeout`` for work exits.
+loop's stall hand-back takes over from there. A new thread starts only once ``start_every`` has
+passed with no thread started or given work: a burst of waiting requests whose calls are short
+is served by the threads that free up again at once, not by a thread each (a thread started idles
+until its timeout, and every call handed over costs two thread switches); while calls are slow and
+every thread stays in its call, the pool grows one thread a ``start_every``. A thread beyond the
+floor that has waited ``idle_timeout`` for work exits.
 
 Each thread owns one line (an index into the worker's scoreboard and tally lines) for its
 life, so every call, on whichever thread, has its own line for ``timeout`` and the 502/504s;
@@ -23,6 +27,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -47,17 +52,19 @@ class AppThreads(Generic[T, R]):
     """Threads that run ``call(line, item)`` for submitted items, then ``done(item, result)``.
 
     ``lines``: the lines the pool may use, one per thread (so ``len(lines)`` is the ceiling);
-    ``floor``: the threads started at once and never ended for idleness.
+    ``floor``: the threads started at once and never ended for idleness; ``start_every``: how long
+    ``submit`` waits, since a thread last started or was given work, before it starts another.
     """
 
     def __init__(self, lines: Sequence[int], floor: int, idle_timeout: float, call: Callable[[int, T], R],
                  done: Callable[[T, R], None], alive: Callable[[int, bool], None] | None = None,
-                 assign: Callable[[int, T], object] | None = None) -> None:
+                 assign: Callable[[int, T], object] | None = None, start_every: float = 0.0) -> None:
         if not 0 <= floor <= len(lines) or not lines:
             raise ValueError("need 0 <= floor <= len(lines), and at least one line")
         self.ceiling = len(lines)
         self.floor = floor
         self.idle_timeout = idle_timeout
+        self.start_every = start_every
         self._call = call
         self._done = done
         self._alive = alive  # told when a thread takes (True) or leaves (False) its line
@@ -67,6 +74,9 @@ class AppThreads(Generic[T, R]):
         self._idle: list[_Thread] = []  # waiting for work; the last one went idle most recently
         self._threads: list[_Thread] = []  # alive
         self._stopping = False
+        # time.monotonic() when a thread last started or was given work (one that comes free is given the
+        # next waiting request at once, if any)
+        self._moved = -float("inf")
         self.in_use = 0  # threads in a call
 
     @property
@@ -82,11 +92,12 @@ class AppThreads(Generic[T, R]):
             self._launch(me, None)
 
     def submit(self, item: T) -> bool:
-        """Give ``item`` to an idle thread, or to a new one below the ceiling; False when every thread is
-        in a call (the caller keeps it)."""
+        """Give ``item`` to an idle thread, or to a new one below the ceiling unless a thread started or was
+        given work less than ``start_every`` ago; False otherwise (the caller keeps it)."""
         with self._lock:
             if self._idle:
                 me = self._idle.pop()
+                self._moved = time.monotonic()
                 self.in_use += 1
                 if self._assign is not None:
                     self._assign(me.line, item)
@@ -94,12 +105,24 @@ class AppThreads(Generic[T, R]):
                 return True
             if not self._free or self._stopping:
                 return False
+            now = time.monotonic()
+            if now - self._moved < self.start_every:
+                return False
+            self._moved = now
             me = self._new()
             self.in_use += 1
         if self._assign is not None:
             self._assign(me.line, item)
         self._launch(me, item)
         return True
+
+    def start_in(self) -> float | None:
+        """Seconds until ``submit`` may start a thread if no thread is given work meanwhile (0.0: now); None when the
+        pool is at its ceiling."""
+        with self._lock:
+            if self._stopping or not self._free:
+                return None
+            return max(0.0, self._moved + self.start_every - time.monotonic())
 
     def stop(self, timeout: float = 1.0) -> None:
         """Every thread exits once its call, if any, is over; waits up to ``timeout`` for each."""

@@ -77,9 +77,11 @@ from sockact.wsgi.server import HTTPConnection, Step
 log = logging.getLogger("sockact.worker")
 
 TICK = 0.05  # seconds: the longest the loop sleeps without looking at its timers
-# With a pool that may grow: how long the loop thread's own call may last before the monitor takes the
-# loop's role (and starts threads for what is waiting), and how often it looks meanwhile. A call this
-# short is over before a thread could start; a waiting fast request pays at most about twice this.
+# With a pool that may grow, while long calls (RELAXED_LOOK or more) are common: how long the loop thread's
+# own call may last before the monitor takes the loop's role (and starts threads for what is waiting), how
+# often it looks meanwhile, and how often one more thread may start. A call this short is over before a
+# thread could start; a waiting fast request pays about twice this (plus GROW_AFTER for each slow request
+# ahead of it that needs a new thread).
 GROW_AFTER = 0.001
 # When at least one call in SLOW_SHARE lasted GROW_AFTER or more over the last HANDOFF_WINDOW, the loop
 # thread hands the next window's requests to pool threads instead of serving them itself: while slow
@@ -104,14 +106,18 @@ PATH_SLOW = 0.005
 PATH_WEIGHT = 1 / 16
 FAST_SHARE = 1 / 32
 ROUTES_KEPT = 256
-# How often the monitor looks while no call of GROW_AFTER or more has ended in this window or the last
-# one: each look takes the GIL from the serving loop thread (two thread switches), which at one a
-# millisecond costs a worker of short calls 7-10% of its CPU. The first slow call after such a quiet
-# spell is noticed within this much; from then on, every GROW_AFTER.
-RELAXED_LOOK = 0.005
-# The monitor looks every GROW_AFTER only while at least one call in LOOK_SHARE is slow: a worker of short
-# calls meets one of GROW_AFTER now and then (the scheduler, a collection), 1 in 1,000 to 1 in 20,000 of
-# hello-world calls under wrk, and must not pay for frequent looks because of it.
+# A call this long is "long". While long calls are rare (below LOOK_SHARE), the monitor looks this often,
+# takes over from a call only once it has lasted this long, and starts one more thread at most this often:
+# each look takes the GIL from the serving loop thread (two thread switches), which at one a millisecond
+# costs a worker of short calls 7-10% of its CPU; and on a busy machine the scheduler makes a short call
+# last a millisecond now and then, 5 ms in bursts (measured: hello world under wrk -c50 on 2 shared
+# cores, about one take-over a second per worker at 5 ms, none in 9 s at 10), where a take-over
+# would find a queue of short requests and start a thread for each. Worst case for a fast request
+# behind the first long call after such a quiet spell: about twice this (then GROW_AFTER's).
+RELAXED_LOOK = 0.010
+# Long calls are common when at least one call in LOOK_SHARE is long, in this HANDOFF_WINDOW or the last:
+# a worker of short calls meets one now and then (the scheduler, a collection) and must not pay for
+# frequent looks, or for pool threads, because of it.
 LOOK_SHARE = 200
 QUIET_LOOKS = 100  # looks at a worker that serves nothing before the monitor sleeps until a call starts
 
@@ -174,7 +180,8 @@ class EventLoop(Carrier[Held]):
         self.pool: AppThreads[Held, bool] | None = None
         if self.ceiling > 1:
             self.pool = AppThreads(range(1, self.ceiling), floor - 1, thread_idle_timeout, self._serve,
-                                   self._finished, alive=self._thread_alive, assign=self._begin)
+                                   self._finished, alive=self._thread_alive, assign=self._begin,
+                                   start_every=RELAXED_LOOK)
         self.tallies = list(tallies) if tallies else None  # one per app thread, for the metrics
         self._tally_lines = list(dict.fromkeys(self.tallies or ()))  # each shared writer flushed once
         self.handback_after = handback_after
@@ -209,6 +216,7 @@ class EventLoop(Carrier[Held]):
         # The loop thread is app thread 0 and not inside a call: a request read now is called at once.
         self._serve_now = True
         self._slow_calls = 0  # calls of GROW_AFTER or more, counted since the monitor last judged
+        self._long_calls = 0  # of those, the calls of RELAXED_LOOK or more
         # By request path: its share of calls of PATH_SLOW or more, a moving average (with a pool beside
         # the loop thread; see FAST_SHARE). Written by whichever thread ran the call.
         self._slow_share: dict[bytes, float] | None = {} if self.pool is not None else None
@@ -253,8 +261,8 @@ class EventLoop(Carrier[Held]):
     def _thread_alive(self, line: int, alive: bool) -> None:
         self.slots[line].alive(alive)
 
-    def _turn(self) -> None:
-        events = self.poller.poll(TICK)
+    def _turn(self, timeout: float = TICK) -> None:
+        events = self.poller.poll(timeout)
         if not events and self.access is not None:
             self.access.flush()  # idle: write the lines out
         watching = self.watching
@@ -643,16 +651,19 @@ class EventLoop(Carrier[Held]):
             self.call_started[index] = 0.0
             slot.end()
             ended = time.monotonic()
-            if ended - started >= GROW_AFTER:
+            lasted = ended - started
+            if lasted >= GROW_AFTER:
                 self._slow_calls += 1  # a hint: a count lost to a race between threads does not matter
+                if lasted >= RELAXED_LOOK:
+                    self._long_calls += 1
                 if self._slow_share is not None:
-                    self._note_path(request.path, ended - started >= PATH_SLOW)
+                    self._note_path(request.path, lasted >= PATH_SLOW)
             elif self._hand_off:
                 # Only while calls are handed off is a short call's path written down: before, no path is
                 # judged, and a worker of short calls pays nothing per request for the books.
                 self._note_path(request.path, False)
             if self.tallies is not None:
-                self.tallies[index].record(held.msg.listener, request.method, held.http.status, ended - started)
+                self.tallies[index].record(held.msg.listener, request.method, held.http.status, lasted)
 
     def _note_path(self, path: bytes, slow: bool) -> None:
         """One more call on ``path`` in its moving share of slow calls (hints: a lost update only delays a
@@ -705,11 +716,20 @@ class EventLoop(Carrier[Held]):
         after = GROW_AFTER if self.pool is not None else self.handback_after
         interval = min(after, slow)
         relaxed = max(interval, RELAXED_LOOK)
-        often = False  # slow calls were common in the last window: look every GROW_AFTER
+        # Growing, while long calls are rare: take over only once the call has lasted a relaxed look. On a
+        # busy machine the scheduler makes a short call last a millisecond far more often than ten; a
+        # take-over then finds a queue of short requests and hands them to pool threads for nothing.
+        patient = max(after, relaxed) if self.pool is not None else after
+        often = False  # long calls were common in the last window: look every GROW_AFTER
         quiet, seen = 0, -1
         owner = self.owner
         judged, judged_at = owner.requests, time.monotonic()
+
+        def long_calls_common() -> bool:  # at least one in LOOK_SHARE, in this window or the last
+            return often or self._long_calls * LOOK_SHARE > owner.requests - judged
+
         while not owner.done:
+            common = long_calls_common()
             if quiet >= QUIET_LOOKS:
                 # Nothing served for a while: sleep until a call starts (the loop sets the event), not
                 # waking every GROW_AFTER on an idle worker.
@@ -719,13 +739,12 @@ class EventLoop(Carrier[Held]):
                 self._call_begun.clear()
                 self._monitor_asleep = False
             else:
-                common = often or self._slow_calls * LOOK_SHARE > owner.requests - judged
                 time.sleep(interval if common else relaxed)
             if self.pool is not None and time.monotonic() - judged_at >= HANDOFF_WINDOW:
-                calls, slow_calls = owner.requests - judged, self._slow_calls
+                calls, slow_calls, long_calls = owner.requests - judged, self._slow_calls, self._long_calls
                 self._hand_off = slow_calls > 0 and slow_calls * SLOW_SHARE >= calls
-                often = slow_calls > 0 and slow_calls * LOOK_SHARE >= calls
-                judged, judged_at, self._slow_calls = owner.requests, time.monotonic(), 0
+                often = long_calls > 0 and long_calls * LOOK_SHARE >= calls
+                judged, judged_at, self._slow_calls, self._long_calls = owner.requests, time.monotonic(), 0, 0
             started = self.call_started[0]
             if not started:
                 quiet = quiet + 1 if owner.requests == seen else 0
@@ -736,9 +755,18 @@ class EventLoop(Carrier[Held]):
             # before that call go in one DONE at the end of the loop's turn (one message for a batch of
             # `Connection: close` clients, not one each), unless the call lasts: then they go from here.
             lasted = time.monotonic() - started
-            if (lasted >= after or (lasted >= GROW_AFTER and self.closed.ids)) and self.lock.acquire(blocking=False):
+            take_after = after if common else patient
+            if ((lasted >= take_after or (lasted >= GROW_AFTER and self.closed.ids))
+                    and self.lock.acquire(blocking=False)):
                 try:
-                    if lasted >= after:
+                    if lasted >= take_after:
+                        if lasted >= RELAXED_LOOK:
+                            self._long_calls += 1  # long already: on an otherwise quiet worker, common now
+                        if self.pool is not None:
+                            # A new thread once none has been given work for GROW_AFTER while long calls
+                            # are common, else for a relaxed look: a take-over that finds short requests
+                            # waiting lets the threads that free up serve them, not a thread for each.
+                            self.pool.start_every = GROW_AFTER if long_calls_common() else relaxed
                         self._take_over()
                     else:
                         self.closed.report()
@@ -755,9 +783,15 @@ class EventLoop(Carrier[Held]):
                 self._unwatch(self._inline_held)  # its call reads it; this loop must not
             self._timers(time.monotonic())  # a stalled worker hands back at once
             while self.call_started[0]:
-                self._turn()
+                self._turn(self._standby_tick())
         finally:
             self._standby = False
+
+    def _standby_tick(self) -> float:
+        """How long the standing-in loop may wait for events: requests that wait for a thread to start
+        (once none has been given work for pool.start_every) are given out again when one may."""
+        start_in = self.pool.start_in() if self.ready and self.pool is not None else None
+        return TICK if start_in is None else min(TICK, start_in)
 
     # ------------------------------------------------------------------ hand-back and timers
 

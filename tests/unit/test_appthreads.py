@@ -49,8 +49,44 @@ class Calls:
             assert self.alive.get(line, False) != alive, "a line taken twice, or left twice"
             self.alive[line] = alive
 
-    def pool(self, lines: range, floor: int, idle: float = 30.0) -> AppThreads[threading.Event, int]:
-        return AppThreads(lines, floor, idle, self.call, self.finished, alive=self.mark)
+    def end(self, pool: AppThreads[threading.Event, int], items: list[threading.Event]) -> None:
+        """Let ``items``' calls end, stop ``pool``, and wait for every line to be left."""
+        for item in items:
+            item.set()
+        pool.stop()
+        wait_until(lambda: not any(self.alive.values()), "every line left")
+
+    def pool(self, lines: range, floor: int, idle: float = 30.0,
+             start_every: float = 0.0) -> AppThreads[threading.Event, int]:
+        return AppThreads(lines, floor, idle, self.call, self.finished, alive=self.mark, start_every=start_every)
+
+
+def test_a_thread_starts_only_once_none_has_started_or_taken_work_for_start_every():
+    calls = Calls()
+    pool = calls.pool(range(1, 5), floor=0, start_every=1.0)
+    pool.start()
+    first = threading.Event()
+    assert pool.submit(first) and pool.alive == 1  # nothing moved before: it starts
+    assert not pool.submit(threading.Event())  # one started just now: the caller keeps it
+    first.set()
+    wait_until(lambda: pool.in_use == 0, "the first call done")
+    wait_until(lambda: pool.start_in() == 0.0, "start_every over since the start")
+    again = threading.Event()
+    assert pool.submit(again)  # the idle thread takes it: no start needed
+    assert not pool.submit(threading.Event()) and pool.alive == 1  # it was given work just now
+    calls.end(pool, [again])
+
+
+def test_while_every_thread_stays_in_its_call_the_pool_grows_one_thread_a_start_every():
+    calls = Calls()
+    pool = calls.pool(range(1, 5), floor=0, start_every=0.05)
+    pool.start()
+    items = [threading.Event() for _ in range(3)]
+    assert pool.submit(items[0])
+    for item in items[1:]:
+        wait_until(lambda item=item: pool.submit(item), "a thread started for a call that waits")
+    assert pool.alive == 3 and pool.in_use == 3
+    calls.end(pool, items)
 
 
 def test_it_grows_one_thread_per_waiting_call_up_to_the_ceiling_then_refuses():
@@ -72,10 +108,7 @@ def test_it_grows_one_thread_per_waiting_call_up_to_the_ceiling_then_refuses():
     assert pool.submit(again)  # the thread that went idle takes it: no fifth thread
     wait_until(lambda: again in calls.lines, "the call on the idle thread")
     assert pool.alive == 4 and calls.lines[again] == calls.lines[items[0]]
-    for item in [*items, again]:
-        item.set()
-    pool.stop()
-    wait_until(lambda: not any(calls.alive.values()), "every line left")
+    calls.end(pool, [*items, again])
 
 
 def test_threads_beyond_the_floor_exit_after_the_idle_timeout_and_their_lines_are_reused():

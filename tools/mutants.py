@@ -539,6 +539,9 @@ MUTANTS = (
     Mutant("metrics-listener-defers-silent-clients", "sockact/supervisor/scrape.py",
            "sup.listeners[index].accept_at_connect()", "pass",
            (INTEG + "test_metrics.py::test_silent_clients_holding_every_slot_do_not_keep_a_scrape_waiting",)),
+    Mutant("worker-reads-its-channel-to-eagain", "sockact/worker/channel.py",
+           "if taken and not receiver.waiting():", "if False:",
+           (UNIT + "test_handoff.py::test_a_worker_reads_what_its_channel_holds_and_no_further",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

@@ -553,6 +553,15 @@ MUTANTS = (
     Mutant("reload-start-only-untold-to-the-command", "sockact/supervisor/core.py",
            "reload_finished(True, self.reload_note)", 'reload_finished(True, "")',
            (INTEG + "test_reload_command.py::" + RELOAD_NAMES,)),
+    Mutant("bound-listener-accepts-before-the-request", "sockact/systemd/activation.py",
+           "sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_SECONDS)", "pass",
+           (UNIT + "test_activation.py::test_tcp_listener_hands_over_a_connection_once_its_client_has_spoken",)),
+    Mutant("metrics-listener-defers-silent-clients", "sockact/supervisor/scrape.py",
+           "sup.listeners[index].accept_at_connect()", "pass",
+           (INTEG + "test_metrics.py::test_silent_clients_holding_every_slot_do_not_keep_a_scrape_waiting",)),
+    Mutant("worker-reads-its-channel-to-eagain", "sockact/worker/channel.py",
+           "if taken and not receiver.waiting():", "if False:",
+           (UNIT + "test_handoff.py::test_a_worker_reads_what_its_channel_holds_and_no_further",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

@@ -42,6 +42,7 @@ class Scrape:
             log.warning("listener %r: %s; it answers 503 until then", name, exposition.MISSING)
         tally = Tally(slots, len(sup.listeners))
         sup.acceptor.exclude(index)
+        sup.listeners[index].accept_at_connect()
         self.server = MetricsServer(sup.listeners[index], sup.selector, self._render)
         self.server.start(time.monotonic())
         return tally

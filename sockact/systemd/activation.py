@@ -38,6 +38,12 @@ class Listener:
     def address(self) -> str:
         return format_address(self.sock.family, self.sock.getsockname())
 
+    def accept_at_connect(self) -> None:
+        """Undo _bind's deferred accept, for a listener the supervisor answers itself (the metrics listener):
+        no worker's read to save there, and its slots are for every client that connects, silent or not."""
+        if self.owned and self.sock.family in (socket.AF_INET, socket.AF_INET6):
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 0)
+
     @property
     def local(self) -> tuple[str, int] | None:
         """The local address of every connection accepted here, when the socket is bound to one IP
@@ -172,6 +178,11 @@ def _adopt(fd: int, name: str) -> Listener:
     return Listener(sock, name, owned=False)
 
 
+# How long the kernel holds a connection whose client has sent nothing before it is accepted all the same (it is
+# then a FRESH connection, closed at header_timeout): rounded up to a SYN-ACK retransmission, about 1 s.
+DEFER_ACCEPT_SECONDS = 1
+
+
 def parse_bind(spec: str) -> tuple[str, int, str | tuple[str, int]]:
     """Parse '[NAME=]ADDR' into (name, family, address), as the bind setting's parser does."""
     try:
@@ -204,6 +215,9 @@ def _bind(spec: str, backlog: int) -> Listener:
             _remove_stale_unix_socket(str(addr), spec)
         else:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # The kernel completes accept() once the client's first bytes are in: a worker's first read of a
+            # new connection then finds its request, with no wait in its poller (two epoll_ctl, a second read).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_SECONDS)
         sock.bind(addr)
         sock.listen(backlog)
     except OSError as exc:

@@ -32,6 +32,10 @@ def read_channel(receiver: handoff.Receiver, chan: socket.socket, adopt: Callabl
     already received (the channel will not wake the loop for those); ``retire`` at EOF."""
     taken = 0
     while taken < BATCH or receiver.pending:
+        # The first is known to wait (or meets EAGAIN); before another, a poll(0), not a recv() that fails with
+        # EAGAIN and its exception: one of those every time the loop woke for the channel.
+        if taken and not receiver.waiting():
+            return
         taken += 1
         try:
             msg = receiver.recv()

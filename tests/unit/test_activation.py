@@ -56,6 +56,12 @@ def test_tcp_listener_is_nonblocking_and_cloexec():
     listener.close()
 
 
+def test_tcp_listener_hands_over_a_connection_once_its_client_has_spoken():
+    (listener,) = bind_all(["127.0.0.1:0"], 16)
+    assert listener.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT) > 0
+    listener.close()
+
+
 def test_not_activated_without_listen_fds():
     env = {"PATH": "/bin"}
     assert from_systemd(env) is None

@@ -70,6 +70,29 @@ def fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def test_a_worker_reads_what_its_channel_holds_and_no_further():
+    # Everything that waits is taken; then a look (poll), not a read that meets EAGAIN, says nothing more does.
+    from sockact.worker.channel import read_channel
+
+    sup, wrk = handoff.channel_pair()
+    wrk.setblocking(False)
+    pairs = [socket.socketpair() for _ in range(3)]
+    for i, (a, _) in enumerate(pairs):
+        handoff.send(sup, handoff.Message(handoff.CONN, conn_id=i, family=socket.AF_UNIX, fd=a.fileno()))
+    receiver = handoff.Receiver(wrk)
+    reads = []
+    recv = receiver.recv
+    receiver.recv = lambda: reads.append(1) or recv()  # type: ignore[method-assign]
+    adopted: list[handoff.Message] = []
+    read_channel(receiver, wrk, adopted.append, lambda: None)
+    assert [m.conn_id for m in adopted] == [0, 1, 2]
+    assert len(reads) == 3
+    for msg in adopted:
+        os.close(msg.fd)
+    for s in (sup, wrk, *(s for pair in pairs for s in pair)):
+        s.close()
+
+
 def test_fd_travels_and_nothing_leaks():
     sup, wrk = handoff.channel_pair()
     receiver = handoff.Receiver(wrk)

@@ -36,6 +36,7 @@ WS_MISTAKES_TEST = (INTEG + "test_app_response_misbehaviour.py::test_a_websocket
                     "app_error_closed_with_1011",)
 PATHSEND_TEST = (INTEG + "test_app_response_misbehaviour.py::test_pathsend_of_what_is_no_regular_file_is_a_500_and_"
                  "holds_no_loop",)
+SPOOL_TOTAL_TEST = "test_body_spool.py::test_spooled_bodies_past_the_workers_total_get_503_until_one_ends"
 RELOAD_NAMES = "test_a_reload_names_each_changed_setting_it_leaves_for_a_restart_and_applies_the_rest"
 
 MUTANTS = (
@@ -468,8 +469,20 @@ MUTANTS = (
            "        if request.chunked:\n            return True\n        return bool(self.engine.unread_body)",
            "        if request.chunked:\n            return False\n        return bool(self.engine.unread_body)",
            (INTEG + "test_body_spool.py::test_four_slow_uploaders_do_not_stop_service",)),
-    Mutant("spool-past-its-bound", "sockact/wsgi/server.py", "if spool.tell() > limit:", "if False:",
-           (INTEG + "test_body_spool.py::test_a_chunked_body_past_the_spool_bound_is_read_on_by_the_app",)),
+    Mutant("spool-past-its-bound", "sockact/wsgi/server.py", "if size > limit or (size", "if (size",
+           (INTEG + "test_body_spool.py::test_a_chunked_body_past_the_spool_bound_is_read_on_by_the_app"
+            "[--body-spool]",)),
+    Mutant("spool-total-not-taken", "sockact/wsgi/server.py", "budget.take(need)", "budget.give(0)",
+           (INTEG + SPOOL_TOTAL_TEST,)),
+    Mutant("spool-total-not-grown", "sockact/wsgi/server.py", "not self._spool_more(budget, size)", "False",
+           (INTEG + "test_body_spool.py::test_a_chunked_body_past_the_spool_bound_is_read_on_by_the_app"
+            "[--body-spool-total]",)),
+    Mutant("spool-total-not-given-back", "sockact/wsgi/server.py", "self.site.spool_budget.give(spooled)", "pass",
+           (INTEG + SPOOL_TOTAL_TEST,)),
+    Mutant("spool-total-kept-on-a-close", "sockact/wsgi/server.py",
+           "if self.spool is not None:\n            self.drop_spool()  # left while",
+           "if False:\n            self.drop_spool()  # left while",
+           (INTEG + SPOOL_TOTAL_TEST,)),
     Mutant("spool-handed-back-without-its-body", "sockact/worker/wsgirunner.py",
            "return self.http.spool is None  # a body", "return True  # a body",
            (UNIT + "test_worker_states.py",

@@ -32,7 +32,7 @@ from sockact.http.forwarded import Trust
 from sockact.http.limits import SpoolBudget
 from sockact.http.site import client_budget
 from sockact.ipc import handoff
-from sockact.ipc.scoreboard import MAX_THREADS, Scoreboard, Waiting
+from sockact.ipc.scoreboard import MAX_THREADS, Scoreboard, SpareLines, Waiting
 from sockact.ipc.tally import Tally
 from sockact.logs.access import AccessLog
 from sockact.logs.journal import installed_sendv
@@ -147,7 +147,8 @@ class WorkerShell:
                             ws=self.config.ws, ws_max_size=self.config.ws_max_size,
                             access=self.access, tally=self.tally.writer(self.slot, 0) if self.tally else None,
                             call_lines=[self.scoreboard.writer(self.slot, i)
-                                        for i in range(lines, MAX_THREADS)])
+                                        for i in range(lines, MAX_THREADS)],
+                            spare=SpareLines(self.scoreboard, self.slot))
         runner.startup()
         return runner
 

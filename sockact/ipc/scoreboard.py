@@ -264,7 +264,7 @@ class SlotWriter:
         self._map = mapping
         self._at = at
         self._beat_at = beat_at
-        self._words, self._floats = words, floats  # the mapping by 8-byte items (Scoreboard's, one each)
+        self._words, self._floats = words, floats  # the slot's mapping as words and doubles (_Slot's)
         self._started_word = at // _WORD
         self._requests_word = (at + _REQUESTS_AT) // _WORD
         self._length_word = (at + _LENGTH_AT) // _WORD

@@ -36,6 +36,8 @@ WS_MISTAKES_TEST = (INTEG + "test_app_response_misbehaviour.py::test_a_websocket
                     "app_error_closed_with_1011",)
 PATHSEND_TEST = (INTEG + "test_app_response_misbehaviour.py::test_pathsend_of_what_is_no_regular_file_is_a_500_and_"
                  "holds_no_loop",)
+HUNDRED_CALLS_TEST = "test_asgi.py::test_a_killed_worker_answers_each_of_a_hundred_calls_at_once_with_a_502"
+SPOOL_TOTAL_TEST = "test_body_spool.py::test_spooled_bodies_past_the_workers_total_get_503_until_one_ends"
 RELOAD_NAMES = "test_a_reload_names_each_changed_setting_it_leaves_for_a_restart_and_applies_the_rest"
 
 MUTANTS = (
@@ -463,6 +465,13 @@ MUTANTS = (
     Mutant("asgi-call-line-kept", "sockact/worker/asgirunner.py",
            "line.clear()\n                self.call_lines.append(line)", "line.clear()",
            (INTEG + "test_asgi.py::test_a_killed_worker_answers_a_call_after_many_with_a_502",)),
+    Mutant("asgi-no-spare-lines", "sockact/worker/asgirunner.py", "if lines or self._more_lines():", "if lines:",
+           (INTEG + HUNDRED_CALLS_TEST,)),
+    Mutant("spare-lines-unread", "sockact/ipc/scoreboard.py",
+           "min(max(made.words[_MADE_AT // _WORD], MAX_THREADS), self.lines)", "MAX_THREADS",
+           (INTEG + HUNDRED_CALLS_TEST,)),
+    Mutant("spare-lines-uncounted", "sockact/ipc/scoreboard.py", "self._words[_MADE_AT // _WORD] = self.made", "pass",
+           (INTEG + HUNDRED_CALLS_TEST,)),
     Mutant("asgi-log-entry-kept", "sockact/worker/asgirunner.py", "if memo is None or memo.key is not request:",
            "if memo is None:",
            (INTEG + "test_asgi_proxy.py::test_the_access_log_names_each_requests_client_on_one_connection",)),
@@ -488,8 +497,20 @@ MUTANTS = (
            "        if request.chunked:\n            return True\n        return bool(self.engine.unread_body)",
            "        if request.chunked:\n            return False\n        return bool(self.engine.unread_body)",
            (INTEG + "test_body_spool.py::test_four_slow_uploaders_do_not_stop_service",)),
-    Mutant("spool-past-its-bound", "sockact/wsgi/server.py", "if spool.tell() > limit:", "if False:",
-           (INTEG + "test_body_spool.py::test_a_chunked_body_past_the_spool_bound_is_read_on_by_the_app",)),
+    Mutant("spool-past-its-bound", "sockact/wsgi/server.py", "if size > limit or (size", "if (size",
+           (INTEG + "test_body_spool.py::test_a_chunked_body_past_the_spool_bound_is_read_on_by_the_app"
+            "[--body-spool]",)),
+    Mutant("spool-total-not-taken", "sockact/wsgi/server.py", "budget.take(need)", "budget.give(0)",
+           (INTEG + SPOOL_TOTAL_TEST,)),
+    Mutant("spool-total-not-grown", "sockact/wsgi/server.py", "not self._spool_more(budget, size)", "False",
+           (INTEG + "test_body_spool.py::test_a_chunked_body_past_the_spool_bound_is_read_on_by_the_app"
+            "[--body-spool-total]",)),
+    Mutant("spool-total-not-given-back", "sockact/wsgi/server.py", "self.site.spool_budget.give(spooled)", "pass",
+           (INTEG + SPOOL_TOTAL_TEST,)),
+    Mutant("spool-total-kept-on-a-close", "sockact/wsgi/server.py",
+           "if self.spool is not None:\n            self.drop_spool()  # left while",
+           "if False:\n            self.drop_spool()  # left while",
+           (INTEG + SPOOL_TOTAL_TEST,)),
     Mutant("spool-handed-back-without-its-body", "sockact/worker/wsgirunner.py",
            "return self.http.spool is None  # a body", "return True  # a body",
            (UNIT + "test_worker_states.py",

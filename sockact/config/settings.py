@@ -203,6 +203,16 @@ class Config(ListenerSettings):
         "The WebSocket library of ASGI apps: 'auto' takes websockets (11 or later) if it is installed, else "
         "wsproto, as uvicorn does. Without either, a WebSocket request reaches the app as plain HTTP, and "
         "the log says what to install.", "http", metavar="LIBRARY")
+    body_spool_total: int = _opt(
+        parsers.integer(0), 1024 * 1024 * 1024,
+        "The most bytes a worker's spooled request bodies (body_spool) may hold at once, over all its "
+        "connections: a Content-Length body takes its length as its file starts, a chunked one its decoded "
+        "size as it comes, and each gives it back when its call ends or its connection closes. A body that "
+        "would pass it gets 503, and the log names this setting; bodies already spooling go on (a chunked "
+        "one that would pass it is read by the app as it comes, as past body_spool). 1 GiB: ten bodies of "
+        "the default body_spool per worker, so that slow uploaders fill at most workers times this much of "
+        "$TMPDIR (else /var/tmp), however many connect; a fixed figure, not a share of the free space at "
+        "start, which other workers and services spend too. 0: no bound.", "http", metavar="BYTES")
     ws_max_size: int = _opt(
         parsers.integer(1), 16 * 1024 * 1024,
         "Largest WebSocket message in bytes (uvicorn's setting and default); a larger one closes the "

@@ -1,11 +1,12 @@
 """The limits a request must fit in, and the fixed sizes the HTTP layer works with.
 
-``Limits`` is per listener (built from the settings); the module constants are
-fixed, each with the precedent it follows.
+``Limits`` is per listener (built from the settings); ``SpoolBudget`` per worker; the module
+constants are fixed, each with the precedent it follows.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 
@@ -44,6 +45,36 @@ BODY_MIN_RATE = 1024
 
 # A spooled request body (body_spool) is read back for wsgi.input this many bytes at a time.
 SPOOL_READ = 64 * 1024
+
+
+class SpoolFull(OSError):
+    """A spooled body would pass its worker's body_spool_total: answered as a file that cannot be written."""
+
+
+class SpoolBudget:
+    """The bytes a worker's spooled request bodies may hold at once (body_spool_total; 0: no bound), shared by
+    its listeners. A body takes its share on the loop's thread; it is given back when its file is closed, on
+    an app thread (the call is over) or the loop's (the connection is closed): hence the lock, taken only
+    for spooled bodies."""
+
+    __slots__ = ("lock", "total", "used")
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.used = 0
+        self.lock = threading.Lock()
+
+    def take(self, size: int) -> None:
+        """Take ``size`` more bytes, or raise SpoolFull, taking nothing, if they would pass the bound."""
+        with self.lock:
+            if self.total and self.used + size > self.total:
+                raise SpoolFull(f"this worker's spooled bodies hold {self.used} bytes and this one needs {size} "
+                                f"more, past body_spool_total ({self.total}): raise it for more uploads at once")
+            self.used += size
+
+    def give(self, size: int) -> None:
+        with self.lock:
+            self.used -= size
 
 # Bytes asked of one recv(). 64 KiB matches the default TCP receive window on loopback
 # and uvicorn's read size; a typical request head arrives in one call.

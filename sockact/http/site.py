@@ -15,7 +15,7 @@ from sockact.http.dates import http_date
 from sockact.http.engine import DONE, Connection
 from sockact.http.events import NEED_DATA, Data, Request
 from sockact.http.forwarded import NOBODY, Trust
-from sockact.http.limits import Limits
+from sockact.http.limits import Limits, SpoolBudget
 
 if TYPE_CHECKING:
     from sockact.logs.access import AccessLog
@@ -39,6 +39,7 @@ class Site:
     proxy_protocol: str = "off"  # "v1", "v2" or "auto": a PROXY header precedes HTTP (the loop reads it)
     body_buffer: int = 0  # bodies up to this size are read whole by the loop before the app's call
     body_spool: int = 0  # larger bodies up to this size (chunked: decoded) the loop reads into a file first
+    spool_budget: SpoolBudget | None = None  # what all spooled bodies hold at once (the worker's, body_spool_total)
     send_timeout: float = 0.0  # per response write that makes no progress (send_timeout); 0.0: io_timeout
     root_path: str = ""  # the prefix the app is mounted under (SCRIPT_NAME, ASGI's root_path)
     threaded: bool = False  # more than one app thread may call the app at once (wsgi.multithread)

@@ -1,8 +1,11 @@
 """Shared-memory scoreboard: what each worker's app threads are doing, readable without a syscall.
 
-One anonymous MAP_SHARED mapping is made before the first fork; each worker owns one slot,
-and each of its app threads one line of that slot (an ASGI worker: its loop one line, and each
-HTTP call in progress one of the others, worker/asgirunner.py). A thread stamps its line when an app
+Each worker owns one slot, an anonymous MAP_SHARED mapping the supervisor makes before the
+worker's fork, and each of its app threads one line of that slot (an ASGI worker: its loop one
+line, and each HTTP call in progress one of the others, worker/asgirunner.py, made as its calls at
+once grow: ``SpareLines``). A slot's size is virtual until a line is written: the kernel gives a
+page when it is first touched, so a slot with a line for each connection a worker may hold costs
+what its busiest moment wrote. A thread stamps its line when an app
 call starts (with the request line and the connection), when its response begins, and when
 it ends (counting the request). Writes are plain memory stores: no message, no wakeup. From
 the stamps the supervisor tells
@@ -61,28 +64,31 @@ LINE_SIZE = 168
 _ALIVE_AT = LINE_SIZE - 1  # the line's last byte: 1 while a WSGI app thread owns the line (threads come and go)
 _LINE_MAX = _ALIVE_AT - _LINE.size  # the request line's bytes, after the fields
 _STARTED = struct.Struct("=d")
-_HEAD = 64  # a slot's first bytes, before its lines: the loop's heartbeat, messages received, the read under way
+_HEAD = 64  # a slot's first bytes: the loop's heartbeat, messages received, the read under way, the lines made
 _RECEIVED = struct.Struct("=Q")
 _RECEIVED_AT = _STARTED.size
 _READING = struct.Struct("=Q")  # the connection the loop is reading (0: none)
 _READING_AT = _RECEIVED_AT + _RECEIVED.size
-# The table of idle marks after a slot's lines: a connection's mark is at its id modulo the table's size, two
-# words (its id, then the bytes written on it, with IN_HEAD set for a head held in part, READ for a request
-# read, perhaps whole, behind a whole response); a mark another
-# connection takes over is lost, and that client is closed as before. 256 idle clients in a worker at once,
-# with park_after at 0.1 s, is a busy worker.
+# The lines an ASGI worker has made past the first MAX_THREADS (SpareLines), counted from the first: a dead
+# worker's lines up to there are read (0: MAX_THREADS), the rest never written.
+_MADE_AT = _READING_AT + _READING.size
+# The table of idle marks after a slot's head, before its lines: a connection's mark is at its id modulo the
+# table's size, two words (its id, then the bytes written on it, with IN_HEAD set for a head held in part,
+# READ for a request read, perhaps whole, behind a whole response); a mark another connection takes over is
+# lost, and that client is closed as before. 256 idle clients in a worker at once, with park_after at 0.1 s,
+# is a busy worker.
 IDLE_MARKS = 256
 IN_HEAD = 1 << 63
 READ = 1 << 62
 _COUNT = READ - 1
-_MARKS_AT = _HEAD + MAX_THREADS * LINE_SIZE
-SLOT_SIZE = _MARKS_AT + IDLE_MARKS * 16
+_MARKS_AT = _HEAD
+_LINES_AT = _MARKS_AT + IDLE_MARKS * 16
 # The stamps a request makes store 8-byte fields at 8-byte offsets one item at a time, through a memoryview
 # of the mapping as words: a third of what a struct's pack_into of one item costs (its arguments are parsed
 # anew on every call), and a call's start stores three or four of them where a pack of all its fields
 # cost as much as seven.
 _WORD = 8
-assert SLOT_SIZE % _WORD == 0 and LINE_SIZE % _WORD == 0 and _HEAD % _WORD == 0
+assert _LINES_AT % _WORD == 0 and LINE_SIZE % _WORD == 0 and _HEAD % _WORD == 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,36 +140,61 @@ class Rest:
     read: bool = False  # the next head was read whole since (a pipelined request), and no call has begun
 
 
+class _Slot:
+    """One worker's slot: its mapping, and the same bytes as words and as doubles."""
+
+    __slots__ = ("floats", "map", "words")
+
+    def __init__(self, size: int) -> None:
+        self.map = mmap.mmap(-1, size, flags=mmap.MAP_SHARED)
+        self.words = memoryview(self.map).cast("Q")  # unsigned 8-byte words
+        self.floats = memoryview(self.map).cast("d")
+
+    def close(self) -> None:
+        self.words.release()
+        self.floats.release()
+        self.map.close()
+
+
 class Scoreboard:
-    def __init__(self, slots: int) -> None:
+    """``slots`` slots of ``lines`` lines each. A slot's mapping is made anew as it is allocated, before the
+    fork of its worker, which inherits it: zeroed by the kernel, and nothing of it touched here until read."""
+
+    def __init__(self, slots: int, lines: int = MAX_THREADS) -> None:
         self.slots = slots
-        self._map = mmap.mmap(-1, slots * SLOT_SIZE, flags=mmap.MAP_SHARED)
+        self.lines = max(lines, MAX_THREADS)
+        self.slot_size = _LINES_AT + self.lines * LINE_SIZE
         self._free = list(range(slots - 1, -1, -1))
-        self._words = memoryview(self._map).cast("Q")  # unsigned 8-byte words
-        self._floats = memoryview(self._map).cast("d")  # the same bytes as doubles
+        self._slots: list[_Slot | None] = [None] * slots
+
+    def _slot(self, slot: int) -> _Slot:
+        made = self._slots[slot]
+        if made is None:
+            made = self._slots[slot] = _Slot(self.slot_size)
+        return made
 
     # -- supervisor side
 
     def allocate(self) -> int:
         """A free slot for a new worker; raises IndexError when all are taken."""
         slot = self._free.pop()
-        base = slot * SLOT_SIZE
-        self._map[base:base + SLOT_SIZE] = bytes(SLOT_SIZE)
+        # Its last worker's mapping goes once nothing refers to it (a worker forked meanwhile keeps its copy).
+        self._slots[slot] = _Slot(self.slot_size)
         return slot
 
     def received(self, slot: int) -> int:
         """How many messages the worker in ``slot`` has taken from its channel."""
-        return int(_RECEIVED.unpack_from(self._map, slot * SLOT_SIZE + _RECEIVED_AT)[0])
+        return int(_RECEIVED.unpack_from(self._slot(slot).map, _RECEIVED_AT)[0])
 
     def reading(self, slot: int) -> int:
         """The connection the worker in ``slot`` was reading when it stopped, what it read on no line
         yet; 0 when none."""
-        return int(_READING.unpack_from(self._map, slot * SLOT_SIZE + _READING_AT)[0])
+        return int(_READING.unpack_from(self._slot(slot).map, _READING_AT)[0])
 
     def resting(self, slot: int) -> dict[int, Rest]:
         """The connections the worker in ``slot`` marked idle at a request boundary, or holding a head in part."""
-        words = self._words
-        base = (slot * SLOT_SIZE + _MARKS_AT) // _WORD
+        words = self._slot(slot).words
+        base = _MARKS_AT // _WORD
         return {words[at]: Rest(words[at + 1] & _COUNT, bool(words[at + 1] & IN_HEAD), bool(words[at + 1] & READ))
                 for at in range(base, base + 2 * IDLE_MARKS, 2) if words[at]}
 
@@ -174,12 +205,13 @@ class Scoreboard:
         requests = busy = alive = alive_busy = 0
         oldest = newest = 0.0
         oldest_at = -1
-        beat = _STARTED.unpack_from(self._map, slot * SLOT_SIZE)[0]
-        base = slot * SLOT_SIZE + _HEAD
+        mapping = self._slot(slot).map
+        beat = _STARTED.unpack_from(mapping, 0)[0]
+        base = _LINES_AT
         for i in range(min(threads, MAX_THREADS)):
-            started, count, *_ = _LINE.unpack_from(self._map, base + i * LINE_SIZE)
+            started, count, *_ = _LINE.unpack_from(mapping, base + i * LINE_SIZE)
             requests += count
-            live = self._map[base + i * LINE_SIZE + _ALIVE_AT]
+            live = mapping[base + i * LINE_SIZE + _ALIVE_AT]
             alive += live
             if started:
                 busy += 1
@@ -190,20 +222,22 @@ class Scoreboard:
         line = ""
         if oldest_at >= 0:
             at = base + oldest_at * LINE_SIZE
-            length = min(_LINE.unpack_from(self._map, at)[2], _LINE_MAX)
-            line = self._map[at + _LINE.size:at + _LINE.size + length].decode("latin-1")
+            length = min(_LINE.unpack_from(mapping, at)[2], _LINE_MAX)
+            line = mapping[at + _LINE.size:at + _LINE.size + length].decode("latin-1")
         return SlotView(requests, busy, alive, alive_busy, oldest, newest, line, beat)
 
     def calls(self, slot: int) -> list[Call]:
         """The calls in progress in a worker's slot: read when the worker has died, to answer its clients.
-        Every line is read: an ASGI worker keeps a line per HTTP call beyond its loop's (worker/asgirunner.py)."""
+        Every line written is read: an ASGI worker keeps a line per HTTP call beyond its loop's
+        (worker/asgirunner.py), past the first MAX_THREADS as many as its head counts (SpareLines)."""
         calls = []
-        base = slot * SLOT_SIZE + _HEAD
-        for i in range(MAX_THREADS):
-            at = base + i * LINE_SIZE
-            started, _, length, conn_id, responded, before, size = _LINE.unpack_from(self._map, at)
+        made = self._slot(slot)
+        mapping, lines = made.map, min(max(made.words[_MADE_AT // _WORD], MAX_THREADS), self.lines)
+        for i in range(lines):
+            at = _LINES_AT + i * LINE_SIZE
+            started, _, length, conn_id, responded, before, size = _LINE.unpack_from(mapping, at)
             if started:
-                line = self._map[at + _LINE.size:at + _LINE.size + min(length, _LINE_MAX)].decode("latin-1")
+                line = mapping[at + _LINE.size:at + _LINE.size + min(length, _LINE_MAX)].decode("latin-1")
                 calls.append(Call(conn_id, line, bool(responded), started, responded == ANSWERED,
                                   None if before == UNKNOWN else before, size))
         return calls
@@ -211,14 +245,14 @@ class Scoreboard:
     # -- worker side
 
     def writer(self, slot: int, thread: int) -> SlotWriter:
-        base = slot * SLOT_SIZE
-        return SlotWriter(self._map, base + _HEAD + min(thread, MAX_THREADS - 1) * LINE_SIZE, base, self._words,
-                          self._floats)
+        made = self._slot(slot)
+        return SlotWriter(made.map, _LINES_AT + min(thread, self.lines - 1) * LINE_SIZE, 0, made.words, made.floats)
 
     def close(self) -> None:
-        self._words.release()
-        self._floats.release()
-        self._map.close()
+        for made in self._slots:
+            if made is not None:
+                made.close()
+        self._slots = [None] * self.slots
 
 
 class SlotWriter:
@@ -233,7 +267,7 @@ class SlotWriter:
         self._map = mapping
         self._at = at
         self._beat_at = beat_at
-        self._words, self._floats = words, floats  # the mapping by 8-byte items (Scoreboard's, one each)
+        self._words, self._floats = words, floats  # the slot's mapping as words and doubles (_Slot's)
         self._started_word = at // _WORD
         self._requests_word = (at + _REQUESTS_AT) // _WORD
         self._length_word = (at + _LENGTH_AT) // _WORD
@@ -385,3 +419,23 @@ class Waiting:
         if writer is not None:
             writer.clear()
             self._free.append(writer)
+
+
+class SpareLines:
+    """An ASGI worker's lines past the first MAX_THREADS, made one at a time when its HTTP calls at once
+    outnumber the lines it has (so never on a request's way while they do not), up to the slot's last: the
+    slot's head counts them, and a dead worker's are read up to there."""
+
+    def __init__(self, board: Scoreboard, slot: int) -> None:
+        self.board, self.slot = board, slot
+        self.made = MAX_THREADS
+        self._words = board._slot(slot).words
+
+    def take(self) -> SlotWriter | None:
+        """One more line, or None when the slot has no more."""
+        if self.made >= self.board.lines:
+            return None
+        line = self.board.writer(self.slot, self.made)
+        self.made += 1
+        self._words[_MADE_AT // _WORD] = self.made  # before the line is used: the supervisor reads it from here
+        return line

@@ -30,7 +30,7 @@ from sockact.config import Config, check_reload, unapplied
 from sockact.errors import EXIT_OK, SockactError
 from sockact.hooks import Loaded
 from sockact.hooks import Server as HookServer
-from sockact.ipc.scoreboard import Scoreboard
+from sockact.ipc.scoreboard import MAX_THREADS, Scoreboard
 from sockact.ipc.tally import Tally
 from sockact.logs.access import escape
 from sockact.logs.journal import lifecycle, reopen_files
@@ -131,7 +131,8 @@ class Supervisor:
         self.acceptor.budget = fd_budget(_FD_RESERVE)  # first: a limit too low is a start-up error
         self.forker.delegate(self.config)
         self.selector = Selector()
-        self.scoreboard = Scoreboard(SCOREBOARD_SLOTS)
+        # A line for each HTTP call an ASGI worker may have at once: one a connection, past its loop's lines.
+        self.scoreboard = Scoreboard(SCOREBOARD_SLOTS, MAX_THREADS + WORKER_CAPACITY)
         self.health = Health(self.scoreboard, self.workers, self.notifier)
         self.tally = self.scrape.start(SCOREBOARD_SLOTS)
         self.memory.watch_pressure()

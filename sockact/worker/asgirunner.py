@@ -45,7 +45,7 @@ from sockact.http.logline import access_remote, connection_entry, entry_for, fil
 from sockact.http.proxyprotocol import ProxyProtocolError
 from sockact.http.site import health_response, is_health, local_address
 from sockact.ipc import handoff
-from sockact.ipc.scoreboard import SlotWriter
+from sockact.ipc.scoreboard import SlotWriter, SpareLines
 from sockact.ipc.tally import TallyWriter
 from sockact.logs.access import AccessLog
 from sockact.worker.channel import (
@@ -93,14 +93,14 @@ class AsgiRunner(Carrier[AsgiConnection]):
     __slots__ = ("_context", "_done", "_eager", "_extras", "_handed_back", "_loop_line", "_queued", "_stop_monitor",
                  "_timed", "_ws_library", "_ws_looked", "access", "batch", "call_lines", "calls", "chan", "closed",
                  "drain_started", "draining", "extra", "graceful_timeout", "handback_after", "handing_back",
-                 "last_beat", "lifespans", "lock", "loop", "owner", "pid", "receiver", "sites", "slots", "stopping",
-                 "tally", "websockets", "ws", "ws_max_size")
+                 "last_beat", "lifespans", "lock", "loop", "owner", "pid", "receiver", "sites", "slots", "spare",
+                 "stopping", "tally", "websockets", "ws", "ws_max_size")
 
     def __init__(self, chan: socket.socket, sites: Sequence[Site], slots: Sequence[SlotWriter], *,
                  park_after: Sequence[float], handback_after: float, max_requests: int, extra: dict[str, Any],
                  lifespans: Sequence[Lifespan], graceful_timeout: float, ws: str, ws_max_size: int,
                  access: AccessLog | None = None, tally: TallyWriter | None = None,
-                 call_lines: Sequence[SlotWriter] = ()) -> None:
+                 call_lines: Sequence[SlotWriter] = (), spare: SpareLines | None = None) -> None:
         self.chan = chan
         self.sites = list(sites)
         self.slots = list(slots)  # the loop's line(s): busy with the oldest call, for stalls and timeout
@@ -109,8 +109,9 @@ class AsgiRunner(Carrier[AsgiConnection]):
         self._loop_line: bytes | None = None
         # Free scoreboard lines for single HTTP calls: a call holds one (its connection, whether its
         # response has begun), so the clients of a dead worker get a 502 or 504, as from a WSGI worker's
-        # threads. More calls at once than lines: the others are closed, as before.
+        # threads. More calls at once than lines: ``spare`` makes more, one a connection the worker may hold.
         self.call_lines = list(call_lines)
+        self.spare = spare
         self.extra = extra
         self._extras = [listener_extra(extra, site) for site in self.sites]  # by listener, made once
         self.lifespans = list(lifespans)
@@ -337,8 +338,9 @@ class AsgiRunner(Carrier[AsgiConnection]):
         conn.state = conn.state.moves["head"][0]  # connstates.ROW_MOVES
         self.calls[conn] = (now, request)
         self._queued.add(conn)
-        if self.call_lines:
-            conn.call_line = conn.answering = call = self.call_lines.pop()
+        lines = self.call_lines
+        if lines or self._more_lines():
+            conn.call_line = conn.answering = call = lines.pop()
             call.begin(scopes.line, conn.msg.conn_id, conn.written, now)  # what its response comes after
             if conn.out or conn.queued:  # not flushed, without the property's call
                 # The last response (pipelining) is still going out: a 502 now would land inside it.
@@ -448,6 +450,14 @@ class AsgiRunner(Carrier[AsgiConnection]):
         tells the supervisor). Not one that has sent no request yet (FRESH)."""
         if conn.state is IDLE or in_head:
             conn.rest(conn.written, in_head)
+
+    def _more_lines(self) -> bool:
+        """Every line is in a call: one more of the slot's, if it has one (made once, then free with the others)."""
+        line = self.spare.take() if self.spare is not None else None
+        if line is None:
+            return False
+        self.call_lines.append(line)
+        return True
 
     def _free_call_line(self, conn: AsgiConnection) -> None:
         line = conn.call_line

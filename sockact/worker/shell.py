@@ -29,9 +29,10 @@ from sockact.hooks import Server as HookServer
 from sockact.hooks import Worker as HookWorker
 from sockact.http import Limits, Site
 from sockact.http.forwarded import Trust
+from sockact.http.limits import SpoolBudget
 from sockact.http.site import client_budget
 from sockact.ipc import handoff
-from sockact.ipc.scoreboard import MAX_THREADS, Scoreboard, Waiting
+from sockact.ipc.scoreboard import MAX_THREADS, Scoreboard, SpareLines, Waiting
 from sockact.ipc.tally import Tally
 from sockact.logs.access import AccessLog
 from sockact.logs.journal import installed_sendv
@@ -146,7 +147,8 @@ class WorkerShell:
                             ws=self.config.ws, ws_max_size=self.config.ws_max_size,
                             access=self.access, tally=self.tally.writer(self.slot, 0) if self.tally else None,
                             call_lines=[self.scoreboard.writer(self.slot, i)
-                                        for i in range(lines, MAX_THREADS)])
+                                        for i in range(lines, MAX_THREADS)],
+                            spare=SpareLines(self.scoreboard, self.slot))
         runner.startup()
         return runner
 
@@ -193,10 +195,12 @@ class WorkerShell:
         if any(self.config.listener(name).access_log for name in self.listener_names):
             self.access = AccessLog(self.config.access_logformat, self.config.access_logfile, installed_sendv())
         locals_ = self.locals or [None] * len(self.listener_names)
-        return [self._site(self.config.listener(name), apps, local)
+        budget = SpoolBudget(self.config.body_spool_total)  # the worker's, whichever listener a body came on
+        return [self._site(self.config.listener(name), apps, budget, local)
                 for name, local in zip(self.listener_names, locals_, strict=True)]
 
-    def _site(self, lc: ListenerConfig, apps: Mapping[str, WSGIApp], local: tuple[str, int] | None = None) -> Site:
+    def _site(self, lc: ListenerConfig, apps: Mapping[str, WSGIApp], budget: SpoolBudget,
+              local: tuple[str, int] | None = None) -> Site:
         limits = Limits(
             request_line=lc.limit_request_line, header_fields=lc.limit_request_fields,
             header_field_size=lc.limit_request_field_size, head=lc.limit_request_head,
@@ -205,7 +209,7 @@ class WorkerShell:
                     io_timeout=self.config.timeout or IO_TIMEOUT_OFF, access_log=lc.access_log, listener=lc.name,
                     access=self.access, trust=Trust.parse(lc.forwarded_allow_ips),
                     health_path=lc.health_path.encode("ascii"), proxy_protocol=lc.proxy_protocol,
-                    body_buffer=lc.body_buffer, body_spool=lc.body_spool,
+                    body_buffer=lc.body_buffer, body_spool=lc.body_spool, spool_budget=budget,
                     send_timeout=self.config.send_timeout, root_path=lc.root_path,
                     threaded=self.config.thread_ceiling > 1, client_budget=client_budget(self.config.timeout),
                     local=local)

@@ -50,7 +50,7 @@ from collections.abc import Sequence
 from sockact.errors import ProtocolError
 from sockact.http import Site
 from sockact.http.events import Request
-from sockact.http.limits import BODY_MIN_RATE, LINGER_BYTES, LINGER_SECONDS, RECV_SIZE
+from sockact.http.limits import BODY_MIN_RATE, LINGER_BYTES, LINGER_SECONDS, RECV_SIZE, SpoolFull
 from sockact.http.logline import quoted_request_line
 from sockact.http.proxyprotocol import ProxyProtocolError
 from sockact.ipc import handoff
@@ -467,8 +467,9 @@ class EventLoop(Carrier[Held]):
             ready = http.spool_body()
         except (ProtocolError, OSError) as exc:
             if isinstance(exc, OSError):
-                log.error("conn %d: cannot write the request body of %s to a temporary file ($TMPDIR): %s: 503",
-                          held.msg.conn_id, quoted_request_line(held.request), exc)
+                why = exc if isinstance(exc, SpoolFull) else f"cannot write a temporary file ($TMPDIR): {exc}"
+                log.error("conn %d: request body of %s not spooled: %s: 503",
+                          held.msg.conn_id, quoted_request_line(held.request), why)
                 exc = ProtocolError(503, "request body not spooled")
             self.waiting.remove(held.msg.conn_id)  # answered: nothing read waits any more
             http.refuse(exc, linger=False)

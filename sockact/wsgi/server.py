@@ -23,7 +23,7 @@ from sockact.errors import APP_FAILURES, InvalidResponse, ProtocolError
 from sockact.http.dates import DATE, http_date
 from sockact.http.engine import DONE, Connection
 from sockact.http.events import NEED_DATA, Data, Request
-from sockact.http.limits import COALESCE_MAX, DRAIN_LIMIT, SPOOL_READ
+from sockact.http.limits import COALESCE_MAX, DRAIN_LIMIT, SPOOL_READ, SpoolBudget, SpoolFull
 from sockact.http.logline import connection_entry, entry_for, quoted_request_line
 from sockact.http.requests import line_text
 from sockact.http.responses import length_missed
@@ -122,6 +122,7 @@ class HTTPConnection:
     wire_failed = False
     # The request body the loop read into a file before the call (body_spool), until the call ends.
     spool: tempfile.SpooledTemporaryFile[bytes] | None = None
+    spooled = 0  # the bytes its spool took of the worker's (Site.spool_budget), given back with the file
     status = 0  # the status of the last response sent (0: none was sent)
     # The last request's environ, for the same request again (engine.Connection gives it for a repeated head),
     # and whether its requests have a body (each then gets a stream of its own; else NO_BODY is in it). Both
@@ -329,14 +330,25 @@ class HTTPConnection:
         """Move the body bytes received into the spool file (made at the first call): True when the app's
         call may begin, the body being whole, or a chunked one grown past body_spool (the app reads the rest
         as it comes, after the file); False while more is to come. Raises ProtocolError for a body the client
-        broke (cut short, bad chunks, over limit_request_body), OSError when the file cannot be written."""
-        spool = self.spool
+        broke (cut short, bad chunks, over limit_request_body), OSError when the file cannot be written, and
+        SpoolFull (an OSError) when a new body would pass the worker's body_spool_total.
+
+        A Content-Length body takes its whole length of the worker's budget at its start, so that slow
+        clients cannot each start a spool the disk cannot hold; a chunked one takes a byte at its start (a
+        full budget refuses it) and its decoded size as it comes: one that would pass the budget is read on
+        by the app, as one past body_spool."""
+        spool, budget = self.spool, self.site.spool_budget
         if spool is None:
             import tempfile  # here: it imports shutil, random, bz2 and lzma, which most workers never need
 
             # In memory up to body_buffer (a small chunked body), else a file unlinked at once (spool_dir).
             spool = self.spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - closed by drop_spool
                 max_size=self.site.body_buffer or 1, dir=spool_dir(os.environ))
+            request = self.engine.request
+            if budget is not None:  # after the file, which drop_spool closes whether this is taken or not
+                need = 1 if request is None or request.chunked else request.content_length or 1
+                budget.take(need)
+                self.spooled = need
         engine, limit = self.engine, self.site.body_spool
         while True:
             event = engine.next_event()
@@ -346,9 +358,20 @@ class HTTPConnection:
                 spool.seek(0)
                 return True
             spool.write(event.data)
-            if spool.tell() > limit:
+            size = spool.tell()
+            if size > limit or (size > self.spooled and budget is not None and not self._spool_more(budget, size)):
                 spool.seek(0)
                 return True
+
+    def _spool_more(self, budget: SpoolBudget, size: int) -> bool:
+        """A chunked body's file grew to ``size``: take the growth of the worker's budget; False (nothing
+        taken) when that would pass it."""
+        try:
+            budget.take(size - self.spooled)
+        except SpoolFull:
+            return False
+        self.spooled = size
+        return True
 
     def _pull_spooled(self) -> bytes:
         """wsgi.input's pull for a spooled body: the file, then whatever of the body is still to come."""
@@ -357,10 +380,13 @@ class HTTPConnection:
         return data or self.pull_body()
 
     def drop_spool(self) -> None:
-        """Close the spool file: its disk space is freed (it has no name)."""
+        """Close the spool file: its disk space is freed (it has no name), and its share of the worker's budget."""
         spool, self.spool = self.spool, None
         if spool is not None:
             spool.close()
+        spooled, self.spooled = self.spooled, 0
+        if spooled and self.site.spool_budget is not None:
+            self.site.spool_budget.give(spooled)
 
     def continue_now(self) -> bytes:
         """The 100 Continue a client waiting for one needs before it sends the body the loop buffers."""

@@ -24,6 +24,7 @@ from conftest import (
     http_get,
     parse_response,
     raw_exchange,
+    read_to_close,
     server_has_read,
     steady,
     tcp_queues,
@@ -754,3 +755,24 @@ def test_a_killed_worker_answers_a_call_after_many_with_a_502(start_sockact, tmp
 
     _, _, answer = _kill_mid_request(start_sockact, tmp_path, "asgiapps:whole_or_hang", "/hang?x=1", many_calls)
     assert parse_response(answer)[0] == 502, answer
+
+
+def test_a_killed_worker_answers_each_of_a_hundred_calls_at_once_with_a_502(start_sockact, tmp_path):
+    # Each HTTP call holds a scoreboard line while it runs: past the slot's first MAX_THREADS lines the worker
+    # makes more, and the supervisor reads them all. (handback_after is long: no client waits in the supervisor.)
+    calls = 100
+    server = start_sockact("asgiapps:hang", "--workers", "1", "--handback-after", "60", workers=1)
+    [victim] = server.workers()
+    clients = []
+    try:
+        for i in range(calls):
+            clients.append(socket.create_connection(("127.0.0.1", server.port), timeout=20))
+            clients[-1].sendall(f"GET /slow?started={tmp_path / str(i)} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+        server.waiting(lambda: all((tmp_path / str(i)).exists() for i in range(calls)), "every call to reach the app")
+        os.kill(victim, signal.SIGKILL)
+        answers = [read_to_close(sock) for sock in clients]
+    finally:
+        for sock in clients:
+            sock.close()
+    assert [parse_response(answer)[0] for answer in answers] == [502] * calls, answers
+    server.waiting(lambda: server.output().count("502 Bad Gateway sent") == calls, "a log line for each 502")

@@ -157,9 +157,11 @@ def test_a_spooled_bodys_file_is_gone_after_the_request(start_sockact, tmp_path)
         wait_until(lambda: not spool_files(worker, spool), "the file to be closed")
 
 
-def test_a_chunked_body_past_the_spool_bound_is_read_on_by_the_app(start_sockact, tmp_path):
-    # body_spool bounds the file by the decoded size: past it, the app is called and reads the rest itself.
-    server, worker, spool = spooling(start_sockact, tmp_path, "--body-spool", "4096")
+@pytest.mark.parametrize("bound", ["--body-spool", "--body-spool-total"])
+def test_a_chunked_body_past_the_spool_bound_is_read_on_by_the_app(start_sockact, tmp_path, bound):
+    # body_spool bounds the file by the decoded size: past it, the app is called and reads the rest itself. So
+    # does the worker's body_spool_total, for a body already spooling: its file stops where it passed it.
+    server, worker, spool = spooling(start_sockact, tmp_path, bound, "4096")
     body = body_of(20000)
     wire = b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
     with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
@@ -221,3 +223,37 @@ def test_a_spooled_body_stays_with_a_stalled_worker(start_sockact, tmp_path):
     server = start_sockact("testapps:slow", "--workers", "1", "--threads", "1", "--max-threads", "1",
                            "--body-buffer", "10", workers=1)
     upload_across_a_stall(server, tmp_path, b"Content-Length: 100\r\n\r\n" + b"x" * 50, b"x" * 50)
+
+
+def start_spool(server: Server, length: int, sent: bytes) -> socket.socket:
+    """A client that sends a Content-Length ``length`` head and ``sent`` of its body, once the server has read them."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+    sock.sendall(upload_head(length) + sent)
+    wait_until(lambda: server_has_read(sock), "the server to read the upload's start")
+    return sock
+
+
+def test_spooled_bodies_past_the_workers_total_get_503_until_one_ends(start_sockact, tmp_path):
+    # body_spool_total 3000: a 2000-byte body takes 2000 as its file starts, and a second one does not fit.
+    server, worker, spool = spooling(start_sockact, tmp_path, "--body-spool-total", "3000")
+    body = body_of(2000)
+    first = start_spool(server, len(body), body[:1500])
+    wait_until(lambda: spool_files(worker, spool), "the first body in a file")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+        status, headers, _ = parse_response(raw_exchange(sock, upload_head(len(body)) + body[:1500]))
+    assert (status, headers["connection"]) == (503, "close")
+    assert "body_spool_total" in server.wait_for_log("not spooled")
+    # The first goes on, and is served; its bytes come back with its call: a new body is spooled again.
+    with first:
+        status, _, answer = parse_response(raw_exchange(first, body[1500:]))
+    assert status == 200 and json.loads(answer)["sha256"] == hashlib.sha256(body).hexdigest()
+    cut = start_spool(server, len(body), body[:1500])
+    wait_until(lambda: spool_files(worker, spool), "the next body in a file")
+    # A connection closed with its body half sent gives its bytes back too.
+    cut.close()
+    wait_until(lambda: not spool_files(worker, spool), "the file to be closed")
+    with start_spool(server, len(body), body[:1500]) as last:
+        status, _, answer = parse_response(raw_exchange(last, body[1500:]))
+    assert status == 200 and json.loads(answer)["sha256"] == hashlib.sha256(body).hexdigest()
+    assert server.output().count("not spooled") == 1
+

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from sockact.ipc.scoreboard import SLOT_SIZE, Scoreboard, SlotView
+from sockact.ipc.scoreboard import MAX_THREADS, Scoreboard, SlotView, SpareLines
 
 
 def test_calls_stamped_in_a_child_are_read_by_the_parent():
@@ -48,7 +48,6 @@ def test_slots_are_reused_clean():
         pass
     else:
         raise AssertionError("a full scoreboard must refuse")
-    assert SLOT_SIZE > 0
     board.close()
 
 
@@ -149,4 +148,24 @@ def test_a_line_reads_each_calls_own_count_when_begin_skips_the_one_already_ther
     line.end()
     board.writer(slot, 1).begin(b"GET /a", 9, 40)  # the one there is UNKNOWN: replaced
     assert [(c.conn_id, c.written_before) for c in board.calls(slot)] == [(9, 40)]
+    board.close()
+
+
+def test_lines_made_past_the_first_are_read_with_a_dead_workers_calls():
+    # An ASGI worker makes lines past the first MAX_THREADS as its calls at once grow; the parent reads as many.
+    board = Scoreboard(1, MAX_THREADS + 40)
+    slot = board.allocate()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            spare = SpareLines(board, slot)
+            lines = [spare.take() for _ in range(41)]
+            assert lines[-1] is None  # the slot has no more
+            for i, line in enumerate(lines[:-1]):
+                assert line is not None
+                line.begin(b"GET /%d" % i, conn_id=1000 + i)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert sorted(call.conn_id for call in board.calls(slot)) == list(range(1000, 1040))
     board.close()

@@ -362,3 +362,20 @@ def test_a_spooled_body_goes_to_tmpdir_else_to_var_tmp_not_to_a_tmpfs_tmp() -> N
     # /tmp is a tmpfs on Debian 13: a body there would be held in memory, charged to the service.
     assert spool_dir({}) == ("/var/tmp" if os.access("/var/tmp", os.W_OK | os.X_OK) else None)
     assert spool_dir({"TMPDIR": ""}) == spool_dir({})
+
+
+def test_a_workers_spool_budget_refuses_what_would_pass_it_and_takes_nothing_then() -> None:
+    from sockact.http.limits import SpoolBudget, SpoolFull
+
+    budget = SpoolBudget(3000)
+    budget.take(2000)
+    with pytest.raises(SpoolFull, match="body_spool_total"):
+        budget.take(1001)
+    assert budget.used == 2000
+    budget.take(1000)  # up to the bound itself
+    budget.give(2000)
+    budget.take(2000)
+    assert budget.used == 3000
+    unbounded = SpoolBudget(0)
+    unbounded.take(10**12)
+    assert unbounded.used == 10**12

@@ -33,6 +33,7 @@ from conftest import (
 from test_supervisor import _kill_mid_request
 
 from sockact.ipc.scoreboard import MAX_THREADS
+from sockact.supervisor.core import WORKER_CAPACITY
 
 
 def request(port: int, data: bytes, timeout: float = 10.0) -> bytes:
@@ -743,15 +744,22 @@ def test_a_body_the_app_never_reads_is_dropped_and_the_next_request_is_served(st
 
 
 def test_a_killed_worker_answers_a_call_after_many_with_a_502(start_sockact, tmp_path):
-    # Each call takes a scoreboard line and gives it back at its end: more calls than lines, one after
-    # another, leave one for the next, whose client a dead worker's supervisor then answers.
+    # Each call takes a scoreboard line and gives it back at its end: more calls than a slot has lines (its
+    # worker makes more as calls at once outnumber them, up to a line a connection), one after another,
+    # leave one for the next, whose client a dead worker's supervisor then answers. Pipelined, in batches.
+    calls, batch = MAX_THREADS + WORKER_CAPACITY + 2, 500
+    request = b"GET /whole?bytes=10 HTTP/1.1\r\nHost: test\r\n\r\n"
+
     def many_calls(server) -> None:
-        client = KeepAliveClient(server.port)
-        try:
-            for _ in range(MAX_THREADS + 2):
-                assert client.request("/whole?bytes=10")[0] == 200
-        finally:
-            client.close()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+            for start in range(0, calls, batch):
+                count = min(batch, calls - start)
+                sock.sendall(request * count)
+                got = b""
+                while got.count(b"HTTP/1.1 200 ") < count or not got.endswith(b"w" * 10):
+                    chunk = sock.recv(1 << 20)
+                    assert chunk, f"closed after {start + got.count(b'HTTP/1.1 200 ')} calls"
+                    got += chunk
 
     _, _, answer = _kill_mid_request(start_sockact, tmp_path, "asgiapps:whole_or_hang", "/hang?x=1", many_calls)
     assert parse_response(answer)[0] == 502, answer

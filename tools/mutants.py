@@ -494,8 +494,8 @@ MUTANTS = (
            "if False and held.http.body_to_spool():",
            (INTEG + "test_body_spool.py::test_four_slow_uploaders_do_not_stop_service",)),
     Mutant("spool-chunked-never", "sockact/wsgi/server.py",
-           "        if request.chunked:\n            return True\n        return bool(self.engine.unread_body)",
-           "        if request.chunked:\n            return False\n        return bool(self.engine.unread_body)",
+           "        if request.chunked:\n            return True\n        if budget is not None",
+           "        if request.chunked:\n            return False\n        if budget is not None",
            (INTEG + "test_body_spool.py::test_four_slow_uploaders_do_not_stop_service",)),
     Mutant("spool-past-its-bound", "sockact/wsgi/server.py", "if size > limit or (size", "if (size",
            (INTEG + "test_body_spool.py::test_a_chunked_body_past_the_spool_bound_is_read_on_by_the_app"
@@ -505,6 +505,12 @@ MUTANTS = (
     Mutant("spool-total-not-grown", "sockact/wsgi/server.py", "not self._spool_more(budget, size)", "False",
            (INTEG + "test_body_spool.py::test_a_chunked_body_past_the_spool_bound_is_read_on_by_the_app"
             "[--body-spool-total]",)),
+    Mutant("spool-total-refuses-what-it-cannot-hold", "sockact/wsgi/server.py",
+           "limit = min(limit, budget.total)", "pass",
+           (INTEG + "test_body_spool.py::test_a_body_longer_than_the_workers_total_is_read_by_the_app_not_refused",)),
+    Mutant("spool-continue-before-the-budget", "sockact/worker/wsgirunner.py",
+           "self._read_body(held, step, tell=False)", "self._read_body(held, step)",
+           (INTEG + "test_body_spool.py::test_an_upload_past_the_workers_total_is_refused_before_100_continue",)),
     Mutant("spool-total-not-given-back", "sockact/wsgi/server.py", "self.site.spool_budget.give(spooled)", "pass",
            (INTEG + SPOOL_TOTAL_TEST,)),
     Mutant("spool-total-kept-on-a-close", "sockact/wsgi/server.py",

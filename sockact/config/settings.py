@@ -209,7 +209,8 @@ class Config(ListenerSettings):
         "connections: a Content-Length body takes its length as its file starts, a chunked one its decoded "
         "size as it comes, and each gives it back when its call ends or its connection closes. A body that "
         "would pass it gets 503, and the log names this setting; bodies already spooling go on (a chunked "
-        "one that would pass it is read by the app as it comes, as past body_spool). 1 GiB: ten bodies of "
+        "one that would pass it is read by the app as it comes, as past body_spool, and so is a body longer "
+        "than it, which no file could hold). 1 GiB: ten bodies of "
         "the default body_spool per worker, so that slow uploaders fill at most workers times this much of "
         "$TMPDIR (else /var/tmp), however many connect; a fixed figure, not a share of the free space at "
         "start, which other workers and services spend too. 0: no bound.", "http", metavar="BYTES")

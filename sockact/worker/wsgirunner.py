@@ -68,7 +68,7 @@ from sockact.worker.channel import (
     read_channel,
     report,
 )
-from sockact.worker.connstates import CALL, CLOSING, HEAD, IDLE, PREFACE, QUEUED, ConnState
+from sockact.worker.connstates import BODY, CALL, CLOSING, HEAD, IDLE, PREFACE, QUEUED, ConnState
 from sockact.worker.guard import start_guarded
 from sockact.worker.owner import TIMER_INTERVAL, Carrier, Due, Owned, Owner
 from sockact.wsgi.environ import site_environ
@@ -418,8 +418,10 @@ class EventLoop(Carrier[Held]):
                 self._watch(held)
                 return
             if (step.content_length or step.chunked) and held.http.body_to_spool():
-                self._read_body(held, step)
+                self._read_body(held, step, tell=False)
                 self._spool_body(held)  # what came with the head
+                if held.state is BODY:  # not refused (body_spool_total): a client waiting for 100 Continue is told
+                    self._continue(held)
                 return
             self._ready(held, step, "head")
             return
@@ -448,14 +450,19 @@ class EventLoop(Carrier[Held]):
         held.linger_until = time.monotonic() + LINGER_SECONDS
         self._watch(held)
 
-    def _read_body(self, held: Held, request: Request) -> None:
+    def _read_body(self, held: Held, request: Request, tell: bool = True) -> None:
         """The loop reads ``request``'s body before the call. Its head is read: on a waiting line meanwhile,
         so that a dead worker's client gets its 502 whichever connection the loop reads next. A client that
-        waits for 100 Continue is told it now."""
+        waits for 100 Continue is told it now (``tell``), or by the caller once the body is not refused."""
         held.request = request
         held.to("buffer")
         self.waiting.add(held.msg.conn_id, held.line_of(request))
         self._mark_reading(0)
+        if tell:
+            self._continue(held)
+
+    def _continue(self, held: Held) -> None:
+        """The 100 Continue ``held``'s client waits for, if it waits for one, before it sends its body."""
         with contextlib.suppress(OSError):
             held.http.wire.sent += held.sock.send(held.http.continue_now(), socket.MSG_DONTWAIT)
 

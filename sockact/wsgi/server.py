@@ -317,13 +317,17 @@ class HTTPConnection:
     def body_to_spool(self) -> bool:
         """After a request head whose body is not buffered (body_to_buffer): whether the loop should read it
         into a file before the app's call (body_spool): a Content-Length body within the bound and not all
-        here yet, or a chunked one (the bound applies to its decoded size as it comes, spool_body)."""
-        limit = self.site.body_spool
+        here yet, or a chunked one (the bound applies to its decoded size as it comes, spool_body). A body
+        longer than the worker's body_spool_total would get 503 even from an idle worker: the app reads it as
+        it comes, as one past body_spool."""
+        limit, budget = self.site.body_spool, self.site.spool_budget
         request = self.engine.request
         if not limit or request is None:
             return False
         if request.chunked:
             return True
+        if budget is not None and budget.total:
+            limit = min(limit, budget.total)
         return bool(self.engine.unread_body) and (request.content_length or 0) <= limit
 
     def spool_body(self) -> bool:

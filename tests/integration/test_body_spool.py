@@ -257,3 +257,35 @@ def test_spooled_bodies_past_the_workers_total_get_503_until_one_ends(start_sock
     assert status == 200 and json.loads(answer)["sha256"] == hashlib.sha256(body).hexdigest()
     assert server.output().count("not spooled") == 1
 
+
+
+def test_a_body_longer_than_the_workers_total_is_read_by_the_app_not_refused(start_sockact, tmp_path):
+    # body_spool_total 3000 below body_spool: a 5000-byte body could never fit, even in an idle worker's budget.
+    # It is no file's, as one past body_spool: the app reads it as it comes, and nothing gets a 503.
+    server, worker, spool = spooling(start_sockact, tmp_path, "--body-spool-total", "3000")
+    body = body_of(5000)
+    with start_spool(server, len(body), body[:1500]) as sock:
+        assert not spool_files(worker, spool)
+        status, _, answer = parse_response(raw_exchange(sock, body[1500:]))
+    assert status == 200 and json.loads(answer)["sha256"] == hashlib.sha256(body).hexdigest()
+    assert "not spooled" not in server.output()
+
+
+def test_an_upload_past_the_workers_total_is_refused_before_100_continue(start_sockact, tmp_path):
+    # A client that waits for 100 Continue sends no body until told: one the budget refuses gets its 503 alone,
+    # and keeps its body. One the budget takes is told to go on.
+    server, _, _ = spooling(start_sockact, tmp_path, "--body-spool-total", "3000")
+    body = body_of(2000)
+    expect = upload_head(len(body))[:-2] + b"Expect: 100-continue\r\n\r\n"
+    with start_spool(server, len(body), body[:1500]) as first:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+            sock.sendall(expect)
+            answer = read_to_close(sock)
+        assert answer.startswith(b"HTTP/1.1 503 "), answer
+        status, _, _ = parse_response(raw_exchange(first, body[1500:]))
+    assert status == 200
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+        sock.sendall(expect)
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        status, _, answer = parse_response(raw_exchange(sock, body))
+    assert status == 200 and json.loads(answer)["sha256"] == hashlib.sha256(body).hexdigest()

@@ -42,9 +42,16 @@ RELOAD_NAMES = "test_a_reload_names_each_changed_setting_it_leaves_for_a_restart
 
 MUTANTS = (
     Mutant("owned-rest-loses-a-head-in-part", "sockact/worker/owner.py",
-           "mark[at + 1] = written | (IN_HEAD if in_head else 0)", "mark[at + 1] = written",
+           "mark[at + 1] = written | (IN_HEAD if in_head else 0) | (READ if read else 0)",
+           "mark[at + 1] = written | (READ if read else 0)",
            (UNIT + "test_worker_states.py::test_a_connection_marks_itself_where_the_scoreboard_reads_its_rest",
             INTEG + "test_worker_death.py::test_a_head_the_worker_held_in_part_when_it_died_gets_a_408")),
+    Mutant("owned-rest-loses-a-head-read", "sockact/worker/owner.py",
+           "mark[at + 1] = written | (IN_HEAD if in_head else 0) | (READ if read else 0)",
+           "mark[at + 1] = written | (IN_HEAD if in_head else 0)",
+           (UNIT + "test_worker_states.py::test_a_connection_marks_itself_where_the_scoreboard_reads_its_rest",
+            INTEG + "test_worker_death.py::test_a_request_an_asgi_worker_read_behind_a_call_past_its_response_is_not_"
+            "dropped")),
     Mutant("host-value-unchecked", "sockact/http/rules.py",
            "if value.translate(None, _REG_NAME_BYTES):  # more than a name", "if False:  # more than a name",
            (UNIT + "http/test_http_engine.py::test_a_host_field_that_is_not_host_and_port_gets_400",

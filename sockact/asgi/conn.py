@@ -215,7 +215,7 @@ class AsgiConnection(Owned):
         buffered = engine.unparsed().lstrip(b"\r\n")
         if buffered:
             whole = b"\r\n\r\n" in buffered or b"\n\n" in buffered
-            self.marks.rest(self.msg.conn_id, self.written, in_head=not whole, read=whole)
+            self.rest(self.written, in_head=not whole, read=whole)
 
     async def wait_input(self, timeout: float | None = None, lose: bool = True) -> None:
         """Until more input (or EOF) arrives; a client silent for ``timeout`` seconds is taken for gone

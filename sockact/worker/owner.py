@@ -33,7 +33,7 @@ from typing import Generic, TypeVar
 
 from sockact.http import Site
 from sockact.ipc import handoff
-from sockact.ipc.scoreboard import IN_HEAD
+from sockact.ipc.scoreboard import IN_HEAD, READ
 from sockact.worker.channel import Closed, preface_refused
 from sockact.worker.connstates import BODY, CLOSING, FRESH, HEAD, IDLE, PREFACE, ConnState, InvalidTransition
 
@@ -70,12 +70,13 @@ class Owned:
         self.mark, self.mark_at = place
         self.mark[self.mark_at] = 0
 
-    def rest(self, written: int, in_head: bool = False) -> None:
+    def rest(self, written: int, in_head: bool = False, read: bool = False) -> None:
         """At a request boundary, every byte read of it answered, ``written`` bytes written on it: marked so, and
         should the worker die now, its client is parked, not closed. ``in_head``: part of a head read since, no
-        more (its client gets a 408). SlotWriter.rest's words, without its call: each request makes one."""
+        more (its client gets a 408); ``read``: a head read whole that no call has begun (a 502).
+        SlotWriter.rest's words, without its call: each request makes one."""
         mark, at = self.mark, self.mark_at
-        mark[at + 1] = written | (IN_HEAD if in_head else 0)
+        mark[at + 1] = written | (IN_HEAD if in_head else 0) | (READ if read else 0)
         mark[at] = self.msg.conn_id  # last: the mark is whole from here
 
     def to(self, event: str, now: float | None = None) -> ConnState:

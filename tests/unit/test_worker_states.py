@@ -364,6 +364,8 @@ def test_a_connection_marks_itself_where_the_scoreboard_reads_its_rest() -> None
     assert board.resting(slot) == {7: Rest(120, False)}
     conn.rest(300, in_head=True)
     assert board.resting(slot) == {7: Rest(300, True)}
+    conn.rest(310, read=True)  # a head read whole behind a whole response (an ASGI call's read_behind)
+    assert board.resting(slot) == {7: Rest(310, False, True)}
     writer.rest(7 + IDLE_MARKS, 5)  # another connection takes its place
     assert board.resting(slot) == {7 + IDLE_MARKS: Rest(5, False)}
     board.close()

@@ -722,7 +722,10 @@ class EventLoop(Carrier[Held]):
         owner, mix = self.owner, self.mix
 
         while not owner.done:
-            common = mix.long_common(owner.requests)
+            # While calls are handed off, the loop thread calls only paths that are rarely slow: it looks,
+            # and takes over, at the relaxed pace, as where long calls are rare; a look each GROW_AFTER
+            # would cost the loop thread the GIL a thousand times a second for calls that seldom need it.
+            common = mix.long_common(owner.requests) and not mix.hand_off
             if quiet >= QUIET_LOOKS:
                 # Nothing served for a while: sleep until a call starts (the loop sets the event), not
                 # waking every GROW_AFTER on an idle worker.

@@ -18,7 +18,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bench import load
+from bench import load, report
 from bench.costs import CLOCK_TICKS
 from bench.servers import Fleet, Process, Server
 
@@ -47,10 +47,10 @@ def figures(result: dict[str, Any], ticks: int, threads: int) -> Figures:
     """One wrk run's figures: req/s, CPU microseconds per request (from ``ticks`` of CPU the server spent
     meanwhile), the server's ``threads`` after it (app threads that grow and stay show there) and, for the
     mixed load, the mean fast and slow latencies; {"error": ...} if wrk failed."""
-    requests = int(result.get("requests", 0))
-    if not requests or not result.get("duration_us"):
+    requests, rate = int(result.get("requests", 0)), report.throughput(result)
+    if not requests or not rate:
         return {"error": str(result.get("error", "no requests"))}
-    found = {"req_s": requests / (result["duration_us"] / 1e6), "cpu_us": ticks / CLOCK_TICKS * 1e6 / requests,
+    found = {"req_s": rate, "cpu_us": ticks / CLOCK_TICKS * 1e6 / requests,
              "threads": threads}
     for kind in ("fast", "slow"):
         if result.get(f"{kind}_us"):

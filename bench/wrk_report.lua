@@ -6,6 +6,8 @@
 -- only sound with one connection per thread (-t N -c N): then the two calls alternate in each thread's
 -- Lua state. The harness runs mixed mode that way. A request lost to an error is never answered; the next
 -- request() overwrites its start time, so it is counted in wrk's errors, not in the latencies.
+-- Each thread's rate over its own span (first request sent to last response) is summed as span_req_s:
+-- wrk's duration runs to its last thread's stop, which comes up to 100 ms after the others'.
 --
 -- Varying mode (BENCH_VARY=1): each request's query string carries a counter ("/?n=1", "/?n=2", ...), so no
 -- two heads a server sees on a connection are the same, as with real clients. Without it wrk sends one
@@ -34,19 +36,22 @@ if every then
    end
 
    fast, slow = {}, {}
+   first_us, last_us = nil, nil
    local sent, started, is_slow = 0, nil, false
 
    function request()
       sent = sent + 1
       is_slow = sent % every == 0
       started = now_us()
+      first_us = first_us or started
       return wrk.format(nil, is_slow and slow_path or wrk.path)
    end
 
    function response(status, headers, body)
       if started then
          local list = is_slow and slow or fast
-         list[#list + 1] = math.floor(now_us() - started)
+         last_us = now_us()
+         list[#list + 1] = math.floor(last_us - started)
          started = nil
       end
    end
@@ -75,12 +80,15 @@ function done(summary, latency, requests)
    local e = summary.errors
    local mixed = ""
    if every then
-      local f, s = {}, {}
+      local f, s, rate = {}, {}, 0
       for _, t in ipairs(threads) do
-         for _, v in ipairs(t:get("fast") or {}) do f[#f + 1] = v end
-         for _, v in ipairs(t:get("slow") or {}) do s[#s + 1] = v end
+         local tf, ts = t:get("fast") or {}, t:get("slow") or {}
+         for _, v in ipairs(tf) do f[#f + 1] = v end
+         for _, v in ipairs(ts) do s[#s + 1] = v end
+         local first, last = t:get("first_us"), t:get("last_us")
+         if first and last and last > first then rate = rate + (#tf + #ts) * 1e6 / (last - first) end
       end
-      mixed = string.format(',"fast_us":[%s],"slow_us":[%s]', join(f), join(s))
+      mixed = string.format(',"fast_us":[%s],"slow_us":[%s],"span_req_s":%.1f', join(f), join(s), rate)
    end
    io.write(string.format(
       'BENCH {"requests":%d,"duration_us":%d,"bytes":%d,"connect":%d,"read":%d,"write":%d,' ..

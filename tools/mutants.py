@@ -248,7 +248,13 @@ MUTANTS = (
     Mutant("threads-pool-call-off-the-books", "sockact/worker/wsgirunner.py",
            "alive=self._thread_alive, assign=self._begin,", "alive=self._thread_alive,",
            (INTEG + "test_worker_death.py::test_a_request_read_but_not_begun_gets_a_502_not_silence",)),
-    Mutant("handed-off-short-calls-unnoted", "sockact/worker/wsgirunner.py", "elif self._hand_off:", "elif False:",
+    Mutant("callmix-pause-judged", "sockact/worker/callmix.py", "        if not calls:\n", "        if False:\n",
+           (UNIT + "test_callmix.py", INTEG + "test_app_threads.py::test_a_worker_that_handed_slow_calls_off_still_"
+            "does_after_a_pause")),
+    Mutant("callmix-window-begins-before-its-first-request", "sockact/worker/callmix.py",
+           "self._start = now  # the first look", "self._start = now - HANDOFF_WINDOW  # the first look",
+           (UNIT + "test_callmix.py",)),
+    Mutant("handed-off-short-calls-unnoted", "sockact/worker/wsgirunner.py", "elif self.mix.hand_off:", "elif False:",
            (INTEG + "test_app_threads.py::test_while_slow_calls_go_to_the_pool_a_path_whose_calls_are_all_short_"
             "stays_on_the_loop_thread",)),
     Mutant("threads-never-stalled-at-the-ceiling", "sockact/worker/wsgirunner.py", "if self.in_call < self.ceiling:",

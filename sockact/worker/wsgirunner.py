@@ -58,6 +58,7 @@ from sockact.ipc.scoreboard import SlotWriter, Waiting
 from sockact.ipc.tally import TallyWriter
 from sockact.logs.access import AccessLog
 from sockact.worker.appthreads import AppThreads
+from sockact.worker.callmix import CallMix
 from sockact.worker.channel import (
     Closed,
     call_line,
@@ -83,13 +84,6 @@ TICK = 0.05  # seconds: the longest the loop sleeps without looking at its timer
 # thread could start; a waiting fast request pays about twice this (plus GROW_AFTER for each slow request
 # ahead of it that needs a new thread).
 GROW_AFTER = 0.001
-# When at least one call in SLOW_SHARE lasted GROW_AFTER or more over the last HANDOFF_WINDOW, the loop
-# thread hands the next window's requests to pool threads instead of serving them itself: while slow
-# calls are common, it stays free to read, and a fast request does not wait for the monitor. A hand-off
-# costs two thread switches per request, so a worker whose calls are short (a rare one made long by the
-# scheduler) keeps serving them itself.
-HANDOFF_WINDOW = 1.0
-SLOW_SHARE = 50
 # While the loop hands calls off, a path whose calls are rarely PATH_SLOW or longer is still called on
 # the loop thread: an app's slow calls are mostly the same few routes (a report, an upstream API), and
 # its other requests then skip two thread switches and the pool's wake-up, which is most of a fast
@@ -106,8 +100,8 @@ PATH_SLOW = 0.005
 PATH_WEIGHT = 1 / 16
 FAST_SHARE = 1 / 32
 ROUTES_KEPT = 256
-# A call this long is "long". While long calls are rare (below LOOK_SHARE), the monitor looks this often,
-# takes over from a call only once it has lasted this long, and starts one more thread at most this often:
+# A call this long is "long". While long calls are rare (below callmix.LOOK_SHARE), the monitor looks this
+# often, takes over from a call only once it has lasted this long, and starts one more thread at most this often:
 # each look takes the GIL from the serving loop thread (two thread switches), which at one a millisecond
 # costs a worker of short calls 7-10% of its CPU; and on a busy machine the scheduler makes a short call
 # last a millisecond now and then, 5 ms in bursts (measured: hello world under wrk -c50 on 2 shared
@@ -115,10 +109,6 @@ ROUTES_KEPT = 256
 # would find a queue of short requests and start a thread for each. Worst case for a fast request
 # behind the first long call after such a quiet spell: about twice this (then GROW_AFTER's).
 RELAXED_LOOK = 0.010
-# Long calls are common when at least one call in LOOK_SHARE is long, in this HANDOFF_WINDOW or the last:
-# a worker of short calls meets one now and then (the scheduler, a collection) and must not pay for
-# frequent looks, or for pool threads, because of it.
-LOOK_SHARE = 200
 QUIET_LOOKS = 100  # looks at a worker that serves nothing before the monitor sleeps until a call starts
 
 
@@ -212,11 +202,10 @@ class EventLoop(Carrier[Held]):
         self._inline_held: Held | None = None  # in a call on the loop thread
         self._standby = False  # the monitor holds the loop's role: the loop thread is in its call
         self._monitor_asleep = False  # nothing served lately: the monitor waits for a call to start
-        self._hand_off = False  # slow calls are common lately: the loop thread gives calls to the pool
+        # Whether slow calls are common lately (the loop thread gives calls to the pool), judged by the monitor.
+        self.mix = CallMix(time.monotonic())
         # The loop thread is app thread 0 and not inside a call: a request read now is called at once.
         self._serve_now = True
-        self._slow_calls = 0  # calls of GROW_AFTER or more, counted since the monitor last judged
-        self._long_calls = 0  # of those, the calls of RELAXED_LOOK or more
         # By request path: its share of calls of PATH_SLOW or more, a moving average (with a pool beside
         # the loop thread; see FAST_SHARE). Written by whichever thread ran the call.
         self._slow_share: dict[bytes, float] | None = {} if self.pool is not None else None
@@ -505,7 +494,7 @@ class EventLoop(Carrier[Held]):
     def _ready(self, held: Held, request: Request, event: str) -> None:
         """A request is parsed (``event``: "head", or "body" once its body is buffered): called at once, or queued."""
         held.request = request
-        if self._serve_now and not self.ready and not self._standby and (not self._hand_off or self._fast(request)):
+        if self._serve_now and not self.ready and not self._standby and (not self.mix.hand_off or self._fast(request)):
             # The loop thread is free and nothing waits before it: call at once. The call's own line
             # names the request from its first moment, so it needs no waiting line of its own.
             if event == "body":
@@ -559,7 +548,7 @@ class EventLoop(Carrier[Held]):
         ready = self.ready
         while ready:
             on_loop = not self._standby  # the loop thread itself, free to serve
-            if (not on_loop or (self._hand_off and not self._fast(ready[0].request))) and self._submit(ready[0]):
+            if (not on_loop or (self.mix.hand_off and not self._fast(ready[0].request))) and self._submit(ready[0]):
                 ready.popleft()
             elif on_loop:
                 self._call_inline(self._next_ready(), "call")
@@ -661,12 +650,13 @@ class EventLoop(Carrier[Held]):
             ended = time.monotonic()
             lasted = ended - started
             if lasted >= GROW_AFTER:
-                self._slow_calls += 1  # a hint: a count lost to a race between threads does not matter
+                mix = self.mix
+                mix.slow += 1  # a hint: a count lost to a race between threads does not matter
                 if lasted >= RELAXED_LOOK:
-                    self._long_calls += 1
+                    mix.long += 1
                 if self._slow_share is not None:
                     self._note_path(request.path, lasted >= PATH_SLOW)
-            elif self._hand_off:
+            elif self.mix.hand_off:
                 # Only while calls are handed off is a short call's path written down: before, no path is
                 # judged, and a worker of short calls pays nothing per request for the books.
                 self._note_path(request.path, False)
@@ -728,16 +718,14 @@ class EventLoop(Carrier[Held]):
         # busy machine the scheduler makes a short call last a millisecond far more often than ten; a
         # take-over then finds a queue of short requests and hands them to pool threads for nothing.
         patient = max(after, relaxed) if self.pool is not None else after
-        often = False  # long calls were common in the last window: look every GROW_AFTER
         quiet, seen = 0, -1
-        owner = self.owner
-        judged, judged_at = owner.requests, time.monotonic()
-
-        def long_calls_common() -> bool:  # at least one in LOOK_SHARE, in this window or the last
-            return often or self._long_calls * LOOK_SHARE > owner.requests - judged
+        owner, mix = self.owner, self.mix
 
         while not owner.done:
-            common = long_calls_common()
+            # While calls are handed off, the loop thread calls only paths that are rarely slow: it looks,
+            # and takes over, at the relaxed pace, as where long calls are rare; a look each GROW_AFTER
+            # would cost the loop thread the GIL a thousand times a second for calls that seldom need it.
+            common = mix.long_common(owner.requests) and not mix.hand_off
             if quiet >= QUIET_LOOKS:
                 # Nothing served for a while: sleep until a call starts (the loop sets the event), not
                 # waking every GROW_AFTER on an idle worker.
@@ -748,11 +736,8 @@ class EventLoop(Carrier[Held]):
                 self._monitor_asleep = False
             else:
                 time.sleep(interval if common else relaxed)
-            if self.pool is not None and time.monotonic() - judged_at >= HANDOFF_WINDOW:
-                calls, slow_calls, long_calls = owner.requests - judged, self._slow_calls, self._long_calls
-                self._hand_off = slow_calls > 0 and slow_calls * SLOW_SHARE >= calls
-                often = long_calls > 0 and long_calls * LOOK_SHARE >= calls
-                judged, judged_at, self._slow_calls, self._long_calls = owner.requests, time.monotonic(), 0, 0
+            if self.pool is not None:
+                mix.look(time.monotonic(), owner.requests)
             started = self.call_started[0]
             if not started:
                 quiet = quiet + 1 if owner.requests == seen else 0
@@ -769,12 +754,12 @@ class EventLoop(Carrier[Held]):
                 try:
                     if lasted >= take_after:
                         if lasted >= RELAXED_LOOK:
-                            self._long_calls += 1  # long already: on an otherwise quiet worker, common now
+                            mix.long += 1  # long already: on an otherwise quiet worker, common now
                         if self.pool is not None:
                             # A new thread once none has been given work for GROW_AFTER while long calls
                             # are common, else for a relaxed look: a take-over that finds short requests
                             # waiting lets the threads that free up serve them, not a thread for each.
-                            self.pool.start_every = GROW_AFTER if long_calls_common() else relaxed
+                            self.pool.start_every = GROW_AFTER if mix.long_common(owner.requests) else relaxed
                         self._take_over()
                     else:
                         self.closed.report()

@@ -4,6 +4,7 @@ is killed by timeout like any other. Bounds are generous: they are the behaviour
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import select
@@ -67,6 +68,13 @@ def test_a_fast_request_is_answered_while_twelve_slow_calls_fill_its_worker(star
     assert len(finished) == 12
 
 
+def thread_of(client: KeepAliveClient, path: str) -> str:
+    """The name of the thread that called the app for ``path``: MainThread for the loop thread."""
+    status, _, body = client.request(path)
+    assert status == 200
+    return str(json.loads(body)["thread"])
+
+
 def test_while_slow_calls_go_to_the_pool_a_path_whose_calls_are_all_short_stays_on_the_loop_thread(start_sockact):
     """Slow calls common (one in five, on /report): the loop hands calls to pool threads, but "/", whose
     calls are all short, is still called by the loop thread itself (no thread switch), and a path whose
@@ -74,10 +82,7 @@ def test_while_slow_calls_go_to_the_pool_a_path_whose_calls_are_all_short_stays_
     server = start_sockact("testapps:slow", "--workers", "1", "--max-threads", "16", workers=1)
     client = KeepAliveClient(server.port)
 
-    def thread(path: str) -> str:
-        status, _, body = client.request(path)
-        assert status == 200
-        return str(json.loads(body)["thread"])
+    thread = functools.partial(thread_of, client)
 
     def round_of_ten() -> tuple[str, list[str], str]:
         fast = [thread("/?s=0") for _ in range(8)]
@@ -99,6 +104,25 @@ def test_while_slow_calls_go_to_the_pool_a_path_whose_calls_are_all_short_stays_
     # in hundreds; many more on a machine loaded past its cores) sends its path to the pool for about a
     # dozen calls, so how many of the 80 stay on the loop thread depends on the machine: some do.
     assert any(on_loop), on_loop
+    client.close()
+
+
+def test_a_worker_that_handed_slow_calls_off_still_does_after_a_pause(start_sockact):
+    """Traffic that comes back after a pause is the same app's: its first slow call goes to the pool at
+    once, not onto the loop thread (its fast requests waiting for the monitor) until a second has been
+    judged again."""
+    server = start_sockact("testapps:slow", "--workers", "1", "--max-threads", "16", workers=1)
+    client = KeepAliveClient(server.port)
+
+    thread = functools.partial(thread_of, client)
+
+    deadline = time.monotonic() + 30
+    while not thread("/report?s=0.01").startswith("sockact-app-") and time.monotonic() < deadline:
+        for _ in range(4):
+            thread("/?s=0")
+    assert thread("/report?s=0.01").startswith("sockact-app-"), "slow calls were never handed to the pool"
+    time.sleep(2.5)  # more than a window with nothing served, the monitor asleep
+    assert thread("/report?s=0.01").startswith("sockact-app-")
     client.close()
 
 

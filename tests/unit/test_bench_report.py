@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import markdown, report
+from bench import markdown, paired, report
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -423,3 +423,12 @@ def test_the_judged_costs_are_medians_of_runs_taken_in_turn_and_each_run_is_show
     assert "WSGI Keepalive: 10.0 µs (runs: 10.0, 9.5, 11.0 µs)" in text
     assert "| 2.00 | 0.00 | 12.0, 11.5, 13.0 µs |" in text
     assert "| 6.00 | 2.00 |  |" in text  # one run: nothing to show beside it
+
+
+def test_a_mixed_runs_throughput_is_the_sum_of_its_connections_rates_over_their_spans():
+    # wrk's duration runs to its last thread's stop: 4,000 requests in 2.1 s are 1,905 req/s by it, where
+    # the connections, each over its own span, served 1,990.
+    run = wrk(4000, seconds=2.1, span_req_s=1990.0)
+    assert report.throughput(run) == 1990.0
+    assert paired.figures(run, 0, 1)["req_s"] == 1990.0
+    assert report.throughput(wrk(4000, seconds=2.0)) == 2000.0  # one thread: no spans, wrk's duration

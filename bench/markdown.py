@@ -333,7 +333,10 @@ METHOD = """## How it is measured
   (50 ms) and the rest to `/`: exactly 10% slow requests, on the same connections, so a server that
   queues fast requests behind slow ones shows it. The Lua script times each request from its
   `request()` to its `response()` call by path (one connection per thread makes the two alternate),
-  and the table gives the fast requests' p50 and p99.
+  and the table gives the fast requests' p50 and p99. Its req/s is the sum of each connection's own
+  rate, from its first request to its last response: wrk's duration runs until its last thread
+  stops, each at its own 100 ms timer after the run's end, so requests over that duration came out
+  0-5% low at random in a 2 s run.
 - **Hand-offs** (`bench/handoff_rate.py`): sockact's own `sockact.ipc.handoff` channel between two
   processes, a `CONN` message with an fd each time; the child closes each fd as a worker would.
   "Streaming" sends as fast as the channel accepts; "round trip" waits for a `DONE` after each, as

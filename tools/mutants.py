@@ -248,6 +248,9 @@ MUTANTS = (
     Mutant("threads-pool-call-off-the-books", "sockact/worker/wsgirunner.py",
            "alive=self._thread_alive, assign=self._begin,", "alive=self._thread_alive,",
            (INTEG + "test_worker_death.py::test_a_request_read_but_not_begun_gets_a_502_not_silence",)),
+    Mutant("spool-above-total-unsaid", "sockact/config/sources.py", "if 0 < cfg.body_spool_total < spool:",
+           "if False:", (INTEG + "test_operator_traps.py::test_a_body_spool_above_the_workers_spool_total_is_a_"
+                         "warning",)),
     Mutant("callmix-pause-judged", "sockact/worker/callmix.py", "        if not calls:\n", "        if False:\n",
            (UNIT + "test_callmix.py", INTEG + "test_app_threads.py::test_a_worker_that_handed_slow_calls_off_still_"
             "does_after_a_pause")),

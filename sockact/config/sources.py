@@ -213,6 +213,13 @@ def warnings(cfg: Config, environ: Mapping[str, str], cwd: str, pid: int) -> lis
                        "balancer on this host to set X-Forwarded-*: one in TCP mode passes the clients' own "
                        "through. Set forwarded_allow_ips: '' when the PROXY header alone names the client, or "
                        "the balancer's address when it writes those fields itself (docs/deploy-fleet.md)")
+    spools = [("", cfg.body_spool)] + [(f"listeners.{name}: ", table["body_spool"])
+                                        for name, table in cfg.listeners.items() if "body_spool" in table]
+    for where, spool in spools:
+        if 0 < cfg.body_spool_total < spool:
+            out.append(f"{where}body_spool = {spool} is above body_spool_total = {cfg.body_spool_total}: a body "
+                       "longer than the total is never spooled, but read by the app as it arrives; lower "
+                       "body_spool, or raise body_spool_total (the bytes all of a worker's spooled bodies hold)")
     if cfg.config_file is None and os.path.isfile(os.path.join(cwd, "gunicorn.conf.py")):
         out.append("gunicorn.conf.py in the working directory is gunicorn's settings file, and sockact does not "
                    "read it: run 'sockact convert gunicorn.conf.py > sockact.toml', then pass -c sockact.toml")

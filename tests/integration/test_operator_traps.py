@@ -156,25 +156,42 @@ def test_a_worker_memory_limit_without_a_delegated_cgroup_is_refused_at_start():
     assert "Delegate=yes" in line and "ready" not in result.stderr, result.stderr
 
 
+def check_says(*args: str) -> str:
+    """What ``sockact check`` of the echo app with ``args`` writes to stderr (its warnings); it must pass."""
+    result = subprocess.run([*SOCKACT, "check", "testapps:echo", *args], env=base_env(), capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stderr
+
+
 def test_proxy_protocol_with_the_default_forwarded_allow_ips_is_a_warning(tmp_path):
     # A balancer on this host in TCP mode passes the clients' own X-Forwarded-For through, and the default
     # trusts 127.0.0.1: said by sockact check, for the global setting and for a listener's table.
-    def check(*args: str) -> str:
-        result = subprocess.run([*SOCKACT, "check", "testapps:echo", *args], env=base_env(), capture_output=True,
-                                text=True, timeout=30)
-        assert result.returncode == 0, result.stderr
-        return result.stderr
-
     said = "with the default forwarded_allow_ips, which trusts a balancer on this host"
-    assert f"sockact: warning: proxy_protocol = 'v2' {said}" in check("--proxy-protocol", "v2")
-    assert said not in check("--proxy-protocol", "v2", "--forwarded-allow-ips", "")
-    assert said not in check()
+    assert f"sockact: warning: proxy_protocol = 'v2' {said}" in check_says("--proxy-protocol", "v2")
+    assert said not in check_says("--proxy-protocol", "v2", "--forwarded-allow-ips", "")
+    assert said not in check_says()
     toml = tmp_path / "sockact.toml"
     toml.write_text('[listeners.edge]\nproxy_protocol = "v1"\n')
-    assert f"sockact: warning: listeners.edge: proxy_protocol = 'v1' {said}" in check(
+    assert f"sockact: warning: listeners.edge: proxy_protocol = 'v1' {said}" in check_says(
         "-c", str(toml), "--bind", "edge=127.0.0.1:0")
     toml.write_text('[listeners.edge]\nproxy_protocol = "v1"\nforwarded_allow_ips = "10.0.0.2"\n')
-    assert said not in check("-c", str(toml), "--bind", "edge=127.0.0.1:0")
+    assert said not in check_says("-c", str(toml), "--bind", "edge=127.0.0.1:0")
+
+
+def test_a_body_spool_above_the_workers_spool_total_is_a_warning(tmp_path):
+    # A body between the two is never spooled (no file could hold it under the total), so body_spool
+    # would not do what it says: said by sockact check, for the global setting and a listener's table.
+    said = "is above body_spool_total = 10000: a body longer than the total is never spooled"
+    assert f"sockact: warning: body_spool = 20000 {said}" in check_says("--body-spool", "20000",
+                                                                   "--body-spool-total", "10000")
+    assert "body_spool_total" not in check_says("--body-spool", "20000", "--body-spool-total", "0")  # no bound
+    assert "body_spool_total" not in check_says("--body-spool", "10000", "--body-spool-total", "10000")
+    assert "body_spool_total" not in check_says()
+    toml = tmp_path / "sockact.toml"
+    toml.write_text('body_spool_total = 10000\n[listeners.edge]\nbody_spool = 20000\n')
+    assert f"sockact: warning: listeners.edge: body_spool = 20000 {said}" in check_says(
+        "-c", str(toml), "--bind", "edge=127.0.0.1:0")
 
 
 def test_at_the_fd_budget_a_parked_client_whose_request_came_is_served_not_closed(tmp_path):

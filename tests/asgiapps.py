@@ -406,11 +406,13 @@ async def own_date_and_server(scope, receive, send) -> None:
 
 
 async def status_from_path(scope, receive, send) -> None:
-    """Answers with the status its path names (``/101``); "/" with 200."""
+    """Answers with the status its path names (``/101``); "/" with 200. With the query "length", the answer
+    names its Content-Length."""
     if scope["type"] != "http":
         return
     code = int(scope["path"].strip("/") or "200")
-    await send({"type": "http.response.start", "status": code, "headers": [(b"content-type", b"text/plain")]})
+    length = [(b"content-length", b"2")] if scope["query_string"] == b"length" else []
+    await send({"type": "http.response.start", "status": code, "headers": [(b"content-type", b"text/plain"), *length]})
     await send({"type": "http.response.body", "body": b"ok"})
 
 

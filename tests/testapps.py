@@ -247,8 +247,11 @@ def own_date_and_server(environ, start_response):
 
 
 def status_from_path(environ, start_response):
-    """Answers with the status its path names (``/101``: "101 Switching Protocols"); "/" with 200."""
+    """Answers with the status its path names (``/101``: "101 Switching Protocols"); "/" with 200. With the
+    query "bare", the status is its code alone ("200"); with "length", the answer names its Content-Length."""
     code = environ["PATH_INFO"].strip("/") or "200"
     phrase = HTTPStatus(int(code)).phrase if int(code) in HTTPStatus._value2member_map_ else "Unknown"
-    start_response(f"{code} {phrase}", [("Content-Type", "text/plain")])
+    query = environ.get("QUERY_STRING", "")
+    headers = [("Content-Type", "text/plain")] + ([("Content-Length", "2")] if query == "length" else [])
+    start_response(code if query == "bare" else f"{code} {phrase}", headers)
     return [b"ok"]

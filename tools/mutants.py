@@ -251,6 +251,12 @@ MUTANTS = (
     Mutant("spool-above-total-unsaid", "sockact/config/sources.py", "if 0 < cfg.body_spool_total < spool:",
            "if False:", (INTEG + "test_operator_traps.py::test_a_body_spool_above_the_workers_spool_total_is_a_"
                          "warning",)),
+    Mutant("engine-204-names-a-length", "sockact/http/engine.py", "if code == 204:\n", "if False:\n",
+           (INTEG + "test_response_fields.py::test_a_204_names_no_content_length_even_where_the_app_does",)),
+    Mutant("status-code-alone-refused", "sockact/http/responses.py", "len(status) == 3 and status.isdigit()",
+           "len(status) == -3 and status.isdigit()",
+           (UNIT + "test_wsgi_adapter.py::test_a_status_of_its_code_alone_gets_the_usual_phrase",
+            INTEG + "test_response_fields.py::test_a_wsgi_status_of_its_code_alone_gets_the_usual_reason_phrase")),
     Mutant("callmix-pause-judged", "sockact/worker/callmix.py", "        if not calls:\n", "        if False:\n",
            (UNIT + "test_callmix.py", INTEG + "test_app_threads.py::test_a_worker_that_handed_slow_calls_off_still_"
             "does_after_a_pause")),

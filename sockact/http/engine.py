@@ -441,6 +441,8 @@ class Connection:
                     keep = False  # check_response lets only "close" through
                     continue
                 if lower == "content-length":
+                    if code == 204:
+                        continue  # RFC 9110 8.6: a 204 has no content, and names no length for it
                     content_length = int(value)
                 elif lower == "date":
                     own_date = False

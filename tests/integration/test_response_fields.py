@@ -57,6 +57,34 @@ def test_an_interim_status_as_the_apps_answer_is_a_500(start_sockact, interface)
 
 
 @pytest.mark.parametrize("interface", sorted(STATUS_APPS))
+def test_a_204_names_no_content_length_even_where_the_app_does(start_sockact, interface):
+    # RFC 9110 8.6: a server must not send Content-Length in a 204; the next request on the connection
+    # is answered as usual (the engine sends no body for it either way).
+    server = start_sockact(STATUS_APPS[interface], "--workers", "1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        answer = raw_exchange(sock, b"GET /204?length HTTP/1.1\r\nHost: t\r\n\r\nGET /200?length HTTP/1.1\r\n"
+                              b"Host: t\r\nConnection: close\r\n\r\n")
+    no_content, rest = answer.split(b"\r\n\r\n", 1)
+    assert no_content.startswith(b"HTTP/1.1 204 ") and b"content-length" not in no_content.lower(), answer
+    assert rest.startswith(b"HTTP/1.1 200 ") and rest.lower().count(b"content-length: 2\r\n") == 1, answer
+    assert rest.endswith(b"\r\n\r\nok"), answer
+
+
+def test_a_wsgi_status_of_its_code_alone_gets_the_usual_reason_phrase(start_sockact):
+    # PEP 3333 asks for "200 OK"; gunicorn takes "200" too, and an app that relies on it is not an error.
+    server = start_sockact(STATUS_APPS["wsgi"], "--workers", "1")
+    for code, line in (("200", b"HTTP/1.1 200 OK\r\n"), ("404", b"HTTP/1.1 404 Not Found\r\n"),
+                       ("299", b"HTTP/1.1 299 \r\n")):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            answer = raw_exchange(sock, f"GET /{code}?bare HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                                  .encode())
+        assert answer.startswith(line) and answer.endswith(b"\r\n\r\nok"), answer
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        answer = raw_exchange(sock, b"GET /101?bare HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 500 "), answer  # a 1xx stays an error, with or without its phrase
+
+
+@pytest.mark.parametrize("interface", sorted(STATUS_APPS))
 def test_the_date_is_the_seconds_on_one_connection(start_sockact, interface):
     # The Date's text is kept for its second: a keep-alive client's later answer has a later one.
     server = start_sockact(STATUS_APPS[interface], "--workers", "1")

@@ -206,7 +206,8 @@ def test_exc_info_reraises_after_headers_are_sent() -> None:
 
 
 @pytest.mark.parametrize(("status", "headers"), [
-    ("200", []), ("OK", []), (b"200 OK", []), ("2000 OK", []), ("099 Low", []), ("200 OK\r\nX: y", []),
+    ("099", []), ("101", []), ("\u0968\u0966\u0966", []), ("20", []), ("OK", []), (b"200 OK", []),
+    ("2000 OK", []), ("099 Low", []), ("200 OK\r\nX: y", []),
     ("200 OK", ()), ("200 OK", [("X", 1)]), ("200 OK", [(b"X", "1")]), ("200 OK", [("X",)]),
     ("200 OK", [("Bad Name", "1")]), ("200 OK", [("X", "a\r\nb")]), ("200 OK", [("X", "a\nb")]),
     ("200 OK", [("X", "a\0b")]), ("200 OK", [("X", "\u20ac")]), ("200 OK", [("Transfer-Encoding", "chunked")]),
@@ -216,6 +217,14 @@ def test_exc_info_reraises_after_headers_are_sent() -> None:
 def test_invalid_responses(status: Any, headers: Any) -> None:
     with pytest.raises(InvalidResponse):
         check_response(status, headers)
+
+
+def test_a_status_of_its_code_alone_gets_the_usual_phrase() -> None:
+    # As gunicorn takes it; the status line needs the space before the (maybe empty) phrase.
+    for _ in range(2):  # remembered alike
+        assert check_response("200", []) == ("200 OK", [])
+        assert check_response("503", [("X", "1")]) == ("503 Service Unavailable", [("X", "1")])
+        assert check_response("299", []) == ("299 ", [])
 
 
 def test_connection_close_passes_to_the_engine_and_length_copies_become_one() -> None:

@@ -37,6 +37,8 @@ WS_MISTAKES_TEST = (INTEG + "test_app_response_misbehaviour.py::test_a_websocket
 PATHSEND_TEST = (INTEG + "test_app_response_misbehaviour.py::test_pathsend_of_what_is_no_regular_file_is_a_500_and_"
                  "holds_no_loop",)
 HUNDRED_CALLS_TEST = "test_asgi.py::test_a_killed_worker_answers_each_of_a_hundred_calls_at_once_with_a_502"
+CPU_POLICY_TEST = (INTEG + "test_pool_process.py::test_the_supervisor_and_its_workers_run_under_the_cpu_policy_"
+                   "batch_scheduling_says")
 SPOOL_TOTAL_TEST = "test_body_spool.py::test_spooled_bodies_past_the_workers_total_get_503_until_one_ends"
 RELOAD_NAMES = "test_a_reload_names_each_changed_setting_it_leaves_for_a_restart_and_applies_the_rest"
 
@@ -611,6 +613,12 @@ MUTANTS = (
     Mutant("worker-reads-its-channel-to-eagain", "sockact/worker/channel.py",
            "if taken and not receiver.waiting():", "if False:",
            (UNIT + "test_handoff.py::test_a_worker_reads_what_its_channel_holds_and_no_further",)),
+    Mutant("supervisor-keeps-the-default-cpu-policy", "sockact/supervisor/forking.py",
+           "os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))", "pass", (CPU_POLICY_TEST,)),
+    Mutant("batch-scheduling-overrides-an-outside-policy", "sockact/supervisor/forking.py",
+           "if not on or os.sched_getscheduler(0) != os.SCHED_OTHER:", "if not on:", (CPU_POLICY_TEST,)),
+    Mutant("batch-scheduling-cannot-be-turned-off", "sockact/supervisor/core.py",
+           "batch_scheduling(self.config.batch_scheduling)", "batch_scheduling(True)", (CPU_POLICY_TEST,)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

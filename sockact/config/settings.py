@@ -305,6 +305,12 @@ class Config(ListenerSettings):
         "instead of closing them, and serve them again after the restart. Needs FileDescriptorStoreMax= "
         "in the service unit; without it, turn this off so that a stop answers with Connection: close.",
         "workers")
+    batch_scheduling: bool = _opt(
+        parsers.boolean, True,
+        "Run the supervisor and its workers under the SCHED_BATCH CPU policy (sched(7)): a process woken "
+        "for a connection then waits for the running one to sleep, or takes an idle CPU, instead of cutting "
+        "into it mid-request. Workers, their threads and what the app starts inherit it. A policy set from "
+        "outside (systemd's CPUSchedulingPolicy=, chrt) is kept either way.", "workers", restart=True)
     handback_after: float = _opt(
         parsers.seconds, 0.05,
         "When every app thread of a worker, up to max_threads, has been in one call this long, its other "

@@ -1,4 +1,5 @@
-"""The pool's and the acceptor's rules with the real process: reloads, boot deadlines, the fd limit."""
+"""The pool's and the acceptor's rules with the real process: reloads, boot deadlines, the fd limit, the CPU
+policy."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-from conftest import SOCKACT, KeepAliveClient, base_env, free_port, http_get, wait_until
+import pytest
+from conftest import SOCKACT, KeepAliveClient, Server, base_env, free_port, http_get, wait_until
 
 
 def test_a_reload_to_fewer_workers_retires_every_old_one(start_sockact, tmp_path):
@@ -129,3 +132,23 @@ def test_keepalive_clients_on_one_worker_are_not_kept_from_the_others(start_sock
     for c in clients:
         c.close()
 
+
+
+@pytest.mark.parametrize(("prefix", "args", "policy"), [
+    ((), (), os.SCHED_BATCH),  # batch_scheduling's default
+    ((), ("--no-batch-scheduling",), os.SCHED_OTHER),
+    (("chrt", "--idle", "0"), (), os.SCHED_IDLE),  # set from outside (as CPUSchedulingPolicy= does): kept
+], ids=["default", "off", "from-outside"])
+def test_the_supervisor_and_its_workers_run_under_the_cpu_policy_batch_scheduling_says(prefix, args, policy):
+    if prefix and not shutil.which(prefix[0]):
+        pytest.skip(f"{prefix[0]} is not installed")
+    port = free_port()
+    server = Server([*prefix, *SOCKACT, "run", "testapps:pid", "--workers", "2", "--bind", f"127.0.0.1:{port}",
+                     "--no-access-log", *args], port, base_env())
+    try:
+        server.wait_ready(workers=2)
+        pids = [server.pid, *server.wait_workers(2)]
+        assert [os.sched_getscheduler(pid) for pid in pids] == [policy] * 3, server.output()
+        assert http_get(port, "/")[0] == 200
+    finally:
+        server.stop()

@@ -310,7 +310,9 @@ class Config(ListenerSettings):
         "Run the supervisor and its workers under the SCHED_BATCH CPU policy (sched(7)): a process woken "
         "for a connection then waits for the running one to sleep, or takes an idle CPU, instead of cutting "
         "into it mid-request. Workers, their threads and what the app starts inherit it. A policy set from "
-        "outside (systemd's CPUSchedulingPolicy=, chrt) is kept either way.", "workers", restart=True)
+        "outside (systemd's CPUSchedulingPolicy=, chrt) is kept either way. The cost: where every CPU is "
+        "busy, a woken worker waits out the running process's slice, so fast requests' tail latency rises; "
+        "turn it off where that tail matters more than throughput.", "workers", restart=True)
     handback_after: float = _opt(
         parsers.seconds, 0.05,
         "When every app thread of a worker, up to max_threads, has been in one call this long, its other "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from http import HTTPStatus
 from typing import Any, TypeVar
 
 from sockact.errors import InvalidResponse
@@ -15,7 +14,6 @@ HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy
 # A field value may hold HTAB, SP, VCHAR and obs-text (RFC 9110 5.5); translate() deletes those.
 _VALUE_OK = b"\t" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
 
-_PHRASES = {s.value: s.phrase for s in HTTPStatus}
 T = TypeVar("T")
 _UNSEEN = object()  # no status is equal to it
 
@@ -49,7 +47,12 @@ def validate_response(status: Any, headers: Any) -> tuple[str, list[tuple[str, s
     if type(status) is not str or status not in _CHECKED_STATUSES:
         if type(status) is str and len(status) == 3 and status.isdigit() and status.isascii() and status >= "200":
             # Its code alone, as gunicorn takes it: the status line needs the space, and gets the usual phrase.
-            status = f"{status} {_PHRASES.get(int(status), '')}"
+            # (http.HTTPStatus is imported only here: a start imports nothing its requests do not use.)
+            from http import HTTPStatus
+            try:
+                status = f"{status} {HTTPStatus(int(status)).phrase}"
+            except ValueError:  # a code it does not know: an empty phrase
+                status += " "
         # A 1xx is never a final response (RFC 9110 15.2): its client would read on, or take a 101 for a switch.
         if (not isinstance(status, str) or len(status) < 4 or status[3] != " " or not status[:3].isdigit()
                 or int(status[:3]) < 200 or _bad_value(status)):

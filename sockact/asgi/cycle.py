@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 from sockact.asgi.conn import AsgiConnection
 from sockact.errors import APP_FAILURES, InvalidResponse, ProtocolError
-from sockact.http.dates import DATE, http_date
+from sockact.http.dates import http_date
 from sockact.http.events import END_OF_MESSAGE, NEED_DATA, Data, Request
 from sockact.http.limits import BODY_MIN_RATE, DRAIN_LIMIT
 from sockact.http.logline import quoted_request_line
@@ -279,9 +279,7 @@ class HttpCycle:
             if type(body) is not bytes:
                 body = _bytes(body)
             self.started = self.complete = True
-            date = (d[2] if (d := DATE.last[0])[0] <= time.time() < d[1] else None) or http_date()
-            head, data = self.engine.whole_response(self.status_line, self.headers, body, date=date,
-                                                    close=self.stopping)
+            head, data = self.engine.whole_response(self.status_line, self.headers, body, close=self.stopping)
             if not self.engine.keep_alive:  # a body short of its Content-Length or past it ends it; rare (a
                 self._said_short()          # plain attribute: length_left, a property, is a call each)
             if conn.waiting:  # most often none, and wake() not called

@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 from sockact.asgi.conn import AsgiConnection
 from sockact.errors import APP_FAILURES, InvalidResponse, ProtocolError
-from sockact.http.dates import DATE, http_date
+from sockact.http.dates import http_date
 from sockact.http.events import END_OF_MESSAGE, NEED_DATA, Data, Request
 from sockact.http.limits import BODY_MIN_RATE, DRAIN_LIMIT
 from sockact.http.logline import quoted_request_line
@@ -131,10 +131,72 @@ class HttpCycle:
         # of the app's), they reach no later one on the connection, whose calls this object serves too.
         gen = self.gen
         keep = False
+        # send(), made here with its body, not as a lambda that calls a method: a frame less for each
+        # message, two a request (callgrind, Python 3.11). ASGI asks for an awaitable callable, not a coroutine
+        # function: a message that needs no wait (most, and every one of a response given whole) is carried
+        # out here, and the answer is SENT, done at once; one that must wait for the client gets the coroutine
+        # that waits. An app's error raises here, at the call, so still at its ``await send(...)``.
+        def send(message: dict[str, Any]) -> Awaitable[None]:
+            kind = message["type"]
+            if gen != self.gen or self.answered or self.conn.gone:
+                self._refuse(gen, kind)
+                return SENT
+            if kind == "http.response.start":
+                if self.headers is not None:
+                    raise InvalidResponse("http.response.start sent twice")
+                if message.get("trailers"):
+                    raise InvalidResponse("http.response.start asks for trailers, which sockact does not send "
+                                          "(no 'http.response.trailers' extension in the scope)")
+                self.status, self.status_line, self.headers = _check_start(message.get("status"),
+                                                                           message.get("headers", ()))
+                return SENT
+            conn = self.conn
+            if (kind == "http.response.body" and not self.started and self.headers is not None
+                    and not message.get("more_body", False)):
+                # The whole body at once, the common answer: the engine keeps its head but the Date.
+                body = message.get("body", b"")
+                if type(body) is not bytes:
+                    body = _bytes(body)
+                self.started = self.complete = True
+                head, data = self.engine.whole_response(self.status_line, self.headers, body, close=self.stopping)
+                if not self.engine.keep_alive:  # a body short of its Content-Length or past it ends it; rare (a
+                    self._said_short()          # plain attribute: length_left, a property, is a call each)
+                if conn.waiting:  # most often none, and wake() not called
+                    conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
+                backlog = conn.write(head + data)
+                self._whole()
+                return conn.drain() if backlog else SENT
+            if kind == "http.response.pathsend":
+                return self._send_path(message)
+            if kind != "http.response.body":
+                raise InvalidResponse(f"unexpected ASGI message {kind!r}")
+            if self.headers is None:
+                raise InvalidResponse("http.response.body before http.response.start")
+            if self.complete:
+                raise InvalidResponse("http.response.body after the response ended")
+            body = _bytes(message.get("body", b""))
+            more = message.get("more_body", False)
+            engine = self.engine
+            parts = []
+            if not self.started:
+                self.started = True
+                parts.append(engine.start_response(self.status_line, self.headers, close=self.stopping,
+                                                   date=http_date(), whole=None if more else len(body)))
+            if body:
+                parts.append(engine.send_data(body))
+            if not more:
+                parts.append(engine.end_response())
+                self._said_short()
+                self.complete = True
+                conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
+            backlog = conn.write(*parts)
+            if not more:
+                self._whole()
+            return conn.drain() if backlog else SENT
         try:
             try:
-                # Lambdas, not partials: a partial costs more to make than a lambda's frame to run.
-                await app(self.scope, lambda: self._receive(gen), lambda message: self._send(gen, message))
+                # A lambda, not a partial: a partial costs more to make than a lambda's frame to run.
+                await app(self.scope, lambda: self._receive(gen), send)
             except ASGI_APP_FAILURES as exc:
                 if self.answered or self.client_left:
                     log.debug("conn %d: the app stopped after the client left: %r", conn.msg.conn_id, exc)
@@ -251,71 +313,6 @@ class HttpCycle:
             raise InvalidResponse(f"send() of a call that is over: {kind!r} dropped")
         if not self.answered:
             raise ClientDisconnected(f"conn {self.conn.msg.conn_id}: the client has gone")
-
-    def _send(self, gen: int, message: dict[str, Any]) -> Awaitable[None]:
-        """send() of the call ``gen``. ASGI asks for an awaitable callable, not a coroutine function: a message
-        that needs no wait (most, and every one of a response given whole) is carried out here, and the answer
-        is SENT, done at once; one that must wait for the client gets the coroutine that waits. A coroutine
-        for each message cost a frame made and run, twice a request. An app's error raises here, at the call,
-        so still at its ``await send(...)``."""
-        kind = message["type"]
-        if gen != self.gen or self.answered or self.conn.gone:
-            self._refuse(gen, kind)
-            return SENT
-        if kind == "http.response.start":
-            if self.headers is not None:
-                raise InvalidResponse("http.response.start sent twice")
-            if message.get("trailers"):
-                raise InvalidResponse("http.response.start asks for trailers, which sockact does not send "
-                                      "(no 'http.response.trailers' extension in the scope)")
-            self.status, self.status_line, self.headers = _check_start(message.get("status"),
-                                                                       message.get("headers", ()))
-            return SENT
-        conn = self.conn
-        if (kind == "http.response.body" and not self.started and self.headers is not None
-                and not message.get("more_body", False)):
-            # The whole body at once, the common answer: the engine keeps its head but the Date.
-            body = message.get("body", b"")
-            if type(body) is not bytes:
-                body = _bytes(body)
-            self.started = self.complete = True
-            date = (d[2] if (d := DATE.last[0])[0] <= time.time() < d[1] else None) or http_date()
-            head, data = self.engine.whole_response(self.status_line, self.headers, body, date=date,
-                                                    close=self.stopping)
-            if not self.engine.keep_alive:  # a body short of its Content-Length or past it ends it; rare (a
-                self._said_short()          # plain attribute: length_left, a property, is a call each)
-            if conn.waiting:  # most often none, and wake() not called
-                conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
-            backlog = conn.write(head + data)
-            self._whole()
-            return conn.drain() if backlog else SENT
-        if kind == "http.response.pathsend":
-            return self._send_path(message)
-        if kind != "http.response.body":
-            raise InvalidResponse(f"unexpected ASGI message {kind!r}")
-        if self.headers is None:
-            raise InvalidResponse("http.response.body before http.response.start")
-        if self.complete:
-            raise InvalidResponse("http.response.body after the response ended")
-        body = _bytes(message.get("body", b""))
-        more = message.get("more_body", False)
-        engine = self.engine
-        parts = []
-        if not self.started:
-            self.started = True
-            parts.append(engine.start_response(self.status_line, self.headers, close=self.stopping,
-                                               date=http_date(), whole=None if more else len(body)))
-        if body:
-            parts.append(engine.send_data(body))
-        if not more:
-            parts.append(engine.end_response())
-            self._said_short()
-            self.complete = True
-            conn.wake()  # a receive() waiting for the client to leave now answers http.disconnect
-        backlog = conn.write(*parts)
-        if not more:
-            self._whole()
-        return conn.drain() if backlog else SENT
 
     async def _send_path(self, message: dict[str, Any]) -> None:
         """http.response.pathsend: the whole body is the file at ``path``, read in pieces as the client takes them."""

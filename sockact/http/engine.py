@@ -33,42 +33,29 @@ The events are defined in events.py.
 
 from __future__ import annotations
 
+import time
+
 import httptools
 
 from sockact.errors import ProtocolError
 from sockact.http.chunked import ChunkedFraming
+from sockact.http.dates import DATES, HEAD_END
 from sockact.http.events import CONNECTION_CLOSED, END_OF_MESSAGE, NEED_DATA, PAUSED, Data, Request, has_body
 from sockact.http.limits import DRAIN_LIMIT, Limits
 from sockact.http.rules import FRAMING, VERSIONS, FieldRules, check_head, check_partial_head, check_target, is_token
 
 IDLE, BODY, DONE, ERROR = "IDLE", "BODY", "DONE", "ERROR"
 
-# What follows the Date in a response head start_response makes (unless the app gave Date or Server).
-_HEAD_END = b"\r\nServer: sockact\r\n\r\n"
 # whole_response's heads, all but the Date and what follows: (status, headers, version, keep-alive asked,
 # HEAD, close, body length) -> (that part, framing mode, length, keep-alive). Bounded, so apps whose
 # answers always vary cannot inflate it.
 _HEADS: dict[tuple[object, ...], tuple[bytes, str, int, bool]] = {}
 _HEADS_MAX = 1024
 
-# The Date's text of the second (dates.http_date gives one str object a second) and, encoded, with what
-# follows it in a head: made once a second, not once a response.
-# One tuple, replaced whole: an app thread sees an old one or a new one, never a mix.
-_DATED: list[tuple[str, bytes]] = [("", b"")]
 # The last answer any connection kept as its _last_whole: a new connection starts from it (a Connection:
 # close client's one request is the one the last connection answered). What it holds depends on nothing
 # of the connection's own: the head is _HEADS' for the same key. One tuple, replaced whole (app threads).
 _LAST_WHOLE: list[tuple[object, Request, int, str, bool, bytes, bool] | None] = [None]
-
-
-def _dated(date: str) -> bytes:
-    """The head's end from its Date on (see _DATED)."""
-    last = _DATED[0]
-    if last[0] is date:
-        return last[1]
-    dated = date.encode("latin-1") + _HEAD_END
-    _DATED[0] = date, dated
-    return dated
 
 
 # Lengths of the response field names start_response looks at: "Connection", "Content-Length", and
@@ -466,7 +453,7 @@ class Connection:
             lines.append("Connection: close\r\n")
         elif request.version == "1.0":
             lines.append("Connection: keep-alive\r\n")
-        # The usual end is the one whole_response keeps heads up to (_HEAD_END); the app's own Date or
+        # The usual end is the one whole_response keeps heads up to (dates.HEAD_END); the app's own Date or
         # Server stands instead of the engine's.
         self.own_end = own_date and own_server
         if self.own_end:
@@ -497,7 +484,7 @@ class Connection:
             return data
         return b""
 
-    def whole_response(self, status: str, headers: list[tuple[str, str]], body: bytes, *, date: str,
+    def whole_response(self, status: str, headers: list[tuple[str, str]], body: bytes, *, date: str | None = None,
                        close: bool = False) -> tuple[bytes, bytes]:
         """A response whose body is known whole, in one call: (head, the body's bytes with their end),
         as start_response, send_data and end_response would give them.
@@ -508,7 +495,8 @@ class Connection:
         its head and the body alone, is kept with the request it answered (``_last_whole``; a new connection
         starts with the last one any connection kept, _LAST_WHOLE): the same
         answer to that request again, or to one with the same method, version and keep-alive, is its head
-        with this second's Date, and the engine's state as that answer left it."""
+        with this second's Date, and the engine's state as that answer left it. ``date``: the Date's text; None
+        (the runners'): now's, from dates.DATES, read here inline, its encoded end with it."""
         request = self.request
         assert request is not None
         size = len(body)
@@ -522,7 +510,12 @@ class Connection:
             self._mode = "length"  # one statement each: a tuple of them would be made and unpacked
             self._length = self._sent = size
             self.keep_alive = last[6]
-            return last[5] + (d[1] if (d := _DATED[0])[0] is date else _dated(date)), body
+            if date is not None:
+                return last[5] + date.encode("latin-1") + HEAD_END, body
+            # DATES.at(), its call only for a new second.
+            return last[5] + (d[2][1] if (d := DATES.last[0])[0] <= (now := time.time()) < d[1]  # type: ignore[index]
+                              else DATES.at(now)[1]), body
+        date, dated = DATES.at() if date is None else (date, date.encode("latin-1") + HEAD_END)
         before_date = None  # the head up to its Date, when it is kept
         if self._framing is None and not self._remaining and not self.response_started:
             key = (status, tuple(headers), request.version, request.keep_alive, request.method == b"HEAD", close, size)
@@ -530,11 +523,11 @@ class Connection:
             if known is not None:
                 before_date, self._mode, self._length, self.keep_alive = known
                 self.response_started = True
-                head = before_date + _dated(date)
+                head = before_date + dated
             else:
                 head = self.start_response(status, headers, date=date, close=close, whole=size)
                 if self.own_end and len(_HEADS) < _HEADS_MAX:
-                    before_date = head[:len(head) - len(date) - len(_HEAD_END)]
+                    before_date = head[:len(head) - len(date) - len(HEAD_END)]
                     _HEADS[key] = (before_date, self._mode, self._length, self.keep_alive)
         else:
             head = self.start_response(status, headers, date=date, close=close, whole=size)

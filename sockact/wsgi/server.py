@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from sockact.errors import APP_FAILURES, InvalidResponse, ProtocolError
-from sockact.http.dates import DATE, http_date
+from sockact.http.dates import http_date
 from sockact.http.engine import DONE, Connection
 from sockact.http.events import NEED_DATA, Data, Request
 from sockact.http.limits import COALESCE_MAX, DRAIN_LIMIT, SPOOL_READ, SpoolBudget, SpoolFull
@@ -452,10 +452,7 @@ class HTTPConnection:
         assert status is not None
         self.status = _codes[status]
         engine = self.engine
-        # http_date()'s second read inline (PerSecond.at): its call only for a new second.
-        now = time.time()
-        date = (known[2] if (known := DATE.last[0])[0] <= now < known[1] else None) or http_date(now)
-        head, data = engine.whole_response(status, start.headers, body, close=self.stopping(), date=date)
+        head, data = engine.whole_response(status, start.headers, body, close=self.stopping())
         start.headers_sent = True
         # Rare: short of its Content-Length or past it, which ends the connection: one that persists was not.
         if not engine.keep_alive and (engine.length_left or engine.dropped):

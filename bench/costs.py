@@ -11,12 +11,13 @@ send, where wrk alone sends one head again and again, whose parse a server may r
 
 These figures say where a request's time goes, so the next step to take is visible.
 
-The same loads run against the Python floor (bench/floor.py: one process, the least a Python server does
-per request), WSGI and ASGI, in the same run: report.py gives sockact's worker CPU per request as a multiple
-of the floor's. The floor and sockact's two variants of one interface serve side by side, and the repeated
-keep-alive load, on which the targets are judged, runs against the three in turn, ROUNDS times: each
-figure is the median of its rounds, so a drift of the machine within the run falls on all three alike.
-The other loads run once each.
+The same loads run against the Python floor (bench/floor.py: the least a Python server does per request,
+in as many processes as sockact's workers, the kernel sharing the connections among them), WSGI and
+ASGI, in the same run: report.py gives sockact's worker CPU per request as a multiple of the floor's.
+The floor and sockact's two variants of one interface serve side by side, and the repeated keep-alive
+load, on which the targets are judged, runs against the three in turn, ROUNDS times: each figure is the
+median of its rounds, so a drift of the machine within the run falls on all three alike. The other
+loads run once each.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any
 from bench import load
 from bench.memory import children
 from bench.report import variant_name
-from bench.servers import ASGI_APP, PROJECT_BIN, Argv, Fleet, Server, sockact_argv
+from bench.servers import ASGI_APP, PROJECT_BIN, WORKERS, Argv, Fleet, Server, sockact_argv
 
 SECONDS = 5.0  # the CPU run
 STRACE_SECONDS = 3.0  # each traced run
@@ -45,8 +46,9 @@ INTERFACES = ("wsgi", "asgi")
 
 
 def floor_argv(interface: str) -> Argv:
-    """The floor runs under the project's Python, with the httptools (and uvloop) sockact uses."""
-    return lambda port: [str(PROJECT_BIN / "python"), "-m", "bench.floor", str(port), interface]
+    """The floor runs under the project's Python, with the httptools (and uvloop) sockact uses, in as many
+    processes as sockact has workers: each serves its share of the connections, as each worker does."""
+    return lambda port: [str(PROJECT_BIN / "python"), "-m", "bench.floor", str(port), interface, str(WORKERS)]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -91,11 +93,11 @@ def median(values: list[float]) -> float:
 
 
 class Subject:
-    """One server the costs are measured on: the floor (one process) or sockact (a supervisor, its workers)."""
+    """One server the costs are measured on: the floor (its processes) or sockact (a supervisor, its workers)."""
 
     def __init__(self, pid: int, port: int, floor: bool) -> None:
         self.pid, self.port, self.floor = pid, port, floor
-        self.workers = [pid] if floor else children(pid)
+        self.workers = [pid, *children(pid)] if floor else children(pid)
 
     def cpu(self, scenario: load.Scenario) -> dict[str, float] | str:
         """CPU microseconds per request, worker side and supervisor side, across one wrk run."""

@@ -1,9 +1,14 @@
 """The Python floor: the least a Python server does per request, to measure sockact's cost against.
 
-    python -m bench.floor PORT [wsgi|asgi]     (serves bench.apps:app or bench.apps:asgi_app)
+    python -m bench.floor PORT [wsgi|asgi] [PROCESSES]    (serves bench.apps:app or bench.apps:asgi_app)
 
-One process. WSGI: a `selectors` loop over httptools that builds a minimal PEP 3333 environ, calls
-the app and writes its response. ASGI: an asyncio protocol (on uvloop where it is installed, as
+PROCESSES (1 by default) processes, each on its own SO_REUSEPORT socket of the port, so the kernel shares
+the connections among them as sockact's supervisor shares them among its workers: a process's CPU per
+request depends on how many connections it serves (how many requests one wake-up finds), so the floor
+is measured with as many processes as sockact has workers.
+
+WSGI: a `selectors` loop over httptools that builds a minimal PEP 3333 environ, calls the app and writes
+its response. ASGI: an asyncio protocol (on uvloop where it is installed, as
 sockact's ASGI runner) that calls the app as a task. Both answer keep-alive and close, with Date and
 Server, and parse nothing httptools does not; no limits, logs, timeouts or error handling. It is a
 yardstick, not a server.
@@ -14,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
 import selectors
 import socket
 import sys
@@ -70,7 +76,7 @@ class WSGIConn:
 
 def serve_wsgi(port: int) -> None:
     sel = selectors.DefaultSelector()
-    listener = socket.create_server(("127.0.0.1", port), backlog=1024)
+    listener = socket.create_server(("127.0.0.1", port), backlog=1024, reuse_port=True)
     listener.setblocking(False)
     sel.register(listener, selectors.EVENT_READ)
     while True:
@@ -132,12 +138,16 @@ class ASGIConn(asyncio.Protocol):
 
 
 async def serve_asgi(port: int) -> None:
-    server = await asyncio.get_running_loop().create_server(ASGIConn, "127.0.0.1", port, backlog=1024)
+    server = await asyncio.get_running_loop().create_server(ASGIConn, "127.0.0.1", port, backlog=1024,
+                                                            reuse_port=True)
     await server.serve_forever()
 
 
 def main(argv: list[str]) -> None:
     port, interface = int(argv[0]), argv[1] if len(argv) > 1 else "wsgi"
+    for _ in range(int(argv[2]) - 1 if len(argv) > 2 else 0):
+        if os.fork() == 0:
+            break  # a child serves beside its parent; the harness stops the whole group
     if interface == "wsgi":
         serve_wsgi(port)
         return

@@ -242,8 +242,10 @@ def _costs_table(summary: dict[str, Any]) -> str:
     floors = [f"{interface.upper()} {titles.get(key, key)}: "
               + (f"{c['cpu_us']:.1f} µs{_rounds(c, ' (runs: ', ')')}" if "cpu_us" in c else f"✗ {c.get('error')}")
               for interface, per in costs.get(FLOOR, {}).items() for key, c in per.items()]
-    floor = ("The Python floor (`bench/floor.py`: one process, a `selectors` loop over httptools for WSGI, an "
-             "asyncio protocol for ASGI, no limits, logs or timeouts), CPU per request in the same run: "
+    floor = ("The Python floor (`bench/floor.py`: a `selectors` loop over httptools for WSGI, an asyncio "
+             "protocol for ASGI, no limits, logs or timeouts; in as many processes as sockact's workers, each on "
+             "its own SO_REUSEPORT socket, so each serves its share of the connections as a worker does), CPU "
+             "per request in the same run, summed over its processes: "
              + "; ".join(floors) + ".\n\n") if floors else ""
     return ("CPU time and system calls per request, summed over the workers and for the supervisor. "
             f"CPU from /proc across a wrk run: for the repeated head, the median of {ROUNDS} runs taken in turn "

@@ -133,7 +133,6 @@ def test_keepalive_clients_on_one_worker_are_not_kept_from_the_others(start_sock
         c.close()
 
 
-
 @pytest.mark.parametrize(("prefix", "args", "policy"), [
     ((), (), os.SCHED_BATCH),  # batch_scheduling's default
     ((), ("--no-batch-scheduling",), os.SCHED_OTHER),

@@ -24,7 +24,9 @@ connection is a Held, whose state, deadlines and hand-backs the connection owner
 
 Who may touch a connection's fd, by its state (docs/architecture.md has the whole table):
     PREFACE, FRESH, HEAD, BODY, IDLE, CLOSING   the loop thread, under ``lock`` (the fd is in the poller)
-    QUEUED, CALL   its app thread alone (the fd is out of the poller)
+    QUEUED, CALL   its app thread alone (the fd is out of the poller); a pool thread whose call leaves it
+                   IDLE puts it back in the poller, its last act (_finished), and the loop reads it only
+                   once it has taken the call's end (_take_done)
     HANDED, CLOSED   nobody: the loop sent or closed it and dropped it from its books
 
 App threads come from appthreads.AppThreads: ``threads`` of them always, more up to
@@ -39,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import select
 import socket
 import threading
@@ -196,7 +197,10 @@ class EventLoop(Carrier[Held]):
         self.in_call = 0  # app calls running
         self.call_started: list[float] = [0.0] * self.ceiling  # by line: when its call started, 0.0 if none
         self._next_timers = 0.0
-        self._done: queue.SimpleQueue[tuple[Held, bool]] = queue.SimpleQueue()
+        # Calls ended on pool threads, for the loop: (connection, whether it persists, whether its thread put it
+        # back in the poller already). Appended under _arm_lock: a connection back in the poller is in here first.
+        self._done: deque[tuple[Held, bool, bool]] = deque()
+        self._arm_lock = threading.Lock()
         self._wake_r, self._wake_w = socket.socketpair()
         self._chan_fd, self._wake_fd = chan.fileno(), self._wake_r.fileno()
         self._inline_held: Held | None = None  # in a call on the loop thread
@@ -254,6 +258,8 @@ class EventLoop(Carrier[Held]):
         events = self.poller.poll(timeout)
         if not events and self.access is not None:
             self.access.flush()  # idle: write the lines out
+        if self._done:  # before the events: one may be the next request of a connection a pool thread put back
+            self._take_done()
         watching = self.watching
         for fd, _ in events:
             held = watching.get(fd)
@@ -610,18 +616,22 @@ class EventLoop(Carrier[Held]):
         try:
             if self._after(held, keep):
                 if held.http.engine.idle:  # nothing pipelined: what _advance would find, without asking it
-                    owner = self.owner
-                    # _settle's usual answer, without its call: still in the poller, in a worker that takes
-                    # new requests and has a free app thread.
-                    if not (held.watched and self.in_call < self.ceiling and not owner.retiring
-                            and not owner.recycling):
-                        self._settle(held, _IDLE)
-                    elif held.state is IDLE:
+                    if self._went_idle(held):
                         held.rest(held.http.wire.sent)  # as _settle marks it
                 else:
                     self._advance(held)  # a pipelined request queues behind (not called inside this one)
         finally:
             self._serve_now = True
+
+    def _went_idle(self, held: Held) -> bool:
+        """A call is over, its connection back in IDLE with nothing read behind it: _settle, unless its usual
+        answer holds (still in the poller, in a worker that takes new requests and has a free app thread). True
+        when it held: the caller marks the rest, if not marked yet."""
+        owner = self.owner
+        if held.watched and self.in_call < self.ceiling and not owner.retiring and not owner.recycling:
+            return held.state is IDLE
+        self._settle(held, _IDLE)
+        return False
 
     def _begin(self, line: int, held: Held) -> float:
         """Stamp ``held``'s call on ``line``, on the loop thread: for a pool thread, before the thread has
@@ -688,22 +698,45 @@ class EventLoop(Carrier[Held]):
     # ------------------------------------------------------------------ app threads
 
     def _finished(self, held: Held, keep: bool) -> None:
-        """On a pool thread, its call over: the loop takes it from here."""
-        self._done.put((held, keep))
+        """On a pool thread, its call over: the loop takes it from here. A connection that goes on with nothing
+        read behind its request is put back in the poller by this thread, its last act on it, and the loop is not
+        woken for it: its client's next request wakes the loop, which takes this end first (_turn). Waking the loop
+        to put it back would cost a thread switch and the GIL's hand-over before the next request could be read."""
+        if keep and held.http.engine.idle:
+            held.rest(held.http.wire.sent)  # as _settle marks it: every byte read is answered, and written
+            with self._arm_lock:
+                self._done.append((held, keep, True))
+                try:
+                    self.poller.register(held.sock.fileno(), select.EPOLLIN)
+                except (OSError, ValueError):
+                    self._done[-1] = (held, keep, False)  # not put back: the loop does it, woken below
+                else:
+                    return
+        else:
+            self._done.append((held, keep, False))
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
 
     def _take_done(self) -> None:
+        """The calls ended on pool threads: each connection closed, or back to IDLE and watched (a pipelined
+        request goes on at once). Under _arm_lock: a connection its thread is putting back is in the poller
+        once the lock is free."""
         with contextlib.suppress(OSError):
             self._wake_r.recv(4096)
-        while True:
-            try:
-                held, keep = self._done.get_nowait()
-            except queue.Empty:
-                return
+        done = self._done
+        with self._arm_lock:
+            ended = list(done)
+            done.clear()
+        for held, keep, armed in ended:
             self.in_call -= 1
+            if armed:
+                self.watching[held.sock.fileno()] = held
+                held.watched = True
             if self._after(held, keep):
-                self._advance(held)
+                if armed:
+                    self._went_idle(held)
+                else:
+                    self._advance(held)
 
     def _monitor(self) -> None:
         """With the loop thread as app thread 0: once its call has lasted a while, take the loop's role

@@ -107,22 +107,51 @@ def test_while_slow_calls_go_to_the_pool_a_path_whose_calls_are_all_short_stays_
     client.close()
 
 
+def hand_off(client: KeepAliveClient) -> None:
+    """Slow calls, one in five, until the worker judges them common and hands them to its pool threads."""
+    thread = functools.partial(thread_of, client)
+    deadline = time.monotonic() + 30
+    while not thread("/report?s=0.01").startswith("sockact-app-") and time.monotonic() < deadline:
+        for _ in range(4):
+            thread("/?s=0")
+    assert thread("/report?s=0.01").startswith("sockact-app-"), "slow calls were never handed to the pool"
+
+
 def test_a_worker_that_handed_slow_calls_off_still_does_after_a_pause(start_sockact):
     """Traffic that comes back after a pause is the same app's: its first slow call goes to the pool at
     once, not onto the loop thread (its fast requests waiting for the monitor) until a second has been
     judged again."""
     server = start_sockact("testapps:slow", "--workers", "1", "--max-threads", "16", workers=1)
     client = KeepAliveClient(server.port)
-
-    thread = functools.partial(thread_of, client)
-
-    deadline = time.monotonic() + 30
-    while not thread("/report?s=0.01").startswith("sockact-app-") and time.monotonic() < deadline:
-        for _ in range(4):
-            thread("/?s=0")
-    assert thread("/report?s=0.01").startswith("sockact-app-"), "slow calls were never handed to the pool"
+    hand_off(client)
     time.sleep(2.5)  # more than a window with nothing served, the monitor asleep
-    assert thread("/report?s=0.01").startswith("sockact-app-")
+    assert thread_of(client, "/report?s=0.01").startswith("sockact-app-")
+    client.close()
+
+
+def test_a_connection_whose_last_call_in_its_worker_ran_on_a_pool_thread_goes_on_in_the_next_worker(start_sockact):
+    """A pool thread puts a connection whose call ended back in the poller itself, and the loop hears of the
+    call's end later. When that call reached max_requests, the loop still parks the connection, and the next
+    worker answers its next request: on the same connection, nothing lost."""
+    server = start_sockact("testapps:slow", "--workers", "1", "--max-threads", "16", "--max-requests", "3000",
+                           workers=1)
+    client = KeepAliveClient(server.port)
+    hand_off(client)
+    first = server.workers()[0]
+    threads = []
+    for n in range(3000):
+        # A path never seen is judged slow: while calls are handed off, each of these goes to a pool thread. One
+        # slow call in ten keeps them common, so that the worker goes on handing calls off.
+        status, _, body = client.request(f"/new/{n}?s=0" if n % 10 else "/report?s=0.01")
+        assert status == 200
+        answer = json.loads(body)
+        if answer["pid"] != first:
+            break
+        threads.append(answer["thread"])
+    else:
+        pytest.fail("the worker never recycled")
+    assert threads[-1].startswith("sockact-app-"), threads[-5:]  # the worker's last call ran on a pool thread
+    assert client.request("/?s=0")[0] == 200
     client.close()
 
 

@@ -132,6 +132,18 @@ def test_first_request_activates_the_service_and_gets_the_demo_page(box: Contain
     wait_for(lambda: _active(box, "sockact.service") == "active", timeout=30, what="the service active")
 
 
+def test_the_packaged_supervisor_and_its_workers_run_under_sched_batch(box: Container) -> None:
+    """batch_scheduling's default holds inside the shipped unit's sandbox (SystemCallFilter=@system-service,
+    RestrictRealtime=): the supervisor sets the policy before its first fork, and its workers inherit it."""
+    _ensure_installed(box)
+    wait_for(lambda: _get_or_none(PORT), timeout=30, what="a response on the socket")
+    main = box.run("systemctl show -p MainPID --value sockact.service").stdout.strip()
+    workers = wait_for(lambda: box.run(f"cat /proc/{main}/task/{main}/children").stdout.split(), timeout=30,
+                       what="the supervisor's workers")
+    policies = {pid: box.run(["chrt", "-p", pid]).stdout.splitlines()[0] for pid in (main, *workers)}
+    assert all(line.endswith("SCHED_BATCH") for line in policies.values()), policies
+
+
 def test_a_burst_leaves_a_line_per_request_in_the_file_and_every_reload_line_in_the_journal(box: Container) -> None:
     """Bug C: access lines under load must not take the lifecycle lines down with them.
 

@@ -268,6 +268,8 @@ class EventLoop(Carrier[Held]):
             elif fd == self._chan_fd:
                 self._read_channel()
             elif fd == self._wake_fd:
+                with contextlib.suppress(OSError):
+                    self._wake_r.recv(4096)
                 self._take_done()
             # else: a connection that left earlier in this turn (a stale event)
         if self.ready:
@@ -721,8 +723,6 @@ class EventLoop(Carrier[Held]):
         """The calls ended on pool threads: each connection closed, or back to IDLE and watched (a pipelined
         request goes on at once). Under _arm_lock: a connection its thread is putting back is in the poller
         once the lock is free."""
-        with contextlib.suppress(OSError):
-            self._wake_r.recv(4096)
         done = self._done
         with self._arm_lock:
             ended = list(done)

@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 
-from conftest import KeepAliveClient, http_get, read_to_close
+from conftest import KeepAliveClient, http_get, read_to_close, served_after_its_worker_is_killed
 from test_app_threads import hand_off
 
 LOAD_SECONDS = 6.0  # how long the clients go on: each round is a few requests, the load thousands of them
@@ -68,4 +68,19 @@ def test_every_call_that_ends_on_a_pool_thread_ends_for_its_client(start_sockact
     assert not failures, failures
     status, _, body = http_get(server.port, "/?s=0")
     assert status == 200 and json.loads(body)["pid"] == worker
+    client.close()
+
+
+def test_an_idle_client_whose_last_call_ran_on_a_pool_thread_is_served_after_its_worker_dies(start_sockact):
+    """The pool thread marks its connection idle on the scoreboard as it puts it back, and the loop, taking the
+    call's end later, leaves the mark as it is: killed, the worker's idle client is parked, not closed, and the
+    other worker answers its next request."""
+    server = start_sockact("testapps:slow", "--workers", "2", "--max-threads", "16", "--park-after", "60", workers=2)
+    client = KeepAliveClient(server.port, timeout=20)
+    hand_off(client)  # its last call ran on a pool thread
+    status, _, body = client.request("/?s=0")  # the loop's call, or a pool thread's: either way idle after it
+    victim = json.loads(body)["pid"]
+    status, _, body = client.request("/last?s=0.002")  # a path not seen, judged slow: a pool thread's call
+    assert status == 200 and json.loads(body)["thread"].startswith("sockact-app-"), body
+    served_after_its_worker_is_killed(server, client, victim, "/?s=0")
     client.close()

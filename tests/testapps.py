@@ -86,6 +86,13 @@ def _slow(environ, start_response):
                                                 "thread": threading.current_thread().name}).encode())
 
 
+def _slow_switching(environ, start_response):
+    """_slow, in a worker whose threads take turns as often as the interpreter lets them (a switch interval of a
+    microsecond, not 5 ms): a race between its threads that the usual interval makes rare shows up in seconds."""
+    sys.setswitchinterval(1e-6)
+    return _slow(environ, start_response)
+
+
 def _hang(environ, start_response):
     if environ["PATH_INFO"].startswith("/hang"):
         while True:  # a bug: an endless loop, for --timeout
@@ -180,6 +187,7 @@ digest = validator(_digest)
 echo_bare = _echo  # for a server whose environ the validator would refuse (see test_differential.py)
 pid = validator(_pid)
 slow = validator(_slow)
+slow_switching = validator(_slow_switching)
 hang = validator(_hang)
 whoami = validator(_whoami)
 stream = validator(_stream)

@@ -269,6 +269,15 @@ MUTANTS = (
            "                self.watching[held.sock.fileno()] = held\n", "",
            (INTEG + "test_app_threads.py::test_a_connection_whose_last_call_in_its_worker_ran_on_a_pool_thread_goes_"
             "on_in_the_next_worker",)),
+    Mutant("pool-call-end-put-in-outside-the-lock", "sockact/worker/wsgirunner.py",
+           "        with self._arm_lock:\n            self._done.append((held, keep, armed))\n",
+           "        if not armed:\n            self._done.append((held, keep, armed))\n        with self._arm_lock:\n"
+           "            if armed:\n                self._done.append((held, keep, armed))\n",
+           (INTEG + "test_pool_call_ends.py::test_every_call_that_ends_on_a_pool_thread_ends_for_its_client",)),
+    Mutant("pool-put-back-connection-unmarked", "sockact/worker/wsgirunner.py",
+           "held.rest(held.http.wire.sent)  # as _settle marks it: every byte read is answered", "pass  #",
+           (INTEG + "test_pool_call_ends.py::test_an_idle_client_whose_last_call_ran_on_a_pool_thread_is_served_after_"
+            "its_worker_dies",)),
     Mutant("handed-off-short-calls-unnoted", "sockact/worker/wsgirunner.py", "elif self.mix.hand_off:", "elif False:",
            (INTEG + "test_app_threads.py::test_while_slow_calls_go_to_the_pool_a_path_whose_calls_are_all_short_"
             "stays_on_the_loop_thread",)),

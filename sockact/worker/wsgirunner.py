@@ -704,18 +704,20 @@ class EventLoop(Carrier[Held]):
         read behind its request is put back in the poller by this thread, its last act on it, and the loop is not
         woken for it: its client's next request wakes the loop, which takes this end first (_turn). Waking the loop
         to put it back would cost a thread switch and the GIL's hand-over before the next request could be read."""
-        if keep and held.http.engine.idle:
+        armed = keep and held.http.engine.idle
+        if armed:
             held.rest(held.http.wire.sent)  # as _settle marks it: every byte read is answered, and written
-            with self._arm_lock:
-                self._done.append((held, keep, True))
+        # Every end goes in under the lock, armed or not: _take_done empties the list under it, and an end put
+        # in between its copy and its clear would be lost (its connection never closed or served again).
+        with self._arm_lock:
+            self._done.append((held, keep, armed))
+            if armed:
                 try:
                     self.poller.register(held.sock.fileno(), select.EPOLLIN)
                 except (OSError, ValueError):
                     self._done[-1] = (held, keep, False)  # not put back: the loop does it, woken below
                 else:
                     return
-        else:
-            self._done.append((held, keep, False))
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
 

@@ -333,6 +333,16 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
+def served_after_its_worker_is_killed(server: Server, client: KeepAliveClient, victim: int, path: str = "/") -> None:
+    """``client``, idle in worker ``victim`` (its last answer whole, nothing sent since), outlives the worker's
+    SIGKILL: parked by the supervisor, its next request (for ``path``) is served by another worker."""
+    server.waiting(lambda: asleep(victim), "the worker to be done with the call")
+    os.kill(victim, signal.SIGKILL)
+    server.wait_for_log(f"worker {victim} killed by SIGKILL with 1 idle keep-alive connections: parked")
+    status, _, body = client.request(path)
+    assert status == 200 and json.loads(body)["pid"] != victim, body
+
+
 def base_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SOCKACT_", "LISTEN_", "NOTIFY_", "WATCHDOG_"))}
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(TESTS.parent)])

@@ -21,6 +21,7 @@ from conftest import (
     parse_response,
     raw_exchange,
     read_to_close,
+    served_after_its_worker_is_killed,
     steady,
     wait_until,
 )
@@ -315,12 +316,7 @@ def test_an_idle_keep_alive_client_of_a_dead_worker_is_served_after(start_sockac
     for _ in range(requests):
         status, _, body = client.request("/")
         assert status == 200, body
-    victim = json.loads(body)["pid"]
-    server.waiting(lambda: asleep(victim), "the worker to be done with the call")
-    os.kill(victim, signal.SIGKILL)
-    server.wait_for_log(f"worker {victim} killed by SIGKILL with 1 idle keep-alive connections: parked")
-    status, _, body = client.request("/")
-    assert status == 200 and json.loads(body)["pid"] != victim, body
+    served_after_its_worker_is_killed(server, client, json.loads(body)["pid"])
     client.close()
 
 

@@ -278,6 +278,9 @@ MUTANTS = (
            "held.rest(held.http.wire.sent)  # as _settle marks it: every byte read is answered", "pass  #",
            (INTEG + "test_pool_call_ends.py::test_an_idle_client_whose_last_call_ran_on_a_pool_thread_is_served_after_"
             "its_worker_dies",)),
+    Mutant("freed-thread-unheard-by-waiting-requests", "sockact/worker/wsgirunner.py",
+           "                    if not self.ready:\n                        return\n", "                    return\n",
+           (INTEG + "test_app_threads.py::test_requests_waiting_at_the_ceiling_go_to_each_thread_that_frees_at_once",)),
     Mutant("handed-off-short-calls-unnoted", "sockact/worker/wsgirunner.py", "elif self.mix.hand_off:", "elif False:",
            (INTEG + "test_app_threads.py::test_while_slow_calls_go_to_the_pool_a_path_whose_calls_are_all_short_"
             "stays_on_the_loop_thread",)),

@@ -717,7 +717,11 @@ class EventLoop(Carrier[Held]):
                 except (OSError, ValueError):
                     self._done[-1] = (held, keep, False)  # not put back: the loop does it, woken below
                 else:
-                    return
+                    # Woken all the same while requests wait for a thread (the pool at its ceiling): this one is
+                    # free now, and they would wait for the loop's next event, up to a TICK. A request queued
+                    # after this look finds the thread idle already (AppThreads frees it before this runs).
+                    if not self.ready:
+                        return
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
 

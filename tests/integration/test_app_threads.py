@@ -227,6 +227,29 @@ def test_a_grown_thread_stuck_past_timeout_gets_its_worker_killed_and_its_client
     assert server.get_json("/")["multithread"] is True  # the new worker serves, and tells the app it may
 
 
+def test_requests_waiting_at_the_ceiling_go_to_each_thread_that_frees_at_once(start_sockact, tmp_path):
+    """At the ceiling, a pool thread whose call leaves its connection idle puts it back in the poller itself;
+    the requests that wait for a thread must still be given this one as it frees, not at the loop's next event
+    (with no other event, a TICK later each: 40 requests would take two seconds)."""
+    server = start_sockact("testapps:slow", "--workers", "1", "--max-threads", "2", workers=1)
+    # The loop thread in a call of its own: the monitor is the loop, with one pool thread for what comes.
+    clients, finished = slow_calls(server.port, 1, 5.0, tmp_path / "in")
+    waiting = [KeepAliveClient(server.port) for _ in range(40)]
+    started = time.monotonic()
+    for client in waiting:
+        client.sock.sendall(b"GET /?s=0 HTTP/1.1\r\nHost: test\r\n\r\n")
+    answers = [client.read_response() for client in waiting]
+    answered = time.monotonic()
+    threads = {json.loads(body)["thread"] for _, _, body in answers}
+    assert [status for status, _, _ in answers] == [200] * 40 and threads == {"sockact-app-1"}, threads
+    assert answered - started < 1.0
+    assert not finished  # the loop thread's call still runs: one pool thread served the forty
+    for t in clients:
+        t.join(10)
+    for client in waiting:
+        client.close()
+
+
 def test_sockact_check_names_the_thread_mode():
     def check(*args: str) -> str:
         result = subprocess.run([*SOCKACT, "check", "testapps:pid", *args], env=base_env(), capture_output=True,

@@ -266,7 +266,7 @@ MUTANTS = (
            "self._start = now  # the first look", "self._start = now - HANDOFF_WINDOW  # the first look",
            (UNIT + "test_callmix.py",)),
     Mutant("pool-put-back-connection-unknown-to-the-loop", "sockact/worker/wsgirunner.py",
-           "                self.watching[held.sock.fileno()] = held\n", "",
+           "                self._watch(held, registered=True)\n", "                held.watched = True\n",
            (INTEG + "test_app_threads.py::test_a_connection_whose_last_call_in_its_worker_ran_on_a_pool_thread_goes_"
             "on_in_the_next_worker",)),
     Mutant("pool-call-end-put-in-outside-the-lock", "sockact/worker/wsgirunner.py",
@@ -279,7 +279,7 @@ MUTANTS = (
            (INTEG + "test_pool_call_ends.py::test_an_idle_client_whose_last_call_ran_on_a_pool_thread_is_served_after_"
             "its_worker_dies",)),
     Mutant("freed-thread-unheard-by-waiting-requests", "sockact/worker/wsgirunner.py",
-           "                    if not self.ready:\n                        return\n", "                    return\n",
+           "        if armed and not self.ready:\n", "        if armed:\n",
            (INTEG + "test_app_threads.py::test_requests_waiting_at_the_ceiling_go_to_each_thread_that_frees_at_once",)),
     Mutant("handed-off-short-calls-unnoted", "sockact/worker/wsgirunner.py", "elif self.mix.hand_off:", "elif False:",
            (INTEG + "test_app_threads.py::test_while_slow_calls_go_to_the_pool_a_path_whose_calls_are_all_short_"

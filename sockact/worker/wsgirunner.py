@@ -524,10 +524,12 @@ class EventLoop(Carrier[Held]):
         else:
             self._watch(held)
 
-    def _watch(self, held: Held) -> None:
+    def _watch(self, held: Held, registered: bool = False) -> None:
+        """Watch ``held`` for input; ``registered``: its pool thread put its fd in the poller already (_finished)."""
         if not held.watched:
             fd = held.sock.fileno()
-            self.poller.register(fd, select.EPOLLIN)
+            if not registered:
+                self.poller.register(fd, select.EPOLLIN)
             self.watching[fd] = held
             held.watched = True
 
@@ -715,13 +717,13 @@ class EventLoop(Carrier[Held]):
                 try:
                     self.poller.register(held.sock.fileno(), select.EPOLLIN)
                 except (OSError, ValueError):
-                    self._done[-1] = (held, keep, False)  # not put back: the loop does it, woken below
-                else:
-                    # Woken all the same while requests wait for a thread (the pool at its ceiling): this one is
-                    # free now, and they would wait for the loop's next event, up to a TICK. A request queued
-                    # after this look finds the thread idle already (AppThreads frees it before this runs).
-                    if not self.ready:
-                        return
+                    armed = False
+                    self._done[-1] = (held, keep, armed)  # not put back: the loop does it, woken below
+        # Woken all the same while requests wait for a thread (the pool at its ceiling): this one is free now, and
+        # they would wait for the loop's next event, up to a TICK. A request queued after this look finds the
+        # thread idle already (AppThreads frees it before this runs).
+        if armed and not self.ready:
+            return
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
 
@@ -736,8 +738,7 @@ class EventLoop(Carrier[Held]):
         for held, keep, armed in ended:
             self.in_call -= 1
             if armed:
-                self.watching[held.sock.fileno()] = held
-                held.watched = True
+                self._watch(held, registered=True)
             if self._after(held, keep):
                 if armed:
                     self._went_idle(held)

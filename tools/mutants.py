@@ -139,8 +139,8 @@ MUTANTS = (
            "last[1] is site",
            (UNIT + "test_fast_path.py::test_a_close_request_after_another_head_or_a_cut_one_is_its_own",)),
     Mutant("close-environ-shares-its-part", "sockact/wsgi/server.py",
-           "                env.update(part)\n                self._environ = env\n",
-           "                part.update(env)\n                self._environ = part\n",
+           "                env.update(part)\n            else:\n",
+           "                env = part\n                part.update(self.env)\n            else:\n",
            (UNIT + "test_fast_path.py::test_each_close_client_sees_its_own_environ_though_the_head_repeats",)),
     Mutant("websocket-error-closes-1000", "sockact/asgi/websocket.py", "UNEXPECTED if failed else 1000",
            "1000",
@@ -632,6 +632,21 @@ MUTANTS = (
            "if not on or os.sched_getscheduler(0) != os.SCHED_OTHER:", "if not on:", (CPU_POLICY_TEST,)),
     Mutant("batch-scheduling-cannot-be-turned-off", "sockact/supervisor/core.py",
            "batch_scheduling(self.config.batch_scheduling)", "batch_scheduling(True)", (CPU_POLICY_TEST,)),
+    Mutant("wsgi-kept-environ-given-to-its-call", "sockact/wsgi/server.py",
+           "            return dict(env)\n        return env", "            return env\n        return env",
+           (UNIT + "test_fast_path.py::test_a_repeated_head_gets_a_fresh_environ_and_its_own_body",)),
+    Mutant("asgi-new-scope-given-and-kept", "sockact/asgi/scope.py",
+           "self._made = {}\n            return request_scope(self.base, request, trust=self.trust)",
+           "self._made = made = request_scope(self.base, request, trust=self.trust)\n            return made",
+           (INTEG + "test_asgi.py::test_what_an_app_adds_to_a_scope_stays_out_of_the_next_requests_scope",)),
+    Mutant("request-line-alone-lets-a-bare-cr-through", "sockact/http/rules.py",
+           "if _CR in line:  # with no LF in the line, every CR is bare", "if False:",
+           (UNIT + "http/test_http_rules.py::test_a_request_line_alone_gets_the_verdict_of_its_whole_head",
+            UNIT + "http/test_http_engine.py::test_a_new_request_line_on_known_fields_gives_what_a_fresh_connection_"
+            "gives")),
+    Mutant("request-line-alone-unmeasured", "sockact/http/rules.py",
+           "    if len(line) > limits.request_line:\n", "    if False:\n",
+           (UNIT + "http/test_http_rules.py::test_a_request_line_alone_gets_the_verdict_of_its_whole_head",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

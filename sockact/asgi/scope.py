@@ -104,11 +104,16 @@ class Scopes:
         self.line = b""  # the last request's line
 
     def http(self, request: Request) -> dict[str, Any]:
-        """The scope of ``request``, and its ``line`` set."""
+        """The scope of ``request``, and its ``line`` set. A new request's scope goes to the app as made, and is
+        made again, to be kept, only if the request comes a second time: most new requests do not repeat
+        (a client's next head differs), and a copy kept for them is made for nothing."""
         if request is not self._request:
-            self._made = request_scope(self.base, request, trust=self.trust)
             self.line = self._line_of(request)
             self._request = request
+            self._made = {}
+            return request_scope(self.base, request, trust=self.trust)
+        if not self._made:
+            self._made = request_scope(self.base, request, trust=self.trust)
         scope = self._made.copy()
         base = self.base  # own_dicts, inline: its call costs as much as its lines (callgrind, Python 3.11)
         scope["state"] = base["state"].copy()

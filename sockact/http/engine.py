@@ -42,7 +42,16 @@ from sockact.http.chunked import ChunkedFraming
 from sockact.http.dates import DATES, HEAD_END
 from sockact.http.events import CONNECTION_CLOSED, END_OF_MESSAGE, NEED_DATA, PAUSED, Data, Request, has_body
 from sockact.http.limits import DRAIN_LIMIT, Limits
-from sockact.http.rules import FRAMING, VERSIONS, FieldRules, check_head, check_partial_head, check_target, is_token
+from sockact.http.rules import (
+    FRAMING,
+    VERSIONS,
+    FieldRules,
+    check_head,
+    check_line,
+    check_partial_head,
+    check_target,
+    is_token,
+)
 
 IDLE, BODY, DONE, ERROR = "IDLE", "BODY", "DONE", "ERROR"
 
@@ -85,14 +94,14 @@ class _Message:
 
     __slots__ = ("body", "complete", "headers", "rules", "url")
 
-    def __init__(self) -> None:
-        self.reset()
+    def __init__(self, rules: FieldRules | None) -> None:
+        self.reset(rules)
 
-    def reset(self) -> None:
-        """Empty, for the next message."""
+    def reset(self, rules: FieldRules | None) -> None:
+        """Empty, for the next message, whose fields ``rules`` collects (None: a request line alone is fed)."""
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
-        self.rules: FieldRules | None = FieldRules()
+        self.rules = rules
         self.body: list[bytes] = []
         self.complete = False
 
@@ -239,9 +248,8 @@ class Connection:
                 if _LF not in line:  # the byte's value: see rules.py
                     # Only the request line is new (a query, a path): the fields were checked and parsed
                     # with the last head, so the parser and the raw checks see the line alone.
-                    line += b"\r\n\r\n"
-                    check_head(line, self.limits)
-                    return self._parse_head(head, line, fields)
+                    check_line(line, self.limits)
+                    return self._parse_head(head, line + b"\r\n\r\n", fields)
             check_head(head, self.limits)
             return self._parse_head(head, head, None)
         except ProtocolError:
@@ -252,13 +260,14 @@ class Connection:
         """The request of ``head``: ``fed`` to httptools, the head itself or, with ``fields`` (the last head's,
         which ``head`` ends with), its request line alone."""
         spare = self._spare
+        rules = FieldRules() if fields is None else None  # a request line alone has no fields to rule
         if spare is None:
-            message = _Message()
+            message = _Message(rules)
             parser = httptools.HttpRequestParser(message)
         else:
             parser, message = spare
             self._spare = None  # taken: an error below must not leave it for the next message
-            message.reset()
+            message.reset(rules)
         upgrade = False
         try:
             parser.feed_data(fed)
@@ -275,11 +284,10 @@ class Connection:
         method = parser.get_method()
         target = message.url
         check_target(method, target)
-        rules = message.rules
-        assert rules is not None
         message.rules = None  # from here on, fields are trailers
         if fields is None:
             headers = message.headers
+            assert rules is not None
         else:
             _, headers, rules = fields
         if not rules.hosts and version == "1.1" and self.limits.host_required:

@@ -8,7 +8,8 @@ here, the same way for both, and raises ProtocolError with its status.
 
 Two kinds of check:
 - ``check_head`` looks at the raw bytes of a complete head before httptools sees them
-  (line endings, folding, NUL, sizes): the parsed fields no longer show these.
+  (line endings, folding, NUL, sizes): the parsed fields no longer show these. ``check_line`` is the
+  same for a head whose fields are a checked head's: its request line alone is new.
 - ``FieldRules`` looks at the parsed fields (framing, duplicates, targets).
 
 The raw checks use bytes.count/find/translate, which run in C, and no regex. They test for a
@@ -31,6 +32,7 @@ _HEXDIG = string.hexdigits.encode()
 # Bytes never allowed in a request target: controls, space, DEL and non-ASCII
 # (RFC 3986 has no raw non-ASCII; llhttp rejects it and 0.1.1 does not).
 _TARGET_OK = bytes(range(0x21, 0x7F))
+_CR = ord("\r")
 
 VERSIONS = {"1.1": b"HTTP/1.1", "1.0": b"HTTP/1.0"}
 
@@ -112,6 +114,20 @@ def check_head(head: bytes, limits: Limits) -> None:
         longest = max(map(len, head[line_end + 2 : -4].split(b"\r\n")))
         if longest + 2 > limits.header_field_size:
             raise ProtocolError(431, "header field too large")
+
+
+def check_line(line: bytes, limits: Limits) -> None:
+    """check_head's rules for a head whose fields are those of a head checked before, for its request line
+    alone (``line``, without its CRLF, and with no LF in it): what check_head would find in the line, this
+    finds, with the same status and words."""
+    if len(line) > limits.request_line:
+        raise ProtocolError(414, "request line too long")
+    if not line or line[0] in b" \t":
+        raise ProtocolError(400, "request line missing")
+    if 0 in line:  # NUL; the byte's value: see the module's docstring
+        raise ProtocolError(400, "NUL in request head")
+    if _CR in line:  # with no LF in the line, every CR is bare
+        raise ProtocolError(400, "bare CR in request head")
 
 
 def check_target(method: bytes, target: bytes) -> None:

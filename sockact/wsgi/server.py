@@ -124,11 +124,13 @@ class HTTPConnection:
     spool: tempfile.SpooledTemporaryFile[bytes] | None = None
     spooled = 0  # the bytes its spool took of the worker's (Site.spool_budget), given back with the file
     status = 0  # the status of the last response sent (0: none was sent)
-    # The last request's environ, for the same request again (engine.Connection gives it for a repeated head),
-    # and whether its requests have a body (each then gets a stream of its own; else NO_BODY is in it). Both
-    # environs are set by _renew_environ before they are read.
+    # The environ kept for a request that came again (engine.Connection gives the same Request for a repeated
+    # head), which each of its calls copies, and whether its requests have a body (each then gets a stream of
+    # its own; else NO_BODY is in it). A request's first environ goes to the app as made (_made_for): most
+    # new requests do not repeat (a client's next head differs), and a copy kept for them is made for nothing.
     _environ_of: Request | None = None
     _environ: dict[str, Any]
+    _made_for: Request | None = None
     _has_body = False
     # The environ of the last request's fields (engine.Connection gives the same list while they repeat).
     _fields_of: object = None
@@ -222,11 +224,9 @@ class HTTPConnection:
             else:
                 if site.client_budget:
                     self.wire.deadline = time.monotonic() + site.client_budget
-                if request is not self._environ_of:
-                    self._renew_environ(request)
-                # A copy (the app may change its own), with the body's stream, which the next request does not share.
-                # The connection's last request has one made for it alone (_renew_environ): no copy needed.
-                environ = dict(self._environ) if request.keep_alive else self._environ
+                # A copy of the kept one (the app may change its own), or one made for this call (_renew_environ),
+                # with the body's stream, which the next request does not share.
+                environ = dict(self._environ) if request is self._environ_of else self._renew_environ(request)
                 if self._has_body:
                     environ["wsgi.input"] = InputStream(self.pull_body if self.spool is None else self._pull_spooled)
                 try:
@@ -259,10 +259,11 @@ class HTTPConnection:
                 self.drop_spool()  # its disk space is freed with the call, whatever the app kept of wsgi.input
         return False
 
-    def _renew_environ(self, request: Request) -> None:
-        """What ``request``'s environ copies. The engine gives the last request again for the same head,
-        and the last fields (the same list) for a head that differs by its request line alone: what they
-        give is made once."""
+    def _renew_environ(self, request: Request) -> dict[str, Any]:
+        """An environ made for ``request``'s call, which the call may keep; the second time a request comes, it
+        is kept as well (``_environ``), for its later calls to copy. The engine gives the last request again
+        for the same head, and the last fields (the same list) for a head that differs by its request line
+        alone: what they give is made once."""
         if not request.keep_alive:
             # The connection's last request (Connection: close): nothing made here starts another, so one dict,
             # given to the app itself. What its line and fields give is the last such request's on the
@@ -282,25 +283,31 @@ class HTTPConnection:
                 _last_close[id(site)] = request, site, (scheme, root), text, part
             if part is not None:
                 env.update(part)
-                self._environ = env
             else:
-                self._environ = put_line(fields_environ(env, request.headers, self.local_address, self.trust), text)
+                env = put_line(fields_environ(env, request.headers, self.local_address, self.trust), text)
+            kept = False
         else:
             text = line_text(request)
             if request.headers is not self._fields_of:
                 self._fields_env = fields_environ(self.env, request.headers, self.local_address, self.trust)
                 self._fields_of = request.headers
-            self._environ_of, self._environ = request, line_environ(self._fields_env, text)
+            env = line_environ(self._fields_env, text)
+            kept = request is self._made_for  # its second time
+            self._made_for = request
         # A request without a body (no Content-Length, not chunked) reads nothing: one stream serves them all.
         self._has_body = bool(request.content_length or request.chunked)
         if not self._has_body:
-            self._environ["wsgi.input"] = NO_BODY
+            env["wsgi.input"] = NO_BODY
         if self.access is not None:
             if self.trust is not None:  # a trusted proxy's fields may name the client: the line names it too
-                self.remote = self._environ["REMOTE_ADDR"]
+                self.remote = env["REMOTE_ADDR"]
             entry = self.log_entry
             if entry is not None:
                 entry.renew(request, text, request.headers)  # the access line's text: decoded once
+        if kept:
+            self._environ_of, self._environ = request, env
+            return dict(env)
+        return env
 
     def body_to_buffer(self) -> int:
         """After a request head: the body bytes still to come, if the loop should read them before the

@@ -695,13 +695,14 @@ def test_a_websocket_request_without_a_library_says_once_what_to_install(start_s
 
 
 def test_what_an_app_adds_to_a_scope_stays_out_of_the_next_requests_scope(start_sockact):
-    # Each request's scope starts as a copy of its connection's keys, or of the last one's when the head
-    # repeats: the dicts an app or a middleware may add to (extensions, asgi, state) must be copies too.
+    # Each request's scope starts as a copy of its connection's keys, or, when the head repeats, of the one
+    # made for it when it came a second time (a new head's scope goes to the app as made): the dicts an app or
+    # a middleware may add to (extensions, asgi, state) must be copies too, at every one of those steps.
     server = start_sockact("asgiapps:meddle", "--workers", "1", workers=1)
     client = KeepAliveClient(server.port)
     try:
         first = client.request("/a")
-        seen = [json.loads(client.request(path)[2]) for path in ("/a", "/a?other", "/b")]
+        seen = [json.loads(client.request(path)[2]) for path in ("/a", "/a?other", "/b", "/b", "/b", "/a")]
     finally:
         client.close()
     assert first[0] == 200

@@ -8,10 +8,12 @@ if the parser changes: these tests feed them fields and raw heads directly.
 from __future__ import annotations
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from sockact.errors import ProtocolError
 from sockact.http.limits import Limits
-from sockact.http.rules import FieldRules, check_head, check_partial_head, check_target
+from sockact.http.rules import FieldRules, check_head, check_line, check_partial_head, check_target
 
 
 def rules_for(*fields: tuple[bytes, bytes]) -> FieldRules:
@@ -116,6 +118,31 @@ def test_raw_head_refusals(head: bytes, status: int) -> None:
     with pytest.raises(ProtocolError) as caught:
         check_head(head, Limits())
     assert caught.value.status == status
+
+
+def _verdict(check: object, *args: object) -> tuple[int, str] | None:
+    try:
+        check(*args)  # type: ignore[operator]
+    except ProtocolError as exc:
+        return exc.status, str(exc)
+    return None
+
+
+# Request lines as the engine gives check_line one: no LF (a head whose line has one is checked whole).
+LINES = st.binary(max_size=24).map(lambda b: b.replace(b"\n", b"")) | st.lists(
+    st.sampled_from([b"GET", b" ", b"/", b"\r", b"\0", b"\t", b"HTTP/1.1", b"a"]), max_size=8).map(b"".join)
+
+
+@given(LINES)
+@example(b"")
+@example(b" GET / HTTP/1.1")
+@example(b"GET / HTTP/1.1\r")
+@example(b"GET /\0 HTTP/1.1")
+@example(b"GET /" + b"a" * 20 + b" HTTP/1.1")
+def test_a_request_line_alone_gets_the_verdict_of_its_whole_head(line: bytes) -> None:
+    """check_line on a line whose fields were checked before: what check_head says of the line with no fields."""
+    limits = Limits(request_line=20)
+    assert _verdict(check_line, line, limits) == _verdict(check_head, line + b"\r\n\r\n", limits)
 
 
 def test_bare_lf_is_refused_before_the_head_ends() -> None:

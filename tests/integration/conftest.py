@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import json
 import os
@@ -331,6 +332,23 @@ class Server:
     def output(self) -> str:
         self.log.flush()
         return self.log_path.read_text(errors="replace")
+
+
+def thread_of(client: KeepAliveClient, path: str) -> str:
+    """The name of the thread that called the app for ``path``: MainThread for the loop thread."""
+    status, _, body = client.request(path)
+    assert status == 200
+    return str(json.loads(body)["thread"])
+
+
+def hand_off(client: KeepAliveClient) -> None:
+    """Slow calls, one in five, until the worker judges them common and hands them to its pool threads."""
+    thread = functools.partial(thread_of, client)
+    deadline = time.monotonic() + 30
+    while not thread("/report?s=0.01").startswith("sockact-app-") and time.monotonic() < deadline:
+        for _ in range(4):
+            thread("/?s=0")
+    assert thread("/report?s=0.01").startswith("sockact-app-"), "slow calls were never handed to the pool"
 
 
 def served_after_its_worker_is_killed(server: Server, client: KeepAliveClient, victim: int, path: str = "/") -> None:

@@ -20,11 +20,13 @@ from conftest import (
     SOCKACT,
     KeepAliveClient,
     base_env,
+    hand_off,
     http_get,
     parse_response,
     raw_exchange,
     read_to_close,
     steady,
+    thread_of,
     wait_until,
 )
 
@@ -68,13 +70,6 @@ def test_a_fast_request_is_answered_while_twelve_slow_calls_fill_its_worker(star
     assert len(finished) == 12
 
 
-def thread_of(client: KeepAliveClient, path: str) -> str:
-    """The name of the thread that called the app for ``path``: MainThread for the loop thread."""
-    status, _, body = client.request(path)
-    assert status == 200
-    return str(json.loads(body)["thread"])
-
-
 def test_while_slow_calls_go_to_the_pool_a_path_whose_calls_are_all_short_stays_on_the_loop_thread(start_sockact):
     """Slow calls common (one in five, on /report): the loop hands calls to pool threads, but "/", whose
     calls are all short, is still called by the loop thread itself (no thread switch), and a path whose
@@ -105,16 +100,6 @@ def test_while_slow_calls_go_to_the_pool_a_path_whose_calls_are_all_short_stays_
     # dozen calls, so how many of the 80 stay on the loop thread depends on the machine: some do.
     assert any(on_loop), on_loop
     client.close()
-
-
-def hand_off(client: KeepAliveClient) -> None:
-    """Slow calls, one in five, until the worker judges them common and hands them to its pool threads."""
-    thread = functools.partial(thread_of, client)
-    deadline = time.monotonic() + 30
-    while not thread("/report?s=0.01").startswith("sockact-app-") and time.monotonic() < deadline:
-        for _ in range(4):
-            thread("/?s=0")
-    assert thread("/report?s=0.01").startswith("sockact-app-"), "slow calls were never handed to the pool"
 
 
 def test_a_worker_that_handed_slow_calls_off_still_does_after_a_pause(start_sockact):

@@ -11,8 +11,7 @@ import socket
 import threading
 import time
 
-from conftest import KeepAliveClient, http_get, read_to_close, served_after_its_worker_is_killed
-from test_app_threads import hand_off
+from conftest import KeepAliveClient, hand_off, http_get, read_to_close, served_after_its_worker_is_killed
 
 LOAD_SECONDS = 6.0  # how long the clients go on: each round is a few requests, the load thousands of them
 
@@ -21,7 +20,8 @@ def _round(port: int, client: int, n: int) -> None:
     """One client's round ``n``, on a new connection: each path is new, so the worker hands its call to a pool
     thread (a path not seen is judged slow); the rounds take turns at the ways a call can end."""
     path = f"/c{client}/r{n}"
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+    keep = KeepAliveClient(port, timeout=5)
+    with keep.sock as sock:
         kind = n % 3
         if kind == 0:  # the call closes its connection
             sock.sendall(f"GET {path}?s=0 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
@@ -33,8 +33,6 @@ def _round(port: int, client: int, n: int) -> None:
             answer = read_to_close(sock)
             assert answer.count(b"HTTP/1.1 200 ") == 2, answer
         else:  # idle after each call: put back by its pool thread; then the client leaves
-            keep = KeepAliveClient.__new__(KeepAliveClient)
-            keep.sock, keep.buf = sock, b""
             for k in range(3):
                 assert keep.request(f"{path}/{k}?s={0.002 if k == 1 else 0}")[0] == 200
             if n % 2:

@@ -103,7 +103,7 @@ class AsgiConnection(Owned):
         self.call_line: SlotWriter | None = None
         self.answering: SlotWriter | None = None
         # The worker's scoreboard writer whose idle marks name this connection while it rests between two
-        # requests (SlotWriter.rest): the runner's (None: the unit tests' connections).
+        # requests (Owned.rest): the runner's (None: the unit tests' connections).
         self.marks: SlotWriter | None = None
         self.remote = ""  # the client as the access log names it, found on its first line
         # Its requests' access-log entry, filled again for each (the runner's, if it logs): what its lines
@@ -172,7 +172,7 @@ class AsgiConnection(Owned):
     def _on_readable(self) -> None:
         state = self.state
         if (state is IDLE or state is HEAD) and self.marks is not None:
-            self.mark[self.mark_at] = 0  # its mark says what it held before this read, no longer true (stir)
+            self.mark[self.mark_at] = 0  # its mark says what it held before this read, no longer true
         try:
             data = self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
         except BlockingIOError:

@@ -29,11 +29,12 @@ the stamps the supervisor tells
   is on a line, answered, or nothing to answer (a call on the loop's thread clears it as it ends,
   just before the call's own start); and
 - which connections were idle at a request boundary when a worker died, every byte read answered
-  (``SlotWriter.rest``), which held only part of a head, nothing else unanswered (``in_head``), and
+  (written by the connection itself, ``worker.owner.Owned.rest``, at the place ``SlotWriter.mark_of``
+  gives), which held only part of a head, nothing else unanswered (``in_head``), and
   which had read more of the next request than its head's start behind a call's whole response (``read``):
   the slot ends with a table of such marks, one per connection, each with the bytes the worker had
   written on it by then, so that the kernel's count can tell its last response went out whole. A mark
-  is wiped before the worker reads its connection again (``stir``), when a head it held in part is
+  is wiped before the worker reads its connection again, when a head it held in part is
   whole, and when the worker adopts a connection (a mark left by an earlier stay says nothing of this one).
 
 Each line has one writer, so nothing is locked. Torn reads are possible and harmless:
@@ -133,7 +134,7 @@ class Call:
 
 @dataclass(frozen=True, slots=True)
 class Rest:
-    """A connection a worker marked at a request boundary (SlotWriter.rest)."""
+    """A connection a worker marked at a request boundary (worker.owner.Owned.rest)."""
 
     written: int  # the bytes the worker had written on it by then
     in_head: bool  # part of the next head was read since, no more
@@ -301,23 +302,10 @@ class SlotWriter:
         before what it reads is on a line, its client gets a 502."""
         self._words[self._reading_word] = conn_id
 
-    def rest(self, conn_id: int, written: int, in_head: bool = False, read: bool = False) -> None:
-        """``conn_id`` is idle at a request boundary: every byte read of it is answered, ``written`` bytes
-        written on it by this worker. Should the worker die now, its client is parked, not closed. With
-        ``in_head``, what was read since that boundary is part of a head, no more: the client gets a 408;
-        with ``read``, a head read whole (and perhaps more) that no call has begun: a 502."""
-        at = self._marks_word + 2 * (conn_id % IDLE_MARKS)
-        words = self._words
-        words[at + 1] = written | (IN_HEAD if in_head else 0) | (READ if read else 0)
-        words[at] = conn_id  # last: the mark is whole from here
-
-    def stir(self, conn_id: int) -> None:
-        """``conn_id`` is about to be read (or has just arrived): its idle mark, if any, is wiped first."""
-        self._words[self._marks_word + 2 * (conn_id % IDLE_MARKS)] = 0
-
     def mark_of(self, conn_id: int) -> tuple[memoryview, int]:
-        """Where ``rest`` and ``stir`` write ``conn_id``'s mark: (the words, the index of its id; the bytes
-        written follow it), for a loop that marks every request without a call."""
+        """Where ``conn_id``'s idle mark is: (the words, the index of its id; the bytes written, with IN_HEAD
+        and READ, follow it). The connection writes it itself at each request boundary (worker.owner.Owned.rest,
+        its id last: the mark is whole from there), and wipes it (its id 0) before each read and at adoption."""
         return self._words, self._marks_word + 2 * (conn_id % IDLE_MARKS)
 
     def begin(self, line: bytes, conn_id: int = 0, written: int | None = None, now: float = 0.0) -> None:

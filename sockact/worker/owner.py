@@ -61,7 +61,7 @@ class Owned:
         self.since = now  # when its current deadline's clock started
         self.served = 0  # requests served on it in this worker
         # Where its idle mark is on the worker's scoreboard (SlotWriter.mark_of, given by ``marked``): each rest
-        # writes it, and each read wipes it (``mark[mark_at] = 0``, inline: SlotWriter.stir without its call).
+        # writes it, and each read wipes it (``mark[mark_at] = 0``, inline in the runners: one a request).
         self.mark, self.mark_at = _UNMARKED, 0
 
     def marked(self, place: tuple[memoryview, int]) -> None:
@@ -73,8 +73,8 @@ class Owned:
     def rest(self, written: int, in_head: bool = False, read: bool = False) -> None:
         """At a request boundary, every byte read of it answered, ``written`` bytes written on it: marked so, and
         should the worker die now, its client is parked, not closed. ``in_head``: part of a head read since, no
-        more (its client gets a 408); ``read``: a head read whole that no call has begun (a 502).
-        SlotWriter.rest's words, without its call: each request makes one."""
+        more (its client gets a 408); ``read``: a head read whole that no call has begun (a 502). The only
+        writer of a mark: Scoreboard.resting reads it."""
         mark, at = self.mark, self.mark_at
         mark[at + 1] = written | (IN_HEAD if in_head else 0) | (READ if read else 0)
         mark[at] = self.msg.conn_id  # last: the mark is whole from here

@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import socket
 
-from sockact.ipc.scoreboard import IDLE_MARKS, Call, Rest, Scoreboard
+from sockact.ipc import handoff
+from sockact.ipc.scoreboard import IDLE_MARKS, Call, Rest, Scoreboard, SlotWriter
 from sockact.policy.parking import Conn
 from sockact.supervisor.orphans import Verdict, answer, unread_bytes, verdicts, written_bytes
+from sockact.worker.connstates import ConnState
+from sockact.worker.owner import Owned
 
 
 def conn(conn_id: int, fd: int = -1) -> Conn:
@@ -233,19 +236,27 @@ def test_a_connection_marked_at_a_request_boundary_is_parked_or_told_408_when_th
     assert [v.status for v in verdicts(conns[:1], calls, None, written=written, resting=resting)] == [502]
 
 
-def test_the_scoreboard_keeps_a_mark_per_connection_until_it_is_stirred() -> None:
+def _resting(writer: SlotWriter, conn_id: int) -> Owned:
+    """A connection of the worker that writes on ``writer``'s slot, marking itself as the runners' do."""
+    conn = Owned(handoff.Message(handoff.CONN, conn_id=conn_id), None, ConnState.IDLE, 0.0)  # type: ignore[arg-type]
+    conn.marked(writer.mark_of(conn_id))
+    return conn
+
+
+def test_the_scoreboard_keeps_a_mark_per_connection_until_it_is_wiped() -> None:
     board = Scoreboard(2)
     slot = board.allocate()
     other = board.allocate()
     loop = board.writer(slot, 0)
-    loop.rest(7, 120)
-    loop.rest(8, 300, in_head=True)
-    loop.rest(10, 2**40, read=True)
-    board.writer(other, 0).rest(9, 5)
+    seven, eight, ten = (_resting(loop, conn_id) for conn_id in (7, 8, 10))
+    seven.rest(120)
+    eight.rest(300, in_head=True)
+    ten.rest(2**40, read=True)
+    _resting(board.writer(other, 0), 9).rest(5)
     assert board.resting(slot) == {7: Rest(120, False), 8: Rest(300, True), 10: Rest(2**40, False, True)}
-    loop.stir(10)
-    loop.stir(8)  # about to be read again
-    loop.rest(7 + IDLE_MARKS, 60)  # another connection's mark takes the place of 7's: 7 is not known any more
+    for conn in (ten, eight):  # about to be read again: the runners wipe the mark inline
+        conn.mark[conn.mark_at] = 0
+    _resting(loop, 7 + IDLE_MARKS).rest(60)  # another connection's mark takes the place of 7's: 7 is not known any more
     assert board.resting(slot) == {7 + IDLE_MARKS: Rest(60, False)}
     assert board.resting(other) == {9: Rest(5, False)}
     board.close()

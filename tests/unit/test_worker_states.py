@@ -351,12 +351,15 @@ def test_retiring_releases_only_what_the_owner_chose():
 
 
 def test_a_connection_marks_itself_where_the_scoreboard_reads_its_rest() -> None:
-    # The runners' connections write their idle marks in SlotWriter.rest's words, without its call: the
-    # supervisor's reading of them (Scoreboard.resting) must see what SlotWriter.rest would have written.
+    # The runners' connections write their idle marks themselves (Owned.rest), where the supervisor reads
+    # them (Scoreboard.resting).
     board = Scoreboard(1)
     slot = board.allocate()
     writer = board.writer(slot, 0)
-    writer.rest(7, 99)  # an earlier stay's mark
+    earlier = Conn(7, C.IDLE)
+    earlier.marked(writer.mark_of(7))
+    earlier.rest(99)  # an earlier stay's mark
+    assert board.resting(slot) == {7: Rest(99, False)}
     conn = Conn(7, C.IDLE)
     conn.marked(writer.mark_of(7))
     assert board.resting(slot) == {}  # wiped at adoption
@@ -366,6 +369,8 @@ def test_a_connection_marks_itself_where_the_scoreboard_reads_its_rest() -> None
     assert board.resting(slot) == {7: Rest(300, True)}
     conn.rest(310, read=True)  # a head read whole behind a whole response (an ASGI call's read_behind)
     assert board.resting(slot) == {7: Rest(310, False, True)}
-    writer.rest(7 + IDLE_MARKS, 5)  # another connection takes its place
+    other = Conn(7 + IDLE_MARKS, C.IDLE)
+    other.marked(writer.mark_of(7 + IDLE_MARKS))
+    other.rest(5)  # another connection takes its place
     assert board.resting(slot) == {7 + IDLE_MARKS: Rest(5, False)}
     board.close()

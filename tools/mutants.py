@@ -632,6 +632,10 @@ MUTANTS = (
            "if not on or os.sched_getscheduler(0) != os.SCHED_OTHER:", "if not on:", (CPU_POLICY_TEST,)),
     Mutant("batch-scheduling-cannot-be-turned-off", "sockact/supervisor/core.py",
            "batch_scheduling(self.config.batch_scheduling)", "batch_scheduling(True)", (CPU_POLICY_TEST,)),
+    Mutant("worker-makes-its-own-trust-and-line-builder", "sockact/supervisor/forking.py",
+           "prepare(config, names)", "None",
+           (INTEG + "test_startup_imports.py::test_a_worker_takes_the_trust_and_line_builder_the_supervisor_made_"
+            "before_the_fork",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

@@ -636,6 +636,10 @@ MUTANTS = (
            "prepare(config, names)", "None",
            (INTEG + "test_startup_imports.py::test_a_worker_takes_the_trust_and_line_builder_the_supervisor_made_"
             "before_the_fork",)),
+    Mutant("line-builder-of-the-journal-for-a-file", "sockact/logs/access.py",
+           "return _kept_builder(spec, not path and sendv is not None)",
+           "return _kept_builder(spec, sendv is not None)",
+           (UNIT + "test_accesslog.py::test_an_access_log_takes_the_line_builder_the_supervisor_made_for_its_target",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

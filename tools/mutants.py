@@ -647,6 +647,14 @@ MUTANTS = (
     Mutant("request-line-alone-unmeasured", "sockact/http/rules.py",
            "    if len(line) > limits.request_line:\n", "    if False:\n",
            (UNIT + "http/test_http_rules.py::test_a_request_line_alone_gets_the_verdict_of_its_whole_head",)),
+    Mutant("worker-makes-its-own-trust-and-line-builder", "sockact/supervisor/forking.py",
+           "prepare(config, names)", "None",
+           (INTEG + "test_startup_imports.py::test_a_worker_takes_the_trust_and_line_builder_the_supervisor_made_"
+            "before_the_fork",)),
+    Mutant("line-builder-of-the-journal-for-a-file", "sockact/logs/access.py",
+           "return _kept_builder(spec, not path and sendv is not None)",
+           "return _kept_builder(spec, sendv is not None)",
+           (UNIT + "test_accesslog.py::test_an_access_log_takes_the_line_builder_the_supervisor_made_for_its_target",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

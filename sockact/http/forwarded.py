@@ -60,6 +60,15 @@ class Trust:
         networks = tuple(ipaddress.ip_network(item, strict=False) for item in items if item not in ("*", UNIX))
         return cls(networks, "*" in items, "*" in items or UNIX in items)
 
+    @staticmethod
+    @lru_cache(maxsize=16)
+    def kept(spec: str) -> Trust:
+        """parse(), once a process for each setting: the supervisor parses before it forks a worker
+        (worker.shell.prepare), and the worker takes that Trust, its own copy after the fork (its memo of
+        answers included). Parsed in the worker instead, re's compiler and ipaddress run there first,
+        and what they make and touch takes some 400 KiB of the pages it shares with the supervisor."""
+        return Trust.parse(spec)
+
     def trusts(self, address: str) -> bool:
         """Whether an IP address given as text is a trusted proxy; False for anything else."""
         known = self._known.get(address)

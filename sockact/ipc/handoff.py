@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import mmap
 import select
 import socket
 import struct
@@ -321,8 +322,10 @@ class Receiver:
 
     def __init__(self, chan: socket.socket) -> None:
         self.chan = chan
-        self._buf = bytearray(MAX_MESSAGE)
-        self._view = memoryview(self._buf)
+        # Pages of its own, private, that take memory only once a message reaches them: most messages
+        # fill the first page of the 64 KiB. A bytearray's is zeroed, and so taken whole, at once: a
+        # worker's own 64 KiB, and the supervisor's for each worker.
+        self._view = memoryview(mmap.mmap(-1, MAX_MESSAGE, flags=mmap.MAP_PRIVATE))
         self.received = 0
         self.count: Callable[[int], None] | None = None
         self._pending: deque[Message] = deque()  # the rest of a CONNS, not yet taken

@@ -27,6 +27,7 @@ Contract:
 from __future__ import annotations
 
 import binascii
+import functools
 import json
 import os
 import re
@@ -464,6 +465,17 @@ def unix_peer(sock: socket.socket) -> str:
     return f"unix:pid={pid},uid={uid}"
 
 
+@functools.lru_cache(maxsize=8)
+def _kept_builder(spec: str, journal: bool) -> Callable[[Entry], str]:
+    """compile_format for an AccessLog's lines, kept. Compiled in a worker instead, Python's compiler and
+    the generated code's objects would take some 500 KiB of the pages it shares with the supervisor.
+    The builder's memo of the last line (compile_format) is each process's own after the fork, and within
+    a process AccessLogs of the same format may share it: it gives back only a line made of the same parts."""
+    if journal:
+        return compile_format(spec if spec != GUNICORN_FORMAT else JOURNAL_FORMAT, _JOURNAL_ATOMS)
+    return compile_format(spec)
+
+
 class AccessLog:
     """One worker's access log: a line builder and a buffered target (file, stderr or journal)."""
 
@@ -471,10 +483,7 @@ class AccessLog:
         # Built after the fork, in the worker: the file is opened here, with O_APPEND.
         self.path = path if path and path != STDERR else None
         self.sendv = None if path else sendv
-        if self.sendv is not None:
-            self.format = compile_format(spec if spec != GUNICORN_FORMAT else JOURNAL_FORMAT, _JOURNAL_ATOMS)
-        else:
-            self.format = compile_format(spec)
+        self.format = self.line_builder(spec, path, sendv)
         # Whether a line shows its request's duration (the journal's fields and the JSON object do; gunicorn's
         # default format does not): a runner reads the clock for it only then (Entry.fill_response).
         self.timed = (self.sendv is not None or self.format is json_line
@@ -499,6 +508,12 @@ class AccessLog:
         # connection's own values.
         self._shared = self.sendv is None and _PER_CONNECTION.isdisjoint(_ATOM_RE.findall(spec))
         self._last: tuple[object, object, str, float, float, int, int, str] | None = None
+
+    @staticmethod
+    def line_builder(spec: str, path: str | None, sendv: Callable[..., Any] | None) -> Callable[[Entry], str]:
+        """The line builder of an AccessLog made with these arguments, compiled once a process for each
+        format (_kept_builder): the supervisor makes it before it forks a worker (worker.shell.prepare)."""
+        return _kept_builder(spec, not path and sendv is not None)
 
     def _open(self) -> int:
         assert self.path is not None

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from sockact.config import Config
 from sockact.logs.journal import lifecycle
 from sockact.supervisor.workers import spawn
-from sockact.worker.shell import COLLECT_SIGNAL, DRAIN_SIGNAL, WorkerShell
+from sockact.worker.shell import COLLECT_SIGNAL, DRAIN_SIGNAL, WorkerShell, prepare
 
 if TYPE_CHECKING:
     from sockact.supervisor.core import Supervisor
@@ -67,6 +67,7 @@ class Forker:
             return
         names = [lst.name for lst in sup.listeners]
         locals_ = [lst.local for lst in sup.listeners]
+        prepare(config, names)  # here, not in the worker: what it makes is shared then
         scoreboard, apps, tally, hooks = sup.scoreboard, sup.apps, sup.tally, sup.hooks
         if tally is not None:
             tally.clear(slot)

@@ -10,6 +10,7 @@ holds, finishes the calls in progress, and returns.
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import gc
 import logging
@@ -207,13 +208,27 @@ class WorkerShell:
             body=lc.limit_request_body, host_required=True)
         site = Site(app=apps[lc.app], limits=limits, header_timeout=lc.header_timeout,
                     io_timeout=self.config.timeout or IO_TIMEOUT_OFF, access_log=lc.access_log, listener=lc.name,
-                    access=self.access, trust=Trust.parse(lc.forwarded_allow_ips),
+                    access=self.access, trust=Trust.kept(lc.forwarded_allow_ips),
                     health_path=lc.health_path.encode("ascii"), proxy_protocol=lc.proxy_protocol,
                     body_buffer=lc.body_buffer, body_spool=lc.body_spool, spool_budget=budget,
                     send_timeout=self.config.send_timeout, root_path=lc.root_path,
                     threaded=self.config.thread_ceiling > 1, client_budget=client_budget(self.config.timeout),
                     local=local)
         return site
+
+
+def prepare(config: Config, listener_names: Sequence[str]) -> None:
+    """Made in the supervisor before it forks a worker, rather than in the worker's start: what the worker
+    would make the same, each kept once a process (Trust.kept, AccessLog.line_builder). Made after the fork,
+    by the compilers that make them (re's, Python's for the generated line builder) and code run there
+    for the first time, they took a worker some 1 MiB of private memory: the objects made, and the pages
+    of shared objects their reference counts and first runs write to. A setting the worker cannot use
+    is left to the worker, which reports it as it fails to start."""
+    with contextlib.suppress(ValueError):
+        for name in listener_names:
+            Trust.kept(config.listener(name).forwarded_allow_ips)
+        if any(config.listener(name).access_log for name in listener_names):
+            AccessLog.line_builder(config.access_logformat, config.access_logfile, installed_sendv())
 
 
 # With timeout = 0 (no timeout), a blocking send or body read still gives up on a client after this long.

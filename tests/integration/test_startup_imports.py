@@ -62,6 +62,16 @@ def test_a_preloaded_app_that_turns_the_collector_off_keeps_it_off(start_sockact
     assert not enabled and threshold == gc.get_threshold()[0]
 
 
+def test_a_worker_takes_the_trust_and_line_builder_the_supervisor_made_before_the_fork(start_sockact):
+    """Made in the worker, they would run compilers there (worker/shell.py, prepare): a worker's hit in
+    each cache is one the supervisor filled, since a worker asks for each once."""
+    server = start_sockact("keptapp:app", "--workers", "1", "--forwarded-allow-ips", "10.0.0.0/8,unix")
+    status, _, body = http_get(server.port, "/")
+    assert status == 200
+    trust, builder = (tuple(int(n) for n in line.split()) for line in body.decode().split("\n"))
+    assert trust[0] >= 1 and builder[0] >= 1
+
+
 def test_a_config_file_and_jitter_still_work_where_they_are_used(start_sockact, tmp_path):
     config = tmp_path / "sockact.toml"
     config.write_text('workers = 1\nmax_requests = 1000\nmax_requests_jitter = 50\n')

@@ -453,3 +453,16 @@ def test_a_new_connections_line_is_the_last_one_kept_only_when_nothing_in_it_dif
                                     headers=req.headers, duration_us=0, response_headers=())))
     log.flush()
     assert path.read_text().splitlines() == expected
+
+
+def test_an_access_log_takes_the_line_builder_the_supervisor_made_for_its_target(tmp_path: Path):
+    # worker/shell.py's prepare makes AccessLog.line_builder before the fork, for the journal, stderr and a
+    # file alike; the worker's AccessLog must take that very builder, not compile its own.
+    def sendv(*fields: object) -> None:
+        pass
+
+    path = str(tmp_path / "access.log")
+    for target, journal in ((None, sendv), ("-", sendv), (path, sendv), (None, None)):
+        log = AccessLog(GUNICORN_FORMAT, target, journal)
+        assert log.format is AccessLog.line_builder(GUNICORN_FORMAT, target, journal)
+    assert AccessLog(GUNICORN_FORMAT, None, sendv).format is not AccessLog(GUNICORN_FORMAT, "-", sendv).format

@@ -300,27 +300,42 @@ WS_DENIAL_MISTAKES = {
 }
 
 
+_RELEASE: list[asyncio.Event] = []  # what ws_deny's /whole waits for once denied: a plain request to /release
+STREAM_CAP = 192 * 1024 * 1024  # bytes: /stream's body ends here, so that a worker without backpressure stops
+
+
 async def ws_deny(scope, receive, send) -> None:
     """Denies a WebSocket with the response WS_DENIALS names for its path, then prints the disconnect its
-    next receive() gets; WS_DENIAL_MISTAKES' paths send those messages; /endless streams its denial's body
-    until its send raises (the client left), and prints the exception; plain HTTP: "plain http"."""
+    next receive() gets (/whole then waits for a plain request to /release, and says so); WS_DENIAL_MISTAKES'
+    paths send those messages; /stream streams its denial's body (up to STREAM_CAP) until its send raises
+    (the client left), and prints the exception; plain HTTP: "plain http"."""
+    if not _RELEASE:
+        _RELEASE.append(asyncio.Event())
     if scope["type"] != "websocket":
+        if scope["path"] == "/release":
+            _RELEASE[0].set()
         await _respond(send, b"plain http", ctype=b"text/plain")
         return
     assert scope["extensions"]["websocket.http.response"] == {}
     assert (await receive())["type"] == "websocket.connect"
-    if scope["path"] == "/endless":
+    if scope["path"] == "/stream":
         await send(_DENY_START)
+        piece = b"tick\n" * 1000
         try:
-            while True:
-                await send({"type": "websocket.http.response.body", "body": b"tick\n" * 1000, "more_body": True})
+            for _ in range(STREAM_CAP // len(piece)):
+                await send({"type": "websocket.http.response.body", "body": piece, "more_body": True})
         except OSError as exc:
             print(f"DENIAL STOPPED: {type(exc).__name__}", flush=True)
             raise
+        await send({"type": "websocket.http.response.body"})
+        return
     for message in WS_DENIALS.get(scope["path"]) or WS_DENIAL_MISTAKES[scope["path"]]:
         await send(message)
     message = await receive()
     print(f"DENIED {scope['path']} {message['type']} {message.get('code')}", flush=True)
+    if scope["path"] == "/whole":
+        await _RELEASE[0].wait()
+        print("RELEASED /whole", flush=True)
 
 
 async def pathsend(scope, receive, send) -> None:

@@ -19,8 +19,9 @@ MISTAKES = ("/start-after-accept", "/start-after-close", "/body-before-start", "
 
 
 def deny(port: int, path: str) -> bytes:
-    """Everything the server sends to a handshake for ``path``, until it closes."""
+    """Everything the server sends to a handshake for ``path``, until it closes (within 10 s)."""
     with ws_handshake(port, path) as sock:
+        sock.settimeout(10)
         return read_to_close(sock)
 
 
@@ -30,7 +31,8 @@ def test_a_denial_response_reaches_the_client_whole_then_the_connection_closes(s
 
     server = start_sockact("asgiapps:ws_deny", "--workers", "1", "--ws", ws_library, "--access-logfile", "-",
                            workers=1)
-    # read_to_close returns: the connection closed after the response.
+    # read_to_close returns: the connection closed after the response, while the app goes on (it waits
+    # for a request to /release).
     status, headers, body = parse_response(deny(server.port, "/whole"))
     assert (status, body) == (401, b"no token, no socket")
     assert headers["x-denied-by"] == "the test app" and headers["content-type"] == "text/plain"
@@ -39,6 +41,9 @@ def test_a_denial_response_reaches_the_client_whole_then_the_connection_closes(s
     assert headers["connection"] == "close" and headers["server"] == "sockact" and headers["date"]
     # The session is over: the app's next receive() says so.
     server.wait_for_log("DENIED /whole websocket.disconnect 1006")
+    assert "RELEASED" not in server.output()
+    assert http_get(server.port, "/release")[2] == b"plain http"
+    server.wait_for_log("RELEASED /whole")
     # Its access line: the app's status and body bytes, and no close code (the WebSocket never opened).
     line = server.wait_for_log("websocket close=").split("websocket close=")[0].splitlines()[-1]
     assert '"GET /whole HTTP/1.1" 401 19 ' in line, line
@@ -96,7 +101,7 @@ def test_each_misuse_of_the_denial_response_is_the_apps_error_and_the_worker_ser
 
 def test_a_client_that_leaves_mid_denial_stops_the_apps_sends(start_sockact, ws_library):
     server = start_sockact("asgiapps:ws_deny", "--workers", "1", "--ws", ws_library, workers=1)
-    with ws_handshake(server.port, "/endless") as sock:
+    with ws_handshake(server.port, "/stream") as sock:
         head = b""
         while b"\r\n\r\n" not in head:
             head += sock.recv(4096)
@@ -112,7 +117,7 @@ def test_a_denial_body_the_client_does_not_read_waits_and_the_client_is_let_go(s
                            workers=1)
     [worker] = server.workers()
     before = memory(worker)["VmRSS"]
-    with ws_handshake(server.port, "/endless", rcvbuf=4096) as sock:
+    with ws_handshake(server.port, "/stream", rcvbuf=4096) as sock:
         server.wait_for_log("the client took nothing for send_timeout (1s)")
         server.wait_for_log("DENIAL STOPPED: ClientDisconnected")
         answer = read_to_close(sock)

@@ -281,6 +281,8 @@ WS_DENIALS = {
     "/length": [{**_DENY_START, "headers": [(b"content-length", b"11")]},
                 {"type": "websocket.http.response.body", "body": b"hello ", "more_body": True},
                 {"type": "websocket.http.response.body", "body": b"world"}],
+    # The app returns after this, its denial not ended.
+    "/cut": [_DENY_START, {"type": "websocket.http.response.body", "body": b"half", "more_body": True}],
 }
 # What a WebSocket app sends wrong around a denial response, by path.
 _DENY_BODY = {"type": "websocket.http.response.body", "body": b"denied"}
@@ -312,7 +314,7 @@ async def ws_deny(scope, receive, send) -> None:
     if not _RELEASE:
         _RELEASE.append(asyncio.Event())
     if scope["type"] != "websocket":
-        if scope["path"] == "/release":
+        if scope.get("path") == "/release":
             _RELEASE[0].set()
         await _respond(send, b"plain http", ctype=b"text/plain")
         return
@@ -331,6 +333,8 @@ async def ws_deny(scope, receive, send) -> None:
         return
     for message in WS_DENIALS.get(scope["path"]) or WS_DENIAL_MISTAKES[scope["path"]]:
         await send(message)
+    if scope["path"] == "/cut":
+        return
     message = await receive()
     print(f"DENIED {scope['path']} {message['type']} {message.get('code')}", flush=True)
     if scope["path"] == "/whole":

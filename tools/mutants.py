@@ -673,6 +673,9 @@ MUTANTS = (
            "        elif not self.conn.writable:\n            await self.conn.drain()\n",
            "        elif False:\n            pass\n",
            (DENIAL + "test_a_denial_body_the_client_does_not_read_waits_and_the_client_is_let_go",)),
+    Mutant("ws-misuse-after-close-at-debug", "sockact/asgi/websocket.py",
+           "if (ws.closed or conn.gone) and not isinstance(exc, InvalidResponse):", "if ws.closed or conn.gone:",
+           (DENIAL + "test_each_misuse_of_the_denial_response_is_the_apps_error_and_the_worker_serves_on",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

@@ -75,6 +75,11 @@ def test_a_denial_body_in_parts_is_chunked_unless_the_app_gave_its_length(start_
     except InvalidStatus as exc:
         assert exc.response.body == b"one, two, three"
     server.wait_for_log("DENIED /length websocket.disconnect 1006")
+    # An app that returns in the middle of its denial: the client sees it cut short (no last chunk), the
+    # operator a line.
+    status, headers, body = parse_response(deny(server.port, "/cut"))
+    assert (status, headers["transfer-encoding"], body) == (401, "chunked", b"4\r\nhalf\r\n")
+    server.wait_for_log("returned in the middle of its denial response to GET /cut HTTP/1.1")
 
 
 def test_each_misuse_of_the_denial_response_is_the_apps_error_and_the_worker_serves_on(start_sockact, ws_library):

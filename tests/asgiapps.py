@@ -318,7 +318,7 @@ async def ws_deny(scope, receive, send) -> None:
             _RELEASE[0].set()
         await _respond(send, b"plain http", ctype=b"text/plain")
         return
-    assert scope["extensions"]["websocket.http.response"] == {}
+    assert scope["extensions"]["websocket.http.response"] == {} and "http.response.pathsend" not in scope["extensions"]
     assert (await receive())["type"] == "websocket.connect"
     if scope["path"] == "/stream":
         await send(_DENY_START)

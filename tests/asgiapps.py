@@ -270,6 +270,78 @@ async def ws_misbehaves(scope, receive, send) -> None:
     await send(WS_MISTAKES[scope["path"]])
 
 
+# A WebSocket app's denial responses, by path: the messages it sends instead of websocket.accept.
+_DENY_START = {"type": "websocket.http.response.start", "status": 401,
+               "headers": [(b"content-type", b"text/plain"), (b"x-denied-by", b"the test app")]}
+WS_DENIALS = {
+    "/whole": [_DENY_START, {"type": "websocket.http.response.body", "body": b"no token, no socket"}],
+    "/parts": [_DENY_START, *({"type": "websocket.http.response.body", "body": part, "more_body": True}
+                              for part in (b"one, ", b"", b"two, ")),
+               {"type": "websocket.http.response.body", "body": b"three"}],
+    "/length": [{**_DENY_START, "headers": [(b"content-length", b"11")]},
+                {"type": "websocket.http.response.body", "body": b"hello ", "more_body": True},
+                {"type": "websocket.http.response.body", "body": b"world"}],
+    # The app returns after this, its denial not ended.
+    "/cut": [_DENY_START, {"type": "websocket.http.response.body", "body": b"half", "more_body": True}],
+}
+# What a WebSocket app sends wrong around a denial response, by path.
+_DENY_BODY = {"type": "websocket.http.response.body", "body": b"denied"}
+WS_DENIAL_MISTAKES = {
+    "/start-after-accept": [{"type": "websocket.accept"}, _DENY_START],
+    "/start-after-close": [{"type": "websocket.close"}, _DENY_START],
+    "/body-before-start": [_DENY_BODY],
+    "/start-twice": [_DENY_START, _DENY_START],
+    "/status-101": [{**_DENY_START, "status": 101}],
+    "/status-str": [{**_DENY_START, "status": "401"}],
+    "/header-crlf": [{**_DENY_START, "headers": [(b"x-split", b"a\r\nx-injected: 1")]}],
+    "/header-str": [{**_DENY_START, "headers": [("x-str", "not bytes")]}],
+    "/body-str": [_DENY_START, {"type": "websocket.http.response.body", "body": "not bytes"}],
+    "/accept-mid-denial": [_DENY_START, {**_DENY_BODY, "more_body": True}, {"type": "websocket.accept"}],
+    "/body-after-end": [_DENY_START, _DENY_BODY, _DENY_BODY],
+    "/close-after-end": [_DENY_START, _DENY_BODY, {"type": "websocket.close"}],
+}
+
+
+_RELEASE: list[asyncio.Event] = []  # what ws_deny's /whole waits for once denied: a plain request to /release
+STREAM_CAP = 192 * 1024 * 1024  # bytes: /stream's body ends here, so that a worker without backpressure stops
+
+
+async def ws_deny(scope, receive, send) -> None:
+    """Denies a WebSocket with the response WS_DENIALS names for its path, then prints the disconnect its
+    next receive() gets (/whole then waits for a plain request to /release, and says so); WS_DENIAL_MISTAKES'
+    paths send those messages; /stream streams its denial's body (up to STREAM_CAP) until its send raises
+    (the client left), and prints the exception; plain HTTP: "plain http"."""
+    if not _RELEASE:
+        _RELEASE.append(asyncio.Event())
+    if scope["type"] != "websocket":
+        if scope.get("path") == "/release":
+            _RELEASE[0].set()
+        await _respond(send, b"plain http", ctype=b"text/plain")
+        return
+    assert scope["extensions"]["websocket.http.response"] == {} and "http.response.pathsend" not in scope["extensions"]
+    assert (await receive())["type"] == "websocket.connect"
+    if scope["path"] == "/stream":
+        await send(_DENY_START)
+        piece = b"tick\n" * 1000
+        try:
+            for _ in range(STREAM_CAP // len(piece)):
+                await send({"type": "websocket.http.response.body", "body": piece, "more_body": True})
+        except OSError as exc:
+            print(f"DENIAL STOPPED: {type(exc).__name__}", flush=True)
+            raise
+        await send({"type": "websocket.http.response.body"})
+        return
+    for message in WS_DENIALS.get(scope["path"]) or WS_DENIAL_MISTAKES[scope["path"]]:
+        await send(message)
+    if scope["path"] == "/cut":
+        return
+    message = await receive()
+    print(f"DENIED {scope['path']} {message['type']} {message.get('code')}", flush=True)
+    if scope["path"] == "/whole":
+        await _RELEASE[0].wait()
+        print("RELEASED /whole", flush=True)
+
+
 async def pathsend(scope, receive, send) -> None:
     """The file named by ``?path=``, sent by the server (the http.response.pathsend extension)."""
     assert "http.response.pathsend" in scope["extensions"]

@@ -69,6 +69,13 @@ async def ws_echo(websocket: WebSocket) -> None:
         pass
 
 
+@fastapi_app.websocket("/ws-members")
+async def ws_members(websocket: WebSocket) -> None:
+    """Refused with an HTTP response of the app's own (ASGI's WebSocket Denial Response), as Starlette sends it."""
+    await websocket.send_denial_response(PlainTextResponse("members only", status_code=401,
+                                                           headers={"www-authenticate": 'Bearer realm="chat"'}))
+
+
 async def _homepage(request: Request) -> PlainTextResponse:
     return PlainTextResponse(f"hello from starlette at {request.url.path}")
 

@@ -40,6 +40,7 @@ HUNDRED_CALLS_TEST = "test_asgi.py::test_a_killed_worker_answers_each_of_a_hundr
 CPU_POLICY_TEST = (INTEG + "test_pool_process.py::test_the_supervisor_and_its_workers_run_under_the_cpu_policy_"
                    "batch_scheduling_says")
 SPOOL_TOTAL_TEST = "test_body_spool.py::test_spooled_bodies_past_the_workers_total_get_503_until_one_ends"
+DENIAL = INTEG + "test_websocket_denial.py::"
 RELOAD_NAMES = "test_a_reload_names_each_changed_setting_it_leaves_for_a_restart_and_applies_the_rest"
 
 MUTANTS = (
@@ -403,6 +404,34 @@ MUTANTS = (
     Mutant("ws-bad-frame-close-unanswered", "sockact/asgi/wsprotocols.py",
            "if self.ws.state in (ConnectionState.REMOTE_CLOSING, ConnectionState.OPEN):",
            "if self.ws.state in (ConnectionState.REMOTE_CLOSING,):", (UNIT + "test_wsprotocols.py",)),
+    # The WebSocket denial response (websocket.http.response).
+    Mutant("ws-denial-not-offered", "sockact/asgi/scope.py", 'extensions["websocket.http.response"] = {}', "pass",
+           (DENIAL + "test_a_denial_response_reaches_the_client_whole_then_the_connection_closes",)),
+    Mutant("ws-denial-whole-body-chunked", "sockact/asgi/denial.py", 'whole=len(body) if event == "last" else None',
+           "whole=None",
+           (UNIT + "test_ws_denial.py::test_a_whole_body_gets_its_length_and_the_head_waits_for_it",
+            DENIAL + "test_a_denial_response_reaches_the_client_whole_then_the_connection_closes")),
+    Mutant("ws-denial-open-while-the-app-runs", "sockact/asgi/websocket.py",
+           "self.conn.close(linger=True, timeout=self.conn.site.io_timeout)", "pass",
+           (DENIAL + "test_a_denial_response_reaches_the_client_whole_then_the_connection_closes",)),
+    Mutant("ws-denial-cut-short-gets-a-500", "sockact/asgi/websocket.py",
+           "if self.denial.begun:  # and not ended: the client sees it cut short (its framing says so)",
+           "if False:",
+           (DENIAL + "test_each_misuse_of_the_denial_response_is_the_apps_error_and_the_worker_serves_on",)),
+    Mutant("ws-denial-after-accept", "sockact/asgi/websocket.py",
+           "if denial.state is IDLE and (self.accepted or self.status):", "if False:",
+           (DENIAL + "test_each_misuse_of_the_denial_response_is_the_apps_error_and_the_worker_serves_on",)),
+    Mutant("ws-denial-out-of-turn-taken", "sockact/asgi/denial.py", "(SENDING, \"part\"): SENDING,",
+           "(SENDING, \"part\"): SENDING, (SENDING, \"start\"): SENDING, (ENDED, \"last\"): ENDED,",
+           (UNIT + "test_ws_denial.py", DENIAL + "test_each_misuse_of_the_denial_response_is_the_apps_error_and_"
+            "the_worker_serves_on")),
+    Mutant("ws-denial-no-backpressure", "sockact/asgi/websocket.py",
+           "        elif not self.conn.writable:\n            await self.conn.drain()\n",
+           "        elif False:\n            pass\n",
+           (DENIAL + "test_a_denial_body_the_client_does_not_read_waits_and_the_client_is_let_go",)),
+    Mutant("ws-misuse-after-close-at-debug", "sockact/asgi/websocket.py",
+           "if (ws.closed or conn.gone) and not isinstance(exc, InvalidResponse):", "if ws.closed or conn.gone:",
+           (DENIAL + "test_each_misuse_of_the_denial_response_is_the_apps_error_and_the_worker_serves_on",)),
     Mutant("wsgi-send-timeout-ignored", "sockact/wsgi/wire.py", "self.send_timeout = send_timeout or io_timeout",
            "self.send_timeout = io_timeout",
            (INTEG + "test_handback_and_send_deadlines.py::test_a_client_that_never_reads_is_dropped_after_send_"

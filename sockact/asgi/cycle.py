@@ -147,8 +147,8 @@ class HttpCycle:
                 if message.get("trailers"):
                     raise InvalidResponse("http.response.start asks for trailers, which sockact does not send "
                                           "(no 'http.response.trailers' extension in the scope)")
-                self.status, self.status_line, self.headers = _check_start(message.get("status"),
-                                                                           message.get("headers", ()))
+                self.status, self.status_line, self.headers = check_start(message.get("status"),
+                                                                          message.get("headers", ()))
                 return SENT
             conn = self.conn
             if (kind == "http.response.body" and not self.started and self.headers is not None
@@ -156,7 +156,7 @@ class HttpCycle:
                 # The whole body at once, the common answer: the engine keeps its head but the Date.
                 body = message.get("body", b"")
                 if type(body) is not bytes:
-                    body = _bytes(body)
+                    body = body_bytes(body)
                 self.started = self.complete = True
                 head, data = self.engine.whole_response(self.status_line, self.headers, body, close=self.stopping)
                 if not self.engine.keep_alive:  # a body short of its Content-Length or past it ends it; rare (a
@@ -174,7 +174,7 @@ class HttpCycle:
                 raise InvalidResponse("http.response.body before http.response.start")
             if self.complete:
                 raise InvalidResponse("http.response.body after the response ended")
-            body = _bytes(message.get("body", b""))
+            body = body_bytes(message.get("body", b""))
             more = message.get("more_body", False)
             engine = self.engine
             parts = []
@@ -384,23 +384,24 @@ class _Sent:
 SENT: Awaitable[None] = _Sent()  # type: ignore[assignment]  # __await__ is the tuple's: typed as an iterator of objects
 
 
-def _bytes(body: Any) -> bytes:
-    """An http.response.body's body as bytes; anything else is the app's error."""
+def body_bytes(body: Any) -> bytes:
+    """A response body message's body as bytes (an HTTP response's, or a WebSocket's denial response's);
+    anything else is the app's error."""
     if not isinstance(body, (bytes, bytearray, memoryview)):
-        raise InvalidResponse(f"http.response.body's body must be bytes, not {type(body).__name__}")
+        raise InvalidResponse(f"a response body must be bytes, not {type(body).__name__}")
     return bytes(body)
 
 
 def _check(status: Any, headers: Any) -> tuple[int, str, list[tuple[str, str]]]:
     if type(status) is not int or not 100 <= status <= 999:
-        raise InvalidResponse(f"http.response.start: invalid status {status!r}")
+        raise InvalidResponse(f"invalid response status {status!r}")
     fields = []
     for item in headers:
         try:
             name, value = item
             name, value = bytes(name).decode("latin-1"), bytes(value).decode("latin-1")
         except (TypeError, ValueError):
-            raise InvalidResponse(f"http.response.start: header {item!r} is not a pair of bytes") from None
+            raise InvalidResponse(f"response header {item!r} is not a pair of bytes") from None
         lower = name.lower()
         if lower in HOP_BY_HOP and not (lower == "connection" and value.strip().lower() == "close"):
             continue  # framing and persistence are the engine's
@@ -417,8 +418,9 @@ def _copy(headers: Any) -> list[Any] | None:
     return [tuple(map(bytes, item)) if type(item) is tuple else list(map(bytes, item)) for item in headers]
 
 
-# An app sends the same start again and again: the last one checked is remembered (responses.remembering).
-_check_start = remembering(_check, _copy)
+# A response start's (status, headers), checked: an HTTP response's, or a WebSocket's denial response's. An app
+# sends the same start again and again: the last one checked is remembered (responses.remembering).
+check_start = remembering(_check, _copy)
 
 
 @functools.lru_cache(maxsize=64)

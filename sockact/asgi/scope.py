@@ -72,6 +72,11 @@ def request_scope(base: dict[str, Any], request: Request, websocket: bool = Fals
             scope["scheme"] = "ws"
         scope["subprotocols"] = [p.strip().decode("latin-1") for name, value in request.headers
                                  if name == b"SEC-WEBSOCKET-PROTOCOL" for p in value.split(b",") if p.strip()]
+        # A WebSocket's app may answer its handshake with an HTTP response (denial.py); a file as a body
+        # (pathsend) is an HTTP response's alone.
+        extensions = scope["extensions"]
+        extensions.pop("http.response.pathsend", None)
+        extensions["websocket.http.response"] = {}
     else:
         scope["method"] = request.method.decode("ascii")
     return scope

@@ -2,16 +2,19 @@
 
 The HTTP engine has parsed the upgrade request (same limits and refusals as any request);
 its head, and whatever the client sent after it, go to the library as they came. The app then
-gets websocket.connect, and answers websocket.accept (101) or websocket.close (403 before
-accept). Pings are answered. A WebSocket is never parked and counts against its worker's
-capacity for as long as it is open; when the worker drains, ``close_going_away`` ends it with 1001.
+gets websocket.connect, and answers websocket.accept (101), websocket.close (403 before
+accept), or an HTTP response of its own (the ``websocket.http.response`` extension, denial.py),
+after which the connection closes and the app's next ``receive`` says websocket.disconnect. Pings
+are answered. A WebSocket is never parked and counts against its worker's capacity for as long as
+it is open; when the worker drains, ``close_going_away`` ends it with 1001.
 
 Memory is bounded, whatever the client does:
 - a message is at most ``ws_max_size`` bytes; a larger one is refused with 1009;
 - reading pauses once READ_HIGH bytes came in that the app has not taken, or while more than
   the output bound waits for the client (pongs a client does not read);
-- the app's sends wait, as an HTTP response's do, while more than WRITE_HIGH waits for the client,
-  and a client that takes nothing for ``send_timeout`` is let go (conn.py).
+- the app's sends (a denial response's body too) wait, as an HTTP response's do, while more
+  than WRITE_HIGH waits for the client, and a client that takes nothing for ``send_timeout`` is
+  let go (conn.py).
 
 So is the loop's time: what the client sends waits here, and the app's ``receive`` gives it to the
 library a piece at a time. Once a session has parsed for TURN_SECONDS, it lets the loop run the
@@ -33,9 +36,13 @@ from typing import Any
 
 from sockact.asgi.conn import READ_HIGH, AsgiConnection
 from sockact.asgi.cycle import ASGI_APP_FAILURES, ClientDisconnected
+from sockact.asgi.denial import IDLE, Denial
+from sockact.asgi.denial import MESSAGES as DENIAL_MESSAGES
 from sockact.asgi.wsprotocols import MESSAGE_TOO_BIG, Closed, Event, WsProtocol
 from sockact.errors import InvalidResponse
 from sockact.http.limits import RECV_SIZE
+from sockact.http.logline import quoted_request_line
+from sockact.http.responses import length_missed
 
 log = logging.getLogger("sockact.http")
 
@@ -82,6 +89,7 @@ class WebSocket:
         head = conn.engine.unparsed()  # the upgrade request's head, and any frames after it
         conn.engine.next_event()  # END_OF_MESSAGE: an upgrade request has no body
         self.proto = library(head, max_size)
+        self.denial = Denial(conn.engine)  # the app's own HTTP answer to the handshake, if it gives one
         self.connected = False  # websocket.connect delivered
         self.accepted = False
         self.closed = self.proto.refused  # a close was sent or received: no more messages either way
@@ -214,6 +222,9 @@ class WebSocket:
 
     async def send(self, message: dict[str, Any]) -> None:
         kind = message["type"]
+        if kind in DENIAL_MESSAGES or self.denial.state is not IDLE:
+            await self._deny(kind, message)
+            return
         if kind == "websocket.accept":
             if self.accepted or self.closed:
                 raise InvalidResponse("websocket.accept twice, or after close")
@@ -260,6 +271,37 @@ class WebSocket:
         if not self.conn.writable:
             await self.conn.drain()
 
+    async def _deny(self, kind: str, message: dict[str, Any]) -> None:
+        """A message of the denial response, or any message once one has begun (the app's error)."""
+        denial = self.denial
+        if denial.state is IDLE and (self.accepted or self.status):
+            raise InvalidResponse(f"{kind} after the handshake was answered ({self.status}): a denial response "
+                                  "comes instead of websocket.accept or websocket.close")
+        if not denial.ended and (self.closed or self.conn.gone):
+            raise ClientDisconnected(f"conn {self.conn.msg.conn_id}: the client has gone")
+        data = denial.send(kind, message)
+        if not data:
+            return  # its start: the head waits for the body
+        self.status = denial.status
+        self.conn.write(data)
+        if denial.ended:
+            self.bytes_out = self.conn.engine.body_sent
+            self._said_short()
+            # The session is over: what the client sends from here on is dropped, the app's next receive()
+            # says websocket.disconnect, and the connection closes once the response is out.
+            self.closed = True
+            self._pending.clear()
+            self.conn.close(linger=True, timeout=self.conn.site.io_timeout)
+        elif not self.conn.writable:
+            await self.conn.drain()
+
+    def _said_short(self) -> None:
+        if missed := length_missed(self.conn.engine):
+            log.error(missed[0], self.conn.msg.conn_id, *missed[1:], self._line())
+
+    def _line(self) -> str:
+        return quoted_request_line(self.conn.engine.request)
+
     def _refuse(self, status: int) -> None:
         self.closed = True
         self.status = status
@@ -270,7 +312,13 @@ class WebSocket:
         """The app returned (or raised): end the session the way the app left it."""
         if self.closed:
             return
-        if not self.accepted:
+        if self.denial.begun:  # and not ended: the client sees it cut short (its framing says so)
+            self.bytes_out = self.conn.engine.body_sent
+            self.closed = True
+            if not (failed or self.conn.gone):
+                log.error("conn %d: the application returned in the middle of its denial response to %s",
+                          self.conn.msg.conn_id, self._line())
+        elif not self.accepted:
             self._refuse(500)
         else:
             self.close_code = UNEXPECTED if failed else 1000  # RFC 6455 7.4.1
@@ -317,7 +365,7 @@ async def serve_websocket(conn: AsgiConnection, scope: dict[str, Any], app: Any,
         await app(scope, ws.receive, ws.send)
     except ASGI_APP_FAILURES as exc:
         failed = True
-        if ws.closed or conn.gone:
+        if (ws.closed or conn.gone) and not isinstance(exc, InvalidResponse):
             log.debug("conn %d: the app stopped after its websocket closed: %r", conn.msg.conn_id, exc)
         else:
             log.error("conn %d: application error on websocket %r", conn.msg.conn_id, scope["path"], exc_info=exc)

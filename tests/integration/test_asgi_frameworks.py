@@ -100,6 +100,32 @@ def test_sockact_and_uvicorn_answer_fastapi_alike(start_sockact):
 
 
 
+def _denial(port: int) -> tuple[int, dict[str, str], bytes]:
+    """What a WebSocket client gets from FastAPI's /ws-members: (status, fields, body)."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    try:
+        connect(f"ws://127.0.0.1:{port}/ws-members", open_timeout=10)
+    except InvalidStatus as exc:
+        fields = {k.lower(): v for k, v in exc.response.headers.raw_items() if k.lower() not in OWN_FIELDS}
+        return exc.response.status_code, fields, exc.response.body
+    raise AssertionError("the handshake was accepted")
+
+
+def test_sockact_and_uvicorn_send_starlettes_websocket_denial_response_alike(start_sockact, ws_library):
+    need_module("uvicorn")
+    ours = start_sockact("asgiframeworks:fastapi_app", "--workers", "1", "--ws", ws_library)
+    theirs = _uvicorn("asgiframeworks:fastapi_app")
+    try:
+        mine = _denial(ours.port)
+        assert mine == _denial(theirs.port)
+        assert mine[0] == 401 and mine[1]["www-authenticate"] == 'Bearer realm="chat"' and mine[2] == b"members only"
+    finally:
+        theirs.stop(signal.SIGTERM)
+        theirs.log.close()
+
+
 def _websocket_shapes(port: int) -> list[object]:
     from websockets.exceptions import InvalidStatus
     from websockets.sync.client import connect

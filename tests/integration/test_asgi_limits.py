@@ -35,6 +35,16 @@ def memory(pid: int) -> dict[str, int]:
 
 def ws_open(port: int, path: str = "/", rcvbuf: int = 0) -> socket.socket:
     """A raw WebSocket after its handshake; with ``rcvbuf``, a small receive buffer (a client that never reads)."""
+    sock = ws_handshake(port, path, rcvbuf)
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        head += sock.recv(1)  # a byte at a time: the frames after the head stay in the socket
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    return sock
+
+
+def ws_handshake(port: int, path: str = "/", rcvbuf: int = 0) -> socket.socket:
+    """A raw socket that has sent a WebSocket handshake request, its answer unread."""
     sock = socket.socket()
     if rcvbuf:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -43,10 +53,6 @@ def ws_open(port: int, path: str = "/", rcvbuf: int = 0) -> socket.socket:
     key = base64.b64encode(os.urandom(16))
     sock.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                  b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
-    head = b""
-    while not head.endswith(b"\r\n\r\n"):
-        head += sock.recv(1)  # a byte at a time: the frames after the head stay in the socket
-    assert head.startswith(b"HTTP/1.1 101 "), head
     return sock
 
 

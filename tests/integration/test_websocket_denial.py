@@ -1,0 +1,132 @@
+"""The WebSocket Denial Response (ASGI's ``websocket.http.response`` extension), against the real sockact
+with each WebSocket library: what a client gets when the app answers its handshake with an HTTP response,
+and when the app gets that wrong. Raw sockets see the bytes; the ``websockets`` client, what a client
+library makes of them."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from conftest import http_get, parse_response, read_to_close
+from test_asgi_limits import BOUND, MIB, memory, ws_handshake
+
+CLOSE_1011 = b"\x88\x02\x03\xf3"  # a server's close frame with code 1011 and no reason
+# asgiapps.WS_DENIAL_MISTAKES' paths.
+MISTAKES = ("/start-after-accept", "/start-after-close", "/body-before-start", "/start-twice", "/status-101",
+            "/status-str", "/header-crlf", "/header-str", "/body-str", "/accept-mid-denial", "/body-after-end",
+            "/close-after-end")
+
+
+def deny(port: int, path: str) -> bytes:
+    """Everything the server sends to a handshake for ``path``, until it closes (within 10 s)."""
+    with ws_handshake(port, path) as sock:
+        sock.settimeout(10)
+        return read_to_close(sock)
+
+
+def test_a_denial_response_reaches_the_client_whole_then_the_connection_closes(start_sockact, ws_library):
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    server = start_sockact("asgiapps:ws_deny", "--workers", "1", "--ws", ws_library, "--access-logfile", "-",
+                           workers=1)
+    # read_to_close returns: the connection closed after the response, while the app goes on (it waits
+    # for a request to /release).
+    status, headers, body = parse_response(deny(server.port, "/whole"))
+    assert (status, body) == (401, b"no token, no socket")
+    assert headers["x-denied-by"] == "the test app" and headers["content-type"] == "text/plain"
+    # Its length, as a whole body's; the Date, Server and Connection: close sockact's answers all have.
+    assert headers["content-length"] == str(len(body)) and "transfer-encoding" not in headers
+    assert headers["connection"] == "close" and headers["server"] == "sockact" and headers["date"]
+    # The session is over: the app's next receive() says so.
+    server.wait_for_log("DENIED /whole websocket.disconnect 1006")
+    assert "RELEASED" not in server.output()
+    assert http_get(server.port, "/release")[2] == b"plain http"
+    server.wait_for_log("RELEASED /whole")
+    # Its access line: the app's status and body bytes, and no close code (the WebSocket never opened).
+    line = server.wait_for_log("websocket close=").split("websocket close=")[0].splitlines()[-1]
+    assert '"GET /whole HTTP/1.1" 401 19 ' in line, line
+    assert server.output().split("websocket close=")[1].startswith("- in=0 out=19 ")
+    try:
+        connect(f"ws://127.0.0.1:{server.port}/whole", open_timeout=10)
+        raise AssertionError("the handshake was accepted")
+    except InvalidStatus as exc:
+        assert exc.response.status_code == 401
+        assert exc.response.headers["X-Denied-By"] == "the test app"
+        assert exc.response.body == b"no token, no socket"
+    assert http_get(server.port, "/")[2] == b"plain http"
+
+
+def test_a_denial_body_in_parts_is_chunked_unless_the_app_gave_its_length(start_sockact, ws_library):
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    server = start_sockact("asgiapps:ws_deny", "--workers", "1", "--ws", ws_library, workers=1)
+    status, headers, body = parse_response(deny(server.port, "/parts"))
+    assert status == 401 and headers["transfer-encoding"] == "chunked" and "content-length" not in headers
+    assert body == b"5\r\none, \r\n5\r\ntwo, \r\n5\r\nthree\r\n0\r\n\r\n"  # an empty part is no chunk (no end)
+    status, headers, body = parse_response(deny(server.port, "/length"))
+    assert (status, headers["content-length"], body) == (401, "11", b"hello world")
+    assert "transfer-encoding" not in headers
+    try:
+        connect(f"ws://127.0.0.1:{server.port}/parts", open_timeout=10)
+        raise AssertionError("the handshake was accepted")
+    except InvalidStatus as exc:
+        assert exc.response.body == b"one, two, three"
+    server.wait_for_log("DENIED /length websocket.disconnect 1006")
+    # An app that returns in the middle of its denial: the client sees it cut short (no last chunk), the
+    # operator a line.
+    status, headers, body = parse_response(deny(server.port, "/cut"))
+    assert (status, headers["transfer-encoding"], body) == (401, "chunked", b"4\r\nhalf\r\n")
+    server.wait_for_log("returned in the middle of its denial response to GET /cut HTTP/1.1")
+
+
+def test_each_misuse_of_the_denial_response_is_the_apps_error_and_the_worker_serves_on(start_sockact, ws_library):
+    server = start_sockact("asgiapps:ws_deny", "--workers", "1", "--ws", ws_library, workers=1)
+    for path in MISTAKES:
+        answer = deny(server.port, path)
+        status, headers, body = parse_response(answer)
+        if path == "/start-after-accept":
+            assert status == 101 and body.endswith(CLOSE_1011), answer  # an open WebSocket's app error
+        elif path == "/start-after-close":
+            assert status == 403, answer
+        elif path == "/accept-mid-denial":
+            # Its head and first part went out: the response is cut short, which its framing shows.
+            assert status == 401 and headers["transfer-encoding"] == "chunked", answer
+            assert body == b"6\r\ndenied\r\n", answer
+        elif path.endswith("-after-end"):
+            assert (status, body) == (401, b"denied"), answer  # whole: the mistake came after it
+        else:
+            assert status == 500 and b"x-injected" not in answer.lower(), (path, answer)  # nothing of it went out
+        said = server.wait_for_log(f"application error on websocket {path!r}")
+        assert "InvalidResponse" in said.split(f"application error on websocket {path!r}")[1], path
+        assert http_get(server.port, "/")[2] == b"plain http"
+
+
+def test_a_client_that_leaves_mid_denial_stops_the_apps_sends(start_sockact, ws_library):
+    server = start_sockact("asgiapps:ws_deny", "--workers", "1", "--ws", ws_library, workers=1)
+    with ws_handshake(server.port, "/stream") as sock:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(4096)
+        assert head.startswith(b"HTTP/1.1 401 "), head
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close() resets
+    server.wait_for_log("DENIAL STOPPED: ClientDisconnected")
+    assert "application error" not in server.output()  # the client's leaving, not the app's error
+    assert http_get(server.port, "/")[2] == b"plain http"
+
+
+def test_a_denial_body_the_client_does_not_read_waits_and_the_client_is_let_go(start_sockact, ws_library):
+    server = start_sockact("asgiapps:ws_deny", "--workers", "1", "--ws", ws_library, "--send-timeout", "1",
+                           workers=1)
+    [worker] = server.workers()
+    before = memory(worker)["VmRSS"]
+    with ws_handshake(server.port, "/stream", rcvbuf=4096) as sock:
+        server.wait_for_log("the client took nothing for send_timeout (1s)")
+        server.wait_for_log("DENIAL STOPPED: ClientDisconnected")
+        answer = read_to_close(sock)
+    assert answer.startswith(b"HTTP/1.1 401 ") and len(answer) < 8 * MIB
+    peak = memory(worker)["VmHWM"]
+    assert peak - before < BOUND, f"worker grew by {(peak - before) / MIB:.0f} MiB"
+    assert http_get(server.port, "/")[2] == b"plain http"

@@ -24,6 +24,7 @@ session once the denial has ended.
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 from sockact.asgi.cycle import body_bytes, check_start
@@ -35,9 +36,17 @@ START = "websocket.http.response.start"
 BODY = "websocket.http.response.body"
 MESSAGES = frozenset({START, BODY})
 
-IDLE, STARTED, SENDING, ENDED = "IDLE", "STARTED", "SENDING", "ENDED"
+
+class DenialState(enum.Enum):
+    IDLE = "IDLE"  # nothing of a denial response yet
+    STARTED = "STARTED"  # its start taken; the head waits for the body
+    SENDING = "SENDING"  # head and part of the body given to send
+    ENDED = "ENDED"  # whole
+
+
+IDLE, STARTED, SENDING, ENDED = DenialState.IDLE, DenialState.STARTED, DenialState.SENDING, DenialState.ENDED
 # (state, what the app sent: "start", "part" (a body with more_body), "last" (the body that ends it)) -> state.
-TRANSITIONS = {
+TRANSITIONS: dict[tuple[DenialState, str], DenialState] = {
     (IDLE, "start"): STARTED,
     (STARTED, "part"): SENDING,
     (STARTED, "last"): ENDED,
@@ -60,7 +69,7 @@ class Denial:
 
     def __init__(self, engine: Connection) -> None:
         self.engine = engine  # the connection's, its upgrade request read whole
-        self.state = IDLE
+        self.state: DenialState = IDLE
         self.status = 0
         self._line = ""  # the status line, "403 Forbidden"
         self._headers: list[tuple[str, str]] = []

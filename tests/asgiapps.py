@@ -205,14 +205,19 @@ async def startup_raises(scope, receive, send) -> None:
 
 
 async def meddle(scope, receive, send) -> None:
-    """What of its scope's mutable values a request finds (keys an app may add), then adds to each of them,
-    as middleware does: a request's scope is its own, so the next request on the connection sees none of it."""
+    """What of its scope's mutable values a request finds (keys an app may add), then adds to each of them (and
+    to each extension's dict), as middleware does: a request's scope is its own, so the next request on the
+    connection sees none of it."""
     if scope["type"] == "lifespan":
         await _lifespan(scope, receive, send)
         return
-    seen = {"extensions": sorted(scope["extensions"]), "asgi": sorted(scope["asgi"]), "state": sorted(scope["state"]),
-            "headers": [name.decode() for name, _ in scope["headers"]]}
-    scope["extensions"]["meddled"] = {}
+    extensions = scope["extensions"]
+    seen = {"extensions": sorted(extensions), "asgi": sorted(scope["asgi"]), "state": sorted(scope["state"]),
+            "headers": [name.decode() for name, _ in scope["headers"]],
+            "inner": {name: sorted(value) for name, value in extensions.items()}}
+    for value in extensions.values():  # each extension's own dict, too
+        value["meddled"] = 1
+    extensions["meddled"] = {}
     scope["asgi"]["meddled"] = "1"
     scope["state"]["meddled"] = 1
     scope["headers"].append((b"meddled", b"1"))

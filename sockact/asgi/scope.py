@@ -84,10 +84,13 @@ def request_scope(base: dict[str, Any], request: Request, websocket: bool = Fals
 
 def own_dicts(scope: dict[str, Any], base: dict[str, Any]) -> None:
     """Give a request's ``scope`` its own shallow copies of the connection's dicts that an app or a middleware
-    may add to: ``state`` (the ASGI lifespan spec asks it), ``extensions`` and ``asgi``. Shared, what one
-    request added would reach the next one on the connection (``asgi``: every request of the worker)."""
+    may add to: ``state`` (the ASGI lifespan spec asks it), ``extensions`` and each extension's dict, and
+    ``asgi``. Shared, what one request added would reach the next one on the connection (``asgi``: every
+    request of the worker)."""
     scope["state"] = base["state"].copy()
-    scope["extensions"] = base["extensions"].copy()
+    scope["extensions"] = extensions = base["extensions"].copy()
+    extensions["sockact"] = extensions["sockact"].copy()  # each extension's dict is the request's own as well
+    extensions["http.response.pathsend"] = {}
     scope["asgi"] = base["asgi"].copy()
 
 
@@ -122,7 +125,9 @@ class Scopes:
         scope = self._made.copy()
         base = self.base  # own_dicts, inline: its call costs as much as its lines (callgrind, Python 3.11)
         scope["state"] = base["state"].copy()
-        scope["extensions"] = base["extensions"].copy()
+        scope["extensions"] = extensions = base["extensions"].copy()
+        extensions["sockact"] = extensions["sockact"].copy()
+        extensions["http.response.pathsend"] = {}
         scope["asgi"] = base["asgi"].copy()
         scope["headers"] = scope["headers"].copy()
         return scope

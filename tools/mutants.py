@@ -681,6 +681,10 @@ MUTANTS = (
            (UNIT + "http/test_http_rules.py::test_a_request_line_alone_gets_the_verdict_of_its_whole_head",
             UNIT + "http/test_http_engine.py::test_a_new_request_line_on_known_fields_gives_what_a_fresh_connection_"
             "gives")),
+    Mutant("request-line-alone-head-unmeasured", "sockact/http/engine.py",
+           "head.endswith(fields[0]) and len(head) <= self.limits.head:", "head.endswith(fields[0]):",
+           (UNIT + "http/test_http_engine.py::test_a_new_request_line_on_known_fields_gives_what_a_fresh_connection_"
+            "gives",)),
     Mutant("request-line-alone-unmeasured", "sockact/http/rules.py",
            "    if len(line) > limits.request_line:\n", "    if False:\n",
            (UNIT + "http/test_http_rules.py::test_a_request_line_alone_gets_the_verdict_of_its_whole_head",)),

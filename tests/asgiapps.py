@@ -288,6 +288,8 @@ WS_DENIALS = {
                 {"type": "websocket.http.response.body", "body": b"world"}],
     # The app returns after this, its denial not ended.
     "/cut": [_DENY_START, {"type": "websocket.http.response.body", "body": b"half", "more_body": True}],
+    # The app waits in receive() after this, its denial not ended, until the client leaves.
+    "/half-then-wait": [_DENY_START, {"type": "websocket.http.response.body", "body": b"half", "more_body": True}],
 }
 # What a WebSocket app sends wrong around a denial response, by path.
 _DENY_BODY = {"type": "websocket.http.response.body", "body": b"denied"}

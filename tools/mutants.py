@@ -407,6 +407,10 @@ MUTANTS = (
     # The WebSocket denial response (websocket.http.response).
     Mutant("ws-denial-not-offered", "sockact/asgi/scope.py", 'extensions["websocket.http.response"] = {}', "pass",
            (DENIAL + "test_a_denial_response_reaches_the_client_whole_then_the_connection_closes",)),
+    Mutant("ws-denial-bytes-counted-only-at-the-end", "sockact/asgi/websocket.py",
+           "        self.bytes_out = self.conn.engine.body_sent\n        if denial.ended:\n",
+           "        if denial.ended:\n            self.bytes_out = self.conn.engine.body_sent\n",
+           (DENIAL + "test_a_denial_cut_short_by_the_clients_leaving_logs_the_body_bytes_that_went_out",)),
     Mutant("ws-denial-whole-body-chunked", "sockact/asgi/denial.py", 'whole=len(body) if event == "last" else None',
            "whole=None",
            (UNIT + "test_ws_denial.py::test_a_whole_body_gets_its_length_and_the_head_waits_for_it",

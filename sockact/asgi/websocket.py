@@ -284,8 +284,10 @@ class WebSocket:
             return  # its start: the head waits for the body
         self.status = denial.status
         self.conn.write(data)
+        # Its body bytes, for the access log, as they go: the session may be over (the client left, seen by a
+        # receive(); the worker drains) before the app's end.
+        self.bytes_out = self.conn.engine.body_sent
         if denial.ended:
-            self.bytes_out = self.conn.engine.body_sent
             self._said_short()
             # The session is over: what the client sends from here on is dropped, the app's next receive()
             # says websocket.disconnect, and the connection closes once the response is out.
@@ -313,7 +315,6 @@ class WebSocket:
         if self.closed:
             return
         if self.denial.begun:  # and not ended: the client sees it cut short (its framing says so)
-            self.bytes_out = self.conn.engine.body_sent
             self.closed = True
             if not (failed or self.conn.gone):
                 log.error("conn %d: the application returned in the middle of its denial response to %s",

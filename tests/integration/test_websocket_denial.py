@@ -82,6 +82,23 @@ def test_a_denial_body_in_parts_is_chunked_unless_the_app_gave_its_length(start_
     server.wait_for_log("returned in the middle of its denial response to GET /cut HTTP/1.1")
 
 
+def test_a_denial_cut_short_by_the_clients_leaving_logs_the_body_bytes_that_went_out(start_sockact, ws_library):
+    # The app sends part of its denial, then waits in receive() until the client, which read that part,
+    # leaves: its access line counts that part, as it does for an app that returns in the middle.
+    server = start_sockact("asgiapps:ws_deny", "--workers", "1", "--ws", ws_library, "--access-logfile", "-",
+                           workers=1)
+    with ws_handshake(server.port, "/half-then-wait") as sock:
+        answer = b""
+        while not answer.endswith(b"4\r\nhalf\r\n"):
+            answer += sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 401 "), answer
+    server.wait_for_log("DENIED /half-then-wait websocket.disconnect 1006")
+    line = server.wait_for_log("websocket close=").split("websocket close=")[0].splitlines()[-1]
+    assert '"GET /half-then-wait HTTP/1.1" 401 4 ' in line, line
+    assert server.output().split("websocket close=")[1].startswith("- in=0 out=4 ")
+    assert http_get(server.port, "/")[2] == b"plain http"
+
+
 def test_each_misuse_of_the_denial_response_is_the_apps_error_and_the_worker_serves_on(start_sockact, ws_library):
     server = start_sockact("asgiapps:ws_deny", "--workers", "1", "--ws", ws_library, workers=1)
     for path in MISTAKES:

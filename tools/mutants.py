@@ -676,6 +676,10 @@ MUTANTS = (
     Mutant("wsgi-kept-environ-given-to-its-call", "sockact/wsgi/server.py",
            "            return dict(env)\n        return env", "            return env\n        return env",
            (UNIT + "test_fast_path.py::test_a_repeated_head_gets_a_fresh_environ_and_its_own_body",)),
+    Mutant("wsgi-kept-environ-outlives-another-request", "sockact/wsgi/server.py",
+           "self._environ_of = request if kept else None", "self._environ_of = request if kept else self._environ_of",
+           (INTEG + "test_proxy.py::test_a_repeated_head_after_a_chunked_request_is_logged_with_its_own_forwarded_"
+            "client",)),
     Mutant("asgi-new-scope-given-and-kept", "sockact/asgi/scope.py",
            "self._made = {}\n            return request_scope(self.base, request, trust=self.trust)",
            "self._made = made = request_scope(self.base, request, trust=self.trust)\n            return made",

@@ -269,7 +269,6 @@ class HTTPConnection:
             # given to the app itself. What its line and fields give is the last such request's on the
             # listener when it is the same request (the engine gives a new connection the one the last parsed
             # for the same head): then the connection's own environ, updated, is the request's, and no copy.
-            self._environ_of = None
             env, site = self.env, self.site
             scheme, root = env["wsgi.url_scheme"], env["SCRIPT_NAME"]
             last = _last_close.get(id(site))
@@ -304,8 +303,11 @@ class HTTPConnection:
             entry = self.log_entry
             if entry is not None:
                 entry.renew(request, text, request.headers)  # the access line's text: decoded once
+        # Only the request whose environ is kept here may copy it: another one since (a chunked request, never
+        # given again, leaves the engine's last request as it was) has set _has_body and the access line's client.
+        self._environ_of = request if kept else None
         if kept:
-            self._environ_of, self._environ = request, env
+            self._environ = env
             return dict(env)
         return env
 

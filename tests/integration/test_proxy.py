@@ -118,6 +118,27 @@ def test_close_clients_with_one_head_each_see_and_log_their_own_client(start_soc
     assert named[-4:] == [client for client, _ in clients]
 
 
+def test_a_repeated_head_after_a_chunked_request_is_logged_with_its_own_forwarded_client(start_sockact):
+    """A keep-alive client through a trusted proxy: a head that came twice (its environ kept), a chunked
+    request for another client (never kept, so the engine's last head stays the first), then the first head
+    again: each access line names its own request's client, none the one before."""
+    server = start_sockact("testapps:whoami", "--workers", "1", "--access-logfile", "-", workers=1)
+    repeated = b"GET /again HTTP/1.1\r\nHost: test\r\nX-Forwarded-For: 198.51.100.7\r\n\r\n"
+    chunked = (b"POST /chunked HTTP/1.1\r\nHost: test\r\nX-Forwarded-For: 203.0.113.8\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    client = KeepAliveClient(server.port)
+    try:
+        for head in (repeated, repeated, chunked, repeated):
+            client.sock.sendall(head)
+            assert client.read_response()[0] == 200
+    finally:
+        client.close()
+    server.waiting(lambda: server.output().count('"GET /again HTTP/1.1" 200') == 3, "the access lines")
+    lines = [line for line in server.output().splitlines() if "/again HTTP/1.1" in line or "/chunked" in line]
+    named = [line.split(" - - [")[0].rsplit(None, 1)[-1] for line in lines]
+    assert named == ["198.51.100.7", "198.51.100.7", "203.0.113.8", "198.51.100.7"], lines
+
+
 def test_a_missing_or_malformed_header_closes_with_one_log_line(start_sockact):
     server = start_proxied(start_sockact, mode="v2")
     assert request(server.port, b"") == b""  # plain HTTP: no header

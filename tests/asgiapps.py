@@ -231,14 +231,19 @@ async def no_lifespan(scope, receive, send) -> None:
 
 
 async def ws_echo(scope, receive, send) -> None:
-    """A WebSocket echo; /reject closes before accepting; the text "raise" makes the app fail; the code
-    of each disconnect is printed."""
+    """A WebSocket echo; /reject closes before accepting, /deny answers the handshake with a 401 of its own;
+    the text "raise" makes the app fail, "close N" closes with code N; the code of each disconnect is
+    printed."""
     if scope["type"] != "websocket":
         await _respond(send, b"plain http", ctype=b"text/plain")
         return
     assert (await receive())["type"] == "websocket.connect"
     if scope["path"] == "/reject":
         await send({"type": "websocket.close"})
+        return
+    if scope["path"] == "/deny":
+        for message in WS_DENIALS["/whole"]:
+            await send(message)
         return
     await send({"type": "websocket.accept", "subprotocol": (scope["subprotocols"] or [None])[0]})
     while True:
@@ -248,6 +253,9 @@ async def ws_echo(scope, receive, send) -> None:
             return
         if message.get("text") == "raise":
             raise RuntimeError("the app failed on an open websocket")
+        if (message.get("text") or "").startswith("close "):
+            await send({"type": "websocket.close", "code": int(message["text"].split()[1])})
+            return
         if message.get("text") is not None:
             await send({"type": "websocket.send", "text": message["text"]})
         else:

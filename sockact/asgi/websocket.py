@@ -43,6 +43,7 @@ from sockact.errors import InvalidResponse
 from sockact.http.limits import RECV_SIZE
 from sockact.http.logline import quoted_request_line
 from sockact.http.responses import length_missed
+from sockact.ipc.tally import TallyWriter, ws_end
 
 log = logging.getLogger("sockact.http")
 
@@ -81,9 +82,10 @@ class WebSocket:
     """One WebSocket: the ``receive`` and ``send`` its app is given, and what the access log says of it."""
 
     def __init__(self, conn: AsgiConnection, scope: dict[str, Any], library: Callable[[bytes, int], WsProtocol],
-                 max_size: int) -> None:
+                 max_size: int, tally: TallyWriter | None = None) -> None:
         self.conn = conn
         self.scope = scope
+        self.tally = tally  # the worker's counts for the metrics: the session's open and end; None: none kept
         self.started = time.perf_counter()  # for the access log
         self.max_size = max_size
         head = conn.engine.unparsed()  # the upgrade request's head, and any frames after it
@@ -233,6 +235,8 @@ class WebSocket:
             self._flush()
             self.accepted = True
             self.status = 101
+            if self.tally is not None:
+                self.tally.ws_opened(self.conn.msg.listener)
             return
         if kind == "websocket.close":
             if self.closed:
@@ -327,6 +331,14 @@ class WebSocket:
             self._flush()
             self.closed = True
 
+    def count_end(self) -> None:
+        """Count how the session ended, once the app is done with it (the metrics)."""
+        if self.tally is not None:
+            end = ws_end(self.accepted, self.close_code, self.denial.state is not IDLE, self.status,
+                         self.conn.gone or self.conn.eof)
+            self.tally.ws_ended(self.conn.msg.listener, end,
+                                time.perf_counter() - self.started if self.accepted else None)
+
     def close_going_away(self) -> None:
         """The worker drains: close with 1001, and the app's next receive() says so."""
         if self.closed:
@@ -355,9 +367,11 @@ def release_memory(ws: WebSocket) -> None:
 
 async def serve_websocket(conn: AsgiConnection, scope: dict[str, Any], app: Any,
                           sessions: dict[AsgiConnection, WebSocket], library: Callable[[bytes, int], WsProtocol],
-                          max_size: int) -> WebSocket:
-    """Run the app for one WebSocket until it returns; the caller closes the connection."""
-    ws = WebSocket(conn, scope, library, max_size)
+                          max_size: int, tally: TallyWriter | None) -> WebSocket:
+    """Run the app for one WebSocket until it returns; the caller closes the connection. ``tally``: where the
+    session is counted, if the metrics are kept; a handshake the library refused never reached the app, and
+    is not."""
+    ws = WebSocket(conn, scope, library, max_size, tally)
     if ws.closed:
         return ws  # the handshake was refused; the app never hears of it
     sessions[conn] = ws
@@ -373,4 +387,5 @@ async def serve_websocket(conn: AsgiConnection, scope: dict[str, Any], app: Any,
     finally:
         sessions.pop(conn, None)
     ws.end(failed)
+    ws.count_end()
     return ws

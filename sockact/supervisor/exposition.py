@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from sockact.ipc.tally import CLASSES, DURATION_BUCKETS, METHODS
+from sockact.ipc.tally import CLASSES, DURATION_BUCKETS, METHODS, WS_DURATION_BUCKETS, WS_ENDS
 from sockact.supervisor.metrics import Snapshot
 
 MISSING = ("metrics need the Python module prometheus_client, which is not installed "
@@ -65,6 +65,7 @@ class _Collector:
         yield requests
         yield duration
         yield _gauge("sockact_requests_in_flight", "App calls running now, in all workers.", s.in_flight)
+        yield from self._websockets()
         yield _by(GaugeMetricFamily, "sockact_app_threads", "WSGI app threads alive now, in all workers: busy "
                   "(in an app call) or idle.", "state", s.app_threads)
         yield _gauge("sockact_app_threads_max", "The most app threads the workers alive may run (max_threads, "
@@ -100,6 +101,32 @@ class _Collector:
         yield _counter("sockact_watchdog_pings", "WATCHDOG=1 notifications sent to systemd.", s.watchdog_pings)
         yield _gauge("sockact_start_time_seconds", "When the supervisor started, in seconds since the epoch.",
                      s.start_time)
+
+    def _websockets(self) -> Iterator[Any]:
+        """The WebSocket sessions: open now (every app listener, 0 included: a gauge that vanishes reads as
+        stale), ended by how, and their durations (label sets once seen)."""
+        s, layout = self.s, self.s.layout
+        open_now = GaugeMetricFamily("sockact_websockets_open", "WebSocket sessions open now (accepted, not "
+                                     "ended), in all workers, by listener.", labels=["listener"])
+        ended = CounterMetricFamily(
+            "sockact_websockets_ended", "WebSocket sessions ended, by listener and how: the close code (app: "
+            "3000-4999, other: any other), or denied, rejected (403), error (500) before it opened, or lost "
+            "with its worker.", labels=["listener", "close"])
+        duration = HistogramMetricFamily(
+            "sockact_websocket_duration_seconds", "Length of the WebSocket sessions that opened, from the "
+            "handshake to their end.", labels=["listener"])
+        for index, name in s.listeners.items():
+            open_now.add_metric([name], s.tally[layout.ws_open_cell(index)])
+            for e, end in enumerate(WS_ENDS):
+                if value := s.tally[layout.ws_end_cell(index, e)]:
+                    ended.add_metric([name, end], value)
+            cells = [s.tally[layout.ws_bucket_cell(index, b)] for b in range(layout.ws_buckets)]
+            if any(cells):
+                duration.add_metric([name], _buckets(WS_DURATION_BUCKETS, cells),
+                                    s.tally[layout.ws_sum_cell(index)] / 1e6)
+        yield open_now
+        yield ended
+        yield duration
 
 
 def _buckets(bounds: Sequence[float], counts: Sequence[int]) -> list[tuple[str, float]]:

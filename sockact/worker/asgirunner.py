@@ -493,7 +493,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
         self._ws_started(conn, request)
         scope = request_scope(conn.scope, request, websocket=True, trust=conn.trust)
         task = self.loop.create_task(serve_websocket(conn, scope, conn.site.app, self.websockets, self._ws_library,
-                                                     self.ws_max_size))
+                                                     self.ws_max_size, self.tally))
         task.add_done_callback(lambda t: self._locked(self._after_websocket, conn, request, t))
 
     def _after_websocket(self, conn: AsgiConnection, request: Request, task: asyncio.Task[Any]) -> None:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from sockact.ipc.tally import Tally
+from sockact.ipc.tally import Tally, ws_end
 from sockact.policy.states import WorkerState
 from sockact.supervisor.metrics import HANDOFF_BUCKETS, Histogram, Snapshot, count_states, restart_reason
 
@@ -39,6 +39,10 @@ def snapshot() -> Snapshot:
     writer = tally.writer(0, 0)
     writer.record(0, b"GET", 200, 0.002)
     writer.record(0, b"GET", 404, 0.2)
+    for _ in range(3):
+        writer.ws_opened(0)
+    writer.ws_ended(0, ws_end(True, 1000, False, 101, False), 2.5)
+    writer.ws_ended(0, ws_end(False, 1006, True, 401, False), None)
     writer.flush()
     handoff = Histogram(HANDOFF_BUCKETS)
     handoff.observe(0.0001)
@@ -90,3 +94,12 @@ def test_the_exposition_reads_back_with_prometheus_clients_parser():
     assert get("sockact_worker_memory_bytes", worker="0", pid="101") == 52428800
     assert get("sockact_worker_memory_bytes", worker="3", pid="104") == 1 << 30
     assert get("sockact_worker_cpu_seconds_total", worker="0", pid="101") == 1.5
+    # WebSocket sessions: three opened, one of them ended with 1000; one denied, which never opened.
+    assert get("sockact_websockets_open", listener="http") == 2
+    assert get("sockact_websockets_ended_total", listener="http", close="1000") == 1
+    assert get("sockact_websockets_ended_total", listener="http", close="denied") == 1
+    assert ("sockact_websockets_ended_total", (("close", "1001"), ("listener", "http"))) not in samples
+    assert get("sockact_websocket_duration_seconds_bucket", listener="http", le="1.0") == 0
+    assert get("sockact_websocket_duration_seconds_bucket", listener="http", le="10.0") == 1
+    assert get("sockact_websocket_duration_seconds_count", listener="http") == 1  # the opened one alone
+    assert get("sockact_websocket_duration_seconds_sum", listener="http") == pytest.approx(2.5)

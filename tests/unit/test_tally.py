@@ -1,7 +1,9 @@
 """The workers' request tally: cells written by app threads, summed and kept by the supervisor."""
 
+import pytest
+
 from sockact.ipc.scoreboard import MAX_THREADS
-from sockact.ipc.tally import CLASSES, DURATION_BUCKETS, METHODS, Tally
+from sockact.ipc.tally import CLASSES, DURATION_BUCKETS, METHODS, WS_DURATION_BUCKETS, WS_ENDS, Tally, ws_end
 
 
 def request_count(tally: Tally, cells: list[int], listener: int, method: str, klass: str) -> int:
@@ -76,4 +78,75 @@ def test_each_retired_worker_adds_to_the_totals():
         tally.retire(0, threads=1)
     tally.clear(0)
     assert request_count(tally, tally.total([(0, 1)]), 0, "GET", "2xx") == 9
+    tally.close()
+
+
+def ended(tally: Tally, cells: list[int], listener: int, how: str) -> int:
+    return cells[tally.layout.ws_end_cell(listener, WS_ENDS.index(how))]
+
+
+@pytest.mark.parametrize(("opened", "code", "denied", "status", "client_left", "how"), [
+    (True, 1000, False, 101, False, "1000"),
+    (True, 1001, False, 101, False, "1001"),
+    (True, 1005, False, 101, False, "1005"),  # a close frame without a code
+    (True, 1006, False, 101, True, "1006"),  # the client went away without one
+    (True, 1011, False, 101, False, "1011"),
+    (True, 3000, False, 101, False, "app"),
+    (True, 4999, False, 101, False, "app"),
+    (True, 1012, False, 101, False, "other"),  # IANA's, past RFC 6455
+    (True, 1004, False, 101, False, "other"),  # reserved
+    (True, 5000, False, 101, False, "other"),
+    (True, 65535, False, 101, False, "other"),
+    (False, 1006, True, 401, False, "denied"),
+    (False, 1006, True, 0, True, "denied"),  # the client left before the denial's head went out
+    (False, 1006, False, 403, False, "rejected"),
+    (False, 1006, False, 403, True, "rejected"),
+    (False, 1006, False, 500, False, "error"),  # the app failed before it answered the handshake
+    (False, 1006, False, 500, True, "1006"),  # the client left before the handshake was answered
+])
+def test_how_a_websocket_ended_is_one_of_a_bounded_set(opened, code, denied, status, client_left, how):
+    assert WS_ENDS[ws_end(opened, code, denied, status, client_left)] == how
+
+
+def test_a_websocket_is_open_from_its_accept_to_its_end_and_counted_by_how_it_ended():
+    tally = Tally(slots=2, listeners=2)
+    layout = tally.layout
+    writer = tally.writer(1, 0)
+    writer.ws_opened(1)
+    writer.ws_opened(1)
+    writer.flush()
+    cells = tally.read(1, threads=1)
+    assert cells[layout.ws_open_cell(1)] == 2 and cells[layout.ws_open_cell(0)] == 0
+    writer.ws_ended(1, WS_ENDS.index("app"), 42.0)
+    writer.ws_ended(1, WS_ENDS.index("rejected"), None)  # never opened: the open count stays
+    writer.flush()
+    cells = tally.read(1, threads=1)
+    assert cells[layout.ws_open_cell(1)] == 1
+    assert ended(tally, cells, 1, "app") == 1 and ended(tally, cells, 1, "rejected") == 1
+    assert cells[layout.ws_bucket_cell(1, WS_DURATION_BUCKETS.index(60.0))] == 1  # 42 s: le=60
+    assert sum(cells[layout.ws_bucket_cell(1, 0):layout.ws_bucket_cell(1, layout.ws_buckets)]) == 1
+    assert cells[layout.ws_sum_cell(1)] == 42_000_000 and cells[layout.sum_cell(1)] == 0
+    assert sum(cells[:layout.stride]) == 0  # listener 0 saw nothing
+    tally.close()
+
+
+def test_a_dead_workers_open_websockets_leave_the_open_count_as_lost():
+    tally = Tally(slots=2, listeners=1)
+    layout = tally.layout
+    for slot in (0, 1):
+        writer = tally.writer(slot, 0)
+        for _ in range(3):
+            writer.ws_opened(0)
+        writer.ws_ended(0, WS_ENDS.index("1000"), 1.0)
+        writer.flush()
+    assert tally.total([(0, 1), (1, 1)])[layout.ws_open_cell(0)] == 4
+    tally.retire(0, threads=1)  # killed with two sessions open
+    tally.clear(0)
+    total = tally.total([(1, 1)])
+    assert total[layout.ws_open_cell(0)] == 2  # the live worker's alone
+    assert ended(tally, total, 0, "lost") == 2
+    assert ended(tally, total, 0, "1000") == 2  # the dead worker's ended sessions are still counted
+    tally.retire(1, threads=1)
+    assert tally.total([])[layout.ws_open_cell(0)] == 0
+    assert ended(tally, tally.total([]), 0, "lost") == 4
     tally.close()

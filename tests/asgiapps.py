@@ -321,20 +321,57 @@ _RELEASE: list[asyncio.Event] = []  # what ws_deny's /whole waits for once denie
 STREAM_CAP = 192 * 1024 * 1024  # bytes: /stream's body ends here, so that a worker without backpressure stops
 
 
+# ws_deny's paths whose response, an HTTP one or a denial, waits in receive() between two messages: the
+# first part of the body and the rest, or the start and the body.
+_AROUND_A_RECEIVE = {"/half-close": (b"first, ", b"second"), "/start-then-wait": (None, b"late")}
+
+
+async def _around_a_receive(path: str, receive, send, prefix: str) -> None:
+    """The response _AROUND_A_RECEIVE names for ``path``, as ``prefix`` messages (http.response or
+    websocket.http.response); what receive() said, and a send that raised, are printed."""
+    first, rest = _AROUND_A_RECEIVE[path]
+    await send({**_DENY_START, "type": f"{prefix}.start"})
+    print(f"AROUND {prefix} {path} started", flush=True)
+    if first is not None:
+        await send({"type": f"{prefix}.body", "body": first, "more_body": True})
+    message = await receive()
+    while message["type"] == "http.request":  # an HTTP request's (empty) body first
+        message = await receive()
+    print(f"AROUND {prefix} {path} {message['type']}", flush=True)
+    try:
+        await send({"type": f"{prefix}.body", "body": rest})
+    except OSError as exc:
+        print(f"AROUND {prefix} {path} {type(exc).__name__}", flush=True)
+
+
 async def ws_deny(scope, receive, send) -> None:
     """Denies a WebSocket with the response WS_DENIALS names for its path, then prints the disconnect its
     next receive() gets (/whole then waits for a plain request to /release, and says so); WS_DENIAL_MISTAKES'
     paths send those messages; /stream streams its denial's body (up to STREAM_CAP) until its send raises
-    (the client left), and prints the exception; plain HTTP: "plain http"."""
+    (the client left), and prints the exception; _AROUND_A_RECEIVE's paths wait in receive() in the middle
+    of their response (plain HTTP too); /close-after-disconnect and /return-after-disconnect wait in
+    receive() before they answer the handshake, then close, or return; plain HTTP: "plain http"."""
     if not _RELEASE:
         _RELEASE.append(asyncio.Event())
     if scope["type"] != "websocket":
         if scope.get("path") == "/release":
             _RELEASE[0].set()
+        if scope.get("path") in _AROUND_A_RECEIVE:
+            await _around_a_receive(scope["path"], receive, send, "http.response")
+            return
         await _respond(send, b"plain http", ctype=b"text/plain")
         return
     assert scope["extensions"]["websocket.http.response"] == {} and "http.response.pathsend" not in scope["extensions"]
     assert (await receive())["type"] == "websocket.connect"
+    if scope["path"] in _AROUND_A_RECEIVE:
+        await _around_a_receive(scope["path"], receive, send, "websocket.http.response")
+        return
+    if scope["path"] in ("/close-after-disconnect", "/return-after-disconnect"):
+        message = await receive()  # the client's half-close ends it: websocket.disconnect
+        print(f"UNANSWERED {scope['path']} {message['type']}", flush=True)
+        if scope["path"] == "/close-after-disconnect":
+            await send({"type": "websocket.close"})
+        return
     if scope["path"] == "/stream":
         await send(_DENY_START)
         piece = b"tick\n" * 1000

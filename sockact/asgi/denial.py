@@ -83,6 +83,11 @@ class Denial:
     def ended(self) -> bool:
         return self.state is ENDED
 
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """The app's headers, checked, from its start on (the access log's ``{name}o`` atoms); else none."""
+        return self._headers
+
     def send(self, kind: str, message: dict[str, Any]) -> bytes:
         """The app's message ``kind``: the bytes to send for it (b"" for a start, whose head waits for the
         body). Raises InvalidResponse for a message out of turn, a bad status, headers or body; the state

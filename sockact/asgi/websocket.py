@@ -239,11 +239,10 @@ class WebSocket:
                 self.tally.ws_opened(self.conn.msg.listener)
             return
         if kind == "websocket.close":
-            if self.closed:
-                return
             if not self.accepted:
-                self._refuse(403)  # RFC 6455 4.2.2: the handshake is refused
-            else:
+                if not self._unanswerable():
+                    self._refuse(403)  # RFC 6455 4.2.2: the handshake is refused
+            elif not self.closed:
                 # Checked before the session counts as closed: a bad one is the app's error (logged, and
                 # closed with 1011), where the library's refusal came after and the client got no frame.
                 code, reason = _close_frame(message)
@@ -281,12 +280,17 @@ class WebSocket:
         if denial.state is IDLE and (self.accepted or self.status):
             raise InvalidResponse(f"{kind} after the handshake was answered ({self.status}): a denial response "
                                   "comes instead of websocket.accept or websocket.close")
-        if not denial.ended and (self.closed or self.conn.gone):
+        # Refused once the client is gone, or sockact closes the connection (a drain): not when the client
+        # only half-closed (a receive() said websocket.disconnect), as an HTTP response goes on to a client
+        # that still reads.
+        if not denial.ended and (self.conn.gone or self.conn.closing_at):
             raise ClientDisconnected(f"conn {self.conn.msg.conn_id}: the client has gone")
         data = denial.send(kind, message)
+        # The app's status from its start on, as an HTTP response's: the line says it even when the head
+        # never went out (the client left before the body came).
+        self.status = denial.status
         if not data:
             return  # its start: the head waits for the body
-        self.status = denial.status
         self.conn.write(data)
         # Its body bytes, for the access log, as they go: the session may be over (the client left, seen by a
         # receive(); the worker drains) before the app's end.
@@ -315,26 +319,35 @@ class WebSocket:
         self._flush()
 
     def end(self, failed: bool) -> None:
-        """The app returned (or raised): end the session the way the app left it."""
-        if self.closed:
-            return
-        if self.denial.begun:  # and not ended: the client sees it cut short (its framing says so)
+        """The app returned (or raised): end the session the way the app left it. As an HTTP call's end: a
+        client that only half-closed (its receive() said websocket.disconnect) is still answered, one that
+        has gone is not."""
+        denial = self.denial
+        if denial.begun and not denial.ended:  # the client sees it cut short (its framing says so)
             self.closed = True
             if not (failed or self.conn.gone):
                 log.error("conn %d: the application returned in the middle of its denial response to %s",
                           self.conn.msg.conn_id, self._line())
-        elif not self.accepted:
-            self._refuse(500)
+        elif self.accepted:
+            if not self.closed:
+                self.close_code = UNEXPECTED if failed else 1000  # RFC 6455 7.4.1
+                self.proto.close(self.close_code)
+                self._flush()
+                self.closed = True
+        elif not (denial.ended or self._unanswerable()):
+            self._refuse(500)  # the handshake got no answer (or a denial's start, and no body)
         else:
-            self.close_code = UNEXPECTED if failed else 1000  # RFC 6455 7.4.1
-            self.proto.close(self.close_code)
-            self._flush()
             self.closed = True
+
+    def _unanswerable(self) -> bool:
+        """The handshake, not accepted, is answered already (400, 403) or cannot be: the client is gone, or
+        sockact closes the connection (a drain)."""
+        return self.status in (400, 403) or self.conn.gone or bool(self.conn.closing_at)
 
     def count_end(self) -> None:
         """Count how the session ended, once the app is done with it (the metrics)."""
         if self.tally is not None:
-            end = ws_end(self.accepted, self.close_code, self.denial.state is not IDLE, self.status,
+            end = ws_end(self.accepted, self.close_code, self.denial.begun, self.status,
                          self.conn.gone or self.conn.eof)
             self.tally.ws_ended(self.conn.msg.listener, end,
                                 time.perf_counter() - self.started if self.accepted else None)

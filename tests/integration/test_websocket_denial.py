@@ -147,3 +147,66 @@ def test_a_denial_body_the_client_does_not_read_waits_and_the_client_is_let_go(s
     peak = memory(worker)["VmHWM"]
     assert peak - before < BOUND, f"worker grew by {(peak - before) / MIB:.0f} MiB"
     assert http_get(server.port, "/")[2] == b"plain http"
+
+
+def around_a_receive(port: int, path: str, websocket: bool) -> socket.socket:
+    """A raw socket that has sent asgiapps.ws_deny a request for ``path``: a WebSocket handshake, or a plain
+    request (which the app answers as it does the handshake, with an HTTP response)."""
+    if websocket:
+        return ws_handshake(port, path)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+    return sock
+
+
+def test_a_client_that_half_closes_mid_denial_reads_it_whole_as_it_does_an_http_response(start_sockact,
+                                                                                          ws_library):
+    # The app sends the first part, then waits in receive(), which the client's half-close ends (disconnect),
+    # then sends the rest: a client that still reads gets it, a denial's as an HTTP response's. Their access
+    # lines say the same, the response's header fields included.
+    server = start_sockact("asgiapps:ws_deny", "--workers", "1", "--ws", ws_library, "--access-logfile", "-",
+                           "--access-logformat", '"%(r)s" %(s)s %(b)s %({content-type}o)s %({x-denied-by}o)s',
+                           workers=1)
+    for websocket, kind in ((True, "websocket.http.response"), (False, "http.response")):
+        with around_a_receive(server.port, "/half-close", websocket) as sock:
+            answer = b""
+            while not answer.endswith(b"first, \r\n"):
+                answer += sock.recv(4096)
+            sock.shutdown(socket.SHUT_WR)
+            answer += read_to_close(sock)
+        server.wait_for_log(f"AROUND {kind} /half-close {kind.split('.')[0]}.disconnect")
+        status, headers, body = parse_response(answer)
+        assert (status, headers["transfer-encoding"]) == (401, "chunked"), answer
+        assert body == b"7\r\nfirst, \r\n6\r\nsecond\r\n0\r\n\r\n", (kind, answer)
+    assert "ClientDisconnected" not in server.output()
+    server.waiting(lambda: server.output().count('"GET /half-close HTTP/1.1" 401 13 text/plain the test app') == 2,
+                   "both access lines, whole and with the app's fields")
+
+
+def test_a_denial_whose_head_never_went_out_logs_the_apps_status_as_an_http_response_does(start_sockact,
+                                                                                          ws_library):
+    # The app's start is taken (its head waits for the body); the client resets the connection before the
+    # body comes, and the app's send of it raises. The line has the app's status and no body bytes.
+    server = start_sockact("asgiapps:ws_deny", "--workers", "1", "--ws", ws_library, "--access-logfile", "-",
+                           workers=1)
+    for websocket, kind in ((True, "websocket.http.response"), (False, "http.response")):
+        with around_a_receive(server.port, "/start-then-wait", websocket) as sock:
+            server.wait_for_log(f"AROUND {kind} /start-then-wait started")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close() resets
+        server.wait_for_log(f"AROUND {kind} /start-then-wait ClientDisconnected")
+    server.waiting(lambda: server.output().count('"GET /start-then-wait HTTP/1.1" 401 - ') == 2,
+                   "both access lines, with the app's status")
+    assert "application error" not in server.output()  # the client's leaving, not the app's error
+
+
+def test_a_handshake_answered_after_a_half_close_still_reaches_the_client(start_sockact, ws_library):
+    # The app waits in receive() before it answers the handshake; the client's half-close ends the wait
+    # (websocket.disconnect). Its close then refuses the handshake (403), and its return without an answer
+    # is a 500, as an HTTP call's is: the client still reads.
+    server = start_sockact("asgiapps:ws_deny", "--workers", "1", "--ws", ws_library, workers=1)
+    for path, status in (("/close-after-disconnect", 403), ("/return-after-disconnect", 500)):
+        with ws_handshake(server.port, path) as sock:
+            sock.shutdown(socket.SHUT_WR)
+            answer = read_to_close(sock)
+        server.wait_for_log(f"UNANSWERED {path} websocket.disconnect")
+        assert parse_response(answer)[0] == status, (path, answer)

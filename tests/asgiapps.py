@@ -296,6 +296,8 @@ WS_DENIALS = {
                 {"type": "websocket.http.response.body", "body": b"world"}],
     # The app returns after this, its denial not ended.
     "/cut": [_DENY_START, {"type": "websocket.http.response.body", "body": b"half", "more_body": True}],
+    # The app returns after this start, with no body: a 500 (its status is not sockact's own refusal's).
+    "/start-403-only": [{**_DENY_START, "status": 403}],
     # The app waits in receive() after this, its denial not ended, until the client leaves.
     "/half-then-wait": [_DENY_START, {"type": "websocket.http.response.body", "body": b"half", "more_body": True}],
 }
@@ -385,7 +387,7 @@ async def ws_deny(scope, receive, send) -> None:
         return
     for message in WS_DENIALS.get(scope["path"]) or WS_DENIAL_MISTAKES[scope["path"]]:
         await send(message)
-    if scope["path"] == "/cut":
+    if scope["path"] in ("/cut", "/start-403-only"):
         return
     message = await receive()
     print(f"DENIED {scope['path']} {message['type']} {message.get('code')}", flush=True)

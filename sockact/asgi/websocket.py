@@ -339,15 +339,20 @@ class WebSocket:
         else:
             self.closed = True
 
+    @property
+    def _refused(self) -> bool:
+        """The handshake was refused: a 400 (the library's) or a 403 (the app's close), not a denial's status."""
+        return self.status in (400, 403) and self.denial.state is IDLE
+
     def _unanswerable(self) -> bool:
-        """The handshake, not accepted, is answered already (400, 403) or cannot be: the client is gone, or
+        """The handshake, not accepted, is refused already or cannot be answered: the client is gone, or
         sockact closes the connection (a drain)."""
-        return self.status in (400, 403) or self.conn.gone or bool(self.conn.closing_at)
+        return self._refused or self.conn.gone or bool(self.conn.closing_at)
 
     def count_end(self) -> None:
         """Count how the session ended, once the app is done with it (the metrics)."""
         if self.tally is not None:
-            end = ws_end(self.accepted, self.close_code, self.denial.begun, self.status,
+            end = ws_end(self.accepted, self.close_code, self.denial.begun, self._refused,
                          self.conn.gone or self.conn.eof)
             self.tally.ws_ended(self.conn.msg.listener, end,
                                 time.perf_counter() - self.started if self.accepted else None)

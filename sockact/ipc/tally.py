@@ -44,8 +44,8 @@ DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 # 3000-4999 (libraries' and apps' own), "other" for any other. One that never opened: "denied" (the app
 # answered the handshake with an HTTP response of its own), "rejected" (the app closed it before accepting:
 # a 403), "error" (the app failed, or returned, before it answered the handshake: a 500), or 1006 when the
-# client left before the handshake was answered; "lost": its worker exited while it was open. A bounded
-# set, whatever the client or the app send.
+# client left before the handshake was answered, 1001 when the worker drained first; "lost": its worker
+# exited while it was open. A bounded set, whatever the client or the app send.
 WS_CODES = (1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1010, 1011)
 WS_ENDS = (*(str(code) for code in WS_CODES), "app", "other", "denied", "rejected", "error", "lost")
 _WS_CODE_INDEX = {code: i for i, code in enumerate(WS_CODES)}
@@ -54,10 +54,11 @@ WS_APP, WS_OTHER, WS_DENIED, WS_REJECTED, WS_ERROR, WS_LOST = range(len(WS_CODES
 WS_DURATION_BUCKETS = (0.1, 1.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 10800.0, 43200.0, 86400.0)
 
 
-def ws_end(opened: bool, code: int, denied: bool, status: int, client_left: bool) -> int:
+def ws_end(opened: bool, code: int, denied: bool, rejected: bool, client_left: bool) -> int:
     """How a session ended, as an index in WS_ENDS: ``code`` is its close code if it ``opened`` (the app
-    accepted it); else ``denied`` (a denial response began), ``status`` the handshake's answer, and
-    ``client_left`` whether the client went away before it."""
+    accepted it). One that did not: ``denied`` (a denial response went out, in part at least),
+    ``rejected`` (the app closed it: a 403), ``client_left`` (the client went away before an answer); or
+    else its worker drained first (``code`` 1001), or the app failed to answer (a 500)."""
     if opened:
         index = _WS_CODE_INDEX.get(code)
         if index is not None:
@@ -65,9 +66,11 @@ def ws_end(opened: bool, code: int, denied: bool, status: int, client_left: bool
         return WS_APP if 3000 <= code < 5000 else WS_OTHER
     if denied:
         return WS_DENIED
-    if status == 403:
+    if rejected:
         return WS_REJECTED
-    return _WS_CODE_INDEX[1006] if client_left else WS_ERROR
+    if client_left:
+        return _WS_CODE_INDEX[1006]
+    return _WS_CODE_INDEX[1001] if code == 1001 else WS_ERROR
 
 
 _CELL = 8  # bytes: one unsigned 64-bit count

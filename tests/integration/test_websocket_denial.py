@@ -80,6 +80,8 @@ def test_a_denial_body_in_parts_is_chunked_unless_the_app_gave_its_length(start_
     status, headers, body = parse_response(deny(server.port, "/cut"))
     assert (status, headers["transfer-encoding"], body) == (401, "chunked", b"4\r\nhalf\r\n")
     server.wait_for_log("returned in the middle of its denial response to GET /cut HTTP/1.1")
+    # One that returns after its start alone gets a 500, whatever the status it gave (a 403 too).
+    assert parse_response(deny(server.port, "/start-403-only"))[0] == 500
 
 
 def test_a_denial_cut_short_by_the_clients_leaving_logs_the_body_bytes_that_went_out(start_sockact, ws_library):

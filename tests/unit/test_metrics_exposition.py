@@ -41,8 +41,8 @@ def snapshot() -> Snapshot:
     writer.record(0, b"GET", 404, 0.2)
     for _ in range(3):
         writer.ws_opened(0)
-    writer.ws_ended(0, ws_end(True, 1000, False, 101, False), 2.5)
-    writer.ws_ended(0, ws_end(False, 1006, True, 401, False), None)
+    writer.ws_ended(0, ws_end(True, 1000, False, False, False), 2.5)
+    writer.ws_ended(0, ws_end(False, 1006, True, False, False), None)
     writer.flush()
     handoff = Histogram(HANDOFF_BUCKETS)
     handoff.observe(0.0001)

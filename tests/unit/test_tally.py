@@ -85,27 +85,28 @@ def ended(tally: Tally, cells: list[int], listener: int, how: str) -> int:
     return cells[tally.layout.ws_end_cell(listener, WS_ENDS.index(how))]
 
 
-@pytest.mark.parametrize(("opened", "code", "denied", "status", "client_left", "how"), [
-    (True, 1000, False, 101, False, "1000"),
-    (True, 1001, False, 101, False, "1001"),
-    (True, 1005, False, 101, False, "1005"),  # a close frame without a code
-    (True, 1006, False, 101, True, "1006"),  # the client went away without one
-    (True, 1011, False, 101, False, "1011"),
-    (True, 3000, False, 101, False, "app"),
-    (True, 4999, False, 101, False, "app"),
-    (True, 1012, False, 101, False, "other"),  # IANA's, past RFC 6455
-    (True, 1004, False, 101, False, "other"),  # reserved
-    (True, 5000, False, 101, False, "other"),
-    (True, 65535, False, 101, False, "other"),
-    (False, 1006, True, 401, False, "denied"),
-    (False, 1006, True, 0, True, "denied"),  # the client left before the denial's head went out
-    (False, 1006, False, 403, False, "rejected"),
-    (False, 1006, False, 403, True, "rejected"),
-    (False, 1006, False, 500, False, "error"),  # the app failed before it answered the handshake
-    (False, 1006, False, 500, True, "1006"),  # the client left before the handshake was answered
+@pytest.mark.parametrize(("opened", "code", "denied", "rejected", "client_left", "how"), [
+    (True, 1000, False, False, False, "1000"),
+    (True, 1001, False, False, False, "1001"),
+    (True, 1005, False, False, False, "1005"),  # a close frame without a code
+    (True, 1006, False, False, True, "1006"),  # the client went away without one
+    (True, 1011, False, False, False, "1011"),
+    (True, 3000, False, False, False, "app"),
+    (True, 4999, False, False, False, "app"),
+    (True, 1012, False, False, False, "other"),  # IANA's, past RFC 6455
+    (True, 1004, False, False, False, "other"),  # reserved
+    (True, 5000, False, False, False, "other"),
+    (True, 65535, False, False, False, "other"),
+    (False, 1006, True, False, False, "denied"),
+    (False, 1006, True, False, True, "denied"),  # the client left in the middle of the denial
+    (False, 1006, False, True, False, "rejected"),
+    (False, 1006, False, True, True, "rejected"),
+    (False, 1006, False, False, False, "error"),  # the app failed, or returned, before it answered
+    (False, 1006, False, False, True, "1006"),  # the client left before the handshake was answered
+    (False, 1001, False, False, False, "1001"),  # the worker drained before the handshake was answered
 ])
-def test_how_a_websocket_ended_is_one_of_a_bounded_set(opened, code, denied, status, client_left, how):
-    assert WS_ENDS[ws_end(opened, code, denied, status, client_left)] == how
+def test_how_a_websocket_ended_is_one_of_a_bounded_set(opened, code, denied, rejected, client_left, how):
+    assert WS_ENDS[ws_end(opened, code, denied, rejected, client_left)] == how
 
 
 def test_a_websocket_is_open_from_its_accept_to_its_end_and_counted_by_how_it_ended():

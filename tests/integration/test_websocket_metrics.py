@@ -83,3 +83,20 @@ def test_a_killed_workers_open_sessions_leave_the_gauge_as_lost(start_sockact):
         server.waiting(lambda: opened(scrape(metrics)) == 1, "the new worker's session open")
     final = server.waiting(lambda: (s := scrape(metrics)) and ended(s, "1000") == 1 and s, "its end counted")
     assert opened(final) == 0 and ended(final, "lost") == 2
+
+
+def test_sessions_a_reload_closes_count_as_1001_not_lost(start_sockact):
+    # The old generation's worker closes its sessions with 1001 and counts them before it exits.
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    server, api, metrics = start(start_sockact, "--graceful-timeout", "2", workers=1, app="asgiapps:ws_echo")
+    with connect(f"ws://127.0.0.1:{api}/") as ws:
+        server.waiting(lambda: opened(scrape(metrics)) == 1, "the session open")
+        server.send(signal.SIGHUP)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+    server.wait_for_log("reload done")
+    after = server.waiting(lambda: (s := scrape(metrics)) and ended(s, "1001") == 1 and s, "the session's end")
+    assert opened(after) == 0 and ended(after, "lost") == 0

@@ -699,6 +699,14 @@ MUTANTS = (
            "return _kept_builder(spec, not path and sendv is not None)",
            "return _kept_builder(spec, sendv is not None)",
            (UNIT + "test_accesslog.py::test_an_access_log_takes_the_line_builder_the_supervisor_made_for_its_target",)),
+
+    Mutant("halt-reason-not-the-last-status", "sockact/supervisor/core.py",
+           "                self.notifier.halted(action.reason)\n", "",
+           (INTEG + "test_cli_walls.py::test_an_app_that_does_not_load_leaves_the_reason_as_the_last_status",)),
+    Mutant("halt-status-overwritten-by-the-stop", "sockact/systemd/notify.py",
+           "        if self._halted:\n            return\n", "",
+           (UNIT + "test_notify.py::test_a_halt_reason_is_the_last_status",
+            INTEG + "test_cli_walls.py::test_an_app_that_does_not_load_leaves_the_reason_as_the_last_status")),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

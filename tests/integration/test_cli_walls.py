@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -138,3 +140,21 @@ def test_help_shows_gunicorn_flags():
                  "-e KEY=VALUE, --env KEY=VALUE", "--chdir", "--pythonpath", "--check-config", "--print-config",
                  "--reload", "systemd-run"):
         assert flag in helptext, flag
+
+
+def test_an_app_that_does_not_load_leaves_the_reason_as_the_last_status(tmp_path):
+    """`systemctl status` of the failed service shows its last STATUS=: the reason, not the stop's counts."""
+    path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(path)
+        result = run_cli("run", "nosuchapp:app", "--workers", "2", "--bind", f"127.0.0.1:{free_port()}",
+                         env={"NOTIFY_SOCKET": path}, cwd=str(tmp_path))
+        systemd.setblocking(False)
+        statuses = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                statuses += [line for line in systemd.recv(65536).decode().splitlines()
+                             if line.startswith("STATUS=")]
+    assert result.returncode == 5, result.stderr
+    assert statuses[-1].startswith("STATUS=the app failed to load (worker exit code 5: app 'nosuchapp:app': "
+                                   "no module named 'nosuchapp'"), statuses

@@ -9,13 +9,13 @@ import os
 import select
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sockact import __version__, config, gcpause
 from sockact.config import Config
 from sockact.config.sandbox import sandboxed_check_line
-from sockact.errors import APP_LOAD_ERROR, EXIT_FAILURE, EXIT_OK, AppLoadError, SockactError
+from sockact.errors import APP_LOAD_ERROR, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AppLoadError, SockactError
 from sockact.hooks import Loaded, Server
 from sockact.hooks import load as load_hooks
 from sockact.logs.access import check_file
@@ -177,9 +177,52 @@ def implicit_run(argv: Sequence[str]) -> list[str]:
     return args
 
 
+def unknown_options(words: Sequence[str], extras: Sequence[str], known: Iterable[str]) -> list[str]:
+    """A line for each option of ``extras`` (what argparse did not take from ``words``): for one of
+    gunicorn's flags, what sockact has instead; for a typo, the closest flag. argparse alone says
+    "unrecognized arguments" and takes the value after an unknown flag for the app."""
+    import difflib
+
+    from sockact.config.fromgunicorn import flag_hint, flag_setting
+
+    lines = []
+    for extra in extras:
+        if not extra.startswith("-") or extra == "-":
+            continue
+        flag, given, value = extra.partition("=")
+        if not given and not flag.startswith("--") and len(flag) > 2:
+            flag, value = flag[:2], flag[2:]  # -kgevent
+        elif not given:
+            at = words.index(extra) + 1
+            value = words[at] if at < len(words) else ""
+        hint = flag_hint(flag, value)
+        if hint:
+            lines.append(f"{flag} {value}: {hint}" if flag_setting(flag) == "worker_class" else f"{flag}: {hint}")
+        else:
+            close = difflib.get_close_matches(flag, [f for f in known if f.startswith("--")], n=1)
+            lines.append(f"unknown option {flag}" + (f" (did you mean {close[0]}?)" if close else ""))
+    return lines
+
+
+def _flags_of(parser: argparse.ArgumentParser, command: str | None) -> list[str]:
+    """The option strings of ``command``'s parser (the top-level parser's without one)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            parser = action.choices[command]
+    return list(parser._option_string_actions)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     words = implicit_run(sys.argv[1:] if argv is None else argv)
-    args = build_parser(words[0] if words and words[0] in COMMANDS else None).parse_args(words)
+    parser = build_parser(words[0] if words and words[0] in COMMANDS else None)
+    args, extras = parser.parse_known_args(words)
+    if extras:
+        lines = unknown_options(words, extras, _flags_of(parser, args.command))
+        if not lines:  # stray words, no option: argparse's own message
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        for line in lines:
+            print(f"sockact: error: {line}", file=sys.stderr)
+        return EXIT_USAGE
     if args.command != "run":
         gcpause.resume()  # only a serving start keeps collection paused until its first fork
     if args.command == "reload":

@@ -707,6 +707,16 @@ MUTANTS = (
            "        if self._halted:\n            return\n", "",
            (UNIT + "test_notify.py::test_a_halt_reason_is_the_last_status",
             INTEG + "test_cli_walls.py::test_an_app_that_does_not_load_leaves_the_reason_as_the_last_status")),
+
+    Mutant("gunicorn-flag-unexplained", "sockact/cli.py", "        hint = flag_hint(flag, value)\n",
+           "        hint = None\n",
+           (UNIT + "test_cli.py::test_an_option_sockact_does_not_take_is_one_line_naming_it_and_what_to_write",
+            INTEG + "test_cli_walls.py::test_a_gunicorn_worker_class_on_the_command_line_says_to_drop_it")),
+    Mutant("gunicorn-flag-value-taken-for-the-app", "sockact/cli.py",
+           "            value = words[at] if at < len(words) else \"\"\n", "            value = \"\"\n",
+           (UNIT + "test_cli.py::test_an_option_sockact_does_not_take_is_one_line_naming_it_and_what_to_write",)),
+    Mutant("gunicorn-short-flag-unknown", "sockact/config/fromgunicorn.py", '"-k": "worker_class", ', "",
+           (UNIT + "test_cli.py::test_every_flag_of_gunicorn_that_sockact_lacks_has_its_hint",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

@@ -92,6 +92,16 @@ def test_gunicorn_command_line_serves(tmp_path, start_sockact):
     assert len(server.wait_workers(3)) == 3
 
 
+def test_a_gunicorn_worker_class_on_the_command_line_says_to_drop_it(tmp_path):
+    """The ExecStart= of a gunicorn unit serving FastAPI, its binary renamed: one line that says what to do."""
+    result = run_cli("-k", "uvicorn.workers.UvicornWorker", "-w", "2", "-b", f"127.0.0.1:{free_port()}",
+                     "asgiapps:echo", "--daemon")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "sockact: error: -k uvicorn.workers.UvicornWorker: sockact needs no worker class for an ASGI app: drop "
+        "it; an async app is served as ASGI (--interface auto, the default; --interface asgi to insist)",
+        "sockact: error: --daemon: gunicorn's daemon setting has no sockact counterpart: systemd runs sockact"]
+
 def test_script_name_is_the_mount_prefix(tmp_path, start_sockact):
     root = project(tmp_path)
     server = start_sockact("--chdir", str(root), "projapp", env={"SCRIPT_NAME": "/app"})

@@ -53,3 +53,38 @@ def test_print_config(capsys):
     assert cli.main(["run", "-w", "3", "--print-config", "myproject.wsgi"]) == 0
     out = capsys.readouterr().out
     assert "workers = 3" in out and 'app = "myproject.wsgi:application"' in out
+
+
+@pytest.mark.parametrize(("argv", "lines"), [
+    (["run", "-k", "uvicorn.workers.UvicornWorker", "-b", "127.0.0.1:8000", "main:app"],
+     ["-k uvicorn.workers.UvicornWorker: sockact needs no worker class for an ASGI app: drop it; an async app is "
+      "served as ASGI (--interface auto, the default; --interface asgi to insist)"]),
+    (["-w", "4", "--worker-class=gthread", "--threads", "4", "app:app"],
+     ["--worker-class gthread: drop it: sockact's workers take --threads N as gthread's do (and --max-threads "
+      "to grow)"]),
+    (["run", "-kgevent", "app:app"],
+     ["-k gevent: sockact has one worker model: forked workers with app threads for WSGI (--threads, "
+      "--max-threads), an asyncio loop for ASGI"]),
+    (["run", "-D", "-p", "/run/app.pid", "app:app"],
+     ["-D: gunicorn's daemon setting has no sockact counterpart: systemd runs sockact",
+      "-p: gunicorn's pidfile setting has no sockact counterpart: systemd knows the main PID"]),
+    (["check", "--asgi-lifespan", "on", "app:app"], ["--asgi-lifespan: sockact's flag is --lifespan"]),
+    (["run", "--wokers", "4", "app:app"], ["unknown option --wokers (did you mean --workers?)"]),
+])
+def test_an_option_sockact_does_not_take_is_one_line_naming_it_and_what_to_write(capsys, argv, lines):
+    """argparse alone says 'unrecognized arguments: -k main:app', the worker class taken for the app."""
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [f"sockact: error: {line}" for line in lines] and captured.out == ""
+
+
+def test_every_flag_of_gunicorn_that_sockact_lacks_has_its_hint():
+    gunicorn_config = pytest.importorskip("gunicorn.config")
+    from sockact.config.fromgunicorn import flag_hint, flag_setting
+
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command").choices["run"]
+    ours = set(sub._option_string_actions)
+    for s in gunicorn_config.KNOWN_SETTINGS:
+        for flag in s.cli or ():
+            if flag not in ours:
+                assert flag_setting(flag) == s.name and flag_hint(flag, "x"), flag

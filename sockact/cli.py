@@ -135,7 +135,8 @@ def _add_convert(sub: Any) -> None:
                     "each setting it does not carry over and why (docs/from-gunicorn.md). Save it with "
                     "'sockact convert gunicorn.conf.py > sockact.toml', then check it with "
                     "'sockact check -c sockact.toml'.")
-    convert.add_argument("gunicorn_conf", metavar="GUNICORN_CONF", help="gunicorn's settings file (Python)")
+    convert.add_argument("gunicorn_conf", metavar="GUNICORN_CONF",
+                         help="gunicorn's settings file (Python), or python:MODULE as gunicorn's -c takes it")
 
 
 def _add_reload(sub: Any) -> None:
@@ -313,7 +314,7 @@ def convert_gunicorn(path: str) -> int:
         _print_error(exc)
         return exc.exit_code
     parsers = {s.name: s.parse for s in config.SETTINGS}
-    with open(path, encoding="utf-8", errors="replace") as fh:
+    with open(names.get("__file__") or path, encoding="utf-8", errors="replace") as fh:
         computed = fromgunicorn.computed_names(fh.read())
     conversion = fromgunicorn.convert(path, names, parsers, computed)
     print("\n".join(fromgunicorn.lines(conversion, path, config.toml_value)))

@@ -717,6 +717,11 @@ MUTANTS = (
            (UNIT + "test_cli.py::test_an_option_sockact_does_not_take_is_one_line_naming_it_and_what_to_write",)),
     Mutant("gunicorn-short-flag-unknown", "sockact/config/fromgunicorn.py", '"-k": "worker_class", ', "",
            (UNIT + "test_cli.py::test_every_flag_of_gunicorn_that_sockact_lacks_has_its_hint",)),
+
+    Mutant("gunicorn-settings-module-is-a-file", "sockact/config/fromgunicorn.py",
+           "    if path.startswith(MODULE_PREFIX):\n        # gunicorn imports",
+           "    if False:\n        # gunicorn imports",
+           (INTEG + "test_from_gunicorn.py::test_a_gunicorn_settings_module_converts_as_gunicorn_imports_it",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

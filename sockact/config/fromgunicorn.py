@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import os
+import sys
 import types
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -188,7 +189,7 @@ def convert(path: str, names: Mapping[str, Any], settings: Mapping[str, Callable
         if name.startswith("_") or isinstance(value, types.ModuleType):
             continue  # the file's own imports and private names
         if name in HOOK_NAMES and callable(value):
-            out.hooks[name] = f"{os.path.abspath(path)}:{name}"
+            out.hooks[name] = f"{hook_module(path)}:{name}"
         elif name == "worker_class" and value in ASGI_WORKERS:
             out.values["interface"] = settings["interface"]("asgi")
             out.notes["interface"] = f"gunicorn's worker_class = {value!r} serves ASGI"
@@ -237,12 +238,28 @@ def computed_names(source: str) -> dict[str, str]:
     return out
 
 
+# gunicorn's -c python:MODULE: its settings in a module on the import path rather than in a file.
+MODULE_PREFIX = "python:"
+
+
 def run_file(path: str) -> dict[str, Any]:
-    """The names a gunicorn.conf.py defines, run as gunicorn runs it. Raises AppLoadError with where it failed."""
+    """The names a gunicorn.conf.py (or a ``python:MODULE``) defines, run as gunicorn runs it. Raises
+    AppLoadError with where it failed."""
     from sockact.apploader import load_module
 
-    module = load_module(path, what="gunicorn settings")
+    if path.startswith(MODULE_PREFIX):
+        # gunicorn imports it with its working directory (its chdir) first on the path
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        module = load_module(path[len(MODULE_PREFIX):], what="gunicorn settings")
+    else:
+        module = load_module(path, what="gunicorn settings")
     return dict(vars(module))
+
+
+def hook_module(path: str) -> str:
+    """What a [hooks] entry names for a function of the converted file: the module, or the file's path."""
+    return path[len(MODULE_PREFIX):] if path.startswith(MODULE_PREFIX) else os.path.abspath(path)
 
 
 def lines(conversion: Conversion, path: str, toml_value: Callable[[Any], str]) -> Iterator[str]:

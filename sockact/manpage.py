@@ -42,6 +42,8 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (errors.EXIT_USAGE, "A bad command line, environment variable or configuration file."),
     (errors.EXIT_NO_LISTENERS, "Nothing to listen on: no sockets from systemd, an unusable inherited "
                                "file descriptor, or a --bind address already in use."),
+    (errors.WORKER_BOOT_ERROR, "The workers could not start, for a reason other than the application's import "
+                               "(a post_fork hook that raised, say). sockact stops rather than restart them."),
     (errors.APP_LOAD_ERROR, "The application could not be imported. sockact stops rather than "
                             "restart workers that cannot serve."),
 )

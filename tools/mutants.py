@@ -722,6 +722,14 @@ MUTANTS = (
            "    if path.startswith(MODULE_PREFIX):\n        # gunicorn imports",
            "    if False:\n        # gunicorn imports",
            (INTEG + "test_from_gunicorn.py::test_a_gunicorn_settings_module_converts_as_gunicorn_imports_it",)),
+
+    Mutant("post-fork-failure-unnamed", "sockact/worker/shell.py", '            step = "hook post_fork raised "\n',
+           '            step = ""\n',
+           (INTEG + "test_hooks.py::test_a_hook_that_raises_is_logged_and_post_fork_fails_the_worker",)),
+    Mutant("worker-boot-error-called-an-app-load-error", "sockact/policy/pool.py",
+           '"the workers cannot start" if code == WORKER_BOOT_ERROR else "the app failed to load"',
+           '"the app failed to load"',
+           (INTEG + "test_hooks.py::test_a_hook_that_raises_is_logged_and_post_fork_fails_the_worker",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

@@ -730,6 +730,11 @@ MUTANTS = (
            '"the workers cannot start" if code == WORKER_BOOT_ERROR else "the app failed to load"',
            '"the app failed to load"',
            (INTEG + "test_hooks.py::test_a_hook_that_raises_is_logged_and_post_fork_fails_the_worker",)),
+
+    Mutant("reload-failure-says-it-keeps-twice", "sockact/reloadctl.py",
+           'kept = "" if "; keeping " in outcome.reason else "; the running workers keep serving"',
+           'kept = "; the running workers keep serving"',
+           (UNIT + "test_reloadctl.py::test_a_later_outcome_of_this_process_answers_the_reload",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

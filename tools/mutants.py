@@ -735,6 +735,10 @@ MUTANTS = (
            'kept = "" if "; keeping " in outcome.reason else "; the running workers keep serving"',
            'kept = "; the running workers keep serving"',
            (UNIT + "test_reloadctl.py::test_a_later_outcome_of_this_process_answers_the_reload",)),
+
+    Mutant("app-named-otherwise-unsaid", "sockact/apploader.py",
+           "if name != attr and callable(getattr(module, name, None))]", "if False]",
+           (INTEG + "test_cli_walls.py::test_check_imports_the_app_with_the_settings_applied",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

@@ -75,6 +75,13 @@ def test_check_imports_the_app_with_the_settings_applied(tmp_path):
     # and the same through gunicorn's --check-config, without the subcommand
     result = run_cli("--check-config", "--chdir", str(root), "projapp:nosuch")
     assert result.returncode == 5 and "has no attribute 'nosuch'" in result.stderr
+    # a bare module of a Flask or FastAPI project: its callable is 'app', not gunicorn's 'application'
+    (root / "flaskish.py").write_text("def app(environ, start_response):\n    return []\n")
+    result = run_cli("check", "flaskish", "--chdir", str(root))
+    assert result.returncode == 5
+    assert result.stderr.strip().splitlines()[-1] == (
+        "sockact: error: app 'flaskish:application': module 'flaskish' has no attribute 'application' "
+        "(did you mean 'flaskish:app'?)")
     # the app sees -e before it is imported
     (root / "needsenv.py").write_text("import os\nTOKEN = os.environ['TOKEN']\napplication = lambda e, s: []\n")
     assert run_cli("check", "needsenv", "--chdir", str(root)).returncode == 5

@@ -180,13 +180,14 @@ def implicit_run(argv: Sequence[str]) -> list[str]:
 
 def unknown_options(words: Sequence[str], extras: Sequence[str], known: Iterable[str]) -> list[str]:
     """A line for each option of ``extras`` (what argparse did not take from ``words``): for one of
-    gunicorn's flags, what sockact has instead; for a typo, the closest flag. argparse alone says
+    gunicorn's or uvicorn's flags, what sockact has instead; for a typo, the closest flag. argparse alone says
     "unrecognized arguments" and takes the value after an unknown flag for the app."""
     import difflib
 
     from sockact.config.fromgunicorn import flag_hint, flag_setting
+    from sockact.config.fromuvicorn import hint as uvicorn_hint
 
-    lines = []
+    said: dict[str, list[str]] = {}  # what to do -> the flags it answers, one line for them all
     for extra in extras:
         if not extra.startswith("-") or extra == "-":
             continue
@@ -196,13 +197,13 @@ def unknown_options(words: Sequence[str], extras: Sequence[str], known: Iterable
         elif not given:
             at = words.index(extra) + 1
             value = words[at] if at < len(words) else ""
-        hint = flag_hint(flag, value)
+        hint = flag_hint(flag, value) or uvicorn_hint(flag, words)
         if hint:
-            lines.append(f"{flag} {value}: {hint}" if flag_setting(flag) == "worker_class" else f"{flag}: {hint}")
+            said.setdefault(hint, []).append(f"{flag} {value}" if flag_setting(flag) == "worker_class" else flag)
         else:
-            close = difflib.get_close_matches(flag, [f for f in known if f.startswith("--")], n=1)
-            lines.append(f"unknown option {flag}" + (f" (did you mean {close[0]}?)" if close else ""))
-    return lines
+            close = difflib.get_close_matches(flag, [f for f in known if f.startswith("--")], n=1, cutoff=0.8)
+            said.setdefault(f"unknown option {flag}" + (f" (did you mean {close[0]}?)" if close else ""), [])
+    return [f"{', '.join(flags)}: {hint}" if flags else hint for hint, flags in said.items()]
 
 
 def _flags_of(parser: argparse.ArgumentParser, command: str | None) -> list[str]:

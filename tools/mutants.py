@@ -708,8 +708,8 @@ MUTANTS = (
            (UNIT + "test_notify.py::test_a_halt_reason_is_the_last_status",
             INTEG + "test_cli_walls.py::test_an_app_that_does_not_load_leaves_the_reason_as_the_last_status")),
 
-    Mutant("gunicorn-flag-unexplained", "sockact/cli.py", "        hint = flag_hint(flag, value)\n",
-           "        hint = None\n",
+    Mutant("gunicorn-flag-unexplained", "sockact/cli.py", "hint = flag_hint(flag, value) or uvicorn_hint(flag, words)",
+           "hint = uvicorn_hint(flag, words)",
            (UNIT + "test_cli.py::test_an_option_sockact_does_not_take_is_one_line_naming_it_and_what_to_write",
             INTEG + "test_cli_walls.py::test_a_gunicorn_worker_class_on_the_command_line_says_to_drop_it")),
     Mutant("gunicorn-flag-value-taken-for-the-app", "sockact/cli.py",
@@ -739,6 +739,14 @@ MUTANTS = (
     Mutant("app-named-otherwise-unsaid", "sockact/apploader.py",
            "if name != attr and callable(getattr(module, name, None))]", "if False]",
            (INTEG + "test_cli_walls.py::test_check_imports_the_app_with_the_settings_applied",)),
+
+    Mutant("uvicorn-flag-unexplained", "sockact/cli.py", "hint = flag_hint(flag, value) or uvicorn_hint(flag, words)",
+           "hint = flag_hint(flag, value)",
+           (UNIT + "test_cli.py::test_an_option_sockact_does_not_take_is_one_line_naming_it_and_what_to_write",
+            INTEG + "test_cli_walls.py::test_a_uvicorn_command_line_says_what_to_write_instead")),
+    Mutant("uvicorn-host-and-port-apart", "sockact/config/fromuvicorn.py",
+           "given[flag] = value if eq else words[at + 1]", "pass",
+           (UNIT + "test_cli.py::test_an_option_sockact_does_not_take_is_one_line_naming_it_and_what_to_write",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

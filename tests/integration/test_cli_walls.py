@@ -109,6 +109,16 @@ def test_a_gunicorn_worker_class_on_the_command_line_says_to_drop_it(tmp_path):
         "it; an async app is served as ASGI (--interface auto, the default; --interface asgi to insist)",
         "sockact: error: --daemon: gunicorn's daemon setting has no sockact counterpart: systemd runs sockact"]
 
+
+def test_a_uvicorn_command_line_says_what_to_write_instead():
+    result = run_cli("asgiapps:echo", "--host", "0.0.0.0", "--port", str(free_port()), "--workers", "2",
+                     "--proxy-headers")
+    assert result.returncode == 2 and result.stdout == ""
+    first, second = result.stderr.splitlines()
+    assert first.startswith("sockact: error: --host, --port: sockact binds host and port together: -b 0.0.0.0:")
+    assert second == ("sockact: error: --proxy-headers: forwarded fields are read from the proxies "
+                      "--forwarded-allow-ips trusts")
+
 def test_script_name_is_the_mount_prefix(tmp_path, start_sockact):
     root = project(tmp_path)
     server = start_sockact("--chdir", str(root), "projapp", env={"SCRIPT_NAME": "/app"})

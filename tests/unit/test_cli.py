@@ -70,6 +70,17 @@ def test_print_config(capsys):
       "-p: gunicorn's pidfile setting has no sockact counterpart: systemd knows the main PID"]),
     (["check", "--asgi-lifespan", "on", "app:app"], ["--asgi-lifespan: sockact's flag is --lifespan"]),
     (["run", "--wokers", "4", "app:app"], ["unknown option --wokers (did you mean --workers?)"]),
+    # uvicorn's habits: one -b address for --host and --port, one line for flags with one answer
+    (["main:app", "--host", "0.0.0.0", "--port", "9000", "--workers", "4"],
+     ["--host, --port: sockact binds host and port together: -b 0.0.0.0:9000 (under systemd, ListenStream= of "
+      "the .socket unit)"]),
+    (["main:app", "--port=9000", "--ssl-keyfile", "k.pem", "--ssl-certfile", "c.pem"],
+     ["--port: sockact binds host and port together: -b 127.0.0.1:9000 (under systemd, ListenStream= of the "
+      ".socket unit)",
+      "--ssl-keyfile, --ssl-certfile: no TLS in sockact: terminate it in a proxy in front of the socket"]),
+    (["main:app", "--host", "::"], ["--host: sockact binds host and port together: -b [::]:8000 (under systemd, "
+                                    "ListenStream= of the .socket unit)"]),
+    (["run", "--hots", "x", "app:app"], ["unknown option --hots"]),  # no far-fetched guess
 ])
 def test_an_option_sockact_does_not_take_is_one_line_naming_it_and_what_to_write(capsys, argv, lines):
     """argparse alone says 'unrecognized arguments: -k main:app', the worker class taken for the app."""
@@ -88,3 +99,20 @@ def test_every_flag_of_gunicorn_that_sockact_lacks_has_its_hint():
         for flag in s.cli or ():
             if flag not in ours:
                 assert flag_setting(flag) == s.name and flag_hint(flag, "x"), flag
+
+
+def test_every_flag_of_uvicorn_that_sockact_lacks_has_its_hint():
+    pytest.importorskip("uvicorn")
+    import importlib
+
+    from sockact.config import fromuvicorn
+    from sockact.config.fromgunicorn import flag_hint
+
+    command = vars(importlib.import_module("uvicorn.main"))["main"]  # the click command (the package
+    # exports a function of that name too)
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command").choices["run"]
+    ours = {*sub._option_string_actions, "--version"}  # --version is the top level's
+    for param in command.params:
+        for flag in (*param.opts, *param.secondary_opts):
+            if flag.startswith("-") and flag not in ours:
+                assert fromuvicorn.hint(flag, []) or flag_hint(flag, ""), flag  # --log-config is both's

@@ -46,7 +46,7 @@ examples:
 Check the app inside the service's own sandbox (the properties of its unit; add your
 drop-in's lines as more -p, e.g. -p StateDirectory=myapp; see docs/deploy.md):
   {sandboxed_check}
-""".format(sandboxed_check=sandboxed_check_line("/etc/sockact/sockact.toml", width=86).replace("\n", "\n  "))
+""".format(sandboxed_check=sandboxed_check_line(config.PACKAGED_CONFIG, width=86).replace("\n", "\n  "))
 
 _SECTIONS = {
     "app": "application",
@@ -260,6 +260,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check" or args.check_config:
         for warning in config.warnings(cfg, os.environ, os.getcwd(), os.getpid()):
             print(f"sockact: warning: {warning}", file=sys.stderr)
+        if cfg.config_file is None and os.path.isfile(config.PACKAGED_CONFIG):
+            # `sockact check` after editing the packaged file would check the demo app and pass
+            print(f"sockact: warning: no --config: checking the defaults and flags alone, not "
+                  f"{config.PACKAGED_CONFIG}, which sockact.service reads; to check that: "
+                  f"sockact check --config {config.PACKAGED_CONFIG}", file=sys.stderr)
         print("\n".join(config.describe(cfg)))
         if _print_passed_sockets() is None:
             try:  # the names `run` would give its listeners: a mistyped metrics_listener shows here

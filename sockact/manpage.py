@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from sockact import __version__, errors
-from sockact.config import ENV_PREFIX, LISTENER_KEYS, SETTINGS, Config, Setting, describe
+from sockact.config import ENV_PREFIX, LISTENER_KEYS, PACKAGED_CONFIG, SETTINGS, Config, Setting, describe
 from sockact.config.sandbox import sandboxed_check_line
 
 # Headings of the settings sections, in the order the pages present them.
@@ -48,7 +48,7 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
                             "restart workers that cannot serve."),
 )
 
-CONFIG_FILE = "/etc/sockact/sockact.toml"
+CONFIG_FILE = PACKAGED_CONFIG
 
 
 # -- roff helpers

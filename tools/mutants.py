@@ -747,6 +747,11 @@ MUTANTS = (
     Mutant("uvicorn-host-and-port-apart", "sockact/config/fromuvicorn.py",
            "given[flag] = value if eq else words[at + 1]", "pass",
            (UNIT + "test_cli.py::test_an_option_sockact_does_not_take_is_one_line_naming_it_and_what_to_write",)),
+
+    Mutant("check-without-config-silent", "sockact/cli.py",
+           "if cfg.config_file is None and os.path.isfile(config.PACKAGED_CONFIG):",
+           "if False:",
+           (UNIT + "test_cli.py::test_check_without_config_where_the_package_has_one_says_it_checks_the_defaults",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

@@ -116,3 +116,18 @@ def test_every_flag_of_uvicorn_that_sockact_lacks_has_its_hint():
         for flag in (*param.opts, *param.secondary_opts):
             if flag.startswith("-") and flag not in ours:
                 assert fromuvicorn.hint(flag, []) or flag_hint(flag, ""), flag  # --log-config is both's
+
+
+def test_check_without_config_where_the_package_has_one_says_it_checks_the_defaults(capsys, monkeypatch, tmp_path):
+    """After editing /etc/sockact/sockact.toml, `sockact check` alone would pass on the demo app."""
+    packaged = tmp_path / "sockact.toml"
+    packaged.write_text('app = "myproject.wsgi:application"\n')
+    monkeypatch.setattr(config, "PACKAGED_CONFIG", str(packaged))
+    monkeypatch.delenv("SOCKACT_CONFIG", raising=False)
+    assert cli.main(["check", "--print-config"]) == 0  # printing the settings alone: no check, no warning
+    assert capsys.readouterr().err == ""
+    assert cli.main(["check", "sockact.apps.hello:app"]) == 0
+    assert (f"sockact: warning: no --config: checking the defaults and flags alone, not {packaged}, which "
+            f"sockact.service reads; to check that: sockact check --config {packaged}") in capsys.readouterr().err
+    assert cli.main(["check", "--config", str(packaged), "--print-config"]) == 0
+    assert "warning" not in capsys.readouterr().err

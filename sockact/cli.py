@@ -19,7 +19,7 @@ from sockact.errors import APP_LOAD_ERROR, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Ap
 from sockact.hooks import Loaded, Server
 from sockact.hooks import load as load_hooks
 from sockact.logs.access import check_file
-from sockact.systemd.activation import describe_passed, parse_bind
+from sockact.systemd.activation import Listener, describe_passed, parse_bind
 
 log = logging.getLogger("sockact")
 
@@ -253,6 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config()
     except SockactError as exc:
         _print_error(exc)
+        if not checking:
+            turn_away_at_start([])
         return exc.exit_code
     if args.print_config:
         print("\n".join(config.describe(cfg)))
@@ -281,12 +283,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return run(cfg, reload_config)
-    except SockactError as exc:
-        if logging.getLogger("sockact").handlers:
-            log.error("%s", exc.explained())
-        else:  # the error log itself could not be set up
-            _print_error(exc)
-        return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_OK
 
@@ -433,6 +429,36 @@ def _prepare(cfg: Config) -> None:
 
 def run(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
     """Start serving ``cfg`` until stopped; returns the exit code. HUP calls ``reload_config``."""
+    taken: list[Listener] = []  # the listeners once taken, for a start that fails after
+    try:
+        return _serve(cfg, reload_config, taken)
+    except SockactError as exc:
+        if logging.getLogger("sockact").handlers:
+            log.error("%s", exc.explained())
+        else:  # the error log itself could not be set up
+            _print_error(exc)
+        turn_away_at_start(taken)  # after the reason: the log reads in order
+        return exc.exit_code
+
+
+def turn_away_at_start(taken: Sequence[Listener]) -> None:
+    """A start that fails (a bad setting, a hook that does not import...) under socket activation:
+    answer each client waiting in a passed socket's backlog with a 503 before the exit. Left there,
+    it would make systemd start the failing service again at once, and again: a start loop for as
+    long as the client waits. ``taken``: the listeners, if they were taken from systemd already."""
+    from sockact.supervisor.turnaway import start_failed, turn_away
+    from sockact.systemd.activation import from_systemd
+
+    listeners = list(taken)
+    if not listeners and "LISTEN_FDS" in os.environ:
+        with contextlib.suppress(SockactError, ImportError):  # none to take: nothing to answer
+            listeners = from_systemd(os.environ) or []
+    passed = [lst.sock for lst in listeners if not lst.owned]
+    if passed:
+        turn_away([], passed, start_failed())
+
+
+def _serve(cfg: Config, reload_config: Callable[[], Config] | None, taken: list[Listener]) -> int:
     from sockact.apploader import add_virtualenv, load_all
     from sockact.logs.journal import setup_logging
     from sockact.proctitle import supervisor_title
@@ -453,6 +479,7 @@ def run(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
     listeners = from_systemd(os.environ, stored)
     if listeners is None:
         listeners = bind_all(cfg.bind, cfg.backlog)
+    taken += listeners
     cfg.check_names([lst.name for lst in listeners])
     apps = None
     if cfg.preload:

@@ -752,6 +752,13 @@ MUTANTS = (
            "if cfg.config_file is None and os.path.isfile(config.PACKAGED_CONFIG):",
            "if False:",
            (UNIT + "test_cli.py::test_check_without_config_where_the_package_has_one_says_it_checks_the_defaults",)),
+
+    Mutant("bad-setting-leaves-the-client-waiting", "sockact/cli.py",
+           "        if not checking:\n            turn_away_at_start([])\n", "",
+           (INTEG + "test_cli_walls.py::test_a_start_that_fails_under_socket_activation_answers_the_waiting_client",)),
+    Mutant("failed-start-leaves-the-client-waiting", "sockact/cli.py",
+           "        turn_away_at_start(taken)  # after the reason", "        pass  # after the reason",
+           (INTEG + "test_cli_walls.py::test_a_start_that_fails_under_socket_activation_answers_the_waiting_client",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

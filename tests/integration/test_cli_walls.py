@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from conftest import SOCKACT, base_env, free_port, http_get, need_module
 
 ENV_APP = """\
@@ -185,3 +186,39 @@ def test_an_app_that_does_not_load_leaves_the_reason_as_the_last_status(tmp_path
     assert result.returncode == 5, result.stderr
     assert statuses[-1].startswith("STATUS=the app failed to load (worker exit code 5: app 'nosuchapp:app': "
                                    "no module named 'nosuchapp'"), statuses
+
+
+
+@pytest.mark.parametrize("setting", ["wokers = 2\n", '[hooks]\npost_fork = "nosuchhooks:post_fork"\n'],
+                         ids=["bad-key", "hook-not-importable"])
+def test_a_start_that_fails_under_socket_activation_answers_the_waiting_client(tmp_path, setting):
+    """Left in the backlog of the socket unit's listener, the client would make systemd start the
+    failing service again at once, for as long as it waits: a start loop."""
+    cfg = tmp_path / "sockact.toml"
+    cfg.write_text(setting)
+    port = free_port()
+    activator = subprocess.Popen(["systemd-socket-activate", "-l", f"127.0.0.1:{port}", "--fdname=http",
+                                  *SOCKACT, "run", "--config", str(cfg)], env=base_env(),
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        client = None
+        deadline = time.monotonic() + 10
+        while client is None:
+            try:
+                client = socket.create_connection(("127.0.0.1", port), timeout=10)
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, "systemd-socket-activate does not listen"
+                time.sleep(0.05)
+        with client:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = client.recv(65536)
+        output = activator.communicate(timeout=30)[0].decode()  # systemd-socket-activate execs sockact
+    finally:
+        activator.kill()
+        activator.wait()
+    assert activator.returncode == (2 if "wokers" in setting else 5), output
+    assert answer.startswith(b"HTTP/1.1 503 "), (answer, output)
+    assert b"sockact cannot start; the reason is in sockact's log" in answer
+    # the reason first, then the turn-away
+    reason = output.find("sockact: error:") if "sockact: error:" in output else output.find("ERROR sockact:")
+    assert -1 < reason < output.index("answered 1 waiting connections: HTTP/1.1 503"), output

@@ -53,6 +53,16 @@ def add_virtualenv(path: str | None) -> None:
         sys.path[:] = added + before
 
 
+# What apps are usually called: a bare module means module:application, and Flask's and FastAPI's are 'app'.
+_APP_NAMES = ("application", "app", "api")
+
+
+def _named_otherwise(module: Any, module_name: str, attr: str) -> str:
+    """For an app not found: the module's callables under the usual names, as the spec to write."""
+    found = [f"'{module_name}:{name}'" for name in _APP_NAMES if name != attr and callable(getattr(module, name, None))]
+    return f" (did you mean {' or '.join(found)}?)" if found else ""
+
+
 def load(spec: str, what: str = "app") -> WSGIApp:
     """Import ``module:callable`` (or ``path/to/file.py:callable``). Raises AppLoadError with a one-line
     reason that names the innermost frame of the app's code, and the app's traceback. ``what`` names
@@ -60,11 +70,13 @@ def load(spec: str, what: str = "app") -> WSGIApp:
     module_name, _, attr = spec.partition(":")
     attr = attr or "application"
     obj: Any = load_module(module_name, f"{what} '{spec}'")
+    module = obj
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise AppLoadError(f"{what} '{spec}': module '{module_name}' has no attribute '{attr}'") from None
+            raise AppLoadError(f"{what} '{spec}': module '{module_name}' has no attribute '{attr}'"
+                               f"{_named_otherwise(module, module_name, attr)}") from None
     if not callable(obj):
         raise AppLoadError(f"{what} '{spec}': {attr} is not callable")
     app: WSGIApp = obj

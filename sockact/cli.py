@@ -9,17 +9,17 @@ import os
 import select
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sockact import __version__, config, gcpause
 from sockact.config import Config
 from sockact.config.sandbox import sandboxed_check_line
-from sockact.errors import APP_LOAD_ERROR, EXIT_FAILURE, EXIT_OK, AppLoadError, SockactError
+from sockact.errors import APP_LOAD_ERROR, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AppLoadError, SockactError
 from sockact.hooks import Loaded, Server
 from sockact.hooks import load as load_hooks
 from sockact.logs.access import check_file
-from sockact.systemd.activation import describe_passed, parse_bind
+from sockact.systemd.activation import Listener, describe_passed, parse_bind
 
 log = logging.getLogger("sockact")
 
@@ -46,7 +46,7 @@ examples:
 Check the app inside the service's own sandbox (the properties of its unit; add your
 drop-in's lines as more -p, e.g. -p StateDirectory=myapp; see docs/deploy.md):
   {sandboxed_check}
-""".format(sandboxed_check=sandboxed_check_line("/etc/sockact/sockact.toml", width=86).replace("\n", "\n  "))
+""".format(sandboxed_check=sandboxed_check_line(config.PACKAGED_CONFIG, width=86).replace("\n", "\n  "))
 
 _SECTIONS = {
     "app": "application",
@@ -135,7 +135,8 @@ def _add_convert(sub: Any) -> None:
                     "each setting it does not carry over and why (docs/from-gunicorn.md). Save it with "
                     "'sockact convert gunicorn.conf.py > sockact.toml', then check it with "
                     "'sockact check -c sockact.toml'.")
-    convert.add_argument("gunicorn_conf", metavar="GUNICORN_CONF", help="gunicorn's settings file (Python)")
+    convert.add_argument("gunicorn_conf", metavar="GUNICORN_CONF",
+                         help="gunicorn's settings file (Python), or python:MODULE as gunicorn's -c takes it")
 
 
 def _add_reload(sub: Any) -> None:
@@ -177,9 +178,53 @@ def implicit_run(argv: Sequence[str]) -> list[str]:
     return args
 
 
+def unknown_options(words: Sequence[str], extras: Sequence[str], known: Iterable[str]) -> list[str]:
+    """A line for each option of ``extras`` (what argparse did not take from ``words``): for one of
+    gunicorn's or uvicorn's flags, what sockact has instead; for a typo, the closest flag. argparse alone says
+    "unrecognized arguments" and takes the value after an unknown flag for the app."""
+    import difflib
+
+    from sockact.config.fromgunicorn import flag_hint, flag_setting
+    from sockact.config.fromuvicorn import hint as uvicorn_hint
+
+    said: dict[str, list[str]] = {}  # what to do -> the flags it answers, one line for them all
+    for extra in extras:
+        if not extra.startswith("-") or extra == "-":
+            continue
+        flag, given, value = extra.partition("=")
+        if not given and not flag.startswith("--") and len(flag) > 2:
+            flag, value = flag[:2], flag[2:]  # -kgevent
+        elif not given:
+            at = words.index(extra) + 1
+            value = words[at] if at < len(words) else ""
+        hint = flag_hint(flag, value) or uvicorn_hint(flag, words)
+        if hint:
+            said.setdefault(hint, []).append(f"{flag} {value}" if flag_setting(flag) == "worker_class" else flag)
+        else:
+            close = difflib.get_close_matches(flag, [f for f in known if f.startswith("--")], n=1, cutoff=0.8)
+            said.setdefault(f"unknown option {flag}" + (f" (did you mean {close[0]}?)" if close else ""), [])
+    return [f"{', '.join(flags)}: {hint}" if flags else hint for hint, flags in said.items()]
+
+
+def _flags_of(parser: argparse.ArgumentParser, command: str | None) -> list[str]:
+    """The option strings of ``command``'s parser (the top-level parser's without one)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            parser = action.choices[command]
+    return list(parser._option_string_actions)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     words = implicit_run(sys.argv[1:] if argv is None else argv)
-    args = build_parser(words[0] if words and words[0] in COMMANDS else None).parse_args(words)
+    parser = build_parser(words[0] if words and words[0] in COMMANDS else None)
+    args, extras = parser.parse_known_args(words)
+    if extras:
+        lines = unknown_options(words, extras, _flags_of(parser, args.command))
+        if not lines:  # stray words, no option: argparse's own message
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        for line in lines:
+            print(f"sockact: error: {line}", file=sys.stderr)
+        return EXIT_USAGE
     if args.command != "run":
         gcpause.resume()  # only a serving start keeps collection paused until its first fork
     if args.command == "reload":
@@ -208,6 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config()
     except SockactError as exc:
         _print_error(exc)
+        if not checking:
+            turn_away_at_start([])
         return exc.exit_code
     if args.print_config:
         print("\n".join(config.describe(cfg)))
@@ -215,6 +262,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check" or args.check_config:
         for warning in config.warnings(cfg, os.environ, os.getcwd(), os.getpid()):
             print(f"sockact: warning: {warning}", file=sys.stderr)
+        if cfg.config_file is None and os.path.isfile(config.PACKAGED_CONFIG):
+            # `sockact check` after editing the packaged file would check the demo app and pass
+            print(f"sockact: warning: no --config: checking the defaults and flags alone, not "
+                  f"{config.PACKAGED_CONFIG}, which sockact.service reads; to check that: "
+                  f"sockact check --config {config.PACKAGED_CONFIG}", file=sys.stderr)
         print("\n".join(config.describe(cfg)))
         if _print_passed_sockets() is None:
             try:  # the names `run` would give its listeners: a mistyped metrics_listener shows here
@@ -231,12 +283,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return run(cfg, reload_config)
-    except SockactError as exc:
-        if logging.getLogger("sockact").handlers:
-            log.error("%s", exc.explained())
-        else:  # the error log itself could not be set up
-            _print_error(exc)
-        return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_OK
 
@@ -270,7 +316,7 @@ def convert_gunicorn(path: str) -> int:
         _print_error(exc)
         return exc.exit_code
     parsers = {s.name: s.parse for s in config.SETTINGS}
-    with open(path, encoding="utf-8", errors="replace") as fh:
+    with open(names.get("__file__") or path, encoding="utf-8", errors="replace") as fh:
         computed = fromgunicorn.computed_names(fh.read())
     conversion = fromgunicorn.convert(path, names, parsers, computed)
     print("\n".join(fromgunicorn.lines(conversion, path, config.toml_value)))
@@ -383,6 +429,36 @@ def _prepare(cfg: Config) -> None:
 
 def run(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
     """Start serving ``cfg`` until stopped; returns the exit code. HUP calls ``reload_config``."""
+    taken: list[Listener] = []  # the listeners once taken, for a start that fails after
+    try:
+        return _serve(cfg, reload_config, taken)
+    except SockactError as exc:
+        if logging.getLogger("sockact").handlers:
+            log.error("%s", exc.explained())
+        else:  # the error log itself could not be set up
+            _print_error(exc)
+        turn_away_at_start(taken)  # after the reason: the log reads in order
+        return exc.exit_code
+
+
+def turn_away_at_start(taken: Sequence[Listener]) -> None:
+    """A start that fails (a bad setting, a hook that does not import...) under socket activation:
+    answer each client waiting in a passed socket's backlog with a 503 before the exit. Left there,
+    it would make systemd start the failing service again at once, and again: a start loop for as
+    long as the client waits. ``taken``: the listeners, if they were taken from systemd already."""
+    from sockact.supervisor.turnaway import start_failed, turn_away
+    from sockact.systemd.activation import from_systemd
+
+    listeners = list(taken)
+    if not listeners and "LISTEN_FDS" in os.environ:
+        with contextlib.suppress(SockactError, ImportError):  # none to take: nothing to answer
+            listeners = from_systemd(os.environ) or []
+    passed = [lst.sock for lst in listeners if not lst.owned]
+    if passed:
+        turn_away([], passed, start_failed())
+
+
+def _serve(cfg: Config, reload_config: Callable[[], Config] | None, taken: list[Listener]) -> int:
     from sockact.apploader import add_virtualenv, load_all
     from sockact.logs.journal import setup_logging
     from sockact.proctitle import supervisor_title
@@ -403,6 +479,7 @@ def run(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
     listeners = from_systemd(os.environ, stored)
     if listeners is None:
         listeners = bind_all(cfg.bind, cfg.backlog)
+    taken += listeners
     cfg.check_names([lst.name for lst in listeners])
     apps = None
     if cfg.preload:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from sockact import __version__, errors
-from sockact.config import ENV_PREFIX, LISTENER_KEYS, SETTINGS, Config, Setting, describe
+from sockact.config import ENV_PREFIX, LISTENER_KEYS, PACKAGED_CONFIG, SETTINGS, Config, Setting, describe
 from sockact.config.sandbox import sandboxed_check_line
 
 # Headings of the settings sections, in the order the pages present them.
@@ -42,11 +42,13 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (errors.EXIT_USAGE, "A bad command line, environment variable or configuration file."),
     (errors.EXIT_NO_LISTENERS, "Nothing to listen on: no sockets from systemd, an unusable inherited "
                                "file descriptor, or a --bind address already in use."),
+    (errors.WORKER_BOOT_ERROR, "The workers could not start, for a reason other than the application's import "
+                               "(a post_fork hook that raised, say). sockact stops rather than restart them."),
     (errors.APP_LOAD_ERROR, "The application could not be imported. sockact stops rather than "
                             "restart workers that cannot serve."),
 )
 
-CONFIG_FILE = "/etc/sockact/sockact.toml"
+CONFIG_FILE = PACKAGED_CONFIG
 
 
 # -- roff helpers

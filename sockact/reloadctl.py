@@ -75,7 +75,9 @@ def judge(pid: int, before: int, outcome: ReloadOutcome | None, alive: bool, wai
     if outcome is not None and outcome.pid == pid and outcome.seq > before:
         if outcome.ok:  # quiet, unless the new settings hold some only a restart applies
             return Verdict(EXIT_OK, f"reload done, but not every setting: {outcome.reason}" if outcome.reason else "")
-        return Verdict(EXIT_FAILURE, f"reload failed: {outcome.reason}; the running workers keep serving")
+        # the supervisor's reasons say what it keeps ("keeping generation 1"): not twice
+        kept = "" if "; keeping " in outcome.reason else "; the running workers keep serving"
+        return Verdict(EXIT_FAILURE, f"reload failed: {outcome.reason}{kept}")
     if not alive:
         return Verdict(EXIT_FAILURE, f"reload failed: process {pid} exited before the reload finished")
     if waited >= bound:

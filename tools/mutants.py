@@ -743,6 +743,66 @@ MUTANTS = (
            "return _kept_builder(spec, not path and sendv is not None)",
            "return _kept_builder(spec, sendv is not None)",
            (UNIT + "test_accesslog.py::test_an_access_log_takes_the_line_builder_the_supervisor_made_for_its_target",)),
+
+    Mutant("halt-reason-not-the-last-status", "sockact/supervisor/core.py",
+           "                self.notifier.halted(action.reason)\n", "",
+           (INTEG + "test_cli_walls.py::test_an_app_that_does_not_load_leaves_the_reason_as_the_last_status",)),
+    Mutant("halt-status-overwritten-by-the-stop", "sockact/systemd/notify.py",
+           "        if self._halted:\n            return\n", "",
+           (UNIT + "test_notify.py::test_a_halt_reason_is_the_last_status",
+            INTEG + "test_cli_walls.py::test_an_app_that_does_not_load_leaves_the_reason_as_the_last_status")),
+
+    Mutant("gunicorn-flag-unexplained", "sockact/cli.py", "hint = flag_hint(flag, value) or uvicorn_hint(flag, words)",
+           "hint = uvicorn_hint(flag, words)",
+           (UNIT + "test_cli.py::test_an_option_sockact_does_not_take_is_one_line_naming_it_and_what_to_write",
+            INTEG + "test_cli_walls.py::test_a_gunicorn_worker_class_on_the_command_line_says_to_drop_it")),
+    Mutant("gunicorn-flag-value-taken-for-the-app", "sockact/cli.py",
+           "            value = words[at] if at < len(words) else \"\"\n", "            value = \"\"\n",
+           (UNIT + "test_cli.py::test_an_option_sockact_does_not_take_is_one_line_naming_it_and_what_to_write",)),
+    Mutant("gunicorn-short-flag-unknown", "sockact/config/fromgunicorn.py", '"-k": "worker_class", ', "",
+           (UNIT + "test_cli.py::test_every_flag_of_gunicorn_that_sockact_lacks_has_its_hint",)),
+
+    Mutant("gunicorn-settings-module-is-a-file", "sockact/config/fromgunicorn.py",
+           "    if path.startswith(MODULE_PREFIX):\n        # gunicorn imports",
+           "    if False:\n        # gunicorn imports",
+           (INTEG + "test_from_gunicorn.py::test_a_gunicorn_settings_module_converts_as_gunicorn_imports_it",)),
+
+    Mutant("post-fork-failure-unnamed", "sockact/worker/shell.py", '            step = "hook post_fork raised "\n',
+           '            step = ""\n',
+           (INTEG + "test_hooks.py::test_a_hook_that_raises_is_logged_and_post_fork_fails_the_worker",)),
+    Mutant("worker-boot-error-called-an-app-load-error", "sockact/policy/pool.py",
+           '"the workers cannot start" if code == WORKER_BOOT_ERROR else "the app failed to load"',
+           '"the app failed to load"',
+           (INTEG + "test_hooks.py::test_a_hook_that_raises_is_logged_and_post_fork_fails_the_worker",)),
+
+    Mutant("reload-failure-says-it-keeps-twice", "sockact/reloadctl.py",
+           'kept = "" if "; keeping " in outcome.reason else "; the running workers keep serving"',
+           'kept = "; the running workers keep serving"',
+           (UNIT + "test_reloadctl.py::test_a_later_outcome_of_this_process_answers_the_reload",)),
+
+    Mutant("app-named-otherwise-unsaid", "sockact/apploader.py",
+           "if name != attr and callable(getattr(module, name, None))]", "if False]",
+           (INTEG + "test_cli_walls.py::test_check_imports_the_app_with_the_settings_applied",)),
+
+    Mutant("uvicorn-flag-unexplained", "sockact/cli.py", "hint = flag_hint(flag, value) or uvicorn_hint(flag, words)",
+           "hint = flag_hint(flag, value)",
+           (UNIT + "test_cli.py::test_an_option_sockact_does_not_take_is_one_line_naming_it_and_what_to_write",
+            INTEG + "test_cli_walls.py::test_a_uvicorn_command_line_says_what_to_write_instead")),
+    Mutant("uvicorn-host-and-port-apart", "sockact/config/fromuvicorn.py",
+           "given[flag] = value if eq else words[at + 1]", "pass",
+           (UNIT + "test_cli.py::test_an_option_sockact_does_not_take_is_one_line_naming_it_and_what_to_write",)),
+
+    Mutant("check-without-config-silent", "sockact/cli.py",
+           "if cfg.config_file is None and os.path.isfile(config.PACKAGED_CONFIG):",
+           "if False:",
+           (UNIT + "test_cli.py::test_check_without_config_where_the_package_has_one_says_it_checks_the_defaults",)),
+
+    Mutant("bad-setting-leaves-the-client-waiting", "sockact/cli.py",
+           "        if not checking:\n            turn_away_at_start([])\n", "",
+           (INTEG + "test_cli_walls.py::test_a_start_that_fails_under_socket_activation_answers_the_waiting_client",)),
+    Mutant("failed-start-leaves-the-client-waiting", "sockact/cli.py",
+           "        turn_away_at_start(taken)  # after the reason", "        pass  # after the reason",
+           (INTEG + "test_cli_walls.py::test_a_start_that_fails_under_socket_activation_answers_the_waiting_client",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

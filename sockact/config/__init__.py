@@ -9,6 +9,7 @@ from sockact.config.settings import (
     DEFAULT_APP,
     ENV_PREFIX,
     LISTENER_KEYS,
+    PACKAGED_CONFIG,
     SECTIONS,
     SETTINGS,
     Config,
@@ -28,6 +29,6 @@ from sockact.config.sources import (
     warnings,
 )
 
-__all__ = ["BY_NAME", "DEFAULT_APP", "ENV_PREFIX", "LISTENER_KEYS", "SECTIONS", "SETTINGS", "Config", "ListenerConfig",
-           "ListenerSettings", "Setting", "build", "check_reload", "check_virtualenv", "describe", "read_env",
-           "read_toml", "toml_value", "unapplied", "warnings"]
+__all__ = ["BY_NAME", "DEFAULT_APP", "ENV_PREFIX", "LISTENER_KEYS", "PACKAGED_CONFIG", "SECTIONS", "SETTINGS", "Config",
+           "ListenerConfig", "ListenerSettings", "Setting", "build", "check_reload", "check_virtualenv", "describe",
+           "read_env", "read_toml", "toml_value", "unapplied", "warnings"]

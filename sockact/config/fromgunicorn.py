@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import os
+import sys
 import types
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -107,6 +108,49 @@ def _loglevel(value: Any) -> Any:
 ASGI_WORKERS = frozenset({"uvicorn.workers.UvicornWorker", "uvicorn.workers.UvicornH11Worker",
                           "uvicorn_worker.UvicornWorker", "uvicorn_worker.UvicornH11Worker"})
 
+# gunicorn's command-line flags other than '--' and the setting's name with dashes (those are found by name).
+_FLAGS: dict[str, str] = {
+    "-k": "worker_class", "-D": "daemon", "-p": "pidfile", "--pid": "pidfile", "-u": "user", "-g": "group",
+    "-m": "umask", "-n": "proc_name", "--name": "proc_name", "-R": "enable_stdio_inheritance",
+    "--no-sendfile": "sendfile", "--log-config": "logconfig", "--log-config-json": "logconfig_json",
+    "--log-syslog-to": "syslog_addr", "--log-syslog": "syslog", "--log-syslog-prefix": "syslog_prefix",
+    "--log-syslog-facility": "syslog_facility", "--paster": "paste", "--proxy-allow-from": "proxy_allow_ips",
+    "--uwsgi-allow-from": "uwsgi_allow_ips", "--reload-extra-file": "reload_extra_files",
+    "--paste-global": "raw_paste_global_conf", "--dirty-app": "dirty_apps",
+    "--no-control-socket": "control_socket_disable",
+}
+
+# What to write instead of gunicorn's worker classes that sockact's workers already are.
+_WORKER_CLASSES: dict[str, str] = {
+    **dict.fromkeys(ASGI_WORKERS, "sockact needs no worker class for an ASGI app: drop it; an async app is "
+                                  "served as ASGI (--interface auto, the default; --interface asgi to insist)"),
+    "sync": "drop it: a sockact worker with --threads 1 (the default) is gunicorn's sync worker",
+    "gthread": "drop it: sockact's workers take --threads N as gthread's do (and --max-threads to grow)",
+}
+
+
+def flag_setting(flag: str) -> str | None:
+    """The gunicorn setting that a flag of gunicorn's command line sets, or None for no flag of gunicorn's."""
+    if flag in _FLAGS:
+        return _FLAGS[flag]
+    name = flag[2:].replace("-", "_") if flag.startswith("--") else ""
+    return name if name in NOT_CARRIED or name in RENAMED else None
+
+
+def flag_hint(flag: str, value: str) -> str | None:
+    """For a flag sockact does not take that is gunicorn's: what to write instead, or why there is none.
+    ``value`` is what followed it (the worker class of ``-k``)."""
+    name = flag_setting(flag)
+    if name is None:
+        return None
+    if name == "worker_class":
+        return _WORKER_CLASSES.get(value, "sockact has one worker model: forked workers with app threads for "
+                                          "WSGI (--threads, --max-threads), an asyncio loop for ASGI")
+    if name in RENAMED:
+        return f"sockact's flag is --{RENAMED[name].replace('_', '-')}"
+    return f"gunicorn's {name} setting has no sockact counterpart: {NOT_CARRIED[name]}"
+
+
 # gunicorn's 0 is "unlimited" for these; sockact has no unlimited, and its largest useful value is the
 # request head's own bound (Limits.head), which the line or a field can never pass anyway.
 _UNLIMITED: dict[str, int] = {"limit_request_line": Limits.head, "limit_request_field_size": Limits.head}
@@ -145,7 +189,7 @@ def convert(path: str, names: Mapping[str, Any], settings: Mapping[str, Callable
         if name.startswith("_") or isinstance(value, types.ModuleType):
             continue  # the file's own imports and private names
         if name in HOOK_NAMES and callable(value):
-            out.hooks[name] = f"{os.path.abspath(path)}:{name}"
+            out.hooks[name] = f"{hook_module(path)}:{name}"
         elif name == "worker_class" and value in ASGI_WORKERS:
             out.values["interface"] = settings["interface"]("asgi")
             out.notes["interface"] = f"gunicorn's worker_class = {value!r} serves ASGI"
@@ -194,12 +238,28 @@ def computed_names(source: str) -> dict[str, str]:
     return out
 
 
+# gunicorn's -c python:MODULE: its settings in a module on the import path rather than in a file.
+MODULE_PREFIX = "python:"
+
+
 def run_file(path: str) -> dict[str, Any]:
-    """The names a gunicorn.conf.py defines, run as gunicorn runs it. Raises AppLoadError with where it failed."""
+    """The names a gunicorn.conf.py (or a ``python:MODULE``) defines, run as gunicorn runs it. Raises
+    AppLoadError with where it failed."""
     from sockact.apploader import load_module
 
-    module = load_module(path, what="gunicorn settings")
+    if path.startswith(MODULE_PREFIX):
+        # gunicorn imports it with its working directory (its chdir) first on the path
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        module = load_module(path[len(MODULE_PREFIX):], what="gunicorn settings")
+    else:
+        module = load_module(path, what="gunicorn settings")
     return dict(vars(module))
+
+
+def hook_module(path: str) -> str:
+    """What a [hooks] entry names for a function of the converted file: the module, or the file's path."""
+    return path[len(MODULE_PREFIX):] if path.startswith(MODULE_PREFIX) else os.path.abspath(path)
 
 
 def lines(conversion: Conversion, path: str, toml_value: Callable[[Any], str]) -> Iterator[str]:

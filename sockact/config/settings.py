@@ -26,6 +26,8 @@ from sockact.logs.access import GUNICORN_FORMAT, check_format
 
 ENV_PREFIX = "SOCKACT_"
 DEFAULT_APP = "sockact.apps.demo:app"
+# The settings of the packaged sockact.service (the .deb installs it).
+PACKAGED_CONFIG = "/etc/sockact/sockact.toml"
 
 # The classes here generate no __eq__, __hash__ or __repr__ (equality is identity): nothing compares
 # or prints them, and each generated method is compiled at import, on a cold start's way to its

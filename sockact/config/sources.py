@@ -30,7 +30,7 @@ def _parse(setting: Setting, raw: Any, where: str) -> Any:
 def read_toml(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Read a config file: (top-level values, {listener name: values}). Raises ConfigError, one line
     per bad key, naming every bad key of the file at once."""
-    if path.endswith(".py"):
+    if path.endswith(".py") or path.startswith("python:"):  # a gunicorn.conf.py, or gunicorn's python:MODULE
         raise ConfigError(f"config file {path}: is Python, as gunicorn's is; sockact reads TOML: run "
                           f"'sockact convert {path} > sockact.toml', then pass -c sockact.toml")
     import tomllib  # here: a start without a config file does without it

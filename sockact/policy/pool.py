@@ -394,8 +394,9 @@ class WorkerPool(Generic[C]):
             reason = f"{reason}: {failure}"
         if app_broken and not self.ever_ready:
             self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.HALT)
+            what = "the workers cannot start" if code == WORKER_BOOT_ERROR else "the app failed to load"
             return [Halt(code if code in (APP_LOAD_ERROR, WORKER_BOOT_ERROR) else APP_LOAD_ERROR,
-                         f"the app failed to load ({reason}); stopping")]
+                         f"{what} ({reason}); stopping")]
         if app_broken and self.previous is not None and m.generation == self.current.number:
             what = "the new workers did not start in time" if overdue else "the new code does not load"
             kept = self.previous.number if self.previous else 0

@@ -302,6 +302,7 @@ class Supervisor:
                     self.workers[action.pid].signal(action.signum)
             elif isinstance(action, Halt):
                 log.error("%s", action.reason)
+                self.notifier.halted(action.reason)
                 self.exit_code = action.exit_code  # the pool is HALTED: what follows is a quick stop
                 self.stop.turn_away()
                 self.stop.quick()

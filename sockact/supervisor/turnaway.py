@@ -1,6 +1,7 @@
 """Turning clients away when the app cannot be served: a 503 to each, then close.
 
-When the app fails to load, the supervisor halts. A client still waiting in a listener's
+When the app fails to load, the supervisor halts (and a start that fails earlier, on a bad
+setting, exits). A client still waiting in a listener's
 backlog would keep a systemd-passed listener readable after the exit, and systemd would
 start the service again at once for it: one connection, a start loop. So before it exits
 the supervisor accepts what is waiting, answers each client ``503`` and closes; the next
@@ -33,6 +34,12 @@ def app_failed() -> bytes:
     """The answer for a client of an app that failed to load."""
     return error_message(503, http_date(), headers=f"Retry-After: {RETRY_AFTER}\r\n",
                          detail="the app failed to load; the reason is in sockact's log (the journal)")
+
+
+def start_failed() -> bytes:
+    """The answer for a client of a service that cannot start (a bad setting, say)."""
+    return error_message(503, http_date(), headers=f"Retry-After: {RETRY_AFTER}\r\n",
+                         detail="sockact cannot start; the reason is in sockact's log (the journal)")
 
 
 def turn_away(fds: Iterable[int], listeners: Iterable[socket.socket], response: bytes,

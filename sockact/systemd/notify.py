@@ -89,6 +89,9 @@ class Notifier:
         # A failed reload leaves the old generation serving: the reason stays in front of STATUS=
         # until a reload succeeds, so `systemctl status` still says why the new code is not live.
         self._failure = ""
+        # After a halt, the reason is the last STATUS=: systemd keeps it for `systemctl status` of the
+        # failed unit, where the counts of the quick stop that follows would say nothing.
+        self._halted = False
         self._pid = pid
         self._runtime_dir = runtime_dir(environ)
         self._reloads = 0  # finished reloads, the sequence number of the last published outcome
@@ -168,7 +171,14 @@ class Notifier:
     def stopping(self) -> None:
         self._notify("STOPPING=1")
 
+    def halted(self, reason: str) -> None:
+        """The supervisor stops on an error no restart fixes (the app does not load): say why, last."""
+        self._notify(f"STATUS={reason}")
+        self._halted = True
+
     def status(self, text: str) -> None:
+        if self._halted:
+            return
         if self._failure:
             text = f"{self._failure}; {text}"
         if text != self._last_status:

@@ -78,10 +78,13 @@ class WorkerShell:
     def run(self) -> int:
         """The worker's whole life; returns its exit code."""
         self.pid = os.getpid()
+        step = ""  # what raised, for the supervisor's one line: the hook, not the app, when it is the hook
         try:
             self._setup_process()
             worker_title(self.slot + 1, self.config.app)
+            step = "hook post_fork raised "
             self.hooks.call_or_raise("post_fork", *self._hook_args())
+            step = ""
             sites = self._build_sites()
             self.runner = self._build_runner(sites)
         except SockactError as exc:
@@ -89,7 +92,9 @@ class WorkerShell:
             # Any start-up error is fatal to the worker; the supervisor tells the two kinds apart.
             return exc.exit_code if exc.exit_code == APP_LOAD_ERROR else WORKER_BOOT_ERROR
         except Exception as exc:  # from the post_fork hook, or building the runner
-            reason = f"{type(exc).__name__}: {exc}"
+            # (a hook's sys.exit() comes as "hook post_fork called sys.exit(3)", already naming the hook)
+            exited = isinstance(exc.__cause__, SystemExit)
+            reason = str(exc) if step and exited else f"{step}{type(exc).__name__}: {exc}"
             _tell_why(self.chan, reason, f"{reason}\n{traceback.format_exc().rstrip()}")
             return WORKER_BOOT_ERROR
         head = self.scoreboard.writer(self.slot, 0)

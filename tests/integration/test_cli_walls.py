@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from conftest import SOCKACT, base_env, free_port, http_get, need_module
 
 ENV_APP = """\
@@ -73,6 +76,13 @@ def test_check_imports_the_app_with_the_settings_applied(tmp_path):
     # and the same through gunicorn's --check-config, without the subcommand
     result = run_cli("--check-config", "--chdir", str(root), "projapp:nosuch")
     assert result.returncode == 5 and "has no attribute 'nosuch'" in result.stderr
+    # a bare module of a Flask or FastAPI project: its callable is 'app', not gunicorn's 'application'
+    (root / "flaskish.py").write_text("def app(environ, start_response):\n    return []\n")
+    result = run_cli("check", "flaskish", "--chdir", str(root))
+    assert result.returncode == 5
+    assert result.stderr.strip().splitlines()[-1] == (
+        "sockact: error: app 'flaskish:application': module 'flaskish' has no attribute 'application' "
+        "(did you mean 'flaskish:app'?)")
     # the app sees -e before it is imported
     (root / "needsenv.py").write_text("import os\nTOKEN = os.environ['TOKEN']\napplication = lambda e, s: []\n")
     assert run_cli("check", "needsenv", "--chdir", str(root)).returncode == 5
@@ -89,6 +99,26 @@ def test_gunicorn_command_line_serves(tmp_path, start_sockact):
     assert json.loads(http_get(port, "/")[2])["greeting"] == "hi there"
     assert len(server.wait_workers(3)) == 3
 
+
+def test_a_gunicorn_worker_class_on_the_command_line_says_to_drop_it(tmp_path):
+    """The ExecStart= of a gunicorn unit serving FastAPI, its binary renamed: one line that says what to do."""
+    result = run_cli("-k", "uvicorn.workers.UvicornWorker", "-w", "2", "-b", f"127.0.0.1:{free_port()}",
+                     "asgiapps:echo", "--daemon")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "sockact: error: -k uvicorn.workers.UvicornWorker: sockact needs no worker class for an ASGI app: drop "
+        "it; an async app is served as ASGI (--interface auto, the default; --interface asgi to insist)",
+        "sockact: error: --daemon: gunicorn's daemon setting has no sockact counterpart: systemd runs sockact"]
+
+
+def test_a_uvicorn_command_line_says_what_to_write_instead():
+    result = run_cli("asgiapps:echo", "--host", "0.0.0.0", "--port", str(free_port()), "--workers", "2",
+                     "--proxy-headers")
+    assert result.returncode == 2 and result.stdout == ""
+    first, second = result.stderr.splitlines()
+    assert first.startswith("sockact: error: --host, --port: sockact binds host and port together: -b 0.0.0.0:")
+    assert second == ("sockact: error: --proxy-headers: forwarded fields are read from the proxies "
+                      "--forwarded-allow-ips trusts")
 
 def test_script_name_is_the_mount_prefix(tmp_path, start_sockact):
     root = project(tmp_path)
@@ -138,3 +168,57 @@ def test_help_shows_gunicorn_flags():
                  "-e KEY=VALUE, --env KEY=VALUE", "--chdir", "--pythonpath", "--check-config", "--print-config",
                  "--reload", "systemd-run"):
         assert flag in helptext, flag
+
+
+def test_an_app_that_does_not_load_leaves_the_reason_as_the_last_status(tmp_path):
+    """`systemctl status` of the failed service shows its last STATUS=: the reason, not the stop's counts."""
+    path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(path)
+        result = run_cli("run", "nosuchapp:app", "--workers", "2", "--bind", f"127.0.0.1:{free_port()}",
+                         env={"NOTIFY_SOCKET": path}, cwd=str(tmp_path))
+        systemd.setblocking(False)
+        statuses = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                statuses += [line for line in systemd.recv(65536).decode().splitlines()
+                             if line.startswith("STATUS=")]
+    assert result.returncode == 5, result.stderr
+    assert statuses[-1].startswith("STATUS=the app failed to load (worker exit code 5: app 'nosuchapp:app': "
+                                   "no module named 'nosuchapp'"), statuses
+
+
+
+@pytest.mark.parametrize("setting", ["wokers = 2\n", '[hooks]\npost_fork = "nosuchhooks:post_fork"\n'],
+                         ids=["bad-key", "hook-not-importable"])
+def test_a_start_that_fails_under_socket_activation_answers_the_waiting_client(tmp_path, setting):
+    """Left in the backlog of the socket unit's listener, the client would make systemd start the
+    failing service again at once, for as long as it waits: a start loop."""
+    cfg = tmp_path / "sockact.toml"
+    cfg.write_text(setting)
+    port = free_port()
+    activator = subprocess.Popen(["systemd-socket-activate", "-l", f"127.0.0.1:{port}", "--fdname=http",
+                                  *SOCKACT, "run", "--config", str(cfg)], env=base_env(),
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        client = None
+        deadline = time.monotonic() + 10
+        while client is None:
+            try:
+                client = socket.create_connection(("127.0.0.1", port), timeout=10)
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, "systemd-socket-activate does not listen"
+                time.sleep(0.05)
+        with client:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = client.recv(65536)
+        output = activator.communicate(timeout=30)[0].decode()  # systemd-socket-activate execs sockact
+    finally:
+        activator.kill()
+        activator.wait()
+    assert activator.returncode == (2 if "wokers" in setting else 5), output
+    assert answer.startswith(b"HTTP/1.1 503 "), (answer, output)
+    assert b"sockact cannot start; the reason is in sockact's log" in answer
+    # the reason first, then the turn-away
+    reason = output.find("sockact: error:") if "sockact: error:" in output else output.find("ERROR sockact:")
+    assert -1 < reason < output.index("answered 1 waiting connections: HTTP/1.1 503"), output

@@ -261,3 +261,24 @@ def test_a_uvicorn_worker_an_unlimited_line_and_a_computed_worker_count_convert_
     cfg = tmp_path / "sockact.toml"
     cfg.write_text(converted.stdout)
     assert run_cli("check", "--config", str(cfg), "asgiapps:echo").returncode == 0
+
+
+def test_a_gunicorn_settings_module_converts_as_gunicorn_imports_it(tmp_path):
+    # gunicorn -c python:deploy.gunicorn_conf imports it from the working directory; its hooks are
+    # the module's, named by module, not by path.
+    (tmp_path / "deploy").mkdir()
+    (tmp_path / "deploy" / "__init__.py").write_text("")
+    (tmp_path / "deploy" / "gunicorn_conf.py").write_text(
+        "import multiprocessing\nworkers = multiprocessing.cpu_count() + 1\ntimeout = 60\n\n"
+        "def post_fork(server, worker):\n    pass\n")
+    converted = run_cli("convert", "python:deploy.gunicorn_conf", cwd=tmp_path)
+    assert converted.returncode == 0, converted.stderr
+    assert tomllib.loads(converted.stdout) == {"workers": os.cpu_count() + 1, "timeout": 60.0,
+                                               "hooks": {"post_fork": "deploy.gunicorn_conf:post_fork"}}
+    assert "computed by the conf on the machine it was converted on: multiprocessing.cpu_count() + 1" \
+        in converted.stdout
+    result = run_cli("run", "-c", "python:deploy.gunicorn_conf", "app:app", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "sockact: error: config file python:deploy.gunicorn_conf: is Python, as gunicorn's is; sockact reads "
+        "TOML: run 'sockact convert python:deploy.gunicorn_conf > sockact.toml', then pass -c sockact.toml")

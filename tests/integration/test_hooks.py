@@ -146,9 +146,10 @@ def test_a_misspelt_hook_is_a_one_line_error_with_the_name_meant(tmp_path):
 
 # sys.exit() in a hook is a hook that raised: it ended the service without a line (on_reload: at a
 # `systemctl reload`), and in post_fork made its worker die at start again and again, unexplained.
-@pytest.mark.parametrize(("failure", "said"), [('raise RuntimeError("broke")', "RuntimeError: broke"),
-                                               ("raise SystemExit(3)", "SystemExit: 3")])
-def test_a_hook_that_raises_is_logged_and_post_fork_fails_the_worker(start_sockact, tmp_path, failure, said):
+@pytest.mark.parametrize(("failure", "said", "why"), [
+    ('raise RuntimeError("broke")', "RuntimeError: broke", "hook post_fork raised RuntimeError: broke"),
+    ("raise SystemExit(3)", "SystemExit: 3", "hook post_fork called sys.exit(3)")])
+def test_a_hook_that_raises_is_logged_and_post_fork_fails_the_worker(start_sockact, tmp_path, failure, said, why):
     root, cfg = project(tmp_path, 1, False)
     source = (root / "myhooks.py").read_text()
     (root / "myhooks.py").write_text(source.replace('    server.log.info("hook when_ready ran")', f"    {failure}"))
@@ -163,4 +164,6 @@ def test_a_hook_that_raises_is_logged_and_post_fork_fails_the_worker(start_socka
                             env=base_env(HOOK_LOG=str(log)), capture_output=True, text=True, timeout=60)
     assert result.returncode == 4, result.stderr
     assert said in result.stderr and "in post_fork" in result.stderr
+    # the line it stops on names the hook, not the app, which loaded fine
+    assert f"the workers cannot start (worker exit code 4: {why}); stopping" in result.stderr, result.stderr
 

@@ -53,3 +53,81 @@ def test_print_config(capsys):
     assert cli.main(["run", "-w", "3", "--print-config", "myproject.wsgi"]) == 0
     out = capsys.readouterr().out
     assert "workers = 3" in out and 'app = "myproject.wsgi:application"' in out
+
+
+@pytest.mark.parametrize(("argv", "lines"), [
+    (["run", "-k", "uvicorn.workers.UvicornWorker", "-b", "127.0.0.1:8000", "main:app"],
+     ["-k uvicorn.workers.UvicornWorker: sockact needs no worker class for an ASGI app: drop it; an async app is "
+      "served as ASGI (--interface auto, the default; --interface asgi to insist)"]),
+    (["-w", "4", "--worker-class=gthread", "--threads", "4", "app:app"],
+     ["--worker-class gthread: drop it: sockact's workers take --threads N as gthread's do (and --max-threads "
+      "to grow)"]),
+    (["run", "-kgevent", "app:app"],
+     ["-k gevent: sockact has one worker model: forked workers with app threads for WSGI (--threads, "
+      "--max-threads), an asyncio loop for ASGI"]),
+    (["run", "-D", "-p", "/run/app.pid", "app:app"],
+     ["-D: gunicorn's daemon setting has no sockact counterpart: systemd runs sockact",
+      "-p: gunicorn's pidfile setting has no sockact counterpart: systemd knows the main PID"]),
+    (["check", "--asgi-lifespan", "on", "app:app"], ["--asgi-lifespan: sockact's flag is --lifespan"]),
+    (["run", "--wokers", "4", "app:app"], ["unknown option --wokers (did you mean --workers?)"]),
+    # uvicorn's habits: one -b address for --host and --port, one line for flags with one answer
+    (["main:app", "--host", "0.0.0.0", "--port", "9000", "--workers", "4"],
+     ["--host, --port: sockact binds host and port together: -b 0.0.0.0:9000 (under systemd, ListenStream= of "
+      "the .socket unit)"]),
+    (["main:app", "--port=9000", "--ssl-keyfile", "k.pem", "--ssl-certfile", "c.pem"],
+     ["--port: sockact binds host and port together: -b 127.0.0.1:9000 (under systemd, ListenStream= of the "
+      ".socket unit)",
+      "--ssl-keyfile, --ssl-certfile: no TLS in sockact: terminate it in a proxy in front of the socket"]),
+    (["main:app", "--host", "::"], ["--host: sockact binds host and port together: -b [::]:8000 (under systemd, "
+                                    "ListenStream= of the .socket unit)"]),
+    (["run", "--hots", "x", "app:app"], ["unknown option --hots"]),  # no far-fetched guess
+])
+def test_an_option_sockact_does_not_take_is_one_line_naming_it_and_what_to_write(capsys, argv, lines):
+    """argparse alone says 'unrecognized arguments: -k main:app', the worker class taken for the app."""
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [f"sockact: error: {line}" for line in lines] and captured.out == ""
+
+
+def test_every_flag_of_gunicorn_that_sockact_lacks_has_its_hint():
+    gunicorn_config = pytest.importorskip("gunicorn.config")
+    from sockact.config.fromgunicorn import flag_hint, flag_setting
+
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command").choices["run"]
+    ours = set(sub._option_string_actions)
+    for s in gunicorn_config.KNOWN_SETTINGS:
+        for flag in s.cli or ():
+            if flag not in ours:
+                assert flag_setting(flag) == s.name and flag_hint(flag, "x"), flag
+
+
+def test_every_flag_of_uvicorn_that_sockact_lacks_has_its_hint():
+    pytest.importorskip("uvicorn")
+    import importlib
+
+    from sockact.config import fromuvicorn
+    from sockact.config.fromgunicorn import flag_hint
+
+    command = vars(importlib.import_module("uvicorn.main"))["main"]  # the click command (the package
+    # exports a function of that name too)
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command").choices["run"]
+    ours = {*sub._option_string_actions, "--version"}  # --version is the top level's
+    for param in command.params:
+        for flag in (*param.opts, *param.secondary_opts):
+            if flag.startswith("-") and flag not in ours:
+                assert fromuvicorn.hint(flag, []) or flag_hint(flag, ""), flag  # --log-config is both's
+
+
+def test_check_without_config_where_the_package_has_one_says_it_checks_the_defaults(capsys, monkeypatch, tmp_path):
+    """After editing /etc/sockact/sockact.toml, `sockact check` alone would pass on the demo app."""
+    packaged = tmp_path / "sockact.toml"
+    packaged.write_text('app = "myproject.wsgi:application"\n')
+    monkeypatch.setattr(config, "PACKAGED_CONFIG", str(packaged))
+    monkeypatch.delenv("SOCKACT_CONFIG", raising=False)
+    assert cli.main(["check", "--print-config"]) == 0  # printing the settings alone: no check, no warning
+    assert capsys.readouterr().err == ""
+    assert cli.main(["check", "sockact.apps.hello:app"]) == 0
+    assert (f"sockact: warning: no --config: checking the defaults and flags alone, not {packaged}, which "
+            f"sockact.service reads; to check that: sockact check --config {packaged}") in capsys.readouterr().err
+    assert cli.main(["check", "--config", str(packaged), "--print-config"]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -143,3 +143,16 @@ def test_anything_but_an_outcome_reads_as_none(text):
 def test_outcome_round_trip():
     outcome = ReloadOutcome(7, 99, False, 'key "workers": expected an integer\nsecond line')
     assert ReloadOutcome.from_text(outcome.to_text()) == outcome
+
+
+def test_a_halt_reason_is_the_last_status(notify_socket):
+    import os
+
+    n = Notifier(os.environ, os.getpid())
+    n.status("2 workers")
+    n.halted("the app failed to load (worker exit code 5: no module named 'app'); stopping")
+    n.status("stopping: 0 workers left, 0 connections")  # the quick stop's counts: not sent
+    n.stopping()
+    assert messages(notify_socket) == [
+        "STATUS=2 workers", "STATUS=the app failed to load (worker exit code 5: no module named 'app'); stopping",
+        "STOPPING=1"]

@@ -24,6 +24,10 @@ def test_a_later_outcome_of_this_process_answers_the_reload():
     assert failed is not None and failed.exit_code == EXIT_FAILURE
     assert failed.message == ("reload failed: key 'workers': expected an integer; "
                               "the running workers keep serving")
+    # a reason that says what the supervisor keeps, as the supervisor's do, is not told twice
+    reason = "the new code does not load (worker exit code 5: app 'app:app': ...); keeping generation 1"
+    failed = judge(PID, 3, ReloadOutcome(4, PID, False, reason), True, 0.1, 60)
+    assert failed is not None and failed.message == f"reload failed: {reason}"
 
 
 @pytest.mark.parametrize("outcome", [

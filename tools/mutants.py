@@ -44,6 +44,10 @@ DENIAL = INTEG + "test_websocket_denial.py::"
 RELOAD_NAMES = "test_a_reload_names_each_changed_setting_it_leaves_for_a_restart_and_applies_the_rest"
 
 MUTANTS = (
+    Mutant("dispatch-serves-a-whole-pipeline-in-one-turn", "sockact/worker/wsgirunner.py",
+           "if ready and time.monotonic() - began >= DISPATCH_TURN:", "if False:",
+           (INTEG + "test_hostile_clients.py::test_one_clients_pipelined_requests_do_not_hold_the_worker_from_another_"
+            "client",)),
     Mutant("owned-rest-loses-a-head-in-part", "sockact/worker/owner.py",
            "mark[at + 1] = written | (IN_HEAD if in_head else 0) | (READ if read else 0)",
            "mark[at + 1] = written | (READ if read else 0)",

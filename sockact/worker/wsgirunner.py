@@ -111,6 +111,12 @@ ROUTES_KEPT = 256
 # behind the first long call after such a quiet spell: about twice this (then GROW_AFTER's).
 RELAXED_LOOK = 0.010
 QUIET_LOOKS = 100  # looks at a worker that serves nothing before the monitor sleeps until a call starts
+# The loop thread's calls of waiting requests in one turn, in seconds: past it, while requests still wait, the next
+# turn reads the other connections first (without waiting in the poller), and their requests queue behind those.
+# A client's pipelined requests queue one at a time behind its call, so without a bound one client's 64 KiB of
+# pipelined requests held the worker until all were served (seconds of 1 ms calls) while other clients waited.
+# The WebSocket sessions' TURN_SECONDS (asgi/websocket.py) is the same bound for the ASGI loop.
+DISPATCH_TURN = 0.002
 
 
 # Step's members as module names: on Python 3.11 ``Step.IDLE`` costs 0.3 µs (the Enum class's attribute
@@ -255,7 +261,8 @@ class EventLoop(Carrier[Held]):
         self.slots[line].alive(alive)
 
     def _turn(self, timeout: float = TICK) -> None:
-        events = self.poller.poll(timeout)
+        # Requests left waiting by the last turn's dispatch (DISPATCH_TURN): look at the others, but do not wait.
+        events = self.poller.poll(0 if self.ready and not self._standby else timeout)
         if not events and self.access is not None:
             self.access.flush()  # idle: write the lines out
         if self._done:  # before the events: one may be the next request of a connection a pool thread put back
@@ -551,17 +558,21 @@ class EventLoop(Carrier[Held]):
 
     def _dispatch_ready(self) -> None:
         """Give each ready request an app thread. The loop thread, app thread 0, serves them
-        itself one after the other (no hand-off: most calls are short), unless calls were slow lately;
+        itself one after the other (no hand-off: most calls are short), for DISPATCH_TURN a turn, unless calls
+        were slow lately;
         the monitor, holding the loop's role while the loop thread is in a slow call, gives them to the
         pool. What finds no thread waits, out of the poller, for a call to end or for the stall
         hand-back."""
         ready = self.ready
+        began = time.monotonic()
         while ready:
             on_loop = not self._standby  # the loop thread itself, free to serve
             if (not on_loop or (self.mix.hand_off and not self._fast(ready[0].request))) and self._submit(ready[0]):
                 ready.popleft()
             elif on_loop:
                 self._call_inline(self._next_ready(), "call")
+                if ready and time.monotonic() - began >= DISPATCH_TURN:
+                    return  # the rest wait for the next turn, behind what the other connections sent meanwhile
             else:
                 for waiting in ready:
                     self._unwatch(waiting)  # its app thread will read it; the loop must not meanwhile

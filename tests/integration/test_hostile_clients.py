@@ -222,3 +222,23 @@ def test_a_listener_answers_an_http_1_1_request_without_host_400(start_sockact, 
         with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
             sock.sendall(head)
             assert parse_response(read_to_close(sock))[0] == status, head
+
+
+def test_one_clients_pipelined_requests_do_not_hold_the_worker_from_another_client(start_sockact, tmp_path):
+    """A client pipelines 300 calls of 10 ms in one segment to a worker of one app thread; another client that
+    asks once the first call has begun is served among them, not after all of them (before, the loop served a
+    connection's pipelined requests one after the other, seconds of them, before it read any other): its line
+    in the access log comes before the pipeline's last."""
+    server = start_sockact("testapps:slow", "--workers", "1", "--access-logfile", "-", workers=1)
+    started = tmp_path / "started"
+    count = 300
+    pipeline = b"".join(b"GET /?s=0.01&started=%s&n=%d HTTP/1.1\r\nHost: t\r\n\r\n" % (bytes(started), n)
+                        for n in range(count))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as flood:
+        flood.sendall(pipeline + b"GET /?s=0&n=last HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        wait_until(started.exists, "the pipeline's first call")
+        assert http_get(server.port, "/?s=0&other=1", timeout=30)[0] == 200
+        answers = read_to_close(flood)
+    assert answers.count(b"HTTP/1.1 200 OK") == count + 1
+    log = server.wait_for_log('"GET /?s=0&n=last HTTP/1.1" 200')
+    assert log.index('"GET /?s=0&other=1 HTTP/1.1" 200') < log.index('"GET /?s=0&n=last HTTP/1.1" 200')

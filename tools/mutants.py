@@ -44,6 +44,11 @@ DENIAL = INTEG + "test_websocket_denial.py::"
 RELOAD_NAMES = "test_a_reload_names_each_changed_setting_it_leaves_for_a_restart_and_applies_the_rest"
 
 MUTANTS = (
+    Mutant("health-answers-each-pipelined-check-from-the-last", "sockact/worker/wsgirunner.py",
+           'held.to("answer")\n            return True',
+           'held.to("answer")\n            self._advance(held)\n            return False',
+           (INTEG + "test_hostile_clients.py::test_thousands_of_pipelined_health_checks_are_all_answered_by_the_same_"
+            "worker",)),
     Mutant("dispatch-serves-a-whole-pipeline-in-one-turn", "sockact/worker/wsgirunner.py",
            "if ready and time.monotonic() - began >= DISPATCH_TURN:", "if False:",
            (INTEG + "test_hostile_clients.py::test_one_clients_pipelined_requests_do_not_hold_the_worker_from_another_"

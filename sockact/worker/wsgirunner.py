@@ -411,10 +411,13 @@ class EventLoop(Carrier[Held]):
     def _advance(self, held: Held) -> None:
         """Decide what comes next for a connection after it was read or served."""
         step = held.http.next_request()
-        if isinstance(step, Request):
-            if held.site.health_path and held.http.is_health(step):
-                self._answer_health(held, step)
+        # Health checks pipelined one after another are answered in turn here, not each from the last one's
+        # answer: a client's 64 KiB of them went that many calls deep, and the RecursionError ended the worker.
+        while isinstance(step, Request) and held.site.health_path and held.http.is_health(step):
+            if not self._answer_health(held, step):
                 return
+            step = held.http.next_request()
+        if isinstance(step, Request):
             # A slow body must not hold an app thread: the loop reads it first, as any other input, in memory
             # (body_buffer: a Content-Length body only) or into a file (body_spool).
             if step.content_length and held.http.body_to_buffer():
@@ -547,14 +550,15 @@ class EventLoop(Carrier[Held]):
             del self.watching[fd]
             held.watched = False
 
-    def _answer_health(self, held: Held, request: Request) -> None:
-        """On the loop thread, not counted as a request: the app is not called."""
+    def _answer_health(self, held: Held, request: Request) -> bool:
+        """On the loop thread, not counted as a request: the app is not called. True when the connection goes
+        on (the caller looks for its next request); else it is closed."""
         self._mark_reading(0)  # answered here: nothing read waits
         if held.http.serve(request):
             held.to("answer")
-            self._advance(held)
-        else:
-            self._close(held)
+            return True
+        self._close(held)
+        return False
 
     def _dispatch_ready(self) -> None:
         """Give each ready request an app thread. The loop thread, app thread 0, serves them

@@ -10,7 +10,16 @@ import threading
 import time
 
 import pytest
-from conftest import KeepAliveClient, fd_count, http_get, parse_response, read_to_close, steady, wait_until
+from conftest import (
+    KeepAliveClient,
+    fd_count,
+    http_get,
+    parse_response,
+    raw_exchange,
+    read_to_close,
+    steady,
+    wait_until,
+)
 
 VALID = b"POST /p?q=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"
 CHUNKED = b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
@@ -242,3 +251,19 @@ def test_one_clients_pipelined_requests_do_not_hold_the_worker_from_another_clie
     assert answers.count(b"HTTP/1.1 200 OK") == count + 1
     log = server.wait_for_log('"GET /?s=0&n=last HTTP/1.1" 200')
     assert log.index('"GET /?s=0&other=1 HTTP/1.1" 200') < log.index('"GET /?s=0&n=last HTTP/1.1" 200')
+
+
+@pytest.mark.parametrize("interface", sorted(ECHO))
+def test_thousands_of_pipelined_health_checks_are_all_answered_by_the_same_worker(start_sockact, interface):
+    """5,000 health checks pipelined on one connection, answered on the worker's loop one after another: each gets
+    its 200, and the worker lives on (the WSGI loop answered each from the last one's answer, and the
+    RecursionError a few hundred deep ended the worker with every client it held)."""
+    server = start_sockact(ECHO[interface], "--workers", "1", "--health-path", "/-/health", workers=1)
+    (worker,) = server.workers()
+    count = 5000
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as client:
+        answers = raw_exchange(client, b"GET /-/health HTTP/1.1\r\nHost: t\r\n\r\n" * count
+                               + b"GET /-/health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert answers.count(b"HTTP/1.1 200 OK") == count + 1
+    assert http_get(server.port, "/")[0] == 200
+    assert server.workers() == [worker]

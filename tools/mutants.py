@@ -44,6 +44,14 @@ DENIAL = INTEG + "test_websocket_denial.py::"
 RELOAD_NAMES = "test_a_reload_names_each_changed_setting_it_leaves_for_a_restart_and_applies_the_rest"
 
 MUTANTS = (
+    Mutant("health-answer-waits-for-a-client-that-reads-none", "sockact/wsgi/server.py",
+           "whole = self.wire.send_now(answer)", "self._guarded_send(answer)\n        whole = True",
+           (INTEG + "test_hostile_clients.py::test_a_client_that_pipelines_health_checks_and_reads_no_answer_is_let_"
+            "go_holding_up_no_one",)),
+    Mutant("health-answers-buffered-without-bound", "sockact/worker/asgirunner.py",
+           "if not conn.writable:\n            # The loop answers", "if False:\n            # The loop answers",
+           (INTEG + "test_hostile_clients.py::test_a_client_that_pipelines_health_checks_and_reads_no_answer_is_let_"
+            "go_holding_up_no_one",)),
     Mutant("health-answers-each-pipelined-check-from-the-last", "sockact/worker/wsgirunner.py",
            'held.to("answer")\n            return True',
            'held.to("answer")\n            self._advance(held)\n            return False',

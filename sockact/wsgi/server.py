@@ -500,11 +500,17 @@ class HTTPConnection:
             log.error(missed[0], self.conn_id, *missed[1:], self.request_line())
 
     def _health(self, request: Request, started: float) -> bool:
-        """The load balancer's question, answered without the app: 503 once stopping."""
+        """The load balancer's question, answered without the app: 503 once stopping. On the worker's loop, which
+        must never wait for a client: an answer the kernel has no room for (a client that pipelines checks and
+        reads no answer) closes the connection, where a blocking send held every other client of the worker for
+        send_timeout."""
         self.status, answer = health_response(self.engine, self.stopping())
-        self._guarded_send(answer)
+        whole = self.wire.send_now(answer)
+        if not whole:
+            log.info("conn %d: the client has not read its answers, and the health check's does not fit: closed",
+                     self.conn_id)
         self._access(request, self.status, started)
-        return self.engine.keep_alive
+        return self.engine.keep_alive and whole
 
     def _send_result(self, result: Any, request: Request) -> None:
         start = self.start

@@ -267,3 +267,30 @@ def test_thousands_of_pipelined_health_checks_are_all_answered_by_the_same_worke
     assert answers.count(b"HTTP/1.1 200 OK") == count + 1
     assert http_get(server.port, "/")[0] == 200
     assert server.workers() == [worker]
+
+
+@pytest.mark.parametrize("interface", sorted(ECHO))
+def test_a_client_that_pipelines_health_checks_and_reads_no_answer_is_let_go_holding_up_no_one(start_sockact,
+                                                                                               interface):
+    """Health checks pipelined without end by a client that reads no answer: the loop that answers them never waits
+    for it (WSGI's blocked in its send for send_timeout, every other client with it), nor buffers their answers
+    without bound (ASGI's grew by 25 MB a second): the connection is closed, with a line in the log, and another
+    client is served meanwhile."""
+    server = start_sockact(ECHO[interface], "--workers", "1", "--health-path", "/-/health", "--send-timeout", "60",
+                           workers=1)
+    (worker,) = server.workers()
+    checks = b"GET /-/health HTTP/1.1\r\nHost: t\r\n\r\n" * 1000
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as greedy:
+        greedy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        greedy.setblocking(False)
+        left = [b""]
+
+        def let_go() -> bool:
+            with contextlib.suppress(BlockingIOError, ConnectionError):
+                pending = left[0] or checks
+                left[0] = pending[greedy.send(pending):]  # whole requests: what one send leaves goes first next
+            return "the client has not read its answers" in server.output()
+
+        server.waiting(let_go, "the client that reads nothing to be let go", timeout=30)
+        assert http_get(server.port, "/")[0] == 200
+    assert server.workers() == [worker]

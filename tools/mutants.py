@@ -44,6 +44,10 @@ DENIAL = INTEG + "test_websocket_denial.py::"
 RELOAD_NAMES = "test_a_reload_names_each_changed_setting_it_leaves_for_a_restart_and_applies_the_rest"
 
 MUTANTS = (
+    Mutant("ws-closed-keeps-its-message-in-pieces", "sockact/asgi/websocket.py",
+           "until then).\n                self._message = bytearray()", "until then).",
+           (INTEG + "test_asgi_limits.py::test_sessions_closed_for_a_message_in_pieces_past_ws_max_size_give_its_"
+            "memory_back",)),
     Mutant("health-answer-waits-for-a-client-that-reads-none", "sockact/wsgi/server.py",
            "whole = self.wire.send_now(answer)", "self._guarded_send(answer)\n        whole = True",
            (INTEG + "test_hostile_clients.py::test_a_client_that_pipelines_health_checks_and_reads_no_answer_is_let_"

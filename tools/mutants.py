@@ -44,6 +44,11 @@ DENIAL = INTEG + "test_websocket_denial.py::"
 RELOAD_NAMES = "test_a_reload_names_each_changed_setting_it_leaves_for_a_restart_and_applies_the_rest"
 
 MUTANTS = (
+    Mutant("asgi-linger-reads-without-bound", "sockact/asgi/conn.py",
+           "elif self.lingered >= LINGER_BYTES:", "elif False:",
+           (UNIT + "test_asgi_conn.py::test_a_close_lingering_behind_output_its_client_does_not_read_drops_at_most_"
+            "linger_bytes",
+            INTEG + "test_hostile_clients.py::test_a_refused_client_that_sends_on_has_no_more_than_linger_bytes_read")),
     Mutant("ws-closed-keeps-its-message-in-pieces", "sockact/asgi/websocket.py",
            "until then).\n                self._message = bytearray()", "until then).",
            (INTEG + "test_asgi_limits.py::test_sessions_closed_for_a_message_in_pieces_past_ws_max_size_give_its_"

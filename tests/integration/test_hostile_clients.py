@@ -294,3 +294,21 @@ def test_a_client_that_pipelines_health_checks_and_reads_no_answer_is_let_go_hol
         server.waiting(let_go, "the client that reads nothing to be let go", timeout=30)
         assert http_get(server.port, "/")[0] == 200
     assert server.workers() == [worker]
+
+
+@pytest.mark.parametrize("interface", sorted(ECHO))
+def test_a_refused_client_that_sends_on_has_no_more_than_linger_bytes_read(start_sockact, interface):
+    """A client refused with a 400 that sends on as fast as it can: the worker reads and drops what comes for a
+    while (so that a client still sending reads its 400 before a reset), LINGER_BYTES (256 KiB) at most, then reads
+    no more until the close. ASGI's linger read on at the client's pace until its deadline: 2.3 GB in its second on
+    loopback, for a worker's CPU; one whose answer waited for the client, until io_timeout."""
+    server = start_sockact(ECHO[interface], "--workers", "1", workers=1)
+    flood, taken = b"x" * 65536, 0
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        with contextlib.suppress(OSError):  # the close's reset, or a send that waits on a worker that reads no more
+            while taken < 1024 * 1024 * 1024:
+                sock.sendall(flood)
+                taken += len(flood)
+    assert taken < 64 * 1024 * 1024, f"the worker took {taken >> 20} MiB after its 400"
+    assert http_get(server.port, "/")[0] == 200

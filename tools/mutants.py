@@ -42,8 +42,13 @@ CPU_POLICY_TEST = (INTEG + "test_pool_process.py::test_the_supervisor_and_its_wo
 SPOOL_TOTAL_TEST = "test_body_spool.py::test_spooled_bodies_past_the_workers_total_get_503_until_one_ends"
 DENIAL = INTEG + "test_websocket_denial.py::"
 RELOAD_NAMES = "test_a_reload_names_each_changed_setting_it_leaves_for_a_restart_and_applies_the_rest"
+LOOP_ANSWERS_TEST = (UNIT + "test_loop_answers.py::test_an_answer_of_the_loops_own_never_waits_for_a_client_that_reads_"
+                     "nothing")
 
 MUTANTS = (
+    Mutant("wsgi-refusal-waits-for-room", "sockact/wsgi/server.py",
+           "self.wire.send_now(error)", "self.wire.send(error)",
+           (LOOP_ANSWERS_TEST,)),
     Mutant("asgi-linger-reads-without-bound", "sockact/asgi/conn.py",
            "elif self.lingered >= LINGER_BYTES:", "elif False:",
            (UNIT + "test_asgi_conn.py::test_a_close_lingering_behind_output_its_client_does_not_read_drops_at_most_"
@@ -56,7 +61,8 @@ MUTANTS = (
     Mutant("health-answer-waits-for-a-client-that-reads-none", "sockact/wsgi/server.py",
            "whole = self.wire.send_now(answer)", "self._guarded_send(answer)\n        whole = True",
            (INTEG + "test_hostile_clients.py::test_a_client_that_pipelines_health_checks_and_reads_no_answer_is_let_"
-            "go_holding_up_no_one",)),
+            "go_holding_up_no_one",
+            LOOP_ANSWERS_TEST)),
     Mutant("health-answers-buffered-without-bound", "sockact/worker/asgirunner.py",
            "if not conn.writable:\n            # The loop answers", "if False:\n            # The loop answers",
            (INTEG + "test_hostile_clients.py::test_a_client_that_pipelines_health_checks_and_reads_no_answer_is_let_"

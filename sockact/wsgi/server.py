@@ -447,9 +447,15 @@ class HTTPConnection:
         self.start = None  # no response of the app's goes with this one
         started = time.perf_counter()
         try:
-            self.wire.send(self.engine.error_response(exc.status, http_date()))
+            error = self.engine.error_response(exc.status, http_date())
             if linger:
+                self.wire.send(error)
                 self.wire.linger()
+            else:
+                # The caller is the worker's loop, which never waits for a client: one that has read none of what
+                # went before, its buffer full, would hold every other connection until send_timeout. What fits
+                # goes; the connection closes either way.
+                self.wire.send_now(error)
         except ClientGone:
             pass
         self._access(self.engine.request, exc.status, started)

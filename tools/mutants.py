@@ -46,6 +46,9 @@ LOOP_ANSWERS_TEST = (UNIT + "test_loop_answers.py::test_an_answer_of_the_loops_o
                      "nothing")
 
 MUTANTS = (
+    Mutant("asgi-close-reads-on-behind-its-answer", "sockact/asgi/conn.py",
+           "if not linger:\n            # Nothing more is read", "if False:\n            # Nothing more is read",
+           (UNIT + "test_asgi_conn.py::test_a_close_behind_output_its_client_does_not_read_reads_no_more",)),
     Mutant("wsgi-refusal-waits-for-room", "sockact/wsgi/server.py",
            "self.wire.send_now(error)", "self.wire.send(error)",
            (LOOP_ANSWERS_TEST,)),

@@ -413,6 +413,10 @@ class AsgiConnection(Owned):
             return
         self.closing_at = time.monotonic() + timeout
         self.lingering = linger
+        if not linger:
+            # Nothing more is read: what the client sent while its answer waited to go out piled up in the engine,
+            # unparsed and without bound, until the flush or its deadline (io_timeout).
+            self.pause_reading()
         self.wake()
         self.push()
         if not self.out:

@@ -107,6 +107,17 @@ def test_a_close_lingering_behind_output_its_client_does_not_read_drops_at_most_
     assert not conn.watched and dropped <= LINGER_BYTES + 65536
     assert not conn.closed  # its deadline ends it (expire_close)
 
+
+def test_a_close_behind_output_its_client_does_not_read_reads_no_more(call):
+    """A close without linger (a 408 at header_timeout, say) whose answer waits for a client that reads nothing: the
+    connection is not read any more. It was, while the answer waited (up to io_timeout), and what the client sent
+    piled up in the engine unparsed, without bound."""
+    conn = call[0]
+    conn.write(b"x" * (8 * 1024 * 1024))  # more than the kernel takes: the rest waits in the connection's buffer
+    conn.resume_reading()  # watched, as a connection the loop was reading for its next head
+    conn.close(timeout=30.0)
+    assert not conn.closed and not conn.watched
+
 @pytest.fixture
 def batched():
     """Two connections of one runner's loop, each with its client's end."""

@@ -42,8 +42,43 @@ CPU_POLICY_TEST = (INTEG + "test_pool_process.py::test_the_supervisor_and_its_wo
 SPOOL_TOTAL_TEST = "test_body_spool.py::test_spooled_bodies_past_the_workers_total_get_503_until_one_ends"
 DENIAL = INTEG + "test_websocket_denial.py::"
 RELOAD_NAMES = "test_a_reload_names_each_changed_setting_it_leaves_for_a_restart_and_applies_the_rest"
+LOOP_ANSWERS_TEST = (UNIT + "test_loop_answers.py::test_an_answer_of_the_loops_own_never_waits_for_a_client_that_reads_"
+                     "nothing")
 
 MUTANTS = (
+    Mutant("asgi-close-reads-on-behind-its-answer", "sockact/asgi/conn.py",
+           "if not linger:\n            # Nothing more is read", "if False:\n            # Nothing more is read",
+           (UNIT + "test_asgi_conn.py::test_a_close_behind_output_its_client_does_not_read_reads_no_more",)),
+    Mutant("wsgi-refusal-waits-for-room", "sockact/wsgi/server.py",
+           "self.wire.send_now(error)", "self.wire.send(error)",
+           (LOOP_ANSWERS_TEST,)),
+    Mutant("asgi-linger-reads-without-bound", "sockact/asgi/conn.py",
+           "elif self.lingered >= LINGER_BYTES:", "elif False:",
+           (UNIT + "test_asgi_conn.py::test_a_close_lingering_behind_output_its_client_does_not_read_drops_at_most_"
+            "linger_bytes",
+            INTEG + "test_hostile_clients.py::test_a_refused_client_that_sends_on_has_no_more_than_linger_bytes_read")),
+    Mutant("ws-closed-keeps-its-message-in-pieces", "sockact/asgi/websocket.py",
+           "until then).\n                self._message = bytearray()", "until then).",
+           (INTEG + "test_asgi_limits.py::test_sessions_closed_for_a_message_in_pieces_past_ws_max_size_give_its_"
+            "memory_back",)),
+    Mutant("health-answer-waits-for-a-client-that-reads-none", "sockact/wsgi/server.py",
+           "whole = self.wire.send_now(answer)", "self._guarded_send(answer)\n        whole = True",
+           (INTEG + "test_hostile_clients.py::test_a_client_that_pipelines_health_checks_and_reads_no_answer_is_let_"
+            "go_holding_up_no_one",
+            LOOP_ANSWERS_TEST)),
+    Mutant("health-answers-buffered-without-bound", "sockact/worker/asgirunner.py",
+           "if not conn.writable:\n            # The loop answers", "if False:\n            # The loop answers",
+           (INTEG + "test_hostile_clients.py::test_a_client_that_pipelines_health_checks_and_reads_no_answer_is_let_"
+            "go_holding_up_no_one",)),
+    Mutant("health-answers-each-pipelined-check-from-the-last", "sockact/worker/wsgirunner.py",
+           'held.to("answer")\n            return True',
+           'held.to("answer")\n            self._advance(held)\n            return False',
+           (INTEG + "test_hostile_clients.py::test_thousands_of_pipelined_health_checks_are_all_answered_by_the_same_"
+            "worker",)),
+    Mutant("dispatch-serves-a-whole-pipeline-in-one-turn", "sockact/worker/wsgirunner.py",
+           "if ready and time.monotonic() - began >= DISPATCH_TURN:", "if False:",
+           (INTEG + "test_hostile_clients.py::test_one_clients_pipelined_requests_do_not_hold_the_worker_from_another_"
+            "client",)),
     Mutant("owned-rest-loses-a-head-in-part", "sockact/worker/owner.py",
            "mark[at + 1] = written | (IN_HEAD if in_head else 0) | (READ if read else 0)",
            "mark[at + 1] = written | (READ if read else 0)",

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from sockact.asgi.scope import Scopes
 from sockact.http import Site
 from sockact.http.engine import Connection
-from sockact.http.limits import LINGER_SECONDS, RECV_SIZE
+from sockact.http.limits import LINGER_BYTES, LINGER_SECONDS, RECV_SIZE
 from sockact.ipc import handoff
 from sockact.ipc.scoreboard import SlotWriter
 from sockact.logs.access import Entry
@@ -114,6 +114,7 @@ class AsgiConnection(Owned):
         self.gone = False  # a write failed: the client is gone
         self.closing_at = 0.0  # closing once the output is flushed; the deadline to give up
         self.lingering = False
+        self.lingered = 0  # bytes dropped while lingering
         self.watched = False  # the loop watches its fd for input (add_reader)
         # Its output, read as plain attributes on the per-request path (flushed and backlogged are properties,
         # a call each): what the kernel did not take, sent as the socket becomes writable; and what was
@@ -184,8 +185,14 @@ class AsgiConnection(Owned):
             self.eof = True
             self.pause_reading()
         if self.lingering:
+            # What the client still sends is dropped up to LINGER_BYTES, as WSGI's linger drops it; then the close's
+            # deadline ends it. A client that read nothing of the answer waiting for it and sent on was read at its
+            # own pace (a gigabyte a second on loopback) until that deadline, io_timeout.
+            self.lingered += len(data)
             if not data:
                 self._finish_close()
+            elif self.lingered >= LINGER_BYTES:
+                self.pause_reading()
             return
         # An app call (HTTP cycle or WebSocket) owns it, or will: the call reads what came.
         called = state is CALL or state is QUEUED  # read above: nothing since moves it (the runner does)
@@ -406,6 +413,10 @@ class AsgiConnection(Owned):
             return
         self.closing_at = time.monotonic() + timeout
         self.lingering = linger
+        if not linger:
+            # Nothing more is read: what the client sent while its answer waited to go out piled up in the engine,
+            # unparsed and without bound, until the flush or its deadline (io_timeout).
+            self.pause_reading()
         self.wake()
         self.push()
         if not self.out:

@@ -184,6 +184,10 @@ class WebSocket:
             if isinstance(event, Closed):
                 self.closed = True
                 self.close_code = event.code
+                # The message in pieces so far goes now, not with the session: websockets closes with 1009 itself
+                # once one passes ws_max_size, and the session, in a cycle with its connection, waited for the
+                # cyclic collector with it (16 MiB more in the worker for each such client until then).
+                self._message = bytearray()
                 return {"type": "websocket.disconnect", "code": event.code, "reason": event.reason}
             size = len(self._message) + len(event.data)
             self.largest = max(self.largest, size)

@@ -111,6 +111,12 @@ ROUTES_KEPT = 256
 # behind the first long call after such a quiet spell: about twice this (then GROW_AFTER's).
 RELAXED_LOOK = 0.010
 QUIET_LOOKS = 100  # looks at a worker that serves nothing before the monitor sleeps until a call starts
+# The loop thread's calls of waiting requests in one turn, in seconds: past it, while requests still wait, the next
+# turn reads the other connections first (without waiting in the poller), and their requests queue behind those.
+# A client's pipelined requests queue one at a time behind its call, so without a bound one client's 64 KiB of
+# pipelined requests held the worker until all were served (seconds of 1 ms calls) while other clients waited.
+# The WebSocket sessions' TURN_SECONDS (asgi/websocket.py) is the same bound for the ASGI loop.
+DISPATCH_TURN = 0.002
 
 
 # Step's members as module names: on Python 3.11 ``Step.IDLE`` costs 0.3 µs (the Enum class's attribute
@@ -255,7 +261,8 @@ class EventLoop(Carrier[Held]):
         self.slots[line].alive(alive)
 
     def _turn(self, timeout: float = TICK) -> None:
-        events = self.poller.poll(timeout)
+        # Requests left waiting by the last turn's dispatch (DISPATCH_TURN): look at the others, but do not wait.
+        events = self.poller.poll(0 if self.ready and not self._standby else timeout)
         if not events and self.access is not None:
             self.access.flush()  # idle: write the lines out
         if self._done:  # before the events: one may be the next request of a connection a pool thread put back
@@ -404,10 +411,13 @@ class EventLoop(Carrier[Held]):
     def _advance(self, held: Held) -> None:
         """Decide what comes next for a connection after it was read or served."""
         step = held.http.next_request()
-        if isinstance(step, Request):
-            if held.site.health_path and held.http.is_health(step):
-                self._answer_health(held, step)
+        # Health checks pipelined one after another are answered in turn here, not each from the last one's
+        # answer: a client's 64 KiB of them went that many calls deep, and the RecursionError ended the worker.
+        while isinstance(step, Request) and held.site.health_path and held.http.is_health(step):
+            if not self._answer_health(held, step):
                 return
+            step = held.http.next_request()
+        if isinstance(step, Request):
             # A slow body must not hold an app thread: the loop reads it first, as any other input, in memory
             # (body_buffer: a Content-Length body only) or into a file (body_spool).
             if step.content_length and held.http.body_to_buffer():
@@ -540,28 +550,33 @@ class EventLoop(Carrier[Held]):
             del self.watching[fd]
             held.watched = False
 
-    def _answer_health(self, held: Held, request: Request) -> None:
-        """On the loop thread, not counted as a request: the app is not called."""
+    def _answer_health(self, held: Held, request: Request) -> bool:
+        """On the loop thread, not counted as a request: the app is not called. True when the connection goes
+        on (the caller looks for its next request); else it is closed."""
         self._mark_reading(0)  # answered here: nothing read waits
         if held.http.serve(request):
             held.to("answer")
-            self._advance(held)
-        else:
-            self._close(held)
+            return True
+        self._close(held)
+        return False
 
     def _dispatch_ready(self) -> None:
         """Give each ready request an app thread. The loop thread, app thread 0, serves them
-        itself one after the other (no hand-off: most calls are short), unless calls were slow lately;
+        itself one after the other (no hand-off: most calls are short), for DISPATCH_TURN a turn, unless calls
+        were slow lately;
         the monitor, holding the loop's role while the loop thread is in a slow call, gives them to the
         pool. What finds no thread waits, out of the poller, for a call to end or for the stall
         hand-back."""
         ready = self.ready
+        began = time.monotonic()
         while ready:
             on_loop = not self._standby  # the loop thread itself, free to serve
             if (not on_loop or (self.mix.hand_off and not self._fast(ready[0].request))) and self._submit(ready[0]):
                 ready.popleft()
             elif on_loop:
                 self._call_inline(self._next_ready(), "call")
+                if ready and time.monotonic() - began >= DISPATCH_TURN:
+                    return  # the rest wait for the next turn, behind what the other connections sent meanwhile
             else:
                 for waiting in ready:
                     self._unwatch(waiting)  # its app thread will read it; the loop must not meanwhile

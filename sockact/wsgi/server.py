@@ -447,9 +447,15 @@ class HTTPConnection:
         self.start = None  # no response of the app's goes with this one
         started = time.perf_counter()
         try:
-            self.wire.send(self.engine.error_response(exc.status, http_date()))
+            error = self.engine.error_response(exc.status, http_date())
             if linger:
+                self.wire.send(error)
                 self.wire.linger()
+            else:
+                # The caller is the worker's loop, which never waits for a client: one that has read none of what
+                # went before, its buffer full, would hold every other connection until send_timeout. What fits
+                # goes; the connection closes either way.
+                self.wire.send_now(error)
         except ClientGone:
             pass
         self._access(self.engine.request, exc.status, started)
@@ -500,11 +506,17 @@ class HTTPConnection:
             log.error(missed[0], self.conn_id, *missed[1:], self.request_line())
 
     def _health(self, request: Request, started: float) -> bool:
-        """The load balancer's question, answered without the app: 503 once stopping."""
+        """The load balancer's question, answered without the app: 503 once stopping. On the worker's loop, which
+        must never wait for a client: an answer the kernel has no room for (a client that pipelines checks and
+        reads no answer) closes the connection, where a blocking send held every other client of the worker for
+        send_timeout."""
         self.status, answer = health_response(self.engine, self.stopping())
-        self._guarded_send(answer)
+        whole = self.wire.send_now(answer)
+        if not whole:
+            log.info("conn %d: the client has not read its answers, and the health check's does not fit: closed",
+                     self.conn_id)
         self._access(request, self.status, started)
-        return self.engine.keep_alive
+        return self.engine.keep_alive and whole
 
     def _send_result(self, result: Any, request: Request) -> None:
         start = self.start

@@ -127,6 +127,18 @@ class Wire:
         except OSError as exc:
             raise ClientGone(str(exc)) from exc
 
+    def send_now(self, data: bytes) -> bool:
+        """Send ``data`` without waiting for room, for the worker's loop, which must never wait for a client: False
+        when the kernel did not take it whole (what it took is counted, the rest is dropped)."""
+        try:
+            sent = self.sock.send(data, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            raise ClientGone(str(exc)) from exc
+        self.sent += sent
+        return sent == len(data)
+
     def _wait_to_send(self) -> None:
         try:
             self._wait(_POLLOUT, self.send_timeout)

@@ -10,7 +10,16 @@ import threading
 import time
 
 import pytest
-from conftest import KeepAliveClient, fd_count, http_get, parse_response, read_to_close, steady, wait_until
+from conftest import (
+    KeepAliveClient,
+    fd_count,
+    http_get,
+    parse_response,
+    raw_exchange,
+    read_to_close,
+    steady,
+    wait_until,
+)
 
 VALID = b"POST /p?q=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"
 CHUNKED = b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
@@ -222,3 +231,84 @@ def test_a_listener_answers_an_http_1_1_request_without_host_400(start_sockact, 
         with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
             sock.sendall(head)
             assert parse_response(read_to_close(sock))[0] == status, head
+
+
+def test_one_clients_pipelined_requests_do_not_hold_the_worker_from_another_client(start_sockact, tmp_path):
+    """A client pipelines 300 calls of 10 ms in one segment to a worker of one app thread; another client that
+    asks once the first call has begun is served among them, not after all of them (before, the loop served a
+    connection's pipelined requests one after the other, seconds of them, before it read any other): its line
+    in the access log comes before the pipeline's last."""
+    server = start_sockact("testapps:slow", "--workers", "1", "--access-logfile", "-", workers=1)
+    started = tmp_path / "started"
+    count = 300
+    pipeline = b"".join(b"GET /?s=0.01&started=%s&n=%d HTTP/1.1\r\nHost: t\r\n\r\n" % (bytes(started), n)
+                        for n in range(count))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as flood:
+        flood.sendall(pipeline + b"GET /?s=0&n=last HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        wait_until(started.exists, "the pipeline's first call")
+        assert http_get(server.port, "/?s=0&other=1", timeout=30)[0] == 200
+        answers = read_to_close(flood)
+    assert answers.count(b"HTTP/1.1 200 OK") == count + 1
+    log = server.wait_for_log('"GET /?s=0&n=last HTTP/1.1" 200')
+    assert log.index('"GET /?s=0&other=1 HTTP/1.1" 200') < log.index('"GET /?s=0&n=last HTTP/1.1" 200')
+
+
+@pytest.mark.parametrize("interface", sorted(ECHO))
+def test_thousands_of_pipelined_health_checks_are_all_answered_by_the_same_worker(start_sockact, interface):
+    """5,000 health checks pipelined on one connection, answered on the worker's loop one after another: each gets
+    its 200, and the worker lives on (the WSGI loop answered each from the last one's answer, and the
+    RecursionError a few hundred deep ended the worker with every client it held)."""
+    server = start_sockact(ECHO[interface], "--workers", "1", "--health-path", "/-/health", workers=1)
+    (worker,) = server.workers()
+    count = 5000
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as client:
+        answers = raw_exchange(client, b"GET /-/health HTTP/1.1\r\nHost: t\r\n\r\n" * count
+                               + b"GET /-/health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert answers.count(b"HTTP/1.1 200 OK") == count + 1
+    assert http_get(server.port, "/")[0] == 200
+    assert server.workers() == [worker]
+
+
+@pytest.mark.parametrize("interface", sorted(ECHO))
+def test_a_client_that_pipelines_health_checks_and_reads_no_answer_is_let_go_holding_up_no_one(start_sockact,
+                                                                                               interface):
+    """Health checks pipelined without end by a client that reads no answer: the loop that answers them never waits
+    for it (WSGI's blocked in its send for send_timeout, every other client with it), nor buffers their answers
+    without bound (ASGI's grew by 25 MB a second): the connection is closed, with a line in the log, and another
+    client is served meanwhile."""
+    server = start_sockact(ECHO[interface], "--workers", "1", "--health-path", "/-/health", "--send-timeout", "60",
+                           workers=1)
+    (worker,) = server.workers()
+    checks = b"GET /-/health HTTP/1.1\r\nHost: t\r\n\r\n" * 1000
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as greedy:
+        greedy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        greedy.setblocking(False)
+        left = [b""]
+
+        def let_go() -> bool:
+            with contextlib.suppress(BlockingIOError, ConnectionError):
+                pending = left[0] or checks
+                left[0] = pending[greedy.send(pending):]  # whole requests: what one send leaves goes first next
+            return "the client has not read its answers" in server.output()
+
+        server.waiting(let_go, "the client that reads nothing to be let go", timeout=30)
+        assert http_get(server.port, "/")[0] == 200
+    assert server.workers() == [worker]
+
+
+@pytest.mark.parametrize("interface", sorted(ECHO))
+def test_a_refused_client_that_sends_on_has_no_more_than_linger_bytes_read(start_sockact, interface):
+    """A client refused with a 400 that sends on as fast as it can: the worker reads and drops what comes for a
+    while (so that a client still sending reads its 400 before a reset), LINGER_BYTES (256 KiB) at most, then reads
+    no more until the close. ASGI's linger read on at the client's pace until its deadline: 2.3 GB in its second on
+    loopback, for a worker's CPU; one whose answer waited for the client, until io_timeout."""
+    server = start_sockact(ECHO[interface], "--workers", "1", workers=1)
+    flood, taken = b"x" * 65536, 0
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        with contextlib.suppress(OSError):  # the close's reset, or a send that waits on a worker that reads no more
+            while taken < 1024 * 1024 * 1024:
+                sock.sendall(flood)
+                taken += len(flood)
+    assert taken < 64 * 1024 * 1024, f"the worker took {taken >> 20} MiB after its 400"
+    assert http_get(server.port, "/")[0] == 200

@@ -16,6 +16,7 @@ import pytest
 
 from sockact.asgi.conn import AsgiConnection, Batch
 from sockact.http import Limits, Site
+from sockact.http.limits import LINGER_BYTES
 from sockact.ipc import handoff
 from sockact.ipc.scoreboard import Scoreboard
 from sockact.worker.connstates import ConnState
@@ -87,6 +88,35 @@ def test_a_100_continue_the_kernel_does_not_take_whole_marks_the_response_begun(
     conn.write(CONTINUE, interim=True)
     assert board.calls(slot)[0].responded  # a 502 after part of it would reach the client garbled
 
+
+
+def test_a_close_lingering_behind_output_its_client_does_not_read_drops_at_most_linger_bytes(call):
+    """An answer that waits for a client that reads nothing and sends on: the close lingers, dropping what the client
+    sends while the answer waits to go out, and stops reading past LINGER_BYTES, as WSGI's linger does, rather than
+    read (at the client's pace, a gigabyte a second on loopback) until the close's deadline."""
+    conn, _, client, _, _ = call
+    conn.write(b"x" * (8 * 1024 * 1024))  # more than the kernel takes: the rest waits in the connection's buffer
+    assert conn.backlogged
+    conn.close(linger=True, timeout=30.0)
+    conn.resume_reading()  # watched, as a connection the loop was reading
+    dropped = 0
+    while conn.watched and dropped < 64 * LINGER_BYTES:
+        client.sendall(b"z" * 65536)
+        conn._on_readable()  # the loop's reader, as the socket is readable
+        dropped += 65536
+    assert not conn.watched and dropped <= LINGER_BYTES + 65536
+    assert not conn.closed  # its deadline ends it (expire_close)
+
+
+def test_a_close_behind_output_its_client_does_not_read_reads_no_more(call):
+    """A close without linger (a 408 at header_timeout, say) whose answer waits for a client that reads nothing: the
+    connection is not read any more. It was, while the answer waited (up to io_timeout), and what the client sent
+    piled up in the engine unparsed, without bound."""
+    conn = call[0]
+    conn.write(b"x" * (8 * 1024 * 1024))  # more than the kernel takes: the rest waits in the connection's buffer
+    conn.resume_reading()  # watched, as a connection the loop was reading for its next head
+    conn.close(timeout=30.0)
+    assert not conn.closed and not conn.watched
 
 @pytest.fixture
 def batched():

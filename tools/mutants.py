@@ -743,6 +743,19 @@ MUTANTS = (
            "return _kept_builder(spec, not path and sendv is not None)",
            "return _kept_builder(spec, sendv is not None)",
            (UNIT + "test_accesslog.py::test_an_access_log_takes_the_line_builder_the_supervisor_made_for_its_target",)),
+    # An access log that cannot be written, or reopened after a rotation, said nothing.
+    Mutant("access-log-write-failure-untold", "sockact/logs/access.py",
+           "                self._writes.failed(exc, len(batch))\n", "                pass\n",
+           (UNIT + "test_accesslog.py::test_a_log_that_cannot_be_written_is_told_once_as_it_fails_and_once_as_it_"
+            "works_again", INTEG + "test_logging.py::test_an_access_log_on_a_full_disk_is_told_once_and_serving_"
+            "goes_on")),
+    Mutant("access-log-reopen-failure-loses-the-batch", "sockact/logs/access.py",
+           "            except OSError as exc:  # the file still open takes the lines, rather than none\n"
+           "                self._reopens.failed(exc, 0)\n                return\n",
+           "            except FileExistsError as exc:\n                self._reopens.failed(exc, 0)\n"
+           "                return\n",
+           (UNIT + "test_accesslog.py::test_a_rotated_file_that_cannot_be_opened_again_keeps_its_lines_and_is_told_"
+            "once",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

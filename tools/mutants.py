@@ -756,6 +756,13 @@ MUTANTS = (
            "                return\n",
            (UNIT + "test_accesslog.py::test_a_rotated_file_that_cannot_be_opened_again_keeps_its_lines_and_is_told_"
             "once",)),
+    # workers = 100000000 (a typo) was taken, and the supervisor took gigabytes to plan that many workers.
+    Mutant("workers-unbounded", "sockact/config/settings.py", "parsers.integer(1, MAX_WORKERS), 2,",
+           "parsers.integer(1), 2,", (INTEG + "test_supervisor.py::test_bad_settings_give_one_line_and_exit_2",)),
+    Mutant("ttin-past-the-most-workers", "sockact/policy/pool.py",
+           "self.current.target = min(MAX_WORKERS, max(1, self.current.target + delta))",
+           "self.current.target = max(1, self.current.target + delta)",
+           (UNIT + "policy/test_pool.py::test_ttin_at_the_most_workers_changes_nothing",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

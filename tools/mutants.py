@@ -763,6 +763,10 @@ MUTANTS = (
            "self.current.target = min(MAX_WORKERS, max(1, self.current.target + delta))",
            "self.current.target = max(1, self.current.target + delta)",
            (UNIT + "policy/test_pool.py::test_ttin_at_the_most_workers_changes_nothing",)),
+    # A worker whose supervisor was SIGKILLed spun on in a stuck call, an orphan for good.
+    Mutant("orphaned-worker-spins-on", "sockact/worker/guard.py", "        if os.getppid() != supervisor:\n",
+           "        if False:\n",
+           (INTEG + "test_worker_death.py::test_a_worker_whose_supervisor_was_killed_does_not_spin_on_as_an_orphan",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

@@ -39,6 +39,7 @@ from sockact.logs.access import AccessLog
 from sockact.logs.journal import installed_sendv
 from sockact.proctitle import worker_title
 from sockact.systemd import notify
+from sockact.worker.guard import end_if_orphaned
 from sockact.worker.wsgirunner import EventLoop
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ class WorkerShell:
             self.hooks.call_or_raise("post_fork", *self._hook_args())
             sites = self._build_sites()
             self.runner = self._build_runner(sites)
+            self.runner.on_retire = end_if_orphaned(os.getppid(), self.config.graceful_timeout)
         except SockactError as exc:
             _tell_why(self.chan, str(exc), exc.explained())
             # Any start-up error is fatal to the worker; the supervisor tells the two kinds apart.

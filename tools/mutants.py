@@ -838,6 +838,30 @@ MUTANTS = (
     Mutant("failed-start-leaves-the-client-waiting", "sockact/cli.py",
            "        turn_away_at_start(taken)  # after the reason", "        pass  # after the reason",
            (INTEG + "test_cli_walls.py::test_a_start_that_fails_under_socket_activation_answers_the_waiting_client",)),
+    # An access log that cannot be written, or reopened after a rotation, said nothing.
+    Mutant("access-log-write-failure-untold", "sockact/logs/access.py",
+           "                self._writes.failed(exc, len(batch))\n", "                pass\n",
+           (UNIT + "test_accesslog.py::test_a_log_that_cannot_be_written_is_told_once_as_it_fails_and_once_as_it_"
+            "works_again", INTEG + "test_logging.py::test_an_access_log_on_a_full_disk_is_told_once_and_serving_"
+            "goes_on")),
+    Mutant("access-log-reopen-failure-loses-the-batch", "sockact/logs/access.py",
+           "            except OSError as exc:  # the file still open takes the lines, rather than none\n"
+           "                self._reopens.failed(exc, 0)\n                return\n",
+           "            except FileExistsError as exc:\n                self._reopens.failed(exc, 0)\n"
+           "                return\n",
+           (UNIT + "test_accesslog.py::test_a_rotated_file_that_cannot_be_opened_again_keeps_its_lines_and_is_told_"
+            "once",)),
+    # workers = 100000000 (a typo) was taken, and the supervisor took gigabytes to plan that many workers.
+    Mutant("workers-unbounded", "sockact/config/settings.py", "parsers.integer(1, MAX_WORKERS), 2,",
+           "parsers.integer(1), 2,", (INTEG + "test_supervisor.py::test_bad_settings_give_one_line_and_exit_2",)),
+    Mutant("ttin-past-the-most-workers", "sockact/policy/pool.py",
+           "self.current.target = min(MAX_WORKERS, max(1, self.current.target + delta))",
+           "self.current.target = max(1, self.current.target + delta)",
+           (UNIT + "policy/test_pool.py::test_ttin_at_the_most_workers_changes_nothing",)),
+    # A worker whose supervisor was SIGKILLed spun on in a stuck call, an orphan for good.
+    Mutant("orphaned-worker-spins-on", "sockact/worker/guard.py", "        if os.getppid() != supervisor:\n",
+           "        if False:\n",
+           (INTEG + "test_worker_death.py::test_a_worker_whose_supervisor_was_killed_does_not_spin_on_as_an_orphan",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

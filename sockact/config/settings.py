@@ -21,7 +21,7 @@ from sockact.config import parsers
 from sockact.errors import ConfigError
 from sockact.hooks import Hooks
 from sockact.hooks import parse as parse_hooks
-from sockact.ipc.scoreboard import MAX_THREADS
+from sockact.ipc.scoreboard import MAX_THREADS, MAX_WORKERS
 from sockact.logs.access import GUNICORN_FORMAT, check_format
 
 ENV_PREFIX = "SOCKACT_"
@@ -236,7 +236,8 @@ class Config(ListenerSettings):
         "(python3-prometheus-client). Without such a listener there are no metrics and nothing is counted; "
         "a name other than the default must name a listener.", "listeners", metavar="NAME", restart=True)
     workers: int = _opt(
-        parsers.integer(1), 2, "Number of worker processes.", "workers", metavar="N", aliases=("-w",))
+        parsers.integer(1, MAX_WORKERS), 2, "Number of worker processes; at most 512.", "workers", metavar="N",
+        aliases=("-w",))
     threads: int = _opt(
         parsers.integer(1, MAX_THREADS), 1,
         "App threads per worker that are always there; 1 serves one request at a time per worker, as a "

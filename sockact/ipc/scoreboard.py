@@ -49,6 +49,9 @@ import time
 from dataclasses import dataclass
 
 MAX_THREADS = 64  # app threads per worker that the scoreboard can follow: the bound of threads and max_threads
+# Workers of one generation, the bound of workers: a reload runs two generations side by side, and the
+# supervisor follows twice as many at once (its SCOREBOARD_SLOTS).
+MAX_WORKERS = 512
 # started (monotonic seconds, 0.0 when not in a call), requests finished, request line length,
 # the connection in the call, whether its response has begun (a byte of it was handed to the kernel),
 # then, once it has: the bytes the worker had written on the connection before it, and its length

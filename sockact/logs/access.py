@@ -19,7 +19,11 @@ Contract:
   of requests it finished in the last FLUSH_INTERVAL, at most MAX_BUFFERED of them.
 - A file target is reopened when its path no longer names the open file (checked at most once a
   REOPEN_CHECK), so logrotate may simply move it away; after ``reopen()`` (SIGUSR1) it is checked
-  before the next line.
+  before the next line. A path that cannot be opened again (its directory gone or read-only) leaves
+  the lines going to the file already open.
+- A target that cannot be written (a full disk, a gone journal) loses lines and fails no request:
+  the worker's error log says so once, with the reason, and once more when lines are written again,
+  with how many were lost (at most one such pair a REPORT_INTERVAL, however the failures flap).
 - ``escape(text)`` is the one escape for client-controlled text in any log line: control bytes,
   DEL, bytes above 0x7f, ``"`` and ``\\`` become ``\\xHH``, so a request cannot forge a line.
 """
@@ -29,6 +33,7 @@ from __future__ import annotations
 import binascii
 import functools
 import json
+import logging
 import os
 import re
 import socket
@@ -53,6 +58,9 @@ STDERR = "-"
 FLUSH_INTERVAL = 0.1  # seconds a line may wait in the buffer while the worker is busy
 MAX_BUFFERED = 256  # lines; a full buffer is written at once, so a burst costs bounded memory
 REOPEN_CHECK = 1.0  # seconds between checks that the file was not rotated away
+REPORT_INTERVAL = 60.0  # seconds between two reports of a log that cannot be written or reopened
+
+log = logging.getLogger("sockact.worker")
 
 # Printable ASCII except '"' and '\': the bytes that pass into a log line unchanged.
 _UNSAFE = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
@@ -490,6 +498,11 @@ class AccessLog:
                       or not _DURATION.isdisjoint(_ATOM_RE.findall(spec)))
         self.fd = 2
         self._checked = 0.0
+        where = self.path or ("the journal" if self.sendv is not None else "stderr")
+        self._writes = _Outage(where, "cannot write (%s); its lines are lost until it can",
+                               "written again; %d lines were lost")
+        self._reopens = _Outage(where, "moved away and cannot be opened again (%s); lines go on to the file it was",
+                                "opened again")
         if self.path:
             try:
                 self.fd = self._open()
@@ -615,8 +628,11 @@ class AccessLog:
                     if self.path:
                         self._reopen_if_moved()
                     _write_all(self.fd, ("\n".join(batch) + "\n").encode("utf-8", "replace"))
-            except Exception:
-                pass  # a full disk or a gone journal must not fail requests
+            except Exception as exc:  # a full disk or a gone journal must not fail requests
+                self._writes.failed(exc, len(batch))
+            else:
+                if self._writes.told:
+                    self._writes.ended()
 
     def reopen(self) -> None:
         """Check for a rotated file before the next line, not within REOPEN_CHECK. Safe in a signal
@@ -635,7 +651,13 @@ class AccessLog:
         except FileNotFoundError:
             moved = True
         if moved:
-            fd = self._open()
+            try:
+                fd = self._open()
+            except OSError as exc:  # the file still open takes the lines, rather than none
+                self._reopens.failed(exc, 0)
+                return
+            if self._reopens.told:
+                self._reopens.ended()
             os.close(self.fd)
             self.fd = fd
 
@@ -643,6 +665,39 @@ class AccessLog:
         self.flush()
         if self.path:
             os.close(self.fd)
+
+
+class _Outage:
+    """One way an access log fails (writing, reopening), told in the worker's error log once as it begins
+    and once as it ends, not per batch; a failure that flaps is told at most once a REPORT_INTERVAL.
+    Called under AccessLog's flush lock."""
+
+    __slots__ = ("begun", "ended_text", "lost", "told", "told_at", "where")
+
+    def __init__(self, where: str, begun: str, ended: str) -> None:
+        self.where = where
+        self.begun, self.ended_text = begun, ended  # the two lines' texts, with the reason, the lines lost
+        self.lost = 0  # lines lost since it was told
+        self.told = False  # whether this outage was told, so that its end is
+        self.told_at = -REPORT_INTERVAL
+
+    def failed(self, exc: Exception, lines: int) -> None:
+        if self.told:
+            self.lost += lines
+            return
+        now = time.monotonic()
+        if now - self.told_at >= REPORT_INTERVAL:
+            self.told, self.told_at, self.lost = True, now, lines
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else repr(exc)
+            log.error("access log %s: " + self.begun, self.where, reason)
+
+    def ended(self) -> None:
+        """The log works again, after an outage that was told."""
+        if "%d" in self.ended_text:  # the lines lost, for a failure that loses them
+            log.warning("access log %s: " + self.ended_text, self.where, self.lost)
+        else:
+            log.warning("access log %s: " + self.ended_text, self.where)
+        self.told = False
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from sockact.errors import APP_LOAD_ERROR, WORKER_BOOT_ERROR
+from sockact.ipc.scoreboard import MAX_WORKERS
 from sockact.policy.states import (
     ENDING,
     IN_SERVICE,
@@ -279,8 +280,8 @@ class WorkerPool(Generic[C]):
         return actions + self._maintain(now)
 
     def resize(self, delta: int, now: float) -> list[Action]:
-        """TTIN (+1) / TTOU (-1)."""
-        self.current.target = max(1, self.current.target + delta)
+        """TTIN (+1) / TTOU (-1), within 1 and MAX_WORKERS (the bound of the workers setting)."""
+        self.current.target = min(MAX_WORKERS, max(1, self.current.target + delta))
         return self._maintain(now)
 
     def tick(self, now: float) -> list[Action]:

@@ -30,7 +30,7 @@ from sockact.config import Config, check_reload, unapplied
 from sockact.errors import EXIT_OK, SockactError
 from sockact.hooks import Loaded
 from sockact.hooks import Server as HookServer
-from sockact.ipc.scoreboard import MAX_THREADS, Scoreboard
+from sockact.ipc.scoreboard import MAX_THREADS, MAX_WORKERS, Scoreboard
 from sockact.ipc.tally import Tally
 from sockact.logs.access import escape
 from sockact.logs.journal import lifecycle, reopen_files
@@ -65,7 +65,7 @@ HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
                    signal.SIGTTOU, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
 TICK = 0.5  # seconds between timer checks (keep-alive expiry, timeouts, STATUS)
 RESUMED_AFTER = 2.0  # seconds a tick may come late before the supervisor takes itself for stopped, then resumed
-SCOREBOARD_SLOTS = 1024  # most workers alive at once, old and new generations together
+SCOREBOARD_SLOTS = 2 * MAX_WORKERS  # most workers alive at once, old and new generations together
 # Connections one worker holds at most. A connection waiting for its head costs a worker one fd
 # and a little memory, so this is high: slow heads must not fill the workers (gunicorn's
 # worker_connections is 1000, but its async workers hold a greenlet per connection).
@@ -262,8 +262,12 @@ class Supervisor:
         log.debug("SIGWINCH ignored")
 
     def handle_ttin(self) -> None:
+        before = self.pool.current.target
         self.carry_out(self.pool.resize(+1, time.monotonic()))
-        log.info("one worker more: %d", self.pool.current.target)
+        if self.pool.current.target == before:  # the most the scoreboard follows in one generation
+            log.warning("SIGTTIN ignored: %d workers are the most; nothing changes", before)
+        else:
+            log.info("one worker more: %d", self.pool.current.target)
 
     def handle_ttou(self) -> None:
         before = self.pool.current.target

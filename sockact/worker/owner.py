@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, TypeVar
 
 from sockact.http import Site
@@ -251,6 +251,7 @@ class Carrier(Generic[T]):
 
     owner: Owner[T]
     stopping: bool
+    on_retire: Callable[[], None] | None = None  # called at the channel's EOF (guard.end_if_orphaned)
 
     def _carry_out_deadlines(self, now: float) -> None:
         """What is due for each held connection at ``now``, done."""
@@ -270,6 +271,8 @@ class Carrier(Generic[T]):
 
     def _park_on_retire(self) -> None:
         """EOF on the channel: the idle connections go back now; the others finish first."""
+        if self.on_retire is not None:
+            self.on_retire()
         for conn in self.owner.retire():
             self._release(conn)
 

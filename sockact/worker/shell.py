@@ -39,6 +39,7 @@ from sockact.logs.access import AccessLog
 from sockact.logs.journal import installed_sendv
 from sockact.proctitle import worker_title
 from sockact.systemd import notify
+from sockact.worker.guard import end_if_orphaned
 from sockact.worker.wsgirunner import EventLoop
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ class WorkerShell:
             step = ""
             sites = self._build_sites()
             self.runner = self._build_runner(sites)
+            self.runner.on_retire = end_if_orphaned(os.getppid(), self.config.graceful_timeout)
         except SockactError as exc:
             _tell_why(self.chan, str(exc), exc.explained())
             # Any start-up error is fatal to the worker; the supervisor tells the two kinds apart.

@@ -188,3 +188,19 @@ def test_a_unix_socket_peer_is_known_to_the_app_by_its_credentials(start_sockact
     assert status == 200
     # gunicorn gives "" here; the app sees who connected, as the access log and the journal do
     assert json.loads(body)["client"] == f"unix:pid={os.getpid()},uid={os.getuid()}"
+
+
+def test_an_access_log_on_a_full_disk_is_told_once_and_serving_goes_on(start_sockact):
+    server = start_sockact("testapps:pid", "--access-logfile", "/dev/full", "--workers", "1")
+    (worker,) = server.workers()
+    client = KeepAliveClient(server.port)
+    assert client.request("/")[0] == 200
+    told = "access log /dev/full: cannot write (No space left on device); its lines are lost until it can"
+    server.wait_for_log(told)
+    for _ in range(10):  # each answer's line is written (and fails) as the worker goes idle
+        assert client.request("/")[0] == 200
+        time.sleep(0.02)
+    client.close()
+    assert http_get(server.port)[0] == 200
+    assert server.output().count("access log /dev/full") == 1, server.output()
+    assert server.workers() == [worker]

@@ -451,6 +451,14 @@ def test_bad_settings_give_one_line_and_exit_2(tmp_path):
     result = run_cli("run", "--workers", "0")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["sockact: error: option --workers: invalid value '0': must be >= 1"]
+    # An extra digit or two: refused, where the supervisor took gigabytes to plan that many workers.
+    huge = tmp_path / "huge.toml"
+    huge.write_text("workers = 100000000\n")
+    for command in ("check", "run"):
+        result = run_cli(command, "--config", str(huge))
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().splitlines() == [
+            f"sockact: error: {huge}: key 'workers': invalid value 100000000: must be <= 512"]
     bad = tmp_path / "bad.toml"
     bad.write_text("workers = 2\nkeepalife = 5\n")
     result = run_cli("check", "--config", str(bad))

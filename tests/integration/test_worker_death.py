@@ -22,6 +22,7 @@ from conftest import (
     raw_exchange,
     read_to_close,
     served_after_its_worker_is_killed,
+    server_has_read,
     steady,
     wait_until,
 )
@@ -345,3 +346,24 @@ def test_a_request_an_asgi_worker_read_behind_a_call_past_its_response_is_not_dr
         answer = b"(nothing, and no close)"
     client.close()
     assert answer.startswith(b"HTTP/1.1 " + status + b"\r\n"), (answer, server.output())
+
+
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has exited (a zombie no one reaped yet counts)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+def test_a_worker_whose_supervisor_was_killed_does_not_spin_on_as_an_orphan(start_sockact):
+    # Run by hand, not under systemd: nobody cleans up a killed supervisor's workers. A call stuck for
+    # good is given graceful_timeout, as at a stop, then its worker ends.
+    server = start_sockact("testapps:hang", "--workers", "1", "--graceful-timeout", "1", workers=1)
+    (worker,) = server.workers()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /hang HTTP/1.1\r\nHost: t\r\n\r\n")
+        server.waiting(lambda: server_has_read(sock), "the worker to read the request")
+        os.kill(server.pid, signal.SIGKILL)
+        server.waiting(lambda: gone(worker), "the orphaned worker to exit")
+    assert "is gone, and its calls still run after graceful_timeout" in server.output()

@@ -466,3 +466,51 @@ def test_an_access_log_takes_the_line_builder_the_supervisor_made_for_its_target
         log = AccessLog(GUNICORN_FORMAT, target, journal)
         assert log.format is AccessLog.line_builder(GUNICORN_FORMAT, target, journal)
     assert AccessLog(GUNICORN_FORMAT, None, sendv).format is not AccessLog(GUNICORN_FORMAT, "-", sendv).format
+
+
+def test_a_log_that_cannot_be_written_is_told_once_as_it_fails_and_once_as_it_works_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+    now = [100.0]
+    monkeypatch.setattr(accesslog.time, "monotonic", lambda: now[0])
+    log = AccessLog("%(U)s", "/dev/full", None)  # a full disk: every write fails with ENOSPC
+    for _ in range(3):
+        log.log(entry())
+        log.flush()
+    told = [r.getMessage() for r in caplog.records]
+    assert told == ["access log /dev/full: cannot write (No space left on device); its lines are lost until it can"]
+    os.dup2(os.open(tmp_path / "space", os.O_WRONLY | os.O_CREAT), log.fd)  # room again
+    log.log(entry())
+    log.flush()
+    assert [r.getMessage() for r in caplog.records][1:] == ["access log /dev/full: written again; 3 lines were lost"]
+    assert (tmp_path / "space").read_text() == "/p q\n"
+    # A failure that flaps is told at most once a REPORT_INTERVAL.
+    os.dup2(os.open("/dev/full", os.O_WRONLY), log.fd)
+    log.log(entry())
+    log.flush()
+    assert len(caplog.records) == 2
+    log.close()
+
+
+def test_a_rotated_file_that_cannot_be_opened_again_keeps_its_lines_and_is_told_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+    now = [100.0]
+    monkeypatch.setattr(accesslog.time, "monotonic", lambda: now[0])
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = AccessLog("%(U)s", str(logs / "access.log"), None)
+    logs.rename(tmp_path / "gone")  # its directory moved away: the path names no file, and none can be made
+    for second in range(3):
+        now[0] += accesslog.REOPEN_CHECK
+        log.log(entry(path=f"/{second}"))
+        log.flush()
+    assert (tmp_path / "gone" / "access.log").read_text() == "/0\n/1\n/2\n"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"access log {logs}/access.log: moved away and cannot be opened again (No such file or directory); "
+        "lines go on to the file it was"]
+    logs.mkdir()
+    now[0] += accesslog.REOPEN_CHECK
+    log.log(entry(path="/back"))
+    log.flush()
+    assert (logs / "access.log").read_text() == "/back\n"
+    assert [r.getMessage() for r in caplog.records][1:] == [f"access log {logs}/access.log: opened again"]
+    log.close()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from itertools import count
 
 from sockact.errors import APP_LOAD_ERROR
+from sockact.ipc.scoreboard import MAX_WORKERS
 from sockact.policy.pool import MAX_BACKOFF, Halt, Kill, Ready, Reloaded, ReloadFailed, Retire, Spawn, WorkerPool
 from sockact.policy.states import Phase, WorkerState
 
@@ -160,6 +161,12 @@ def test_ttin_ttou_and_recycle():
     assert [type(x) for x in h.pool.resize(-1, 1.0)] == [Retire]  # the booting one goes first
     actions = h.pool.recycle(a, 2.0)
     assert actions[0] == Retire(a) and isinstance(actions[1], Spawn)
+
+
+def test_ttin_at_the_most_workers_changes_nothing():
+    h = Harness(Cfg(workers=MAX_WORKERS))
+    h.start_all()
+    assert h.pool.resize(+1, 1.0) == [] and h.pool.current.target == MAX_WORKERS
 
 
 def test_term_stops_spawning():

@@ -321,10 +321,9 @@ class AsgiRunner(Carrier[AsgiConnection]):
         if not conn.writable:
             # The loop answers a connection's pipelined checks one after another, and never waits for a client:
             # one that reads none of its answers was written to without bound. Past WRITE_HIGH it is let go, and
-            # what it still sends is not read.
+            # what it still sends is not read (a close without linger stops reading).
             log.info("conn %d: the client has not read its answers, and the health checks' fill its buffer: closed",
                      conn.msg.conn_id)
-            conn.pause_reading()
             self._close(conn)
             return False
         conn.engine.start_next_cycle()

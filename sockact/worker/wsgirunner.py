@@ -75,6 +75,7 @@ from sockact.worker.guard import start_guarded
 from sockact.worker.owner import TIMER_INTERVAL, Carrier, Due, Owned, Owner
 from sockact.wsgi.environ import site_environ
 from sockact.wsgi.server import HTTPConnection, Step
+from sockact.wsgi.wire import ClientGone
 
 log = logging.getLogger("sockact.worker")
 
@@ -470,8 +471,8 @@ class EventLoop(Carrier[Held]):
 
     def _continue(self, held: Held) -> None:
         """The 100 Continue ``held``'s client waits for, if it waits for one, before it sends its body."""
-        with contextlib.suppress(OSError):
-            held.http.wire.sent += held.sock.send(held.http.continue_now(), socket.MSG_DONTWAIT)
+        with contextlib.suppress(ClientGone):
+            held.http.wire.send_now(held.http.continue_now())
 
     def _spool_body(self, held: Held) -> None:
         """What came of a spooled body goes to its file; the call is made once it is whole. A body the client

@@ -862,6 +862,10 @@ MUTANTS = (
     Mutant("orphaned-worker-spins-on", "sockact/worker/guard.py", "        if os.getppid() != supervisor:\n",
            "        if False:\n",
            (INTEG + "test_worker_death.py::test_a_worker_whose_supervisor_was_killed_does_not_spin_on_as_an_orphan",)),
+    # Under lifespan 'auto', a startup that raised was told at info as an app without lifespan, its traceback lost.
+    Mutant("lifespan-auto-hides-a-failed-startup", "sockact/asgi/lifespan.py",
+           'if self.mode == "auto" and not self._taken:', 'if self.mode == "auto":',
+           (UNIT + "test_asgi_core.py::test_lifespan_auto_tells_a_failed_startup_from_an_app_without_lifespan",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

@@ -29,6 +29,7 @@ class Lifespan:
         self._replies: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._running = False  # startup completed: shutdown is due
+        self._taken = False  # the app took lifespan.startup: it does lifespan
 
     async def startup(self) -> None:
         """Run the app's startup; raises AppLoadError when it fails (or refuses, with mode 'on')."""
@@ -46,9 +47,14 @@ class Lifespan:
             what = (_describe(exc) if exc else "the app returned without answering") if reply is None \
                 else f"the app answered {reply['type']!r}"
             self._task.cancel()
-            if self.mode == "auto":
+            if self.mode == "auto" and not self._taken:
                 # As uvicorn's auto: an app that fails the lifespan scope does not do lifespan.
                 log.info("app '%s' does not do lifespan (%s); going on without it", self.spec, what)
+                return
+            if self.mode == "auto":
+                # It took the startup message, then failed: its startup, not the scope. The spec says go on.
+                log.error("app '%s': lifespan startup failed: %s; going on without lifespan, as 'auto' does "
+                          "(lifespan = \"on\" stops instead)", self.spec, what, exc_info=exc)
                 return
             raise AppLoadError(f"app '{self.spec}': lifespan startup failed: {what}")
         self._running = True
@@ -88,6 +94,7 @@ class Lifespan:
             raise
 
     async def _receive(self) -> dict[str, Any]:
+        self._taken = True
         return await self._inbox.get()
 
     async def _send(self, message: dict[str, Any]) -> None:

@@ -198,7 +198,8 @@ class Config(ListenerSettings):
         parsers.choice("auto", "on", "off"), "auto",
         "ASGI lifespan protocol: 'on' runs the app's startup in each worker before it serves (a failed "
         "startup halts like an app that cannot import) and its shutdown when the worker stops, within "
-        "graceful_timeout; 'auto' does so unless the app refuses lifespan; 'off' never.", "app",
+        "graceful_timeout; 'auto' does so unless the app refuses lifespan (a startup that raises after it took "
+        "lifespan.startup is logged as an error, with its traceback, and serving goes on); 'off' never.", "app",
         metavar="MODE")
     ws: str = _opt(
         parsers.choice("auto", "websockets", "wsproto"), "auto",

@@ -193,6 +193,15 @@ def test_lifespan_auto_goes_on_without_an_app_that_does_not_do_it_and_on_require
     assert result.returncode == 5 and "lifespan startup failed" in result.stderr
 
 
+def test_lifespan_auto_serves_past_a_startup_that_raised_and_shows_its_traceback(start_sockact):
+    # As the ASGI spec asks of 'auto', it serves; the startup's failure is an error with its traceback.
+    server = start_sockact("asgiapps:startup_raises", "--workers", "1")
+    assert http_get(server.port, "/")[0] == 200
+    output = server.output()
+    assert "lifespan startup failed: ConnectionError: the database is not there; going on without" in output
+    assert "Traceback (most recent call last)" in output and "does not do lifespan" not in output
+
+
 def test_lifespan_shutdown_runs_on_term_and_on_recycling(start_sockact):
     server = start_sockact("asgiapps:echo", "--workers", "1", "--max-requests", "3", workers=1)
     pids = {echo(server.port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")["pid"] for _ in range(7)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 
 import pytest
 
@@ -196,6 +197,26 @@ def test_lifespan_startup_failures(mode, startup, fails):
         return
     with pytest.raises(AppLoadError, match=fails):
         asyncio.run(lifespan.startup())
+
+
+def test_lifespan_auto_tells_a_failed_startup_from_an_app_without_lifespan(caplog):
+    """The spec asks 'auto' to go on either way; an app that took lifespan.startup and then raised had a startup
+    that failed, and its traceback is an error in the log, not a line at info."""
+    caplog.set_level(logging.INFO, logger="sockact.worker")
+    asyncio.run(Lifespan(_lifespan_app("raise"), "auto", "m:app").startup())
+    failed = [r for r in caplog.records if "lifespan startup failed" in r.getMessage()]
+    assert [r.levelno for r in failed] == [logging.ERROR]
+    assert failed[0].exc_info is not None and "ConnectionError: no database" in caplog.text
+    assert "does not do lifespan" not in caplog.text
+    caplog.clear()
+
+    async def http_only(scope, receive, send):
+        assert scope["type"] == "http", "only http"
+
+    asyncio.run(Lifespan(http_only, "auto", "m:app").startup())
+    refused = [r for r in caplog.records if "does not do lifespan" in r.getMessage()]
+    assert [r.levelno for r in refused] == [logging.INFO]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_lifespan_off_never_calls_the_app_and_a_hung_shutdown_is_bounded(caplog):

@@ -713,7 +713,7 @@ MUTANTS = (
     Mutant("body-past-its-length-unsaid", "sockact/http/engine.py", "self.dropped += len(data) - room",
            "self.dropped += 0", (INTEG + "test_short_responses.py",)),
     Mutant("asgi-long-poll-return-an-error", "sockact/asgi/cycle.py",
-           "said = log.info if conn.eof or self.client_left else log.error", "said = log.error",
+           "if conn.eof or self.client_left else log.error)", "if False else log.error)",
            (INTEG + "test_app_response_misbehaviour.py::test_an_asgi_app_that_returns_without_a_response_is_an_error_"
             "unless_its_client_left",)),
     Mutant("pathsend-of-any-kind-of-file", "sockact/asgi/cycle.py", "if not stat.S_ISREG(st.st_mode):", "if False:",
@@ -862,6 +862,11 @@ MUTANTS = (
     Mutant("orphaned-worker-spins-on", "sockact/worker/guard.py", "        if os.getppid() != supervisor:\n",
            "        if False:\n",
            (INTEG + "test_worker_death.py::test_a_worker_whose_supervisor_was_killed_does_not_spin_on_as_an_orphan",)),
+    # A client made one log line a connection (a refused PROXY header), as fast as it could connect.
+    Mutant("client-lines-unlimited", "sockact/logs/flood.py", "if window.logged < self.burst:", "if True:",
+           (INTEG + "test_log_flood.py::test_a_flood_of_refused_proxy_headers_logs_a_few_and_a_count_and_serving_"
+            "goes_on",
+            UNIT + "test_logflood.py::test_lines_logs_the_burst_then_one_summary_at_the_level_of_its_kind")),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

@@ -47,6 +47,7 @@ from sockact.http.site import health_response, is_health, local_address
 from sockact.ipc import handoff
 from sockact.ipc.scoreboard import SlotWriter, SpareLines
 from sockact.ipc.tally import TallyWriter
+from sockact.logs import flood
 from sockact.logs.access import AccessLog
 from sockact.worker.channel import (
     Closed,
@@ -322,8 +323,8 @@ class AsgiRunner(Carrier[AsgiConnection]):
             # The loop answers a connection's pipelined checks one after another, and never waits for a client:
             # one that reads none of its answers was written to without bound. Past WRITE_HIGH it is let go, and
             # what it still sends is not read (a close without linger stops reading).
-            log.info("conn %d: the client has not read its answers, and the health checks' fill its buffer: closed",
-                     conn.msg.conn_id)
+            flood.WORKER.log(flood.HEALTH_UNREAD, log, logging.INFO, "conn %d: the client has not read its answers, "
+                             "and the health checks' fill its buffer: closed", conn.msg.conn_id)
             self._close(conn)
             return False
         conn.engine.start_next_cycle()

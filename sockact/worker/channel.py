@@ -19,6 +19,7 @@ from sockact.http.events import Request
 from sockact.http.proxyprotocol import ProxyProtocolError
 from sockact.http.requests import decoded_path
 from sockact.ipc import handoff
+from sockact.logs import flood
 
 log = logging.getLogger("sockact.worker")
 
@@ -111,7 +112,8 @@ def preface_header(preface: bytes, mode: str, eof: bool) -> tuple[proxyprotocol.
 def preface_refused(msg: handoff.Message, site: Site, reason: str) -> None:
     """Say why a connection's PROXY header was refused; the caller closes the connection."""
     peer = msg.peer[0] if msg.peer else "a Unix socket"
-    log.warning("conn %d from %s on %s: %s; closing it", msg.conn_id, peer, site.listener, reason)
+    flood.WORKER.log(flood.PROXY_REFUSED, log, logging.WARNING, "conn %d from %s on %s: %s; closing it", msg.conn_id,
+                     peer, site.listener, reason)
 
 
 def call_line(request: Request) -> bytes:

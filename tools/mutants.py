@@ -867,6 +867,11 @@ MUTANTS = (
            (INTEG + "test_log_flood.py::test_a_flood_of_refused_proxy_headers_logs_a_few_and_a_count_and_serving_"
             "goes_on",
             UNIT + "test_logflood.py::test_lines_logs_the_burst_then_one_summary_at_the_level_of_its_kind")),
+    # wsproto opened a WebSocket for an upgrade request with a body or over HTTP/1.0; websockets refused both.
+    Mutant("ws-handshake-rfc6455-unchecked", "sockact/worker/asgirunner.py", "            check_handshake(request)\n",
+           "            pass\n",
+           (INTEG + "test_asgi.py::test_a_websocket_handshake_with_a_body_or_over_http_1_0_is_a_400_with_either_"
+            "library",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

@@ -36,7 +36,7 @@ from sockact.asgi.cycle import HttpCycle
 from sockact.asgi.lifespan import Lifespan
 from sockact.asgi.scope import conn_scope, request_scope
 from sockact.asgi.websocket import release_memory, serve_websocket
-from sockact.asgi.wsprotocols import INSTALL_HINT, WsProtocol, find
+from sockact.asgi.wsprotocols import INSTALL_HINT, WsProtocol, check_handshake, find
 from sockact.errors import ProtocolError
 from sockact.http import Site
 from sockact.http.dates import http_date
@@ -246,11 +246,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
             try:
                 event = conn.engine.next_event()
             except ProtocolError as exc:
-                log.debug("conn %d: %s", conn.msg.conn_id, exc)
-                started = time.perf_counter()
-                conn.write(conn.engine.error_response(exc.status, http_date()))
-                self._access(conn, conn.engine.request, exc.status, started)
-                self._close(conn, linger=True)
+                self._refuse(conn, exc)
                 return
             if not isinstance(event, Request):
                 self._wait_for_request(conn, event)
@@ -264,6 +260,14 @@ class AsgiRunner(Carrier[AsgiConnection]):
                 served = self._start_http(conn, event)
             if not served:
                 return
+
+    def _refuse(self, conn: AsgiConnection, exc: ProtocolError) -> None:
+        """A request refused before any app sees it: its 4xx, then the connection closes."""
+        log.debug("conn %d: %s", conn.msg.conn_id, exc)
+        started = time.perf_counter()
+        conn.write(conn.engine.error_response(exc.status, http_date()))
+        self._access(conn, conn.engine.request, exc.status, started)
+        self._close(conn, linger=True)
 
     def _wait_for_request(self, conn: AsgiConnection, event: object) -> None:
         """No whole request is buffered: read on, or let the connection go."""
@@ -496,6 +500,11 @@ class AsgiRunner(Carrier[AsgiConnection]):
                             "install it with: %s", self.ws, self.ws, INSTALL_HINT[self.ws])
         if self._ws_library is None:
             self._start_http(conn, request)  # the app's own answer to a plain request, then closed
+            return
+        try:
+            check_handshake(request)
+        except ProtocolError as exc:
+            self._refuse(conn, exc)
             return
         conn.to("head")
         conn.to("call")  # a WebSocket's task begins at once, and is never handed back

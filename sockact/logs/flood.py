@@ -23,6 +23,7 @@ Contract:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -100,6 +101,10 @@ class Lines:
     def __init__(self, limit: LineLimit | None = None) -> None:
         self.limit = limit or LineLimit()
         self._said: dict[str, tuple[logging.Logger, int]] = {}  # kind -> where its summary goes
+        # A WSGI worker's app threads log some of these lines while its loop asks what is due: the decisions
+        # are taken one at a time (a kind added while due() went through them would fail it); lines are
+        # logged outside the lock.
+        self._lock = threading.Lock()
 
     def log(self, kind: str, logger: logging.Logger, level: int, msg: str, *args: Any, now: float | None = None,
             **kwargs: Any) -> None:
@@ -107,8 +112,9 @@ class Lines:
         caller's clock (time.monotonic() unless given)."""
         if not logger.isEnabledFor(level):
             return  # a line nobody would see leaves nothing out either
-        self._said[kind] = logger, level
-        logged, left_out = self.limit.admit(kind, time.monotonic() if now is None else now)
+        with self._lock:
+            self._said[kind] = logger, level
+            logged, left_out = self.limit.admit(kind, time.monotonic() if now is None else now)
         if left_out:
             self._summary(kind, left_out)
         if logged:
@@ -116,8 +122,10 @@ class Lines:
 
     def due(self, now: float, every: bool = False) -> None:
         """The summaries due at ``now`` (``every``: all of them, as the process exits), logged."""
-        if self.limit.counting:  # most ticks: no such line was ever logged
-            for kind, left_out in self.limit.due(now, every):
+        if self.limit.counting:  # most ticks: no such line came in the last interval
+            with self._lock:
+                ended = self.limit.due(now, every)
+            for kind, left_out in ended:
                 self._summary(kind, left_out)
 
     def _summary(self, kind: str, left_out: int) -> None:

@@ -4,6 +4,8 @@ lines of a kind in an interval, then one summary with the count of the ones left
 from __future__ import annotations
 
 import logging
+import sys
+import threading
 
 import pytest
 
@@ -76,3 +78,33 @@ def test_a_line_below_the_log_level_counts_for_nothing(caplog, level):
             lines.log("slow reader", log, level, "closed")
         lines.due(0.0, every=True)
     assert caplog.records == [] and not lines.limit.counting
+
+
+def test_lines_from_many_threads_while_the_loop_asks_what_is_due_are_each_logged_or_counted_once(caplog):
+    # A WSGI worker's app threads log these lines while its loop thread takes the summaries due.
+
+    lines = Lines(LineLimit(burst=2, interval=0.0001))
+    log = logging.getLogger("sockact.worker")
+    each, threads = 5000, 4
+
+    def flood(n: int) -> None:
+        for _ in range(each):
+            lines.log(f"kind {n}", log, logging.WARNING, "a line")
+
+    workers = [threading.Thread(target=flood, args=(n,)) for n in range(threads)]
+    switching = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns between any two bytecodes, as often as they can
+    try:
+        with caplog.at_level(logging.WARNING, logger="sockact.worker"):
+            for t in workers:
+                t.start()
+            while any(t.is_alive() for t in workers):
+                lines.due(float("inf"))
+            for t in workers:
+                t.join()
+            lines.due(0.0, every=True)
+    finally:
+        sys.setswitchinterval(switching)
+    logged = sum(r.getMessage() == "a line" for r in caplog.records)
+    counted = sum(getattr(r, "SOCKACT_LEFT_OUT", 0) for r in caplog.records)
+    assert logged + counted == each * threads

@@ -867,6 +867,11 @@ MUTANTS = (
            (INTEG + "test_log_flood.py::test_a_flood_of_refused_proxy_headers_logs_a_few_and_a_count_and_serving_"
             "goes_on",
             UNIT + "test_logflood.py::test_lines_logs_the_burst_then_one_summary_at_the_level_of_its_kind")),
+    # The count of lines left out waited for the next line of its kind, which a flood that ended never sends.
+    Mutant("client-line-counts-wait-for-a-line", "sockact/worker/owner.py", "        flood.WORKER.due(now)\n",
+           "        pass\n",
+           (INTEG + "test_log_flood.py::test_the_count_comes_once_the_interval_is_over_though_no_such_line_comes_"
+            "again",)),
     # wsproto opened a WebSocket for an upgrade request with a body or over HTTP/1.0; websockets refused both.
     Mutant("ws-handshake-rfc6455-unchecked", "sockact/worker/asgirunner.py", "            check_handshake(request)\n",
            "            pass\n",

@@ -31,3 +31,15 @@ def test_a_flood_of_refused_proxy_headers_logs_a_few_and_a_count_and_serving_goe
     assert counted, said[-3000:]
     assert logged <= BURST * intervals, said[-3000:]
     assert logged + sum(counted) == BAD, (logged, counted)
+
+
+def test_the_count_comes_once_the_interval_is_over_though_no_such_line_comes_again(start_sockact):
+    # Both runners, side by side: each takes what is due on its loop's timer tick.
+    servers = [start_proxied(start_sockact, "--workers", "1", mode="v2", app=app)
+               for app in ("testapps:whoami", "asgiapps:echo")]
+    for server in servers:
+        for _ in range(BURST + 5):
+            assert request(server.port, b"") == b""
+    for server in servers:
+        said = server.wait_for_log(f"{PROXY_REFUSED}: ... and 5 more like this", timeout=INTERVAL + 10)
+        assert said.count(REFUSED) == BURST, said[-3000:]

@@ -28,9 +28,9 @@ import time
 from typing import Any
 
 # The first BURST lines of a kind in INTERVAL seconds are logged. The Linux kernel's printk_ratelimit()
-# allows 10 in 5 s; journald, 10,000 in 30 s for a whole unit. With the seven kinds below and 16
-# workers, sockact's worst is 7 x 16 x (10 + 1 summary) lines in 10 s: about 3,700 in 30 s, well under
-# journald's limit, with room for the lines that matter. Ten is enough to show what the lines look like and from
+# allows 10 in 5 s; journald, 10,000 in 30 s for a whole unit. With the eight kinds below and 16
+# workers, sockact's worst is 8 x 16 x (10 + 1 summary) lines in 10 s: about 4,200 in 30 s, well under
+# journald's limit, with room for the lines that matter. Ten show what the lines look like and from
 # which clients; the summary says how many more.
 BURST = 10
 INTERVAL = 10.0
@@ -43,6 +43,7 @@ SLOW_BODY = "request body too slow"
 NOT_SPOOLED = "request body not spooled"
 NO_RESPONSE = "no response to a client that left"
 WS_PROTOCOL = "WebSocket protocol error"
+FDS_LOST = "connections lost on their way in"
 
 
 class _Window:

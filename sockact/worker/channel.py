@@ -43,7 +43,9 @@ def read_channel(receiver: handoff.Receiver, chan: socket.socket, adopt: Callabl
         except BlockingIOError:
             return
         except handoff.FdsLost as exc:
-            log.warning("worker %d: connections were lost on their way in (%s)", os.getpid(), exc)
+            # Out of fds, as a flood of clients can make it: one a message, limited.
+            flood.WORKER.log(flood.FDS_LOST, log, logging.WARNING, "worker %d: connections were lost on their way "
+                             "in (%s)", os.getpid(), exc)
             report(chan, handoff.done([lost.conn_id for lost in exc.messages]))
             continue
         except HandoffError as exc:

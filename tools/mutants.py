@@ -713,7 +713,7 @@ MUTANTS = (
     Mutant("body-past-its-length-unsaid", "sockact/http/engine.py", "self.dropped += len(data) - room",
            "self.dropped += 0", (INTEG + "test_short_responses.py",)),
     Mutant("asgi-long-poll-return-an-error", "sockact/asgi/cycle.py",
-           "said = log.info if conn.eof or self.client_left else log.error", "said = log.error",
+           "if conn.eof or self.client_left else log.error)", "if False else log.error)",
            (INTEG + "test_app_response_misbehaviour.py::test_an_asgi_app_that_returns_without_a_response_is_an_error_"
             "unless_its_client_left",)),
     Mutant("pathsend-of-any-kind-of-file", "sockact/asgi/cycle.py", "if not stat.S_ISREG(st.st_mode):", "if False:",
@@ -866,6 +866,21 @@ MUTANTS = (
     Mutant("lifespan-auto-hides-a-failed-startup", "sockact/asgi/lifespan.py",
            'if self.mode == "auto" and not self._taken:', 'if self.mode == "auto":',
            (UNIT + "test_asgi_core.py::test_lifespan_auto_tells_a_failed_startup_from_an_app_without_lifespan",)),
+    # A client made one log line a connection (a refused PROXY header), as fast as it could connect.
+    Mutant("client-lines-unlimited", "sockact/logs/flood.py", "if window.logged < self.burst:", "if True:",
+           (INTEG + "test_log_flood.py::test_a_flood_of_refused_proxy_headers_logs_a_few_and_a_count_and_serving_"
+            "goes_on",
+            UNIT + "test_logflood.py::test_lines_logs_the_burst_then_one_summary_at_the_level_of_its_kind")),
+    # The count of lines left out waited for the next line of its kind, which a flood that ended never sends.
+    Mutant("client-line-counts-wait-for-a-line", "sockact/worker/owner.py", "        flood.WORKER.due(now)\n",
+           "        pass\n",
+           (INTEG + "test_log_flood.py::test_the_count_comes_once_the_interval_is_over_though_no_such_line_comes_"
+            "again",)),
+    # wsproto opened a WebSocket for an upgrade request with a body or over HTTP/1.0; websockets refused both.
+    Mutant("ws-handshake-rfc6455-unchecked", "sockact/worker/asgirunner.py", "            check_handshake(request)\n",
+           "            pass\n",
+           (INTEG + "test_asgi.py::test_a_websocket_handshake_with_a_body_or_over_http_1_0_is_a_400_with_either_"
+            "library",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

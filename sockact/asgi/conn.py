@@ -31,6 +31,7 @@ from sockact.http.engine import Connection
 from sockact.http.limits import LINGER_BYTES, LINGER_SECONDS, RECV_SIZE
 from sockact.ipc import handoff
 from sockact.ipc.scoreboard import SlotWriter
+from sockact.logs import flood
 from sockact.logs.access import Entry
 from sockact.worker.channel import call_line
 from sockact.worker.connstates import CALL, HANDED, HEAD, IDLE, PREFACE, QUEUED, ConnState
@@ -369,8 +370,9 @@ class AsgiConnection(Owned):
             except TimeoutError:
                 if self._sent_at > waited:
                     continue  # slow, but taking bytes
-                log.info("conn %d: the client took nothing for send_timeout (%gs) with %d bytes waiting for it; "
-                         "closed", self.msg.conn_id, timeout, len(self.out))
+                flood.WORKER.log(flood.SLOW_READER, log, logging.INFO, "conn %d: the client took nothing for "
+                                 "send_timeout (%gs) with %d bytes waiting for it; closed", self.msg.conn_id, timeout,
+                                 len(self.out))
                 self._lost()
 
     def _on_writable(self) -> None:

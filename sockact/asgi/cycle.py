@@ -43,6 +43,7 @@ from sockact.http.events import END_OF_MESSAGE, NEED_DATA, Data, Request
 from sockact.http.limits import BODY_MIN_RATE, DRAIN_LIMIT
 from sockact.http.logline import quoted_request_line
 from sockact.http.responses import HOP_BY_HOP, length_missed, remembering, validate_response
+from sockact.logs import flood
 
 log = logging.getLogger("sockact.http")
 
@@ -208,7 +209,9 @@ class HttpCycle:
                     if not (self.answered or self.started):
                         # Once the client has closed, a long-poll app's return without an answer is its
                         # due, no error (nor for uvicorn): said at info.
-                        said = log.info if conn.eof or self.client_left else log.error
+                        # A client that connects and leaves, again and again, makes one each: limited.
+                        said = (functools.partial(flood.WORKER.log, flood.NO_RESPONSE, log, logging.INFO)
+                                if conn.eof or self.client_left else log.error)
                         said("conn %d: the application returned without a response to %s", conn.msg.conn_id,
                              self.line())
                         self._fail()
@@ -285,8 +288,9 @@ class HttpCycle:
                 self.conn.write(interim, interim=True)
             left = self.body_deadline - time.monotonic()
             if left <= 0:
-                log.info("conn %d: the request body of %s came slower than %d bytes/s after the first %gs "
-                         "(timeout): 408", self.conn.msg.conn_id, self.line(), BODY_MIN_RATE, self.conn.site.io_timeout)
+                flood.WORKER.log(flood.SLOW_BODY, log, logging.INFO, "conn %d: the request body of %s came slower "
+                                 "than %d bytes/s after the first %gs (timeout): 408", self.conn.msg.conn_id,
+                                 self.line(), BODY_MIN_RATE, self.conn.site.io_timeout)
                 if not self.started:
                     self.answer(408)
                 break

@@ -44,6 +44,7 @@ from sockact.http.limits import RECV_SIZE
 from sockact.http.logline import quoted_request_line
 from sockact.http.responses import length_missed
 from sockact.ipc.tally import TallyWriter, ws_end
+from sockact.logs import flood
 
 log = logging.getLogger("sockact.http")
 
@@ -215,7 +216,8 @@ class WebSocket:
 
     def _fail(self, code: int, reason: str) -> dict[str, Any]:
         """The client broke a rule: close with ``code``, and the app hears of it as a disconnect."""
-        log.info("conn %d: websocket closed with %d: %s", self.conn.msg.conn_id, code, reason)
+        flood.WORKER.log(flood.WS_PROTOCOL, log, logging.INFO, "conn %d: websocket closed with %d: %s",
+                         self.conn.msg.conn_id, code, reason)
         self.proto.close(code, reason)
         self._flush()
         self.closed = True

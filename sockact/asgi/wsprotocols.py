@@ -21,6 +21,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from sockact.errors import ProtocolError
+from sockact.http.events import Request
+
 # What installs the library the ws setting names, for the one warning a WebSocket request without it
 # gets ('auto': runner.NO_WEBSOCKET_LIBRARY). Debian 12's python3-websockets (10.4) predates ServerProtocol.
 INSTALL_HINT = {
@@ -62,6 +65,17 @@ class WsProtocol(Protocol):
     def reject(self, status: int) -> None: ...
     def send_message(self, data: bytes | str) -> None: ...
     def close(self, code: int, reason: str = "") -> None: ...
+
+
+def check_handshake(request: Request) -> None:
+    """ProtocolError(400) for an upgrade request RFC 6455 forbids (4.1, 4.2.1: the handshake is an HTTP/1.1
+    GET, and a GET has no body), checked before either library sees it. websockets refuses a body (400) and
+    HTTP/1.0 (505), wsproto neither, and uvicorn leaves it to them: with sockact both answer alike. The
+    engine refuses a chunked upgrade request already; another method than GET is no WebSocket request."""
+    if request.version != "1.1":
+        raise ProtocolError(400, f"a WebSocket handshake over HTTP/{request.version}")
+    if request.content_length:
+        raise ProtocolError(400, "a WebSocket handshake with a body")
 
 
 class WsprotoProtocol:

@@ -9,7 +9,8 @@ reuses idle connections when it runs out): an idle client reconnects when it nex
 new one would wait in the backlog for a keep-alive timeout. With none parked, new clients wait in
 the kernel's backlog, and accepting resumes on its own when connections close. An accept that
 fails for want of fds or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM) or for a reason not known to
-be the client's stops accepting for a short, growing interval. Each such condition is logged once per LOG_INTERVAL.
+be the client's stops accepting for a short, growing interval. Each such condition is logged once per LOG_INTERVAL
+(a flood of clients brings them on), then the count of the times left out (logs.flood).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from functools import partial
 from typing import Any
 
 from sockact.errors import ConfigError
+from sockact.logs.flood import LineLimit, Lines
 from sockact.policy.parking import Conn
 from sockact.systemd.activation import Listener
 
@@ -75,8 +77,7 @@ class Acceptor:
         self.accepted = [0] * len(listeners)  # connections accepted, by listener
         self.errors = 0  # accept() calls that failed
         self._excluded: set[int] = set()  # listeners another part of the supervisor answers
-        self._logged: dict[str, float] = {}  # trouble -> when it was last logged
-        self._suppressed: dict[str, int] = {}
+        self._lines = Lines(LineLimit(burst=1, interval=LOG_INTERVAL))
         self._now = 0.0
 
     def reserve_ids(self, count: int) -> int:
@@ -88,6 +89,7 @@ class Acceptor:
     def set_accepting(self, on: bool, held: int, now: float) -> None:
         """Watch the listeners when ``on``, within the budget and outside a back-off."""
         self._now, self.held = now, held
+        self._lines.due(now)
         if on and held >= self.budget and not self.idle():
             self._at_budget()
             on = False
@@ -176,17 +178,11 @@ class Acceptor:
         self._watch(False)
 
     def out_of_fds(self, what: str) -> None:
-        self.trouble("fds", f"out of file descriptors: {what}")
+        self.trouble("out of fds", f"out of file descriptors: {what}")
 
     def trouble(self, key: str, message: str) -> None:
         """Log ``message`` now, or count it if the same trouble was logged within LOG_INTERVAL."""
-        last = self._logged.get(key)
-        if last is not None and self._now - last < LOG_INTERVAL:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        again = self._suppressed.pop(key, 0)
-        log.error("%s%s", message, f" ({again} more times since the last such line)" if again else "")
-        self._logged[key] = self._now
+        self._lines.log(key, log, logging.ERROR, "%s", message, now=self._now)
 
 
 def _waiting_clients(lsock: Any, family: int) -> Callable[[], int]:

@@ -36,7 +36,7 @@ from sockact.asgi.cycle import HttpCycle
 from sockact.asgi.lifespan import Lifespan
 from sockact.asgi.scope import conn_scope, request_scope
 from sockact.asgi.websocket import release_memory, serve_websocket
-from sockact.asgi.wsprotocols import INSTALL_HINT, WsProtocol, find
+from sockact.asgi.wsprotocols import INSTALL_HINT, WsProtocol, check_handshake, find
 from sockact.errors import ProtocolError
 from sockact.http import Site
 from sockact.http.dates import http_date
@@ -47,6 +47,7 @@ from sockact.http.site import health_response, is_health, local_address
 from sockact.ipc import handoff
 from sockact.ipc.scoreboard import SlotWriter, SpareLines
 from sockact.ipc.tally import TallyWriter
+from sockact.logs import flood
 from sockact.logs.access import AccessLog
 from sockact.worker.channel import (
     Closed,
@@ -245,11 +246,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
             try:
                 event = conn.engine.next_event()
             except ProtocolError as exc:
-                log.debug("conn %d: %s", conn.msg.conn_id, exc)
-                started = time.perf_counter()
-                conn.write(conn.engine.error_response(exc.status, http_date()))
-                self._access(conn, conn.engine.request, exc.status, started)
-                self._close(conn, linger=True)
+                self._refuse(conn, exc)
                 return
             if not isinstance(event, Request):
                 self._wait_for_request(conn, event)
@@ -263,6 +260,14 @@ class AsgiRunner(Carrier[AsgiConnection]):
                 served = self._start_http(conn, event)
             if not served:
                 return
+
+    def _refuse(self, conn: AsgiConnection, exc: ProtocolError) -> None:
+        """A request refused before any app sees it: its 4xx, then the connection closes."""
+        log.debug("conn %d: %s", conn.msg.conn_id, exc)
+        started = time.perf_counter()
+        conn.write(conn.engine.error_response(exc.status, http_date()))
+        self._access(conn, conn.engine.request, exc.status, started)
+        self._close(conn, linger=True)
 
     def _wait_for_request(self, conn: AsgiConnection, event: object) -> None:
         """No whole request is buffered: read on, or let the connection go."""
@@ -322,8 +327,8 @@ class AsgiRunner(Carrier[AsgiConnection]):
             # The loop answers a connection's pipelined checks one after another, and never waits for a client:
             # one that reads none of its answers was written to without bound. Past WRITE_HIGH it is let go, and
             # what it still sends is not read (a close without linger stops reading).
-            log.info("conn %d: the client has not read its answers, and the health checks' fill its buffer: closed",
-                     conn.msg.conn_id)
+            flood.WORKER.log(flood.HEALTH_UNREAD, log, logging.INFO, "conn %d: the client has not read its answers, "
+                             "and the health checks' fill its buffer: closed", conn.msg.conn_id)
             self._close(conn)
             return False
         conn.engine.start_next_cycle()
@@ -495,6 +500,11 @@ class AsgiRunner(Carrier[AsgiConnection]):
                             "install it with: %s", self.ws, self.ws, INSTALL_HINT[self.ws])
         if self._ws_library is None:
             self._start_http(conn, request)  # the app's own answer to a plain request, then closed
+            return
+        try:
+            check_handshake(request)
+        except ProtocolError as exc:
+            self._refuse(conn, exc)
             return
         conn.to("head")
         conn.to("call")  # a WebSocket's task begins at once, and is never handed back

@@ -19,6 +19,7 @@ from sockact.http.events import Request
 from sockact.http.proxyprotocol import ProxyProtocolError
 from sockact.http.requests import decoded_path
 from sockact.ipc import handoff
+from sockact.logs import flood
 
 log = logging.getLogger("sockact.worker")
 
@@ -42,7 +43,9 @@ def read_channel(receiver: handoff.Receiver, chan: socket.socket, adopt: Callabl
         except BlockingIOError:
             return
         except handoff.FdsLost as exc:
-            log.warning("worker %d: connections were lost on their way in (%s)", os.getpid(), exc)
+            # Out of fds, as a flood of clients can make it: one a message, limited.
+            flood.WORKER.log(flood.FDS_LOST, log, logging.WARNING, "worker %d: connections were lost on their way "
+                             "in (%s)", os.getpid(), exc)
             report(chan, handoff.done([lost.conn_id for lost in exc.messages]))
             continue
         except HandoffError as exc:
@@ -111,7 +114,8 @@ def preface_header(preface: bytes, mode: str, eof: bool) -> tuple[proxyprotocol.
 def preface_refused(msg: handoff.Message, site: Site, reason: str) -> None:
     """Say why a connection's PROXY header was refused; the caller closes the connection."""
     peer = msg.peer[0] if msg.peer else "a Unix socket"
-    log.warning("conn %d from %s on %s: %s; closing it", msg.conn_id, peer, site.listener, reason)
+    flood.WORKER.log(flood.PROXY_REFUSED, log, logging.WARNING, "conn %d from %s on %s: %s; closing it", msg.conn_id,
+                     peer, site.listener, reason)
 
 
 def call_line(request: Request) -> bytes:

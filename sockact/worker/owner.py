@@ -34,6 +34,7 @@ from typing import Generic, TypeVar
 from sockact.http import Site
 from sockact.ipc import handoff
 from sockact.ipc.scoreboard import IN_HEAD, READ
+from sockact.logs import flood
 from sockact.worker.channel import Closed, preface_refused
 from sockact.worker.connstates import BODY, CLOSING, FRESH, HEAD, IDLE, PREFACE, ConnState, InvalidTransition
 
@@ -254,7 +255,9 @@ class Carrier(Generic[T]):
     on_retire: Callable[[], None] | None = None  # called at the channel's EOF (guard.end_if_orphaned)
 
     def _carry_out_deadlines(self, now: float) -> None:
-        """What is due for each held connection at ``now``, done."""
+        """What is due for each held connection at ``now``, done; and the summaries of client-caused lines
+        left out in an interval that has ended."""
+        flood.WORKER.due(now)
         for conn, what in self.owner.expired(now, self.stopping):
             if what is _CLOSING:
                 self._closing(conn, now)

@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import time
 import traceback
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -35,6 +36,7 @@ from sockact.http.site import client_budget
 from sockact.ipc import handoff
 from sockact.ipc.scoreboard import MAX_THREADS, Scoreboard, SpareLines, Waiting
 from sockact.ipc.tally import Tally
+from sockact.logs import flood
 from sockact.logs.access import AccessLog
 from sockact.logs.journal import installed_sendv
 from sockact.proctitle import worker_title
@@ -107,6 +109,7 @@ class WorkerShell:
         except OSError:
             return EXIT_OK  # the supervisor is gone already
         self.runner.run()
+        flood.WORKER.due(time.monotonic(), every=True)  # what was left out is said before the worker goes
         if self.access is not None:
             self.access.flush()
         self.hooks.call("worker_exit", *self._hook_args())

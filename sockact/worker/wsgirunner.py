@@ -57,6 +57,7 @@ from sockact.http.proxyprotocol import ProxyProtocolError
 from sockact.ipc import handoff
 from sockact.ipc.scoreboard import SlotWriter, Waiting
 from sockact.ipc.tally import TallyWriter
+from sockact.logs import flood
 from sockact.logs.access import AccessLog
 from sockact.worker.appthreads import AppThreads
 from sockact.worker.callmix import CallMix
@@ -483,8 +484,9 @@ class EventLoop(Carrier[Held]):
         except (ProtocolError, OSError) as exc:
             if isinstance(exc, OSError):
                 why = exc if isinstance(exc, SpoolFull) else f"cannot write a temporary file ($TMPDIR): {exc}"
-                log.error("conn %d: request body of %s not spooled: %s: 503",
-                          held.msg.conn_id, quoted_request_line(held.request), why)
+                # A client's body each, while the disk is full or the spool's total is spent.
+                flood.WORKER.log(flood.NOT_SPOOLED, log, logging.ERROR, "conn %d: request body of %s not spooled: "
+                                 "%s: 503", held.msg.conn_id, quoted_request_line(held.request), why)
                 exc = ProtocolError(503, "request body not spooled")
             self.waiting.remove(held.msg.conn_id)  # answered: nothing read waits any more
             http.refuse(exc, linger=False)

@@ -28,6 +28,7 @@ from sockact.http.logline import connection_entry, entry_for, quoted_request_lin
 from sockact.http.requests import line_text
 from sockact.http.responses import length_missed
 from sockact.http.site import Site, health_response, is_health, local_address
+from sockact.logs import flood
 from sockact.logs.access import Entry, unix_peer
 from sockact.logs.journal import ErrorStream
 from sockact.wsgi.environ import (
@@ -513,8 +514,8 @@ class HTTPConnection:
         self.status, answer = health_response(self.engine, self.stopping())
         whole = self.wire.send_now(answer)
         if not whole:
-            log.info("conn %d: the client has not read its answers, and the health check's does not fit: closed",
-                     self.conn_id)
+            flood.WORKER.log(flood.HEALTH_UNREAD, log, logging.INFO, "conn %d: the client has not read its answers, "
+                             "and the health check's does not fit: closed", self.conn_id)
         self._access(request, self.status, started)
         return self.engine.keep_alive and whole
 
@@ -649,11 +650,13 @@ class HTTPConnection:
         start = self.start
         if self.wire.send_stalled:
             if self.wire.past_deadline:
-                log.info("conn %d: the client took the response to %s too slowly to end before timeout (%gs): "
-                         "connection closed", self.conn_id, self.request_line(), self.site.io_timeout)
+                flood.WORKER.log(flood.SLOW_READER, log, logging.INFO, "conn %d: the client took the response to %s "
+                                 "too slowly to end before timeout (%gs): connection closed", self.conn_id,
+                                 self.request_line(), self.site.io_timeout)
             else:
-                log.info("conn %d: the client took no bytes of the response to %s for %gs (send_timeout): "
-                         "connection closed", self.conn_id, self.request_line(), self.wire.send_timeout)
+                flood.WORKER.log(flood.SLOW_READER, log, logging.INFO, "conn %d: the client took no bytes of the "
+                                 "response to %s for %gs (send_timeout): connection closed", self.conn_id,
+                                 self.request_line(), self.wire.send_timeout)
             return False
         if self.wire_failed:
             log.debug("conn %d: client gone while serving: %s", self.conn_id, exc)
@@ -661,8 +664,9 @@ class HTTPConnection:
         if self.body_error is not None:
             status = self.body_error.status
             if status == 408:
-                log.info("conn %d: the request body of %s stopped coming for send_timeout, or came too slowly "
-                         "to end before timeout: 408", self.conn_id, self.request_line())
+                flood.WORKER.log(flood.SLOW_BODY, log, logging.INFO, "conn %d: the request body of %s stopped coming "
+                                 "for send_timeout, or came too slowly to end before timeout: 408", self.conn_id,
+                                 self.request_line())
             else:
                 log.debug("conn %d: bad request body: %s", self.conn_id, exc)
         else:

@@ -386,6 +386,37 @@ def test_a_websocket_closed_before_accept_is_a_403(start_sockact, ws_library):
         assert exc.response.status_code == 403
 
 
+# Upgrade requests RFC 6455 forbids (4.1: the handshake is an HTTP/1.1 GET), by path.
+FORBIDDEN_HANDSHAKES = {
+    "/body": ("HTTP/1.1", b"Content-Length: 5\r\n", b"hello"),
+    "/chunked": ("HTTP/1.1", b"Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\n\r\n"),
+    "/old": ("HTTP/1.0", b"", b""),
+}
+
+
+def test_a_websocket_handshake_with_a_body_or_over_http_1_0_is_a_400_with_either_library(start_sockact,
+                                                                                        ws_library):
+    from websockets.sync.client import connect
+
+    server = start_sockact("asgiapps:ws_echo", "--workers", "1", "--ws", ws_library, "--access-logfile", "-",
+                           workers=1)
+    for path, (version, field, body) in FORBIDDEN_HANDSHAKES.items():
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            answer = raw_exchange(sock, f"GET {path} {version}\r\n".encode() + b"Host: t\r\nUpgrade: websocket\r\n"
+                                  b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                                  b"Sec-WebSocket-Version: 13\r\n" + field + b"\r\n" + body)
+        status, headers, _ = parse_response(answer)
+        assert (status, headers["connection"]) == (400, "close"), (path, answer)
+    # A chunked one is refused as its head is parsed, with no request line for the log; the others, once read.
+    server.wait_for_log('"GET /old HTTP/1.0" 400 16 ')
+    said = server.wait_for_log('"GET /body HTTP/1.1" 400 16 ')
+    # None reached the app as a WebSocket: its disconnect would be printed, and its access line end in one.
+    assert "WS DISCONNECT" not in said and "websocket close=" not in said, said
+    with connect(f"ws://127.0.0.1:{server.port}/", open_timeout=10) as ws:  # and a good one opens
+        ws.send("hi")
+        assert ws.recv(timeout=10) == "hi"
+
+
 def test_an_app_error_on_an_accepted_websocket_closes_it_with_1011(start_sockact, ws_library):
     from websockets.exceptions import ConnectionClosedError
     from websockets.sync.client import connect

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from sockact.errors import ConfigError
+from sockact.logs.flood import summary
 from sockact.policy.parking import Conn
 from sockact.supervisor import acceptor
 from sockact.supervisor.acceptor import BACKOFF_FIRST, BACKOFF_MAX, LOG_INTERVAL, Acceptor, fd_budget
@@ -284,11 +285,13 @@ def test_the_same_trouble_is_logged_once_per_interval_with_a_count_of_the_ones_l
     acc, _, _ = make(FakeListener())
     acc.budget = 1
     with caplog.at_level(logging.ERROR, logger="sockact.supervisor"):
-        for now in (0.0, 1.0, 2.0, LOG_INTERVAL + 0.5):
+        for now in (0.0, 1.0, 2.0, LOG_INTERVAL + 0.5, LOG_INTERVAL + 1):
             acc.set_accepting(True, held=1, now=now)
+        acc.set_accepting(False, held=0, now=2 * LOG_INTERVAL + 1)  # the loop's next turn past the interval
     lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 2 and "LimitNOFILE" in lines[0]
-    assert lines[1].endswith("(2 more times since the last such line)")
+    # The count of the first interval's left out comes before the second's line; the second's, at a later turn.
+    assert len(lines) == 4 and "LimitNOFILE" in lines[0] and lines[2] == lines[0]
+    assert lines[1] == summary("fd budget", 2, LOG_INTERVAL) and lines[3] == summary("fd budget", 1, LOG_INTERVAL)
 
 
 @pytest.mark.parametrize(("limit", "reserve", "budget"), [(1024, 64, 960), (65, 64, 1)])

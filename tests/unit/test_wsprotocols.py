@@ -6,7 +6,11 @@ import struct
 
 import pytest
 
-from sockact.asgi.wsprotocols import LIBRARIES, Closed, Part, find
+from sockact.asgi.wsprotocols import LIBRARIES, Closed, Part, check_handshake, find
+from sockact.errors import ProtocolError
+from sockact.http.engine import Connection
+from sockact.http.events import Request
+from sockact.http.limits import Limits
 
 HEAD = (b"GET /chat HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
@@ -102,3 +106,24 @@ def test_bytes_after_the_close_are_dropped(library):
     proto.receive_data(frame(0x1, b"late"))
     proto.receive_data(b"")
     assert [e for e in proto.events() if isinstance(e, Part)] == []
+
+
+def _request(head: bytes) -> Request:
+    engine = Connection(Limits())
+    engine.receive_data(head)
+    request = engine.next_event()
+    assert isinstance(request, Request)
+    return request
+
+
+@pytest.mark.parametrize(("version", "field"), [(b"HTTP/1.0", b""), (b"HTTP/1.1", b"Content-Length: 5\r\n")])
+def test_a_handshake_rfc_6455_forbids_is_a_400_before_either_library_sees_it(version, field):
+    head = HEAD.replace(b"HTTP/1.1", version).replace(b"\r\n\r\n", b"\r\n" + field + b"\r\n")
+    with pytest.raises(ProtocolError) as refused:
+        check_handshake(_request(head + b"hello"))
+    assert refused.value.status == 400
+
+
+def test_a_handshake_over_http_1_1_without_a_body_passes():
+    check_handshake(_request(HEAD))
+    check_handshake(_request(HEAD.replace(b"\r\n\r\n", b"\r\nContent-Length: 0\r\n\r\n")))

@@ -254,7 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SockactError as exc:
         _print_error(exc)
         if not checking:
-            turn_away_at_start([])
+            from sockact.supervisor.turnaway import start_failed, turn_away_at_start
+
+            turn_away_at_start([], start_failed(), os.environ)
         return exc.exit_code
     if args.print_config:
         print("\n".join(config.describe(cfg)))
@@ -429,33 +431,26 @@ def _prepare(cfg: Config) -> None:
 
 def run(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
     """Start serving ``cfg`` until stopped; returns the exit code. HUP calls ``reload_config``."""
+    from sockact.supervisor.turnaway import start_failed
+
     taken: list[Listener] = []  # the listeners once taken, for a start that fails after
     try:
         return _serve(cfg, reload_config, taken)
     except SockactError as exc:
-        if logging.getLogger("sockact").handlers:
-            log.error("%s", exc.explained())
-        else:  # the error log itself could not be set up
-            _print_error(exc)
-        turn_away_at_start(taken)  # after the reason: the log reads in order
-        return exc.exit_code
+        return _start_failed(exc, taken, start_failed())
 
 
-def turn_away_at_start(taken: Sequence[Listener]) -> None:
-    """A start that fails (a bad setting, a hook that does not import...) under socket activation:
-    answer each client waiting in a passed socket's backlog with a 503 before the exit. Left there,
-    it would make systemd start the failing service again at once, and again: a start loop for as
-    long as the client waits. ``taken``: the listeners, if they were taken from systemd already."""
-    from sockact.supervisor.turnaway import start_failed, turn_away
-    from sockact.systemd.activation import from_systemd
+def _start_failed(exc: SockactError, taken: Sequence[Listener], response: bytes) -> int:
+    """A start that fails once ``run`` has begun: the reason, then each waiting client answered
+    ``response`` (under socket activation, so that it does not start the service again at once)."""
+    from sockact.supervisor.turnaway import turn_away_at_start
 
-    listeners = list(taken)
-    if not listeners and "LISTEN_FDS" in os.environ:
-        with contextlib.suppress(SockactError, ImportError):  # none to take: nothing to answer
-            listeners = from_systemd(os.environ) or []
-    passed = [lst.sock for lst in listeners if not lst.owned]
-    if passed:
-        turn_away([], passed, start_failed())
+    if logging.getLogger("sockact").handlers:
+        log.error("%s", exc.explained())
+    else:  # the error log itself could not be set up
+        _print_error(exc)
+    turn_away_at_start(taken, response, os.environ)  # after the reason: the log reads in order
+    return exc.exit_code
 
 
 def _serve(cfg: Config, reload_config: Callable[[], Config] | None, taken: list[Listener]) -> int:
@@ -463,7 +458,7 @@ def _serve(cfg: Config, reload_config: Callable[[], Config] | None, taken: list[
     from sockact.logs.journal import setup_logging
     from sockact.proctitle import supervisor_title
     from sockact.supervisor import Supervisor
-    from sockact.supervisor.turnaway import app_failed, turn_away
+    from sockact.supervisor.turnaway import app_failed
     from sockact.systemd.activation import bind_all, from_systemd
     from sockact.systemd.notify import Notifier
 
@@ -490,10 +485,8 @@ def _serve(cfg: Config, reload_config: Callable[[], Config] | None, taken: list[
         try:
             apps = load_all(cfg.listener(lst.name).app for lst in listeners)
         except AppLoadError as exc:
-            # As the supervisor does when its workers cannot load the app: no client stays in a backlog.
-            log.error("%s", exc.explained())
-            turn_away([], [lst.sock for lst in listeners], app_failed())
-            return exc.exit_code
+            # Told as the supervisor's halt tells them when its workers cannot load the app.
+            return _start_failed(exc, listeners, app_failed())
     if cfg.reload:
         _watch_for_changes(cfg)
     notifier = Notifier(os.environ, os.getpid())

@@ -26,7 +26,7 @@ from typing import TextIO
 
 from sockact import config
 from sockact.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError
-from sockact.systemd.notify import ReloadOutcome, read_reload_outcome, runtime_dir
+from sockact.systemd.notify import ReloadOutcome, failed_reload, read_reload_outcome, runtime_dir
 
 POLL = 0.05  # seconds between looks at the outcome file while waiting
 
@@ -75,9 +75,9 @@ def judge(pid: int, before: int, outcome: ReloadOutcome | None, alive: bool, wai
     if outcome is not None and outcome.pid == pid and outcome.seq > before:
         if outcome.ok:  # quiet, unless the new settings hold some only a restart applies
             return Verdict(EXIT_OK, f"reload done, but not every setting: {outcome.reason}" if outcome.reason else "")
-        # the supervisor's reasons say what it keeps ("keeping generation 1"): not twice
-        kept = "" if "; keeping " in outcome.reason else "; the running workers keep serving"
-        return Verdict(EXIT_FAILURE, f"reload failed: {outcome.reason}{kept}")
+        if outcome.kept:  # the supervisor says what it keeps ("generation 1")
+            return Verdict(EXIT_FAILURE, f"reload failed: {failed_reload(outcome.reason, outcome.kept)}")
+        return Verdict(EXIT_FAILURE, f"reload failed: {outcome.reason}; the running workers keep serving")
     if not alive:
         return Verdict(EXIT_FAILURE, f"reload failed: process {pid} exited before the reload finished")
     if waited >= bound:

@@ -57,6 +57,16 @@ _SECTIONS = {
     "development": "development",
 }
 COMMANDS = ("run", "check", "convert", "reload")
+SERVED = ("run", "check")  # the commands that take every setting as a flag
+# What run and check take besides the settings: one list for their parsers and for their flags.
+_SERVED_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+    (("-c", "--config"), {"metavar": "FILE", "help": "TOML settings file (also $SOCKACT_CONFIG)"}),
+    (("--check-config",), {"action": "store_true",
+                           "help": "do what 'sockact check' does, then exit (as gunicorn's --check-config)"}),
+    (("--print-config",), {"action": "store_true",
+                           "help": "print the effective settings as TOML and exit, without importing the app"}),
+)
+HELP_FLAGS = ("-h", "--help")  # every parser's, from argparse (add_help)
 # First arguments that stay with the top-level parser instead of meaning "run".
 _TOP_LEVEL = frozenset({"-h", "--help", "--version"})
 
@@ -107,11 +117,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for p in served:
         p.add_argument("app_arg", nargs="?", metavar="APP",
                        help="the WSGI or ASGI app as module:callable, or module for module:application (same as --app)")
-        p.add_argument("-c", "--config", metavar="FILE", help="TOML settings file (also $SOCKACT_CONFIG)")
-        p.add_argument("--check-config", action="store_true",
-                       help="do what 'sockact check' does, then exit (as gunicorn's --check-config)")
-        p.add_argument("--print-config", action="store_true",
-                       help="print the effective settings as TOML and exit, without importing the app")
+        for flags, kwargs in _SERVED_OPTIONS:
+            p.add_argument(*flags, **kwargs)
         _add_settings(p)
     return parser
 
@@ -206,12 +213,20 @@ def unknown_options(words: Sequence[str], extras: Sequence[str], known: Iterable
     return [f"{', '.join(flags)}: {hint}" if flags else hint for hint, flags in said.items()]
 
 
-def _flags_of(parser: argparse.ArgumentParser, command: str | None) -> list[str]:
-    """The option strings of ``command``'s parser (the top-level parser's without one)."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
-            parser = action.choices[command]
-    return list(parser._option_string_actions)
+def flags_of(command: str) -> list[str]:
+    """Every flag ``command`` takes, from the lists its parser is built from (argparse keeps its own
+    list in private attributes): for an unknown option, the flags it may be a typo of."""
+    flags = list(HELP_FLAGS)
+    if command in SERVED:
+        flags += (flag for names, _ in _SERVED_OPTIONS for flag in names)
+        for s in config.SETTINGS:
+            if s.cli:  # a switch is --flag and --no-flag (BooleanOptionalAction)
+                flags += (*s.flags, *(f"--no-{f[2:]}" for f in s.flags if s.boolean and f.startswith("--")))
+    elif command == "reload":
+        from sockact import reloadctl
+
+        flags += (flag for names, _ in reloadctl.OPTIONS for flag in names)
+    return flags
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -219,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(words[0] if words and words[0] in COMMANDS else None)
     args, extras = parser.parse_known_args(words)
     if extras:
-        lines = unknown_options(words, extras, _flags_of(parser, args.command))
+        lines = unknown_options(words, extras, flags_of(args.command))
         if not lines:  # stray words, no option: argparse's own message
             parser.error(f"unrecognized arguments: {' '.join(extras)}")
         for line in lines:

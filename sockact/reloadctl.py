@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 from sockact import config
 from sockact.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError
@@ -38,17 +38,6 @@ the outcome in $RUNTIME_DIRECTORY, which systemd sets from RuntimeDirectory= for
 ExecStart= and ExecReload=."""
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `reload` subcommand's options (cli.py builds the subparser)."""
-    parser.add_argument("--pid", type=_supervisor_pid, required=True,
-                        help="the supervisor's process id ($MAINPID in ExecReload=)")
-    parser.add_argument("-c", "--config", metavar="FILE",
-                        help="the TOML settings file the supervisor re-reads, for the bound of the wait")
-    parser.add_argument("--max-wait", type=float, metavar="SECONDS",
-                        help="give up waiting after this long [default: timeout + graceful_timeout "
-                             "from the settings]")
-
-
 def _supervisor_pid(text: str) -> int:
     try:
         pid = int(text)
@@ -57,6 +46,24 @@ def _supervisor_pid(text: str) -> int:
     if pid <= 1:  # kill(0) would signal our own process group, kill(-1) everyone, 1 is init
         raise argparse.ArgumentTypeError(f"not a supervisor's pid: {text}")
     return pid
+
+
+# The `reload` subcommand's options: one list for its parser and for its flags (cli.py).
+OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+    (("--pid",), {"type": _supervisor_pid, "required": True,
+                  "help": "the supervisor's process id ($MAINPID in ExecReload=)"}),
+    (("-c", "--config"), {"metavar": "FILE",
+                          "help": "the TOML settings file the supervisor re-reads, for the bound of the wait"}),
+    (("--max-wait",), {"type": float, "metavar": "SECONDS",
+                       "help": "give up waiting after this long [default: timeout + graceful_timeout from the "
+                               "settings]"}),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `reload` subcommand's options (cli.py builds the subparser)."""
+    for flags, kwargs in OPTIONS:
+        parser.add_argument(*flags, **kwargs)
 
 
 @dataclass(frozen=True)

@@ -834,6 +834,13 @@ MUTANTS = (
            "given[flag] = value if eq else words[at + 1]", "pass",
            (UNIT + "test_cli.py::test_an_option_sockact_does_not_take_is_one_line_naming_it_and_what_to_write",)),
 
+    # The flags a mistyped one is matched against come from sockact's own lists, not argparse's innards.
+    Mutant("flags-without-the-switches-no-form", "sockact/cli.py",
+           '*(f"--no-{f[2:]}" for f in s.flags if s.boolean and f.startswith("--"))', "",
+           (UNIT + "test_cli.py::test_a_mistyped_flag_is_matched_against_its_own_commands_flags",)),
+    Mutant("flags-of-reload-left-out", "sockact/cli.py",
+           '    elif command == "reload":', '    elif False:',
+           (UNIT + "test_cli.py::test_a_mistyped_flag_is_matched_against_its_own_commands_flags",)),
     Mutant("check-without-config-silent", "sockact/cli.py",
            "if cfg.config_file is None and os.path.isfile(config.PACKAGED_CONFIG):",
            "if False:",

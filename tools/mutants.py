@@ -864,9 +864,27 @@ MUTANTS = (
     Mutant("start-failure-turns-away-nobody-taken", "sockact/supervisor/turnaway.py",
            "    if not listeners and \"LISTEN_FDS\" in environ:", "    if False:",
            (INTEG + "test_cli_walls.py::test_a_start_that_fails_under_socket_activation_answers_the_waiting_client",)),
+    # An access log's outage counted the lines a full target took before it failed as lost, and said "1 lines".
+    Mutant("access-log-lost-count-plural-for-one", "sockact/logs/access.py",
+           'return "1 line was lost" if count == 1 else', "return",
+           (UNIT + "test_accesslog.py::test_an_outage_that_lost_one_line_says_so_in_the_singular",)),
+    Mutant("access-log-lost-count-none-said-as-many", "sockact/logs/access.py",
+           "    if count == 0:\n", "    if False:\n",
+           (UNIT + "test_accesslog.py::test_the_lines_an_outage_lost_are_counted_in_words",)),
+    Mutant("access-log-lines-written-before-a-full-disk-counted-lost", "sockact/logs/access.py",
+           'sent += data.count(b"\\n", 0, len(data) - len(view))', "pass",
+           (UNIT + "test_accesslog.py::test_the_whole_lines_a_full_target_took_before_it_failed_are_not_counted_"
+            "lost",)),
+    Mutant("access-log-records-the-journal-took-counted-lost", "sockact/logs/access.py",
+           "                        sent += 1\n", "",
+           (UNIT + "test_accesslog.py::test_the_records_the_journal_took_before_it_failed_are_not_counted_lost",)),
+    Mutant("access-log-outage-end-without-the-count", "sockact/logs/access.py",
+           "if self.loses_lines else self.ended_text", "if False else self.ended_text",
+           (UNIT + "test_accesslog.py::test_a_log_that_cannot_be_written_is_told_once_as_it_fails_and_once_as_it_"
+            "works_again",)),
     # An access log that cannot be written, or reopened after a rotation, said nothing.
     Mutant("access-log-write-failure-untold", "sockact/logs/access.py",
-           "                self._writes.failed(exc, len(batch))\n", "                pass\n",
+           "                self._writes.failed(exc, len(batch) - sent)\n", "                pass\n",
            (UNIT + "test_accesslog.py::test_a_log_that_cannot_be_written_is_told_once_as_it_fails_and_once_as_it_"
             "works_again", INTEG + "test_logging.py::test_an_access_log_on_a_full_disk_is_told_once_and_serving_"
             "goes_on")),

@@ -23,6 +23,14 @@ WHEN = 1_700_000_000.25
 HOSTILE = "/a\r\nFORGED CRITICAL\x1b[31m\x00\"\\\x7f\xe9"
 
 
+@pytest.fixture
+def now(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The access log's monotonic clock: 100 s, until a test moves it on."""
+    clock = [100.0]
+    monkeypatch.setattr(accesslog.time, "monotonic", lambda: clock[0])
+    return clock
+
+
 def entry(**overrides: object) -> Entry:
     values: dict = {
         "remote": "192.0.2.7", "method": "GET", "target": "/p%20q?x=1", "path": "/p q", "query": "x=1",
@@ -238,9 +246,7 @@ def test_json_lines_are_lossless_and_one_per_line():
         assert stamp == datetime.fromtimestamp(when).astimezone().isoformat(timespec="milliseconds")
 
 
-def test_lines_are_buffered_until_flushed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    now = [100.0]
-    monkeypatch.setattr(accesslog.time, "monotonic", lambda: now[0])
+def test_lines_are_buffered_until_flushed(tmp_path: Path, now: list[float]):
     path = tmp_path / "access.log"
     log = AccessLog("%(s)s %(U)s", str(path), None)
     log.log(entry(path="/1"))
@@ -253,9 +259,7 @@ def test_lines_are_buffered_until_flushed(tmp_path: Path, monkeypatch: pytest.Mo
     assert path.read_text() == "200 /1\n200 /2\n"
 
 
-def test_a_line_waits_at_most_the_flush_interval(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    now = [100.0]
-    monkeypatch.setattr(accesslog.time, "monotonic", lambda: now[0])
+def test_a_line_waits_at_most_the_flush_interval(tmp_path: Path, now: list[float]):
     path = tmp_path / "access.log"
     log = AccessLog("%(U)s", str(path), None)
     log.log(entry(path="/1"))
@@ -284,9 +288,7 @@ def test_a_full_buffer_is_written_at_once(tmp_path: Path, monkeypatch: pytest.Mo
     assert path.read_text().count("\n") == 2 * accesslog.MAX_BUFFERED
 
 
-def test_a_rotated_file_is_reopened(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    now = [100.0]
-    monkeypatch.setattr(accesslog.time, "monotonic", lambda: now[0])
+def test_a_rotated_file_is_reopened(tmp_path: Path, now: list[float]):
     path = tmp_path / "access.log"
     log = AccessLog("%(U)s", str(path), None)
     log.log(entry(path="/before"))
@@ -468,9 +470,7 @@ def test_an_access_log_takes_the_line_builder_the_supervisor_made_for_its_target
 
 
 def test_a_log_that_cannot_be_written_is_told_once_as_it_fails_and_once_as_it_works_again(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
-    now = [100.0]
-    monkeypatch.setattr(accesslog.time, "monotonic", lambda: now[0])
+        tmp_path: Path, now: list[float], caplog: pytest.LogCaptureFixture):
     log = AccessLog("%(U)s", "/dev/full", None)  # a full disk: every write fails with ENOSPC
     for _ in range(3):
         log.log(entry())
@@ -498,8 +498,7 @@ def test_the_lines_an_outage_lost_are_counted_in_words(count, words):
 
 
 def test_an_outage_that_lost_one_line_says_so_in_the_singular(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
-    monkeypatch.setattr(accesslog.time, "monotonic", lambda: 100.0)
+        tmp_path: Path, now: list[float], caplog: pytest.LogCaptureFixture):
     log = AccessLog("%(U)s", "/dev/full", None)
     log.log(entry())
     log.flush()
@@ -511,9 +510,8 @@ def test_an_outage_that_lost_one_line_says_so_in_the_singular(
 
 
 def test_the_whole_lines_a_full_target_took_before_it_failed_are_not_counted_lost(
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+        now: list[float], caplog: pytest.LogCaptureFixture):
     """A full disk (here a full pipe) takes part of a batch: the lines it took whole were written."""
-    monkeypatch.setattr(accesslog.time, "monotonic", lambda: 100.0)
     r, w = os.pipe()
     os.set_blocking(w, False)  # full, its write fails (EAGAIN) as one to a full disk does (ENOSPC)
     log = AccessLog("%(U)s", None, None)
@@ -548,8 +546,7 @@ def _read_some(fd: int) -> bytes:
 
 
 def test_the_records_the_journal_took_before_it_failed_are_not_counted_lost(
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
-    monkeypatch.setattr(accesslog.time, "monotonic", lambda: 100.0)
+        now: list[float], caplog: pytest.LogCaptureFixture):
     sent: list[object] = []
 
     def sendv(*fields: object) -> None:
@@ -569,9 +566,7 @@ def test_the_records_the_journal_took_before_it_failed_are_not_counted_lost(
 
 
 def test_a_rotated_file_that_cannot_be_opened_again_keeps_its_lines_and_is_told_once(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
-    now = [100.0]
-    monkeypatch.setattr(accesslog.time, "monotonic", lambda: now[0])
+        tmp_path: Path, now: list[float], caplog: pytest.LogCaptureFixture):
     logs = tmp_path / "logs"
     logs.mkdir()
     log = AccessLog("%(U)s", str(logs / "access.log"), None)

@@ -735,7 +735,7 @@ MUTANTS = (
     # A failed reload's "keeping ..." travels as a field; `sockact reload` once found it in the reason's text.
     Mutant("reload-kept-not-published", "sockact/systemd/notify.py",
            "self._pid, ok, reason, kept))", "self._pid, ok, reason))",
-           (UNIT + "test_reloadctl.py::test_a_failed_reload_says_what_the_supervisor_keeps_as_it_published_it",)),
+           (UNIT + "test_reloadctl.py::test_a_failed_reload_exits_1_with_the_reason",)),
     Mutant("reload-kept-back-in-the-reason", "sockact/policy/pool.py",
            'self._abort_reload(f"{what} ({reason})", f"generation {kept}", now)',
            'self._abort_reload(f"{what} ({reason}); keeping generation {kept}", "", now)',

@@ -114,22 +114,19 @@ def test_reload_succeeds_quietly(supervisor):
         assert err.getvalue() == ""
 
 
-def test_a_failed_reload_exits_1_with_the_reason(supervisor):
+@pytest.mark.parametrize(("outcome", "said"), [
+    ((False, "/etc/sockact/sockact.toml: key 'workers': expected an integer"),
+     "/etc/sockact/sockact.toml: key 'workers': expected an integer; the running workers keep serving"),
+    # what the supervisor keeps, as it published it
+    ((False, "the new code does not load (worker exit code 5: app 'app:app': ...)", "generation 1"),
+     "the new code does not load (worker exit code 5: app 'app:app': ...); keeping generation 1"),
+], ids=["kept-unsaid", "kept-said"])
+def test_a_failed_reload_exits_1_with_the_reason(supervisor, outcome, said):
     environ, outcomes = supervisor
-    outcomes.append((False, "/etc/sockact/sockact.toml: key 'workers': expected an integer"))
+    outcomes.append(outcome)
     err = io.StringIO()
     assert reloadctl.main(os.getpid(), max_wait=10, environ=environ, err=err) == EXIT_FAILURE
-    assert err.getvalue() == ("sockact: reload failed: /etc/sockact/sockact.toml: key 'workers': expected an "
-                              "integer; the running workers keep serving\n")
-
-
-def test_a_failed_reload_says_what_the_supervisor_keeps_as_it_published_it(supervisor):
-    environ, outcomes = supervisor
-    outcomes.append((False, "the new code does not load (worker exit code 5: app 'app:app': ...)", "generation 1"))
-    err = io.StringIO()
-    assert reloadctl.main(os.getpid(), max_wait=10, environ=environ, err=err) == EXIT_FAILURE
-    assert err.getvalue() == ("sockact: reload failed: the new code does not load (worker exit code 5: app "
-                              "'app:app': ...); keeping generation 1\n")
+    assert err.getvalue() == f"sockact: reload failed: {said}\n"
 
 
 def test_no_answer_ends_at_the_bound(supervisor):

@@ -57,7 +57,7 @@ _SECTIONS = {
     "development": "development",
 }
 COMMANDS = ("run", "check", "convert", "reload")
-SERVED = ("run", "check")  # the commands that take every setting as a flag
+_SERVED = ("run", "check")  # the commands that take every setting as a flag
 # What run and check take besides the settings: one list for their parsers and for their flags.
 _SERVED_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (("-c", "--config"), {"metavar": "FILE", "help": "TOML settings file (also $SOCKACT_CONFIG)"}),
@@ -66,7 +66,7 @@ _SERVED_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (("--print-config",), {"action": "store_true",
                            "help": "print the effective settings as TOML and exit, without importing the app"}),
 )
-HELP_FLAGS = ("-h", "--help")  # every parser's, from argparse (add_help)
+_HELP_FLAGS = ("-h", "--help")  # every parser's, from argparse (add_help)
 # First arguments that stay with the top-level parser instead of meaning "run".
 _TOP_LEVEL = frozenset({"-h", "--help", "--version"})
 
@@ -216,8 +216,8 @@ def unknown_options(words: Sequence[str], extras: Sequence[str], known: Iterable
 def flags_of(command: str) -> list[str]:
     """Every flag ``command`` takes, from the lists its parser is built from (argparse keeps its own
     list in private attributes): for an unknown option, the flags it may be a typo of."""
-    flags = list(HELP_FLAGS)
-    if command in SERVED:
+    flags = list(_HELP_FLAGS)
+    if command in _SERVED:
         flags += (flag for names, _ in _SERVED_OPTIONS for flag in names)
         for s in config.SETTINGS:
             if s.cli:  # a switch is --flag and --no-flag (BooleanOptionalAction)
@@ -456,8 +456,8 @@ def run(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
 
 
 def _start_failed(exc: SockactError, taken: Sequence[Listener], response: bytes) -> int:
-    """A start that fails once ``run`` has begun: the reason, then each waiting client answered
-    ``response`` (under socket activation, so that it does not start the service again at once)."""
+    """A start that fails once ``run`` has begun: the reason, then each client waiting in a backlog
+    answered ``response`` (under socket activation, one left there would start the service again at once)."""
     from sockact.supervisor.turnaway import turn_away_at_start
 
     if logging.getLogger("sockact").handlers:

@@ -876,7 +876,7 @@ MUTANTS = (
            (UNIT + "test_accesslog.py::test_the_whole_lines_a_full_target_took_before_it_failed_are_not_counted_"
             "lost",)),
     Mutant("access-log-records-the-journal-took-counted-lost", "sockact/logs/access.py",
-           "                        sent += 1\n", "",
+           "for sent, record in enumerate(batch):", "for record in batch:",
            (UNIT + "test_accesslog.py::test_the_records_the_journal_took_before_it_failed_are_not_counted_lost",)),
     Mutant("access-log-outage-end-without-the-count", "sockact/logs/access.py",
            "if self.loses_lines else self.ended_text", "if False else self.ended_text",

@@ -625,9 +625,8 @@ class AccessLog:
             view = memoryview(data)
             try:
                 if self.sendv is not None:
-                    for record in batch:
+                    for sent, record in enumerate(batch):  # noqa: B007 (``sent`` is read after a failure)
                         self.sendv(*record)
-                        sent += 1
                 else:
                     if self.path:
                         self._reopen_if_moved()

@@ -57,6 +57,16 @@ _SECTIONS = {
     "development": "development",
 }
 COMMANDS = ("run", "check", "convert", "reload")
+_SERVED = ("run", "check")  # the commands that take every setting as a flag
+# What run and check take besides the settings: one list for their parsers and for their flags.
+_SERVED_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+    (("-c", "--config"), {"metavar": "FILE", "help": "TOML settings file (also $SOCKACT_CONFIG)"}),
+    (("--check-config",), {"action": "store_true",
+                           "help": "do what 'sockact check' does, then exit (as gunicorn's --check-config)"}),
+    (("--print-config",), {"action": "store_true",
+                           "help": "print the effective settings as TOML and exit, without importing the app"}),
+)
+_HELP_FLAGS = ("-h", "--help")  # every parser's, from argparse (add_help)
 # First arguments that stay with the top-level parser instead of meaning "run".
 _TOP_LEVEL = frozenset({"-h", "--help", "--version"})
 
@@ -107,11 +117,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for p in served:
         p.add_argument("app_arg", nargs="?", metavar="APP",
                        help="the WSGI or ASGI app as module:callable, or module for module:application (same as --app)")
-        p.add_argument("-c", "--config", metavar="FILE", help="TOML settings file (also $SOCKACT_CONFIG)")
-        p.add_argument("--check-config", action="store_true",
-                       help="do what 'sockact check' does, then exit (as gunicorn's --check-config)")
-        p.add_argument("--print-config", action="store_true",
-                       help="print the effective settings as TOML and exit, without importing the app")
+        for flags, kwargs in _SERVED_OPTIONS:
+            p.add_argument(*flags, **kwargs)
         _add_settings(p)
     return parser
 
@@ -206,12 +213,20 @@ def unknown_options(words: Sequence[str], extras: Sequence[str], known: Iterable
     return [f"{', '.join(flags)}: {hint}" if flags else hint for hint, flags in said.items()]
 
 
-def _flags_of(parser: argparse.ArgumentParser, command: str | None) -> list[str]:
-    """The option strings of ``command``'s parser (the top-level parser's without one)."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
-            parser = action.choices[command]
-    return list(parser._option_string_actions)
+def flags_of(command: str) -> list[str]:
+    """Every flag ``command`` takes, from the lists its parser is built from (argparse keeps its own
+    list in private attributes): for an unknown option, the flags it may be a typo of."""
+    flags = list(_HELP_FLAGS)
+    if command in _SERVED:
+        flags += (flag for names, _ in _SERVED_OPTIONS for flag in names)
+        for s in config.SETTINGS:
+            if s.cli:  # a switch is --flag and --no-flag (BooleanOptionalAction)
+                flags += (*s.flags, *(f"--no-{f[2:]}" for f in s.flags if s.boolean and f.startswith("--")))
+    elif command == "reload":
+        from sockact import reloadctl
+
+        flags += (flag for names, _ in reloadctl.OPTIONS for flag in names)
+    return flags
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -219,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(words[0] if words and words[0] in COMMANDS else None)
     args, extras = parser.parse_known_args(words)
     if extras:
-        lines = unknown_options(words, extras, _flags_of(parser, args.command))
+        lines = unknown_options(words, extras, flags_of(args.command))
         if not lines:  # stray words, no option: argparse's own message
             parser.error(f"unrecognized arguments: {' '.join(extras)}")
         for line in lines:
@@ -254,7 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SockactError as exc:
         _print_error(exc)
         if not checking:
-            turn_away_at_start([])
+            from sockact.supervisor.turnaway import start_failed, turn_away_at_start
+
+            turn_away_at_start([], start_failed(), os.environ)
         return exc.exit_code
     if args.print_config:
         print("\n".join(config.describe(cfg)))
@@ -429,33 +446,26 @@ def _prepare(cfg: Config) -> None:
 
 def run(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
     """Start serving ``cfg`` until stopped; returns the exit code. HUP calls ``reload_config``."""
+    from sockact.supervisor.turnaway import start_failed
+
     taken: list[Listener] = []  # the listeners once taken, for a start that fails after
     try:
         return _serve(cfg, reload_config, taken)
     except SockactError as exc:
-        if logging.getLogger("sockact").handlers:
-            log.error("%s", exc.explained())
-        else:  # the error log itself could not be set up
-            _print_error(exc)
-        turn_away_at_start(taken)  # after the reason: the log reads in order
-        return exc.exit_code
+        return _start_failed(exc, taken, start_failed())
 
 
-def turn_away_at_start(taken: Sequence[Listener]) -> None:
-    """A start that fails (a bad setting, a hook that does not import...) under socket activation:
-    answer each client waiting in a passed socket's backlog with a 503 before the exit. Left there,
-    it would make systemd start the failing service again at once, and again: a start loop for as
-    long as the client waits. ``taken``: the listeners, if they were taken from systemd already."""
-    from sockact.supervisor.turnaway import start_failed, turn_away
-    from sockact.systemd.activation import from_systemd
+def _start_failed(exc: SockactError, taken: Sequence[Listener], response: bytes) -> int:
+    """A start that fails once ``run`` has begun: the reason, then each client waiting in a backlog
+    answered ``response`` (under socket activation, one left there would start the service again at once)."""
+    from sockact.supervisor.turnaway import turn_away_at_start
 
-    listeners = list(taken)
-    if not listeners and "LISTEN_FDS" in os.environ:
-        with contextlib.suppress(SockactError, ImportError):  # none to take: nothing to answer
-            listeners = from_systemd(os.environ) or []
-    passed = [lst.sock for lst in listeners if not lst.owned]
-    if passed:
-        turn_away([], passed, start_failed())
+    if logging.getLogger("sockact").handlers:
+        log.error("%s", exc.explained())
+    else:  # the error log itself could not be set up
+        _print_error(exc)
+    turn_away_at_start(taken, response, os.environ)  # after the reason: the log reads in order
+    return exc.exit_code
 
 
 def _serve(cfg: Config, reload_config: Callable[[], Config] | None, taken: list[Listener]) -> int:
@@ -463,7 +473,7 @@ def _serve(cfg: Config, reload_config: Callable[[], Config] | None, taken: list[
     from sockact.logs.journal import setup_logging
     from sockact.proctitle import supervisor_title
     from sockact.supervisor import Supervisor
-    from sockact.supervisor.turnaway import app_failed, turn_away
+    from sockact.supervisor.turnaway import app_failed
     from sockact.systemd.activation import bind_all, from_systemd
     from sockact.systemd.notify import Notifier
 
@@ -490,10 +500,8 @@ def _serve(cfg: Config, reload_config: Callable[[], Config] | None, taken: list[
         try:
             apps = load_all(cfg.listener(lst.name).app for lst in listeners)
         except AppLoadError as exc:
-            # As the supervisor does when its workers cannot load the app: no client stays in a backlog.
-            log.error("%s", exc.explained())
-            turn_away([], [lst.sock for lst in listeners], app_failed())
-            return exc.exit_code
+            # Told as the supervisor's halt tells them when its workers cannot load the app.
+            return _start_failed(exc, listeners, app_failed())
     if cfg.reload:
         _watch_for_changes(cfg)
     notifier = Notifier(os.environ, os.getpid())

@@ -22,11 +22,11 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 from sockact import config
 from sockact.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError
-from sockact.systemd.notify import ReloadOutcome, read_reload_outcome, runtime_dir
+from sockact.systemd.notify import ReloadOutcome, failed_reload, read_reload_outcome, runtime_dir
 
 POLL = 0.05  # seconds between looks at the outcome file while waiting
 
@@ -38,17 +38,6 @@ the outcome in $RUNTIME_DIRECTORY, which systemd sets from RuntimeDirectory= for
 ExecStart= and ExecReload=."""
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `reload` subcommand's options (cli.py builds the subparser)."""
-    parser.add_argument("--pid", type=_supervisor_pid, required=True,
-                        help="the supervisor's process id ($MAINPID in ExecReload=)")
-    parser.add_argument("-c", "--config", metavar="FILE",
-                        help="the TOML settings file the supervisor re-reads, for the bound of the wait")
-    parser.add_argument("--max-wait", type=float, metavar="SECONDS",
-                        help="give up waiting after this long [default: timeout + graceful_timeout "
-                             "from the settings]")
-
-
 def _supervisor_pid(text: str) -> int:
     try:
         pid = int(text)
@@ -57,6 +46,24 @@ def _supervisor_pid(text: str) -> int:
     if pid <= 1:  # kill(0) would signal our own process group, kill(-1) everyone, 1 is init
         raise argparse.ArgumentTypeError(f"not a supervisor's pid: {text}")
     return pid
+
+
+# The `reload` subcommand's options: one list for its parser and for its flags (cli.py).
+OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+    (("--pid",), {"type": _supervisor_pid, "required": True,
+                  "help": "the supervisor's process id ($MAINPID in ExecReload=)"}),
+    (("-c", "--config"), {"metavar": "FILE",
+                          "help": "the TOML settings file the supervisor re-reads, for the bound of the wait"}),
+    (("--max-wait",), {"type": float, "metavar": "SECONDS",
+                       "help": "give up waiting after this long [default: timeout + graceful_timeout from the "
+                               "settings]"}),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `reload` subcommand's options (cli.py builds the subparser)."""
+    for flags, kwargs in OPTIONS:
+        parser.add_argument(*flags, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -75,9 +82,9 @@ def judge(pid: int, before: int, outcome: ReloadOutcome | None, alive: bool, wai
     if outcome is not None and outcome.pid == pid and outcome.seq > before:
         if outcome.ok:  # quiet, unless the new settings hold some only a restart applies
             return Verdict(EXIT_OK, f"reload done, but not every setting: {outcome.reason}" if outcome.reason else "")
-        # the supervisor's reasons say what it keeps ("keeping generation 1"): not twice
-        kept = "" if "; keeping " in outcome.reason else "; the running workers keep serving"
-        return Verdict(EXIT_FAILURE, f"reload failed: {outcome.reason}{kept}")
+        if outcome.kept:  # the supervisor says what it keeps ("generation 1")
+            return Verdict(EXIT_FAILURE, f"reload failed: {failed_reload(outcome.reason, outcome.kept)}")
+        return Verdict(EXIT_FAILURE, f"reload failed: {outcome.reason}; the running workers keep serving")
     if not alive:
         return Verdict(EXIT_FAILURE, f"reload failed: process {pid} exited before the reload finished")
     if waited >= bound:

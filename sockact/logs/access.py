@@ -499,10 +499,10 @@ class AccessLog:
         self.fd = 2
         self._checked = 0.0
         where = self.path or ("the journal" if self.sendv is not None else "stderr")
-        self._writes = _Outage(where, "cannot write (%s); its lines are lost until it can",
-                               "written again; %d lines were lost")
+        self._writes = _Outage(where, "cannot write (%s); its lines are lost until it can", "written again",
+                               loses_lines=True)
         self._reopens = _Outage(where, "moved away and cannot be opened again (%s); lines go on to the file it was",
-                                "opened again")
+                                "opened again", loses_lines=False)
         if self.path:
             try:
                 self.fd = self._open()
@@ -620,16 +620,24 @@ class AccessLog:
             del buffer[:len(batch)]  # what was appended since the copy stays
             if not batch:
                 return
+            sent = 0  # the records of the batch the journal took before a failure: not lost
+            data = b""  # the file's lines, and what of them is left to write
+            view = memoryview(data)
             try:
                 if self.sendv is not None:
-                    for record in batch:
+                    for sent, record in enumerate(batch):  # noqa: B007 (``sent`` is read after a failure)
                         self.sendv(*record)
                 else:
                     if self.path:
                         self._reopen_if_moved()
-                    _write_all(self.fd, ("\n".join(batch) + "\n").encode("utf-8", "replace"))
+                    data = ("\n".join(batch) + "\n").encode("utf-8", "replace")
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(self.fd, view):]
             except Exception as exc:  # a full disk or a gone journal must not fail requests
-                self._writes.failed(exc, len(batch))
+                # A full disk may take part of a batch: the whole lines written before it failed are not lost.
+                sent += data.count(b"\n", 0, len(data) - len(view))
+                self._writes.failed(exc, len(batch) - sent)
             else:
                 if self._writes.told:
                     self._writes.ended()
@@ -672,11 +680,12 @@ class _Outage:
     and once as it ends, not per batch; a failure that flaps is told at most once a REPORT_INTERVAL.
     Called under AccessLog's flush lock."""
 
-    __slots__ = ("begun", "ended_text", "lost", "told", "told_at", "where")
+    __slots__ = ("begun", "ended_text", "loses_lines", "lost", "told", "told_at", "where")
 
-    def __init__(self, where: str, begun: str, ended: str) -> None:
+    def __init__(self, where: str, begun: str, ended: str, *, loses_lines: bool) -> None:
         self.where = where
-        self.begun, self.ended_text = begun, ended  # the two lines' texts, with the reason, the lines lost
+        self.begun, self.ended_text = begun, ended  # the two lines' texts; the first takes the reason
+        self.loses_lines = loses_lines  # whether its end says how many lines were lost
         self.lost = 0  # lines lost since it was told
         self.told = False  # whether this outage was told, so that its end is
         self.told_at = -REPORT_INTERVAL
@@ -693,17 +702,16 @@ class _Outage:
 
     def ended(self) -> None:
         """The log works again, after an outage that was told."""
-        if "%d" in self.ended_text:  # the lines lost, for a failure that loses them
-            log.warning("access log %s: " + self.ended_text, self.where, self.lost)
-        else:
-            log.warning("access log %s: " + self.ended_text, self.where)
+        said = f"{self.ended_text}; {lines_lost(self.lost)}" if self.loses_lines else self.ended_text
+        log.warning("access log %s: %s", self.where, said)
         self.told = False
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+def lines_lost(count: int) -> str:
+    """How many lines an outage lost, in words: for 0, 1 and more."""
+    if count == 0:
+        return "no line was lost"
+    return "1 line was lost" if count == 1 else f"{count} lines were lost"
 
 
 def journal_fields(e: Entry, message: str) -> list[str]:

@@ -98,11 +98,15 @@ class Reloaded:
     generation: int
 
 
+KEPT_RUNNING = "the running settings and workers"  # what a reload that starts no generation keeps
+
+
 @dataclass(frozen=True, repr=False)
 class ReloadFailed:
-    """A reload failed for ``reason``; the running generation serves on."""
+    """A reload failed for ``reason``; the running generation serves on, as ``kept`` says to the operator."""
 
     reason: str
+    kept: str = KEPT_RUNNING
 
 
 Action = Spawn | Retire | Kill | Halt | Ready | Reloaded | ReloadFailed
@@ -401,7 +405,7 @@ class WorkerPool(Generic[C]):
         if app_broken and self.previous is not None and m.generation == self.current.number:
             what = "the new workers did not start in time" if overdue else "the new code does not load"
             kept = self.previous.number if self.previous else 0
-            return self._abort_reload(f"{what} ({reason}); keeping generation {kept}", now)
+            return self._abort_reload(f"{what} ({reason})", f"generation {kept}", now)
         self.boot_failures += 1
         delay = min(MAX_BACKOFF, 0.1 * 2 ** self.boot_failures)
         self.spawn_after = now + delay
@@ -420,7 +424,7 @@ class WorkerPool(Generic[C]):
                     actions.append(Kill(m.pid, signal.SIGKILL))
         return actions
 
-    def _abort_reload(self, reason: str, now: float) -> list[Action]:
+    def _abort_reload(self, reason: str, kept: str, now: float) -> list[Action]:
         """The new generation cannot serve: the old one goes on, with all of its settings."""
         actions = self._drop_new_generation(now)
         assert self.previous is not None
@@ -428,7 +432,7 @@ class WorkerPool(Generic[C]):
         self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.RELOAD_FAILED)
         self.boot_failures = 0
         self.spawn_after = 0.0
-        return [*actions, ReloadFailed(reason), *self._maintain(now)]
+        return [*actions, ReloadFailed(reason, kept), *self._maintain(now)]
 
     def _settle_reload(self) -> None:
         if self.previous is not None:

@@ -52,7 +52,7 @@ from sockact.supervisor.store import StoreSequence
 from sockact.supervisor.switchboard import Switchboard
 from sockact.supervisor.workers import WorkerProcess
 from sockact.systemd.activation import Listener
-from sockact.systemd.notify import Notifier
+from sockact.systemd.notify import Notifier, failed_reload
 from sockact.worker.shell import REOPEN_SIGNAL
 
 if TYPE_CHECKING:
@@ -224,13 +224,12 @@ class Supervisor:
                 check_reload(self.config, config, [lst.name for lst in self.listeners])
                 self.forker.delegate(config)
             except SockactError as exc:
-                error = "; ".join([*str(exc).splitlines(), "keeping the running settings and workers"])
+                error = "; ".join(str(exc).splitlines())
             except Exception as exc:  # a settings source that fails in a way not foreseen fails the reload, not us
                 log.exception("reload: reading the settings failed")
-                error = (f"reading the settings failed: {type(exc).__name__}: {exc}; keeping the running settings "
-                         "and workers")
+                error = f"reading the settings failed: {type(exc).__name__}: {exc}"
         if error is None and self.apps is not None and _apps(config, self.listeners) != set(self.apps):
-            error = "with preload on, a changed app needs a restart; keeping the running settings and workers"
+            error = "with preload on, a changed app needs a restart"
         # Read once, at start (the log, the sockets, the hooks, a preloaded app): a reload that says
         # "done" must not look as if it took them, so it names each and carries on with the rest.
         activated = not any(lst.owned for lst in self.listeners)
@@ -322,8 +321,8 @@ class Supervisor:
                 self.notifier.reload_finished(True, self.reload_note)
             elif isinstance(action, ReloadFailed):
                 self.counters.reloads["failed"] += 1
-                log.error("reload failed: %s", action.reason)
-                self.notifier.reload_finished(False, action.reason)
+                log.error("reload failed: %s", failed_reload(action.reason, action.kept))
+                self.notifier.reload_finished(False, action.reason, action.kept)
 
     def retire(self, pid: int) -> None:
         """Retire worker ``pid`` now, through the pool, as every retirement goes."""

@@ -7,6 +7,10 @@ start the service again at once for it: one connection, a start loop. So before 
 the supervisor accepts what is waiting, answers each client ``503`` and closes; the next
 start then costs a new connection. All of it is non-blocking and bounded: so many
 connections at most, and LINGER_SECONDS in all for the clients to read the answer.
+
+Three ways lead here, each with its one call: the supervisor's halt (stopping.py), and a start that
+fails before the supervisor runs, on a setting or on an import, with ``--preload`` or without
+(``turn_away_at_start``, from the command line's start).
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ import logging
 import select
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping, Sequence
 
+from sockact.errors import SockactError
 from sockact.http.dates import http_date
 from sockact.http.engine import error_message
 from sockact.http.limits import LINGER_BYTES, LINGER_SECONDS
+from sockact.systemd.activation import Listener, from_systemd
 
 log = logging.getLogger("sockact.supervisor")
 
@@ -40,6 +46,19 @@ def start_failed() -> bytes:
     """The answer for a client of a service that cannot start (a bad setting, say)."""
     return error_message(503, http_date(), headers=f"Retry-After: {RETRY_AFTER}\r\n",
                          detail="sockact cannot start; the reason is in sockact's log (the journal)")
+
+
+def turn_away_at_start(taken: Sequence[Listener], response: bytes, environ: MutableMapping[str, str]) -> int:
+    """A start that fails (a bad setting, a hook or a preloaded app that does not import...): answer
+    each client waiting in a listener's backlog with ``response`` before the exit. Left in a passed
+    socket's backlog, it would make systemd start the failing service again at once, and again: a
+    start loop for as long as the client waits. ``taken``: the listeners, if they were taken already;
+    without them, those systemd passed (``environ``'s LISTEN_FDS). Returns how many were answered."""
+    listeners = list(taken)
+    if not listeners and "LISTEN_FDS" in environ:
+        with contextlib.suppress(SockactError, ImportError):  # none to take: nothing to answer
+            listeners = from_systemd(environ) or []
+    return turn_away([], [lst.sock for lst in listeners], response)
 
 
 def turn_away(fds: Iterable[int], listeners: Iterable[socket.socket], response: bytes,

@@ -34,13 +34,15 @@ RELOAD_FILE = "reload"  # under $RUNTIME_DIRECTORY
 
 @dataclass(frozen=True)
 class ReloadOutcome:
-    """How the supervisor's reload number ``seq`` ended: ``ok``, or failed with ``reason``; an ``ok``
-    one's reason names the changed settings that only a restart applies, if any."""
+    """How the supervisor's reload number ``seq`` ended: ``ok``, or failed with ``reason`` while it
+    keeps ``kept`` serving ("generation 1"); an ``ok`` one's reason names the changed settings that
+    only a restart applies, if any."""
 
     seq: int
     pid: int
     ok: bool
     reason: str = ""
+    kept: str = ""  # empty: the outcome does not say (an ok one, or one published before it could)
 
     def to_text(self) -> str:
         return json.dumps(dataclasses.asdict(self)) + "\n"
@@ -54,8 +56,14 @@ class ReloadOutcome:
         except (ValueError, TypeError):
             return None
         valid = (type(outcome.seq) is int and type(outcome.pid) is int and isinstance(outcome.ok, bool)
-                 and isinstance(outcome.reason, str))
+                 and isinstance(outcome.reason, str) and isinstance(outcome.kept, str))
         return outcome if valid else None
+
+
+def failed_reload(reason: str, kept: str) -> str:
+    """A failed reload's reason as the operator reads it (log, STATUS=, `sockact reload`): with what
+    the supervisor keeps serving, when ``kept`` says."""
+    return f"{reason}; keeping {kept}" if kept else reason
 
 
 def runtime_dir(environ: Mapping[str, str]) -> str | None:
@@ -141,20 +149,20 @@ class Notifier:
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         self._notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
 
-    def reload_finished(self, ok: bool, reason: str) -> None:
+    def reload_finished(self, ok: bool, reason: str, kept: str = "") -> None:
         """End a reload (READY=1, and the reason in STATUS= if it failed) and publish its outcome.
 
         A SIGHUP before the first READY=1 never sends it: the start is not over.
         """
         states = ["READY=1"] if self._ready_sent else []
-        self._failure = "" if ok else f"reload failed: {reason}"
+        self._failure = "" if ok else f"reload failed: {failed_reload(reason, kept)}"
         if not ok:
             self._last_status = self._failure
             states.append(f"STATUS={self._last_status}")
         if states:  # before the outcome: systemd sees READY=1 before `sockact reload` exits
             self._notify("\n".join(states))
         self._reloads += 1
-        self._publish(ReloadOutcome(self._reloads, self._pid, ok, reason))
+        self._publish(ReloadOutcome(self._reloads, self._pid, ok, reason, kept))
 
     def _publish(self, outcome: ReloadOutcome) -> None:
         if self._runtime_dir is None:

@@ -189,9 +189,17 @@ def test_an_app_that_does_not_load_leaves_the_reason_as_the_last_status(tmp_path
 
 
 
-@pytest.mark.parametrize("setting", ["wokers = 2\n", '[hooks]\npost_fork = "nosuchhooks:post_fork"\n'],
-                         ids=["bad-key", "hook-not-importable"])
-def test_a_start_that_fails_under_socket_activation_answers_the_waiting_client(tmp_path, setting):
+CANNOT_START = b"sockact cannot start; the reason is in sockact's log"
+APP_FAILED = b"the app failed to load; the reason is in sockact's log"
+
+
+@pytest.mark.parametrize(("setting", "code", "told"), [
+    ("wokers = 2\n", 2, CANNOT_START),
+    ('[hooks]\npost_fork = "nosuchhooks:post_fork"\n', 5, CANNOT_START),
+    ('app = "nosuchapp:app"\npreload = true\n', 5, APP_FAILED),  # the supervisor imports it, and fails
+    ('app = "nosuchapp:app"\n', 5, APP_FAILED),  # its workers import it, and the supervisor halts
+], ids=["bad-key", "hook-not-importable", "app-not-importable-preloaded", "app-not-importable"])
+def test_a_start_that_fails_under_socket_activation_answers_the_waiting_client(tmp_path, setting, code, told):
     """Left in the backlog of the socket unit's listener, the client would make systemd start the
     failing service again at once, for as long as it waits: a start loop."""
     cfg = tmp_path / "sockact.toml"
@@ -216,9 +224,9 @@ def test_a_start_that_fails_under_socket_activation_answers_the_waiting_client(t
     finally:
         activator.kill()
         activator.wait()
-    assert activator.returncode == (2 if "wokers" in setting else 5), output
+    assert activator.returncode == code, output
     assert answer.startswith(b"HTTP/1.1 503 "), (answer, output)
-    assert b"sockact cannot start; the reason is in sockact's log" in answer
+    assert told in answer, answer
     # the reason first, then the turn-away
-    reason = output.find("sockact: error:") if "sockact: error:" in output else output.find("ERROR sockact:")
+    reason = output.find("sockact: error:") if "sockact: error:" in output else output.find("ERROR sockact")
     assert -1 < reason < output.index("answered 1 waiting connections: HTTP/1.1 503"), output

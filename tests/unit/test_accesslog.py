@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import re
@@ -20,6 +21,14 @@ from sockact.logs.access import GUNICORN_FORMAT, AccessLog, Entry, compile_forma
 
 WHEN = 1_700_000_000.25
 HOSTILE = "/a\r\nFORGED CRITICAL\x1b[31m\x00\"\\\x7f\xe9"
+
+
+@pytest.fixture
+def now(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The access log's monotonic clock: 100 s, until a test moves it on."""
+    clock = [100.0]
+    monkeypatch.setattr(accesslog.time, "monotonic", lambda: clock[0])
+    return clock
 
 
 def entry(**overrides: object) -> Entry:
@@ -237,9 +246,7 @@ def test_json_lines_are_lossless_and_one_per_line():
         assert stamp == datetime.fromtimestamp(when).astimezone().isoformat(timespec="milliseconds")
 
 
-def test_lines_are_buffered_until_flushed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    now = [100.0]
-    monkeypatch.setattr(accesslog.time, "monotonic", lambda: now[0])
+def test_lines_are_buffered_until_flushed(tmp_path: Path, now: list[float]):
     path = tmp_path / "access.log"
     log = AccessLog("%(s)s %(U)s", str(path), None)
     log.log(entry(path="/1"))
@@ -252,9 +259,7 @@ def test_lines_are_buffered_until_flushed(tmp_path: Path, monkeypatch: pytest.Mo
     assert path.read_text() == "200 /1\n200 /2\n"
 
 
-def test_a_line_waits_at_most_the_flush_interval(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    now = [100.0]
-    monkeypatch.setattr(accesslog.time, "monotonic", lambda: now[0])
+def test_a_line_waits_at_most_the_flush_interval(tmp_path: Path, now: list[float]):
     path = tmp_path / "access.log"
     log = AccessLog("%(U)s", str(path), None)
     log.log(entry(path="/1"))
@@ -283,9 +288,7 @@ def test_a_full_buffer_is_written_at_once(tmp_path: Path, monkeypatch: pytest.Mo
     assert path.read_text().count("\n") == 2 * accesslog.MAX_BUFFERED
 
 
-def test_a_rotated_file_is_reopened(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    now = [100.0]
-    monkeypatch.setattr(accesslog.time, "monotonic", lambda: now[0])
+def test_a_rotated_file_is_reopened(tmp_path: Path, now: list[float]):
     path = tmp_path / "access.log"
     log = AccessLog("%(U)s", str(path), None)
     log.log(entry(path="/before"))
@@ -403,18 +406,16 @@ def test_a_connections_entry_serves_each_request_and_buffered_lines_keep_their_o
 def test_lines_logged_while_a_flush_writes_are_kept_for_the_next(tmp_path: Path):
     path = tmp_path / "access.log"
     log = AccessLog("%(U)s", str(path))
-    write = accesslog._write_all
+    write = os.write
 
-    def slow_write(fd: int, data: bytes) -> None:
+    def slow_write(fd: int, data: bytes) -> int:
         log.log(entry(path="/during"))  # another thread's line, appended while this batch goes out
-        write(fd, data)
+        return write(fd, data)
 
     log.log(entry(path="/before"))
-    accesslog._write_all = slow_write  # type: ignore[assignment]
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(accesslog.os, "write", slow_write)
         log.flush()
-    finally:
-        accesslog._write_all = write
     log.flush()
     assert path.read_text() == "/before\n/during\n"
 
@@ -469,9 +470,7 @@ def test_an_access_log_takes_the_line_builder_the_supervisor_made_for_its_target
 
 
 def test_a_log_that_cannot_be_written_is_told_once_as_it_fails_and_once_as_it_works_again(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
-    now = [100.0]
-    monkeypatch.setattr(accesslog.time, "monotonic", lambda: now[0])
+        tmp_path: Path, now: list[float], caplog: pytest.LogCaptureFixture):
     log = AccessLog("%(U)s", "/dev/full", None)  # a full disk: every write fails with ENOSPC
     for _ in range(3):
         log.log(entry())
@@ -491,10 +490,83 @@ def test_a_log_that_cannot_be_written_is_told_once_as_it_fails_and_once_as_it_wo
     log.close()
 
 
+@pytest.mark.parametrize(("count", "words"), [
+    (0, "no line was lost"), (1, "1 line was lost"), (2, "2 lines were lost"), (256, "256 lines were lost"),
+])
+def test_the_lines_an_outage_lost_are_counted_in_words(count, words):
+    assert accesslog.lines_lost(count) == words
+
+
+def test_an_outage_that_lost_one_line_says_so_in_the_singular(
+        tmp_path: Path, now: list[float], caplog: pytest.LogCaptureFixture):
+    log = AccessLog("%(U)s", "/dev/full", None)
+    log.log(entry())
+    log.flush()
+    os.dup2(os.open(tmp_path / "space", os.O_WRONLY | os.O_CREAT), log.fd)
+    log.log(entry())
+    log.flush()
+    assert [r.getMessage() for r in caplog.records][1:] == ["access log /dev/full: written again; 1 line was lost"]
+    log.close()
+
+
+def test_the_whole_lines_a_full_target_took_before_it_failed_are_not_counted_lost(
+        now: list[float], caplog: pytest.LogCaptureFixture):
+    """A full disk (here a full pipe) takes part of a batch: the lines it took whole were written."""
+    r, w = os.pipe()
+    os.set_blocking(w, False)  # full, its write fails (EAGAIN) as one to a full disk does (ENOSPC)
+    log = AccessLog("%(U)s", None, None)
+    log.fd = w  # stderr's stand-in
+    try:
+        for n in range(accesslog.MAX_BUFFERED):  # 256 lines of 1 KiB: more than the pipe holds
+            log.log(entry(path=f"/{n:03}" + "x" * 1020))
+        log.flush()
+        taken = b""
+        while chunk := _read_some(r):
+            taken += chunk
+        whole = taken.count(b"\n")
+        assert 0 < whole < accesslog.MAX_BUFFERED, whole
+        log.log(entry(path="/after"))
+        log.flush()
+        assert [r.getMessage() for r in caplog.records] == [
+            "access log stderr: cannot write (Resource temporarily unavailable); its lines are lost until it can",
+            f"access log stderr: written again; {accesslog.lines_lost(accesslog.MAX_BUFFERED - whole)}"]
+        assert _read_some(r) == b"/after\n"
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def _read_some(fd: int) -> bytes:
+    """What the pipe holds now, without waiting."""
+    os.set_blocking(fd, False)
+    try:
+        return os.read(fd, 1 << 20)
+    except BlockingIOError:
+        return b""
+
+
+def test_the_records_the_journal_took_before_it_failed_are_not_counted_lost(
+        now: list[float], caplog: pytest.LogCaptureFixture):
+    sent: list[object] = []
+
+    def sendv(*fields: object) -> None:
+        if len(sent) == 2:
+            raise OSError(errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED))
+        sent.append(fields)
+
+    log = AccessLog("%(U)s", None, sendv)
+    for n in range(5):
+        log.log(entry(path=f"/{n}"))
+    log.flush()
+    assert len(sent) == 2
+    del sent[:]
+    log.log(entry(path="/after"))
+    log.flush()
+    assert [r.getMessage() for r in caplog.records][1:] == ["access log the journal: written again; 3 lines were lost"]
+
+
 def test_a_rotated_file_that_cannot_be_opened_again_keeps_its_lines_and_is_told_once(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
-    now = [100.0]
-    monkeypatch.setattr(accesslog.time, "monotonic", lambda: now[0])
+        tmp_path: Path, now: list[float], caplog: pytest.LogCaptureFixture):
     logs = tmp_path / "logs"
     logs.mkdir()
     log = AccessLog("%(U)s", str(logs / "access.log"), None)

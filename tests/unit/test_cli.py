@@ -49,6 +49,24 @@ def test_every_setting_and_alias_is_a_flag_of_run_and_check():
         assert {"--check-config", "--print-config", "--config"} <= flags
 
 
+@pytest.mark.parametrize("command", cli.COMMANDS)
+def test_the_flags_an_unknown_option_is_matched_against_are_the_ones_its_command_takes(command):
+    """flags_of builds them from sockact's own lists; argparse's (private) list of them must agree."""
+    sub = next(a for a in cli.build_parser(command)._actions if a.dest == "command").choices[command]
+    assert sorted(cli.flags_of(command)) == sorted(sub._option_string_actions)
+
+
+@pytest.mark.parametrize(("argv", "line"), [
+    (["run", "--no-preloda", "app:app"], "unknown option --no-preloda (did you mean --no-preload?)"),
+    (["check", "--print-confg"], "unknown option --print-confg (did you mean --print-config?)"),
+    (["reload", "--pid", "5", "--max-wiat", "3"], "unknown option --max-wiat (did you mean --max-wait?)"),
+    (["reload", "--pid", "5", "--wokers", "3"], "unknown option --wokers"),  # a setting: not reload's
+])
+def test_a_mistyped_flag_is_matched_against_its_own_commands_flags(capsys, argv, line):
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err == f"sockact: error: {line}\n"
+
+
 def test_print_config(capsys):
     assert cli.main(["run", "-w", "3", "--print-config", "myproject.wsgi"]) == 0
     out = capsys.readouterr().out

@@ -135,6 +135,7 @@ def test_publishing_where_it_cannot_write_never_raises(tmp_path):
 @pytest.mark.parametrize("text", [
     "", "{", "[]", '{"seq": 1}', '{"seq": "1", "pid": 2, "ok": true, "reason": ""}',
     '{"seq": 1, "pid": 2, "ok": 1, "reason": ""}', '{"seq": 1, "pid": 2, "ok": true, "reason": "", "x": 0}',
+    '{"seq": 1, "pid": 2, "ok": false, "reason": "", "kept": 0}',
 ])
 def test_anything_but_an_outcome_reads_as_none(text):
     assert ReloadOutcome.from_text(text) is None
@@ -143,6 +144,25 @@ def test_anything_but_an_outcome_reads_as_none(text):
 def test_outcome_round_trip():
     outcome = ReloadOutcome(7, 99, False, 'key "workers": expected an integer\nsecond line')
     assert ReloadOutcome.from_text(outcome.to_text()) == outcome
+    kept = ReloadOutcome(8, 99, False, "the new code does not load", "generation 3")
+    assert ReloadOutcome.from_text(kept.to_text()) == kept
+    # one published before outcomes said what they keep still reads
+    older = '{"seq": 1, "pid": 2, "ok": false, "reason": "x"}'
+    assert ReloadOutcome.from_text(older) == ReloadOutcome(1, 2, False, "x")
+
+
+def test_a_failed_reload_says_what_it_keeps_in_the_status_and_publishes_it_apart(notify_socket, tmp_path):
+    import os
+
+    from sockact.systemd.notify import read_reload_outcome
+
+    n = Notifier({"NOTIFY_SOCKET": os.environ["NOTIFY_SOCKET"], "RUNTIME_DIRECTORY": str(tmp_path)}, 7)
+    n.ready()
+    n.reload_finished(False, "the new code does not load", "generation 0")
+    assert messages(notify_socket) == ["READY=1", "READY=1\nSTATUS=reload failed: the new code does not load; "
+                                       "keeping generation 0"]
+    assert read_reload_outcome(str(tmp_path)) == ReloadOutcome(1, 7, False, "the new code does not load",
+                                                                "generation 0")
 
 
 def test_a_halt_reason_is_the_last_status(notify_socket):

@@ -24,10 +24,14 @@ def test_a_later_outcome_of_this_process_answers_the_reload():
     assert failed is not None and failed.exit_code == EXIT_FAILURE
     assert failed.message == ("reload failed: key 'workers': expected an integer; "
                               "the running workers keep serving")
-    # a reason that says what the supervisor keeps, as the supervisor's do, is not told twice
-    reason = "the new code does not load (worker exit code 5: app 'app:app': ...); keeping generation 1"
-    failed = judge(PID, 3, ReloadOutcome(4, PID, False, reason), True, 0.1, 60)
-    assert failed is not None and failed.message == f"reload failed: {reason}"
+    # what the supervisor says it keeps, as the supervisor's outcomes do, is told in place of the guess
+    reason = "the new code does not load (worker exit code 5: app 'app:app': ...)"
+    failed = judge(PID, 3, ReloadOutcome(4, PID, False, reason, "generation 1"), True, 0.1, 60)
+    assert failed is not None and failed.message == f"reload failed: {reason}; keeping generation 1"
+    # the text of a reason decides nothing: one that happens to say "; keeping " gets the usual ending
+    odd = "key 'x'; keeping is not a setting"
+    failed = judge(PID, 3, ReloadOutcome(4, PID, False, odd), True, 0.1, 60)
+    assert failed is not None and failed.message == f"reload failed: {odd}; the running workers keep serving"
 
 
 @pytest.mark.parametrize("outcome", [
@@ -84,11 +88,11 @@ def test_without_a_runtime_directory_it_says_why_and_signals_nobody():
 
 
 @pytest.fixture
-def supervisor(tmp_path) -> Iterator[tuple[dict[str, str], list[tuple[bool, str]]]]:
+def supervisor(tmp_path) -> Iterator[tuple[dict[str, str], list[tuple[bool, str] | tuple[bool, str, str]]]]:
     """(environ, outcomes): each SIGHUP to this process publishes the next of ``outcomes``."""
     environ = {"RUNTIME_DIRECTORY": str(tmp_path)}
     notifier = Notifier(environ, os.getpid())
-    outcomes: list[tuple[bool, str]] = []
+    outcomes: list[tuple[bool, str] | tuple[bool, str, str]] = []
 
     def on_hup(signum: int, frame: object) -> None:
         if outcomes:
@@ -110,13 +114,19 @@ def test_reload_succeeds_quietly(supervisor):
         assert err.getvalue() == ""
 
 
-def test_a_failed_reload_exits_1_with_the_reason(supervisor):
+@pytest.mark.parametrize(("outcome", "said"), [
+    ((False, "/etc/sockact/sockact.toml: key 'workers': expected an integer"),
+     "/etc/sockact/sockact.toml: key 'workers': expected an integer; the running workers keep serving"),
+    # what the supervisor keeps, as it published it
+    ((False, "the new code does not load (worker exit code 5: app 'app:app': ...)", "generation 1"),
+     "the new code does not load (worker exit code 5: app 'app:app': ...); keeping generation 1"),
+], ids=["kept-unsaid", "kept-said"])
+def test_a_failed_reload_exits_1_with_the_reason(supervisor, outcome, said):
     environ, outcomes = supervisor
-    outcomes.append((False, "/etc/sockact/sockact.toml: key 'workers': expected an integer"))
+    outcomes.append(outcome)
     err = io.StringIO()
     assert reloadctl.main(os.getpid(), max_wait=10, environ=environ, err=err) == EXIT_FAILURE
-    assert err.getvalue() == ("sockact: reload failed: /etc/sockact/sockact.toml: key 'workers': expected an "
-                              "integer; the running workers keep serving\n")
+    assert err.getvalue() == f"sockact: reload failed: {said}\n"
 
 
 def test_no_answer_ends_at_the_bound(supervisor):

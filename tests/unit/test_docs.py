@@ -230,3 +230,11 @@ def test_from_gunicorn_table_agrees_with_sockact_convert():
             assert name in HOOK_NAMES, name
         else:  # none, or a flag with no setting (--check-config): convert names it as not carried
             assert name in fromgunicorn.NOT_CARRIED, name
+
+
+def test_restarts_page_names_every_setting_only_a_restart_applies():
+    # Setting.restart: a reload keeps the running value; the page's list is what operators go by
+    text = " ".join((ROOT / "docs" / "restarts.md").read_text().split())
+    listed = text.split("A few are read once, as the supervisor starts:", 1)[1].split(". ", 1)[0]
+    names = set(re.findall(r"`\[?(\w+)\]?`", listed))
+    assert names == {s.name for s in config.SETTINGS if s.restart}

@@ -53,7 +53,7 @@ NOT_CARRIED: dict[str, str] = {
     "daemon": "systemd runs sockact", "pidfile": "systemd knows the main PID",
     "worker_tmp_dir": "workers report in shared memory",
     "user": "User= " + _UNIT, "group": "Group= " + _UNIT, "umask": "UMask= " + _UNIT,
-    "initgroups": "SupplementaryGroups= " + _UNIT, "tmp_upload_dir": "bodies are streamed, never spooled",
+    "initgroups": "SupplementaryGroups= " + _UNIT, "tmp_upload_dir": "bodies spool to $TMPDIR (body_spool)",
     "secure_scheme_headers": "part of forwarded_allow_ips", "forwarder_headers": "part of forwarded_allow_ips",
     "disable_redirect_access_to_syslog": _LOGS, "capture_output": "the app's stdout and stderr go to the journal",
     "logger_class": _LOGS, "logconfig": _LOGS, "logconfig_dict": _LOGS, "logconfig_json": _LOGS,

@@ -796,6 +796,10 @@ MUTANTS = (
            (UNIT + "test_cli.py::test_an_option_sockact_does_not_take_is_one_line_naming_it_and_what_to_write",)),
     Mutant("gunicorn-short-flag-unknown", "sockact/config/fromgunicorn.py", '"-k": "worker_class", ', "",
            (UNIT + "test_cli.py::test_every_flag_of_gunicorn_that_sockact_lacks_has_its_hint",)),
+    Mutant("gunicorn-websocket-size-not-carried", "sockact/config/fromgunicorn.py",
+           '    "websocket_max_message_size": "ws_max_size",\n', "",
+           (UNIT + "test_cli.py::test_gunicorns_websocket_message_size_is_ws_max_size",
+            UNIT + "test_docs.py::test_from_gunicorn_table_agrees_with_sockact_convert")),
 
     Mutant("gunicorn-settings-module-is-a-file", "sockact/config/fromgunicorn.py",
            "    if path.startswith(MODULE_PREFIX):\n        # gunicorn imports",

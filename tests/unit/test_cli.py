@@ -101,6 +101,19 @@ def test_every_flag_of_gunicorn_that_sockact_lacks_has_its_hint():
                 assert flag_setting(flag) == s.name and flag_hint(flag, "x"), flag
 
 
+
+def test_gunicorns_websocket_message_size_is_ws_max_size():
+    # the same setting (16 MiB, 1009 past it): convert carries it, and the flag names sockact's
+    from sockact.config import fromgunicorn
+
+    parsers = {s.name: s.parse for s in config.SETTINGS}
+    carried = fromgunicorn.convert("gunicorn.conf.py", {"websocket_max_message_size": 1 << 20}, parsers)
+    assert carried.values == {"ws_max_size": 1 << 20} and carried.not_carried == []
+    assert fromgunicorn.flag_hint("--websocket-max-message-size", "1") == "sockact's flag is --ws-max-size"
+    # gunicorn's 0 is no limit, which sockact does not have: named, not carried
+    unlimited = fromgunicorn.convert("gunicorn.conf.py", {"websocket_max_message_size": 0}, parsers)
+    assert unlimited.values == {} and [name for name, _ in unlimited.not_carried] == ["websocket_max_message_size"]
+
 def test_every_flag_of_uvicorn_that_sockact_lacks_has_its_hint():
     pytest.importorskip("uvicorn")
     import importlib

@@ -238,3 +238,16 @@ def test_restarts_page_names_every_setting_only_a_restart_applies():
     listed = text.split("A few are read once, as the supervisor starts:", 1)[1].split(". ", 1)[0]
     names = set(re.findall(r"`\[?(\w+)\]?`", listed))
     assert names == {s.name for s in config.SETTINGS if s.restart}
+
+
+def test_readme_folder_table_names_files_that_exist_and_every_module_of_the_process_folders():
+    rows = re.findall(r"^\| `(sockact/[a-z]*/?)`(?: \([^)]*\))? \| [^|]* \| (.*) \|$",
+                      (ROOT / "README.md").read_text(), re.M)
+    assert len(rows) > 10
+    for folder, text in rows:
+        named = set(re.findall(r"`([a-z_]+\.py)`", text))
+        assert [f for f in named if not (ROOT / folder / f).exists()] == [], folder
+        # the asgi and apps rows say what is there in words; the others name each module
+        if folder not in ("sockact/asgi/", "sockact/apps/"):
+            modules = {p.name for p in (ROOT / folder).glob("*.py")} - {"__init__.py", "__main__.py"}
+            assert sorted(modules - named) == [], folder

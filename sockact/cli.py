@@ -160,6 +160,8 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
             if s.repeatable:
                 kwargs["action"] = "append"
         default = s.default if not isinstance(s.default, tuple) else " ".join(s.default)
+        if isinstance(default, bool):
+            default = str(default).lower()  # as TOML spells it: a file takes no "False"
         kwargs["help"] = f"{s.described} [{s.env}; default: {default if default not in (None, '') else 'unset'}]"
         kwargs["help"] = kwargs["help"].replace("%", "%%")
         groups[s.section].add_argument(*s.flags, **kwargs)

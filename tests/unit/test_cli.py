@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from sockact import cli, config
@@ -144,3 +146,15 @@ def test_check_without_config_where_the_package_has_one_says_it_checks_the_defau
             f"sockact.service reads; to check that: sockact check --config {packaged}") in capsys.readouterr().err
     assert cli.main(["check", "--config", str(packaged), "--print-config"]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_help_gives_each_default_as_the_file_and_the_environment_take_it(tmp_path):
+    # an operator copies "default: ..." into sockact.toml: TOML spells a boolean true or false
+    run = next(a for a in cli.build_parser()._actions if a.dest == "command").choices["run"]
+    text = " ".join(run.format_help().split())
+    for s in config.SETTINGS:
+        if s.cli and isinstance(s.default, bool):
+            shown = re.search(rf"\[{s.env}; default: (\S+)\]", text)
+            assert shown, s.name
+            (tmp_path / "s.toml").write_text(f"{s.name} = {shown.group(1)}\n")
+            assert config.read_toml(str(tmp_path / "s.toml"))[0] == {s.name: s.default}, s.name

@@ -796,6 +796,10 @@ MUTANTS = (
            (UNIT + "test_cli.py::test_an_option_sockact_does_not_take_is_one_line_naming_it_and_what_to_write",)),
     Mutant("gunicorn-short-flag-unknown", "sockact/config/fromgunicorn.py", '"-k": "worker_class", ', "",
            (UNIT + "test_cli.py::test_every_flag_of_gunicorn_that_sockact_lacks_has_its_hint",)),
+    Mutant("check-misses-mixed-interfaces", "sockact/cli.py",
+           "            one_interface((lc.name, choose(lc.interface, apps[lc.app])) for lc in listeners)\n", "",
+           (INTEG + "test_check_refuses_what_run_refuses.py::test_listeners_that_mix_wsgi_and_asgi_apps_fail_check_"
+            "as_they_fail_run",)),
     Mutant("help-default-in-python-spelling", "sockact/cli.py",
            "            default = str(default).lower()  # as TOML spells it", "            default = str(default)  #",
            (UNIT + "test_cli.py::test_help_gives_each_default_as_the_file_and_the_environment_take_it",)),

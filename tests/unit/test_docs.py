@@ -251,3 +251,14 @@ def test_readme_folder_table_names_files_that_exist_and_every_module_of_the_proc
         if folder not in ("sockact/asgi/", "sockact/apps/"):
             modules = {p.name for p in (ROOT / folder).glob("*.py")} - {"__init__.py", "__main__.py"}
             assert sorted(modules - named) == [], folder
+
+
+def test_log_lines_the_pages_quote_are_the_codes():
+    from sockact.asgi.interface import one_interface
+    from sockact.errors import AppLoadError
+    from sockact.worker.asgirunner import NO_WEBSOCKET_LIBRARY
+
+    assert "    " + NO_WEBSOCKET_LIBRARY + "\n" in (ROOT / "docs" / "asgi.md").read_text()
+    with pytest.raises(AppLoadError) as mixed:
+        one_interface([("http", "wsgi"), ("api", "asgi")])
+    assert str(mixed.value).split(" (")[0] in " ".join((ROOT / "docs" / "asgi.md").read_text().split())

@@ -365,9 +365,10 @@ def check_apps(cfg: Config) -> int:
                 if kind != WSGI and (unused := cfg.threads_unused()):
                     print(f"sockact: warning: app {spec}: {unused}", file=sys.stderr)
             # what a worker refuses (exit 5): its listeners' apps on both interfaces; the listeners are
-            # those 'bind' names, as `run` from this shell binds them, and each table's (systemd's sockets)
+            # those 'bind' names, as `run` from this shell binds them, and each table's (systemd's sockets),
+            # but the metrics listener, which the supervisor answers
             names = dict.fromkeys([*(parse_bind(spec)[0] for spec in cfg.bind), *cfg.listeners])
-            listeners = [cfg.listener(name) for name in names]
+            listeners = [cfg.listener(name) for name in names if name != cfg.metrics_listener]
             one_interface((lc.name, choose(lc.interface, apps[lc.app])) for lc in listeners)
             os.write(loaded_w, b"1")
             code = EXIT_OK

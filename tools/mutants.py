@@ -800,6 +800,14 @@ MUTANTS = (
            "            one_interface((lc.name, choose(lc.interface, apps[lc.app])) for lc in listeners)\n", "",
            (INTEG + "test_check_refuses_what_run_refuses.py::test_listeners_that_mix_wsgi_and_asgi_apps_fail_check_"
             "as_they_fail_run",)),
+    Mutant("worker-interface-counts-the-metrics-listener", "sockact/worker/shell.py",
+           "                  if lc.name != self.config.metrics_listener]", "                  ]",
+           (INTEG + "test_check_refuses_what_run_refuses.py::test_the_metrics_listener_takes_no_part_in_the_"
+            "interface",)),
+    Mutant("check-interface-counts-the-metrics-listener", "sockact/cli.py",
+           "for name in names if name != cfg.metrics_listener]", "for name in names]",
+           (INTEG + "test_check_refuses_what_run_refuses.py::test_the_metrics_listener_takes_no_part_in_the_"
+            "interface",)),
     Mutant("help-default-in-python-spelling", "sockact/cli.py",
            "            default = str(default).lower()  # as TOML spells it", "            default = str(default)  #",
            (UNIT + "test_cli.py::test_help_gives_each_default_as_the_file_and_the_environment_take_it",)),

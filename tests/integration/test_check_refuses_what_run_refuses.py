@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from conftest import SOCKACT, base_env
+from conftest import SOCKACT, base_env, free_port, http_get
 
 
 def sockact(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -84,3 +84,18 @@ def test_listeners_that_mix_wsgi_and_asgi_apps_fail_check_as_they_fail_run(tmp_p
                     '[listeners.api]\nkeepalive = 5\n')
     result = sockact("check", "--config", str(toml))
     assert result.returncode == 0, result.stderr
+
+
+def test_the_metrics_listener_takes_no_part_in_the_interface(tmp_path, start_sockact):
+    # The supervisor answers it; the default app (the WSGI demo here) would serve no listener.
+    port, metrics = free_port(), free_port()
+    toml = tmp_path / "sockact.toml"
+    toml.write_text('workers = 1\n\n[listeners.http]\napp = "asgiapps:echo"\n')
+    binds = ("--bind", f"http=127.0.0.1:{port}", "--bind", f"metrics=127.0.0.1:{metrics}")
+    check = sockact("check", "--config", str(toml), *binds)
+    assert check.returncode == 0, check.stderr
+    server = start_sockact("--config", str(toml), *binds, activation=False, wait=False)
+    server.port = port
+    server.wait_ready(1)
+    assert http_get(port, "/x")[0] == 200
+    assert b"sockact_workers" in http_get(metrics, "/metrics")[2]

@@ -17,7 +17,7 @@ HTTP_TESTS := tests/unit/http/test_http_engine.py tests/unit/http/test_http_vect
 .PHONY: run run-shell run-stop dev test deps apt-deps lint clean deb lintian bench bench-apt-deps
 
 # Build the .deb, install it under systemd, start sockact.socket and show the first response. Where PID 1
-# is not systemd, all that happens in a throwaway Debian 12 container: run-shell enters it, run-stop
+# is not systemd, all that happens in a throwaway Debian 13 container: run-shell enters it, run-stop
 # powers it off. Debian's python3 runs the tool: it is the interpreter the package targets. The tool
 # installs with apt what it needs (build dependencies; systemd-container and debootstrap), nothing more.
 run:

@@ -167,6 +167,8 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
             if s.repeatable:
                 kwargs["action"] = "append"
         default = s.default if not isinstance(s.default, tuple) else " ".join(s.default)
+        if isinstance(default, bool):
+            default = str(default).lower()  # as TOML spells it: a file takes no "False"
         kwargs["help"] = f"{s.described} [{s.env}; default: {default if default not in (None, '') else 'unset'}]"
         kwargs["help"] = kwargs["help"].replace("%", "%%")
         groups[s.section].add_argument(*s.flags, **kwargs)
@@ -354,7 +356,7 @@ def check_apps(cfg: Config) -> int:
     """Import each app in a child process with the service's settings applied; the exit code says
     whether they all load (5 when one does not), and stderr says exactly what failed."""
     from sockact.apploader import add_virtualenv, load_all
-    from sockact.asgi.interface import WSGI, choose, contradiction
+    from sockact.asgi.interface import WSGI, choose, contradiction, one_interface
 
     sys.stdout.flush()
     sys.stderr.flush()
@@ -379,6 +381,12 @@ def check_apps(cfg: Config) -> int:
                     print(f"sockact: warning: app {spec}: {wrong}", file=sys.stderr)
                 if kind != WSGI and (unused := cfg.threads_unused()):
                     print(f"sockact: warning: app {spec}: {unused}", file=sys.stderr)
+            # what a worker refuses (exit 5): its listeners' apps on both interfaces; the listeners are
+            # those 'bind' names, as `run` from this shell binds them, and each table's (systemd's sockets),
+            # but the metrics listener, which the supervisor answers
+            names = dict.fromkeys([*(parse_bind(spec)[0] for spec in cfg.bind), *cfg.listeners])
+            listeners = [cfg.listener(name) for name in names if name != cfg.metrics_listener]
+            one_interface((lc.name, choose(lc.interface, apps[lc.app])) for lc in listeners)
             os.write(loaded_w, b"1")
             code = EXIT_OK
         except SockactError as exc:

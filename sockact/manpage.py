@@ -272,6 +272,17 @@ def render_sockact_1(parser: argparse.ArgumentParser, environ: Mapping[str, str]
                 "its [listeners.NAME] table."])
     out += _tp(bold("NOTIFY_SOCKET") + ", " + bold("WATCHDOG_USEC"),
                ["Set by systemd: where to report readiness, and how often to report health."])
+    out += _tp(bold("FDSTORE"), ["Set by systemd 254 and later: how many fds its fd store keeps for the service "
+                                 "(FileDescriptorStoreMax=); at 0 a stop does not store connections, whatever "
+                                 "fd_store says."])
+    out += _tp(bold("RUNTIME_DIRECTORY"), ["Set by systemd from RuntimeDirectory=: where the supervisor publishes "
+                                           "each reload's outcome for sockact reload (the first directory)."])
+    out += _tp(bold("MEMORY_PRESSURE_WATCH"), ["Set by systemd 254 and later: the memory pressure file the supervisor "
+                                               "watches; at an event the workers collect their garbage and the "
+                                               "largest is recycled, its successor first."])
+    out += _tp(bold("INVOCATION_ID"), ["Set by systemd for every unit: under it, --reload is refused unless "
+                                       "--reload-under-systemd is given."])
+    out += _tp(bold("TMPDIR"), ["Where spooled request bodies go (body_spool); unset, /var/tmp."])
     out += [".SH FILES"]
     out += _tp(italic(CONFIG_FILE), ["The settings of sockact.service."])
     out += _tp(italic("/etc/sockact/NAME.toml"),

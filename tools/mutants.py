@@ -804,6 +804,25 @@ MUTANTS = (
            (UNIT + "test_cli.py::test_an_option_sockact_does_not_take_is_one_line_naming_it_and_what_to_write",)),
     Mutant("gunicorn-short-flag-unknown", "sockact/config/fromgunicorn.py", '"-k": "worker_class", ', "",
            (UNIT + "test_cli.py::test_every_flag_of_gunicorn_that_sockact_lacks_has_its_hint",)),
+    Mutant("check-misses-mixed-interfaces", "sockact/cli.py",
+           "            one_interface((lc.name, choose(lc.interface, apps[lc.app])) for lc in listeners)\n", "",
+           (INTEG + "test_check_refuses_what_run_refuses.py::test_listeners_that_mix_wsgi_and_asgi_apps_fail_check_"
+            "as_they_fail_run",)),
+    Mutant("worker-interface-counts-the-metrics-listener", "sockact/worker/shell.py",
+           "                  if lc.name != self.config.metrics_listener]", "                  ]",
+           (INTEG + "test_check_refuses_what_run_refuses.py::test_the_metrics_listener_takes_no_part_in_the_"
+            "interface",)),
+    Mutant("check-interface-counts-the-metrics-listener", "sockact/cli.py",
+           "for name in names if name != cfg.metrics_listener]", "for name in names]",
+           (INTEG + "test_check_refuses_what_run_refuses.py::test_the_metrics_listener_takes_no_part_in_the_"
+            "interface",)),
+    Mutant("help-default-in-python-spelling", "sockact/cli.py",
+           "            default = str(default).lower()  # as TOML spells it", "            default = str(default)  #",
+           (UNIT + "test_cli.py::test_help_gives_each_default_as_the_file_and_the_environment_take_it",)),
+    Mutant("gunicorn-websocket-size-not-carried", "sockact/config/fromgunicorn.py",
+           '    "websocket_max_message_size": "ws_max_size",\n', "",
+           (UNIT + "test_cli.py::test_gunicorns_websocket_message_size_is_ws_max_size",
+            UNIT + "test_docs.py::test_from_gunicorn_table_agrees_with_sockact_convert")),
 
     Mutant("gunicorn-settings-module-is-a-file", "sockact/config/fromgunicorn.py",
            "    if path.startswith(MODULE_PREFIX):\n        # gunicorn imports",

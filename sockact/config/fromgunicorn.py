@@ -31,6 +31,7 @@ RENAMED: dict[str, str] = {
     "forwarded_allow_ips": "forwarded_allow_ips", "accesslog": "access_logfile",
     "access_log_format": "access_logformat", "errorlog": "error_logfile", "loglevel": "log_level",
     "proxy_protocol": "proxy_protocol", "root_path": "root_path", "asgi_lifespan": "lifespan",
+    "websocket_max_message_size": "ws_max_size",
 }
 
 _TLS = "no TLS in sockact: terminate it in a proxy in front of the socket"
@@ -53,7 +54,7 @@ NOT_CARRIED: dict[str, str] = {
     "daemon": "systemd runs sockact", "pidfile": "systemd knows the main PID",
     "worker_tmp_dir": "workers report in shared memory",
     "user": "User= " + _UNIT, "group": "Group= " + _UNIT, "umask": "UMask= " + _UNIT,
-    "initgroups": "SupplementaryGroups= " + _UNIT, "tmp_upload_dir": "bodies are streamed, never spooled",
+    "initgroups": "SupplementaryGroups= " + _UNIT, "tmp_upload_dir": "bodies spool to $TMPDIR (body_spool)",
     "secure_scheme_headers": "part of forwarded_allow_ips", "forwarder_headers": "part of forwarded_allow_ips",
     "disable_redirect_access_to_syslog": _LOGS, "capture_output": "the app's stdout and stderr go to the journal",
     "logger_class": _LOGS, "logconfig": _LOGS, "logconfig_dict": _LOGS, "logconfig_json": _LOGS,
@@ -76,7 +77,7 @@ NOT_CARRIED: dict[str, str] = {
     "permit_unconventional_http_method": _STRICT, "permit_unconventional_http_version": _STRICT,
     "casefold_http_method": _STRICT, "header_map": "fixed: a header name with '_' is dropped",
     "asgi_loop": "uvloop where installed, else asyncio", "asgi_disconnect_grace_period": "not configurable",
-    "websocket_max_message_size": "not configurable", "http_parser": "sockact's own parser",
+    "http_parser": "sockact's own parser",
     "dirty_apps": _DIRTY, "dirty_workers": _DIRTY, "dirty_timeout": _DIRTY, "dirty_threads": _DIRTY,
     "dirty_graceful_timeout": _DIRTY, "on_dirty_starting": _DIRTY, "dirty_post_fork": _DIRTY,
     "dirty_worker_init": _DIRTY, "dirty_worker_exit": _DIRTY, "control_socket": _CONTROL,

@@ -77,8 +77,9 @@ EVENTS: dict[str, Event] = {
         "1f6d3a8c5b9e4e07b2a4c6d8e0f13d44",
         "A sockact worker was started",
         "The sockact supervisor forked a worker process (its pid is in SOCKACT_WORKER_PID). Each\n"
-        "worker holds many connections and serves `threads` requests at a time (an ASGI app,\n"
-        "many), so workers times threads bounds the WSGI requests served concurrently.",
+        "worker holds many connections and serves `threads` requests at a time, up to\n"
+        "`max_threads` if set (an ASGI app, many), so workers times that bounds the WSGI\n"
+        "requests served concurrently.",
     ),
     "worker_exited": Event(
         "9b2e4c6a8d0f4f19a3b5c7e9d1f24e55",
@@ -98,7 +99,8 @@ EVENTS: dict[str, Event] = {
         "A worker (SOCKACT_WORKER_PID) spent longer than the configured timeout on one request\n"
         "without finishing it. The supervisor sent it SIGABRT, which makes it log the Python\n"
         "stack it was stuck in, then SIGKILL, and started a replacement. The request it was\n"
-        "serving is named in this message; its client saw the connection close.\n"
+        "serving is named in this message; its client got a 504 Gateway Timeout, or, if its\n"
+        "response had begun, saw the connection close.\n"
         "\n"
         "If the request legitimately takes this long, raise the timeout setting\n"
         "(SOCKACT_TIMEOUT= in a drop-in, or 'timeout' in the configuration file). Otherwise look\n"

@@ -121,9 +121,13 @@ class WorkerShell:
     def _build_runner(self, sites: list[Site]) -> EventLoop | AsgiRunner:
         """The runner for the listeners' interface; an ASGI app's lifespan startup runs here, before READY."""
         listeners = [self.config.listener(name) for name in self.listener_names]
-        chosen = [(lc.name, choose(lc.interface, site.app)) for lc, site in zip(listeners, sites, strict=True)]
+        # The metrics listener's connections never reach a worker (the supervisor answers them): its app
+        # neither chooses the interface nor runs a lifespan, so an ASGI app's tables need no 'app' for it.
+        served = [(lc, site) for lc, site in zip(listeners, sites, strict=True)
+                  if lc.name != self.config.metrics_listener]
+        chosen = [(lc.name, choose(lc.interface, site.app)) for lc, site in served]
         interface = one_interface(chosen)
-        for lc, site, (_, kind) in zip(listeners, sites, chosen, strict=True):
+        for (lc, site), (_, kind) in zip(served, chosen, strict=True):
             how = "detected" if lc.interface == "auto" else "set"
             log.info("worker %d: listener %s serves %s as %s (%s)", self.pid, lc.name, lc.app, kind.upper(), how)
             if wrong := contradiction(lc.interface, site.app):
@@ -150,8 +154,9 @@ class WorkerShell:
         from sockact.worker.asgirunner import AsgiRunner
 
         by_app: dict[str, Lifespan] = {}
-        lifespans = [by_app.setdefault(lc.app, Lifespan(site.app, self.config.lifespan, lc.app))
-                     for lc, site in zip(listeners, sites, strict=True)]
+        of = {lc.name: by_app.setdefault(lc.app, Lifespan(site.app, self.config.lifespan, lc.app))
+              for lc, site in served}
+        lifespans = [of.get(lc.name) or next(iter(of.values())) for lc in listeners]  # the metrics one's: any
         runner = AsgiRunner(self.chan, sites, slots, park_after=park_after,
                             handback_after=self.config.handback_after, max_requests=self.max_requests,
                             extra=extra, lifespans=lifespans, graceful_timeout=self.config.graceful_timeout,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from conftest import SOCKACT, base_env
+from conftest import SOCKACT, base_env, free_port, http_get
 
 
 def sockact(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -68,3 +68,34 @@ def test_an_empty_bind_is_a_bad_setting_in_check_and_run_alike(tmp_path, where, 
         assert result.returncode == 2, (command, result.stderr)
         (line,) = result.stderr.strip().splitlines()
         assert line.startswith("sockact: error: ") and where in line and "empty" in line, (command, line)
+
+
+def test_listeners_that_mix_wsgi_and_asgi_apps_fail_check_as_they_fail_run(tmp_path):
+    # A worker serves one interface: run halts with exit 5 at its first worker, so check must say so.
+    toml = tmp_path / "sockact.toml"
+    toml.write_text('app = "testapps:echo"\nbind = ["http=127.0.0.1:0", "api=127.0.0.1:0"]\nworkers = 1\n\n'
+                    '[listeners.api]\napp = "asgiapps:echo"\n')
+    said = "interface: the listeners mix WSGI and ASGI apps (http (wsgi), api (asgi))"
+    for command in ("check", "run"):
+        result = sockact(command, "--config", str(toml))
+        assert result.returncode == 5 and said in result.stderr, (command, result.stderr[-600:])
+    # one interface on every listener: check passes
+    toml.write_text('app = "asgiapps:echo"\nbind = ["http=127.0.0.1:0", "api=127.0.0.1:0"]\n\n'
+                    '[listeners.api]\nkeepalive = 5\n')
+    result = sockact("check", "--config", str(toml))
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_metrics_listener_takes_no_part_in_the_interface(tmp_path, start_sockact):
+    # The supervisor answers it; the default app (the WSGI demo here) would serve no listener.
+    port, metrics = free_port(), free_port()
+    toml = tmp_path / "sockact.toml"
+    toml.write_text('workers = 1\n\n[listeners.http]\napp = "asgiapps:echo"\n')
+    binds = ("--bind", f"http=127.0.0.1:{port}", "--bind", f"metrics=127.0.0.1:{metrics}")
+    check = sockact("check", "--config", str(toml), *binds)
+    assert check.returncode == 0, check.stderr
+    server = start_sockact("--config", str(toml), *binds, activation=False, wait=False)
+    server.port = port
+    server.wait_ready(1)
+    assert http_get(port, "/x")[0] == 200
+    assert b"sockact_workers" in http_get(metrics, "/metrics")[2]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from sockact import cli, config
@@ -119,6 +121,19 @@ def test_every_flag_of_gunicorn_that_sockact_lacks_has_its_hint():
                 assert flag_setting(flag) == s.name and flag_hint(flag, "x"), flag
 
 
+
+def test_gunicorns_websocket_message_size_is_ws_max_size():
+    # the same setting (16 MiB, 1009 past it): convert carries it, and the flag names sockact's
+    from sockact.config import fromgunicorn
+
+    parsers = {s.name: s.parse for s in config.SETTINGS}
+    carried = fromgunicorn.convert("gunicorn.conf.py", {"websocket_max_message_size": 1 << 20}, parsers)
+    assert carried.values == {"ws_max_size": 1 << 20} and carried.not_carried == []
+    assert fromgunicorn.flag_hint("--websocket-max-message-size", "1") == "sockact's flag is --ws-max-size"
+    # gunicorn's 0 is no limit, which sockact does not have: named, not carried
+    unlimited = fromgunicorn.convert("gunicorn.conf.py", {"websocket_max_message_size": 0}, parsers)
+    assert unlimited.values == {} and [name for name, _ in unlimited.not_carried] == ["websocket_max_message_size"]
+
 def test_every_flag_of_uvicorn_that_sockact_lacks_has_its_hint():
     pytest.importorskip("uvicorn")
     import importlib
@@ -149,3 +164,15 @@ def test_check_without_config_where_the_package_has_one_says_it_checks_the_defau
             f"sockact.service reads; to check that: sockact check --config {packaged}") in capsys.readouterr().err
     assert cli.main(["check", "--config", str(packaged), "--print-config"]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_help_gives_each_default_as_the_file_and_the_environment_take_it(tmp_path):
+    # an operator copies "default: ..." into sockact.toml: TOML spells a boolean true or false
+    run = next(a for a in cli.build_parser()._actions if a.dest == "command").choices["run"]
+    text = " ".join(run.format_help().split())
+    for s in config.SETTINGS:
+        if s.cli and isinstance(s.default, bool):
+            shown = re.search(rf"\[{s.env}; default: (\S+)\]", text)
+            assert shown, s.name
+            (tmp_path / "s.toml").write_text(f"{s.name} = {shown.group(1)}\n")
+            assert config.read_toml(str(tmp_path / "s.toml"))[0] == {s.name: s.default}, s.name

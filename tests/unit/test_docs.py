@@ -230,3 +230,35 @@ def test_from_gunicorn_table_agrees_with_sockact_convert():
             assert name in HOOK_NAMES, name
         else:  # none, or a flag with no setting (--check-config): convert names it as not carried
             assert name in fromgunicorn.NOT_CARRIED, name
+
+
+def test_restarts_page_names_every_setting_only_a_restart_applies():
+    # Setting.restart: a reload keeps the running value; the page's list is what operators go by
+    text = " ".join((ROOT / "docs" / "restarts.md").read_text().split())
+    listed = text.split("A few are read once, as the supervisor starts:", 1)[1].split(". ", 1)[0]
+    names = set(re.findall(r"`\[?(\w+)\]?`", listed))
+    assert names == {s.name for s in config.SETTINGS if s.restart}
+
+
+def test_readme_folder_table_names_files_that_exist_and_every_module_of_the_process_folders():
+    rows = re.findall(r"^\| `(sockact/[a-z]*/?)`(?: \([^)]*\))? \| [^|]* \| (.*) \|$",
+                      (ROOT / "README.md").read_text(), re.M)
+    assert len(rows) > 10
+    for folder, text in rows:
+        named = set(re.findall(r"`([a-z_]+\.py)`", text))
+        assert [f for f in named if not (ROOT / folder / f).exists()] == [], folder
+        # the asgi and apps rows say what is there in words; the others name each module
+        if folder not in ("sockact/asgi/", "sockact/apps/"):
+            modules = {p.name for p in (ROOT / folder).glob("*.py")} - {"__init__.py", "__main__.py"}
+            assert sorted(modules - named) == [], folder
+
+
+def test_log_lines_the_pages_quote_are_the_codes():
+    from sockact.asgi.interface import one_interface
+    from sockact.errors import AppLoadError
+    from sockact.worker.asgirunner import NO_WEBSOCKET_LIBRARY
+
+    assert "    " + NO_WEBSOCKET_LIBRARY + "\n" in (ROOT / "docs" / "asgi.md").read_text()
+    with pytest.raises(AppLoadError) as mixed:
+        one_interface([("http", "wsgi"), ("api", "asgi")])
+    assert str(mixed.value).split(" (")[0] in " ".join((ROOT / "docs" / "asgi.md").read_text().split())

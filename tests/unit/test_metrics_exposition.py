@@ -1,13 +1,16 @@
 """The supervisor's metrics: restart reasons, histograms, and the exposition read back by prometheus_client."""
 
+import re
+from pathlib import Path
+
 import pytest
 
-from sockact.ipc.tally import Tally, ws_end
+from sockact.ipc.tally import CLASSES, DURATION_BUCKETS, METHODS, WS_DURATION_BUCKETS, WS_ENDS, Tally, ws_end
 from sockact.policy.states import WorkerState
 from sockact.supervisor.metrics import HANDOFF_BUCKETS, Histogram, Snapshot, count_states, restart_reason
 
 parser = pytest.importorskip("prometheus_client.parser")
-from sockact.supervisor import exposition  # noqa: E402 - after the skip
+from sockact.supervisor import exposition, metricserver  # noqa: E402 - after the skip
 
 
 @pytest.mark.parametrize(("state", "recycled", "old", "stopping", "reason"), [
@@ -103,3 +106,47 @@ def test_the_exposition_reads_back_with_prometheus_clients_parser():
     assert get("sockact_websocket_duration_seconds_bucket", listener="http", le="10.0") == 1
     assert get("sockact_websocket_duration_seconds_count", listener="http") == 1  # the opened one alone
     assert get("sockact_websocket_duration_seconds_sum", listener="http") == pytest.approx(2.5)
+
+
+# -- docs/metrics.md says what the exposition has
+
+METRICS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
+
+
+def _documented_metrics() -> dict[str, tuple[str, set[str]]]:
+    """The page's table: each metric's type and labels."""
+    rows = {}
+    for line in METRICS_PAGE.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and re.fullmatch(r"`sockact_\w+`", cells[0]):
+            rows[cells[0].strip("`")] = (cells[1], set(re.findall(r"`(\w+)`", cells[2])))
+    return rows
+
+
+def test_the_metrics_page_lists_every_metric_with_its_type_and_labels():
+    text = exposition.exposition(snapshot()).decode()
+    exported = {}
+    for family in parser.text_string_to_metric_families(text):
+        name = family.name + "_total" if family.type == "counter" else family.name
+        labels = {label for s in family.samples for label in s.labels if label != "le"}
+        exported[name] = (family.type, labels)
+    assert _documented_metrics() == exported
+
+
+def test_the_metrics_page_gives_the_buckets_methods_and_close_labels_of_the_code():
+    text = " ".join(METRICS_PAGE.read_text().split())
+
+    def listed(after: str) -> tuple[float, ...]:
+        found = re.search(re.escape(after) + r" ([0-9., ]+?)[;.] ", text)
+        assert found, after
+        return tuple(float(v) for v in found.group(1).split(", "))
+
+    assert listed("request duration:") == DURATION_BUCKETS
+    assert listed("hand-off latency:") == HANDOFF_BUCKETS
+    assert listed("WebSocket session duration:") == WS_DURATION_BUCKETS
+    assert f"`method` is one of {' '.join(METHODS[:-1])} or `{METHODS[-1]}`" in text
+    assert f"`{CLASSES[1]}`..`{CLASSES[-1]}`, or `{CLASSES[0]}`" in text
+    close_list = text.split("Its `close` label is one of a fixed set", 1)[1].split("Histogram buckets", 1)[0]
+    assert set(re.findall(r"`(\w+)`", close_list)) >= set(WS_ENDS)
+    assert f"within {metricserver.CLIENT_TIMEOUT:g} seconds" in text
+    assert f"At most {metricserver.MAX_CLIENTS} are held at once" in text

@@ -140,8 +140,9 @@ class ListenerSettings:
         parsers.integer(0), 64 * 1024,
         "A WSGI request body of up to this many bytes (by Content-Length) is read whole before the app is "
         "called, so a client that sends its body slowly holds no app thread meanwhile; a body not whole "
-        "within the timeout of its head (plus a second per KiB received) gets 408. Larger and chunked bodies "
-        "go to a file first (body_spool). 0: off.", "http", metavar="BYTES")
+        "within the timeout of its head (plus a second per KiB received) gets 408. Larger bodies go to a file "
+        "first, and so do chunked ones once they grow past this size (body_spool). 0: off.", "http",
+        metavar="BYTES")
     body_spool: int = _opt(
         parsers.integer(0), 100 * 1024 * 1024,
         "A WSGI request body larger than body_buffer, of up to this many bytes (by Content-Length; a chunked "

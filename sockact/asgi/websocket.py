@@ -23,6 +23,9 @@ one in ~20 us, websockets in ~5 us) cannot hold up the rest. The pieces grow whi
 quickly (a large message, cheap per byte, goes through in few turns) and shrink when one overran
 its turn (websockets parses a piece whole: 64 KiB of one-byte frames took it ~60 ms). Pings are
 answered as the library parses them, so while the app is in ``receive``.
+
+An open session pings its client every ``ws_ping_interval``, and one that has not answered within
+``ws_ping_timeout`` ends as a client that vanished does: the app hears 1006 (keepalive.py).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from sockact.asgi.conn import READ_HIGH, AsgiConnection
 from sockact.asgi.cycle import ASGI_APP_FAILURES, ClientDisconnected
 from sockact.asgi.denial import IDLE, Denial
 from sockact.asgi.denial import MESSAGES as DENIAL_MESSAGES
+from sockact.asgi.keepalive import GONE, PING, Pinger
 from sockact.asgi.wsprotocols import MESSAGE_TOO_BIG, Closed, Event, WsProtocol
 from sockact.errors import InvalidResponse
 from sockact.http.limits import RECV_SIZE
@@ -82,7 +86,8 @@ class WebSocket:
     """One WebSocket: the ``receive`` and ``send`` its app is given, and what the access log says of it."""
 
     def __init__(self, conn: AsgiConnection, scope: dict[str, Any], library: Callable[[bytes, int], WsProtocol],
-                 max_size: int, tally: TallyWriter | None = None) -> None:
+                 max_size: int, tally: TallyWriter | None = None, ping_interval: float = 0.0,
+                 ping_timeout: float = 0.0) -> None:
         self.conn = conn
         self.scope = scope
         self.tally = tally  # the worker's counts for the metrics: the session's open and end; None: none kept
@@ -105,6 +110,9 @@ class WebSocket:
         self._eof_given = False  # the library was told that the client closed its side
         self._turn_began = time.perf_counter()  # when this session last let the loop run
         self._piece = FEED_MAX  # the next piece's size
+        # Its keepalive: pings from the accept on, their deadlines carried out by the worker's beat (keepalive()).
+        self.pinger = Pinger(ping_interval, ping_timeout)
+        self.proto.on_pong = self._pong
         self._flush()  # a refused handshake's 400
         conn.feed = self._feed
 
@@ -112,6 +120,7 @@ class WebSocket:
         """The client's bytes, on the loop's reader: kept for receive(), which parses them in pieces."""
         if self.closed:
             return  # the session is over: what the client still sends is dropped
+        self.pinger.heard = True  # the client is there, whether or not the app parses what it sent
         self._pending += data
         if len(self._pending) > READ_HIGH or not self.conn.writable:
             self.conn.pause_reading()  # until the app takes what came, or the client what went
@@ -224,6 +233,40 @@ class WebSocket:
         self._events = None
         return {"type": "websocket.disconnect", "code": code, "reason": reason}
 
+    # -- keepalive
+
+    def keepalive(self, now: float) -> None:
+        """Its deadline (``conn.call_due``) has come, on the worker's beat: a ping goes, or the client that
+        answered none within ws_ping_timeout is taken for gone."""
+        pinger = self.pinger
+        if self.closed or self.conn.gone:
+            self.conn.call_due = 0.0  # ended meanwhile: no more pings
+            return
+        what = pinger.at(now)
+        self.conn.call_due = pinger.due_at
+        if what is PING:
+            self.proto.send_ping(pinger.payload)
+            self._flush()
+            if len(self._pending) <= READ_HIGH and self.conn.writable:
+                # Read for its answer, within the bound _feed keeps, even for an app that never receives (only
+                # its receive() reads otherwise): its bytes say the client is there, parsed or not.
+                self.conn.resume_reading()
+        elif what is GONE:
+            log.info("conn %d: websocket: no answer to a ping within ws_ping_timeout (%gs): the client is taken "
+                     "for gone", self.conn.msg.conn_id, pinger.timeout)
+            # As websockets and uvicorn do: a close frame with 1011, which the kernel sends if it can, and the
+            # session ends as one whose client vanished (1006); nothing more waits for that client.
+            self.proto.close(UNEXPECTED, "keepalive ping timeout")
+            self._flush()
+            self.closed = True
+            self.close_code = ABNORMAL
+            self._pending.clear()
+            self.conn.abandon()
+
+    def _pong(self, payload: bytes) -> None:
+        if self.pinger.pong(payload):
+            self.conn.call_due = self.pinger.due_at
+
     # -- send
 
     async def send(self, message: dict[str, Any]) -> None:
@@ -239,6 +282,7 @@ class WebSocket:
             self._flush()
             self.accepted = True
             self.status = 101
+            self.conn.call_due = self.pinger.start(time.monotonic())
             if self.tally is not None:
                 self.tally.ws_opened(self.conn.msg.listener)
             return
@@ -389,11 +433,12 @@ def release_memory(ws: WebSocket) -> None:
 
 async def serve_websocket(conn: AsgiConnection, scope: dict[str, Any], app: Any,
                           sessions: dict[AsgiConnection, WebSocket], library: Callable[[bytes, int], WsProtocol],
-                          max_size: int, tally: TallyWriter | None) -> WebSocket:
+                          max_size: int, tally: TallyWriter | None, ping_interval: float = 0.0,
+                          ping_timeout: float = 0.0) -> WebSocket:
     """Run the app for one WebSocket until it returns; the caller closes the connection. ``tally``: where the
     session is counted, if the metrics are kept; a handshake the library refused never reached the app, and
-    is not."""
-    ws = WebSocket(conn, scope, library, max_size, tally)
+    is not. ``ping_interval`` and ``ping_timeout``: its keepalive (0: no pings; no wait for their answer)."""
+    ws = WebSocket(conn, scope, library, max_size, tally, ping_interval, ping_timeout)
     if ws.closed:
         return ws  # the handshake was refused; the app never hears of it
     sessions[conn] = ws

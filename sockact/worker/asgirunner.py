@@ -94,13 +94,14 @@ class AsgiRunner(Carrier[AsgiConnection]):
                  "_timed", "_ws_library", "_ws_looked", "access", "batch", "call_lines", "calls", "chan", "closed",
                  "drain_started", "draining", "extra", "graceful_timeout", "handback_after", "handing_back",
                  "last_beat", "lifespans", "lock", "loop", "owner", "pid", "receiver", "sites", "slots", "spare",
-                 "stopping", "tally", "websockets", "ws", "ws_max_size")
+                 "stopping", "tally", "websockets", "ws", "ws_max_size", "ws_ping")
 
     def __init__(self, chan: socket.socket, sites: Sequence[Site], slots: Sequence[SlotWriter], *,
                  park_after: Sequence[float], handback_after: float, max_requests: int, extra: dict[str, Any],
                  lifespans: Sequence[Lifespan], graceful_timeout: float, ws: str, ws_max_size: int,
-                 access: AccessLog | None = None, tally: TallyWriter | None = None,
-                 call_lines: Sequence[SlotWriter] = (), spare: SpareLines | None = None) -> None:
+                 ws_ping: tuple[float, float] = (0.0, 0.0), access: AccessLog | None = None,
+                 tally: TallyWriter | None = None, call_lines: Sequence[SlotWriter] = (),
+                 spare: SpareLines | None = None) -> None:
         self.chan = chan
         self.sites = list(sites)
         self.slots = list(slots)  # the loop's line(s): busy with the oldest call, for stalls and timeout
@@ -118,6 +119,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
         self.graceful_timeout = graceful_timeout
         self.ws = ws  # the ws setting: which WebSocket library
         self.ws_max_size = ws_max_size
+        self.ws_ping = ws_ping  # ws_ping_interval and ws_ping_timeout: each session's keepalive
         # The WebSocket library, looked for at the first WebSocket: an HTTP-only app never imports one.
         self._ws_library: Callable[[bytes, int], WsProtocol] | None = None
         self._ws_looked = False
@@ -501,7 +503,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
         self._ws_started(conn, request)
         scope = request_scope(conn.scope, request, websocket=True, trust=conn.trust)
         task = self.loop.create_task(serve_websocket(conn, scope, conn.site.app, self.websockets, self._ws_library,
-                                                     self.ws_max_size, self.tally))
+                                                     self.ws_max_size, self.tally, *self.ws_ping))
         task.add_done_callback(lambda t: self._locked(self._after_websocket, conn, request, t))
 
     def _after_websocket(self, conn: AsgiConnection, request: Request, task: asyncio.Task[Any]) -> None:
@@ -571,6 +573,13 @@ class AsgiRunner(Carrier[AsgiConnection]):
         if what is Due.HEAD_TIMEOUT and conn.engine.buffered:
             conn.write(conn.engine.error_response(408, http_date()))
         self._close(conn)  # DROP: it sent nothing, and is told nothing
+
+    def _in_call(self, conn: AsgiConnection, now: float) -> None:
+        ws = self.websockets.get(conn)
+        if ws is not None:
+            ws.keepalive(now)  # its ping, or the end of a client that answered none
+        else:
+            conn.call_due = 0.0  # its session is over: the app returned
 
     def _closing(self, conn: AsgiConnection, now: float) -> None:
         if conn.expire_close(now):

@@ -102,3 +102,14 @@ def test_bytes_after_the_close_are_dropped(library):
     proto.receive_data(frame(0x1, b"late"))
     proto.receive_data(b"")
     assert [e for e in proto.events() if isinstance(e, Part)] == []
+
+
+def test_a_ping_of_sockacts_is_framed_and_its_pong_heard_outside_the_events(library):
+    proto = opened(library)
+    pongs = []
+    proto.on_pong = pongs.append
+    proto.send_ping(b"\0\0\0\x01")
+    assert proto.take_output() == b"\x89\x04\0\0\0\x01"
+    proto.receive_data(frame(0xA, b"\0\0\0\x01") + frame(0x1, b"hi"))
+    assert list(proto.events()) == [Part(b"hi", True, True)]  # the app hears only its message
+    assert pongs == [b"\0\0\0\x01"]

@@ -247,9 +247,10 @@ class WebSocket:
         if what is PING:
             self.proto.send_ping(pinger.payload)
             self._flush()
-            if len(self._pending) <= READ_HIGH and self.conn.writable:
-                # Read for its answer, within the bound _feed keeps, even for an app that never receives (only
-                # its receive() reads otherwise): its bytes say the client is there, parsed or not.
+            if len(self._pending) <= READ_HIGH:
+                # Read for its answer, even for an app that never receives (only its receive() reads otherwise),
+                # and behind output the client is slow to take: its bytes say it is there, parsed or not. _feed
+                # pauses again after one read while that output waits, so the bounds hold.
                 self.conn.resume_reading()
         elif what is GONE:
             log.info("conn %d: websocket: no answer to a ping within ws_ping_timeout (%gs): the client is taken "

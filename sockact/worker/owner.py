@@ -141,6 +141,9 @@ def due(conn: Owned, now: float, park_after: float, stopping: bool) -> Due | Non
     state, waited = conn.state, now - conn.since
     if state is IDLE:
         return Due.PARK if waited > park_after or (stopping and conn.served > 0) else None
+    if state is CALL:  # second: an ASGI worker's WebSockets stay in it for hours, all looked at on every beat
+        call_due = conn.call_due
+        return _IN_CALL if call_due and now >= call_due else None
     if state is HEAD:
         return Due.HEAD_TIMEOUT if waited > conn.site.header_timeout else None
     if state is FRESH:
@@ -151,9 +154,6 @@ def due(conn: Owned, now: float, park_after: float, stopping: bool) -> Due | Non
         return Due.REFUSE_PREFACE if waited > conn.site.header_timeout else None
     if state is CLOSING:
         return Due.CLOSING
-    if state is CALL:
-        call_due = conn.call_due
-        return _IN_CALL if call_due and now >= call_due else None
     return None
 
 

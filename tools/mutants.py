@@ -458,7 +458,7 @@ MUTANTS = (
            (INTEG + "test_asgi_limits.py::test_ws_max_size_is_a_setting",)),
     # WebSocket keepalive pings (asgi/keepalive.py).
     Mutant("ws-pings-never-sent", "sockact/asgi/websocket.py",
-           "self.conn.call_due = self.pinger.start(time.monotonic())", "self.pinger.start(time.monotonic())",
+           "self.pinger.start(time.monotonic())\n            self._plan()", "self.pinger.start(time.monotonic())",
            (WS_PINGS + "test_a_client_that_answers_no_ping_is_taken_for_gone",)),
     Mutant("ws-silent-client-kept", "sockact/asgi/keepalive.py", "if not self.heard:", "if False:",
            (UNIT + "test_keepalive.py", WS_PINGS + "test_a_client_that_answers_no_ping_is_taken_for_gone")),

@@ -6,9 +6,11 @@ task and its fd would stay for good. So, as websockets' keepalive and uvicorn do
 ``ws_ping_interval`` the session sends a ping, and a client that has not answered it within
 ``ws_ping_timeout`` is taken for gone.
 
-One deadline per session, the next thing due (a ping, or the answer to one), which the worker's
-beat looks at with every other deadline of its connections (worker/owner.py's ``Due.IN_CALL``): no
-timer and no task per session or per message. What counts as an answer: the pong to that ping, or
+One deadline per session, the next thing due (a ping, or the answer to one), kept in one heap per
+worker (``Schedule``) that the worker's beat looks at: no timer and no task per session or per
+message, and nothing per open session on a beat when none is due. (Kept on each connection for the
+owner's look at every deadline on every beat, it cost a third more on that look: 275 to 370 us a
+beat for 1,000 open sessions, Python 3.11.) What counts as an answer: the pong to that ping, or
 any byte from the client since it went. sockact parses a session's frames only while its app is in
 ``receive()`` (websocket.py), so the pong of an app that only sends waits unparsed; the bytes that
 brought it arrived all the same, and say the client is there.
@@ -17,6 +19,10 @@ brought it arrived all the same, and say the client is there.
 from __future__ import annotations
 
 import enum
+import heapq
+import weakref
+from collections.abc import Iterator
+from typing import Generic, TypeVar
 
 
 class Keepalive(enum.Enum):
@@ -79,3 +85,35 @@ class Pinger:
         self.payload = b""
         self.due_at = self._sent_at + self.interval
         return True
+
+
+T = TypeVar("T")
+
+
+class Schedule(Generic[T]):
+    """The worker's sessions by their deadlines, in a heap: ``add`` each new deadline of a session, and ``due``
+    gives those that have come, each once. A session whose deadline moved is added again: the entry it left
+    comes out with the old time, which the caller compares with the session's own and drops. Sessions are
+    held weakly, so one that ended leaves with its memory, not at its old deadline."""
+
+    __slots__ = ("_added", "_heap")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, weakref.ref[T]]] = []
+        self._added = 0  # a tie-break, so that entries never compare their sessions
+
+    def add(self, at: float, session: T) -> None:
+        self._added += 1
+        heapq.heappush(self._heap, (at, self._added, weakref.ref(session)))
+
+    def due(self, now: float) -> Iterator[tuple[float, T]]:
+        """Each (deadline, session) whose deadline has come by ``now``, taken out; a session gone is skipped."""
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            at, _, ref = heapq.heappop(heap)
+            session = ref()
+            if session is not None:
+                yield at, session
+
+    def __len__(self) -> int:
+        return len(self._heap)

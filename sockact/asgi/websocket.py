@@ -41,7 +41,7 @@ from sockact.asgi.conn import READ_HIGH, AsgiConnection
 from sockact.asgi.cycle import ASGI_APP_FAILURES, ClientDisconnected
 from sockact.asgi.denial import IDLE, Denial
 from sockact.asgi.denial import MESSAGES as DENIAL_MESSAGES
-from sockact.asgi.keepalive import GONE, PING, Pinger
+from sockact.asgi.keepalive import GONE, PING, Pinger, Schedule
 from sockact.asgi.wsprotocols import MESSAGE_TOO_BIG, Closed, Event, WsProtocol
 from sockact.errors import InvalidResponse
 from sockact.http.limits import RECV_SIZE
@@ -87,7 +87,7 @@ class WebSocket:
 
     def __init__(self, conn: AsgiConnection, scope: dict[str, Any], library: Callable[[bytes, int], WsProtocol],
                  max_size: int, tally: TallyWriter | None = None, ping_interval: float = 0.0,
-                 ping_timeout: float = 0.0) -> None:
+                 ping_timeout: float = 0.0, schedule: Schedule[WebSocket] | None = None) -> None:
         self.conn = conn
         self.scope = scope
         self.tally = tally  # the worker's counts for the metrics: the session's open and end; None: none kept
@@ -110,8 +110,10 @@ class WebSocket:
         self._eof_given = False  # the library was told that the client closed its side
         self._turn_began = time.perf_counter()  # when this session last let the loop run
         self._piece = FEED_MAX  # the next piece's size
-        # Its keepalive: pings from the accept on, their deadlines carried out by the worker's beat (keepalive()).
+        # Its keepalive: pings from the accept on, each deadline in the worker's schedule, which its beat looks at
+        # (keepalive()); None: no pings.
         self.pinger = Pinger(ping_interval, ping_timeout)
+        self.schedule = schedule
         self.proto.on_pong = self._pong
         self._flush()  # a refused handshake's 400
         conn.feed = self._feed
@@ -235,15 +237,14 @@ class WebSocket:
 
     # -- keepalive
 
-    def keepalive(self, now: float) -> None:
-        """Its deadline (``conn.call_due``) has come, on the worker's beat: a ping goes, or the client that
+    def keepalive(self, now: float, at: float) -> None:
+        """A deadline of its keepalive, ``at``, has come, on the worker's beat: a ping goes, or the client that
         answered none within ws_ping_timeout is taken for gone."""
         pinger = self.pinger
-        if self.closed or self.conn.gone:
-            self.conn.call_due = 0.0  # ended meanwhile: no more pings
-            return
+        if at != pinger.due_at or self.closed or self.conn.gone:
+            return  # its deadline moved (a pong came), whose new one is in the schedule; or it ended meanwhile
         what = pinger.at(now)
-        self.conn.call_due = pinger.due_at
+        self._plan()
         if what is PING:
             self.proto.send_ping(pinger.payload)
             self._flush()
@@ -266,7 +267,12 @@ class WebSocket:
 
     def _pong(self, payload: bytes) -> None:
         if self.pinger.pong(payload):
-            self.conn.call_due = self.pinger.due_at
+            self._plan()
+
+    def _plan(self) -> None:
+        """Its keepalive's next deadline, if it has one, into the worker's schedule."""
+        if self.pinger.due_at and self.schedule is not None:
+            self.schedule.add(self.pinger.due_at, self)
 
     # -- send
 
@@ -283,7 +289,8 @@ class WebSocket:
             self._flush()
             self.accepted = True
             self.status = 101
-            self.conn.call_due = self.pinger.start(time.monotonic())
+            self.pinger.start(time.monotonic())
+            self._plan()
             if self.tally is not None:
                 self.tally.ws_opened(self.conn.msg.listener)
             return
@@ -435,11 +442,12 @@ def release_memory(ws: WebSocket) -> None:
 async def serve_websocket(conn: AsgiConnection, scope: dict[str, Any], app: Any,
                           sessions: dict[AsgiConnection, WebSocket], library: Callable[[bytes, int], WsProtocol],
                           max_size: int, tally: TallyWriter | None, ping_interval: float = 0.0,
-                          ping_timeout: float = 0.0) -> WebSocket:
+                          ping_timeout: float = 0.0, schedule: Schedule[WebSocket] | None = None) -> WebSocket:
     """Run the app for one WebSocket until it returns; the caller closes the connection. ``tally``: where the
     session is counted, if the metrics are kept; a handshake the library refused never reached the app, and
-    is not. ``ping_interval`` and ``ping_timeout``: its keepalive (0: no pings; no wait for their answer)."""
-    ws = WebSocket(conn, scope, library, max_size, tally, ping_interval, ping_timeout)
+    is not. ``ping_interval`` and ``ping_timeout``: its keepalive (0: no pings; no wait for their answer), whose
+    deadlines go into ``schedule``, the worker's."""
+    ws = WebSocket(conn, scope, library, max_size, tally, ping_interval, ping_timeout, schedule)
     if ws.closed:
         return ws  # the handshake was refused; the app never hears of it
     sessions[conn] = ws

@@ -33,9 +33,10 @@ from typing import Any
 
 from sockact.asgi.conn import AsgiConnection, Batch
 from sockact.asgi.cycle import HttpCycle
+from sockact.asgi.keepalive import Schedule
 from sockact.asgi.lifespan import Lifespan
 from sockact.asgi.scope import conn_scope, request_scope
-from sockact.asgi.websocket import release_memory, serve_websocket
+from sockact.asgi.websocket import WebSocket, release_memory, serve_websocket
 from sockact.asgi.wsprotocols import INSTALL_HINT, WsProtocol, find
 from sockact.errors import ProtocolError
 from sockact.http import Site
@@ -93,8 +94,8 @@ class AsgiRunner(Carrier[AsgiConnection]):
     __slots__ = ("_context", "_done", "_eager", "_extras", "_handed_back", "_loop_line", "_queued", "_stop_monitor",
                  "_timed", "_ws_library", "_ws_looked", "access", "batch", "call_lines", "calls", "chan", "closed",
                  "drain_started", "draining", "extra", "graceful_timeout", "handback_after", "handing_back",
-                 "last_beat", "lifespans", "lock", "loop", "owner", "pid", "receiver", "sites", "slots", "spare",
-                 "stopping", "tally", "websockets", "ws", "ws_max_size", "ws_ping")
+                 "last_beat", "lifespans", "lock", "loop", "owner", "pid", "pings", "receiver", "sites", "slots",
+                 "spare", "stopping", "tally", "websockets", "ws", "ws_max_size", "ws_ping")
 
     def __init__(self, chan: socket.socket, sites: Sequence[Site], slots: Sequence[SlotWriter], *,
                  park_after: Sequence[float], handback_after: float, max_requests: int, extra: dict[str, Any],
@@ -120,6 +121,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
         self.ws = ws  # the ws setting: which WebSocket library
         self.ws_max_size = ws_max_size
         self.ws_ping = ws_ping  # ws_ping_interval and ws_ping_timeout: each session's keepalive
+        self.pings: Schedule[WebSocket] = Schedule()  # the open sessions' keepalive deadlines, for the beat
         # The WebSocket library, looked for at the first WebSocket: an HTTP-only app never imports one.
         self._ws_library: Callable[[bytes, int], WsProtocol] | None = None
         self._ws_looked = False
@@ -503,7 +505,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
         self._ws_started(conn, request)
         scope = request_scope(conn.scope, request, websocket=True, trust=conn.trust)
         task = self.loop.create_task(serve_websocket(conn, scope, conn.site.app, self.websockets, self._ws_library,
-                                                     self.ws_max_size, self.tally, *self.ws_ping))
+                                                     self.ws_max_size, self.tally, *self.ws_ping, self.pings))
         task.add_done_callback(lambda t: self._locked(self._after_websocket, conn, request, t))
 
     def _after_websocket(self, conn: AsgiConnection, request: Request, task: asyncio.Task[Any]) -> None:
@@ -566,6 +568,9 @@ class AsgiRunner(Carrier[AsgiConnection]):
         self._handed_back.clear()
         if (self.stopping or self.owner.retiring) and self.websockets:
             self._drain_websockets(now)
+        if self.pings:
+            for at, ws in self.pings.due(now):
+                ws.keepalive(now, at)  # its ping, or the end of a client that answered none
         self._carry_out_deadlines(now)
         self._check_done()
 
@@ -573,13 +578,6 @@ class AsgiRunner(Carrier[AsgiConnection]):
         if what is Due.HEAD_TIMEOUT and conn.engine.buffered:
             conn.write(conn.engine.error_response(408, http_date()))
         self._close(conn)  # DROP: it sent nothing, and is told nothing
-
-    def _in_call(self, conn: AsgiConnection, now: float) -> None:
-        ws = self.websockets.get(conn)
-        if ws is not None:
-            ws.keepalive(now)  # its ping, or the end of a client that answered none
-        else:
-            conn.call_due = 0.0  # its session is over: the app returned
 
     def _closing(self, conn: AsgiConnection, now: float) -> None:
         if conn.expire_close(now):

@@ -15,9 +15,7 @@ reads, writes or closes a socket; the runners carry the decisions out. The owner
     IDLE     park_after (or at once when stopping): parked in the supervisor
     CLOSING  looked at on every pass: its deadline is the runner's (the output still going out,
              then the linger), and so is the moment its close is over
-    CALL     ``call_due``, when the runner set one (0.0: none): a WebSocket's next ping, or the
-             answer to its last (asgi/keepalive.py); what is due then is the runner's
-  QUEUED has none here, and a call's own length neither: the supervisor's scoreboard watches calls;
+  QUEUED and CALL have none here: the supervisor's scoreboard watches calls;
 - which connections go back when the worker stalls (any not in a call, not closing, whose
   output is flushed and whose unserved bytes fit in a message), and which when it retires;
 - when max_requests is reached (RECYCLE), once.
@@ -37,7 +35,7 @@ from sockact.http import Site
 from sockact.ipc import handoff
 from sockact.ipc.scoreboard import IN_HEAD, READ
 from sockact.worker.channel import Closed, preface_refused
-from sockact.worker.connstates import BODY, CALL, CLOSING, FRESH, HEAD, IDLE, PREFACE, ConnState, InvalidTransition
+from sockact.worker.connstates import BODY, CLOSING, FRESH, HEAD, IDLE, PREFACE, ConnState, InvalidTransition
 
 TIMER_INTERVAL = 0.01  # seconds between a runner's looks at every held connection's deadlines
 
@@ -54,7 +52,7 @@ _UNMARKED = memoryview(b"")  # a connection's mark before ``marked``: none (the 
 class Owned:
     """What the owner keeps of a connection: how it came, its listener, its state and since when."""
 
-    __slots__ = ("call_due", "mark", "mark_at", "msg", "served", "since", "site", "state")
+    __slots__ = ("mark", "mark_at", "msg", "served", "since", "site", "state")
 
     def __init__(self, msg: handoff.Message, site: Site, state: ConnState, now: float) -> None:
         self.msg = msg  # how it came: id, listener, peer, hops, the PROXY client once read
@@ -62,7 +60,6 @@ class Owned:
         self.state = state
         self.since = now  # when its current deadline's clock started
         self.served = 0  # requests served on it in this worker
-        self.call_due = 0.0  # in CALL, a deadline of the runner's own (a WebSocket's keepalive); 0.0: none
         # Where its idle mark is on the worker's scoreboard (SlotWriter.mark_of, given by ``marked``): each rest
         # writes it, and each read wipes it (``mark[mark_at] = 0``, inline in the runners: one a request).
         self.mark, self.mark_at = _UNMARKED, 0
@@ -128,12 +125,11 @@ class Due(enum.Enum):
     BODY_TIMEOUT = "body_timeout"  # a buffered body not whole within io_timeout: 408, closed
     PARK = "park"  # idle at a request boundary: back to the supervisor (closed when stopping)
     CLOSING = "closing"  # closing: the runner looks whether its close is over, or overdue
-    IN_CALL = "in_call"  # in a call, its runner's deadline (call_due): a WebSocket's ping, or its answer's
 
 
 # As module names, for the loop over every held connection: an Enum member read through its class
 # costs 0.3 µs on Python 3.11.
-_PARK, _CLOSING, _REFUSE_PREFACE, _IN_CALL = Due.PARK, Due.CLOSING, Due.REFUSE_PREFACE, Due.IN_CALL
+_PARK, _CLOSING, _REFUSE_PREFACE = Due.PARK, Due.CLOSING, Due.REFUSE_PREFACE
 
 
 def due(conn: Owned, now: float, park_after: float, stopping: bool) -> Due | None:
@@ -141,9 +137,6 @@ def due(conn: Owned, now: float, park_after: float, stopping: bool) -> Due | Non
     state, waited = conn.state, now - conn.since
     if state is IDLE:
         return Due.PARK if waited > park_after or (stopping and conn.served > 0) else None
-    if state is CALL:  # second: an ASGI worker's WebSockets stay in it for hours, all looked at on every beat
-        call_due = conn.call_due
-        return _IN_CALL if call_due and now >= call_due else None
     if state is HEAD:
         return Due.HEAD_TIMEOUT if waited > conn.site.header_timeout else None
     if state is FRESH:
@@ -267,8 +260,6 @@ class Carrier(Generic[T]):
                 self._closing(conn, now)
             elif what is _PARK:
                 self._release(conn)
-            elif what is _IN_CALL:
-                self._in_call(conn, now)
             elif what is _REFUSE_PREFACE:
                 self._refuse_preface(conn, "no whole PROXY header within header_timeout")
             else:
@@ -298,8 +289,4 @@ class Carrier(Generic[T]):
         raise NotImplementedError
 
     def _closing(self, conn: T, now: float) -> None:
-        raise NotImplementedError
-
-    def _in_call(self, conn: T, now: float) -> None:
-        """``conn.call_due`` has come, in a call: the runner's own deadline, which it set and moves on."""
         raise NotImplementedError

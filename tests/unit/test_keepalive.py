@@ -3,7 +3,7 @@ client is taken for gone."""
 
 from __future__ import annotations
 
-from sockact.asgi.keepalive import GONE, PING, Pinger
+from sockact.asgi.keepalive import GONE, PING, Pinger, Schedule
 
 
 def test_no_pings_before_the_session_opens_nor_with_an_interval_of_zero():
@@ -82,3 +82,31 @@ def test_a_timeout_of_zero_pings_without_waiting_for_answers():
     for now in (20.0, 40.0, 60.0):
         assert pinger.at(now) is PING
         assert pinger.payload == b"" and pinger.due_at == now + 20.0
+
+
+class Session:
+    """What a schedule holds: any object it may refer to weakly."""
+
+
+def test_the_schedule_gives_each_deadline_that_has_come_once_earliest_first():
+    schedule: Schedule[Session] = Schedule()
+    a, b, c = Session(), Session(), Session()
+    schedule.add(30.0, a)
+    schedule.add(10.0, b)
+    schedule.add(20.0, c)
+    schedule.add(20.0, a)  # a's deadline moved: its old entry comes out at 30 and the caller drops it
+    assert list(schedule.due(5.0)) == []
+    assert list(schedule.due(20.0)) == [(10.0, b), (20.0, c), (20.0, a)]
+    assert list(schedule.due(20.0)) == []  # each once
+    assert len(schedule) == 1
+    assert list(schedule.due(1e9)) == [(30.0, a)]
+    assert not schedule
+
+
+def test_a_session_that_ended_leaves_the_schedule_with_its_memory():
+    schedule: Schedule[Session] = Schedule()
+    ended, open_one = Session(), Session()
+    schedule.add(10.0, ended)
+    schedule.add(10.0, open_one)
+    del ended  # nothing but the schedule refers to it: it is not kept for its deadline
+    assert list(schedule.due(10.0)) == [(10.0, open_one)]

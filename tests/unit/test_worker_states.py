@@ -326,23 +326,18 @@ class Recorder(Carrier[Conn]):
     def _closing(self, conn: Conn, now: float) -> None:
         self.did.append(("closing", conn.msg.conn_id))
 
-    def _in_call(self, conn: Conn, now: float) -> None:
-        self.did.append(("in_call", conn.msg.conn_id))
-
 
 def test_a_runner_carries_out_what_is_due_and_nothing_else():
     o = owner(park_after=0.1)
     for conn_id, state in enumerate((C.PREFACE, C.FRESH, C.HEAD, C.BODY, C.QUEUED, C.CALL, C.IDLE, C.CLOSING), 1):
         o.add(Conn(conn_id, state, since=0.0))
-    o.held[6].call_due = 20.0  # the call's own deadline (a WebSocket's ping)
     runner = Recorder(o)
     runner._carry_out_deadlines(5.0)  # past park_after only
     assert sorted(runner.did) == [("closing", 8), ("release", 7)]
     runner.did.clear()
-    runner._carry_out_deadlines(40.0)  # past header_timeout, io_timeout and the call's deadline too
-    # A refused PROXY header: closed.
+    runner._carry_out_deadlines(40.0)  # past header_timeout and io_timeout too
     assert sorted(runner.did) == sorted([("close", 1), ("drop", 2), ("head_timeout", 3), ("body_timeout", 4),
-                                         ("in_call", 6), ("release", 7), ("closing", 8)])
+                                         ("release", 7), ("closing", 8)])  # a refused PROXY header: closed
 
 
 def test_retiring_releases_only_what_the_owner_chose():
@@ -379,13 +374,3 @@ def test_a_connection_marks_itself_where_the_scoreboard_reads_its_rest() -> None
     other.rest(5)  # another connection takes its place
     assert board.resting(slot) == {7 + IDLE_MARKS: Rest(5, False)}
     board.close()
-
-
-def test_a_call_has_the_runners_own_deadline_when_it_set_one():
-    conn = Conn(state=C.CALL, since=0.0)
-    assert due(conn, 1e9, park_after=0.1, stopping=True) is None  # none set: an HTTP call
-    conn.call_due = 20.0  # a WebSocket's next ping
-    assert due(conn, 19.9, park_after=0.1, stopping=False) is None
-    assert due(conn, 20.0, park_after=0.1, stopping=False) is Due.IN_CALL
-    conn.to("closing")  # its close is what is looked at then
-    assert due(conn, 20.0, park_after=0.1, stopping=False) is Due.CLOSING

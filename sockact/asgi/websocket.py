@@ -266,8 +266,9 @@ class WebSocket:
             self.conn.abandon()
 
     def _pong(self, payload: bytes) -> None:
-        if self.pinger.pong(payload):
-            self._plan()
+        was = self.pinger.due_at
+        if self.pinger.pong(payload) and self.pinger.due_at != was:
+            self._plan()  # the next ping comes before the answer's deadline: else that entry stands for it
 
     def _plan(self) -> None:
         """Its keepalive's next deadline, if it has one, into the worker's schedule."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import struct
 
+import pytest
 from test_asgi_limits import frame, read_frame, ws_open
 from test_metrics import scrape, start, value
 
@@ -39,8 +40,11 @@ def test_a_client_that_answers_no_ping_is_taken_for_gone(start_sockact, ws_libra
     assert "websocket close=1006" in server.output()  # its access line
 
 
-def test_a_client_that_answers_pings_keeps_its_quiet_session(start_sockact, ws_library):
-    server, api, metrics = start(start_sockact, "--ws", ws_library, *FAST, workers=1, app="asgiapps:ws_echo")
+@pytest.mark.parametrize("timing", [FAST, ("--ws-ping-interval", "0.3", "--ws-ping-timeout", "0.3")],
+                         ids=["interval-under-timeout", "interval-equals-timeout"])
+def test_a_client_that_answers_pings_keeps_its_quiet_session(start_sockact, ws_library, timing):
+    # Equal, uvicorn's defaults: a pong leaves the session's deadline where it was, and no new one is scheduled.
+    server, api, metrics = start(start_sockact, "--ws", ws_library, *timing, workers=1, app="asgiapps:ws_echo")
     with ws_open(api) as sock:
         payloads = []
         while len(payloads) < 6:  # six intervals and more, every ping answered and nothing else said

@@ -262,6 +262,22 @@ async def ws_echo(scope, receive, send) -> None:
             await send({"type": "websocket.send", "bytes": message["bytes"]})
 
 
+async def ws_ticks(scope, receive, send) -> None:
+    """A WebSocket that only sends: "tick" every tenth of a second, never a receive(), so nothing its client
+    sends is parsed; prints when a send finds the session over."""
+    if scope["type"] != "websocket":
+        await _respond(send, b"plain http", ctype=b"text/plain")
+        return
+    assert (await receive())["type"] == "websocket.connect"
+    await send({"type": "websocket.accept"})
+    try:
+        while True:
+            await send({"type": "websocket.send", "text": "tick"})
+            await asyncio.sleep(0.1)
+    except OSError:
+        print("WS TICKS STOPPED", flush=True)
+
+
 # What a WebSocket app sends wrong, by path: a close frame no frame may carry, or a message of neither kind.
 WS_MISTAKES = {
     "/code-5000": {"type": "websocket.close", "code": 5000},

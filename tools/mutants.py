@@ -41,6 +41,7 @@ CPU_POLICY_TEST = (INTEG + "test_pool_process.py::test_the_supervisor_and_its_wo
                    "batch_scheduling_says")
 SPOOL_TOTAL_TEST = "test_body_spool.py::test_spooled_bodies_past_the_workers_total_get_503_until_one_ends"
 DENIAL = INTEG + "test_websocket_denial.py::"
+WS_PINGS = INTEG + "test_websocket_pings.py::"
 RELOAD_NAMES = "test_a_reload_names_each_changed_setting_it_leaves_for_a_restart_and_applies_the_rest"
 LOOP_ANSWERS_TEST = (UNIT + "test_loop_answers.py::test_an_answer_of_the_loops_own_never_waits_for_a_client_that_reads_"
                      "nothing")
@@ -455,6 +456,34 @@ MUTANTS = (
     Mutant("ws-fragments-escape-max-size", "sockact/asgi/websocket.py",
            "size = len(self._message) + len(event.data)", "size = len(event.data)",
            (INTEG + "test_asgi_limits.py::test_ws_max_size_is_a_setting",)),
+    # WebSocket keepalive pings (asgi/keepalive.py).
+    Mutant("ws-pings-never-sent", "sockact/asgi/websocket.py",
+           "self.pinger.start(time.monotonic())\n            self._plan()", "self.pinger.start(time.monotonic())",
+           (WS_PINGS + "test_a_client_that_answers_no_ping_is_taken_for_gone",)),
+    Mutant("ws-silent-client-kept", "sockact/asgi/keepalive.py", "if not self.heard:", "if False:",
+           (UNIT + "test_keepalive.py", WS_PINGS + "test_a_client_that_answers_no_ping_is_taken_for_gone")),
+    Mutant("ws-silent-client-is-1011-to-the-app", "sockact/asgi/websocket.py",
+           "self.closed = True\n            self.close_code = ABNORMAL",
+           "self.closed = True\n            self.close_code = UNEXPECTED",
+           (WS_PINGS + "test_a_client_that_answers_no_ping_is_taken_for_gone",)),
+    Mutant("ws-unparsed-pongs-unheard", "sockact/asgi/websocket.py",
+           "self.pinger.heard = True  # the client is there", "pass  # the client is there",
+           (WS_PINGS + "test_an_app_that_never_receives_keeps_a_client_that_answers",)),
+    Mutant("ws-no-read-for-the-answer", "sockact/asgi/websocket.py",
+           "                self.conn.resume_reading()\n", "                pass\n",
+           (WS_PINGS + "test_an_app_that_never_receives_keeps_a_client_that_answers",)),
+    Mutant("ws-any-pong-answers", "sockact/asgi/keepalive.py",
+           "if not self.payload or payload != self.payload:", "if not self.payload:",
+           (UNIT + "test_keepalive.py",)),
+    Mutant("ws-pongs-unheard", "sockact/asgi/wsprotocols.py",
+           "            elif opcode is Opcode.PONG:\n                self.on_pong(bytes(frame.data))",
+           "            elif opcode is Opcode.PONG:\n                pass",
+           (UNIT + "test_wsprotocols.py",)),
+    Mutant("ws-schedule-not-a-heap", "sockact/asgi/keepalive.py",
+           "heapq.heappush(self._heap, (at, self._added, weakref.ref(session)))",
+           "self._heap.append((at, self._added, weakref.ref(session)))", (UNIT + "test_keepalive.py",)),
+    Mutant("ws-pongs-unheard-wsproto", "sockact/asgi/wsprotocols.py", "self.on_pong(bytes(event.payload))", "pass",
+           (UNIT + "test_wsprotocols.py",)),
     Mutant("ws-too-big-is-1011", "sockact/asgi/wsprotocols.py", "MESSAGE_TOO_BIG = 1009", "MESSAGE_TOO_BIG = 1011",
            (INTEG + "test_asgi_limits.py::test_a_message_over_ws_max_size_is_refused_with_1009",)),
     Mutant("ws-bad-frame-close-unanswered", "sockact/asgi/wsprotocols.py",

@@ -393,6 +393,12 @@ class AsgiConnection(Owned):
             if self.closing_at:
                 self._after_flush()
 
+    def abandon(self) -> None:
+        """The client is taken for gone (a WebSocket's, which answered no ping): what this turn queued goes to
+        the kernel if it takes it now, the rest is dropped, and every task waiting on the connection wakes."""
+        self.push()
+        self._lost()
+
     def _lost(self) -> None:
         self.gone = True
         self.out.clear()

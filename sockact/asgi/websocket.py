@@ -23,6 +23,9 @@ one in ~20 us, websockets in ~5 us) cannot hold up the rest. The pieces grow whi
 quickly (a large message, cheap per byte, goes through in few turns) and shrink when one overran
 its turn (websockets parses a piece whole: 64 KiB of one-byte frames took it ~60 ms). Pings are
 answered as the library parses them, so while the app is in ``receive``.
+
+An open session pings its client every ``ws_ping_interval``, and one that has not answered within
+``ws_ping_timeout`` ends as a client that vanished does: the app hears 1006 (keepalive.py).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from sockact.asgi.conn import READ_HIGH, AsgiConnection
 from sockact.asgi.cycle import ASGI_APP_FAILURES, ClientDisconnected
 from sockact.asgi.denial import IDLE, Denial
 from sockact.asgi.denial import MESSAGES as DENIAL_MESSAGES
+from sockact.asgi.keepalive import GONE, PING, Pinger, Schedule
 from sockact.asgi.wsprotocols import MESSAGE_TOO_BIG, Closed, Event, WsProtocol
 from sockact.errors import InvalidResponse
 from sockact.http.limits import RECV_SIZE
@@ -83,7 +87,8 @@ class WebSocket:
     """One WebSocket: the ``receive`` and ``send`` its app is given, and what the access log says of it."""
 
     def __init__(self, conn: AsgiConnection, scope: dict[str, Any], library: Callable[[bytes, int], WsProtocol],
-                 max_size: int, tally: TallyWriter | None = None) -> None:
+                 max_size: int, tally: TallyWriter | None = None, ping_interval: float = 0.0,
+                 ping_timeout: float = 0.0, schedule: Schedule[WebSocket] | None = None) -> None:
         self.conn = conn
         self.scope = scope
         self.tally = tally  # the worker's counts for the metrics: the session's open and end; None: none kept
@@ -106,6 +111,11 @@ class WebSocket:
         self._eof_given = False  # the library was told that the client closed its side
         self._turn_began = time.perf_counter()  # when this session last let the loop run
         self._piece = FEED_MAX  # the next piece's size
+        # Its keepalive: pings from the accept on, each deadline in the worker's schedule, which its beat looks at
+        # (keepalive()); None: no pings.
+        self.pinger = Pinger(ping_interval, ping_timeout)
+        self.schedule = schedule
+        self.proto.on_pong = self._pong
         self._flush()  # a refused handshake's 400
         conn.feed = self._feed
 
@@ -113,6 +123,7 @@ class WebSocket:
         """The client's bytes, on the loop's reader: kept for receive(), which parses them in pieces."""
         if self.closed:
             return  # the session is over: what the client still sends is dropped
+        self.pinger.heard = True  # the client is there, whether or not the app parses what it sent
         self._pending += data
         if len(self._pending) > READ_HIGH or not self.conn.writable:
             self.conn.pause_reading()  # until the app takes what came, or the client what went
@@ -226,6 +237,46 @@ class WebSocket:
         self._events = None
         return {"type": "websocket.disconnect", "code": code, "reason": reason}
 
+    # -- keepalive
+
+    def keepalive(self, now: float, at: float) -> None:
+        """A deadline of its keepalive, ``at``, has come, on the worker's beat: a ping goes, or the client that
+        answered none within ws_ping_timeout is taken for gone."""
+        pinger = self.pinger
+        if at != pinger.due_at or self.closed or self.conn.gone:
+            return  # its deadline moved (a pong came), whose new one is in the schedule; or it ended meanwhile
+        what = pinger.at(now)
+        self._plan()
+        if what is PING:
+            self.proto.send_ping(pinger.payload)
+            self._flush()
+            if len(self._pending) <= READ_HIGH:
+                # Read for its answer, even for an app that never receives (only its receive() reads otherwise),
+                # and behind output the client is slow to take: its bytes say it is there, parsed or not. _feed
+                # pauses again after one read while that output waits, so the bounds hold.
+                self.conn.resume_reading()
+        elif what is GONE:
+            log.info("conn %d: websocket: no answer to a ping within ws_ping_timeout (%gs): the client is taken "
+                     "for gone", self.conn.msg.conn_id, pinger.timeout)
+            # As websockets and uvicorn do: a close frame with 1011, which the kernel sends if it can, and the
+            # session ends as one whose client vanished (1006); nothing more waits for that client.
+            self.proto.close(UNEXPECTED, "keepalive ping timeout")
+            self._flush()
+            self.closed = True
+            self.close_code = ABNORMAL
+            self._pending.clear()
+            self.conn.abandon()
+
+    def _pong(self, payload: bytes) -> None:
+        was = self.pinger.due_at
+        if self.pinger.pong(payload) and self.pinger.due_at != was:
+            self._plan()  # the next ping comes before the answer's deadline: else that entry stands for it
+
+    def _plan(self) -> None:
+        """Its keepalive's next deadline, if it has one, into the worker's schedule."""
+        if self.pinger.due_at and self.schedule is not None:
+            self.schedule.add(self.pinger.due_at, self)
+
     # -- send
 
     async def send(self, message: dict[str, Any]) -> None:
@@ -241,6 +292,8 @@ class WebSocket:
             self._flush()
             self.accepted = True
             self.status = 101
+            self.pinger.start(time.monotonic())
+            self._plan()
             if self.tally is not None:
                 self.tally.ws_opened(self.conn.msg.listener)
             return
@@ -391,11 +444,13 @@ def release_memory(ws: WebSocket) -> None:
 
 async def serve_websocket(conn: AsgiConnection, scope: dict[str, Any], app: Any,
                           sessions: dict[AsgiConnection, WebSocket], library: Callable[[bytes, int], WsProtocol],
-                          max_size: int, tally: TallyWriter | None) -> WebSocket:
+                          max_size: int, tally: TallyWriter | None, ping_interval: float = 0.0,
+                          ping_timeout: float = 0.0, schedule: Schedule[WebSocket] | None = None) -> WebSocket:
     """Run the app for one WebSocket until it returns; the caller closes the connection. ``tally``: where the
     session is counted, if the metrics are kept; a handshake the library refused never reached the app, and
-    is not."""
-    ws = WebSocket(conn, scope, library, max_size, tally)
+    is not. ``ping_interval`` and ``ping_timeout``: its keepalive (0: no pings; no wait for their answer), whose
+    deadlines go into ``schedule``, the worker's."""
+    ws = WebSocket(conn, scope, library, max_size, tally, ping_interval, ping_timeout, schedule)
     if ws.closed:
         return ws  # the handshake was refused; the app never hears of it
     sessions[conn] = ws

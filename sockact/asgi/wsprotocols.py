@@ -9,6 +9,9 @@ Each adapter is fed the upgrade request's head and then the client's bytes, and 
 - events, one of ``Part`` (a piece of a message; text arrives UTF-8 encoded) or ``Closed``;
 - ``take_output()``: the bytes to send, including what the library answers by itself (a pong,
   the reply to a close, the close that ends a protocol error, a refused handshake).
+The keepalive's pings are sockact's (keepalive.py), framed by the library (``send_ping``); the
+pongs that come back go to ``on_pong`` as the library parses them, outside the events: they are
+nothing the app hears of.
 The message size limit (``ws_max_size``) is the caller's (websocket.py), for both libraries alike,
 since wsproto has none; websockets is given it too, so that it refuses a frame too large from its
 header instead of buffering it whole first (it hands on only whole frames).
@@ -54,9 +57,14 @@ class Closed:
 Event = Part | Closed
 
 
+def _no_pongs(payload: bytes) -> None:
+    """A pong heard before the session listens for them (none is awaited): nothing to do."""
+
+
 class WsProtocol(Protocol):
     library: str  # its name, for the log
     refused: bool  # the handshake was refused (its 400 is in the output)
+    on_pong: Callable[[bytes], None]  # called with each pong's payload as it is parsed
 
     def receive_data(self, data: bytes) -> None: ...  # b"": the client closed its side
     def events(self) -> Iterator[Event]: ...
@@ -65,6 +73,7 @@ class WsProtocol(Protocol):
     def reject(self, status: int) -> None: ...
     def send_message(self, data: bytes | str) -> None: ...
     def close(self, code: int, reason: str = "") -> None: ...
+    def send_ping(self, payload: bytes) -> None: ...
 
 
 def check_handshake(request: Request) -> None:
@@ -88,6 +97,7 @@ class WsprotoProtocol:
 
         self.ws = WSConnection(ConnectionType.SERVER)
         self.refused = False
+        self.on_pong: Callable[[bytes], None] = _no_pongs
         self._out = bytearray()
         self.receive_data(head)
 
@@ -104,7 +114,7 @@ class WsprotoProtocol:
 
     def events(self) -> Iterator[Event]:
         from wsproto.connection import ConnectionState
-        from wsproto.events import CloseConnection, Message, Ping, TextMessage
+        from wsproto.events import CloseConnection, Message, Ping, Pong, TextMessage
 
         for event in self.ws.events():
             if isinstance(event, Message):
@@ -119,6 +129,8 @@ class WsprotoProtocol:
                     self._send(event.response())
                 yield Closed(event.code, event.reason or "")
                 return
+            elif isinstance(event, Pong):
+                self.on_pong(bytes(event.payload))
 
     def take_output(self) -> bytes:
         out = bytes(self._out)
@@ -145,6 +157,11 @@ class WsprotoProtocol:
 
         self._send(CloseConnection(code=code, reason=reason or None))
 
+    def send_ping(self, payload: bytes) -> None:
+        from wsproto.events import Ping
+
+        self._send(Ping(payload=payload))
+
     def _send(self, event: Any) -> None:
         from wsproto.utilities import LocalProtocolError
 
@@ -166,6 +183,7 @@ class WebsocketsProtocol:
         # No extensions are offered (no permessage-deflate), as with wsproto.
         self.ws = ServerProtocol(max_size=max_size)
         self.refused = False
+        self.on_pong: Callable[[bytes], None] = _no_pongs
         self._response: Any = None
         self._eof = False
         self._text = False  # the kind of the message that CONT frames continue
@@ -225,7 +243,9 @@ class WebsocketsProtocol:
                 received = self.ws.close_rcvd
                 yield Closed(received.code if received is not None else 1005, received.reason if received else "")
                 return
-            # PING: answered by the library; PONG: nothing to do
+            elif opcode is Opcode.PONG:
+                self.on_pong(bytes(frame.data))
+            # PING: answered by the library
         if self.ws.parser_exc is not None and self.ws.close_sent is not None:
             yield Closed(self.ws.close_sent.code, self.ws.close_sent.reason)
 
@@ -263,6 +283,12 @@ class WebsocketsProtocol:
 
         with contextlib.suppress(InvalidState):  # closing already
             self.ws.send_close(code, reason)
+
+    def send_ping(self, payload: bytes) -> None:
+        from websockets.exceptions import InvalidState
+
+        with contextlib.suppress(InvalidState):  # closing already
+            self.ws.send_ping(payload)
 
 
 LIBRARIES: dict[str, tuple[str, Callable[[bytes, int], WsProtocol]]] = {

@@ -1,8 +1,9 @@
 """uvicorn's command-line flags that sockact does not take, and what to write instead.
 
 uvicorn's flags that sockact has under the same name (--workers, --reload, --lifespan, --interface,
---ws, --ws-max-size, --log-level, --forwarded-allow-ips, --root-path, --backlog...) mean the same
-there. The CLI looks a refused flag up here, after gunicorn's (config.fromgunicorn.flag_hint).
+--ws, --ws-max-size, --ws-ping-interval, --ws-ping-timeout, --log-level, --forwarded-allow-ips,
+--root-path, --backlog...) mean the same there. The CLI looks a refused flag up here, after gunicorn's
+(config.fromgunicorn.flag_hint).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from sockact.config.fromgunicorn import NOT_CARRIED
 
 _TLS = NOT_CARRIED["keyfile"]  # the same answer as to gunicorn's TLS flags
 _RELOAD = "--reload watches every .py file of the app's project, polled each second"
-_WS = "not configurable (--ws and --ws-max-size are)"
+_WS = "not configurable (--ws, --ws-max-size, --ws-ping-interval and --ws-ping-timeout are)"
 _BIND = "sockact binds host and port together: -b {bind} (under systemd, ListenStream= of the .socket unit)"
 _FIELDS = "not configurable: every response carries Date and Server: sockact; add fields in the app"
 
@@ -26,7 +27,7 @@ HINTS: dict[str, str] = {
     "--loop": "uvloop's event loop where it is installed, else asyncio's",
     "--http": "sockact's own HTTP/1.1 engine, over httptools",
     "--http2": "HTTP/1.1 only: terminate HTTP/2 in a proxy in front",
-    "--ws-max-queue": _WS, "--ws-ping-interval": _WS, "--ws-ping-timeout": _WS, "--ws-per-message-deflate": _WS,
+    "--ws-max-queue": _WS, "--ws-per-message-deflate": _WS,
     "--env-file": "-e KEY=VALUE for each variable, or EnvironmentFile= in the service unit",
     "--use-colors": "log lines are plain text; the journal shows their priority",
     "--no-use-colors": "log lines are plain text; the journal shows their priority",

@@ -222,6 +222,20 @@ class Config(ListenerSettings):
         parsers.integer(1), 16 * 1024 * 1024,
         "Largest WebSocket message in bytes (uvicorn's setting and default); a larger one closes the "
         "WebSocket with 1009.", "http", metavar="BYTES")
+    ws_ping_interval: float = _opt(
+        parsers.seconds_or_off, 20.0,
+        "Seconds between the pings each open WebSocket sends its client (uvicorn's setting and default): "
+        "they keep proxies and NATs from dropping a quiet session, and find a client that vanished "
+        "without a FIN (a phone off the network, a host powered off), which would otherwise hold its "
+        "session, its app task and a file descriptor for good. A conforming client answers them by "
+        "itself. 0: no pings.", "http", metavar="SECONDS")
+    ws_ping_timeout: float = _opt(
+        parsers.seconds_or_off, 20.0,
+        "Seconds a WebSocket client has to answer a ping (uvicorn's setting and default; any byte it "
+        "sends counts, since its pong waits unparsed while the app does not receive). Past it the "
+        "session ends as a vanished client's does: the app's receive() gets websocket.disconnect with "
+        "1006, and the connection closes after a close frame with 1011, as websockets and uvicorn "
+        "send. 0: pings never end a session.", "http", metavar="SECONDS")
     bind: tuple[str, ...] = _opt(
         parsers.binds, ("127.0.0.1:8000",),
         "Addresses to listen on when systemd passes no sockets: HOST:PORT, [V6]:PORT or unix:PATH. "

@@ -33,9 +33,10 @@ from typing import Any
 
 from sockact.asgi.conn import AsgiConnection, Batch
 from sockact.asgi.cycle import HttpCycle
+from sockact.asgi.keepalive import Schedule
 from sockact.asgi.lifespan import Lifespan
 from sockact.asgi.scope import conn_scope, request_scope
-from sockact.asgi.websocket import release_memory, serve_websocket
+from sockact.asgi.websocket import WebSocket, release_memory, serve_websocket
 from sockact.asgi.wsprotocols import INSTALL_HINT, WsProtocol, check_handshake, find
 from sockact.errors import ProtocolError
 from sockact.http import Site
@@ -94,14 +95,15 @@ class AsgiRunner(Carrier[AsgiConnection]):
     __slots__ = ("_context", "_done", "_eager", "_extras", "_handed_back", "_loop_line", "_queued", "_stop_monitor",
                  "_timed", "_ws_library", "_ws_looked", "access", "batch", "call_lines", "calls", "chan", "closed",
                  "drain_started", "draining", "extra", "graceful_timeout", "handback_after", "handing_back",
-                 "last_beat", "lifespans", "lock", "loop", "owner", "pid", "receiver", "sites", "slots", "spare",
-                 "stopping", "tally", "websockets", "ws", "ws_max_size")
+                 "last_beat", "lifespans", "lock", "loop", "owner", "pid", "pings", "receiver", "sites", "slots",
+                 "spare", "stopping", "tally", "websockets", "ws", "ws_max_size", "ws_ping")
 
     def __init__(self, chan: socket.socket, sites: Sequence[Site], slots: Sequence[SlotWriter], *,
                  park_after: Sequence[float], handback_after: float, max_requests: int, extra: dict[str, Any],
                  lifespans: Sequence[Lifespan], graceful_timeout: float, ws: str, ws_max_size: int,
-                 access: AccessLog | None = None, tally: TallyWriter | None = None,
-                 call_lines: Sequence[SlotWriter] = (), spare: SpareLines | None = None) -> None:
+                 ws_ping: tuple[float, float] = (0.0, 0.0), access: AccessLog | None = None,
+                 tally: TallyWriter | None = None, call_lines: Sequence[SlotWriter] = (),
+                 spare: SpareLines | None = None) -> None:
         self.chan = chan
         self.sites = list(sites)
         self.slots = list(slots)  # the loop's line(s): busy with the oldest call, for stalls and timeout
@@ -119,6 +121,8 @@ class AsgiRunner(Carrier[AsgiConnection]):
         self.graceful_timeout = graceful_timeout
         self.ws = ws  # the ws setting: which WebSocket library
         self.ws_max_size = ws_max_size
+        self.ws_ping = ws_ping  # ws_ping_interval and ws_ping_timeout: each session's keepalive
+        self.pings: Schedule[WebSocket] = Schedule()  # the open sessions' keepalive deadlines, for the beat
         # The WebSocket library, looked for at the first WebSocket: an HTTP-only app never imports one.
         self._ws_library: Callable[[bytes, int], WsProtocol] | None = None
         self._ws_looked = False
@@ -511,7 +515,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
         self._ws_started(conn, request)
         scope = request_scope(conn.scope, request, websocket=True, trust=conn.trust)
         task = self.loop.create_task(serve_websocket(conn, scope, conn.site.app, self.websockets, self._ws_library,
-                                                     self.ws_max_size, self.tally))
+                                                     self.ws_max_size, self.tally, *self.ws_ping, self.pings))
         task.add_done_callback(lambda t: self._locked(self._after_websocket, conn, request, t))
 
     def _after_websocket(self, conn: AsgiConnection, request: Request, task: asyncio.Task[Any]) -> None:
@@ -574,6 +578,9 @@ class AsgiRunner(Carrier[AsgiConnection]):
         self._handed_back.clear()
         if (self.stopping or self.owner.retiring) and self.websockets:
             self._drain_websockets(now)
+        if self.pings:
+            for at, ws in self.pings.due(now):
+                ws.keepalive(now, at)  # its ping, or the end of a client that answered none
         self._carry_out_deadlines(now)
         self._check_done()
 

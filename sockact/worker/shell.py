@@ -161,6 +161,7 @@ class WorkerShell:
                             handback_after=self.config.handback_after, max_requests=self.max_requests,
                             extra=extra, lifespans=lifespans, graceful_timeout=self.config.graceful_timeout,
                             ws=self.config.ws, ws_max_size=self.config.ws_max_size,
+                            ws_ping=(self.config.ws_ping_interval, self.config.ws_ping_timeout),
                             access=self.access, tally=self.tally.writer(self.slot, 0) if self.tally else None,
                             call_lines=[self.scoreboard.writer(self.slot, i)
                                         for i in range(lines, MAX_THREADS)],

@@ -127,3 +127,14 @@ def test_a_handshake_rfc_6455_forbids_is_a_400_before_either_library_sees_it(ver
 def test_a_handshake_over_http_1_1_without_a_body_passes():
     check_handshake(_request(HEAD))
     check_handshake(_request(HEAD.replace(b"\r\n\r\n", b"\r\nContent-Length: 0\r\n\r\n")))
+
+
+def test_a_ping_of_sockacts_is_framed_and_its_pong_heard_outside_the_events(library):
+    proto = opened(library)
+    pongs = []
+    proto.on_pong = pongs.append
+    proto.send_ping(b"\0\0\0\x01")
+    assert proto.take_output() == b"\x89\x04\0\0\0\x01"
+    proto.receive_data(frame(0xA, b"\0\0\0\x01") + frame(0x1, b"hi"))
+    assert list(proto.events()) == [Part(b"hi", True, True)]  # the app hears only its message
+    assert pongs == [b"\0\0\0\x01"]

@@ -1,0 +1,86 @@
+"""WebSocket keepalive pings of the real sockact, with either library: a raw-socket client that never
+answers them is taken for gone (the app hears 1006, the connection closes, the metrics count it), and
+one that answers keeps its quiet session for as many pings as it likes."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from test_asgi_limits import frame, read_frame, ws_open
+from test_metrics import scrape, start, value
+
+PING, PONG, CLOSE, TEXT = 0x9, 0xA, 0x8, 0x1
+# Fractions of a second, so that a test sees several rounds: the behaviour is the same at 20 s.
+FAST = ("--ws-ping-interval", "0.2", "--ws-ping-timeout", "0.5")
+
+
+def sessions(metrics: int, close: str | None = None) -> float:
+    samples = scrape(metrics)
+    if close is None:
+        return value(samples, "sockact_websockets_open", listener="api")
+    return value(samples, "sockact_websockets_ended_total", listener="api", close=close)
+
+
+def test_a_client_that_answers_no_ping_is_taken_for_gone(start_sockact, ws_library):
+    server, api, metrics = start(start_sockact, "--ws", ws_library, *FAST, workers=1, app="asgiapps:ws_echo")
+    with ws_open(api) as sock:
+        server.waiting(lambda: sessions(metrics) == 1, "the session open")
+        opcode, payload = read_frame(sock)
+        assert opcode == PING and payload, (opcode, payload)  # a payload its pong must echo
+        # Never answered: the next frame is the close (websockets' and uvicorn's code and reason), then the end.
+        opcode, payload = read_frame(sock)
+        assert (opcode, payload) == (CLOSE, struct.pack("!H", 1011) + b"keepalive ping timeout")
+        assert sock.recv(100) == b""
+    # The app hears what it hears of a client that vanished, and the metrics count it as one.
+    server.wait_for_log("WS DISCONNECT 1006")
+    assert "no answer to a ping within ws_ping_timeout (0.5s): the client is taken for gone" in server.output()
+    server.waiting(lambda: sessions(metrics, "1006") == 1, "the session counted as ended with 1006")
+    assert sessions(metrics) == 0
+    assert "websocket close=1006" in server.output()  # its access line
+
+
+@pytest.mark.parametrize("timing", [FAST, ("--ws-ping-interval", "0.3", "--ws-ping-timeout", "0.3")],
+                         ids=["interval-under-timeout", "interval-equals-timeout"])
+def test_a_client_that_answers_pings_keeps_its_quiet_session(start_sockact, ws_library, timing):
+    # Equal, uvicorn's defaults: a pong leaves the session's deadline where it was, and no new one is scheduled.
+    server, api, metrics = start(start_sockact, "--ws", ws_library, *timing, workers=1, app="asgiapps:ws_echo")
+    with ws_open(api) as sock:
+        payloads = []
+        while len(payloads) < 6:  # six intervals and more, every ping answered and nothing else said
+            opcode, payload = read_frame(sock)
+            assert opcode == PING, (opcode, payload)
+            payloads.append(payload)
+            sock.sendall(frame(PONG, payload))
+        assert len(set(payloads)) == len(payloads)  # each ping its own: an old pong answers none
+        assert sessions(metrics) == 1
+        sock.sendall(frame(TEXT, b"still here"))
+        while (got := read_frame(sock))[0] == PING:
+            sock.sendall(frame(PONG, got[1]))
+        assert got == (TEXT, b"still here")
+        sock.sendall(frame(CLOSE, struct.pack("!H", 1000)))
+    server.waiting(lambda: sessions(metrics, "1000") == 1, "the session ended by the client's close")
+    assert sessions(metrics, "1006") == 0
+    assert "WS DISCONNECT 1006" not in server.output()
+
+
+
+def test_an_app_that_never_receives_keeps_a_client_that_answers(start_sockact, ws_library):
+    # Its pongs wait unparsed behind the app, which never receives: the bytes that brought them say the client is
+    # there. One that sends nothing is taken for gone all the same, and the app's next send finds out.
+    server, api, metrics = start(start_sockact, "--ws", ws_library, *FAST, workers=1, app="asgiapps:ws_ticks")
+    with ws_open(api) as answering, ws_open(api) as silent:
+        pings = 0
+        while pings < 6:
+            opcode, payload = read_frame(answering)
+            if opcode == PING:
+                pings += 1
+                answering.sendall(frame(PONG, payload))
+            else:
+                assert (opcode, payload) == (TEXT, b"tick")
+        while (got := read_frame(silent))[0] != CLOSE:
+            assert got[0] in (PING, TEXT), got
+        assert got[1] == struct.pack("!H", 1011) + b"keepalive ping timeout"
+        server.wait_for_log("WS TICKS STOPPED")
+        assert sessions(metrics, "1006") == 1
+        assert sessions(metrics) == 1  # the one that answers

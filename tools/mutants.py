@@ -973,6 +973,11 @@ MUTANTS = (
            "            pass\n",
            (INTEG + "test_asgi.py::test_a_websocket_handshake_with_a_body_or_over_http_1_0_is_a_400_with_either_"
             "library",)),
+    # The .deb shipped README and three docs pages; README links to every page of docs/.
+    Mutant("deb-ships-three-docs-pages", "debian/rules",
+           "\tinstall -m 644 docs/*.md debian/sockact/usr/share/doc/sockact/docs/\n",
+           "\tinstall -m 644 docs/http.md docs/drop-ins.md debian/sockact/usr/share/doc/sockact/docs/\n",
+           ("tests/system/test_deb.py::test_every_docs_page_ships_under_the_packages_doc_directory",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

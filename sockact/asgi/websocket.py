@@ -229,13 +229,17 @@ class WebSocket:
         """The client broke a rule: close with ``code``, and the app hears of it as a disconnect."""
         flood.WORKER.log(flood.WS_PROTOCOL, log, logging.INFO, "conn %d: websocket closed with %d: %s",
                          self.conn.msg.conn_id, code, reason)
-        self.proto.close(code, reason)
-        self._flush()
-        self.closed = True
-        self.close_code = code
+        self._end(code, reason, code)
         self._message = bytearray()
         self._events = None
         return {"type": "websocket.disconnect", "code": code, "reason": reason}
+
+    def _end(self, code: int, reason: str, ends_as: int) -> None:
+        """Send the client a close frame with ``code``: the session is over, ``ends_as`` for the app and the books."""
+        self.proto.close(code, reason)
+        self._flush()
+        self.closed = True
+        self.close_code = ends_as
 
     # -- keepalive
 
@@ -260,10 +264,7 @@ class WebSocket:
                      "for gone", self.conn.msg.conn_id, pinger.timeout)
             # As websockets and uvicorn do: a close frame with 1011, which the kernel sends if it can, and the
             # session ends as one whose client vanished (1006); nothing more waits for that client.
-            self.proto.close(UNEXPECTED, "keepalive ping timeout")
-            self._flush()
-            self.closed = True
-            self.close_code = ABNORMAL
+            self._end(UNEXPECTED, "keepalive ping timeout", ABNORMAL)
             self._pending.clear()
             self.conn.abandon()
 
@@ -305,10 +306,7 @@ class WebSocket:
                 # Checked before the session counts as closed: a bad one is the app's error (logged, and
                 # closed with 1011), where the library's refusal came after and the client got no frame.
                 code, reason = _close_frame(message)
-                self.closed = True
-                self.close_code = code
-                self.proto.close(code, reason)
-                self._flush()
+                self._end(code, reason, code)
             return
         if kind != "websocket.send":
             raise InvalidResponse(f"unexpected ASGI message {kind!r} on a websocket")
@@ -389,10 +387,8 @@ class WebSocket:
                           self.conn.msg.conn_id, self._line())
         elif self.accepted:
             if not self.closed:
-                self.close_code = UNEXPECTED if failed else 1000  # RFC 6455 7.4.1
-                self.proto.close(self.close_code)
-                self._flush()
-                self.closed = True
+                code = UNEXPECTED if failed else 1000  # RFC 6455 7.4.1
+                self._end(code, "", code)
         elif not (denial.ended or self._unanswerable()):
             self._refuse(500)  # the handshake got no answer (or a denial's start, and no body)
         else:

@@ -385,7 +385,7 @@ def check_apps(cfg: Config) -> int:
             # those 'bind' names, as `run` from this shell binds them, and each table's (systemd's sockets),
             # but the metrics listener, which the supervisor answers
             names = dict.fromkeys([*(parse_bind(spec)[0] for spec in cfg.bind), *cfg.listeners])
-            listeners = [cfg.listener(name) for name in names if name != cfg.metrics_listener]
+            listeners = [cfg.listener(name) for name in names if cfg.serves(name)]
             one_interface((lc.name, choose(lc.interface, apps[lc.app])) for lc in listeners)
             os.write(loaded_w, b"1")
             code = EXIT_OK

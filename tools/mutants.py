@@ -837,11 +837,11 @@ MUTANTS = (
            (INTEG + "test_check_refuses_what_run_refuses.py::test_listeners_that_mix_wsgi_and_asgi_apps_fail_check_"
             "as_they_fail_run",)),
     Mutant("worker-interface-counts-the-metrics-listener", "sockact/worker/shell.py",
-           "                  if lc.name != self.config.metrics_listener]", "                  ]",
+           "                  if self.config.serves(lc.name)]", "                  ]",
            (INTEG + "test_check_refuses_what_run_refuses.py::test_the_metrics_listener_takes_no_part_in_the_"
             "interface",)),
     Mutant("check-interface-counts-the-metrics-listener", "sockact/cli.py",
-           "for name in names if name != cfg.metrics_listener]", "for name in names]",
+           "for name in names if cfg.serves(name)]", "for name in names]",
            (INTEG + "test_check_refuses_what_run_refuses.py::test_the_metrics_listener_takes_no_part_in_the_"
             "interface",)),
     Mutant("help-default-in-python-spelling", "sockact/cli.py",

@@ -376,6 +376,11 @@ class Config(ListenerSettings):
     config_file: str | None = None
     given: frozenset[str] = frozenset()  # the settings a file, the environment or a flag set
 
+    def serves(self, name: str) -> bool:
+        """Whether listener ``name``'s connections reach a worker: all but the metrics listener's, which the
+        supervisor answers itself (so its app neither chooses a worker's interface nor runs a lifespan)."""
+        return name != self.metrics_listener
+
     def listener(self, name: str) -> ListenerConfig:
         """The effective settings of the listener called ``name`` (fd name or bind address)."""
         values = {key: getattr(self, key) for key in LISTENER_KEYS}

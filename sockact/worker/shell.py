@@ -121,10 +121,9 @@ class WorkerShell:
     def _build_runner(self, sites: list[Site]) -> EventLoop | AsgiRunner:
         """The runner for the listeners' interface; an ASGI app's lifespan startup runs here, before READY."""
         listeners = [self.config.listener(name) for name in self.listener_names]
-        # The metrics listener's connections never reach a worker (the supervisor answers them): its app
-        # neither chooses the interface nor runs a lifespan, so an ASGI app's tables need no 'app' for it.
+        # Only the listeners a worker serves (not the metrics one) choose its interface and run a lifespan.
         served = [(lc, site) for lc, site in zip(listeners, sites, strict=True)
-                  if lc.name != self.config.metrics_listener]
+                  if self.config.serves(lc.name)]
         chosen = [(lc.name, choose(lc.interface, site.app)) for lc, site in served]
         interface = one_interface(chosen)
         for (lc, site), (_, kind) in zip(served, chosen, strict=True):

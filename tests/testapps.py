@@ -83,7 +83,8 @@ def _slow(environ, start_response):
         Path(query["started"][0]).touch()
     pause(query, seconds)
     return _respond(start_response, json.dumps({"pid": os.getpid(), "slept": seconds,
-                                                "thread": threading.current_thread().name}).encode())
+                                                "thread": threading.current_thread().name,
+                                                "policy": os.sched_getscheduler(0)}).encode())
 
 
 def _slow_switching(environ, start_response):

@@ -39,6 +39,8 @@ PATHSEND_TEST = (INTEG + "test_app_response_misbehaviour.py::test_pathsend_of_wh
 HUNDRED_CALLS_TEST = "test_asgi.py::test_a_killed_worker_answers_each_of_a_hundred_calls_at_once_with_a_502"
 CPU_POLICY_TEST = (INTEG + "test_pool_process.py::test_the_supervisor_and_its_workers_run_under_the_cpu_policy_"
                    "batch_scheduling_says")
+POOL_POLICY_TEST = (INTEG + "test_pool_process.py::test_a_workers_pool_threads_run_under_the_default_cpu_policy_"
+                    "its_loop_under_batch")
 SPOOL_TOTAL_TEST = "test_body_spool.py::test_spooled_bodies_past_the_workers_total_get_503_until_one_ends"
 DENIAL = INTEG + "test_websocket_denial.py::"
 WS_PINGS = INTEG + "test_websocket_pings.py::"
@@ -777,12 +779,22 @@ MUTANTS = (
     Mutant("worker-reads-its-channel-to-eagain", "sockact/worker/channel.py",
            "if taken and not receiver.waiting():", "if False:",
            (UNIT + "test_handoff.py::test_a_worker_reads_what_its_channel_holds_and_no_further",)),
-    Mutant("supervisor-keeps-the-default-cpu-policy", "sockact/supervisor/forking.py",
+    Mutant("supervisor-keeps-the-default-cpu-policy", "sockact/cpupolicy.py",
            "os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))", "pass", (CPU_POLICY_TEST,)),
-    Mutant("batch-scheduling-overrides-an-outside-policy", "sockact/supervisor/forking.py",
-           "if not on or os.sched_getscheduler(0) != os.SCHED_OTHER:", "if not on:", (CPU_POLICY_TEST,)),
+    Mutant("batch-scheduling-overrides-an-outside-policy", "sockact/cpupolicy.py",
+           "if not on or os.sched_getscheduler(0) != os.SCHED_OTHER:", "if not on:",
+           (CPU_POLICY_TEST, POOL_POLICY_TEST)),
+    Mutant("pool-threads-keep-sched-batch", "sockact/worker/wsgirunner.py",
+           "            cpupolicy.for_pool_thread()\n", "            pass\n", (POOL_POLICY_TEST,)),
+    Mutant("loop-thread-takes-its-pools-cpu-policy", "sockact/worker/wsgirunner.py",
+           "if alive and line:", "if alive:", (POOL_POLICY_TEST, CPU_POLICY_TEST)),
+    Mutant("pool-threads-leave-an-outside-policy", "sockact/cpupolicy.py",
+           "    if _batched:\n", "    if True:\n", (POOL_POLICY_TEST,)),
+    Mutant("loop-thread-leaves-sched-batch-with-its-pool", "sockact/cpupolicy.py",
+           "os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))",
+           "os.sched_setscheduler(os.getpid(), os.SCHED_OTHER, os.sched_param(0))", (POOL_POLICY_TEST,)),
     Mutant("batch-scheduling-cannot-be-turned-off", "sockact/supervisor/core.py",
-           "batch_scheduling(self.config.batch_scheduling)", "batch_scheduling(True)", (CPU_POLICY_TEST,)),
+           "cpupolicy.batch(self.config.batch_scheduling)", "cpupolicy.batch(True)", (CPU_POLICY_TEST,)),
     Mutant("wsgi-kept-environ-given-to-its-call", "sockact/wsgi/server.py",
            "            return dict(env)\n        return env", "            return env\n        return env",
            (UNIT + "test_fast_path.py::test_a_repeated_head_gets_a_fresh_environ_and_its_own_body",)),

@@ -328,8 +328,10 @@ class Config(ListenerSettings):
         parsers.boolean, True,
         "Run the supervisor and its workers under the SCHED_BATCH CPU policy (sched(7)): a process woken "
         "for a connection then waits for the running one to sleep, or takes an idle CPU, instead of cutting "
-        "into it mid-request. Workers, their threads and what the app starts inherit it. A policy set from "
-        "outside (systemd's CPUSchedulingPolicy=, chrt) is kept either way. The cost: where every CPU is "
+        "into it mid-request. Workers, their loops and what the app starts inherit it; the app threads a "
+        "worker starts beyond its loop thread, whose calls wait on a database or an upstream, keep the "
+        "default policy. A policy set from outside (systemd's CPUSchedulingPolicy=, chrt) is kept either way. "
+        "The cost: where every CPU is "
         "busy, a woken worker waits out the running process's slice, so fast requests' tail latency rises; "
         "turn it off where that tail matters more than throughput.", "workers", restart=True)
     handback_after: float = _opt(

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from sockact import gcpause
+from sockact import cpupolicy, gcpause
 from sockact.apploader import WSGIApp
 from sockact.config import Config, check_reload, unapplied
 from sockact.errors import EXIT_OK, SockactError
@@ -41,7 +41,7 @@ from sockact.policy.states import ENDING, IN_SERVICE, TIMED_OUT, Phase, WorkerSt
 from sockact.supervisor.acceptor import fd_budget
 from sockact.supervisor.channels import Channels
 from sockact.supervisor.exits import Exits
-from sockact.supervisor.forking import Forker, batch_scheduling
+from sockact.supervisor.forking import Forker
 from sockact.supervisor.health import Health
 from sockact.supervisor.memwatch import MemoryWatch
 from sockact.supervisor.metrics import SupervisorCounters
@@ -129,7 +129,7 @@ class Supervisor:
     def run(self) -> int:
         """Serve until stopped; returns the process exit code."""
         self.acceptor.budget = fd_budget(_FD_RESERVE)  # first: a limit too low is a start-up error
-        batch_scheduling(self.config.batch_scheduling)  # before the first fork: the workers inherit it
+        cpupolicy.batch(self.config.batch_scheduling)  # before the first fork: the workers inherit it
         self.forker.delegate(self.config)
         self.selector = Selector()
         # A line for each HTTP call an ASGI worker may have at once: one a connection, past its loop's lines.

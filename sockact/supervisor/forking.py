@@ -25,23 +25,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("sockact.supervisor")
 
 
-def batch_scheduling(on: bool) -> None:
-    """batch_scheduling: this process, and so each worker it forks, under SCHED_BATCH (sched(7)).
-
-    Every connection wakes two processes in turn: the supervisor to accept it, a worker to serve it.
-    Under the default policy each wake-up may preempt whatever runs on that CPU (a worker mid-request,
-    the supervisor mid-batch, the client's process on the same host), and the one cut into resumes
-    later with its caches cold. Under SCHED_BATCH the woken process takes an idle CPU, or waits for
-    the running one to sleep or use up its slice. A policy other than the default was set from outside
-    (systemd's CPUSchedulingPolicy=, chrt) and is kept."""
-    if not on or os.sched_getscheduler(0) != os.SCHED_OTHER:
-        return
-    try:
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))  # the nice value stays as it is
-    except OSError as exc:  # a sandbox's filter, say: the default policy serves as well
-        log.info("batch_scheduling: the CPU policy stays the default one (%s)", exc)
-
-
 class Forker:
     def __init__(self, sup: Supervisor, blocked: tuple[int, ...], slots: int) -> None:
         self.sup = sup

@@ -48,6 +48,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
+from sockact import cpupolicy
 from sockact.errors import ProtocolError
 from sockact.http import Site
 from sockact.http.events import Request
@@ -260,6 +261,9 @@ class EventLoop(Carrier[Held]):
         return [start_guarded("monitor", self._monitor, lambda: self.owner.done)]
 
     def _thread_alive(self, line: int, alive: bool) -> None:
+        """On app thread ``line`` as it starts (True) and as it ends (False): the loop thread is line 0."""
+        if alive and line:
+            cpupolicy.for_pool_thread()
         self.slots[line].alive(alive)
 
     def _turn(self, timeout: float = TICK) -> None:

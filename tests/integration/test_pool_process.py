@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -149,5 +150,43 @@ def test_the_supervisor_and_its_workers_run_under_the_cpu_policy_batch_schedulin
         pids = [server.pid, *server.wait_workers(2)]
         assert [os.sched_getscheduler(pid) for pid in pids] == [policy] * 3, server.output()
         assert http_get(port, "/")[0] == 200
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(("prefix", "args", "loop", "pool"), [
+    ((), (), os.SCHED_BATCH, os.SCHED_OTHER),  # batch_scheduling's default
+    ((), ("--no-batch-scheduling",), os.SCHED_OTHER, os.SCHED_OTHER),
+    (("chrt", "--batch", "0"), (), os.SCHED_BATCH, os.SCHED_BATCH),  # set from outside: kept, for every thread
+], ids=["default", "off", "from-outside"])
+def test_a_workers_pool_threads_run_under_the_default_cpu_policy_its_loop_under_batch(prefix, args, loop, pool):
+    # A pool thread's wake-up, when its call's wait ends, is one client's answer: it preempts as any waking
+    # thread does. The loop thread (app thread 0, MainThread) keeps SCHED_BATCH, and so does the process.
+    if prefix and not shutil.which(prefix[0]):
+        pytest.skip(f"{prefix[0]} is not installed")
+    port = free_port()
+    server = Server([*prefix, *SOCKACT, "run", "testapps:slow", "--workers", "1", "--threads", "1", "--max-threads",
+                     "4", "--bind", f"127.0.0.1:{port}", "--no-access-log", *args], port, base_env())
+    try:
+        server.wait_ready(workers=1)
+        [worker] = server.wait_workers(1)
+        results: list[dict[str, object]] = []
+
+        def call() -> None:
+            status, _, body = http_get(port, "/?s=0.5")
+            assert status == 200
+            results.append(json.loads(body))
+
+        callers = [threading.Thread(target=call) for _ in range(3)]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join(10)
+        assert len(results) == 3, server.output()
+        by_thread = {str(r["thread"]): r["policy"] for r in results}
+        pooled = {name: policy for name, policy in by_thread.items() if name.startswith("sockact-app-")}
+        assert pooled and set(pooled.values()) == {pool}, by_thread
+        assert by_thread.get("MainThread", loop) == loop, by_thread
+        assert os.sched_getscheduler(worker) == loop  # the worker's main thread: its loop
     finally:
         server.stop()

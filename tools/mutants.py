@@ -977,6 +977,14 @@ MUTANTS = (
            "\tinstall -m 644 docs/*.md debian/sockact/usr/share/doc/sockact/docs/\n",
            "\tinstall -m 644 docs/http.md docs/drop-ins.md debian/sockact/usr/share/doc/sockact/docs/\n",
            ("tests/system/test_deb.py::test_every_docs_page_ships_under_the_packages_doc_directory",)),
+    Mutant("stop-leaves-the-bound-backlog", "sockact/supervisor/acceptor.py",
+           "                self._take(index)\n                lst.close()", "                lst.close()",
+           (UNIT + "test_acceptor.py::test_a_shut_takes_the_backlog_of_the_listeners_bound_here_closes_them_and_"
+            "leaves_systemds",
+            INTEG + "test_stop_under_bind.py::test_term_answers_the_clients_in_the_backlog_and_closes_the_listener")),
+    Mutant("stop-keeps-the-bound-listener-open", "sockact/supervisor/acceptor.py",
+           "                self._take(index)\n                lst.close()", "                self._take(index)",
+           (INTEG + "test_stop_under_bind.py::test_term_answers_the_clients_in_the_backlog_and_closes_the_listener",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

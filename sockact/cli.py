@@ -231,8 +231,28 @@ def flags_of(command: str) -> list[str]:
     return flags
 
 
+def no_command(words: Sequence[str]) -> str | None:
+    """The one line for a command line that names no command, or None: nothing at all, or a bare word
+    that is no command (gunicorn's ``gunicorn myproject.wsgi`` serves a module; here it must say run)."""
+    if not words:
+        return "no command: to serve an app, sockact run MODULE:CALLABLE (sockact --help lists the commands)"
+    first = words[0]
+    if first in COMMANDS or first.startswith("-"):
+        return None
+    import difflib
+
+    close = difflib.get_close_matches(first, COMMANDS, n=1, cutoff=0.6)
+    if close:
+        return f"no command '{first}' (did you mean '{close[0]}'?)"
+    return (f"no command '{first}' ({', '.join(COMMANDS)}): to serve it as an app, "
+            f"sockact run {' '.join(words)}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     words = implicit_run(sys.argv[1:] if argv is None else argv)
+    if (wrong := no_command(words)) is not None:
+        print(f"sockact: error: {wrong}", file=sys.stderr)
+        return EXIT_USAGE
     parser = build_parser(words[0] if words and words[0] in COMMANDS else None)
     args, extras = parser.parse_known_args(words)
     if extras:

@@ -878,7 +878,7 @@ MUTANTS = (
            (UNIT + "test_cli.py::test_an_option_sockact_does_not_take_is_one_line_naming_it_and_what_to_write",
             INTEG + "test_cli_walls.py::test_a_uvicorn_command_line_says_what_to_write_instead")),
     Mutant("uvicorn-host-and-port-apart", "sockact/config/fromuvicorn.py",
-           "given[flag] = value if eq else words[at + 1]", "pass",
+           "return value if eq else words[at + 1]", "pass",
            (UNIT + "test_cli.py::test_an_option_sockact_does_not_take_is_one_line_naming_it_and_what_to_write",)),
 
     # The flags a mistyped one is matched against come from sockact's own lists, not argparse's innards.
@@ -985,6 +985,27 @@ MUTANTS = (
     Mutant("stop-keeps-the-bound-listener-open", "sockact/supervisor/acceptor.py",
            "                self._take(index)\n                lst.close()", "                self._take(index)",
            (INTEG + "test_stop_under_bind.py::test_term_answers_the_clients_in_the_backlog_and_closes_the_listener",)),
+    Mutant("app-factory-named-without-its-call-served", "sockact/apploader.py",
+           "if not (_takes(app, 2) or _takes(app, 3)):", "if False:",
+           (INTEG + "test_cli_walls.py::test_an_app_factory_is_served_by_its_call_and_refused_without_it",)),
+    Mutant("app-factory-call-not-made", "sockact/apploader.py",
+           "app = factory(*args, **kwargs)", "app = factory",
+           (INTEG + "test_cli_walls.py::test_an_app_factory_is_served_by_its_call_and_refused_without_it",)),
+    Mutant("uvicorn-factory-hint-without-the-app", "sockact/config/fromuvicorn.py",
+           'return text.format(app=f"{apps[0]}()" if apps else "module:create_app()")', "return text",
+           (INTEG + "test_cli_walls.py::test_an_app_factory_is_served_by_its_call_and_refused_without_it",)),
+    Mutant("uvicorn-uds-hint-without-the-path", "sockact/config/fromuvicorn.py",
+           'return text.format(path=_value_of(flag, words) or "PATH")', "return text",
+           (INTEG + "test_cli_walls.py::test_uvicorns_uds_says_the_bind_to_write",)),
+    Mutant("app-named-as-a-submodule-without-a-hint", "sockact/apploader.py",
+           "found.append(f\"'{module_name}.{attr}:application'\")", "pass",
+           (INTEG + "test_cli_walls.py::test_an_app_that_names_a_module_says_which_app_to_write",)),
+    Mutant("app-that-is-a-module-without-a-hint", "sockact/apploader.py",
+           "if inspect.ismodule(obj):", "if False:",
+           (INTEG + "test_cli_walls.py::test_an_app_that_names_a_module_says_which_app_to_write",)),
+    Mutant("no-command-left-to-argparse", "sockact/cli.py",
+           "if (wrong := no_command(words)) is not None:", "if False:",
+           (INTEG + "test_cli_walls.py::test_a_command_line_without_a_command_says_what_to_type",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

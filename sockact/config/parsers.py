@@ -7,6 +7,7 @@ setting with one of these.
 
 from __future__ import annotations
 
+import ast
 import ipaddress
 import math
 import re
@@ -14,7 +15,8 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-_APP_RE = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$")
+# module, module:callable, or gunicorn's module:factory(ARGS), whose arguments are Python literals.
+_APP_RE = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*(\(.*\))?)?$")
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -117,13 +119,36 @@ boolean.__doc__ = "boolean"
 
 def app_spec(value: Any) -> str:
     if not isinstance(value, str) or not _APP_RE.match(value.strip()):
-        raise ValueError("expected 'module:callable' or 'module', e.g. 'myproject.wsgi:application'")
+        raise ValueError("expected 'module:callable' or 'module', e.g. 'myproject.wsgi:application', or an app "
+                         "factory's call, e.g. 'myproject:create_app()'")
     spec = value.strip()
+    app_call(spec)  # a factory's arguments must be literals
     # As gunicorn: a bare module serves its 'application'.
     return spec if ":" in spec else spec + ":application"
 
 
 app_spec.__doc__ = "module:callable"
+
+
+def app_call(spec: str) -> tuple[str, tuple[Any, ...], dict[str, Any]] | None:
+    """For an app spec that calls a factory, as gunicorn's 'module:create_app("prod", debug=False)' does:
+    the spec of the factory and the arguments to call it with; None for a spec that names the app.
+    ValueError for arguments that are not Python literals."""
+    module, _, target = spec.partition(":")
+    name, paren, rest = target.partition("(")
+    if not paren:
+        return None
+    try:
+        call = ast.parse(f"f({rest}", mode="eval").body
+        assert isinstance(call, ast.Call) and isinstance(call.func, ast.Name)  # one call: not f(1)(2)
+        args = tuple(ast.literal_eval(arg) for arg in call.args)
+        kwargs = {str(kw.arg): ast.literal_eval(kw.value) for kw in call.keywords}
+    except (SyntaxError, ValueError, TypeError, AssertionError):
+        raise ValueError(f"{name}({rest}: an app factory's arguments must be Python literals, "
+                         "e.g. create_app('production', debug=False)") from None
+    if any(kw.arg is None for kw in call.keywords):
+        raise ValueError(f"{name}({rest}: an app factory's arguments must be Python literals, without **")
+    return f"{module}:{name}", args, kwargs
 
 
 def choice(*choices: str) -> Callable[[Any], str]:

@@ -100,7 +100,8 @@ class ListenerSettings:
 
     app: str = _opt(
         parsers.app_spec, DEFAULT_APP,
-        "The WSGI or ASGI application to serve, as 'module:callable'; a bare 'module' means 'module:application'. "
+        "The WSGI or ASGI application to serve, as 'module:callable'; a bare 'module' means 'module:application', "
+        "and 'module:create_app()' serves what that factory returns (literal arguments, as gunicorn's). "
         "A listener without its own [listeners.NAME] table serves this one.", "app", metavar="MODULE:CALLABLE")
     interface: str = _opt(
         parsers.choice("auto", "wsgi", "asgi"), "auto",

@@ -15,7 +15,15 @@ from typing import Any
 from sockact import __version__, config, gcpause
 from sockact.config import Config
 from sockact.config.sandbox import sandboxed_check_line
-from sockact.errors import APP_LOAD_ERROR, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AppLoadError, SockactError
+from sockact.errors import (
+    APP_LOAD_ERROR,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    AppLoadError,
+    SockactError,
+)
 from sockact.hooks import Loaded, Server
 from sockact.hooks import load as load_hooks
 from sockact.logs.access import check_file
@@ -412,6 +420,8 @@ def check_apps(cfg: Config) -> int:
         except SockactError as exc:
             _print_error(exc)
             code = exc.exit_code
+        except KeyboardInterrupt:  # the terminal's Ctrl-C reached this child too: the parent says it
+            code = EXIT_INTERRUPTED
         except BaseException as exc:
             print(f"sockact: error: importing the app: {type(exc).__name__}: {exc}", file=sys.stderr)
             code = APP_LOAD_ERROR
@@ -434,6 +444,12 @@ def check_apps(cfg: Config) -> int:
             said_loaded = os.read(loaded_r, 1) == b"1"
         except BlockingIOError:
             said_loaded = False
+    except KeyboardInterrupt:
+        os.kill(pid, signal.SIGKILL)  # it had the terminal's Ctrl-C too; one that ignores it ends here
+        os.waitpid(pid, 0)
+        print("sockact: error: check interrupted (Ctrl-C) before the app was imported: nothing was checked",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
         os.close(loaded_r)
     if os.WIFSIGNALED(status):

@@ -1006,6 +1006,16 @@ MUTANTS = (
     Mutant("no-command-left-to-argparse", "sockact/cli.py",
            "if (wrong := no_command(words)) is not None:", "if False:",
            (INTEG + "test_cli_walls.py::test_a_command_line_without_a_command_says_what_to_type",)),
+    Mutant("worker-exit-before-the-terminals-int", "sockact/supervisor/core.py",
+           "sorted(self.signals.read(), key=_chld_last)", "self.signals.read()",
+           (UNIT + "test_supervisor_signals.py::test_a_workers_exit_read_with_the_supervisors_own_stop_signal_comes_"
+            "after_it",
+            INTEG + "test_cli_walls.py::test_ctrl_c_while_the_workers_import_the_app_is_a_quick_stop_and_no_failed_"
+            "start")),
+    Mutant("check-interrupted-with-a-traceback", "sockact/cli.py",
+           "    except KeyboardInterrupt:\n        os.kill(pid, signal.SIGKILL)",
+           "    except ZeroDivisionError:\n        os.kill(pid, signal.SIGKILL)",
+           (INTEG + "test_cli_walls.py::test_ctrl_c_during_check_says_nothing_was_checked_without_a_traceback",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

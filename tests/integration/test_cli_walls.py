@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import SOCKACT, base_env, free_port, http_get, need_module
+from conftest import SOCKACT, asleep, base_env, children, free_port, http_get, need_module, wait_until
 
 ENV_APP = """\
 import json, os
@@ -297,3 +299,35 @@ def test_uvicorns_uds_says_the_bind_to_write():
     result = run_cli("asgiapps:echo", "--uds", "/run/app.sock")
     assert result.returncode == 2
     assert result.stderr.splitlines() == ["sockact: error: --uds: sockact's flag is -b unix:/run/app.sock"]
+
+
+def ctrl_c(args: list[str], tmp_path: Path, children_first: int) -> subprocess.CompletedProcess:
+    """Run sockact as a terminal does, in a process group of its own, and press Ctrl-C (SIGINT to the
+    whole group) once it has ``children_first`` children: while the app still imports."""
+    root = project(tmp_path, "import time\ntime.sleep(30)\n" + ENV_APP, name="slowimport")
+    proc = subprocess.Popen([*SOCKACT, *args, "--chdir", str(root)], env=base_env(), start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: len(kids := children(proc.pid)) >= children_first and all(map(asleep, kids)),
+                   "the app's import to begin")
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+def test_ctrl_c_while_the_workers_import_the_app_is_a_quick_stop_and_no_failed_start(tmp_path):
+    """The terminal signals the workers too, the newest first: their exits must not read as failed starts."""
+    result = ctrl_c(["run", "slowimport", "--workers", "2", "--bind", f"127.0.0.1:{free_port()}"], tmp_path, 2)
+    assert result.returncode == 0, result.stderr
+    assert "quick stop" in result.stderr
+    assert "died while starting" not in result.stderr and "WARNING" not in result.stderr, result.stderr
+
+
+def test_ctrl_c_during_check_says_nothing_was_checked_without_a_traceback(tmp_path):
+    result = ctrl_c(["check", "slowimport"], tmp_path, 1)
+    assert result.returncode == 130
+    assert result.stderr.splitlines() == [
+        "sockact: error: check interrupted (Ctrl-C) before the app was imported: nothing was checked"]

@@ -89,6 +89,13 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, indent_increment, max_help_position, _columns() - 2 if width is None else width)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Each command's parser: argparse's, taking no abbreviated flags."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+
 def _columns() -> int:
     """The terminal's width as shutil.get_terminal_size() finds it: $COLUMNS, else stdout's terminal, else 80."""
     with contextlib.suppress(KeyError, ValueError):
@@ -107,9 +114,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     cold start a few milliseconds per command)."""
     parser = argparse.ArgumentParser(
         prog="sockact", description=DESCRIPTION, epilog=EPILOG,
-        formatter_class=_Formatter)
+        formatter_class=_Formatter, allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"sockact {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # No abbreviations: '--worker 4' gets 'did you mean --workers?' (unknown_options), not argparse's
+    # "ambiguous option" under a page of usage; and a flag added later never changes what one means.
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     wanted = COMMANDS if command is None else (command,)
     served: list[argparse.ArgumentParser] = []

@@ -46,6 +46,9 @@ RELOAD_NAMES = "test_a_reload_names_each_changed_setting_it_leaves_for_a_restart
 LOOP_ANSWERS_TEST = (UNIT + "test_loop_answers.py::test_an_answer_of_the_loops_own_never_waits_for_a_client_that_reads_"
                      "nothing")
 
+SHORT_FLAG_TEST = (INTEG + "test_cli_walls.py::test_a_shortened_flag_and_a_port_alone_are_one_line_each_saying_what_"
+                   "to_write")
+
 MUTANTS = (
     Mutant("asgi-close-reads-on-behind-its-answer", "sockact/asgi/conn.py",
            "if not linger:\n            # Nothing more is read", "if False:\n            # Nothing more is read",
@@ -1016,6 +1019,15 @@ MUTANTS = (
            "    except KeyboardInterrupt:\n        os.kill(pid, signal.SIGKILL)",
            "    except ZeroDivisionError:\n        os.kill(pid, signal.SIGKILL)",
            (INTEG + "test_cli_walls.py::test_ctrl_c_during_check_says_nothing_was_checked_without_a_traceback",)),
+    Mutant("flags-taken-abbreviated", "sockact/cli.py",
+           "super().__init__(*args, allow_abbrev=False, **kwargs)", "super().__init__(*args, **kwargs)",
+           (SHORT_FLAG_TEST,)),
+    Mutant("bind-port-alone-without-a-hint", "sockact/config/parsers.py",
+           "if not colon and addr.isdigit():", "if False:",
+           (SHORT_FLAG_TEST,)),
+    Mutant("repeated-flag-shown-as-a-list", "sockact/config/sources.py",
+           'if where.startswith("option ") and isinstance(raw, list)', "if False",
+           (SHORT_FLAG_TEST,)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

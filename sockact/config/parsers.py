@@ -197,6 +197,9 @@ def bind_address(spec: str) -> tuple[str, int, str | tuple[str, int]]:
             raise ValueError(f"bind '{spec}': empty Unix socket path")
         return name, socket.AF_UNIX, path
     host, colon, port_s = addr.rpartition(":")
+    if not colon and addr.isdigit():  # a port alone, as `uvicorn --port` takes it
+        raise ValueError(f"bind '{spec}': a port alone: write 127.0.0.1:{addr} for this machine, "
+                         f":{addr} for every address")
     if not colon or not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
         raise ValueError(f"bind '{spec}': expected HOST:PORT (a port from 0 to 65535), [IPV6]:PORT or unix:PATH")
     if host.startswith("[") and host.endswith("]"):

@@ -331,3 +331,14 @@ def test_ctrl_c_during_check_says_nothing_was_checked_without_a_traceback(tmp_pa
     assert result.returncode == 130
     assert result.stderr.splitlines() == [
         "sockact: error: check interrupted (Ctrl-C) before the app was imported: nothing was checked"]
+
+
+def test_a_shortened_flag_and_a_port_alone_are_one_line_each_saying_what_to_write():
+    result = run_cli("run", "testapps:echo", "--worker", "4")  # argparse took it for an ambiguous abbreviation
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["sockact: error: unknown option --worker (did you mean --workers?)"]
+    result = run_cli("run", "testapps:echo", "-b", "8000")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "sockact: error: option --bind: invalid value '8000': bind '8000': a port alone: write 127.0.0.1:8000 for "
+        "this machine, :8000 for every address"]

@@ -1028,6 +1028,9 @@ MUTANTS = (
     Mutant("repeated-flag-shown-as-a-list", "sockact/config/sources.py",
            'if where.startswith("option ") and isinstance(raw, list)', "if False",
            (SHORT_FLAG_TEST,)),
+    Mutant("gunicorns-unlimited-without-a-hint", "sockact/config/parsers.py",
+           "if value == 0 and zero:", "if False:",
+           (INTEG + "test_cli_walls.py::test_gunicorns_unlimited_request_line_says_what_to_write",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

@@ -21,7 +21,9 @@ _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 
-def integer(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
+def integer(minimum: int, maximum: int | None = None, zero: str = "") -> Callable[[Any], int]:
+    """An integer from ``minimum`` to ``maximum``; ``zero``: why 0 is refused, where another server takes it
+    for a meaning of its own (gunicorn's unlimited)."""
     def parse(value: Any) -> int:
         if isinstance(value, bool):
             raise ValueError("expected an integer")
@@ -32,6 +34,8 @@ def integer(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
                 raise ValueError("expected an integer") from None
         if not isinstance(value, int):
             raise ValueError("expected an integer")
+        if value == 0 and zero:
+            raise ValueError(zero)
         if value < minimum:
             raise ValueError(f"must be >= {minimum}")
         if maximum is not None and value > maximum:

@@ -342,3 +342,11 @@ def test_a_shortened_flag_and_a_port_alone_are_one_line_each_saying_what_to_writ
     assert result.stderr.splitlines() == [
         "sockact: error: option --bind: invalid value '8000': bind '8000': a port alone: write 127.0.0.1:8000 for "
         "this machine, :8000 for every address"]
+
+
+def test_gunicorns_unlimited_request_line_says_what_to_write():
+    result = run_cli("testapps:echo", "--limit-request-line", "0", "--limit-request-field_size", "0")
+    assert result.returncode == 2
+    told = "invalid value '0': 0 is gunicorn's unlimited, which sockact does not take: write 65536, the request " \
+           "head's own bound"
+    assert result.stderr.splitlines() == [f"sockact: error: option --limit-request-line: {told}"], result.stderr

@@ -93,7 +93,8 @@ class _Parser(argparse.ArgumentParser):
     """Each command's parser: argparse's, taking no abbreviated flags."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, allow_abbrev=False, **kwargs)
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
 
 def _columns() -> int:

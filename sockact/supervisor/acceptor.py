@@ -102,10 +102,11 @@ class Acceptor:
         """The stop begins: accept no more. A listener systemd passed stays with systemd, and what waits
         in its backlog waits for the next instance. One bound here (--bind) dies with this process, and
         the kernel would reset each client in its backlog when it closes, a request sent and no answer:
-        so what its backlog holds is taken in now, to be served as the stop serves the connections
-        already here, and the listener is closed at once, so that a client coming later is refused (and
-        retries, or its balancer tries another host) instead of waiting for a reset. The metrics listener
-        stays open: a scrape may watch the stop. Returns how many clients were taken from the backlogs."""
+        so what its backlog holds is taken in now (into the dispatcher's queue past queue_size if need
+        be), to be served as the stop serves the connections already here, and the listener is closed
+        at once, so that a client coming later is refused (and retries, or its balancer tries another
+        host) instead of waiting for a reset. The metrics listener stays open: a scrape may watch the
+        stop. Returns how many clients were taken from the backlogs."""
         self._now = now
         self._watch(False)
         self.shut = True
@@ -140,8 +141,8 @@ class Acceptor:
             self._take(index)
 
     def _take(self, index: int) -> None:
-        """Accept while clients wait on listener ``index`` and the budget allows (and, but at a shut,
-        while the listeners are watched: a route may stop that, the dispatcher's queue full)."""
+        """Accept while clients wait on listener ``index`` and the budget allows; but at a shut, only while
+        the listeners are watched (a connection routed may end that: the dispatcher's queue full)."""
         lsock = self.listeners[index].sock
         family = self._families[index]
         asker = self._askers[index]

@@ -3,8 +3,10 @@ environment they are imported with, and a virtualenv's site-packages."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import inspect
 import os
 import site
 import sys
@@ -13,6 +15,7 @@ from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from typing import Any
 
 from sockact.config import check_virtualenv
+from sockact.config.parsers import app_call
 from sockact.config.sandbox import explain_missing
 from sockact.errors import AppLoadError, ConfigError
 
@@ -60,6 +63,9 @@ _APP_NAMES = ("application", "app", "api")
 def _named_otherwise(module: Any, module_name: str, attr: str) -> str:
     """For an app not found: the module's callables under the usual names, as the spec to write."""
     found = [f"'{module_name}:{name}'" for name in _APP_NAMES if name != attr and callable(getattr(module, name, None))]
+    with contextlib.suppress(ImportError, ValueError):
+        if "." not in attr and importlib.util.find_spec(f"{module_name}.{attr}") is not None:
+            found.append(f"'{module_name}.{attr}:application'")  # a submodule its package does not import
     return f" (did you mean {' or '.join(found)}?)" if found else ""
 
 
@@ -78,9 +84,62 @@ def load(spec: str, what: str = "app") -> WSGIApp:
             raise AppLoadError(f"{what} '{spec}': module '{module_name}' has no attribute '{attr}'"
                                f"{_named_otherwise(module, module_name, attr)}") from None
     if not callable(obj):
-        raise AppLoadError(f"{what} '{spec}': {attr} is not callable")
+        raise AppLoadError(f"{what} '{spec}': {attr} is {_not_callable(obj, module_name, attr)}")
     app: WSGIApp = obj
     return app
+
+
+def load_app(spec: str) -> WSGIApp:
+    """The app ``spec`` names: a callable, or what gunicorn's 'module:create_app(ARGS)' returns, the factory
+    called once in each process that imports it. An app that neither interface can call (a factory named
+    without its call: create_app() of no arguments) is refused here, where it would answer every request 500."""
+    call = app_call(spec)
+    if call is None:
+        app = load(spec)
+    else:
+        factory_spec, args, kwargs = call
+        factory = load(factory_spec)
+        name = factory_spec.partition(":")[2]
+        try:
+            app = factory(*args, **kwargs)
+        except Exception as exc:
+            raise _failed(f"app '{spec}'", f"calling {name}() raised {type(exc).__name__}: {exc}", exc) from exc
+        if not callable(app):
+            raise AppLoadError(f"app '{spec}': {name}() returned {_not_callable(app, '', '')}")
+    if not (_takes(app, 2) or _takes(app, 3)):
+        interfaces = "a WSGI app takes (environ, start_response), an ASGI app (scope, receive, send)"
+        if call is None and _takes(app, 0):  # a factory named without its call
+            attr = spec.partition(":")[2]
+            raise AppLoadError(f"app '{spec}': {attr}() takes no arguments, as an app factory does, where "
+                               f"{interfaces}: write '{spec}()' to serve the app it returns, as gunicorn does")
+        raise AppLoadError(f"app '{spec}': its parameters are {_parameters(app)}, where {interfaces}")
+    return app
+
+
+def _takes(app: Any, count: int) -> bool:
+    """Whether ``app`` can be called with ``count`` positional arguments (True when its signature cannot be
+    read, a builtin's). Its own signature: a decorator's wrapper is what gets called, not what it wraps."""
+    try:
+        inspect.signature(app, follow_wrapped=False).bind(*range(count))
+    except TypeError:
+        return False
+    except ValueError:
+        return True
+    return True
+
+
+def _parameters(app: Any) -> str:
+    """``app``'s parameters, as its signature shows them."""
+    return str(inspect.signature(app, follow_wrapped=False))
+
+
+def _not_callable(obj: Any, module_name: str, attr: str) -> str:
+    """What an object named as the app is instead, and for a module, the spec of the app it holds."""
+    if inspect.ismodule(obj):
+        inner = f"{module_name}.{attr}"
+        found = [f"'{inner}:{name}'" for name in _APP_NAMES if callable(getattr(obj, name, None))]
+        return f"a module, not an app: did you mean {' or '.join(found or [repr(inner)])}?"
+    return f"{obj!r:.40} ({type(obj).__name__}), not a callable app"
 
 
 def _app_frames(exc: BaseException) -> traceback.StackSummary:
@@ -173,4 +232,4 @@ def _told_by(frames: traceback.StackSummary) -> traceback.FrameSummary:
 
 def load_all(specs: Iterable[str]) -> dict[str, WSGIApp]:
     """Each distinct app once, by spec."""
-    return {spec: load(spec) for spec in dict.fromkeys(specs)}
+    return {spec: load_app(spec) for spec in dict.fromkeys(specs)}

@@ -15,7 +15,15 @@ from typing import Any
 from sockact import __version__, config, gcpause
 from sockact.config import Config
 from sockact.config.sandbox import sandboxed_check_line
-from sockact.errors import APP_LOAD_ERROR, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AppLoadError, SockactError
+from sockact.errors import (
+    APP_LOAD_ERROR,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    AppLoadError,
+    SockactError,
+)
 from sockact.hooks import Loaded, Server
 from sockact.hooks import load as load_hooks
 from sockact.logs.access import check_file
@@ -81,6 +89,14 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, indent_increment, max_help_position, _columns() - 2 if width is None else width)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Each command's parser: argparse's, taking no abbreviated flags."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
 def _columns() -> int:
     """The terminal's width as shutil.get_terminal_size() finds it: $COLUMNS, else stdout's terminal, else 80."""
     with contextlib.suppress(KeyError, ValueError):
@@ -99,9 +115,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     cold start a few milliseconds per command)."""
     parser = argparse.ArgumentParser(
         prog="sockact", description=DESCRIPTION, epilog=EPILOG,
-        formatter_class=_Formatter)
+        formatter_class=_Formatter, allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"sockact {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # No abbreviations: '--worker 4' gets 'did you mean --workers?' (unknown_options), not argparse's
+    # "ambiguous option" under a page of usage; and a flag added later never changes what one means.
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     wanted = COMMANDS if command is None else (command,)
     served: list[argparse.ArgumentParser] = []
@@ -231,8 +249,28 @@ def flags_of(command: str) -> list[str]:
     return flags
 
 
+def no_command(words: Sequence[str]) -> str | None:
+    """The one line for a command line that names no command, or None: nothing at all, or a bare word
+    that is no command (gunicorn's ``gunicorn myproject.wsgi`` serves a module; here it must say run)."""
+    if not words:
+        return "no command: to serve an app, sockact run MODULE:CALLABLE (sockact --help lists the commands)"
+    first = words[0]
+    if first in COMMANDS or first.startswith("-"):
+        return None
+    import difflib
+
+    close = difflib.get_close_matches(first, COMMANDS, n=1, cutoff=0.6)
+    if close:
+        return f"no command '{first}' (did you mean '{close[0]}'?)"
+    return (f"no command '{first}' ({', '.join(COMMANDS)}): to serve it as an app, "
+            f"sockact run {' '.join(words)}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     words = implicit_run(sys.argv[1:] if argv is None else argv)
+    if (wrong := no_command(words)) is not None:
+        print(f"sockact: error: {wrong}", file=sys.stderr)
+        return EXIT_USAGE
     parser = build_parser(words[0] if words and words[0] in COMMANDS else None)
     args, extras = parser.parse_known_args(words)
     if extras:
@@ -392,6 +430,8 @@ def check_apps(cfg: Config) -> int:
         except SockactError as exc:
             _print_error(exc)
             code = exc.exit_code
+        except KeyboardInterrupt:  # the terminal's Ctrl-C reached this child too: the parent says it
+            code = EXIT_INTERRUPTED
         except BaseException as exc:
             print(f"sockact: error: importing the app: {type(exc).__name__}: {exc}", file=sys.stderr)
             code = APP_LOAD_ERROR
@@ -414,6 +454,12 @@ def check_apps(cfg: Config) -> int:
             said_loaded = os.read(loaded_r, 1) == b"1"
         except BlockingIOError:
             said_loaded = False
+    except KeyboardInterrupt:
+        os.kill(pid, signal.SIGKILL)  # it had the terminal's Ctrl-C too; one that ignores it ends here
+        os.waitpid(pid, 0)
+        print("sockact: error: check interrupted (Ctrl-C) before the app was imported: nothing was checked",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
         os.close(loaded_r)
     if os.WIFSIGNALED(status):

@@ -13,6 +13,7 @@ EXIT_USAGE = 2  # bad command line or configuration
 EXIT_NO_LISTENERS = 3  # nothing to listen on, or a bad inherited fd, or the address is in use
 WORKER_BOOT_ERROR = 4  # a worker failed before it could serve (import error, bad virtualenv)
 APP_LOAD_ERROR = 5  # the app could not be imported; the supervisor halts rather than respawn forever
+EXIT_INTERRUPTED = 130  # a check cut short by Ctrl-C (128 + SIGINT, as a shell reports it): nothing was checked
 
 
 # What an app's call may raise as its own failure: anything. sys.exit(), a KeyboardInterrupt, and a

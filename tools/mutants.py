@@ -48,6 +48,9 @@ RELOAD_NAMES = "test_a_reload_names_each_changed_setting_it_leaves_for_a_restart
 LOOP_ANSWERS_TEST = (UNIT + "test_loop_answers.py::test_an_answer_of_the_loops_own_never_waits_for_a_client_that_reads_"
                      "nothing")
 
+SHORT_FLAG_TEST = (INTEG + "test_cli_walls.py::test_a_shortened_flag_and_a_port_alone_are_one_line_each_saying_what_"
+                   "to_write")
+
 MUTANTS = (
     Mutant("asgi-close-reads-on-behind-its-answer", "sockact/asgi/conn.py",
            "if not linger:\n            # Nothing more is read", "if False:\n            # Nothing more is read",
@@ -890,7 +893,7 @@ MUTANTS = (
            (UNIT + "test_cli.py::test_an_option_sockact_does_not_take_is_one_line_naming_it_and_what_to_write",
             INTEG + "test_cli_walls.py::test_a_uvicorn_command_line_says_what_to_write_instead")),
     Mutant("uvicorn-host-and-port-apart", "sockact/config/fromuvicorn.py",
-           "given[flag] = value if eq else words[at + 1]", "pass",
+           "return value if eq else words[at + 1]", "pass",
            (UNIT + "test_cli.py::test_an_option_sockact_does_not_take_is_one_line_naming_it_and_what_to_write",)),
 
     # The flags a mistyped one is matched against come from sockact's own lists, not argparse's innards.
@@ -989,6 +992,57 @@ MUTANTS = (
            "\tinstall -m 644 docs/*.md debian/sockact/usr/share/doc/sockact/docs/\n",
            "\tinstall -m 644 docs/http.md docs/drop-ins.md debian/sockact/usr/share/doc/sockact/docs/\n",
            ("tests/system/test_deb.py::test_every_docs_page_ships_under_the_packages_doc_directory",)),
+    Mutant("stop-leaves-the-bound-backlog", "sockact/supervisor/acceptor.py",
+           "                self._take(index)\n                lst.close()", "                lst.close()",
+           (UNIT + "test_acceptor.py::test_a_shut_takes_the_backlog_of_the_listeners_bound_here_closes_them_and_"
+            "leaves_systemds",
+            INTEG + "test_stop_under_bind.py::test_term_answers_the_clients_in_the_backlog_and_closes_the_listener")),
+    Mutant("stop-keeps-the-bound-listener-open", "sockact/supervisor/acceptor.py",
+           "                self._take(index)\n                lst.close()", "                self._take(index)",
+           (INTEG + "test_stop_under_bind.py::test_term_answers_the_clients_in_the_backlog_and_closes_the_listener",)),
+    Mutant("app-factory-named-without-its-call-served", "sockact/apploader.py",
+           "if not (_takes(app, 2) or _takes(app, 3)):", "if False:",
+           (INTEG + "test_cli_walls.py::test_an_app_factory_is_served_by_its_call_and_refused_without_it",)),
+    Mutant("app-factory-call-not-made", "sockact/apploader.py",
+           "app = factory(*args, **kwargs)", "app = factory",
+           (INTEG + "test_cli_walls.py::test_an_app_factory_is_served_by_its_call_and_refused_without_it",)),
+    Mutant("uvicorn-factory-hint-without-the-app", "sockact/config/fromuvicorn.py",
+           'return text.format(app=f"{apps[0]}()" if apps else "module:create_app()")', "return text",
+           (INTEG + "test_cli_walls.py::test_an_app_factory_is_served_by_its_call_and_refused_without_it",)),
+    Mutant("uvicorn-uds-hint-without-the-path", "sockact/config/fromuvicorn.py",
+           'return text.format(path=_value_of(flag, words) or "PATH")', "return text",
+           (INTEG + "test_cli_walls.py::test_uvicorns_uds_says_the_bind_to_write",)),
+    Mutant("app-named-as-a-submodule-without-a-hint", "sockact/apploader.py",
+           "found.append(f\"'{module_name}.{attr}:application'\")", "pass",
+           (INTEG + "test_cli_walls.py::test_an_app_that_names_a_module_says_which_app_to_write",)),
+    Mutant("app-that-is-a-module-without-a-hint", "sockact/apploader.py",
+           "if inspect.ismodule(obj):", "if False:",
+           (INTEG + "test_cli_walls.py::test_an_app_that_names_a_module_says_which_app_to_write",)),
+    Mutant("no-command-left-to-argparse", "sockact/cli.py",
+           "if (wrong := no_command(words)) is not None:", "if False:",
+           (INTEG + "test_cli_walls.py::test_a_command_line_without_a_command_says_what_to_type",)),
+    Mutant("worker-exit-before-the-terminals-int", "sockact/supervisor/core.py",
+           "sorted(self.signals.read(), key=_chld_last)", "self.signals.read()",
+           (UNIT + "test_supervisor_signals.py::test_a_workers_exit_read_with_the_supervisors_own_stop_signal_comes_"
+            "after_it",
+            INTEG + "test_cli_walls.py::test_ctrl_c_while_the_workers_import_the_app_is_a_quick_stop_and_no_failed_"
+            "start")),
+    Mutant("check-interrupted-with-a-traceback", "sockact/cli.py",
+           "    except KeyboardInterrupt:\n        os.kill(pid, signal.SIGKILL)",
+           "    except ZeroDivisionError:\n        os.kill(pid, signal.SIGKILL)",
+           (INTEG + "test_cli_walls.py::test_ctrl_c_during_check_says_nothing_was_checked_without_a_traceback",)),
+    Mutant("flags-taken-abbreviated", "sockact/cli.py",
+           'kwargs["allow_abbrev"] = False', "pass",
+           (SHORT_FLAG_TEST,)),
+    Mutant("bind-port-alone-without-a-hint", "sockact/config/parsers.py",
+           "if not colon and addr.isdigit():", "if False:",
+           (SHORT_FLAG_TEST,)),
+    Mutant("repeated-flag-shown-as-a-list", "sockact/config/sources.py",
+           'if where.startswith("option ") and isinstance(raw, list)', "if False",
+           (SHORT_FLAG_TEST,)),
+    Mutant("gunicorns-unlimited-without-a-hint", "sockact/config/parsers.py",
+           "if value == 0 and zero:", "if False:",
+           (INTEG + "test_cli_walls.py::test_gunicorns_unlimited_request_line_says_what_to_write",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

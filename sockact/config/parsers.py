@@ -7,6 +7,7 @@ setting with one of these.
 
 from __future__ import annotations
 
+import ast
 import ipaddress
 import math
 import re
@@ -14,12 +15,15 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-_APP_RE = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$")
+# module, module:callable, or gunicorn's module:factory(ARGS), whose arguments are Python literals.
+_APP_RE = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*(\(.*\))?)?$")
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 
-def integer(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
+def integer(minimum: int, maximum: int | None = None, zero: str = "") -> Callable[[Any], int]:
+    """An integer from ``minimum`` to ``maximum``; ``zero``: why 0 is refused, where another server takes it
+    for a meaning of its own (gunicorn's unlimited)."""
     def parse(value: Any) -> int:
         if isinstance(value, bool):
             raise ValueError("expected an integer")
@@ -30,6 +34,8 @@ def integer(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
                 raise ValueError("expected an integer") from None
         if not isinstance(value, int):
             raise ValueError("expected an integer")
+        if value == 0 and zero:
+            raise ValueError(zero)
         if value < minimum:
             raise ValueError(f"must be >= {minimum}")
         if maximum is not None and value > maximum:
@@ -117,13 +123,36 @@ boolean.__doc__ = "boolean"
 
 def app_spec(value: Any) -> str:
     if not isinstance(value, str) or not _APP_RE.match(value.strip()):
-        raise ValueError("expected 'module:callable' or 'module', e.g. 'myproject.wsgi:application'")
+        raise ValueError("expected 'module:callable' or 'module', e.g. 'myproject.wsgi:application', or an app "
+                         "factory's call, e.g. 'myproject:create_app()'")
     spec = value.strip()
+    app_call(spec)  # a factory's arguments must be literals
     # As gunicorn: a bare module serves its 'application'.
     return spec if ":" in spec else spec + ":application"
 
 
 app_spec.__doc__ = "module:callable"
+
+
+def app_call(spec: str) -> tuple[str, tuple[Any, ...], dict[str, Any]] | None:
+    """For an app spec that calls a factory, as gunicorn's 'module:create_app("prod", debug=False)' does:
+    the spec of the factory and the arguments to call it with; None for a spec that names the app.
+    ValueError for arguments that are not Python literals."""
+    module, _, target = spec.partition(":")
+    name, paren, rest = target.partition("(")
+    if not paren:
+        return None
+    try:
+        call = ast.parse(f"f({rest}", mode="eval").body
+        assert isinstance(call, ast.Call) and isinstance(call.func, ast.Name)  # one call: not f(1)(2)
+        args = tuple(ast.literal_eval(arg) for arg in call.args)
+        kwargs = {str(kw.arg): ast.literal_eval(kw.value) for kw in call.keywords}
+    except (SyntaxError, ValueError, TypeError, AssertionError):
+        raise ValueError(f"{name}({rest}: an app factory's arguments must be Python literals, "
+                         "e.g. create_app('production', debug=False)") from None
+    if any(kw.arg is None for kw in call.keywords):
+        raise ValueError(f"{name}({rest}: an app factory's arguments must be Python literals, without **")
+    return f"{module}:{name}", args, kwargs
 
 
 def choice(*choices: str) -> Callable[[Any], str]:
@@ -172,6 +201,9 @@ def bind_address(spec: str) -> tuple[str, int, str | tuple[str, int]]:
             raise ValueError(f"bind '{spec}': empty Unix socket path")
         return name, socket.AF_UNIX, path
     host, colon, port_s = addr.rpartition(":")
+    if not colon and addr.isdigit():  # a port alone, as `uvicorn --port` takes it
+        raise ValueError(f"bind '{spec}': a port alone: write 127.0.0.1:{addr} for this machine, "
+                         f":{addr} for every address")
     if not colon or not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
         raise ValueError(f"bind '{spec}': expected HOST:PORT (a port from 0 to 65535), [IPV6]:PORT or unix:PATH")
     if host.startswith("[") and host.endswith("]"):

@@ -26,6 +26,8 @@ from sockact.logs.access import GUNICORN_FORMAT, check_format
 
 ENV_PREFIX = "SOCKACT_"
 DEFAULT_APP = "sockact.apps.demo:app"
+# gunicorn's 0 for limit_request_line and limit_request_field_size: what to write instead (sockact convert does).
+_NO_UNLIMITED = "0 is gunicorn's unlimited, which sockact does not take: write 65536, the request head's own bound"
 # The settings of the packaged sockact.service (the .deb installs it).
 PACKAGED_CONFIG = "/etc/sockact/sockact.toml"
 
@@ -100,7 +102,8 @@ class ListenerSettings:
 
     app: str = _opt(
         parsers.app_spec, DEFAULT_APP,
-        "The WSGI or ASGI application to serve, as 'module:callable'; a bare 'module' means 'module:application'. "
+        "The WSGI or ASGI application to serve, as 'module:callable'; a bare 'module' means 'module:application', "
+        "and 'module:create_app()' serves what that factory returns (literal arguments, as gunicorn's). "
         "A listener without its own [listeners.NAME] table serves this one.", "app", metavar="MODULE:CALLABLE")
     interface: str = _opt(
         parsers.choice("auto", "wsgi", "asgi"), "auto",
@@ -125,11 +128,13 @@ class ListenerSettings:
         "A connection idle at a request boundary this long goes back to the supervisor.", "http",
         metavar="SECONDS")
     limit_request_line: int = _opt(
-        parsers.integer(16), 8190, "Longest request line in bytes (else 414).", "http", metavar="BYTES")
+        parsers.integer(16, zero=_NO_UNLIMITED), 8190, "Longest request line in bytes (else 414).", "http",
+        metavar="BYTES")
     limit_request_fields: int = _opt(
         parsers.integer(1), 100, "Most header fields in a request (else 431).", "http", metavar="N")
     limit_request_field_size: int = _opt(
-        parsers.integer(16), 8190, "Longest header field, name and value, in bytes (else 431).", "http",
+        parsers.integer(16, zero=_NO_UNLIMITED), 8190, "Longest header field, name and value, in bytes (else 431).",
+        "http",
         metavar="BYTES", aliases=("--limit-request-field_size",))  # gunicorn's spelling
     limit_request_head: int = _opt(
         parsers.integer(256), 65536, "Largest request head in total, in bytes (else 431).", "http", metavar="BYTES")

@@ -24,7 +24,9 @@ def _parse(setting: Setting, raw: Any, where: str) -> Any:
     try:
         return setting.parse(raw)
     except ValueError as exc:
-        raise ConfigError(f"{where}: invalid value {raw!r}: {exc}") from None
+        # A repeated flag's values come as a list: shown as typed, not as a Python list.
+        shown = ", ".join(map(repr, raw)) if where.startswith("option ") and isinstance(raw, list) else repr(raw)
+        raise ConfigError(f"{where}: invalid value {shown}: {exc}") from None
 
 
 def read_toml(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:

@@ -79,6 +79,7 @@ class Acceptor:
         self._excluded: set[int] = set()  # listeners another part of the supervisor answers
         self._lines = Lines(LineLimit(burst=1, interval=LOG_INTERVAL))
         self._now = 0.0
+        self.shut = False  # the stop has begun: never watching again; the listeners bound here are closed
 
     def reserve_ids(self, count: int) -> int:
         """The first of ``count`` connection ids for connections not accepted here (the fd store's)."""
@@ -95,7 +96,26 @@ class Acceptor:
             on = False
         if on and now < self.resume_at:
             on = False
-        self._watch(on)
+        self._watch(on and not self.shut)
+
+    def shut_listeners(self, now: float) -> int:
+        """The stop begins: accept no more. A listener systemd passed stays with systemd, and what waits
+        in its backlog waits for the next instance. One bound here (--bind) dies with this process, and
+        the kernel would reset each client in its backlog when it closes, a request sent and no answer:
+        so what its backlog holds is taken in now (into the dispatcher's queue past queue_size if need
+        be), to be served as the stop serves the connections already here, and the listener is closed
+        at once, so that a client coming later is refused (and retries, or its balancer tries another
+        host) instead of waiting for a reset. The metrics listener stays open: a scrape may watch the
+        stop. Returns how many clients were taken from the backlogs."""
+        self._now = now
+        self._watch(False)
+        self.shut = True
+        before = sum(self.accepted)
+        for index, lst in enumerate(self.listeners):
+            if lst.owned and index not in self._excluded:
+                self._take(index)
+                lst.close()
+        return sum(self.accepted) - before
 
     def _watch(self, on: bool) -> None:
         if on == self.watching:
@@ -117,6 +137,12 @@ class Acceptor:
 
     def accept(self, index: int) -> None:
         """The listener is readable: accept a batch, while clients wait, up to the budget."""
+        if self.watching:
+            self._take(index)
+
+    def _take(self, index: int) -> None:
+        """Accept while clients wait on listener ``index`` and the budget allows; but at a shut, only while
+        the listeners are watched (a connection routed may end that: the dispatcher's queue full)."""
         lsock = self.listeners[index].sock
         family = self._families[index]
         asker = self._askers[index]
@@ -124,7 +150,7 @@ class Acceptor:
             family = self._families[index] = int(lsock.family)
             asker = self._askers[index] = _waiting_clients(lsock, family)
         left = 1  # clients known to wait: the selector just said one does
-        while self.watching:
+        while self.watching or self.shut:
             if not left:
                 left = asker()  # asked again once they are taken: more may have come meanwhile
                 if not left:

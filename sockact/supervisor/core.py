@@ -182,7 +182,10 @@ class Supervisor:
     # ------------------------------------------------------------------ signals
 
     def _on_wakeup(self, _: None) -> None:
-        for signum in self.signals.read():
+        # A terminal's Ctrl-C signals the workers too, and the kernel signals a process group's newest
+        # members first: a worker's exit (CHLD) may come before the supervisor's own INT. Taken in that
+        # order, the exit would read as a worker that failed to start. Every other signal goes first.
+        for signum in sorted(self.signals.read(), key=_chld_last):
             self.dispatch_signal(signum)
 
     def dispatch_signal(self, signum: int) -> None:
@@ -440,6 +443,10 @@ class Supervisor:
             self.scoreboard.close()
         if self.tally is not None:
             self.tally.close()
+
+
+def _chld_last(signum: int) -> bool:
+    return signum == signal.SIGCHLD
 
 
 # fds the supervisor keeps free for itself: channels of new workers, the journal, a reload's files.

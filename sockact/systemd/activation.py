@@ -65,7 +65,10 @@ class Listener:
         return host, int(name[1])
 
     def close(self) -> None:
-        """Close our descriptor. Never shutdown(): that would break systemd's copy of the socket."""
+        """Close our descriptor. Never shutdown(): that would break systemd's copy of the socket. Once is
+        enough: a listener bound here is closed when a stop begins, and again at the exit."""
+        if self.sock.fileno() == -1:
+            return
         path = self.sock.getsockname() if self.owned and self.sock.family == socket.AF_UNIX else None
         self.sock.close()
         if path and isinstance(path, str) and not path.startswith("\0"):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import SOCKACT, base_env, free_port, http_get, need_module
+from conftest import SOCKACT, asleep, base_env, children, free_port, http_get, need_module, wait_until
 
 ENV_APP = """\
 import json, os
@@ -230,3 +232,121 @@ def test_a_start_that_fails_under_socket_activation_answers_the_waiting_client(t
     # the reason first, then the turn-away
     reason = output.find("sockact: error:") if "sockact: error:" in output else output.find("ERROR sockact")
     assert -1 < reason < output.index("answered 1 waiting connections: HTTP/1.1 503"), output
+
+
+FACTORY_APP = """\
+def create_app(greeting="hello"):
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [greeting.encode()]
+    return app
+"""
+
+
+def test_an_app_factory_is_served_by_its_call_and_refused_without_it(tmp_path, start_sockact):
+    """gunicorn's 'module:create_app()' serves what the factory returns; named without its call, the factory
+    itself would be called with (environ, start_response) at each request: a 500 each, so it is refused."""
+    root = project(tmp_path, FACTORY_APP, name="factoryapp")
+    server = start_sockact("--chdir", str(root), "factoryapp:create_app('from the factory')", "--workers", "1",
+                           activation=False, workers=1)
+    status, _, body = http_get(server.port, "/")
+    assert (status, body) == (200, b"from the factory")
+    told = ("sockact: error: app 'factoryapp:create_app': create_app() takes no arguments, as an app factory does, "
+            "where a WSGI app takes (environ, start_response), an ASGI app (scope, receive, send): write "
+            "'factoryapp:create_app()' to serve the app it returns, as gunicorn does")
+    result = run_cli("check", "factoryapp:create_app", "--chdir", str(root))
+    assert result.returncode == 5 and result.stderr.strip().splitlines()[-1] == told, result.stderr
+    result = run_cli("run", "factoryapp:create_app", "--chdir", str(root), "--workers", "1",
+                     "--bind", f"127.0.0.1:{free_port()}")
+    assert result.returncode == 5 and "write 'factoryapp:create_app()' to serve the app it returns" in result.stderr
+    # uvicorn's --factory: the call to write
+    result = run_cli("factoryapp:create_app", "--factory")
+    assert result.returncode == 2 and result.stderr.splitlines() == [
+        "sockact: error: --factory: write the factory's call as the app, as gunicorn does: "
+        "sockact run 'factoryapp:create_app()'"]
+
+
+def test_an_app_that_names_a_module_says_which_app_to_write(tmp_path):
+    root = project(tmp_path, ENV_APP, name="wsgi")
+    (root / "__init__.py").write_text("")
+    (tmp_path / "withsub").mkdir()
+    (tmp_path / "withsub" / "__init__.py").write_text("from . import wsgi\n")
+    (tmp_path / "withsub" / "wsgi.py").write_text(ENV_APP.replace("def application", "def app"))
+    result = run_cli("check", "project:wsgi", "--chdir", str(tmp_path))  # a package that does not import it
+    assert result.returncode == 5
+    assert result.stderr.strip().splitlines()[-1] == (
+        "sockact: error: app 'project:wsgi': module 'project' has no attribute 'wsgi' "
+        "(did you mean 'project.wsgi:application'?)")
+    result = run_cli("check", "withsub:wsgi", "--chdir", str(tmp_path))  # one that does: a module, not an app
+    assert result.returncode == 5
+    assert result.stderr.strip().splitlines()[-1] == (
+        "sockact: error: app 'withsub:wsgi': wsgi is a module, not an app: did you mean 'withsub.wsgi:app'?")
+
+
+def test_a_command_line_without_a_command_says_what_to_type():
+    for words, told in [
+        ((), "no command: to serve an app, sockact run MODULE:CALLABLE (sockact --help lists the commands)"),
+        (("myproject.wsgi", "-w", "2"), "no command 'myproject.wsgi' (run, check, convert, reload): to serve it as "
+                                        "an app, sockact run myproject.wsgi -w 2"),
+        (("chek",), "no command 'chek' (did you mean 'check'?)"),
+    ]:
+        result = run_cli(*words)
+        assert result.returncode == 2 and result.stdout == ""
+        assert result.stderr.splitlines() == [f"sockact: error: {told}"], result.stderr
+
+
+def test_uvicorns_uds_says_the_bind_to_write():
+    result = run_cli("asgiapps:echo", "--uds", "/run/app.sock")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["sockact: error: --uds: sockact's flag is -b unix:/run/app.sock"]
+
+
+def ctrl_c(args: list[str], tmp_path: Path, children_first: int) -> subprocess.CompletedProcess:
+    """Run sockact as a terminal does, in a process group of its own, and press Ctrl-C (SIGINT to the
+    whole group) once it has ``children_first`` children: while the app still imports."""
+    root = project(tmp_path, "import time\ntime.sleep(30)\n" + ENV_APP, name="slowimport")
+    proc = subprocess.Popen([*SOCKACT, *args, "--chdir", str(root)], env=base_env(), start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: len(kids := children(proc.pid)) >= children_first and all(map(asleep, kids)),
+                   "the app's import to begin")
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+def test_ctrl_c_while_the_workers_import_the_app_is_a_quick_stop_and_no_failed_start(tmp_path):
+    """The terminal signals the workers too, the newest first: their exits must not read as failed starts."""
+    result = ctrl_c(["run", "slowimport", "--workers", "2", "--bind", f"127.0.0.1:{free_port()}"], tmp_path, 2)
+    assert result.returncode == 0, result.stderr
+    assert "quick stop" in result.stderr
+    assert "died while starting" not in result.stderr and "WARNING" not in result.stderr, result.stderr
+
+
+def test_ctrl_c_during_check_says_nothing_was_checked_without_a_traceback(tmp_path):
+    result = ctrl_c(["check", "slowimport"], tmp_path, 1)
+    assert result.returncode == 130
+    assert result.stderr.splitlines() == [
+        "sockact: error: check interrupted (Ctrl-C) before the app was imported: nothing was checked"]
+
+
+def test_a_shortened_flag_and_a_port_alone_are_one_line_each_saying_what_to_write():
+    result = run_cli("run", "testapps:echo", "--worker", "4")  # argparse took it for an ambiguous abbreviation
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["sockact: error: unknown option --worker (did you mean --workers?)"]
+    result = run_cli("run", "testapps:echo", "-b", "8000")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "sockact: error: option --bind: invalid value '8000': bind '8000': a port alone: write 127.0.0.1:8000 for "
+        "this machine, :8000 for every address"]
+
+
+def test_gunicorns_unlimited_request_line_says_what_to_write():
+    result = run_cli("testapps:echo", "--limit-request-line", "0", "--limit-request-field_size", "0")
+    assert result.returncode == 2
+    told = "invalid value '0': 0 is gunicorn's unlimited, which sockact does not take: write 65536, the request " \
+           "head's own bound"
+    assert result.stderr.splitlines() == [f"sockact: error: option --limit-request-line: {told}"], result.stderr

@@ -270,6 +270,28 @@ def test_accepting_off_and_stopping_unwatch_every_listener_and_a_late_readable_a
     assert not routed and sock.accepts == 0
 
 
+def test_a_shut_takes_the_backlog_of_the_listeners_bound_here_closes_them_and_leaves_systemds():
+    """At a graceful stop a listener bound here (--bind) is emptied and closed: the kernel would reset the
+    clients left in its backlog. One systemd passed keeps its clients for the next instance."""
+    bound, passed, metrics = (FakeListener(script=[client(10), client(11)]), FakeListener(script=[client(12)]),
+                              FakeListener(script=[client(13)]))
+    routed: list[Conn] = []
+    watched: set[Any] = set()
+    closed: list[str] = []
+    kinds = ((bound, True, "bound"), (passed, False, "passed"), (metrics, True, "metrics"))
+    listeners = [SimpleNamespace(sock=sock, owned=owned, close=lambda name=name: closed.append(name))
+                 for sock, owned, name in kinds]
+    acc = Acceptor(listeners, routed.append, lambda sock, _handler, _arg: watched.add(sock),  # type: ignore[arg-type]
+                   watched.discard)
+    acc.exclude(2)
+    acc.set_accepting(True, held=0, now=0.0)
+    acc.shut_listeners(now=1.0)
+    assert [c.fd for c in routed] == [10, 11] and closed == ["bound"]
+    assert passed.accepts == 0 and metrics.accepts == 0 and not watched
+    acc.set_accepting(True, held=0, now=2.0)  # whatever asks later: the stop has begun
+    assert not watched
+
+
 def test_an_excluded_listener_is_never_watched():
     metrics, http = FakeListener(), FakeListener()
     acc, _, watched = make(metrics, http)

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from sockact.apploader import load, prepare
+from sockact.apploader import load, load_app, prepare
+from sockact.config.parsers import app_call, app_spec
 from sockact.errors import APP_LOAD_ERROR, AppLoadError, ConfigError
 
 
@@ -64,3 +65,60 @@ def test_prepare_applies_env_chdir_and_pythonpath(isolated, monkeypatch):
     assert sys.path.count(str(project)) == 1
     with pytest.raises(ConfigError, match=r"^chdir /nonexistent: "):
         prepare("/nonexistent", [], [], environ)
+
+
+FACTORIES = """\
+import functools
+
+def create_app(greeting="hi", *, debug=False):
+    def app(environ, start_response):
+        return [greeting.encode(), str(debug).encode()]
+    return app
+
+def returns_none():
+    return None
+
+def raises():
+    raise KeyError("SECRET_KEY")
+
+def three(a, b, c, d=1):
+    return None
+
+def four(a, b, c, d):
+    return None
+
+def deco(f):
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        return f(*args, **kwargs)
+    return wrapper
+
+wrapped = deco(create_app)  # its own signature is (*args, **kwargs): not judged by create_app's
+"""
+
+
+def test_an_app_factorys_call_is_parsed_with_literal_arguments_only():
+    assert app_call("m:app") is None
+    assert app_call("m.x:make.app()") == ("m.x:make.app", (), {})
+    assert app_call('m:create_app("prod", 2, debug=True)') == ("m:create_app", ("prod", 2), {"debug": True})
+    for bad in ("m:create_app(os.environ)", "m:create_app(**{'a': 1})", "m:create_app(1)(2)", "m:create_app(1"):
+        with pytest.raises(ValueError):
+            app_spec(bad)
+
+
+def test_a_factory_is_called_and_a_factory_named_without_its_call_is_refused(isolated):
+    (isolated / "factories.py").write_text(FACTORIES)
+    prepare(None, [str(isolated)], [])
+    assert load_app("factories:create_app('x', debug=True)")({}, None) == [b"x", b"True"]
+    assert load_app("factories:three")  # (scope, receive, send) and a default: an app's shape
+    assert load_app("factories:wrapped")
+    with pytest.raises(AppLoadError, match=r"create_app\(\) takes no arguments, as an app factory does.*write "
+                                           r"'factories:create_app\(\)' to serve the app it returns"):
+        load_app("factories:create_app")
+    with pytest.raises(AppLoadError, match=r"its parameters are \(a, b, c, d\), where a WSGI app takes"):
+        load_app("factories:four")
+    with pytest.raises(AppLoadError, match=r"returns_none\(\) returned None \(NoneType\), not a callable app"):
+        load_app("factories:returns_none()")
+    with pytest.raises(AppLoadError, match=r"calling raises\(\) raised KeyError: 'SECRET_KEY'; at .*factories.py, "
+                                           r"line 12: raise KeyError"):
+        load_app("factories:raises()")

@@ -198,3 +198,14 @@ def test_a_channel_watched_for_room_with_nothing_left_to_send_is_unwatched_at_it
         sup.selector.close()
         ours.close()
         theirs.close()
+
+
+def test_a_workers_exit_read_with_the_supervisors_own_stop_signal_comes_after_it(monkeypatch) -> None:
+    """A terminal's Ctrl-C reaches the workers first (the kernel signals a group's newest members first):
+    the CHLD of their exit comes before the supervisor's INT, in the same read."""
+    sup = supervisor()
+    seen: list[int] = []
+    monkeypatch.setattr(sup.signals, "read", lambda: bytes([signal.SIGCHLD, signal.SIGINT, signal.SIGHUP]))
+    monkeypatch.setattr(sup, "dispatch_signal", seen.append)
+    sup._on_wakeup(None)
+    assert seen == [signal.SIGINT, signal.SIGHUP, signal.SIGCHLD]

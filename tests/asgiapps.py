@@ -231,9 +231,9 @@ async def no_lifespan(scope, receive, send) -> None:
 
 
 async def ws_echo(scope, receive, send) -> None:
-    """A WebSocket echo; /reject closes before accepting, /deny answers the handshake with a 401 of its own;
-    the text "raise" makes the app fail, "close N" closes with code N; the code of each disconnect is
-    printed."""
+    """A WebSocket echo; /reject closes before accepting, /deny answers the handshake with a 401 of its own,
+    /own-field accepts with a header field of its own (x-app: echo); the text "raise" makes the app fail,
+    "close N" closes with code N; the code of each disconnect is printed."""
     if scope["type"] != "websocket":
         await _respond(send, b"plain http", ctype=b"text/plain")
         return
@@ -245,7 +245,8 @@ async def ws_echo(scope, receive, send) -> None:
         for message in WS_DENIALS["/whole"]:
             await send(message)
         return
-    await send({"type": "websocket.accept", "subprotocol": (scope["subprotocols"] or [None])[0]})
+    own = [(b"x-app", b"echo")] if scope["path"] == "/own-field" else []
+    await send({"type": "websocket.accept", "subprotocol": (scope["subprotocols"] or [None])[0], "headers": own})
     while True:
         message = await receive()
         if message["type"] == "websocket.disconnect":

@@ -527,8 +527,8 @@ MUTANTS = (
            "        if not data:\n            return  # its start: the head waits for the body\n        self.status"
            " = denial.status\n",
            (DENIAL + "test_a_denial_whose_head_never_went_out_logs_the_apps_status_as_an_http_response_does",)),
-    Mutant("ws-denial-fields-not-logged", "sockact/worker/asgirunner.py", "ws.started, ws.denial.headers)",
-           "ws.started, ())",
+    Mutant("ws-denial-fields-not-logged", "sockact/asgi/websocket.py",
+           "return self._answer_fields or self.denial.headers", "return self._answer_fields",
            (DENIAL + "test_a_client_that_half_closes_mid_denial_reads_it_whole_as_it_does_an_http_response",)),
     Mutant("ws-close-unsent-after-a-half-close", "sockact/asgi/websocket.py", "if not self._unanswerable():",
            "if not (self.closed or self._unanswerable()):",
@@ -972,6 +972,10 @@ MUTANTS = (
            "            pass\n",
            (INTEG + "test_asgi.py::test_a_websocket_handshake_with_a_body_or_over_http_1_0_is_a_400_with_either_"
             "library",)),
+    # A WebSocket's access line gave the {name}o atoms a denial response's fields alone: a 101's were empty.
+    Mutant("ws-line-without-the-101s-fields", "sockact/worker/asgirunner.py",
+           "ws.started, ws.response_headers)", "ws.started, ws.denial.headers)",
+           (INTEG + "test_logging.py::test_a_websocket_sessions_line_has_its_101_responses_fields_and_its_requests",)),
     # The .deb shipped README and three docs pages; README links to every page of docs/.
     Mutant("deb-ships-three-docs-pages", "debian/rules",
            "\tinstall -m 644 docs/*.md debian/sockact/usr/share/doc/sockact/docs/\n",

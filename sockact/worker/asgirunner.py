@@ -526,7 +526,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
             entry = conn.log_entry
             if entry is not None and self.access is not None:
                 entry.remote = self._remote(conn, ws.scope["client"])
-                fill_entry(entry, request, ws.status, ws.bytes_out, ws.started, ws.denial.headers)
+                fill_entry(entry, request, ws.status, ws.bytes_out, ws.started, ws.response_headers)
                 self.access.log_websocket(entry, ws.close_code if ws.status == 101 else 0, ws.bytes_in)
         # Lingering: a client still sending (a message over ws_max_size) reads the close frame before a reset.
         self._close(conn, linger=True)

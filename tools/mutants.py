@@ -976,6 +976,11 @@ MUTANTS = (
     Mutant("ws-line-without-the-101s-fields", "sockact/worker/asgirunner.py",
            "ws.started, ws.response_headers)", "ws.started, ws.denial.headers)",
            (INTEG + "test_logging.py::test_a_websocket_sessions_line_has_its_101_responses_fields_and_its_requests",)),
+    # An older supervisor's outcome (no kept) says what it keeps in its reason, and the command said it again.
+    Mutant("reload-against-an-older-supervisor-says-kept-twice", "sockact/reloadctl.py",
+           'if outcome.kept is None and "; keeping " in outcome.reason:', "if False:",
+           (INTEG + "test_reload_command.py::test_reload_run_against_an_older_supervisor_says_once_what_it_keeps",
+            UNIT + "test_reloadctl.py::test_a_later_outcome_of_this_process_answers_the_reload")),
     # The .deb shipped README and three docs pages; README links to every page of docs/.
     Mutant("deb-ships-three-docs-pages", "debian/rules",
            "\tinstall -m 644 docs/*.md debian/sockact/usr/share/doc/sockact/docs/\n",

@@ -765,8 +765,8 @@ MUTANTS = (
            "self._pid, ok, reason, kept))", "self._pid, ok, reason))",
            (UNIT + "test_reloadctl.py::test_a_failed_reload_exits_1_with_the_reason",)),
     Mutant("reload-kept-back-in-the-reason", "sockact/policy/pool.py",
-           'self._abort_reload(f"{what} ({reason})", f"generation {kept}", now)',
-           'self._abort_reload(f"{what} ({reason}); keeping generation {kept}", "", now)',
+           'f"{what} ({detail})" if detail else what, f"generation {self.previous.number}",',
+           'f"{what} ({detail}); keeping generation {self.previous.number}", "",',
            (UNIT + "policy/test_pool.py::test_a_failed_reload_keeps_every_old_setting",)),
     Mutant("bound-listener-accepts-before-the-request", "sockact/systemd/activation.py",
            "sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_SECONDS)", "pass",
@@ -981,6 +981,11 @@ MUTANTS = (
            'if outcome.kept is None and "; keeping " in outcome.reason:', "if False:",
            (INTEG + "test_reload_command.py::test_reload_run_against_an_older_supervisor_says_once_what_it_keeps",
             UNIT + "test_reloadctl.py::test_a_later_outcome_of_this_process_answers_the_reload")),
+    # A reload abandoned for a boot past timeout said so twice: "did not start in time (worker did not start in time)".
+    Mutant("reload-timeout-said-twice", "sockact/policy/pool.py",
+           'reason if code is not None else failure', "reason",
+           (UNIT + "policy/test_pool.py::test_a_boot_past_timeout_is_killed_and_the_reload_abandoned",
+            INTEG + "test_pool_process.py::test_a_boot_past_timeout_is_killed_and_the_old_generation_serves")),
     # The .deb shipped README and three docs pages; README links to every page of docs/.
     Mutant("deb-ships-three-docs-pages", "debian/rules",
            "\tinstall -m 644 docs/*.md debian/sockact/usr/share/doc/sockact/docs/\n",

@@ -403,9 +403,11 @@ class WorkerPool(Generic[C]):
             return [Halt(code if code in (APP_LOAD_ERROR, WORKER_BOOT_ERROR) else APP_LOAD_ERROR,
                          f"{what} ({reason}); stopping")]
         if app_broken and self.previous is not None and m.generation == self.current.number:
-            what = "the new workers did not start in time" if overdue else "the new code does not load"
-            kept = self.previous.number if self.previous else 0
-            return self._abort_reload(f"{what} ({reason})", f"generation {kept}", now)
+            what, detail = "the new code does not load", reason
+            if overdue:  # its reason would say "did not start in time" again: only an exit code or its words add to it
+                what, detail = "the new workers did not start in time", reason if code is not None else failure
+            return self._abort_reload(f"{what} ({detail})" if detail else what, f"generation {self.previous.number}",
+                                      now)
         self.boot_failures += 1
         delay = min(MAX_BACKOFF, 0.1 * 2 ** self.boot_failures)
         self.spawn_after = now + delay

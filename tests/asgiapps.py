@@ -25,6 +25,7 @@ async def _lifespan(scope, receive, send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            print(f"LIFESPAN STARTUP {os.getpid()}", flush=True)
             scope["state"]["started_by"] = os.getpid()
             await send({"type": "lifespan.startup.complete"})
         else:

@@ -986,6 +986,21 @@ MUTANTS = (
            'reason if code is not None else failure', "reason",
            (UNIT + "policy/test_pool.py::test_a_boot_past_timeout_is_killed_and_the_reload_abandoned",
             INTEG + "test_pool_process.py::test_a_boot_past_timeout_is_killed_and_the_old_generation_serves")),
+    # The metrics listener's app (which no worker serves) was imported by each worker, and with preload by the
+    # supervisor; and an app served on two listeners must have one lifespan.
+    Mutant("worker-loads-the-metrics-listeners-app", "sockact/worker/shell.py",
+           "for name in self.listener_names if self.config.serves(name))", "for name in self.listener_names)",
+           (INTEG + "test_check_refuses_what_run_refuses.py::test_the_metrics_listeners_app_is_not_loaded_and_the_"
+            "served_apps_lifespan_runs_once[False]",)),
+    Mutant("preload-loads-the-metrics-listeners-app", "sockact/cli.py",
+           "for lst in listeners if cfg.serves(lst.name))", "for lst in listeners)",
+           (INTEG + "test_check_refuses_what_run_refuses.py::test_the_metrics_listeners_app_is_not_loaded_and_the_"
+            "served_apps_lifespan_runs_once[True]",)),
+    Mutant("a-lifespan-per-listener", "sockact/worker/shell.py",
+           "by_app.setdefault(lc.app, Lifespan(site.app, self.config.lifespan, lc.app))",
+           "Lifespan(site.app, self.config.lifespan, lc.app)",
+           (INTEG + "test_check_refuses_what_run_refuses.py::test_the_metrics_listeners_app_is_not_loaded_and_the_"
+            "served_apps_lifespan_runs_once[False]",)),
     # The .deb shipped README and three docs pages; README links to every page of docs/.
     Mutant("deb-ships-three-docs-pages", "debian/rules",
            "\tinstall -m 644 docs/*.md debian/sockact/usr/share/doc/sockact/docs/\n",

@@ -280,6 +280,29 @@ async def ws_ticks(scope, receive, send) -> None:
         print("WS TICKS STOPPED", flush=True)
 
 
+_SILENT: set[object] = set()  # ws_silent's sessions whose app still runs
+
+
+async def ws_silent(scope, receive, send) -> None:
+    """A WebSocket app that accepts, then neither receives nor sends (it waits for something else, forever); plain
+    HTTP: how many of its sessions still run, as JSON."""
+    if scope["type"] != "websocket":
+        await _respond(send, _json({"running": len(_SILENT)}))
+        return
+    assert (await receive())["type"] == "websocket.connect"
+    await send({"type": "websocket.accept"})
+    token = object()
+    _SILENT.add(token)
+    print("WS SILENT ACCEPTED", flush=True)
+    try:
+        await asyncio.Event().wait()
+    except BaseException as exc:
+        print(f"WS SILENT STOPPED {type(exc).__name__}", flush=True)
+        raise
+    finally:
+        _SILENT.discard(token)
+
+
 # What a WebSocket app sends wrong, by path: a close frame no frame may carry, or a message of neither kind.
 WS_MISTAKES = {
     "/code-5000": {"type": "websocket.close", "code": 5000},

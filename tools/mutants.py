@@ -1001,6 +1001,11 @@ MUTANTS = (
            "Lifespan(site.app, self.config.lifespan, lc.app)",
            (INTEG + "test_check_refuses_what_run_refuses.py::test_the_metrics_listeners_app_is_not_loaded_and_the_"
             "served_apps_lifespan_runs_once[False]",)),
+    # A session ended for an unanswered ping left the connection open while an app that neither receives nor sends ran.
+    Mutant("ws-ping-timeout-leaves-the-connection-open", "sockact/asgi/websocket.py",
+           "gets its FIN.\n            self.conn.close()\n", "gets its FIN.\n",
+           (WS_PINGS + "test_an_app_that_neither_receives_nor_sends_runs_on_after_its_session_until_the_worker_"
+            "stops",)),
     # The .deb shipped README and three docs pages; README links to every page of docs/.
     Mutant("deb-ships-three-docs-pages", "debian/rules",
            "\tinstall -m 644 docs/*.md debian/sockact/usr/share/doc/sockact/docs/\n",

@@ -282,6 +282,9 @@ class WebSocket:
             self._end(UNEXPECTED, "keepalive ping timeout", ABNORMAL)
             self._pending.clear()
             self.conn.abandon()
+            # Closed now, whether or not the app returns (one that neither receives nor sends runs on, as under
+            # uvicorn, until its worker stops): the fd is the client's last trace here, and a live one gets its FIN.
+            self.conn.close()
 
     def _pong(self, payload: bytes) -> None:
         was = self.pinger.due_at

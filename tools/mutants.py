@@ -1006,6 +1006,12 @@ MUTANTS = (
            "gets its FIN.\n            self.conn.close()\n", "gets its FIN.\n",
            (WS_PINGS + "test_an_app_that_neither_receives_nor_sends_runs_on_after_its_session_until_the_worker_"
             "stops",)),
+    # A worker retired by a reload or a recycle lived on while an app task never returned: no graceful_timeout.
+    Mutant("a-retiring-worker-lives-past-graceful-timeout", "sockact/policy/pool.py",
+           "elif now - m.retiring_since > grace:", "elif False:",
+           (UNIT + "policy/test_pool.py::test_a_worker_retired_by_a_reload_is_killed_past_graceful_timeout_as_at_a_"
+            "stop",
+            WS_PINGS + "test_a_reload_ends_an_old_worker_held_by_such_an_app_at_graceful_timeout")),
     # The .deb shipped README and three docs pages; README links to every page of docs/.
     Mutant("deb-ships-three-docs-pages", "debian/rules",
            "\tinstall -m 644 docs/*.md debian/sockact/usr/share/doc/sockact/docs/\n",

@@ -110,3 +110,21 @@ def test_an_app_that_neither_receives_nor_sends_runs_on_after_its_session_until_
     assert server.proc.wait(15) == 0
     said = server.output()
     assert "did not finish in time; killing it" in said and "WS SILENT STOPPED" not in said, said
+
+
+def test_a_reload_ends_an_old_worker_held_by_such_an_app_at_graceful_timeout(start_sockact, ws_library):
+    # Retired by the reload, the old worker waits for the app's task, which never returns: graceful_timeout later
+    # the supervisor kills it, as a stop would, where it lived on with the old code for good.
+    server, api, _ = start(start_sockact, "--ws", ws_library, *FAST, "--graceful-timeout", "2", workers=1,
+                           app="asgiapps:ws_silent")
+    (old,) = server.workers()
+    with ws_open(api) as sock:
+        server.wait_for_log("WS SILENT ACCEPTED")
+        while read_frame(sock)[0] == PING:
+            pass
+    server.send(signal.SIGHUP)
+    server.wait_for_log("reload done")
+    server.waiting(lambda: old not in server.workers(), "the old worker gone", timeout=10)
+    assert f"worker {old} did not finish its calls within graceful_timeout (2s) of its retirement; killing it" \
+        in server.output()
+    assert http_get(api, "/")[0] == 200

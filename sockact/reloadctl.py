@@ -84,6 +84,9 @@ def judge(pid: int, before: int, outcome: ReloadOutcome | None, alive: bool, wai
             return Verdict(EXIT_OK, f"reload done, but not every setting: {outcome.reason}" if outcome.reason else "")
         if outcome.kept:  # the supervisor says what it keeps ("generation 1")
             return Verdict(EXIT_FAILURE, f"reload failed: {failed_reload(outcome.reason, outcome.kept)}")
+        if outcome.kept is None and "; keeping " in outcome.reason:
+            # A supervisor older than the field (an upgrade not yet restarted) said it in the reason: not twice.
+            return Verdict(EXIT_FAILURE, f"reload failed: {outcome.reason}")
         return Verdict(EXIT_FAILURE, f"reload failed: {outcome.reason}; the running workers keep serving")
     if not alive:
         return Verdict(EXIT_FAILURE, f"reload failed: process {pid} exited before the reload finished")

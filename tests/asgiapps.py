@@ -25,6 +25,7 @@ async def _lifespan(scope, receive, send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            print(f"LIFESPAN STARTUP {os.getpid()}", flush=True)
             scope["state"]["started_by"] = os.getpid()
             await send({"type": "lifespan.startup.complete"})
         else:
@@ -231,9 +232,9 @@ async def no_lifespan(scope, receive, send) -> None:
 
 
 async def ws_echo(scope, receive, send) -> None:
-    """A WebSocket echo; /reject closes before accepting, /deny answers the handshake with a 401 of its own;
-    the text "raise" makes the app fail, "close N" closes with code N; the code of each disconnect is
-    printed."""
+    """A WebSocket echo; /reject closes before accepting, /deny answers the handshake with a 401 of its own,
+    /own-field accepts with a header field of its own (x-app: echo); the text "raise" makes the app fail,
+    "close N" closes with code N; the code of each disconnect is printed."""
     if scope["type"] != "websocket":
         await _respond(send, b"plain http", ctype=b"text/plain")
         return
@@ -245,7 +246,8 @@ async def ws_echo(scope, receive, send) -> None:
         for message in WS_DENIALS["/whole"]:
             await send(message)
         return
-    await send({"type": "websocket.accept", "subprotocol": (scope["subprotocols"] or [None])[0]})
+    own = [(b"x-app", b"echo")] if scope["path"] == "/own-field" else []
+    await send({"type": "websocket.accept", "subprotocol": (scope["subprotocols"] or [None])[0], "headers": own})
     while True:
         message = await receive()
         if message["type"] == "websocket.disconnect":
@@ -276,6 +278,29 @@ async def ws_ticks(scope, receive, send) -> None:
             await asyncio.sleep(0.1)
     except OSError:
         print("WS TICKS STOPPED", flush=True)
+
+
+_SILENT: set[object] = set()  # ws_silent's sessions whose app still runs
+
+
+async def ws_silent(scope, receive, send) -> None:
+    """A WebSocket app that accepts, then neither receives nor sends (it waits for something else, forever); plain
+    HTTP: how many of its sessions still run, as JSON."""
+    if scope["type"] != "websocket":
+        await _respond(send, _json({"running": len(_SILENT)}))
+        return
+    assert (await receive())["type"] == "websocket.connect"
+    await send({"type": "websocket.accept"})
+    token = object()
+    _SILENT.add(token)
+    print("WS SILENT ACCEPTED", flush=True)
+    try:
+        await asyncio.Event().wait()
+    except BaseException as exc:
+        print(f"WS SILENT STOPPED {type(exc).__name__}", flush=True)
+        raise
+    finally:
+        _SILENT.discard(token)
 
 
 # What a WebSocket app sends wrong, by path: a close frame no frame may carry, or a message of neither kind.

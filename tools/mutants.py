@@ -532,8 +532,8 @@ MUTANTS = (
            "        if not data:\n            return  # its start: the head waits for the body\n        self.status"
            " = denial.status\n",
            (DENIAL + "test_a_denial_whose_head_never_went_out_logs_the_apps_status_as_an_http_response_does",)),
-    Mutant("ws-denial-fields-not-logged", "sockact/worker/asgirunner.py", "ws.started, ws.denial.headers)",
-           "ws.started, ())",
+    Mutant("ws-denial-fields-not-logged", "sockact/asgi/websocket.py",
+           "return self._answer_fields or self.denial.headers", "return self._answer_fields",
            (DENIAL + "test_a_client_that_half_closes_mid_denial_reads_it_whole_as_it_does_an_http_response",)),
     Mutant("ws-close-unsent-after-a-half-close", "sockact/asgi/websocket.py", "if not self._unanswerable():",
            "if not (self.closed or self._unanswerable()):",
@@ -770,8 +770,8 @@ MUTANTS = (
            "self._pid, ok, reason, kept))", "self._pid, ok, reason))",
            (UNIT + "test_reloadctl.py::test_a_failed_reload_exits_1_with_the_reason",)),
     Mutant("reload-kept-back-in-the-reason", "sockact/policy/pool.py",
-           'self._abort_reload(f"{what} ({reason})", f"generation {kept}", now)',
-           'self._abort_reload(f"{what} ({reason}); keeping generation {kept}", "", now)',
+           'f"{what} ({detail})" if detail else what, f"generation {self.previous.number}",',
+           'f"{what} ({detail}); keeping generation {self.previous.number}", "",',
            (UNIT + "policy/test_pool.py::test_a_failed_reload_keeps_every_old_setting",)),
     Mutant("bound-listener-accepts-before-the-request", "sockact/systemd/activation.py",
            "sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_SECONDS)", "pass",
@@ -987,6 +987,46 @@ MUTANTS = (
            "            pass\n",
            (INTEG + "test_asgi.py::test_a_websocket_handshake_with_a_body_or_over_http_1_0_is_a_400_with_either_"
             "library",)),
+    # A WebSocket's access line gave the {name}o atoms a denial response's fields alone: a 101's were empty.
+    Mutant("ws-line-without-the-101s-fields", "sockact/worker/asgirunner.py",
+           "ws.started, ws.response_headers)", "ws.started, ws.denial.headers)",
+           (INTEG + "test_logging.py::test_a_websocket_sessions_line_has_its_101_responses_fields_and_its_requests",)),
+    # An older supervisor's outcome (no kept) says what it keeps in its reason, and the command said it again.
+    Mutant("reload-against-an-older-supervisor-says-kept-twice", "sockact/reloadctl.py",
+           'if outcome.kept is None and "; keeping " in outcome.reason:', "if False:",
+           (INTEG + "test_reload_command.py::test_reload_run_against_an_older_supervisor_says_once_what_it_keeps",
+            UNIT + "test_reloadctl.py::test_a_later_outcome_of_this_process_answers_the_reload")),
+    # A reload abandoned for a boot past timeout said so twice: "did not start in time (worker did not start in time)".
+    Mutant("reload-timeout-said-twice", "sockact/policy/pool.py",
+           'reason if code is not None else failure', "reason",
+           (UNIT + "policy/test_pool.py::test_a_boot_past_timeout_is_killed_and_the_reload_abandoned",
+            INTEG + "test_pool_process.py::test_a_boot_past_timeout_is_killed_and_the_old_generation_serves")),
+    # The metrics listener's app (which no worker serves) was imported by each worker, and with preload by the
+    # supervisor; and an app served on two listeners must have one lifespan.
+    Mutant("worker-loads-the-metrics-listeners-app", "sockact/worker/shell.py",
+           "for name in self.listener_names if self.config.serves(name))", "for name in self.listener_names)",
+           (INTEG + "test_check_refuses_what_run_refuses.py::test_the_metrics_listeners_app_is_not_loaded_and_the_"
+            "served_apps_lifespan_runs_once[False]",)),
+    Mutant("preload-loads-the-metrics-listeners-app", "sockact/cli.py",
+           "for lst in listeners if cfg.serves(lst.name))", "for lst in listeners)",
+           (INTEG + "test_check_refuses_what_run_refuses.py::test_the_metrics_listeners_app_is_not_loaded_and_the_"
+            "served_apps_lifespan_runs_once[True]",)),
+    Mutant("a-lifespan-per-listener", "sockact/worker/shell.py",
+           "by_app.setdefault(lc.app, Lifespan(site.app, self.config.lifespan, lc.app))",
+           "Lifespan(site.app, self.config.lifespan, lc.app)",
+           (INTEG + "test_check_refuses_what_run_refuses.py::test_the_metrics_listeners_app_is_not_loaded_and_the_"
+            "served_apps_lifespan_runs_once[False]",)),
+    # A session ended for an unanswered ping left the connection open while an app that neither receives nor sends ran.
+    Mutant("ws-ping-timeout-leaves-the-connection-open", "sockact/asgi/websocket.py",
+           "gets its FIN.\n            self.conn.close()\n", "gets its FIN.\n",
+           (WS_PINGS + "test_an_app_that_neither_receives_nor_sends_runs_on_after_its_session_until_the_worker_"
+            "stops",)),
+    # A worker retired by a reload or a recycle lived on while an app task never returned: no graceful_timeout.
+    Mutant("a-retiring-worker-lives-past-graceful-timeout", "sockact/policy/pool.py",
+           "elif now - m.retiring_since > grace:", "elif False:",
+           (UNIT + "policy/test_pool.py::test_a_worker_retired_by_a_reload_is_killed_past_graceful_timeout_as_at_a_"
+            "stop",
+            WS_PINGS + "test_a_reload_ends_an_old_worker_held_by_such_an_app_at_graceful_timeout")),
     # The .deb shipped README and three docs pages; README links to every page of docs/.
     Mutant("deb-ships-three-docs-pages", "debian/rules",
            "\tinstall -m 644 docs/*.md debian/sockact/usr/share/doc/sockact/docs/\n",

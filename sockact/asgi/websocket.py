@@ -42,7 +42,7 @@ from sockact.asgi.cycle import ASGI_APP_FAILURES, ClientDisconnected
 from sockact.asgi.denial import IDLE, Denial
 from sockact.asgi.denial import MESSAGES as DENIAL_MESSAGES
 from sockact.asgi.keepalive import GONE, PING, Pinger, Schedule
-from sockact.asgi.wsprotocols import MESSAGE_TOO_BIG, Closed, Event, WsProtocol
+from sockact.asgi.wsprotocols import MESSAGE_TOO_BIG, Closed, Event, WsProtocol, head_fields
 from sockact.errors import InvalidResponse
 from sockact.http.limits import RECV_SIZE
 from sockact.http.logline import quoted_request_line
@@ -116,7 +116,9 @@ class WebSocket:
         self.pinger = Pinger(ping_interval, ping_timeout)
         self.schedule = schedule
         self.proto.on_pong = self._pong
-        self._flush()  # a refused handshake's 400
+        # The header fields of the library's answer to the handshake (a 101, or a refusal), for the access log.
+        self._answer_fields: list[tuple[str, str]] = []
+        self._answer()  # a refused handshake's 400
         conn.feed = self._feed
 
     def _feed(self, data: bytes) -> None:
@@ -153,6 +155,19 @@ class WebSocket:
         out = self.proto.take_output()
         if out:
             self.conn.write(out)
+
+    def _answer(self) -> None:
+        """_flush, for the library's answer to the handshake: its header fields are kept for the access log."""
+        out = self.proto.take_output()
+        if out:
+            self._answer_fields = head_fields(out)
+            self.conn.write(out)
+
+    @property
+    def response_headers(self) -> list[tuple[str, str]]:
+        """The header fields of the handshake's answer (the access log's ``{name}o`` atoms): the library's (a 101,
+        a refusal), else the app's denial response's from its start on."""
+        return self._answer_fields or self.denial.headers
 
     # -- receive
 
@@ -267,6 +282,9 @@ class WebSocket:
             self._end(UNEXPECTED, "keepalive ping timeout", ABNORMAL)
             self._pending.clear()
             self.conn.abandon()
+            # Closed now, whether or not the app returns (one that neither receives nor sends runs on, as under
+            # uvicorn, until its worker stops): the fd is the client's last trace here, and a live one gets its FIN.
+            self.conn.close()
 
     def _pong(self, payload: bytes) -> None:
         was = self.pinger.due_at
@@ -290,7 +308,7 @@ class WebSocket:
                 raise InvalidResponse("websocket.accept twice, or after close")
             headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", ())]
             self.proto.accept(message.get("subprotocol"), headers)
-            self._flush()
+            self._answer()
             self.accepted = True
             self.status = 101
             self.pinger.start(time.monotonic())
@@ -373,7 +391,7 @@ class WebSocket:
         self.closed = True
         self.status = status
         self.proto.reject(status)
-        self._flush()
+        self._answer()
 
     def end(self, failed: bool) -> None:
         """The app returned (or raised): end the session the way the app left it. As an HTTP call's end: a

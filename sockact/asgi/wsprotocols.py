@@ -87,6 +87,17 @@ def check_handshake(request: Request) -> None:
         raise ProtocolError(400, "a WebSocket handshake with a body")
 
 
+def head_fields(out: bytes) -> list[tuple[str, str]]:
+    """The header fields of the HTTP response ``out`` begins with (a library's answer to the handshake, which
+    neither library gives as fields: wsproto builds its 101 within), for the access log."""
+    fields = []
+    for line in out.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")[1:]:  # after the status line
+        name, colon, value = line.partition(":")
+        if colon:
+            fields.append((name.strip(), value.strip()))
+    return fields
+
+
 class WsprotoProtocol:
     """wsproto's WSConnection: messages come in pieces as they arrive."""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from sockact.errors import ProtocolError
 from sockact.http.dates import http_date
@@ -47,6 +47,12 @@ class Site:
     # The local address of every connection on this listener, when it is bound to one IP address (so a
     # connection's is known without a getsockname()); None: a wildcard or Unix listener.
     local: tuple[str, int] | None = None
+
+
+def no_app(*args: Any) -> NoReturn:
+    """The app of a listener that serves none in a worker: the metrics listener, whose connections the
+    supervisor answers itself (Config.serves). Its app is neither loaded nor given a lifespan there."""
+    raise RuntimeError("this listener's connections never reach a worker")
 
 
 class _Named(Protocol):

@@ -18,6 +18,10 @@ Rules:
   takes no more work), or successor first for max_worker_memory, one in, one out, as a reload.
 - An aborted worker (stuck past timeout) never gets work again; it is killed with SIGABRT,
   then SIGKILL after ABORT_GRACE.
+- A worker retired while serving (a reload, a recycle) finishes its calls within its generation's
+  ``graceful_timeout``, counted from the first tick that sees it retiring, or is killed (SIGKILL), as at
+  a stop: an ASGI task that never returns (a WebSocket app that awaits neither receive nor send) would
+  keep the old generation alive for good. A stop has its own deadline (supervisor/stopping.py).
 """
 
 from __future__ import annotations
@@ -123,6 +127,7 @@ class Member:
     aborted_at: float = 0.0
     killed: bool = False  # SIGKILL sent (whatever the state says why); waiting to be reaped
     replaced: bool = False  # serves on until its successor is ready, then retires (max_worker_memory)
+    retiring_since: float = 0.0  # the first tick that saw it retiring: its graceful_timeout counts from there
 
 
 class PoolSettings(Protocol):
@@ -133,6 +138,9 @@ class PoolSettings(Protocol):
 
     @property
     def timeout(self) -> float: ...  # 0: no boot deadline
+
+    @property
+    def graceful_timeout(self) -> float: ...  # how long a retiring worker may take to finish its calls
 
 
 C = TypeVar("C", bound=PoolSettings)
@@ -302,6 +310,15 @@ class WorkerPool(Generic[C]):
             elif m.state in TIMED_OUT and not m.killed and now - m.aborted_at >= ABORT_GRACE:
                 m.killed = True
                 actions.append(Kill(m.pid, signal.SIGKILL))
+            elif m.state is WorkerState.RETIRING and not m.killed and self.phase not in ENDING:
+                grace = self._generation_config(m).graceful_timeout
+                if not m.retiring_since:
+                    m.retiring_since = now
+                elif now - m.retiring_since > grace:
+                    log.warning("worker %d did not finish its calls within graceful_timeout (%gs) of its retirement; "
+                                "killing it", m.pid, grace)
+                    m.killed = True
+                    actions.append(Kill(m.pid, signal.SIGKILL))
         if self.phase not in ENDING:
             actions += self._maintain(now)
         return actions
@@ -403,9 +420,11 @@ class WorkerPool(Generic[C]):
             return [Halt(code if code in (APP_LOAD_ERROR, WORKER_BOOT_ERROR) else APP_LOAD_ERROR,
                          f"{what} ({reason}); stopping")]
         if app_broken and self.previous is not None and m.generation == self.current.number:
-            what = "the new workers did not start in time" if overdue else "the new code does not load"
-            kept = self.previous.number if self.previous else 0
-            return self._abort_reload(f"{what} ({reason})", f"generation {kept}", now)
+            what, detail = "the new code does not load", reason
+            if overdue:  # its reason would say "did not start in time" again: only an exit code or its words add to it
+                what, detail = "the new workers did not start in time", reason if code is not None else failure
+            return self._abort_reload(f"{what} ({detail})" if detail else what, f"generation {self.previous.number}",
+                                      now)
         self.boot_failures += 1
         delay = min(MAX_BACKOFF, 0.1 * 2 ** self.boot_failures)
         self.spawn_after = now + delay

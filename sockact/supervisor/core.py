@@ -478,4 +478,5 @@ def _head_limits(config: Config, listeners: list[Listener]) -> list[tuple[float,
 
 
 def _apps(config: Config, listeners: list[Listener]) -> set[str]:
-    return {config.listener(lst.name).app for lst in listeners}
+    """The apps the workers serve (a preload imported them): not the metrics listener's."""
+    return {config.listener(lst.name).app for lst in listeners if config.serves(lst.name)}

@@ -42,7 +42,9 @@ class ReloadOutcome:
     pid: int
     ok: bool
     reason: str = ""
-    kept: str = ""  # empty: the outcome does not say (an ok one, or one published before it could)
+    # Empty for an ok one. None (from_text): the file has no such field, published by a supervisor older than it
+    # (still running after an upgrade, while the command is the new one), whose reason said what it kept, if anything.
+    kept: str | None = ""
 
     def to_text(self) -> str:
         return json.dumps(dataclasses.asdict(self)) + "\n"
@@ -52,11 +54,11 @@ class ReloadOutcome:
         """The outcome in ``text``, or None if it is not one (empty, cut short, foreign)."""
         try:
             fields = json.loads(text)
-            outcome = cls(**fields)
+            outcome = cls(**{"kept": None, **fields})
         except (ValueError, TypeError):
             return None
         valid = (type(outcome.seq) is int and type(outcome.pid) is int and isinstance(outcome.ok, bool)
-                 and isinstance(outcome.reason, str) and isinstance(outcome.kept, str))
+                 and isinstance(outcome.reason, str) and (outcome.kept is None or isinstance(outcome.kept, str)))
         return outcome if valid else None
 
 

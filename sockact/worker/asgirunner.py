@@ -100,7 +100,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
 
     def __init__(self, chan: socket.socket, sites: Sequence[Site], slots: Sequence[SlotWriter], *,
                  park_after: Sequence[float], handback_after: float, max_requests: int, extra: dict[str, Any],
-                 lifespans: Sequence[Lifespan], graceful_timeout: float, ws: str, ws_max_size: int,
+                 lifespans: Sequence[Lifespan | None], graceful_timeout: float, ws: str, ws_max_size: int,
                  ws_ping: tuple[float, float] = (0.0, 0.0), access: AccessLog | None = None,
                  tally: TallyWriter | None = None, call_lines: Sequence[SlotWriter] = (),
                  spare: SpareLines | None = None) -> None:
@@ -167,8 +167,12 @@ class AsgiRunner(Carrier[AsgiConnection]):
 
     def startup(self) -> None:
         """The apps' lifespan startup, before READY; raises AppLoadError when one fails."""
-        for lifespan in dict.fromkeys(self.lifespans):
+        for lifespan in self._apps_lifespans():
             self.loop.run_until_complete(lifespan.startup())
+
+    def _apps_lifespans(self) -> list[Lifespan]:
+        """Each app's lifespan once, however many listeners serve the app; none for a listener that serves none."""
+        return [lifespan for lifespan in dict.fromkeys(self.lifespans) if lifespan is not None]
 
     def run(self) -> None:
         try:
@@ -196,7 +200,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
             self.closed.report()
             if self.tally is not None:
                 self.tally.flush()
-        for lifespan in dict.fromkeys(self.lifespans):
+        for lifespan in self._apps_lifespans():
             await lifespan.shutdown(self.graceful_timeout)
 
     def _report_closed(self) -> None:
@@ -223,7 +227,8 @@ class AsgiRunner(Carrier[AsgiConnection]):
         if msg.family != socket.AF_UNIX:
             local = local_address(site, sock)
             server = local if isinstance(local, tuple) else None
-        shared = self.lifespans[msg.listener].state if self.lifespans else {}
+        lifespan = self.lifespans[msg.listener] if self.lifespans else None
+        shared = lifespan.state if lifespan is not None else {}
         client = msg.proxy.client if msg.proxy is not None and msg.proxy.client is not None else msg.peer
         scope = conn_scope(client, server, site.root_path, shared, self._extras[msg.listener] | conn_extra(msg))
         state, since = Owner.arrival(msg, site, time.monotonic())
@@ -526,7 +531,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
             entry = conn.log_entry
             if entry is not None and self.access is not None:
                 entry.remote = self._remote(conn, ws.scope["client"])
-                fill_entry(entry, request, ws.status, ws.bytes_out, ws.started, ws.denial.headers)
+                fill_entry(entry, request, ws.status, ws.bytes_out, ws.started, ws.response_headers)
                 self.access.log_websocket(entry, ws.close_code if ws.status == 101 else 0, ws.bytes_in)
         # Lingering: a client still sending (a message over ws_max_size) reads the close frame before a reset.
         self._close(conn, linger=True)

@@ -32,7 +32,7 @@ from sockact.hooks import Worker as HookWorker
 from sockact.http import Limits, Site
 from sockact.http.forwarded import Trust
 from sockact.http.limits import SpoolBudget
-from sockact.http.site import client_budget
+from sockact.http.site import client_budget, no_app
 from sockact.ipc import handoff
 from sockact.ipc.scoreboard import MAX_THREADS, Scoreboard, SpareLines, Waiting
 from sockact.ipc.tally import Tally
@@ -152,10 +152,10 @@ class WorkerShell:
         from sockact.asgi.lifespan import Lifespan
         from sockact.worker.asgirunner import AsgiRunner
 
-        by_app: dict[str, Lifespan] = {}
+        by_app: dict[str, Lifespan] = {}  # one an app, however many listeners serve it
         of = {lc.name: by_app.setdefault(lc.app, Lifespan(site.app, self.config.lifespan, lc.app))
               for lc, site in served}
-        lifespans = [of.get(lc.name) or next(iter(of.values())) for lc in listeners]  # the metrics one's: any
+        lifespans = [of.get(lc.name) for lc in listeners]  # None: a listener that serves no app
         runner = AsgiRunner(self.chan, sites, slots, park_after=park_after,
                             handback_after=self.config.handback_after, max_requests=self.max_requests,
                             extra=extra, lifespans=lifespans, graceful_timeout=self.config.graceful_timeout,
@@ -207,7 +207,7 @@ class WorkerShell:
         apps = self.preloaded
         if apps is None:
             add_virtualenv(self.config.virtualenv)
-            apps = load_all(self.config.listener(name).app for name in self.listener_names)
+            apps = load_all(self.config.listener(name).app for name in self.listener_names if self.config.serves(name))
         if any(self.config.listener(name).access_log for name in self.listener_names):
             self.access = AccessLog(self.config.access_logformat, self.config.access_logfile, installed_sendv())
         locals_ = self.locals or [None] * len(self.listener_names)
@@ -217,11 +217,12 @@ class WorkerShell:
 
     def _site(self, lc: ListenerConfig, apps: Mapping[str, WSGIApp], budget: SpoolBudget,
               local: tuple[str, int] | None = None) -> Site:
+        app = apps[lc.app] if self.config.serves(lc.name) else no_app
         limits = Limits(
             request_line=lc.limit_request_line, header_fields=lc.limit_request_fields,
             header_field_size=lc.limit_request_field_size, head=lc.limit_request_head,
             body=lc.limit_request_body, host_required=True)
-        site = Site(app=apps[lc.app], limits=limits, header_timeout=lc.header_timeout,
+        site = Site(app=app, limits=limits, header_timeout=lc.header_timeout,
                     io_timeout=self.config.timeout or IO_TIMEOUT_OFF, access_log=lc.access_log, listener=lc.name,
                     access=self.access, trust=Trust.kept(lc.forwarded_allow_ips),
                     health_path=lc.health_path.encode("ascii"), proxy_protocol=lc.proxy_protocol,

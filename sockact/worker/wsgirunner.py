@@ -496,12 +496,7 @@ class EventLoop(Carrier[Held]):
             http.refuse(exc, linger=False)
             self._linger(held)
             return
-        if ready:
-            request = held.request
-            assert request is not None
-            self._ready(held, request, "body")
-        else:
-            self._watch(held)
+        self._body_read(held, ready)
 
     def _settle(self, held: Held, step: Step) -> None:
         """Idle or partial: wait for more in the poller, or, idle in a worker that takes nothing new, go back."""
@@ -534,7 +529,12 @@ class EventLoop(Carrier[Held]):
     def _buffer_body(self, held: Held, eof: bool) -> None:
         # Whole, or cut short by the client: the call goes ahead, and a cut body is answered as any
         # other (400, from the app's read of wsgi.input). Its deadline runs from the head, in total.
-        if eof or not held.http.body_to_buffer():
+        self._body_read(held, eof or not held.http.body_to_buffer())
+
+    def _body_read(self, held: Held, done: bool) -> None:
+        """What came of a body read before its call (buffered or spooled): ``done``, the call goes ahead (or waits
+        its turn); else the loop watches for more."""
+        if done:
             request = held.request
             assert request is not None
             self._ready(held, request, "body")

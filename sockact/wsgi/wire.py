@@ -97,16 +97,10 @@ class Wire:
         sock = self.sock
         if not more:
             # The usual case: one piece, which the kernel takes whole in one call.
-            try:
-                sent = sock.send(data, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                raise ClientGone(str(exc)) from exc
-            self.sent += sent
-            if sent == len(data):
+            before = self.sent
+            if self.send_now(data):
                 return
-            data = memoryview(data)[sent:]
+            data = memoryview(data)[self.sent - before:]
         buffers: list[bytes | memoryview] = [part for part in (data, *more) if part]
         try:
             while buffers:
@@ -127,7 +121,7 @@ class Wire:
         except OSError as exc:
             raise ClientGone(str(exc)) from exc
 
-    def send_now(self, data: bytes) -> bool:
+    def send_now(self, data: bytes | memoryview) -> bool:
         """Send ``data`` without waiting for room, for the worker's loop, which must never wait for a client: False
         when the kernel did not take it whole (what it took is counted, the rest is dropped)."""
         try:

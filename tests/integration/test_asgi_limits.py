@@ -272,7 +272,11 @@ def test_a_message_in_a_million_one_byte_fragments_costs_its_size_not_a_million_
         assert flood(sock, piece * 100_000, (count - 2) // 100_000 * 100_000 * len(piece)) is None
         sock.sendall(piece * ((count - 2) % 100_000) + bytes([0x80, 0x81]) + b"\0\0\0\0f")
         sock.settimeout(60)
-        assert read_frame(sock) == (0x2, b"f" * count)
+        # wsproto parses some 20 us a fragment: on a loaded machine the session's first keepalive ping (20 s) may
+        # come before the echo, and its timeout (20 s more) is not reached.
+        while (got := read_frame(sock))[0] == 0x9:
+            pass
+        assert got == (0x2, b"f" * count)
     peak = memory(worker)["VmHWM"]
     assert peak - before < BOUND, f"worker grew by {(peak - before) / MIB:.0f} MiB"
     server.waiting(lambda: memory(worker)["VmRSS"] - before < NEAR, "the worker's memory back near where it was")

@@ -6,6 +6,8 @@ promises of every bad value: one line naming it, exit code 2, before any worker 
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 
 import pytest
@@ -99,3 +101,30 @@ def test_the_metrics_listener_takes_no_part_in_the_interface(tmp_path, start_soc
     server.wait_ready(1)
     assert http_get(port, "/x")[0] == 200
     assert b"sockact_workers" in http_get(metrics, "/metrics")[2]
+
+
+@pytest.mark.parametrize("preload", [False, True])
+def test_the_metrics_listeners_app_is_not_loaded_and_the_served_apps_lifespan_runs_once(tmp_path, start_sockact,
+                                                                                       preload):
+    # The top-level app serves only the metrics listener here, whose connections the supervisor answers: no
+    # process imports it, and it has no lifespan. The ASGI app, served on two listeners, has one lifespan in the
+    # worker, which runs once each way.
+    (tmp_path / "unserved.py").write_text("import os\nprint(f'IMPORTED UNSERVED {os.getpid()}', flush=True)\n"
+                                          "async def app(scope, receive, send):\n    raise AssertionError(scope)\n")
+    port, api, metrics = free_port(), free_port(), free_port()
+    toml = tmp_path / "sockact.toml"
+    toml.write_text(f'app = "unserved:app"\nworkers = 1\npreload = {str(preload).lower()}\n\n'
+                    '[listeners.http]\napp = "asgiapps:echo"\n\n[listeners.api]\napp = "asgiapps:echo"\n')
+    server = start_sockact("--config", str(toml), "--bind", f"http=127.0.0.1:{port}", "--bind", f"api=127.0.0.1:{api}",
+                           "--bind", f"metrics=127.0.0.1:{metrics}", activation=False, wait=False,
+                           env={"PYTHONPATH": os.pathsep.join([str(tmp_path), base_env()["PYTHONPATH"]])})
+    server.port = port
+    server.wait_ready(1)
+    (worker,) = server.workers()
+    assert http_get(port, "/x")[0] == 200 and http_get(api, "/x")[0] == 200
+    assert b"sockact_workers" in http_get(metrics, "/metrics")[2]
+    server.send(signal.SIGTERM)
+    assert server.proc.wait(10) == 0
+    said = server.output()
+    assert said.count(f"LIFESPAN STARTUP {worker}") == 1 and said.count(f"LIFESPAN SHUTDOWN {worker}") == 1, said
+    assert said.count("LIFESPAN STARTUP") == 1 and "IMPORTED UNSERVED" not in said, said

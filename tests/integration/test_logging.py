@@ -204,3 +204,22 @@ def test_an_access_log_on_a_full_disk_is_told_once_and_serving_goes_on(start_soc
     assert http_get(server.port)[0] == 200
     assert server.output().count("access log /dev/full") == 1, server.output()
     assert server.workers() == [worker]
+
+
+def test_a_websocket_sessions_line_has_its_101_responses_fields_and_its_requests(start_sockact, ws_library):
+    # The {name}o atoms of a 101 are the handshake response's fields, the library's and the app's own, as any
+    # response's are; the {name}i atoms and the rest, the upgrade request's, as any request's are.
+    from websockets.sync.client import connect
+
+    server = start_sockact("asgiapps:ws_echo", "--workers", "1", "--ws", ws_library, "--access-logfile", "-",
+                           "--access-logformat", '"%(r)s" %(s)s %(b)s %(a)s %({upgrade}o)s %({sec-websocket-accept}o)s '
+                           "%({sec-websocket-protocol}o)s %({x-app}o)s %({sec-websocket-version}i)s %({upgrade}i)s",
+                           workers=1)
+    with connect(f"ws://127.0.0.1:{server.port}/own-field", subprotocols=["chat"], user_agent_header="ua/1",
+                 open_timeout=10) as ws:
+        accept = ws.response.headers["Sec-WebSocket-Accept"]
+        assert ws.response.headers["X-App"] == "echo"
+        ws.send("hello")
+        assert ws.recv(timeout=10) == "hello"
+    line = server.wait_for_log("websocket close=").split("websocket close=")[0].splitlines()[-1]
+    assert line.endswith(f'"GET /own-field HTTP/1.1" 101 5 ua/1 websocket {accept} chat echo 13 websocket '), line

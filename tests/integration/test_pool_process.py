@@ -62,6 +62,7 @@ def test_a_boot_past_timeout_is_killed_and_the_old_generation_serves(start_socka
     server.send(signal.SIGHUP)
     wait_until(lambda: "did not start within" in server.output(), "the boot deadline", timeout=10)
     wait_until(lambda: "reload failed" in server.output(), "the abandoned reload", timeout=10)
+    assert "reload failed: the new workers did not start in time; keeping generation 0\n" in server.output()
     # Aborted, not killed blind: its stack names the line of the import that hangs.
     assert f'File "{tmp_path / "bootapp.py"}", line 3 in <module>' in server.output(), server.output()
     assert server.workers() == [old]

@@ -4,6 +4,7 @@ the reason when the file is broken or the new code does not load, and the old wo
 from __future__ import annotations
 
 import subprocess
+import sys
 
 from conftest import SOCKACT, base_env, http_get
 
@@ -96,3 +97,36 @@ def test_a_reload_names_each_changed_setting_it_leaves_for_a_restart_and_applies
     server.wait_for_log("generation 2 serving")
     server.wait_workers(2, without=serving[0])
     assert server.output().count("settings read only at start changed") == 1
+
+
+# A supervisor from before outcomes carried what they keep apart: on SIGHUP it publishes what that supervisor
+# published for a file with an error, the reason saying what it keeps (as it logged it), with no "kept".
+OLDER_SUPERVISOR = """
+import json, os, signal, sys, time
+def hup(signum, frame):
+    path = os.path.join(os.environ["RUNTIME_DIRECTORY"], "reload")
+    with open(path + ".tmp", "w") as f:
+        f.write(json.dumps({"seq": 1, "pid": os.getpid(), "ok": False, "reason": sys.argv[1]}) + "\\n")
+    os.replace(path + ".tmp", path)
+signal.signal(signal.SIGHUP, hup)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_reload_run_against_an_older_supervisor_says_once_what_it_keeps(tmp_path):
+    # An upgrade not yet restarted (a virtualenv upgraded in place, a package's files replaced): ExecReload's
+    # `sockact reload` is the new one, the supervisor still the old one, whose reason says what it keeps.
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    env = base_env(RUNTIME_DIRECTORY=str(run_dir))
+    reason = "s.toml: key 'workers': invalid value 'two': expected an integer; keeping the running settings and workers"
+    older = subprocess.Popen([sys.executable, "-c", OLDER_SUPERVISOR, reason], env=env, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert older.stdout is not None and older.stdout.readline() == "ready\n"
+        done = reload(older.pid, env)
+    finally:
+        older.kill()
+        older.wait()
+    assert (done.returncode, done.stderr) == (1, f"sockact: reload failed: {reason}\n")

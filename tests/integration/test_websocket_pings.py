@@ -4,9 +4,12 @@ one that answers keeps its quiet session for as many pings as it likes."""
 
 from __future__ import annotations
 
+import json
+import signal
 import struct
 
 import pytest
+from conftest import http_get
 from test_asgi_limits import frame, read_frame, ws_open
 from test_metrics import scrape, start, value
 
@@ -84,3 +87,44 @@ def test_an_app_that_never_receives_keeps_a_client_that_answers(start_sockact, w
         server.wait_for_log("WS TICKS STOPPED")
         assert sessions(metrics, "1006") == 1
         assert sessions(metrics) == 1  # the one that answers
+
+
+def test_an_app_that_neither_receives_nor_sends_runs_on_after_its_session_until_the_worker_stops(start_sockact,
+                                                                                                ws_library):
+    # Its client answers no ping: the session ends, the client gets its close frame and then the FIN. Nothing tells
+    # an app that awaits neither receive() nor send(), and sockact, as uvicorn, does not cancel it: its task runs on,
+    # its session counted open, until it returns or its worker stops. A stop waits for it until graceful_timeout,
+    # then the supervisor kills the worker: the bound.
+    server, api, metrics = start(start_sockact, "--ws", ws_library, *FAST, "--graceful-timeout", "2", workers=1,
+                                 app="asgiapps:ws_silent")
+    with ws_open(api) as sock:
+        server.wait_for_log("WS SILENT ACCEPTED")
+        while (got := read_frame(sock))[0] == PING:
+            pass
+        assert got == (CLOSE, struct.pack("!H", 1011) + b"keepalive ping timeout")
+        assert sock.recv(100) == b""  # the FIN, though the app runs on
+    server.wait_for_log("no answer to a ping within ws_ping_timeout")
+    assert json.loads(http_get(api, "/")[2]) == {"running": 1}
+    assert sessions(metrics) == 1 and "websocket close=" not in server.output()  # said once the app returns
+    server.send(signal.SIGTERM)
+    assert server.proc.wait(15) == 0
+    said = server.output()
+    assert "did not finish in time; killing it" in said and "WS SILENT STOPPED" not in said, said
+
+
+def test_a_reload_ends_an_old_worker_held_by_such_an_app_at_graceful_timeout(start_sockact, ws_library):
+    # Retired by the reload, the old worker waits for the app's task, which never returns: graceful_timeout later
+    # the supervisor kills it, as a stop would, where it lived on with the old code for good.
+    server, api, _ = start(start_sockact, "--ws", ws_library, *FAST, "--graceful-timeout", "2", workers=1,
+                           app="asgiapps:ws_silent")
+    (old,) = server.workers()
+    with ws_open(api) as sock:
+        server.wait_for_log("WS SILENT ACCEPTED")
+        while read_frame(sock)[0] == PING:
+            pass
+    server.send(signal.SIGHUP)
+    server.wait_for_log("reload done")
+    server.waiting(lambda: old not in server.workers(), "the old worker gone", timeout=10)
+    assert f"worker {old} did not finish its calls within graceful_timeout (2s) of its retirement; killing it" \
+        in server.output()
+    assert http_get(api, "/")[0] == 200

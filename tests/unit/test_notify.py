@@ -146,9 +146,9 @@ def test_outcome_round_trip():
     assert ReloadOutcome.from_text(outcome.to_text()) == outcome
     kept = ReloadOutcome(8, 99, False, "the new code does not load", "generation 3")
     assert ReloadOutcome.from_text(kept.to_text()) == kept
-    # one published before outcomes said what they keep still reads
+    # one published before outcomes said what they keep still reads, its kept unsaid (None), not empty
     older = '{"seq": 1, "pid": 2, "ok": false, "reason": "x"}'
-    assert ReloadOutcome.from_text(older) == ReloadOutcome(1, 2, False, "x")
+    assert ReloadOutcome.from_text(older) == ReloadOutcome(1, 2, False, "x", None)
 
 
 def test_a_failed_reload_says_what_it_keeps_in_the_status_and_publishes_it_apart(notify_socket, tmp_path):

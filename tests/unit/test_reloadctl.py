@@ -30,8 +30,13 @@ def test_a_later_outcome_of_this_process_answers_the_reload():
     assert failed is not None and failed.message == f"reload failed: {reason}; keeping generation 1"
     # the text of a reason decides nothing: one that happens to say "; keeping " gets the usual ending
     odd = "key 'x'; keeping is not a setting"
-    failed = judge(PID, 3, ReloadOutcome(4, PID, False, odd), True, 0.1, 60)
+    failed = judge(PID, 3, ReloadOutcome(4, PID, False, odd, ""), True, 0.1, 60)
     assert failed is not None and failed.message == f"reload failed: {odd}; the running workers keep serving"
+    # but a supervisor older than the field said what it keeps in its reason, which is told as it is: not twice
+    older = "key 'workers': expected an integer; keeping the running settings and workers"
+    failed = judge(PID, 3, ReloadOutcome.from_text(f'{{"seq": 4, "pid": {PID}, "ok": false, "reason": "{older}"}}'),
+                   True, 0.1, 60)
+    assert failed is not None and failed.message == f"reload failed: {older}"
 
 
 @pytest.mark.parametrize("outcome", [

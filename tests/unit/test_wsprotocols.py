@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from sockact.asgi.wsprotocols import LIBRARIES, Closed, Part, check_handshake, find
+from sockact.asgi.wsprotocols import LIBRARIES, Closed, Part, check_handshake, find, head_fields
 from sockact.errors import ProtocolError
 from sockact.http.engine import Connection
 from sockact.http.events import Request
@@ -83,6 +83,19 @@ def test_a_rejection_before_accept_is_an_http_answer(library):
     proto = library(HEAD, 1000)
     proto.reject(403)
     assert proto.take_output().startswith(b"HTTP/1.1 403")
+
+
+def test_the_fields_of_a_librarys_answer_are_read_from_its_head_for_the_access_log(library):
+    proto = library(HEAD, 1000)
+    proto.accept("chat", [(b"x-extra", b"1")])
+    # A ping that came with the head, answered behind it: not part of the head.
+    fields = {name.lower(): value for name, value in head_fields(proto.take_output() + b"\x8a\x02hi")}
+    assert fields["sec-websocket-accept"] == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" and fields["upgrade"] == "websocket"
+    assert fields["sec-websocket-protocol"] == "chat" and fields["x-extra"] == "1"
+    refusal = library(HEAD, 1000)
+    refusal.reject(403)
+    assert ("sec-websocket-accept" not in {name.lower() for name, _ in head_fields(refusal.take_output())})
+    assert head_fields(b"") == []
 
 
 def test_an_unmasked_frame_closes_with_1002(library):

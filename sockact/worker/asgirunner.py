@@ -289,10 +289,8 @@ class AsgiRunner(Carrier[AsgiConnection]):
             if conn.state is not HEAD:
                 conn.to("bytes")
             self._rest(conn, in_head=True)
-            # Watched anew: uvloop (libuv) reports no reset that reached the socket with the bytes just read (a
-            # client that sends part of a head and resets), and the connection would wait for header_timeout. A new
-            # watch sees it. Only for a head in part: a whole request's reset shows at its answer's write.
-            conn.pause_reading()
+            conn.watch_anew()  # a reset that came with the head's part would wait for header_timeout
+            return
         conn.resume_reading()
 
     def _read_preface(self, conn: AsgiConnection) -> None:

@@ -18,6 +18,7 @@ from conftest import (
     parse_response,
     raw_exchange,
     read_to_close,
+    server_has_read,
     steady,
     wait_until,
 )
@@ -333,3 +334,22 @@ def test_a_client_that_resets_right_after_part_of_its_next_head_is_let_go_at_onc
     server.waiting(lambda: (fd_count(server.pid), fd_count(worker)) == at_rest, "every reset connection closed",
                    timeout=5)
     assert http_get(server.port, "/")[0] == 200
+
+
+@pytest.mark.parametrize("behind", [b"x", b"GET /next HT"], ids=["a-byte", "part-of-a-head"])
+def test_a_long_poll_whose_client_sends_a_byte_and_resets_hears_it_leave(start_sockact, behind):
+    """An ASGI long poll waits for http.disconnect; its client sends a few bytes behind the request and resets the
+    connection at once. The app hears the client leave and the connection closes: under uvloop the reset came with
+    bytes the loop read, was never reported to the reader, and the poll, its task and its fds stayed for good."""
+    server = start_sockact("asgiapps:long_poll", "--workers", "1", activation=False, wait=False)  # it answers no check
+    server.wait_for_log("ready:")
+    (worker,) = server.workers()
+    at_rest = steady(lambda: (fd_count(server.pid), fd_count(worker)), "the fd counts at rest")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
+        client.sendall(b"GET /poll HTTP/1.1\r\nHost: t\r\n\r\n")
+        wait_until(lambda: server_has_read(client), "the poll's request read")
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close() resets
+        client.send(behind)
+    server.wait_for_log("returned without a response to GET /poll", timeout=5)  # it heard http.disconnect
+    server.waiting(lambda: (fd_count(server.pid), fd_count(worker)) == at_rest, "the poll's connection closed",
+                   timeout=5)

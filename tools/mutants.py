@@ -552,6 +552,23 @@ MUTANTS = (
            "self.send_timeout = io_timeout",
            (INTEG + "test_handback_and_send_deadlines.py::test_a_client_that_never_reads_is_dropped_after_send_"
             "timeout_and_the_worker_lives",)),
+    Mutant("wsgi-call-writes-to-a-client-that-reads-nothing", "sockact/worker/wsgirunner.py",
+           "if held.http.wire.sent > held.look_at and self._unread(held):", "if False:",
+           (INTEG + "test_handback_and_send_deadlines.py::test_a_client_that_pipelines_and_never_reads_holds_no_app_"
+            "thread[1]",)),
+    Mutant("wsgi-unread-request-never-let-go", "sockact/worker/owner.py",
+           "return Due.SEND_TIMEOUT if waited >", "return None if waited >",
+           (UNIT + "test_worker_states.py::test_a_request_whose_client_takes_none_of_the_answers_before_it_is_let_"
+            "go_at_send_timeout",
+            INTEG + "test_handback_and_send_deadlines.py::test_a_client_that_pipelines_and_never_reads_holds_no_app_"
+            "thread[1]")),
+    Mutant("asgi-reset-with-part-of-a-head-unseen", "sockact/worker/asgirunner.py",
+           "conn.watch_anew()  # a reset that came with the head's part", "pass  #",
+           (INTEG + "test_hostile_clients.py::test_a_client_that_resets_right_after_part_of_its_next_head_is_let_go_"
+            "at_once[asgi]",)),
+    Mutant("asgi-reset-behind-a-request-unseen", "sockact/asgi/conn.py",
+           "                self.watch_anew()\n", "                pass\n",
+           (INTEG + "test_hostile_clients.py::test_a_long_poll_whose_client_sends_a_byte_and_resets_hears_it_leave",)),
     Mutant("asgi-send-timeout-ignored", "sockact/asgi/conn.py",
            "timeout = self.site.send_timeout or self.site.io_timeout", "timeout = self.site.io_timeout",
            (INTEG + "test_asgi_limits.py::test_a_pipelining_client_that_never_reads_holds_one_response_and_is_"

@@ -153,6 +153,14 @@ class AsgiConnection(Owned):
             self._context.run(self.loop.add_reader, self.fd, self._readable)
             self.watched = True
 
+    def watch_anew(self) -> None:
+        """Watched again from scratch after bytes that leave it waiting for more: uvloop (libuv) reports no reset
+        that reached the socket with the bytes just read (a client that sends a few and resets at once), and the
+        connection would wait for its deadline, or for good; a new watch sees it. Not after a whole request: its
+        reset shows at its answer's write."""
+        self.pause_reading()
+        self.resume_reading()
+
     def pause_reading(self) -> None:
         if self.watched:
             self.loop.remove_reader(self.fd)
@@ -205,6 +213,10 @@ class AsgiConnection(Owned):
             self.engine.receive_data(data)
             if called and self.engine.buffered > READ_HIGH:
                 self.pause_reading()  # the app reads slower than the client sends
+            elif called and data and self.engine.body_done():
+                # Bytes behind a request whose body is whole (pipelined, or a client's last before it resets): an app
+                # waiting for http.disconnect (a long poll) would wait for good.
+                self.watch_anew()
         if called:
             cycle = self.cycle
             if cycle is not None and cycle.complete and data:

@@ -294,6 +294,8 @@ class AsgiRunner(Carrier[AsgiConnection]):
             if conn.state is not HEAD:
                 conn.to("bytes")
             self._rest(conn, in_head=True)
+            conn.watch_anew()  # a reset that came with the head's part would wait for header_timeout
+            return
         conn.resume_reading()
 
     def _read_preface(self, conn: AsgiConnection) -> None:

@@ -13,6 +13,8 @@ CALL --served--> IDLE, whose clock starts, in ``Owner.served``.
     FRESH/HEAD/IDLE --head--> QUEUED --call--> CALL --served--> IDLE
     FRESH/HEAD/IDLE --buffer--> BODY --body--> QUEUED    (the loop reads the body: body_buffer, body_spool)
     FRESH/HEAD/IDLE --answer--> IDLE            (answered on the loop: the health path)
+    HEAD/IDLE/BODY --unread--> UNREAD --taken--> QUEUED, or --serve--> CALL
+                                                (its client took none of the last answers: WSGI)
     any open state --closing--> CLOSING --close--> CLOSED    (an answer going out, then lingering)
     any state but CALL and CLOSING --hand_back--> HANDED     (a stall: back to the supervisor)
     FRESH/IDLE --park--> HANDED                 (idle at a request boundary: parked)
@@ -28,7 +30,7 @@ import enum
 from sockact.policy.states import InvalidTransition
 
 __all__ = ["BODY", "CALL", "CLOSED", "CLOSING", "CONN_TRANSITIONS", "FRESH", "HANDED", "HEAD", "IDLE", "PREFACE",
-           "QUEUED", "ROW_MOVES", "ConnState", "InvalidTransition"]
+           "QUEUED", "ROW_MOVES", "UNREAD", "ConnState", "InvalidTransition"]
 
 
 class ConnState(enum.Enum):
@@ -39,6 +41,10 @@ class ConnState(enum.Enum):
     # io_timeout of the head plus a second per KiB received.
     BODY = "body"
     QUEUED = "queued"  # its request is parsed and waits for an app call to begin
+    # Its request is parsed, and its client has left the answers before it in the kernel's buffer (WSGI): the call
+    # waits, in the loop, until the client takes some (its socket writable again), within send_timeout. An app
+    # thread's write would otherwise wait for it, holding the thread.
+    UNREAD = "unread"
     CALL = "call"  # an app call (a thread, or an asyncio task) owns it
     IDLE = "idle"  # at a request boundary after a response: parked after park_after
     CLOSING = "closing"  # its last answer goes out, then what the client still sends is dropped
@@ -54,10 +60,10 @@ class ConnState(enum.Enum):
 
 # The members as plain module names, for the per-request path: on Python 3.11 ``ConnState.CALL`` costs
 # 0.3 µs (the Enum class's attribute machinery), a module name a twentieth of that.
-PREFACE, FRESH, HEAD, BODY, QUEUED, CALL, IDLE, CLOSING, HANDED, CLOSED = ConnState
+PREFACE, FRESH, HEAD, BODY, QUEUED, UNREAD, CALL, IDLE, CLOSING, HANDED, CLOSED = ConnState
 
 _C = ConnState
-_OPEN = (_C.PREFACE, _C.FRESH, _C.HEAD, _C.BODY, _C.QUEUED, _C.CALL, _C.IDLE)
+_OPEN = (_C.PREFACE, _C.FRESH, _C.HEAD, _C.BODY, _C.QUEUED, _C.UNREAD, _C.CALL, _C.IDLE)
 _WAITING = (_C.FRESH, _C.HEAD, _C.IDLE)  # reading, between calls: where a request can begin
 
 CONN_TRANSITIONS: dict[tuple[ConnState, str], ConnState] = {
@@ -71,6 +77,9 @@ CONN_TRANSITIONS: dict[tuple[ConnState, str], ConnState] = {
     **{(state, "answer"): _C.IDLE for state in _WAITING},
     (_C.BODY, "body"): _C.QUEUED,
     (_C.QUEUED, "call"): _C.CALL,
+    **{(state, "unread"): _C.UNREAD for state in (_C.HEAD, _C.IDLE, _C.BODY)},
+    (_C.UNREAD, "taken"): _C.QUEUED,
+    (_C.UNREAD, "serve"): _C.CALL,
     # A request the free loop thread calls the moment it is read (or its body is) never waits (WSGI).
     **{(state, "serve"): _C.CALL for state in (*_WAITING, _C.BODY)},
     (_C.CALL, "served"): _C.IDLE,
@@ -88,7 +97,7 @@ ROW_MOVES = ("head", "call", "serve")
 
 # The states whose deadline (owner.due) runs from the moment they are entered, except along KEEP_CLOCK:
 # one head's deadline counts from its connection's first moment, and a head that grows is the same head.
-CLOCKED = frozenset({_C.PREFACE, _C.FRESH, _C.HEAD, _C.BODY, _C.IDLE, _C.CLOSING})
+CLOCKED = frozenset({_C.PREFACE, _C.FRESH, _C.HEAD, _C.BODY, _C.UNREAD, _C.IDLE, _C.CLOSING})
 KEEP_CLOCK = frozenset({(_C.FRESH, _C.HEAD), (_C.HEAD, _C.HEAD)})
 
 for _state in ConnState:

@@ -12,6 +12,7 @@ reads, writes or closes a socket; the runners carry the decisions out. The owner
     HEAD     header_timeout from adoption (or from the end of the last request): 408
     BODY     io_timeout from the head, in total (not reset by each byte; the runner moves it on a
              second per KiB received, limits.BODY_MIN_RATE): 408
+    UNREAD   send_timeout from when it began to wait for its client to take its answers: closed, logged
     IDLE     park_after (or at once when stopping): parked in the supervisor
     CLOSING  looked at on every pass: its deadline is the runner's (the output still going out,
              then the linger), and so is the moment its close is over
@@ -36,7 +37,7 @@ from sockact.ipc import handoff
 from sockact.ipc.scoreboard import IN_HEAD, READ
 from sockact.logs import flood
 from sockact.worker.channel import Closed, preface_refused
-from sockact.worker.connstates import BODY, CLOSING, FRESH, HEAD, IDLE, PREFACE, ConnState, InvalidTransition
+from sockact.worker.connstates import BODY, CLOSING, FRESH, HEAD, IDLE, PREFACE, UNREAD, ConnState, InvalidTransition
 
 TIMER_INTERVAL = 0.01  # seconds between a runner's looks at every held connection's deadlines
 
@@ -124,6 +125,7 @@ class Due(enum.Enum):
     DROP = "drop"  # no byte within header_timeout: closed silently
     HEAD_TIMEOUT = "head_timeout"  # a head not whole within header_timeout: 408, closed
     BODY_TIMEOUT = "body_timeout"  # a buffered body not whole within io_timeout: 408, closed
+    SEND_TIMEOUT = "send_timeout"  # its client took none of its answers within send_timeout: logged, closed
     PARK = "park"  # idle at a request boundary: back to the supervisor (closed when stopping)
     CLOSING = "closing"  # closing: the runner looks whether its close is over, or overdue
 
@@ -148,6 +150,8 @@ def due(conn: Owned, now: float, park_after: float, stopping: bool) -> Due | Non
         return Due.REFUSE_PREFACE if waited > conn.site.header_timeout else None
     if state is CLOSING:
         return Due.CLOSING
+    if state is UNREAD:
+        return Due.SEND_TIMEOUT if waited > (conn.site.send_timeout or conn.site.io_timeout) else None
     return None
 
 

@@ -24,6 +24,7 @@ connection is a Held, whose state, deadlines and hand-backs the connection owner
 
 Who may touch a connection's fd, by its state (docs/architecture.md has the whole table):
     PREFACE, FRESH, HEAD, BODY, IDLE, CLOSING   the loop thread, under ``lock`` (the fd is in the poller)
+    UNREAD   the loop thread, under ``lock`` (the fd is in the poller for room to write: EPOLLOUT)
     QUEUED, CALL   its app thread alone (the fd is out of the poller); a pool thread whose call leaves it
                    IDLE puts it back in the poller, its last act (_finished), and the loop reads it only
                    once it has taken the call's end (_take_done)
@@ -72,7 +73,7 @@ from sockact.worker.channel import (
     read_channel,
     report,
 )
-from sockact.worker.connstates import BODY, CALL, CLOSING, HEAD, IDLE, PREFACE, QUEUED, ConnState
+from sockact.worker.connstates import BODY, CALL, CLOSING, HEAD, IDLE, PREFACE, QUEUED, UNREAD, ConnState
 from sockact.worker.guard import start_guarded
 from sockact.worker.owner import TIMER_INTERVAL, Carrier, Due, Owned, Owner
 from sockact.wsgi.environ import site_environ
@@ -120,6 +121,12 @@ QUIET_LOOKS = 100  # looks at a worker that serves nothing before the monitor sl
 # pipelined requests held the worker until all were served (seconds of 1 ms calls) while other clients waited.
 # The WebSocket sessions' TURN_SECONDS (asgi/websocket.py) is the same bound for the ASGI loop.
 DISPATCH_TURN = 0.002
+# Bytes written on a connection after which its next call waits until its client shows it takes its answers (its
+# socket writable): a client that pipelines and reads nothing, or asks again without reading, would otherwise have
+# an app thread's write wait for it, for send_timeout, while the worker's other clients wait for that thread. Every
+# this many bytes, not every request: a poll() a request would cost a keep-alive request a tenth more. The kernel's
+# buffer has room for far more than this when its socket is writable, so the writes in between do not wait.
+OUTPUT_LOOK = 16 * 1024
 
 
 # Step's members as module names: on Python 3.11 ``Step.IDLE`` costs 0.3 µs (the Enum class's attribute
@@ -130,7 +137,8 @@ _CLOSE, _LINGER, _PARTIAL, _IDLE = Step.CLOSE, Step.LINGER, Step.PARTIAL, Step.I
 class Held(Owned):
     """A connection the WSGI runner holds: the owner's books (owner.Owned), its socket and its engine."""
 
-    __slots__ = ("call_line", "call_of", "http", "linger_until", "lingered", "preface", "request", "sock", "watched")
+    __slots__ = ("call_line", "call_of", "http", "linger_until", "lingered", "look_at", "preface", "request", "sock",
+                 "watched")
 
     def __init__(self, msg: handoff.Message, sock: socket.socket, site: Site, state: ConnState, now: float,
                  http: HTTPConnection) -> None:
@@ -147,6 +155,7 @@ class Held(Owned):
         # same Request for the same head).
         self.call_of: Request | None = None
         self.call_line = b""
+        self.look_at = OUTPUT_LOOK  # once its wire has sent more, its next call waits for room (EventLoop._unread)
 
     def unparsed(self) -> bytes:
         return bytes(self.preface) if self.preface is not None else self.http.unparsed()
@@ -379,6 +388,8 @@ class EventLoop(Carrier[Held]):
             if state is IDLE or state is HEAD:
                 held.mark[held.mark_at] = 0  # its mark says what it held before this read, no longer true
         elif state is not CLOSING:
+            if state is UNREAD:
+                self._taken(held)  # writable: its client took some of its answers (or failed: its call finds out)
             return  # its app thread reads it, or it left in this turn of the loop (a stale event)
         try:
             data = held.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
@@ -512,19 +523,52 @@ class EventLoop(Carrier[Held]):
             self._watch(held)
 
     def _ready(self, held: Held, request: Request, event: str) -> None:
-        """A request is parsed (``event``: "head", or "body" once its body is buffered): called at once, or queued."""
+        """A request is parsed (``event``: "head", or "body" once its body is buffered, or "taken" once its client
+        took its answers before it): called at once, or queued."""
         held.request = request
+        if held.http.wire.sent > held.look_at and self._unread(held):
+            return
         if self._serve_now and not self.ready and not self._standby and (not self.mix.hand_off or self._fast(request)):
             # The loop thread is free and nothing waits before it: call at once. The call's own line
             # names the request from its first moment, so it needs no waiting line of its own.
-            if event == "body":
-                self.waiting.remove(held.msg.conn_id)  # the one it had while its body came
+            if event != "head":
+                self.waiting.remove(held.msg.conn_id)  # the one it had while its body came, or its client read
             self._call_inline(held, "serve")
             return
         held.to(event)
         self.ready.append(held)
         self.waiting.add(held.msg.conn_id, held.line_of(request))
         self._mark_reading(0)  # on its waiting line now
+
+    def _unread(self, held: Held) -> bool:
+        """``held`` has been sent OUTPUT_LOOK bytes since its client last showed room: True when it shows none now.
+        Its request then waits here, UNREAD, on a waiting line, its socket watched for room, for send_timeout at most
+        (owner.due): no app thread's write waits for a client that reads nothing, however much it pipelines."""
+        wire = held.http.wire
+        if wire.has_room():
+            held.look_at = wire.sent + OUTPUT_LOOK
+            return False
+        request = held.request
+        assert request is not None
+        held.to("unread")
+        self.waiting.add(held.msg.conn_id, held.line_of(request))
+        self._mark_reading(0)  # on its waiting line now
+        fd = held.sock.fileno()
+        if held.watched:
+            self.poller.modify(fd, select.EPOLLOUT)
+        else:
+            self.poller.register(fd, select.EPOLLOUT)
+            self.watching[fd] = held
+            held.watched = True
+        return True
+
+    def _taken(self, held: Held) -> None:
+        """An UNREAD connection's socket has room: its request goes on (called at once, or queued)."""
+        self._unwatch(held)
+        held.look_at = held.http.wire.sent + OUTPUT_LOOK
+        request = held.request
+        assert request is not None
+        self._ready(held, request, "taken")
 
     def _buffer_body(self, held: Held, eof: bool) -> None:
         # Whole, or cut short by the client: the call goes ahead, and a cut body is answered as any
@@ -867,6 +911,8 @@ class EventLoop(Carrier[Held]):
             held.http.head_timed_out()
         elif what is Due.BODY_TIMEOUT:
             held.http.body_timed_out()
+        elif what is Due.SEND_TIMEOUT:
+            held.http.answers_not_taken(held.request)
         self._close(held)  # DROP: it sent nothing, and is told nothing
 
     def _closing(self, held: Held, now: float) -> None:

@@ -410,6 +410,13 @@ class HTTPConnection:
         """The buffered body stopped coming for io_timeout: 408, then the caller closes."""
         self.refuse(ProtocolError(408, "request body timed out"), linger=False)
 
+    def answers_not_taken(self, waiting: Request | None) -> None:
+        """The client took none of its answers for send_timeout while ``waiting`` waited behind them (UNREAD in the
+        worker's loop): said once, then the caller closes."""
+        flood.WORKER.log(flood.SLOW_READER, log, logging.INFO, "conn %d: the client took no bytes of the responses "
+                         "before %s for %gs (send_timeout): connection closed", self.conn_id,
+                         quoted_request_line(waiting), self.wire.send_timeout)
+
     def head_timed_out(self) -> None:
         """The head did not arrive in time: 408 if part of one came, then the caller closes."""
         if self.engine.buffered:

@@ -60,7 +60,7 @@ class Wire:
         # so a client that never reads costs its connection, not the worker.
         self.send_timeout = send_timeout or io_timeout
 
-    def _wait(self, events: int, timeout: float) -> None:
+    def _poll_for(self, events: int) -> select.poll:
         poll = self._poll
         if poll is None:
             poll = self._poll = select.poll()
@@ -70,6 +70,10 @@ class Wire:
             else:
                 poll.register(self.sock, events)
             self._events = events
+        return poll
+
+    def _wait(self, events: int, timeout: float) -> None:
+        poll = self._poll_for(events)
         if self.deadline != math.inf:
             timeout = min(timeout, self.deadline - time.monotonic())
         if timeout <= 0 or not poll.poll(timeout * 1000):
@@ -132,6 +136,11 @@ class Wire:
             raise ClientGone(str(exc)) from exc
         self.sent += sent
         return sent == len(data)
+
+    def has_room(self) -> bool:
+        """Whether the kernel would take more output now, without waiting (the socket is writable, or failed:
+        the next send finds out). False when the client leaves what went before in its buffer."""
+        return bool(self._poll_for(_POLLOUT).poll(0))
 
     def _wait_to_send(self) -> None:
         try:

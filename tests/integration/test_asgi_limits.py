@@ -262,7 +262,10 @@ def test_a_websocket_session_is_one_access_line_when_it_closes(start_sockact, ws
 
 @pytest.mark.slow
 def test_a_message_in_a_million_one_byte_fragments_costs_its_size_not_a_million_objects(start_sockact, ws_library):
-    server = start_sockact("asgiapps:ws_echo", "--workers", "1", "--ws", ws_library, workers=1)
+    # No keepalive pings: on a loaded machine the message takes more than their interval (20 s), and a ping came
+    # where its echo was awaited.
+    server = start_sockact("asgiapps:ws_echo", "--workers", "1", "--ws", ws_library, "--ws-ping-interval", "0",
+                           workers=1)
     [worker] = server.workers()
     before = memory(worker)["VmRSS"]
     count = 1_000_000

@@ -8,7 +8,8 @@ import socket
 import threading
 import time
 
-from conftest import http_get, read_to_close
+import pytest
+from conftest import http_get, read_to_close, steady, tcp_queues
 
 
 def test_a_partial_head_handed_back_under_a_stalling_load_gets_its_408_on_time(start_sockact):
@@ -56,3 +57,34 @@ def test_a_client_that_never_reads_is_dropped_after_send_timeout_and_the_worker_
     status, _, body = http_get(server.port, "/?mb=1")
     assert status == 200 and len(body) == 1 << 20
     assert server.workers() == [worker] and "stuck" not in server.output()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_client_that_pipelines_and_never_reads_holds_no_app_thread(start_sockact, workers):
+    """A client pipelines 20,000 small requests and reads none of the answers, to workers of one app thread each.
+    Its answers fill the kernel's buffers; its next request then waits in the worker's loop until the client takes
+    some, not in the app thread's write, and the client is let go after send_timeout. Before, the call's write held
+    the worker's only thread for send_timeout, and a client that asked meanwhile waited as long (one worker) or
+    until its request was handed back (two)."""
+    send_timeout = 6.0  # wide enough for a loaded machine to see the answers stop going out well within it
+    server = start_sockact("testapps:pid", "--workers", str(workers), "--threads", "1", "--max-threads", "1",
+                           "--send-timeout", str(send_timeout), "--no-access-log", workers=workers)
+    pids = sorted(server.workers())
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as greedy:
+        greedy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        pipeline = threading.Thread(target=greedy.sendall, args=(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n" * 20000,))
+        pipeline.start()
+        # Its answers wait in the server's send queue, which has stopped growing: the client takes none.
+        steady(lambda: tcp_queues(greedy).get("server_tx", 0), "the answers to stop going out", calm=0.5, timeout=20)
+        assert tcp_queues(greedy)["server_tx"] > 0
+        started = time.monotonic()
+        waits = []
+        while time.monotonic() - started < send_timeout / 2:
+            asked = time.monotonic()
+            assert http_get(server.port, "/", timeout=30)[0] == 200
+            waits.append(time.monotonic() - asked)
+        print(f"{len(waits)} requests while the client reads nothing; the longest waited {max(waits):.3f}s")
+        assert max(waits) < 1.0, max(waits)
+        server.wait_for_log("(send_timeout): connection closed", timeout=send_timeout + 10)
+        pipeline.join(30)
+    assert sorted(server.workers()) == pids

@@ -6,6 +6,7 @@ import contextlib
 import random
 import select
 import socket
+import struct
 import threading
 import time
 
@@ -17,6 +18,7 @@ from conftest import (
     parse_response,
     raw_exchange,
     read_to_close,
+    server_has_read,
     steady,
     wait_until,
 )
@@ -312,3 +314,42 @@ def test_a_refused_client_that_sends_on_has_no_more_than_linger_bytes_read(start
                 taken += len(flood)
     assert taken < 64 * 1024 * 1024, f"the worker took {taken >> 20} MiB after its 400"
     assert http_get(server.port, "/")[0] == 200
+
+
+@pytest.mark.parametrize("interface", sorted(ECHO))
+def test_a_client_that_resets_right_after_part_of_its_next_head_is_let_go_at_once(start_sockact, interface):
+    """A keep-alive client reads its answer, sends part of its next head and resets the connection at once, so
+    that the bytes and the reset reach the worker together. The worker closes its end then, not at header_timeout:
+    under uvloop, a reset that came with the bytes the loop read was never reported to the connection's reader,
+    which held the connection's fd (and the supervisor's copy) until the head's deadline."""
+    server = start_sockact(ECHO[interface], "--workers", "1", "--header-timeout", "60", workers=1)
+    (worker,) = server.workers()
+    at_rest = steady(lambda: (fd_count(server.pid), fd_count(worker)), "the fd counts at rest")
+    for _ in range(5):
+        client = KeepAliveClient(server.port)
+        assert client.request("/")[0] == 200
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close() resets
+        client.sock.send(b"GET / HT")
+        client.close()
+    server.waiting(lambda: (fd_count(server.pid), fd_count(worker)) == at_rest, "every reset connection closed",
+                   timeout=5)
+    assert http_get(server.port, "/")[0] == 200
+
+
+@pytest.mark.parametrize("behind", [b"x", b"GET /next HT"], ids=["a-byte", "part-of-a-head"])
+def test_a_long_poll_whose_client_sends_a_byte_and_resets_hears_it_leave(start_sockact, behind):
+    """An ASGI long poll waits for http.disconnect; its client sends a few bytes behind the request and resets the
+    connection at once. The app hears the client leave and the connection closes: under uvloop the reset came with
+    bytes the loop read, was never reported to the reader, and the poll, its task and its fds stayed for good."""
+    server = start_sockact("asgiapps:long_poll", "--workers", "1", activation=False, wait=False)  # it answers no check
+    server.wait_for_log("ready:")
+    (worker,) = server.workers()
+    at_rest = steady(lambda: (fd_count(server.pid), fd_count(worker)), "the fd counts at rest")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
+        client.sendall(b"GET /poll HTTP/1.1\r\nHost: t\r\n\r\n")
+        wait_until(lambda: server_has_read(client), "the poll's request read")
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close() resets
+        client.send(behind)
+    server.wait_for_log("returned without a response to GET /poll", timeout=5)  # it heard http.disconnect
+    server.waiting(lambda: (fd_count(server.pid), fd_count(worker)) == at_rest, "the poll's connection closed",
+                   timeout=5)

@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import signal
 import struct
+import threading
+import time
 
 import pytest
 from conftest import http_get
-from test_asgi_limits import frame, read_frame, ws_open
+from test_asgi_limits import BOUND, MIB, NEAR, flood, frame, memory, read_frame, ws_open
 from test_metrics import scrape, start, value
 
 PING, PONG, CLOSE, TEXT = 0x9, 0xA, 0x8, 0x1
@@ -128,3 +130,47 @@ def test_a_reload_ends_an_old_worker_held_by_such_an_app_at_graceful_timeout(sta
     assert f"worker {old} did not finish its calls within graceful_timeout (2s) of its retirement; killing it" \
         in server.output()
     assert http_get(api, "/")[0] == 200
+
+
+def test_a_client_that_sends_on_and_never_reads_is_let_go_and_holds_up_no_one(start_sockact, ws_library):
+    """A client floods the echo app with 64 KiB messages and reads nothing, while pings fall due: its bytes keep
+    "answering" them, so it is the send_timeout that must let it go (its echoes wait for it), within seconds, with
+    the worker's memory bounded. Meanwhile a session on the same worker that reads and answers its pings, and
+    plain requests, are served, and that session stays open."""
+    server, api, metrics = start(start_sockact, "--ws", ws_library, *FAST, "--send-timeout", "2", workers=1,
+                                 app="asgiapps:ws_echo")
+    [worker] = server.workers()
+    before = memory(worker)["VmRSS"]
+    with ws_open(api) as answering, ws_open(api, rcvbuf=4096) as greedy:
+        ended: list[object] = []
+
+        def send_on() -> None:
+            ended.append(flood(greedy, frame(0x2, b"e" * 65536), 1024 * MIB))  # None only if never stopped
+            ended.append(time.monotonic())
+
+        started = time.monotonic()
+        sender = threading.Thread(target=send_on)
+        sender.start()
+        exchanges = 0
+        while sender.is_alive() and time.monotonic() - started < 30:
+            answering.sendall(frame(TEXT, b"still here"))
+            while (got := read_frame(answering))[0] == PING:
+                answering.sendall(frame(PONG, got[1]))
+            assert got == (TEXT, b"still here")
+            asked = time.monotonic()
+            assert http_get(api, "/", timeout=10)[0] == 200
+            assert time.monotonic() - asked < 2, "a plain request waited behind the client that never reads"
+            exchanges += 1
+            time.sleep(0.05)
+        sender.join(30)
+        assert isinstance(ended[0], OSError) and not isinstance(ended[0], TimeoutError), ended
+        # Its echoes stop moving within a second of the flood's start (the kernel's buffers fill); then send_timeout.
+        assert ended[1] - started < 2 + 8, ended[1] - started
+        assert exchanges >= 5
+        server.waiting(lambda: sessions(metrics, "1006") == 1, "the flooding session counted as ended")
+        assert sessions(metrics) == 1  # the one that reads
+    peak = memory(worker)["VmHWM"]
+    print(f"let go after {ended[1] - started:.2f}s; worker {before / MIB:.1f} MiB, peak {peak / MIB:.1f} MiB")
+    assert peak - before < BOUND, f"worker grew by {(peak - before) / MIB:.0f} MiB"
+    server.waiting(lambda: memory(worker)["VmRSS"] - before < NEAR, "the worker's memory back near where it was")
+    assert server.workers() == [worker]

@@ -14,7 +14,7 @@ from sockact.worker.connstates import CONN_TRANSITIONS, ROW_MOVES, ConnState, In
 from sockact.worker.owner import Carrier, Due, Owned, Owner, due
 
 C = ConnState
-SITE = SimpleNamespace(header_timeout=10.0, io_timeout=30.0, proxy_protocol="off", listener="http")
+SITE = SimpleNamespace(header_timeout=10.0, io_timeout=30.0, send_timeout=5.0, proxy_protocol="off", listener="http")
 PROXY_SITE = SimpleNamespace(header_timeout=10.0, io_timeout=30.0, proxy_protocol="v1")
 EVENTS = sorted({event for _, event in CONN_TRANSITIONS})
 
@@ -166,6 +166,19 @@ def test_a_buffered_body_has_a_total_deadline_that_bytes_do_not_move():
 def test_a_proxy_header_has_header_timeout():
     conn = Conn(state=C.PREFACE, since=0.0)
     assert due(conn, 10.5, park_after=0.1, stopping=False) is Due.REFUSE_PREFACE
+
+
+def test_a_request_whose_client_takes_none_of_the_answers_before_it_is_let_go_at_send_timeout():
+    conn = Conn(state=C.IDLE, since=0.0)
+    conn.to("unread", now=100.0)  # its clock starts when it begins to wait for its client
+    assert due(conn, 104.9, park_after=0.1, stopping=True) is None
+    assert due(conn, 105.5, park_after=0.1, stopping=False) is Due.SEND_TIMEOUT
+    conn.to("taken", now=105.6)
+    assert conn.state is C.QUEUED and due(conn, 1e9, park_after=0.1, stopping=False) is None
+    o = owner()
+    waiting = o.add(Conn(1, C.UNREAD))
+    assert list(o.stall_hand_backs()) == []  # it waits for its client, not for a thread: a stall does not move it
+    assert o.retire() == [] and waiting.state is C.UNREAD  # it finishes first, as a call does
 
 
 @pytest.mark.parametrize("state", [C.QUEUED, C.CALL, C.HANDED, C.CLOSED])

@@ -50,6 +50,7 @@ LOOP_ANSWERS_TEST = (UNIT + "test_loop_answers.py::test_an_answer_of_the_loops_o
 
 SHORT_FLAG_TEST = (INTEG + "test_cli_walls.py::test_a_shortened_flag_and_a_port_alone_are_one_line_each_saying_what_"
                    "to_write")
+FIRST_WEEK = INTEG + "test_operator_first_week.py::"
 
 MUTANTS = (
     Mutant("asgi-close-reads-on-behind-its-answer", "sockact/asgi/conn.py",
@@ -1043,6 +1044,12 @@ MUTANTS = (
     Mutant("gunicorns-unlimited-without-a-hint", "sockact/config/parsers.py",
            "if value == 0 and zero:", "if False:",
            (INTEG + "test_cli_walls.py::test_gunicorns_unlimited_request_line_says_what_to_write",)),
+    Mutant("unix-socket-left-to-the-umask", "sockact/systemd/activation.py",
+           "os.chmod(str(addr), UNIX_SOCKET_MODE)", "pass",
+           (FIRST_WEEK + "test_a_unix_socket_bound_by_hand_takes_connections_from_any_user_as_a_socket_units_does",)),
+    Mutant("unix-socket-directory-missing-unexplained", "sockact/systemd/activation.py",
+           "if family == socket.AF_UNIX and exc.errno == errno.ENOENT:", "if False:",
+           (FIRST_WEEK + "test_a_unix_socket_whose_directory_is_missing_says_which_and_who_makes_it",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

@@ -243,8 +243,9 @@ class Config(ListenerSettings):
         "send. 0: pings never end a session.", "http", metavar="SECONDS")
     bind: tuple[str, ...] = _opt(
         parsers.binds, ("127.0.0.1:8000",),
-        "Addresses to listen on when systemd passes no sockets: HOST:PORT, [V6]:PORT or unix:PATH. "
-        "Ignored under socket activation; an empty list is an error.", "listeners", metavar="ADDR",
+        "Addresses to listen on when systemd passes no sockets: HOST:PORT, [V6]:PORT or unix:PATH "
+        "(made with mode 0666, as a .socket unit's default SocketMode=). Ignored under socket activation; an "
+        "empty list is an error.", "listeners", metavar="ADDR",
         aliases=("-b",), restart=True)
     backlog: int = _opt(
         # listen() takes a C int (a larger one raised OverflowError at start); the kernel caps it at somaxconn.

@@ -51,6 +51,8 @@ LOOP_ANSWERS_TEST = (UNIT + "test_loop_answers.py::test_an_answer_of_the_loops_o
 SHORT_FLAG_TEST = (INTEG + "test_cli_walls.py::test_a_shortened_flag_and_a_port_alone_are_one_line_each_saying_what_"
                    "to_write")
 FIRST_WEEK = INTEG + "test_operator_first_week.py::"
+OVERRIDDEN_TEST = ("test_a_file_setting_that_a_flag_or_the_environment_overrides_is_said_at_start_at_reload_and_"
+                   "by_check")
 
 MUTANTS = (
     Mutant("asgi-close-reads-on-behind-its-answer", "sockact/asgi/conn.py",
@@ -1050,6 +1052,15 @@ MUTANTS = (
     Mutant("unix-socket-directory-missing-unexplained", "sockact/systemd/activation.py",
            "if family == socket.AF_UNIX and exc.errno == errno.ENOENT:", "if False:",
            (FIRST_WEEK + "test_a_unix_socket_whose_directory_is_missing_says_which_and_who_makes_it",)),
+    Mutant("file-value-overridden-unsaid", "sockact/config/sources.py",
+           "out = list(cfg.overridden)", "out = []",
+           (FIRST_WEEK + OVERRIDDEN_TEST,)),
+    Mutant("reload-of-an-overridden-value-unsaid", "sockact/supervisor/core.py",
+           'self.reload_note = "; ".join(notes + shadowed)', 'self.reload_note = "; ".join(notes)',
+           (FIRST_WEEK + OVERRIDDEN_TEST,)),
+    Mutant("settings-refused-together-without-their-sources", "sockact/config/sources.py",
+           "({cfg.given.get(name, 'the default')})", "",
+           (FIRST_WEEK + "test_settings_refused_together_name_where_each_came_from",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

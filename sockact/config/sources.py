@@ -139,14 +139,22 @@ def build(cli_values: Mapping[str, Any], environ: Mapping[str, str], config_file
     path = config_file or environ.get(ENV_PREFIX + "CONFIG") or None
     if path:
         values, listeners = read_toml(path)
-    values.update(read_env(environ))
+    in_file = dict(values)
+    given = {key: f"in {path}" for key in values}
+    for key, value in read_env(environ).items():
+        values[key], given[key] = value, f"{BY_NAME[key].env} in the environment"
     for key, raw in cli_values.items():
         if raw is not None:
-            values[key] = _parse(BY_NAME[key], raw, f"option {BY_NAME[key].flag}")
+            where = f"option {BY_NAME[key].flag}"
+            values[key], given[key] = _parse(BY_NAME[key], raw, where), where
     if "root_path" not in values and environ.get("SCRIPT_NAME"):
         # gunicorn's way to give the mount prefix; the setting, from any source, wins.
         values["root_path"] = _parse(BY_NAME["root_path"], environ["SCRIPT_NAME"], "environment: SCRIPT_NAME")
-    cfg = Config(**values, listeners=listeners, config_file=path, given=frozenset(values))
+        given["root_path"] = "SCRIPT_NAME in the environment"
+    overridden = tuple(f"{key} = {toml_value(value)} in {path} is not applied: {given[key]} gives "
+                       f"{toml_value(values[key])}, which wins over the file"
+                       for key, value in in_file.items() if values[key] != value)
+    cfg = Config(**values, listeners=listeners, config_file=path, given=given, overridden=overridden)
     _check_together(cfg, environ)
     return cfg
 
@@ -183,19 +191,24 @@ def unapplied(started: Config, new: Config, activated: bool = False) -> list[str
 def _check_together(cfg: Config, environ: Mapping[str, str]) -> None:
     """Settings that are each valid but not together."""
     if cfg.max_threads and cfg.max_threads < cfg.threads:
-        raise ConfigError(f"max_threads: {cfg.max_threads} is below threads ({cfg.threads}); it is the "
-                          "ceiling the pool grows to (0: as many as threads)")
+        raise ConfigError(f"{_from(cfg, 'max_threads')} is below {_from(cfg, 'threads')}; it is the ceiling the "
+                          "pool grows to (0: as many as threads)")
     if cfg.reload and cfg.preload:
-        raise ConfigError("reload: cannot be combined with preload (a reload re-forks a preloaded app "
-                          "without re-importing it)")
+        raise ConfigError(f"{_from(cfg, 'reload')} cannot be combined with {_from(cfg, 'preload')}: a reload "
+                          "re-forks a preloaded app without re-importing it")
     if cfg.reload and environ.get("INVOCATION_ID") and not cfg.reload_under_systemd:
         raise ConfigError("reload: is for development, and systemd runs this sockact (INVOCATION_ID is "
                           "set); deploy with 'systemctl reload', or pass --reload-under-systemd")
 
 
+def _from(cfg: Config, name: str) -> str:
+    """A setting's value and where it came from, for an error that names two: 'threads = 8 (option --threads)'."""
+    return f"{name} = {toml_value(getattr(cfg, name))} ({cfg.given.get(name, 'the default')})"
+
+
 def warnings(cfg: Config, environ: Mapping[str, str], cwd: str, pid: int) -> list[str]:
     """What loads but will not do what it says here: said at start, and by ``sockact check``."""
-    out = []
+    out = list(cfg.overridden)
     activated = "LISTEN_FDS" in environ and environ.get("LISTEN_PID", str(pid)) == str(pid)
     if activated and "bind" in cfg.given:
         out.append("bind: ignored under socket activation (LISTEN_FDS is set): the sockets come from systemd; "

@@ -44,3 +44,49 @@ def test_a_unix_socket_whose_directory_is_missing_says_which_and_who_makes_it(tm
     lines = result.stderr.strip().splitlines()
     assert lines[-1].endswith(f"bind 'unix:{path}': the directory {path.parent} does not exist; make it "
                               "first (under systemd, RuntimeDirectory= does)"), result.stderr
+
+
+def test_a_file_setting_that_a_flag_or_the_environment_overrides_is_said_at_start_at_reload_and_by_check(
+        start_sockact, tmp_path):
+    # The operator edits the file and reloads; a flag in ExecStart= or a drop-in's Environment= wins over the
+    # file, so nothing changes: the reload said "done" and nothing else, and the start said nothing either.
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    env = {"RUNTIME_DIRECTORY": str(run_dir), "SOCKACT_KEEPALIVE": "5"}
+    cfg = tmp_path / "sockact.toml"
+    cfg.write_text('app = "testapps:pid"\nworkers = 2\n')
+    server = start_sockact("--config", str(cfg), "--workers", "1", env=env, workers=1)
+    by_flag = f"workers = 2 in {cfg} is not applied: option --workers gives 1, which wins over the file"
+    assert f"WARNING sockact: {by_flag}" in server.output()
+    (old,) = server.workers()
+
+    cfg.write_text('app = "testapps:pid"\nworkers = 2\nkeepalive = 30\nmax_requests = 100\n')
+    done = subprocess.run([*SOCKACT, "reload", "--pid", str(server.pid), "--config", str(cfg)],
+                          env=base_env(**env), capture_output=True, text=True, timeout=60)
+    by_env = f"keepalive = 30.0 in {cfg} is not applied: SOCKACT_KEEPALIVE in the environment gives 5.0, which wins " \
+             "over the file"
+    assert (done.returncode, done.stderr) == (0, f"sockact: reload done, but not every setting: {by_env}\n")
+    assert f"WARNING sockact.supervisor: reload: {by_env}" in server.output()
+    server.wait_workers(1, without=old)  # max_requests, which nothing overrides, is applied
+
+    said = run_cli("check", "--config", str(cfg), "--workers", "1", env={"SOCKACT_KEEPALIVE": "5"})
+    assert said.returncode == 0, said.stderr
+    assert f"sockact: warning: {by_flag}\nsockact: warning: {by_env}\n" in said.stderr
+    assert "not applied" not in run_cli("check", "--config", str(cfg), "--workers", "2").stderr
+
+
+def test_settings_refused_together_name_where_each_came_from(tmp_path):
+    cfg = tmp_path / "sockact.toml"
+    cfg.write_text("max_threads = 4\n")
+    for command in ("check", "run"):
+        result = run_cli(command, "--config", str(cfg), "--threads", "8")
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.splitlines() == [
+            f"sockact: error: max_threads = 4 (in {cfg}) is below threads = 8 (option --threads); it is the ceiling "
+            "the pool grows to (0: as many as threads)"], result.stderr
+    cfg.write_text("preload = true\n")
+    result = run_cli("run", "--config", str(cfg), "--reload", env={"SOCKACT_WORKERS": "1"})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"sockact: error: reload = true (option --reload) cannot be combined with preload = true (in {cfg}): a "
+        "reload re-forks a preloaded app without re-importing it"], result.stderr

@@ -53,6 +53,7 @@ SHORT_FLAG_TEST = (INTEG + "test_cli_walls.py::test_a_shortened_flag_and_a_port_
 FIRST_WEEK = INTEG + "test_operator_first_week.py::"
 OVERRIDDEN_TEST = ("test_a_file_setting_that_a_flag_or_the_environment_overrides_is_said_at_start_at_reload_and_"
                    "by_check")
+TOML_MISTAKES_TEST = "test_a_toml_syntax_mistake_names_the_line_its_key_and_what_to_write"
 
 MUTANTS = (
     Mutant("asgi-close-reads-on-behind-its-answer", "sockact/asgi/conn.py",
@@ -1061,6 +1062,12 @@ MUTANTS = (
     Mutant("settings-refused-together-without-their-sources", "sockact/config/sources.py",
            "({cfg.given.get(name, 'the default')})", "",
            (FIRST_WEEK + "test_settings_refused_together_name_where_each_came_from",)),
+    Mutant("toml-key-set-twice-without-its-lines", "sockact/config/sources.py",
+           'if what == "Cannot overwrite a value":', "if False:",
+           (FIRST_WEEK + TOML_MISTAKES_TEST,)),
+    Mutant("toml-bare-string-without-the-quotes-hint", "sockact/config/sources.py",
+           "hint = f'; a string is written in quotes: {name} = \"{written}\"'", 'hint = ""',
+           (FIRST_WEEK + TOML_MISTAKES_TEST,)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

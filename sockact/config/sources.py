@@ -39,7 +39,8 @@ def read_toml(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
 
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            text = fh.read().decode()
+        data = tomllib.loads(text)
     except FileNotFoundError:
         raise ConfigError(f"config file {path}: not found") from None
     except PermissionError:
@@ -51,7 +52,7 @@ def read_toml(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         raise ConfigError(f"config file {path}: not valid TOML: line {line} is not UTF-8 (byte "
                           f"0x{exc.object[exc.start]:02x}); save the file as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
+        raise ConfigError(f"config file {path}: {_syntax_error(text, str(exc))}") from None
     values: dict[str, Any] = {}
     listeners: dict[str, dict[str, Any]] = {}
     errors: list[str] = []
@@ -72,6 +73,42 @@ def read_toml(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     if errors:
         raise ConfigError("\n".join(errors))
     return values, listeners
+
+
+# tomllib's messages end with where: "Cannot overwrite a value (at line 4, column 12)".
+_AT_LINE = re.compile(r"\s*\(at line (\d+), column \d+\)$")
+_KEY = re.compile(r"\s*([A-Za-z0-9_.-]+)")
+_VALUE = re.compile(r"[^=]*=\s*(.*?)\s*(?:#.*)?$")
+_BARE = re.compile(r"[+-]?[0-9][0-9_.eE+-]*|true|false")  # what TOML writes without quotes
+
+
+def _syntax_error(text: str, message: str) -> str:
+    """tomllib's message with the line's key and what to write: a key set twice names the line that set it
+    first, and a string or a boolean written as in Python or gunicorn's file says how TOML writes it."""
+    at = _AT_LINE.search(message)
+    lines = text.splitlines()
+    if at is None or int(at.group(1)) > len(lines):
+        return f"not valid TOML: {message}"
+    number, what = int(at.group(1)), message[:at.start()]
+    where = f"not valid TOML at line {number}"
+    key = _KEY.match(lines[number - 1])
+    if key is None or lines[number - 1].lstrip().startswith("["):
+        return f"{where}: {what}"
+    name = key.group(1)
+    if what == "Cannot overwrite a value":
+        for earlier in range(number - 2, -1, -1):  # back to the table's header: the same key in another is no clash
+            if lines[earlier].lstrip().startswith("["):
+                break
+            if (other := _KEY.match(lines[earlier])) and other.group(1) == name:
+                return f"{where}: key '{name}' is set twice (line {earlier + 1} sets it too); keep one"
+    value = _VALUE.match(lines[number - 1])
+    written = value.group(1) if value else ""
+    hint = ""
+    if written in ("True", "False"):
+        hint = f"; TOML's true and false are lowercase: {name} = {written.lower()}"
+    elif written and written[0] not in "\"'[{" and not _BARE.fullmatch(written):
+        hint = f'; a string is written in quotes: {name} = "{written}"'
+    return f"{where}: key '{name}': {what}{hint}"
 
 
 @contextlib.contextmanager

@@ -90,3 +90,42 @@ def test_settings_refused_together_name_where_each_came_from(tmp_path):
     assert result.stderr.splitlines() == [
         f"sockact: error: reload = true (option --reload) cannot be combined with preload = true (in {cfg}): a "
         "reload re-forks a preloaded app without re-importing it"], result.stderr
+
+
+TOML_MISTAKES = [
+    ('workers = 2\nkeepalive = 5\n\nworkers = 3\n',
+     "not valid TOML at line 4: key 'workers' is set twice (line 1 sets it too); keep one"),
+    ('[listeners.api]\nkeepalive = 5\nkeepalive = 6\n',
+     "not valid TOML at line 3: key 'keepalive' is set twice (line 2 sets it too); keep one"),
+    ('app = testapps:pid\n',
+     "not valid TOML at line 1: key 'app': Invalid value; a string is written in quotes: app = \"testapps:pid\""),
+    ('workers = 2\nkeepalive = 5s  # a comment\n',
+     "not valid TOML at line 2: key 'keepalive': Expected newline or end of document after a statement; a "
+     "string is written in quotes: keepalive = \"5s\""),
+    ('preload = True\n', "not valid TOML at line 1: key 'preload': Invalid value; TOML's true and false are "
+                         "lowercase: preload = true"),
+    ('workers: 2\n', "not valid TOML at line 1: key 'workers': Expected '=' after a key in a key/value pair"),
+]
+
+
+def test_a_toml_syntax_mistake_names_the_line_its_key_and_what_to_write(start_sockact, tmp_path):
+    cfg = tmp_path / "sockact.toml"
+    for text, said in TOML_MISTAKES:
+        cfg.write_text(text)
+        for command in ("check", "run"):
+            result = run_cli(command, "--config", str(cfg), "testapps:pid")
+            assert result.returncode == 2, result.stderr
+            assert result.stderr.splitlines() == [f"sockact: error: config file {cfg}: {said}"], result.stderr
+    # and a reload that finds one fails with the same line, the running workers serving on
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    env = {"RUNTIME_DIRECTORY": str(run_dir)}
+    cfg.write_text('app = "testapps:pid"\nworkers = 1\n')
+    server = start_sockact("--config", str(cfg), env=env, workers=1)
+    cfg.write_text('app = "testapps:pid"\nworkers = 1\nworkers = 2\n')
+    done = subprocess.run([*SOCKACT, "reload", "--pid", str(server.pid), "--config", str(cfg)],
+                          env=base_env(**env), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"sockact: reload failed: config file {cfg}: not valid TOML at line 3: key "
+                                  "'workers' is set twice (line 2 sets it too); keep one"), done.stderr
+    assert http_get(server.port, "/")[0] == 200

@@ -1068,6 +1068,12 @@ MUTANTS = (
     Mutant("toml-bare-string-without-the-quotes-hint", "sockact/config/sources.py",
            "hint = f'; a string is written in quotes: {name} = \"{written}\"'", 'hint = ""',
            (FIRST_WEEK + TOML_MISTAKES_TEST,)),
+    Mutant("reload-signals-whatever-pid-it-is-given", "sockact/reloadctl.py",
+           "    if refusal is not None:", "    if False:",
+           (FIRST_WEEK + "test_a_reload_of_a_pid_that_is_no_supervisor_signals_nothing_and_names_the_one_to_give",)),
+    Mutant("reload-takes-an-untitled-worker-for-its-supervisor", "sockact/reloadctl.py",
+           " or command == parent_command:", ":",
+           (UNIT + "test_reloadctl.py::test_a_pid_that_is_no_supervisor_is_told_apart",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

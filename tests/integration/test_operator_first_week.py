@@ -129,3 +129,32 @@ def test_a_toml_syntax_mistake_names_the_line_its_key_and_what_to_write(start_so
     assert done.stderr.startswith(f"sockact: reload failed: config file {cfg}: not valid TOML at line 3: key "
                                   "'workers' is set twice (line 2 sets it too); keep one"), done.stderr
     assert http_get(server.port, "/")[0] == 200
+
+
+def test_a_reload_of_a_pid_that_is_no_supervisor_signals_nothing_and_names_the_one_to_give(start_sockact, tmp_path):
+    # A worker's pid, read off `ps`: it ignored the HUP, and the command waited a minute for an outcome that
+    # never came. Another program's pid: the HUP killed it, and the command said it "exited before the
+    # reload finished".
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    env = {"RUNTIME_DIRECTORY": str(run_dir)}
+    server = start_sockact("testapps:pid", "--workers", "1", env=env, activation=False, workers=1)
+    (worker,) = server.workers()
+
+    def reload(pid: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*SOCKACT, "reload", "--pid", str(pid)], env=base_env(**env), capture_output=True,
+                              text=True, timeout=30)
+
+    done = reload(worker)
+    assert (done.returncode, done.stderr) == (
+        2, f"sockact: reload: process {worker} is a worker of sockact, not its supervisor; nothing was sent: "
+           f"sockact reload --pid {server.pid}\n")
+    with subprocess.Popen(["sleep", "60"]) as other:
+        done = reload(other.pid)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(f"sockact: reload: process {other.pid} is not sockact (it runs 'sleep 60'); "
+                                      "nothing was sent"), done.stderr
+        assert other.poll() is None, "the other program must not have been signalled"
+        other.kill()
+    assert server.workers() == [worker] and http_get(server.port, "/")[0] == 200
+    assert reload(server.pid).returncode == 0

@@ -1074,6 +1074,12 @@ MUTANTS = (
     Mutant("reload-takes-an-untitled-worker-for-its-supervisor", "sockact/reloadctl.py",
            " or command == parent_command:", ":",
            (UNIT + "test_reloadctl.py::test_a_pid_that_is_no_supervisor_is_told_apart",)),
+    Mutant("error-log-failure-as-a-traceback-per-line", "sockact/logs/errorfile.py",
+           "    def handleError(self, record", "    def _handle_error(self, record",
+           (FIRST_WEEK + "test_an_error_log_on_a_full_disk_is_told_once_and_its_lines_go_to_stderr",)),
+    Mutant("error-log-failure-said-at-every-line", "sockact/logs/errorfile.py",
+           "        if not self.failing:", "        if True:",
+           (FIRST_WEEK + "test_an_error_log_on_a_full_disk_is_told_once_and_its_lines_go_to_stderr",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

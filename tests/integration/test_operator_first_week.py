@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import tempfile
 
-from conftest import SOCKACT, base_env, http_get
+from conftest import SOCKACT, base_env, http_get, wait_until
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -158,3 +159,22 @@ def test_a_reload_of_a_pid_that_is_no_supervisor_signals_nothing_and_names_the_o
         other.kill()
     assert server.workers() == [worker] and http_get(server.port, "/")[0] == 200
     assert reload(server.pid).returncode == 0
+
+
+def test_an_error_log_on_a_full_disk_is_told_once_and_its_lines_go_to_stderr(start_sockact):
+    # Each record failed with a 37-line '--- Logging error ---' traceback on stderr: the journal flooded,
+    # and the line itself lost.
+    server = start_sockact("testapps:pid", "--error-logfile", "/dev/full", "--workers", "1", activation=False,
+                           wait=False)
+    server.wait_for_log("ready:")
+    for count in (1, 2, 3):
+        server.send(signal.SIGTTIN)
+        wait_until(lambda: server.output().count("one worker more: 2") == count, "one worker more")  # noqa: B023
+        server.send(signal.SIGTTOU)
+        wait_until(lambda: server.output().count("one worker fewer: 1") == count, "one worker fewer")  # noqa: B023
+    assert http_get(server.port, "/")[0] == 200
+    out = server.output()
+    assert "Logging error" not in out and "Traceback" not in out, out[:2000]
+    assert out.count("error_logfile /dev/full: cannot write (No space left on device); its lines go to stderr "
+                     "until it can") == 1, out
+    assert out.count("one worker more: 2") == 3, out

@@ -11,6 +11,9 @@ The bound is the new settings' ``timeout`` (how long a worker may take to boot) 
 ``graceful_timeout``, read from the same sources as the supervisor reads them. When it runs out,
 the command gives up waiting and says so; the supervisor carries on with the reload, which
 still ends in the journal either way. systemd bounds the whole command by TimeoutStartSec=.
+
+A pid that is no supervisor gets no signal (exit 2): a worker ignores HUP, and the wait would run to
+its bound; another program may die of it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any, TextIO
 
 from sockact import config
 from sockact.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError
+from sockact.proctitle import PREFIX, format_title
 from sockact.systemd.notify import ReloadOutcome, failed_reload, read_reload_outcome, runtime_dir
 
 POLL = 0.05  # seconds between looks at the outcome file while waiting
@@ -106,6 +110,38 @@ def wait_bound(environ: Mapping[str, str], config_file: str | None) -> float:
     return cfg.timeout + cfg.graceful_timeout
 
 
+def not_a_supervisor(pid: int, command: str | None, parent: int, parent_command: str | None) -> str | None:
+    """Why process ``pid``, running ``command`` (None: /proc would not say), is no sockact supervisor to send
+    SIGHUP, or None. A worker ignores the HUP (and the wait ran to its bound); another program may die of it."""
+    if command is None:
+        return None
+    if PREFIX not in command:
+        return (f"process {pid} is not sockact (it runs {command!r}); nothing was sent: give the supervisor's "
+                "pid ($MAINPID in ExecReload=, or: systemctl show -p MainPID --value sockact.service)")
+    # A worker is titled so; without setproctitle it runs its supervisor's command line, forked from it.
+    if command.startswith(format_title("worker")) or command == parent_command:
+        return (f"process {pid} is a worker of sockact, not its supervisor; nothing was sent: "
+                f"sockact reload --pid {parent}")
+    return None
+
+
+def _command(pid: int) -> str | None:
+    """Process ``pid``'s command line (its title, where setproctitle set one), or None if /proc does not say."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return None
+
+
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return int(fh.read().rpartition(b")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -118,7 +154,8 @@ def _alive(pid: int) -> bool:
 
 def main(pid: int, config_file: str | None = None, max_wait: float | None = None,
          environ: Mapping[str, str] | None = None, *, err: TextIO | None = None,
-         clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> int:
+         clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+         command: Callable[[int], str | None] = _command) -> int:
     """Reload supervisor ``pid`` and wait for the outcome; returns the exit code."""
     environ = os.environ if environ is None else environ
     err = sys.stderr if err is None else err
@@ -128,6 +165,11 @@ def main(pid: int, config_file: str | None = None, max_wait: float | None = None
               "from ExecReload= of a unit with RuntimeDirectory=, or send SIGHUP yourself", file=err)
         return EXIT_USAGE
     bound = max_wait if max_wait is not None else wait_bound(environ, config_file)
+    parent = _parent(pid)
+    refusal = not_a_supervisor(pid, command(pid), parent, command(parent) if parent else None)
+    if refusal is not None:
+        print(f"sockact: reload: {refusal}", file=err)
+        return EXIT_USAGE
     previous = read_reload_outcome(directory)
     before = previous.seq if previous is not None and previous.pid == pid else 0
     try:

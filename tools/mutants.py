@@ -50,6 +50,10 @@ LOOP_ANSWERS_TEST = (UNIT + "test_loop_answers.py::test_an_answer_of_the_loops_o
 
 SHORT_FLAG_TEST = (INTEG + "test_cli_walls.py::test_a_shortened_flag_and_a_port_alone_are_one_line_each_saying_what_"
                    "to_write")
+FIRST_WEEK = INTEG + "test_operator_first_week.py::"
+OVERRIDDEN_TEST = ("test_a_file_setting_that_a_flag_or_the_environment_overrides_is_said_at_start_at_reload_and_"
+                   "by_check")
+TOML_MISTAKES_TEST = "test_a_toml_syntax_mistake_names_the_line_its_key_and_what_to_write"
 
 MUTANTS = (
     Mutant("asgi-close-reads-on-behind-its-answer", "sockact/asgi/conn.py",
@@ -1100,6 +1104,39 @@ MUTANTS = (
     Mutant("gunicorns-unlimited-without-a-hint", "sockact/config/parsers.py",
            "if value == 0 and zero:", "if False:",
            (INTEG + "test_cli_walls.py::test_gunicorns_unlimited_request_line_says_what_to_write",)),
+    Mutant("unix-socket-left-to-the-umask", "sockact/systemd/activation.py",
+           "os.chmod(str(addr), UNIX_SOCKET_MODE)", "pass",
+           (FIRST_WEEK + "test_a_unix_socket_bound_by_hand_takes_connections_from_any_user_as_a_socket_units_does",)),
+    Mutant("unix-socket-directory-missing-unexplained", "sockact/systemd/activation.py",
+           "if family == socket.AF_UNIX and exc.errno == errno.ENOENT:", "if False:",
+           (FIRST_WEEK + "test_a_unix_socket_whose_directory_is_missing_says_which_and_who_makes_it",)),
+    Mutant("file-value-overridden-unsaid", "sockact/config/sources.py",
+           "out = list(cfg.overridden)", "out = []",
+           (FIRST_WEEK + OVERRIDDEN_TEST,)),
+    Mutant("reload-of-an-overridden-value-unsaid", "sockact/supervisor/core.py",
+           'self.reload_note = "; ".join(notes + shadowed)', 'self.reload_note = "; ".join(notes)',
+           (FIRST_WEEK + OVERRIDDEN_TEST,)),
+    Mutant("settings-refused-together-without-their-sources", "sockact/config/sources.py",
+           "({cfg.given.get(name, 'the default')})", "",
+           (FIRST_WEEK + "test_settings_refused_together_name_where_each_came_from",)),
+    Mutant("toml-key-set-twice-without-its-lines", "sockact/config/sources.py",
+           'if what == "Cannot overwrite a value":', "if False:",
+           (FIRST_WEEK + TOML_MISTAKES_TEST,)),
+    Mutant("toml-bare-string-without-the-quotes-hint", "sockact/config/sources.py",
+           "hint = f'; a string is written in quotes: {name} = \"{written}\"'", 'hint = ""',
+           (FIRST_WEEK + TOML_MISTAKES_TEST,)),
+    Mutant("reload-signals-whatever-pid-it-is-given", "sockact/reloadctl.py",
+           "    if refusal is not None:", "    if False:",
+           (FIRST_WEEK + "test_a_reload_of_a_pid_that_is_no_supervisor_signals_nothing_and_names_the_one_to_give",)),
+    Mutant("reload-takes-an-untitled-worker-for-its-supervisor", "sockact/reloadctl.py",
+           " or command == parent_command:", ":",
+           (UNIT + "test_reloadctl.py::test_a_pid_that_is_no_supervisor_is_told_apart",)),
+    Mutant("error-log-failure-as-a-traceback-per-line", "sockact/logs/errorfile.py",
+           "    def handleError(self, record", "    def _handle_error(self, record",
+           (FIRST_WEEK + "test_an_error_log_on_a_full_disk_is_told_once_and_its_lines_go_to_stderr",)),
+    Mutant("error-log-failure-said-at-every-line", "sockact/logs/errorfile.py",
+           "        if not self.failing:", "        if True:",
+           (FIRST_WEEK + "test_an_error_log_on_a_full_disk_is_told_once_and_its_lines_go_to_stderr",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

@@ -243,8 +243,9 @@ class Config(ListenerSettings):
         "send. 0: pings never end a session.", "http", metavar="SECONDS")
     bind: tuple[str, ...] = _opt(
         parsers.binds, ("127.0.0.1:8000",),
-        "Addresses to listen on when systemd passes no sockets: HOST:PORT, [V6]:PORT or unix:PATH. "
-        "Ignored under socket activation; an empty list is an error.", "listeners", metavar="ADDR",
+        "Addresses to listen on when systemd passes no sockets: HOST:PORT, [V6]:PORT or unix:PATH "
+        "(made with mode 0666, as a .socket unit's default SocketMode=). Ignored under socket activation; an "
+        "empty list is an error.", "listeners", metavar="ADDR",
         aliases=("-b",), restart=True)
     backlog: int = _opt(
         # listen() takes a C int (a larger one raised OverflowError at start); the kernel caps it at somaxconn.
@@ -381,7 +382,12 @@ class Config(ListenerSettings):
     # per-listener overrides by fd name, e.g. {"api": {"app": "api.wsgi:app", "keepalive": 5.0}}
     listeners: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     config_file: str | None = None
-    given: frozenset[str] = frozenset()  # the settings a file, the environment or a flag set
+    # Each setting a file, the environment or a flag set, and where from: the file's path, 'SOCKACT_X in the
+    # environment', 'option --x' (an error naming two settings says where each came from).
+    given: Mapping[str, str] = field(default_factory=dict)
+    # Values of the file that the environment or a flag overrides, in words: said at start, by check, and by a
+    # reload that finds one changed, since editing the file changes nothing there.
+    overridden: tuple[str, ...] = ()
 
     def serves(self, name: str) -> bool:
         """Whether listener ``name``'s connections reach a worker: all but the metrics listener's, which the

@@ -39,7 +39,8 @@ def read_toml(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
 
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            text = fh.read().decode()
+        data = tomllib.loads(text)
     except FileNotFoundError:
         raise ConfigError(f"config file {path}: not found") from None
     except PermissionError:
@@ -51,7 +52,7 @@ def read_toml(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         raise ConfigError(f"config file {path}: not valid TOML: line {line} is not UTF-8 (byte "
                           f"0x{exc.object[exc.start]:02x}); save the file as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
+        raise ConfigError(f"config file {path}: {_syntax_error(text, str(exc))}") from None
     values: dict[str, Any] = {}
     listeners: dict[str, dict[str, Any]] = {}
     errors: list[str] = []
@@ -72,6 +73,42 @@ def read_toml(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     if errors:
         raise ConfigError("\n".join(errors))
     return values, listeners
+
+
+# tomllib's messages end with where: "Cannot overwrite a value (at line 4, column 12)".
+_AT_LINE = re.compile(r"\s*\(at line (\d+), column \d+\)$")
+_KEY = re.compile(r"\s*([A-Za-z0-9_.-]+)")
+_VALUE = re.compile(r"[^=]*=\s*(.*?)\s*(?:#.*)?$")
+_BARE = re.compile(r"[+-]?[0-9][0-9_.eE+-]*|true|false")  # what TOML writes without quotes
+
+
+def _syntax_error(text: str, message: str) -> str:
+    """tomllib's message with the line's key and what to write: a key set twice names the line that set it
+    first, and a string or a boolean written as in Python or gunicorn's file says how TOML writes it."""
+    at = _AT_LINE.search(message)
+    lines = text.splitlines()
+    if at is None or int(at.group(1)) > len(lines):
+        return f"not valid TOML: {message}"
+    number, what = int(at.group(1)), message[:at.start()]
+    where = f"not valid TOML at line {number}"
+    key = _KEY.match(lines[number - 1])
+    if key is None or lines[number - 1].lstrip().startswith("["):
+        return f"{where}: {what}"
+    name = key.group(1)
+    if what == "Cannot overwrite a value":
+        for earlier in range(number - 2, -1, -1):  # back to the table's header: the same key in another is no clash
+            if lines[earlier].lstrip().startswith("["):
+                break
+            if (other := _KEY.match(lines[earlier])) and other.group(1) == name:
+                return f"{where}: key '{name}' is set twice (line {earlier + 1} sets it too); keep one"
+    value = _VALUE.match(lines[number - 1])
+    written = value.group(1) if value else ""
+    hint = ""
+    if written in ("True", "False"):
+        hint = f"; TOML's true and false are lowercase: {name} = {written.lower()}"
+    elif written and written[0] not in "\"'[{" and not _BARE.fullmatch(written):
+        hint = f'; a string is written in quotes: {name} = "{written}"'
+    return f"{where}: key '{name}': {what}{hint}"
 
 
 @contextlib.contextmanager
@@ -139,14 +176,22 @@ def build(cli_values: Mapping[str, Any], environ: Mapping[str, str], config_file
     path = config_file or environ.get(ENV_PREFIX + "CONFIG") or None
     if path:
         values, listeners = read_toml(path)
-    values.update(read_env(environ))
+    in_file = dict(values)
+    given = {key: f"in {path}" for key in values}
+    for key, value in read_env(environ).items():
+        values[key], given[key] = value, f"{BY_NAME[key].env} in the environment"
     for key, raw in cli_values.items():
         if raw is not None:
-            values[key] = _parse(BY_NAME[key], raw, f"option {BY_NAME[key].flag}")
+            where = f"option {BY_NAME[key].flag}"
+            values[key], given[key] = _parse(BY_NAME[key], raw, where), where
     if "root_path" not in values and environ.get("SCRIPT_NAME"):
         # gunicorn's way to give the mount prefix; the setting, from any source, wins.
         values["root_path"] = _parse(BY_NAME["root_path"], environ["SCRIPT_NAME"], "environment: SCRIPT_NAME")
-    cfg = Config(**values, listeners=listeners, config_file=path, given=frozenset(values))
+        given["root_path"] = "SCRIPT_NAME in the environment"
+    overridden = tuple(f"{key} = {toml_value(value)} in {path} is not applied: {given[key]} gives "
+                       f"{toml_value(values[key])}, which wins over the file"
+                       for key, value in in_file.items() if values[key] != value)
+    cfg = Config(**values, listeners=listeners, config_file=path, given=given, overridden=overridden)
     _check_together(cfg, environ)
     return cfg
 
@@ -183,19 +228,24 @@ def unapplied(started: Config, new: Config, activated: bool = False) -> list[str
 def _check_together(cfg: Config, environ: Mapping[str, str]) -> None:
     """Settings that are each valid but not together."""
     if cfg.max_threads and cfg.max_threads < cfg.threads:
-        raise ConfigError(f"max_threads: {cfg.max_threads} is below threads ({cfg.threads}); it is the "
-                          "ceiling the pool grows to (0: as many as threads)")
+        raise ConfigError(f"{_from(cfg, 'max_threads')} is below {_from(cfg, 'threads')}; it is the ceiling the "
+                          "pool grows to (0: as many as threads)")
     if cfg.reload and cfg.preload:
-        raise ConfigError("reload: cannot be combined with preload (a reload re-forks a preloaded app "
-                          "without re-importing it)")
+        raise ConfigError(f"{_from(cfg, 'reload')} cannot be combined with {_from(cfg, 'preload')}: a reload "
+                          "re-forks a preloaded app without re-importing it")
     if cfg.reload and environ.get("INVOCATION_ID") and not cfg.reload_under_systemd:
         raise ConfigError("reload: is for development, and systemd runs this sockact (INVOCATION_ID is "
                           "set); deploy with 'systemctl reload', or pass --reload-under-systemd")
 
 
+def _from(cfg: Config, name: str) -> str:
+    """A setting's value and where it came from, for an error that names two: 'threads = 8 (option --threads)'."""
+    return f"{name} = {toml_value(getattr(cfg, name))} ({cfg.given.get(name, 'the default')})"
+
+
 def warnings(cfg: Config, environ: Mapping[str, str], cwd: str, pid: int) -> list[str]:
     """What loads but will not do what it says here: said at start, and by ``sockact check``."""
-    out = []
+    out = list(cfg.overridden)
     activated = "LISTEN_FDS" in environ and environ.get("LISTEN_PID", str(pid)) == str(pid)
     if activated and "bind" in cfg.given:
         out.append("bind: ignored under socket activation (LISTEN_FDS is set): the sockets come from systemd; "

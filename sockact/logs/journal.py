@@ -211,11 +211,18 @@ class JournalHandler(logging.Handler):
         logging's own handleError prints a traceback per failure, which for a server would turn
         one broken journal socket into a traceback per request.
         """
-        try:
-            sys.stderr.write(f"[{record.process}] {record.levelname} {record.name}: {record.getMessage()}\n")
-            sys.stderr.flush()
-        except Exception:
-            pass  # stderr is gone too; there is nowhere left to report to
+        to_stderr(lambda: f"[{record.process}] {record.levelname} {record.name}: {record.getMessage()}")
+
+
+def to_stderr(line: Callable[[], str]) -> None:
+    """The line ``line()`` makes, where a log handler could not write its own; never raises, even when
+    the record cannot be formatted."""
+    try:
+        sys.stderr.write(line() + "\n")
+        sys.stderr.flush()
+    except Exception:
+        pass  # stderr is gone too; there is nowhere left to report to
+
 
 
 class StderrHandler(logging.StreamHandler):
@@ -273,10 +280,10 @@ def setup_logging(level: str, target: str, environ: Mapping[str, str], logfile: 
     if sendv:
         handler = JournalHandler(sendv)
     elif logfile and logfile != "-":
-        from logging.handlers import WatchedFileHandler  # here: logging to the journal never needs it
+        from sockact.logs.errorfile import ErrorFileHandler  # here: logging to the journal never needs it
 
         try:
-            handler = WatchedFileHandler(logfile)
+            handler = ErrorFileHandler(logfile)
         except OSError as exc:
             raise ConfigError(f"error_logfile {logfile}: {exc.strerror}") from None
         handler.setFormatter(logging.Formatter("%(asctime)s " + STDERR_FORMAT))

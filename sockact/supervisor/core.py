@@ -237,9 +237,14 @@ class Supervisor:
         # "done" must not look as if it took them, so it names each and carries on with the rest.
         activated = not any(lst.owned for lst in self.listeners)
         changed = unapplied(self.started, config, activated) if error is None else []
-        self.reload_note = "; ".join(f"{change}, applied at the next restart" for change in changed)
+        # A value of the file edited where a flag or the environment wins: the edit changes nothing.
+        shadowed = [note for note in config.overridden if note not in self.config.overridden] if error is None else []
+        notes = [f"{change}, applied at the next restart" for change in changed]
         if changed:
-            log.warning("reload: settings read only at start changed: %s", self.reload_note)
+            log.warning("reload: settings read only at start changed: %s", "; ".join(notes))
+        for note in shadowed:
+            log.warning("reload: %s", note)
+        self.reload_note = "; ".join(notes + shadowed)
         if error is None:
             self.hooks.call("on_reload", HookServer(os.getpid(), config))
             lifecycle(log, "reload", "reloading: starting generation %d of %d workers",

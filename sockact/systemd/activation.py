@@ -184,6 +184,8 @@ def _adopt(fd: int, name: str) -> Listener:
 # How long the kernel holds a connection whose client has sent nothing before it is accepted all the same (it is
 # then a FRESH connection, closed at header_timeout): rounded up to a SYN-ACK retransmission, about 1 s.
 DEFER_ACCEPT_SECONDS = 1
+# The mode of a Unix socket sockact binds itself: systemd's default SocketMode=.
+UNIX_SOCKET_MODE = 0o666
 
 
 def parse_bind(spec: str) -> tuple[str, int, str | tuple[str, int]]:
@@ -222,9 +224,17 @@ def _bind(spec: str, backlog: int) -> Listener:
             # new connection then finds its request, with no wait in its poller (two epoll_ctl, a second read).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_SECONDS)
         sock.bind(addr)
+        if family == socket.AF_UNIX:
+            # Any local user may connect, as to a .socket unit's (SocketMode=0666): a proxy runs as its own
+            # user, and connect() needs write permission, which the umask takes away. The directory's
+            # permissions say who may reach it.
+            os.chmod(str(addr), UNIX_SOCKET_MODE)
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
+        if family == socket.AF_UNIX and exc.errno == errno.ENOENT:
+            raise ListenerError(f"bind '{spec}': the directory {os.path.dirname(str(addr)) or '.'} does not exist; "
+                                "make it first (under systemd, RuntimeDirectory= does)") from None
         if exc.errno == errno.EADDRINUSE:
             raise ListenerError(f"bind '{spec}': address already in use; stop the other server or "
                                 "choose another --bind") from None

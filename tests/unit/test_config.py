@@ -176,7 +176,7 @@ def test_thread_counts_are_bounded_by_the_scoreboard_and_the_ceiling_by_the_floo
         config.build({"threads": "65"}, {}, None)
     with pytest.raises(ConfigError, match=r"^environment: SOCKACT_MAX_THREADS: .*must be <= 64$"):
         config.build({}, {"SOCKACT_MAX_THREADS": "100"}, None)
-    with pytest.raises(ConfigError, match=r"^max_threads: 2 is below threads \(4\)"):
+    with pytest.raises(ConfigError, match=r"^max_threads = 2 \(option --max-threads\) is below threads = 4 \(option "):
         config.build({"threads": "4", "max_threads": "2"}, {}, None)
     assert config.BY_NAME["threads"].kind == "integer 1..64"
 
@@ -225,7 +225,7 @@ def test_env_pythonpath_and_chdir():
 
 
 def test_reload_is_refused_with_preload_and_under_systemd():
-    with pytest.raises(ConfigError, match=r"^reload: cannot be combined with preload"):
+    with pytest.raises(ConfigError, match=r"^reload = true \(option --reload\) cannot be combined with preload = true"):
         config.build({"reload": True, "preload": True}, {}, None)
     with pytest.raises(ConfigError, match=r"^reload: .*--reload-under-systemd"):
         config.build({"reload": True}, {"INVOCATION_ID": "abc"}, None)

@@ -92,6 +92,11 @@ def test_without_a_runtime_directory_it_says_why_and_signals_nobody():
 # -- the command against a stand-in supervisor: this process, whose SIGHUP handler publishes
 
 
+def stand_in(pid: int) -> str:
+    """This process's command line as a supervisor's title, its parent's another's."""
+    return "sockact: supervisor [test]" if pid == os.getpid() else "pytest"
+
+
 @pytest.fixture
 def supervisor(tmp_path) -> Iterator[tuple[dict[str, str], list[tuple[bool, str] | tuple[bool, str, str]]]]:
     """(environ, outcomes): each SIGHUP to this process publishes the next of ``outcomes``."""
@@ -115,7 +120,7 @@ def test_reload_succeeds_quietly(supervisor):
     outcomes += [(True, ""), (True, "")]
     for _ in range(2):  # the second reload is answered by the second outcome, not the first
         err = io.StringIO()
-        assert reloadctl.main(os.getpid(), max_wait=10, environ=environ, err=err) == EXIT_OK
+        assert reloadctl.main(os.getpid(), max_wait=10, environ=environ, err=err, command=stand_in) == EXIT_OK
         assert err.getvalue() == ""
 
 
@@ -130,7 +135,7 @@ def test_a_failed_reload_exits_1_with_the_reason(supervisor, outcome, said):
     environ, outcomes = supervisor
     outcomes.append(outcome)
     err = io.StringIO()
-    assert reloadctl.main(os.getpid(), max_wait=10, environ=environ, err=err) == EXIT_FAILURE
+    assert reloadctl.main(os.getpid(), max_wait=10, environ=environ, err=err, command=stand_in) == EXIT_FAILURE
     assert err.getvalue() == f"sockact: reload failed: {said}\n"
 
 
@@ -138,7 +143,22 @@ def test_no_answer_ends_at_the_bound(supervisor):
     environ, _ = supervisor  # no outcome queued: the stand-in never answers
     now = [0.0]
     err = io.StringIO()
-    code = reloadctl.main(os.getpid(), max_wait=2, environ=environ, err=err,
+    code = reloadctl.main(os.getpid(), max_wait=2, environ=environ, err=err, command=stand_in,
                           clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
     assert code == EXIT_FAILURE and "within 2s" in err.getvalue()
     assert now[0] >= 2
+
+
+@pytest.mark.parametrize(("command", "parent_command", "said"), [
+    ("sleep 60", "bash", "process 42 is not sockact (it runs 'sleep 60'); nothing was sent: give the supervisor's"),
+    ("sockact: worker 1 [app]", "sockact: supervisor [app]", "process 42 is a worker of sockact, not its supervisor; "
+                                                            "nothing was sent: sockact reload --pid 7"),
+    # without setproctitle a worker runs its supervisor's command line
+    ("python3 /usr/bin/sockact run", "python3 /usr/bin/sockact run", "process 42 is a worker of sockact"),
+    ("python3 /usr/bin/sockact run", "/usr/lib/systemd/systemd", None),
+    ("sockact: supervisor [sockact.service]", "/sbin/init", None),
+    (None, None, None),  # /proc would not say: sent, as before
+])
+def test_a_pid_that_is_no_supervisor_is_told_apart(command, parent_command, said):
+    refusal = reloadctl.not_a_supervisor(42, command, 7, parent_command)
+    assert refusal == said if said is None else refusal.startswith(said), refusal

@@ -1048,6 +1048,12 @@ MUTANTS = (
     Mutant("a-task-that-ignores-its-cancellation-holds-the-worker-until-the-kill", "sockact/worker/asgirunner.py",
            "            self._give_up()\n", "            pass\n",
            (STOP_DEADLINE + "test_a_stop_cancels_what_never_returns_and_the_worker_exits_by_itself",)),
+    # A reload that changed graceful_timeout gave the old workers the new one, which they do not know: one whose
+    # setting was longer planned its end past the supervisor's kill.
+    Mutant("a-retiring-worker-is-killed-on-the-new-generations-graceful-timeout", "sockact/policy/pool.py",
+           "                grace = m.grace\n", "                grace = self._generation_config(m).graceful_timeout\n",
+           (UNIT + "policy/test_pool.py::test_a_worker_retired_by_a_reload_is_killed_past_graceful_timeout_as_at_a_"
+            "stop",)),
     Mutant("a-lifespan-shutdown-may-take-graceful-timeout-after-the-eof", "sockact/worker/asgirunner.py",
            "await lifespan.shutdown(self.deadline.lifespan_time(time.monotonic()))",
            "await lifespan.shutdown(self.graceful_timeout)",

@@ -306,7 +306,8 @@ async def ws_silent(scope, receive, send) -> None:
 
 async def stuck(scope, receive, send) -> None:
     """An app whose tasks never return by themselves: a WebSocket session that neither receives nor sends after its
-    accept, an HTTP call to /hang that awaits forever, one to /stubborn that also ignores its cancellation; any other
+    accept, an HTTP call to /hang that awaits forever, one to /cut that does so after its response began, one to
+    /stubborn that also ignores its cancellation; any other
     path answers at once. Its lifespan shutdown appends the worker's pid to the file $STUCK_SHUTDOWN_FILE names, then,
     with $STUCK_SHUTDOWN_HANGS, never ends."""
     if scope["type"] == "lifespan":
@@ -325,6 +326,11 @@ async def stuck(scope, receive, send) -> None:
         await asyncio.Event().wait()
     if scope["path"] == "/hang":
         print("STUCK CALL /hang", flush=True)
+        await asyncio.Event().wait()
+    if scope["path"] == "/cut":  # a response begun, whose end never comes
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+        print("STUCK CALL /cut", flush=True)
         await asyncio.Event().wait()
     if scope["path"] == "/stubborn":
         print("STUCK CALL /stubborn", flush=True)

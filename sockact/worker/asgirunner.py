@@ -631,7 +631,11 @@ class AsgiRunner(Carrier[AsgiConnection]):
         answered = 0
         for conn, (_, request) in self.calls.items():
             cycle = conn.cycle
-            if cycle is not None and cycle.request is request and not (cycle.started or cycle.answered or conn.gone):
+            if cycle is None or cycle.request is not request or cycle.answered or conn.gone:
+                continue  # a session, or a call that is answered already
+            if cycle.started:
+                cycle.answered = True  # cut: its sends are dropped, and its CancelledError is no app error
+            else:
                 cycle.answer(502)
                 answered += 1
         for task in tasks:

@@ -43,35 +43,42 @@ def start_stuck(start_sockact, ws_library: str, shutdown: Path, **env: str) -> t
     return server, api, worker
 
 
+STUCK_CALLS = ("/hang", "/stubborn", "/cut")
+
+
 def open_stuck(server, api: int) -> tuple[socket.socket, list[socket.socket]]:
-    """A session and two calls of asgiapps:stuck, each waiting in its app for good."""
+    """A session and a call to each of STUCK_CALLS of asgiapps:stuck, each waiting in its app for good."""
     ws = ws_open(api)
     server.wait_for_log("STUCK WS ACCEPTED")
-    calls = [call(api, "/hang"), call(api, "/stubborn")]
-    server.wait_for_log("STUCK CALL /hang")
-    server.wait_for_log("STUCK CALL /stubborn")
+    calls = [call(api, path) for path in STUCK_CALLS]
+    for path in STUCK_CALLS:
+        server.wait_for_log(f"STUCK CALL {path}")
     return ws, calls
 
 
 def check_ended(ws: socket.socket, calls: list[socket.socket]) -> None:
-    """The session got its close frame then the FIN; each call a 502 with Connection: close."""
+    """The session got its close frame then the FIN; each call not begun a 502 with Connection: close, the one begun
+    its start, cut (no last chunk), then the FIN."""
     while (got := read_frame(ws))[0] == PING:
         pass
     assert got == (CLOSE, struct.pack("!H", 1001)), got
     assert ws.recv(100) == b""
     ws.close()
-    for sock in calls:
+    *unbegun, begun = calls
+    for sock in unbegun:
         said = answer(sock)
         assert said.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), said
         assert b"\r\nconnection: close\r\n" in said.lower(), said
+    said = answer(begun)
+    assert said.startswith(b"HTTP/1.1 200 OK\r\n") and said.endswith(b"7\r\npartial\r\n"), said
 
 
-def check_exited_by_itself(server, worker: int, shutdown: Path, cancelled: int = 3) -> str:
+def check_exited_by_itself(server, worker: int, shutdown: Path, cancelled: int = 4) -> str:
     """The worker cancelled ``cancelled`` tasks, ran the lifespan shutdown and exited with 0, unkilled."""
     said = server.wait_for_log(f"worker {worker} exited with code 0")
     if cancelled:
         assert f"worker {worker}: {cancelled} tasks still running" in said, said
-    assert "killing it" not in said, said
+    assert "killing it" not in said and "application error" not in said, said  # no cancellation said as the app's
     assert shutdown.read_text() == f"{worker}\n"  # the lifespan shutdown ran
     return said
 

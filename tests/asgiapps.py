@@ -8,6 +8,7 @@ client can no longer see it (a disconnect, a shutdown).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import os
@@ -301,6 +302,42 @@ async def ws_silent(scope, receive, send) -> None:
         raise
     finally:
         _SILENT.discard(token)
+
+
+async def stuck(scope, receive, send) -> None:
+    """An app whose tasks never return by themselves: a WebSocket session that neither receives nor sends after its
+    accept, an HTTP call to /hang that awaits forever, one to /cut that does so after its response began, one to
+    /stubborn that also ignores its cancellation; any other
+    path answers at once. Its lifespan shutdown appends the worker's pid to the file $STUCK_SHUTDOWN_FILE names, then,
+    with $STUCK_SHUTDOWN_HANGS, never ends."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        with open(os.environ["STUCK_SHUTDOWN_FILE"], "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        if os.environ.get("STUCK_SHUTDOWN_HANGS"):
+            await asyncio.Event().wait()  # a pool that never closes
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    if scope["type"] == "websocket":
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        print("STUCK WS ACCEPTED", flush=True)
+        await asyncio.Event().wait()
+    if scope["path"] == "/hang":
+        print("STUCK CALL /hang", flush=True)
+        await asyncio.Event().wait()
+    if scope["path"] == "/cut":  # a response begun, whose end never comes
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+        print("STUCK CALL /cut", flush=True)
+        await asyncio.Event().wait()
+    if scope["path"] == "/stubborn":
+        print("STUCK CALL /stubborn", flush=True)
+        while True:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()
+    await _respond(send, b"ok", ctype=b"text/plain")
 
 
 # What a WebSocket app sends wrong, by path: a close frame no frame may carry, or a message of neither kind.

@@ -44,6 +44,7 @@ POOL_POLICY_TEST = (INTEG + "test_pool_process.py::test_a_workers_pool_threads_r
 SPOOL_TOTAL_TEST = "test_body_spool.py::test_spooled_bodies_past_the_workers_total_get_503_until_one_ends"
 DENIAL = INTEG + "test_websocket_denial.py::"
 WS_PINGS = INTEG + "test_websocket_pings.py::"
+STOP_DEADLINE = INTEG + "test_stop_deadline.py::"
 RELOAD_NAMES = "test_a_reload_names_each_changed_setting_it_leaves_for_a_restart_and_applies_the_rest"
 LOOP_ANSWERS_TEST = (UNIT + "test_loop_answers.py::test_an_answer_of_the_loops_own_never_waits_for_a_client_that_reads_"
                      "nothing")
@@ -1047,7 +1048,43 @@ MUTANTS = (
            "elif now - m.retiring_since > grace:", "elif False:",
            (UNIT + "policy/test_pool.py::test_a_worker_retired_by_a_reload_is_killed_past_graceful_timeout_as_at_a_"
             "stop",
-            WS_PINGS + "test_a_reload_ends_an_old_worker_held_by_such_an_app_at_graceful_timeout")),
+            INTEG + "test_stop_deadline.py::test_a_wsgi_call_cannot_be_cancelled_so_a_reload_kills_its_old_worker_at_"
+            "graceful_timeout")),
+    # An ASGI task that never returned held its stopping or retiring worker until the supervisor's SIGKILL: no
+    # lifespan shutdown, no worker_exit. The worker now ends them itself shortly before (worker/deadline.py).
+    Mutant("an-asgi-worker-cancels-nothing-before-its-kill", "sockact/worker/asgirunner.py",
+           "            self._cancel_tasks(now)\n", "            pass\n",
+           (STOP_DEADLINE + "test_a_stop_cancels_what_never_returns_and_the_worker_exits_by_itself",
+            STOP_DEADLINE + "test_a_reload_cancels_what_never_returns_and_the_old_worker_exits_by_itself",
+            WS_PINGS + "test_a_reload_ends_an_old_worker_held_by_such_an_app_before_graceful_timeout")),
+    Mutant("a-call-cancelled-before-the-kill-gets-a-500", "sockact/worker/asgirunner.py",
+           "                cycle.answer(502)\n", "                pass\n",
+           (STOP_DEADLINE + "test_a_stop_cancels_what_never_returns_and_the_worker_exits_by_itself",)),
+    Mutant("a-response-cut-before-the-kill-is-logged-as-an-application-error", "sockact/worker/asgirunner.py",
+           "                cycle.answered = True  # cut:", "                pass  # cut:",
+           (STOP_DEADLINE + "test_a_stop_cancels_what_never_returns_and_the_worker_exits_by_itself",)),
+    Mutant("a-session-cancelled-before-the-kill-gets-no-1001", "sockact/worker/asgirunner.py",
+           "            ws.close_going_away()  # 1001", "            pass  # 1001",
+           (STOP_DEADLINE + "test_a_reload_cancels_what_never_returns_and_the_old_worker_exits_by_itself",)),
+    Mutant("a-session-task-is-not-cancelled-before-the-kill", "sockact/worker/asgirunner.py",
+           "                                     name=SESSION_TASK)", "                                     )",
+           (STOP_DEADLINE + "test_a_stop_cancels_what_never_returns_and_the_worker_exits_by_itself",)),
+    Mutant("a-task-that-ignores-its-cancellation-holds-the-worker-until-the-kill", "sockact/worker/asgirunner.py",
+           "            self._give_up()\n", "            pass\n",
+           (STOP_DEADLINE + "test_a_stop_cancels_what_never_returns_and_the_worker_exits_by_itself",)),
+    # A reload that changed graceful_timeout gave the old workers the new one, which they do not know: one whose
+    # setting was longer planned its end past the supervisor's kill.
+    Mutant("a-retiring-worker-is-killed-on-the-new-generations-graceful-timeout", "sockact/policy/pool.py",
+           "                grace = m.grace\n", "                grace = self._generation_config(m).graceful_timeout\n",
+           (UNIT + "policy/test_pool.py::test_a_worker_retired_by_a_reload_is_killed_past_graceful_timeout_as_at_a_"
+            "stop",)),
+    Mutant("a-lifespan-shutdown-may-take-graceful-timeout-after-the-eof", "sockact/worker/asgirunner.py",
+           "await lifespan.shutdown(self.deadline.lifespan_time(time.monotonic()))",
+           "await lifespan.shutdown(self.graceful_timeout)",
+           (STOP_DEADLINE + "test_a_lifespan_shutdown_that_never_ends_is_cut_before_the_kill",)),
+    Mutant("the-deadline-moves-at-each-look", "sockact/worker/deadline.py",
+           "        if not self.began:\n            self.began = now", "        if True:\n            self.began = now",
+           (UNIT + "test_deadline.py",)),
     # The .deb shipped README and three docs pages; README links to every page of docs/.
     Mutant("deb-ships-three-docs-pages", "debian/rules",
            "\tinstall -m 644 docs/*.md debian/sockact/usr/share/doc/sockact/docs/\n",

@@ -316,7 +316,9 @@ class Config(ListenerSettings):
         "of timeout if that is under 4 s), so a slow client never gets its worker killed.", "http",
         metavar="SECONDS")
     graceful_timeout: float = _opt(
-        parsers.seconds, 30.0, "On stop or reload, how long in-flight requests may take to finish.", "workers",
+        parsers.seconds, 30.0, "On stop or reload, how long in-flight requests may take to finish; then the "
+        "supervisor kills the worker. An ASGI worker cancels its tasks still running a fifth of it (at most 4 s) "
+        "before, and runs the app's lifespan shutdown.", "workers",
         metavar="SECONDS")
     drain_delay: float = _opt(
         parsers.seconds_or_off, 0.0,

@@ -18,10 +18,11 @@ Rules:
   takes no more work), or successor first for max_worker_memory, one in, one out, as a reload.
 - An aborted worker (stuck past timeout) never gets work again; it is killed with SIGABRT,
   then SIGKILL after ABORT_GRACE.
-- A worker retired while serving (a reload, a recycle) finishes its calls within its generation's
-  ``graceful_timeout``, counted from the first tick that sees it retiring, or is killed (SIGKILL), as at
-  a stop: an ASGI task that never returns (a WebSocket app that awaits neither receive nor send) would
-  keep the old generation alive for good. A stop has its own deadline (supervisor/stopping.py).
+- A worker retired while serving (a reload, a recycle) finishes its calls within its own generation's
+  ``graceful_timeout`` (the one it was started with, which an ASGI worker plans its own end on:
+  worker/deadline.py), counted from the first tick that sees it retiring, or is killed (SIGKILL), as at
+  a stop: a WSGI call that never returns would keep the old generation alive for good. A stop has its
+  own deadline (supervisor/stopping.py).
 """
 
 from __future__ import annotations
@@ -128,6 +129,7 @@ class Member:
     killed: bool = False  # SIGKILL sent (whatever the state says why); waiting to be reaped
     replaced: bool = False  # serves on until its successor is ready, then retires (max_worker_memory)
     retiring_since: float = 0.0  # the first tick that saw it retiring: its graceful_timeout counts from there
+    grace: float = 0.0  # its generation's graceful_timeout, kept from its start: a reload may change the setting
 
 
 class PoolSettings(Protocol):
@@ -199,7 +201,8 @@ class WorkerPool(Generic[C]):
         return self._maintain(now)
 
     def spawned(self, pid: int, generation: int, now: float) -> None:
-        self.members[pid] = Member(pid, generation, now)
+        m = self.members[pid] = Member(pid, generation, now)
+        m.grace = self._generation_config(m).graceful_timeout  # the generation's, known now, gone after a reload
 
     def ready(self, pid: int, now: float) -> list[Action]:
         m = self.members.get(pid)
@@ -311,7 +314,7 @@ class WorkerPool(Generic[C]):
                 m.killed = True
                 actions.append(Kill(m.pid, signal.SIGKILL))
             elif m.state is WorkerState.RETIRING and not m.killed and self.phase not in ENDING:
-                grace = self._generation_config(m).graceful_timeout
+                grace = m.grace
                 if not m.retiring_since:
                     m.retiring_since = now
                 elif now - m.retiring_since > grace:

@@ -61,6 +61,7 @@ from sockact.worker.channel import (
     report,
 )
 from sockact.worker.connstates import CALL, CLOSING, HANDED, HEAD, IDLE, QUEUED
+from sockact.worker.deadline import Deadline, Step
 from sockact.worker.guard import start_guarded
 from sockact.worker.owner import TIMER_INTERVAL, Carrier, Due, Owner
 
@@ -69,8 +70,11 @@ log = logging.getLogger("sockact.worker")
 # Python 3.12 starts a task eagerly on request (eager_start): its first step runs at once, inside the task.
 _EAGER = sys.version_info >= (3, 12)
 # An HTTP call's task's name: one given spares formatting a "Task-N" for each (callgrind, Python 3.11:
-# 700 instructions a request).
+# 700 instructions a request). With a session's, it is how the deadline finds the tasks to cancel, with no
+# set of tasks kept on a request's path.
 CALL_TASK = "sockact-http-call"
+SESSION_TASK = "sockact-websocket"
+APP_TASKS = frozenset((CALL_TASK, SESSION_TASK))
 BEAT = TIMER_INTERVAL  # seconds between the loop's scoreboard stamps and looks at every connection's deadlines
 # Said once per worker, at the first WebSocket request that finds no library: the fix, for either install.
 NO_WEBSOCKET_LIBRARY = ("WebSocket requests get the app's plain HTTP answer: no WebSocket library is installed; "
@@ -92,11 +96,11 @@ class AsgiRunner(Carrier[AsgiConnection]):
     # Past 30 attributes an instance's dict stops sharing its class's keys on Python 3.11, and each attribute
     # read on a request's path is a hashed lookup; slots are read at a fixed offset. (Carrier has a __dict__:
     # an attribute not named here still works.)
-    __slots__ = ("_context", "_done", "_eager", "_extras", "_handed_back", "_loop_line", "_queued", "_stop_monitor",
-                 "_timed", "_ws_library", "_ws_looked", "access", "batch", "call_lines", "calls", "chan", "closed",
-                 "drain_started", "draining", "extra", "graceful_timeout", "handback_after", "handing_back",
-                 "last_beat", "lifespans", "lock", "loop", "owner", "pid", "pings", "receiver", "sites", "slots",
-                 "spare", "stopping", "tally", "websockets", "ws", "ws_max_size", "ws_ping")
+    __slots__ = ("_cancelled", "_context", "_done", "_eager", "_extras", "_gave_up", "_handed_back", "_loop_line",
+                 "_queued", "_stop_monitor", "_timed", "_ws_library", "_ws_looked", "access", "batch", "call_lines",
+                 "calls", "chan", "closed", "deadline", "draining", "extra", "graceful_timeout", "handback_after",
+                 "handing_back", "last_beat", "lifespans", "lock", "loop", "owner", "pid", "pings", "receiver",
+                 "sites", "slots", "spare", "stopping", "tally", "websockets", "ws", "ws_max_size", "ws_ping")
 
     def __init__(self, chan: socket.socket, sites: Sequence[Site], slots: Sequence[SlotWriter], *,
                  park_after: Sequence[float], handback_after: float, max_requests: int, extra: dict[str, Any],
@@ -153,7 +157,9 @@ class AsgiRunner(Carrier[AsgiConnection]):
         self._queued: set[AsgiConnection] = set()
         # open WebSockets (websocket.WebSocket), closed with 1001 on drain
         self.websockets: dict[AsgiConnection, Any] = {}
-        self.drain_started = 0.0  # when stopping or retiring began
+        # Its last seconds once it stops or retires: the sessions closed, the tasks cancelled, then the exit.
+        self.deadline = Deadline(graceful_timeout)
+        self._cancelled = self._gave_up = False
         self._done: asyncio.Future[None] | None = None
         self.handback_after = handback_after
         self.last_beat = time.monotonic()
@@ -201,7 +207,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
             if self.tally is not None:
                 self.tally.flush()
         for lifespan in self._apps_lifespans():
-            await lifespan.shutdown(self.graceful_timeout)
+            await lifespan.shutdown(self.deadline.lifespan_time(time.monotonic()))
 
     def _report_closed(self) -> None:
         with self.lock:
@@ -522,7 +528,8 @@ class AsgiRunner(Carrier[AsgiConnection]):
         self._ws_started(conn, request)
         scope = request_scope(conn.scope, request, websocket=True, trust=conn.trust)
         task = self.loop.create_task(serve_websocket(conn, scope, conn.site.app, self.websockets, self._ws_library,
-                                                     self.ws_max_size, self.tally, *self.ws_ping, self.pings))
+                                                     self.ws_max_size, self.tally, *self.ws_ping, self.pings),
+                                     name=SESSION_TASK)
         task.add_done_callback(lambda t: self._locked(self._after_websocket, conn, request, t))
 
     def _after_websocket(self, conn: AsgiConnection, request: Request, task: asyncio.Task[Any]) -> None:
@@ -583,8 +590,8 @@ class AsgiRunner(Carrier[AsgiConnection]):
         for conn in self._handed_back:
             conn.drop()
         self._handed_back.clear()
-        if (self.stopping or self.owner.retiring) and self.websockets:
-            self._drain_websockets(now)
+        if self.stopping or self.owner.retiring:
+            self._near_the_end(now)
         if self.pings:
             for at, ws in self.pings.due(now):
                 ws.keepalive(now, at)  # its ping, or the end of a client that answered none
@@ -600,14 +607,54 @@ class AsgiRunner(Carrier[AsgiConnection]):
         if conn.expire_close(now):
             self._closed(conn)  # its output went out, or its time to go out is over
 
-    def _drain_websockets(self, now: float) -> None:
-        """Draining: WebSockets may go on for graceful_timeout, less a margin for their close frames
-        to go out before the supervisor's kill; then each is closed with 1001."""
-        if not self.drain_started:
-            self.drain_started = now
-        if now - self.drain_started >= self.graceful_timeout - min(1.0, self.graceful_timeout / 10):
-            for ws in list(self.websockets.values()):
-                ws.close_going_away()
+    def _near_the_end(self, now: float) -> None:
+        """Stopping or retiring: what is due as the supervisor's kill nears (deadline.py)."""
+        deadline = self.deadline
+        deadline.begin(now)
+        step = deadline.step(now)
+        if step is Step.SERVE:
+            return
+        for ws in list(self.websockets.values()):
+            ws.close_going_away()  # 1001; once a session (an app that hears it returns by itself)
+        if step >= Step.CANCEL and not self._cancelled:
+            self._cancelled = True
+            self._cancel_tasks(now)
+        if step is Step.GIVE_UP and not self._gave_up:
+            self._gave_up = True
+            self._give_up()
+
+    def _cancel_tasks(self, now: float) -> None:
+        """Cancel every call and session task still running, as uvicorn does at timeout_graceful_shutdown. An HTTP
+        call whose response has not begun is answered 502 first, with Connection: close: what the supervisor's
+        kill would have sent, and the app's own answer, should it catch the cancellation, is dropped; a response
+        begun is cut, its connection closed."""
+        tasks = [task for task in asyncio.all_tasks(self.loop) if task.get_name() in APP_TASKS and not task.done()]
+        sessions = sum(1 for task in tasks if task.get_name() == SESSION_TASK)
+        answered = 0
+        for conn, (_, request) in self.calls.items():
+            cycle = conn.cycle
+            if cycle is None or cycle.request is not request or cycle.answered or conn.gone:
+                continue  # a session, or a call that is answered already
+            if cycle.started:
+                cycle.answered = True  # cut: its sends are dropped, and its CancelledError is no app error
+            else:
+                cycle.answer(502)
+                answered += 1
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            log.warning("worker %d: %d tasks still running %.1fs before graceful_timeout (%gs) runs out: cancelled "
+                        "(%d HTTP calls, %d of them answered 502; %d WebSocket sessions)", self.pid, len(tasks),
+                        self.deadline.kill_at - now, self.graceful_timeout, len(tasks) - sessions, answered, sessions)
+
+    def _give_up(self) -> None:
+        """The worker's time is up: what it still holds (a task that ignored its cancellation, a close still
+        flushing) is closed now, and it exits, to run the lifespan shutdown before the kill."""
+        for conn in list(self.owner.held.values()):
+            conn.abandon()
+            self._close(conn)
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
 
     # ------------------------------------------------------------------ stalls
 

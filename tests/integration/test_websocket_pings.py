@@ -94,11 +94,12 @@ def test_an_app_that_never_receives_keeps_a_client_that_answers(start_sockact, w
 def test_an_app_that_neither_receives_nor_sends_runs_on_after_its_session_until_the_worker_stops(start_sockact,
                                                                                                 ws_library):
     # Its client answers no ping: the session ends, the client gets its close frame and then the FIN. Nothing tells
-    # an app that awaits neither receive() nor send(), and sockact, as uvicorn, does not cancel it: its task runs on,
-    # its session counted open, until it returns or its worker stops. A stop waits for it until graceful_timeout,
-    # then the supervisor kills the worker: the bound.
+    # an app that awaits neither receive() nor send(), and sockact, as uvicorn, does not cancel it then: its task runs
+    # on, its session counted open, until it returns or its worker stops. A stop waits for it until shortly before
+    # graceful_timeout, then the worker cancels it and exits by itself, before the supervisor's kill.
     server, api, metrics = start(start_sockact, "--ws", ws_library, *FAST, "--graceful-timeout", "2", workers=1,
                                  app="asgiapps:ws_silent")
+    (worker,) = server.workers()
     with ws_open(api) as sock:
         server.wait_for_log("WS SILENT ACCEPTED")
         while (got := read_frame(sock))[0] == PING:
@@ -111,12 +112,14 @@ def test_an_app_that_neither_receives_nor_sends_runs_on_after_its_session_until_
     server.send(signal.SIGTERM)
     assert server.proc.wait(15) == 0
     said = server.output()
-    assert "did not finish in time; killing it" in said and "WS SILENT STOPPED" not in said, said
+    assert "WS SILENT STOPPED CancelledError" in said and f"worker {worker} exited with code 0" in said, said
+    assert f"worker {worker}: 1 tasks still running" in said and "killing it" not in said, said
 
 
-def test_a_reload_ends_an_old_worker_held_by_such_an_app_at_graceful_timeout(start_sockact, ws_library):
-    # Retired by the reload, the old worker waits for the app's task, which never returns: graceful_timeout later
-    # the supervisor kills it, as a stop would, where it lived on with the old code for good.
+def test_a_reload_ends_an_old_worker_held_by_such_an_app_before_graceful_timeout(start_sockact, ws_library):
+    # Retired by the reload, the old worker waits for the app's task, which never returns: shortly before
+    # graceful_timeout it cancels it and exits by itself, where it lived on with the old code for good (and then
+    # was killed by the supervisor at graceful_timeout, the bound that stays for a task that cannot be cancelled).
     server, api, _ = start(start_sockact, "--ws", ws_library, *FAST, "--graceful-timeout", "2", workers=1,
                            app="asgiapps:ws_silent")
     (old,) = server.workers()
@@ -127,8 +130,9 @@ def test_a_reload_ends_an_old_worker_held_by_such_an_app_at_graceful_timeout(sta
     server.send(signal.SIGHUP)
     server.wait_for_log("reload done")
     server.waiting(lambda: old not in server.workers(), "the old worker gone", timeout=10)
-    assert f"worker {old} did not finish its calls within graceful_timeout (2s) of its retirement; killing it" \
-        in server.output()
+    server.wait_for_log(f"worker {old} exited with code 0")
+    assert f"worker {old}: 1 tasks still running" in server.output()
+    assert "killing it" not in server.output()
     assert http_get(api, "/")[0] == 200
 
 

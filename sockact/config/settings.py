@@ -317,9 +317,9 @@ class Config(ListenerSettings):
         metavar="SECONDS")
     graceful_timeout: float = _opt(
         parsers.seconds, 30.0, "On stop or reload, how long in-flight requests may take to finish; then the "
-        "supervisor kills the worker. An ASGI worker cancels its tasks still running a fifth of it (at most 4 s) "
-        "before, and runs the app's lifespan shutdown.", "workers",
-        metavar="SECONDS")
+        "supervisor kills the worker. In the last fifth of it (at most 4 s), an ASGI worker closes its "
+        "WebSocket sessions (1001), then cancels its tasks still running, and runs the app's lifespan shutdown.",
+        "workers", metavar="SECONDS")
     drain_delay: float = _opt(
         parsers.seconds_or_off, 0.0,
         "On a graceful stop, first serve this many seconds more with the health path answering 503 and "

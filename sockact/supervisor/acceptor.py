@@ -141,8 +141,9 @@ class Acceptor:
             self._take(index)
 
     def _take(self, index: int) -> None:
-        """Accept while clients wait on listener ``index`` and the budget allows; but at a shut, only while
-        the listeners are watched (a connection routed may end that: the dispatcher's queue full)."""
+        """Accept while clients wait on listener ``index`` and the budget allows, and while the listeners are
+        watched (a connection routed may end that: the dispatcher's queue full); at a shut, whether watched or
+        not: the backlog is emptied past queue_size, as its clients would be reset at the exit."""
         lsock = self.listeners[index].sock
         family = self._families[index]
         asker = self._askers[index]

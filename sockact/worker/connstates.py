@@ -16,7 +16,7 @@ CALL --served--> IDLE, whose clock starts, in ``Owner.served``.
     HEAD/IDLE/BODY --unread--> UNREAD --taken--> QUEUED, or --serve--> CALL
                                                 (its client took none of the last answers: WSGI)
     any open state --closing--> CLOSING --close--> CLOSED    (an answer going out, then lingering)
-    any state but CALL and CLOSING --hand_back--> HANDED     (a stall: back to the supervisor)
+    any state but CALL, UNREAD and CLOSING --hand_back--> HANDED     (a stall: back to the supervisor)
     FRESH/IDLE --park--> HANDED                 (idle at a request boundary: parked)
     any live state --close--> CLOSED
 

@@ -55,10 +55,12 @@ class Stop:
         sup.carry_out(sup.pool.term())
         self._deadline = time.monotonic() + sup.config.graceful_timeout
         sup.notifier.stopping()
-        # First: what waits in the backlog of a listener bound here joins the connections the stop serves.
+        # First: what waits in the backlog of a listener bound here joins the connections the stop serves (those
+        # held already are counted before: one taken may go to a worker at once).
+        held = sup.dispatcher.held
         taken = sup.acceptor.shut_listeners(time.monotonic())
         lifecycle(log, "stop", "stopping: draining %d connections held by workers%s (graceful timeout %.0fs)",
-                  sup.dispatcher.held, f", {taken} taken from the backlog of the closed listeners" if taken else "",
+                  held, f", {taken} taken from the backlog of the closed listeners" if taken else "",
                   sup.config.graceful_timeout)
         if sup.store.keeping:
             sup.store.store_all()

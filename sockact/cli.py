@@ -440,14 +440,17 @@ def check_apps(cfg: Config) -> int:
             sys.stderr.flush()
             os._exit(code)
     os.close(loaded_w)
+    reaped = False  # once it is, its pid may be another process's: never signalled again
     try:
         if not _exits_within(pid, cfg.timeout):
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
+            reaped = True
             print(f"sockact: error: importing the app took longer than timeout ({cfg.timeout:g}s), which would "
                   "kill a worker at start too; killed it", file=sys.stderr)
             return APP_LOAD_ERROR
         _, status = os.waitpid(pid, 0)
+        reaped = True
         # Not blocking: a process the app forked at import may hold the pipe open still.
         os.set_blocking(loaded_r, False)
         try:
@@ -455,10 +458,11 @@ def check_apps(cfg: Config) -> int:
         except BlockingIOError:
             said_loaded = False
     except KeyboardInterrupt:
-        os.kill(pid, signal.SIGKILL)  # it had the terminal's Ctrl-C too; one that ignores it ends here
-        os.waitpid(pid, 0)
-        print("sockact: error: check interrupted (Ctrl-C) before the app was imported: nothing was checked",
-              file=sys.stderr)
+        if not reaped:  # it had the terminal's Ctrl-C too; one that ignores it ends here
+            with contextlib.suppress(ProcessLookupError, ChildProcessError):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        print("sockact: error: check interrupted (Ctrl-C): nothing was checked", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         os.close(loaded_r)

@@ -79,6 +79,7 @@ def read_toml(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
 _AT_LINE = re.compile(r"\s*\(at line (\d+), column \d+\)$")
 _KEY = re.compile(r"\s*([A-Za-z0-9_.-]+)")
 _VALUE = re.compile(r"[^=]*=\s*(.*?)\s*(?:#.*)?$")
+_NUMBER = re.compile(r"[0-9][0-9_.]*(?=[A-Za-z])")  # the number before a unit, as in 30s
 _BARE = re.compile(r"[+-]?[0-9][0-9_.eE+-]*|true|false")  # what TOML writes without quotes
 
 
@@ -108,6 +109,13 @@ def _syntax_error(text: str, message: str) -> str:
         hint = f"; TOML's true and false are lowercase: {name} = {written.lower()}"
     elif written and written[0] not in "\"'[{" and not _BARE.fullmatch(written):
         hint = f'; a string is written in quotes: {name} = "{written}"'
+        setting = BY_NAME.get(name)
+        bare = _NUMBER.match(written)
+        if setting is not None and bare is not None:
+            try:
+                setting.parse(written)  # "512M" is a size's string; "30s" no number of seconds
+            except (ConfigError, ValueError, TypeError):
+                hint = f"; a number is written bare, without a unit: {name} = {bare.group(0)}"
     return f"{where}: key '{name}': {what}{hint}"
 
 

@@ -102,7 +102,10 @@ TOML_MISTAKES = [
      "not valid TOML at line 1: key 'app': Invalid value; a string is written in quotes: app = \"testapps:pid\""),
     ('workers = 2\nkeepalive = 5s  # a comment\n',
      "not valid TOML at line 2: key 'keepalive': Expected newline or end of document after a statement; a "
-     "string is written in quotes: keepalive = \"5s\""),
+     "number is written bare, without a unit: keepalive = 5"),
+    ('worker_memory_limit = 512M\n',  # a size is a string: its unit stays, in quotes
+     "not valid TOML at line 1: key 'worker_memory_limit': Expected newline or end of document after a statement; "
+     "a string is written in quotes: worker_memory_limit = \"512M\""),
     ('preload = True\n', "not valid TOML at line 1: key 'preload': Invalid value; TOML's true and false are "
                          "lowercase: preload = true"),
     ('workers: 2\n', "not valid TOML at line 1: key 'workers': Expected '=' after a key in a key/value pair"),

@@ -121,8 +121,9 @@ def test_reload_run_against_an_older_supervisor_says_once_what_it_keeps(tmp_path
     run_dir.mkdir()
     env = base_env(RUNTIME_DIRECTORY=str(run_dir))
     reason = "s.toml: key 'workers': invalid value 'two': expected an integer; keeping the running settings and workers"
-    older = subprocess.Popen([sys.executable, "-c", OLDER_SUPERVISOR, reason], env=env, stdout=subprocess.PIPE,
-                             text=True)
+    # Its command line names sockact, as an older supervisor's does (`sockact run ...`): reload signals no other.
+    older = subprocess.Popen([sys.executable, "-c", OLDER_SUPERVISOR, reason, "sockact", "run"], env=env,
+                             stdout=subprocess.PIPE, text=True)
     try:
         assert older.stdout is not None and older.stdout.readline() == "ready\n"
         done = reload(older.pid, env)

@@ -216,7 +216,9 @@ def test_a_worker_past_the_limit_is_killed_by_the_kernel_alone(box: Box) -> None
     for pid, group in groups.items():
         current = int(box.run(f"cat {SERVICE_CGROUP}/{group}/memory.current").stdout)
         print(f"worker {pid}: {seen[pid]:.0f} bytes in the metrics, memory.current {current}")
-        assert abs(seen[pid] - current) <= 0.1 * current, (pid, seen[pid], current)
+        # Two reads a moment apart: the group's count moves by kernel buffers and cache between the scrape and
+        # this read (258 KiB of an idle worker's 2.1 MiB seen once), so 10%, or 1 MiB at the least.
+        assert abs(seen[pid] - current) <= max(0.1 * current, 1 << 20), (pid, seen[pid], current)
 
     # Past the limit in one call, under load: the kernel kills that worker, and only it.
     with Load(port, threads=4, max_requests=10**9, max_seconds=10 * WAIT, timeout=WAIT) as load:

@@ -87,16 +87,21 @@ def wait_until(check: Callable[[], T], what: str, timeout: float = 10.0) -> T:
 
 def steady(read: Callable[[], T], what: str, calm: float = 0.2, timeout: float = 10.0) -> T:
     """What ``read()`` returns once it has stayed the same for ``calm`` seconds: a baseline that a
-    connection still closing (the readiness probe's, a warm-up's) does not skew."""
-    seen: list[T] = []
+    connection still closing (the readiness probe's, a warm-up's) does not skew. The calm is timed, not
+    counted in reads: on a loaded machine a read (of /proc/net/tcp, say) can take longer than its poll."""
+    last: list[T] = []
+    since = 0.0
 
     def settled() -> bool:
-        seen.append(read())
-        window = int(calm / 0.02)
-        return len(seen) >= window and all(v == seen[-1] for v in seen[-window:])
+        nonlocal since
+        value, now = read(), time.monotonic()
+        if not last or value != last[0]:
+            last[:] = [value]
+            since = now
+        return now - since >= calm
 
     wait_until(settled, what, timeout)
-    return seen[-1]
+    return last[0]
 
 
 def tcp_queues(sock: socket.socket) -> dict[str, int]:

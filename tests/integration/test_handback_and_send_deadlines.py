@@ -79,7 +79,7 @@ def test_a_client_that_pipelines_and_never_reads_holds_no_app_thread(start_socka
         assert tcp_queues(greedy)["server_tx"] > 0
         started = time.monotonic()
         waits = []
-        while time.monotonic() - started < send_timeout / 2:
+        while time.monotonic() - started < send_timeout / 3:  # well within it, on a loaded machine too
             asked = time.monotonic()
             assert http_get(server.port, "/", timeout=30)[0] == 200
             waits.append(time.monotonic() - asked)

@@ -56,6 +56,8 @@ OVERRIDDEN_TEST = ("test_a_file_setting_that_a_flag_or_the_environment_overrides
                    "by_check")
 TOML_MISTAKES_TEST = "test_a_toml_syntax_mistake_names_the_line_its_key_and_what_to_write"
 
+CLI_WALLS = INTEG + "test_cli_walls.py::"
+
 MUTANTS = (
     Mutant("asgi-close-reads-on-behind-its-answer", "sockact/asgi/conn.py",
            "if not linger:\n            # Nothing more is read", "if False:\n            # Nothing more is read",
@@ -1176,6 +1178,10 @@ MUTANTS = (
     Mutant("error-log-failure-said-at-every-line", "sockact/logs/errorfile.py",
            "        if not self.failing:", "        if True:",
            (FIRST_WEEK + "test_an_error_log_on_a_full_disk_is_told_once_and_its_lines_go_to_stderr",)),
+    Mutant("ctrl-c-during-a-preload-import-is-a-traceback", "sockact/cli.py",
+           "    except KeyboardInterrupt:\n        # Ctrl-C before the supervisor's loop",
+           "    except ImportError:\n        # Ctrl-C before the supervisor's loop",
+           (CLI_WALLS + "test_ctrl_c_while_a_preloaded_app_imports_is_one_line_and_130",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

@@ -303,13 +303,15 @@ def test_uvicorns_uds_says_the_bind_to_write():
 
 def ctrl_c(args: list[str], tmp_path: Path, children_first: int) -> subprocess.CompletedProcess:
     """Run sockact as a terminal does, in a process group of its own, and press Ctrl-C (SIGINT to the
-    whole group) once it has ``children_first`` children: while the app still imports."""
-    root = project(tmp_path, "import time\ntime.sleep(30)\n" + ENV_APP, name="slowimport")
+    whole group) once it has ``children_first`` children (none: the supervisor imports) and they
+    sleep: while the app still imports."""
+    began = "import pathlib, time\npathlib.Path(__file__).with_name('began').touch()\ntime.sleep(30)\n"
+    root = project(tmp_path, began + ENV_APP, name="slowimport")
     proc = subprocess.Popen([*SOCKACT, *args, "--chdir", str(root)], env=base_env(), start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_until(lambda: len(kids := children(proc.pid)) >= children_first and all(map(asleep, kids)),
-                   "the app's import to begin")
+        wait_until(lambda: (root / "began").exists() and len(kids := children(proc.pid)) >= children_first
+                   and all(map(asleep, kids or [proc.pid])), "the app's import to begin")
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=20)
     finally:
@@ -324,6 +326,15 @@ def test_ctrl_c_while_the_workers_import_the_app_is_a_quick_stop_and_no_failed_s
     assert result.returncode == 0, result.stderr
     assert "quick stop" in result.stderr
     assert "died while starting" not in result.stderr and "WARNING" not in result.stderr, result.stderr
+
+
+def test_ctrl_c_while_a_preloaded_app_imports_is_one_line_and_130(tmp_path):
+    """With --preload the supervisor imports the app before its loop takes SIGINT: the start is cut
+    short, said as check says it, where it exited 0 without a word."""
+    result = ctrl_c(["run", "slowimport", "--preload", "--bind", f"127.0.0.1:{free_port()}"], tmp_path, 0)
+    assert result.returncode == 130, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.endswith(" ERROR sockact: start interrupted (Ctrl-C): nothing was served"), line
 
 
 def test_ctrl_c_during_check_says_nothing_was_checked_without_a_traceback(tmp_path):

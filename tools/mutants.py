@@ -58,6 +58,8 @@ TOML_MISTAKES_TEST = "test_a_toml_syntax_mistake_names_the_line_its_key_and_what
 
 CLI_WALLS = INTEG + "test_cli_walls.py::"
 
+TRACEBACKS = INTEG + "test_app_tracebacks.py::"
+
 MUTANTS = (
     Mutant("asgi-close-reads-on-behind-its-answer", "sockact/asgi/conn.py",
            "if not linger:\n            # Nothing more is read", "if False:\n            # Nothing more is read",
@@ -1182,6 +1184,12 @@ MUTANTS = (
            "    except KeyboardInterrupt:\n        # Ctrl-C before the supervisor's loop",
            "    except ImportError:\n        # Ctrl-C before the supervisor's loop",
            (CLI_WALLS + "test_ctrl_c_while_a_preloaded_app_imports_is_one_line_and_130",)),
+    Mutant("a-failed-start-logged-by-each-worker", "sockact/supervisor/channels.py",
+           "        if said is not None and said[:2] == (w.generation, explained):", "        if False:",
+           (TRACEBACKS + "test_workers_that_fail_alike_log_the_traceback_once",)),
+    Mutant("a-failed-reload-tried-again-keeps-its-traceback-to-itself", "sockact/supervisor/core.py",
+           "            self.channels.failure_said = None", "            pass",
+           (TRACEBACKS + "test_a_failed_reload_names_the_file_and_line",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

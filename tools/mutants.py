@@ -1190,6 +1190,9 @@ MUTANTS = (
     Mutant("a-failed-reload-tried-again-keeps-its-traceback-to-itself", "sockact/supervisor/core.py",
            "            self.channels.failure_said = None", "            pass",
            (TRACEBACKS + "test_a_failed_reload_names_the_file_and_line",)),
+    Mutant("the-demo-served-unannounced", "sockact/config/sources.py",
+           '    if "app" not in cfg.given and not any(', "    if False and not any(",
+           (CLI_WALLS + "test_run_with_no_app_says_the_demo_is_served_and_how_to_name_yours",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

@@ -59,8 +59,8 @@ def test_bad_listen_fds_is_one_line_and_exit_3():
     for value in ("abc", "7"):
         env = base_env(LISTEN_FDS=value, LISTEN_FDNAMES="http")
         cmd = " ".join(SOCKACT)
-        result = subprocess.run(["sh", "-c", f"LISTEN_PID=$$ exec {cmd} run"], env=env, capture_output=True,
-                                text=True, timeout=20)
+        result = subprocess.run(["sh", "-c", f"LISTEN_PID=$$ exec {cmd} run sockact.apps.hello:app"], env=env,
+                                capture_output=True, text=True, timeout=20)
         assert result.returncode == 3, result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and f"LISTEN_FDS='{value}'" in lines[0], result.stderr
@@ -342,6 +342,21 @@ def test_ctrl_c_during_check_says_nothing_was_checked_without_a_traceback(tmp_pa
     assert result.returncode == 130
     assert result.stderr.splitlines() == [
         "sockact: error: check interrupted (Ctrl-C): nothing was checked"]
+
+
+NO_APP = ("no app named (sockact run APP, app in the --config file, or SOCKACT_APP): the built-in demo "
+          "sockact.apps.demo:app is served; to serve yours: sockact run myproject.wsgi:application")
+
+
+def test_run_with_no_app_says_the_demo_is_served_and_how_to_name_yours(start_sockact):
+    """gunicorn and uvicorn refuse to start without an app; sockact serves its demo, and says so first."""
+    server = start_sockact("--workers", "1", activation=False, workers=1)
+    assert b"Served by sockact" in http_get(server.port)[2]
+    first = server.output().splitlines()[0]
+    assert first.endswith(f" WARNING sockact: {NO_APP}"), server.output()
+    assert NO_APP in run_cli("check").stderr.splitlines()[0]
+    named = start_sockact("sockact.apps.demo:app", "--workers", "1", activation=False, workers=1)
+    assert "no app named" not in named.output()
 
 
 def test_a_shortened_flag_and_a_port_alone_are_one_line_each_saying_what_to_write():

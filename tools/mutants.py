@@ -1193,6 +1193,9 @@ MUTANTS = (
     Mutant("the-demo-served-unannounced", "sockact/config/sources.py",
            '    if "app" not in cfg.given and not any(', "    if False and not any(",
            (CLI_WALLS + "test_run_with_no_app_says_the_demo_is_served_and_how_to_name_yours",)),
+    Mutant("a-privileged-port-says-only-permission-denied", "sockact/systemd/activation.py",
+           "errno == errno.EACCES and isinstance(addr, tuple)", "errno == errno.EPERM and isinstance(addr, tuple)",
+           (CLI_WALLS + "test_a_privileged_port_without_the_privilege_says_what_to_do",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

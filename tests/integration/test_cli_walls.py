@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,7 +13,17 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SOCKACT, asleep, base_env, children, free_port, http_get, need_module, wait_until
+from conftest import (
+    SOCKACT,
+    asleep,
+    base_env,
+    children,
+    free_port,
+    http_get,
+    need_module,
+    unavailable,
+    wait_until,
+)
 
 ENV_APP = """\
 import json, os
@@ -357,6 +368,36 @@ def test_run_with_no_app_says_the_demo_is_served_and_how_to_name_yours(start_soc
     assert NO_APP in run_cli("check").stderr.splitlines()[0]
     named = start_sockact("sockact.apps.demo:app", "--workers", "1", activation=False, workers=1)
     assert "no app named" not in named.output()
+
+
+def without_privilege(env: dict[str, str]) -> list[str]:
+    """The command that runs what follows it without the right to bind a port below
+    net.ipv4.ip_unprivileged_port_start: as nobody, where that user can run this Python and read the tree;
+    else as root without CAP_NET_BIND_SERVICE (nor in its bounding set), which is what that right is."""
+    setpriv = shutil.which("setpriv")
+    if not setpriv:
+        unavailable("setpriv (util-linux) is not installed")
+    nobody = [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all"]
+    if subprocess.run([*nobody, *SOCKACT, "--version"], env=env, cwd="/", capture_output=True).returncode == 0:
+        return nobody
+    return [setpriv, "--inh-caps=-net_bind_service", "--bounding-set=-net_bind_service"]
+
+
+def test_a_privileged_port_without_the_privilege_says_what_to_do():
+    start = int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text())
+    if start == 0:
+        pytest.skip("net.ipv4.ip_unprivileged_port_start is 0 here: any user may bind any port")
+    port = 80 if start > 80 else start - 1
+    env = base_env()
+    result = subprocess.run([*without_privilege(env), *SOCKACT, "run", "--bind", f"0.0.0.0:{port}",
+                             "sockact.apps.hello:app"], env=env, cwd="/", capture_output=True, text=True, timeout=30)
+    assert result.returncode == 3, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.endswith(
+        f" ERROR sockact: bind '0.0.0.0:{port}': permission denied: a port below {start} "
+        "(net.ipv4.ip_unprivileged_port_start) needs root or CAP_NET_BIND_SERVICE; better, let systemd bind it "
+        f"for sockact, in the packaged sockact.socket (systemctl edit sockact.socket: ListenStream=0.0.0.0:{port}); "
+        f"or bind a port of {start} or above"), line
 
 
 def test_a_shortened_flag_and_a_port_alone_are_one_line_each_saying_what_to_write():

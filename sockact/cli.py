@@ -22,6 +22,7 @@ from sockact.errors import (
     EXIT_OK,
     EXIT_USAGE,
     AppLoadError,
+    Interrupted,
     SockactError,
 )
 from sockact.hooks import Loaded, Server
@@ -338,10 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _prepare(new)  # a reload applies a changed env, chdir or pythonpath, as a restart would
         return new
 
-    try:
-        return run(cfg, reload_config)
-    except KeyboardInterrupt:
-        return EXIT_OK
+    return run(cfg, reload_config)
 
 
 def _print_error(exc: SockactError) -> None:
@@ -511,6 +509,10 @@ def run(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
         return _serve(cfg, reload_config, taken)
     except SockactError as exc:
         return _start_failed(exc, taken, start_failed())
+    except KeyboardInterrupt:
+        # Ctrl-C before the supervisor's loop takes SIGINT (a --preload import, a hook, a bind): one
+        # line and 130, as check says its own, where Python prints a traceback.
+        return _start_failed(Interrupted("start interrupted (Ctrl-C): nothing was served"), taken, start_failed())
 
 
 def _start_failed(exc: SockactError, taken: Sequence[Listener], response: bytes) -> int:

@@ -13,7 +13,7 @@ EXIT_USAGE = 2  # bad command line or configuration
 EXIT_NO_LISTENERS = 3  # nothing to listen on, or a bad inherited fd, or the address is in use
 WORKER_BOOT_ERROR = 4  # a worker failed before it could serve (import error, bad virtualenv)
 APP_LOAD_ERROR = 5  # the app could not be imported; the supervisor halts rather than respawn forever
-EXIT_INTERRUPTED = 130  # a check cut short by Ctrl-C (128 + SIGINT, as a shell reports it): nothing was checked
+EXIT_INTERRUPTED = 130  # a check or a start cut short by Ctrl-C (128 + SIGINT, as a shell reports it)
 
 
 # What an app's call may raise as its own failure: anything. sys.exit(), a KeyboardInterrupt, and a
@@ -49,6 +49,12 @@ class AppLoadError(SockactError):
     def __init__(self, message: str, traceback: str = "") -> None:
         super().__init__(message)
         self.traceback = traceback
+
+
+class Interrupted(SockactError):
+    """A Ctrl-C (SIGINT) that came before the supervisor's loop takes it for a quick stop."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 class ProtocolError(Exception):

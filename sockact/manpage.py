@@ -46,6 +46,9 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
                                "(a post_fork hook that raised, say). sockact stops rather than restart them."),
     (errors.APP_LOAD_ERROR, "The application could not be imported. sockact stops rather than "
                             "restart workers that cannot serve."),
+    (errors.EXIT_INTERRUPTED, "Interrupted by Ctrl-C (SIGINT) before it was done: a check, or a start "
+                              "before the supervisor serves (a --preload import). Once it serves, "
+                              "SIGINT is a quick stop."),
 )
 
 CONFIG_FILE = PACKAGED_CONFIG

@@ -56,6 +56,10 @@ OVERRIDDEN_TEST = ("test_a_file_setting_that_a_flag_or_the_environment_overrides
                    "by_check")
 TOML_MISTAKES_TEST = "test_a_toml_syntax_mistake_names_the_line_its_key_and_what_to_write"
 
+CLI_WALLS = INTEG + "test_cli_walls.py::"
+
+TRACEBACKS = INTEG + "test_app_tracebacks.py::"
+
 MUTANTS = (
     Mutant("asgi-close-reads-on-behind-its-answer", "sockact/asgi/conn.py",
            "if not linger:\n            # Nothing more is read", "if False:\n            # Nothing more is read",
@@ -1176,6 +1180,22 @@ MUTANTS = (
     Mutant("error-log-failure-said-at-every-line", "sockact/logs/errorfile.py",
            "        if not self.failing:", "        if True:",
            (FIRST_WEEK + "test_an_error_log_on_a_full_disk_is_told_once_and_its_lines_go_to_stderr",)),
+    Mutant("ctrl-c-during-a-preload-import-is-a-traceback", "sockact/cli.py",
+           "    except KeyboardInterrupt:\n        # Ctrl-C before the supervisor's loop",
+           "    except ImportError:\n        # Ctrl-C before the supervisor's loop",
+           (CLI_WALLS + "test_ctrl_c_while_a_preloaded_app_imports_is_one_line_and_130",)),
+    Mutant("a-failed-start-logged-by-each-worker", "sockact/supervisor/channels.py",
+           "        if said is not None and said[:2] == (w.generation, explained):", "        if False:",
+           (TRACEBACKS + "test_workers_that_fail_alike_log_the_traceback_once",)),
+    Mutant("a-failed-reload-tried-again-keeps-its-traceback-to-itself", "sockact/supervisor/core.py",
+           "            self.channels.failure_said = None", "            pass",
+           (TRACEBACKS + "test_a_failed_reload_names_the_file_and_line",)),
+    Mutant("the-demo-served-unannounced", "sockact/config/sources.py",
+           '    if "app" not in cfg.given and not any(', "    if False and not any(",
+           (CLI_WALLS + "test_run_with_no_app_says_the_demo_is_served_and_how_to_name_yours",)),
+    Mutant("a-privileged-port-says-only-permission-denied", "sockact/systemd/activation.py",
+           "errno == errno.EACCES and isinstance(addr, tuple)", "errno == errno.EPERM and isinstance(addr, tuple)",
+           (CLI_WALLS + "test_a_privileged_port_without_the_privilege_says_what_to_do",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

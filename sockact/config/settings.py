@@ -104,7 +104,8 @@ class ListenerSettings:
         parsers.app_spec, DEFAULT_APP,
         "The WSGI or ASGI application to serve, as 'module:callable'; a bare 'module' means 'module:application', "
         "and 'module:create_app()' serves what that factory returns (literal arguments, as gunicorn's). "
-        "A listener without its own [listeners.NAME] table serves this one.", "app", metavar="MODULE:CALLABLE")
+        "A listener without its own [listeners.NAME] table serves this one. Named nowhere, the built-in demo is "
+        "served, and a warning at start says so.", "app", metavar="MODULE:CALLABLE")
     interface: str = _opt(
         parsers.choice("auto", "wsgi", "asgi"), "auto",
         "How the app is called: 'wsgi' (PEP 3333), 'asgi' (ASGI 3, on an asyncio loop per worker, uvloop "

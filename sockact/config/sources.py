@@ -254,6 +254,11 @@ def _from(cfg: Config, name: str) -> str:
 def warnings(cfg: Config, environ: Mapping[str, str], cwd: str, pid: int) -> list[str]:
     """What loads but will not do what it says here: said at start, and by ``sockact check``."""
     out = list(cfg.overridden)
+    if "app" not in cfg.given and not any("app" in table for table in cfg.listeners.values()):
+        # The demo stays the default (a first `sockact run` serves something), but a forgotten app is no
+        # longer told only by a worker's info line.
+        out.append(f"no app named (sockact run APP, app in the --config file, or SOCKACT_APP): the built-in demo "
+                   f"{DEFAULT_APP} is served; to serve yours: sockact run myproject.wsgi:application")
     activated = "LISTEN_FDS" in environ and environ.get("LISTEN_PID", str(pid)) == str(pid)
     if activated and "bind" in cfg.given:
         out.append("bind: ignored under socket activation (LISTEN_FDS is set): the sockets come from systemd; "

@@ -36,6 +36,8 @@ class Channels:
         self._handlers: dict[int, Callable[[WorkerProcess, handoff.Message], None]] = {
             handoff.READY: self._on_ready, handoff.PARK: self._on_park, handoff.DONE: self._on_done,
             handoff.FAILED: self._on_failed, handoff.RECYCLE: self._on_recycle}
+        # The last failure logged in full: generation, text, pid. None: the next one is logged in full.
+        self.failure_said: tuple[int, str, int] | None = None
 
     def read(self, w: WorkerProcess, batch: int = CHANNEL_BATCH) -> None:
         """``w``'s channel is readable (or writable, with an outbox): up to ``batch`` messages."""
@@ -112,9 +114,16 @@ class Channels:
 
     def _on_failed(self, w: WorkerProcess, msg: handoff.Message) -> None:
         w.failure = handoff.failure_reason(msg)
-        # logged here for the worker, which exits at once (shell._tell_why says why)
-        log.error("worker %d cannot start: %s", w.pid, handoff.failure_explained(msg),
-                  extra={"SOCKACT_WORKER_PID": w.pid})
+        explained = handoff.failure_explained(msg)
+        # Logged here for the worker, which exits at once (shell._tell_why says why). Said once a generation:
+        # its workers import the same code at once and fail alike, and four copies of a traceback bury the rest.
+        said = self.failure_said
+        if said is not None and said[:2] == (w.generation, explained):
+            log.info("worker %d cannot start: the same failure as worker %d", w.pid, said[2],
+                     extra={"SOCKACT_WORKER_PID": w.pid})
+            return
+        self.failure_said = (w.generation, explained, w.pid)
+        log.error("worker %d cannot start: %s", w.pid, explained, extra={"SOCKACT_WORKER_PID": w.pid})
 
     def _on_recycle(self, w: WorkerProcess, msg: handoff.Message) -> None:
         log.info("worker %d served its max_requests: recycling it", w.pid)

@@ -247,6 +247,7 @@ class Supervisor:
         self.reload_note = "; ".join(notes + shadowed)
         if error is None:
             self.hooks.call("on_reload", HookServer(os.getpid(), config))
+            self.channels.failure_said = None  # a failed reload's number comes again: its failure is said anew
             lifecycle(log, "reload", "reloading: starting generation %d of %d workers",
                       self.pool.current.number + 1, config.workers)
         self.carry_out(self.pool.hup(config, error, time.monotonic()))

@@ -240,12 +240,28 @@ def _bind(spec: str, backlog: int) -> Listener:
                                 "choose another --bind") from None
         if exc.errno == errno.EADDRNOTAVAIL:
             raise ListenerError(f"bind '{spec}': no such local address") from None
+        if exc.errno == errno.EACCES and isinstance(addr, tuple) and addr[1] < (first := unprivileged_port_start()):
+            raise ListenerError(
+                f"bind '{spec}': permission denied: a port below {first} (net.ipv4.ip_unprivileged_port_start) "
+                "needs root or CAP_NET_BIND_SERVICE; better, let systemd bind it for sockact, in the packaged "
+                f"sockact.socket (systemctl edit sockact.socket: ListenStream={spec.rpartition('=')[2]}); or bind "
+                f"a port of {first} or above") from None
         raise ListenerError(f"bind '{spec}': {exc.strerror or exc}") from None
     except socket.gaierror as exc:
         sock.close()
         raise ListenerError(f"bind '{spec}': cannot resolve host: {exc.strerror}") from None
     sock.setblocking(False)
     return Listener(sock, name, owned=True)
+
+
+def unprivileged_port_start(path: str = "/proc/sys/net/ipv4/ip_unprivileged_port_start") -> int:
+    """The lowest port a process without CAP_NET_BIND_SERVICE may bind (IPv6 too): Linux's 1024 unless
+    the sysctl lowers it (containers often set 0)."""
+    try:
+        with open(path, encoding="ascii") as fh:
+            return int(fh.read())
+    except (OSError, ValueError):
+        return 1024
 
 
 def _remove_stale_unix_socket(path: str, spec: str) -> None:

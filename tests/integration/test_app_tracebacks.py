@@ -75,6 +75,29 @@ def test_the_log_has_the_traceback_in_one_record(tmp_path):
         assert "importlib" not in record["tb"] and "apploader" not in record["tb"]
 
 
+def test_workers_that_fail_alike_log_the_traceback_once(tmp_path):
+    """Four workers import the same broken code at once: one traceback, then a line for each of the others."""
+    met = tmp_path / "met"
+    met.mkdir()
+    # Each worker waits for the other three before it fails, so that all four fail together, as they do
+    # when the import is quick; and each fails before the quick stop (SIGQUIT) that the first one's exit brings.
+    barrier = ("import signal\nsignal.signal(signal.SIGQUIT, signal.SIG_IGN)\n"
+               f"import os, pathlib, time\nmet = pathlib.Path({str(met)!r})\n(met / str(os.getpid())).touch()\n"
+               "deadline = time.monotonic() + 10\n"
+               "while len(list(met.iterdir())) < 4 and time.monotonic() < deadline:\n    time.sleep(0.01)\n")
+    root = project(tmp_path, barrier + MODELS)
+    result = run_cli("run", "mysite.wsgi", "--chdir", str(root), "--workers", "4", "--bind", f"127.0.0.1:{free_port()}")
+    assert result.returncode == 5, result.stderr
+    assert result.stderr.count("Traceback (most recent call last):") == 1, result.stderr
+    assert result.stderr.splitlines().count("ZeroDivisionError: division by zero") == 1, result.stderr
+    failed = re.findall(r"^\[\d+\] (\w+) sockact.supervisor: worker (\d+) cannot start: (.*)$", result.stderr, re.M)
+    assert len(failed) == 4, result.stderr
+    (level, first, _), *others = failed
+    assert level == "ERROR"
+    assert others == [("INFO", pid, f"the same failure as worker {first}") for _, pid, _ in others], result.stderr
+    assert "the app failed to load" in result.stderr and "died while starting" not in result.stderr
+
+
 def test_a_failed_reload_names_the_file_and_line(start_sockact, tmp_path):
     root = project(tmp_path, "LIMIT = 1\n")
     run_dir = tmp_path / "run"
@@ -90,6 +113,12 @@ def test_a_failed_reload_names_the_file_and_line(start_sockact, tmp_path):
     assert f"at {path}, line 5: LIMIT = helper() / 0" in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     server.wait_for_log("ZeroDivisionError: division by zero")
+    # a reload tried again, with the code still broken, logs the traceback again: it is said once a generation
+    again = subprocess.run([*SOCKACT, "reload", "--pid", str(server.pid), "--max-wait", "30"],
+                           env=base_env(**env), capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1, again.stderr
+    server.waiting(lambda: server.output().splitlines().count("ZeroDivisionError: division by zero") == 2,
+                   "the second reload's traceback")
 
 
 # Stands in for journald (the system test sees the real one): systemd.journal.sendv, writing each

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,7 +13,17 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SOCKACT, asleep, base_env, children, free_port, http_get, need_module, wait_until
+from conftest import (
+    SOCKACT,
+    asleep,
+    base_env,
+    children,
+    free_port,
+    http_get,
+    need_module,
+    unavailable,
+    wait_until,
+)
 
 ENV_APP = """\
 import json, os
@@ -59,8 +70,8 @@ def test_bad_listen_fds_is_one_line_and_exit_3():
     for value in ("abc", "7"):
         env = base_env(LISTEN_FDS=value, LISTEN_FDNAMES="http")
         cmd = " ".join(SOCKACT)
-        result = subprocess.run(["sh", "-c", f"LISTEN_PID=$$ exec {cmd} run"], env=env, capture_output=True,
-                                text=True, timeout=20)
+        result = subprocess.run(["sh", "-c", f"LISTEN_PID=$$ exec {cmd} run sockact.apps.hello:app"], env=env,
+                                capture_output=True, text=True, timeout=20)
         assert result.returncode == 3, result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and f"LISTEN_FDS='{value}'" in lines[0], result.stderr
@@ -303,13 +314,15 @@ def test_uvicorns_uds_says_the_bind_to_write():
 
 def ctrl_c(args: list[str], tmp_path: Path, children_first: int) -> subprocess.CompletedProcess:
     """Run sockact as a terminal does, in a process group of its own, and press Ctrl-C (SIGINT to the
-    whole group) once it has ``children_first`` children: while the app still imports."""
-    root = project(tmp_path, "import time\ntime.sleep(30)\n" + ENV_APP, name="slowimport")
+    whole group) once it has ``children_first`` children (none: the supervisor imports) and they
+    sleep: while the app still imports."""
+    began = "import pathlib, time\npathlib.Path(__file__).with_name('began').touch()\ntime.sleep(30)\n"
+    root = project(tmp_path, began + ENV_APP, name="slowimport")
     proc = subprocess.Popen([*SOCKACT, *args, "--chdir", str(root)], env=base_env(), start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_until(lambda: len(kids := children(proc.pid)) >= children_first and all(map(asleep, kids)),
-                   "the app's import to begin")
+        wait_until(lambda: (root / "began").exists() and len(kids := children(proc.pid)) >= children_first
+                   and all(map(asleep, kids or [proc.pid])), "the app's import to begin")
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=20)
     finally:
@@ -326,11 +339,65 @@ def test_ctrl_c_while_the_workers_import_the_app_is_a_quick_stop_and_no_failed_s
     assert "died while starting" not in result.stderr and "WARNING" not in result.stderr, result.stderr
 
 
+def test_ctrl_c_while_a_preloaded_app_imports_is_one_line_and_130(tmp_path):
+    """With --preload the supervisor imports the app before its loop takes SIGINT: the start is cut
+    short, said as check says it, where it exited 0 without a word."""
+    result = ctrl_c(["run", "slowimport", "--preload", "--bind", f"127.0.0.1:{free_port()}"], tmp_path, 0)
+    assert result.returncode == 130, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.endswith(" ERROR sockact: start interrupted (Ctrl-C): nothing was served"), line
+
+
 def test_ctrl_c_during_check_says_nothing_was_checked_without_a_traceback(tmp_path):
     result = ctrl_c(["check", "slowimport"], tmp_path, 1)
     assert result.returncode == 130
     assert result.stderr.splitlines() == [
         "sockact: error: check interrupted (Ctrl-C): nothing was checked"]
+
+
+NO_APP = ("no app named (sockact run APP, app in the --config file, or SOCKACT_APP): the built-in demo "
+          "sockact.apps.demo:app is served; to serve yours: sockact run myproject.wsgi:application")
+
+
+def test_run_with_no_app_says_the_demo_is_served_and_how_to_name_yours(start_sockact):
+    """gunicorn and uvicorn refuse to start without an app; sockact serves its demo, and says so first."""
+    server = start_sockact("--workers", "1", activation=False, workers=1)
+    assert b"Served by sockact" in http_get(server.port)[2]
+    first = server.output().splitlines()[0]
+    assert first.endswith(f" WARNING sockact: {NO_APP}"), server.output()
+    assert NO_APP in run_cli("check").stderr.splitlines()[0]
+    named = start_sockact("sockact.apps.demo:app", "--workers", "1", activation=False, workers=1)
+    assert "no app named" not in named.output()
+
+
+def without_privilege(env: dict[str, str]) -> list[str]:
+    """The command that runs what follows it without the right to bind a port below
+    net.ipv4.ip_unprivileged_port_start: as nobody, where that user can run this Python and read the tree;
+    else as root without CAP_NET_BIND_SERVICE (nor in its bounding set), which is what that right is."""
+    setpriv = shutil.which("setpriv")
+    if not setpriv:
+        unavailable("setpriv (util-linux) is not installed")
+    nobody = [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all"]
+    if subprocess.run([*nobody, *SOCKACT, "--version"], env=env, cwd="/", capture_output=True).returncode == 0:
+        return nobody
+    return [setpriv, "--inh-caps=-net_bind_service", "--bounding-set=-net_bind_service"]
+
+
+def test_a_privileged_port_without_the_privilege_says_what_to_do():
+    start = int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text())
+    if start == 0:
+        pytest.skip("net.ipv4.ip_unprivileged_port_start is 0 here: any user may bind any port")
+    port = 80 if start > 80 else start - 1
+    env = base_env()
+    result = subprocess.run([*without_privilege(env), *SOCKACT, "run", "--bind", f"0.0.0.0:{port}",
+                             "sockact.apps.hello:app"], env=env, cwd="/", capture_output=True, text=True, timeout=30)
+    assert result.returncode == 3, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.endswith(
+        f" ERROR sockact: bind '0.0.0.0:{port}': permission denied: a port below {start} "
+        "(net.ipv4.ip_unprivileged_port_start) needs root or CAP_NET_BIND_SERVICE; better, let systemd bind it "
+        f"for sockact, in the packaged sockact.socket (systemctl edit sockact.socket: ListenStream=0.0.0.0:{port}); "
+        f"or bind a port of {start} or above"), line
 
 
 def test_a_shortened_flag_and_a_port_alone_are_one_line_each_saying_what_to_write():

@@ -1176,6 +1176,9 @@ MUTANTS = (
     Mutant("error-log-failure-said-at-every-line", "sockact/logs/errorfile.py",
            "        if not self.failing:", "        if True:",
            (FIRST_WEEK + "test_an_error_log_on_a_full_disk_is_told_once_and_its_lines_go_to_stderr",)),
+    Mutant("asgi-watched-anew-on-asyncio-too", "sockact/asgi/conn.py",
+           "        if isinstance(self.loop, BaseSelectorEventLoop):", "        if False:",
+           (UNIT + "test_asgi_conn.py::test_bytes_behind_a_whole_request_cost_no_new_watch_on_asyncios_loop",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

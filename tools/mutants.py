@@ -1179,6 +1179,12 @@ MUTANTS = (
     Mutant("asgi-watched-anew-on-asyncio-too", "sockact/asgi/conn.py",
            "        if isinstance(self.loop, BaseSelectorEventLoop):", "        if False:",
            (UNIT + "test_asgi_conn.py::test_bytes_behind_a_whole_request_cost_no_new_watch_on_asyncios_loop",)),
+    Mutant("error-log-buffered-again", "sockact/logs/errorfile.py",
+           'open(self.baseFilename, "ab", buffering=0)', 'open(self.baseFilename, "ab")',
+           (UNIT + "test_errorfile.py::test_a_line_the_full_disk_refused_goes_to_stderr_and_never_to_the_file_later",)),
+    Mutant("error-log-line-cut-by-the-disk-joins-the-next", "sockact/logs/errorfile.py",
+           'b"\\n" + line if self._cut else line', "line",
+           (UNIT + "test_errorfile.py::test_a_line_the_full_disk_refused_goes_to_stderr_and_never_to_the_file_later",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

@@ -1026,14 +1026,10 @@ MUTANTS = (
             INTEG + "test_pool_process.py::test_a_boot_past_timeout_is_killed_and_the_old_generation_serves")),
     # The metrics listener's app (which no worker serves) was imported by each worker, and with preload by the
     # supervisor; and an app served on two listeners must have one lifespan.
-    Mutant("worker-loads-the-metrics-listeners-app", "sockact/worker/shell.py",
-           "for name in self.listener_names if self.config.serves(name))", "for name in self.listener_names)",
+    Mutant("worker-and-preload-load-the-metrics-listeners-app", "sockact/config/settings.py",
+           "for name in names if self.serves(name)))", "for name in names))",
            (INTEG + "test_check_refuses_what_run_refuses.py::test_the_metrics_listeners_app_is_not_loaded_and_the_"
-            "served_apps_lifespan_runs_once[False]",)),
-    Mutant("preload-loads-the-metrics-listeners-app", "sockact/cli.py",
-           "for lst in listeners if cfg.serves(lst.name))", "for lst in listeners)",
-           (INTEG + "test_check_refuses_what_run_refuses.py::test_the_metrics_listeners_app_is_not_loaded_and_the_"
-            "served_apps_lifespan_runs_once[True]",)),
+            "served_apps_lifespan_runs_once",)),
     Mutant("a-lifespan-per-listener", "sockact/worker/shell.py",
            "by_app.setdefault(lc.app, Lifespan(site.app, self.config.lifespan, lc.app))",
            "Lifespan(site.app, self.config.lifespan, lc.app)",

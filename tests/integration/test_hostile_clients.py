@@ -320,11 +320,17 @@ def test_a_refused_client_that_sends_on_has_no_more_than_linger_bytes_read(start
 
 
 def on_loop(loop: str) -> dict[str, str]:
-    """A server's environment for an ASGI worker on ``loop``: "uvloop" (installed: the worker's choice) or
-    "asyncio" (uvloop hidden by tests/without_uvloop), whose reports of a client's reset differ."""
-    if loop == "uvloop":
+    """A server's environment for an ASGI worker on ``loop``: "asyncio" (uvloop hidden by tests/without_uvloop),
+    else uvloop (installed: the worker's choice); their reports of a client's reset differ."""
+    if loop != "asyncio":
         return {}
     return {"PYTHONPATH": os.pathsep.join([str(TESTS / "without_uvloop"), base_env()["PYTHONPATH"]])}
+
+
+def runs_on(worker: int, loop: str) -> bool:
+    """Whether ``worker`` runs on ``loop``, as far as its memory shows: uvloop's library mapped, or not."""
+    with open(f"/proc/{worker}/maps") as fh:
+        return loop != "asyncio" or "uvloop" not in fh.read()
 
 
 @pytest.mark.parametrize(("interface", "loop"), [pytest.param("wsgi", "", id="wsgi"),
@@ -339,6 +345,7 @@ def test_a_client_that_resets_right_after_part_of_its_next_head_is_let_go_at_onc
     server = start_sockact(ECHO[interface], "--workers", "1", "--header-timeout", "60", workers=1,
                            env=on_loop(loop))
     (worker,) = server.workers()
+    assert runs_on(worker, loop)
     at_rest = steady(lambda: (fd_count(server.pid), fd_count(worker)), "the fd counts at rest")
     for _ in range(5):
         client = KeepAliveClient(server.port)
@@ -362,6 +369,7 @@ def test_a_long_poll_whose_client_sends_a_byte_and_resets_hears_it_leave(start_s
                            env=on_loop(loop))
     server.wait_for_log("ready:")
     (worker,) = server.workers()
+    assert runs_on(worker, loop)
     at_rest = steady(lambda: (fd_count(server.pid), fd_count(worker)), "the fd counts at rest")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
         client.sendall(b"GET /poll HTTP/1.1\r\nHost: t\r\n\r\n")

@@ -524,7 +524,8 @@ class EventLoop(Carrier[Held]):
 
     def _ready(self, held: Held, request: Request, event: str) -> None:
         """A request is parsed (``event``: "head", or "body" once its body is buffered, or "taken" once its client
-        took its answers before it): called at once, or queued."""
+        took its answers before it): called at once, or queued; or, its client taking none of those answers, it
+        waits for room first (UNREAD, ``_unread``)."""
         held.request = request
         if held.http.wire.sent > held.look_at and self._unread(held):
             return

@@ -60,9 +60,14 @@ def add_virtualenv(path: str | None) -> None:
 _APP_NAMES = ("application", "app", "api")
 
 
+def _apps_in(module: Any, module_name: str, but: str = "") -> list[str]:
+    """The module's callables under the usual names (but ``but``), as the specs to write."""
+    return [f"'{module_name}:{name}'" for name in _APP_NAMES if name != but and callable(getattr(module, name, None))]
+
+
 def _named_otherwise(module: Any, module_name: str, attr: str) -> str:
     """For an app not found: the module's callables under the usual names, as the spec to write."""
-    found = [f"'{module_name}:{name}'" for name in _APP_NAMES if name != attr and callable(getattr(module, name, None))]
+    found = _apps_in(module, module_name, but=attr)
     with contextlib.suppress(ImportError, ValueError):
         if "." not in attr and importlib.util.find_spec(f"{module_name}.{attr}") is not None:
             found.append(f"'{module_name}.{attr}:application'")  # a submodule its package does not import
@@ -137,7 +142,7 @@ def _not_callable(obj: Any, module_name: str, attr: str) -> str:
     """What an object named as the app is instead, and for a module, the spec of the app it holds."""
     if inspect.ismodule(obj):
         inner = f"{module_name}.{attr}"
-        found = [f"'{inner}:{name}'" for name in _APP_NAMES if callable(getattr(obj, name, None))]
+        found = _apps_in(obj, inner)
         return f"a module, not an app: did you mean {' or '.join(found or [repr(inner)])}?"
     return f"{obj!r:.40} ({type(obj).__name__}), not a callable app"
 

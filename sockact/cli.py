@@ -558,7 +558,7 @@ def _serve(cfg: Config, reload_config: Callable[[], Config] | None, taken: list[
         gcpause.resume()
         add_virtualenv(cfg.virtualenv)
         try:
-            apps = load_all(cfg.listener(lst.name).app for lst in listeners if cfg.serves(lst.name))
+            apps = load_all(cfg.apps(lst.name for lst in listeners))
         except AppLoadError as exc:
             # Told as the supervisor's halt tells them when its workers cannot load the app.
             return _start_failed(exc, listeners, app_failed())

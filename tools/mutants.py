@@ -911,7 +911,7 @@ MUTANTS = (
            (UNIT + "test_reloadctl.py::test_a_later_outcome_of_this_process_answers_the_reload",)),
 
     Mutant("app-named-otherwise-unsaid", "sockact/apploader.py",
-           "if name != attr and callable(getattr(module, name, None))]", "if False]",
+           "found = _apps_in(module, module_name, but=attr)", "found = []",
            (INTEG + "test_cli_walls.py::test_check_imports_the_app_with_the_settings_applied",)),
 
     Mutant("uvicorn-flag-unexplained", "sockact/cli.py", "hint = flag_hint(flag, value) or uvicorn_hint(flag, words)",
@@ -953,26 +953,27 @@ MUTANTS = (
            "    if not listeners and \"LISTEN_FDS\" in environ:", "    if False:",
            (INTEG + "test_cli_walls.py::test_a_start_that_fails_under_socket_activation_answers_the_waiting_client",)),
     # An access log's outage counted the lines a full target took before it failed as lost, and said "1 lines".
-    Mutant("access-log-lost-count-plural-for-one", "sockact/logs/access.py",
+    Mutant("access-log-lost-count-plural-for-one", "sockact/logs/logfile.py",
            'return "1 line was lost" if count == 1 else', "return",
            (UNIT + "test_accesslog.py::test_an_outage_that_lost_one_line_says_so_in_the_singular",)),
-    Mutant("access-log-lost-count-none-said-as-many", "sockact/logs/access.py",
+    Mutant("access-log-lost-count-none-said-as-many", "sockact/logs/logfile.py",
            "    if count == 0:\n", "    if False:\n",
            (UNIT + "test_accesslog.py::test_the_lines_an_outage_lost_are_counted_in_words",)),
     Mutant("access-log-lines-written-before-a-full-disk-counted-lost", "sockact/logs/access.py",
-           'sent += data.count(b"\\n", 0, len(data) - len(view))', "pass",
+           "self._lines.lost if written else", "len(batch) if written else",
            (UNIT + "test_accesslog.py::test_the_whole_lines_a_full_target_took_before_it_failed_are_not_counted_"
             "lost",)),
     Mutant("access-log-records-the-journal-took-counted-lost", "sockact/logs/access.py",
            "for sent, record in enumerate(batch):", "for record in batch:",
            (UNIT + "test_accesslog.py::test_the_records_the_journal_took_before_it_failed_are_not_counted_lost",)),
-    Mutant("access-log-outage-end-without-the-count", "sockact/logs/access.py",
+    Mutant("access-log-outage-end-without-the-count", "sockact/logs/logfile.py",
            "if self.loses_lines else self.ended_text", "if False else self.ended_text",
            (UNIT + "test_accesslog.py::test_a_log_that_cannot_be_written_is_told_once_as_it_fails_and_once_as_it_"
             "works_again",)),
     # An access log that cannot be written, or reopened after a rotation, said nothing.
     Mutant("access-log-write-failure-untold", "sockact/logs/access.py",
-           "                self._writes.failed(exc, len(batch) - sent)\n", "                pass\n",
+           "                self._writes.failed(exc, self._lines.lost if written else len(batch) - sent)\n",
+           "                pass\n",
            (UNIT + "test_accesslog.py::test_a_log_that_cannot_be_written_is_told_once_as_it_fails_and_once_as_it_"
             "works_again", INTEG + "test_logging.py::test_an_access_log_on_a_full_disk_is_told_once_and_serving_"
             "goes_on")),
@@ -1029,14 +1030,10 @@ MUTANTS = (
             INTEG + "test_pool_process.py::test_a_boot_past_timeout_is_killed_and_the_old_generation_serves")),
     # The metrics listener's app (which no worker serves) was imported by each worker, and with preload by the
     # supervisor; and an app served on two listeners must have one lifespan.
-    Mutant("worker-loads-the-metrics-listeners-app", "sockact/worker/shell.py",
-           "for name in self.listener_names if self.config.serves(name))", "for name in self.listener_names)",
+    Mutant("worker-and-preload-load-the-metrics-listeners-app", "sockact/config/settings.py",
+           "for name in names if self.serves(name)))", "for name in names))",
            (INTEG + "test_check_refuses_what_run_refuses.py::test_the_metrics_listeners_app_is_not_loaded_and_the_"
-            "served_apps_lifespan_runs_once[False]",)),
-    Mutant("preload-loads-the-metrics-listeners-app", "sockact/cli.py",
-           "for lst in listeners if cfg.serves(lst.name))", "for lst in listeners)",
-           (INTEG + "test_check_refuses_what_run_refuses.py::test_the_metrics_listeners_app_is_not_loaded_and_the_"
-            "served_apps_lifespan_runs_once[True]",)),
+            "served_apps_lifespan_runs_once",)),
     Mutant("a-lifespan-per-listener", "sockact/worker/shell.py",
            "by_app.setdefault(lc.app, Lifespan(site.app, self.config.lifespan, lc.app))",
            "Lifespan(site.app, self.config.lifespan, lc.app)",
@@ -1177,8 +1174,9 @@ MUTANTS = (
     Mutant("error-log-failure-as-a-traceback-per-line", "sockact/logs/errorfile.py",
            "    def handleError(self, record", "    def _handle_error(self, record",
            (FIRST_WEEK + "test_an_error_log_on_a_full_disk_is_told_once_and_its_lines_go_to_stderr",)),
-    Mutant("error-log-failure-said-at-every-line", "sockact/logs/errorfile.py",
-           "        if not self.failing:", "        if True:",
+    Mutant("error-log-failure-said-at-every-line", "sockact/logs/logfile.py",
+           "        if self.told:\n            self.lost += lines\n            return\n        now = time.monotonic()\n"
+           "        if now - self.told_at >= REPORT_INTERVAL:", "        now = time.monotonic()\n        if True:",
            (FIRST_WEEK + "test_an_error_log_on_a_full_disk_is_told_once_and_its_lines_go_to_stderr",)),
     Mutant("ctrl-c-during-a-preload-import-is-a-traceback", "sockact/cli.py",
            "    except KeyboardInterrupt:\n        # Ctrl-C before the supervisor's loop",
@@ -1196,6 +1194,19 @@ MUTANTS = (
     Mutant("a-privileged-port-says-only-permission-denied", "sockact/systemd/activation.py",
            "errno == errno.EACCES and isinstance(addr, tuple)", "errno == errno.EPERM and isinstance(addr, tuple)",
            (CLI_WALLS + "test_a_privileged_port_without_the_privilege_says_what_to_do",)),
+
+
+    Mutant("asgi-watched-anew-on-asyncio-too", "sockact/asgi/conn.py",
+           "        if isinstance(self.loop, BaseSelectorEventLoop):", "        if False:",
+           (UNIT + "test_asgi_conn.py::test_bytes_behind_a_whole_request_cost_no_new_watch_on_asyncios_loop",)),
+    Mutant("error-log-buffered-again", "sockact/logs/errorfile.py",
+           'open(self.baseFilename, "ab", buffering=0)', 'open(self.baseFilename, "ab")',
+           (UNIT + "test_errorfile.py::test_a_line_the_full_disk_refused_goes_to_stderr_and_never_to_the_file_later",)),
+    Mutant("log-line-cut-by-the-disk-joins-the-next", "sockact/logs/logfile.py",
+           'b"\\n" + data if self.cut else data', "data",
+           (UNIT + "test_errorfile.py::test_a_line_the_full_disk_refused_goes_to_stderr_and_never_to_the_file_later",
+            UNIT + "test_accesslog.py::test_the_whole_lines_a_full_target_took_before_it_failed_are_not_counted_"
+            "lost")),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

@@ -22,6 +22,7 @@ import logging
 import socket
 import threading
 import time
+from asyncio.selector_events import BaseSelectorEventLoop
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -156,8 +157,11 @@ class AsgiConnection(Owned):
     def watch_anew(self) -> None:
         """Watched again from scratch after bytes that leave it waiting for more: uvloop (libuv) reports no reset
         that reached the socket with the bytes just read (a client that sends a few and resets at once), and the
-        connection would wait for its deadline, or for good; a new watch sees it. Not after a whole request: its
-        reset shows at its answer's write."""
+        connection would wait for its deadline, or for good; a new watch sees it, for two epoll_ctl calls.
+        asyncio's own loop needs none: its epoll is level-triggered and takes a reset for input, so its reader
+        runs again and reads the reset. Not after a whole request: its reset shows at its answer's write."""
+        if isinstance(self.loop, BaseSelectorEventLoop):
+            return
         self.pause_reading()
         self.resume_reading()
 

@@ -151,17 +151,17 @@ class WebSocket:
         await asyncio.sleep(0)
         self._turn_began = time.perf_counter()
 
-    def _flush(self) -> None:
+    def _flush(self) -> bytes:
+        """What the library has to send goes out; returns it."""
         out = self.proto.take_output()
         if out:
             self.conn.write(out)
+        return out
 
     def _answer(self) -> None:
         """_flush, for the library's answer to the handshake: its header fields are kept for the access log."""
-        out = self.proto.take_output()
-        if out:
+        if out := self._flush():
             self._answer_fields = head_fields(out)
-            self.conn.write(out)
 
     @property
     def response_headers(self) -> list[tuple[str, str]]:

@@ -13,7 +13,7 @@ in and catch ConfigError. Reading the sources is sources.py's.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -396,6 +396,11 @@ class Config(ListenerSettings):
         """Whether listener ``name``'s connections reach a worker: all but the metrics listener's, which the
         supervisor answers itself (so its app neither chooses a worker's interface nor runs a lifespan)."""
         return name != self.metrics_listener
+
+    def apps(self, names: Iterable[str]) -> list[str]:
+        """The apps the listeners ``names`` serve in a worker (each once, in order): what a worker, or a preload,
+        imports. Not the metrics listener's (``serves``)."""
+        return list(dict.fromkeys(self.listener(name).app for name in names if self.serves(name)))
 
     def listener(self, name: str) -> ListenerConfig:
         """The effective settings of the listener called ``name`` (fd name or bind address)."""

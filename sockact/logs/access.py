@@ -23,7 +23,7 @@ Contract:
   the lines going to the file already open.
 - A target that cannot be written (a full disk, a gone journal) loses lines and fails no request:
   the worker's error log says so once, with the reason, and once more when lines are written again,
-  with how many were lost (at most one such pair a REPORT_INTERVAL, however the failures flap).
+  with how many were lost (at most one such pair a REPORT_INTERVAL, however the failures flap: logfile.py).
 - ``escape(text)`` is the one escape for client-controlled text in any log line: control bytes,
   DEL, bytes above 0x7f, ``"`` and ``\\`` become ``\\xHH``, so a request cannot forge a line.
 """
@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from sockact.errors import ConfigError
+from sockact.logs.logfile import Lines, Outage
 
 T = TypeVar("T")
 
@@ -58,7 +59,6 @@ STDERR = "-"
 FLUSH_INTERVAL = 0.1  # seconds a line may wait in the buffer while the worker is busy
 MAX_BUFFERED = 256  # lines; a full buffer is written at once, so a burst costs bounded memory
 REOPEN_CHECK = 1.0  # seconds between checks that the file was not rotated away
-REPORT_INTERVAL = 60.0  # seconds between two reports of a log that cannot be written or reopened
 
 log = logging.getLogger("sockact.worker")
 
@@ -499,10 +499,11 @@ class AccessLog:
         self.fd = 2
         self._checked = 0.0
         where = self.path or ("the journal" if self.sendv is not None else "stderr")
-        self._writes = _Outage(where, "cannot write (%s); its lines are lost until it can", "written again",
-                               loses_lines=True)
-        self._reopens = _Outage(where, "moved away and cannot be opened again (%s); lines go on to the file it was",
-                                "opened again", loses_lines=False)
+        self._writes = Outage(f"access log {where}", "cannot write (%s); its lines are lost until it can",
+                              "written again", log.log, loses_lines=True)
+        self._reopens = Outage(f"access log {where}", "moved away and cannot be opened again (%s); lines go on to "
+                               "the file it was", "opened again", log.log, loses_lines=False)
+        self._lines = Lines()  # the file's, or stderr's
         if self.path:
             try:
                 self.fd = self._open()
@@ -621,8 +622,7 @@ class AccessLog:
             if not batch:
                 return
             sent = 0  # the records of the batch the journal took before a failure: not lost
-            data = b""  # the file's lines, and what of them is left to write
-            view = memoryview(data)
+            written = False  # the file's lines went to their write, which counts those it lost
             try:
                 if self.sendv is not None:
                     for sent, record in enumerate(batch):  # noqa: B007 (``sent`` is read after a failure)
@@ -631,13 +631,11 @@ class AccessLog:
                     if self.path:
                         self._reopen_if_moved()
                     data = ("\n".join(batch) + "\n").encode("utf-8", "replace")
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(self.fd, view):]
+                    written = True
+                    self._lines.write(functools.partial(os.write, self.fd), data)
             except Exception as exc:  # a full disk or a gone journal must not fail requests
                 # A full disk may take part of a batch: the whole lines written before it failed are not lost.
-                sent += data.count(b"\n", 0, len(data) - len(view))
-                self._writes.failed(exc, len(batch) - sent)
+                self._writes.failed(exc, self._lines.lost if written else len(batch) - sent)
             else:
                 if self._writes.told:
                     self._writes.ended()
@@ -674,44 +672,6 @@ class AccessLog:
         if self.path:
             os.close(self.fd)
 
-
-class _Outage:
-    """One way an access log fails (writing, reopening), told in the worker's error log once as it begins
-    and once as it ends, not per batch; a failure that flaps is told at most once a REPORT_INTERVAL.
-    Called under AccessLog's flush lock."""
-
-    __slots__ = ("begun", "ended_text", "loses_lines", "lost", "told", "told_at", "where")
-
-    def __init__(self, where: str, begun: str, ended: str, *, loses_lines: bool) -> None:
-        self.where = where
-        self.begun, self.ended_text = begun, ended  # the two lines' texts; the first takes the reason
-        self.loses_lines = loses_lines  # whether its end says how many lines were lost
-        self.lost = 0  # lines lost since it was told
-        self.told = False  # whether this outage was told, so that its end is
-        self.told_at = -REPORT_INTERVAL
-
-    def failed(self, exc: Exception, lines: int) -> None:
-        if self.told:
-            self.lost += lines
-            return
-        now = time.monotonic()
-        if now - self.told_at >= REPORT_INTERVAL:
-            self.told, self.told_at, self.lost = True, now, lines
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else repr(exc)
-            log.error("access log %s: " + self.begun, self.where, reason)
-
-    def ended(self) -> None:
-        """The log works again, after an outage that was told."""
-        said = f"{self.ended_text}; {lines_lost(self.lost)}" if self.loses_lines else self.ended_text
-        log.warning("access log %s: %s", self.where, said)
-        self.told = False
-
-
-def lines_lost(count: int) -> str:
-    """How many lines an outage lost, in words: for 0, 1 and more."""
-    if count == 0:
-        return "no line was lost"
-    return "1 line was lost" if count == 1 else f"{count} lines were lost"
 
 
 def journal_fields(e: Entry, message: str) -> list[str]:

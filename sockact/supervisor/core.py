@@ -485,4 +485,4 @@ def _head_limits(config: Config, listeners: list[Listener]) -> list[tuple[float,
 
 def _apps(config: Config, listeners: list[Listener]) -> set[str]:
     """The apps the workers serve (a preload imported them): not the metrics listener's."""
-    return {config.listener(lst.name).app for lst in listeners if config.serves(lst.name)}
+    return set(config.apps(lst.name for lst in listeners))

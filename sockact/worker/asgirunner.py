@@ -214,7 +214,12 @@ class AsgiRunner(Carrier[AsgiConnection]):
             self.closed.report()
 
     def _check_done(self) -> None:
-        if self.owner.done and self._done is not None and not self._done.done():
+        if self.owner.done:
+            self._end()
+
+    def _end(self) -> None:
+        """The loop's work is over: the worker goes on to its exit (the lifespan shutdown first)."""
+        if self._done is not None and not self._done.done():
             self._done.set_result(None)
 
     # ------------------------------------------------------------------ the channel
@@ -653,8 +658,7 @@ class AsgiRunner(Carrier[AsgiConnection]):
         for conn in list(self.owner.held.values()):
             conn.abandon()
             self._close(conn)
-        if self._done is not None and not self._done.done():
-            self._done.set_result(None)
+        self._end()
 
     # ------------------------------------------------------------------ stalls
 

@@ -207,7 +207,7 @@ class WorkerShell:
         apps = self.preloaded
         if apps is None:
             add_virtualenv(self.config.virtualenv)
-            apps = load_all(self.config.listener(name).app for name in self.listener_names if self.config.serves(name))
+            apps = load_all(self.config.apps(self.listener_names))
         if any(self.config.listener(name).access_log for name in self.listener_names):
             self.access = AccessLog(self.config.access_logformat, self.config.access_logfile, installed_sendv())
         locals_ = self.locals or [None] * len(self.listener_names)

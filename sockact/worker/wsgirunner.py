@@ -524,7 +524,8 @@ class EventLoop(Carrier[Held]):
 
     def _ready(self, held: Held, request: Request, event: str) -> None:
         """A request is parsed (``event``: "head", or "body" once its body is buffered, or "taken" once its client
-        took its answers before it): called at once, or queued."""
+        took its answers before it): called at once, or queued; or, its client taking none of those answers, it
+        waits for room first (UNREAD, ``_unread``)."""
         held.request = request
         if held.http.wire.sent > held.look_at and self._unread(held):
             return
@@ -535,8 +536,13 @@ class EventLoop(Carrier[Held]):
                 self.waiting.remove(held.msg.conn_id)  # the one it had while its body came, or its client read
             self._call_inline(held, "serve")
             return
-        held.to(event)
+        self._on_waiting_line(held, request, event)
         self.ready.append(held)
+
+    def _on_waiting_line(self, held: Held, request: Request, event: str) -> None:
+        """``held``'s request waits (``event``: to QUEUED, for an app thread; to UNREAD, for its client), on a
+        waiting line of the scoreboard: a 502 if the worker dies."""
+        held.to(event)
         self.waiting.add(held.msg.conn_id, held.line_of(request))
         self._mark_reading(0)  # on its waiting line now
 
@@ -550,16 +556,8 @@ class EventLoop(Carrier[Held]):
             return False
         request = held.request
         assert request is not None
-        held.to("unread")
-        self.waiting.add(held.msg.conn_id, held.line_of(request))
-        self._mark_reading(0)  # on its waiting line now
-        fd = held.sock.fileno()
-        if held.watched:
-            self.poller.modify(fd, select.EPOLLOUT)
-        else:
-            self.poller.register(fd, select.EPOLLOUT)
-            self.watching[fd] = held
-            held.watched = True
+        self._on_waiting_line(held, request, "unread")
+        self._watch(held, events=select.EPOLLOUT)
         return True
 
     def _taken(self, held: Held) -> None:
@@ -585,14 +583,17 @@ class EventLoop(Carrier[Held]):
         else:
             self._watch(held)
 
-    def _watch(self, held: Held, registered: bool = False) -> None:
-        """Watch ``held`` for input; ``registered``: its pool thread put its fd in the poller already (_finished)."""
+    def _watch(self, held: Held, registered: bool = False, events: int = select.EPOLLIN) -> None:
+        """Watch ``held`` for input, or for ``events`` (room to write: UNREAD, watched for input or not before);
+        ``registered``: its pool thread put its fd in the poller already (_finished)."""
         if not held.watched:
             fd = held.sock.fileno()
             if not registered:
-                self.poller.register(fd, select.EPOLLIN)
+                self.poller.register(fd, events)
             self.watching[fd] = held
             held.watched = True
+        elif events != select.EPOLLIN:
+            self.poller.modify(held.sock.fileno(), events)
 
     def _unwatch(self, held: Held) -> None:
         if held.watched:

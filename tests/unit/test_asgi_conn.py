@@ -169,3 +169,39 @@ def test_the_monitor_sends_what_a_blocked_turn_queued(batched):
     conn.write(b"answer")
     conn.push_stalled()  # the loop is blocked in another call: the monitor, holding the lock, sends it
     assert peer.recv(100) == b"answer" and conn.flushed
+
+
+class CountingLoop(asyncio.SelectorEventLoop):
+    """asyncio's own loop, noting each watch it ends (remove_reader: an epoll_ctl, and another for the watch
+    begun again)."""
+
+    removed = 0
+
+    def remove_reader(self, fd):  # type: ignore[override]
+        self.removed += 1
+        return super().remove_reader(fd)
+
+
+def test_bytes_behind_a_whole_request_cost_no_new_watch_on_asyncios_loop():
+    """A call's request is read whole and its client sends more (pipelined, or a byte before it resets). Under uvloop
+    the connection is watched anew, since libuv reports no reset that came with the bytes read; asyncio's loop reads
+    the reset as input, so its watch stays: two epoll_ctl calls a read, for every pipelined read, were spent there."""
+    loop = CountingLoop()
+    ours, client = socket.socketpair()
+    site = Site(app=None, limits=Limits(), header_timeout=10.0, io_timeout=30.0, access_log=False, listener="http")
+    msg = handoff.Message(handoff.CONN, conn_id=7, family=socket.AF_UNIX)
+    conn = AsgiConnection(loop, msg, ours, site, {}, lambda _: None, threading.Lock(), ConnState.CALL, 0.0)
+    try:
+        conn.engine.receive_data(b"GET /poll HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert conn.engine.next_event() is not None and conn.engine.body_done()  # the call has its request whole
+        conn.resume_reading()  # as a call waiting for input watches it
+        for piece in (b"GET /next", b" HTTP/1.1\r\n"):
+            client.send(piece)
+            conn._on_readable()  # the loop's reader, as the socket is readable
+        assert conn.engine.unparsed() == b"GET /next HTTP/1.1\r\n" and conn.watched
+        assert loop.removed == 0
+    finally:
+        conn.detach()
+        ours.close()
+        client.close()
+        loop.close()

@@ -55,6 +55,7 @@ FIRST_WEEK = INTEG + "test_operator_first_week.py::"
 OVERRIDDEN_TEST = ("test_a_file_setting_that_a_flag_or_the_environment_overrides_is_said_at_start_at_reload_and_"
                    "by_check")
 TOML_MISTAKES_TEST = "test_a_toml_syntax_mistake_names_the_line_its_key_and_what_to_write"
+CRASHING = INTEG + "test_workers_that_keep_crashing.py::"
 
 MUTANTS = (
     Mutant("asgi-close-reads-on-behind-its-answer", "sockact/asgi/conn.py",
@@ -1176,6 +1177,21 @@ MUTANTS = (
     Mutant("error-log-failure-said-at-every-line", "sockact/logs/errorfile.py",
            "        if not self.failing:", "        if True:",
            (FIRST_WEEK + "test_an_error_log_on_a_full_disk_is_told_once_and_its_lines_go_to_stderr",)),
+    Mutant("crashed-worker-replaced-at-once-forever", "sockact/policy/pool.py",
+           "self.spawn_after = max(self.spawn_after, now + crash.delay)", "self.spawn_after = self.spawn_after",
+           (CRASHING + "test_a_worker_that_crashes_on_every_request_is_restarted_ever_later_and_said_once",)),
+    Mutant("crash-lines-said-at-every-crash", "sockact/supervisor/exits.py",
+           "quiet = sup.pool.crash_quiet(pid, now)", "quiet = False",
+           (CRASHING + "test_a_worker_that_crashes_on_every_request_is_restarted_ever_later_and_said_once",)),
+    Mutant("crash-loop-keeps-the-watchdog-fed", "sockact/supervisor/core.py",
+           "        if self.pool.crash_looping():", "        if False:",
+           (CRASHING + "test_the_watchdog_is_withheld_while_workers_keep_crashing_and_none_serves",)),
+    Mutant("crash-delay-never-grows", "sockact/policy/crashes.py",
+           "FIRST_DELAY * 2 ** (self.run - 2)", "FIRST_DELAY",
+           (UNIT + "policy/test_crashes.py",)),
+    Mutant("crash-run-ended-by-a-worker-older-than-the-crash", "sockact/policy/crashes.py",
+           "started < self.last_at or ", "",
+           (UNIT + "policy/test_crashes.py",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

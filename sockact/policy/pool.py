@@ -16,6 +16,8 @@ Rules:
   reload; otherwise they back off.
 - A recycle retires a worker and starts its successor: at once for max_requests (the worker
   takes no more work), or successor first for max_worker_memory, one in, one out, as a reload.
+- A worker in service that dies unasked is replaced at once, then, while workers keep dying soon after
+  their start, after a growing delay (crashes.Crashes, which also says what the log gets).
 - An aborted worker (stuck past timeout) never gets work again; it is killed with SIGABRT,
   then SIGKILL after ABORT_GRACE.
 - A worker retired while serving (a reload, a recycle) finishes its calls within its own generation's
@@ -34,6 +36,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from sockact.errors import APP_LOAD_ERROR, WORKER_BOOT_ERROR
 from sockact.ipc.scoreboard import MAX_WORKERS
+from sockact.policy.crashes import Crashes
 from sockact.policy.states import (
     ENDING,
     IN_SERVICE,
@@ -171,6 +174,7 @@ class WorkerPool(Generic[C]):
     def __post_init__(self) -> None:
         self.current = Generation(0, self.config, self.config.workers)
         self.previous: Generation[C] | None = None  # the serving generation while a reload runs
+        self.crashes = Crashes()
 
     # -- what the supervisor asks
 
@@ -190,6 +194,17 @@ class WorkerPool(Generic[C]):
 
     def count(self, *states: WorkerState) -> int:
         return sum(1 for m in self.members.values() if m.state in states)
+
+    def crash_quiet(self, pid: int, now: float) -> bool:
+        """Whether worker ``pid``, dead at ``now``, is one more crash of workers that keep crashing: its
+        lines go to DEBUG, the log says it in one line now and then (crashes.py)."""
+        m = self.members.get(pid)
+        return (m is not None and self.phase not in ENDING and m.state in IN_SERVICE and not m.killed
+                and self.crashes.quiet(now - m.spawned_at))
+
+    def crash_looping(self) -> bool:
+        """Workers keep crashing and none is in service: the watchdog withholds its pings meanwhile."""
+        return self.crashes.looping and not self.count(*IN_SERVICE)
 
     def boot_overdue(self, now: float) -> bool:
         """A worker is past its boot deadline (the watchdog withholds pings meanwhile)."""
@@ -224,12 +239,17 @@ class WorkerPool(Generic[C]):
         if m is not None and m.state in IN_SERVICE:
             self._move(m, WorkerEvent.STALL if stalled else WorkerEvent.RESUME)
 
-    def exited(self, pid: int, code: int | None, now: float, failure: str = "") -> list[Action]:
+    def exited(self, pid: int, code: int | None, now: float, failure: str = "", how: str = "") -> list[Action]:
         """Worker ``pid`` exited with ``code`` (None: killed by a signal); ``failure`` is why it could not
-        start, as it said before it went."""
+        start, as it said before it went; ``how`` says how it ended, for the log of workers that keep crashing."""
         m = self.members.pop(pid, None)
         if m is None or self.phase in ENDING:
             return []
+        if m.state in IN_SERVICE and not m.killed:  # a crash: nobody asked it to go
+            crash = self.crashes.crashed(now - m.spawned_at, now, how or f"worker {pid} exited")
+            if crash.say:
+                log.error("%s", crash.say)
+            self.spawn_after = max(self.spawn_after, now + crash.delay)
         if m.state in (WorkerState.BOOTING, WorkerState.OVERDUE):  # it never was ready
             actions = self._boot_failed(m, code, now, failure)
             if any(isinstance(a, Halt) for a in actions):
@@ -292,6 +312,7 @@ class WorkerPool(Generic[C]):
         self.current = Generation(self.current.number + 1, config, config.workers)
         self.boot_failures = 0
         self.spawn_after = 0.0
+        self.crashes.clear()  # new code may not crash
         return actions + self._maintain(now)
 
     def resize(self, delta: int, now: float) -> list[Action]:
@@ -323,6 +344,8 @@ class WorkerPool(Generic[C]):
                     m.killed = True
                     actions.append(Kill(m.pid, signal.SIGKILL))
         if self.phase not in ENDING:
+            if self.crashes.run:
+                self._crashes_ended(now)
             actions += self._maintain(now)
         return actions
 
@@ -356,6 +379,12 @@ class WorkerPool(Generic[C]):
             log.warning("worker %d: ignored %s", m.pid, exc)
             return False
         return True
+
+    def _crashes_ended(self, now: float) -> None:
+        for m in self.members.values():
+            if m.state in IN_SERVICE and (say := self.crashes.ended(m.spawned_at, now)):
+                log.info("%s", say)
+                return
 
     def _retire(self, m: Member) -> Retire:
         self._move(m, WorkerEvent.RETIRE)

@@ -369,6 +369,9 @@ class Supervisor:
         if self.scrape.server is not None:
             self.scrape.server.expire(now)
         healthy = not self.pool.boot_overdue(now) and not self.pool.count(*TIMED_OUT)
+        why = "a worker is stuck past its timeout"
+        if self.pool.crash_looping():  # nothing serves, and nothing will for a while
+            healthy, why = False, "workers keep crashing and none serves"
         for w, view in self.health.overdue(now, self.config.timeout):
             state = self.pool.state(w.pid)
             stuck = view.stuck(now, self.config.timeout)
@@ -391,7 +394,7 @@ class Supervisor:
                 w.signal(signal.SIGKILL)
         self.memory.tick(now)
         self.carry_out(self.pool.tick(now))
-        self.health.report(now, healthy, self.status_line())
+        self.health.report(now, healthy, self.status_line(), why)
         self.switchboard.update_accepting(self.stopping)
 
     def _check_stalls(self, now: float) -> None:

@@ -8,6 +8,7 @@ from itertools import count
 
 from sockact.errors import APP_LOAD_ERROR
 from sockact.ipc.scoreboard import MAX_WORKERS
+from sockact.policy.crashes import QUICK
 from sockact.policy.pool import MAX_BACKOFF, Halt, Kill, Ready, Reloaded, ReloadFailed, Retire, Spawn, WorkerPool
 from sockact.policy.states import Phase, WorkerState
 
@@ -241,6 +242,7 @@ def test_the_respawn_backoff_doubles_up_to_its_cap():
     assert delays[6:] == [MAX_BACKOFF] * 4
     (c,) = h.booting()
     h.run(h.pool.ready(c, h.now))  # a worker that starts resets the count
+    h.now += QUICK  # and lives long enough for its crash to be replaced at once (test_crashes.py)
     h.run(h.pool.exited(c, None, h.now))
     (d,) = h.booting()
     h.pool.exited(d, 1, h.now)

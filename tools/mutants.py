@@ -56,6 +56,7 @@ OVERRIDDEN_TEST = ("test_a_file_setting_that_a_flag_or_the_environment_overrides
                    "by_check")
 TOML_MISTAKES_TEST = "test_a_toml_syntax_mistake_names_the_line_its_key_and_what_to_write"
 CRASHING = INTEG + "test_workers_that_keep_crashing.py::"
+OVERLAPPING_RELOADS_TEST = "test_a_reload_that_fails_at_once_during_another_answers_only_its_own_command"
 
 MUTANTS = (
     Mutant("asgi-close-reads-on-behind-its-answer", "sockact/asgi/conn.py",
@@ -786,11 +787,11 @@ MUTANTS = (
            "and not (activated and s.name in BIND_SETTINGS)", "and True",
            (INTEG + "test_reload_command.py::" + RELOAD_NAMES,)),
     Mutant("reload-start-only-untold-to-the-command", "sockact/supervisor/core.py",
-           "reload_finished(True, self.reload_note)", 'reload_finished(True, "")',
+           "reload_finished(True, self.reload_note,", 'reload_finished(True, "",',
            (INTEG + "test_reload_command.py::" + RELOAD_NAMES,)),
     # A failed reload's "keeping ..." travels as a field; `sockact reload` once found it in the reason's text.
     Mutant("reload-kept-not-published", "sockact/systemd/notify.py",
-           "self._pid, ok, reason, kept))", "self._pid, ok, reason))",
+           "self._pid, ok, reason, kept, answers)", "self._pid, ok, reason, answers=answers)",
            (UNIT + "test_reloadctl.py::test_a_failed_reload_exits_1_with_the_reason",)),
     Mutant("reload-kept-back-in-the-reason", "sockact/policy/pool.py",
            'f"{what} ({detail})" if detail else what, f"generation {self.previous.number}",',
@@ -1192,6 +1193,23 @@ MUTANTS = (
     Mutant("crash-run-ended-by-a-worker-older-than-the-crash", "sockact/policy/crashes.py",
            "started < self.last_at or ", "",
            (UNIT + "policy/test_crashes.py",)),
+    Mutant("reload-takes-another-reloads-outcome-for-its-own", "sockact/reloadctl.py",
+           "    elif outcome is not None and outcome.answers is not None and requested:", "    elif False:",
+           (INTEG + "test_reload_command.py::" + OVERLAPPING_RELOADS_TEST,)),
+    Mutant("reload-failed-at-once-answers-the-reload-under-way", "sockact/policy/pool.py",
+           "answers=requests,", "answers=self.requests + requests,",
+           (INTEG + "test_reload_command.py::" + OVERLAPPING_RELOADS_TEST,)),
+    Mutant("reload-replaced-forgets-its-requests", "sockact/policy/pool.py",
+           "self.requests += requests", "self.requests = requests",
+           (UNIT + "policy/test_pool.py::test_each_reload_answers_its_own_requests_and_a_file_that_fails_at_once_is_"
+            "no_answer_to_the_one_under_way",)),
+    Mutant("reload-failed-at-once-ends-the-one-under-way-for-systemd", "sockact/systemd/notify.py",
+           "if self._ready_sent and not under_way", "if self._ready_sent",
+           (UNIT + "test_notify.py::test_a_reload_that_fails_at_once_while_another_runs_sends_no_ready",)),
+    Mutant("reload-failed-at-once-drops-the-note-of-the-one-under-way", "sockact/supervisor/core.py",
+           "        if error is None:  # a file that fails at once",
+           '        self.reload_note = ""\n        if error is None:  # a file that fails at once',
+           (INTEG + "test_reload_command.py::" + OVERLAPPING_RELOADS_TEST,)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

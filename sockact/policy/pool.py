@@ -101,9 +101,11 @@ class Ready:
 
 @dataclass(frozen=True, repr=False)
 class Reloaded:
-    """A reload is done: ``generation`` serves (RELOADING=1 ends well)."""
+    """A reload is done: ``generation`` serves (RELOADING=1 ends well). ``answers``: the requests it answers,
+    those of the reloads it replaced included (`sockact reload` processes, by pid)."""
 
     generation: int
+    answers: tuple[int, ...] = ()
 
 
 KEPT_RUNNING = "the running settings and workers"  # what a reload that starts no generation keeps
@@ -111,10 +113,14 @@ KEPT_RUNNING = "the running settings and workers"  # what a reload that starts n
 
 @dataclass(frozen=True, repr=False)
 class ReloadFailed:
-    """A reload failed for ``reason``; the running generation serves on, as ``kept`` says to the operator."""
+    """A reload failed for ``reason``; the running generation serves on, as ``kept`` says to the operator.
+    ``answers``: the requests it answers; ``under_way``: it failed at once while another reload runs on, whose
+    own end is still to come."""
 
     reason: str
     kept: str = KEPT_RUNNING
+    answers: tuple[int, ...] = ()
+    under_way: bool = False
 
 
 Action = Spawn | Retire | Kill | Halt | Ready | Reloaded | ReloadFailed
@@ -175,6 +181,7 @@ class WorkerPool(Generic[C]):
         self.current = Generation(0, self.config, self.config.workers)
         self.previous: Generation[C] | None = None  # the serving generation while a reload runs
         self.crashes = Crashes()
+        self.requests: tuple[int, ...] = ()  # who waits for the reload under way (`sockact reload` pids)
 
     # -- what the supervisor asks
 
@@ -295,12 +302,15 @@ class WorkerPool(Generic[C]):
                 actions.append(Kill(m.pid, signal.SIGKILL))
         return actions
 
-    def hup(self, config: C | None, error: str | None, now: float) -> list[Action]:
-        """Reload with ``config`` (read anew), or fail at once with ``error`` (it could not be read)."""
+    def hup(self, config: C | None, error: str | None, now: float, requests: tuple[int, ...] = ()) -> list[Action]:
+        """Reload with ``config`` (read anew), or fail at once with ``error`` (it could not be read). ``requests``:
+        who asked for this reload; its outcome answers them, and a reload under way goes on with its own."""
         if self.phase not in (Phase.SERVING, Phase.RELOADING, Phase.STARTING):
             return []
         if error is not None or config is None:
-            return [ReloadFailed(error or "no settings to reload with")]
+            return [ReloadFailed(error or "no settings to reload with", answers=requests,
+                                 under_way=self.phase is Phase.RELOADING)]
+        self.requests += requests  # a reload this one replaces ends with it
         actions: list[Action] = []
         if self.phase is Phase.RELOADING:
             # A reload during a reload: the half-started generation is dropped for the newer one, and
@@ -421,7 +431,8 @@ class WorkerPool(Generic[C]):
             self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.RELOADED)
             self.previous = None
             retired: list[Action] = [self._retire(m) for m in self._old_members()]
-            return [*retired, Reloaded(self.current.number)]
+            answers, self.requests = self.requests, ()
+            return [*retired, Reloaded(self.current.number, answers)]
         return []
 
     def _maintain(self, now: float) -> list[Action]:
@@ -483,7 +494,8 @@ class WorkerPool(Generic[C]):
         self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.RELOAD_FAILED)
         self.boot_failures = 0
         self.spawn_after = 0.0
-        return [*actions, ReloadFailed(reason, kept), *self._maintain(now)]
+        answers, self.requests = self.requests, ()
+        return [*actions, ReloadFailed(reason, kept, answers), *self._maintain(now)]
 
     def _settle_reload(self) -> None:
         if self.previous is not None:

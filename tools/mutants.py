@@ -964,8 +964,8 @@ MUTANTS = (
     Mutant("access-log-records-the-journal-took-counted-lost", "sockact/logs/access.py",
            "for sent, record in enumerate(batch):", "for record in batch:",
            (UNIT + "test_accesslog.py::test_the_records_the_journal_took_before_it_failed_are_not_counted_lost",)),
-    Mutant("access-log-outage-end-without-the-count", "sockact/logs/access.py",
-           "if self.loses_lines else self.ended_text", "if False else self.ended_text",
+    Mutant("access-log-outage-end-without-the-count", "sockact/logs/outage.py",
+           "if self.count else self.ended_text", "if False else self.ended_text",
            (UNIT + "test_accesslog.py::test_a_log_that_cannot_be_written_is_told_once_as_it_fails_and_once_as_it_"
             "works_again",)),
     # An access log that cannot be written, or reopened after a rotation, said nothing.
@@ -1176,7 +1176,8 @@ MUTANTS = (
            "    def handleError(self, record", "    def _handle_error(self, record",
            (FIRST_WEEK + "test_an_error_log_on_a_full_disk_is_told_once_and_its_lines_go_to_stderr",)),
     Mutant("error-log-failure-said-at-every-line", "sockact/logs/errorfile.py",
-           "        if not self.failing:", "        if True:",
+           "        self.outage.failed(error, 1)",
+           "        self.outage.told, self.outage.told_at = False, -60.0\n        self.outage.failed(error, 1)",
            (FIRST_WEEK + "test_an_error_log_on_a_full_disk_is_told_once_and_its_lines_go_to_stderr",)),
     Mutant("crashed-worker-replaced-at-once-forever", "sockact/policy/pool.py",
            "self.spawn_after = max(self.spawn_after, now + crash.delay)", "self.spawn_after = self.spawn_after",
@@ -1210,6 +1211,12 @@ MUTANTS = (
            "        if error is None:  # a file that fails at once",
            '        self.reload_note = ""\n        if error is None:  # a file that fails at once',
            (INTEG + "test_reload_command.py::" + OVERLAPPING_RELOADS_TEST,)),
+    Mutant("log-outage-that-flaps-told-each-time", "sockact/logs/outage.py",
+           "if now - self.told_at >= REPORT_INTERVAL:", "if True:",
+           (FIRST_WEEK + "test_an_error_log_on_a_disk_that_keeps_filling_and_freeing_says_so_once_a_minute",)),
+    Mutant("error-log-end-of-an-untold-failure-told", "sockact/logs/errorfile.py",
+           "if self.outage.told and not self._failed:", "if not self._failed:",
+           (FIRST_WEEK + "test_an_error_log_on_a_disk_that_keeps_filling_and_freeing_says_so_once_a_minute",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

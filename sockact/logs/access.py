@@ -23,7 +23,7 @@ Contract:
   the lines going to the file already open.
 - A target that cannot be written (a full disk, a gone journal) loses lines and fails no request:
   the worker's error log says so once, with the reason, and once more when lines are written again,
-  with how many were lost (at most one such pair a REPORT_INTERVAL, however the failures flap).
+  with how many were lost (at most one such pair a minute, however the failures flap: outage.py).
 - ``escape(text)`` is the one escape for client-controlled text in any log line: control bytes,
   DEL, bytes above 0x7f, ``"`` and ``\\`` become ``\\xHH``, so a request cannot forge a line.
 """
@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from sockact.errors import ConfigError
+from sockact.logs.outage import Outage
 
 T = TypeVar("T")
 
@@ -58,7 +59,6 @@ STDERR = "-"
 FLUSH_INTERVAL = 0.1  # seconds a line may wait in the buffer while the worker is busy
 MAX_BUFFERED = 256  # lines; a full buffer is written at once, so a burst costs bounded memory
 REOPEN_CHECK = 1.0  # seconds between checks that the file was not rotated away
-REPORT_INTERVAL = 60.0  # seconds between two reports of a log that cannot be written or reopened
 
 log = logging.getLogger("sockact.worker")
 
@@ -499,10 +499,13 @@ class AccessLog:
         self.fd = 2
         self._checked = 0.0
         where = self.path or ("the journal" if self.sendv is not None else "stderr")
-        self._writes = _Outage(where, "cannot write (%s); its lines are lost until it can", "written again",
-                               loses_lines=True)
-        self._reopens = _Outage(where, "moved away and cannot be opened again (%s); lines go on to the file it was",
-                                "opened again", loses_lines=False)
+
+        def say(begins: bool, text: str) -> None:  # in the worker's error log
+            log.log(logging.ERROR if begins else logging.WARNING, "access log %s: %s", where, text)
+
+        self._writes = Outage("cannot write (%s); its lines are lost until it can", "written again", say, lines_lost)
+        self._reopens = Outage("moved away and cannot be opened again (%s); lines go on to the file it was",
+                               "opened again", say)
         if self.path:
             try:
                 self.fd = self._open()
@@ -673,38 +676,6 @@ class AccessLog:
         self.flush()
         if self.path:
             os.close(self.fd)
-
-
-class _Outage:
-    """One way an access log fails (writing, reopening), told in the worker's error log once as it begins
-    and once as it ends, not per batch; a failure that flaps is told at most once a REPORT_INTERVAL.
-    Called under AccessLog's flush lock."""
-
-    __slots__ = ("begun", "ended_text", "loses_lines", "lost", "told", "told_at", "where")
-
-    def __init__(self, where: str, begun: str, ended: str, *, loses_lines: bool) -> None:
-        self.where = where
-        self.begun, self.ended_text = begun, ended  # the two lines' texts; the first takes the reason
-        self.loses_lines = loses_lines  # whether its end says how many lines were lost
-        self.lost = 0  # lines lost since it was told
-        self.told = False  # whether this outage was told, so that its end is
-        self.told_at = -REPORT_INTERVAL
-
-    def failed(self, exc: Exception, lines: int) -> None:
-        if self.told:
-            self.lost += lines
-            return
-        now = time.monotonic()
-        if now - self.told_at >= REPORT_INTERVAL:
-            self.told, self.told_at, self.lost = True, now, lines
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else repr(exc)
-            log.error("access log %s: " + self.begun, self.where, reason)
-
-    def ended(self) -> None:
-        """The log works again, after an outage that was told."""
-        said = f"{self.ended_text}; {lines_lost(self.lost)}" if self.loses_lines else self.ended_text
-        log.warning("access log %s: %s", self.where, said)
-        self.told = False
 
 
 def lines_lost(count: int) -> str:

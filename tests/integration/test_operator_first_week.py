@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import stat
 import subprocess
@@ -181,3 +182,30 @@ def test_an_error_log_on_a_full_disk_is_told_once_and_its_lines_go_to_stderr(sta
     assert out.count("error_logfile /dev/full: cannot write (No space left on device); its lines go to stderr "
                      "until it can") == 1, out
     assert out.count("one worker more: 2") == 3, out
+
+
+def test_an_error_log_on_a_disk_that_keeps_filling_and_freeing_says_so_once_a_minute(start_sockact, tmp_path):
+    # Each failure said "cannot write", each write after it "writes again": a disk that flapped alternated the
+    # pair for as long as it flapped. The supervisor's file size limit stands in for the disk (EFBIG, as ENOSPC,
+    # at the flush), lowered to the file's size and raised again; USR2 makes the supervisor log a line.
+    path = tmp_path / "error.log"
+    path.write_text("an older line\n" * 100_000)  # the limit binds this file alone, not stderr's, a smaller one
+    server = start_sockact("testapps:pid", "--error-logfile", str(path), "--workers", "1", activation=False,
+                           wait=False)
+    server.waiting(lambda: path.exists() and "ready:" in path.read_text(), "the ready line in the file")
+
+    def said() -> int:  # in the file, or on stderr for want of it
+        return path.read_text().count("SIGUSR2 ignored") + server.output().count("SIGUSR2 ignored")
+
+    for _ in range(3):
+        for full in (True, False):
+            limit = path.stat().st_size if full else resource.RLIM_INFINITY
+            resource.prlimit(server.pid, resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+            before = said()
+            server.send(signal.SIGUSR2)
+            server.waiting(lambda: said() > before, "the line written, to the file or to stderr")  # noqa: B023
+    out = server.output()
+    assert out.count(f"error_logfile {path}: cannot write (File too large)") == 1, out
+    assert out.count(f"error_logfile {path}: writes again; 1 line went to stderr meanwhile") == 1, out
+    assert out.count("SIGUSR2 ignored") == 3, out  # each line that failed still went to stderr
+    assert http_get(server.port, "/")[0] == 200

@@ -1217,6 +1217,15 @@ MUTANTS = (
     Mutant("error-log-end-of-an-untold-failure-told", "sockact/logs/errorfile.py",
            "if self.outage.told and not self._failed:", "if not self._failed:",
            (FIRST_WEEK + "test_an_error_log_on_a_disk_that_keeps_filling_and_freeing_says_so_once_a_minute",)),
+    Mutant("check-blind-to-the-units-environment", "sockact/systemd/unitenv.py",
+           "    if parsed is None or not runs_file(parsed[1], config_file):", "    if True:",
+           (FIRST_WEEK + "test_check_from_a_shell_names_what_the_units_environment_sets_otherwise",)),
+    Mutant("check-names-what-the-shell-sets-alike", "sockact/systemd/unitenv.py",
+           "environ.get(key) != value]", "True]",
+           (FIRST_WEEK + "test_check_from_a_shell_names_what_the_units_environment_sets_otherwise",)),
+    Mutant("check-takes-any-unit-for-the-files", "sockact/systemd/unitenv.py",
+           "        if os.path.realpath(given) == wanted:", "        if given:",
+           (UNIT + "test_unitenv.py::test_the_unit_counts_only_when_it_runs_the_file_being_checked",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

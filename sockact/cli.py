@@ -325,6 +325,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"sockact: warning: no --config: checking the defaults and flags alone, not "
                   f"{config.PACKAGED_CONFIG}, which sockact.service reads; to check that: "
                   f"sockact check --config {config.PACKAGED_CONFIG}", file=sys.stderr)
+        if cfg.config_file is not None:  # a drop-in's Environment= the service has and this shell has not
+            from sockact.systemd.unitenv import unit_note
+
+            if told := unit_note(cfg.config_file, os.environ):
+                print(f"sockact: warning: {told}", file=sys.stderr)
         print("\n".join(config.describe(cfg)))
         if _print_passed_sockets() is None:
             try:  # the names `run` would give its listeners: a mistyped metrics_listener shows here

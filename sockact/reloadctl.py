@@ -1,7 +1,9 @@
 """`sockact reload --pid PID`: reload a running supervisor and wait for the outcome (for ExecReload=).
 
-It sends SIGHUP, then waits until the supervisor publishes how that reload ended in
-$RUNTIME_DIRECTORY/reload (notify.Notifier.reload_finished). It exits 0 once the new generation
+It leaves a request, sends SIGHUP, then waits until the supervisor publishes how that reload ended in
+$RUNTIME_DIRECTORY/reload.PID, its own pid (notify.Notifier.reload_finished): another reload that
+fails at once while this one runs is no answer to it. A supervisor older than that answers in
+$RUNTIME_DIRECTORY/reload alone. It exits 0 once the new generation
 is serving (saying on stderr which changed settings, read only at start, wait for a restart). It
 exits 1, with the reason on stderr, if the reload failed (a bad configuration
 file, an app that does not load: the old generation keeps serving), if the supervisor exits
@@ -19,6 +21,7 @@ its bound; another program may die of it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -30,7 +33,14 @@ from typing import Any, TextIO
 from sockact import config
 from sockact.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError
 from sockact.proctitle import PREFIX, format_title
-from sockact.systemd.notify import ReloadOutcome, failed_reload, read_reload_outcome, runtime_dir
+from sockact.systemd.notify import (
+    RELOAD_FILE,
+    REQUEST_SUFFIX,
+    ReloadOutcome,
+    failed_reload,
+    read_reload_outcome,
+    runtime_dir,
+)
 
 POLL = 0.05  # seconds between looks at the outcome file while waiting
 
@@ -77,12 +87,18 @@ class Verdict:
 
 
 def judge(pid: int, before: int, outcome: ReloadOutcome | None, alive: bool, waited: float,
-          bound: float) -> Verdict | None:
+          bound: float, own: ReloadOutcome | None = None, requested: bool = False) -> Verdict | None:
     """What the wait has come to, or None to keep waiting.
 
-    ``before`` is the sequence number of the outcome the supervisor had published before the
-    SIGHUP (0 if none): only a later one answers this reload.
+    ``own`` is the outcome published for this command's request, if any yet; ``outcome`` the one
+    published for all. ``before`` is the sequence number of the latter before the SIGHUP (0 if none):
+    only a later one answers this reload, and only if its supervisor takes no requests (an older one)
+    or this command could leave none (``requested`` False).
     """
+    if own is not None and own.pid == pid:
+        outcome, before = own, 0
+    elif outcome is not None and outcome.answers is not None and requested:
+        outcome = None  # another request's: this one's comes on its own
     if outcome is not None and outcome.pid == pid and outcome.seq > before:
         if outcome.ok:  # quiet, unless the new settings hold some only a restart applies
             return Verdict(EXIT_OK, f"reload done, but not every setting: {outcome.reason}" if outcome.reason else "")
@@ -172,16 +188,32 @@ def main(pid: int, config_file: str | None = None, max_wait: float | None = None
         return EXIT_USAGE
     previous = read_reload_outcome(directory)
     before = previous.seq if previous is not None and previous.pid == pid else 0
+    me = os.getpid()
+    answer = os.path.join(directory, f"{RELOAD_FILE}.{me}")
+    request = answer + REQUEST_SUFFIX
     try:
-        os.kill(pid, signal.SIGHUP)
-    except OSError as exc:
-        print(f"sockact: reload: cannot signal process {pid}: {exc.strerror}", file=err)
-        return EXIT_FAILURE
-    started = clock()
-    while True:
-        verdict = judge(pid, before, read_reload_outcome(directory), _alive(pid), clock() - started, bound)
-        if verdict is not None:
-            if verdict.message:
-                print(f"sockact: {verdict.message}", file=err)
-            return verdict.exit_code
-        sleep(POLL)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(answer)  # a process of the same pid's, long gone
+        open(request, "w").close()
+        requested = True
+    except OSError:
+        requested = False  # the shared outcome alone answers then, as from an older supervisor
+    try:
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except OSError as exc:
+            print(f"sockact: reload: cannot signal process {pid}: {exc.strerror}", file=err)
+            return EXIT_FAILURE
+        started = clock()
+        while True:
+            verdict = judge(pid, before, read_reload_outcome(directory), _alive(pid), clock() - started, bound,
+                            read_reload_outcome(directory, me) if requested else None, requested)
+            if verdict is not None:
+                if verdict.message:
+                    print(f"sockact: {verdict.message}", file=err)
+                return verdict.exit_code
+            sleep(POLL)
+    finally:
+        for path in (request, answer):  # taken, or left by a supervisor that exited first
+            with contextlib.suppress(OSError):
+                os.unlink(path)

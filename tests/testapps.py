@@ -140,7 +140,8 @@ class OwnBaseException(BaseException):
 
 def _exits(environ, start_response):
     """``/exit``: sys.exit(3), as an app's own code may call it; ``/interrupt``: KeyboardInterrupt;
-    ``/cancelled`` and ``/own``: BaseExceptions of a library's; ``/slow``: _slow; any other path: _pid."""
+    ``/cancelled`` and ``/own``: BaseExceptions of a library's; ``/die``: os._exit(1), ``/segfault``: a
+    read of address 0 (the worker crashes); ``/slow``: _slow; any other path: _pid."""
     if environ["PATH_INFO"] == "/exit":
         sys.exit(3)
     if environ["PATH_INFO"] == "/interrupt":
@@ -149,6 +150,12 @@ def _exits(environ, start_response):
         raise asyncio.CancelledError
     if environ["PATH_INFO"] == "/own":
         raise OwnBaseException("a library's own BaseException")
+    if environ["PATH_INFO"] == "/die":  # a crash that runs no Python cleanup: the worker is gone at once
+        os._exit(1)
+    if environ["PATH_INFO"] == "/segfault":  # a crash in C code: killed by SIGSEGV
+        import ctypes
+
+        ctypes.string_at(0)
     if environ["PATH_INFO"] == "/slow":
         return _slow(environ, start_response)
     return _pid(environ, start_response)

@@ -55,6 +55,8 @@ FIRST_WEEK = INTEG + "test_operator_first_week.py::"
 OVERRIDDEN_TEST = ("test_a_file_setting_that_a_flag_or_the_environment_overrides_is_said_at_start_at_reload_and_"
                    "by_check")
 TOML_MISTAKES_TEST = "test_a_toml_syntax_mistake_names_the_line_its_key_and_what_to_write"
+CRASHING = INTEG + "test_workers_that_keep_crashing.py::"
+OVERLAPPING_RELOADS_TEST = "test_a_reload_that_fails_at_once_during_another_answers_only_its_own_command"
 
 CLI_WALLS = INTEG + "test_cli_walls.py::"
 
@@ -789,11 +791,11 @@ MUTANTS = (
            "and not (activated and s.name in BIND_SETTINGS)", "and True",
            (INTEG + "test_reload_command.py::" + RELOAD_NAMES,)),
     Mutant("reload-start-only-untold-to-the-command", "sockact/supervisor/core.py",
-           "reload_finished(True, self.reload_note)", 'reload_finished(True, "")',
+           "reload_finished(True, self.reload_note,", 'reload_finished(True, "",',
            (INTEG + "test_reload_command.py::" + RELOAD_NAMES,)),
     # A failed reload's "keeping ..." travels as a field; `sockact reload` once found it in the reason's text.
     Mutant("reload-kept-not-published", "sockact/systemd/notify.py",
-           "self._pid, ok, reason, kept))", "self._pid, ok, reason))",
+           "self._pid, ok, reason, kept, answers)", "self._pid, ok, reason, answers=answers)",
            (UNIT + "test_reloadctl.py::test_a_failed_reload_exits_1_with_the_reason",)),
     Mutant("reload-kept-back-in-the-reason", "sockact/policy/pool.py",
            'f"{what} ({detail})" if detail else what, f"generation {self.previous.number}",',
@@ -967,7 +969,7 @@ MUTANTS = (
            "for sent, record in enumerate(batch):", "for record in batch:",
            (UNIT + "test_accesslog.py::test_the_records_the_journal_took_before_it_failed_are_not_counted_lost",)),
     Mutant("access-log-outage-end-without-the-count", "sockact/logs/logfile.py",
-           "if self.loses_lines else self.ended_text", "if False else self.ended_text",
+           "if self.count else self.ended_text", "if False else self.ended_text",
            (UNIT + "test_accesslog.py::test_a_log_that_cannot_be_written_is_told_once_as_it_fails_and_once_as_it_"
             "works_again",)),
     # An access log that cannot be written, or reopened after a rotation, said nothing.
@@ -1194,8 +1196,6 @@ MUTANTS = (
     Mutant("a-privileged-port-says-only-permission-denied", "sockact/systemd/activation.py",
            "errno == errno.EACCES and isinstance(addr, tuple)", "errno == errno.EPERM and isinstance(addr, tuple)",
            (CLI_WALLS + "test_a_privileged_port_without_the_privilege_says_what_to_do",)),
-
-
     Mutant("asgi-watched-anew-on-asyncio-too", "sockact/asgi/conn.py",
            "        if isinstance(self.loop, BaseSelectorEventLoop):", "        if False:",
            (UNIT + "test_asgi_conn.py::test_bytes_behind_a_whole_request_cost_no_new_watch_on_asyncios_loop",)),
@@ -1207,6 +1207,54 @@ MUTANTS = (
            (UNIT + "test_errorfile.py::test_a_line_the_full_disk_refused_goes_to_stderr_and_never_to_the_file_later",
             UNIT + "test_accesslog.py::test_the_whole_lines_a_full_target_took_before_it_failed_are_not_counted_"
             "lost")),
+    Mutant("crashed-worker-replaced-at-once-forever", "sockact/policy/pool.py",
+           "self.spawn_after = max(self.spawn_after, now + crash.delay)", "self.spawn_after = self.spawn_after",
+           (CRASHING + "test_a_worker_that_crashes_on_every_request_is_restarted_ever_later_and_said_once",)),
+    Mutant("crash-lines-said-at-every-crash", "sockact/supervisor/exits.py",
+           "quiet = sup.pool.crash_quiet(pid, now)", "quiet = False",
+           (CRASHING + "test_a_worker_that_crashes_on_every_request_is_restarted_ever_later_and_said_once",)),
+    Mutant("crash-loop-keeps-the-watchdog-fed", "sockact/supervisor/core.py",
+           "        if self.pool.crash_looping():", "        if False:",
+           (CRASHING + "test_the_watchdog_is_withheld_while_workers_keep_crashing_and_none_serves",)),
+    Mutant("crash-delay-never-grows", "sockact/policy/crashes.py",
+           "FIRST_DELAY * 2 ** (self.run - 2)", "FIRST_DELAY",
+           (UNIT + "policy/test_crashes.py",)),
+    Mutant("crash-run-ended-by-a-worker-older-than-the-crash", "sockact/policy/crashes.py",
+           "started < self.last_at or ", "",
+           (UNIT + "policy/test_crashes.py",)),
+    Mutant("reload-takes-another-reloads-outcome-for-its-own", "sockact/reloadctl.py",
+           "    elif outcome is not None and outcome.answers is not None and requested:", "    elif False:",
+           (INTEG + "test_reload_command.py::" + OVERLAPPING_RELOADS_TEST,)),
+    Mutant("reload-failed-at-once-answers-the-reload-under-way", "sockact/policy/pool.py",
+           "answers=requests,", "answers=self.requests + requests,",
+           (INTEG + "test_reload_command.py::" + OVERLAPPING_RELOADS_TEST,)),
+    Mutant("reload-replaced-forgets-its-requests", "sockact/policy/pool.py",
+           "self.requests += requests", "self.requests = requests",
+           (UNIT + "policy/test_pool.py::test_each_reload_answers_its_own_requests_and_a_file_that_fails_at_once_is_"
+            "no_answer_to_the_one_under_way",)),
+    Mutant("reload-failed-at-once-ends-the-one-under-way-for-systemd", "sockact/systemd/notify.py",
+           "if self._ready_sent and not under_way", "if self._ready_sent",
+           (UNIT + "test_notify.py::test_a_reload_that_fails_at_once_while_another_runs_sends_no_ready",)),
+    Mutant("reload-failed-at-once-drops-the-note-of-the-one-under-way", "sockact/supervisor/core.py",
+           "        if error is None:  # a file that fails at once",
+           '        self.reload_note = ""\n        if error is None:  # a file that fails at once',
+           (INTEG + "test_reload_command.py::" + OVERLAPPING_RELOADS_TEST,)),
+    Mutant("log-outage-that-flaps-told-each-time", "sockact/logs/logfile.py",
+           "if now - self.told_at >= REPORT_INTERVAL:", "if True:",
+           (FIRST_WEEK + "test_an_error_log_on_a_disk_that_keeps_filling_and_freeing_says_so_once_a_minute",)),
+    Mutant("error-log-end-of-an-untold-failure-told", "sockact/logs/errorfile.py",
+           "        if self.writes.told:\n            self.writes.ended()",
+           "        if True:\n            self.writes.ended()",
+           (FIRST_WEEK + "test_an_error_log_on_a_disk_that_keeps_filling_and_freeing_says_so_once_a_minute",)),
+    Mutant("check-blind-to-the-units-environment", "sockact/systemd/unitenv.py",
+           "    if parsed is None or not runs_file(parsed[1], config_file):", "    if True:",
+           (FIRST_WEEK + "test_check_from_a_shell_names_what_the_units_environment_sets_otherwise",)),
+    Mutant("check-names-what-the-shell-sets-alike", "sockact/systemd/unitenv.py",
+           "environ.get(key) != value]", "True]",
+           (FIRST_WEEK + "test_check_from_a_shell_names_what_the_units_environment_sets_otherwise",)),
+    Mutant("check-takes-any-unit-for-the-files", "sockact/systemd/unitenv.py",
+           "        if os.path.realpath(given) == wanted:", "        if given:",
+           (UNIT + "test_unitenv.py::test_the_unit_counts_only_when_it_runs_the_file_being_checked",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from sockact.errors import ConfigError
-from sockact.logs.logfile import Lines, Outage
+from sockact.logs.logfile import Lines, Outage, lines_lost
 
 T = TypeVar("T")
 
@@ -500,9 +500,9 @@ class AccessLog:
         self._checked = 0.0
         where = self.path or ("the journal" if self.sendv is not None else "stderr")
         self._writes = Outage(f"access log {where}", "cannot write (%s); its lines are lost until it can",
-                              "written again", log.log, loses_lines=True)
+                              "written again", log.log, lines_lost)
         self._reopens = Outage(f"access log {where}", "moved away and cannot be opened again (%s); lines go on to "
-                               "the file it was", "opened again", log.log, loses_lines=False)
+                               "the file it was", "opened again", log.log)
         self._lines = Lines()  # the file's, or stderr's
         if self.path:
             try:

@@ -2,7 +2,7 @@
 
 Moved away by logrotate, it is opened anew at the next line (WatchedFileHandler). A line it cannot
 write (a full disk) goes to stderr, the journal under systemd, and the failure is said once there
-(logfile.Outage), as is its end.
+(logfile.Outage), as is its end; a disk that keeps filling and freeing says the pair at most once a minute.
 
 Each line is one write(2) of the file, unbuffered (logfile.Lines): a buffer kept a line the full disk
 refused and wrote it once there was room, after it had gone to stderr, among other processes' lines
@@ -24,6 +24,10 @@ def _to_stderr(level: int, text: str) -> None:
     to_stderr(lambda: text)
 
 
+def _to_stderr_meanwhile(count: int) -> str:
+    return f"{count} line{'' if count == 1 else 's'} went to stderr meanwhile"
+
+
 class ErrorFileHandler(WatchedFileHandler):
     """error_logfile: a line it cannot write (a full disk) goes to stderr, and the failure is said once,
     and again once it writes again; logging's own handleError printed a traceback per record."""
@@ -32,7 +36,7 @@ class ErrorFileHandler(WatchedFileHandler):
         self.lines = Lines()
         super().__init__(filename)
         self.writes = Outage(f"error_logfile {self.baseFilename}", "cannot write (%s); its lines go to stderr until "
-                             "it can", "writes again", _to_stderr, loses_lines=False)
+                             "it can", "writes again", _to_stderr, _to_stderr_meanwhile)
 
     def _open(self) -> Any:
         return open(self.baseFilename, "ab", buffering=0)  # unbuffered: each line is one write(2)

@@ -111,7 +111,8 @@ EVENTS: dict[str, Event] = {
         "sockact stopped its watchdog pings",
         "The sockact supervisor is not healthy, so it no longer sends WATCHDOG=1 to the service\n"
         "manager: a worker has been in one call, or its loop has stood still, for longer than\n"
-        "the timeout setting, or the supervisor's own loop has stopped turning.\n"
+        "the timeout setting; or workers keep crashing soon after they start and none serves\n"
+        "while the next one's start waits; or the supervisor's own loop has stopped turning.\n"
         "\n"
         "If the condition does not clear before WatchdogSec= runs out, systemd kills the service\n"
         "and, with Restart=on-failure, starts it again; the listening socket stays open, so\n"

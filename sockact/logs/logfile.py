@@ -41,18 +41,19 @@ class Lines:
 
 class Outage:
     """One way a log fails (writing, reopening), told once as it begins and once as it ends, not per line;
-    a failure that flaps is told at most once a REPORT_INTERVAL. ``say(level, text)`` tells it: the error
-    log (the access log's), or stderr (the error log's own)."""
+    a failure that flaps (a disk that keeps filling and freeing) is told at most once a REPORT_INTERVAL, and
+    its end only if its beginning was. ``say(level, text)`` tells it: the error log (the access log's), or
+    stderr (the error log's own); ``count`` words, for its end, the lines the failure touched (None: no count)."""
 
-    __slots__ = ("begun", "ended_text", "loses_lines", "lost", "say", "told", "told_at", "where")
+    __slots__ = ("begun", "count", "ended_text", "lost", "say", "told", "told_at", "where")
 
-    def __init__(self, where: str, begun: str, ended: str, say: Callable[[int, str], None], *,
-                 loses_lines: bool) -> None:
+    def __init__(self, where: str, begun: str, ended: str, say: Callable[[int, str], None],
+                 count: Callable[[int], str] | None = None) -> None:
         self.where = where  # what the lines begin with: "access log PATH"
         self.begun, self.ended_text = begun, ended  # the two lines' texts; the first takes the reason
         self.say = say
-        self.loses_lines = loses_lines  # whether its end says how many lines were lost
-        self.lost = 0  # lines lost since it was told
+        self.count = count
+        self.lost = 0  # lines the failure touched since it was told
         self.told = False  # whether this outage was told, so that its end is
         self.told_at = -REPORT_INTERVAL
 
@@ -68,7 +69,7 @@ class Outage:
 
     def ended(self) -> None:
         """The log works again, after an outage that was told."""
-        said = f"{self.ended_text}; {lines_lost(self.lost)}" if self.loses_lines else self.ended_text
+        said = f"{self.ended_text}; {self.count(self.lost)}" if self.count else self.ended_text
         self.say(logging.WARNING, f"{self.where}: {said}")
         self.told = False
 

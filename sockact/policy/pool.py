@@ -16,6 +16,8 @@ Rules:
   reload; otherwise they back off.
 - A recycle retires a worker and starts its successor: at once for max_requests (the worker
   takes no more work), or successor first for max_worker_memory, one in, one out, as a reload.
+- A worker in service that dies unasked is replaced at once, then, while workers keep dying soon after
+  their start, after a growing delay (crashes.Crashes, which also says what the log gets).
 - An aborted worker (stuck past timeout) never gets work again; it is killed with SIGABRT,
   then SIGKILL after ABORT_GRACE.
 - A worker retired while serving (a reload, a recycle) finishes its calls within its own generation's
@@ -34,6 +36,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from sockact.errors import APP_LOAD_ERROR, WORKER_BOOT_ERROR
 from sockact.ipc.scoreboard import MAX_WORKERS
+from sockact.policy.crashes import Crashes
 from sockact.policy.states import (
     ENDING,
     IN_SERVICE,
@@ -98,9 +101,11 @@ class Ready:
 
 @dataclass(frozen=True, repr=False)
 class Reloaded:
-    """A reload is done: ``generation`` serves (RELOADING=1 ends well)."""
+    """A reload is done: ``generation`` serves (RELOADING=1 ends well). ``answers``: the requests it answers,
+    those of the reloads it replaced included (`sockact reload` processes, by pid)."""
 
     generation: int
+    answers: tuple[int, ...] = ()
 
 
 KEPT_RUNNING = "the running settings and workers"  # what a reload that starts no generation keeps
@@ -108,10 +113,14 @@ KEPT_RUNNING = "the running settings and workers"  # what a reload that starts n
 
 @dataclass(frozen=True, repr=False)
 class ReloadFailed:
-    """A reload failed for ``reason``; the running generation serves on, as ``kept`` says to the operator."""
+    """A reload failed for ``reason``; the running generation serves on, as ``kept`` says to the operator.
+    ``answers``: the requests it answers; ``under_way``: it failed at once while another reload runs on, whose
+    own end is still to come."""
 
     reason: str
     kept: str = KEPT_RUNNING
+    answers: tuple[int, ...] = ()
+    under_way: bool = False
 
 
 Action = Spawn | Retire | Kill | Halt | Ready | Reloaded | ReloadFailed
@@ -171,6 +180,8 @@ class WorkerPool(Generic[C]):
     def __post_init__(self) -> None:
         self.current = Generation(0, self.config, self.config.workers)
         self.previous: Generation[C] | None = None  # the serving generation while a reload runs
+        self.crashes = Crashes()
+        self.requests: tuple[int, ...] = ()  # who waits for the reload under way (`sockact reload` pids)
 
     # -- what the supervisor asks
 
@@ -190,6 +201,17 @@ class WorkerPool(Generic[C]):
 
     def count(self, *states: WorkerState) -> int:
         return sum(1 for m in self.members.values() if m.state in states)
+
+    def crash_quiet(self, pid: int, now: float) -> bool:
+        """Whether worker ``pid``, dead at ``now``, is one more crash of workers that keep crashing: its
+        lines go to DEBUG, the log says it in one line now and then (crashes.py)."""
+        m = self.members.get(pid)
+        return (m is not None and self.phase not in ENDING and m.state in IN_SERVICE and not m.killed
+                and self.crashes.quiet(now - m.spawned_at))
+
+    def crash_looping(self) -> bool:
+        """Workers keep crashing and none is in service: the watchdog withholds its pings meanwhile."""
+        return self.crashes.looping and not self.count(*IN_SERVICE)
 
     def boot_overdue(self, now: float) -> bool:
         """A worker is past its boot deadline (the watchdog withholds pings meanwhile)."""
@@ -224,12 +246,17 @@ class WorkerPool(Generic[C]):
         if m is not None and m.state in IN_SERVICE:
             self._move(m, WorkerEvent.STALL if stalled else WorkerEvent.RESUME)
 
-    def exited(self, pid: int, code: int | None, now: float, failure: str = "") -> list[Action]:
+    def exited(self, pid: int, code: int | None, now: float, failure: str = "", how: str = "") -> list[Action]:
         """Worker ``pid`` exited with ``code`` (None: killed by a signal); ``failure`` is why it could not
-        start, as it said before it went."""
+        start, as it said before it went; ``how`` says how it ended, for the log of workers that keep crashing."""
         m = self.members.pop(pid, None)
         if m is None or self.phase in ENDING:
             return []
+        if m.state in IN_SERVICE and not m.killed:  # a crash: nobody asked it to go
+            crash = self.crashes.crashed(now - m.spawned_at, now, how or f"worker {pid} exited")
+            if crash.say:
+                log.error("%s", crash.say)
+            self.spawn_after = max(self.spawn_after, now + crash.delay)
         if m.state in (WorkerState.BOOTING, WorkerState.OVERDUE):  # it never was ready
             actions = self._boot_failed(m, code, now, failure)
             if any(isinstance(a, Halt) for a in actions):
@@ -275,12 +302,15 @@ class WorkerPool(Generic[C]):
                 actions.append(Kill(m.pid, signal.SIGKILL))
         return actions
 
-    def hup(self, config: C | None, error: str | None, now: float) -> list[Action]:
-        """Reload with ``config`` (read anew), or fail at once with ``error`` (it could not be read)."""
+    def hup(self, config: C | None, error: str | None, now: float, requests: tuple[int, ...] = ()) -> list[Action]:
+        """Reload with ``config`` (read anew), or fail at once with ``error`` (it could not be read). ``requests``:
+        who asked for this reload; its outcome answers them, and a reload under way goes on with its own."""
         if self.phase not in (Phase.SERVING, Phase.RELOADING, Phase.STARTING):
             return []
         if error is not None or config is None:
-            return [ReloadFailed(error or "no settings to reload with")]
+            return [ReloadFailed(error or "no settings to reload with", answers=requests,
+                                 under_way=self.phase is Phase.RELOADING)]
+        self.requests += requests  # a reload this one replaces ends with it
         actions: list[Action] = []
         if self.phase is Phase.RELOADING:
             # A reload during a reload: the half-started generation is dropped for the newer one, and
@@ -292,6 +322,7 @@ class WorkerPool(Generic[C]):
         self.current = Generation(self.current.number + 1, config, config.workers)
         self.boot_failures = 0
         self.spawn_after = 0.0
+        self.crashes.clear()  # new code may not crash
         return actions + self._maintain(now)
 
     def resize(self, delta: int, now: float) -> list[Action]:
@@ -323,6 +354,8 @@ class WorkerPool(Generic[C]):
                     m.killed = True
                     actions.append(Kill(m.pid, signal.SIGKILL))
         if self.phase not in ENDING:
+            if self.crashes.run:
+                self._crashes_ended(now)
             actions += self._maintain(now)
         return actions
 
@@ -356,6 +389,12 @@ class WorkerPool(Generic[C]):
             log.warning("worker %d: ignored %s", m.pid, exc)
             return False
         return True
+
+    def _crashes_ended(self, now: float) -> None:
+        for m in self.members.values():
+            if m.state in IN_SERVICE and (say := self.crashes.ended(m.spawned_at, now)):
+                log.info("%s", say)
+                return
 
     def _retire(self, m: Member) -> Retire:
         self._move(m, WorkerEvent.RETIRE)
@@ -392,7 +431,8 @@ class WorkerPool(Generic[C]):
             self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.RELOADED)
             self.previous = None
             retired: list[Action] = [self._retire(m) for m in self._old_members()]
-            return [*retired, Reloaded(self.current.number)]
+            answers, self.requests = self.requests, ()
+            return [*retired, Reloaded(self.current.number, answers)]
         return []
 
     def _maintain(self, now: float) -> list[Action]:
@@ -454,7 +494,8 @@ class WorkerPool(Generic[C]):
         self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.RELOAD_FAILED)
         self.boot_failures = 0
         self.spawn_after = 0.0
-        return [*actions, ReloadFailed(reason, kept), *self._maintain(now)]
+        answers, self.requests = self.requests, ()
+        return [*actions, ReloadFailed(reason, kept, answers), *self._maintain(now)]
 
     def _settle_reload(self) -> None:
         if self.previous is not None:

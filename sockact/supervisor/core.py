@@ -219,6 +219,7 @@ class Supervisor:
             log.warning("reload ignored: stopping")  # `sockact reload` waits, then says the process exited
             return
         self.notifier.reloading()
+        requests = self.notifier.claim_reload_requests()  # the `sockact reload` processes this HUP answers
         config, error = self.config, None
         if self.reload_config is not None:
             try:
@@ -244,13 +245,13 @@ class Supervisor:
             log.warning("reload: settings read only at start changed: %s", "; ".join(notes))
         for note in shadowed:
             log.warning("reload: %s", note)
-        self.reload_note = "; ".join(notes + shadowed)
-        if error is None:
+        if error is None:  # a file that fails at once leaves the note of a reload under way as it was
+            self.reload_note = "; ".join(notes + shadowed)
             self.hooks.call("on_reload", HookServer(os.getpid(), config))
             self.channels.failure_said = None  # a failed reload's number comes again: its failure is said anew
             lifecycle(log, "reload", "reloading: starting generation %d of %d workers",
                       self.pool.current.number + 1, config.workers)
-        self.carry_out(self.pool.hup(config, error, time.monotonic()))
+        self.carry_out(self.pool.hup(config, error, time.monotonic(), requests))
 
     def handle_usr1(self) -> None:
         """gunicorn's meaning: reopen the log files, here and in every worker (logrotate's postrotate)."""
@@ -327,11 +328,11 @@ class Supervisor:
                 self.counters.reloads["succeeded"] += 1
                 self._apply_settings()
                 lifecycle(log, "ready", "reload done: generation %d serving", action.generation)
-                self.notifier.reload_finished(True, self.reload_note)
+                self.notifier.reload_finished(True, self.reload_note, answers=action.answers)
             elif isinstance(action, ReloadFailed):
                 self.counters.reloads["failed"] += 1
                 log.error("reload failed: %s", failed_reload(action.reason, action.kept))
-                self.notifier.reload_finished(False, action.reason, action.kept)
+                self.notifier.reload_finished(False, action.reason, action.kept, action.answers, action.under_way)
 
     def retire(self, pid: int) -> None:
         """Retire worker ``pid`` now, through the pool, as every retirement goes."""
@@ -370,6 +371,9 @@ class Supervisor:
         if self.scrape.server is not None:
             self.scrape.server.expire(now)
         healthy = not self.pool.boot_overdue(now) and not self.pool.count(*TIMED_OUT)
+        why = "a worker is stuck past its timeout"
+        if self.pool.crash_looping():  # nothing serves, and nothing will for a while
+            healthy, why = False, "workers keep crashing and none serves"
         for w, view in self.health.overdue(now, self.config.timeout):
             state = self.pool.state(w.pid)
             stuck = view.stuck(now, self.config.timeout)
@@ -392,7 +396,7 @@ class Supervisor:
                 w.signal(signal.SIGKILL)
         self.memory.tick(now)
         self.carry_out(self.pool.tick(now))
-        self.health.report(now, healthy, self.status_line())
+        self.health.report(now, healthy, self.status_line(), why)
         self.switchboard.update_accepting(self.stopping)
 
     def _check_stalls(self, now: float) -> None:

@@ -3,6 +3,8 @@
 Orphans are a dead worker's clients: the supervisor's own copies of the connections it held
 (workers.WorkerProcess.holding). What each one gets is orphans.verdicts()'s decision; this module
 carries it out and logs it. A worker the kernel killed for its cgroup's memory.max is said so first.
+A crash of workers that keep crashing is quiet: its lines go to DEBUG, and the pool says it in one
+line now and then (policy/crashes.py).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class Exits:
         if w is None:
             return  # a child of the app's, not a worker
         assert sup.scoreboard is not None
+        now = time.monotonic()
+        quiet = sup.pool.crash_quiet(pid, now)
         sup.dispatcher.remove(pid)  # nothing more goes its way, not even what its last reports reroute
         waiting = sup.switchboard.take_outbox(w)
         sup.channels.drain(w)
@@ -43,8 +47,8 @@ class Exits:
         w.chan.close()
         if sup.tally is not None:
             sup.tally.retire(w.slot, w.threads)  # its counts outlive it
-        oom = self.killed_for_memory(w) if sup.cgroups is not None else None  # said before its 502s
-        self._answer_orphans(w, status)
+        oom = self.killed_for_memory(w, quiet) if sup.cgroups is not None else None  # said before its 502s
+        during = self._answer_orphans(w, status, quiet)
         sup.scoreboard.release(w.slot)
         lost = sup.dispatcher.forget(pid)
         how, code, _ = describe_status(status)
@@ -55,14 +59,15 @@ class Exits:
                                                   sup.stopping))
         lifecycle(log, "worker_exited", "worker %d %s%s", pid, how,
                   f" with {lost} connections" if lost else "",
-                  level=logging.INFO if expected else logging.WARNING,
+                  level=logging.DEBUG if quiet else logging.INFO if expected else logging.WARNING,
                   sockact_worker_pid=pid, exit_status=code if code is not None else -1)
-        sup.carry_out(sup.pool.exited(pid, code, time.monotonic(), w.failure))
+        reason = f"worker {pid} {how}{f' during {during}' if during else ''}"
+        sup.carry_out(sup.pool.exited(pid, code, now, w.failure, reason))
         for conn in waiting:
             sup.rehome(conn)  # they never reached it
         sup.switchboard.update_accepting(sup.stopping)
 
-    def killed_for_memory(self, w: WorkerProcess) -> str | None:
+    def killed_for_memory(self, w: WorkerProcess, quiet: bool = False) -> str | None:
         """Why ``w`` died, if the kernel killed it for its cgroup's memory.max; logged, and counted."""
         groups = self.sup.cgroups
         assert groups is not None
@@ -72,25 +77,29 @@ class Exits:
             return None
         w.recycled = "memory-limit"
         how = "killed by the kernel for worker_memory_limit (out of memory in its cgroup)"
-        log.error("worker %d %s: its clients in a call get a 502; a new worker takes its place", w.pid, how,
+        log.log(logging.DEBUG if quiet else logging.ERROR,
+                "worker %d %s: its clients in a call get a 502; a new worker takes its place", w.pid, how,
                   extra={"SOCKACT_WORKER_PID": w.pid, "SOCKACT_CGROUP": str(groups.group(w.slot))})
         return how
 
-    def _answer_orphans(self, w: WorkerProcess, status: int) -> None:
+    def _answer_orphans(self, w: WorkerProcess, status: int, quiet: bool) -> str:
         """Connections the dead worker never read go to another worker; its clients still in a call
-        get a 502 or 504 if no byte of the response went out."""
+        get a 502 or 504 if no byte of the response went out. Returns the first of their requests,
+        escaped ("": none), and logs each at DEBUG when ``quiet``."""
         sup = self.sup
         assert sup.scoreboard is not None
         conns, unreceived = w.take_holding(sup.scoreboard.received(w.slot))
         if not conns:
-            return
+            return ""
         timed_out = sup.pool.state(w.pid) is WorkerState.ABORTED and sup.config.timeout
         overdue_before = time.monotonic() - sup.config.timeout if timed_out else None
         how = describe_status(status)[0]
         unread = {conn.id for conn in conns if orphans.unread_bytes(conn.fd)}
         # A quick stop (INT, QUIT: the pool is STOPPING) is the operator's choice, not the app's fault.
         quick = sup.pool.phase is Phase.STOPPING
-        level = logging.WARNING if quick else logging.ERROR
+        level = logging.DEBUG if quiet else logging.WARNING if quick else logging.ERROR
+        said = logging.DEBUG if quiet else logging.WARNING  # what the lines below are said at
+        during = ""
         why = "; the quick stop (SIGINT or SIGQUIT) cut it off" if quick else ""
         again = 0
         reading = sup.scoreboard.reading(w.slot)
@@ -130,6 +139,7 @@ class Exits:
                 sup.switchboard.route(verdict.conn)  # it keeps its place in line (Conn.since)
                 continue
             orphans.answer(verdict)
+            during = during or escape(verdict.line)
             if verdict.status is not None:
                 from http import HTTPStatus  # here: only a worker's death with requests in hand needs it
 
@@ -139,9 +149,11 @@ class Exits:
                 log.log(level, "worker %d %s before answering %s: %d %s sent%s", w.pid, how, what,
                         verdict.status, phrase, why, extra={"HTTP_REQUEST": escape(verdict.line)})
             elif verdict.line:
-                log.warning("worker %d %s in the middle of the response to %s: connection closed", w.pid, how,
+                log.log(said, "worker %d %s in the middle of the response to %s: connection closed", w.pid, how,
                             escape(verdict.line), extra={"HTTP_REQUEST": escape(verdict.line)})
         if again:
-            log.warning("worker %d %s before reading %d requests: they go to other workers", w.pid, how, again)
+            log.log(said, "worker %d %s before reading %d requests: they go to other workers", w.pid, how, again)
         if parked:
-            log.info("worker %d %s with %d idle keep-alive connections: parked", w.pid, how, parked)
+            log.log(logging.DEBUG if quiet else logging.INFO, "worker %d %s with %d idle keep-alive connections: "
+                    "parked", w.pid, how, parked)
+        return during

@@ -60,8 +60,12 @@ class Forker:
             import random  # here: most starts have no jitter to draw
 
             max_requests += random.randint(0, config.max_requests_jitter)
+        # While workers keep crashing, a new one's start is no news: its lines would come a crash each.
+        quiet = sup.pool.crashes.looping
 
         def child_main(chan: socket.socket) -> int:
+            if quiet:  # the worker's start lines are its only ones below WARNING
+                logging.getLogger("sockact.worker").setLevel(logging.WARNING)
             if group is not None:
                 from sockact.systemd.cgroups import enter  # imported by delegate() already
 
@@ -86,7 +90,7 @@ class Forker:
         sup.pool.spawned(w.pid, generation, time.monotonic())
         sup.register(w.chan, sup.channels.read, w)
         lifecycle(log, "worker_spawned", "worker %d started (generation %d)", w.pid, generation,
-                  sockact_worker_pid=w.pid)
+                  level=logging.DEBUG if quiet else logging.INFO, sockact_worker_pid=w.pid)
 
     def release_fds(self) -> None:
         """Close every descriptor the supervisor holds but the scoreboard: in a new worker (signals

@@ -58,8 +58,9 @@ class Health:
         """Requests served by the workers alive, as last read."""
         return sum(w.requests for w in self.workers.values())
 
-    def report(self, now: float, healthy: bool, status: str) -> None:
-        """WATCHDOG=1 at its interval while ``healthy``; STATUS= at most once a second."""
+    def report(self, now: float, healthy: bool, status: str, why: str = "a worker is stuck past its timeout") -> None:
+        """WATCHDOG=1 at its interval while ``healthy``, else a warning that says ``why``, once; STATUS= at
+        most once a second."""
         if self.notifier.watchdog_interval and now >= self._next_ping:
             if healthy:
                 self.notifier.watchdog()
@@ -68,8 +69,8 @@ class Health:
                 self._unhealthy_logged = False
             elif not self._unhealthy_logged:
                 self._unhealthy_logged = True
-                lifecycle(log, "watchdog_unhealthy", "unhealthy: a worker is stuck past its timeout; "
-                          "withholding watchdog pings", level=logging.WARNING)
+                lifecycle(log, "watchdog_unhealthy", "unhealthy: %s; withholding watchdog pings", why,
+                          level=logging.WARNING)
         if now >= self._next_status:
             self._next_status = now + STATUS_INTERVAL
             self.notifier.status(status)

@@ -9,6 +9,12 @@ writes the outcome of each reload to $RUNTIME_DIRECTORY/reload (RuntimeDirectory
 replacing the file atomically. Each outcome carries the supervisor's pid and a sequence number
 that grows by one per finished reload, so a reader that saw number N before its SIGHUP knows that
 N+1 or later answers it, and a file left by another process is never taken for this one's.
+
+Two reloads may overlap (a HUP while a rolling reload runs): a file that fails the second at once is
+no answer to the first. So each `sockact reload` first leaves a request, reload.PID.request (its own
+pid); at the HUP the supervisor takes every request there, and the outcome that answers them goes to
+reload.PID too, for each, and lists them (``answers``). A newer supervisor's outcome always lists its
+requesters (maybe none); an older one's has no such field, and the sequence number alone tells.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ _NOTIFY_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
 RELOAD_FILE = "reload"  # under $RUNTIME_DIRECTORY
+REQUEST_SUFFIX = ".request"  # reload.PID.request: `sockact reload` process PID waits for an answer in reload.PID
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,9 @@ class ReloadOutcome:
     # Empty for an ok one. None (from_text): the file has no such field, published by a supervisor older than it
     # (still running after an upgrade, while the command is the new one), whose reason said what it kept, if anything.
     kept: str | None = ""
+    # The `sockact reload` processes (their pids) whose requests this outcome answers. None (from_text): a
+    # supervisor older than the field, which took no requests.
+    answers: tuple[int, ...] | None = ()
 
     def to_text(self) -> str:
         return json.dumps(dataclasses.asdict(self)) + "\n"
@@ -54,11 +64,15 @@ class ReloadOutcome:
         """The outcome in ``text``, or None if it is not one (empty, cut short, foreign)."""
         try:
             fields = json.loads(text)
-            outcome = cls(**{"kept": None, **fields})
+            outcome = cls(**{"kept": None, "answers": None, **fields})
+            answers = outcome.answers
+            if answers is not None:
+                outcome = dataclasses.replace(outcome, answers=tuple(answers))
         except (ValueError, TypeError):
             return None
         valid = (type(outcome.seq) is int and type(outcome.pid) is int and isinstance(outcome.ok, bool)
-                 and isinstance(outcome.reason, str) and (outcome.kept is None or isinstance(outcome.kept, str)))
+                 and isinstance(outcome.reason, str) and (outcome.kept is None or isinstance(outcome.kept, str))
+                 and (outcome.answers is None or all(type(pid) is int for pid in outcome.answers)))
         return outcome if valid else None
 
 
@@ -73,10 +87,12 @@ def runtime_dir(environ: Mapping[str, str]) -> str | None:
     return environ.get("RUNTIME_DIRECTORY", "").split(":")[0] or None
 
 
-def read_reload_outcome(directory: str) -> ReloadOutcome | None:
-    """The last reload outcome published in ``directory``, or None if there is none yet."""
+def read_reload_outcome(directory: str, requester: int = 0) -> ReloadOutcome | None:
+    """The last reload outcome published in ``directory`` (for ``requester``'s request alone: reload.PID), or
+    None if there is none yet."""
+    name = f"{RELOAD_FILE}.{requester}" if requester else RELOAD_FILE
     try:
-        with open(os.path.join(directory, RELOAD_FILE), encoding="utf-8") as f:
+        with open(os.path.join(directory, name), encoding="utf-8") as f:
             return ReloadOutcome.from_text(f.read())
     except OSError:
         return None
@@ -151,12 +167,34 @@ class Notifier:
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         self._notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
 
-    def reload_finished(self, ok: bool, reason: str, kept: str = "") -> None:
-        """End a reload (READY=1, and the reason in STATUS= if it failed) and publish its outcome.
+    def claim_reload_requests(self) -> tuple[int, ...]:
+        """The `sockact reload` processes that asked for the reload a SIGHUP starts: their requests, taken."""
+        if self._runtime_dir is None:
+            return ()
+        try:
+            names = os.listdir(self._runtime_dir)
+        except OSError:
+            return ()
+        pids = []
+        for name in names:
+            pid = name[len(RELOAD_FILE) + 1:-len(REQUEST_SUFFIX)]
+            if name.startswith(f"{RELOAD_FILE}.") and name.endswith(REQUEST_SUFFIX) and pid.isdigit():
+                try:
+                    os.unlink(os.path.join(self._runtime_dir, name))
+                except OSError:
+                    continue  # another took it
+                pids.append(int(pid))
+        return tuple(sorted(pids))
 
-        A SIGHUP before the first READY=1 never sends it: the start is not over.
+    def reload_finished(self, ok: bool, reason: str, kept: str = "", answers: tuple[int, ...] = (),
+                        under_way: bool = False) -> None:
+        """End a reload (READY=1, and the reason in STATUS= if it failed) and publish its outcome, to each of
+        ``answers`` (the requesters it answers) and for all.
+
+        A SIGHUP before the first READY=1 never sends it: the start is not over. Nor does one that failed at
+        once ``under_way`` another: that one's end does.
         """
-        states = ["READY=1"] if self._ready_sent else []
+        states = ["READY=1"] if self._ready_sent and not under_way else []
         self._failure = "" if ok else f"reload failed: {failed_reload(reason, kept)}"
         if not ok:
             self._last_status = self._failure
@@ -164,12 +202,15 @@ class Notifier:
         if states:  # before the outcome: systemd sees READY=1 before `sockact reload` exits
             self._notify("\n".join(states))
         self._reloads += 1
-        self._publish(ReloadOutcome(self._reloads, self._pid, ok, reason, kept))
+        outcome = ReloadOutcome(self._reloads, self._pid, ok, reason, kept, answers)
+        for pid in answers:  # first: a requester that sees the shared file looks for its own
+            self._publish(outcome, f"{RELOAD_FILE}.{pid}")
+        self._publish(outcome)
 
-    def _publish(self, outcome: ReloadOutcome) -> None:
+    def _publish(self, outcome: ReloadOutcome, name: str = RELOAD_FILE) -> None:
         if self._runtime_dir is None:
             return
-        path = os.path.join(self._runtime_dir, RELOAD_FILE)
+        path = os.path.join(self._runtime_dir, name)
         partial = f"{path}.{self._pid}.tmp"
         try:
             with open(partial, "w", encoding="utf-8") as f:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import stat
 import subprocess
@@ -181,3 +182,64 @@ def test_an_error_log_on_a_full_disk_is_told_once_and_its_lines_go_to_stderr(sta
     assert out.count("error_logfile /dev/full: cannot write (No space left on device); its lines go to stderr "
                      "until it can") == 1, out
     assert out.count("one worker more: 2") == 3, out
+
+
+def test_an_error_log_on_a_disk_that_keeps_filling_and_freeing_says_so_once_a_minute(start_sockact, tmp_path):
+    # Each failure said "cannot write", each write after it "writes again": a disk that flapped alternated the
+    # pair for as long as it flapped. The supervisor's file size limit stands in for the disk (EFBIG, as ENOSPC,
+    # at the flush), lowered to the file's size and raised again; USR2 makes the supervisor log a line.
+    path = tmp_path / "error.log"
+    path.write_text("an older line\n" * 100_000)  # the limit binds this file alone, not stderr's, a smaller one
+    server = start_sockact("testapps:pid", "--error-logfile", str(path), "--workers", "1", activation=False,
+                           wait=False)
+    server.waiting(lambda: path.exists() and "ready:" in path.read_text(), "the ready line in the file")
+
+    def said() -> int:  # in the file, or on stderr for want of it
+        return path.read_text().count("SIGUSR2 ignored") + server.output().count("SIGUSR2 ignored")
+
+    for _ in range(3):
+        for full in (True, False):
+            limit = path.stat().st_size if full else resource.RLIM_INFINITY
+            resource.prlimit(server.pid, resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+            before = said()
+            server.send(signal.SIGUSR2)
+            server.waiting(lambda: said() > before, "the line written, to the file or to stderr")  # noqa: B023
+    out = server.output()
+    assert out.count(f"error_logfile {path}: cannot write (File too large)") == 1, out
+    assert out.count(f"error_logfile {path}: writes again; 1 line went to stderr meanwhile") == 1, out
+    assert out.count("SIGUSR2 ignored") == 3, out  # each line that failed still went to stderr
+    assert http_get(server.port, "/")[0] == 200
+
+
+STAND_IN_SYSTEMCTL = """\
+#!/bin/sh
+# systemctl show, as systemd answers it for a sockact.service that runs CONFIG with a drop-in's Environment=
+cat <<END
+LoadState=loaded
+ExecStart={ path=/usr/bin/sockact ; argv[]=/usr/bin/sockact run --config CONFIG ; ignore_errors=no ; pid=0 }
+Environment=PYTHONDONTWRITEBYTECODE=1 SOCKACT_WORKERS=8 SOCKACT_TIMEOUT=60
+END
+"""
+
+
+def test_check_from_a_shell_names_what_the_units_environment_sets_otherwise(tmp_path):
+    # docs/drop-ins.md: a check run from a shell sees the shell's environment, not the unit's, and passed the file
+    # with settings the service would not have. Here systemctl is a stand-in (no systemd runs the tests; the
+    # system tests have one): it answers as systemd does for a unit that runs this file.
+    cfg = tmp_path / "sockact.toml"
+    cfg.write_text('app = "testapps:pid"\nworkers = 2\n')
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    systemctl = bin_dir / "systemctl"
+    systemctl.write_text(STAND_IN_SYSTEMCTL.replace("CONFIG", str(cfg)))
+    systemctl.chmod(0o755)
+    path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    done = run_cli("check", "--config", str(cfg), env={"PATH": path, "SOCKACT_TIMEOUT": "60"})
+    assert done.returncode == 0, done.stderr
+    told = [line for line in done.stderr.splitlines() if "sockact.service" in line]
+    assert told == ["sockact: warning: sockact.service sets SOCKACT_WORKERS=8 in its environment (Environment=, a "
+                    "drop-in's): under the service that wins over the file, so it runs with settings other than "
+                    "those checked here; `systemctl show -p Environment sockact.service` lists them"], done.stderr
+    other = tmp_path / "other.toml"  # a file the unit does not run: nothing to say
+    other.write_text('app = "testapps:pid"\n')
+    assert "sockact.service" not in run_cli("check", "--config", str(other), env={"PATH": path}).stderr

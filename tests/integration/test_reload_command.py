@@ -3,6 +3,7 @@ the reason when the file is broken or the new code does not load, and the old wo
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 
@@ -97,6 +98,56 @@ def test_a_reload_names_each_changed_setting_it_leaves_for_a_restart_and_applies
     server.wait_for_log("generation 2 serving")
     server.wait_workers(2, without=serving[0])
     assert server.output().count("settings read only at start changed") == 1
+
+
+SLOW_APP = """\
+import os
+import time
+
+deadline = time.monotonic() + 30
+while not os.path.exists(os.environ["GATE_FILE"]) and time.monotonic() < deadline:
+    time.sleep(0.01)
+from testapps import pid as app
+"""
+
+
+def test_a_reload_that_fails_at_once_during_another_answers_only_its_own_command(start_sockact, tmp_path):
+    # A rolling reload waits for its new workers (an app slow to import); meanwhile a second reload reads a file
+    # with an error and fails at once. Its failure was published for all, and the first reload's command took it
+    # for its own: exit 1, with the other's reason, while its reload went on to serve.
+    (tmp_path / "slowapp.py").write_text(SLOW_APP)
+    gate = tmp_path / "gate"
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    env = {"RUNTIME_DIRECTORY": str(run_dir), "GATE_FILE": str(gate)}
+    cfg = tmp_path / "sockact.toml"
+    gate.touch()
+    cfg.write_text('app = "slowapp:app"\nworkers = 1\n')
+    server = start_sockact("--config", str(cfg), "--pythonpath", str(tmp_path), env=env, workers=1)
+    (old,) = server.workers()
+    gate.unlink()
+    cfg.write_text('app = "slowapp:app"\nworkers = 2\nlog_level = "warning"\n')  # and one for a restart
+    first = subprocess.Popen([*SOCKACT, "reload", "--pid", str(server.pid), "--max-wait", "30"],
+                             env=base_env(**env), stderr=subprocess.PIPE, text=True)
+    try:
+        server.wait_for_log("reloading: starting generation 1")
+        cfg.write_text('app = "slowapp:app"\nworkers = "two"\n')
+        second = reload(server.pid, base_env(**env))
+        assert second.returncode == 1 and "'workers'" in second.stderr, second.stderr
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            first.wait(1)  # it would have exited by now
+        assert first.poll() is None, first.stderr.read() if first.stderr else ""
+        gate.touch()  # the first reload's workers import their app
+        assert first.wait(30) == 0
+        assert first.stderr is not None and first.stderr.read() == (
+            'sockact: reload done, but not every setting: log_level: "info" -> "warning", applied at the next '
+            'restart\n')
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert old not in server.wait_workers(2, without=old)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["reload"]  # no request or answer left behind
 
 
 # A supervisor from before outcomes carried what they keep apart: on SIGHUP it publishes what that supervisor

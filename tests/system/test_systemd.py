@@ -405,3 +405,19 @@ def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "8")])
     return [b"the blog"]
 '''
+
+
+def test_check_from_a_shell_names_the_setting_a_drop_in_sets_in_the_units_environment(sockact: Deployment):
+    # docs/drop-ins.md: the drop-in's SOCKACT_WORKERS wins over the file under the service; a check run from a
+    # shell, which sees its own environment only, passed the file and said nothing of it.
+    sockact.dropin("sockact.service", "workers.conf", "[Service]\nEnvironment=SOCKACT_WORKERS=3\n")
+    sockact.daemon_reload()
+    done = sockact.c.run(["sockact", "check", "--config", "/etc/sockact/sockact.toml"], check=False)
+    assert done.returncode == 0, done.stderr
+    told = [line for line in done.stderr.splitlines() if "sockact.service" in line]
+    assert len(told) == 1 and told[0].startswith("sockact: warning: sockact.service sets SOCKACT_WORKERS=3 in its "
+                                                 "environment"), done.stderr
+    # the same value in the shell: nothing to say
+    same = sockact.c.run(["sockact", "check", "--config", "/etc/sockact/sockact.toml"], check=False,
+                         env={"SOCKACT_WORKERS": "3"})
+    assert "sockact.service" not in same.stderr, same.stderr

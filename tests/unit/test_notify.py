@@ -148,7 +148,7 @@ def test_outcome_round_trip():
     assert ReloadOutcome.from_text(kept.to_text()) == kept
     # one published before outcomes said what they keep still reads, its kept unsaid (None), not empty
     older = '{"seq": 1, "pid": 2, "ok": false, "reason": "x"}'
-    assert ReloadOutcome.from_text(older) == ReloadOutcome(1, 2, False, "x", None)
+    assert ReloadOutcome.from_text(older) == ReloadOutcome(1, 2, False, "x", None, None)  # nor any requests taken
 
 
 def test_a_failed_reload_says_what_it_keeps_in_the_status_and_publishes_it_apart(notify_socket, tmp_path):
@@ -176,3 +176,29 @@ def test_a_halt_reason_is_the_last_status(notify_socket):
     assert messages(notify_socket) == [
         "STATUS=2 workers", "STATUS=the app failed to load (worker exit code 5: no module named 'app'); stopping",
         "STOPPING=1"]
+
+
+def test_the_requests_a_hup_takes_are_answered_each_in_its_own_file_and_listed_in_the_shared_one(tmp_path):
+    from sockact.systemd.notify import read_reload_outcome
+
+    for name in ("reload.501.request", "reload.502.request", "reload.x.request", "reload.9"):
+        (tmp_path / name).write_text("")
+    n = Notifier({"RUNTIME_DIRECTORY": str(tmp_path)}, 7)
+    taken = n.claim_reload_requests()
+    assert taken == (501, 502) and n.claim_reload_requests() == ()
+    n.reload_finished(False, "empty", answers=(502,), under_way=True)
+    assert read_reload_outcome(str(tmp_path), 502) == ReloadOutcome(1, 7, False, "empty", "", (502,))
+    assert read_reload_outcome(str(tmp_path), 501) is None  # its reload runs on
+    n.reload_finished(True, "", answers=(501,))
+    assert read_reload_outcome(str(tmp_path), 501) == ReloadOutcome(2, 7, True, "", "", (501,))
+    assert read_reload_outcome(str(tmp_path)) == ReloadOutcome(2, 7, True, "", "", (501,))
+
+
+def test_a_reload_that_fails_at_once_while_another_runs_sends_no_ready(notify_socket):
+    import os
+
+    n = Notifier({"NOTIFY_SOCKET": os.environ["NOTIFY_SOCKET"]}, 7)
+    n.ready()
+    n.reload_finished(False, "empty", under_way=True)
+    n.reload_finished(True, "")
+    assert messages(notify_socket) == ["READY=1", "STATUS=reload failed: empty", "READY=1"]

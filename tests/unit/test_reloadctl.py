@@ -48,6 +48,16 @@ def test_anything_else_keeps_waiting(outcome):
     assert judge(PID, 3, outcome, alive=True, waited=1.0, bound=60) is None
 
 
+def test_a_command_that_left_a_request_waits_for_its_own_answer_not_another_reloads():
+    # Another reload that failed at once while this one runs, published for all and to its own requester:
+    others = ReloadOutcome(4, PID, False, "key 'workers': expected an integer", answers=(777,))
+    assert judge(PID, 3, others, alive=True, waited=1.0, bound=60, own=None, requested=True) is None
+    own = ReloadOutcome(5, PID, True, answers=(778,))
+    assert judge(PID, 3, others, True, 1.0, 60, own=own, requested=True) == Verdict(EXIT_OK, "")
+    # A command that could leave no request takes the shared outcome, as from an older supervisor.
+    assert judge(PID, 3, others, True, 1.0, 60, requested=False) is not None
+
+
 def test_an_answer_that_came_just_before_the_end_still_counts():
     assert judge(PID, 0, ReloadOutcome(1, PID, True), alive=False, waited=99, bound=60) == Verdict(EXIT_OK, "")
 
@@ -105,8 +115,8 @@ def supervisor(tmp_path) -> Iterator[tuple[dict[str, str], list[tuple[bool, str]
     outcomes: list[tuple[bool, str] | tuple[bool, str, str]] = []
 
     def on_hup(signum: int, frame: object) -> None:
-        if outcomes:
-            notifier.reload_finished(*outcomes.pop(0))
+        if outcomes:  # as the supervisor does: the requests waiting at the HUP are this reload's
+            notifier.reload_finished(*outcomes.pop(0), answers=notifier.claim_reload_requests())
 
     previous = signal.signal(signal.SIGHUP, on_hup)
     try:

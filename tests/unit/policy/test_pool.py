@@ -8,6 +8,7 @@ from itertools import count
 
 from sockact.errors import APP_LOAD_ERROR
 from sockact.ipc.scoreboard import MAX_WORKERS
+from sockact.policy.crashes import QUICK
 from sockact.policy.pool import MAX_BACKOFF, Halt, Kill, Ready, Reloaded, ReloadFailed, Retire, Spawn, WorkerPool
 from sockact.policy.states import Phase, WorkerState
 
@@ -120,6 +121,26 @@ def test_a_reload_during_a_reload_that_fails_goes_back_to_the_generation_that_se
     assert any(isinstance(a, ReloadFailed) for a in actions)
     assert h.pool.serving_config.name == "g0" and h.pool.current.number == 0
     assert not [a for a in actions if isinstance(a, Spawn)]  # g0's worker serves on: nothing to start
+
+
+def test_each_reload_answers_its_own_requests_and_a_file_that_fails_at_once_is_no_answer_to_the_one_under_way():
+    h = Harness(Cfg(workers=1, name="g0"))
+    h.start_all()
+    h.run(h.pool.hup(Cfg(workers=1, name="g1"), None, 1.0, requests=(501,)))
+    # A second HUP whose file does not read fails at once: its own requester hears it, 501 waits on.
+    (failed,) = h.pool.hup(None, "key 'workers': expected an integer", 1.1, requests=(502,))
+    assert isinstance(failed, ReloadFailed) and failed.answers == (502,) and failed.under_way
+    # A third replaces the first's generation: it answers both.
+    h.run(h.pool.hup(Cfg(workers=1, name="g3"), None, 1.2, requests=(503,)))
+    (g3,) = [p for p, gen in h.gen.items() if gen == 2]  # the file that failed started no generation
+    actions = h.run(h.pool.ready(g3, 1.3))
+    assert Reloaded(2, (501, 503)) in actions
+    (failed,) = h.pool.hup(None, "empty", 2.0, requests=(504,))  # with no reload under way: its end is the service's
+    assert isinstance(failed, ReloadFailed) and failed.answers == (504,) and not failed.under_way
+    h.run(h.pool.hup(Cfg(workers=1, name="g4"), None, 2.1, requests=(505,)))
+    (g4,) = [p for p, gen in h.gen.items() if gen == 3]
+    actions = h.run(h.pool.exited(g4, APP_LOAD_ERROR, 2.2))
+    assert [(a.answers, a.under_way) for a in actions if isinstance(a, ReloadFailed)] == [((505,), False)]
 
 
 def test_a_bad_settings_file_fails_the_reload_at_once():
@@ -241,6 +262,7 @@ def test_the_respawn_backoff_doubles_up_to_its_cap():
     assert delays[6:] == [MAX_BACKOFF] * 4
     (c,) = h.booting()
     h.run(h.pool.ready(c, h.now))  # a worker that starts resets the count
+    h.now += QUICK  # and lives long enough for its crash to be replaced at once (test_crashes.py)
     h.run(h.pool.exited(c, None, h.now))
     (d,) = h.booting()
     h.pool.exited(d, 1, h.now)

@@ -38,7 +38,9 @@ dev: deps
 test: deps
 	$(VENV)/bin/ruff check sockact tests
 	$(VENV)/bin/mypy sockact/
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests/integration
+	$(PY) -m pytest -q -p no:cacheprovider tests/system
 	PYTHONPATH=$(CURDIR) /usr/bin/python3 -m pytest -q -p no:cacheprovider $(HTTP_TESTS)
 
 apt-deps:

@@ -48,7 +48,9 @@ def trixie() -> Iterator[Container]:
 def test_the_asgi_and_worker_death_tests_pass_on_debian_13s_python(trixie: Container) -> None:
     version = trixie.run("python3 -c 'import sys; print(sys.version_info[:2] >= (3, 12))'").stdout.strip()
     assert version == "True", "Debian 13's python3 is 3.13: the eager-task path is the one under test"
-    done = trixie.run(f"cd /src && python3 -m pytest -q -p no:cacheprovider {' '.join(TESTS)}",
+    # The million-fragment message is the WebSocket library's memory, not the eager-task path: the
+    # integration suite runs it, and here it would take a third of the time.
+    done = trixie.run(f"cd /src && python3 -m pytest -q -p no:cacheprovider -k 'not million' {' '.join(TESTS)}",
                       env={"PYTHONPATH": "/src"}, check=False, timeout=900)
     tail = "\n".join(done.stdout.splitlines()[-40:])
     assert done.returncode == 0, f"{tail}\n{done.stderr[-2000:]}"

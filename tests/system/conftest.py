@@ -12,7 +12,6 @@ import pytest
 from nspawn import Container, free_port, missing_prerequisite
 from sysdeploy import Deployment, install
 
-
 # The files whose containers serve the packaged sockact.socket's own port (8080): containers share the
 # host's network, so these run one after another, on one xdist worker.
 ON_THE_PACKAGED_PORT = ("test_deb.py", "test_deploy_page.py")

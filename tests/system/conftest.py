@@ -12,20 +12,11 @@ import pytest
 from nspawn import Container, free_port, missing_prerequisite
 from sysdeploy import Deployment, install
 
-# The files whose containers serve the packaged sockact.socket's own port (8080): containers share the
-# host's network, so these run one after another, on one xdist worker.
-ON_THE_PACKAGED_PORT = ("test_deb.py", "test_deploy_page.py")
-
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "container" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.system)
-        # `make test` runs two groups at a time (xdist's loadgroup): a file's tests stay together, as
-        # its module fixtures boot their containers once
-        name = item.path.name
-        if item.path.parent.name == "system":
-            item.add_marker(pytest.mark.xdist_group("packaged-port" if name in ON_THE_PACKAGED_PORT else name))
 
 
 @pytest.fixture(autouse=True)

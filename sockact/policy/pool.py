@@ -206,8 +206,7 @@ class WorkerPool(Generic[C]):
         """Whether worker ``pid``, dead at ``now``, is one more crash of workers that keep crashing: its
         lines go to DEBUG, the log says it in one line now and then (crashes.py)."""
         m = self.members.get(pid)
-        return (m is not None and self.phase not in ENDING and m.state in IN_SERVICE and not m.killed
-                and self.crashes.quiet(now - m.spawned_at))
+        return m is not None and self.phase not in ENDING and _crashed(m) and self.crashes.quiet(now - m.spawned_at)
 
     def crash_looping(self) -> bool:
         """Workers keep crashing and none is in service: the watchdog withholds its pings meanwhile."""
@@ -252,7 +251,7 @@ class WorkerPool(Generic[C]):
         m = self.members.pop(pid, None)
         if m is None or self.phase in ENDING:
             return []
-        if m.state in IN_SERVICE and not m.killed:  # a crash: nobody asked it to go
+        if _crashed(m):
             crash = self.crashes.crashed(now - m.spawned_at, now, how or f"worker {pid} exited")
             if crash.say:
                 log.error("%s", crash.say)
@@ -500,3 +499,8 @@ class WorkerPool(Generic[C]):
     def _settle_reload(self) -> None:
         if self.previous is not None:
             self.current, self.previous = self.previous, None
+
+
+def _crashed(m: Member) -> bool:
+    """Whether ``m``, now dead, crashed: it was in service and nobody asked it to go."""
+    return m.state in IN_SERVICE and not m.killed

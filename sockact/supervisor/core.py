@@ -42,7 +42,7 @@ from sockact.supervisor.acceptor import fd_budget
 from sockact.supervisor.channels import Channels
 from sockact.supervisor.exits import Exits
 from sockact.supervisor.forking import Forker
-from sockact.supervisor.health import Health
+from sockact.supervisor.health import STUCK, Health
 from sockact.supervisor.memwatch import MemoryWatch
 from sockact.supervisor.metrics import SupervisorCounters
 from sockact.supervisor.scrape import Scrape
@@ -371,7 +371,7 @@ class Supervisor:
         if self.scrape.server is not None:
             self.scrape.server.expire(now)
         healthy = not self.pool.boot_overdue(now) and not self.pool.count(*TIMED_OUT)
-        why = "a worker is stuck past its timeout"
+        why = STUCK
         if self.pool.crash_looping():  # nothing serves, and nothing will for a while
             healthy, why = False, "workers keep crashing and none serves"
         for w, view in self.health.overdue(now, self.config.timeout):

@@ -20,6 +20,7 @@ from sockact.systemd.notify import Notifier
 log = logging.getLogger("sockact.supervisor")
 
 STATUS_INTERVAL = 1.0  # systemd asks for STATUS= no more than about once a second
+STUCK = "a worker is stuck past its timeout"  # why the watchdog pings stop, unless said otherwise
 
 
 class Health:
@@ -58,7 +59,7 @@ class Health:
         """Requests served by the workers alive, as last read."""
         return sum(w.requests for w in self.workers.values())
 
-    def report(self, now: float, healthy: bool, status: str, why: str = "a worker is stuck past its timeout") -> None:
+    def report(self, now: float, healthy: bool, status: str, why: str = STUCK) -> None:
         """WATCHDOG=1 at its interval while ``healthy``, else a warning that says ``why``, once; STATUS= at
         most once a second."""
         if self.notifier.watchdog_interval and now >= self._next_ping:

@@ -974,8 +974,8 @@ MUTANTS = (
             "works_again",)),
     # An access log that cannot be written, or reopened after a rotation, said nothing.
     Mutant("access-log-write-failure-untold", "sockact/logs/access.py",
-           "                self._writes.failed(exc, self._lines.lost if written else len(batch) - sent)\n",
-           "                pass\n",
+           "            self._writes.failed(exc, self._lines.lost if written else len(batch) - sent)\n",
+           "            pass\n",
            (UNIT + "test_accesslog.py::test_a_log_that_cannot_be_written_is_told_once_as_it_fails_and_once_as_it_"
             "works_again", INTEG + "test_logging.py::test_an_access_log_on_a_full_disk_is_told_once_and_serving_"
             "goes_on")),
@@ -1255,6 +1255,15 @@ MUTANTS = (
     Mutant("check-takes-any-unit-for-the-files", "sockact/systemd/unitenv.py",
            "        if os.path.realpath(given) == wanted:", "        if given:",
            (UNIT + "test_unitenv.py::test_the_unit_counts_only_when_it_runs_the_file_being_checked",)),
+    Mutant("quick-stop-drops-the-access-lines-in-the-buffer", "sockact/worker/shell.py",
+           "            self.access.flush_before_exit()", "            pass",
+           (INTEG + "test_logging.py::test_a_quick_stop_keeps_the_access_lines_of_the_requests_answered",)),
+    Mutant("quick-stop-cut-off-by-its-second-signal", "sockact/worker/shell.py",
+           "        if self.quitting:\n            return", "        if False:\n            return",
+           (UNIT + "test_worker_quick_exit.py",)),
+    Mutant("an-apps-file-path-refused-without-its-module", "sockact/config/parsers.py",
+           "    if not slash or not file.endswith", "    if slash or not file.endswith",
+           (UNIT + "test_apploader.py::test_a_files_path_is_answered_with_its_module_and_folder",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

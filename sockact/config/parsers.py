@@ -122,6 +122,8 @@ boolean.__doc__ = "boolean"
 
 
 def app_spec(value: Any) -> str:
+    if isinstance(value, str) and (hint := _path_hint(value.strip())):
+        raise ValueError(hint)
     if not isinstance(value, str) or not _APP_RE.match(value.strip()):
         raise ValueError("expected 'module:callable' or 'module', e.g. 'myproject.wsgi:application', or an app "
                          "factory's call, e.g. 'myproject:create_app()'")
@@ -132,6 +134,18 @@ def app_spec(value: Any) -> str:
 
 
 app_spec.__doc__ = "module:callable"
+
+
+def _path_hint(spec: str) -> str | None:
+    """For a file's path in another folder ('src/app.py:app', as `flask run` takes), what to write instead:
+    its module, from its folder. A module imported by name finds its neighbours (``import models``), where a
+    file loaded by path would not."""
+    path, _, attr = spec.partition(":")
+    folder, slash, file = path.rpartition("/")
+    if not slash or not file.endswith(".py") or not file[:-3].isidentifier():
+        return None
+    return (f"expected a module, not a file's path: set chdir to {folder or '/'!r} and the app to "
+            f"{file[:-3] + ':' + (attr or 'application')!r}")
 
 
 def app_call(spec: str) -> tuple[str, tuple[Any, ...], dict[str, Any]] | None:

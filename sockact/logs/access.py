@@ -14,8 +14,8 @@ Contract:
   line. The worker calls ``flush()`` when its loop goes idle and ``flush_if_due(now)`` at least
   every FLUSH_INTERVAL; ``log()`` also flushes a buffer that is due or full.
 - What a crash can lose: only lines still in a worker's buffer. Every line is written before the
-  worker blocks for more work, so a worker that exits, recycles or is stopped loses nothing. A
-  worker killed outright (SIGKILL after ``timeout``, the OOM killer, a crash in C) loses the lines
+  worker blocks for more work, so a worker that exits, recycles or is stopped loses nothing (a quick
+  stop's exit, at Ctrl-C, writes them first). A worker killed outright (SIGKILL after ``timeout``, the OOM killer, a crash in C) loses the lines
   of requests it finished in the last FLUSH_INTERVAL, at most MAX_BUFFERED of them.
 - A file target is reopened when its path no longer names the open file (checked at most once a
   REOPEN_CHECK), so logrotate may simply move it away; after ``reopen()`` (SIGUSR1) it is checked
@@ -515,6 +515,7 @@ class AccessLog:
         self._deadline = 0.0
         self._due_at = 0.0  # the same deadline, in the wall-clock time of Entry.when
         self._flushing = threading.Lock()  # app threads log, and flush a buffer their line made due
+        self._flusher = 0  # the thread in flush(), if any: one cut off there by a signal never lets go of the lock
         # The last line a memo kept, for any connection, with what it was made of (Memo's request, fields,
         # client, second, status and size): a new connection's first line is often the very same (a
         # `Connection: close` client sends the head the last one sent, and the engine gives the same
@@ -616,29 +617,44 @@ class AccessLog:
     def flush(self) -> None:
         """Write every buffered line. Never raises: a log that cannot be written loses lines."""
         with self._flushing:  # one writer at a time: the loop thread, or an app thread whose line made it due
-            buffer = self._buffer
-            batch = buffer[:]
-            del buffer[:len(batch)]  # what was appended since the copy stays
-            if not batch:
-                return
-            sent = 0  # the records of the batch the journal took before a failure: not lost
-            written = False  # the file's lines went to their write, which counts those it lost
+            self._flusher = threading.get_ident()
             try:
-                if self.sendv is not None:
-                    for sent, record in enumerate(batch):  # noqa: B007 (``sent`` is read after a failure)
-                        self.sendv(*record)
-                else:
-                    if self.path:
-                        self._reopen_if_moved()
-                    data = ("\n".join(batch) + "\n").encode("utf-8", "replace")
-                    written = True
-                    self._lines.write(functools.partial(os.write, self.fd), data)
-            except Exception as exc:  # a full disk or a gone journal must not fail requests
-                # A full disk may take part of a batch: the whole lines written before it failed are not lost.
-                self._writes.failed(exc, self._lines.lost if written else len(batch) - sent)
+                self._write_buffer()
+            finally:
+                self._flusher = 0
+
+    def _write_buffer(self) -> None:
+        """flush()'s work, under its lock."""
+        buffer = self._buffer
+        batch = buffer[:]
+        del buffer[:len(batch)]  # what was appended since the copy stays
+        if not batch:
+            return
+        sent = 0  # the records of the batch the journal took before a failure: not lost
+        written = False  # the file's lines went to their write, which counts those it lost
+        try:
+            if self.sendv is not None:
+                for sent, record in enumerate(batch):  # noqa: B007 (``sent`` is read after a failure)
+                    self.sendv(*record)
             else:
-                if self._writes.told:
-                    self._writes.ended()
+                if self.path:
+                    self._reopen_if_moved()
+                data = ("\n".join(batch) + "\n").encode("utf-8", "replace")
+                written = True
+                self._lines.write(functools.partial(os.write, self.fd), data)
+        except Exception as exc:  # a full disk or a gone journal must not fail requests
+            # A full disk may take part of a batch: the whole lines written before it failed are not lost.
+            self._writes.failed(exc, self._lines.lost if written else len(batch) - sent)
+        else:
+            if self._writes.told:
+                self._writes.ended()
+
+    def flush_before_exit(self) -> None:
+        """From a signal handler of the thread about to end the process: write the buffer, unless that thread was
+        itself cut off in a flush (it holds the lock, and would never let it go). Another thread's flush is
+        waited for."""
+        if self._flusher != threading.get_ident():
+            self.flush()
 
     def reopen(self) -> None:
         """Check for a rotated file before the next line, not within REOPEN_CHECK. Safe in a signal

@@ -77,6 +77,7 @@ class WorkerShell:
         self.pid = 0
         self.runner: EventLoop | AsgiRunner | None = None
         self.access: AccessLog | None = None
+        self.quitting = False  # a quick stop's signal came
 
     def run(self) -> int:
         """The worker's whole life; returns its exit code."""
@@ -172,8 +173,8 @@ class WorkerShell:
         # The supervisor's handlers came across the fork; replace every one of them, then let the
         # signals it blocked around fork() through (the supervisor already dropped its wakeup fd).
         signal.signal(signal.SIGTERM, self._on_term)
-        signal.signal(signal.SIGINT, _quick_exit)
-        signal.signal(signal.SIGQUIT, _quick_exit)
+        signal.signal(signal.SIGINT, self._quick_exit)
+        signal.signal(signal.SIGQUIT, self._quick_exit)
         signal.signal(DRAIN_SIGNAL, self._on_drain)
         signal.signal(REOPEN_SIGNAL, self._on_reopen)
         # Here, not by waking the loop: CPython collects at any allocation anyway, so a collection
@@ -186,6 +187,16 @@ class WorkerShell:
         # SIGABRT (sent for --timeout) first dumps where the worker is stuck to stderr, then kills it.
         faulthandler.enable(all_threads=True)
         notify.forget(os.environ)
+
+    def _quick_exit(self, signum: int, frame: object) -> None:
+        # A quick stop (Ctrl-C, or the supervisor's SIGQUIT): out at once, but with the access lines of the
+        # requests already answered (a worker flushes them only once idle, or every FLUSH_INTERVAL).
+        if self.quitting:
+            return  # Ctrl-C's SIGINT and the supervisor's SIGQUIT both come: the second, inside the first's flush
+        self.quitting = True
+        if self.access is not None:
+            self.access.flush_before_exit()
+        os._exit(EXIT_OK)
 
     def _on_term(self, signum: int, frame: object) -> None:
         # Graceful stop: finish the calls in hand, answer them with Connection: close.
@@ -264,6 +275,3 @@ def _tell_why(chan: socket.socket, reason: str, explained: str) -> None:
     except OSError:  # the supervisor is gone: say it here
         log.error("worker %d cannot start: %s", os.getpid(), explained, extra={"SOCKACT_WORKER_PID": os.getpid()})
 
-
-def _quick_exit(signum: int, frame: object) -> None:
-    os._exit(EXIT_OK)

@@ -6,10 +6,12 @@ import contextlib
 import json
 import os
 import re
+import signal
 import socket
 import time
 from pathlib import Path
 
+import pytest
 from conftest import KeepAliveClient, base_env, free_port, http_get
 
 # A path that decodes to CR, LF, ESC and NUL: a log line that quotes it must not break.
@@ -64,6 +66,23 @@ def test_each_request_on_a_keepalive_connection_gets_its_own_access_line(start_s
     text = wait_for_text(path.read_text, r'GET /b\?q=1 HTTP/1\.1".*\n.*"GET /a HTTP')  # the last line is written
     targets = re.findall(r'"GET (\S+) HTTP/1\.1"', text)
     assert targets[-5:] == ["/a", "/a", "/hz", "/b?q=1", "/a"], text  # after the readiness probe's
+
+
+@pytest.mark.parametrize("app", ["testapps:pid", "asgiapps:echo"])
+def test_a_quick_stop_keeps_the_access_lines_of_the_requests_answered(start_sockact, tmp_path: Path, app: str):
+    # Ctrl-C reaches every process of the group. A worker writes its lines once idle, or every 0.1 s while busy,
+    # and its quick exit lost those of the requests it had just answered.
+    path = tmp_path / "access.log"
+    server = start_sockact(app, "--workers", "1", "--access-logfile", str(path))
+    client = KeepAliveClient(server.port)
+    try:
+        for i in range(20):
+            assert client.request(f"/n{i}")[0] == 200
+        os.killpg(server.pid, signal.SIGINT)
+        assert server.proc.wait(15) == 0
+    finally:
+        client.close()
+    assert re.findall(r'"GET /n(\d+) ', path.read_text()) == [str(i) for i in range(20)]
 
 
 def test_json_lines(start_sockact, tmp_path: Path):

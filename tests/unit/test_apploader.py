@@ -106,6 +106,19 @@ def test_an_app_factorys_call_is_parsed_with_literal_arguments_only():
             app_spec(bad)
 
 
+def test_a_files_path_is_answered_with_its_module_and_folder():
+    # A new user types the path they see (`flask run` takes one): the answer says what to write instead.
+    with pytest.raises(ValueError, match=r"not a file's path: set chdir to 'src' and the app to 'app:app'$"):
+        app_spec("src/app.py:app")
+    with pytest.raises(ValueError, match=r"set chdir to '/srv/site' and the app to 'wsgi:application'$"):
+        app_spec("/srv/site/wsgi.py")
+    with pytest.raises(ValueError, match=r"set chdir to '.' and the app to 'app:make\(\)'$"):
+        app_spec("./app.py:make()")
+    with pytest.raises(ValueError, match="expected 'module:callable'"):
+        app_spec("src/my-app.py:app")  # no module is named my-app: the usual answer
+    assert app_spec("app.py:app") == "app.py:app"  # a file in the folder served from loads as before
+
+
 def test_a_factory_is_called_and_a_factory_named_without_its_call_is_refused(isolated):
     (isolated / "factories.py").write_text(FACTORIES)
     prepare(None, [str(isolated)], [])

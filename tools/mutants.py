@@ -1264,6 +1264,11 @@ MUTANTS = (
     Mutant("an-apps-file-path-refused-without-its-module", "sockact/config/parsers.py",
            "    if not slash or not file.endswith", "    if slash or not file.endswith",
            (UNIT + "test_apploader.py::test_a_files_path_is_answered_with_its_module_and_folder",)),
+    Mutant("a-reload-during-the-start-never-answered", "sockact/policy/pool.py",
+           "            return [Ready(), Reloaded(self.current.number, answers)]", "            return [Ready()]",
+           (UNIT + "policy/test_pool.py::test_a_reload_asked_for_during_the_start_is_answered_when_its_generation_"
+            "serves_first", INTEG + "test_reload_command.py::test_a_reload_asked_for_while_the_server_starts_is_"
+            "answered_once_its_generation_serves")),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

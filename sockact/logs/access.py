@@ -15,8 +15,9 @@ Contract:
   every FLUSH_INTERVAL; ``log()`` also flushes a buffer that is due or full.
 - What a crash can lose: only lines still in a worker's buffer. Every line is written before the
   worker blocks for more work, so a worker that exits, recycles or is stopped loses nothing (a quick
-  stop's exit, at Ctrl-C, writes them first). A worker killed outright (SIGKILL after ``timeout``, the OOM killer, a crash in C) loses the lines
-  of requests it finished in the last FLUSH_INTERVAL, at most MAX_BUFFERED of them.
+  stop's exit, at Ctrl-C, writes them first). A worker killed outright (SIGKILL after ``timeout``, the
+  OOM killer, a crash in C) loses the lines of requests it finished in the last FLUSH_INTERVAL, at most
+  MAX_BUFFERED of them.
 - A file target is reopened when its path no longer names the open file (checked at most once a
   REOPEN_CHECK), so logrotate may simply move it away; after ``reopen()`` (SIGUSR1) it is checked
   before the next line. A path that cannot be opened again (its directory gone or read-only) leaves

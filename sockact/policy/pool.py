@@ -425,7 +425,11 @@ class WorkerPool(Generic[C]):
         if not self.ever_ready:
             self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.SERVING)
             self.ever_ready = True
-            return [Ready()]
+            if not self.current.number:
+                return [Ready()]
+            # A reload asked for during the start (a generation past the first): it ends as the start does.
+            answers, self.requests = self.requests, ()
+            return [Ready(), Reloaded(self.current.number, answers)]
         if self.previous is not None:  # a reload runs
             self.phase = advance(PHASE_TRANSITIONS, self.phase, PhaseEvent.RELOADED)
             self.previous = None

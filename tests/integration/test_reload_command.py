@@ -165,6 +165,22 @@ time.sleep(60)
 """
 
 
+def test_a_reload_asked_for_while_the_server_starts_is_answered_once_its_generation_serves(start_sockact, tmp_path):
+    # A HUP before the first READY: the generation that served first was the reload's, and the command waited
+    # out its whole bound for an outcome none published.
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (tmp_path / "slowstart.py").write_text("import time\ntime.sleep(2)\nfrom testapps import pid as app\n")
+    env = {"RUNTIME_DIRECTORY": str(run_dir)}
+    server = start_sockact("slowstart:app", "--workers", "1", "--pythonpath", str(tmp_path), activation=False,
+                           wait=False, env=env)
+    server.waiting(lambda: "started (generation 0)" in server.output(), "the first worker to start")
+    done = reload(server.pid, base_env(**env))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert "reload done: generation 1 serving" in server.output()
+    assert http_get(server.port, "/")[0] == 200
+
+
 def test_reload_run_against_an_older_supervisor_says_once_what_it_keeps(tmp_path):
     # An upgrade not yet restarted (a virtualenv upgraded in place, a package's files replaced): ExecReload's
     # `sockact reload` is the new one, the supervisor still the old one, whose reason says what it keeps.

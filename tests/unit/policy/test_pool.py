@@ -143,6 +143,21 @@ def test_each_reload_answers_its_own_requests_and_a_file_that_fails_at_once_is_n
     assert [(a.answers, a.under_way) for a in actions if isinstance(a, ReloadFailed)] == [((505,), False)]
 
 
+def test_a_reload_asked_for_during_the_start_is_answered_when_its_generation_serves_first():
+    # It was not: the first READY came alone, and `sockact reload` waited out its whole bound.
+    h = Harness(Cfg(workers=1, name="g0"))
+    h.run(h.pool.start(0.0))
+    assert h.run(h.pool.hup(Cfg(workers=1, name="g1"), None, 0.5, requests=(501,)))
+    (g1,) = [p for p, gen in h.gen.items() if gen == 1]
+    actions = h.pool.ready(g1, 1.0)
+    assert [a for a in actions if not isinstance(a, Retire)] == [Ready(), Reloaded(1, (501,))]
+    assert [a.pid for a in actions if isinstance(a, Retire)] == [g1 - 1]  # the first generation's worker
+    assert h.pool.phase is Phase.SERVING and h.pool.serving_config.name == "g1"
+    h.run(h.pool.hup(Cfg(workers=1, name="g2"), None, 2.0, requests=(502,)))  # the next reload answers its own alone
+    (g2,) = [p for p, gen in h.gen.items() if gen == 2]
+    assert Reloaded(2, (502,)) in h.pool.ready(g2, 2.1)
+
+
 def test_a_bad_settings_file_fails_the_reload_at_once():
     h = Harness(Cfg())
     h.start_all()

@@ -123,11 +123,12 @@ def _stream(environ, start_response):
 
 
 def _big(environ, start_response):
-    """?mb= MiB of body (default 1), in 64 KiB pieces: more than socket buffers hold."""
-    mebibytes = int(parse_qs(environ["QUERY_STRING"]).get("mb", ["1"])[0])
-    start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(mebibytes << 20))])
+    """?mb= MiB of body (default 1), or ?bytes= bytes, in 64 KiB pieces: more than socket buffers hold."""
+    query = parse_qs(environ["QUERY_STRING"])
+    size = int(query["bytes"][0]) if "bytes" in query else int(query.get("mb", ["1"])[0]) << 20
+    start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))])
     piece = b"x" * 65536
-    return (piece for _ in range(mebibytes * 16))
+    return (piece[:size - at] for at in range(0, size, 65536))
 
 
 def _boom(environ, start_response):

@@ -56,6 +56,8 @@ OVERRIDDEN_TEST = ("test_a_file_setting_that_a_flag_or_the_environment_overrides
                    "by_check")
 TOML_MISTAKES_TEST = "test_a_toml_syntax_mistake_names_the_line_its_key_and_what_to_write"
 CRASHING = INTEG + "test_workers_that_keep_crashing.py::"
+SLOW_READER_TEST = (INTEG + "test_handback_and_send_deadlines.py::test_a_response_its_client_reads_slowly_holds_no_app_"
+                    "thread")
 OVERLAPPING_RELOADS_TEST = "test_a_reload_that_fails_at_once_during_another_answers_only_its_own_command"
 
 CLI_WALLS = INTEG + "test_cli_walls.py::"
@@ -1269,6 +1271,26 @@ MUTANTS = (
            (UNIT + "policy/test_pool.py::test_a_reload_asked_for_during_the_start_is_answered_when_its_generation_"
             "serves_first", INTEG + "test_reload_command.py::test_a_reload_asked_for_while_the_server_starts_is_"
             "answered_once_its_generation_serves")),
+    Mutant("wsgi-outbox-never-given", "sockact/worker/shell.py",
+           "spool_budget=budget, outbox_budget=outboxes,", "spool_budget=budget, outbox_budget=None,",
+           (SLOW_READER_TEST,)),
+    Mutant("wsgi-outbox-takes-a-tail-before-any-of-its-response-is-out", "sockact/wsgi/wire.py",
+           "if keep and self.sent > self.begun and self._keep(buffers):", "if keep and self._keep(buffers):",
+           (UNIT + "test_wire_outbox.py",)),
+    Mutant("wsgi-outbox-past-its-bound", "sockact/wsgi/wire.py",
+           "+ size > OUTBOX_MAX or", "+ size > 2 * OUTBOX_MAX or",
+           (UNIT + "test_wire_outbox.py",)),
+    Mutant("wsgi-stream-piece-waits-behind-the-outbox", "sockact/wsgi/wire.py",
+           "if self.outbox is not None and not self.send_outbox():", "if self.outbox is not None:",
+           (UNIT + "test_wire_outbox.py",)),
+    Mutant("wsgi-outbox-never-timed-out", "sockact/worker/owner.py",
+           "    if state is UNREAD or state is SENDING:", "    if state is UNREAD:",
+           (UNIT + "test_worker_states.py", INTEG + "test_handback_and_send_deadlines.py::test_a_response_tail_its_"
+            "client_never_takes_is_dropped_after_send_timeout")),
+    Mutant("wsgi-outbox-out-closes-a-connection-that-persists", "sockact/worker/wsgirunner.py",
+           "        if held.close_after:\n            self._close(held)\n            return\n        self._unwatch",
+           "        if True:\n            self._close(held)\n            return\n        self._unwatch",
+           (SLOW_READER_TEST,)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

@@ -46,6 +46,15 @@ BODY_MIN_RATE = 1024
 # A spooled request body (body_spool) is read back for wsgi.input this many bytes at a time.
 SPOOL_READ = 64 * 1024
 
+# A WSGI response's bytes the kernel has no room for, once some of the response has gone out, wait in the
+# connection's outbox, which the worker's loop writes as the client takes them: the app thread is free for
+# the next request, as an ASGI task is. Up to OUTBOX_MAX bytes a connection, and OUTBOX_TOTAL for all of a
+# worker's at once; past either, the app thread's write waits for room as before (send_timeout). A client
+# that reads slowly then costs a worker memory, not an app thread; one that reads nothing is let go after
+# send_timeout, and one that trickles once its pace is below BODY_MIN_RATE.
+OUTBOX_MAX = 1024 * 1024
+OUTBOX_TOTAL = 32 * 1024 * 1024
+
 
 class SpoolFull(OSError):
     """A spooled body would pass its worker's body_spool_total: answered as a file that cannot be written."""
@@ -53,9 +62,9 @@ class SpoolFull(OSError):
 
 class SpoolBudget:
     """The bytes a worker's spooled request bodies may hold at once (body_spool_total; 0: no bound), shared by
-    its listeners. A body takes its share on the loop's thread; it is given back when its file is closed, on
-    an app thread (the call is over) or the loop's (the connection is closed): hence the lock, taken only
-    for spooled bodies."""
+    its listeners; and, another of them, its WSGI outboxes (OUTBOX_TOTAL). A body takes its share on the loop's
+    thread; it is given back when its file is closed, on an app thread (the call is over) or the loop's (the
+    connection is closed): hence the lock, taken only for spooled bodies and outboxes."""
 
     __slots__ = ("lock", "total", "used")
 
@@ -66,11 +75,17 @@ class SpoolBudget:
 
     def take(self, size: int) -> None:
         """Take ``size`` more bytes, or raise SpoolFull, taking nothing, if they would pass the bound."""
+        if not self.fits(size):
+            raise SpoolFull(f"this worker's spooled bodies hold {self.used} bytes and this one needs {size} "
+                            f"more, past body_spool_total ({self.total}): raise it for more uploads at once")
+
+    def fits(self, size: int) -> bool:
+        """Take ``size`` more bytes if they are within the bound: whether they were taken."""
         with self.lock:
             if self.total and self.used + size > self.total:
-                raise SpoolFull(f"this worker's spooled bodies hold {self.used} bytes and this one needs {size} "
-                                f"more, past body_spool_total ({self.total}): raise it for more uploads at once")
+                return False
             self.used += size
+            return True
 
     def give(self, size: int) -> None:
         with self.lock:

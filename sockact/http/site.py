@@ -40,6 +40,7 @@ class Site:
     body_buffer: int = 0  # bodies up to this size are read whole by the loop before the app's call
     body_spool: int = 0  # larger bodies up to this size (chunked: decoded) the loop reads into a file first
     spool_budget: SpoolBudget | None = None  # what all spooled bodies hold at once (the worker's, body_spool_total)
+    outbox_budget: SpoolBudget | None = None  # what all WSGI outboxes hold at once (OUTBOX_TOTAL); None: no outbox
     send_timeout: float = 0.0  # per response write that makes no progress (send_timeout); 0.0: io_timeout
     root_path: str = ""  # the prefix the app is mounted under (SCRIPT_NAME, ASGI's root_path)
     threaded: bool = False  # more than one app thread may call the app at once (wsgi.multithread)

@@ -11,12 +11,13 @@ CALL --served--> IDLE, whose clock starts, in ``Owner.served``.
     PREFACE --preface--> FRESH                  (a PROXY header first, then HTTP)
     FRESH/IDLE --bytes--> HEAD                  (part of a request head has come)
     FRESH/HEAD/IDLE --head--> QUEUED --call--> CALL --served--> IDLE
+    CALL --sending--> SENDING --sent--> IDLE    (its response's tail in the outbox, the loop writes it: WSGI)
     FRESH/HEAD/IDLE --buffer--> BODY --body--> QUEUED    (the loop reads the body: body_buffer, body_spool)
     FRESH/HEAD/IDLE --answer--> IDLE            (answered on the loop: the health path)
     HEAD/IDLE/BODY --unread--> UNREAD --taken--> QUEUED, or --serve--> CALL
                                                 (its client took none of the last answers: WSGI)
     any open state --closing--> CLOSING --close--> CLOSED    (an answer going out, then lingering)
-    any state but CALL, UNREAD and CLOSING --hand_back--> HANDED     (a stall: back to the supervisor)
+    any state but CALL, UNREAD, SENDING and CLOSING --hand_back--> HANDED     (a stall: back to the supervisor)
     FRESH/IDLE --park--> HANDED                 (idle at a request boundary: parked)
     any live state --close--> CLOSED
 
@@ -30,7 +31,7 @@ import enum
 from sockact.policy.states import InvalidTransition
 
 __all__ = ["BODY", "CALL", "CLOSED", "CLOSING", "CONN_TRANSITIONS", "FRESH", "HANDED", "HEAD", "IDLE", "PREFACE",
-           "QUEUED", "ROW_MOVES", "UNREAD", "ConnState", "InvalidTransition"]
+           "QUEUED", "ROW_MOVES", "SENDING", "UNREAD", "ConnState", "InvalidTransition"]
 
 
 class ConnState(enum.Enum):
@@ -46,6 +47,9 @@ class ConnState(enum.Enum):
     # thread's write would otherwise wait for it, holding the thread.
     UNREAD = "unread"
     CALL = "call"  # an app call (a thread, or an asyncio task) owns it
+    # Its call is over, and the tail of its response waits in its outbox, which the loop writes as the client takes
+    # it (WSGI): send_timeout from its start, moved on a second per BODY_MIN_RATE bytes taken. No app thread waits.
+    SENDING = "sending"
     IDLE = "idle"  # at a request boundary after a response: parked after park_after
     CLOSING = "closing"  # its last answer goes out, then what the client still sends is dropped
     HANDED = "handed"  # back with the supervisor (parked or handed back): no longer this worker's
@@ -60,10 +64,10 @@ class ConnState(enum.Enum):
 
 # The members as plain module names, for the per-request path: on Python 3.11 ``ConnState.CALL`` costs
 # 0.3 µs (the Enum class's attribute machinery), a module name a twentieth of that.
-PREFACE, FRESH, HEAD, BODY, QUEUED, UNREAD, CALL, IDLE, CLOSING, HANDED, CLOSED = ConnState
+PREFACE, FRESH, HEAD, BODY, QUEUED, UNREAD, CALL, SENDING, IDLE, CLOSING, HANDED, CLOSED = ConnState
 
 _C = ConnState
-_OPEN = (_C.PREFACE, _C.FRESH, _C.HEAD, _C.BODY, _C.QUEUED, _C.UNREAD, _C.CALL, _C.IDLE)
+_OPEN = (_C.PREFACE, _C.FRESH, _C.HEAD, _C.BODY, _C.QUEUED, _C.UNREAD, _C.CALL, _C.SENDING, _C.IDLE)
 _WAITING = (_C.FRESH, _C.HEAD, _C.IDLE)  # reading, between calls: where a request can begin
 
 CONN_TRANSITIONS: dict[tuple[ConnState, str], ConnState] = {
@@ -83,6 +87,8 @@ CONN_TRANSITIONS: dict[tuple[ConnState, str], ConnState] = {
     # A request the free loop thread calls the moment it is read (or its body is) never waits (WSGI).
     **{(state, "serve"): _C.CALL for state in (*_WAITING, _C.BODY)},
     (_C.CALL, "served"): _C.IDLE,
+    (_C.CALL, "sending"): _C.SENDING,
+    (_C.SENDING, "sent"): _C.IDLE,
     **{(state, "closing"): _C.CLOSING for state in _OPEN},
     **{(state, "close"): _C.CLOSED for state in (*_OPEN, _C.CLOSING)},
     **{(state, "hand_back"): _C.HANDED for state in (_C.PREFACE, *_WAITING, _C.BODY, _C.QUEUED)},
@@ -97,7 +103,7 @@ ROW_MOVES = ("head", "call", "serve")
 
 # The states whose deadline (owner.due) runs from the moment they are entered, except along KEEP_CLOCK:
 # one head's deadline counts from its connection's first moment, and a head that grows is the same head.
-CLOCKED = frozenset({_C.PREFACE, _C.FRESH, _C.HEAD, _C.BODY, _C.UNREAD, _C.IDLE, _C.CLOSING})
+CLOCKED = frozenset({_C.PREFACE, _C.FRESH, _C.HEAD, _C.BODY, _C.UNREAD, _C.SENDING, _C.IDLE, _C.CLOSING})
 KEEP_CLOCK = frozenset({(_C.FRESH, _C.HEAD), (_C.HEAD, _C.HEAD)})
 
 for _state in ConnState:

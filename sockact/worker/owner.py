@@ -37,7 +37,18 @@ from sockact.ipc import handoff
 from sockact.ipc.scoreboard import IN_HEAD, READ
 from sockact.logs import flood
 from sockact.worker.channel import Closed, preface_refused
-from sockact.worker.connstates import BODY, CLOSING, FRESH, HEAD, IDLE, PREFACE, UNREAD, ConnState, InvalidTransition
+from sockact.worker.connstates import (
+    BODY,
+    CLOSING,
+    FRESH,
+    HEAD,
+    IDLE,
+    PREFACE,
+    SENDING,
+    UNREAD,
+    ConnState,
+    InvalidTransition,
+)
 
 TIMER_INTERVAL = 0.01  # seconds between a runner's looks at every held connection's deadlines
 
@@ -150,7 +161,7 @@ def due(conn: Owned, now: float, park_after: float, stopping: bool) -> Due | Non
         return Due.REFUSE_PREFACE if waited > conn.site.header_timeout else None
     if state is CLOSING:
         return Due.CLOSING
-    if state is UNREAD:
+    if state is UNREAD or state is SENDING:
         return Due.SEND_TIMEOUT if waited > (conn.site.send_timeout or conn.site.io_timeout) else None
     return None
 

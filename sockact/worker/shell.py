@@ -31,7 +31,7 @@ from sockact.hooks import Server as HookServer
 from sockact.hooks import Worker as HookWorker
 from sockact.http import Limits, Site
 from sockact.http.forwarded import Trust
-from sockact.http.limits import SpoolBudget
+from sockact.http.limits import OUTBOX_TOTAL, SpoolBudget
 from sockact.http.site import client_budget, no_app
 from sockact.ipc import handoff
 from sockact.ipc.scoreboard import MAX_THREADS, Scoreboard, SpareLines, Waiting
@@ -223,10 +223,11 @@ class WorkerShell:
             self.access = AccessLog(self.config.access_logformat, self.config.access_logfile, installed_sendv())
         locals_ = self.locals or [None] * len(self.listener_names)
         budget = SpoolBudget(self.config.body_spool_total)  # the worker's, whichever listener a body came on
-        return [self._site(self.config.listener(name), apps, budget, local)
+        outboxes = SpoolBudget(OUTBOX_TOTAL)  # the same, for the tails of WSGI responses
+        return [self._site(self.config.listener(name), apps, budget, outboxes, local)
                 for name, local in zip(self.listener_names, locals_, strict=True)]
 
-    def _site(self, lc: ListenerConfig, apps: Mapping[str, WSGIApp], budget: SpoolBudget,
+    def _site(self, lc: ListenerConfig, apps: Mapping[str, WSGIApp], budget: SpoolBudget, outboxes: SpoolBudget,
               local: tuple[str, int] | None = None) -> Site:
         app = apps[lc.app] if self.config.serves(lc.name) else no_app
         limits = Limits(
@@ -237,7 +238,7 @@ class WorkerShell:
                     io_timeout=self.config.timeout or IO_TIMEOUT_OFF, access_log=lc.access_log, listener=lc.name,
                     access=self.access, trust=Trust.kept(lc.forwarded_allow_ips),
                     health_path=lc.health_path.encode("ascii"), proxy_protocol=lc.proxy_protocol,
-                    body_buffer=lc.body_buffer, body_spool=lc.body_spool, spool_budget=budget,
+                    body_buffer=lc.body_buffer, body_spool=lc.body_spool, spool_budget=budget, outbox_budget=outboxes,
                     send_timeout=self.config.send_timeout, root_path=lc.root_path,
                     threaded=self.config.thread_ceiling > 1, client_budget=client_budget(self.config.timeout),
                     local=local)

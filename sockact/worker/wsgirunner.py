@@ -73,7 +73,7 @@ from sockact.worker.channel import (
     read_channel,
     report,
 )
-from sockact.worker.connstates import BODY, CALL, CLOSING, HEAD, IDLE, PREFACE, QUEUED, UNREAD, ConnState
+from sockact.worker.connstates import BODY, CALL, CLOSING, HEAD, IDLE, PREFACE, QUEUED, SENDING, UNREAD, ConnState
 from sockact.worker.guard import start_guarded
 from sockact.worker.owner import TIMER_INTERVAL, Carrier, Due, Owned, Owner
 from sockact.wsgi.environ import site_environ
@@ -137,8 +137,8 @@ _CLOSE, _LINGER, _PARTIAL, _IDLE = Step.CLOSE, Step.LINGER, Step.PARTIAL, Step.I
 class Held(Owned):
     """A connection the WSGI runner holds: the owner's books (owner.Owned), its socket and its engine."""
 
-    __slots__ = ("call_line", "call_of", "http", "linger_until", "lingered", "look_at", "preface", "request", "sock",
-                 "watched")
+    __slots__ = ("call_line", "call_of", "close_after", "http", "linger_until", "lingered", "look_at", "preface",
+                 "request", "sock", "watched")
 
     def __init__(self, msg: handoff.Message, sock: socket.socket, site: Site, state: ConnState, now: float,
                  http: HTTPConnection) -> None:
@@ -156,6 +156,7 @@ class Held(Owned):
         self.call_of: Request | None = None
         self.call_line = b""
         self.look_at = OUTPUT_LOOK  # once its wire has sent more, its next call waits for room (EventLoop._unread)
+        self.close_after = False  # SENDING: its response does not persist, closed once its outbox is out
 
     def unparsed(self) -> bytes:
         return bytes(self.preface) if self.preface is not None else self.http.unparsed()
@@ -390,6 +391,8 @@ class EventLoop(Carrier[Held]):
         elif state is not CLOSING:
             if state is UNREAD:
                 self._taken(held)  # writable: its client took some of its answers (or failed: its call finds out)
+            elif state is SENDING:
+                self._send_tail(held)  # writable: more of its outbox goes
             return  # its app thread reads it, or it left in this turn of the loop (a stale event)
         try:
             data = held.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
@@ -757,14 +760,42 @@ class EventLoop(Carrier[Held]):
         shares[path] = share + ((1.0 if slow else 0.0) - share) * PATH_WEIGHT
 
     def _after(self, held: Held, keep: bool) -> bool:
-        """A call is over: count it, and close its connection or bring it back to IDLE; True if it persists
-        (the caller then looks for the next request: a pipelined one may be buffered already)."""
-        if self.owner.served(held, keep):  # back to IDLE if it persists
+        """A call is over: count it, and close its connection or bring it back to IDLE, or, with its response's tail
+        in its outbox, leave it SENDING; True if it persists (the caller then looks for the next request: a pipelined
+        one may be buffered already)."""
+        sending = held.http.wire.outbox is not None
+        if self.owner.served(held, keep and not sending):  # back to IDLE if it persists
             report(self.chan, handoff.Message(handoff.RECYCLE))
+        if sending:
+            held.close_after = not keep
+            held.to("sending")
+            self._watch(held, events=select.EPOLLOUT)
+            return False
         if not keep:
             self._close(held)
             return False
         return True
+
+    def _send_tail(self, held: Held) -> None:
+        """SENDING, and its socket has room: what the kernel takes of the outbox goes. Its deadline moves on a second
+        per BODY_MIN_RATE bytes taken, as a body's does: a client at a real pace is never cut, a trickle is. Once all
+        of it is out, the connection goes on as after its call (or closes, its response not persisting)."""
+        wire = held.http.wire
+        before = wire.sent
+        try:
+            out = wire.send_outbox()
+        except ClientGone:
+            self._close(held)
+            return
+        held.since = min(time.monotonic(), held.since + (wire.sent - before) / BODY_MIN_RATE)
+        if not out:
+            return
+        if held.close_after:
+            self._close(held)
+            return
+        self._unwatch(held)  # watched for room; from here for input
+        held.to("sent")
+        self._advance(held)  # a request it pipelined meanwhile, or idle
 
     # ------------------------------------------------------------------ app threads
 
@@ -773,7 +804,7 @@ class EventLoop(Carrier[Held]):
         read behind its request is put back in the poller by this thread, its last act on it, and the loop is not
         woken for it: its client's next request wakes the loop, which takes this end first (_turn). Waking the loop
         to put it back would cost a thread switch and the GIL's hand-over before the next request could be read."""
-        armed = keep and held.http.engine.idle
+        armed = keep and held.http.engine.idle and held.http.wire.outbox is None
         if armed:
             held.rest(held.http.wire.sent)  # as _settle marks it: every byte read is answered, and written
         # Every end goes in under the lock, armed or not: _take_done empties the list under it, and an end put
@@ -912,6 +943,8 @@ class EventLoop(Carrier[Held]):
             held.http.head_timed_out()
         elif what is Due.BODY_TIMEOUT:
             held.http.body_timed_out()
+        elif what is Due.SEND_TIMEOUT and held.state is SENDING:
+            held.http.response_not_taken()
         elif what is Due.SEND_TIMEOUT:
             held.http.answers_not_taken(held.request)
         self._close(held)  # DROP: it sent nothing, and is told nothing

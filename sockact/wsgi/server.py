@@ -149,7 +149,9 @@ class HTTPConnection:
         of the caller's), prepared once as a plain dict, which copies faster than site_environ's view;
         ``environ_extra`` then holds this connection's own."""
         self.engine = engine = Connection(site.limits)
-        self.wire = Wire(sock, site.io_timeout, site.send_timeout or site.io_timeout)
+        self.wire = wire = Wire(sock, site.io_timeout, site.send_timeout or site.io_timeout)
+        if site.outbox_budget is not None:  # the WSGI runner's loop writes what a response leaves in the outbox
+            wire.outbox_budget = site.outbox_budget
         self.sock = sock
         self.site = site
         self.conn_id = conn_id
@@ -240,8 +242,10 @@ class HTTPConnection:
                 except APP_FAILURES as exc:  # the app's, or ours while sending; never the client's to see
                     keep = self._failed(exc)
                 start.write = ended  # the write() it returned reaches no later response
-                if keep and line is not None:
-                    line.answered()  # a worker that dies from here on leaves an idle connection, not a cut response
+                if keep and line is not None and self.wire.outbox is None:
+                    # A worker that dies from here on leaves an idle connection, not a cut response (with a tail in
+                    # the outbox, it is cut: the loop writes it, and the worker's death closes the connection).
+                    line.answered()
                 self.wire.deadline = math.inf
                 if self.errors.pending:  # what the app wrote to wsgi.errors without a newline at its end
                     self.errors.flush()
@@ -410,6 +414,13 @@ class HTTPConnection:
         """The buffered body stopped coming for io_timeout: 408, then the caller closes."""
         self.refuse(ProtocolError(408, "request body timed out"), linger=False)
 
+    def response_not_taken(self) -> None:
+        """The client took no bytes of its response for send_timeout (an app thread's write, or the outbox's in the
+        worker's loop): said once, then the caller closes."""
+        flood.WORKER.log(flood.SLOW_READER, log, logging.INFO, "conn %d: the client took no bytes of the response to "
+                         "%s for %gs (send_timeout): connection closed", self.conn_id, self.request_line(),
+                         self.wire.send_timeout)
+
     def answers_not_taken(self, waiting: Request | None) -> None:
         """The client took none of its answers for send_timeout while ``waiting`` waited behind them (UNREAD in the
         worker's loop): said once, then the caller closes."""
@@ -437,6 +448,7 @@ class HTTPConnection:
         del self._write, self.errors
         if self.spool is not None:
             self.drop_spool()  # left while its body was coming (a 408, a stop)
+        self.wire.drop_outbox()
 
     def request_line(self) -> str:
         """The request in hand as logs quote it: client text escaped (see logs.access.escape)."""
@@ -566,14 +578,16 @@ class HTTPConnection:
         # Marked begun right before the send, never after it (a 502 after bytes went out would land
         # inside this response), with what was written before it: if the worker dies meanwhile, the
         # kernel's count of bytes written tells the supervisor whether any of this response went out.
+        wire = self.wire
+        wire.begun = wire.sent  # the outbox takes a tail of it only once some of it is out
         if self.line is not None:
-            self.line.responded(self.wire.sent, len(head) + len(body) if whole else 0)
+            self.line.responded(wire.sent, len(head) + len(body) if whole else 0)
         # _guarded_send's steps, without its call: this runs for every response.
         try:
             if len(body) <= COALESCE_MAX:
-                self.wire.send(head + body if body else head)
+                wire.send(head + body if body else head)
             else:
-                self.wire.send(head, body)
+                wire.send(head, body)
         except ClientGone:
             self.wire_failed = True
             raise
@@ -661,9 +675,7 @@ class HTTPConnection:
                                  "too slowly to end before timeout (%gs): connection closed", self.conn_id,
                                  self.request_line(), self.site.io_timeout)
             else:
-                flood.WORKER.log(flood.SLOW_READER, log, logging.INFO, "conn %d: the client took no bytes of the "
-                                 "response to %s for %gs (send_timeout): connection closed", self.conn_id,
-                                 self.request_line(), self.wire.send_timeout)
+                self.response_not_taken()
             return False
         if self.wire_failed:
             log.debug("conn %d: client gone while serving: %s", self.conn_id, exc)
@@ -688,7 +700,7 @@ class HTTPConnection:
         if self.line is not None:
             self.line.responded(self.wire.sent, 0)
         try:
-            self.wire.send(self.engine.error_response(status, http_date()))
+            self.wire.send(self.engine.error_response(status, http_date()), keep=False)  # whole: a linger may follow
             if unread:
                 self.wire.linger()
         except ClientGone:

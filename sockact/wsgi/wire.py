@@ -18,7 +18,7 @@ import socket
 import struct
 import time
 
-from sockact.http.limits import LINGER_BYTES, LINGER_IDLE, LINGER_SECONDS, RECV_SIZE
+from sockact.http.limits import LINGER_BYTES, LINGER_IDLE, LINGER_SECONDS, OUTBOX_MAX, RECV_SIZE, SpoolBudget
 
 _POLLIN = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
 _POLLOUT = select.POLLOUT | select.POLLERR | select.POLLHUP
@@ -50,6 +50,13 @@ class Wire:
     # Bytes the kernel took through this object (and the loop's 100 Continue): set against the kernel's
     # own count if the worker dies, it tells whether a response had begun to go out.
     sent = 0
+    # The outbox: what the kernel had no room for, for the worker's loop to write (send_outbox). Given a budget
+    # (the worker's), a send keeps there what does not go at once, once some of its response has gone out
+    # (``begun``: ``sent`` when it began): a worker that dies then leaves a cut response, closed, never a
+    # client parked as if idle, or told 502 when part of its answer is out.
+    outbox_budget: SpoolBudget | None = None
+    outbox: bytearray | None = None
+    begun = 0
 
     def __init__(self, sock: socket.socket, io_timeout: float, send_timeout: float | None = None) -> None:
         if sock.gettimeout() is not None:
@@ -96,16 +103,29 @@ class Wire:
         except OSError as exc:
             raise ClientGone(str(exc)) from exc
 
-    def send(self, data: bytes | memoryview, *more: bytes | memoryview) -> None:
-        """Send all of ``data`` and ``more``; with several pieces, in one sendmsg() where the kernel takes them."""
-        sock = self.sock
+    def send(self, data: bytes | memoryview, *more: bytes | memoryview, keep: bool = True) -> None:
+        """Send all of ``data`` and ``more``; with several pieces, in one sendmsg() where the kernel takes them.
+        With an outbox, what the kernel has no room for may wait there instead, behind what waits already, unless
+        not ``keep`` (all of it goes now: a linger or a close follows)."""
+        # What waits in the outbox goes first: what the kernel takes of it now (a stream's next piece must not wait
+        # behind it while its client reads), then, if some is left, this after it.
+        if self.outbox is not None and not self.send_outbox():
+            if keep and self._keep((data, *more)):
+                return
+            self._send([memoryview(self._take_outbox()), data, *more], keep=False)  # all of it now, waiting for room
+            return
         if not more:
             # The usual case: one piece, which the kernel takes whole in one call.
             before = self.sent
             if self.send_now(data):
                 return
             data = memoryview(data)[self.sent - before:]
-        buffers: list[bytes | memoryview] = [part for part in (data, *more) if part]
+        self._send([data, *more], keep=keep and self.outbox_budget is not None)
+
+    def _send(self, pieces: list[bytes | memoryview], keep: bool) -> None:
+        """send()'s loop: what the kernel takes at once, then waits for room (``keep``: or into the outbox)."""
+        sock = self.sock
+        buffers = [part for part in pieces if part]
         try:
             while buffers:
                 try:
@@ -119,15 +139,60 @@ class Wire:
                 if buffers:
                     if sent:
                         buffers[0] = memoryview(buffers[0])[sent:]
+                    if keep and self.sent > self.begun and self._keep(buffers):
+                        return
                     self._wait_to_send()
         except ClientGone:
             raise
         except OSError as exc:
             raise ClientGone(str(exc)) from exc
 
+    def _keep(self, pieces: tuple[bytes | memoryview, ...] | list[bytes | memoryview]) -> bool:
+        """Put ``pieces`` in the outbox if they fit (OUTBOX_MAX, and the worker's budget): whether they went."""
+        budget = self.outbox_budget
+        size = sum(len(part) for part in pieces)
+        outbox = self.outbox
+        if budget is None or (len(outbox) if outbox is not None else 0) + size > OUTBOX_MAX or not budget.fits(size):
+            return False
+        if outbox is None:
+            outbox = self.outbox = bytearray()
+        for part in pieces:
+            outbox += part
+        return True
+
+    def _take_outbox(self) -> bytearray:
+        """The outbox's bytes, out of it (and out of the budget): for a send that writes them itself."""
+        outbox = self.outbox
+        assert outbox is not None and self.outbox_budget is not None
+        self.outbox = None
+        self.outbox_budget.give(len(outbox))
+        return outbox
+
+    def send_outbox(self) -> bool:
+        """For the worker's loop, which must never wait for a client: what the kernel takes of the outbox now;
+        True once it is empty. Raises ClientGone."""
+        outbox = self.outbox
+        assert outbox is not None and self.outbox_budget is not None
+        sent = self._send_dontwait(outbox)
+        del outbox[:sent]
+        self.outbox_budget.give(sent)
+        if outbox:
+            return False
+        self.outbox = None
+        return True
+
+    def drop_outbox(self) -> None:
+        """The connection is closed: what its outbox held will never go."""
+        if self.outbox is not None:
+            self._take_outbox()
+
     def send_now(self, data: bytes | memoryview) -> bool:
         """Send ``data`` without waiting for room, for the worker's loop, which must never wait for a client: False
         when the kernel did not take it whole (what it took is counted, the rest is dropped)."""
+        return self._send_dontwait(data) == len(data)
+
+    def _send_dontwait(self, data: bytes | bytearray | memoryview) -> int:
+        """What the kernel takes of ``data`` now, counted in ``sent``."""
         try:
             sent = self.sock.send(data, socket.MSG_DONTWAIT)
         except BlockingIOError:
@@ -135,7 +200,7 @@ class Wire:
         except OSError as exc:
             raise ClientGone(str(exc)) from exc
         self.sent += sent
-        return sent == len(data)
+        return sent
 
     def has_room(self) -> bool:
         """Whether the kernel would take more output now, without waiting (the socket is writable, or failed:
@@ -154,6 +219,8 @@ class Wire:
 
         Fewer than ``count`` only if the file is shorter than it was said to be.
         """
+        if self.outbox is not None:
+            self._send([memoryview(self._take_outbox())], keep=False)  # before the file, waiting for room
         done = 0
         try:
             while done < count:

@@ -4,6 +4,9 @@ that never reads its response."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import socket
 import threading
 import time
@@ -88,3 +91,121 @@ def test_a_client_that_pipelines_and_never_reads_holds_no_app_thread(start_socka
         server.wait_for_log("(send_timeout): connection closed", timeout=send_timeout + 10)
         pipeline.join(30)
     assert sorted(server.workers()) == pids
+
+
+
+def _kernel_takes() -> int:
+    """What the kernel takes of a response whose client reads none of it (a small receive buffer), on a loopback
+    connection such as the tests': what a response must pass for its tail to wait in the outbox."""
+    with socket.create_server(("127.0.0.1", 0)) as server, socket.socket() as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(server.getsockname())
+        conn, _ = server.accept()
+        with conn:
+            conn.setblocking(False)
+            taken, still = 0, 0
+            while still < 3:  # the send buffer grows as the connection goes: until it takes nothing three times
+                try:
+                    taken += conn.send(b"x" * 65536)
+                    still = 0
+                except BlockingIOError:
+                    still += 1
+                    time.sleep(0.1)
+            return taken
+
+
+# A response this much past what the kernel takes leaves a tail in the outbox (up to 1 MiB).
+TAIL = 512 * 1024
+
+
+def _asks_and_reads_nothing(port: int, close: bool = False) -> socket.socket:
+    """A client that asks for ``target`` and takes none of its answer (a small receive buffer: the kernel holds
+    little of it on the client's side)."""
+    size = _kernel_takes() + TAIL
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(30)
+    sock.connect(("127.0.0.1", port))
+    close_field = "Connection: close\r\n" if close else ""
+    sock.sendall(f"GET /?bytes={size} HTTP/1.1\r\nHost: test\r\n{close_field}\r\n".encode())
+    return sock
+
+
+def _one_thread_and_a_slow_reader(start_sockact, send_timeout: float, close: bool = False):
+    """One worker of one app thread serving testapps:big: (the server, its worker's pid, a client that asked for a
+    response with a tail for the outbox and reads none of it)."""
+    server = start_sockact("testapps:big", "--workers", "1", "--threads", "1", "--max-threads", "1", "--timeout", "60",
+                           "--send-timeout", str(send_timeout), workers=1)
+    [worker] = server.workers()
+    return server, worker, _asks_and_reads_nothing(server.port, close)
+
+
+def _read_response(sock: socket.socket) -> tuple[bytes, bytes]:
+    """One response with a Content-Length: (head, body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {len(body)} of {length} bytes"
+        body += chunk
+    return head, body
+
+
+@pytest.mark.parametrize("close", [False, True], ids=["keep-alive", "close"])
+def test_a_response_its_client_reads_slowly_holds_no_app_thread(start_sockact, close):
+    # One app thread: its write waited for the client until send_timeout (30 s here), and every other request of
+    # the worker waited behind it. Now the response's tail waits in the connection's outbox, which the worker's
+    # loop writes as the client takes it, and the thread serves the next request.
+    server, _, slow = _one_thread_and_a_slow_reader(start_sockact, send_timeout=30, close=close)
+    try:
+        time.sleep(0.5)  # its call is over, the kernel's buffers full
+        status, _, body = http_get(server.port, "/?mb=0", timeout=10)
+        assert status == 200 and body == b""
+        head, body = _read_response(slow)  # all of it, at last
+        assert head.startswith(b"HTTP/1.1 200 ") and body == b"x" * len(body) and len(body) > TAIL
+        if close:
+            assert slow.recv(1) == b""
+        else:  # the connection goes on
+            slow.sendall(b"GET /?mb=0 HTTP/1.1\r\nHost: test\r\n\r\n")
+            head, body = _read_response(slow)
+            assert head.startswith(b"HTTP/1.1 200 ") and body == b""
+    finally:
+        slow.close()
+    assert "(send_timeout)" not in server.output()
+
+
+def test_a_response_tail_its_client_never_takes_is_dropped_after_send_timeout(start_sockact):
+    # The worker's loop lets it go, as the app thread's write did, and meanwhile that thread serves others.
+    server, worker, slow = _one_thread_and_a_slow_reader(start_sockact, send_timeout=3)
+    try:
+        time.sleep(0.5)
+        assert http_get(server.port, "/?mb=0")[0] == 200
+        assert "(send_timeout)" not in server.output()  # answered before the slow client was let go
+        said = server.wait_for_log("(send_timeout): connection closed", timeout=15)
+        assert re.search(r"the client took no bytes of the response to GET /\?bytes=\d+ HTTP/1.1 for 3s", said), said
+        slow.settimeout(10)
+        head, _, body = read_to_close(slow).partition(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        assert len(body) < length  # cut: it was closed, not served whole
+    finally:
+        slow.close()
+    assert http_get(server.port, "/?mb=0")[0] == 200 and server.workers() == [worker]
+
+
+def test_a_killed_worker_closes_a_response_tail_in_its_outbox_without_a_502(start_sockact):
+    # Part of the response is out: a 502 would land inside it, and parking the client as idle would leave it
+    # waiting for the rest. It is closed, a cut response, as one whose app thread was writing.
+    server, worker, slow = _one_thread_and_a_slow_reader(start_sockact, send_timeout=30)
+    try:
+        time.sleep(0.5)
+        os.kill(worker, signal.SIGKILL)
+        server.wait_workers(1, without=worker)
+        slow.settimeout(10)
+        head, _, body = read_to_close(slow).partition(b"\r\n\r\n")
+    finally:
+        slow.close()
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    assert head.startswith(b"HTTP/1.1 200 ") and 0 < len(body) < length and body == b"x" * len(body)

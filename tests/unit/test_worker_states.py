@@ -181,6 +181,19 @@ def test_a_request_whose_client_takes_none_of_the_answers_before_it_is_let_go_at
     assert o.retire() == [] and waiting.state is C.UNREAD  # it finishes first, as a call does
 
 
+def test_a_response_tail_in_the_outbox_is_let_go_at_send_timeout_and_never_moves_until_out():
+    conn = Conn(state=C.CALL, since=0.0)
+    conn.to("sending", now=100.0)  # its call is over: the loop writes its outbox, from now on
+    assert due(conn, 104.9, park_after=0.1, stopping=True) is None
+    assert due(conn, 105.5, park_after=0.1, stopping=False) is Due.SEND_TIMEOUT
+    o = owner()
+    sending = o.add(Conn(1, C.SENDING))
+    assert list(o.stall_hand_backs()) == []  # a cut response cannot go to another worker
+    assert o.retire() == [] and sending.state is C.SENDING  # it finishes first, as a call does
+    sending.to("sent", now=106.0)
+    assert sending.state is C.IDLE and due(sending, 106.2, park_after=0.1, stopping=False) is Due.PARK
+
+
 @pytest.mark.parametrize("state", [C.QUEUED, C.CALL, C.HANDED, C.CLOSED])
 def test_states_without_a_deadline_here(state):
     assert due(Conn(state=state, since=0.0), 1e9, park_after=0.1, stopping=True) is None

@@ -469,7 +469,7 @@ class HTTPConnection:
         try:
             error = self.engine.error_response(exc.status, http_date())
             if linger:
-                self.wire.send(error)
+                self.wire.send(error, keep=False)  # whole before the linger's shutdown
                 self.wire.linger()
             else:
                 # The caller is the worker's loop, which never waits for a client: one that has read none of what

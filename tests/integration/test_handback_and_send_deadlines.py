@@ -209,3 +209,22 @@ def test_a_killed_worker_closes_a_response_tail_in_its_outbox_without_a_502(star
         slow.close()
     length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
     assert head.startswith(b"HTTP/1.1 200 ") and 0 < len(body) < length and body == b"x" * len(body)
+
+
+def test_a_streamed_piece_is_not_held_in_the_outbox_while_its_call_goes_on(start_sockact):
+    # A chunked stream (SSE, say) says each piece when it comes. Kept in the outbox, a piece's tail waited there for
+    # the app's next piece, however fast its client read: only the loop writes the outbox, once the call is over.
+    server = start_sockact("testapps:stream", "--workers", "1", "--threads", "1", "--max-threads", "1", workers=1)
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(30)
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(f"GET /?pad={_kernel_takes() + TAIL}&s=8 HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+        time.sleep(1)  # the kernel's buffers fill
+        began, data = time.monotonic(), b""
+        while b"first part\n" not in data[-64:]:
+            chunk = sock.recv(65536)
+            assert chunk, "closed"
+            data += chunk
+        assert time.monotonic() - began < 4, "the first piece waited for the second"
+        assert b"second part" not in data

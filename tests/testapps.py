@@ -112,10 +112,11 @@ def _whoami(environ, start_response):
 
 
 def _stream(environ, start_response):
-    """The first part of the body at once, the rest after ?s= seconds (a worker killed meanwhile)."""
+    """The first part of the body at once (after ?pad= bytes), the rest after ?s= seconds (a worker killed
+    meanwhile)."""
     query = parse_qs(environ["QUERY_STRING"])
     start_response("200 OK", [("Content-Type", "text/plain")])
-    yield b"first part\n"
+    yield b"p" * int(query.get("pad", ["0"])[0]) + b"first part\n"
     if "started" in query:  # the first part has been written: for tests to wait on
         Path(query["started"][0]).touch()
     time.sleep(float(query.get("s", ["1"])[0]))

@@ -138,7 +138,7 @@ class Held(Owned):
     """A connection the WSGI runner holds: the owner's books (owner.Owned), its socket and its engine."""
 
     __slots__ = ("call_line", "call_of", "close_after", "http", "linger_until", "lingered", "look_at", "preface",
-                 "request", "sock", "watched")
+                 "request", "sock", "taken", "watched")
 
     def __init__(self, msg: handoff.Message, sock: socket.socket, site: Site, state: ConnState, now: float,
                  http: HTTPConnection) -> None:
@@ -157,6 +157,7 @@ class Held(Owned):
         self.call_line = b""
         self.look_at = OUTPUT_LOOK  # once its wire has sent more, its next call waits for room (EventLoop._unread)
         self.close_after = False  # SENDING: its response does not persist, closed once its outbox is out
+        self.taken = 0  # SENDING: what its client had taken (Wire.taken) when its deadline last moved
 
     def unparsed(self) -> bytes:
         return bytes(self.preface) if self.preface is not None else self.http.unparsed()
@@ -768,6 +769,7 @@ class EventLoop(Carrier[Held]):
             report(self.chan, handoff.Message(handoff.RECYCLE))
         if sending:
             held.close_after = not keep
+            held.taken = held.http.wire.taken()
             held.to("sending")
             self._watch(held, events=select.EPOLLOUT)
             return False
@@ -781,13 +783,12 @@ class EventLoop(Carrier[Held]):
         per BODY_MIN_RATE bytes taken, as a body's does: a client at a real pace is never cut, a trickle is. Once all
         of it is out, the connection goes on as after its call (or closes, its response not persisting)."""
         wire = held.http.wire
-        before = wire.sent
         try:
             out = wire.send_outbox()
         except ClientGone:
             self._close(held)
             return
-        held.since = min(time.monotonic(), held.since + (wire.sent - before) / BODY_MIN_RATE)
+        self._moved_on(held)
         if not out:
             return
         if held.close_after:
@@ -796,6 +797,16 @@ class EventLoop(Carrier[Held]):
         self._unwatch(held)  # watched for room; from here for input
         held.to("sent")
         self._advance(held)  # a request it pipelined meanwhile, or idle
+
+    def _moved_on(self, held: Held) -> bool:
+        """SENDING: move its deadline on a second per BODY_MIN_RATE bytes its client took since the last look; True
+        if it is ahead now. Read from the kernel's queue, not from room to write: a client that reads steadily may
+        free a large send buffer's third only long after send_timeout."""
+        taken = held.http.wire.taken()
+        now = time.monotonic()
+        held.since = min(now, held.since + (taken - held.taken) / BODY_MIN_RATE)
+        held.taken = taken
+        return now - held.since <= (held.site.send_timeout or held.site.io_timeout)
 
     # ------------------------------------------------------------------ app threads
 
@@ -944,6 +955,8 @@ class EventLoop(Carrier[Held]):
         elif what is Due.BODY_TIMEOUT:
             held.http.body_timed_out()
         elif what is Due.SEND_TIMEOUT and held.state is SENDING:
+            if self._moved_on(held):
+                return  # its client reads, more slowly than room to write would show
             held.http.response_not_taken()
         elif what is Due.SEND_TIMEOUT:
             held.http.answers_not_taken(held.request)

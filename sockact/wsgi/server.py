@@ -583,18 +583,22 @@ class HTTPConnection:
         if self.line is not None:
             self.line.responded(wire.sent, len(head) + len(body) if whole else 0)
         # _guarded_send's steps, without its call: this runs for every response.
+        keep = self.engine.length_left is not None
         try:
             if len(body) <= COALESCE_MAX:
-                wire.send(head + body if body else head)
+                wire.send(head + body if body else head, keep=keep)
             else:
-                wire.send(head, body)
+                wire.send(head, body, keep=keep)
         except ClientGone:
             self.wire_failed = True
             raise
 
     def _guarded_send(self, data: bytes, *more: bytes) -> None:
+        # Only a body of known length may leave its tail in the outbox, which the loop writes once the call is over:
+        # a stream's piece (chunked, or to the close) would wait there for the app's next one however fast its
+        # client reads; and a 100 Continue must go now, the client waits for it to send the body.
         try:
-            self.wire.send(data, *more)
+            self.wire.send(data, *more, keep=self.engine.length_left is not None)
         except ClientGone:
             self.wire_failed = True
             raise

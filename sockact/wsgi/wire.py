@@ -11,11 +11,13 @@ Every failure of the peer (reset, broken pipe, timeout) raises ClientGone.
 
 from __future__ import annotations
 
+import fcntl
 import math
 import os
 import select
 import socket
 import struct
+import termios
 import time
 
 from sockact.http.limits import LINGER_BYTES, LINGER_IDLE, LINGER_SECONDS, OUTBOX_MAX, RECV_SIZE, SpoolBudget
@@ -201,6 +203,15 @@ class Wire:
             raise ClientGone(str(exc)) from exc
         self.sent += sent
         return sent
+
+    def taken(self) -> int:
+        """The bytes the client has taken (acknowledged, or read: a Unix socket) of the ``sent``: less what still waits
+        in the kernel's send queue (SIOCOUTQ). Room to write says so only once a third of the send buffer is free."""
+        try:
+            queued: int = struct.unpack("i", fcntl.ioctl(self.sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        except OSError:
+            return self.sent  # failed or closed: the next send finds out
+        return self.sent - queued
 
     def has_room(self) -> bool:
         """Whether the kernel would take more output now, without waiting (the socket is writable, or failed:

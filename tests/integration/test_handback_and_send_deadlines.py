@@ -209,3 +209,47 @@ def test_a_killed_worker_closes_a_response_tail_in_its_outbox_without_a_502(star
         slow.close()
     length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
     assert head.startswith(b"HTTP/1.1 200 ") and 0 < len(body) < length and body == b"x" * len(body)
+
+
+def test_a_streamed_piece_is_not_held_in_the_outbox_while_its_call_goes_on(start_sockact):
+    # A chunked stream (SSE, say) says each piece when it comes. Kept in the outbox, a piece's tail waited there for
+    # the app's next piece, however fast its client read: only the loop writes the outbox, once the call is over.
+    server = start_sockact("testapps:stream", "--workers", "1", "--threads", "1", "--max-threads", "1", workers=1)
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(30)
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(f"GET /?pad={_kernel_takes() + TAIL}&s=8 HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+        time.sleep(1)  # the kernel's buffers fill
+        began, data = time.monotonic(), b""
+        while b"first part\n" not in data[-64:]:
+            chunk = sock.recv(65536)
+            assert chunk, "closed"
+            data += chunk
+        assert time.monotonic() - began < 4, "the first piece waited for the second"
+        assert b"second part" not in data
+
+
+def test_a_response_tail_its_client_reads_steadily_is_not_cut_at_send_timeout(start_sockact):
+    # The worker's loop learns of its client's reads from room to write (EPOLLOUT), which the kernel gives only once a
+    # third of its send buffer (megabytes, grown on a fast link) is free: a client reading tens of KiB a second was
+    # let go after send_timeout as one that "took no bytes". Its pace is read from the kernel's queue instead.
+    server, worker, slow = _one_thread_and_a_slow_reader(start_sockact, send_timeout=3)
+    try:
+        time.sleep(0.5)
+        data, began = b"", time.monotonic()
+        while time.monotonic() - began < 8:  # about 80 KiB a second, past twice send_timeout
+            chunk = slow.recv(4096)
+            assert chunk, f"closed after {len(data)} bytes, {time.monotonic() - began:.1f} s"
+            data += chunk
+            time.sleep(0.05)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        while len(body) < length:
+            chunk = slow.recv(65536)
+            assert chunk, f"closed after {len(body)} of {length} bytes"
+            body += chunk
+    finally:
+        slow.close()
+    assert "(send_timeout)" not in server.output()
+    assert server.workers() == [worker]

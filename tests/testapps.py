@@ -124,12 +124,25 @@ def _stream(environ, start_response):
 
 
 def _big(environ, start_response):
-    """?mb= MiB of body (default 1), or ?bytes= bytes, in 64 KiB pieces: more than socket buffers hold."""
+    """?mb= MiB of body (default 1), or ?bytes= bytes, in 64 KiB pieces (more than socket buffers hold), or with
+    ?one=1 in one piece, as a framework's response body usually is."""
     query = parse_qs(environ["QUERY_STRING"])
     size = int(query["bytes"][0]) if "bytes" in query else int(query.get("mb", ["1"])[0]) << 20
     start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))])
+    if "one" in query:
+        return [b"x" * size]
     piece = b"x" * 65536
-    return (piece[:size - at] for at in range(0, size, 65536))
+    if "pause" not in query:
+        return (piece[:size - at] for at in range(0, size, 65536))
+    return _paused(piece, size, int(query["at"][0]), float(query["pause"][0]))
+
+
+def _paused(piece: bytes, size: int, pause_at: int, seconds: float):
+    """_big's pieces, with a pause of ``seconds`` once ``pause_at`` bytes are written: a body written in parts."""
+    for at in range(0, size, len(piece)):
+        if at >= pause_at > at - len(piece):
+            time.sleep(seconds)
+        yield piece[:size - at]
 
 
 def _boom(environ, start_response):

@@ -1291,6 +1291,18 @@ MUTANTS = (
            "        if held.close_after:\n            self._close(held)\n            return\n        self._unwatch",
            "        if True:\n            self._close(held)\n            return\n        self._unwatch",
            (SLOW_READER_TEST,)),
+    Mutant("wsgi-outbox-takes-a-body-piece-before-its-last", "sockact/wsgi/server.py",
+           "keep=self.engine.length_left == 0)", "keep=self.engine.length_left is not None)",
+           (INTEG + "test_handback_and_send_deadlines.py::test_a_body_written_in_parts_is_not_held_in_the_outbox_"
+            "between_them",)),
+    Mutant("wsgi-outbox-streams-chunked-pieces-into-it", "sockact/wsgi/server.py",
+           "        keep = self.engine.length_left == 0\n", "        keep = True\n",
+           (INTEG + "test_handback_and_send_deadlines.py::test_a_streamed_piece_is_not_held_in_the_outbox_while_its_"
+            "call_goes_on",)),
+    Mutant("wsgi-outbox-pace-judged-by-room-to-write", "sockact/worker/wsgirunner.py",
+           "            if self._moved_on(held):\n", "            if False:\n",
+           (INTEG + "test_handback_and_send_deadlines.py::test_a_response_tail_its_client_reads_steadily_is_not_cut_at_"
+            "send_timeout",)),
 )
 
 def run(mutant: Mutant) -> tuple[str, str]:

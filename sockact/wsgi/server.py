@@ -583,7 +583,7 @@ class HTTPConnection:
         if self.line is not None:
             self.line.responded(wire.sent, len(head) + len(body) if whole else 0)
         # _guarded_send's steps, without its call: this runs for every response.
-        keep = self.engine.length_left is not None
+        keep = self.engine.length_left == 0
         try:
             if len(body) <= COALESCE_MAX:
                 wire.send(head + body if body else head, keep=keep)
@@ -594,11 +594,12 @@ class HTTPConnection:
             raise
 
     def _guarded_send(self, data: bytes, *more: bytes) -> None:
-        # Only a body of known length may leave its tail in the outbox, which the loop writes once the call is over:
-        # a stream's piece (chunked, or to the close) would wait there for the app's next one however fast its
-        # client reads; and a 100 Continue must go now, the client waits for it to send the body.
+        # Only the last piece of a body of known length may leave its tail in the outbox, which the loop writes once
+        # the call is over: any other piece would wait there for the app's next one (or for the end of its call),
+        # however fast its client reads: a stream's (chunked, or to the close), a body the app writes in parts; and
+        # a 100 Continue must go now, the client waits for it to send the body.
         try:
-            self.wire.send(data, *more, keep=self.engine.length_left is not None)
+            self.wire.send(data, *more, keep=self.engine.length_left == 0)
         except ClientGone:
             self.wire_failed = True
             raise

@@ -127,7 +127,7 @@ def _asks_and_reads_nothing(port: int, close: bool = False) -> socket.socket:
     sock.settimeout(30)
     sock.connect(("127.0.0.1", port))
     close_field = "Connection: close\r\n" if close else ""
-    sock.sendall(f"GET /?bytes={size} HTTP/1.1\r\nHost: test\r\n{close_field}\r\n".encode())
+    sock.sendall(f"GET /?one=1&bytes={size} HTTP/1.1\r\nHost: test\r\n{close_field}\r\n".encode())
     return sock
 
 
@@ -185,7 +185,7 @@ def test_a_response_tail_its_client_never_takes_is_dropped_after_send_timeout(st
         assert http_get(server.port, "/?mb=0")[0] == 200
         assert "(send_timeout)" not in server.output()  # answered before the slow client was let go
         said = server.wait_for_log("(send_timeout): connection closed", timeout=15)
-        assert re.search(r"the client took no bytes of the response to GET /\?bytes=\d+ HTTP/1.1 for 3s", said), said
+        assert re.search(r"took no bytes of the response to GET /\?one=1&bytes=\d+ HTTP/1.1 for 3s", said), said
         slow.settimeout(10)
         head, _, body = read_to_close(slow).partition(b"\r\n\r\n")
         length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
@@ -253,3 +253,23 @@ def test_a_response_tail_its_client_reads_steadily_is_not_cut_at_send_timeout(st
         slow.close()
     assert "(send_timeout)" not in server.output()
     assert server.workers() == [worker]
+
+
+def test_a_body_written_in_parts_is_not_held_in_the_outbox_between_them(start_sockact):
+    # Only a body's last piece may leave its tail in the outbox: an earlier one's tail would wait there for the app's
+    # next write (or the end of its call), however fast its client read.
+    server = start_sockact("testapps:big", "--workers", "1", "--threads", "1", "--max-threads", "1", workers=1)
+    half = (_kernel_takes() + TAIL) // 65536 * 65536
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(30)
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(f"GET /?bytes={2 * half}&at={half}&pause=5 HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+        time.sleep(0.5)  # the kernel's buffers fill
+        started = time.monotonic()
+        data = b""
+        while len(data) < half:
+            data += sock.recv(65536)
+        took = time.monotonic() - started
+    print(f"the first half ({half} bytes) in {took:.2f}s, the app's pause 5 s")
+    assert took < 4, took  # before the app's pause is over

@@ -118,17 +118,20 @@ def _kernel_takes() -> int:
 TAIL = 512 * 1024
 
 
-def _asks_and_reads_nothing(port: int, close: bool = False) -> socket.socket:
-    """A client that asks for ``target`` and takes none of its answer (a small receive buffer: the kernel holds
-    little of it on the client's side)."""
-    size = _kernel_takes() + TAIL
+def _asks(port: int, target: str, fields: str = "") -> socket.socket:
+    """A client that asks for ``target``, and reads only when the test says so (a small receive buffer: the kernel
+    holds little of the answer on the client's side)."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.settimeout(30)
     sock.connect(("127.0.0.1", port))
-    close_field = "Connection: close\r\n" if close else ""
-    sock.sendall(f"GET /?one=1&bytes={size} HTTP/1.1\r\nHost: test\r\n{close_field}\r\n".encode())
+    sock.sendall(f"GET {target} HTTP/1.1\r\nHost: test\r\n{fields}\r\n".encode())
     return sock
+
+
+def _asks_and_reads_nothing(port: int, close: bool = False) -> socket.socket:
+    """A client that asks for a response whose tail the kernel has no room for, and takes none of it."""
+    return _asks(port, f"/?one=1&bytes={_kernel_takes() + TAIL}", "Connection: close\r\n" if close else "")
 
 
 def _one_thread_and_a_slow_reader(start_sockact, send_timeout: float, close: bool = False):
@@ -215,11 +218,7 @@ def test_a_streamed_piece_is_not_held_in_the_outbox_while_its_call_goes_on(start
     # A chunked stream (SSE, say) says each piece when it comes. Kept in the outbox, a piece's tail waited there for
     # the app's next piece, however fast its client read: only the loop writes the outbox, once the call is over.
     server = start_sockact("testapps:stream", "--workers", "1", "--threads", "1", "--max-threads", "1", workers=1)
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.settimeout(30)
-        sock.connect(("127.0.0.1", server.port))
-        sock.sendall(f"GET /?pad={_kernel_takes() + TAIL}&s=8 HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+    with _asks(server.port, f"/?pad={_kernel_takes() + TAIL}&s=8") as sock:
         time.sleep(1)  # the kernel's buffers fill
         began, data = time.monotonic(), b""
         while b"first part\n" not in data[-64:]:
@@ -260,11 +259,7 @@ def test_a_body_written_in_parts_is_not_held_in_the_outbox_between_them(start_so
     # next write (or the end of its call), however fast its client read.
     server = start_sockact("testapps:big", "--workers", "1", "--threads", "1", "--max-threads", "1", workers=1)
     half = (_kernel_takes() + TAIL) // 65536 * 65536
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.settimeout(30)
-        sock.connect(("127.0.0.1", server.port))
-        sock.sendall(f"GET /?bytes={2 * half}&at={half}&pause=5 HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+    with _asks(server.port, f"/?bytes={2 * half}&at={half}&pause=5") as sock:
         time.sleep(0.5)  # the kernel's buffers fill
         started = time.monotonic()
         data = b""

@@ -1275,7 +1275,7 @@ MUTANTS = (
            "spool_budget=budget, outbox_budget=outboxes,", "spool_budget=budget, outbox_budget=None,",
            (SLOW_READER_TEST,)),
     Mutant("wsgi-outbox-takes-a-tail-before-any-of-its-response-is-out", "sockact/wsgi/wire.py",
-           "if keep and self.sent > self.begun and self._keep(buffers):", "if keep and self._keep(buffers):",
+           "if keep and self.sent > self.begun and self.may_keep()", "if keep and self.may_keep()",
            (UNIT + "test_wire_outbox.py",)),
     Mutant("wsgi-outbox-past-its-bound", "sockact/wsgi/wire.py",
            "+ size > OUTBOX_MAX or", "+ size > 2 * OUTBOX_MAX or",
@@ -1291,16 +1291,16 @@ MUTANTS = (
            "        if held.close_after:\n            self._close(held)\n            return\n        self._unwatch",
            "        if True:\n            self._close(held)\n            return\n        self._unwatch",
            (SLOW_READER_TEST,)),
-    Mutant("wsgi-outbox-takes-a-body-piece-before-its-last", "sockact/wsgi/server.py",
-           "keep=self.engine.length_left == 0)", "keep=self.engine.length_left is not None)",
+    Mutant("wsgi-outbox-takes-a-body-piece-before-its-last", "sockact/http/engine.py",
+           'return self._mode == "length" and self._sent == self._length', 'return self._mode == "length"',
            (INTEG + "test_handback_and_send_deadlines.py::test_a_body_written_in_parts_is_not_held_in_the_outbox_"
             "between_them",)),
-    Mutant("wsgi-outbox-streams-chunked-pieces-into-it", "sockact/wsgi/server.py",
-           "        keep = self.engine.length_left == 0\n", "        keep = True\n",
+    Mutant("wsgi-outbox-streams-chunked-pieces-into-it", "sockact/http/engine.py",
+           'return self._mode == "length" and self._sent == self._length', "return True",
            (INTEG + "test_handback_and_send_deadlines.py::test_a_streamed_piece_is_not_held_in_the_outbox_while_its_"
             "call_goes_on",)),
     Mutant("wsgi-outbox-pace-judged-by-room-to-write", "sockact/worker/wsgirunner.py",
-           "            if self._moved_on(held):\n", "            if False:\n",
+           "            self._moved_on(held, now)\n", "\n",
            (INTEG + "test_handback_and_send_deadlines.py::test_a_response_tail_its_client_reads_steadily_is_not_cut_at_"
             "send_timeout",)),
 )

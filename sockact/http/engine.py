@@ -564,6 +564,13 @@ class Connection:
         """Bytes still promised by Content-Length, or None when the framing is not by length."""
         return self._length - self._sent if self._mode == "length" else None
 
+    def sent_whole(self) -> bool:
+        """Whether a body of known length has all been given to send_data: its last piece is the one in hand. Only
+        such a piece may leave its tail in a WSGI outbox (wsgi/wire.py), which the loop writes once the call is over:
+        any other would wait there for the app's next one, however fast its client reads (a stream's, chunked or to
+        the close; a body the app writes in parts; a 100 Continue, whose client waits for it to send the body)."""
+        return self._mode == "length" and self._sent == self._length
+
     def end_response(self) -> bytes:
         """The bytes that end the response body."""
         self.response_ended = True

@@ -75,7 +75,7 @@ from sockact.worker.channel import (
 )
 from sockact.worker.connstates import BODY, CALL, CLOSING, HEAD, IDLE, PREFACE, QUEUED, SENDING, UNREAD, ConnState
 from sockact.worker.guard import start_guarded
-from sockact.worker.owner import TIMER_INTERVAL, Carrier, Due, Owned, Owner
+from sockact.worker.owner import TIMER_INTERVAL, Carrier, Due, Owned, Owner, due
 from sockact.wsgi.environ import site_environ
 from sockact.wsgi.server import HTTPConnection, Step
 from sockact.wsgi.wire import ClientGone
@@ -788,7 +788,7 @@ class EventLoop(Carrier[Held]):
         except ClientGone:
             self._close(held)
             return
-        self._moved_on(held)
+        self._moved_on(held, time.monotonic())
         if not out:
             return
         if held.close_after:
@@ -798,15 +798,13 @@ class EventLoop(Carrier[Held]):
         held.to("sent")
         self._advance(held)  # a request it pipelined meanwhile, or idle
 
-    def _moved_on(self, held: Held) -> bool:
-        """SENDING: move its deadline on a second per BODY_MIN_RATE bytes its client took since the last look; True
-        if it is ahead now. Read from the kernel's queue, not from room to write: a client that reads steadily may
-        free a large send buffer's third only long after send_timeout."""
+    def _moved_on(self, held: Held, now: float) -> None:
+        """SENDING: move its deadline on a second per BODY_MIN_RATE bytes its client took since the last look. Read
+        from the kernel's queue, not from room to write: a client that reads steadily may free a large send buffer's
+        third only long after send_timeout."""
         taken = held.http.wire.taken()
-        now = time.monotonic()
         held.since = min(now, held.since + (taken - held.taken) / BODY_MIN_RATE)
         held.taken = taken
-        return now - held.since <= (held.site.send_timeout or held.site.io_timeout)
 
     # ------------------------------------------------------------------ app threads
 
@@ -955,7 +953,9 @@ class EventLoop(Carrier[Held]):
         elif what is Due.BODY_TIMEOUT:
             held.http.body_timed_out()
         elif what is Due.SEND_TIMEOUT and held.state is SENDING:
-            if self._moved_on(held):
+            now = time.monotonic()
+            self._moved_on(held, now)
+            if due(held, now, 0.0, self.stopping) is None:
                 return  # its client reads, more slowly than room to write would show
             held.http.response_not_taken()
         elif what is Due.SEND_TIMEOUT:

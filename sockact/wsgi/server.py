@@ -152,6 +152,7 @@ class HTTPConnection:
         self.wire = wire = Wire(sock, site.io_timeout, site.send_timeout or site.io_timeout)
         if site.outbox_budget is not None:  # the WSGI runner's loop writes what a response leaves in the outbox
             wire.outbox_budget = site.outbox_budget
+            wire.may_keep = engine.sent_whole
         self.sock = sock
         self.site = site
         self.conn_id = conn_id
@@ -583,23 +584,18 @@ class HTTPConnection:
         if self.line is not None:
             self.line.responded(wire.sent, len(head) + len(body) if whole else 0)
         # _guarded_send's steps, without its call: this runs for every response.
-        keep = self.engine.length_left == 0
         try:
             if len(body) <= COALESCE_MAX:
-                wire.send(head + body if body else head, keep=keep)
+                wire.send(head + body if body else head)
             else:
-                wire.send(head, body, keep=keep)
+                wire.send(head, body)
         except ClientGone:
             self.wire_failed = True
             raise
 
     def _guarded_send(self, data: bytes, *more: bytes) -> None:
-        # Only the last piece of a body of known length may leave its tail in the outbox, which the loop writes once
-        # the call is over: any other piece would wait there for the app's next one (or for the end of its call),
-        # however fast its client reads: a stream's (chunked, or to the close), a body the app writes in parts; and
-        # a 100 Continue must go now, the client waits for it to send the body.
         try:
-            self.wire.send(data, *more, keep=self.engine.length_left == 0)
+            self.wire.send(data, *more)
         except ClientGone:
             self.wire_failed = True
             raise

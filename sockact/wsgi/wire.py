@@ -19,6 +19,7 @@ import socket
 import struct
 import termios
 import time
+from collections.abc import Callable
 
 from sockact.http.limits import LINGER_BYTES, LINGER_IDLE, LINGER_SECONDS, OUTBOX_MAX, RECV_SIZE, SpoolBudget
 
@@ -59,6 +60,9 @@ class Wire:
     outbox_budget: SpoolBudget | None = None
     outbox: bytearray | None = None
     begun = 0
+    # Asked only when the kernel has no room: whether the piece in hand may leave its tail in the outbox (the
+    # engine's sent_whole, given with the budget).
+    may_keep: Callable[[], bool] = staticmethod(lambda: True)
 
     def __init__(self, sock: socket.socket, io_timeout: float, send_timeout: float | None = None) -> None:
         if sock.gettimeout() is not None:
@@ -112,7 +116,7 @@ class Wire:
         # What waits in the outbox goes first: what the kernel takes of it now (a stream's next piece must not wait
         # behind it while its client reads), then, if some is left, this after it.
         if self.outbox is not None and not self.send_outbox():
-            if keep and self._keep((data, *more)):
+            if keep and self.may_keep() and self._keep((data, *more)):
                 return
             self._send([memoryview(self._take_outbox()), data, *more], keep=False)  # all of it now, waiting for room
             return
@@ -141,7 +145,7 @@ class Wire:
                 if buffers:
                     if sent:
                         buffers[0] = memoryview(buffers[0])[sent:]
-                    if keep and self.sent > self.begun and self._keep(buffers):
+                    if keep and self.sent > self.begun and self.may_keep() and self._keep(buffers):
                         return
                     self._wait_to_send()
         except ClientGone:

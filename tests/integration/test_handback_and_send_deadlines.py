@@ -143,9 +143,8 @@ def _one_thread_and_a_slow_reader(start_sockact, send_timeout: float, close: boo
     return server, worker, _asks_and_reads_nothing(server.port, close)
 
 
-def _read_response(sock: socket.socket) -> tuple[bytes, bytes]:
-    """One response with a Content-Length: (head, body)."""
-    data = b""
+def _read_response(sock: socket.socket, data: bytes = b"") -> tuple[bytes, bytes]:
+    """One response with a Content-Length, after the ``data`` read of it already: (head, body)."""
     while b"\r\n\r\n" not in data:
         data += sock.recv(65536)
     head, _, body = data.partition(b"\r\n\r\n")
@@ -242,12 +241,7 @@ def test_a_response_tail_its_client_reads_steadily_is_not_cut_at_send_timeout(st
             assert chunk, f"closed after {len(data)} bytes, {time.monotonic() - began:.1f} s"
             data += chunk
             time.sleep(0.05)
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-        while len(body) < length:
-            chunk = slow.recv(65536)
-            assert chunk, f"closed after {len(body)} of {length} bytes"
-            body += chunk
+        _read_response(slow, data)  # the rest, whole
     finally:
         slow.close()
     assert "(send_timeout)" not in server.output()

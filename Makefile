@@ -39,7 +39,7 @@ test: deps
 	$(VENV)/bin/ruff check sockact tests
 	$(VENV)/bin/mypy sockact/
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
-	$(PY) -m pytest -q -p no:cacheprovider -n 3 --dist loadfile tests/integration
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests/integration
 	$(PY) -m pytest -q -p no:cacheprovider tests/system
 	PYTHONPATH=$(CURDIR) /usr/bin/python3 -m pytest -q -p no:cacheprovider $(HTTP_TESTS)
 
